@@ -1,0 +1,120 @@
+"""What every verb shares: the run context, JSON/text output, progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from lifeboat.progress import ProgressSink
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class RunContext:
+    """Options given before the verb; the policy is loaded lazily, once."""
+
+    config_path: Path
+    debug: bool = False
+    _policy: Any = field(default=None, repr=False)
+
+    def policy(self) -> Any:
+        if self._policy is None:
+            from lifeboat.policy import load_policy
+
+            self._policy = load_policy(self.config_path)
+        return self._policy
+
+
+def run_context(ctx: typer.Context) -> RunContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, RunContext)
+    return obj
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=_json_default, indent=2, sort_keys=False) + "\n")
+
+
+class RichProgress(ProgressSink):
+    """A rich progress bar on stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, description: str) -> None:
+        self._enabled = err_console.is_terminal
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+            disable=not self._enabled,
+        )
+        self._task = self._progress.add_task(description, total=None)
+
+    def start(self, total_bytes: int | None) -> None:
+        self._progress.update(self._task, total=total_bytes)
+
+    def advance(self, nbytes: int) -> None:
+        self._progress.advance(self._task, nbytes)
+
+    def note(self, message: str) -> None:
+        self._progress.update(self._task, description=message)
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[ProgressSink]:
+    with RichProgress(description) as bar:
+        yield bar
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

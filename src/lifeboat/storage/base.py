@@ -1,0 +1,61 @@
+"""The storage protocol: the only way repository bytes reach a disk or a bucket.
+
+Rules every driver keeps (the conformance suite in tests/storage checks them):
+
+* Names are relative ``/``-separated paths such as ``data/ab/abcdef...``; drivers map them
+  to files or object keys under their root and never let a name escape that root.
+* ``put`` is put-if-absent: when ``name`` exists it raises ``AlreadyExistsError`` and the
+  existing object is untouched. Nothing is ever overwritten. A ``put`` either stores all
+  bytes or nothing visible under ``name`` (files: write to a temp name, fsync, link; S3:
+  one PUT with ``If-None-Match: *``).
+* ``get`` returns the full object or the byte range ``[offset, offset+length)``; a missing
+  object raises ``NotFoundError``.
+* ``list`` yields every name under a prefix (recursively), in no guaranteed order.
+* ``delete`` of a missing object is not an error. An object under retention (S3 Object
+  Lock, or a read-only file inside its retention period) raises ``LockedError``.
+* Every driver maps its own exceptions (OSError, botocore) to ``StorageError`` subclasses
+  with a one-line message naming the object, never credentials.
+* Methods may be called concurrently from several threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    name: str
+    size: int
+    mtime: float  # seconds since the epoch
+    locked_until: float | None = None  # retention end, when the backend reports one
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Where a repository's bytes live. See the module docstring for the rules."""
+
+    url: str
+
+    def put(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name`` if absent; raise AlreadyExistsError otherwise."""
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the object's bytes, or a range of them."""
+
+    def stat(self, name: str) -> ObjectStat:
+        """Size and time of one object; NotFoundError when missing."""
+
+    def exists(self, name: str) -> bool:
+        """True when ``name`` exists."""
+
+    def list(self, prefix: str = "") -> Iterator[ObjectStat]:
+        """Every object whose name starts with ``prefix``."""
+
+    def delete(self, name: str) -> None:
+        """Remove ``name``; LockedError when retention protects it."""
+
+    def close(self) -> None:
+        """Release connections and pools."""
