@@ -39,8 +39,12 @@ class Storage(Protocol):
 
     url: str
 
-    def put(self, name: str, data: bytes) -> None:
-        """Store ``data`` under ``name`` if absent; raise AlreadyExistsError otherwise."""
+    def put(self, name: str, data: bytes, *, retain: bool = True) -> None:
+        """Store ``data`` under ``name`` if absent; raise AlreadyExistsError otherwise.
+
+        ``retain=False`` skips the retention lock (Object Lock / read-only period) for
+        short-lived objects such as repository locks, which must stay deletable.
+        """
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         """Return the object's bytes, or a range of them."""

@@ -1,0 +1,137 @@
+"""The blob index: which pack holds each blob. Index files are immutable; many may exist."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.repo.format import INDEX_MAGIC, BlobLocation, decode_framed, encode_framed, index_name
+from lifeboat.repo.keyring import Keyring
+from lifeboat.storage.base import Storage
+
+PackEntry = dict[str, Any]  # {"id": pack id, "blobs": [[id, type, offset, length, raw_length]]}
+
+
+class Index:
+    """In-memory union of index files, thread-safe."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, BlobLocation] = {}
+        self._packs: dict[str, list[str]] = {}
+        self.files: dict[str, list[str]] = {}  # index file name -> pack ids it lists
+        self.damaged: dict[str, str] = {}  # index file name -> problem
+        self._lock = threading.Lock()
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self._blobs
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def get(self, blob_id: str) -> BlobLocation | None:
+        return self._blobs.get(blob_id)
+
+    def packs(self) -> dict[str, list[str]]:
+        return self._packs
+
+    def add_pack(self, pack: PackEntry) -> None:
+        pack_id = pack["id"]
+        with self._lock:
+            ids = self._packs.setdefault(pack_id, [])
+            for blob_id, btype, offset, length, raw_length in pack["blobs"]:
+                if blob_id not in self._blobs:
+                    self._blobs[blob_id] = BlobLocation(pack_id, offset, length, raw_length, btype)
+                ids.append(blob_id)
+
+    def drop_packs(self, pack_ids: Iterable[str]) -> None:
+        with self._lock:
+            for pack_id in pack_ids:
+                for blob_id in self._packs.pop(pack_id, []):
+                    loc = self._blobs.get(blob_id)
+                    if loc is not None and loc.pack == pack_id:
+                        del self._blobs[blob_id]
+
+    def blob_ids(self) -> set[str]:
+        return set(self._blobs)
+
+
+def encode_index(packs: list[PackEntry], keyring: Keyring) -> tuple[str, bytes]:
+    data = encode_framed(INDEX_MAGIC, {"version": 1, "packs": packs}, keyring.mac)
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def write_index(storage: Storage, packs: list[PackEntry], keyring: Keyring) -> str:
+    index_id, data = encode_index(packs, keyring)
+    storage.put(index_name(index_id), data)
+    return index_id
+
+
+def decode_index(data: bytes, keyring: Keyring, name: str) -> list[PackEntry]:
+    payload = decode_framed(INDEX_MAGIC, data, keyring.mac, f"index {name}")
+    packs = payload.get("packs")
+    if not isinstance(packs, list):
+        raise IntegrityError(f"index {name} is damaged")
+    return packs
+
+
+class IndexCache:
+    """Index files are immutable, so a local copy never goes stale (restic's cache idea)."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    def get(self, name: str) -> list[PackEntry] | None:
+        if self.directory is None:
+            return None
+        path = self.directory / name.replace("/", "_")
+        try:
+            packs = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return packs if isinstance(packs, list) else None
+
+    def put(self, name: str, packs: list[PackEntry]) -> None:
+        if self.directory is None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / (name.replace("/", "_") + ".tmp")
+            tmp.write_text(json.dumps(packs, separators=(",", ":")))
+            tmp.replace(self.directory / name.replace("/", "_"))
+        except OSError:
+            pass  # the cache is an optimisation; the repository is the truth
+
+
+def load_index(storage: Storage, keyring: Keyring, cache: IndexCache, workers: int = 8) -> Index:
+    index = Index()
+    names = [obj.name for obj in storage.list("index/")]
+
+    def load(name: str) -> tuple[str, list[PackEntry] | None, str | None]:
+        cached = cache.get(name)
+        if cached is not None:
+            return name, cached, None
+        try:
+            packs = decode_index(storage.get(name), keyring, name)
+        except IntegrityError as exc:
+            return name, None, str(exc)
+        except NotFoundError:
+            return name, None, None  # removed by a concurrent prune
+        cache.put(name, packs)
+        return name, packs, None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for name, packs, problem in pool.map(load, names):
+            if problem is not None:
+                index.damaged[name] = problem
+            if packs is None:
+                continue
+            index.files[name] = [p["id"] for p in packs]
+            for pack in packs:
+                index.add_pack(pack)
+    return index
