@@ -68,9 +68,7 @@ def _read_key_json(path: Path, expected_type: str, what: str) -> dict[str, Any]:
     except ValueError:
         raise KeyError_(f"{path} is not a lifeboat {what} file") from None
     if data.get("type") != expected_type:
-        raise KeyError_(
-            f"{path} is not a lifeboat {what} file (it is {data.get('type', 'unknown')!r})"
-        )
+        raise KeyError_(f"{path} is not a lifeboat {what} file (it is {data.get('type', 'unknown')!r})")
     return data
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +100,7 @@ def parse_pack_trailer(pack: bytes) -> list[tuple[str, str, int, int, int]]:
     (length,) = struct.unpack(">I", pack[-8:-4])
     try:
         body = json.loads(pack[-8 - length : -8])
-        return [tuple(b) for b in body["blobs"]]  # type: ignore[misc]
+        return [(str(b[0]), str(b[1]), int(b[2]), int(b[3]), int(b[4])) for b in body["blobs"]]
     except (ValueError, KeyError, TypeError):
         raise IntegrityError("pack trailer is damaged") from None
 
@@ -110,14 +111,14 @@ def parse_pack_trailer(pack: bytes) -> list[tuple[str, str, int, int, int]]:
 # mac := keyed BLAKE3 of zstd(json) under the repository's MAC key
 
 
-def encode_framed(magic: bytes, payload: dict[str, Any], mac: Any) -> bytes:
+def encode_framed(magic: bytes, payload: dict[str, Any], mac: Callable[[bytes], bytes]) -> bytes:
     body = zstandard.ZstdCompressor(level=3).compress(
         json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     )
     return magic + bytes([FORMAT_VERSION]) + mac(body) + body
 
 
-def decode_framed(magic: bytes, data: bytes, mac: Any, what: str) -> dict[str, Any]:
+def decode_framed(magic: bytes, data: bytes, mac: Callable[[bytes], bytes], what: str) -> dict[str, Any]:
     if len(data) < 5 + MAC_LEN or data[:4] != magic:
         raise IntegrityError(f"{what} is damaged (bad magic)")
     if data[4] != FORMAT_VERSION:

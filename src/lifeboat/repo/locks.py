@@ -37,7 +37,11 @@ def _read_lock(storage: Storage, name: str) -> LockInfo | None:
     try:
         data = json.loads(storage.get(name))
         return LockInfo(
-            name, bool(data["exclusive"]), str(data["host"]), int(data["pid"]), float(data["time"]),
+            name,
+            bool(data["exclusive"]),
+            str(data["host"]),
+            int(data["pid"]),
+            float(data["time"]),
             str(data.get("operation", "")),
         )
     except (NotFoundError, ValueError, KeyError, TypeError):
@@ -87,7 +91,7 @@ class RepoLock:
             "time": time.time(),
             "operation": self.operation,
         }
-        self.storage.put(name, json.dumps(body).encode(), retain=False)  # type: ignore[call-arg]
+        self.storage.put(name, json.dumps(body).encode(), retain=False)
         return name
 
     def _conflicts(self) -> list[LockInfo]:

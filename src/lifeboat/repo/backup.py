@@ -1,0 +1,330 @@
+"""A backup session: chunk, deduplicate, encrypt, pack and upload; commit a snapshot last.
+
+Nothing becomes visible until ``commit`` writes the snapshot header, which is the last
+write. A process killed at any moment leaves complete packs (and usually their index);
+the next session indexes complete orphan packs and reuses their blobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from lifeboat.errors import LifeboatError, NotFoundError, StorageError
+from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.repo.chunking import encode_payload, read_blocks
+from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, snapshot_name
+from lifeboat.repo.index import PackEntry, write_index
+from lifeboat.repo.locks import RepoLock
+from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
+from lifeboat.repo.packer import Packer
+from lifeboat.repo.parents import ParentCache
+from lifeboat.repo.snapshots import encode_snapshot
+
+if TYPE_CHECKING:
+    from lifeboat.repo.repository import Repository
+
+INDEX_FLUSH_PACKS = 16
+
+
+class BlobWriter:
+    """Stores blobs once: the shared core of backup sessions and ref uploads."""
+
+    def __init__(self, repo: Repository, known: set[str] | None, workers: int) -> None:
+        self.repo = repo
+        self.known = known if known is not None else set()
+        self._lock = threading.Lock()
+        self._pending_index: list[PackEntry] = []
+        self.index_files: list[str] = []
+        self.stats = SnapshotStats()
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
+        self._inflight = threading.Semaphore(workers * 3)
+        self.packer = Packer(repo.storage, repo.keyring, repo.pack_size, self._on_uploaded)
+
+    def _on_uploaded(self, entry: PackEntry, size: int) -> None:
+        batch: list[PackEntry] = []
+        with self._lock:
+            self._pending_index.append(entry)
+            if len(self._pending_index) >= INDEX_FLUSH_PACKS:
+                batch, self._pending_index = self._pending_index, []
+        if batch:
+            self._write_index(batch)
+
+    def _write_index(self, packs: list[PackEntry]) -> None:
+        name = write_index(self.repo.storage, packs, self.repo.keyring)
+        with self._lock:
+            self.index_files.append(name)
+
+    def store(self, data: bytes, btype: str = BLOB_DATA) -> str:
+        """Store one blob unless the repository has it; return its id. Thread-safe."""
+        blob_id = self.repo.keyring.blob_id(data)
+        with self._lock:
+            self.stats.chunks += 1
+            self.stats.bytes += len(data) if btype == BLOB_DATA else 0
+            if blob_id in self.known:
+                return blob_id
+            self.known.add(blob_id)
+        stored = self.packer.add(blob_id, btype, encode_payload(data), len(data))
+        with self._lock:
+            self.stats.new_chunks += 1
+            self.stats.new_bytes += len(data)
+            self.stats.stored_bytes += stored
+        return blob_id
+
+    def submit(self, data: bytes, btype: str = BLOB_DATA) -> Future[str]:
+        """Store asynchronously, bounding the blocks held in memory."""
+        self._inflight.acquire()
+        future = self.pool.submit(self.store, data, btype)
+        future.add_done_callback(lambda _: self._inflight.release())
+        return future
+
+    def store_stream(
+        self, stream: BinaryIO, chunk_size: int, progress: ProgressSink, digest: Any = None
+    ) -> tuple[list[str], int, str]:
+        """Chunk a stream in parallel; return (chunk ids, size, sha256 hex)."""
+        sha = hashlib.sha256()
+        futures: list[Future[str]] = []
+        size = 0
+        for block in read_blocks(stream, chunk_size):
+            sha.update(block)
+            if digest is not None:
+                digest.update(block)
+            size += len(block)
+            futures.append(self.submit(block))
+            progress.advance(len(block))
+        return [f.result() for f in futures], size, sha.hexdigest()
+
+    def finish(self) -> None:
+        self.packer.flush()
+        with self._lock:
+            batch, self._pending_index = self._pending_index, []
+        if batch:
+            self._write_index(batch)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.packer.close()
+
+
+class BackupSession:
+    """One snapshot in the making. Use as a context manager; see docs/design/internals.md."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        asset: str,
+        kind: str,
+        labels: dict[str, str] | None = None,
+        chunk_size: int | None = None,
+        progress: ProgressSink = NO_PROGRESS,
+        host: str | None = None,
+        use_parent_cache: bool = True,
+    ) -> None:
+        self.repo = repo
+        self.asset = asset
+        self.kind = kind
+        self.labels = dict(labels or {})
+        self.chunk_size = chunk_size or repo.chunk_size
+        self.progress = progress
+        self.host = host or socket.gethostname()
+        self.entries: list[Entry] = []
+        self._identities: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._repo_lock = RepoLock(repo.storage, exclusive=False, operation=f"backup {asset}")
+        self._writer: BlobWriter | None = None
+        cache_path = repo.parent_cache_path(asset) if use_parent_cache else None
+        self._parents = ParentCache(cache_path)
+        self._committed: SnapshotInfo | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def __enter__(self) -> BackupSession:
+        self._repo_lock.acquire()
+        try:
+            index = self.repo.load_index_for_writing()
+            self._writer = BlobWriter(self.repo, index.blob_ids(), workers=self.repo.workers)
+        except BaseException:
+            self._repo_lock.release()
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self._writer is not None:
+                if exc_type is not None:
+                    self._abort()
+                self._writer.close()
+        finally:
+            self._repo_lock.release()
+
+    def _abort(self) -> None:
+        """Keep what was uploaded usable by indexing it; commit no snapshot."""
+        assert self._writer is not None
+        try:
+            self._writer.finish()
+        except (LifeboatError, OSError):
+            pass
+
+    @property
+    def writer(self) -> BlobWriter:
+        if self._writer is None:
+            raise LifeboatError("backup session used outside its 'with' block")
+        return self._writer
+
+    # -- adding content ---------------------------------------------------------------
+
+    def _record(self, entry: Entry, identity: str | None) -> Entry:
+        with self._lock:
+            self.entries.append(entry)
+            if identity is not None:
+                self._identities[identity] = entry.to_json()
+            if entry.type == "file":
+                self.writer.stats.files += 1
+            elif entry.type == "dir":
+                self.writer.stats.dirs += 1
+        return entry
+
+    def reuse(self, path: str, identity: str) -> Entry | None:
+        """Take the parent's entry for ``identity`` if all its chunks are still stored."""
+        cached = self._parents.lookup(identity)
+        if cached is None or cached.type != "file":
+            return None
+        with self.writer._lock:
+            if not all(c in self.writer.known for c in cached.chunks):
+                return None
+            self.writer.stats.chunks += len(cached.chunks)
+            self.writer.stats.bytes += cached.size
+            self.writer.stats.reused_files += 1
+        cached.path = path
+        self.progress.advance(cached.size)
+        return self._record(cached, identity)
+
+    def add_stream(
+        self,
+        path: str,
+        stream: BinaryIO,
+        *,
+        mode: int = 0o644,
+        mtime_ns: int = 0,
+        uid: int | None = None,
+        gid: int | None = None,
+        meta: dict[str, Any] | None = None,
+        identity: str | None = None,
+    ) -> Entry:
+        if identity is not None:
+            reused = self.reuse(path, identity)
+            if reused is not None:
+                return reused
+        chunks, size, sha = self.writer.store_stream(stream, self.chunk_size, self.progress)
+        entry = Entry(
+            path=path,
+            type="file",
+            size=size,
+            mode=mode,
+            mtime_ns=mtime_ns,
+            uid=uid,
+            gid=gid,
+            sha256=sha,
+            chunks=chunks,
+            meta=dict(meta or {}),
+        )
+        return self._record(entry, identity)
+
+    def add_file(
+        self,
+        path: str,
+        source: Path,
+        *,
+        mode: int | None = None,
+        mtime_ns: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        meta: dict[str, Any] | None = None,
+        identity: str | None = None,
+    ) -> Entry:
+        try:
+            st = os.stat(source)
+            if identity is not None:
+                reused = self.reuse(path, identity)
+                if reused is not None:
+                    return reused
+            with open(source, "rb", buffering=0) as fh:
+                return self.add_stream(
+                    path,
+                    fh,
+                    mode=mode if mode is not None else st.st_mode & 0o7777,
+                    mtime_ns=mtime_ns if mtime_ns is not None else st.st_mtime_ns,
+                    uid=uid if uid is not None else st.st_uid,
+                    gid=gid if gid is not None else st.st_gid,
+                    meta=meta,
+                    identity=identity,
+                )
+        except FileNotFoundError:
+            raise NotFoundError(f"{source} disappeared during the backup") from None
+        except PermissionError:
+            raise StorageError(f"permission denied reading {source}") from None
+
+    def add_bytes(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        mode: int = 0o644,
+        mtime_ns: int = 0,
+        meta: dict[str, Any] | None = None,
+    ) -> Entry:
+        import io
+
+        return self.add_stream(path, io.BytesIO(data), mode=mode, mtime_ns=mtime_ns, meta=meta)
+
+    def add_entry(self, entry: Entry) -> Entry:
+        return self._record(entry, None)
+
+    def set_labels(self, labels: dict[str, str]) -> None:
+        self.labels.update({str(k): str(v) for k, v in labels.items()})
+
+    # -- commit -------------------------------------------------------------------------
+
+    def _store_tree(self) -> list[str]:
+        entries = sorted(self.entries, key=lambda e: e.path)
+        raw = json.dumps({"entries": [e.to_json() for e in entries]}, separators=(",", ":")).encode()
+        return [
+            self.writer.store(raw[i : i + self.chunk_size], BLOB_TREE)
+            for i in range(0, max(len(raw), 1), self.chunk_size)
+        ]
+
+    def commit(self) -> SnapshotInfo:
+        writer = self.writer
+        writer.finish()  # data packs and their index first
+        tree = self._store_tree()
+        writer.finish()  # then the tree's pack and index
+        writer.stats.seconds = round(time.monotonic() - self._started, 3)
+        info = SnapshotInfo(
+            id="",
+            asset=self.asset,
+            kind=self.kind,
+            time=datetime.now(UTC),
+            host=self.host,
+            labels=self.labels,
+            stats=writer.stats,
+            tree=tree,
+            key_id=self.repo.key_id,
+            parent=self.repo.latest_snapshot_id(self.asset),
+        )
+        snapshot_id, data = encode_snapshot(info, self.repo.keyring)
+        info.id = snapshot_id
+        self.repo.storage.put(snapshot_name(snapshot_id), data)  # the commit point
+        self._parents.save(self._identities)
+        self._committed = info
+        return info

@@ -1,0 +1,133 @@
+"""`check`: structure (everything referenced exists) and, with --read-data, every byte."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.repo.chunking import decode_payload
+from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer
+from lifeboat.repo.locks import RepoLock
+from lifeboat.repo.model import CheckReport, Problem
+from lifeboat.repo.references import References, collect_references
+from lifeboat.repo.snapshots import load_snapshots
+
+if TYPE_CHECKING:
+    from lifeboat.repo.repository import Repository
+
+
+def _affected(refs: References, blob_ids: list[str]) -> tuple[list[str], list[str]]:
+    snaps: set[str] = set()
+    files: set[str] = set()
+    for blob_id in blob_ids:
+        for snap, path in refs.users.get(blob_id, []):
+            snaps.add(snap)
+            files.add(path)
+    return sorted(snaps), sorted(files)
+
+
+def check_repository(
+    repo: Repository, *, read_data: bool, progress: ProgressSink = NO_PROGRESS
+) -> CheckReport:
+    if read_data:
+        repo.require_reader("check --read-data")
+    report = CheckReport(read_data=read_data)
+    with RepoLock(repo.storage, exclusive=False, operation="check"):
+        index = repo.index(refresh=True)
+        for name, problem in index.damaged.items():
+            report.problems.append(Problem("corrupt-index", name, problem))
+        _, damaged_snaps = load_snapshots(repo.storage, repo.keyring)
+        for name, problem in damaged_snaps.items():
+            report.problems.append(Problem("corrupt-snapshot", name, problem, [name.rsplit("/", 1)[-1][:12]]))
+        refs = collect_references(repo, read_trees=repo.keyring.can_read)
+        report.problems.extend(refs.problems)
+        report.snapshots = len(refs.snapshots)
+        stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
+        report.packs = len(stored)
+        report.chunks = len(index)
+        for blob_id in refs.users:
+            loc = index.get(blob_id)
+            if loc is None or loc.pack not in stored:
+                snaps, files = _affected(refs, [blob_id])
+                where = "not in any index" if loc is None else f"its pack {loc.pack[:16]} is missing"
+                report.problems.append(
+                    Problem("missing-chunk", blob_id, f"chunk {blob_id[:16]} is {where}", snaps, files)
+                )
+        if read_data:
+            _read_all_packs(repo, refs, stored, report, progress)
+    return report
+
+
+def _read_all_packs(
+    repo: Repository, refs: References, stored: dict[str, int], report: CheckReport, progress: ProgressSink
+) -> None:
+    index = repo.index()
+    packs = {p: ids for p, ids in index.packs().items() if p in stored}
+    progress.start(sum(stored[p] for p in packs))
+    lock = threading.Lock()
+
+    def verify_pack(pack_id: str) -> list[Problem]:
+        problems: list[Problem] = []
+        try:
+            data = repo.storage.get(pack_name(pack_id))
+        except NotFoundError:
+            return [Problem("missing-pack", pack_name(pack_id), "pack vanished during check")]
+        with lock:
+            report.bytes_read += len(data)
+        progress.advance(len(data))
+        if hashlib.sha256(data).hexdigest() != pack_id:
+            problems.append(
+                Problem("corrupt-pack", pack_name(pack_id), "pack content does not match its name")
+            )
+        try:
+            trailer = {b[0]: b for b in parse_pack_trailer(data)}
+        except IntegrityError as exc:
+            trailer = {}
+            problems.append(Problem("corrupt-pack", pack_name(pack_id), str(exc)))
+        bad: list[str] = []
+        try:
+            wrapped, _ = parse_pack_header(data)
+            cipher = repo.keyring.pack_cipher(wrapped)
+        except IntegrityError:
+            cipher = None
+        for blob_id in sorted(set(packs[pack_id])):
+            loc = index.get(blob_id)
+            if loc is None or loc.pack != pack_id:
+                continue
+            if trailer and blob_id in trailer and tuple(trailer[blob_id][2:4]) != (loc.offset, loc.length):
+                problems.append(
+                    Problem(
+                        "corrupt-index",
+                        pack_name(pack_id),
+                        f"index and pack disagree about chunk {blob_id[:16]}",
+                    )
+                )
+            try:
+                if cipher is None:
+                    raise IntegrityError("pack header is damaged")
+                envelope = data[loc.offset : loc.offset + loc.length]
+                plain = decode_payload(cipher.open(envelope, bytes.fromhex(blob_id)), loc.raw_length)
+                if repo.keyring.blob_id(plain) != blob_id:
+                    raise IntegrityError("content does not match id")
+            except IntegrityError:
+                bad.append(blob_id)
+        if bad:
+            snaps, files = _affected(refs, bad)
+            problems.append(
+                Problem(
+                    "corrupt-chunk",
+                    pack_name(pack_id),
+                    f"{len(bad)} chunk(s) in pack {pack_id[:16]} failed authentication",
+                    snaps,
+                    files,
+                )
+            )
+        return problems
+
+    with ThreadPoolExecutor(max_workers=repo.workers) as pool:
+        for problems in pool.map(verify_pack, sorted(packs)):
+            report.problems.extend(problems)

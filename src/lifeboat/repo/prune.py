@@ -1,0 +1,88 @@
+"""`prune`: delete packs no snapshot or ref needs. The only deleter of data; honours locks.
+
+Order matters for crash safety: first a new index listing every kept pack, then the old
+index files, and only then packs that no remaining index file lists. A crash at any step
+leaves every remaining index entry pointing at an existing pack, or at a pack whose blobs
+nothing references (and writers drop index entries of vanished packs on load).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lifeboat.errors import CheckFailed, LockedError, NotFoundError
+from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.repo.format import pack_name
+from lifeboat.repo.index import write_index
+from lifeboat.repo.locks import RepoLock
+from lifeboat.repo.model import PruneReport
+from lifeboat.repo.references import collect_references
+
+if TYPE_CHECKING:
+    from lifeboat.repo.repository import Repository
+
+
+def prune_repository(
+    repo: Repository, *, dry_run: bool = False, progress: ProgressSink = NO_PROGRESS
+) -> PruneReport:
+    repo.require_reader("prune")
+    report = PruneReport()
+    with RepoLock(repo.storage, exclusive=True, operation="prune"):
+        index = repo.load_index_for_writing()
+        refs = collect_references(repo, read_trees=True)
+        if not refs.complete:
+            raise CheckFailed(
+                "prune stopped: some snapshot trees or refs are unreadable, so nothing is deleted",
+                hint="run 'lifeboat check --read-data' and repair first",
+            )
+        needed = set(refs.users)
+        packs = index.packs()
+        report.packs_total = len(packs)
+        stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
+        unused = [p for p, blobs in packs.items() if not needed.intersection(blobs)]
+        orphans = [p for p in stored if p not in packs]
+        report.unreferenced_chunks = sum(1 for b in index.blob_ids() if b not in needed)
+        if dry_run:
+            report.packs_removed = len(unused) + len(orphans)
+            report.bytes_removed = sum(stored.get(p, 0) for p in unused + orphans)
+            return report
+        kept = [
+            {"id": p, "blobs": [[b, *_loc_tuple(index, b, p)] for b in sorted(set(blobs))]}
+            for p, blobs in packs.items()
+            if p not in unused
+        ]
+        new_index = f"index/{write_index(repo.storage, kept, repo.keyring)}" if kept else None
+        still_listed: set[str] = set()
+        for name, pack_ids in index.files.items():
+            if name == new_index:
+                continue
+            try:
+                repo.storage.delete(name)
+            except LockedError:
+                report.locked_objects.append(name)
+                still_listed.update(pack_ids)
+        for pack_id in unused + orphans:
+            if pack_id in still_listed:
+                report.packs_kept_locked += 1
+                continue
+            try:
+                repo.storage.delete(pack_name(pack_id))
+                report.packs_removed += 1
+                report.bytes_removed += stored.get(pack_id, 0)
+            except LockedError:
+                report.packs_kept_locked += 1
+                report.locked_objects.append(pack_name(pack_id))
+            except NotFoundError:
+                pass
+            progress.advance(1)
+        repo.index(refresh=True)
+    return report
+
+
+def _loc_tuple(index: object, blob_id: str, pack_id: str) -> list[object]:
+    from lifeboat.repo.index import Index
+
+    assert isinstance(index, Index)
+    loc = index.get(blob_id)
+    assert loc is not None
+    return [loc.type, loc.offset, loc.length, loc.raw_length]
