@@ -1,0 +1,70 @@
+"""`lifeboat backup [ASSET...]`: back up now."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from lifeboat import runtime
+from lifeboat.assets.registry import backup_asset
+from lifeboat.cli.app import app
+from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
+from lifeboat.errors import LifeboatError
+
+
+@app.command()
+def backup(
+    ctx: typer.Context,
+    assets: list[str] = typer.Argument(None, help="Assets to back up (default: all)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Back up assets now: all of them, or those named."""
+    policy = run_context(ctx).policy()
+    names = assets or list(policy.assets)
+    for name in names:
+        policy.asset(name)  # unknown names fail before any work starts
+    repo = runtime.open_for_write(policy)
+    audit = runtime.audit_log(policy, repo)
+    results = []
+    failed = False
+    for name in names:
+        started = time.monotonic()
+        try:
+            with progress_bar(f"backup {name}") as bar:
+                info = backup_asset(policy, name, repo, bar)
+        except LifeboatError as exc:
+            audit.append("backup", asset=name, outcome="failed", error=exc.message)
+            if len(names) == 1:
+                raise
+            failed = True
+            results.append({"asset": name, "ok": False, "error": exc.message})
+            if not json_out:
+                console.print(f"[red]backup {name} failed[/red]: {exc.message}", soft_wrap=True)
+            continue
+        audit.append(
+            "backup", asset=name, snapshot=info.id, bytes=info.stats.bytes, added=info.stats.stored_bytes
+        )
+        seconds = time.monotonic() - started
+        results.append(
+            {
+                "asset": name,
+                "ok": True,
+                "snapshot": info.id,
+                "stats": info.stats,
+                "labels": info.labels,
+                "seconds": round(seconds, 3),
+            }
+        )
+        if not json_out:
+            s = info.stats
+            rate = s.bytes / seconds / 1e6 if seconds > 0 else 0.0
+            console.print(
+                f"{name}: snapshot {info.short_id}, {s.files} files, {human_bytes(s.bytes)} "
+                f"({human_bytes(s.new_bytes)} new, {human_bytes(s.stored_bytes)} stored) "
+                f"in {seconds:.1f}s ({rate:.0f} MB/s)"
+            )
+    if json_out:
+        print_json(results)
+    if failed:
+        raise typer.Exit(1)

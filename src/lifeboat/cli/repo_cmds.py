@@ -1,0 +1,244 @@
+"""Repository verbs: init, snapshots, check, forget, prune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from lifeboat import runtime
+from lifeboat.cli.app import app
+from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
+from lifeboat.cli.credentials import credentials_options
+from lifeboat.errors import ConfigError, LifeboatError
+from lifeboat.repo import KeepRules, Repository
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    recovery_key_out: Path = typer.Option(
+        None, "--recovery-key-out", help="Write the recovery key here (mode 0600)."
+    ),
+    shares_out: Path = typer.Option(
+        None, "--shares-out", help="Split the recovery key into SLIP-39 shares, one file per custodian."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Create the repository, the write-only backup key and the recovery key."""
+    policy = run_context(ctx).policy()
+    keyfile = Path(policy.repository.keyfile)
+    out = recovery_key_out or (
+        Path(policy.repository.recovery_key) if policy.repository.recovery_key else None
+    )
+    if out is None and shares_out is None:
+        raise ConfigError(
+            "init needs somewhere to put the recovery key",
+            hint="pass --recovery-key-out FILE or --shares-out DIR (escrow shares)",
+        )
+    if keyfile.exists():
+        raise ConfigError(f"backup key {keyfile} already exists", hint="this repository seems initialised")
+    storage = runtime.storage_for(policy)
+    repo, backup_key, recovery = Repository.create(
+        storage, lock_days=policy.repository.lock_days, cache_dir=runtime.cache_dir(policy)
+    )
+    backup_key.save(keyfile)
+    result: dict[str, object] = {
+        "repository": storage.url,
+        "id": repo.id,
+        "backup_key": str(keyfile),
+        "recovery_fingerprint": recovery.fingerprint(),
+    }
+    if out is not None:
+        recovery.save(out)
+        result["recovery_key"] = str(out)
+    if shares_out is not None:
+        from lifeboat.crypto.escrow import split_recovery_key
+
+        written = split_recovery_key(policy, repo, recovery, shares_out)
+        result["shares"] = [str(p) for p in written]
+    runtime.audit_log(policy, repo).append("init", details_repo=repo.id)
+    if json_out:
+        print_json(result)
+        return
+    console.print(f"created repository {repo.id[:12]} at {storage.url}")
+    console.print(f"backup key (write-only): {keyfile}")
+    if out is not None:
+        console.print(f"recovery key: {out}  (keep it offline; restores need it)")
+    if shares_out is not None:
+        console.print(f"recovery shares: {shares_out}")
+
+
+@app.command()
+def snapshots(
+    ctx: typer.Context,
+    asset: str = typer.Option(None, "--asset", help="Only this asset."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List snapshots (needs only the backup key)."""
+    policy = run_context(ctx).policy()
+    repo = runtime.open_for_write(policy)
+    snaps = repo.snapshots(asset)
+    if json_out:
+        print_json(
+            [
+                {
+                    "id": s.id,
+                    "asset": s.asset,
+                    "kind": s.kind,
+                    "time": s.time,
+                    "host": s.host,
+                    "labels": s.labels,
+                    "stats": s.stats,
+                    "parent": s.parent,
+                }
+                for s in snaps
+            ]
+        )
+        return
+    table = Table("id", "time (UTC)", "asset", "kind", "host", "files", "size", "added")
+    for s in snaps:
+        table.add_row(
+            s.short_id,
+            s.time.strftime("%Y-%m-%d %H:%M:%S"),
+            s.asset,
+            s.kind,
+            s.host,
+            str(s.stats.files),
+            human_bytes(s.stats.bytes),
+            human_bytes(s.stats.stored_bytes),
+        )
+    console.print(table)
+    console.print(f"{len(snaps)} snapshot(s)")
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    read_data: bool = typer.Option(False, "--read-data", help="Decrypt and hash every stored byte."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
+    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
+) -> None:
+    """Verify the repository: structure, and with --read-data every byte."""
+    policy = run_context(ctx).policy()
+    creds = credentials_options(recovery_key, share)
+    try:
+        if creds.given or read_data or policy.repository.recovery_key:
+            repo = runtime.open_for_read(policy, creds, purpose="check --read-data" if read_data else "check")
+        else:
+            repo = runtime.open_for_write(policy)
+    except LifeboatError:
+        if read_data:
+            raise
+        repo = runtime.open_for_write(policy)
+    with progress_bar("checking") as bar:
+        report = repo.check(read_data=read_data, progress=bar)
+    runtime.audit_log(policy, repo).append(
+        "check", outcome="ok" if report.ok else "failed", read_data=read_data, problems=len(report.problems)
+    )
+    if json_out:
+        print_json({"ok": report.ok, **report.__dict__})
+    else:
+        mode = "read-data" if read_data else "structure"
+        console.print(
+            f"checked {report.snapshots} snapshots, {report.packs} packs, {report.chunks} chunks ({mode}"
+            + (f", {human_bytes(report.bytes_read)} read)" if read_data else ")")
+        )
+        for p in report.problems:
+            where = f" snapshots: {', '.join(p.snapshots)}" if p.snapshots else ""
+            files = (
+                f" files: {', '.join(p.files[:10])}" + (" ..." if len(p.files) > 10 else "")
+                if p.files
+                else ""
+            )
+            console.print(f"[red]{p.kind}[/red] {p.object}: {p.message}.{where}{files}", soft_wrap=True)
+        if report.ok:
+            console.print("[green]no problems found[/green]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def rules_for(policy: object) -> object:
+    def rules(asset: str) -> KeepRules:
+        p = policy  # typed loosely: the policy model lives in lifeboat.policy
+        try:
+            a = p.asset(asset)  # type: ignore[attr-defined]
+        except LifeboatError:
+            return KeepRules()  # an asset no longer in the policy: keep everything
+        r = p.classes[a.class_].retention  # type: ignore[attr-defined]
+        min_days = max(r.min_days, p.effective_min_days(a))  # type: ignore[attr-defined]
+        return KeepRules(r.last, r.hourly, r.daily, r.weekly, r.monthly, r.yearly, min_days)
+
+    return rules
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    asset: str = typer.Option(None, "--asset", help="Only this asset."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be forgotten."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
+    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
+) -> None:
+    """Apply the retention policy: forget snapshots no rule keeps (honours minimum ages and locks)."""
+    policy = run_context(ctx).policy()
+    repo = runtime.open_for_read(policy, credentials_options(recovery_key, share), purpose="forget")
+    report = repo.forget(rules_for(policy), dry_run=dry_run, asset=asset)
+    runtime.audit_log(policy, repo).append(
+        "forget",
+        asset=asset,
+        removed=[s.id for s in report.removed],
+        locked=[s.id for s in report.locked],
+        dry_run=dry_run,
+    )
+    if json_out:
+        print_json(
+            {
+                "kept": [s.id for s in report.kept],
+                "removed": [s.id for s in report.removed],
+                "locked": [s.id for s in report.locked],
+                "reasons": report.reasons,
+                "dry_run": dry_run,
+            }
+        )
+        return
+    verb = "would forget" if dry_run else "forgot"
+    for s in report.removed:
+        console.print(f"{verb} {s.short_id} {s.asset} {s.time:%Y-%m-%d %H:%M}")
+    for s in report.locked:
+        console.print(f"kept {s.short_id} {s.asset}: protected by Object Lock")
+    console.print(
+        f"{len(report.kept)} kept, {len(report.removed)} {verb.split()[-1]}, {len(report.locked)} locked"
+    )
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
+    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
+) -> None:
+    """Remove data no snapshot or WAL segment needs (exclusive lock; honours Object Lock)."""
+    policy = run_context(ctx).policy()
+    repo = runtime.open_for_read(policy, credentials_options(recovery_key, share), purpose="prune")
+    report = repo.prune(dry_run=dry_run)
+    runtime.audit_log(policy, repo).append(
+        "prune",
+        packs_removed=report.packs_removed,
+        bytes_removed=report.bytes_removed,
+        locked=len(report.locked_objects),
+        dry_run=dry_run,
+    )
+    if json_out:
+        print_json({**report.__dict__, "dry_run": dry_run})
+        return
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {report.packs_removed} of {report.packs_total} packs ({human_bytes(report.bytes_removed)}); "
+        f"{report.packs_kept_locked} kept by Object Lock"
+    )

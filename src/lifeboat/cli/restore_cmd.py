@@ -1,0 +1,128 @@
+"""`lifeboat restore ASSET --target T`: one command back, whatever the data class."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lifeboat import runtime
+from lifeboat.cli.app import app
+from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
+from lifeboat.cli.credentials import credentials_options
+from lifeboat.errors import ConfigError
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """ISO 8601; a time without zone is local time, as an operator types it."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"cannot parse time {text!r}", hint="use ISO 8601, e.g. 2026-11-24T14:05:00+00:00"
+        ) from None
+    return value.astimezone(UTC) if value.tzinfo else value.astimezone().astimezone(UTC)
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    asset: str = typer.Argument(..., help="Asset to restore."),
+    target: str = typer.Option(
+        None, "--target", help="Directory, data directory, s3://bucket/prefix or dir://path."
+    ),
+    snapshot: str = typer.Option(None, "--snapshot", help="Snapshot id (prefix)."),
+    at: str = typer.Option(None, "--at", help="Point in time (ISO 8601)."),
+    lsn: str = typer.Option(None, "--lsn", help="PostgreSQL: recover to this LSN."),
+    xid: str = typer.Option(None, "--xid", help="PostgreSQL: recover to this transaction id."),
+    name: str = typer.Option(None, "--name", help="PostgreSQL: recover to this named restore point."),
+    latest: bool = typer.Option(False, "--latest", help="PostgreSQL: replay all archived WAL."),
+    port: int = typer.Option(None, "--port", help="PostgreSQL: port for the restored cluster."),
+    start: bool = typer.Option(False, "--start", help="PostgreSQL: start it, wait for recovery, run checks."),
+    in_place: bool = typer.Option(False, "--in-place", help="Objects: restore the source bucket itself."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm an in-place restore."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
+    force: bool = typer.Option(False, "--force", help="Allow a non-empty target."),
+    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
+    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
+    passphrase_file: list[Path] = typer.Option([], "--passphrase-file", help="Share passphrase file(s)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Restore an asset into a target (refuses a non-empty target without --force)."""
+    policy = run_context(ctx).policy()
+    spec = policy.asset(asset)
+    creds = credentials_options(recovery_key, share, passphrase_file)
+    repo = runtime.open_for_read(policy, creds, purpose=f"restore {asset}", asset=asset)
+    when = parse_time(at)
+    audit = runtime.audit_log(policy, repo)
+    options: dict[str, Any] = {
+        "target": target,
+        "snapshot_id": snapshot,
+        "at": when,
+        "lsn": lsn,
+        "xid": xid,
+        "name": name,
+        "latest": latest,
+        "port": port,
+        "start": start,
+        "in_place": in_place,
+        "yes": yes,
+        "dry_run": dry_run,
+        "force": force,
+    }
+    if target is None and not in_place:
+        raise ConfigError("restore needs --target", hint="restores never write to the source by default")
+    with progress_bar(f"restore {asset}") as bar:
+        result = _dispatch(policy, spec, repo, options, bar)
+    audit.append(
+        "restore",
+        asset=asset,
+        target=str(target),
+        snapshot=result.get("snapshot"),
+        outcome="ok" if result.get("ok", True) else "failed",
+    )
+    if json_out:
+        print_json(result)
+    else:
+        _print_summary(asset, result)
+    if not result.get("ok", True):
+        raise typer.Exit(1)
+
+
+def _dispatch(policy: Any, spec: Any, repo: Any, options: dict[str, Any], bar: Any) -> dict[str, Any]:
+    if spec.kind == "files":
+        from lifeboat.assets.files import restore_snapshot
+
+        info = repo.find_snapshot(spec.name, snapshot_id=options["snapshot_id"], at=options["at"])
+        stats = restore_snapshot(repo, info, Path(options["target"]), force=options["force"], progress=bar)
+        return {
+            "ok": True,
+            "asset": spec.name,
+            "snapshot": info.id,
+            "target": options["target"],
+            "files": stats.files,
+            "dirs": stats.dirs,
+            "symlinks": stats.symlinks,
+            "bytes": stats.bytes,
+            "verified": stats.verified,
+            "seconds": stats.seconds,
+        }
+    from lifeboat.assets import restore_dispatch
+
+    return restore_dispatch.restore(policy, spec, repo, options, bar)
+
+
+def _print_summary(asset: str, result: dict[str, Any]) -> None:
+    if "files" in result and "bytes" in result:
+        console.print(
+            f"{asset}: restored {result['files']} files ({human_bytes(result['bytes'])}), "
+            f"{result.get('dirs', 0)} dirs, {result.get('symlinks', 0)} symlinks from snapshot "
+            f"{str(result.get('snapshot', ''))[:12]} into {result.get('target')} in {result.get('seconds', 0):.1f}s; "
+            f"{result.get('verified', 0)} files verified"
+        )
+    for line in result.get("summary", []):
+        console.print(line, soft_wrap=True)

@@ -1,0 +1,96 @@
+"""Builds the objects a command needs from the policy: storage, repository, audit log.
+
+Commands, the daemon and drills all open the repository the same way through here, so
+keys, caches and the audit trail are handled in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lifeboat.crypto.keys import RecoveryKey, load_backup_key, load_recovery_key
+from lifeboat.errors import KeyError_
+from lifeboat.ops.audit import AuditLog
+from lifeboat.repo import Repository
+from lifeboat.storage import open_storage
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How a reading command proves it may read: a recovery-key file or custodian shares."""
+
+    recovery_key: Path | None = None
+    shares: Sequence[Path] = ()
+    passphrase_files: Sequence[Path] = ()
+    interactive: bool = False
+
+    @property
+    def given(self) -> bool:
+        return self.recovery_key is not None or bool(self.shares) or self.interactive
+
+
+def storage_for(policy: Any) -> Any:
+    repo = policy.repository
+    return open_storage(
+        str(repo.url), endpoint_url=repo.endpoint_url, lock_days=repo.lock_days, region=repo.region
+    )
+
+
+def cache_dir(policy: Any) -> Path:
+    return Path(policy.state_dir) / "cache"
+
+
+def audit_log(policy: Any, repo: Repository | None = None) -> AuditLog:
+    mirror = None
+    if repo is not None:
+        storage = repo.storage
+
+        def mirror(name: str, data: bytes) -> None:
+            storage.put(name, data)
+
+    return AuditLog(Path(policy.state_dir) / "audit.jsonl", mirror=mirror)
+
+
+def open_for_write(policy: Any) -> Repository:
+    """A write-only repository handle: the backup key alone."""
+    key = load_backup_key(Path(policy.repository.keyfile))
+    return Repository.open(storage_for(policy), backup_key=key, cache_dir=cache_dir(policy))
+
+
+def resolve_recovery(
+    policy: Any, creds: Credentials, *, purpose: str, asset: str | None = None
+) -> RecoveryKey:
+    """The recovery key from a file or from M-of-N shares (crypto/unlock.py)."""
+    storage = storage_for(policy)
+    config = Repository.read_config(storage)
+    try:
+        from lifeboat.crypto import unlock
+    except ImportError:  # escrow not installed yet: recovery-key files only
+        unlock = None  # type: ignore[assignment]
+    if unlock is not None and hasattr(unlock, "resolve_for_policy"):
+        key: RecoveryKey = unlock.resolve_for_policy(
+            policy, storage, config, creds, purpose=purpose, asset=asset
+        )
+        return key
+    path = creds.recovery_key or policy.repository.recovery_key
+    if path is None:
+        raise KeyError_(
+            f"{purpose} needs the recovery key",
+            hint="pass --recovery-key FILE or --share FILE (M of N custodians)",
+        )
+    return load_recovery_key(Path(path))
+
+
+def open_for_read(policy: Any, creds: Credentials, *, purpose: str, asset: str | None = None) -> Repository:
+    """A full repository handle: needs the recovery key (file or shares)."""
+    recovery = resolve_recovery(policy, creds, purpose=purpose, asset=asset)
+    backup_key = None
+    keyfile = Path(policy.repository.keyfile)
+    if keyfile.exists():
+        backup_key = load_backup_key(keyfile)
+    return Repository.open(
+        storage_for(policy), backup_key=backup_key, recovery_key=recovery, cache_dir=cache_dir(policy)
+    )
