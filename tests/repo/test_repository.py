@@ -1,0 +1,252 @@
+"""The repository against every storage backend: round trips, dedup, secrecy, damage, retention."""
+
+from __future__ import annotations
+
+import os
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lifeboat.assets.files import backup_paths, restore_snapshot
+from lifeboat.errors import AlreadyExistsError, IntegrityError, KeyError_, RestoreError
+from lifeboat.repo import KeepRules, Repository, select_keep
+from lifeboat.repo.model import SnapshotInfo, SnapshotStats
+
+CANARY = b"CANARY-7f3a9c-never-in-the-repository"
+
+
+def make_tree(root: Path, big_size: int = 8 << 20) -> None:
+    rng = random.Random(42)
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "empty-dir").mkdir()
+    (root / "random.bin").write_bytes(rng.randbytes(3 << 20))
+    (root / "text.txt").write_bytes(b"line with a secret: " + CANARY + b"\n" * 1000)
+    (root / "empty").write_bytes(b"")
+    (root / "sub" / "ünïcödé –名前.txt").write_text("unicode name\n")
+    (root / "sub" / "deeper" / "big.dat").write_bytes(rng.randbytes(big_size))
+    os.symlink("../text.txt", root / "sub" / "link-to-text")
+    os.chmod(root / "text.txt", 0o640)
+    os.utime(root / "random.bin", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+
+
+def tree_state(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
+    state = {}
+    for path in sorted(root.rglob("*")):
+        st = os.lstat(path)
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            state[rel] = ("link", st.st_mode & 0o7777, 0, os.readlink(path).encode())
+        elif path.is_dir():
+            state[rel] = ("dir", st.st_mode & 0o7777, 0, b"")
+        else:
+            state[rel] = ("file", st.st_mode & 0o7777, st.st_mtime_ns, path.read_bytes())
+    return state
+
+
+@pytest.fixture
+def repo_keys(storage_backend, tmp_path):
+    repo, backup_key, recovery = Repository.create(storage_backend, cache_dir=tmp_path / "cache")
+    return storage_backend, repo, backup_key, recovery
+
+
+def test_round_trip_is_byte_identical_with_metadata(repo_keys, tmp_path):
+    storage, repo, _, recovery = repo_keys
+    src = tmp_path / "src" / "data"
+    src.mkdir(parents=True)
+    make_tree(src)
+    info = backup_paths(repo, "config", [src])
+    reader_repo = Repository.open(storage, recovery_key=recovery)
+    out = tmp_path / "out"
+    restore_snapshot(reader_repo, reader_repo.find_snapshot("config"), out)
+    assert tree_state(out / "data") == tree_state(src)
+    assert info.stats.files == 6
+
+
+def test_canary_never_reaches_repository_bytes(repo_keys, tmp_path):
+    storage, repo, _, _ = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tree(src, big_size=1 << 20)
+    backup_paths(repo, "config", [src])
+    for obj in storage.list(""):
+        data = storage.get(obj.name)
+        assert CANARY not in data, obj.name
+        assert "ünïcödé".encode() not in data, obj.name
+
+
+def test_backup_key_alone_cannot_read_anything(repo_keys, tmp_path):
+    storage, repo, backup_key, _ = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(CANARY)
+    info = backup_paths(repo, "config", [src])
+    write_only = Repository.open(storage, backup_key=backup_key)
+    assert [s.id for s in write_only.snapshots()] == [info.id]  # listing works
+    with pytest.raises(KeyError_, match="recovery key"):
+        write_only.reader(info).entries()
+    for blob_id in info.tree:
+        with pytest.raises(KeyError_):
+            write_only.read_blob(blob_id)
+
+
+def test_wrong_recovery_key_is_refused(repo_keys, tmp_path):
+    storage, _, _, _ = repo_keys
+    _, _, other_recovery = Repository.create(_other_storage(tmp_path))
+    with pytest.raises(KeyError_, match="does not belong to this repository"):
+        Repository.open(storage, recovery_key=other_recovery)
+
+
+def _other_storage(tmp_path: Path):
+    from lifeboat.storage import open_storage
+
+    return open_storage(str(tmp_path / "other-repo"))
+
+
+def test_small_change_adds_about_its_size(repo_keys, tmp_path):
+    _, repo, _, _ = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "big.dat"
+    size = 64 << 20
+    big.write_bytes(random.Random(1).randbytes(size))
+    first = backup_paths(repo, "files", [src])
+    with open(big, "r+b") as fh:  # change 1% in place
+        fh.seek(size // 2)
+        fh.write(os.urandom(size // 100))
+    second = backup_paths(repo, "files", [src])
+    assert first.stats.new_bytes >= size
+    assert second.stats.new_bytes <= size * 0.03, second.stats
+    assert second.stats.stored_bytes <= size * 0.03
+
+
+def test_unchanged_files_are_not_read_again(repo_keys, tmp_path):
+    _, repo, _, _ = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}").write_bytes(os.urandom(10_000))
+    backup_paths(repo, "files", [src])
+    second = backup_paths(repo, "files", [src])
+    assert second.stats.reused_files == 20
+    assert second.stats.new_chunks == 1  # only the new tree
+
+
+def test_restore_refuses_non_empty_target(repo_keys, tmp_path):
+    storage, repo, _, recovery = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    info = backup_paths(repo, "files", [src])
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "precious").write_text("keep me")
+    reader = Repository.open(storage, recovery_key=recovery)
+    with pytest.raises(RestoreError, match="not empty"):
+        restore_snapshot(reader, info, target)
+    assert (target / "precious").read_text() == "keep me"
+    restore_snapshot(reader, info, target, force=True)
+    assert (target / "src" / "a").read_text() == "a"
+
+
+def test_flipped_byte_in_any_object_is_detected_and_attributed(repo_keys, tmp_path):
+    storage, repo, _, recovery = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "victim.bin").write_bytes(os.urandom(200_000))
+    backup_paths(repo, "files", [src])
+    names = [o.name for o in storage.list("") if o.name.split("/")[0] in ("data", "index", "snapshots")]
+    for name in names:
+        original = storage.get(name)
+        damaged = bytearray(original)
+        damaged[len(damaged) // 2] ^= 0x01
+        _replace(storage, name, bytes(damaged))
+        report = Repository.open(storage, recovery_key=recovery).check(read_data=True)
+        assert not report.ok, f"flip in {name} went unnoticed"
+        kinds = {p.kind for p in report.problems}
+        if name.startswith("data/"):
+            assert kinds & {"corrupt-chunk", "corrupt-pack"}
+        _replace(storage, name, original)
+    assert Repository.open(storage, recovery_key=recovery).check(read_data=True).ok
+
+
+def _replace(storage, name: str, data: bytes) -> None:
+    """Tests only: simulate bit rot beneath the storage driver."""
+    root = getattr(storage, "root", None)
+    if root is not None:
+        path = Path(root) / name
+        os.chmod(path, 0o644)
+        path.write_bytes(data)
+        return
+    storage._client.put_object(Bucket=storage.bucket, Key=storage._key(name), Body=data)
+
+
+def test_corrupt_chunk_names_snapshot_and_file(repo_keys, tmp_path):
+    storage, repo, _, recovery = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "victim.bin").write_bytes(os.urandom(3 << 20))
+    info = backup_paths(repo, "files", [src])
+    reader = Repository.open(storage, recovery_key=recovery)
+    entry = next(e for e in reader.reader(info).entries() if e.path.endswith("victim.bin"))
+    loc = reader.index().get(entry.chunks[1])
+    name = f"data/{loc.pack[:2]}/{loc.pack}"
+    damaged = bytearray(storage.get(name))
+    damaged[loc.offset + 40] ^= 0xFF
+    _replace(storage, name, bytes(damaged))
+    report = Repository.open(storage, recovery_key=recovery).check(read_data=True)
+    chunk_problems = [p for p in report.problems if p.kind == "corrupt-chunk"]
+    assert chunk_problems and info.short_id in chunk_problems[0].snapshots
+    assert "src/victim.bin" in chunk_problems[0].files
+    with pytest.raises(IntegrityError):
+        Repository.open(storage, recovery_key=recovery).reader(info).read(entry)
+
+
+def test_refs_are_idempotent_and_never_overwritten(repo_keys):
+    storage, repo, _, recovery = repo_keys
+    first = repo.put_ref("wal/db", "000000010000000000000001", b"segment" * 1000)
+    again = repo.put_ref("wal/db", "000000010000000000000001", b"segment" * 1000)
+    assert first.digest == again.digest
+    with pytest.raises(AlreadyExistsError):
+        repo.put_ref("wal/db", "000000010000000000000001", b"different" * 1000)
+    reader = Repository.open(storage, recovery_key=recovery)
+    assert reader.read_ref(reader.get_ref("wal/db", "000000010000000000000001")) == b"segment" * 1000
+
+
+def test_forget_and_prune_keep_what_remaining_snapshots_need(repo_keys, tmp_path):
+    storage, repo, _, recovery = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    shared = os.urandom(2 << 20)
+    (src / "shared").write_bytes(shared)
+    (src / "v").write_bytes(os.urandom(2 << 20))
+    backup_paths(repo, "files", [src])
+    (src / "v").write_bytes(os.urandom(2 << 20))
+    backup_paths(repo, "files", [src])
+    reader = Repository.open(storage, recovery_key=recovery)
+    report = reader.forget(KeepRules(last=1))
+    assert len(report.removed) == 1 and len(report.kept) == 1
+    pruned = reader.prune()
+    assert pruned.bytes_removed > 0
+    out = tmp_path / "out"
+    fresh = Repository.open(storage, recovery_key=recovery)
+    restore_snapshot(fresh, fresh.find_snapshot("files"), out)
+    assert (out / "src" / "shared").read_bytes() == shared
+    assert fresh.check(read_data=True).ok
+
+
+def _snap(ts: datetime, n: int) -> SnapshotInfo:
+    return SnapshotInfo(f"{n:064x}", "a", "files", ts, "h", {}, SnapshotStats(), [], "k")
+
+
+def test_retention_selection_daily_weekly_and_min_age():
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    snaps = [_snap(now - timedelta(hours=6 * i), i) for i in range(200)]
+    keep = select_keep(snaps, KeepRules(daily=7, weekly=4, min_days=2), now)
+    kept_times = sorted(s.time for s in snaps if s.id in keep)
+    days = {t.date() for t in kept_times}
+    assert len(days) >= 7
+    assert all(s.id in keep for s in snaps if now - s.time < timedelta(days=2))
+    assert len(keep) < len(snaps)
+    assert select_keep(snaps, KeepRules(), now).keys() == {s.id for s in snaps}
