@@ -28,7 +28,8 @@ def demo(
         policy, "config", sandbox.source, sandbox.restore_dir, lambda msg: console.print(f"  - {msg}")
     )
     console.print(
-        f"first backup: {result.files} files, {human_bytes(result.first_bytes)} in {result.first_seconds:.2f}s"
+        f"first backup: {result.files} files, {human_bytes(result.first_bytes)} "
+        f"in {result.first_seconds:.2f}s"
     )
     console.print(
         f"second backup: {result.reused_files} unchanged files skipped, "
