@@ -1,0 +1,163 @@
+"""The files asset through the CLI: backup, snapshots, restore, check, retention, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+CANARY = "CANARY-files-0b7e4d2a"
+
+
+def fill(source: Path, n: int = 50, size: int = 40_000) -> None:
+    rng = random.Random(n)
+    for i in range(n):
+        (source / f"file-{i:03d}.bin").write_bytes(rng.randbytes(size))
+    (source / "secret.txt").write_text(f"password={CANARY}\n")
+
+
+def test_backup_restore_round_trip_and_json(cli):
+    fill(cli.source)
+    out = json.loads(cli.run("backup", "config", "--json").stdout)
+    assert out[0]["ok"] and out[0]["stats"]["files"] == 51
+    snaps = json.loads(cli.run("snapshots", "--json").stdout)
+    assert [s["id"] for s in snaps] == [out[0]["snapshot"]]
+    target = cli.root / "restored"
+    cli.run("restore", "config", "--target", str(target), "--recovery-key", str(cli.root / "recovery.key"))
+    for path in cli.source.iterdir():
+        assert (target / "source" / path.name).read_bytes() == path.read_bytes()
+    again = cli.run(
+        "restore",
+        "config",
+        "--target",
+        str(target),
+        "--recovery-key",
+        str(cli.root / "recovery.key"),
+        check=False,
+    )
+    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    assert cli.run("check", "--read-data", "--recovery-key", str(cli.root / "recovery.key")).returncode == 0
+
+
+def test_canary_absent_from_logs_audit_and_json(cli):
+    fill(cli.source, n=3)
+    outputs = [
+        cli.run("backup", "--json").stdout,
+        cli.run("snapshots", "--json").stdout,
+        cli.run("check", "--json").stdout,
+    ]
+    for proc in [
+        cli.run(
+            "restore",
+            "config",
+            "--target",
+            str(cli.root / "r"),
+            "--json",
+            "--recovery-key",
+            str(cli.root / "recovery.key"),
+        )
+    ]:
+        outputs += [proc.stdout, proc.stderr]
+    audit = (cli.root / ".lifeboat" / "audit.jsonl").read_text()
+    assert audit.count("\n") >= 4
+    for text in [*outputs, audit]:
+        assert CANARY not in text
+
+
+def test_wrong_or_missing_recovery_key_is_one_line_error(cli, tmp_path):
+    fill(cli.source, n=2)
+    cli.run("backup")
+    bad = tmp_path / "bad.key"
+    bad.write_text("{not json")
+    for args in (["--recovery-key", str(bad)], ["--recovery-key", str(tmp_path / "missing.key")], []):
+        proc = cli.run("restore", "config", "--target", str(tmp_path / "t"), *args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert lines[0].startswith("lifeboat: error:") and len(lines) <= 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_missing_keyfile_and_unreachable_endpoint(tmp_path):
+    from tests.cli.conftest import Cli, write_policy
+
+    source = tmp_path / "src"
+    source.mkdir()
+    env = dict(os.environ)
+    policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
+    proc = Cli(policy, tmp_path, source, env).run("backup", check=False)
+    assert proc.returncode == 2 and "backup key file" in proc.stderr and "Traceback" not in proc.stderr
+    policy = write_policy(tmp_path, source, "s3://nowhere/x", 'endpoint_url = "http://127.0.0.1:9"')
+    started = time.monotonic()
+    proc = Cli(policy, tmp_path, source, env).run(
+        "init", "--recovery-key-out", str(tmp_path / "r.key"), check=False
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) <= 2
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
+def test_sigkill_during_backup_leaves_repository_consistent(tmp_path, delay):
+    from tests.cli.conftest import Cli, write_policy
+
+    source = tmp_path / "source"
+    source.mkdir()
+    rng = random.Random(3)
+    for i in range(6):
+        (source / f"big-{i}.bin").write_bytes(rng.randbytes(24 << 20))
+    policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
+    cli = Cli(policy, tmp_path, source, dict(os.environ))
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    proc = cli.popen("backup", "config")
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    key = ["--recovery-key", str(tmp_path / "recovery.key")]
+    assert json.loads(cli.run("snapshots", "--json").stdout) == [] or proc.returncode == 0
+    check = cli.run("check", "--read-data", *key, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    result = json.loads(cli.run("backup", "config", "--json").stdout)[0]
+    assert result["ok"]
+    total = 6 * (24 << 20)
+    assert result["stats"]["new_bytes"] <= total + (1 << 20)
+    assert cli.run("check", "--read-data", *key).returncode == 0
+    target = tmp_path / "restored"
+    cli.run("restore", "config", "--target", str(target), *key)
+    for path in source.iterdir():
+        assert (target / "source" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_concurrent_backups_do_not_block_each_other(tmp_path):
+    from tests.cli.conftest import Cli, write_policy
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for i in range(4):
+        (source / f"f{i}").write_bytes(os.urandom(8 << 20))
+    policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
+    cli = Cli(policy, tmp_path, source, dict(os.environ))
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    procs = [cli.popen("backup", "config") for _ in range(3)]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0, 0, 0], [p.stderr.read() for p in procs if p.stderr]
+    assert len(json.loads(cli.run("snapshots", "--json").stdout)) == 3
+    assert cli.run("check", "--read-data", "--recovery-key", str(tmp_path / "recovery.key")).returncode == 0
+
+
+def test_forget_and_prune_respect_retention(cli):
+    key = ["--recovery-key", str(cli.root / "recovery.key")]
+    for i in range(4):
+        (cli.source / f"gen-{i}").write_bytes(os.urandom(300_000))
+        cli.run("backup")
+    out = json.loads(cli.run("forget", "--json", *key).stdout)
+    assert len(out["kept"]) == 2 and len(out["removed"]) == 2
+    cli.run("prune", *key)
+    assert cli.run("check", "--read-data", *key).returncode == 0
+    target = cli.root / "restored"
+    cli.run("restore", "config", "--target", str(target), *key)
+    assert sorted(p.name for p in (target / "source").iterdir()) == [f"gen-{i}" for i in range(4)]
