@@ -20,6 +20,7 @@ from lifeboat.repo.format import BLOB_RAW, BLOB_ZSTD
 DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE = 8 << 10
 MAX_CHUNK_SIZE = 16 << 20
+PROBE_SIZE = 16 << 10
 
 _local = threading.local()
 
@@ -40,8 +41,28 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dec
 
 
+def _probe() -> zstandard.ZstdCompressor:
+    probe: zstandard.ZstdCompressor | None = getattr(_local, "probe", None)
+    if probe is None:
+        probe = zstandard.ZstdCompressor(level=1)
+        _local.probe = probe
+    return probe
+
+
+def looks_incompressible(data: bytes) -> bool:
+    """A fast level-1 probe of a sample: already-compressed media is common and zstd -3
+    spends 5x longer failing to shrink it than level 1 takes to notice."""
+    if len(data) < 2 * PROBE_SIZE:
+        return False
+    middle = len(data) // 2
+    sample = data[middle : middle + PROBE_SIZE]
+    return len(_probe().compress(sample)) >= PROBE_SIZE * 0.97
+
+
 def encode_payload(data: bytes) -> bytes:
     """Compress when it saves at least 3%; incompressible media is stored as is."""
+    if looks_incompressible(data):
+        return bytes([BLOB_RAW]) + data
     compressed = _compressor().compress(data)
     if len(compressed) < len(data) * 0.97:
         return bytes([BLOB_ZSTD]) + compressed
