@@ -1,5 +1,37 @@
 """Storage drivers: where repository bytes live (local filesystem, S3-compatible)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lifeboat.errors import ConfigError
 from lifeboat.storage.base import ObjectStat, Storage
 
-__all__ = ["ObjectStat", "Storage"]
+
+def open_storage(
+    url: str, *, endpoint_url: str | None = None, lock_days: int | None = None, region: str | None = None
+) -> Storage:
+    """A driver for ``file:///path``, a plain path, or ``s3://bucket/prefix``."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        from lifeboat.storage.local import LocalStorage
+
+        path = parsed.path if parsed.scheme == "file" else url
+        return LocalStorage(Path(path), lock_days=lock_days)
+    if parsed.scheme == "s3":
+        from lifeboat.storage.s3 import S3Storage
+
+        if not parsed.netloc:
+            raise ConfigError(f"repository url {url!r} names no bucket")
+        return S3Storage(
+            parsed.netloc,
+            parsed.path.strip("/"),
+            endpoint_url=endpoint_url,
+            region=region,
+            lock_days=lock_days,
+        )
+    raise ConfigError(f"unsupported repository url {url!r} (use file:///path or s3://bucket/prefix)")
+
+
+__all__ = ["ObjectStat", "Storage", "open_storage"]

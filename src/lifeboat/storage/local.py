@@ -1,0 +1,142 @@
+"""Local filesystem storage: files written once, atomically, then made read-only."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from lifeboat.errors import AlreadyExistsError, LockedError, NotFoundError, StorageError
+from lifeboat.storage.base import ObjectStat
+
+TMP_MARK = ".lifeboat-tmp-"
+
+
+def _map_os_error(exc: OSError, action: str, name: str) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"disk full {action} {name}", hint="free space on the repository disk or prune")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"permission denied {action} {name}")
+    if exc.errno == errno.EROFS:
+        return StorageError(f"read-only filesystem {action} {name}")
+    return StorageError(f"cannot {action.replace('ing', '')} {name}: {exc.strerror}")
+
+
+class LocalStorage:
+    """A directory tree. put = temp file + fsync + hard link (fails if the name exists)."""
+
+    def __init__(self, root: Path, *, lock_days: int | None = None) -> None:
+        self.root = Path(root)
+        self.lock_days = lock_days
+        self.url = f"file://{self.root}"
+
+    def _path(self, name: str) -> Path:
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StorageError(f"invalid object name {name!r}")
+        return self.root.joinpath(*parts)
+
+    def put(self, name: str, data: bytes, *, retain: bool = True) -> None:
+        path = self._path(name)
+        tmp = path.with_name(f"{TMP_MARK}{secrets.token_hex(8)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if retain:
+                os.chmod(tmp, 0o444)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise AlreadyExistsError(f"{name} already exists in the repository") from None
+            self._fsync_dir(path.parent)
+        except OSError as exc:
+            raise _map_os_error(exc, "writing", name) from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                if length is None:
+                    fh.seek(offset)
+                    return fh.read()
+                return os.pread(fh.fileno(), length, offset)
+        except FileNotFoundError:
+            raise NotFoundError(f"{name} does not exist in the repository") from None
+        except OSError as exc:
+            raise _map_os_error(exc, "reading", name) from None
+
+    def stat(self, name: str) -> ObjectStat:
+        try:
+            st = self._path(name).stat()
+        except FileNotFoundError:
+            raise NotFoundError(f"{name} does not exist in the repository") from None
+        return ObjectStat(name, st.st_size, st.st_mtime, self._locked_until(st.st_mtime))
+
+    def _locked_until(self, mtime: float) -> float | None:
+        return mtime + self.lock_days * 86400 if self.lock_days else None
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectStat]:
+        start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not start.exists():
+            return
+        for dirpath, _, filenames in os.walk(start):
+            for filename in filenames:
+                if filename.startswith(TMP_MARK):
+                    continue
+                full = os.path.join(dirpath, filename)
+                name = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                yield ObjectStat(name, st.st_size, st.st_mtime, self._locked_until(st.st_mtime))
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return
+        until = self._locked_until(st.st_mtime)
+        if until is not None and until > time.time() and not (st.st_mode & 0o200):
+            raise LockedError(
+                f"{name} is under retention until {time.strftime('%Y-%m-%d', time.gmtime(until))}"
+            )
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _map_os_error(exc, "deleting", name) from None
+
+    def close(self) -> None:
+        pass
