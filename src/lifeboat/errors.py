@@ -39,6 +39,8 @@ class KeyError_(LifeboatError):
 class StorageError(LifeboatError):
     """The storage backend failed: unreachable, permission denied, disk full."""
 
+    transient: bool = False  # worth retrying (5xx, dropped connection)
+
 
 class NotFoundError(StorageError):
     """An object, snapshot or file that was asked for does not exist."""

@@ -1,0 +1,187 @@
+"""S3-compatible storage: put-if-absent with If-None-Match, Object Lock retention."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
+from lifeboat.storage.base import ObjectStat
+
+CLIENT_CONFIG = Config(
+    max_pool_connections=32,
+    retries={"max_attempts": 4, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=60,
+)
+
+
+class S3Storage:
+    """Objects under ``s3://bucket/prefix``. Credentials come from the usual AWS chain."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        lock_days: int | None = None,
+        client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.lock_days = lock_days
+        self.endpoint_url = endpoint_url
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._client = client or boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=CLIENT_CONFIG
+        )
+        self._lock_checked = False
+
+    def _key(self, name: str) -> str:
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StorageError(f"invalid object name {name!r}")
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _fail(self, exc: Exception, action: str, name: str) -> NoReturn:
+        where = self.endpoint_url or "AWS S3"
+        if isinstance(exc, EndpointConnectionError):
+            raise StorageError(
+                f"cannot reach S3 endpoint {where}", hint="check [repository] endpoint_url and the network"
+            ) from None
+        if isinstance(exc, NoCredentialsError):
+            raise StorageError(
+                "no S3 credentials found",
+                hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an AWS profile",
+            ) from None
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFoundError(f"{name} does not exist in the repository") from None
+            if code == "NoSuchBucket":
+                raise StorageError(f"bucket {self.bucket} does not exist at {where}") from None
+            if code in ("PreconditionFailed", "412") or status == 412:
+                raise AlreadyExistsError(f"{name} already exists in the repository") from None
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
+                raise StorageError(
+                    "S3 rejected the credentials", hint="check the AWS credentials in use"
+                ) from None
+            if code == "AccessDenied" and action == "deleting":
+                raise LockedError(f"{name} is protected (Object Lock or policy denies deletion)") from None
+            err = StorageError(f"S3 error {code or status} {action} {name}")
+            err.transient = status is not None and status >= 500
+            raise err from None
+        err = StorageError(f"S3 transfer failed {action} {name}: {type(exc).__name__}")
+        err.transient = True
+        raise err from None
+
+    def check_object_lock(self) -> None:
+        """With lock_days, the bucket must have Object Lock enabled."""
+        if self._lock_checked or not self.lock_days:
+            return
+        try:
+            conf = self._client.get_object_lock_configuration(Bucket=self.bucket)
+            enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code != "ObjectLockConfigurationNotFoundError":
+                self._fail(exc, "checking Object Lock on", self.bucket)
+            enabled = False
+        except (BotoCoreError, OSError) as exc:
+            self._fail(exc, "checking Object Lock on", self.bucket)
+        if not enabled:
+            raise ConfigError(
+                f"bucket {self.bucket} has no Object Lock configuration; lock_days needs it",
+                hint="create the bucket with Object Lock enabled, or remove lock_days",
+            )
+        self._lock_checked = True
+
+    def put(self, name: str, data: bytes, *, retain: bool = True) -> None:
+        key = self._key(name)
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
+        if retain and self.lock_days:
+            self.check_object_lock()
+            args["ObjectLockMode"] = "COMPLIANCE"
+            args["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=self.lock_days)
+            args["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
+        try:
+            self._client.put_object(**args)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "writing", name)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
+        if length is not None:
+            if length == 0:
+                return b""
+            args["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            args["Range"] = f"bytes={offset}-"
+        try:
+            body: bytes = self._client.get_object(**args)["Body"].read()
+            return body
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "reading", name)
+
+    def stat(self, name: str) -> ObjectStat:
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "reading", name)
+        until = head.get("ObjectLockRetainUntilDate")
+        return ObjectStat(
+            name,
+            int(head["ContentLength"]),
+            head["LastModified"].timestamp(),
+            until.timestamp() if until else None,
+        )
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.stat(name)
+            return True
+        except NotFoundError:
+            return False
+
+    def list(self, prefix: str = "") -> Iterator[ObjectStat]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+                for obj in page.get("Contents", []):
+                    yield ObjectStat(
+                        obj["Key"][len(base) :], int(obj["Size"]), obj["LastModified"].timestamp()
+                    )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "listing", prefix or "/")
+
+    def delete(self, name: str) -> None:
+        """Remove every version of the object, so prune really reclaims space."""
+        key = self._key(name)
+        try:
+            listing = self._client.list_object_versions(Bucket=self.bucket, Prefix=key)
+            versions = [
+                v["VersionId"]
+                for group in ("Versions", "DeleteMarkers")
+                for v in listing.get(group, [])
+                if v["Key"] == key
+            ]
+            if not versions:
+                self._client.delete_object(Bucket=self.bucket, Key=key)
+            for version in versions:
+                self._client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "deleting", name)
+
+    def close(self) -> None:
+        self._client.close()

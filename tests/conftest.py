@@ -1,0 +1,67 @@
+"""Fixtures every test folder may use.
+
+* ``s3_server`` (session): moto's standalone S3 server on 127.0.0.1 over real HTTP; the
+  endpoint URL. Dummy AWS credentials are set in the environment for the session.
+* ``make_bucket(name=None, object_lock=True, versioning=True) -> str``: a fresh bucket.
+* ``storage_backend``: a fresh repository Storage, parametrized over ``file`` and ``s3``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterator
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from lifeboat.storage import open_storage
+from lifeboat.storage.base import Storage
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.pop("AWS_PROFILE", None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def make_bucket(s3_server: str) -> Callable[..., str]:
+    client = boto3.client("s3", endpoint_url=s3_server)
+
+    def make(name: str | None = None, object_lock: bool = True, versioning: bool = True) -> str:
+        bucket = name or f"lb-{secrets.token_hex(6)}"
+        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=object_lock)
+        if versioning and not object_lock:
+            client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        return bucket
+
+    return make
+
+
+@pytest.fixture(params=["file", "s3"])
+def storage_backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:  # type: ignore[no-untyped-def]
+    if request.param == "file":
+        storage = open_storage(f"file://{tmp_path / 'repo'}")
+    else:
+        endpoint = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("make_bucket")()
+        storage = open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)
+    yield storage
+    storage.close()
