@@ -121,7 +121,8 @@ def _print_summary(asset: str, result: dict[str, Any]) -> None:
         console.print(
             f"{asset}: restored {result['files']} files ({human_bytes(result['bytes'])}), "
             f"{result.get('dirs', 0)} dirs, {result.get('symlinks', 0)} symlinks from snapshot "
-            f"{str(result.get('snapshot', ''))[:12]} into {result.get('target')} in {result.get('seconds', 0):.1f}s; "
+            f"{str(result.get('snapshot', ''))[:12]} into {result.get('target')} "
+            f"in {result.get('seconds', 0):.1f}s; "
             f"{result.get('verified', 0)} files verified"
         )
     for line in result.get("summary", []):

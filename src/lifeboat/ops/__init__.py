@@ -1,0 +1,1 @@
+"""Operations around the repository: audit log, scheduler, alerts, metrics, reports."""
