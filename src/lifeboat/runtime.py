@@ -6,6 +6,7 @@ keys, caches and the audit trail are handled in one place.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,20 +61,24 @@ def open_for_write(policy: Any) -> Repository:
     return Repository.open(storage_for(policy), backup_key=key, cache_dir=cache_dir(policy))
 
 
+def _optional_unlock() -> Any:
+    """The escrow-aware resolver (crypto/unlock.py) when it is installed."""
+    try:
+        module = importlib.import_module("lifeboat.crypto.unlock")
+    except ImportError:
+        return None
+    return getattr(module, "resolve_for_policy", None)
+
+
 def resolve_recovery(
     policy: Any, creds: Credentials, *, purpose: str, asset: str | None = None
 ) -> RecoveryKey:
     """The recovery key from a file or from M-of-N shares (crypto/unlock.py)."""
     storage = storage_for(policy)
     config = Repository.read_config(storage)
-    try:
-        from lifeboat.crypto import unlock
-    except ImportError:  # escrow not installed yet: recovery-key files only
-        unlock = None  # type: ignore[assignment]
-    if unlock is not None and hasattr(unlock, "resolve_for_policy"):
-        key: RecoveryKey = unlock.resolve_for_policy(
-            policy, storage, config, creds, purpose=purpose, asset=asset
-        )
+    unlock = _optional_unlock()
+    if unlock is not None:
+        key: RecoveryKey = unlock(policy, storage, config, creds, purpose=purpose, asset=asset)
         return key
     path = creds.recovery_key or policy.repository.recovery_key
     if path is None:

@@ -1,7 +1,14 @@
-"""Dispatch from an asset's kind to the module that captures and restores it."""
+"""Dispatch from an asset's kind to the module that captures and restores it.
+
+Each kind's module exposes ``backup_<kind>(policy, asset, repo, progress) -> SnapshotInfo``
+and ``restore_<kind>(policy, asset, repo, options, progress) -> dict`` (a summary that
+the CLI renders as text or JSON; ``ok`` False means a failed verification).
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +16,25 @@ from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository, SnapshotInfo
 
-KINDS = ("files", "postgres", "objects", "keys")
+KINDS = {
+    "postgres": "lifeboat.assets.postgres",
+    "objects": "lifeboat.assets.objects",
+    "keys": "lifeboat.assets.keys",
+}
+
+
+def _function(kind: str, verb: str) -> Callable[..., Any]:
+    module_name = KINDS.get(kind)
+    if module_name is None:
+        raise ConfigError(f"unknown asset kind {kind!r} (known: files, {', '.join(KINDS)})")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ConfigError(f"asset kind {kind!r} is not available in this installation") from None
+    function = getattr(module, f"{verb}_{kind}", None)
+    if function is None:
+        raise ConfigError(f"asset kind {kind!r} cannot {verb} in this installation")
+    return function  # type: ignore[no-any-return]
 
 
 def backup_asset(
@@ -22,16 +47,12 @@ def backup_asset(
         return backup_paths(
             repo, name, [Path(p) for p in asset.paths], exclude=asset.exclude, progress=progress
         )
-    if asset.kind == "postgres":
-        from lifeboat.assets.postgres import backup_postgres
+    info: SnapshotInfo = _function(asset.kind, "backup")(policy, asset, repo, progress)
+    return info
 
-        return backup_postgres(policy, asset, repo, progress)
-    if asset.kind == "objects":
-        from lifeboat.assets.objects import backup_objects
 
-        return backup_objects(policy, asset, repo, progress)
-    if asset.kind == "keys":
-        from lifeboat.assets.keys import backup_keys
-
-        return backup_keys(policy, asset, repo, progress)
-    raise ConfigError(f"asset {name}: unknown kind {asset.kind!r} (known: {', '.join(KINDS)})")
+def restore_asset(
+    policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
+) -> dict[str, Any]:
+    result: dict[str, Any] = _function(asset.kind, "restore")(policy, asset, repo, options, progress)
+    return result

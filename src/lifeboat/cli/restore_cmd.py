@@ -111,9 +111,9 @@ def _dispatch(policy: Any, spec: Any, repo: Any, options: dict[str, Any], bar: A
             "verified": stats.verified,
             "seconds": stats.seconds,
         }
-    from lifeboat.assets import restore_dispatch
+    from lifeboat.assets.registry import restore_asset
 
-    return restore_dispatch.restore(policy, spec, repo, options, bar)
+    return restore_asset(policy, spec, repo, options, bar)
 
 
 def _print_summary(asset: str, result: dict[str, Any]) -> None:

@@ -53,5 +53,6 @@ def create_sandbox(root: Path) -> Sandbox:
     policy = load_policy(policy_path)
     _, backup_key, recovery = Repository.create(storage_for(policy), cache_dir=cache_dir(policy))
     backup_key.save(Path(policy.repository.keyfile))
-    recovery.save(Path(policy.repository.recovery_key))
+    assert policy.repository.recovery_key is not None  # the template sets it
+    recovery.save(policy.repository.recovery_key)
     return Sandbox(root, policy_path, source, root / "restored" / "etc")
