@@ -35,7 +35,7 @@ def _root(
 
 def _register() -> None:
     """Each verb module adds its commands to `app`; one import line per module."""
-    from lifeboat.cli import audit_cmd, backup_cmd, demo_cmd, repo_cmds, restore_cmd  # noqa: F401
+    from lifeboat.cli import audit_cmd, backup_cmd, demo_cmd, policy_cmd, repo_cmds, restore_cmd  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

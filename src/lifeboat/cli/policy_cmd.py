@@ -1,0 +1,79 @@
+"""`lifeboat policy check`: validate the policy and show what it promises."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from lifeboat.cli.app import app
+from lifeboat.cli.common import console, print_json, run_context
+from lifeboat.policy import format_duration
+from lifeboat.policy_feasibility import feasibility
+
+policy_app = typer.Typer(help="The policy file.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def check(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Validate the policy; per asset: targets, schedule, retention and whether they can be met."""
+    policy = run_context(ctx).policy()
+    findings = feasibility(policy)
+    rows = []
+    for name, asset in policy.assets.items():
+        cls = policy.classes[asset.class_]
+        mine = [f for f in findings if f.asset == name]
+        verdict = "error" if any(f.level == "error" for f in mine) else "warn" if mine else "ok"
+        rows.append(
+            {
+                "asset": name,
+                "kind": asset.kind,
+                "class": asset.class_,
+                "rpo": format_duration(cls.rpo),
+                "rto": format_duration(cls.rto),
+                "schedule": asset.schedule,
+                "window": str(asset.window or ""),
+                "retention": cls.retention.summary(),
+                "min_days": policy.effective_min_days(name),
+                "drill_every": format_duration(cls.drill_every),
+                "verdict": verdict,
+            }
+        )
+    if json_out:
+        print_json(
+            {
+                "file": str(policy.path),
+                "mode": policy.deployment.mode,
+                "assets": rows,
+                "findings": findings,
+                "escrow_threshold": policy.escrow_threshold(),
+            }
+        )
+    else:
+        table = Table(
+            "asset", "kind", "class", "RPO", "RTO", "schedule", "window", "retention", "drills", "verdict"
+        )
+        for r in rows:
+            colour = {"ok": "green", "warn": "yellow", "error": "red"}[r["verdict"]]
+            table.add_row(
+                r["asset"],
+                r["kind"],
+                r["class"],
+                r["rpo"],
+                r["rto"],
+                r["schedule"] or "-",
+                r["window"] or "-",
+                f"{r['retention']} (min {r['min_days']}d)",
+                r["drill_every"],
+                f"[{colour}]{r['verdict']}[/{colour}]",
+            )
+        console.print(
+            f"{policy.path}: valid, mode {policy.deployment.mode}, "
+            f"escrow {policy.escrow_threshold()}-of-{len(policy.escrow.custodians) or '?'}"
+        )
+        console.print(table)
+        for f in findings:
+            console.print(f"{f.level}: {f.asset}: {f.message}", markup=False)
