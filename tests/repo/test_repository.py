@@ -250,3 +250,24 @@ def test_retention_selection_daily_weekly_and_min_age():
     assert all(s.id in keep for s in snaps if now - s.time < timedelta(days=2))
     assert len(keep) < len(snaps)
     assert select_keep(snaps, KeepRules(), now).keys() == {s.id for s in snaps}
+
+
+def test_object_lock_keeps_what_retention_would_delete(tmp_path, s3_server, make_bucket):
+    from lifeboat.storage import open_storage
+
+    storage = open_storage(f"s3://{make_bucket()}/repo", endpoint_url=s3_server, lock_days=1)
+    repo, _, recovery = Repository.create(storage, lock_days=1)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / "f").write_bytes(os.urandom(300_000))
+        backup_paths(repo, "files", [src])
+    reader = Repository.open(storage, recovery_key=recovery)
+    report = reader.forget(KeepRules(last=1))
+    assert len(report.locked) == 2 and not report.removed  # S3 answered AccessDenied; reported, kept
+    assert len(reader.snapshots()) == 3
+    pruned = reader.prune()
+    assert pruned.packs_removed == 0
+    assert reader.check(read_data=True).ok
+    # lock files are written without retention, so they never accumulate
+    assert list(storage.list("locks/")) == []

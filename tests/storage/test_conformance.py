@@ -1,0 +1,119 @@
+"""One suite, every storage driver: the rules in storage/base.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
+from lifeboat.storage import open_storage
+
+
+def test_put_get_range_stat_list(storage_backend):
+    s = storage_backend
+    s.put("data/ab/abcdef", b"0123456789")
+    s.put("index/one", b"x")
+    assert s.get("data/ab/abcdef") == b"0123456789"
+    assert s.get("data/ab/abcdef", 2, 3) == b"234"
+    assert s.get("data/ab/abcdef", 7) == b"789"
+    assert s.stat("data/ab/abcdef").size == 10
+    assert s.exists("index/one") and not s.exists("index/two")
+    assert sorted(o.name for o in s.list("data/")) == ["data/ab/abcdef"]
+    assert sorted(o.name for o in s.list("")) == ["data/ab/abcdef", "index/one"]
+
+
+def test_put_never_overwrites(storage_backend):
+    storage_backend.put("snapshots/a", b"original")
+    with pytest.raises(AlreadyExistsError):
+        storage_backend.put("snapshots/a", b"replacement")
+    assert storage_backend.get("snapshots/a") == b"original"
+
+
+def test_concurrent_puts_of_one_name_have_one_winner(storage_backend):
+    wins, losses = [], []
+
+    def put(i: int) -> None:
+        try:
+            storage_backend.put("locks/contended", f"writer-{i}".encode())
+            wins.append(i)
+        except AlreadyExistsError:
+            losses.append(i)
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == 7
+    assert storage_backend.get("locks/contended") == f"writer-{wins[0]}".encode()
+
+
+def test_missing_objects_and_deletes(storage_backend):
+    with pytest.raises(NotFoundError):
+        storage_backend.get("data/zz/missing")
+    with pytest.raises(NotFoundError):
+        storage_backend.stat("data/zz/missing")
+    storage_backend.delete("data/zz/missing")  # not an error
+    storage_backend.put("locks/x", b"1", retain=False)
+    storage_backend.delete("locks/x")
+    assert not storage_backend.exists("locks/x")
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a/../../b", "", "a//b"])
+def test_names_cannot_escape_the_root(storage_backend, name):
+    with pytest.raises(StorageError):
+        storage_backend.put(name, b"x")
+
+
+def test_lock_days_protects_objects_but_not_locks(tmp_path, s3_server, make_bucket):
+    local = open_storage(f"file://{tmp_path / 'repo'}", lock_days=30)
+    s3 = open_storage(f"s3://{make_bucket()}/repo", endpoint_url=s3_server, lock_days=30)
+    for storage in (local, s3):
+        storage.put("data/aa/pack", b"precious")
+        with pytest.raises(LockedError):
+            storage.delete("data/aa/pack")
+        assert storage.get("data/aa/pack") == b"precious"
+        storage.put("locks/mine", b"lock", retain=False)
+        storage.delete("locks/mine")
+        assert not storage.exists("locks/mine")
+
+
+def test_lock_days_needs_an_object_lock_bucket(s3_server, make_bucket):
+    bucket = make_bucket(object_lock=False)
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=7)
+    with pytest.raises(ConfigError, match="no Object Lock configuration"):
+        storage.put("config", b"{}")
+
+
+def test_unreachable_endpoint_fails_fast_with_one_line():
+    storage = open_storage("s3://bucket/repo", endpoint_url="http://127.0.0.1:9")
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="cannot reach S3 endpoint"):
+        storage.get("config")
+    assert time.monotonic() - started < 30
+
+
+def test_missing_bucket_is_named(s3_server):
+    storage = open_storage("s3://no-such-bucket-here/repo", endpoint_url=s3_server)
+    with pytest.raises(StorageError, match="no-such-bucket-here"):
+        storage.put("config", b"{}")
+
+
+def test_local_disk_full_is_reported(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(StorageError, match="disk full") as info:
+        storage.put("data/aa/pack", b"x" * 100)
+    assert info.value.hint and "free space" in info.value.hint
+    monkeypatch.undo()
+    assert not storage.exists("data/aa/pack")
+    assert [o.name for o in storage.list("")] == []
