@@ -259,7 +259,7 @@ def test_object_lock_keeps_what_retention_would_delete(tmp_path, s3_server, make
     repo, _, recovery = Repository.create(storage, lock_days=1)
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(3):
+    for _ in range(3):
         (src / "f").write_bytes(os.urandom(300_000))
         backup_paths(repo, "files", [src])
     reader = Repository.open(storage, recovery_key=recovery)
