@@ -167,3 +167,16 @@ def test_forget_and_prune_respect_retention(cli):
     target = cli.root / "restored"
     cli.run("restore", "config", "--target", str(target), *key)
     assert sorted(p.name for p in (target / "source").iterdir()) == [f"gen-{i}" for i in range(4)]
+
+
+def test_audit_verify_detects_an_edited_line(cli):
+    fill(cli.source, n=2)
+    cli.run("backup")
+    cli.run("backup")
+    assert cli.run("audit", "verify").returncode == 0
+    path = cli.root / ".lifeboat" / "audit.jsonl"
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace('"outcome": "ok"', '"outcome": "failed"')
+    path.write_text("\n".join(lines) + "\n")
+    proc = cli.run("audit", "verify", check=False)
+    assert proc.returncode == 1 and "line 2 was edited" in proc.stdout

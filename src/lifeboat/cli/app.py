@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except LifeboatError as exc:
         if debug:
             err_console.print_exception()
@@ -72,3 +72,4 @@ def main(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)
