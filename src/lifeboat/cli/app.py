@@ -35,7 +35,16 @@ def _root(
 
 def _register() -> None:
     """Each verb module adds its commands to `app`; one import line per module."""
-    from lifeboat.cli import audit_cmd, backup_cmd, demo_cmd, policy_cmd, repo_cmds, restore_cmd  # noqa: F401
+    from lifeboat.cli import (  # noqa: F401
+        audit_cmd,
+        backup_cmd,
+        demo_cmd,
+        pg_cmd,
+        policy_cmd,
+        repo_cmds,
+        restore_cmd,
+        wal_cmd,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

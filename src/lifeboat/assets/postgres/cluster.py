@@ -1,0 +1,167 @@
+"""Local PostgreSQL clusters: find the binaries, run them as an unprivileged user, start/stop.
+
+Used by restores (`--start`), drills and the sandbox, and by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lifeboat.errors import ConfigError, RestoreError
+
+
+def find_pg_bin(preferred: Path | None = None) -> Path:
+    """The directory holding initdb/pg_ctl: the policy's pg_bin, PATH, or Debian's layout."""
+    candidates = [preferred] if preferred else []
+    which = shutil.which("pg_ctl")
+    if which:
+        candidates.append(Path(which).resolve().parent)
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for candidate in candidates:
+        if candidate and (candidate / "pg_ctl").exists() and (candidate / "initdb").exists():
+            return candidate
+    raise ConfigError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found",
+        hint="install Debian's postgresql package (make test does) or set pg_bin in the asset",
+    )
+
+
+def run_as_user() -> str | None:
+    """PostgreSQL refuses to run as root: use the `postgres` system user then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise ConfigError("running as root needs a 'postgres' system user to run PostgreSQL") from None
+    return "postgres"
+
+
+def chown_tree(path: Path, user: str | None) -> None:
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass
+class PgCluster:
+    """A cluster in ``datadir`` listening on ``port`` with its socket in ``socket_dir``."""
+
+    datadir: Path
+    port: int
+    socket_dir: Path
+    pg_bin: Path = field(default_factory=find_pg_bin)
+    user: str | None = field(default_factory=run_as_user)
+
+    def _cmd(self, tool: str, *args: str) -> list[str]:
+        cmd = [str(self.pg_bin / tool), *args]
+        return ["runuser", "-u", self.user, "--", *cmd] if self.user else cmd
+
+    def run(
+        self, tool: str, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self._cmd(tool, *args), capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RestoreError(f"{tool} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        return proc
+
+    @property
+    def dsn(self) -> str:
+        user = self.user or pwd.getpwuid(os.geteuid()).pw_name
+        return f"host={self.socket_dir} port={self.port} user={user} dbname=postgres"
+
+    def initdb(self, *extra_conf: str) -> None:
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.datadir, 0o700)
+        chown_tree(self.datadir, self.user)
+        chown_tree(self.socket_dir, self.user)
+        self.run("initdb", "-D", str(self.datadir), "-A", "trust", "-E", "UTF8", "--locale=C", "-k")
+        self.configure(
+            f"port = {self.port}",
+            f"unix_socket_directories = '{self.socket_dir}'",
+            "listen_addresses = ''",
+            "fsync = on",
+            *extra_conf,
+        )
+
+    def configure(self, *lines: str) -> None:
+        with open(self.datadir / "postgresql.conf", "a") as fh:
+            fh.write("\n" + "\n".join(lines) + "\n")
+
+    def start(self, timeout: int = 120) -> None:
+        log = self.datadir.parent / f"{self.datadir.name}.log"
+        log.touch()
+        chown_tree(log, self.user)
+        proc = self.run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            str(timeout),
+            "-o",
+            f"-p {self.port} -k {self.socket_dir}",
+            "start",
+            check=False,
+            timeout=timeout + 30,
+        )
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            raise RestoreError(f"PostgreSQL did not start on port {self.port}: {' | '.join(tail)}")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.datadir.parent / f"{self.datadir.name}.log"
+
+    def wait_promoted(self, timeout: float = 600) -> None:
+        """Wait until recovery has finished and the server accepts writes."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                    row = conn.execute("select pg_is_in_recovery()").fetchone()
+                    if row is not None and not row[0]:
+                        return
+            except psycopg.OperationalError:
+                if not self.is_running():
+                    tail = self.log_path.read_text(errors="replace").strip().splitlines()[-4:]
+                    raise RestoreError(f"PostgreSQL stopped during recovery: {' | '.join(tail)}") from None
+            time.sleep(0.2)
+        raise RestoreError(f"recovery did not finish within {timeout:.0f}s")
+
+    def is_running(self) -> bool:
+        return self.run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0

@@ -1,0 +1,39 @@
+"""The server settings lifeboat needs, derived from the policy (archive_timeout from RPO)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lifeboat.assets.postgres.backup import connect
+
+RESTART_SETTINGS = {"archive_mode", "wal_level"}
+
+
+def required_settings(policy: Any, asset: Any, python: str, config: Path) -> dict[str, str]:
+    rpo = policy.classes[asset.class_].rpo.total_seconds()
+    timeout = max(10, min(int(rpo / 2), 3600))  # a segment is shipped at least twice per RPO
+    return {
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": f"{python} -m lifeboat --config {config} wal push --asset {asset.name} %p",
+        "archive_timeout": f"{timeout}s",
+    }
+
+
+def current_settings(dsn: str, names: list[str]) -> dict[str, str]:
+    with connect(dsn) as conn:
+        rows = conn.execute(
+            "select name, setting, unit from pg_settings where name = any(%s)", (names,)
+        ).fetchall()
+    return {name: f"{setting}{'s' if unit == 's' else ''}" for name, setting, unit in rows}
+
+
+def apply_settings(dsn: str, settings: dict[str, str]) -> list[str]:
+    """ALTER SYSTEM + reload; returns the settings that only take effect after a restart."""
+    before = current_settings(dsn, list(settings))
+    with connect(dsn) as conn:
+        for key, value in settings.items():
+            conn.execute(f"alter system set {key} = %s".replace("%s", "'" + value.replace("'", "''") + "'"))
+        conn.execute("select pg_reload_conf()")
+    return [k for k in RESTART_SETTINGS if before.get(k) != settings[k]]

@@ -1,0 +1,130 @@
+"""`lifeboat wal push|fetch|verify`: PostgreSQL's archive_command and restore_command.
+
+These run once per WAL segment, so they import only what they need.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from lifeboat.cli.app import app
+from lifeboat.cli.common import run_context
+
+wal_app = typer.Typer(help="WAL archiving for PostgreSQL assets.", no_args_is_help=True)
+app.add_typer(wal_app, name="wal")
+
+
+def _postgres_asset(policy: object, asset: str | None) -> str:
+    from lifeboat.errors import ConfigError
+
+    names = [n for n, a in policy.assets.items() if a.kind == "postgres"]  # type: ignore[attr-defined]
+    if asset:
+        if asset not in names:
+            raise ConfigError(
+                f"{asset!r} is not a postgres asset (postgres assets: {', '.join(names) or 'none'})"
+            )
+        return asset
+    if len(names) != 1:
+        raise ConfigError("several postgres assets: name one with --asset", hint=f"known: {', '.join(names)}")
+    return str(names[0])
+
+
+@wal_app.command("push")
+def push(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="The WAL file (%p)."),
+    asset: str = typer.Option(None, "--asset", help="The postgres asset (default: the only one)."),
+) -> None:
+    """Archive one WAL file (archive_command). Durable before it exits 0; idempotent."""
+    from lifeboat import runtime
+    from lifeboat.assets.postgres.wal import push_segment
+
+    policy = run_context(ctx).policy()
+    name = _postgres_asset(policy, asset)
+    repo = runtime.open_for_write(policy)
+    ref = push_segment(repo, name, path)
+    runtime.audit_log(policy).append("wal-push", asset=name, segment=path.name, size=ref.size)
+
+
+@wal_app.command("fetch")
+def fetch(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="WAL file name (%f)."),
+    dest: Path = typer.Argument(..., help="Where PostgreSQL wants it (%p)."),
+    asset: str = typer.Option(None, "--asset", help="The postgres asset (default: the only one)."),
+    spool: Path = typer.Option(
+        None, "--spool", help="A directory of pre-fetched WAL (no repository access)."
+    ),
+    recovery_key: Path = typer.Option(
+        None,
+        "--recovery-key",
+        envvar="LIFEBOAT_RECOVERY_KEY",
+        help="Recovery key file (or $LIFEBOAT_RECOVERY_KEY).",
+    ),
+) -> None:
+    """Restore one WAL file (restore_command); exit 1 quietly when the archive lacks it."""
+    if spool is not None:
+        import shutil
+
+        if not (spool / name).exists():
+            raise typer.Exit(1)
+        shutil.copyfile(spool / name, dest)
+        return
+    from lifeboat import runtime
+    from lifeboat.assets.postgres.wal import fetch_segment, prefetch
+
+    policy = run_context(ctx).policy()
+    asset_name = _postgres_asset(policy, asset)
+    creds = runtime.Credentials(recovery_key=recovery_key)
+    repo = runtime.open_for_read(policy, creds, purpose="wal fetch", asset=asset_name)
+    cache = policy.state_dir / "wal-prefetch" / asset_name
+    if not fetch_segment(repo, asset_name, name, dest, cache):
+        raise typer.Exit(1)
+    if os.fork() == 0:  # prefetch the next segments after PostgreSQL has this one
+        try:
+            prefetch(repo, asset_name, name, cache)
+        finally:
+            os._exit(0)
+
+
+@wal_app.command("verify")
+def verify(
+    ctx: typer.Context,
+    asset: str = typer.Option(None, "--asset", help="The postgres asset (default: the only one)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Continuity from the oldest base backup to the newest segment, on every timeline."""
+    from lifeboat import runtime
+    from lifeboat.assets.postgres.wal import namespace, verify_continuity
+    from lifeboat.cli.common import console, print_json
+
+    policy = run_context(ctx).policy()
+    name = _postgres_asset(policy, asset)
+    repo = runtime.open_for_write(policy)
+    report = verify_continuity(repo.list_ref_names(namespace(name)), repo.snapshots(name), name)
+    runtime.audit_log(policy, repo).append(
+        "wal-verify",
+        asset=name,
+        outcome="ok" if report.ok else "failed",
+        gaps=[g.missing for g in report.gaps],
+    )
+    if json_out:
+        print_json({"ok": report.ok, **report.__dict__})
+    else:
+        console.print(
+            f"{name}: {report.segments} segments on timelines {report.timelines or '-'}, "
+            f"{report.first or '-'} .. {report.last or '-'}"
+        )
+        if report.missing_start:
+            console.print(
+                f"[red]missing[/red] {report.missing_start}: the oldest base backup cannot be made consistent"
+            )
+        for gap in report.gaps:
+            console.print(f"[red]missing[/red] {gap.missing} (timeline {gap.timeline}): {gap.breaks}")
+        if report.ok:
+            console.print("[green]WAL archive is continuous[/green]")
+    if not report.ok:
+        raise typer.Exit(1)
