@@ -1,12 +1,14 @@
 # lifeboat: the two commands a fresh machine needs are `make demo` and `make test`.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Debian's interpreter, reachable by the unprivileged `postgres` user that runs the test
+# clusters' archive_command (an interpreter under /root is not).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: venv pg demo test lint unit bench clean
+.PHONY: venv pg pg-access demo test lint unit bench clean
 
 venv: $(STAMP)
 
@@ -23,17 +25,27 @@ pg:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib; \
 	fi
 
+# PostgreSQL runs archive_command as `postgres`: it must be able to run .venv/bin/python
+# and read this checkout. When running as root in a directory it cannot reach, open the
+# parent directories for traversal (x only, no listing).
+pg-access: venv
+	@if [ "$$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && \
+	    ! runuser -u postgres -- $(BIN)/python -c 'import lifeboat' >/dev/null 2>&1; then \
+		d="$(CURDIR)"; while [ "$$d" != "/" ]; do chmod o+x "$$d"; d=$$(dirname "$$d"); done; \
+		echo "made $(CURDIR) reachable by the postgres user"; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-unit: venv pg
+unit: venv pg pg-access
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 test: venv pg lint unit
 
-demo: venv pg
+demo: venv pg pg-access
 	$(BIN)/lifeboat demo
 
 bench: venv pg
