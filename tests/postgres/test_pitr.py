@@ -132,3 +132,111 @@ def test_restore_of_a_restored_cluster_on_timeline_two(pg):
         assert labels(pg, again, port2) == ["t1", "t2-before"]
     finally:
         pg.stop_restored(again)
+
+
+def test_pgbench_during_base_backup_restores_consistent(pg):
+    import subprocess
+
+    pgbench = [
+        str(pg.cluster.pg_bin / "pgbench"),
+        "-h",
+        str(pg.cluster.socket_dir),
+        "-p",
+        str(pg.cluster.port),
+    ]
+    run_as = ["runuser", "-u", pg.user, "--"] if pg.user else []
+    pg.sql("insert into items (label) values ('present')")  # the policy's SQL check wants a row
+    subprocess.run([*run_as, *pgbench, "-i", "-s", "4", "-q", "postgres"], check=True, capture_output=True)
+    load = subprocess.Popen(
+        [*run_as, *pgbench, "-c", "4", "-T", "20", "-n", "postgres"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1)
+        pg.lb("backup", "db")
+    finally:
+        load.wait(timeout=60)
+    expected = pg.sql("select sum(abalance), count(*) from pgbench_accounts")[0]
+    history = pg.sql("select count(*) from pgbench_history")[0][0]
+    pg.switch_and_wait_archived()
+    target = pg.root / "after-load"
+    port = free_port()
+    out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    try:
+        amcheck = next(c for c in out["checks"] if c["name"] == "pg_amcheck")
+        assert amcheck["ok"], amcheck
+        dsn = pg.restored_dsn(target, port)
+        assert pg.sql("select sum(abalance), count(*) from pgbench_accounts", dsn)[0] == expected
+        assert pg.sql("select count(*) from pgbench_history", dsn)[0][0] == history
+    finally:
+        pg.stop_restored(target)
+
+
+def test_killed_wal_push_loses_nothing(pg):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pg.lb("backup", "db")
+    pg.sql("insert into items (label) select 'row ' || g from generate_series(1, 50000) g")
+    segment_name = pg.sql("select pg_walfile_name(pg_current_wal_lsn())")[0][0]
+    pg.sql("select pg_switch_wal()")
+    pg.switch_and_wait_archived()
+    # Simulate PostgreSQL's archiver being killed mid-upload of a copy of that segment
+    src = pg.root / "pgdata" / "pg_wal" / segment_name
+    copy = pg.root / "copy" / segment_name
+    copy.parent.mkdir()
+    copy.write_bytes(src.read_bytes()) if src.exists() else None
+    if copy.exists():
+        cmd = [
+            sys.executable,
+            "-m",
+            "lifeboat",
+            "--config",
+            str(pg.policy),
+            "wal",
+            "push",
+            "--asset",
+            "db",
+            str(copy),
+        ]
+        proc = subprocess.Popen(["runuser", "-u", pg.user, "--", *cmd] if pg.user else cmd)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pg.lb("wal", "push", "--asset", "db", str(copy))  # the retry succeeds
+    assert pg.lb_json("wal", "verify")["ok"]
+    assert pg.lb("check", "--read-data").returncode == 0
+    target = pg.root / "after-kill"
+    port = free_port()
+    pg.lb("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    try:
+        assert pg.sql("select count(*) from items", pg.restored_dsn(target, port))[0][0] == 50000
+    finally:
+        pg.stop_restored(target)
+
+
+def test_async_archiving_keeps_up_and_drains(pg):
+    import sys
+
+    archive = f"{sys.executable} -m lifeboat --config {pg.policy} wal push --async --asset db %p"
+    pg.sql(f"alter system set archive_command = '{archive}'")
+    pg.sql("select pg_reload_conf()")
+    pg.lb("backup", "db")
+    segments = []
+    for i in range(3):
+        pg.sql(f"insert into items (label) values ('async {i}')")
+        segments.append(pg.switch_and_wait_archived())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        report = pg.lb_json("wal", "verify")
+        if report["ok"] and report["last"] and report["last"] >= segments[-1]:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"spool not drained: {report}")
+    assert not [
+        p for p in (pg.root / ".lifeboat" / "wal-spool" / "db").iterdir() if not p.name.startswith(".")
+    ]

@@ -37,16 +37,45 @@ def push(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="The WAL file (%p)."),
     asset: str = typer.Option(None, "--asset", help="The postgres asset (default: the only one)."),
+    async_: bool = typer.Option(
+        False, "--async", help="Spool locally and return; a background drainer uploads."
+    ),
 ) -> None:
     """Archive one WAL file (archive_command). Durable before it exits 0; idempotent."""
     from lifeboat import runtime
-    from lifeboat.assets.postgres.wal import push_segment
+    from lifeboat.assets.postgres.wal import drain_spool, push_segment, spool_segment
 
     policy = run_context(ctx).policy()
     name = _postgres_asset(policy, asset)
+    if async_ or policy.asset(name).wal_async:
+        spool = policy.state_dir / "wal-spool" / name
+        spool_segment(spool, path)
+        if os.fork() == 0:  # the drainer outlives archive_command; one at a time (flock)
+            try:
+                os.setsid()
+                drain_spool(runtime.open_for_write(policy), name, spool)
+            finally:
+                os._exit(0)
+        return
     repo = runtime.open_for_write(policy)
     ref = push_segment(repo, name, path)
     runtime.audit_log(policy).append("wal-push", asset=name, segment=path.name, size=ref.size)
+
+
+@wal_app.command("drain")
+def drain(
+    ctx: typer.Context,
+    asset: str = typer.Option(None, "--asset", help="The postgres asset (default: the only one)."),
+) -> None:
+    """Upload what `wal push --async` spooled (the daemon runs this too)."""
+    from lifeboat import runtime
+    from lifeboat.assets.postgres.wal import drain_spool
+    from lifeboat.cli.common import console
+
+    policy = run_context(ctx).policy()
+    name = _postgres_asset(policy, asset)
+    pushed = drain_spool(runtime.open_for_write(policy), name, policy.state_dir / "wal-spool" / name)
+    console.print(f"{name}: {pushed} spooled WAL files archived")
 
 
 @wal_app.command("fetch")

@@ -145,3 +145,48 @@ def verify_continuity(names: list[str], base_backups: list[SnapshotInfo], asset:
                 )
             )
     return report
+
+
+def spool_segment(spool: Path, path: Path) -> None:
+    """Async archiving, step one: a durable local copy, so archive_command returns at once."""
+    spool.mkdir(parents=True, exist_ok=True)
+    data = path.read_bytes()
+    dest = spool / path.name
+    if dest.exists():
+        if dest.read_bytes() == data:
+            return
+        raise NotFoundError(f"{path.name} is already spooled with different content")
+    _write_atomically(dest, data)
+    fd = os.open(spool, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def drain_spool(repo: Repository, asset: str, spool: Path, workers: int = 4) -> int:
+    """Async archiving, step two: push every spooled file (oldest first), then drop it.
+
+    One drainer at a time (flock on the spool); returns how many files were pushed.
+    """
+    import fcntl
+
+    spool.mkdir(parents=True, exist_ok=True)
+    with open(spool / ".drain.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another drainer is at work
+        pushed = 0
+        while True:
+            names = sorted(p.name for p in spool.iterdir() if not p.name.startswith("."))
+            if not names:
+                return pushed
+
+            def push(name: str) -> None:
+                push_segment(repo, asset, spool / name)
+                (spool / name).unlink()
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(push, names))
+            pushed += len(names)
