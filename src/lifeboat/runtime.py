@@ -6,16 +6,14 @@ keys, caches and the audit trail are handled in one place.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lifeboat.crypto.keys import RecoveryKey, load_backup_key, load_recovery_key
-from lifeboat.errors import KeyError_
+from lifeboat.crypto.keys import RecoveryKey, load_backup_key
 from lifeboat.ops.audit import AuditLog
-from lifeboat.repo import Repository
+from lifeboat.repo import RecordsView, Repository
 from lifeboat.storage import open_storage
 
 
@@ -61,32 +59,22 @@ def open_for_write(policy: Any) -> Repository:
     return Repository.open(storage_for(policy), backup_key=key, cache_dir=cache_dir(policy))
 
 
-def _optional_unlock() -> Any:
-    """The escrow-aware resolver (crypto/unlock.py) when it is installed."""
-    try:
-        module = importlib.import_module("lifeboat.crypto.unlock")
-    except ImportError:
-        return None
-    return getattr(module, "resolve_for_policy", None)
-
-
 def resolve_recovery(
     policy: Any, creds: Credentials, *, purpose: str, asset: str | None = None
 ) -> RecoveryKey:
-    """The recovery key from a file or from M-of-N shares (crypto/unlock.py)."""
-    storage = storage_for(policy)
-    config = Repository.read_config(storage)
-    unlock = _optional_unlock()
-    if unlock is not None:
-        key: RecoveryKey = unlock(policy, storage, config, creds, purpose=purpose, asset=asset)
-        return key
-    path = creds.recovery_key or policy.repository.recovery_key
-    if path is None:
-        raise KeyError_(
-            f"{purpose} needs the recovery key",
-            hint="pass --recovery-key FILE or --share FILE (M of N custodians)",
-        )
-    return load_recovery_key(Path(path))
+    """The recovery key from a file or from M-of-N shares; every use is audited."""
+    from lifeboat.crypto.unlock import resolve_for_policy
+
+    records = RecordsView(storage_for(policy))
+    audit = audit_log(policy)
+    return resolve_for_policy(
+        policy,
+        records,
+        creds,
+        purpose=purpose,
+        asset=asset,
+        audit=lambda op, **kw: audit.append(op, **({"asset": asset} | kw)),
+    )
 
 
 def open_for_read(policy: Any, creds: Credentials, *, purpose: str, asset: str | None = None) -> Repository:

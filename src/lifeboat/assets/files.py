@@ -64,6 +64,7 @@ def backup_paths(
     exclude: Sequence[str] = (),
     labels: dict[str, str] | None = None,
     progress: ProgressSink = NO_PROGRESS,
+    entry_meta: dict[str, dict[str, str]] | None = None,
 ) -> SnapshotInfo:
     items = list(walk(roots, exclude))
     progress.start(sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)))
@@ -88,6 +89,7 @@ def backup_paths(
                 uid=st.st_uid,
                 gid=st.st_gid,
                 identity=identity_of(item),
+                meta=(entry_meta or {}).get(item.name),
             )
 
         with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:

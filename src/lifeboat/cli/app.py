@@ -39,6 +39,8 @@ def _register() -> None:
         audit_cmd,
         backup_cmd,
         demo_cmd,
+        escrow_cmd,
+        keys_cmd,
         pg_cmd,
         policy_cmd,
         repo_cmds,

@@ -14,7 +14,7 @@ from lifeboat.repo.model import (
     SnapshotStats,
 )
 from lifeboat.repo.reader import RestoreStats, SnapshotReader, safe_relative, target_is_empty
-from lifeboat.repo.repository import Repository
+from lifeboat.repo.repository import RecordsView, Repository
 from lifeboat.repo.retention import KeepRules, select_keep
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "KeepRules",
     "Problem",
     "PruneReport",
+    "RecordsView",
     "RefInfo",
     "Repository",
     "RestoreStats",

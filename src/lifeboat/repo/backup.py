@@ -150,6 +150,7 @@ class BackupSession:
     # -- lifecycle ------------------------------------------------------------------
 
     def __enter__(self) -> BackupSession:
+        self.repo.ensure_writable()
         self._repo_lock.acquire()
         try:
             index = self.repo.load_index_for_writing()
@@ -258,6 +259,8 @@ class BackupSession:
             if identity is not None:
                 reused = self.reuse(path, identity)
                 if reused is not None:
+                    if meta is not None:
+                        reused.meta = dict(meta)
                     return reused
             with open(source, "rb", buffering=0) as fh:
                 return self.add_stream(

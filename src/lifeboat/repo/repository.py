@@ -366,6 +366,7 @@ class Repository:
         existing = self._existing_ref(namespace, name)
         if existing is not None:
             return self._same_or_conflict(existing, info)
+        self.ensure_writable()
         object_name = ref_name(namespace, name)
         with RepoLock(self.storage, exclusive=False, operation=f"put {namespace}/{name}"):
             writer = BlobWriter(self, None, workers=self.workers)
@@ -462,6 +463,19 @@ class Repository:
                 hint="pass --recovery-key FILE or --share FILE (M of N custodians)",
             )
 
+    def keyed_hash(self, data: bytes) -> str:
+        """A hash only holders of this repository's keys can compute (for fingerprints of
+        secrets that have no public part)."""
+        return self.keyring.mac(b"lifeboat/fingerprint/v1" + data).hex()[:32]
+
+    def ensure_writable(self) -> None:
+        """A retired backup key must not add data (keys rotate retires it)."""
+        if self.key_id != "recovery" and self.storage.exists(record_name(f"keys/{self.key_id}.retired.json")):
+            raise KeyError_(
+                f"backup key {self.key_id} was retired by 'lifeboat keys rotate'",
+                hint="use the new backup key written by the rotation",
+            )
+
     def close(self) -> None:
         self.storage.close()
 
@@ -476,4 +490,22 @@ def check_recovery_key(config: dict[str, Any], key: RecoveryKey) -> None:
         )
 
 
-__all__ = ["LifeboatError", "Repository"]
+__all__ = ["LifeboatError", "RecordsView", "Repository"]
+
+
+class RecordsView:
+    """Plaintext records of a repository, readable without any key (escrow metadata)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.config = Repository.read_config(storage)
+
+    def get_record(self, name: str) -> dict[str, Any]:
+        value = json.loads(self.storage.get(record_name(name)))
+        if not isinstance(value, dict):
+            raise IntegrityError(f"record {name} is damaged")
+        return value
+
+    def list_records(self, prefix: str = "") -> list[str]:
+        base = record_name("")
+        return sorted(obj.name[len(base) :] for obj in self.storage.list(record_name(prefix)))

@@ -1,0 +1,94 @@
+"""The `keys` asset: key material captured with modes, owners and fingerprints; restored
+only with the escrow threshold of custodians' shares; reports show fingerprints, never
+contents."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from lifeboat.assets.files import SourceItem, backup_paths, walk
+from lifeboat.crypto.fingerprint import fingerprint
+from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.repo import Entry, Repository, SnapshotInfo
+
+MAX_KEY_FILE = 1 << 20  # key material is small; larger files are captured but not fingerprinted
+
+
+def fingerprints(repo: Repository, items: list[SourceItem]) -> dict[str, dict[str, str]]:
+    result = {}
+    for item in items:
+        if stat.S_ISREG(item.st.st_mode) and item.st.st_size <= MAX_KEY_FILE:
+            kind, fp = fingerprint(item.path.read_bytes(), repo.keyed_hash)
+            result[item.name] = {"fingerprint": fp, "fingerprint_kind": kind}
+    return result
+
+
+def backup_keys(
+    policy: Any, asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS
+) -> SnapshotInfo:
+    roots = [Path(p) for p in asset.paths]
+    items = list(walk(roots, asset.exclude))
+    meta = fingerprints(repo, items)
+    return backup_paths(
+        repo,
+        asset.name,
+        roots,
+        kind="keys",
+        exclude=asset.exclude,
+        progress=progress,
+        labels={"key_files": str(len(meta))},
+        entry_meta=meta,
+    )
+
+
+def _tighten(target: Path, entries: list[Entry]) -> None:
+    """0600 files, 0700 directories, unless the snapshot recorded something stricter."""
+    for entry in entries:
+        path = target / entry.path
+        if entry.type == "file":
+            os.chmod(path, entry.mode & 0o600)
+        elif entry.type == "dir":
+            os.chmod(path, (entry.mode & 0o700) | 0o700)
+
+
+def restore_keys(
+    policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
+) -> dict[str, Any]:
+    info = repo.find_snapshot(asset.name, snapshot_id=options.get("snapshot_id"), at=options.get("at"))
+    target = Path(options["target"])
+    reader = repo.reader(info)
+    stats = reader.restore_tree(target, force=bool(options.get("force")), progress=progress)
+    entries = reader.entries()
+    _tighten(target, entries)
+    files = []
+    for entry in entries:
+        if entry.type != "file" or "fingerprint" not in entry.meta:
+            continue
+        _, now = fingerprint((target / entry.path).read_bytes(), repo.keyed_hash)
+        files.append(
+            {
+                "path": entry.path,
+                "fingerprint": entry.meta["fingerprint"],
+                "kind": entry.meta.get("fingerprint_kind"),
+                "match": now == entry.meta["fingerprint"],
+            }
+        )
+    ok = all(f["match"] for f in files)
+    summary = [
+        f"{asset.name}: restored {stats.files} key files from snapshot {info.short_id} into {target} "
+        f"(files 0600, directories 0700)"
+    ]
+    summary += [f"  {'ok  ' if f['match'] else 'FAIL'} {f['path']} {f['fingerprint']}" for f in files]
+    return {
+        "ok": ok,
+        "asset": asset.name,
+        "snapshot": info.id,
+        "target": str(target),
+        "files": stats.files,
+        "bytes": stats.bytes,
+        "keys": files,
+        "summary": summary,
+    }

@@ -1,0 +1,241 @@
+"""Key material: fingerprints, 2-of-3 custodian restores, rotation, and no leaks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
+from cryptography.x509.oid import NameOID
+
+CANARY = "CANARY-KEY-5e1f0c77d2"
+
+POLICY = """
+[repository]
+url = "file://{root}/repo"
+keyfile = "keys/backup.key"
+
+[deployment]
+mode = "production"
+
+[classes.critical]
+rpo = "1h"
+rto = "30m"
+
+[assets.platform-keys]
+kind = "keys"
+class = "critical"
+paths = ["{root}/platform-keys"]
+
+[escrow]
+threshold = 2
+custodians = ["alice", "bob", "carol"]
+"""
+
+
+def make_key_material(root: Path) -> None:
+    root.mkdir()
+    (root / "tls").mkdir(mode=0o750)
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    none = serialization.NoEncryption()
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (root / "tls" / "server.key").write_bytes(rsa_key.private_bytes(pem, pkcs8, none))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "platform.example")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(rsa_key.public_key())
+        .serial_number(1)
+        .not_valid_before(__import__("datetime").datetime(2026, 1, 1))
+        .not_valid_after(__import__("datetime").datetime(2027, 1, 1))
+        .sign(rsa_key, hashes.SHA256())
+    )
+    (root / "tls" / "server.crt").write_bytes(cert.public_bytes(pem))
+    (root / "signing-ec.pem").write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(pem, pkcs8, none)
+    )
+    (root / "signing-ed25519.pem").write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(pem, pkcs8, none)
+    )
+    (root / "x25519.der").write_bytes(
+        x25519.X25519PrivateKey.generate().private_bytes(serialization.Encoding.DER, pkcs8, none)
+    )
+    (root / "media-master.key").write_text(f"master-secret={CANARY}\n")
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o600 if path.suffix != ".crt" else 0o644)
+
+
+class Env:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.policy = root / "lifeboat.toml"
+        self.outputs: list[str] = []
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lifeboat", "--config", str(self.policy), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.outputs += [proc.stdout, proc.stderr]
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} -> {proc.returncode}: {proc.stderr}")
+        return proc
+
+
+@pytest.fixture
+def env(tmp_path) -> Env:
+    make_key_material(tmp_path / "platform-keys")
+    e = Env(tmp_path)
+    e.policy.write_text(POLICY.format(root=tmp_path))
+    e.run("init", "--shares-out", str(tmp_path / "shares"))
+    return e
+
+
+def shares(env: Env, *names: str) -> list[str]:
+    return [arg for n in names for arg in ("--share", str(env.root / "shares" / f"{n}.share"))]
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode & 0o777)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_any_two_of_three_restore_byte_for_byte_with_fingerprints(env):
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in (env.root / "shares").iterdir())
+    env.run("backup", "platform-keys")
+    source = tree(env.root / "platform-keys")
+    for pair in itertools.combinations(["alice", "bob", "carol"], 2):
+        target = env.root / f"restored-{'-'.join(pair)}"
+        out = json.loads(
+            env.run("restore", "platform-keys", "--target", str(target), "--json", *shares(env, *pair)).stdout
+        )
+        assert out["ok"] and len(out["keys"]) == 6 and all(k["match"] for k in out["keys"])
+        kinds = {k["path"].split("/", 1)[1]: k["kind"] for k in out["keys"]}
+        assert kinds["media-master.key"] == "keyed-hash" and kinds["tls/server.crt"] == "public-key"
+        restored = tree(target / "platform-keys")
+        assert {k: v[0] for k, v in restored.items()} == {k: v[0] for k, v in source.items()}
+        assert all(mode & 0o077 == 0 for _, mode in restored.values())  # 0600 at most
+    # the certificate and its private key share one fingerprint (same public key)
+    fps = {k["path"]: k["fingerprint"] for k in out["keys"]}
+    assert fps["platform-keys/tls/server.crt"] == fps["platform-keys/tls/server.key"]
+
+
+def test_one_share_wrong_repository_and_typo_are_refused(env, tmp_path):
+    env.run("backup", "platform-keys")
+    target = str(env.root / "t")
+    one = env.run("restore", "platform-keys", "--target", target, *shares(env, "alice"), check=False)
+    assert one.returncode == 2 and "2 custodians' shares" in one.stderr
+    keyfile_only = env.run("restore", "platform-keys", "--target", target, check=False)
+    assert keyfile_only.returncode == 2 and "shares" in keyfile_only.stderr
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    make_key_material(other_root / "platform-keys")
+    other = Env(other_root)
+    other.policy.write_text(POLICY.format(root=other_root))
+    other.run("init", "--shares-out", str(other_root / "shares"))
+    foreign = [
+        "--share",
+        str(env.root / "shares" / "alice.share"),
+        "--share",
+        str(other_root / "shares" / "bob.share"),
+    ]
+    proc = env.run("restore", "platform-keys", "--target", target, *foreign, check=False)
+    assert proc.returncode == 2 and "another repository" in proc.stderr
+    words = (env.root / "shares" / "bob.share").read_text().splitlines()[1].split()
+    words[5] = "academic" if words[5] != "academic" else "acid"
+    typo = env.root / "bob-typo.share"
+    typo.write_text(" ".join(words) + "\n")
+    proc = env.run(
+        "restore",
+        "platform-keys",
+        "--target",
+        target,
+        "--share",
+        str(env.root / "shares" / "alice.share"),
+        "--share",
+        str(typo),
+        check=False,
+    )
+    assert proc.returncode == 2 and "checksum" in proc.stderr
+    assert " ".join(words[:3]) not in proc.stderr  # no mnemonic words in errors
+    assert not Path(target).exists() or not any(Path(target).iterdir())
+
+
+def test_verify_share_and_audit_names_custodians(env):
+    out = json.loads(
+        env.run("escrow", "verify-share", str(env.root / "shares" / "carol.share"), "--json").stdout
+    )
+    assert out["valid"] and out["custodian"] == "carol" and out["threshold"] == 2
+    env.run("backup", "platform-keys")
+    env.run("restore", "platform-keys", "--target", str(env.root / "r"), *shares(env, "bob", "carol"))
+    audit = [json.loads(line) for line in (env.root / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
+    used = {e["details"].get("custodian") for e in audit if e["operation"] == "key-access"}
+    assert {"bob", "carol"} <= used
+
+
+def test_rotation_keeps_old_snapshots_and_retires_the_old_key(env):
+    from lifeboat.crypto.keys import load_backup_key
+    from lifeboat.errors import KeyError_
+    from lifeboat.repo import Repository
+    from lifeboat.storage import open_storage
+
+    env.run("backup", "platform-keys")
+    old = load_backup_key(env.root / "keys" / "backup.key")
+    env.run("keys", "rotate")
+    (env.root / "platform-keys" / "new.key").write_text("rotated-in\n")
+    env.run("backup", "platform-keys")
+    snaps = json.loads(env.run("snapshots", "--json").stdout)
+    assert len(snaps) == 2
+    for snap in snaps:
+        target = env.root / f"r-{snap['id'][:8]}"
+        env.run(
+            "restore",
+            "platform-keys",
+            "--snapshot",
+            snap["id"],
+            "--target",
+            str(target),
+            *shares(env, "alice", "carol"),
+        )
+    assert (env.root / f"r-{snaps[1]['id'][:8]}" / "platform-keys" / "new.key").exists()
+    repo = Repository.open(open_storage(f"file://{env.root / 'repo'}"), backup_key=old)
+    with pytest.raises(KeyError_, match="retired"):
+        repo.put_ref("wal/x", "000000010000000000000001", b"x")
+
+
+def test_canary_never_leaks(env):
+    env.run("backup", "platform-keys", "--json")
+    env.run(
+        "restore", "platform-keys", "--target", str(env.root / "r"), "--json", *shares(env, "alice", "bob")
+    )
+    env.run(
+        "restore",
+        "platform-keys",
+        "--target",
+        str(env.root / "r2"),
+        "--json",
+        *shares(env, "alice"),
+        check=False,
+    )
+    env.run("snapshots", "--json")
+    env.run("check", "--json")
+    texts = [*env.outputs, (env.root / ".lifeboat" / "audit.jsonl").read_text()]
+    assert all(CANARY not in t for t in texts)
+    for path in (env.root / "repo").rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
