@@ -1,0 +1,307 @@
+"""Where media objects live: an S3-compatible bucket/prefix, or a local directory.
+
+This is the thing being backed up (or restored into), not the repository: it talks to
+the platform's bucket with its own boto3 client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from lifeboat.errors import ConfigError, NotFoundError, StorageError
+
+TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
+
+
+@dataclass
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+    version_id: str | None = None
+    content_type: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    is_delete_marker: bool = False
+
+    @property
+    def identity(self) -> str:
+        return f"{self.key}|{self.version_id or ''}|{self.etag}|{self.size}"
+
+
+def source_error(exc: Exception, where: str, what: str) -> StorageError:
+    if isinstance(exc, EndpointConnectionError):
+        return StorageError(
+            f"cannot reach the object store of {where}", hint="check the asset's endpoint_url"
+        )
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket",):
+            return StorageError(f"bucket of {where} does not exist")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFoundError(f"{what} does not exist in {where}")
+        err = StorageError(f"{where}: S3 error {code} {what}")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        err.transient = status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout")
+        return err
+    err = StorageError(f"{where}: transfer failed {what}: {type(exc).__name__}")
+    err.transient = True
+    return err
+
+
+class S3Source:
+    def __init__(self, url: str, endpoint_url: str | None, region: str | None, workers: int = 16) -> None:
+        parsed = urllib.parse.urlparse(url)
+        self.url = url
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.lstrip("/")
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(
+                max_pool_connections=max(workers * 2, 10),
+                retries={"max_attempts": 6, "mode": "adaptive"},
+                connect_timeout=5,
+                read_timeout=60,
+            ),
+        )
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise source_error(exc, self.url, what) from None
+
+    def versioning(self) -> str:
+        out = self._call("reading versioning", self.client.get_bucket_versioning, Bucket=self.bucket)
+        return str(out.get("Status", "Disabled"))
+
+    def list_current(self) -> list[ObjectInfo]:
+        objects = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for o in page.get("Contents", []):
+                    objects.append(
+                        ObjectInfo(
+                            o["Key"][len(self.prefix) :],
+                            int(o["Size"]),
+                            o["ETag"].strip('"'),
+                            o["LastModified"],
+                        )
+                    )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise source_error(exc, self.url, "listing") from None
+        return objects
+
+    def list_versions(self) -> list[ObjectInfo]:
+        versions = []
+        paginator = self.client.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for v in page.get("Versions", []):
+                    versions.append(
+                        ObjectInfo(
+                            v["Key"][len(self.prefix) :],
+                            int(v["Size"]),
+                            v["ETag"].strip('"'),
+                            v["LastModified"],
+                            v.get("VersionId"),
+                        )
+                    )
+                for d in page.get("DeleteMarkers", []):
+                    versions.append(
+                        ObjectInfo(
+                            d["Key"][len(self.prefix) :],
+                            0,
+                            "",
+                            d["LastModified"],
+                            d.get("VersionId"),
+                            is_delete_marker=True,
+                        )
+                    )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise source_error(exc, self.url, "listing versions") from None
+        return versions
+
+    def head(self, obj: ObjectInfo) -> ObjectInfo:
+        args = {"Bucket": self.bucket, "Key": self.prefix + obj.key}
+        if obj.version_id:
+            args["VersionId"] = obj.version_id
+        head = self._call(f"reading {obj.key}", self.client.head_object, **args)
+        obj.version_id = obj.version_id or head.get("VersionId")
+        obj.content_type = head.get("ContentType")
+        obj.metadata = dict(head.get("Metadata", {}))
+        return obj
+
+    def open(self, obj: ObjectInfo) -> BinaryIO:
+        args = {"Bucket": self.bucket, "Key": self.prefix + obj.key}
+        if obj.version_id and obj.version_id != "null":
+            args["VersionId"] = obj.version_id
+        body = self._call(f"downloading {obj.key}", self.client.get_object, **args)["Body"]
+        return body  # type: ignore[no-any-return]
+
+    def upload(self, key: str, stream: BinaryIO, content_type: str | None, metadata: dict[str, str]) -> None:
+        extra: dict[str, Any] = {"Metadata": metadata}
+        if content_type:
+            extra["ContentType"] = content_type
+        self._call(
+            f"uploading {key}",
+            self.client.upload_fileobj,
+            Fileobj=stream,
+            Bucket=self.bucket,
+            Key=self.prefix + key,
+            ExtraArgs=extra,
+            Config=TRANSFER,
+        )
+
+    def sha256_of(self, key: str) -> str:
+        digest = hashlib.sha256()
+        body = self._call(
+            f"verifying {key}", self.client.get_object, Bucket=self.bucket, Key=self.prefix + key
+        )["Body"]
+        for block in iter(lambda: body.read(1 << 20), b""):
+            digest.update(block)
+        return digest.hexdigest()
+
+    def delete(self, key: str) -> None:
+        """Without a VersionId: on a versioned bucket this only adds a delete marker."""
+        self._call(f"deleting {key}", self.client.delete_object, Bucket=self.bucket, Key=self.prefix + key)
+
+    def ensure_exists(self) -> None:
+        self._call("checking the bucket", self.client.head_bucket, Bucket=self.bucket)
+
+    def lifecycle_noncurrent_days(self) -> int | None:
+        try:
+            rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+        except ClientError:
+            return None
+        days = [
+            r["NoncurrentVersionExpiration"]["NoncurrentDays"]
+            for r in rules
+            if r.get("Status") == "Enabled" and "NoncurrentVersionExpiration" in r
+        ]
+        return min(days) if days else None
+
+    def enable_versioning(self) -> None:
+        self._call(
+            "enabling versioning",
+            self.client.put_bucket_versioning,
+            Bucket=self.bucket,
+            VersioningConfiguration={"Status": "Enabled"},
+        )
+
+
+SPECIAL_SEGMENTS = {"": "%00", ".": "%2E", "..": "%2E%2E"}
+DECODE_SEGMENTS = {v: k for k, v in SPECIAL_SEGMENTS.items()}
+
+
+def key_to_path(key: str) -> Path:
+    """An object key as a relative path that cannot escape the directory: '.', '..' and
+    empty segments become %-tokens and '%' is escaped, so the mapping is reversible."""
+    return Path(*(SPECIAL_SEGMENTS.get(seg) or seg.replace("%", "%25") for seg in key.split("/")))
+
+
+def path_to_key(rel: Path) -> str:
+    return "/".join(DECODE_SEGMENTS[p] if p in DECODE_SEGMENTS else p.replace("%25", "%") for p in rel.parts)
+
+
+class DirSource:
+    """A directory with object semantics: relative paths are keys."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.root = Path(urllib.parse.urlparse(url).path)
+
+    def versioning(self) -> str:
+        return "Unsupported"
+
+    def list_current(self) -> list[ObjectInfo]:
+        if not self.root.is_dir():
+            raise ConfigError(f"source directory {self.root} does not exist")
+        objects = []
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                if name.endswith(".lifeboat") and name.startswith("."):
+                    continue  # an upload in progress
+                path = Path(dirpath) / name
+                st = path.stat()
+                rel = path.relative_to(self.root)
+                objects.append(
+                    ObjectInfo(
+                        path_to_key(rel),
+                        st.st_size,
+                        f"{st.st_mtime_ns:x}-{st.st_ino:x}",
+                        datetime.fromtimestamp(st.st_mtime, UTC),
+                    )
+                )
+        return objects
+
+    def list_versions(self) -> list[ObjectInfo]:
+        return []
+
+    def head(self, obj: ObjectInfo) -> ObjectInfo:
+        return obj
+
+    def open(self, obj: ObjectInfo) -> BinaryIO:
+        return open(self.root / key_to_path(obj.key), "rb")
+
+    def upload(self, key: str, stream: BinaryIO, content_type: str | None, metadata: dict[str, str]) -> None:
+        dest = self.root / key_to_path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.lifeboat")
+        with open(tmp, "wb") as fh:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                fh.write(block)
+        os.replace(tmp, dest)
+
+    def sha256_of(self, key: str) -> str:
+        digest = hashlib.sha256()
+        with open(self.root / key_to_path(key), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def delete(self, key: str) -> None:
+        (self.root / key_to_path(key)).unlink(missing_ok=True)
+
+    def ensure_exists(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def lifecycle_noncurrent_days(self) -> int | None:
+        return None
+
+    def enable_versioning(self) -> None:
+        raise ConfigError("a directory has no versioning")
+
+
+Source = S3Source | DirSource
+
+
+def open_source(
+    url: str, endpoint_url: str | None = None, region: str | None = None, workers: int = 16
+) -> Source:
+    if url.startswith("s3://"):
+        return S3Source(url, endpoint_url, region, workers)
+    if url.startswith("dir://"):
+        return DirSource(url)
+    raise ConfigError(f"unsupported object location {url!r} (use s3://bucket/prefix or dir:///path)")
+
+
+def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    return iter(lambda: stream.read(size), b"")
