@@ -68,7 +68,8 @@ def object_meta(obj: ObjectInfo) -> dict[str, Any]:
 
 
 def _capture(session: BackupSession, source: Source, obj: ObjectInfo, counters: Counters) -> None:
-    if session.reuse(obj.key, obj.identity) is not None:
+    identity = obj.identity  # from the listing, before head() fills in the version id
+    if session.reuse(obj.key, identity) is not None:
         counters.add(reused=1)
         return
     head = with_retries(f"reading {obj.key}", lambda: source.head(obj), counters)
@@ -81,7 +82,7 @@ def _capture(session: BackupSession, source: Source, obj: ObjectInfo, counters: 
                 stream,
                 mtime_ns=int(obj.last_modified.timestamp() * 1e9),
                 meta=object_meta(head),
-                identity=obj.identity,
+                identity=identity,
             )
         finally:
             stream.close()

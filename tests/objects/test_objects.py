@@ -1,0 +1,302 @@
+"""Object storage over moto's real HTTP server: ransomware rollback, incrementals, PITR
+from version history, in-place restores, flaky endpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import random
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import boto3
+import pytest
+
+POLICY = """
+[repository]
+url = "file://{root}/repo"
+keyfile = "keys/backup.key"
+recovery_key = "keys/recovery.key"
+
+[deployment]
+mode = "development"
+
+[classes.important]
+rpo = "1h"
+rto = "1h"
+
+[assets.media]
+kind = "objects"
+class = "important"
+source = "s3://{bucket}/media"
+endpoint_url = "{endpoint}"
+workers = 16
+"""
+
+
+class Env:
+    def __init__(self, root: Path, endpoint: str, bucket: str) -> None:
+        self.root, self.endpoint, self.bucket = root, endpoint, bucket
+        self.policy = root / "lifeboat.toml"
+        self.s3 = boto3.client("s3", endpoint_url=endpoint)
+        self.write_policy(endpoint)
+
+    def write_policy(self, endpoint: str) -> None:
+        self.policy.write_text(POLICY.format(root=self.root, bucket=self.bucket, endpoint=endpoint))
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lifeboat", "--config", str(self.policy), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} -> {proc.returncode}: {proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> object:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def put(self, key: str, body: bytes, **extra: object) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=f"media/{key}", Body=body, **extra)
+
+    def state(self, bucket: str | None = None, prefix: str = "media/") -> dict[str, tuple[str, str, dict]]:
+        bucket = bucket or self.bucket
+        keys = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+
+        def one(key: str) -> tuple[str, tuple[str, str, dict]]:
+            obj = self.s3.get_object(Bucket=bucket, Key=key)
+            digest = hashlib.sha256(obj["Body"].read()).hexdigest()
+            return key[len(prefix) :], (digest, obj.get("ContentType", ""), obj.get("Metadata", {}))
+
+        with ThreadPoolExecutor(16) as pool:
+            return dict(pool.map(one, keys))
+
+
+@pytest.fixture
+def env(tmp_path, s3_server, make_bucket) -> Env:
+    e = Env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=True))
+    e.run("init")
+    return e
+
+
+def populate(env: Env, n: int, big: bool = True) -> list[str]:
+    rng = random.Random(n)
+    keys = []
+    for i in range(n):
+        if i % 97 == 0:
+            key = f"weird/ünïcode name {i}.jpg"
+        elif i % 89 == 0:
+            key = f"../../escape/{i}/../x.bin"
+        elif i % 83 == 0:
+            key = f"spaces in/key {i}.png"
+        else:
+            key = f"user/{i % 50}/img-{i}.jpg"
+        keys.append(key)
+    sizes = [0 if i % 50 == 0 else rng.randrange(1, 40_000) for i in range(n)]
+
+    def put(i: int) -> None:
+        extra = {"ContentType": "image/jpeg", "Metadata": {"owner": f"user{i % 7}"}} if i % 3 == 0 else {}
+        env.put(keys[i], random.Random(i).randbytes(sizes[i]), **extra)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(n)))
+    if big:
+        env.s3.upload_file  # noqa: B018 - multipart via the transfer manager
+        big_body = random.Random(50).randbytes(50 << 20)
+        import io
+
+        from boto3.s3.transfer import TransferConfig
+
+        env.s3.upload_fileobj(
+            io.BytesIO(big_body),
+            env.bucket,
+            "media/video/big.mp4",
+            Config=TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20),
+        )
+        keys.append("video/big.mp4")
+    return keys
+
+
+def test_ransomware_rollback_restores_every_object_with_metadata(env, make_bucket):
+    keys = populate(env, 2000)
+    before = env.state()
+    snap = env.json("backup", "media")[0]
+    assert snap["ok"] and int(snap["labels"]["objects"]) == len(keys)
+    rng = random.Random(7)
+    victims = rng.sample(keys, len(keys) // 2)
+    with ThreadPoolExecutor(16) as pool:  # the attack: encrypt half, delete a quarter, drop a note
+        list(pool.map(lambda k: env.put(k, os.urandom(64)), victims))
+        list(
+            pool.map(
+                lambda k: env.s3.delete_object(Bucket=env.bucket, Key=f"media/{k}"),
+                rng.sample(keys, len(keys) // 4),
+            )
+        )
+    env.put("README-RANSOM.txt", b"pay up")
+    staging = make_bucket(object_lock=False)
+    out = env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/restored")
+    assert out["ok"] and not out["failed"] and out["restored"] == len(keys)
+    assert env.state(staging, "restored/") == before
+
+
+def test_second_snapshot_downloads_only_what_changed(env):
+    keys = populate(env, 400, big=False)
+    first = env.json("backup", "media")[0]
+    assert int(first["labels"]["downloaded"]) == 400
+    for key in keys[:4]:  # 1%
+        env.put(key, b"changed " + key.encode())
+    second = env.json("backup", "media")[0]
+    assert int(second["labels"]["downloaded"]) == 4 and int(second["labels"]["reused"]) == 396
+
+
+def test_point_in_time_between_snapshots_from_version_history(env, make_bucket):
+    populate(env, 50, big=False)
+    env.json("backup", "media")
+    env.put("user/1/img-1.jpg", b"version at T")
+    env.put("late/new.jpg", b"created before T")
+    time.sleep(1.1)
+    moment = datetime.now(UTC)
+    time.sleep(1.1)
+    env.put("user/1/img-1.jpg", b"after T")
+    env.s3.delete_object(Bucket=env.bucket, Key="media/late/new.jpg")
+    env.put("after/t.jpg", b"created after T")
+    env.json("backup", "media")
+    staging = make_bucket(object_lock=False)
+    out = env.json("restore", "media", "--at", moment.isoformat(), "--target", f"s3://{staging}/pit")
+    assert out["ok"] and out["from_versions"] > 0
+    state = env.state(staging, "pit/")
+    assert state["user/1/img-1.jpg"][0] == hashlib.sha256(b"version at T").hexdigest()
+    assert "late/new.jpg" in state and "after/t.jpg" not in state
+
+
+def test_in_place_restore_only_adds_versions(env):
+    keys = populate(env, 60, big=False)
+    before = env.state()
+    snap = env.json("backup", "media")[0]
+    env.put(keys[0], b"overwritten")
+    env.s3.delete_object(Bucket=env.bucket, Key=f"media/{keys[1]}")
+    env.put("created-later.jpg", b"new")
+
+    def versions() -> int:
+        listing = env.s3.list_object_versions(Bucket=env.bucket, Prefix="media/")
+        return len(listing.get("Versions", [])) + len(listing.get("DeleteMarkers", []))
+
+    count = versions()
+    refused = env.run("restore", "media", "--in-place", "--snapshot", snap["snapshot"], check=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    dry = env.json("restore", "media", "--in-place", "--dry-run", "--snapshot", snap["snapshot"])
+    assert set(dry["plan"]["restore"]) == {keys[0], keys[1]} and dry["plan"]["delete"] == [
+        "created-later.jpg"
+    ]
+    assert versions() == count
+    env.json("restore", "media", "--in-place", "--yes", "--snapshot", snap["snapshot"])
+    assert versions() > count
+    assert env.state() == before
+
+
+class FlakyProxy(BaseHTTPRequestHandler):
+    upstream: tuple[str, int] = ("127.0.0.1", 0)
+    rng = random.Random(1)
+    lock = threading.Lock()
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.lock:
+            roll = self.rng.random()
+        if roll < 0.08:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if roll < 0.12:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
+        conn.request(self.command, self.path, body, {k: v for k, v in self.headers.items()})
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+
+def test_flaky_endpoint_still_backs_up_and_restores_correctly(env, make_bucket):
+    populate(env, 150, big=False)
+    before = env.state()
+    host, port = env.endpoint.removeprefix("http://").split(":")
+    FlakyProxy.upstream = (host, int(port))
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), FlakyProxy)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
+        snap = env.json("backup", "media")[0]
+        assert snap["ok"] and int(snap["labels"]["objects"]) == 150
+        staging = make_bucket(object_lock=False)
+        out = env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/r")
+        assert out["ok"]
+    finally:
+        server.shutdown()
+        env.write_policy(env.endpoint)
+    assert env.state(staging, "r/") == before
+
+
+def test_endpoint_down_missing_target_and_unknown_snapshot(env):
+    populate(env, 5, big=False)
+    env.write_policy("http://127.0.0.1:9")
+    proc = env.run("backup", "media", check=False)
+    assert proc.returncode == 2 and "cannot reach" in proc.stderr and "Traceback" not in proc.stderr
+    env.write_policy(env.endpoint)
+    assert env.json("snapshots") == []
+    snap = env.json("backup", "media")[0]
+    proc = env.run(
+        "restore", "media", "--snapshot", snap["snapshot"], "--target", "s3://no-such-bucket-x/p", check=False
+    )
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    proc = env.run("restore", "media", "--snapshot", "deadbeef", "--target", "s3://x/y", check=False)
+    assert proc.returncode == 2 and "no snapshot deadbeef" in proc.stderr
+
+
+def test_directory_source_and_target(tmp_path, s3_server, make_bucket):
+    src = tmp_path / "srv-media"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "x.jpg").write_bytes(os.urandom(5000))
+    (src / "top.png").write_bytes(b"")
+    env = Env(tmp_path, s3_server, "unused")
+    env.policy.write_text(
+        POLICY.format(root=tmp_path, bucket="unused", endpoint=s3_server).replace(
+            "s3://unused/media", f"dir://{src}"
+        )
+    )
+    env.run("init")
+    snap = env.json("backup", "media")[0]
+    out = env.json(
+        "restore", "media", "--snapshot", snap["snapshot"], "--target", f"dir://{tmp_path / 'back'}"
+    )
+    assert out["ok"]
+    assert (tmp_path / "back" / "a" / "b" / "x.jpg").read_bytes() == (src / "a" / "b" / "x.jpg").read_bytes()
+    assert (tmp_path / "back" / "top.png").read_bytes() == b""
