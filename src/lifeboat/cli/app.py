@@ -36,10 +36,13 @@ def _root(
 def _register() -> None:
     """Each verb module adds its commands to `app`; one import line per module."""
     from lifeboat.cli import (  # noqa: F401
+        actions_cmd,
         audit_cmd,
         backup_cmd,
         demo_cmd,
+        drill_cmd,
         escrow_cmd,
+        evidence_cmd,
         keys_cmd,
         pg_cmd,
         policy_cmd,

@@ -1,0 +1,91 @@
+"""A drill from start to evidence: restore, measure, judge, sign, record, clean up."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lifeboat import runtime
+from lifeboat.crypto.signing import load_or_create, public_hex
+from lifeboat.drills.actions import Ledger
+from lifeboat.drills.evidence import write_bundle
+from lifeboat.drills.report import render
+from lifeboat.drills.runner import DrillRun, DrillRunner, Log
+from lifeboat.errors import ConfigError, NotFoundError
+
+
+def ledger_for(policy: Any) -> Ledger:
+    return Ledger(policy.base_dir / "docs" / "operations" / "corrective-actions.json")
+
+
+def drill_key(policy: Any, repo: Any) -> Any:
+    key = load_or_create(policy.state_dir / "drill-signing.key")
+    name = "drill-key.json"
+    try:
+        recorded = repo.get_record(name)
+    except NotFoundError:
+        repo.put_record(name, {"public_key": public_hex(key)})
+        recorded = {"public_key": public_hex(key)}
+    if recorded.get("public_key") != public_hex(key):
+        raise ConfigError("this host's drill signing key differs from the one recorded in the repository")
+    return key
+
+
+def run_drill(
+    policy: Any,
+    name: str,
+    creds: runtime.Credentials,
+    *,
+    keep: bool = False,
+    evidence_dir: Path | None = None,
+    at: datetime | None = None,
+    log: Log = lambda _: None,
+) -> tuple[DrillRun, Path]:
+    if name not in policy.drills:
+        known = ", ".join(sorted(policy.drills)) or "none"
+        raise ConfigError(f"unknown drill {name!r} (known: {known})")
+    drill = policy.drills[name]
+    if not creds.shares and drill.shares:
+        creds = runtime.Credentials(recovery_key=creds.recovery_key, shares=tuple(drill.shares))
+    needs_keys = drill.scenario in ("keys-recovery", "full-outage") and any(
+        policy.asset(a).kind == "keys" for a in (drill.assets or policy.assets)
+    )
+    keys_asset = next((a for a in (drill.assets or policy.assets) if policy.asset(a).kind == "keys"), None)
+    repo = runtime.open_for_read(
+        policy, creds, purpose=f"drill {name}", asset=keys_asset if needs_keys else None
+    )
+    runner = DrillRunner(policy, name, repo, at=at, log=log)
+    try:
+        run = runner.execute()
+    finally:
+        runner.cleanup(keep)
+    out_root = evidence_dir or drill.evidence_dir
+    bundle = Path(out_root) / f"{run.started[:10]}-{name}"
+    suffix = 1
+    while bundle.exists():
+        suffix += 1
+        bundle = Path(out_root) / f"{run.started[:10]}-{name}-{suffix}"
+    data = asdict(run)
+    logs = data.pop("logs")
+    md, html = render(data)
+    write_bundle(bundle, data, logs, md, html, drill_key(policy, repo))
+    if run.verdict != "pass":
+        ledger = ledger_for(policy)
+        for reason in run.reasons:
+            ledger.open(
+                reason.split(":")[0] + ": " + reason.split(":", 1)[-1].strip()[:120],
+                reason,
+                str(bundle),
+                source=f"drill {name}",
+            )
+    runtime.audit_log(policy, repo).append(
+        "drill",
+        outcome=run.verdict,
+        drill=name,
+        scenario=run.scenario,
+        bundle=str(bundle),
+        rto_s=run.total_rto_s,
+    )
+    return run, bundle
