@@ -9,37 +9,57 @@ import typer
 
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, human_bytes
-from lifeboat.policy import load_policy
 
 
 @app.command()
 def demo(
     directory: Path = typer.Option(Path("demo-sandbox"), "--dir", help="Where to build the sandbox."),
+    traffic: float = typer.Option(8.0, "--traffic-seconds", help="How long to generate traffic."),
 ) -> None:
-    """Build a sandbox platform, back it up, change it, restore it and compare."""
-    from lifeboat.sandbox.files_demo import run_files_demo
-    from lifeboat.sandbox.platform import create_sandbox
+    """Build a sandbox platform, back it up, destroy it, and prove it comes back."""
+    from lifeboat.sandbox.demo import run_demo
 
     started = time.monotonic()
-    console.print(f"[bold]lifeboat demo[/bold]: sandbox in {directory.resolve()}")
-    sandbox = create_sandbox(directory)
-    policy = load_policy(sandbox.policy_path)
-    result = run_files_demo(
-        policy, "config", sandbox.source, sandbox.restore_dir, lambda msg: console.print(f"  - {msg}")
+    console.print(f"[bold]lifeboat demo[/bold]: sandbox platform in {directory.resolve()}")
+    result = run_demo(
+        directory,
+        lambda msg: console.print(f"  [{time.monotonic() - started:5.1f}s] {msg}", markup=False),
+        traffic,
     )
+    console.print()
+    for name, b in result.backups.items():
+        console.print(
+            f"first backup of {name}: snapshot {b['snapshot']}, {human_bytes(b['bytes'])} "
+            f"({human_bytes(b['stored'])} stored) in {b['seconds']:.1f}s"
+        )
+    d = result.damage
     console.print(
-        f"first backup: {result.files} files, {human_bytes(result.first_bytes)} "
-        f"in {result.first_seconds:.2f}s"
+        f"outage: database destroyed, {d.get('overwritten')} of {d.get('objects')} objects overwritten, "
+        f"{d.get('deleted')} deleted, key files removed"
     )
+    run = result.drill
+    assert run is not None
+    colour = "green" if run.verdict == "pass" else "red"
     console.print(
-        f"second backup: {result.reused_files} unchanged files skipped, "
-        f"{human_bytes(result.second_new_bytes)} new, {human_bytes(result.second_stored_bytes)} stored, "
-        f"in {result.second_seconds:.2f}s"
+        f"full-outage drill: [{colour}]{run.verdict.upper()}[/{colour}], everything back in "
+        f"{run.total_rto_s:.1f}s"
     )
-    console.print(f"restore: {result.restore_seconds:.2f}s, identical to the source: {result.identical}")
-    for problem in result.differences[:20]:
-        console.print(f"  [red]{problem}[/red]")
-    console.print(f"policy: {sandbox.policy_path}  (try: lifeboat -c {sandbox.policy_path} snapshots)")
-    console.print(f"done in {time.monotonic() - started:.1f}s")
-    if not result.identical:
+    for asset, target in run.targets.items():
+        got = run.achieved[asset]
+        rpo = "-" if got["rpo_s"] is None else f"{got['rpo_s']:.1f}s"
+        console.print(
+            f"  {asset:14} RPO {rpo:>8} (target {target['rpo_s']:.0f}s)   "
+            f"RTO {got['rto_s']:6.1f}s (target {target['rto_s']:.0f}s)"
+        )
+    for check in run.checks:
+        console.print(
+            f"  {'PASS' if check.ok else 'FAIL'} {check.asset}: {check.name}: {check.detail}", markup=False
+        )
+    console.print(
+        f"evidence bundle: {result.bundle} (signature {'valid' if result.bundle_ok else 'INVALID'}; "
+        f"check it with: lifeboat evidence verify {result.bundle})"
+    )
+    console.print(f"dashboard: {result.dashboard}")
+    console.print(f"policy: {result.policy}   demo finished in {result.seconds:.0f}s")
+    if run.verdict != "pass" or not result.bundle_ok:
         raise typer.Exit(1)

@@ -1,0 +1,104 @@
+"""Per-asset status: last backup, exposure against the RPO, last drill against the RTO,
+backup success rate over 30 days. Shared by `status`, the dashboard and the metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from lifeboat.repo import Repository
+
+
+@dataclass
+class AssetStatus:
+    asset: str
+    kind: str
+    data_class: str
+    rpo_s: float
+    rto_s: float
+    last_backup: str | None = None
+    exposure_s: float | None = None
+    last_drill: str | None = None
+    last_drill_rto_s: float | None = None
+    last_drill_verdict: str | None = None
+    success_rate_30d: float | None = None
+    breaches: list[str] = field(default_factory=list)
+
+
+def audit_entries(policy: Any) -> list[dict[str, Any]]:
+    path = Path(policy.state_dir) / "audit.jsonl"
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+
+
+def drill_results(policy: Any) -> list[dict[str, Any]]:
+    results = []
+    for drill in policy.drills.values():
+        for path in sorted(Path(drill.evidence_dir).glob("*/drill.json")):
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                continue
+            data["bundle"] = str(path.parent)
+            results.append(data)
+    unique = {r["bundle"]: r for r in results}
+    return sorted(unique.values(), key=lambda r: r["started"])
+
+
+def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> list[AssetStatus]:
+    now = now or datetime.now(UTC)
+    snapshots = repo.snapshots()
+    audit = audit_entries(policy)
+    drills = drill_results(policy)
+    month_ago = (now - timedelta(days=30)).isoformat()
+    statuses = []
+    for name, asset in policy.assets.items():
+        cls = policy.classes[asset.class_]
+        st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
+        mine = [s for s in snapshots if s.asset == name]
+        newest = mine[-1].time if mine else None
+        if asset.kind == "postgres":
+            wal = [
+                e
+                for e in audit
+                if e["operation"] == "wal-push" and e.get("asset") == name and e["outcome"] == "ok"
+            ]
+            if wal:
+                pushed = datetime.fromisoformat(wal[-1]["time"])
+                newest = max(newest, pushed) if newest else pushed
+        if newest is not None:
+            st.last_backup = newest.isoformat(timespec="seconds")
+            st.exposure_s = round((now - newest).total_seconds(), 1)
+            if st.exposure_s > st.rpo_s:
+                st.breaches.append(f"exposure {st.exposure_s:.0f}s exceeds RPO {st.rpo_s:.0f}s")
+        else:
+            st.breaches.append("never backed up")
+        runs = [
+            e
+            for e in audit
+            if e["operation"] == "backup" and e.get("asset") == name and e["time"] >= month_ago
+        ]
+        if runs:
+            st.success_rate_30d = round(sum(e["outcome"] == "ok" for e in runs) / len(runs), 4)
+            if st.success_rate_30d < cls.success_target:
+                st.breaches.append(f"success rate {st.success_rate_30d:.0%} below {cls.success_target:.0%}")
+        for drill in reversed(drills):
+            if name in drill.get("achieved", {}):
+                st.last_drill = drill["started"]
+                st.last_drill_rto_s = drill["achieved"][name]["rto_s"]
+                st.last_drill_verdict = drill["verdict"]
+                if st.last_drill_rto_s is not None and st.last_drill_rto_s > st.rto_s:
+                    st.breaches.append(f"last drill RTO {st.last_drill_rto_s:.0f}s exceeds {st.rto_s:.0f}s")
+                break
+        statuses.append(st)
+    return statuses
