@@ -74,6 +74,9 @@ def verify_bundle(bundle: Path, trusted_key: str | None = None) -> BundleVerific
     except FileNotFoundError as exc:
         result.problems.append(f"{Path(str(exc.filename)).name} is missing")
         return result
+    except OSError as exc:
+        result.problems.append(f"cannot read the bundle: {exc.strerror}")
+        return result
     result.public_key = public
     if trusted_key and public != trusted_key:
         result.problems.append("signed by a key that is not the repository's drill key")
