@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: venv pg pg-access demo test lint unit bench clean
+.PHONY: venv pg pg-access browser demo test lint unit bench clean
 
 venv: $(STAMP)
 
@@ -35,12 +35,17 @@ pg-access: venv
 		echo "made $(CURDIR) reachable by the postgres user"; \
 	fi
 
+# Debian's Chromium renders the dashboard in the tests (headless, no network).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-unit: venv pg pg-access
+unit: venv pg pg-access browser
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 test: venv pg lint unit

@@ -47,6 +47,7 @@ def _register() -> None:
         pg_cmd,
         policy_cmd,
         repo_cmds,
+        report_cmd,
         restore_cmd,
         wal_cmd,
     )

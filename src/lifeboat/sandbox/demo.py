@@ -19,7 +19,7 @@ from lifeboat.drills.runner import DrillRun
 from lifeboat.drills.service import run_drill
 from lifeboat.policy import load_policy
 from lifeboat.repo import Repository
-from lifeboat.runtime import Credentials, cache_dir, storage_for
+from lifeboat.runtime import Credentials, audit_log, cache_dir, storage_for
 from lifeboat.sandbox.platform import Step, build, outage, traffic
 
 
@@ -86,9 +86,11 @@ def run_demo(root: Path, step: Step, traffic_seconds: float = 8.0) -> DemoResult
         backup_key.save(policy.repository.keyfile)
         split_recovery_key(policy, repo, recovery, root / "shares")
         del recovery  # from here on, only the custodians' shares can read the repository
+        audit = audit_log(policy, repo)
         for name in ("maindb", "media", "platform-keys"):
             step(f"backup {name}")
             info = backup_asset(policy, name, repo)
+            audit.append("backup", asset=name, snapshot=info.id, bytes=info.stats.bytes)
             result.backups[name] = {
                 "snapshot": info.short_id,
                 "bytes": info.stats.bytes,
@@ -97,7 +99,8 @@ def run_demo(root: Path, step: Step, traffic_seconds: float = 8.0) -> DemoResult
             }
         traffic(platform, traffic_seconds, step)
         step("backup media again; PostgreSQL keeps archiving WAL continuously")
-        backup_asset(policy, "media", repo)
+        info = backup_asset(policy, "media", repo)
+        audit.append("backup", asset="media", snapshot=info.id, bytes=info.stats.bytes)
         _switch_and_wait_archived(platform)
         result.damage = outage(platform, step)
         step("full-outage drill: restore everything into staging from the repository and 2 shares")
