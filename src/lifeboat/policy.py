@@ -186,7 +186,10 @@ class _AssetBase(_Model):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and (len(value.split()) not in (5, 6) or not croniter.is_valid(value)):
+        if value is not None and (
+            len(value.split()) not in (5, 6)
+            or not croniter.is_valid(value, second_at_beginning=len(value.split()) == 6)
+        ):
             raise ValueError(f"bad cron schedule {value!r} (5 fields, or 6 with seconds first)")
         return value
 

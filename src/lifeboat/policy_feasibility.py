@@ -21,7 +21,7 @@ class Finding:
 
 def schedule_interval(schedule: str) -> timedelta:
     """The longest gap between two runs over the next week of the cron schedule."""
-    it = croniter(schedule, datetime(2026, 1, 5, tzinfo=UTC))
+    it = croniter(schedule, datetime(2026, 1, 5, tzinfo=UTC), second_at_beginning=len(schedule.split()) == 6)
     times = [it.get_next(datetime) for _ in range(64)]
     return max(b - a for a, b in itertools.pairwise(times))
 

@@ -6,14 +6,14 @@ keys, caches and the audit trail are handled in one place.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
 from lifeboat.ops.audit import AuditLog
-from lifeboat.repo import RecordsView, Repository
+from lifeboat.repo import KeepRules, RecordsView, Repository
 from lifeboat.storage import open_storage
 
 
@@ -87,3 +87,17 @@ def open_for_read(policy: Any, creds: Credentials, *, purpose: str, asset: str |
     return Repository.open(
         storage_for(policy), backup_key=backup_key, recovery_key=recovery, cache_dir=cache_dir(policy)
     )
+
+
+def keep_rules(policy: Any) -> Callable[[str], KeepRules]:
+    """Per asset: its data class's retention, with the deployment mode's minimum age."""
+
+    def rules(asset: str) -> KeepRules:
+        if asset not in policy.assets:
+            return KeepRules()  # an asset no longer in the policy: keep everything
+        r = policy.data_class(asset).retention
+        return KeepRules(
+            r.last, r.hourly, r.daily, r.weekly, r.monthly, r.yearly, policy.effective_min_days(asset)
+        )
+
+    return rules

@@ -39,6 +39,7 @@ def _register() -> None:
         actions_cmd,
         audit_cmd,
         backup_cmd,
+        daemon_cmd,
         demo_cmd,
         drill_cmd,
         escrow_cmd,

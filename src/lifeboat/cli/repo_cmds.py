@@ -12,7 +12,7 @@ from lifeboat.cli.app import app
 from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
 from lifeboat.cli.credentials import credentials_options
 from lifeboat.errors import ConfigError, LifeboatError
-from lifeboat.repo import KeepRules, Repository
+from lifeboat.repo import Repository
 
 
 @app.command()
@@ -160,20 +160,6 @@ def check(
         raise typer.Exit(1)
 
 
-def rules_for(policy: object) -> object:
-    def rules(asset: str) -> KeepRules:
-        p = policy  # typed loosely: the policy model lives in lifeboat.policy
-        try:
-            a = p.asset(asset)  # type: ignore[attr-defined]
-        except LifeboatError:
-            return KeepRules()  # an asset no longer in the policy: keep everything
-        r = p.classes[a.class_].retention  # type: ignore[attr-defined]
-        min_days = max(r.min_days, p.effective_min_days(a))  # type: ignore[attr-defined]
-        return KeepRules(r.last, r.hourly, r.daily, r.weekly, r.monthly, r.yearly, min_days)
-
-    return rules
-
-
 @app.command()
 def forget(
     ctx: typer.Context,
@@ -186,7 +172,7 @@ def forget(
     """Apply the retention policy: forget snapshots no rule keeps (honours minimum ages and locks)."""
     policy = run_context(ctx).policy()
     repo = runtime.open_for_read(policy, credentials_options(recovery_key, share), purpose="forget")
-    report = repo.forget(rules_for(policy), dry_run=dry_run, asset=asset)
+    report = repo.forget(runtime.keep_rules(policy), dry_run=dry_run, asset=asset)
     runtime.audit_log(policy, repo).append(
         "forget",
         asset=asset,

@@ -1,0 +1,316 @@
+"""The daemon: scheduled backups inside off-peak windows, WAL spool draining, checks,
+retention and drills at their cadence, with retries, alerts, metrics and a run history.
+
+One instance per state directory (flock). SIGTERM stops scheduling; running jobs finish,
+so the repository is never left mid-write by the daemon itself (and a killed backup is
+safe anyway: nothing is visible before its snapshot commits).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from lifeboat import runtime
+from lifeboat.errors import LifeboatError
+from lifeboat.ops.alerts import Alerter
+from lifeboat.ops.metrics import Metrics, serve
+from lifeboat.ops.runs import Run, RunHistory, now_iso
+from lifeboat.ops.scheduler import next_due
+
+Log = Callable[[str], None]
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Job:
+    name: str  # e.g. backup:maindb, check, retention, drill:monthly, wal-drain:maindb
+    asset: str | None
+    run: Callable[[], int]  # returns bytes added (0 when not meaningful)
+    schedule: str | None = None  # cron; None: every `every`
+    every: timedelta | None = None
+    window: Any = None
+    next_at: datetime = EPOCH
+
+
+@dataclass
+class DaemonState:
+    stop: threading.Event = field(default_factory=threading.Event)
+    running: dict[str, Future[None]] = field(default_factory=dict)
+
+
+class SingleInstance:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: Any = None
+
+    def __enter__(self) -> SingleInstance:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.seek(0)
+            pid = self._fh.read().strip() or "?"
+            raise LifeboatError(
+                f"another lifeboat daemon is running for this policy (pid {pid})",
+                hint="stop it first, or use a different [state] dir",
+            ) from None
+        self._fh.truncate(0)
+        self._fh.write(str(os.getpid()))
+        self._fh.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
+
+
+def build_jobs(policy: Any) -> list[Job]:
+    from lifeboat.assets.registry import backup_asset
+
+    jobs: list[Job] = []
+
+    def backup(name: str) -> Callable[[], int]:
+        def run() -> int:
+            repo = runtime.open_for_write(policy)
+            info = backup_asset(policy, name, repo)
+            runtime.audit_log(policy, repo).append(
+                "backup", asset=name, snapshot=info.id, bytes=info.stats.bytes, actor="daemon"
+            )
+            return info.stats.stored_bytes
+
+        return run
+
+    for name, asset in policy.assets.items():
+        if asset.schedule:
+            jobs.append(
+                Job(f"backup:{name}", name, backup(name), schedule=asset.schedule, window=asset.window)
+            )
+        if asset.kind == "postgres" and asset.wal_async:
+            jobs.append(Job(f"wal-drain:{name}", name, _wal_drain(policy, name), every=timedelta(seconds=10)))
+
+    def check() -> int:
+        repo = runtime.open_for_write(policy)
+        report = repo.check()
+        if not report.ok:
+            raise LifeboatError(
+                f"check found {len(report.problems)} problem(s): {report.problems[0].message}"
+            )
+        return 0
+
+    jobs.append(Job("check", None, check, every=policy.daemon.check_every))
+    if policy.repository.recovery_key:
+        jobs.append(Job("retention", None, _retention(policy), every=policy.daemon.retention_every))
+    for name, drill in policy.drills.items():
+        jobs.append(Job(f"drill:{name}", None, _drill(policy, name), every=drill.every))
+    return jobs
+
+
+def _wal_drain(policy: Any, name: str) -> Callable[[], int]:
+    def run() -> int:
+        from lifeboat.assets.postgres.wal import drain_spool
+
+        pushed: int = drain_spool(runtime.open_for_write(policy), name, policy.state_dir / "wal-spool" / name)
+        return pushed
+
+    return run
+
+
+def _retention(policy: Any) -> Callable[[], int]:
+    def run() -> int:
+        repo = runtime.open_for_read(policy, runtime.Credentials(), purpose="retention")
+        repo.forget(runtime.keep_rules(policy))
+        removed: int = repo.prune().bytes_removed
+        return -removed
+
+    return run
+
+
+def _drill(policy: Any, name: str) -> Callable[[], int]:
+    def run() -> int:
+        from lifeboat.drills.service import run_drill
+
+        result, bundle = run_drill(policy, name, runtime.Credentials())
+        if result.verdict != "pass":
+            raise LifeboatError(f"drill {name} failed: {'; '.join(result.reasons)[:300]} (evidence {bundle})")
+        return 0
+
+    return run
+
+
+class Daemon:
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        log: Log = lambda _: None,
+        jobs: list[Job] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.log = log
+        self.jobs = jobs if jobs is not None else build_jobs(policy)
+        self.rng = rng or random.Random()
+        self.state = DaemonState()
+        self.history = RunHistory(policy.state_dir / "runs.jsonl")
+        self.alerts = Alerter(policy.alerts.webhooks, policy.state_dir / "alerts.json", log)
+        self.metrics = Metrics()
+        self.dashboard_path = policy.state_dir / "dashboard" / "index.html"
+        self._dashboard_built = -1e9
+
+    def schedule(self, now: datetime) -> None:
+        jitter = self.policy.daemon.jitter
+        for job in self.jobs:
+            last = self.history.last(job.name, job.asset)
+            after = datetime.fromisoformat(last.started) if last else now
+            if job.schedule:
+                job.next_at = next_due(
+                    job.schedule,
+                    max(after, now - timedelta(seconds=1)),
+                    job.window,
+                    jitter if jitter.total_seconds() < 60 else timedelta(0),
+                    self.rng,
+                )
+            else:
+                assert job.every is not None
+                job.next_at = after + job.every if last else now
+
+    def run_job(self, job: Job) -> None:
+        retries = self.policy.daemon.retries
+        for attempt in range(1, retries + 2):
+            started, t0 = now_iso(), time.monotonic()
+            try:
+                added = job.run()
+                self.history.record(
+                    Run(
+                        job.name,
+                        job.asset,
+                        started,
+                        now_iso(),
+                        "ok",
+                        round(time.monotonic() - t0, 3),
+                        added,
+                        attempt,
+                    )
+                )
+                self.alerts.resolve(f"job-failed:{job.name}")
+                self.log(f"{job.name}: ok")
+                self.metrics.job_runs.labels(job.name, "ok").inc()
+                self.metrics.duration.labels(job.name, job.asset or "").set(time.monotonic() - t0)
+                return
+            except Exception as exc:
+                message = exc.message if isinstance(exc, LifeboatError) else f"{type(exc).__name__}: {exc}"
+                self.history.record(
+                    Run(
+                        job.name,
+                        job.asset,
+                        started,
+                        now_iso(),
+                        "failed",
+                        round(time.monotonic() - t0, 3),
+                        0,
+                        attempt,
+                        message,
+                    )
+                )
+                self.metrics.job_runs.labels(job.name, "failed").inc()
+                self.log(f"{job.name}: attempt {attempt} failed: {message}")
+                if attempt <= retries and not self.state.stop.is_set():
+                    time.sleep(min(2 ** (attempt - 1), 60))
+                    continue
+                self.alerts.fire(f"job-failed:{job.name}", f"{job.name} failed {attempt} times: {message}")
+
+    def refresh_status(self) -> None:
+        from lifeboat.ops.status import asset_status
+
+        try:
+            repo = runtime.open_for_write(self.policy)
+            for st in asset_status(self.policy, repo):
+                self.metrics.rpo.labels(st.asset).set(st.rpo_s)
+                self.metrics.rto.labels(st.asset).set(st.rto_s)
+                if st.exposure_s is not None:
+                    self.metrics.exposure.labels(st.asset).set(st.exposure_s)
+                    if st.last_backup:
+                        self.metrics.last_success.labels(st.asset).set(
+                            datetime.fromisoformat(st.last_backup).timestamp()
+                        )
+                if st.last_drill_rto_s is not None:
+                    self.metrics.drill_rto.labels(st.asset).set(st.last_drill_rto_s)
+                rate = self.history.success_rate(f"backup:{st.asset}", st.asset, datetime.now(UTC))
+                if rate is not None:
+                    self.metrics.success_ratio.labels(st.asset).set(rate)
+                breach = st.exposure_s is not None and st.exposure_s > st.rpo_s
+                if breach:
+                    self.alerts.fire(
+                        f"rpo:{st.asset}",
+                        f"{st.asset}: exposure {st.exposure_s:.0f}s exceeds RPO {st.rpo_s:.0f}s",
+                    )
+                else:
+                    self.alerts.resolve(f"rpo:{st.asset}")
+            self.metrics.repo_size.set(sum(s.stats.stored_bytes for s in repo.snapshots()))
+            last = {
+                r.asset: r for r in self.history.all() if r.job.startswith("backup:") and r.outcome == "ok"
+            }
+            for asset, run in last.items():
+                self.metrics.bytes_added.labels(asset or "").set(run.bytes)
+            from lifeboat.drills.service import ledger_for
+
+            self.metrics.actions.set(len([a for a in ledger_for(self.policy).load() if a.status == "open"]))
+            if time.monotonic() - self._dashboard_built > 30:
+                from lifeboat.ops.dashboard import build_dashboard
+
+                build_dashboard(self.policy, self.dashboard_path.parent)
+                self._dashboard_built = time.monotonic()
+        except LifeboatError as exc:
+            self.log(f"status refresh failed: {exc.message}")
+
+    def serve_forever(
+        self,
+        *,
+        max_seconds: float | None = None,
+        once_due: bool = False,
+        listen: str | None = None,
+        tick: float = 0.5,
+    ) -> None:
+        with SingleInstance(self.policy.state_dir / "daemon.lock"):
+            server = serve(self.metrics, listen, lambda: self.dashboard_path) if listen else None
+            previous = signal.signal(signal.SIGTERM, lambda *_: self.state.stop.set())
+            started = time.monotonic()
+            self.schedule(datetime.now(UTC))
+            pool = ThreadPoolExecutor(max_workers=self.policy.daemon.concurrency, thread_name_prefix="job")
+            try:
+                self.refresh_status()
+                while not self.state.stop.is_set():
+                    now = datetime.now(UTC)
+                    for job in self.jobs:
+                        busy = job.name in self.state.running and not self.state.running[job.name].done()
+                        if job.next_at <= now and not busy:
+                            self.state.running[job.name] = pool.submit(self.run_job, job)
+                            if job.schedule:
+                                job.next_at = next_due(job.schedule, now, job.window)
+                            else:
+                                assert job.every is not None
+                                job.next_at = now + job.every
+                    if once_due:
+                        break
+                    self.refresh_status()
+                    if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                        break
+                    self.state.stop.wait(tick)
+            finally:
+                pool.shutdown(wait=True)  # running jobs finish; nothing new starts
+                self.refresh_status()
+                signal.signal(signal.SIGTERM, previous)
+                if server is not None:
+                    server.shutdown()

@@ -1,0 +1,80 @@
+"""Prometheus metrics and the dashboard, served by the daemon."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["asset"]
+        self.last_success = Gauge(
+            "lifeboat_last_success_timestamp_seconds",
+            "Last successful backup",
+            labels,
+            registry=self.registry,
+        )
+        self.exposure = Gauge("lifeboat_exposure_seconds", "Data at risk now", labels, registry=self.registry)
+        self.rpo = Gauge("lifeboat_rpo_target_seconds", "RPO target", labels, registry=self.registry)
+        self.rto = Gauge("lifeboat_rto_target_seconds", "RTO target", labels, registry=self.registry)
+        self.duration = Gauge(
+            "lifeboat_job_duration_seconds", "Last job duration", ["job", "asset"], registry=self.registry
+        )
+        self.success_ratio = Gauge(
+            "lifeboat_backup_success_ratio", "Backup success over 30 days", labels, registry=self.registry
+        )
+        self.bytes_added = Gauge(
+            "lifeboat_bytes_added", "Bytes stored by the last backup", labels, registry=self.registry
+        )
+        self.repo_size = Gauge(
+            "lifeboat_repository_bytes", "Bytes stored by all snapshots", registry=self.registry
+        )
+        self.drill_rto = Gauge(
+            "lifeboat_last_drill_rto_seconds",
+            "RTO achieved by the last drill",
+            labels,
+            registry=self.registry,
+        )
+        self.actions = Gauge(
+            "lifeboat_open_corrective_actions", "Open corrective actions", registry=self.registry
+        )
+        self.job_runs = Gauge(
+            "lifeboat_job_runs", "Job runs by outcome", ["job", "outcome"], registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def serve(metrics: Metrics, listen: str, dashboard: Callable[[], Path | None]) -> ThreadingHTTPServer:
+    host, _, port = listen.rpartition(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                body, ctype = metrics.render(), "text/plain; version=0.0.4"
+            elif self.path in ("/", "/index.html"):
+                page = dashboard()
+                body = page.read_bytes() if page and page.exists() else b"<p>no dashboard yet</p>"
+                ctype = "text/html; charset=utf-8"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    return server

@@ -1,0 +1,263 @@
+"""The daemon against a real repository, real files and a real webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from lifeboat.assets.postgres.cluster import free_port
+from lifeboat.ops.scheduler import next_due
+from lifeboat.policy import Window
+
+
+def window_around(now: datetime, hours_from: int, hours_to: int) -> str:
+    start, end = now + timedelta(hours=hours_from), now + timedelta(hours=hours_to)
+    return f"{start:%H}:00-{end:%H}:00"
+
+
+def write_policy(root: Path, webhook: str, rpo: str = "1d", retries: int = 1) -> Path:
+    local = datetime.now()
+    (root / "in").mkdir(exist_ok=True)
+    (root / "in" / "f").write_bytes(os.urandom(1000))
+    (root / "out").mkdir(exist_ok=True)
+    policy = root / "lifeboat.toml"
+    policy.write_text(f"""
+[repository]
+url = "file://{root}/repo"
+keyfile = "backup.key"
+
+[deployment]
+mode = "development"
+
+[classes.standard]
+rpo = "{rpo}"
+rto = "1h"
+
+[assets.inwin]
+kind = "files"
+class = "standard"
+paths = ["{root}/in"]
+schedule = "*/3 * * * * *"
+window = "{window_around(local, -1, 2)}"
+
+[assets.outwin]
+kind = "files"
+class = "standard"
+paths = ["{root}/out"]
+schedule = "*/3 * * * * *"
+window = "{window_around(local, 3, 4)}"
+
+[assets.flaky]
+kind = "files"
+class = "standard"
+paths = ["{root}/flaky"]
+schedule = "*/2 * * * * *"
+
+[alerts]
+webhooks = [ {{ url = "{webhook}", format = "json" }} ]
+
+[daemon]
+jitter = "0s"
+retries = {retries}
+""")
+    return policy
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        Receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+
+def lifeboat(policy: Path, *args: str, **kw) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lifeboat", "--config", str(policy), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_next_due_waits_for_the_window():
+    window = Window.parse("01:00-05:00")
+    after = datetime(2026, 11, 24, 12, 0, 0)
+    assert next_due("0 * * * *", after, window) == datetime(2026, 11, 25, 1, 0, 0)
+    assert next_due("0 2 * * *", after, window) == datetime(2026, 11, 25, 2, 0, 0)
+    assert next_due("*/5 * * * * *", datetime(2026, 11, 24, 3, 0, 0), window) == datetime(
+        2026, 11, 24, 3, 0, 5
+    )
+
+
+def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
+    Receiver.received = []
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    policy = write_policy(tmp_path, f"http://127.0.0.1:{hook.server_address[1]}/hook")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lifeboat",
+            "--config",
+            str(policy),
+            "init",
+            "--recovery-key-out",
+            str(tmp_path / "recovery.key"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    daemon = lifeboat(policy, "daemon", "--max-seconds", "16", "--listen", f"127.0.0.1:{port}")
+    try:
+        time.sleep(3)
+        second = lifeboat(policy, "daemon", "--max-seconds", "2", "--no-http")
+        assert second.wait(30) == 2 and "another lifeboat daemon is running" in second.stderr.read()
+        time.sleep(4)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(metrics)}
+        rpo = {s.labels["asset"]: s.value for s in families["lifeboat_rpo_target_seconds"].samples}
+        assert rpo == {"inwin": 86400.0, "outwin": 86400.0, "flaky": 86400.0}
+        assert any(
+            s.labels["asset"] == "inwin" for s in families["lifeboat_last_success_timestamp_seconds"].samples
+        )
+        assert "lifeboat" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+        (tmp_path / "flaky").mkdir()  # the failing job's cause is fixed
+        assert daemon.wait(60) == 0, daemon.stderr.read()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        hook.shutdown()
+    runs = [json.loads(line) for line in (tmp_path / ".lifeboat" / "runs.jsonl").read_text().splitlines()]
+    by_job: dict[str, list[str]] = {}
+    for run in runs:
+        by_job.setdefault(run["job"], []).append(run["outcome"])
+    assert by_job["backup:inwin"].count("ok") >= 2
+    assert "backup:outwin" not in by_job  # due all the time, but never inside its window
+    assert "failed" in by_job["backup:flaky"] and by_job["backup:flaky"][-1] == "ok"
+    flaky = [m for m in Receiver.received if m["condition"] == "job-failed:backup:flaky"]
+    assert [m["status"] for m in flaky] == ["firing", "resolved"]
+
+
+def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
+    policy = write_policy(tmp_path, "http://127.0.0.1:9/none")
+    for i in range(4):
+        (tmp_path / "in" / f"big{i}").write_bytes(os.urandom(40 << 20))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lifeboat",
+            "--config",
+            str(policy),
+            "init",
+            "--recovery-key-out",
+            str(tmp_path / "recovery.key"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    daemon = lifeboat(policy, "daemon", "--max-seconds", "30", "--no-http")
+    time.sleep(1.5)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lifeboat",
+            "--config",
+            str(policy),
+            "check",
+            "--read-data",
+            "--recovery-key",
+            str(tmp_path / "recovery.key"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    again = lifeboat(policy, "daemon", "--once-due", "--no-http")
+    assert again.wait(120) == 0
+    runs = (tmp_path / ".lifeboat" / "runs.jsonl").read_text()
+    assert runs.count('"backup:inwin"') >= 2  # state survived the restart and it carried on
+
+
+def test_status_exits_1_when_exposure_exceeds_rpo(tmp_path):
+    policy = write_policy(tmp_path, "http://127.0.0.1:9/none", rpo="2s")
+    run = [sys.executable, "-m", "lifeboat", "--config", str(policy)]
+    subprocess.run(
+        [*run, "init", "--recovery-key-out", str(tmp_path / "r.key")], check=True, capture_output=True
+    )
+    subprocess.run([*run, "backup", "inwin"], check=True, capture_output=True)
+    fresh = json.loads(subprocess.run([*run, "status", "--json"], capture_output=True, text=True).stdout)
+    inwin = next(a for a in fresh["assets"] if a["asset"] == "inwin")
+    assert not inwin["breaches"]
+    time.sleep(2.5)
+    stale = subprocess.run([*run, "status", "--json"], capture_output=True, text=True)
+    assert stale.returncode == 1
+    inwin = next(a for a in json.loads(stale.stdout)["assets"] if a["asset"] == "inwin")
+    assert any("exceeds RPO" in b for b in inwin["breaches"])
+
+
+def test_schedule_export_systemd_and_kubernetes(tmp_path):
+    policy = write_policy(tmp_path, "http://127.0.0.1:9/none")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lifeboat",
+            "--config",
+            str(policy),
+            "schedule",
+            "export",
+            "--systemd",
+            str(tmp_path / "units"),
+            "--kubernetes",
+            str(tmp_path / "k8s"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    timer = (tmp_path / "units" / "lifeboat-backup-inwin.timer").read_text()
+    assert "OnCalendar=" in timer and "[Install]" in timer
+    assert "ExecStart=" in (tmp_path / "units" / "lifeboat-backup-inwin.service").read_text()
+    docs = list(yaml.safe_load_all((tmp_path / "k8s" / "lifeboat-cronjobs.yaml").read_text()))
+    assert {d["metadata"]["name"] for d in docs} == {
+        "lifeboat-backup-inwin",
+        "lifeboat-backup-outwin",
+        "lifeboat-backup-flaky",
+    }
+    assert all(d["spec"]["concurrencyPolicy"] == "Forbid" for d in docs)
+    assert docs[0]["spec"]["schedule"] == "* * * * *"  # CronJobs have no seconds field
+    import shutil
+
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", *map(str, (tmp_path / "units").iterdir())],
+            capture_output=True,
+            text=True,
+        )
+        assert "Failed to parse" not in verify.stderr, verify.stderr
+    _ = UTC
