@@ -161,8 +161,8 @@ def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
 
 def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
     policy = write_policy(tmp_path, "http://127.0.0.1:9/none")
-    for i in range(4):
-        (tmp_path / "in" / f"big{i}").write_bytes(os.urandom(40 << 20))
+    for i in range(6):
+        (tmp_path / "in" / f"big{i}").write_bytes(os.urandom(64 << 20))
     subprocess.run(
         [
             sys.executable,
@@ -178,7 +178,7 @@ def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
         capture_output=True,
     )
     daemon = lifeboat(policy, "daemon", "--max-seconds", "30", "--no-http")
-    time.sleep(1.5)
+    time.sleep(1.2)  # the first backup is running
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
     check = subprocess.run(
@@ -197,6 +197,7 @@ def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    time.sleep(3.5)  # the next run after the last recorded one is now due
     again = lifeboat(policy, "daemon", "--once-due", "--no-http")
     assert again.wait(120) == 0
     runs = (tmp_path / ".lifeboat" / "runs.jsonl").read_text()

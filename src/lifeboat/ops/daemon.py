@@ -170,21 +170,20 @@ class Daemon:
         self._dashboard_built = -1e9
 
     def schedule(self, now: datetime) -> None:
+        """Next run of each job from its last recorded run: a run missed while the daemon
+        was down happens at once (like systemd's Persistent=true)."""
         jitter = self.policy.daemon.jitter
+        jitter = jitter if jitter.total_seconds() < 3600 else timedelta(0)
         for job in self.jobs:
             last = self.history.last(job.name, job.asset)
-            after = datetime.fromisoformat(last.started) if last else now
-            if job.schedule:
-                job.next_at = next_due(
-                    job.schedule,
-                    max(after, now - timedelta(seconds=1)),
-                    job.window,
-                    jitter if jitter.total_seconds() < 60 else timedelta(0),
-                    self.rng,
-                )
+            base = datetime.fromisoformat(last.started) if last else now
+            if job.schedule and last is None:  # never ran: as soon as its window allows
+                job.next_at = job.window.next_start(now.astimezone()) if job.window else now
+            elif job.schedule:
+                job.next_at = next_due(job.schedule, base, job.window, jitter, self.rng)
             else:
                 assert job.every is not None
-                job.next_at = after + job.every if last else now
+                job.next_at = base + job.every if last else now
 
     def run_job(self, job: Job) -> None:
         retries = self.policy.daemon.retries

@@ -22,7 +22,10 @@ def next_due(
     jitter: timedelta = timedelta(0),
     rng: random.Random | None = None,
 ) -> datetime:
-    """The next run after ``after``: a run due outside its window waits for the window."""
+    """The next run after ``after``: a run due outside its window waits for the window.
+    Schedules and windows are in local time, as cron's are."""
+    if after.tzinfo is not None:
+        after = after.astimezone()
     due: datetime = cron(schedule, after).get_next(datetime)
     if window is not None:
         due = window.next_start(due)
