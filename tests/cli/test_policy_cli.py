@@ -53,7 +53,7 @@ custodians = ["alice", "bob", "carol"]
 
 def run(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), "policy", "check", *args],
+        [sys.executable, "-m", "lifeboat", "--config", str(policy), "policy", "check", "--offline", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -300,3 +300,15 @@ def test_directory_source_and_target(tmp_path, s3_server, make_bucket):
     assert out["ok"]
     assert (tmp_path / "back" / "a" / "b" / "x.jpg").read_bytes() == (src / "a" / "b" / "x.jpg").read_bytes()
     assert (tmp_path / "back" / "top.png").read_bytes() == b""
+
+
+def test_inspect_warns_about_unversioned_source_and_fixes_it(tmp_path, s3_server, make_bucket):
+    bucket = make_bucket(object_lock=False, versioning=False)
+    env = Env(tmp_path, s3_server, bucket)
+    env.put("a.jpg", b"x" * 10)
+    out = env.json("objects", "inspect", "media")
+    assert out["versioning"] != "Enabled" and any("versioning" in w for w in out["warnings"])
+    env.run("init")
+    assert env.json("backup", "media")[0]["ok"]  # still works, from snapshots
+    fixed = env.json("objects", "inspect", "media", "--fix")
+    assert fixed["fixed"] and fixed["versioning"] == "Enabled"

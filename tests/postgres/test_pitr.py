@@ -240,3 +240,12 @@ def test_async_archiving_keeps_up_and_drains(pg):
     assert not [
         p for p in (pg.root / ".lifeboat" / "wal-spool" / "db").iterdir() if not p.name.startswith(".")
     ]
+
+
+def test_policy_check_reads_the_running_servers_settings(pg):
+    out = pg.lb_json("policy", "check")
+    warnings = [f["message"] for f in out["findings"] if f["asset"] == "db"]
+    assert any("archive_timeout 0s cannot meet the RPO" in w for w in warnings), warnings
+    pg.lb("pg", "configure", "db", "--apply")
+    out = pg.lb_json("policy", "check")
+    assert not [f for f in out["findings"] if f["asset"] == "db" and "archive" in f["message"]]

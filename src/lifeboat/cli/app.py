@@ -45,6 +45,7 @@ def _register() -> None:
         escrow_cmd,
         evidence_cmd,
         keys_cmd,
+        objects_cmd,
         pg_cmd,
         policy_cmd,
         repo_cmds,

@@ -8,7 +8,7 @@ from rich.table import Table
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, print_json, run_context
 from lifeboat.policy import format_duration
-from lifeboat.policy_feasibility import feasibility
+from lifeboat.policy_feasibility import Finding, feasibility
 
 policy_app = typer.Typer(help="The policy file.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -18,10 +18,17 @@ app.add_typer(policy_app, name="policy")
 def check(
     ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    offline: bool = typer.Option(False, "--offline", help="Do not connect to PostgreSQL servers."),
 ) -> None:
     """Validate the policy; per asset: targets, schedule, retention and whether they can be met."""
     policy = run_context(ctx).policy()
     findings = feasibility(policy)
+    if not offline:
+        from lifeboat.assets.postgres.configure import server_findings
+
+        for name, asset in policy.assets.items():
+            if asset.kind == "postgres":
+                findings += [Finding(name, "warn", message) for message in server_findings(policy, asset)]
     rows = []
     for name, asset in policy.assets.items():
         cls = policy.classes[asset.class_]

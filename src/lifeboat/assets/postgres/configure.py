@@ -37,3 +37,27 @@ def apply_settings(dsn: str, settings: dict[str, str]) -> list[str]:
             conn.execute(f"alter system set {key} = %s".replace("%s", "'" + value.replace("'", "''") + "'"))
         conn.execute("select pg_reload_conf()")
     return [k for k in RESTART_SETTINGS if before.get(k) != settings[k]]
+
+
+def server_findings(policy: Any, asset: Any) -> list[str]:
+    """What the running server's settings mean for the asset's RPO (empty: all good)."""
+    from lifeboat.errors import LifeboatError
+
+    try:
+        current = current_settings(
+            asset.dsn, ["archive_mode", "archive_command", "archive_timeout", "wal_level"]
+        )
+    except LifeboatError as exc:
+        return [f"server not reachable, settings not checked ({exc.message})"]
+    rpo = policy.classes[asset.class_].rpo.total_seconds()
+    problems = []
+    if current.get("archive_mode") not in ("on", "always"):
+        problems.append("archive_mode is off: WAL is not archived, only base backups protect this database")
+    if "lifeboat" not in current.get("archive_command", ""):
+        problems.append("archive_command does not call lifeboat (see 'lifeboat pg configure')")
+    timeout = int(current.get("archive_timeout", "0s").rstrip("s") or 0)
+    if timeout == 0 or timeout > rpo:
+        problems.append(f"archive_timeout {timeout}s cannot meet the RPO of {rpo:.0f}s on a quiet server")
+    if current.get("wal_level") == "minimal":
+        problems.append("wal_level is minimal: point-in-time recovery is impossible")
+    return problems
