@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -105,6 +106,8 @@ def test_second_base_backup_stores_only_changed_pages(pg):
 def test_restore_of_a_restored_cluster_on_timeline_two(pg):
     pg.sql("insert into items (label) values ('t1')")
     pg.lb("backup", "db")
+    pg.sql("insert into items (label) values ('t1-late')")
+    before_switch = pg.sql("select pg_current_wal_lsn()::text")[0][0]
     pg.switch_and_wait_archived()
     # promote a restored copy: it becomes timeline 2 and archives into the same repository
     target = pg.root / "tl2"
@@ -129,9 +132,16 @@ def test_restore_of_a_restored_cluster_on_timeline_two(pg):
     port2 = free_port()
     pg.lb("restore", "db", "--target", str(again), "--port", str(port2), "--start", "--lsn", before_tl2)
     try:
-        assert labels(pg, again, port2) == ["t1", "t2-before"]
+        assert labels(pg, again, port2) == ["t1", "t1-late", "t2-before"]
     finally:
         pg.stop_restored(again)
+    older = pg.root / "tl1-again"  # a point on timeline 1, before the switch
+    port3 = free_port()
+    pg.lb("restore", "db", "--target", str(older), "--port", str(port3), "--start", "--lsn", before_switch)
+    try:
+        assert labels(pg, older, port3) == ["t1", "t1-late"]
+    finally:
+        pg.stop_restored(older)
 
 
 def test_pgbench_during_base_backup_restores_consistent(pg):
@@ -249,3 +259,37 @@ def test_policy_check_reads_the_running_servers_settings(pg):
     pg.lb("pg", "configure", "db", "--apply")
     out = pg.lb_json("policy", "check")
     assert not [f for f in out["findings"] if f["asset"] == "db" and "archive" in f["message"]]
+
+
+def test_remote_server_backup_streams_pg_basebackup(pg):
+    remote = pg.root / "remote.toml"
+    remote.write_text(
+        "\n".join(line for line in pg.policy.read_text().splitlines() if not line.startswith("pgdata"))
+    )
+    import shutil
+
+    if pg.user:
+        shutil.chown(remote, pg.user)
+    pg.sql("insert into items (label) values ('streamed')")
+    out = json.loads(pg.lb("--config", str(remote), "backup", "db", "--json").stdout)[0]
+    assert out["labels"]["method"] == "pg_basebackup" and out["stats"]["files"] > 500
+    pg.sql("insert into items (label) values ('after')")
+    pg.switch_and_wait_archived()
+    target = pg.root / "from-stream"
+    port = free_port()
+    pg.lb(
+        "--config",
+        str(remote),
+        "restore",
+        "db",
+        "--target",
+        str(target),
+        "--port",
+        str(port),
+        "--start",
+        "--latest",
+    )
+    try:
+        assert labels(pg, target, port) == ["after", "streamed"]
+    finally:
+        pg.stop_restored(target)

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from lifeboat.errors import LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -88,7 +88,7 @@ class BlobWriter:
         return future
 
     def store_stream(
-        self, stream: BinaryIO, chunk_size: int, progress: ProgressSink, digest: Any = None
+        self, stream: IO[bytes], chunk_size: int, progress: ProgressSink, digest: Any = None
     ) -> tuple[list[str], int, str]:
         """Chunk a stream in parallel; return (chunk ids, size, sha256 hex)."""
         sha = hashlib.sha256()
@@ -214,7 +214,7 @@ class BackupSession:
     def add_stream(
         self,
         path: str,
-        stream: BinaryIO,
+        stream: IO[bytes],
         *,
         mode: int = 0o644,
         mtime_ns: int = 0,

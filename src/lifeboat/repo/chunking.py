@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 import zstandard
 
@@ -82,7 +82,7 @@ def decode_payload(payload: bytes, raw_length: int) -> bytes:
     raise IntegrityError(f"unknown blob encoding 0x{payload[0]:02x}")
 
 
-def read_blocks(stream: BinaryIO, size: int) -> Iterator[bytes]:
+def read_blocks(stream: IO[bytes], size: int) -> Iterator[bytes]:
     """Yield full blocks of ``size`` bytes (the last may be shorter) from any stream."""
     while True:
         block = stream.read(size)

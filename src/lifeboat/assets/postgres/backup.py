@@ -96,11 +96,10 @@ def walk_pgdata(pgdata: Path) -> list[tuple[str, Path, os.stat_result]]:
 def backup_postgres(
     policy: Any, asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS
 ) -> SnapshotInfo:
-    if asset.pgdata is None:
-        raise ConfigError(
-            f"asset {asset.name}: pgdata is not set",
-            hint="base backups read the data directory directly; set pgdata",
-        )
+    if asset.pgdata is None or not Path(asset.pgdata).exists():
+        from lifeboat.assets.postgres.basebackup import stream_basebackup
+
+        return stream_basebackup(asset, repo, progress)  # PGDATA is not local: the replication protocol
     pgdata = Path(asset.pgdata)
     if not (pgdata / "PG_VERSION").exists():
         raise ConfigError(f"asset {asset.name}: {pgdata} is not a PostgreSQL data directory")
