@@ -239,3 +239,34 @@ def test_canary_never_leaks(env):
     for path in (env.root / "repo").rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_status_warns_about_an_old_backup_key(env):
+    env.policy.write_text(env.policy.read_text().replace('rto = "30m"', 'rto = "30m"\nkey_max_age = "1s"'))
+    env.run("backup", "platform-keys")
+    import time
+
+    time.sleep(1.5)
+    out = json.loads(env.run("status", "--json", check=False).stdout)
+    assert any("keys rotate" in w for w in out["warnings"])
+    env.run("keys", "rotate")
+    assert not json.loads(env.run("status", "--json", check=False).stdout)["warnings"]
+
+
+def test_a_mistyped_share_is_audited(env):
+    env.run("backup", "platform-keys")
+    bad = env.root / "bad.share"
+    bad.write_text("not a mnemonic at all\n")
+    env.run(
+        "restore",
+        "platform-keys",
+        "--target",
+        str(env.root / "t"),
+        "--share",
+        str(bad),
+        "--share",
+        str(env.root / "shares" / "bob.share"),
+        check=False,
+    )
+    audit = [json.loads(line) for line in (env.root / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
+    assert any(e["operation"] == "key-access" and e["outcome"] == "refused" for e in audit)

@@ -40,13 +40,15 @@ def status(
 ) -> None:
     """Per asset: last backup, exposure vs RPO, last drill vs RTO; exit 1 on any breach."""
     from lifeboat import runtime
-    from lifeboat.ops.status import asset_status
+    from lifeboat.ops.status import asset_status, key_warnings
 
     policy = run_context(ctx).policy()
-    statuses = asset_status(policy, runtime.open_for_write(policy))
+    repo = runtime.open_for_write(policy)
+    statuses = asset_status(policy, repo)
+    warnings = key_warnings(policy, repo)
     breached = any(s.breaches for s in statuses)
     if json_out:
-        print_json({"ok": not breached, "assets": [asdict(s) for s in statuses]})
+        print_json({"ok": not breached, "assets": [asdict(s) for s in statuses], "warnings": warnings})
     else:
         table = Table(
             "asset", "class", "last backup", "exposure / RPO", "last drill RTO / RTO", "30d success", "status"
@@ -66,6 +68,8 @@ def status(
                 f"[{'red' if s.breaches else 'green'}]{state}[/]",
             )
         console.print(table)
+        for warning in warnings:
+            console.print(f"[yellow]warning[/yellow]: {warning}")
     if breached:
         raise typer.Exit(1)
 

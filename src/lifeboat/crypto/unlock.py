@@ -16,7 +16,12 @@ Audit = Callable[..., Any]
 
 def from_shares(records: Any, share_paths: list[Path], audit: Audit | None, purpose: str) -> RecoveryKey:
     config = records.config
-    shares = [read_share(p) for p in share_paths]
+    try:
+        shares = [read_share(p) for p in share_paths]
+    except KeyError_ as exc:
+        if audit:
+            audit("key-access", outcome="refused", reason=exc.message, purpose=purpose)
+        raise
     escrows = escrow_records(records)
     matching = [r for r in escrows if shares and r.identifier == shares[0].identifier]
     if escrows and not matching:

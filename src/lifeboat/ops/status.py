@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from lifeboat.errors import LifeboatError
 from lifeboat.repo import Repository
 
 
@@ -102,3 +103,23 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
                 break
         statuses.append(st)
     return statuses
+
+
+def key_warnings(policy: Any, repo: Repository, now: datetime | None = None) -> list[str]:
+    """Backup keys older than the policy's maximum key age (the strictest class wins)."""
+    now = now or datetime.now(UTC)
+    if not policy.classes:
+        return []
+    max_age = min(c.key_max_age for c in policy.classes.values())
+    try:
+        record = repo.get_record(f"keys/{repo.key_id}.json")
+        created = datetime.fromisoformat(record["created"])
+    except (LifeboatError, KeyError, ValueError):
+        return []
+    age = now - created
+    if age > max_age:
+        return [
+            f"backup key {repo.key_id} is {age.days} days old (maximum {max_age.days}): "
+            "run 'lifeboat keys rotate'"
+        ]
+    return []
