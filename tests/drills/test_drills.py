@@ -48,7 +48,7 @@ def test_any_tampering_with_a_bundle_is_detected(demo):
     assert proc.returncode == 1 and "drill.json was modified" in proc.stdout
 
 
-@pytest.mark.parametrize("scenario", ["db-pitr"])
+@pytest.mark.parametrize("scenario", ["db-pitr", "media-rollback", "keys-recovery"])
 def test_scenario_passes(demo, scenario):
     out = json.loads(
         demo.run(
@@ -135,5 +135,40 @@ def test_missing_wal_fails_the_drill_with_the_segment_named_and_opens_an_action(
 
 def test_drill_list_shows_last_results(demo):
     rows = json.loads(demo.run("drill", "list", "--json").stdout)
-    assert {r["name"] for r in rows} == {"full-outage", "db-pitr"}
+    assert {r["name"] for r in rows} == {"full-outage", "db-pitr", "media-rollback", "keys-recovery"}
     assert next(r for r in rows if r["name"] == "full-outage")["last_verdict"] in ("pass", "fail")
+
+
+def test_corrupted_object_chunks_fail_the_media_drill(demo, tmp_path):
+    data = demo.root / "repository" / "data"
+    saved = tmp_path / "data"
+    shutil.copytree(data, saved)
+    try:
+        for pack in data.rglob("*"):
+            if pack.is_file():
+                pack.chmod(0o644)
+                body = bytearray(pack.read_bytes())
+                body[len(body) // 2] ^= 0xFF
+                pack.write_bytes(bytes(body))
+        proc = demo.run(
+            "drill",
+            "run",
+            "media-rollback",
+            "--share",
+            str(demo.root / "shares" / "alice.share"),
+            "--share",
+            str(demo.root / "shares" / "bob.share"),
+            "--json",
+            check=False,
+        )
+        assert proc.returncode == 1
+        out = json.loads(proc.stdout)
+        assert out["verdict"] == "fail" and any("media" in r for r in out["reasons"])
+        assert any("authentication" in r or "failed" in r for r in out["reasons"]), out["reasons"]
+        assert demo.run("evidence", "verify", out["bundle"]).returncode == 0
+    finally:
+        shutil.rmtree(data)
+        shutil.copytree(saved, data)
+        if demo.user:
+            for path in [data, *data.rglob("*")]:
+                shutil.chown(path, demo.user)

@@ -86,6 +86,16 @@ query = "select object_key, sha256 from attachments"
 scenario = "pg-pitr"
 assets = ["maindb"]
 evidence_dir = "evidence"
+
+[drills.media-rollback]
+scenario = "objects-restore"
+assets = ["media"]
+evidence_dir = "evidence"
+
+[drills.keys-recovery]
+scenario = "keys-recovery"
+assets = ["platform-keys"]
+evidence_dir = "evidence"
 """
 
 SCHEMA = """
