@@ -99,6 +99,10 @@ def build_jobs(policy: Any) -> list[Job]:
             )
         if asset.kind == "postgres" and asset.wal_async:
             jobs.append(Job(f"wal-drain:{name}", name, _wal_drain(policy, name), every=timedelta(seconds=10)))
+        if asset.kind == "postgres":
+            jobs.append(
+                Job(f"wal-verify:{name}", name, _wal_verify(policy, name), every=policy.daemon.check_every)
+            )
 
     def check() -> int:
         repo = runtime.open_for_write(policy)
@@ -123,6 +127,20 @@ def _wal_drain(policy: Any, name: str) -> Callable[[], int]:
 
         pushed: int = drain_spool(runtime.open_for_write(policy), name, policy.state_dir / "wal-spool" / name)
         return pushed
+
+    return run
+
+
+def _wal_verify(policy: Any, name: str) -> Callable[[], int]:
+    def run() -> int:
+        from lifeboat.assets.postgres.wal import namespace, verify_continuity
+
+        repo = runtime.open_for_write(policy)
+        report = verify_continuity(repo.list_ref_names(namespace(name)), repo.snapshots(name), name)
+        if not report.ok:
+            missing = report.missing_start or report.gaps[0].missing
+            raise LifeboatError(f"WAL gap in {name}: segment {missing} is missing from the archive")
+        return 0
 
     return run
 
@@ -249,6 +267,14 @@ class Daemon:
                 rate = self.history.success_rate(f"backup:{st.asset}", st.asset, datetime.now(UTC))
                 if rate is not None:
                     self.metrics.success_ratio.labels(st.asset).set(rate)
+                    target = self.policy.data_class(st.asset).success_target
+                    if rate < target:
+                        self.alerts.fire(
+                            f"success:{st.asset}",
+                            f"{st.asset}: backup success rate {rate:.0%} is below the target {target:.0%}",
+                        )
+                    else:
+                        self.alerts.resolve(f"success:{st.asset}")
                 breach = st.exposure_s is not None and st.exposure_s > st.rpo_s
                 if breach:
                     self.alerts.fire(
