@@ -312,3 +312,16 @@ def test_inspect_warns_about_unversioned_source_and_fixes_it(tmp_path, s3_server
     assert env.json("backup", "media")[0]["ok"]  # still works, from snapshots
     fixed = env.json("objects", "inspect", "media", "--fix")
     assert fixed["fixed"] and fixed["versioning"] == "Enabled"
+
+
+def test_tags_content_type_and_metadata_come_back(env, make_bucket):
+    env.put(
+        "tagged.jpg", b"img", ContentType="image/jpeg", Metadata={"owner": "ana"}, Tagging="tier=hot&case=42"
+    )
+    snap = env.json("backup", "media")[0]
+    staging = make_bucket(object_lock=False)
+    env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/t")
+    tags = env.s3.get_object_tagging(Bucket=staging, Key="t/tagged.jpg")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"tier": "hot", "case": "42"}
+    head = env.s3.head_object(Bucket=staging, Key="t/tagged.jpg")
+    assert head["ContentType"] == "image/jpeg" and head["Metadata"] == {"owner": "ana"}

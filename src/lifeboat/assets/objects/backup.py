@@ -63,6 +63,7 @@ def object_meta(obj: ObjectInfo) -> dict[str, Any]:
         "etag": obj.etag,
         "content_type": obj.content_type,
         "metadata": obj.metadata,
+        "tags": obj.tags,
         "last_modified": obj.last_modified.isoformat(),
     }
 

@@ -151,13 +151,14 @@ def restore_objects(
                     ChunkStream(reader.open(item.entry)),  # type: ignore[arg-type]
                     meta.get("content_type"),
                     dict(meta.get("metadata") or {}),
+                    dict(meta.get("tags") or {}),
                 )
                 expected = item.entry.sha256
             else:
                 assert source is not None and item.version is not None
                 head = source.head(item.version)
                 body: BinaryIO = source.open(head)
-                target.upload(item.key, body, head.content_type, head.metadata)
+                target.upload(item.key, body, head.content_type, head.metadata, head.tags)
                 expected = ""
             if expected and target.sha256_of(item.key) != expected:
                 raise IntegrityError(f"{item.key} does not match its recorded SHA-256 after upload")

@@ -34,6 +34,7 @@ class ObjectInfo:
     version_id: str | None = None
     content_type: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
     is_delete_marker: bool = False
 
     @property
@@ -147,6 +148,11 @@ class S3Source:
         obj.version_id = obj.version_id or head.get("VersionId")
         obj.content_type = head.get("ContentType")
         obj.metadata = dict(head.get("Metadata", {}))
+        try:  # tags are optional: credentials may not allow reading them
+            tagging = self.client.get_object_tagging(**args)
+            obj.tags = {t["Key"]: t["Value"] for t in tagging.get("TagSet", [])}
+        except (ClientError, BotoCoreError):
+            obj.tags = {}
         return obj
 
     def open(self, obj: ObjectInfo) -> BinaryIO:
@@ -156,10 +162,19 @@ class S3Source:
         body = self._call(f"downloading {obj.key}", self.client.get_object, **args)["Body"]
         return body  # type: ignore[no-any-return]
 
-    def upload(self, key: str, stream: BinaryIO, content_type: str | None, metadata: dict[str, str]) -> None:
+    def upload(
+        self,
+        key: str,
+        stream: BinaryIO,
+        content_type: str | None,
+        metadata: dict[str, str],
+        tags: dict[str, str] | None = None,
+    ) -> None:
         extra: dict[str, Any] = {"Metadata": metadata}
         if content_type:
             extra["ContentType"] = content_type
+        if tags:
+            extra["Tagging"] = urllib.parse.urlencode(tags)
         self._call(
             f"uploading {key}",
             self.client.upload_fileobj,
@@ -261,7 +276,14 @@ class DirSource:
     def open(self, obj: ObjectInfo) -> BinaryIO:
         return open(self.root / key_to_path(obj.key), "rb")
 
-    def upload(self, key: str, stream: BinaryIO, content_type: str | None, metadata: dict[str, str]) -> None:
+    def upload(
+        self,
+        key: str,
+        stream: BinaryIO,
+        content_type: str | None,
+        metadata: dict[str, str],
+        tags: dict[str, str] | None = None,
+    ) -> None:
         dest = self.root / key_to_path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.lifeboat")
