@@ -102,6 +102,12 @@ class = "c"
 source = "s3://media/"
 endpoint_url = "{endpoint}"
 workers = 32
+
+[assets.mirror]
+kind = "objects"
+class = "c"
+source = "dir://{mirror}"
+workers = 8
 """)
     env = {
         "RESTIC_PASSWORD": "bench",
@@ -113,6 +119,12 @@ workers = 32
     total = sum(plan)
     runs = [
         ("backup", "lifeboat", timed("lb backup", [LIFEBOAT, "-c", str(policy), "backup", "media"]), total),
+        (
+            "backup",
+            "lifeboat-dir",
+            timed("lb backup dir", [LIFEBOAT, "-c", str(policy), "backup", "mirror"]),
+            total,
+        ),
         ("backup", "restic", timed("restic backup", [restic, "backup", "-q", str(mirror)], env=env), total),
     ]
     s3r = boto3.client("s3", endpoint_url=endpoint)
@@ -152,7 +164,7 @@ workers = 32
     runs.append(
         ("second", "restic", timed("restic backup 2", [restic, "backup", "-q", str(mirror)], env=env), total)
     )
-    server.stop()
+    server.terminate()
     rows = [
         [
             phase,
@@ -167,7 +179,11 @@ workers = 32
     print_table(["phase", "tool", "seconds", "objects/s", "MB/s", "peak RSS MB"], rows)
     secs = {(p, t): r.seconds for p, t, r, _ in runs}
     for phase in ("backup", "restore", "second"):
-        print(f"{phase}: lifeboat is {secs[(phase, 'restic')] / secs[(phase, 'lifeboat')]:.2f}x restic")
+        restic_s = secs[(phase, "restic")]
+        print(
+            f"{phase}: lifeboat from the bucket {restic_s / secs[(phase, 'lifeboat')]:.2f}x restic; "
+            f"from the same directory {restic_s / secs[(phase, 'lifeboat-dir')]:.2f}x"
+        )
     stored_lb, stored_restic = du(work / "lifeboat-repo") / 1e6, du(work / "restic-repo") / 1e6
     print(f"stored: lifeboat {stored_lb:.0f} MB, restic {stored_restic:.0f} MB")
 
