@@ -69,20 +69,19 @@ def object_meta(obj: ObjectInfo) -> dict[str, Any]:
 
 
 def _capture(session: BackupSession, source: Source, obj: ObjectInfo, counters: Counters) -> None:
-    identity = obj.identity  # from the listing, before head() fills in the version id
+    identity = obj.identity  # from the listing, so the next listing finds it again
     if session.reuse(obj.key, identity) is not None:
         counters.add(reused=1)
         return
-    head = with_retries(f"reading {obj.key}", lambda: source.head(obj), counters)
 
     def download() -> None:
-        stream = source.open(head)
+        stream, info = source.open_with_info(obj)
         try:
             entry = session.add_stream(
                 obj.key,
                 stream,
                 mtime_ns=int(obj.last_modified.timestamp() * 1e9),
-                meta=object_meta(head),
+                meta=object_meta(info),
                 identity=identity,
             )
         finally:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from lifeboat.assets.objects.backup import Counters, with_retries
 from lifeboat.assets.objects.source import ObjectInfo, Source, open_source
@@ -156,8 +156,7 @@ def restore_objects(
                 expected = item.entry.sha256
             else:
                 assert source is not None and item.version is not None
-                head = source.head(item.version)
-                body: BinaryIO = source.open(head)
+                body, head = source.open_with_info(item.version)
                 target.upload(item.key, body, head.content_type, head.metadata, head.tags)
                 expected = ""
             if expected and target.sha256_of(item.key) != expected:

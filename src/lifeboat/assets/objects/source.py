@@ -156,11 +156,32 @@ class S3Source:
         return obj
 
     def open(self, obj: ObjectInfo) -> BinaryIO:
+        return self.open_with_info(obj)[0]
+
+    def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
+        """One GET gives the body and the metadata (no HEAD); tags only when there are some."""
         args = {"Bucket": self.bucket, "Key": self.prefix + obj.key}
         if obj.version_id and obj.version_id != "null":
             args["VersionId"] = obj.version_id
-        body = self._call(f"downloading {obj.key}", self.client.get_object, **args)["Body"]
-        return body  # type: ignore[no-any-return]
+        response = self._call(f"downloading {obj.key}", self.client.get_object, **args)
+        info = ObjectInfo(
+            obj.key,
+            obj.size,
+            obj.etag,
+            obj.last_modified,
+            response.get("VersionId"),
+            response.get("ContentType"),
+            dict(response.get("Metadata", {})),
+        )
+        if response.get("TagCount"):
+            try:
+                tagging = self.client.get_object_tagging(
+                    **{**args, "VersionId": info.version_id} if info.version_id else args
+                )
+                info.tags = {t["Key"]: t["Value"] for t in tagging.get("TagSet", [])}
+            except (ClientError, BotoCoreError):
+                pass  # tags are optional: the credentials may not allow reading them
+        return response["Body"], info
 
     def upload(
         self,
@@ -275,6 +296,9 @@ class DirSource:
 
     def open(self, obj: ObjectInfo) -> BinaryIO:
         return open(self.root / key_to_path(obj.key), "rb")
+
+    def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
+        return self.open(obj), obj
 
     def upload(
         self,
