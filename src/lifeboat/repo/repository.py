@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -407,6 +408,16 @@ class Repository:
             hint="the repository never overwrites; investigate why the same name carries other bytes",
             exit_code=1,
         )
+
+    def iter_ref(self, ref: RefInfo) -> Iterator[bytes]:
+        """The ref's content chunk by chunk; the whole-content digest is checked at the end."""
+        digest = self.keyring.digest()
+        for chunk_id in ref.chunks:
+            data = self.read_blob(chunk_id)
+            digest.update(data)
+            yield data
+        if digest.hexdigest() != ref.digest:
+            raise IntegrityError(f"{ref.namespace}/{ref.name} does not match its recorded digest")
 
     def read_ref(self, ref: RefInfo) -> bytes:
         data = b"".join(self.read_blob(c) for c in ref.chunks)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -76,7 +75,10 @@ def choose_base_backup(repo: Repository, asset: str, options: dict[str, Any]) ->
 
 
 def recovery_settings(options: dict[str, Any], spool: Path) -> tuple[list[str], str]:
-    fetch = f"{sys.executable} -m lifeboat wal fetch --spool {spool} %f %p"
+    # Every WAL file replay may need is staged in the spool before PostgreSQL starts, so the
+    # restore_command is a plain copy: no interpreter start per segment (cp exits 1 when a
+    # file is absent, which PostgreSQL reads as the end of the archive).
+    fetch = f"cp {spool}/%f %p"
     lines = [
         f"restore_command = '{fetch}'",
         "recovery_target_timeline = 'latest'",
@@ -118,10 +120,11 @@ def stage_wal(repo: Repository, asset: str, base: SnapshotInfo, spool: Path) -> 
     spool.mkdir(parents=True, exist_ok=True)
 
     def fetch(name: str) -> None:
-        data = repo.read_ref(repo.get_ref(namespace(asset), name))
-        (spool / name).write_bytes(data)
+        with open(spool / name, "wb") as fh:
+            for chunk in repo.iter_ref(repo.get_ref(namespace(asset), name)):
+                fh.write(chunk)
 
-    with ThreadPoolExecutor(max_workers=repo.workers * 2) as pool:
+    with ThreadPoolExecutor(max_workers=repo.workers) as pool:
         list(pool.map(fetch, wanted))
     missing = ([report.missing_start] if report.missing_start else []) + [g.missing for g in report.gaps]
     return len(segment_names), missing
