@@ -15,6 +15,8 @@ import os
 import random
 import shutil
 import socket
+import subprocess
+import time
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,18 +57,23 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     restic = apt_install("restic", "restic")
-    from moto.server import ThreadedMotoServer
-
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
     )
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    # moto in its own process: a forked child of a big parent would report the parent's RSS
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
     s3 = boto3.client("s3", endpoint_url=endpoint)
     s3.create_bucket(Bucket="media")
     s3.put_bucket_versioning(Bucket="media", VersioningConfiguration={"Status": "Enabled"})
