@@ -16,8 +16,8 @@ import random
 import shutil
 import socket
 import subprocess
-import time
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
