@@ -11,6 +11,7 @@ Not a test: it takes a quarter of an hour on 2 cores.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -181,9 +182,20 @@ pg1-socket-path={work}/sock
         f"{args.scale * 100000}",
     )  # every 50th row: spread over the table, ~2% of pages touched by FSM
     sql(dsn, "checkpoint")
-    runs["incr lifeboat"] = timed("lb incr", as_user([*lb, "backup", "db"]))
+    runs["incr lifeboat"] = timed("lb incr", as_user([*lb, "backup", "db", "--json"]))
     runs["incr pgbackrest"] = timed("br incr", as_user([*br, "--type=incr", "backup"]))
-    lb_incr, br_incr = du(work / "lifeboat-repo") - lb_before, du(work / "pgbackrest-repo") - br_before
+    # what each second backup itself stored (the repository deltas also hold archived WAL)
+    lb_incr = json.loads(runs["incr lifeboat"].output)[0]["stats"]["stored_bytes"]
+    info = json.loads(
+        subprocess.run(
+            as_user([*br, "info", "--output=json"]), capture_output=True, text=True, check=True
+        ).stdout
+    )
+    br_incr = info[0]["backup"][-1]["info"]["repository"]["delta"]
+    wal_both = (
+        du(work / "lifeboat-repo") - lb_before - lb_incr,
+        du(work / "pgbackrest-repo") - br_before - br_incr,
+    )
     print(f"generating ~{args.wal_gb} GB of WAL with pgbench and measuring archive lag ...", flush=True)
     start_lsn = sql(dsn, "select pg_current_wal_lsn()")[0][0]
     lag = [0.0]
@@ -239,6 +251,10 @@ pg1-socket-path={work}/sock
         f"{s['restore pgbackrest'] / s['restore lifeboat']:.2f}x pgBackRest speed"
     )
     print(f"max archive lag under pgbench: {lag[0]:.1f} s")
+    print(
+        f"WAL archived during the 2% update: lifeboat {wal_both[0] / 1e6:.0f} MB, "
+        f"pgBackRest {wal_both[1] / 1e6:.0f} MB"
+    )
     if "--keep" not in sys.argv:
         shutil.rmtree(work, ignore_errors=True)
 
