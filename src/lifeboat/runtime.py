@@ -24,11 +24,12 @@ class Credentials:
     recovery_key: Path | None = None
     shares: Sequence[Path] = ()
     passphrase_files: Sequence[Path] = ()
-    interactive: bool = False
+    # Set by the CLI on a terminal: asks for mnemonic words and passphrases (hidden input).
+    prompt: Callable[[str, bool], str] | None = None
 
     @property
     def given(self) -> bool:
-        return self.recovery_key is not None or bool(self.shares) or self.interactive
+        return self.recovery_key is not None or bool(self.shares)
 
 
 def storage_for(policy: Any) -> Any:

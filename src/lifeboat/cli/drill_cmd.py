@@ -10,7 +10,12 @@ from rich.table import Table
 
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, err_console, print_json, run_context
-from lifeboat.cli.credentials import credentials_options
+from lifeboat.cli.credentials import (
+    PassphraseOption,
+    RecoveryKeyOption,
+    ShareOption,
+    credentials_options,
+)
 
 drill_app = typer.Typer(help="Restore drills.", no_args_is_help=True)
 app.add_typer(drill_app, name="drill")
@@ -23,8 +28,9 @@ def run_cmd(
     keep: bool = typer.Option(False, "--keep", help="Keep the staging cluster/directories afterwards."),
     evidence_dir: Path = typer.Option(None, "--evidence-dir", help="Where the evidence bundle goes."),
     at: str = typer.Option(None, "--at", help="Recovery point to drill (default: the newest data)."),
-    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
-    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
+    recovery_key: RecoveryKeyOption = None,
+    share: ShareOption = None,
+    passphrase_file: PassphraseOption = None,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Run a drill into isolated staging; exit 1 when it fails or misses a target."""
@@ -37,7 +43,7 @@ def run_cmd(
     run, bundle = run_drill(
         policy,
         name,
-        credentials_options(recovery_key, share),
+        credentials_options(recovery_key, share, passphrase_file),
         keep=keep,
         evidence_dir=evidence_dir,
         at=parse_time(at),

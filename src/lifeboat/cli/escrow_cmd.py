@@ -8,6 +8,12 @@ import typer
 
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, print_json, run_context
+from lifeboat.cli.credentials import (
+    CustodianPassphraseOption,
+    PassphraseOption,
+    credentials_options,
+    custodian_passphrases,
+)
 
 escrow_app = typer.Typer(help="Escrow of the recovery key (SLIP-39 shares).", no_args_is_help=True)
 app.add_typer(escrow_app, name="escrow")
@@ -20,6 +26,7 @@ def split_cmd(
     out: Path = typer.Option(..., "--out", help="Directory for one share file per custodian (0600)."),
     threshold: int = typer.Option(None, "--threshold", help="M (default: the deployment mode's)."),
     custodians: str = typer.Option(None, "--custodians", help="Comma-separated names (default: policy)."),
+    custodian_passphrase: CustodianPassphraseOption = None,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Split the recovery key into SLIP-39 shares and record the escrow in the repository."""
@@ -33,7 +40,9 @@ def split_cmd(
         policy, runtime.Credentials(recovery_key=recovery_key), purpose="escrow split"
     )
     names = [c.strip() for c in custodians.split(",")] if custodians else None
-    written = split_recovery_key(policy, repo, recovery, out, threshold, names)
+    written = split_recovery_key(
+        policy, repo, recovery, out, threshold, names, custodian_passphrases(custodian_passphrase)
+    )
     m = threshold or policy.escrow_threshold()
     runtime.audit_log(policy, repo).append(
         "escrow-split", threshold=m, custodian_names=[p.stem for p in written]
@@ -50,16 +59,19 @@ def split_cmd(
 def verify_share(
     ctx: typer.Context,
     share: Path = typer.Argument(..., help="The custodian's share file."),
+    passphrase_file: PassphraseOption = None,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Check that a share is valid and belongs to this repository (reveals nothing)."""
     from lifeboat import runtime
-    from lifeboat.crypto.escrow import escrow_records, read_share
+    from lifeboat.crypto.escrow import escrow_records
+    from lifeboat.crypto.unlock import shares_from_files
     from lifeboat.errors import KeyError_
     from lifeboat.repo import RecordsView
 
     policy = run_context(ctx).policy()
-    parsed = read_share(share)
+    creds = credentials_options(None, [share], passphrase_file)
+    (parsed,) = shares_from_files(creds)
     records = escrow_records(RecordsView(runtime.storage_for(policy)))
     match = [r for r in records if r.identifier == parsed.identifier]
     audit = runtime.audit_log(policy)

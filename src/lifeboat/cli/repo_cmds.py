@@ -10,7 +10,14 @@ from rich.table import Table
 from lifeboat import runtime
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
-from lifeboat.cli.credentials import credentials_options
+from lifeboat.cli.credentials import (
+    CustodianPassphraseOption,
+    PassphraseOption,
+    RecoveryKeyOption,
+    ShareOption,
+    credentials_options,
+    custodian_passphrases,
+)
 from lifeboat.errors import ConfigError, LifeboatError
 from lifeboat.repo import Repository
 
@@ -24,6 +31,7 @@ def init(
     shares_out: Path = typer.Option(
         None, "--shares-out", help="Split the recovery key into SLIP-39 shares, one file per custodian."
     ),
+    custodian_passphrase: CustodianPassphraseOption = None,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Create the repository, the write-only backup key and the recovery key."""
@@ -39,6 +47,10 @@ def init(
         )
     if keyfile.exists():
         raise ConfigError(f"backup key {keyfile} already exists", hint="this repository seems initialised")
+    passphrases = custodian_passphrases(custodian_passphrase)  # bad input fails before anything is created
+    strangers = sorted(set(passphrases) - set(policy.escrow.custodians))
+    if strangers:
+        raise ConfigError(f"passphrase given for {', '.join(strangers)}, not a custodian in [escrow]")
     storage = runtime.storage_for(policy)
     repo, backup_key, recovery = Repository.create(
         storage, lock_days=policy.repository.lock_days, cache_dir=runtime.cache_dir(policy)
@@ -56,7 +68,7 @@ def init(
     if shares_out is not None:
         from lifeboat.crypto.escrow import split_recovery_key
 
-        written = split_recovery_key(policy, repo, recovery, shares_out)
+        written = split_recovery_key(policy, repo, recovery, shares_out, passphrases=passphrases)
         result["shares"] = [str(p) for p in written]
     runtime.audit_log(policy, repo).append("init", details_repo=repo.id)
     if json_out:
@@ -118,12 +130,13 @@ def check(
     ctx: typer.Context,
     read_data: bool = typer.Option(False, "--read-data", help="Decrypt and hash every stored byte."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
-    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
+    recovery_key: RecoveryKeyOption = None,
+    share: ShareOption = None,
+    passphrase_file: PassphraseOption = None,
 ) -> None:
     """Verify the repository: structure, and with --read-data every byte."""
     policy = run_context(ctx).policy()
-    creds = credentials_options(recovery_key, share)
+    creds = credentials_options(recovery_key, share, passphrase_file)
     try:
         if creds.given or read_data or policy.repository.recovery_key:
             repo = runtime.open_for_read(policy, creds, purpose="check --read-data" if read_data else "check")
@@ -166,12 +179,15 @@ def forget(
     asset: str = typer.Option(None, "--asset", help="Only this asset."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be forgotten."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
-    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
+    recovery_key: RecoveryKeyOption = None,
+    share: ShareOption = None,
+    passphrase_file: PassphraseOption = None,
 ) -> None:
     """Apply the retention policy: forget snapshots no rule keeps (honours minimum ages and locks)."""
     policy = run_context(ctx).policy()
-    repo = runtime.open_for_read(policy, credentials_options(recovery_key, share), purpose="forget")
+    repo = runtime.open_for_read(
+        policy, credentials_options(recovery_key, share, passphrase_file), purpose="forget"
+    )
     report = repo.forget(runtime.keep_rules(policy), dry_run=dry_run, asset=asset)
     runtime.audit_log(policy, repo).append(
         "forget",
@@ -206,12 +222,15 @@ def prune(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
-    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
+    recovery_key: RecoveryKeyOption = None,
+    share: ShareOption = None,
+    passphrase_file: PassphraseOption = None,
 ) -> None:
     """Remove data no snapshot or WAL segment needs (exclusive lock; honours Object Lock)."""
     policy = run_context(ctx).policy()
-    repo = runtime.open_for_read(policy, credentials_options(recovery_key, share), purpose="prune")
+    repo = runtime.open_for_read(
+        policy, credentials_options(recovery_key, share, passphrase_file), purpose="prune"
+    )
     report = repo.prune(dry_run=dry_run)
     runtime.audit_log(policy, repo).append(
         "prune",

@@ -11,7 +11,12 @@ import typer
 from lifeboat import runtime
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
-from lifeboat.cli.credentials import credentials_options
+from lifeboat.cli.credentials import (
+    PassphraseOption,
+    RecoveryKeyOption,
+    ShareOption,
+    credentials_options,
+)
 from lifeboat.errors import ConfigError
 
 
@@ -47,9 +52,9 @@ def restore(
     yes: bool = typer.Option(False, "--yes", help="Confirm an in-place restore."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
     force: bool = typer.Option(False, "--force", help="Allow a non-empty target."),
-    recovery_key: Path = typer.Option(None, "--recovery-key", help="Recovery key file."),
-    share: list[Path] = typer.Option([], "--share", help="A custodian's share file (repeat M times)."),
-    passphrase_file: list[Path] = typer.Option([], "--passphrase-file", help="Share passphrase file(s)."),
+    recovery_key: RecoveryKeyOption = None,
+    share: ShareOption = None,
+    passphrase_file: PassphraseOption = None,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Restore an asset into a target (refuses a non-empty target without --force)."""

@@ -8,16 +8,21 @@ replaced here).
 
 from __future__ import annotations
 
+import base64
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import shamir_mnemonic
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from shamir_mnemonic.share import Share
 
+from lifeboat.crypto.envelope import Cipher
 from lifeboat.crypto.keys import RecoveryKey, write_secret_file
-from lifeboat.errors import KeyError_
+from lifeboat.errors import IntegrityError, KeyError_
 
 SHARE_HEADER = "# lifeboat recovery-key share (SLIP-39). Keep offline. Custodian: {custodian}\n"
 
@@ -79,31 +84,51 @@ def split(
     return record, dict(zip(custodians, mnemonics, strict=True))
 
 
-def write_shares(out_dir: Path, shares: dict[str, str]) -> list[Path]:
+SHARE_ENCRYPTED_MARK = "# encrypted: scrypt+aes-256-gcm\n"
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+
+
+def _passphrase_key(passphrase: bytes, salt: bytes) -> bytes:
+    return Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(passphrase)
+
+
+def seal_mnemonic(mnemonic: str, custodian: str, passphrase: bytes) -> str:
+    """The share's words encrypted under the custodian's passphrase (scrypt, then AEAD)."""
+    salt = os.urandom(16)
+    sealed = Cipher(_passphrase_key(passphrase, salt)).seal(mnemonic.encode(), custodian.encode())
+    return base64.b64encode(salt + sealed).decode()
+
+
+def open_mnemonic(blob: str, custodian: str, passphrase: bytes) -> str | None:
+    """The words, or None when the passphrase is wrong."""
+    raw = base64.b64decode(blob)
+    try:
+        return Cipher(_passphrase_key(passphrase, raw[:16])).open(raw[16:], custodian.encode()).decode()
+    except IntegrityError:
+        return None
+
+
+def write_shares(
+    out_dir: Path, shares: dict[str, str], passphrases: dict[str, bytes] | None = None
+) -> list[Path]:
+    """One 0600 file per custodian; encrypted for those who gave a passphrase."""
     written = []
     for custodian, mnemonic in shares.items():
         path = out_dir / f"{custodian}.share"
-        write_secret_file(path, (SHARE_HEADER.format(custodian=custodian) + mnemonic + "\n").encode())
+        text = SHARE_HEADER.format(custodian=custodian)
+        passphrase = (passphrases or {}).get(custodian)
+        if passphrase:
+            text += SHARE_ENCRYPTED_MARK + seal_mnemonic(mnemonic, custodian, passphrase) + "\n"
+        else:
+            text += mnemonic + "\n"
+        write_secret_file(path, text.encode())
         written.append(path)
     return written
 
 
-def read_share(path: Path) -> ParsedShare:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise KeyError_(f"share file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError):
-        raise KeyError_(f"cannot read share file {path}") from None
-    custodian = path.stem
-    words: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("#"):
-            if "Custodian:" in line:
-                custodian = line.split("Custodian:", 1)[1].strip() or custodian
-            continue
-        words.extend(line.split())
-    mnemonic = " ".join(words)
+def parse_mnemonic(words: str, custodian: str, label: str) -> ParsedShare:
+    """A share from its words; the error names the share and never quotes a word."""
+    mnemonic = " ".join(words.split())
     try:
         share = Share.from_mnemonic(mnemonic)
     except shamir_mnemonic.MnemonicError as exc:
@@ -112,10 +137,65 @@ def read_share(path: Path) -> ParsedShare:
             if "checksum" in str(exc)
             else ("unknown word" if "word" in str(exc).lower() else "not a valid SLIP-39 share")
         )
-        raise KeyError_(f"share {path.name} ({custodian}): {reason}") from None
+        raise KeyError_(f"share {label} ({custodian}): {reason}") from None
     except (ValueError, KeyError):
-        raise KeyError_(f"share {path.name} ({custodian}): not a valid SLIP-39 share") from None
+        raise KeyError_(f"share {label} ({custodian}): not a valid SLIP-39 share") from None
     return ParsedShare(custodian, mnemonic, share.identifier, share.index, share.member_threshold)
+
+
+AskPassphrase = Callable[[str], bytes | None]
+
+
+def read_share(
+    path: Path, passphrases: Sequence[bytes] = (), ask_passphrase: AskPassphrase | None = None
+) -> ParsedShare:
+    """A share file; an encrypted one is opened with a given passphrase or one asked for."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise KeyError_(f"share file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError):
+        raise KeyError_(f"cannot read share file {path}") from None
+    custodian = path.stem
+    encrypted = False
+    body: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("#"):
+            if "Custodian:" in line:
+                custodian = line.split("Custodian:", 1)[1].strip() or custodian
+            encrypted = encrypted or line == SHARE_ENCRYPTED_MARK
+            continue
+        body.append(line)
+    words = "".join(body)
+    if encrypted:
+        words = _decrypt_share(words.strip(), custodian, path.name, passphrases, ask_passphrase)
+    return parse_mnemonic(words, custodian, path.name)
+
+
+def _decrypt_share(
+    blob: str,
+    custodian: str,
+    label: str,
+    passphrases: Sequence[bytes],
+    ask_passphrase: AskPassphrase | None,
+) -> str:
+    try:
+        for passphrase in passphrases:
+            words = open_mnemonic(blob, custodian, passphrase)
+            if words is not None:
+                return words
+        asked = ask_passphrase(custodian) if ask_passphrase else None
+        words = open_mnemonic(blob, custodian, asked) if asked else None
+    except (ValueError, IndexError):
+        raise KeyError_(f"share {label} ({custodian}): the encrypted share is damaged") from None
+    if words is not None:
+        return words
+    if not passphrases and asked is None:
+        raise KeyError_(
+            f"share {label} ({custodian}) is protected by a passphrase",
+            hint="pass --passphrase-file FILE (the custodian's passphrase), or run on a terminal",
+        )
+    raise KeyError_(f"share {label} ({custodian}): wrong passphrase")
 
 
 def combine(shares: list[ParsedShare], record: EscrowRecord | None) -> bytes:
@@ -145,6 +225,7 @@ def split_recovery_key(
     out_dir: Path,
     threshold: int | None = None,
     custodians: list[str] | None = None,
+    passphrases: dict[str, bytes] | None = None,
 ) -> list[Path]:
     """Split, write one 0600 file per custodian, record the escrow in the repository."""
     people = custodians or list(policy.escrow.custodians)
@@ -152,8 +233,11 @@ def split_recovery_key(
         raise KeyError_(
             "no custodians named", hint="set [escrow] custodians in the policy or pass --custodians"
         )
+    unknown = set(passphrases or {}) - set(people)
+    if unknown:
+        raise KeyError_(f"passphrase given for {', '.join(sorted(unknown))}, who is not a custodian")
     record, shares = split(recovery, threshold or policy.escrow_threshold(), people)
-    written = write_shares(out_dir, shares)
+    written = write_shares(out_dir, shares, passphrases)
     repo.put_record(f"escrow/{record.created.replace(':', '')}-{record.identifier}.json", record.to_json())
     return written
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +49,7 @@ def run_drill(
         raise ConfigError(f"unknown drill {name!r} (known: {known})")
     drill = policy.drills[name]
     if not creds.shares and drill.shares:
-        creds = runtime.Credentials(recovery_key=creds.recovery_key, shares=tuple(drill.shares))
+        creds = dataclasses.replace(creds, shares=tuple(drill.shares))
     needs_keys = drill.scenario in ("keys-recovery", "full-outage") and any(
         policy.asset(a).kind == "keys" for a in (drill.assets or policy.assets)
     )

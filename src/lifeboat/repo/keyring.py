@@ -6,12 +6,13 @@ import hashlib
 import hmac
 import os
 import threading
+from collections.abc import Sequence
 
 import blake3
 
 from lifeboat.crypto.envelope import Cipher, unwrap_key, wrap_key
 from lifeboat.crypto.keys import BackupKey, RecoveryKey
-from lifeboat.errors import KeyError_
+from lifeboat.errors import IntegrityError, KeyError_
 
 PACK_KEY_CONTEXT = b"pack"
 
@@ -20,11 +21,18 @@ class Keyring:
     """Derived keys for one repository. Without a recovery key it can write but not read."""
 
     def __init__(
-        self, repo_id: str, id_key: bytes, recipient_public: bytes, recovery: RecoveryKey | None
+        self,
+        repo_id: str,
+        id_key: bytes,
+        recipient_public: bytes,
+        recovery: RecoveryKey | None,
+        older: Sequence[RecoveryKey] = (),
     ) -> None:
         self.repo_id = repo_id
         self.recipient_public = recipient_public
         self.recovery = recovery
+        # Recovery keys retired by rotation, reached through the chain: they open older packs.
+        self._readers = [recovery, *older] if recovery is not None else []
         self._id_key = id_key
         self._mac_key = hmac.new(id_key, b"lifeboat/mac/v1", hashlib.sha256).digest()
         self._deks: dict[bytes, Cipher] = {}
@@ -61,7 +69,21 @@ class Keyring:
         with self._lock:
             cipher = self._deks.get(wrapped)
         if cipher is None:
-            cipher = Cipher(unwrap_key(self.recovery.private, wrapped, PACK_KEY_CONTEXT))
+            cipher = Cipher(self._unwrap_with_any(wrapped))
             with self._lock:
                 self._deks[wrapped] = cipher
         return cipher
+
+    def _unwrap_with_any(self, wrapped: bytes) -> bytes:
+        for key in self._readers[:-1]:
+            try:
+                return unwrap_key(key.private, wrapped, PACK_KEY_CONTEXT)
+            except IntegrityError:
+                continue
+        try:
+            return unwrap_key(self._readers[-1].private, wrapped, PACK_KEY_CONTEXT)
+        except IntegrityError:
+            raise IntegrityError(
+                "cannot open a pack's data key: the pack was modified, or it was written after "
+                "'keys rotate --recovery' and needs the newer recovery key"
+            ) from None

@@ -44,6 +44,7 @@ from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import RefInfo, SnapshotInfo
 from lifeboat.repo.reader import SnapshotReader
+from lifeboat.repo.recovery_chain import resolve_chain
 from lifeboat.repo.snapshots import load_snapshots
 from lifeboat.storage.base import Storage
 
@@ -153,14 +154,15 @@ class Repository:
         cache_dir: Path | None = None,
     ) -> Repository:
         config = cls.read_config(storage)
-        recovery_public = _unb64(config["recovery_public"])
         if recovery_key is not None:
-            check_recovery_key(config, recovery_key)
+            chain = resolve_chain(RecordsView(storage, config), recovery_key)
+            check_recovery_key(config, chain[-1])
             try:
-                id_key = unwrap_key(recovery_key.private, _unb64(config["id_key_wrapped"]), ID_KEY_CONTEXT)
+                id_key = unwrap_key(chain[-1].private, _unb64(config["id_key_wrapped"]), ID_KEY_CONTEXT)
             except IntegrityError:
                 raise KeyError_("the recovery key does not open this repository") from None
-            keyring = Keyring(config["id"], id_key, recovery_public, recovery_key)
+            # Data written with the recovery key is wrapped for the newest key, never a retired one.
+            keyring = Keyring(config["id"], id_key, recovery_key.public, recovery_key, older=chain[1:])
             key_id = backup_key.key_id if backup_key is not None else "recovery"
             return cls(storage, config, keyring, key_id, cache_dir)
         if backup_key is None:
@@ -507,9 +509,9 @@ __all__ = ["LifeboatError", "RecordsView", "Repository"]
 class RecordsView:
     """Plaintext records of a repository, readable without any key (escrow metadata)."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, config: dict[str, Any] | None = None) -> None:
         self.storage = storage
-        self.config = Repository.read_config(storage)
+        self.config = config if config is not None else Repository.read_config(storage)
 
     def get_record(self, name: str) -> dict[str, Any]:
         value = json.loads(self.storage.get(record_name(name)))

@@ -1,0 +1,234 @@
+"""Recovery-key rotation, passphrase-protected shares and typing shares on a terminal."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pty
+import select
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.keys.test_keys import CANARY, Env, shares
+
+
+def snapshot_ids(env: Env) -> list[str]:
+    return [s["id"] for s in json.loads(env.run("snapshots", "--json").stdout)]
+
+
+def restore_args(env: Env, snap: str, target: Path, *creds: str) -> list[str]:
+    return ["restore", "platform-keys", "--snapshot", snap, "--target", str(target), *creds]
+
+
+def test_recovery_rotation_new_shares_open_everything_old_shares_only_the_past(env):
+    env.run("backup", "platform-keys")
+    out = json.loads(
+        env.run(
+            "keys",
+            "rotate",
+            "--recovery",
+            *shares(env, "alice", "bob"),
+            "--shares-out",
+            str(env.root / "shares2"),
+            "--json",
+        ).stdout
+    )
+    assert out["recovery_fingerprint"] != out["previous_recovery_fingerprint"]
+    (env.root / "platform-keys" / "after.key").write_text("written after rotation\n")
+    env.run("backup", "platform-keys")
+    before, after = snapshot_ids(env)
+    new = [a for n in ("bob", "carol") for a in ("--share", str(env.root / "shares2" / f"{n}.share"))]
+    for snap in (before, after):
+        env.run(*restore_args(env, snap, env.root / f"new-{snap[:8]}", *new))
+    assert (env.root / f"new-{after[:8]}" / "platform-keys" / "after.key").exists()
+    assert not (env.root / f"new-{before[:8]}" / "platform-keys" / "after.key").exists()
+    # the old shares still open what was written before, and nothing written after
+    env.run(*restore_args(env, before, env.root / "old-before", *shares(env, "alice", "carol")))
+    proc = env.run(
+        *restore_args(env, after, env.root / "old-after", *shares(env, "alice", "carol")), check=False
+    )
+    assert proc.returncode != 0 and "newer recovery key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # a second rotation must start from the newest key, not the retired one
+    stale = env.run(
+        "keys",
+        "rotate",
+        "--recovery",
+        *shares(env, "alice", "bob"),
+        "--shares-out",
+        str(env.root / "shares3"),
+        check=False,
+    )
+    assert stale.returncode == 2 and "newest recovery key" in stale.stderr
+    verified = json.loads(
+        env.run("escrow", "verify-share", str(env.root / "shares2" / "carol.share"), "--json").stdout
+    )
+    assert verified["valid"]
+    texts = [*env.outputs, (env.root / ".lifeboat" / "audit.jsonl").read_text()]
+    assert all(CANARY not in t for t in texts)
+
+
+def test_a_forged_rotation_record_is_not_trusted(env):
+    """A backup-key holder can write records; it still cannot make its own key a recovery key."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from lifeboat.crypto.envelope import wrap_key
+    from lifeboat.crypto.keys import RecoveryKey
+    from lifeboat.repo.recovery_chain import CHAIN_CONTEXT
+
+    env.run("backup", "platform-keys")
+    config = json.loads((env.root / "repo" / "config").read_bytes())
+    attacker = RecoveryKey.generate(config["id"])
+    bogus_previous = X25519PrivateKey.generate().private_bytes_raw()
+    record = {
+        "generation": 1,
+        "recovery_public": base64.b64encode(attacker.public).decode(),
+        "recovery_fingerprint": attacker.fingerprint(),
+        "previous_fingerprint": config["recovery_fingerprint"],
+        "previous_wrapped": base64.b64encode(
+            wrap_key(attacker.public, bogus_previous, CHAIN_CONTEXT)
+        ).decode(),
+    }
+    records = next(p for p in (env.root / "repo").rglob("records") if p.is_dir())
+    (records / "recovery").mkdir(exist_ok=True)
+    (records / "recovery" / "0001.json").write_text(json.dumps(record))
+    attacker.save(env.root / "attacker.key")
+    env.policy.write_text(env.policy.read_text().replace('kind = "keys"', 'kind = "files"'))
+    proc = env.run(
+        "restore",
+        "platform-keys",
+        "--target",
+        str(env.root / "t"),
+        "--recovery-key",
+        str(env.root / "attacker.key"),
+        check=False,
+    )
+    assert proc.returncode == 2 and "forged" in proc.stderr
+    assert not (env.root / "t").exists()
+
+
+def test_passphrase_protected_shares(env, tmp_path):
+    env.run("backup", "platform-keys")
+    (tmp_path / "alice.pass").write_text("correct horse battery\n")
+    (tmp_path / "wrong.pass").write_text("not the passphrase\n")
+    recovery = tmp_path / "recovery.key"
+    # a recovery-key file to split again, this time with alice's share under a passphrase
+    env.run(
+        "keys",
+        "rotate",
+        "--recovery",
+        *shares(env, "alice", "bob"),
+        "--recovery-key-out",
+        str(recovery),
+    )
+    env.run(
+        "escrow",
+        "split",
+        "--recovery-key",
+        str(recovery),
+        "--out",
+        str(tmp_path / "p"),
+        "--custodian-passphrase",
+        f"alice={tmp_path / 'alice.pass'}",
+    )
+    alice = tmp_path / "p" / "alice.share"
+    words = (env.root / "shares" / "alice.share").read_text().split()[-3:]
+    assert not any(w in alice.read_text() for w in words)
+    pair = ["--share", str(alice), "--share", str(tmp_path / "p" / "bob.share")]
+    target = env.root / "t"
+    missing = env.run("restore", "platform-keys", "--target", str(target), *pair, check=False)
+    assert missing.returncode == 2 and "protected by a passphrase" in missing.stderr
+    wrong = env.run(
+        "restore",
+        "platform-keys",
+        "--target",
+        str(target),
+        *pair,
+        "--passphrase-file",
+        str(tmp_path / "wrong.pass"),
+        check=False,
+    )
+    assert wrong.returncode == 2 and "wrong passphrase" in wrong.stderr
+    env.run(
+        "restore",
+        "platform-keys",
+        "--target",
+        str(target),
+        *pair,
+        "--passphrase-file",
+        str(tmp_path / "alice.pass"),
+    )
+    assert (target / "platform-keys" / "media-master.key").read_text() == f"master-secret={CANARY}\n"
+    assert all("correct horse" not in t for t in env.outputs)
+    assert "correct horse" not in (env.root / ".lifeboat" / "audit.jsonl").read_text()
+
+
+def run_on_terminal(argv: list[str], answers: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Run argv with a pseudo-terminal as stdin/stdout, typing each answer when prompted."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execv(sys.executable, [sys.executable, *argv])
+    output = b""
+    pending = list(answers)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            output += data
+            if output.rstrip().endswith(b":"):
+                # answer the prompt; once the answers run out, end input (Ctrl-D)
+                os.write(fd, pending.pop(0).encode() + b"\n" if pending else b"\x04")
+                output += b"<typed>"
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def mnemonic(env: Env, name: str) -> str:
+    return " ".join(
+        line
+        for line in (env.root / "shares" / f"{name}.share").read_text().splitlines()
+        if not line.startswith("#")
+    )
+
+
+def test_custodians_type_their_words_on_a_terminal(env):
+    env.run("backup", "platform-keys")
+    base = ["-m", "lifeboat", "--config", str(env.policy), "restore", "platform-keys", "--target"]
+    answers = ["carol", mnemonic(env, "carol"), "alice", mnemonic(env, "alice")]
+    code, out = run_on_terminal([*base, str(env.root / "typed")], answers)
+    assert code == 0, out
+    assert (env.root / "typed" / "platform-keys" / "media-master.key").exists()
+    assert mnemonic(env, "carol").split()[4] not in out  # hidden input is not echoed
+    audit = [json.loads(line) for line in (env.root / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
+    assert {"alice", "carol"} <= {e["details"].get("custodian") for e in audit}
+    # the same share typed twice does not count as two custodians
+    twice = ["carol", mnemonic(env, "carol"), "carol", mnemonic(env, "carol")]
+    code, out = run_on_terminal([*base, str(env.root / "typed2")], twice, timeout=20)
+    assert code != 0 and not (env.root / "typed2" / "platform-keys").exists()
+
+
+@pytest.mark.parametrize("spec", ["alice", "=x", "alice="])
+def test_malformed_custodian_passphrase_is_refused_before_anything_is_written(tmp_path, spec):
+    e = Env(tmp_path)
+    e.policy.write_text(
+        (Path(__file__).parent / "test_keys.py")
+        .read_text()
+        .split('POLICY = """', 1)[1]
+        .split('"""')[0]
+        .format(root=tmp_path)
+    )
+    proc = e.run("init", "--shares-out", str(tmp_path / "s"), "--custodian-passphrase", spec, check=False)
+    assert proc.returncode == 2 and "NAME=FILE" in proc.stderr
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "keys").exists()
