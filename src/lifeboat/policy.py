@@ -284,7 +284,8 @@ class DaemonConfig(_Model):
     concurrency: int = Field(default=2, ge=1)
     jitter: Duration = timedelta(seconds=30)
     check_every: Duration = timedelta(days=1)
-    read_data_every: Duration = timedelta(days=7)
+    read_data_every: Duration = timedelta(days=7)  # every pack read once per period...
+    read_data_parts: int = Field(default=7, ge=1)  # ...in this many parts (check --read-data-subset)
     retention_every: Duration = timedelta(days=1)
     retries: int = Field(default=3, ge=0)
 

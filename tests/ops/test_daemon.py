@@ -28,7 +28,9 @@ def window_around(now: datetime, hours_from: int, hours_to: int) -> str:
     return f"{start:%H}:00-{end:%H}:00"
 
 
-def write_policy(root: Path, webhook: str, rpo: str = "1d", retries: int = 1) -> Path:
+def write_policy(
+    root: Path, webhook: str, rpo: str = "1d", retries: int = 1, key_max_age: str = "365d"
+) -> Path:
     local = datetime.now()
     (root / "in").mkdir(exist_ok=True)
     (root / "in" / "f").write_bytes(os.urandom(1000))
@@ -45,6 +47,7 @@ mode = "development"
 [classes.standard]
 rpo = "{rpo}"
 rto = "1h"
+key_max_age = "{key_max_age}"
 
 [assets.inwin]
 kind = "files"
@@ -72,6 +75,8 @@ webhooks = [ {{ url = "{webhook}", format = "json" }} ]
 [daemon]
 jitter = "0s"
 retries = {retries}
+read_data_every = "6s"
+read_data_parts = 2
 """)
     return policy
 
@@ -112,7 +117,7 @@ def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
     Receiver.received = []
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    policy = write_policy(tmp_path, f"http://127.0.0.1:{hook.server_address[1]}/hook")
+    policy = write_policy(tmp_path, f"http://127.0.0.1:{hook.server_address[1]}/hook", key_max_age="1s")
     subprocess.run(
         [
             sys.executable,
@@ -157,6 +162,11 @@ def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
     assert "failed" in by_job["backup:flaky"] and by_job["backup:flaky"][-1] == "ok"
     flaky = [m for m in Receiver.received if m["condition"] == "job-failed:backup:flaky"]
     assert [m["status"] for m in flaky] == ["firing", "resolved"]
+    # the read-data scan rotates through the packs: part 1/2, then 2/2, ...
+    assert by_job["check-read-data"].count("ok") >= 2
+    assert json.loads((tmp_path / ".lifeboat" / "read-data.json").read_text())["next_part"] in (1, 2)
+    key_age = [m for m in Receiver.received if m["condition"] == "key-age"]
+    assert [m["status"] for m in key_age] == ["firing"] and "keys rotate" in key_age[0]["message"]
 
 
 def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
@@ -262,3 +272,49 @@ def test_schedule_export_systemd_and_kubernetes(tmp_path):
         )
         assert "Failed to parse" not in verify.stderr, verify.stderr
     _ = UTC
+
+
+def test_a_job_that_runs_past_its_window_is_reported_once(tmp_path):
+    from lifeboat.ops.daemon import Daemon, Job
+    from lifeboat.policy import load_policy
+
+    Receiver.received = []
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        policy = load_policy(write_policy(tmp_path, f"http://127.0.0.1:{hook.server_address[1]}/h"))
+        job = Job(
+            "backup:heavy", "heavy", lambda: 0, schedule="0 2 * * *", window=Window.parse("01:00-05:00")
+        )
+        daemon = Daemon(policy, jobs=[job])
+        day = datetime(2026, 11, 25)
+        daemon.report_overrun(job, day.replace(hour=4, minute=50), day.replace(hour=5, minute=20))
+        daemon.report_overrun(job, day.replace(hour=4, minute=55), day.replace(hour=5, minute=1))
+        daemon.report_overrun(job, day.replace(hour=2), day.replace(hour=2, minute=30))
+    finally:
+        hook.shutdown()
+    overruns = [m for m in Receiver.received if m["condition"] == "window-overrun:backup:heavy"]
+    assert [m["status"] for m in overruns] == ["firing", "resolved"]
+    assert "01:00" in overruns[0]["message"] or "window" in overruns[0]["message"]
+
+
+def test_wal_archive_backlog_counts_ready_segments_and_the_spool(tmp_path):
+    from lifeboat.ops.status import wal_archive_backlog
+
+    pgdata, spool = tmp_path / "pgdata", tmp_path / "spool"
+    status = pgdata / "pg_wal" / "archive_status"
+    status.mkdir(parents=True)
+    spool.mkdir()
+    assert wal_archive_backlog(pgdata, spool) == wal_archive_backlog(None, spool)
+    assert wal_archive_backlog(pgdata, spool).lag_s == 0
+    now = time.time()
+    (status / "000000010000000000000003.done").touch()
+    ready = status / "000000010000000000000004.ready"
+    ready.touch()
+    os.utime(ready, (now - 40, now - 40))
+    spooled = spool / "000000010000000000000005"
+    spooled.write_bytes(b"x")
+    os.utime(spooled, (now - 5, now - 5))
+    (spool / ".drain.lock").touch()
+    backlog = wal_archive_backlog(pgdata, spool, now=now)
+    assert backlog.segments == 2 and 39 <= backlog.lag_s <= 41

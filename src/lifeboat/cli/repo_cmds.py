@@ -129,6 +129,9 @@ def snapshots(
 def check(
     ctx: typer.Context,
     read_data: bool = typer.Option(False, "--read-data", help="Decrypt and hash every stored byte."),
+    read_data_subset: str = typer.Option(
+        None, "--read-data-subset", help="N/T: read only part N of T of the packs (implies --read-data)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     recovery_key: RecoveryKeyOption = None,
     share: ShareOption = None,
@@ -136,6 +139,7 @@ def check(
 ) -> None:
     """Verify the repository: structure, and with --read-data every byte."""
     policy = run_context(ctx).policy()
+    read_data = read_data or read_data_subset is not None
     creds = credentials_options(recovery_key, share, passphrase_file)
     try:
         if creds.given or read_data or policy.repository.recovery_key:
@@ -147,14 +151,22 @@ def check(
             raise
         repo = runtime.open_for_write(policy)
     with progress_bar("checking") as bar:
-        report = repo.check(read_data=read_data, progress=bar)
+        report = repo.check(read_data=read_data, progress=bar, subset=read_data_subset)
     runtime.audit_log(policy, repo).append(
-        "check", outcome="ok" if report.ok else "failed", read_data=read_data, problems=len(report.problems)
+        "check",
+        outcome="ok" if report.ok else "failed",
+        read_data=read_data,
+        subset=report.subset,
+        problems=len(report.problems),
     )
     if json_out:
         print_json({"ok": report.ok, **report.__dict__})
     else:
-        mode = "read-data" if read_data else "structure"
+        mode = "structure"
+        if read_data:
+            mode = f"read-data, {report.packs_read} packs" + (
+                f" of subset {report.subset}" if report.subset else ""
+            )
         console.print(
             f"checked {report.snapshots} snapshots, {report.packs} packs, {report.chunks} chunks ({mode}"
             + (f", {human_bytes(report.bytes_read)} read)" if read_data else ")")

@@ -9,6 +9,7 @@ safe anyway: nothing is visible before its snapshot commits).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import random
 import signal
@@ -26,7 +27,7 @@ from lifeboat.errors import LifeboatError
 from lifeboat.ops.alerts import Alerter
 from lifeboat.ops.metrics import Metrics, serve
 from lifeboat.ops.runs import Run, RunHistory, now_iso
-from lifeboat.ops.scheduler import next_due
+from lifeboat.ops.scheduler import next_due, overran
 
 Log = Callable[[str], None]
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -114,6 +115,10 @@ def build_jobs(policy: Any) -> list[Job]:
         return 0
 
     jobs.append(Job("check", None, check, every=policy.daemon.check_every))
+    parts = policy.daemon.read_data_parts
+    jobs.append(
+        Job("check-read-data", None, _read_data_part(policy), every=policy.daemon.read_data_every / parts)
+    )
     if policy.repository.recovery_key:
         jobs.append(Job("retention", None, _retention(policy), every=policy.daemon.retention_every))
     for name, drill in policy.drills.items():
@@ -141,6 +146,33 @@ def _wal_verify(policy: Any, name: str) -> Callable[[], int]:
             missing = report.missing_start or report.gaps[0].missing
             raise LifeboatError(f"WAL gap in {name}: segment {missing} is missing from the archive")
         return 0
+
+    return run
+
+
+def _read_data_part(policy: Any) -> Callable[[], int]:
+    """Reads the next part of the packs, so every pack is read once per read_data_every.
+    With the recovery key configured every chunk is decrypted and verified; without it
+    (a backup host) each pack is checked against its content hash."""
+    state = Path(policy.state_dir) / "read-data.json"
+
+    def run() -> int:
+        parts = policy.daemon.read_data_parts
+        part = json.loads(state.read_text()).get("next_part", 1) if state.exists() else 1
+        part = part if 1 <= part <= parts else 1
+        if policy.repository.recovery_key:
+            repo = runtime.open_for_read(policy, runtime.Credentials(), purpose="check --read-data")
+        else:
+            repo = runtime.open_for_write(policy)
+        report = repo.check(read_data=True, subset=f"{part}/{parts}", hash_only=not repo.keyring.can_read)
+        state.write_text(json.dumps({"next_part": part % parts + 1, "last_part": part}))
+        if not report.ok:
+            raise LifeboatError(
+                f"check --read-data-subset {part}/{parts} found {len(report.problems)} problem(s): "
+                f"{report.problems[0].message}"
+            )
+        read: int = report.bytes_read
+        return read
 
     return run
 
@@ -204,6 +236,25 @@ class Daemon:
                 job.next_at = base + job.every if last else now
 
     def run_job(self, job: Job) -> None:
+        started = datetime.now()
+        try:
+            self._run_with_retries(job)
+        finally:
+            self.report_overrun(job, started, datetime.now())
+
+    def report_overrun(self, job: Job, started: datetime, ended: datetime) -> None:
+        """A job that started in its off-peak window and ended after it closed is reported
+        (alert until a later run fits in the window)."""
+        key = f"window-overrun:{job.name}"
+        if overran(job.window, started, ended):
+            self.log(f"{job.name}: ran past the end of its window {job.window}")
+            self.alerts.fire(
+                key, f"{job.name} ran past its off-peak window {job.window} (until {ended:%H:%M:%S})"
+            )
+        elif job.window is not None:
+            self.alerts.resolve(key)
+
+    def _run_with_retries(self, job: Job) -> None:
         retries = self.policy.daemon.retries
         for attempt in range(1, retries + 2):
             started, t0 = now_iso(), time.monotonic()
@@ -283,6 +334,8 @@ class Daemon:
                     )
                 else:
                     self.alerts.resolve(f"rpo:{st.asset}")
+            self.refresh_key_age(repo)
+            self.refresh_wal_lag()
             self.metrics.repo_size.set(sum(s.stats.stored_bytes for s in repo.snapshots()))
             last = {
                 r.asset: r for r in self.history.all() if r.job.startswith("backup:") and r.outcome == "ok"
@@ -299,6 +352,25 @@ class Daemon:
                 self._dashboard_built = time.monotonic()
         except LifeboatError as exc:
             self.log(f"status refresh failed: {exc.message}")
+
+    def refresh_key_age(self, repo: Any) -> None:
+        from lifeboat.ops.status import key_warnings
+
+        warnings = key_warnings(self.policy, repo)
+        if warnings:
+            self.alerts.fire("key-age", warnings[0])
+        else:
+            self.alerts.resolve("key-age")
+
+    def refresh_wal_lag(self) -> None:
+        from lifeboat.ops.status import wal_archive_backlog
+
+        for name, asset in self.policy.assets.items():
+            if asset.kind != "postgres":
+                continue
+            backlog = wal_archive_backlog(asset.pgdata, Path(self.policy.state_dir) / "wal-spool" / name)
+            self.metrics.wal_lag.labels(name).set(backlog.lag_s)
+            self.metrics.wal_pending.labels(name).set(backlog.segments)
 
     def serve_forever(
         self,

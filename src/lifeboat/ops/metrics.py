@@ -44,6 +44,18 @@ class Metrics:
         self.actions = Gauge(
             "lifeboat_open_corrective_actions", "Open corrective actions", registry=self.registry
         )
+        self.wal_lag = Gauge(
+            "lifeboat_wal_archive_lag_seconds",
+            "Age of the oldest WAL segment not yet in the repository",
+            labels,
+            registry=self.registry,
+        )
+        self.wal_pending = Gauge(
+            "lifeboat_wal_pending_segments",
+            "WAL segments waiting to be archived (pg_wal .ready files and the async spool)",
+            labels,
+            registry=self.registry,
+        )
         self.job_runs = Gauge(
             "lifeboat_job_runs", "Job runs by outcome", ["job", "outcome"], registry=self.registry
         )

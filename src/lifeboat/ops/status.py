@@ -4,6 +4,8 @@ backup success rate over 30 days. Shared by `status`, the dashboard and the metr
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -123,3 +125,33 @@ def key_warnings(policy: Any, repo: Repository, now: datetime | None = None) -> 
             "run 'lifeboat keys rotate'"
         ]
     return []
+
+
+@dataclass(frozen=True)
+class WalBacklog:
+    segments: int
+    lag_s: float
+
+
+def wal_archive_backlog(pgdata: Path | None, spool: Path, now: float | None = None) -> WalBacklog:
+    """WAL that PostgreSQL finished but the repository does not hold yet: segments marked
+    ``.ready`` in pg_wal/archive_status (archive_command not done) plus files in the async
+    spool (not drained). Its age is the archive lag, i.e. the RPO exposure from archiving."""
+    now = now if now is not None else time.time()
+    mtimes: list[float] = []
+    places = [(spool, "")]
+    if pgdata is not None:
+        places.append((Path(pgdata) / "pg_wal" / "archive_status", ".ready"))
+    for directory, suffix in places:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(suffix):
+                continue
+            try:
+                mtimes.append(entry.stat().st_mtime)
+            except OSError:
+                continue
+    return WalBacklog(len(mtimes), round(max(0.0, now - min(mtimes)), 1) if mtimes else 0.0)

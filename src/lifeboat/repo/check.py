@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer
@@ -30,12 +31,44 @@ def _affected(refs: References, blob_ids: list[str]) -> tuple[list[str], list[st
     return sorted(snaps), sorted(files)
 
 
+@dataclass(frozen=True)
+class Subset:
+    """Part ``part`` of ``parts`` of the packs (restic's --read-data-subset n/t): a pack's
+    part follows from its id, so the parts stay stable as packs are added."""
+
+    part: int
+    parts: int
+
+    @classmethod
+    def parse(cls, text: str) -> Subset:
+        try:
+            part, parts = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"read-data subset {text!r}: expected N/T, e.g. 3/7") from None
+        if not 1 <= part <= parts:
+            raise ConfigError(f"read-data subset {text!r}: N must be between 1 and T")
+        return cls(part, parts)
+
+    def holds(self, pack_id: str) -> bool:
+        return int(pack_id[:8], 16) % self.parts == self.part - 1
+
+    def __str__(self) -> str:
+        return f"{self.part}/{self.parts}"
+
+
 def check_repository(
-    repo: Repository, *, read_data: bool, progress: ProgressSink = NO_PROGRESS
+    repo: Repository,
+    *,
+    read_data: bool,
+    progress: ProgressSink = NO_PROGRESS,
+    subset: Subset | None = None,
+    hash_only: bool = False,
 ) -> CheckReport:
-    if read_data:
+    """``hash_only`` reads packs and checks them against their names without decrypting,
+    which needs no recovery key (the daemon's bit-rot scan on a backup host)."""
+    if read_data and not hash_only:
         repo.require_reader("check --read-data")
-    report = CheckReport(read_data=read_data)
+    report = CheckReport(read_data=read_data, subset=str(subset) if subset else None)
     with RepoLock(repo.storage, exclusive=False, operation="check"):
         index = repo.index(refresh=True)
         for name, problem in index.damaged.items():
@@ -58,12 +91,19 @@ def check_repository(
                     Problem("missing-chunk", blob_id, f"chunk {blob_id[:16]} is {where}", snaps, files)
                 )
         if read_data:
-            _read_all_packs(repo, refs, stored, report, progress)
+            chosen = {p: size for p, size in stored.items() if subset is None or subset.holds(p)}
+            _read_all_packs(repo, refs, chosen, report, progress, decrypt=not hash_only)
     return report
 
 
 def _read_all_packs(
-    repo: Repository, refs: References, stored: dict[str, int], report: CheckReport, progress: ProgressSink
+    repo: Repository,
+    refs: References,
+    stored: dict[str, int],
+    report: CheckReport,
+    progress: ProgressSink,
+    *,
+    decrypt: bool,
 ) -> None:
     index = repo.index()
     packs = {p: ids for p, ids in index.packs().items() if p in stored}
@@ -88,6 +128,10 @@ def _read_all_packs(
         except IntegrityError as exc:
             trailer = {}
             problems.append(Problem("corrupt-pack", pack_name(pack_id), str(exc)))
+        with lock:
+            report.packs_read += 1
+        if not decrypt:
+            return problems
         bad: list[str] = []
         try:
             wrapped, _ = parse_pack_header(data)

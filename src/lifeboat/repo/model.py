@@ -104,7 +104,9 @@ class CheckReport:
     packs: int = 0
     chunks: int = 0
     bytes_read: int = 0
+    packs_read: int = 0
     read_data: bool = False
+    subset: str | None = None
     problems: list[Problem] = field(default_factory=list)
 
     @property

@@ -452,10 +452,24 @@ class Repository:
 
     # -- verification and retention ------------------------------------------------------------------
 
-    def check(self, *, read_data: bool = False, progress: ProgressSink = NO_PROGRESS) -> Any:
-        from lifeboat.repo.check import check_repository
+    def check(
+        self,
+        *,
+        read_data: bool = False,
+        progress: ProgressSink = NO_PROGRESS,
+        subset: str | None = None,
+        hash_only: bool = False,
+    ) -> Any:
+        """Structure always; with ``read_data`` the packs (all, or part N/T of them)."""
+        from lifeboat.repo.check import Subset, check_repository
 
-        return check_repository(self, read_data=read_data, progress=progress)
+        return check_repository(
+            self,
+            read_data=read_data,
+            progress=progress,
+            subset=Subset.parse(subset) if subset else None,
+            hash_only=hash_only,
+        )
 
     def forget(
         self, rules: Any, *, now: datetime | None = None, dry_run: bool = False, asset: str | None = None
