@@ -41,6 +41,7 @@ kind = "postgres"
 class = "critical"
 pgdata = "{root}/pgdata"
 dsn = "{dsn}"
+stream = true
 checks = [ {{ name = "items exist", sql = "select count(*) > 0 from items", expect = "t" }} ]
 """
 

@@ -233,6 +233,8 @@ def test_status_exits_1_when_exposure_exceeds_rpo(tmp_path):
 
 def test_schedule_export_systemd_and_kubernetes(tmp_path):
     policy = write_policy(tmp_path, "http://127.0.0.1:9/none")
+    with policy.open("a") as fh:
+        fh.write('\n[assets.db]\nkind = "postgres"\nclass = "standard"\ndsn = "host=/tmp"\nstream = true\n')
     out = subprocess.run(
         [
             sys.executable,
@@ -254,6 +256,8 @@ def test_schedule_export_systemd_and_kubernetes(tmp_path):
     timer = (tmp_path / "units" / "lifeboat-backup-inwin.timer").read_text()
     assert "OnCalendar=" in timer and "[Install]" in timer
     assert "ExecStart=" in (tmp_path / "units" / "lifeboat-backup-inwin.service").read_text()
+    stream = (tmp_path / "units" / "lifeboat-wal-stream-db.service").read_text()
+    assert "wal stream --asset db" in stream and "Restart=always" in stream
     docs = list(yaml.safe_load_all((tmp_path / "k8s" / "lifeboat-cronjobs.yaml").read_text()))
     assert {d["metadata"]["name"] for d in docs} == {
         "lifeboat-backup-inwin",

@@ -62,6 +62,58 @@ def push(
     runtime.audit_log(policy).append("wal-push", asset=name, segment=path.name, size=ref.size)
 
 
+@wal_app.command("stream")
+def stream(
+    ctx: typer.Context,
+    asset: str = typer.Option(None, "--asset", help="The postgres asset (default: the only one)."),
+    flush_every: float = typer.Option(
+        1.0, "--flush-every", help="Seconds between uploads of the open segment."
+    ),
+    max_seconds: float = typer.Option(
+        None, "--max-seconds", help="Stop after this long (default: until SIGTERM)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable summary when it stops."),
+) -> None:
+    """Stream WAL continuously (pg_receivewal, supervised) for an RPO of seconds."""
+    import signal
+    import threading
+
+    from lifeboat import runtime
+    from lifeboat.assets.postgres.stream import WalStreamer
+    from lifeboat.cli.common import console, err_console, print_json
+
+    policy = run_context(ctx).policy()
+    name = _postgres_asset(policy, asset)
+    spec = policy.asset(name)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if max_seconds is not None:
+        timer = threading.Timer(max_seconds, stop.set)
+        timer.daemon = True
+        timer.start()
+    streamer = WalStreamer(
+        name,
+        spec.dsn,
+        policy.state_dir / "wal-stream" / name,
+        lambda: runtime.open_for_write(policy),
+        pg_bin=spec.pg_bin,
+        flush_every=flush_every,
+        log=lambda line: err_console.print(line, soft_wrap=True),
+    )
+    stats = streamer.run(stop)
+    runtime.audit_log(policy).append(
+        "wal-stream", asset=name, segments=stats.segments, partial_versions=stats.partial_versions
+    )
+    if json_out:
+        print_json(stats.__dict__)
+    else:
+        console.print(
+            f"{name}: streamed {stats.segments} segments, {stats.partial_versions} partial versions, "
+            f"{stats.restarts} restarts"
+        )
+
+
 @wal_app.command("drain")
 def drain(
     ctx: typer.Context,

@@ -353,6 +353,32 @@ class Daemon:
         except LifeboatError as exc:
             self.log(f"status refresh failed: {exc.message}")
 
+    def supervise_stream(self, name: str) -> None:
+        """pg_receivewal for one asset for the daemon's lifetime; a failure alerts and is
+        retried with backoff (the streamer itself restarts pg_receivewal when it exits)."""
+        from lifeboat.assets.postgres.stream import WalStreamer
+
+        spec = self.policy.asset(name)
+        backoff = 1.0
+        while not self.state.stop.is_set():
+            streamer = WalStreamer(
+                name,
+                spec.dsn,
+                Path(self.policy.state_dir) / "wal-stream" / name,
+                lambda: runtime.open_for_write(self.policy),
+                pg_bin=spec.pg_bin,
+                log=self.log,
+            )
+            try:
+                streamer.run(self.state.stop)
+                self.alerts.resolve(f"stream:{name}")
+            except Exception as exc:
+                message = exc.message if isinstance(exc, LifeboatError) else f"{type(exc).__name__}: {exc}"
+                self.log(f"wal stream {name}: {message}")
+                self.alerts.fire(f"stream:{name}", f"WAL streaming for {name} failed: {message}")
+                self.state.stop.wait(backoff)
+                backoff = min(backoff * 2, 300)
+
     def refresh_key_age(self, repo: Any) -> None:
         from lifeboat.ops.status import key_warnings
 
@@ -386,6 +412,13 @@ class Daemon:
             started = time.monotonic()
             self.schedule(datetime.now(UTC))
             pool = ThreadPoolExecutor(max_workers=self.policy.daemon.concurrency, thread_name_prefix="job")
+            streams = [
+                threading.Thread(target=self.supervise_stream, args=(name,), name=f"stream-{name}")
+                for name, asset in self.policy.assets.items()
+                if asset.kind == "postgres" and asset.stream
+            ]
+            for thread in streams:
+                thread.start()
             try:
                 self.refresh_status()
                 while not self.state.stop.is_set():
@@ -406,7 +439,10 @@ class Daemon:
                         break
                     self.state.stop.wait(tick)
             finally:
+                self.state.stop.set()  # also ends the WAL streams, which ship what they hold
                 pool.shutdown(wait=True)  # running jobs finish; nothing new starts
+                for thread in streams:
+                    thread.join(30)
                 self.refresh_status()
                 signal.signal(signal.SIGTERM, previous)
                 if server is not None:

@@ -52,7 +52,23 @@ def systemd_units(policy: Any, config: Path, out: Path) -> list[Path]:
         (out / f"{unit}.service").write_text(service)
         (out / f"{unit}.timer").write_text(timer)
         written += [out / f"{unit}.service", out / f"{unit}.timer"]
+    for name, asset in policy.assets.items():
+        if asset.kind == "postgres" and asset.stream:
+            written.append(_stream_service(name, config, out))
     return written
+
+
+def _stream_service(name: str, config: Path, out: Path) -> Path:
+    """Continuous WAL streaming is a long-running service, not a timer."""
+    path = out / f"lifeboat-wal-stream-{name}.service"
+    path.write_text(
+        f"[Unit]\nDescription=lifeboat WAL streaming for {name}\nAfter=network-online.target\n\n"
+        f"[Service]\nType=simple\n"
+        f"ExecStart={sys.executable} -m lifeboat --config {config} wal stream --asset {name}\n"
+        "Restart=always\nRestartSec=5\nKillSignal=SIGTERM\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    return path
 
 
 def kubernetes_cronjobs(policy: Any, out: Path, image: str = "lifeboat:latest") -> Path:

@@ -79,6 +79,10 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
             if wal:
                 pushed = datetime.fromisoformat(wal[-1]["time"])
                 newest = max(newest, pushed) if newest else pushed
+            if asset.stream:
+                streamed = _newest_streamed(repo, name)
+                if streamed is not None:
+                    newest = max(newest, streamed) if newest else streamed
         if newest is not None:
             st.last_backup = newest.isoformat(timespec="seconds")
             st.exposure_s = round((now - newest).total_seconds(), 1)
@@ -105,6 +109,13 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
                 break
         statuses.append(st)
     return statuses
+
+
+def _newest_streamed(repo: Repository, asset: str) -> datetime | None:
+    from lifeboat.assets.postgres.stream import newest_stream_time, stream_namespace
+
+    stamp = newest_stream_time(repo.list_ref_names(stream_namespace(asset)))
+    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
 
 
 def key_warnings(policy: Any, repo: Repository, now: datetime | None = None) -> list[str]:

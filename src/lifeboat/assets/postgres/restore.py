@@ -15,6 +15,7 @@ from typing import Any
 
 from lifeboat.assets.postgres.backup import EXCLUDED_DIR_CONTENTS, connect
 from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, find_pg_bin, free_port, port_in_use
+from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
 from lifeboat.assets.postgres.walnames import Segment, is_history, parse_lsn, segment_of
 from lifeboat.errors import ConfigError, NotFoundError, RestoreError
@@ -40,6 +41,7 @@ class PgRestoreResult:
     recovery_target: str
     steps: dict[str, float] = field(default_factory=dict)
     wal_segments: int = 0
+    streamed_wal: list[str] = field(default_factory=list)  # files the archive lacked, from the stream
     port: int | None = None
     started: bool = False
     recovered_to: str | None = None  # last completed transaction replayed (server log)
@@ -103,31 +105,66 @@ def recovery_settings(options: dict[str, Any], spool: Path) -> tuple[list[str], 
     return lines, target
 
 
-def stage_wal(repo: Repository, asset: str, base: SnapshotInfo, spool: Path) -> tuple[int, list[str]]:
-    """Fetch, in parallel, every archived WAL file replay may need, into ``spool``."""
+def stage_wal(
+    repo: Repository, asset: str, base: SnapshotInfo, spool: Path
+) -> tuple[int, list[str], list[str]]:
+    """Fetch, in parallel, every WAL file replay may need, into ``spool``: the archive's,
+    then streamed files for what the archive lacks. Returns (segments staged, segments
+    missing from the archive, files taken from the stream)."""
     start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
-    refs = repo.list_ref_names(namespace(asset))
-    wanted = []
+    sources: dict[str, tuple[str, str]] = {}  # file name -> (namespace, ref name)
     segment_names = []
-    for name in refs:
+    for name in repo.list_ref_names(namespace(asset)):
         seg = Segment.parse(name)
         if seg is not None and seg.timeline >= start.timeline and seg.number >= start.number:
-            wanted.append(name)
+            sources[name] = (namespace(asset), name)
             segment_names.append(name)
         elif is_history(name):
-            wanted.append(name)
-    report = verify_continuity(segment_names, [base], asset)
+            sources[name] = (namespace(asset), name)
+    streamed = _streamed_beyond_archive(repo, asset, start, set(sources))
+    sources.update(streamed)
+    streamed_segments = [n for n in streamed if Segment.parse(n) is not None]
+    report = verify_continuity(segment_names + streamed_segments, [base], asset)
     spool.mkdir(parents=True, exist_ok=True)
 
     def fetch(name: str) -> None:
+        ns, ref = sources[name]
         with open(spool / name, "wb") as fh:
-            for chunk in repo.iter_ref(repo.get_ref(namespace(asset), name)):
+            for chunk in repo.iter_ref(repo.get_ref(ns, ref)):
                 fh.write(chunk)
 
     with ThreadPoolExecutor(max_workers=repo.workers) as pool:
-        list(pool.map(fetch, wanted))
+        list(pool.map(fetch, sources))
     missing = ([report.missing_start] if report.missing_start else []) + [g.missing for g in report.gaps]
-    return len(segment_names), missing
+    return len(segment_names) + len(streamed_segments), missing, sorted(streamed)
+
+
+def _streamed_beyond_archive(
+    repo: Repository, asset: str, start: Segment, archived: set[str]
+) -> dict[str, tuple[str, str]]:
+    """Streamed files the archive lacks. A partial segment is used only at the end of its
+    timeline: replay stops where a partial ends, so it must not hide a later segment."""
+    ns = stream_namespace(asset)
+    candidates = streamed_files(repo.list_ref_names(ns))
+    complete = {Segment.parse(n) for n in archived} | {
+        Segment.parse(n) for n, ref in candidates.items() if n == ref
+    }
+    newest: dict[int, int] = {}
+    for seg in complete:
+        if seg is not None:
+            newest[seg.timeline] = max(newest.get(seg.timeline, -1), seg.number)
+    chosen: dict[str, tuple[str, str]] = {}
+    for name, ref in candidates.items():
+        if name in archived:
+            continue
+        seg = Segment.parse(name)
+        if seg is None:  # a history file
+            chosen[name] = (ns, ref)
+        elif seg.timeline >= start.timeline and seg.number >= start.number:
+            if ref != name and seg.number <= newest.get(seg.timeline, -1):
+                continue
+            chosen[name] = (ns, ref)
+    return chosen
 
 
 def _prepare_target(target: Path, force: bool, source: Path | None) -> None:
@@ -229,7 +266,7 @@ def restore_postgres(
     result.steps["fetch_base"] = round(time.monotonic() - t0, 3)
 
     t0 = time.monotonic()
-    result.wal_segments, missing = stage_wal(repo, asset.name, base, spool)
+    result.wal_segments, missing, result.streamed_wal = stage_wal(repo, asset.name, base, spool)
     result.steps["fetch_wal"] = round(time.monotonic() - t0, 3)
     if missing and target_desc == "latest":
         raise RestoreError(
@@ -286,6 +323,8 @@ def _summary(r: PgRestoreResult) -> list[str]:
         f"{r.wal_segments} WAL segments staged, recovery target {r.recovery_target}",
         "timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in r.steps.items()),
     ]
+    if r.streamed_wal:
+        lines.append(f"from the WAL stream (not yet archived): {', '.join(r.streamed_wal)}")
     if r.started:
         lines.append(f"running on port {r.port}; recovered to {r.recovered_to or 'unknown'}")
         for c in r.checks:
