@@ -176,11 +176,12 @@ pg1-socket-path={work}/sock
     }
     lb_before, br_before = du(work / "lifeboat-repo"), du(work / "pgbackrest-repo")
     pages = int(sql(dsn, "select pg_relation_size('pgbench_accounts') / 8192")[0][0])
+    # 2% of the table's pages, every row on them (HOT: the new versions stay on the page)
     sql(
         dsn,
-        f"update pgbench_accounts set abalance = abalance + 1 where aid % 50 = 0 and aid <= "
-        f"{args.scale * 100000}",
-    )  # every 50th row: spread over the table, ~2% of pages touched by FSM
+        "update pgbench_accounts set abalance = abalance + 1 "
+        "where ((ctid::text::point)[0])::bigint % 50 = 0",
+    )
     sql(dsn, "checkpoint")
     runs["incr lifeboat"] = timed("lb incr", as_user([*lb, "backup", "db", "--json"]))
     runs["incr pgbackrest"] = timed("br incr", as_user([*br, "--type=incr", "backup"]))

@@ -10,18 +10,20 @@ import fnmatch
 import os
 import socket
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from lifeboat.errors import ConfigError, LifeboatError, StorageError
+from lifeboat.errors import ConfigError, LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 
 CHUNK_SIZE = 128 << 10  # 16 pages: a changed page range costs 128 KiB, not a 1 GiB segment file
 READ_WORKERS = 4
+ARCHIVE_TIMEOUT = 120.0
 
 # What PostgreSQL documents as safe to omit from a base backup (pg_basebackup's list).
 EXCLUDED_DIR_CONTENTS = {
@@ -122,6 +124,26 @@ def backup_postgres(
     return info
 
 
+def wait_for_archived(repo: Repository, asset: str, segment: str, timeout: float = ARCHIVE_TIMEOUT) -> None:
+    """Until the last segment the backup needs is in the repository's WAL archive."""
+    from lifeboat.assets.postgres.wal import namespace
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            repo.get_ref(namespace(asset), segment)
+            return
+        except NotFoundError:
+            if time.monotonic() > deadline:
+                raise PgError(
+                    f"WAL segment {segment} did not reach the archive within {timeout:.0f} s; "
+                    "the backup would not be restorable",
+                    hint=f"check archive_command is 'lifeboat wal push --asset {asset} %p' "
+                    "(lifeboat pg configure) and pg_stat_archiver for failures",
+                ) from None
+            time.sleep(0.05)
+
+
 def _copy(
     repo: Repository,
     asset: Any,
@@ -162,15 +184,19 @@ def _copy(
         with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
             for future in [pool.submit(add, item) for item in regular]:
                 future.result()
-        row = conn.execute("select lsn::text, labelfile, spcmapfile from pg_backup_stop(true)").fetchone()
+        # Not pg_backup_stop(true): the server re-checks the archive only once a second.
+        # Waiting for the segment in our own archive is faster and proves more (pgBackRest's
+        # archive-check does the same).
+        row = conn.execute("select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)").fetchone()
         assert row is not None
         stop_lsn, labelfile, spcmapfile = row
-        session.add_bytes("backup_label", labelfile.encode(), mode=0o600)
-        if spcmapfile:
-            session.add_bytes("tablespace_map", spcmapfile.encode(), mode=0o600)
         from lifeboat.assets.postgres.walnames import parse_lsn, segment_of
 
         timeline = int(tli[0]) if tli else 1
+        wait_for_archived(repo, asset.name, segment_of(parse_lsn(stop_lsn) - 1, timeline).name)
+        session.add_bytes("backup_label", labelfile.encode(), mode=0o600)
+        if spcmapfile:
+            session.add_bytes("tablespace_map", spcmapfile.encode(), mode=0o600)
         session.set_labels(
             {
                 "start_lsn": str(start[0]),
