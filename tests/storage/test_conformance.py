@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -9,6 +10,7 @@ import pytest
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
 from lifeboat.storage import open_storage
+from lifeboat.storage.local import TMP_MARK, LocalStorage
 
 
 def test_put_get_range_stat_list(storage_backend):
@@ -117,3 +119,22 @@ def test_local_disk_full_is_reported(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert not storage.exists("data/aa/pack")
     assert [o.name for o in storage.list("")] == []
+
+
+def test_sweep_removes_only_old_leftovers_of_killed_writes(storage_backend):
+    """What a put killed midway leaves is never visible, and an old one is swept; a
+    fresh one (a live writer's) and every real object stay."""
+    storage_backend.put("data/aa/one", b"kept")
+    leftovers = []
+    if isinstance(storage_backend, LocalStorage):
+        for age in (10 * 3600, 10):
+            tmp = storage_backend.root / "data" / "aa" / f"{TMP_MARK}{age}"
+            tmp.write_bytes(b"half a pack")
+            os.utime(tmp, (time.time() - age, time.time() - age))
+            leftovers.append(tmp)
+    assert [o.name for o in storage_backend.list("data/")] == ["data/aa/one"]
+    removed = storage_backend.sweep_incomplete(6 * 3600)
+    assert removed == len(leftovers[:1])
+    assert storage_backend.get("data/aa/one") == b"kept"
+    if leftovers:
+        assert not leftovers[0].exists() and leftovers[1].exists()

@@ -258,4 +258,9 @@ def prune(
     console.print(
         f"{verb} {report.packs_removed} of {report.packs_total} packs ({human_bytes(report.bytes_removed)}); "
         f"{report.packs_kept_locked} kept by Object Lock"
+        + (
+            f"; {report.incomplete_removed} leftovers of killed writes swept"
+            if report.incomplete_removed
+            else ""
+        )
     )

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from lifeboat.repo.repository import Repository
 
 INDEX_FLUSH_PACKS = 16
-READ_SIZE = 4 << 20
 
 
 class BlobWriter:
@@ -91,22 +90,16 @@ class BlobWriter:
     def store_stream(
         self, stream: IO[bytes], chunk_size: int, progress: ProgressSink, digest: Any = None
     ) -> tuple[list[str], int, str]:
-        """Chunk a stream in parallel; return (chunk ids, size, sha256 hex).
-
-        Reads several chunks at a time: fewer, larger reads and hash updates mean fewer
-        GIL hand-offs between this reader and the chunk workers."""
+        """Chunk a stream in parallel; return (chunk ids, size, sha256 hex)."""
         sha = hashlib.sha256()
         futures: list[Future[str]] = []
         size = 0
-        per_read = max(1, READ_SIZE // chunk_size)
-        for block in read_blocks(stream, chunk_size * per_read):
+        for block in read_blocks(stream, chunk_size):
             sha.update(block)
             if digest is not None:
                 digest.update(block)
             size += len(block)
-            view = memoryview(block)
-            for offset in range(0, len(block), chunk_size):
-                futures.append(self.submit(bytes(view[offset : offset + chunk_size])))
+            futures.append(self.submit(block))
             progress.advance(len(block))
         return [f.result() for f in futures], size, sha.hexdigest()
 

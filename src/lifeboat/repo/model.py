@@ -129,4 +129,5 @@ class PruneReport:
     packs_kept_locked: int = 0
     packs_total: int = 0
     unreferenced_chunks: int = 0
+    incomplete_removed: int = 0  # temp files of killed writers
     locked_objects: list[str] = field(default_factory=list)

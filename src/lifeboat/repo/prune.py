@@ -18,6 +18,9 @@ from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PruneReport
 from lifeboat.repo.references import collect_references
 
+# A temp file this old cannot belong to a live writer (a put takes seconds).
+INCOMPLETE_AGE = 6 * 3600.0
+
 if TYPE_CHECKING:
     from lifeboat.repo.repository import Repository
 
@@ -75,6 +78,7 @@ def prune_repository(
             except NotFoundError:
                 pass
             progress.advance(1)
+        report.incomplete_removed = repo.storage.sweep_incomplete(INCOMPLETE_AGE)
         repo.index(refresh=True)
     return report
 

@@ -61,5 +61,9 @@ class Storage(Protocol):
     def delete(self, name: str) -> None:
         """Remove ``name``; LockedError when retention protects it."""
 
+    def sweep_incomplete(self, older_than: float) -> int:
+        """Remove what writes killed midway left behind (never visible under a name),
+        when older than ``older_than`` seconds; return how many were removed."""
+
     def close(self) -> None:
         """Release connections and pools."""

@@ -120,6 +120,26 @@ class LocalStorage:
                     continue
                 yield ObjectStat(name, st.st_size, st.st_mtime, self._locked_until(st.st_mtime))
 
+    def sweep_incomplete(self, older_than: float) -> int:
+        """Temp files of puts that were killed before their link (old enough that no live
+        writer can still own them)."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for dirpath, _, filenames in os.walk(self.root):
+            for filename in filenames:
+                if not filename.startswith(TMP_MARK):
+                    continue
+                full = os.path.join(dirpath, filename)
+                try:
+                    if os.stat(full).st_mtime < cutoff:
+                        os.unlink(full)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise StorageError(f"cannot remove {full}: {exc.strerror}") from None
+        return removed
+
     def delete(self, name: str) -> None:
         path = self._path(name)
         try:

@@ -6,6 +6,7 @@ the platform's bucket with its own boto3 client.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import urllib.parse
@@ -190,12 +191,34 @@ class S3Source:
         content_type: str | None,
         metadata: dict[str, str],
         tags: dict[str, str] | None = None,
-    ) -> None:
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> str | None:
+        """Store one object. Returns its SHA-256 as the store verified it, or None when the
+        store cannot say (then the caller reads it back).
+
+        A small object with a known SHA-256 goes up in one PUT carrying
+        x-amz-checksum-sha256: S3 refuses the upload (BadDigest) when the bytes differ, and
+        echoes the checksum, so no read-back is needed."""
         extra: dict[str, Any] = {"Metadata": metadata}
         if content_type:
             extra["ContentType"] = content_type
         if tags:
             extra["Tagging"] = urllib.parse.urlencode(tags)
+        if sha256 and size is not None and size < TRANSFER.multipart_threshold:
+            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+            response = self._call(
+                f"uploading {key}",
+                self.client.put_object,
+                Bucket=self.bucket,
+                Key=self.prefix + key,
+                Body=stream.read(),
+                ChecksumSHA256=checksum,
+                **extra,
+            )
+            echoed = response.get("ChecksumSHA256")
+            return base64.b64decode(echoed).hex() if echoed else None
         self._call(
             f"uploading {key}",
             self.client.upload_fileobj,
@@ -205,6 +228,7 @@ class S3Source:
             ExtraArgs=extra,
             Config=TRANSFER,
         )
+        return None
 
     def sha256_of(self, key: str) -> str:
         digest = hashlib.sha256()
@@ -307,14 +331,21 @@ class DirSource:
         content_type: str | None,
         metadata: dict[str, str],
         tags: dict[str, str] | None = None,
-    ) -> None:
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> str | None:
+        """Write the file atomically; returns the SHA-256 of the bytes written."""
         dest = self.root / key_to_path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.lifeboat")
+        digest = hashlib.sha256()
         with open(tmp, "wb") as fh:
             for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
                 fh.write(block)
         os.replace(tmp, dest)
+        return digest.hexdigest()
 
     def sha256_of(self, key: str) -> str:
         digest = hashlib.sha256()
