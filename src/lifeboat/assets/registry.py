@@ -16,15 +16,16 @@ from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository, SnapshotInfo
 
+# kind -> verb -> module; imported only when used, so `wal push` never loads psycopg
 KINDS = {
-    "postgres": "lifeboat.assets.postgres",
-    "objects": "lifeboat.assets.objects",
-    "keys": "lifeboat.assets.keys",
+    "postgres": {"backup": "lifeboat.assets.postgres.backup", "restore": "lifeboat.assets.postgres.restore"},
+    "objects": {"backup": "lifeboat.assets.objects", "restore": "lifeboat.assets.objects"},
+    "keys": {"backup": "lifeboat.assets.keys", "restore": "lifeboat.assets.keys"},
 }
 
 
 def _function(kind: str, verb: str) -> Callable[..., Any]:
-    module_name = KINDS.get(kind)
+    module_name = KINDS.get(kind, {}).get(verb)
     if module_name is None:
         raise ConfigError(f"unknown asset kind {kind!r} (known: files, {', '.join(KINDS)})")
     try:
