@@ -102,3 +102,13 @@ def keep_rules(policy: Any) -> Callable[[str], KeepRules]:
         )
 
     return rules
+
+
+def expire_wal(
+    policy: Any, repo: Repository, *, asset: str | None = None, dry_run: bool = False
+) -> list[Any]:
+    """After forget: WAL older than each postgres asset's oldest remaining base backup."""
+    from lifeboat.assets.postgres.wal import expire_wal as expire
+
+    names = [n for n, a in policy.assets.items() if a.kind == "postgres" and asset in (None, n)]
+    return [expire(repo, name, dry_run=dry_run) for name in names]

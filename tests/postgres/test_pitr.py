@@ -293,3 +293,28 @@ def test_remote_server_backup_streams_pg_basebackup(pg):
         assert labels(pg, target, port) == ["after", "streamed"]
     finally:
         pg.stop_restored(target)
+
+
+def test_forget_expires_wal_older_than_the_oldest_kept_base_backup(pg):
+    pg.sql("insert into items (label) values ('first')")
+    pg.lb("backup", "db")
+    old_segments = [pg.switch_and_wait_archived() for _ in range(3)]
+    pg.sql("insert into items (label) values ('second')")
+    second = pg.lb_json("backup", "db")[0]
+    pg.sql("insert into items (label) values ('after')")
+    pg.switch_and_wait_archived()
+    pg.policy.write_text(
+        pg.policy.read_text().replace("retention = { last = 10 }", "retention = { last = 1 }")
+    )
+    out = pg.lb_json("forget")
+    assert len(out["removed"]) == 1 and out["kept"] == [second["snapshot"]]
+    names = pg.lb_json("wal", "verify")
+    assert names["ok"] and names["first"] > old_segments[-1]  # the old WAL is gone, no gap
+    audit = (pg.root / ".lifeboat" / "audit.jsonl").read_text()
+    assert '"wal_removed": ' in audit and '"wal_removed": 0' not in audit
+    target, port = pg.root / "after-forget", free_port()
+    result = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    try:
+        assert result["ok"] and labels(pg, target, port) == ["after", "first", "second"]
+    finally:
+        pg.stop_restored(target)

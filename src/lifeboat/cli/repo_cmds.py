@@ -201,11 +201,13 @@ def forget(
         policy, credentials_options(recovery_key, share, passphrase_file), purpose="forget"
     )
     report = repo.forget(runtime.keep_rules(policy), dry_run=dry_run, asset=asset)
+    wal = runtime.expire_wal(policy, repo, asset=asset, dry_run=dry_run)
     runtime.audit_log(policy, repo).append(
         "forget",
         asset=asset,
         removed=[s.id for s in report.removed],
         locked=[s.id for s in report.locked],
+        wal_removed=sum(len(w.removed) for w in wal),
         dry_run=dry_run,
     )
     if json_out:
@@ -215,6 +217,7 @@ def forget(
                 "removed": [s.id for s in report.removed],
                 "locked": [s.id for s in report.locked],
                 "reasons": report.reasons,
+                "wal": [w.__dict__ for w in wal],
                 "dry_run": dry_run,
             }
         )
@@ -227,6 +230,12 @@ def forget(
     console.print(
         f"{len(report.kept)} kept, {len(report.removed)} {verb.split()[-1]}, {len(report.locked)} locked"
     )
+    for w in wal:
+        if w.removed or w.locked:
+            console.print(
+                f"{w.asset}: {verb} {len(w.removed)} WAL files before {w.before} (the oldest kept base "
+                f"backup's start)" + (f", {len(w.locked)} kept by Object Lock" if w.locked else "")
+            )
 
 
 @app.command()

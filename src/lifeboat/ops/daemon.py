@@ -181,6 +181,7 @@ def _retention(policy: Any) -> Callable[[], int]:
     def run() -> int:
         repo = runtime.open_for_read(policy, runtime.Credentials(), purpose="retention")
         repo.forget(runtime.keep_rules(policy))
+        runtime.expire_wal(policy, repo)
         removed: int = repo.prune().bytes_removed
         return -removed
 

@@ -22,6 +22,7 @@ from lifeboat.errors import (
     IntegrityError,
     KeyError_,
     LifeboatError,
+    LockedError,
     NotFoundError,
 )
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -431,6 +432,20 @@ class Repository:
 
     def delete_ref(self, namespace: str, name: str) -> None:
         self.storage.delete(ref_name(namespace, name))
+
+    def forget_refs(self, namespace: str, names: list[str]) -> tuple[list[str], list[str]]:
+        """Delete refs under the exclusive lock (as forget does); their chunks go at the next
+        prune. Returns (removed, kept because Object Lock protects them)."""
+        removed: list[str] = []
+        locked: list[str] = []
+        with RepoLock(self.storage, exclusive=True, operation="forget refs"):
+            for name in names:
+                try:
+                    self.delete_ref(namespace, name)
+                    removed.append(name)
+                except LockedError:
+                    locked.append(name)
+        return removed, locked
 
     # -- records ------------------------------------------------------------------------------------
 

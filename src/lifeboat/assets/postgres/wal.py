@@ -190,3 +190,40 @@ def drain_spool(repo: Repository, asset: str, spool: Path, workers: int = 4) -> 
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(push, names))
             pushed += len(names)
+
+
+@dataclass
+class WalExpiry:
+    asset: str
+    before: str | None = None  # segments numbered below this one's are no longer needed
+    removed: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
+
+
+def expire_wal(repo: Repository, asset: str, *, dry_run: bool = False) -> WalExpiry:
+    """Forget archived and streamed WAL older than the oldest remaining base backup's start:
+    replay from any kept backup begins at its own start segment, so nothing earlier can be
+    needed. History files stay (they are tiny and describe every timeline). With no base
+    backup left, nothing is expired."""
+    from lifeboat.assets.postgres.stream import stream_namespace
+
+    report = WalExpiry(asset)
+    bases = [s for s in repo.snapshots(asset) if "start_lsn" in s.labels]
+    if not bases:
+        return report
+    starts = [segment_of(parse_lsn(s.labels["start_lsn"]), int(s.labels.get("timeline", "1"))) for s in bases]
+    first = min(starts, key=lambda seg: seg.number)
+    oldest, report.before = first.number, first.name
+    for ns in (namespace(asset), stream_namespace(asset)):
+        expired = []
+        for name in repo.list_ref_names(ns):
+            seg = Segment.parse(name[:24])
+            if seg is not None and not is_history(name) and seg.number < oldest:
+                expired.append(name)
+        if dry_run:
+            report.removed += expired
+        elif expired:
+            removed, locked = repo.forget_refs(ns, expired)
+            report.removed += removed
+            report.locked += locked
+    return report
