@@ -53,8 +53,11 @@ test: venv pg lint unit
 demo: venv pg pg-access
 	$(BIN)/lifeboat demo
 
+# Benchmarks against restic, pgBackRest and pg_basebackup (installed with apt when missing).
 bench: venv pg
 	$(BIN)/python bench/repo.py
+	$(BIN)/python bench/pg.py
+	$(BIN)/python bench/objects.py
 
 clean:
 	rm -rf demo-sandbox bench/out .mypy_cache .ruff_cache

@@ -102,6 +102,13 @@ class Window(BaseModel):
         candidate = after.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
         return candidate if candidate >= after else candidate + timedelta(days=1)
 
+    def end_after(self, moment: datetime) -> datetime:
+        """When the window occurrence holding ``moment`` closes (the next close otherwise)."""
+        end = moment.replace(
+            hour=self.end.hour, minute=self.end.minute, second=self.end.second, microsecond=0
+        )
+        return end if end > moment else end + timedelta(days=1)
+
     def length(self) -> timedelta:
         start = timedelta(hours=self.start.hour, minutes=self.start.minute)
         end = timedelta(hours=self.end.hour, minutes=self.end.minute)
@@ -177,6 +184,9 @@ class _AssetBase(_Model):
     class_: str = Field(alias="class")
     schedule: str | None = None
     window: Window | None = None
+    # heavy jobs: the daemon stops the backup cleanly when the window closes (the next
+    # run reuses what was uploaded) instead of letting it run on into peak hours
+    stop_at_window_end: bool = False
 
     @field_validator("window", mode="before")
     @classmethod

@@ -322,3 +322,32 @@ def test_wal_archive_backlog_counts_ready_segments_and_the_spool(tmp_path):
     (spool / ".drain.lock").touch()
     backlog = wal_archive_backlog(pgdata, spool, now=now)
     assert backlog.segments == 2 and 39 <= backlog.lag_s <= 41
+
+
+def test_a_heavy_backup_is_stopped_cleanly_when_its_window_closes(tmp_path):
+    from lifeboat.ops.daemon import Daemon, Job, _backup_until_window_end
+    from lifeboat.policy import load_policy
+
+    policy_path = write_policy(tmp_path, "http://127.0.0.1:9/none")
+    for i in range(16):
+        (tmp_path / "in" / f"big{i}").write_bytes(os.urandom(64 << 20))
+    run = [sys.executable, "-m", "lifeboat", "--config", str(policy_path)]
+    subprocess.run(
+        [*run, "init", "--recovery-key-out", str(tmp_path / "r.key")], check=True, capture_output=True
+    )
+    policy = load_policy(policy_path)
+    now = datetime.now()
+    closes = (now + timedelta(seconds=1.5)).time()
+    window = Window(start=(now - timedelta(hours=1)).time().replace(microsecond=0), end=closes)
+    job = Job("backup:inwin", "inwin", _backup_until_window_end(policy, "inwin", window), window=window)
+    started = time.monotonic()
+    Daemon(policy, jobs=[job]).run_job(job)
+    assert time.monotonic() - started < 30
+    runs = [json.loads(line) for line in (tmp_path / ".lifeboat" / "runs.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in runs] == ["stopped"] and "end of its window" in runs[0]["error"]
+    snapshots = subprocess.run([*run, "snapshots", "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(snapshots.stdout) == []  # nothing half-committed
+    assert not list((tmp_path / "repo" / "locks").glob("*"))  # the child released its lock
+    check = subprocess.run([*run, "check", "--read-data", "--recovery-key", str(tmp_path / "r.key")])
+    assert check.returncode == 0
+    subprocess.run([*run, "backup", "inwin"], check=True, capture_output=True)  # the next run completes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -55,7 +56,12 @@ def _register() -> None:
     )
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: locks released, nothing half-committed
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
     _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -13,6 +13,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -95,9 +97,12 @@ def build_jobs(policy: Any) -> list[Job]:
 
     for name, asset in policy.assets.items():
         if asset.schedule:
-            jobs.append(
-                Job(f"backup:{name}", name, backup(name), schedule=asset.schedule, window=asset.window)
+            run = (
+                _backup_until_window_end(policy, name, asset.window)
+                if asset.stop_at_window_end and asset.window is not None
+                else backup(name)
             )
+            jobs.append(Job(f"backup:{name}", name, run, schedule=asset.schedule, window=asset.window))
         if asset.kind == "postgres" and asset.wal_async:
             jobs.append(Job(f"wal-drain:{name}", name, _wal_drain(policy, name), every=timedelta(seconds=10)))
         if asset.kind == "postgres":
@@ -124,6 +129,42 @@ def build_jobs(policy: Any) -> list[Job]:
     for name, drill in policy.drills.items():
         jobs.append(Job(f"drill:{name}", None, _drill(policy, name), every=drill.every))
     return jobs
+
+
+class StoppedAtWindowEnd(LifeboatError):
+    """A heavy backup stopped because its off-peak window closed."""
+
+
+def _backup_until_window_end(policy: Any, name: str, window: Any) -> Callable[[], int]:
+    """The backup in a child process, stopped with SIGTERM when the window closes: the
+    child unwinds (no snapshot, locks released) and the next run reuses what it uploaded."""
+
+    def run() -> int:
+        deadline = window.end_after(datetime.now())
+        cmd = [sys.executable, "-m", "lifeboat", "--config", str(policy.path), "backup", name, "--json"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while proc.poll() is None:
+            if datetime.now() >= deadline:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                raise StoppedAtWindowEnd(
+                    f"backup of {name} stopped at the end of its window {window}; "
+                    "the next run reuses what was uploaded"
+                )
+            time.sleep(0.2)
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise LifeboatError(
+                err.strip().splitlines()[0] if err.strip() else f"backup exited {proc.returncode}"
+            )
+        stored: int = json.loads(out)[0]["stats"]["stored_bytes"]
+        return stored
+
+    return run
 
 
 def _wal_drain(policy: Any, name: str) -> Callable[[], int]:
@@ -286,7 +327,7 @@ class Daemon:
                         job.asset,
                         started,
                         now_iso(),
-                        "failed",
+                        "stopped" if isinstance(exc, StoppedAtWindowEnd) else "failed",
                         round(time.monotonic() - t0, 3),
                         0,
                         attempt,
@@ -295,6 +336,9 @@ class Daemon:
                 )
                 self.metrics.job_runs.labels(job.name, "failed").inc()
                 self.log(f"{job.name}: attempt {attempt} failed: {message}")
+                if isinstance(exc, StoppedAtWindowEnd):
+                    self.alerts.fire(f"window-overrun:{job.name}", message)
+                    return  # not a failure to retry: it waits for the next window
                 if attempt <= retries and not self.state.stop.is_set():
                     time.sleep(min(2 ** (attempt - 1), 60))
                     continue

@@ -16,7 +16,7 @@ class Run:
     asset: str | None
     started: str
     finished: str
-    outcome: str  # ok | failed | abandoned
+    outcome: str  # ok | failed | stopped (window closed) | abandoned
     seconds: float
     bytes: int = 0
     attempt: int = 1
