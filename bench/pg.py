@@ -179,8 +179,7 @@ pg1-socket-path={work}/sock
     # 2% of the table's pages, every row on them (HOT: the new versions stay on the page)
     sql(
         dsn,
-        "update pgbench_accounts set abalance = abalance + 1 "
-        "where ((ctid::text::point)[0])::bigint % 50 = 0",
+        "update pgbench_accounts set abalance = abalance + 1 where ((ctid::text::point)[0])::bigint % 50 = 0",
     )
     sql(dsn, "checkpoint")
     runs["incr lifeboat"] = timed("lb incr", as_user([*lb, "backup", "db", "--json"]))
