@@ -318,3 +318,49 @@ def test_forget_expires_wal_older_than_the_oldest_kept_base_backup(pg):
         assert result["ok"] and labels(pg, target, port) == ["after", "first", "second"]
     finally:
         pg.stop_restored(target)
+
+
+def test_tablespace_is_restored_inside_the_target_never_pointing_at_the_source(pg):
+    import os
+
+    from lifeboat.assets.postgres.cluster import chown_tree
+
+    pg.sql("insert into items (label) values ('base')")  # the policy's SQL check wants a row
+    location = pg.root / "tblspc"
+    location.mkdir()
+    chown_tree(location, pg.user)
+    pg.sql(f"create tablespace extra location '{location}'")
+    pg.sql("create table far (v text) tablespace extra")
+    pg.sql("insert into far values ('in the tablespace')")
+    pg.lb("backup", "db")
+    pg.sql("insert into far values ('after the backup')")
+    pg.switch_and_wait_archived()
+    before = sorted(p.name for p in location.rglob("*"))
+    target, port = pg.root / "with-tablespace", free_port()
+    result = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    try:
+        assert result["ok"], result
+        rows = pg.sql("select v from far order by v", pg.restored_dsn(target, port))
+        assert [r[0] for r in rows] == ["after the backup", "in the tablespace"]
+        (entry,) = list((target / "pg_tblspc").iterdir())
+        assert not entry.is_symlink() and str(location) not in os.path.realpath(entry)
+    finally:
+        pg.stop_restored(target)
+    assert sorted(p.name for p in location.rglob("*")) == before  # the source was not touched
+
+
+def test_restore_to_a_transaction_id(pg):
+    pg.sql("insert into items (label) values ('base')")
+    pg.lb("backup", "db")
+    xid = pg.sql("insert into items (label) values ('A') returning xmin::text")[0][0]
+    pg.sql("insert into items (label) values ('B')")
+    pg.switch_and_wait_archived()
+    target, port = pg.root / "to-xid", free_port()
+    result = pg.lb_json(
+        "restore", "db", "--target", str(target), "--port", str(port), "--start", "--xid", xid
+    )
+    try:
+        assert result["ok"] and result["recovery_target"] == f"xid {xid}"
+        assert labels(pg, target, port) == ["A", "base"]  # the target transaction included, B not
+    finally:
+        pg.stop_restored(target)

@@ -272,6 +272,11 @@ def restore_postgres(
         staged = stager.submit(fetch_wal)
         t0 = time.monotonic()
         repo.reader(base).restore_tree(target, force=True, progress=progress)
+        # Tablespaces were captured inline (pg_tblspc/<oid> as directories). The backup's
+        # tablespace_map would make PostgreSQL replace them with symlinks to the *source*
+        # server's tablespace locations: drop it, so the restore stays self-contained.
+        (target / "tablespace_map").unlink(missing_ok=True)
+        inline_tablespaces = any((target / "pg_tblspc").glob("*"))
         for name in EXCLUDED_DIR_CONTENTS:
             (target / name).mkdir(mode=0o700, exist_ok=True)
         (target / "pg_wal" / "archive_status").mkdir(mode=0o700, exist_ok=True)
@@ -290,6 +295,8 @@ def restore_postgres(
             fh.write(f"port = {port}\n")
         if options.get("archive") is False:
             fh.write("archive_mode = off\n")
+        if inline_tablespaces:  # directories in pg_tblspc, not symlinks (PostgreSQL 15+)
+            fh.write("allow_in_place_tablespaces = on\n")
         socket_dir = Path(f"{target.parent}/.{target.name}.sock")
         fh.write(f"unix_socket_directories = '{socket_dir}'\n")
     (target / "recovery.signal").touch()
