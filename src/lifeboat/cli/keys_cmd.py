@@ -132,14 +132,15 @@ def rotate_recovery(
     if key_out is not None:
         new.save(key_out)
         result["recovery_key"] = str(key_out)
-    name, record = rotation_record(reader, current, new)
-    reader.put_record(name, record)
     if shares_out is not None:
         written = split_recovery_key(
             policy, reader, new, shares_out, split.threshold, split.custodians, split.passphrases
         )
         result["shares_dir"] = str(shares_out)
         result["shares"] = [str(p) for p in written]
+    # Linked last: a failure above leaves the chain as it was (the old key stays the newest).
+    name, record = rotation_record(reader, current, new)
+    reader.put_record(name, record)
     result["recovery_fingerprint"] = new.fingerprint()
     result["previous_recovery_fingerprint"] = current.fingerprint()
     return new

@@ -321,22 +321,23 @@ class Daemon:
                 return
             except Exception as exc:
                 message = exc.message if isinstance(exc, LifeboatError) else f"{type(exc).__name__}: {exc}"
+                outcome = "stopped" if isinstance(exc, StoppedAtWindowEnd) else "failed"
                 self.history.record(
                     Run(
                         job.name,
                         job.asset,
                         started,
                         now_iso(),
-                        "stopped" if isinstance(exc, StoppedAtWindowEnd) else "failed",
+                        outcome,
                         round(time.monotonic() - t0, 3),
                         0,
                         attempt,
                         message,
                     )
                 )
-                self.metrics.job_runs.labels(job.name, "failed").inc()
-                self.log(f"{job.name}: attempt {attempt} failed: {message}")
-                if isinstance(exc, StoppedAtWindowEnd):
+                self.metrics.job_runs.labels(job.name, outcome).inc()
+                self.log(f"{job.name}: attempt {attempt} {outcome}: {message}")
+                if outcome == "stopped":
                     self.alerts.fire(f"window-overrun:{job.name}", message)
                     return  # not a failure to retry: it waits for the next window
                 if attempt <= retries and not self.state.stop.is_set():

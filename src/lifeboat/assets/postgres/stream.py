@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -177,10 +176,3 @@ class WalStreamer:
                 self._shipped_partial[segment] = digest
                 self.stats.partial_versions += 1
                 self.stats.last_flush = when_ms / 1000
-
-
-def pg_receivewal_available(pg_bin: Path | None = None) -> bool:
-    try:
-        return (find_pg_bin(pg_bin) / "pg_receivewal").exists() or bool(shutil.which("pg_receivewal"))
-    except LifeboatError:
-        return False
