@@ -90,7 +90,11 @@ class BlobWriter:
     def store_stream(
         self, stream: IO[bytes], chunk_size: int, progress: ProgressSink, digest: Any = None
     ) -> tuple[list[str], int, str]:
-        """Chunk a stream in parallel; return (chunk ids, size, sha256 hex)."""
+        """Chunk a stream in parallel; return (chunk ids, size, sha256 hex).
+
+        A stream that fits in one block (most media objects, small files) is stored in the
+        calling thread: handing it to the pool and waiting costs more than storing it, and
+        callers with many small streams already run several of them at once."""
         sha = hashlib.sha256()
         futures: list[Future[str]] = []
         size = 0
@@ -99,6 +103,9 @@ class BlobWriter:
             if digest is not None:
                 digest.update(block)
             size += len(block)
+            if not futures and len(block) < chunk_size:
+                progress.advance(len(block))
+                return [self.store(block)], size, sha.hexdigest()
             futures.append(self.submit(block))
             progress.advance(len(block))
         return [f.result() for f in futures], size, sha.hexdigest()

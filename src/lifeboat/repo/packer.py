@@ -80,14 +80,16 @@ class Packer:
         return stored
 
     def _submit(self, pack: _OpenPack) -> None:
-        pack_id, data, entry = pack.finish()
         self._slots.acquire()
-        future = self._pool.submit(self._upload, pack_id, data, entry)
+        future = self._pool.submit(self._upload, pack)
         with self._lock:
             self._futures.append(future)
 
-    def _upload(self, pack_id: str, data: bytes, entry: PackEntry) -> None:
+    def _upload(self, pack: _OpenPack) -> None:
+        # Finishing (joining and hashing 8 MiB) happens here, not in the thread that filled
+        # the pack, so that thread goes back to chunking at once.
         try:
+            pack_id, data, entry = pack.finish()
             self.storage.put(pack_name(pack_id), data)
             self.on_uploaded(entry, len(data))
         except BaseException as exc:
