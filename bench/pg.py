@@ -74,8 +74,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=int, default=150)
     parser.add_argument("--wal-gb", type=float, default=1.0)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory for --restore-only")
+    parser.add_argument(
+        "--restore-only", type=Path, metavar="WORKDIR", help="repeat only the restores of a kept run"
+    )
     args = parser.parse_args()
     pgbackrest = apt_install("pgbackrest", "pgbackrest")
+    if args.restore_only:
+        restores(args.restore_only.resolve(), pgbackrest)
+        return
     work = Path(tempfile.mkdtemp(prefix="lb-bench-pg-", dir="/var/tmp"))
     os.chmod(work, 0o755)
     chown_tree(work, USER)
@@ -223,15 +230,7 @@ pg1-socket-path={work}/sock
     wait_archived(dsn, timeout=3600)
     stop.set()
     cluster.stop()
-    runs["restore lifeboat"] = restore_and_promote(
-        "lb restore",
-        [*lb, "restore", "db", "--target", str(work / "restore-lb"), "--latest"],
-        work / "restore-lb",
-        bin_dir,
-    )
-    runs["restore pgbackrest"] = restore_and_promote(
-        "br restore", [*br, f"--pg1-path={work / 'restore-br'}", "restore"], work / "restore-br", bin_dir
-    )
+    runs.update(restores(work, pgbackrest))
     rows = [[name, f"{r.seconds:.1f}", f"{r.peak_rss_mb:.0f}"] for name, r in runs.items()]
     print_table(["step", "seconds", "peak RSS MB"], rows)
     s = {k: v.seconds for k, v in runs.items()}
@@ -255,8 +254,34 @@ pg1-socket-path={work}/sock
         f"WAL archived during the 2% update: lifeboat {wal_both[0] / 1e6:.0f} MB, "
         f"pgBackRest {wal_both[1] / 1e6:.0f} MB"
     )
-    if "--keep" not in sys.argv:
+    if args.keep:
+        print(f"kept {work}: repeat the restores with --restore-only {work}")
+    else:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def restores(work: Path, pgbackrest: str) -> dict[str, Run]:
+    """Restore to latest with each tool (the source cluster is stopped), timed the same way."""
+    bin_dir = PgCluster(work / "pgdata", 0, work / "sock").pg_bin
+    lb = [sys.executable, "-m", "lifeboat", "--config", str(work / "lifeboat.toml")]
+    br = [pgbackrest, f"--config={work / 'pgbackrest.conf'}", "--stanza=bench"]
+    for name in ("restore-lb", "restore-br"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    runs = {
+        "restore lifeboat": restore_and_promote(
+            "lb restore",
+            [*lb, "restore", "db", "--target", str(work / "restore-lb"), "--latest"],
+            work / "restore-lb",
+            bin_dir,
+        ),
+        "restore pgbackrest": restore_and_promote(
+            "br restore", [*br, f"--pg1-path={work / 'restore-br'}", "restore"], work / "restore-br", bin_dir
+        ),
+    }
+    print(runs["restore lifeboat"].output.strip()[-600:])
+    lb_s, br_s = runs["restore lifeboat"].seconds, runs["restore pgbackrest"].seconds
+    print(f"restore with replay: lifeboat {lb_s:.1f} s, pgBackRest {br_s:.1f} s = {br_s / lb_s:.2f}x")
+    return runs
 
 
 if __name__ == "__main__":

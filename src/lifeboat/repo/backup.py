@@ -88,27 +88,34 @@ class BlobWriter:
         return future
 
     def store_stream(
-        self, stream: IO[bytes], chunk_size: int, progress: ProgressSink, digest: Any = None
+        self,
+        stream: IO[bytes],
+        chunk_size: int,
+        progress: ProgressSink,
+        digest: Any = None,
+        *,
+        sha256: bool = True,
     ) -> tuple[list[str], int, str]:
-        """Chunk a stream in parallel; return (chunk ids, size, sha256 hex).
+        """Chunk a stream in parallel; return (chunk ids, size, sha256 hex or "").
 
         A stream that fits in one block (most media objects, small files) is stored in the
         calling thread: handing it to the pool and waiting costs more than storing it, and
         callers with many small streams already run several of them at once."""
-        sha = hashlib.sha256()
+        sha = hashlib.sha256() if sha256 else None
         futures: list[Future[str]] = []
         size = 0
         for block in read_blocks(stream, chunk_size):
-            sha.update(block)
+            if sha is not None:
+                sha.update(block)
             if digest is not None:
                 digest.update(block)
             size += len(block)
             if not futures and len(block) < chunk_size:
                 progress.advance(len(block))
-                return [self.store(block)], size, sha.hexdigest()
+                return [self.store(block)], size, sha.hexdigest() if sha else ""
             futures.append(self.submit(block))
             progress.advance(len(block))
-        return [f.result() for f in futures], size, sha.hexdigest()
+        return [f.result() for f in futures], size, sha.hexdigest() if sha else ""
 
     def finish(self) -> None:
         self.packer.flush()
@@ -136,8 +143,10 @@ class BackupSession:
         progress: ProgressSink = NO_PROGRESS,
         host: str | None = None,
         use_parent_cache: bool = True,
+        file_sha256: bool = True,
     ) -> None:
         self.repo = repo
+        self.file_sha256 = file_sha256
         self.asset = asset
         self.kind = kind
         self.labels = dict(labels or {})
@@ -234,7 +243,9 @@ class BackupSession:
             reused = self.reuse(path, identity)
             if reused is not None:
                 return reused
-        chunks, size, sha = self.writer.store_stream(stream, self.chunk_size, self.progress)
+        chunks, size, sha = self.writer.store_stream(
+            stream, self.chunk_size, self.progress, sha256=self.file_sha256
+        )
         entry = Entry(
             path=path,
             type="file",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,7 +92,7 @@ class SnapshotReader:
         workers: int = 8,
         chown: bool | None = None,
     ) -> RestoreStats:
-        """Write the snapshot's tree into ``target``; verifies every file's SHA-256."""
+        """Write the snapshot's tree into ``target``, every chunk authenticated and id-checked."""
         import time
 
         started = time.monotonic()
@@ -106,38 +105,13 @@ class SnapshotReader:
         target.mkdir(parents=True, exist_ok=True)
         stats = RestoreStats()
         do_chown = os.geteuid() == 0 if chown is None else chown
-        lock = threading.Lock()
         dirs = [e for e in entries if e.type == "dir"]
         for entry in dirs:
             (target / safe_relative(entry.path)).mkdir(parents=True, exist_ok=True)
             stats.dirs += 1
 
-        def restore_file(entry: Entry) -> None:
-            dest = target / safe_relative(entry.path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.is_symlink() or (dest.exists() and not dest.is_file()):
-                dest.unlink()
-            sha = hashlib.sha256()
-            tmp = dest.with_name(f".{dest.name}.lifeboat-restore")
-            with open(tmp, "wb") as fh:
-                for chunk in self.open(entry):
-                    sha.update(chunk)
-                    fh.write(chunk)
-                    progress.advance(len(chunk))
-            if entry.sha256 and sha.hexdigest() != entry.sha256:
-                tmp.unlink(missing_ok=True)
-                raise IntegrityError(f"restored {entry.path} does not match its recorded SHA-256")
-            os.replace(tmp, dest)
-            apply_metadata(dest, entry, do_chown)
-            with lock:
-                stats.files += 1
-                stats.verified += 1
-                stats.bytes += entry.size
-
         files = [e for e in entries if e.type == "file"]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(restore_file, e) for e in files]:
-                future.result()
+        _ChunkWriter(self.repo, target, stats, progress, do_chown, workers).write(files)
         for entry in entries:
             if entry.type == "symlink":
                 dest = target / safe_relative(entry.path)
@@ -153,6 +127,130 @@ class SnapshotReader:
             apply_metadata(target / safe_relative(entry.path), entry, do_chown)
         stats.seconds = round(time.monotonic() - started, 3)
         return stats
+
+
+class _ChunkWriter:
+    """Writes files chunk by chunk at known offsets, in parallel across and within files.
+
+    One bounded pool does every chunk of every file: a 1 GiB relation file restores as fast
+    as a thousand small ones, and no per-file pools fight for the interpreter. Files are
+    opened when their first chunk is scheduled and closed by whichever worker writes their
+    last, so open descriptors stay bounded by the in-flight window.
+
+    Each chunk is authenticated and checked against its keyed BLAKE3 id as it is read, and
+    the authenticated tree lists every file's chunk ids in order, so a file assembled from
+    verified chunks is byte for byte the file that was backed up: hashing it again (the
+    recorded SHA-256) would add CPU, not assurance. The recorded sizes are still checked.
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        target: Path,
+        stats: RestoreStats,
+        progress: ProgressSink,
+        chown: bool,
+        workers: int,
+    ) -> None:
+        self.repo = repo
+        self.target = target
+        self.stats = stats
+        self.progress = progress
+        self.chown = chown
+        self.workers = max(2, min(workers, (os.cpu_count() or 2) + 1))
+        self._lock = threading.Lock()
+        self._open: dict[str, _OpenFile] = {}
+
+    def write(self, files: list[Entry]) -> None:
+        window = threading.Semaphore(self.workers * 4)  # chunks held in memory at once
+        futures: list[Future[None]] = []
+        failed = threading.Event()
+
+        def settle(future: Future[None]) -> None:
+            window.release()
+            if future.exception() is not None:
+                failed.set()
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool:
+                for entry in files:
+                    if failed.is_set():
+                        break
+                    handle = self._start(entry)
+                    if handle is None:
+                        continue
+                    offset = 0
+                    for chunk_id, length in zip(entry.chunks, handle.lengths, strict=True):
+                        window.acquire()
+                        future = pool.submit(self._write_chunk, handle, chunk_id, offset)
+                        future.add_done_callback(settle)
+                        futures.append(future)
+                        offset += length
+                for future in futures:
+                    future.result()
+        finally:
+            for handle in list(self._open.values()):
+                os.close(handle.fd)
+                handle.tmp.unlink(missing_ok=True)
+            self._open.clear()
+
+    def _start(self, entry: Entry) -> _OpenFile | None:
+        dest = self.target / safe_relative(entry.path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink() or (dest.exists() and not dest.is_file()):
+            dest.unlink()
+        tmp = dest.with_name(f".{dest.name}.lifeboat-restore")
+        lengths = [self._raw_length(c) for c in entry.chunks]
+        if sum(lengths) != entry.size:
+            raise IntegrityError(f"chunks of {entry.path} do not add up to its recorded size")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        handle = _OpenFile(entry, dest, tmp, fd, lengths, len(entry.chunks))
+        if not entry.chunks:
+            self._finish(handle)
+            return None
+        with self._lock:
+            self._open[entry.path] = handle
+        return handle
+
+    def _raw_length(self, chunk_id: str) -> int:
+        loc = self.repo.index().get(chunk_id) or self.repo.index(refresh=True).get(chunk_id)
+        if loc is None:
+            raise IntegrityError(f"chunk {chunk_id[:16]} is missing from the repository")
+        return loc.raw_length
+
+    def _write_chunk(self, handle: _OpenFile, chunk_id: str, offset: int) -> None:
+        data = self.repo.read_blob(chunk_id)
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(handle.fd, view, offset)
+            view, offset = view[written:], offset + written
+        self.progress.advance(len(data))
+        with self._lock:
+            handle.remaining -= 1
+            done = handle.remaining == 0
+            if done:
+                self._open.pop(handle.entry.path, None)
+        if done:
+            self._finish(handle)
+
+    def _finish(self, handle: _OpenFile) -> None:
+        os.close(handle.fd)
+        os.replace(handle.tmp, handle.dest)
+        apply_metadata(handle.dest, handle.entry, self.chown)
+        with self._lock:
+            self.stats.files += 1
+            self.stats.verified += 1
+            self.stats.bytes += handle.entry.size
+
+
+@dataclass
+class _OpenFile:
+    entry: Entry
+    dest: Path
+    tmp: Path
+    fd: int
+    lengths: list[int]
+    remaining: int
 
 
 def apply_metadata(dest: Path, entry: Entry, chown: bool) -> None:

@@ -250,7 +250,11 @@ class Repository:
         progress: ProgressSink = NO_PROGRESS,
         host: str | None = None,
         use_parent_cache: bool = True,
+        file_sha256: bool = True,
     ) -> BackupSession:
+        """``file_sha256=False`` records no whole-file SHA-256: the ordered chunk ids (keyed
+        BLAKE3, checked on every read) already pin each file's content, and hashing every
+        byte a second time is a fifth of a large database backup's CPU."""
         return BackupSession(
             self,
             asset=asset,
@@ -260,6 +264,7 @@ class Repository:
             progress=progress,
             host=host,
             use_parent_cache=use_parent_cache,
+            file_sha256=file_sha256,
         )
 
     def parent_cache_path(self, asset: str) -> Path | None:
@@ -376,7 +381,7 @@ class Repository:
             writer = BlobWriter(self, None, workers=self.workers)
             try:
                 info.chunks, _, _ = writer.store_stream(
-                    io.BytesIO(content), chunk_size or self.chunk_size, NO_PROGRESS
+                    io.BytesIO(content), chunk_size or self.chunk_size, NO_PROGRESS, sha256=False
                 )
                 writer.finish()
             finally:

@@ -158,7 +158,10 @@ def _copy(
     items = walk_pgdata(pgdata)
     progress.start(sum(st.st_size for _, _, st in items if stat.S_ISREG(st.st_mode)))
     chunk = asset.chunk_size or CHUNK_SIZE
-    with repo.backup(asset.name, "postgres", chunk_size=chunk, progress=progress) as session:
+    # The per-file manifest is the ordered list of chunk MACs (see Repository.backup)
+    with repo.backup(
+        asset.name, "postgres", chunk_size=chunk, progress=progress, file_sha256=False
+    ) as session:
         regular = []
         for rel, path, st in items:
             if not rel:

@@ -49,7 +49,11 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
     assert proc.stdout is not None
     label = ""
     with repo.backup(
-        asset.name, "postgres", chunk_size=asset.chunk_size or CHUNK_SIZE, progress=progress
+        asset.name,
+        "postgres",
+        chunk_size=asset.chunk_size or CHUNK_SIZE,
+        progress=progress,
+        file_sha256=False,
     ) as s:
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
