@@ -203,6 +203,29 @@ def test_corrupt_chunk_names_snapshot_and_file(repo_keys, tmp_path):
         Repository.open(storage, recovery_key=recovery).reader(info).read(entry)
 
 
+def test_restore_with_a_corrupt_chunk_fails_and_leaves_no_partial_file(repo_keys, tmp_path):
+    storage, repo, _, recovery = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "victim.bin").write_bytes(os.urandom(5 << 20))
+    for i in range(40):
+        (src / f"small-{i}.txt").write_text(f"file {i}\n")
+    info = backup_paths(repo, "files", [src])
+    reader = Repository.open(storage, recovery_key=recovery)
+    entry = next(e for e in reader.reader(info).entries() if e.path.endswith("victim.bin"))
+    loc = reader.index().get(entry.chunks[2])
+    name = f"data/{loc.pack[:2]}/{loc.pack}"
+    damaged = bytearray(storage.get(name))
+    damaged[loc.offset + 40] ^= 0xFF
+    _replace(storage, name, bytes(damaged))
+    target = tmp_path / "out"
+    with pytest.raises(IntegrityError):
+        restore_snapshot(Repository.open(storage, recovery_key=recovery), info, target)
+    leftovers = [p.name for p in target.rglob("*") if p.name.endswith(".lifeboat-restore")]
+    assert leftovers == []
+    assert not (target / "src" / "victim.bin").exists()
+
+
 def test_refs_are_idempotent_and_never_overwritten(repo_keys):
     storage, repo, _, recovery = repo_keys
     first = repo.put_ref("wal/db", "000000010000000000000001", b"segment" * 1000)
