@@ -93,7 +93,8 @@ class RichProgress(ProgressSink):
         self._progress.update(self._task, total=total_bytes)
 
     def advance(self, nbytes: int) -> None:
-        self._progress.advance(self._task, nbytes)
+        if self._enabled:  # called per chunk and per object: a disabled bar must cost nothing
+            self._progress.advance(self._task, nbytes)
 
     def note(self, message: str) -> None:
         self._progress.update(self._task, description=message)

@@ -154,7 +154,7 @@ class BackupSession:
         self.progress = progress
         self.host = host or socket.gethostname()
         self.entries: list[Entry] = []
-        self._identities: dict[str, dict[str, Any]] = {}
+        self._identities: dict[str, Entry] = {}
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._repo_lock = RepoLock(repo.storage, exclusive=False, operation=f"backup {asset}")
@@ -205,7 +205,7 @@ class BackupSession:
         with self._lock:
             self.entries.append(entry)
             if identity is not None:
-                self._identities[identity] = entry.to_json()
+                self._identities[identity] = entry  # serialised once, at commit
             if entry.type == "file":
                 self.writer.stats.files += 1
             elif entry.type == "dir":
@@ -317,18 +317,21 @@ class BackupSession:
 
     # -- commit -------------------------------------------------------------------------
 
-    def _store_tree(self) -> list[str]:
+    def _store_tree(self) -> tuple[list[str], dict[int, dict[str, Any]]]:
+        """Store the tree; returns its blob ids and each entry's JSON (by ``id(entry)``)."""
         entries = sorted(self.entries, key=lambda e: e.path)
-        raw = json.dumps({"entries": [e.to_json() for e in entries]}, separators=(",", ":")).encode()
-        return [
+        as_json = [e.to_json() for e in entries]
+        raw = json.dumps({"entries": as_json}, separators=(",", ":")).encode()
+        ids = [
             self.writer.store(raw[i : i + self.chunk_size], BLOB_TREE)
             for i in range(0, max(len(raw), 1), self.chunk_size)
         ]
+        return ids, {id(e): j for e, j in zip(entries, as_json, strict=True)}
 
     def commit(self) -> SnapshotInfo:
         writer = self.writer
         writer.finish()  # data packs and their index first
-        tree = self._store_tree()
+        tree, as_json = self._store_tree()
         writer.finish()  # then the tree's pack and index
         writer.stats.seconds = round(time.monotonic() - self._started, 3)
         info = SnapshotInfo(
@@ -346,6 +349,6 @@ class BackupSession:
         snapshot_id, data = encode_snapshot(info, self.repo.keyring)
         info.id = snapshot_id
         self.repo.storage.put(snapshot_name(snapshot_id), data)  # the commit point
-        self._parents.save(self._identities)
+        self._parents.save({identity: as_json[id(e)] for identity, e in self._identities.items()})
         self._committed = info
         return info

@@ -1,12 +1,14 @@
 """Packing: encrypted blobs collected into pack files and uploaded in the background.
 
-Each worker thread fills its own open pack (its own data key), so encryption runs in
-parallel without a shared lock; full packs are uploaded by a small I/O pool.
+Threads share a fixed set of open packs (each with its own data key), so encryption runs
+in parallel without a shared lock; full packs are uploaded by a small I/O pool.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,12 +38,20 @@ class _OpenPack:
     def finish(self) -> tuple[str, bytes, PackEntry]:
         self.parts.append(pack_trailer(self.blobs))
         data = b"".join(self.parts)
+        self.parts = []  # the joined copy is all the upload needs: don't hold the pack twice
         pack_id = hashlib.sha256(data).hexdigest()
         return pack_id, data, {"id": pack_id, "blobs": [list(b) for b in self.blobs]}
 
 
 class Packer:
-    """Thread-safe: ``add`` may be called from many threads at once."""
+    """Thread-safe: ``add`` may be called from many threads at once.
+
+    A fixed set of open packs (one per core, plus one) is shared by all threads: a thread
+    takes a free pack, seals its blob into it and gives it back. Encryption runs in
+    parallel without a shared lock, and memory stays bounded however many I/O threads
+    feed the packer (a pack per thread meant 32 open 8 MiB packs behind 32 downloads).
+    Full packs are finished and uploaded by a small I/O pool.
+    """
 
     def __init__(
         self,
@@ -50,13 +60,16 @@ class Packer:
         pack_size: int,
         on_uploaded: Callable[[PackEntry, int], None],
         max_inflight: int = 4,
+        open_packs: int | None = None,
     ) -> None:
         self.storage = storage
         self.keyring = keyring
         self.pack_size = pack_size
         self.on_uploaded = on_uploaded
-        self._local = threading.local()
-        self._open: dict[int, _OpenPack] = {}
+        self._slots_total = open_packs or (os.cpu_count() or 2) + 1
+        self._free: queue.SimpleQueue[_OpenPack | None] = queue.SimpleQueue()
+        for _ in range(self._slots_total):
+            self._free.put(None)
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(max_inflight)
         self._pool = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="upload")
@@ -65,18 +78,16 @@ class Packer:
 
     def add(self, blob_id: str, btype: str, payload: bytes, raw_length: int) -> int:
         self._raise_pending()
-        pack: _OpenPack | None = getattr(self._local, "pack", None)
-        if pack is None:
-            pack = _OpenPack(self.keyring)
-            self._local.pack = pack
-            with self._lock:
-                self._open[threading.get_ident()] = pack
-        stored = pack.add(blob_id, btype, payload, raw_length)
-        if pack.size >= self.pack_size:
-            self._local.pack = None
-            with self._lock:
-                self._open.pop(threading.get_ident(), None)
-            self._submit(pack)
+        pack = self._free.get()
+        try:
+            if pack is None:
+                pack = _OpenPack(self.keyring)
+            stored = pack.add(blob_id, btype, payload, raw_length)
+            if pack.size >= self.pack_size:
+                full, pack = pack, None
+                self._submit(full)
+        finally:
+            self._free.put(pack)
         return stored
 
     def _submit(self, pack: _OpenPack) -> None:
@@ -103,16 +114,14 @@ class Packer:
             raise self._error
 
     def flush(self) -> None:
-        """Finish every open pack and wait until all packs are stored."""
-        with self._lock:
-            packs = list(self._open.values())
-            self._open.clear()
-        self._local.pack = None
+        """Finish every open pack and wait until all packs are stored. Call it when no
+        ``add`` is running: it takes every slot."""
+        packs = [self._free.get() for _ in range(self._slots_total)]
         for pack in packs:
-            if pack.blobs:
+            if pack is not None and pack.blobs:
                 self._submit(pack)
-        # Other threads' thread-local references are stale now; they must not add again.
-        self._local = threading.local()
+        for _ in range(self._slots_total):
+            self._free.put(None)
         with self._lock:
             futures, self._futures = self._futures, []
         for future in futures:

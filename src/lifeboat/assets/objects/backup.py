@@ -3,57 +3,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError
-
 from lifeboat.assets.objects.source import ObjectInfo, Source, open_source
-from lifeboat.errors import StorageError
+from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import BackupSession, Repository, SnapshotInfo
-
-ATTEMPTS = 5
-
-
-@dataclass
-class Counters:
-    objects: int = 0
-    downloaded: int = 0
-    reused: int = 0
-    bytes_downloaded: int = 0
-    retries: int = 0
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def add(self, **values: int) -> None:
-        with self._lock:
-            for key, value in values.items():
-                setattr(self, key, getattr(self, key) + value)
-
-
-def with_retries(what: str, fn: Any, counters: Counters) -> Any:
-    """Retry throttling, 5xx and dropped connections with exponential backoff."""
-    delay = 0.2
-    for attempt in range(ATTEMPTS):
-        try:
-            return fn()
-        except (StorageError, BotoCoreError, OSError, ValueError) as exc:
-            transient = not isinstance(exc, StorageError) or exc.transient
-            if not transient or attempt == ATTEMPTS - 1:
-                if isinstance(exc, StorageError):
-                    raise
-                raise StorageError(
-                    f"{what} kept failing after {ATTEMPTS} attempts: {type(exc).__name__}"
-                ) from None
-            counters.add(retries=1)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
 
 
 def object_meta(obj: ObjectInfo) -> dict[str, Any]:
@@ -103,9 +58,10 @@ def backup_objects(
     counters.objects = len(objects)
     progress.start(sum(o.size for o in objects))
     with repo.backup(asset.name, "objects", progress=progress) as session:
-        with ThreadPoolExecutor(max_workers=asset.workers) as pool:
-            for future in [pool.submit(_capture, session, source, o, counters) for o in objects]:
-                future.result()  # the first object that keeps failing aborts: no half snapshot
+        # the first object that keeps failing aborts: no half snapshot
+        run_batched(
+            lambda o: _capture(session, source, o, counters), objects, transfer_workers(source, asset)
+        )
         session.set_labels(
             {
                 "source": asset.source,

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import os
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,14 +271,20 @@ SPECIAL_SEGMENTS = {"": "%00", ".": "%2E", "..": "%2E%2E"}
 DECODE_SEGMENTS = {v: k for k, v in SPECIAL_SEGMENTS.items()}
 
 
-def key_to_path(key: str) -> Path:
+def key_to_relpath(key: str) -> str:
     """An object key as a relative path that cannot escape the directory: '.', '..' and
     empty segments become %-tokens and '%' is escaped, so the mapping is reversible."""
-    return Path(*(SPECIAL_SEGMENTS.get(seg) or seg.replace("%", "%25") for seg in key.split("/")))
+    return "/".join(SPECIAL_SEGMENTS.get(seg) or seg.replace("%", "%25") for seg in key.split("/"))
 
 
-def path_to_key(rel: Path) -> str:
-    return "/".join(DECODE_SEGMENTS[p] if p in DECODE_SEGMENTS else p.replace("%25", "%") for p in rel.parts)
+def key_to_path(key: str) -> Path:
+    return Path(key_to_relpath(key))
+
+
+def relpath_to_key(rel: str) -> str:
+    return "/".join(
+        DECODE_SEGMENTS[p] if p in DECODE_SEGMENTS else p.replace("%25", "%") for p in rel.split("/")
+    )
 
 
 class DirSource:
@@ -287,6 +293,7 @@ class DirSource:
     def __init__(self, url: str) -> None:
         self.url = url
         self.root = Path(urllib.parse.urlparse(url).path)
+        self._made: set[str] = set()  # directories known to exist
 
     def versioning(self) -> str:
         return "Unsupported"
@@ -294,23 +301,29 @@ class DirSource:
     def list_current(self) -> list[ObjectInfo]:
         if not self.root.is_dir():
             raise ConfigError(f"source directory {self.root} does not exist")
-        objects = []
-        for dirpath, _, files in os.walk(self.root):
-            for name in files:
-                if name.endswith(".lifeboat") and name.startswith("."):
-                    continue  # an upload in progress
-                path = Path(dirpath) / name
-                st = path.stat()
-                rel = path.relative_to(self.root)
-                objects.append(
-                    ObjectInfo(
-                        path_to_key(rel),
-                        st.st_size,
-                        f"{st.st_mtime_ns:x}-{st.st_ino:x}",
-                        datetime.fromtimestamp(st.st_mtime, UTC),
-                    )
-                )
+        objects: list[ObjectInfo] = []
+        self._scan(str(self.root), "", objects)
         return objects
+
+    def _scan(self, directory: str, prefix: str, out: list[ObjectInfo]) -> None:
+        # scandir and strings, not os.walk and Paths: a media tree has tens of thousands of files
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    self._scan(entry.path, rel + "/", out)
+                elif entry.is_file() and not (
+                    entry.name.startswith(".") and entry.name.endswith(".lifeboat")
+                ):
+                    st = entry.stat()
+                    out.append(
+                        ObjectInfo(
+                            relpath_to_key(rel),
+                            st.st_size,
+                            f"{st.st_mtime_ns:x}-{st.st_ino:x}",
+                            datetime.fromtimestamp(st.st_mtime, UTC),
+                        )
+                    )
 
     def list_versions(self) -> list[ObjectInfo]:
         return []
@@ -319,7 +332,7 @@ class DirSource:
         return obj
 
     def open(self, obj: ObjectInfo) -> BinaryIO:
-        return open(self.root / key_to_path(obj.key), "rb")
+        return open(os.path.join(self.root, key_to_relpath(obj.key)), "rb")
 
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
         return self.open(obj), obj
@@ -335,17 +348,52 @@ class DirSource:
         size: int | None = None,
         sha256: str | None = None,
     ) -> str | None:
-        """Write the file atomically; returns the SHA-256 of the bytes written."""
-        dest = self.root / key_to_path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.lifeboat")
+        """Write the file; returns the SHA-256 of the bytes written."""
         digest = hashlib.sha256()
-        with open(tmp, "wb") as fh:
-            for block in iter(lambda: stream.read(1 << 20), b""):
+
+        def hashed() -> Iterator[bytes]:
+            for block in iter_chunks(stream):
                 digest.update(block)
-                fh.write(block)
-        os.replace(tmp, dest)
+                yield block
+
+        self.write_chunks(key, hashed())
         return digest.hexdigest()
+
+    def write_chunks(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Write the file from its chunks; returns the number of bytes written.
+
+        The restore hot path: plain os calls and a cache of the directories made, because a
+        media tree is tens of thousands of small files."""
+        dest = os.path.join(self.root, key_to_relpath(key))
+        parent = os.path.dirname(dest)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+        # A new file is written in place (O_EXCL) and removed if the write fails; only an
+        # existing file is replaced through a temp name. Renames into one directory
+        # serialise on its lock: with a temp file per object, a many-small-objects restore
+        # spent a quarter of its time spinning in the kernel's rename.
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            path, replace = dest, False
+        except FileExistsError:
+            path, replace = os.path.join(parent, f".{os.path.basename(dest)}.lifeboat"), True
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        size = 0
+        try:
+            for chunk in chunks:
+                size += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        if replace:
+            os.replace(path, dest)
+        return size
 
     def sha256_of(self, key: str) -> str:
         digest = hashlib.sha256()

@@ -1,0 +1,80 @@
+"""Transfers of many objects: retries with backoff, counters, and a batched thread pool."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError
+
+from lifeboat.assets.objects.source import DirSource, Source
+from lifeboat.errors import StorageError
+
+T = TypeVar("T")
+BATCH = 16
+
+ATTEMPTS = 5
+
+
+@dataclass
+class Counters:
+    objects: int = 0
+    downloaded: int = 0
+    reused: int = 0
+    bytes_downloaded: int = 0
+    retries: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add(self, **values: int) -> None:
+        with self._lock:
+            for key, value in values.items():
+                setattr(self, key, getattr(self, key) + value)
+
+
+def with_retries(what: str, fn: Any, counters: Counters) -> Any:
+    """Retry throttling, 5xx and dropped connections with exponential backoff."""
+    delay = 0.2
+    for attempt in range(ATTEMPTS):
+        try:
+            return fn()
+        except (StorageError, BotoCoreError, OSError, ValueError) as exc:
+            transient = not isinstance(exc, StorageError) or exc.transient
+            if not transient or attempt == ATTEMPTS - 1:
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(
+                    f"{what} kept failing after {ATTEMPTS} attempts: {type(exc).__name__}"
+                ) from None
+            counters.add(retries=1)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def transfer_workers(source: Source, asset: Any) -> int:
+    """Network transfers wait on the store and want many threads; a local directory is
+    CPU-bound here, where threads beyond the cores only fight for the interpreter."""
+    if isinstance(source, DirSource):
+        return max(1, min(int(asset.workers), os.cpu_count() or 2))
+    return int(asset.workers)
+
+
+def run_batched(fn: Callable[[T], None], items: Sequence[T], workers: int, batch: int = BATCH) -> None:
+    """``fn`` over ``items`` on ``workers`` threads, a batch per task: one future per small
+    object cost more than storing it. The first exception is raised once all have run."""
+
+    def run(part: Sequence[T]) -> None:
+        for item in part:
+            fn(item)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run, items[i : i + batch]) for i in range(0, len(items), batch)]
+        for future in futures:
+            future.result()
