@@ -8,7 +8,6 @@ the next session indexes complete orphan packs and reuses their blobs.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import threading
@@ -17,6 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+import orjson
 
 from lifeboat.errors import LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -321,7 +322,7 @@ class BackupSession:
         """Store the tree; returns its blob ids and each entry's JSON (by ``id(entry)``)."""
         entries = sorted(self.entries, key=lambda e: e.path)
         as_json = [e.to_json() for e in entries]
-        raw = json.dumps({"entries": as_json}, separators=(",", ":")).encode()
+        raw = orjson.dumps({"entries": as_json})
         ids = [
             self.writer.store(raw[i : i + self.chunk_size], BLOB_TREE)
             for i in range(0, max(len(raw), 1), self.chunk_size)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import zstandard
 
 from lifeboat.errors import IntegrityError
@@ -99,7 +100,7 @@ def parse_pack_trailer(pack: bytes) -> list[tuple[str, str, int, int, int]]:
         raise IntegrityError("pack trailer is damaged (bad magic)")
     (length,) = struct.unpack(">I", pack[-8:-4])
     try:
-        body = json.loads(pack[-8 - length : -8])
+        body = orjson.loads(pack[-8 - length : -8])
         return [(str(b[0]), str(b[1]), int(b[2]), int(b[3]), int(b[4])) for b in body["blobs"]]
     except (ValueError, KeyError, TypeError):
         raise IntegrityError("pack trailer is damaged") from None
@@ -129,7 +130,7 @@ def decode_framed(magic: bytes, data: bytes, mac: Callable[[bytes], bytes], what
     if not hmac.compare_digest(tag, mac(body)):
         raise IntegrityError(f"{what} failed authentication (modified or corrupted)")
     try:
-        payload = json.loads(zstandard.ZstdDecompressor().decompress(body))
+        payload = orjson.loads(zstandard.ZstdDecompressor().decompress(body))
     except (ValueError, zstandard.ZstdError):
         raise IntegrityError(f"{what} is damaged") from None
     if not isinstance(payload, dict):

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from lifeboat.errors import IntegrityError, NotFoundError
 from lifeboat.repo.format import INDEX_MAGIC, BlobLocation, decode_framed, encode_framed, index_name
 from lifeboat.repo.keyring import Keyring
@@ -91,7 +93,7 @@ class IndexCache:
             return None
         path = self.directory / name.replace("/", "_")
         try:
-            packs = json.loads(path.read_bytes())
+            packs = orjson.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
         return packs if isinstance(packs, list) else None

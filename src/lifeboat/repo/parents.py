@@ -7,11 +7,11 @@ backup host (which sees the plaintext anyway), never in the repository.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 import zstandard
 
 from lifeboat.repo.model import Entry
@@ -27,7 +27,7 @@ class ParentCache:
     def _load(self, path: Path) -> None:
         try:
             raw = zstandard.ZstdDecompressor().decompress(path.read_bytes())
-            data = json.loads(raw)
+            data = orjson.loads(raw)
         except (OSError, ValueError, zstandard.ZstdError):
             return
         if isinstance(data, dict):
@@ -48,7 +48,7 @@ class ParentCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_bytes(zstandard.ZstdCompressor(level=3).compress(json.dumps(entries).encode()))
+            tmp.write_bytes(zstandard.ZstdCompressor(level=1).compress(orjson.dumps(entries)))
             os.replace(tmp, self.path)
         except OSError:
             pass  # losing the cache only costs a full read next time

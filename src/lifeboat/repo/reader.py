@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -10,6 +9,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import orjson
 
 from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -54,7 +55,7 @@ class SnapshotReader:
         if self._entries is None:
             raw = b"".join(self.repo.read_blob(blob_id) for blob_id in self.info.tree)
             try:
-                data = json.loads(raw)
+                data = orjson.loads(raw)
                 self._entries = [Entry.from_json(e) for e in data["entries"]]
             except (ValueError, KeyError, TypeError):
                 raise IntegrityError(f"tree of snapshot {self.info.short_id} is damaged") from None
