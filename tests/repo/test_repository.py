@@ -182,19 +182,25 @@ def _replace(storage, name: str, data: bytes) -> None:
     storage._client.put_object(Bucket=storage.bucket, Key=storage._key(name), Body=data)
 
 
+def _damage_chunk(storage, recovery, info, suffix: str, chunk: int):
+    """Flip a byte inside one chunk of the file ending in ``suffix``; returns its entry."""
+    reader = Repository.open(storage, recovery_key=recovery)
+    entry = next(e for e in reader.reader(info).entries() if e.path.endswith(suffix))
+    loc = reader.index().get(entry.chunks[chunk])
+    name = f"data/{loc.pack[:2]}/{loc.pack}"
+    damaged = bytearray(storage.get(name))
+    damaged[loc.offset + 40] ^= 0xFF
+    _replace(storage, name, bytes(damaged))
+    return entry
+
+
 def test_corrupt_chunk_names_snapshot_and_file(repo_keys, tmp_path):
     storage, repo, _, recovery = repo_keys
     src = tmp_path / "src"
     src.mkdir()
     (src / "victim.bin").write_bytes(os.urandom(3 << 20))
     info = backup_paths(repo, "files", [src])
-    reader = Repository.open(storage, recovery_key=recovery)
-    entry = next(e for e in reader.reader(info).entries() if e.path.endswith("victim.bin"))
-    loc = reader.index().get(entry.chunks[1])
-    name = f"data/{loc.pack[:2]}/{loc.pack}"
-    damaged = bytearray(storage.get(name))
-    damaged[loc.offset + 40] ^= 0xFF
-    _replace(storage, name, bytes(damaged))
+    entry = _damage_chunk(storage, recovery, info, "victim.bin", 1)
     report = Repository.open(storage, recovery_key=recovery).check(read_data=True)
     chunk_problems = [p for p in report.problems if p.kind == "corrupt-chunk"]
     assert chunk_problems and info.short_id in chunk_problems[0].snapshots
@@ -211,13 +217,7 @@ def test_restore_with_a_corrupt_chunk_fails_and_leaves_no_partial_file(repo_keys
     for i in range(40):
         (src / f"small-{i}.txt").write_text(f"file {i}\n")
     info = backup_paths(repo, "files", [src])
-    reader = Repository.open(storage, recovery_key=recovery)
-    entry = next(e for e in reader.reader(info).entries() if e.path.endswith("victim.bin"))
-    loc = reader.index().get(entry.chunks[2])
-    name = f"data/{loc.pack[:2]}/{loc.pack}"
-    damaged = bytearray(storage.get(name))
-    damaged[loc.offset + 40] ^= 0xFF
-    _replace(storage, name, bytes(damaged))
+    _damage_chunk(storage, recovery, info, "victim.bin", 2)
     target = tmp_path / "out"
     with pytest.raises(IntegrityError):
         restore_snapshot(Repository.open(storage, recovery_key=recovery), info, target)

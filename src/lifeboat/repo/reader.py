@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -174,19 +175,13 @@ class _ChunkWriter:
 
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool:
-                for entry in files:
+                for handle, chunk_id, offset in self._tasks(files):
                     if failed.is_set():
                         break
-                    handle = self._start(entry)
-                    if handle is None:
-                        continue
-                    offset = 0
-                    for chunk_id, length in zip(entry.chunks, handle.lengths, strict=True):
-                        window.acquire()
-                        future = pool.submit(self._write_chunk, handle, chunk_id, offset)
-                        future.add_done_callback(settle)
-                        futures.append(future)
-                        offset += length
+                    window.acquire()
+                    future = pool.submit(self._write_chunk, handle, chunk_id, offset)
+                    future.add_done_callback(settle)
+                    futures.append(future)
                 for future in futures:
                     future.result()
         finally:
@@ -194,6 +189,35 @@ class _ChunkWriter:
                 os.close(handle.fd)
                 handle.tmp.unlink(missing_ok=True)
             self._open.clear()
+
+    def _tasks(self, files: list[Entry]) -> Iterator[tuple[_OpenFile, str, int]]:
+        """(file, chunk id, offset), round-robin over as many files as there are workers:
+        writers on one file queue on its inode lock (the kernel spins on it), so concurrent
+        chunks should belong to different files whenever there are several."""
+        pending = iter(files)
+        active: deque[Iterator[tuple[_OpenFile, str, int]]] = deque()
+        while True:
+            while len(active) < self.workers:
+                entry = next(pending, None)
+                if entry is None:
+                    break
+                handle = self._start(entry)
+                if handle is not None:
+                    active.append(self._chunks_of(handle))
+            if not active:
+                return
+            chunks = active.popleft()
+            task = next(chunks, None)
+            if task is not None:
+                yield task
+                active.append(chunks)
+
+    @staticmethod
+    def _chunks_of(handle: _OpenFile) -> Iterator[tuple[_OpenFile, str, int]]:
+        offset = 0
+        for chunk_id, length in zip(handle.entry.chunks, handle.lengths, strict=True):
+            yield handle, chunk_id, offset
+            offset += length
 
     def _start(self, entry: Entry) -> _OpenFile | None:
         dest = self.target / safe_relative(entry.path)
