@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from lifeboat.assets.objects.source import ObjectInfo, Source, open_source
-from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
+from lifeboat.assets.objects.transfer import (
+    Counters,
+    SizedReads,
+    run_batched,
+    transfer_workers,
+    with_retries,
+)
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import BackupSession, Repository, SnapshotInfo
 
@@ -30,11 +36,12 @@ def _capture(session: BackupSession, source: Source, obj: ObjectInfo, counters: 
         return
 
     def download() -> None:
-        stream, info = source.open_with_info(obj)
+        body, info = source.open_with_info(obj)
+        stream = SizedReads(body, obj.size)
         try:
             entry = session.add_stream(
                 obj.key,
-                stream,
+                stream,  # type: ignore[arg-type]
                 mtime_ns=int(obj.last_modified.timestamp() * 1e9),
                 meta=object_meta(info),
                 identity=identity,
