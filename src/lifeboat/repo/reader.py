@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from lifeboat.repo.repository import Repository
 
 PREFETCH = 8
+# Large restored files are flushed to disk as each completes, by two threads that only wait
+# on the disk: the writeback overlaps the (CPU-bound) restore of the rest, and the server's
+# own start-up sync of its data directory (1.1 s for a 4.4 GB cluster) finds little left.
+FLUSH_FROM = 1 << 20
 
 
 @dataclass
@@ -162,6 +166,8 @@ class _ChunkWriter:
         self.workers = max(2, min(workers, (os.cpu_count() or 2) + 1))
         self._lock = threading.Lock()
         self._open: dict[str, _OpenFile] = {}
+        self._flusher: ThreadPoolExecutor | None = None
+        self._flushes: list[Future[None]] = []
 
     def write(self, files: list[Entry]) -> None:
         window = threading.Semaphore(self.workers * 4)  # chunks held in memory at once
@@ -174,7 +180,10 @@ class _ChunkWriter:
                 failed.set()
 
         try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool:
+            with (
+                ThreadPoolExecutor(max_workers=2, thread_name_prefix="flush") as self._flusher,
+                ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool,
+            ):
                 for handle, chunk_id, offset in self._tasks(files):
                     if failed.is_set():
                         break
@@ -184,7 +193,10 @@ class _ChunkWriter:
                     futures.append(future)
                 for future in futures:
                     future.result()
+            for future in self._flushes:
+                future.result()
         finally:
+            self._flusher = None
             for handle in list(self._open.values()):
                 os.close(handle.fd)
                 handle.tmp.unlink(missing_ok=True)
@@ -256,10 +268,19 @@ class _ChunkWriter:
             if done:
                 self._open.pop(handle.entry.path, None)
         if done:
-            self._finish(handle)
+            if handle.entry.size >= FLUSH_FROM and self._flusher is not None:
+                future = self._flusher.submit(self._finish, handle, True)
+                with self._lock:
+                    self._flushes.append(future)
+            else:
+                self._finish(handle)
 
-    def _finish(self, handle: _OpenFile) -> None:
-        os.close(handle.fd)
+    def _finish(self, handle: _OpenFile, flush: bool = False) -> None:
+        try:
+            if flush:
+                os.fdatasync(handle.fd)
+        finally:
+            os.close(handle.fd)
         os.replace(handle.tmp, handle.dest)
         apply_metadata(handle.dest, handle.entry, self.chown)
         with self._lock:
