@@ -1,8 +1,8 @@
 """Restores of object storage: a snapshot (or the source's own version history at a
 point in time) into a staging bucket/prefix or directory, or in place with delete markers
-only. Every uploaded object is checked against its recorded SHA-256: by S3 itself when a
-single PUT carries the checksum, by hashing while writing for a directory, otherwise by
-reading it back."""
+only. Every object uploaded to a bucket is checked against its recorded SHA-256: by S3
+itself when a single PUT carries the checksum, otherwise by reading it back. A directory
+gets exactly the verified chunks, and the size written is checked."""
 
 from __future__ import annotations
 
