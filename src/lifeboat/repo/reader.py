@@ -184,11 +184,11 @@ class _ChunkWriter:
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="flush") as self._flusher,
                 ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool,
             ):
-                for handle, chunk_id, offset in self._tasks(files):
+                for handle, chunk_id, offset, length in self._tasks(files):
                     if failed.is_set():
                         break
                     window.acquire()
-                    future = pool.submit(self._write_chunk, handle, chunk_id, offset)
+                    future = pool.submit(self._write_chunk, handle, chunk_id, offset, length)
                     future.add_done_callback(settle)
                     futures.append(future)
                 for future in futures:
@@ -202,12 +202,12 @@ class _ChunkWriter:
                 handle.tmp.unlink(missing_ok=True)
             self._open.clear()
 
-    def _tasks(self, files: list[Entry]) -> Iterator[tuple[_OpenFile, str, int]]:
-        """(file, chunk id, offset), round-robin over as many files as there are workers:
+    def _tasks(self, files: list[Entry]) -> Iterator[tuple[_OpenFile, str, int, int]]:
+        """(file, chunk id, offset, length), round-robin over as many files as there are workers:
         writers on one file queue on its inode lock (the kernel spins on it), so concurrent
         chunks should belong to different files whenever there are several."""
         pending = iter(files)
-        active: deque[Iterator[tuple[_OpenFile, str, int]]] = deque()
+        active: deque[Iterator[tuple[_OpenFile, str, int, int]]] = deque()
         while True:
             while len(active) < self.workers:
                 entry = next(pending, None)
@@ -225,10 +225,10 @@ class _ChunkWriter:
                 active.append(chunks)
 
     @staticmethod
-    def _chunks_of(handle: _OpenFile) -> Iterator[tuple[_OpenFile, str, int]]:
+    def _chunks_of(handle: _OpenFile) -> Iterator[tuple[_OpenFile, str, int, int]]:
         offset = 0
         for chunk_id, length in zip(handle.entry.chunks, handle.lengths, strict=True):
-            yield handle, chunk_id, offset
+            yield handle, chunk_id, offset, length
             offset += length
 
     def _start(self, entry: Entry) -> _OpenFile | None:
@@ -255,8 +255,10 @@ class _ChunkWriter:
             raise IntegrityError(f"chunk {chunk_id[:16]} is missing from the repository")
         return loc.raw_length
 
-    def _write_chunk(self, handle: _OpenFile, chunk_id: str, offset: int) -> None:
+    def _write_chunk(self, handle: _OpenFile, chunk_id: str, offset: int, length: int) -> None:
         data = self.repo.read_blob(chunk_id)
+        if len(data) != length:  # the offsets of the file's later chunks depend on it
+            raise IntegrityError(f"chunk {chunk_id[:16]} of {handle.entry.path} has an unexpected length")
         view = memoryview(data)
         while view:
             written = os.pwrite(handle.fd, view, offset)
