@@ -329,15 +329,20 @@ def test_a_heavy_backup_is_stopped_cleanly_when_its_window_closes(tmp_path):
     from lifeboat.policy import load_policy
 
     policy_path = write_policy(tmp_path, "http://127.0.0.1:9/none")
-    for i in range(16):
-        (tmp_path / "in" / f"big{i}").write_bytes(os.urandom(64 << 20))
+    # 2 GiB of distinct, incompressible 1 MiB blocks: more than the backup can store before
+    # the window closes, with time enough for the child to start and take its lock first
+    block = bytearray(os.urandom(64 << 20))
+    for i in range(32):
+        for j in range(64):
+            block[j << 20 : (j << 20) + 8] = i.to_bytes(4, "big") + j.to_bytes(4, "big")
+        (tmp_path / "in" / f"big{i}").write_bytes(block)
     run = [sys.executable, "-m", "lifeboat", "--config", str(policy_path)]
     subprocess.run(
         [*run, "init", "--recovery-key-out", str(tmp_path / "r.key")], check=True, capture_output=True
     )
     policy = load_policy(policy_path)
     now = datetime.now()
-    closes = (now + timedelta(seconds=1.5)).time()
+    closes = (now + timedelta(seconds=2.5)).time()
     window = Window(start=(now - timedelta(hours=1)).time().replace(microsecond=0), end=closes)
     job = Job("backup:inwin", "inwin", _backup_until_window_end(policy, "inwin", window), window=window)
     started = time.monotonic()
