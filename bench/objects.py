@@ -28,6 +28,7 @@ from common import apt_install, du, media_block, print_table, text_block, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 LIFEBOAT = str(ROOT / ".venv" / "bin" / "lifeboat")
+FLOOR = [sys.executable, str(Path(__file__).resolve().parent / "s3_floor.py")]
 
 
 def free_port() -> int:
@@ -143,9 +144,16 @@ source = "dir://{mirror}"
             total,
         ),
         ("backup", "restic", timed("restic backup", [restic, "backup", "-q", str(mirror)], env=env), total),
+        (
+            "backup",
+            "floor",
+            timed("endpoint floor: list + GET all", [*FLOOR, "get", endpoint, "media"]),
+            total,
+        ),
     ]
     s3r = boto3.client("s3", endpoint_url=endpoint)
     s3r.create_bucket(Bucket="restored")
+    s3r.create_bucket(Bucket="floor")
     runs.append(
         (
             "restore",
@@ -188,7 +196,19 @@ source = "dir://{mirror}"
             total,
         )
     )
+    runs.append(
+        (
+            "restore",
+            "floor",
+            timed("endpoint floor: PUT all", [*FLOOR, "put", endpoint, "floor", str(mirror)]),
+            total,
+        )
+    )
     changed = rng.sample(range(args.objects), args.objects // 50)
+    changed_keys = work / "changed-keys"
+    changed_keys.write_text(
+        "".join(f"u{i % 500}/{i:06d}.{'json' if i % 10 == 0 else 'jpg'}\n" for i in changed)
+    )
     for i in changed:
         key = f"u{i % 500}/{i:06d}.{'json' if i % 10 == 0 else 'jpg'}"
         data = body(i + 10**7, plan[i])
@@ -207,6 +227,17 @@ source = "dir://{mirror}"
     )
     runs.append(
         ("second", "restic", timed("restic backup 2", [restic, "backup", "-q", str(mirror)], env=env), total)
+    )
+    runs.append(
+        (
+            "second",
+            "floor",
+            timed(
+                "endpoint floor: list + GET changed",
+                [*FLOOR, "get", endpoint, "media", "--only", str(changed_keys)],
+            ),
+            total,
+        )
     )
     server.terminate()
     rows = [
@@ -229,7 +260,12 @@ source = "dir://{mirror}"
             for tool, label in (("lifeboat", "bucket -> bucket"), ("lifeboat-dir", "directory -> directory"))
             if (phase, tool) in secs
         ]
-        print(f"{phase}: lifeboat " + "; ".join(ratios))
+        floor = secs[(phase, "floor")]
+        print(
+            f"{phase}: lifeboat " + "; ".join(ratios) + f" (endpoint floor {floor:.1f} s: no client of this"
+            f" endpoint can beat {restic_s / floor:.2f}x restic; lifeboat bucket at"
+            f" {floor / secs[(phase, 'lifeboat')]:.0%} of the floor's speed)"
+        )
     stored_lb, stored_restic = du(work / "lifeboat-dir-repo") / 1e6, du(work / "restic-repo") / 1e6
     print(f"stored (directory, both snapshots): lifeboat {stored_lb:.0f} MB, restic {stored_restic:.0f} MB")
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import ClassVar
 
 import boto3
 import pytest
@@ -244,14 +245,78 @@ class FlakyProxy(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
 
+class RecordingProxy(FlakyProxy):
+    """Forwards everything, records each request, and can flip a byte of one upload."""
+
+    requests: ClassVar[list[tuple[str, str]]] = []
+    corrupt_key = ""
+
+    def _forward(self) -> None:
+        self.requests.append((self.command, self.path.split("?")[0]))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.command == "PUT" and self.corrupt_key and self.path.split("?")[0].endswith(self.corrupt_key):
+            body = bytes([body[0] ^ 1]) + body[1:]
+        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
+        conn.request(self.command, self.path, body, {k: v for k, v in self.headers.items()})
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+
+def start_proxy(handler: type[FlakyProxy], endpoint: str) -> socketserver.ThreadingTCPServer:
+    host, port = endpoint.removeprefix("http://").split(":")
+    handler.upstream = (host, int(port))
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_uploads_are_verified_without_reading_back_and_a_corrupted_one_is_caught(env, make_bucket):
+    populate(env, 40, big=False)
+    snap = env.json("backup", "media")[0]
+    staging = make_bucket(object_lock=False)
+    server = start_proxy(RecordingProxy, env.endpoint)
+    try:
+        env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
+        RecordingProxy.requests.clear()
+        out = env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/ok")
+        assert out["ok"] and out["restored"] == 40
+        # the store's ETag (MD5 of what it stored) vouches for each upload: no GET per object
+        assert [p for m, p in RecordingProxy.requests if m == "GET" and "/ok/" in p] == []
+        RecordingProxy.corrupt_key = "img-7.jpg"  # user/7/img-7.jpg, 1+ bytes
+        proc = env.run(
+            "restore",
+            "media",
+            "--snapshot",
+            snap["snapshot"],
+            "--target",
+            f"s3://{staging}/bad",
+            "--json",
+            check=False,
+        )
+    finally:
+        RecordingProxy.corrupt_key = ""
+        server.shutdown()
+        env.write_policy(env.endpoint)
+    assert proc.returncode != 0
+    report = json.loads(proc.stdout)
+    assert not report["ok"] and [f.split(":")[0] for f in report["failed"]] == ["user/7/img-7.jpg"]
+    assert "SHA-256" in report["failed"][0]
+
+
 def test_flaky_endpoint_still_backs_up_and_restores_correctly(env, make_bucket):
     populate(env, 150, big=False)
     before = env.state()
-    host, port = env.endpoint.removeprefix("http://").split(":")
-    FlakyProxy.upstream = (host, int(port))
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), FlakyProxy)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_proxy(FlakyProxy, env.endpoint)
     try:
         env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
         snap = env.json("backup", "media")[0]

@@ -195,30 +195,39 @@ class S3Source:
         size: int | None = None,
         sha256: str | None = None,
     ) -> str | None:
-        """Store one object. Returns its SHA-256 as the store verified it, or None when the
-        store cannot say (then the caller reads it back).
+        """Store one object. Returns the SHA-256 of what the store verifiably holds, or None
+        when the store cannot say (then the caller reads it back).
 
-        A small object with a known SHA-256 goes up in one PUT carrying
-        x-amz-checksum-sha256: S3 refuses the upload (BadDigest) when the bytes differ, and
-        echoes the checksum, so no read-back is needed."""
+        An object below the multipart threshold with a known SHA-256 goes up in one PUT
+        with x-amz-checksum-sha256 and Content-MD5: S3 refuses the upload (BadDigest) when
+        the bytes differ and echoes the SHA-256. A store that echoes no checksum still
+        answers with an ETag, the MD5 of the bytes it stored for a plain single-part PUT;
+        when that is the MD5 of the bytes sent, those bytes' SHA-256 is what it holds, with
+        no read-back (encrypted buckets return other ETags and are read back)."""
         extra: dict[str, Any] = {"Metadata": metadata}
         if content_type:
             extra["ContentType"] = content_type
         if tags:
             extra["Tagging"] = urllib.parse.urlencode(tags)
         if sha256 and size is not None and size < TRANSFER.multipart_threshold:
-            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+            data = stream.read()
+            md5 = hashlib.md5(data, usedforsecurity=False).digest()
             response = self._call(
                 f"uploading {key}",
                 self.client.put_object,
                 Bucket=self.bucket,
                 Key=self.prefix + key,
-                Body=stream.read(),
-                ChecksumSHA256=checksum,
+                Body=data,
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
+                ContentMD5=base64.b64encode(md5).decode(),
                 **extra,
             )
             echoed = response.get("ChecksumSHA256")
-            return base64.b64decode(echoed).hex() if echoed else None
+            if echoed:
+                return base64.b64decode(echoed).hex()
+            if response.get("ETag", "").strip('"') == md5.hex():
+                return hashlib.sha256(data).hexdigest()
+            return None
         self._call(
             f"uploading {key}",
             self.client.upload_fileobj,

@@ -1,0 +1,105 @@
+"""What the S3 endpoint itself allows: the requests a bucket backup or restore cannot avoid,
+made by the thinnest client we know (presigned URLs over urllib3), with nothing done with
+the bytes. No tool can back up a bucket faster than this endpoint lists and serves it.
+
+    .venv/bin/python bench/s3_floor.py get ENDPOINT BUCKET [--only KEYFILE] [--workers 32]
+    .venv/bin/python bench/s3_floor.py put ENDPOINT BUCKET DIRECTORY [--workers 32]
+
+``get`` lists the bucket and downloads every object (or, with ``--only``, the keys listed
+in KEYFILE: what an incremental backup must fetch); ``put`` uploads every file under
+DIRECTORY (keys are relative paths). bench/objects.py runs both as the "endpoint floor"
+rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import boto3
+import urllib3
+
+
+def _pool(endpoint: str, workers: int) -> urllib3.HTTPConnectionPool:
+    url = urlsplit(endpoint)
+    return urllib3.HTTPConnectionPool(url.hostname, url.port, maxsize=workers, block=True)
+
+
+def _path(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def _run(fn: Callable[[str], None], keys: list[str], workers: int) -> None:
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(fn, keys):
+            pass
+
+
+def get_all(endpoint: str, bucket: str, workers: int, only: set[str] | None = None) -> int:
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+        if only is None or o["Key"] in only
+    ]
+    http = _pool(endpoint, workers)
+
+    def get(key: str) -> None:
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
+        response = http.request("GET", _path(url), preload_content=False)
+        for _ in response.stream(1 << 20):
+            pass
+        response.release_conn()
+        if response.status != 200:
+            raise SystemExit(f"GET {key}: HTTP {response.status}")
+
+    _run(get, keys, workers)
+    return len(keys)
+
+
+def put_all(endpoint: str, bucket: str, directory: Path, workers: int) -> int:
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    keys = [
+        str(Path(root, name).relative_to(directory))
+        for root, _, names in os.walk(directory)
+        for name in names
+    ]
+    http = _pool(endpoint, workers)
+
+    def put(key: str) -> None:
+        url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key})
+        response = http.request("PUT", _path(url), body=(directory / key).read_bytes())
+        if response.status != 200:
+            raise SystemExit(f"PUT {key}: HTTP {response.status}")
+
+    _run(put, keys, workers)
+    return len(keys)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["get", "put"])
+    parser.add_argument("endpoint")
+    parser.add_argument("bucket")
+    parser.add_argument("directory", nargs="?", type=Path)
+    parser.add_argument("--only", type=Path, help="download only the keys in this file")
+    parser.add_argument("--workers", type=int, default=32)
+    args = parser.parse_args()
+    started = time.monotonic()
+    if args.what == "get":
+        only = set(args.only.read_text().splitlines()) if args.only else None
+        n = get_all(args.endpoint, args.bucket, args.workers, only)
+    else:
+        n = put_all(args.endpoint, args.bucket, args.directory, args.workers)
+    print(f"{args.what}: {n} objects in {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
