@@ -1,7 +1,8 @@
 """Restores of object storage: a snapshot (or the source's own version history at a
 point in time) into a staging bucket/prefix or directory, or in place with delete markers
 only. Every object uploaded to a bucket is checked against its recorded SHA-256: by S3
-itself when a single PUT carries the checksum, otherwise by reading it back. A directory
+itself when a single PUT carries the checksum, through the store's ETag (the MD5 of what
+it stored) when it does not echo one, otherwise by reading it back. A directory
 gets exactly the verified chunks, and the size written is checked."""
 
 from __future__ import annotations
