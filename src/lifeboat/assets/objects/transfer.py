@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from lifeboat.errors import StorageError
 T = TypeVar("T")
 BATCH = 16
 
-ATTEMPTS = 5
+ATTEMPTS = 6  # backoff 0.2 s doubling: about 6 s of waiting before giving up
 
 
 @dataclass
@@ -39,7 +40,8 @@ class Counters:
 
 
 def with_retries(what: str, fn: Any, counters: Counters) -> Any:
-    """Retry throttling, 5xx and dropped connections with exponential backoff."""
+    """Retry throttling, 5xx and dropped connections with exponential backoff, jittered so
+    that throttled threads do not come back together."""
     delay = 0.2
     for attempt in range(ATTEMPTS):
         try:
@@ -53,7 +55,7 @@ def with_retries(what: str, fn: Any, counters: Counters) -> Any:
                     f"{what} kept failing after {ATTEMPTS} attempts: {type(exc).__name__}"
                 ) from None
             counters.add(retries=1)
-            time.sleep(delay)
+            time.sleep(delay * random.uniform(0.5, 1.5))
             delay *= 2
     raise AssertionError("unreachable")
 
