@@ -160,24 +160,6 @@ class S3Source:
             raise source_error(exc, self.url, "listing versions") from None
         return versions
 
-    def head(self, obj: ObjectInfo) -> ObjectInfo:
-        args = {"Bucket": self.bucket, "Key": self.prefix + obj.key}
-        if obj.version_id:
-            args["VersionId"] = obj.version_id
-        head = self._call(f"reading {obj.key}", self.client.head_object, **args)
-        obj.version_id = obj.version_id or head.get("VersionId")
-        obj.content_type = head.get("ContentType")
-        obj.metadata = dict(head.get("Metadata", {}))
-        try:  # tags are optional: credentials may not allow reading them
-            tagging = self.client.get_object_tagging(**args)
-            obj.tags = {t["Key"]: t["Value"] for t in tagging.get("TagSet", [])}
-        except (ClientError, BotoCoreError):
-            obj.tags = {}
-        return obj
-
-    def open(self, obj: ObjectInfo) -> BinaryIO:
-        return self.open_with_info(obj)[0]
-
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
         """One GET gives the body and the metadata (no HEAD); tags only when there are some."""
         args = {"Bucket": self.bucket, "Key": self.prefix + obj.key}
@@ -372,14 +354,8 @@ class DirSource:
     def list_versions(self) -> list[ObjectInfo]:
         return []
 
-    def head(self, obj: ObjectInfo) -> ObjectInfo:
-        return obj
-
-    def open(self, obj: ObjectInfo) -> BinaryIO:
-        return open(os.path.join(self.root, key_to_relpath(obj.key)), "rb")
-
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
-        return self.open(obj), obj
+        return open(os.path.join(self.root, key_to_relpath(obj.key)), "rb"), obj
 
     def upload(
         self,
