@@ -6,7 +6,8 @@ import os
 import random
 import shutil
 import subprocess
-import time
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,22 @@ class Run:
     output: str
 
 
+# A forked child starts with its parent's RSS high-water mark, and exec keeps it: a
+# command started straight from this (large) benchmark process reports at least the
+# benchmark's own RSS. A small launcher spawns it instead, and reports its wall time and
+# peak RSS from wait4.
+LAUNCHER = """
+import os, sys, time
+started = time.monotonic()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.monotonic() - started
+with open(sys.argv[1], "w") as out:
+    out.write(f"{seconds} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def timed(
     name: str,
     cmd: list[str] | str,
@@ -30,25 +47,22 @@ def timed(
     shell: bool = False,
     cwd: Path | None = None,
 ) -> Run:
-    """Run a command; wall time and the child's peak RSS (from wait4)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        cmd,
-        shell=shell,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.monotonic() - started
-    run = Run(name, seconds, usage.ru_maxrss / 1024, proc.returncode, output)
-    if run.returncode != 0:
-        raise SystemExit(f"{name} failed ({run.returncode}):\n{output[-3000:]}")
-    return run
+    """Run a command; its wall time and peak RSS."""
+    argv = ["/bin/sh", "-c", cmd] if shell else cmd
+    assert isinstance(argv, list)
+    with tempfile.NamedTemporaryFile("r", prefix="bench-timed-") as report:
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", LAUNCHER, report.name, *argv],
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        output = proc.stdout.decode(errors="replace")
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed ({proc.returncode}):\n{output[-3000:]}")
+        seconds, maxrss_kb = report.read().split()
+    return Run(name, float(seconds), int(maxrss_kb) / 1024, proc.returncode, output)
 
 
 def text_block(rng: random.Random, size: int) -> bytes:
