@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from lifeboat import memory
 from lifeboat.cli.common import RunContext, err_console
 from lifeboat.errors import EXIT_USAGE, LifeboatError
 
@@ -61,24 +61,8 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: locks released, nothing half-committed
 
 
-M_ARENA_MAX = -8
-
-
-def _limit_malloc_arenas(arenas: int = 4) -> None:
-    """glibc gives threads their own malloc arenas (up to 8 per core). With dozens of
-    transfer threads, buffers freed into one arena were not reused by another: a 20,000
-    object bucket backup peaked at 297 MB, 243 MB with four arenas. Two arenas saved a
-    little more but slowed restores by 15% (threads queueing on the arena locks)."""
-    if sys.platform != "linux":
-        return
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
-    except (OSError, AttributeError):
-        pass  # not glibc (musl has no arenas to limit)
-
-
 def main(argv: list[str] | None = None) -> None:
-    _limit_malloc_arenas()
+    memory.limit_arenas()
     signal.signal(signal.SIGTERM, _interrupt)
     _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from lifeboat.assets.objects.source import ObjectInfo, Source, open_source
+from lifeboat import memory
+from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, open_source
 from lifeboat.assets.objects.transfer import (
     Counters,
     SizedReads,
@@ -64,11 +66,16 @@ def backup_objects(
     objects = with_retries("listing", source.list_current, counters)
     counters.objects = len(objects)
     progress.start(sum(o.size for o in objects))
+    # dozens of threads waiting on a bucket: memory, not CPU, is what runs short
+    mapped: AbstractContextManager[None] = (
+        memory.large_buffers_mapped() if not isinstance(source, DirSource) else nullcontext()
+    )
     with repo.backup(asset.name, "objects", progress=progress) as session:
-        # the first object that keeps failing aborts: no half snapshot
-        run_batched(
-            lambda o: _capture(session, source, o, counters), objects, transfer_workers(source, asset)
-        )
+        with mapped:
+            # the first object that keeps failing aborts: no half snapshot
+            run_batched(
+                lambda o: _capture(session, source, o, counters), objects, transfer_workers(source, asset)
+            )
         session.set_labels(
             {
                 "source": asset.source,

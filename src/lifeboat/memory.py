@@ -1,0 +1,55 @@
+"""Process-wide malloc tuning (glibc only; elsewhere these do nothing).
+
+The one place lifeboat touches the allocator: many transfer threads and buffers of many
+sizes make glibc's defaults keep far more memory than is live.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
+M_TRIM_THRESHOLD = -1
+
+
+def _mallopt(param: int, value: int) -> None:
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(param, value)
+    except (OSError, AttributeError):
+        pass  # not glibc (musl has no arenas and no such knobs)
+
+
+def limit_arenas(arenas: int = 4) -> None:
+    """glibc gives threads their own malloc arenas (up to 8 per core). With dozens of
+    transfer threads, buffers freed into one arena were not reused by another: a 20,000
+    object bucket backup peaked at 297 MB, 243 MB with four arenas. Two arenas saved a
+    little more but slowed restores by 15% (threads queueing on the arena locks)."""
+    _mallopt(M_ARENA_MAX, arenas)
+
+
+@contextmanager
+def large_buffers_mapped(threshold: int = 256 << 10) -> Iterator[None]:
+    """While inside, every buffer above ``threshold`` gets its own mapping, returned to the
+    kernel on free.
+
+    glibc raises its mmap threshold to the largest block freed so far; after that, object
+    bodies of every size are carved from the arenas between long-lived snapshot entries
+    and fragment them (a 20,000-object bucket backup: 235 MB with the default, 182 MB with
+    this, at the same speed). Only around network-bound work: a 2 GB file backup or
+    restore takes twice as long (restore 2.2 -> 4.9 s) mapping and faulting in fresh pages
+    for each 1 MiB chunk. On the way out the thresholds are fixed where glibc's own
+    adjustment tops out (mmap 32 MiB, trim twice that), as mallopt cannot turn the
+    adjustment back on: later work in the same process (the daemon, `backup` of every
+    asset) runs as before."""
+    _mallopt(M_MMAP_THRESHOLD, threshold)
+    try:
+        yield
+    finally:
+        _mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        _mallopt(M_TRIM_THRESHOLD, 64 << 20)  # glibc keeps it at twice the threshold
