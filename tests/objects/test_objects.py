@@ -230,6 +230,9 @@ class FlakyProxy(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
+        self._relay(body)
+
+    def _relay(self, body: bytes) -> None:
         conn = http.client.HTTPConnection(*self.upstream, timeout=30)
         conn.request(self.command, self.path, body, {k: v for k, v in self.headers.items()})
         resp = conn.getresponse()
@@ -256,17 +259,7 @@ class RecordingProxy(FlakyProxy):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.command == "PUT" and self.corrupt_key and self.path.split("?")[0].endswith(self.corrupt_key):
             body = bytes([body[0] ^ 1]) + body[1:]
-        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
-        conn.request(self.command, self.path, body, {k: v for k, v in self.headers.items()})
-        resp = conn.getresponse()
-        data = resp.read()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._relay(body)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
