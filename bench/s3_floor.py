@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import urllib3
+from botocore.config import Config
 
 
 def _pool(endpoint: str, workers: int) -> urllib3.HTTPConnectionPool:
@@ -42,7 +43,7 @@ def _run(fn: Callable[[str], None], keys: list[str], workers: int) -> None:
 
 
 def get_all(endpoint: str, bucket: str, workers: int, only: set[str] | None = None) -> int:
-    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3 = boto3.client("s3", endpoint_url=endpoint, config=Config(signature_version="s3v4"))
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
@@ -65,7 +66,7 @@ def get_all(endpoint: str, bucket: str, workers: int, only: set[str] | None = No
 
 
 def put_all(endpoint: str, bucket: str, directory: Path, workers: int) -> int:
-    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3 = boto3.client("s3", endpoint_url=endpoint, config=Config(signature_version="s3v4"))
     keys = [
         str(Path(root, name).relative_to(directory))
         for root, _, names in os.walk(directory)

@@ -253,10 +253,18 @@ class RecordingProxy(FlakyProxy):
 
     requests: ClassVar[list[tuple[str, str]]] = []
     corrupt_key = ""
+    refuse_presigned = False  # as a store with an auth scheme of its own would
 
     def _forward(self) -> None:
-        self.requests.append((self.command, self.path.split("?")[0]))
+        self.requests.append((self.command, self.path))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.refuse_presigned and "X-Amz-Signature=" in self.path:
+            denied = b"<Error><Code>AccessDenied</Code><Message>no query auth</Message></Error>"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(denied)))
+            self.end_headers()
+            self.wfile.write(denied)
+            return
         if self.command == "PUT" and self.corrupt_key and self.path.split("?")[0].endswith(self.corrupt_key):
             body = bytes([body[0] ^ 1]) + body[1:]
         self._relay(body)
@@ -284,7 +292,7 @@ def test_uploads_are_verified_without_reading_back_and_a_corrupted_one_is_caught
         out = env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/ok")
         assert out["ok"] and out["restored"] == 40
         # the store's ETag (MD5 of what it stored) vouches for each upload: no GET per object
-        assert [p for m, p in RecordingProxy.requests if m == "GET" and "/ok/" in p] == []
+        assert [p for m, p in RecordingProxy.requests if m == "GET" and "/ok/" in p.split("?")[0]] == []
         RecordingProxy.corrupt_key = "img-7.jpg"  # user/7/img-7.jpg, 1+ bytes
         proc = env.run(
             "restore",
@@ -304,6 +312,27 @@ def test_uploads_are_verified_without_reading_back_and_a_corrupted_one_is_caught
     report = json.loads(proc.stdout)
     assert not report["ok"] and [f.split(":")[0] for f in report["failed"]] == ["user/7/img-7.jpg"]
     assert "SHA-256" in report["failed"][0]
+
+
+def test_a_store_refusing_presigned_gets_is_read_with_signed_requests(env, make_bucket):
+    populate(env, 30, big=False)
+    before = env.state()
+    server = start_proxy(RecordingProxy, env.endpoint)
+    RecordingProxy.requests.clear()
+    RecordingProxy.refuse_presigned = True
+    try:
+        env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
+        snap = env.json("backup", "media")[0]
+    finally:
+        RecordingProxy.refuse_presigned = False
+        server.shutdown()
+        env.write_policy(env.endpoint)
+    gets = [p for m, p in RecordingProxy.requests if m == "GET" and "/media/" in p]
+    assert any("X-Amz-Signature=" in p for p in gets)  # tried first, refused
+    assert sum("X-Amz-Signature=" not in p for p in gets) >= 30  # then every object, signed
+    staging = make_bucket(object_lock=False)
+    env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/p")
+    assert env.state(staging, "p/") == before
 
 
 def test_flaky_endpoint_still_backs_up_and_restores_correctly(env, make_bucket):

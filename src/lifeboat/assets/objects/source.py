@@ -91,6 +91,9 @@ class S3Source:
             endpoint_url=endpoint_url,
             region_name=region,
             config=Config(
+                # presigned URLs too: botocore signs them with legacy SigV2 otherwise,
+                # which S3 no longer accepts in newer regions
+                signature_version="s3v4",
                 max_pool_connections=max(workers * 2, 10),
                 retries={"max_attempts": 6, "mode": "adaptive"},
                 connect_timeout=5,
@@ -101,6 +104,7 @@ class S3Source:
         # for GETs sent as presigned URLs: a modelled get_object costs 1.6 ms of CPU in
         # signing, events and response parsing, three times the request itself.
         self._http: Any = self.client._endpoint.http_session
+        self._presigned_gets = True
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         try:
@@ -166,18 +170,34 @@ class S3Source:
         if obj.version_id and obj.version_id != "null":
             args["VersionId"] = obj.version_id
         what = f"downloading {obj.key}"
-        response = self._get(args, what)
-        headers = response.headers
+        if self._presigned_gets:
+            fast = self._presigned_get(args, what)
+            if fast is not None:
+                headers = fast.headers
+                meta = {k[len(META) :]: v for k, v in headers.items() if k.lower().startswith(META)}
+                version, content_type = headers.get("x-amz-version-id"), headers.get("content-type")
+                return fast.raw, self._with_tags(
+                    ObjectInfo(obj.key, obj.size, obj.etag, obj.last_modified, version, content_type, meta),
+                    args,
+                    bool(headers.get("x-amz-tagging-count")),
+                )
+            # the store wants more than a plain signed GET (another region, its own auth):
+            # the modelled call follows redirects and says what is wrong
+            self._presigned_gets = False
+        response = self._call(what, self.client.get_object, **args)
         info = ObjectInfo(
             obj.key,
             obj.size,
             obj.etag,
             obj.last_modified,
-            headers.get("x-amz-version-id"),
-            headers.get("content-type"),
-            {k[len(META) :]: v for k, v in headers.items() if k.lower().startswith(META)},
+            response.get("VersionId"),
+            response.get("ContentType"),
+            dict(response.get("Metadata", {})),
         )
-        if headers.get("x-amz-tagging-count"):
+        return response["Body"], self._with_tags(info, args, bool(response.get("TagCount")))
+
+    def _with_tags(self, info: ObjectInfo, args: dict[str, str], tagged: bool) -> ObjectInfo:
+        if tagged:
             try:
                 tagging = self.client.get_object_tagging(
                     **{**args, "VersionId": info.version_id} if info.version_id else args
@@ -185,10 +205,11 @@ class S3Source:
                 info.tags = {t["Key"]: t["Value"] for t in tagging.get("TagSet", [])}
             except (ClientError, BotoCoreError):
                 pass  # tags are optional: the credentials may not allow reading them
-        return response.raw, info
+        return info
 
-    def _get(self, args: dict[str, str], what: str) -> Any:
-        """A streaming GET through a presigned URL; an error status becomes our error."""
+    def _presigned_get(self, args: dict[str, str], what: str) -> Any:
+        """A streaming GET through a presigned URL. None when the store refuses it for a
+        reason the modelled call handles (a redirect, an auth scheme of its own)."""
         url = self._call(what, self.client.generate_presigned_url, ClientMethod="get_object", Params=args)
         request = AWSRequest("GET", url).prepare()
         request.stream_output = True
@@ -196,10 +217,12 @@ class S3Source:
             response = self._http.send(request)
         except (BotoCoreError, OSError) as exc:
             raise source_error(exc, self.url, what) from None
-        if response.status_code != 200:
-            body = response.content
-            raise s3_error(error_code(body), response.status_code, self.url, what)
-        return response
+        if response.status_code == 200:
+            return response
+        code = error_code(response.content)
+        if response.status_code == 404 or response.status_code >= 500:
+            raise s3_error(code, response.status_code, self.url, what)
+        return None
 
     def upload(
         self,
