@@ -8,7 +8,9 @@ import http.client
 import json
 import os
 import random
+import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -213,6 +215,7 @@ class FlakyProxy(BaseHTTPRequestHandler):
     rng = random.Random(1)
     lock = threading.Lock()
     protocol_version = "HTTP/1.1"
+    cuts = 0
 
     def log_message(self, *args: object) -> None:
         pass
@@ -243,7 +246,23 @@ class FlakyProxy(BaseHTTPRequestHandler):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if self.cut_body(resp.getheader("ETag"), data):
+            type(self).cuts += 1
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            time.sleep(0.05)  # the client is reading the body when the connection is reset
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
         self.wfile.write(data)
+
+    def cut_body(self, etag: str | None, data: bytes) -> bool:
+        """Drop one object download in twenty halfway through its body."""
+        if self.command != "GET" or etag is None or len(data) < 2:
+            return False
+        with self.lock:
+            return self.rng.random() < 0.05
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
@@ -254,6 +273,9 @@ class RecordingProxy(FlakyProxy):
     requests: ClassVar[list[tuple[str, str]]] = []
     corrupt_key = ""
     refuse_presigned = False  # as a store with an auth scheme of its own would
+
+    def cut_body(self, etag: str | None, data: bytes) -> bool:
+        return False
 
     def _forward(self) -> None:
         self.requests.append((self.command, self.path))
@@ -343,6 +365,7 @@ def test_flaky_endpoint_still_backs_up_and_restores_correctly(env, make_bucket):
         env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
         snap = env.json("backup", "media")[0]
         assert snap["ok"] and int(snap["labels"]["objects"]) == 150
+        assert FlakyProxy.cuts > 0  # some downloads really were cut short
         staging = make_bucket(object_lock=False)
         out = env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/r")
         assert out["ok"]

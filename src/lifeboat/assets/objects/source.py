@@ -22,6 +22,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.response import StreamingBody
 
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
 
@@ -176,7 +177,10 @@ class S3Source:
                 headers = fast.headers
                 meta = {k[len(META) :]: v for k, v in headers.items() if k.lower().startswith(META)}
                 version, content_type = headers.get("x-amz-version-id"), headers.get("content-type")
-                return fast.raw, self._with_tags(
+                # botocore's body wrapper: a dropped connection or a short body becomes a
+                # BotoCoreError (retried), not a raw urllib3 exception
+                body: Any = StreamingBody(fast.raw, int(headers.get("content-length", obj.size)))
+                return body, self._with_tags(
                     ObjectInfo(obj.key, obj.size, obj.etag, obj.last_modified, version, content_type, meta),
                     args,
                     bool(headers.get("x-amz-tagging-count")),
