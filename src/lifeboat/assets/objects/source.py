@@ -23,6 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from botocore.response import StreamingBody
+from urllib3.exceptions import HTTPError as URLLib3Error
 
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
 
@@ -223,7 +224,10 @@ class S3Source:
             raise source_error(exc, self.url, what) from None
         if response.status_code == 200:
             return response
-        code = error_code(response.content)
+        try:
+            code = error_code(response.content)
+        except URLLib3Error:  # the error document itself was cut short
+            code = ""
         if response.status_code == 404 or response.status_code >= 500:
             raise s3_error(code, response.status_code, self.url, what)
         return None
