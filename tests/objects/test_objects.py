@@ -247,7 +247,6 @@ class FlakyProxy(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.cut_body(resp.getheader("ETag"), data):
-            type(self).cuts += 1
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             time.sleep(0.05)  # the client is reading the body when the connection is reset
@@ -262,7 +261,9 @@ class FlakyProxy(BaseHTTPRequestHandler):
         if self.command != "GET" or etag is None or len(data) < 2:
             return False
         with self.lock:
-            return self.rng.random() < 0.05
+            cut = self.rng.random() < 0.05
+            FlakyProxy.cuts += cut
+        return cut
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
@@ -360,6 +361,7 @@ def test_a_store_refusing_presigned_gets_is_read_with_signed_requests(env, make_
 def test_flaky_endpoint_still_backs_up_and_restores_correctly(env, make_bucket):
     populate(env, 150, big=False)
     before = env.state()
+    FlakyProxy.cuts = 0
     server = start_proxy(FlakyProxy, env.endpoint)
     try:
         env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
