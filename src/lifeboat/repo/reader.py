@@ -279,11 +279,15 @@ class _ChunkWriter:
 
     def _finish(self, handle: _OpenFile, flush: bool = False) -> None:
         try:
-            if flush:
-                os.fdatasync(handle.fd)
-        finally:
-            os.close(handle.fd)
-        os.replace(handle.tmp, handle.dest)
+            try:
+                if flush:
+                    os.fdatasync(handle.fd)
+            finally:
+                os.close(handle.fd)
+            os.replace(handle.tmp, handle.dest)
+        except BaseException:
+            handle.tmp.unlink(missing_ok=True)  # no longer in _open: nobody else cleans it up
+            raise
         apply_metadata(handle.dest, handle.entry, self.chown)
         with self._lock:
             self.stats.files += 1

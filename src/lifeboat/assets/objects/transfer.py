@@ -91,11 +91,20 @@ def transfer_workers(source: Source, asset: Any) -> int:
 
 def run_batched(fn: Callable[[T], None], items: Sequence[T], workers: int, batch: int = BATCH) -> None:
     """``fn`` over ``items`` on ``workers`` threads, a batch per task: one future per small
-    object cost more than storing it. The first exception is raised once all have run."""
+    object cost more than storing it. After the first exception no further item starts
+    (against a store that went away, each would spend its own retries), and that
+    exception is raised once the running ones have ended."""
+    failed = threading.Event()
 
     def run(part: Sequence[T]) -> None:
         for item in part:
-            fn(item)
+            if failed.is_set():
+                return
+            try:
+                fn(item)
+            except BaseException:
+                failed.set()
+                raise
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run, items[i : i + batch]) for i in range(0, len(items), batch)]
