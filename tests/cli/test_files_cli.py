@@ -101,8 +101,13 @@ def test_missing_keyfile_and_unreachable_endpoint(tmp_path):
     assert time.monotonic() - started < 60
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.5, 0.9])
-def test_sigkill_during_backup_leaves_repository_consistent(tmp_path, delay):
+def _stored_bytes(repo: Path) -> int:
+    data = repo / "data"
+    return sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) if data.exists() else 0
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.6])
+def test_sigkill_during_backup_leaves_repository_consistent(tmp_path, fraction):
     from tests.cli.conftest import Cli, write_policy
 
     source = tmp_path / "source"
@@ -115,22 +120,24 @@ def test_sigkill_during_backup_leaves_repository_consistent(tmp_path, delay):
     cli = Cli(policy, tmp_path, source, dict(os.environ))
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     proc = cli.popen("backup", "config")
-    time.sleep(delay)
+    # Killed once the repository holds a given share of the data: an event, not a delay, so
+    # the kill always lands mid-backup (a snapshot needs every byte before it commits).
+    deadline = time.monotonic() + 120
+    while _stored_bytes(tmp_path / "repo") <= fraction * total:
+        assert proc.poll() is None, "the backup finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     key = ["--recovery-key", str(tmp_path / "recovery.key")]
-    visible = json.loads(cli.run("snapshots", "--json").stdout)
+    assert json.loads(cli.run("snapshots", "--json").stdout) == []  # nothing half-visible
     check = cli.run("check", "--read-data", *key, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
-    uploaded = (
-        sum(p.stat().st_size for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file())
-        if (tmp_path / "repo" / "data").exists()
-        else 0
-    )
+    uploaded = _stored_bytes(tmp_path / "repo")
     result = json.loads(cli.run("backup", "config", "--json").stdout)[0]
     assert result["ok"]
-    if not visible:  # killed before the commit: what was uploaded is reused, not sent again
-        assert result["stats"]["new_bytes"] <= total - uploaded + (40 << 20)
+    # what was uploaded before the kill is reused, not sent again
+    assert result["stats"]["new_bytes"] <= total - uploaded + (40 << 20)
     assert cli.run("check", "--read-data", *key).returncode == 0
     target = tmp_path / "restored"
     cli.run("restore", "config", "--target", str(target), *key)

@@ -81,12 +81,15 @@ class Env:
         self.policy = root / "lifeboat.toml"
         self.outputs: list[str] = []
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "lifeboat", "--config", str(self.policy), *args],
             capture_output=True,
             text=True,
             timeout=120,
+            env={**os.environ, **(env or {})},
         )
         self.outputs += [proc.stdout, proc.stderr]
         if check and proc.returncode != 0:
@@ -242,15 +245,15 @@ def test_canary_never_leaks(env):
 
 
 def test_status_warns_about_an_old_backup_key(env):
-    env.policy.write_text(env.policy.read_text().replace('rto = "30m"', 'rto = "30m"\nkey_max_age = "5s"'))
+    env.policy.write_text(env.policy.read_text().replace('rto = "30m"', 'rto = "30m"\nkey_max_age = "1h"'))
     env.run("backup", "platform-keys")
-    import time
-
-    time.sleep(5.5)  # long enough that a loaded machine still sees the new key as fresh
-    out = json.loads(env.run("status", "--json", check=False).stdout)
-    assert any("keys rotate" in w for w in out["warnings"])
-    env.run("keys", "rotate")
     assert not json.loads(env.run("status", "--json", check=False).stdout)["warnings"]
+    # Two hours on (the clock is shifted, not waited for): the key has outlived its maximum age.
+    later = {"LIFEBOAT_CLOCK_OFFSET": "7200"}
+    warnings = json.loads(env.run("status", "--json", check=False, env=later).stdout)["warnings"]
+    assert any("keys rotate" in w for w in warnings)
+    env.run("keys", "rotate", env=later)
+    assert not json.loads(env.run("status", "--json", check=False, env=later).stdout)["warnings"]
 
 
 def test_a_mistyped_share_is_audited(env):

@@ -103,6 +103,31 @@ def lifeboat(policy: Path, *args: str, **kw) -> subprocess.Popen[str]:
     )
 
 
+def runs_by_job(state: Path) -> dict[str, list[str]]:
+    path = state / "runs.jsonl"
+    by_job: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        run = json.loads(line)
+        by_job.setdefault(run["job"], []).append(run["outcome"])
+    return by_job
+
+
+def wait_for(condition, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``condition`` until it holds: tests wait on events, never on fixed delays."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def metrics_answer(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+        return True
+    except OSError:
+        return False
+
+
 def test_next_due_waits_for_the_window():
     window = Window.parse("01:00-05:00")
     after = datetime(2026, 11, 24, 12, 0, 0)
@@ -133,12 +158,20 @@ def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
         capture_output=True,
     )
     port = free_port()
-    daemon = lifeboat(policy, "daemon", "--max-seconds", "16", "--listen", f"127.0.0.1:{port}")
+    daemon = lifeboat(policy, "daemon", "--max-seconds", "300", "--listen", f"127.0.0.1:{port}")
+    state = tmp_path / ".lifeboat"
     try:
-        time.sleep(3)
+        wait_for(lambda: metrics_answer(port), "the daemon's metrics endpoint")
         second = lifeboat(policy, "daemon", "--max-seconds", "2", "--no-http")
         assert second.wait(30) == 2 and "another lifeboat daemon is running" in second.stderr.read()
-        time.sleep(4)
+        wait_for(
+            lambda: (
+                runs_by_job(state).get("backup:inwin", []).count("ok") >= 2
+                and runs_by_job(state).get("check-read-data", []).count("ok") >= 2
+                and "failed" in runs_by_job(state).get("backup:flaky", [])
+            ),
+            "two backups, two read-data parts and a failed flaky job",
+        )
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         families = {f.name: f for f in text_string_to_metric_families(metrics)}
         rpo = {s.labels["asset"]: s.value for s in families["lifeboat_rpo_target_seconds"].samples}
@@ -148,15 +181,21 @@ def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
         )
         assert "lifeboat" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
         (tmp_path / "flaky").mkdir()  # the failing job's cause is fixed
+        wait_for(lambda: runs_by_job(state)["backup:flaky"][-1] == "ok", "the flaky job to recover")
+        wait_for(
+            lambda: (
+                [m["status"] for m in Receiver.received if m["condition"] == "job-failed:backup:flaky"]
+                == ["firing", "resolved"]
+            ),
+            "the flaky job's alert to resolve",
+        )
+        daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0, daemon.stderr.read()
     finally:
         if daemon.poll() is None:
             daemon.kill()
         hook.shutdown()
-    runs = [json.loads(line) for line in (tmp_path / ".lifeboat" / "runs.jsonl").read_text().splitlines()]
-    by_job: dict[str, list[str]] = {}
-    for run in runs:
-        by_job.setdefault(run["job"], []).append(run["outcome"])
+    by_job = runs_by_job(state)
     assert by_job["backup:inwin"].count("ok") >= 2
     assert "backup:outwin" not in by_job  # due all the time, but never inside its window
     assert "failed" in by_job["backup:flaky"] and by_job["backup:flaky"][-1] == "ok"
@@ -187,8 +226,10 @@ def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
         check=True,
         capture_output=True,
     )
-    daemon = lifeboat(policy, "daemon", "--max-seconds", "30", "--no-http")
-    time.sleep(1.2)  # the first backup is running
+    daemon = lifeboat(policy, "daemon", "--max-seconds", "300", "--no-http")
+    data = tmp_path / "repo" / "data"
+    # SIGTERM once the first backup has stored something, so it always lands mid-backup
+    wait_for(lambda: data.exists() and any(p.is_file() for p in data.rglob("*")), "the first pack")
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
     check = subprocess.run(
@@ -207,15 +248,19 @@ def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    time.sleep(3.5)  # the next run after the last recorded one is now due
-    again = lifeboat(policy, "daemon", "--once-due", "--no-http")
-    assert again.wait(120) == 0
-    runs = (tmp_path / ".lifeboat" / "runs.jsonl").read_text()
-    assert runs.count('"backup:inwin"') >= 2  # state survived the restart and it carried on
+    # SIGTERM stops scheduling but lets the running backup finish and record itself
+    assert runs_by_job(tmp_path / ".lifeboat")["backup:inwin"] == ["ok"]
+
+    def carried_on() -> bool:  # the next run is due a few seconds after the last recorded one
+        again = lifeboat(policy, "daemon", "--once-due", "--no-http")
+        assert again.wait(120) == 0
+        return runs_by_job(tmp_path / ".lifeboat")["backup:inwin"].count("ok") >= 2
+
+    wait_for(carried_on, "the restarted daemon to carry on with the backup")
 
 
 def test_status_exits_1_when_exposure_exceeds_rpo(tmp_path):
-    policy = write_policy(tmp_path, "http://127.0.0.1:9/none", rpo="2s")
+    policy = write_policy(tmp_path, "http://127.0.0.1:9/none", rpo="1h")
     run = [sys.executable, "-m", "lifeboat", "--config", str(policy)]
     subprocess.run(
         [*run, "init", "--recovery-key-out", str(tmp_path / "r.key")], check=True, capture_output=True
@@ -224,11 +269,13 @@ def test_status_exits_1_when_exposure_exceeds_rpo(tmp_path):
     fresh = json.loads(subprocess.run([*run, "status", "--json"], capture_output=True, text=True).stdout)
     inwin = next(a for a in fresh["assets"] if a["asset"] == "inwin")
     assert not inwin["breaches"]
-    time.sleep(2.5)
-    stale = subprocess.run([*run, "status", "--json"], capture_output=True, text=True)
+    # Status two hours on, through the same clock every age is judged by (no waiting).
+    later = {**os.environ, "LIFEBOAT_CLOCK_OFFSET": "7200"}
+    stale = subprocess.run([*run, "status", "--json"], capture_output=True, text=True, env=later)
     assert stale.returncode == 1
     inwin = next(a for a in json.loads(stale.stdout)["assets"] if a["asset"] == "inwin")
     assert any("exceeds RPO" in b for b in inwin["breaches"])
+    assert 7000 < inwin["exposure_s"] < 7200 + 600
 
 
 def test_schedule_export_systemd_and_kubernetes(tmp_path):

@@ -194,29 +194,21 @@ def test_killed_wal_push_loses_nothing(pg):
     segment_name = pg.sql("select pg_walfile_name(pg_current_wal_lsn())")[0][0]
     pg.sql("select pg_switch_wal()")
     pg.switch_and_wait_archived()
-    # Simulate PostgreSQL's archiver being killed mid-upload of a copy of that segment
-    src = pg.root / "pgdata" / "pg_wal" / segment_name
+    # Simulate PostgreSQL's archiver being killed mid-upload of that segment: a copy from the
+    # archive itself, so the file always exists (pg_wal may have recycled the original).
     copy = pg.root / "copy" / segment_name
     copy.parent.mkdir()
-    copy.write_bytes(src.read_bytes()) if src.exists() else None
-    if copy.exists():
-        cmd = [
-            sys.executable,
-            "-m",
-            "lifeboat",
-            "--config",
-            str(pg.policy),
-            "wal",
-            "push",
-            "--asset",
-            "db",
-            str(copy),
-        ]
-        proc = subprocess.Popen(["runuser", "-u", pg.user, "--", *cmd] if pg.user else cmd)
-        time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        pg.lb("wal", "push", "--asset", "db", str(copy))  # the retry succeeds
+    os.chmod(copy.parent, 0o777)
+    pg.lb("wal", "fetch", segment_name, str(copy))
+    assert copy.stat().st_size == 16 << 20
+    cmd = [sys.executable, "-m", "lifeboat", "--config", str(pg.policy), "wal", "push", "--asset", "db"]
+    proc = subprocess.Popen(
+        ["runuser", "-u", pg.user, "--", *cmd, str(copy)] if pg.user else [*cmd, str(copy)]
+    )
+    time.sleep(0.3)  # wherever this lands (before, during or after the upload), the retry must succeed
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    pg.lb("wal", "push", "--asset", "db", str(copy))  # the retry succeeds
     assert pg.lb_json("wal", "verify")["ok"]
     assert pg.lb("check", "--read-data").returncode == 0
     target = pg.root / "after-kill"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -10,24 +11,52 @@ import time
 from lifeboat.assets.postgres.cluster import PgCluster, free_port
 from tests.postgres.test_pitr import labels
 
+ACTIVE_SLOT = "select 1 from pg_replication_slots where slot_name = 'lifeboat_db' and active"
+
+
+def wait_until(condition, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def newest_partial_stored(pg) -> float | None:  # type: ignore[no-untyped-def]
+    """When the stream last stored a partial segment in the repository (its own record)."""
+    from lifeboat import runtime
+    from lifeboat.assets.postgres.stream import newest_stream_time, stream_namespace
+    from lifeboat.policy import load_policy
+
+    repo = runtime.open_for_write(load_policy(pg.policy))
+    try:
+        return newest_stream_time(repo.list_ref_names(stream_namespace("db")))
+    finally:
+        repo.close()
+
 
 def test_streamed_wal_restores_writes_the_archive_never_saw(pg):
     pg.sql("insert into items (label) values ('base')")
     pg.lb("backup", "db")
     pg.switch_and_wait_archived()
     cmd = [sys.executable, "-m", "lifeboat", "--config", str(pg.policy), "wal", "stream", "--asset", "db"]
-    cmd += ["--flush-every", "0.3", "--max-seconds", "9", "--json"]  # runuser would eat a SIGTERM
+    cmd += ["--flush-every", "0.3", "--max-seconds", "120", "--json"]  # runuser would eat a SIGTERM
     if pg.user:
         cmd = ["runuser", "-u", pg.user, "--", *cmd]
     streamer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=pg.root)
     try:
-        time.sleep(3)  # slot created, receiving
+        wait_until(lambda: pg.sql(ACTIVE_SLOT), "the stream's replication slot to be active")
+        inserted_at = time.time()
         pg.sql("insert into items (label) values ('only-streamed')")
         unarchived = pg.sql("select pg_walfile_name(pg_current_wal_lsn())")[0][0]
-        time.sleep(2.5)  # a few flushes
+        wait_until(
+            lambda: (newest_partial_stored(pg) or 0) > inserted_at, "a partial stored after the insert"
+        )
     finally:
         # the primary dies before its current segment is ever archived
         PgCluster(pg.cluster.datadir, 0, pg.root, pg.cluster.pg_bin, pg.user).stop("immediate")
+        # runuser does not pass a SIGTERM on: signal the streamer itself (its command line is unique)
+        pattern = "^" + re.escape(f"{sys.executable} -m lifeboat --config {pg.policy} wal stream")
+        subprocess.run(["pkill", "-TERM", "-f", pattern], check=False)
         out, err = streamer.communicate(timeout=60)
     assert streamer.returncode == 0, err
     stats = json.loads(out)

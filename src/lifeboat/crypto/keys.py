@@ -16,12 +16,12 @@ import json
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from lifeboat import clock
 from lifeboat.crypto.envelope import public_bytes
 from lifeboat.errors import KeyError_
 
@@ -155,7 +155,7 @@ def new_backup_key(repo_id: str, recovery_public: bytes, id_key: bytes) -> Backu
         key_id=secrets.token_hex(8),
         recovery_public=recovery_public,
         id_key=id_key,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        created=clock.now().isoformat(timespec="seconds"),
     )
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import fcntl
 import json
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from lifeboat import clock
 
 
 @dataclass
@@ -57,4 +59,4 @@ class RunHistory:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return clock.now().isoformat(timespec="milliseconds")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from lifeboat import clock
 from lifeboat.errors import LifeboatError
 from lifeboat.repo import Repository
 
@@ -59,7 +60,7 @@ def drill_results(policy: Any) -> list[dict[str, Any]]:
 
 
 def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> list[AssetStatus]:
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     snapshots = repo.snapshots()
     audit = audit_entries(policy)
     drills = drill_results(policy)
@@ -120,7 +121,7 @@ def _newest_streamed(repo: Repository, asset: str) -> datetime | None:
 
 def key_warnings(policy: Any, repo: Repository, now: datetime | None = None) -> list[str]:
     """Backup keys older than the policy's maximum key age (the strictest class wins)."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     if not policy.classes:
         return []
     max_age = min(c.key_max_age for c in policy.classes.values())

@@ -13,12 +13,12 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from lifeboat import clock
 from lifeboat.errors import LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import encode_payload, read_blocks
@@ -339,7 +339,7 @@ class BackupSession:
             id="",
             asset=self.asset,
             kind=self.kind,
-            time=datetime.now(UTC),
+            time=clock.now(),
             host=self.host,
             labels=self.labels,
             stats=writer.stats,

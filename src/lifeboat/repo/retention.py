@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from lifeboat import clock
 from lifeboat.errors import LockedError
 from lifeboat.repo.format import snapshot_name
 from lifeboat.repo.locks import RepoLock
@@ -79,7 +80,7 @@ def forget_snapshots(
     asset: str | None = None,
 ) -> ForgetReport:
     """Remove snapshot headers that no rule keeps; locked ones are kept and reported."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     report = ForgetReport()
     with RepoLock(repo.storage, exclusive=True, operation="forget"):
         by_asset: dict[str, list[SnapshotInfo]] = {}
