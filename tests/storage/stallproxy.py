@@ -3,7 +3,8 @@
 * ``BlackHole``: a TCP server that accepts connections and never reads or answers.
 * ``StallProxy``: an HTTP proxy in front of the moto server that forwards everything until
   told to stall: from a matching request on it swallows every request (no answer ever),
-  or it freezes object GETs after a few bytes of the body.
+  or it freezes object GETs after a few bytes of the body, or it answers matching
+  requests only after a delay (slow, not stalled: for deadlines).
 
 Stalled handlers wait on an event that ``close()`` sets, so no thread outlives the test.
 """
@@ -62,6 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.release.wait()  # never answers (nor reads the body)
             self.close_connection = True
             return
+        if proxy.delay_from is not None and proxy.delay_from in request:
+            proxy.release.wait(proxy.delay)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
         conn.request(self.command, self.path, body, dict(self.headers.items()))
@@ -104,6 +107,8 @@ class StallProxy:
         self.hanging = False
         self.freeze_body_after: int | None = None
         self.frozen = 0
+        self.delay_from: str | None = None
+        self.delay = 0.0
         handler: Any = type("Handler", (_Handler,), {"proxy": self})
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -114,6 +119,7 @@ class StallProxy:
     def forward_normally(self) -> None:
         with self.lock:
             self.hang_from, self.hanging, self.freeze_body_after = None, False, None
+            self.delay_from = None
 
     def close(self) -> None:
         self.release.set()
