@@ -187,3 +187,18 @@ def test_the_daemon_stops_a_backup_at_its_timeout_and_alerts(
     assert run["outcome"] == "failed" and run["attempt"] == 1  # not retried: it would run as long
     proxy.forward_normally()
     assert_nothing_left(policy, s3_server, bucket)
+
+
+def test_a_jobs_deadline_is_the_earliest_of_its_timeout_its_window_end_and_a_day():
+    from datetime import datetime, timedelta
+
+    from lifeboat.ops.scheduler import job_deadline
+    from lifeboat.policy import Window
+
+    start = datetime(2026, 11, 25, 1, 30)
+    window = Window.parse("01:00-05:00")
+    assert job_deadline(start) == (start + timedelta(days=1), "timeout")
+    assert job_deadline(start, window) == (start + timedelta(days=1), "timeout")  # overrun: alerted only
+    assert job_deadline(start, window, True) == (datetime(2026, 11, 25, 5, 0), "window")
+    assert job_deadline(start, window, True, timedelta(hours=1)) == (datetime(2026, 11, 25, 2, 30), "timeout")
+    assert job_deadline(start, window, True, timedelta(hours=9)) == (datetime(2026, 11, 25, 5, 0), "window")
