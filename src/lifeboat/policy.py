@@ -136,6 +136,8 @@ class RepositoryConfig(_Model):
     lock_days: int | None = Field(default=None, ge=1)
     keyfile: Path = Path("keys/backup.key")
     recovery_key: Path | None = None
+    # a transfer with no progress for this long is aborted and retried (S3)
+    stall_timeout: Duration = timedelta(seconds=60)
 
 
 class StateConfig(_Model):
@@ -187,6 +189,8 @@ class _AssetBase(_Model):
     # heavy jobs: the daemon stops the backup cleanly when the window closes (the next
     # run reuses what was uploaded) instead of letting it run on into peak hours
     stop_at_window_end: bool = False
+    # the most a backup of this asset may take; past it the backup stops, nothing committed
+    timeout: Duration | None = None
 
     @field_validator("window", mode="before")
     @classmethod
@@ -245,6 +249,7 @@ class ObjectsAsset(_AssetBase):
     endpoint_url: str | None = None
     region: str | None = None
     workers: int = Field(default=16, ge=1, le=256)
+    stall_timeout: Duration = timedelta(seconds=60)  # of the bucket source's transfers
 
     @field_validator("source")
     @classmethod

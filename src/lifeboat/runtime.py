@@ -35,7 +35,11 @@ class Credentials:
 def storage_for(policy: Any) -> Any:
     repo = policy.repository
     return open_storage(
-        str(repo.url), endpoint_url=repo.endpoint_url, lock_days=repo.lock_days, region=repo.region
+        str(repo.url),
+        endpoint_url=repo.endpoint_url,
+        lock_days=repo.lock_days,
+        region=repo.region,
+        stall_timeout=repo.stall_timeout.total_seconds(),
     )
 
 

@@ -93,8 +93,14 @@ def backup_paths(
             )
 
         with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
-            for future in [pool.submit(add, item) for item in regular]:
-                future.result()
+            futures = [pool.submit(add, item) for item in regular]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:  # stopped (deadline, SIGTERM, a failure): read no more files
+                    future.cancel()
+                raise
         return session.commit()
 
 

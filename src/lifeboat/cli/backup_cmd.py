@@ -11,6 +11,8 @@ from lifeboat.assets.registry import backup_asset
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
 from lifeboat.errors import LifeboatError
+from lifeboat.ops.deadline import deadline
+from lifeboat.policy import format_duration
 
 
 @app.command()
@@ -31,7 +33,13 @@ def backup(
     for name in names:
         started = time.monotonic()
         try:
-            with progress_bar(f"backup {name}") as bar:
+            limit = policy.asset(name).timeout
+            stop = (
+                f"backup of {name} stopped: it ran past its timeout of {format_duration(limit)}"
+                if limit
+                else ""
+            )
+            with deadline(limit, stop), progress_bar(f"backup {name}") as bar:
                 info = backup_asset(policy, name, repo, bar)
         except LifeboatError as exc:
             audit.append("backup", asset=name, outcome="failed", error=exc.message)

@@ -27,9 +27,11 @@ from typing import Any
 from lifeboat import runtime
 from lifeboat.errors import LifeboatError
 from lifeboat.ops.alerts import Alerter
+from lifeboat.ops.deadline import DeadlineExceeded
 from lifeboat.ops.metrics import Metrics, serve
 from lifeboat.ops.runs import Run, RunHistory, now_iso
-from lifeboat.ops.scheduler import next_due, overran
+from lifeboat.ops.scheduler import DEFAULT_TIMEOUT, job_deadline, next_due, overran
+from lifeboat.policy import format_duration
 
 Log = Callable[[str], None]
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -80,27 +82,11 @@ class SingleInstance:
 
 
 def build_jobs(policy: Any) -> list[Job]:
-    from lifeboat.assets.registry import backup_asset
-
     jobs: list[Job] = []
-
-    def backup(name: str) -> Callable[[], int]:
-        def run() -> int:
-            repo = runtime.open_for_write(policy)
-            info = backup_asset(policy, name, repo)
-            runtime.audit_log(policy, repo).append(
-                "backup", asset=name, snapshot=info.id, bytes=info.stats.bytes, actor="daemon"
-            )
-            return info.stats.stored_bytes
-
-        return run
-
     for name, asset in policy.assets.items():
         if asset.schedule:
-            run = (
-                _backup_until_window_end(policy, name, asset.window)
-                if asset.stop_at_window_end and asset.window is not None
-                else backup(name)
+            run = _backup_with_deadline(
+                policy, name, asset.window, stop_at_window_end=asset.stop_at_window_end, timeout=asset.timeout
             )
             jobs.append(Job(f"backup:{name}", name, run, schedule=asset.schedule, window=asset.window))
         if asset.kind == "postgres" and asset.wal_async:
@@ -135,36 +121,72 @@ class StoppedAtWindowEnd(LifeboatError):
     """A heavy backup stopped because its off-peak window closed."""
 
 
+STOP_GRACE = 60.0  # seconds a stopped backup gets to unwind before it is killed
+
+
 def _backup_until_window_end(policy: Any, name: str, window: Any) -> Callable[[], int]:
-    """The backup in a child process, stopped with SIGTERM when the window closes: the
-    child unwinds (no snapshot, locks released) and the next run reuses what it uploaded."""
+    return _backup_with_deadline(policy, name, window, stop_at_window_end=True)
+
+
+def _backup_with_deadline(
+    policy: Any,
+    name: str,
+    window: Any = None,
+    *,
+    stop_at_window_end: bool = False,
+    timeout: timedelta | None = None,
+) -> Callable[[], int]:
+    """The backup in a child process, stopped with SIGTERM at its deadline (the close of
+    its window with stop_at_window_end, its timeout, or a day): the child unwinds (no
+    snapshot, locks released) and the next run reuses what it uploaded. A child process
+    because a thread stuck in a transfer cannot be stopped, and a process can."""
 
     def run() -> int:
-        deadline = window.end_after(datetime.now())
+        deadline, why = job_deadline(datetime.now(), window, stop_at_window_end, timeout)
         cmd = [sys.executable, "-m", "lifeboat", "--config", str(policy.path), "backup", name, "--json"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while proc.poll() is None:
-            if datetime.now() >= deadline:
-                proc.terminate()
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        env = {**os.environ, "LIFEBOAT_ACTOR": "daemon"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        out, err, stopped = _wait_until(proc, deadline)
+        # past the deadline: stopped here, or by the child's own timeout, which it armed later
+        if proc.returncode != 0 and (stopped or datetime.now() >= deadline):
+            if why == "window":
                 raise StoppedAtWindowEnd(
                     f"backup of {name} stopped at the end of its window {window}; "
                     "the next run reuses what was uploaded"
                 )
-            time.sleep(0.2)
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise LifeboatError(
-                err.strip().splitlines()[0] if err.strip() else f"backup exited {proc.returncode}"
+            limit = format_duration(timeout or DEFAULT_TIMEOUT)
+            raise DeadlineExceeded(
+                f"backup of {name} ran past its timeout of {limit} and was stopped; "
+                "nothing was committed, the next run reuses what was uploaded"
             )
+        if proc.returncode != 0:
+            first = err.strip().splitlines()[0] if err.strip() else f"backup exited {proc.returncode}"
+            raise LifeboatError(first.removeprefix("lifeboat: error: "))
         stored: int = json.loads(out)[0]["stats"]["stored_bytes"]
         return stored
 
     return run
+
+
+def _wait_until(proc: subprocess.Popen[str], deadline: datetime) -> tuple[str, str, bool]:
+    """The child's output once it exits; at the deadline it gets SIGTERM, then SIGKILL
+    after STOP_GRACE. Reads as it waits, so a chatty child never blocks on a full pipe."""
+    while True:
+        remaining = (deadline - datetime.now()).total_seconds()
+        if remaining <= 0:
+            break
+        try:
+            out, err = proc.communicate(timeout=min(remaining, 5.0))
+            return out, err, False
+        except subprocess.TimeoutExpired:
+            continue
+    proc.terminate()
+    try:
+        out, err = proc.communicate(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return out, err, True
 
 
 def _wal_drain(policy: Any, name: str) -> Callable[[], int]:
@@ -315,6 +337,7 @@ class Daemon:
                     )
                 )
                 self.alerts.resolve(f"job-failed:{job.name}")
+                self.alerts.resolve(f"deadline:{job.name}")
                 self.log(f"{job.name}: ok")
                 self.metrics.job_runs.labels(job.name, "ok").inc()
                 self.metrics.duration.labels(job.name, job.asset or "").set(time.monotonic() - t0)
@@ -340,6 +363,9 @@ class Daemon:
                 if outcome == "stopped":
                     self.alerts.fire(f"window-overrun:{job.name}", message)
                     return  # not a failure to retry: it waits for the next window
+                if isinstance(exc, DeadlineExceeded):
+                    self.alerts.fire(f"deadline:{job.name}", message)
+                    return  # a retry would run just as long: the next scheduled run tries again
                 if attempt <= retries and not self.state.stop.is_set():
                     time.sleep(min(2 ** (attempt - 1), 60))
                     continue

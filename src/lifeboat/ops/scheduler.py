@@ -37,3 +37,23 @@ def next_due(
 def overran(window: Window | None, started: datetime, now: datetime) -> bool:
     """A job that started inside its window and is still running after the window closed."""
     return window is not None and window.contains(started.time()) and not window.contains(now.time())
+
+
+# A backup with neither a timeout nor stop_at_window_end still ends: a daily job still
+# running when the next one is due has hung, and would hold its lock into the next day.
+DEFAULT_TIMEOUT = timedelta(days=1)
+
+
+def job_deadline(
+    started: datetime,
+    window: Window | None = None,
+    stop_at_window_end: bool = False,
+    timeout: timedelta | None = None,
+) -> tuple[datetime, str]:
+    """When a backup started at ``started`` must have ended, and why: the close of its
+    window (with stop_at_window_end), its asset's timeout, or the default, whichever is
+    first. ``started`` is local time, as windows are."""
+    limits = [(started + (timeout or DEFAULT_TIMEOUT), "timeout")]
+    if stop_at_window_end and window is not None:
+        limits.append((window.end_after(started), "window"))
+    return min(limits, key=lambda limit: limit[0])

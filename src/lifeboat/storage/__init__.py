@@ -10,9 +10,17 @@ from lifeboat.storage.base import ObjectStat, Storage
 
 
 def open_storage(
-    url: str, *, endpoint_url: str | None = None, lock_days: int | None = None, region: str | None = None
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    lock_days: int | None = None,
+    region: str | None = None,
+    stall_timeout: float | None = None,
 ) -> Storage:
-    """A driver for ``file:///path``, a plain path, or ``s3://bucket/prefix``."""
+    """A driver for ``file:///path``, a plain path, or ``s3://bucket/prefix``.
+
+    ``stall_timeout``: seconds a network transfer may make no progress before the attempt
+    is aborted (S3 only; default 60)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         from lifeboat.storage.local import LocalStorage
@@ -20,7 +28,7 @@ def open_storage(
         path = parsed.path if parsed.scheme == "file" else url
         return LocalStorage(Path(path), lock_days=lock_days)
     if parsed.scheme == "s3":
-        from lifeboat.storage.s3 import S3Storage
+        from lifeboat.storage.s3 import DEFAULT_STALL_TIMEOUT, S3Storage
 
         if not parsed.netloc:
             raise ConfigError(f"repository url {url!r} names no bucket")
@@ -30,6 +38,7 @@ def open_storage(
             endpoint_url=endpoint_url,
             region=region,
             lock_days=lock_days,
+            stall_timeout=stall_timeout or DEFAULT_STALL_TIMEOUT,
         )
     raise ConfigError(f"unsupported repository url {url!r} (use file:///path or s3://bucket/prefix)")
 

@@ -4,23 +4,53 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
 from lifeboat.storage.base import ObjectStat
 
-CLIENT_CONFIG = Config(
-    max_pool_connections=32,
-    retries={"max_attempts": 4, "mode": "standard"},
-    connect_timeout=5,
-    read_timeout=60,
-)
+DEFAULT_STALL_TIMEOUT = 60.0
+# Attempts per request, botocore's own retries and ours for a body that stops midway alike.
+# A request to an endpoint that stops answering fails after about ATTEMPTS x (stall_timeout
+# + 1 s: botocore waits up to a second for "100 Continue" before a PUT's body) plus at most
+# 7 s of backoff; every later request on the same storage then fails at once.
+ATTEMPTS = 4
+STALLS = (ReadTimeoutError, ConnectTimeoutError)
+# a body that ends or stops midway: botocore's retries only cover the request and headers
+BODY_ERRORS = (ReadTimeoutError, ResponseStreamingError, IncompleteReadError, ConnectionClosedError)
+
+
+def client_config(stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> Config:
+    """Socket timeouts are the stall detector: no byte sent or received for
+    ``stall_timeout`` seconds (connecting, sending, waiting for the answer, or midway
+    through a body) aborts the attempt."""
+    return Config(
+        max_pool_connections=32,
+        retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+        connect_timeout=stall_timeout,
+        read_timeout=stall_timeout,
+    )
+
+
+CLIENT_CONFIG = client_config()
 
 
 class S3Storage:
@@ -35,16 +65,49 @@ class S3Storage:
         region: str | None = None,
         lock_days: int | None = None,
         client: Any = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.lock_days = lock_days
         self.endpoint_url = endpoint_url
+        self.stall_timeout = stall_timeout
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._client = client or boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region, config=CLIENT_CONFIG
+            "s3", endpoint_url=endpoint_url, region_name=region, config=client_config(stall_timeout)
         )
         self._lock_checked = False
+        # Set once a request stalled through all its attempts: the endpoint is not answering,
+        # so later requests (the aborted backup's index, the lock release, the audit mirror)
+        # fail at once instead of each waiting out its own attempts.
+        self._stalled: StorageError | None = None
+        self._stall_lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint as host:port, for messages (the client resolves AWS's own)."""
+        url = str(getattr(self._client.meta, "endpoint_url", None) or self.endpoint_url or "AWS S3")
+        return url.split("://", 1)[-1].rstrip("/")
+
+    def _check_stalled(self) -> None:
+        if self._stalled is not None:
+            raise StorageError(self._stalled.message, hint=self._stalled.hint)
+
+    def _stall(self, action: str, name: str, exc: Exception) -> NoReturn:
+        what = (
+            f"no progress for {self.stall_timeout:g}s"
+            if isinstance(exc, STALLS)
+            else "the connection stalled or closed while sending"
+        )
+        err = StorageError(
+            f"S3 endpoint {self.endpoint} stopped answering {action} {name}: {what} "
+            f"in each of {ATTEMPTS} attempts",
+            hint="check the endpoint and the network path to it; [repository] stall_timeout "
+            "sets how long a transfer may make no progress",
+        )
+        with self._stall_lock:
+            self._stalled = self._stalled or err
+        raise err from None
 
     def _key(self, name: str) -> str:
         parts = name.split("/")
@@ -54,6 +117,8 @@ class S3Storage:
 
     def _fail(self, exc: Exception, action: str, name: str) -> NoReturn:
         where = self.endpoint_url or "AWS S3"
+        if isinstance(exc, (*STALLS, ConnectionClosedError)):
+            self._stall(action, name, exc)
         if isinstance(exc, EndpointConnectionError):
             raise StorageError(
                 f"cannot reach S3 endpoint {where}", hint="check [repository] endpoint_url and the network"
@@ -81,7 +146,7 @@ class S3Storage:
             err = StorageError(f"S3 error {code or status} {action} {name}")
             err.transient = status is not None and status >= 500
             raise err from None
-        err = StorageError(f"S3 transfer failed {action} {name}: {type(exc).__name__}")
+        err = StorageError(f"S3 transfer to {self.endpoint} failed {action} {name}: {type(exc).__name__}")
         err.transient = True
         raise err from None
 
@@ -107,6 +172,7 @@ class S3Storage:
         self._lock_checked = True
 
     def put(self, name: str, data: bytes, *, retain: bool = True) -> None:
+        self._check_stalled()
         key = self._key(name)
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
         if retain and self.lock_days:
@@ -127,13 +193,25 @@ class S3Storage:
             args["Range"] = f"bytes={offset}-{offset + length - 1}"
         elif offset:
             args["Range"] = f"bytes={offset}-"
-        try:
-            body: bytes = self._client.get_object(**args)["Body"].read()
-            return body
-        except (ClientError, BotoCoreError, OSError) as exc:
-            self._fail(exc, "reading", name)
+        for attempt in range(1, ATTEMPTS + 1):
+            self._check_stalled()
+            try:
+                response = self._client.get_object(**args)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                self._fail(exc, "reading", name)
+            try:
+                body: bytes = response["Body"].read()
+                return body
+            except BODY_ERRORS as exc:
+                if attempt == ATTEMPTS:
+                    self._fail(exc, "reading", name)
+                time.sleep(min(2 ** (attempt - 1), 8) * 0.5)
+            except (BotoCoreError, OSError) as exc:
+                self._fail(exc, "reading", name)
+        raise AssertionError("unreachable")
 
     def stat(self, name: str) -> ObjectStat:
+        self._check_stalled()
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
         except (ClientError, BotoCoreError, OSError) as exc:
@@ -154,6 +232,7 @@ class S3Storage:
             return False
 
     def list(self, prefix: str = "") -> Iterator[ObjectStat]:
+        self._check_stalled()
         base = f"{self.prefix}/" if self.prefix else ""
         paginator = self._client.get_paginator("list_objects_v2")
         try:
@@ -167,6 +246,7 @@ class S3Storage:
 
     def delete(self, name: str) -> None:
         """Remove every version of the object, so prune really reclaims space."""
+        self._check_stalled()
         key = self._key(name)
         try:
             listing = self._client.list_object_versions(Bucket=self.bucket, Prefix=key)

@@ -60,7 +60,9 @@ def _capture(session: BackupSession, source: Source, obj: ObjectInfo, counters: 
 def backup_objects(
     policy: Any, asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS
 ) -> SnapshotInfo:
-    source = open_source(asset.source, asset.endpoint_url, asset.region, asset.workers)
+    source = open_source(
+        asset.source, asset.endpoint_url, asset.region, asset.workers, asset.stall_timeout.total_seconds()
+    )
     counters = Counters()
     versioning = with_retries("reading versioning", source.versioning, counters)
     objects = with_retries("listing", source.list_current, counters)

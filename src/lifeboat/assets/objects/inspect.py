@@ -19,7 +19,9 @@ class SourceReport:
 
 
 def inspect_source(policy: Any, asset: Any, fix: bool = False) -> SourceReport:
-    source = open_source(asset.source, asset.endpoint_url, asset.region, asset.workers)
+    source = open_source(
+        asset.source, asset.endpoint_url, asset.region, asset.workers, asset.stall_timeout.total_seconds()
+    )
     versioning = source.versioning()
     objects = source.list_current()
     report = SourceReport(asset.source, versioning, len(objects), sum(o.size for o in objects))

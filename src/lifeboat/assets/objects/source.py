@@ -21,13 +21,24 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from botocore.response import StreamingBody
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
 
 META = "x-amz-meta-"
+DEFAULT_STALL_TIMEOUT = 60.0
+# botocore's attempts per modelled request; a presigned GET (no botocore retries) is retried
+# by transfer.with_retries, as many times. A store that stops answering fails a request after
+# about CLIENT_ATTEMPTS x stall_timeout, plus backoff.
+CLIENT_ATTEMPTS = 6
 TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
 
 
@@ -80,10 +91,37 @@ def error_code(body: bytes) -> str:
         return ""
 
 
+class StallGuard:
+    """A response body whose stall (no byte for stall_timeout) is a one-line StorageError
+    naming the store, retried like any dropped transfer."""
+
+    def __init__(self, body: Any, source: S3Source, what: str) -> None:
+        self._body = body
+        self._source = source
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return bytes(self._body.read() if n is None or n < 0 else self._body.read(n))
+        except ReadTimeoutError:
+            raise self._source.stalled(self._what, retried=False) from None
+
+    def close(self) -> None:
+        self._body.close()
+
+
 class S3Source:
-    def __init__(self, url: str, endpoint_url: str | None, region: str | None, workers: int = 16) -> None:
+    def __init__(
+        self,
+        url: str,
+        endpoint_url: str | None,
+        region: str | None,
+        workers: int = 16,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ) -> None:
         parsed = urllib.parse.urlparse(url)
         self.url = url
+        self.stall_timeout = stall_timeout
         self.bucket = parsed.netloc
         self.prefix = parsed.path.lstrip("/")
         if self.prefix and not self.prefix.endswith("/"):
@@ -97,9 +135,11 @@ class S3Source:
                 # which S3 no longer accepts in newer regions
                 signature_version="s3v4",
                 max_pool_connections=max(workers * 2, 10),
-                retries={"max_attempts": 6, "mode": "adaptive"},
-                connect_timeout=5,
-                read_timeout=60,
+                retries={"max_attempts": CLIENT_ATTEMPTS, "mode": "adaptive"},
+                # the stall detector: no byte for this long aborts the attempt, whether
+                # connecting, waiting for an answer or midway through a body
+                connect_timeout=stall_timeout,
+                read_timeout=stall_timeout,
             ),
         )
         # botocore's own transport (its proxies, CA bundle, timeouts and connection pool),
@@ -108,11 +148,35 @@ class S3Source:
         self._http: Any = self.client._endpoint.http_session
         self._presigned_gets = True
 
+    @property
+    def endpoint(self) -> str:
+        """host:port of the store, for messages."""
+        url = str(self.client.meta.endpoint_url)
+        return url.split("://", 1)[-1].rstrip("/")
+
+    def stalled(self, what: str, *, retried: bool) -> StorageError:
+        """``retried``: botocore already spent its attempts, so retrying again would only
+        multiply the wait; a presigned GET or a body has had one attempt."""
+        attempts = f" in each of {CLIENT_ATTEMPTS} attempts" if retried else ""
+        err = StorageError(
+            f"object store {self.endpoint} of {self.url} stopped answering {what}: "
+            f"no progress for {self.stall_timeout:g}s{attempts}",
+            hint="check the endpoint and the network path to it; the asset's stall_timeout "
+            "sets how long a transfer may make no progress",
+        )
+        err.transient = not retried
+        return err
+
+    def _error(self, exc: Exception, what: str, *, retried: bool = True) -> StorageError:
+        if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+            return self.stalled(what, retried=retried)
+        return source_error(exc, self.url, what)
+
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         try:
             return fn(**kwargs)
         except (ClientError, BotoCoreError, OSError) as exc:
-            raise source_error(exc, self.url, what) from None
+            raise self._error(exc, what) from None
 
     def versioning(self) -> str:
         out = self._call("reading versioning", self.client.get_bucket_versioning, Bucket=self.bucket)
@@ -133,7 +197,7 @@ class S3Source:
                         )
                     )
         except (ClientError, BotoCoreError, OSError) as exc:
-            raise source_error(exc, self.url, "listing") from None
+            raise self._error(exc, "listing") from None
         return objects
 
     def list_versions(self) -> list[ObjectInfo]:
@@ -163,7 +227,7 @@ class S3Source:
                         )
                     )
         except (ClientError, BotoCoreError, OSError) as exc:
-            raise source_error(exc, self.url, "listing versions") from None
+            raise self._error(exc, "listing versions") from None
         return versions
 
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
@@ -180,7 +244,9 @@ class S3Source:
                 version, content_type = headers.get("x-amz-version-id"), headers.get("content-type")
                 # botocore's body wrapper: a dropped connection or a short body becomes a
                 # BotoCoreError (retried), not a raw urllib3 exception
-                body: Any = StreamingBody(fast.raw, int(headers.get("content-length", obj.size)))
+                body: Any = StallGuard(
+                    StreamingBody(fast.raw, int(headers.get("content-length", obj.size))), self, what
+                )
                 return body, self._with_tags(
                     ObjectInfo(obj.key, obj.size, obj.etag, obj.last_modified, version, content_type, meta),
                     args,
@@ -199,7 +265,8 @@ class S3Source:
             response.get("ContentType"),
             dict(response.get("Metadata", {})),
         )
-        return response["Body"], self._with_tags(info, args, bool(response.get("TagCount")))
+        guarded: Any = StallGuard(response["Body"], self, what)
+        return guarded, self._with_tags(info, args, bool(response.get("TagCount")))
 
     def _with_tags(self, info: ObjectInfo, args: dict[str, str], tagged: bool) -> ObjectInfo:
         if tagged:
@@ -221,7 +288,7 @@ class S3Source:
         try:
             response = self._http.send(request)
         except (BotoCoreError, OSError) as exc:
-            raise source_error(exc, self.url, what) from None
+            raise self._error(exc, what, retried=False) from None
         if response.status_code == 200:
             return response
         try:
@@ -289,9 +356,13 @@ class S3Source:
 
     def sha256_of(self, key: str) -> str:
         digest = hashlib.sha256()
-        body = self._call(
-            f"verifying {key}", self.client.get_object, Bucket=self.bucket, Key=self.prefix + key
-        )["Body"]
+        body = StallGuard(
+            self._call(f"verifying {key}", self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)[
+                "Body"
+            ],
+            self,
+            f"verifying {key}",
+        )
         for block in iter(lambda: body.read(1 << 20), b""):
             digest.update(block)
         return digest.hexdigest()
@@ -470,10 +541,14 @@ Source = S3Source | DirSource
 
 
 def open_source(
-    url: str, endpoint_url: str | None = None, region: str | None = None, workers: int = 16
+    url: str,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    workers: int = 16,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> Source:
     if url.startswith("s3://"):
-        return S3Source(url, endpoint_url, region, workers)
+        return S3Source(url, endpoint_url, region, workers, stall_timeout)
     if url.startswith("dir://"):
         return DirSource(url)
     raise ConfigError(f"unsupported object location {url!r} (use s3://bucket/prefix or dir:///path)")

@@ -49,6 +49,10 @@ def with_retries(what: str, fn: Any, counters: Counters) -> Any:
         except (StorageError, BotoCoreError, OSError, ValueError) as exc:
             transient = not isinstance(exc, StorageError) or exc.transient
             if not transient or attempt == ATTEMPTS - 1:
+                if isinstance(exc, StorageError) and transient:
+                    raise StorageError(
+                        f"{exc.message}; gave up after {ATTEMPTS} attempts", hint=exc.hint
+                    ) from None
                 if isinstance(exc, StorageError):
                     raise
                 raise StorageError(
@@ -108,5 +112,11 @@ def run_batched(fn: Callable[[T], None], items: Sequence[T], workers: int, batch
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run, items[i : i + batch]) for i in range(0, len(items), batch)]
-        for future in futures:
-            future.result()
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            # also when the caller is interrupted (deadline, SIGTERM): without this the pool
+            # would carry on through every remaining object before the exception got out
+            failed.set()
+            raise
