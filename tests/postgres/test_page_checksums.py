@@ -4,10 +4,14 @@ the backup's output, its --json, the snapshot, and `status` (degraded, exit 1)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -59,6 +63,43 @@ def remote_policy(pg) -> str:
     if pg.user:
         shutil.chown(remote, pg.user)
     return str(remote)
+
+
+class Received(list):
+    url = ""
+
+
+@contextlib.contextmanager
+def webhook() -> Iterator[Received]:
+    """A real HTTP receiver for the daemon's alerts."""
+    received = Received()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    received.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield received
+    finally:
+        server.shutdown()
+
+
+def alerting_policy(pg, url: str) -> str:
+    """The sandbox's policy with a webhook (and no WAL streamer to start and stop)."""
+    policy = pg.root / "alerting.toml"
+    text = pg.policy.read_text().replace("stream = true", "stream = false")
+    policy.write_text(text + f'\n[alerts]\nwebhooks = [ {{ url = "{url}", format = "json" }} ]\n')
+    if pg.user:
+        shutil.chown(policy, pg.user)
+    return str(policy)
 
 
 def backup_json(pg, *config: str) -> tuple[dict, str]:
@@ -127,6 +168,13 @@ def test_flipped_byte_is_named_by_both_backup_paths_and_status_is_degraded(pg):
         "public.items",
     )
     assert "WARNING" in stderr and "public.items" in stderr
+
+    # The daemon alerts, once, naming the asset and the count
+    with webhook() as received:
+        pg.lb("--config", alerting_policy(pg, received.url), "daemon", "--max-seconds", "1", "--no-http")
+    fired = [m for m in received if m["condition"] == "bad-pages:db"]
+    assert [m["status"] for m in fired] == ["firing"]
+    assert "db: degraded: 1 bad page" in fired[0]["message"] and path in fired[0]["message"]
 
     # PostgreSQL's own checker agrees on the one bad page
     pg.cluster.stop()
