@@ -102,7 +102,7 @@ def warn_bad_pages(name: str, snapshot: str, pages: list[BadPage]) -> None:
         err_console.print(f"  bad page: {page.describe()}", soft_wrap=True, markup=False)
     err_console.print(
         "  hint: restore those relations from an older snapshot or rebuild them "
-        "(docs/operations/runbooks/corrupt-pages.md)",
+        "(docs/operations/runbooks/database-pitr.md, Bad pages)",
         soft_wrap=True,
         markup=False,
     )
