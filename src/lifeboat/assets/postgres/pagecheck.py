@@ -121,7 +121,7 @@ def page_checksum(page: bytes | memoryview, block: int) -> int:
 
 @dataclass
 class Verdict:
-    """What checking one page found: ``None`` when fine or skipped, else why it is bad."""
+    """A page that failed twice: its block within the relation, its LSN, and why."""
 
     block: int
     lsn: int
@@ -129,7 +129,9 @@ class Verdict:
 
 
 def _candidate(page: bytes | memoryview, start_lsn: int) -> tuple[bool, int, int]:
-    """(needs a checksum, page LSN, stored checksum); a page that cannot be checked is fine."""
+    """(needs a checksum, page LSN, stored checksum). Not needed: a new page (judged by
+    _new_page_bad) or one written since the backup started (torn reads are possible there,
+    and WAL replay from the start LSN rewrites it)."""
     xlogid, xrecoff, stored, _flags, _lower, upper = HEADER.unpack_from(page)
     lsn = (xlogid << 32) | xrecoff
     if upper == 0:
