@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from lifeboat import runtime
 from lifeboat.assets.registry import backup_asset
 from lifeboat.cli.app import app
-from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
+from lifeboat.cli.common import console, err_console, human_bytes, print_json, progress_bar, run_context
 from lifeboat.errors import LifeboatError
 from lifeboat.ops.deadline import deadline
 from lifeboat.policy import format_duration
+
+if TYPE_CHECKING:
+    from lifeboat.assets.postgres.pagecheck import BadPage
+
+
+def bad_pages_of(snapshot_id: str, labels: dict[str, str]) -> list[BadPage] | None:
+    from lifeboat.assets.postgres import pagecheck  # psycopg: only once a PostgreSQL backup ran
+
+    return pagecheck.bad_pages_of(snapshot_id, labels)
 
 
 @app.command()
@@ -50,20 +60,30 @@ def backup(
             if not json_out:
                 console.print(f"[red]backup {name} failed[/red]: {exc.message}", soft_wrap=True)
             continue
+        bad_pages = bad_pages_of(info.id, info.labels) if "page_checksums" in info.labels else None
+        extra: dict[str, Any] = {"bad_pages": len(bad_pages)} if bad_pages else {}
         audit.append(
-            "backup", asset=name, snapshot=info.id, bytes=info.stats.bytes, added=info.stats.stored_bytes
+            "backup",
+            asset=name,
+            snapshot=info.id,
+            bytes=info.stats.bytes,
+            added=info.stats.stored_bytes,
+            **extra,
         )
         seconds = time.monotonic() - started
-        results.append(
-            {
-                "asset": name,
-                "ok": True,
-                "snapshot": info.id,
-                "stats": info.stats,
-                "labels": info.labels,
-                "seconds": round(seconds, 3),
-            }
-        )
+        result = {
+            "asset": name,
+            "ok": True,
+            "snapshot": info.id,
+            "stats": info.stats,
+            "labels": info.labels,
+            "seconds": round(seconds, 3),
+        }
+        if bad_pages is not None:
+            result["bad_pages"] = [b.to_json() for b in bad_pages]
+        results.append(result)
+        if bad_pages:
+            warn_bad_pages(name, info.short_id, bad_pages)
         if not json_out:
             s = info.stats
             rate = s.bytes / seconds / 1e6 if seconds > 0 else 0.0
@@ -76,3 +96,21 @@ def backup(
         print_json(results)
     if failed:
         raise typer.Exit(1)
+
+
+def warn_bad_pages(name: str, snapshot: str, pages: list[BadPage]) -> None:
+    """On stderr whatever the output format: the snapshot is committed (exit 0), but it
+    holds the corruption, and every later backup will too until the page is repaired."""
+    err_console.print(
+        f"[yellow]WARNING[/yellow]: {name}: {len(pages)} page(s) failed checksum verification; "
+        f"snapshot {snapshot} holds them as they are on disk",
+        soft_wrap=True,
+    )
+    for page in pages:
+        err_console.print(f"  bad page: {page.describe()}", soft_wrap=True, markup=False)
+    err_console.print(
+        "  hint: restore those relations from an older snapshot or rebuild them "
+        "(docs/operations/runbooks/database-pitr.md, Bad pages)",
+        soft_wrap=True,
+        markup=False,
+    )

@@ -406,6 +406,7 @@ class Daemon:
                     )
                 else:
                     self.alerts.resolve(f"rpo:{st.asset}")
+                self.report_bad_pages(st)
             self.refresh_key_age(repo)
             self.refresh_wal_lag()
             self.metrics.repo_size.set(sum(s.stats.stored_bytes for s in repo.snapshots()))
@@ -450,6 +451,15 @@ class Daemon:
                 self.alerts.fire(f"stream:{name}", f"WAL streaming for {name} failed: {message}")
                 self.state.stop.wait(backoff)
                 backoff = min(backoff * 2, 300)
+
+    def report_bad_pages(self, st: Any) -> None:
+        """Alert while the asset's latest snapshot holds pages that failed their checksum."""
+        key = f"bad-pages:{st.asset}"
+        if st.bad_pages:
+            detail = next((b for b in st.breaches if b.startswith("degraded:")), "degraded")
+            self.alerts.fire(key, f"{st.asset}: {detail}")
+        else:
+            self.alerts.resolve(key)
 
     def refresh_key_age(self, repo: Any) -> None:
         from lifeboat.ops.status import key_warnings

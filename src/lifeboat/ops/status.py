@@ -29,6 +29,7 @@ class AssetStatus:
     last_drill_rto_s: float | None = None
     last_drill_verdict: str | None = None
     success_rate_30d: float | None = None
+    bad_pages: int | None = None  # in the latest snapshot, when its pages were verified
     breaches: list[str] = field(default_factory=list)
 
 
@@ -71,6 +72,8 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
         st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
         mine = [s for s in snapshots if s.asset == name]
         newest = mine[-1].time if mine else None
+        if asset.kind == "postgres" and mine:
+            _page_verdict(st, mine[-1])
         if asset.kind == "postgres":
             wal = [
                 e
@@ -110,6 +113,19 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
                 break
         statuses.append(st)
     return statuses
+
+
+def _page_verdict(st: AssetStatus, latest: Any) -> None:
+    """Degraded while the latest snapshot holds pages that failed their checksum: every
+    backup taken since the corruption carries it, so an older snapshot may be the good one."""
+    try:
+        st.bad_pages = int(latest.labels["bad_pages"])
+    except (KeyError, ValueError):
+        return
+    if st.bad_pages:
+        where = latest.labels.get("bad_page_blocks", "")
+        detail = f" ({where})" if where else ""
+        st.breaches.append(f"degraded: {st.bad_pages} bad page(s) in snapshot {latest.short_id}{detail}")
 
 
 def _newest_streamed(repo: Repository, asset: str) -> datetime | None:

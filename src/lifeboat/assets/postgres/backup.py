@@ -17,9 +17,12 @@ from typing import Any
 
 import psycopg
 
+from lifeboat.assets.postgres.pagecheck import PAGE_SIZE, BadPage, ChecksumScan
+from lifeboat.assets.postgres.walnames import parse_lsn, segment_of
 from lifeboat.errors import ConfigError, LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
+from lifeboat.repo.backup import BackupSession
 
 CHUNK_SIZE = 128 << 10  # 16 pages: a changed page range costs 128 KiB, not a 1 GiB segment file
 READ_WORKERS = 4
@@ -111,10 +114,13 @@ def backup_postgres(
         if version is None or int(version[0]) < 150000:
             raise PgError("PostgreSQL 15 or newer is required")
         label = f"lifeboat {asset.name} {socket.gethostname()}"
+        scan = checksum_scan(conn)
         start = conn.execute("select pg_backup_start(%s, true)::text", (label,)).fetchone()
+        assert start is not None
+        scan.start_lsn = parse_lsn(str(start[0]))
         tli = conn.execute("select timeline_id from pg_control_checkpoint()").fetchone()
         try:
-            info = _copy(repo, asset, pgdata, progress, start, tli, version, sysid, conn)
+            info = _copy(repo, asset, pgdata, progress, start, tli, version, sysid, conn, scan)
         except BaseException:
             try:
                 conn.execute("select pg_backup_stop(false)")
@@ -154,6 +160,7 @@ def _copy(
     version: Any,
     sysid: Any,
     conn: psycopg.Connection[Any],
+    scan: ChecksumScan,
 ) -> SnapshotInfo:
     items = walk_pgdata(pgdata)
     progress.start(sum(st.st_size for _, _, st in items if stat.S_ISREG(st.st_mode)))
@@ -175,11 +182,18 @@ def _copy(
             elif stat.S_ISREG(mode):
                 regular.append((rel, path, st))
 
+        flagged: dict[str, Entry] = {}
+
         def add(item: tuple[str, Path, os.stat_result]) -> None:
             rel, path, st = item
             identity = f"{rel}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
             try:
-                session.add_file(rel, path, identity=identity)
+                if scan.applies(rel):
+                    entry = add_checked(session, scan, rel, path, identity)
+                    if entry.meta.get("bad_pages"):
+                        flagged[rel] = entry
+                else:
+                    session.add_file(rel, path, identity=identity)
             except StorageError as exc:
                 if "disappeared" not in exc.message:
                     raise  # a relation dropped during the backup is fine: WAL replay removes it
@@ -193,9 +207,8 @@ def _copy(
         row = conn.execute("select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)").fetchone()
         assert row is not None
         stop_lsn, labelfile, spcmapfile = row
-        from lifeboat.assets.postgres.walnames import parse_lsn, segment_of
-
         timeline = int(tli[0]) if tli else 1
+        record_bad_pages(scan, asset.dsn, flagged)
         wait_for_archived(repo, asset.name, segment_of(parse_lsn(stop_lsn) - 1, timeline).name)
         session.add_bytes("backup_label", labelfile.encode(), mode=0o600)
         if spcmapfile:
@@ -209,6 +222,61 @@ def _copy(
                 "stop_wal": segment_of(parse_lsn(stop_lsn), timeline).name,
                 "pg_version": str(version[0]),
                 "system_identifier": str(sysid[0]) if sysid else "",
+                **scan.labels(),
             }
         )
-        return session.commit()
+        info = session.commit()
+        scan.remember(info.id)
+        return info
+
+
+def checksum_scan(conn: psycopg.Connection[Any]) -> ChecksumScan:
+    """Page verification when the cluster computes page checksums (initdb -k / pg_checksums)."""
+    row = conn.execute("show data_checksums").fetchone()
+    return ChecksumScan(enabled=row is not None and str(row[0]) == "on", start_lsn=0)
+
+
+def add_checked(session: BackupSession, scan: ChecksumScan, rel: str, path: Path, identity: str) -> Entry:
+    """A relation file, its pages verified as they are stored (one read for both)."""
+    reused = session.reuse(rel, identity)
+    if reused is not None:
+        scan.carry(reused.meta.get("bad_pages"))  # unchanged since: same pages, same verdict
+        return reused
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            st = os.fstat(fh.fileno())
+
+            def reread(index: int) -> bytes | None:
+                try:
+                    return os.pread(fh.fileno(), PAGE_SIZE, index * PAGE_SIZE)
+                except OSError:
+                    return None
+
+            reader = scan.reader(rel, fh, reread)
+            entry = session.add_stream(
+                rel,
+                reader,  # type: ignore[arg-type]
+                mode=st.st_mode & 0o7777,
+                mtime_ns=st.st_mtime_ns,
+                uid=st.st_uid,
+                gid=st.st_gid,
+                identity=identity,
+            )
+            bad = scan.done(reader)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} disappeared during the backup") from None
+    except PermissionError:
+        raise StorageError(f"permission denied reading {path}") from None
+    if bad:
+        entry.meta["bad_pages"] = [b.to_json() for b in bad]
+    return entry
+
+
+def record_bad_pages(scan: ChecksumScan, dsn: str, flagged: dict[str, Entry]) -> None:
+    """Name the relations of the bad pages and keep the detail in the (encrypted) tree."""
+    scan.name_relations(dsn)
+    by_file: dict[str, list[BadPage]] = {}
+    for page in scan.bad:
+        by_file.setdefault(page.file, []).append(page)
+    for rel, entry in flagged.items():
+        entry.meta["bad_pages"] = [b.to_json() for b in by_file.get(rel, [])]

@@ -4,13 +4,17 @@ fly, nothing written to local disk)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import tarfile
 from typing import IO, Any
 
-from lifeboat.assets.postgres.backup import CHUNK_SIZE, PgError, connect
+import psycopg
+
+from lifeboat.assets.postgres.backup import CHUNK_SIZE, PgError, checksum_scan, connect, record_bad_pages
 from lifeboat.assets.postgres.cluster import find_pg_bin
+from lifeboat.assets.postgres.pagecheck import PAGE_SIZE
 from lifeboat.assets.postgres.walnames import format_lsn, parse_lsn, segment_of
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -27,6 +31,11 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
         tablespaces = conn.execute(
             "select count(*) from pg_tablespace where spcname not like 'pg_%'"
         ).fetchone()
+        scan = checksum_scan(conn)
+        # Until backup_label arrives, the LSN before the backup starts bounds the pages that
+        # cannot have been rewritten since (a lower bound only skips more pages)
+        before = conn.execute("select pg_current_wal_lsn()::text").fetchone()
+        scan.start_lsn = parse_lsn(str(before[0])) if before else 0
     if tablespaces and tablespaces[0]:
         raise ConfigError(f"asset {asset.name}: tablespaces need a local pgdata (set pgdata)")
     pg_basebackup = find_pg_bin(asset.pg_bin) / "pg_basebackup"
@@ -40,6 +49,9 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
         "-X",
         "none",
         "--no-manifest",
+        # The server's own check aborts the whole backup at the first bad page without naming
+        # it; we verify the pages ourselves as they stream past and report every one
+        "--no-verify-checksums",
         "-c",
         "fast",
         "-l",
@@ -48,13 +60,18 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     label = ""
-    with repo.backup(
-        asset.name,
-        "postgres",
-        chunk_size=asset.chunk_size or CHUNK_SIZE,
-        progress=progress,
-        file_sha256=False,
-    ) as s:
+    flagged: dict[str, Entry] = {}
+    rereader = ServerReread(asset.dsn)
+    with (
+        rereader,
+        repo.backup(
+            asset.name,
+            "postgres",
+            chunk_size=asset.chunk_size or CHUNK_SIZE,
+            progress=progress,
+            file_sha256=False,
+        ) as s,
+    ):
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
                 for member in tar:
@@ -74,6 +91,21 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
                             data = stream.read()
                             label = data.decode()
                             s.add_bytes(path, data, mode=0o600)
+                            started = START.search(label)
+                            if started:
+                                scan.start_lsn = parse_lsn(started.group(1))
+                        elif scan.applies(path):
+                            reader = scan.reader(path, stream, functools.partial(rereader.page, path))
+                            entry = s.add_stream(
+                                path,
+                                reader,  # type: ignore[arg-type]
+                                mode=member.mode,
+                                mtime_ns=int(member.mtime * 1e9),
+                            )
+                            bad = scan.done(reader)
+                            if bad:
+                                entry.meta["bad_pages"] = [b.to_json() for b in bad]
+                                flagged[path] = entry
                         else:
                             s.add_stream(
                                 path,
@@ -95,6 +127,7 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
         # so a --lsn target right after this backup may pick an older base backup (slower, not wrong).
         stop = row[0] if row else start.group(1)
         timeline = int(tli.group(1))
+        record_bad_pages(scan, asset.dsn, flagged)
         s.set_labels(
             {
                 "start_lsn": start.group(1),
@@ -105,6 +138,41 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
                 "method": "pg_basebackup",
                 "pg_version": str(version[0]) if version else "",
                 "system_identifier": str(sysid[0]) if sysid else "",
+                **scan.labels(),
             }
         )
-        return s.commit()
+        info = s.commit()
+        scan.remember(info.id)
+        return info
+
+
+class ServerReread:
+    """Reads one page again through SQL (pg_read_binary_file), for a page that failed its
+    checksum in the stream: a concurrent write may have torn the server's first read. Needs
+    superuser or pg_read_server_files; without it the first read's verdict stands."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn: psycopg.Connection[Any] | None = None
+        self.refused = False
+
+    def __enter__(self) -> ServerReread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def page(self, path: str, index: int) -> bytes | None:
+        if self.refused:
+            return None
+        try:
+            if self.conn is None:
+                self.conn = connect(self.dsn)
+            row = self.conn.execute(
+                "select pg_read_binary_file(%s, %s, %s, true)", (path, index * PAGE_SIZE, PAGE_SIZE)
+            ).fetchone()
+        except (psycopg.Error, PgError):
+            self.refused = True
+            return None
+        return bytes(row[0]) if row and row[0] is not None else None
