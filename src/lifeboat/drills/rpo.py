@@ -255,6 +255,8 @@ def capture_source(asset: Any, at: datetime | None) -> Any:
             source = open_source(asset.source, asset.endpoint_url, asset.region, asset.workers)
             if at is None:
                 return {o.key: o for o in source.list_current()}
+            if source.versioning() != "Enabled":
+                return Unavailable("the source keeps no versions, so its state at a past time is not known")
             return state_at(source.list_versions(), at)
         if at is not None:
             return Unavailable("a file's state at a past time is not known")
