@@ -167,3 +167,17 @@ def test_an_overdue_corrective_action_fails_status_until_closed(pg):
     pg.lb("actions", "close", "CA-0001", "--note", "faster disks")
     code, report = status(pg)
     assert code == 0 and report["assets"][0]["open_actions"] == [], report
+
+
+def test_a_source_that_is_gone_gives_an_upper_bound_said_as_such(pg):
+    pg.sql("insert into items (label) values ('one')")
+    pg.lb("backup", "db")  # no commit after it: the base backup is the newest data restored
+    pg.switch_and_wait_archived()
+    wait_older_than(pg, pg.sql("select now()")[0][0], 2)
+    pg.cluster.stop("immediate")  # the outage: nothing left to compare the restore with
+
+    out = drill(pg)
+    assert out["verdict"] == "fail"
+    assert out["rpo_methods"]["db"].startswith("upper bound: the source's WAL position is unknown")
+    assert out["achieved"]["db"]["rpo_s"] >= 2
+    assert any(r.startswith("db: RPO up to ") for r in out["reasons"]), out["reasons"]

@@ -16,6 +16,7 @@ reference time minus the newest data the restore holds) and the method says so.
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import subprocess
@@ -26,7 +27,7 @@ from typing import Any
 
 from lifeboat.errors import LifeboatError
 
-COMMIT = re.compile(r"desc: COMMIT(?:_PREPARED)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (\S+)")
+COMMIT = re.compile(r"desc: COMMIT(?:_PREPARED \d+:)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,15 @@ def lost_commits(pg_bin: Path, user: str | None, pgdata: Path, pos: PgPosition, 
     ]
     if user:
         cmd = ["runuser", "-u", user, "--", *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    times = []
-    for match in COMMIT.finditer(proc.stdout):
-        stamp = datetime.fromisoformat(match.group(1))
-        times.append(stamp.replace(tzinfo=UTC) if match.group(2) == "UTC" else stamp.astimezone(UTC))
-    if proc.returncode != 0 and not times and "error" in proc.stderr and not proc.stdout:
-        raise LifeboatError(f"pg_waldump: {proc.stderr.strip().splitlines()[-1]}")
+    # TZ=UTC: pg_waldump prints commit times in its local zone, by abbreviation only
+    env = {**os.environ, "TZ": "UTC"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    times = [datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC) for m in COMMIT.finditer(proc.stdout)]
+    if proc.returncode != 0 and not times:
+        # scanning forward from where replay ended: any commit found is the oldest lost one,
+        # but finding none in WAL that could not be read proves nothing
+        lines = proc.stderr.strip().splitlines()
+        raise LifeboatError(f"pg_waldump: {lines[-1] if lines else f'exit {proc.returncode}'}")
     return times
 
 

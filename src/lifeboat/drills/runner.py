@@ -173,7 +173,8 @@ class DrillRunner:
                 self.run.logs[f"{asset.name}-postgres"] = log_path.read_text(errors="replace")
             for c in result.get("checks", []):
                 self.run.checks.append(Check(c["name"], asset.name, c["ok"], c["detail"]))
-            recovered = _parse_pg_time(result.get("recovered_to"))
+            # no transaction replayed after the base backup: it is the newest data held
+            recovered = _parse_pg_time(result.get("recovered_to")) or self._snapshot_time(asset, result)
             rpo = pg_rpo(
                 reference=self.reference,
                 at=at,
@@ -224,6 +225,13 @@ class DrillRunner:
         self.run.checks.append(Check("file checksums", asset.name, True, f"{stats.verified} files verified"))
         rpo = files_rpo(self.reference, self.sources.get(asset.name), self._entries(info), info.time)
         return info.time, f"{stats.files} files restored", rpo
+
+    def _snapshot_time(self, asset: Any, result: dict[str, Any]) -> datetime | None:
+        return (
+            self.repo.find_snapshot(asset.name, snapshot_id=result["snapshot"]).time
+            if result.get("snapshot")
+            else None
+        )
 
     def _entries(self, info: Any) -> list[Any]:
         return list(self.repo.reader(info).entries())
