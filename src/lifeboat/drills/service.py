@@ -32,9 +32,10 @@ def action_period(policy: Any, source: str, asset: str | None) -> timedelta:
     """How long a corrective action may stay open: the asset's class drill period, else
     the drill's own period; the next drill is where the fix has to show."""
     if asset and asset in policy.assets:
-        return timedelta(seconds=policy.classes[policy.asset(asset).class_].drill_every.total_seconds())
+        period: timedelta = policy.classes[policy.asset(asset).class_].drill_every
+        return period
     drill = policy.drills.get(source.removeprefix("drill "))
-    return timedelta(seconds=drill.every.total_seconds()) if drill else timedelta(days=30)
+    return drill.every if drill else timedelta(days=30)
 
 
 def drill_key(policy: Any, repo: Any) -> Any:
