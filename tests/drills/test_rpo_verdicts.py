@@ -168,6 +168,11 @@ def test_an_overdue_corrective_action_fails_status_until_closed(pg):
     code, report = status(pg)
     assert code == 0 and report["assets"][0]["open_actions"] == [], report
 
+    ledger.write_text("{not json")  # a hand edit gone wrong: one line, not an internal error
+    proc = pg.lb("--config", str(pg.root / "relaxed.toml"), "status", check=False)
+    assert proc.returncode == 2 and "not a corrective-actions ledger" in proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
 
 def test_a_source_that_is_gone_gives_an_upper_bound_said_as_such(pg):
     pg.sql("insert into items (label) values ('one')")

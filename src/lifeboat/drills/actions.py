@@ -48,9 +48,14 @@ class Ledger:
         if not self.path.exists():
             return []
         fields = set(Action.__dataclass_fields__)
-        return [
-            Action(**{k: v for k, v in a.items() if k in fields}) for a in json.loads(self.path.read_text())
-        ]
+        try:
+            records = json.loads(self.path.read_text())
+            return [Action(**{k: v for k, v in a.items() if k in fields}) for a in records]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"{self.path}: not a corrective-actions ledger ({str(exc).splitlines()[0]})",
+                hint="restore it from version control; it is a JSON list of actions",
+            ) from None
 
     def _save(self, actions: list[Action]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
