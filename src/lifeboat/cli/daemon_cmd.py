@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, err_console, print_json, run_context
+
+if TYPE_CHECKING:
+    from lifeboat.ops.status import AssetStatus
 
 
 @app.command()
@@ -68,10 +72,32 @@ def status(
                 f"[{'red' if s.breaches else 'green'}]{state}[/]",
             )
         console.print(table)
+        for s in statuses:
+            console.print(
+                f"{s.asset}: last drill {drill_cell(s)}; corrective actions {actions_cell(s)}",
+                markup=False,
+                soft_wrap=True,
+            )
         for warning in warnings:
             console.print(f"[yellow]warning[/yellow]: {warning}")
     if breached:
         raise typer.Exit(1)
+
+
+def drill_cell(s: AssetStatus) -> str:
+    if s.last_drill is None:
+        return "never"
+    verdict = "passed" if s.last_drill_verdict == "pass" else "FAILED"
+    return f"{s.last_drill_name} {verdict} {s.last_drill[:19]} ({s.last_drill_bundle})"
+
+
+def actions_cell(s: AssetStatus) -> str:
+    if not s.open_actions:
+        return "none open"
+    overdue = (
+        f", {len(s.overdue_actions)} overdue ({'; '.join(s.overdue_actions)})" if s.overdue_actions else ""
+    )
+    return f"{len(s.open_actions)} open ({', '.join(s.open_actions)}){overdue}"
 
 
 schedule_app = typer.Typer(help="Export schedules to other schedulers.", no_args_is_help=True)

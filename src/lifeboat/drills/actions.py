@@ -1,13 +1,16 @@
-"""The corrective-actions ledger: what failed, evidence link, owner, status.
+"""The corrective-actions ledger: what failed, evidence link, owner, status, due date.
 
-Kept as JSON (the record) and rendered to Markdown beside it on every change.
+Kept as JSON (the record) and rendered to Markdown beside it on every change. An open
+action is overdue once its due date has passed: by default one drill period (the asset's
+class ``drill_every``) after it was opened, i.e. before the next scheduled drill would
+have to prove the fix. Actions recorded before due dates existed get the same rule.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lifeboat.errors import ConfigError
@@ -25,6 +28,16 @@ class Action:
     opened: str
     closed: str | None = None
     note: str | None = None
+    asset: str | None = None  # the asset the failure was about, when known
+    due: str | None = None  # ISO time; None in ledgers written before due dates
+
+    def due_time(self, default_period: timedelta) -> datetime:
+        if self.due:
+            return datetime.fromisoformat(self.due)
+        return datetime.fromisoformat(self.opened) + default_period
+
+    def overdue(self, now: datetime, default_period: timedelta) -> bool:
+        return self.status == "open" and now > self.due_time(default_period)
 
 
 class Ledger:
@@ -34,20 +47,40 @@ class Ledger:
     def load(self) -> list[Action]:
         if not self.path.exists():
             return []
-        return [Action(**a) for a in json.loads(self.path.read_text())]
+        fields = set(Action.__dataclass_fields__)
+        try:
+            records = json.loads(self.path.read_text())
+            return [Action(**{k: v for k, v in a.items() if k in fields}) for a in records]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"{self.path}: not a corrective-actions ledger ({str(exc).splitlines()[0]})",
+                hint="restore it from version control; it is a JSON list of actions",
+            ) from None
 
     def _save(self, actions: list[Action]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps([asdict(a) for a in actions], indent=2) + "\n")
         self.path.with_suffix(".md").write_text(render_markdown(actions))
 
-    def open(self, title: str, detail: str, evidence: str, source: str, owner: str = "unassigned") -> Action:
+    def open(
+        self,
+        title: str,
+        detail: str,
+        evidence: str,
+        source: str,
+        owner: str = "unassigned",
+        *,
+        asset: str | None = None,
+        due_in: timedelta | None = None,
+    ) -> Action:
         actions = self.load()
         for action in actions:
             if action.status == "open" and action.title == title and action.source == source:
-                action.detail, action.evidence = detail, evidence  # the same problem again: update
+                # the same problem again: update it; the due date stays (failing again is no extension)
+                action.detail, action.evidence = detail, evidence
                 self._save(actions)
                 return action
+        opened = datetime.now(UTC).replace(microsecond=0)
         action = Action(
             f"CA-{len(actions) + 1:04d}",
             title,
@@ -56,7 +89,9 @@ class Ledger:
             owner,
             source,
             "open",
-            datetime.now(UTC).isoformat(timespec="seconds"),
+            opened.isoformat(),
+            asset=asset,
+            due=(opened + due_in).isoformat() if due_in is not None else None,
         )
         actions.append(action)
         self._save(actions)
@@ -79,11 +114,12 @@ def render_markdown(actions: list[Action]) -> str:
         "",
         "Opened by failed drills and missed targets; closed with a note.",
         "",
-        "| id | status | title | owner | opened | evidence | note |",
-        "|---|---|---|---|---|---|---|",
+        "| id | status | title | owner | opened | due | evidence | note |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for a in actions:
         lines.append(
-            f"| {a.id} | {a.status} | {a.title} | {a.owner} | {a.opened} | {a.evidence} | {a.note or ''} |"
+            f"| {a.id} | {a.status} | {a.title} | {a.owner} | {a.opened} | {a.due or '-'} "
+            f"| {a.evidence} | {a.note or ''} |"
         )
     return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,23 @@ from lifeboat.errors import ConfigError, NotFoundError
 
 def ledger_for(policy: Any) -> Ledger:
     return Ledger(policy.base_dir / "docs" / "operations" / "corrective-actions.json")
+
+
+def reason_asset(reason: str, run: DrillRun) -> str | None:
+    """The asset a failure reason is about: "ASSET: ..." or "check failed: ASSET name: ..."."""
+    head = reason.removeprefix("check failed: ")
+    candidate = head.split(":")[0].split(" ")[0]
+    return candidate if candidate in run.targets else None
+
+
+def action_period(policy: Any, source: str, asset: str | None) -> timedelta:
+    """How long a corrective action may stay open: the asset's class drill period, else
+    the drill's own period; the next drill is where the fix has to show."""
+    if asset and asset in policy.assets:
+        period: timedelta = policy.classes[policy.asset(asset).class_].drill_every
+        return period
+    drill = policy.drills.get(source.removeprefix("drill "))
+    return drill.every if drill else timedelta(days=30)
 
 
 def drill_key(policy: Any, repo: Any) -> Any:
@@ -75,11 +92,14 @@ def run_drill(
     if run.verdict != "pass":
         ledger = ledger_for(policy)
         for reason in run.reasons:
+            asset = reason_asset(reason, run)
             ledger.open(
                 reason.split(":")[0] + ": " + reason.split(":", 1)[-1].strip()[:120],
                 reason,
                 str(bundle),
                 source=f"drill {name}",
+                asset=asset,
+                due_in=action_period(policy, f"drill {name}", asset),
             )
     runtime.audit_log(policy, repo).append(
         "drill",

@@ -28,6 +28,10 @@ class AssetStatus:
     last_drill: str | None = None
     last_drill_rto_s: float | None = None
     last_drill_verdict: str | None = None
+    last_drill_name: str | None = None
+    last_drill_bundle: str | None = None
+    open_actions: list[str] = field(default_factory=list)  # ids of open corrective actions
+    overdue_actions: list[str] = field(default_factory=list)  # "CA-0001 due 2026-..."
     success_rate_30d: float | None = None
     bad_pages: int | None = None  # in the latest snapshot, when its pages were verified
     breaches: list[str] = field(default_factory=list)
@@ -103,15 +107,9 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
             st.success_rate_30d = round(sum(e["outcome"] == "ok" for e in runs) / len(runs), 4)
             if st.success_rate_30d < cls.success_target:
                 st.breaches.append(f"success rate {st.success_rate_30d:.0%} below {cls.success_target:.0%}")
-        for drill in reversed(drills):
-            if name in drill.get("achieved", {}):
-                st.last_drill = drill["started"]
-                st.last_drill_rto_s = drill["achieved"][name]["rto_s"]
-                st.last_drill_verdict = drill["verdict"]
-                if st.last_drill_rto_s is not None and st.last_drill_rto_s > st.rto_s:
-                    st.breaches.append(f"last drill RTO {st.last_drill_rto_s:.0f}s exceeds {st.rto_s:.0f}s")
-                break
+        last_drill_findings(st, drills)
         statuses.append(st)
+    corrective_action_findings(policy, statuses, now)
     return statuses
 
 
@@ -126,6 +124,53 @@ def _page_verdict(st: AssetStatus, latest: Any) -> None:
         where = latest.labels.get("bad_page_blocks", "")
         detail = f" ({where})" if where else ""
         st.breaches.append(f"degraded: {st.bad_pages} bad page(s) in snapshot {latest.short_id}{detail}")
+
+
+def last_drill_findings(st: AssetStatus, drills: list[dict[str, Any]]) -> None:
+    """The newest drill that restored this asset: its verdict is the asset's, since a
+    failed drill means nobody has shown the asset can come back."""
+    for drill in reversed(drills):
+        if st.asset not in drill.get("achieved", {}):
+            continue
+        st.last_drill = drill["started"]
+        st.last_drill_rto_s = drill["achieved"][st.asset]["rto_s"]
+        st.last_drill_verdict = drill["verdict"]
+        st.last_drill_name = drill.get("drill")
+        st.last_drill_bundle = drill.get("bundle")
+        if drill["verdict"] != "pass":
+            st.breaches.append(f"last drill {st.last_drill_name} failed ({drill['started'][:19]})")
+        if st.last_drill_rto_s is not None and st.last_drill_rto_s > st.rto_s:
+            st.breaches.append(f"last drill RTO {st.last_drill_rto_s:.0f}s exceeds {st.rto_s:.0f}s")
+        return
+
+
+def corrective_action_findings(policy: Any, statuses: list[AssetStatus], now: datetime) -> None:
+    """Open corrective actions per asset (an action that names no asset counts for every
+    asset of its drill); an overdue one is a breach (see drills/actions.py)."""
+    from lifeboat.drills.service import action_period, ledger_for
+
+    by_name = {st.asset: st for st in statuses}
+    for action in ledger_for(policy).load():
+        if action.status != "open":
+            continue
+        assets = [action.asset] if action.asset else _drill_assets(policy, action.source)
+        period = action_period(policy, action.source, action.asset)
+        due = action.due_time(period)
+        for name in assets:
+            st = by_name.get(name)
+            if st is None:
+                continue
+            st.open_actions.append(action.id)
+            if action.overdue(now, period):
+                st.overdue_actions.append(f"{action.id} due {due.isoformat(timespec='seconds')}")
+                st.breaches.append(f"corrective action {action.id} overdue since {due.date().isoformat()}")
+
+
+def _drill_assets(policy: Any, source: str) -> list[str]:
+    drill = policy.drills.get(source.removeprefix("drill "))
+    if drill is None:
+        return []
+    return list(drill.assets or policy.assets)
 
 
 def _newest_streamed(repo: Repository, asset: str) -> datetime | None:
