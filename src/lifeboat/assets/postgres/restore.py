@@ -15,6 +15,7 @@ from typing import Any
 
 from lifeboat.assets.postgres.backup import EXCLUDED_DIR_CONTENTS, connect
 from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, find_pg_bin, free_port, port_in_use
+from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, setting, shell_arg
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
 from lifeboat.assets.postgres.walnames import Segment, is_history, parse_lsn, segment_of
@@ -45,6 +46,8 @@ class PgRestoreResult:
     port: int | None = None
     started: bool = False
     recovered_to: str | None = None  # last completed transaction replayed (server log)
+    archiving: str = "off"
+    archive_settings_disabled: list[str] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
 
@@ -76,35 +79,74 @@ def choose_base_backup(repo: Repository, asset: str, options: dict[str, Any]) ->
     return snaps[-1]
 
 
-def recovery_settings(options: dict[str, Any], spool: Path) -> tuple[list[str], str]:
+def validate_targets(options: dict[str, Any]) -> None:
+    """--xid and --lsn reach postgresql.auto.conf: only well-formed values do."""
+    if options.get("xid"):
+        options["xid"] = check_xid(str(options["xid"]))
+    if options.get("lsn"):
+        options["lsn"] = check_lsn(str(options["lsn"]))
+
+
+def recovery_settings(
+    options: dict[str, Any], spool: Path, timeline: str = "latest"
+) -> tuple[list[str], str]:
     # Every WAL file replay may need is staged in the spool before PostgreSQL starts, so the
     # restore_command is a plain copy: no interpreter start per segment (cp exits 1 when a
     # file is absent, which PostgreSQL reads as the end of the archive).
     # A hard link, not a copy: one write of each WAL byte instead of two (the spool sits
     # beside the target, on the same filesystem; cp when it is not).
-    fetch = f"ln -f {spool}/%f %p 2>/dev/null || cp {spool}/%f %p"
+    src = shell_arg(f"{spool}/") + "%f"
+    fetch = f"ln -f {src} %p 2>/dev/null || cp {src} %p"
     lines = [
-        f"restore_command = '{fetch}'",
-        "recovery_target_timeline = 'latest'",
-        "recovery_target_action = 'promote'",
+        setting("restore_command", fetch),
+        setting("recovery_target_timeline", timeline),
     ]
+    if not options.get("standby"):
+        lines.append(setting("recovery_target_action", "promote"))
     if options.get("at") is not None:
         at: datetime = options["at"]
-        lines.append(f"recovery_target_time = '{at.isoformat()}'")
+        lines.append(setting("recovery_target_time", at.isoformat()))
         target = f"time {at.isoformat(timespec='seconds')}"
     elif options.get("lsn"):
-        lines.append(f"recovery_target_lsn = '{options['lsn']}'")
+        lines.append(setting("recovery_target_lsn", str(options["lsn"])))
         target = f"LSN {options['lsn']}"
     elif options.get("xid"):
-        lines.append(f"recovery_target_xid = '{options['xid']}'")
+        lines.append(setting("recovery_target_xid", str(options["xid"])))
         target = f"xid {options['xid']}"
     elif options.get("name"):
-        name = str(options["name"]).replace("'", "''")
-        lines.append(f"recovery_target_name = '{name}'")
+        lines.append(setting("recovery_target_name", str(options["name"])))
         target = f"restore point {options['name']}"
     else:
         target = "latest"
     return lines, target
+
+
+ARCHIVE_SETTING = re.compile(r"^\s*(archive_mode|archive_command|archive_library)\b", re.IGNORECASE)
+
+
+def disable_archiving(target: Path) -> list[str]:
+    """Comment out the archive settings the backup carried (postgresql.conf and the
+    backup's postgresql.auto.conf) and return the lines that switch archiving off. A
+    restored copy that kept production's archive_command would push its own timeline into
+    production's archive, and the next restore to 'latest' would follow it."""
+    disabled = []
+    for name in ("postgresql.conf", "postgresql.auto.conf"):
+        path = target / name
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()
+        changed = False
+        for i, line in enumerate(lines):
+            if ARCHIVE_SETTING.match(line):
+                disabled.append(f"{name}: {line.strip()}")
+                lines[i] = "# disabled by lifeboat restore (archiving off): " + line
+                changed = True
+        if changed:
+            path.write_text("\n".join(lines) + "\n")
+    return disabled
+
+
+ARCHIVING_OFF = ["archive_mode = off", "archive_command = ''", "archive_library = ''"]
 
 
 def stage_wal(
@@ -244,6 +286,7 @@ def restore_postgres(
     policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
 ) -> dict[str, Any]:
     target = Path(options["target"]).absolute()
+    validate_targets(options)
     started_at = time.monotonic()
     base = choose_base_backup(repo, asset.name, options)
     _prepare_target(target, bool(options.get("force")), asset.pgdata)
@@ -289,16 +332,21 @@ def restore_postgres(
             hint="restore to an earlier --at/--lsn, or find the segment; 'lifeboat wal verify' lists gaps",
         )
 
+    archive = bool(options.get("archive"))
+    result.archiving = "on (--archive: inherited archive settings kept)" if archive else "off"
+    result.archive_settings_disabled = [] if archive else disable_archiving(target)
+    socket_dir = Path(f"{target.parent}/.{target.name}.sock")
     with open(target / "postgresql.auto.conf", "a") as fh:
         fh.write("\n# written by lifeboat restore\n" + "\n".join(settings) + "\n")
         if port:
-            fh.write(f"port = {port}\n")
-        if options.get("archive") is False:
-            fh.write("archive_mode = off\n")
+            fh.write(f"port = {int(port)}\n")
+        if not archive:
+            fh.write("\n".join(ARCHIVING_OFF) + "\n")
         if inline_tablespaces:  # directories in pg_tblspc, not symlinks (PostgreSQL 15+)
             fh.write("allow_in_place_tablespaces = on\n")
-        socket_dir = Path(f"{target.parent}/.{target.name}.sock")
-        fh.write(f"unix_socket_directories = '{socket_dir}'\n")
+        # A list setting: the double quotes keep a comma in the path from splitting it.
+        socket_list = '"' + str(socket_dir).replace('"', '""') + '"'
+        fh.write(f"unix_socket_directories = {pg_string(socket_list)}\n")
     (target / "recovery.signal").touch()
     socket_dir.mkdir(exist_ok=True)
     cluster = PgCluster(target, port or 5432, socket_dir, find_pg_bin(asset.pg_bin))
@@ -334,10 +382,16 @@ def restore_postgres(
     return result.to_dict()
 
 
+def _disabled_note(r: PgRestoreResult) -> str:
+    n = len(r.archive_settings_disabled)
+    return f" ({n} inherited archive settings commented out)" if n else ""
+
+
 def _summary(r: PgRestoreResult) -> list[str]:
     lines = [
         f"{r.asset}: base backup {r.snapshot[:12]} restored into {r.target}, "
         f"{r.wal_segments} WAL segments staged, recovery target {r.recovery_target}",
+        f"WAL archiving in the restored cluster: {r.archiving}" + _disabled_note(r),
         "timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in r.steps.items()),
     ]
     if r.streamed_wal:
