@@ -3,14 +3,21 @@ the archive's timeline tree (failover vs divergent branch), standby restores."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lifeboat.assets.postgres.cluster import free_port
+from lifeboat.assets.postgres.cluster import PgCluster, free_port
+from lifeboat.assets.postgres.configure import archive_command
+from lifeboat.assets.postgres.quoting import setting
+from lifeboat.assets.postgres.timelines import added_by_branch
+from lifeboat.ops.daemon import Daemon
+from lifeboat.policy import load_policy
 from tests.pgsandbox import PgSandbox, destroy, make_sandbox
 
 
@@ -126,3 +133,179 @@ def test_pg_configure_quotes_archive_command(weird: PgSandbox) -> None:
     segment = weird.switch_and_wait_archived()
     assert segment in archived(weird)
     assert not os.path.exists(weird.root / "pgdata" / "x")
+
+
+def start_restored(pg: PgSandbox, target: Path, port: int) -> str:
+    cluster = PgCluster(target, port, target.parent / f".{target.name}.sock", pg.cluster.pg_bin, pg.user)
+    cluster.start()
+    cluster.wait_promoted()
+    return pg.restored_dsn(target, port)
+
+
+def test_hand_archiving_staging_clone_is_a_divergent_branch_never_followed(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('prod-1')")
+    pg.lb("backup", "db")
+    pg.switch_and_wait_archived()
+    stage, stage_port = pg.root / "stage", free_port()
+    pg.lb("restore", "db", "--target", str(stage), "--latest", "--port", str(stage_port))
+    # an operator switches archiving back on in the staging copy, by hand
+    with open(stage / "postgresql.auto.conf", "a") as fh:
+        command = archive_command(sys.executable, pg.policy, "db")
+        fh.write("archive_mode = on\n" + setting("archive_command", command) + "\n")
+    dsn = start_restored(pg, stage, stage_port)
+    try:
+        pg.sql("insert into items (label) values ('staging')", dsn)
+        assert wait_archived(pg, dsn).startswith("00000002")
+        pg.sql("insert into items (label) values ('prod-2')")
+        pg.switch_and_wait_archived()
+    finally:
+        pg.stop_restored(stage)
+    assert "00000002.history" in archived(pg)
+    proc = pg.lb("wal", "verify", check=False)
+    assert proc.returncode == 1 and "timeline 2 is a divergent branch" in proc.stdout, proc.stdout
+    report = json.loads(pg.lb("wal", "verify", "--json", check=False).stdout)
+    (branch,) = report["divergent"]
+    assert (branch["timeline"], branch["parent"], branch["newest_wal_on"]) == (2, 1, 1)
+    status = pg.lb("status", "--json", check=False)
+    db = next(a for a in json.loads(status.stdout)["assets"] if a["asset"] == "db")
+    assert status.returncode == 1 and db["divergent"] and "divergent WAL branch" in " ".join(db["breaches"])
+    daemon = Daemon(load_policy(pg.policy), jobs=[])
+    daemon.refresh_status()
+    alerts = json.loads((pg.root / ".lifeboat" / "alerts.json").read_text())
+    assert "timeline 2 forked from 1" in alerts["wal-divergence:db"]
+    again, port = pg.root / "again", free_port()
+    out = pg.lb_json("restore", "db", "--target", str(again), "--latest", "--start", "--port", str(port))
+    try:
+        assert out["timeline"]["followed"] == 1 and out["timeline"]["divergent"], out["timeline"]
+        assert labels(pg, again, port) == ["prod-1", "prod-2"]
+        conf = (again / "postgresql.auto.conf").read_text()
+        assert "recovery_target_timeline = '1'" in conf and "'latest'" not in conf
+    finally:
+        pg.stop_restored(again)
+    forced, port = pg.root / "forced", free_port()
+    out = pg.lb_json(
+        "restore", "db", "--target", str(forced), "--start", "--port", str(port), "--timeline", "2"
+    )
+    try:
+        assert out["timeline"]["followed"] == 2
+        assert labels(pg, forced, port) == ["prod-1", "staging"]
+    finally:
+        pg.stop_restored(forced)
+
+
+def test_failover_timeline_is_followed_and_earlier_times_stay_on_timeline_one(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('prod-1')")
+    pg.lb("backup", "db")
+    pg.sql("insert into items (label) values ('prod-2')")
+    pg.switch_and_wait_archived()
+    noted = pg.sql("select clock_timestamp()")[0][0]  # the server's clock: prod-3 commits after it
+    pg.sql("insert into items (label) values ('prod-3')")
+    pg.switch_and_wait_archived()
+    pg.cluster.stop()  # the old primary is gone
+    new, new_port = pg.root / "new-primary", free_port()
+    out = pg.lb_json(
+        "restore", "db", "--target", str(new), "--latest", "--start", "--port", str(new_port), "--archive"
+    )
+    assert out["archiving"].startswith("on")
+    dsn = pg.restored_dsn(new, new_port)
+    try:
+        pg.sql("insert into items (label) values ('tl2')", dsn)
+        assert wait_archived(pg, dsn).startswith("00000002")
+    finally:
+        pg.stop_restored(new)
+    report = pg.lb_json("wal", "verify")
+    assert report["ok"] and not report["divergent"] and report["newest_timeline"] == 2
+    latest, port = pg.root / "latest", free_port()
+    out = pg.lb_json("restore", "db", "--target", str(latest), "--latest", "--start", "--port", str(port))
+    try:
+        assert out["timeline"]["followed"] == 2 and out["timeline"]["path"] == [1, 2]
+        assert labels(pg, latest, port) == ["prod-1", "prod-2", "prod-3", "tl2"]
+    finally:
+        pg.stop_restored(latest)
+    early, port = pg.root / "early", free_port()
+    out = pg.lb_json(
+        "restore", "db", "--target", str(early), "--at", noted.isoformat(), "--start", "--port", str(port)
+    )
+    try:
+        assert out["timeline"]["followed"] == 1
+        assert labels(pg, early, port) == ["prod-1", "prod-2"]
+    finally:
+        pg.stop_restored(early)
+
+
+def test_drill_restores_with_archiving_off_and_proves_the_archive_untouched(pg: PgSandbox) -> None:
+    with open(pg.policy, "a") as fh:
+        fh.write('\n[drills.pitr]\nscenario = "pg-pitr"\nassets = ["db"]\nevidence_dir = "evidence"\n')
+    pg.sql("insert into items (label) values ('before drill')")
+    pg.lb("backup", "db")
+    pg.sql("insert into items (label) values ('replayed')")  # the drill's recovery point
+    pg.switch_and_wait_archived()
+    before = archived(pg)
+    out = pg.lb_json("drill", "run", "pitr")
+    check = next(c for c in out["checks"] if c["name"] == "archive untouched")
+    assert check["ok"] and "archiving off" in check["detail"], check
+    assert out["verdict"] == "pass", out["reasons"]
+    assert [n for n in archived(pg) if n not in before and not n.startswith("00000001")] == []
+
+
+def test_archive_files_only_a_staging_branch_can_have_written() -> None:
+    before = {"000000010000000000000003", "000000010000000000000004"}
+    after = before | {
+        "000000010000000000000005",  # production went on archiving: not the drill's
+        "00000002.history",
+        "000000020000000000000005",
+        "000000010000000000000004.partial",
+    }
+    assert added_by_branch(before, after, 2) == [
+        "000000010000000000000004.partial",
+        "00000002.history",
+        "000000020000000000000005",
+    ]
+    assert added_by_branch(before, before | {"000000010000000000000005"}, 2) == []
+
+
+def test_wal_push_refuses_another_clusters_segment_naming_both_ids(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('mine')")
+    pg.lb("backup", "db")
+    mine = int(pg.sql("select system_identifier from pg_control_system()")[0][0])
+    other = PgCluster(pg.root / "other", free_port(), pg.root / "other-sock")
+    other.initdb()
+    other.start()
+    try:
+        theirs = int(pg.sql("select system_identifier from pg_control_system()", other.dsn)[0][0])
+        name = str(pg.sql("select pg_walfile_name(pg_current_wal_lsn())", other.dsn)[0][0])
+        pg.sql("select pg_switch_wal()", other.dsn)
+        stray = pg.root / "stray" / name
+        stray.parent.mkdir()
+        stray.write_bytes((pg.root / "other" / "pg_wal" / name).read_bytes())
+    finally:
+        other.stop()
+    assert mine != theirs
+    before = archived(pg)
+    proc = pg.lb("wal", "push", "--asset", "db", str(stray), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert str(mine) in proc.stderr and str(theirs) in proc.stderr
+    assert archived(pg) == before
+    # the asset's own segments still archive, on any timeline (see the failover test)
+    pg.sql("insert into items (label) values ('still archiving')")
+    assert pg.switch_and_wait_archived() in archived(pg)
+
+
+def test_standby_restore_stays_in_recovery_with_a_conninfo_placeholder(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('base')")
+    pg.lb("backup", "db")
+    pg.sql("insert into items (label) values ('after')")
+    pg.switch_and_wait_archived()
+    target, port = pg.root / "standby", free_port()
+    args = ["--target", str(target), "--latest", "--start", "--port", str(port), "--standby"]
+    out = pg.lb_json("restore", "db", *args)
+    try:
+        assert out["ok"] and out["standby"], out
+        assert (target / "standby.signal").exists() and not (target / "recovery.signal").exists()
+        dsn = pg.restored_dsn(target, port)
+        assert pg.sql("select pg_is_in_recovery()", dsn)[0][0] is True
+        assert labels(pg, target, port) == ["after", "base"]
+        conf = (target / "postgresql.auto.conf").read_text()
+        assert "# primary_conninfo = " in conf and "recovery_target_action" not in conf
+    finally:
+        pg.stop_restored(target)

@@ -29,6 +29,7 @@ class AssetStatus:
     last_drill_verdict: str | None = None
     success_rate_30d: float | None = None
     breaches: list[str] = field(default_factory=list)
+    divergent: list[dict[str, Any]] = field(default_factory=list)  # WAL branches (postgres)
 
 
 def audit_entries(policy: Any) -> list[dict[str, Any]]:
@@ -79,6 +80,12 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
             if wal:
                 pushed = datetime.fromisoformat(wal[-1]["time"])
                 newest = max(newest, pushed) if newest else pushed
+            st.divergent = _divergent_branches(repo, name)
+            for d in st.divergent:
+                st.breaches.append(
+                    f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
+                    f"{d['fork_lsn'] or '?'} and both archived; newest WAL on timeline {d['newest_wal_on']}"
+                )
             if asset.stream:
                 streamed = _newest_streamed(repo, name)
                 if streamed is not None:
@@ -109,6 +116,17 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
                 break
         statuses.append(st)
     return statuses
+
+
+def _divergent_branches(repo: Repository, asset: str) -> list[dict[str, Any]]:
+    """Timelines whose parent kept archiving after they forked (see timelines.py)."""
+    from lifeboat.assets.postgres.timelines import build_tree
+    from lifeboat.assets.postgres.wal import namespace
+
+    try:
+        return [d.__dict__ for d in build_tree(repo, namespace(asset)).divergences()]
+    except LifeboatError:
+        return []
 
 
 def _newest_streamed(repo: Repository, asset: str) -> datetime | None:

@@ -205,5 +205,22 @@ class PgCluster:
             time.sleep(0.2)
         raise RestoreError(f"recovery did not finish within {timeout:.0f}s")
 
+    def wait_accepting(self, timeout: float = 600) -> None:
+        """Wait until the server accepts (read-only) queries: a standby stays in recovery."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute("select 1")
+                    return
+            except psycopg.OperationalError:
+                if not self.is_running():
+                    tail = self.log_path.read_text(errors="replace").strip().splitlines()[-4:]
+                    raise RestoreError(f"PostgreSQL stopped during recovery: {' | '.join(tail)}") from None
+            time.sleep(0.2)
+        raise RestoreError(f"PostgreSQL did not accept connections within {timeout:.0f}s")
+
     def is_running(self) -> bool:
         return self.run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0
