@@ -309,3 +309,33 @@ def test_standby_restore_stays_in_recovery_with_a_conninfo_placeholder(pg: PgSan
         assert "# primary_conninfo = " in conf and "recovery_target_action" not in conf
     finally:
         pg.stop_restored(target)
+
+
+def test_split_brain_latest_follows_the_branch_with_the_newest_wal_and_flags_it(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('prod-1')")
+    pg.lb("backup", "db")
+    pg.switch_and_wait_archived()
+    # a second primary is promoted while the first one goes on writing and archiving
+    new, new_port = pg.root / "second-primary", free_port()
+    args = ["--target", str(new), "--latest", "--start", "--port", str(new_port), "--archive"]
+    pg.lb("restore", "db", *args)
+    dsn = pg.restored_dsn(new, new_port)
+    try:
+        pg.sql("insert into items (label) values ('old-primary')")
+        pg.switch_and_wait_archived()
+        pg.sql("insert into items (label) values ('new-primary')", dsn)
+        assert wait_archived(pg, dsn).startswith("00000002")  # archived last: the newest WAL
+    finally:
+        pg.stop_restored(new)
+    report = json.loads(pg.lb("wal", "verify", "--json", check=False).stdout)
+    assert not report["ok"] and report["newest_timeline"] == 2
+    (branch,) = report["divergent"]
+    assert (branch["timeline"], branch["parent"], branch["newest_wal_on"]) == (2, 1, 2)
+    assert pg.lb("status", check=False).returncode == 1
+    latest, port = pg.root / "latest", free_port()
+    out = pg.lb_json("restore", "db", "--target", str(latest), "--latest", "--start", "--port", str(port))
+    try:
+        assert out["timeline"]["followed"] == 2 and "divergent branch" in out["timeline"]["reason"]
+        assert labels(pg, latest, port) == ["new-primary", "prod-1"]
+    finally:
+        pg.stop_restored(latest)
