@@ -49,6 +49,8 @@ def test_staging_restore_never_writes_into_production_archive(pg: PgSandbox) -> 
     stage, stage_port = pg.root / "stage", free_port()
     pg.lb("restore", "db", "--target", str(stage), "--latest", "--start", "--port", str(stage_port))
     try:
+        conf = (stage / "postgresql.conf").read_text()
+        assert "# disabled by lifeboat restore (archiving off): archive_command" in conf
         dsn = pg.restored_dsn(stage, stage_port)
         # the backup carried production's archive_command: the staging copy must not use it
         assert "lifeboat" in (pg.root / "pgdata" / "postgresql.conf").read_text()
@@ -91,6 +93,9 @@ def test_paths_with_space_quote_and_command_substitution(weird: PgSandbox) -> No
         try:
             assert out["ok"], out
             assert labels(pg, target, port) == ["A", "before"], case
+            assert out["archiving"] == "off"
+            assert "postgresql.conf: archive_command" in out["archive_settings_disabled"]
+            assert "lifeboat" not in json.dumps(out["archive_settings_disabled"])  # names, not commands
         finally:
             pg.stop_restored(target)
     places = [Path.cwd(), pg.root, pg.root.parent, pg.root / "pgdata", Path("/")]

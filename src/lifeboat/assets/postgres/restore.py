@@ -149,8 +149,9 @@ def disable_archiving(target: Path) -> list[str]:
         lines = path.read_text().splitlines()
         changed = False
         for i, line in enumerate(lines):
-            if ARCHIVE_SETTING.match(line):
-                disabled.append(f"{name}: {line.strip()}")
+            match = ARCHIVE_SETTING.match(line)
+            if match:  # the setting's name only: an archive_command may carry credentials
+                disabled.append(f"{name}: {match.group(1).lower()}")
                 lines[i] = "# disabled by lifeboat restore (archiving off): " + line
                 changed = True
         if changed:
