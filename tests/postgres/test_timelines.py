@@ -111,6 +111,7 @@ def test_malformed_recovery_targets_are_one_line_errors(pg: PgSandbox) -> None:
         (["--xid", "12'; select 1"], "--xid"),
         (["--lsn", "0/1' recovery_target_action='shutdown"], "--lsn"),
         (["--lsn", "nothex"], "--lsn"),
+        (["--timeline", "9"], "timeline 9 is not in the archive"),
     ]:
         proc = pg.lb("restore", "db", "--target", str(pg.root / "bad"), *args, check=False)
         assert proc.returncode == 2, proc.stderr
