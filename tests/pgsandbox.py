@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, free_port, run_as_user
+from lifeboat.assets.postgres.configure import archive_command
+from lifeboat.assets.postgres.quoting import setting
 
 POLICY = """
 [repository]
-url = "file://{root}/repo"
+url = {url}
 keyfile = "keys/backup.key"
 recovery_key = "keys/recovery.key"
 
@@ -39,8 +42,8 @@ retention = {{ last = 10 }}
 [assets.db]
 kind = "postgres"
 class = "critical"
-pgdata = "{root}/pgdata"
-dsn = "{dsn}"
+pgdata = {pgdata}
+dsn = {dsn}
 stream = true
 checks = [ {{ name = "items exist", sql = "select count(*) > 0 from items", expect = "t" }} ]
 """
@@ -89,29 +92,36 @@ class PgSandbox:
 
     def restored_dsn(self, target: Path, port: int) -> str:
         user = self.user or "postgres"
-        return f"host={target.parent}/.{target.name}.sock port={port} user={user} dbname=postgres"
+        host = f"{target.parent}/.{target.name}.sock"
+        return make_conninfo(host=host, port=port, user=user, dbname="postgres")
 
     def stop_restored(self, target: Path) -> None:
         PgCluster(target, 0, target.parent, self.cluster.pg_bin, self.user).stop("immediate")
 
 
-def make_sandbox() -> PgSandbox:
+def make_sandbox(subdir: str | None = None) -> PgSandbox:
+    """A sandbox in a fresh directory; ``subdir`` names it (e.g. with shell metacharacters)."""
     user = run_as_user()
     root = Path(tempfile.mkdtemp(prefix="lb-pg-", dir="/tmp"))
     os.chmod(root, 0o755)
+    if subdir is not None:
+        root = root / subdir
+        root.mkdir(mode=0o755)
     port = free_port()
     cluster = PgCluster(root / "pgdata", port, root / "sock")
     policy = root / "lifeboat.toml"
-    policy.write_text(POLICY.format(root=root, dsn=cluster.dsn))
+    toml = json.dumps  # a JSON string is a valid TOML basic string
+    policy.write_text(
+        POLICY.format(url=toml(f"file://{root}/repo"), pgdata=toml(f"{root}/pgdata"), dsn=toml(cluster.dsn))
+    )
     (root / "keys").mkdir()
     chown_tree(root, user)
     sandbox = PgSandbox(root, cluster, policy, user)
     sandbox.lb("init")
-    archive = f"{sys.executable} -m lifeboat --config {policy} wal push --asset db %p"
     cluster.initdb(
         "wal_level = replica",
         "archive_mode = on",
-        f"archive_command = '{archive}'",
+        setting("archive_command", archive_command(sys.executable, policy, "db")),
         "archive_timeout = 0",
         "max_wal_senders = 2",
         "checkpoint_timeout = 30min",
@@ -127,4 +137,7 @@ def destroy(sandbox: PgSandbox) -> None:
     for path in sandbox.root.glob("*"):
         if (path / "postmaster.pid").exists():
             PgCluster(path, 0, sandbox.root, sandbox.cluster.pg_bin, sandbox.user).stop("immediate")
-    shutil.rmtree(sandbox.root, ignore_errors=True)
+    top = sandbox.root
+    while top.parent != Path("/tmp"):
+        top = top.parent
+    shutil.rmtree(top, ignore_errors=True)

@@ -109,10 +109,12 @@ def test_restore_of_a_restored_cluster_on_timeline_two(pg):
     pg.sql("insert into items (label) values ('t1-late')")
     before_switch = pg.sql("select pg_current_wal_lsn()::text")[0][0]
     pg.switch_and_wait_archived()
-    # promote a restored copy: it becomes timeline 2 and archives into the same repository
+    # promote a restored copy as the new primary: it becomes timeline 2 and, with --archive,
+    # archives into the same repository (the old primary is stopped: a failover)
+    pg.cluster.stop()
     target = pg.root / "tl2"
     port = free_port()
-    pg.lb("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    pg.lb("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest", "--archive")
     dsn2 = pg.restored_dsn(target, port)
     assert pg.sql("select timeline_id from pg_control_checkpoint()", dsn2)[0][0] >= 1
     pg.sql("insert into items (label) values ('t2-before')", dsn2)

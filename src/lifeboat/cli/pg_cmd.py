@@ -22,6 +22,7 @@ def configure(
 ) -> None:
     """Print (or apply) archive_mode, archive_command, archive_timeout and wal_level."""
     from lifeboat.assets.postgres.configure import apply_settings, required_settings
+    from lifeboat.assets.postgres.quoting import setting
 
     run = run_context(ctx)
     policy = run.policy()
@@ -32,7 +33,7 @@ def configure(
         print_json({"settings": settings, "applied": apply, "restart_needed": changed})
         return
     for key, value in settings.items():
-        console.print(f"{key} = '{value}'", markup=False)
+        console.print(setting(key, value), markup=False)
     if apply:
         console.print(
             "applied with ALTER SYSTEM and reloaded"

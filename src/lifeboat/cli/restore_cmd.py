@@ -48,6 +48,15 @@ def restore(
     latest: bool = typer.Option(False, "--latest", help="PostgreSQL: replay all archived WAL."),
     port: int = typer.Option(None, "--port", help="PostgreSQL: port for the restored cluster."),
     start: bool = typer.Option(False, "--start", help="PostgreSQL: start it, wait for recovery, run checks."),
+    archive: bool = typer.Option(
+        False, "--archive", help="PostgreSQL: keep WAL archiving on (a restore that becomes the new primary)."
+    ),
+    timeline: int = typer.Option(
+        None, "--timeline", help="PostgreSQL: follow this timeline (default: chosen from the archive's tree)."
+    ),
+    standby: bool = typer.Option(
+        False, "--standby", help="PostgreSQL: restore as a standby (standby.signal), never promote."
+    ),
     in_place: bool = typer.Option(False, "--in-place", help="Objects: restore the source bucket itself."),
     yes: bool = typer.Option(False, "--yes", help="Confirm an in-place restore."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
@@ -78,6 +87,9 @@ def restore(
         "yes": yes,
         "dry_run": dry_run,
         "force": force,
+        "archive": archive,
+        "timeline": timeline,
+        "standby": standby,
     }
     if target is None and not in_place:
         raise ConfigError("restore needs --target", hint="restores never write to the source by default")

@@ -32,6 +32,23 @@ def _postgres_asset(policy: object, asset: str | None) -> str:
     return str(names[0])
 
 
+def _system_identifier(policy: object, repo: object, asset: str) -> int | None:
+    """The asset's system identifier, cached in the state dir once a base backup recorded
+    it (push runs once per segment: no listing of snapshots each time)."""
+    from lifeboat.assets.postgres.wal import asset_system_identifier
+
+    cache = policy.state_dir / "wal-sysid" / asset  # type: ignore[attr-defined]
+    try:
+        return int(cache.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    found = asset_system_identifier(repo, asset)  # type: ignore[arg-type]
+    if found is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(f"{found}\n")
+    return found
+
+
 @wal_app.command("push")
 def push(
     ctx: typer.Context,
@@ -58,7 +75,7 @@ def push(
                 os._exit(0)
         return
     repo = runtime.open_for_write(policy)
-    ref = push_segment(repo, name, path)
+    ref = push_segment(repo, name, path, _system_identifier(policy, repo, name))
     runtime.audit_log(policy).append("wal-push", asset=name, segment=path.name, size=ref.size)
 
 
@@ -179,21 +196,22 @@ def verify(
 ) -> None:
     """Continuity from the oldest base backup to the newest segment, on every timeline."""
     from lifeboat import runtime
-    from lifeboat.assets.postgres.wal import namespace, verify_continuity
+    from lifeboat.assets.postgres.wal import divergence_line, verify_archive
     from lifeboat.cli.common import console, print_json
 
     policy = run_context(ctx).policy()
     name = _postgres_asset(policy, asset)
     repo = runtime.open_for_write(policy)
-    report = verify_continuity(repo.list_ref_names(namespace(name)), repo.snapshots(name), name)
+    report = verify_archive(repo, name)
     runtime.audit_log(policy, repo).append(
         "wal-verify",
         asset=name,
-        outcome="ok" if report.ok else "failed",
+        outcome="ok" if report.ok and not report.divergent else "failed",
         gaps=[g.missing for g in report.gaps],
+        divergent=[d["timeline"] for d in report.divergent],
     )
     if json_out:
-        print_json({"ok": report.ok, **report.__dict__})
+        print_json({"ok": report.ok and not report.divergent, **report.__dict__})
     else:
         console.print(
             f"{name}: {report.segments} segments on timelines {report.timelines or '-'}, "
@@ -205,7 +223,14 @@ def verify(
             )
         for gap in report.gaps:
             console.print(f"[red]missing[/red] {gap.missing} (timeline {gap.timeline}): {gap.breaks}")
+        for d in report.divergent:
+            console.print(f"[red]divergent[/red] {divergence_line(d)}", soft_wrap=True)
+        if report.divergent:
+            console.print(
+                "hint: a restored copy or a second primary archived into this asset; "
+                "'lifeboat restore --latest' follows the newest WAL, --timeline N overrides"
+            )
         if report.ok:
             console.print("[green]WAL archive is continuous[/green]")
-    if not report.ok:
+    if not report.ok or report.divergent:
         raise typer.Exit(1)

@@ -18,8 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import make_conninfo
+
 from lifeboat import __version__
 from lifeboat.assets.postgres.cluster import PgCluster, find_pg_bin, free_port
+from lifeboat.assets.postgres.wal import namespace as wal_namespace
 from lifeboat.drills.rpo import Rpo, capture_source, files_rpo, objects_rpo, pg_rpo
 from lifeboat.errors import LifeboatError
 from lifeboat.repo import Repository
@@ -166,8 +170,10 @@ class DrillRunner:
         if asset.kind == "postgres":
             port = free_port()
             options.update(start=True, port=port, archive=False, latest=at is None)
+            archive_before = set(self.repo.list_ref_names(wal_namespace(asset.name)))
             result = restore_asset(self.policy, asset, self.repo, options)
             self.pg_targets[asset.name] = (target, port)
+            self._check_archive_untouched(asset.name, target, port, archive_before)
             log_path = target.parent / f"{target.name}.log"
             if log_path.exists():
                 self.run.logs[f"{asset.name}-postgres"] = log_path.read_text(errors="replace")
@@ -236,6 +242,40 @@ class DrillRunner:
     def _entries(self, info: Any) -> list[Any]:
         return list(self.repo.reader(info).entries())
 
+    def _check_archive_untouched(self, asset: str, target: Path, port: int, before: set[str]) -> None:
+        """A staging cluster must never write into production's WAL archive: its timeline
+        would become a branch a later restore could follow. Provoke archiving (a segment
+        switch) and compare the archive's names with those before the restore."""
+        from lifeboat.assets.postgres.backup import connect
+        from lifeboat.assets.postgres.timelines import added_by_branch
+
+        cluster = PgCluster(target, port, target.parent / f".{target.name}.sock", find_pg_bin())
+        try:
+            with connect(cluster.dsn) as conn:
+                row = conn.execute("select timeline_id from pg_control_checkpoint()").fetchone()
+                tli = int(row[0]) if row else 1
+                mode = conn.execute("select current_setting('archive_mode')").fetchone()
+                conn.execute("select pg_switch_wal()")
+                conn.execute("checkpoint")
+        except LifeboatError as exc:
+            self.run.checks.append(Check("archive untouched", asset, False, exc.message))
+            return
+        except psycopg.Error as exc:
+            self.run.checks.append(Check("archive untouched", asset, False, str(exc).strip()[:200]))
+            return
+        added = added_by_branch(before, set(self.repo.list_ref_names(wal_namespace(asset))), tli)
+        archiving = mode is not None and mode[0] != "off"
+        if added:
+            detail = (
+                f"the staging cluster (timeline {tli}) added {', '.join(added[:5])} to the WAL archive: "
+                "restore drills with archiving off and remove these files from the asset"
+            )
+        elif archiving:
+            detail = f"archive_mode is {mode[0] if mode else '?'} in the staging cluster: it could archive"
+        else:
+            detail = f"archiving off; the staging cluster (timeline {tli}) added nothing to the WAL archive"
+        self.run.checks.append(Check("archive untouched", asset, not added and not archiving, detail))
+
     # -- across assets ------------------------------------------------------------------------
 
     def _cross_checks(self) -> None:
@@ -252,7 +292,9 @@ class DrillRunner:
             target, port = self.pg_targets[cc.database]
             user = PgCluster(target, port, target.parent).user or "postgres"
             database = cc.dbname or "postgres"
-            dsn = f"host={target.parent}/.{target.name}.sock port={port} user={user} dbname={database}"
+            dsn = make_conninfo(
+                host=f"{target.parent}/.{target.name}.sock", port=port, user=user, dbname=database
+            )
             root = self.object_targets[cc.objects]
             try:
                 with connect(dsn) as conn:

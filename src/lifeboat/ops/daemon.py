@@ -398,6 +398,7 @@ class Daemon:
                         )
                     else:
                         self.alerts.resolve(f"success:{st.asset}")
+                self.refresh_divergence(st)
                 breach = st.exposure_s is not None and st.exposure_s > st.rpo_s
                 if breach:
                     self.alerts.fire(
@@ -425,6 +426,20 @@ class Daemon:
                 self._dashboard_built = time.monotonic()
         except LifeboatError as exc:
             self.log(f"status refresh failed: {exc.message}")
+
+    def refresh_divergence(self, st: Any) -> None:
+        """A second cluster archiving into a postgres asset (a restored copy, split brain)."""
+        key = f"wal-divergence:{st.asset}"
+        if st.divergent:
+            d = st.divergent[0]
+            self.alerts.fire(
+                key,
+                f"{st.asset}: WAL archive has a divergent branch: timeline {d['timeline']} forked from "
+                f"{d['parent']} at {d['fork_lsn'] or '?'} and both kept archiving "
+                f"(newest WAL on timeline {d['newest_wal_on']}); run 'lifeboat wal verify'",
+            )
+        else:
+            self.alerts.resolve(key)
 
     def supervise_stream(self, name: str) -> None:
         """pg_receivewal for one asset for the daemon's lifetime; a failure alerts and is

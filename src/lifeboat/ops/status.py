@@ -35,6 +35,7 @@ class AssetStatus:
     success_rate_30d: float | None = None
     bad_pages: int | None = None  # in the latest snapshot, when its pages were verified
     breaches: list[str] = field(default_factory=list)
+    divergent: list[dict[str, Any]] = field(default_factory=list)  # WAL branches (postgres)
 
 
 def audit_entries(policy: Any) -> list[dict[str, Any]]:
@@ -87,6 +88,12 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
             if wal:
                 pushed = datetime.fromisoformat(wal[-1]["time"])
                 newest = max(newest, pushed) if newest else pushed
+            st.divergent = _divergent_branches(repo, name)
+            for d in st.divergent:
+                st.breaches.append(
+                    f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
+                    f"{d['fork_lsn'] or '?'} and both archived; newest WAL on timeline {d['newest_wal_on']}"
+                )
             if asset.stream:
                 streamed = _newest_streamed(repo, name)
                 if streamed is not None:
@@ -171,6 +178,17 @@ def _drill_assets(policy: Any, source: str) -> list[str]:
     if drill is None:
         return []
     return list(drill.assets or policy.assets)
+
+
+def _divergent_branches(repo: Repository, asset: str) -> list[dict[str, Any]]:
+    """Timelines whose parent kept archiving after they forked (see timelines.py)."""
+    from lifeboat.assets.postgres.timelines import build_tree
+    from lifeboat.assets.postgres.wal import namespace
+
+    try:
+        return [d.__dict__ for d in build_tree(repo, namespace(asset)).divergences()]
+    except LifeboatError:
+        return []
 
 
 def _newest_streamed(repo: Repository, asset: str) -> datetime | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lifeboat.assets.postgres.quoting import setting
 from lifeboat.errors import ConfigError, RestoreError
+
+# Paths pg_ctl may put on its shell command line as they are.
+SHELL_SAFE = re.compile(r"^[A-Za-z0-9_./+,:@=-]+$")
 
 
 def find_pg_bin(preferred: Path | None = None) -> Path:
@@ -94,8 +99,10 @@ class PgCluster:
 
     @property
     def dsn(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
         user = self.user or pwd.getpwuid(os.geteuid()).pw_name
-        return f"host={self.socket_dir} port={self.port} user={user} dbname=postgres"
+        return make_conninfo(host=str(self.socket_dir), port=self.port, user=user, dbname="postgres")
 
     def initdb(self, *extra_conf: str) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +113,7 @@ class PgCluster:
         self.run("initdb", "-D", str(self.datadir), "-A", "trust", "-E", "UTF8", "--locale=C", "-k")
         self.configure(
             f"port = {self.port}",
-            f"unix_socket_directories = '{self.socket_dir}'",
+            setting("unix_socket_directories", '"' + str(self.socket_dir).replace('"', '""') + '"'),
             "listen_addresses = ''",
             "fsync = on",
             *extra_conf,
@@ -120,6 +127,9 @@ class PgCluster:
         log = self.datadir.parent / f"{self.datadir.name}.log"
         log.touch()
         chown_tree(log, self.user)
+        if not all(SHELL_SAFE.match(str(p)) for p in (self.datadir, log, self.socket_dir)):
+            self._spawn(log, timeout)
+            return
         proc = self.run(
             "pg_ctl",
             "-D",
@@ -136,8 +146,39 @@ class PgCluster:
             timeout=timeout + 30,
         )
         if proc.returncode != 0:
-            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-            raise RestoreError(f"PostgreSQL did not start on port {self.port}: {' | '.join(tail)}")
+            raise RestoreError(f"PostgreSQL did not start on port {self.port}: {self._log_tail(log)}")
+
+    def _spawn(self, log: Path, timeout: float) -> None:
+        """Start the postmaster without a shell. `pg_ctl start` hands its paths to /bin/sh
+        inside double quotes, where a '$(...)' in a directory name would run."""
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                self._cmd(
+                    "postgres", "-D", str(self.datadir), "-p", str(self.port), "-k", str(self.socket_dir)
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        pidfile = self.datadir / "postmaster.pid"
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RestoreError(f"PostgreSQL did not start on port {self.port}: {self._log_tail(log)}")
+            try:
+                lines = pidfile.read_text().splitlines()
+            except OSError:
+                lines = []
+            if len(lines) >= 8 and lines[7].strip() in ("ready", "standby"):
+                return
+            time.sleep(0.1)
+        raise RestoreError(f"PostgreSQL did not start on port {self.port} within {timeout:.0f}s")
+
+    @staticmethod
+    def _log_tail(log: Path) -> str:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+        return " | ".join(tail)
 
     def stop(self, mode: str = "fast") -> None:
         self.run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
@@ -163,6 +204,23 @@ class PgCluster:
                     raise RestoreError(f"PostgreSQL stopped during recovery: {' | '.join(tail)}") from None
             time.sleep(0.2)
         raise RestoreError(f"recovery did not finish within {timeout:.0f}s")
+
+    def wait_accepting(self, timeout: float = 600) -> None:
+        """Wait until the server accepts (read-only) queries: a standby stays in recovery."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute("select 1")
+                    return
+            except psycopg.OperationalError:
+                if not self.is_running():
+                    tail = self.log_path.read_text(errors="replace").strip().splitlines()[-4:]
+                    raise RestoreError(f"PostgreSQL stopped during recovery: {' | '.join(tail)}") from None
+            time.sleep(0.2)
+        raise RestoreError(f"PostgreSQL did not accept connections within {timeout:.0f}s")
 
     def is_running(self) -> bool:
         return self.run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0

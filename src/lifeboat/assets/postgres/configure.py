@@ -5,9 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from lifeboat.assets.postgres.backup import connect
+from lifeboat.assets.postgres.quoting import shell_arg
 
 RESTART_SETTINGS = {"archive_mode", "wal_level"}
+
+
+def archive_command(python: str, config: Path, asset: str) -> str:
+    """`lifeboat wal push` as PostgreSQL's archive_command: every word shell-quoted."""
+    words = [python, "-m", "lifeboat", "--config", str(config), "wal", "push", "--asset", asset]
+    return " ".join(shell_arg(w) for w in words) + " %p"
 
 
 def required_settings(policy: Any, asset: Any, python: str, config: Path) -> dict[str, str]:
@@ -16,7 +25,7 @@ def required_settings(policy: Any, asset: Any, python: str, config: Path) -> dic
     return {
         "wal_level": "replica",
         "archive_mode": "on",
-        "archive_command": f"{python} -m lifeboat --config {config} wal push --asset {asset.name} %p",
+        "archive_command": archive_command(python, config, asset.name),
         "archive_timeout": f"{timeout}s",
     }
 
@@ -34,7 +43,8 @@ def apply_settings(dsn: str, settings: dict[str, str]) -> list[str]:
     before = current_settings(dsn, list(settings))
     with connect(dsn) as conn:
         for key, value in settings.items():
-            conn.execute(f"alter system set {key} = %s".replace("%s", "'" + value.replace("'", "''") + "'"))
+            # ALTER SYSTEM takes no bind parameters: psycopg quotes the literal client-side.
+            conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(key), sql.Literal(value)))
         conn.execute("select pg_reload_conf()")
     return [k for k in RESTART_SETTINGS if before.get(k) != settings[k]]
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -15,7 +16,9 @@ from typing import Any
 
 from lifeboat.assets.postgres.backup import EXCLUDED_DIR_CONTENTS, connect
 from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, find_pg_bin, free_port, port_in_use
+from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, setting, shell_arg
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
+from lifeboat.assets.postgres.timelines import bases_on_path, build_tree, choose_timeline
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
 from lifeboat.assets.postgres.walnames import Segment, is_history, parse_lsn, segment_of
 from lifeboat.errors import ConfigError, NotFoundError, RestoreError
@@ -45,6 +48,10 @@ class PgRestoreResult:
     port: int | None = None
     started: bool = False
     recovered_to: str | None = None  # last completed transaction replayed (server log)
+    archiving: str = "off"
+    timeline: dict[str, Any] = field(default_factory=dict)  # which branch was followed, and why
+    standby: bool = False
+    archive_settings_disabled: list[str] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
 
@@ -52,10 +59,18 @@ class PgRestoreResult:
         return asdict(self)
 
 
-def choose_base_backup(repo: Repository, asset: str, options: dict[str, Any]) -> SnapshotInfo:
+def choose_base_backup(
+    repo: Repository, asset: str, options: dict[str, Any], candidates: list[SnapshotInfo] | None = None
+) -> SnapshotInfo:
     if options.get("snapshot_id"):
-        return repo.find_snapshot(asset, snapshot_id=options["snapshot_id"])
-    snaps = repo.snapshots(asset)
+        chosen = repo.find_snapshot(asset, snapshot_id=options["snapshot_id"])
+        if candidates is not None and chosen.id not in {c.id for c in candidates}:
+            raise RestoreError(
+                f"base backup {chosen.id[:12]} is not on the timeline this restore follows",
+                hint="pass --timeline with the backup's timeline, or another --snapshot",
+            )
+        return chosen
+    snaps = repo.snapshots(asset) if candidates is None else candidates
     if not snaps:
         raise NotFoundError(f"asset {asset} has no base backups", hint=f"run 'lifeboat backup {asset}'")
     at: datetime | None = options.get("at")
@@ -76,47 +91,95 @@ def choose_base_backup(repo: Repository, asset: str, options: dict[str, Any]) ->
     return snaps[-1]
 
 
-def recovery_settings(options: dict[str, Any], spool: Path) -> tuple[list[str], str]:
+def validate_targets(options: dict[str, Any]) -> None:
+    """--xid and --lsn reach postgresql.auto.conf: only well-formed values do."""
+    if options.get("xid"):
+        options["xid"] = check_xid(str(options["xid"]))
+    if options.get("lsn"):
+        options["lsn"] = check_lsn(str(options["lsn"]))
+
+
+def recovery_settings(
+    options: dict[str, Any], spool: Path, timeline: str = "latest"
+) -> tuple[list[str], str]:
     # Every WAL file replay may need is staged in the spool before PostgreSQL starts, so the
     # restore_command is a plain copy: no interpreter start per segment (cp exits 1 when a
     # file is absent, which PostgreSQL reads as the end of the archive).
     # A hard link, not a copy: one write of each WAL byte instead of two (the spool sits
     # beside the target, on the same filesystem; cp when it is not).
-    fetch = f"ln -f {spool}/%f %p 2>/dev/null || cp {spool}/%f %p"
+    src = shell_arg(f"{spool}/") + "%f"
+    fetch = f"ln -f {src} %p 2>/dev/null || cp {src} %p"
     lines = [
-        f"restore_command = '{fetch}'",
-        "recovery_target_timeline = 'latest'",
-        "recovery_target_action = 'promote'",
+        setting("restore_command", fetch),
+        setting("recovery_target_timeline", timeline),
     ]
+    if not options.get("standby"):
+        lines.append(setting("recovery_target_action", "promote"))
     if options.get("at") is not None:
         at: datetime = options["at"]
-        lines.append(f"recovery_target_time = '{at.isoformat()}'")
+        lines.append(setting("recovery_target_time", at.isoformat()))
         target = f"time {at.isoformat(timespec='seconds')}"
     elif options.get("lsn"):
-        lines.append(f"recovery_target_lsn = '{options['lsn']}'")
+        lines.append(setting("recovery_target_lsn", str(options["lsn"])))
         target = f"LSN {options['lsn']}"
     elif options.get("xid"):
-        lines.append(f"recovery_target_xid = '{options['xid']}'")
+        lines.append(setting("recovery_target_xid", str(options["xid"])))
         target = f"xid {options['xid']}"
     elif options.get("name"):
-        name = str(options["name"]).replace("'", "''")
-        lines.append(f"recovery_target_name = '{name}'")
+        lines.append(setting("recovery_target_name", str(options["name"])))
         target = f"restore point {options['name']}"
     else:
         target = "latest"
     return lines, target
 
 
+ARCHIVE_SETTING = re.compile(r"^\s*(archive_mode|archive_command|archive_library)\b", re.IGNORECASE)
+
+
+def disable_archiving(target: Path) -> list[str]:
+    """Comment out the archive settings the backup carried (postgresql.conf and the
+    backup's postgresql.auto.conf) and return the lines that switch archiving off. A
+    restored copy that kept production's archive_command would push its own timeline into
+    production's archive, and the next restore to 'latest' would follow it."""
+    disabled = []
+    for name in ("postgresql.conf", "postgresql.auto.conf"):
+        path = target / name
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()
+        changed = False
+        for i, line in enumerate(lines):
+            match = ARCHIVE_SETTING.match(line)
+            if match:  # the setting's name only: an archive_command may carry credentials
+                disabled.append(f"{name}: {match.group(1).lower()}")
+                lines[i] = "# disabled by lifeboat restore (archiving off): " + line
+                changed = True
+        if changed:
+            path.write_text("\n".join(lines) + "\n")
+    return disabled
+
+
+ARCHIVING_OFF = ["archive_mode = off", "archive_command = ''", "archive_library = ''"]
+
+
 def stage_wal(
-    repo: Repository, asset: str, base: SnapshotInfo, spool: Path
+    repo: Repository,
+    asset: str,
+    base: SnapshotInfo,
+    spool: Path,
+    wanted: Callable[[str], bool] | None = None,
+    names: list[str] | None = None,
 ) -> tuple[int, list[str], list[str]]:
     """Fetch, in parallel, every WAL file replay may need, into ``spool``: the archive's,
-    then streamed files for what the archive lacks. Returns (segments staged, segments
-    missing from the archive, files taken from the stream)."""
+    then streamed files for what the archive lacks; only the chosen timeline path's files
+    (``wanted``), so PostgreSQL cannot wander onto another branch. Returns (segments
+    staged, segments missing from the archive, files taken from the stream)."""
     start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
     sources: dict[str, tuple[str, str]] = {}  # file name -> (namespace, ref name)
     segment_names = []
-    for name in repo.list_ref_names(namespace(asset)):
+    for name in repo.list_ref_names(namespace(asset)) if names is None else names:
+        if wanted is not None and not wanted(name):
+            continue
         seg = Segment.parse(name)
         if seg is not None and seg.timeline >= start.timeline and seg.number >= start.number:
             sources[name] = (namespace(asset), name)
@@ -124,6 +187,8 @@ def stage_wal(
         elif is_history(name):
             sources[name] = (namespace(asset), name)
     streamed = _streamed_beyond_archive(repo, asset, start, set(sources))
+    if wanted is not None:
+        streamed = {n: src for n, src in streamed.items() if wanted(n[:24] if n.endswith(".partial") else n)}
     sources.update(streamed)
     streamed_segments = [n for n in streamed if Segment.parse(n) is not None]
     report = verify_continuity(segment_names + streamed_segments, [base], asset)
@@ -244,8 +309,13 @@ def restore_postgres(
     policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
 ) -> dict[str, Any]:
     target = Path(options["target"]).absolute()
+    validate_targets(options)
     started_at = time.monotonic()
-    base = choose_base_backup(repo, asset.name, options)
+    names = repo.list_ref_names(namespace(asset.name))
+    tree = build_tree(repo, namespace(asset.name), names)
+    bases = [s for s in repo.snapshots(asset.name) if "start_lsn" in s.labels]
+    choice = choose_timeline(tree, options, bases)
+    base = choose_base_backup(repo, asset.name, options, bases_on_path(tree, choice.timeline, bases))
     _prepare_target(target, bool(options.get("force")), asset.pgdata)
     port = options.get("port")
     if options.get("start"):
@@ -253,8 +323,13 @@ def restore_postgres(
         if port_in_use(port):
             raise RestoreError(f"port {port} is already in use", hint="pass another --port")
     _check_disk(target, base.stats.bytes)
-    settings, target_desc = recovery_settings(options, Path(f"{target.parent}/.{target.name}.lifeboat-wal"))
+    settings, target_desc = recovery_settings(
+        options, Path(f"{target.parent}/.{target.name}.lifeboat-wal"), str(choice.timeline)
+    )
     result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
+    result.timeline = choice.to_dict()
+    base_start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
+    wanted = tree.wants(choice.timeline, base_start)
     spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
     if spool.exists():
         shutil.rmtree(spool)
@@ -262,7 +337,7 @@ def restore_postgres(
     def fetch_wal() -> tuple[int, list[str], list[str]]:
         t0 = time.monotonic()
         try:
-            return stage_wal(repo, asset.name, base, spool)
+            return stage_wal(repo, asset.name, base, spool, wanted, names)
         finally:
             result.steps["fetch_wal"] = round(time.monotonic() - t0, 3)
 
@@ -289,17 +364,25 @@ def restore_postgres(
             hint="restore to an earlier --at/--lsn, or find the segment; 'lifeboat wal verify' lists gaps",
         )
 
+    archive = bool(options.get("archive"))
+    result.archiving = "on (--archive: inherited archive settings kept)" if archive else "off"
+    result.archive_settings_disabled = [] if archive else disable_archiving(target)
+    socket_dir = Path(f"{target.parent}/.{target.name}.sock")
     with open(target / "postgresql.auto.conf", "a") as fh:
         fh.write("\n# written by lifeboat restore\n" + "\n".join(settings) + "\n")
         if port:
-            fh.write(f"port = {port}\n")
-        if options.get("archive") is False:
-            fh.write("archive_mode = off\n")
+            fh.write(f"port = {int(port)}\n")
+        if not archive:
+            fh.write("\n".join(ARCHIVING_OFF) + "\n")
         if inline_tablespaces:  # directories in pg_tblspc, not symlinks (PostgreSQL 15+)
             fh.write("allow_in_place_tablespaces = on\n")
-        socket_dir = Path(f"{target.parent}/.{target.name}.sock")
-        fh.write(f"unix_socket_directories = '{socket_dir}'\n")
-    (target / "recovery.signal").touch()
+        # A list setting: the double quotes keep a comma in the path from splitting it.
+        socket_list = '"' + str(socket_dir).replace('"', '""') + '"'
+        fh.write(f"unix_socket_directories = {pg_string(socket_list)}\n")
+        if options.get("standby"):
+            fh.write(STANDBY_PLACEHOLDER)
+    result.standby = bool(options.get("standby"))
+    (target / ("standby.signal" if result.standby else "recovery.signal")).touch()
     socket_dir.mkdir(exist_ok=True)
     cluster = PgCluster(target, port or 5432, socket_dir, find_pg_bin(asset.pg_bin))
     chown_tree(socket_dir, cluster.user)
@@ -308,41 +391,78 @@ def restore_postgres(
         chown_tree(target, cluster.user)
 
     if options.get("start"):
-        t0 = time.monotonic()
-        cluster.start()
-        try:
-            cluster.wait_promoted()
-        except RestoreError as exc:
-            if missing:
-                raise RestoreError(
-                    f"recovery stopped: WAL segment {missing[0]} is missing from the archive",
-                    hint="restore to an earlier point; 'lifeboat wal verify' lists gaps",
-                ) from None
-            raise exc
-        result.steps["replay"] = round(time.monotonic() - t0, 3)
-        result.started = True
-        found = LAST_TXN.findall(cluster.log_path.read_text(errors="replace"))
-        result.recovered_to = found[-1] if found else None
-        t0 = time.monotonic()
-        result.checks.append(amcheck(cluster))
-        result.checks.extend(run_sql_checks(cluster.dsn, list(asset.checks)))
-        result.steps["checks"] = round(time.monotonic() - t0, 3)
-        result.ok = all(c.ok for c in result.checks)
-        shutil.rmtree(spool, ignore_errors=True)
+        _start_and_check(cluster, asset, result, missing)
+        if not result.standby:  # a standby goes on reading the spool after it accepts queries
+            shutil.rmtree(spool, ignore_errors=True)
     result.steps["total"] = round(time.monotonic() - started_at, 3)
     result.summary = _summary(result)
     return result.to_dict()
+
+
+STANDBY_PLACEHOLDER = """\
+# A standby (lifeboat restore --standby): point it at the primary to stream from it, e.g.
+# primary_conninfo = 'host=PRIMARY port=5432 user=REPLICATION_USER'
+# primary_slot_name = 'SLOT'
+# and, to follow the primary through its own future promotions:
+# recovery_target_timeline = 'latest'
+"""
+
+
+def _start_and_check(cluster: PgCluster, asset: Any, result: PgRestoreResult, missing: list[str]) -> None:
+    """Start the restored cluster, wait until it is promoted (a standby: until it accepts
+    read-only queries), then run pg_amcheck and the policy's SQL checks."""
+    t0 = time.monotonic()
+    cluster.start()
+    try:
+        if result.standby:
+            cluster.wait_accepting()
+        else:
+            cluster.wait_promoted()
+    except RestoreError as exc:
+        if missing:
+            raise RestoreError(
+                f"recovery stopped: WAL segment {missing[0]} is missing from the archive",
+                hint="restore to an earlier point; 'lifeboat wal verify' lists gaps",
+            ) from None
+        raise exc
+    result.steps["replay"] = round(time.monotonic() - t0, 3)
+    result.started = True
+    found = LAST_TXN.findall(cluster.log_path.read_text(errors="replace"))
+    result.recovered_to = found[-1] if found else None
+    t0 = time.monotonic()
+    if result.standby:  # read-only: pg_amcheck could not install its extension
+        result.checks.append(CheckResult("pg_amcheck", True, "skipped on a standby (read-only)"))
+    else:
+        result.checks.append(amcheck(cluster))
+    result.checks.extend(run_sql_checks(cluster.dsn, list(asset.checks)))
+    result.steps["checks"] = round(time.monotonic() - t0, 3)
+    result.ok = all(c.ok for c in result.checks)
+
+
+def _disabled_note(r: PgRestoreResult) -> str:
+    n = len(r.archive_settings_disabled)
+    return f" ({n} inherited archive settings commented out)" if n else ""
 
 
 def _summary(r: PgRestoreResult) -> list[str]:
     lines = [
         f"{r.asset}: base backup {r.snapshot[:12]} restored into {r.target}, "
         f"{r.wal_segments} WAL segments staged, recovery target {r.recovery_target}",
+        f"WAL archiving in the restored cluster: {r.archiving}" + _disabled_note(r),
+        f"followed timeline {r.timeline.get('followed')}: {r.timeline.get('reason')}",
         "timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in r.steps.items()),
     ]
+    for d in r.timeline.get("divergent", []):
+        lines.append(
+            f"divergent branch: timeline {d['timeline']} forked from {d['parent']} at {d['fork_lsn'] or '?'}"
+            f" while {d['parent']} kept archiving (to {d['parent_archived_after_fork']});"
+            f" newest WAL on timeline {d['newest_wal_on']}"
+        )
     if r.streamed_wal:
         lines.append(f"from the WAL stream (not yet archived): {', '.join(r.streamed_wal)}")
-    if r.started:
+    if r.started and r.standby:
+        lines.append(f"running as a standby (in recovery) on port {r.port}; set primary_conninfo to stream")
+    elif r.started:
         lines.append(f"running on port {r.port}; recovered to {r.recovered_to or 'unknown'}")
         for c in r.checks:
             lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")

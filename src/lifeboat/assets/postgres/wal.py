@@ -6,9 +6,17 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lifeboat.assets.postgres.walnames import Segment, is_history, parse_lsn, segment_of
-from lifeboat.errors import NotFoundError
+from lifeboat.assets.postgres.walnames import (
+    Segment,
+    format_lsn,
+    is_history,
+    parse_history,
+    parse_lsn,
+    segment_of,
+)
+from lifeboat.errors import LifeboatError, NotFoundError
 from lifeboat.repo import RefInfo, Repository, SnapshotInfo
 
 PREFETCH = 8
@@ -18,13 +26,66 @@ def namespace(asset: str) -> str:
     return f"wal/{asset}"
 
 
-def push_segment(repo: Repository, asset: str, path: Path) -> RefInfo:
-    """Archive one WAL file. Idempotent; a different file under an existing name fails."""
+XLP_LONG_HEADER = 0x0002
+# XLogLongPageHeaderData (access/xlog_internal.h): the short header XLogPageHeaderData is
+# xlp_magic uint16 @0, xlp_info uint16 @2, xlp_tli uint32 @4, xlp_pageaddr uint64 @8,
+# xlp_rem_len uint32 @16, MAXALIGNed to 24 bytes; then xlp_sysid uint64 @24,
+# xlp_seg_size uint32 @32, xlp_xlog_blcksz uint32 @36. Native byte order (little-endian
+# on every platform lifeboat runs on).
+SYSID_OFFSET = 24
+
+
+def segment_system_identifier(data: bytes) -> int | None:
+    """The system identifier in a WAL segment's first (long) page header; None for files
+    without one (history, backup labels) or a header that is not a long one."""
+    if len(data) < SYSID_OFFSET + 8:
+        return None
+    info = int.from_bytes(data[2:4], "little")
+    if not info & XLP_LONG_HEADER:
+        return None
+    return int.from_bytes(data[SYSID_OFFSET : SYSID_OFFSET + 8], "little")
+
+
+def asset_system_identifier(repo: Repository, asset: str) -> int | None:
+    """The system identifier recorded by the asset's first base backup that has one."""
+    for snap in repo.snapshots(asset):
+        value = snap.labels.get("system_identifier")
+        if value:
+            return int(value)
+    return None
+
+
+def push_segment(repo: Repository, asset: str, path: Path, system_identifier: int | None = None) -> RefInfo:
+    """Archive one WAL file. Idempotent; a different file under an existing name fails.
+    Any timeline is accepted (a promoted replica after a failover must keep archiving);
+    a segment of another cluster (another system identifier) is refused."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise NotFoundError(f"WAL file {path} does not exist") from None
-    return repo.put_ref(namespace(asset), path.name, data, labels={"kind": _kind(path.name)})
+    if system_identifier is not None and Segment.parse(path.name[:24]) is not None:
+        found = segment_system_identifier(data)
+        if found is not None and found != system_identifier:
+            raise LifeboatError(
+                f"{path.name} belongs to database system {found}, asset {asset} is system "
+                f"{system_identifier}: refusing to archive another cluster's WAL",
+                hint=f"point this cluster's archive_command at its own asset, not {asset}",
+                exit_code=1,
+            )
+    labels = {"kind": _kind(path.name)}
+    if is_history(path.name):
+        labels.update(history_labels(data))
+    return repo.put_ref(namespace(asset), path.name, data, labels=labels)
+
+
+def history_labels(data: bytes) -> dict[str, str]:
+    """A history file's parent and fork point, readable with the backup key alone (the
+    content is encrypted), so `wal verify` and `status` can build the timeline tree."""
+    rows = parse_history(data.decode(errors="replace"))
+    if not rows:
+        return {}
+    parent, switch = rows[-1]
+    return {"parent": str(parent), "switch_lsn": format_lsn(switch)}
 
 
 def _kind(name: str) -> str:
@@ -101,6 +162,8 @@ class WalReport:
     last: str | None = None
     gaps: list[Gap] = field(default_factory=list)
     missing_start: str | None = None
+    divergent: list[dict[str, Any]] = field(default_factory=list)  # branches, see timelines.py
+    newest_timeline: int | None = None  # the timeline holding the newest archived WAL
 
     @property
     def ok(self) -> bool:
@@ -147,6 +210,28 @@ def verify_continuity(names: list[str], base_backups: list[SnapshotInfo], asset:
     return report
 
 
+def verify_archive(repo: Repository, asset: str) -> WalReport:
+    """Continuity plus the timeline tree: divergent branches are reported (not gaps)."""
+    from lifeboat.assets.postgres.timelines import build_tree
+
+    names = repo.list_ref_names(namespace(asset))
+    report = verify_continuity(names, repo.snapshots(asset), asset)
+    tree = build_tree(repo, namespace(asset), names)
+    if tree.timelines:
+        report.newest_timeline = tree.newest().tli
+    report.divergent = [d.__dict__ for d in tree.divergences()]
+    return report
+
+
+def divergence_line(d: dict[str, Any]) -> str:
+    return (
+        f"timeline {d['timeline']} is a divergent branch: it forked from timeline {d['parent']} at "
+        f"{d['fork_lsn'] or '?'} ({d['fork_segment'] or '?'}) and timeline {d['parent']} kept archiving "
+        f"afterwards (up to {d['parent_archived_after_fork']}, {d['parent_last_archived_at']}); "
+        f"newest WAL on timeline {d['newest_wal_on']}"
+    )
+
+
 def spool_segment(spool: Path, path: Path) -> None:
     """Async archiving, step one: a durable local copy, so archive_command returns at once."""
     spool.mkdir(parents=True, exist_ok=True)
@@ -178,13 +263,14 @@ def drain_spool(repo: Repository, asset: str, spool: Path, workers: int = 4) -> 
         except BlockingIOError:
             return 0  # another drainer is at work
         pushed = 0
+        sysid = asset_system_identifier(repo, asset)
         while True:
             names = sorted(p.name for p in spool.iterdir() if not p.name.startswith("."))
             if not names:
                 return pushed
 
             def push(name: str) -> None:
-                push_segment(repo, asset, spool / name)
+                push_segment(repo, asset, spool / name, sysid)
                 (spool / name).unlink()
 
             with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -1,0 +1,347 @@
+"""Restores never harm production: archiving off in restored copies, exact quoting,
+the archive's timeline tree (failover vs divergent branch), standby restores."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.assets.postgres.cluster import PgCluster, free_port
+from lifeboat.assets.postgres.configure import archive_command
+from lifeboat.assets.postgres.quoting import setting
+from lifeboat.assets.postgres.timelines import added_by_branch
+from lifeboat.ops.daemon import Daemon
+from lifeboat.policy import load_policy
+from tests.pgsandbox import PgSandbox, destroy, make_sandbox
+
+
+def labels(pg: PgSandbox, target: Path, port: int) -> list[str]:
+    return sorted(r[0] for r in pg.sql("select label from items", pg.restored_dsn(target, port)))
+
+
+def archived(pg: PgSandbox) -> list[str]:
+    return sorted(p.name for p in (pg.root / "repo" / "refs" / "wal" / "db").iterdir())
+
+
+def wait_archived(pg: PgSandbox, dsn: str, timeout: float = 60) -> str:
+    """pg_switch_wal on the cluster at ``dsn`` and wait until its archiver shipped it."""
+    segment = str(pg.sql("select pg_walfile_name(pg_current_wal_lsn())", dsn)[0][0])
+    pg.sql("select pg_switch_wal()", dsn)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = pg.sql("select last_archived_wal from pg_stat_archiver", dsn)[0][0]
+        if last and last >= segment:
+            return segment
+        time.sleep(0.1)
+    raise AssertionError(f"{segment} not archived: {pg.sql('select * from pg_stat_archiver', dsn)}")
+
+
+def test_staging_restore_never_writes_into_production_archive(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('prod-1')")
+    pg.lb("backup", "db")
+    pg.switch_and_wait_archived()
+    stage, stage_port = pg.root / "stage", free_port()
+    pg.lb("restore", "db", "--target", str(stage), "--latest", "--start", "--port", str(stage_port))
+    try:
+        conf = (stage / "postgresql.conf").read_text()
+        assert "# disabled by lifeboat restore (archiving off): archive_command" in conf
+        dsn = pg.restored_dsn(stage, stage_port)
+        # the backup carried production's archive_command: the staging copy must not use it
+        assert "lifeboat" in (pg.root / "pgdata" / "postgresql.conf").read_text()
+        assert pg.sql("show archive_mode", dsn)[0][0] == "off"
+        assert pg.sql("show archive_command", dsn)[0][0] in ("", "(disabled)")
+        pg.sql("insert into items (label) values ('staging')", dsn)
+        pg.sql("select pg_switch_wal()", dsn)
+        pg.sql("checkpoint", dsn)
+        pg.sql("insert into items (label) values ('prod-2')")
+        pg.switch_and_wait_archived()
+        again, port = pg.root / "again", free_port()
+        pg.lb("restore", "db", "--target", str(again), "--latest", "--start", "--port", str(port))
+        try:
+            assert labels(pg, again, port) == ["prod-1", "prod-2"]
+        finally:
+            pg.stop_restored(again)
+    finally:
+        pg.stop_restored(stage)
+    assert not [n for n in archived(pg) if not n.startswith("00000001")], archived(pg)
+
+
+@pytest.fixture
+def weird() -> Iterator[PgSandbox]:
+    sandbox = make_sandbox("re po 'q $(touch x)")
+    yield sandbox
+    destroy(sandbox)
+
+
+def test_paths_with_space_quote_and_command_substitution(weird: PgSandbox) -> None:
+    pg = weird
+    pg.sql("insert into items (label) values ('before')")
+    pg.lb("backup", "db")
+    xid = str(pg.sql("insert into items (label) values ('A') returning xmin::text")[0][0])
+    lsn = str(pg.sql("select pg_current_wal_lsn()::text")[0][0])
+    pg.sql("insert into items (label) values ('B')")
+    pg.switch_and_wait_archived()
+    for case, args in {"lsn": ["--lsn", lsn], "xid": ["--xid", xid]}.items():
+        target, port = pg.root / f"t {case} 'q $(touch x)", free_port()
+        out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", *args)
+        try:
+            assert out["ok"], out
+            assert labels(pg, target, port) == ["A", "before"], case
+            assert out["archiving"] == "off"
+            assert "postgresql.conf: archive_command" in out["archive_settings_disabled"]
+            assert "lifeboat" not in json.dumps(out["archive_settings_disabled"])  # names, not commands
+        finally:
+            pg.stop_restored(target)
+    places = [Path.cwd(), pg.root, pg.root.parent, pg.root / "pgdata", Path("/")]
+    places += [p for p in pg.root.iterdir() if p.is_dir()]
+    assert not [p for p in places if (p / "x").exists()]
+    assert not list(pg.root.parent.rglob("x"))
+
+
+def test_malformed_recovery_targets_are_one_line_errors(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('base')")
+    pg.lb("backup", "db")
+    for args, word in [
+        (["--xid", "12'; select 1"], "--xid"),
+        (["--lsn", "0/1' recovery_target_action='shutdown"], "--lsn"),
+        (["--lsn", "nothex"], "--lsn"),
+        (["--timeline", "9"], "timeline 9 is not in the archive"),
+    ]:
+        proc = pg.lb("restore", "db", "--target", str(pg.root / "bad"), *args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert word in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
+        assert not (pg.root / "bad").exists()
+    # a restore point name is any string, written escaped
+    name = "it's \\ odd"
+    pg.sql(f"select pg_create_restore_point('{name.replace(chr(39), chr(39) * 2)}')")
+    pg.sql("insert into items (label) values ('after point')")
+    pg.switch_and_wait_archived()
+    target, port = pg.root / "named", free_port()
+    pg.lb("restore", "db", "--target", str(target), "--port", str(port), "--start", "--name", name)
+    try:
+        assert labels(pg, target, port) == ["base"]
+    finally:
+        pg.stop_restored(target)
+
+
+def test_pg_configure_quotes_archive_command(weird: PgSandbox) -> None:
+    out = weird.lb_json("pg", "configure", "db")
+    command = out["settings"]["archive_command"]
+    assert f"'{weird.policy}'" not in command  # the quote inside the path is escaped
+    weird.lb("pg", "configure", "db", "--apply")
+    weird.sql("insert into items (label) values ('configured')")
+    segment = weird.switch_and_wait_archived()
+    assert segment in archived(weird)
+    assert not os.path.exists(weird.root / "pgdata" / "x")
+
+
+def start_restored(pg: PgSandbox, target: Path, port: int) -> str:
+    cluster = PgCluster(target, port, target.parent / f".{target.name}.sock", pg.cluster.pg_bin, pg.user)
+    cluster.start()
+    cluster.wait_promoted()
+    return pg.restored_dsn(target, port)
+
+
+def test_hand_archiving_staging_clone_is_a_divergent_branch_never_followed(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('prod-1')")
+    pg.lb("backup", "db")
+    pg.switch_and_wait_archived()
+    stage, stage_port = pg.root / "stage", free_port()
+    pg.lb("restore", "db", "--target", str(stage), "--latest", "--port", str(stage_port))
+    # an operator switches archiving back on in the staging copy, by hand
+    with open(stage / "postgresql.auto.conf", "a") as fh:
+        command = archive_command(sys.executable, pg.policy, "db")
+        fh.write("archive_mode = on\n" + setting("archive_command", command) + "\n")
+    dsn = start_restored(pg, stage, stage_port)
+    try:
+        pg.sql("insert into items (label) values ('staging')", dsn)
+        assert wait_archived(pg, dsn).startswith("00000002")
+        pg.sql("insert into items (label) values ('prod-2')")
+        pg.switch_and_wait_archived()
+    finally:
+        pg.stop_restored(stage)
+    assert "00000002.history" in archived(pg)
+    proc = pg.lb("wal", "verify", check=False)
+    assert proc.returncode == 1 and "timeline 2 is a divergent branch" in proc.stdout, proc.stdout
+    report = json.loads(pg.lb("wal", "verify", "--json", check=False).stdout)
+    (branch,) = report["divergent"]
+    assert (branch["timeline"], branch["parent"], branch["newest_wal_on"]) == (2, 1, 1)
+    status = pg.lb("status", "--json", check=False)
+    db = next(a for a in json.loads(status.stdout)["assets"] if a["asset"] == "db")
+    assert status.returncode == 1 and db["divergent"] and "divergent WAL branch" in " ".join(db["breaches"])
+    daemon = Daemon(load_policy(pg.policy), jobs=[])
+    daemon.refresh_status()
+    alerts = json.loads((pg.root / ".lifeboat" / "alerts.json").read_text())
+    assert "timeline 2 forked from 1" in alerts["wal-divergence:db"]
+    again, port = pg.root / "again", free_port()
+    out = pg.lb_json("restore", "db", "--target", str(again), "--latest", "--start", "--port", str(port))
+    try:
+        assert out["timeline"]["followed"] == 1 and out["timeline"]["divergent"], out["timeline"]
+        assert labels(pg, again, port) == ["prod-1", "prod-2"]
+        conf = (again / "postgresql.auto.conf").read_text()
+        assert "recovery_target_timeline = '1'" in conf and "'latest'" not in conf
+    finally:
+        pg.stop_restored(again)
+    forced, port = pg.root / "forced", free_port()
+    out = pg.lb_json(
+        "restore", "db", "--target", str(forced), "--start", "--port", str(port), "--timeline", "2"
+    )
+    try:
+        assert out["timeline"]["followed"] == 2
+        assert labels(pg, forced, port) == ["prod-1", "staging"]
+    finally:
+        pg.stop_restored(forced)
+
+
+def test_failover_timeline_is_followed_and_earlier_times_stay_on_timeline_one(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('prod-1')")
+    pg.lb("backup", "db")
+    pg.sql("insert into items (label) values ('prod-2')")
+    pg.switch_and_wait_archived()
+    noted = pg.sql("select clock_timestamp()")[0][0]  # the server's clock: prod-3 commits after it
+    pg.sql("insert into items (label) values ('prod-3')")
+    pg.switch_and_wait_archived()
+    pg.cluster.stop()  # the old primary is gone
+    new, new_port = pg.root / "new-primary", free_port()
+    out = pg.lb_json(
+        "restore", "db", "--target", str(new), "--latest", "--start", "--port", str(new_port), "--archive"
+    )
+    assert out["archiving"].startswith("on")
+    dsn = pg.restored_dsn(new, new_port)
+    try:
+        pg.sql("insert into items (label) values ('tl2')", dsn)
+        assert wait_archived(pg, dsn).startswith("00000002")
+    finally:
+        pg.stop_restored(new)
+    report = pg.lb_json("wal", "verify")
+    assert report["ok"] and not report["divergent"] and report["newest_timeline"] == 2
+    latest, port = pg.root / "latest", free_port()
+    out = pg.lb_json("restore", "db", "--target", str(latest), "--latest", "--start", "--port", str(port))
+    try:
+        assert out["timeline"]["followed"] == 2 and out["timeline"]["path"] == [1, 2]
+        assert labels(pg, latest, port) == ["prod-1", "prod-2", "prod-3", "tl2"]
+    finally:
+        pg.stop_restored(latest)
+    early, port = pg.root / "early", free_port()
+    out = pg.lb_json(
+        "restore", "db", "--target", str(early), "--at", noted.isoformat(), "--start", "--port", str(port)
+    )
+    try:
+        assert out["timeline"]["followed"] == 1
+        assert labels(pg, early, port) == ["prod-1", "prod-2"]
+    finally:
+        pg.stop_restored(early)
+
+
+def test_drill_restores_with_archiving_off_and_proves_the_archive_untouched(pg: PgSandbox) -> None:
+    with open(pg.policy, "a") as fh:
+        fh.write('\n[drills.pitr]\nscenario = "pg-pitr"\nassets = ["db"]\nevidence_dir = "evidence"\n')
+    pg.sql("insert into items (label) values ('before drill')")
+    pg.lb("backup", "db")
+    pg.sql("insert into items (label) values ('replayed')")  # the drill's recovery point
+    pg.switch_and_wait_archived()
+    before = archived(pg)
+    out = pg.lb_json("drill", "run", "pitr")
+    check = next(c for c in out["checks"] if c["name"] == "archive untouched")
+    assert check["ok"] and "archiving off" in check["detail"], check
+    assert out["verdict"] == "pass", out["reasons"]
+    assert [n for n in archived(pg) if n not in before and not n.startswith("00000001")] == []
+
+
+def test_archive_files_only_a_staging_branch_can_have_written() -> None:
+    before = {"000000010000000000000003", "000000010000000000000004"}
+    after = before | {
+        "000000010000000000000005",  # production went on archiving: not the drill's
+        "00000002.history",
+        "000000020000000000000005",
+        "000000010000000000000004.partial",
+    }
+    assert added_by_branch(before, after, 2) == [
+        "000000010000000000000004.partial",
+        "00000002.history",
+        "000000020000000000000005",
+    ]
+    assert added_by_branch(before, before | {"000000010000000000000005"}, 2) == []
+
+
+def test_wal_push_refuses_another_clusters_segment_naming_both_ids(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('mine')")
+    pg.lb("backup", "db")
+    mine = int(pg.sql("select system_identifier from pg_control_system()")[0][0])
+    other = PgCluster(pg.root / "other", free_port(), pg.root / "other-sock")
+    other.initdb()
+    other.start()
+    try:
+        theirs = int(pg.sql("select system_identifier from pg_control_system()", other.dsn)[0][0])
+        name = str(pg.sql("select pg_walfile_name(pg_current_wal_lsn())", other.dsn)[0][0])
+        pg.sql("select pg_switch_wal()", other.dsn)
+        stray = pg.root / "stray" / name
+        stray.parent.mkdir()
+        stray.write_bytes((pg.root / "other" / "pg_wal" / name).read_bytes())
+    finally:
+        other.stop()
+    assert mine != theirs
+    before = archived(pg)
+    proc = pg.lb("wal", "push", "--asset", "db", str(stray), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert str(mine) in proc.stderr and str(theirs) in proc.stderr
+    assert archived(pg) == before
+    # the asset's own segments still archive, on any timeline (see the failover test)
+    pg.sql("insert into items (label) values ('still archiving')")
+    assert pg.switch_and_wait_archived() in archived(pg)
+
+
+def test_standby_restore_stays_in_recovery_with_a_conninfo_placeholder(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('base')")
+    pg.lb("backup", "db")
+    pg.sql("insert into items (label) values ('after')")
+    pg.switch_and_wait_archived()
+    target, port = pg.root / "standby", free_port()
+    args = ["--target", str(target), "--latest", "--start", "--port", str(port), "--standby"]
+    out = pg.lb_json("restore", "db", *args)
+    try:
+        assert out["ok"] and out["standby"], out
+        assert (target / "standby.signal").exists() and not (target / "recovery.signal").exists()
+        dsn = pg.restored_dsn(target, port)
+        assert pg.sql("select pg_is_in_recovery()", dsn)[0][0] is True
+        assert labels(pg, target, port) == ["after", "base"]
+        conf = (target / "postgresql.auto.conf").read_text()
+        assert "# primary_conninfo = " in conf and "recovery_target_action" not in conf
+    finally:
+        pg.stop_restored(target)
+
+
+def test_split_brain_latest_follows_the_branch_with_the_newest_wal_and_flags_it(pg: PgSandbox) -> None:
+    pg.sql("insert into items (label) values ('prod-1')")
+    pg.lb("backup", "db")
+    pg.switch_and_wait_archived()
+    # a second primary is promoted while the first one goes on writing and archiving
+    new, new_port = pg.root / "second-primary", free_port()
+    args = ["--target", str(new), "--latest", "--start", "--port", str(new_port), "--archive"]
+    pg.lb("restore", "db", *args)
+    dsn = pg.restored_dsn(new, new_port)
+    try:
+        pg.sql("insert into items (label) values ('old-primary')")
+        pg.switch_and_wait_archived()
+        pg.sql("insert into items (label) values ('new-primary')", dsn)
+        assert wait_archived(pg, dsn).startswith("00000002")  # archived last: the newest WAL
+    finally:
+        pg.stop_restored(new)
+    report = json.loads(pg.lb("wal", "verify", "--json", check=False).stdout)
+    assert not report["ok"] and report["newest_timeline"] == 2
+    (branch,) = report["divergent"]
+    assert (branch["timeline"], branch["parent"], branch["newest_wal_on"]) == (2, 1, 2)
+    assert pg.lb("status", check=False).returncode == 1
+    latest, port = pg.root / "latest", free_port()
+    out = pg.lb_json("restore", "db", "--target", str(latest), "--latest", "--start", "--port", str(port))
+    try:
+        assert out["timeline"]["followed"] == 2 and "divergent branch" in out["timeline"]["reason"]
+        assert labels(pg, latest, port) == ["new-primary", "prod-1"]
+    finally:
+        pg.stop_restored(latest)
