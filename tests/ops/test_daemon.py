@@ -180,14 +180,19 @@ def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
             s.labels["asset"] == "inwin" for s in families["lifeboat_last_success_timestamp_seconds"].samples
         )
         assert "lifeboat" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
-        (tmp_path / "flaky").mkdir()  # the failing job's cause is fixed
+        # the failing job has used up its retries and alerted; only then is its cause fixed
+        wait_for(
+            lambda: any(m["condition"] == "job-failed:backup:flaky" for m in Receiver.received),
+            "the flaky job's alert",
+        )
+        (tmp_path / "flaky").mkdir()
         wait_for(lambda: runs_by_job(state)["backup:flaky"][-1] == "ok", "the flaky job to recover")
         wait_for(
             lambda: (
                 [m["status"] for m in Receiver.received if m["condition"] == "job-failed:backup:flaky"]
                 == ["firing", "resolved"]
             ),
-            "the flaky job's alert to resolve",
+            f"the flaky job's alert to resolve (received: {Receiver.received})",
         )
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0, daemon.stderr.read()
