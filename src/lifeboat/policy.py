@@ -129,6 +129,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+# "s3:/b", "file:/x", "S3://b", "s3//b", "s3:b": a scheme mistyped; as a plain path each
+# would quietly become a local directory of that odd name, and backups would land there.
+_SCHEME_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)(?P<sep>:/*|//+)(?P<rest>.*)$", re.S)
+_REPOSITORY_SCHEMES = {"s3": "s3://", "file": "file:///", "dir": "file:///"}
+
+
+def check_repository_url(url: str) -> str:
+    """``file://...``, ``s3://bucket[/prefix]`` or a plain path with no scheme-like prefix."""
+    if url.startswith("s3://"):
+        if not url.removeprefix("s3://").split("/", 1)[0]:
+            raise ValueError(f"{url!r} names no bucket (use s3://bucket/prefix)")
+        return url
+    if url.startswith("file://"):
+        return url
+    match = _SCHEME_LIKE.match(url)
+    if match is None or (match["sep"].startswith("/") and match["scheme"].lower() not in _REPOSITORY_SCHEMES):
+        return url  # a plain path ("backups//x" is a path, "s3//b" is not)
+    fixed = _REPOSITORY_SCHEMES.get(match["scheme"].lower())
+    suggestion = f": did you mean {fixed}{match['rest'].lstrip('/')}?" if fixed else ""
+    raise ValueError(
+        f"{url!r} is not a repository URL{suggestion} "
+        "(use s3://bucket/prefix, file:///absolute/path or a plain path)"
+    )
+
+
 class RepositoryConfig(_Model):
     url: str
     endpoint_url: str | None = None
@@ -136,6 +161,11 @@ class RepositoryConfig(_Model):
     lock_days: int | None = Field(default=None, ge=1)
     keyfile: Path = Path("keys/backup.key")
     recovery_key: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_repository_url(value)
 
 
 class StateConfig(_Model):

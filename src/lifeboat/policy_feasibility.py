@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from croniter import croniter
@@ -26,8 +27,34 @@ def schedule_interval(schedule: str) -> timedelta:
     return max(b - a for a, b in itertools.pairwise(times))
 
 
+def path_findings(policy: Policy) -> list[Finding]:
+    """Asset paths that do not exist and a PGDATA that cannot be read: a backup of them
+    would fail or, worse, back up nothing. Errors in production, warnings elsewhere (a
+    policy is often written before the host it describes)."""
+    level: Literal["warn", "error"] = "error" if policy.deployment.mode == "production" else "warn"
+    findings = []
+    for name, asset in policy.assets.items():
+        for path in getattr(asset, "paths", []):
+            if not _exists(Path(path)):
+                findings.append(Finding(name, level, f"path {path} does not exist"))
+        pgdata = getattr(asset, "pgdata", None)
+        if pgdata is not None and not _exists(Path(pgdata) / "PG_VERSION"):
+            findings.append(
+                Finding(name, level, f"pgdata {pgdata} is not a readable PostgreSQL data directory")
+            )
+    return findings
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.lstat()
+    except OSError:  # absent, or a parent we may not traverse: unreachable either way
+        return False
+    return True
+
+
 def feasibility(policy: Policy) -> list[Finding]:
-    findings: list[Finding] = []
+    findings: list[Finding] = path_findings(policy)
     for name, asset in policy.assets.items():
         cls = policy.classes[asset.class_]
         if asset.kind == "postgres":

@@ -83,4 +83,6 @@ def check(
         )
         console.print(table)
         for f in findings:
-            console.print(f"{f.level}: {f.asset}: {f.message}", markup=False)
+            console.print(f"{f.level}: {f.asset}: {f.message}", markup=False, soft_wrap=True)
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(1)
