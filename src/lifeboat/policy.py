@@ -373,9 +373,10 @@ class Policy(_Model):
                     raise ValueError(
                         f"drills.{name}.cross_checks.{i}.objects: {cc.objects!r} is not an objects asset"
                     )
-        if self.escrow.custodians and self.escrow_threshold() > len(self.escrow.custodians):
+        threshold, source = self.escrow_source()
+        if self.escrow.custodians and threshold > len(self.escrow.custodians):
             raise ValueError(
-                f"escrow.threshold: {self.escrow_threshold()} shares needed but only "
+                f"{source.removeprefix('the ')}: {threshold} shares needed but only "
                 f"{len(self.escrow.custodians)} custodians"
             )
         return self
@@ -417,12 +418,20 @@ class Policy(_Model):
         return max(self.data_class(name).retention.min_days, self.mode_defaults()[0])
 
     def escrow_threshold(self) -> int:
-        override = self.deployment.modes.get(self.deployment.mode)
+        return self.escrow_source()[0]
+
+    def escrow_source(self) -> tuple[int, str]:
+        """The M of M-of-N escrow and where it comes from. A threshold the policy states is
+        never lowered by the mode's default: only a statement for the mode itself wins."""
+        mode = self.deployment.mode
+        override = self.deployment.modes.get(mode)
         if override is not None and override.escrow_threshold is not None:
-            return override.escrow_threshold
-        if self.deployment.mode in MODE_DEFAULTS and self.deployment.mode != "production":
-            return min(MODE_DEFAULTS[self.deployment.mode][1], self.escrow.threshold)
-        return self.escrow.threshold
+            return override.escrow_threshold, f"deployment.modes.{mode}.escrow_threshold"
+        if "threshold" in self.escrow.model_fields_set:
+            return self.escrow.threshold, "escrow.threshold"
+        if mode in MODE_DEFAULTS:
+            return MODE_DEFAULTS[mode][1], f"the default of mode {mode}"
+        return self.escrow.threshold, "the default"
 
 
 def _resolve_paths(policy: Policy) -> Policy:
