@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lifeboat.storage import open_storage
 from tests.cli.conftest import Cli, write_policy
 from tests.cli.test_usage_errors import assert_usage_error
 
@@ -116,3 +117,21 @@ def test_a_step_failing_late_takes_back_what_init_wrote(tmp_path, full_disk):
     (full_disk / "filler").unlink()
     cli.run("init", "--recovery-key-out", str(tmp_path / "rk"), "--shares-out", str(shares))
     assert sorted(p.name for p in shares.iterdir()) == ["alice.share", "bob.share", "carol.share"]
+
+
+def test_a_late_failure_leaves_no_repository_in_the_bucket(tmp_path, full_disk, s3_server, make_bucket):
+    cli = escrow_cli(tmp_path, "production", ESCROW)
+    bucket = make_bucket()
+    url = f"s3://{bucket}/lifeboat"
+    cli.policy.write_text(
+        cli.policy.read_text().replace(
+            f'url = "file://{tmp_path / "repo"}"', f'url = "{url}"\nendpoint_url = "{s3_server}"'
+        )
+    )
+    proc = cli.run("init", "--shares-out", str(full_disk / "shares"), check=False)
+    assert_usage_error(proc, "No space left on device", "nothing was kept")
+    assert list(open_storage(url, endpoint_url=s3_server).list("")) == []
+    assert written(tmp_path) == ["full", "full/filler"]
+    (full_disk / "filler").unlink()
+    cli.run("init", "--shares-out", str(full_disk / "shares"))  # nothing left in the way
+    assert open_storage(url, endpoint_url=s3_server).exists("config")
