@@ -131,3 +131,35 @@ schedule = "0 0 * * 0"
     proc = _check(tmp_path, "development", weekly)
     assert "error: weekly: schedule runs every 7d but the RPO is 1d" in proc.stdout
     assert proc.returncode == 1, proc.stdout
+
+
+def _online_check(tmp_path: Path, mode: str, endpoint: str, repo_bucket: str, media_bucket: str):
+    source = tmp_path / "source"
+    source.mkdir(exist_ok=True)
+    policy = write_policy(tmp_path, source, f"s3://{repo_bucket}/lifeboat", f'endpoint_url = "{endpoint}"')
+    policy.write_text(
+        policy.read_text().replace('mode = "development"', f'mode = "{mode}"')
+        + f"""
+[assets.media]
+kind = "objects"
+class = "standard"
+source = "s3://{media_bucket}/uploads"
+endpoint_url = "{endpoint}"
+"""
+    )
+    cli = Cli(policy, tmp_path, source, {**os.environ})
+    return cli, cli.run("policy", "check", "--json", check=False)
+
+
+def test_policy_check_reports_buckets_it_cannot_see(tmp_path, s3_server, make_bucket):
+    _, proc = _online_check(tmp_path, "production", s3_server, "no-such-repo-bucket", "no-such-media")
+    findings = {(f["asset"], f["level"]): f["message"] for f in json.loads(proc.stdout)["findings"]}
+    assert proc.returncode == 1, proc.stdout
+    assert "cannot reach s3://no-such-repo-bucket/lifeboat" in findings[("repository", "error")]
+    assert "cannot see bucket s3://no-such-media/uploads" in findings[("media", "error")]
+    _, dev = _online_check(tmp_path, "development", s3_server, "no-such-repo-bucket", "no-such-media")
+    assert dev.returncode == 0 and all(f["level"] == "warn" for f in json.loads(dev.stdout)["findings"])
+    _, ok = _online_check(tmp_path, "production", s3_server, make_bucket(), make_bucket())
+    messages = [f["message"] for f in json.loads(ok.stdout)["findings"]]
+    assert ok.returncode == 0 and not [m for m in messages if "cannot" in m], messages
+    assert any("no repository at s3://" in m and "run 'lifeboat init'" in m for m in messages)

@@ -10,7 +10,7 @@ from rich.table import Table
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, print_json, run_context
 from lifeboat.policy import format_duration
-from lifeboat.policy_feasibility import Finding, feasibility
+from lifeboat.policy_feasibility import Finding, feasibility, reachability_findings
 
 policy_app = typer.Typer(help="The policy file.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -28,6 +28,7 @@ def check(
     if not offline:
         from lifeboat.assets.postgres.configure import server_findings
 
+        findings += reachability_findings(policy)
         for name, asset in policy.assets.items():
             if asset.kind == "postgres":
                 findings += [Finding(name, "warn", message) for message in server_findings(policy, asset)]
