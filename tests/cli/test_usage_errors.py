@@ -91,6 +91,9 @@ def test_click_usage_errors_are_one_line_and_exit_2(tmp_path, args, expected):
         (["config", "--port", "5999"], "--port does not apply to files assets"),
         (["maindb", "--in-place", "--yes"], "--in-place does not apply to postgres assets"),
         (["config", "--in-place"], "--in-place does not apply to files assets"),
+        (["maindb", "--xid", "12; drop"], "--xid '12; drop' is not a transaction id"),
+        (["maindb", "--lsn", "0/3000000'"], '--lsn "0/3000000\'" is not an LSN'),
+        (["maindb", "--name", "x" * 64], "is not a restore point name (1 to 63 characters)"),
     ],
 )
 def test_conflicting_or_inapplicable_restore_options_are_usage_errors(kinds, args, expected):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,13 @@ from lifeboat.errors import ConfigError
 # Each names a different point to recover to: two of them leave the choice to lifeboat.
 RECOVERY_TARGETS = ("snapshot", "at", "lsn", "xid", "name", "latest")
 RESTORE_HELP = "run 'lifeboat restore --help'"
+# What PostgreSQL accepts for each, checked here so a typo is a usage error, not a server
+# that refuses to start (or a value that lands in postgresql.auto.conf as typed)
+_TARGET_FORMATS = {
+    "lsn": (re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}"), "an LSN such as 0/3000060"),
+    "xid": (re.compile(r"[0-9]{1,20}"), "a transaction id (a whole number)"),
+    "name": (re.compile(r"[^\x00]{1,63}"), "a restore point name (1 to 63 characters)"),
+}
 
 
 def _flag(option: str) -> str:
@@ -40,6 +48,10 @@ def check_restore_usage(kind: str, given: dict[str, Any]) -> None:
             f"{' and '.join(_flag(t) for t in targets)} are mutually exclusive: give one recovery target",
             hint=RESTORE_HELP,
         )
+    for option, (pattern, meaning) in _TARGET_FORMATS.items():
+        value = given.get(option)
+        if value is not None and not pattern.fullmatch(str(value)):
+            raise ConfigError(f"{_flag(option)} {value!r} is not {meaning}", hint=RESTORE_HELP)
     for option in used:
         kinds = restore_option_kinds(option)
         if kinds and kind not in kinds:
