@@ -135,3 +135,18 @@ def test_a_late_failure_leaves_no_repository_in_the_bucket(tmp_path, full_disk, 
     (full_disk / "filler").unlink()
     cli.run("init", "--shares-out", str(full_disk / "shares"))  # nothing left in the way
     assert open_storage(url, endpoint_url=s3_server).exists("config")
+
+
+def test_escrow_split_over_an_old_share_writes_no_share_and_no_record(tmp_path):
+    cli = escrow_cli(tmp_path, "production", ESCROW)
+    cli.run("init", "--recovery-key-out", str(tmp_path / "rk"))
+    out = tmp_path / "new-shares"
+    out.mkdir()
+    (out / "carol.share").write_text("carol's old share\n")
+    proc = cli.run("escrow", "split", "--recovery-key", str(tmp_path / "rk"), "--out", str(out), check=False)
+    assert_usage_error(proc, f"{out / 'carol.share'} already exists; refusing to overwrite a share")
+    assert sorted(p.name for p in out.iterdir()) == ["carol.share"]
+    assert (out / "carol.share").read_text() == "carol's old share\n"
+    assert list(open_storage(f"file://{tmp_path / 'repo'}").list("records/escrow")) == []
+    cli.run("escrow", "split", "--recovery-key", str(tmp_path / "rk"), "--out", str(tmp_path / "fresh"))
+    assert len(list(open_storage(f"file://{tmp_path / 'repo'}").list("records/escrow"))) == 1

@@ -256,9 +256,25 @@ def split_recovery_key(
     unknown = set(passphrases or {}) - set(people)
     if unknown:
         raise KeyError_(f"passphrase given for {', '.join(sorted(unknown))}, who is not a custodian")
+    targets = [out_dir / f"{name}.share" for name in people]
+    existing = [path for path in targets if os.path.lexists(path)]
+    if existing:
+        raise KeyError_(
+            f"{existing[0]} already exists; refusing to overwrite a share",
+            hint="choose another output directory, or move the old shares away first",
+        )
     record, shares = split(recovery, threshold or policy.escrow_threshold(), people)
-    written = write_shares(out_dir, shares, passphrases)
-    repo.put_record(f"escrow/{record.created.replace(':', '')}-{record.identifier}.json", record.to_json())
+    try:
+        written = write_shares(out_dir, shares, passphrases)
+        repo.put_record(
+            f"escrow/{record.created.replace(':', '')}-{record.identifier}.json", record.to_json()
+        )
+    except BaseException:
+        # half a set of shares, or shares of an escrow the repository does not record,
+        # would be handed to custodians and fail them at recovery time
+        for path in targets:
+            path.unlink(missing_ok=True)
+        raise
     return written
 
 
