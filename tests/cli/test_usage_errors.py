@@ -118,3 +118,12 @@ def test_a_time_in_the_future_is_refused_with_the_newest_restorable_time(kinds):
     )
     assert_usage_error(proc, "is in the future", f"newest restorable time of config is {taken}")
     assert not (kinds.root / "out").exists()
+
+
+@pytest.mark.parametrize("verb", [["snapshots"], ["forget", "--dry-run"]])
+def test_a_mistyped_asset_filter_is_an_error_not_an_empty_answer(kinds, verb):
+    key = ["--recovery-key", str(kinds.root / "recovery.key")] if verb[0] == "forget" else []
+    proc = kinds.run(*verb, "--asset", "confg", *key, check=False)
+    assert_usage_error(proc, "unknown asset 'confg' (known: config, maindb, media)")
+    listed = json.loads(kinds.run("snapshots", "--asset", "config", "--json").stdout)
+    assert [s["asset"] for s in listed] == ["config"]

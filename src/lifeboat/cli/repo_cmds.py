@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -72,6 +73,13 @@ def init(
         )
 
 
+def _require_known_asset(policy: Any, asset: str | None, snaps: list[Any]) -> None:
+    """A mistyped --asset would list or forget nothing and say so as if all were well; an
+    asset gone from the policy still counts while the repository holds its snapshots."""
+    if asset is not None and asset not in policy.assets and not snaps:
+        policy.asset(asset)  # raises: unknown asset, with the known ones
+
+
 @app.command()
 def snapshots(
     ctx: typer.Context,
@@ -82,6 +90,7 @@ def snapshots(
     policy = run_context(ctx).policy()
     repo = runtime.open_for_write(policy)
     snaps = repo.snapshots(asset)
+    _require_known_asset(policy, asset, snaps)
     if json_out:
         print_json(
             [
@@ -190,6 +199,8 @@ def forget(
     repo = runtime.open_for_read(
         policy, credentials_options(recovery_key, share, passphrase_file), purpose="forget"
     )
+    if asset is not None:
+        _require_known_asset(policy, asset, repo.snapshots(asset))
     report = repo.forget(runtime.keep_rules(policy), dry_run=dry_run, asset=asset)
     wal = runtime.expire_wal(policy, repo, asset=asset, dry_run=dry_run)
     runtime.audit_log(policy, repo).append(
