@@ -129,6 +129,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+# "s3:/b", "file:/x", "S3://b", "s3//b", "s3:b": a scheme mistyped; as a plain path each
+# would quietly become a local directory of that odd name, and backups would land there.
+_SCHEME_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)(?P<sep>:/*|//+)(?P<rest>.*)$", re.S)
+_REPOSITORY_SCHEMES = {"s3": "s3://", "file": "file:///", "dir": "file:///"}
+
+
+def check_repository_url(url: str) -> str:
+    """``file://...``, ``s3://bucket[/prefix]`` or a plain path with no scheme-like prefix."""
+    if url.startswith("s3://"):
+        if not url.removeprefix("s3://").split("/", 1)[0]:
+            raise ValueError(f"{url!r} names no bucket (use s3://bucket/prefix)")
+        return url
+    if url.startswith("file://"):
+        return url
+    match = _SCHEME_LIKE.match(url)
+    if match is None or (match["sep"].startswith("/") and match["scheme"].lower() not in _REPOSITORY_SCHEMES):
+        return url  # a plain path ("backups//x" is a path, "s3//b" is not)
+    fixed = _REPOSITORY_SCHEMES.get(match["scheme"].lower())
+    suggestion = f": did you mean {fixed}{match['rest'].lstrip('/')}?" if fixed else ""
+    raise ValueError(
+        f"{url!r} is not a repository URL{suggestion} "
+        "(use s3://bucket/prefix, file:///absolute/path or a plain path)"
+    )
+
+
 class RepositoryConfig(_Model):
     url: str
     endpoint_url: str | None = None
@@ -138,6 +163,11 @@ class RepositoryConfig(_Model):
     recovery_key: Path | None = None
     # a transfer with no progress for this long is aborted and retried (S3)
     stall_timeout: Duration = timedelta(seconds=60)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_repository_url(value)
 
 
 class StateConfig(_Model):
@@ -348,9 +378,10 @@ class Policy(_Model):
                     raise ValueError(
                         f"drills.{name}.cross_checks.{i}.objects: {cc.objects!r} is not an objects asset"
                     )
-        if self.escrow.custodians and self.escrow_threshold() > len(self.escrow.custodians):
+        threshold, source = self.escrow_source()
+        if self.escrow.custodians and threshold > len(self.escrow.custodians):
             raise ValueError(
-                f"escrow.threshold: {self.escrow_threshold()} shares needed but only "
+                f"{source.removeprefix('the ')}: {threshold} shares needed but only "
                 f"{len(self.escrow.custodians)} custodians"
             )
         return self
@@ -392,12 +423,20 @@ class Policy(_Model):
         return max(self.data_class(name).retention.min_days, self.mode_defaults()[0])
 
     def escrow_threshold(self) -> int:
-        override = self.deployment.modes.get(self.deployment.mode)
+        return self.escrow_source()[0]
+
+    def escrow_source(self) -> tuple[int, str]:
+        """The M of M-of-N escrow and where it comes from. A threshold the policy states is
+        never lowered by the mode's default: only a statement for the mode itself wins."""
+        mode = self.deployment.mode
+        override = self.deployment.modes.get(mode)
         if override is not None and override.escrow_threshold is not None:
-            return override.escrow_threshold
-        if self.deployment.mode in MODE_DEFAULTS and self.deployment.mode != "production":
-            return min(MODE_DEFAULTS[self.deployment.mode][1], self.escrow.threshold)
-        return self.escrow.threshold
+            return override.escrow_threshold, f"deployment.modes.{mode}.escrow_threshold"
+        if "threshold" in self.escrow.model_fields_set:
+            return self.escrow.threshold, "escrow.threshold"
+        if mode in MODE_DEFAULTS:
+            return MODE_DEFAULTS[mode][1], f"the default of mode {mode}"
+        return self.escrow.threshold, "the default"
 
 
 def _resolve_paths(policy: Policy) -> Policy:

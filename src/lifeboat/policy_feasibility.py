@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from croniter import croniter
 
-from lifeboat.policy import Policy, format_duration
+from lifeboat.policy import ObjectsAsset, Policy, format_duration
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,43 @@ def schedule_interval(schedule: str) -> timedelta:
     return max(b - a for a, b in itertools.pairwise(times))
 
 
+def _level(policy: Policy) -> Literal["warn", "error"]:
+    """Errors in production, warnings elsewhere (a policy is often written before the
+    hosts and buckets it describes exist)."""
+    return "error" if policy.deployment.mode == "production" else "warn"
+
+
+def path_findings(policy: Policy) -> list[Finding]:
+    """Asset paths that do not exist and a PGDATA that cannot be read: a backup of them
+    would fail or, worse, back up nothing."""
+    level = _level(policy)
+    findings = []
+    for name, asset in policy.assets.items():
+        paths = list(getattr(asset, "paths", []))
+        source = getattr(asset, "source", "")
+        if source.startswith("dir://"):
+            paths.append(Path(source.removeprefix("dir://")))
+        for path in paths:
+            if not _exists(Path(path)):
+                findings.append(Finding(name, level, f"path {path} does not exist"))
+        pgdata = getattr(asset, "pgdata", None)
+        if pgdata is not None and not _exists(Path(pgdata) / "PG_VERSION"):
+            findings.append(
+                Finding(name, level, f"pgdata {pgdata} is not a readable PostgreSQL data directory")
+            )
+    return findings
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.lstat()
+    except OSError:  # absent, or a parent we may not traverse: unreachable either way
+        return False
+    return True
+
+
 def feasibility(policy: Policy) -> list[Finding]:
-    findings: list[Finding] = []
+    findings: list[Finding] = path_findings(policy)
     for name, asset in policy.assets.items():
         cls = policy.classes[asset.class_]
         if asset.kind == "postgres":
@@ -68,4 +104,31 @@ def feasibility(policy: Policy) -> list[Finding]:
                     "recoverability is proven less than monthly",
                 )
             )
+    return findings
+
+
+def reachability_findings(policy: Policy) -> list[Finding]:
+    """The repository and the buckets objects assets back up, seen from here (online only)."""
+    from lifeboat import runtime
+    from lifeboat.assets.objects.source import open_source
+    from lifeboat.errors import LifeboatError
+    from lifeboat.repo.format import CONFIG_NAME
+
+    level = _level(policy)
+    findings = []
+    url = policy.repository.url
+    try:
+        storage = runtime.storage_for(policy)
+        # a missing bucket answers a HEAD like a missing object: a listing tells them apart
+        if not storage.exists(CONFIG_NAME) and not any(storage.list(CONFIG_NAME)):
+            findings.append(Finding("repository", "warn", f"no repository at {url} yet: run 'lifeboat init'"))
+    except LifeboatError as exc:
+        findings.append(Finding("repository", level, f"cannot reach {url}: {exc.message}"))
+    for name, asset in policy.assets.items():
+        if not isinstance(asset, ObjectsAsset) or not asset.source.startswith("s3://"):
+            continue
+        try:
+            open_source(asset.source, asset.endpoint_url, asset.region, workers=1).ensure_exists()
+        except LifeboatError as exc:
+            findings.append(Finding(name, level, f"cannot see bucket {asset.source}: {exc.message}"))
     return findings

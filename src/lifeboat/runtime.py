@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
+from lifeboat.errors import ConfigError
 from lifeboat.ops.audit import AuditLog
 from lifeboat.repo import KeepRules, RecordsView, Repository
 from lifeboat.storage import open_storage
@@ -47,7 +48,27 @@ def cache_dir(policy: Any) -> Path:
     return Path(policy.state_dir) / "cache"
 
 
+def require_writable_state(policy: Any) -> Path:
+    """The state directory (audit log, run history, cache) must take writes before any
+    command changes something: a snapshot committed without its audit entry is history lost."""
+    state = Path(policy.state_dir)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        # what the audit entry needs, no more: PostgreSQL's user may append to the log in a
+        # directory it cannot otherwise write
+        with open(state / "audit.jsonl", "ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"state directory {state} is not writable ({exc.strerror or exc}); nothing was changed",
+            hint="make it writable, or set [state] dir in the policy to a writable directory",
+        ) from None
+    return state
+
+
 def audit_log(policy: Any, repo: Repository | None = None) -> AuditLog:
+    """The audit log, checked writable now: callers take it before the work they record."""
+    require_writable_state(policy)
     mirror = None
     if repo is not None:
         storage = repo.storage

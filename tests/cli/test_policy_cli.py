@@ -42,7 +42,7 @@ schedule = "0 3 * * *"
 [assets.config]
 kind = "files"
 class = "standard"
-paths = ["/etc/platform"]
+paths = ["/etc"]
 schedule = "0 */6 * * *"
 
 [escrow]

@@ -23,6 +23,22 @@ KINDS = {
     "keys": {"backup": "lifeboat.assets.keys", "restore": "lifeboat.assets.keys"},
 }
 
+# `restore` options that mean something only for some kinds; any other option applies to
+# every kind. The CLI refuses an option given for a kind that would silently ignore it.
+RESTORE_OPTIONS: dict[str, frozenset[str]] = {
+    "files": frozenset(),
+    "keys": frozenset(),
+    "objects": frozenset({"in_place"}),
+    "postgres": frozenset(
+        {"lsn", "xid", "name", "latest", "port", "start", "archive", "timeline", "standby"}
+    ),
+}
+
+
+def restore_option_kinds(option: str) -> list[str]:
+    """The kinds that accept a kind-specific restore option; [] for an option every kind takes."""
+    return [kind for kind, accepted in RESTORE_OPTIONS.items() if option in accepted]
+
 
 def _function(kind: str, verb: str) -> Callable[..., Any]:
     module_name = KINDS.get(kind, {}).get(verb)

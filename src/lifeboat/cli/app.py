@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
-from lifeboat import memory
-from lifeboat.cli.common import RunContext, err_console
+# typer vendors click: its usage errors are not `click.UsageError` (the pinned typer's
+# classes, public in all but the module name)
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+from lifeboat import __version__, memory
+from lifeboat.cli.common import RunContext, console, err_console
 from lifeboat.errors import EXIT_USAGE, LifeboatError
 
 app = typer.Typer(
@@ -23,9 +29,18 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"lifeboat {__version__}", markup=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
     config: Path = typer.Option(
         None, "--config", "-c", help="Policy file (default: $LIFEBOAT_CONFIG or ./lifeboat.toml)."
     ),
@@ -61,13 +76,45 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: locks released, nothing half-committed
 
 
+_DID_YOU_MEAN = re.compile(
+    r"^(?P<message>.*?)[.\s]*(?P<suggestion>(Did you mean|\(Possible options:).*)$", re.S
+)
+
+
+def usage_error_lines(exc: UsageError) -> tuple[str, str]:
+    """Click's message as one error line, and a hint naming the closest verb or option
+    (click puts its "Did you mean" into the message) and the help to read."""
+    text = " ".join(exc.format_message().split())
+    suggestion = ""
+    match = _DID_YOU_MEAN.match(text)
+    if match:
+        text = match["message"]
+        suggestion = match["suggestion"].strip("()").rstrip(".?")
+        one_of = "Did you mean" + (" one of" if "," in suggestion else "")
+        suggestion = suggestion.replace("Possible options:", one_of)
+        suggestion = suggestion[0].lower() + suggestion[1:] + "? "
+    text = (text[:1].lower() + text[1:]).rstrip(".")
+    command = exc.ctx.command_path if exc.ctx is not None else "lifeboat"
+    return text, f"{suggestion}run '{command} --help'"
+
+
+def _usage_exit(exc: UsageError) -> NoReturn:
+    if isinstance(exc, NoArgsIsHelpError):  # `lifeboat` or `lifeboat policy` alone: the help
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    message, hint = usage_error_lines(exc)
+    err_console.print(f"lifeboat: error: {message}", markup=False, soft_wrap=True)
+    err_console.print(f"hint: {hint}", markup=False, soft_wrap=True)
+    sys.exit(EXIT_USAGE)
+
+
 def main(argv: list[str] | None = None) -> None:
     memory.limit_arenas()
     signal.signal(signal.SIGTERM, _interrupt)
     _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="lifeboat", standalone_mode=False)
     except LifeboatError as exc:
         if debug:
             err_console.print_exception()
@@ -75,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             err_console.print(f"hint: {exc.hint}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except UsageError as exc:
+        _usage_exit(exc)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -83,12 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("lifeboat: interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and genuine bugs
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(EXIT_USAGE)
+    except Exception as exc:  # genuine bugs
         if debug:
             raise
         err_console.print(

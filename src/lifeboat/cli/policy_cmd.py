@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, print_json, run_context
 from lifeboat.policy import format_duration
-from lifeboat.policy_feasibility import Finding, feasibility
+from lifeboat.policy_feasibility import Finding, feasibility, reachability_findings
 
 policy_app = typer.Typer(help="The policy file.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -22,10 +24,11 @@ def check(
 ) -> None:
     """Validate the policy; per asset: targets, schedule, retention and whether they can be met."""
     policy = run_context(ctx).policy()
-    findings = feasibility(policy)
+    findings = feasibility(policy) + _escrow_findings(policy)
     if not offline:
         from lifeboat.assets.postgres.configure import server_findings
 
+        findings += reachability_findings(policy)
         for name, asset in policy.assets.items():
             if asset.kind == "postgres":
                 findings += [Finding(name, "warn", message) for message in server_findings(policy, asset)]
@@ -57,6 +60,7 @@ def check(
                 "assets": rows,
                 "findings": findings,
                 "escrow_threshold": policy.escrow_threshold(),
+                "escrow": _escrow(policy),
             }
         )
     else:
@@ -77,10 +81,40 @@ def check(
                 r["drill_every"],
                 f"[{colour}]{r['verdict']}[/{colour}]",
             )
+        escrow = _escrow(policy)
         console.print(
             f"{policy.path}: valid, mode {policy.deployment.mode}, "
-            f"escrow {policy.escrow_threshold()}-of-{len(policy.escrow.custodians) or '?'}"
+            + (
+                f"escrow {escrow['threshold']}-of-{escrow['custodians']} (from {escrow['source']})"
+                if escrow
+                else "no escrow (no [escrow] custodians)"
+            ),
+            markup=False,
+            soft_wrap=True,
         )
         console.print(table)
         for f in findings:
-            console.print(f"{f.level}: {f.asset}: {f.message}", markup=False)
+            console.print(f"{f.level}: {f.asset}: {f.message}", markup=False, soft_wrap=True)
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(1)
+
+
+def _escrow(policy: Any) -> dict[str, Any] | None:
+    """The effective M-of-N and where M comes from; None without custodians."""
+    if not policy.escrow.custodians:
+        return None
+    threshold, source = policy.escrow_source()
+    return {"threshold": threshold, "custodians": len(policy.escrow.custodians), "source": source}
+
+
+def _escrow_findings(policy: Any) -> list[Finding]:
+    from lifeboat.crypto.escrow import split_problem
+
+    if not policy.escrow.custodians:
+        return []
+    threshold, source = policy.escrow_source()
+    problem = split_problem(threshold, list(policy.escrow.custodians))
+    if problem is None:
+        return []
+    m_of_n = f"{threshold}-of-{len(policy.escrow.custodians)}"
+    return [Finding("escrow", "error", f"{m_of_n} ({source}): {problem}")]

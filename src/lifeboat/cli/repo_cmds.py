@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -18,8 +19,7 @@ from lifeboat.cli.credentials import (
     credentials_options,
     custodian_passphrases,
 )
-from lifeboat.errors import ConfigError, LifeboatError
-from lifeboat.repo import Repository
+from lifeboat.errors import LifeboatError
 
 
 @app.command()
@@ -34,52 +34,50 @@ def init(
     custodian_passphrase: CustodianPassphraseOption = None,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Create the repository, the write-only backup key and the recovery key."""
+    """Create the repository, the write-only backup key and the recovery key (all or nothing)."""
+    from lifeboat.ops.init import InitRequest, initialise
+
     policy = run_context(ctx).policy()
-    keyfile = Path(policy.repository.keyfile)
     out = recovery_key_out or (
         Path(policy.repository.recovery_key) if policy.repository.recovery_key else None
     )
-    if out is None and shares_out is None:
-        raise ConfigError(
-            "init needs somewhere to put the recovery key",
-            hint="pass --recovery-key-out FILE or --shares-out DIR (escrow shares)",
-        )
-    if keyfile.exists():
-        raise ConfigError(f"backup key {keyfile} already exists", hint="this repository seems initialised")
-    passphrases = custodian_passphrases(custodian_passphrase)  # bad input fails before anything is created
-    strangers = sorted(set(passphrases) - set(policy.escrow.custodians))
-    if strangers:
-        raise ConfigError(f"passphrase given for {', '.join(strangers)}, not a custodian in [escrow]")
-    storage = runtime.storage_for(policy)
-    repo, backup_key, recovery = Repository.create(
-        storage, lock_days=policy.repository.lock_days, cache_dir=runtime.cache_dir(policy)
+    request = InitRequest(
+        keyfile=Path(policy.repository.keyfile),
+        recovery_out=out,
+        shares_out=shares_out,
+        passphrases=custodian_passphrases(custodian_passphrase),
     )
-    backup_key.save(keyfile)
-    result: dict[str, object] = {
-        "repository": storage.url,
-        "id": repo.id,
-        "backup_key": str(keyfile),
-        "recovery_fingerprint": recovery.fingerprint(),
-    }
-    if out is not None:
-        recovery.save(out)
-        result["recovery_key"] = str(out)
-    if shares_out is not None:
-        from lifeboat.crypto.escrow import split_recovery_key
-
-        written = split_recovery_key(policy, repo, recovery, shares_out, passphrases=passphrases)
-        result["shares"] = [str(p) for p in written]
-    runtime.audit_log(policy, repo).append("init", details_repo=repo.id)
+    result = initialise(policy, request)
     if json_out:
-        print_json(result)
+        data: dict[str, object] = {
+            "repository": result.repository,
+            "id": result.id,
+            "backup_key": result.backup_key,
+            "recovery_fingerprint": result.recovery_fingerprint,
+        }
+        if result.recovery_key is not None:
+            data["recovery_key"] = result.recovery_key
+        if shares_out is not None:
+            data["shares"] = result.shares
+            data["threshold"] = result.threshold
+        print_json(data)
         return
-    console.print(f"created repository {repo.id[:12]} at {storage.url}")
-    console.print(f"backup key (write-only): {keyfile}")
-    if out is not None:
-        console.print(f"recovery key: {out}  (keep it offline; restores need it)")
+    console.print(f"created repository {result.id[:12]} at {result.repository}")
+    console.print(f"backup key (write-only): {result.backup_key}")
+    if result.recovery_key is not None:
+        console.print(f"recovery key: {result.recovery_key}  (keep it offline; restores need it)")
     if shares_out is not None:
-        console.print(f"recovery shares: {shares_out}")
+        console.print(
+            f"recovery shares: {shares_out} ({result.threshold}-of-{len(result.shares)}: "
+            f"any {result.threshold} custodians together can recover)"
+        )
+
+
+def _require_known_asset(policy: Any, asset: str | None, snaps: list[Any]) -> None:
+    """A mistyped --asset would list or forget nothing and say so as if all were well; an
+    asset gone from the policy still counts while the repository holds its snapshots."""
+    if asset is not None and asset not in policy.assets and not snaps:
+        policy.asset(asset)  # raises: unknown asset, with the known ones
 
 
 @app.command()
@@ -92,6 +90,7 @@ def snapshots(
     policy = run_context(ctx).policy()
     repo = runtime.open_for_write(policy)
     snaps = repo.snapshots(asset)
+    _require_known_asset(policy, asset, snaps)
     if json_out:
         print_json(
             [
@@ -200,6 +199,8 @@ def forget(
     repo = runtime.open_for_read(
         policy, credentials_options(recovery_key, share, passphrase_file), purpose="forget"
     )
+    if asset is not None:
+        _require_known_asset(policy, asset, repo.snapshots(asset))
     report = repo.forget(runtime.keep_rules(policy), dry_run=dry_run, asset=asset)
     wal = runtime.expire_wal(policy, repo, asset=asset, dry_run=dry_run)
     runtime.audit_log(policy, repo).append(

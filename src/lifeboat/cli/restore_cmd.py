@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,60 @@ from lifeboat.cli.credentials import (
     credentials_options,
 )
 from lifeboat.errors import ConfigError
+
+# Each names a different point to recover to: two of them leave the choice to lifeboat.
+RECOVERY_TARGETS = ("snapshot", "at", "lsn", "xid", "name", "latest")
+RESTORE_HELP = "run 'lifeboat restore --help'"
+# What PostgreSQL accepts for each, checked here so a typo is a usage error, not a server
+# that refuses to start (or a value that lands in postgresql.auto.conf as typed)
+_TARGET_FORMATS = {
+    "lsn": (re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}"), "an LSN such as 0/3000060"),
+    "xid": (re.compile(r"[0-9]{1,20}"), "a transaction id (a whole number)"),
+    "name": (re.compile(r"[^\x00]{1,63}"), "a restore point name (1 to 63 characters)"),
+}
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def check_restore_usage(kind: str, given: dict[str, Any]) -> None:
+    """Usage errors (exit 2) before any key is asked for: at most one recovery target, and
+    no option the asset's kind would silently ignore."""
+    from lifeboat.assets.registry import restore_option_kinds
+
+    used = [option for option, value in given.items() if value not in (None, False)]
+    targets = [option for option in RECOVERY_TARGETS if option in used]
+    if len(targets) > 1:
+        raise ConfigError(
+            f"{' and '.join(_flag(t) for t in targets)} are mutually exclusive: give one recovery target",
+            hint=RESTORE_HELP,
+        )
+    for option, (pattern, meaning) in _TARGET_FORMATS.items():
+        value = given.get(option)
+        if value is not None and not pattern.fullmatch(str(value)):
+            raise ConfigError(f"{_flag(option)} {value!r} is not {meaning}", hint=RESTORE_HELP)
+    for option in used:
+        kinds = restore_option_kinds(option)
+        if kinds and kind not in kinds:
+            raise ConfigError(
+                f"{_flag(option)} does not apply to {kind} assets (only to {', '.join(kinds)})",
+                hint=RESTORE_HELP,
+            )
+
+
+def refuse_future_time(policy: Any, repo: Any, asset: str, when: datetime | None) -> None:
+    """A time in the future would quietly mean "the latest": refuse it and say what is."""
+    if when is None or when <= datetime.now(UTC):
+        return
+    from lifeboat.ops.status import asset_status
+
+    newest = next((s.last_backup for s in asset_status(policy, repo) if s.asset == asset), None)
+    raise ConfigError(
+        f"--at {when.isoformat(timespec='seconds')} is in the future; the newest restorable time "
+        f"of {asset} is {newest or 'none (no backup yet)'}",
+        hint="give a time in the past, or --latest (postgres) or no target for the newest state",
+    )
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -69,9 +124,16 @@ def restore(
     """Restore an asset into a target (refuses a non-empty target without --force)."""
     policy = run_context(ctx).policy()
     spec = policy.asset(asset)
+    check_restore_usage(
+        spec.kind,
+        {"snapshot": snapshot, "at": at, "lsn": lsn, "xid": xid, "name": name, "latest": latest}
+        | {"port": port, "start": start, "in_place": in_place}
+        | {"archive": archive, "timeline": timeline, "standby": standby},
+    )
+    when = parse_time(at)
     creds = credentials_options(recovery_key, share, passphrase_file)
     repo = runtime.open_for_read(policy, creds, purpose=f"restore {asset}", asset=asset)
-    when = parse_time(at)
+    refuse_future_time(policy, repo, spec.name, when)
     audit = runtime.audit_log(policy, repo)
     options: dict[str, Any] = {
         "target": target,

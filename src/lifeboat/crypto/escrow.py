@@ -64,13 +64,33 @@ class ParsedShare:
     threshold: int
 
 
+MAX_SHARES = 16  # SLIP-39's limit on the members of a group
+
+
+def split_problem(threshold: int, custodians: list[str]) -> str | None:
+    """Why SLIP-39 cannot split the key M-of-N for these custodians; None when it can.
+    Checked before anything is written (init, escrow split) and by `policy check`."""
+    n = len(custodians)
+    if n == 0:
+        return "no custodians named"
+    if len(set(custodians)) != n:
+        return "custodian names must be unique"
+    if not 1 <= threshold <= n <= MAX_SHARES:
+        return f"cannot split into {threshold}-of-{n} shares (1 <= M <= N <= {MAX_SHARES})"
+    if threshold == 1 and n > 1:
+        return (
+            f"SLIP-39 cannot make 1-of-{n} shares (each share alone would be the whole key): "
+            "set a threshold of 2 or more, or name one custodian"
+        )
+    return None
+
+
 def split(
     recovery: RecoveryKey, threshold: int, custodians: list[str]
 ) -> tuple[EscrowRecord, dict[str, str]]:
-    if not 1 <= threshold <= len(custodians) <= 16:
-        raise KeyError_(f"cannot split into {threshold}-of-{len(custodians)} shares (1 <= M <= N <= 16)")
-    if len(set(custodians)) != len(custodians):
-        raise KeyError_("custodian names must be unique")
+    problem = split_problem(threshold, custodians)
+    if problem is not None:
+        raise KeyError_(problem)
     groups = shamir_mnemonic.generate_mnemonics(1, [(threshold, len(custodians))], recovery.secret)
     mnemonics = groups[0]
     identifier = Share.from_mnemonic(mnemonics[0]).identifier
@@ -236,9 +256,25 @@ def split_recovery_key(
     unknown = set(passphrases or {}) - set(people)
     if unknown:
         raise KeyError_(f"passphrase given for {', '.join(sorted(unknown))}, who is not a custodian")
+    targets = [out_dir / f"{name}.share" for name in people]
+    existing = [path for path in targets if os.path.lexists(path)]
+    if existing:
+        raise KeyError_(
+            f"{existing[0]} already exists; refusing to overwrite a share",
+            hint="choose another output directory, or move the old shares away first",
+        )
     record, shares = split(recovery, threshold or policy.escrow_threshold(), people)
-    written = write_shares(out_dir, shares, passphrases)
-    repo.put_record(f"escrow/{record.created.replace(':', '')}-{record.identifier}.json", record.to_json())
+    try:
+        written = write_shares(out_dir, shares, passphrases)
+        repo.put_record(
+            f"escrow/{record.created.replace(':', '')}-{record.identifier}.json", record.to_json()
+        )
+    except BaseException:
+        # half a set of shares, or shares of an escrow the repository does not record,
+        # would be handed to custodians and fail them at recovery time
+        for path in targets:
+            path.unlink(missing_ok=True)
+        raise
     return written
 
 

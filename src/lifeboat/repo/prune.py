@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import CheckFailed, LockedError, NotFoundError
+from lifeboat.errors import AlreadyExistsError, CheckFailed, LockedError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.repo.format import pack_name
-from lifeboat.repo.index import write_index
+from lifeboat.repo.format import index_name, pack_name
+from lifeboat.repo.index import Index, PackEntry, encode_index
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PruneReport
 from lifeboat.repo.references import collect_references
@@ -54,7 +54,7 @@ def prune_repository(
             for p, blobs in packs.items()
             if p not in unused
         ]
-        new_index = f"index/{write_index(repo.storage, kept, repo.keyring)}" if kept else None
+        new_index = _write_kept_index(repo, index, kept) if kept else None
         still_listed: set[str] = set()
         for name, pack_ids in index.files.items():
             if name == new_index:
@@ -81,6 +81,20 @@ def prune_repository(
         report.incomplete_removed = repo.storage.sweep_incomplete(INCOMPLETE_AGE)
         repo.index(refresh=True)
     return report
+
+
+def _write_kept_index(repo: Repository, index: Index, kept: list[PackEntry]) -> str:
+    """The index of what is kept. Its name is its content's hash, so when the same index is
+    already there (a prune with nothing new to do) it is kept as it is: nothing is written
+    and, since it is the new index, nothing is deleted."""
+    index_id, data = encode_index(kept, repo.keyring)
+    name = index_name(index_id)
+    if name not in index.files:
+        try:
+            repo.storage.put(name, data)
+        except AlreadyExistsError:
+            pass  # the same bytes (same hash) from a prune killed before it finished
+    return name
 
 
 def _loc_tuple(index: object, blob_id: str, pack_id: str) -> list[object]:

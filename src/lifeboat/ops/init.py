@@ -1,0 +1,229 @@
+"""`init` as all or nothing: every input is checked before anything is written, and when
+a later step fails, what was written is removed again, so no repository is left that
+backups could go into but nobody could restore from."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lifeboat import runtime
+from lifeboat.errors import ConfigError, LifeboatError, StorageError
+from lifeboat.repo import Repository
+from lifeboat.repo.format import CONFIG_NAME
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    keyfile: Path
+    recovery_out: Path | None
+    shares_out: Path | None
+    passphrases: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class InitResult:
+    repository: str
+    id: str
+    backup_key: str
+    recovery_fingerprint: str
+    recovery_key: str | None = None
+    shares: list[str] = field(default_factory=list)
+    threshold: int | None = None
+
+
+def _why_not_creatable(path: Path) -> str | None:
+    """Why a new file or directory cannot be made at ``path``: its nearest existing
+    ancestor must be a directory we may write (os.access sees read-only mounts and the
+    immutable attribute even for root)."""
+    parent = path.parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
+
+
+def _check_new_file(path: Path, what: str) -> None:
+    if os.path.lexists(path):
+        raise ConfigError(f"{what} {path} already exists", hint="init never overwrites a key or share")
+    problem = _why_not_creatable(path)
+    if problem:
+        raise ConfigError(f"cannot write the {what} {path}: {problem}")
+
+
+def _check_state_dir(state: Path) -> None:
+    """The audit entry is init's last write: its directory must take it (checked without
+    creating anything; `runtime.require_writable_state` would)."""
+    audit = state / "audit.jsonl"
+    if os.path.lexists(audit):
+        problem = None if os.access(audit, os.W_OK) else f"{audit} is not writable"
+    elif os.path.lexists(state):
+        problem = None if os.access(state, os.W_OK | os.X_OK) else f"{state} is not writable"
+    else:
+        problem = _why_not_creatable(state)
+    if problem:
+        raise ConfigError(
+            f"state directory {state} cannot take the audit log: {problem}",
+            hint="make it writable, or set [state] dir in the policy to a writable directory",
+        )
+
+
+def validate(policy: Any, request: InitRequest, storage: Any) -> tuple[int, list[str]]:
+    """Every check init can make without writing; returns the escrow's (M, custodians)."""
+    from lifeboat.crypto.escrow import split_problem
+
+    if request.recovery_out is None and request.shares_out is None:
+        raise ConfigError(
+            "init needs somewhere to put the recovery key",
+            hint="pass --recovery-key-out FILE or --shares-out DIR (escrow shares)",
+        )
+    threshold, source = policy.escrow_source()
+    custodians = list(policy.escrow.custodians)
+    strangers = sorted(set(request.passphrases) - set(custodians))
+    if strangers:
+        raise ConfigError(f"passphrase given for {', '.join(strangers)}, not a custodian in [escrow]")
+    if os.path.lexists(request.keyfile):
+        raise ConfigError(
+            f"backup key {request.keyfile} already exists", hint="this repository seems initialised"
+        )
+    _check_new_file(request.keyfile, "backup key")
+    if request.recovery_out is not None:
+        _check_new_file(request.recovery_out, "recovery key")
+    if request.shares_out is not None:
+        problem = split_problem(threshold, custodians)
+        if problem is not None:
+            raise ConfigError(
+                f"escrow {threshold}-of-{len(custodians)} ({source}): {problem}",
+                hint="fix [escrow] in the policy; nothing was written",
+            )
+        for name in custodians:
+            _check_new_file(request.shares_out / f"{name}.share", "share file")
+    _check_state_dir(Path(policy.state_dir))
+    if storage.exists(CONFIG_NAME):
+        raise ConfigError(
+            f"a repository already exists at {storage.url}",
+            hint="use it with its existing keys, or choose another location",
+        )
+    return threshold, custodians
+
+
+class _Undo:
+    """What init wrote, to take back: local files, directories it created, and the
+    repository objects that were not there before."""
+
+    def __init__(self, storage: Any, state: Path) -> None:
+        self.storage = storage
+        # a state directory init creates holds nothing but what init put there (cache, log)
+        self.new_state = None if os.path.lexists(state) else state
+        self.objects_before = {o.name for o in storage.list("")}
+        self.root = getattr(storage, "root", None)  # a local repository's directory
+        self.root_existed = self.root is not None and os.path.lexists(self.root)
+        self.files: list[Path] = []
+        self.dirs: list[Path] = []
+
+    def will_write(self, path: Path) -> None:
+        """Call before writing ``path``: records it (when new) and the directories it will create."""
+        if os.path.lexists(path):
+            return
+        missing = []
+        parent = path.parent
+        while not os.path.lexists(parent) and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        self.dirs.extend(missing)  # deepest first
+        self.files.append(path)
+
+    def run(self) -> list[str]:
+        """Remove everything recorded; returns what could not be removed."""
+        left: list[str] = []
+        try:
+            new = sorted({o.name for o in self.storage.list("")} - self.objects_before, reverse=True)
+        except LifeboatError:
+            new = [CONFIG_NAME]
+        for name in new:
+            try:
+                self.storage.delete(name)
+            except LifeboatError:
+                left.append(f"{self.storage.url}/{name}")
+        if self.root is not None and not self.root_existed:
+            _remove_empty_tree(Path(self.root))
+        for path in self.files:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                left.append(str(path))
+        for directory in self.dirs:
+            try:
+                directory.rmdir()
+            except OSError:
+                pass  # not empty: something else was put there meanwhile
+        if self.new_state is not None:
+            shutil.rmtree(self.new_state, ignore_errors=True)
+        return left
+
+
+def _remove_empty_tree(root: Path) -> None:
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+
+
+def initialise(policy: Any, request: InitRequest) -> InitResult:
+    storage = runtime.storage_for(policy)
+    threshold, custodians = validate(policy, request, storage)
+    undo = _Undo(storage, Path(policy.state_dir))
+    try:
+        return _write(policy, request, storage, undo, threshold, custodians)
+    except BaseException as exc:
+        left = undo.run()
+        if isinstance(exc, OSError):  # a disk filling up meanwhile, not a bug
+            message = f"init failed writing {exc.filename or 'a file'}: {exc.strerror or exc}"
+        elif isinstance(exc, LifeboatError):
+            message = exc.message
+        else:
+            raise
+        code = exc.exit_code if isinstance(exc, LifeboatError) else None
+        if left:
+            raise StorageError(
+                f"{message}; init was undone except {', '.join(left)}",
+                hint="remove those by hand before trying again",
+                exit_code=code,
+            ) from None
+        raise StorageError(
+            f"{message}; nothing was kept", hint=getattr(exc, "hint", None), exit_code=code
+        ) from None
+
+
+def _write(
+    policy: Any, request: InitRequest, storage: Any, undo: _Undo, threshold: int, custodians: list[str]
+) -> InitResult:
+    repo, backup_key, recovery = Repository.create(
+        storage, lock_days=policy.repository.lock_days, cache_dir=runtime.cache_dir(policy)
+    )
+    undo.will_write(request.keyfile)
+    backup_key.save(request.keyfile)
+    result = InitResult(storage.url, repo.id, str(request.keyfile), recovery.fingerprint())
+    if request.recovery_out is not None:
+        undo.will_write(request.recovery_out)
+        recovery.save(request.recovery_out)
+        result.recovery_key = str(request.recovery_out)
+    if request.shares_out is not None:
+        from lifeboat.crypto.escrow import split_recovery_key
+
+        for name in custodians:
+            undo.will_write(request.shares_out / f"{name}.share")
+        written = split_recovery_key(
+            policy, repo, recovery, request.shares_out, threshold, custodians, request.passphrases
+        )
+        result.shares = [str(p) for p in written]
+        result.threshold = threshold
+    runtime.audit_log(policy, repo).append("init", details_repo=repo.id)
+    return result

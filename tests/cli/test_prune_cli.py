@@ -1,0 +1,38 @@
+"""`prune` with nothing new to do does nothing and succeeds, however often the daemon runs it."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+from lifeboat.storage import open_storage
+from tests.cli.conftest import Cli
+
+
+def repository_objects(cli: Cli) -> dict[str, int]:
+    """Every data and index object of the repository, with its size (audit copies excluded:
+    each run adds its own entry by design)."""
+    repo = tomllib.loads(cli.policy.read_text())["repository"]
+    storage = open_storage(repo["url"], endpoint_url=repo.get("endpoint_url"))
+    return {o.name: o.size for prefix in ("data/", "index/", "snapshots/") for o in storage.list(prefix)}
+
+
+def test_prune_three_times_in_a_row_changes_nothing_after_the_first(cli):
+    key = str(cli.root / "recovery.key")
+    for version in range(3):  # retention keeps the last 2: the first snapshot's data becomes garbage
+        (cli.source / "app.conf").write_text(f"version = {version}\n" * 2000)
+        cli.run("backup", "config")
+    cli.run("forget", "--recovery-key", key)
+    first = json.loads(cli.run("prune", "--recovery-key", key, "--json").stdout)
+    assert first["packs_removed"] > 0
+    after_first = repository_objects(cli)
+    for _ in range(2):
+        again = cli.run("prune", "--recovery-key", key, "--json", check=False)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["packs_removed"] == 0
+        assert repository_objects(cli) == after_first
+    cli.run("check", "--read-data", "--recovery-key", key)
+    out = cli.root / "restored"
+    cli.run("restore", "config", "--target", str(out), "--recovery-key", key)
+    (restored,) = out.rglob("app.conf")
+    assert restored.read_text() == "version = 2\n" * 2000
