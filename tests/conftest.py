@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -24,6 +26,27 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
+
+# Every lifeboat process the tests start (the CLI, archive_command as the postgres user, the
+# daemon's children) appends here when it hits an internal error (exit 70); see the
+# autouse fixture below. World-writable because the postgres user's processes write too.
+INTERNAL_ERRORS = Path(tempfile.mkdtemp(prefix="lifeboat-internal-")) / "errors.log"
+INTERNAL_ERRORS.touch()
+os.chmod(INTERNAL_ERRORS.parent, 0o777)
+os.chmod(INTERNAL_ERRORS, 0o666)
+os.environ["LIFEBOAT_INTERNAL_ERROR_LOG"] = str(INTERNAL_ERRORS)
+
+
+@pytest.fixture(autouse=True)
+def no_internal_errors() -> Iterator[None]:
+    """No test, whatever it expects to fail, may see lifeboat crash with an internal error."""
+    before = INTERNAL_ERRORS.stat().st_size
+    yield
+    with INTERNAL_ERRORS.open() as fh:
+        fh.seek(before)
+        new = fh.read().strip()
+    if new:
+        pytest.fail(f"a lifeboat process hit an internal error during this test: {new}", pytrace=False)
 
 
 def free_port() -> int:

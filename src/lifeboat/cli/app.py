@@ -108,6 +108,22 @@ def _usage_exit(exc: UsageError) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+def _record_internal_error(exc: Exception) -> None:
+    """The test suite sets LIFEBOAT_INTERNAL_ERROR_LOG and fails any test during which a
+    lifeboat process, however deep (archive_command, a daemon child), hit an internal error:
+    an operator mistake must always get a one-line error, never exit 70."""
+    path = os.environ.get("LIFEBOAT_INTERNAL_ERROR_LOG")
+    if not path:
+        return
+    import traceback
+
+    try:
+        with open(path, "a") as fh:
+            fh.write("".join(traceback.format_exception(exc)[-3:]).replace("\n", " | ") + "\n")
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     memory.limit_arenas()
     signal.signal(signal.SIGTERM, _interrupt)
@@ -133,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("lifeboat: interrupted")
         sys.exit(130)
     except Exception as exc:  # genuine bugs
+        _record_internal_error(exc)
         if debug:
             raise
         err_console.print(
