@@ -50,6 +50,28 @@ def readable_size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def free_space(target: Path) -> tuple[int, int]:
+    """(bytes available to this user, block size) on the filesystem that holds ``target``."""
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    st = os.statvfs(probe)
+    return st.f_bavail * st.f_frsize, st.f_frsize or 4096
+
+
+def rounded(size: int, block: int) -> int:
+    return -(-size // block) * block
+
+
+def refuse_short_space(target: object, needed: int, free: int) -> None:
+    if needed > free:
+        raise RestoreError(
+            f"not enough space for the restore into {target}: {readable_size(needed)} needed, "
+            f"{readable_size(free)} free",
+            hint="free space or restore elsewhere",
+        )
+
+
 class TargetDir:
     """A restore target: directory descriptors by relative path, and a record of what this
     restore created (so that a restore that runs out of space can take it back).

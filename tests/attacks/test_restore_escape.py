@@ -75,7 +75,7 @@ class Env:
         return str(json.loads(self.run("backup", asset, "--json").stdout)[0]["snapshot"])
 
     def restore(
-        self, asset: str, snapshot: str, target: str, *extra: str
+        self, asset: str, snapshot: str, target: str, *extra: str, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         return self.run(
             "restore",
@@ -87,6 +87,7 @@ class Env:
             "--share",
             str(self.root / "shares" / "alice.share"),
             *extra,
+            check=check,
         )
 
 

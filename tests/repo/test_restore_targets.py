@@ -5,6 +5,9 @@ come back."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from lifeboat.assets.files import backup_paths, restore_snapshot
 from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
-from tests.attacks.test_restore_escape import make_sentinel, manifest
+from tests.attacks.test_restore_escape import Env, make_sentinel, manifest
 
 
 @pytest.fixture
@@ -75,3 +78,95 @@ def test_two_paths_sharing_a_basename_both_restore(repo: Repository, tmp_path: P
         assert manifest(target / str(root).lstrip("/")) == manifest(root)
     assert manifest(target / "solo") == manifest(solo)  # a unique basename keeps its name
     assert not (target / "data").exists()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts a tmpfs with the given options (we run as root in the test sandbox)."""
+    mounts: list[Path] = []
+
+    def mount(options: str) -> Path:
+        path = tmp_path / f"mnt{len(mounts)}"
+        path.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill up here: {proc.stderr.strip()}")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    e = Env(tmp_path)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "media").mkdir()
+    (tmp_path / "platform-keys").mkdir()
+    e.run("init", "--shares-out", str(tmp_path / "shares"))
+    return e
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("lifeboat: error: ") and all(n in lines[0] for n in needles), proc.stderr
+    assert len(lines) <= 2 and "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def everything_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_a_restore_too_big_for_the_filesystem_is_refused_before_writing(env: Env, small_fs) -> None:
+    mnt = small_fs("size=8m")
+    (env.root / "config" / "big.bin").write_bytes(os.urandom(12 << 20))
+    snap = env.backup("config")
+    (env.root / "media" / "big.obj").write_bytes(os.urandom(12 << 20))
+    media = env.backup("media")
+
+    line = one_line_error(env.restore("config", snap, str(mnt / "t"), check=False), "MiB needed")
+    assert "12.0 MiB needed, 8.0 MiB free" in line
+    line = one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "MiB needed")
+    assert everything_under(mnt) <= {"m"}  # nothing written (dir:// made its empty directory)
+
+
+def test_disk_full_midway_removes_what_the_restore_wrote_and_a_retry_works(env: Env, small_fs) -> None:
+    mnt = small_fs("size=8m")
+    (env.root / "config" / "big.bin").write_bytes(os.urandom(5 << 20))
+    for i in range(5):
+        (env.root / "config" / f"small{i}.txt").write_text(f"small {i}\n")
+    snap = env.backup("config")
+    # An older big.bin fills the disk: the up-front estimate counts its space as coming
+    # back, but the new copy is written beside it first (replaced atomically), and fails.
+    old = os.urandom(5 << 20)
+    (mnt / "t" / "config").mkdir(parents=True)
+    (mnt / "t" / "config" / "big.bin").write_bytes(old)
+    (mnt / "t" / "keep.txt").write_text("unrelated\n")
+
+    line = one_line_error(env.restore("config", snap, str(mnt / "t"), "--force", check=False), "no space")
+    assert "removed" in line
+    assert everything_under(mnt) == {"t", "t/config", "t/config/big.bin", "t/keep.txt"}
+    assert (mnt / "t" / "config" / "big.bin").read_bytes() == old
+
+    (mnt / "t" / "config" / "big.bin").unlink()
+    env.restore("config", snap, str(mnt / "t"), "--force")
+    assert manifest(mnt / "t" / "config") == manifest(env.root / "config")
+
+
+def test_out_of_inodes_leaves_no_partial_tree(env: Env, small_fs) -> None:
+    mnt = small_fs("size=8m,nr_inodes=40")
+    for i in range(60):
+        (env.root / "config" / f"f{i:02}").write_text(f"file {i}\n")
+        (env.root / "media" / f"o{i:02}").write_text(f"object {i}\n")
+    snap, media = env.backup("config"), env.backup("media")
+
+    one_line_error(env.restore("config", snap, str(mnt / "t"), check=False), "no space", "removed")
+    assert everything_under(mnt) == set()  # the target it created is gone too: a retry is not blocked
+    one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "no space", "removed")
+    assert everything_under(mnt) <= {"m"}

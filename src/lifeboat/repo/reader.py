@@ -17,7 +17,15 @@ import orjson
 from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.model import Entry, SnapshotInfo
-from lifeboat.targetdir import DISK_FULL, TargetDir, readable_size, split_parent
+from lifeboat.targetdir import (
+    DISK_FULL,
+    TargetDir,
+    free_space,
+    readable_size,
+    refuse_short_space,
+    rounded,
+    split_parent,
+)
 
 if TYPE_CHECKING:
     from lifeboat.repo.repository import Repository
@@ -194,24 +202,11 @@ def _restore_failure(tree: TargetDir, target: Path, exc: OSError, stats: Restore
 
 def check_space(target: Path, files: list[Entry], force: bool) -> None:
     """Refuse up front when the target's filesystem obviously cannot hold the files."""
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
-    st = os.statvfs(probe)
-    block = st.f_frsize or 4096
-    needed = sum(-(-e.size // block) * block for e in files)
-    free = st.f_bavail * st.f_frsize
-    if needed <= free:
-        return
-    if force:  # files this restore replaces give their space back
+    free, block = free_space(target)
+    needed = sum(rounded(e.size, block) for e in files)
+    if needed > free and force:  # files this restore replaces give their space back
         needed -= _replaced_bytes(target, files, block)
-        if needed <= free:
-            return
-    raise RestoreError(
-        f"not enough space for the restore into {target}: {readable_size(needed)} needed, "
-        f"{readable_size(free)} free",
-        hint="free space or restore elsewhere",
-    )
+    refuse_short_space(target, needed, free)
 
 
 def _replaced_bytes(target: Path, files: list[Entry], block: int) -> int:
@@ -222,7 +217,7 @@ def _replaced_bytes(target: Path, files: list[Entry], block: int) -> int:
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode):
-            total += -(-st.st_size // block) * block
+            total += rounded(st.st_size, block)
     return total
 
 

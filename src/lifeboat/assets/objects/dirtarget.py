@@ -10,7 +10,16 @@ from collections.abc import Iterable
 
 from lifeboat.assets.objects.source import DirSource, key_to_relpath
 from lifeboat.errors import RestoreError
-from lifeboat.targetdir import DISK_FULL, NAME_MAX, TargetDir, readable_size, split_parent
+from lifeboat.targetdir import (
+    DISK_FULL,
+    NAME_MAX,
+    TargetDir,
+    free_space,
+    readable_size,
+    refuse_short_space,
+    rounded,
+    split_parent,
+)
 
 NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 SHOWN = 5  # unmappable keys named in an error; --dry-run lists them all
@@ -55,6 +64,14 @@ def refuse_unmappable(problems: list[str], target: str) -> None:
         f"{len(problems)} keys cannot be files under {target}: " + "; ".join(problems[:SHOWN]) + more,
         hint="restore them into an s3:// target (or list them all with --dry-run)",
     )
+
+
+def check_space(target: DirSource, sizes: Iterable[int], replaced: Iterable[int]) -> None:
+    """Refuse up front when the directory's filesystem obviously cannot hold the objects
+    (less the files they replace, whose space comes back)."""
+    free, block = free_space(target.root)
+    needed = sum(rounded(size, block) for size in sizes) - sum(rounded(size, block) for size in replaced)
+    refuse_short_space(target.url, needed, free)
 
 
 class DirWriter:

@@ -14,7 +14,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lifeboat.assets.objects.dirtarget import DirWriter, DiskFull, refuse_unmappable, unmappable_keys
+from lifeboat.assets.objects.dirtarget import (
+    DirWriter,
+    DiskFull,
+    check_space,
+    refuse_unmappable,
+    unmappable_keys,
+)
 from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, open_source
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError
@@ -150,7 +156,10 @@ def restore_objects(
             result.summary.append(f"{len(unmappable)} keys cannot be files in this directory:")
             result.summary += [f"  UNMAPPABLE {p}" for p in unmappable]
         return asdict(result)
-    progress.start(sum((i.entry.size if i.entry else i.version.size if i.version else 0) for i in todo))
+    sizes = [i.entry.size if i.entry else i.version.size if i.version else 0 for i in todo]
+    if isinstance(target, DirSource):
+        check_space(target, sizes, [current[i.key].size for i in todo if i.key in current])
+    progress.start(sum(sizes))
     t0 = time.monotonic()
     writer = DirWriter(target, fresh=not current) if isinstance(target, DirSource) else None
 
