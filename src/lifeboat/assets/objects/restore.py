@@ -127,8 +127,11 @@ def restore_objects(
     unmappable = unmappable_keys(i.key for i in items) if isinstance(target, DirSource) else []
     if not options.get("dry_run"):
         refuse_unmappable(unmappable, target_url)  # before anything is written
-    with_retries("checking the target", target.ensure_exists, counters)
-    current = {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
+    if isinstance(target, DirSource) and options.get("dry_run") and not target.root.is_dir():
+        current = {}  # a dry run creates nothing, not even the target directory
+    else:
+        with_retries("checking the target", target.ensure_exists, counters)
+        current = {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
     if current and not in_place and not options.get("force") and not options.get("dry_run"):
         raise RestoreError(
             f"target {target_url} is not empty ({len(current)} objects)",
