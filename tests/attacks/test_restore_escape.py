@@ -57,6 +57,7 @@ class Env:
         self.policy = root / "lifeboat.toml"
         self.policy.write_text(POLICY.format(root=root))
         self.outside = root / "outside"
+        self.share = root / "shares" / "alice.share"
         make_sentinel(self.outside)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -85,7 +86,7 @@ class Env:
             "--target",
             target,
             "--share",
-            str(self.root / "shares" / "alice.share"),
+            str(self.share),
             *extra,
             check=check,
         )
@@ -235,3 +236,23 @@ def test_objects_dir_target_force_replaces_planted_links(env: Env) -> None:
         assert not restored[rel].is_symlink()
         assert restored[rel].read_bytes() == (env.root / "media" / rel).read_bytes()
     assert not (target / "docs").is_symlink()
+
+
+def test_objects_in_place_into_a_dir_source_never_follows_its_links(env: Env) -> None:
+    snap = env.backup("media")
+    expected = manifest(env.root / "media", times=False)
+    media = env.root / "media"
+    shutil.rmtree(media / "docs")
+    (media / "docs").symlink_to(env.outside / "etc")  # after the backup: docs -> outside
+    (media / "top.bin").unlink()
+    (media / "top.bin").symlink_to(env.outside / "victim")
+    (media / "new.bin").write_bytes(b"written after the snapshot")
+    before = manifest(env.outside)
+
+    env.run("restore", "media", "--snapshot", snap, "--in-place", "--yes", "--share", str(env.share))
+
+    assert manifest(env.outside) == before
+    after = manifest(media, times=False)
+    for rel in ("docs/a.txt", "top.bin"):
+        assert after[rel][4] == expected[rel][4] and not (media / rel).is_symlink()
+    assert set(after) == set(expected)  # new.bin deleted, nothing else

@@ -22,6 +22,7 @@ from lifeboat.targetdir import (
 )
 
 NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 SHOWN = 5  # unmappable keys named in an error; --dry-run lists them all
 
 
@@ -124,6 +125,24 @@ class DirWriter:
         with self.tree.lock:
             self.written += size
         return size
+
+    def delete(self, key: str) -> None:
+        """Remove the object's file (an in-place restore of a dir:// source), through
+        directory descriptors like every write."""
+        parent, name = split_parent(key_to_relpath(key))
+        try:
+            dir_fd = self.tree.acquire(parent, create=False)
+        except OSError as exc:
+            if exc.errno in GONE:
+                return  # no such directory (a link is not one): nothing of the key to delete
+            raise self._failure(key, exc) from None
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in GONE:
+                raise self._failure(key, exc) from None
+        finally:
+            self.tree.release(parent)
 
     def _failure(self, key: str, exc: OSError) -> Exception:
         if exc.errno in DISK_FULL:

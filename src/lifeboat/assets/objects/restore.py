@@ -214,14 +214,17 @@ def restore_objects(
 
     try:
         run_batched(restore_one, todo, transfer_workers(target, asset))
+        for key in deletions:
+            if writer is not None:
+                writer.delete(key)
+            else:
+                with_retries(f"deleting {key}", lambda k=key: target.delete(k), counters)
     except DiskFull:
         assert writer is not None
         raise writer.take_back(target_url) from None
     finally:
         if writer is not None:
             writer.close()
-    for key in deletions:
-        with_retries(f"deleting {key}", lambda k=key: target.delete(k), counters)
     result.phases["transfer"] = round(time.monotonic() - t0, 3)
     result.restored, result.restored_bytes = counters.downloaded, counters.bytes_downloaded
     result.from_snapshot = counters.reused
