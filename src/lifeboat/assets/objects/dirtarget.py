@@ -83,7 +83,7 @@ class DirWriter:
 
     def __init__(self, target: DirSource, fresh: bool) -> None:
         self.tree = TargetDir(target.root, fresh=fresh)
-        self.written = 0
+        self._sizes: list[int] = []
 
     def write(self, key: str, chunks: Iterable[bytes]) -> int:
         """Write the object; returns its size. OS errors are permanent here (never retried):
@@ -122,8 +122,7 @@ class DirWriter:
             self.tree.install(dir_fd, path, name, rel)
         else:
             self.tree.record(rel, False)
-        with self.tree.lock:
-            self.written += size
+        self._sizes.append(size)  # atomic, unlike +=
         return size
 
     def delete(self, key: str) -> None:
@@ -155,7 +154,7 @@ class DirWriter:
     def take_back(self, target: str) -> RestoreError:
         removed = self.tree.take_back()
         return RestoreError(
-            f"no space left on the filesystem of {target} after {readable_size(self.written)}; "
+            f"no space left on the filesystem of {target} after {readable_size(sum(self._sizes))}; "
             f"removed the {removed} files and directories this restore had created",
             hint="free space or restore elsewhere, then run the restore again",
         )
