@@ -170,3 +170,30 @@ def test_out_of_inodes_leaves_no_partial_tree(env: Env, small_fs) -> None:
     assert everything_under(mnt) == set()  # the target it created is gone too: a retry is not blocked
     one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "no space", "removed")
     assert everything_under(mnt) <= {"m"}
+
+
+def test_setuid_and_owners_come_back_only_with_owners(repo: Repository, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("creating a setuid file owned by another user needs root")
+    src = tmp_path / "src" / "bin"
+    src.mkdir(parents=True)
+    (src / "tool").write_bytes(b"#!/bin/sh\n")
+    os.chown(src / "tool", 1234, 1234)
+    os.chmod(src / "tool", 0o4755)
+    (src / "shared").mkdir()
+    os.chmod(src / "shared", 0o2775)
+    info = backup_paths(repo, "config", [src])
+
+    as_root = tmp_path / "as-root"
+    repo.reader(info).restore_tree(as_root)
+    st = os.lstat(as_root / "bin" / "tool")
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o4755, 1234)
+    assert os.lstat(as_root / "bin" / "shared").st_mode & 0o7777 == 0o2775
+
+    # what an unprivileged restore does (it cannot chown): the bits would grant the
+    # restoring user's rights, so they are dropped
+    unprivileged = tmp_path / "unprivileged"
+    repo.reader(info).restore_tree(unprivileged, chown=False)
+    st = os.lstat(unprivileged / "bin" / "tool")
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o755, 0)
+    assert os.lstat(unprivileged / "bin" / "shared").st_mode & 0o7777 == 0o775
