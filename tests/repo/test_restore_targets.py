@@ -197,3 +197,14 @@ def test_setuid_and_owners_come_back_only_with_owners(repo: Repository, tmp_path
     st = os.lstat(unprivileged / "bin" / "tool")
     assert (st.st_mode & 0o7777, st.st_uid) == (0o755, 0)
     assert os.lstat(unprivileged / "bin" / "shared").st_mode & 0o7777 == 0o775
+
+
+def test_a_read_only_target_is_one_line_and_never_retried(env: Env, small_fs) -> None:
+    mnt = small_fs("size=1m,ro")
+    (env.root / "config" / "a").write_text("a\n")
+    (env.root / "media" / "o").write_text("o\n")
+    snap, media = env.backup("config"), env.backup("media")
+
+    one_line_error(env.restore("config", snap, str(mnt / "t"), check=False), "Read-only file system")
+    line = one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "Read-only")
+    assert "attempts" not in line

@@ -67,6 +67,14 @@ def refuse_unmappable(problems: list[str], target: str) -> None:
     )
 
 
+def open_dir_target(target: DirSource) -> None:
+    """Create the target directory; an OS error here is permanent, reported in one line."""
+    try:
+        target.ensure_exists()
+    except OSError as exc:
+        raise RestoreError(f"cannot create target {target.url}: {exc.strerror or exc}") from None
+
+
 def check_space(target: DirSource, sizes: Iterable[int], replaced: Iterable[int]) -> None:
     """Refuse up front when the directory's filesystem obviously cannot hold the objects
     (less the files they replace, whose space comes back)."""

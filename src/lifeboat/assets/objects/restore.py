@@ -18,6 +18,7 @@ from lifeboat.assets.objects.dirtarget import (
     DirWriter,
     DiskFull,
     check_space,
+    open_dir_target,
     refuse_unmappable,
     unmappable_keys,
 )
@@ -129,6 +130,9 @@ def restore_objects(
         refuse_unmappable(unmappable, target_url)  # before anything is written
     if isinstance(target, DirSource) and options.get("dry_run") and not target.root.is_dir():
         current = {}  # a dry run creates nothing, not even the target directory
+    elif isinstance(target, DirSource):
+        open_dir_target(target)  # a local OS error is permanent: never retried
+        current = {o.key: o for o in target.list_current()}
     else:
         with_retries("checking the target", target.ensure_exists, counters)
         current = {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
