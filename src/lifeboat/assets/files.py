@@ -27,24 +27,41 @@ class SourceItem:
     st: os.stat_result
 
 
-def snapshot_name_for(root: Path, path: Path) -> str:
-    """Paths inside a snapshot: the root's basename, then the relative path."""
+def snapshot_name_for(root: Path, path: Path, base: str | None = None) -> str:
+    """Paths inside a snapshot: the root's name (see root_names), then the relative path."""
     rel = path.relative_to(root)
-    return "/".join((root.name or "root", *rel.parts))
+    return "/".join((base or root.name or "root", *rel.parts))
+
+
+def root_names(roots: Sequence[Path]) -> list[str]:
+    """Each root is stored under its basename, unless another root shares that basename:
+    then every root sharing it is stored under its absolute path without the leading "/"
+    (/x/p1/data and /x/p2/data become x/p1/data and x/p2/data), so both restore. Roots
+    with a unique basename keep the name older snapshots used."""
+    bases = [root.name or "root" for root in roots]
+    shared = {b for b in bases if bases.count(b) > 1}
+    return [
+        (str(root).lstrip("/") or "root") if base in shared else base
+        for root, base in zip(roots, bases, strict=True)
+    ]
 
 
 def walk(roots: Sequence[Path], exclude: Sequence[str] = ()) -> Iterator[SourceItem]:
+    absolute = []
     for root in roots:
         root = root.resolve() if not root.is_symlink() else root.absolute()
         if not os.path.lexists(root):
             raise ConfigError(f"path {root} does not exist")
+        if root not in absolute:  # the same path listed twice is captured once
+            absolute.append(root)
+    for root, base in zip(absolute, root_names(absolute), strict=True):
         stack = [root]
         while stack:
             current = stack.pop()
             if any(fnmatch.fnmatch(current.name, pat) for pat in exclude) and current != root:
                 continue
             st = os.lstat(current)
-            yield SourceItem(current, snapshot_name_for(root, current), st)
+            yield SourceItem(current, snapshot_name_for(root, current, base), st)
             if stat.S_ISDIR(st.st_mode):
                 with os.scandir(current) as it:
                     stack.extend(sorted((Path(e.path) for e in it), reverse=True))

@@ -115,7 +115,12 @@ def restore(
     in_place: bool = typer.Option(False, "--in-place", help="Objects: restore the source bucket itself."),
     yes: bool = typer.Option(False, "--yes", help="Confirm an in-place restore."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
-    force: bool = typer.Option(False, "--force", help="Allow a non-empty target."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Merge into a non-empty target: the snapshot's entries replace what holds their names; "
+        "nothing else is deleted (files, keys, objects). PostgreSQL: replaces the data directory.",
+    ),
     recovery_key: RecoveryKeyOption = None,
     share: ShareOption = None,
     passphrase_file: PassphraseOption = None,

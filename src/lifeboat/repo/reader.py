@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -16,6 +17,15 @@ import orjson
 from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.model import Entry, SnapshotInfo
+from lifeboat.targetdir import (
+    DISK_FULL,
+    TargetDir,
+    free_space,
+    readable_size,
+    refuse_short_space,
+    rounded,
+    split_parent,
+)
 
 if TYPE_CHECKING:
     from lifeboat.repo.repository import Repository
@@ -97,42 +107,156 @@ class SnapshotReader:
         select: Callable[[Entry], bool] | None = None,
         workers: int = 8,
         chown: bool | None = None,
+        mode_of: Callable[[Entry], int] | None = None,
     ) -> RestoreStats:
-        """Write the snapshot's tree into ``target``, every chunk authenticated and id-checked."""
+        """Write the snapshot's tree into ``target``, every chunk authenticated and id-checked.
+
+        Nothing outside ``target`` is ever written: links already in it are replaced, never
+        followed (see lifeboat.targetdir). With ``force`` the tree is merged into what is
+        there: the snapshot's entries replace whatever holds their names (a directory where
+        the snapshot has a file is removed, and the reverse); nothing else is deleted.
+        Owners, and with them setuid/setgid bits, are restored only when running as root.
+        On a full disk everything this restore created is removed again."""
         import time
 
         started = time.monotonic()
-        if not force and not target_is_empty(target):
+        fresh = target_is_empty(target)
+        if not force and not fresh:
             raise RestoreError(
                 f"target {target} is not empty", hint="choose an empty directory or pass --force"
             )
-        entries = [e for e in self.entries() if select is None or select(e)]
-        progress.start(sum(e.size for e in entries if e.type == "file"))
-        target.mkdir(parents=True, exist_ok=True)
-        stats = RestoreStats()
-        do_chown = os.geteuid() == 0 if chown is None else chown
-        dirs = [e for e in entries if e.type == "dir"]
-        for entry in dirs:
-            (target / safe_relative(entry.path)).mkdir(parents=True, exist_ok=True)
-            stats.dirs += 1
-
-        files = [e for e in entries if e.type == "file"]
-        _ChunkWriter(self.repo, target, stats, progress, do_chown, workers).write(files)
+        # One entry per path (the last wins): older snapshots could hold two roots with
+        # one basename, and two writers of one path would race on its temp file.
+        entries = list({e.path: e for e in self.entries() if select is None or select(e)}.values())
         for entry in entries:
-            if entry.type == "symlink":
-                dest = target / safe_relative(entry.path)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if dest.is_symlink() or dest.exists():
-                    dest.unlink()
-                os.symlink(entry.target, dest)
-                if do_chown and entry.uid is not None:
-                    os.lchown(dest, entry.uid, entry.gid if entry.gid is not None else -1)
-                os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-                stats.symlinks += 1
-        for entry in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
-            apply_metadata(target / safe_relative(entry.path), entry, do_chown)
+            entry_name(entry.path)  # refuse an unsafe path before anything is written
+        do_chown = os.geteuid() == 0 if chown is None else chown
+        meta = _Metadata(do_chown, mode_of)
+        files = [e for e in entries if e.type == "file"]
+        check_space(target, files, force)
+        progress.start(sum(e.size for e in files))
+        tree = TargetDir(target, fresh=fresh)
+        stats = RestoreStats()
+        try:
+            try:
+                self._write_tree(tree, entries, files, stats, progress, meta, workers)
+            except OSError as exc:
+                raise _restore_failure(tree, target, exc, stats) from None
+        finally:
+            tree.close()
         stats.seconds = round(time.monotonic() - started, 3)
         return stats
+
+    def _write_tree(
+        self,
+        tree: TargetDir,
+        entries: list[Entry],
+        files: list[Entry],
+        stats: RestoreStats,
+        progress: ProgressSink,
+        meta: _Metadata,
+        workers: int,
+    ) -> None:
+        dirs = [e for e in entries if e.type == "dir"]
+        for entry in dirs:
+            rel = entry_name(entry.path)
+            tree.acquire(rel)
+            tree.release(rel)
+            stats.dirs += 1
+        _ChunkWriter(self.repo, tree, stats, progress, meta, workers).write(files)
+        for entry in entries:
+            if entry.type == "symlink":
+                rel = entry_name(entry.path)
+                parent_fd, name = tree.symlink(rel, entry.target)
+                try:
+                    meta.apply_link(parent_fd, name, entry)
+                finally:
+                    tree.release(split_parent(rel)[0])
+                stats.symlinks += 1
+        for entry in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
+            rel = entry_name(entry.path)
+            fd = tree.acquire(rel)
+            try:
+                meta.apply_fd(fd, entry)
+            finally:
+                tree.release(rel)
+
+
+def entry_name(path: str) -> str:
+    """A tree path as a normalised relative name ("a/b") that cannot escape the target."""
+    return "/".join(safe_relative(path).parts)
+
+
+def _restore_failure(tree: TargetDir, target: Path, exc: OSError, stats: RestoreStats) -> RestoreError:
+    """One line for a restore the filesystem stopped; on a full disk, what it wrote is gone."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in DISK_FULL:
+        removed = tree.take_back()
+        return RestoreError(
+            f"no space left on the filesystem of {target} after {readable_size(stats.bytes)}; "
+            f"removed the {removed} files and directories this restore had created",
+            hint="free space or restore elsewhere, then run the restore again",
+        )
+    return RestoreError(f"cannot write into {target}{where}: {exc.strerror or exc}")
+
+
+def check_space(target: Path, files: list[Entry], force: bool) -> None:
+    """Refuse up front when the target's filesystem obviously cannot hold the files."""
+    free, block = free_space(target)
+    needed = sum(rounded(e.size, block) for e in files)
+    if needed > free and force:  # files this restore replaces give their space back
+        needed -= _replaced_bytes(target, files, block)
+    refuse_short_space(target, needed, free)
+
+
+def _replaced_bytes(target: Path, files: list[Entry], block: int) -> int:
+    total = 0
+    for entry in files:
+        try:
+            st = os.lstat(target / safe_relative(entry.path))
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            total += rounded(st.st_size, block)
+    return total
+
+
+class _Metadata:
+    """Modes, owners and times, applied through descriptors or without following links.
+    Without owners (not root) setuid/setgid bits are dropped: they would grant the
+    restoring user's privileges, not the original owner's."""
+
+    def __init__(self, chown: bool, mode_of: Callable[[Entry], int] | None) -> None:
+        self.chown = chown
+        self.mode_of = mode_of
+        self.mask = 0o7777 if chown else 0o1777
+
+    def mode(self, entry: Entry) -> int:
+        mode = self.mode_of(entry) if self.mode_of is not None else entry.mode
+        return mode & self.mask
+
+    def apply_fd(self, fd: int, entry: Entry) -> None:
+        if self.chown and entry.uid is not None:
+            try:  # before the chmod: a chown clears setuid/setgid
+                os.fchown(fd, entry.uid, entry.gid if entry.gid is not None else -1)
+            except OSError:
+                pass  # the user may not exist on this host; contents matter more
+        os.fchmod(fd, self.mode(entry))
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+
+    def apply_link(self, parent_fd: int, name: str, entry: Entry) -> None:
+        if self.chown and entry.uid is not None:
+            try:
+                os.chown(
+                    name,
+                    entry.uid,
+                    entry.gid if entry.gid is not None else -1,
+                    dir_fd=parent_fd,
+                    follow_symlinks=False,
+                )
+            except OSError:
+                pass
+        os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
 
 
 class _ChunkWriter:
@@ -152,17 +276,17 @@ class _ChunkWriter:
     def __init__(
         self,
         repo: Repository,
-        target: Path,
+        tree: TargetDir,
         stats: RestoreStats,
         progress: ProgressSink,
-        chown: bool,
+        meta: _Metadata,
         workers: int,
     ) -> None:
         self.repo = repo
-        self.target = target
+        self.tree = tree
         self.stats = stats
         self.progress = progress
-        self.chown = chown
+        self.meta = meta
         self.workers = max(2, min(workers, (os.cpu_count() or 2) + 1))
         self._lock = threading.Lock()
         self._open: dict[str, _OpenFile] = {}
@@ -198,8 +322,7 @@ class _ChunkWriter:
         finally:
             self._flusher = None
             for handle in list(self._open.values()):
-                os.close(handle.fd)
-                handle.tmp.unlink(missing_ok=True)
+                self._discard(handle)
             self._open.clear()
 
     def _tasks(self, files: list[Entry]) -> Iterator[tuple[_OpenFile, str, int, int]]:
@@ -232,16 +355,18 @@ class _ChunkWriter:
             offset += length
 
     def _start(self, entry: Entry) -> _OpenFile | None:
-        dest = self.target / safe_relative(entry.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_symlink() or (dest.exists() and not dest.is_file()):
-            dest.unlink()
-        tmp = dest.with_name(f".{dest.name}.lifeboat-restore")
         lengths = [self._raw_length(c) for c in entry.chunks]
         if sum(lengths) != entry.size:
             raise IntegrityError(f"chunks of {entry.path} do not add up to its recorded size")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        handle = _OpenFile(entry, dest, tmp, fd, lengths, len(entry.chunks))
+        rel = entry_name(entry.path)
+        parent, name = split_parent(rel)
+        dir_fd = self.tree.acquire(parent)
+        try:
+            tmp, fd = self.tree.open_temp(dir_fd, name)
+        except BaseException:
+            self.tree.release(parent)
+            raise
+        handle = _OpenFile(entry, rel, parent, dir_fd, name, tmp, fd, lengths, len(entry.chunks))
         if not entry.chunks:
             self._finish(handle)
             return None
@@ -278,38 +403,43 @@ class _ChunkWriter:
                 self._finish(handle)
 
     def _finish(self, handle: _OpenFile, flush: bool = False) -> None:
+        """Metadata through the descriptor (a rename keeps it), then the temp file takes the
+        name, replacing whatever held it."""
         try:
-            try:
-                if flush:
-                    os.fdatasync(handle.fd)
-            finally:
-                os.close(handle.fd)
-            os.replace(handle.tmp, handle.dest)
+            if flush:
+                os.fdatasync(handle.fd)
+            self.meta.apply_fd(handle.fd, handle.entry)
+            os.close(handle.fd)
+            handle.fd = -1
+            self.tree.install(handle.dir_fd, handle.tmp, handle.name, handle.rel)
         except BaseException:
-            handle.tmp.unlink(missing_ok=True)  # no longer in _open: nobody else cleans it up
+            self._discard(handle)  # no longer in _open: nobody else cleans it up
             raise
-        apply_metadata(handle.dest, handle.entry, self.chown)
+        self.tree.release(handle.parent)
         with self._lock:
             self.stats.files += 1
             self.stats.verified += 1
             self.stats.bytes += handle.entry.size
 
+    def _discard(self, handle: _OpenFile) -> None:
+        if handle.fd >= 0:
+            os.close(handle.fd)
+            handle.fd = -1
+        try:
+            os.unlink(handle.tmp, dir_fd=handle.dir_fd)
+        except FileNotFoundError:
+            pass
+        self.tree.release(handle.parent)
+
 
 @dataclass
 class _OpenFile:
     entry: Entry
-    dest: Path
-    tmp: Path
+    rel: str  # normalised path inside the target
+    parent: str  # its directory, whose descriptor this file holds until it is done
+    dir_fd: int
+    name: str
+    tmp: str
     fd: int
     lengths: list[int]
     remaining: int
-
-
-def apply_metadata(dest: Path, entry: Entry, chown: bool) -> None:
-    if chown and entry.uid is not None:
-        try:
-            os.chown(dest, entry.uid, entry.gid if entry.gid is not None else -1)
-        except OSError:
-            pass  # the user may not exist on this host; contents matter more
-    os.chmod(dest, entry.mode & 0o7777)
-    os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))

@@ -4,7 +4,6 @@ contents."""
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from lifeboat.assets.files import SourceItem, backup_paths, walk
 from lifeboat.crypto.fingerprint import fingerprint
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
+from lifeboat.repo.reader import entry_name
+from lifeboat.targetdir import TargetDir
 
 MAX_KEY_FILE = 1 << 20  # key material is small; larger files are captured but not fingerprinted
 
@@ -44,14 +45,11 @@ def backup_keys(
     )
 
 
-def _tighten(target: Path, entries: list[Entry]) -> None:
+def tightened_mode(entry: Entry) -> int:
     """0600 files, 0700 directories, unless the snapshot recorded something stricter."""
-    for entry in entries:
-        path = target / entry.path
-        if entry.type == "file":
-            os.chmod(path, entry.mode & 0o600)
-        elif entry.type == "dir":
-            os.chmod(path, (entry.mode & 0o700) | 0o700)
+    if entry.type == "dir":
+        return (entry.mode & 0o700) | 0o700
+    return entry.mode & 0o600
 
 
 def restore_keys(
@@ -60,22 +58,26 @@ def restore_keys(
     info = repo.find_snapshot(asset.name, snapshot_id=options.get("snapshot_id"), at=options.get("at"))
     target = Path(options["target"])
     reader = repo.reader(info)
-    stats = reader.restore_tree(target, force=bool(options.get("force")), progress=progress)
-    entries = reader.entries()
-    _tighten(target, entries)
+    stats = reader.restore_tree(
+        target, force=bool(options.get("force")), progress=progress, mode_of=tightened_mode
+    )
     files = []
-    for entry in entries:
-        if entry.type != "file" or "fingerprint" not in entry.meta:
-            continue
-        _, now = fingerprint((target / entry.path).read_bytes(), repo.keyed_hash)
-        files.append(
-            {
-                "path": entry.path,
-                "fingerprint": entry.meta["fingerprint"],
-                "kind": entry.meta.get("fingerprint_kind"),
-                "match": now == entry.meta["fingerprint"],
-            }
-        )
+    restored = TargetDir(target)
+    try:
+        for entry in reader.entries():
+            if entry.type != "file" or "fingerprint" not in entry.meta:
+                continue
+            _, now = fingerprint(restored.read(entry_name(entry.path)), repo.keyed_hash)
+            files.append(
+                {
+                    "path": entry.path,
+                    "fingerprint": entry.meta["fingerprint"],
+                    "kind": entry.meta.get("fingerprint_kind"),
+                    "match": now == entry.meta["fingerprint"],
+                }
+            )
+    finally:
+        restored.close()
     ok = all(f["match"] for f in files)
     summary = [
         f"{asset.name}: restored {stats.files} key files from snapshot {info.short_id} into {target} "

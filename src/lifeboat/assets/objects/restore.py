@@ -14,7 +14,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, open_source
+from lifeboat.assets.objects.dirtarget import (
+    DirWriter,
+    DiskFull,
+    check_space,
+    open_dir_target,
+    refuse_unmappable,
+    unmappable_keys,
+)
+from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, open_source
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -109,7 +117,6 @@ def restore_objects(
         asset.workers,
     )
     counters = Counters()
-    with_retries("checking the target", target.ensure_exists, counters)
     reader = repo.reader(info)
     source = None
     if at is not None and not options.get("snapshot_id") and asset.source.startswith("s3://"):
@@ -118,7 +125,17 @@ def restore_objects(
             source = None  # no history to use: snapshots only
     t0 = time.monotonic()
     items = plan_items(reader, source, at)
-    current = {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
+    unmappable = unmappable_keys(i.key for i in items) if isinstance(target, DirSource) else []
+    if not options.get("dry_run"):
+        refuse_unmappable(unmappable, target_url)  # before anything is written
+    if isinstance(target, DirSource) and options.get("dry_run") and not target.root.is_dir():
+        current = {}  # a dry run creates nothing, not even the target directory
+    elif isinstance(target, DirSource):
+        open_dir_target(target)  # a local OS error is permanent: never retried
+        current = {o.key: o for o in target.list_current()}
+    else:
+        with_retries("checking the target", target.ensure_exists, counters)
+        current = {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
     if current and not in_place and not options.get("force") and not options.get("dry_run"):
         raise RestoreError(
             f"target {target_url} is not empty ({len(current)} objects)",
@@ -135,25 +152,39 @@ def restore_objects(
             "restore": [i.key for i in todo],
             "delete": deletions,
             "unchanged": [i.key for i in items if i not in todo],
+            "unmappable": unmappable,
         }
         result.summary = [
             f"dry run: {len(todo)} objects would be restored, {len(deletions)} deleted "
             f"(delete markers), {result.skipped} already identical"
         ]
+        if unmappable:
+            result.ok = False
+            result.summary.append(f"{len(unmappable)} keys cannot be files in this directory:")
+            result.summary += [f"  UNMAPPABLE {p}" for p in unmappable]
         return asdict(result)
-    progress.start(sum((i.entry.size if i.entry else i.version.size if i.version else 0) for i in todo))
+    sizes = [i.entry.size if i.entry else i.version.size if i.version else 0 for i in todo]
+    if isinstance(target, DirSource):
+        check_space(target, sizes, [current[i.key].size for i in todo if i.key in current])
+    progress.start(sum(sizes))
     t0 = time.monotonic()
+    writer = DirWriter(target, fresh=not current) if isinstance(target, DirSource) else None
 
     def restore_one(item: Item) -> None:
         def attempt() -> None:
             verified: str | None
-            if item.entry is not None and isinstance(target, DirSource):
+            if item.entry is not None and writer is not None:
                 # Bytes only (a directory keeps no content type or tags). What is written is
                 # exactly the chunks, each checked against its keyed BLAKE3 id as it was read:
                 # hashing the file again would add CPU, not assurance.
-                written = target.write_chunks(item.key, reader.open(item.entry))
+                written = writer.write(item.key, reader.open(item.entry))
                 if written != item.entry.size:
                     raise IntegrityError(f"{item.key}: wrote {written} bytes, expected {item.entry.size}")
+                return
+            if writer is not None:  # from the source's history, into a directory
+                assert source is not None and item.version is not None
+                body, _ = source.open_with_info(item.version)
+                writer.write(item.key, iter_chunks(body))
                 return
             if item.entry is not None:
                 meta = item.entry.meta
@@ -185,9 +216,19 @@ def restore_objects(
         counters.add(downloaded=1, bytes_downloaded=size, reused=int(item.entry is not None))
         progress.advance(size)
 
-    run_batched(restore_one, todo, transfer_workers(target, asset))
-    for key in deletions:
-        with_retries(f"deleting {key}", lambda k=key: target.delete(k), counters)
+    try:
+        run_batched(restore_one, todo, transfer_workers(target, asset))
+        for key in deletions:
+            if writer is not None:
+                writer.delete(key)
+            else:
+                with_retries(f"deleting {key}", lambda k=key: target.delete(k), counters)
+    except DiskFull:
+        assert writer is not None
+        raise writer.take_back(target_url) from None
+    finally:
+        if writer is not None:
+            writer.close()
     result.phases["transfer"] = round(time.monotonic() - t0, 3)
     result.restored, result.restored_bytes = counters.downloaded, counters.bytes_downloaded
     result.from_snapshot = counters.reused

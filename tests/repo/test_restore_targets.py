@@ -1,0 +1,210 @@
+"""What `restore --force` does to a target that already holds things: the snapshot's
+entries replace whatever holds their names (type conflicts included), nothing else is
+deleted, and nothing outside the target changes. Two paths sharing a basename both
+come back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.assets.files import backup_paths, restore_snapshot
+from lifeboat.repo import Repository
+from lifeboat.storage import open_storage
+from tests.attacks.test_restore_escape import Env, make_sentinel, manifest
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    return Repository.open(storage, recovery_key=recovery)
+
+
+def test_force_resolves_type_conflicts_and_keeps_unrelated_files(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src" / "data"
+    (src / "d").mkdir(parents=True)
+    (src / "conf").write_text("conf\n")
+    (src / "d" / "inner").write_text("inner\n")
+    (src / "link").symlink_to("conf")
+    (src / "sub").mkdir()
+    (src / "sub" / "f").write_text("f\n")
+    info = backup_paths(repo, "config", [src])
+    expected = manifest(src)
+
+    outside = tmp_path / "outside"
+    make_sentinel(outside)
+    target = tmp_path / "target"
+    data = target / "data"
+    (data / "conf" / "deep").mkdir(parents=True)  # a directory where the snapshot has a file
+    (data / "conf" / "deep" / "x").write_text("old\n")
+    (data / "conf" / "escape").symlink_to(outside)  # removed with it, never followed
+    (data / "conf" / "etc").symlink_to(outside / "etc")
+    (data / "d").write_text("a file where the snapshot has a directory\n")
+    (data / "link").mkdir()  # a directory where the snapshot has a link
+    (data / "link" / "y").write_text("y\n")
+    (data / "sub").symlink_to(outside / "etc")  # a link where the snapshot has a directory
+    (data / "keep.txt").write_text("unrelated, kept\n")
+    (target / "other").mkdir()
+    (target / "other" / "z").write_text("unrelated, kept\n")
+    before = manifest(outside)
+
+    restore_snapshot(repo, info, target, force=True)
+
+    assert manifest(outside) == before
+    after = manifest(data)
+    assert after.pop("keep.txt") is not None
+    assert after == expected
+    assert (target / "other" / "z").read_text() == "unrelated, kept\n"
+
+
+def test_two_paths_sharing_a_basename_both_restore(repo: Repository, tmp_path: Path) -> None:
+    p1, p2, solo = tmp_path / "x" / "p1" / "data", tmp_path / "x" / "p2" / "data", tmp_path / "solo"
+    for root, text in ((p1, "one"), (p2, "two"), (solo, "three")):
+        (root / "sub").mkdir(parents=True)
+        (root / "sub" / "file.txt").write_text(text)
+        (root / "same-name").write_text(text * 1000)
+    info = backup_paths(repo, "config", [p1, p2, solo])
+    target = tmp_path / "target"
+
+    restore_snapshot(repo, info, target)
+
+    # documented in the README: a shared basename is stored under the whole path
+    for root in (p1, p2):
+        assert manifest(target / str(root).lstrip("/")) == manifest(root)
+    assert manifest(target / "solo") == manifest(solo)  # a unique basename keeps its name
+    assert not (target / "data").exists()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts a tmpfs with the given options (we run as root in the test sandbox)."""
+    mounts: list[Path] = []
+
+    def mount(options: str) -> Path:
+        path = tmp_path / f"mnt{len(mounts)}"
+        path.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill up here: {proc.stderr.strip()}")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    e = Env(tmp_path)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "media").mkdir()
+    (tmp_path / "platform-keys").mkdir()
+    e.run("init", "--shares-out", str(tmp_path / "shares"))
+    return e
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("lifeboat: error: ") and all(n in lines[0] for n in needles), proc.stderr
+    assert len(lines) <= 2 and "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def everything_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_a_restore_too_big_for_the_filesystem_is_refused_before_writing(env: Env, small_fs) -> None:
+    mnt = small_fs("size=8m")
+    (env.root / "config" / "big.bin").write_bytes(os.urandom(12 << 20))
+    snap = env.backup("config")
+    (env.root / "media" / "big.obj").write_bytes(os.urandom(12 << 20))
+    media = env.backup("media")
+
+    line = one_line_error(env.restore("config", snap, str(mnt / "t"), check=False), "MiB needed")
+    assert "12.0 MiB needed, 8.0 MiB free" in line
+    line = one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "MiB needed")
+    assert everything_under(mnt) <= {"m"}  # nothing written (dir:// made its empty directory)
+
+
+def test_disk_full_midway_removes_what_the_restore_wrote_and_a_retry_works(env: Env, small_fs) -> None:
+    mnt = small_fs("size=8m")
+    (env.root / "config" / "big.bin").write_bytes(os.urandom(5 << 20))
+    for i in range(5):
+        (env.root / "config" / f"small{i}.txt").write_text(f"small {i}\n")
+    snap = env.backup("config")
+    # An older big.bin fills the disk: the up-front estimate counts its space as coming
+    # back, but the new copy is written beside it first (replaced atomically), and fails.
+    old = os.urandom(5 << 20)
+    (mnt / "t" / "config").mkdir(parents=True)
+    (mnt / "t" / "config" / "big.bin").write_bytes(old)
+    (mnt / "t" / "keep.txt").write_text("unrelated\n")
+
+    line = one_line_error(env.restore("config", snap, str(mnt / "t"), "--force", check=False), "no space")
+    assert "removed" in line
+    assert everything_under(mnt) == {"t", "t/config", "t/config/big.bin", "t/keep.txt"}
+    assert (mnt / "t" / "config" / "big.bin").read_bytes() == old
+
+    (mnt / "t" / "config" / "big.bin").unlink()
+    env.restore("config", snap, str(mnt / "t"), "--force")
+    assert manifest(mnt / "t" / "config") == manifest(env.root / "config")
+
+
+def test_out_of_inodes_leaves_no_partial_tree(env: Env, small_fs) -> None:
+    mnt = small_fs("size=8m,nr_inodes=40")
+    for i in range(60):
+        (env.root / "config" / f"f{i:02}").write_text(f"file {i}\n")
+        (env.root / "media" / f"o{i:02}").write_text(f"object {i}\n")
+    snap, media = env.backup("config"), env.backup("media")
+
+    one_line_error(env.restore("config", snap, str(mnt / "t"), check=False), "no space", "removed")
+    assert everything_under(mnt) == set()  # the target it created is gone too: a retry is not blocked
+    one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "no space", "removed")
+    assert everything_under(mnt) <= {"m"}
+
+
+def test_setuid_and_owners_come_back_only_with_owners(repo: Repository, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("creating a setuid file owned by another user needs root")
+    src = tmp_path / "src" / "bin"
+    src.mkdir(parents=True)
+    (src / "tool").write_bytes(b"#!/bin/sh\n")
+    os.chown(src / "tool", 1234, 1234)
+    os.chmod(src / "tool", 0o4755)
+    (src / "shared").mkdir()
+    os.chmod(src / "shared", 0o2775)
+    info = backup_paths(repo, "config", [src])
+
+    as_root = tmp_path / "as-root"
+    repo.reader(info).restore_tree(as_root)
+    st = os.lstat(as_root / "bin" / "tool")
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o4755, 1234)
+    assert os.lstat(as_root / "bin" / "shared").st_mode & 0o7777 == 0o2775
+
+    # what an unprivileged restore does (it cannot chown): the bits would grant the
+    # restoring user's rights, so they are dropped
+    unprivileged = tmp_path / "unprivileged"
+    repo.reader(info).restore_tree(unprivileged, chown=False)
+    st = os.lstat(unprivileged / "bin" / "tool")
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o755, 0)
+    assert os.lstat(unprivileged / "bin" / "shared").st_mode & 0o7777 == 0o775
+
+
+def test_a_read_only_target_is_one_line_and_never_retried(env: Env, small_fs) -> None:
+    mnt = small_fs("size=1m,ro")
+    (env.root / "config" / "a").write_text("a\n")
+    (env.root / "media" / "o").write_text("o\n")
+    snap, media = env.backup("config"), env.backup("media")
+
+    one_line_error(env.restore("config", snap, str(mnt / "t"), check=False), "Read-only file system")
+    line = one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "Read-only")
+    assert "attempts" not in line
