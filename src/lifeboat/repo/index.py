@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.errors import AlreadyExistsError, IntegrityError, NotFoundError
 from lifeboat.repo.format import INDEX_MAGIC, BlobLocation, decode_framed, encode_framed, index_name
 from lifeboat.repo.keyring import Keyring
 from lifeboat.storage.base import Storage
@@ -69,8 +69,14 @@ def encode_index(packs: list[PackEntry], keyring: Keyring) -> tuple[str, bytes]:
 
 
 def write_index(storage: Storage, packs: list[PackEntry], keyring: Keyring) -> str:
+    """Store an index. Its name is its content's id, so finding the name taken means the
+    same index is already there (two backups recovering the same orphan packs, a prune with
+    nothing new to do): that is success, not a conflict."""
     index_id, data = encode_index(packs, keyring)
-    storage.put(index_name(index_id), data)
+    try:
+        storage.put(index_name(index_id), data)
+    except AlreadyExistsError:
+        pass
     return index_id
 
 
