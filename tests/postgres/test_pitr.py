@@ -57,6 +57,15 @@ def test_target_before_oldest_backup_and_non_empty_target_are_clear_errors(pg):
     (busy / "file").write_text("x")
     proc = pg.lb("restore", "db", "--target", str(busy), check=False)
     assert proc.returncode == 2 and "not empty" in proc.stderr and "Traceback" not in proc.stderr
+    # --force replaces a stopped data directory, never a directory of unrelated files
+    proc = pg.lb("restore", "db", "--target", str(busy), "--force", check=False)
+    assert proc.returncode == 2 and "not a PostgreSQL data directory" in proc.stderr
+    assert (busy / "file").read_text() == "x"
+    again = pg.root / "again"
+    pg.lb("restore", "db", "--target", str(again))
+    (again / "stale-from-before").write_text("replaced")
+    pg.lb("restore", "db", "--target", str(again), "--force")
+    assert (again / "PG_VERSION").is_file() and not (again / "stale-from-before").exists()
 
 
 def test_wal_push_is_idempotent_and_refuses_different_content(pg):

@@ -250,7 +250,20 @@ def _prepare_target(target: Path, force: bool, source: Path | None) -> None:
             raise RestoreError(
                 f"target {target} is not empty", hint="choose an empty directory or pass --force"
             )
+        _refuse_unrelated_files(target)
         shutil.rmtree(target)
+
+
+def _refuse_unrelated_files(target: Path) -> None:
+    """--force never deletes files that are not lifeboat's to replace. A data directory
+    cannot be merged into (stale relation files would corrupt the restored cluster), so for
+    PostgreSQL --force replaces a target only when it is a stopped data directory."""
+    if target.is_symlink() or not (target / "PG_VERSION").is_file():
+        raise RestoreError(
+            f"target {target} is not empty and is not a PostgreSQL data directory: "
+            "--force replaces a stopped data directory, never unrelated files",
+            hint="restore into an empty directory, or empty this one yourself",
+        )
 
 
 def _check_disk(target: Path, needed: int) -> None:
