@@ -170,6 +170,35 @@ class RepositoryConfig(_Model):
         return check_repository_url(value)
 
 
+class CopyConfig(_Model):
+    """A further repository holding a verbatim copy of this one (3-2-1): another account,
+    region or provider. The repository's keys open it: the bytes are the same."""
+
+    name: str = ""
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    lock_days: int | None = Field(default=None, ge=1)
+    stall_timeout: Duration = timedelta(seconds=60)
+    schedule: str = "0 * * * *"  # when the daemon copies (cron), hourly by default
+    copy_rpo: Duration = timedelta(days=1)  # the most the copy may lag behind the primary
+    workers: int = Field(default=8, ge=1, le=64)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_repository_url(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) not in (5, 6) or not croniter.is_valid(
+            value, second_at_beginning=len(value.split()) == 6
+        ):
+            raise ValueError(f"bad cron schedule {value!r} (5 fields, or 6 with seconds first)")
+        return value
+
+
 class StateConfig(_Model):
     dir: Path = Path(".lifeboat")
 
@@ -313,6 +342,7 @@ class DrillConfig(_Model):
     evidence_dir: Path = Path("docs/operations/drills")
     shares: list[Path] = Field(default_factory=list)
     cross_checks: list[CrossCheck] = Field(default_factory=list)
+    repository: str | None = None  # a [copies.NAME] to restore from: proves the copy works
 
 
 class Webhook(_Model):
@@ -343,6 +373,7 @@ class Policy(_Model):
     assets: dict[str, Asset] = Field(default_factory=dict)
     escrow: EscrowConfig = Field(default_factory=EscrowConfig)
     drills: dict[str, DrillConfig] = Field(default_factory=dict)
+    copies: dict[str, CopyConfig] = Field(default_factory=dict)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     path: Path = Path("lifeboat.toml")
@@ -351,7 +382,7 @@ class Policy(_Model):
     @classmethod
     def _names(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for table in ("assets", "drills"):
+            for table in ("assets", "drills", "copies"):
                 items = data.get(table)
                 if isinstance(items, dict):
                     data[table] = {
@@ -378,6 +409,12 @@ class Policy(_Model):
                     raise ValueError(
                         f"drills.{name}.cross_checks.{i}.objects: {cc.objects!r} is not an objects asset"
                     )
+        for name, drill in self.drills.items():
+            if drill.repository is not None and drill.repository not in self.copies:
+                known = ", ".join(sorted(self.copies)) or "none defined"
+                raise ValueError(
+                    f"drills.{name}.repository: unknown copy {drill.repository!r} (known: {known})"
+                )
         threshold, source = self.escrow_source()
         if self.escrow.custodians and threshold > len(self.escrow.custodians):
             raise ValueError(
@@ -406,6 +443,30 @@ class Policy(_Model):
         except KeyError:
             known = ", ".join(sorted(self.assets)) or "none"
             raise ConfigError(f"unknown asset {name!r} (known: {known})") from None
+
+    def copy_config(self, name: str) -> CopyConfig:
+        try:
+            return self.copies[name]
+        except KeyError:
+            known = ", ".join(sorted(self.copies)) or "none defined in [copies]"
+            raise ConfigError(f"unknown repository copy {name!r} (known: {known})") from None
+
+    def reading_from(self, name: str | None) -> Policy:
+        """This policy with [copies.NAME] as its repository, for every command that reads:
+        the keys are the repository's own, only where the bytes live changes."""
+        if name is None:
+            return self
+        c = self.copy_config(name)
+        repo = self.repository.model_copy(
+            update={
+                "url": c.url,
+                "endpoint_url": c.endpoint_url,
+                "region": c.region,
+                "lock_days": c.lock_days,
+                "stall_timeout": c.stall_timeout,
+            }
+        )
+        return self.model_copy(update={"repository": repo})
 
     def data_class(self, asset: str) -> DataClass:
         return self.classes[self.asset(asset).class_]
@@ -468,6 +529,9 @@ def _resolve_paths(policy: Policy) -> Policy:
             }
         )
         for name, d in policy.drills.items()
+    }
+    updates["copies"] = {
+        name: c.model_copy(update={"url": _resolve_url(policy, c.url)}) for name, c in policy.copies.items()
     }
     return policy.model_copy(update=updates)
 

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from lifeboat import __version__, memory
-from lifeboat.cli.common import RunContext, console, err_console
+from lifeboat.cli.common import REPOSITORY_HELP, RunContext, console, err_console
 from lifeboat.errors import EXIT_USAGE, LifeboatError
 
 app = typer.Typer(
@@ -45,9 +45,10 @@ def _root(
         None, "--config", "-c", help="Policy file (default: $LIFEBOAT_CONFIG or ./lifeboat.toml)."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    repository: str = typer.Option(None, "--repository", help=REPOSITORY_HELP),
 ) -> None:
     path = config or Path(os.environ.get("LIFEBOAT_CONFIG", "lifeboat.toml"))
-    ctx.obj = RunContext(config_path=path, debug=debug)
+    ctx.obj = RunContext(config_path=path, debug=debug, repository=repository)
 
 
 def _register() -> None:
@@ -56,6 +57,7 @@ def _register() -> None:
         actions_cmd,
         audit_cmd,
         backup_cmd,
+        copy_cmd,
         daemon_cmd,
         demo_cmd,
         drill_cmd,

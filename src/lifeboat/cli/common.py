@@ -34,6 +34,8 @@ class RunContext:
 
     config_path: Path
     debug: bool = False
+    # --repository NAME: read from [copies.NAME] instead of the primary repository
+    repository: str | None = None
     _policy: Any = field(default=None, repr=False)
 
     def policy(self) -> Any:
@@ -41,7 +43,18 @@ class RunContext:
             from lifeboat.policy import load_policy
 
             self._policy = load_policy(self.config_path)
-        return self._policy
+        return self._policy.reading_from(self.repository)
+
+
+REPOSITORY_HELP = "Read from this copy of the repository ([copies.NAME]) instead of the primary."
+
+
+def read_from(ctx: typer.Context, repository: str | None) -> RunContext:
+    """The run context, reading from ``repository`` (a [copies.NAME]) when one is given."""
+    rc = run_context(ctx)
+    if repository is not None:
+        rc.repository = repository
+    return rc
 
 
 def run_context(ctx: typer.Context) -> RunContext:

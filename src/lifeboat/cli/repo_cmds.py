@@ -10,7 +10,15 @@ from rich.table import Table
 
 from lifeboat import runtime
 from lifeboat.cli.app import app
-from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
+from lifeboat.cli.common import (
+    REPOSITORY_HELP,
+    console,
+    human_bytes,
+    print_json,
+    progress_bar,
+    read_from,
+    run_context,
+)
 from lifeboat.cli.credentials import (
     CustodianPassphraseOption,
     PassphraseOption,
@@ -85,9 +93,10 @@ def snapshots(
     ctx: typer.Context,
     asset: str = typer.Option(None, "--asset", help="Only this asset."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    repository: str = typer.Option(None, "--repository", help=REPOSITORY_HELP),
 ) -> None:
     """List snapshots (needs only the backup key)."""
-    policy = run_context(ctx).policy()
+    policy = read_from(ctx, repository).policy()
     repo = runtime.open_for_write(policy)
     snaps = repo.snapshots(asset)
     _require_known_asset(policy, asset, snaps)
@@ -135,9 +144,10 @@ def check(
     recovery_key: RecoveryKeyOption = None,
     share: ShareOption = None,
     passphrase_file: PassphraseOption = None,
+    repository: str = typer.Option(None, "--repository", help=REPOSITORY_HELP),
 ) -> None:
-    """Verify the repository: structure, and with --read-data every byte."""
-    policy = run_context(ctx).policy()
+    """Verify the repository (or a copy): structure, and with --read-data every byte."""
+    policy = read_from(ctx, repository).policy()
     read_data = read_data or read_data_subset is not None
     creds = credentials_options(recovery_key, share, passphrase_file)
     try:

@@ -11,14 +11,22 @@ import typer
 
 from lifeboat import runtime
 from lifeboat.cli.app import app
-from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
+from lifeboat.cli.common import (
+    REPOSITORY_HELP,
+    console,
+    err_console,
+    human_bytes,
+    print_json,
+    progress_bar,
+    read_from,
+)
 from lifeboat.cli.credentials import (
     PassphraseOption,
     RecoveryKeyOption,
     ShareOption,
     credentials_options,
 )
-from lifeboat.errors import ConfigError
+from lifeboat.errors import ConfigError, NotFoundError, StorageError
 
 # Each names a different point to recover to: two of them leave the choice to lifeboat.
 RECOVERY_TARGETS = ("snapshot", "at", "lsn", "xid", "name", "latest")
@@ -125,9 +133,13 @@ def restore(
     share: ShareOption = None,
     passphrase_file: PassphraseOption = None,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    repository: str = typer.Option(None, "--repository", help=REPOSITORY_HELP),
 ) -> None:
-    """Restore an asset into a target (refuses a non-empty target without --force)."""
-    policy = run_context(ctx).policy()
+    """Restore an asset into a target (refuses a non-empty target without --force).
+
+    When the primary repository is unreachable, the copies ([copies.NAME]) are tried in turn."""
+    rc = read_from(ctx, repository)
+    policy = rc.policy()
     spec = policy.asset(asset)
     check_restore_usage(
         spec.kind,
@@ -137,7 +149,7 @@ def restore(
     )
     when = parse_time(at)
     creds = credentials_options(recovery_key, share, passphrase_file)
-    repo = runtime.open_for_read(policy, creds, purpose=f"restore {asset}", asset=asset)
+    policy, repo, fallback = _open_repository(policy, rc.repository, creds, asset)
     refuse_future_time(policy, repo, spec.name, when)
     audit = runtime.audit_log(policy, repo)
     options: dict[str, Any] = {
@@ -162,19 +174,65 @@ def restore(
         raise ConfigError("restore needs --target", hint="restores never write to the source by default")
     with progress_bar(f"restore {asset}") as bar:
         result = _dispatch(policy, spec, repo, options, bar)
+    source = rc.repository or (fallback[0] if fallback else None)
     audit.append(
         "restore",
         asset=asset,
         target=str(target),
         snapshot=result.get("snapshot"),
         outcome="ok" if result.get("ok", True) else "failed",
+        **({"repository": source} if source else {}),
     )
+    if source:
+        result = {**result, "repository": source, "repository_url": str(policy.repository.url)}
+    if fallback:
+        result["primary_unreachable"] = fallback[1]
     if json_out:
         print_json(result)
     else:
+        if fallback:
+            console.print(
+                f"primary repository unreachable ({fallback[1]}): restored from copy {fallback[0]!r} "
+                f"({policy.repository.url})",
+                soft_wrap=True,
+                markup=False,
+            )
         _print_summary(asset, result)
     if not result.get("ok", True):
         raise typer.Exit(1)
+
+
+def _open_repository(
+    policy: Any, chosen: str | None, creds: Any, asset: str
+) -> tuple[Any, Any, tuple[str, str] | None]:
+    """The repository to restore from: the primary, or when it cannot be reached (an error
+    that is not "not found": a missing snapshot is missing everywhere) the first copy that
+    opens. Returns the policy reading from it, the repository, and (copy, why) on fallback."""
+    purpose = f"restore {asset}"
+    try:
+        return policy, runtime.open_for_read(policy, creds, purpose=purpose, asset=asset), None
+    except StorageError as exc:
+        if chosen is not None or isinstance(exc, NotFoundError) or not policy.copies:
+            raise
+        primary_error = exc
+    for name in sorted(policy.copies):
+        candidate = policy.reading_from(name)
+        err_console.print(
+            f"lifeboat: primary repository unreachable ({primary_error.message}); "
+            f"trying copy {name!r} ({candidate.repository.url})",
+            markup=False,
+            soft_wrap=True,
+        )
+        try:
+            repo = runtime.open_for_read(candidate, creds, purpose=f"{purpose} from copy {name}", asset=asset)
+        except (StorageError, ConfigError) as exc:  # ConfigError: nothing copied there yet
+            err_console.print(f"lifeboat: copy {name!r} cannot be read either ({exc.message})", markup=False)
+            continue
+        return candidate, repo, (name, primary_error.message)
+    raise StorageError(
+        f"{primary_error.message}; no copy could be read either",
+        hint="check the endpoints of [repository] and [copies.*]",
+    )
 
 
 def _dispatch(policy: Any, spec: Any, repo: Any, options: dict[str, Any], bar: Any) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class DrillRun:
     host: str = field(default_factory=socket.gethostname)
     logs: dict[str, str] = field(default_factory=dict)
     total_rto_s: float = 0.0
+    repository: str | None = None  # the [copies.NAME] restored from; None: the primary
 
 
 def _now() -> str:

@@ -65,6 +65,10 @@ def run_drill(
         known = ", ".join(sorted(policy.drills)) or "none"
         raise ConfigError(f"unknown drill {name!r} (known: {known})")
     drill = policy.drills[name]
+    if drill.repository is not None:
+        # the whole drill reads from the copy: the proof that the copy alone restores
+        policy = policy.reading_from(drill.repository)
+        log(f"reading from copy {drill.repository!r} ({policy.repository.url})")
     if not creds.shares and drill.shares:
         creds = dataclasses.replace(creds, shares=tuple(drill.shares))
     needs_keys = drill.scenario in ("keys-recovery", "full-outage") and any(
@@ -75,6 +79,7 @@ def run_drill(
         policy, creds, purpose=f"drill {name}", asset=keys_asset if needs_keys else None
     )
     runner = DrillRunner(policy, name, repo, at=at, log=log)
+    runner.run.repository = drill.repository
     try:
         run = runner.execute()
     finally:

@@ -1,0 +1,169 @@
+"""Repository replication: copy storage objects verbatim from one repository to another.
+
+Nothing is decrypted: packs, indexes and snapshots are already encrypted and
+authenticated, so a copy needs no key and a copy's storage account never sees one. Pack,
+index and snapshot names are the SHA-256 of their bytes, which lets the copy refuse a
+damaged source object rather than spread it.
+
+Order is what keeps an interrupted copy consistent: the source is listed newest-first
+(snapshots, refs, records, indexes, packs), so everything a listed snapshot references was
+already written when its pack was listed; objects are then written oldest-first (config,
+packs, indexes, refs and records, snapshots last), each group finished before the next
+starts. A copy killed at any point holds no snapshot whose data it lacks, and a re-run
+copies only the difference (the target is listed; puts are put-if-absent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+
+from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError
+from lifeboat.repo.format import CONFIG_NAME
+from lifeboat.repo.model import SnapshotInfo
+from lifeboat.storage.base import Storage
+
+# Written in this order, each phase complete before the next. Locks are per-repository
+# state, never copied.
+PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("packs", ("data/",)),
+    ("indexes", ("index/",)),
+    ("refs", ("refs/", "records/", "audit/")),
+    ("snapshots", ("snapshots/",)),
+)
+# named by the SHA-256 of their bytes (docs/design/repository-format.md)
+CONTENT_ADDRESSED = ("data/", "index/", "snapshots/")
+DEFAULT_WORKERS = 8
+
+
+@dataclass
+class CopyReport:
+    source: str
+    target: str
+    copied: dict[str, int] = field(default_factory=dict)  # objects, per phase
+    bytes: int = 0
+    already_there: int = 0  # objects the target held before (or gained concurrently)
+    config_copied: bool = False
+
+    @property
+    def objects(self) -> int:
+        return sum(self.copied.values())
+
+
+@dataclass(frozen=True)
+class CopyLag:
+    """How far a copy is behind: the primary's snapshots it lacks."""
+
+    missing: list[SnapshotInfo]
+    now: datetime
+
+    @property
+    def oldest_missing(self) -> SnapshotInfo | None:
+        return min(self.missing, key=lambda s: s.time) if self.missing else None
+
+    @property
+    def seconds(self) -> float:
+        """Time since the oldest snapshot the copy lacks: since then, the primary alone
+        holds history. Zero when the copy is up to date."""
+        oldest = self.oldest_missing
+        return max(0.0, (self.now - oldest.time).total_seconds()) if oldest else 0.0
+
+
+def _names(storage: Storage, prefixes: Iterable[str]) -> dict[str, int]:
+    return {obj.name: obj.size for prefix in prefixes for obj in storage.list(prefix)}
+
+
+def check_same_repository(source: Storage, target: Storage) -> bool:
+    """True when the target already holds this repository's config; False when it holds
+    none. A different repository at the target is an error: mixing them corrupts both."""
+    want = source.get(CONFIG_NAME)
+    try:
+        have = target.get(CONFIG_NAME)
+    except NotFoundError:
+        return False
+    if have != want:
+        raise ConfigError(
+            f"{target.url} holds another repository (its config differs from {source.url})",
+            hint="a copy must be empty or a copy of this repository: choose another url",
+        )
+    return True
+
+
+def copy_repository(
+    source: Storage,
+    target: Storage,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    on_object: Callable[[str, int], None] = lambda _name, _size: None,
+) -> CopyReport:
+    """Copy every object of ``source`` that ``target`` lacks; see the module docstring."""
+    report = CopyReport(source.url, target.url)
+    has_config = check_same_repository(source, target)
+    # newest-first listing: a snapshot listed here has its packs in the later listings
+    listed: dict[str, dict[str, int]] = {}
+    for phase, prefixes in reversed(PHASES):
+        listed[phase] = _names(source, prefixes)
+    if not has_config:
+        # first: a target without config is not a repository yet, so nothing reads a half-copy
+        _copy_one(source, target, CONFIG_NAME, report=report, lock=threading.Lock(), on_object=on_object)
+        report.config_copied = True
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="copy") as pool:
+        for phase, prefixes in PHASES:
+            present = _names(target, prefixes)
+            todo = sorted(n for n in listed[phase] if n not in present)
+            report.copied.setdefault(phase, 0)
+            report.already_there += len(listed[phase]) - len(todo)
+            copy = partial(
+                _copy_one, source, target, report=report, lock=lock, on_object=on_object, phase=phase
+            )
+            # list() waits for the whole phase and re-raises the first failure
+            list(pool.map(copy, todo))
+    return report
+
+
+def _copy_one(
+    source: Storage,
+    target: Storage,
+    name: str,
+    *,
+    report: CopyReport,
+    lock: threading.Lock,
+    on_object: Callable[[str, int], None],
+    phase: str | None = None,
+) -> None:
+    try:
+        data = source.get(name)
+    except NotFoundError:
+        return  # removed by prune since the listing: nothing left that needs it
+    if name.startswith(CONTENT_ADDRESSED) and hashlib.sha256(data).hexdigest() != name.rsplit("/", 1)[-1]:
+        raise IntegrityError(
+            f"{name} in {source.url} does not match its name (damaged); nothing damaged was copied",
+            hint="run 'lifeboat check' on the primary repository",
+        )
+    try:
+        target.put(name, data)
+    except AlreadyExistsError:
+        with lock:
+            report.already_there += 1
+        return
+    with lock:
+        if phase is not None:
+            report.copied[phase] += 1
+        report.bytes += len(data)
+    on_object(name, len(data))
+
+
+def snapshot_names(storage: Storage) -> set[str]:
+    return {obj.name.rsplit("/", 1)[-1] for obj in storage.list("snapshots/")}
+
+
+def copy_lag(primary: list[SnapshotInfo], target: Storage, now: datetime) -> CopyLag:
+    """The primary's snapshots (read with any key) that ``target`` lacks."""
+    have = snapshot_names(target)
+    return CopyLag([s for s in primary if s.id not in have], now)
