@@ -79,10 +79,10 @@ class Setup:
 
 
 def make_setup(
-    root: Path, primary: tuple[str, str], copy: tuple[str, str], *, copy_extra: str = ""
+    root: Path, primary: tuple[str, str], copy: tuple[str, str], *, copy_extra: str = "", drill: bool = True
 ) -> Setup:
     source = root / "source"
-    source.mkdir()
+    source.mkdir(parents=True)
     (root / "evidence").mkdir()
     primary_endpoint = f'endpoint_url = "{primary[1]}"' if primary[1] else ""
     copy_endpoint = f'endpoint_url = "{copy[1]}"' if copy[1] else ""
@@ -113,6 +113,10 @@ kind = "files"
 class = "standard"
 paths = ["{source}"]
 
+""")
+    if drill:
+        with policy.open("a") as fh:
+            fh.write(f"""
 [drills.offsite-drill]
 scenario = "full-outage"
 assets = ["config"]
@@ -233,7 +237,7 @@ def test_primary_endpoint_down_restore_check_and_drill_run_from_the_copy(tmp_pat
 
 
 def test_restore_without_copies_fails_plainly_when_the_primary_is_down(tmp_path, endpoints):
-    main, offsite = endpoints
+    main, _ = endpoints
     bucket = main.bucket("primary")
     setup = make_setup(tmp_path, (f"s3://{bucket}/repo", main.url), (f"file://{tmp_path / 'nocopy'}", ""))
     fill(setup.source, 1, 1000, "a")
@@ -243,3 +247,122 @@ def test_restore_without_copies_fails_plainly_when_the_primary_is_down(tmp_path,
     proc = setup.run("restore", "config", "--target", str(tmp_path / "r"), check=False)
     assert proc.returncode != 0 and "trying copy 'offsite'" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+HOUR = 3600
+
+
+def copy_row(setup: Setup, offset: float = 0) -> tuple[int, dict[str, object]]:
+    proc = setup.run("status", "--json", check=False, env={"LIFEBOAT_CLOCK_OFFSET": str(offset)})
+    data = json.loads(proc.stdout)
+    (row,) = data["copies"]
+    return proc.returncode, row
+
+
+def test_status_shows_copy_lag_and_breaches_copy_rpo_when_the_copy_falls_behind(tmp_path, endpoints):
+    _, offsite = endpoints
+    bucket = offsite.bucket("offsite")
+    setup = make_setup(
+        tmp_path, (f"file://{tmp_path / 'repo'}", ""), (f"s3://{bucket}/copy", offsite.url), drill=False
+    )
+    fill(setup.source, 2, 10_000, "a")
+    setup.run("backup", "config")
+    setup.run("copy", "offsite")
+    code, row = copy_row(setup, offset=3 * HOUR)  # long after the copy, nothing new: up to date
+    assert code == 0 and row["lag_s"] == 0 and row["missing_snapshots"] == 0 and row["breach"] is False
+
+    # a new backup that is not copied: the copy lags from that snapshot on
+    fill(setup.source, 1, 10_000, "b")
+    setup.run("backup", "config")
+    code, row = copy_row(setup, offset=0)
+    assert code == 0 and row["missing_snapshots"] == 1 and 0 <= row["lag_s"] < HOUR
+    code, row = copy_row(setup, offset=2 * HOUR)  # copy_rpo is 1h
+    assert code == 1 and row["breach"] is True and 2 * HOUR <= row["lag_s"] < 3 * HOUR
+    text = setup.run("status", check=False, env={"LIFEBOAT_CLOCK_OFFSET": str(2 * HOUR)}).stdout
+    assert "copy offsite" in text and "1 snapshot(s) missing" in text and "BREACH" in text
+
+    setup.run("copy", "offsite")
+    code, row = copy_row(setup, offset=2 * HOUR)
+    assert code == 0 and row["lag_s"] == 0 and row["breach"] is False
+
+
+def test_daemon_runs_the_copy_and_a_failing_copy_job_shows_as_a_breach(tmp_path, endpoints):
+    _, offsite = endpoints
+    daemon = "[daemon]\nretries = 0"
+    working = make_setup(
+        tmp_path / "working",
+        (f"file://{tmp_path / 'working' / 'repo'}", ""),
+        (f"s3://{offsite.bucket('offsite')}/copy", offsite.url),
+        copy_extra=daemon,
+        drill=False,
+    )
+    fill(working.source, 2, 10_000, "a")
+    working.run("backup", "config")
+    working.run("daemon", "--once-due", "--no-http")
+    code, row = copy_row(working)
+    assert code == 0 and row["lag_s"] == 0 and row["last_copy_outcome"] == "ok"
+    assert len(working.json("snapshots", "--repository", "offsite")) == 1
+
+    # the copy's endpoint is gone: the daemon's copy job fails, and status says so
+    failing = make_setup(
+        tmp_path / "failing",
+        (f"file://{tmp_path / 'failing' / 'repo'}", ""),
+        (f"s3://{offsite.bucket('offsite')}/copy", offsite.url),
+        copy_extra=daemon,
+        drill=False,
+    )
+    fill(failing.source, 1, 10_000, "b")
+    failing.run("backup", "config")
+    offsite.server.stop()
+    failing.run("daemon", "--once-due", "--no-http", check=False)
+    history = (tmp_path / "failing" / ".lifeboat" / "runs.jsonl").read_text().splitlines()
+    runs = [json.loads(line) for line in history]
+    assert [r["outcome"] for r in runs if r["job"] == "copy:offsite"] == ["failed"]
+    code, row = copy_row(failing, offset=2 * HOUR)
+    assert code == 1 and row["breach"] is True and row["last_copy_outcome"] == "failed"
+    assert row["lag_s"] is None and row["error"]  # unreadable: a breach, never "ok"
+    text = failing.run("status", check=False).stdout
+    assert "last copy FAILED" in text and "BREACH" in text
+
+
+def test_an_interrupted_copy_resumes_and_the_copy_verifies(tmp_path, endpoints):
+    main, offsite = endpoints
+    primary_bucket, copy_bucket = main.bucket("primary"), offsite.bucket("offsite")
+    setup = make_setup(
+        tmp_path,
+        (f"s3://{primary_bucket}/repo", main.url),
+        (f"s3://{copy_bucket}/repo", offsite.url),
+        copy_extra="workers = 1",
+        drill=False,
+    )
+    for round_ in range(6):  # six snapshots, each with its own packs and index
+        fill(setup.source, 3, 1_000_000, f"r{round_}")
+        setup.run("backup", "config")
+    total = len(setup.json("snapshots"))
+    client = boto3.client("s3", endpoint_url=offsite.url)
+
+    def copied(prefix: str) -> int:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=copy_bucket, Prefix=f"repo/{prefix}")
+        return sum(len(page.get("Contents", [])) for page in pages)
+
+    proc = subprocess.Popen(
+        [*LIFEBOAT, "--config", str(setup.policy), "copy", "offsite"],
+        env=setup.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while copied("data/") < 2:  # the event: the copy is under way
+        assert proc.poll() is None, "the copy ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # killed among the packs: no snapshot was copied ahead of its data
+    assert copied("snapshots/") == 0
+    assert len(setup.json("snapshots", "--repository", "offsite")) == 0
+
+    resumed = setup.json("copy", "offsite")
+    assert resumed["already_there"] >= 2 and resumed["copied"]["snapshots"] == total
+    assert len(setup.json("snapshots", "--repository", "offsite")) == total
+    assert "no problems found" in setup.run("check", "--read-data", "--repository", "offsite").stdout

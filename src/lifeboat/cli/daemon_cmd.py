@@ -44,15 +44,24 @@ def status(
 ) -> None:
     """Per asset: last backup, exposure vs RPO, last drill vs RTO; exit 1 on any breach."""
     from lifeboat import runtime
+    from lifeboat.ops.replication import copy_states
     from lifeboat.ops.status import asset_status, key_warnings
 
     policy = run_context(ctx).policy()
     repo = runtime.open_for_write(policy)
     statuses = asset_status(policy, repo)
     warnings = key_warnings(policy, repo)
-    breached = any(s.breaches for s in statuses)
+    copies = copy_states(policy, repo.snapshots()) if policy.copies else []
+    breached = any(s.breaches for s in statuses) or any(c.breach for c in copies)
     if json_out:
-        print_json({"ok": not breached, "assets": [asdict(s) for s in statuses], "warnings": warnings})
+        print_json(
+            {
+                "ok": not breached,
+                "assets": [asdict(s) for s in statuses],
+                "warnings": warnings,
+                "copies": [asdict(c) | {"breach": c.breach} for c in copies],
+            }
+        )
     else:
         table = Table(
             "asset", "class", "last backup", "exposure / RPO", "last drill RTO / RTO", "30d success", "status"
@@ -78,6 +87,8 @@ def status(
                 markup=False,
                 soft_wrap=True,
             )
+        for c in copies:
+            console.print(c.describe(), markup=False, soft_wrap=True)
         for warning in warnings:
             console.print(f"[yellow]warning[/yellow]: {warning}")
     if breached:

@@ -29,6 +29,7 @@ from lifeboat.errors import LifeboatError
 from lifeboat.ops.alerts import Alerter
 from lifeboat.ops.deadline import DeadlineExceeded
 from lifeboat.ops.metrics import Metrics, serve
+from lifeboat.ops.replication import copy_job
 from lifeboat.ops.runs import Run, RunHistory, now_iso
 from lifeboat.ops.scheduler import DEFAULT_TIMEOUT, job_deadline, next_due, overran
 from lifeboat.policy import format_duration
@@ -114,6 +115,8 @@ def build_jobs(policy: Any) -> list[Job]:
         jobs.append(Job("retention", None, _retention(policy), every=policy.daemon.retention_every))
     for name, drill in policy.drills.items():
         jobs.append(Job(f"drill:{name}", None, _drill(policy, name), every=drill.every))
+    for name, copy in policy.copies.items():
+        jobs.append(Job(f"copy:{name}", None, copy_job(policy, name), schedule=copy.schedule))
     return jobs
 
 

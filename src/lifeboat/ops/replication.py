@@ -61,18 +61,63 @@ class CopyState:
     lag_s: float | None  # None: the copy could not be read
     missing_snapshots: int
     oldest_missing: str | None  # "ASSET @ time" of the oldest snapshot the copy lacks
-    error: str | None = None
+    error: str | None = None  # why the copy could not be read
+    last_copy: str | None = None  # when the last copy run (lifeboat copy, daemon) ended
+    last_copy_outcome: str | None = None
+    last_copy_error: str | None = None
 
     @property
     def breach(self) -> bool:
         """An unreadable copy protects nothing: it breaches as surely as a stale one."""
         return self.lag_s is None or self.lag_s > self.copy_rpo_s
 
+    def describe(self) -> str:
+        """One line for `status`."""
+        lag = "unreadable" if self.lag_s is None else f"lag {self.lag_s:.0f}s"
+        line = f"copy {self.name} ({self.url}): {lag} / copy_rpo {self.copy_rpo_s:.0f}s"
+        if self.missing_snapshots:
+            line += f", {self.missing_snapshots} snapshot(s) missing, oldest {self.oldest_missing}"
+        if self.error:
+            line += f" ({self.error})"
+        if self.last_copy_outcome == "failed":
+            line += f"; last copy FAILED {self.last_copy}: {self.last_copy_error}"
+        elif self.last_copy:
+            line += f"; last copy {self.last_copy}"
+        else:
+            line += "; never copied"
+        return line + ("; BREACH" if self.breach else "; ok")
+
+
+def copy_job(policy: Any, name: str) -> Callable[[], int]:
+    """The daemon's copy job: bytes copied; a failure raises, so the daemon retries and alerts."""
+
+    def run() -> int:
+        return run_copy(policy, name).bytes
+
+    return run
+
+
+def _last_copies(policy: Any) -> dict[str, dict[str, Any]]:
+    from lifeboat.ops.status import audit_entries
+
+    last: dict[str, dict[str, Any]] = {}
+    for entry in audit_entries(policy):
+        if entry.get("operation") == "copy":
+            last[str(entry.get("details", {}).get("copy"))] = entry
+    return last
+
 
 def copy_states(policy: Any, primary_snapshots: list[Any]) -> list[CopyState]:
     now = clock.now()
+    last_runs = _last_copies(policy)
     states = []
     for name, c in sorted(policy.copies.items()):
+        last = last_runs.get(name, {})
+        runs = {
+            "last_copy": last.get("time", "")[:19] or None,
+            "last_copy_outcome": last.get("outcome"),
+            "last_copy_error": last.get("details", {}).get("error"),
+        }
         rpo = c.copy_rpo.total_seconds()
         try:
             target = copy_storage(policy, name)
@@ -81,17 +126,9 @@ def copy_states(policy: Any, primary_snapshots: list[Any]) -> list[CopyState]:
             finally:
                 target.close()
         except StorageError as exc:
-            states.append(CopyState(name, str(c.url), rpo, None, 0, None, exc.message))
+            states.append(CopyState(name, str(c.url), rpo, None, 0, None, exc.message, **runs))
             continue
         oldest = lag.oldest_missing
-        states.append(
-            CopyState(
-                name,
-                str(c.url),
-                rpo,
-                lag.seconds,
-                len(lag.missing),
-                f"{oldest.asset} @ {oldest.time.isoformat(timespec='seconds')}" if oldest else None,
-            )
-        )
+        when = f"{oldest.asset} @ {oldest.time.isoformat(timespec='seconds')}" if oldest else None
+        states.append(CopyState(name, str(c.url), rpo, lag.seconds, len(lag.missing), when, **runs))
     return states
