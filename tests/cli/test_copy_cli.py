@@ -193,6 +193,10 @@ def test_unknown_copy_and_a_foreign_repository_are_one_line_errors(tmp_path, end
     assert "Traceback" not in proc.stderr
     proc = setup.run("snapshots", "--repository", "nowhere", check=False)
     assert proc.returncode != 0 and "unknown repository copy 'nowhere'" in proc.stderr
+    # a copy is written only by `lifeboat copy`: a backup into it would make it diverge
+    proc = setup.run("--repository", "offsite", "backup", "config", check=False)
+    assert proc.returncode == 2 and "'backup' works on the primary only" in proc.stderr
+    assert not setup.run("snapshots", "--json").stdout.strip("[]\n ")
 
     # the copy location already holds another repository: refused, nothing mixed
     other = tmp_path / "other"

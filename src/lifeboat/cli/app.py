@@ -48,7 +48,16 @@ def _root(
     repository: str = typer.Option(None, "--repository", help=REPOSITORY_HELP),
 ) -> None:
     path = config or Path(os.environ.get("LIFEBOAT_CONFIG", "lifeboat.toml"))
+    if repository is not None and ctx.invoked_subcommand in WRITES_PRIMARY:
+        raise UsageError(
+            f"--repository reads from a copy; '{ctx.invoked_subcommand}' works on the primary only",
+            ctx,
+        )
     ctx.obj = RunContext(config_path=path, debug=debug, repository=repository)
+
+
+# verbs that write the primary repository: a copy is only ever written by `lifeboat copy`
+WRITES_PRIMARY = frozenset({"backup", "init", "copy", "wal", "keys", "daemon", "demo"})
 
 
 def _register() -> None:

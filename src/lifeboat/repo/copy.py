@@ -25,6 +25,7 @@ from functools import partial
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError
 from lifeboat.repo.format import CONFIG_NAME
+from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import SnapshotInfo
 from lifeboat.storage.base import Storage
 
@@ -101,9 +102,19 @@ def copy_repository(
     workers: int = DEFAULT_WORKERS,
     on_object: Callable[[str, int], None] = lambda _name, _size: None,
 ) -> CopyReport:
-    """Copy every object of ``source`` that ``target`` lacks; see the module docstring."""
-    report = CopyReport(source.url, target.url)
+    """Copy every object of ``source`` that ``target`` lacks; see the module docstring.
+
+    Holds a shared lock on the source, as a backup does: a prune (exclusive) must not swap
+    the indexes between the listing and the copy, or the copy would lack both."""
     has_config = check_same_repository(source, target)
+    with RepoLock(source, exclusive=False, operation=f"copy to {target.url}"):
+        return _copy_all(source, target, has_config, workers, on_object)
+
+
+def _copy_all(
+    source: Storage, target: Storage, has_config: bool, workers: int, on_object: Callable[[str, int], None]
+) -> CopyReport:
+    report = CopyReport(source.url, target.url)
     # newest-first listing: a snapshot listed here has its packs in the later listings
     listed: dict[str, dict[str, int]] = {}
     for phase, prefixes in reversed(PHASES):
