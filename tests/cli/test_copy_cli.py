@@ -238,6 +238,9 @@ def test_primary_endpoint_down_restore_check_and_drill_run_from_the_copy(tmp_pat
     drill = setup.json("drill", "run", "offsite-drill")
     assert drill["verdict"] == "pass" and drill["repository"] == "offsite"
     assert any(c["name"] == "file checksums" and c["ok"] for c in drill["checks"])
+    assert setup.run("evidence", "verify", drill["bundle"]).returncode == 0
+    signed = json.loads((Path(drill["bundle"]) / "drill.json").read_text())
+    assert signed["repository"] == "offsite"  # the evidence says which copy proved itself
 
 
 def test_restore_without_copies_fails_plainly_when_the_primary_is_down(tmp_path, endpoints):
