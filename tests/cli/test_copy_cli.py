@@ -373,3 +373,24 @@ def test_an_interrupted_copy_resumes_and_the_copy_verifies(tmp_path, endpoints):
     assert resumed["already_there"] >= 2 and resumed["copied"]["snapshots"] == total
     assert len(setup.json("snapshots", "--repository", "offsite")) == total
     assert "no problems found" in setup.run("check", "--read-data", "--repository", "offsite").stdout
+
+
+def test_a_damaged_pack_is_not_spread_to_the_copy(tmp_path, endpoints):
+    _, offsite = endpoints
+    bucket = offsite.bucket("offsite")
+    setup = make_setup(
+        tmp_path, (f"file://{tmp_path / 'repo'}", ""), (f"s3://{bucket}/copy", offsite.url), drill=False
+    )
+    fill(setup.source, 2, 50_000, "a")
+    setup.run("backup", "config")
+    pack = next((tmp_path / "repo" / "data").rglob("*/*"))
+    pack.chmod(0o644)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit: bit rot on the primary's disk
+    pack.write_bytes(bytes(data))
+
+    proc = setup.run("copy", "offsite", check=False)
+    assert proc.returncode != 0 and f"{pack.name} in file://" in proc.stderr and "damaged" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # nothing that would reference the damaged data reached the copy
+    assert setup.json("snapshots", "--repository", "offsite") == []
