@@ -179,6 +179,9 @@ def _replace(storage, name: str, data: bytes) -> None:
         os.chmod(path, 0o644)
         path.write_bytes(data)
         return
+    # a new version on top would be ignored (reads pin the first version), so the damaged
+    # bytes replace every version: what rot inside the endpoint would look like
+    storage.delete(name)
     storage._client.put_object(Bucket=storage.bucket, Key=storage._key(name), Body=data)
 
 

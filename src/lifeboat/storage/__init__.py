@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lifeboat.errors import ConfigError
-from lifeboat.storage.base import ObjectStat, Storage
+from lifeboat.storage.base import ObjectStat, Storage, Tampering, VersionedStorage
 
 
 def open_storage(
@@ -43,4 +43,4 @@ def open_storage(
     raise ConfigError(f"unsupported repository url {url!r} (use file:///path or s3://bucket/prefix)")
 
 
-__all__ = ["ObjectStat", "Storage", "open_storage"]
+__all__ = ["ObjectStat", "Storage", "Tampering", "VersionedStorage", "open_storage"]

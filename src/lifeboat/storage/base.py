@@ -16,6 +16,12 @@ Rules every driver keeps (the conformance suite in tests/storage checks them):
 * Every driver maps its own exceptions (OSError, botocore) to ``StorageError`` subclasses
   with a one-line message naming the object, never credentials.
 * Methods may be called concurrently from several threads.
+
+Drivers for versioned stores (S3 with versioning or Object Lock) also implement
+``VersionedStorage``: every read of a name uses the first version ever written under it, so
+an overwrite or a delete marker (by whoever holds write credentials) neither hides nor
+replaces repository data; ``tampering()`` reports such names, and retention can be read and
+extended (never shortened).
 """
 
 from __future__ import annotations
@@ -67,3 +73,37 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release connections and pools."""
+
+
+@dataclass(frozen=True)
+class Tampering:
+    """A name whose first version is no longer the only one: later versions or delete markers."""
+
+    name: str
+    later_versions: int
+    delete_markers: int
+
+    def describe(self) -> str:
+        parts = []
+        if self.later_versions:
+            parts.append(f"{self.later_versions} later version(s)")
+        if self.delete_markers:
+            parts.append(f"{self.delete_markers} delete marker(s)")
+        return f"{self.name} was overwritten or deleted ({', '.join(parts)}); the first version is used"
+
+
+@runtime_checkable
+class VersionedStorage(Storage, Protocol):
+    """A store that keeps every version and can lock them (see the module docstring)."""
+
+    lock_days: int | None
+    retention_requests: int  # PutObjectRetention calls made, for measurement
+
+    def tampering(self, prefix: str = "") -> list[Tampering]:
+        """Names under ``prefix`` with versions or delete markers after their first version."""
+
+    def retention(self, name: str) -> float | None:
+        """When the retention of the pinned version ends (epoch seconds), or None."""
+
+    def extend_retention(self, name: str, until: float) -> None:
+        """Raise the retention of the pinned version to ``until`` (COMPLIANCE); never lowers it."""

@@ -1,4 +1,12 @@
-"""S3-compatible storage: put-if-absent with If-None-Match, Object Lock retention."""
+"""S3-compatible storage: put-if-absent with If-None-Match, Object Lock retention.
+
+On a versioned bucket (every Object Lock bucket is one) the first version written under a
+name is the object: ``If-None-Match: *`` is only a courtesy of well-behaved clients, so a
+holder of the same credentials can still write a new version or a delete marker. Reads pin
+the first version (its id comes from our own PUT, or from ListObjectVersions of the name's
+directory, cached), listings list versions, and ``tampering()`` names what was added on top.
+Locks (``locks/``) are short-lived and deletable, so they are read as plain latest objects.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -25,7 +34,7 @@ from botocore.exceptions import (
 )
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
-from lifeboat.storage.base import ObjectStat
+from lifeboat.storage.base import ObjectStat, Tampering
 
 DEFAULT_STALL_TIMEOUT = 60.0
 # Attempts per request, botocore's own retries and ours for a body that stops midway alike.
@@ -51,6 +60,22 @@ def client_config(stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> Config:
 
 
 CLIENT_CONFIG = client_config()
+# names read as plain latest objects, never pinned: repository locks are deleted on release
+UNPINNED = ("locks/",)
+
+
+@dataclass(frozen=True)
+class _Version:
+    version_id: str
+    size: int
+    mtime: float
+
+
+def retention_slack(lock_days: int) -> timedelta:
+    """How far past the retention it needs an object is locked, so that most snapshots
+    find every object they reuse already covered: a quarter of lock_days, between an hour
+    and a week (docs/design/repository-format.md, "Retention")."""
+    return min(timedelta(days=7), max(timedelta(hours=1), timedelta(days=lock_days) / 4))
 
 
 class S3Storage:
@@ -77,6 +102,12 @@ class S3Storage:
             "s3", endpoint_url=endpoint_url, region_name=region, config=client_config(stall_timeout)
         )
         self._lock_checked = False
+        self._versioned: bool | None = None
+        # key -> its first version; filled by our PUTs and by version listings
+        self._pins: dict[str, _Version] = {}
+        self._retention: dict[str, float] = {}  # key -> known retain-until (epoch seconds)
+        self._pins_lock = threading.Lock()
+        self.retention_requests = 0
         # Set once a request stalled through all its attempts: the endpoint is not answering,
         # so later requests (the aborted backup's index, the lock release, the audit mirror)
         # fail at once instead of each waiting out its own attempts.
@@ -175,18 +206,133 @@ class S3Storage:
         self._check_stalled()
         key = self._key(name)
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
+        until: datetime | None = None
         if retain and self.lock_days:
             self.check_object_lock()
+            until = datetime.now(UTC) + timedelta(days=self.lock_days) + retention_slack(self.lock_days)
             args["ObjectLockMode"] = "COMPLIANCE"
-            args["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=self.lock_days)
+            args["ObjectLockRetainUntilDate"] = until
             args["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
         try:
-            self._client.put_object(**args)
+            response = self._client.put_object(**args)
         except (ClientError, BotoCoreError, OSError) as exc:
             self._fail(exc, "writing", name)
+        version = response.get("VersionId")
+        if version and version != "null" and not self._unpinned(name):
+            with self._pins_lock:
+                self._pins[key] = _Version(version, len(data), time.time())
+                if until is not None:
+                    self._retention[key] = until.timestamp()
+
+    # -- versions ------------------------------------------------------------------------
+
+    @staticmethod
+    def _unpinned(name: str) -> bool:
+        return name.startswith(UNPINNED)
+
+    def versioned(self) -> bool:
+        """True when the bucket keeps versions (asked once)."""
+        if self._versioned is None:
+            self._check_stalled()
+            try:
+                status = self._client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            except (ClientError, BotoCoreError, OSError) as exc:
+                self._fail(exc, "checking versioning on", self.bucket)
+            self._versioned = status in ("Enabled", "Suspended")
+        return self._versioned
+
+    def _scan(self, key_prefix: str, name: str) -> dict[str, tuple[_Version | None, int, int]]:
+        """key -> (first version or None, later versions, delete markers) under a key prefix.
+
+        S3 lists the versions of a key newest first, so the last one listed is the first
+        written."""
+        found: dict[str, tuple[_Version | None, int, int]] = {}
+        paginator = self._client.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=key_prefix):
+                for v in page.get("Versions", []):
+                    first, later, markers = found.get(v["Key"], (None, -1, 0))
+                    version = _Version(v["VersionId"], int(v["Size"]), v["LastModified"].timestamp())
+                    found[v["Key"]] = (version, later + 1, markers)
+                for m in page.get("DeleteMarkers", []):
+                    first, later, markers = found.get(m["Key"], (None, -1, 0))
+                    found[m["Key"]] = (first, later, markers + 1)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "listing", name)
+        with self._pins_lock:
+            for key, (first, _, _) in found.items():
+                if first is not None and not self._unpinned(self._name(key)):
+                    self._pins.setdefault(key, first)
+        return found
+
+    def _name(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    def _pin(self, name: str) -> _Version | None:
+        """The first version of ``name``, or None when it never existed (or was purged)."""
+        key = self._key(name)
+        pin = self._pins.get(key)
+        if pin is not None:
+            return pin
+        # one listing per directory: a restore reading many packs of data/ab/ pays once
+        scope = key.rsplit("/", 1)[0] + "/" if "/" in name else key
+        self._scan(scope, name)
+        return self._pins.get(key)
+
+    def _version_args(self, name: str) -> dict[str, Any]:
+        """Bucket, key, and the pinned VersionId on a versioned bucket; NotFoundError when
+        the name has no version at all."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
+        if self._unpinned(name) or not self.versioned():
+            return args
+        pin = self._pin(name)
+        if pin is None:
+            raise NotFoundError(f"{name} does not exist in the repository")
+        args["VersionId"] = pin.version_id
+        return args
+
+    def tampering(self, prefix: str = "") -> list[Tampering]:
+        if not self.versioned():
+            return []
+        base = f"{self.prefix}/" if self.prefix else ""
+        found = self._scan(base + prefix, prefix or "/")
+        return [
+            Tampering(self._name(key), max(later, 0), markers)
+            for key, (first, later, markers) in sorted(found.items())
+            if not self._unpinned(self._name(key)) and (later > 0 or markers > 0 or first is None)
+        ]
+
+    # -- retention ------------------------------------------------------------------------
+
+    def retention(self, name: str) -> float | None:
+        key = self._key(name)
+        known = self._retention.get(key)
+        if known is not None:
+            return known
+        until = self.stat(name).locked_until
+        if until is not None:
+            with self._pins_lock:
+                self._retention[key] = until
+        return until
+
+    def extend_retention(self, name: str, until: float) -> None:
+        """PutObjectRetention on the pinned version; COMPLIANCE only ever grows."""
+        current = self.retention(name)
+        if current is not None and current >= until:
+            return
+        self._check_stalled()
+        args = self._version_args(name)
+        args["Retention"] = {"Mode": "COMPLIANCE", "RetainUntilDate": datetime.fromtimestamp(until, UTC)}
+        try:
+            self._client.put_object_retention(**args)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "extending the retention of", name)
+        with self._pins_lock:
+            self.retention_requests += 1
+            self._retention[args["Key"]] = until
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
+        args = self._version_args(name)
         if length is not None:
             if length == 0:
                 return b""
@@ -213,7 +359,7 @@ class S3Storage:
     def stat(self, name: str) -> ObjectStat:
         self._check_stalled()
         try:
-            head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+            head = self._client.head_object(**self._version_args(name))
         except (ClientError, BotoCoreError, OSError) as exc:
             self._fail(exc, "reading", name)
         until = head.get("ObjectLockRetainUntilDate")
@@ -234,6 +380,11 @@ class S3Storage:
     def list(self, prefix: str = "") -> Iterator[ObjectStat]:
         self._check_stalled()
         base = f"{self.prefix}/" if self.prefix else ""
+        if not self._unpinned(prefix) and self.versioned():
+            for key, (first, _, _) in self._scan(base + prefix, prefix or "/").items():
+                if first is not None and not self._unpinned(self._name(key)):
+                    yield ObjectStat(key[len(base) :], first.size, first.mtime)
+            return
         paginator = self._client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
@@ -260,6 +411,9 @@ class S3Storage:
                 self._client.delete_object(Bucket=self.bucket, Key=key)
             for version in versions:
                 self._client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
+            with self._pins_lock:
+                self._pins.pop(key, None)
+                self._retention.pop(key, None)
         except (ClientError, BotoCoreError, OSError) as exc:
             self._fail(exc, "deleting", name)
 
