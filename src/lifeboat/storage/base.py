@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 
@@ -73,6 +74,13 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release connections and pools."""
+
+
+def retention_slack(lock_days: int) -> timedelta:
+    """How far past the retention it needs an object later snapshots reuse (packs,
+    indexes) is locked, so most snapshots find what they reuse already covered: a quarter
+    of lock_days, between an hour and a week (docs/design/repository-format.md)."""
+    return min(timedelta(days=7), max(timedelta(hours=1), timedelta(days=lock_days) / 4))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from botocore.exceptions import (
 )
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
-from lifeboat.storage.base import ObjectStat, Tampering
+from lifeboat.storage.base import ObjectStat, Tampering, retention_slack
 
 DEFAULT_STALL_TIMEOUT = 60.0
 # Attempts per request, botocore's own retries and ours for a body that stops midway alike.
@@ -62,6 +62,8 @@ def client_config(stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> Config:
 CLIENT_CONFIG = client_config()
 # names read as plain latest objects, never pinned: repository locks are deleted on release
 UNPINNED = ("locks/",)
+# names later snapshots reuse: locked a slack longer at write (repo/immutability.py)
+SLACKED = ("data/", "index/")
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,6 @@ class _Version:
     version_id: str
     size: int
     mtime: float
-
-
-def retention_slack(lock_days: int) -> timedelta:
-    """How far past the retention it needs an object is locked, so that most snapshots
-    find every object they reuse already covered: a quarter of lock_days, between an hour
-    and a week (docs/design/repository-format.md, "Retention")."""
-    return min(timedelta(days=7), max(timedelta(hours=1), timedelta(days=lock_days) / 4))
 
 
 class S3Storage:
@@ -209,7 +204,9 @@ class S3Storage:
         until: datetime | None = None
         if retain and self.lock_days:
             self.check_object_lock()
-            until = datetime.now(UTC) + timedelta(days=self.lock_days) + retention_slack(self.lock_days)
+            until = datetime.now(UTC) + timedelta(days=self.lock_days)
+            if name.startswith(SLACKED):
+                until += retention_slack(self.lock_days)
             args["ObjectLockMode"] = "COMPLIANCE"
             args["ObjectLockRetainUntilDate"] = until
             args["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()

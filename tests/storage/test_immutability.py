@@ -1,0 +1,143 @@
+"""Object Lock that follows the data, against moto and SeaweedFS (real HTTP servers)."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from lifeboat.assets.files import backup_paths, restore_snapshot
+from lifeboat.repo import Repository
+from lifeboat.repo.format import pack_name, snapshot_name
+from lifeboat.repo.reader import SnapshotReader
+from lifeboat.storage import open_storage
+
+
+@pytest.fixture(params=["s3", "seaweed"])
+def endpoint(request):
+    """(name, endpoint URL, make_bucket) of moto or SeaweedFS."""
+    if request.param == "seaweed":
+        server = request.getfixturevalue("seaweed")
+        return "seaweed", server.endpoint, request.getfixturevalue("make_seaweed_bucket")
+    return "s3", request.getfixturevalue("s3_server"), request.getfixturevalue("make_bucket")
+
+
+def _retain_until(client, bucket: str, key: str) -> datetime:
+    """The first version's retain-until, read with plain boto3."""
+    versions = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    first = [v for v in versions if v["Key"] == key][-1]
+    head = client.head_object(Bucket=bucket, Key=key, VersionId=first["VersionId"])
+    return head["ObjectLockRetainUntilDate"].astimezone(UTC)
+
+
+def _referenced(repo: Repository, info) -> set[str]:
+    """Every pack and index file holding a blob the snapshot needs."""
+    index = repo.index(refresh=True)
+    blobs = set(info.tree)
+    for entry in SnapshotReader(repo, info).entries():
+        blobs.update(entry.chunks)
+    packs = {index.get(b).pack for b in blobs}
+    indexes = {name for name, listed in index.files.items() if packs.intersection(listed)}
+    return {pack_name(p) for p in packs} | indexes
+
+
+def _tree(root, seed: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"new-{seed}.bin").write_bytes(os.urandom(300_000))
+
+
+def test_reused_packs_are_locked_as_long_as_the_newest_snapshot(endpoint, tmp_path):
+    """Snapshot 2 (taken after lock_days went from 1 to 3) reuses snapshot 1's packs: every
+    object it references ends up locked no earlier than snapshot 2 itself, and a third
+    snapshot right after extends nothing (the slack covers it)."""
+    _, url, make_bucket = endpoint
+    bucket = make_bucket()
+    client = boto3.client("s3", endpoint_url=url)
+    src = tmp_path / "src"
+    _tree(src, 1)
+    storage1 = open_storage(f"s3://{bucket}/repo", endpoint_url=url, lock_days=1)
+    repo, _, recovery = Repository.create(storage1, lock_days=1, cache_dir=tmp_path / "cache")
+    first = backup_paths(repo, "files", [src])
+    old_until = _retain_until(client, bucket, f"repo/{snapshot_name(first.id)}")
+
+    _tree(src, 2)
+    storage3 = open_storage(f"s3://{bucket}/repo", endpoint_url=url, lock_days=3)
+    later = Repository.open(storage3, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    second = backup_paths(later, "files", [src])
+    snap_until = _retain_until(client, bucket, f"repo/{snapshot_name(second.id)}")
+    assert snap_until > old_until + timedelta(days=1)
+    referenced = _referenced(later, second)
+    reused = [n for n in referenced if _retain_until(client, bucket, f"repo/{n}") < snap_until]
+    assert referenced and not reused
+    # snapshot 1's data packs were among them and had to be extended
+    first_packs = _referenced(later, first) & referenced
+    assert first_packs and storage3.retention_requests >= len(first_packs)
+
+    before = storage3.retention_requests
+    backup_paths(later, "files", [src])
+    assert storage3.retention_requests == before
+    assert later.check().ok
+
+
+def test_check_reports_an_object_locked_shorter_than_its_snapshot(s3_server, make_bucket, tmp_path):
+    """moto lets a client shorten COMPLIANCE retention (AWS and SeaweedFS refuse): check
+    must notice a pack that would expire before the snapshot that needs it."""
+    bucket = make_bucket()
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=2)
+    repo, _, recovery = Repository.create(storage, lock_days=2, cache_dir=tmp_path / "cache")
+    src = tmp_path / "src"
+    _tree(src, 1)
+    info = backup_paths(repo, "files", [src])
+    reader = Repository.open(storage, recovery_key=recovery)
+    victim = sorted(n for n in _referenced(reader, info) if n.startswith("data/"))[0]
+    client = boto3.client("s3", endpoint_url=s3_server)
+    key = f"repo/{victim}"
+    version = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"][-1]["VersionId"]
+    client.put_object_retention(
+        Bucket=bucket,
+        Key=key,
+        VersionId=version,
+        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": datetime.now(UTC) + timedelta(hours=1)},
+    )
+    fresh = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=2)
+    report = Repository.open(fresh, recovery_key=recovery).check()
+    short = [p for p in report.problems if p.kind == "retention-short"]
+    assert [p.object for p in short] == [victim]
+    assert info.short_id in short[0].snapshots and "retained until" in short[0].message
+
+
+def test_seaweed_refuses_shortening_and_deleting_locked_versions(seaweed, make_seaweed_bucket, tmp_path):
+    """With the restricted backup identity, a locked pack can neither be shortened nor
+    deleted, and the repository still restores byte for byte."""
+    bucket = make_seaweed_bucket()
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint, lock_days=2)
+    repo, _, recovery = Repository.create(storage, lock_days=2, cache_dir=tmp_path / "cache")
+    src = tmp_path / "src"
+    _tree(src, 1)
+    info = backup_paths(repo, "files", [src])
+    backup = seaweed.identity("backup")
+    client = boto3.client(
+        "s3",
+        endpoint_url=seaweed.endpoint,
+        aws_access_key_id=backup.access_key,
+        aws_secret_access_key=backup.secret_key,
+    )
+    reader = Repository.open(storage, recovery_key=recovery)
+    for name in sorted(_referenced(reader, info)):
+        key = f"repo/{name}"
+        version = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"][-1]["VersionId"]
+        with pytest.raises(ClientError, match="AccessDenied"):
+            client.put_object_retention(
+                Bucket=bucket,
+                Key=key,
+                VersionId=version,
+                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": datetime.now(UTC) + timedelta(hours=1)},
+            )
+        with pytest.raises(ClientError, match="AccessDenied"):
+            client.delete_object(Bucket=bucket, Key=key, VersionId=version)
+    out = tmp_path / "out"
+    restore_snapshot(reader, reader.find_snapshot("files"), out)
+    assert (out / "src" / "new-1.bin").read_bytes() == (src / "new-1.bin").read_bytes()
