@@ -281,7 +281,10 @@ def test_retention_selection_daily_weekly_and_min_age():
 def test_object_lock_keeps_what_retention_would_delete(tmp_path, s3_server, make_bucket):
     from lifeboat.storage import open_storage
 
-    storage = open_storage(f"s3://{make_bucket()}/repo", endpoint_url=s3_server, lock_days=1)
+    # moto lets a client shorten COMPLIANCE retention: accepted only as a trusted endpoint
+    storage = open_storage(
+        f"s3://{make_bucket()}/repo", endpoint_url=s3_server, lock_days=1, trust_endpoint=True
+    )
     repo, _, recovery = Repository.create(storage, lock_days=1)
     src = tmp_path / "src"
     src.mkdir()

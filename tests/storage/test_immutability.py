@@ -10,8 +10,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lifeboat.assets.files import backup_paths, restore_snapshot
+from lifeboat.errors import ConfigError
 from lifeboat.repo import Repository
 from lifeboat.repo.format import pack_name, snapshot_name
+from lifeboat.repo.locks import list_locks
 from lifeboat.repo.reader import SnapshotReader
 from lifeboat.storage import open_storage
 
@@ -53,18 +55,19 @@ def test_reused_packs_are_locked_as_long_as_the_newest_snapshot(endpoint, tmp_pa
     """Snapshot 2 (taken after lock_days went from 1 to 3) reuses snapshot 1's packs: every
     object it references ends up locked no earlier than snapshot 2 itself, and a third
     snapshot right after extends nothing (the slack covers it)."""
-    _, url, make_bucket = endpoint
+    name, url, make_bucket = endpoint
     bucket = make_bucket()
     client = boto3.client("s3", endpoint_url=url)
     src = tmp_path / "src"
     _tree(src, 1)
-    storage1 = open_storage(f"s3://{bucket}/repo", endpoint_url=url, lock_days=1)
+    trust = name == "s3"  # moto lets a client shorten COMPLIANCE retention
+    storage1 = open_storage(f"s3://{bucket}/repo", endpoint_url=url, lock_days=1, trust_endpoint=trust)
     repo, _, recovery = Repository.create(storage1, lock_days=1, cache_dir=tmp_path / "cache")
     first = backup_paths(repo, "files", [src])
     old_until = _retain_until(client, bucket, f"repo/{snapshot_name(first.id)}")
 
     _tree(src, 2)
-    storage3 = open_storage(f"s3://{bucket}/repo", endpoint_url=url, lock_days=3)
+    storage3 = open_storage(f"s3://{bucket}/repo", endpoint_url=url, lock_days=3, trust_endpoint=trust)
     later = Repository.open(storage3, recovery_key=recovery, cache_dir=tmp_path / "cache")
     second = backup_paths(later, "files", [src])
     snap_until = _retain_until(client, bucket, f"repo/{snapshot_name(second.id)}")
@@ -86,7 +89,7 @@ def test_check_reports_an_object_locked_shorter_than_its_snapshot(s3_server, mak
     """moto lets a client shorten COMPLIANCE retention (AWS and SeaweedFS refuse): check
     must notice a pack that would expire before the snapshot that needs it."""
     bucket = make_bucket()
-    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=2)
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=2, trust_endpoint=True)
     repo, _, recovery = Repository.create(storage, lock_days=2, cache_dir=tmp_path / "cache")
     src = tmp_path / "src"
     _tree(src, 1)
@@ -102,7 +105,7 @@ def test_check_reports_an_object_locked_shorter_than_its_snapshot(s3_server, mak
         VersionId=version,
         Retention={"Mode": "COMPLIANCE", "RetainUntilDate": datetime.now(UTC) + timedelta(hours=1)},
     )
-    fresh = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=2)
+    fresh = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=2, trust_endpoint=True)
     report = Repository.open(fresh, recovery_key=recovery).check()
     short = [p for p in report.problems if p.kind == "retention-short"]
     assert [p.object for p in short] == [victim]
@@ -141,3 +144,29 @@ def test_seaweed_refuses_shortening_and_deleting_locked_versions(seaweed, make_s
     out = tmp_path / "out"
     restore_snapshot(reader, reader.find_snapshot("files"), out)
     assert (out / "src" / "new-1.bin").read_bytes() == (src / "new-1.bin").read_bytes()
+
+
+def test_init_refuses_an_endpoint_that_lets_locks_be_shortened(
+    s3_server, make_bucket, seaweed, make_seaweed_bucket
+):
+    """moto accepts a shorter COMPLIANCE retention: init refuses it with one clear error
+    unless trusted explicitly; SeaweedFS passes every probe; check on an untrusted moto
+    repository reports it."""
+    moto = open_storage(f"s3://{make_bucket()}/repo", endpoint_url=s3_server, lock_days=1)
+    with pytest.raises(ConfigError, match="could be shortened") as info:
+        Repository.create(moto)
+    assert "trust_endpoint" in (info.value.hint or "")
+    assert not moto.exists("config")
+    # what the probes leave (a locked probe moto refused to delete) is no lock and no data
+    assert {o.name.split("-")[0] for o in moto.list("")} <= {"locks/probe"}
+    assert list_locks(moto) == []
+
+    trusted = open_storage(moto.url, endpoint_url=s3_server, lock_days=1, trust_endpoint=True)
+    _, _, recovery = Repository.create(trusted)
+    report = Repository.open(moto, recovery_key=recovery).check()
+    assert [p.kind for p in report.problems] == ["untrusted-endpoint"]
+
+    weed = open_storage(f"s3://{make_seaweed_bucket()}/repo", endpoint_url=seaweed.endpoint, lock_days=1)
+    assert weed.probe() == []
+    _, _, recovery = Repository.create(weed)
+    assert Repository.open(weed, recovery_key=recovery).check().ok

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import NotFoundError
+from lifeboat.errors import ConfigError, NotFoundError
 from lifeboat.repo.format import pack_name, snapshot_name
 from lifeboat.repo.model import Problem
 from lifeboat.storage.base import Storage, VersionedStorage, retention_slack
@@ -172,3 +172,28 @@ def retention_problems(repo: Repository, refs: References, index: Index) -> list
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def endpoint_failures(storage: Storage) -> list[str]:
+    """What a versioned endpoint fails to enforce; nothing when trusted or not versioned."""
+    if not isinstance(storage, VersionedStorage) or storage.trust_endpoint:
+        return []
+    return storage.probe()
+
+
+def refuse_lying_endpoint(storage: Storage) -> None:
+    """``init``: a repository on an endpoint that does not enforce put-if-absent or Object
+    Lock is not the immutable repository it claims to be."""
+    failures = endpoint_failures(storage)
+    if failures:
+        raise ConfigError(
+            f"the S3 endpoint of {storage.url} does not enforce what lifeboat relies on: "
+            + "; ".join(failures),
+            hint="use an endpoint that enforces conditional writes and Object Lock "
+            "(docs/operations/s3-compatibility.md), or set [repository] trust_endpoint = true "
+            "to accept it unsafely",
+        )
+
+
+def endpoint_problems(repo: Repository) -> list[Problem]:
+    return [Problem("untrusted-endpoint", repo.storage.url, f) for f in endpoint_failures(repo.storage)]

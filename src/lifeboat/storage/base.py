@@ -105,6 +105,7 @@ class VersionedStorage(Storage, Protocol):
     """A store that keeps every version and can lock them (see the module docstring)."""
 
     lock_days: int | None
+    trust_endpoint: bool  # skip probe(): unsafe, for endpoints such as moto
     retention_requests: int  # PutObjectRetention calls made, for measurement
 
     def tampering(self, prefix: str = "") -> list[Tampering]:
@@ -112,6 +113,9 @@ class VersionedStorage(Storage, Protocol):
 
     def retention(self, name: str) -> float | None:
         """When the retention of the pinned version ends (epoch seconds), or None."""
+
+    def probe(self) -> list[str]:
+        """What the endpoint fails to enforce (put-if-absent, Object Lock), as sentences."""
 
     def extend_retention(self, name: str, until: float) -> None:
         """Raise the retention of the pinned version to ``until`` (COMPLIANCE); never lowers it."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -62,6 +63,8 @@ def client_config(stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> Config:
 CLIENT_CONFIG = client_config()
 # names read as plain latest objects, never pinned: repository locks are deleted on release
 UNPINNED = ("locks/",)
+PROBE_BODY = b"lifeboat endpoint probe"
+PROBE_LOCK = timedelta(minutes=10)
 # names later snapshots reuse: locked a slack longer at write (repo/immutability.py)
 SLACKED = ("data/", "index/")
 
@@ -86,8 +89,12 @@ class S3Storage:
         lock_days: int | None = None,
         client: Any = None,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        trust_endpoint: bool = False,
     ) -> None:
         self.bucket = bucket
+        # skip the endpoint probe (probe()): for endpoints known not to enforce Object Lock
+        # semantics, such as moto in tests; documented as unsafe
+        self.trust_endpoint = trust_endpoint
         self.prefix = prefix.strip("/")
         self.lock_days = lock_days
         self.endpoint_url = endpoint_url
@@ -299,6 +306,71 @@ class S3Storage:
             if not self._unpinned(self._name(key)) and (later > 0 or markers > 0 or first is None)
         ]
 
+    # -- endpoint probe ---------------------------------------------------------------------
+
+    def probe(self) -> list[str]:
+        """What this endpoint fails to enforce, as sentences (empty: all good).
+
+        Probes live under ``locks/`` (deletable by every role, ignored by lock listings as
+        they are not JSON): a second ``If-None-Match: *`` PUT of an existing key must get
+        412, and with lock_days a COMPLIANCE-locked version must refuse both a shorter
+        retention and deletion."""
+        failures: list[str] = []
+        name = f"locks/probe-{secrets.token_hex(8)}"
+        self.put(name, PROBE_BODY, retain=False)
+        try:
+            self.put(name, PROBE_BODY + b" again", retain=False)
+            failures.append(
+                "a second PUT with If-None-Match: * of an existing key was accepted (expected 412)"
+            )
+        except AlreadyExistsError:
+            pass
+        finally:
+            self._quietly(self.delete, name)
+        if self.lock_days:
+            failures += self._probe_lock(f"{name}-locked")
+        return failures
+
+    def _probe_lock(self, name: str) -> list[str]:
+        self.check_object_lock()
+        key = self._key(name)
+        until = datetime.now(UTC) + PROBE_LOCK
+        try:
+            version = self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=PROBE_BODY,
+                IfNoneMatch="*",
+                ObjectLockMode="COMPLIANCE",
+                ObjectLockRetainUntilDate=until,
+                ContentMD5=base64.b64encode(hashlib.md5(PROBE_BODY).digest()).decode(),
+            ).get("VersionId")
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "probing Object Lock with", name)
+        failures = []
+        shorter = {"Mode": "COMPLIANCE", "RetainUntilDate": until - PROBE_LOCK / 2}
+        if self._accepted(self._client.put_object_retention, Key=key, VersionId=version, Retention=shorter):
+            failures.append("the retention of a COMPLIANCE-locked version could be shortened")
+        if self._accepted(self._client.delete_object, Key=key, VersionId=version):
+            failures.append("a COMPLIANCE-locked version could be deleted")
+        return failures
+
+    def _accepted(self, call: Any, **args: Any) -> bool:
+        try:
+            call(Bucket=self.bucket, **args)
+            return True
+        except ClientError:
+            return False
+        except (BotoCoreError, OSError) as exc:
+            self._fail(exc, "probing", args.get("Key", ""))
+
+    @staticmethod
+    def _quietly(call: Any, *args: Any) -> None:
+        try:
+            call(*args)
+        except StorageError:
+            pass
+
     # -- retention ------------------------------------------------------------------------
 
     def retention(self, name: str) -> float | None:
@@ -381,6 +453,9 @@ class S3Storage:
             for key, (first, _, _) in self._scan(base + prefix, prefix or "/").items():
                 if first is not None and not self._unpinned(self._name(key)):
                     yield ObjectStat(key[len(base) :], first.size, first.mtime)
+            for unpinned in UNPINNED:
+                if unpinned.startswith(prefix):
+                    yield from self.list(unpinned)
             return
         paginator = self._client.get_paginator("list_objects_v2")
         try:
