@@ -17,13 +17,12 @@ from pathlib import Path
 import boto3
 
 sys.path.insert(0, str(Path(__file__).parent))
-from seaweed import SeaweedServer  # noqa: E402
-
-from lifeboat.assets.files import backup_paths  # noqa: E402
-from lifeboat.repo import Repository  # noqa: E402
-from lifeboat.repo.immutability import ensure_retention, objects_of  # noqa: E402
-from lifeboat.repo.reader import SnapshotReader  # noqa: E402
-from lifeboat.storage import open_storage  # noqa: E402
+from lifeboat.assets.files import backup_paths
+from lifeboat.repo import Repository
+from lifeboat.repo.immutability import ensure_retention, objects_of
+from lifeboat.repo.reader import SnapshotReader
+from lifeboat.storage import open_storage
+from seaweed import SeaweedServer
 
 
 def tree(root: Path, files: int, seed: int) -> None:
