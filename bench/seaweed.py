@@ -41,8 +41,16 @@ class Identity:
 ADMIN = Identity(
     "admin", "lifeboat-admin", "lifeboat-admin-secret", ("Admin", "Read", "List", "Tagging", "Write")
 )
-# What a backup host holds: read, list and write objects, no bucket administration.
-BACKUP = Identity("backup", "lifeboat-backup", "lifeboat-backup-secret", ("Read", "List", "Write"))
+# What a backup host holds: read, list and write objects, set and extend Object Lock
+# retention, no bucket administration. SeaweedFS's Write also covers deletes (it has no
+# finer action for PutObject), so unlike the AWS backup role this identity can put delete
+# markers; locked versions still refuse deletion and shorter retention.
+BACKUP = Identity(
+    "backup",
+    "lifeboat-backup",
+    "lifeboat-backup-secret",
+    ("Read", "List", "Write", "GetBucketObjectLockConfiguration", "GetObjectRetention", "PutObjectRetention"),
+)
 
 
 def weed_binary() -> str:

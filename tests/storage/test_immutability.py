@@ -112,22 +112,25 @@ def test_check_reports_an_object_locked_shorter_than_its_snapshot(s3_server, mak
     assert info.short_id in short[0].snapshots and "retained until" in short[0].message
 
 
-def test_seaweed_refuses_shortening_and_deleting_locked_versions(seaweed, make_seaweed_bucket, tmp_path):
-    """With the restricted backup identity, a locked pack can neither be shortened nor
-    deleted, and the repository still restores byte for byte."""
+def test_seaweed_backup_identity_extends_but_cannot_shorten_or_delete(
+    seaweed, make_seaweed_bucket, tmp_path, monkeypatch
+):
+    """lifeboat running as the restricted backup identity backs up and extends retention;
+    the same credentials can neither shorten a locked version's retention nor delete it,
+    and the repository still restores byte for byte."""
     bucket = make_seaweed_bucket()
-    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint, lock_days=2)
-    repo, _, recovery = Repository.create(storage, lock_days=2, cache_dir=tmp_path / "cache")
+    backup = seaweed.identity("backup")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", backup.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backup.secret_key)
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint, lock_days=1)
+    repo, _, recovery = Repository.create(storage, lock_days=1, cache_dir=tmp_path / "cache")
     src = tmp_path / "src"
     _tree(src, 1)
-    info = backup_paths(repo, "files", [src])
-    backup = seaweed.identity("backup")
-    client = boto3.client(
-        "s3",
-        endpoint_url=seaweed.endpoint,
-        aws_access_key_id=backup.access_key,
-        aws_secret_access_key=backup.secret_key,
-    )
+    backup_paths(repo, "files", [src])
+    longer = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint, lock_days=3)
+    info = backup_paths(Repository.open(longer, recovery_key=recovery), "files", [src])
+    assert longer.retention_requests > 0
+    client = boto3.client("s3", endpoint_url=seaweed.endpoint)  # the backup identity's
     reader = Repository.open(storage, recovery_key=recovery)
     for name in sorted(_referenced(reader, info)):
         key = f"repo/{name}"
@@ -141,6 +144,7 @@ def test_seaweed_refuses_shortening_and_deleting_locked_versions(seaweed, make_s
             )
         with pytest.raises(ClientError, match="AccessDenied"):
             client.delete_object(Bucket=bucket, Key=key, VersionId=version)
+    assert reader.check().ok
     out = tmp_path / "out"
     restore_snapshot(reader, reader.find_snapshot("files"), out)
     assert (out / "src" / "new-1.bin").read_bytes() == (src / "new-1.bin").read_bytes()

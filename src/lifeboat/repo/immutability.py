@@ -127,7 +127,7 @@ def retention_problems(repo: Repository, refs: References, index: Index) -> list
     snap_until: dict[str, float] = {}
     for snap in refs.snapshots:
         try:
-            until = storage.retention(snapshot_name(snap.id))
+            until = storage.retention(snapshot_name(snap.id), fresh=True)
         except NotFoundError:
             continue
         if until is not None:
@@ -153,7 +153,7 @@ def retention_problems(repo: Repository, refs: References, index: Index) -> list
     def compare(name: str) -> Problem | None:
         until, short_id = need[name]
         try:
-            have = storage.retention(name)
+            have = storage.retention(name, fresh=True)
         except NotFoundError:
             return None  # reported as missing
         if have is not None and have >= until:

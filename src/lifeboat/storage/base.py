@@ -111,8 +111,9 @@ class VersionedStorage(Storage, Protocol):
     def tampering(self, prefix: str = "") -> list[Tampering]:
         """Names under ``prefix`` with versions or delete markers after their first version."""
 
-    def retention(self, name: str) -> float | None:
-        """When the retention of the pinned version ends (epoch seconds), or None."""
+    def retention(self, name: str, *, fresh: bool = False) -> float | None:
+        """When the retention of the pinned version ends (epoch seconds), or None.
+        ``fresh`` asks the store instead of what this process last wrote or read."""
 
     def probe(self) -> list[str]:
         """What the endpoint fails to enforce (put-if-absent, Object Lock), as sentences."""

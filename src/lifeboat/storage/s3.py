@@ -64,6 +64,7 @@ CLIENT_CONFIG = client_config()
 # names read as plain latest objects, never pinned: repository locks are deleted on release
 UNPINNED = ("locks/",)
 PROBE_BODY = b"lifeboat endpoint probe"
+PROBE_PREFIX = "locks/probe-"
 PROBE_LOCK = timedelta(minutes=10)
 # names later snapshots reuse: locked a slack longer at write (repo/immutability.py)
 SLACKED = ("data/", "index/")
@@ -164,7 +165,8 @@ class S3Storage:
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchKey", "404", "NotFound"):
+            # NoSuchVersion: a pinned version a prune elsewhere removed since we listed it
+            if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion"):
                 raise NotFoundError(f"{name} does not exist in the repository") from None
             if code == "NoSuchBucket":
                 raise StorageError(f"bucket {self.bucket} does not exist at {where}") from None
@@ -315,8 +317,9 @@ class S3Storage:
         they are not JSON): a second ``If-None-Match: *`` PUT of an existing key must get
         412, and with lock_days a COMPLIANCE-locked version must refuse both a shorter
         retention and deletion."""
+        self._sweep_probes()
         failures: list[str] = []
-        name = f"locks/probe-{secrets.token_hex(8)}"
+        name = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
         self.put(name, PROBE_BODY, retain=False)
         try:
             self.put(name, PROBE_BODY + b" again", retain=False)
@@ -330,6 +333,13 @@ class S3Storage:
         if self.lock_days:
             failures += self._probe_lock(f"{name}-locked")
         return failures
+
+    def _sweep_probes(self) -> None:
+        """Remove earlier probes whose lock has passed (each check leaves one locked probe)."""
+        cutoff = time.time() - PROBE_LOCK.total_seconds() - 60
+        for obj in list(self.list(PROBE_PREFIX)):
+            if obj.mtime < cutoff:
+                self._quietly(self.delete, obj.name)
 
     def _probe_lock(self, name: str) -> list[str]:
         self.check_object_lock()
@@ -373,9 +383,9 @@ class S3Storage:
 
     # -- retention ------------------------------------------------------------------------
 
-    def retention(self, name: str) -> float | None:
+    def retention(self, name: str, *, fresh: bool = False) -> float | None:
         key = self._key(name)
-        known = self._retention.get(key)
+        known = None if fresh else self._retention.get(key)
         if known is not None:
             return known
         until = self.stat(name).locked_until
