@@ -9,6 +9,7 @@ import os
 import boto3
 import pytest
 
+from lifeboat.storage import open_storage
 from tests.cli.conftest import Cli, write_policy
 
 
@@ -68,3 +69,31 @@ def test_overwrites_and_delete_markers_hide_nothing_and_are_reported(s3_cli, tmp
     status = cli.run("status", check=False)
     assert status.returncode == 1
     assert "tampered" in status.stdout and "config was overwritten" in status.stdout
+
+
+@pytest.mark.parametrize("server", ["s3", "seaweed"])
+def test_storage_reads_the_first_version_and_names_what_was_added(request, server):
+    """Driver level: a new version and a delete marker on top change nothing lifeboat
+    reads, lists or ranges, and tampering() names exactly those objects."""
+    if server == "seaweed":
+        endpoint = request.getfixturevalue("seaweed").endpoint
+        bucket = request.getfixturevalue("make_seaweed_bucket")(object_lock=False)
+    else:
+        endpoint = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("make_bucket")(object_lock=False)
+    writer = open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)
+    writer.put("index/aa", b"original index")
+    writer.put("data/ab/abcd", b"original pack")
+    writer.put("snapshots/s1", b"untouched")
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.put_object(Bucket=bucket, Key="repo/index/aa", Body=b"forged")
+    client.delete_object(Bucket=bucket, Key="repo/index/aa")
+    client.put_object(Bucket=bucket, Key="repo/data/ab/abcd", Body=b"forged pack!!")
+
+    for storage in (writer, open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)):
+        assert storage.get("index/aa") == b"original index"
+        assert storage.get("data/ab/abcd", 9, 4) == b"pack"
+        assert storage.stat("data/ab/abcd").size == len(b"original pack")
+        assert sorted(o.name for o in storage.list("")) == ["data/ab/abcd", "index/aa", "snapshots/s1"]
+        found = {t.name: (t.later_versions, t.delete_markers) for t in storage.tampering()}
+        assert found == {"index/aa": (1, 1), "data/ab/abcd": (1, 0)}
