@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -16,6 +18,8 @@ from lifeboat.repo.format import pack_name, snapshot_name
 from lifeboat.repo.locks import list_locks
 from lifeboat.repo.reader import SnapshotReader
 from lifeboat.storage import open_storage
+from tests.cli.conftest import write_policy
+from tests.storage.stallproxy import StallProxy
 
 
 @pytest.fixture(params=["s3", "seaweed"])
@@ -174,3 +178,30 @@ def test_init_refuses_an_endpoint_that_lets_locks_be_shortened(
     assert weed.probe() == []
     _, _, recovery = Repository.create(weed)
     assert Repository.open(weed, recovery_key=recovery).check().ok
+
+
+def test_init_refuses_an_endpoint_that_ignores_if_none_match(s3_server, make_bucket, tmp_path):
+    """In front of moto, a proxy drops If-None-Match (Ceph RGW 16.2 ignores it on
+    versioned buckets): init refuses the endpoint in one line, nothing is created, and
+    `lifeboat init` exits 2 with the same message and no traceback."""
+    proxy = StallProxy(s3_server)
+    proxy.drop_headers = {"if-none-match"}
+    try:
+        bucket = make_bucket(object_lock=False)
+        storage = open_storage(f"s3://{bucket}/repo", endpoint_url=proxy.endpoint)
+        with pytest.raises(ConfigError, match=r"If-None-Match: \* of an existing key was accepted"):
+            Repository.create(storage)
+        assert not storage.exists("config")
+        policy = write_policy(tmp_path, tmp_path, f"s3://{bucket}/repo", f'endpoint_url = "{proxy.endpoint}"')
+        proc = subprocess.run(
+            [sys.executable, "-m", "lifeboat", "--config", str(policy), "init", "--recovery-key-out", "rk"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("lifeboat: error: the S3 endpoint of s3://")
+        assert "Traceback" not in proc.stderr and "trust_endpoint" in proc.stderr
+    finally:
+        proxy.close()
