@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from lifeboat.assets.files import backup_paths, restore_snapshot
 from lifeboat.errors import ConfigError
-from lifeboat.repo import Repository
+from lifeboat.repo import KeepRules, Repository
 from lifeboat.repo.format import pack_name, snapshot_name
 from lifeboat.repo.locks import list_locks
 from lifeboat.repo.reader import SnapshotReader
@@ -205,3 +205,28 @@ def test_init_refuses_an_endpoint_that_ignores_if_none_match(s3_server, make_buc
         assert "Traceback" not in proc.stderr and "trust_endpoint" in proc.stderr
     finally:
         proxy.close()
+
+
+def test_forget_and_prune_shorten_nothing(seaweed, make_seaweed_bucket, tmp_path):
+    """Under Object Lock, forget and prune delete nothing locked and leave every object's
+    retain-until where it was or later (SeaweedFS, which refuses shortening anyway, so a
+    failed attempt would surface as an error)."""
+    bucket = make_seaweed_bucket()
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint, lock_days=1)
+    repo, _, recovery = Repository.create(storage, lock_days=1, cache_dir=tmp_path / "cache")
+    src = tmp_path / "src"
+    for seed in (1, 2, 3):
+        _tree(src, seed)
+        backup_paths(repo, "files", [src])
+    client = boto3.client("s3", endpoint_url=seaweed.endpoint)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="repo/")["Contents"]]
+    locked = [k for k in keys if not k.startswith("repo/locks/")]
+    before = {k: _retain_until(client, bucket, k) for k in locked}
+    admin = Repository.open(storage, recovery_key=recovery)
+    report = admin.forget(KeepRules(last=1))
+    assert len(report.locked) == 2 and not report.removed
+    admin.prune()
+    after = {k: _retain_until(client, bucket, k) for k in locked}
+    assert after.keys() == before.keys()
+    assert all(after[k] >= before[k] for k in before)
+    assert len(Repository.open(storage, recovery_key=recovery).snapshots()) == 3
