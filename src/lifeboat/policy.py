@@ -163,6 +163,9 @@ class RepositoryConfig(_Model):
     recovery_key: Path | None = None
     # a transfer with no progress for this long is aborted and retried (S3)
     stall_timeout: Duration = timedelta(seconds=60)
+    # unsafe: skip the probe of what the S3 endpoint enforces (412 on a second
+    # If-None-Match PUT, Object Lock); for test endpoints like moto
+    trust_endpoint: bool = False
 
     @field_validator("url")
     @classmethod

@@ -45,14 +45,23 @@ def status(
     """Per asset: last backup, exposure vs RPO, last drill vs RTO; exit 1 on any breach."""
     from lifeboat import runtime
     from lifeboat.ops.status import asset_status, key_warnings
+    from lifeboat.repo.immutability import tampering_problems
 
     policy = run_context(ctx).policy()
     repo = runtime.open_for_write(policy)
     statuses = asset_status(policy, repo)
     warnings = key_warnings(policy, repo)
-    breached = any(s.breaches for s in statuses)
+    tampered = [p.message for p in tampering_problems(repo)]
+    breached = any(s.breaches for s in statuses) or bool(tampered)
     if json_out:
-        print_json({"ok": not breached, "assets": [asdict(s) for s in statuses], "warnings": warnings})
+        print_json(
+            {
+                "ok": not breached,
+                "assets": [asdict(s) for s in statuses],
+                "warnings": warnings,
+                "tampered": tampered,
+            }
+        )
     else:
         table = Table(
             "asset", "class", "last backup", "exposure / RPO", "last drill RTO / RTO", "30d success", "status"
@@ -80,6 +89,8 @@ def status(
             )
         for warning in warnings:
             console.print(f"[yellow]warning[/yellow]: {warning}")
+        for message in tampered:
+            console.print(f"[red]tampered[/red]: {message}", soft_wrap=True, markup=False)
     if breached:
         raise typer.Exit(1)
 
