@@ -115,6 +115,7 @@ def test_backup_from_standby_restores_to_a_point_and_never_reads_the_primary(pg)
     pg.sql("create table bulk as select g, repeat(md5(g::text), 4) as pad from generate_series(1, 200000) g")
     pg.sql("insert into items (label) values ('base')")
     standby = make_standby(pg)
+    from_primary_policy = pg.policy.read_text()
     use_standby(pg, standby)
     primary_before = server_io(pg, pg.cluster.dsn)
 
@@ -156,6 +157,18 @@ def test_backup_from_standby_restores_to_a_point_and_never_reads_the_primary(pg)
             assert pg.sql("select count(*) from bulk", pg.restored_dsn(target, port))[0][0] == 200000
         finally:
             pg.stop_restored(target)
+
+    # Control: the same measurement of a backup from the primary sees the primary read
+    pg.policy.write_text(from_primary_policy)
+    before = server_io(pg, pg.cluster.dsn)
+    _, read, _ = traced_backup(pg, pg.root / "primary.strace")
+    after = server_io(pg, pg.cluster.dsn)
+    print(
+        f"control, backup_from = primary: primary data directory {under(read, pg.cluster.datadir):,} "
+        f"bytes, standby {under(read, standby.datadir):,}; checkpoints requested +{after[1] - before[1]}"
+    )
+    assert under(read, pg.cluster.datadir) >= bulk_bytes and under(read, standby.datadir) == 0
+    assert after[1] > before[1]
 
 
 def test_backup_waits_for_the_standby_to_replay_what_the_primary_had(pg):

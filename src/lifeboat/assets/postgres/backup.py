@@ -120,7 +120,7 @@ def backup_postgres(
             wait_replayed(conn, primary_position(source.primary_dsn, conn))
         label = f"lifeboat {asset.name} {socket.gethostname()}"
         scan = checksum_scan(conn)
-        start = conn.execute("select pg_backup_start(%s, true)::text", (label,)).fetchone()
+        start = _backup_call(conn, "select pg_backup_start(%s, true)::text", (label,))
         assert start is not None
         scan.start_lsn = parse_lsn(str(start[0]))
         if source.standby:
@@ -135,6 +135,16 @@ def backup_postgres(
                 pass
             raise
     return info
+
+
+def _backup_call(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """pg_backup_start/stop; the server's refusal as one line (e.g. a standby promoted during
+    the backup, or full_page_writes turned off on the primary while it ran)."""
+    try:
+        return conn.execute(sql, params).fetchone()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PgError(f"PostgreSQL refused the base backup: {first}") from None
 
 
 def wait_for_archived(repo: Repository, asset: str, segment: str, timeout: float = ARCHIVE_TIMEOUT) -> None:
@@ -217,7 +227,7 @@ def _copy(
         # Not pg_backup_stop(true): the server re-checks the archive only once a second.
         # Waiting for the segment in our own archive is faster and proves more (pgBackRest's
         # archive-check does the same).
-        row = conn.execute("select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)").fetchone()
+        row = _backup_call(conn, "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)")
         assert row is not None
         stop_lsn, labelfile, spcmapfile = row
         timeline = int(tli[0]) if tli else 1
