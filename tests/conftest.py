@@ -3,7 +3,13 @@
 * ``s3_server`` (session): moto's standalone S3 server on 127.0.0.1 over real HTTP; the
   endpoint URL. Dummy AWS credentials are set in the environment for the session.
 * ``make_bucket(name=None, object_lock=True, versioning=True) -> str``: a fresh bucket.
-* ``storage_backend``: a fresh repository Storage, parametrized over ``file`` and ``s3``.
+* ``seaweed`` (session): a SeaweedFS ``weed mini`` server (bench/seaweed.py) on 127.0.0.1,
+  a second real S3 endpoint that enforces what moto does not (conditional PUTs, Object Lock,
+  signatures). Its ``admin`` identity holds the session's AWS credentials from the
+  environment; ``backup`` is a restricted identity (``seaweed.identity("backup")``).
+* ``make_seaweed_bucket(name=None, object_lock=True) -> str``: a fresh bucket on it.
+* ``storage_backend``: a fresh repository Storage, parametrized over ``file``, ``s3``
+  (moto) and ``seaweed``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from bench.seaweed import ADMIN, BACKUP, SeaweedServer
 from moto.server import ThreadedMotoServer
 
 from lifeboat.storage import open_storage
@@ -78,10 +85,40 @@ def make_bucket(s3_server: str) -> Callable[..., str]:
     return make
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    # the admin identity uses the environment's credentials, so lifeboat's default AWS
+    # chain works against both endpoints
+    admin = type(ADMIN)(
+        "admin", os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], ADMIN.actions
+    )
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"), identities=(admin, BACKUP))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def make_seaweed_bucket(seaweed: SeaweedServer) -> Callable[..., str]:
+    client = boto3.client("s3", endpoint_url=seaweed.endpoint)
+
+    def make(name: str | None = None, object_lock: bool = True) -> str:
+        bucket = name or f"lb-{secrets.token_hex(6)}"
+        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=object_lock)
+        if not object_lock:
+            client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        return bucket
+
+    return make
+
+
+@pytest.fixture(params=["file", "s3", "seaweed"])
 def storage_backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:  # type: ignore[no-untyped-def]
     if request.param == "file":
         storage = open_storage(f"file://{tmp_path / 'repo'}")
+    elif request.param == "seaweed":
+        endpoint = request.getfixturevalue("seaweed").endpoint
+        bucket = request.getfixturevalue("make_seaweed_bucket")(object_lock=False)
+        storage = open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)
     else:
         endpoint = request.getfixturevalue("s3_server")
         bucket = request.getfixturevalue("make_bucket")()

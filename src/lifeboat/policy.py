@@ -163,6 +163,9 @@ class RepositoryConfig(_Model):
     recovery_key: Path | None = None
     # a transfer with no progress for this long is aborted and retried (S3)
     stall_timeout: Duration = timedelta(seconds=60)
+    # unsafe: skip the probe of what the S3 endpoint enforces (412 on a second
+    # If-None-Match PUT, Object Lock); for test endpoints like moto
+    trust_endpoint: bool = False
 
     @field_validator("url")
     @classmethod
@@ -250,6 +253,8 @@ class _AssetBase(_Model):
     stop_at_window_end: bool = False
     # the most a backup of this asset may take; past it the backup stops, nothing committed
     timeout: Duration | None = None
+    # where the asset lives, for `status` grouping (default: the dsn's host, else this machine)
+    host: str | None = None
 
     @field_validator("window", mode="before")
     @classmethod
@@ -295,11 +300,22 @@ class PostgresAsset(_AssetBase):
     chunk_size: int | None = None
     wal_async: bool = False
     stream: bool = False
+    # base backups read a streaming standby (its pgdata, or pg_basebackup from it); the
+    # primary (dsn) only archives WAL (see assets/postgres/backup.py, backup_from_standby)
+    backup_from: Literal["primary", "standby"] = "primary"
+    standby_dsn: str | None = None
+    standby_pgdata: Path | None = None
 
     @field_validator("chunk_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         return parse_size(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _standby(self) -> PostgresAsset:
+        if self.backup_from == "standby" and not self.standby_dsn:
+            raise ValueError('backup_from = "standby" needs standby_dsn (the standby to read)')
+        return self
 
 
 class ObjectsAsset(_AssetBase):
@@ -519,6 +535,8 @@ def _resolve_paths(policy: Policy) -> Policy:
             changes["paths"] = [policy.resolve(p) for p in asset.paths]
         if isinstance(asset, PostgresAsset) and asset.pgdata is not None:
             changes["pgdata"] = policy.resolve(asset.pgdata)
+        if isinstance(asset, PostgresAsset) and asset.standby_pgdata is not None:
+            changes["standby_pgdata"] = policy.resolve(asset.standby_pgdata)
         assets[name] = asset.model_copy(update=changes)
     updates["assets"] = assets
     updates["drills"] = {

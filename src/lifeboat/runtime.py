@@ -41,6 +41,7 @@ def storage_for(policy: Any) -> Any:
         lock_days=repo.lock_days,
         region=repo.region,
         stall_timeout=repo.stall_timeout.total_seconds(),
+        trust_endpoint=repo.trust_endpoint,
     )
 
 

@@ -4,7 +4,9 @@
 * ``StallProxy``: an HTTP proxy in front of the moto server that forwards everything until
   told to stall: from a matching request on it swallows every request (no answer ever),
   or it freezes object GETs after a few bytes of the body, or it answers matching
-  requests only after a delay (slow, not stalled: for deadlines).
+  requests only after a delay (slow, not stalled: for deadlines). With ``drop_headers`` it
+  forwards requests without those headers: an endpoint that ignores ``If-None-Match``, as
+  Ceph RGW 16.2 does on versioned buckets (moto checks no signatures, so this works).
 
 Stalled handlers wait on an event that ``close()`` sets, so no thread outlives the test.
 """
@@ -67,7 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.release.wait(proxy.delay)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
-        conn.request(self.command, self.path, body, dict(self.headers.items()))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.drop_headers}
+        conn.request(self.command, self.path, body, headers)
         resp = conn.getresponse()
         data = resp.read()
         conn.close()
@@ -109,6 +112,7 @@ class StallProxy:
         self.frozen = 0
         self.delay_from: str | None = None
         self.delay = 0.0
+        self.drop_headers: set[str] = set()  # lower-case names
         handler: Any = type("Handler", (_Handler,), {"proxy": self})
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True

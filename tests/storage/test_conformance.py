@@ -69,9 +69,18 @@ def test_names_cannot_escape_the_root(storage_backend, name):
         storage_backend.put(name, b"x")
 
 
-def test_lock_days_protects_objects_but_not_locks(tmp_path, s3_server, make_bucket):
+@pytest.fixture(params=["s3", "seaweed"])
+def s3_endpoint(request):
+    """(endpoint URL, make_bucket) of moto or SeaweedFS."""
+    if request.param == "seaweed":
+        return request.getfixturevalue("seaweed").endpoint, request.getfixturevalue("make_seaweed_bucket")
+    return request.getfixturevalue("s3_server"), request.getfixturevalue("make_bucket")
+
+
+def test_lock_days_protects_objects_but_not_locks(tmp_path, s3_endpoint):
+    endpoint, make_bucket = s3_endpoint
     local = open_storage(f"file://{tmp_path / 'repo'}", lock_days=30)
-    s3 = open_storage(f"s3://{make_bucket()}/repo", endpoint_url=s3_server, lock_days=30)
+    s3 = open_storage(f"s3://{make_bucket()}/repo", endpoint_url=endpoint, lock_days=30)
     for storage in (local, s3):
         storage.put("data/aa/pack", b"precious")
         with pytest.raises(LockedError):
@@ -82,9 +91,10 @@ def test_lock_days_protects_objects_but_not_locks(tmp_path, s3_server, make_buck
         assert not storage.exists("locks/mine")
 
 
-def test_lock_days_needs_an_object_lock_bucket(s3_server, make_bucket):
+def test_lock_days_needs_an_object_lock_bucket(s3_endpoint):
+    endpoint, make_bucket = s3_endpoint
     bucket = make_bucket(object_lock=False)
-    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=7)
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint, lock_days=7)
     with pytest.raises(ConfigError, match="no Object Lock configuration"):
         storage.put("config", b"{}")
 

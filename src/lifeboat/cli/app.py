@@ -77,6 +77,7 @@ def _register() -> None:
         pg_cmd,
         policy_cmd,
         repo_cmds,
+        repo_iam_cmd,
         report_cmd,
         restore_cmd,
         wal_cmd,

@@ -45,42 +45,37 @@ def status(
     """Per asset: last backup, exposure vs RPO, last drill vs RTO; exit 1 on any breach."""
     from lifeboat import runtime
     from lifeboat.ops.replication import copy_states
-    from lifeboat.ops.status import asset_status, key_warnings
+    from lifeboat.ops.status import asset_status, fleet_groups, key_warnings
+    from lifeboat.repo.immutability import tampering_problems
 
     policy = run_context(ctx).policy()
     repo = runtime.open_for_write(policy)
-    statuses = asset_status(policy, repo)
+    groups = fleet_groups(asset_status(policy, repo))
+    statuses = [s for _, group in groups for s in group]
     warnings = key_warnings(policy, repo)
+    tampered = [p.message for p in tampering_problems(repo)]
     copies = copy_states(policy, repo.snapshots()) if policy.copies else []
-    breached = any(s.breaches for s in statuses) or any(c.breach for c in copies)
+    breached = any(s.breaches for s in statuses) or bool(tampered) or any(c.breach for c in copies)
     if json_out:
+        hosts = [{"host": host, "assets": [s.asset for s in group]} for host, group in groups]
+        assets = [asdict(s) for s in statuses]
         print_json(
             {
                 "ok": not breached,
-                "assets": [asdict(s) for s in statuses],
+                "assets": assets,
+                "hosts": hosts,
                 "warnings": warnings,
+                "tampered": tampered,
                 "copies": [asdict(c) | {"breach": c.breach} for c in copies],
             }
         )
     else:
-        table = Table(
-            "asset", "class", "last backup", "exposure / RPO", "last drill RTO / RTO", "30d success", "status"
-        )
-        for s in statuses:
-            exposure = f"{s.exposure_s:.0f}s" if s.exposure_s is not None else "-"
-            drill = f"{s.last_drill_rto_s:.1f}s" if s.last_drill_rto_s is not None else "-"
-            rate = f"{s.success_rate_30d:.0%}" if s.success_rate_30d is not None else "-"
-            state = "; ".join(s.breaches) if s.breaches else "ok"
-            table.add_row(
-                s.asset,
-                s.data_class,
-                s.last_backup or "never",
-                f"{exposure} / {s.rpo_s:.0f}s",
-                f"{drill} / {s.rto_s:.0f}s",
-                rate,
-                f"[{'red' if s.breaches else 'green'}]{state}[/]",
+        for host, group in groups:
+            breaching = sum(1 for s in group if s.breaches)
+            console.print(
+                f"host {host}: {len(group)} asset(s), {breaching} breaching", markup=False, soft_wrap=True
             )
-        console.print(table)
+            console.print(status_table(group))
         for s in statuses:
             console.print(
                 f"{s.asset}: last drill {drill_cell(s)}; corrective actions {actions_cell(s)}",
@@ -91,8 +86,32 @@ def status(
             console.print(c.describe(), markup=False, soft_wrap=True)
         for warning in warnings:
             console.print(f"[yellow]warning[/yellow]: {warning}")
+        for message in tampered:
+            console.print(f"tampered: {message}", soft_wrap=True, markup=False)
     if breached:
         raise typer.Exit(1)
+
+
+def status_table(statuses: list[AssetStatus]) -> Table:
+    """One host's assets, riskiest first (exposure / RPO)."""
+    table = Table(
+        "asset", "class", "last backup", "exposure / RPO", "last drill RTO / RTO", "30d success", "status"
+    )
+    for s in statuses:
+        exposure = f"{s.exposure_s:.0f}s" if s.exposure_s is not None else "-"
+        drill = f"{s.last_drill_rto_s:.1f}s" if s.last_drill_rto_s is not None else "-"
+        rate = f"{s.success_rate_30d:.0%}" if s.success_rate_30d is not None else "-"
+        state = "; ".join(s.breaches) if s.breaches else "ok"
+        table.add_row(
+            s.asset,
+            s.data_class,
+            s.last_backup or "never",
+            f"{exposure} / {s.rpo_s:.0f}s",
+            f"{drill} / {s.rto_s:.0f}s",
+            rate,
+            f"[{'red' if s.breaches else 'green'}]{state}[/]",
+        )
+    return table
 
 
 def drill_cell(s: AssetStatus) -> str:

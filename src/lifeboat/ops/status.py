@@ -36,6 +36,8 @@ class AssetStatus:
     bad_pages: int | None = None  # in the latest snapshot, when its pages were verified
     breaches: list[str] = field(default_factory=list)
     divergent: list[dict[str, Any]] = field(default_factory=list)  # WAL branches (postgres)
+    host: str = ""  # where the asset lives (see asset_host)
+    risk: float | None = None  # exposure / RPO; None: never backed up (the worst)
 
 
 def audit_entries(policy: Any) -> list[dict[str, Any]]:
@@ -88,7 +90,11 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
             if wal:
                 pushed = datetime.fromisoformat(wal[-1]["time"])
                 newest = max(newest, pushed) if newest else pushed
-            st.divergent = _divergent_branches(repo, name)
+            st.divergent, archived = _wal_tree_findings(repo, name)
+            # the archive itself, not this host's audit log: a fleet's status host sees
+            # the WAL every other host pushed
+            if archived is not None:
+                newest = max(newest, archived) if newest else archived
             for d in st.divergent:
                 st.breaches.append(
                     f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
@@ -98,9 +104,11 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
                 streamed = _newest_streamed(repo, name)
                 if streamed is not None:
                     newest = max(newest, streamed) if newest else streamed
+        st.host = asset_host(asset)
         if newest is not None:
             st.last_backup = newest.isoformat(timespec="seconds")
             st.exposure_s = round((now - newest).total_seconds(), 1)
+            st.risk = round(st.exposure_s / max(st.rpo_s, 1.0), 4)
             if st.exposure_s > st.rpo_s:
                 st.breaches.append(f"exposure {st.exposure_s:.0f}s exceeds RPO {st.rpo_s:.0f}s")
         else:
@@ -118,6 +126,33 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
         statuses.append(st)
     corrective_action_findings(policy, statuses, now)
     return statuses
+
+
+def asset_host(asset: Any) -> str:
+    """The policy's ``host``, else a PostgreSQL cluster's host from its dsn (the primary's:
+    the cluster lives there even when backups read a standby), else this machine."""
+    from lifeboat.assets.postgres.standby import dsn_host
+
+    if getattr(asset, "host", None):
+        return str(asset.host)
+    return dsn_host(getattr(asset, "dsn", None))
+
+
+def _risk_key(st: AssetStatus) -> tuple[int, float, str]:
+    return (0, 0.0, st.asset) if st.risk is None else (1, -st.risk, st.asset)
+
+
+def fleet_groups(statuses: list[AssetStatus]) -> list[tuple[str, list[AssetStatus]]]:
+    """Assets grouped by host, riskiest first within a host, and the host whose riskiest
+    asset is worst first: an operator reads from the top until things look fine."""
+    by_host: dict[str, list[AssetStatus]] = {}
+    for st in sorted(statuses, key=_risk_key):
+        by_host.setdefault(st.host, []).append(st)
+    return sorted(by_host.items(), key=lambda item: (_risk_key(item[1][0]), item[0]))
+
+
+def fleet_order(statuses: list[AssetStatus]) -> list[AssetStatus]:
+    return [st for _, group in fleet_groups(statuses) for st in group]
 
 
 def _page_verdict(st: AssetStatus, latest: Any) -> None:
@@ -180,15 +215,19 @@ def _drill_assets(policy: Any, source: str) -> list[str]:
     return list(drill.assets or policy.assets)
 
 
-def _divergent_branches(repo: Repository, asset: str) -> list[dict[str, Any]]:
-    """Timelines whose parent kept archiving after they forked (see timelines.py)."""
+def _wal_tree_findings(repo: Repository, asset: str) -> tuple[list[dict[str, Any]], datetime | None]:
+    """Timelines whose parent kept archiving after they forked (see timelines.py), and when
+    the newest WAL file reached the archive."""
     from lifeboat.assets.postgres.timelines import build_tree
     from lifeboat.assets.postgres.wal import namespace
 
     try:
-        return [d.__dict__ for d in build_tree(repo, namespace(asset)).divergences()]
+        tree = build_tree(repo, namespace(asset))
     except LifeboatError:
-        return []
+        return [], None
+    if not tree.timelines:
+        return [], None
+    return [d.__dict__ for d in tree.divergences()], tree.newest().newest_time
 
 
 def _newest_streamed(repo: Repository, asset: str) -> datetime | None:

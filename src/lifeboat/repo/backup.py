@@ -22,7 +22,8 @@ from lifeboat import clock
 from lifeboat.errors import LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import encode_payload, read_blocks
-from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, snapshot_name
+from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, index_name, pack_name, snapshot_name
+from lifeboat.repo.immutability import ensure_retention, objects_of
 from lifeboat.repo.index import PackEntry, write_index
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
@@ -45,6 +46,7 @@ class BlobWriter:
         self._lock = threading.Lock()
         self._pending_index: list[PackEntry] = []
         self.index_files: list[str] = []
+        self.packs_written: list[str] = []
         self.stats = SnapshotStats()
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
@@ -54,6 +56,7 @@ class BlobWriter:
     def _on_uploaded(self, entry: PackEntry, size: int) -> None:
         batch: list[PackEntry] = []
         with self._lock:
+            self.packs_written.append(entry["id"])
             self._pending_index.append(entry)
             if len(self._pending_index) >= INDEX_FLUSH_PACKS:
                 batch, self._pending_index = self._pending_index, []
@@ -163,6 +166,7 @@ class BackupSession:
         cache_path = repo.parent_cache_path(asset) if use_parent_cache else None
         self._parents = ParentCache(cache_path)
         self._committed: SnapshotInfo | None = None
+        self.retention_requests = 0  # PutObjectRetention calls of the commit, for measurement
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -329,6 +333,16 @@ class BackupSession:
         ]
         return ids, {id(e): j for e, j in zip(entries, as_json, strict=True)}
 
+    def _extend_retention(self, tree: list[str]) -> None:
+        """Under Object Lock, everything the snapshot needs stays locked at least as long
+        as the snapshot itself (repo/immutability.py); before the commit point, so a
+        committed snapshot is always covered."""
+        writer = self.writer
+        blobs = {c for e in self.entries for c in e.chunks}
+        blobs.update(tree)
+        new = [pack_name(p) for p in writer.packs_written] + [index_name(i) for i in writer.index_files]
+        self.retention_requests = ensure_retention(self.repo, objects_of(self.repo.index(), blobs, new))
+
     def commit(self) -> SnapshotInfo:
         writer = self.writer
         writer.finish()  # data packs and their index first
@@ -347,6 +361,7 @@ class BackupSession:
             key_id=self.repo.key_id,
             parent=self.repo.latest_snapshot_id(self.asset),
         )
+        self._extend_retention(tree)
         snapshot_id, data = encode_snapshot(info, self.repo.keyring)
         info.id = snapshot_id
         self.repo.storage.put(snapshot_name(snapshot_id), data)  # the commit point

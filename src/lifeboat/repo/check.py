@@ -12,6 +12,7 @@ from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer
+from lifeboat.repo.immutability import endpoint_problems, retention_problems, tampering_problems
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import CheckReport, Problem
 from lifeboat.repo.references import References, collect_references
@@ -78,6 +79,9 @@ def check_repository(
             report.problems.append(Problem("corrupt-snapshot", name, problem, [name.rsplit("/", 1)[-1][:12]]))
         refs = collect_references(repo, read_trees=repo.keyring.can_read)
         report.problems.extend(refs.problems)
+        report.problems.extend(endpoint_problems(repo))
+        report.problems.extend(tampering_problems(repo))
+        report.problems.extend(retention_problems(repo, refs, index))
         report.snapshots = len(refs.snapshots)
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
         report.packs = len(stored)

@@ -40,6 +40,7 @@ from lifeboat.repo.format import (
     record_name,
     ref_name,
 )
+from lifeboat.repo.immutability import refuse_lying_endpoint
 from lifeboat.repo.index import Index, IndexCache, load_index, write_index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
@@ -103,6 +104,7 @@ class Repository:
                 f"a repository already exists at {storage.url}",
                 hint="use it with its existing keys, or choose another location",
             )
+        refuse_lying_endpoint(storage)
         repo_id = secrets.token_hex(16)
         recovery = RecoveryKey.generate(repo_id)
         id_key = secrets.token_bytes(32)

@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lifeboat.errors import ConfigError
-from lifeboat.storage.base import ObjectStat, Storage
+from lifeboat.storage.base import ObjectStat, Storage, Tampering, VersionedStorage
 
 
 def open_storage(
@@ -16,11 +16,13 @@ def open_storage(
     lock_days: int | None = None,
     region: str | None = None,
     stall_timeout: float | None = None,
+    trust_endpoint: bool = False,
 ) -> Storage:
     """A driver for ``file:///path``, a plain path, or ``s3://bucket/prefix``.
 
     ``stall_timeout``: seconds a network transfer may make no progress before the attempt
-    is aborted (S3 only; default 60)."""
+    is aborted (S3 only; default 60). ``trust_endpoint``: skip the probe of what the S3
+    endpoint enforces (unsafe; for endpoints such as moto that do not enforce Object Lock)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         from lifeboat.storage.local import LocalStorage
@@ -39,8 +41,9 @@ def open_storage(
             region=region,
             lock_days=lock_days,
             stall_timeout=stall_timeout or DEFAULT_STALL_TIMEOUT,
+            trust_endpoint=trust_endpoint,
         )
     raise ConfigError(f"unsupported repository url {url!r} (use file:///path or s3://bucket/prefix)")
 
 
-__all__ = ["ObjectStat", "Storage", "open_storage"]
+__all__ = ["ObjectStat", "Storage", "Tampering", "VersionedStorage", "open_storage"]

@@ -16,12 +16,19 @@ Rules every driver keeps (the conformance suite in tests/storage checks them):
 * Every driver maps its own exceptions (OSError, botocore) to ``StorageError`` subclasses
   with a one-line message naming the object, never credentials.
 * Methods may be called concurrently from several threads.
+
+Drivers for versioned stores (S3 with versioning or Object Lock) also implement
+``VersionedStorage``: every read of a name uses the first version ever written under it, so
+an overwrite or a delete marker (by whoever holds write credentials) neither hides nor
+replaces repository data; ``tampering()`` reports such names, and retention can be read and
+extended (never shortened).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 
@@ -67,3 +74,49 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release connections and pools."""
+
+
+def retention_slack(lock_days: int) -> timedelta:
+    """How far past the retention it needs an object later snapshots reuse (packs,
+    indexes) is locked, so most snapshots find what they reuse already covered: a quarter
+    of lock_days, between an hour and a week (docs/design/repository-format.md)."""
+    return min(timedelta(days=7), max(timedelta(hours=1), timedelta(days=lock_days) / 4))
+
+
+@dataclass(frozen=True)
+class Tampering:
+    """A name whose first version is no longer the only one: later versions or delete markers."""
+
+    name: str
+    later_versions: int
+    delete_markers: int
+
+    def describe(self) -> str:
+        parts = []
+        if self.later_versions:
+            parts.append(f"{self.later_versions} later version(s)")
+        if self.delete_markers:
+            parts.append(f"{self.delete_markers} delete marker(s)")
+        return f"{self.name} was overwritten or deleted ({', '.join(parts)}); the first version is used"
+
+
+@runtime_checkable
+class VersionedStorage(Storage, Protocol):
+    """A store that keeps every version and can lock them (see the module docstring)."""
+
+    lock_days: int | None
+    trust_endpoint: bool  # skip probe(): unsafe, for endpoints such as moto
+    retention_requests: int  # PutObjectRetention calls made, for measurement
+
+    def tampering(self, prefix: str = "") -> list[Tampering]:
+        """Names under ``prefix`` with versions or delete markers after their first version."""
+
+    def retention(self, name: str, *, fresh: bool = False) -> float | None:
+        """When the retention of the pinned version ends (epoch seconds), or None.
+        ``fresh`` asks the store instead of what this process last wrote or read."""
+
+    def probe(self) -> list[str]:
+        """What the endpoint fails to enforce (put-if-absent, Object Lock), as sentences."""
+
+    def extend_retention(self, name: str, until: float) -> None:
+        """Raise the retention of the pinned version to ``until`` (COMPLIANCE); never lowers it."""

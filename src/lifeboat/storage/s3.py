@@ -1,12 +1,22 @@
-"""S3-compatible storage: put-if-absent with If-None-Match, Object Lock retention."""
+"""S3-compatible storage: put-if-absent with If-None-Match, Object Lock retention.
+
+On a versioned bucket (every Object Lock bucket is one) the first version written under a
+name is the object: ``If-None-Match: *`` is only a courtesy of well-behaved clients, so a
+holder of the same credentials can still write a new version or a delete marker. Reads pin
+the first version (its id comes from our own PUT, or from ListObjectVersions of the name's
+directory, cached), listings list versions, and ``tampering()`` names what was added on top.
+Locks (``locks/``) are short-lived and deletable, so they are read as plain latest objects.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -25,7 +35,7 @@ from botocore.exceptions import (
 )
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
-from lifeboat.storage.base import ObjectStat
+from lifeboat.storage.base import ObjectStat, Tampering, retention_slack
 
 DEFAULT_STALL_TIMEOUT = 60.0
 # Attempts per request, botocore's own retries and ours for a body that stops midway alike.
@@ -51,6 +61,20 @@ def client_config(stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> Config:
 
 
 CLIENT_CONFIG = client_config()
+# names read as plain latest objects, never pinned: repository locks are deleted on release
+UNPINNED = ("locks/",)
+PROBE_BODY = b"lifeboat endpoint probe"
+PROBE_PREFIX = "locks/probe-"
+PROBE_LOCK = timedelta(minutes=10)
+# names later snapshots reuse: locked a slack longer at write (repo/immutability.py)
+SLACKED = ("data/", "index/")
+
+
+@dataclass(frozen=True)
+class _Version:
+    version_id: str
+    size: int
+    mtime: float
 
 
 class S3Storage:
@@ -66,8 +90,12 @@ class S3Storage:
         lock_days: int | None = None,
         client: Any = None,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        trust_endpoint: bool = False,
     ) -> None:
         self.bucket = bucket
+        # skip the endpoint probe (probe()): for endpoints known not to enforce Object Lock
+        # semantics, such as moto in tests; documented as unsafe
+        self.trust_endpoint = trust_endpoint
         self.prefix = prefix.strip("/")
         self.lock_days = lock_days
         self.endpoint_url = endpoint_url
@@ -77,6 +105,12 @@ class S3Storage:
             "s3", endpoint_url=endpoint_url, region_name=region, config=client_config(stall_timeout)
         )
         self._lock_checked = False
+        self._versioned: bool | None = None
+        # key -> its first version; filled by our PUTs and by version listings
+        self._pins: dict[str, _Version] = {}
+        self._retention: dict[str, float] = {}  # key -> known retain-until (epoch seconds)
+        self._pins_lock = threading.Lock()
+        self.retention_requests = 0
         # Set once a request stalled through all its attempts: the endpoint is not answering,
         # so later requests (the aborted backup's index, the lock release, the audit mirror)
         # fail at once instead of each waiting out its own attempts.
@@ -131,7 +165,8 @@ class S3Storage:
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchKey", "404", "NotFound"):
+            # NoSuchVersion: a pinned version a prune elsewhere removed since we listed it
+            if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion"):
                 raise NotFoundError(f"{name} does not exist in the repository") from None
             if code == "NoSuchBucket":
                 raise StorageError(f"bucket {self.bucket} does not exist at {where}") from None
@@ -175,18 +210,208 @@ class S3Storage:
         self._check_stalled()
         key = self._key(name)
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
+        until: datetime | None = None
         if retain and self.lock_days:
             self.check_object_lock()
+            until = datetime.now(UTC) + timedelta(days=self.lock_days)
+            if name.startswith(SLACKED):
+                until += retention_slack(self.lock_days)
             args["ObjectLockMode"] = "COMPLIANCE"
-            args["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=self.lock_days)
+            args["ObjectLockRetainUntilDate"] = until
             args["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
         try:
-            self._client.put_object(**args)
+            response = self._client.put_object(**args)
         except (ClientError, BotoCoreError, OSError) as exc:
             self._fail(exc, "writing", name)
+        version = response.get("VersionId")
+        if version and version != "null" and not self._unpinned(name):
+            with self._pins_lock:
+                self._pins[key] = _Version(version, len(data), time.time())
+                if until is not None:
+                    self._retention[key] = until.timestamp()
+
+    # -- versions ------------------------------------------------------------------------
+
+    @staticmethod
+    def _unpinned(name: str) -> bool:
+        return name.startswith(UNPINNED)
+
+    def versioned(self) -> bool:
+        """True when the bucket keeps versions (asked once)."""
+        if self._versioned is None:
+            self._check_stalled()
+            try:
+                status = self._client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            except (ClientError, BotoCoreError, OSError) as exc:
+                self._fail(exc, "checking versioning on", self.bucket)
+            self._versioned = status in ("Enabled", "Suspended")
+        return self._versioned
+
+    def _scan(self, key_prefix: str, name: str) -> dict[str, tuple[_Version | None, int, int]]:
+        """key -> (first version or None, later versions, delete markers) under a key prefix.
+
+        S3 lists the versions of a key newest first, so the last one listed is the first
+        written."""
+        found: dict[str, tuple[_Version | None, int, int]] = {}
+        paginator = self._client.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=key_prefix):
+                for v in page.get("Versions", []):
+                    first, later, markers = found.get(v["Key"], (None, -1, 0))
+                    version = _Version(v["VersionId"], int(v["Size"]), v["LastModified"].timestamp())
+                    found[v["Key"]] = (version, later + 1, markers)
+                for m in page.get("DeleteMarkers", []):
+                    first, later, markers = found.get(m["Key"], (None, -1, 0))
+                    found[m["Key"]] = (first, later, markers + 1)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "listing", name)
+        with self._pins_lock:
+            for key, (first, _, _) in found.items():
+                if first is not None and not self._unpinned(self._name(key)):
+                    self._pins.setdefault(key, first)
+        return found
+
+    def _name(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    def _pin(self, name: str) -> _Version | None:
+        """The first version of ``name``, or None when it never existed (or was purged)."""
+        key = self._key(name)
+        pin = self._pins.get(key)
+        if pin is not None:
+            return pin
+        # one listing per directory: a restore reading many packs of data/ab/ pays once
+        scope = key.rsplit("/", 1)[0] + "/" if "/" in name else key
+        self._scan(scope, name)
+        return self._pins.get(key)
+
+    def _version_args(self, name: str) -> dict[str, Any]:
+        """Bucket, key, and the pinned VersionId on a versioned bucket; NotFoundError when
+        the name has no version at all."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
+        if self._unpinned(name) or not self.versioned():
+            return args
+        pin = self._pin(name)
+        if pin is None:
+            raise NotFoundError(f"{name} does not exist in the repository")
+        args["VersionId"] = pin.version_id
+        return args
+
+    def tampering(self, prefix: str = "") -> list[Tampering]:
+        if not self.versioned():
+            return []
+        base = f"{self.prefix}/" if self.prefix else ""
+        found = self._scan(base + prefix, prefix or "/")
+        return [
+            Tampering(self._name(key), max(later, 0), markers)
+            for key, (first, later, markers) in sorted(found.items())
+            if not self._unpinned(self._name(key)) and (later > 0 or markers > 0 or first is None)
+        ]
+
+    # -- endpoint probe ---------------------------------------------------------------------
+
+    def probe(self) -> list[str]:
+        """What this endpoint fails to enforce, as sentences (empty: all good).
+
+        Probes live under ``locks/`` (deletable by every role, ignored by lock listings as
+        they are not JSON): a second ``If-None-Match: *`` PUT of an existing key must get
+        412, and with lock_days a COMPLIANCE-locked version must refuse both a shorter
+        retention and deletion."""
+        self._sweep_probes()
+        failures: list[str] = []
+        name = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+        self.put(name, PROBE_BODY, retain=False)
+        try:
+            self.put(name, PROBE_BODY + b" again", retain=False)
+            failures.append(
+                "a second PUT with If-None-Match: * of an existing key was accepted (expected 412)"
+            )
+        except AlreadyExistsError:
+            pass
+        finally:
+            self._quietly(self.delete, name)
+        if self.lock_days:
+            failures += self._probe_lock(f"{name}-locked")
+        return failures
+
+    def _sweep_probes(self) -> None:
+        """Remove earlier probes whose lock has passed (each check leaves one locked probe)."""
+        cutoff = time.time() - PROBE_LOCK.total_seconds() - 60
+        for obj in list(self.list(PROBE_PREFIX)):
+            if obj.mtime < cutoff:
+                self._quietly(self.delete, obj.name)
+
+    def _probe_lock(self, name: str) -> list[str]:
+        self.check_object_lock()
+        key = self._key(name)
+        until = datetime.now(UTC) + PROBE_LOCK
+        try:
+            version = self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=PROBE_BODY,
+                IfNoneMatch="*",
+                ObjectLockMode="COMPLIANCE",
+                ObjectLockRetainUntilDate=until,
+                ContentMD5=base64.b64encode(hashlib.md5(PROBE_BODY).digest()).decode(),
+            ).get("VersionId")
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "probing Object Lock with", name)
+        failures = []
+        shorter = {"Mode": "COMPLIANCE", "RetainUntilDate": until - PROBE_LOCK / 2}
+        if self._accepted(self._client.put_object_retention, Key=key, VersionId=version, Retention=shorter):
+            failures.append("the retention of a COMPLIANCE-locked version could be shortened")
+        if self._accepted(self._client.delete_object, Key=key, VersionId=version):
+            failures.append("a COMPLIANCE-locked version could be deleted")
+        return failures
+
+    def _accepted(self, call: Any, **args: Any) -> bool:
+        try:
+            call(Bucket=self.bucket, **args)
+            return True
+        except ClientError:
+            return False
+        except (BotoCoreError, OSError) as exc:
+            self._fail(exc, "probing", args.get("Key", ""))
+
+    @staticmethod
+    def _quietly(call: Any, *args: Any) -> None:
+        try:
+            call(*args)
+        except StorageError:
+            pass
+
+    # -- retention ------------------------------------------------------------------------
+
+    def retention(self, name: str, *, fresh: bool = False) -> float | None:
+        key = self._key(name)
+        known = None if fresh else self._retention.get(key)
+        if known is not None:
+            return known
+        until = self.stat(name).locked_until
+        if until is not None:
+            with self._pins_lock:
+                self._retention[key] = until
+        return until
+
+    def extend_retention(self, name: str, until: float) -> None:
+        """PutObjectRetention on the pinned version; COMPLIANCE only ever grows."""
+        current = self.retention(name)
+        if current is not None and current >= until:
+            return
+        self._check_stalled()
+        args = self._version_args(name)
+        args["Retention"] = {"Mode": "COMPLIANCE", "RetainUntilDate": datetime.fromtimestamp(until, UTC)}
+        try:
+            self._client.put_object_retention(**args)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self._fail(exc, "extending the retention of", name)
+        with self._pins_lock:
+            self.retention_requests += 1
+            self._retention[args["Key"]] = until
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
+        args = self._version_args(name)
         if length is not None:
             if length == 0:
                 return b""
@@ -213,7 +438,7 @@ class S3Storage:
     def stat(self, name: str) -> ObjectStat:
         self._check_stalled()
         try:
-            head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+            head = self._client.head_object(**self._version_args(name))
         except (ClientError, BotoCoreError, OSError) as exc:
             self._fail(exc, "reading", name)
         until = head.get("ObjectLockRetainUntilDate")
@@ -234,6 +459,14 @@ class S3Storage:
     def list(self, prefix: str = "") -> Iterator[ObjectStat]:
         self._check_stalled()
         base = f"{self.prefix}/" if self.prefix else ""
+        if not self._unpinned(prefix) and self.versioned():
+            for key, (first, _, _) in self._scan(base + prefix, prefix or "/").items():
+                if first is not None and not self._unpinned(self._name(key)):
+                    yield ObjectStat(key[len(base) :], first.size, first.mtime)
+            for unpinned in UNPINNED:
+                if unpinned.startswith(prefix):
+                    yield from self.list(unpinned)
+            return
         paginator = self._client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
@@ -260,6 +493,9 @@ class S3Storage:
                 self._client.delete_object(Bucket=self.bucket, Key=key)
             for version in versions:
                 self._client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
+            with self._pins_lock:
+                self._pins.pop(key, None)
+                self._retention.pop(key, None)
         except (ClientError, BotoCoreError, OSError) as exc:
             self._fail(exc, "deleting", name)
 

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from lifeboat.assets.postgres.pagecheck import PAGE_SIZE, BadPage, ChecksumScan
+from lifeboat.assets.postgres.standby import Source, close_stop_segment, primary_position, wait_replayed
 from lifeboat.assets.postgres.walnames import parse_lsn, segment_of
 from lifeboat.errors import ConfigError, LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -101,26 +102,32 @@ def walk_pgdata(pgdata: Path) -> list[tuple[str, Path, os.stat_result]]:
 def backup_postgres(
     policy: Any, asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS
 ) -> SnapshotInfo:
-    if asset.pgdata is None or not Path(asset.pgdata).exists():
+    source = Source.of(asset)
+    local = asset.standby_pgdata if source.standby else asset.pgdata
+    if local is None or not Path(local).exists():
         from lifeboat.assets.postgres.basebackup import stream_basebackup
 
         return stream_basebackup(asset, repo, progress)  # PGDATA is not local: the replication protocol
-    pgdata = Path(asset.pgdata)
+    pgdata = Path(local)
     if not (pgdata / "PG_VERSION").exists():
         raise ConfigError(f"asset {asset.name}: {pgdata} is not a PostgreSQL data directory")
-    with connect(asset.dsn) as conn:
+    with connect(source.dsn) as conn:
         version = conn.execute("show server_version_num").fetchone()
         sysid = conn.execute("select system_identifier from pg_control_system()").fetchone()
         if version is None or int(version[0]) < 150000:
             raise PgError("PostgreSQL 15 or newer is required")
+        if source.standby:
+            wait_replayed(conn, primary_position(source.primary_dsn, conn))
         label = f"lifeboat {asset.name} {socket.gethostname()}"
         scan = checksum_scan(conn)
-        start = conn.execute("select pg_backup_start(%s, true)::text", (label,)).fetchone()
+        start = _backup_call(conn, "select pg_backup_start(%s, true)::text", (label,))
         assert start is not None
         scan.start_lsn = parse_lsn(str(start[0]))
+        if source.standby:
+            wait_replayed(conn, scan.start_lsn)  # a restartpoint is replayed by definition: a guard
         tli = conn.execute("select timeline_id from pg_control_checkpoint()").fetchone()
         try:
-            info = _copy(repo, asset, pgdata, progress, start, tli, version, sysid, conn, scan)
+            info = _copy(repo, asset, pgdata, progress, start, tli, version, sysid, conn, scan, source)
         except BaseException:
             try:
                 conn.execute("select pg_backup_stop(false)")
@@ -128,6 +135,16 @@ def backup_postgres(
                 pass
             raise
     return info
+
+
+def _backup_call(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """pg_backup_start/stop; the server's refusal as one line (e.g. a standby promoted during
+    the backup, or full_page_writes turned off on the primary while it ran)."""
+    try:
+        return conn.execute(sql, params).fetchone()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PgError(f"PostgreSQL refused the base backup: {first}") from None
 
 
 def wait_for_archived(repo: Repository, asset: str, segment: str, timeout: float = ARCHIVE_TIMEOUT) -> None:
@@ -161,6 +178,7 @@ def _copy(
     sysid: Any,
     conn: psycopg.Connection[Any],
     scan: ChecksumScan,
+    source: Source,
 ) -> SnapshotInfo:
     items = walk_pgdata(pgdata)
     progress.start(sum(st.st_size for _, _, st in items if stat.S_ISREG(st.st_mode)))
@@ -198,17 +216,24 @@ def _copy(
                 if "disappeared" not in exc.message:
                     raise  # a relation dropped during the backup is fine: WAL replay removes it
 
+        # pg_control last: a backup from a standby ends at the minRecoveryPoint of the copied
+        # pg_control, which must therefore be newer than every page copied before it
+        control = [item for item in regular if item[0] == "global/pg_control"]
         with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
-            for future in [pool.submit(add, item) for item in regular]:
+            for future in [pool.submit(add, item) for item in regular if item[0] != "global/pg_control"]:
                 future.result()
+        for item in control:
+            add(item)
         # Not pg_backup_stop(true): the server re-checks the archive only once a second.
         # Waiting for the segment in our own archive is faster and proves more (pgBackRest's
         # archive-check does the same).
-        row = conn.execute("select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)").fetchone()
+        row = _backup_call(conn, "select lsn::text, labelfile, spcmapfile from pg_backup_stop(false)")
         assert row is not None
         stop_lsn, labelfile, spcmapfile = row
         timeline = int(tli[0]) if tli else 1
-        record_bad_pages(scan, asset.dsn, flagged)
+        record_bad_pages(scan, source.dsn, flagged)
+        if source.standby:
+            close_stop_segment(source.primary_dsn, parse_lsn(stop_lsn))
         wait_for_archived(repo, asset.name, segment_of(parse_lsn(stop_lsn) - 1, timeline).name)
         session.add_bytes("backup_label", labelfile.encode(), mode=0o600)
         if spcmapfile:
@@ -222,6 +247,7 @@ def _copy(
                 "stop_wal": segment_of(parse_lsn(stop_lsn), timeline).name,
                 "pg_version": str(version[0]),
                 "system_identifier": str(sysid[0]) if sysid else "",
+                **source.labels(),
                 **scan.labels(),
             }
         )

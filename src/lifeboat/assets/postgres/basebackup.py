@@ -12,20 +12,36 @@ from typing import IO, Any
 
 import psycopg
 
-from lifeboat.assets.postgres.backup import CHUNK_SIZE, PgError, checksum_scan, connect, record_bad_pages
+from lifeboat.assets.postgres.backup import (
+    CHUNK_SIZE,
+    PgError,
+    checksum_scan,
+    connect,
+    record_bad_pages,
+    wait_for_archived,
+)
 from lifeboat.assets.postgres.cluster import find_pg_bin
 from lifeboat.assets.postgres.pagecheck import PAGE_SIZE
+from lifeboat.assets.postgres.standby import Source, close_stop_segment, primary_position, wait_replayed
 from lifeboat.assets.postgres.walnames import format_lsn, parse_lsn, segment_of
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 
+# a standby has no insert position; its replay position is at or after a backup's stop
+_POSITION = (
+    "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text"
+)
+SIGNAL_FILES = {"standby.signal", "recovery.signal"}
 START = re.compile(r"START WAL LOCATION: (\S+)")
 TIMELINE = re.compile(r"START TIMELINE: (\d+)")
 
 
 def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS) -> SnapshotInfo:
-    with connect(asset.dsn) as conn:
+    source = Source.of(asset)
+    with connect(source.dsn) as conn:
+        if source.standby:  # see standby.py: pg_basebackup runs the backup on the standby itself
+            wait_replayed(conn, primary_position(source.primary_dsn, conn))
         version = conn.execute("show server_version_num").fetchone()
         sysid = conn.execute("select system_identifier from pg_control_system()").fetchone()
         tablespaces = conn.execute(
@@ -34,7 +50,7 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
         scan = checksum_scan(conn)
         # Until backup_label arrives, the LSN before the backup starts bounds the pages that
         # cannot have been rewritten since (a lower bound only skips more pages)
-        before = conn.execute("select pg_current_wal_lsn()::text").fetchone()
+        before = conn.execute(_POSITION).fetchone()
         scan.start_lsn = parse_lsn(str(before[0])) if before else 0
     if tablespaces and tablespaces[0]:
         raise ConfigError(f"asset {asset.name}: tablespaces need a local pgdata (set pgdata)")
@@ -42,7 +58,7 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
     cmd = [
         str(pg_basebackup),
         "-d",
-        asset.dsn,
+        source.dsn,
         "-D",
         "-",
         "-Ft",
@@ -61,7 +77,7 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
     assert proc.stdout is not None
     label = ""
     flagged: dict[str, Entry] = {}
-    rereader = ServerReread(asset.dsn)
+    rereader = ServerReread(source.dsn)
     with (
         rereader,
         repo.backup(
@@ -84,6 +100,8 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
                         s.add_entry(
                             Entry(path=path, type="symlink", target=member.linkname, mode=member.mode)
                         )
+                    elif member.isfile() and path in SIGNAL_FILES:
+                        continue  # a standby's standby.signal would make every restore a standby
                     elif member.isfile():
                         stream: IO[bytes] | None = tar.extractfile(member)
                         assert stream is not None
@@ -121,13 +139,16 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
         start, tli = START.search(label), TIMELINE.search(label)
         if not start or not tli:
             raise PgError("pg_basebackup produced no backup_label")
-        with connect(asset.dsn) as conn:
-            row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
+        with connect(source.dsn) as conn:
+            row = conn.execute(_POSITION).fetchone()
         # The exact stop LSN is not reported on this path; the current LSN is at or after it,
         # so a --lsn target right after this backup may pick an older base backup (slower, not wrong).
         stop = row[0] if row else start.group(1)
         timeline = int(tli.group(1))
-        record_bad_pages(scan, asset.dsn, flagged)
+        record_bad_pages(scan, source.dsn, flagged)
+        if source.standby:  # a standby archives nothing: the primary must close the last segment
+            close_stop_segment(source.primary_dsn, parse_lsn(stop))
+            wait_for_archived(repo, asset.name, segment_of(parse_lsn(stop) - 1, timeline).name)
         s.set_labels(
             {
                 "start_lsn": start.group(1),
@@ -136,6 +157,7 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
                 "start_wal": segment_of(parse_lsn(start.group(1)), timeline).name,
                 "stop_wal": segment_of(parse_lsn(stop), timeline).name,
                 "method": "pg_basebackup",
+                **source.labels(),
                 "pg_version": str(version[0]) if version else "",
                 "system_identifier": str(sysid[0]) if sysid else "",
                 **scan.labels(),
