@@ -185,6 +185,7 @@ class CopyConfig(_Model):
     stall_timeout: Duration = timedelta(seconds=60)
     schedule: str = "0 * * * *"  # when the daemon copies (cron), hourly by default
     copy_rpo: Duration = timedelta(days=1)  # the most the copy may lag behind the primary
+    trust_endpoint: bool = False  # as [repository] trust_endpoint, for the copy's endpoint
     workers: int = Field(default=8, ge=1, le=64)
 
     @field_validator("url")
@@ -480,6 +481,7 @@ class Policy(_Model):
                 "region": c.region,
                 "lock_days": c.lock_days,
                 "stall_timeout": c.stall_timeout,
+                "trust_endpoint": c.trust_endpoint,
             }
         )
         return self.model_copy(update={"repository": repo})

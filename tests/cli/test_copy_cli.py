@@ -394,3 +394,35 @@ def test_a_damaged_pack_is_not_spread_to_the_copy(tmp_path, endpoints):
     assert "Traceback" not in proc.stderr
     # nothing that would reference the damaged data reached the copy
     assert setup.json("snapshots", "--repository", "offsite") == []
+
+
+def test_a_locked_copy_keeps_reused_packs_locked_as_long_as_its_newest_snapshot(tmp_path, endpoints):
+    main, offsite = endpoints
+    primary_bucket, copy_bucket = main.bucket("primary"), offsite.bucket("offsite")
+    setup = make_setup(
+        tmp_path,
+        (f"s3://{primary_bucket}/repo", main.url),
+        (f"s3://{copy_bucket}/repo", offsite.url),
+        copy_extra="lock_days = 1\ntrust_endpoint = true",  # moto: no probe of its Object Lock
+        drill=False,
+    )
+    fill(setup.source, 2, 100_000, "a")
+    setup.run("backup", "config")
+    first = setup.json("copy", "offsite")
+    assert first["retention_extended"] == 0  # fresh objects: locked as they were written
+    # the copy's retention is raised (as after a policy change); the next snapshot reuses the
+    # first one's pack, which is locked for one day only: the copy must extend it
+    setup.policy.write_text(setup.policy.read_text().replace("lock_days = 1", "lock_days = 3"))
+    fill(setup.source, 1, 100_000, "b")
+    setup.run("backup", "config")
+    second = setup.json("copy", "offsite")
+    assert second["retention_extended"] >= first["copied"]["packs"]
+    proc = setup.run("check", "--repository", "offsite", "--json", check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["ok"], report["problems"]
+    client = boto3.client("s3", endpoint_url=offsite.url)
+    for v in client.list_object_versions(Bucket=copy_bucket, Prefix="repo/data/")["Versions"]:
+        head = client.head_object(Bucket=copy_bucket, Key=v["Key"], VersionId=v["VersionId"])
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        # at least as long as the newest snapshot copied with lock_days = 3
+        assert (head["ObjectLockRetainUntilDate"] - v["LastModified"]).days >= 2

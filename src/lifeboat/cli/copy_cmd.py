@@ -32,6 +32,7 @@ def copy_cmd(
                 "copied": report.copied,
                 "already_there": report.already_there,
                 "config_copied": report.config_copied,
+                "retention_extended": report.retention_extended,
             }
         )
         return

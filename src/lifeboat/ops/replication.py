@@ -26,6 +26,7 @@ def copy_storage(policy: Any, name: str) -> Storage:
         lock_days=c.lock_days,
         region=c.region,
         stall_timeout=c.stall_timeout.total_seconds(),
+        trust_endpoint=c.trust_endpoint,
     )
 
 

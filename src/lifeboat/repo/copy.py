@@ -20,14 +20,15 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError
 from lifeboat.repo.format import CONFIG_NAME
+from lifeboat.repo.immutability import COMMIT_MARGIN, lockable
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import SnapshotInfo
-from lifeboat.storage.base import Storage
+from lifeboat.storage.base import Storage, retention_slack
 
 # Written in this order, each phase complete before the next. Locks are per-repository
 # state, never copied.
@@ -50,6 +51,7 @@ class CopyReport:
     bytes: int = 0
     already_there: int = 0  # objects the target held before (or gained concurrently)
     config_copied: bool = False
+    retention_extended: int = 0  # PutObjectRetention requests on the target
 
     @property
     def objects(self) -> int:
@@ -128,6 +130,8 @@ def _copy_all(
         for phase, prefixes in PHASES:
             present = _names(target, prefixes)
             todo = sorted(n for n in listed[phase] if n not in present)
+            if phase == "snapshots" and todo:
+                report.retention_extended = follow_retention(target, pool)
             report.copied.setdefault(phase, 0)
             report.already_there += len(listed[phase]) - len(todo)
             copy = partial(
@@ -168,6 +172,33 @@ def _copy_one(
             report.copied[phase] += 1
         report.bytes += len(data)
     on_object(name, len(data))
+
+
+def follow_retention(target: Storage, pool: ThreadPoolExecutor) -> int:
+    """On a copy under Object Lock: before snapshots arrive, lock every pack and index file
+    at least as long as a snapshot copied now (as backups do on the primary,
+    repo/immutability.py). A copy reads no trees (it has no key), so it cannot tell which
+    packs the new snapshots reuse: it extends them all, plus slack, so that happens about
+    once per slack period (a quarter of lock_days, at most a week); an object locked long
+    enough costs a HEAD, or nothing when this process wrote it."""
+    storage = lockable(target)
+    if storage is None:
+        return 0
+    assert storage.lock_days is not None
+    needed = (datetime.now(UTC) + timedelta(days=storage.lock_days) + COMMIT_MARGIN).timestamp()
+    until = needed + retention_slack(storage.lock_days).total_seconds()
+    before = storage.retention_requests
+
+    def settle(name: str) -> None:
+        try:
+            current = storage.retention(name)
+        except NotFoundError:
+            return
+        if current is None or current < needed:
+            storage.extend_retention(name, until)
+
+    list(pool.map(settle, sorted(_names(target, ("data/", "index/")))))
+    return storage.retention_requests - before
 
 
 def snapshot_names(storage: Storage) -> set[str]:
