@@ -198,6 +198,13 @@ def test_unknown_copy_and_a_foreign_repository_are_one_line_errors(tmp_path, end
     assert proc.returncode == 2 and "'backup' works on the primary only" in proc.stderr
     assert not setup.run("snapshots", "--json").stdout.strip("[]\n ")
 
+    # a "copy" in the primary's own place protects nothing
+    text = setup.policy.read_text()
+    setup.policy.write_text(text.replace(f's3://{bucket}/copy"', f'file://{tmp_path / "repo"}"'))
+    proc = setup.run("copy", "offsite", check=False)
+    assert proc.returncode == 2 and "is the primary repository itself" in proc.stderr
+    setup.policy.write_text(text)
+
     # the copy location already holds another repository: refused, nothing mixed
     other = tmp_path / "other"
     other.mkdir()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lifeboat import clock, runtime
-from lifeboat.errors import StorageError
+from lifeboat.errors import ConfigError, StorageError
 from lifeboat.repo.copy import CopyLag, CopyReport, copy_lag, copy_repository
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
@@ -35,6 +35,13 @@ def run_copy(
 ) -> CopyReport:
     """Copy what [copies.NAME] lacks; the audit entry records the outcome either way."""
     c = policy.copy_config(name)
+    url = str(c.url).rstrip("/")
+    same_endpoint = not url.startswith("s3://") or c.endpoint_url == policy.repository.endpoint_url
+    if url == str(policy.repository.url).rstrip("/") and same_endpoint:
+        raise ConfigError(
+            f"copies.{name}.url is the primary repository itself ({c.url})",
+            hint="a copy protects only in another place: another bucket, account or region",
+        )
     audit = runtime.audit_log(policy)
     source = runtime.storage_for(policy)
     target = copy_storage(policy, name)
