@@ -53,6 +53,7 @@ def _register() -> None:
         repo_cmds,
         report_cmd,
         restore_cmd,
+        unlock_cmd,
         wal_cmd,
     )
 
