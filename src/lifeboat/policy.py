@@ -129,15 +129,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+def refuse_plain_http(endpoint_url: str | None, allowed: bool) -> None:
+    """Credentials are signed, not encrypted, and the data travels in clear over http://;
+    only an explicit opt-in (a local test server, a loopback proxy) may use it."""
+    if endpoint_url and endpoint_url.lower().startswith("http://") and not allowed:
+        raise ValueError(
+            f"endpoint_url {endpoint_url.split('?')[0]!r} is plain http: requests and data travel "
+            "unencrypted; use https://, or set allow_insecure_http = true in this section"
+        )
+
+
 class RepositoryConfig(_Model):
     url: str
     endpoint_url: str | None = None
+    allow_insecure_http: bool = False
     region: str | None = None
     lock_days: int | None = Field(default=None, ge=1)
     keyfile: Path = Path("keys/backup.key")
     recovery_key: Path | None = None
     # a transfer with no progress for this long is aborted and retried (S3)
     stall_timeout: Duration = timedelta(seconds=60)
+
+    @model_validator(mode="after")
+    def _transport(self) -> RepositoryConfig:
+        refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
+        return self
 
 
 class StateConfig(_Model):
@@ -247,9 +263,15 @@ class ObjectsAsset(_AssetBase):
     kind: Literal["objects"]
     source: str
     endpoint_url: str | None = None
+    allow_insecure_http: bool = False
     region: str | None = None
     workers: int = Field(default=16, ge=1, le=256)
     stall_timeout: Duration = timedelta(seconds=60)  # of the bucket source's transfers
+
+    @model_validator(mode="after")
+    def _transport(self) -> ObjectsAsset:
+        refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
+        return self
 
     @field_validator("source")
     @classmethod
