@@ -12,6 +12,7 @@ import typer
 from lifeboat import memory
 from lifeboat.cli.common import RunContext, err_console
 from lifeboat.errors import EXIT_USAGE, LifeboatError
+from lifeboat.redact import redact
 
 app = typer.Typer(
     name="lifeboat",
@@ -72,9 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     except LifeboatError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"lifeboat: error: {exc.message}", markup=False, soft_wrap=True)
+        err_console.print(f"lifeboat: error: {redact(exc.message)}", markup=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"hint: {exc.hint}", markup=False, soft_wrap=True)
+            err_console.print(f"hint: {redact(exc.hint)}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

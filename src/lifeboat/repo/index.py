@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.private import private_dir, write_private
 from lifeboat.repo.format import (
     INDEX_MAGIC,
     BlobLocation,
@@ -136,11 +137,9 @@ class IndexCache:
         if self.directory is None:
             return
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / (name.replace("/", "_") + ".tmp")
-            tmp.write_text(json.dumps(packs, separators=(",", ":")))
-            tmp.chmod(0o600)
-            tmp.replace(self.directory / name.replace("/", "_"))
+            private_dir(self.directory)
+            data = json.dumps(packs, separators=(",", ":")).encode()
+            write_private(self.directory / name.replace("/", "_"), data)
         except OSError:
             pass  # the cache is an optimisation; the repository is the truth
 
