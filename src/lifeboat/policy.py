@@ -139,11 +139,24 @@ def refuse_plain_http(endpoint_url: str | None, allowed: bool) -> None:
         )
 
 
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
+
+
+def check_role_arn(role_arn: str) -> None:
+    if not _ROLE_ARN.fullmatch(role_arn):
+        raise ValueError(
+            f"role_arn {role_arn!r} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"
+        )
+
+
 class RepositoryConfig(_Model):
     url: str
     endpoint_url: str | None = None
     allow_insecure_http: bool = False
     region: str | None = None
+    # the repository's own AWS credentials (a shared-files profile, a role to assume)
+    profile: str | None = None
+    role_arn: str | None = None
     lock_days: int | None = Field(default=None, ge=1)
     keyfile: Path = Path("keys/backup.key")
     recovery_key: Path | None = None
@@ -153,6 +166,8 @@ class RepositoryConfig(_Model):
     @model_validator(mode="after")
     def _transport(self) -> RepositoryConfig:
         refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
+        if self.role_arn is not None:
+            check_role_arn(self.role_arn)
         return self
 
 
@@ -265,12 +280,16 @@ class ObjectsAsset(_AssetBase):
     endpoint_url: str | None = None
     allow_insecure_http: bool = False
     region: str | None = None
+    profile: str | None = None  # the source's own AWS credentials, as in [repository]
+    role_arn: str | None = None
     workers: int = Field(default=16, ge=1, le=256)
     stall_timeout: Duration = timedelta(seconds=60)  # of the bucket source's transfers
 
     @model_validator(mode="after")
     def _transport(self) -> ObjectsAsset:
         refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
+        if self.role_arn is not None:
+            check_role_arn(self.role_arn)
         return self
 
     @field_validator("source")

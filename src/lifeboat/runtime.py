@@ -41,6 +41,8 @@ def storage_for(policy: Any) -> Any:
         lock_days=repo.lock_days,
         region=repo.region,
         stall_timeout=repo.stall_timeout.total_seconds(),
+        profile=repo.profile,
+        role_arn=repo.role_arn,
     )
 
 
