@@ -62,8 +62,30 @@ def _exists(path: Path) -> bool:
     return True
 
 
+def transport_findings(policy: Policy) -> list[Finding]:
+    """Plain-http endpoints the policy allows explicitly: said every time the policy is checked."""
+    sections: list[tuple[str, str | None, bool]] = [
+        ("repository", policy.repository.endpoint_url, policy.repository.allow_insecure_http)
+    ]
+    sections += [
+        (name, asset.endpoint_url, asset.allow_insecure_http)
+        for name, asset in policy.assets.items()
+        if asset.kind == "objects"
+    ]
+    return [
+        Finding(
+            name,
+            "warn",
+            f"endpoint {url.split('?')[0]} is plain http (allow_insecure_http = true): "
+            "requests and data travel unencrypted; use https:// outside a test bench",
+        )
+        for name, url, allowed in sections
+        if allowed and url and url.lower().startswith("http://")
+    ]
+
+
 def feasibility(policy: Policy) -> list[Finding]:
-    findings: list[Finding] = path_findings(policy)
+    findings: list[Finding] = path_findings(policy) + transport_findings(policy)
     for name, asset in policy.assets.items():
         cls = policy.classes[asset.class_]
         if asset.kind == "postgres":

@@ -14,6 +14,7 @@ from typing import Any
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
 from lifeboat.errors import ConfigError
 from lifeboat.ops.audit import AuditLog
+from lifeboat.private import private_dir, state_dir_mode
 from lifeboat.repo import KeepRules, RecordsView, Repository
 from lifeboat.storage import open_storage
 
@@ -42,11 +43,18 @@ def storage_for(policy: Any) -> Any:
         region=repo.region,
         stall_timeout=repo.stall_timeout.total_seconds(),
         trust_endpoint=repo.trust_endpoint,
+        profile=repo.profile,
+        role_arn=repo.role_arn,
     )
 
 
+def state_dir(policy: Any) -> Path:
+    """The state dir, created private (see lifeboat.private)."""
+    return private_dir(Path(policy.state_dir), state_dir_mode())
+
+
 def cache_dir(policy: Any) -> Path:
-    return Path(policy.state_dir) / "cache"
+    return private_dir(state_dir(policy) / "cache")
 
 
 def require_writable_state(policy: Any) -> Path:
@@ -77,7 +85,7 @@ def audit_log(policy: Any, repo: Repository | None = None) -> AuditLog:
         def mirror(name: str, data: bytes) -> None:
             storage.put(name, data)
 
-    return AuditLog(Path(policy.state_dir) / "audit.jsonl", mirror=mirror)
+    return AuditLog(state_dir(policy) / "audit.jsonl", mirror=mirror)
 
 
 def open_for_write(policy: Any) -> Repository:

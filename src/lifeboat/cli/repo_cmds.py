@@ -89,7 +89,7 @@ def snapshots(
     """List snapshots (needs only the backup key)."""
     policy = run_context(ctx).policy()
     repo = runtime.open_for_write(policy)
-    snaps = repo.snapshots(asset)
+    snaps, damaged = repo.snapshots_and_damaged(asset)
     _require_known_asset(policy, asset, snaps)
     if json_out:
         print_json(
@@ -106,7 +106,10 @@ def snapshots(
                 }
                 for s in snaps
             ]
+            + [_damaged_json(name, problem) for name, problem in sorted(damaged.items())]
         )
+        if damaged:
+            raise typer.Exit(1)
         return
     table = Table("id", "time (UTC)", "asset", "kind", "host", "files", "size", "added")
     for s in snaps:
@@ -120,8 +123,20 @@ def snapshots(
             human_bytes(s.stats.bytes),
             human_bytes(s.stats.stored_bytes),
         )
+    for name, _ in sorted(damaged.items()):
+        table.add_row(name.rsplit("/", 1)[-1][:8], "[red]damaged[/red]", "?", "?", "?", "", "", "")
     console.print(table)
     console.print(f"{len(snaps)} snapshot(s)")
+    if damaged:
+        for name, problem in sorted(damaged.items()):
+            console.print(f"[red]damaged[/red] {name}: {problem}", soft_wrap=True)
+        console.print(f"{len(damaged)} damaged snapshot(s): run 'lifeboat check' for details")
+        raise typer.Exit(1)
+
+
+def _damaged_json(name: str, problem: str) -> dict[str, object]:
+    snapshot_id = name.rsplit("/", 1)[-1]
+    return {"id": snapshot_id, "asset": None, "kind": None, "time": None, "damaged": True, "problem": problem}
 
 
 @app.command()

@@ -32,6 +32,8 @@ from lifeboat.ops.metrics import Metrics, serve
 from lifeboat.ops.runs import Run, RunHistory, now_iso
 from lifeboat.ops.scheduler import DEFAULT_TIMEOUT, job_deadline, next_due, overran
 from lifeboat.policy import format_duration
+from lifeboat.private import private_opener, write_private
+from lifeboat.redact import redact
 
 Log = Callable[[str], None]
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -61,7 +63,7 @@ class SingleInstance:
 
     def __enter__(self) -> SingleInstance:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a+")
+        self._fh = open(self.path, "a+", opener=private_opener)
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -228,7 +230,7 @@ def _read_data_part(policy: Any) -> Callable[[], int]:
         else:
             repo = runtime.open_for_write(policy)
         report = repo.check(read_data=True, subset=f"{part}/{parts}", hash_only=not repo.keyring.can_read)
-        state.write_text(json.dumps({"next_part": part % parts + 1, "last_part": part}))
+        write_private(state, json.dumps({"next_part": part % parts + 1, "last_part": part}).encode())
         if not report.ok:
             raise LifeboatError(
                 f"check --read-data-subset {part}/{parts} found {len(report.problems)} problem(s): "
@@ -273,12 +275,12 @@ class Daemon:
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
-        self.log = log
+        self.log: Log = lambda line: log(redact(line))  # children's stderr too: no secrets
         self.jobs = jobs if jobs is not None else build_jobs(policy)
         self.rng = rng or random.Random()
         self.state = DaemonState()
         self.history = RunHistory(policy.state_dir / "runs.jsonl")
-        self.alerts = Alerter(policy.alerts.webhooks, policy.state_dir / "alerts.json", log)
+        self.alerts = Alerter(policy.alerts.webhooks, policy.state_dir / "alerts.json", self.log)
         self.metrics = Metrics()
         self.dashboard_path = policy.state_dir / "dashboard" / "index.html"
         self._dashboard_built = -1e9

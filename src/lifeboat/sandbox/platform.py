@@ -59,6 +59,7 @@ kind = "objects"
 class = "important"
 source = "s3://media/"
 endpoint_url = "{endpoint}"
+allow_insecure_http = true
 schedule = "0 * * * *"
 
 [assets.platform-keys]

@@ -115,12 +115,21 @@ def restore_objects(
         asset.endpoint_url if target_url.startswith("s3://") else None,
         asset.region,
         asset.workers,
+        profile=asset.profile,
+        role_arn=asset.role_arn,
     )
     counters = Counters()
     reader = repo.reader(info)
     source = None
     if at is not None and not options.get("snapshot_id") and asset.source.startswith("s3://"):
-        source = open_source(asset.source, asset.endpoint_url, asset.region, asset.workers)
+        source = open_source(
+            asset.source,
+            asset.endpoint_url,
+            asset.region,
+            asset.workers,
+            profile=asset.profile,
+            role_arn=asset.role_arn,
+        )
         if source.versioning() != "Enabled":
             source = None  # no history to use: snapshots only
     t0 = time.monotonic()

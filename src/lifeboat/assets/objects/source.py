@@ -32,6 +32,7 @@ from botocore.response import StreamingBody
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
+from lifeboat.storage.credentials import aws_session
 
 META = "x-amz-meta-"
 DEFAULT_STALL_TIMEOUT = 60.0
@@ -118,6 +119,8 @@ class S3Source:
         region: str | None,
         workers: int = 16,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        profile: str | None = None,
+        role_arn: str | None = None,
     ) -> None:
         parsed = urllib.parse.urlparse(url)
         self.url = url
@@ -126,7 +129,12 @@ class S3Source:
         self.prefix = parsed.path.lstrip("/")
         if self.prefix and not self.prefix.endswith("/"):
             self.prefix += "/"
-        self.client: Any = boto3.session.Session().client(
+        session = (
+            aws_session(profile=profile, role_arn=role_arn, region=region, what=f"object source {url}")
+            if profile or role_arn
+            else boto3.session.Session()
+        )
+        self.client: Any = session.client(
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
@@ -546,9 +554,13 @@ def open_source(
     region: str | None = None,
     workers: int = 16,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    *,
+    profile: str | None = None,
+    role_arn: str | None = None,
 ) -> Source:
+    """``profile`` / ``role_arn``: the source's own AWS credentials (storage/credentials.py)."""
     if url.startswith("s3://"):
-        return S3Source(url, endpoint_url, region, workers, stall_timeout)
+        return S3Source(url, endpoint_url, region, workers, stall_timeout, profile, role_arn)
     if url.startswith("dir://"):
         return DirSource(url)
     raise ConfigError(f"unsupported object location {url!r} (use s3://bucket/prefix or dir:///path)")

@@ -22,6 +22,7 @@ from lifeboat.assets.postgres.timelines import bases_on_path, build_tree, choose
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
 from lifeboat.assets.postgres.walnames import Segment, is_history, parse_lsn, segment_of
 from lifeboat.errors import ConfigError, NotFoundError, RestoreError
+from lifeboat.private import private_dir, private_opener
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository, SnapshotInfo, target_is_empty
 
@@ -192,11 +193,11 @@ def stage_wal(
     sources.update(streamed)
     streamed_segments = [n for n in streamed if Segment.parse(n) is not None]
     report = verify_continuity(segment_names + streamed_segments, [base], asset)
-    spool.mkdir(parents=True, exist_ok=True)
+    private_dir(spool)
 
     def fetch(name: str) -> None:
         ns, ref = sources[name]
-        with open(spool / name, "wb") as fh:
+        with open(spool / name, "wb", opener=private_opener) as fh:
             for chunk in repo.iter_ref(repo.get_ref(ns, ref)):
                 fh.write(chunk)
 
