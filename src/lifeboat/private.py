@@ -11,6 +11,8 @@ import os
 import stat
 from pathlib import Path
 
+from lifeboat.errors import ConfigError
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -32,9 +34,15 @@ def private_dir(path: Path, mode: int = DIR_MODE, *, tighten: bool = True) -> Pa
         if parent.exists():
             break
         missing.append(parent)
-    for directory in reversed(missing[1:]):
-        directory.mkdir(mode=DIR_MODE, exist_ok=True)
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    try:
+        for directory in reversed(missing[1:]):
+            directory.mkdir(mode=DIR_MODE, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {path}: {exc.strerror or exc}",
+            hint="lifeboat's state dir ([state] dir) must be writable by the user running it",
+        ) from None
     if not tighten:  # an existing directory someone else manages (the state dir itself)
         return path
     try:

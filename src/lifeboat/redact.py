@@ -33,6 +33,8 @@ def redact_url(url: str) -> str:
         host = f"{host}:{port}"
     if parts.scheme.lower() not in _TOKEN_SCHEMES:
         # s3://, file://, postgresql://: names matter in errors; only credentials go
+        if not (parts.username or parts.password or parts.query):
+            return url  # exactly as written: an error may be about its very spelling
         user = f"{parts.username}@" if parts.username and parts.scheme.startswith("postgres") else ""
         netloc = f"{user}{host}" if (parts.username or parts.password) else parts.netloc
         return f"{parts.scheme}://{netloc}{parts.path}" + ("?…" if parts.query else "")

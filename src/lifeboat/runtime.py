@@ -50,11 +50,28 @@ def storage_for(policy: Any) -> Any:
 
 def state_dir(policy: Any) -> Path:
     """The state dir, created private (see lifeboat.private)."""
-    return private_dir(Path(policy.state_dir), state_dir_mode())
+    try:
+        return private_dir(Path(policy.state_dir), state_dir_mode())
+    except ConfigError as exc:
+        raise _state_not_writable(policy, exc.message) from None
 
 
-def cache_dir(policy: Any) -> Path:
-    return private_dir(state_dir(policy) / "cache")
+def cache_dir(policy: Any) -> Path | None:
+    """The local cache, or None when the state dir cannot take it: a cache only saves
+    reads, so a read-only state dir slows commands down but stops none (commands that
+    record something refuse it through ``require_writable_state``)."""
+    try:
+        return private_dir(state_dir(policy) / "cache")
+    except ConfigError:
+        return None
+
+
+def _state_not_writable(policy: Any, why: str) -> ConfigError:
+    cause = why.rsplit(": ", 1)[-1]
+    return ConfigError(
+        f"state directory {policy.state_dir} is not writable ({cause}); nothing was changed",
+        hint="make it writable, or set [state] dir in the policy to a writable directory",
+    )
 
 
 def require_writable_state(policy: Any) -> Path:
