@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,8 +25,29 @@ from rich.progress import (
 
 from lifeboat.progress import ProgressSink
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Lines as long as any value when the output is a pipe or a file: human output is read
+# with `less -S`, grep or an editor, where a path broken over two lines or a table cell cut
+# to `importa…` is useless (`--json` is the machine format). rich honours NO_COLOR itself.
+PIPE_WIDTH = 100_000
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that fits the terminal when there is one, and never re-wraps otherwise
+    (an explicit COLUMNS still wins, as in rich)."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not _isatty(stream) and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH if piped else None)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 @dataclass
