@@ -65,6 +65,7 @@ def _register() -> None:
         objects_cmd,
         pg_cmd,
         policy_cmd,
+        policy_init_cmd,
         repo_cmds,
         report_cmd,
         restore_cmd,

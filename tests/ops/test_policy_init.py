@@ -1,0 +1,74 @@
+"""`lifeboat policy init` on a real cluster and a real (moto, over HTTP) bucket: the policy
+it writes names what it detected and passes `lifeboat policy check`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pgsandbox import PgSandbox, destroy, make_sandbox
+
+
+@pytest.fixture
+def pg() -> Iterator[PgSandbox]:
+    sandbox = make_sandbox()
+    yield sandbox
+    destroy(sandbox)
+
+
+def lifeboat(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lifeboat", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,  # not a terminal: no questions asked
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("given", ["dsn", "pgdata"])
+def test_init_detects_the_cluster_and_bucket_and_the_policy_passes_its_check(
+    given, pg, make_bucket, s3_server, tmp_path
+):
+    bucket = make_bucket(object_lock=True)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    out = tmp_path / "lifeboat.toml"
+    target = pg.cluster.dsn if given == "dsn" else str(pg.root / "pgdata")
+    proc = lifeboat(
+        "policy", "init", "--postgres", target, "--bucket", f"s3://{bucket}/lifeboat",
+        "--endpoint-url", s3_server, "--keys", str(keys), "--mode", "production", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert f'pgdata = "{pg.root / "pgdata"}"' in text  # SHOW data_directory / the PGDATA given
+    assert f'url = "s3://{bucket}/lifeboat"' in text and "lock_days = 35" in text  # Object Lock seen
+    assert f'paths = ["{keys}"]' in text
+    commands = proc.stdout.split("next:")[1].split()
+    assert commands.count("lifeboat") == 3 and "init" in commands and "configure" in commands
+    check = lifeboat("--config", str(out), "policy", "check", "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert '"verdict": "error"' not in check.stdout
+
+
+def test_init_never_overwrites_a_policy(tmp_path):
+    out = tmp_path / "lifeboat.toml"
+    out.write_text("# somebody's work\n")
+    proc = lifeboat("policy", "init", "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("lifeboat: error: ") and "already exists" in proc.stderr
+    assert out.read_text() == "# somebody's work\n"
+
+
+def test_init_without_a_terminal_writes_a_policy_that_passes(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    out = tmp_path / "new.toml"
+    proc = lifeboat("policy", "init", "--keys", str(keys), "--mode", "development", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert lifeboat("--config", str(out), "policy", "check").returncode == 0
+    assert Path(out).stat().st_mode & 0o777 == 0o640
