@@ -109,15 +109,27 @@ def export(
     ctx: typer.Context,
     systemd: Path = typer.Option(None, "--systemd", help="Write service+timer units here."),
     kubernetes: Path = typer.Option(None, "--kubernetes", help="Write CronJob manifests here."),
+    grafana: Path = typer.Option(None, "--grafana", help="Write a Grafana dashboard (JSON) here."),
+    prometheus_rules: Path = typer.Option(
+        None, "--prometheus-rules", help="Write Prometheus alert rules (plain and PrometheusRule) here."
+    ),
 ) -> None:
-    """systemd timers (windows as OnCalendar constraints) or Kubernetes CronJobs."""
+    """systemd timers (windows as OnCalendar constraints) or Kubernetes CronJobs; a Grafana
+    dashboard and Prometheus alert rules over the daemon's /metrics."""
     from lifeboat.errors import ConfigError
     from lifeboat.ops.export import kubernetes_cronjobs, systemd_units
 
     run = run_context(ctx)
     policy = run.policy()
-    if not systemd and not kubernetes:
-        raise ConfigError("say where: --systemd DIR and/or --kubernetes DIR")
+    if not (systemd or kubernetes or grafana or prometheus_rules):
+        raise ConfigError("say where: --systemd DIR, --kubernetes DIR, --grafana DIR, --prometheus-rules DIR")
+    if grafana or prometheus_rules:
+        from lifeboat.ops import monitoring
+
+        for path in [monitoring.grafana_dashboard(grafana)] if grafana else []:
+            console.print(f"wrote {path}", markup=False)
+        for path in monitoring.prometheus_rules(prometheus_rules) if prometheus_rules else []:
+            console.print(f"wrote {path}", markup=False)
     if systemd:
         for path in systemd_units(policy, run.config_path.absolute(), systemd):
             console.print(f"wrote {path}")
