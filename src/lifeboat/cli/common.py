@@ -136,8 +136,7 @@ def progress_bar(description: str) -> Iterator[ProgressSink]:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    """IEC units (KiB, MiB, GiB): the one size format of human output."""
+    from lifeboat.units import format_bytes
+
+    return format_bytes(n)
