@@ -13,6 +13,8 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
+
 ASSET = "important-customer-database-in-the-primary-region"
 CLASS = "important-customer-data"
 DATA = "/srv/some/very/long/path/that/would/not/fit/on/one/line/of/eighty/columns/at/all/data"
@@ -54,12 +56,13 @@ def _check(policy: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_piped_output_keeps_every_value_whole_on_one_line(tmp_path):
+@pytest.mark.parametrize("columns", [None, "80"])  # a COLUMNS leaked from a terminal does not count
+def test_piped_output_keeps_every_value_whole_on_one_line(tmp_path, columns):
     policy = tmp_path / "lifeboat.toml"
     policy.write_text(POLICY)
-    out = _check(policy).stdout
+    out = _check(policy, **({"COLUMNS": columns} if columns else {})).stdout
     row = next(line for line in out.splitlines() if ASSET in line)
-    assert CLASS in row and "22:00-04:00" in row and "7 daily, 4 weekly, 12 monthly" in row
+    assert CLASS in row and "22:00-04:00" in row and "daily 7, weekly 4, monthly 12 (default)" in row
     assert "…" not in out
     # the warning naming the missing path is one line, the path unbroken
     assert any(DATA in line and line.startswith("warn:") for line in out.splitlines())

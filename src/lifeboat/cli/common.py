@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +31,11 @@ PIPE_WIDTH = 100_000
 
 
 def make_console(stderr: bool = False) -> Console:
-    """A console that fits the terminal when there is one, and never re-wraps otherwise
-    (an explicit COLUMNS still wins, as in rich)."""
+    """A console that fits the terminal when there is one, and never re-wraps otherwise. A
+    COLUMNS inherited from a terminal does not count for a pipe (readline exports it into
+    the environment of every child of an interactive Python or shell)."""
     stream = sys.stderr if stderr else sys.stdout
-    piped = not _isatty(stream) and "COLUMNS" not in os.environ
+    piped = not _isatty(stream)
     return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH if piped else None)
 
 
