@@ -68,3 +68,41 @@ def test_policy_check_shows_effective_retention_and_where_each_value_comes_from(
     assert ledger["daily"] == {"value": 14, "from": "classes.strict"}
     assert ledger["monthly"] == {"value": 12, "from": "default"}
     assert ledger["min_days"] == {"value": 90, "from": "classes.strict"}  # stricter than the mode
+
+
+def test_systemd_export_covers_every_job_runs_as_a_user_with_credentials_and_prints_install_steps(tmp_path):
+    policy = write(tmp_path)
+    with policy.open("a") as fh:
+        fh.write(
+            'window = "01:00-05:00"\n'  # ledger: backups only inside the window
+            '\n[assets.db]\nkind = "postgres"\nclass = "std"\ndsn = "host=/tmp"\nstream = true\n'
+            '\n[drills.monthly]\nscenario = "full-outage"\nassets = ["etc"]\nevery = "30d"\n'
+        )
+    text = policy.read_text().replace(
+        'keyfile = "keys/backup.key"', 'keyfile = "keys/backup.key"\nrecovery_key = "r.key"'
+    )
+    policy.write_text(text)
+    units = tmp_path / "units"
+    proc = lifeboat(policy, "schedule", "export", "--systemd", str(units), "--user", "backup")
+    assert proc.returncode == 0, proc.stderr
+    names = {p.name for p in units.iterdir()}
+    for unit in ("backup-etc", "backup-ledger", "check", "check-read-data", "retention", "drill-monthly"):
+        assert {f"lifeboat-{unit}.service", f"lifeboat-{unit}.timer"} <= names, unit
+    assert "lifeboat-wal-stream-db.service" in names
+    for service in units.glob("*.service"):
+        body = service.read_text()
+        assert "User=backup\n" in body and "EnvironmentFile=-/etc/lifeboat/lifeboat.env\n" in body, service
+    assert (
+        "Persistent=false" in (units / "lifeboat-backup-ledger.timer").read_text()
+    )  # never outside its window
+    assert "Persistent=true" in (units / "lifeboat-backup-etc.timer").read_text()
+    assert "OnCalendar=monthly" in (units / "lifeboat-drill-monthly.timer").read_text()
+    retention = (units / "lifeboat-retention.service").read_text()
+    assert retention.index(" forget\n") < retention.index(" prune\n")
+    enable = next(line for line in proc.stdout.splitlines() if "systemctl enable --now" in line)
+    assert "lifeboat-drill-monthly.timer" in enable and "lifeboat-wal-stream-db.service" in enable
+    assert "systemctl daemon-reload" in proc.stdout and "install -m 0600 /dev/null" in proc.stdout
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, units.iterdir())], capture_output=True, text=True
+    )
+    assert "Failed to parse" not in verify.stderr and "Unknown key" not in verify.stderr, verify.stderr

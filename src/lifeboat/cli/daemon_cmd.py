@@ -104,11 +104,21 @@ schedule_app = typer.Typer(help="Export schedules to other schedulers.", no_args
 app.add_typer(schedule_app, name="schedule")
 
 
+def _owner(path: Path) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return "root"
+
+
 @schedule_app.command("export")
 def export(
     ctx: typer.Context,
     systemd: Path = typer.Option(None, "--systemd", help="Write service+timer units here."),
     kubernetes: Path = typer.Option(None, "--kubernetes", help="Write CronJob manifests here."),
+    user: str = typer.Option(None, "--user", help="systemd User= (default: the policy file's owner)."),
     grafana: Path = typer.Option(None, "--grafana", help="Write a Grafana dashboard (JSON) here."),
     prometheus_rules: Path = typer.Option(
         None, "--prometheus-rules", help="Write Prometheus alert rules (plain and PrometheusRule) here."
@@ -131,7 +141,14 @@ def export(
         for path in monitoring.prometheus_rules(prometheus_rules) if prometheus_rules else []:
             console.print(f"wrote {path}", markup=False)
     if systemd:
-        for path in systemd_units(policy, run.config_path.absolute(), systemd):
-            console.print(f"wrote {path}")
+        from lifeboat.ops.export import systemd_install_steps
+
+        owner = user or _owner(run.config_path)
+        written = systemd_units(policy, run.config_path.absolute(), systemd, user=owner)
+        for path in written:
+            console.print(f"wrote {path}", markup=False)
+        console.print(f"install (as root; units run as {owner}):", markup=False)
+        for step in systemd_install_steps(written):
+            console.print(f"  {step}", markup=False)
     if kubernetes:
         console.print(f"wrote {kubernetes_cronjobs(policy, kubernetes)}")
