@@ -106,3 +106,67 @@ def test_systemd_export_covers_every_job_runs_as_a_user_with_credentials_and_pri
         ["systemd-analyze", "verify", *map(str, units.iterdir())], capture_output=True, text=True
     )
     assert "Failed to parse" not in verify.stderr and "Unknown key" not in verify.stderr, verify.stderr
+
+
+KEYS_POLICY = """
+[repository]
+url = "file://{root}/repo"
+keyfile = "keys/backup.key"
+
+[deployment]
+mode = "development"
+
+[classes.keys]
+rpo = "1d"
+rto = "1h"
+
+[assets.tls]
+kind = "keys"
+class = "keys"
+paths = ["{root}/tls"]
+
+[escrow]
+threshold = 2
+custodians = ["alice", "bob", "carol"]
+"""
+
+
+def test_init_advises_on_shares_and_keys_restore_counts_what_it_verified(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    (tmp_path / "tls").mkdir()
+    for name in ("a.key", "b.key"):
+        key = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        (tmp_path / "tls" / name).write_bytes(key)
+    policy = tmp_path / "lifeboat.toml"
+    policy.write_text(KEYS_POLICY.format(root=tmp_path))
+    init = lifeboat(policy, "init", "--shares-out", str(tmp_path / "shares"))
+    assert init.returncode == 0, init.stderr
+    advice = next(line for line in init.stdout.splitlines() if line.startswith("next:"))
+    assert "hand each custodian" in advice and f"delete {tmp_path / 'shares'}" in advice
+    assert lifeboat(policy, "backup", "tls").returncode == 0
+    shares = [str(tmp_path / "shares" / f"{who}.share") for who in ("alice", "bob")]
+    restored = tmp_path / "restored"
+    proc = lifeboat(
+        policy, "restore", "tls", "--target", str(restored), "--share", shares[0], "--share", shares[1]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "0 files verified" not in proc.stdout and "0 dirs" not in proc.stdout  # no contradictory line
+    assert "2 of 2 fingerprints match the backup" in proc.stdout
+    assert proc.stdout.count("  ok ") == 2
+
+
+def test_human_output_uses_iec_units(tmp_path):
+    import re
+
+    policy = write(tmp_path)
+    (tmp_path / "etc" / "data").write_bytes(bytes(range(256)) * 600)  # 150 KiB
+    assert lifeboat(policy, "init", "--recovery-key-out", str(tmp_path / "r.key")).returncode == 0
+    proc = lifeboat(policy, "backup", "etc")
+    assert proc.returncode == 0, proc.stderr
+    assert "150.0 KiB" in proc.stdout
+    assert re.search(r"\(\d+(\.\d)? (B|KiB|MiB|GiB)/s\)", proc.stdout), proc.stdout  # not "0 MB/s"
+    assert not re.search(r"\d (MB|KB|GB)\b", proc.stdout)

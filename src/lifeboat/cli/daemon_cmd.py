@@ -22,7 +22,7 @@ def daemon(
     once_due: bool = typer.Option(False, "--once-due", help="Run what is due now, then exit."),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Stop after this long (tests, cron)."),
     listen: str = typer.Option(
-        None, "--listen", help="Metrics/dashboard address (default: [daemon] listen)."
+        None, "--listen", help="Metrics/dashboard address (default: the policy's daemon.listen)."
     ),
     no_http: bool = typer.Option(False, "--no-http", help="Do not serve /metrics and the dashboard."),
 ) -> None:
