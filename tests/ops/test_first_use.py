@@ -170,3 +170,11 @@ def test_human_output_uses_iec_units(tmp_path):
     assert "150.0 KiB" in proc.stdout
     assert re.search(r"\(\d+(\.\d)? (B|KiB|MiB|GiB)/s\)", proc.stdout), proc.stdout  # not "0 MB/s"
     assert not re.search(r"\d (MB|KB|GB)\b", proc.stdout)
+
+
+def test_a_misspelt_key_is_named_before_the_field_it_left_missing(tmp_path):
+    policy = write(tmp_path)
+    policy.write_text(policy.read_text().replace('paths = ["', 'pahts = ["', 1))
+    proc = lifeboat(policy, "policy", "check", "--offline")
+    assert proc.returncode == 2
+    assert "assets.etc.pahts: unknown key" in proc.stderr  # not "assets.etc.paths: Field required"

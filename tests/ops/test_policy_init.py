@@ -72,3 +72,41 @@ def test_init_without_a_terminal_writes_a_policy_that_passes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert lifeboat("--config", str(out), "policy", "check").returncode == 0
     assert Path(out).stat().st_mode & 0o777 == 0o640
+
+
+def test_on_a_terminal_init_asks_for_what_is_missing(tmp_path):
+    import os
+    import pty
+    import select
+    import time
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    out = tmp_path / "asked.toml"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifeboat", "policy", "init", "--out", str(out), "--mode", "staging"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    answers = [b"\n", b"\n", str(keys).encode() + b"\n"]  # no postgres, no bucket, the keys dir
+    seen, deadline = b"", time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            seen += os.read(master, 4096)
+        except OSError:
+            break
+        if answers and seen.rstrip().endswith(b":"):  # a question waits for its answer
+            os.write(master, answers.pop(0))
+    assert proc.wait(timeout=60) == 0, seen.decode(errors="replace")
+    os.close(master)
+    assert b"PostgreSQL to protect" in seen and b"directory of key material" in seen
+    assert b"mode" not in seen.split(b"directory of key material")[1].split(b"wrote")[0]  # given: not asked
+    assert f'paths = ["{keys}"]' in out.read_text() and 'mode = "staging"' in out.read_text()
+    # the next commands are for copy and paste: whole lines even on an 80-column terminal
+    assert f"lifeboat --config {out} backup" in seen.decode().replace("\r", "")

@@ -47,22 +47,22 @@ def init(
     if bucket:
         starter.bucket = pi.detect_bucket(bucket, endpoint_url)
     pi.write_new(path, pi.render(starter))
-    console.print(f"wrote {path}", markup=False)
+    _say(f"wrote {path}")
     _report(starter)
-    console.print("next:")
+    _say("next:")
     for command in pi.next_commands(path, starter):
-        console.print(f"  {command}", markup=False)
+        _say(f"  {command}")
 
 
 def _ask(
     postgres: str | None, bucket: str | None, keys: Path | None, mode: str | None
 ) -> tuple[str | None, str | None, Path | None, str | None]:
     if postgres is None:
-        postgres = Prompt.ask("PostgreSQL to protect (connection string or PGDATA, empty: none)", default="")
+        postgres = _question("PostgreSQL to protect (connection string or PGDATA, empty: none)")
     if bucket is None:
-        bucket = Prompt.ask("repository bucket (s3://..., empty: a local directory)", default="")
+        bucket = _question("repository bucket (s3://..., empty: a local directory)")
     if keys is None:
-        answer = Prompt.ask("directory of key material to protect (empty: none)", default="")
+        answer = _question("directory of key material to protect (empty: none)")
         keys = Path(answer) if answer else None
     if mode is None:
         mode = Prompt.ask("mode", choices=["production", "staging", "development"], default="production")
@@ -75,14 +75,23 @@ def _report(starter: object) -> None:
     assert isinstance(starter, Starter)
     if starter.postgres is not None:
         pg = starter.postgres
-        console.print(f"  postgres: PGDATA {pg.pgdata or 'unknown'}, dsn {pg.dsn}", markup=False)
+        _say(f"  postgres: PGDATA {pg.pgdata or 'unknown'}, dsn {pg.dsn}")
         for note in pg.notes:
-            console.print(f"    note: {note}", markup=False)
+            _say(f"    note: {note}")
     if starter.bucket is not None:
         b = starter.bucket
         lock = f"Object Lock on ({b.lock_days} days)" if b.object_lock else "no Object Lock"
-        console.print(f"  repository: {b.url}, versioning {b.versioning}, {lock}", markup=False)
+        _say(f"  repository: {b.url}, versioning {b.versioning}, {lock}")
         for note in b.notes:
-            console.print(f"    note: {note}", markup=False)
+            _say(f"    note: {note}")
     if starter.keys is not None:
-        console.print(f"  keys: {starter.keys}", markup=False)
+        _say(f"  keys: {starter.keys}")
+
+
+def _say(text: str) -> None:
+    """Paths and commands to copy: never broken over lines, never read as markup."""
+    console.print(text, markup=False, soft_wrap=True)
+
+
+def _question(text: str) -> str:
+    return Prompt.ask(text, default="", show_default=False)
