@@ -178,3 +178,35 @@ def test_a_misspelt_key_is_named_before_the_field_it_left_missing(tmp_path):
     proc = lifeboat(policy, "policy", "check", "--offline")
     assert proc.returncode == 2
     assert "assets.etc.pahts: unknown key" in proc.stderr  # not "assets.etc.paths: Field required"
+
+
+def test_kubernetes_export_has_the_same_jobs_as_systemd(tmp_path):
+    import yaml
+    from croniter import croniter
+
+    policy = write(tmp_path)
+    text = policy.read_text().replace('keyfile = "keys/backup.key"', 'keyfile = "k"\nrecovery_key = "r.key"')
+    policy.write_text(
+        text + '\n[drills.monthly]\nscenario = "full-outage"\nassets = ["etc"]\nevery = "30d"\n'
+    )
+    out = tmp_path / "k8s"
+    proc = lifeboat(policy, "schedule", "export", "--kubernetes", str(out))
+    assert proc.returncode == 0, proc.stderr
+    backups = list(yaml.safe_load_all((out / "lifeboat-cronjobs.yaml").read_text()))
+    assert {d["metadata"]["name"] for d in backups} == {"lifeboat-backup-etc", "lifeboat-backup-ledger"}
+    jobs = {
+        d["metadata"]["name"]: d for d in yaml.safe_load_all((out / "lifeboat-maintenance.yaml").read_text())
+    }
+    assert set(jobs) == {
+        "lifeboat-check",
+        "lifeboat-check-read-data",
+        "lifeboat-forget",
+        "lifeboat-prune",
+        "lifeboat-drill-monthly",
+    }
+    for job in jobs.values():
+        assert croniter.is_valid(job["spec"]["schedule"]) and job["spec"]["concurrencyPolicy"] == "Forbid"
+        container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["envFrom"] == [{"secretRef": {"name": "lifeboat-credentials", "optional": True}}]
+    assert jobs["lifeboat-drill-monthly"]["spec"]["schedule"] == "0 5 1 * *"
+    assert jobs["lifeboat-forget"]["spec"]["schedule"] != jobs["lifeboat-prune"]["spec"]["schedule"]

@@ -152,3 +152,6 @@ def export(
             console.print(f"  {step}", markup=False)
     if kubernetes:
         console.print(f"wrote {kubernetes_cronjobs(policy, kubernetes)}")
+        from lifeboat.ops.export import kubernetes_maintenance
+
+        console.print(f"wrote {kubernetes_maintenance(policy, kubernetes)}", markup=False)

@@ -237,3 +237,70 @@ def kubernetes_cronjobs(policy: Any, out: Path, image: str = "lifeboat:latest") 
     path = out / "lifeboat-cronjobs.yaml"
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return path
+
+
+CRON_PERIODS = {"hourly": "0 * * * *", "daily": "0 4 * * *", "weekly": "0 4 * * 0", "monthly": "0 5 1 * *"}
+
+
+def _maintenance_cronjob(name: str, schedule: str, args: list[str], image: str) -> dict[str, Any]:
+    """A CronJob running one lifeboat command with the policy, the backup key and the
+    credentials Secret (AWS_..., PGPASSWORD; optional, for a file repository)."""
+    container = {
+        "name": "lifeboat",
+        "image": image,
+        "args": ["--config", "/etc/lifeboat/lifeboat.toml", *args],
+        "envFrom": [{"secretRef": {"name": "lifeboat-credentials", "optional": True}}],
+        "volumeMounts": [
+            {"name": "policy", "mountPath": "/etc/lifeboat"},
+            {"name": "keys", "mountPath": "/etc/lifeboat/keys", "readOnly": True},
+        ],
+    }
+    pod = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [
+            {"name": "policy", "configMap": {"name": "lifeboat-policy"}},
+            {"name": "keys", "secret": {"secretName": "lifeboat-backup-key", "defaultMode": 0o400}},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "labels": {"app": "lifeboat", "job": name.removeprefix("lifeboat-")}},
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 5,
+            "jobTemplate": {"spec": {"backoffLimit": 1, "template": {"spec": pod}}},
+        },
+    }
+
+
+def kubernetes_maintenance(policy: Any, out: Path, image: str = "lifeboat:latest") -> Path:
+    """The jobs besides backups, as in the systemd export: repository check and read-data,
+    retention (with a recovery key) and one CronJob per drill."""
+    daemon = policy.daemon
+    docs = [
+        _maintenance_cronjob("lifeboat-check", CRON_PERIODS[_period(daemon.check_every)], ["check"], image),
+        _maintenance_cronjob(
+            "lifeboat-check-read-data",
+            CRON_PERIODS[_period(daemon.read_data_every)],
+            ["check", "--read-data"],
+            image,
+        ),
+    ]
+    if policy.repository.recovery_key:
+        schedule = CRON_PERIODS[_period(daemon.retention_every)]
+        docs.append(_maintenance_cronjob("lifeboat-forget", schedule, ["forget"], image))
+        # prune an hour later: after forget, never concurrently with it
+        minute, hour, *rest = schedule.split()
+        later = [minute, str((int(hour) + 1) % 24)] if hour.isdigit() else ["30", hour]
+        docs.append(_maintenance_cronjob("lifeboat-prune", " ".join(later + rest), ["prune"], image))
+    for name, drill in policy.drills.items():
+        schedule = CRON_PERIODS[_period(drill.every)]
+        docs.append(_maintenance_cronjob(f"lifeboat-drill-{name}", schedule, ["drill", "run", name], image))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "lifeboat-maintenance.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
