@@ -192,7 +192,8 @@ def risk_bars(chart_id: str, rows: list[tuple[str, float, str]], limit: float = 
     100% line; ``rows`` are (asset, ratio, exact text for the hover title)."""
     row_h = 28
     height = TOP + BOTTOM + row_h * max(len(rows), 1)
-    top = max([limit * 1.25] + [r for _, r, _ in rows]) * 100
+    # beyond 300% the bar runs off the end: its title still says the exact figure
+    top = min(max([limit * 1.25] + [r for _, r, _ in rows]), 3.0) * 100
     step = nice_step(top)
     top = math.ceil(top / step) * step
     width = W - LEFT - RIGHT - 40
