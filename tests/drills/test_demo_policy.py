@@ -22,3 +22,10 @@ def test_the_demo_policy_targets_are_feasible(demo):
         "media": "important",
         "platform-keys": "keys",
     }
+
+
+def test_the_piped_demo_output_keeps_long_lines_whole(demo):
+    # the fixture captured `lifeboat demo` through a pipe: nothing was re-wrapped at 80 columns
+    bundle = next(line for line in demo.output.splitlines() if line.startswith("evidence bundle: "))
+    assert len(bundle) > 80 and bundle.endswith(")") and "lifeboat evidence verify /" in bundle
+    assert all(not line.startswith("/") for line in demo.output.splitlines())  # no path split off
