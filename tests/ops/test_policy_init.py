@@ -3,6 +3,7 @@ it writes names what it detected and passes `lifeboat policy check`."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,11 +21,12 @@ def pg() -> Iterator[PgSandbox]:
     destroy(sandbox)
 
 
-def lifeboat(*args: str) -> subprocess.CompletedProcess[str]:
+def lifeboat(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lifeboat", *args],
         capture_output=True,
         text=True,
+        env={**os.environ, **env},
         stdin=subprocess.DEVNULL,  # not a terminal: no questions asked
         timeout=120,
     )
@@ -39,15 +41,18 @@ def test_init_detects_the_cluster_and_bucket_and_the_policy_passes_its_check(
     keys.mkdir()
     out = tmp_path / "lifeboat.toml"
     target = pg.cluster.dsn if given == "dsn" else str(pg.root / "pgdata")
+    # the endpoint as an option, or from the environment boto3 reads
+    endpoint = ["--endpoint-url", s3_server] if given == "dsn" else []
     proc = lifeboat(
-        "policy", "init", "--postgres", target, "--bucket", f"s3://{bucket}/lifeboat",
-        "--endpoint-url", s3_server, "--keys", str(keys), "--mode", "production", "--out", str(out),
+        "policy", "init", "--postgres", target, "--bucket", f"s3://{bucket}/lifeboat", *endpoint,
+        "--keys", str(keys), "--mode", "production", "--out", str(out),
+        **({} if endpoint else {"AWS_ENDPOINT_URL": s3_server}),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert f'pgdata = "{pg.root / "pgdata"}"' in text  # SHOW data_directory / the PGDATA given
     assert f'url = "s3://{bucket}/lifeboat"' in text and "lock_days = 35" in text  # Object Lock seen
-    assert f'paths = ["{keys}"]' in text
+    assert f'paths = ["{keys}"]' in text and f'endpoint_url = "{s3_server}"' in text
     commands = proc.stdout.split("next:")[1].split()
     assert commands.count("lifeboat") == 3 and "init" in commands and "configure" in commands
     check = lifeboat("--config", str(out), "policy", "check", "--json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def init(
     if postgres:
         starter.postgres = pi.detect_postgres(postgres)
     if bucket:
+        # boto3 reads these too; written into the policy, the daemon and units need no env
+        endpoint_url = (
+            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
         starter.bucket = pi.detect_bucket(bucket, endpoint_url)
     pi.write_new(path, pi.render(starter))
     _say(f"wrote {path}")
