@@ -52,3 +52,13 @@ def test_units_are_iec_and_durations_read_as_words():
         "2 h",
         "1 d 1 h",
     ]
+
+
+def test_success_rate_is_over_the_30_days_before_each_backup():
+    from lifeboat.ops.dashboard import success_series
+
+    outcomes = [(T0 + timedelta(days=i), i != 0) for i in range(40)]  # only the first one failed
+    rates = [v for _, v in success_series(outcomes)]
+    assert rates[0] == 0.0 and rates[1] == 50.0
+    assert rates[30] == 100 * 30 / 31  # the failure is exactly 30 days old: still counted
+    assert rates[31] == 100.0  # and then out of the window

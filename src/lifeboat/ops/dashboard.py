@@ -54,11 +54,17 @@ def exposure_series(
 
 
 def success_series(outcomes: list[tuple[datetime, bool]]) -> list[tuple[datetime, float]]:
-    """Per backup, the share of backups in the 30 days up to it that succeeded (%)."""
-    points = []
-    for i, (t, _) in enumerate(outcomes):
-        recent = [ok for when, ok in outcomes[: i + 1] if t - when <= SUCCESS_WINDOW]
-        points.append((t, 100.0 * sum(recent) / len(recent)))
+    """Per backup, the share of backups in the 30 days up to it that succeeded (%): a
+    sliding window, linear in the number of backups (the daemon redraws every 30 s)."""
+    points: list[tuple[datetime, float]] = []
+    first = ok = 0
+    for t, success in outcomes:
+        ok += success
+        while t - outcomes[first][0] > SUCCESS_WINDOW:
+            ok -= outcomes[first][1]
+            first += 1
+        count = len(points) + 1 - first
+        points.append((t, 100.0 * ok / count))
     return points[-MAX_POINTS:]
 
 
