@@ -564,7 +564,9 @@ def parse_policy(data: dict[str, Any], path: Path) -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
+        # an unknown key first: a misspelt key (`pahts`) also makes the real one missing, and
+        # the misspelling is what to fix
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         first = errors[0]
         loc = _error_location(first)
         msg = str(first["msg"]).removeprefix("Value error, ")

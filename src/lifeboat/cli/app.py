@@ -66,6 +66,7 @@ def _register() -> None:
         objects_cmd,
         pg_cmd,
         policy_cmd,
+        policy_init_cmd,
         repo_cmds,
         repo_iam_cmd,
         report_cmd,

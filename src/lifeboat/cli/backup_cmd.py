@@ -14,6 +14,7 @@ from lifeboat.cli.common import console, err_console, human_bytes, print_json, p
 from lifeboat.errors import LifeboatError
 from lifeboat.ops.deadline import deadline
 from lifeboat.policy import format_duration
+from lifeboat.units import format_rate
 
 if TYPE_CHECKING:
     from lifeboat.assets.postgres.pagecheck import BadPage
@@ -86,11 +87,11 @@ def backup(
             warn_bad_pages(name, info.short_id, bad_pages)
         if not json_out:
             s = info.stats
-            rate = s.bytes / seconds / 1e6 if seconds > 0 else 0.0
+            rate = format_rate(s.bytes / seconds if seconds > 0 else 0.0)
             console.print(
                 f"{name}: snapshot {info.short_id}, {s.files} files, {human_bytes(s.bytes)} "
                 f"({human_bytes(s.new_bytes)} new, {human_bytes(s.stored_bytes)} stored) "
-                f"in {seconds:.1f}s ({rate:.0f} MB/s)"
+                f"in {seconds:.1f}s ({rate})"
             )
     if json_out:
         print_json(results)

@@ -71,6 +71,12 @@ def init(
             f"recovery shares: {shares_out} ({result.threshold}-of-{len(result.shares)}: "
             f"any {result.threshold} custodians together can recover)"
         )
+        console.print(
+            f"next: hand each custodian their own file from {shares_out} (in person or over a channel "
+            "only they can read), have each check it with 'lifeboat escrow verify-share FILE', then "
+            f"delete {shares_out}: shares left together on this host are the recovery key",
+            markup=False,
+        )
 
 
 def _require_known_asset(policy: Any, asset: str | None, snaps: list[Any]) -> None:

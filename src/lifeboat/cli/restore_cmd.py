@@ -201,7 +201,7 @@ def _dispatch(policy: Any, spec: Any, repo: Any, options: dict[str, Any], bar: A
 
 
 def _print_summary(asset: str, result: dict[str, Any]) -> None:
-    if "files" in result and "bytes" in result:
+    if "files" in result and "bytes" in result and not result.get("summary"):  # else the asset's own
         console.print(
             f"{asset}: restored {result['files']} files ({human_bytes(result['bytes'])}), "
             f"{result.get('dirs', 0)} dirs, {result.get('symlinks', 0)} symlinks from snapshot "

@@ -342,6 +342,7 @@ class Daemon:
                 self.alerts.resolve(f"deadline:{job.name}")
                 self.log(f"{job.name}: ok")
                 self.metrics.job_runs.labels(job.name, "ok").inc()
+                self.metrics.job_failing.labels(job.name).set(0)
                 self.metrics.duration.labels(job.name, job.asset or "").set(time.monotonic() - t0)
                 return
             except Exception as exc:
@@ -372,6 +373,7 @@ class Daemon:
                     time.sleep(min(2 ** (attempt - 1), 60))
                     continue
                 self.alerts.fire(f"job-failed:{job.name}", f"{job.name} failed {attempt} times: {message}")
+                self.metrics.job_failing.labels(job.name).set(1)
 
     def refresh_status(self) -> None:
         from lifeboat.ops.status import asset_status
@@ -400,6 +402,7 @@ class Daemon:
                         )
                     else:
                         self.alerts.resolve(f"success:{st.asset}")
+                self.metrics.record_targets(self.policy, st)
                 self.refresh_divergence(st)
                 breach = st.exposure_s is not None and st.exposure_s > st.rpo_s
                 if breach:
@@ -482,6 +485,7 @@ class Daemon:
         from lifeboat.ops.status import key_warnings
 
         warnings = key_warnings(self.policy, repo)
+        self.metrics.record_key_age(self.policy, repo, datetime.now(UTC))
         if warnings:
             self.alerts.fire("key-age", warnings[0])
         else:

@@ -4,6 +4,7 @@ CronJobs, one per scheduled asset."""
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,45 +30,148 @@ def _on_calendar(schedule: str, window: Any = None) -> str:
     return f"{days}*-{conv(month)}-{conv(dom)} {conv(hour)}:{conv(minute)}:00"
 
 
-def systemd_units(policy: Any, config: Path, out: Path) -> list[Path]:
+ENV_FILE = Path("/etc/lifeboat/lifeboat.env")
+# named calendar periods, shortest first: a cadence runs at the longest one not above it
+PERIODS = [
+    (timedelta(hours=1), "hourly"),
+    (timedelta(days=1), "daily"),
+    (timedelta(days=7), "weekly"),
+    (timedelta(days=28), "monthly"),
+]
+
+
+def _period(every: timedelta) -> str:
+    return next((name for length, name in reversed(PERIODS) if length <= every), "hourly")
+
+
+def _service(description: str, command: str, ctx: dict[str, Any], extra: str = "") -> str:
+    return (
+        f"[Unit]\nDescription={description}\nWants=network-online.target\nAfter=network-online.target\n\n"
+        f"[Service]\nType={'simple' if 'Restart=' in extra else 'oneshot'}\nUser={ctx['user']}\n"
+        "# credentials (AWS_ACCESS_KEY_ID=, AWS_SECRET_ACCESS_KEY=, PGPASSWORD=...), mode 0600:\n"
+        "# kept out of the unit, which any local user can read\n"
+        f"EnvironmentFile=-{ctx['env_file']}\n"
+        f"WorkingDirectory={ctx['config'].parent}\n"
+        f"ExecStart={ctx['lifeboat']} {command}\n{extra}"
+    )
+
+
+def _timer(description: str, calendar: str, persistent: bool, note: str = "") -> str:
+    # Persistent=true runs a missed timer at boot, at any hour: only for jobs without a window
+    persist = "Persistent=true\n" if persistent else "Persistent=false\n"
+    return (
+        f"[Unit]\nDescription={description}{note}\n\n"
+        f"[Timer]\nOnCalendar={calendar}\nRandomizedDelaySec=60\n{persist}\n"
+        "[Install]\nWantedBy=timers.target\n"
+    )
+
+
+def _write_pair(out: Path, unit: str, service: str, timer: str) -> list[Path]:
+    (out / f"{unit}.service").write_text(service)
+    (out / f"{unit}.timer").write_text(timer)
+    return [out / f"{unit}.service", out / f"{unit}.timer"]
+
+
+def systemd_units(
+    policy: Any, config: Path, out: Path, *, user: str = "root", env_file: Path = ENV_FILE
+) -> list[Path]:
+    """Backup timers per scheduled asset (windows as OnCalendar hours), WAL-stream services,
+    repository check and read-data timers, retention (with a recovery key) and drill timers;
+    every unit runs as ``user`` with credentials from ``env_file``."""
     out.mkdir(parents=True, exist_ok=True)
+    ctx = {
+        "user": user,
+        "env_file": env_file,
+        "config": config,
+        "lifeboat": f"{sys.executable} -m lifeboat --config {config}",
+    }
     written = []
     for name, asset in policy.assets.items():
         if not asset.schedule:
             continue
-        unit = f"lifeboat-backup-{name}"
-        window = f"\n# off-peak window {asset.window}: the timer only fires inside it" if asset.window else ""
-        service = (
-            f"[Unit]\nDescription=lifeboat backup of {name}\nAfter=network-online.target\n\n"
-            f"[Service]\nType=oneshot\n"
-            f"ExecStart={sys.executable} -m lifeboat --config {config} backup {name}\n"
-            "Nice=10\nIOSchedulingClass=idle\n"
+        note = f"\n# off-peak window {asset.window}: the timer only fires inside it" if asset.window else ""
+        service = _service(
+            f"lifeboat backup of {name}", f"backup {name}", ctx, "Nice=10\nIOSchedulingClass=idle\n"
         )
-        calendar = _on_calendar(asset.schedule, asset.window)
-        timer = (
-            f"[Unit]\nDescription=lifeboat backup of {name} (schedule {asset.schedule}){window}\n\n"
-            f"[Timer]\nOnCalendar={calendar}\nRandomizedDelaySec=60\nPersistent=true\n\n"
-            "[Install]\nWantedBy=timers.target\n"
+        timer = _timer(
+            f"lifeboat backup of {name} (schedule {asset.schedule})",
+            _on_calendar(asset.schedule, asset.window),
+            persistent=asset.window is None,
+            note=note,
         )
-        (out / f"{unit}.service").write_text(service)
-        (out / f"{unit}.timer").write_text(timer)
-        written += [out / f"{unit}.service", out / f"{unit}.timer"]
+        written += _write_pair(out, f"lifeboat-backup-{name}", service, timer)
     for name, asset in policy.assets.items():
         if asset.kind == "postgres" and asset.stream:
-            written.append(_stream_service(name, config, out))
+            written.append(_stream_service(name, config, out, ctx))
+    written += _maintenance_units(policy, out, ctx)
     return written
 
 
-def _stream_service(name: str, config: Path, out: Path) -> Path:
-    """Continuous WAL streaming is a long-running service, not a timer."""
-    path = out / f"lifeboat-wal-stream-{name}.service"
-    path.write_text(
-        f"[Unit]\nDescription=lifeboat WAL streaming for {name}\nAfter=network-online.target\n\n"
-        f"[Service]\nType=simple\n"
-        f"ExecStart={sys.executable} -m lifeboat --config {config} wal stream --asset {name}\n"
-        "Restart=always\nRestartSec=5\nKillSignal=SIGTERM\n\n"
-        "[Install]\nWantedBy=multi-user.target\n"
+def _maintenance_units(policy: Any, out: Path, ctx: dict[str, Any]) -> list[Path]:
+    daemon = policy.daemon
+    written = _write_pair(
+        out,
+        "lifeboat-check",
+        _service("lifeboat repository check", "check", ctx),
+        _timer("lifeboat repository check", _period(daemon.check_every), persistent=True),
     )
+    written += _write_pair(
+        out,
+        "lifeboat-check-read-data",
+        _service("lifeboat: read every pack back", "check --read-data", ctx, "Nice=10\n"),
+        _timer("lifeboat: read every pack back", _period(daemon.read_data_every), persistent=True),
+    )
+    if policy.repository.recovery_key:  # forget and WAL expiry read the snapshots
+        written += _write_pair(
+            out,
+            "lifeboat-retention",
+            _service("lifeboat retention", "forget", ctx, f"ExecStart={ctx['lifeboat']} prune\n"),
+            _timer(
+                "lifeboat retention: forget, then prune", _period(daemon.retention_every), persistent=True
+            ),
+        )
+    for name, drill in policy.drills.items():
+        written += _write_pair(
+            out,
+            f"lifeboat-drill-{name}",
+            _service(f"lifeboat drill {name}", f"drill run {name}", ctx, "Nice=5\n"),
+            _timer(
+                f"lifeboat drill {name} (every {drill.every.days}d)", _period(drill.every), persistent=True
+            ),
+        )
+    return written
+
+
+def systemd_install_steps(written: list[Path], env_file: Path = ENV_FILE) -> list[str]:
+    timers = [p.name for p in written if p.suffix == ".timer"]
+    streams = [p.name for p in written if p.name.startswith("lifeboat-wal-stream-")]
+    directory = written[0].parent if written else Path(".")
+    return [
+        f"install -m 0644 {directory}/lifeboat-* /etc/systemd/system/",
+        f"install -d -m 0750 {env_file.parent} && install -m 0600 /dev/null {env_file}"
+        "   # then add the credentials (AWS_..., PGPASSWORD)",
+        "systemctl daemon-reload",
+        "systemctl enable --now " + " ".join(timers + streams),
+        "systemctl list-timers 'lifeboat-*'",
+    ]
+
+
+def _stream_service(name: str, config: Path, out: Path, ctx: dict[str, Any] | None = None) -> Path:
+    """Continuous WAL streaming is a long-running service, not a timer."""
+    ctx = ctx or {
+        "user": "root",
+        "env_file": ENV_FILE,
+        "config": config,
+        "lifeboat": f"{sys.executable} -m lifeboat --config {config}",
+    }
+    path = out / f"lifeboat-wal-stream-{name}.service"
+    service = _service(
+        f"lifeboat WAL streaming for {name}",
+        f"wal stream --asset {name}",
+        ctx,
+        "Restart=always\nRestartSec=5\nKillSignal=SIGTERM\n",
+    )
+    path.write_text(service + "\n[Install]\nWantedBy=multi-user.target\n")
     return path
 
 
@@ -131,5 +235,72 @@ def kubernetes_cronjobs(policy: Any, out: Path, image: str = "lifeboat:latest") 
         )
     out.mkdir(parents=True, exist_ok=True)
     path = out / "lifeboat-cronjobs.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+CRON_PERIODS = {"hourly": "0 * * * *", "daily": "0 4 * * *", "weekly": "0 4 * * 0", "monthly": "0 5 1 * *"}
+
+
+def _maintenance_cronjob(name: str, schedule: str, args: list[str], image: str) -> dict[str, Any]:
+    """A CronJob running one lifeboat command with the policy, the backup key and the
+    credentials Secret (AWS_..., PGPASSWORD; optional, for a file repository)."""
+    container = {
+        "name": "lifeboat",
+        "image": image,
+        "args": ["--config", "/etc/lifeboat/lifeboat.toml", *args],
+        "envFrom": [{"secretRef": {"name": "lifeboat-credentials", "optional": True}}],
+        "volumeMounts": [
+            {"name": "policy", "mountPath": "/etc/lifeboat"},
+            {"name": "keys", "mountPath": "/etc/lifeboat/keys", "readOnly": True},
+        ],
+    }
+    pod = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [
+            {"name": "policy", "configMap": {"name": "lifeboat-policy"}},
+            {"name": "keys", "secret": {"secretName": "lifeboat-backup-key", "defaultMode": 0o400}},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "labels": {"app": "lifeboat", "job": name.removeprefix("lifeboat-")}},
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 5,
+            "jobTemplate": {"spec": {"backoffLimit": 1, "template": {"spec": pod}}},
+        },
+    }
+
+
+def kubernetes_maintenance(policy: Any, out: Path, image: str = "lifeboat:latest") -> Path:
+    """The jobs besides backups, as in the systemd export: repository check and read-data,
+    retention (with a recovery key) and one CronJob per drill."""
+    daemon = policy.daemon
+    docs = [
+        _maintenance_cronjob("lifeboat-check", CRON_PERIODS[_period(daemon.check_every)], ["check"], image),
+        _maintenance_cronjob(
+            "lifeboat-check-read-data",
+            CRON_PERIODS[_period(daemon.read_data_every)],
+            ["check", "--read-data"],
+            image,
+        ),
+    ]
+    if policy.repository.recovery_key:
+        schedule = CRON_PERIODS[_period(daemon.retention_every)]
+        docs.append(_maintenance_cronjob("lifeboat-forget", schedule, ["forget"], image))
+        # prune an hour later: after forget, never concurrently with it
+        minute, hour, *rest = schedule.split()
+        later = [minute, str((int(hour) + 1) % 24)] if hour.isdigit() else ["30", hour]
+        docs.append(_maintenance_cronjob("lifeboat-prune", " ".join(later + rest), ["prune"], image))
+    for name, drill in policy.drills.items():
+        schedule = CRON_PERIODS[_period(drill.every)]
+        docs.append(_maintenance_cronjob(f"lifeboat-drill-{name}", schedule, ["drill", "run", name], image))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "lifeboat-maintenance.yaml"
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return path

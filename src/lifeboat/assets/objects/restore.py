@@ -27,6 +27,7 @@ from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_wor
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotReader
+from lifeboat.units import format_bytes
 
 
 class ChunkStream(io.RawIOBase):
@@ -246,7 +247,7 @@ def restore_objects(
     result.ok = not result.failed
     result.phases["total"] = round(time.monotonic() - started, 3)
     result.summary = [
-        f"{asset.name}: {result.restored} objects ({result.restored_bytes / 1e6:.1f} MB) restored "
+        f"{asset.name}: {result.restored} objects ({format_bytes(result.restored_bytes)}) restored "
         f"into {target_url} from snapshot {info.short_id} ({result.from_snapshot} from the snapshot, "
         f"{result.from_versions} from the source's version history), {result.skipped} already identical, "
         f"{result.deleted} delete markers, {len(result.failed)} failed",

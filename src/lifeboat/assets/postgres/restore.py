@@ -279,13 +279,16 @@ def _check_disk(target: Path, needed: int) -> None:
         )
 
 
-def run_sql_checks(dsn: str, checks: list[Any]) -> list[CheckResult]:
+def run_sql_checks(dsn: str, checks: list[Any], database: str | None = None) -> list[CheckResult]:
+    """Each check in its `database`, else in ``database`` (the asset's dsn's dbname: the
+    application's tables live there, not in `postgres`)."""
+    from psycopg.conninfo import make_conninfo
+
     results = []
     for check in checks:
+        dbname = check.database or database
         try:
-            with connect(
-                dsn if not check.database else dsn.replace("dbname=postgres", f"dbname={check.database}")
-            ) as conn:
+            with connect(make_conninfo(dsn, dbname=dbname) if dbname else dsn) as conn:
                 row = conn.execute(check.sql).fetchone()
             value = "" if row is None or row[0] is None else str(row[0])
             if isinstance(row[0] if row else None, bool):
@@ -297,6 +300,17 @@ def run_sql_checks(dsn: str, checks: list[Any]) -> list[CheckResult]:
         except Exception as exc:
             results.append(CheckResult(check.name, False, str(exc).strip().splitlines()[0][:200]))
     return results
+
+
+def dsn_dbname(dsn: str | None) -> str | None:
+    """The database a connection string names (None when it names none or is malformed)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return str(conninfo_to_dict(dsn or "").get("dbname") or "") or None
+    except psycopg.ProgrammingError:  # a malformed dsn fails elsewhere, loudly
+        return None
 
 
 def amcheck(cluster: PgCluster) -> CheckResult:
@@ -448,7 +462,7 @@ def _start_and_check(cluster: PgCluster, asset: Any, result: PgRestoreResult, mi
         result.checks.append(CheckResult("pg_amcheck", True, "skipped on a standby (read-only)"))
     else:
         result.checks.append(amcheck(cluster))
-    result.checks.extend(run_sql_checks(cluster.dsn, list(asset.checks)))
+    result.checks.extend(run_sql_checks(cluster.dsn, list(asset.checks), dsn_dbname(asset.dsn)))
     result.steps["checks"] = round(time.monotonic() - t0, 3)
     result.ok = all(c.ok for c in result.checks)
 
