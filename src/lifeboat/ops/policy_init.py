@@ -183,6 +183,12 @@ def _repository(bucket: BucketFacts | None) -> str:
         text += f"url = {_toml(bucket.url)}\n"
         if bucket.endpoint_url:
             text += f"endpoint_url = {_toml(bucket.endpoint_url)}\n"
+            if bucket.endpoint_url.lower().startswith("http://"):
+                text += (
+                    "# plain http: credentials and data travel unencrypted; acceptable for a\n"
+                    "# loopback test server only (policy check warns every time)\n"
+                    "allow_insecure_http = true\n"
+                )
         if bucket.lock_days:
             text += (
                 "# every object stays immutable this long: ransomware holding the backup key cannot\n"
