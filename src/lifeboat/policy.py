@@ -280,6 +280,10 @@ class ObjectsAsset(_AssetBase):
     region: str | None = None
     workers: int = Field(default=16, ge=1, le=256)
     stall_timeout: Duration = timedelta(seconds=60)  # of the bucket source's transfers
+    # sharded backups (`backup --shards`, `schedule export --kubernetes`): N shards,
+    # of which shard_parallelism run at once in the exported Indexed Job (default: all)
+    shards: int | None = Field(default=None, ge=1, le=100_000)
+    shard_parallelism: int | None = Field(default=None, ge=1, le=100_000)
 
     @field_validator("source")
     @classmethod
