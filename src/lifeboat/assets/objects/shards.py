@@ -107,13 +107,23 @@ def _plan_inventory(source: S3Source, url: str, shards: int) -> tuple[list[dict[
     return parts, extra
 
 
+def _weight(unit: tuple[str, str, int, int]) -> int:
+    return unit[3] + unit[2] * OBJECT_WEIGHT
+
+
 def _plan_listing(source: S3Source, shards: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Units of work from delimiter listings: ("level", P) is the objects directly under P,
+    ("tree", P) everything under P. A prefix is split into its sub-prefixes while it holds
+    more than PEEK keys or more than a shard's share of the weight."""
     units: list[tuple[str, str, int, int]] = []  # kind, prefix, objects, bytes
+    whole: set[str] = set()  # prefixes with no sub-prefixes: splitting them gains nothing
 
     def explore(rel: str, depth: int) -> None:
         objects, prefixes = source.list_level(rel)
         if objects:
             units.append(("level", rel, len(objects), sum(o.size for o in objects)))
+        if not prefixes:
+            whole.add(rel)
         for sub in prefixes:
             sample, truncated = source.list_tree(sub, PEEK)
             if truncated and depth < MAX_DEPTH:
@@ -122,12 +132,20 @@ def _plan_listing(source: S3Source, shards: int) -> tuple[list[dict[str, Any]], 
                 units.append(("tree", sub, len(sample), sum(o.size for o in sample)))
 
     explore("", 0)
+    for _ in range(shards * 4):  # bounded: each round costs a few listings
+        share = sum(map(_weight, units)) / shards
+        heavy = [u for u in units if u[0] == "tree" and u[1] not in whole and _weight(u) > share / 2]
+        if not heavy:
+            break
+        unit = max(heavy, key=lambda u: (_weight(u), u[1]))
+        units.remove(unit)
+        explore(unit[1], MAX_DEPTH)  # a flat prefix comes back as one "level" unit
     loads = [0] * shards
     assigned: list[list[tuple[str, str, int, int]]] = [[] for _ in range(shards)]
     # largest first onto the least loaded shard: deterministic for one listing
-    for unit in sorted(units, key=lambda u: (-(u[3] + u[2] * OBJECT_WEIGHT), u[1], u[0])):
+    for unit in sorted(units, key=lambda u: (-_weight(u), u[1], u[0])):
         j = loads.index(min(loads))
-        loads[j] += unit[3] + unit[2] * OBJECT_WEIGHT
+        loads[j] += _weight(unit)
         assigned[j].append(unit)
     parts = [
         {
