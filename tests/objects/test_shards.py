@@ -101,11 +101,13 @@ class Env:
         with ThreadPoolExecutor(16) as pool:
             return dict(pool.map(one, keys))
 
-    def restored_equals(self, snapshot: str, expected: dict) -> None:
+    def restored_equals(self, snapshot: str | None, expected: dict, *extra: str) -> dict:
         staging = self.s3.create_bucket(Bucket=f"{self.bucket}-r")["Location"].strip("/")
-        out = self.json("restore", "media", "--snapshot", snapshot, "--target", f"s3://{staging}/r")
+        point = ["--snapshot", snapshot] if snapshot else []
+        out = self.json("restore", "media", *point, "--target", f"s3://{staging}/r", *extra)
         assert out["ok"] and not out["failed"] and out["restored"] == len(expected)  # type: ignore[index]
         assert self.state(staging, "r/") == expected
+        return out  # type: ignore[return-value]
 
 
 def populate(env: Env, n: int, big: int = 0) -> None:
@@ -223,7 +225,10 @@ def test_local_shards_give_one_snapshot_equal_to_the_bucket(env, plan):
     assert snap["ok"] and snap["labels"]["shards"] == "4"
     assert int(snap["labels"]["objects"]) == len(before) == snap["stats"]["files"]
     assert [s["id"] for s in env.json("snapshots", "--asset", "media")] == [snap["snapshot"]]  # type: ignore[union-attr]
-    env.restored_equals(snap["snapshot"], before)
+    # restored by 3 processes, each its part of the newest snapshot
+    out = env.restored_equals(None, before, "--shards", "3")
+    assert out["snapshot"] == snap["snapshot"] and len(out["parts"]) == 3
+    assert all(p["restored"] > 0 for p in out["parts"])
 
 
 def test_indexed_job_flow_from_parquet_inventory_records_the_versions_read(env):
@@ -325,3 +330,7 @@ def test_sharded_options_are_checked(env):
     run = env.json("backup", "media", "--plan-shards", "2")["run"]  # type: ignore[index]
     proc = env.run("backup", "media", "--run", run, "--shard", "5", check=False)
     assert proc.returncode == 2 and "shards are 0 to 1" in proc.stderr
+    proc = env.run("restore", "media", "--target", "s3://x/y", "--shard", "1", check=False)
+    assert proc.returncode == 2 and "--shards N" in proc.stderr
+    proc = env.run("restore", "media", "--in-place", "--yes", "--shards", "2", check=False)
+    assert proc.returncode == 2 and "not sharded" in proc.stderr

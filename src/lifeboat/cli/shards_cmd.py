@@ -3,6 +3,7 @@ backups (docs/operations/runbooks/object-storage-rollback.md, Sharded backups)."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -182,3 +183,98 @@ def _print_snapshot(asset: str, run: str, info: SnapshotInfo, seconds: float, js
         f"{s.files} files, "
         f"{human_bytes(s.bytes)} ({human_bytes(s.new_bytes)} new, {human_bytes(s.stored_bytes)} stored)"
     )
+
+
+def sharded_restore(
+    ctx: typer.Context, spec: Any, shards: int, given: dict[str, Any], creds: list[str], json_out: bool
+) -> None:
+    """`restore ASSET --target T --shards N`: N processes of `restore ... --shards N --shard I`
+    (the pods of a restore Indexed Job run the same), each restoring its part of one
+    snapshot, resolved here so that a backup committed meanwhile cannot split the restore."""
+    from lifeboat.assets.objects.restore import check_target_empty
+
+    if given["in_place"] or given["dry_run"]:
+        raise ConfigError("--shards restores into a --target: in-place restores and dry runs are not sharded")
+    if not given["target"]:
+        raise ConfigError("restore needs --target", hint="restores never write to the source by default")
+    context = run_context(ctx)
+    policy = context.policy()
+    snapshot = given["snapshot"]
+    if snapshot is None:
+        repo = runtime.open_for_write(policy)  # snapshot headers need only the backup key
+        snapshot = None if given["at"] else repo.find_snapshot(spec.name).id
+    if not given["force"]:
+        check_target_empty(spec, given["target"])
+    args = restore_worker_args(spec.name, given["target"], shards, snapshot, given["at"])
+    args += (["--force"] if given["force"] else []) + creds
+    started = time.monotonic()
+    outputs = _run_restore_workers(context.config_path, args, shards)
+    total = _sum_restores(spec.name, given["target"], outputs, shards, time.monotonic() - started)
+    if json_out:
+        print_json(total)
+    else:
+        for line in total["summary"]:
+            console.print(line, soft_wrap=True, markup=False)
+    if not total["ok"]:
+        raise typer.Exit(1)
+
+
+def restore_worker_args(
+    asset: str, target: str, shards: int, snapshot: str | None, at: str | None
+) -> list[str]:
+    """A restore worker's arguments but its `--shard I` (last, so that an Indexed Job can
+    append `$(JOB_COMPLETION_INDEX)`)."""
+    point = ["--snapshot", snapshot] if snapshot else ["--at", at] if at else []
+    return ["restore", asset, "--target", target, *point, "--shards", str(shards), "--json"]
+
+
+def _run_restore_workers(config: Path, args: list[str], shards: int) -> list[dict[str, Any]]:
+    base = [sys.executable, "-m", "lifeboat", "--config", str(config), *args]
+    with tempfile.TemporaryDirectory(prefix="lifeboat-restore-") as tmp:
+        procs = []
+        for i in range(shards):
+            out = open(Path(tmp) / f"{i}.out", "w+")  # noqa: SIM115 - closed below, after wait
+            err = open(Path(tmp) / f"{i}.err", "w+")  # noqa: SIM115
+            procs.append((subprocess.Popen([*base, "--shard", str(i)], stdout=out, stderr=err), out, err))
+        results = []
+        for i, (proc, out, err) in enumerate(procs):
+            proc.wait()
+            out.seek(0)
+            err.seek(0)
+            text, errors = out.read(), err.read()
+            out.close()
+            err.close()
+            try:
+                result = json.loads(text) if text.strip() else None
+            except ValueError:
+                result = None
+            if not isinstance(result, dict):
+                lines = [line for line in errors.splitlines() if line.startswith("lifeboat: error")]
+                why = lines[-1].removeprefix("lifeboat: error: ") if lines else f"exit {proc.returncode}"
+                result = {"ok": False, "failed": [f"shard {i}: {why}"]}
+            results.append(result)
+    return results
+
+
+def _sum_restores(
+    asset: str, target: str, parts: list[dict[str, Any]], shards: int, seconds: float
+) -> dict[str, Any]:
+    counts = ("restored", "restored_bytes", "skipped", "from_snapshot", "from_versions")
+    total: dict[str, Any] = {k: sum(int(p.get(k, 0)) for p in parts) for k in counts}
+    snapshots = {p["snapshot"] for p in parts if p.get("snapshot")}
+    total.update(
+        ok=all(p.get("ok") for p in parts),
+        asset=asset,
+        target=target,
+        snapshot=snapshots.pop() if len(snapshots) == 1 else None,
+        shards=shards,
+        failed=[f for p in parts for f in p.get("failed", [])],
+        parts=[{k: p.get(k, 0) for k in ("restored", "restored_bytes", "skipped")} for p in parts],
+        seconds=round(seconds, 3),
+    )
+    total["summary"] = [
+        f"{asset}: {total['restored']} objects ({total['restored_bytes'] / 1e6:.1f} MB) restored into "
+        f"{target} by {shards} processes in {seconds:.1f}s, {total['skipped']} already identical, "
+        f"{len(total['failed'])} failed"
+    ] + [f"  FAILED {f}" for f in total["failed"][:20]]
+    return total

@@ -54,7 +54,7 @@ def _source(asset: Any) -> S3Source:
     return source
 
 
-def _cuts(weights: list[int], shards: int) -> list[int]:
+def cuts(weights: list[int], shards: int) -> list[int]:
     """Start index of each of ``shards`` contiguous parts of about equal total weight."""
     prefix = [0]
     for w in weights:
@@ -74,7 +74,7 @@ def _plan_inventory(source: S3Source, url: str, shards: int) -> tuple[list[dict[
             spans.append((i, min(k for k, _ in keys), max(k for k, _ in keys)))
         rows += keys
     rows.sort()
-    starts = _cuts([size + OBJECT_WEIGHT for _, size in rows], shards)
+    starts = cuts([size + OBJECT_WEIGHT for _, size in rows], shards)
     parts = []
     for j, start in enumerate(starts):
         end = starts[j + 1] if j + 1 < shards else len(rows)
