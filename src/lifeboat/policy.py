@@ -284,6 +284,8 @@ class ObjectsAsset(_AssetBase):
     # of which shard_parallelism run at once in the exported Indexed Job (default: all)
     shards: int | None = Field(default=None, ge=1, le=100_000)
     shard_parallelism: int | None = Field(default=None, ge=1, le=100_000)
+    # plan shards from the newest S3 Inventory report under this s3:// prefix (or manifest.json)
+    inventory: str | None = None
 
     @field_validator("source")
     @classmethod

@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+import kubernetes_validate
 import pytest
+import yaml
 
 from lifeboat.repo.format import parse_pack_trailer
 
@@ -48,6 +50,8 @@ source = "s3://{bucket}/media"
 endpoint_url = "{endpoint}"
 workers = {workers}
 shards = 4
+shard_parallelism = 2
+schedule = "*/30 * * * *"
 """
 
 CSV_FIELDS = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag"
@@ -334,3 +338,50 @@ def test_sharded_options_are_checked(env):
     assert proc.returncode == 2 and "--shards N" in proc.stderr
     proc = env.run("restore", "media", "--in-place", "--yes", "--shards", "2", check=False)
     assert proc.returncode == 2 and "not sharded" in proc.stderr
+
+
+def test_exported_kubernetes_jobs_validate_and_run_what_the_local_flow_ran(env, tmp_path):
+    populate(env, 30)
+    [local] = env.json("backup", "media", "--shards", "4")  # type: ignore[misc]
+    out = tmp_path / "k8s"
+    env.run("schedule", "export", "--kubernetes", str(out))
+    folder = out / "lifeboat-shards-media"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "commit-job.yaml",
+        "cronjob.yaml",
+        "plan-job.yaml",
+        "restore-job.yaml",
+        "shards-job.yaml",
+    ]
+    run = "20261201-030000-k8s"
+    docs = {}
+    for path in folder.iterdir():
+        text = path.read_text().replace("@RUN@", run).replace("@SNAPSHOT@", local["snapshot"])
+        for doc in yaml.safe_load_all(text):
+            kubernetes_validate.validate(doc, "1.33.0", strict=True)  # raises on any schema violation
+            docs[(path.name, doc["kind"])] = doc
+    # the orchestrator's templates are the same Jobs, and valid too
+    for template in docs[("cronjob.yaml", "ConfigMap")]["data"].values():
+        kubernetes_validate.validate(yaml.safe_load(template.replace("@RUN@", run)), "1.33.0", strict=True)
+    shards = docs[("shards-job.yaml", "Job")]["spec"]
+    assert shards["completionMode"] == "Indexed" and shards["completions"] == 4 and shards["parallelism"] == 2
+    assert shards["backoffLimitPerIndex"] >= 1 and shards["template"]["spec"]["restartPolicy"] == "Never"
+    [pod] = shards["template"]["spec"]["containers"]
+    assert pod["resources"]["requests"]["cpu"] and pod["resources"]["requests"]["memory"]
+    keys = next(v for v in shards["template"]["spec"]["volumes"] if v["name"] == "keys")
+    assert keys["secret"]["secretName"] == "lifeboat-backup-key"
+    # each pod runs exactly what each local worker ran; Kubernetes sets JOB_COMPLETION_INDEX
+    # in an Indexed Job's pods as the local flow set it in each worker's environment
+    assert local["workers"]["env"] == ["JOB_COMPLETION_INDEX"]
+    assert pod["args"][2:] == [a.replace(local["run"], run) for a in local["workers"]["args"]]
+    plan = docs[("plan-job.yaml", "Job")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    commit = docs[("commit-job.yaml", "Job")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert plan[2:] == ["backup", "media", "--plan-shards", "4", "--run", run, "--json"]
+    assert commit[2:] == ["backup", "media", "--run", run, "--commit", "--json"]
+    script = docs[("cronjob.yaml", "CronJob")]["spec"]["jobTemplate"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    steps = [line.split()[1] for line in script["command"][2].splitlines() if line.startswith("step ")]
+    assert steps == ["plan", "shards", "commit"]  # the commit starts only after every shard
+    # a sharded asset gets no plain backup CronJob besides
+    assert "lifeboat-backup-media" not in (out / "lifeboat-cronjobs.yaml").read_text()

@@ -112,7 +112,7 @@ def export(
 ) -> None:
     """systemd timers (windows as OnCalendar constraints) or Kubernetes CronJobs."""
     from lifeboat.errors import ConfigError
-    from lifeboat.ops.export import kubernetes_cronjobs, systemd_units
+    from lifeboat.ops.export import kubernetes_cronjobs, kubernetes_shard_jobs, systemd_units
 
     run = run_context(ctx)
     policy = run.policy()
@@ -123,3 +123,5 @@ def export(
             console.print(f"wrote {path}")
     if kubernetes:
         console.print(f"wrote {kubernetes_cronjobs(policy, kubernetes)}")
+        for path in kubernetes_shard_jobs(policy, kubernetes):
+            console.print(f"wrote {path}")

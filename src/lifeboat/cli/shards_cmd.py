@@ -15,15 +15,10 @@ from typing import Any
 import typer
 
 from lifeboat import runtime
+from lifeboat.assets.objects.shards import restore_worker_args, worker_args
 from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
 from lifeboat.errors import CheckFailed, ConfigError
 from lifeboat.repo import SnapshotInfo
-
-
-def worker_args(asset: str, run: str) -> list[str]:
-    """What one shard worker runs after `lifeboat --config FILE`: here in a local process,
-    in Kubernetes in each pod of the Indexed Job (the shard from JOB_COMPLETION_INDEX)."""
-    return ["backup", asset, "--run", run, "--json"]
 
 
 def _check_options(
@@ -106,7 +101,9 @@ def sharded_backup(
     audit.append(
         "backup", asset=name, snapshot=info.id, bytes=info.stats.bytes, added=info.stats.stored_bytes
     )
-    _print_snapshot(name, run, info, time.monotonic() - started, json_out)
+    # what each local worker ran (an exported Indexed Job's pods run the same)
+    workers = {"args": worker_args(name, run), "env": ["JOB_COMPLETION_INDEX"]} if shards else None
+    _print_snapshot(name, run, info, time.monotonic() - started, json_out, workers)
 
 
 def _run_local_workers(config: Path, asset: str, run: str, shards: int) -> None:
@@ -161,21 +158,20 @@ def _print_shard(asset: str, run: str, result: dict[str, Any], json_out: bool) -
     )
 
 
-def _print_snapshot(asset: str, run: str, info: SnapshotInfo, seconds: float, json_out: bool) -> None:
+def _print_snapshot(
+    asset: str, run: str, info: SnapshotInfo, seconds: float, json_out: bool, workers: dict[str, Any] | None
+) -> None:
     if json_out:
-        print_json(
-            [
-                {
-                    "asset": asset,
-                    "ok": True,
-                    "run": run,
-                    "snapshot": info.id,
-                    "stats": info.stats,
-                    "labels": info.labels,
-                    "seconds": round(seconds, 3),
-                }
-            ]
-        )
+        result = {
+            "asset": asset,
+            "ok": True,
+            "run": run,
+            "snapshot": info.id,
+            "stats": info.stats,
+            "labels": info.labels,
+            "seconds": round(seconds, 3),
+        }
+        print_json([result | ({"workers": workers} if workers else {})])
         return
     s = info.stats
     console.print(
@@ -217,15 +213,6 @@ def sharded_restore(
             console.print(line, soft_wrap=True, markup=False)
     if not total["ok"]:
         raise typer.Exit(1)
-
-
-def restore_worker_args(
-    asset: str, target: str, shards: int, snapshot: str | None, at: str | None
-) -> list[str]:
-    """A restore worker's arguments but its `--shard I` (last, so that an Indexed Job can
-    append `$(JOB_COMPLETION_INDEX)`)."""
-    point = ["--snapshot", snapshot] if snapshot else ["--at", at] if at else []
-    return ["restore", asset, "--target", target, *point, "--shards", str(shards), "--json"]
 
 
 def _run_restore_workers(config: Path, args: list[str], shards: int) -> list[dict[str, Any]]:

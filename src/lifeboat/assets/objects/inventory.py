@@ -54,12 +54,34 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name.strip()).lower()
 
 
+REPORT_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}Z/$")
+
+
+def newest_manifest(source: S3Source, url: str) -> str:
+    """``s3://dest/prefix/source-bucket/config-id/`` names a report configuration: its newest
+    dated report (YYYY-MM-DDTHH-MMZ/) with a manifest.json, the one a schedule wants."""
+    parsed = urllib.parse.urlparse(url)
+    prefix = parsed.path.lstrip("/")
+    prefix += "" if not prefix or prefix.endswith("/") else "/"
+    dated = sorted(
+        (p for p in source.prefixes_of(parsed.netloc, prefix) if REPORT_DATE.search(p)), reverse=True
+    )
+    for report in dated:
+        if source.exists_in(parsed.netloc, f"{report}manifest.json"):
+            return f"s3://{parsed.netloc}/{report}manifest.json"
+    raise ConfigError(
+        f"no S3 Inventory report under {url}",
+        hint="give the report configuration's prefix (.../SOURCE-BUCKET/CONFIG-ID/) or a manifest.json",
+    )
+
+
 def read_manifest(source: S3Source, url: str) -> Inventory:
     parsed = urllib.parse.urlparse(url)
-    if parsed.scheme != "s3" or not parsed.path.endswith("manifest.json"):
-        raise ConfigError(
-            f"bad inventory {url!r}", hint="give the report's manifest: s3://bucket/prefix/.../manifest.json"
-        )
+    if parsed.scheme != "s3":
+        raise ConfigError(f"bad inventory {url!r}", hint="give s3://bucket/prefix/.../manifest.json")
+    if not parsed.path.endswith("manifest.json"):
+        url = newest_manifest(source, url)
+        parsed = urllib.parse.urlparse(url)
     raw = source.get_bytes(parsed.netloc, parsed.path.lstrip("/"), "reading the inventory manifest")
     try:
         manifest = json.loads(raw)
@@ -120,7 +142,13 @@ def read_file(source: S3Source, inventory: Inventory, entry: dict[str, Any]) -> 
         for record in csv.reader(text):
             yield _row(dict(zip(inventory.fields, record, strict=False)), csv_encoded=True)
         return
-    import pyarrow.parquet as pq  # only for Parquet reports
+    try:
+        import pyarrow.parquet as pq  # only for Parquet reports
+    except ImportError:
+        raise ConfigError(
+            "reading a Parquet inventory report needs pyarrow",
+            hint="pip install 'lifeboat[inventory]', or configure the inventory report as CSV",
+        ) from None
 
     table = pq.read_table(io.BytesIO(data))
     for values in table.to_pylist():

@@ -38,6 +38,21 @@ class ShardCounters(Counters):
     current_instead: int = 0  # the listed version was gone; the current one was read
 
 
+def worker_args(asset: str, run: str) -> list[str]:
+    """What one shard worker runs after `lifeboat --config FILE`: here in a local process,
+    in Kubernetes in each pod of the Indexed Job (the shard from JOB_COMPLETION_INDEX)."""
+    return ["backup", asset, "--run", run, "--json"]
+
+
+def restore_worker_args(
+    asset: str, target: str, shards: int, snapshot: str | None, at: str | None
+) -> list[str]:
+    """A restore worker's arguments but its `--shard I` (last, so that an Indexed Job can
+    append `$(JOB_COMPLETION_INDEX)`)."""
+    point = ["--snapshot", snapshot] if snapshot else ["--at", at] if at else []
+    return ["restore", asset, "--target", target, *point, "--shards", str(shards), "--json"]
+
+
 def new_run_id() -> str:
     return f"{clock.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
@@ -165,6 +180,7 @@ def plan_shards(
     if shards < 1:
         raise ConfigError("--plan-shards needs at least 1 shard")
     run = records.check_run_id(run or new_run_id())
+    inventory = inventory or getattr(asset, "inventory", None)
     source = _source(asset)
     counters = Counters()
     if inventory:

@@ -243,6 +243,25 @@ class S3Source:
         except (BotoCoreError, OSError) as exc:
             raise self._error(exc, what) from None
 
+    def prefixes_of(self, bucket: str, prefix: str) -> list[str]:
+        """The common prefixes one level below ``prefix`` in any bucket on this endpoint."""
+        out: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, Delimiter="/"
+            ):
+                out += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, f"listing {bucket}/{prefix}") from None
+        return out
+
+    def exists_in(self, bucket: str, key: str) -> bool:
+        try:
+            self._call(f"reading {key}", self.client.head_object, Bucket=bucket, Key=key)
+        except NotFoundError:
+            return False
+        return True
+
     def list_versions(self) -> list[ObjectInfo]:
         versions = []
         paginator = self.client.get_paginator("list_object_versions")
