@@ -291,6 +291,9 @@ def test_a_killed_shard_blocks_the_commit_and_its_rerun_uploads_nothing_twice(
         if i != victim:
             env.run("backup", "media", "--run", run, "--shard", str(i))
     packs = _packs(env.root / "repo")
+    # the finished shards belong to no snapshot yet: a prune meanwhile keeps them
+    env.run("prune")
+    assert _packs(env.root / "repo") == packs
     proc = subprocess.Popen(
         env.command("backup", "media", "--run", run, "--shard", str(victim)),
         stdout=subprocess.DEVNULL,

@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -23,6 +26,8 @@ from lifeboat.repo.format import record_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.repo.repository import Repository
 
+# an uncommitted run's stored shards are kept from prune this long after its plan
+PENDING_DAYS = 7
 RUN_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 _SEAL_CONTEXT = b"lifeboat/shard-records/v1"
 
@@ -133,3 +138,35 @@ def commit_shards(
         return session.commit_fragments(
             [list(r["tree"]) for r in results], [SnapshotStats(**r["stats"]) for r in results]
         )
+
+
+def pending_shards(repo: Repository) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``asset/run/shard``, result) of the shards of runs not committed yet and planned in
+    the last PENDING_DAYS days: their chunks belong to no snapshot, and a prune between
+    the shards and the commit must not delete them."""
+    base = record_name("shards/")
+    runs: dict[tuple[str, str], set[str]] = {}
+    for obj in repo.storage.list(base):
+        asset, run, leaf = obj.name[len(base) :].rsplit("/", 2)
+        runs.setdefault((asset, run), set()).add(leaf)
+    since = datetime.now(UTC) - timedelta(days=PENDING_DAYS)
+    for (asset, run), leaves in sorted(runs.items()):
+        if "commit" in leaves or "plan" not in leaves:
+            continue
+        plan = get_plan(repo, asset, run)
+        if datetime.fromisoformat(plan["created"]) < since:
+            continue
+        for leaf in sorted(x for x in leaves if x.startswith("shard-")):
+            result = _get(repo, _name(asset, run, leaf))
+            if result is not None:
+                yield f"{asset}/{run}/{leaf}", result
+
+
+def shard_entries(repo: Repository, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tree entries a shard stored (its part of the future snapshot tree)."""
+    raw = b"".join(repo.read_blob(blob_id) for blob_id in result["tree"])
+    try:
+        entries = orjson.loads(b"[" + raw + b"]")
+    except ValueError:
+        raise IntegrityError("the stored tree of a shard is damaged") from None
+    return list(entries)
