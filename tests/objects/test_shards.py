@@ -199,7 +199,13 @@ def write_inventory(env: Env, fmt: str, files: int = 3) -> str:
             name = f"{base}/data/part-{part}.parquet"
         env.s3.put_object(Bucket=inv, Key=name, Body=data)
         entries.append({"key": name, "size": len(data), "MD5checksum": hashlib.md5(data).hexdigest()})
-    manifest = {
+    manifest = _manifest(env, inv, fmt, entries)
+    env.s3.put_object(Bucket=inv, Key=f"{base}/manifest.json", Body=json.dumps(manifest).encode())
+    return f"s3://{inv}/{base}/manifest.json"
+
+
+def _manifest(env: Env, inv: str, fmt: str, entries: list[dict]) -> dict:
+    return {
         "sourceBucket": env.bucket,
         "destinationBucket": f"arn:aws:s3:::{inv}",
         "version": "2016-11-30",
@@ -208,8 +214,6 @@ def write_inventory(env: Env, fmt: str, files: int = 3) -> str:
         "fileSchema": CSV_FIELDS if fmt == "CSV" else PARQUET_SCHEMA,
         "files": entries,
     }
-    env.s3.put_object(Bucket=inv, Key=f"{base}/manifest.json", Body=json.dumps(manifest).encode())
-    return f"s3://{inv}/{base}/manifest.json"
 
 
 @pytest.fixture
@@ -223,7 +227,14 @@ def env(tmp_path, s3_server, make_bucket) -> Env:
 def test_local_shards_give_one_snapshot_equal_to_the_bucket(env, plan):
     populate(env, OBJECTS)
     before = env.state()
-    extra = ["--inventory", write_inventory(env, "CSV")] if plan == "csv-inventory" else []
+    extra = []
+    if plan == "csv-inventory":
+        url = write_inventory(env, "CSV")
+        # an older, empty report beside it: the configuration's prefix means its newest report
+        older = url.replace("2026-12-01T00-00Z", "2026-11-30T00-00Z")
+        bucket, key = older[len("s3://") :].split("/", 1)
+        env.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(_manifest(env, bucket, "CSV", [])).encode())
+        extra = ["--inventory", url.rsplit("2026-12-01T00-00Z", 1)[0]]
     out = env.json("backup", "media", "--shards", "4", *extra)
     [snap] = out  # type: ignore[misc]
     assert snap["ok"] and snap["labels"]["shards"] == "4"
@@ -246,6 +257,11 @@ def test_indexed_job_flow_from_parquet_inventory_records_the_versions_read(env):
     changed = sorted(at_inventory)[3]
     env.s3.put_object(Bucket=env.bucket, Key=f"media/{changed}", Body=b"changed after the inventory")
     env.s3.put_object(Bucket=env.bucket, Key="media/new-after-inventory", Body=b"new")
+    gone = sorted(at_inventory)[5]  # every version removed: nothing left to read
+    for v in env.s3.list_object_versions(Bucket=env.bucket, Prefix=f"media/{gone}")["Versions"]:
+        if v["Key"] == f"media/{gone}":
+            env.s3.delete_object(Bucket=env.bucket, Key=v["Key"], VersionId=v["VersionId"])
+    del at_inventory[gone]
     workers = [
         subprocess.Popen(
             env.command("backup", "media", "--run", run, "--json"),
@@ -261,6 +277,7 @@ def test_indexed_job_flow_from_parquet_inventory_records_the_versions_read(env):
     assert env.json("snapshots", "--asset", "media") == []  # nothing visible before the commit
     [snap] = env.json("backup", "media", "--run", run, "--commit")  # type: ignore[misc]
     assert snap["labels"]["inventory_date"] and snap["labels"]["run"] == run
+    assert snap["labels"]["vanished"] == "1" and snap["labels"]["objects"] == str(len(at_inventory) + 1)
     # the snapshot holds each object as the inventory listed it, not as it is now
     env.restored_equals(snap["snapshot"], at_inventory)
     # committing again publishes nothing new
