@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.errors import AlreadyExistsError, IntegrityError, NotFoundError
 from lifeboat.repo.format import INDEX_MAGIC, BlobLocation, decode_framed, encode_framed, index_name
 from lifeboat.repo.keyring import Keyring
 from lifeboat.storage.base import Storage
@@ -70,7 +70,12 @@ def encode_index(packs: list[PackEntry], keyring: Keyring) -> tuple[str, bytes]:
 
 def write_index(storage: Storage, packs: list[PackEntry], keyring: Keyring) -> str:
     index_id, data = encode_index(packs, keyring)
-    storage.put(index_name(index_id), data)
+    try:
+        storage.put(index_name(index_id), data)
+    except AlreadyExistsError:
+        # The name is the SHA-256 of these very bytes: a concurrent writer (a shard that
+        # found this writer's packs as orphans and indexed them) stored the same index.
+        pass
     return index_id
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import secrets
 import socket
+from collections import deque
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -28,8 +29,8 @@ from lifeboat.repo import shards as records
 # What one object costs beyond its bytes (a GET, a tree entry), in bytes, for balancing:
 # a shard of many tiny objects takes as long as one of fewer large ones.
 OBJECT_WEIGHT = 64 << 10
-PEEK = 1000  # keys sampled under a prefix to decide whether to split it further
-MAX_DEPTH = 8
+PEEK = 1000  # keys sampled to estimate a prefix the planner did not list
+LISTING_BUDGET = 64  # delimiter listings of a plan, plus 16 per shard
 
 
 @dataclass
@@ -127,34 +128,22 @@ def _weight(unit: tuple[str, str, int, int]) -> int:
 
 
 def _plan_listing(source: S3Source, shards: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Units of work from delimiter listings: ("level", P) is the objects directly under P,
-    ("tree", P) everything under P. A prefix is split into its sub-prefixes while it holds
-    more than PEEK keys or more than a shard's share of the weight."""
+    """Units of work from delimiter listings, breadth first: ("level", P) is the objects
+    directly under P (listed, so exact), ("tree", P) everything under P, for the prefixes
+    left when the listing budget is spent (estimated from their first PEEK keys)."""
     units: list[tuple[str, str, int, int]] = []  # kind, prefix, objects, bytes
-    whole: set[str] = set()  # prefixes with no sub-prefixes: splitting them gains nothing
-
-    def explore(rel: str, depth: int) -> None:
+    queue, left = deque([""]), LISTING_BUDGET + 16 * shards
+    while queue and left > 0:
+        rel = queue.popleft()
         objects, prefixes = source.list_level(rel)
+        left -= 1
         if objects:
             units.append(("level", rel, len(objects), sum(o.size for o in objects)))
-        if not prefixes:
-            whole.add(rel)
-        for sub in prefixes:
-            sample, truncated = source.list_tree(sub, PEEK)
-            if truncated and depth < MAX_DEPTH:
-                explore(sub, depth + 1)
-            elif sample:  # exact, or at the depth limit an estimate from the sample
-                units.append(("tree", sub, len(sample), sum(o.size for o in sample)))
-
-    explore("", 0)
-    for _ in range(shards * 4):  # bounded: each round costs a few listings
-        share = sum(map(_weight, units)) / shards
-        heavy = [u for u in units if u[0] == "tree" and u[1] not in whole and _weight(u) > share / 2]
-        if not heavy:
-            break
-        unit = max(heavy, key=lambda u: (_weight(u), u[1]))
-        units.remove(unit)
-        explore(unit[1], MAX_DEPTH)  # a flat prefix comes back as one "level" unit
+        queue.extend(prefixes)
+    for rel in queue:
+        sample, _ = source.list_tree(rel, PEEK)
+        if sample:
+            units.append(("tree", rel, len(sample), sum(o.size for o in sample)))
     loads = [0] * shards
     assigned: list[list[tuple[str, str, int, int]]] = [[] for _ in range(shards)]
     # largest first onto the least loaded shard: deterministic for one listing
