@@ -405,3 +405,9 @@ def test_exported_kubernetes_jobs_validate_and_run_what_the_local_flow_ran(env, 
     assert steps == ["plan", "shards", "commit"]  # the commit starts only after every shard
     # a sharded asset gets no plain backup CronJob besides
     assert "lifeboat-backup-media" not in (out / "lifeboat-cronjobs.yaml").read_text()
+    # a run belongs to the source it was planned for
+    env.policy.write_text(
+        env.policy.read_text().replace(f"s3://{env.bucket}/media", f"s3://{env.bucket}/other")
+    )
+    proc = env.run("backup", "media", "--run", run, "--shard", "0", check=False)
+    assert proc.returncode == 2 and "plan a new run" in proc.stderr

@@ -261,6 +261,15 @@ def _capture(session: BackupSession, source: S3Source, obj: ObjectInfo, counters
     with_retries(f"downloading {obj.key}", download, counters)
 
 
+def _same_source(plan: dict[str, Any], asset: Any) -> None:
+    if plan["source"] != asset.source:
+        raise ConfigError(
+            f"run {plan['run']} was planned for {plan['source']}, "
+            f"but {asset.name} now backs up {asset.source}",
+            hint="plan a new run",
+        )
+
+
 def _part(plan: dict[str, Any], index: int) -> dict[str, Any]:
     if not 0 <= index < int(plan["shards"]):
         raise ConfigError(
@@ -275,6 +284,7 @@ def run_shard(
 ) -> dict[str, Any]:
     """Back up one shard; a shard that already has a result is not run again."""
     plan = records.get_plan(repo, asset.name, run)
+    _same_source(plan, asset)
     part = _part(plan, index)
     done = records.get_result(repo, asset.name, run, index)
     if done is not None:
@@ -313,6 +323,7 @@ def missing_shards(repo: Repository, asset: str, run: str) -> list[int]:
 def commit_run(asset: Any, repo: Repository, run: str) -> SnapshotInfo:
     """Publish the run's one snapshot; again for a committed run returns the same one."""
     plan = records.get_plan(repo, asset.name, run)
+    _same_source(plan, asset)
     committed = records.get_commit(repo, asset.name, run)
     if committed is not None:
         return repo.find_snapshot(asset.name, snapshot_id=committed)
