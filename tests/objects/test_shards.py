@@ -119,7 +119,11 @@ def populate(env: Env, n: int, big: int = 0) -> None:
     metadata; every 10th gets a second version, every 25th a delete marker; ``big``
     extra objects of 1.5 MiB."""
     keys = [
-        f"top-{i}.txt" if i % 40 == 0 else f"user/{i % 9}/{'album/' if i % 4 == 0 else ''}img {i}.jpg"
+        f"top-{i}.txt"
+        if i % 40 == 0
+        else f"weird/ünï+cøde %2B {i}.jpg"  # URL-encoded in a CSV inventory: decoded exactly
+        if i % 45 == 0
+        else f"user/{i % 9}/{'album/' if i % 4 == 0 else ''}img {i}.jpg"
         for i in range(n)
     ]
 
@@ -358,6 +362,12 @@ def test_sharded_options_are_checked(env):
     assert proc.returncode == 2 and "--shards N" in proc.stderr
     proc = env.run("restore", "media", "--in-place", "--yes", "--shards", "2", check=False)
     assert proc.returncode == 2 and "not sharded" in proc.stderr
+    # a run belongs to the source it was planned for
+    env.policy.write_text(
+        env.policy.read_text().replace(f"s3://{env.bucket}/media", f"s3://{env.bucket}/other")
+    )
+    proc = env.run("backup", "media", "--run", run, "--shard", "0", check=False)
+    assert proc.returncode == 2 and "plan a new run" in proc.stderr
 
 
 def test_exported_kubernetes_jobs_validate_and_run_what_the_local_flow_ran(env, tmp_path):
@@ -405,9 +415,3 @@ def test_exported_kubernetes_jobs_validate_and_run_what_the_local_flow_ran(env, 
     assert steps == ["plan", "shards", "commit"]  # the commit starts only after every shard
     # a sharded asset gets no plain backup CronJob besides
     assert "lifeboat-backup-media" not in (out / "lifeboat-cronjobs.yaml").read_text()
-    # a run belongs to the source it was planned for
-    env.policy.write_text(
-        env.policy.read_text().replace(f"s3://{env.bucket}/media", f"s3://{env.bucket}/other")
-    )
-    proc = env.run("backup", "media", "--run", run, "--shard", "0", check=False)
-    assert proc.returncode == 2 and "plan a new run" in proc.stderr
