@@ -18,6 +18,8 @@ from lifeboat import runtime
 from lifeboat.assets.objects.shards import restore_worker_args, worker_args
 from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
 from lifeboat.errors import CheckFailed, ConfigError
+from lifeboat.ops.deadline import deadline
+from lifeboat.policy import format_duration
 from lifeboat.repo import SnapshotInfo
 
 
@@ -93,7 +95,14 @@ def sharded_backup(
     assert run is not None
     if not commit and shards is None:
         index = _shard_index(shard)
-        with progress_bar(f"backup {name} shard {index}") as bar:
+        limit = asset.timeout
+        stop = (
+            f"shard {index} of {name} stopped: it ran past its timeout of {format_duration(limit)}"
+            if limit
+            else ""
+        )
+        # stopped like a plain backup: no result, the rerun reuses what was uploaded
+        with deadline(limit, stop), progress_bar(f"backup {name} shard {index}") as bar:
             result = sharding.run_shard(asset, repo, run, index, bar)
         _print_shard(name, run, result, json_out)
         return
