@@ -330,6 +330,12 @@ class ObjectsAsset(_AssetBase):
     role_arn: str | None = None
     workers: int = Field(default=16, ge=1, le=256)
     stall_timeout: Duration = timedelta(seconds=60)  # of the bucket source's transfers
+    # sharded backups (`backup --shards`, `schedule export --kubernetes`): N shards,
+    # of which shard_parallelism run at once in the exported Indexed Job (default: all)
+    shards: int | None = Field(default=None, ge=1, le=100_000)
+    shard_parallelism: int | None = Field(default=None, ge=1, le=100_000)
+    # plan shards from the newest S3 Inventory report under this s3:// prefix (or manifest.json)
+    inventory: str | None = None
 
     @model_validator(mode="after")
     def _transport(self) -> ObjectsAsset:

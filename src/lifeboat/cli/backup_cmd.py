@@ -31,8 +31,29 @@ def backup(
     ctx: typer.Context,
     assets: list[str] = typer.Argument(None, help="Assets to back up (default: all)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    plan_shards: int = typer.Option(
+        None, "--plan-shards", min=1, help="Objects: plan a sharded run of N shards; prints its run id."
+    ),
+    inventory: str = typer.Option(
+        None, "--inventory", help="Objects: plan from this S3 Inventory report (s3://.../manifest.json)."
+    ),
+    run: str = typer.Option(None, "--run", help="Objects: the sharded run to work on."),
+    shard: int = typer.Option(
+        None, "--shard", min=0, help="Objects: back up this shard of --run (default: $JOB_COMPLETION_INDEX)."
+    ),
+    commit: bool = typer.Option(
+        False, "--commit", help="Objects: publish --run's snapshot once all shards are done."
+    ),
+    shards: int = typer.Option(
+        None, "--shards", min=1, help="Objects: plan, back up N shards in local processes, commit."
+    ),
 ) -> None:
     """Back up assets now: all of them, or those named."""
+    if any(v is not None for v in (plan_shards, inventory, run, shard, shards)) or commit:
+        from lifeboat.cli.shards_cmd import sharded_backup
+
+        sharded_backup(ctx, assets, json_out, plan_shards, inventory, run, shard, commit, shards)
+        return
     policy = run_context(ctx).policy()
     names = assets or list(policy.assets)
     for name in names:

@@ -146,7 +146,7 @@ def export(
     """systemd timers (windows as OnCalendar constraints) or Kubernetes CronJobs; a Grafana
     dashboard and Prometheus alert rules over the daemon's /metrics."""
     from lifeboat.errors import ConfigError
-    from lifeboat.ops.export import kubernetes_cronjobs, systemd_units
+    from lifeboat.ops.export import kubernetes_cronjobs, kubernetes_shard_jobs, systemd_units
 
     run = run_context(ctx)
     policy = run.policy()
@@ -174,3 +174,5 @@ def export(
         from lifeboat.ops.export import kubernetes_maintenance
 
         console.print(f"wrote {kubernetes_maintenance(policy, kubernetes)}", markup=False)
+        for path in kubernetes_shard_jobs(policy, kubernetes):
+            console.print(f"wrote {path}")

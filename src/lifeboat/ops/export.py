@@ -178,8 +178,8 @@ def _stream_service(name: str, config: Path, out: Path, ctx: dict[str, Any] | No
 def kubernetes_cronjobs(policy: Any, out: Path, image: str = "lifeboat:latest") -> Path:
     docs = []
     for name, asset in policy.assets.items():
-        if not asset.schedule:
-            continue
+        if not asset.schedule or getattr(asset, "shards", None):
+            continue  # a sharded asset runs as Jobs (kubernetes_shard_jobs)
         docs.append(
             {
                 "apiVersion": "batch/v1",
@@ -304,3 +304,232 @@ def kubernetes_maintenance(policy: Any, out: Path, image: str = "lifeboat:latest
     path = out / "lifeboat-maintenance.yaml"
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return path
+
+
+# --- sharded object backups as Kubernetes Jobs ----------------------------------------------
+#
+# A plan Job, an Indexed Job of N shard workers (each pod's shard is its
+# JOB_COMPLETION_INDEX) and a commit Job, created in that order by a CronJob that runs
+# kubectl; the run id (@RUN@ in the templates) ties the three together.
+
+RUN_PLACEHOLDER = "@RUN@"
+POLICY_PATH = "/etc/lifeboat/lifeboat.toml"
+DEFAULT_BACKOFF_PER_INDEX = 3
+DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+
+
+def _lifeboat_pod(image: str, args: list[str], resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "lifeboat",
+        "image": image,
+        "args": ["--config", POLICY_PATH, *args],
+        # the bucket's and the repository's S3 credentials, if they come from a Secret
+        "envFrom": [{"secretRef": {"name": "lifeboat-s3-credentials", "optional": True}}],
+        "resources": resources or DEFAULT_RESOURCES,
+        "volumeMounts": [
+            {"name": "policy", "mountPath": "/etc/lifeboat"},
+            {"name": "keys", "mountPath": "/etc/lifeboat/keys", "readOnly": True},
+        ],
+    }
+    return {
+        "restartPolicy": "Never",  # required by backoffLimitPerIndex; a failed pod is replaced
+        "containers": [container],
+        "volumes": [
+            {"name": "policy", "configMap": {"name": "lifeboat-policy"}},
+            {"name": "keys", "secret": {"secretName": "lifeboat-backup-key", "defaultMode": 0o400}},
+        ],
+    }
+
+
+def _job(name: str, asset: str, step: str, pod: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"lifeboat-{step}-{name}-{RUN_PLACEHOLDER}",
+            "labels": {
+                "app": "lifeboat",
+                "asset": asset,
+                "lifeboat/step": step,
+                "lifeboat/run": RUN_PLACEHOLDER,
+            },
+        },
+        "spec": {**spec, "ttlSecondsAfterFinished": 7 * 86400, "template": {"spec": pod}},
+    }
+
+
+def shard_job_templates(asset: Any, image: str) -> dict[str, dict[str, Any]]:
+    """plan, shards (the Indexed Job) and commit, with @RUN@ for the run id."""
+    from lifeboat.assets.objects.shards import worker_args  # what the local flow runs
+
+    name = _dns(asset.name)
+    shards = int(asset.shards)
+    plan_args = ["backup", asset.name, "--plan-shards", str(shards), "--run", RUN_PLACEHOLDER, "--json"]
+    return {
+        "plan": _job(name, asset.name, "plan", _lifeboat_pod(image, plan_args), backoffLimit=2),
+        "shards": _job(
+            name,
+            asset.name,
+            "shards",
+            _lifeboat_pod(image, worker_args(asset.name, RUN_PLACEHOLDER)),
+            completionMode="Indexed",
+            completions=shards,
+            parallelism=min(shards, int(asset.shard_parallelism or shards)),
+            backoffLimitPerIndex=DEFAULT_BACKOFF_PER_INDEX,
+            # one shard failing for good fails the run at once: the commit would refuse anyway
+            maxFailedIndexes=0,
+        ),
+        "commit": _job(
+            name,
+            asset.name,
+            "commit",
+            _lifeboat_pod(image, ["backup", asset.name, "--run", RUN_PLACEHOLDER, "--commit", "--json"]),
+            backoffLimit=2,
+        ),
+    }
+
+
+def restore_job_template(
+    asset: Any, image: str, target: str = "s3://RESTORE-BUCKET/prefix"
+) -> dict[str, Any]:
+    """The Indexed Job for a parallel restore of one snapshot (@SNAPSHOT@) into ``target``;
+    pods read with the recovery key from the Secret lifeboat-recovery-key."""
+    from lifeboat.assets.objects.shards import restore_worker_args
+
+    shards = int(asset.shards)
+    args = restore_worker_args(asset.name, target, shards, "@SNAPSHOT@", None)
+    pod = _lifeboat_pod(image, [*args, "--shard", "$(JOB_COMPLETION_INDEX)"])
+    pod["volumes"].append(
+        {"name": "recovery", "secret": {"secretName": "lifeboat-recovery-key", "defaultMode": 0o400}}
+    )
+    pod["containers"][0]["volumeMounts"].append(
+        {"name": "recovery", "mountPath": "/etc/lifeboat/recovery", "readOnly": True}
+    )
+    pod["containers"][0]["args"] += ["--recovery-key", "/etc/lifeboat/recovery/recovery.key"]
+    job = _job(
+        _dns(asset.name),
+        asset.name,
+        "restore",
+        pod,
+        completionMode="Indexed",
+        completions=shards,
+        parallelism=min(shards, int(asset.shard_parallelism or shards)),
+        backoffLimitPerIndex=DEFAULT_BACKOFF_PER_INDEX,
+    )
+    job["metadata"]["name"] = f"lifeboat-restore-{_dns(asset.name)}"
+    del job["metadata"]["labels"]["lifeboat/run"]
+    return job
+
+
+def _dns(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[
+        :24
+    ]  # "lifeboat-shards-NAME-RUN" within 63
+
+
+ORCHESTRATE = """set -eu
+RUN="$(date -u +%Y%m%d-%H%M%S)-k8s"
+step() {{  # create one step's Job from its template, then wait until it completes or fails
+  sed "s/@RUN@/$RUN/g" "/templates/$1.yaml" | kubectl create -f -
+  job="lifeboat-$1-{name}-$RUN"
+  kubectl wait --for=create "job/$job" --timeout=60s
+  while :; do
+    state="$(kubectl get "job/$job" -o 'jsonpath={{.status.conditions[?(@.status=="True")].type}}')"
+    case "$state" in
+      *Complete*) return 0 ;;
+      *Failed*) echo "lifeboat: $job failed; run $RUN is not committed" >&2; exit 1 ;;
+    esac
+    kubectl wait --for=condition=complete "job/$job" --timeout=60s >/dev/null 2>&1 || true
+  done
+}}
+step plan
+step shards
+step commit
+echo "lifeboat: run $RUN of {asset} committed"
+"""
+
+
+def kubernetes_shard_jobs(policy: Any, out: Path, image: str = "lifeboat:latest") -> list[Path]:
+    """For each objects asset with ``shards = N``: the three Job templates, a restore
+    Indexed Job, and an orchestrating CronJob (with its ServiceAccount and Role) when the
+    asset has a schedule."""
+    written = []
+    for asset in policy.assets.values():
+        if asset.kind != "objects" or not getattr(asset, "shards", None):
+            continue
+        name = _dns(asset.name)
+        folder = out / f"lifeboat-shards-{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        templates = shard_job_templates(asset, image)
+        for step, job in templates.items():
+            path = folder / f"{step}-job.yaml"
+            path.write_text(yaml.safe_dump(job, sort_keys=False))
+            written.append(path)
+        path = folder / "restore-job.yaml"
+        path.write_text(yaml.safe_dump(restore_job_template(asset, image), sort_keys=False))
+        written.append(path)
+        if asset.schedule:
+            path = folder / "cronjob.yaml"
+            path.write_text(yaml.safe_dump_all(_orchestrator(asset, name, templates), sort_keys=False))
+            written.append(path)
+    return written
+
+
+def _orchestrator(asset: Any, name: str, templates: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    account = f"lifeboat-shards-{name}"
+    meta = {"name": account, "labels": {"app": "lifeboat", "asset": asset.name}}
+    script = ORCHESTRATE.format(name=name, asset=asset.name)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+            "subjects": [{"kind": "ServiceAccount", "name": account}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta,
+            "data": {f"{step}.yaml": yaml.safe_dump(job, sort_keys=False) for step, job in templates.items()},
+        },
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": meta,
+            "spec": {
+                "schedule": " ".join(asset.schedule.split()[-5:]),
+                "concurrencyPolicy": "Forbid",
+                "jobTemplate": {
+                    "spec": {
+                        "backoffLimit": 0,  # a rerun would start a new run id; shards are rerun per index
+                        "template": {
+                            "spec": {
+                                "serviceAccountName": account,
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {
+                                        "name": "orchestrate",
+                                        "image": "bitnami/kubectl:1.33",
+                                        "command": ["/bin/sh", "-c", script],
+                                        "volumeMounts": [{"name": "templates", "mountPath": "/templates"}],
+                                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                                    }
+                                ],
+                                "volumes": [{"name": "templates", "configMap": {"name": account}}],
+                            }
+                        },
+                    }
+                },
+            },
+        },
+    ]

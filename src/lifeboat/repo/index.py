@@ -85,6 +85,8 @@ def write_index(storage: Storage, packs: list[PackEntry], keyring: Keyring) -> s
     try:
         storage.put(index_name(index_id), data)
     except AlreadyExistsError:
+        # The name is the SHA-256 of these very bytes: a concurrent writer (a shard that
+        # found this writer's packs as orphans and indexed them) stored the same index.
         pass
     return index_id
 
