@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: venv pg pg-access browser demo test lint unit bench clean
+.PHONY: venv pg pg-access browser promtool demo test lint unit bench clean
 
 venv: $(STAMP)
 
@@ -40,12 +40,17 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# Debian's Prometheus package provides promtool: the tests check the exported alert rules.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { echo "installing promtool (apt-get prometheus)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-unit: venv pg pg-access browser
+unit: venv pg pg-access browser promtool
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 test: venv pg lint unit

@@ -154,10 +154,34 @@ def check_repository_url(url: str) -> str:
     )
 
 
+def refuse_plain_http(endpoint_url: str | None, allowed: bool) -> None:
+    """Credentials are signed, not encrypted, and the data travels in clear over http://;
+    only an explicit opt-in (a local test server, a loopback proxy) may use it."""
+    if endpoint_url and endpoint_url.lower().startswith("http://") and not allowed:
+        raise ValueError(
+            f"endpoint_url {endpoint_url.split('?')[0]!r} is plain http: requests and data travel "
+            "unencrypted; use https://, or set allow_insecure_http = true in this section"
+        )
+
+
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
+
+
+def check_role_arn(role_arn: str) -> None:
+    if not _ROLE_ARN.fullmatch(role_arn):
+        raise ValueError(
+            f"role_arn {role_arn!r} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"
+        )
+
+
 class RepositoryConfig(_Model):
     url: str
     endpoint_url: str | None = None
+    allow_insecure_http: bool = False
     region: str | None = None
+    # the repository's own AWS credentials (a shared-files profile, a role to assume)
+    profile: str | None = None
+    role_arn: str | None = None
     lock_days: int | None = Field(default=None, ge=1)
     keyfile: Path = Path("keys/backup.key")
     recovery_key: Path | None = None
@@ -171,6 +195,13 @@ class RepositoryConfig(_Model):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_repository_url(value)
+
+    @model_validator(mode="after")
+    def _transport(self) -> RepositoryConfig:
+        refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
+        if self.role_arn is not None:
+            check_role_arn(self.role_arn)
+        return self
 
 
 class CopyConfig(_Model):
@@ -323,9 +354,25 @@ class ObjectsAsset(_AssetBase):
     kind: Literal["objects"]
     source: str
     endpoint_url: str | None = None
+    allow_insecure_http: bool = False
     region: str | None = None
+    profile: str | None = None  # the source's own AWS credentials, as in [repository]
+    role_arn: str | None = None
     workers: int = Field(default=16, ge=1, le=256)
     stall_timeout: Duration = timedelta(seconds=60)  # of the bucket source's transfers
+    # sharded backups (`backup --shards`, `schedule export --kubernetes`): N shards,
+    # of which shard_parallelism run at once in the exported Indexed Job (default: all)
+    shards: int | None = Field(default=None, ge=1, le=100_000)
+    shard_parallelism: int | None = Field(default=None, ge=1, le=100_000)
+    # plan shards from the newest S3 Inventory report under this s3:// prefix (or manifest.json)
+    inventory: str | None = None
+
+    @model_validator(mode="after")
+    def _transport(self) -> ObjectsAsset:
+        refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
+        if self.role_arn is not None:
+            check_role_arn(self.role_arn)
+        return self
 
     @field_validator("source")
     @classmethod
@@ -589,7 +636,9 @@ def parse_policy(data: dict[str, Any], path: Path) -> Policy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
+        # an unknown key first: a misspelt key (`pahts`) also makes the real one missing, and
+        # the misspelling is what to fix
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         first = errors[0]
         loc = _error_location(first)
         msg = str(first["msg"]).removeprefix("Value error, ")

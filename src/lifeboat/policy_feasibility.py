@@ -62,8 +62,59 @@ def _exists(path: Path) -> bool:
     return True
 
 
+def immutability_findings(policy: Policy) -> list[Finding]:
+    """A file:// repository is append-only by lifeboat's own rules (files written once, made
+    read-only), not against the host's own user: root or the owner can chmod and delete.
+    Production deserves storage the backup host cannot rewrite (S3 Object Lock)."""
+    url = str(policy.repository.url)
+    if url.startswith("s3://"):
+        if policy.deployment.mode == "production" and not policy.repository.lock_days:
+            return [
+                Finding(
+                    "repository",
+                    "warn",
+                    "no lock_days: a compromised backup host with these credentials could delete "
+                    "backups; set lock_days on an Object Lock bucket",
+                )
+            ]
+        return []
+    if policy.deployment.mode != "production":
+        return []
+    return [
+        Finding(
+            "repository",
+            "warn",
+            f"{url} is a filesystem repository: read-only files, but not immutable against this "
+            "host's own root or owner (rm, chmod); production should use S3 with Object Lock (lock_days)",
+        )
+    ]
+
+
+def transport_findings(policy: Policy) -> list[Finding]:
+    """Plain-http endpoints the policy allows explicitly: said every time the policy is checked."""
+    sections: list[tuple[str, str | None, bool]] = [
+        ("repository", policy.repository.endpoint_url, policy.repository.allow_insecure_http)
+    ]
+    sections += [
+        (name, asset.endpoint_url, asset.allow_insecure_http)
+        for name, asset in policy.assets.items()
+        if asset.kind == "objects"
+    ]
+    return [
+        Finding(
+            name,
+            "warn",
+            f"endpoint {url.split('?')[0]} is plain http (allow_insecure_http = true): "
+            "requests and data travel unencrypted; use https:// outside a test bench",
+        )
+        for name, url, allowed in sections
+        if allowed and url and url.lower().startswith("http://")
+    ]
+
+
 def feasibility(policy: Policy) -> list[Finding]:
-    findings: list[Finding] = path_findings(policy)
+    findings: list[Finding] = path_findings(policy) + transport_findings(policy)
+    findings += immutability_findings(policy)
     for name, asset in policy.assets.items():
         cls = policy.classes[asset.class_]
         if asset.kind == "postgres":

@@ -14,6 +14,7 @@ from typing import Any
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
 from lifeboat.errors import ConfigError
 from lifeboat.ops.audit import AuditLog
+from lifeboat.private import private_dir, state_dir_mode
 from lifeboat.repo import KeepRules, RecordsView, Repository
 from lifeboat.storage import open_storage
 
@@ -42,11 +43,35 @@ def storage_for(policy: Any) -> Any:
         region=repo.region,
         stall_timeout=repo.stall_timeout.total_seconds(),
         trust_endpoint=repo.trust_endpoint,
+        profile=repo.profile,
+        role_arn=repo.role_arn,
     )
 
 
-def cache_dir(policy: Any) -> Path:
-    return Path(policy.state_dir) / "cache"
+def state_dir(policy: Any) -> Path:
+    """The state dir, created private (see lifeboat.private)."""
+    try:
+        return private_dir(Path(policy.state_dir), state_dir_mode())
+    except ConfigError as exc:
+        raise _state_not_writable(policy, exc.message) from None
+
+
+def cache_dir(policy: Any) -> Path | None:
+    """The local cache, or None when the state dir cannot take it: a cache only saves
+    reads, so a read-only state dir slows commands down but stops none (commands that
+    record something refuse it through ``require_writable_state``)."""
+    try:
+        return private_dir(state_dir(policy) / "cache")
+    except ConfigError:
+        return None
+
+
+def _state_not_writable(policy: Any, why: str) -> ConfigError:
+    cause = why.rsplit(": ", 1)[-1]
+    return ConfigError(
+        f"state directory {policy.state_dir} is not writable ({cause}); nothing was changed",
+        hint="make it writable, or set [state] dir in the policy to a writable directory",
+    )
 
 
 def require_writable_state(policy: Any) -> Path:
@@ -77,7 +102,7 @@ def audit_log(policy: Any, repo: Repository | None = None) -> AuditLog:
         def mirror(name: str, data: bytes) -> None:
             storage.put(name, data)
 
-    return AuditLog(Path(policy.state_dir) / "audit.jsonl", mirror=mirror)
+    return AuditLog(state_dir(policy) / "audit.jsonl", mirror=mirror)
 
 
 def open_for_write(policy: Any) -> Repository:

@@ -74,7 +74,7 @@ def cli(request, tmp_path) -> Cli:
     else:
         endpoint = request.getfixturevalue("s3_server")
         bucket = request.getfixturevalue("make_bucket")()
-        url, extra = f"s3://{bucket}/lifeboat", f'endpoint_url = "{endpoint}"'
+        url, extra = f"s3://{bucket}/lifeboat", f'endpoint_url = "{endpoint}"\nallow_insecure_http = true'
     policy = write_policy(tmp_path, source, url, extra)
     env = {**os.environ, "LIFEBOAT_ACTOR": "test"}
     c = Cli(policy, tmp_path, source, env)

@@ -91,7 +91,8 @@ def test_missing_keyfile_and_unreachable_endpoint(tmp_path):
     policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
     proc = Cli(policy, tmp_path, source, env).run("backup", check=False)
     assert proc.returncode == 2 and "backup key file" in proc.stderr and "Traceback" not in proc.stderr
-    policy = write_policy(tmp_path, source, "s3://nowhere/x", 'endpoint_url = "http://127.0.0.1:9"')
+    unreachable = 'endpoint_url = "http://127.0.0.1:9"\nallow_insecure_http = true'
+    policy = write_policy(tmp_path, source, "s3://nowhere/x", unreachable)
     started = time.monotonic()
     proc = Cli(policy, tmp_path, source, env).run(
         "init", "--recovery-key-out", str(tmp_path / "r.key"), check=False

@@ -125,7 +125,8 @@ def test_a_late_failure_leaves_no_repository_in_the_bucket(tmp_path, full_disk, 
     url = f"s3://{bucket}/lifeboat"
     cli.policy.write_text(
         cli.policy.read_text().replace(
-            f'url = "file://{tmp_path / "repo"}"', f'url = "{url}"\nendpoint_url = "{s3_server}"'
+            f'url = "file://{tmp_path / "repo"}"',
+            f'url = "{url}"\nendpoint_url = "{s3_server}"\nallow_insecure_http = true',
         )
     )
     proc = cli.run("init", "--shares-out", str(full_disk / "shares"), check=False)

@@ -105,3 +105,37 @@ def test_schedule_slower_than_rpo_is_reported(tmp_path):
     policy.write_text(VALID.replace('schedule = "0 */6 * * *"', 'schedule = "0 0 * * 0"'))
     out = json.loads(run(policy, "--json").stdout)
     assert any(f["asset"] == "config" and f["level"] == "error" for f in out["findings"])
+
+
+def test_policy_check_says_a_filesystem_repository_is_not_immutable_in_production(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "data").mkdir()
+    policy = tmp_path / "lifeboat.toml"
+    body = """
+[repository]
+url = "file://{root}/repo"
+
+[deployment]
+mode = "{mode}"
+
+[classes.standard]
+rpo = "1d"
+rto = "1h"
+
+[assets.config]
+kind = "files"
+class = "standard"
+paths = ["{root}/data"]
+schedule = "0 2 * * *"
+"""
+    for mode, warned in (("production", True), ("development", False)):
+        policy.write_text(body.format(root=tmp_path, mode=mode))
+        proc = subprocess.run(
+            [sys.executable, "-m", "lifeboat", "--config", str(policy), "policy", "check", "--offline"],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert ("not immutable" in proc.stdout) is warned, proc.stdout

@@ -136,7 +136,12 @@ schedule = "0 0 * * 0"
 def _online_check(tmp_path: Path, mode: str, endpoint: str, repo_bucket: str, media_bucket: str):
     source = tmp_path / "source"
     source.mkdir(exist_ok=True)
-    policy = write_policy(tmp_path, source, f"s3://{repo_bucket}/lifeboat", f'endpoint_url = "{endpoint}"')
+    policy = write_policy(
+        tmp_path,
+        source,
+        f"s3://{repo_bucket}/lifeboat",
+        f'endpoint_url = "{endpoint}"\nallow_insecure_http = true',
+    )
     policy.write_text(
         policy.read_text().replace('mode = "development"', f'mode = "{mode}"')
         + f"""
@@ -145,6 +150,7 @@ kind = "objects"
 class = "standard"
 source = "s3://{media_bucket}/uploads"
 endpoint_url = "{endpoint}"
+allow_insecure_http = true
 """
     )
     cli = Cli(policy, tmp_path, source, {**os.environ})

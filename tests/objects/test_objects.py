@@ -42,6 +42,7 @@ kind = "objects"
 class = "important"
 source = "s3://{bucket}/media"
 endpoint_url = "{endpoint}"
+allow_insecure_http = true
 workers = 16
 """
 

@@ -25,6 +25,7 @@ POLICY = """
 [repository]
 url = "s3://{bucket}/repo"
 endpoint_url = "{endpoint}"
+allow_insecure_http = true
 stall_timeout = "{stall}"
 keyfile = "keys/backup.key"
 recovery_key = "keys/recovery.key"

@@ -25,6 +25,7 @@ FILES_POLICY = """
 [repository]
 url = "s3://{bucket}/repo"
 endpoint_url = "{endpoint}"
+allow_insecure_http = true
 stall_timeout = "1s"
 keyfile = "keys/backup.key"
 recovery_key = "keys/recovery.key"
@@ -60,6 +61,7 @@ kind = "objects"
 class = "standard"
 source = "s3://{bucket}/media"
 endpoint_url = "{endpoint}"
+allow_insecure_http = true
 stall_timeout = "1s"
 workers = 4
 """

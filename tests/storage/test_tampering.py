@@ -24,7 +24,7 @@ def s3_cli(request, tmp_path) -> tuple[Cli, str, str]:
         bucket = request.getfixturevalue("make_bucket")()
     source = tmp_path / "source"
     source.mkdir()
-    extra = f'endpoint_url = "{endpoint}"\nlock_days = 1'
+    extra = f'endpoint_url = "{endpoint}"\nallow_insecure_http = true\nlock_days = 1'
     if request.param == "s3":
         extra += "\ntrust_endpoint = true"  # moto lets a client shorten COMPLIANCE retention
     policy = write_policy(tmp_path, source, f"s3://{bucket}/lifeboat", extra)

@@ -28,7 +28,7 @@ KINDS = {
 RESTORE_OPTIONS: dict[str, frozenset[str]] = {
     "files": frozenset(),
     "keys": frozenset(),
-    "objects": frozenset({"in_place"}),
+    "objects": frozenset({"in_place", "shards", "shard"}),
     "postgres": frozenset(
         {"lsn", "xid", "name", "latest", "port", "start", "archive", "timeline", "standby"}
     ),

@@ -18,6 +18,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from lifeboat import __version__, memory
 from lifeboat.cli.common import REPOSITORY_HELP, RunContext, console, err_console
 from lifeboat.errors import EXIT_USAGE, LifeboatError
+from lifeboat.redact import redact
 
 app = typer.Typer(
     name="lifeboat",
@@ -76,10 +77,12 @@ def _register() -> None:
         objects_cmd,
         pg_cmd,
         policy_cmd,
+        policy_init_cmd,
         repo_cmds,
         repo_iam_cmd,
         report_cmd,
         restore_cmd,
+        unlock_cmd,
         wal_cmd,
     )
 
@@ -146,9 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     except LifeboatError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"lifeboat: error: {exc.message}", markup=False, soft_wrap=True)
+        err_console.print(f"lifeboat: error: {redact(exc.message)}", markup=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"hint: {exc.hint}", markup=False, soft_wrap=True)
+            err_console.print(f"hint: {redact(exc.hint)}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except UsageError as exc:
         _usage_exit(exc)

@@ -14,6 +14,7 @@ from lifeboat.cli.common import console, err_console, human_bytes, print_json, p
 from lifeboat.errors import LifeboatError
 from lifeboat.ops.deadline import deadline
 from lifeboat.policy import format_duration
+from lifeboat.units import format_rate
 
 if TYPE_CHECKING:
     from lifeboat.assets.postgres.pagecheck import BadPage
@@ -30,8 +31,29 @@ def backup(
     ctx: typer.Context,
     assets: list[str] = typer.Argument(None, help="Assets to back up (default: all)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    plan_shards: int = typer.Option(
+        None, "--plan-shards", min=1, help="Objects: plan a sharded run of N shards; prints its run id."
+    ),
+    inventory: str = typer.Option(
+        None, "--inventory", help="Objects: plan from this S3 Inventory report (s3://.../manifest.json)."
+    ),
+    run: str = typer.Option(None, "--run", help="Objects: the sharded run to work on."),
+    shard: int = typer.Option(
+        None, "--shard", min=0, help="Objects: back up this shard of --run (default: $JOB_COMPLETION_INDEX)."
+    ),
+    commit: bool = typer.Option(
+        False, "--commit", help="Objects: publish --run's snapshot once all shards are done."
+    ),
+    shards: int = typer.Option(
+        None, "--shards", min=1, help="Objects: plan, back up N shards in local processes, commit."
+    ),
 ) -> None:
     """Back up assets now: all of them, or those named."""
+    if any(v is not None for v in (plan_shards, inventory, run, shard, shards)) or commit:
+        from lifeboat.cli.shards_cmd import sharded_backup
+
+        sharded_backup(ctx, assets, json_out, plan_shards, inventory, run, shard, commit, shards)
+        return
     policy = run_context(ctx).policy()
     names = assets or list(policy.assets)
     for name in names:
@@ -86,11 +108,11 @@ def backup(
             warn_bad_pages(name, info.short_id, bad_pages)
         if not json_out:
             s = info.stats
-            rate = s.bytes / seconds / 1e6 if seconds > 0 else 0.0
+            rate = format_rate(s.bytes / seconds if seconds > 0 else 0.0)
             console.print(
                 f"{name}: snapshot {info.short_id}, {s.files} files, {human_bytes(s.bytes)} "
                 f"({human_bytes(s.new_bytes)} new, {human_bytes(s.stored_bytes)} stored) "
-                f"in {seconds:.1f}s ({rate:.0f} MB/s)"
+                f"in {seconds:.1f}s ({rate})"
             )
     if json_out:
         print_json(results)

@@ -24,8 +24,30 @@ from rich.progress import (
 
 from lifeboat.progress import ProgressSink
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Lines as long as any value when the output is a pipe or a file: human output is read
+# with `less -S`, grep or an editor, where a path broken over two lines or a table cell cut
+# to `importa…` is useless (`--json` is the machine format). rich honours NO_COLOR itself.
+PIPE_WIDTH = 100_000
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that fits the terminal when there is one, and never re-wraps otherwise. A
+    COLUMNS inherited from a terminal does not count for a pipe (readline exports it into
+    the environment of every child of an interactive Python or shell)."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not _isatty(stream)
+    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH if piped else None)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 @dataclass
@@ -127,8 +149,7 @@ def progress_bar(description: str) -> Iterator[ProgressSink]:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    """IEC units (KiB, MiB, GiB): the one size format of human output."""
+    from lifeboat.units import format_bytes
+
+    return format_bytes(n)

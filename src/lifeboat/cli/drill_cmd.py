@@ -24,8 +24,12 @@ app.add_typer(drill_app, name="drill")
 @drill_app.command("run")
 def run_cmd(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Drill name from the policy ([drills.NAME])."),
-    keep: bool = typer.Option(False, "--keep", help="Keep the staging cluster/directories afterwards."),
+    name: str = typer.Argument(..., help="A drill the policy names in a drills.NAME section."),
+    keep: bool = typer.Option(
+        False,
+        "--keep",
+        help="Keep the staging cluster and directories (removed otherwise, failed or not).",
+    ),
     evidence_dir: Path = typer.Option(None, "--evidence-dir", help="Where the evidence bundle goes."),
     at: str = typer.Option(None, "--at", help="Recovery point to drill (default: the newest data)."),
     recovery_key: RecoveryKeyOption = None,
@@ -77,7 +81,16 @@ def run_cmd(
             )
         for reason in run.reasons:
             console.print(f"  reason: {reason}", markup=False)
-        console.print(f"evidence: {bundle}" + (f"; staging kept at {run.staging}" if run.kept else ""))
+        console.print(
+            f"evidence: {bundle}"
+            + (f"; staging kept at {run.staging}" if run.kept else "")
+            + (
+                "; staging removed (run again with --keep to inspect it)"
+                if run.verdict != "pass" and not run.kept
+                else ""
+            ),
+            markup=False,
+        )
     if run.verdict != "pass":
         raise typer.Exit(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from lifeboat.cli.app import app
-from lifeboat.cli.common import console, print_json, run_context
+from lifeboat.cli.common import console, human_bytes, print_json, run_context
 
 objects_app = typer.Typer(help="Object-storage assets.", no_args_is_help=True)
 app.add_typer(objects_app, name="objects")
@@ -28,7 +28,7 @@ def inspect(
     else:
         console.print(
             f"{asset}: {report.source}: versioning {report.versioning}, {report.objects} objects, "
-            f"{report.bytes / 1e6:.1f} MB"
+            f"{human_bytes(report.bytes)}"
         )
         for warning in report.warnings:
             console.print(f"[yellow]warning[/yellow]: {warning}", markup=True)

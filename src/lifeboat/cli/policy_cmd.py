@@ -48,6 +48,7 @@ def check(
                 "window": str(asset.window or ""),
                 "retention": cls.retention.summary(),
                 "min_days": policy.effective_min_days(name),
+                "retention_sources": retention_sources(policy, name),
                 "drill_every": format_duration(cls.drill_every),
                 "verdict": verdict,
             }
@@ -77,7 +78,7 @@ def check(
                 r["rto"],
                 r["schedule"] or "-",
                 r["window"] or "-",
-                f"{r['retention']} (min {r['min_days']}d)",
+                describe_retention(r["retention_sources"]),
                 r["drill_every"],
                 f"[{colour}]{r['verdict']}[/{colour}]",
             )
@@ -97,6 +98,39 @@ def check(
             console.print(f"{f.level}: {f.asset}: {f.message}", markup=False, soft_wrap=True)
     if any(f.level == "error" for f in findings):
         raise typer.Exit(1)
+
+
+RETENTION_KEYS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def retention_sources(policy: Any, asset: str) -> dict[str, dict[str, Any]]:
+    """Each effective retention value and where it comes from: the class, lifeboat's
+    default (which merges into a class that names only some keys), or the mode's minimum age."""
+    name = policy.assets[asset].class_
+    retention = policy.classes[name].retention
+    stated = retention.model_fields_set
+    out = {
+        key: {"value": getattr(retention, key), "from": f"classes.{name}" if key in stated else "default"}
+        for key in RETENTION_KEYS
+        if getattr(retention, key)
+    }
+    effective = policy.effective_min_days(asset)
+    if effective:
+        from_class = "min_days" in stated and retention.min_days == effective
+        out["min_days"] = {
+            "value": effective,
+            "from": f"classes.{name}" if from_class else f"mode {policy.deployment.mode}",
+        }
+    return out
+
+
+def describe_retention(sources: dict[str, dict[str, Any]]) -> str:
+    """`last 3 (classes.x); daily 7, weekly 4, monthly 12 (default); min 35d (mode production)`."""
+    groups: dict[str, list[str]] = {}
+    for key, item in sources.items():
+        text = f"min {item['value']}d" if key == "min_days" else f"{key} {item['value']}"
+        groups.setdefault(item["from"], []).append(text)
+    return "; ".join(f"{', '.join(items)} ({origin})" for origin, items in groups.items()) or "keep all"
 
 
 def _escrow(policy: Any) -> dict[str, Any] | None:

@@ -79,6 +79,12 @@ def init(
             f"recovery shares: {shares_out} ({result.threshold}-of-{len(result.shares)}: "
             f"any {result.threshold} custodians together can recover)"
         )
+        console.print(
+            f"next: hand each custodian their own file from {shares_out} (in person or over a channel "
+            "only they can read), have each check it with 'lifeboat escrow verify-share FILE', then "
+            f"delete {shares_out}: shares left together on this host are the recovery key",
+            markup=False,
+        )
 
 
 def _require_known_asset(policy: Any, asset: str | None, snaps: list[Any]) -> None:
@@ -98,7 +104,7 @@ def snapshots(
     """List snapshots (needs only the backup key)."""
     policy = read_from(ctx, repository).policy()
     repo = runtime.open_for_write(policy)
-    snaps = repo.snapshots(asset)
+    snaps, damaged = repo.snapshots_and_damaged(asset)
     _require_known_asset(policy, asset, snaps)
     if json_out:
         print_json(
@@ -115,7 +121,10 @@ def snapshots(
                 }
                 for s in snaps
             ]
+            + [_damaged_json(name, problem) for name, problem in sorted(damaged.items())]
         )
+        if damaged:
+            raise typer.Exit(1)
         return
     table = Table("id", "time (UTC)", "asset", "kind", "host", "files", "size", "added")
     for s in snaps:
@@ -129,8 +138,20 @@ def snapshots(
             human_bytes(s.stats.bytes),
             human_bytes(s.stats.stored_bytes),
         )
+    for name, _ in sorted(damaged.items()):
+        table.add_row(name.rsplit("/", 1)[-1][:8], "[red]damaged[/red]", "?", "?", "?", "", "", "")
     console.print(table)
     console.print(f"{len(snaps)} snapshot(s)")
+    if damaged:
+        for name, problem in sorted(damaged.items()):
+            console.print(f"[red]damaged[/red] {name}: {problem}", soft_wrap=True)
+        console.print(f"{len(damaged)} damaged snapshot(s): run 'lifeboat check' for details")
+        raise typer.Exit(1)
+
+
+def _damaged_json(name: str, problem: str) -> dict[str, object]:
+    snapshot_id = name.rsplit("/", 1)[-1]
+    return {"id": snapshot_id, "asset": None, "kind": None, "time": None, "damaged": True, "problem": problem}
 
 
 @app.command()

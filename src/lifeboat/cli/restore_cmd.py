@@ -129,6 +129,13 @@ def restore(
         help="Merge into a non-empty target: the snapshot's entries replace what holds their names; "
         "nothing else is deleted (files, keys, objects). PostgreSQL: replaces the data directory.",
     ),
+    shards: int = typer.Option(
+        None,
+        "--shards",
+        min=1,
+        help="Objects: restore in N parallel processes (with --shard: be one of them).",
+    ),
+    shard: int = typer.Option(None, "--shard", min=0, help="Objects: restore only part I of --shards N."),
     recovery_key: RecoveryKeyOption = None,
     share: ShareOption = None,
     passphrase_file: PassphraseOption = None,
@@ -145,9 +152,25 @@ def restore(
         spec.kind,
         {"snapshot": snapshot, "at": at, "lsn": lsn, "xid": xid, "name": name, "latest": latest}
         | {"port": port, "start": start, "in_place": in_place}
-        | {"archive": archive, "timeline": timeline, "standby": standby},
+        | {"archive": archive, "timeline": timeline, "standby": standby}
+        | {"shards": shards, "shard": shard},
     )
     when = parse_time(at)
+    if shards is not None and shard is None:
+        from lifeboat.cli.shards_cmd import sharded_restore
+
+        given = {"target": target, "snapshot": snapshot, "at": at, "in_place": in_place, "dry_run": dry_run}
+        # the workers open the repository with the same credentials
+        creds = (["--recovery-key", str(recovery_key)] if recovery_key else []) + [
+            arg
+            for flag, paths in (("--share", share), ("--passphrase-file", passphrase_file))
+            for p in paths or []
+            for arg in (flag, str(p))
+        ]
+        sharded_restore(ctx, spec, shards, given | {"force": force, "when": when}, creds, json_out)
+        return
+    if shard is not None and shards is None:
+        raise ConfigError("--shard I needs --shards N (the number of parts)", hint=RESTORE_HELP)
     creds = credentials_options(recovery_key, share, passphrase_file)
     policy, repo, fallback = _open_repository(policy, rc.repository, creds, asset)
     refuse_future_time(policy, repo, spec.name, when)
@@ -169,6 +192,8 @@ def restore(
         "archive": archive,
         "timeline": timeline,
         "standby": standby,
+        "shards": shards,
+        "shard": shard,
     }
     if target is None and not in_place:
         raise ConfigError("restore needs --target", hint="restores never write to the source by default")
@@ -259,7 +284,7 @@ def _dispatch(policy: Any, spec: Any, repo: Any, options: dict[str, Any], bar: A
 
 
 def _print_summary(asset: str, result: dict[str, Any]) -> None:
-    if "files" in result and "bytes" in result:
+    if "files" in result and "bytes" in result and not result.get("summary"):  # else the asset's own
         console.print(
             f"{asset}: restored {result['files']} files ({human_bytes(result['bytes'])}), "
             f"{result.get('dirs', 0)} dirs, {result.get('symlinks', 0)} symlinks from snapshot "

@@ -91,6 +91,9 @@ def unwrap_key(recipient: X25519PrivateKey, wrapped: bytes, context: bytes) -> b
     if len(wrapped) < 32 + OVERHEAD:
         raise IntegrityError("wrapped key is truncated")
     eph_public = wrapped[:32]
-    shared = recipient.exchange(X25519PublicKey.from_public_bytes(eph_public))
+    try:
+        shared = recipient.exchange(X25519PublicKey.from_public_bytes(eph_public))
+    except ValueError:  # a low-order point, e.g. a zeroed header: cannot be ours
+        raise IntegrityError("wrapped key is damaged") from None
     kek = _kek(shared, eph_public, public_bytes(recipient), context)
     return open_envelope(kek, wrapped[32:], context)

@@ -340,7 +340,9 @@ class DrillRunner:
         self.run.verdict = "pass" if not reasons else "fail"
 
     def cleanup(self, keep: bool) -> None:
-        self.run.kept = keep or self.run.verdict != "pass"
+        # a failed drill's staging is removed too (a full restore each time fills the disk:
+        # ~175 MB per demo drill); its evidence says what failed, --keep keeps it to inspect
+        self.run.kept = keep
         for target, _ in self.pg_targets.values():
             PgCluster(target, 0, target.parent, find_pg_bin()).stop("fast")
         if not self.run.kept:

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lifeboat.private import private_dir, write_private
+from lifeboat.redact import redact, redact_url
+
 Log = Callable[[str], None]
 
 
@@ -32,18 +35,19 @@ class Alerter:
     ) -> None:
         self.webhooks = webhooks
         self.state_file = state_file
-        self.log = log
+        self.log: Log = lambda line: log(redact(line))
         self.retries = retries
         self.active: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
 
     def _save(self) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps(self.active))
+        private_dir(self.state_file.parent, tighten=False)
+        write_private(self.state_file, json.dumps(self.active).encode())
 
     def fire(self, key: str, message: str) -> bool:
         """Alert once for ``key``; repeated calls while it is active send nothing."""
         if key in self.active:
             return False
+        message = redact(message)
         self.active[key] = message
         self._save()
         self._send("firing", key, message)
@@ -59,7 +63,7 @@ class Alerter:
 
     def _send(self, status: str, key: str, message: str) -> None:
         for hook in self.webhooks:
-            body = json.dumps(payload(hook.format, status, key, message)).encode()
+            body = json.dumps(payload(hook.format, status, key, redact(message))).encode()
             for attempt in range(self.retries):
                 try:
                     request = urllib.request.Request(
@@ -68,5 +72,6 @@ class Alerter:
                     with urllib.request.urlopen(request, timeout=5):
                         break
                 except OSError as exc:
-                    self.log(f"webhook {hook.url} failed ({exc}); attempt {attempt + 1} of {self.retries}")
+                    where = redact_url(hook.url)  # webhook URLs carry their token
+                    self.log(f"webhook {where} failed ({exc}); attempt {attempt + 1} of {self.retries}")
                     time.sleep(0.2 * 2**attempt)

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lifeboat.private import private_dir, private_opener
+
 GENESIS = "0" * 64
 SECRET_WORDS = ("secret", "passphrase", "password", "share", "mnemonic", "key_material", "private")
 
@@ -76,8 +78,8 @@ class AuditLog:
         actor: str | None = None,
         **details: Any,
     ) -> AuditEntry:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+b") as fh:
+        private_dir(self.path.parent, tighten=False)
+        with open(self.path, "a+b", opener=private_opener) as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 fh.seek(0)

@@ -33,6 +33,8 @@ from lifeboat.ops.replication import copy_job
 from lifeboat.ops.runs import Run, RunHistory, now_iso
 from lifeboat.ops.scheduler import DEFAULT_TIMEOUT, job_deadline, next_due, overran
 from lifeboat.policy import format_duration
+from lifeboat.private import private_opener, write_private
+from lifeboat.redact import redact
 
 Log = Callable[[str], None]
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -62,7 +64,7 @@ class SingleInstance:
 
     def __enter__(self) -> SingleInstance:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a+")
+        self._fh = open(self.path, "a+", opener=private_opener)
         try:
             fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -231,7 +233,7 @@ def _read_data_part(policy: Any) -> Callable[[], int]:
         else:
             repo = runtime.open_for_write(policy)
         report = repo.check(read_data=True, subset=f"{part}/{parts}", hash_only=not repo.keyring.can_read)
-        state.write_text(json.dumps({"next_part": part % parts + 1, "last_part": part}))
+        write_private(state, json.dumps({"next_part": part % parts + 1, "last_part": part}).encode())
         if not report.ok:
             raise LifeboatError(
                 f"check --read-data-subset {part}/{parts} found {len(report.problems)} problem(s): "
@@ -276,12 +278,12 @@ class Daemon:
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy
-        self.log = log
+        self.log: Log = lambda line: log(redact(line))  # children's stderr too: no secrets
         self.jobs = jobs if jobs is not None else build_jobs(policy)
         self.rng = rng or random.Random()
         self.state = DaemonState()
         self.history = RunHistory(policy.state_dir / "runs.jsonl")
-        self.alerts = Alerter(policy.alerts.webhooks, policy.state_dir / "alerts.json", log)
+        self.alerts = Alerter(policy.alerts.webhooks, policy.state_dir / "alerts.json", self.log)
         self.metrics = Metrics()
         self.dashboard_path = policy.state_dir / "dashboard" / "index.html"
         self._dashboard_built = -1e9
@@ -343,6 +345,7 @@ class Daemon:
                 self.alerts.resolve(f"deadline:{job.name}")
                 self.log(f"{job.name}: ok")
                 self.metrics.job_runs.labels(job.name, "ok").inc()
+                self.metrics.job_failing.labels(job.name).set(0)
                 self.metrics.duration.labels(job.name, job.asset or "").set(time.monotonic() - t0)
                 return
             except Exception as exc:
@@ -373,6 +376,7 @@ class Daemon:
                     time.sleep(min(2 ** (attempt - 1), 60))
                     continue
                 self.alerts.fire(f"job-failed:{job.name}", f"{job.name} failed {attempt} times: {message}")
+                self.metrics.job_failing.labels(job.name).set(1)
 
     def refresh_status(self) -> None:
         from lifeboat.ops.status import asset_status
@@ -401,6 +405,7 @@ class Daemon:
                         )
                     else:
                         self.alerts.resolve(f"success:{st.asset}")
+                self.metrics.record_targets(self.policy, st)
                 self.refresh_divergence(st)
                 breach = st.exposure_s is not None and st.exposure_s > st.rpo_s
                 if breach:
@@ -483,6 +488,7 @@ class Daemon:
         from lifeboat.ops.status import key_warnings
 
         warnings = key_warnings(self.policy, repo)
+        self.metrics.record_key_age(self.policy, repo, datetime.now(UTC))
         if warnings:
             self.alerts.fire("key-age", warnings[0])
         else:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -59,6 +61,63 @@ class Metrics:
         self.job_runs = Gauge(
             "lifeboat_job_runs", "Job runs by outcome", ["job", "outcome"], registry=self.registry
         )
+
+        # the targets next to the measurements, so alert rules and dashboards compare the two
+        # without copying the policy into PromQL
+        self.success_target = Gauge(
+            "lifeboat_backup_success_target_ratio",
+            "Backup success target of the asset's class",
+            labels,
+            registry=self.registry,
+        )
+        self.last_drill = Gauge(
+            "lifeboat_last_drill_timestamp_seconds",
+            "Start of the last drill that covered the asset",
+            labels,
+            registry=self.registry,
+        )
+        self.drill_every = Gauge(
+            "lifeboat_drill_interval_seconds",
+            "Drill cadence of the asset's class",
+            labels,
+            registry=self.registry,
+        )
+        self.key_age = Gauge(
+            "lifeboat_backup_key_age_seconds", "Age of the repository's backup key", registry=self.registry
+        )
+        self.key_max_age = Gauge(
+            "lifeboat_backup_key_max_age_seconds",
+            "Maximum backup key age (the strictest class)",
+            registry=self.registry,
+        )
+        self.job_failing = Gauge(
+            "lifeboat_job_failing",
+            "1 while the job's last run failed after all its retries, 0 after a success",
+            ["task"],  # not `job`: Prometheus would rename it to exported_job (its own target label)
+            registry=self.registry,
+        )
+
+    def record_targets(self, policy: Any, st: Any) -> None:
+        """The class targets of one asset, and when it was last drilled."""
+        cls = policy.data_class(st.asset)
+        self.success_target.labels(st.asset).set(cls.success_target)
+        self.drill_every.labels(st.asset).set(cls.drill_every.total_seconds())
+        if st.last_drill:
+            started = datetime.fromisoformat(st.last_drill)
+            started = started if started.tzinfo else started.replace(tzinfo=UTC)
+            self.last_drill.labels(st.asset).set(started.timestamp())
+
+    def record_key_age(self, policy: Any, repo: Any, now: datetime) -> None:
+        from lifeboat.errors import LifeboatError
+
+        if policy.classes:
+            self.key_max_age.set(min(c.key_max_age for c in policy.classes.values()).total_seconds())
+        try:
+            created = datetime.fromisoformat(repo.get_record(f"keys/{repo.key_id}.json")["created"])
+        except (LifeboatError, KeyError, ValueError):
+            return
+        created = created if created.tzinfo else created.replace(tzinfo=UTC)
+        self.key_age.set((now - created).total_seconds())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from lifeboat import clock
+from lifeboat.private import private_dir, private_opener
 
 
 @dataclass
@@ -30,8 +31,8 @@ class RunHistory:
         self.path = path
 
     def record(self, run: Run) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
+        private_dir(self.path.parent, tighten=False)
+        with open(self.path, "a", opener=private_opener) as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             fh.write(json.dumps(asdict(run)) + "\n")
 

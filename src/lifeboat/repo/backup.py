@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -343,12 +344,51 @@ class BackupSession:
         new = [pack_name(p) for p in writer.packs_written] + [index_name(i) for i in writer.index_files]
         self.retention_requests = ensure_retention(self.repo, objects_of(self.repo.index(), blobs, new))
 
+    def finish_fragment(self) -> tuple[list[str], SnapshotStats]:
+        """End a shard of a sharded backup without committing a snapshot: store its part
+        of the tree (the entries, comma-separated, without the enclosing document) and
+        return the part's blob ids and the shard's stats. ``commit_fragments`` later
+        joins the parts of every shard into one ordinary tree."""
+        writer = self.writer
+        writer.finish()
+        entries = sorted(self.entries, key=lambda e: e.path)
+        raw = b",".join(orjson.dumps(e.to_json()) for e in entries)
+        ids = [
+            writer.store(raw[i : i + self.chunk_size], BLOB_TREE) for i in range(0, len(raw), self.chunk_size)
+        ]
+        writer.finish()
+        writer.stats.seconds = round(time.monotonic() - self._started, 3)
+        return ids, writer.stats
+
+    def commit_fragments(self, fragments: list[list[str]], stats: list[SnapshotStats]) -> SnapshotInfo:
+        """Commit one snapshot whose tree is the shards' parts joined into the document
+        ``{"entries": [...]}``: the tree blobs are concatenated as stored, so this needs
+        no key that can decrypt them, and readers see an ordinary snapshot tree."""
+        writer = self.writer
+        tree = [writer.store(b'{"entries":[', BLOB_TREE)]
+        comma = writer.store(b",", BLOB_TREE)
+        for part in (f for f in fragments if f):
+            tree += ([comma] if len(tree) > 1 else []) + part
+        tree.append(writer.store(b"]}", BLOB_TREE))
+        writer.finish()
+        total = SnapshotStats()
+        for part_stats in stats:
+            for name, value in asdict(part_stats).items():
+                setattr(total, name, getattr(total, name) + value)
+        total.seconds = round(time.monotonic() - self._started + sum(s.seconds for s in stats), 3)
+        return self._commit_header(tree, total)
+
     def commit(self) -> SnapshotInfo:
         writer = self.writer
         writer.finish()  # data packs and their index first
         tree, as_json = self._store_tree()
         writer.finish()  # then the tree's pack and index
         writer.stats.seconds = round(time.monotonic() - self._started, 3)
+        info = self._commit_header(tree, writer.stats)
+        self._parents.save({identity: as_json[id(e)] for identity, e in self._identities.items()})
+        return info
+
+    def _commit_header(self, tree: list[str], stats: SnapshotStats) -> SnapshotInfo:
         info = SnapshotInfo(
             id="",
             asset=self.asset,
@@ -356,7 +396,7 @@ class BackupSession:
             time=clock.now(),
             host=self.host,
             labels=self.labels,
-            stats=writer.stats,
+            stats=stats,
             tree=tree,
             key_id=self.repo.key_id,
             parent=self.repo.latest_snapshot_id(self.asset),
@@ -365,6 +405,5 @@ class BackupSession:
         snapshot_id, data = encode_snapshot(info, self.repo.keyring)
         info.id = snapshot_id
         self.repo.storage.put(snapshot_name(snapshot_id), data)  # the commit point
-        self._parents.save({identity: as_json[id(e)] for identity, e in self._identities.items()})
         self._committed = info
         return info

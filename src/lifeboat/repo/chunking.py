@@ -15,7 +15,7 @@ from typing import IO
 import zstandard
 
 from lifeboat.errors import IntegrityError
-from lifeboat.repo.format import BLOB_RAW, BLOB_ZSTD
+from lifeboat.repo.format import BLOB_RAW, BLOB_ZSTD, MAX_BLOB_SIZE, bounded_decompress
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE = 8 << 10
@@ -37,14 +37,6 @@ def _compressor() -> zstandard.ZstdCompressor:
         comp = zstandard.ZstdCompressor(level=LEVEL)
         _local.comp = comp
     return comp
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    dec: zstandard.ZstdDecompressor | None = getattr(_local, "dec", None)
-    if dec is None:
-        dec = zstandard.ZstdDecompressor()
-        _local.dec = dec
-    return dec
 
 
 def _probe() -> zstandard.ZstdCompressor:
@@ -76,16 +68,22 @@ def encode_payload(data: bytes) -> bytes:
 
 
 def decode_payload(payload: bytes, raw_length: int) -> bytes:
+    """The plaintext, which must be exactly ``raw_length`` bytes: decompression stops one
+    byte past it (and past MAX_BLOB_SIZE), so a crafted blob cannot balloon in memory
+    before its id is checked."""
     if not payload:
         raise IntegrityError("blob payload is empty")
+    if not 0 <= raw_length <= MAX_BLOB_SIZE:
+        raise IntegrityError(f"blob claims an impossible length ({raw_length} bytes)")
     if payload[0] == BLOB_RAW:
-        return payload[1:]
-    if payload[0] == BLOB_ZSTD:
-        try:
-            return _decompressor().decompress(payload[1:], max_output_size=max(raw_length, 1))
-        except zstandard.ZstdError:
-            raise IntegrityError("blob failed to decompress") from None
-    raise IntegrityError(f"unknown blob encoding 0x{payload[0]:02x}")
+        data = payload[1:]
+    elif payload[0] == BLOB_ZSTD:
+        data = bounded_decompress(payload[1:], raw_length, "blob")
+    else:
+        raise IntegrityError(f"unknown blob encoding 0x{payload[0]:02x}")
+    if len(data) != raw_length:
+        raise IntegrityError(f"blob is {len(data)} bytes, not the recorded {raw_length}")
+    return data
 
 
 def read_blocks(stream: IO[bytes], size: int) -> Iterator[bytes]:

@@ -5,8 +5,12 @@ Only this package reads or writes these layouts.
 
 from __future__ import annotations
 
+import hmac
+import io
 import json
+import re
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +37,66 @@ BLOB_DATA = "data"
 BLOB_TREE = "tree"
 
 CONFIG_NAME = "config"
+
+# No blob is larger than the largest chunk size (16 MiB) or a tree part of that size; the
+# cap stops a blob whose index entry claims more from costing more memory than that.
+MAX_BLOB_SIZE = 64 << 20
+# Framed metadata is canonical JSON of mostly hex ids, which zstd shrinks 2-4x; a body that
+# claims to expand far beyond that was crafted (a decompression bomb), not written by us.
+MAX_FRAMED_RATIO = 32
+MIN_FRAMED_LIMIT = 4 << 20
+MAX_FRAMED_SIZE = 1 << 30
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_object_id(text: object) -> bool:
+    """True for a lowercase hex SHA-256 / BLAKE3 id (pack, index, snapshot and blob ids)."""
+    return isinstance(text, str) and _HEX64.fullmatch(text) is not None
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dec: zstandard.ZstdDecompressor | None = getattr(_local, "dec", None)
+    if dec is None:
+        dec = zstandard.ZstdDecompressor()
+        _local.dec = dec
+    return dec
+
+
+def bounded_decompress(frame: bytes, limit: int, what: str) -> bytes:
+    """Decompress one zstd frame, refusing to produce more than ``limit`` bytes.
+
+    ``ZstdDecompressor.decompress`` trusts the frame's declared content size and ignores
+    ``max_output_size`` when one is present, so a 6 KiB frame declaring 200 MiB allocates
+    200 MiB. A streaming reader asked for ``limit + 1`` bytes never holds more than that.
+    """
+    try:
+        declared = zstandard.get_frame_parameters(frame).content_size
+    except zstandard.ZstdError:
+        raise IntegrityError(f"{what} is damaged (not a zstd frame)") from None
+    if declared != zstandard.CONTENTSIZE_UNKNOWN:
+        if declared > limit:
+            raise IntegrityError(f"{what} claims {declared} bytes when decompressed, more than {limit}")
+        try:  # the fast path: one allocation of the declared size, which is within the limit
+            return _decompressor().decompress(frame)
+        except zstandard.ZstdError:
+            raise IntegrityError(f"{what} failed to decompress") from None
+    out = bytearray()
+    try:
+        with _decompressor().stream_reader(io.BytesIO(frame)) as reader:
+            while len(out) <= limit:
+                part = reader.read(limit + 1 - len(out))
+                if not part:
+                    break
+                out += part
+    except zstandard.ZstdError:
+        raise IntegrityError(f"{what} failed to decompress") from None
+    if len(out) > limit:
+        raise IntegrityError(f"{what} decompresses to more than the {limit} bytes allowed")
+    return bytes(out)
 
 
 def pack_name(pack_id: str) -> str:
@@ -85,7 +149,7 @@ def parse_pack_header(data: bytes) -> tuple[bytes, int]:
     if version != FORMAT_VERSION:
         raise IntegrityError(f"pack format version {version} is not supported")
     end = 7 + wrapped_len
-    if len(data) < end:
+    if wrapped_len == 0 or len(data) < end:
         raise IntegrityError("pack header is truncated")
     return data[7:end], end
 
@@ -99,11 +163,27 @@ def parse_pack_trailer(pack: bytes) -> list[tuple[str, str, int, int, int]]:
     if len(pack) < 8 or pack[-4:] != PACK_TRAILER_MAGIC:
         raise IntegrityError("pack trailer is damaged (bad magic)")
     (length,) = struct.unpack(">I", pack[-8:-4])
+    if length > len(pack) - 8:
+        raise IntegrityError("pack trailer is damaged (length beyond the pack)")
     try:
         body = orjson.loads(pack[-8 - length : -8])
-        return [(str(b[0]), str(b[1]), int(b[2]), int(b[3]), int(b[4])) for b in body["blobs"]]
-    except (ValueError, KeyError, TypeError):
+        blobs = [(str(b[0]), str(b[1]), int(b[2]), int(b[3]), int(b[4])) for b in body["blobs"]]
+    except (ValueError, KeyError, TypeError, IndexError):
         raise IntegrityError("pack trailer is damaged") from None
+    for blob in blobs:
+        check_blob_entry(blob, len(pack) - 8 - length)
+    return blobs
+
+
+def check_blob_entry(blob: tuple[str, str, int, int, int], pack_size: int | None = None) -> None:
+    """A blob entry (index or trailer) must be well formed before anything trusts it."""
+    blob_id, btype, offset, length, raw_length = blob
+    if not is_object_id(blob_id) or btype not in (BLOB_DATA, BLOB_TREE):
+        raise IntegrityError("blob entry is damaged (bad id or type)")
+    if offset < 7 or length <= 0 or not 0 <= raw_length <= MAX_BLOB_SIZE:
+        raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (impossible offset or length)")
+    if length > MAX_BLOB_SIZE + 1024 or (pack_size is not None and offset + length > pack_size):
+        raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (extends beyond its pack)")
 
 
 # --- framed metadata files (index, snapshot, ref) ------------------------------------
@@ -125,13 +205,13 @@ def decode_framed(magic: bytes, data: bytes, mac: Callable[[bytes], bytes], what
     if data[4] != FORMAT_VERSION:
         raise IntegrityError(f"{what} has unsupported format version {data[4]}")
     tag, body = data[5 : 5 + MAC_LEN], data[5 + MAC_LEN :]
-    import hmac
-
     if not hmac.compare_digest(tag, mac(body)):
         raise IntegrityError(f"{what} failed authentication (modified or corrupted)")
+    # The MAC key is on every backup host, so an authenticated body can still be hostile.
+    limit = min(MAX_FRAMED_SIZE, max(MIN_FRAMED_LIMIT, len(body) * MAX_FRAMED_RATIO))
     try:
-        payload = orjson.loads(zstandard.ZstdDecompressor().decompress(body))
-    except (ValueError, zstandard.ZstdError):
+        payload = orjson.loads(bounded_decompress(body, limit, what))
+    except ValueError:
         raise IntegrityError(f"{what} is damaged") from None
     if not isinstance(payload, dict):
         raise IntegrityError(f"{what} is damaged")

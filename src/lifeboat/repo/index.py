@@ -13,7 +13,16 @@ from typing import Any
 import orjson
 
 from lifeboat.errors import AlreadyExistsError, IntegrityError, NotFoundError
-from lifeboat.repo.format import INDEX_MAGIC, BlobLocation, decode_framed, encode_framed, index_name
+from lifeboat.private import private_dir, write_private
+from lifeboat.repo.format import (
+    INDEX_MAGIC,
+    BlobLocation,
+    check_blob_entry,
+    decode_framed,
+    encode_framed,
+    index_name,
+    is_object_id,
+)
 from lifeboat.repo.keyring import Keyring
 from lifeboat.storage.base import Storage
 
@@ -76,16 +85,44 @@ def write_index(storage: Storage, packs: list[PackEntry], keyring: Keyring) -> s
     try:
         storage.put(index_name(index_id), data)
     except AlreadyExistsError:
+        # The name is the SHA-256 of these very bytes: a concurrent writer (a shard that
+        # found this writer's packs as orphans and indexed them) stored the same index.
         pass
     return index_id
 
 
 def decode_index(data: bytes, keyring: Keyring, name: str) -> list[PackEntry]:
-    payload = decode_framed(INDEX_MAGIC, data, keyring.mac, f"index {name}")
+    # The id is the SHA-256 of the bytes (repository-format.md): a file under another
+    # name was renamed or replaced, even when its MAC is valid.
+    if hashlib.sha256(data).hexdigest() != name.rsplit("/", 1)[-1]:
+        raise IntegrityError(f"{name} does not match its name (content hash differs)")
+    payload = decode_framed(INDEX_MAGIC, data, keyring.mac, name)
     packs = payload.get("packs")
+    if not valid_packs(packs):
+        raise IntegrityError(f"{name} is damaged (malformed pack entries)")
+    return packs  # type: ignore[return-value]
+
+
+def valid_packs(packs: object) -> bool:
+    """Every pack entry well formed, so loading and reading can trust its fields."""
     if not isinstance(packs, list):
-        raise IntegrityError(f"index {name} is damaged")
-    return packs
+        return False
+    for pack in packs:
+        if not isinstance(pack, dict) or not is_object_id(pack.get("id")):
+            return False
+        blobs = pack.get("blobs")
+        if not isinstance(blobs, list):
+            return False
+        for blob in blobs:
+            if not isinstance(blob, list) or len(blob) != 5:
+                return False
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in blob[2:]):
+                return False
+            try:
+                check_blob_entry((blob[0], blob[1], blob[2], blob[3], blob[4]))
+            except IntegrityError:
+                return False
+    return True
 
 
 class IndexCache:
@@ -102,16 +139,15 @@ class IndexCache:
             packs = orjson.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
-        return packs if isinstance(packs, list) else None
+        return packs if valid_packs(packs) else None
 
     def put(self, name: str, packs: list[PackEntry]) -> None:
         if self.directory is None:
             return
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / (name.replace("/", "_") + ".tmp")
-            tmp.write_text(json.dumps(packs, separators=(",", ":")))
-            tmp.replace(self.directory / name.replace("/", "_"))
+            private_dir(self.directory)
+            data = json.dumps(packs, separators=(",", ":")).encode()
+            write_private(self.directory / name.replace("/", "_"), data)
         except OSError:
             pass  # the cache is an optimisation; the repository is the truth
 

@@ -1,9 +1,19 @@
 """Repository locks: many shared holders (backups) or one exclusive holder (prune, forget).
 
 A lock is a small immutable object ``locks/<id>``. Acquiring = write ours, then list: if a
-conflicting live lock exists, remove ours and retry until the deadline. A lock is refreshed
-by writing a new one and removing the old. Locks older than STALE_AFTER, or held by a dead
-process on this host, are ignored.
+conflicting live lock exists, release ours and retry until the deadline. A lock is refreshed
+by writing a new one and releasing the old.
+
+Staleness is judged by storage time only: a lock is stale once the storage's timestamp of
+our own just-written lock is more than STALE_AFTER past (or before) the lock's storage
+timestamp. The time a writer puts in the body is informative only, so a host whose clock
+runs days ahead cannot write a lock that never expires. A lock held by a dead process on
+this host is stale at once.
+
+Releasing deletes the lock; where the credentials may not delete (a least-privilege backup
+host), a ``locks/<id>.released`` marker is written instead and readers ignore the lock. Such
+markers, and locks whose process vanished, go stale by time like any lock; ``lifeboat
+unlock`` removes them with credentials that may delete.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from lifeboat.storage.base import Storage
 
 STALE_AFTER = 30 * 60.0
 REFRESH_EVERY = 5 * 60.0
+RELEASED = ".released"
 
 
 @dataclass(frozen=True)
@@ -29,11 +40,12 @@ class LockInfo:
     exclusive: bool
     host: str
     pid: int
-    time: float
+    time: float  # the writer's clock: shown, never trusted
     operation: str
+    stored: float = 0.0  # the storage's timestamp of the lock object
 
 
-def _read_lock(storage: Storage, name: str) -> LockInfo | None:
+def _read_lock(storage: Storage, name: str, stored: float) -> LockInfo | None:
     try:
         data = json.loads(storage.get(name))
         return LockInfo(
@@ -43,13 +55,20 @@ def _read_lock(storage: Storage, name: str) -> LockInfo | None:
             int(data["pid"]),
             float(data["time"]),
             str(data.get("operation", "")),
+            stored,
         )
-    except (NotFoundError, ValueError, KeyError, TypeError):
+    except (NotFoundError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _is_live(lock: LockInfo, now: float) -> bool:
-    if now - lock.time > STALE_AFTER:
+def storage_age(lock: LockInfo, storage_now: float) -> float:
+    """Seconds between the lock's storage timestamp and the storage's now; a lock dated in
+    the future ages just the same, so it goes stale STALE_AFTER after (or before) it."""
+    return abs(storage_now - lock.stored)
+
+
+def is_live(lock: LockInfo, storage_now: float) -> bool:
+    if storage_age(lock, storage_now) > STALE_AFTER:
         return False
     if lock.host == socket.gethostname():
         try:
@@ -62,12 +81,63 @@ def _is_live(lock: LockInfo, now: float) -> bool:
 
 
 def list_locks(storage: Storage) -> list[LockInfo]:
+    """Every lock not released by a marker (markers themselves are not locks)."""
+    stats = {obj.name: obj.mtime for obj in storage.list("locks/")}
+    released = {name[: -len(RELEASED)] for name in stats if name.endswith(RELEASED)}
     locks = []
-    for obj in storage.list("locks/"):
-        info = _read_lock(storage, obj.name)
+    for name, stored in stats.items():
+        if name.endswith(RELEASED) or name in released:
+            continue
+        info = _read_lock(storage, name, stored)
         if info is not None:
             locks.append(info)
     return locks
+
+
+def lock_objects(storage: Storage) -> dict[str, float]:
+    """Every object under locks/ (locks, release markers, unreadable leftovers) and its
+    storage timestamp: what ``unlock`` may remove."""
+    return {obj.name: obj.mtime for obj in storage.list("locks/")}
+
+
+def storage_now(storage: Storage, probe: str | None = None) -> float:
+    """The storage's current time: the timestamp of an object we just wrote (``probe``), or
+    of a fresh probe object when we have none. Falls back to this host's clock only when
+    the storage reports no time at all."""
+    name = probe or f"locks/{secrets.token_hex(16)}{RELEASED}"
+    if probe is None:
+        storage.put(name, b"{}", retain=False)
+    try:
+        stamp = storage.stat(name).mtime
+    except NotFoundError:
+        stamp = time.time()
+    finally:
+        if probe is None:
+            release_lock(storage, name, marker=False)
+    return stamp
+
+
+def release_lock(storage: Storage, name: str, *, marker: bool = True) -> bool:
+    """Delete the lock; when that is refused, mark it released. True when deleted."""
+    try:
+        storage.delete(name)
+        return True
+    except StorageError:
+        pass
+    if marker:
+        try:
+            storage.put(name + RELEASED, b"{}", retain=False)
+        except StorageError:
+            pass  # it goes stale by time
+    return False
+
+
+def describe_age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{int(seconds)} s"
+    if seconds < 5400:
+        return f"{int(seconds // 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class RepoLock:
@@ -94,29 +164,40 @@ class RepoLock:
         self.storage.put(name, json.dumps(body).encode(), retain=False)
         return name
 
-    def _conflicts(self) -> list[LockInfo]:
-        now = time.time()
-        return [
+    def _conflicts(self) -> tuple[list[LockInfo], float]:
+        locks = list_locks(self.storage)
+        now = next((lock.stored for lock in locks if lock.name == self.name), None)
+        if now is None:
+            now = storage_now(self.storage, self.name)
+        conflicts = [
             lock
-            for lock in list_locks(self.storage)
-            if lock.name != self.name and _is_live(lock, now) and (self.exclusive or lock.exclusive)
+            for lock in locks
+            if lock.name != self.name and is_live(lock, now) and (self.exclusive or lock.exclusive)
         ]
+        return conflicts, now
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait
         delay = 0.2
         while True:
             self.name = self._write()
-            conflicts = self._conflicts()
+            conflicts, now = self._conflicts()
             if not conflicts:
                 break
             self._remove(self.name)
             if time.monotonic() >= deadline:
                 other = conflicts[0]
+                age = describe_age(storage_age(other, now))
                 raise RepoLockedError(
                     f"repository is locked by {other.operation or 'another process'} "
-                    f"(pid {other.pid} on {other.host}, {'exclusive' if other.exclusive else 'shared'})",
-                    hint="wait for it to finish; a lock of a dead process expires after 30 minutes",
+                    f"(pid {other.pid} on {other.host}, {'exclusive' if other.exclusive else 'shared'}, "
+                    f"written {age} ago by storage time)",
+                    hint=(
+                        f"wait for it to finish; if that process is gone, the lock goes stale "
+                        f"{int(STALE_AFTER // 60)} minutes after it was written, or remove it "
+                        "now with 'lifeboat unlock --stale' (or 'lifeboat unlock --all' once "
+                        "you are sure no lifeboat process uses the repository)"
+                    ),
                 )
             time.sleep(delay + secrets.randbelow(100) / 1000)
             delay = min(delay * 2, 5.0)
@@ -132,10 +213,7 @@ class RepoLock:
                 pass  # retried at the next tick; staleness takes 30 minutes
 
     def _remove(self, name: str) -> None:
-        try:
-            self.storage.delete(name)
-        except StorageError:
-            pass
+        release_lock(self.storage, name)
 
     def release(self) -> None:
         self._stop.set()
@@ -151,3 +229,35 @@ class RepoLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@dataclass
+class UnlockReport:
+    removed: list[LockInfo]
+    leftovers: list[str]  # release markers and unreadable objects removed
+    live: list[LockInfo]  # kept: still live (only without ``everything``)
+    failed: list[str]  # the storage refused the deletion
+
+
+def unlock(storage: Storage, *, everything: bool) -> UnlockReport:
+    """Remove stale locks (by storage time, or of a dead process on this host), released
+    ones and their markers; with ``everything``, live locks too."""
+    now = storage_now(storage)
+    objects = lock_objects(storage)
+    locks = {lock.name: lock for lock in list_locks(storage)}
+    report = UnlockReport([], [], [], [])
+    for name in sorted(objects):
+        lock = locks.get(name)
+        if lock is not None and not everything and is_live(lock, now):
+            report.live.append(lock)
+            continue
+        try:
+            storage.delete(name)
+        except StorageError:
+            report.failed.append(name)
+            continue
+        if lock is not None:
+            report.removed.append(lock)
+        else:
+            report.leftovers.append(name)
+    return report

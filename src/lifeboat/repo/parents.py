@@ -7,13 +7,13 @@ backup host (which sees the plaintext anyway), never in the repository.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import orjson
 import zstandard
 
+from lifeboat.private import private_dir, write_private
 from lifeboat.repo.model import Entry
 
 
@@ -46,9 +46,7 @@ class ParentCache:
         if self.path is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_bytes(zstandard.ZstdCompressor(level=1).compress(orjson.dumps(entries)))
-            os.replace(tmp, self.path)
+            private_dir(self.path.parent)
+            write_private(self.path, zstandard.ZstdCompressor(level=1).compress(orjson.dumps(entries)))
         except OSError:
             pass  # losing the cache only costs a full read next time

@@ -16,6 +16,7 @@ import orjson
 
 from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.repo.format import is_object_id
 from lifeboat.repo.model import Entry, SnapshotInfo
 from lifeboat.targetdir import (
     DISK_FULL,
@@ -71,9 +72,12 @@ class SnapshotReader:
             raw = b"".join(self.repo.read_blob(blob_id) for blob_id in self.info.tree)
             try:
                 data = orjson.loads(raw)
-                self._entries = [Entry.from_json(e) for e in data["entries"]]
-            except (ValueError, KeyError, TypeError):
+                entries = [Entry.from_json(e) for e in data["entries"]]
+            except (ValueError, KeyError, TypeError, AttributeError):
                 raise IntegrityError(f"tree of snapshot {self.info.short_id} is damaged") from None
+            if not all(isinstance(e.chunks, list) and all(map(is_object_id, e.chunks)) for e in entries):
+                raise IntegrityError(f"tree of snapshot {self.info.short_id} has malformed chunk ids")
+            self._entries = entries
         return self._entries
 
     def open(self, entry: Entry) -> Iterator[bytes]:

@@ -45,6 +45,7 @@ def collect_references(repo: Repository, *, read_trees: bool) -> References:
         for entry in entries:
             for chunk in entry.chunks:
                 refs.add(chunk, snap.short_id, entry.path)
+    _pending_shards(repo, refs, read_trees)
     for namespace_obj in repo.storage.list("refs/"):
         name = namespace_obj.name
         try:
@@ -58,3 +59,29 @@ def collect_references(repo: Repository, *, read_trees: bool) -> References:
         for chunk in ref.chunks:
             refs.add(chunk, "ref", f"{ref.namespace}/{ref.name}")
     return refs
+
+
+def _pending_shards(repo: Repository, refs: References, read_trees: bool) -> None:
+    """Shards of a sharded backup that is not committed yet need their chunks too."""
+    from lifeboat.repo.shards import pending_shards, shard_entries
+
+    try:
+        pending = list(pending_shards(repo))
+    except IntegrityError as exc:
+        refs.complete = False
+        refs.problems.append(Problem("corrupt-record", "records/shards", str(exc)))
+        return
+    for name, result in pending:
+        for tree_id in result["tree"]:
+            refs.add(tree_id, "shard", f"{name} (tree)")
+        if not read_trees:
+            continue
+        try:
+            entries = shard_entries(repo, result)
+        except IntegrityError as exc:
+            refs.complete = False
+            refs.problems.append(Problem("unreadable-tree", f"records/shards/{name}", str(exc)))
+            continue
+        for entry in entries:
+            for chunk in entry.get("chunks", []):
+                refs.add(chunk, "shard", f"{name}:{entry['path']}")

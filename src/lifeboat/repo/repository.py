@@ -32,6 +32,7 @@ from lifeboat.repo.format import (
     CONFIG_NAME,
     FORMAT_VERSION,
     REF_MAGIC,
+    check_blob_entry,
     decode_framed,
     encode_framed,
     pack_name,
@@ -217,27 +218,37 @@ class Repository:
         header = self._headers.get(pack_id)
         if header is None:
             raw = self.storage.get(pack_name(pack_id), 0, PACK_HEADER_LEN)
-            header, _ = parse_pack_header(raw)
+            header, _ = parse_pack_header(raw)  # read_blob names the pack in any error
             self._headers[pack_id] = header
         return header
 
     def read_blob(self, blob_id: str) -> bytes:
+        """The blob's plaintext, authenticated, bounded and checked against its id; every
+        failure names the chunk and its pack."""
         loc = self.index().get(blob_id)
         if loc is None:
             loc = self.index(refresh=True).get(blob_id)  # written after our index was loaded
         if loc is None:
-            raise IntegrityError(f"chunk {blob_id[:16]} is missing from the repository")
-        cipher = self.keyring.pack_cipher(self._pack_header(loc.pack))
-        envelope = self.storage.get(pack_name(loc.pack), loc.offset, loc.length)
+            damaged = sorted(self.index().damaged)
+            hint = f"damaged index files: {', '.join(damaged[:3])}" if damaged else None
+            raise IntegrityError(f"chunk {blob_id[:16]} is missing from the repository", hint=hint)
+        where = f"chunk {blob_id[:16]} in {pack_name(loc.pack)}"
         try:
-            payload = cipher.open(envelope, bytes.fromhex(blob_id))
-        except IntegrityError:
-            raise IntegrityError(
-                f"chunk {blob_id[:16]} in pack {loc.pack[:16]} failed authentication"
-            ) from None
-        data = decode_payload(payload, loc.raw_length)
+            check_blob_entry((blob_id, loc.type, loc.offset, loc.length, loc.raw_length))
+            cipher = self.keyring.pack_cipher(self._pack_header(loc.pack))
+            envelope = self.storage.get(pack_name(loc.pack), loc.offset, loc.length)
+            if len(envelope) != loc.length:
+                raise IntegrityError("the pack is shorter than the index says")
+            try:
+                payload = cipher.open(envelope, bytes.fromhex(blob_id))
+            except IntegrityError:
+                raise IntegrityError("failed authentication") from None
+            data = decode_payload(payload, loc.raw_length)
+        except IntegrityError as exc:
+            message = str(exc)
+            raise IntegrityError(message if message.startswith(where) else f"{where}: {message}") from None
         if self.keyring.blob_id(data) != blob_id:
-            raise IntegrityError(f"chunk {blob_id[:16]} does not match its id")
+            raise IntegrityError(f"{where} does not match its id")
         return data
 
     # -- snapshots ----------------------------------------------------------------------------
@@ -277,6 +288,12 @@ class Repository:
     def snapshots(self, asset: str | None = None) -> list[SnapshotInfo]:
         good, _ = load_snapshots(self.storage, self.keyring)
         return [s for s in good if asset is None or s.asset == asset]
+
+    def snapshots_and_damaged(self, asset: str | None = None) -> tuple[list[SnapshotInfo], dict[str, str]]:
+        """Readable snapshots and the damaged ones (object name -> problem). A damaged
+        snapshot's asset is unknown, so ``asset`` filters only the readable ones."""
+        good, damaged = load_snapshots(self.storage, self.keyring)
+        return [s for s in good if asset is None or s.asset == asset], damaged
 
     def latest_snapshot_id(self, asset: str) -> str | None:
         snaps = self.snapshots(asset)

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from lifeboat.errors import IntegrityError, NotFoundError
-from lifeboat.repo.format import SNAPSHOT_MAGIC, decode_framed, encode_framed, snapshot_name
+from lifeboat.repo.format import SNAPSHOT_MAGIC, decode_framed, encode_framed, is_object_id, snapshot_name
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.storage.base import Storage
@@ -35,7 +35,12 @@ def encode_snapshot(info: SnapshotInfo, keyring: Keyring) -> tuple[str, bytes]:
 
 
 def decode_snapshot(snapshot_id: str, data: bytes, keyring: Keyring) -> SnapshotInfo:
+    if hashlib.sha256(data).hexdigest() != snapshot_id:
+        raise IntegrityError(f"snapshot {snapshot_id[:12]} does not match its name (content hash differs)")
     p = decode_framed(SNAPSHOT_MAGIC, data, keyring.mac, f"snapshot {snapshot_id[:12]}")
+    tree = p.get("tree")
+    if not isinstance(tree, list) or not all(is_object_id(t) for t in tree):
+        raise IntegrityError(f"snapshot {snapshot_id[:12]} is damaged (malformed tree ids)")
     try:
         return SnapshotInfo(
             id=snapshot_id,
@@ -49,7 +54,7 @@ def decode_snapshot(snapshot_id: str, data: bytes, keyring: Keyring) -> Snapshot
             key_id=str(p["key_id"]),
             parent=p.get("parent"),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise IntegrityError(f"snapshot {snapshot_id[:12]} is damaged") from None
 
 

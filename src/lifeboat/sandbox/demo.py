@@ -3,10 +3,13 @@ from the repository and two custodians' shares alone, and collect the figures.""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ from lifeboat.crypto.escrow import split_recovery_key
 from lifeboat.drills.evidence import verify_bundle
 from lifeboat.drills.runner import DrillRun
 from lifeboat.drills.service import run_drill
+from lifeboat.errors import CheckFailed
 from lifeboat.policy import load_policy
 from lifeboat.repo import Repository
 from lifeboat.runtime import Credentials, audit_log, cache_dir, storage_for
@@ -86,6 +90,7 @@ def run_demo(root: Path, step: Step, traffic_seconds: float = 8.0) -> DemoResult
         backup_key.save(policy.repository.keyfile)
         split_recovery_key(policy, repo, recovery, root / "shares")
         del recovery  # from here on, only the custodians' shares can read the repository
+        step(f"lifeboat policy check: {check_policy(platform.policy)}")
         audit = audit_log(policy, repo)
         for name in ("maindb", "media", "platform-keys"):
             step(f"backup {name}")
@@ -115,6 +120,25 @@ def run_demo(root: Path, step: Step, traffic_seconds: float = 8.0) -> DemoResult
         return result
     finally:
         server.stop()
+
+
+def check_policy(path: Path) -> str:
+    """Run `lifeboat policy check` (online: live server settings, bucket, repository) as an
+    operator would; the sandbox models a policy to copy, so it must pass its own checks."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "lifeboat", "--config", str(path), "policy", "check", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        raise CheckFailed(f"policy check of the sandbox failed: {proc.stderr.strip()}") from None
+    problems = [f"{f['level']}: {f['asset']}: {f['message']}" for f in report["findings"]]
+    if proc.returncode != 0 or problems:
+        raise CheckFailed(f"the sandbox policy does not pass its own check: {'; '.join(problems)}")
+    return f"exit 0, {len(report['assets'])} assets ok, no warnings"
 
 
 def _switch_and_wait_archived(platform: Any, timeout: float = 60) -> None:

@@ -23,7 +23,8 @@ from lifeboat.assets.postgres.cluster import PgCluster, free_port
 Step = Callable[[str], None]
 
 POLICY = """\
-# Written by `lifeboat demo`: a sandbox platform on this machine.
+# Written by `lifeboat demo`: a sandbox platform on this machine. It passes its own
+# `lifeboat policy check`: a starting point to copy (or run `lifeboat policy init`).
 [repository]
 url = "file://{root}/repository"
 keyfile = "keys/backup.key"
@@ -40,6 +41,13 @@ retention = {{ daily = 7, weekly = 4, monthly = 12, min_days = 35 }}
 rpo = "1h"
 rto = "15m"
 retention = {{ daily = 7, weekly = 4, monthly = 6 }}
+
+# Key material changes when someone rotates a key, not every minute: a daily backup meets a
+# one-day RPO, and the keys are needed back within the database's RTO.
+[classes.keys]
+rpo = "1d"
+rto = "10m"
+retention = {{ daily = 7, weekly = 4, monthly = 12, min_days = 35 }}
 
 [assets.maindb]
 kind = "postgres"
@@ -59,11 +67,12 @@ kind = "objects"
 class = "important"
 source = "s3://media/"
 endpoint_url = "{endpoint}"
+allow_insecure_http = true
 schedule = "0 * * * *"
 
 [assets.platform-keys]
 kind = "keys"
-class = "critical"
+class = "keys"
 paths = ["{root}/platform/keys"]
 schedule = "0 3 * * *"
 

@@ -81,7 +81,8 @@ def restore_keys(
     ok = all(f["match"] for f in files)
     summary = [
         f"{asset.name}: restored {stats.files} key files from snapshot {info.short_id} into {target} "
-        f"(files 0600, directories 0700)"
+        f"(files 0600, directories 0700); {sum(f['match'] for f in files)} of {len(files)} "
+        "fingerprints match the backup"
     ]
     summary += [f"  {'ok  ' if f['match'] else 'FAIL'} {f['path']} {f['fingerprint']}" for f in files]
     return {

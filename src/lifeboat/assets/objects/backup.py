@@ -61,7 +61,13 @@ def backup_objects(
     policy: Any, asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS
 ) -> SnapshotInfo:
     source = open_source(
-        asset.source, asset.endpoint_url, asset.region, asset.workers, asset.stall_timeout.total_seconds()
+        asset.source,
+        asset.endpoint_url,
+        asset.region,
+        asset.workers,
+        asset.stall_timeout.total_seconds(),
+        profile=asset.profile,
+        role_arn=asset.role_arn,
     )
     counters = Counters()
     versioning = with_retries("reading versioning", source.versioning, counters)

@@ -20,7 +20,13 @@ class SourceReport:
 
 def inspect_source(policy: Any, asset: Any, fix: bool = False) -> SourceReport:
     source = open_source(
-        asset.source, asset.endpoint_url, asset.region, asset.workers, asset.stall_timeout.total_seconds()
+        asset.source,
+        asset.endpoint_url,
+        asset.region,
+        asset.workers,
+        asset.stall_timeout.total_seconds(),
+        profile=asset.profile,
+        role_arn=asset.role_arn,
     )
     versioning = source.versioning()
     objects = source.list_current()

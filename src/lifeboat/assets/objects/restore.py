@@ -27,6 +27,7 @@ from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_wor
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotReader
+from lifeboat.units import format_bytes
 
 
 class ChunkStream(io.RawIOBase):
@@ -97,6 +98,39 @@ def plan_items(reader: SnapshotReader, source: Source | None, at: datetime | Non
     return sorted(items, key=lambda i: i.key)
 
 
+def part_of(items: list[Item], shard: int, shards: int) -> list[Item]:
+    """Part ``shard`` of ``shards`` contiguous parts of the sorted items, of about equal
+    weight: every worker computes the same split from the same snapshot."""
+    from lifeboat.assets.objects.shards import OBJECT_WEIGHT, cuts
+
+    if not 0 <= shard < shards:
+        raise ConfigError(f"--shard {shard} is not one of 0 to {shards - 1}")
+    weights = [
+        (i.entry.size if i.entry else i.version.size if i.version else 0) + OBJECT_WEIGHT for i in items
+    ]
+    starts = cuts(weights, shards)
+    end = starts[shard + 1] if shard + 1 < shards else len(items)
+    return items[starts[shard] : end]
+
+
+def check_target_empty(asset: Any, target_url: str) -> None:
+    """Before N workers start writing into one target (each then checks only its part)."""
+    target = open_source(
+        target_url,
+        asset.endpoint_url if target_url.startswith("s3://") else None,
+        asset.region,
+        asset.workers,
+    )
+    counters = Counters()
+    with_retries("checking the target", target.ensure_exists, counters)
+    current = with_retries("listing the target", target.list_current, counters)
+    if current:
+        raise RestoreError(
+            f"target {target_url} is not empty ({len(current)} objects)",
+            hint="restore into an empty bucket/prefix or directory, or pass --force",
+        )
+
+
 def restore_objects(
     policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
 ) -> dict[str, Any]:
@@ -115,12 +149,21 @@ def restore_objects(
         asset.endpoint_url if target_url.startswith("s3://") else None,
         asset.region,
         asset.workers,
+        profile=asset.profile,
+        role_arn=asset.role_arn,
     )
     counters = Counters()
     reader = repo.reader(info)
     source = None
     if at is not None and not options.get("snapshot_id") and asset.source.startswith("s3://"):
-        source = open_source(asset.source, asset.endpoint_url, asset.region, asset.workers)
+        source = open_source(
+            asset.source,
+            asset.endpoint_url,
+            asset.region,
+            asset.workers,
+            profile=asset.profile,
+            role_arn=asset.role_arn,
+        )
         if source.versioning() != "Enabled":
             source = None  # no history to use: snapshots only
     t0 = time.monotonic()
@@ -136,6 +179,11 @@ def restore_objects(
     else:
         with_retries("checking the target", target.ensure_exists, counters)
         current = {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
+    if options.get("shard") is not None:
+        # one of N workers restoring into the same target: the others' objects are expected
+        items = part_of(items, int(options["shard"]), int(options["shards"]))
+        mine = {i.key for i in items}
+        current = {k: o for k, o in current.items() if k in mine}
     if current and not in_place and not options.get("force") and not options.get("dry_run"):
         raise RestoreError(
             f"target {target_url} is not empty ({len(current)} objects)",
@@ -237,7 +285,7 @@ def restore_objects(
     result.ok = not result.failed
     result.phases["total"] = round(time.monotonic() - started, 3)
     result.summary = [
-        f"{asset.name}: {result.restored} objects ({result.restored_bytes / 1e6:.1f} MB) restored "
+        f"{asset.name}: {result.restored} objects ({format_bytes(result.restored_bytes)}) restored "
         f"into {target_url} from snapshot {info.short_id} ({result.from_snapshot} from the snapshot, "
         f"{result.from_versions} from the source's version history), {result.skipped} already identical, "
         f"{result.deleted} delete markers, {len(result.failed)} failed",

@@ -32,6 +32,7 @@ from botocore.response import StreamingBody
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
+from lifeboat.storage.credentials import aws_session
 
 META = "x-amz-meta-"
 DEFAULT_STALL_TIMEOUT = 60.0
@@ -76,7 +77,7 @@ def source_error(exc: Exception, where: str, what: str) -> StorageError:
 def s3_error(code: str, status: int, where: str, what: str) -> StorageError:
     if code in ("NoSuchBucket",):
         return StorageError(f"bucket of {where} does not exist")
-    if code in ("NoSuchKey", "404", "NotFound") or (not code and status == 404):
+    if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound") or (not code and status == 404):
         return NotFoundError(f"{what} does not exist in {where}")
     err = StorageError(f"{where}: S3 error {code or status} {what}")
     err.transient = status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout")
@@ -118,6 +119,8 @@ class S3Source:
         region: str | None,
         workers: int = 16,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        profile: str | None = None,
+        role_arn: str | None = None,
     ) -> None:
         parsed = urllib.parse.urlparse(url)
         self.url = url
@@ -126,7 +129,12 @@ class S3Source:
         self.prefix = parsed.path.lstrip("/")
         if self.prefix and not self.prefix.endswith("/"):
             self.prefix += "/"
-        self.client: Any = boto3.session.Session().client(
+        session = (
+            aws_session(profile=profile, role_arn=role_arn, region=region, what=f"object source {url}")
+            if profile or role_arn
+            else boto3.session.Session()
+        )
+        self.client: Any = session.client(
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
@@ -200,6 +208,68 @@ class S3Source:
             raise self._error(exc, "listing") from None
         return objects
 
+    def _info(self, o: dict[str, Any]) -> ObjectInfo:
+        return ObjectInfo(
+            o["Key"][len(self.prefix) :], int(o["Size"]), o["ETag"].strip('"'), o["LastModified"]
+        )
+
+    def list_level(self, rel: str) -> tuple[list[ObjectInfo], list[str]]:
+        """The objects directly under ``rel`` (a ``/``-terminated key prefix relative to the
+        source) and its sub-prefixes: one delimiter listing."""
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + rel, Delimiter="/"):
+                objects += [self._info(o) for o in page.get("Contents", [])]
+                prefixes += [p["Prefix"][len(self.prefix) :] for p in page.get("CommonPrefixes", [])]
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, "listing") from None
+        return objects, prefixes
+
+    def list_tree(self, rel: str, limit: int | None = None) -> tuple[list[ObjectInfo], bool]:
+        """Every object under ``rel``, or the first ``limit`` of them; (objects, truncated)."""
+        objects: list[ObjectInfo] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        config = {"MaxItems": limit + 1} if limit else {}
+        try:
+            for page in paginator.paginate(
+                Bucket=self.bucket, Prefix=self.prefix + rel, PaginationConfig=config
+            ):
+                objects += [self._info(o) for o in page.get("Contents", [])]
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, "listing") from None
+        if limit and len(objects) > limit:
+            return objects[:limit], True
+        return objects, False
+
+    def get_bytes(self, bucket: str, key: str, what: str) -> bytes:
+        """A whole small object of any bucket on this endpoint (an inventory report)."""
+        response = self._call(what, self.client.get_object, Bucket=bucket, Key=key)
+        try:
+            return bytes(response["Body"].read())
+        except (BotoCoreError, OSError) as exc:
+            raise self._error(exc, what) from None
+
+    def prefixes_of(self, bucket: str, prefix: str) -> list[str]:
+        """The common prefixes one level below ``prefix`` in any bucket on this endpoint."""
+        out: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, Delimiter="/"
+            ):
+                out += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, f"listing {bucket}/{prefix}") from None
+        return out
+
+    def exists_in(self, bucket: str, key: str) -> bool:
+        try:
+            self._call(f"reading {key}", self.client.head_object, Bucket=bucket, Key=key)
+        except NotFoundError:
+            return False
+        return True
+
     def list_versions(self) -> list[ObjectInfo]:
         versions = []
         paginator = self.client.get_paginator("list_object_versions")
@@ -247,8 +317,12 @@ class S3Source:
                 body: Any = StallGuard(
                     StreamingBody(fast.raw, int(headers.get("content-length", obj.size))), self, what
                 )
+                # size and ETag of what this GET returned: a sharded run reads objects listed
+                # by an inventory hours earlier, and records the version it actually read
+                size = int(headers.get("content-length", obj.size))
+                etag = headers.get("etag", "").strip('"') or obj.etag
                 return body, self._with_tags(
-                    ObjectInfo(obj.key, obj.size, obj.etag, obj.last_modified, version, content_type, meta),
+                    ObjectInfo(obj.key, size, etag, obj.last_modified, version, content_type, meta),
                     args,
                     bool(headers.get("x-amz-tagging-count")),
                 )
@@ -258,9 +332,9 @@ class S3Source:
         response = self._call(what, self.client.get_object, **args)
         info = ObjectInfo(
             obj.key,
-            obj.size,
-            obj.etag,
-            obj.last_modified,
+            int(response.get("ContentLength", obj.size)),
+            str(response.get("ETag", "")).strip('"') or obj.etag,
+            response.get("LastModified", obj.last_modified),
             response.get("VersionId"),
             response.get("ContentType"),
             dict(response.get("Metadata", {})),
@@ -546,9 +620,13 @@ def open_source(
     region: str | None = None,
     workers: int = 16,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    *,
+    profile: str | None = None,
+    role_arn: str | None = None,
 ) -> Source:
+    """``profile`` / ``role_arn``: the source's own AWS credentials (storage/credentials.py)."""
     if url.startswith("s3://"):
-        return S3Source(url, endpoint_url, region, workers, stall_timeout)
+        return S3Source(url, endpoint_url, region, workers, stall_timeout, profile, role_arn)
     if url.startswith("dir://"):
         return DirSource(url)
     raise ConfigError(f"unsupported object location {url!r} (use s3://bucket/prefix or dir:///path)")

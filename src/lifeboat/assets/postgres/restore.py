@@ -22,6 +22,7 @@ from lifeboat.assets.postgres.timelines import bases_on_path, build_tree, choose
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
 from lifeboat.assets.postgres.walnames import Segment, is_history, parse_lsn, segment_of
 from lifeboat.errors import ConfigError, NotFoundError, RestoreError
+from lifeboat.private import private_dir, private_opener
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository, SnapshotInfo, target_is_empty
 
@@ -192,11 +193,11 @@ def stage_wal(
     sources.update(streamed)
     streamed_segments = [n for n in streamed if Segment.parse(n) is not None]
     report = verify_continuity(segment_names + streamed_segments, [base], asset)
-    spool.mkdir(parents=True, exist_ok=True)
+    private_dir(spool)
 
     def fetch(name: str) -> None:
         ns, ref = sources[name]
-        with open(spool / name, "wb") as fh:
+        with open(spool / name, "wb", opener=private_opener) as fh:
             for chunk in repo.iter_ref(repo.get_ref(ns, ref)):
                 fh.write(chunk)
 
@@ -278,13 +279,16 @@ def _check_disk(target: Path, needed: int) -> None:
         )
 
 
-def run_sql_checks(dsn: str, checks: list[Any]) -> list[CheckResult]:
+def run_sql_checks(dsn: str, checks: list[Any], database: str | None = None) -> list[CheckResult]:
+    """Each check in its `database`, else in ``database`` (the asset's dsn's dbname: the
+    application's tables live there, not in `postgres`)."""
+    from psycopg.conninfo import make_conninfo
+
     results = []
     for check in checks:
+        dbname = check.database or database
         try:
-            with connect(
-                dsn if not check.database else dsn.replace("dbname=postgres", f"dbname={check.database}")
-            ) as conn:
+            with connect(make_conninfo(dsn, dbname=dbname) if dbname else dsn) as conn:
                 row = conn.execute(check.sql).fetchone()
             value = "" if row is None or row[0] is None else str(row[0])
             if isinstance(row[0] if row else None, bool):
@@ -296,6 +300,17 @@ def run_sql_checks(dsn: str, checks: list[Any]) -> list[CheckResult]:
         except Exception as exc:
             results.append(CheckResult(check.name, False, str(exc).strip().splitlines()[0][:200]))
     return results
+
+
+def dsn_dbname(dsn: str | None) -> str | None:
+    """The database a connection string names (None when it names none or is malformed)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return str(conninfo_to_dict(dsn or "").get("dbname") or "") or None
+    except psycopg.ProgrammingError:  # a malformed dsn fails elsewhere, loudly
+        return None
 
 
 def amcheck(cluster: PgCluster) -> CheckResult:
@@ -447,7 +462,7 @@ def _start_and_check(cluster: PgCluster, asset: Any, result: PgRestoreResult, mi
         result.checks.append(CheckResult("pg_amcheck", True, "skipped on a standby (read-only)"))
     else:
         result.checks.append(amcheck(cluster))
-    result.checks.extend(run_sql_checks(cluster.dsn, list(asset.checks)))
+    result.checks.extend(run_sql_checks(cluster.dsn, list(asset.checks), dsn_dbname(asset.dsn)))
     result.steps["checks"] = round(time.monotonic() - t0, 3)
     result.ok = all(c.ok for c in result.checks)
 

@@ -21,9 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from lifeboat.assets.postgres.cluster import find_pg_bin
 from lifeboat.assets.postgres.walnames import Segment, is_history
 from lifeboat.errors import LifeboatError
+from lifeboat.private import private_dir
 from lifeboat.repo import Repository
 
 PARTIAL = ".partial"
@@ -73,6 +77,19 @@ class StreamStats:
     last_flush: float | None = None
 
 
+def split_password(dsn: str) -> tuple[str, str | None]:
+    """(the DSN without its password, the password or None), for a key=value DSN or a
+    postgresql:// URI alike."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return dsn, None  # not parseable here; pg_receivewal reports it without our help
+    password = params.pop("password", None)
+    if password is None:
+        return dsn, None
+    return make_conninfo("", **params), str(password)
+
+
 class WalStreamer:
     """Runs pg_receivewal for one asset and ships what it writes; restarts it with
     backoff when it exits (server restart, network)."""
@@ -99,11 +116,25 @@ class WalStreamer:
         self._shipped_partial: dict[str, str] = {}
 
     def _receivewal(self, *args: str) -> list[str]:
-        return [self.receivewal, "-d", self.dsn, "--slot", slot_name(self.asset), *args]
+        dsn, _ = split_password(self.dsn)
+        return [self.receivewal, "-d", dsn, "--slot", slot_name(self.asset), *args]
+
+    def _env(self) -> dict[str, str]:
+        """The child's environment: the password travels here, not on its command line,
+        which every local user can read in ps and /proc/<pid>/cmdline."""
+        _, password = split_password(self.dsn)
+        env = dict(os.environ)
+        if password is not None:
+            env["PGPASSWORD"] = password
+        return env
 
     def ensure_slot(self) -> None:
         proc = subprocess.run(
-            self._receivewal("--create-slot", "--if-not-exists"), capture_output=True, text=True, timeout=60
+            self._receivewal("--create-slot", "--if-not-exists"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self._env(),
         )
         if proc.returncode != 0:
             raise LifeboatError(
@@ -112,9 +143,10 @@ class WalStreamer:
             )
 
     def start_receiver(self) -> subprocess.Popen[bytes]:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         return subprocess.Popen(
             self._receivewal("-D", str(self.directory), "--no-loop", "--status-interval", "1"),
+            env=self._env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -17,6 +17,7 @@ from lifeboat.assets.postgres.walnames import (
     segment_of,
 )
 from lifeboat.errors import LifeboatError, NotFoundError
+from lifeboat.private import FILE_MODE, private_dir, private_opener
 from lifeboat.repo import RefInfo, Repository, SnapshotInfo
 
 PREFETCH = 8
@@ -99,11 +100,13 @@ def _kind(name: str) -> str:
 
 
 def _write_atomically(dest: Path, data: bytes) -> None:
+    """0600 like PostgreSQL's own pg_wal files, durable before it is visible."""
     tmp = dest.with_name(f".{dest.name}.lifeboat")
-    with open(tmp, "wb") as fh:
+    with open(tmp, "wb", opener=private_opener) as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+    os.chmod(tmp, FILE_MODE)
     os.replace(tmp, dest)
 
 
@@ -126,7 +129,7 @@ def prefetch(repo: Repository, asset: str, name: str, spool: Path) -> None:
     segment = Segment.parse(name)
     if segment is None:
         return
-    spool.mkdir(parents=True, exist_ok=True)
+    private_dir(spool)
     wanted = []
     nxt = segment
     for _ in range(PREFETCH):
@@ -234,7 +237,7 @@ def divergence_line(d: dict[str, Any]) -> str:
 
 def spool_segment(spool: Path, path: Path) -> None:
     """Async archiving, step one: a durable local copy, so archive_command returns at once."""
-    spool.mkdir(parents=True, exist_ok=True)
+    private_dir(spool)
     data = path.read_bytes()
     dest = spool / path.name
     if dest.exists():
@@ -256,8 +259,8 @@ def drain_spool(repo: Repository, asset: str, spool: Path, workers: int = 4) -> 
     """
     import fcntl
 
-    spool.mkdir(parents=True, exist_ok=True)
-    with open(spool / ".drain.lock", "w") as lock:
+    private_dir(spool)
+    with open(spool / ".drain.lock", "w", opener=private_opener) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

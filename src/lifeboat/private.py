@@ -1,0 +1,82 @@
+"""Local files only their owner may read: the state dir, WAL spools and staging, caches.
+
+WAL segments, the parent cache (every backed-up file's name and SHA-256, key files too)
+and the audit log say more about a system than their names suggest; another local user
+must not read them, whatever the umask of the process that created them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from lifeboat.errors import ConfigError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def state_dir_mode() -> int:
+    """0700; as root 0711 (others may traverse, never list), because drills restore a
+    PostgreSQL cluster below it that runs as the postgres user and must reach its data
+    directory. Every file below is 0600 and every directory lifeboat creates there 0700
+    except that cluster's own, which PostgreSQL keeps 0700 itself."""
+    return 0o711 if os.geteuid() == 0 else DIR_MODE
+
+
+def private_dir(path: Path, mode: int = DIR_MODE, *, tighten: bool = True) -> Path:
+    """Create ``path`` and tighten it to ``mode`` when we own it: a directory an older
+    version created 0755 is fixed on first use. Missing parents are created 0700 too
+    (``mkdir(parents=True)`` would give them the umask's 0755)."""
+    missing = []
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            break
+        missing.append(parent)
+    try:
+        for directory in reversed(missing[1:]):
+            directory.mkdir(mode=DIR_MODE, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {path}: {exc.strerror or exc}",
+            hint="lifeboat's state dir ([state] dir) must be writable by the user running it",
+        ) from None
+    if not tighten:  # an existing directory someone else manages (the state dir itself)
+        return path
+    try:
+        st = path.stat()
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(path, mode)
+    except OSError:
+        pass  # not ours to change; the files inside are still 0600
+    return path
+
+
+def private_opener(path: str, flags: int) -> int:
+    """``open(..., opener=private_opener)``: files are created 0600, and one an older
+    version left 0644 is tightened when we own it."""
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass  # another user's file: not ours to change
+    return fd
+
+
+def write_private(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Replace ``path`` atomically with ``data``, mode 0600."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)  # an existing tmp kept its old mode
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

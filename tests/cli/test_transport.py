@@ -1,0 +1,72 @@
+"""Plain-http endpoints are refused unless a section opts in; `policy check` says so."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+POLICY = """
+[repository]
+url = "s3://backups/lifeboat"
+endpoint_url = "{repo_endpoint}"
+{repo_extra}
+
+[classes.standard]
+rpo = "1d"
+rto = "4h"
+
+[assets.media]
+kind = "objects"
+class = "standard"
+source = "s3://media"
+endpoint_url = "{media_endpoint}"
+schedule = "0 3 * * *"
+{media_extra}
+"""
+
+
+def run(tmp_path: Path, *args: str, **fields: str) -> subprocess.CompletedProcess[str]:
+    values = {"repo_endpoint": "https://s3.example", "media_endpoint": "https://s3.example"}
+    values |= {"repo_extra": "", "media_extra": ""} | fields
+    (tmp_path / "lifeboat.toml").write_text(POLICY.format(**values))
+    return subprocess.run(
+        [sys.executable, "-m", "lifeboat", "--config", str(tmp_path / "lifeboat.toml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "section"), [("repo_endpoint", "repository"), ("media_endpoint", "assets.media")]
+)
+@pytest.mark.parametrize("verb", [["policy", "check", "--offline"], ["backup"]])
+def test_plain_http_endpoint_is_refused(tmp_path: Path, field: str, section: str, verb: list[str]) -> None:
+    proc = run(tmp_path, *verb, **{field: "http://s3.example:9000?token=x"})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lifeboat: error: "), proc.stderr
+    assert f"{section}: endpoint_url 'http://s3.example:9000' is plain http" in lines[0]
+    assert "allow_insecure_http = true" in lines[0] and "token=x" not in proc.stderr
+
+
+def test_allowed_plain_http_is_reported_by_policy_check(tmp_path: Path) -> None:
+    proc = run(
+        tmp_path,
+        "policy",
+        "check",
+        "--offline",
+        "--json",
+        repo_endpoint="http://127.0.0.1:9000",
+        repo_extra="allow_insecure_http = true",
+        media_endpoint="http://127.0.0.1:9001",
+        media_extra="allow_insecure_http = true",
+    )
+    assert proc.returncode == 0, proc.stderr
+    findings = {f["asset"]: f for f in json.loads(proc.stdout)["findings"] if "plain http" in f["message"]}
+    assert set(findings) == {"repository", "media"} and findings["media"]["level"] == "warn"
+    assert "http://127.0.0.1:9001" in findings["media"]["message"]

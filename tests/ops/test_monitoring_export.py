@@ -1,0 +1,123 @@
+"""`schedule export --grafana/--prometheus-rules`: promtool accepts the rules, and every
+metric the dashboard and the rules name is one a running daemon's /metrics exposes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from lifeboat.assets.postgres.cluster import free_port
+from tests.ops.test_daemon import lifeboat, metrics_answer, wait_for
+
+METRIC = re.compile(r"\blifeboat_[a-z_]+\b")
+
+POLICY = """
+[repository]
+url = "file://{root}/repo"
+keyfile = "backup.key"
+
+[deployment]
+mode = "development"
+
+[classes.standard]
+rpo = "1h"
+rto = "1h"
+
+[assets.docs]
+kind = "files"
+class = "standard"
+paths = ["{root}/docs"]
+schedule = "*/2 * * * * *"
+
+[daemon]
+jitter = "0s"
+"""
+
+
+def export(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lifeboat", "--config", str(policy), "schedule", "export", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def scrape(port: int) -> dict[str, list]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool missing: run 'make promtool'")
+def test_rules_pass_promtool_and_name_only_metrics_the_daemon_exposes(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("hello")
+    policy = tmp_path / "lifeboat.toml"
+    policy.write_text(POLICY.format(root=tmp_path))
+    out = tmp_path / "monitoring"
+    proc = export(policy, "--grafana", str(out), "--prometheus-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    plain, operator, dashboard = (
+        out / "lifeboat-rules.yml",
+        out / "lifeboat-prometheusrule.yaml",
+        out / "lifeboat-dashboard.json",
+    )
+    check = subprocess.run(["promtool", "check", "rules", str(plain)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 9 rules found" in check.stdout
+    resource = yaml.safe_load(operator.read_text())
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1" and resource["kind"] == "PrometheusRule"
+    spec = tmp_path / "spec.yml"  # the Operator's spec.groups is a rule file of its own
+    spec.write_text(yaml.safe_dump(resource["spec"]))
+    assert subprocess.run(["promtool", "check", "rules", str(spec)], capture_output=True).returncode == 0
+    model = json.loads(dashboard.read_text())
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in model["panels"])
+    alerts = {r["alert"] for r in yaml.safe_load(plain.read_text())["groups"][0]["rules"]}
+    assert {"LifeboatExposureOverRPO", "LifeboatDrillOverdue", "LifeboatBackupKeyTooOld"} <= alerts
+
+    named = set(METRIC.findall(plain.read_text())) | set(METRIC.findall(dashboard.read_text()))
+    assert len(named) >= 15
+    init = [sys.executable, "-m", "lifeboat", "--config", str(policy), "init"]
+    subprocess.run(
+        [*init, "--recovery-key-out", str(tmp_path / "recovery.key")], check=True, capture_output=True
+    )
+    port = free_port()
+    daemon = lifeboat(policy, "daemon", "--max-seconds", "300", "--listen", f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: metrics_answer(port), "the daemon's metrics endpoint")
+        # a backup has run and the status refresh after it has set the per-asset gauges
+        wait_for(
+            lambda: (
+                bool(scrape(port)["lifeboat_backup_key_age_seconds"])
+                and any(s.labels.get("task") == "backup:docs" for s in scrape(port)["lifeboat_job_failing"])
+                and bool(scrape(port)["lifeboat_bytes_added"])
+            ),
+            "a backup and a status refresh",
+        )
+        exposed = scrape(port)
+    finally:
+        daemon.terminate()
+        daemon.wait(60)
+    assert named - set(exposed) == set()
+    with_samples = {name for name, samples in exposed.items() if samples}
+    targets = {
+        "lifeboat_exposure_seconds",
+        "lifeboat_rpo_target_seconds",
+        "lifeboat_drill_interval_seconds",
+        "lifeboat_backup_success_target_ratio",
+        "lifeboat_backup_key_max_age_seconds",
+    }
+    assert targets <= with_samples
+    failing = {s.labels["task"]: s.value for s in exposed["lifeboat_job_failing"]}
+    assert failing["backup:docs"] == 0

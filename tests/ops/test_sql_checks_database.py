@@ -1,0 +1,43 @@
+"""SQL checks run in the database the asset's dsn names (not in `postgres`) by default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from lifeboat.assets.postgres.cluster import free_port
+from tests.pgsandbox import PgSandbox, destroy, make_sandbox
+
+
+@pytest.fixture
+def pg() -> Iterator[PgSandbox]:
+    sandbox = make_sandbox()
+    yield sandbox
+    destroy(sandbox)
+
+
+def test_checks_run_in_the_dsn_database_unless_one_is_named(pg):
+    pg.sql("create database app")
+    app_dsn = make_conninfo(pg.cluster.dsn, dbname="app")
+    pg.sql("create table orders (id int); insert into orders values (1), (2)", app_dsn)
+    text = pg.policy.read_text()
+    text = text.replace(f"dsn = {pg.cluster.dsn!r}".replace("'", '"'), f'dsn = "{app_dsn}"')
+    assert "dbname=app" in text
+    text = text.replace(
+        'checks = [ { name = "items exist", sql = "select count(*) > 0 from items", expect = "t" } ]',
+        'checks = [ { name = "orders", sql = "select count(*) from orders", expect = "2" },\n'
+        '  { name = "items", sql = "select count(*) > 0 from items", expect = "t", database = "postgres" } ]',
+    )
+    pg.policy.write_text(text)
+    pg.sql("insert into items (label) values ('x')")
+    pg.lb("backup", "db")
+    target, port = pg.root / "restored", free_port()
+    out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    try:
+        checks = {c["name"]: c for c in out["checks"]}
+        assert checks["orders"]["ok"], checks["orders"]  # in `app`: the dsn's database
+        assert checks["items"]["ok"], checks["items"]  # `database` still picks another one
+    finally:
+        pg.stop_restored(target)
