@@ -211,7 +211,11 @@ class CopyConfig(_Model):
     name: str = ""
     url: str
     endpoint_url: str | None = None
+    allow_insecure_http: bool = False
     region: str | None = None
+    # the copy's own AWS credentials, as in [repository]: typically another account
+    profile: str | None = None
+    role_arn: str | None = None
     lock_days: int | None = Field(default=None, ge=1)
     stall_timeout: Duration = timedelta(seconds=60)
     schedule: str = "0 * * * *"  # when the daemon copies (cron), hourly by default
@@ -223,6 +227,13 @@ class CopyConfig(_Model):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_repository_url(value)
+
+    @model_validator(mode="after")
+    def _transport(self) -> CopyConfig:
+        refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
+        if self.role_arn is not None:
+            check_role_arn(self.role_arn)
+        return self
 
     @field_validator("schedule")
     @classmethod
@@ -529,6 +540,9 @@ class Policy(_Model):
                 "lock_days": c.lock_days,
                 "stall_timeout": c.stall_timeout,
                 "trust_endpoint": c.trust_endpoint,
+                "allow_insecure_http": c.allow_insecure_http,
+                "profile": c.profile,
+                "role_arn": c.role_arn,
             }
         )
         return self.model_copy(update={"repository": repo})

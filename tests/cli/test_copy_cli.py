@@ -84,8 +84,9 @@ def make_setup(
     source = root / "source"
     source.mkdir(parents=True)
     (root / "evidence").mkdir()
-    primary_endpoint = f'endpoint_url = "{primary[1]}"' if primary[1] else ""
-    copy_endpoint = f'endpoint_url = "{copy[1]}"' if copy[1] else ""
+    http = "allow_insecure_http = true"  # moto on loopback
+    primary_endpoint = f'endpoint_url = "{primary[1]}"\n{http}' if primary[1] else ""
+    copy_endpoint = f'endpoint_url = "{copy[1]}"\n{http}' if copy[1] else ""
     policy = root / "lifeboat.toml"
     policy.write_text(f"""
 [repository]

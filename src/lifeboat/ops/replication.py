@@ -27,6 +27,8 @@ def copy_storage(policy: Any, name: str) -> Storage:
         region=c.region,
         stall_timeout=c.stall_timeout.total_seconds(),
         trust_endpoint=c.trust_endpoint,
+        profile=c.profile,
+        role_arn=c.role_arn,
     )
 
 
