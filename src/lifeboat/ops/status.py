@@ -36,6 +36,7 @@ class AssetStatus:
     bad_pages: int | None = None  # in the latest snapshot, when its pages were verified
     breaches: list[str] = field(default_factory=list)
     divergent: list[dict[str, Any]] = field(default_factory=list)  # WAL branches (postgres)
+    archive_failure: str | None = None  # pg_stat_archiver: failing since the last success
 
 
 def audit_entries(policy: Any) -> list[dict[str, Any]]:
@@ -89,6 +90,7 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
                 pushed = datetime.fromisoformat(wal[-1]["time"])
                 newest = max(newest, pushed) if newest else pushed
             st.divergent = _divergent_branches(repo, name)
+            _archiver_verdict(st, asset)
             for d in st.divergent:
                 st.breaches.append(
                     f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
@@ -118,6 +120,16 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
         statuses.append(st)
     corrective_action_findings(policy, statuses, now)
     return statuses
+
+
+def _archiver_verdict(st: AssetStatus, asset: Any) -> None:
+    """A server whose archive_command fails loses its point-in-time recovery silently:
+    the audit log only records the pushes that worked."""
+    from lifeboat.assets.postgres.configure import archive_failure
+
+    st.archive_failure = archive_failure(asset.dsn)
+    if st.archive_failure is not None:
+        st.breaches.append(st.archive_failure)
 
 
 def _page_verdict(st: AssetStatus, latest: Any) -> None:

@@ -13,6 +13,10 @@ from lifeboat.errors import AlreadyExistsError, LockedError, NotFoundError, Stor
 from lifeboat.storage.base import ObjectStat
 
 TMP_MARK = ".lifeboat-tmp-"
+# Directories are shared by every writer of the repository (root running backups,
+# PostgreSQL's user running archive_command): the owner and the group may write, and the
+# setgid bit hands the repository's group down to every directory below it.
+DIR_MODE = 0o2770
 
 
 def _map_os_error(exc: OSError, action: str, name: str) -> StorageError:
@@ -33,6 +37,48 @@ class LocalStorage:
         self._root = str(self.root)
         self.lock_days = lock_days
         self.url = f"file://{self.root}"
+        self._owner_cache: tuple[int, int] | bool | None = False
+
+    def _owner(self) -> tuple[int, int] | None:
+        """Who what root creates here is given to: the repository directory's owner, when
+        that is another user (root's files would lock that user's pushes out)."""
+        if self._owner_cache is not False:
+            return self._owner_cache  # type: ignore[return-value]
+        if os.geteuid() != 0:
+            self._owner_cache = None
+            return None
+        try:
+            st = os.stat(self._root)
+        except OSError:
+            return None  # not created yet (init): asked again once it is
+        self._owner_cache = (st.st_uid, st.st_gid) if st.st_uid != 0 else None
+        return self._owner_cache
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create ``directory`` and its missing parents, each complete before it appears:
+        made under a temporary name, given its mode and owner, then renamed into place, so
+        no other writer ever sees it with root's ownership or the umask's mode."""
+        if directory.is_dir():
+            return
+        missing = []
+        parent = directory
+        while not parent.is_dir():
+            missing.append(parent)
+            parent = parent.parent
+        owner = self._owner()
+        for path in reversed(missing):
+            tmp = path.with_name(f"{TMP_MARK}d{secrets.token_hex(8)}")
+            os.mkdir(tmp, 0o700)
+            try:
+                os.chmod(tmp, DIR_MODE)
+                if owner is not None:
+                    os.chown(tmp, *owner)
+                os.rename(tmp, path)
+            except OSError as exc:
+                os.rmdir(tmp)
+                # another writer made it first (a non-empty directory cannot be replaced)
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not path.is_dir():
+                    raise
 
     def _path(self, name: str) -> Path:
         return Path(self._path_str(name))
@@ -47,9 +93,12 @@ class LocalStorage:
         path = self._path(name)
         tmp = path.with_name(f"{TMP_MARK}{secrets.token_hex(8)}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._makedirs(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
+                owner = self._owner()
+                if owner is not None:
+                    os.fchown(fd, *owner)
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)
