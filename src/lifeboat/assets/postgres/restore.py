@@ -20,10 +20,11 @@ from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, se
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
 from lifeboat.assets.postgres.timelines import bases_on_path, build_tree, choose_timeline
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
-from lifeboat.assets.postgres.walnames import Segment, is_history, parse_lsn, segment_of
+from lifeboat.assets.postgres.walnames import SEGMENT_SIZE, Segment, is_history, parse_lsn, segment_of
 from lifeboat.errors import ConfigError, NotFoundError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository, SnapshotInfo, target_is_empty
+from lifeboat.targetdir import DISK_FULL, free_space, readable_size, refuse_short_space
 
 LAST_TXN = re.compile(r"last completed transaction was at log time (\S+ \S+)")
 
@@ -266,16 +267,70 @@ def _refuse_unrelated_files(target: Path) -> None:
         )
 
 
-def _check_disk(target: Path, needed: int) -> None:
-    probe = target if target.exists() else target.parent
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < needed * 1.1:
-        raise RestoreError(
-            f"not enough disk at {probe}: {needed / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free",
-            hint="free space or restore elsewhere",
-        )
+def _staged_wal_bytes(names: list[str], base: SnapshotInfo, wanted: Callable[[str], bool] | None) -> int:
+    """What the WAL spool will hold: every segment from the base backup's start on the
+    followed timelines (16 MiB each: the archive stores whole segments)."""
+    start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
+    count = 0
+    for name in names:
+        seg = Segment.parse(name)
+        if seg is None or (wanted is not None and not wanted(name)):
+            continue
+        if seg.timeline >= start.timeline and seg.number >= start.number:
+            count += 1
+    return count * SEGMENT_SIZE
+
+
+def _check_disk(target: Path, spool: Path, data: int, wal: int) -> None:
+    """Refuse up front when the data directory and the WAL spool cannot both fit: on one
+    filesystem their sum is what counts (the spool sits beside the target)."""
+    free, block = free_space(target)
+    spool_free, _ = free_space(spool)
+    data += data // 20 + 64 * block  # directories, block rounding, the files restore adds
+    if _device(target) == _device(spool):
+        if data + wal > free:
+            raise RestoreError(
+                f"not enough space for the restore into {target}: {readable_size(data + wal)} needed "
+                f"({readable_size(data)} data + {readable_size(wal)} WAL staged beside it), "
+                f"{readable_size(free)} free",
+                hint="free space or restore elsewhere",
+            )
+        return
+    refuse_short_space(target, data, free)
+    refuse_short_space(spool, wal, spool_free)
+
+
+def _device(path: Path) -> int:
+    while not path.exists():
+        path = path.parent
+    return path.stat().st_dev
+
+
+class _Written:
+    """What this restore creates (the data directory's content, the WAL spool), to take
+    back when the disk fills: a retry must find nothing of ours in its way."""
+
+    def __init__(self, target: Path, spool: Path) -> None:
+        self.target = target
+        self.spool = spool
+        self.target_existed = target.exists()
+
+    def take_back(self) -> None:
+        shutil.rmtree(self.spool, ignore_errors=True)
+        if not self.target_existed:
+            shutil.rmtree(self.target, ignore_errors=True)
+            return
+        for child in self.target.iterdir() if self.target.is_dir() else []:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL
+    return isinstance(exc, RestoreError) and exc.message.startswith("no space left")
 
 
 def run_sql_checks(dsn: str, checks: list[Any]) -> list[CheckResult]:
@@ -335,17 +390,16 @@ def restore_postgres(
         port = port or free_port()
         if port_in_use(port):
             raise RestoreError(f"port {port} is already in use", hint="pass another --port")
-    _check_disk(target, base.stats.bytes)
-    settings, target_desc = recovery_settings(
-        options, Path(f"{target.parent}/.{target.name}.lifeboat-wal"), str(choice.timeline)
-    )
-    result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
-    result.timeline = choice.to_dict()
+    spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
+    if spool.exists():  # a stopped earlier attempt's: its space counts as free
+        shutil.rmtree(spool)
     base_start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
     wanted = tree.wants(choice.timeline, base_start)
-    spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
-    if spool.exists():
-        shutil.rmtree(spool)
+    _check_disk(target, spool, base.stats.bytes, _staged_wal_bytes(names, base, wanted))
+    settings, target_desc = recovery_settings(options, spool, str(choice.timeline))
+    result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
+    result.timeline = choice.to_dict()
+    written = _Written(target, spool)
 
     def fetch_wal() -> tuple[int, list[str], list[str]]:
         t0 = time.monotonic()
@@ -354,23 +408,17 @@ def restore_postgres(
         finally:
             result.steps["fetch_wal"] = round(time.monotonic() - t0, 3)
 
-    # The WAL is staged while the base backup is written: the two overlap their
-    # decompression and their writes instead of queueing one behind the other.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-stage") as stager:
-        staged = stager.submit(fetch_wal)
-        t0 = time.monotonic()
-        repo.reader(base).restore_tree(target, force=True, progress=progress)
-        # Tablespaces were captured inline (pg_tblspc/<oid> as directories). The backup's
-        # tablespace_map would make PostgreSQL replace them with symlinks to the *source*
-        # server's tablespace locations: drop it, so the restore stays self-contained.
-        (target / "tablespace_map").unlink(missing_ok=True)
-        inline_tablespaces = any((target / "pg_tblspc").glob("*"))
-        for name in EXCLUDED_DIR_CONTENTS:
-            (target / name).mkdir(mode=0o700, exist_ok=True)
-        (target / "pg_wal" / "archive_status").mkdir(mode=0o700, exist_ok=True)
-        os.chmod(target, 0o700)
-        result.steps["fetch_base"] = round(time.monotonic() - t0, 3)
-        result.wal_segments, missing, result.streamed_wal = staged.result()
+    try:
+        inline_tablespaces, missing = _write_base_and_wal(repo, base, target, fetch_wal, result, progress)
+    except BaseException as exc:
+        written.take_back()  # whatever stopped it, a retry must not find our half in its way
+        if not _disk_full(exc):
+            raise
+        raise RestoreError(
+            f"no space left on the filesystem of {target} during the restore; removed the partial "
+            f"data directory and the staged WAL ({spool.name})",
+            hint="free space or restore elsewhere, then run the restore again",
+        ) from None
     if missing and target_desc == "latest":
         raise RestoreError(
             f"WAL segment {missing[0]} is missing from the archive; replay to latest would stop before it",
@@ -410,6 +458,39 @@ def restore_postgres(
     result.steps["total"] = round(time.monotonic() - started_at, 3)
     result.summary = _summary(result)
     return result.to_dict()
+
+
+def _write_base_and_wal(
+    repo: Repository,
+    base: SnapshotInfo,
+    target: Path,
+    fetch_wal: Callable[[], tuple[int, list[str], list[str]]],
+    result: PgRestoreResult,
+    progress: ProgressSink,
+) -> tuple[bool, list[str]]:
+    """The base backup into ``target`` while the WAL is staged: the two overlap their
+    decompression and their writes instead of queueing one behind the other. Returns
+    (tablespaces inline, segments missing from the archive)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-stage") as stager:
+        staged = stager.submit(fetch_wal)
+        t0 = time.monotonic()
+        try:
+            repo.reader(base).restore_tree(target, force=True, progress=progress)
+        except BaseException:
+            staged.exception()  # the spool is complete or failed before anyone cleans it up
+            raise
+        # Tablespaces were captured inline (pg_tblspc/<oid> as directories). The backup's
+        # tablespace_map would make PostgreSQL replace them with symlinks to the *source*
+        # server's tablespace locations: drop it, so the restore stays self-contained.
+        (target / "tablespace_map").unlink(missing_ok=True)
+        inline_tablespaces = any((target / "pg_tblspc").glob("*"))
+        for name in EXCLUDED_DIR_CONTENTS:
+            (target / name).mkdir(mode=0o700, exist_ok=True)
+        (target / "pg_wal" / "archive_status").mkdir(mode=0o700, exist_ok=True)
+        os.chmod(target, 0o700)
+        result.steps["fetch_base"] = round(time.monotonic() - t0, 3)
+        result.wal_segments, missing, result.streamed_wal = staged.result()
+    return inline_tablespaces, missing
 
 
 STANDBY_PLACEHOLDER = """\
