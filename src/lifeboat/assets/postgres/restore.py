@@ -20,13 +20,40 @@ from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, se
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
 from lifeboat.assets.postgres.timelines import bases_on_path, build_tree, choose_timeline
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
-from lifeboat.assets.postgres.walnames import SEGMENT_SIZE, Segment, is_history, parse_lsn, segment_of
+from lifeboat.assets.postgres.walnames import (
+    SEGMENT_SIZE,
+    Segment,
+    format_lsn,
+    is_history,
+    parse_lsn,
+    segment_of,
+)
 from lifeboat.errors import ConfigError, NotFoundError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository, SnapshotInfo, target_is_empty
 from lifeboat.targetdir import DISK_FULL, free_space, readable_size, refuse_short_space
 
 LAST_TXN = re.compile(r"last completed transaction was at log time (\S+ \S+)")
+REDO_DONE = re.compile(r"redo done at (\S+)")
+TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+def _target_not_reached(target: str, log: str) -> RestoreError:
+    """PostgreSQL's shutdown lines, as the one fact they carry: the archive ends first."""
+    txn = LAST_TXN.findall(log)
+    redo = REDO_DONE.findall(log)
+    where = ", ".join(
+        part
+        for part in (
+            f"last replayed transaction at {txn[-1]}" if txn else "",
+            f"WAL replayed to LSN {redo[-1]}" if redo else "",
+        )
+        if part
+    )
+    return RestoreError(
+        f"recovery target {target} is beyond the end of the archived WAL" + (f" ({where})" if where else ""),
+        hint="restore --latest for everything archived, or an earlier target",
+    )
 
 
 @dataclass
@@ -267,6 +294,75 @@ def _refuse_unrelated_files(target: Path) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ArchiveEnd:
+    """Where the WAL a restore can replay ends: the newest segment on the followed
+    timelines (archived or streamed), the LSN its end is, and when it was stored."""
+
+    segment: str
+    lsn: int
+    time: datetime
+
+    def describe(self) -> str:
+        return (
+            f"the archive ends at LSN {format_lsn(self.lsn)} (segment {self.segment}, "
+            f"stored {self.time.isoformat(timespec='seconds')})"
+        )
+
+
+def archive_end(
+    repo: Repository, asset: str, names: list[str], wanted: Callable[[str], bool] | None
+) -> ArchiveEnd | None:
+    candidates: dict[str, tuple[str, str]] = {n: (namespace(asset), n) for n in names}
+    stream_ns = stream_namespace(asset)
+    for name, ref in streamed_files(repo.list_ref_names(stream_ns)).items():
+        candidates.setdefault(name[:24], (stream_ns, ref))
+    newest: tuple[int, int, str] | None = None
+    for name in candidates:
+        seg = Segment.parse(name)
+        if seg is None or (wanted is not None and not wanted(name)):
+            continue
+        if newest is None or (seg.number, seg.timeline) > newest[:2]:
+            newest = (seg.number, seg.timeline, name)
+    if newest is None:
+        return None
+    ns, ref = candidates[newest[2]]
+    stored = repo.get_ref(ns, ref).time
+    return ArchiveEnd(newest[2], (newest[0] + 1) * SEGMENT_SIZE, stored)
+
+
+def refuse_beyond_archive(
+    repo: Repository,
+    asset: str,
+    options: dict[str, Any],
+    names: list[str],
+    wanted: Callable[[str], bool] | None,
+) -> None:
+    """A recovery target the archived WAL cannot reach would start PostgreSQL only for it
+    to stop with "recovery ended before configured recovery target was reached": refuse
+    it before anything is written. An --at after the newest segment was stored cannot be
+    reached (every commit in the archive is older); an --lsn past the newest segment's end
+    neither."""
+    at: datetime | None = options.get("at")
+    lsn = options.get("lsn")
+    if at is None and not lsn:
+        return
+    end = archive_end(repo, asset, names, wanted)
+    if end is None:
+        return
+    if lsn and parse_lsn(str(lsn)) > end.lsn:
+        raise RestoreError(
+            f"recovery target LSN {lsn} is beyond the end of the archived WAL: {end.describe()}",
+            hint=f"restore to --lsn {format_lsn(end.lsn)} or earlier, or --latest",
+        )
+    if at is not None and at > end.time:
+        raise RestoreError(
+            f"recovery target time {at.isoformat(timespec='seconds')} is after the newest archived "
+            f"WAL: {end.describe()}",
+            hint="restore --latest for everything archived, or an earlier --at",
+        )
+
+
 def _staged_wal_bytes(names: list[str], base: SnapshotInfo, wanted: Callable[[str], bool] | None) -> int:
     """What the WAL spool will hold: every segment from the base backup's start on the
     followed timelines (16 MiB each: the archive stores whole segments)."""
@@ -384,6 +480,9 @@ def restore_postgres(
     bases = [s for s in repo.snapshots(asset.name) if "start_lsn" in s.labels]
     choice = choose_timeline(tree, options, bases)
     base = choose_base_backup(repo, asset.name, options, bases_on_path(tree, choice.timeline, bases))
+    base_start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
+    wanted = tree.wants(choice.timeline, base_start)
+    refuse_beyond_archive(repo, asset.name, options, names, wanted)
     _prepare_target(target, bool(options.get("force")), asset.pgdata)
     port = options.get("port")
     if options.get("start"):
@@ -393,8 +492,6 @@ def restore_postgres(
     spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
     if spool.exists():  # a stopped earlier attempt's: its space counts as free
         shutil.rmtree(spool)
-    base_start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
-    wanted = tree.wants(choice.timeline, base_start)
     _check_disk(target, spool, base.stats.bytes, _staged_wal_bytes(names, base, wanted))
     settings, target_desc = recovery_settings(options, spool, str(choice.timeline))
     result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
@@ -506,13 +603,16 @@ def _start_and_check(cluster: PgCluster, asset: Any, result: PgRestoreResult, mi
     """Start the restored cluster, wait until it is promoted (a standby: until it accepts
     read-only queries), then run pg_amcheck and the policy's SQL checks."""
     t0 = time.monotonic()
-    cluster.start()
     try:
+        cluster.start()
         if result.standby:
             cluster.wait_accepting()
         else:
             cluster.wait_promoted()
     except RestoreError as exc:
+        log = cluster.log_path.read_text(errors="replace")
+        if TARGET_NOT_REACHED in log:
+            raise _target_not_reached(result.recovery_target, log) from None
         if missing:
             raise RestoreError(
                 f"recovery stopped: WAL segment {missing[0]} is missing from the archive",
