@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,21 +174,34 @@ def test_a_directory_root_left_behind_is_named_by_the_probe(root_pg):
     assert f"not writable by postgres (first: {stale})" in probe["error"]
 
 
-def test_init_owner_names_a_user_and_refuses_an_unknown_one(tmp_path):
+def files_cli(root: Path) -> Any:
     from tests.cli.conftest import Cli, write_policy
 
-    source = tmp_path / "source"
+    source = root / "source"
     source.mkdir()
     (source / "a.conf").write_text("a = 1\n")
-    os.chmod(tmp_path, 0o755)
-    policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
-    cli = Cli(policy, tmp_path, source, dict(os.environ))
-    bad = cli.run("init", "--owner", "no-such-user-here", check=False)
+    return Cli(write_policy(root, source, f"file://{root / 'repo'}"), root, source, dict(os.environ))
+
+
+def test_init_owner_gives_the_repository_and_key_to_that_user(tmp_path):
+    recovery = ("--recovery-key-out", str(tmp_path / "recovery.key"))
+    closed = files_cli(tmp_path)  # pytest's directories are 0700: postgres cannot reach the key
+    bad = closed.run("init", *recovery, "--owner", "no-such-user-here", check=False)
     assert bad.returncode == 2 and "no such user" in bad.stderr
-    assert not (tmp_path / "repo").exists()
-    out = json.loads(cli.run("init", "--owner", "postgres", "--json").stdout)
-    assert out["owner"] == "postgres"
-    cli.run("backup", "config")  # as root
-    postgres = pwd.getpwnam("postgres").pw_uid
-    assert not_owned_by(tmp_path / "repo", postgres) == []
-    assert Path(out["backup_key"]).stat().st_uid == postgres
+    unreachable = closed.run("init", *recovery, "--owner", "postgres", check=False)
+    assert unreachable.returncode == 2
+    assert "postgres cannot reach the backup key" in unreachable.stderr
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "keys" / "backup.key").exists()
+
+    root = Path(tempfile.mkdtemp(prefix="lb-owner-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        cli = files_cli(root)
+        out = json.loads(cli.run("init", *recovery, "--owner", "postgres", "--json").stdout)
+        assert out["owner"] == "postgres"
+        cli.run("backup", "config")  # as root
+        postgres = pwd.getpwnam("postgres").pw_uid
+        assert not_owned_by(root / "repo", postgres) == []
+        assert Path(out["backup_key"]).stat().st_uid == postgres
+    finally:
+        shutil.rmtree(root)
