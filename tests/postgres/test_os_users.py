@@ -25,6 +25,7 @@ from lifeboat.assets.postgres.cluster import PgCluster, free_port
 from lifeboat.assets.postgres.configure import archive_command
 from lifeboat.assets.postgres.quoting import setting
 from tests.pgsandbox import POLICY, PgSandbox, destroy
+from tests.postgres.test_page_checksums import alerting_policy, webhook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root and a postgres system user")
 
@@ -153,6 +154,11 @@ def test_a_push_that_cannot_write_is_reported_loudly(root_pg):
     (db,) = json.loads(status.stdout)["assets"]
     assert db["archive_failure"].startswith("archive_command is failing")
     assert db["archive_failure"] in db["breaches"]
+    with webhook() as received:
+        pg.lb("--config", alerting_policy(pg, received.url), "daemon", "--max-seconds", "1", "--no-http")
+    fired = [m for m in received if m["condition"] == "archiving:db"]
+    assert [m["status"] for m in fired] == ["firing"]
+    assert "db: archive_command is failing" in fired[0]["message"]
 
     # fixed: the archiver catches up and the finding goes away
     os.chown(key, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
