@@ -162,9 +162,14 @@ def test_a_push_that_cannot_write_is_reported_loudly(root_pg):
 
     # fixed: the archiver catches up and the finding goes away
     os.chown(key, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
-    pg.switch_and_wait_archived()
+    pg.switch_and_wait_archived(timeout=180)  # after 3 failures the archiver may rest 60 s
     assert json.loads(pg.lb("status", "--json", check=False).stdout)["assets"][0]["archive_failure"] is None
     assert pg.lb("pg", "configure", "db").returncode == 0
+
+    # a key rotated by root stays the archiver's
+    pg.lb("keys", "rotate")
+    assert key.stat().st_uid == pwd.getpwnam("postgres").pw_uid
+    assert "write probe as postgres: ok" in pg.lb("pg", "configure", "db").stdout
 
 
 def test_a_directory_root_left_behind_is_named_by_the_probe(root_pg):
