@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -214,5 +215,38 @@ def test_init_owner_gives_the_repository_and_key_to_that_user(tmp_path):
         postgres = pwd.getpwnam("postgres").pw_uid
         assert not_owned_by(root / "repo", postgres) == []
         assert Path(out["backup_key"]).stat().st_uid == postgres
+    finally:
+        shutil.rmtree(root)
+
+
+WRITER = """
+import subprocess
+import sys
+from pathlib import Path
+from lifeboat.storage.local import LocalStorage
+storage = LocalStorage(Path(sys.argv[1]))
+for i in range(256):
+    storage.put(f"data/{i:02x}/deep/{sys.argv[2]}-{i}", b"x")
+"""
+
+
+def test_root_and_the_owner_creating_the_same_new_directories_never_fail():
+    """The race behind 'wal push failed at random': both writers make data/<pp>/ at once."""
+    root = Path(tempfile.mkdtemp(prefix="lb-race-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        repo = root / "repo"
+        repo.mkdir(mode=0o2770)
+        postgres = pwd.getpwnam("postgres")
+        os.chown(repo, postgres.pw_uid, postgres.pw_gid)
+        procs = []
+        for n in range(8):  # half as root, half as postgres, all starting together
+            cmd = [sys.executable, "-c", WRITER, str(repo), f"w{n}"]
+            as_user = ["runuser", "-u", "postgres", "--", *cmd] if n % 2 else cmd
+            procs.append(subprocess.Popen(as_user, stderr=subprocess.PIPE, text=True))
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 8, errors
+        assert len(list((repo / "data").rglob("w*-*"))) == 8 * 256
+        assert not_owned_by(repo, postgres.pw_uid) == []
     finally:
         shutil.rmtree(root)

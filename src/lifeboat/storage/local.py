@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lifeboat.errors import AlreadyExistsError, LockedError, NotFoundError, StorageError
 from lifeboat.storage.base import ObjectStat
@@ -17,6 +19,34 @@ TMP_MARK = ".lifeboat-tmp-"
 # PostgreSQL's user running archive_command): the owner and the group may write, and the
 # setgid bit hands the repository's group down to every directory below it.
 DIR_MODE = 0o2770
+
+
+def _load_renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.renameat2
+    except (OSError, AttributeError):
+        return None
+
+
+_RENAMEAT2 = _load_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """rename(2) that fails (EEXIST) rather than replace an empty directory another writer
+    has just made: replacing it would pull the directory from under that writer's next
+    create (ENOENT)."""
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):  # not for this filesystem: the check below
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "File exists", str(dst))
+    os.rename(src, dst)
 
 
 def _map_os_error(exc: OSError, action: str, name: str) -> StorageError:
@@ -73,10 +103,10 @@ class LocalStorage:
                 os.chmod(tmp, DIR_MODE)
                 if owner is not None:
                     os.chown(tmp, *owner)
-                os.rename(tmp, path)
+                _rename_noreplace(tmp, path)
             except OSError as exc:
                 os.rmdir(tmp)
-                # another writer made it first (a non-empty directory cannot be replaced)
+                # another writer made it first
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not path.is_dir():
                     raise
 
