@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,9 @@ def swap_backup_key(repo: Any, keyfile: Path, old: Any, recovery_public: bytes) 
     retired = keyfile.with_name(f"{keyfile.name}.retired-{time.strftime('%Y%m%dT%H%M%S')}")
     keyfile.rename(retired)
     new.save(keyfile)
+    owner = retired.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:  # the archiver's user reads it (init --owner)
+        os.chown(keyfile, owner.st_uid, owner.st_gid)
     repo.put_record(
         f"keys/{old.key_id}.retired.json",
         {"key_id": old.key_id, "retired_by": new.key_id, "time": new.created},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -32,6 +33,7 @@ def check(
         for name, asset in policy.assets.items():
             if asset.kind == "postgres":
                 findings += [Finding(name, "warn", message) for message in server_findings(policy, asset)]
+                findings += _archiving_findings(policy, name, asset)
     rows = []
     for name, asset in policy.assets.items():
         cls = policy.classes[asset.class_]
@@ -152,3 +154,20 @@ def _escrow_findings(policy: Any) -> list[Finding]:
         return []
     m_of_n = f"{threshold}-of-{len(policy.escrow.custodians)}"
     return [Finding("escrow", "error", f"{m_of_n} ({source}): {problem}")]
+
+
+def _archiving_findings(policy: Any, name: str, asset: Any) -> list[Finding]:
+    """A real write as PostgreSQL's OS user, and pg_stat_archiver: errors, not warnings
+    (WAL that cannot be archived is a database that cannot be recovered)."""
+    from lifeboat.assets.postgres.configure import archive_failure, probe_as_server_user
+
+    found: list[Finding] = []
+    if not Path(policy.repository.keyfile).exists():
+        return found  # not initialised yet: nothing to push into
+    user, problem = probe_as_server_user(Path(policy.path).absolute(), asset)
+    if problem is not None:
+        found.append(Finding(name, "error", f"a WAL push as {user} would fail: {problem}"))
+    failing = archive_failure(asset.dsn)
+    if failing is not None:
+        found.append(Finding(name, "error", failing))
+    return found

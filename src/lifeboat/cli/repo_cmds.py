@@ -40,6 +40,12 @@ def init(
         None, "--shares-out", help="Split the recovery key into SLIP-39 shares, one file per custodian."
     ),
     custodian_passphrase: CustodianPassphraseOption = None,
+    owner: str = typer.Option(
+        None,
+        "--owner",
+        help="OS user the repository and backup key belong to (archive_command's user); "
+        "as root, default: the owner of a postgres asset's PGDATA.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Create the repository, the write-only backup key and the recovery key (all or nothing)."""
@@ -54,6 +60,7 @@ def init(
         recovery_out=out,
         shares_out=shares_out,
         passphrases=custodian_passphrases(custodian_passphrase),
+        owner=owner,
     )
     result = initialise(policy, request)
     if json_out:
@@ -65,6 +72,8 @@ def init(
         }
         if result.recovery_key is not None:
             data["recovery_key"] = result.recovery_key
+        if result.owner is not None:
+            data["owner"] = result.owner
         if shares_out is not None:
             data["shares"] = result.shares
             data["threshold"] = result.threshold
@@ -72,6 +81,8 @@ def init(
         return
     console.print(f"created repository {result.id[:12]} at {result.repository}")
     console.print(f"backup key (write-only): {result.backup_key}")
+    if result.owner is not None:
+        console.print(f"owned by {result.owner}: its archive_command can push; root-run commands keep that")
     if result.recovery_key is not None:
         console.print(f"recovery key: {result.recovery_key}  (keep it offline; restores need it)")
     if shares_out is not None:

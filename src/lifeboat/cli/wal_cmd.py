@@ -79,6 +79,24 @@ def push(
     runtime.audit_log(policy).append("wal-push", asset=name, segment=path.name, size=ref.size)
 
 
+@wal_app.command("probe", hidden=True)
+def probe(
+    ctx: typer.Context,
+    asset: str = typer.Option(None, "--asset", help="The postgres asset (default: the only one)."),
+) -> None:
+    """Check, as the user running it, everything `wal push` needs: the backup key, the
+    state directory, and a write through the push path (`pg configure` and `policy check`
+    run it as PostgreSQL's user)."""
+    from lifeboat import runtime
+    from lifeboat.assets.postgres.configure import write_probe
+
+    policy = run_context(ctx).policy()
+    name = _postgres_asset(policy, asset)
+    repo = runtime.open_for_write(policy)
+    runtime.require_writable_state(policy)
+    write_probe(repo, name)
+
+
 @wal_app.command("stream")
 def stream(
     ctx: typer.Context,

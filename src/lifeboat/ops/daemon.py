@@ -416,6 +416,7 @@ class Daemon:
                 else:
                     self.alerts.resolve(f"rpo:{st.asset}")
                 self.report_bad_pages(st)
+                self.report_archive_failure(st)
             self.refresh_key_age(repo)
             self.refresh_wal_lag()
             self.metrics.repo_size.set(sum(s.stats.stored_bytes for s in repo.snapshots()))
@@ -481,6 +482,14 @@ class Daemon:
         if st.bad_pages:
             detail = next((b for b in st.breaches if b.startswith("degraded:")), "degraded")
             self.alerts.fire(key, f"{st.asset}: {detail}")
+        else:
+            self.alerts.resolve(key)
+
+    def report_archive_failure(self, st: Any) -> None:
+        """Alert while the server's archive_command has failed since its last success."""
+        key = f"archiving:{st.asset}"
+        if st.archive_failure:
+            self.alerts.fire(key, f"{st.asset}: {st.archive_failure}")
         else:
             self.alerts.resolve(key)
 

@@ -5,6 +5,7 @@ backups could go into but nobody could restore from."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ class InitRequest:
     recovery_out: Path | None
     shares_out: Path | None
     passphrases: dict[str, bytes] = field(default_factory=dict, repr=False)
+    owner: str | None = None  # --owner: the OS user archive_command runs as
 
 
 @dataclass
@@ -33,6 +35,55 @@ class InitResult:
     recovery_key: str | None = None
     shares: list[str] = field(default_factory=list)
     threshold: int | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The OS user the repository and the backup key are given to, so PostgreSQL's
+    archive_command (running as that user) can push while root runs backups."""
+
+    name: str
+    uid: int
+    gid: int
+    source: str  # "--owner" or "owner of PGDATA ..."
+
+
+def resolve_owner(policy: Any, explicit: str | None) -> Owner | None:
+    """--owner, or, when root initialises, the owner of a postgres asset's local PGDATA
+    (its archive_command runs as that user). None: whoever runs init owns everything."""
+    if explicit:
+        try:
+            entry = pwd.getpwnam(explicit)
+        except KeyError:
+            raise ConfigError(f"--owner {explicit}: no such user on this machine") from None
+        if os.geteuid() != 0 and entry.pw_uid != os.geteuid():
+            raise ConfigError(
+                f"--owner {explicit}: only root can give the repository to another user",
+                hint="run init as root, or as that user",
+            )
+        return Owner(entry.pw_name, entry.pw_uid, entry.pw_gid, "--owner")
+    if os.geteuid() != 0:
+        return None
+    found: dict[int, str] = {}
+    for asset in policy.assets.values():
+        pgdata = getattr(asset, "pgdata", None) if asset.kind == "postgres" else None
+        try:
+            uid = os.stat(pgdata).st_uid if pgdata is not None else 0
+        except OSError:
+            continue
+        if uid != 0:
+            found.setdefault(uid, str(pgdata))
+    if len(found) > 1:
+        raise ConfigError(
+            "the postgres assets' data directories have different owners",
+            hint="name the repository's owner with --owner USER (and add the others to its group)",
+        )
+    if not found:
+        return None
+    uid, pgdata = next(iter(found.items()))
+    entry = pwd.getpwuid(uid)
+    return Owner(entry.pw_name, uid, entry.pw_gid, f"owner of {pgdata}")
 
 
 def _why_not_creatable(path: Path) -> str | None:
@@ -179,9 +230,12 @@ def _remove_empty_tree(root: Path) -> None:
 def initialise(policy: Any, request: InitRequest) -> InitResult:
     storage = runtime.storage_for(policy)
     threshold, custodians = validate(policy, request, storage)
+    owner = resolve_owner(policy, request.owner)
     undo = _Undo(storage, Path(policy.state_dir))
     try:
-        return _write(policy, request, storage, undo, threshold, custodians)
+        result = _write(policy, request, storage, undo, threshold, custodians, owner)
+        result.owner = owner.name if owner is not None else None
+        return result
     except BaseException as exc:
         left = undo.run()
         if isinstance(exc, OSError):  # a disk filling up meanwhile, not a bug
@@ -202,14 +256,66 @@ def initialise(policy: Any, request: InitRequest) -> InitResult:
         ) from None
 
 
+def _give_root(storage: Any, owner: Owner) -> None:
+    """A local repository's directory, owned by ``owner`` before anything is written into
+    it: LocalStorage hands everything root creates below to the directory's owner."""
+    root = getattr(storage, "root", None)
+    if root is None:
+        return
+    Path(root).mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o2770)
+    os.chown(root, owner.uid, owner.gid)
+
+
+def _give_key(undo: _Undo, keyfile: Path, owner: Owner) -> None:
+    """The backup key, and the directories init made for it, to ``owner`` (still 0600)."""
+    for directory in undo.dirs:
+        if keyfile.is_relative_to(directory):
+            os.chown(directory, owner.uid, owner.gid)
+    os.chown(keyfile, owner.uid, owner.gid)
+    parent = keyfile.parent
+    while parent != parent.parent:
+        mode = os.stat(parent)
+        reachable = (
+            (mode.st_uid == owner.uid and mode.st_mode & 0o100)
+            or (mode.st_gid == owner.gid and mode.st_mode & 0o010)
+            or mode.st_mode & 0o001
+        )
+        if not reachable:
+            raise ConfigError(
+                f"{owner.name} cannot reach the backup key: {parent} is closed to it",
+                hint=f"chmod o+x {parent} or chown it to {owner.name}, or put keyfile elsewhere",
+            )
+        parent = parent.parent
+
+
+def _give_state(state: Path, owner: Owner) -> None:
+    """The state directory as init left it (audit log, cache): wal push appends to the
+    log as ``owner``; later root-run commands append to the same file, keeping its owner."""
+    for dirpath, _, filenames in os.walk(state):
+        os.chown(dirpath, owner.uid, owner.gid)
+        for name in filenames:
+            os.chown(os.path.join(dirpath, name), owner.uid, owner.gid)
+
+
 def _write(
-    policy: Any, request: InitRequest, storage: Any, undo: _Undo, threshold: int, custodians: list[str]
+    policy: Any,
+    request: InitRequest,
+    storage: Any,
+    undo: _Undo,
+    threshold: int,
+    custodians: list[str],
+    owner: Owner | None = None,
 ) -> InitResult:
+    if owner is not None:
+        _give_root(storage, owner)
     repo, backup_key, recovery = Repository.create(
         storage, lock_days=policy.repository.lock_days, cache_dir=runtime.cache_dir(policy)
     )
     undo.will_write(request.keyfile)
     backup_key.save(request.keyfile)
+    if owner is not None:
+        _give_key(undo, request.keyfile, owner)
     result = InitResult(storage.url, repo.id, str(request.keyfile), recovery.fingerprint())
     if request.recovery_out is not None:
         undo.will_write(request.recovery_out)
@@ -226,4 +332,6 @@ def _write(
         result.shares = [str(p) for p in written]
         result.threshold = threshold
     runtime.audit_log(policy, repo).append("init", details_repo=repo.id)
+    if owner is not None:
+        _give_state(Path(policy.state_dir), owner)
     return result

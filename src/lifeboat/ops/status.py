@@ -38,6 +38,7 @@ class AssetStatus:
     divergent: list[dict[str, Any]] = field(default_factory=list)  # WAL branches (postgres)
     host: str = ""  # where the asset lives (see asset_host)
     risk: float | None = None  # exposure / RPO; None: never backed up (the worst)
+    archive_failure: str | None = None  # pg_stat_archiver: failing since the last success
 
 
 def audit_entries(policy: Any) -> list[dict[str, Any]]:
@@ -95,6 +96,7 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
             # the WAL every other host pushed
             if archived is not None:
                 newest = max(newest, archived) if newest else archived
+            _archiver_verdict(st, asset)
             for d in st.divergent:
                 st.breaches.append(
                     f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
@@ -153,6 +155,16 @@ def fleet_groups(statuses: list[AssetStatus]) -> list[tuple[str, list[AssetStatu
 
 def fleet_order(statuses: list[AssetStatus]) -> list[AssetStatus]:
     return [st for _, group in fleet_groups(statuses) for st in group]
+
+
+def _archiver_verdict(st: AssetStatus, asset: Any) -> None:
+    """A server whose archive_command fails loses its point-in-time recovery silently:
+    the audit log only records the pushes that worked."""
+    from lifeboat.assets.postgres.configure import archive_failure
+
+    st.archive_failure = archive_failure(asset.dsn)
+    if st.archive_failure is not None:
+        st.breaches.append(st.archive_failure)
 
 
 def _page_verdict(st: AssetStatus, latest: Any) -> None:

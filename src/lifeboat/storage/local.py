@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lifeboat.errors import AlreadyExistsError, LockedError, NotFoundError, StorageError
 from lifeboat.storage.base import ObjectStat
 
 TMP_MARK = ".lifeboat-tmp-"
+# Directories are shared by every writer of the repository (root running backups,
+# PostgreSQL's user running archive_command): the owner and the group may write, and the
+# setgid bit hands the repository's group down to every directory below it.
+DIR_MODE = 0o2770
+
+
+def _load_renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.renameat2
+    except (OSError, AttributeError):
+        return None
+
+
+_RENAMEAT2 = _load_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """rename(2) that fails (EEXIST) rather than replace an empty directory another writer
+    has just made: replacing it would pull the directory from under that writer's next
+    create (ENOENT)."""
+    if _RENAMEAT2 is not None:
+        if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):  # not for this filesystem: the check below
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "File exists", str(dst))
+    os.rename(src, dst)
 
 
 def _map_os_error(exc: OSError, action: str, name: str) -> StorageError:
@@ -33,6 +67,48 @@ class LocalStorage:
         self._root = str(self.root)
         self.lock_days = lock_days
         self.url = f"file://{self.root}"
+        self._owner_cache: tuple[int, int] | bool | None = False
+
+    def _owner(self) -> tuple[int, int] | None:
+        """Who what root creates here is given to: the repository directory's owner, when
+        that is another user (root's files would lock that user's pushes out)."""
+        if self._owner_cache is not False:
+            return self._owner_cache  # type: ignore[return-value]
+        if os.geteuid() != 0:
+            self._owner_cache = None
+            return None
+        try:
+            st = os.stat(self._root)
+        except OSError:
+            return None  # not created yet (init): asked again once it is
+        self._owner_cache = (st.st_uid, st.st_gid) if st.st_uid != 0 else None
+        return self._owner_cache
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create ``directory`` and its missing parents, each complete before it appears:
+        made under a temporary name, given its mode and owner, then renamed into place, so
+        no other writer ever sees it with root's ownership or the umask's mode."""
+        if directory.is_dir():
+            return
+        missing = []
+        parent = directory
+        while not parent.is_dir():
+            missing.append(parent)
+            parent = parent.parent
+        owner = self._owner()
+        for path in reversed(missing):
+            tmp = path.with_name(f"{TMP_MARK}d{secrets.token_hex(8)}")
+            os.mkdir(tmp, 0o700)
+            try:
+                os.chmod(tmp, DIR_MODE)
+                if owner is not None:
+                    os.chown(tmp, *owner)
+                _rename_noreplace(tmp, path)
+            except OSError as exc:
+                os.rmdir(tmp)
+                # another writer made it first
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not path.is_dir():
+                    raise
 
     def _path(self, name: str) -> Path:
         return Path(self._path_str(name))
@@ -47,9 +123,12 @@ class LocalStorage:
         path = self._path(name)
         tmp = path.with_name(f"{TMP_MARK}{secrets.token_hex(8)}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._makedirs(path.parent)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
+                owner = self._owner()
+                if owner is not None:
+                    os.fchown(fd, *owner)
                 view = memoryview(data)
                 while view:
                     written = os.write(fd, view)

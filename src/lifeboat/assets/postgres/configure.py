@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,110 @@ def server_findings(policy: Any, asset: Any) -> list[str]:
     if current.get("wal_level") == "minimal":
         problems.append("wal_level is minimal: point-in-time recovery is impossible")
     return problems
+
+
+PROBE_NAMESPACE = "probe"  # not wal/: retention, restores and `wal verify` never see it
+
+
+def server_user(asset: Any) -> str | None:
+    """The OS user PostgreSQL (and so archive_command) runs as: the owner of the local
+    PGDATA; None when the data directory is not on this machine."""
+    import pwd
+
+    try:
+        uid = Path(asset.pgdata).stat().st_uid if asset.pgdata is not None else None
+    except OSError:
+        return None
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def write_probe(repo: Any, asset: str) -> str:
+    """What `wal push` does, as the user running this: every repository directory a push
+    may write into is writable, and one ref goes through the push path (a pack into a
+    data/ prefix, an index, the ref). Returns the probe's name."""
+    import getpass
+    import time as _time
+
+    from lifeboat.errors import LifeboatError, StorageError
+
+    root = getattr(repo.storage, "root", None)
+    user = getpass.getuser()
+    if root is not None:
+        closed = [
+            dirpath
+            for dirpath, _, _ in os.walk(root)
+            if not os.access(dirpath, os.W_OK | os.X_OK) and ".lifeboat-tmp-" not in dirpath
+        ]
+        if closed:
+            raise StorageError(
+                f"{len(closed)} repository director{'y is' if len(closed) == 1 else 'ies are'} "
+                f"not writable by {user} (first: {closed[0]}): its WAL pushes will fail",
+                hint=f"chown -R {user} {root} && find {root} -type d -exec chmod 2770 {{}} +"
+                " (then root-run commands keep that owner)",
+            )
+    name = f"{user}-{_time.time_ns()}"
+    repo.put_ref(f"{PROBE_NAMESPACE}/{asset}", name, f"lifeboat write probe {name}\n".encode())
+    try:
+        repo.delete_ref(f"{PROBE_NAMESPACE}/{asset}", name)  # its chunk goes at the next prune
+    except LifeboatError:
+        pass  # under Object Lock: a few bytes kept until the lock ends
+    return name
+
+
+def probe_as_server_user(config: Path, asset: Any) -> tuple[str, str | None]:
+    """Run `lifeboat wal probe` as PostgreSQL's OS user (runuser when we are root).
+    Returns (user, None) on success or (user, the one-line error)."""
+    import getpass
+    import subprocess
+    import sys
+
+    user = server_user(asset)
+    cmd = [sys.executable, "-m", "lifeboat", "--config", str(config), "wal", "probe", "--asset", asset.name]
+    if os.geteuid() == 0 and user not in (None, "root"):
+        cmd = ["runuser", "-u", str(user), "--", *cmd]
+    else:
+        user = getpass.getuser()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=config.parent)
+    except subprocess.TimeoutExpired:
+        return str(user), "the write probe did not finish within 300 s"
+    if proc.returncode == 0:
+        return str(user), None
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    error = next((line for line in lines if line.startswith("lifeboat: error:")), lines[-1] if lines else "")
+    return str(user), error.removeprefix("lifeboat: error: ") or f"exit {proc.returncode}"
+
+
+def archive_failure(dsn: str) -> str | None:
+    """pg_stat_archiver's verdict: a message when archive_command failed after its last
+    success (or never succeeded), None when archiving is healthy or the server is out of
+    reach (reachability is reported elsewhere)."""
+    from lifeboat.errors import LifeboatError
+
+    try:
+        with connect(dsn) as conn:
+            row = conn.execute(
+                "select failed_count, last_failed_wal, last_failed_time, last_archived_wal,"
+                " last_archived_time from pg_stat_archiver"
+            ).fetchone()
+    except LifeboatError:
+        return None
+    if row is None:
+        return None
+    failed, failed_wal, failed_at, archived_wal, archived_at = row
+    if not failed or failed_at is None or (archived_at is not None and archived_at >= failed_at):
+        return None
+    since = (
+        f"last success {archived_wal} at {archived_at.isoformat(timespec='seconds')}"
+        if archived_at is not None
+        else "never archived successfully"
+    )
+    return (
+        f"archive_command is failing: {failed_wal} failed at {failed_at.isoformat(timespec='seconds')}"
+        f" ({failed} failures since the server started; {since})"
+    )

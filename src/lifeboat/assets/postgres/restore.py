@@ -20,13 +20,41 @@ from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, se
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
 from lifeboat.assets.postgres.timelines import bases_on_path, build_tree, choose_timeline
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
-from lifeboat.assets.postgres.walnames import Segment, is_history, parse_lsn, segment_of
+from lifeboat.assets.postgres.walnames import (
+    SEGMENT_SIZE,
+    Segment,
+    format_lsn,
+    is_history,
+    parse_lsn,
+    segment_of,
+)
 from lifeboat.errors import ConfigError, NotFoundError, RestoreError
 from lifeboat.private import private_dir, private_opener
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository, SnapshotInfo, target_is_empty
+from lifeboat.targetdir import DISK_FULL, free_space, readable_size, refuse_short_space
 
 LAST_TXN = re.compile(r"last completed transaction was at log time (\S+ \S+)")
+REDO_DONE = re.compile(r"redo done at (\S+)")
+TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+def _target_not_reached(target: str, log: str) -> RestoreError:
+    """PostgreSQL's shutdown lines, as the one fact they carry: the archive ends first."""
+    txn = LAST_TXN.findall(log)
+    redo = REDO_DONE.findall(log)
+    where = ", ".join(
+        part
+        for part in (
+            f"last replayed transaction at {txn[-1]}" if txn else "",
+            f"WAL replayed to LSN {redo[-1]}" if redo else "",
+        )
+        if part
+    )
+    return RestoreError(
+        f"recovery target {target} is beyond the end of the archived WAL" + (f" ({where})" if where else ""),
+        hint="restore --latest for everything archived, or an earlier target",
+    )
 
 
 @dataclass
@@ -267,16 +295,139 @@ def _refuse_unrelated_files(target: Path) -> None:
         )
 
 
-def _check_disk(target: Path, needed: int) -> None:
-    probe = target if target.exists() else target.parent
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < needed * 1.1:
-        raise RestoreError(
-            f"not enough disk at {probe}: {needed / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free",
-            hint="free space or restore elsewhere",
+@dataclass(frozen=True)
+class ArchiveEnd:
+    """Where the WAL a restore can replay ends: the newest segment on the followed
+    timelines (archived or streamed), the LSN its end is, and when it was stored."""
+
+    segment: str
+    lsn: int
+    time: datetime
+
+    def describe(self) -> str:
+        return (
+            f"the archive ends at LSN {format_lsn(self.lsn)} (segment {self.segment}, "
+            f"stored {self.time.isoformat(timespec='seconds')})"
         )
+
+
+def archive_end(
+    repo: Repository, asset: str, names: list[str], wanted: Callable[[str], bool] | None
+) -> ArchiveEnd | None:
+    candidates: dict[str, tuple[str, str]] = {n: (namespace(asset), n) for n in names}
+    stream_ns = stream_namespace(asset)
+    for name, ref in streamed_files(repo.list_ref_names(stream_ns)).items():
+        candidates.setdefault(name[:24], (stream_ns, ref))
+    newest: tuple[int, int, str] | None = None
+    for name in candidates:
+        seg = Segment.parse(name)
+        if seg is None or (wanted is not None and not wanted(name)):
+            continue
+        if newest is None or (seg.number, seg.timeline) > newest[:2]:
+            newest = (seg.number, seg.timeline, name)
+    if newest is None:
+        return None
+    ns, ref = candidates[newest[2]]
+    stored = repo.get_ref(ns, ref).time
+    return ArchiveEnd(newest[2], (newest[0] + 1) * SEGMENT_SIZE, stored)
+
+
+def refuse_beyond_archive(
+    repo: Repository,
+    asset: str,
+    options: dict[str, Any],
+    names: list[str],
+    wanted: Callable[[str], bool] | None,
+) -> None:
+    """A recovery target the archived WAL cannot reach would start PostgreSQL only for it
+    to stop with "recovery ended before configured recovery target was reached": refuse
+    it before anything is written. An --at after the newest segment was stored cannot be
+    reached (every commit in the archive is older); an --lsn past the newest segment's end
+    neither."""
+    at: datetime | None = options.get("at")
+    lsn = options.get("lsn")
+    if at is None and not lsn:
+        return
+    end = archive_end(repo, asset, names, wanted)
+    if end is None:
+        return
+    if lsn and parse_lsn(str(lsn)) > end.lsn:
+        raise RestoreError(
+            f"recovery target LSN {lsn} is beyond the end of the archived WAL: {end.describe()}",
+            hint=f"restore to --lsn {format_lsn(end.lsn)} or earlier, or --latest",
+        )
+    if at is not None and at > end.time:
+        raise RestoreError(
+            f"recovery target time {at.isoformat(timespec='seconds')} is after the newest archived "
+            f"WAL: {end.describe()}",
+            hint="restore --latest for everything archived, or an earlier --at",
+        )
+
+
+def _staged_wal_bytes(names: list[str], base: SnapshotInfo, wanted: Callable[[str], bool] | None) -> int:
+    """What the WAL spool will hold: every segment from the base backup's start on the
+    followed timelines (16 MiB each: the archive stores whole segments)."""
+    start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
+    count = 0
+    for name in names:
+        seg = Segment.parse(name)
+        if seg is None or (wanted is not None and not wanted(name)):
+            continue
+        if seg.timeline >= start.timeline and seg.number >= start.number:
+            count += 1
+    return count * SEGMENT_SIZE
+
+
+def _check_disk(target: Path, spool: Path, data: int, wal: int) -> None:
+    """Refuse up front when the data directory and the WAL spool cannot both fit: on one
+    filesystem their sum is what counts (the spool sits beside the target)."""
+    free, block = free_space(target)
+    spool_free, _ = free_space(spool)
+    data += data // 20 + 64 * block  # directories, block rounding, the files restore adds
+    if _device(target) == _device(spool):
+        if data + wal > free:
+            raise RestoreError(
+                f"not enough space for the restore into {target}: {readable_size(data + wal)} needed "
+                f"({readable_size(data)} data + {readable_size(wal)} WAL staged beside it), "
+                f"{readable_size(free)} free",
+                hint="free space or restore elsewhere",
+            )
+        return
+    refuse_short_space(target, data, free)
+    refuse_short_space(spool, wal, spool_free)
+
+
+def _device(path: Path) -> int:
+    while not path.exists():
+        path = path.parent
+    return path.stat().st_dev
+
+
+class _Written:
+    """What this restore creates (the data directory's content, the WAL spool), to take
+    back when the disk fills: a retry must find nothing of ours in its way."""
+
+    def __init__(self, target: Path, spool: Path) -> None:
+        self.target = target
+        self.spool = spool
+        self.target_existed = target.exists()
+
+    def take_back(self) -> None:
+        shutil.rmtree(self.spool, ignore_errors=True)
+        if not self.target_existed:
+            shutil.rmtree(self.target, ignore_errors=True)
+            return
+        for child in self.target.iterdir() if self.target.is_dir() else []:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL
+    return isinstance(exc, RestoreError) and exc.message.startswith("no space left")
 
 
 def run_sql_checks(dsn: str, checks: list[Any], database: str | None = None) -> list[CheckResult]:
@@ -344,23 +495,23 @@ def restore_postgres(
     bases = [s for s in repo.snapshots(asset.name) if "start_lsn" in s.labels]
     choice = choose_timeline(tree, options, bases)
     base = choose_base_backup(repo, asset.name, options, bases_on_path(tree, choice.timeline, bases))
+    base_start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
+    wanted = tree.wants(choice.timeline, base_start)
+    refuse_beyond_archive(repo, asset.name, options, names, wanted)
     _prepare_target(target, bool(options.get("force")), asset.pgdata)
     port = options.get("port")
     if options.get("start"):
         port = port or free_port()
         if port_in_use(port):
             raise RestoreError(f"port {port} is already in use", hint="pass another --port")
-    _check_disk(target, base.stats.bytes)
-    settings, target_desc = recovery_settings(
-        options, Path(f"{target.parent}/.{target.name}.lifeboat-wal"), str(choice.timeline)
-    )
+    spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
+    if spool.exists():  # a stopped earlier attempt's: its space counts as free
+        shutil.rmtree(spool)
+    _check_disk(target, spool, base.stats.bytes, _staged_wal_bytes(names, base, wanted))
+    settings, target_desc = recovery_settings(options, spool, str(choice.timeline))
     result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
     result.timeline = choice.to_dict()
-    base_start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
-    wanted = tree.wants(choice.timeline, base_start)
-    spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
-    if spool.exists():
-        shutil.rmtree(spool)
+    written = _Written(target, spool)
 
     def fetch_wal() -> tuple[int, list[str], list[str]]:
         t0 = time.monotonic()
@@ -369,23 +520,17 @@ def restore_postgres(
         finally:
             result.steps["fetch_wal"] = round(time.monotonic() - t0, 3)
 
-    # The WAL is staged while the base backup is written: the two overlap their
-    # decompression and their writes instead of queueing one behind the other.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-stage") as stager:
-        staged = stager.submit(fetch_wal)
-        t0 = time.monotonic()
-        repo.reader(base).restore_tree(target, force=True, progress=progress)
-        # Tablespaces were captured inline (pg_tblspc/<oid> as directories). The backup's
-        # tablespace_map would make PostgreSQL replace them with symlinks to the *source*
-        # server's tablespace locations: drop it, so the restore stays self-contained.
-        (target / "tablespace_map").unlink(missing_ok=True)
-        inline_tablespaces = any((target / "pg_tblspc").glob("*"))
-        for name in EXCLUDED_DIR_CONTENTS:
-            (target / name).mkdir(mode=0o700, exist_ok=True)
-        (target / "pg_wal" / "archive_status").mkdir(mode=0o700, exist_ok=True)
-        os.chmod(target, 0o700)
-        result.steps["fetch_base"] = round(time.monotonic() - t0, 3)
-        result.wal_segments, missing, result.streamed_wal = staged.result()
+    try:
+        inline_tablespaces, missing = _write_base_and_wal(repo, base, target, fetch_wal, result, progress)
+    except BaseException as exc:
+        written.take_back()  # whatever stopped it, a retry must not find our half in its way
+        if not _disk_full(exc):
+            raise
+        raise RestoreError(
+            f"no space left on the filesystem of {target} during the restore; removed the partial "
+            f"data directory and the staged WAL ({spool.name})",
+            hint="free space or restore elsewhere, then run the restore again",
+        ) from None
     if missing and target_desc == "latest":
         raise RestoreError(
             f"WAL segment {missing[0]} is missing from the archive; replay to latest would stop before it",
@@ -427,6 +572,39 @@ def restore_postgres(
     return result.to_dict()
 
 
+def _write_base_and_wal(
+    repo: Repository,
+    base: SnapshotInfo,
+    target: Path,
+    fetch_wal: Callable[[], tuple[int, list[str], list[str]]],
+    result: PgRestoreResult,
+    progress: ProgressSink,
+) -> tuple[bool, list[str]]:
+    """The base backup into ``target`` while the WAL is staged: the two overlap their
+    decompression and their writes instead of queueing one behind the other. Returns
+    (tablespaces inline, segments missing from the archive)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-stage") as stager:
+        staged = stager.submit(fetch_wal)
+        t0 = time.monotonic()
+        try:
+            repo.reader(base).restore_tree(target, force=True, progress=progress)
+        except BaseException:
+            staged.exception()  # the spool is complete or failed before anyone cleans it up
+            raise
+        # Tablespaces were captured inline (pg_tblspc/<oid> as directories). The backup's
+        # tablespace_map would make PostgreSQL replace them with symlinks to the *source*
+        # server's tablespace locations: drop it, so the restore stays self-contained.
+        (target / "tablespace_map").unlink(missing_ok=True)
+        inline_tablespaces = any((target / "pg_tblspc").glob("*"))
+        for name in EXCLUDED_DIR_CONTENTS:
+            (target / name).mkdir(mode=0o700, exist_ok=True)
+        (target / "pg_wal" / "archive_status").mkdir(mode=0o700, exist_ok=True)
+        os.chmod(target, 0o700)
+        result.steps["fetch_base"] = round(time.monotonic() - t0, 3)
+        result.wal_segments, missing, result.streamed_wal = staged.result()
+    return inline_tablespaces, missing
+
+
 STANDBY_PLACEHOLDER = """\
 # A standby (lifeboat restore --standby): point it at the primary to stream from it, e.g.
 # primary_conninfo = 'host=PRIMARY port=5432 user=REPLICATION_USER'
@@ -440,13 +618,16 @@ def _start_and_check(cluster: PgCluster, asset: Any, result: PgRestoreResult, mi
     """Start the restored cluster, wait until it is promoted (a standby: until it accepts
     read-only queries), then run pg_amcheck and the policy's SQL checks."""
     t0 = time.monotonic()
-    cluster.start()
     try:
+        cluster.start()
         if result.standby:
             cluster.wait_accepting()
         else:
             cluster.wait_promoted()
     except RestoreError as exc:
+        log = cluster.log_path.read_text(errors="replace")
+        if TARGET_NOT_REACHED in log:
+            raise _target_not_reached(result.recovery_target, log) from None
         if missing:
             raise RestoreError(
                 f"recovery stopped: WAL segment {missing[0]} is missing from the archive",
