@@ -192,7 +192,12 @@ def test_init_refuses_an_endpoint_that_ignores_if_none_match(s3_server, make_buc
         with pytest.raises(ConfigError, match=r"If-None-Match: \* of an existing key was accepted"):
             Repository.create(storage)
         assert not storage.exists("config")
-        policy = write_policy(tmp_path, tmp_path, f"s3://{bucket}/repo", f'endpoint_url = "{proxy.endpoint}"')
+        policy = write_policy(
+            tmp_path,
+            tmp_path,
+            f"s3://{bucket}/repo",
+            f'endpoint_url = "{proxy.endpoint}"\nallow_insecure_http = true',
+        )
         proc = subprocess.run(
             [sys.executable, "-m", "lifeboat", "--config", str(policy), "init", "--recovery-key-out", "rk"],
             capture_output=True,

@@ -135,10 +135,19 @@ def check_policy(path: Path) -> str:
         report = json.loads(proc.stdout)
     except ValueError:
         raise CheckFailed(f"policy check of the sandbox failed: {proc.stderr.strip()}") from None
-    problems = [f"{f['level']}: {f['asset']}: {f['message']}" for f in report["findings"]]
+    # The sandbox's S3 endpoint is a server on 127.0.0.1 that it started itself, so the
+    # plain-http notice (which a real policy must heed) is the one finding it may carry.
+    problems = [
+        f"{f['level']}: {f['asset']}: {f['message']}"
+        for f in report["findings"]
+        if not _loopback_http_notice(f["message"])
+    ]
     if proc.returncode != 0 or problems:
         raise CheckFailed(f"the sandbox policy does not pass its own check: {'; '.join(problems)}")
-    return f"exit 0, {len(report['assets'])} assets ok, no warnings"
+    noted = any(_loopback_http_notice(f["message"]) for f in report["findings"])
+    return f"exit 0, {len(report['assets'])} assets ok, no warnings" + (
+        " (beyond the note on the sandbox's own plain-http loopback endpoint)" if noted else ""
+    )
 
 
 def _switch_and_wait_archived(platform: Any, timeout: float = 60) -> None:
@@ -150,3 +159,9 @@ def _switch_and_wait_archived(platform: Any, timeout: float = 60) -> None:
         if last and last >= target:
             return
         time.sleep(0.2)
+
+
+def _loopback_http_notice(message: str) -> bool:
+    return message.startswith(("endpoint http://127.0.0.1:", "endpoint http://localhost:")) and (
+        "allow_insecure_http = true" in message
+    )
