@@ -231,7 +231,11 @@ def hours(seconds: float) -> str:
 
 
 def print_model(
-    one_shard_rate: float, gets_per_object: float, list_seconds: float, inv_seconds: float
+    one_shard_rate: float,
+    gets_per_object: float,
+    list_seconds: float,
+    inv_seconds: float,
+    lists_per_object: float,
 ) -> None:
     """Wall time and request cost of a 10^9-object bucket on N pods, from the measured
     per-object costs; the assumptions are printed with it."""
@@ -248,6 +252,9 @@ def print_model(
         f" at the measured {inv_seconds * 1e6:.0f} s per million rows (does not divide by N)",
         f"GET/HEAD: ${GET_PER_1000} per 1,000, {gets_per_object:.2f} per object (measured);"
         " repository writes and storage not included",
+        f"LIST $ assumes full 1,000-key pages; lifeboat's LIST-planned backup here made"
+        f" {lists_per_object:.3f} LISTs per object (prefixes of ~40 keys), which at 10^9 objects"
+        f" would be ${n * lists_per_object * LIST_PER_1000 / 1000:,.0f}",
     ]
     print(f"\nmodel: {n:.0e} objects on N pods; assumptions:")
     for line in assumptions:
@@ -360,6 +367,7 @@ def main() -> None:
                 f"{base / m.seconds:.2f}x",
                 f"{m.server_cpu:.1f}",
                 f"{m.client_cpu:.1f}",
+                f"{(m.server_cpu + m.client_cpu) / m.seconds:.2f}",
                 str(m.lists),
                 str(m.gets),
             ]
@@ -378,6 +386,7 @@ def main() -> None:
         inv_run.gets / args.objects,
         list_all / max(1, list_requests),
         max(0.0, plans["inventory"].seconds - plans["empty inventory"].seconds) / args.objects,
+        one.lists / args.objects,
     )
 
 
