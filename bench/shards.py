@@ -355,6 +355,7 @@ def main() -> None:
             "speed-up",
             "server CPU s",
             "client CPU s",
+            "cores busy",
             "LIST",
             "GET/HEAD",
         ],
