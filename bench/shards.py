@@ -52,6 +52,7 @@ INVENTORY_PER_MILLION = 0.0025
 KEYS_PER_LIST = 1000
 MODEL_OBJECTS = 10**9
 MODEL_PODS = (10, 100, 1000)
+PLAN_ROWS = 300_000  # rows of the large inventory report that measures a plan's per-row cost
 
 
 class MeteredSeaweed(SeaweedServer):
@@ -309,8 +310,14 @@ def main() -> None:
         list_requests = server.requests().get("LIST", 0) - before.get("LIST", 0)
         s3.create_bucket(Bucket=INVENTORY_BUCKET)
         inventory = write_inventory(s3, rows)
-        # the same report with no rows: planning from it is the fixed cost of a plan
+        # the same report with no rows: planning from it is the fixed cost of a plan; and a
+        # large one (rows for keys that need not exist: a plan reads no object), so the
+        # per-row cost of a plan stands out of the noise
         empty_inventory = write_inventory(s3, [], "empty")
+        copies = -(-PLAN_ROWS // len(rows))
+        big_inventory = write_inventory(
+            s3, [{**r, "Key": f"{r['Key']}.{j}"} for j in range(copies) for r in rows], "large"
+        )
         print(f"whole-bucket LIST by one client: {list_all:.2f} s, {list_requests} requests ({pages} pages)")
 
         def backup(shards: int, inv: bool) -> Measure:
@@ -342,7 +349,12 @@ def main() -> None:
         for shards, inv in ((1, False), (2, False), (4, False), (4, True)):
             print(f"backup --shards {shards}{' --inventory' if inv else ''} ...", flush=True)
             results.append((shards, inv, backup(shards, inv)))
-        plans = {"LIST": plan(None), "inventory": plan(inventory), "empty inventory": plan(empty_inventory)}
+        plans = {
+            "LIST": plan(None),
+            "inventory": plan(inventory),
+            "empty inventory": plan(empty_inventory),
+            f"inventory of {copies * len(rows)} rows": plan(big_inventory),
+        }
     base = results[0][2].seconds
     print(
         f"\n{args.objects} objects, {size_mb} MB; median of {args.repeat} run(s) per row;"
@@ -391,7 +403,8 @@ def main() -> None:
         args.objects / one.seconds,
         inv_run.gets / args.objects,
         list_all / max(1, list_requests),
-        max(0.0, plans["inventory"].seconds - plans["empty inventory"].seconds) / args.objects,
+        max(0.0, plans[f"inventory of {copies * len(rows)} rows"].seconds - plans["empty inventory"].seconds)
+        / (copies * len(rows)),
         one.lists / args.objects,
     )
 
