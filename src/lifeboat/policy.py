@@ -10,7 +10,7 @@ import re
 import tomllib
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from croniter import croniter
 from pydantic import (
@@ -174,17 +174,18 @@ def check_role_arn(role_arn: str) -> None:
         )
 
 
-class RepositoryConfig(_Model):
+class StorageLocation(_Model):
+    """Where repository bytes live and how to reach them: the repository itself and each
+    of its copies ([copies.NAME]) take the same keys."""
+
     url: str
     endpoint_url: str | None = None
     allow_insecure_http: bool = False
     region: str | None = None
-    # the repository's own AWS credentials (a shared-files profile, a role to assume)
+    # this location's own AWS credentials (a shared-files profile, a role to assume)
     profile: str | None = None
     role_arn: str | None = None
     lock_days: int | None = Field(default=None, ge=1)
-    keyfile: Path = Path("keys/backup.key")
-    recovery_key: Path | None = None
     # a transfer with no progress for this long is aborted and retried (S3)
     stall_timeout: Duration = timedelta(seconds=60)
     # unsafe: skip the probe of what the S3 endpoint enforces (412 on a second
@@ -197,43 +198,26 @@ class RepositoryConfig(_Model):
         return check_repository_url(value)
 
     @model_validator(mode="after")
-    def _transport(self) -> RepositoryConfig:
+    def _transport(self) -> Self:
         refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
         if self.role_arn is not None:
             check_role_arn(self.role_arn)
         return self
 
 
-class CopyConfig(_Model):
+class RepositoryConfig(StorageLocation):
+    keyfile: Path = Path("keys/backup.key")
+    recovery_key: Path | None = None
+
+
+class CopyConfig(StorageLocation):
     """A further repository holding a verbatim copy of this one (3-2-1): another account,
     region or provider. The repository's keys open it: the bytes are the same."""
 
     name: str = ""
-    url: str
-    endpoint_url: str | None = None
-    allow_insecure_http: bool = False
-    region: str | None = None
-    # the copy's own AWS credentials, as in [repository]: typically another account
-    profile: str | None = None
-    role_arn: str | None = None
-    lock_days: int | None = Field(default=None, ge=1)
-    stall_timeout: Duration = timedelta(seconds=60)
     schedule: str = "0 * * * *"  # when the daemon copies (cron), hourly by default
     copy_rpo: Duration = timedelta(days=1)  # the most the copy may lag behind the primary
-    trust_endpoint: bool = False  # as [repository] trust_endpoint, for the copy's endpoint
     workers: int = Field(default=8, ge=1, le=64)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_repository_url(value)
-
-    @model_validator(mode="after")
-    def _transport(self) -> CopyConfig:
-        refuse_plain_http(self.endpoint_url, self.allow_insecure_http)
-        if self.role_arn is not None:
-            check_role_arn(self.role_arn)
-        return self
 
     @field_validator("schedule")
     @classmethod

@@ -14,9 +14,11 @@ from typing import Any
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
 from lifeboat.errors import ConfigError
 from lifeboat.ops.audit import AuditLog
+from lifeboat.policy import StorageLocation
 from lifeboat.private import private_dir, state_dir_mode
 from lifeboat.repo import KeepRules, RecordsView, Repository
 from lifeboat.storage import open_storage
+from lifeboat.storage.base import Storage
 
 
 @dataclass(frozen=True)
@@ -35,16 +37,20 @@ class Credentials:
 
 
 def storage_for(policy: Any) -> Any:
-    repo = policy.repository
+    return open_location(policy.repository)
+
+
+def open_location(location: StorageLocation) -> Storage:
+    """The storage at a repository location ([repository] or one of [copies.NAME])."""
     return open_storage(
-        str(repo.url),
-        endpoint_url=repo.endpoint_url,
-        lock_days=repo.lock_days,
-        region=repo.region,
-        stall_timeout=repo.stall_timeout.total_seconds(),
-        trust_endpoint=repo.trust_endpoint,
-        profile=repo.profile,
-        role_arn=repo.role_arn,
+        str(location.url),
+        endpoint_url=location.endpoint_url,
+        lock_days=location.lock_days,
+        region=location.region,
+        stall_timeout=location.stall_timeout.total_seconds(),
+        trust_endpoint=location.trust_endpoint,
+        profile=location.profile,
+        role_arn=location.role_arn,
     )
 
 

@@ -13,23 +13,14 @@ from typing import Any
 from lifeboat import clock, runtime
 from lifeboat.errors import ConfigError, StorageError
 from lifeboat.repo.copy import CopyLag, CopyReport, copy_lag, copy_repository
-from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 
 
 def copy_storage(policy: Any, name: str) -> Storage:
     """The storage of [copies.NAME]."""
-    c = policy.copy_config(name)
-    return open_storage(
-        str(c.url),
-        endpoint_url=c.endpoint_url,
-        lock_days=c.lock_days,
-        region=c.region,
-        stall_timeout=c.stall_timeout.total_seconds(),
-        trust_endpoint=c.trust_endpoint,
-        profile=c.profile,
-        role_arn=c.role_arn,
-    )
+    from lifeboat.runtime import open_location
+
+    return open_location(policy.copy_config(name))
 
 
 def run_copy(
