@@ -135,18 +135,19 @@ def check_policy(path: Path) -> str:
         report = json.loads(proc.stdout)
     except ValueError:
         raise CheckFailed(f"policy check of the sandbox failed: {proc.stderr.strip()}") from None
-    # The sandbox's S3 endpoint is a server on 127.0.0.1 that it started itself, so the
-    # plain-http notice (which a real policy must heed) is the one finding it may carry.
+    # The sandbox's S3 endpoint is a server on 127.0.0.1 that it started itself and its
+    # repository is a local directory, so the notes about plain http and about a filesystem
+    # repository (which a real policy must heed) are the findings it may carry.
     problems = [
         f"{f['level']}: {f['asset']}: {f['message']}"
         for f in report["findings"]
-        if not _loopback_http_notice(f["message"])
+        if not _sandbox_note(f["message"])
     ]
     if proc.returncode != 0 or problems:
         raise CheckFailed(f"the sandbox policy does not pass its own check: {'; '.join(problems)}")
-    noted = any(_loopback_http_notice(f["message"]) for f in report["findings"])
+    noted = any(_sandbox_note(f["message"]) for f in report["findings"])
     return f"exit 0, {len(report['assets'])} assets ok, no warnings" + (
-        " (beyond the note on the sandbox's own plain-http loopback endpoint)" if noted else ""
+        " (beyond the notes on the sandbox's loopback http endpoint and local repository)" if noted else ""
     )
 
 
@@ -161,7 +162,7 @@ def _switch_and_wait_archived(platform: Any, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def _loopback_http_notice(message: str) -> bool:
-    return message.startswith(("endpoint http://127.0.0.1:", "endpoint http://localhost:")) and (
-        "allow_insecure_http = true" in message
-    )
+def _sandbox_note(message: str) -> bool:
+    loopback_http = message.startswith(("endpoint http://127.0.0.1:", "endpoint http://localhost:"))
+    local_repository = "is a filesystem repository" in message and "not immutable" in message
+    return (loopback_http and "allow_insecure_http = true" in message) or local_repository
