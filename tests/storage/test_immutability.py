@@ -235,3 +235,35 @@ def test_forget_and_prune_shorten_nothing(seaweed, make_seaweed_bucket, tmp_path
     assert after.keys() == before.keys()
     assert all(after[k] >= before[k] for k in before)
     assert len(Repository.open(storage, recovery_key=recovery).snapshots()) == 3
+
+
+def test_a_sharded_snapshot_locks_the_packs_its_shards_reused(s3_server, make_bucket, tmp_path):
+    """The commit of a sharded backup cannot read the shards' tree parts, yet every pack
+    their data lies in (here: packs an older snapshot wrote) must end up locked no earlier
+    than the sharded snapshot itself."""
+    bucket = make_bucket()
+    client = boto3.client("s3", endpoint_url=s3_server)
+    data = [os.urandom(300_000) for _ in range(3)]
+    storage1 = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=1, trust_endpoint=True)
+    repo, _, recovery = Repository.create(storage1, lock_days=1, cache_dir=tmp_path / "cache")
+    with repo.backup("media", "objects") as session:
+        for i, body in enumerate(data):
+            session.add_bytes(f"o{i}", body)
+        first = session.commit()
+    storage3 = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=3, trust_endpoint=True)
+    later = Repository.open(storage3, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    parts, stats, packs = [], [], []
+    for i, body in enumerate(data):  # one shard per object, each reusing snapshot 1's chunks
+        with later.backup("media", "objects") as shard:
+            shard.add_bytes(f"o{i}", body)
+            tree, shard_stats, shard_packs = shard.finish_fragment()
+        parts.append(tree)
+        stats.append(shard_stats)
+        packs += shard_packs
+    with later.backup("media", "objects") as session:
+        sharded = session.commit_fragments(parts, stats, packs)
+    snap_until = _retain_until(client, bucket, f"repo/{snapshot_name(sharded.id)}")
+    referenced = _referenced(later, sharded)
+    reused = {n for n in _referenced(later, first) if n.startswith("data/")} & referenced
+    assert reused  # the shards' data lies in snapshot 1's packs, locked for 1 day at first
+    assert all(_retain_until(client, bucket, f"repo/{n}") >= snap_until for n in referenced)

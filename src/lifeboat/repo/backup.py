@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -168,6 +169,8 @@ class BackupSession:
         self._parents = ParentCache(cache_path)
         self._committed: SnapshotInfo | None = None
         self.retention_requests = 0  # PutObjectRetention calls of the commit, for measurement
+        # packs a sharded snapshot needs that this session did not write (the shards' data)
+        self._retain_also: list[str] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -342,13 +345,16 @@ class BackupSession:
         blobs = {c for e in self.entries for c in e.chunks}
         blobs.update(tree)
         new = [pack_name(p) for p in writer.packs_written] + [index_name(i) for i in writer.index_files]
-        self.retention_requests = ensure_retention(self.repo, objects_of(self.repo.index(), blobs, new))
+        needed = objects_of(self.repo.index(), blobs, new, pack_ids=self._retain_also)
+        self.retention_requests = ensure_retention(self.repo, needed)
 
-    def finish_fragment(self) -> tuple[list[str], SnapshotStats]:
+    def finish_fragment(self) -> tuple[list[str], SnapshotStats, list[str]]:
         """End a shard of a sharded backup without committing a snapshot: store its part
         of the tree (the entries, comma-separated, without the enclosing document) and
-        return the part's blob ids and the shard's stats. ``commit_fragments`` later
-        joins the parts of every shard into one ordinary tree."""
+        return the part's blob ids, the shard's stats and the ids of the packs its data
+        lies in (reused or new: the commit extends their Object Lock retention, since it
+        cannot read the parts). ``commit_fragments`` later joins the parts of every shard
+        into one ordinary tree."""
         writer = self.writer
         writer.finish()
         entries = sorted(self.entries, key=lambda e: e.path)
@@ -358,9 +364,14 @@ class BackupSession:
         ]
         writer.finish()
         writer.stats.seconds = round(time.monotonic() - self._started, 3)
-        return ids, writer.stats
+        index = self.repo.index(refresh=True)
+        chunks = {c for e in entries for c in e.chunks}
+        packs = {loc.pack for c in chunks if (loc := index.get(c)) is not None}
+        return ids, writer.stats, sorted(packs.union(writer.packs_written))
 
-    def commit_fragments(self, fragments: list[list[str]], stats: list[SnapshotStats]) -> SnapshotInfo:
+    def commit_fragments(
+        self, fragments: list[list[str]], stats: list[SnapshotStats], packs: Iterable[str] = ()
+    ) -> SnapshotInfo:
         """Commit one snapshot whose tree is the shards' parts joined into the document
         ``{"entries": [...]}``: the tree blobs are concatenated as stored, so this needs
         no key that can decrypt them, and readers see an ordinary snapshot tree."""
@@ -376,6 +387,7 @@ class BackupSession:
             for name, value in asdict(part_stats).items():
                 setattr(total, name, getattr(total, name) + value)
         total.seconds = round(time.monotonic() - self._started + sum(s.seconds for s in stats), 3)
+        self._retain_also = sorted(set(packs))
         return self._commit_header(tree, total)
 
     def commit(self) -> SnapshotInfo:

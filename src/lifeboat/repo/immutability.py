@@ -43,9 +43,13 @@ def lockable(storage: Storage) -> VersionedStorage | None:
     return None
 
 
-def objects_of(index: Index, blob_ids: Iterable[str], extra: Iterable[str] = ()) -> set[str]:
-    """The pack and index files that hold ``blob_ids`` (per ``index``), plus ``extra``."""
+def objects_of(
+    index: Index, blob_ids: Iterable[str], extra: Iterable[str] = (), pack_ids: Iterable[str] = ()
+) -> set[str]:
+    """The pack and index files that hold ``blob_ids`` (per ``index``) or are the packs
+    ``pack_ids``, plus ``extra``."""
     packs = {loc.pack for b in blob_ids if (loc := index.get(b)) is not None}
+    packs.update(pack_ids)
     names = {pack_name(p) for p in packs}
     names.update(name for name, listed in index.files.items() if packs.intersection(listed))
     names.update(extra)

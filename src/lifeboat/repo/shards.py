@@ -136,7 +136,9 @@ def commit_shards(
         )
     with repo.backup(asset, kind, labels=labels, use_parent_cache=False) as session:
         return session.commit_fragments(
-            [list(r["tree"]) for r in results], [SnapshotStats(**r["stats"]) for r in results]
+            [list(r["tree"]) for r in results],
+            [SnapshotStats(**r["stats"]) for r in results],
+            [p for r in results for p in r.get("packs", [])],
         )
 
 

@@ -298,10 +298,11 @@ def run_shard(
         run_batched(
             lambda o: _capture(session, source, o, counters), objects, transfer_workers(source, asset)
         )
-        tree, stats = session.finish_fragment()
+        tree, stats, packs = session.finish_fragment()
     result = {
         "index": index,
         "tree": tree,
+        "packs": packs,  # the commit extends their Object Lock retention
         "stats": asdict(stats),
         "host": socket.gethostname(),
         "finished": clock.now().isoformat(),
