@@ -181,9 +181,9 @@ def export(
         for step in systemd_install_steps(written):
             console.print(f"  {step}", markup=False)
     if kubernetes:
-        console.print(f"wrote {kubernetes_cronjobs(policy, kubernetes)}")
+        console.print(f"wrote {kubernetes_cronjobs(policy, kubernetes)}", markup=False)
         from lifeboat.ops.export import kubernetes_maintenance
 
         console.print(f"wrote {kubernetes_maintenance(policy, kubernetes)}", markup=False)
         for path in kubernetes_shard_jobs(policy, kubernetes):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {path}", markup=False)

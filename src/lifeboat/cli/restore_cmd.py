@@ -36,7 +36,7 @@ RESTORE_HELP = "run 'lifeboat restore --help'"
 _TARGET_FORMATS = {
     "lsn": (re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}"), "an LSN such as 0/3000060"),
     "xid": (re.compile(r"[0-9]{1,20}"), "a transaction id (a whole number)"),
-    "name": (re.compile(r"[^\x00]{1,63}"), "a restore point name (1 to 63 characters)"),
+    "name": (re.compile(r"[^\x00\r\n]{1,63}"), "a restore point name (1 to 63 characters)"),
 }
 
 
@@ -60,6 +60,8 @@ def check_restore_usage(kind: str, given: dict[str, Any]) -> None:
         value = given.get(option)
         if value is not None and not pattern.fullmatch(str(value)):
             raise ConfigError(f"{_flag(option)} {value!r} is not {meaning}", hint=RESTORE_HELP)
+    if given.get("xid") is not None and int(given["xid"]) >= 1 << 64:
+        raise ConfigError(f"--xid {given['xid']} is out of range", hint=RESTORE_HELP)
     for option in used:
         kinds = restore_option_kinds(option)
         if kinds and kind not in kinds:
@@ -155,6 +157,11 @@ def restore(
         | {"archive": archive, "timeline": timeline, "standby": standby}
         | {"shards": shards, "shard": shard},
     )
+    if in_place and (shards is not None or shard is not None):
+        raise ConfigError(
+            "--in-place restores are not sharded: each worker would see only its part of the source",
+            hint="run the in-place restore without --shards/--shard",
+        )
     when = parse_time(at)
     if shards is not None and shard is None:
         from lifeboat.cli.shards_cmd import sharded_restore

@@ -212,6 +212,8 @@ def sharded_restore(
         check_target_empty(spec, given["target"])
     args = restore_worker_args(spec.name, given["target"], shards, snapshot, given["at"])
     args += (["--force"] if given["force"] else []) + creds
+    if context.repository:  # every worker reads from the copy the parent chose
+        args += ["--repository", context.repository]
     started = time.monotonic()
     outputs = _run_restore_workers(context.config_path, args, shards)
     total = _sum_restores(spec.name, given["target"], outputs, shards, time.monotonic() - started)

@@ -324,7 +324,7 @@ def _lifeboat_pod(image: str, args: list[str], resources: dict[str, Any] | None 
         "image": image,
         "args": ["--config", POLICY_PATH, *args],
         # the bucket's and the repository's S3 credentials, if they come from a Secret
-        "envFrom": [{"secretRef": {"name": "lifeboat-s3-credentials", "optional": True}}],
+        "envFrom": [{"secretRef": {"name": "lifeboat-credentials", "optional": True}}],
         "resources": resources or DEFAULT_RESOURCES,
         "volumeMounts": [
             {"name": "policy", "mountPath": "/etc/lifeboat"},

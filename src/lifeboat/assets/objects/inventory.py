@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lifeboat.assets.objects.source import S3Source
-from lifeboat.errors import ConfigError, IntegrityError
+from lifeboat.errors import ConfigError, IntegrityError, LifeboatError
 
 FORMATS = ("CSV", "Parquet")
 
@@ -131,8 +131,21 @@ def _row(values: dict[str, Any], csv_encoded: bool) -> Row:
 
 
 def read_file(source: S3Source, inventory: Inventory, entry: dict[str, Any]) -> Iterator[Row]:
-    """The rows of one report file, after checking its MD5 against the manifest."""
+    """The rows of one report file, after checking its MD5 against the manifest; a file
+    that cannot be parsed is an attributed error, never a crash."""
     key = str(entry["key"])
+    try:
+        yield from _parse_file(source, inventory, key, entry)
+    except LifeboatError:
+        raise
+    except Exception as exc:  # gzip, csv, dates, sizes, pyarrow: whatever the file holds
+        raise IntegrityError(
+            f"inventory file {key} cannot be read: {type(exc).__name__}: {str(exc)[:200]}",
+            hint="plan without --inventory (delimiter listings), or use a complete inventory report",
+        ) from None
+
+
+def _parse_file(source: S3Source, inventory: Inventory, key: str, entry: dict[str, Any]) -> Iterator[Row]:
     data = source.get_bytes(inventory.bucket, key, "reading the inventory")
     expected = entry.get("MD5checksum")
     if expected and hashlib.md5(data, usedforsecurity=False).hexdigest() != expected:

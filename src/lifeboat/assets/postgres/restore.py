@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -283,6 +284,19 @@ def _prepare_target(target: Path, force: bool, source: Path | None) -> None:
         shutil.rmtree(target)
 
 
+def _tree_size(path: Path) -> int:
+    """Bytes of the regular files below ``path`` (0 when absent); links are not followed."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
 def _refuse_unrelated_files(target: Path) -> None:
     """--force never deletes files that are not lifeboat's to replace. A data directory
     cannot be merged into (stale relation files would corrupt the restored cluster), so for
@@ -498,17 +512,20 @@ def restore_postgres(
     base_start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
     wanted = tree.wants(choice.timeline, base_start)
     refuse_beyond_archive(repo, asset.name, options, names, wanted)
-    _prepare_target(target, bool(options.get("force")), asset.pgdata)
+    # Everything that can refuse runs before --force removes the old data directory: a
+    # refused restore must leave the target as it was.
     port = options.get("port")
     if options.get("start"):
         port = port or free_port()
         if port_in_use(port):
             raise RestoreError(f"port {port} is already in use", hint="pass another --port")
     spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
+    settings, target_desc = recovery_settings(options, spool, str(choice.timeline))
+    replaced = _tree_size(target) if options.get("force") else 0  # freed by the replacement
     if spool.exists():  # a stopped earlier attempt's: its space counts as free
         shutil.rmtree(spool)
-    _check_disk(target, spool, base.stats.bytes, _staged_wal_bytes(names, base, wanted))
-    settings, target_desc = recovery_settings(options, spool, str(choice.timeline))
+    _check_disk(target, spool, max(0, base.stats.bytes - replaced), _staged_wal_bytes(names, base, wanted))
+    _prepare_target(target, bool(options.get("force")), asset.pgdata)
     result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
     result.timeline = choice.to_dict()
     written = _Written(target, spool)
