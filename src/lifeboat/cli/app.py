@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err_console.print(
-            f"lifeboat: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            f"lifeboat: internal error: {type(exc).__name__}: {redact(str(exc))} "
+            "(run with --debug for details)",
             markup=False,
             soft_wrap=True,
         )

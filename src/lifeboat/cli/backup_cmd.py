@@ -14,6 +14,7 @@ from lifeboat.cli.common import console, err_console, human_bytes, print_json, p
 from lifeboat.errors import LifeboatError
 from lifeboat.ops.deadline import deadline
 from lifeboat.policy import format_duration
+from lifeboat.redact import redact
 from lifeboat.units import format_rate
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def backup(
             failed = True
             results.append({"asset": name, "ok": False, "error": exc.message})
             if not json_out:
-                console.print(f"[red]backup {name} failed[/red]: {exc.message}", soft_wrap=True)
+                console.print(f"backup {name} failed: {redact(exc.message)}", soft_wrap=True, markup=False)
             continue
         bad_pages = bad_pages_of(info.id, info.labels) if "page_checksums" in info.labels else None
         extra: dict[str, Any] = {"bad_pages": len(bad_pages)} if bad_pages else {}

@@ -27,6 +27,7 @@ from lifeboat.cli.credentials import (
     credentials_options,
 )
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
+from lifeboat.redact import redact
 
 # Each names a different point to recover to: two of them leave the choice to lifeboat.
 RECOVERY_TARGETS = ("snapshot", "at", "lsn", "xid", "name", "latest")
@@ -258,7 +259,9 @@ def _open_repository(
         try:
             repo = runtime.open_for_read(candidate, creds, purpose=f"{purpose} from copy {name}", asset=asset)
         except (StorageError, ConfigError) as exc:  # ConfigError: nothing copied there yet
-            err_console.print(f"lifeboat: copy {name!r} cannot be read either ({exc.message})", markup=False)
+            err_console.print(
+                f"lifeboat: copy {name!r} cannot be read either ({redact(exc.message)})", markup=False
+            )
             continue
         return candidate, repo, (name, primary_error.message)
     raise StorageError(
