@@ -103,8 +103,15 @@ def test_missing_keyfile_and_unreachable_endpoint(tmp_path):
 
 
 def _stored_bytes(repo: Path) -> int:
-    data = repo / "data"
-    return sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) if data.exists() else 0
+    """Bytes of the packs stored so far (temporary files come and go while we look)."""
+    total = 0
+    for root, _dirs, files in os.walk(repo / "data"):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 0.6])
