@@ -100,6 +100,9 @@ def transport_findings(policy: Policy) -> list[Finding]:
         for name, asset in policy.assets.items()
         if asset.kind == "objects"
     ]
+    sections += [
+        (f"copies.{name}", c.endpoint_url, c.allow_insecure_http) for name, c in policy.copies.items()
+    ]
     return [
         Finding(
             name,

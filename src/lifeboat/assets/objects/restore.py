@@ -120,9 +120,14 @@ def check_target_empty(asset: Any, target_url: str) -> None:
         asset.endpoint_url if target_url.startswith("s3://") else None,
         asset.region,
         asset.workers,
+        profile=asset.profile,
+        role_arn=asset.role_arn,
     )
     counters = Counters()
-    with_retries("checking the target", target.ensure_exists, counters)
+    if isinstance(target, DirSource):
+        open_dir_target(target)  # a local OS error is permanent: never retried
+    else:
+        with_retries("checking the target", target.ensure_exists, counters)
     current = with_retries("listing the target", target.list_current, counters)
     if current:
         raise RestoreError(
