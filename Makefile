@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: venv pg pg-access browser promtool demo test lint unit bench clean
+.PHONY: venv pg pg-access browser promtool demo test lint unit coverage-floors bench clean
 
 venv: $(STAMP)
 
@@ -49,9 +49,22 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Coverage data of the suite and of every lifeboat process it starts (as root and as
+# `postgres`) goes to a directory both may write; the floors are checked after the run.
+COVDIR ?= /tmp/lifeboat-coverage-$(notdir $(CURDIR))
+COVENV := COVERAGE_FILE=$(COVDIR)/.coverage
 
 unit: venv pg pg-access browser promtool
-	$(BIN)/pytest -n 2 --dist loadfile -q
+	rm -rf $(COVDIR) && mkdir -p $(COVDIR) && chmod 1777 $(COVDIR)
+	$(COVENV) $(BIN)/pytest -n 2 --dist loadfile -q --cov --cov-report=
+	$(COVENV) $(BIN)/coverage report --skip-covered --sort=cover > $(COVDIR)/report.txt || true
+	$(COVENV) $(BIN)/python -m tests.coverage_floors
+
+# After a full `make unit`: set every package's floor to what it measured (rounded down).
+coverage-floors:
+	$(COVENV) $(BIN)/python -m tests.coverage_floors --write
 
 test: venv pg lint unit
 
@@ -59,10 +72,11 @@ demo: venv pg pg-access
 	$(BIN)/lifeboat demo
 
 # Benchmarks against restic, pgBackRest and pg_basebackup (installed with apt when missing).
+# Every benchmark (bench/all.py lists them), full size: hours on 2 cores. Outputs land in
+# bench/out/latest/. `make bench BENCH_ARGS=--quick` is a small-scale smoke run;
+# BENCH_ARGS="--only objects repo-s3" picks benches.
 bench: venv pg
-	$(BIN)/python bench/repo.py
-	$(BIN)/python bench/pg.py
-	$(BIN)/python bench/objects.py
+	$(BIN)/python bench/all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-sandbox bench/out .mypy_cache .ruff_cache

@@ -1,9 +1,12 @@
 """Benchmark: lifeboat vs pgBackRest 2.45 vs `pg_basebackup -Ft -X none` on one cluster.
 
-    .venv/bin/python bench/pg.py [--scale 150]
+    .venv/bin/python bench/pg.py [--scale 150] [--pairs 5] [--push-segments 200]
+    .venv/bin/python bench/pg.py --push-only [--push-segments 200]
 
 Full backup, 2% of pages changed, second backup, ~1 GB of WAL, restore to latest with
-replay (start + promotion timed the same way for both tools). pgbench data gets a random
+replay (start + promotion timed the same way for both tools, median of --pairs pairs with
+the spread), and `wal push` per segment in sync mode against `pgbackrest archive-push`
+(one process per segment, as PostgreSQL's archiver runs them). pgbench data gets a random
 filler so compression does not flatter anyone. Runs as the postgres user when root.
 Not a test: it takes a quarter of an hour on 2 cores.
 """
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +34,24 @@ from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, free_port, r
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = run_as_user()
+
+
+def lifeboat_policy(work: Path, cluster: PgCluster) -> str:
+    """The benches' policy: one postgres asset, a file:// repository in ``work``."""
+    return f"""
+[repository]
+url = "file://{work}/lifeboat-repo"
+keyfile = "backup.key"
+recovery_key = "recovery.key"
+[classes.c]
+rpo = "1m"
+rto = "1h"
+[assets.db]
+kind = "postgres"
+class = "c"
+pgdata = "{work}/pgdata"
+dsn = "{cluster.dsn}"
+"""
 
 
 def as_user(cmd: list[str]) -> list[str]:
@@ -74,14 +96,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=int, default=150)
     parser.add_argument("--wal-gb", type=float, default=1.0)
+    parser.add_argument("--pairs", type=int, default=5, help="restore pairs (lifeboat, pgBackRest)")
+    parser.add_argument("--push-segments", type=int, default=200, help="segments for the wal push row")
     parser.add_argument("--keep", action="store_true", help="keep the work directory for --restore-only")
     parser.add_argument(
         "--restore-only", type=Path, metavar="WORKDIR", help="repeat only the restores of a kept run"
     )
+    parser.add_argument("--push-only", action="store_true", help="only the wal push row")
     args = parser.parse_args()
     pgbackrest = apt_install("pgbackrest", "pgbackrest")
+    # The commands run as the postgres user, who cannot write __pycache__ in this tree: without
+    # this every lifeboat process would compile its own sources (~0.3 s), which an installed
+    # package never does.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True)
     if args.restore_only:
-        restores(args.restore_only.resolve(), pgbackrest)
+        restores(args.restore_only.resolve(), pgbackrest, args.pairs)
+        return
+    if args.push_only:
+        push_bench(pgbackrest, args.push_segments)
         return
     work = Path(tempfile.mkdtemp(prefix="lb-bench-pg-", dir="/var/tmp"))
     os.chmod(work, 0o755)
@@ -89,20 +121,7 @@ def main() -> None:
     cluster = PgCluster(work / "pgdata", free_port(), work / "sock")
     bin_dir = cluster.pg_bin
     policy = work / "lifeboat.toml"
-    policy.write_text(f"""
-[repository]
-url = "file://{work}/lifeboat-repo"
-keyfile = "backup.key"
-recovery_key = "recovery.key"
-[classes.c]
-rpo = "1m"
-rto = "1h"
-[assets.db]
-kind = "postgres"
-class = "c"
-pgdata = "{work}/pgdata"
-dsn = "{cluster.dsn}"
-""")
+    policy.write_text(lifeboat_policy(work, cluster))
     brconf = work / "pgbackrest.conf"
     brconf.write_text(f"""[global]
 repo1-path={work}/pgbackrest-repo
@@ -230,7 +249,7 @@ pg1-socket-path={work}/sock
     wait_archived(dsn, timeout=3600)
     stop.set()
     cluster.stop()
-    runs.update(restores(work, pgbackrest))
+    runs.update(restores(work, pgbackrest, args.pairs))
     rows = [[name, f"{r.seconds:.1f}", f"{r.peak_rss_mb:.0f}"] for name, r in runs.items()]
     print_table(["step", "seconds", "peak RSS MB"], rows)
     s = {k: v.seconds for k, v in runs.items()}
@@ -258,30 +277,193 @@ pg1-socket-path={work}/sock
         print(f"kept {work}: repeat the restores with --restore-only {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
+    push_bench(pgbackrest, args.push_segments)
 
 
-def restores(work: Path, pgbackrest: str) -> dict[str, Run]:
-    """Restore to latest with each tool (the source cluster is stopped), timed the same way."""
+def lifeboat_restore_started(lb: list[str], datadir: Path) -> Run:
+    """lifeboat restores with --start: replay overlaps WAL staging (the background stager),
+    so the restore itself starts the cluster and waits for promotion. Its own checks
+    (pg_amcheck) are not part of the comparison: their step time is taken off."""
+    port = free_port()
+    run = timed(
+        "lb restore",
+        as_user(
+            [
+                *lb,
+                "restore",
+                "db",
+                "--target",
+                str(datadir),
+                "--latest",
+                "--start",
+                "--port",
+                str(port),
+                "--json",
+            ]
+        ),
+    )
+    out, _ = json.JSONDecoder().raw_decode(run.output[run.output.index("{") :])
+    checks = float(out["steps"].get("checks", 0.0))
+    PgCluster(datadir, port, datadir.parent / f".{datadir.name}.sock").stop()
+    return Run("lb restore", run.seconds - checks, run.peak_rss_mb, 0, json.dumps(out["steps"]))
+
+
+def restores(work: Path, pgbackrest: str, pairs: int = 5) -> dict[str, Run]:
+    """Restore to latest with each tool (the source cluster is stopped), timed the same way,
+    ``pairs`` times; the median pair ratio is the row, with its spread."""
     bin_dir = PgCluster(work / "pgdata", 0, work / "sock").pg_bin
     lb = [sys.executable, "-m", "lifeboat", "--config", str(work / "lifeboat.toml")]
     br = [pgbackrest, f"--config={work / 'pgbackrest.conf'}", "--stanza=bench"]
-    for name in ("restore-lb", "restore-br"):
-        shutil.rmtree(work / name, ignore_errors=True)
-    runs = {
-        "restore lifeboat": restore_and_promote(
-            "lb restore",
-            [*lb, "restore", "db", "--target", str(work / "restore-lb"), "--latest"],
-            work / "restore-lb",
-            bin_dir,
-        ),
-        "restore pgbackrest": restore_and_promote(
-            "br restore", [*br, f"--pg1-path={work / 'restore-br'}", "restore"], work / "restore-br", bin_dir
-        ),
-    }
-    print(runs["restore lifeboat"].output.strip()[-600:])
-    lb_s, br_s = runs["restore lifeboat"].seconds, runs["restore pgbackrest"].seconds
-    print(f"restore with replay: lifeboat {lb_s:.1f} s, pgBackRest {br_s:.1f} s = {br_s / lb_s:.2f}x")
-    return runs
+    lb_runs, br_runs = [], []
+    for i in range(pairs):
+        for name in ("restore-lb", "restore-br"):
+            shutil.rmtree(work / name, ignore_errors=True)
+        lb_runs.append(lifeboat_restore_started(lb, work / "restore-lb"))
+        br_runs.append(
+            restore_and_promote(
+                "br restore",
+                [*br, f"--pg1-path={work / 'restore-br'}", "restore"],
+                work / "restore-br",
+                bin_dir,
+            )
+        )
+        lb_s, br_s = lb_runs[-1].seconds, br_runs[-1].seconds
+        print(
+            f"pair {i + 1}: lifeboat {lb_s:.1f} s ({lb_runs[-1].output}), pgBackRest {br_s:.1f} s "
+            f"= {br_s / lb_s:.2f}x",
+            flush=True,
+        )
+    ratios = sorted(b.seconds / a.seconds for a, b in zip(lb_runs, br_runs, strict=True))
+    lb_med = statistics.median(r.seconds for r in lb_runs)
+    br_med = statistics.median(r.seconds for r in br_runs)
+    print(
+        f"restore with replay, median of {pairs} pairs: lifeboat {lb_med:.1f} s, pgBackRest {br_med:.1f} s; "
+        f"ratio {statistics.median(ratios):.2f}x pgBackRest speed (spread {ratios[0]:.2f}-{ratios[-1]:.2f}x)"
+    )
+    lb_mid = sorted(lb_runs, key=lambda r: r.seconds)[len(lb_runs) // 2]
+    br_mid = sorted(br_runs, key=lambda r: r.seconds)[len(br_runs) // 2]
+    return {"restore lifeboat": lb_mid, "restore pgbackrest": br_mid}
+
+
+# Each push timed alone (date before and after, outside the push), one process per segment
+# as PostgreSQL's archiver runs archive_command in sync mode.
+PUSH_LOOP = (
+    'cmd=$1; shift; for f in "$@"; do s=$(date +%s%N); $cmd "$f" >/dev/null || exit 1; '
+    "e=$(date +%s%N); echo $((e - s)); done"
+)
+
+
+def push_times(command: str, files: list[Path]) -> list[float]:
+    proc = subprocess.run(
+        as_user(["sh", "-c", PUSH_LOOP, "sh", command, *map(str, files)]),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"push failed: {proc.stderr[-2000:]}")
+    return [int(line) / 1e9 for line in proc.stdout.split()]
+
+
+def import_time(cmd: list[str]) -> tuple[float, list[tuple[float, str]]]:
+    """`python -X importtime` of one command: total import seconds, heaviest top-level imports."""
+    proc = subprocess.run(as_user(cmd), capture_output=True, text=True)
+    top: list[tuple[float, str]] = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line or "cumulative" in line:
+            continue
+        _, cumulative, name = line.split("|")
+        if name[1:2] != " ":  # a top-level import (nested ones are indented further)
+            top.append((int(cumulative) / 1e6, name.strip()))
+    return sum(t for t, _ in top), sorted(top, reverse=True)[:8]
+
+
+def push_bench(pgbackrest: str, segments: int) -> None:
+    """`wal push` vs `pgbackrest archive-push`, sync mode, ``segments`` real segments of
+    random data from a fresh cluster (copied out by its archive_command)."""
+    work = Path(tempfile.mkdtemp(prefix="lb-bench-push-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    cluster = PgCluster(work / "pgdata", free_port(), work / "sock")
+    copies = work / "segments"
+    copies.mkdir()
+    (work / "lifeboat.toml").write_text(lifeboat_policy(work, cluster))
+    (work / "pgbackrest.conf").write_text(f"""[global]
+repo1-path={work}/pgbackrest-repo
+compress-type=zst
+log-level-console=warn
+lock-path={work}/pgbackrest-lock
+log-path={work}/pgbackrest-log
+
+[bench]
+pg1-path={work}/pgdata
+pg1-port={cluster.port}
+pg1-socket-path={work}/sock
+""")
+    chown_tree(work, USER)
+    lb = f"{sys.executable} -m lifeboat --config {work}/lifeboat.toml"
+    br = f"{pgbackrest} --config={work}/pgbackrest.conf --stanza=bench"
+    try:
+        timed("lifeboat init", as_user([*lb.split(), "init"]))
+        cluster.initdb(
+            "wal_level = replica",
+            "archive_mode = on",
+            f"archive_command = 'cp %p {copies}/%f'",
+            "max_wal_size = 4GB",
+        )
+        cluster.start()
+        timed("stanza-create", as_user([*br.split(), "stanza-create"]))
+        sql(cluster.dsn, "create table filler (x text)")
+        print(f"writing {segments} segments of random rows ...", flush=True)
+        while len(list(copies.glob("0*"))) < segments + 1:
+            # ~16 MB of incompressible rows: one segment each
+            sql(
+                cluster.dsn,
+                "insert into filler select md5(random()::text) || md5(random()::text) "
+                "from generate_series(1, 150000)",
+            )
+            wait_archived(cluster.dsn)
+        cluster.stop()
+        files = sorted(p for p in copies.glob("0*") if len(p.name) == 24)[1 : segments + 1]
+        lb_t = push_times(f"{lb} wal push --asset db", files)
+        br_t = push_times(f"{br} archive-push", files)
+        total, top = import_time(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                "lifeboat",
+                "--config",
+                f"{work}/lifeboat.toml",
+                "wal",
+                "push",
+                "--asset",
+                "db",
+                str(files[0]),
+            ]
+        )
+        bare = push_times(f"{sys.executable} -c pass", files[:20])
+    finally:
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def line(name: str, t: list[float]) -> str:
+        q = statistics.quantiles(t, n=10) if len(t) >= 2 else [t[0]] * 9
+        return (
+            f"{name}: median {statistics.median(t) * 1000:.0f} ms per segment "
+            f"(p10 {q[0] * 1000:.0f}, p90 {q[-1] * 1000:.0f}), total {sum(t):.1f} s"
+        )
+
+    print(f"wal push, sync mode, {len(files)} segments, one process per segment:")
+    print("  " + line("lifeboat wal push", lb_t))
+    print("  " + line("pgbackrest archive-push", br_t))
+    print(
+        f"  lifeboat / pgBackRest time per segment: {statistics.median(lb_t) / statistics.median(br_t):.2f}x"
+    )
+    print(
+        f"  python start-up alone (python -c pass): median {statistics.median(bare) * 1000:.0f} ms; "
+        f"lifeboat's imports (-X importtime): {total * 1000:.0f} ms, heaviest: "
+        + ", ".join(f"{n} {t * 1000:.0f} ms" for t, n in top)
+    )
 
 
 if __name__ == "__main__":

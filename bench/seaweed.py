@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 # every server weed mini starts also opens a gRPC port at its HTTP port + 10000
 GRPC_OFFSET = 10000
@@ -137,7 +138,7 @@ class SeaweedServer:
             args += [f"-{service}.port={port}", f"-{service}.port.grpc={port + GRPC_OFFSET}"]
         return args
 
-    def start(self, timeout: float = START_TIMEOUT) -> SeaweedServer:
+    def start(self, timeout: float = START_TIMEOUT) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(exist_ok=True)
         log = (self.workdir / "weed.log").open("wb")
@@ -172,6 +173,14 @@ class SeaweedServer:
                 raise TimeoutError(f"weed mini not answering on {self.endpoint}: {self.log_tail()}")
             time.sleep(0.05)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server has used so far (``weed mini`` is one process:
+        master, volume, filer and S3 gateway all run in it)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 20) -> str:
         path = self.workdir / "weed.log"
         if not path.exists():
@@ -190,8 +199,29 @@ class SeaweedServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def __enter__(self) -> SeaweedServer:
+    def __enter__(self) -> Self:
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class MeteredSeaweed(SeaweedServer):
+    """weed mini with its Prometheus metrics on a port of their own."""
+
+    metrics_port: int = 0
+
+    def command(self) -> list[str]:
+        args = super().command()
+        self.metrics_port = free_ports(1)[0]
+        return [*args, f"-metricsPort={self.metrics_port}"]
+
+    def requests(self) -> dict[str, int]:
+        """S3 requests answered so far, by type (SeaweedFS counts HEAD as GET)."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read()
+        out: dict[str, int] = {}
+        for line in text.decode().splitlines():
+            if line.startswith("SeaweedFS_s3_request_total{") and 'bucket=""' not in line:
+                kind = line.split('type="', 1)[1].split('"', 1)[0]
+                out[kind] = out.get(kind, 0) + int(float(line.rsplit(" ", 1)[1]))
+        return out

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boto3
 
 from common import media_block, print_table, text_block
-from seaweed import ADMIN, SeaweedServer, free_ports
+from seaweed import ADMIN, MeteredSeaweed
 
 ROOT = Path(__file__).resolve().parent.parent
 LIFEBOAT = str(ROOT / ".venv" / "bin" / "lifeboat")
@@ -53,33 +53,6 @@ KEYS_PER_LIST = 1000
 MODEL_OBJECTS = 10**9
 MODEL_PODS = (10, 100, 1000)
 PLAN_ROWS = 300_000  # rows of the large inventory report that measures a plan's per-row cost
-
-
-class MeteredSeaweed(SeaweedServer):
-    """weed mini with its Prometheus metrics on a port of their own."""
-
-    metrics_port: int = 0
-
-    def command(self) -> list[str]:
-        args = super().command()
-        self.metrics_port = free_ports(1)[0]
-        return [*args, f"-metricsPort={self.metrics_port}"]
-
-    def requests(self) -> dict[str, int]:
-        """S3 requests answered so far, by type (SeaweedFS counts HEAD as GET)."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read()
-        out: dict[str, int] = {}
-        for line in text.decode().splitlines():
-            if line.startswith("SeaweedFS_s3_request_total{") and 'bucket=""' not in line:
-                kind = line.split('type="', 1)[1].split('"', 1)[0]
-                out[kind] = out.get(kind, 0) + int(float(line.rsplit(" ", 1)[1]))
-        return out
-
-    def cpu_seconds(self) -> float:
-        assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -10,6 +10,8 @@
 * ``make_seaweed_bucket(name=None, object_lock=True) -> str``: a fresh bucket on it.
 * ``storage_backend``: a fresh repository Storage, parametrized over ``file``, ``s3``
   (moto) and ``seaweed``.
+* ``clock``: the test's controlled clock (tests/harness/clock.py); give it to a
+  ``LifeboatCli`` and shift it instead of sleeping.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from moto.server import ThreadedMotoServer
 
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
+from tests.harness import Clock
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -54,6 +57,11 @@ def no_internal_errors() -> Iterator[None]:
         new = fh.read().strip()
     if new:
         pytest.fail(f"a lifeboat process hit an internal error during this test: {new}", pytrace=False)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 def free_port() -> int:

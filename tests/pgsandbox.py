@@ -7,10 +7,8 @@ by that user and every lifeboat command is run through `runuser`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,54 +22,21 @@ from psycopg.conninfo import make_conninfo
 from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, free_port, run_as_user
 from lifeboat.assets.postgres.configure import archive_command
 from lifeboat.assets.postgres.quoting import setting
-
-POLICY = """
-[repository]
-url = {url}
-keyfile = "keys/backup.key"
-recovery_key = "keys/recovery.key"
-
-[deployment]
-mode = "development"
-
-[classes.critical]
-rpo = "5m"
-rto = "30m"
-retention = {{ last = 10 }}
-
-[assets.db]
-kind = "postgres"
-class = "critical"
-pgdata = {pgdata}
-dsn = {dsn}
-stream = true
-checks = [ {{ name = "items exist", sql = "select count(*) > 0 from items", expect = "t" }} ]
-"""
+from tests.harness import LifeboatCli, PolicyBuilder
 
 
 @dataclass
-class PgSandbox:
-    root: Path
-    cluster: PgCluster
-    policy: Path
-    user: str | None
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+class PgSandbox(LifeboatCli):
+    """The runner (as the clusters' OS user, in the sandbox directory) plus the cluster and
+    the policy builder its lifeboat.toml came from."""
 
-    def lb(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "lifeboat", "--config", str(self.policy), *args]
-        if self.user:
-            cmd = ["runuser", "-u", self.user, "--", *cmd]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.root
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"lifeboat {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
+    root: Path = field(default=Path("."))
+    cluster: PgCluster = field(default=None)  # type: ignore[assignment]  # always given
+    builder: PolicyBuilder = field(default_factory=PolicyBuilder)
 
-    def lb_json(self, *args: str) -> Any:
-        return json.loads(self.lb(*args, "--json").stdout)
+    def write_policy(self) -> None:
+        """Save the builder's policy over lifeboat.toml (after a test changed a table)."""
+        self.builder.write(self.policy or self.root / "lifeboat.toml")
 
     def sql(self, query: str, dsn: str | None = None) -> list[tuple[Any, ...]]:
         with psycopg.connect(dsn or self.cluster.dsn, autocommit=True) as conn:
@@ -99,6 +64,23 @@ class PgSandbox:
         PgCluster(target, 0, target.parent, self.cluster.pg_bin, self.user).stop("immediate")
 
 
+def sandbox_policy(root: Path, dsn: str) -> PolicyBuilder:
+    """One streamed postgres asset with a 5-minute RPO and one SQL check."""
+    return (
+        PolicyBuilder()
+        .repository(f"file://{root}/repo", recovery_key="keys/recovery.key")
+        .data_class("critical", rpo="5m", rto="30m", retention={"last": 10})
+        .postgres(
+            "db",
+            pgdata=root / "pgdata",
+            dsn=dsn,
+            cls="critical",
+            stream=True,
+            checks=[{"name": "items exist", "sql": "select count(*) > 0 from items", "expect": "t"}],
+        )
+    )
+
+
 def make_sandbox(subdir: str | None = None) -> PgSandbox:
     """A sandbox in a fresh directory; ``subdir`` names it (e.g. with shell metacharacters)."""
     user = run_as_user()
@@ -109,15 +91,12 @@ def make_sandbox(subdir: str | None = None) -> PgSandbox:
         root.mkdir(mode=0o755)
     port = free_port()
     cluster = PgCluster(root / "pgdata", port, root / "sock")
-    policy = root / "lifeboat.toml"
-    toml = json.dumps  # a JSON string is a valid TOML basic string
-    policy.write_text(
-        POLICY.format(url=toml(f"file://{root}/repo"), pgdata=toml(f"{root}/pgdata"), dsn=toml(cluster.dsn))
-    )
+    builder = sandbox_policy(root, cluster.dsn)
+    policy = builder.write(root / "lifeboat.toml")
     (root / "keys").mkdir()
     chown_tree(root, user)
-    sandbox = PgSandbox(root, cluster, policy, user)
-    sandbox.lb("init")
+    sandbox = PgSandbox(policy=policy, user=user, cwd=root, root=root, cluster=cluster, builder=builder)
+    sandbox.run("init")
     cluster.initdb(
         "wal_level = replica",
         "archive_mode = on",

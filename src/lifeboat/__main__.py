@@ -1,5 +1,5 @@
 """`python -m lifeboat`: the same as the `lifeboat` command."""
 
-from lifeboat.cli.app import main
+from lifeboat.cli.entry import main
 
 main()

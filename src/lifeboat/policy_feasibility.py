@@ -10,7 +10,8 @@ from typing import Literal
 
 from croniter import croniter
 
-from lifeboat.policy import ObjectsAsset, Policy, format_duration
+from lifeboat.assets.registry import kind_of
+from lifeboat.policy import Policy, format_duration
 
 
 @dataclass(frozen=True)
@@ -39,18 +40,9 @@ def path_findings(policy: Policy) -> list[Finding]:
     level = _level(policy)
     findings = []
     for name, asset in policy.assets.items():
-        paths = list(getattr(asset, "paths", []))
-        source = getattr(asset, "source", "")
-        if source.startswith("dir://"):
-            paths.append(Path(source.removeprefix("dir://")))
-        for path in paths:
-            if not _exists(Path(path)):
-                findings.append(Finding(name, level, f"path {path} does not exist"))
-        pgdata = getattr(asset, "pgdata", None)
-        if pgdata is not None and not _exists(Path(pgdata) / "PG_VERSION"):
-            findings.append(
-                Finding(name, level, f"pgdata {pgdata} is not a readable PostgreSQL data directory")
-            )
+        for path, problem in asset.local_paths():
+            if not _exists(path):
+                findings.append(Finding(name, level, problem))
     return findings
 
 
@@ -95,11 +87,10 @@ def transport_findings(policy: Policy) -> list[Finding]:
     sections: list[tuple[str, str | None, bool]] = [
         ("repository", policy.repository.endpoint_url, policy.repository.allow_insecure_http)
     ]
-    sections += [
-        (name, asset.endpoint_url, asset.allow_insecure_http)
-        for name, asset in policy.assets.items()
-        if asset.kind == "objects"
-    ]
+    for name, asset in policy.assets.items():
+        endpoint = kind_of(asset).endpoint(asset)
+        if endpoint is not None:
+            sections.append((name, *endpoint))
     sections += [
         (f"copies.{name}", c.endpoint_url, c.allow_insecure_http) for name, c in policy.copies.items()
     ]
@@ -120,16 +111,9 @@ def feasibility(policy: Policy) -> list[Finding]:
     findings += immutability_findings(policy)
     for name, asset in policy.assets.items():
         cls = policy.classes[asset.class_]
-        if asset.kind == "postgres":
-            if cls.rpo < timedelta(minutes=1) and not asset.stream:
-                findings.append(
-                    Finding(
-                        name,
-                        "warn",
-                        f"RPO {format_duration(cls.rpo)} needs WAL streaming "
-                        "(stream = true); archive_command alone ships whole segments",
-                    )
-                )
+        own = kind_of(asset).feasibility(policy, name, asset)
+        if own is not None:
+            findings += [Finding(name, note.level, note.message) for note in own]
         elif asset.schedule is None:
             findings.append(Finding(name, "warn", "no schedule: backups only run when started by hand"))
         else:
@@ -164,7 +148,6 @@ def feasibility(policy: Policy) -> list[Finding]:
 def reachability_findings(policy: Policy) -> list[Finding]:
     """The repository and the buckets objects assets back up, seen from here (online only)."""
     from lifeboat import runtime
-    from lifeboat.assets.objects.source import open_source
     from lifeboat.errors import LifeboatError
     from lifeboat.repo.format import CONFIG_NAME
 
@@ -179,10 +162,7 @@ def reachability_findings(policy: Policy) -> list[Finding]:
     except LifeboatError as exc:
         findings.append(Finding("repository", level, f"cannot reach {url}: {exc.message}"))
     for name, asset in policy.assets.items():
-        if not isinstance(asset, ObjectsAsset) or not asset.source.startswith("s3://"):
-            continue
-        try:
-            open_source(asset.source, asset.endpoint_url, asset.region, workers=1).ensure_exists()
-        except LifeboatError as exc:
-            findings.append(Finding(name, level, f"cannot see bucket {asset.source}: {exc.message}"))
+        problem = kind_of(asset).reachable(asset)
+        if problem is not None:
+            findings.append(Finding(name, level, problem))
     return findings

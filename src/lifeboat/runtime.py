@@ -6,37 +6,26 @@ keys, caches and the audit trail are handled in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lifeboat.audit import AuditLog
+from lifeboat.crypto.credentials import Credentials
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
-from lifeboat.errors import ConfigError
-from lifeboat.ops.audit import AuditLog
-from lifeboat.policy import StorageLocation
+from lifeboat.errors import ConfigError, LifeboatError
+from lifeboat.policy import Policy, StorageLocation
 from lifeboat.private import private_dir, state_dir_mode
 from lifeboat.repo import KeepRules, RecordsView, Repository
+from lifeboat.repo.recovery_chain import UnlockRecords
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 
-
-@dataclass(frozen=True)
-class Credentials:
-    """How a reading command proves it may read: a recovery-key file or custodian shares."""
-
-    recovery_key: Path | None = None
-    shares: Sequence[Path] = ()
-    passphrase_files: Sequence[Path] = ()
-    # Set by the CLI on a terminal: asks for mnemonic words and passphrases (hidden input).
-    prompt: Callable[[str, bool], str] | None = None
-
-    @property
-    def given(self) -> bool:
-        return self.recovery_key is not None or bool(self.shares)
+if TYPE_CHECKING:
+    from lifeboat.crypto.escrow import ParsedShare
 
 
-def storage_for(policy: Any) -> Any:
+def storage_for(policy: Policy) -> Storage:
     return open_location(policy.repository)
 
 
@@ -54,7 +43,7 @@ def open_location(location: StorageLocation) -> Storage:
     )
 
 
-def state_dir(policy: Any) -> Path:
+def state_dir(policy: Policy) -> Path:
     """The state dir, created private (see lifeboat.private)."""
     try:
         return private_dir(Path(policy.state_dir), state_dir_mode())
@@ -62,7 +51,7 @@ def state_dir(policy: Any) -> Path:
         raise _state_not_writable(policy, exc.message) from None
 
 
-def cache_dir(policy: Any) -> Path | None:
+def cache_dir(policy: Policy) -> Path | None:
     """The local cache, or None when the state dir cannot take it: a cache only saves
     reads, so a read-only state dir slows commands down but stops none (commands that
     record something refuse it through ``require_writable_state``)."""
@@ -72,7 +61,7 @@ def cache_dir(policy: Any) -> Path | None:
         return None
 
 
-def _state_not_writable(policy: Any, why: str) -> ConfigError:
+def _state_not_writable(policy: Policy, why: str) -> ConfigError:
     cause = why.rsplit(": ", 1)[-1]
     return ConfigError(
         f"state directory {policy.state_dir} is not writable ({cause}); nothing was changed",
@@ -80,7 +69,7 @@ def _state_not_writable(policy: Any, why: str) -> ConfigError:
     )
 
 
-def require_writable_state(policy: Any) -> Path:
+def require_writable_state(policy: Policy) -> Path:
     """The state directory (audit log, run history, cache) must take writes before any
     command changes something: a snapshot committed without its audit entry is history lost."""
     state = Path(policy.state_dir)
@@ -98,7 +87,7 @@ def require_writable_state(policy: Any) -> Path:
     return state
 
 
-def audit_log(policy: Any, repo: Repository | None = None) -> AuditLog:
+def audit_log(policy: Policy, repo: Repository | None = None) -> AuditLog:
     """The audit log, checked writable now: callers take it before the work they record."""
     require_writable_state(policy)
     mirror = None
@@ -111,19 +100,25 @@ def audit_log(policy: Any, repo: Repository | None = None) -> AuditLog:
     return AuditLog(state_dir(policy) / "audit.jsonl", mirror=mirror)
 
 
-def open_for_write(policy: Any) -> Repository:
+def open_for_write(policy: Policy) -> Repository:
     """A write-only repository handle: the backup key alone."""
     key = load_backup_key(Path(policy.repository.keyfile))
     return Repository.open(storage_for(policy), backup_key=key, cache_dir=cache_dir(policy))
 
 
 def resolve_recovery(
-    policy: Any, creds: Credentials, *, purpose: str, asset: str | None = None
+    policy: Policy,
+    creds: Credentials,
+    *,
+    purpose: str,
+    asset: str | None = None,
+    storage: Storage | None = None,
+    needs_escrow: bool = False,
 ) -> RecoveryKey:
     """The recovery key from a file or from M-of-N shares; every use is audited."""
     from lifeboat.crypto.unlock import resolve_for_policy
 
-    records = RecordsView(storage_for(policy))
+    records = UnlockRecords(RecordsView(storage if storage is not None else storage_for(policy)))
     audit = audit_log(policy)
     return resolve_for_policy(
         policy,
@@ -131,23 +126,76 @@ def resolve_recovery(
         creds,
         purpose=purpose,
         asset=asset,
+        needs_escrow=needs_escrow,
         audit=lambda op, **kw: audit.append(op, **({"asset": asset} | kw)),
     )
 
 
-def open_for_read(policy: Any, creds: Credentials, *, purpose: str, asset: str | None = None) -> Repository:
-    """A full repository handle: needs the recovery key (file or shares)."""
-    recovery = resolve_recovery(policy, creds, purpose=purpose, asset=asset)
-    backup_key = None
-    keyfile = Path(policy.repository.keyfile)
-    if keyfile.exists():
-        backup_key = load_backup_key(keyfile)
-    return Repository.open(
-        storage_for(policy), backup_key=backup_key, recovery_key=recovery, cache_dir=cache_dir(policy)
-    )
+def open_for_read(
+    policy: Policy,
+    creds: Credentials,
+    *,
+    purpose: str,
+    asset: str | None = None,
+    needs_escrow: bool = False,
+) -> Repository:
+    """A full repository handle: needs the recovery key (file or shares); ``needs_escrow``
+    (key material, as its kind says): the escrow threshold of custodians' shares."""
+    from lifeboat.crypto.unlock import unlock_for_policy
+
+    storage = storage_for(policy)  # one storage for the key records and the repository
+    try:
+        audit = audit_log(policy)
+
+        def record(op: str, **kw: Any) -> None:
+            audit.append(op, **({"asset": asset} | kw))
+
+        records = UnlockRecords(RecordsView(storage))
+        unlocked = unlock_for_policy(
+            policy, records, creds, purpose=purpose, asset=asset, needs_escrow=needs_escrow, audit=record
+        )
+        backup_key = None
+        keyfile = Path(policy.repository.keyfile)
+        if keyfile.exists():
+            backup_key = load_backup_key(keyfile)
+        repo = Repository.open(
+            storage, backup_key=backup_key, recovery_key=unlocked.recovery, cache_dir=cache_dir(policy)
+        )
+        if unlocked.key_material:
+            open_key_material(repo, unlocked.key_material, purpose, record, required=needs_escrow)
+        return repo
+    except BaseException:
+        storage.close()
+        raise
 
 
-def keep_rules(policy: Any) -> Callable[[str], KeepRules]:
+def open_key_material(
+    repo: Repository,
+    shares: list[ParsedShare],
+    purpose: str,
+    record: Callable[..., None],
+    *,
+    required: bool = True,
+) -> None:
+    """Lets ``repo`` read key material: the custodians' shares of the escrow key recombined
+    (refused, and audited, for too few, or shares of another escrow). Not ``required`` (an
+    operation on other assets): a refusal is audited and the operation goes on without it."""
+    from lifeboat.repo.escrow import unlock_escrow
+
+    try:
+        custodians = unlock_escrow(repo.config, repo.keyring, shares)
+    except LifeboatError as exc:
+        record(
+            "key-access", key="key-material escrow", outcome="refused", reason=exc.message, purpose=purpose
+        )
+        if required:
+            raise
+        return
+    for name in custodians:
+        record("key-access", key="key-material escrow", custodian=name, purpose=purpose)
+
+
+def keep_rules(policy: Policy) -> Callable[[str], KeepRules]:
     """Per asset: its data class's retention, with the deployment mode's minimum age."""
 
     def rules(asset: str) -> KeepRules:
@@ -159,13 +207,3 @@ def keep_rules(policy: Any) -> Callable[[str], KeepRules]:
         )
 
     return rules
-
-
-def expire_wal(
-    policy: Any, repo: Repository, *, asset: str | None = None, dry_run: bool = False
-) -> list[Any]:
-    """After forget: WAL older than each postgres asset's oldest remaining base backup."""
-    from lifeboat.assets.postgres.wal import expire_wal as expire
-
-    names = [n for n, a in policy.assets.items() if a.kind == "postgres" and asset in (None, n)]
-    return [expire(repo, name, dry_run=dry_run) for name in names]

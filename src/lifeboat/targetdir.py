@@ -66,9 +66,14 @@ def rounded(size: int, block: int) -> int:
     return -(-size // block) * block
 
 
+class ShortSpace(RestoreError):
+    """The target's filesystem cannot hold what the restore still has to write."""
+
+
 def refuse_short_space(target: object, needed: int, free: int) -> None:
+    """Raise ShortSpace when ``needed`` bytes do not fit in ``free``."""
     if needed > free:
-        raise RestoreError(
+        raise ShortSpace(
             f"not enough space for the restore into {target}: {readable_size(needed)} needed, "
             f"{readable_size(free)} free",
             hint="free space or restore elsewhere",

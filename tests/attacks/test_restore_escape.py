@@ -11,66 +11,29 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.harness import LifeboatCli, PolicyBuilder
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attack matters as root; owners need root")
 
-POLICY = """
-[repository]
-url = "file://{root}/repo"
-keyfile = "keys/backup.key"
 
-[deployment]
-mode = "development"
+@dataclass
+class EscapeEnv(LifeboatCli):
+    """Files, keys and a dir:// objects asset; the recovery key split to one custodian."""
 
-[classes.standard]
-rpo = "1d"
-rto = "1h"
+    root: Path = field(default=Path("."))
 
-[assets.config]
-kind = "files"
-class = "standard"
-paths = ["{root}/config"]
+    @property
+    def outside(self) -> Path:
+        return self.root / "outside"
 
-[assets.platform-keys]
-kind = "keys"
-class = "standard"
-paths = ["{root}/platform-keys"]
-
-[assets.media]
-kind = "objects"
-class = "standard"
-source = "dir://{root}/media"
-
-[escrow]
-threshold = 1
-custodians = ["alice"]
-"""
-
-
-class Env:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.policy = root / "lifeboat.toml"
-        self.policy.write_text(POLICY.format(root=root))
-        self.outside = root / "outside"
-        self.share = root / "shares" / "alice.share"
-        make_sentinel(self.outside)
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "lifeboat", "--config", str(self.policy), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "LIFEBOAT_ACTOR": "test"},
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"lifeboat {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-        return proc
+    @property
+    def share(self) -> Path:
+        return self.root / "shares" / "alice.share"
 
     def backup(self, asset: str) -> str:
         return str(json.loads(self.run("backup", asset, "--json").stdout)[0]["snapshot"])
@@ -124,9 +87,26 @@ def manifest(root: Path, *, times: bool = True) -> dict[str, tuple[object, ...]]
     return result
 
 
+def make_env(root: Path) -> EscapeEnv:
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{root}/repo")
+        .data_class("standard", rpo="1d", rto="1h")
+        .files("config", [root / "config"])
+        .keys("platform-keys", [root / "platform-keys"])
+        .objects("media", f"dir://{root}/media")
+        .table("escrow", threshold=1, custodians=["alice"])
+        .write(root / "lifeboat.toml")
+    )
+    env = EscapeEnv(policy, root=root)
+    env.env["LIFEBOAT_ACTOR"] = "test"
+    make_sentinel(env.outside)
+    return env
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    e = Env(tmp_path)
+def env(tmp_path: Path) -> EscapeEnv:
+    e = make_env(tmp_path)
     (tmp_path / "config" / "etc").mkdir(parents=True)
     (tmp_path / "config" / "etc" / "app.conf").write_text("setting = 1\n")
     (tmp_path / "config" / "etc" / "passwd").write_text("app:x:1000:1000\n")
@@ -149,7 +129,7 @@ def plant(target: Path, links: dict[str, Path]) -> None:
         (target / rel).symlink_to(points_to)
 
 
-def test_files_force_replaces_planted_links_and_never_writes_through_them(env: Env) -> None:
+def test_files_force_replaces_planted_links_and_never_writes_through_them(env: EscapeEnv) -> None:
     snap = env.backup("config")
     expected = manifest(env.root / "config")
     target = env.root / "target"
@@ -170,7 +150,7 @@ def test_files_force_replaces_planted_links_and_never_writes_through_them(env: E
     assert (target / "config" / "a.conf").stat().st_uid == 2000  # owners restored as root
 
 
-def test_restoring_an_older_snapshot_over_a_newer_one_with_a_link_stays_inside(env: Env) -> None:
+def test_restoring_an_older_snapshot_over_a_newer_one_with_a_link_stays_inside(env: EscapeEnv) -> None:
     s1 = env.backup("config")  # etc/ is a real directory, mode 0750
     s1_tree = manifest(env.root / "config")
     shutil.rmtree(env.root / "config" / "etc")
@@ -188,7 +168,7 @@ def test_restoring_an_older_snapshot_over_a_newer_one_with_a_link_stays_inside(e
     assert stat.S_IMODE(os.lstat(target / "config" / "etc").st_mode) == 0o750
 
 
-def test_keys_force_replaces_planted_links(env: Env) -> None:
+def test_keys_force_replaces_planted_links(env: EscapeEnv) -> None:
     snap = env.backup("platform-keys")
     target = env.root / "keys-target"
     plant(
@@ -214,7 +194,7 @@ def test_keys_force_replaces_planted_links(env: Env) -> None:
     assert stat.S_ISDIR(os.lstat(target / "platform-keys" / "tls").st_mode)
 
 
-def test_objects_dir_target_force_replaces_planted_links(env: Env) -> None:
+def test_objects_dir_target_force_replaces_planted_links(env: EscapeEnv) -> None:
     snap = env.backup("media")
     target = env.root / "media-target"
     plant(
@@ -238,7 +218,7 @@ def test_objects_dir_target_force_replaces_planted_links(env: Env) -> None:
     assert not (target / "docs").is_symlink()
 
 
-def test_objects_in_place_into_a_dir_source_never_follows_its_links(env: Env) -> None:
+def test_objects_in_place_into_a_dir_source_never_follows_its_links(env: EscapeEnv) -> None:
     snap = env.backup("media")
     expected = manifest(env.root / "media", times=False)
     media = env.root / "media"

@@ -2,81 +2,51 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-LIFEBOAT = [sys.executable, "-m", "lifeboat"]
+from tests.harness import Clock, LifeboatCli, PolicyBuilder
 
 
 @dataclass
-class Cli:
-    policy: Path
-    root: Path
-    source: Path
-    env: dict[str, str]
+class Cli(LifeboatCli):
+    """The runner plus where this test's sandbox lives and the directory it backs up."""
 
-    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*LIFEBOAT, "--config", str(self.policy), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"lifeboat {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-        return proc
-
-    def popen(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [*LIFEBOAT, "--config", str(self.policy), *args],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+    root: Path = field(default=Path("."))
+    source: Path = field(default=Path("."))
 
 
-def write_policy(root: Path, source: Path, repo_url: str, extra_repo: str = "") -> Path:
-    policy = root / "lifeboat.toml"
-    policy.write_text(f"""
-[repository]
-url = "{repo_url}"
-keyfile = "keys/backup.key"
-{extra_repo}
+def cli_for(policy: Path, root: Path, source: Path, **env: str) -> Cli:
+    """A runner for a policy a test wrote itself (``env``: extra variables, e.g. the actor)."""
+    cli = Cli(policy=policy, root=root, source=source)
+    cli.env.update(env)
+    return cli
 
-[deployment]
-mode = "development"
 
-[classes.standard]
-rpo = "1d"
-rto = "1h"
-retention = {{ last = 2 }}
-
-[assets.config]
-kind = "files"
-class = "standard"
-paths = ["{source}"]
-""")
-    return policy
+def write_policy(root: Path, source: Path, repo_url: str, **repo: Any) -> Path:
+    return (
+        PolicyBuilder()
+        .repository(repo_url, **repo)
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .files("config", [source])
+        .write(root / "lifeboat.toml")
+    )
 
 
 @pytest.fixture(params=["file", "s3"])
-def cli(request, tmp_path) -> Cli:
+def cli(request, tmp_path, clock: Clock) -> Cli:
     source = tmp_path / "source"
     source.mkdir()
     if request.param == "file":
-        url, extra = f"file://{tmp_path / 'repo'}", ""
+        policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
     else:
         endpoint = request.getfixturevalue("s3_server")
         bucket = request.getfixturevalue("make_bucket")()
-        url, extra = f"s3://{bucket}/lifeboat", f'endpoint_url = "{endpoint}"\nallow_insecure_http = true'
-    policy = write_policy(tmp_path, source, url, extra)
-    env = {**os.environ, "LIFEBOAT_ACTOR": "test"}
-    c = Cli(policy, tmp_path, source, env)
+        policy = write_policy(tmp_path, source, f"s3://{bucket}/lifeboat", endpoint_url=endpoint)
+    c = Cli(policy=policy, clock=clock, root=tmp_path, source=source)
+    c.env["LIFEBOAT_ACTOR"] = "test"
     c.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     return c

@@ -14,14 +14,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
 from lifeboat.storage import open_storage
-from tests.cli.conftest import LIFEBOAT
+from tests.cli.conftest import Cli
 from tests.conftest import free_port
+from tests.harness import PolicyBuilder
 
 
 @dataclass
@@ -53,78 +55,38 @@ def endpoints() -> Iterator[tuple[Endpoint, Endpoint]]:
             pass
 
 
-@dataclass
-class Setup:
-    root: Path
-    policy: Path
-    source: Path
-    env: dict[str, str]
-
-    def run(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*LIFEBOAT, "--config", str(self.policy), *args],
-            capture_output=True,
-            text=True,
-            env={**self.env, **(env or {})},
-            timeout=300,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"lifeboat {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-        return proc
-
-    def json(self, *args: str, env: dict[str, str] | None = None) -> object:
-        return json.loads(self.run(*args, "--json", env=env).stdout)
-
-
 def make_setup(
-    root: Path, primary: tuple[str, str], copy: tuple[str, str], *, copy_extra: str = "", drill: bool = True
-) -> Setup:
+    root: Path,
+    primary: tuple[str, str],
+    copy: tuple[str, str],
+    *,
+    copy_extra: dict[str, Any] | None = None,
+    drill: bool = True,
+    daemon_retries: int | None = None,
+) -> Cli:
     source = root / "source"
     source.mkdir(parents=True)
     (root / "evidence").mkdir()
-    http = "allow_insecure_http = true"  # moto on loopback
-    primary_endpoint = f'endpoint_url = "{primary[1]}"\n{http}' if primary[1] else ""
-    copy_endpoint = f'endpoint_url = "{copy[1]}"\n{http}' if copy[1] else ""
-    policy = root / "lifeboat.toml"
-    policy.write_text(f"""
-[repository]
-url = "{primary[0]}"
-{primary_endpoint}
-keyfile = "keys/backup.key"
-recovery_key = "keys/recovery.key"
-stall_timeout = "5s"
-
-[copies.offsite]
-url = "{copy[0]}"
-{copy_endpoint}
-copy_rpo = "1h"
-{copy_extra}
-
-[deployment]
-mode = "development"
-
-[classes.standard]
-rpo = "1d"
-rto = "1h"
-
-[assets.config]
-kind = "files"
-class = "standard"
-paths = ["{source}"]
-
-""")
+    builder = (
+        PolicyBuilder()
+        .repository(
+            primary[0],
+            endpoint_url=primary[1] or None,
+            recovery_key="keys/recovery.key",
+            stall_timeout="5s",
+        )
+        .copy("offsite", copy[0], endpoint_url=copy[1] or None, copy_rpo="1h", **(copy_extra or {}))
+        .data_class("standard", rpo="1d", rto="1h")
+        .files("config", [source])
+    )
+    if daemon_retries is not None:
+        builder.daemon(retries=daemon_retries)
     if drill:
-        with policy.open("a") as fh:
-            fh.write(f"""
-[drills.offsite-drill]
-scenario = "full-outage"
-assets = ["config"]
-repository = "offsite"
-evidence_dir = "{root / "evidence"}"
-""")
-    setup = Setup(root, policy, source, {**os.environ, "LIFEBOAT_ACTOR": "test"})
+        builder.drill(
+            "offsite-drill", "full-outage", ["config"], repository="offsite", evidence_dir=root / "evidence"
+        )
+    setup = Cli(policy=builder.write(root / "lifeboat.toml"), root=root, source=source)
+    setup.env["LIFEBOAT_ACTOR"] = "test"
     setup.run("init")
     return setup
 
@@ -246,7 +208,7 @@ def test_primary_endpoint_down_restore_check_and_drill_run_from_the_copy(tmp_pat
     drill = setup.json("drill", "run", "offsite-drill")
     assert drill["verdict"] == "pass" and drill["repository"] == "offsite"
     assert any(c["name"] == "file checksums" and c["ok"] for c in drill["checks"])
-    assert setup.run("evidence", "verify", drill["bundle"]).returncode == 0
+    assert setup.run("evidence", "verify", drill["bundle"], "--key", drill["signing_key"]).returncode == 0
     signed = json.loads((Path(drill["bundle"]) / "drill.json").read_text())
     assert signed["repository"] == "offsite"  # the evidence says which copy proved itself
 
@@ -267,8 +229,8 @@ def test_restore_without_copies_fails_plainly_when_the_primary_is_down(tmp_path,
 HOUR = 3600
 
 
-def copy_row(setup: Setup, offset: float = 0) -> tuple[int, dict[str, object]]:
-    proc = setup.run("status", "--json", check=False, env={"LIFEBOAT_CLOCK_OFFSET": str(offset)})
+def copy_row(setup: Cli, offset: float = 0) -> tuple[int, dict[str, object]]:
+    proc = setup.at(offset).run("status", "--json", check=False)
     data = json.loads(proc.stdout)
     (row,) = data["copies"]
     return proc.returncode, row
@@ -293,7 +255,7 @@ def test_status_shows_copy_lag_and_breaches_copy_rpo_when_the_copy_falls_behind(
     assert code == 0 and row["missing_snapshots"] == 1 and 0 <= row["lag_s"] < HOUR
     code, row = copy_row(setup, offset=2 * HOUR)  # copy_rpo is 1h
     assert code == 1 and row["breach"] is True and 2 * HOUR <= row["lag_s"] < 3 * HOUR
-    text = setup.run("status", check=False, env={"LIFEBOAT_CLOCK_OFFSET": str(2 * HOUR)}).stdout
+    text = setup.at(2 * HOUR).run("status", check=False).stdout
     assert "copy offsite" in text and "1 snapshot(s) missing" in text and "BREACH" in text
 
     setup.run("copy", "offsite")
@@ -303,12 +265,11 @@ def test_status_shows_copy_lag_and_breaches_copy_rpo_when_the_copy_falls_behind(
 
 def test_daemon_runs_the_copy_and_a_failing_copy_job_shows_as_a_breach(tmp_path, endpoints):
     _, offsite = endpoints
-    daemon = "[daemon]\nretries = 0"
     working = make_setup(
         tmp_path / "working",
         (f"file://{tmp_path / 'working' / 'repo'}", ""),
         (f"s3://{offsite.bucket('offsite')}/copy", offsite.url),
-        copy_extra=daemon,
+        daemon_retries=0,
         drill=False,
     )
     fill(working.source, 2, 10_000, "a")
@@ -323,7 +284,7 @@ def test_daemon_runs_the_copy_and_a_failing_copy_job_shows_as_a_breach(tmp_path,
         tmp_path / "failing",
         (f"file://{tmp_path / 'failing' / 'repo'}", ""),
         (f"s3://{offsite.bucket('offsite')}/copy", offsite.url),
-        copy_extra=daemon,
+        daemon_retries=0,
         drill=False,
     )
     fill(failing.source, 1, 10_000, "b")
@@ -347,7 +308,7 @@ def test_an_interrupted_copy_resumes_and_the_copy_verifies(tmp_path, endpoints):
         tmp_path,
         (f"s3://{primary_bucket}/repo", main.url),
         (f"s3://{copy_bucket}/repo", offsite.url),
-        copy_extra="workers = 1",
+        copy_extra={"workers": 1},
         drill=False,
     )
     for round_ in range(6):  # six snapshots, each with its own packs and index
@@ -360,12 +321,7 @@ def test_an_interrupted_copy_resumes_and_the_copy_verifies(tmp_path, endpoints):
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=copy_bucket, Prefix=f"repo/{prefix}")
         return sum(len(page.get("Contents", [])) for page in pages)
 
-    proc = subprocess.Popen(
-        [*LIFEBOAT, "--config", str(setup.policy), "copy", "offsite"],
-        env=setup.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = setup.popen("copy", "offsite", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while copied("data/") < 2:  # the event: the copy is under way
         assert proc.poll() is None, "the copy ended before it could be interrupted"
@@ -411,7 +367,7 @@ def test_a_locked_copy_keeps_reused_packs_locked_as_long_as_its_newest_snapshot(
         tmp_path,
         (f"s3://{primary_bucket}/repo", main.url),
         (f"s3://{copy_bucket}/repo", offsite.url),
-        copy_extra="lock_days = 1\ntrust_endpoint = true",  # moto: no probe of its Object Lock
+        copy_extra={"lock_days": 1, "trust_endpoint": True},  # moto: no probe of its Object Lock
         drill=False,
     )
     fill(setup.source, 2, 100_000, "a")

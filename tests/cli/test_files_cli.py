@@ -83,18 +83,16 @@ def test_wrong_or_missing_recovery_key_is_one_line_error(cli, tmp_path):
 
 
 def test_missing_keyfile_and_unreachable_endpoint(tmp_path):
-    from tests.cli.conftest import Cli, write_policy
+    from tests.cli.conftest import cli_for, write_policy
 
     source = tmp_path / "src"
     source.mkdir()
-    env = dict(os.environ)
     policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
-    proc = Cli(policy, tmp_path, source, env).run("backup", check=False)
+    proc = cli_for(policy, tmp_path, source).run("backup", check=False)
     assert proc.returncode == 2 and "backup key file" in proc.stderr and "Traceback" not in proc.stderr
-    unreachable = 'endpoint_url = "http://127.0.0.1:9"\nallow_insecure_http = true'
-    policy = write_policy(tmp_path, source, "s3://nowhere/x", unreachable)
+    policy = write_policy(tmp_path, source, "s3://nowhere/x", endpoint_url="http://127.0.0.1:9")
     started = time.monotonic()
-    proc = Cli(policy, tmp_path, source, env).run(
+    proc = cli_for(policy, tmp_path, source).run(
         "init", "--recovery-key-out", str(tmp_path / "r.key"), check=False
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -116,7 +114,7 @@ def _stored_bytes(repo: Path) -> int:
 
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 0.6])
 def test_sigkill_during_backup_leaves_repository_consistent(tmp_path, fraction):
-    from tests.cli.conftest import Cli, write_policy
+    from tests.cli.conftest import cli_for, write_policy
 
     source = tmp_path / "source"
     source.mkdir()
@@ -125,7 +123,7 @@ def test_sigkill_during_backup_leaves_repository_consistent(tmp_path, fraction):
         (source / f"big-{i}.bin").write_bytes(rng.randbytes(48 << 20))
     total = 6 * (48 << 20)
     policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
-    cli = Cli(policy, tmp_path, source, dict(os.environ))
+    cli = cli_for(policy, tmp_path, source)
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     proc = cli.popen("backup", "config")
     # Killed once the repository holds a given share of the data: an event, not a delay, so
@@ -154,14 +152,14 @@ def test_sigkill_during_backup_leaves_repository_consistent(tmp_path, fraction):
 
 
 def test_concurrent_backups_do_not_block_each_other(tmp_path):
-    from tests.cli.conftest import Cli, write_policy
+    from tests.cli.conftest import cli_for, write_policy
 
     source = tmp_path / "source"
     source.mkdir()
     for i in range(4):
         (source / f"f{i}").write_bytes(os.urandom(8 << 20))
     policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
-    cli = Cli(policy, tmp_path, source, dict(os.environ))
+    cli = cli_for(policy, tmp_path, source)
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     procs = [cli.popen("backup", "config") for _ in range(3)]
     codes = [p.wait(timeout=120) for p in procs]

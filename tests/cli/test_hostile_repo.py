@@ -18,7 +18,7 @@ from lifeboat.repo.format import BLOB_ZSTD, index_name, pack_name
 from lifeboat.repo.index import write_index
 from lifeboat.repo.packer import _OpenPack
 from lifeboat.storage import open_storage
-from tests.cli.conftest import LIFEBOAT, Cli, write_policy
+from tests.cli.conftest import Cli, write_policy
 
 BOMB_SIZE = 200 << 20
 
@@ -39,20 +39,15 @@ def files_cli(tmp_path: Path) -> Cli:
     source.mkdir()
     (source / "a.bin").write_bytes(os.urandom(4096))
     policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
-    cli = Cli(policy, tmp_path, source, {**os.environ, "LIFEBOAT_ACTOR": "test"})
+    cli = Cli(policy=policy, root=tmp_path, source=source)
+    cli.env["LIFEBOAT_ACTOR"] = "test"
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     cli.run("backup", "config")
     return cli
 
 
 def run_measured(cli: Cli, *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
-    proc = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, *LIFEBOAT, "--config", str(cli.policy), *args],
-        capture_output=True,
-        text=True,
-        env=cli.env,
-        timeout=300,
-    )
+    proc = cli.shell([sys.executable, "-c", PEAK_RSS, *cli.command(*args)], check=False)
     lines = proc.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("peak-rss-kib"), proc.stderr
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, "\n".join(lines[:-1])), int(

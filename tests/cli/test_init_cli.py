@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.storage import open_storage
-from tests.cli.conftest import Cli, write_policy
+from tests.cli.conftest import Cli, cli_for, write_policy
 from tests.cli.test_usage_errors import assert_usage_error
 
 ESCROW = """
@@ -27,7 +27,7 @@ def escrow_cli(tmp_path: Path, mode: str, escrow: str) -> Cli:
     (source / "a.conf").write_text("a = 1\n")
     policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
     policy.write_text(policy.read_text().replace('mode = "development"', f'mode = "{mode}"') + escrow)
-    return Cli(policy, tmp_path, source, {**os.environ, "LIFEBOAT_ACTOR": "test"})
+    return cli_for(policy, tmp_path, source, LIFEBOAT_ACTOR="test")
 
 
 def written(root: Path) -> list[str]:

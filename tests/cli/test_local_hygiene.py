@@ -13,8 +13,9 @@ import pytest
 
 from lifeboat import runtime
 from lifeboat.assets.postgres.wal import drain_spool, spool_segment
+from lifeboat.assets.registry import load_policy
 from lifeboat.ops.alerts import Alerter
-from lifeboat.policy import Webhook, load_policy
+from lifeboat.policy import Webhook
 from tests.cli.conftest import Cli
 
 TOKEN = "tok3n-5ecret-91f2"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.harness import LifeboatCli
 
 VALID = """
 [repository]
@@ -51,13 +52,20 @@ custodians = ["alice", "bob", "carol"]
 """
 
 
+CROSS_CHECK = """[drills.outage]
+scenario = "full-outage"
+[[drills.outage.cross_checks]]
+database = "{db}"
+objects = "{objects}"
+query = "select key from media"
+
+[escrow]"""
+NOT_A_DATABASE = CROSS_CHECK.format(db="media", objects="media")
+NOT_OBJECTS = CROSS_CHECK.format(db="maindb", objects="config")
+
+
 def run(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), "policy", "check", "--offline", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return LifeboatCli(policy, timeout=60).run("policy", "check", "--offline", *args, check=False)
 
 
 def test_valid_policy_reports_every_asset(tmp_path):
@@ -82,6 +90,12 @@ def test_valid_policy_reports_every_asset(tmp_path):
         ('schedule = "0 2 * * *"', 'schedule = "every night"', "assets.maindb.schedule: bad cron"),
         ("[escrow]", "[escrow]\ncolour = 1", "escrow.colour: unknown key"),
         ('url = "file:', "url = file:", "invalid TOML"),
+        # each asset is checked by its kind's own model (assets/<kind>/model.py)
+        ('kind = "objects"\n', "", "assets.media: missing 'kind' (one of: files, postgres, objects, keys)"),
+        ('source = "s3://media"', 'source = "s3://media"\nsorce = "x"', "assets.media.sorce: unknown key"),
+        ('source = "s3://media"', 'source = "media"', "assets.media.source: bad source 'media'"),
+        ("[escrow]", NOT_A_DATABASE, "cross_checks.0.database: 'media' is not a postgres asset"),
+        ("[escrow]", NOT_OBJECTS, "cross_checks.0.objects: 'config' is not an objects asset"),
     ],
 )
 def test_invalid_policy_is_one_line_naming_file_and_key(tmp_path, old, new, expected):
@@ -108,8 +122,6 @@ def test_schedule_slower_than_rpo_is_reported(tmp_path):
 
 
 def test_policy_check_says_a_filesystem_repository_is_not_immutable_in_production(tmp_path):
-    import subprocess
-    import sys
 
     (tmp_path / "data").mkdir()
     policy = tmp_path / "lifeboat.toml"
@@ -132,10 +144,6 @@ schedule = "0 2 * * *"
 """
     for mode, warned in (("production", True), ("development", False)):
         policy.write_text(body.format(root=tmp_path, mode=mode))
-        proc = subprocess.run(
-            [sys.executable, "-m", "lifeboat", "--config", str(policy), "policy", "check", "--offline"],
-            capture_output=True,
-            text=True,
-        )
+        proc = run(policy)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert ("not immutable" in proc.stdout) is warned, proc.stdout

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.harness import LifeboatCli
 
 POLICY = """
 [repository]
@@ -33,12 +34,7 @@ def run(tmp_path: Path, *args: str, **fields: str) -> subprocess.CompletedProces
     values = {"repo_endpoint": "https://s3.example", "media_endpoint": "https://s3.example"}
     values |= {"repo_extra": "", "media_extra": ""} | fields
     (tmp_path / "lifeboat.toml").write_text(POLICY.format(**values))
-    return subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(tmp_path / "lifeboat.toml"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return LifeboatCli(tmp_path / "lifeboat.toml", timeout=60).run(*args, check=False)
 
 
 @pytest.mark.parametrize(

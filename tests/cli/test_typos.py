@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Cli, write_policy
+from tests.cli.conftest import Cli, cli_for, write_policy
 from tests.cli.test_usage_errors import assert_usage_error
+from tests.harness import PolicyBuilder
 
 
 @pytest.mark.parametrize(
@@ -30,7 +31,7 @@ def test_mistyped_repository_url_is_refused_with_a_suggestion(tmp_path, url, sug
     source = tmp_path / "source"
     source.mkdir()
     policy = write_policy(tmp_path, source, url)
-    cli = Cli(policy, tmp_path, source, {**os.environ, "LIFEBOAT_ACTOR": "test"})
+    cli = cli_for(policy, tmp_path, source, LIFEBOAT_ACTOR="test")
     before = sorted(tmp_path.rglob("*"))
     for verb in (["policy", "check", "--offline"], ["init", "--recovery-key-out", str(tmp_path / "rk")]):
         proc = cli.run(*verb, check=False)
@@ -42,7 +43,7 @@ def test_mistyped_repository_url_is_refused_with_a_suggestion(tmp_path, url, sug
 def test_plain_paths_are_still_repositories(tmp_path, url):
     source = tmp_path / "source"
     source.mkdir()
-    cli = Cli(write_policy(tmp_path, source, url), tmp_path, source, {**os.environ})
+    cli = cli_for(write_policy(tmp_path, source, url), tmp_path, source)
     cli.run("init", "--recovery-key-out", str(tmp_path / "rk"))
     assert (tmp_path / url / "config").exists()
 
@@ -61,7 +62,7 @@ def read_only_state(request, tmp_path) -> Iterator[tuple[Cli, Path]]:
     source = tmp_path / "source"
     source.mkdir()
     (source / "a.conf").write_text("a = 1\n")
-    cli = Cli(write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}"), tmp_path, source, {**os.environ})
+    cli = cli_for(write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}"), tmp_path, source)
     cli.run("init", "--recovery-key-out", str(tmp_path / "rk"))
     state = tmp_path / ".lifeboat"
     assert (state / "audit.jsonl").exists()
@@ -88,7 +89,7 @@ def _check(tmp_path: Path, mode: str, extra: str) -> subprocess.CompletedProcess
     source.mkdir(exist_ok=True)
     policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
     policy.write_text(policy.read_text().replace('mode = "development"', f'mode = "{mode}"') + extra)
-    return Cli(policy, tmp_path, source, {**os.environ}).run("policy", "check", "--offline", check=False)
+    return cli_for(policy, tmp_path, source).run("policy", "check", "--offline", check=False)
 
 
 MISSING = """
@@ -102,6 +103,11 @@ kind = "postgres"
 class = "standard"
 dsn = "host=/tmp port=5432"
 pgdata = "/nonexistent/pgdata"
+
+[assets.media]
+kind = "objects"
+class = "standard"
+source = "dir:///nonexistent/media"
 """
 
 
@@ -110,6 +116,7 @@ def test_policy_check_reports_missing_paths_as_errors_in_production(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "error: etc: path /nonexistent/platform does not exist" in proc.stdout
     assert "error: db: pgdata /nonexistent/pgdata is not a readable PostgreSQL data directory" in proc.stdout
+    assert "error: media: path /nonexistent/media does not exist" in proc.stdout
 
 
 def test_policy_check_warns_about_missing_paths_in_development(tmp_path):
@@ -136,24 +143,15 @@ schedule = "0 0 * * 0"
 def _online_check(tmp_path: Path, mode: str, endpoint: str, repo_bucket: str, media_bucket: str):
     source = tmp_path / "source"
     source.mkdir(exist_ok=True)
-    policy = write_policy(
-        tmp_path,
-        source,
-        f"s3://{repo_bucket}/lifeboat",
-        f'endpoint_url = "{endpoint}"\nallow_insecure_http = true',
+    policy = (
+        PolicyBuilder(mode=mode)
+        .s3_repository(endpoint, repo_bucket, "lifeboat")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .files("config", [source])
+        .objects("media", f"s3://{media_bucket}/uploads", endpoint_url=endpoint)
+        .write(tmp_path / "lifeboat.toml")
     )
-    policy.write_text(
-        policy.read_text().replace('mode = "development"', f'mode = "{mode}"')
-        + f"""
-[assets.media]
-kind = "objects"
-class = "standard"
-source = "s3://{media_bucket}/uploads"
-endpoint_url = "{endpoint}"
-allow_insecure_http = true
-"""
-    )
-    cli = Cli(policy, tmp_path, source, {**os.environ})
+    cli = cli_for(policy, tmp_path, source)
     return cli, cli.run("policy", "check", "--json", check=False)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from lifeboat.repo.locks import STALE_AFTER
-from tests.cli.conftest import Cli, write_policy
+from tests.cli.conftest import cli_for, write_policy
 from tests.repo.test_locks import DAY, plant_lock
 
 
@@ -17,7 +16,7 @@ def test_unlock_stale_then_all_is_audited_and_frees_the_repository(tmp_path: Pat
     source.mkdir()
     (source / "a").write_text("a")
     policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
-    cli = Cli(policy, tmp_path, source, dict(os.environ))
+    cli = cli_for(policy, tmp_path, source)
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     now = time.time()
     stale = plant_lock(tmp_path / "repo", body_time=now + 10 * DAY, stored=now - STALE_AFTER - 120)

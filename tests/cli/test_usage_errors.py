@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import Cli, write_policy
-
-LIFEBOAT = [sys.executable, "-m", "lifeboat"]
+from tests.harness import LifeboatCli
 
 
 def assert_usage_error(proc: subprocess.CompletedProcess[str], *expected: str) -> None:
@@ -44,7 +41,8 @@ kind = "objects"
 class = "standard"
 source = "dir://{tmp_path / "bucket"}"
 """)
-    cli = Cli(policy, tmp_path, source, {**os.environ, "LIFEBOAT_ACTOR": "test"})
+    cli = Cli(policy=policy, root=tmp_path, source=source)
+    cli.env["LIFEBOAT_ACTOR"] = "test"
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     cli.run("backup", "config")
     return cli
@@ -53,7 +51,7 @@ source = "dir://{tmp_path / "bucket"}"
 def test_version_prints_the_version():
     from lifeboat import __version__
 
-    proc = subprocess.run([*LIFEBOAT, "--version"], capture_output=True, text=True, timeout=60)
+    proc = LifeboatCli(timeout=60).run("--version", check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"lifeboat {__version__}"
 
@@ -70,12 +68,7 @@ def test_version_prints_the_version():
     ],
 )
 def test_click_usage_errors_are_one_line_and_exit_2(tmp_path, args, expected):
-    proc = subprocess.run(
-        [*LIFEBOAT, "--config", str(tmp_path / "none.toml"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = LifeboatCli(tmp_path / "none.toml", timeout=60).run(*args, check=False)
     assert_usage_error(proc, *expected)
 
 

@@ -5,54 +5,32 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from lifeboat.assets.postgres.cluster import run_as_user
+from tests.harness import Clock, LifeboatCli
+from tests.harness.clock import real_env
 
 
 @dataclass
-class Demo:
-    root: Path
-    user: str | None
-    output: str
+class Demo(LifeboatCli):
+    """The runner inside the demo's sandbox (as its OS user), with what ``lifeboat demo`` printed."""
 
-    @property
-    def policy(self) -> Path:
-        return self.root / "lifeboat.toml"
+    root: Path = field(default=Path("."))
+    output: str = ""
 
-    def env(self, **extra: str) -> dict[str, str]:
-        venv_bin = str(Path(sys.executable).parent)
-        return {
-            **os.environ,
-            "LIFEBOAT_CONFIG": str(self.policy),
-            "SHARES": str(self.root / "shares"),
-            "PATH": f"{venv_bin}:{os.environ['PATH']}",
-            "HOME": str(self.root),
-            **extra,
-        }
-
-    def run(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "lifeboat", *args]
-        return self.shell(cmd, check=check, **env)
-
-    def shell(self, cmd: list[str], check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-        if self.user:
-            cmd = ["runuser", "-u", self.user, "--", *cmd]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=self.env(**env), timeout=600, cwd=self.root
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"{cmd[-6:]} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            )
-        return proc
+    def shares(self, *custodians: str) -> list[str]:
+        """``--share`` options for these custodians' shares."""
+        return [
+            arg for name in custodians for arg in ("--share", str(self.root / "shares" / f"{name}.share"))
+        ]
 
     def tmpdir(self, name: str) -> Path:
         path = self.root / "scratch" / name
@@ -63,17 +41,39 @@ class Demo:
         return path
 
 
+def demo_env(root: Path) -> dict[str, str]:
+    """What an operator following the runbooks has set: the policy, the shares, lifeboat on PATH."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **real_env(),
+        "LIFEBOAT_CONFIG": str(root / "lifeboat.toml"),
+        "SHARES": str(root / "shares"),
+        "PATH": f"{venv_bin}:{os.environ['PATH']}",
+        "HOME": str(root),
+    }
+
+
 @pytest.fixture(scope="package")
 def demo() -> Iterator[Demo]:
     parent = Path(tempfile.mkdtemp(prefix="lb-demo-", dir="/tmp"))
     os.chmod(parent, 0o755)
     root = parent / "sandbox"
-    proc = subprocess.run(
-        [sys.executable, "-m", "lifeboat", "demo", "--dir", str(root), "--traffic-seconds", "2"],
-        capture_output=True,
-        text=True,
+    proc = LifeboatCli(timeout=600).run("demo", "--dir", str(root), "--traffic-seconds", "2")
+    # The demo destroyed its platform: a drill can only bound its RPO by the time since the
+    # newest data it restores, which grows with every test that runs before it. Every test
+    # here sees lifeboat's clock stopped at the end of the demo, so no verdict depends on
+    # how long the package has been running.
+    clock = Clock()
+    clock.freeze(time.time())
+    policy = root / "lifeboat.toml"
+    yield Demo(
+        policy,
+        demo_env(root),
+        run_as_user(),
+        cwd=root,
+        clock=clock,
         timeout=600,
+        root=root,
+        output=proc.stdout,
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    yield Demo(root, run_as_user(), proc.stdout)
     shutil.rmtree(parent, ignore_errors=True)

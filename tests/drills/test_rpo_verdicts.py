@@ -16,30 +16,24 @@ import pytest
 from lifeboat.assets.postgres.cluster import chown_tree
 from tests.pgsandbox import PgSandbox, destroy, make_sandbox
 
-DRILL = """
-[drills.pitr]
-scenario = "pg-pitr"
-assets = ["db"]
-evidence_dir = "{root}/evidence"
-"""
-
 
 @pytest.fixture
 def pg() -> Iterator[PgSandbox]:
     sandbox = make_sandbox()
-    text = sandbox.policy.read_text().replace("stream = true", "stream = false")
-    text += DRILL.format(root=sandbox.root)
+    policy = sandbox.builder.table("assets", "db", stream=False)
+    policy.drill("pitr", "pg-pitr", ["db"], evidence_dir=sandbox.root / "evidence")
     # The drills judge against a 1-second RPO; `status` reads the same repository, drills
     # and ledger through a policy whose RPO a quiet minute does not breach.
-    sandbox.policy.write_text(text.replace('rpo = "5m"', 'rpo = "1s"'))
-    (sandbox.root / "relaxed.toml").write_text(text.replace('rpo = "5m"', 'rpo = "1h"'))
+    policy.table("classes", "critical", rpo="1h").write(sandbox.root / "relaxed.toml")
+    policy.table("classes", "critical", rpo="1s")
+    sandbox.write_policy()
     chown_tree(sandbox.root, sandbox.user)
     yield sandbox
     destroy(sandbox)
 
 
 def drill(pg: PgSandbox) -> dict[str, Any]:
-    proc = pg.lb("drill", "run", "pitr", "--json", check=False)
+    proc = pg.run("drill", "run", "pitr", "--json", check=False)
     assert proc.returncode in (0, 1), proc.stderr
     out: dict[str, Any] = json.loads(proc.stdout)
     assert (proc.returncode == 0) == (out["verdict"] == "pass")
@@ -47,7 +41,7 @@ def drill(pg: PgSandbox) -> dict[str, Any]:
 
 
 def status(pg: PgSandbox) -> tuple[int, dict[str, Any]]:
-    proc = pg.lb("--config", str(pg.root / "relaxed.toml"), "status", "--json", check=False)
+    proc = pg.run("--config", str(pg.root / "relaxed.toml"), "status", "--json", check=False)
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
@@ -73,7 +67,7 @@ def break_archiving(pg: PgSandbox, command: str) -> None:
 
 def test_quiet_database_loses_nothing_and_passes_then_unarchived_commits_fail(pg):
     pg.sql("insert into items (label) select 'before ' || g from generate_series(1, 100) g")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     committed = pg.sql("insert into items (label) values ('last') returning now()")[0][0]
     pg.switch_and_wait_archived()
     wait_older_than(pg, committed, 2)  # the last commit is now older than the 1 s RPO target
@@ -109,7 +103,7 @@ def test_quiet_database_loses_nothing_and_passes_then_unarchived_commits_fail(pg
     assert code == 1 and not report["ok"]
     assert db["last_drill_verdict"] == "fail" and db["open_actions"], db
     assert any("last drill pitr failed" in b for b in db["breaches"]), db["breaches"]
-    text = pg.lb("--config", str(pg.root / "relaxed.toml"), "status", check=False)
+    text = pg.run("--config", str(pg.root / "relaxed.toml"), "status", check=False)
     assert text.returncode == 1 and "db: last drill pitr FAILED" in text.stdout
 
     # Fixed: archiving resumes (the lost rows reach the archive), the actions are closed.
@@ -118,8 +112,8 @@ def test_quiet_database_loses_nothing_and_passes_then_unarchived_commits_fail(pg
     out = drill(pg)
     assert out["verdict"] == "pass", out["reasons"]
     assert out["achieved"]["db"]["rpo_s"] == 0.0
-    for action in json.loads(pg.lb("actions", "list", "--json").stdout):
-        pg.lb("actions", "close", action["id"], "--note", "archive_command restored")
+    for action in json.loads(pg.run("actions", "list", "--json").stdout):
+        pg.run("actions", "close", action["id"], "--note", "archive_command restored")
     code, report = status(pg)
     assert code == 0, report
     assert report["assets"][0]["open_actions"] == [] and report["assets"][0]["last_drill_verdict"] == "pass"
@@ -127,7 +121,7 @@ def test_quiet_database_loses_nothing_and_passes_then_unarchived_commits_fail(pg
 
 def test_an_overdue_corrective_action_fails_status_until_closed(pg):
     pg.sql("insert into items (label) values ('one')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.switch_and_wait_archived()
     out = drill(pg)
     assert out["verdict"] == "pass", out["reasons"]
@@ -154,7 +148,7 @@ def test_an_overdue_corrective_action_fails_status_until_closed(pg):
     assert code == 1 and db["open_actions"] == ["CA-0001"]
     assert db["overdue_actions"] and db["overdue_actions"][0].startswith("CA-0001 due ")
     assert any("CA-0001 overdue" in b for b in db["breaches"])
-    text = pg.lb("--config", str(pg.root / "relaxed.toml"), "status", check=False).stdout
+    text = pg.run("--config", str(pg.root / "relaxed.toml"), "status", check=False).stdout
     assert "db: last drill pitr passed" in text and "corrective actions 1 open (CA-0001), 1 overdue" in text
 
     old["opened"] = datetime.now(UTC).isoformat(timespec="seconds")  # open, but not yet due
@@ -164,19 +158,19 @@ def test_an_overdue_corrective_action_fails_status_until_closed(pg):
 
     old["opened"] = opened.isoformat(timespec="seconds")
     ledger.write_text(json.dumps([old]))
-    pg.lb("actions", "close", "CA-0001", "--note", "faster disks")
+    pg.run("actions", "close", "CA-0001", "--note", "faster disks")
     code, report = status(pg)
     assert code == 0 and report["assets"][0]["open_actions"] == [], report
 
     ledger.write_text("{not json")  # a hand edit gone wrong: one line, not an internal error
-    proc = pg.lb("--config", str(pg.root / "relaxed.toml"), "status", check=False)
+    proc = pg.run("--config", str(pg.root / "relaxed.toml"), "status", check=False)
     assert proc.returncode == 2 and "not a corrective-actions ledger" in proc.stderr
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_source_that_is_gone_gives_an_upper_bound_said_as_such(pg):
     pg.sql("insert into items (label) values ('one')")
-    pg.lb("backup", "db")  # no commit after it: the base backup is the newest data restored
+    pg.run("backup", "db")  # no commit after it: the base backup is the newest data restored
     pg.switch_and_wait_archived()
     wait_older_than(pg, pg.sql("select now()")[0][0], 2)
     pg.cluster.stop("immediate")  # the outage: nothing left to compare the restore with

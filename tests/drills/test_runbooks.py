@@ -27,5 +27,7 @@ def test_every_runbook_is_listed_and_has_commands():
 def test_runbook_commands_work(demo, name):
     staging = demo.tmpdir(f"runbook-{name.removesuffix('.md')}")
     script = "set -euo pipefail\n" + "\n".join(sh_blocks(RUNBOOKS / name))
-    proc = demo.shell(["bash", "-c", script], check=False, STAGING=str(staging), PORT=str(free_port()))
+    proc = demo.shell(
+        ["bash", "-c", script], check=False, env={"STAGING": str(staging), "PORT": str(free_port())}
+    )
     assert proc.returncode == 0, f"{name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import subprocess
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -15,29 +14,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.x509.oid import NameOID
 
+from tests.harness import Clock, LifeboatCli, PolicyBuilder
+
 CANARY = "CANARY-KEY-5e1f0c77d2"
 
-POLICY = """
-[repository]
-url = "file://{root}/repo"
-keyfile = "keys/backup.key"
 
-[deployment]
-mode = "production"
-
-[classes.critical]
-rpo = "1h"
-rto = "30m"
-
-[assets.platform-keys]
-kind = "keys"
-class = "critical"
-paths = ["{root}/platform-keys"]
-
-[escrow]
-threshold = 2
-custodians = ["alice", "bob", "carol"]
-"""
+def keys_policy(root: Path) -> PolicyBuilder:
+    """Production mode, one keys asset, the recovery key split 2-of-3."""
+    return (
+        PolicyBuilder(mode="production")
+        .repository(f"file://{root}/repo")
+        .data_class("critical", rpo="1h", rto="30m")
+        .keys("platform-keys", [root / "platform-keys"], cls="critical")
+        .table("escrow", threshold=2, custodians=["alice", "bob", "carol"])
+    )
 
 
 def make_key_material(root: Path) -> None:
@@ -75,38 +65,30 @@ def make_key_material(root: Path) -> None:
             os.chmod(path, 0o600 if path.suffix != ".crt" else 0o644)
 
 
-class Env:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.policy = root / "lifeboat.toml"
-        self.outputs: list[str] = []
+@dataclass
+class KeysEnv(LifeboatCli):
+    """The runner for a key-material sandbox (``outputs`` holds all it printed)."""
 
-    def run(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "lifeboat", "--config", str(self.policy), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, **(env or {})},
-        )
-        self.outputs += [proc.stdout, proc.stderr]
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{args} -> {proc.returncode}: {proc.stderr}")
-        return proc
+    root: Path = field(default=Path("."))
+    builder: PolicyBuilder = field(default_factory=PolicyBuilder)
+
+
+def keys_env(root: Path, clock: Clock | None = None) -> KeysEnv:
+    """A runner for ``root``'s key-material policy (written, not yet initialised)."""
+    builder = keys_policy(root)
+    policy = builder.write(root / "lifeboat.toml")
+    return KeysEnv(policy, clock=clock or Clock(), timeout=120, root=root, builder=builder)
 
 
 @pytest.fixture
-def env(tmp_path) -> Env:
+def env(tmp_path, clock) -> KeysEnv:
     make_key_material(tmp_path / "platform-keys")
-    e = Env(tmp_path)
-    e.policy.write_text(POLICY.format(root=tmp_path))
+    e = keys_env(tmp_path, clock)
     e.run("init", "--shares-out", str(tmp_path / "shares"))
     return e
 
 
-def shares(env: Env, *names: str) -> list[str]:
+def shares(env: KeysEnv, *names: str) -> list[str]:
     return [arg for n in names for arg in ("--share", str(env.root / "shares" / f"{n}.share"))]
 
 
@@ -148,8 +130,7 @@ def test_one_share_wrong_repository_and_typo_are_refused(env, tmp_path):
     other_root = tmp_path / "other"
     other_root.mkdir()
     make_key_material(other_root / "platform-keys")
-    other = Env(other_root)
-    other.policy.write_text(POLICY.format(root=other_root))
+    other = keys_env(other_root)
     other.run("init", "--shares-out", str(other_root / "shares"))
     foreign = [
         "--share",
@@ -199,7 +180,7 @@ def test_rotation_keeps_old_snapshots_and_retires_the_old_key(env):
 
     env.run("backup", "platform-keys")
     old = load_backup_key(env.root / "keys" / "backup.key")
-    env.run("keys", "rotate")
+    env.run("keys", "rotate", *shares(env, "alice", "bob"))
     (env.root / "platform-keys" / "new.key").write_text("rotated-in\n")
     env.run("backup", "platform-keys")
     snaps = json.loads(env.run("snapshots", "--json").stdout)
@@ -244,16 +225,18 @@ def test_canary_never_leaks(env):
             assert CANARY.encode() not in path.read_bytes(), path
 
 
-def test_status_warns_about_an_old_backup_key(env):
-    env.policy.write_text(env.policy.read_text().replace('rto = "30m"', 'rto = "30m"\nkey_max_age = "1h"'))
+def test_status_warns_about_an_old_backup_key(env, clock):
+    env.builder.table("classes", "critical", key_max_age="1h").write(env.policy)
     env.run("backup", "platform-keys")
-    assert not json.loads(env.run("status", "--json", check=False).stdout)["warnings"]
-    # Two hours on (the clock is shifted, not waited for): the key has outlived its maximum age.
-    later = {"LIFEBOAT_CLOCK_OFFSET": "7200"}
-    warnings = json.loads(env.run("status", "--json", check=False, env=later).stdout)["warnings"]
-    assert any("keys rotate" in w for w in warnings)
-    env.run("keys", "rotate", env=later)
-    assert not json.loads(env.run("status", "--json", check=False, env=later).stdout)["warnings"]
+    assert not env.json("status", check=False)["warnings"]
+    # Two hours on (the clock is shifted, not waited for): the key has outlived its maximum
+    # age. The rotated key is made at that same shifted time, so it is young however long
+    # rotate and status take on a busy machine.
+    clock.advance(hours=2)
+    warnings = env.json("status", check=False)["warnings"]
+    assert any("keys rotate" in w for w in warnings), warnings
+    env.run("keys", "rotate", *shares(env, "alice", "bob"))
+    assert not env.json("status", check=False)["warnings"]
 
 
 def test_a_mistyped_share_is_audited(env):

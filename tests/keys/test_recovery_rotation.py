@@ -7,20 +7,20 @@ import json
 import os
 import pty
 import select
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.keys.test_keys import CANARY, Env, shares
+from tests.harness import LifeboatCli
+from tests.keys.test_keys import CANARY, KeysEnv, keys_env, shares
 
 
-def snapshot_ids(env: Env) -> list[str]:
+def snapshot_ids(env: KeysEnv) -> list[str]:
     return [s["id"] for s in json.loads(env.run("snapshots", "--json").stdout)]
 
 
-def restore_args(env: Env, snap: str, target: Path, *creds: str) -> list[str]:
+def restore_args(env: KeysEnv, snap: str, target: Path, *creds: str) -> list[str]:
     return ["restore", "platform-keys", "--snapshot", snap, "--target", str(target), *creds]
 
 
@@ -42,17 +42,21 @@ def test_recovery_rotation_new_shares_open_everything_old_shares_only_the_past(e
     env.run("backup", "platform-keys")
     before, after = snapshot_ids(env)
     new = [a for n in ("bob", "carol") for a in ("--share", str(env.root / "shares2" / f"{n}.share"))]
+    # the new files carry new shares of the (unchanged) key-material escrow key too
     for snap in (before, after):
         env.run(*restore_args(env, snap, env.root / f"new-{snap[:8]}", *new))
     assert (env.root / f"new-{after[:8]}" / "platform-keys" / "after.key").exists()
     assert not (env.root / f"new-{before[:8]}" / "platform-keys" / "after.key").exists()
-    # the old shares still open what was written before, and nothing written after
+    # the old shares still open what was written before; key material written after is
+    # sealed to the escrow key, which a recovery-key rotation leaves as it is, so their
+    # key-material sections open it too (cutting a custodian off needs a new escrow key)
     env.run(*restore_args(env, before, env.root / "old-before", *shares(env, "alice", "carol")))
-    proc = env.run(
-        *restore_args(env, after, env.root / "old-after", *shares(env, "alice", "carol")), check=False
-    )
-    assert proc.returncode != 0 and "newer recovery key" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    env.run(*restore_args(env, after, env.root / "old-after", *shares(env, "alice", "carol")))
+    assert (env.root / "old-after" / "platform-keys" / "after.key").exists()
+    # an old key-material share and a new one are two different splits: they do not combine
+    mixed = [*shares(env, "alice"), "--share", str(env.root / "shares2" / "carol.share")]
+    proc = env.run(*restore_args(env, after, env.root / "mixed", *mixed), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     # a second rotation must start from the newest key, not the retired one
     stale = env.run(
         "keys",
@@ -125,7 +129,7 @@ def test_passphrase_protected_shares(env, tmp_path):
         "--recovery-key-out",
         str(recovery),
     )
-    env.run(
+    resplit = env.run(
         "escrow",
         "split",
         "--recovery-key",
@@ -136,6 +140,8 @@ def test_passphrase_protected_shares(env, tmp_path):
         f"alice={tmp_path / 'alice.pass'}",
     )
     alice = tmp_path / "p" / "alice.share"
+    # a recovery-key file cannot split the key-material escrow key: the operator is told
+    assert "no share of the key-material escrow key" in resplit.stdout.replace("\n", " ")
 
     def body(path: Path) -> list[str]:
         return [w for line in path.read_text().splitlines() if not line.startswith("#") for w in line.split()]
@@ -163,6 +169,7 @@ def test_passphrase_protected_shares(env, tmp_path):
         "--target",
         str(target),
         *pair,
+        *shares(env, "alice", "bob"),  # the key-material escrow shares (not re-split)
         "--passphrase-file",
         str(tmp_path / "alice.pass"),
     )
@@ -171,12 +178,15 @@ def test_passphrase_protected_shares(env, tmp_path):
     assert "correct horse" not in (env.root / ".lifeboat" / "audit.jsonl").read_text()
 
 
-def run_on_terminal(argv: list[str], answers: list[str], timeout: float = 120) -> tuple[int, str]:
-    """Run argv with a pseudo-terminal as stdin/stdout, typing each answer when prompted.
+def run_on_terminal(
+    cli: LifeboatCli, args: list[str], answers: list[str], timeout: float = 120
+) -> tuple[int, str]:
+    """Run lifeboat with a pseudo-terminal as stdin/stdout, typing each answer when prompted.
     The program must end on its own: a run that has to be killed fails the test."""
+    cmd, environment = cli.command(*args), cli.environment()
     pid, fd = pty.fork()
     if pid == 0:  # child
-        os.execv(sys.executable, [sys.executable, *argv])
+        os.execve(cmd[0], cmd, environment)
     output = b""
     pending = list(answers)
     deadline = time.monotonic() + timeout
@@ -197,46 +207,47 @@ def run_on_terminal(argv: list[str], answers: list[str], timeout: float = 120) -
     else:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
-        raise AssertionError(f"{argv} did not end within {timeout}s: {output.decode(errors='replace')}")
+        raise AssertionError(f"{args} did not end within {timeout}s: {output.decode(errors='replace')}")
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
 
 
-def mnemonic(env: Env, name: str) -> str:
-    return " ".join(
-        line
-        for line in (env.root / "shares" / f"{name}.share").read_text().splitlines()
-        if not line.startswith("#")
-    )
+def mnemonic(env: KeysEnv, name: str, section: int = 0) -> str:
+    """The custodian's recovery-key words (section 0) or key-material escrow words (1)."""
+    lines = [line for line in (env.root / "shares" / f"{name}.share").read_text().splitlines()]
+    sections: list[list[str]] = []
+    for line in lines:
+        if line.startswith("# lifeboat"):
+            sections.append([])
+        elif not line.startswith("#"):
+            sections[-1].append(line)
+    return " ".join(sections[section])
+
+
+def typed(env: KeysEnv, name: str) -> list[str]:
+    return [name, mnemonic(env, name), mnemonic(env, name, 1)]
 
 
 def test_custodians_type_their_words_on_a_terminal(env):
     env.run("backup", "platform-keys")
-    base = ["-m", "lifeboat", "--config", str(env.policy), "restore", "platform-keys", "--target"]
-    answers = ["carol", mnemonic(env, "carol"), "alice", mnemonic(env, "alice")]
-    code, out = run_on_terminal([*base, str(env.root / "typed")], answers)
+    base = ["restore", "platform-keys", "--target"]
+    answers = [*typed(env, "carol"), *typed(env, "alice")]
+    code, out = run_on_terminal(env, [*base, str(env.root / "typed")], answers)
     assert code == 0, out
     assert (env.root / "typed" / "platform-keys" / "media-master.key").exists()
     assert mnemonic(env, "carol").split()[4] not in out  # hidden input is not echoed
     audit = [json.loads(line) for line in (env.root / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
     assert {"alice", "carol"} <= {e["details"].get("custodian") for e in audit}
     # the same share typed twice does not count as two custodians
-    twice = ["carol", mnemonic(env, "carol"), "carol", mnemonic(env, "carol")]
-    code, out = run_on_terminal([*base, str(env.root / "typed2")], twice)
+    twice = [*typed(env, "carol"), *typed(env, "carol")]
+    code, out = run_on_terminal(env, [*base, str(env.root / "typed2")], twice)
     assert "share 3" in out  # the repeated share did not count: a third custodian is asked for
     assert code == 2 and not (env.root / "typed2" / "platform-keys").exists()
 
 
 @pytest.mark.parametrize("spec", ["alice", "=x", "alice="])
 def test_malformed_custodian_passphrase_is_refused_before_anything_is_written(tmp_path, spec):
-    e = Env(tmp_path)
-    e.policy.write_text(
-        (Path(__file__).parent / "test_keys.py")
-        .read_text()
-        .split('POLICY = """', 1)[1]
-        .split('"""')[0]
-        .format(root=tmp_path)
-    )
+    e = keys_env(tmp_path)
     proc = e.run("init", "--shares-out", str(tmp_path / "s"), "--custodian-passphrase", spec, check=False)
     assert proc.returncode == 2 and "NAME=FILE" in proc.stderr
     assert not (tmp_path / "repo").exists() and not (tmp_path / "keys").exists()

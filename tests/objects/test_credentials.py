@@ -4,12 +4,9 @@ a proxy in front of it records which access key signed each request."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import socketserver
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -18,6 +15,9 @@ from typing import ClassVar
 
 import boto3
 import pytest
+
+from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.stallproxy import relay
 
 REPO_KEY = "AKIAREPOWRITER000001"
 MEDIA_KEY = "AKIAMEDIAREADER00001"
@@ -45,16 +45,7 @@ class SigningRecorder(BaseHTTPRequestHandler):
         if b"Action=AssumeRole" in body:
             target = "sts:AssumeRole"
         self.seen.append((target, key))
-        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
-        conn.request(self.command, self.path, body, dict(self.headers.items()))
-        resp = conn.getresponse()
-        data = resp.read()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
+        _, data = relay(self, self.upstream, body, dict(self.headers.items()))
         self.wfile.write(data)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
@@ -90,45 +81,26 @@ def aws_files(root: Path) -> dict[str, str]:
     }
 
 
-def setup(tmp_path: Path, endpoint: str, make_bucket, repo_auth: str) -> tuple[Path, str, str]:  # type: ignore[no-untyped-def]
+def setup(tmp_path: Path, endpoint: str, make_bucket, **repo_auth: str) -> tuple[Path, str, str]:  # type: ignore[no-untyped-def]
     """Buckets seeded straight at moto; the policy points both sections at ``endpoint``."""
     source, repo = make_bucket(object_lock=False), make_bucket(object_lock=False)
     s3 = boto3.client("s3", endpoint_url=SigningRecorder.moto)
     for i in range(3):
         s3.put_object(Bucket=source, Key=f"media/img-{i}.jpg", Body=os.urandom(2048))
-    policy = tmp_path / "lifeboat.toml"
-    policy.write_text(f"""
-[repository]
-url = "s3://{repo}/lb"
-endpoint_url = "{endpoint}"
-allow_insecure_http = true
-keyfile = "keys/backup.key"
-{repo_auth}
-
-[classes.important]
-rpo = "1h"
-rto = "1h"
-
-[assets.media]
-kind = "objects"
-class = "important"
-source = "s3://{source}/media"
-endpoint_url = "{endpoint}"
-allow_insecure_http = true
-profile = "media-reader"
-""")
+    policy = (
+        PolicyBuilder(mode="production")
+        .s3_repository(endpoint, repo, "lb", **repo_auth)
+        .data_class("important", rpo="1h", rto="1h")
+        .objects(
+            "media", f"s3://{source}/media", cls="important", endpoint_url=endpoint, profile="media-reader"
+        )
+        .write(tmp_path / "lifeboat.toml")
+    )
     return policy, source, repo
 
 
 def lifeboat(policy: Path, env: dict[str, str], *args: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    LifeboatCli(policy, env=env).run(*args)
 
 
 def keys_for(bucket: str) -> set[str]:
@@ -136,7 +108,7 @@ def keys_for(bucket: str) -> set[str]:
 
 
 def test_repository_and_source_sign_with_their_own_profiles(tmp_path, recorder, make_bucket) -> None:  # type: ignore[no-untyped-def]
-    policy, source, repo = setup(tmp_path, recorder, make_bucket, 'profile = "repo-writer"')
+    policy, source, repo = setup(tmp_path, recorder, make_bucket, profile="repo-writer")
     env = aws_files(tmp_path)
     lifeboat(policy, env, "init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     lifeboat(policy, env, "backup", "media")
@@ -146,9 +118,7 @@ def test_repository_and_source_sign_with_their_own_profiles(tmp_path, recorder, 
 
 
 def test_repository_assumes_its_role(tmp_path, recorder, make_bucket) -> None:  # type: ignore[no-untyped-def]
-    policy, source, repo = setup(
-        tmp_path, recorder, make_bucket, f'profile = "repo-writer"\nrole_arn = "{ROLE}"'
-    )
+    policy, source, repo = setup(tmp_path, recorder, make_bucket, profile="repo-writer", role_arn=ROLE)
     env = aws_files(tmp_path) | {"AWS_ENDPOINT_URL_STS": recorder}
     lifeboat(policy, env, "init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     lifeboat(policy, env, "backup", "media")
@@ -160,14 +130,8 @@ def test_repository_assumes_its_role(tmp_path, recorder, make_bucket) -> None:  
 
 
 def test_unknown_profile_is_one_line(tmp_path, make_bucket, recorder) -> None:  # type: ignore[no-untyped-def]
-    policy, _, _ = setup(tmp_path, recorder, make_bucket, 'profile = "nope"')
-    proc = subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), "init", "--recovery-key-out", "r.key"],
-        capture_output=True,
-        text=True,
-        env=aws_files(tmp_path),
-        timeout=60,
-        cwd=tmp_path,
-    )
+    policy, _, _ = setup(tmp_path, recorder, make_bucket, profile="nope")
+    runner = LifeboatCli(policy, env=aws_files(tmp_path), cwd=tmp_path, timeout=60)
+    proc = runner.run("init", "--recovery-key-out", "r.key", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("lifeboat: error: repository: AWS profile 'nope' is not in the AWS")

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
-from tests.objects.test_objects import Env, env  # noqa: F401  (a fixture)
+from tests.objects.test_objects import ObjectsEnv, env  # noqa: F401  (a fixture)
 
 LONG = "long/" + "a" * 1000 + ".bin"
 
 
-def test_unmappable_keys_are_listed_by_dry_run_and_refused_before_any_write(env: Env) -> None:  # noqa: F811
+def test_unmappable_keys_are_listed_by_dry_run_and_refused_before_any_write(env: ObjectsEnv) -> None:  # noqa: F811
     env.put("docs", b"a file named like a directory")
     env.put("docs/inner.txt", b"inside it")
     env.put(LONG, b"x" * 10)

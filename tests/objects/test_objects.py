@@ -4,99 +4,48 @@ from version history, in-place restores, flaky endpoints."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import random
 import socket
 import socketserver
 import struct
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
-import boto3
 import pytest
 
-POLICY = """
-[repository]
-url = "file://{root}/repo"
-keyfile = "keys/backup.key"
-recovery_key = "keys/recovery.key"
-
-[deployment]
-mode = "development"
-
-[classes.important]
-rpo = "1h"
-rto = "1h"
-
-[assets.media]
-kind = "objects"
-class = "important"
-source = "s3://{bucket}/media"
-endpoint_url = "{endpoint}"
-allow_insecure_http = true
-workers = 16
-"""
+from tests.harness.stallproxy import relay
+from tests.harness.wait import wait_until
+from tests.objects.bucket_env import BucketEnv, media_policy
 
 
-class Env:
-    def __init__(self, root: Path, endpoint: str, bucket: str) -> None:
-        self.root, self.endpoint, self.bucket = root, endpoint, bucket
-        self.policy = root / "lifeboat.toml"
-        self.s3 = boto3.client("s3", endpoint_url=endpoint)
-        self.write_policy(endpoint)
-
+@dataclass
+class ObjectsEnv(BucketEnv):
     def write_policy(self, endpoint: str) -> None:
-        self.policy.write_text(POLICY.format(root=self.root, bucket=self.bucket, endpoint=endpoint))
+        media_policy(self.root, self.bucket, endpoint, workers=16).write(self.root / "lifeboat.toml")
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "lifeboat", "--config", str(self.policy), *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{args} -> {proc.returncode}: {proc.stdout}\n{proc.stderr}")
-        return proc
 
-    def json(self, *args: str) -> object:
-        return json.loads(self.run(*args, "--json").stdout)
-
-    def put(self, key: str, body: bytes, **extra: object) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=f"media/{key}", Body=body, **extra)
-
-    def state(self, bucket: str | None = None, prefix: str = "media/") -> dict[str, tuple[str, str, dict]]:
-        bucket = bucket or self.bucket
-        keys = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-
-        def one(key: str) -> tuple[str, tuple[str, str, dict]]:
-            obj = self.s3.get_object(Bucket=bucket, Key=key)
-            digest = hashlib.sha256(obj["Body"].read()).hexdigest()
-            return key[len(prefix) :], (digest, obj.get("ContentType", ""), obj.get("Metadata", {}))
-
-        with ThreadPoolExecutor(16) as pool:
-            return dict(pool.map(one, keys))
+def make_env(root: Path, endpoint: str, bucket: str) -> ObjectsEnv:
+    env = ObjectsEnv(root / "lifeboat.toml", timeout=600, root=root, endpoint=endpoint, bucket=bucket)
+    env.write_policy(endpoint)
+    return env
 
 
 @pytest.fixture
-def env(tmp_path, s3_server, make_bucket) -> Env:
-    e = Env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=True))
+def env(tmp_path, s3_server, make_bucket) -> ObjectsEnv:
+    e = make_env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=True))
     e.run("init")
     return e
 
 
-def populate(env: Env, n: int, big: bool = True) -> list[str]:
+def populate(env: ObjectsEnv, n: int, big: bool = True) -> list[str]:
     rng = random.Random(n)
     keys = []
     for i in range(n):
@@ -171,9 +120,11 @@ def test_point_in_time_between_snapshots_from_version_history(env, make_bucket):
     env.json("backup", "media")
     env.put("user/1/img-1.jpg", b"version at T")
     env.put("late/new.jpg", b"created before T")
-    time.sleep(1.1)
-    moment = datetime.now(UTC)
-    time.sleep(1.1)
+    # S3 keeps whole seconds: T is the second after the last write, read from the server's
+    # own clock, and the next writes wait until the clock is past T (an event, not a delay)
+    written = env.s3.head_object(Bucket=env.bucket, Key="media/late/new.jpg")["LastModified"]
+    moment = written + timedelta(seconds=1)
+    wait_until(lambda: datetime.now(UTC) >= moment + timedelta(seconds=1), "the clock to pass T")
     env.put("user/1/img-1.jpg", b"after T")
     env.s3.delete_object(Bucket=env.bucket, Key="media/late/new.jpg")
     env.put("after/t.jpg", b"created after T")
@@ -237,16 +188,7 @@ class FlakyProxy(BaseHTTPRequestHandler):
         self._relay(body)
 
     def _relay(self, body: bytes) -> None:
-        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
-        conn.request(self.command, self.path, body, {k: v for k, v in self.headers.items()})
-        resp = conn.getresponse()
-        data = resp.read()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
+        resp, data = relay(self, self.upstream, body, dict(self.headers.items()))
         if self.cut_body(resp.getheader("ETag"), data):
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
@@ -399,12 +341,10 @@ def test_directory_source_and_target(tmp_path, s3_server, make_bucket):
     (src / "a" / "b").mkdir(parents=True)
     (src / "a" / "b" / "x.jpg").write_bytes(os.urandom(5000))
     (src / "top.png").write_bytes(b"")
-    env = Env(tmp_path, s3_server, "unused")
-    env.policy.write_text(
-        POLICY.format(root=tmp_path, bucket="unused", endpoint=s3_server).replace(
-            "s3://unused/media", f"dir://{src}"
-        )
-    )
+    env = make_env(tmp_path, s3_server, "unused")
+    media_policy(tmp_path, "unused", s3_server, workers=16).table(
+        "assets", "media", source=f"dir://{src}"
+    ).write(env.policy)
     env.run("init")
     snap = env.json("backup", "media")[0]
     out = env.json(
@@ -417,7 +357,7 @@ def test_directory_source_and_target(tmp_path, s3_server, make_bucket):
 
 def test_inspect_warns_about_unversioned_source_and_fixes_it(tmp_path, s3_server, make_bucket):
     bucket = make_bucket(object_lock=False, versioning=False)
-    env = Env(tmp_path, s3_server, bucket)
+    env = make_env(tmp_path, s3_server, bucket)
     env.put("a.jpg", b"x" * 10)
     out = env.json("objects", "inspect", "media")
     assert out["versioning"] != "Enabled" and any("versioning" in w for w in out["warnings"])

@@ -14,46 +14,21 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import kubernetes_validate
 import pytest
 import yaml
 
 from lifeboat.repo.format import parse_pack_trailer
+from tests.objects.bucket_env import BucketEnv, media_policy
 
 OBJECTS = int(os.environ.get("LIFEBOAT_TEST_SHARD_OBJECTS", "500"))  # the issue's 2,000 is slower
-
-POLICY = """
-[repository]
-url = "file://{root}/repo"
-keyfile = "keys/backup.key"
-recovery_key = "keys/recovery.key"
-
-[deployment]
-mode = "development"
-
-[classes.important]
-rpo = "1h"
-rto = "1h"
-
-[assets.media]
-kind = "objects"
-class = "important"
-source = "s3://{bucket}/media"
-endpoint_url = "{endpoint}"
-allow_insecure_http = true
-workers = {workers}
-shards = 4
-shard_parallelism = 2
-schedule = "*/30 * * * *"
-"""
 
 CSV_FIELDS = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag"
 PARQUET_SCHEMA = (
@@ -64,47 +39,9 @@ PARQUET_SCHEMA = (
 )
 
 
-class Env:
-    def __init__(self, root: Path, endpoint: str, bucket: str, workers: int = 16) -> None:
-        self.root, self.endpoint, self.bucket = root, endpoint, bucket
-        self.policy = root / "lifeboat.toml"
-        self.s3 = boto3.client("s3", endpoint_url=endpoint)
-        self.policy.write_text(POLICY.format(root=root, bucket=bucket, endpoint=endpoint, workers=workers))
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "lifeboat", "--config", str(self.policy), *args]
-
-    def run(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            self.command(*args),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, **(env or {})},
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{args} -> {proc.returncode}: {proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def json(self, *args: str) -> object:
-        return json.loads(self.run(*args, "--json").stdout)
-
-    def state(self, bucket: str | None = None, prefix: str = "media/") -> dict[str, tuple[str, str, dict]]:
-        """key -> (sha256, content type, user metadata) of every current object."""
-        bucket = bucket or self.bucket
-        keys = []
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-
-        def one(key: str) -> tuple[str, tuple[str, str, dict]]:
-            obj = self.s3.get_object(Bucket=bucket, Key=key)
-            digest = hashlib.sha256(obj["Body"].read()).hexdigest()
-            return key[len(prefix) :], (digest, obj.get("ContentType", ""), obj.get("Metadata", {}))
-
-        with ThreadPoolExecutor(16) as pool:
-            return dict(pool.map(one, keys))
+@dataclass
+class ShardsEnv(BucketEnv):
+    """Four shards, two at a time, every 30 minutes."""
 
     def restored_equals(self, snapshot: str | None, expected: dict, *extra: str) -> dict:
         staging = self.s3.create_bucket(Bucket=f"{self.bucket}-r")["Location"].strip("/")
@@ -115,7 +52,16 @@ class Env:
         return out  # type: ignore[return-value]
 
 
-def populate(env: Env, n: int, big: int = 0) -> None:
+def make_env(root: Path, endpoint: str, bucket: str, workers: int = 16) -> ShardsEnv:
+    policy = media_policy(
+        root, bucket, endpoint, workers=workers, shards=4, shard_parallelism=2, schedule="*/30 * * * *"
+    )
+    return ShardsEnv(
+        policy.write(root / "lifeboat.toml"), timeout=600, root=root, endpoint=endpoint, bucket=bucket
+    )
+
+
+def populate(env: ShardsEnv, n: int, big: int = 0) -> None:
     """n objects over nested prefixes (a few at the top), some with content type and
     metadata; every 10th gets a second version, every 25th a delete marker; ``big``
     extra objects of 1.5 MiB."""
@@ -147,7 +93,7 @@ def populate(env: Env, n: int, big: int = 0) -> None:
         list(pool.map(put_big, range(big)))
 
 
-def write_inventory(env: Env, fmt: str, files: int = 3) -> str:
+def write_inventory(env: ShardsEnv, fmt: str, files: int = 3) -> str:
     """An S3 Inventory report of every version of the bucket, in AWS's layout; its
     manifest's URL."""
     rows = []
@@ -209,7 +155,7 @@ def write_inventory(env: Env, fmt: str, files: int = 3) -> str:
     return f"s3://{inv}/{base}/manifest.json"
 
 
-def _manifest(env: Env, inv: str, fmt: str, entries: list[dict]) -> dict:
+def _manifest(env: ShardsEnv, inv: str, fmt: str, entries: list[dict]) -> dict:
     return {
         "sourceBucket": env.bucket,
         "destinationBucket": f"arn:aws:s3:::{inv}",
@@ -222,8 +168,8 @@ def _manifest(env: Env, inv: str, fmt: str, entries: list[dict]) -> dict:
 
 
 @pytest.fixture
-def env(tmp_path, s3_server, make_bucket) -> Env:
-    e = Env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=True))
+def env(tmp_path, s3_server, make_bucket) -> ShardsEnv:
+    e = make_env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=True))
     e.run("init")
     return e
 
@@ -268,13 +214,7 @@ def test_indexed_job_flow_from_parquet_inventory_records_the_versions_read(env):
             env.s3.delete_object(Bucket=env.bucket, Key=v["Key"], VersionId=v["VersionId"])
     del at_inventory[gone]
     workers = [
-        subprocess.Popen(
-            env.command("backup", "media", "--run", run, "--json"),
-            env={**os.environ, "JOB_COMPLETION_INDEX": str(i)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        env.popen("backup", "media", "--run", run, "--json", env={"JOB_COMPLETION_INDEX": str(i)}, text=True)
         for i in range(4)
     ]
     results = [json.loads(w.communicate(timeout=600)[0]) for w in workers]
@@ -291,18 +231,14 @@ def test_indexed_job_flow_from_parquet_inventory_records_the_versions_read(env):
 
 
 def _packs(repo: Path) -> set[str]:
-    data = repo / "data"
-    return (
-        {p.name for p in data.rglob("*") if p.is_file() and not p.name.startswith(".")}
-        if data.exists()
-        else set()
-    )
+    # polled while a shard writes: os.walk skips a temp file renamed away mid-walk (rglob raised)
+    return {name for _, _, names in os.walk(repo / "data") for name in names if not name.startswith(".")}
 
 
 def test_a_killed_shard_blocks_the_commit_and_its_rerun_uploads_nothing_twice(
     tmp_path, s3_server, make_bucket
 ):
-    env = Env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=True), workers=2)
+    env = make_env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=True), workers=2)
     env.run("init")
     populate(env, 100, big=64)
     before = env.state()
@@ -316,8 +252,13 @@ def test_a_killed_shard_blocks_the_commit_and_its_rerun_uploads_nothing_twice(
     # the finished shards belong to no snapshot yet: a prune meanwhile keeps them
     env.run("prune")
     assert _packs(env.root / "repo") == packs
-    proc = subprocess.Popen(
-        env.command("backup", "media", "--run", run, "--shard", str(victim)),
+    proc = env.popen(
+        "backup",
+        "media",
+        "--run",
+        run,
+        "--shard",
+        str(victim),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

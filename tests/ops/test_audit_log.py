@@ -6,7 +6,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
-from lifeboat.ops.audit import AuditLog, verify
+from lifeboat.audit import AuditLog, verify
 
 
 def _write(path: Path, n: int) -> list[str]:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from lifeboat.assets.postgres.cluster import free_port
 from lifeboat.ops.scheduler import next_due
 from lifeboat.policy import Window
+from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.wait import wait_until as wait_for
 
 
 def window_around(now: datetime, hours_from: int, hours_to: int) -> str:
@@ -35,50 +36,17 @@ def write_policy(
     (root / "in").mkdir(exist_ok=True)
     (root / "in" / "f").write_bytes(os.urandom(1000))
     (root / "out").mkdir(exist_ok=True)
-    policy = root / "lifeboat.toml"
-    policy.write_text(f"""
-[repository]
-url = "file://{root}/repo"
-keyfile = "backup.key"
-
-[deployment]
-mode = "development"
-
-[classes.standard]
-rpo = "{rpo}"
-rto = "1h"
-key_max_age = "{key_max_age}"
-
-[assets.inwin]
-kind = "files"
-class = "standard"
-paths = ["{root}/in"]
-schedule = "*/3 * * * * *"
-window = "{window_around(local, -1, 2)}"
-
-[assets.outwin]
-kind = "files"
-class = "standard"
-paths = ["{root}/out"]
-schedule = "*/3 * * * * *"
-window = "{window_around(local, 3, 4)}"
-
-[assets.flaky]
-kind = "files"
-class = "standard"
-paths = ["{root}/flaky"]
-schedule = "*/2 * * * * *"
-
-[alerts]
-webhooks = [ {{ url = "{webhook}", format = "json" }} ]
-
-[daemon]
-jitter = "0s"
-retries = {retries}
-read_data_every = "6s"
-read_data_parts = 2
-""")
-    return policy
+    return (
+        PolicyBuilder()
+        .repository(f"file://{root}/repo", keyfile="backup.key")
+        .data_class("standard", rpo=rpo, rto="1h", key_max_age=key_max_age)
+        .files("inwin", [root / "in"], schedule="*/3 * * * * *", window=window_around(local, -1, 2))
+        .files("outwin", [root / "out"], schedule="*/3 * * * * *", window=window_around(local, 3, 4))
+        .files("flaky", [root / "flaky"], schedule="*/2 * * * * *")
+        .webhook(webhook)
+        .daemon(jitter="0s", retries=retries, read_data_every="6s", read_data_parts=2)
+        .write(root / "lifeboat.toml")
+    )
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -93,14 +61,8 @@ class Receiver(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-def lifeboat(policy: Path, *args: str, **kw) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
+def lifeboat(policy: Path, *args: str) -> subprocess.Popen[str]:
+    return LifeboatCli(policy).popen(*args, text=True)
 
 
 def runs_by_job(state: Path) -> dict[str, list[str]]:
@@ -110,14 +72,6 @@ def runs_by_job(state: Path) -> dict[str, list[str]]:
         run = json.loads(line)
         by_job.setdefault(run["job"], []).append(run["outcome"])
     return by_job
-
-
-def wait_for(condition, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
-    """Poll ``condition`` until it holds: tests wait on events, never on fixed delays."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def metrics_answer(port: int) -> bool:
@@ -143,20 +97,7 @@ def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     policy = write_policy(tmp_path, f"http://127.0.0.1:{hook.server_address[1]}/hook", key_max_age="1s")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lifeboat",
-            "--config",
-            str(policy),
-            "init",
-            "--recovery-key-out",
-            str(tmp_path / "recovery.key"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    LifeboatCli(policy).run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     port = free_port()
     daemon = lifeboat(policy, "daemon", "--max-seconds", "300", "--listen", f"127.0.0.1:{port}")
     state = tmp_path / ".lifeboat"
@@ -218,40 +159,15 @@ def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
     policy = write_policy(tmp_path, "http://127.0.0.1:9/none")
     for i in range(6):
         (tmp_path / "in" / f"big{i}").write_bytes(os.urandom(64 << 20))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lifeboat",
-            "--config",
-            str(policy),
-            "init",
-            "--recovery-key-out",
-            str(tmp_path / "recovery.key"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    LifeboatCli(policy).run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     daemon = lifeboat(policy, "daemon", "--max-seconds", "300", "--no-http")
     data = tmp_path / "repo" / "data"
     # SIGTERM once the first backup has stored something, so it always lands mid-backup
     wait_for(lambda: data.exists() and any(p.is_file() for p in data.rglob("*")), "the first pack")
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
-    check = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lifeboat",
-            "--config",
-            str(policy),
-            "check",
-            "--read-data",
-            "--recovery-key",
-            str(tmp_path / "recovery.key"),
-        ],
-        capture_output=True,
-        text=True,
+    check = LifeboatCli(policy).run(
+        "check", "--read-data", "--recovery-key", str(tmp_path / "recovery.key"), check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
     # SIGTERM stops scheduling but lets the running backup finish and record itself
@@ -265,19 +181,17 @@ def test_sigterm_during_backup_leaves_a_consistent_repository(tmp_path):
     wait_for(carried_on, "the restarted daemon to carry on with the backup")
 
 
-def test_status_exits_1_when_exposure_exceeds_rpo(tmp_path):
+def test_status_exits_1_when_exposure_exceeds_rpo(tmp_path, clock):
     policy = write_policy(tmp_path, "http://127.0.0.1:9/none", rpo="1h")
-    run = [sys.executable, "-m", "lifeboat", "--config", str(policy)]
-    subprocess.run(
-        [*run, "init", "--recovery-key-out", str(tmp_path / "r.key")], check=True, capture_output=True
-    )
-    subprocess.run([*run, "backup", "inwin"], check=True, capture_output=True)
-    fresh = json.loads(subprocess.run([*run, "status", "--json"], capture_output=True, text=True).stdout)
+    lb = LifeboatCli(policy, clock=clock)
+    lb.run("init", "--recovery-key-out", str(tmp_path / "r.key"))
+    lb.run("backup", "inwin")
+    fresh = lb.json("status", check=False)  # exits 1: the other assets were never backed up
     inwin = next(a for a in fresh["assets"] if a["asset"] == "inwin")
     assert not inwin["breaches"]
     # Status two hours on, through the same clock every age is judged by (no waiting).
-    later = {**os.environ, "LIFEBOAT_CLOCK_OFFSET": "7200"}
-    stale = subprocess.run([*run, "status", "--json"], capture_output=True, text=True, env=later)
+    clock.advance(hours=2)
+    stale = lb.run("status", "--json", check=False)
     assert stale.returncode == 1
     inwin = next(a for a in json.loads(stale.stdout)["assets"] if a["asset"] == "inwin")
     assert any("exceeds RPO" in b for b in inwin["breaches"])
@@ -288,22 +202,14 @@ def test_schedule_export_systemd_and_kubernetes(tmp_path):
     policy = write_policy(tmp_path, "http://127.0.0.1:9/none")
     with policy.open("a") as fh:
         fh.write('\n[assets.db]\nkind = "postgres"\nclass = "standard"\ndsn = "host=/tmp"\nstream = true\n')
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lifeboat",
-            "--config",
-            str(policy),
-            "schedule",
-            "export",
-            "--systemd",
-            str(tmp_path / "units"),
-            "--kubernetes",
-            str(tmp_path / "k8s"),
-        ],
-        capture_output=True,
-        text=True,
+    out = LifeboatCli(policy).run(
+        "schedule",
+        "export",
+        "--systemd",
+        str(tmp_path / "units"),
+        "--kubernetes",
+        str(tmp_path / "k8s"),
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     timer = (tmp_path / "units" / "lifeboat-backup-inwin.timer").read_text()
@@ -332,8 +238,8 @@ def test_schedule_export_systemd_and_kubernetes(tmp_path):
 
 
 def test_a_job_that_runs_past_its_window_is_reported_once(tmp_path):
-    from lifeboat.ops.daemon import Daemon, Job
-    from lifeboat.policy import load_policy
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.daemon.runner import Daemon, Job
 
     Receiver.received = []
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
@@ -378,8 +284,8 @@ def test_wal_archive_backlog_counts_ready_segments_and_the_spool(tmp_path):
 
 
 def test_a_heavy_backup_is_stopped_cleanly_when_its_window_closes(tmp_path):
-    from lifeboat.ops.daemon import Daemon, Job, _backup_until_window_end
-    from lifeboat.policy import load_policy
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.daemon.runner import Daemon, Job, _backup_until_window_end
 
     policy_path = write_policy(tmp_path, "http://127.0.0.1:9/none")
     # 2 GiB of distinct, incompressible 1 MiB blocks: more than the backup can store before
@@ -389,10 +295,8 @@ def test_a_heavy_backup_is_stopped_cleanly_when_its_window_closes(tmp_path):
         for j in range(64):
             block[j << 20 : (j << 20) + 8] = i.to_bytes(4, "big") + j.to_bytes(4, "big")
         (tmp_path / "in" / f"big{i}").write_bytes(block)
-    run = [sys.executable, "-m", "lifeboat", "--config", str(policy_path)]
-    subprocess.run(
-        [*run, "init", "--recovery-key-out", str(tmp_path / "r.key")], check=True, capture_output=True
-    )
+    lb = LifeboatCli(policy_path)
+    lb.run("init", "--recovery-key-out", str(tmp_path / "r.key"))
     policy = load_policy(policy_path)
     now = datetime.now()
     closes = (now + timedelta(seconds=2.5)).time()
@@ -403,10 +307,86 @@ def test_a_heavy_backup_is_stopped_cleanly_when_its_window_closes(tmp_path):
     assert time.monotonic() - started < 30
     runs = [json.loads(line) for line in (tmp_path / ".lifeboat" / "runs.jsonl").read_text().splitlines()]
     assert [r["outcome"] for r in runs] == ["stopped"] and "end of its window" in runs[0]["error"]
-    snapshots = subprocess.run([*run, "snapshots", "--json"], capture_output=True, text=True, check=True)
-    assert json.loads(snapshots.stdout) == []  # nothing half-committed
+    assert lb.json("snapshots") == []  # nothing half-committed
     locks = tmp_path / "repo" / "locks"
     assert locks.is_dir() and not list(locks.glob("*"))  # the child took a lock and released it
-    check = subprocess.run([*run, "check", "--read-data", "--recovery-key", str(tmp_path / "r.key")])
-    assert check.returncode == 0
-    subprocess.run([*run, "backup", "inwin"], check=True, capture_output=True)  # the next run completes
+    lb.run("check", "--read-data", "--recovery-key", str(tmp_path / "r.key"))
+    lb.run("backup", "inwin")  # the next run completes
+
+
+def test_the_daemons_retention_and_check_jobs_leave_audit_entries(tmp_path):
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.daemon.runner import Daemon, build_jobs
+
+    policy_path = write_policy(tmp_path, "http://127.0.0.1:9/none")
+    text = policy_path.read_text().replace(
+        'keyfile = "backup.key"', 'keyfile = "backup.key"\nrecovery_key = "recovery.key"'
+    )
+    policy_path.write_text(
+        text + "\n[classes.standard.retention]\nlast = 1\ndaily = 0\nweekly = 0\nmonthly = 0\n"
+    )
+    lb = LifeboatCli(policy_path)
+    lb.run("init")
+    for i in range(2):  # two snapshots of different data: retention keeps only the last
+        (tmp_path / "in" / "f").write_bytes(os.urandom(300_000) + bytes([i]))
+        lb.run("backup", "inwin")
+    snaps = lb.json("snapshots")
+    older, newer = sorted(snaps, key=lambda s: s["time"])
+    policy = load_policy(policy_path)
+    jobs = {j.name: j for j in build_jobs(policy) if j.name in ("retention", "check")}
+    daemon = Daemon(policy, jobs=list(jobs.values()))
+
+    daemon.run_job(jobs["retention"])
+    daemon.run_job(jobs["check"])
+
+    assert runs_by_job(tmp_path / ".lifeboat")["retention"] == ["ok"]
+    left = lb.json("snapshots")
+    assert [s["id"] for s in left] == [newer["id"]]
+    audit = [json.loads(line) for line in (tmp_path / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
+    forget = next(e for e in audit if e["operation"] == "forget")
+    assert forget["outcome"] == "ok" and forget["details"]["removed"] == [older["id"]]
+    prune = next(e for e in audit if e["operation"] == "prune")
+    assert prune["outcome"] == "ok" and prune["details"]["bytes_removed"] > 0
+    check = [e for e in audit if e["operation"] == "check"]
+    assert [(e["outcome"], e["details"]["problems"]) for e in check] == [("ok", 0)]
+
+    (tmp_path / "recovery.key").rename(tmp_path / "elsewhere.key")  # a run that cannot even open
+    daemon.run_job(jobs["retention"])
+
+    assert runs_by_job(tmp_path / ".lifeboat")["retention"][-1] == "failed"
+    audit = [json.loads(line) for line in (tmp_path / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
+    failed = [e for e in audit if e["operation"] == "retention"]
+    assert failed and all(e["outcome"] == "failed" and "recovery" in e["details"]["error"] for e in failed)
+    lb.run("audit", "verify")
+
+
+def test_the_daemon_publishes_the_wal_archiver_backlog_of_a_postgres_asset(tmp_path):
+    """Segments PostgreSQL marked ready but not yet archived (and the async spool) are the
+    archive lag: the daemon reads them from the data directory the kind names."""
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.daemon.runner import Daemon
+
+    pgdata = tmp_path / "pgdata"
+    (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)
+    for segment in ("000000010000000000000001", "000000010000000000000002"):
+        (pgdata / "pg_wal" / "archive_status" / f"{segment}.ready").touch()
+    (pgdata / "pg_wal" / "archive_status" / "000000010000000000000000.done").touch()  # archived
+    policy = load_policy(
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h")
+        .postgres("db", dsn="host=/nonexistent dbname=postgres", pgdata=pgdata)
+        .files("etc", [tmp_path])
+        .write(tmp_path / "lifeboat.toml")
+    )
+    spool = tmp_path / "state" / "wal-spool" / "db"
+    spool.mkdir(parents=True)
+    (spool / "000000010000000000000003").touch()
+
+    daemon = Daemon(policy, jobs=[])
+    daemon.monitor.refresh_wal_lag()
+
+    sample = daemon.metrics.registry.get_sample_value
+    assert sample("lifeboat_wal_pending_segments", {"asset": "db"}) == 3
+    assert sample("lifeboat_wal_pending_segments", {"asset": "etc"}) is None  # files: no archiver

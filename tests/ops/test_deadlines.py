@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,39 +16,10 @@ from typing import Any, ClassVar
 import boto3
 import pytest
 
-from lifeboat.ops.daemon import Daemon, build_jobs
-from lifeboat.policy import load_policy
-from tests.storage.stallproxy import StallProxy
-
-POLICY = """
-[repository]
-url = "s3://{bucket}/repo"
-endpoint_url = "{endpoint}"
-allow_insecure_http = true
-stall_timeout = "{stall}"
-keyfile = "keys/backup.key"
-recovery_key = "keys/recovery.key"
-
-[deployment]
-mode = "development"
-
-[classes.standard]
-rpo = "1h"
-rto = "1h"
-
-[assets.docs]
-kind = "files"
-class = "standard"
-paths = ["{root}/docs"]
-schedule = "0 3 * * *"
-{timeout}
-
-[alerts]
-webhooks = [ {{ url = "{webhook}", format = "json" }} ]
-
-[daemon]
-retries = 0
-"""
+from lifeboat.assets.registry import load_policy
+from lifeboat.daemon.runner import Daemon, build_jobs
+from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.stallproxy import StallProxy
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -89,16 +59,14 @@ def setup_env(
     (root / "docs").mkdir()
     (root / "docs" / "a.txt").write_bytes(b"a\n")
     (root / "docs" / "big.bin").write_bytes(os.urandom(12 << 20))  # a pack or more to upload
-    policy = root / "lifeboat.toml"
-    policy.write_text(
-        POLICY.format(
-            root=root,
-            bucket=bucket,
-            endpoint=proxy.endpoint,
-            stall=stall,
-            timeout=f'timeout = "{timeout}"' if timeout else "",
-            webhook=webhook,
-        )
+    policy = (
+        PolicyBuilder()
+        .s3_repository(proxy.endpoint, bucket, stall_timeout=stall, recovery_key="keys/recovery.key")
+        .data_class("standard", rpo="1h", rto="1h")
+        .files("docs", [root / "docs"], schedule="0 3 * * *", timeout=timeout or None)
+        .webhook(webhook)
+        .daemon(retries=0)
+        .write(root / "lifeboat.toml")
     )
     init = lifeboat(policy, "init")
     assert init.returncode == 0, init.stderr
@@ -106,12 +74,7 @@ def setup_env(
 
 
 def lifeboat(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return LifeboatCli(policy, timeout=120).run(*args, check=False)
 
 
 def assert_nothing_left(policy: Path, s3_server: str, bucket: str, *, lock_released: bool = True) -> None:
@@ -186,8 +149,36 @@ def test_the_daemon_stops_a_backup_at_its_timeout_and_alerts(
     assert alert["status"] == "firing" and "ran past its timeout of 2s" in alert["message"]
     [run] = runs(tmp_path)
     assert run["outcome"] == "failed" and run["attempt"] == 1  # not retried: it would run as long
+    audit = [json.loads(line) for line in (tmp_path / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
+    stopped = [e for e in audit if e["operation"] == "backup"]
+    assert [(e["asset"], e["outcome"], e["actor"]) for e in stopped] == [("docs", "failed", "daemon")]
     proxy.forward_normally()
     assert_nothing_left(policy, s3_server, bucket)
+
+
+def test_a_backup_stopped_before_its_child_began_is_audited_by_the_daemon(
+    tmp_path, s3_server, make_bucket, proxy, webhook, monkeypatch
+):
+    from datetime import datetime, timedelta
+
+    from lifeboat.daemon import jobs
+
+    bucket = make_bucket(object_lock=False)
+    policy = setup_env(tmp_path, bucket, proxy, webhook, timeout="2s")
+    # the deadline has passed as the child starts: it is stopped while still importing,
+    # before its backup service could log anything (a loaded host, a short timeout)
+    past = datetime.now() - timedelta(seconds=1)
+    monkeypatch.setattr(jobs, "job_deadline", lambda *_args, **_kw: (past, "timeout"))
+    daemon, job = backup_job(policy)
+
+    daemon.run_job(job)
+
+    audit = [json.loads(line) for line in (tmp_path / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
+    stopped = [e for e in audit if e["operation"] == "backup"]
+    assert [(e["asset"], e["outcome"], e["actor"], e["details"]["error"]) for e in stopped] == [
+        ("docs", "failed", "daemon", "stopped at its deadline before it began")
+    ]
+    assert [r["outcome"] for r in runs(tmp_path)] == ["failed"]
 
 
 def test_a_jobs_deadline_is_the_earliest_of_its_timeout_its_window_end_and_a_day():

@@ -5,55 +5,30 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-POLICY = """
-[repository]
-url = "file://{root}/repo"
-keyfile = "keys/backup.key"
-
-[deployment]
-mode = "production"
-
-[classes.std]
-rpo = "1d"
-rto = "1h"
-retention = {{ last = 3 }}
-
-[classes.strict]
-rpo = "1d"
-rto = "1h"
-retention = {{ daily = 14, min_days = 90 }}
-
-[assets.etc]
-kind = "files"
-class = "std"
-paths = ["{root}/etc"]
-schedule = "0 1 * * *"
-
-[assets.ledger]
-kind = "files"
-class = "strict"
-paths = ["{root}/etc"]
-schedule = "0 2 * * *"
-"""
+from tests.harness import LifeboatCli, PolicyBuilder
 
 
 def lifeboat(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return LifeboatCli(policy, timeout=120).run(*args, check=False)
+
+
+def builder(tmp_path: Path, **repository: str) -> PolicyBuilder:
+    """Two files assets in production mode: one plain class, one with a long retention."""
+    (tmp_path / "etc").mkdir()
+    return (
+        PolicyBuilder(mode="production")
+        .repository(f"file://{tmp_path}/repo", **repository)
+        .data_class("std", rpo="1d", rto="1h", retention={"last": 3})
+        .data_class("strict", rpo="1d", rto="1h", retention={"daily": 14, "min_days": 90})
+        .files("etc", [tmp_path / "etc"], cls="std", schedule="0 1 * * *")
+        .files("ledger", [tmp_path / "etc"], cls="strict", schedule="0 2 * * *")
     )
 
 
 def write(tmp_path: Path) -> Path:
-    (tmp_path / "etc").mkdir()
-    policy = tmp_path / "lifeboat.toml"
-    policy.write_text(POLICY.format(root=tmp_path))
-    return policy
+    return builder(tmp_path).write(tmp_path / "lifeboat.toml")
 
 
 def test_policy_check_shows_effective_retention_and_where_each_value_comes_from(tmp_path):
@@ -71,17 +46,13 @@ def test_policy_check_shows_effective_retention_and_where_each_value_comes_from(
 
 
 def test_systemd_export_covers_every_job_runs_as_a_user_with_credentials_and_prints_install_steps(tmp_path):
-    policy = write(tmp_path)
-    with policy.open("a") as fh:
-        fh.write(
-            'window = "01:00-05:00"\n'  # ledger: backups only inside the window
-            '\n[assets.db]\nkind = "postgres"\nclass = "std"\ndsn = "host=/tmp"\nstream = true\n'
-            '\n[drills.monthly]\nscenario = "full-outage"\nassets = ["etc"]\nevery = "30d"\n'
-        )
-    text = policy.read_text().replace(
-        'keyfile = "keys/backup.key"', 'keyfile = "keys/backup.key"\nrecovery_key = "r.key"'
+    policy = (
+        builder(tmp_path, recovery_key="r.key")
+        .table("assets", "ledger", window="01:00-05:00")  # ledger: backups only inside the window
+        .asset("db", "postgres", "std", dsn="host=/tmp", stream=True)
+        .drill("monthly", "full-outage", ["etc"], every="30d")
+        .write(tmp_path / "lifeboat.toml")
     )
-    policy.write_text(text)
     units = tmp_path / "units"
     proc = lifeboat(policy, "schedule", "export", "--systemd", str(units), "--user", "backup")
     assert proc.returncode == 0, proc.stderr
@@ -108,29 +79,6 @@ def test_systemd_export_covers_every_job_runs_as_a_user_with_credentials_and_pri
     assert "Failed to parse" not in verify.stderr and "Unknown key" not in verify.stderr, verify.stderr
 
 
-KEYS_POLICY = """
-[repository]
-url = "file://{root}/repo"
-keyfile = "keys/backup.key"
-
-[deployment]
-mode = "development"
-
-[classes.keys]
-rpo = "1d"
-rto = "1h"
-
-[assets.tls]
-kind = "keys"
-class = "keys"
-paths = ["{root}/tls"]
-
-[escrow]
-threshold = 2
-custodians = ["alice", "bob", "carol"]
-"""
-
-
 def test_init_advises_on_shares_and_keys_restore_counts_what_it_verified(tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -141,8 +89,14 @@ def test_init_advises_on_shares_and_keys_restore_counts_what_it_verified(tmp_pat
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         (tmp_path / "tls" / name).write_bytes(key)
-    policy = tmp_path / "lifeboat.toml"
-    policy.write_text(KEYS_POLICY.format(root=tmp_path))
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path}/repo")
+        .data_class("keys", rpo="1d", rto="1h")
+        .keys("tls", [tmp_path / "tls"], cls="keys")
+        .table("escrow", threshold=2, custodians=["alice", "bob", "carol"])
+        .write(tmp_path / "lifeboat.toml")
+    )
     init = lifeboat(policy, "init", "--shares-out", str(tmp_path / "shares"))
     assert init.returncode == 0, init.stderr
     advice = next(line for line in init.stdout.splitlines() if line.startswith("next:"))
@@ -184,10 +138,10 @@ def test_kubernetes_export_has_the_same_jobs_as_systemd(tmp_path):
     import yaml
     from croniter import croniter
 
-    policy = write(tmp_path)
-    text = policy.read_text().replace('keyfile = "keys/backup.key"', 'keyfile = "k"\nrecovery_key = "r.key"')
-    policy.write_text(
-        text + '\n[drills.monthly]\nscenario = "full-outage"\nassets = ["etc"]\nevery = "30d"\n'
+    policy = (
+        builder(tmp_path, keyfile="k", recovery_key="r.key")
+        .drill("monthly", "full-outage", ["etc"], every="30d")
+        .write(tmp_path / "lifeboat.toml")
     )
     out = tmp_path / "k8s"
     proc = lifeboat(policy, "schedule", "export", "--kubernetes", str(out))

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -16,40 +15,15 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from lifeboat.assets.postgres.cluster import free_port
-from tests.ops.test_daemon import lifeboat, metrics_answer, wait_for
+from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.wait import wait_until as wait_for
+from tests.ops.test_daemon import lifeboat, metrics_answer
 
 METRIC = re.compile(r"\blifeboat_[a-z_]+\b")
 
-POLICY = """
-[repository]
-url = "file://{root}/repo"
-keyfile = "backup.key"
-
-[deployment]
-mode = "development"
-
-[classes.standard]
-rpo = "1h"
-rto = "1h"
-
-[assets.docs]
-kind = "files"
-class = "standard"
-paths = ["{root}/docs"]
-schedule = "*/2 * * * * *"
-
-[daemon]
-jitter = "0s"
-"""
-
 
 def export(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), "schedule", "export", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return LifeboatCli(policy, timeout=60).run("schedule", "export", *args, check=False)
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -61,8 +35,14 @@ def scrape(port: int) -> dict[str, list]:
 def test_rules_pass_promtool_and_name_only_metrics_the_daemon_exposes(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("hello")
-    policy = tmp_path / "lifeboat.toml"
-    policy.write_text(POLICY.format(root=tmp_path))
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path}/repo", keyfile="backup.key")
+        .data_class("standard", rpo="1h", rto="1h")
+        .files("docs", [tmp_path / "docs"], schedule="*/2 * * * * *")
+        .daemon(jitter="0s")
+        .write(tmp_path / "lifeboat.toml")
+    )
     out = tmp_path / "monitoring"
     proc = export(policy, "--grafana", str(out), "--prometheus-rules", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -88,10 +68,7 @@ def test_rules_pass_promtool_and_name_only_metrics_the_daemon_exposes(tmp_path):
 
     named = set(METRIC.findall(plain.read_text())) | set(METRIC.findall(dashboard.read_text()))
     assert len(named) >= 15
-    init = [sys.executable, "-m", "lifeboat", "--config", str(policy), "init"]
-    subprocess.run(
-        [*init, "--recovery-key-out", str(tmp_path / "recovery.key")], check=True, capture_output=True
-    )
+    LifeboatCli(policy).run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     port = free_port()
     daemon = lifeboat(policy, "daemon", "--max-seconds", "300", "--listen", f"127.0.0.1:{port}")
     try:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.harness import LifeboatCli
 from tests.pgsandbox import PgSandbox, destroy, make_sandbox
 
 
@@ -22,14 +22,8 @@ def pg() -> Iterator[PgSandbox]:
 
 
 def lifeboat(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lifeboat", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,  # not a terminal: no questions asked
-        timeout=120,
-    )
+    # stdin is not a terminal (the runner gives /dev/null): no questions asked
+    return LifeboatCli(timeout=120).run(*args, env=env, check=False)
 
 
 @pytest.mark.parametrize("given", ["dsn", "pgdata"])
@@ -80,7 +74,6 @@ def test_init_without_a_terminal_writes_a_policy_that_passes(tmp_path):
 
 
 def test_on_a_terminal_init_asks_for_what_is_missing(tmp_path):
-    import os
     import pty
     import select
     import time
@@ -89,11 +82,8 @@ def test_on_a_terminal_init_asks_for_what_is_missing(tmp_path):
     keys.mkdir()
     out = tmp_path / "asked.toml"
     master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lifeboat", "policy", "init", "--out", str(out), "--mode", "staging"],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
+    proc = LifeboatCli().popen(
+        "policy", "init", "--out", str(out), "--mode", "staging", stdin=slave, stdout=slave, stderr=slave
     )
     os.close(slave)
     answers = [b"\n", b"\n", str(keys).encode() + b"\n"]  # no postgres, no bucket, the keys dir

@@ -22,19 +22,21 @@ def test_checks_run_in_the_dsn_database_unless_one_is_named(pg):
     pg.sql("create database app")
     app_dsn = make_conninfo(pg.cluster.dsn, dbname="app")
     pg.sql("create table orders (id int); insert into orders values (1), (2)", app_dsn)
-    text = pg.policy.read_text()
-    text = text.replace(f"dsn = {pg.cluster.dsn!r}".replace("'", '"'), f'dsn = "{app_dsn}"')
-    assert "dbname=app" in text
-    text = text.replace(
-        'checks = [ { name = "items exist", sql = "select count(*) > 0 from items", expect = "t" } ]',
-        'checks = [ { name = "orders", sql = "select count(*) from orders", expect = "2" },\n'
-        '  { name = "items", sql = "select count(*) > 0 from items", expect = "t", database = "postgres" } ]',
+    pg.builder.table(
+        "assets",
+        "db",
+        dsn=app_dsn,
+        checks=[
+            {"name": "orders", "sql": "select count(*) from orders", "expect": "2"},
+            {"name": "items", "sql": "select count(*) > 0 from items", "expect": "t", "database": "postgres"},
+        ],
     )
-    pg.policy.write_text(text)
+    pg.write_policy()
+    assert "dbname=app" in pg.policy.read_text()
     pg.sql("insert into items (label) values ('x')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     target, port = pg.root / "restored", free_port()
-    out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    out = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
     try:
         checks = {c["name"]: c for c in out["checks"]}
         assert checks["orders"]["ok"], checks["orders"]  # in `app`: the dsn's database

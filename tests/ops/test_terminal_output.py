@@ -9,36 +9,25 @@ import pty
 import re
 import struct
 import subprocess
-import sys
 import termios
 from pathlib import Path
 
 import pytest
+
+from tests.harness import LifeboatCli, PolicyBuilder
 
 ASSET = "important-customer-database-in-the-primary-region"
 CLASS = "important-customer-data"
 DATA = "/srv/some/very/long/path/that/would/not/fit/on/one/line/of/eighty/columns/at/all/data"
 COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-7]|9[0-7])m")
 
-POLICY = f"""
-[repository]
-url = "file:///var/lib/lifeboat/repo"
-keyfile = "backup.key"
-
-[deployment]
-mode = "development"
-
-[classes.{CLASS}]
-rpo = "1d"
-rto = "4h"
-
-[assets.{ASSET}]
-kind = "files"
-class = "{CLASS}"
-paths = ["{DATA}"]
-schedule = "0 3 * * *"
-window = "22:00-04:00"
-"""
+POLICY = (
+    PolicyBuilder()
+    .repository("file:///var/lib/lifeboat/repo", keyfile="backup.key")
+    .data_class(CLASS, rpo="1d", rto="4h")
+    .files(ASSET, [DATA], cls=CLASS, schedule="0 3 * * *", window="22:00-04:00")
+    .text()
+)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -47,13 +36,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _check(policy: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), "policy", "check", "--offline"],
-        capture_output=True,
-        text=True,
-        env=_env(**env),
-        timeout=60,
-    )
+    return LifeboatCli(policy, env=_env(**env), timeout=60).run("policy", "check", "--offline", check=False)
 
 
 @pytest.mark.parametrize("columns", [None, "80"])  # a COLUMNS leaked from a terminal does not count
@@ -73,11 +56,8 @@ def test_a_terminal_gets_a_table_that_fits_its_width(tmp_path):
     policy.write_text(POLICY)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), "policy", "check", "--offline"],
-        stdout=slave,
-        stderr=slave,
-        env=_env(TERM="xterm"),
+    proc = LifeboatCli(policy, env=_env(TERM="xterm")).popen(
+        "policy", "check", "--offline", stdout=slave, stderr=slave
     )
     os.close(slave)
     chunks = []

@@ -8,41 +8,26 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.pgsandbox import PgSandbox
 
-FLEET = """
-[classes.daily]
-rpo = "1d"
-rto = "4h"
-
-[assets.db2]
-kind = "postgres"
-class = "critical"
-dsn = "host=db2.internal port=5432 dbname=app user=backup"
-
-[assets.etc2]
-kind = "files"
-class = "daily"
-host = "db2.internal"
-paths = [{etc}]
-"""
-
 
 def add_fleet(pg: PgSandbox) -> None:
     """A second cluster (on db2.internal, never backed up yet) and that host's config files."""
     etc = pg.root / "etc2"
     etc.mkdir()
     (etc / "app.conf").write_text("listen = 5432\n")
-    text = pg.policy.read_text() + FLEET.format(etc=json.dumps(str(etc)))
-    pg.policy.write_text(text)
+    pg.builder.data_class("daily", rpo="1d", rto="4h")
+    pg.builder.postgres("db2", dsn="host=db2.internal port=5432 dbname=app user=backup", cls="critical")
+    pg.builder.files("etc2", [etc], cls="daily", host="db2.internal")
+    pg.write_policy()
 
 
 def test_status_groups_the_fleet_by_host_riskiest_first(pg):
     add_fleet(pg)
     pg.sql("insert into items (label) values ('x')")
     with ThreadPoolExecutor(2) as pool:  # two hosts' backups into one repository at once
-        done = list(pool.map(lambda asset: pg.lb("backup", asset, "--json"), ["db", "etc2"]))
+        done = list(pool.map(lambda asset: pg.run("backup", asset, "--json"), ["db", "etc2"]))
     assert [json.loads(p.stdout)[0]["ok"] for p in done] == [True, True]
-    pg.env["LIFEBOAT_CLOCK_OFFSET"] = "60"  # every exposure at least a minute: risks differ
-    proc = pg.lb("status", "--json", check=False)
+    pg.clock.advance(60)  # every exposure at least a minute: risks differ
+    proc = pg.run("status", "--json", check=False)
     assert proc.returncode == 1  # db2 was never backed up
     out = json.loads(proc.stdout)
     local = socket.gethostname()
@@ -62,9 +47,9 @@ def test_status_groups_the_fleet_by_host_riskiest_first(pg):
     # hosts' WAL pushes): the repository alone gives the same fleet view
     view = pg.root / "fleet.toml"
     view.write_text(pg.policy.read_text() + '\n[state]\ndir = "fleet-state"\n')
-    seen = json.loads(pg.lb("--config", str(view), "status", "--json", check=False).stdout)
+    seen = json.loads(pg.run("--config", str(view), "status", "--json", check=False).stdout)
     assert [a["asset"] for a in seen["assets"]] == ["db2", "etc2", "db"]
     assert seen["hosts"] == out["hosts"]
-    text = pg.lb("status", check=False).stdout
+    text = pg.run("status", check=False).stdout
     first, second = "host db2.internal: 2 asset(s), 1 breaching", f"host {local}: 1 asset(s), 0 breaching"
     assert first in text and second in text and text.index(first) < text.index(second)

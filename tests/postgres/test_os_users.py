@@ -25,7 +25,7 @@ import pytest
 from lifeboat.assets.postgres.cluster import PgCluster, free_port
 from lifeboat.assets.postgres.configure import archive_command
 from lifeboat.assets.postgres.quoting import setting
-from tests.pgsandbox import POLICY, PgSandbox, destroy
+from tests.pgsandbox import PgSandbox, destroy, sandbox_policy
 from tests.postgres.test_page_checksums import alerting_policy, webhook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root and a postgres system user")
@@ -44,13 +44,10 @@ def root_pg() -> Iterator[PgSandbox]:
     os.chmod(root, 0o755)
     port = free_port()
     cluster = PgCluster(root / "pgdata", port, root / "sock")
-    policy = root / "lifeboat.toml"
-    toml = json.dumps
-    policy.write_text(
-        POLICY.format(
-            url=toml(f"file://{root}/repo"), pgdata=toml(f"{root}/pgdata"), dsn=toml(cluster.dsn)
-        ).replace("stream = true\n", "")
+    builder = sandbox_policy(root, cluster.dsn).postgres(
+        "db", pgdata=root / "pgdata", dsn=cluster.dsn, cls="critical", stream=False
     )
+    policy = builder.write(root / "lifeboat.toml")
     cluster.initdb(
         "wal_level = replica",
         "archive_mode = on",
@@ -58,9 +55,9 @@ def root_pg() -> Iterator[PgSandbox]:
         "archive_timeout = 0",
         "checkpoint_timeout = 30min",
     )
-    sandbox = PgSandbox(root, cluster, policy, None)  # lb() runs as root
+    sandbox = PgSandbox(policy=policy, cwd=root, root=root, cluster=cluster, builder=builder)  # as root
     try:
-        init = sandbox.lb("init")
+        init = sandbox.run("init")
         assert "owned by postgres" in init.stdout
         cluster.start()
         sandbox.sql("create table items (id serial primary key, label text not null)")
@@ -96,7 +93,7 @@ def test_backups_by_root_and_pushes_by_postgres_interleave_without_a_failure(roo
 
     def back_up_in_a_loop() -> None:
         while not stop.is_set():
-            backups.append(pg.lb("backup", "db", check=False).returncode)
+            backups.append(pg.run("backup", "db", check=False).returncode)
 
     runner = threading.Thread(target=back_up_in_a_loop)
     runner.start()
@@ -113,7 +110,7 @@ def test_backups_by_root_and_pushes_by_postgres_interleave_without_a_failure(roo
     stats = archiver(pg)
     assert stats["failed_count"] == 0, stats
     assert int(str(stats["archived_count"])) >= SEGMENTS
-    verify = pg.lb("wal", "verify", "--asset", "db", "--json")
+    verify = pg.run("wal", "verify", "--asset", "db", "--json")
     assert json.loads(verify.stdout)["ok"] is True
     # what root created is the repository owner's: the next push can write anywhere
     assert not_owned_by(pg.root / "repo", postgres.pw_uid) == []
@@ -134,29 +131,29 @@ def wait_for_archive_failure(pg: PgSandbox, timeout: float = 60) -> None:
 
 def test_a_push_that_cannot_write_is_reported_loudly(root_pg):
     pg = root_pg
-    configure = pg.lb("pg", "configure", "db")
+    configure = pg.run("pg", "configure", "db")
     assert "write probe as postgres: ok" in configure.stdout
     pg.switch_and_wait_archived()
-    assert "archive_command is failing" not in pg.lb("status", check=False).stdout
+    assert "archive_command is failing" not in pg.run("status", check=False).stdout
 
     # what a root-run init of an older version left: a key only root can read
     key = pg.root / "keys" / "backup.key"
     os.chown(key, 0, 0)
-    configure = pg.lb("pg", "configure", "db", check=False)
+    configure = pg.run("pg", "configure", "db", check=False)
     assert configure.returncode == 1, configure.stderr
     assert "a WAL push as postgres would fail" in configure.stderr
     assert "backup key" in configure.stderr and "Traceback" not in configure.stderr
-    check = pg.lb("policy", "check", check=False)
+    check = pg.run("policy", "check", check=False)
     assert check.returncode == 1 and "error: db: a WAL push as postgres would fail" in check.stdout
 
     wait_for_archive_failure(pg)
-    status = pg.lb("status", "--json", check=False)
+    status = pg.run("status", "--json", check=False)
     assert status.returncode == 1
     (db,) = json.loads(status.stdout)["assets"]
     assert db["archive_failure"].startswith("archive_command is failing")
     assert db["archive_failure"] in db["breaches"]
     with webhook() as received:
-        pg.lb("--config", alerting_policy(pg, received.url), "daemon", "--max-seconds", "1", "--no-http")
+        pg.run("--config", alerting_policy(pg, received.url), "daemon", "--max-seconds", "1", "--no-http")
     fired = [m for m in received if m["condition"] == "archiving:db"]
     assert [m["status"] for m in fired] == ["firing"]
     assert "db: archive_command is failing" in fired[0]["message"]
@@ -164,22 +161,22 @@ def test_a_push_that_cannot_write_is_reported_loudly(root_pg):
     # fixed: the archiver catches up and the finding goes away
     os.chown(key, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
     pg.switch_and_wait_archived(timeout=180)  # after 3 failures the archiver may rest 60 s
-    assert json.loads(pg.lb("status", "--json", check=False).stdout)["assets"][0]["archive_failure"] is None
-    assert pg.lb("pg", "configure", "db").returncode == 0
+    assert json.loads(pg.run("status", "--json", check=False).stdout)["assets"][0]["archive_failure"] is None
+    assert pg.run("pg", "configure", "db").returncode == 0
 
     # a key rotated by root stays the archiver's
-    pg.lb("keys", "rotate")
+    pg.run("keys", "rotate")
     assert key.stat().st_uid == pwd.getpwnam("postgres").pw_uid
-    assert "write probe as postgres: ok" in pg.lb("pg", "configure", "db").stdout
+    assert "write probe as postgres: ok" in pg.run("pg", "configure", "db").stdout
 
 
 def test_a_directory_root_left_behind_is_named_by_the_probe(root_pg):
     pg = root_pg
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     stale = pg.root / "repo" / "data" / "zz"  # as an older lifeboat's root-run backup made it
     stale.mkdir(mode=0o755)
     os.chown(stale, 0, 0)
-    configure = pg.lb("pg", "configure", "db", "--json", check=False)
+    configure = pg.run("pg", "configure", "db", "--json", check=False)
     assert configure.returncode == 1
     probe = json.loads(configure.stdout)["probe"]
     assert probe["user"] == "postgres" and probe["ok"] is False
@@ -192,7 +189,7 @@ def files_cli(root: Path) -> Any:
     source = root / "source"
     source.mkdir()
     (source / "a.conf").write_text("a = 1\n")
-    return Cli(write_policy(root, source, f"file://{root / 'repo'}"), root, source, dict(os.environ))
+    return Cli(policy=write_policy(root, source, f"file://{root / 'repo'}"), root=root, source=source)
 
 
 def test_init_owner_gives_the_repository_and_key_to_that_user(tmp_path):

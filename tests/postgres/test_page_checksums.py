@@ -103,13 +103,13 @@ def alerting_policy(pg, url: str) -> str:
 
 
 def backup_json(pg, *config: str) -> tuple[dict, str]:
-    proc = pg.lb(*config, "backup", "db", "--json")
+    proc = pg.run(*config, "backup", "db", "--json")
     return json.loads(proc.stdout)[0], proc.stderr
 
 
 def status_of(pg) -> tuple[int, dict, str]:
-    as_json = pg.lb("status", "--json", check=False)
-    text = pg.lb("status", check=False)
+    as_json = pg.run("status", "--json", check=False)
+    text = pg.run("status", check=False)
     assert as_json.returncode == text.returncode
     db = next(a for a in json.loads(as_json.stdout)["assets"] if a["asset"] == "db")
     return as_json.returncode, db, text.stdout
@@ -144,7 +144,7 @@ def test_flipped_byte_is_named_by_both_backup_paths_and_status_is_degraded(pg):
     assert "WARNING" in stderr and f"{path} block {block} = public.items in database postgres" in stderr
 
     # The snapshot as stored in the repository (another process reads it back)
-    listed = json.loads(pg.lb("snapshots", "--json").stdout)
+    listed = json.loads(pg.run("snapshots", "--json").stdout)
     stored = next(s for s in listed if s["id"] == out["snapshot"])
     assert stored["labels"]["bad_pages"] == "1"
     assert stored["labels"]["bad_page_blocks"] == f"{path} block {block}"
@@ -171,7 +171,7 @@ def test_flipped_byte_is_named_by_both_backup_paths_and_status_is_degraded(pg):
 
     # The daemon alerts, once, naming the asset and the count
     with webhook() as received:
-        pg.lb("--config", alerting_policy(pg, received.url), "daemon", "--max-seconds", "1", "--no-http")
+        pg.run("--config", alerting_policy(pg, received.url), "daemon", "--max-seconds", "1", "--no-http")
     fired = [m for m in received if m["condition"] == "bad-pages:db"]
     assert [m["status"] for m in fired] == ["firing"]
     assert "db: degraded: 1 bad page" in fired[0]["message"] and path in fired[0]["message"]

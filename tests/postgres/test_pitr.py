@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 
 from lifeboat.assets.postgres.cluster import free_port
+from tests.harness.wait import wait_until
 
 
 def labels(pg, target, port):
@@ -15,13 +15,12 @@ def labels(pg, target, port):
 
 def test_restore_to_time_lsn_restore_point_and_latest(pg):
     pg.sql("insert into items (label) values ('base')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into items (label) values ('A')")
     lsn_after_a = pg.sql("select pg_current_wal_lsn()::text")[0][0]
     pg.sql("select pg_create_restore_point('before-b')")
-    time.sleep(0.5)
-    noted = datetime.now(UTC)
-    time.sleep(0.5)
+    # the server's own clock, read after A committed and before B: no margin to sleep out
+    noted = pg.sql("select clock_timestamp()")[0][0]
     pg.sql("insert into items (label) values ('B')")
     pg.switch_and_wait_archived()
     cases = {
@@ -33,7 +32,7 @@ def test_restore_to_time_lsn_restore_point_and_latest(pg):
     for case, args in cases.items():
         target = pg.root / f"restored-{case}"
         port = free_port()
-        out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", *args)
+        out = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", *args)
         try:
             assert out["ok"], out
             expected = ["A", "B", "base"] if case == "latest" else ["A", "base"]
@@ -47,51 +46,50 @@ def test_restore_to_time_lsn_restore_point_and_latest(pg):
 
 
 def test_target_before_oldest_backup_and_non_empty_target_are_clear_errors(pg):
-    before = datetime.now(UTC)
-    time.sleep(0.2)
-    pg.lb("backup", "db")
-    proc = pg.lb("restore", "db", "--target", str(pg.root / "t"), "--at", before.isoformat(), check=False)
+    before = pg.sql("select clock_timestamp()")[0][0]  # the backup starts after this
+    pg.run("backup", "db")
+    proc = pg.run("restore", "db", "--target", str(pg.root / "t"), "--at", before.isoformat(), check=False)
     assert proc.returncode == 2 and "before the oldest base backup" in proc.stderr
     busy = pg.root / "busy"
     busy.mkdir()
     (busy / "file").write_text("x")
-    proc = pg.lb("restore", "db", "--target", str(busy), check=False)
+    proc = pg.run("restore", "db", "--target", str(busy), check=False)
     assert proc.returncode == 2 and "not empty" in proc.stderr and "Traceback" not in proc.stderr
     # --force replaces a stopped data directory, never a directory of unrelated files
-    proc = pg.lb("restore", "db", "--target", str(busy), "--force", check=False)
+    proc = pg.run("restore", "db", "--target", str(busy), "--force", check=False)
     assert proc.returncode == 2 and "not a PostgreSQL data directory" in proc.stderr
     assert (busy / "file").read_text() == "x"
     again = pg.root / "again"
-    pg.lb("restore", "db", "--target", str(again))
+    pg.run("restore", "db", "--target", str(again))
     (again / "stale-from-before").write_text("replaced")
-    pg.lb("restore", "db", "--target", str(again), "--force")
+    pg.run("restore", "db", "--target", str(again), "--force")
     assert (again / "PG_VERSION").is_file() and not (again / "stale-from-before").exists()
 
 
 def test_wal_push_is_idempotent_and_refuses_different_content(pg):
     pg.switch_and_wait_archived()
     segment = sorted((pg.root / "pgdata" / "pg_wal").glob("0000000100000000000000*"))[0]
-    pg.lb("wal", "push", "--asset", "db", str(segment))  # already archived by PostgreSQL: succeeds again
+    pg.run("wal", "push", "--asset", "db", str(segment))  # already archived by PostgreSQL: succeeds again
     fake = pg.root / segment.name
     fake.write_bytes(b"\0" * segment.stat().st_size)
-    proc = pg.lb("wal", "push", "--asset", "db", str(fake), check=False)
+    proc = pg.run("wal", "push", "--asset", "db", str(fake), check=False)
     assert proc.returncode == 1 and "different content" in proc.stderr
 
 
 def test_missing_segment_is_named_by_verify_and_restore(pg):
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into items (label) values ('x')")
     first = pg.switch_and_wait_archived()
     pg.sql("insert into items (label) values ('y')")
     pg.switch_and_wait_archived()
     pg.sql("insert into items (label) values ('z')")
     pg.switch_and_wait_archived()
-    assert pg.lb_json("wal", "verify")["ok"]
+    assert pg.json("wal", "verify")["ok"]
     victim = pg.root / "repo" / "refs" / "wal" / "db" / first
     victim.unlink()
-    proc = pg.lb("wal", "verify", check=False)
+    proc = pg.run("wal", "verify", check=False)
     assert proc.returncode == 1 and first in proc.stdout
-    proc = pg.lb("restore", "db", "--target", str(pg.root / "r"), "--latest", check=False)
+    proc = pg.run("restore", "db", "--target", str(pg.root / "r"), "--latest", check=False)
     assert proc.returncode == 2 and first in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -103,10 +101,10 @@ def test_second_base_backup_stores_only_changed_pages(pg):
     pg.sql("insert into items (label) select repeat(md5(g::text), 8) from generate_series(1, 200000) g")
     pg.sql("vacuum freeze items")  # steady state: hint bits and visibility map already set
     pg.sql("checkpoint")
-    first = pg.lb_json("backup", "db")[0]["stats"]
+    first = pg.json("backup", "db")[0]["stats"]
     pg.sql("update items set label = upper(label) where id <= 4000")  # ~2% of rows, a contiguous range
     pg.sql("checkpoint")
-    second = pg.lb_json("backup", "db")[0]["stats"]
+    second = pg.json("backup", "db")[0]["stats"]
     assert first["stored_bytes"] > 5_000_000
     assert second["stored_bytes"] < first["stored_bytes"] * 0.15, (first, second)
     assert second["new_bytes"] < first["new_bytes"] * 0.1, (first, second)
@@ -114,7 +112,7 @@ def test_second_base_backup_stores_only_changed_pages(pg):
 
 def test_restore_of_a_restored_cluster_on_timeline_two(pg):
     pg.sql("insert into items (label) values ('t1')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into items (label) values ('t1-late')")
     before_switch = pg.sql("select pg_current_wal_lsn()::text")[0][0]
     pg.switch_and_wait_archived()
@@ -123,7 +121,7 @@ def test_restore_of_a_restored_cluster_on_timeline_two(pg):
     pg.cluster.stop()
     target = pg.root / "tl2"
     port = free_port()
-    pg.lb("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest", "--archive")
+    pg.run("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest", "--archive")
     dsn2 = pg.restored_dsn(target, port)
     assert pg.sql("select timeline_id from pg_control_checkpoint()", dsn2)[0][0] >= 1
     pg.sql("insert into items (label) values ('t2-before')", dsn2)
@@ -141,14 +139,14 @@ def test_restore_of_a_restored_cluster_on_timeline_two(pg):
     assert segment.startswith("00000002")
     again = pg.root / "tl2-again"
     port2 = free_port()
-    pg.lb("restore", "db", "--target", str(again), "--port", str(port2), "--start", "--lsn", before_tl2)
+    pg.run("restore", "db", "--target", str(again), "--port", str(port2), "--start", "--lsn", before_tl2)
     try:
         assert labels(pg, again, port2) == ["t1", "t1-late", "t2-before"]
     finally:
         pg.stop_restored(again)
     older = pg.root / "tl1-again"  # a point on timeline 1, before the switch
     port3 = free_port()
-    pg.lb("restore", "db", "--target", str(older), "--port", str(port3), "--start", "--lsn", before_switch)
+    pg.run("restore", "db", "--target", str(older), "--port", str(port3), "--start", "--lsn", before_switch)
     try:
         assert labels(pg, older, port3) == ["t1", "t1-late"]
     finally:
@@ -174,8 +172,11 @@ def test_pgbench_during_base_backup_restores_consistent(pg):
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(1)
-        pg.lb("backup", "db")
+        wait_until(
+            lambda: pg.sql("select 1 from pg_stat_activity where application_name = 'pgbench'"),
+            "pgbench's clients to connect",
+        )
+        pg.run("backup", "db")
     finally:
         load.wait(timeout=60)
     expected = pg.sql("select sum(abalance), count(*) from pgbench_accounts")[0]
@@ -183,7 +184,7 @@ def test_pgbench_during_base_backup_restores_consistent(pg):
     pg.switch_and_wait_archived()
     target = pg.root / "after-load"
     port = free_port()
-    out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    out = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
     try:
         amcheck = next(c for c in out["checks"] if c["name"] == "pg_amcheck")
         assert amcheck["ok"], amcheck
@@ -197,38 +198,57 @@ def test_pgbench_during_base_backup_restores_consistent(pg):
 def test_killed_wal_push_loses_nothing(pg):
     import os
     import signal
-    import subprocess
-    import sys
 
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
+    # PostgreSQL archives nothing for now: the next segment stays in pg_wal, not yet archived
+    original = pg.sql("show archive_command")[0][0]
+    set_archive_command(pg, "")
     pg.sql("insert into items (label) select 'row ' || g from generate_series(1, 50000) g")
     segment_name = pg.sql("select pg_walfile_name(pg_current_wal_lsn())")[0][0]
     pg.sql("select pg_switch_wal()")
-    pg.switch_and_wait_archived()
-    # Simulate PostgreSQL's archiver being killed mid-upload of that segment: a copy from the
-    # archive itself, so the file always exists (pg_wal may have recycled the original).
-    copy = pg.root / "copy" / segment_name
-    copy.parent.mkdir()
-    os.chmod(copy.parent, 0o777)
-    pg.lb("wal", "fetch", segment_name, str(copy))
-    assert copy.stat().st_size == 16 << 20
-    cmd = [sys.executable, "-m", "lifeboat", "--config", str(pg.policy), "wal", "push", "--asset", "db"]
-    proc = subprocess.Popen(
-        ["runuser", "-u", pg.user, "--", *cmd, str(copy)] if pg.user else [*cmd, str(copy)]
+    segment = pg.root / "pgdata" / "pg_wal" / segment_name
+    locks = pg.root / "repo" / "locks"
+    before = set(locks.iterdir()) if locks.exists() else set()
+    # The archiver's push of that segment, killed mid-upload: stopped at the event that the
+    # upload is under way (it holds a repository lock only while storing a new segment),
+    # checked to be unfinished, then killed.
+    push = pg.popen("wal", "push", "--asset", "db", str(segment))
+    pid = pg.lifeboat_pid(push)
+    wait_until(
+        lambda: push.poll() is not None or (locks.exists() and set(locks.iterdir()) - before),
+        "the push to take its repository lock",
+        interval=0.001,
     )
-    time.sleep(0.3)  # wherever this lands (before, during or after the upload), the retry must succeed
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    pg.lb("wal", "push", "--asset", "db", str(copy))  # the retry succeeds
-    assert pg.lb_json("wal", "verify")["ok"]
-    assert pg.lb("check", "--read-data").returncode == 0
+    os.kill(pid, signal.SIGSTOP)
+    assert push.poll() is None, "the push ended before it was caught mid-upload"
+    assert pg.json("wal", "verify")["last"] < segment_name  # not stored yet
+    os.kill(pid, signal.SIGKILL)
+    if pid != push.pid:  # runuser stopped itself with its child: let it see the child die
+        os.kill(push.pid, signal.SIGCONT)
+    assert push.wait(timeout=60) != 0
+    # PostgreSQL's archiver retries the same segment: the retry must succeed
+    set_archive_command(pg, None, reset_to=original)
+    pg.switch_and_wait_archived()
+    assert pg.json("wal", "verify")["ok"]
+    assert pg.run("check", "--read-data").returncode == 0
     target = pg.root / "after-kill"
     port = free_port()
-    pg.lb("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    pg.run("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
     try:
         assert pg.sql("select count(*) from items", pg.restored_dsn(target, port))[0][0] == 50000
     finally:
         pg.stop_restored(target)
+
+
+def set_archive_command(pg, command: str | None, *, reset_to: str = "") -> None:  # type: ignore[no-untyped-def]
+    """Set archive_command (None: reset to the sandbox's own, ``reset_to``); wait until in effect."""
+    if command is None:
+        pg.sql("alter system reset archive_command")
+    else:
+        pg.sql(f"alter system set archive_command = '{command}'")
+    pg.sql("select pg_reload_conf()")
+    wanted = reset_to if command is None else command
+    wait_until(lambda: pg.sql("show archive_command")[0][0] == wanted, "archive_command to be reloaded")
 
 
 def test_async_archiving_keeps_up_and_drains(pg):
@@ -237,14 +257,14 @@ def test_async_archiving_keeps_up_and_drains(pg):
     archive = f"{sys.executable} -m lifeboat --config {pg.policy} wal push --async --asset db %p"
     pg.sql(f"alter system set archive_command = '{archive}'")
     pg.sql("select pg_reload_conf()")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     segments = []
     for i in range(3):
         pg.sql(f"insert into items (label) values ('async {i}')")
         segments.append(pg.switch_and_wait_archived())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        report = pg.lb_json("wal", "verify")
+        report = pg.json("wal", "verify")
         if report["ok"] and report["last"] and report["last"] >= segments[-1]:
             break
         time.sleep(0.3)
@@ -256,11 +276,11 @@ def test_async_archiving_keeps_up_and_drains(pg):
 
 
 def test_policy_check_reads_the_running_servers_settings(pg):
-    out = pg.lb_json("policy", "check")
+    out = pg.json("policy", "check")
     warnings = [f["message"] for f in out["findings"] if f["asset"] == "db"]
     assert any("archive_timeout 0s cannot meet the RPO" in w for w in warnings), warnings
-    pg.lb("pg", "configure", "db", "--apply")
-    out = pg.lb_json("policy", "check")
+    pg.run("pg", "configure", "db", "--apply")
+    out = pg.json("policy", "check")
     assert not [f for f in out["findings"] if f["asset"] == "db" and "archive" in f["message"]]
 
 
@@ -274,13 +294,13 @@ def test_remote_server_backup_streams_pg_basebackup(pg):
     if pg.user:
         shutil.chown(remote, pg.user)
     pg.sql("insert into items (label) values ('streamed')")
-    out = json.loads(pg.lb("--config", str(remote), "backup", "db", "--json").stdout)[0]
+    out = json.loads(pg.run("--config", str(remote), "backup", "db", "--json").stdout)[0]
     assert out["labels"]["method"] == "pg_basebackup" and out["stats"]["files"] > 500
     pg.sql("insert into items (label) values ('after')")
     pg.switch_and_wait_archived()
     target = pg.root / "from-stream"
     port = free_port()
-    pg.lb(
+    pg.run(
         "--config",
         str(remote),
         "restore",
@@ -300,23 +320,23 @@ def test_remote_server_backup_streams_pg_basebackup(pg):
 
 def test_forget_expires_wal_older_than_the_oldest_kept_base_backup(pg):
     pg.sql("insert into items (label) values ('first')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     old_segments = [pg.switch_and_wait_archived() for _ in range(3)]
     pg.sql("insert into items (label) values ('second')")
-    second = pg.lb_json("backup", "db")[0]
+    second = pg.json("backup", "db")[0]
     pg.sql("insert into items (label) values ('after')")
     pg.switch_and_wait_archived()
     pg.policy.write_text(
         pg.policy.read_text().replace("retention = { last = 10 }", "retention = { last = 1 }")
     )
-    out = pg.lb_json("forget")
+    out = pg.json("forget")
     assert len(out["removed"]) == 1 and out["kept"] == [second["snapshot"]]
-    names = pg.lb_json("wal", "verify")
+    names = pg.json("wal", "verify")
     assert names["ok"] and names["first"] > old_segments[-1]  # the old WAL is gone, no gap
     audit = (pg.root / ".lifeboat" / "audit.jsonl").read_text()
     assert '"wal_removed": ' in audit and '"wal_removed": 0' not in audit
     target, port = pg.root / "after-forget", free_port()
-    result = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    result = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
     try:
         assert result["ok"] and labels(pg, target, port) == ["after", "first", "second"]
     finally:
@@ -335,12 +355,12 @@ def test_tablespace_is_restored_inside_the_target_never_pointing_at_the_source(p
     pg.sql(f"create tablespace extra location '{location}'")
     pg.sql("create table far (v text) tablespace extra")
     pg.sql("insert into far values ('in the tablespace')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into far values ('after the backup')")
     pg.switch_and_wait_archived()
     before = sorted(p.name for p in location.rglob("*"))
     target, port = pg.root / "with-tablespace", free_port()
-    result = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    result = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
     try:
         assert result["ok"], result
         rows = pg.sql("select v from far order by v", pg.restored_dsn(target, port))
@@ -354,14 +374,12 @@ def test_tablespace_is_restored_inside_the_target_never_pointing_at_the_source(p
 
 def test_restore_to_a_transaction_id(pg):
     pg.sql("insert into items (label) values ('base')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     xid = pg.sql("insert into items (label) values ('A') returning xmin::text")[0][0]
     pg.sql("insert into items (label) values ('B')")
     pg.switch_and_wait_archived()
     target, port = pg.root / "to-xid", free_port()
-    result = pg.lb_json(
-        "restore", "db", "--target", str(target), "--port", str(port), "--start", "--xid", xid
-    )
+    result = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--xid", xid)
     try:
         assert result["ok"] and result["recovery_target"] == f"xid {xid}"
         assert labels(pg, target, port) == ["A", "base"]  # the target transaction included, B not

@@ -20,14 +20,14 @@ def wait_until_past(pg: PgSandbox, moment: datetime) -> None:
 
 
 def test_targets_beyond_the_archive_are_refused_with_its_end(pg):
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into items (label) values ('archived')")
     last = pg.switch_and_wait_archived()
     pg.sql("insert into items (label) values ('not archived')")  # WAL the archive lacks
     unarchived_lsn = pg.sql("select pg_current_wal_insert_lsn()::text")[0][0]
     target = pg.root / "restored"
 
-    lsn = pg.lb("restore", "db", "--target", str(target), "--lsn", unarchived_lsn, "--start", check=False)
+    lsn = pg.run("restore", "db", "--target", str(target), "--lsn", unarchived_lsn, "--start", check=False)
     assert lsn.returncode == 2, lsn.stderr
     first = lsn.stderr.splitlines()[0]
     assert first.startswith(f"lifeboat: error: recovery target LSN {unarchived_lsn} is beyond the end")
@@ -36,20 +36,20 @@ def test_targets_beyond_the_archive_are_refused_with_its_end(pg):
 
     moment = pg.sql("select clock_timestamp()")[0][0]
     wait_until_past(pg, moment)
-    at = pg.lb("restore", "db", "--target", str(target), "--at", moment.isoformat(), "--start", check=False)
+    at = pg.run("restore", "db", "--target", str(target), "--at", moment.isoformat(), "--start", check=False)
     assert at.returncode == 2, at.stderr
     assert "is after the newest archived WAL: the archive ends at LSN" in at.stderr
     assert "recovery ended before" not in at.stderr and not target.exists()
 
 
 def test_a_time_after_the_last_commit_but_before_the_last_push_is_one_line(pg):
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into items (label) values ('last commit')")
     after_commit = pg.sql("select clock_timestamp()")[0][0]
     wait_until_past(pg, after_commit)
     pg.switch_and_wait_archived()  # stored after the target: the archive cannot tell up front
     target = pg.root / "restored"
-    proc = pg.lb(
+    proc = pg.run(
         "restore", "db", "--target", str(target), "--at", after_commit.isoformat(), "--start", check=False
     )
     try:

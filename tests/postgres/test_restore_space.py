@@ -9,7 +9,6 @@ import os
 import pwd
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ def tmpfs(where: Path, size: int, owner: str | None) -> Iterator[Path]:
 
 
 def archived_history(pg: PgSandbox, segments: int) -> None:
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     for i in range(segments):
         pg.sql(f"insert into items (label) values ('row {i}')")
         pg.switch_and_wait_archived()
@@ -76,7 +75,7 @@ def test_restore_refused_up_front_cleaned_after_disk_full_and_retried(pg: PgSand
     spool = mount / ".restored.lifeboat-wal"
 
     with tmpfs(mount, 8 * MIB, pg.user):
-        refused = pg.lb("restore", "db", "--target", str(target), check=False)
+        refused = pg.run("restore", "db", "--target", str(target), check=False)
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.startswith("lifeboat: error: not enough space for the restore into")
         assert "8.0 MiB free" in refused.stderr or "7.9 MiB free" in refused.stderr
@@ -86,11 +85,7 @@ def test_restore_refused_up_front_cleaned_after_disk_full_and_retried(pg: PgSand
     # big enough by the estimate; another writer then takes the disk midway
     size = int(needed * MIB) + 24 * MIB
     with tmpfs(mount, size, pg.user):
-        cmd = [sys.executable, "-m", "lifeboat", "--config", str(pg.policy), "restore", "db"]
-        cmd += ["--target", str(target)]
-        if pg.user:
-            cmd = ["runuser", "-u", pg.user, "--", *cmd]
-        restore = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        restore = pg.popen("restore", "db", "--target", str(target), text=True)
         fill_when_started(mount, spool, restore)
         _, stderr = restore.communicate(timeout=300)
         assert restore.returncode == 2, stderr
@@ -101,7 +96,7 @@ def test_restore_refused_up_front_cleaned_after_disk_full_and_retried(pg: PgSand
         assert os.listdir(mount) == ["filler"], "the restore left its partial data or WAL spool"
 
         (mount / "filler").unlink()
-        retry = pg.lb("restore", "db", "--target", str(target), "--json")
+        retry = pg.run("restore", "db", "--target", str(target), "--json")
         assert retry.returncode == 0
         assert (target / "PG_VERSION").read_text().strip() == "15"
         assert len(list(spool.iterdir())) >= 5

@@ -6,8 +6,6 @@ import json
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -17,8 +15,8 @@ import pytest
 from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, free_port
 from lifeboat.assets.postgres.quoting import setting
 from lifeboat.assets.postgres.walnames import parse_lsn
+from lifeboat.assets.registry import load_policy
 from lifeboat.errors import ConfigError
-from lifeboat.policy import load_policy
 from tests.pgsandbox import PgSandbox
 
 # `strace -y` shows each descriptor's path: read(5</path/to/file>, ...) = 131072
@@ -57,28 +55,21 @@ def make_standby(pg: PgSandbox) -> PgCluster:
 
 def use_standby(pg: PgSandbox, standby: PgCluster, standby_dsn: str | None = None) -> None:
     """The policy names the primary by dsn only: lifeboat is never told where its PGDATA is."""
-    text = pg.policy.read_text()
-    text = re.sub(r"(?m)^pgdata = .*\n", "", text)
-    text = re.sub(r"(?m)^(backup_from|standby_dsn|standby_pgdata) = .*\n", "", text)
-    extra = (
-        'backup_from = "standby"\n'
-        f"standby_dsn = {json.dumps(standby_dsn or standby.dsn)}\n"
-        f"standby_pgdata = {json.dumps(str(standby.datadir))}\n"
+    pg.builder.remove("assets", "db", keys=["pgdata"]).table(
+        "assets",
+        "db",
+        backup_from="standby",
+        standby_dsn=standby_dsn or standby.dsn,
+        standby_pgdata=str(standby.datadir),
     )
-    pg.policy.write_text(text.replace('kind = "postgres"\n', 'kind = "postgres"\n' + extra, 1))
+    pg.write_policy()
 
 
 def traced_backup(pg: PgSandbox, trace: Path) -> tuple[dict, dict[str, int], list[str]]:
     """`lifeboat backup db` under strace: its snapshot, bytes read per directory, files opened."""
-    cmd = [sys.executable, "-m", "lifeboat", "--config", str(pg.policy), "backup", "db", "--json"]
-    if pg.user:
-        cmd = ["runuser", "-u", pg.user, "--", *cmd]
     calls = "openat,read,pread64,readv,preadv,preadv2"
     strace = ["strace", "-f", "-qq", "-y", "-s", "0", "-e", f"trace={calls}", "-o", str(trace)]
-    proc = subprocess.run(
-        [*strace, *cmd], capture_output=True, text=True, timeout=600, env=pg.env, cwd=pg.root
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = pg.shell([*strace, *pg.command("backup", "db", "--json")], timeout=600)
     read: dict[str, int] = defaultdict(int)
     opened: list[str] = []
     for line in trace.read_text(errors="replace").splitlines():
@@ -150,7 +141,7 @@ def test_backup_from_standby_restores_to_a_point_and_never_reads_the_primary(pg)
     ):
         target = pg.root / f"restored-{case}"
         port = free_port()
-        out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", *args)
+        out = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", *args)
         try:
             assert out["ok"] and out["snapshot"] == snap["snapshot"], out
             assert items(pg, pg.restored_dsn(target, port)) == expected, case
@@ -178,10 +169,7 @@ def test_backup_waits_for_the_standby_to_replay_what_the_primary_had(pg):
     pg.sql("select pg_wal_replay_pause()", standby.dsn)
     pg.sql("insert into items (label) values ('late')")
     primary_lsn = parse_lsn(pg.sql("select pg_current_wal_lsn()::text")[0][0])
-    cmd = [sys.executable, "-m", "lifeboat", "--config", str(pg.policy), "backup", "db", "--json"]
-    if pg.user:
-        cmd = ["runuser", "-u", pg.user, "--", *cmd]
-    backup = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pg.env)
+    backup = pg.popen("backup", "db", "--json", text=True)
     try:
         deadline = time.monotonic() + 60
         waiting = []
@@ -204,7 +192,7 @@ def test_backup_waits_for_the_standby_to_replay_what_the_primary_had(pg):
     assert labels["backup_from"] == "standby"
     target = pg.root / "restored"
     port = free_port()
-    pg.lb(
+    pg.run(
         "restore", "db", "--target", str(target), "--port", str(port), "--start", "--lsn", labels["stop_lsn"]
     )
     try:
@@ -216,7 +204,7 @@ def test_backup_waits_for_the_standby_to_replay_what_the_primary_had(pg):
 def test_standby_dsn_that_is_not_a_standby_is_a_one_line_error(pg):
     standby = PgCluster(pg.root / "nope", 0, pg.root / "sock")
     use_standby(pg, standby, standby_dsn=pg.cluster.dsn)  # the primary itself
-    proc = pg.lb("backup", "db", check=False)
+    proc = pg.run("backup", "db", check=False)
     assert proc.returncode == 2, proc.stderr
     assert "standby_dsn is not a standby" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -236,14 +224,14 @@ def test_backup_streamed_from_a_standby_without_local_pgdata(pg):
     standby = make_standby(pg)
     use_standby(pg, standby)
     pg.policy.write_text(re.sub(r"(?m)^standby_pgdata = .*\n", "", pg.policy.read_text()))
-    snap = pg.lb_json("backup", "db")[0]
+    snap = pg.json("backup", "db")[0]
     labels = snap["labels"]
     assert labels["method"] == "pg_basebackup" and labels["backup_from"] == "standby"
     pg.sql("insert into items (label) values ('after')")
     pg.switch_and_wait_archived()
     target = pg.root / "restored"
     port = free_port()
-    out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    out = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
     try:
         assert out["snapshot"] == snap["snapshot"]
         assert items(pg, pg.restored_dsn(target, port)) == ["after", "base"]

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
+import os
+import signal
 import time
 
 from lifeboat.assets.postgres.cluster import PgCluster, free_port
+from tests.harness.wait import wait_until
 from tests.postgres.test_pitr import labels
 
 ACTIVE_SLOT = "select 1 from pg_replication_slots where slot_name = 'lifeboat_db' and active"
-
-
-def wait_until(condition, what: str, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def newest_partial_stored(pg) -> float | None:  # type: ignore[no-untyped-def]
     """When the stream last stored a partial segment in the repository (its own record)."""
     from lifeboat import runtime
     from lifeboat.assets.postgres.stream import newest_stream_time, stream_namespace
-    from lifeboat.policy import load_policy
+    from lifeboat.assets.registry import load_policy
 
     repo = runtime.open_for_write(load_policy(pg.policy))
     try:
@@ -36,13 +29,11 @@ def newest_partial_stored(pg) -> float | None:  # type: ignore[no-untyped-def]
 
 def test_streamed_wal_restores_writes_the_archive_never_saw(pg):
     pg.sql("insert into items (label) values ('base')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.switch_and_wait_archived()
-    cmd = [sys.executable, "-m", "lifeboat", "--config", str(pg.policy), "wal", "stream", "--asset", "db"]
-    cmd += ["--flush-every", "0.3", "--max-seconds", "120", "--json"]  # runuser would eat a SIGTERM
-    if pg.user:
-        cmd = ["runuser", "-u", pg.user, "--", *cmd]
-    streamer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=pg.root)
+    stream = ["--flush-every", "0.3", "--max-seconds", "120", "--json"]
+    streamer = pg.popen("wal", "stream", "--asset", "db", *stream, text=True)
+    streamer_pid = pg.lifeboat_pid(streamer)
     try:
         wait_until(lambda: pg.sql(ACTIVE_SLOT), "the stream's replication slot to be active")
         inserted_at = time.time()
@@ -54,22 +45,20 @@ def test_streamed_wal_restores_writes_the_archive_never_saw(pg):
     finally:
         # the primary dies before its current segment is ever archived
         PgCluster(pg.cluster.datadir, 0, pg.root, pg.cluster.pg_bin, pg.user).stop("immediate")
-        # runuser does not pass a SIGTERM on: signal the streamer itself (its command line is unique)
-        pattern = "^" + re.escape(f"{sys.executable} -m lifeboat --config {pg.policy} wal stream")
-        subprocess.run(["pkill", "-TERM", "-f", pattern], check=False)
+        os.kill(streamer_pid, signal.SIGTERM)  # the streamer itself: runuser would not pass it on
         out, err = streamer.communicate(timeout=60)
     assert streamer.returncode == 0, err
     stats = json.loads(out)
     assert stats["partial_versions"] >= 1
-    archived = pg.lb_json("wal", "verify")["last"]
+    archived = pg.json("wal", "verify")["last"]
     assert archived < unarchived  # archive_command never shipped it
     target, port = pg.root / "restored", free_port()
-    result = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    result = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
     try:
         assert result["ok"] and unarchived in result["streamed_wal"], result
         assert labels(pg, target, port) == ["base", "only-streamed"]
     finally:
         pg.stop_restored(target)
-    status = json.loads(pg.lb("status", "--json", check=False).stdout)
+    status = json.loads(pg.run("status", "--json", check=False).stdout)
     db = next(a for a in status["assets"] if a["asset"] == "db")
     assert db["exposure_s"] is not None and db["exposure_s"] < 60

@@ -7,11 +7,11 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.cli.test_local_hygiene import assert_private
-from tests.postgres.test_stream import ACTIVE_SLOT, wait_until
+from tests.harness.wait import wait_until
+from tests.postgres.test_stream import ACTIVE_SLOT
 
 CANARY = "canary-pw-5d0c1e"
 
@@ -34,11 +34,9 @@ def test_pg_receivewal_gets_no_password_on_its_command_line(pg) -> None:  # type
     text = pg.policy.read_text()
     assert 'dsn = "host=' in text
     pg.policy.write_text(text.replace('dbname=postgres"', f'dbname=postgres password={CANARY}"'))
-    cmd = [sys.executable, "-m", "lifeboat", "--config", str(pg.policy), "wal", "stream", "--asset", "db"]
-    cmd += ["--flush-every", "0.3", "--max-seconds", "120"]
-    if pg.user:
-        cmd = ["runuser", "-u", pg.user, "--", *cmd]
-    streamer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=pg.root)
+    streamer = pg.popen(
+        "wal", "stream", "--asset", "db", "--flush-every", "0.3", "--max-seconds", "120", text=True
+    )
     try:
         wait_until(lambda: pg.sql(ACTIVE_SLOT), "the stream's replication slot to be active")
         wait_until(lambda: receivewal_pids(pg.root), "pg_receivewal to run")

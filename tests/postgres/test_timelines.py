@@ -16,8 +16,8 @@ from lifeboat.assets.postgres.cluster import PgCluster, free_port
 from lifeboat.assets.postgres.configure import archive_command
 from lifeboat.assets.postgres.quoting import setting
 from lifeboat.assets.postgres.timelines import added_by_branch
-from lifeboat.ops.daemon import Daemon
-from lifeboat.policy import load_policy
+from lifeboat.assets.registry import load_policy
+from lifeboat.daemon.runner import Daemon
 from tests.pgsandbox import PgSandbox, destroy, make_sandbox
 
 
@@ -44,10 +44,10 @@ def wait_archived(pg: PgSandbox, dsn: str, timeout: float = 60) -> str:
 
 def test_staging_restore_never_writes_into_production_archive(pg: PgSandbox) -> None:
     pg.sql("insert into items (label) values ('prod-1')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.switch_and_wait_archived()
     stage, stage_port = pg.root / "stage", free_port()
-    pg.lb("restore", "db", "--target", str(stage), "--latest", "--start", "--port", str(stage_port))
+    pg.run("restore", "db", "--target", str(stage), "--latest", "--start", "--port", str(stage_port))
     try:
         conf = (stage / "postgresql.conf").read_text()
         assert "# disabled by lifeboat restore (archiving off): archive_command" in conf
@@ -62,7 +62,7 @@ def test_staging_restore_never_writes_into_production_archive(pg: PgSandbox) -> 
         pg.sql("insert into items (label) values ('prod-2')")
         pg.switch_and_wait_archived()
         again, port = pg.root / "again", free_port()
-        pg.lb("restore", "db", "--target", str(again), "--latest", "--start", "--port", str(port))
+        pg.run("restore", "db", "--target", str(again), "--latest", "--start", "--port", str(port))
         try:
             assert labels(pg, again, port) == ["prod-1", "prod-2"]
         finally:
@@ -82,14 +82,14 @@ def weird() -> Iterator[PgSandbox]:
 def test_paths_with_space_quote_and_command_substitution(weird: PgSandbox) -> None:
     pg = weird
     pg.sql("insert into items (label) values ('before')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     xid = str(pg.sql("insert into items (label) values ('A') returning xmin::text")[0][0])
     lsn = str(pg.sql("select pg_current_wal_lsn()::text")[0][0])
     pg.sql("insert into items (label) values ('B')")
     pg.switch_and_wait_archived()
     for case, args in {"lsn": ["--lsn", lsn], "xid": ["--xid", xid]}.items():
         target, port = pg.root / f"t {case} 'q $(touch x)", free_port()
-        out = pg.lb_json("restore", "db", "--target", str(target), "--port", str(port), "--start", *args)
+        out = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", *args)
         try:
             assert out["ok"], out
             assert labels(pg, target, port) == ["A", "before"], case
@@ -106,14 +106,14 @@ def test_paths_with_space_quote_and_command_substitution(weird: PgSandbox) -> No
 
 def test_malformed_recovery_targets_are_one_line_errors(pg: PgSandbox) -> None:
     pg.sql("insert into items (label) values ('base')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     for args, word in [
         (["--xid", "12'; select 1"], "--xid"),
         (["--lsn", "0/1' recovery_target_action='shutdown"], "--lsn"),
         (["--lsn", "nothex"], "--lsn"),
         (["--timeline", "9"], "timeline 9 is not in the archive"),
     ]:
-        proc = pg.lb("restore", "db", "--target", str(pg.root / "bad"), *args, check=False)
+        proc = pg.run("restore", "db", "--target", str(pg.root / "bad"), *args, check=False)
         assert proc.returncode == 2, proc.stderr
         assert word in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
         assert not (pg.root / "bad").exists()
@@ -123,7 +123,7 @@ def test_malformed_recovery_targets_are_one_line_errors(pg: PgSandbox) -> None:
     pg.sql("insert into items (label) values ('after point')")
     pg.switch_and_wait_archived()
     target, port = pg.root / "named", free_port()
-    pg.lb("restore", "db", "--target", str(target), "--port", str(port), "--start", "--name", name)
+    pg.run("restore", "db", "--target", str(target), "--port", str(port), "--start", "--name", name)
     try:
         assert labels(pg, target, port) == ["base"]
     finally:
@@ -131,10 +131,10 @@ def test_malformed_recovery_targets_are_one_line_errors(pg: PgSandbox) -> None:
 
 
 def test_pg_configure_quotes_archive_command(weird: PgSandbox) -> None:
-    out = weird.lb_json("pg", "configure", "db")
+    out = weird.json("pg", "configure", "db")
     command = out["settings"]["archive_command"]
     assert f"'{weird.policy}'" not in command  # the quote inside the path is escaped
-    weird.lb("pg", "configure", "db", "--apply")
+    weird.run("pg", "configure", "db", "--apply")
     weird.sql("insert into items (label) values ('configured')")
     segment = weird.switch_and_wait_archived()
     assert segment in archived(weird)
@@ -150,10 +150,10 @@ def start_restored(pg: PgSandbox, target: Path, port: int) -> str:
 
 def test_hand_archiving_staging_clone_is_a_divergent_branch_never_followed(pg: PgSandbox) -> None:
     pg.sql("insert into items (label) values ('prod-1')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.switch_and_wait_archived()
     stage, stage_port = pg.root / "stage", free_port()
-    pg.lb("restore", "db", "--target", str(stage), "--latest", "--port", str(stage_port))
+    pg.run("restore", "db", "--target", str(stage), "--latest", "--port", str(stage_port))
     # an operator switches archiving back on in the staging copy, by hand
     with open(stage / "postgresql.auto.conf", "a") as fh:
         command = archive_command(sys.executable, pg.policy, "db")
@@ -167,12 +167,12 @@ def test_hand_archiving_staging_clone_is_a_divergent_branch_never_followed(pg: P
     finally:
         pg.stop_restored(stage)
     assert "00000002.history" in archived(pg)
-    proc = pg.lb("wal", "verify", check=False)
+    proc = pg.run("wal", "verify", check=False)
     assert proc.returncode == 1 and "timeline 2 is a divergent branch" in proc.stdout, proc.stdout
-    report = json.loads(pg.lb("wal", "verify", "--json", check=False).stdout)
+    report = json.loads(pg.run("wal", "verify", "--json", check=False).stdout)
     (branch,) = report["divergent"]
     assert (branch["timeline"], branch["parent"], branch["newest_wal_on"]) == (2, 1, 1)
-    status = pg.lb("status", "--json", check=False)
+    status = pg.run("status", "--json", check=False)
     db = next(a for a in json.loads(status.stdout)["assets"] if a["asset"] == "db")
     assert status.returncode == 1 and db["divergent"] and "divergent WAL branch" in " ".join(db["breaches"])
     daemon = Daemon(load_policy(pg.policy), jobs=[])
@@ -180,7 +180,7 @@ def test_hand_archiving_staging_clone_is_a_divergent_branch_never_followed(pg: P
     alerts = json.loads((pg.root / ".lifeboat" / "alerts.json").read_text())
     assert "timeline 2 forked from 1" in alerts["wal-divergence:db"]
     again, port = pg.root / "again", free_port()
-    out = pg.lb_json("restore", "db", "--target", str(again), "--latest", "--start", "--port", str(port))
+    out = pg.json("restore", "db", "--target", str(again), "--latest", "--start", "--port", str(port))
     try:
         assert out["timeline"]["followed"] == 1 and out["timeline"]["divergent"], out["timeline"]
         assert labels(pg, again, port) == ["prod-1", "prod-2"]
@@ -189,9 +189,7 @@ def test_hand_archiving_staging_clone_is_a_divergent_branch_never_followed(pg: P
     finally:
         pg.stop_restored(again)
     forced, port = pg.root / "forced", free_port()
-    out = pg.lb_json(
-        "restore", "db", "--target", str(forced), "--start", "--port", str(port), "--timeline", "2"
-    )
+    out = pg.json("restore", "db", "--target", str(forced), "--start", "--port", str(port), "--timeline", "2")
     try:
         assert out["timeline"]["followed"] == 2
         assert labels(pg, forced, port) == ["prod-1", "staging"]
@@ -201,7 +199,7 @@ def test_hand_archiving_staging_clone_is_a_divergent_branch_never_followed(pg: P
 
 def test_failover_timeline_is_followed_and_earlier_times_stay_on_timeline_one(pg: PgSandbox) -> None:
     pg.sql("insert into items (label) values ('prod-1')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into items (label) values ('prod-2')")
     pg.switch_and_wait_archived()
     noted = pg.sql("select clock_timestamp()")[0][0]  # the server's clock: prod-3 commits after it
@@ -209,7 +207,7 @@ def test_failover_timeline_is_followed_and_earlier_times_stay_on_timeline_one(pg
     pg.switch_and_wait_archived()
     pg.cluster.stop()  # the old primary is gone
     new, new_port = pg.root / "new-primary", free_port()
-    out = pg.lb_json(
+    out = pg.json(
         "restore", "db", "--target", str(new), "--latest", "--start", "--port", str(new_port), "--archive"
     )
     assert out["archiving"].startswith("on")
@@ -219,17 +217,17 @@ def test_failover_timeline_is_followed_and_earlier_times_stay_on_timeline_one(pg
         assert wait_archived(pg, dsn).startswith("00000002")
     finally:
         pg.stop_restored(new)
-    report = pg.lb_json("wal", "verify")
+    report = pg.json("wal", "verify")
     assert report["ok"] and not report["divergent"] and report["newest_timeline"] == 2
     latest, port = pg.root / "latest", free_port()
-    out = pg.lb_json("restore", "db", "--target", str(latest), "--latest", "--start", "--port", str(port))
+    out = pg.json("restore", "db", "--target", str(latest), "--latest", "--start", "--port", str(port))
     try:
         assert out["timeline"]["followed"] == 2 and out["timeline"]["path"] == [1, 2]
         assert labels(pg, latest, port) == ["prod-1", "prod-2", "prod-3", "tl2"]
     finally:
         pg.stop_restored(latest)
     early, port = pg.root / "early", free_port()
-    out = pg.lb_json(
+    out = pg.json(
         "restore", "db", "--target", str(early), "--at", noted.isoformat(), "--start", "--port", str(port)
     )
     try:
@@ -243,11 +241,11 @@ def test_drill_restores_with_archiving_off_and_proves_the_archive_untouched(pg: 
     with open(pg.policy, "a") as fh:
         fh.write('\n[drills.pitr]\nscenario = "pg-pitr"\nassets = ["db"]\nevidence_dir = "evidence"\n')
     pg.sql("insert into items (label) values ('before drill')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into items (label) values ('replayed')")  # the drill's recovery point
     pg.switch_and_wait_archived()
     before = archived(pg)
-    out = pg.lb_json("drill", "run", "pitr")
+    out = pg.json("drill", "run", "pitr")
     check = next(c for c in out["checks"] if c["name"] == "archive untouched")
     assert check["ok"] and "archiving off" in check["detail"], check
     assert out["verdict"] == "pass", out["reasons"]
@@ -272,7 +270,7 @@ def test_archive_files_only_a_staging_branch_can_have_written() -> None:
 
 def test_wal_push_refuses_another_clusters_segment_naming_both_ids(pg: PgSandbox) -> None:
     pg.sql("insert into items (label) values ('mine')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     mine = int(pg.sql("select system_identifier from pg_control_system()")[0][0])
     other = PgCluster(pg.root / "other", free_port(), pg.root / "other-sock")
     other.initdb()
@@ -288,7 +286,7 @@ def test_wal_push_refuses_another_clusters_segment_naming_both_ids(pg: PgSandbox
         other.stop()
     assert mine != theirs
     before = archived(pg)
-    proc = pg.lb("wal", "push", "--asset", "db", str(stray), check=False)
+    proc = pg.run("wal", "push", "--asset", "db", str(stray), check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert str(mine) in proc.stderr and str(theirs) in proc.stderr
     assert archived(pg) == before
@@ -299,12 +297,12 @@ def test_wal_push_refuses_another_clusters_segment_naming_both_ids(pg: PgSandbox
 
 def test_standby_restore_stays_in_recovery_with_a_conninfo_placeholder(pg: PgSandbox) -> None:
     pg.sql("insert into items (label) values ('base')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.sql("insert into items (label) values ('after')")
     pg.switch_and_wait_archived()
     target, port = pg.root / "standby", free_port()
     args = ["--target", str(target), "--latest", "--start", "--port", str(port), "--standby"]
-    out = pg.lb_json("restore", "db", *args)
+    out = pg.json("restore", "db", *args)
     try:
         assert out["ok"] and out["standby"], out
         assert (target / "standby.signal").exists() and not (target / "recovery.signal").exists()
@@ -319,12 +317,12 @@ def test_standby_restore_stays_in_recovery_with_a_conninfo_placeholder(pg: PgSan
 
 def test_split_brain_latest_follows_the_branch_with_the_newest_wal_and_flags_it(pg: PgSandbox) -> None:
     pg.sql("insert into items (label) values ('prod-1')")
-    pg.lb("backup", "db")
+    pg.run("backup", "db")
     pg.switch_and_wait_archived()
     # a second primary is promoted while the first one goes on writing and archiving
     new, new_port = pg.root / "second-primary", free_port()
     args = ["--target", str(new), "--latest", "--start", "--port", str(new_port), "--archive"]
-    pg.lb("restore", "db", *args)
+    pg.run("restore", "db", *args)
     dsn = pg.restored_dsn(new, new_port)
     try:
         pg.sql("insert into items (label) values ('old-primary')")
@@ -333,13 +331,13 @@ def test_split_brain_latest_follows_the_branch_with_the_newest_wal_and_flags_it(
         assert wait_archived(pg, dsn).startswith("00000002")  # archived last: the newest WAL
     finally:
         pg.stop_restored(new)
-    report = json.loads(pg.lb("wal", "verify", "--json", check=False).stdout)
+    report = json.loads(pg.run("wal", "verify", "--json", check=False).stdout)
     assert not report["ok"] and report["newest_timeline"] == 2
     (branch,) = report["divergent"]
     assert (branch["timeline"], branch["parent"], branch["newest_wal_on"]) == (2, 1, 2)
-    assert pg.lb("status", check=False).returncode == 1
+    assert pg.run("status", check=False).returncode == 1
     latest, port = pg.root / "latest", free_port()
-    out = pg.lb_json("restore", "db", "--target", str(latest), "--latest", "--start", "--port", str(port))
+    out = pg.json("restore", "db", "--target", str(latest), "--latest", "--start", "--port", str(port))
     try:
         assert out["timeline"]["followed"] == 2 and "divergent branch" in out["timeline"]["reason"]
         assert labels(pg, latest, port) == ["new-primary", "prod-1"]

@@ -91,3 +91,24 @@ def test_locks_release_without_delete_permission(tmp_path: Path) -> None:
     # an admin with delete rights clears the leftovers
     report = unlock(LocalStorage(tmp_path / "repo"), everything=False)
     assert len(report.leftovers) >= 2 and list(storage.list("locks/")) == []
+
+
+class _InterruptedAfterPut(LocalStorage):
+    """Ctrl-C (or SIGTERM) landing just after the lock object reached the storage."""
+
+    def put(self, name: str, data: bytes, **kwargs: object) -> None:
+        super().put(name, data, **kwargs)  # type: ignore[arg-type]
+        if name.startswith("locks/") and not name.endswith(RELEASED):
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_acquire_takes_back_the_lock_it_wrote(tmp_path: Path) -> None:
+    storage = _InterruptedAfterPut(tmp_path / "repo")
+    lock = RepoLock(storage, exclusive=False, operation="backup db")
+    with pytest.raises(KeyboardInterrupt):
+        lock.acquire()
+    # the caller's `with` never started, so only acquire itself can remove it
+    assert list_locks(storage) == []
+    prune = RepoLock(LocalStorage(tmp_path / "repo"), exclusive=True, operation="prune", wait=0)
+    prune.acquire()  # nothing live is left to conflict with (RepoLockedError otherwise)
+    prune.release()

@@ -15,7 +15,7 @@ import pytest
 from lifeboat.assets.files import backup_paths, restore_snapshot
 from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
-from tests.attacks.test_restore_escape import Env, make_sentinel, manifest
+from tests.attacks.test_restore_escape import EscapeEnv, make_env, make_sentinel, manifest
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def small_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    e = Env(tmp_path)
+def env(tmp_path: Path) -> EscapeEnv:
+    e = make_env(tmp_path)
     (tmp_path / "config").mkdir()
     (tmp_path / "media").mkdir()
     (tmp_path / "platform-keys").mkdir()
@@ -123,7 +123,7 @@ def everything_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def test_a_restore_too_big_for_the_filesystem_is_refused_before_writing(env: Env, small_fs) -> None:
+def test_a_restore_too_big_for_the_filesystem_is_refused_before_writing(env: EscapeEnv, small_fs) -> None:
     mnt = small_fs("size=8m")
     (env.root / "config" / "big.bin").write_bytes(os.urandom(12 << 20))
     snap = env.backup("config")
@@ -136,7 +136,7 @@ def test_a_restore_too_big_for_the_filesystem_is_refused_before_writing(env: Env
     assert everything_under(mnt) <= {"m"}  # nothing written (dir:// made its empty directory)
 
 
-def test_disk_full_midway_removes_what_the_restore_wrote_and_a_retry_works(env: Env, small_fs) -> None:
+def test_disk_full_midway_removes_what_the_restore_wrote_and_a_retry_works(env: EscapeEnv, small_fs) -> None:
     mnt = small_fs("size=8m")
     (env.root / "config" / "big.bin").write_bytes(os.urandom(5 << 20))
     for i in range(5):
@@ -159,7 +159,7 @@ def test_disk_full_midway_removes_what_the_restore_wrote_and_a_retry_works(env: 
     assert manifest(mnt / "t" / "config") == manifest(env.root / "config")
 
 
-def test_out_of_inodes_leaves_no_partial_tree(env: Env, small_fs) -> None:
+def test_out_of_inodes_leaves_no_partial_tree(env: EscapeEnv, small_fs) -> None:
     mnt = small_fs("size=8m,nr_inodes=40")
     for i in range(60):
         (env.root / "config" / f"f{i:02}").write_text(f"file {i}\n")
@@ -199,7 +199,7 @@ def test_setuid_and_owners_come_back_only_with_owners(repo: Repository, tmp_path
     assert os.lstat(unprivileged / "bin" / "shared").st_mode & 0o7777 == 0o775
 
 
-def test_a_read_only_target_is_one_line_and_never_retried(env: Env, small_fs) -> None:
+def test_a_read_only_target_is_one_line_and_never_retried(env: EscapeEnv, small_fs) -> None:
     mnt = small_fs("size=1m,ro")
     (env.root / "config" / "a").write_text("a\n")
     (env.root / "media" / "o").write_text("o\n")

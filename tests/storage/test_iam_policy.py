@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
 from tests.cli.conftest import write_policy
-
-LIFEBOAT = [sys.executable, "-m", "lifeboat"]
-
-
-def policy_of(role: str) -> dict:
-    return policy_of(role)
+from tests.harness import LifeboatCli
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LIFEBOAT, *args], capture_output=True, text=True, timeout=60)
+    return LifeboatCli(timeout=60).run(*args, check=False)
 
 
 def allowed(policy: dict, action: str, resource: str) -> bool:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -19,7 +17,8 @@ from lifeboat.repo.locks import list_locks
 from lifeboat.repo.reader import SnapshotReader
 from lifeboat.storage import open_storage
 from tests.cli.conftest import write_policy
-from tests.storage.stallproxy import StallProxy
+from tests.harness import LifeboatCli
+from tests.harness.stallproxy import StallProxy
 
 
 @pytest.fixture(params=["s3", "seaweed"])
@@ -196,15 +195,10 @@ def test_init_refuses_an_endpoint_that_ignores_if_none_match(s3_server, make_buc
             tmp_path,
             tmp_path,
             f"s3://{bucket}/repo",
-            f'endpoint_url = "{proxy.endpoint}"\nallow_insecure_http = true',
+            endpoint_url=proxy.endpoint,
         )
-        proc = subprocess.run(
-            [sys.executable, "-m", "lifeboat", "--config", str(policy), "init", "--recovery-key-out", "rk"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=120,
-        )
+        runner = LifeboatCli(policy, cwd=tmp_path, timeout=120)
+        proc = runner.run("init", "--recovery-key-out", "rk", check=False)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("lifeboat: error: the S3 endpoint of s3://")
         assert "Traceback" not in proc.stderr and "trust_endpoint" in proc.stderr

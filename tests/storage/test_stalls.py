@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,65 +15,16 @@ import pytest
 
 from lifeboat.errors import StorageError
 from lifeboat.storage.s3 import ATTEMPTS, S3Storage
-from tests.storage.stallproxy import BlackHole, StallProxy
+from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.stallproxy import BlackHole, StallProxy
 
 # the process must end on its own well within this (with stall_timeout = 1s)
 BOUND = 60
 
-FILES_POLICY = """
-[repository]
-url = "s3://{bucket}/repo"
-endpoint_url = "{endpoint}"
-allow_insecure_http = true
-stall_timeout = "1s"
-keyfile = "keys/backup.key"
-recovery_key = "keys/recovery.key"
-
-[deployment]
-mode = "development"
-
-[classes.standard]
-rpo = "1h"
-rto = "1h"
-
-[assets.docs]
-kind = "files"
-class = "standard"
-paths = ["{root}/docs"]
-"""
-
-OBJECTS_POLICY = """
-[repository]
-url = "file://{root}/repo"
-keyfile = "keys/backup.key"
-recovery_key = "keys/recovery.key"
-
-[deployment]
-mode = "development"
-
-[classes.standard]
-rpo = "1h"
-rto = "1h"
-
-[assets.media]
-kind = "objects"
-class = "standard"
-source = "s3://{bucket}/media"
-endpoint_url = "{endpoint}"
-allow_insecure_http = true
-stall_timeout = "1s"
-workers = 4
-"""
-
 
 def lifeboat(policy: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # a hang shows up as TimeoutExpired: the test fails instead of waiting forever
-    return subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(policy), *args],
-        capture_output=True,
-        text=True,
-        timeout=BOUND,
-    )
+    return LifeboatCli(policy, timeout=BOUND).run(*args, check=False)
 
 
 def assert_one_line_failure(proc: subprocess.CompletedProcess[str], endpoint: str) -> str:
@@ -103,9 +53,13 @@ def black_hole() -> Iterator[BlackHole]:
 
 def files_env(root: Path, bucket: str, endpoint: str) -> Path:
     (root / "docs").mkdir(exist_ok=True)
-    policy = root / "lifeboat.toml"
-    policy.write_text(FILES_POLICY.format(root=root, bucket=bucket, endpoint=endpoint))
-    return policy
+    return (
+        PolicyBuilder()
+        .s3_repository(endpoint, bucket, stall_timeout="1s", recovery_key="keys/recovery.key")
+        .data_class("standard", rpo="1h", rto="1h")
+        .files("docs", [root / "docs"])
+        .write(root / "lifeboat.toml")
+    )
 
 
 @pytest.mark.parametrize("stall", ["hang-at-first-pack-upload", "freeze-bodies-midway"])
@@ -169,9 +123,13 @@ def test_an_endpoint_that_accepts_and_never_answers_from_the_start(
 
 
 def objects_env(root: Path, bucket: str, endpoint: str) -> Path:
-    policy = root / "lifeboat.toml"
-    policy.write_text(OBJECTS_POLICY.format(root=root, bucket=bucket, endpoint=endpoint))
-    return policy
+    return (
+        PolicyBuilder()
+        .repository(f"file://{root}/repo", recovery_key="keys/recovery.key")
+        .data_class("standard", rpo="1h", rto="1h")
+        .objects("media", f"s3://{bucket}/media", endpoint_url=endpoint, stall_timeout="1s", workers=4)
+        .write(root / "lifeboat.toml")
+    )
 
 
 @pytest.mark.parametrize("stall", ["black-hole", "freeze-downloads-midway"])

@@ -24,11 +24,13 @@ def s3_cli(request, tmp_path) -> tuple[Cli, str, str]:
         bucket = request.getfixturevalue("make_bucket")()
     source = tmp_path / "source"
     source.mkdir()
-    extra = f'endpoint_url = "{endpoint}"\nallow_insecure_http = true\nlock_days = 1'
-    if request.param == "s3":
-        extra += "\ntrust_endpoint = true"  # moto lets a client shorten COMPLIANCE retention
-    policy = write_policy(tmp_path, source, f"s3://{bucket}/lifeboat", extra)
-    cli = Cli(policy, tmp_path, source, {**os.environ, "LIFEBOAT_ACTOR": "test"})
+    # moto lets a client shorten COMPLIANCE retention: it is trusted, not probed
+    trust = request.param == "s3"
+    policy = write_policy(
+        tmp_path, source, f"s3://{bucket}/lifeboat", endpoint_url=endpoint, lock_days=1, trust_endpoint=trust
+    )
+    cli = Cli(policy=policy, root=tmp_path, source=source)
+    cli.env["LIFEBOAT_ACTOR"] = "test"
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     return cli, endpoint, bucket
 

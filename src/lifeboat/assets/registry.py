@@ -1,75 +1,109 @@
-"""Dispatch from an asset's kind to the module that captures and restores it.
+"""The registry of asset kinds: a kind's name -> the package holding its policy model
+(`model.py`, `MODEL`) and its `AssetKind` plug-in (`plugin.py`, `PLUGIN`).
 
-Each kind's module exposes ``backup_<kind>(policy, asset, repo, progress) -> SnapshotInfo``
-and ``restore_<kind>(policy, asset, repo, options, progress) -> dict`` (a summary that
-the CLI renders as text or JSON; ``ok`` False means a failed verification).
+Models and plug-ins are imported only when asked for (a policy loads the models of the
+kinds it uses), so `wal push` never loads psycopg, boto3 or another kind's code.
+Adding a data class is one package under `assets/` plus one line in `KINDS`.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+from lifeboat.assets.kind import AssetKind, BackupRequest, BackupResult
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.repo import Repository, SnapshotInfo
 
-# kind -> verb -> module; imported only when used, so `wal push` never loads psycopg
-KINDS = {
-    "postgres": {"backup": "lifeboat.assets.postgres.backup", "restore": "lifeboat.assets.postgres.restore"},
-    "objects": {"backup": "lifeboat.assets.objects", "restore": "lifeboat.assets.objects"},
-    "keys": {"backup": "lifeboat.assets.keys", "restore": "lifeboat.assets.keys"},
+if TYPE_CHECKING:
+    from lifeboat.assets.kind import AssetSpec
+    from lifeboat.policy import AssetBase, Policy
+    from lifeboat.repo import Repository
+
+# kind name -> its package: `model.py` exposes `MODEL` (the asset's policy table, a
+# subclass of `policy.AssetBase`), `plugin.py` exposes `PLUGIN: AssetKind`
+KINDS: dict[str, str] = {
+    "files": "lifeboat.assets.files",
+    "postgres": "lifeboat.assets.postgres",
+    "objects": "lifeboat.assets.objects",
+    "keys": "lifeboat.assets.keys",
 }
 
-# `restore` options that mean something only for some kinds; any other option applies to
-# every kind. The CLI refuses an option given for a kind that would silently ignore it.
-RESTORE_OPTIONS: dict[str, frozenset[str]] = {
-    "files": frozenset(),
-    "keys": frozenset(),
-    "objects": frozenset({"in_place", "shards", "shard"}),
-    "postgres": frozenset(
-        {"lsn", "xid", "name", "latest", "port", "start", "archive", "timeline", "standby"}
-    ),
-}
+_loaded: dict[str, AssetKind] = {}
+_models: dict[str, type[AssetBase]] = {}
+
+
+def plugin(kind: str) -> AssetKind:
+    """The plug-in of a kind name (ConfigError for an unknown or unavailable kind)."""
+    if kind in _loaded:
+        return _loaded[kind]
+    found: AssetKind = _module(kind, "plugin").PLUGIN
+    _loaded[kind] = found
+    return found
+
+
+def model(kind: str) -> type[AssetBase] | None:
+    """The policy model of a kind name; None for an unknown kind (the policy says which)."""
+    if kind in _models:
+        return _models[kind]
+    if kind not in KINDS:
+        return None
+    found: type[AssetBase] = _module(kind, "model").MODEL
+    _models[kind] = found
+    return found
+
+
+def _module(kind: str, part: str) -> ModuleType:
+    package = KINDS.get(kind)
+    if package is None:
+        raise ConfigError(f"unknown asset kind {kind!r} (known: {', '.join(KINDS)})")
+    try:
+        return importlib.import_module(f"{package}.{part}")
+    except ImportError:
+        raise ConfigError(f"asset kind {kind!r} is not available in this installation") from None
+
+
+class _Registered:
+    """The registered kinds as the policy's `AssetModels`."""
+
+    def kinds(self) -> Sequence[str]:
+        return tuple(KINDS)
+
+    def model(self, kind: str) -> type[AssetBase] | None:
+        return model(kind)
+
+
+ASSET_MODELS = _Registered()
+
+
+def load_policy(path: Path | str) -> Policy:
+    """Read and validate a policy file, each asset by its registered kind's model."""
+    from lifeboat import policy_file  # pydantic: not for the callers that only ask about kinds
+
+    return policy_file.load_policy(path, ASSET_MODELS)
+
+
+def kind_of(asset: AssetSpec) -> AssetKind:
+    """The plug-in for one asset of the policy."""
+    return plugin(asset.kind)
+
+
+def assets_with(policy: Policy, has: Callable[[AssetKind, AssetSpec], bool]) -> list[str]:
+    """Names of the policy's assets whose plug-in answers `has` (policy order)."""
+    return [name for name, asset in policy.assets.items() if has(kind_of(asset), asset)]
 
 
 def restore_option_kinds(option: str) -> list[str]:
     """The kinds that accept a kind-specific restore option; [] for an option every kind takes."""
-    return [kind for kind, accepted in RESTORE_OPTIONS.items() if option in accepted]
-
-
-def _function(kind: str, verb: str) -> Callable[..., Any]:
-    module_name = KINDS.get(kind, {}).get(verb)
-    if module_name is None:
-        raise ConfigError(f"unknown asset kind {kind!r} (known: files, {', '.join(KINDS)})")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise ConfigError(f"asset kind {kind!r} is not available in this installation") from None
-    function = getattr(module, f"{verb}_{kind}", None)
-    if function is None:
-        raise ConfigError(f"asset kind {kind!r} cannot {verb} in this installation")
-    return function  # type: ignore[no-any-return]
+    return [kind for kind in KINDS if option in plugin(kind).restore_options]
 
 
 def backup_asset(
-    policy: Any, name: str, repo: Repository, progress: ProgressSink = NO_PROGRESS
-) -> SnapshotInfo:
+    policy: Policy, name: str, repo: Repository, progress: ProgressSink = NO_PROGRESS
+) -> BackupResult:
+    """Back up one asset of the policy through its kind's plug-in."""
     asset = policy.asset(name)
-    if asset.kind == "files":
-        from lifeboat.assets.files import backup_paths
-
-        return backup_paths(
-            repo, name, [Path(p) for p in asset.paths], exclude=asset.exclude, progress=progress
-        )
-    info: SnapshotInfo = _function(asset.kind, "backup")(policy, asset, repo, progress)
-    return info
-
-
-def restore_asset(
-    policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
-) -> dict[str, Any]:
-    result: dict[str, Any] = _function(asset.kind, "restore")(policy, asset, repo, options, progress)
-    return result
+    return kind_of(asset).backup(BackupRequest(policy, asset, repo, progress))

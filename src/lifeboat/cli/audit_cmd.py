@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from lifeboat.audit import verify
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, print_json, run_context
-from lifeboat.ops.audit import verify
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from lifeboat import runtime
-from lifeboat.assets.registry import backup_asset
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, err_console, human_bytes, print_json, progress_bar, run_context
-from lifeboat.errors import LifeboatError
-from lifeboat.ops.deadline import deadline
-from lifeboat.policy import format_duration
 from lifeboat.redact import redact
 from lifeboat.units import format_rate
 
 if TYPE_CHECKING:
-    from lifeboat.assets.postgres.pagecheck import BadPage
-
-
-def bad_pages_of(snapshot_id: str, labels: dict[str, str]) -> list[BadPage] | None:
-    from lifeboat.assets.postgres import pagecheck  # psycopg: only once a PostgreSQL backup ran
-
-    return pagecheck.bad_pages_of(snapshot_id, labels)
+    from lifeboat.assets.kind import Finding
+    from lifeboat.services.backup import AssetBackup
 
 
 @app.command()
@@ -55,73 +44,63 @@ def backup(
 
         sharded_backup(ctx, assets, json_out, plan_shards, inventory, run, shard, commit, shards)
         return
+    from lifeboat.services.backup import backup as backup_service
+
     policy = run_context(ctx).policy()
     names = assets or list(policy.assets)
-    for name in names:
-        policy.asset(name)  # unknown names fail before any work starts
-    repo = runtime.open_for_write(policy)
-    audit = runtime.audit_log(policy, repo)
-    results = []
-    failed = False
-    for name in names:
-        started = time.monotonic()
-        try:
-            limit = policy.asset(name).timeout
-            stop = (
-                f"backup of {name} stopped: it ran past its timeout of {format_duration(limit)}"
-                if limit
-                else ""
-            )
-            with deadline(limit, stop), progress_bar(f"backup {name}") as bar:
-                info = backup_asset(policy, name, repo, bar)
-        except LifeboatError as exc:
-            audit.append("backup", asset=name, outcome="failed", error=exc.message)
-            if len(names) == 1:
-                raise
-            failed = True
-            results.append({"asset": name, "ok": False, "error": exc.message})
-            if not json_out:
-                console.print(f"backup {name} failed: {redact(exc.message)}", soft_wrap=True, markup=False)
-            continue
-        bad_pages = bad_pages_of(info.id, info.labels) if "page_checksums" in info.labels else None
-        extra: dict[str, Any] = {"bad_pages": len(bad_pages)} if bad_pages else {}
-        audit.append(
-            "backup",
-            asset=name,
-            snapshot=info.id,
-            bytes=info.stats.bytes,
-            added=info.stats.stored_bytes,
-            **extra,
-        )
-        seconds = time.monotonic() - started
-        result = {
-            "asset": name,
-            "ok": True,
-            "snapshot": info.id,
-            "stats": info.stats,
-            "labels": info.labels,
-            "seconds": round(seconds, 3),
-        }
-        if bad_pages is not None:
-            result["bad_pages"] = [b.to_json() for b in bad_pages]
-        results.append(result)
-        if bad_pages:
-            warn_bad_pages(name, info.short_id, bad_pages)
+
+    def show(result: AssetBackup) -> None:
+        if result.failure is not None and len(names) == 1:
+            return  # one asset: its error is the command's (below)
+        if result.snapshot is not None and result.bad_pages:
+            warn_bad_pages(result.asset, result.snapshot.short_id, result.bad_pages)
         if not json_out:
-            s = info.stats
-            rate = format_rate(s.bytes / seconds if seconds > 0 else 0.0)
-            console.print(
-                f"{name}: snapshot {info.short_id}, {s.files} files, {human_bytes(s.bytes)} "
-                f"({human_bytes(s.new_bytes)} new, {human_bytes(s.stored_bytes)} stored) "
-                f"in {seconds:.1f}s ({rate})"
-            )
+            print_result(result)
+
+    report = backup_service(policy, names, progress=progress_bar, on_result=show)
+    if len(names) == 1 and report.assets[0].failure is not None:
+        raise report.assets[0].failure.error()
     if json_out:
-        print_json(results)
-    if failed:
+        print_json([result_json(r) for r in report.assets])
+    if report.failed:
         raise typer.Exit(1)
 
 
-def warn_bad_pages(name: str, snapshot: str, pages: list[BadPage]) -> None:
+def result_json(result: AssetBackup) -> dict[str, Any]:
+    """The --json shape of one asset's outcome."""
+    if result.failure is not None or result.snapshot is None:
+        return {"asset": result.asset, "ok": False, "error": result.failure.message if result.failure else ""}
+    info = result.snapshot
+    data: dict[str, Any] = {
+        "asset": result.asset,
+        "ok": True,
+        "snapshot": info.id,
+        "stats": info.stats,
+        "labels": info.labels,
+        "seconds": round(result.seconds, 3),
+    }
+    if result.bad_pages is not None:
+        data["bad_pages"] = [b.to_json() for b in result.bad_pages]
+    return data
+
+
+def print_result(result: AssetBackup) -> None:
+    """One line per asset: what was stored, or why it failed."""
+    if result.failure is not None or result.snapshot is None:
+        message = result.failure.message if result.failure else ""
+        console.print(f"backup {result.asset} failed: {redact(message)}", soft_wrap=True, markup=False)
+        return
+    info, seconds = result.snapshot, result.seconds
+    s = info.stats
+    rate = format_rate(s.bytes / seconds if seconds > 0 else 0.0)
+    console.print(
+        f"{result.asset}: snapshot {info.short_id}, {s.files} files, {human_bytes(s.bytes)} "
+        f"({human_bytes(s.new_bytes)} new, {human_bytes(s.stored_bytes)} stored) "
+        f"in {seconds:.1f}s ({rate})"
+    )
+
+
+def warn_bad_pages(name: str, snapshot: str, pages: list[Finding]) -> None:
     """On stderr whatever the output format: the snapshot is committed (exit 0), but it
     holds the corruption, and every later backup will too until the page is repaired."""
     err_console.print(

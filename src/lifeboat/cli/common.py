@@ -2,52 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
+from lifeboat.cli import output
+from lifeboat.cli.output import print_json as print_json  # the verbs' JSON writer, kept here
 from lifeboat.progress import ProgressSink
 
-# Lines as long as any value when the output is a pipe or a file: human output is read
-# with `less -S`, grep or an editor, where a path broken over two lines or a table cell cut
-# to `importa…` is useless (`--json` is the machine format). rich honours NO_COLOR itself.
-PIPE_WIDTH = 100_000
+if TYPE_CHECKING:  # pydantic loads only when a verb needs the policy
+    from lifeboat.policy import Policy
 
-
-def make_console(stderr: bool = False) -> Console:
-    """A console that fits the terminal when there is one, and never re-wraps otherwise. A
-    COLUMNS inherited from a terminal does not count for a pipe (readline exports it into
-    the environment of every child of an interactive Python or shell)."""
-    stream = sys.stderr if stderr else sys.stdout
-    piped = not _isatty(stream)
-    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH if piped else None)
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # a closed or replaced stream
-        return False
-
-
-console = make_console()
-err_console = make_console(stderr=True)
+console = output.console()
+err_console = output.err_console()
 
 
 @dataclass
@@ -58,11 +29,12 @@ class RunContext:
     debug: bool = False
     # --repository NAME: read from [copies.NAME] instead of the primary repository
     repository: str | None = None
-    _policy: Any = field(default=None, repr=False)
+    _policy: Policy | None = field(default=None, repr=False)
 
-    def policy(self) -> Any:
+    def policy(self) -> Policy:
+        """The policy (loaded on first use), reading from the chosen copy if any."""
         if self._policy is None:
-            from lifeboat.policy import load_policy
+            from lifeboat.assets.registry import load_policy
 
             self._policy = load_policy(self.config_path)
         return self._policy.reading_from(self.repository)
@@ -85,32 +57,20 @@ def run_context(ctx: typer.Context) -> RunContext:
     return obj
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_json_default, indent=2, sort_keys=False) + "\n")
-
-
 class RichProgress(ProgressSink):
     """A rich progress bar on stderr; silent when stderr is not a terminal."""
 
     def __init__(self, description: str) -> None:
+        # rich.progress costs ~15 ms of start-up: only the verbs that draw a bar load it
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._enabled = err_console.is_terminal
         self._progress = Progress(
             TextColumn("{task.description}"),

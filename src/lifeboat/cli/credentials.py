@@ -10,7 +10,7 @@ from typing import Annotated
 import click
 import typer
 
-from lifeboat.runtime import Credentials
+from lifeboat.crypto.credentials import Credentials
 
 RecoveryKeyOption = Annotated[
     Path | None, typer.Option("--recovery-key", help="Recovery key file (or use --share).")

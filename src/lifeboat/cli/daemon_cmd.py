@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from lifeboat.cli.app import app
-from lifeboat.cli.common import console, err_console, print_json, run_context
-
-if TYPE_CHECKING:
-    from lifeboat.ops.status import AssetStatus
+from lifeboat.cli.common import console, err_console, run_context
 
 
 @app.command()
@@ -27,7 +21,7 @@ def daemon(
     no_http: bool = typer.Option(False, "--no-http", help="Do not serve /metrics and the dashboard."),
 ) -> None:
     """Scheduler: backups in their windows, checks, retention, drills, metrics, alerts."""
-    from lifeboat.ops.daemon import Daemon
+    from lifeboat.daemon.runner import Daemon
 
     policy = run_context(ctx).policy()
     address = None if no_http else (listen or policy.daemon.listen)
@@ -43,91 +37,11 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Per asset: last backup, exposure vs RPO, last drill vs RTO; exit 1 on any breach."""
-    from lifeboat import runtime
-    from lifeboat.ops.replication import copy_states
-    from lifeboat.ops.status import asset_status, fleet_groups, key_warnings
-    from lifeboat.repo.immutability import tampering_problems
+    from lifeboat.cli.status_run import status as run_status
 
-    policy = run_context(ctx).policy()
-    repo = runtime.open_for_write(policy)
-    groups = fleet_groups(asset_status(policy, repo))
-    statuses = [s for _, group in groups for s in group]
-    warnings = key_warnings(policy, repo)
-    tampered = [p.message for p in tampering_problems(repo)]
-    copies = copy_states(policy, repo.snapshots()) if policy.copies else []
-    breached = any(s.breaches for s in statuses) or bool(tampered) or any(c.breach for c in copies)
-    if json_out:
-        hosts = [{"host": host, "assets": [s.asset for s in group]} for host, group in groups]
-        assets = [asdict(s) for s in statuses]
-        print_json(
-            {
-                "ok": not breached,
-                "assets": assets,
-                "hosts": hosts,
-                "warnings": warnings,
-                "tampered": tampered,
-                "copies": [asdict(c) | {"breach": c.breach} for c in copies],
-            }
-        )
-    else:
-        for host, group in groups:
-            breaching = sum(1 for s in group if s.breaches)
-            console.print(
-                f"host {host}: {len(group)} asset(s), {breaching} breaching", markup=False, soft_wrap=True
-            )
-            console.print(status_table(group))
-        for s in statuses:
-            console.print(
-                f"{s.asset}: last drill {drill_cell(s)}; corrective actions {actions_cell(s)}",
-                markup=False,
-                soft_wrap=True,
-            )
-        for c in copies:
-            console.print(c.describe(), markup=False, soft_wrap=True)
-        for warning in warnings:
-            console.print(f"[yellow]warning[/yellow]: {warning}")
-        for message in tampered:
-            console.print(f"tampered: {message}", soft_wrap=True, markup=False)
-    if breached:
-        raise typer.Exit(1)
-
-
-def status_table(statuses: list[AssetStatus]) -> Table:
-    """One host's assets, riskiest first (exposure / RPO)."""
-    table = Table(
-        "asset", "class", "last backup", "exposure / RPO", "last drill RTO / RTO", "30d success", "status"
-    )
-    for s in statuses:
-        exposure = f"{s.exposure_s:.0f}s" if s.exposure_s is not None else "-"
-        drill = f"{s.last_drill_rto_s:.1f}s" if s.last_drill_rto_s is not None else "-"
-        rate = f"{s.success_rate_30d:.0%}" if s.success_rate_30d is not None else "-"
-        state = "; ".join(s.breaches) if s.breaches else "ok"
-        table.add_row(
-            s.asset,
-            s.data_class,
-            s.last_backup or "never",
-            f"{exposure} / {s.rpo_s:.0f}s",
-            f"{drill} / {s.rto_s:.0f}s",
-            rate,
-            f"[{'red' if s.breaches else 'green'}]{state}[/]",
-        )
-    return table
-
-
-def drill_cell(s: AssetStatus) -> str:
-    if s.last_drill is None:
-        return "never"
-    verdict = "passed" if s.last_drill_verdict == "pass" else "FAILED"
-    return f"{s.last_drill_name} {verdict} {s.last_drill[:19]} ({s.last_drill_bundle})"
-
-
-def actions_cell(s: AssetStatus) -> str:
-    if not s.open_actions:
-        return "none open"
-    overdue = (
-        f", {len(s.overdue_actions)} overdue ({'; '.join(s.overdue_actions)})" if s.overdue_actions else ""
-    )
-    return f"{len(s.open_actions)} open ({', '.join(s.open_actions)}){overdue}"
+    code = run_status(run_context(ctx).policy(), json_out)
+    if code:
+        raise typer.Exit(code)
 
 
 schedule_app = typer.Typer(help="Export schedules to other schedulers.", no_args_is_help=True)

@@ -57,7 +57,7 @@ def demo(
         )
     console.print(
         f"evidence bundle: {result.bundle} (signature {'valid' if result.bundle_ok else 'INVALID'}; "
-        f"check it with: lifeboat evidence verify {result.bundle})"
+        f"check it with: lifeboat evidence verify {result.bundle} --key {run.signing_key})"
     )
     console.print(f"dashboard: {result.dashboard}")
     console.print(f"policy: {result.policy}   demo finished in {result.seconds:.0f}s")

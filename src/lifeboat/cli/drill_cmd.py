@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -41,7 +42,7 @@ def run_cmd(
     from dataclasses import asdict
 
     from lifeboat.cli.restore_cmd import parse_time
-    from lifeboat.drills.service import run_drill
+    from lifeboat.services.drills import run_drill
 
     policy = run_context(ctx).policy()
     run, bundle = run_drill(
@@ -81,6 +82,9 @@ def run_cmd(
             )
         for reason in run.reasons:
             console.print(f"  reason: {reason}", markup=False)
+        for refusal in run.refused_drill_key_records:
+            console.print(f"  refused drill-key record {refusal}", markup=False)
+        console.print(f"signed by drill key {run.signing_key}", markup=False)
         console.print(
             f"evidence: {bundle}"
             + (f"; staging kept at {run.staging}" if run.kept else "")
@@ -102,7 +106,7 @@ def list_cmd(
 ) -> None:
     """Drills in the policy, with their last result from the evidence directory."""
     policy = run_context(ctx).policy()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, drill in policy.drills.items():
         bundles = sorted(Path(drill.evidence_dir).glob(f"*-{name}*/drill.json"))
         last = json.loads(bundles[-1].read_text()) if bundles else None

@@ -30,29 +30,32 @@ def split_cmd(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Split the recovery key into SLIP-39 shares and record the escrow in the repository."""
-    from lifeboat import runtime
-    from lifeboat.crypto.escrow import split_recovery_key
-    from lifeboat.crypto.keys import load_recovery_key
+    from lifeboat.services import escrow
 
-    policy = run_context(ctx).policy()
-    recovery = load_recovery_key(recovery_key)
-    repo = runtime.open_for_read(
-        policy, runtime.Credentials(recovery_key=recovery_key), purpose="escrow split"
-    )
     names = [c.strip() for c in custodians.split(",")] if custodians else None
-    written = split_recovery_key(
-        policy, repo, recovery, out, threshold, names, custodian_passphrases(custodian_passphrase)
+    result = escrow.split(
+        run_context(ctx).policy(),
+        recovery_key,
+        out,
+        threshold=threshold,
+        custodians=names,
+        passphrases=custodian_passphrases(custodian_passphrase),
     )
-    m = threshold or policy.escrow_threshold()
-    runtime.audit_log(policy, repo).append(
-        "escrow-split", threshold=m, custodian_names=[p.stem for p in written]
-    )
+    m, written = result.threshold, result.shares
     if json_out:
-        print_json({"threshold": m, "shares": [str(p) for p in written]})
+        data = {"threshold": m, "shares": [str(p) for p in written]}
+        print_json(data | ({"without_key_material": True} if result.without_key_material else {}))
         return
     console.print(f"split the recovery key into {len(written)} shares, {m} needed to recover:")
     for path in written:
         console.print(f"  {path}  (give to {path.stem}; keep offline)")
+    if result.without_key_material:
+        console.print(
+            "note: these files hold no share of the key-material escrow key (a recovery-key file "
+            "cannot split it): custodians keep their earlier share files for key material, or "
+            "use 'lifeboat keys rotate --recovery --share ... --shares-out DIR', which re-splits both",
+            markup=False,
+        )
 
 
 @escrow_app.command("verify-share")
@@ -63,35 +66,24 @@ def verify_share(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Check that a share is valid and belongs to this repository (reveals nothing)."""
-    from lifeboat import runtime
-    from lifeboat.crypto.escrow import escrow_records
-    from lifeboat.crypto.unlock import shares_from_files
-    from lifeboat.errors import KeyError_
-    from lifeboat.repo import RecordsView
+    from lifeboat.services import escrow
 
-    policy = run_context(ctx).policy()
     creds = credentials_options(None, [share], passphrase_file)
-    (parsed,) = shares_from_files(creds)
-    records = escrow_records(RecordsView(runtime.storage_for(policy)))
-    match = [r for r in records if r.identifier == parsed.identifier]
-    audit = runtime.audit_log(policy)
-    if not match:
-        audit.append("escrow-verify-share", outcome="refused", custodian=parsed.custodian)
-        raise KeyError_(f"share of {parsed.custodian} does not belong to this repository's escrow")
-    record = match[-1]
-    audit.append("escrow-verify-share", custodian=parsed.custodian)
+    check = escrow.verify_share(run_context(ctx).policy(), creds)
     result = {
         "valid": True,
-        "custodian": parsed.custodian,
-        "member": parsed.index + 1,
-        "threshold": record.threshold,
-        "of": len(record.custodians),
-        "escrow_created": record.created,
+        "custodian": check.custodian,
+        "member": check.member,
+        "threshold": check.threshold,
+        "of": check.of,
+        "escrow_created": check.escrow_created,
+        "key_material": check.key_material,
     }
     if json_out:
         print_json(result)
     else:
         console.print(
-            f"valid share of {parsed.custodian} for this repository "
-            f"({record.threshold}-of-{len(record.custodians)} escrow created {record.created})"
+            f"valid share of {check.custodian} for this repository "
+            f"({check.threshold}-of-{check.of} escrow created {check.escrow_created})"
+            + ("; it also holds a valid share of the key-material escrow key" if check.key_material else "")
         )

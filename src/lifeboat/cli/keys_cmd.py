@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -22,14 +19,8 @@ from lifeboat.cli.credentials import (
 )
 from lifeboat.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class EscrowSplit:
-    """How the new recovery key is shared out (None: the policy's escrow settings)."""
-
-    threshold: int | None
-    custodians: list[str] | None
-    passphrases: dict[str, bytes]
+if TYPE_CHECKING:
+    from lifeboat.services.keys import KeyRotation
 
 
 keys_app = typer.Typer(help="Repository keys.", no_args_is_help=True)
@@ -58,112 +49,165 @@ def rotate(
 ) -> None:
     """Write a new backup key and retire the old one; snapshots written before stay restorable.
 
+    A writer key's next generation gets a new signing key and the old one is revoked in the
+    writer registry, which the root key signs: pass --recovery-key or --share.
+
     With --recovery, a new recovery key too: the new key (or its shares) opens every
     snapshot, old and new; the old recovery key cannot read anything written afterwards.
     """
-    from lifeboat import runtime
-    from lifeboat.crypto.keys import RecoveryKey, load_backup_key
+    from lifeboat.services import keys
 
     policy = run_context(ctx).policy()
-    if recovery and recovery_key_out is None and shares_out is None:
-        raise ConfigError(
-            "keys rotate --recovery needs somewhere to put the new recovery key",
-            hint="pass --recovery-key-out FILE or --shares-out DIR",
-        )
     if not recovery and (recovery_key_out or shares_out):
         raise ConfigError("--recovery-key-out and --shares-out only make sense with --recovery")
-    keyfile = Path(policy.repository.keyfile)
-    old = load_backup_key(keyfile)
-    result: dict[str, Any] = {"old_key_id": old.key_id, "keyfile": str(keyfile)}
-    recovery_public = old.recovery_public
+    # a writer key's rotation is signed by the root key: it needs the credentials too
+    creds, how = credentials_options(recovery_key, share, passphrase_file), None
     if recovery:
-        creds = credentials_options(recovery_key, share, passphrase_file)
-        reader = runtime.open_for_read(policy, creds, purpose="keys rotate --recovery")
         names = [c.strip() for c in custodians.split(",")] if custodians else None
-        split = EscrowSplit(threshold, names, custodian_passphrases(custodian_passphrase))
-        new_recovery: RecoveryKey = rotate_recovery(
-            policy, reader, recovery_key_out, shares_out, split, result
-        )
-        recovery_public = new_recovery.public
-    repo = runtime.open_for_write(policy)
-    repo.ensure_writable()
-    new = swap_backup_key(repo, keyfile, old, recovery_public)
-    result["new_key_id"] = new.key_id
-    runtime.audit_log(policy, repo).append(
-        "keys-rotate",
-        old_key_id=old.key_id,
-        new_key_id=new.key_id,
-        **({"recovery_fingerprint": result["recovery_fingerprint"]} if recovery else {}),
-    )
+        split = keys.EscrowSplit(threshold, names, custodian_passphrases(custodian_passphrase))
+        how = keys.RecoveryRotation(recovery_key_out, shares_out, split)
+    result = keys.rotate(policy, creds, how)
     if json_out:
-        print_json(result)
+        print_json(rotation_json(result))
         return
     console.print(
-        f"backup key rotated: {old.key_id} -> {new.key_id} ({keyfile}); the old key can no longer add data"
+        f"backup key rotated: {result.old_key_id} -> {result.new_key_id} ({result.keyfile}); "
+        "the old key can no longer add data"
     )
     if recovery:
-        where = result.get("recovery_key") or result.get("shares_dir")
+        where = result.recovery_key or result.shares_dir
         console.print(
-            f"recovery key rotated: new fingerprint {result['recovery_fingerprint']} ({where}); "
+            f"recovery key rotated: new fingerprint {result.recovery_fingerprint} ({where}); "
             "it opens every snapshot. Destroy the old key and shares once the new ones are stored."
         )
 
 
-def rotate_recovery(
-    policy: Any,
-    reader: Any,
-    key_out: Path | None,
-    shares_out: Path | None,
-    split: EscrowSplit,
-    result: dict[str, Any],
-) -> Any:
-    """New recovery key written out first, then linked into the repository's chain."""
-    from lifeboat.crypto.escrow import split_recovery_key
-    from lifeboat.crypto.keys import RecoveryKey
-    from lifeboat.errors import KeyError_
-    from lifeboat.repo.recovery_chain import current_fingerprint, rotation_record
-
-    current = reader.keyring.recovery
-    if current.fingerprint() != current_fingerprint(reader):
-        raise KeyError_(
-            "only the newest recovery key can be rotated",
-            hint="use the key or shares from the last 'keys rotate --recovery'",
-        )
-    new = RecoveryKey.generate(reader.id)
-    if key_out is not None:
-        new.save(key_out)
-        result["recovery_key"] = str(key_out)
-    if shares_out is not None:
-        written = split_recovery_key(
-            policy, reader, new, shares_out, split.threshold, split.custodians, split.passphrases
-        )
-        result["shares_dir"] = str(shares_out)
-        result["shares"] = [str(p) for p in written]
-    # Linked last: a failure above leaves the chain as it was (the old key stays the newest).
-    name, record = rotation_record(reader, current, new)
-    reader.put_record(name, record)
-    result["recovery_fingerprint"] = new.fingerprint()
-    result["previous_recovery_fingerprint"] = current.fingerprint()
-    return new
+def rotation_json(result: KeyRotation) -> dict[str, Any]:
+    """The --json shape: what was rotated, and where the new recovery key went."""
+    data: dict[str, Any] = {"old_key_id": result.old_key_id, "keyfile": str(result.keyfile)}
+    if result.recovery_key is not None:
+        data["recovery_key"] = str(result.recovery_key)
+    if result.shares_dir is not None:
+        data["shares_dir"] = str(result.shares_dir)
+        data["shares"] = [str(p) for p in result.shares]
+    if result.recovery_fingerprint is not None:
+        data["recovery_fingerprint"] = result.recovery_fingerprint
+        data["previous_recovery_fingerprint"] = result.previous_recovery_fingerprint
+    data["new_key_id"] = result.new_key_id
+    return data
 
 
-def swap_backup_key(repo: Any, keyfile: Path, old: Any, recovery_public: bytes) -> Any:
-    """The new key is recorded, then replaces the file; the old one is kept and retired."""
-    from lifeboat.crypto.keys import new_backup_key
+@keys_app.command("add-writer")
+def add_writer(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The writer's name (a backup host, e.g. db-1)."),
+    assets: str = typer.Option(..., "--assets", help="Comma-separated assets it may write ('*': all)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the writer's key file (0600)."),
+    recovery_key: RecoveryKeyOption = None,
+    share: ShareOption = None,
+    passphrase_file: PassphraseOption = None,
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Issue a writer key: a backup host's own signing identity, allowed only --assets.
 
-    new = new_backup_key(old.repo_id, recovery_public, old.id_key)
-    repo.put_record(
-        f"keys/{new.key_id}.json",
-        {"key_id": new.key_id, "created": new.created, "status": "active", "replaces": old.key_id},
+    The root key (from the recovery key or M custodians' shares) signs the new registry
+    version. Issuing an existing name rotates it: the old key is revoked from now on.
+    """
+    from lifeboat.services import keys
+
+    policy = run_context(ctx).policy()
+    creds = credentials_options(recovery_key, share, passphrase_file)
+    issued = keys.add_writer(policy, creds, name, assets.split(","), out)
+    data = {
+        "writer": issued.name,
+        "generation": issued.generation,
+        "assets": issued.assets,
+        "keyfile": str(issued.keyfile),
+        "key_id": issued.key_id,
+        "registry_version": issued.registry_version,
+        "revoked_generation": issued.revoked_generation,
+    }
+    if json_out:
+        print_json(data)
+        return
+    rotated = (
+        f"; generation {issued.revoked_generation} is revoked"
+        if issued.revoked_generation is not None
+        else ""
     )
-    retired = keyfile.with_name(f"{keyfile.name}.retired-{time.strftime('%Y%m%dT%H%M%S')}")
-    keyfile.rename(retired)
-    new.save(keyfile)
-    owner = retired.stat()
-    if os.geteuid() == 0 and owner.st_uid != 0:  # the archiver's user reads it (init --owner)
-        os.chown(keyfile, owner.st_uid, owner.st_gid)
-    repo.put_record(
-        f"keys/{old.key_id}.retired.json",
-        {"key_id": old.key_id, "retired_by": new.key_id, "time": new.created},
+    console.print(
+        f"writer {issued.name} (generation {issued.generation}) may write {', '.join(issued.assets)}: "
+        f"key written to {issued.keyfile}{rotated}",
+        markup=False,
+        soft_wrap=True,
     )
-    return new
+
+
+@keys_app.command("revoke-writer")
+def revoke_writer(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The writer to revoke."),
+    since: str = typer.Option(
+        None, "--since", help="Revoke from this ISO time on (the suspected compromise; default now)."
+    ),
+    recovery_key: RecoveryKeyOption = None,
+    share: ShareOption = None,
+    passphrase_file: PassphraseOption = None,
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Revoke a writer: every reader refuses what its key signed from --since on."""
+    from datetime import datetime
+
+    from lifeboat.services import keys
+
+    policy = run_context(ctx).policy()
+    creds = credentials_options(recovery_key, share, passphrase_file)
+    at = None
+    if since is not None:
+        try:
+            at = datetime.fromisoformat(since)
+        except ValueError:
+            raise ConfigError(
+                f"--since {since!r} is not an ISO time (e.g. 2026-11-30T08:00:00+00:00)"
+            ) from None
+    revoked = keys.revoke_writer_key(policy, creds, name, at)
+    if json_out:
+        print_json(
+            {
+                "writer": revoked.name,
+                "generation": revoked.generation,
+                "revoked_at": revoked.revoked_at,
+                "registry_version": revoked.registry_version,
+            }
+        )
+        return
+    console.print(
+        f"writer {revoked.name} (generation {revoked.generation}) revoked from {revoked.revoked_at}: "
+        "what it signs from then on is refused",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@keys_app.command("writers")
+def writers(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List the writer registry (verified against the repository's root key)."""
+    from lifeboat.services import keys
+
+    rows = keys.list_writers(run_context(ctx).policy())
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        state = f"revoked {row['revoked']}" if row["revoked"] else "active"
+        console.print(
+            f"{row['name']} gen {row['generation']}: {', '.join(row['assets'])} "
+            f"(issued {row['issued']}, {state})",
+            markup=False,
+            soft_wrap=True,
+        )
+    if not rows:
+        console.print("no writer registry: an unsigned legacy repository", markup=False)

@@ -20,9 +20,14 @@ def inspect(
 ) -> None:
     """Versioning, lifecycle rules that expire versions too early, object count and size."""
     from lifeboat.assets.objects.inspect import inspect_source
+    from lifeboat.assets.objects.model import ObjectsAsset
+    from lifeboat.errors import ConfigError
 
     policy = run_context(ctx).policy()
-    report = inspect_source(policy, policy.asset(asset), fix=fix)
+    spec = policy.asset(asset)
+    if not isinstance(spec, ObjectsAsset):
+        raise ConfigError(f"{asset!r} is not an objects asset")
+    report = inspect_source(policy, spec, fix=fix)
     if json_out:
         print_json(report)
     else:

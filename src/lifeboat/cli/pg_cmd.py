@@ -30,11 +30,12 @@ def configure(
         required_settings,
     )
     from lifeboat.assets.postgres.quoting import setting
+    from lifeboat.cli.wal_run import postgres_spec
     from lifeboat.errors import LifeboatError
 
     run = run_context(ctx)
     policy = run.policy()
-    spec = policy.asset(asset)
+    spec = postgres_spec(policy, asset)
     config = run.config_path.absolute()
     settings = required_settings(policy, spec, sys.executable, config)
     changed = apply_settings(spec.dsn, settings) if apply else []

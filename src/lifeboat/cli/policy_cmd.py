@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -12,6 +11,10 @@ from lifeboat.cli.app import app
 from lifeboat.cli.common import console, print_json, run_context
 from lifeboat.policy import format_duration
 from lifeboat.policy_feasibility import Finding, feasibility, reachability_findings
+
+if TYPE_CHECKING:
+    from lifeboat.policy import Policy
+
 
 policy_app = typer.Typer(help="The policy file.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -27,14 +30,13 @@ def check(
     policy = run_context(ctx).policy()
     findings = feasibility(policy) + _escrow_findings(policy)
     if not offline:
-        from lifeboat.assets.postgres.configure import server_findings
+        from lifeboat.assets.registry import kind_of
 
         findings += reachability_findings(policy)
         for name, asset in policy.assets.items():
-            if asset.kind == "postgres":
-                findings += [Finding(name, "warn", message) for message in server_findings(policy, asset)]
-                findings += _archiving_findings(policy, name, asset)
-    rows = []
+            notes = kind_of(asset).online_findings(policy, name, asset)
+            findings += [Finding(name, note.level, note.message) for note in notes]
+    rows: list[dict[str, Any]] = []
     for name, asset in policy.assets.items():
         cls = policy.classes[asset.class_]
         mine = [f for f in findings if f.asset == name]
@@ -105,7 +107,7 @@ def check(
 RETENTION_KEYS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
-def retention_sources(policy: Any, asset: str) -> dict[str, dict[str, Any]]:
+def retention_sources(policy: Policy, asset: str) -> dict[str, dict[str, Any]]:
     """Each effective retention value and where it comes from: the class, lifeboat's
     default (which merges into a class that names only some keys), or the mode's minimum age."""
     name = policy.assets[asset].class_
@@ -135,7 +137,7 @@ def describe_retention(sources: dict[str, dict[str, Any]]) -> str:
     return "; ".join(f"{', '.join(items)} ({origin})" for origin, items in groups.items()) or "keep all"
 
 
-def _escrow(policy: Any) -> dict[str, Any] | None:
+def _escrow(policy: Policy) -> dict[str, Any] | None:
     """The effective M-of-N and where M comes from; None without custodians."""
     if not policy.escrow.custodians:
         return None
@@ -143,7 +145,7 @@ def _escrow(policy: Any) -> dict[str, Any] | None:
     return {"threshold": threshold, "custodians": len(policy.escrow.custodians), "source": source}
 
 
-def _escrow_findings(policy: Any) -> list[Finding]:
+def _escrow_findings(policy: Policy) -> list[Finding]:
     from lifeboat.crypto.escrow import split_problem
 
     if not policy.escrow.custodians:
@@ -154,20 +156,3 @@ def _escrow_findings(policy: Any) -> list[Finding]:
         return []
     m_of_n = f"{threshold}-of-{len(policy.escrow.custodians)}"
     return [Finding("escrow", "error", f"{m_of_n} ({source}): {problem}")]
-
-
-def _archiving_findings(policy: Any, name: str, asset: Any) -> list[Finding]:
-    """A real write as PostgreSQL's OS user, and pg_stat_archiver: errors, not warnings
-    (WAL that cannot be archived is a database that cannot be recovered)."""
-    from lifeboat.assets.postgres.configure import archive_failure, probe_as_server_user
-
-    found: list[Finding] = []
-    if not Path(policy.repository.keyfile).exists():
-        return found  # not initialised yet: nothing to push into
-    user, problem = probe_as_server_user(Path(policy.path).absolute(), asset)
-    if problem is not None:
-        found.append(Finding(name, "error", f"a WAL push as {user} would fail: {problem}"))
-    failing = archive_failure(asset.dsn)
-    if failing is not None:
-        found.append(Finding(name, "error", failing))
-    return found

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.table import Table
 
-from lifeboat import runtime
 from lifeboat.cli.app import app
 from lifeboat.cli.common import (
     REPOSITORY_HELP,
@@ -27,7 +24,8 @@ from lifeboat.cli.credentials import (
     credentials_options,
     custodian_passphrases,
 )
-from lifeboat.errors import LifeboatError
+from lifeboat.services import check as check_service
+from lifeboat.services import retention
 
 
 @app.command()
@@ -69,6 +67,8 @@ def init(
             "id": result.id,
             "backup_key": result.backup_key,
             "recovery_fingerprint": result.recovery_fingerprint,
+            "drill_key_fingerprint": result.drill_key_fingerprint,
+            "writer": result.writer,
         }
         if result.recovery_key is not None:
             data["recovery_key"] = result.recovery_key
@@ -77,10 +77,17 @@ def init(
         if shares_out is not None:
             data["shares"] = result.shares
             data["threshold"] = result.threshold
+        if result.key_material_escrow is not None:
+            data["key_material_escrow"] = result.key_material_escrow
         print_json(data)
         return
     console.print(f"created repository {result.id[:12]} at {result.repository}")
-    console.print(f"backup key (write-only): {result.backup_key}")
+    console.print(f"backup key (write-only, writer {result.writer}, every asset): {result.backup_key}")
+    console.print(
+        f"drill evidence signing key: {result.drill_key_fingerprint}  (auditors pin it: "
+        "lifeboat evidence verify BUNDLE --key FINGERPRINT)",
+        markup=False,
+    )
     if result.owner is not None:
         console.print(f"owned by {result.owner}: its archive_command can push; root-run commands keep that")
     if result.recovery_key is not None:
@@ -90,19 +97,19 @@ def init(
             f"recovery shares: {shares_out} ({result.threshold}-of-{len(result.shares)}: "
             f"any {result.threshold} custodians together can recover)"
         )
+        if result.key_material_escrow is not None:
+            console.print(
+                f"key material (kind keys) is sealed to escrow key {result.key_material_escrow}: each "
+                f"share file also holds that custodian's share of it; no key file opens key material, "
+                f"only {result.threshold} custodians' shares together",
+                markup=False,
+            )
         console.print(
             f"next: hand each custodian their own file from {shares_out} (in person or over a channel "
             "only they can read), have each check it with 'lifeboat escrow verify-share FILE', then "
             f"delete {shares_out}: shares left together on this host are the recovery key",
             markup=False,
         )
-
-
-def _require_known_asset(policy: Any, asset: str | None, snaps: list[Any]) -> None:
-    """A mistyped --asset would list or forget nothing and say so as if all were well; an
-    asset gone from the policy still counts while the repository holds its snapshots."""
-    if asset is not None and asset not in policy.assets and not snaps:
-        policy.asset(asset)  # raises: unknown asset, with the known ones
 
 
 @app.command()
@@ -113,56 +120,11 @@ def snapshots(
     repository: str = typer.Option(None, "--repository", help=REPOSITORY_HELP),
 ) -> None:
     """List snapshots (needs only the backup key)."""
-    policy = read_from(ctx, repository).policy()
-    repo = runtime.open_for_write(policy)
-    snaps, damaged = repo.snapshots_and_damaged(asset)
-    _require_known_asset(policy, asset, snaps)
-    if json_out:
-        print_json(
-            [
-                {
-                    "id": s.id,
-                    "asset": s.asset,
-                    "kind": s.kind,
-                    "time": s.time,
-                    "host": s.host,
-                    "labels": s.labels,
-                    "stats": s.stats,
-                    "parent": s.parent,
-                }
-                for s in snaps
-            ]
-            + [_damaged_json(name, problem) for name, problem in sorted(damaged.items())]
-        )
-        if damaged:
-            raise typer.Exit(1)
-        return
-    table = Table("id", "time (UTC)", "asset", "kind", "host", "files", "size", "added")
-    for s in snaps:
-        table.add_row(
-            s.short_id,
-            s.time.strftime("%Y-%m-%d %H:%M:%S"),
-            s.asset,
-            s.kind,
-            s.host,
-            str(s.stats.files),
-            human_bytes(s.stats.bytes),
-            human_bytes(s.stats.stored_bytes),
-        )
-    for name, _ in sorted(damaged.items()):
-        table.add_row(name.rsplit("/", 1)[-1][:8], "[red]damaged[/red]", "?", "?", "?", "", "", "")
-    console.print(table)
-    console.print(f"{len(snaps)} snapshot(s)")
-    if damaged:
-        for name, problem in sorted(damaged.items()):
-            console.print(f"[red]damaged[/red] {name}: {problem}", soft_wrap=True)
-        console.print(f"{len(damaged)} damaged snapshot(s): run 'lifeboat check' for details")
-        raise typer.Exit(1)
+    from lifeboat.cli.snapshots_run import snapshots as run_snapshots
 
-
-def _damaged_json(name: str, problem: str) -> dict[str, object]:
-    snapshot_id = name.rsplit("/", 1)[-1]
-    return {"id": snapshot_id, "asset": None, "kind": None, "time": None, "damaged": True, "problem": problem}
+    code = run_snapshots(read_from(ctx, repository).policy(), asset, json_out)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -182,23 +144,8 @@ def check(
     policy = read_from(ctx, repository).policy()
     read_data = read_data or read_data_subset is not None
     creds = credentials_options(recovery_key, share, passphrase_file)
-    try:
-        if creds.given or read_data or policy.repository.recovery_key:
-            repo = runtime.open_for_read(policy, creds, purpose="check --read-data" if read_data else "check")
-        else:
-            repo = runtime.open_for_write(policy)
-    except LifeboatError:
-        if read_data:
-            raise
-        repo = runtime.open_for_write(policy)
-    with progress_bar("checking") as bar:
-        report = repo.check(read_data=read_data, progress=bar, subset=read_data_subset)
-    runtime.audit_log(policy, repo).append(
-        "check",
-        outcome="ok" if report.ok else "failed",
-        read_data=read_data,
-        subset=report.subset,
-        problems=len(report.problems),
+    report = check_service.check(
+        policy, creds, read_data=read_data, subset=read_data_subset, progress=progress_bar
     )
     if json_out:
         print_json({"ok": report.ok, **report.__dict__})
@@ -212,6 +159,8 @@ def check(
             f"checked {report.snapshots} snapshots, {report.packs} packs, {report.chunks} chunks ({mode}"
             + (f", {human_bytes(report.bytes_read)} read)" if read_data else ")")
         )
+        for warning in report.warnings:
+            console.print(f"[yellow]warning[/yellow]: {warning}", soft_wrap=True)
         for p in report.problems:
             where = f" snapshots: {', '.join(p.snapshots)}" if p.snapshots else ""
             files = (
@@ -237,22 +186,13 @@ def forget(
     passphrase_file: PassphraseOption = None,
 ) -> None:
     """Apply the retention policy: forget snapshots no rule keeps (honours minimum ages and locks)."""
-    policy = run_context(ctx).policy()
-    repo = runtime.open_for_read(
-        policy, credentials_options(recovery_key, share, passphrase_file), purpose="forget"
-    )
-    if asset is not None:
-        _require_known_asset(policy, asset, repo.snapshots(asset))
-    report = repo.forget(runtime.keep_rules(policy), dry_run=dry_run, asset=asset)
-    wal = runtime.expire_wal(policy, repo, asset=asset, dry_run=dry_run)
-    runtime.audit_log(policy, repo).append(
-        "forget",
+    result = retention.forget(
+        run_context(ctx).policy(),
+        credentials_options(recovery_key, share, passphrase_file),
         asset=asset,
-        removed=[s.id for s in report.removed],
-        locked=[s.id for s in report.locked],
-        wal_removed=sum(len(w.removed) for w in wal),
         dry_run=dry_run,
     )
+    report, wal = result.report, result.wal
     if json_out:
         print_json(
             {
@@ -286,22 +226,26 @@ def prune(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    repack_small: bool = typer.Option(
+        False, "--repack-small", help="Repack small packs even when there are fewer than 10."
+    ),
+    max_unused: str = typer.Option(
+        "5%", "--max-unused", help="Unused space left in kept packs before they are repacked, or 'unlimited'."
+    ),
     recovery_key: RecoveryKeyOption = None,
     share: ShareOption = None,
     passphrase_file: PassphraseOption = None,
 ) -> None:
-    """Remove data no snapshot or WAL segment needs (exclusive lock; honours Object Lock)."""
-    policy = run_context(ctx).policy()
-    repo = runtime.open_for_read(
-        policy, credentials_options(recovery_key, share, passphrase_file), purpose="prune"
-    )
-    report = repo.prune(dry_run=dry_run)
-    runtime.audit_log(policy, repo).append(
-        "prune",
-        packs_removed=report.packs_removed,
-        bytes_removed=report.bytes_removed,
-        locked=len(report.locked_objects),
+    """Remove data no snapshot or WAL segment needs and repack small or mostly unused packs
+    (exclusive lock; honours Object Lock)."""
+    from lifeboat.repo.repack import RepackOptions, parse_max_unused
+
+    options = RepackOptions(repack_small=repack_small, max_unused=parse_max_unused(max_unused))
+    report = retention.prune(
+        run_context(ctx).policy(),
+        credentials_options(recovery_key, share, passphrase_file),
         dry_run=dry_run,
+        repack=options,
     )
     if json_out:
         print_json({**report.__dict__, "dry_run": dry_run})
@@ -310,6 +254,12 @@ def prune(
     console.print(
         f"{verb} {report.packs_removed} of {report.packs_total} packs ({human_bytes(report.bytes_removed)}); "
         f"{report.packs_kept_locked} kept by Object Lock"
+        + (f"; {verb.replace('remove', 'repack')} {report.packs_repacked}" if report.packs_repacked else "")
+        + (
+            f"; {len(report.repack_kept_locked)} small or mostly unused packs left under retention"
+            if report.repack_kept_locked
+            else ""
+        )
         + (
             f"; {report.incomplete_removed} leftovers of killed writes swept"
             if report.incomplete_removed

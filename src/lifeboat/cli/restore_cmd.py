@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from lifeboat import runtime
 from lifeboat.cli.app import app
 from lifeboat.cli.common import (
     REPOSITORY_HELP,
     console,
     err_console,
-    human_bytes,
     print_json,
     progress_bar,
     read_from,
@@ -26,8 +23,7 @@ from lifeboat.cli.credentials import (
     ShareOption,
     credentials_options,
 )
-from lifeboat.errors import ConfigError, NotFoundError, StorageError
-from lifeboat.redact import redact
+from lifeboat.errors import ConfigError
 
 # Each names a different point to recover to: two of them leave the choice to lifeboat.
 RECOVERY_TARGETS = ("snapshot", "at", "lsn", "xid", "name", "latest")
@@ -70,20 +66,6 @@ def check_restore_usage(kind: str, given: dict[str, Any]) -> None:
                 f"{_flag(option)} does not apply to {kind} assets (only to {', '.join(kinds)})",
                 hint=RESTORE_HELP,
             )
-
-
-def refuse_future_time(policy: Any, repo: Any, asset: str, when: datetime | None) -> None:
-    """A time in the future would quietly mean "the latest": refuse it and say what is."""
-    if when is None or when <= datetime.now(UTC):
-        return
-    from lifeboat.ops.status import asset_status
-
-    newest = next((s.last_backup for s in asset_status(policy, repo) if s.asset == asset), None)
-    raise ConfigError(
-        f"--at {when.isoformat(timespec='seconds')} is in the future; the newest restorable time "
-        f"of {asset} is {newest or 'none (no backup yet)'}",
-        hint="give a time in the past, or --latest (postgres) or no target for the newest state",
-    )
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -179,128 +161,43 @@ def restore(
         return
     if shard is not None and shards is None:
         raise ConfigError("--shard I needs --shards N (the number of parts)", hint=RESTORE_HELP)
-    creds = credentials_options(recovery_key, share, passphrase_file)
-    policy, repo, fallback = _open_repository(policy, rc.repository, creds, asset)
-    refuse_future_time(policy, repo, spec.name, when)
-    audit = runtime.audit_log(policy, repo)
-    options: dict[str, Any] = {
-        "target": target,
-        "snapshot_id": snapshot,
-        "at": when,
-        "lsn": lsn,
-        "xid": xid,
-        "name": name,
-        "latest": latest,
-        "port": port,
-        "start": start,
-        "in_place": in_place,
-        "yes": yes,
-        "dry_run": dry_run,
-        "force": force,
-        "archive": archive,
-        "timeline": timeline,
-        "standby": standby,
-        "shards": shards,
-        "shard": shard,
-    }
     if target is None and not in_place:
         raise ConfigError("restore needs --target", hint="restores never write to the source by default")
-    with progress_bar(f"restore {asset}") as bar:
-        result = _dispatch(policy, spec, repo, options, bar)
-    source = rc.repository or (fallback[0] if fallback else None)
-    audit.append(
-        "restore",
-        asset=asset,
-        target=str(target),
-        snapshot=result.get("snapshot"),
-        outcome="ok" if result.get("ok", True) else "failed",
-        **({"repository": source} if source else {}),
+    from lifeboat.assets.kind import PgRecovery, RestoreRequest
+    from lifeboat.services.restore import restore as restore_service
+
+    request = RestoreRequest(
+        asset,
+        target,
+        snapshot_id=snapshot,
+        at=when,
+        force=force,
+        dry_run=dry_run,
+        in_place=in_place,
+        yes=yes,
+        shard=shard,
+        shards=shards,
+        postgres=PgRecovery(lsn, xid, name, port, start, archive, timeline, standby),
     )
-    if source:
-        result = {**result, "repository": source, "repository_url": str(policy.repository.url)}
-    if fallback:
-        result["primary_unreachable"] = fallback[1]
+    outcome = restore_service(
+        policy,
+        credentials_options(recovery_key, share, passphrase_file),
+        request,
+        chosen=rc.repository,
+        progress=progress_bar(f"restore {asset}"),
+        notify=lambda line: err_console.print(line, markup=False, soft_wrap=True),
+    )
     if json_out:
-        print_json(result)
+        print_json(outcome.to_json())
     else:
-        if fallback:
+        if outcome.primary_unreachable is not None:
             console.print(
-                f"primary repository unreachable ({fallback[1]}): restored from copy {fallback[0]!r} "
-                f"({policy.repository.url})",
+                f"primary repository unreachable ({outcome.primary_unreachable}): restored from copy "
+                f"{outcome.repository!r} ({outcome.repository_url})",
                 soft_wrap=True,
                 markup=False,
             )
-        _print_summary(asset, result)
-    if not result.get("ok", True):
+        for line in outcome.result.summary:
+            console.print(line, soft_wrap=True)
+    if not outcome.result.ok:
         raise typer.Exit(1)
-
-
-def _open_repository(
-    policy: Any, chosen: str | None, creds: Any, asset: str
-) -> tuple[Any, Any, tuple[str, str] | None]:
-    """The repository to restore from: the primary, or when it cannot be reached (an error
-    that is not "not found": a missing snapshot is missing everywhere) the first copy that
-    opens. Returns the policy reading from it, the repository, and (copy, why) on fallback."""
-    purpose = f"restore {asset}"
-    try:
-        return policy, runtime.open_for_read(policy, creds, purpose=purpose, asset=asset), None
-    except StorageError as exc:
-        if chosen is not None or isinstance(exc, NotFoundError) or not policy.copies:
-            raise
-        primary_error = exc
-    for name in sorted(policy.copies):
-        candidate = policy.reading_from(name)
-        err_console.print(
-            f"lifeboat: primary repository unreachable ({primary_error.message}); "
-            f"trying copy {name!r} ({candidate.repository.url})",
-            markup=False,
-            soft_wrap=True,
-        )
-        try:
-            repo = runtime.open_for_read(candidate, creds, purpose=f"{purpose} from copy {name}", asset=asset)
-        except (StorageError, ConfigError) as exc:  # ConfigError: nothing copied there yet
-            err_console.print(
-                f"lifeboat: copy {name!r} cannot be read either ({redact(exc.message)})", markup=False
-            )
-            continue
-        return candidate, repo, (name, primary_error.message)
-    raise StorageError(
-        f"{primary_error.message}; no copy could be read either",
-        hint="check the endpoints of [repository] and [copies.*]",
-    )
-
-
-def _dispatch(policy: Any, spec: Any, repo: Any, options: dict[str, Any], bar: Any) -> dict[str, Any]:
-    if spec.kind == "files":
-        from lifeboat.assets.files import restore_snapshot
-
-        info = repo.find_snapshot(spec.name, snapshot_id=options["snapshot_id"], at=options["at"])
-        stats = restore_snapshot(repo, info, Path(options["target"]), force=options["force"], progress=bar)
-        return {
-            "ok": True,
-            "asset": spec.name,
-            "snapshot": info.id,
-            "target": options["target"],
-            "files": stats.files,
-            "dirs": stats.dirs,
-            "symlinks": stats.symlinks,
-            "bytes": stats.bytes,
-            "verified": stats.verified,
-            "seconds": stats.seconds,
-        }
-    from lifeboat.assets.registry import restore_asset
-
-    return restore_asset(policy, spec, repo, options, bar)
-
-
-def _print_summary(asset: str, result: dict[str, Any]) -> None:
-    if "files" in result and "bytes" in result and not result.get("summary"):  # else the asset's own
-        console.print(
-            f"{asset}: restored {result['files']} files ({human_bytes(result['bytes'])}), "
-            f"{result.get('dirs', 0)} dirs, {result.get('symlinks', 0)} symlinks from snapshot "
-            f"{str(result.get('snapshot', ''))[:12]} into {result.get('target')} "
-            f"in {result.get('seconds', 0):.1f}s; "
-            f"{result.get('verified', 0)} files verified"
-        )
-    for line in result.get("summary", []):
-        console.print(line, soft_wrap=True)

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from lifeboat import runtime
+from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.shards import restore_worker_args, worker_args
 from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
 from lifeboat.errors import CheckFailed, ConfigError
@@ -78,7 +79,7 @@ def sharded_backup(
     context = run_context(ctx)
     policy = context.policy()
     asset = policy.asset(name)
-    if asset.kind != "objects":
+    if not isinstance(asset, ObjectsAsset):
         raise ConfigError(f"asset {name} is a {asset.kind} asset: only objects assets back up in shards")
     repo = runtime.open_for_write(policy)
     audit = runtime.audit_log(policy, repo)

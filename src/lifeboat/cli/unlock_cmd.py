@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from lifeboat import runtime
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, print_json, run_context
 from lifeboat.errors import ConfigError
-from lifeboat.repo.locks import describe_age, storage_age, storage_now, unlock
+from lifeboat.repo.locks import describe_age
+from lifeboat.services.unlock import remove_locks
 
 
 @app.command("unlock")
@@ -25,26 +25,16 @@ def unlock_cmd(
     """Remove repository locks left by crashed or clock-skewed processes."""
     if stale and everything:
         raise ConfigError("--stale and --all exclude each other", hint="--all already removes stale locks")
-    policy = run_context(ctx).policy()
-    repo = runtime.open_for_write(policy)
-    report = unlock(repo.storage, everything=everything)
-    runtime.audit_log(policy, repo).append(
-        "unlock",
-        outcome="ok" if not report.failed else "failed",
-        mode="all" if everything else "stale",
-        removed=[lock.name for lock in report.removed] + report.leftovers,
-        kept=[lock.name for lock in report.live],
-        failed=report.failed,
-    )
+    result = remove_locks(run_context(ctx).policy(), everything=everything)
+    report = result.report
     if json_out:
         print_json(report)
     else:
-        now = storage_now(repo.storage) if report.live else 0.0
         for lock in report.removed:
             kind = "exclusive" if lock.exclusive else "shared"
             console.print(f"removed {lock.name}: {lock.operation} (pid {lock.pid} on {lock.host}, {kind})")
         for lock in report.live:
-            age = describe_age(storage_age(lock, now))
+            age = describe_age(result.ages[lock.name])
             who = f"pid {lock.pid} on {lock.host}"
             console.print(f"kept live {lock.name}: {lock.operation} ({who}, {age} old)")
         for name in report.failed:

@@ -1,52 +1,22 @@
 """`lifeboat wal push|fetch|verify`: PostgreSQL's archive_command and restore_command.
 
-These run once per WAL segment, so they import only what they need.
+`push` and `fetch` run once per WAL segment: `cli/entry.py` runs them without typer
+(`cli/wal_run.py`), these commands are their `--help` and the slow path.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
+from lifeboat.cli import wal_run
 from lifeboat.cli.app import app
 from lifeboat.cli.common import run_context
+from lifeboat.cli.wal_run import postgres_asset, postgres_spec
 
 wal_app = typer.Typer(help="WAL archiving for PostgreSQL assets.", no_args_is_help=True)
 app.add_typer(wal_app, name="wal")
-
-
-def _postgres_asset(policy: object, asset: str | None) -> str:
-    from lifeboat.errors import ConfigError
-
-    names = [n for n, a in policy.assets.items() if a.kind == "postgres"]  # type: ignore[attr-defined]
-    if asset:
-        if asset not in names:
-            raise ConfigError(
-                f"{asset!r} is not a postgres asset (postgres assets: {', '.join(names) or 'none'})"
-            )
-        return asset
-    if len(names) != 1:
-        raise ConfigError("several postgres assets: name one with --asset", hint=f"known: {', '.join(names)}")
-    return str(names[0])
-
-
-def _system_identifier(policy: object, repo: object, asset: str) -> int | None:
-    """The asset's system identifier, cached in the state dir once a base backup recorded
-    it (push runs once per segment: no listing of snapshots each time)."""
-    from lifeboat.assets.postgres.wal import asset_system_identifier
-
-    cache = policy.state_dir / "wal-sysid" / asset  # type: ignore[attr-defined]
-    try:
-        return int(cache.read_text().strip())
-    except (OSError, ValueError):
-        pass
-    found = asset_system_identifier(repo, asset)  # type: ignore[arg-type]
-    if found is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(f"{found}\n")
-    return found
 
 
 @wal_app.command("push")
@@ -59,24 +29,7 @@ def push(
     ),
 ) -> None:
     """Archive one WAL file (archive_command). Durable before it exits 0; idempotent."""
-    from lifeboat import runtime
-    from lifeboat.assets.postgres.wal import drain_spool, push_segment, spool_segment
-
-    policy = run_context(ctx).policy()
-    name = _postgres_asset(policy, asset)
-    if async_ or policy.asset(name).wal_async:
-        spool = policy.state_dir / "wal-spool" / name
-        spool_segment(spool, path)
-        if os.fork() == 0:  # the drainer outlives archive_command; one at a time (flock)
-            try:
-                os.setsid()
-                drain_spool(runtime.open_for_write(policy), name, spool)
-            finally:
-                os._exit(0)
-        return
-    repo = runtime.open_for_write(policy)
-    ref = push_segment(repo, name, path, _system_identifier(policy, repo, name))
-    runtime.audit_log(policy).append("wal-push", asset=name, segment=path.name, size=ref.size)
+    wal_run.push(run_context(ctx).policy(), path, asset, async_)
 
 
 @wal_app.command("probe", hidden=True)
@@ -91,7 +44,7 @@ def probe(
     from lifeboat.assets.postgres.configure import write_probe
 
     policy = run_context(ctx).policy()
-    name = _postgres_asset(policy, asset)
+    name = postgres_asset(policy, asset)
     repo = runtime.open_for_write(policy)
     runtime.require_writable_state(policy)
     write_probe(repo, name)
@@ -118,8 +71,8 @@ def stream(
     from lifeboat.cli.common import console, err_console, print_json
 
     policy = run_context(ctx).policy()
-    name = _postgres_asset(policy, asset)
-    spec = policy.asset(name)
+    name = postgres_asset(policy, asset)
+    spec = postgres_spec(policy, name)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -160,7 +113,7 @@ def drain(
     from lifeboat.cli.common import console
 
     policy = run_context(ctx).policy()
-    name = _postgres_asset(policy, asset)
+    name = postgres_asset(policy, asset)
     pushed = drain_spool(runtime.open_for_write(policy), name, policy.state_dir / "wal-spool" / name)
     console.print(f"{name}: {pushed} spooled WAL files archived")
 
@@ -182,28 +135,9 @@ def fetch(
     ),
 ) -> None:
     """Restore one WAL file (restore_command); exit 1 quietly when the archive lacks it."""
-    if spool is not None:
-        import shutil
-
-        if not (spool / name).exists():
-            raise typer.Exit(1)
-        shutil.copyfile(spool / name, dest)
-        return
-    from lifeboat import runtime
-    from lifeboat.assets.postgres.wal import fetch_segment, prefetch
-
-    policy = run_context(ctx).policy()
-    asset_name = _postgres_asset(policy, asset)
-    creds = runtime.Credentials(recovery_key=recovery_key)
-    repo = runtime.open_for_read(policy, creds, purpose="wal fetch", asset=asset_name)
-    cache = policy.state_dir / "wal-prefetch" / asset_name
-    if not fetch_segment(repo, asset_name, name, dest, cache):
-        raise typer.Exit(1)
-    if os.fork() == 0:  # prefetch the next segments after PostgreSQL has this one
-        try:
-            prefetch(repo, asset_name, name, cache)
-        finally:
-            os._exit(0)
+    code = wal_run.fetch(run_context(ctx).policy, name, dest, asset, spool, recovery_key)
+    if code:
+        raise typer.Exit(code)
 
 
 @wal_app.command("verify")
@@ -218,7 +152,7 @@ def verify(
     from lifeboat.cli.common import console, print_json
 
     policy = run_context(ctx).policy()
-    name = _postgres_asset(policy, asset)
+    name = postgres_asset(policy, asset)
     repo = runtime.open_for_write(policy)
     report = verify_archive(repo, name)
     runtime.audit_log(policy, repo).append(

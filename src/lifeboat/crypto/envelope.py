@@ -40,15 +40,18 @@ class Cipher:
         self._aead = AVAILABLE_SUITES[suite](key)
 
     def seal(self, plaintext: bytes, aad: bytes = b"") -> bytes:
+        """Encrypts and authenticates ``plaintext`` (``aad`` authenticated, not encrypted)."""
         nonce = os.urandom(NONCE_LEN)
         header = bytes([self.suite]) + nonce
         return header + self._aead.encrypt(nonce, plaintext, header[:1] + aad)
 
     def open(self, envelope: bytes, aad: bytes = b"") -> bytes:
+        """Decrypts an envelope from ``seal`` (IntegrityError when tampered)."""
         return open_with(self._aead, self.suite, envelope, aad)
 
 
 def open_with(aead: AESGCM | ChaCha20Poly1305, suite: int, envelope: bytes, aad: bytes) -> bytes:
+    """Decrypts an envelope with the AEAD its suite byte names."""
     if len(envelope) < OVERHEAD or envelope[0] != suite:
         raise IntegrityError("encrypted object is truncated or uses an unexpected suite")
     nonce = envelope[1 : 1 + NONCE_LEN]
@@ -59,6 +62,7 @@ def open_with(aead: AESGCM | ChaCha20Poly1305, suite: int, envelope: bytes, aad:
 
 
 def open_envelope(key: bytes, envelope: bytes, aad: bytes = b"") -> bytes:
+    """Decrypts an envelope with a raw key."""
     if not envelope:
         raise IntegrityError("encrypted object is empty")
     suite = envelope[0]
@@ -66,6 +70,7 @@ def open_envelope(key: bytes, envelope: bytes, aad: bytes = b"") -> bytes:
 
 
 def public_bytes(private: X25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of an X25519 private key."""
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -88,6 +93,7 @@ def wrap_key(recipient_public: bytes, data_key: bytes, context: bytes) -> bytes:
 
 
 def unwrap_key(recipient: X25519PrivateKey, wrapped: bytes, context: bytes) -> bytes:
+    """The data key ``wrap_key`` wrapped for this recipient (IntegrityError otherwise)."""
     if len(wrapped) < 32 + OVERHEAD:
         raise IntegrityError("wrapped key is truncated")
     eph_public = wrapped[:32]

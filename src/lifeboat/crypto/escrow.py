@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import shamir_mnemonic
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -24,11 +24,23 @@ from lifeboat.crypto.envelope import Cipher
 from lifeboat.crypto.keys import RecoveryKey, write_secret_file
 from lifeboat.errors import IntegrityError, KeyError_
 
+if TYPE_CHECKING:
+    from lifeboat.policy import Policy
+
 SHARE_HEADER = "# lifeboat recovery-key share (SLIP-39). Keep offline. Custodian: {custodian}\n"
+# A second section of the same file: the custodian's share of the escrow key that key
+# material (``kind = "keys"``) is sealed to (crypto/escrow_key.py). One file per custodian
+# keeps "bring your share" one act; the two secrets stay separate SLIP-39 splits.
+KEY_MATERIAL_MARK = "# lifeboat key-material escrow share"
+KEY_MATERIAL_HEADER = KEY_MATERIAL_MARK + " (SLIP-39). Keep offline. Custodian: {custodian}\n"
+RECOVERY = "recovery"
+KEY_MATERIAL = "key-material"
 
 
 @dataclass(frozen=True)
 class EscrowRecord:
+    """What the repository records about an escrow split (never a secret)."""
+
     threshold: int
     custodians: list[str]
     identifier: int
@@ -36,6 +48,7 @@ class EscrowRecord:
     created: str
 
     def to_json(self) -> dict[str, Any]:
+        """The record as stored."""
         return {
             "threshold": self.threshold,
             "custodians": self.custodians,
@@ -46,6 +59,7 @@ class EscrowRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EscrowRecord:
+        """The record from its stored form."""
         return cls(
             int(data["threshold"]),
             list(data["custodians"]),
@@ -57,11 +71,14 @@ class EscrowRecord:
 
 @dataclass(frozen=True)
 class ParsedShare:
+    """One custodian's share, read and checked."""
+
     custodian: str
     mnemonic: str
     identifier: int
     index: int
     threshold: int
+    purpose: str = RECOVERY  # or KEY_MATERIAL: a share of the escrow key of key material
 
 
 MAX_SHARES = 16  # SLIP-39's limit on the members of a group
@@ -88,6 +105,7 @@ def split_problem(threshold: int, custodians: list[str]) -> str | None:
 def split(
     recovery: RecoveryKey, threshold: int, custodians: list[str]
 ) -> tuple[EscrowRecord, dict[str, str]]:
+    """M-of-N SLIP-39 mnemonics of the recovery key and the record describing them."""
     problem = split_problem(threshold, custodians)
     if problem is not None:
         raise KeyError_(problem)
@@ -128,25 +146,34 @@ def open_mnemonic(blob: str, custodian: str, passphrase: bytes) -> str | None:
         return None
 
 
+def _section(header: str, mnemonic: str, custodian: str, passphrase: bytes | None) -> str:
+    text = header.format(custodian=custodian)
+    if passphrase:
+        return text + SHARE_ENCRYPTED_MARK + seal_mnemonic(mnemonic, custodian, passphrase) + "\n"
+    return text + mnemonic + "\n"
+
+
 def write_shares(
-    out_dir: Path, shares: dict[str, str], passphrases: dict[str, bytes] | None = None
+    out_dir: Path,
+    shares: dict[str, str],
+    passphrases: dict[str, bytes] | None = None,
+    key_material: dict[str, str] | None = None,
 ) -> list[Path]:
-    """One 0600 file per custodian; encrypted for those who gave a passphrase."""
+    """One 0600 file per custodian; encrypted for those who gave a passphrase.
+    ``key_material``: each custodian's share of the escrow key, as a second section."""
     written = []
     for custodian, mnemonic in shares.items():
         path = out_dir / f"{custodian}.share"
-        text = SHARE_HEADER.format(custodian=custodian)
         passphrase = (passphrases or {}).get(custodian)
-        if passphrase:
-            text += SHARE_ENCRYPTED_MARK + seal_mnemonic(mnemonic, custodian, passphrase) + "\n"
-        else:
-            text += mnemonic + "\n"
+        text = _section(SHARE_HEADER, mnemonic, custodian, passphrase)
+        if key_material is not None:
+            text += _section(KEY_MATERIAL_HEADER, key_material[custodian], custodian, passphrase)
         write_secret_file(path, text.encode())
         written.append(path)
     return written
 
 
-def parse_mnemonic(words: str, custodian: str, label: str) -> ParsedShare:
+def parse_mnemonic(words: str, custodian: str, label: str, purpose: str = RECOVERY) -> ParsedShare:
     """A share from its words; the error names the share and never quotes a word."""
     mnemonic = " ".join(words.split())
     try:
@@ -160,7 +187,7 @@ def parse_mnemonic(words: str, custodian: str, label: str) -> ParsedShare:
         raise KeyError_(f"share {label} ({custodian}): {reason}") from None
     except (ValueError, KeyError):
         raise KeyError_(f"share {label} ({custodian}): not a valid SLIP-39 share") from None
-    return ParsedShare(custodian, mnemonic, share.identifier, share.index, share.member_threshold)
+    return ParsedShare(custodian, mnemonic, share.identifier, share.index, share.member_threshold, purpose)
 
 
 AskPassphrase = Callable[[str], bytes | None]
@@ -169,27 +196,55 @@ AskPassphrase = Callable[[str], bytes | None]
 def read_share(
     path: Path, passphrases: Sequence[bytes] = (), ask_passphrase: AskPassphrase | None = None
 ) -> ParsedShare:
-    """A share file; an encrypted one is opened with a given passphrase or one asked for."""
+    """A share file's first share (the recovery key's, when the file has one)."""
+    return read_share_file(path, passphrases, ask_passphrase)[0]
+
+
+@dataclass
+class _Section:
+    purpose: str
+    custodian: str
+    encrypted: bool = False
+    body: list[str] = field(default_factory=list)
+
+
+def _sections(text: str, custodian: str) -> list[_Section]:
+    sections = [_Section(RECOVERY, custodian)]
+    for line in text.splitlines(keepends=True):
+        if line.startswith(KEY_MATERIAL_MARK):
+            sections.append(_Section(KEY_MATERIAL, custodian))
+        current = sections[-1]
+        if line.startswith("#"):
+            if "Custodian:" in line:
+                current.custodian = line.split("Custodian:", 1)[1].strip() or current.custodian
+            current.encrypted = current.encrypted or line == SHARE_ENCRYPTED_MARK
+            continue
+        current.body.append(line)
+    return [s for s in sections if s.body and "".join(s.body).strip()] or sections[:1]
+
+
+def read_share_file(
+    path: Path, passphrases: Sequence[bytes] = (), ask_passphrase: AskPassphrase | None = None
+) -> list[ParsedShare]:
+    """Every share in a share file (the recovery key's, then the key-material escrow's when
+    the file has that section); encrypted ones opened with a given passphrase or one asked
+    for (asked once per file: both sections use the custodian's one passphrase)."""
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise KeyError_(f"share file {path} does not exist") from None
     except (OSError, UnicodeDecodeError):
         raise KeyError_(f"cannot read share file {path}") from None
-    custodian = path.stem
-    encrypted = False
-    body: list[str] = []
-    for line in text.splitlines(keepends=True):
-        if line.startswith("#"):
-            if "Custodian:" in line:
-                custodian = line.split("Custodian:", 1)[1].strip() or custodian
-            encrypted = encrypted or line == SHARE_ENCRYPTED_MARK
-            continue
-        body.append(line)
-    words = "".join(body)
-    if encrypted:
-        words = _decrypt_share(words.strip(), custodian, path.name, passphrases, ask_passphrase)
-    return parse_mnemonic(words, custodian, path.name)
+    shares: list[ParsedShare] = []
+    known = list(passphrases)
+    for section in _sections(text, path.stem):
+        words = "".join(section.body)
+        if section.encrypted:
+            words, used = _decrypt_share(words.strip(), section.custodian, path.name, known, ask_passphrase)
+            if used not in known:
+                known.append(used)
+        shares.append(parse_mnemonic(words, section.custodian, path.name, section.purpose))
+    return shares
 
 
 def _decrypt_share(
@@ -198,18 +253,18 @@ def _decrypt_share(
     label: str,
     passphrases: Sequence[bytes],
     ask_passphrase: AskPassphrase | None,
-) -> str:
+) -> tuple[str, bytes]:
     try:
         for passphrase in passphrases:
             words = open_mnemonic(blob, custodian, passphrase)
             if words is not None:
-                return words
+                return words, passphrase
         asked = ask_passphrase(custodian) if ask_passphrase else None
         words = open_mnemonic(blob, custodian, asked) if asked else None
     except (ValueError, IndexError):
         raise KeyError_(f"share {label} ({custodian}): the encrypted share is damaged") from None
-    if words is not None:
-        return words
+    if words is not None and asked is not None:
+        return words, asked
     if not passphrases and asked is None:
         raise KeyError_(
             f"share {label} ({custodian}) is protected by a passphrase",
@@ -219,6 +274,7 @@ def _decrypt_share(
 
 
 def combine(shares: list[ParsedShare], record: EscrowRecord | None) -> bytes:
+    """The recovery secret from enough shares of one escrow (KeyError_ otherwise)."""
     if not shares:
         raise KeyError_("no shares given")
     for share in shares:
@@ -238,16 +294,28 @@ def combine(shares: list[ParsedShare], record: EscrowRecord | None) -> bytes:
         raise KeyError_("the shares do not combine: they come from different escrows") from None
 
 
+class EscrowStore(Protocol):
+    """Where an escrow split is recorded (``Repository.put_escrow``): passed in, so crypto/
+    never imports repo/ and the record's name and layout stay in ``repo/records.py``."""
+
+    def put_escrow(self, record: EscrowRecord) -> None:
+        """Records the split (threshold, custodians, identifier, fingerprint; no secret)."""
+        ...
+
+
 def split_recovery_key(
-    policy: Any,
-    repo: Any,
+    policy: Policy,
+    repo: EscrowStore,
     recovery: RecoveryKey,
     out_dir: Path,
     threshold: int | None = None,
     custodians: list[str] | None = None,
     passphrases: dict[str, bytes] | None = None,
+    key_material: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Split, write one 0600 file per custodian, record the escrow in the repository."""
+    """Split, write one 0600 file per custodian, record the escrow in the repository;
+    ``key_material``: each custodian's share of the key-material escrow key, written into
+    the same file (a second section)."""
     people = custodians or list(policy.escrow.custodians)
     if not people:
         raise KeyError_(
@@ -265,10 +333,8 @@ def split_recovery_key(
         )
     record, shares = split(recovery, threshold or policy.escrow_threshold(), people)
     try:
-        written = write_shares(out_dir, shares, passphrases)
-        repo.put_record(
-            f"escrow/{record.created.replace(':', '')}-{record.identifier}.json", record.to_json()
-        )
+        written = write_shares(out_dir, shares, passphrases, key_material)
+        repo.put_escrow(record)
     except BaseException:
         # half a set of shares, or shares of an escrow the repository does not record,
         # would be handed to custodians and fail them at recovery time
@@ -276,13 +342,3 @@ def split_recovery_key(
             path.unlink(missing_ok=True)
         raise
     return written
-
-
-def escrow_records(repo_or_storage: Any) -> list[EscrowRecord]:
-    records = []
-    for name in repo_or_storage.list_records("escrow/"):
-        try:
-            records.append(EscrowRecord.from_json(repo_or_storage.get_record(name)))
-        except (KeyError, ValueError, TypeError):
-            continue
-    return records

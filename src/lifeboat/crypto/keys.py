@@ -6,6 +6,9 @@
 * A **backup key** holds what adding data needs and nothing that reads it back: the
   recovery *public* key (to wrap fresh data keys) and the chunk-id key (to compute
   content ids for deduplication). A stolen backup host can add data, not read it.
+* In a repository with a writer registry (issue #14) the backup key file is also a
+  **writer key**: the writer's name, key generation and Ed25519 signing key. Readers accept
+  only objects signed by a writer the root-signed registry allows (crypto/writers.py).
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from lifeboat import clock
@@ -81,9 +85,18 @@ class BackupKey:
     recovery_public: bytes
     id_key: bytes
     created: str
+    writer: str | None = None  # the writer's name in the registry (None: a legacy key)
+    generation: int = 0
+    signing_seed: bytes | None = field(default=None, repr=False)  # Ed25519 private seed
+
+    @property
+    def signing(self) -> Ed25519PrivateKey | None:
+        """The writer's signing key (None for a key file from before writer identities)."""
+        return Ed25519PrivateKey.from_private_bytes(self.signing_seed) if self.signing_seed else None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The key file's content."""
+        data: dict[str, Any] = {
             "type": BACKUP_KEY_TYPE,
             "version": 1,
             "repo_id": self.repo_id,
@@ -92,8 +105,16 @@ class BackupKey:
             "id_key": _b64(self.id_key),
             "created": self.created,
         }
+        if self.writer is not None and self.signing_seed is not None:
+            data["writer"] = {
+                "name": self.writer,
+                "generation": self.generation,
+                "signing_key": _b64(self.signing_seed),
+            }
+        return data
 
     def save(self, path: Path, *, overwrite: bool = False) -> None:
+        """Writes the key file, mode 0600 (refuses to overwrite unless asked)."""
         write_secret_file(path, json.dumps(self.to_json(), indent=2).encode() + b"\n", overwrite=overwrite)
 
     def __repr__(self) -> str:  # never print key bytes
@@ -109,20 +130,24 @@ class RecoveryKey:
 
     @classmethod
     def generate(cls, repo_id: str) -> RecoveryKey:
+        """A new random recovery key for the repository."""
         return cls(repo_id=repo_id, secret=secrets.token_bytes(32))
 
     @classmethod
     def from_secret(cls, repo_id: str, secret: bytes) -> RecoveryKey:
+        """The recovery key from its 32-byte secret (what escrow splits)."""
         if len(secret) != 32:
             raise KeyError_("recovery secret has the wrong length")
         return cls(repo_id=repo_id, secret=secret)
 
     @property
     def private(self) -> X25519PrivateKey:
+        """The X25519 private key."""
         return X25519PrivateKey.from_private_bytes(self.secret)
 
     @property
     def public(self) -> bytes:
+        """The raw X25519 public key."""
         return public_bytes(self.private)
 
     def fingerprint(self) -> str:
@@ -130,6 +155,7 @@ class RecoveryKey:
         return recovery_fingerprint(self.public)
 
     def to_json(self) -> dict[str, Any]:
+        """The key file's content."""
         return {
             "type": RECOVERY_KEY_TYPE,
             "version": 1,
@@ -139,6 +165,7 @@ class RecoveryKey:
         }
 
     def save(self, path: Path, *, overwrite: bool = False) -> None:
+        """Writes the key file, mode 0600 (refuses to overwrite unless asked)."""
         write_secret_file(path, json.dumps(self.to_json(), indent=2).encode() + b"\n", overwrite=overwrite)
 
     def __repr__(self) -> str:
@@ -146,10 +173,12 @@ class RecoveryKey:
 
 
 def recovery_fingerprint(public: bytes) -> str:
+    """The public fingerprint of a recovery public key."""
     return hashlib.sha256(b"lifeboat-recovery-key/" + public).hexdigest()[:32]
 
 
 def new_backup_key(repo_id: str, recovery_public: bytes, id_key: bytes) -> BackupKey:
+    """A new backup key for the repository (a fresh key id)."""
     return BackupKey(
         repo_id=repo_id,
         key_id=secrets.token_hex(8),
@@ -160,20 +189,29 @@ def new_backup_key(repo_id: str, recovery_public: bytes, id_key: bytes) -> Backu
 
 
 def load_backup_key(path: Path) -> BackupKey:
+    """The backup key in ``path`` (KeyError_ with a hint when unreadable)."""
     data = _read_key_json(path, BACKUP_KEY_TYPE, "backup key")
     try:
+        writer = data.get("writer")
+        seed = _unb64(writer["signing_key"]) if writer is not None else None
+        if seed is not None and len(seed) != 32:
+            raise ValueError("signing key of the wrong length")
         return BackupKey(
             repo_id=str(data["repo_id"]),
             key_id=str(data["key_id"]),
             recovery_public=_unb64(data["recovery_public"]),
             id_key=_unb64(data["id_key"]),
             created=str(data.get("created", "")),
+            writer=str(writer["name"]) if writer is not None else None,
+            generation=int(writer["generation"]) if writer is not None else 0,
+            signing_seed=seed,
         )
     except (KeyError, ValueError, TypeError):
         raise KeyError_(f"backup key file {path} is damaged") from None
 
 
 def load_recovery_key(path: Path) -> RecoveryKey:
+    """The recovery key in ``path`` (KeyError_ with a hint when unreadable)."""
     data = _read_key_json(path, RECOVERY_KEY_TYPE, "recovery key")
     try:
         return RecoveryKey.from_secret(str(data["repo_id"]), _unb64(data["secret"]))

@@ -18,6 +18,8 @@ from lifeboat.errors import ConfigError
 
 @dataclass
 class Action:
+    """A corrective action opened by a failed drill or check."""
+
     id: str
     title: str
     detail: str
@@ -32,19 +34,24 @@ class Action:
     due: str | None = None  # ISO time; None in ledgers written before due dates
 
     def due_time(self, default_period: timedelta) -> datetime:
+        """When the action is due."""
         if self.due:
             return datetime.fromisoformat(self.due)
         return datetime.fromisoformat(self.opened) + default_period
 
     def overdue(self, now: datetime, default_period: timedelta) -> bool:
+        """Whether the action is open past its due time."""
         return self.status == "open" and now > self.due_time(default_period)
 
 
 class Ledger:
+    """The corrective-action ledger (a JSON file in the operations docs)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def load(self) -> list[Action]:
+        """The actions recorded so far."""
         if not self.path.exists():
             return []
         fields = set(Action.__dataclass_fields__)
@@ -73,6 +80,7 @@ class Ledger:
         asset: str | None = None,
         due_in: timedelta | None = None,
     ) -> Action:
+        """Open an action (or refresh the open one with the same title)."""
         actions = self.load()
         for action in actions:
             if action.status == "open" and action.title == title and action.source == source:
@@ -98,6 +106,7 @@ class Ledger:
         return action
 
     def close(self, action_id: str, note: str) -> Action:
+        """Close an action with a note."""
         actions = self.load()
         for action in actions:
             if action.id == action_id:
@@ -109,6 +118,7 @@ class Ledger:
 
 
 def render_markdown(actions: list[Action]) -> str:
+    """The ledger as a Markdown table."""
     lines = [
         "# Corrective actions",
         "",

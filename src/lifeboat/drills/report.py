@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import Environment, PackageLoader
-
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
 def render(drill: dict[str, Any]) -> tuple[str, str]:
+    """A drill record as Markdown and HTML reports."""
+    from jinja2 import Environment, PackageLoader  # ~20 ms: only a drill that reports loads it
+
     text_env = Environment(loader=PackageLoader("lifeboat.drills"), autoescape=False)
     html_env = Environment(loader=PackageLoader("lifeboat.drills"), autoescape=True)
     for env in (text_env, html_env):

@@ -16,29 +16,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.conninfo import make_conninfo
-
-from lifeboat import __version__
-from lifeboat.assets.postgres.cluster import PgCluster, find_pg_bin, free_port
-from lifeboat.assets.postgres.wal import namespace as wal_namespace
-from lifeboat.drills.rpo import Rpo, capture_source, files_rpo, objects_rpo, pg_rpo
+from lifeboat import __version__, clock
+from lifeboat.assets.kind import DrillContext, DrillRestore, RestoreRequest, RestoreResult
+from lifeboat.assets.registry import kind_of
+from lifeboat.audit import default_actor
+from lifeboat.drills.rpo import Rpo, capture_source
 from lifeboat.errors import LifeboatError
 from lifeboat.repo import Repository
 
+if TYPE_CHECKING:
+    from lifeboat.assets.kind import AssetSpec
+    from lifeboat.policy import Policy
+
 Log = Callable[[str], None]
-SCENARIO_KINDS = {
-    "pg-pitr": {"postgres"},
-    "objects-restore": {"objects"},
-    "keys-recovery": {"keys"},
-    "full-outage": {"postgres", "objects", "keys", "files"},
-}
+Restore = Callable[[RestoreRequest], RestoreResult]
 
 
 @dataclass
 class Step:
+    """One timed step of a drill (a restore)."""
+
     name: str
     asset: str
     started: str
@@ -50,6 +49,8 @@ class Step:
 
 @dataclass
 class Check:
+    """One verification of a drill and its verdict."""
+
     name: str
     asset: str
     ok: bool
@@ -58,6 +59,8 @@ class Check:
 
 @dataclass
 class DrillRun:
+    """A drill's full record: what the evidence bundle holds."""
+
     drill: str
     scenario: str
     reference_time: str
@@ -78,56 +81,86 @@ class DrillRun:
     logs: dict[str, str] = field(default_factory=dict)
     total_rto_s: float = 0.0
     repository: str | None = None  # the [copies.NAME] restored from; None: the primary
+    # What an auditor asks for (issue #14); secrets never go here, only names and ids.
+    stopped: str | None = None  # the error that stopped the drill before it was judged
+    policy_digest: str = ""  # sha256 of the policy file the drill ran under
+    snapshots: dict[str, dict[str, str | None]] = field(default_factory=dict)  # asset -> id, time
+    wal: dict[str, dict[str, Any]] = field(default_factory=dict)  # postgres: what replay used
+    operator: str = field(default_factory=default_actor)  # user@host that ran the drill
+    staging_target: dict[str, Any] = field(default_factory=dict)  # host, path, ports
+    key_access: dict[str, Any] = field(default_factory=dict)  # recovery-key file or custodians
+    audit_entries: list[str] = field(default_factory=list)  # ids of the drill's audit entries
+    signing_key: str = ""  # fingerprint of the key that signs the bundle
+    refused_drill_key_records: list[str] = field(default_factory=list)
+
+
+def policy_digest(policy: Policy) -> str:
+    """``sha256:<hex>`` of the policy file (``sha256sum`` reproduces it)."""
+    try:
+        return "sha256:" + hashlib.sha256(policy.path.read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _parse_pg_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace(" ", "T", 1))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class DrillRunner:
+    """Restores each asset of a drill into staging through its kind, then judges the run."""
+
     def __init__(
         self,
-        policy: Any,
+        policy: Policy,
         name: str,
         repo: Repository,
+        restore: Restore,
         *,
         at: datetime | None = None,
         staging_root: Path | None = None,
         log: Log = lambda _: None,
     ) -> None:
         self.policy = policy
+        self.restore = restore  # the restore service, on the drill's open repository
         self.name = name
         self.drill = policy.drills[name]
         self.repo = repo
         self.at = at  # the recovery point asked for; None: the newest data there is
-        self.reference = at or datetime.now(UTC)  # the simulated disaster
+        self.reference = at or clock.now()  # the simulated disaster
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self.staging = (staging_root or policy.state_dir / "drills") / f"{name}-{stamp}"
         self.log = log
         self.run = DrillRun(
             name, self.drill.scenario, self.reference.isoformat(timespec="seconds"), staging=str(self.staging)
         )
-        self.pg_targets: dict[str, tuple[Path, int]] = {}
-        self.object_targets: dict[str, Path] = {}
-        self.sources: dict[str, Any] = {}  # each source's state when the outage is declared
+        self.run.policy_digest = policy_digest(policy)
+        self.run.staging_target = {"host": self.run.host, "path": str(self.staging), "ports": {}}
+        self.restored: dict[str, DrillRestore] = {}  # each asset's drill step, once it succeeded
+        self.sources: dict[str, object] = {}  # each source's state when the outage is declared
 
-    def assets(self) -> list[Any]:
-        kinds = SCENARIO_KINDS[self.drill.scenario]
+    def assets(self) -> list[AssetSpec]:
+        """The drill's assets whose kind takes part in its scenario."""
         names = self.drill.assets or list(self.policy.assets)
-        return [self.policy.asset(n) for n in names if self.policy.asset(n).kind in kinds]
+        specs = [self.policy.asset(n) for n in names]
+        return [a for a in specs if self.drill.scenario in kind_of(a).drill_scenarios]
 
     def execute(self) -> DrillRun:
+        """Restore, verify and measure every asset, cross-check, judge. An error that stops
+        the drill midway is its verdict (fail, with the reason), so it still gets evidence."""
         self.run.started = _now()
+        try:
+            return self._execute()
+        except (LifeboatError, OSError) as exc:
+            self.run.stopped = (
+                exc.message
+                if isinstance(exc, LifeboatError)
+                else f"{exc.filename or 'staging'}: {exc.strerror}"
+            )
+            self._judge()
+            self.run.finished = _now()
+            return self.run
+
+    def _execute(self) -> DrillRun:
         self.staging.mkdir(parents=True, exist_ok=True)
         drill_started = time.monotonic()
         point_in_time = self.at
@@ -163,151 +196,72 @@ class DrillRunner:
 
     # -- per asset ------------------------------------------------------------------------
 
-    def _restore(self, asset: Any, at: datetime | None) -> tuple[datetime | None, str, Rpo]:
-        from lifeboat.assets.registry import restore_asset
+    def _restore(self, asset: AssetSpec, at: datetime | None) -> tuple[datetime | None, str, Rpo]:
+        def restore(request: RestoreRequest) -> RestoreResult:
+            result = self.restore(request)
+            self._provenance(asset.name, result)
+            return result
 
-        target = self.staging / asset.name
-        options: dict[str, Any] = {"target": str(target), "at": at, "snapshot_id": None, "force": False}
-        if asset.kind == "postgres":
-            port = free_port()
-            options.update(start=True, port=port, archive=False, latest=at is None)
-            archive_before = set(self.repo.list_ref_names(wal_namespace(asset.name)))
-            result = restore_asset(self.policy, asset, self.repo, options)
-            self.pg_targets[asset.name] = (target, port)
-            self._check_archive_untouched(asset.name, target, port, archive_before)
-            log_path = target.parent / f"{target.name}.log"
-            if log_path.exists():
-                self.run.logs[f"{asset.name}-postgres"] = log_path.read_text(errors="replace")
-            for c in result.get("checks", []):
-                self.run.checks.append(Check(c["name"], asset.name, c["ok"], c["detail"]))
-            # no transaction replayed after the base backup: it is the newest data held
-            recovered = _parse_pg_time(result.get("recovered_to")) or self._snapshot_time(asset, result)
-            rpo = pg_rpo(
-                reference=self.reference,
-                at=at,
-                source=self.sources.get(asset.name),
-                target=target,
-                recovered=recovered,
-                pgdata=asset.pgdata,
-                pg_bin=find_pg_bin(asset.pg_bin),
-                user=PgCluster(target, port, target.parent).user,
+        step = kind_of(asset).drill(
+            DrillContext(
+                self.policy,
+                asset,
+                self.repo,
+                self.staging / asset.name,
+                at,
+                self.reference,
+                self.sources.get(asset.name),
+                restore,
             )
-            return recovered, "; ".join(result.get("summary", [])[:2]), rpo
-        if asset.kind == "objects":
-            options["target"] = f"dir://{target}"
-            options["at"] = None
-            info = self.repo.find_snapshot(asset.name, at=at)
-            options["snapshot_id"] = info.id
-            result = restore_asset(self.policy, asset, self.repo, options)
-            self.object_targets[asset.name] = target
-            self.run.checks.append(
-                Check(
-                    "object checksums",
-                    asset.name,
-                    bool(result["ok"]),
-                    f"{result['restored']} objects verified, {len(result['failed'])} failed",
-                )
-            )
-            rpo = objects_rpo(self.reference, self.sources.get(asset.name), self._entries(info), info.time)
-            return info.time, result["summary"][0], rpo
-        if asset.kind == "keys":
-            info = self.repo.find_snapshot(asset.name, at=at)
-            options["snapshot_id"] = info.id
-            result = restore_asset(self.policy, asset, self.repo, options)
-            matched = sum(1 for k in result["keys"] if k["match"])
-            self.run.checks.append(
-                Check(
-                    "key fingerprints",
-                    asset.name,
-                    bool(result["ok"]),
-                    f"{matched} of {len(result['keys'])} fingerprints match",
-                )
-            )
-            rpo = files_rpo(self.reference, self.sources.get(asset.name), self._entries(info), info.time)
-            return info.time, result["summary"][0], rpo
-        from lifeboat.assets.files import restore_snapshot
-
-        info = self.repo.find_snapshot(asset.name, at=at)
-        stats = restore_snapshot(self.repo, info, target)
-        self.run.checks.append(Check("file checksums", asset.name, True, f"{stats.verified} files verified"))
-        rpo = files_rpo(self.reference, self.sources.get(asset.name), self._entries(info), info.time)
-        return info.time, f"{stats.files} files restored", rpo
-
-    def _snapshot_time(self, asset: Any, result: dict[str, Any]) -> datetime | None:
-        return (
-            self.repo.find_snapshot(asset.name, snapshot_id=result["snapshot"]).time
-            if result.get("snapshot")
-            else None
         )
+        self.restored[asset.name] = step
+        self.run.logs.update(step.logs)
+        self.run.checks += [Check(c.name, asset.name, c.ok, c.detail) for c in step.checks]
+        return step.recovered, step.detail, step.rpo
 
-    def _entries(self, info: Any) -> list[Any]:
-        return list(self.repo.reader(info).entries())
-
-    def _check_archive_untouched(self, asset: str, target: Path, port: int, before: set[str]) -> None:
-        """A staging cluster must never write into production's WAL archive: its timeline
-        would become a branch a later restore could follow. Provoke archiving (a segment
-        switch) and compare the archive's names with those before the restore."""
-        from lifeboat.assets.postgres.backup import connect
-        from lifeboat.assets.postgres.timelines import added_by_branch
-
-        cluster = PgCluster(target, port, target.parent / f".{target.name}.sock", find_pg_bin())
-        try:
-            with connect(cluster.dsn) as conn:
-                row = conn.execute("select timeline_id from pg_control_checkpoint()").fetchone()
-                tli = int(row[0]) if row else 1
-                mode = conn.execute("select current_setting('archive_mode')").fetchone()
-                conn.execute("select pg_switch_wal()")
-                conn.execute("checkpoint")
-        except LifeboatError as exc:
-            self.run.checks.append(Check("archive untouched", asset, False, exc.message))
-            return
-        except psycopg.Error as exc:
-            self.run.checks.append(Check("archive untouched", asset, False, str(exc).strip()[:200]))
-            return
-        added = added_by_branch(before, set(self.repo.list_ref_names(wal_namespace(asset))), tli)
-        archiving = mode is not None and mode[0] != "off"
-        if added:
-            detail = (
-                f"the staging cluster (timeline {tli}) added {', '.join(added[:5])} to the WAL archive: "
-                "restore drills with archiving off and remove these files from the asset"
-            )
-        elif archiving:
-            detail = f"archive_mode is {mode[0] if mode else '?'} in the staging cluster: it could archive"
-        else:
-            detail = f"archiving off; the staging cluster (timeline {tli}) added nothing to the WAL archive"
-        self.run.checks.append(Check("archive untouched", asset, not added and not archiving, detail))
+    def _provenance(self, asset: str, result: RestoreResult) -> None:
+        """Which snapshot the restore used, the WAL it replayed, the port it served on."""
+        snapshot_time = None
+        if result.snapshot:
+            try:
+                info = self.repo.find_snapshot(asset, snapshot_id=result.snapshot)
+                snapshot_time = info.time.isoformat(timespec="seconds")
+            except LifeboatError:
+                pass  # not a snapshot id of this asset: the id alone is recorded
+        self.run.snapshots[asset] = {"id": result.snapshot, "time": snapshot_time}
+        details = result.details
+        if "wal_segments" in details:
+            self.run.wal[asset] = {
+                key: details.get(key)
+                for key in ("wal_first", "wal_last", "wal_segments", "recovery_target", "recovered_to")
+            }
+            self.run.wal[asset]["timeline"] = (details.get("timeline") or {}).get("followed")
+        port = details.get("port")
+        if isinstance(port, int):
+            self.run.staging_target["ports"][asset] = port
 
     # -- across assets ------------------------------------------------------------------------
 
     def _cross_checks(self) -> None:
-        from lifeboat.assets.objects.source import key_to_path
-        from lifeboat.assets.postgres.backup import connect
-
         for cc in self.drill.cross_checks:
             name = f"{cc.database} rows -> {cc.objects} objects"
-            if cc.database not in self.pg_targets or cc.objects not in self.object_targets:
+            database = self.restored.get(cc.database)
+            objects = self.restored.get(cc.objects)
+            if database is None or database.service is None or objects is None or objects.locate is None:
                 self.run.checks.append(
                     Check(name, cc.database, False, "both assets must be restored in this drill")
                 )
                 continue
-            target, port = self.pg_targets[cc.database]
-            user = PgCluster(target, port, target.parent).user or "postgres"
-            database = cc.dbname or "postgres"
-            dsn = make_conninfo(
-                host=f"{target.parent}/.{target.name}.sock", port=port, user=user, dbname=database
-            )
-            root = self.object_targets[cc.objects]
             try:
-                with connect(dsn) as conn:
-                    rows = conn.execute(cc.query).fetchall()
-            except Exception as exc:
+                rows = database.service.query(cc.query, cc.dbname)
+            except Exception as exc:  # the database's own errors: the check fails, the drill goes on
                 self.run.checks.append(
                     Check(name, cc.database, False, f"query failed: {str(exc).splitlines()[0]}")
                 )
                 continue
             missing, mismatched = [], []
             for row in rows:
-                path = root / key_to_path(str(row[0]))
+                path = objects.locate(str(row[0]))
                 if not path.is_file():
                     missing.append(str(row[0]))
                 elif len(row) > 1 and row[1] and hashlib.sha256(path.read_bytes()).hexdigest() != row[1]:
@@ -321,7 +275,8 @@ class DrillRunner:
             self.run.checks.append(Check(name, cc.database, ok, detail))
 
     def _judge(self) -> None:
-        reasons = [f"check failed: {c.asset} {c.name}: {c.detail}" for c in self.run.checks if not c.ok]
+        reasons = [f"drill stopped: {self.run.stopped}"] if self.run.stopped else []
+        reasons += [f"check failed: {c.asset} {c.name}: {c.detail}" for c in self.run.checks if not c.ok]
         for asset, achieved in self.run.achieved.items():
             target = self.run.targets[asset]
             if achieved["rto_s"] is not None and achieved["rto_s"] > target["rto_s"]:
@@ -340,10 +295,12 @@ class DrillRunner:
         self.run.verdict = "pass" if not reasons else "fail"
 
     def cleanup(self, keep: bool) -> None:
+        """Stop what the drill started; remove the staging unless asked to keep it."""
         # a failed drill's staging is removed too (a full restore each time fills the disk:
         # ~175 MB per demo drill); its evidence says what failed, --keep keeps it to inspect
         self.run.kept = keep
-        for target, _ in self.pg_targets.values():
-            PgCluster(target, 0, target.parent, find_pg_bin()).stop("fast")
+        for step in self.restored.values():
+            if step.service is not None:
+                step.service.stop()
         if not self.run.kept:
             shutil.rmtree(self.staging, ignore_errors=True)

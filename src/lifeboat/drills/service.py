@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import os
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lifeboat import runtime
-from lifeboat.crypto.signing import load_or_create, public_hex
+from lifeboat.assets.registry import kind_of
 from lifeboat.drills.actions import Ledger
 from lifeboat.drills.evidence import write_bundle
 from lifeboat.drills.report import render
-from lifeboat.drills.runner import DrillRun, DrillRunner, Log
-from lifeboat.errors import ConfigError, NotFoundError
+from lifeboat.drills.runner import DrillRun, DrillRunner, Log, Restore
+from lifeboat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from lifeboat.policy import Policy
+    from lifeboat.repo import Repository
 
 
-def ledger_for(policy: Any) -> Ledger:
+def ledger_for(policy: Policy) -> Ledger:
+    """The corrective-action ledger drills and status share."""
     return Ledger(policy.base_dir / "docs" / "operations" / "corrective-actions.json")
 
 
@@ -28,7 +35,7 @@ def reason_asset(reason: str, run: DrillRun) -> str | None:
     return candidate if candidate in run.targets else None
 
 
-def action_period(policy: Any, source: str, asset: str | None) -> timedelta:
+def action_period(policy: Policy, source: str, asset: str | None) -> timedelta:
     """How long a corrective action may stay open: the asset's class drill period, else
     the drill's own period; the next drill is where the fix has to show."""
     if asset and asset in policy.assets:
@@ -38,62 +45,109 @@ def action_period(policy: Any, source: str, asset: str | None) -> timedelta:
     return drill.every if drill else timedelta(days=30)
 
 
-def drill_key(policy: Any, repo: Any) -> Any:
-    key = load_or_create(policy.state_dir / "drill-signing.key")
-    name = "drill-key.json"
-    try:
-        recorded = repo.get_record(name)
-    except NotFoundError:
-        repo.put_record(name, {"public_key": public_hex(key)})
-        recorded = {"public_key": public_hex(key)}
-    if recorded.get("public_key") != public_hex(key):
-        raise ConfigError("this host's drill signing key differs from the one recorded in the repository")
-    return key
-
-
-def run_drill(
-    policy: Any,
-    name: str,
-    creds: runtime.Credentials,
-    *,
-    keep: bool = False,
-    evidence_dir: Path | None = None,
-    at: datetime | None = None,
-    log: Log = lambda _: None,
-) -> tuple[DrillRun, Path]:
+def drill_policy(policy: Policy, name: str) -> Policy:
+    """The policy a drill reads with: the drill's copy of the repository when it names one."""
     if name not in policy.drills:
         known = ", ".join(sorted(policy.drills)) or "none"
         raise ConfigError(f"unknown drill {name!r} (known: {known})")
     drill = policy.drills[name]
-    if drill.repository is not None:
-        # the whole drill reads from the copy: the proof that the copy alone restores
-        policy = policy.reading_from(drill.repository)
-        log(f"reading from copy {drill.repository!r} ({policy.repository.url})")
-    if not creds.shares and drill.shares:
-        creds = dataclasses.replace(creds, shares=tuple(drill.shares))
-    needs_keys = drill.scenario in ("keys-recovery", "full-outage") and any(
-        policy.asset(a).kind == "keys" for a in (drill.assets or policy.assets)
-    )
-    keys_asset = next((a for a in (drill.assets or policy.assets) if policy.asset(a).kind == "keys"), None)
-    repo = runtime.open_for_read(
-        policy, creds, purpose=f"drill {name}", asset=keys_asset if needs_keys else None
-    )
-    runner = DrillRunner(policy, name, repo, at=at, log=log)
+    # the whole drill reads from the copy: the proof that the copy alone restores
+    return policy.reading_from(drill.repository) if drill.repository is not None else policy
+
+
+def escrowed_asset(policy: Policy, name: str) -> str | None:
+    """The drill's first asset whose restore needs the escrow threshold (key material), if
+    the drill's scenario restores it; opening the repository for it asks for the shares."""
+    drill = policy.drills[name]
+    for asset in drill.assets or policy.assets:
+        kind = kind_of(policy.asset(asset))
+        if kind.needs_escrow and drill.scenario in kind.drill_scenarios:
+            return asset
+    return None
+
+
+def run_steps(
+    policy: Policy,
+    name: str,
+    repo: Repository,
+    restore: Restore,
+    *,
+    keep: bool = False,
+    at: datetime | None = None,
+    log: Log = lambda _: None,
+) -> DrillRun:
+    """Restore, verify, measure and judge; a drill that stops on an error comes back failed
+    with the reason (never raised), so it is signed and recorded like any other."""
+    drill = policy.drills[name]
+    runner = DrillRunner(policy, name, repo, restore, at=at, log=log)
     runner.run.repository = drill.repository
     try:
-        run = runner.execute()
+        return runner.execute()
     finally:
         runner.cleanup(keep)
-    out_root = evidence_dir or drill.evidence_dir
-    bundle = Path(out_root) / f"{run.started[:10]}-{name}"
+
+
+def bundle_dir(policy: Policy, name: str, run: DrillRun, evidence_dir: Path | None = None) -> Path:
+    """Where the drill's evidence goes: a new directory, never an earlier drill's."""
+    out_root = Path(evidence_dir or policy.drills[name].evidence_dir)
+    bundle = out_root / f"{run.started[:10]}-{name}"
     suffix = 1
     while bundle.exists():
         suffix += 1
-        bundle = Path(out_root) / f"{run.started[:10]}-{name}-{suffix}"
+        bundle = out_root / f"{run.started[:10]}-{name}-{suffix}"
+    return bundle
+
+
+def audit_mark(path: Path) -> int:
+    """The sequence number of the audit log's last entry (-1: none yet)."""
+    entries = _entries(path)
+    return int(entries[-1].get("seq", -1)) if entries else -1
+
+
+def _entries(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            found.append(entry)
+    return found
+
+
+def drill_audit(path: Path, after_seq: int) -> tuple[list[str], dict[str, Any]]:
+    """This process's audit entries since ``after_seq`` (their ids, as mirrored into the
+    repository) and how the recovery key was opened: custodians' names or the key file."""
+    ids: list[str] = []
+    custodians: list[str] = []
+    via = None
+    for entry in _entries(path):
+        if int(entry.get("seq", -1)) <= after_seq or entry.get("pid") != os.getpid():
+            continue
+        ids.append(f"{int(entry['seq']):012d}-{str(entry.get('hash', ''))[:16]}")
+        details = entry.get("details") or {}
+        if entry.get("operation") == "key-access" and entry.get("outcome") == "ok":
+            custodian = str(details.get("custodian") or "")
+            if custodian:  # named once, though they opened the recovery key and the escrow key
+                custodians += [] if custodian in custodians else [custodian]
+            elif details.get("via"):
+                via = str(details["via"])
+    access: dict[str, Any] = {"via": "shares", "custodians": custodians} if custodians else {"via": via}
+    return ids, access
+
+
+def write_evidence(policy: Policy, name: str, run: DrillRun, bundle: Path, key: Ed25519PrivateKey) -> Path:
+    """The signed evidence bundle of a drill, passed or failed, and a corrective action
+    for each reason it failed."""
     data = asdict(run)
     logs = data.pop("logs")
     md, html = render(data)
-    write_bundle(bundle, data, logs, md, html, drill_key(policy, repo))
+    write_bundle(bundle, data, logs, md, html, key)
     if run.verdict != "pass":
         ledger = ledger_for(policy)
         for reason in run.reasons:
@@ -106,12 +160,4 @@ def run_drill(
                 asset=asset,
                 due_in=action_period(policy, f"drill {name}", asset),
             )
-    runtime.audit_log(policy, repo).append(
-        "drill",
-        outcome=run.verdict,
-        drill=name,
-        scenario=run.scenario,
-        bundle=str(bundle),
-        rto_s=run.total_rto_s,
-    )
-    return run, bundle
+    return bundle

@@ -8,7 +8,7 @@ import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader
 
@@ -16,6 +16,10 @@ from lifeboat import runtime
 from lifeboat.ops.charts import BYTES, DURATION, PERCENT, Series, risk_bars, time_chart
 from lifeboat.ops.status import AssetStatus, asset_status, audit_entries, drill_results
 from lifeboat.units import format_bytes, format_seconds
+
+if TYPE_CHECKING:
+    from lifeboat.policy import Policy
+
 
 MAX_POINTS = 400  # per series: the newest; older history is in the audit log
 SUCCESS_WINDOW = timedelta(days=30)
@@ -81,7 +85,7 @@ def backup_outcomes(audit: list[dict[str, Any]], name: str | None = None) -> lis
 
 
 def asset_charts(
-    policy: Any,
+    policy: Policy,
     st: AssetStatus,
     snaps: list[Any],
     audit: list[dict[str, Any]],
@@ -170,7 +174,7 @@ def fleet_rows(assets: list[AssetCharts]) -> list[tuple[str, float, str]]:
     return rows
 
 
-def build_dashboard(policy: Any, out_dir: Path, now: datetime | None = None) -> Path:
+def build_dashboard(policy: Policy, out_dir: Path, now: datetime | None = None) -> Path:
     now = now or datetime.now(UTC)
     repo = runtime.open_for_write(policy)
     statuses = asset_status(policy, repo, now)

@@ -6,9 +6,15 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from lifeboat.assets.objects.model import ObjectsAsset
+from lifeboat.assets.registry import kind_of
+
+if TYPE_CHECKING:
+    from lifeboat.policy import Policy
 
 
 def _on_calendar(schedule: str, window: Any = None) -> str:
@@ -73,7 +79,7 @@ def _write_pair(out: Path, unit: str, service: str, timer: str) -> list[Path]:
 
 
 def systemd_units(
-    policy: Any, config: Path, out: Path, *, user: str = "root", env_file: Path = ENV_FILE
+    policy: Policy, config: Path, out: Path, *, user: str = "root", env_file: Path = ENV_FILE
 ) -> list[Path]:
     """Backup timers per scheduled asset (windows as OnCalendar hours), WAL-stream services,
     repository check and read-data timers, retention (with a recovery key) and drill timers;
@@ -101,13 +107,13 @@ def systemd_units(
         )
         written += _write_pair(out, f"lifeboat-backup-{name}", service, timer)
     for name, asset in policy.assets.items():
-        if asset.kind == "postgres" and asset.stream:
+        if kind_of(asset).systemd_streams(asset):
             written.append(_stream_service(name, config, out, ctx))
     written += _maintenance_units(policy, out, ctx)
     return written
 
 
-def _maintenance_units(policy: Any, out: Path, ctx: dict[str, Any]) -> list[Path]:
+def _maintenance_units(policy: Policy, out: Path, ctx: dict[str, Any]) -> list[Path]:
     daemon = policy.daemon
     written = _write_pair(
         out,
@@ -175,7 +181,7 @@ def _stream_service(name: str, config: Path, out: Path, ctx: dict[str, Any] | No
     return path
 
 
-def kubernetes_cronjobs(policy: Any, out: Path, image: str = "lifeboat:latest") -> Path:
+def kubernetes_cronjobs(policy: Policy, out: Path, image: str = "lifeboat:latest") -> Path:
     docs = []
     for name, asset in policy.assets.items():
         if not asset.schedule or getattr(asset, "shards", None):
@@ -277,7 +283,7 @@ def _maintenance_cronjob(name: str, schedule: str, args: list[str], image: str) 
     }
 
 
-def kubernetes_maintenance(policy: Any, out: Path, image: str = "lifeboat:latest") -> Path:
+def kubernetes_maintenance(policy: Policy, out: Path, image: str = "lifeboat:latest") -> Path:
     """The jobs besides backups, as in the systemd export: repository check and read-data,
     retention (with a recovery key) and one CronJob per drill."""
     daemon = policy.daemon
@@ -358,12 +364,12 @@ def _job(name: str, asset: str, step: str, pod: dict[str, Any], **spec: Any) -> 
     }
 
 
-def shard_job_templates(asset: Any, image: str) -> dict[str, dict[str, Any]]:
+def shard_job_templates(asset: ObjectsAsset, image: str) -> dict[str, dict[str, Any]]:
     """plan, shards (the Indexed Job) and commit, with @RUN@ for the run id."""
     from lifeboat.assets.objects.shards import worker_args  # what the local flow runs
 
     name = _dns(asset.name)
-    shards = int(asset.shards)
+    shards = int(asset.shards or 1)
     plan_args = ["backup", asset.name, "--plan-shards", str(shards), "--run", RUN_PLACEHOLDER, "--json"]
     return {
         "plan": _job(name, asset.name, "plan", _lifeboat_pod(image, plan_args), backoffLimit=2),
@@ -390,13 +396,13 @@ def shard_job_templates(asset: Any, image: str) -> dict[str, dict[str, Any]]:
 
 
 def restore_job_template(
-    asset: Any, image: str, target: str = "s3://RESTORE-BUCKET/prefix"
+    asset: ObjectsAsset, image: str, target: str = "s3://RESTORE-BUCKET/prefix"
 ) -> dict[str, Any]:
     """The Indexed Job for a parallel restore of one snapshot (@SNAPSHOT@) into ``target``;
     pods read with the recovery key from the Secret lifeboat-recovery-key."""
     from lifeboat.assets.objects.shards import restore_worker_args
 
-    shards = int(asset.shards)
+    shards = int(asset.shards or 1)
     args = restore_worker_args(asset.name, target, shards, "@SNAPSHOT@", None)
     pod = _lifeboat_pod(image, [*args, "--shard", "$(JOB_COMPLETION_INDEX)"])
     pod["volumes"].append(
@@ -449,14 +455,14 @@ echo "lifeboat: run $RUN of {asset} committed"
 """
 
 
-def kubernetes_shard_jobs(policy: Any, out: Path, image: str = "lifeboat:latest") -> list[Path]:
+def kubernetes_shard_jobs(policy: Policy, out: Path, image: str = "lifeboat:latest") -> list[Path]:
     """For each objects asset with ``shards = N``: the three Job templates, a restore
     Indexed Job, and an orchestrating CronJob (with its ServiceAccount and Role) when the
     asset has a schedule."""
     written = []
     for asset in policy.assets.values():
-        if asset.kind != "objects" or not getattr(asset, "shards", None):
-            continue
+        if not kind_of(asset).shards(asset) or not isinstance(asset, ObjectsAsset):
+            continue  # only a bucket is sharded (this module writes the objects kind's jobs)
         name = _dns(asset.name)
         folder = out / f"lifeboat-shards-{name}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -470,12 +476,15 @@ def kubernetes_shard_jobs(policy: Any, out: Path, image: str = "lifeboat:latest"
         written.append(path)
         if asset.schedule:
             path = folder / "cronjob.yaml"
-            path.write_text(yaml.safe_dump_all(_orchestrator(asset, name, templates), sort_keys=False))
+            orchestrator = _orchestrator(asset, asset.schedule, name, templates)
+            path.write_text(yaml.safe_dump_all(orchestrator, sort_keys=False))
             written.append(path)
     return written
 
 
-def _orchestrator(asset: Any, name: str, templates: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _orchestrator(
+    asset: ObjectsAsset, schedule: str, name: str, templates: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     account = f"lifeboat-shards-{name}"
     meta = {"name": account, "labels": {"app": "lifeboat", "asset": asset.name}}
     script = ORCHESTRATE.format(name=name, asset=asset.name)
@@ -507,7 +516,7 @@ def _orchestrator(asset: Any, name: str, templates: dict[str, dict[str, Any]]) -
             "kind": "CronJob",
             "metadata": meta,
             "spec": {
-                "schedule": " ".join(asset.schedule.split()[-5:]),
+                "schedule": " ".join(schedule.split()[-5:]),
                 "concurrencyPolicy": "Forbid",
                 "jobTemplate": {
                     "spec": {

@@ -9,12 +9,17 @@ import pwd
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat import runtime
 from lifeboat.errors import ConfigError, LifeboatError, StorageError
 from lifeboat.repo import Repository
 from lifeboat.repo.format import CONFIG_NAME
+
+if TYPE_CHECKING:
+    from lifeboat.crypto.escrow_key import PendingEscrow
+    from lifeboat.crypto.keys import RecoveryKey
+    from lifeboat.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class InitResult:
     shares: list[str] = field(default_factory=list)
     threshold: int | None = None
     owner: str | None = None
+    drill_key_fingerprint: str | None = None  # what auditors pin for `evidence verify --key`
+    key_material_escrow: str | None = None  # the escrow key's fingerprint (kind = "keys")
+    writer: str | None = None  # the first writer's name (its key is the backup key file)
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ class Owner:
     source: str  # "--owner" or "owner of PGDATA ..."
 
 
-def resolve_owner(policy: Any, explicit: str | None) -> Owner | None:
+def resolve_owner(policy: Policy, explicit: str | None) -> Owner | None:
     """--owner, or, when root initialises, the owner of a postgres asset's local PGDATA
     (its archive_command runs as that user). None: whoever runs init owns everything."""
     if explicit:
@@ -67,13 +75,15 @@ def resolve_owner(policy: Any, explicit: str | None) -> Owner | None:
         return None
     found: dict[int, str] = {}
     for asset in policy.assets.values():
-        pgdata = getattr(asset, "pgdata", None) if asset.kind == "postgres" else None
+        from lifeboat.assets.registry import kind_of
+
+        owned = kind_of(asset).data_owner_path(asset)
         try:
-            uid = os.stat(pgdata).st_uid if pgdata is not None else 0
+            uid = os.stat(owned).st_uid if owned is not None else 0
         except OSError:
             continue
         if uid != 0:
-            found.setdefault(uid, str(pgdata))
+            found.setdefault(uid, str(owned))
     if len(found) > 1:
         raise ConfigError(
             "the postgres assets' data directories have different owners",
@@ -125,7 +135,7 @@ def _check_state_dir(state: Path) -> None:
         )
 
 
-def validate(policy: Any, request: InitRequest, storage: Any) -> tuple[int, list[str]]:
+def validate(policy: Policy, request: InitRequest, storage: Any) -> tuple[int, list[str]]:
     """Every check init can make without writing; returns the escrow's (M, custodians)."""
     from lifeboat.crypto.escrow import split_problem
 
@@ -227,7 +237,7 @@ def _remove_empty_tree(root: Path) -> None:
             pass
 
 
-def initialise(policy: Any, request: InitRequest) -> InitResult:
+def initialise(policy: Policy, request: InitRequest) -> InitResult:
     storage = runtime.storage_for(policy)
     threshold, custodians = validate(policy, request, storage)
     owner = resolve_owner(policy, request.owner)
@@ -298,8 +308,38 @@ def _give_state(state: Path, owner: Owner) -> None:
             os.chown(os.path.join(dirpath, name), owner.uid, owner.gid)
 
 
+def publish_drill_key(repo: Repository, recovery: RecoveryKey) -> str:
+    """The drill signing key, sealed to the recovery key in a root-signed record (issue #14):
+    evidence from the first drill on is signed by a key auditors can pin now."""
+    from lifeboat.crypto.writers import RootKey
+    from lifeboat.drills.signing_key import publish
+
+    _key, fingerprint = publish(repo, RootKey.from_chain(repo.id, [recovery]))
+    return fingerprint
+
+
+def key_material_escrow(
+    policy: Policy, request: InitRequest, threshold: int, custodians: list[str]
+) -> PendingEscrow | None:
+    """The escrow key that key material (``kind = "keys"`` assets) is sealed to, when the
+    policy has any: its private half goes only into the custodians' share files."""
+    from lifeboat.assets.registry import kind_of
+    from lifeboat.crypto.escrow_key import PendingEscrow
+
+    escrowed = [name for name, asset in policy.assets.items() if kind_of(asset).needs_escrow]
+    if not escrowed:
+        return None
+    if request.shares_out is None:
+        raise ConfigError(
+            f"asset {escrowed[0]} is key material: it is sealed to an escrow key that exists only "
+            "as custodians' shares, so init needs a place for them",
+            hint="pass --shares-out DIR (one share file per custodian in [escrow])",
+        )
+    return PendingEscrow(threshold, custodians)
+
+
 def _write(
-    policy: Any,
+    policy: Policy,
     request: InitRequest,
     storage: Any,
     undo: _Undo,
@@ -307,16 +347,21 @@ def _write(
     custodians: list[str],
     owner: Owner | None = None,
 ) -> InitResult:
+    escrow = key_material_escrow(policy, request, threshold, custodians)
     if owner is not None:
         _give_root(storage, owner)
     repo, backup_key, recovery = Repository.create(
-        storage, lock_days=policy.repository.lock_days, cache_dir=runtime.cache_dir(policy)
+        storage,
+        lock_days=policy.repository.lock_days,
+        cache_dir=runtime.cache_dir(policy),
+        escrow_key=escrow.bind if escrow is not None else None,
     )
     undo.will_write(request.keyfile)
     backup_key.save(request.keyfile)
     if owner is not None:
         _give_key(undo, request.keyfile, owner)
     result = InitResult(storage.url, repo.id, str(request.keyfile), recovery.fingerprint())
+    result.writer = backup_key.writer
     if request.recovery_out is not None:
         undo.will_write(request.recovery_out)
         recovery.save(request.recovery_out)
@@ -327,10 +372,23 @@ def _write(
         for name in custodians:
             undo.will_write(request.shares_out / f"{name}.share")
         written = split_recovery_key(
-            policy, repo, recovery, request.shares_out, threshold, custodians, request.passphrases
+            policy,
+            repo,
+            recovery,
+            request.shares_out,
+            threshold,
+            custodians,
+            request.passphrases,
+            key_material=escrow.shares if escrow is not None else None,
         )
         result.shares = [str(p) for p in written]
         result.threshold = threshold
+    result.drill_key_fingerprint = publish_drill_key(repo, recovery)
+    if escrow is not None and escrow.public is not None:
+        from lifeboat.repo.escrow import put_signed_escrow_record
+
+        put_signed_escrow_record(repo, escrow.public, recovery)
+        result.key_material_escrow = escrow.public.fingerprint
     runtime.audit_log(policy, repo).append("init", details_repo=repo.id)
     if owner is not None:
         _give_state(Path(policy.state_dir), owner)

@@ -7,9 +7,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+if TYPE_CHECKING:
+    from lifeboat.ops.status import AssetStatus
+    from lifeboat.policy import Policy
+    from lifeboat.repo import Repository
 
 
 class Metrics:
@@ -97,7 +102,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def record_targets(self, policy: Any, st: Any) -> None:
+    def record_targets(self, policy: Policy, st: AssetStatus) -> None:
         """The class targets of one asset, and when it was last drilled."""
         cls = policy.data_class(st.asset)
         self.success_target.labels(st.asset).set(cls.success_target)
@@ -107,16 +112,16 @@ class Metrics:
             started = started if started.tzinfo else started.replace(tzinfo=UTC)
             self.last_drill.labels(st.asset).set(started.timestamp())
 
-    def record_key_age(self, policy: Any, repo: Any, now: datetime) -> None:
+    def record_key_age(self, policy: Policy, repo: Repository, now: datetime) -> None:
         from lifeboat.errors import LifeboatError
+        from lifeboat.repo.records import key_created
 
         if policy.classes:
             self.key_max_age.set(min(c.key_max_age for c in policy.classes.values()).total_seconds())
         try:
-            created = datetime.fromisoformat(repo.get_record(f"keys/{repo.key_id}.json")["created"])
+            created = key_created(repo, repo.key_id)
         except (LifeboatError, KeyError, ValueError):
             return
-        created = created if created.tzinfo else created.replace(tzinfo=UTC)
         self.key_age.set((now - created).total_seconds())
 
     def render(self) -> bytes:

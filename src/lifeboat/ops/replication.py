@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat import clock, runtime
 from lifeboat.errors import ConfigError, StorageError
 from lifeboat.repo.copy import CopyLag, CopyReport, copy_lag, copy_repository
 from lifeboat.storage.base import Storage
 
+if TYPE_CHECKING:
+    from lifeboat.policy import Policy
 
-def copy_storage(policy: Any, name: str) -> Storage:
+
+def copy_storage(policy: Policy, name: str) -> Storage:
     """The storage of [copies.NAME]."""
     from lifeboat.runtime import open_location
 
@@ -24,7 +27,7 @@ def copy_storage(policy: Any, name: str) -> Storage:
 
 
 def run_copy(
-    policy: Any, name: str, *, on_object: Callable[[str, int], None] = lambda _n, _s: None
+    policy: Policy, name: str, *, on_object: Callable[[str, int], None] = lambda _n, _s: None
 ) -> CopyReport:
     """Copy what [copies.NAME] lacks; the audit entry records the outcome either way."""
     c = policy.copy_config(name)
@@ -89,7 +92,7 @@ class CopyState:
         return line + ("; BREACH" if self.breach else "; ok")
 
 
-def copy_job(policy: Any, name: str) -> Callable[[], int]:
+def copy_job(policy: Policy, name: str) -> Callable[[], int]:
     """The daemon's copy job: bytes copied; a failure raises, so the daemon retries and alerts."""
 
     def run() -> int:
@@ -98,7 +101,7 @@ def copy_job(policy: Any, name: str) -> Callable[[], int]:
     return run
 
 
-def _last_copies(policy: Any) -> dict[str, dict[str, Any]]:
+def _last_copies(policy: Policy) -> dict[str, dict[str, Any]]:
     from lifeboat.ops.status import audit_entries
 
     last: dict[str, dict[str, Any]] = {}
@@ -108,7 +111,7 @@ def _last_copies(policy: Any) -> dict[str, dict[str, Any]]:
     return last
 
 
-def copy_states(policy: Any, primary_snapshots: list[Any]) -> list[CopyState]:
+def copy_states(policy: Policy, primary_snapshots: list[Any]) -> list[CopyState]:
     now = clock.now()
     last_runs = _last_copies(policy)
     states = []

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat import clock
+from lifeboat.assets.kind import StatusQuery
+from lifeboat.assets.registry import kind_of
 from lifeboat.errors import LifeboatError
 from lifeboat.repo import Repository
+from lifeboat.repo.records import key_created
+from lifeboat.repo.trust import LEGACY_WARNING
+
+if TYPE_CHECKING:
+    from lifeboat.assets.kind import AssetSpec
+    from lifeboat.policy import Policy
 
 
 @dataclass
@@ -41,7 +50,7 @@ class AssetStatus:
     archive_failure: str | None = None  # pg_stat_archiver: failing since the last success
 
 
-def audit_entries(policy: Any) -> list[dict[str, Any]]:
+def audit_entries(policy: Policy) -> list[dict[str, Any]]:
     path = Path(policy.state_dir) / "audit.jsonl"
     if not path.exists():
         return []
@@ -54,7 +63,7 @@ def audit_entries(policy: Any) -> list[dict[str, Any]]:
     return entries
 
 
-def drill_results(policy: Any) -> list[dict[str, Any]]:
+def drill_results(policy: Policy) -> list[dict[str, Any]]:
     results = []
     for drill in policy.drills.values():
         for path in sorted(Path(drill.evidence_dir).glob("*/drill.json")):
@@ -68,9 +77,10 @@ def drill_results(policy: Any) -> list[dict[str, Any]]:
     return sorted(unique.values(), key=lambda r: r["started"])
 
 
-def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> list[AssetStatus]:
+def asset_status(policy: Policy, repo: Repository, now: datetime | None = None) -> list[AssetStatus]:
     now = now or clock.now()
-    snapshots = repo.snapshots()
+    listing = repo.snapshot_listing()  # refused snapshots count for nothing, and are breaches
+    snapshots = listing.accepted
     audit = audit_entries(policy)
     drills = drill_results(policy)
     month_ago = (now - timedelta(days=30)).isoformat()
@@ -80,33 +90,14 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
         st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
         mine = [s for s in snapshots if s.asset == name]
         newest = mine[-1].time if mine else None
-        if asset.kind == "postgres" and mine:
-            _page_verdict(st, mine[-1])
-        if asset.kind == "postgres":
-            wal = [
-                e
-                for e in audit
-                if e["operation"] == "wal-push" and e.get("asset") == name and e["outcome"] == "ok"
-            ]
-            if wal:
-                pushed = datetime.fromisoformat(wal[-1]["time"])
-                newest = max(newest, pushed) if newest else pushed
-            st.divergent, archived = _wal_tree_findings(repo, name)
-            # the archive itself, not this host's audit log: a fleet's status host sees
-            # the WAL every other host pushed
-            if archived is not None:
-                newest = max(newest, archived) if newest else archived
-            _archiver_verdict(st, asset)
-            for d in st.divergent:
-                st.breaches.append(
-                    f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
-                    f"{d['fork_lsn'] or '?'} and both archived; newest WAL on timeline {d['newest_wal_on']}"
-                )
-            if asset.stream:
-                streamed = _newest_streamed(repo, name)
-                if streamed is not None:
-                    newest = max(newest, streamed) if newest else streamed
+        extras = kind_of(asset).status(StatusQuery(policy, repo, name, asset, mine, audit))
+        if extras.newest is not None:
+            newest = max(newest, extras.newest) if newest else extras.newest
+        st.bad_pages, st.archive_failure = extras.bad_pages, extras.archive_failure
+        st.divergent = extras.divergent
+        st.breaches += extras.breaches
         st.host = asset_host(asset)
+        st.breaches += [r.describe() for r in listing.refused if r.asset == name]
         if newest is not None:
             st.last_backup = newest.isoformat(timespec="seconds")
             st.exposure_s = round((now - newest).total_seconds(), 1)
@@ -130,14 +121,12 @@ def asset_status(policy: Any, repo: Repository, now: datetime | None = None) -> 
     return statuses
 
 
-def asset_host(asset: Any) -> str:
-    """The policy's ``host``, else a PostgreSQL cluster's host from its dsn (the primary's:
-    the cluster lives there even when backups read a standby), else this machine."""
-    from lifeboat.assets.postgres.standby import dsn_host
-
+def asset_host(asset: AssetSpec) -> str:
+    """The policy's ``host``, else where the asset's kind says it lives (a PostgreSQL
+    cluster's host from its dsn: the primary's), else this machine."""
     if getattr(asset, "host", None):
         return str(asset.host)
-    return dsn_host(getattr(asset, "dsn", None))
+    return kind_of(asset).host(asset) or socket.gethostname()
 
 
 def _risk_key(st: AssetStatus) -> tuple[int, float, str]:
@@ -155,29 +144,6 @@ def fleet_groups(statuses: list[AssetStatus]) -> list[tuple[str, list[AssetStatu
 
 def fleet_order(statuses: list[AssetStatus]) -> list[AssetStatus]:
     return [st for _, group in fleet_groups(statuses) for st in group]
-
-
-def _archiver_verdict(st: AssetStatus, asset: Any) -> None:
-    """A server whose archive_command fails loses its point-in-time recovery silently:
-    the audit log only records the pushes that worked."""
-    from lifeboat.assets.postgres.configure import archive_failure
-
-    st.archive_failure = archive_failure(asset.dsn)
-    if st.archive_failure is not None:
-        st.breaches.append(st.archive_failure)
-
-
-def _page_verdict(st: AssetStatus, latest: Any) -> None:
-    """Degraded while the latest snapshot holds pages that failed their checksum: every
-    backup taken since the corruption carries it, so an older snapshot may be the good one."""
-    try:
-        st.bad_pages = int(latest.labels["bad_pages"])
-    except (KeyError, ValueError):
-        return
-    if st.bad_pages:
-        where = latest.labels.get("bad_page_blocks", "")
-        detail = f" ({where})" if where else ""
-        st.breaches.append(f"degraded: {st.bad_pages} bad page(s) in snapshot {latest.short_id}{detail}")
 
 
 def last_drill_findings(st: AssetStatus, drills: list[dict[str, Any]]) -> None:
@@ -198,7 +164,7 @@ def last_drill_findings(st: AssetStatus, drills: list[dict[str, Any]]) -> None:
         return
 
 
-def corrective_action_findings(policy: Any, statuses: list[AssetStatus], now: datetime) -> None:
+def corrective_action_findings(policy: Policy, statuses: list[AssetStatus], now: datetime) -> None:
     """Open corrective actions per asset (an action that names no asset counts for every
     asset of its drill); an overdue one is a breach (see drills/actions.py)."""
     from lifeboat.drills.service import action_period, ledger_for
@@ -220,53 +186,32 @@ def corrective_action_findings(policy: Any, statuses: list[AssetStatus], now: da
                 st.breaches.append(f"corrective action {action.id} overdue since {due.date().isoformat()}")
 
 
-def _drill_assets(policy: Any, source: str) -> list[str]:
+def _drill_assets(policy: Policy, source: str) -> list[str]:
     drill = policy.drills.get(source.removeprefix("drill "))
     if drill is None:
         return []
     return list(drill.assets or policy.assets)
 
 
-def _wal_tree_findings(repo: Repository, asset: str) -> tuple[list[dict[str, Any]], datetime | None]:
-    """Timelines whose parent kept archiving after they forked (see timelines.py), and when
-    the newest WAL file reached the archive."""
-    from lifeboat.assets.postgres.timelines import build_tree
-    from lifeboat.assets.postgres.wal import namespace
-
-    try:
-        tree = build_tree(repo, namespace(asset))
-    except LifeboatError:
-        return [], None
-    if not tree.timelines:
-        return [], None
-    return [d.__dict__ for d in tree.divergences()], tree.newest().newest_time
-
-
-def _newest_streamed(repo: Repository, asset: str) -> datetime | None:
-    from lifeboat.assets.postgres.stream import newest_stream_time, stream_namespace
-
-    stamp = newest_stream_time(repo.list_ref_names(stream_namespace(asset)))
-    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
-
-
-def key_warnings(policy: Any, repo: Repository, now: datetime | None = None) -> list[str]:
+def key_warnings(policy: Policy, repo: Repository, now: datetime | None = None) -> list[str]:
     """Backup keys older than the policy's maximum key age (the strictest class wins)."""
     now = now or clock.now()
+    legacy = [LEGACY_WARNING] if repo.legacy else []
     if not policy.classes:
-        return []
+        return legacy
     max_age = min(c.key_max_age for c in policy.classes.values())
     try:
-        record = repo.get_record(f"keys/{repo.key_id}.json")
-        created = datetime.fromisoformat(record["created"])
+        created = key_created(repo, repo.key_id)
     except (LifeboatError, KeyError, ValueError):
-        return []
+        return legacy
     age = now - created
     if age > max_age:
         return [
+            *legacy,
             f"backup key {repo.key_id} is {age.days} days old (maximum {max_age.days}): "
-            "run 'lifeboat keys rotate'"
+            "run 'lifeboat keys rotate'",
         ]
-    return []
+    return legacy
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,20 @@ from lifeboat import clock
 from lifeboat.errors import LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import encode_payload, read_blocks
+from lifeboat.repo.consolidate import consolidate_quietly, index_files_max
 from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, index_name, pack_name, snapshot_name
-from lifeboat.repo.immutability import ensure_retention, objects_of
+from lifeboat.repo.immutability import ensure_retention, lockable, objects_of
 from lifeboat.repo.index import PackEntry, write_index
+from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
 from lifeboat.repo.packer import Packer
-from lifeboat.repo.parents import ParentCache
+from lifeboat.repo.parents import ParentCache, ParentStream, ParentStreamWriter
 from lifeboat.repo.snapshots import encode_snapshot
+from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, TreeStream
 
 if TYPE_CHECKING:
-    from lifeboat.repo.repository import Repository
+    from lifeboat.repo.handle import RepoHandle
 
 INDEX_FLUSH_PACKS = 16
 
@@ -42,8 +45,12 @@ INDEX_FLUSH_PACKS = 16
 class BlobWriter:
     """Stores blobs once: the shared core of backup sessions and ref uploads."""
 
-    def __init__(self, repo: Repository, known: set[str] | None, workers: int) -> None:
+    def __init__(
+        self, repo: RepoHandle, known: set[str] | None, workers: int, keyring: Keyring | None = None
+    ) -> None:
         self.repo = repo
+        # whose packs these blobs go into: the recovery key's, or the escrow key's (key material)
+        self.keyring = keyring or repo.keyring
         self.known = known if known is not None else set()
         self._lock = threading.Lock()
         self._pending_index: list[PackEntry] = []
@@ -53,7 +60,10 @@ class BlobWriter:
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
         self._inflight = threading.Semaphore(workers * 3)
-        self.packer = Packer(repo.storage, repo.keyring, repo.pack_size, self._on_uploaded)
+        self.packer = Packer(repo.storage, self.keyring, repo.pack_size, self._on_uploaded)
+        # Trees get packs of their own (as restic's): a restore or check reads a snapshot's
+        # trees from a few packs, not a ranged GET in a data pack per directory.
+        self.tree_packer = Packer(repo.storage, self.keyring, repo.pack_size, self._on_uploaded, open_packs=1)
 
     def _on_uploaded(self, entry: PackEntry, size: int) -> None:
         batch: list[PackEntry] = []
@@ -72,14 +82,15 @@ class BlobWriter:
 
     def store(self, data: bytes, btype: str = BLOB_DATA) -> str:
         """Store one blob unless the repository has it; return its id. Thread-safe."""
-        blob_id = self.repo.keyring.blob_id(data)
+        blob_id = self.keyring.blob_id(data)
         with self._lock:
             self.stats.chunks += 1
             self.stats.bytes += len(data) if btype == BLOB_DATA else 0
             if blob_id in self.known:
                 return blob_id
             self.known.add(blob_id)
-        stored = self.packer.add(blob_id, btype, encode_payload(data), len(data))
+        packer = self.tree_packer if btype == BLOB_TREE else self.packer
+        stored = packer.add(blob_id, btype, encode_payload(data), len(data))
         with self._lock:
             self.stats.new_chunks += 1
             self.stats.new_bytes += len(data)
@@ -124,15 +135,19 @@ class BlobWriter:
         return [f.result() for f in futures], size, sha.hexdigest() if sha else ""
 
     def finish(self) -> None:
+        """Flushes open packs and writes the index entries of everything stored."""
         self.packer.flush()
+        self.tree_packer.flush()
         with self._lock:
             batch, self._pending_index = self._pending_index, []
         if batch:
             self._write_index(batch)
 
     def close(self) -> None:
+        """Stops the pack workers (after ``finish``, or to abandon an aborted run)."""
         self.pool.shutdown(wait=True)
         self.packer.close()
+        self.tree_packer.close()
 
 
 class BackupSession:
@@ -140,7 +155,7 @@ class BackupSession:
 
     def __init__(
         self,
-        repo: Repository,
+        repo: RepoHandle,
         *,
         asset: str,
         kind: str,
@@ -150,8 +165,10 @@ class BackupSession:
         host: str | None = None,
         use_parent_cache: bool = True,
         file_sha256: bool = True,
+        keyring: Keyring | None = None,
     ) -> None:
         self.repo = repo
+        self.keyring = keyring  # None: the repository's (packs sealed to the recovery key)
         self.file_sha256 = file_sha256
         self.asset = asset
         self.kind = kind
@@ -165,8 +182,13 @@ class BackupSession:
         self._started = time.monotonic()
         self._repo_lock = RepoLock(repo.storage, exclusive=False, operation=f"backup {asset}")
         self._writer: BlobWriter | None = None
-        cache_path = repo.parent_cache_path(asset) if use_parent_cache else None
-        self._parents = ParentCache(cache_path)
+        self._cache_path = repo.parent_cache_path(asset) if use_parent_cache else None
+        self._parents_whole: ParentCache | None = None  # loaded on first lookup
+        # a streamed tree (stream_tree): the tree, the parent's files and this run's, in walk order
+        self._stream: TreeStream | None = None
+        self._parent_stream = ParentStream(None)
+        self._parent_out = ParentStreamWriter(None)
+        self._lock_chunks: set[str] | None = None  # chunks to keep locked (Object Lock only)
         self._committed: SnapshotInfo | None = None
         self.retention_requests = 0  # PutObjectRetention calls of the commit, for measurement
         # packs a sharded snapshot needs that this session did not write (the shards' data)
@@ -179,13 +201,17 @@ class BackupSession:
         self._repo_lock.acquire()
         try:
             index = self.repo.load_index_for_writing()
-            self._writer = BlobWriter(self.repo, index.blob_ids(), workers=self.repo.workers)
+            self._writer = BlobWriter(
+                self.repo, index.blob_ids(), workers=self.repo.workers, keyring=self.keyring
+            )
         except BaseException:
             self._repo_lock.release()
             raise
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._parent_stream.close()
+        self._parent_out.discard()  # nothing left after a commit; an aborted run's half
         try:
             if self._writer is not None:
                 if exc_type is not None:
@@ -204,13 +230,120 @@ class BackupSession:
 
     @property
     def writer(self) -> BlobWriter:
+        """The session's blob writer, started on first use."""
         if self._writer is None:
             raise LifeboatError("backup session used outside its 'with' block")
         return self._writer
 
+    @property
+    def _parents(self) -> ParentCache:
+        if self._parents_whole is None:
+            self._parents_whole = ParentCache(self._cache_path)
+        return self._parents_whole
+
     # -- adding content ---------------------------------------------------------------
 
+    def stream_tree(self) -> None:
+        """Write this snapshot's tree one directory at a time (tree format 2, repo/trees.py)
+        instead of holding every entry until the commit. Entries then come through ``put``
+        only, in walk order (each directory before its content, names sorted); the parent's
+        files are looked up in that order too (``parent_entry``), so neither the tree nor
+        the parent is ever held whole."""
+        if self.entries:
+            raise LifeboatError("a streamed tree must start before any entry is added")
+        self._stream = TreeStream(lambda raw: self.writer.store(raw, BLOB_TREE), self.chunk_size)
+        self._parent_stream = ParentStream(self._cache_path)
+        self._parent_out = ParentStreamWriter(self._cache_path)
+        self._lock_chunks = set() if lockable(self.repo.storage) is not None else None
+
+    def parent_entry(self, path: str, identity: str) -> Entry | None:
+        """A streamed tree's parent entry for this file (asked in walk order), if unchanged."""
+        return self._parent_stream.lookup(path, identity)
+
+    def put(self, entry: Entry, identity: str | None = None) -> None:
+        """The next entry of a streamed tree, in walk order (not thread-safe: one caller)."""
+        if self._stream is None:
+            raise LifeboatError("put needs a streamed tree (stream_tree)")
+        with self._lock:
+            if entry.type == "file":
+                self.writer.stats.files += 1
+            elif entry.type == "dir":
+                self.writer.stats.dirs += 1
+        encoded = self._stream.add(entry)
+        if identity is not None and entry.type == "file":
+            self._parent_out.add(entry.path, identity, encoded)
+        if self._lock_chunks is not None:
+            self._lock_chunks.update(entry.chunks)
+
+    def read_file(
+        self,
+        path: str,
+        source: Path,
+        *,
+        mode: int,
+        mtime_ns: int,
+        uid: int,
+        gid: int,
+        meta: dict[str, Any] | None = None,
+        parent: Entry | None = None,
+    ) -> Entry:
+        """The entry of the file at ``source``, its content stored (or the ``parent``'s entry
+        when all its chunks are still stored); not added to the tree (see ``put``). Thread-safe."""
+        try:
+            if parent is not None:
+                os.stat(source)  # a file gone since the walk is reported, not taken from the parent
+                if self._take(parent):
+                    parent.path = path
+                    if meta is not None:
+                        parent.meta = dict(meta)
+                    return parent
+            with open(source, "rb", buffering=0) as fh:
+                return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, meta)
+        except FileNotFoundError:
+            raise NotFoundError(f"{source} disappeared during the backup") from None
+        except PermissionError:
+            raise StorageError(f"permission denied reading {source}") from None
+
+    def _take(self, cached: Entry) -> bool:
+        """Counts a parent's file as this run's if all its chunks are still stored."""
+        with self.writer._lock:
+            if not all(c in self.writer.known for c in cached.chunks):
+                return False
+            self.writer.stats.chunks += len(cached.chunks)
+            self.writer.stats.bytes += cached.size
+            self.writer.stats.reused_files += 1
+        self.progress.advance(cached.size)
+        return True
+
+    def _stream_entry(
+        self,
+        path: str,
+        stream: IO[bytes],
+        mode: int,
+        mtime_ns: int,
+        uid: int | None,
+        gid: int | None,
+        meta: dict[str, Any] | None,
+    ) -> Entry:
+        chunks, size, sha = self.writer.store_stream(
+            stream, self.chunk_size, self.progress, sha256=self.file_sha256
+        )
+        return Entry(
+            path=path,
+            type="file",
+            size=size,
+            mode=mode,
+            mtime_ns=mtime_ns,
+            uid=uid,
+            gid=gid,
+            sha256=sha,
+            chunks=chunks,
+            meta=dict(meta or {}),
+        )
+
     def _record(self, entry: Entry, identity: str | None) -> Entry:
+        if self._stream is not None:
+            raise LifeboatError("a streamed tree takes entries through put only")
         with self._lock:
             self.entries.append(entry)
             if identity is not None:
@@ -224,16 +357,9 @@ class BackupSession:
     def reuse(self, path: str, identity: str) -> Entry | None:
         """Take the parent's entry for ``identity`` if all its chunks are still stored."""
         cached = self._parents.lookup(identity)
-        if cached is None or cached.type != "file":
+        if cached is None or cached.type != "file" or not self._take(cached):
             return None
-        with self.writer._lock:
-            if not all(c in self.writer.known for c in cached.chunks):
-                return None
-            self.writer.stats.chunks += len(cached.chunks)
-            self.writer.stats.bytes += cached.size
-            self.writer.stats.reused_files += 1
         cached.path = path
-        self.progress.advance(cached.size)
         return self._record(cached, identity)
 
     def add_stream(
@@ -248,25 +374,12 @@ class BackupSession:
         meta: dict[str, Any] | None = None,
         identity: str | None = None,
     ) -> Entry:
+        """Stores a file's content read from ``stream`` under ``path``."""
         if identity is not None:
             reused = self.reuse(path, identity)
             if reused is not None:
                 return reused
-        chunks, size, sha = self.writer.store_stream(
-            stream, self.chunk_size, self.progress, sha256=self.file_sha256
-        )
-        entry = Entry(
-            path=path,
-            type="file",
-            size=size,
-            mode=mode,
-            mtime_ns=mtime_ns,
-            uid=uid,
-            gid=gid,
-            sha256=sha,
-            chunks=chunks,
-            meta=dict(meta or {}),
-        )
+        entry = self._stream_entry(path, stream, mode, mtime_ns, uid, gid, meta)
         return self._record(entry, identity)
 
     def add_file(
@@ -281,24 +394,25 @@ class BackupSession:
         meta: dict[str, Any] | None = None,
         identity: str | None = None,
     ) -> Entry:
+        """Stores the file at ``source`` under ``path`` (reused from the parent when its identity matches)."""
         try:
-            st = os.stat(source)
             if identity is not None:
+                os.stat(source)  # a file gone since the walk is reported, not taken from the parent
                 reused = self.reuse(path, identity)
                 if reused is not None:
                     if meta is not None:
                         reused.meta = dict(meta)
                     return reused
             with open(source, "rb", buffering=0) as fh:
+                # The caller's walk usually has the metadata already: one stat per file, not two.
+                if mode is None or mtime_ns is None or uid is None or gid is None:
+                    st = os.fstat(fh.fileno())
+                    mode = mode if mode is not None else st.st_mode & 0o7777
+                    mtime_ns = mtime_ns if mtime_ns is not None else st.st_mtime_ns
+                    uid = uid if uid is not None else st.st_uid
+                    gid = gid if gid is not None else st.st_gid
                 return self.add_stream(
-                    path,
-                    fh,
-                    mode=mode if mode is not None else st.st_mode & 0o7777,
-                    mtime_ns=mtime_ns if mtime_ns is not None else st.st_mtime_ns,
-                    uid=uid if uid is not None else st.st_uid,
-                    gid=gid if gid is not None else st.st_gid,
-                    meta=meta,
-                    identity=identity,
+                    path, fh, mode=mode, mtime_ns=mtime_ns, uid=uid, gid=gid, meta=meta, identity=identity
                 )
         except FileNotFoundError:
             raise NotFoundError(f"{source} disappeared during the backup") from None
@@ -314,14 +428,17 @@ class BackupSession:
         mtime_ns: int = 0,
         meta: dict[str, Any] | None = None,
     ) -> Entry:
+        """Stores ``data`` as the file ``path``."""
         import io
 
         return self.add_stream(path, io.BytesIO(data), mode=mode, mtime_ns=mtime_ns, meta=meta)
 
     def add_entry(self, entry: Entry) -> Entry:
+        """Adds an entry without content (a directory, link or a reused file)."""
         return self._record(entry, None)
 
     def set_labels(self, labels: dict[str, str]) -> None:
+        """Adds plaintext, non-secret labels to the snapshot."""
         self.labels.update({str(k): str(v) for k, v in labels.items()})
 
     # -- commit -------------------------------------------------------------------------
@@ -344,6 +461,9 @@ class BackupSession:
         writer = self.writer
         blobs = {c for e in self.entries for c in e.chunks}
         blobs.update(tree)
+        if self._stream is not None:
+            blobs.update(self._stream.blobs)
+            blobs.update(self._lock_chunks or ())
         new = [pack_name(p) for p in writer.packs_written] + [index_name(i) for i in writer.index_files]
         needed = objects_of(self.repo.index(), blobs, new, pack_ids=self._retain_also)
         self.retention_requests = ensure_retention(self.repo, needed)
@@ -391,8 +511,13 @@ class BackupSession:
         return self._commit_header(tree, total)
 
     def commit(self) -> SnapshotInfo:
+        """Makes the snapshot visible (the commit point); nothing is before this."""
+        if self._stream is not None:
+            return self._commit_stream(self._stream)
         writer = self.writer
         writer.finish()  # data packs and their index first
+        if self._parents_whole is not None:  # no more lookups: free them before the tree is built
+            self._parents_whole.entries = {}
         tree, as_json = self._store_tree()
         writer.finish()  # then the tree's pack and index
         writer.stats.seconds = round(time.monotonic() - self._started, 3)
@@ -400,7 +525,20 @@ class BackupSession:
         self._parents.save({identity: as_json[id(e)] for identity, e in self._identities.items()})
         return info
 
-    def _commit_header(self, tree: list[str], stats: SnapshotStats) -> SnapshotInfo:
+    def _commit_stream(self, stream: TreeStream) -> SnapshotInfo:
+        writer = self.writer
+        self._parent_stream.close()
+        writer.finish()  # data packs and their index first
+        root = stream.finish()  # the directories still open, then the top level
+        writer.finish()  # then the last trees' pack and index
+        writer.stats.seconds = round(time.monotonic() - self._started, 3)
+        info = self._commit_header(root, writer.stats, TREE_FORMAT_PER_DIRECTORY)
+        self._parent_out.commit()
+        return info
+
+    def _commit_header(
+        self, tree: list[str], stats: SnapshotStats, tree_format: int = TREE_FORMAT_SINGLE
+    ) -> SnapshotInfo:
         info = SnapshotInfo(
             id="",
             asset=self.asset,
@@ -412,10 +550,22 @@ class BackupSession:
             tree=tree,
             key_id=self.repo.key_id,
             parent=self.repo.latest_snapshot_id(self.asset),
+            tree_format=tree_format,
         )
         self._extend_retention(tree)
         snapshot_id, data = encode_snapshot(info, self.repo.keyring)
         info.id = snapshot_id
-        self.repo.storage.put(snapshot_name(snapshot_id), data)  # the commit point
+        signed = data + self.repo.sign_snapshot(snapshot_id, self.asset, data)  # writer's trailer
+        self.repo.storage.put(snapshot_name(snapshot_id), signed)  # the commit point
         self._committed = info
+        self._consolidate_index()
         return info
+
+    def _consolidate_index(self) -> None:
+        """Past the threshold, merge small index files (repo/consolidate.py), still under
+        this session's lock. Counted from the index loaded at the start plus what this
+        session wrote, so a backup under the threshold costs no extra listing."""
+        known = len(self.repo.index().files) + len(self.writer.index_files)
+        limit = index_files_max()
+        if limit and known > limit:
+            consolidate_quietly(self.repo)

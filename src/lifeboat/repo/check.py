@@ -11,15 +11,19 @@ from typing import TYPE_CHECKING
 from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import decode_payload
-from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer
+from lifeboat.repo.escrow import escrow_problems
+from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer, snapshot_name
 from lifeboat.repo.immutability import endpoint_problems, retention_problems, tampering_problems
+from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.locks import RepoLock
-from lifeboat.repo.model import CheckReport, Problem
-from lifeboat.repo.references import References, collect_references
-from lifeboat.repo.snapshots import load_snapshots
+from lifeboat.repo.model import CheckReport, Problem, References
+from lifeboat.repo.records import RecordsView
+from lifeboat.repo.references import collect_references
+from lifeboat.repo.snapshots import list_snapshots
+from lifeboat.repo.trust import LEGACY_WARNING
 
 if TYPE_CHECKING:
-    from lifeboat.repo.repository import Repository
+    from lifeboat.repo.handle import RepoHandle
 
 
 def _affected(refs: References, blob_ids: list[str]) -> tuple[list[str], list[str]]:
@@ -42,6 +46,7 @@ class Subset:
 
     @classmethod
     def parse(cls, text: str) -> Subset:
+        """The subset written ``N/T`` (1 <= N <= T)."""
         try:
             part, parts = (int(x) for x in text.split("/"))
         except ValueError:
@@ -51,6 +56,7 @@ class Subset:
         return cls(part, parts)
 
     def holds(self, pack_id: str) -> bool:
+        """Whether the pack falls into this part."""
         return int(pack_id[:8], 16) % self.parts == self.part - 1
 
     def __str__(self) -> str:
@@ -58,7 +64,7 @@ class Subset:
 
 
 def check_repository(
-    repo: Repository,
+    repo: RepoHandle,
     *,
     read_data: bool,
     progress: ProgressSink = NO_PROGRESS,
@@ -74,13 +80,24 @@ def check_repository(
         index = repo.index(refresh=True)
         for name, problem in index.damaged.items():
             report.problems.append(Problem("corrupt-index", name, problem))
-        _, damaged_snaps = load_snapshots(repo.storage, repo.keyring)
-        for name, problem in damaged_snaps.items():
+        # every header from the storage, never from the local cache: check looks for damage
+        trust = repo.trust()
+        if trust is None:
+            report.warnings.append(LEGACY_WARNING)
+        listing = list_snapshots(repo.storage, repo.keyring, trust)
+        snapshots = listing.accepted
+        for name, problem in listing.damaged.items():
             report.problems.append(Problem("corrupt-snapshot", name, problem, [name.rsplit("/", 1)[-1][:12]]))
-        refs = collect_references(repo, read_trees=repo.keyring.can_read)
+        for refused in listing.refused:  # never used by any reader; named so they can be removed
+            name = snapshot_name(refused.id)
+            report.problems.append(Problem("refused-snapshot", name, refused.describe(), [refused.id[:12]]))
+        refs = collect_references(repo, read_trees=repo.keyring.can_read, snapshots=snapshots)
         report.problems.extend(refs.problems)
         report.problems.extend(endpoint_problems(repo))
         report.problems.extend(tampering_problems(repo))
+        report.problems.extend(
+            escrow_problems(repo.config, repo.keyring, RecordsView(repo.storage, repo.config))
+        )
         report.problems.extend(retention_problems(repo, refs, index))
         report.snapshots = len(refs.snapshots)
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
@@ -101,7 +118,7 @@ def check_repository(
 
 
 def _read_all_packs(
-    repo: Repository,
+    repo: RepoHandle,
     refs: References,
     stored: dict[str, int],
     report: CheckReport,
@@ -137,9 +154,12 @@ def _read_all_packs(
         if not decrypt:
             return problems
         bad: list[str] = []
+        wrapped = b""
         try:
             wrapped, _ = parse_pack_header(data)
             cipher = repo.keyring.pack_cipher(wrapped)
+        except EscrowRequired:
+            return problems  # key material: its chunks open only with the custodians' shares
         except IntegrityError:
             cipher = None
         for blob_id in sorted(set(packs[pack_id])):
@@ -159,7 +179,7 @@ def _read_all_packs(
                     raise IntegrityError("pack header is damaged")
                 envelope = data[loc.offset : loc.offset + loc.length]
                 plain = decode_payload(cipher.open(envelope, bytes.fromhex(blob_id)), loc.raw_length)
-                if repo.keyring.blob_id(plain) != blob_id:
+                if repo.keyring.blob_id_in(wrapped, plain) != blob_id:
                     raise IntegrityError("content does not match id")
             except IntegrityError:
                 bad.append(blob_id)

@@ -28,6 +28,7 @@ from lifeboat.repo.format import CONFIG_NAME
 from lifeboat.repo.immutability import COMMIT_MARGIN, lockable
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import SnapshotInfo
+from lifeboat.repo.snapshots import split_signed
 from lifeboat.storage.base import Storage, retention_slack
 
 # Written in this order, each phase complete before the next. Locks are per-repository
@@ -40,11 +41,14 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 # named by the SHA-256 of their bytes (docs/design/repository-format.md)
 CONTENT_ADDRESSED = ("data/", "index/", "snapshots/")
+REGISTRY_RECORDS = "records/registry/"  # repo/trust.py
 DEFAULT_WORKERS = 8
 
 
 @dataclass
 class CopyReport:
+    """What a repository copy transferred and skipped."""
+
     source: str
     target: str
     copied: dict[str, int] = field(default_factory=dict)  # objects, per phase
@@ -55,6 +59,7 @@ class CopyReport:
 
     @property
     def objects(self) -> int:
+        """Storage objects copied."""
         return sum(self.copied.values())
 
 
@@ -67,6 +72,7 @@ class CopyLag:
 
     @property
     def oldest_missing(self) -> SnapshotInfo | None:
+        """The oldest primary snapshot the copy lacks, if any."""
         return min(self.missing, key=lambda s: s.time) if self.missing else None
 
     @property
@@ -121,19 +127,26 @@ def _copy_all(
     listed: dict[str, dict[str, int]] = {}
     for phase, prefixes in reversed(PHASES):
         listed[phase] = _names(source, prefixes)
+    lock = threading.Lock()
+    early: set[str] = set()
     if not has_config:
+        # the writer registry before the config, as `init` writes them: a config naming a
+        # root key always has its registry, so readers of a half-copy never see neither
+        early = {n for n in listed["refs"] if n.startswith(REGISTRY_RECORDS)}
+        report.copied["refs"] = 0
+        for name in sorted(early):
+            _copy_one(source, target, name, report=report, lock=lock, on_object=on_object, phase="refs")
         # first: a target without config is not a repository yet, so nothing reads a half-copy
         _copy_one(source, target, CONFIG_NAME, report=report, lock=threading.Lock(), on_object=on_object)
         report.config_copied = True
-    lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="copy") as pool:
         for phase, prefixes in PHASES:
-            present = _names(target, prefixes)
-            todo = sorted(n for n in listed[phase] if n not in present)
+            present = {n: size for n, size in _names(target, prefixes).items() if n not in early}
+            todo = sorted(n for n in listed[phase] if n not in present and n not in early)
             if phase == "snapshots" and todo:
                 report.retention_extended = follow_retention(target, pool)
             report.copied.setdefault(phase, 0)
-            report.already_there += len(listed[phase]) - len(todo)
+            report.already_there += len(listed[phase]) - len(todo) - len(early & listed[phase].keys())
             copy = partial(
                 _copy_one, source, target, report=report, lock=lock, on_object=on_object, phase=phase
             )
@@ -156,7 +169,7 @@ def _copy_one(
         data = source.get(name)
     except NotFoundError:
         return  # removed by prune since the listing: nothing left that needs it
-    if name.startswith(CONTENT_ADDRESSED) and hashlib.sha256(data).hexdigest() != name.rsplit("/", 1)[-1]:
+    if name.startswith(CONTENT_ADDRESSED) and not _matches_name(name, data):
         raise IntegrityError(
             f"{name} in {source.url} does not match its name (damaged); nothing damaged was copied",
             hint="run 'lifeboat check' on the primary repository",
@@ -202,6 +215,7 @@ def follow_retention(target: Storage, pool: ThreadPoolExecutor) -> int:
 
 
 def snapshot_names(storage: Storage) -> set[str]:
+    """The snapshot object names stored in ``storage``."""
     return {obj.name.rsplit("/", 1)[-1] for obj in storage.list("snapshots/")}
 
 
@@ -209,3 +223,12 @@ def copy_lag(primary: list[SnapshotInfo], target: Storage, now: datetime) -> Cop
     """The primary's snapshots (read with any key) that ``target`` lacks."""
     have = snapshot_names(target)
     return CopyLag([s for s in primary if s.id not in have], now)
+
+
+def _matches_name(name: str, data: bytes) -> bool:
+    """A content-addressed object matches its name; a snapshot header may carry its writer's
+    signature trailer after the named bytes (repo/snapshots.py)."""
+    object_id = name.rsplit("/", 1)[-1]
+    if name.startswith("snapshots/"):
+        return split_signed(object_id, data) is not None
+    return hashlib.sha256(data).hexdigest() == object_id

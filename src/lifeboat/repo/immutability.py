@@ -27,9 +27,9 @@ from lifeboat.repo.model import Problem
 from lifeboat.storage.base import Storage, VersionedStorage, retention_slack
 
 if TYPE_CHECKING:
+    from lifeboat.repo.handle import RepoHandle
     from lifeboat.repo.index import Index
-    from lifeboat.repo.references import References
-    from lifeboat.repo.repository import Repository
+    from lifeboat.repo.model import References
 
 # a snapshot is written a moment after its retention is settled
 COMMIT_MARGIN = timedelta(minutes=10)
@@ -59,7 +59,7 @@ def objects_of(
 class RetentionCache:
     """name -> retain-until (epoch seconds) known for this repository."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: RepoHandle) -> None:
         self.path = repo.cache_dir / CACHE_NAME if repo.cache_dir is not None else None
         self.known: dict[str, float] = {}
         if self.path is not None:
@@ -70,6 +70,7 @@ class RetentionCache:
                 self.known = {}
 
     def save(self) -> None:
+        """Writes the known retain-until dates to the local cache."""
         if self.path is None:
             return
         try:
@@ -82,7 +83,7 @@ class RetentionCache:
             pass  # an optimisation: without it, known objects cost a HEAD again
 
 
-def ensure_retention(repo: Repository, names: Iterable[str], now: datetime | None = None) -> int:
+def ensure_retention(repo: RepoHandle, names: Iterable[str], now: datetime | None = None) -> int:
     """Lock every object in ``names`` until at least what a snapshot committed now needs.
     Returns how many PutObjectRetention requests it made."""
     storage = lockable(repo.storage)
@@ -114,7 +115,7 @@ def ensure_retention(repo: Repository, names: Iterable[str], now: datetime | Non
     return storage.retention_requests - before
 
 
-def tampering_problems(repo: Repository) -> list[Problem]:
+def tampering_problems(repo: RepoHandle) -> list[Problem]:
     """Names with versions or delete markers after their first version (S3)."""
     storage = repo.storage
     if not isinstance(storage, VersionedStorage):
@@ -122,7 +123,7 @@ def tampering_problems(repo: Repository) -> list[Problem]:
     return [Problem("tampered", t.name, t.describe()) for t in storage.tampering("")]
 
 
-def retention_problems(repo: Repository, refs: References, index: Index) -> list[Problem]:
+def retention_problems(repo: RepoHandle, refs: References, index: Index) -> list[Problem]:
     """Every referenced pack and index file whose retention ends before that of a snapshot
     that needs it."""
     storage = lockable(repo.storage)
@@ -199,5 +200,6 @@ def refuse_lying_endpoint(storage: Storage) -> None:
         )
 
 
-def endpoint_problems(repo: Repository) -> list[Problem]:
+def endpoint_problems(repo: RepoHandle) -> list[Problem]:
+    """What the storage endpoint does not enforce of the retention it promises."""
     return [Problem("untrusted-endpoint", repo.storage.url, f) for f in endpoint_failures(repo.storage)]

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from lifeboat.errors import AlreadyExistsError, IntegrityError, NotFoundError
+from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError
 from lifeboat.private import private_dir, write_private
 from lifeboat.repo.format import (
     INDEX_MAGIC,
@@ -46,12 +46,15 @@ class Index:
         return len(self._blobs)
 
     def get(self, blob_id: str) -> BlobLocation | None:
+        """Where a blob is stored, or None."""
         return self._blobs.get(blob_id)
 
     def packs(self) -> dict[str, list[str]]:
+        """The ids of the packs the index lists."""
         return self._packs
 
     def add_pack(self, pack: PackEntry) -> None:
+        """Adds a pack's blob table."""
         pack_id = pack["id"]
         with self._lock:
             ids = self._packs.setdefault(pack_id, [])
@@ -61,6 +64,7 @@ class Index:
                 ids.append(blob_id)
 
     def drop_packs(self, pack_ids: Iterable[str]) -> None:
+        """Forgets packs (vanished or pruned)."""
         with self._lock:
             for pack_id in pack_ids:
                 for blob_id in self._packs.pop(pack_id, []):
@@ -69,10 +73,12 @@ class Index:
                         del self._blobs[blob_id]
 
     def blob_ids(self) -> set[str]:
+        """Every blob id the index knows."""
         return set(self._blobs)
 
 
 def encode_index(packs: list[PackEntry], keyring: Keyring) -> tuple[str, bytes]:
+    """An index file's bytes for these pack entries (sealed with the keyring)."""
     data = encode_framed(INDEX_MAGIC, {"version": 1, "packs": packs}, keyring.mac)
     return hashlib.sha256(data).hexdigest(), data
 
@@ -94,6 +100,7 @@ def write_index(storage: Storage, packs: list[PackEntry], keyring: Keyring) -> s
 def decode_index(data: bytes, keyring: Keyring, name: str) -> list[PackEntry]:
     # The id is the SHA-256 of the bytes (repository-format.md): a file under another
     # name was renamed or replaced, even when its MAC is valid.
+    """The pack entries of an index file (IntegrityError when damaged)."""
     if hashlib.sha256(data).hexdigest() != name.rsplit("/", 1)[-1]:
         raise IntegrityError(f"{name} does not match its name (content hash differs)")
     payload = decode_framed(INDEX_MAGIC, data, keyring.mac, name)
@@ -132,6 +139,7 @@ class IndexCache:
         self.directory = directory
 
     def get(self, name: str) -> list[PackEntry] | None:
+        """A cached decoded index file, or None."""
         if self.directory is None:
             return None
         path = self.directory / name.replace("/", "_")
@@ -142,17 +150,19 @@ class IndexCache:
         return packs if valid_packs(packs) else None
 
     def put(self, name: str, packs: list[PackEntry]) -> None:
+        """Caches a decoded index file (private, under the cache dir)."""
         if self.directory is None:
             return
         try:
             private_dir(self.directory)
             data = json.dumps(packs, separators=(",", ":")).encode()
             write_private(self.directory / name.replace("/", "_"), data)
-        except OSError:
+        except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             pass  # the cache is an optimisation; the repository is the truth
 
 
 def load_index(storage: Storage, keyring: Keyring, cache: IndexCache, workers: int = 8) -> Index:
+    """The whole index from every index file in storage (cached where possible)."""
     index = Index()
     names = [obj.name for obj in storage.list("index/")]
 
@@ -169,13 +179,21 @@ def load_index(storage: Storage, keyring: Keyring, cache: IndexCache, workers: i
         cache.put(name, packs)
         return name, packs, None
 
+    seen: set[str] = set()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for name, packs, problem in pool.map(load, names):
-            if problem is not None:
-                index.damaged[name] = problem
-            if packs is None:
-                continue
-            index.files[name] = [p["id"] for p in packs]
-            for pack in packs:
-                index.add_pack(pack)
+        while names:
+            seen.update(names)
+            vanished = False
+            for name, packs, problem in pool.map(load, names):
+                if problem is not None:
+                    index.damaged[name] = problem
+                if packs is None:
+                    vanished = vanished or problem is None
+                    continue
+                index.files[name] = [p["id"] for p in packs]
+                for pack in packs:
+                    index.add_pack(pack)
+            # A file listed a moment ago is gone: a consolidation (or prune) superseded it,
+            # and wrote the index that replaces it before deleting it, so list again.
+            names = [o.name for o in storage.list("index/") if o.name not in seen] if vanished else []
     return index

@@ -1,4 +1,11 @@
-"""The repository's keys in use by one process: ids, MACs, data-key wrapping."""
+"""The repository's keys in use by one process: ids, MACs, data-key wrapping.
+
+Two recipients for pack data keys (docs/design/repository-format.md, "Escrowed packs"):
+the recovery key, and for key material (``kind = "keys"``) the escrow key, whose private
+half exists only as custodians' SLIP-39 shares. An escrowed pack's wrapped key starts with
+``ESCROW_PACK_TAG``; its blob ids are keyed with an id key of their own, so key material
+never deduplicates into (or is found in) a recovery-key pack, nor the other way round.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import hmac
 import os
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import blake3
 
@@ -14,7 +22,16 @@ from lifeboat.crypto.envelope import Cipher, unwrap_key, wrap_key
 from lifeboat.crypto.keys import BackupKey, RecoveryKey
 from lifeboat.errors import IntegrityError, KeyError_
 
+if TYPE_CHECKING:
+    from lifeboat.crypto.escrow_key import EscrowOpener
+
 PACK_KEY_CONTEXT = b"pack"
+ESCROW_PACK_TAG = b"LBES"  # starts the wrapped data key of a pack sealed to the escrow key
+ESCROW_BLOB_IDS = b"lifeboat/escrow-blob-ids/v1"
+
+
+class EscrowRequired(KeyError_):
+    """Reading key material needs the custodians' escrow shares; no key file opens it."""
 
 
 class Keyring:
@@ -35,32 +52,91 @@ class Keyring:
         self._readers = [recovery, *older] if recovery is not None else []
         self._id_key = id_key
         self._mac_key = hmac.new(id_key, b"lifeboat/mac/v1", hashlib.sha256).digest()
+        self._escrow_id_key = blake3.blake3(ESCROW_BLOB_IDS, key=id_key).digest()
         self._deks: dict[bytes, Cipher] = {}
         self._lock = threading.Lock()
+        self.escrow_public: bytes | None = None  # set: this keyring writes escrowed packs
+        self.escrow_threshold = 0
+        self._escrow: EscrowOpener | None = None
+
+    def for_escrow(self, public: bytes, threshold: int) -> Keyring:
+        """A keyring writing packs sealed to the escrow key ``public`` (key material) with
+        escrow blob ids; same repository MAC, so its index and snapshot read as usual."""
+        ring = Keyring(self.repo_id, self._id_key, self.recipient_public, self.recovery)
+        ring._readers = self._readers
+        ring._escrow = self._escrow
+        ring.escrow_public = public
+        ring.escrow_threshold = threshold
+        return ring
+
+    def unlock_escrow(self, opener: EscrowOpener, threshold: int) -> None:
+        """Lets this keyring read escrowed packs (the escrow key from M custodians' shares)."""
+        self._escrow = opener
+        self.escrow_threshold = threshold
+
+    @property
+    def first_recovery(self) -> RecoveryKey | None:
+        """The repository's first recovery key (end of the chain): the root key derives from it."""
+        return self._readers[-1] if self._readers else None
+
+    @property
+    def escrow(self) -> EscrowOpener | None:
+        """The escrow key opened from custodians' shares, if it was."""
+        return self._escrow
+
+    @property
+    def escrow_unlocked(self) -> bool:
+        """Whether escrowed packs (key material) can be read."""
+        return self._escrow is not None
+
+    @staticmethod
+    def is_escrowed(wrapped: bytes) -> bool:
+        """Whether a pack header's wrapped key is sealed to the escrow key."""
+        return wrapped.startswith(ESCROW_PACK_TAG)
+
+    def blob_id_in(self, wrapped: bytes, data: bytes) -> str:
+        """The id ``data`` must have in a pack with this header (escrowed packs use their own)."""
+        if self.is_escrowed(wrapped):
+            return blake3.blake3(data, key=self._escrow_id_key, max_threads=1).hexdigest()
+        return blake3.blake3(data, key=self._id_key, max_threads=1).hexdigest()
 
     @classmethod
     def for_backup(cls, key: BackupKey) -> Keyring:
+        """The keyring of a backup key: adds data, cannot read it."""
         return cls(key.repo_id, key.id_key, key.recovery_public, None)
 
     @property
     def can_read(self) -> bool:
+        """Whether this keyring holds the recovery key (reads data)."""
         return self.recovery is not None
 
     def blob_id(self, data: bytes) -> str:
         """Content id: keyed BLAKE3, so ids reveal nothing about the plaintext."""
-        return blake3.blake3(data, key=self._id_key, max_threads=1).hexdigest()
+        key = self._escrow_id_key if self.escrow_public is not None else self._id_key
+        return blake3.blake3(data, key=key, max_threads=1).hexdigest()
 
     def digest(self) -> blake3.blake3:
+        """A keyed BLAKE3 hasher (content digests only key holders can compute)."""
         return blake3.blake3(key=self._id_key)
 
     def mac(self, data: bytes) -> bytes:
+        """The repository MAC of ``data`` (authenticates headers, refs and index files)."""
         return blake3.blake3(data, key=self._mac_key).digest()
 
     def new_pack_cipher(self) -> tuple[Cipher, bytes]:
+        """A new pack's cipher (a fresh data key) and that key wrapped for the recovery key."""
         dek = os.urandom(32)
+        if self.escrow_public is not None:
+            from lifeboat.crypto.escrow_key import wrap_to_escrow
+
+            return Cipher(dek), ESCROW_PACK_TAG + wrap_to_escrow(self.escrow_public, dek, PACK_KEY_CONTEXT)
         return Cipher(dek), wrap_key(self.recipient_public, dek, PACK_KEY_CONTEXT)
 
     def pack_cipher(self, wrapped: bytes) -> Cipher:
+        """The cipher of an existing pack, from its header (needs the recovery key; an
+        escrowed pack needs the escrow key from custodians' shares, whatever else is held)."""
+        if self.is_escrowed(wrapped):
+            return self._escrowed_cipher(wrapped)
         if self.recovery is None:
             raise KeyError_(
                 "reading data needs the recovery key",
@@ -70,6 +146,28 @@ class Keyring:
             cipher = self._deks.get(wrapped)
         if cipher is None:
             cipher = Cipher(self._unwrap_with_any(wrapped))
+            with self._lock:
+                self._deks[wrapped] = cipher
+        return cipher
+
+    def _escrowed_cipher(self, wrapped: bytes) -> Cipher:
+        if self._escrow is None:
+            needed = f"{self.escrow_threshold} custodians'" if self.escrow_threshold else "the custodians'"
+            raise EscrowRequired(
+                f"this is key material sealed to the escrow key: opening it needs {needed} "
+                "escrow shares; no key file opens it",
+                hint="pass --share FILE once per custodian",
+            )
+        with self._lock:
+            cipher = self._deks.get(wrapped)
+        if cipher is None:
+            try:
+                dek = self._escrow.unwrap(wrapped[len(ESCROW_PACK_TAG) :], PACK_KEY_CONTEXT)
+            except IntegrityError:
+                raise IntegrityError(
+                    "cannot open an escrowed pack's data key: the pack was modified"
+                ) from None
+            cipher = Cipher(dek)
             with self._lock:
                 self._deks[wrapped] = cipher
         return cipher

@@ -36,6 +36,8 @@ RELEASED = ".released"
 
 @dataclass(frozen=True)
 class LockInfo:
+    """One lock object: who holds it, since when, shared or exclusive."""
+
     name: str
     exclusive: bool
     host: str
@@ -68,6 +70,7 @@ def storage_age(lock: LockInfo, storage_now: float) -> float:
 
 
 def is_live(lock: LockInfo, storage_now: float) -> bool:
+    """Whether the lock is honoured: not stale, and its process alive when on this host."""
     if storage_age(lock, storage_now) > STALE_AFTER:
         return False
     if lock.host == socket.gethostname():
@@ -133,6 +136,7 @@ def release_lock(storage: Storage, name: str, *, marker: bool = True) -> bool:
 
 
 def describe_age(seconds: float) -> str:
+    """A lock's age for humans (seconds, minutes, hours)."""
     if seconds < 90:
         return f"{int(seconds)} s"
     if seconds < 5400:
@@ -152,8 +156,7 @@ class RepoLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _write(self) -> str:
-        name = f"locks/{secrets.token_hex(16)}"
+    def _write(self, name: str) -> None:
         body = {
             "exclusive": self.exclusive,
             "host": socket.gethostname(),
@@ -162,7 +165,6 @@ class RepoLock:
             "operation": self.operation,
         }
         self.storage.put(name, json.dumps(body).encode(), retain=False)
-        return name
 
     def _conflicts(self) -> tuple[list[LockInfo], float]:
         locks = list_locks(self.storage)
@@ -177,14 +179,28 @@ class RepoLock:
         return conflicts, now
 
     def acquire(self) -> None:
+        """Takes the lock (RepoLockedError when a conflicting live lock exists). Interrupted
+        half-way (Ctrl-C, SIGTERM while the lock object is being written), it takes back
+        what it wrote: the caller's ``with`` never started, so nobody else would."""
+        try:
+            self._acquire()
+        except BaseException:
+            if self.name:
+                self._remove(self.name)
+                self.name = ""
+            raise
+
+    def _acquire(self) -> None:
         deadline = time.monotonic() + self.wait
         delay = 0.2
         while True:
-            self.name = self._write()
+            self.name = f"locks/{secrets.token_hex(16)}"  # named before it exists: see acquire
+            self._write(self.name)
             conflicts, now = self._conflicts()
             if not conflicts:
                 break
             self._remove(self.name)
+            self.name = ""
             if time.monotonic() >= deadline:
                 other = conflicts[0]
                 age = describe_age(storage_age(other, now))
@@ -207,7 +223,9 @@ class RepoLock:
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH_EVERY):
             try:
-                old, self.name = self.name, self._write()
+                new = f"locks/{secrets.token_hex(16)}"
+                self._write(new)
+                old, self.name = self.name, new
                 self._remove(old)
             except StorageError:
                 pass  # retried at the next tick; staleness takes 30 minutes
@@ -216,6 +234,7 @@ class RepoLock:
         release_lock(self.storage, name)
 
     def release(self) -> None:
+        """Removes the lock object."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -233,6 +252,8 @@ class RepoLock:
 
 @dataclass
 class UnlockReport:
+    """What ``repo unlock`` removed and what it left."""
+
     removed: list[LockInfo]
     leftovers: list[str]  # release markers and unreadable objects removed
     live: list[LockInfo]  # kept: still live (only without ``everything``)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 EntryType = Literal["file", "dir", "symlink"]
 
 
-@dataclass
+@dataclass(slots=True)  # one per file of a backup, all alive until the commit: no __dict__
 class Entry:
     """One node of a snapshot tree. Encrypted with the tree: names and meta are secret.
 
@@ -28,10 +28,12 @@ class Entry:
     chunks: list[str] = field(default_factory=list)
     target: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    subtree: list[str] = field(default_factory=list)  # a directory's own tree (tree format 2)
 
     def to_json(self) -> dict[str, Any]:
         # Hand-written, not dataclasses.asdict: this runs for every file of every snapshot,
         # and asdict's recursive deep copy was a quarter of a many-small-files backup.
+        """The entry as stored in a tree."""
         data: dict[str, Any] = {"path": self.path, "type": self.type}
         for name in _ENTRY_FIELDS:
             value = getattr(self, name)
@@ -41,6 +43,7 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
+        """The entry from its stored form."""
         return cls(**data)
 
 
@@ -49,6 +52,8 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(Entry) if f.name not in ("path", "t
 
 @dataclass
 class SnapshotStats:
+    """What a backup read, stored and reused."""
+
     files: int = 0
     dirs: int = 0
     bytes: int = 0  # logical bytes of all files
@@ -74,9 +79,11 @@ class SnapshotInfo:
     tree: list[str]
     key_id: str
     parent: str | None = None
+    tree_format: int = 1  # 1: one document for the whole tree; 2: one per directory (repo/trees.py)
 
     @property
     def short_id(self) -> str:
+        """The first 8 characters of the id (what the CLI shows)."""
         return self.id[:12]
 
 
@@ -106,6 +113,8 @@ class Problem:
 
 @dataclass
 class CheckReport:
+    """What ``check`` examined and the problems it found."""
+
     snapshots: int = 0
     packs: int = 0
     chunks: int = 0
@@ -114,14 +123,18 @@ class CheckReport:
     read_data: bool = False
     subset: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # not failures (an unsigned legacy repository)
 
     @property
     def ok(self) -> bool:
+        """True when no problem was found."""
         return not self.problems
 
 
 @dataclass
 class ForgetReport:
+    """Which snapshots ``forget`` kept, removed, or could not remove (locked)."""
+
     kept: list[SnapshotInfo] = field(default_factory=list)
     removed: list[SnapshotInfo] = field(default_factory=list)
     locked: list[SnapshotInfo] = field(default_factory=list)  # would go, but Object Lock keeps it
@@ -130,6 +143,8 @@ class ForgetReport:
 
 @dataclass
 class PruneReport:
+    """What ``prune`` deleted or kept, and the bytes it freed."""
+
     packs_removed: int = 0
     bytes_removed: int = 0
     packs_kept_locked: int = 0
@@ -137,3 +152,23 @@ class PruneReport:
     unreferenced_chunks: int = 0
     incomplete_removed: int = 0  # temp files of killed writers
     locked_objects: list[str] = field(default_factory=list)
+    packs_repacked: int = 0  # small or mostly unused packs whose live blobs were rewritten
+    bytes_repacked: int = 0  # bytes of the new packs written for them
+    repack_kept_locked: list[str] = field(default_factory=list)  # would be repacked: under retention
+
+
+@dataclass
+class References:
+    """blob id -> the (snapshot short id, path) pairs that use it."""
+
+    users: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    snapshots: list[SnapshotInfo] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    complete: bool = True  # False when some tree could not be read (prune must not delete then)
+    # snapshots of key material whose trees only the custodians' escrow shares open: their
+    # chunks are unknown, so prune keeps every escrowed pack
+    escrowed: list[str] = field(default_factory=list)
+
+    def add(self, blob_id: str, snapshot: str, path: str) -> None:
+        """Notes that ``path`` of ``snapshot`` uses the blob."""
+        self.users.setdefault(blob_id, []).append((snapshot, path))

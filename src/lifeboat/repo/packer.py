@@ -77,6 +77,7 @@ class Packer:
         self._error: BaseException | None = None
 
     def add(self, blob_id: str, btype: str, payload: bytes, raw_length: int) -> int:
+        """Adds an encrypted blob to the current pack (written out when full)."""
         self._raise_pending()
         pack = self._free.get()
         try:
@@ -129,4 +130,5 @@ class Packer:
         self._raise_pending()
 
     def close(self) -> None:
+        """Writes the last pack and waits for every upload."""
         self._pool.shutdown(wait=True)

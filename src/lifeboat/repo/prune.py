@@ -17,17 +17,23 @@ from lifeboat.repo.index import Index, PackEntry, encode_index
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PruneReport
 from lifeboat.repo.references import collect_references
+from lifeboat.repo.repack import RepackOptions, escrowed_pack, pack_entries, plan_repack, repack
 
 # A temp file this old cannot belong to a live writer (a put takes seconds).
 INCOMPLETE_AGE = 6 * 3600.0
 
 if TYPE_CHECKING:
-    from lifeboat.repo.repository import Repository
+    from lifeboat.repo.handle import RepoHandle
 
 
 def prune_repository(
-    repo: Repository, *, dry_run: bool = False, progress: ProgressSink = NO_PROGRESS
+    repo: RepoHandle,
+    *,
+    dry_run: bool = False,
+    progress: ProgressSink = NO_PROGRESS,
+    repack_options: RepackOptions | None = None,
 ) -> PruneReport:
+    """Deletes unreferenced packs in a crash-safe order, under the exclusive lock."""
     repo.require_reader("prune")
     report = PruneReport()
     with RepoLock(repo.storage, exclusive=True, operation="prune"):
@@ -43,17 +49,27 @@ def prune_repository(
         report.packs_total = len(packs)
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
         unused = [p for p, blobs in packs.items() if not needed.intersection(blobs)]
+        if refs.escrowed:  # key material's chunks are unknown without the shares: keep its packs
+            unused = [p for p in unused if not escrowed_pack(repo, p)]
         orphans = [p for p in stored if p not in packs]
         report.unreferenced_chunks = sum(1 for b in index.blob_ids() if b not in needed)
+        entries, partial = pack_entries(repo, index)
+        kept_ids = [p for p in packs if p not in set(unused)]
+        plan = plan_repack(
+            repo, index, entries, partial, kept_ids, needed, stored, repack_options or RepackOptions()
+        )
+        report.repack_kept_locked = plan.locked
         if dry_run:
             report.packs_removed = len(unused) + len(orphans)
             report.bytes_removed = sum(stored.get(p, 0) for p in unused + orphans)
+            report.packs_repacked = len(plan.packs)
             return report
-        kept = [
-            {"id": p, "blobs": [[b, *_loc_tuple(index, b, p)] for b in sorted(set(blobs))]}
-            for p, blobs in packs.items()
-            if p not in unused
-        ]
+        repacked = repack(repo, index, entries, plan, kept_ids, needed, progress)
+        report.packs_repacked = len(repacked.repacked)
+        report.bytes_repacked = repacked.bytes_written
+        gone = set(repacked.repacked)
+        # each kept pack's own entries (a blob's in-memory location may be another pack's copy)
+        kept = [entries[p] for p in kept_ids if p not in gone] + repacked.new_packs
         new_index = _write_kept_index(repo, index, kept) if kept else None
         still_listed: set[str] = set()
         for name, pack_ids in index.files.items():
@@ -64,7 +80,7 @@ def prune_repository(
             except LockedError:
                 report.locked_objects.append(name)
                 still_listed.update(pack_ids)
-        for pack_id in unused + orphans:
+        for pack_id in unused + orphans + repacked.repacked:
             if pack_id in still_listed:
                 report.packs_kept_locked += 1
                 continue
@@ -83,7 +99,7 @@ def prune_repository(
     return report
 
 
-def _write_kept_index(repo: Repository, index: Index, kept: list[PackEntry]) -> str:
+def _write_kept_index(repo: RepoHandle, index: Index, kept: list[PackEntry]) -> str:
     """The index of what is kept. Its name is its content's hash, so when the same index is
     already there (a prune with nothing new to do) it is kept as it is: nothing is written
     and, since it is the new index, nothing is deleted."""
@@ -95,12 +111,3 @@ def _write_kept_index(repo: Repository, index: Index, kept: list[PackEntry]) -> 
         except AlreadyExistsError:
             pass  # the same bytes (same hash) from a prune killed before it finished
     return name
-
-
-def _loc_tuple(index: object, blob_id: str, pack_id: str) -> list[object]:
-    from lifeboat.repo.index import Index
-
-    assert isinstance(index, Index)
-    loc = index.get(blob_id)
-    assert loc is not None
-    return [loc.type, loc.offset, loc.length, loc.raw_length]

@@ -5,21 +5,22 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
-
 from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.repo.format import is_object_id
 from lifeboat.repo.model import Entry, SnapshotInfo
+from lifeboat.repo.packread import PackRanges, TreePacks, span_numbers
+from lifeboat.repo.trees import TREE_FORMAT_SINGLE, iter_tree
 from lifeboat.targetdir import (
     DISK_FULL,
+    TEMP_FLAGS,
     TargetDir,
     free_space,
     readable_size,
@@ -29,9 +30,16 @@ from lifeboat.targetdir import (
 )
 
 if TYPE_CHECKING:
-    from lifeboat.repo.repository import Repository
+    from lifeboat.repo.handle import RepoHandle
 
 PREFETCH = 8
+OPEN_FILES = 256  # files a restore holds open at once while it writes them in pack order
+BATCH_FILES = 64  # files of one chunk one worker task writes (a task per file costs more)
+# Files a restore plans in pack order at once: the plan holds a few hundred bytes per chunk,
+# so a bounded batch keeps a restore's memory flat in the number of files; a batch is many
+# packs' worth of small files, so the packs are still read whole, in order.
+PLAN_FILES = 16384
+PLAN_CHUNKS = 65536
 # Large restored files are flushed to disk as each completes, by two threads that only wait
 # on the disk: the writeback overlaps the (CPU-bound) restore of the rest, and the server's
 # own start-up sync of its data directory (1.1 s for a 4.4 GB cluster) finds little left.
@@ -40,6 +48,8 @@ FLUSH_FROM = 1 << 20
 
 @dataclass
 class RestoreStats:
+    """What a restore wrote: files, bytes, links, time."""
+
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
@@ -58,48 +68,76 @@ def safe_relative(path: str) -> Path:
 
 
 def target_is_empty(target: Path) -> bool:
+    """Whether the restore target is missing or an empty directory."""
     return not target.exists() or (target.is_dir() and not any(target.iterdir()))
 
 
 class SnapshotReader:
-    def __init__(self, repo: Repository, info: SnapshotInfo) -> None:
+    """Reads one snapshot's tree and file contents (needs the recovery key)."""
+
+    def __init__(self, repo: RepoHandle, info: SnapshotInfo) -> None:
         self.repo = repo
         self.info = info
         self._entries: list[Entry] | None = None
+        self._blobs: PackRanges | None = None
+        self._trees = TreePacks(repo)
 
     def entries(self) -> list[Entry]:
+        """Every entry of the snapshot's tree, as a list (``iter_entries`` holds less)."""
         if self._entries is None:
-            raw = b"".join(self.repo.read_blob(blob_id) for blob_id in self.info.tree)
-            try:
-                data = orjson.loads(raw)
-                entries = [Entry.from_json(e) for e in data["entries"]]
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise IntegrityError(f"tree of snapshot {self.info.short_id} is damaged") from None
-            if not all(isinstance(e.chunks, list) and all(map(is_object_id, e.chunks)) for e in entries):
-                raise IntegrityError(f"tree of snapshot {self.info.short_id} has malformed chunk ids")
-            self._entries = entries
+            self._entries = list(self.iter_entries())
         return self._entries
+
+    def iter_entries(self) -> Iterator[Entry]:
+        """Every entry, each directory before its content: a per-directory tree (format 2)
+        is read one directory at a time, so memory does not grow with the number of files."""
+        if self._entries is not None:
+            return iter(self._entries)
+        what = f"snapshot {self.info.short_id}"
+        return iter_tree(self._trees.get, self.info.tree, self.info.tree_format, what)
+
+    def _selected(self, select: Callable[[Entry], bool] | None) -> Callable[[], Iterator[Entry]]:
+        """The entries a restore writes, as a pass that can be made again."""
+        if self.info.tree_format == TREE_FORMAT_SINGLE:
+            # One entry per path (the last wins): older snapshots could hold two roots with
+            # one basename, and two writers of one path would race on its temp file.
+            whole = list({e.path: e for e in self.entries() if select is None or select(e)}.values())
+            return lambda: iter(whole)
+        return lambda: (e for e in self.iter_entries() if select is None or select(e))
+
+    @contextmanager
+    def planned(self, entries: Iterable[Entry]) -> Iterator[None]:
+        """While open, ``open`` and ``read`` serve these entries' chunks (best asked for in
+        this order) from coalesced pack ranges: a few large reads rather than one per chunk."""
+        with PackRanges(self.repo, [c for e in entries for c in e.chunks]) as blobs:
+            self._blobs = blobs
+            try:
+                yield
+            finally:
+                self._blobs = None
 
     def open(self, entry: Entry) -> Iterator[bytes]:
         """The file's bytes, chunk by chunk, each authenticated and id-checked."""
+        read = self._blobs.get if self._blobs is not None else self.repo.read_blob
         if len(entry.chunks) <= 1:
             for chunk_id in entry.chunks:
-                yield self.repo.read_blob(chunk_id)
+                yield read(chunk_id)
             return
         with ThreadPoolExecutor(max_workers=min(PREFETCH, len(entry.chunks))) as pool:
             futures = []
             it = iter(entry.chunks)
             for chunk_id in it:
-                futures.append(pool.submit(self.repo.read_blob, chunk_id))
+                futures.append(pool.submit(read, chunk_id))
                 if len(futures) >= PREFETCH:
                     break
             for chunk_id in it:
                 yield futures.pop(0).result()
-                futures.append(pool.submit(self.repo.read_blob, chunk_id))
+                futures.append(pool.submit(read, chunk_id))
             for future in futures:
                 yield future.result()
 
     def read(self, entry: Entry) -> bytes:
+        """A file's whole content, verified."""
         return b"".join(self.open(entry))
 
     def restore_tree(
@@ -129,21 +167,15 @@ class SnapshotReader:
             raise RestoreError(
                 f"target {target} is not empty", hint="choose an empty directory or pass --force"
             )
-        # One entry per path (the last wins): older snapshots could hold two roots with
-        # one basename, and two writers of one path would race on its temp file.
-        entries = list({e.path: e for e in self.entries() if select is None or select(e)}.values())
-        for entry in entries:
-            entry_name(entry.path)  # refuse an unsafe path before anything is written
+        entries = self._selected(select)
         do_chown = os.geteuid() == 0 if chown is None else chown
         meta = _Metadata(do_chown, mode_of)
-        files = [e for e in entries if e.type == "file"]
-        check_space(target, files, force)
-        progress.start(sum(e.size for e in files))
+        progress.start(check_space(target, entries, force))  # refuses unsafe paths too
         tree = TargetDir(target, fresh=fresh)
         stats = RestoreStats()
         try:
             try:
-                self._write_tree(tree, entries, files, stats, progress, meta, workers)
+                self._write_tree(tree, entries(), stats, progress, meta, workers)
             except OSError as exc:
                 raise _restore_failure(tree, target, exc, stats) from None
         finally:
@@ -154,29 +186,35 @@ class SnapshotReader:
     def _write_tree(
         self,
         tree: TargetDir,
-        entries: list[Entry],
-        files: list[Entry],
+        entries: Iterator[Entry],
         stats: RestoreStats,
         progress: ProgressSink,
         meta: _Metadata,
         workers: int,
     ) -> None:
-        dirs = [e for e in entries if e.type == "dir"]
-        for entry in dirs:
-            rel = entry_name(entry.path)
-            tree.acquire(rel)
-            tree.release(rel)
-            stats.dirs += 1
-        _ChunkWriter(self.repo, tree, stats, progress, meta, workers).write(files)
+        """Directories as they come, files in batches planned in pack order, each batch's
+        links after its files; directories' metadata last, deepest first (writing into a
+        directory changes its mtime). Only the directories are held to the end."""
+        dirs: list[Entry] = []
+        files: list[Entry] = []
+        links: list[Entry] = []
+        chunks = 0
         for entry in entries:
-            if entry.type == "symlink":
+            if entry.type == "dir":
                 rel = entry_name(entry.path)
-                parent_fd, name = tree.symlink(rel, entry.target)
-                try:
-                    meta.apply_link(parent_fd, name, entry)
-                finally:
-                    tree.release(split_parent(rel)[0])
-                stats.symlinks += 1
+                tree.acquire(rel)
+                tree.release(rel)
+                stats.dirs += 1
+                dirs.append(entry)
+            elif entry.type == "file":
+                files.append(entry)
+                chunks += len(entry.chunks)
+            elif entry.type == "symlink":
+                links.append(entry)
+            if len(files) >= PLAN_FILES or chunks >= PLAN_CHUNKS:
+                self._write_batch(tree, files, links, stats, progress, meta, workers)
+                files, links, chunks = [], [], 0
+        self._write_batch(tree, files, links, stats, progress, meta, workers)
         for entry in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
             rel = entry_name(entry.path)
             fd = tree.acquire(rel)
@@ -184,6 +222,27 @@ class SnapshotReader:
                 meta.apply_fd(fd, entry)
             finally:
                 tree.release(rel)
+
+    def _write_batch(
+        self,
+        tree: TargetDir,
+        files: list[Entry],
+        links: list[Entry],
+        stats: RestoreStats,
+        progress: ProgressSink,
+        meta: _Metadata,
+        workers: int,
+    ) -> None:
+        if files:
+            _ChunkWriter(self.repo, tree, stats, progress, meta, workers).write(files)
+        for entry in links:
+            rel = entry_name(entry.path)
+            parent_fd, name = tree.symlink(rel, entry.target)
+            try:
+                meta.apply_link(parent_fd, name, entry)
+            finally:
+                tree.release(split_parent(rel)[0])
+            stats.symlinks += 1
 
 
 def entry_name(path: str) -> str:
@@ -204,16 +263,24 @@ def _restore_failure(tree: TargetDir, target: Path, exc: OSError, stats: Restore
     return RestoreError(f"cannot write into {target}{where}: {exc.strerror or exc}")
 
 
-def check_space(target: Path, files: list[Entry], force: bool) -> None:
-    """Refuse up front when the target's filesystem obviously cannot hold the files."""
+def check_space(target: Path, entries: Callable[[], Iterator[Entry]], force: bool) -> int:
+    """Refuse up front an unsafe path, or a target whose filesystem obviously cannot hold
+    the files; returns the files' bytes. One pass over ``entries`` (two with ``force`` when
+    short: files this restore replaces give their space back)."""
     free, block = free_space(target)
-    needed = sum(rounded(e.size, block) for e in files)
-    if needed > free and force:  # files this restore replaces give their space back
-        needed -= _replaced_bytes(target, files, block)
+    needed = total = 0
+    for entry in entries():
+        entry_name(entry.path)  # refuse an unsafe path before anything is written
+        if entry.type == "file":
+            needed += rounded(entry.size, block)
+            total += entry.size
+    if needed > free and force:
+        needed -= _replaced_bytes(target, (e for e in entries() if e.type == "file"), block)
     refuse_short_space(target, needed, free)
+    return total
 
 
-def _replaced_bytes(target: Path, files: list[Entry], block: int) -> int:
+def _replaced_bytes(target: Path, files: Iterable[Entry], block: int) -> int:
     total = 0
     for entry in files:
         try:
@@ -279,7 +346,7 @@ class _ChunkWriter:
 
     def __init__(
         self,
-        repo: Repository,
+        repo: RepoHandle,
         tree: TargetDir,
         stats: RestoreStats,
         progress: ProgressSink,
@@ -296,9 +363,23 @@ class _ChunkWriter:
         self._open: dict[str, _OpenFile] = {}
         self._flusher: ThreadPoolExecutor | None = None
         self._flushes: list[Future[None]] = []
+        self._blobs: PackRanges | None = None
 
     def write(self, files: list[Entry]) -> None:
-        window = threading.Semaphore(self.workers * 4)  # chunks held in memory at once
+        # Chunks are written in the order their packs are read (a file's chunks land at
+        # known offsets, so any order will do): each pack range is fetched once, used whole
+        # and dropped, instead of one request per chunk or ranges evicted and read again.
+        # Files of one chunk go in batches (see _write_whole) at their place in that order:
+        # a batch written first while other workers raced through the big files' ranges
+        # kept its ranges needed long after they were evicted, and read them again.
+        tasks = _pack_order(files, span_numbers(self.repo, [c for f in files for c in f.chunks]))
+        order = [files[f].chunks[i] for f, i in tasks]
+        # in span order a span is used whole at once: a few held suffice (prefetch included)
+        with PackRanges(self.repo, order, resident=4, fetchers=2) as self._blobs:
+            self._write(files, tasks)
+
+    def _write(self, files: list[Entry], tasks: list[tuple[int, int]]) -> None:
+        window = threading.Semaphore(self.workers * 4)  # tasks in flight at once
         futures: list[Future[None]] = []
         failed = threading.Event()
 
@@ -312,13 +393,23 @@ class _ChunkWriter:
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="flush") as self._flusher,
                 ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool,
             ):
-                for handle, chunk_id, offset, length in self._tasks(files):
-                    if failed.is_set():
-                        break
-                    window.acquire()
-                    future = pool.submit(self._write_chunk, handle, chunk_id, offset, length)
-                    future.add_done_callback(settle)
-                    futures.append(future)
+                try:
+                    for entry in files:
+                        if not entry.chunks:
+                            self._start(entry, direct=True)  # an empty file is done at once
+                    for work in self._work(files, tasks):
+                        if failed.is_set():
+                            break
+                        window.acquire()
+                        if isinstance(work, list):
+                            future = pool.submit(self._write_whole, work, failed)
+                        else:
+                            future = pool.submit(self._write_chunk, *work)
+                        future.add_done_callback(settle)
+                        futures.append(future)
+                except BaseException:  # Ctrl-C, SIGTERM, an error here: queued batches stop at once
+                    failed.set()
+                    raise
                 for future in futures:
                     future.result()
             for future in self._flushes:
@@ -329,27 +420,48 @@ class _ChunkWriter:
                 self._discard(handle)
             self._open.clear()
 
-    def _tasks(self, files: list[Entry]) -> Iterator[tuple[_OpenFile, str, int, int]]:
-        """(file, chunk id, offset, length), round-robin over as many files as there are workers:
-        writers on one file queue on its inode lock (the kernel spins on it), so concurrent
-        chunks should belong to different files whenever there are several."""
-        pending = iter(files)
-        active: deque[Iterator[tuple[_OpenFile, str, int, int]]] = deque()
-        while True:
-            while len(active) < self.workers:
-                entry = next(pending, None)
-                if entry is None:
-                    break
-                handle = self._start(entry)
-                if handle is not None:
-                    active.append(self._chunks_of(handle))
-            if not active:
+    def _write_whole(self, batch: list[Entry], failed: threading.Event) -> None:
+        """Files of at most one chunk, start to finish in one worker: creating a file is a
+        syscall as costly as writing 2 KB into it, so it runs in the pool too, and a task
+        per file (a Future, a lock, a queue hand-off) would cost more than the file."""
+        for entry in batch:
+            if failed.is_set():
                 return
-            chunks = active.popleft()
-            task = next(chunks, None)
-            if task is not None:
-                yield task
-                active.append(chunks)
+            handle = self._start(entry, direct=True)
+            if handle is not None:
+                for task in self._chunks_of(handle):
+                    self._write_chunk(*task)
+
+    def _work(
+        self, files: list[Entry], tasks: list[tuple[int, int]]
+    ) -> Iterator[list[Entry] | tuple[_OpenFile, str, int, int]]:
+        """The tasks in the planned order: runs of files of one chunk as batches, every other
+        chunk as (file, chunk id, offset, length); a file of several chunks is opened at its
+        first and closed by whichever worker writes its last."""
+        handles: dict[int, tuple[_OpenFile, list[int]]] = {}  # file -> (handle, [chunks left])
+        batch: list[Entry] = []
+        for f, i in tasks:
+            entry = files[f]
+            if len(entry.chunks) == 1:
+                batch.append(entry)
+                if len(batch) == BATCH_FILES:
+                    yield batch
+                    batch = []
+                continue
+            if batch:
+                yield batch
+                batch = []
+            if f not in handles:
+                opened = self._start(entry)
+                assert opened is not None  # only files with chunks have tasks
+                handles[f] = (opened, [len(opened.lengths)])
+            handle, left = handles[f]
+            yield handle, handle.entry.chunks[i], handle.offsets[i], handle.lengths[i]
+            left[0] -= 1
+            if left[0] == 0:
+                del handles[f]
+        if batch:
+            yield batch
 
     @staticmethod
     def _chunks_of(handle: _OpenFile) -> Iterator[tuple[_OpenFile, str, int, int]]:
@@ -358,7 +470,7 @@ class _ChunkWriter:
             yield handle, chunk_id, offset, length
             offset += length
 
-    def _start(self, entry: Entry) -> _OpenFile | None:
+    def _start(self, entry: Entry, direct: bool = False) -> _OpenFile | None:
         lengths = [self._raw_length(c) for c in entry.chunks]
         if sum(lengths) != entry.size:
             raise IntegrityError(f"chunks of {entry.path} do not add up to its recorded size")
@@ -366,17 +478,30 @@ class _ChunkWriter:
         parent, name = split_parent(rel)
         dir_fd = self.tree.acquire(parent)
         try:
-            tmp, fd = self.tree.open_temp(dir_fd, name)
+            tmp, fd = self._create(dir_fd, name, direct)
         except BaseException:
             self.tree.release(parent)
             raise
-        handle = _OpenFile(entry, rel, parent, dir_fd, name, tmp, fd, lengths, len(entry.chunks))
+        offsets = list(accumulate(lengths, initial=0))[:-1]
+        handle = _OpenFile(entry, rel, parent, dir_fd, name, tmp, fd, lengths, len(entry.chunks), offsets)
         if not entry.chunks:
             self._finish(handle)
             return None
         with self._lock:
             self._open[entry.path] = handle
         return handle
+
+    def _create(self, dir_fd: int, name: str, direct: bool) -> tuple[str, int]:
+        """A file written in one go into a fresh target is created under its own name
+        (exclusively, never through a link): a temp name and a rename are two more
+        directory operations, as costly as the 2 KB file. Anything already there (planted
+        during the restore) sends it the usual way. Failures unlink it (_discard)."""
+        if direct and self.tree.fresh:
+            try:
+                return name, os.open(name, TEMP_FLAGS, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
+        return self.tree.open_temp(dir_fd, name)
 
     def _raw_length(self, chunk_id: str) -> int:
         loc = self.repo.index().get(chunk_id) or self.repo.index(refresh=True).get(chunk_id)
@@ -385,7 +510,7 @@ class _ChunkWriter:
         return loc.raw_length
 
     def _write_chunk(self, handle: _OpenFile, chunk_id: str, offset: int, length: int) -> None:
-        data = self.repo.read_blob(chunk_id)
+        data = self._blobs.get(chunk_id) if self._blobs is not None else self.repo.read_blob(chunk_id)
         if len(data) != length:  # the offsets of the file's later chunks depend on it
             raise IntegrityError(f"chunk {chunk_id[:16]} of {handle.entry.path} has an unexpected length")
         view = memoryview(data)
@@ -415,7 +540,10 @@ class _ChunkWriter:
             self.meta.apply_fd(handle.fd, handle.entry)
             os.close(handle.fd)
             handle.fd = -1
-            self.tree.install(handle.dir_fd, handle.tmp, handle.name, handle.rel)
+            if handle.tmp == handle.name:  # created under its name (_create)
+                self.tree.record(handle.rel, False)
+            else:
+                self.tree.install(handle.dir_fd, handle.tmp, handle.name, handle.rel)
         except BaseException:
             self._discard(handle)  # no longer in _open: nobody else cleans it up
             raise
@@ -436,6 +564,40 @@ class _ChunkWriter:
         self.tree.release(handle.parent)
 
 
+def _pack_order(files: list[Entry], span_of: dict[str, int]) -> list[tuple[int, int]]:
+    """(file number, chunk number) ordered by the pack range that holds the chunk. A file
+    is open from its first chunk to its last, so files whose first chunk would find
+    ``OPEN_FILES`` already open wait, whole, for a second pass in file order (their ranges
+    are read again then): descriptors stay bounded whatever the layout of the packs."""
+    last_span = len(span_of)  # chunks missing from the index fail when read, at the end
+    uses = sorted(  # within a range, files of one chunk first: they run together as batches
+        (
+            (span_of.get(chunk_id, last_span), len(e.chunks) > 1, f, i)
+            for f, e in enumerate(files)
+            for i, chunk_id in enumerate(e.chunks)
+        ),
+    )
+    remaining = [len(e.chunks) for e in files]
+    first, deferred = set[int](), set[int]()
+    open_now = 0
+    ordered: list[tuple[int, int]] = []
+    for _, _, f, i in uses:
+        if f in deferred:
+            continue
+        if f not in first:
+            if open_now >= OPEN_FILES:
+                deferred.add(f)
+                continue
+            first.add(f)
+            open_now += 1
+        ordered.append((f, i))
+        remaining[f] -= 1
+        if remaining[f] == 0:
+            open_now -= 1
+    ordered += [(f, i) for f in sorted(deferred) for i in range(len(files[f].chunks))]
+    return ordered
+
+
 @dataclass
 class _OpenFile:
     entry: Entry
@@ -447,3 +609,4 @@ class _OpenFile:
     fd: int
     lengths: list[int]
     remaining: int
+    offsets: list[int]  # of each chunk in the file

@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from lifeboat.crypto.envelope import unwrap_key, wrap_key
 from lifeboat.crypto.keys import RecoveryKey, recovery_fingerprint
 from lifeboat.errors import IntegrityError, KeyError_
+from lifeboat.repo.records import RecordSource, RecordStore, escrow_records
+
+if TYPE_CHECKING:
+    from lifeboat.crypto.escrow import EscrowRecord
 
 CHAIN_CONTEXT = b"recovery-chain"
 PREFIX = "recovery/"
 
-
-class Records(Protocol):
-    config: dict[str, Any]
-
-    def get_record(self, name: str) -> dict[str, Any]: ...
-
-    def list_records(self, prefix: str = "") -> list[str]: ...
+Records = RecordSource
 
 
 def _rotation_records(records: Records) -> list[dict[str, Any]]:
@@ -45,6 +43,7 @@ def _rotation_records(records: Records) -> list[dict[str, Any]]:
 
 
 def root_fingerprint(config: dict[str, Any]) -> str:
+    """The fingerprint of the recovery key ``init`` wrote (the chain's end)."""
     fp = config.get("recovery_fingerprint")
     if fp:
         return str(fp)
@@ -106,3 +105,29 @@ def rotation_record(records: Records, current: RecoveryKey, new: RecoveryKey) ->
         "previous_fingerprint": current.fingerprint(),
         "previous_wrapped": base64.b64encode(wrap_key(new.public, current.secret, CHAIN_CONTEXT)).decode(),
     }
+
+
+def link_recovery_key(store: RecordStore, current: RecoveryKey, new: RecoveryKey) -> None:
+    """Writes the rotation record that makes ``new`` the newest recovery key."""
+    name, record = rotation_record(store, current, new)
+    store.put_record(name, record)
+
+
+class UnlockRecords:
+    """What unlocking a repository consults (``crypto.unlock.KeyRecords``), read when asked."""
+
+    def __init__(self, source: RecordSource) -> None:
+        self.source = source
+
+    @property
+    def repo_id(self) -> str:
+        """The repository id a recovered key must carry."""
+        return str(self.source.config["id"])
+
+    def escrows(self) -> list[EscrowRecord]:
+        """The escrow splits recorded in the repository."""
+        return escrow_records(self.source)
+
+    def recovery_fingerprints(self) -> set[str]:
+        """Every fingerprint a recovery key of this repository may have."""
+        return known_fingerprints(self.source)

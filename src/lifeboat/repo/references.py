@@ -2,54 +2,49 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import IntegrityError, NotFoundError
-from lifeboat.repo.model import Problem, SnapshotInfo
+from lifeboat.repo.keyring import EscrowRequired
+from lifeboat.repo.model import Problem, References, SnapshotInfo
 from lifeboat.repo.reader import SnapshotReader
+from lifeboat.repo.refs import decode_ref
 
 if TYPE_CHECKING:
-    from lifeboat.repo.repository import Repository
+    from lifeboat.repo.handle import RepoHandle
 
 
-@dataclass
-class References:
-    """blob id -> the (snapshot short id, path) pairs that use it."""
-
-    users: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    snapshots: list[SnapshotInfo] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    complete: bool = True  # False when some tree could not be read (prune must not delete then)
-
-    def add(self, blob_id: str, snapshot: str, path: str) -> None:
-        self.users.setdefault(blob_id, []).append((snapshot, path))
-
-
-def collect_references(repo: Repository, *, read_trees: bool) -> References:
+def collect_references(
+    repo: RepoHandle, *, read_trees: bool, snapshots: list[SnapshotInfo] | None = None
+) -> References:
+    """Which blobs snapshots, refs and pending shards use (``read_trees``: from the trees
+    too); ``snapshots``: the repository's snapshots when the caller has just read them."""
     refs = References()
-    refs.snapshots = repo.snapshots()
+    refs.snapshots = repo.snapshots() if snapshots is None else snapshots
     for snap in refs.snapshots:
         for tree_id in snap.tree:
             refs.add(tree_id, snap.short_id, "(tree)")
         if not read_trees:
             continue
-        try:
-            entries = SnapshotReader(repo, snap).entries()
+        try:  # a per-directory tree is read one directory at a time; its subtrees are blobs too
+            for entry in SnapshotReader(repo, snap).iter_entries():
+                for tree_id in entry.subtree:
+                    refs.add(tree_id, snap.short_id, "(tree)")
+                for chunk in entry.chunks:
+                    refs.add(chunk, snap.short_id, entry.path)
+        except EscrowRequired:
+            refs.escrowed.append(snap.short_id)
+            continue
         except IntegrityError as exc:
             refs.complete = False
             refs.problems.append(
                 Problem("unreadable-tree", f"snapshots/{snap.id}", str(exc), [snap.short_id])
             )
-            continue
-        for entry in entries:
-            for chunk in entry.chunks:
-                refs.add(chunk, snap.short_id, entry.path)
     _pending_shards(repo, refs, read_trees)
     for namespace_obj in repo.storage.list("refs/"):
         name = namespace_obj.name
         try:
-            ref = repo._decode_ref(name, repo.storage.get(name))
+            ref = decode_ref(repo.keyring, name, repo.storage.get(name))
         except NotFoundError:
             continue
         except IntegrityError as exc:
@@ -61,7 +56,7 @@ def collect_references(repo: Repository, *, read_trees: bool) -> References:
     return refs
 
 
-def _pending_shards(repo: Repository, refs: References, read_trees: bool) -> None:
+def _pending_shards(repo: RepoHandle, refs: References, read_trees: bool) -> None:
     """Shards of a sharded backup that is not committed yet need their chunks too."""
     from lifeboat.repo.shards import pending_shards, shard_entries
 

@@ -4,56 +4,79 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from lifeboat.crypto.envelope import WRAPPED_KEY_LEN, unwrap_key, wrap_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lifeboat import clock
+from lifeboat.crypto.envelope import unwrap_key, wrap_key
 from lifeboat.crypto.keys import BackupKey, RecoveryKey, new_backup_key, recovery_fingerprint
+from lifeboat.crypto.signed import DEFAULT_SKEW, ObjectType
+from lifeboat.crypto.writers import RootKey, raw_public
 from lifeboat.errors import (
     AlreadyExistsError,
     ConfigError,
     IntegrityError,
     KeyError_,
     LifeboatError,
-    LockedError,
     NotFoundError,
 )
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.repo.backup import BackupSession, BlobWriter
-from lifeboat.repo.chunking import DEFAULT_CHUNK_SIZE, decode_payload
+from lifeboat.repo import refs
+from lifeboat.repo.chunking import DEFAULT_CHUNK_SIZE
 from lifeboat.repo.format import (
     CONFIG_NAME,
     FORMAT_VERSION,
-    REF_MAGIC,
-    check_blob_entry,
-    decode_framed,
-    encode_framed,
     pack_name,
     parse_pack_header,
     parse_pack_trailer,
     record_name,
-    ref_name,
+    snapshot_name,
 )
 from lifeboat.repo.immutability import refuse_lying_endpoint
 from lifeboat.repo.index import Index, IndexCache, load_index, write_index
 from lifeboat.repo.keyring import Keyring
-from lifeboat.repo.locks import RepoLock
-from lifeboat.repo.model import RefInfo, SnapshotInfo
-from lifeboat.repo.reader import SnapshotReader
+from lifeboat.repo.model import CheckReport, ForgetReport, PruneReport, RefInfo, SnapshotInfo
+from lifeboat.repo.packread import PACK_HEADER_LEN, open_blob
+from lifeboat.repo.records import (
+    RecordsView,
+    put_escrow_record,
+    put_key_record,
+    read_config,
+    retired_key_record_name,
+)
 from lifeboat.repo.recovery_chain import resolve_chain
-from lifeboat.repo.snapshots import load_snapshots
+from lifeboat.repo.retention import KeepRules, forget_snapshots
+from lifeboat.repo.snapshot_cache import SnapshotCache
+from lifeboat.repo.snapshots import CachedSnapshot, SnapshotListing, cached_history, list_snapshots
+from lifeboat.repo.trust import (
+    SKEW_SETTING,
+    Trust,
+    clear_orphan_registry,
+    default_writer_name,
+    first_writer,
+    load_trust,
+    root_public_of,
+    sign_statement,
+    store_version,
+)
 from lifeboat.storage.base import Storage
+
+if TYPE_CHECKING:
+    from lifeboat.crypto.escrow import EscrowRecord
+    from lifeboat.repo.backup import BackupSession
+    from lifeboat.repo.reader import SnapshotReader
+    from lifeboat.repo.repack import RepackOptions
 
 DEFAULT_PACK_SIZE = 8 << 20
 ID_KEY_CONTEXT = b"id-key"
-PACK_HEADER_LEN = 7 + WRAPPED_KEY_LEN
 
 
 def _b64(data: bytes) -> str:
@@ -87,6 +110,17 @@ class Repository:
         self._index: Index | None = None
         self._index_lock = threading.Lock()
         self._headers: dict[str, bytes] = {}
+        escrow = config.get("escrow_key")  # key material's escrow (repo/escrow.py), for messages
+        keyring.escrow_threshold = int(escrow.get("threshold", 0)) if isinstance(escrow, dict) else 0
+        # The Ed25519 key this handle signs snapshot headers with: the writer's (backup key
+        # file) or, opened with the recovery key, the root key derived from it.
+        self.signing: Ed25519PrivateKey | None = None
+        self._trust: Trust | None = None
+        self._trust_loaded = False
+        # Opened with the recovery key: its chain (newest first) derives the root key, and the
+        # shared chunk-id key goes into the key files of writers issued from here.
+        self._chain: list[RecoveryKey] = []
+        self._id_key: bytes | None = None
 
     # -- creation and opening ---------------------------------------------------------
 
@@ -99,7 +133,15 @@ class Repository:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         pack_size: int = DEFAULT_PACK_SIZE,
         cache_dir: Path | None = None,
+        escrow_key: Callable[[str], dict[str, Any]] | None = None,
+        writer: str | None = None,
     ) -> tuple[Repository, BackupKey, RecoveryKey]:
+        """A new repository on ``storage`` and its backup and recovery keys; ``escrow_key``
+        gives the public escrow key (for key material) of the new repository id, bound in config.
+
+        The repository's root key (derived from the recovery key) signs the first writer
+        registry version, and the backup key returned is the first writer's key (``writer``,
+        default this host's name), allowed every asset (repo/trust.py)."""
         if storage.exists(CONFIG_NAME):
             raise AlreadyExistsError(
                 f"a repository already exists at {storage.url}",
@@ -109,6 +151,7 @@ class Repository:
         repo_id = secrets.token_hex(16)
         recovery = RecoveryKey.generate(repo_id)
         id_key = secrets.token_bytes(32)
+        root = RootKey.derive(repo_id, recovery.secret, recovery.public)
         config = {
             "version": FORMAT_VERSION,
             "id": repo_id,
@@ -120,33 +163,27 @@ class Repository:
             "pack_size": pack_size,
             "lock_days": lock_days,
             "suite": "aes-256-gcm",
+            "root_public": _b64(root.public),
+            SKEW_SETTING: DEFAULT_SKEW.total_seconds(),
         }
-        storage.put(CONFIG_NAME, json.dumps(config, indent=2).encode())
-        backup_key = new_backup_key(repo_id, recovery.public, id_key)
-        repo = cls(storage, config, Keyring.for_backup(backup_key), backup_key.key_id, cache_dir)
-        repo.put_record(
-            f"keys/{backup_key.key_id}.json",
-            {
-                "key_id": backup_key.key_id,
-                "created": backup_key.created,
-                "status": "active",
-            },
+        if escrow_key is not None:
+            config["escrow_key"] = escrow_key(repo_id)
+        backup_key, registry = first_writer(
+            root, new_backup_key(repo_id, recovery.public, id_key), writer or default_writer_name()
         )
+        # The registry before the config: a config naming a root always has its registry.
+        clear_orphan_registry(storage)
+        store_version(storage, registry, 1)
+        storage.put(CONFIG_NAME, json.dumps(config, indent=2).encode())
+        repo = cls(storage, config, Keyring.for_backup(backup_key), backup_key.key_id, cache_dir)
+        repo.signing = backup_key.signing
+        put_key_record(repo, backup_key)
         return repo, backup_key, recovery
 
     @staticmethod
     def read_config(storage: Storage) -> dict[str, Any]:
-        try:
-            config = json.loads(storage.get(CONFIG_NAME))
-        except NotFoundError:
-            raise ConfigError(
-                f"no lifeboat repository at {storage.url}", hint="create one with 'lifeboat init'"
-            ) from None
-        except ValueError:
-            raise IntegrityError(f"repository config at {storage.url} is damaged") from None
-        if config.get("version") != FORMAT_VERSION:
-            raise ConfigError(f"repository format version {config.get('version')} is not supported")
-        return dict(config)
+        """The repository's plaintext config (id, public key, sizes)."""
+        return read_config(storage)
 
     @classmethod
     def open(
@@ -157,6 +194,7 @@ class Repository:
         recovery_key: RecoveryKey | None = None,
         cache_dir: Path | None = None,
     ) -> Repository:
+        """The repository on ``storage``, opened with a backup key or a recovery key."""
         config = cls.read_config(storage)
         if recovery_key is not None:
             chain = resolve_chain(RecordsView(storage, config), recovery_key)
@@ -168,7 +206,12 @@ class Repository:
             # Data written with the recovery key is wrapped for the newest key, never a retired one.
             keyring = Keyring(config["id"], id_key, recovery_key.public, recovery_key, older=chain[1:])
             key_id = backup_key.key_id if backup_key is not None else "recovery"
-            return cls(storage, config, keyring, key_id, cache_dir)
+            repo = cls(storage, config, keyring, key_id, cache_dir)
+            repo._chain, repo._id_key = list(chain), id_key
+            repo.signing = backup_key.signing if backup_key is not None else None
+            if repo.signing is None and root_public_of(config) is not None:
+                repo.signing = RootKey.from_chain(config["id"], chain).signing
+            return repo
         if backup_key is None:
             raise KeyError_("opening the repository needs a backup key or the recovery key")
         if backup_key.repo_id != config["id"]:
@@ -176,11 +219,79 @@ class Repository:
                 f"backup key belongs to repository {backup_key.repo_id[:12]}, not {config['id'][:12]}",
                 hint="check [repository] keyfile in the policy",
             )
-        return cls(storage, config, Keyring.for_backup(backup_key), backup_key.key_id, cache_dir)
+        repo = cls(storage, config, Keyring.for_backup(backup_key), backup_key.key_id, cache_dir)
+        repo.signing = backup_key.signing
+        return repo
+
+    # -- writers (repo/trust.py) -----------------------------------------------------------
+
+    def trust(self, refresh: bool = False) -> Trust | None:
+        """The verified writer registry and time rule (None: an unsigned legacy repository).
+        IntegrityError when the registry is broken, rolled back or forked."""
+        if not self._trust_loaded or refresh:
+            self._trust = load_trust(self.storage, self.config, self.cache_dir)
+            self._trust_loaded = True
+        return self._trust
+
+    def root_key(self) -> RootKey:
+        """The repository's root signing key (needs the recovery key or shares)."""
+        self.require_reader("signing the writer registry")
+        if self.legacy:
+            raise KeyError_(
+                "this repository predates writer identities (no writer registry)",
+                hint="create a new repository with 'lifeboat init' to use writer keys",
+            )
+        root = RootKey.from_chain(self.id, self._chain)
+        if root.public != root_public_of(self.config):
+            raise KeyError_("the recovery key does not derive this repository's root key")
+        return root
+
+    def writer_material(self) -> tuple[bytes, bytes]:
+        """(recovery public key, chunk-id key) a new writer's key file holds."""
+        if self._id_key is None:
+            self.require_reader("issuing a writer key")
+        assert self._id_key is not None
+        return self.keyring.recipient_public, self._id_key
+
+    @property
+    def legacy(self) -> bool:
+        """A repository from before writer identities (its snapshots are not verified)."""
+        return root_public_of(self.config) is None
+
+    def require_writer_for(self, asset: str) -> None:
+        """Refuse up front a backup whose snapshot every reader would refuse (this key's
+        writer is revoked or not allowed ``asset``): one clear line instead of a snapshot
+        that only `check` and `status` would name. Readers enforce it regardless."""
+        trust = self.trust() if not self.legacy and self.signing is not None else None
+        if trust is None or self.signing is None:
+            return
+        raw = raw_public(self.signing)
+        if raw == trust.registry.root_public:
+            return
+        verdict = trust.registry.authorises(raw, asset, clock.now())
+        if not verdict:
+            raise KeyError_(
+                f"writer {verdict.writer or 'of this key'} cannot back up {asset}: {verdict.reason}",
+                hint="issue a key for it with 'lifeboat keys add-writer NAME --assets ...'",
+            )
+
+    def sign_snapshot(self, snapshot_id: str, asset: str, body: bytes) -> bytes:
+        """The signature trailer of a snapshot header (empty in a legacy repository)."""
+        if self.legacy:
+            return b""
+        if self.signing is None:
+            raise KeyError_(
+                "this backup key has no writer identity, and this repository accepts only signed snapshots",
+                hint="issue a writer key with 'lifeboat keys add-writer NAME --assets A,B --out FILE'",
+            )
+        return sign_statement(
+            self.signing, self.id, ObjectType.SNAPSHOT, snapshot_name(snapshot_id), asset, body
+        )
 
     # -- index ------------------------------------------------------------------------------
 
     def index(self, refresh: bool = False) -> Index:
+        """The index of packs and blobs, loaded once (``refresh`` reloads)."""
         with self._index_lock:
             if self._index is None or refresh:
                 cache = IndexCache(self.cache_dir / "index" if self.cache_dir else None)
@@ -232,24 +343,13 @@ class Repository:
             damaged = sorted(self.index().damaged)
             hint = f"damaged index files: {', '.join(damaged[:3])}" if damaged else None
             raise IntegrityError(f"chunk {blob_id[:16]} is missing from the repository", hint=hint)
-        where = f"chunk {blob_id[:16]} in {pack_name(loc.pack)}"
-        try:
-            check_blob_entry((blob_id, loc.type, loc.offset, loc.length, loc.raw_length))
-            cipher = self.keyring.pack_cipher(self._pack_header(loc.pack))
-            envelope = self.storage.get(pack_name(loc.pack), loc.offset, loc.length)
-            if len(envelope) != loc.length:
-                raise IntegrityError("the pack is shorter than the index says")
-            try:
-                payload = cipher.open(envelope, bytes.fromhex(blob_id))
-            except IntegrityError:
-                raise IntegrityError("failed authentication") from None
-            data = decode_payload(payload, loc.raw_length)
-        except IntegrityError as exc:
-            message = str(exc)
-            raise IntegrityError(message if message.startswith(where) else f"{where}: {message}") from None
-        if self.keyring.blob_id(data) != blob_id:
-            raise IntegrityError(f"{where} does not match its id")
-        return data
+        return open_blob(
+            self.keyring,
+            blob_id,
+            loc,
+            lambda: self._pack_header(loc.pack),
+            lambda: self.storage.get(pack_name(loc.pack), loc.offset, loc.length),
+        )
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -264,10 +364,17 @@ class Repository:
         host: str | None = None,
         use_parent_cache: bool = True,
         file_sha256: bool = True,
+        recipient: str | None = None,
     ) -> BackupSession:
         """``file_sha256=False`` records no whole-file SHA-256: the ordered chunk ids (keyed
         BLAKE3, checked on every read) already pin each file's content, and hashing every
-        byte a second time is a fifth of a large database backup's CPU."""
+        byte a second time is a fifth of a large database backup's CPU. ``recipient``: who
+        can open the packs, "recovery" or "escrow" (default: by ``kind``, repo/escrow.py)."""
+        from lifeboat.repo.backup import BackupSession  # here: status, listings and WAL need none
+        from lifeboat.repo.escrow import escrowed_keyring, recipient_for
+
+        self.require_writer_for(asset)
+        escrowed = (recipient or recipient_for(kind)) == "escrow"
         return BackupSession(
             self,
             asset=asset,
@@ -278,38 +385,68 @@ class Repository:
             host=host,
             use_parent_cache=use_parent_cache,
             file_sha256=file_sha256,
+            keyring=escrowed_keyring(self.config, self.keyring) if escrowed else None,
         )
 
     def parent_cache_path(self, asset: str) -> Path | None:
+        """Where an asset's parent-snapshot cache lives (None without a cache dir)."""
         if self.cache_dir is None:
             return None
         return self.cache_dir / "parents" / f"{hashlib.sha256(asset.encode()).hexdigest()[:16]}.json.zst"
 
+    def snapshot_cache(self) -> SnapshotCache:
+        """Verified snapshot headers of this repository, kept locally (repo/snapshot_cache.py)."""
+        return SnapshotCache(self.cache_dir)
+
+    def snapshot_listing(self, *, use_cache: bool = True) -> SnapshotListing:
+        """Every snapshot judged (the one reader function, repo/snapshots.py): accepted ones
+        (oldest first), refused ones with their writer and reason, damaged ones."""
+        cache = self.snapshot_cache() if use_cache else None
+        return list_snapshots(self.storage, self.keyring, self.trust(), cache=cache)
+
     def snapshots(self, asset: str | None = None) -> list[SnapshotInfo]:
-        good, _ = load_snapshots(self.storage, self.keyring)
+        """The accepted snapshots (of ``asset``, or all), oldest first: refused ones (unsigned,
+        an unauthorised or revoked writer, dated in the future) are never among them."""
+        good = self.snapshot_listing().accepted
         return [s for s in good if asset is None or s.asset == asset]
 
     def snapshots_and_damaged(self, asset: str | None = None) -> tuple[list[SnapshotInfo], dict[str, str]]:
-        """Readable snapshots and the damaged ones (object name -> problem). A damaged
+        """Accepted snapshots and the damaged ones (object name -> problem). A damaged
         snapshot's asset is unknown, so ``asset`` filters only the readable ones."""
-        good, damaged = load_snapshots(self.storage, self.keyring)
-        return [s for s in good if asset is None or s.asset == asset], damaged
+        listing = self.snapshot_listing()
+        return [s for s in listing.accepted if asset is None or s.asset == asset], listing.damaged
+
+    def _history(self, asset: str | None) -> list[SnapshotInfo] | list[CachedSnapshot]:
+        """The asset's snapshots, oldest first: from the local cache alone when it covers the
+        listing (choosing one of thousands then decodes one header), else all read."""
+        cached = cached_history(self.storage, self.keyring, self.snapshot_cache(), self.trust())
+        if cached is not None:
+            return [s for s in cached if asset is None or s.asset == asset]
+        return self.snapshots(asset)
+
+    def _full(self, snapshot: SnapshotInfo | CachedSnapshot) -> SnapshotInfo:
+        if isinstance(snapshot, CachedSnapshot):
+            return snapshot.info(self.storage, self.keyring)
+        return snapshot
 
     def latest_snapshot_id(self, asset: str) -> str | None:
-        snaps = self.snapshots(asset)
+        """The asset's newest snapshot id, if any."""
+        snaps = self._history(asset)
         return snaps[-1].id if snaps else None
 
     def find_snapshot(
         self, asset: str | None = None, *, snapshot_id: str | None = None, at: datetime | None = None
     ) -> SnapshotInfo:
-        snaps = self.snapshots(asset)
+        """One snapshot by id prefix, or the newest at or before ``at``."""
+        snaps = self._history(asset)
         if snapshot_id:
             matches = [s for s in snaps if s.id.startswith(snapshot_id)]
             if not matches:
+                self._refuse_by_id(snapshot_id)
                 raise NotFoundError(f"no snapshot {snapshot_id}" + (f" of asset {asset}" if asset else ""))
             if len(matches) > 1:
                 raise ConfigError(f"snapshot id {snapshot_id} is ambiguous; give more characters")
-            return matches[0]
+            return self._full(matches[0])
         if at is not None:
             if at.tzinfo is None:
                 at = at.astimezone(UTC)
@@ -320,52 +457,40 @@ class Repository:
                     f"no snapshot of {asset} at or before {at.isoformat(timespec='seconds')}",
                     hint=f"the oldest snapshot is from {oldest}",
                 )
-            return before[-1]
+            return self._full(before[-1])
         if not snaps:
             raise NotFoundError(f"asset {asset} has no snapshots yet", hint=f"run 'lifeboat backup {asset}'")
-        return snaps[-1]
+        return self._full(snaps[-1])
+
+    def _refuse_by_id(self, snapshot_id: str) -> None:
+        """A refused snapshot asked for by id: say why it is refused, not that it is absent."""
+        refused = [r for r in self.snapshot_listing().refused if r.id.startswith(snapshot_id)]
+        if len(refused) == 1:
+            raise IntegrityError(refused[0].describe(), hint="'lifeboat check' lists every refused snapshot")
 
     def reader(self, info: SnapshotInfo | str) -> SnapshotReader:
+        """A reader for the snapshot (needs the recovery key)."""
         if isinstance(info, str):
             info = self.find_snapshot(snapshot_id=info)
         if not self.keyring.can_read:
             self.keyring.pack_cipher(b"")  # raises the one-line "needs the recovery key" error
+        from lifeboat.repo.reader import SnapshotReader  # here: only restores and checks read trees
+
         return SnapshotReader(self, info)
 
-    # -- named refs -----------------------------------------------------------------------------
-
-    def _decode_ref(self, name: str, data: bytes) -> RefInfo:
-        p = decode_framed(REF_MAGIC, data, self.keyring.mac, f"ref {name}")
-        try:
-            return RefInfo(
-                namespace=p["namespace"],
-                name=p["name"],
-                size=int(p["size"]),
-                digest=p["digest"],
-                chunks=list(p["chunks"]),
-                time=datetime.fromisoformat(p["time"]),
-                labels=dict(p.get("labels", {})),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise IntegrityError(f"ref {name} is damaged") from None
+    # -- named refs (repo/refs.py) ---------------------------------------------------------------
 
     def get_ref(self, namespace: str, name: str) -> RefInfo:
-        object_name = ref_name(namespace, name)
-        return self._decode_ref(object_name, self.storage.get(object_name))
+        """The named ref (NotFoundError when absent)."""
+        return refs.get_ref(self, namespace, name)
 
     def list_refs(self, namespace: str) -> list[RefInfo]:
-        prefix = f"refs/{namespace}/"
-        refs = []
-        for obj in self.storage.list(prefix):
-            try:
-                refs.append(self._decode_ref(obj.name, self.storage.get(obj.name)))
-            except NotFoundError:
-                continue
-        return sorted(refs, key=lambda r: r.name)
+        """Every ref in ``namespace``, by name."""
+        return refs.list_refs(self, namespace)
 
     def list_ref_names(self, namespace: str) -> list[str]:
-        prefix = f"refs/{namespace}/"
-        return sorted(obj.name[len(prefix) :] for obj in self.storage.list(prefix))
+        """The names of the refs in ``namespace`` (no ref is read)."""
+        return refs.list_ref_names(self, namespace)
 
     def put_ref(
         self,
@@ -375,108 +500,33 @@ class Repository:
         labels: dict[str, str] | None = None,
         chunk_size: int | None = None,
     ) -> RefInfo:
-        """Store a named stream once. Same content again: no-op; different: AlreadyExistsError.
-
-        Refs are meant for objects that fit in memory (WAL segments, records of a few MiB).
-        """
-        content = data if isinstance(data, bytes) else data.read()
-        digest = self.keyring.digest()
-        digest.update(content)
-        info = RefInfo(
-            namespace,
-            name,
-            len(content),
-            digest.hexdigest(),
-            [],
-            datetime.now(UTC),
-            {str(k): str(v) for k, v in (labels or {}).items()},
-        )
-        existing = self._existing_ref(namespace, name)
-        if existing is not None:
-            return self._same_or_conflict(existing, info)
-        self.ensure_writable()
-        object_name = ref_name(namespace, name)
-        with RepoLock(self.storage, exclusive=False, operation=f"put {namespace}/{name}"):
-            writer = BlobWriter(self, None, workers=self.workers)
-            try:
-                info.chunks, _, _ = writer.store_stream(
-                    io.BytesIO(content), chunk_size or self.chunk_size, NO_PROGRESS, sha256=False
-                )
-                writer.finish()
-            finally:
-                writer.close()
-            payload = {
-                "namespace": namespace,
-                "name": name,
-                "size": info.size,
-                "digest": info.digest,
-                "chunks": info.chunks,
-                "time": info.time.isoformat(),
-                "labels": info.labels,
-            }
-            try:
-                self.storage.put(object_name, encode_framed(REF_MAGIC, payload, self.keyring.mac))
-            except AlreadyExistsError:
-                return self._same_or_conflict(self.get_ref(namespace, name), info)
-            return info
-
-    def _existing_ref(self, namespace: str, name: str) -> RefInfo | None:
-        try:
-            return self.get_ref(namespace, name)
-        except NotFoundError:
-            return None
-
-    @staticmethod
-    def _same_or_conflict(existing: RefInfo, new: RefInfo) -> RefInfo:
-        if existing.digest == new.digest and existing.size == new.size:
-            return existing
-        raise AlreadyExistsError(
-            f"{existing.namespace}/{existing.name} is already stored with different content",
-            hint="the repository never overwrites; investigate why the same name carries other bytes",
-            exit_code=1,
-        )
+        """Store a named stream once. Same content again: no-op; different: AlreadyExistsError."""
+        return refs.put_ref(self, namespace, name, data, labels, chunk_size)
 
     def iter_ref(self, ref: RefInfo) -> Iterator[bytes]:
         """The ref's content chunk by chunk; the whole-content digest is checked at the end."""
-        digest = self.keyring.digest()
-        for chunk_id in ref.chunks:
-            data = self.read_blob(chunk_id)
-            digest.update(data)
-            yield data
-        if digest.hexdigest() != ref.digest:
-            raise IntegrityError(f"{ref.namespace}/{ref.name} does not match its recorded digest")
+        return refs.iter_ref(self, ref)
 
     def read_ref(self, ref: RefInfo) -> bytes:
-        data = b"".join(self.read_blob(c) for c in ref.chunks)
-        digest = self.keyring.digest()
-        digest.update(data)
-        if digest.hexdigest() != ref.digest:
-            raise IntegrityError(f"{ref.namespace}/{ref.name} does not match its recorded digest")
-        return data
+        """A ref's whole content, verified (needs the recovery key)."""
+        return refs.read_ref(self, ref)
 
     def delete_ref(self, namespace: str, name: str) -> None:
-        self.storage.delete(ref_name(namespace, name))
+        """Deletes a ref (its chunks go at the next prune)."""
+        refs.delete_ref(self, namespace, name)
 
     def forget_refs(self, namespace: str, names: list[str]) -> tuple[list[str], list[str]]:
-        """Delete refs under the exclusive lock (as forget does); their chunks go at the next
-        prune. Returns (removed, kept because Object Lock protects them)."""
-        removed: list[str] = []
-        locked: list[str] = []
-        with RepoLock(self.storage, exclusive=True, operation="forget refs"):
-            for name in names:
-                try:
-                    self.delete_ref(namespace, name)
-                    removed.append(name)
-                except LockedError:
-                    locked.append(name)
-        return removed, locked
+        """Deletes refs under the exclusive lock; returns (removed, kept by Object Lock)."""
+        return refs.forget_refs(self, namespace, names)
 
     # -- records ------------------------------------------------------------------------------------
 
     def put_record(self, name: str, data: dict[str, Any]) -> None:
+        """Writes a plaintext record (non-secret JSON)."""
         self.storage.put(record_name(name), json.dumps(data, indent=2, sort_keys=True).encode())
 
     def get_record(self, name: str) -> dict[str, Any]:
+        """A plaintext record (NotFoundError, IntegrityError when damaged)."""
         try:
             value = json.loads(self.storage.get(record_name(name)))
         except ValueError:
@@ -486,8 +536,13 @@ class Repository:
         return value
 
     def list_records(self, prefix: str = "") -> list[str]:
+        """The names of the records under ``prefix``."""
         base = record_name("")
         return sorted(obj.name[len(base) :] for obj in self.storage.list(record_name(prefix)))
+
+    def put_escrow(self, record: EscrowRecord) -> None:
+        """Records an escrow split (``crypto.escrow.EscrowStore``)."""
+        put_escrow_record(self, record)
 
     # -- verification and retention ------------------------------------------------------------------
 
@@ -498,9 +553,9 @@ class Repository:
         progress: ProgressSink = NO_PROGRESS,
         subset: str | None = None,
         hash_only: bool = False,
-    ) -> Any:
+    ) -> CheckReport:
         """Structure always; with ``read_data`` the packs (all, or part N/T of them)."""
-        from lifeboat.repo.check import Subset, check_repository
+        from lifeboat.repo.check import Subset, check_repository  # imported when used: light start-up
 
         return check_repository(
             self,
@@ -511,18 +566,31 @@ class Repository:
         )
 
     def forget(
-        self, rules: Any, *, now: datetime | None = None, dry_run: bool = False, asset: str | None = None
-    ) -> Any:
-        from lifeboat.repo.retention import forget_snapshots
-
+        self,
+        rules: Callable[[str], KeepRules] | KeepRules,
+        *,
+        now: datetime | None = None,
+        dry_run: bool = False,
+        asset: str | None = None,
+    ) -> ForgetReport:
+        """Removes the snapshots no retention rule keeps (``rules``: per asset, or one for all)."""
         return forget_snapshots(self, rules, now=now, dry_run=dry_run, asset=asset)
 
-    def prune(self, *, dry_run: bool = False, progress: ProgressSink = NO_PROGRESS) -> Any:
-        from lifeboat.repo.prune import prune_repository
+    def prune(
+        self,
+        *,
+        dry_run: bool = False,
+        progress: ProgressSink = NO_PROGRESS,
+        repack: RepackOptions | None = None,
+    ) -> PruneReport:
+        """Deletes packs no snapshot or ref needs any more and repacks small or mostly unused
+        ones (``repack``: None for the defaults); needs the recovery key."""
+        from lifeboat.repo.prune import prune_repository  # imported when used: light start-up
 
-        return prune_repository(self, dry_run=dry_run, progress=progress)
+        return prune_repository(self, dry_run=dry_run, progress=progress, repack_options=repack)
 
     def require_reader(self, what: str) -> None:
+        """Raises the one-line "needs the recovery key" error for a write-only handle."""
         if not self.keyring.can_read:
             raise KeyError_(
                 f"{what} needs the recovery key",
@@ -535,18 +603,24 @@ class Repository:
         return self.keyring.mac(b"lifeboat/fingerprint/v1" + data).hex()[:32]
 
     def ensure_writable(self) -> None:
-        """A retired backup key must not add data (keys rotate retires it)."""
-        if self.key_id != "recovery" and self.storage.exists(record_name(f"keys/{self.key_id}.retired.json")):
+        """A retired backup key must not add data (keys rotate retires it), and in a
+        repository with writer identities a key without one signs nothing readers accept."""
+        if not self.legacy and self.signing is None:
+            self.sign_snapshot("", "", b"")  # raises the one-line "no writer identity" error
+        retired = record_name(retired_key_record_name(self.key_id))
+        if self.key_id != "recovery" and self.storage.exists(retired):
             raise KeyError_(
                 f"backup key {self.key_id} was retired by 'lifeboat keys rotate'",
                 hint="use the new backup key written by the rotation",
             )
 
     def close(self) -> None:
+        """Closes the storage."""
         self.storage.close()
 
 
 def check_recovery_key(config: dict[str, Any], key: RecoveryKey) -> None:
+    """Raises when ``key`` is not this repository's recovery key."""
     if key.repo_id != config["id"] or recovery_fingerprint(key.public) != config.get(
         "recovery_fingerprint", recovery_fingerprint(_unb64(config["recovery_public"]))
     ):
@@ -557,21 +631,3 @@ def check_recovery_key(config: dict[str, Any], key: RecoveryKey) -> None:
 
 
 __all__ = ["LifeboatError", "RecordsView", "Repository"]
-
-
-class RecordsView:
-    """Plaintext records of a repository, readable without any key (escrow metadata)."""
-
-    def __init__(self, storage: Storage, config: dict[str, Any] | None = None) -> None:
-        self.storage = storage
-        self.config = config if config is not None else Repository.read_config(storage)
-
-    def get_record(self, name: str) -> dict[str, Any]:
-        value = json.loads(self.storage.get(record_name(name)))
-        if not isinstance(value, dict):
-            raise IntegrityError(f"record {name} is damaged")
-        return value
-
-    def list_records(self, prefix: str = "") -> list[str]:
-        base = record_name("")
-        return sorted(obj.name[len(base) :] for obj in self.storage.list(record_name(prefix)))

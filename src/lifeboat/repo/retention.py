@@ -14,11 +14,13 @@ from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import ForgetReport, SnapshotInfo
 
 if TYPE_CHECKING:
-    from lifeboat.repo.repository import Repository
+    from lifeboat.repo.handle import RepoHandle
 
 
 @dataclass(frozen=True)
 class KeepRules:
+    """How many snapshots to keep per period, and the minimum age before any is removed."""
+
     last: int = 0
     hourly: int = 0
     daily: int = 0
@@ -29,6 +31,7 @@ class KeepRules:
 
     @property
     def keeps_everything(self) -> bool:
+        """True when no rule is set (nothing is forgotten)."""
         return not any((self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly))
 
 
@@ -72,7 +75,7 @@ def select_keep(snapshots: list[SnapshotInfo], rules: KeepRules, now: datetime) 
 
 
 def forget_snapshots(
-    repo: Repository,
+    repo: RepoHandle,
     rules: Callable[[str], KeepRules] | KeepRules,
     *,
     now: datetime | None = None,

@@ -22,9 +22,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError
+from lifeboat.repo.backup import BackupSession
 from lifeboat.repo.format import record_name
+from lifeboat.repo.handle import RepoHandle
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
-from lifeboat.repo.repository import Repository
 
 # an uncommitted run's stored shards are kept from prune this long after its plan
 PENDING_DAYS = 7
@@ -45,13 +46,13 @@ def _name(asset: str, run: str, leaf: str) -> str:
     return record_name(f"shards/{asset}/{check_run_id(run)}/{leaf}")
 
 
-def _seal(repo: Repository, name: str, payload: dict[str, Any]) -> bytes:
+def _seal(repo: RepoHandle, name: str, payload: dict[str, Any]) -> bytes:
     nonce = os.urandom(12)
     key = repo.keyring.mac(_SEAL_CONTEXT)[:32]
     return nonce + AESGCM(key).encrypt(nonce, json.dumps(payload, sort_keys=True).encode(), name.encode())
 
 
-def _open(repo: Repository, name: str, data: bytes) -> dict[str, Any]:
+def _open(repo: RepoHandle, name: str, data: bytes) -> dict[str, Any]:
     key = repo.keyring.mac(_SEAL_CONTEXT)[:32]
     try:
         value = json.loads(AESGCM(key).decrypt(data[:12], data[12:], name.encode()))
@@ -64,7 +65,7 @@ def _open(repo: Repository, name: str, data: bytes) -> dict[str, Any]:
     return value
 
 
-def _put(repo: Repository, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _put(repo: RepoHandle, name: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Write once; a second writer of the same name gets what the first one wrote."""
     try:
         repo.storage.put(name, _seal(repo, name, payload))
@@ -73,14 +74,15 @@ def _put(repo: Repository, name: str, payload: dict[str, Any]) -> dict[str, Any]
         return _open(repo, name, repo.storage.get(name))
 
 
-def _get(repo: Repository, name: str) -> dict[str, Any] | None:
+def _get(repo: RepoHandle, name: str) -> dict[str, Any] | None:
     try:
         return _open(repo, name, repo.storage.get(name))
     except NotFoundError:
         return None
 
 
-def put_plan(repo: Repository, asset: str, run: str, plan: dict[str, Any]) -> None:
+def put_plan(repo: RepoHandle, asset: str, run: str, plan: dict[str, Any]) -> None:
+    """Records a sharded run's plan (sealed)."""
     repo.ensure_writable()
     name = _name(asset, run, "plan")
     if repo.storage.exists(name):
@@ -90,7 +92,8 @@ def put_plan(repo: Repository, asset: str, run: str, plan: dict[str, Any]) -> No
     repo.storage.put(name, _seal(repo, name, plan))
 
 
-def get_plan(repo: Repository, asset: str, run: str) -> dict[str, Any]:
+def get_plan(repo: RepoHandle, asset: str, run: str) -> dict[str, Any]:
+    """A sharded run's plan (NotFoundError when absent)."""
     plan = _get(repo, _name(asset, run, "plan"))
     if plan is None:
         raise NotFoundError(
@@ -100,30 +103,35 @@ def get_plan(repo: Repository, asset: str, run: str) -> dict[str, Any]:
     return plan
 
 
-def put_result(repo: Repository, asset: str, run: str, index: int, result: dict[str, Any]) -> dict[str, Any]:
+def put_result(repo: RepoHandle, asset: str, run: str, index: int, result: dict[str, Any]) -> dict[str, Any]:
+    """Records a shard's result, once (written last: the shard is done)."""
     return _put(repo, _name(asset, run, f"shard-{index:06d}"), result)
 
 
-def get_result(repo: Repository, asset: str, run: str, index: int) -> dict[str, Any] | None:
+def get_result(repo: RepoHandle, asset: str, run: str, index: int) -> dict[str, Any] | None:
+    """A shard's result, or None while it is not done."""
     return _get(repo, _name(asset, run, f"shard-{index:06d}"))
 
 
-def done_shards(repo: Repository, asset: str, run: str) -> set[int]:
+def done_shards(repo: RepoHandle, asset: str, run: str) -> set[int]:
+    """The indexes of the run's finished shards."""
     prefix = _name(asset, run, "shard-")
     return {int(obj.name[len(prefix) :]) for obj in repo.storage.list(prefix)}
 
 
-def put_commit(repo: Repository, asset: str, run: str, snapshot_id: str) -> None:
+def put_commit(repo: RepoHandle, asset: str, run: str, snapshot_id: str) -> None:
+    """Records the snapshot that committed the run."""
     _put(repo, _name(asset, run, "commit"), {"snapshot": snapshot_id})
 
 
-def get_commit(repo: Repository, asset: str, run: str) -> str | None:
+def get_commit(repo: RepoHandle, asset: str, run: str) -> str | None:
+    """The snapshot id that committed the run, or None."""
     done = _get(repo, _name(asset, run, "commit"))
     return str(done["snapshot"]) if done else None
 
 
 def commit_shards(
-    repo: Repository, asset: str, kind: str, results: list[dict[str, Any]], labels: dict[str, str]
+    repo: RepoHandle, asset: str, kind: str, results: list[dict[str, Any]], labels: dict[str, str]
 ) -> SnapshotInfo:
     """One snapshot from the shards' results (in shard order); refuses when a part of a
     shard's tree is no longer stored (a prune ran between the shards and the commit)."""
@@ -134,7 +142,7 @@ def commit_shards(
             f"the stored tree of shard(s) {', '.join(map(str, lost))} is gone from the repository",
             hint="rerun those shards under a new run id",
         )
-    with repo.backup(asset, kind, labels=labels, use_parent_cache=False) as session:
+    with BackupSession(repo, asset=asset, kind=kind, labels=labels, use_parent_cache=False) as session:
         return session.commit_fragments(
             [list(r["tree"]) for r in results],
             [SnapshotStats(**r["stats"]) for r in results],
@@ -142,7 +150,7 @@ def commit_shards(
         )
 
 
-def pending_shards(repo: Repository) -> Iterator[tuple[str, dict[str, Any]]]:
+def pending_shards(repo: RepoHandle) -> Iterator[tuple[str, dict[str, Any]]]:
     """(``asset/run/shard``, result) of the shards of runs not committed yet and planned in
     the last PENDING_DAYS days: their chunks belong to no snapshot, and a prune between
     the shards and the commit must not delete them."""
@@ -164,7 +172,7 @@ def pending_shards(repo: Repository) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield f"{asset}/{run}/{leaf}", result
 
 
-def shard_entries(repo: Repository, result: dict[str, Any]) -> list[dict[str, Any]]:
+def shard_entries(repo: RepoHandle, result: dict[str, Any]) -> list[dict[str, Any]]:
     """The tree entries a shard stored (its part of the future snapshot tree)."""
     raw = b"".join(repo.read_blob(blob_id) for blob_id in result["tree"])
     try:

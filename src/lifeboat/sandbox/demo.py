@@ -15,16 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lifeboat.assets.registry import backup_asset
+from lifeboat.assets.registry import load_policy
+from lifeboat.crypto.credentials import Credentials
 from lifeboat.crypto.escrow import split_recovery_key
+from lifeboat.crypto.escrow_key import PendingEscrow
 from lifeboat.drills.evidence import verify_bundle
 from lifeboat.drills.runner import DrillRun
-from lifeboat.drills.service import run_drill
 from lifeboat.errors import CheckFailed
-from lifeboat.policy import load_policy
+from lifeboat.ops.init import publish_drill_key
+from lifeboat.policy import Policy
 from lifeboat.repo import Repository
-from lifeboat.runtime import Credentials, audit_log, cache_dir, storage_for
+from lifeboat.repo.escrow import put_signed_escrow_record
+from lifeboat.repo.model import SnapshotInfo
+from lifeboat.runtime import cache_dir, storage_for
 from lifeboat.sandbox.platform import Step, build, outage, traffic
+from lifeboat.services.backup import backup
+from lifeboat.services.drills import run_drill
 
 
 @dataclass
@@ -86,16 +92,22 @@ def run_demo(root: Path, step: Step, traffic_seconds: float = 8.0) -> DemoResult
         step(
             "lifeboat init: repository, write-only backup key, recovery key split 2-of-3 (alice, bob, carol)"
         )
-        repo, backup_key, recovery = Repository.create(storage_for(policy), cache_dir=cache_dir(policy))
+        # platform-keys is key material: sealed to an escrow key whose shares go into the
+        # custodians' files next to their recovery-key shares, as `lifeboat init` does
+        escrow = PendingEscrow(policy.escrow_threshold(), list(policy.escrow.custodians))
+        repo, backup_key, recovery = Repository.create(
+            storage_for(policy), cache_dir=cache_dir(policy), escrow_key=escrow.bind
+        )
         backup_key.save(policy.repository.keyfile)
-        split_recovery_key(policy, repo, recovery, root / "shares")
+        split_recovery_key(policy, repo, recovery, root / "shares", key_material=escrow.shares)
+        if escrow.public is not None:
+            put_signed_escrow_record(repo, escrow.public, recovery)
+        step(f"drill evidence signing key: {publish_drill_key(repo, recovery)} (auditors pin it)")
         del recovery  # from here on, only the custodians' shares can read the repository
         step(f"lifeboat policy check: {check_policy(platform.policy)}")
-        audit = audit_log(policy, repo)
         for name in ("maindb", "media", "platform-keys"):
             step(f"backup {name}")
-            info = backup_asset(policy, name, repo)
-            audit.append("backup", asset=name, snapshot=info.id, bytes=info.stats.bytes)
+            info = backed_up(policy, name)
             result.backups[name] = {
                 "snapshot": info.short_id,
                 "bytes": info.stats.bytes,
@@ -104,14 +116,13 @@ def run_demo(root: Path, step: Step, traffic_seconds: float = 8.0) -> DemoResult
             }
         traffic(platform, traffic_seconds, step)
         step("backup media again; PostgreSQL keeps archiving WAL continuously")
-        info = backup_asset(policy, "media", repo)
-        audit.append("backup", asset="media", snapshot=info.id, bytes=info.stats.bytes)
+        backed_up(policy, "media")
         _switch_and_wait_archived(platform)
         result.damage = outage(platform, step)
         step("full-outage drill: restore everything into staging from the repository and 2 shares")
         creds = Credentials(shares=(root / "shares" / "alice.share", root / "shares" / "bob.share"))
         result.drill, result.bundle = run_drill(policy, "full-outage", creds, log=step)
-        result.bundle_ok = verify_bundle(result.bundle).ok
+        result.bundle_ok = verify_bundle(result.bundle, result.drill.signing_key).ok
         step("rendering the dashboard")
         from lifeboat.ops.dashboard import build_dashboard
 
@@ -120,6 +131,14 @@ def run_demo(root: Path, step: Step, traffic_seconds: float = 8.0) -> DemoResult
         return result
     finally:
         server.stop()
+
+
+def backed_up(policy: Policy, name: str) -> SnapshotInfo:
+    """One asset backed up through the backup service, as `lifeboat backup NAME` does."""
+    [outcome] = backup(policy, [name]).assets
+    if outcome.failure is not None or outcome.snapshot is None:
+        raise outcome.failure.error() if outcome.failure else CheckFailed(f"backup of {name} failed")
+    return outcome.snapshot
 
 
 def check_policy(path: Path) -> str:

@@ -194,15 +194,18 @@ class LocalStorage:
         if not start.exists():
             return
         for dirpath, _, filenames in os.walk(start):
+            # one relpath per directory, not per file: listing 10,000 snapshot headers
+            # spent more time here than in reading them
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            base = "" if rel == "." else rel + "/"
             for filename in filenames:
                 if filename.startswith(TMP_MARK):
                     continue
-                full = os.path.join(dirpath, filename)
-                name = os.path.relpath(full, self.root).replace(os.sep, "/")
+                name = base + filename
                 if not name.startswith(prefix):
                     continue
                 try:
-                    st = os.stat(full)
+                    st = os.stat(os.path.join(dirpath, filename))
                 except FileNotFoundError:
                     continue
                 yield ObjectStat(name, st.st_size, st.st_mtime, self._locked_until(st.st_mtime))

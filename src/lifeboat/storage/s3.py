@@ -27,14 +27,13 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
-    EndpointConnectionError,
     IncompleteReadError,
-    NoCredentialsError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
+from lifeboat.s3errors import S3Failure, classify
 from lifeboat.storage.base import ObjectStat, Tampering, retention_slack
 
 DEFAULT_STALL_TIMEOUT = 60.0
@@ -153,37 +152,36 @@ class S3Storage:
         where = self.endpoint_url or "AWS S3"
         if isinstance(exc, (*STALLS, ConnectionClosedError)):
             self._stall(action, name, exc)
-        if isinstance(exc, EndpointConnectionError):
-            raise StorageError(
-                f"cannot reach S3 endpoint {where}", hint="check [repository] endpoint_url and the network"
-            ) from None
-        if isinstance(exc, NoCredentialsError):
-            raise StorageError(
-                "no S3 credentials found",
-                hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an AWS profile",
-            ) from None
-        if isinstance(exc, ClientError):
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            # NoSuchVersion: a pinned version a prune elsewhere removed since we listed it
-            if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion"):
-                raise NotFoundError(f"{name} does not exist in the repository") from None
-            if code == "NoSuchBucket":
-                raise StorageError(f"bucket {self.bucket} does not exist at {where}") from None
-            if code in ("PreconditionFailed", "412") or status == 412:
-                raise AlreadyExistsError(f"{name} already exists in the repository") from None
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-                raise StorageError(
-                    "S3 rejected the credentials", hint="check the AWS credentials in use"
-                ) from None
-            if code == "AccessDenied" and action == "deleting":
-                raise LockedError(f"{name} is protected (Object Lock or policy denies deletion)") from None
-            err = StorageError(f"S3 error {code or status} {action} {name}")
-            err.transient = status is not None and status >= 500
-            raise err from None
+        failure = classify(exc)
+        if failure is not None:
+            raise self._failure_error(failure, action, name, where) from None
         err = StorageError(f"S3 transfer to {self.endpoint} failed {action} {name}: {type(exc).__name__}")
         err.transient = True
         raise err from None
+
+    def _failure_error(self, failure: S3Failure, action: str, name: str, where: str) -> StorageError:
+        if failure.reason == "unreachable":
+            return StorageError(
+                f"cannot reach S3 endpoint {where}", hint="check [repository] endpoint_url and the network"
+            )
+        if failure.reason == "no-credentials":
+            return StorageError(
+                "no S3 credentials found",
+                hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an AWS profile",
+            )
+        if failure.reason == "not-found":
+            return NotFoundError(f"{name} does not exist in the repository")
+        if failure.reason == "no-bucket":
+            return StorageError(f"bucket {self.bucket} does not exist at {where}")
+        if failure.reason == "exists":
+            return AlreadyExistsError(f"{name} already exists in the repository")
+        if failure.reason == "bad-credentials":
+            return StorageError("S3 rejected the credentials", hint="check the AWS credentials in use")
+        if failure.reason == "denied" and action == "deleting":
+            return LockedError(f"{name} is protected (Object Lock or policy denies deletion)")
+        err = StorageError(f"S3 error {failure.code or failure.status or ''} {action} {name}")
+        err.transient = failure.status >= 500
+        return err
 
     def check_object_lock(self) -> None:
         """With lock_days, the bucket must have Object Lock enabled."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.files import SourceItem, backup_paths, walk
 from lifeboat.crypto.fingerprint import fingerprint
@@ -15,10 +15,15 @@ from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.reader import entry_name
 from lifeboat.targetdir import TargetDir
 
+if TYPE_CHECKING:
+    from lifeboat.assets.keys.model import KeysAsset
+    from lifeboat.policy import Policy
+
 MAX_KEY_FILE = 1 << 20  # key material is small; larger files are captured but not fingerprinted
 
 
 def fingerprints(repo: Repository, items: list[SourceItem]) -> dict[str, dict[str, str]]:
+    """Each small regular file's keyed fingerprint (what reports show instead of contents)."""
     result = {}
     for item in items:
         if stat.S_ISREG(item.st.st_mode) and item.st.st_size <= MAX_KEY_FILE:
@@ -28,8 +33,9 @@ def fingerprints(repo: Repository, items: list[SourceItem]) -> dict[str, dict[st
 
 
 def backup_keys(
-    policy: Any, asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS
+    policy: Policy, asset: KeysAsset, repo: Repository, progress: ProgressSink = NO_PROGRESS
 ) -> SnapshotInfo:
+    """Capture the key files with their fingerprints as entry metadata."""
     roots = [Path(p) for p in asset.paths]
     items = list(walk(roots, asset.exclude))
     meta = fingerprints(repo, items)
@@ -46,6 +52,7 @@ def backup_keys(
 
 
 def tightened_mode(entry: Entry) -> int:
+    """Restored key material is private: files 0600, directories 0700."""
     """0600 files, 0700 directories, unless the snapshot recorded something stricter."""
     if entry.type == "dir":
         return (entry.mode & 0o700) | 0o700
@@ -53,14 +60,11 @@ def tightened_mode(entry: Entry) -> int:
 
 
 def restore_keys(
-    policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
+    repo: Repository, info: SnapshotInfo, target: Path, force: bool, progress: ProgressSink = NO_PROGRESS
 ) -> dict[str, Any]:
-    info = repo.find_snapshot(asset.name, snapshot_id=options.get("snapshot_id"), at=options.get("at"))
-    target = Path(options["target"])
+    """Restore a keys snapshot into `target` and compare fingerprints (the JSON report)."""
     reader = repo.reader(info)
-    stats = reader.restore_tree(
-        target, force=bool(options.get("force")), progress=progress, mode_of=tightened_mode
-    )
+    stats = reader.restore_tree(target, force=force, progress=progress, mode_of=tightened_mode)
     files = []
     restored = TargetDir(target)
     try:
@@ -80,14 +84,14 @@ def restore_keys(
         restored.close()
     ok = all(f["match"] for f in files)
     summary = [
-        f"{asset.name}: restored {stats.files} key files from snapshot {info.short_id} into {target} "
+        f"{info.asset}: restored {stats.files} key files from snapshot {info.short_id} into {target} "
         f"(files 0600, directories 0700); {sum(f['match'] for f in files)} of {len(files)} "
         "fingerprints match the backup"
     ]
     summary += [f"  {'ok  ' if f['match'] else 'FAIL'} {f['path']} {f['fingerprint']}" for f in files]
     return {
         "ok": ok,
-        "asset": asset.name,
+        "asset": info.asset,
         "snapshot": info.id,
         "target": str(target),
         "files": stats.files,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat import memory
 from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, open_source
@@ -18,8 +18,13 @@ from lifeboat.assets.objects.transfer import (
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import BackupSession, Repository, SnapshotInfo
 
+if TYPE_CHECKING:
+    from lifeboat.assets.objects.model import ObjectsAsset
+    from lifeboat.policy import Policy
+
 
 def object_meta(obj: ObjectInfo) -> dict[str, Any]:
+    """The entry metadata kept for one object (version, etag, content type, ...)."""
     return {
         "key": obj.key,
         "version_id": obj.version_id,
@@ -58,8 +63,9 @@ def _capture(session: BackupSession, source: Source, obj: ObjectInfo, counters: 
 
 
 def backup_objects(
-    policy: Any, asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS
+    policy: Policy, asset: ObjectsAsset, repo: Repository, progress: ProgressSink = NO_PROGRESS
 ) -> SnapshotInfo:
+    """Capture the source's current objects into one snapshot (unchanged objects reused)."""
     source = open_source(
         asset.source,
         asset.endpoint_url,

@@ -7,8 +7,9 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from lifeboat.assets.objects.source import DirSource, key_to_relpath
+from lifeboat.assets.objects.keypaths import key_to_relpath
 from lifeboat.errors import RestoreError
 from lifeboat.targetdir import (
     DISK_FULL,
@@ -25,6 +26,9 @@ NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 SHOWN = 5  # unmappable keys named in an error; --dry-run lists them all
 
+if TYPE_CHECKING:
+    from lifeboat.assets.objects.source import DirSource
+
 
 class DiskFull(Exception):
     """The target's filesystem is full: the whole restore stops (never retried)."""
@@ -35,6 +39,7 @@ class DiskFull(Exception):
 
 
 def short_key(key: str, limit: int = 60) -> str:
+    """A key shortened for an error line."""
     return key if len(key) <= limit else f"{key[: limit - 20]}…{key[-12:]} ({len(key)} chars)"
 
 
@@ -58,6 +63,7 @@ def unmappable_keys(keys: Iterable[str]) -> list[str]:
 
 
 def refuse_unmappable(problems: list[str], target: str) -> None:
+    """Refuse keys that cannot become paths in a directory target, before anything is written."""
     if not problems:
         return
     more = f" and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
@@ -160,6 +166,7 @@ class DirWriter:
         return RestoreError(f"cannot write {short_key(key)}: {reason}")
 
     def take_back(self, target: str) -> RestoreError:
+        """Remove what this restore wrote and return the error to raise."""
         removed = self.tree.take_back()
         return RestoreError(
             f"no space left on the filesystem of {target} after {readable_size(sum(self._sizes))}; "
@@ -168,4 +175,5 @@ class DirWriter:
         )
 
     def close(self) -> None:
+        """Release the target directory's descriptors."""
         self.tree.close()

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lifeboat.assets.objects.source import open_source
+
+if TYPE_CHECKING:
+    from lifeboat.assets.objects.model import ObjectsAsset
+    from lifeboat.policy import Policy
 
 
 @dataclass
 class SourceReport:
+    """What `objects inspect` found about a source bucket."""
+
     source: str
     versioning: str
     objects: int
@@ -18,7 +24,8 @@ class SourceReport:
     fixed: bool = False
 
 
-def inspect_source(policy: Any, asset: Any, fix: bool = False) -> SourceReport:
+def inspect_source(policy: Policy, asset: ObjectsAsset, fix: bool = False) -> SourceReport:
+    """Versioning, lifecycle rules, object count and size of an objects asset's source."""
     source = open_source(
         asset.source,
         asset.endpoint_url,

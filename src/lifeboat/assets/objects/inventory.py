@@ -30,6 +30,8 @@ FORMATS = ("CSV", "Parquet")
 
 @dataclass
 class Row:
+    """One object listed in an S3 Inventory report."""
+
     key: str  # full key in the source bucket
     size: int
     etag: str
@@ -41,6 +43,8 @@ class Row:
 
 @dataclass
 class Inventory:
+    """An S3 Inventory report: its manifest and data files."""
+
     url: str
     bucket: str  # where the report's files are
     source_bucket: str
@@ -76,6 +80,7 @@ def newest_manifest(source: S3Source, url: str) -> str:
 
 
 def read_manifest(source: S3Source, url: str) -> Inventory:
+    """Read an inventory's manifest.json (the newest under a prefix, or the one named)."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme != "s3":
         raise ConfigError(f"bad inventory {url!r}", hint="give s3://bucket/prefix/.../manifest.json")

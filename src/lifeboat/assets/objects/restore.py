@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.objects.dirtarget import (
     DirWriter,
@@ -22,12 +22,15 @@ from lifeboat.assets.objects.dirtarget import (
     refuse_unmappable,
     unmappable_keys,
 )
+from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, open_source
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError
-from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.repo import Entry, Repository, SnapshotReader
+from lifeboat.repo import Entry, SnapshotReader
 from lifeboat.units import format_bytes
+
+if TYPE_CHECKING:
+    from lifeboat.assets.kind import RestoreRequest, RestoreRun
 
 
 class ChunkStream(io.RawIOBase):
@@ -38,9 +41,11 @@ class ChunkStream(io.RawIOBase):
         self._buffer = b""
 
     def readable(self) -> bool:
+        """Always readable: a file-like view over verified chunks."""
         return True
 
     def readinto(self, target: Any) -> int:
+        """Fill `target` from the chunks; 0 at the end."""
         while not self._buffer:
             try:
                 self._buffer = next(self._chunks)
@@ -54,6 +59,8 @@ class ChunkStream(io.RawIOBase):
 
 @dataclass
 class ObjectsRestoreResult:
+    """What an objects restore did (its fields are the `--json` report)."""
+
     ok: bool
     asset: str
     snapshot: str
@@ -70,9 +77,15 @@ class ObjectsRestoreResult:
     phases: dict[str, float] = field(default_factory=dict)
     summary: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report (`lifeboat restore --json`)."""
+        return asdict(self)
+
 
 @dataclass
 class Item:
+    """One object a restore writes: from the snapshot or the source's version history."""
+
     key: str
     entry: Entry | None = None  # from the snapshot
     version: ObjectInfo | None = None  # from the source's version history
@@ -89,6 +102,7 @@ def state_from_versions(versions: list[ObjectInfo], at: datetime) -> tuple[dict[
 
 
 def plan_items(reader: SnapshotReader, source: Source | None, at: datetime | None) -> list[Item]:
+    """What the restore writes: the snapshot's objects, or each key's version at `at`."""
     entries = {e.path: e for e in reader.entries() if e.type == "file"}
     if source is None or at is None:
         return [Item(k, entry=e) for k, e in sorted(entries.items())]
@@ -113,7 +127,7 @@ def part_of(items: list[Item], shard: int, shards: int) -> list[Item]:
     return items[starts[shard] : end]
 
 
-def check_target_empty(asset: Any, target_url: str) -> None:
+def check_target_empty(asset: ObjectsAsset, target_url: str) -> None:
     """Before N workers start writing into one target (each then checks only its part)."""
     target = open_source(
         target_url,
@@ -136,19 +150,26 @@ def check_target_empty(asset: Any, target_url: str) -> None:
         )
 
 
-def restore_objects(
-    policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
-) -> dict[str, Any]:
-    started = time.monotonic()
-    in_place = bool(options.get("in_place"))
-    if in_place and not options.get("yes") and not options.get("dry_run"):
+def refuse_unconfirmed(request: RestoreRequest) -> None:
+    """An in-place restore rewrites the source bucket: only with --yes (or as a dry run)."""
+    if request.in_place and not request.yes and not request.dry_run:
         raise ConfigError(
             "an in-place restore rewrites the source bucket",
             hint="confirm with --in-place --yes (or look first with --dry-run)",
         )
-    at: datetime | None = options.get("at")
-    info = repo.find_snapshot(asset.name, snapshot_id=options.get("snapshot_id"), at=at)
-    target_url = asset.source if in_place else options["target"]
+
+
+def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
+    """Restore a snapshot's objects (and, for a past time, the source's versions) into the target."""
+    started = time.monotonic()
+    request, repo, progress = run.request, run.repo, run.progress
+    asset = ObjectsAsset.of(run.asset)
+    refuse_unconfirmed(request)
+    in_place = request.in_place
+    at = request.at
+    assert run.snapshot is not None
+    info = run.snapshot
+    target_url = asset.source if in_place else str(request.target)
     target = open_source(
         target_url,
         asset.endpoint_url if target_url.startswith("s3://") else None,
@@ -160,7 +181,7 @@ def restore_objects(
     counters = Counters()
     reader = repo.reader(info)
     source = None
-    if at is not None and not options.get("snapshot_id") and asset.source.startswith("s3://"):
+    if at is not None and not request.snapshot_id and asset.source.startswith("s3://"):
         source = open_source(
             asset.source,
             asset.endpoint_url,
@@ -174,9 +195,9 @@ def restore_objects(
     t0 = time.monotonic()
     items = plan_items(reader, source, at)
     unmappable = unmappable_keys(i.key for i in items) if isinstance(target, DirSource) else []
-    if not options.get("dry_run"):
+    if not request.dry_run:
         refuse_unmappable(unmappable, target_url)  # before anything is written
-    if isinstance(target, DirSource) and options.get("dry_run") and not target.root.is_dir():
+    if isinstance(target, DirSource) and request.dry_run and not target.root.is_dir():
         current = {}  # a dry run creates nothing, not even the target directory
     elif isinstance(target, DirSource):
         open_dir_target(target)  # a local OS error is permanent: never retried
@@ -184,17 +205,17 @@ def restore_objects(
     else:
         with_retries("checking the target", target.ensure_exists, counters)
         current = {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
-    if options.get("shard") is not None:
+    if request.shard is not None:
         # one of N workers restoring into the same target: the others' objects are expected
-        items = part_of(items, int(options["shard"]), int(options["shards"]))
+        items = part_of(items, request.shard, int(request.shards or 1))
         mine = {i.key for i in items}
         current = {k: o for k, o in current.items() if k in mine}
-    if current and not in_place and not options.get("force") and not options.get("dry_run"):
+    if current and not in_place and not request.force and not request.dry_run:
         raise RestoreError(
             f"target {target_url} is not empty ({len(current)} objects)",
             hint="restore into an empty bucket/prefix or directory, or pass --force",
         )
-    result = ObjectsRestoreResult(True, asset.name, info.id, target_url, dry_run=bool(options.get("dry_run")))
+    result = ObjectsRestoreResult(True, asset.name, info.id, target_url, dry_run=request.dry_run)
     wanted = {i.key for i in items}
     todo = [i for i in items if not _identical(i, current.get(i.key))]
     result.skipped = len(items) - len(todo)
@@ -215,7 +236,7 @@ def restore_objects(
             result.ok = False
             result.summary.append(f"{len(unmappable)} keys cannot be files in this directory:")
             result.summary += [f"  UNMAPPABLE {p}" for p in unmappable]
-        return asdict(result)
+        return result
     sizes = [i.entry.size if i.entry else i.version.size if i.version else 0 for i in todo]
     if isinstance(target, DirSource):
         check_space(target, sizes, [current[i.key].size for i in todo if i.key in current])
@@ -270,7 +291,8 @@ def restore_objects(
         progress.advance(size)
 
     try:
-        run_batched(restore_one, todo, transfer_workers(target, asset))
+        with reader.planned(i.entry for i in todo if i.entry is not None):
+            run_batched(restore_one, todo, transfer_workers(target, asset))
         for key in deletions:
             if writer is not None:
                 writer.delete(key)
@@ -296,7 +318,7 @@ def restore_objects(
         f"{result.deleted} delete markers, {len(result.failed)} failed",
         "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()),
     ] + [f"  FAILED {f}" for f in result.failed[:20]]
-    return asdict(result)
+    return result
 
 
 def _identical(item: Item, current: ObjectInfo | None) -> bool:

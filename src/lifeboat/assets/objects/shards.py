@@ -14,7 +14,7 @@ import secrets
 import socket
 from collections import deque
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat import clock
 from lifeboat.assets.objects.backup import object_meta
@@ -26,6 +26,9 @@ from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import BackupSession, Repository, SnapshotInfo
 from lifeboat.repo import shards as records
 
+if TYPE_CHECKING:
+    from lifeboat.assets.objects.model import ObjectsAsset
+
 # What one object costs beyond its bytes (a GET, a tree entry), in bytes, for balancing:
 # a shard of many tiny objects takes as long as one of fewer large ones.
 OBJECT_WEIGHT = 64 << 10
@@ -35,6 +38,8 @@ LISTING_BUDGET = 64  # delimiter listings of a plan, plus 16 per shard
 
 @dataclass
 class ShardCounters(Counters):
+    """Per-shard transfer counters, reported in the shard's result record."""
+
     vanished: int = 0  # listed by the inventory, deleted (every version) before the shard ran
     current_instead: int = 0  # the listed version was gone; the current one was read
 
@@ -55,10 +60,11 @@ def restore_worker_args(
 
 
 def new_run_id() -> str:
+    """A fresh id for one sharded backup run."""
     return f"{clock.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def _source(asset: Any) -> S3Source:
+def _source(asset: ObjectsAsset) -> S3Source:
     source = open_source(
         asset.source, asset.endpoint_url, asset.region, asset.workers, asset.stall_timeout.total_seconds()
     )
@@ -164,8 +170,9 @@ def _plan_listing(source: S3Source, shards: int) -> tuple[list[dict[str, Any]], 
 
 
 def plan_shards(
-    asset: Any, repo: Repository, shards: int, inventory: str | None = None, run: str | None = None
+    asset: ObjectsAsset, repo: Repository, shards: int, inventory: str | None = None, run: str | None = None
 ) -> dict[str, Any]:
+    """Split the source into N shards of similar size (from a listing or an inventory) and record the plan."""
     if shards < 1:
         raise ConfigError("--plan-shards needs at least 1 shard")
     run = records.check_run_id(run or new_run_id())
@@ -261,7 +268,7 @@ def _capture(session: BackupSession, source: S3Source, obj: ObjectInfo, counters
     with_retries(f"downloading {obj.key}", download, counters)
 
 
-def _same_source(plan: dict[str, Any], asset: Any) -> None:
+def _same_source(plan: dict[str, Any], asset: ObjectsAsset) -> None:
     if plan["source"] != asset.source:
         raise ConfigError(
             f"run {plan['run']} was planned for {plan['source']}, "
@@ -280,7 +287,7 @@ def _part(plan: dict[str, Any], index: int) -> dict[str, Any]:
 
 
 def run_shard(
-    asset: Any, repo: Repository, run: str, index: int, progress: ProgressSink = NO_PROGRESS
+    asset: ObjectsAsset, repo: Repository, run: str, index: int, progress: ProgressSink = NO_PROGRESS
 ) -> dict[str, Any]:
     """Back up one shard; a shard that already has a result is not run again."""
     plan = records.get_plan(repo, asset.name, run)
@@ -316,12 +323,13 @@ COUNTERS = ("objects", "downloaded", "bytes_downloaded", "retries", "vanished", 
 
 
 def missing_shards(repo: Repository, asset: str, run: str) -> list[int]:
+    """Shards of a run that have no result record yet."""
     plan = records.get_plan(repo, asset, run)
     done = records.done_shards(repo, asset, run)
     return [i for i in range(int(plan["shards"])) if i not in done]
 
 
-def commit_run(asset: Any, repo: Repository, run: str) -> SnapshotInfo:
+def commit_run(asset: ObjectsAsset, repo: Repository, run: str) -> SnapshotInfo:
     """Publish the run's one snapshot; again for a committed run returns the same one."""
     plan = records.get_plan(repo, asset.name, run)
     _same_source(plan, asset)

@@ -25,13 +25,14 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectTimeoutError,
-    EndpointConnectionError,
     ReadTimeoutError,
 )
 from botocore.response import StreamingBody
 from urllib3.exceptions import HTTPError as URLLib3Error
 
+from lifeboat.assets.objects.keypaths import key_to_path, key_to_relpath, relpath_to_key
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
+from lifeboat.s3errors import S3Failure, classify, classify_code
 from lifeboat.storage.credentials import aws_session
 
 META = "x-amz-meta-"
@@ -45,6 +46,8 @@ TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 <
 
 @dataclass
 class ObjectInfo:
+    """One object (or version, or delete marker) of a source."""
+
     key: str
     size: int
     etag: str
@@ -57,30 +60,42 @@ class ObjectInfo:
 
     @property
     def identity(self) -> str:
+        """What changes whenever the object's content would: key, version and etag."""
         return f"{self.key}|{self.version_id or ''}|{self.etag}|{self.size}"
 
 
 def source_error(exc: Exception, where: str, what: str) -> StorageError:
-    if isinstance(exc, EndpointConnectionError):
-        return StorageError(
-            f"cannot reach the object store of {where}", hint="check the asset's endpoint_url"
-        )
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        return s3_error(code, status, where, what)
-    err = StorageError(f"{where}: transfer failed {what}: {type(exc).__name__}")
-    err.transient = True
-    return err
+    """A one-line LifeboatError for a failed source operation."""
+    failure = classify(exc)
+    if failure is None:
+        err = StorageError(f"{where}: transfer failed {what}: {type(exc).__name__}")
+        err.transient = True
+        return err
+    return failure_error(failure, where, what)
 
 
 def s3_error(code: str, status: int, where: str, what: str) -> StorageError:
-    if code in ("NoSuchBucket",):
+    """Map an S3 error code and status to a one-line LifeboatError (no secrets)."""
+    return failure_error(classify_code(code, status), where, what)
+
+
+def failure_error(failure: S3Failure, where: str, what: str) -> StorageError:
+    """The source's one-line wording of an S3 failure."""
+    if failure.reason == "unreachable":
+        return StorageError(
+            f"cannot reach the object store of {where}", hint="check the asset's endpoint_url"
+        )
+    if failure.reason == "no-credentials":
+        return StorageError(
+            f"no S3 credentials found for {where}",
+            hint="set the asset's profile or role_arn, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+        )
+    if failure.reason == "no-bucket":
         return StorageError(f"bucket of {where} does not exist")
-    if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound") or (not code and status == 404):
+    if failure.reason == "not-found":
         return NotFoundError(f"{what} does not exist in {where}")
-    err = StorageError(f"{where}: S3 error {code or status} {what}")
-    err.transient = status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout")
+    err = StorageError(f"{where}: S3 error {failure.code or failure.status} {what}")
+    err.transient = failure.transient
     return err
 
 
@@ -102,16 +117,20 @@ class StallGuard:
         self._what = what
 
     def read(self, n: int = -1) -> bytes:
+        """Read from the body; a stall past the timeout aborts."""
         try:
             return bytes(self._body.read() if n is None or n < 0 else self._body.read(n))
         except ReadTimeoutError:
             raise self._source.stalled(self._what, retried=False) from None
 
     def close(self) -> None:
+        """Close the wrapped body."""
         self._body.close()
 
 
 class S3Source:
+    """An S3 bucket (and prefix) as an objects source or restore target."""
+
     def __init__(
         self,
         url: str,
@@ -187,10 +206,12 @@ class S3Source:
             raise self._error(exc, what) from None
 
     def versioning(self) -> str:
+        """The bucket's versioning status ('Enabled', 'Suspended' or '')."""
         out = self._call("reading versioning", self.client.get_bucket_versioning, Bucket=self.bucket)
         return str(out.get("Status", "Disabled"))
 
     def list_current(self) -> list[ObjectInfo]:
+        """The current version of every object under the prefix."""
         objects = []
         paginator = self.client.get_paginator("list_objects_v2")
         try:
@@ -264,6 +285,7 @@ class S3Source:
         return out
 
     def exists_in(self, bucket: str, key: str) -> bool:
+        """Whether a key exists under the prefix."""
         try:
             self._call(f"reading {key}", self.client.head_object, Bucket=bucket, Key=key)
         except NotFoundError:
@@ -271,6 +293,7 @@ class S3Source:
         return True
 
     def list_versions(self) -> list[ObjectInfo]:
+        """Every version and delete marker under the prefix."""
         versions = []
         paginator = self.client.get_paginator("list_object_versions")
         try:
@@ -429,6 +452,7 @@ class S3Source:
         return None
 
     def sha256_of(self, key: str) -> str:
+        """The SHA-256 of an object's content (read through)."""
         digest = hashlib.sha256()
         body = StallGuard(
             self._call(f"verifying {key}", self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)[
@@ -446,9 +470,11 @@ class S3Source:
         self._call(f"deleting {key}", self.client.delete_object, Bucket=self.bucket, Key=self.prefix + key)
 
     def ensure_exists(self) -> None:
+        """Raise a one-line error when the bucket cannot be reached."""
         self._call("checking the bucket", self.client.head_bucket, Bucket=self.bucket)
 
     def lifecycle_noncurrent_days(self) -> int | None:
+        """The shortest lifecycle expiry of noncurrent versions, if any."""
         try:
             rules = self.client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
         except ClientError:
@@ -461,32 +487,13 @@ class S3Source:
         return min(days) if days else None
 
     def enable_versioning(self) -> None:
+        """Turn versioning on (objects inspect --fix)."""
         self._call(
             "enabling versioning",
             self.client.put_bucket_versioning,
             Bucket=self.bucket,
             VersioningConfiguration={"Status": "Enabled"},
         )
-
-
-SPECIAL_SEGMENTS = {"": "%00", ".": "%2E", "..": "%2E%2E"}
-DECODE_SEGMENTS = {v: k for k, v in SPECIAL_SEGMENTS.items()}
-
-
-def key_to_relpath(key: str) -> str:
-    """An object key as a relative path that cannot escape the directory: '.', '..' and
-    empty segments become %-tokens and '%' is escaped, so the mapping is reversible."""
-    return "/".join(SPECIAL_SEGMENTS.get(seg) or seg.replace("%", "%25") for seg in key.split("/"))
-
-
-def key_to_path(key: str) -> Path:
-    return Path(key_to_relpath(key))
-
-
-def relpath_to_key(rel: str) -> str:
-    return "/".join(
-        DECODE_SEGMENTS[p] if p in DECODE_SEGMENTS else p.replace("%25", "%") for p in rel.split("/")
-    )
 
 
 class DirSource:
@@ -498,9 +505,11 @@ class DirSource:
         self._made: set[str] = set()  # directories known to exist
 
     def versioning(self) -> str:
+        """A directory keeps no versions."""
         return "Unsupported"
 
     def list_current(self) -> list[ObjectInfo]:
+        """Every regular file under the directory, as objects."""
         if not self.root.is_dir():
             raise ConfigError(f"source directory {self.root} does not exist")
         objects: list[ObjectInfo] = []
@@ -528,9 +537,11 @@ class DirSource:
                     )
 
     def list_versions(self) -> list[ObjectInfo]:
+        """A directory's only versions are its current files."""
         return []
 
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
+        """Open a file for reading with its object info."""
         return open(os.path.join(self.root, key_to_relpath(obj.key)), "rb"), obj
 
     def upload(
@@ -568,6 +579,7 @@ class DirSource:
             writer.close()
 
     def sha256_of(self, key: str) -> str:
+        """The SHA-256 of a file's content."""
         digest = hashlib.sha256()
         with open(self.root / key_to_path(key), "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -575,15 +587,19 @@ class DirSource:
         return digest.hexdigest()
 
     def delete(self, key: str) -> None:
+        """Remove a file (an in-place restore's delete markers)."""
         (self.root / key_to_path(key)).unlink(missing_ok=True)
 
     def ensure_exists(self) -> None:
+        """A directory source always exists (a missing one lists empty)."""
         self.root.mkdir(parents=True, exist_ok=True)
 
     def lifecycle_noncurrent_days(self) -> int | None:
+        """A directory has no lifecycle rules."""
         return None
 
     def enable_versioning(self) -> None:
+        """A directory cannot keep versions."""
         raise ConfigError("a directory has no versioning")
 
 
@@ -609,4 +625,5 @@ def open_source(
 
 
 def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    """Read a stream in fixed-size chunks."""
     return iter(lambda: stream.read(size), b"")

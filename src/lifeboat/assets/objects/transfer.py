@@ -9,12 +9,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError
 
 from lifeboat.assets.objects.source import DirSource, Source
 from lifeboat.errors import StorageError
+
+if TYPE_CHECKING:
+    from lifeboat.assets.objects.model import ObjectsAsset
 
 T = TypeVar("T")
 BATCH = 16
@@ -24,6 +27,8 @@ ATTEMPTS = 6  # backoff 0.2 s doubling: about 6 s of waiting before giving up
 
 @dataclass
 class Counters:
+    """Thread-safe transfer counters (objects, bytes, retries)."""
+
     objects: int = 0
     downloaded: int = 0
     reused: int = 0
@@ -34,6 +39,7 @@ class Counters:
         self._lock = threading.Lock()
 
     def add(self, **values: int) -> None:
+        """Add to the counters."""
         with self._lock:
             for key, value in values.items():
                 setattr(self, key, getattr(self, key) + value)
@@ -74,6 +80,7 @@ class SizedReads:
         self._left = size
 
     def read(self, n: int = -1) -> bytes:
+        """Read up to `size` bytes from the body."""
         if n < 0:
             return bytes(self._body.read())
         # at least 1 byte, so that the end (or a body longer than listed) is still seen
@@ -82,10 +89,11 @@ class SizedReads:
         return data
 
     def close(self) -> None:
+        """Close the wrapped body."""
         self._body.close()
 
 
-def transfer_workers(source: Source, asset: Any) -> int:
+def transfer_workers(source: Source, asset: ObjectsAsset) -> int:
     """Network transfers wait on the store and want many threads; a local directory is
     CPU-bound here, where threads beyond the cores only fight for the interpreter."""
     if isinstance(source, DirSource):

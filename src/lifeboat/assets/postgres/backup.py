@@ -13,17 +13,22 @@ import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from lifeboat.assets.postgres.connection import PgError, connect
 from lifeboat.assets.postgres.pagecheck import PAGE_SIZE, BadPage, ChecksumScan
 from lifeboat.assets.postgres.standby import Source, close_stop_segment, primary_position, wait_replayed
 from lifeboat.assets.postgres.walnames import parse_lsn, segment_of
-from lifeboat.errors import ConfigError, LifeboatError, NotFoundError, StorageError
+from lifeboat.errors import ConfigError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.backup import BackupSession
+
+if TYPE_CHECKING:
+    from lifeboat.assets.postgres.model import PostgresAsset
+    from lifeboat.policy import Policy
 
 CHUNK_SIZE = 128 << 10  # 16 pages: a changed page range costs 128 KiB, not a 1 GiB segment file
 READ_WORKERS = 4
@@ -54,19 +59,8 @@ EXCLUDED_FILES = {
 EXCLUDED_PATTERNS = ("pgsql_tmp*", "*.lifeboat")
 
 
-class PgError(LifeboatError):
-    """PostgreSQL refused or failed."""
-
-
-def connect(dsn: str) -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="lifeboat")
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        raise PgError(f"cannot connect to PostgreSQL: {first}", hint="check the asset's dsn") from None
-
-
 def excluded(name: str, is_dir_child_of: str | None) -> bool:
+    """Whether a data directory entry stays out of a base backup (pg_wal contents, pid files, ...)."""
     if is_dir_child_of in EXCLUDED_DIR_CONTENTS:
         return True
     if name in EXCLUDED_FILES:
@@ -99,15 +93,21 @@ def walk_pgdata(pgdata: Path) -> list[tuple[str, Path, os.stat_result]]:
     return items
 
 
-def backup_postgres(
-    policy: Any, asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS
-) -> SnapshotInfo:
-    source = Source.of(asset)
-    local = asset.standby_pgdata if source.standby else asset.pgdata
-    if local is None or not Path(local).exists():
-        from lifeboat.assets.postgres.basebackup import stream_basebackup
+def local_pgdata(asset: PostgresAsset) -> Path | None:
+    """The data directory a backup reads files from (the standby's when backing up from
+    one), or None when it is not on this host (then the replication protocol streams it)."""
+    local = asset.standby_pgdata if Source.of(asset).standby else asset.pgdata
+    return Path(local) if local is not None and Path(local).exists() else None
 
-        return stream_basebackup(asset, repo, progress)  # PGDATA is not local: the replication protocol
+
+def backup_postgres(
+    policy: Policy, asset: PostgresAsset, repo: Repository, progress: ProgressSink = NO_PROGRESS
+) -> SnapshotInfo:
+    """A base backup of the asset's cluster (from its primary or a standby) into one snapshot."""
+    source = Source.of(asset)
+    local = local_pgdata(asset)
+    if local is None:
+        raise ConfigError(f"asset {asset.name}: its data directory is not on this host")
     pgdata = Path(local)
     if not (pgdata / "PG_VERSION").exists():
         raise ConfigError(f"asset {asset.name}: {pgdata} is not a PostgreSQL data directory")
@@ -169,7 +169,7 @@ def wait_for_archived(repo: Repository, asset: str, segment: str, timeout: float
 
 def _copy(
     repo: Repository,
-    asset: Any,
+    asset: PostgresAsset,
     pgdata: Path,
     progress: ProgressSink,
     start: Any,

@@ -8,25 +8,27 @@ import functools
 import re
 import subprocess
 import tarfile
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
 
 from lifeboat.assets.postgres.backup import (
     CHUNK_SIZE,
-    PgError,
     checksum_scan,
-    connect,
     record_bad_pages,
     wait_for_archived,
 )
 from lifeboat.assets.postgres.cluster import find_pg_bin
+from lifeboat.assets.postgres.connection import PgError, connect
 from lifeboat.assets.postgres.pagecheck import PAGE_SIZE
 from lifeboat.assets.postgres.standby import Source, close_stop_segment, primary_position, wait_replayed
 from lifeboat.assets.postgres.walnames import format_lsn, parse_lsn, segment_of
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
+
+if TYPE_CHECKING:
+    from lifeboat.assets.postgres.model import PostgresAsset
 
 # a standby has no insert position; its replay position is at or after a backup's stop
 _POSITION = (
@@ -37,7 +39,10 @@ START = re.compile(r"START WAL LOCATION: (\S+)")
 TIMELINE = re.compile(r"START TIMELINE: (\d+)")
 
 
-def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_PROGRESS) -> SnapshotInfo:
+def stream_basebackup(
+    asset: PostgresAsset, repo: Repository, progress: ProgressSink = NO_PROGRESS
+) -> SnapshotInfo:
+    """A base backup through pg_basebackup's tar stream (no access to the data directory)."""
     source = Source.of(asset)
     with connect(source.dsn) as conn:
         if source.standby:  # see standby.py: pg_basebackup runs the backup on the standby itself
@@ -131,8 +136,13 @@ def stream_basebackup(asset: Any, repo: Repository, progress: ProgressSink = NO_
                                 mode=member.mode,
                                 mtime_ns=int(member.mtime * 1e9),
                             )
-        finally:
-            rc = proc.wait()
+        except BaseException:
+            # stopped mid-stream (deadline, Ctrl-C, an error): nothing reads the tar any
+            # more, and pg_basebackup would block on a full pipe forever
+            proc.kill()
+            proc.wait()
+            raise
+        rc = proc.wait()
         if rc != 0:
             err = proc.stderr.read().decode(errors="replace").strip().splitlines() if proc.stderr else []
             raise PgError(f"pg_basebackup failed: {err[-1] if err else rc}")
@@ -186,6 +196,7 @@ class ServerReread:
             self.conn.close()
 
     def page(self, path: str, index: int) -> bytes | None:
+        """Read one page again from the server (a torn page or a real bad one)."""
         if self.refused:
             return None
         try:

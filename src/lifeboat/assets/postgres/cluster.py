@@ -50,6 +50,7 @@ def run_as_user() -> str | None:
 
 
 def chown_tree(path: Path, user: str | None) -> None:
+    """Give a directory tree to PostgreSQL's OS user (when running as root)."""
     if user is None:
         return
     entry = pwd.getpwnam(user)
@@ -61,12 +62,14 @@ def chown_tree(path: Path, user: str | None) -> None:
 
 
 def free_port() -> int:
+    """A TCP port nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def port_in_use(port: int) -> bool:
+    """Whether something listens on the port."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -92,6 +95,7 @@ class PgCluster:
     def run(
         self, tool: str, *args: str, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
+        """Run a PostgreSQL tool as the cluster's OS user."""
         proc = subprocess.run(self._cmd(tool, *args), capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise RestoreError(f"{tool} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
@@ -99,12 +103,14 @@ class PgCluster:
 
     @property
     def dsn(self) -> str:
+        """A connection string to the cluster over its socket directory."""
         from psycopg.conninfo import make_conninfo
 
         user = self.user or pwd.getpwuid(os.geteuid()).pw_name
         return make_conninfo(host=str(self.socket_dir), port=self.port, user=user, dbname="postgres")
 
     def initdb(self, *extra_conf: str) -> None:
+        """Create a new cluster (tests, the sandbox)."""
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.datadir, 0o700)
@@ -120,10 +126,12 @@ class PgCluster:
         )
 
     def configure(self, *lines: str) -> None:
+        """Append settings to postgresql.auto.conf."""
         with open(self.datadir / "postgresql.conf", "a") as fh:
             fh.write("\n" + "\n".join(lines) + "\n")
 
     def start(self, timeout: int = 120) -> None:
+        """Start the cluster and wait until it accepts connections or recovery runs."""
         log = self.datadir.parent / f"{self.datadir.name}.log"
         log.touch()
         chown_tree(log, self.user)
@@ -181,10 +189,12 @@ class PgCluster:
         return " | ".join(tail)
 
     def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster (mode: smart, fast or immediate)."""
         self.run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
 
     @property
     def log_path(self) -> Path:
+        """The server log of this cluster."""
         return self.datadir.parent / f"{self.datadir.name}.log"
 
     def wait_promoted(self, timeout: float = 600) -> None:
@@ -223,4 +233,5 @@ class PgCluster:
         raise RestoreError(f"PostgreSQL did not accept connections within {timeout:.0f}s")
 
     def is_running(self) -> bool:
+        """Whether the cluster's postmaster is running."""
         return self.run("pg_ctl", "-D", str(self.datadir), "status", check=False).returncode == 0

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from lifeboat.assets.postgres.backup import connect
+from lifeboat.assets.postgres.connection import connect
 from lifeboat.assets.postgres.quoting import shell_arg
+
+if TYPE_CHECKING:
+    from lifeboat.assets.postgres.model import PostgresAsset
+    from lifeboat.policy import Policy
+    from lifeboat.repo import Repository
 
 RESTART_SETTINGS = {"archive_mode", "wal_level"}
 
@@ -20,7 +25,8 @@ def archive_command(python: str, config: Path, asset: str) -> str:
     return " ".join(shell_arg(w) for w in words) + " %p"
 
 
-def required_settings(policy: Any, asset: Any, python: str, config: Path) -> dict[str, str]:
+def required_settings(policy: Policy, asset: PostgresAsset, python: str, config: Path) -> dict[str, str]:
+    """archive_mode, archive_command, archive_timeout and wal_level the asset needs."""
     rpo = policy.classes[asset.class_].rpo.total_seconds()
     timeout = max(10, min(int(rpo / 2), 3600))  # a segment is shipped at least twice per RPO
     return {
@@ -32,6 +38,7 @@ def required_settings(policy: Any, asset: Any, python: str, config: Path) -> dic
 
 
 def current_settings(dsn: str, names: list[str]) -> dict[str, str]:
+    """The server's current values of the archive settings."""
     with connect(dsn) as conn:
         rows = conn.execute(
             "select name, setting, unit from pg_settings where name = any(%s)", (names,)
@@ -50,7 +57,7 @@ def apply_settings(dsn: str, settings: dict[str, str]) -> list[str]:
     return [k for k in RESTART_SETTINGS if before.get(k) != settings[k]]
 
 
-def server_findings(policy: Any, asset: Any) -> list[str]:
+def server_findings(policy: Policy, asset: PostgresAsset) -> list[str]:
     """What the running server's settings mean for the asset's RPO (empty: all good)."""
     from lifeboat.errors import LifeboatError
 
@@ -77,7 +84,7 @@ def server_findings(policy: Any, asset: Any) -> list[str]:
 PROBE_NAMESPACE = "probe"  # not wal/: retention, restores and `wal verify` never see it
 
 
-def server_user(asset: Any) -> str | None:
+def server_user(asset: PostgresAsset) -> str | None:
     """The OS user PostgreSQL (and so archive_command) runs as: the owner of the local
     PGDATA; None when the data directory is not on this machine."""
     import pwd
@@ -94,7 +101,7 @@ def server_user(asset: Any) -> str | None:
         return str(uid)
 
 
-def write_probe(repo: Any, asset: str) -> str:
+def write_probe(repo: Repository, asset: str) -> str:
     """What `wal push` does, as the user running this: every repository directory a push
     may write into is writable, and one ref goes through the push path (a pack into a
     data/ prefix, an index, the ref). Returns the probe's name."""
@@ -127,7 +134,7 @@ def write_probe(repo: Any, asset: str) -> str:
     return name
 
 
-def probe_as_server_user(config: Path, asset: Any) -> tuple[str, str | None]:
+def probe_as_server_user(config: Path, asset: PostgresAsset) -> tuple[str, str | None]:
     """Run `lifeboat wal probe` as PostgreSQL's OS user (runuser when we are root).
     Returns (user, None) on success or (user, the one-line error)."""
     import getpass

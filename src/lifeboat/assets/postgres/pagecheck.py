@@ -116,6 +116,7 @@ def page_checksums(pages: Sequence[bytes | memoryview], blocks: Sequence[int]) -
 
 
 def page_checksum(page: bytes | memoryview, block: int) -> int:
+    """PostgreSQL's checksum of one 8 KiB page."""
     return page_checksums([page], [block])[0]
 
 
@@ -161,6 +162,7 @@ class FileChecker:
     _next_index: int = 0
 
     def feed(self, data: bytes | memoryview) -> None:
+        """Check the pages in the next bytes of a relation file."""
         if self._pending:
             self._pending += data
             buffer: bytes | bytearray | memoryview = self._pending
@@ -174,6 +176,7 @@ class FileChecker:
 
     def finish(self) -> list[Verdict]:
         # A trailing partial page is a relation being extended right now: WAL replay redoes it
+        """Check the last partial page and return the bad pages found."""
         self._pending = bytearray()
         return self.bad
 
@@ -240,6 +243,7 @@ class BadPage:
     fork: str = "main"
 
     def describe(self) -> str:
+        """A one-line description of the bad page."""
         where = f"{self.file} block {self.block}"
         if self.relation:
             fork = "" if self.fork == "main" else f" ({FORKS.get(self.fork, self.fork)})"
@@ -249,6 +253,7 @@ class BadPage:
         return f"{where}: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
+        """The bad page as a JSON record."""
         return {
             "file": self.file,
             "block": self.block,
@@ -261,6 +266,7 @@ class BadPage:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BadPage:
+        """A bad page from its JSON record."""
         return cls(
             file=str(data["file"]),
             block=int(data["block"]),
@@ -280,6 +286,7 @@ class CheckingReader:
         self.checker = checker
 
     def read(self, size: int = -1) -> bytes:
+        """Read from the file, checking each page's checksum on the way."""
         data = self.raw.read(size)
         if data:
             self.checker.feed(data)
@@ -298,11 +305,13 @@ class ChecksumScan:
         self._lock = threading.Lock()
 
     def applies(self, path: str) -> bool:
+        """Whether a data directory path holds checksummed relation pages."""
         return self.enabled and relation_segment(path) is not None
 
     def reader(
         self, path: str, raw: IO[bytes], reread: Callable[[int], bytes | None] = lambda _i: None
     ) -> CheckingReader:
+        """Wrap a relation file's reader so its pages are checked as read."""
         segment = relation_segment(path)
         assert segment is not None
         return CheckingReader(raw, FileChecker(path, segment, self.start_lsn, reread))
@@ -329,6 +338,7 @@ class ChecksumScan:
         return found
 
     def labels(self) -> dict[str, str]:
+        """Snapshot labels summarising the bad pages found."""
         if not self.enabled:
             return {"page_checksums": "off"}
         bad = sorted(self.bad, key=lambda b: (b.file, b.block))
@@ -354,6 +364,7 @@ class ChecksumScan:
             pass  # the file and block still say where; a catalog we cannot read names nothing
 
     def remember(self, snapshot_id: str) -> None:
+        """Keep the bad pages of a snapshot in memory for the backup report."""
         if self.bad:
             while len(_REPORTS) >= 16:  # a long-running daemon backs up forever
                 del _REPORTS[next(iter(_REPORTS))]
@@ -394,6 +405,7 @@ RELATION_QUERY = (
 
 
 def name_relations(conninfo: str, pages: list[BadPage]) -> None:
+    """Relation names for bad pages, from the server's catalog."""
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute("select oid, datname from pg_database").fetchall()
         databases = {int(oid): str(name) for oid, name in rows}

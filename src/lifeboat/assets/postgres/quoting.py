@@ -27,10 +27,12 @@ def pg_string(value: str) -> str:
 
 
 def setting(name: str, value: str) -> str:
+    """A postgresql.conf line with its value quoted."""
     return f"{name} = {pg_string(value)}"
 
 
 def check_xid(text: str) -> str:
+    """A valid transaction id, or a one-line error."""
     value = text.strip()
     if not value.isdigit() or not value.isascii():
         raise ConfigError(f"--xid must be a transaction id (an integer), not {text!r}")
@@ -40,6 +42,7 @@ def check_xid(text: str) -> str:
 
 
 def check_lsn(text: str) -> str:
+    """A valid LSN, or a one-line error."""
     value = text.strip()
     if not LSN_RE.match(value):
         raise ConfigError(f"--lsn must be an LSN such as 0/3000060 (hex/hex), not {text!r}")

@@ -3,6 +3,7 @@ and checked (pg_amcheck, the policy's SQL checks). The step timings are the meas
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -13,11 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lifeboat.assets.postgres.backup import EXCLUDED_DIR_CONTENTS, connect
-from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, find_pg_bin, free_port, port_in_use
-from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, setting, shell_arg
+from lifeboat.assets.postgres.backup import EXCLUDED_DIR_CONTENTS
+from lifeboat.assets.postgres.cluster import (
+    PgCluster,
+    chown_tree,
+    find_pg_bin,
+    free_port,
+    port_in_use,
+    run_as_user,
+)
+from lifeboat.assets.postgres.connection import connect
+from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, setting
+from lifeboat.assets.postgres.stager import WalStager, remove_stale, restore_command
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
 from lifeboat.assets.postgres.timelines import bases_on_path, build_tree, choose_timeline
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
@@ -29,11 +39,15 @@ from lifeboat.assets.postgres.walnames import (
     parse_lsn,
     segment_of,
 )
-from lifeboat.errors import ConfigError, NotFoundError, RestoreError
-from lifeboat.private import private_dir, private_opener
+from lifeboat.errors import ConfigError, LifeboatError, NotFoundError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository, SnapshotInfo, target_is_empty
-from lifeboat.targetdir import DISK_FULL, free_space, readable_size, refuse_short_space
+from lifeboat.targetdir import DISK_FULL, ShortSpace, free_space, readable_size, refuse_short_space
+
+if TYPE_CHECKING:
+    from lifeboat.assets.kind import RestoreRequest
+    from lifeboat.assets.postgres.model import PostgresAsset
+    from lifeboat.policy import Policy
 
 LAST_TXN = re.compile(r"last completed transaction was at log time (\S+ \S+)")
 REDO_DONE = re.compile(r"redo done at (\S+)")
@@ -60,6 +74,8 @@ def _target_not_reached(target: str, log: str) -> RestoreError:
 
 @dataclass
 class CheckResult:
+    """One check run on a restored cluster."""
+
     name: str
     ok: bool
     detail: str
@@ -67,6 +83,8 @@ class CheckResult:
 
 @dataclass
 class PgRestoreResult:
+    """What a PostgreSQL restore did (its fields are the `--json` report)."""
+
     ok: bool
     asset: str
     snapshot: str
@@ -74,6 +92,8 @@ class PgRestoreResult:
     recovery_target: str
     steps: dict[str, float] = field(default_factory=dict)
     wal_segments: int = 0
+    wal_first: str | None = None  # the WAL range staged for replay (drill evidence records it)
+    wal_last: str | None = None
     streamed_wal: list[str] = field(default_factory=list)  # files the archive lacked, from the stream
     port: int | None = None
     started: bool = False
@@ -86,14 +106,16 @@ class PgRestoreResult:
     summary: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON report (`lifeboat restore --json`)."""
         return asdict(self)
 
 
 def choose_base_backup(
-    repo: Repository, asset: str, options: dict[str, Any], candidates: list[SnapshotInfo] | None = None
+    repo: Repository, asset: str, request: RestoreRequest, candidates: list[SnapshotInfo] | None = None
 ) -> SnapshotInfo:
-    if options.get("snapshot_id"):
-        chosen = repo.find_snapshot(asset, snapshot_id=options["snapshot_id"])
+    """The base backup for the recovery target, on the followed timeline."""
+    if request.snapshot_id:
+        chosen = repo.find_snapshot(asset, snapshot_id=request.snapshot_id)
         if candidates is not None and chosen.id not in {c.id for c in candidates}:
             raise RestoreError(
                 f"base backup {chosen.id[:12]} is not on the timeline this restore follows",
@@ -103,7 +125,7 @@ def choose_base_backup(
     snaps = repo.snapshots(asset) if candidates is None else candidates
     if not snaps:
         raise NotFoundError(f"asset {asset} has no base backups", hint=f"run 'lifeboat backup {asset}'")
-    at: datetime | None = options.get("at")
+    at: datetime | None = request.at
     if at is not None:
         before = [s for s in snaps if s.time <= at]
         if not before:
@@ -112,52 +134,51 @@ def choose_base_backup(
                 hint=f"the oldest base backup finished at {snaps[0].time.isoformat(timespec='seconds')}",
             )
         return before[-1]
-    if options.get("lsn"):
-        target = parse_lsn(options["lsn"])
+    if request.postgres.lsn:
+        target = parse_lsn(request.postgres.lsn)
         before = [s for s in snaps if parse_lsn(s.labels["stop_lsn"]) <= target]
         if not before:
-            raise RestoreError(f"LSN {options['lsn']} is before the end of the oldest base backup")
+            raise RestoreError(f"LSN {request.postgres.lsn} is before the end of the oldest base backup")
         return before[-1]
     return snaps[-1]
 
 
-def validate_targets(options: dict[str, Any]) -> None:
+def validate_targets(request: RestoreRequest) -> RestoreRequest:
     """--xid and --lsn reach postgresql.auto.conf: only well-formed values do."""
-    if options.get("xid"):
-        options["xid"] = check_xid(str(options["xid"]))
-    if options.get("lsn"):
-        options["lsn"] = check_lsn(str(options["lsn"]))
+    pg = request.postgres
+    xid = check_xid(str(pg.xid)) if pg.xid else pg.xid
+    lsn = check_lsn(str(pg.lsn)) if pg.lsn else pg.lsn
+    return dataclasses.replace(request, postgres=dataclasses.replace(pg, xid=xid, lsn=lsn))
 
 
 def recovery_settings(
-    options: dict[str, Any], spool: Path, timeline: str = "latest"
+    request: RestoreRequest, spool: Path, timeline: str = "latest"
 ) -> tuple[list[str], str]:
-    # Every WAL file replay may need is staged in the spool before PostgreSQL starts, so the
-    # restore_command is a plain copy: no interpreter start per segment (cp exits 1 when a
-    # file is absent, which PostgreSQL reads as the end of the archive).
-    # A hard link, not a copy: one write of each WAL byte instead of two (the spool sits
-    # beside the target, on the same filesystem; cp when it is not).
-    src = shell_arg(f"{spool}/") + "%f"
-    fetch = f"ln -f {src} %p 2>/dev/null || cp {src} %p"
+    """The recovery settings for the target and a description of it."""
+    # The WAL is staged into the spool by a background stager while PostgreSQL replays;
+    # the restore_command is the spool's shell script (no interpreter start per segment):
+    # it hard-links a staged file, waits for a pending one, exits 1 for a file the archive
+    # lacks (the end of the archive) and fatally when staging failed (see stager.py).
+    fetch = restore_command(spool)
     lines = [
         setting("restore_command", fetch),
         setting("recovery_target_timeline", timeline),
     ]
-    if not options.get("standby"):
+    if not request.postgres.standby:
         lines.append(setting("recovery_target_action", "promote"))
-    if options.get("at") is not None:
-        at: datetime = options["at"]
+    if request.at is not None:
+        at: datetime = request.at
         lines.append(setting("recovery_target_time", at.isoformat()))
         target = f"time {at.isoformat(timespec='seconds')}"
-    elif options.get("lsn"):
-        lines.append(setting("recovery_target_lsn", str(options["lsn"])))
-        target = f"LSN {options['lsn']}"
-    elif options.get("xid"):
-        lines.append(setting("recovery_target_xid", str(options["xid"])))
-        target = f"xid {options['xid']}"
-    elif options.get("name"):
-        lines.append(setting("recovery_target_name", str(options["name"])))
-        target = f"restore point {options['name']}"
+    elif request.postgres.lsn:
+        lines.append(setting("recovery_target_lsn", str(request.postgres.lsn)))
+        target = f"LSN {request.postgres.lsn}"
+    elif request.postgres.xid:
+        lines.append(setting("recovery_target_xid", str(request.postgres.xid)))
+        target = f"xid {request.postgres.xid}"
+    elif request.postgres.name:
+        lines.append(setting("recovery_target_name", str(request.postgres.name)))
+        target = f"restore point {request.postgres.name}"
     else:
         target = "latest"
     return lines, target
@@ -192,18 +213,26 @@ def disable_archiving(target: Path) -> list[str]:
 ARCHIVING_OFF = ["archive_mode = off", "archive_command = ''", "archive_library = ''"]
 
 
-def stage_wal(
+@dataclass
+class WalPlan:
+    """What the stager will fetch: spool file name -> (namespace, ref name)."""
+
+    sources: dict[str, tuple[str, str]]
+    segments: int
+    missing: list[str]  # segments missing from the archive
+    streamed: list[str]  # files taken from the stream
+
+
+def plan_wal(
     repo: Repository,
     asset: str,
     base: SnapshotInfo,
-    spool: Path,
     wanted: Callable[[str], bool] | None = None,
     names: list[str] | None = None,
-) -> tuple[int, list[str], list[str]]:
-    """Fetch, in parallel, every WAL file replay may need, into ``spool``: the archive's,
-    then streamed files for what the archive lacks; only the chosen timeline path's files
-    (``wanted``), so PostgreSQL cannot wander onto another branch. Returns (segments
-    staged, segments missing from the archive, files taken from the stream)."""
+) -> WalPlan:
+    """Every WAL file replay may need: the archive's, then streamed files for what the
+    archive lacks; only the chosen timeline path's files (``wanted``), so PostgreSQL
+    cannot wander onto another branch."""
     start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
     sources: dict[str, tuple[str, str]] = {}  # file name -> (namespace, ref name)
     segment_names = []
@@ -222,18 +251,8 @@ def stage_wal(
     sources.update(streamed)
     streamed_segments = [n for n in streamed if Segment.parse(n) is not None]
     report = verify_continuity(segment_names + streamed_segments, [base], asset)
-    private_dir(spool)
-
-    def fetch(name: str) -> None:
-        ns, ref = sources[name]
-        with open(spool / name, "wb", opener=private_opener) as fh:
-            for chunk in repo.iter_ref(repo.get_ref(ns, ref)):
-                fh.write(chunk)
-
-    with ThreadPoolExecutor(max_workers=repo.workers) as pool:
-        list(pool.map(fetch, sources))
     missing = ([report.missing_start] if report.missing_start else []) + [g.missing for g in report.gaps]
-    return len(segment_names) + len(streamed_segments), missing, sorted(streamed)
+    return WalPlan(sources, len(segment_names) + len(streamed_segments), missing, sorted(streamed))
 
 
 def _streamed_beyond_archive(
@@ -319,6 +338,7 @@ class ArchiveEnd:
     time: datetime
 
     def describe(self) -> str:
+        """Where the archive ends, for an error line."""
         return (
             f"the archive ends at LSN {format_lsn(self.lsn)} (segment {self.segment}, "
             f"stored {self.time.isoformat(timespec='seconds')})"
@@ -328,6 +348,7 @@ class ArchiveEnd:
 def archive_end(
     repo: Repository, asset: str, names: list[str], wanted: Callable[[str], bool] | None
 ) -> ArchiveEnd | None:
+    """The newest point the WAL archive can replay to."""
     candidates: dict[str, tuple[str, str]] = {n: (namespace(asset), n) for n in names}
     stream_ns = stream_namespace(asset)
     for name, ref in streamed_files(repo.list_ref_names(stream_ns)).items():
@@ -349,7 +370,7 @@ def archive_end(
 def refuse_beyond_archive(
     repo: Repository,
     asset: str,
-    options: dict[str, Any],
+    request: RestoreRequest,
     names: list[str],
     wanted: Callable[[str], bool] | None,
 ) -> None:
@@ -358,8 +379,8 @@ def refuse_beyond_archive(
     it before anything is written. An --at after the newest segment was stored cannot be
     reached (every commit in the archive is older); an --lsn past the newest segment's end
     neither."""
-    at: datetime | None = options.get("at")
-    lsn = options.get("lsn")
+    at: datetime | None = request.at
+    lsn = request.postgres.lsn
     if at is None and not lsn:
         return
     end = archive_end(repo, asset, names, wanted)
@@ -441,7 +462,11 @@ class _Written:
 def _disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in DISK_FULL
-    return isinstance(exc, RestoreError) and exc.message.startswith("no space left")
+    # the base backup's own space check failing after ours passed: another writer took the
+    # space meanwhile (the WAL stager is already writing), the same outcome as ENOSPC
+    return isinstance(exc, ShortSpace) or (
+        isinstance(exc, RestoreError) and exc.message.startswith("no space left")
+    )
 
 
 def run_sql_checks(dsn: str, checks: list[Any], database: str | None = None) -> list[CheckResult]:
@@ -479,6 +504,7 @@ def dsn_dbname(dsn: str | None) -> str | None:
 
 
 def amcheck(cluster: PgCluster) -> CheckResult:
+    """Run pg_amcheck on the restored cluster."""
     if not (cluster.pg_bin / "pg_amcheck").exists():
         return CheckResult("pg_amcheck", True, "not installed; skipped")
     proc = cluster.run(
@@ -498,48 +524,89 @@ def amcheck(cluster: PgCluster) -> CheckResult:
     )
 
 
+def socket_dir_of(target: Path) -> Path:
+    """Where a restored cluster listens: a socket directory beside its data directory."""
+    return Path(f"{target.parent}/.{target.name}.sock")
+
+
 def restore_postgres(
-    policy: Any, asset: Any, repo: Repository, options: dict[str, Any], progress: ProgressSink = NO_PROGRESS
-) -> dict[str, Any]:
-    target = Path(options["target"]).absolute()
-    validate_targets(options)
+    policy: Policy,
+    asset: PostgresAsset,
+    repo: Repository,
+    request: RestoreRequest,
+    progress: ProgressSink = NO_PROGRESS,
+) -> PgRestoreResult:
+    """Restore a base backup and stage its WAL; with `start`, run recovery and the checks."""
+    target = Path(str(request.target)).absolute()
+    request = validate_targets(request)
     started_at = time.monotonic()
     names = repo.list_ref_names(namespace(asset.name))
     tree = build_tree(repo, namespace(asset.name), names)
     bases = [s for s in repo.snapshots(asset.name) if "start_lsn" in s.labels]
-    choice = choose_timeline(tree, options, bases)
-    base = choose_base_backup(repo, asset.name, options, bases_on_path(tree, choice.timeline, bases))
+    choice = choose_timeline(tree, request, bases)
+    base = choose_base_backup(repo, asset.name, request, bases_on_path(tree, choice.timeline, bases))
     base_start = segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
     wanted = tree.wants(choice.timeline, base_start)
-    refuse_beyond_archive(repo, asset.name, options, names, wanted)
+    refuse_beyond_archive(repo, asset.name, request, names, wanted)
     # Everything that can refuse runs before --force removes the old data directory: a
     # refused restore must leave the target as it was.
-    port = options.get("port")
-    if options.get("start"):
+    port = request.postgres.port
+    if request.postgres.start:
         port = port or free_port()
         if port_in_use(port):
             raise RestoreError(f"port {port} is already in use", hint="pass another --port")
     spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
-    settings, target_desc = recovery_settings(options, spool, str(choice.timeline))
-    replaced = _tree_size(target) if options.get("force") else 0  # freed by the replacement
-    if spool.exists():  # a stopped earlier attempt's: its space counts as free
-        shutil.rmtree(spool)
+    settings, target_desc = recovery_settings(request, spool, str(choice.timeline))
+    replaced = _tree_size(target) if request.force else 0  # freed by the replacement
+    remove_stale(spool)  # a stopped earlier attempt's: its space counts as free
+    plan = plan_wal(repo, asset.name, base, wanted, names)
     _check_disk(target, spool, max(0, base.stats.bytes - replaced), _staged_wal_bytes(names, base, wanted))
-    _prepare_target(target, bool(options.get("force")), asset.pgdata)
+    _prepare_target(target, bool(request.force), asset.pgdata)
     result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
     result.timeline = choice.to_dict()
+    staged = sorted(n for n in plan.sources if Segment.parse(n[:24]) is not None)
+    result.wal_first, result.wal_last = (staged[0][:24], staged[-1][:24]) if staged else (None, None)
     written = _Written(target, spool)
+    stager = WalStager(repo, spool, plan.sources, run_as_user())
+    finished = False
+    try:
+        _restore_with_stager(
+            repo, asset, request, base, plan, stager, written, settings, port, result, progress
+        )
+        finished = True
+    finally:  # however the restore ends: no stager thread outlives it, no stale spool
+        stager.close(keep_spool=finished and (not result.started or result.standby))
+        result.steps["fetch_wal"] = stager.elapsed()
+    result.steps["total"] = round(time.monotonic() - started_at, 3)
+    result.summary = _summary(result)
+    return result
+
+
+def _restore_with_stager(
+    repo: Repository,
+    asset: PostgresAsset,
+    request: RestoreRequest,
+    base: SnapshotInfo,
+    plan: WalPlan,
+    stager: WalStager,
+    written: _Written,
+    settings: list[str],
+    port: int | None,
+    result: PgRestoreResult,
+    progress: ProgressSink,
+) -> None:
+    target, spool, target_desc = written.target, written.spool, result.recovery_target
 
     def fetch_wal() -> tuple[int, list[str], list[str]]:
-        t0 = time.monotonic()
-        try:
-            return stage_wal(repo, asset.name, base, spool, wanted, names)
-        finally:
-            result.steps["fetch_wal"] = round(time.monotonic() - t0, 3)
+        stager.start()  # returns at once: the workers stage while the base backup is written
+        return plan.segments, plan.missing, plan.streamed
 
     try:
         inline_tablespaces, missing = _write_base_and_wal(repo, base, target, fetch_wal, result, progress)
+        if not request.postgres.start:  # today's contract: the spool is complete on return
+            stager.wait()  # here, not in fetch_wal: a Ctrl-C stops it instead of waiting for it
     except BaseException as exc:
+        stager.close(keep_spool=False)  # its workers stop writing before the spool is taken back
         written.take_back()  # whatever stopped it, a retry must not find our half in its way
         if not _disk_full(exc):
             raise
@@ -554,10 +621,10 @@ def restore_postgres(
             hint="restore to an earlier --at/--lsn, or find the segment; 'lifeboat wal verify' lists gaps",
         )
 
-    archive = bool(options.get("archive"))
+    archive = bool(request.postgres.archive)
     result.archiving = "on (--archive: inherited archive settings kept)" if archive else "off"
     result.archive_settings_disabled = [] if archive else disable_archiving(target)
-    socket_dir = Path(f"{target.parent}/.{target.name}.sock")
+    socket_dir = socket_dir_of(target)
     with open(target / "postgresql.auto.conf", "a") as fh:
         fh.write("\n# written by lifeboat restore\n" + "\n".join(settings) + "\n")
         if port:
@@ -569,24 +636,31 @@ def restore_postgres(
         # A list setting: the double quotes keep a comma in the path from splitting it.
         socket_list = '"' + str(socket_dir).replace('"', '""') + '"'
         fh.write(f"unix_socket_directories = {pg_string(socket_list)}\n")
-        if options.get("standby"):
+        if request.postgres.standby:
             fh.write(STANDBY_PLACEHOLDER)
-    result.standby = bool(options.get("standby"))
+    result.standby = bool(request.postgres.standby)
     (target / ("standby.signal" if result.standby else "recovery.signal")).touch()
     socket_dir.mkdir(exist_ok=True)
     cluster = PgCluster(target, port or 5432, socket_dir, find_pg_bin(asset.pg_bin))
-    chown_tree(socket_dir, cluster.user)
-    chown_tree(spool, cluster.user)
+    chown_tree(socket_dir, cluster.user)  # the spool's files are the stager's to chown
     if cluster.user and os.stat(target).st_uid == 0:
         chown_tree(target, cluster.user)
 
-    if options.get("start"):
-        _start_and_check(cluster, asset, result, missing)
-        if not result.standby:  # a standby goes on reading the spool after it accepts queries
-            shutil.rmtree(spool, ignore_errors=True)
-    result.steps["total"] = round(time.monotonic() - started_at, 3)
-    result.summary = _summary(result)
-    return result.to_dict()
+    if request.postgres.start:
+        try:
+            if stager.failure is not None:  # failed while the base backup was written: no start
+                raise stager.failure
+            _start_and_check(cluster, asset, result, missing)
+            if result.standby:  # a standby goes on reading the spool after it accepts queries
+                stager.wait()
+        except BaseException:
+            failure = stager.failure
+            if failure is None:
+                raise
+            cluster.stop("immediate")  # already stopped by the fatal restore_command, as a rule
+            if isinstance(failure, LifeboatError):
+                raise failure from None
+            raise RestoreError(f"staging the WAL failed: {failure}") from None
 
 
 def _write_base_and_wal(
@@ -631,7 +705,9 @@ STANDBY_PLACEHOLDER = """\
 """
 
 
-def _start_and_check(cluster: PgCluster, asset: Any, result: PgRestoreResult, missing: list[str]) -> None:
+def _start_and_check(
+    cluster: PgCluster, asset: PostgresAsset, result: PgRestoreResult, missing: list[str]
+) -> None:
     """Start the restored cluster, wait until it is promoted (a standby: until it accepts
     read-only queries), then run pg_amcheck and the policy's SQL checks."""
     t0 = time.monotonic()

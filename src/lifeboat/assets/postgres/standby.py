@@ -27,13 +27,16 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from lifeboat.assets.postgres.walnames import SEGMENT_SIZE, format_lsn, parse_lsn
 from lifeboat.errors import LifeboatError
+
+if TYPE_CHECKING:
+    from lifeboat.assets.postgres.model import PostgresAsset
 
 REPLAY_TIMEOUT = 600.0
 
@@ -66,16 +69,20 @@ class Source:
     host: str
 
     @classmethod
-    def of(cls, asset: Any) -> Source:
+    def of(cls, asset: PostgresAsset) -> Source:
+        """Where the asset's base backups read from."""
         if asset.backup_from == "standby":
-            return cls("standby", asset.standby_dsn, asset.dsn, dsn_host(asset.standby_dsn))
+            # the policy refuses backup_from = "standby" without standby_dsn
+            return cls("standby", asset.standby_dsn or "", asset.dsn, dsn_host(asset.standby_dsn))
         return cls("primary", asset.dsn, asset.dsn, dsn_host(asset.dsn))
 
     @property
     def standby(self) -> bool:
+        """Whether base backups read a standby."""
         return self.backup_from == "standby"
 
     def labels(self) -> dict[str, str]:
+        """Snapshot labels recording where the backup was read."""
         return {"backup_from": self.backup_from, "backup_host": self.host}
 
 
@@ -91,7 +98,7 @@ def _query(conn: psycopg.Connection[Any], sql: str, what: str) -> tuple[Any, ...
 
 def primary_position(primary_dsn: str, standby: psycopg.Connection[Any]) -> int:
     """The primary's current LSN, after checking that the standby replicates it."""
-    from lifeboat.assets.postgres.backup import connect
+    from lifeboat.assets.postgres.connection import connect
 
     with connect(primary_dsn) as conn:
         in_recovery, sysid, lsn = _query(
@@ -146,7 +153,7 @@ def wait_replayed(conn: psycopg.Connection[Any], lsn: int, timeout: float = REPL
 def close_stop_segment(primary_dsn: str, stop_lsn: int) -> None:
     """Switch the primary to a new WAL segment while the backup's last one is still open,
     so it is archived now instead of whenever the primary fills it."""
-    from lifeboat.assets.postgres.backup import connect
+    from lifeboat.assets.postgres.connection import connect
 
     last_needed = (stop_lsn - 1) // SEGMENT_SIZE
     with connect(primary_dsn) as conn:

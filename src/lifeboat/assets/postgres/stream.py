@@ -35,14 +35,17 @@ Log = Callable[[str], None]
 
 
 def stream_namespace(asset: str) -> str:
+    """The ref namespace of an asset's streamed (not yet archived) WAL."""
     return f"wal-stream/{asset}"
 
 
 def slot_name(asset: str) -> str:
+    """The replication slot lifeboat streams through for an asset."""
     return "lifeboat_" + "".join(c if c.isalnum() else "_" for c in asset.lower())
 
 
 def partial_version_name(segment: str, when_ms: int) -> str:
+    """The ref name of one version of a partial WAL segment."""
     return f"{segment}{PARTIAL}.{when_ms:013d}"
 
 
@@ -71,6 +74,8 @@ def newest_stream_time(names: list[str]) -> float | None:
 
 @dataclass
 class StreamStats:
+    """Counters of one streaming session."""
+
     segments: int = 0
     partial_versions: int = 0
     restarts: int = 0
@@ -129,6 +134,7 @@ class WalStreamer:
         return env
 
     def ensure_slot(self) -> None:
+        """Create the replication slot if it is missing."""
         proc = subprocess.run(
             self._receivewal("--create-slot", "--if-not-exists"),
             capture_output=True,
@@ -143,6 +149,7 @@ class WalStreamer:
             )
 
     def start_receiver(self) -> subprocess.Popen[bytes]:
+        """Start pg_receivewal into the spool directory."""
         private_dir(self.directory)
         return subprocess.Popen(
             self._receivewal("-D", str(self.directory), "--no-loop", "--status-interval", "1"),

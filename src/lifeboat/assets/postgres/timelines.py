@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.postgres.walnames import (
     HISTORY_RE,
@@ -25,9 +25,14 @@ from lifeboat.assets.postgres.walnames import (
 from lifeboat.errors import ConfigError, LifeboatError
 from lifeboat.repo import Repository, SnapshotInfo
 
+if TYPE_CHECKING:
+    from lifeboat.assets.kind import RestoreRequest
+
 
 @dataclass
 class Timeline:
+    """One timeline of the archive: its parent, fork point and newest WAL."""
+
     tli: int
     parent: int | None = None
     fork_lsn: int | None = None  # where it left its parent (from the history file)
@@ -41,6 +46,8 @@ class Timeline:
 
 @dataclass
 class Divergence:
+    """A timeline whose parent kept archiving after it forked."""
+
     timeline: int
     parent: int
     fork_lsn: str | None
@@ -54,12 +61,15 @@ class Divergence:
 
 @dataclass
 class Choice:
+    """The timeline a restore follows, and why."""
+
     timeline: int
     reason: str
     path: list[int] = field(default_factory=list)
     divergent: list[Divergence] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The choice as JSON."""
         return {
             "followed": self.timeline,
             "reason": self.reason,
@@ -70,9 +80,12 @@ class Choice:
 
 @dataclass
 class TimelineTree:
+    """The archive's timelines and how they branch."""
+
     timelines: dict[int, Timeline] = field(default_factory=dict)
 
     def children(self, tli: int) -> list[Timeline]:
+        """The timelines forked from one."""
         return [t for t in self.timelines.values() if t.parent == tli]
 
     def path(self, tli: int) -> list[int]:
@@ -85,9 +98,11 @@ class TimelineTree:
         return chain[::-1]
 
     def root_of(self, tli: int) -> int:
+        """The first timeline of the tree."""
         return self.path(tli)[0] if tli in self.timelines else tli
 
     def divergences(self) -> list[Divergence]:
+        """Branches whose parent kept archiving after the fork."""
         found = []
         for t in sorted(self.timelines.values(), key=lambda t: t.tli):
             if not t.divergent or t.parent is None:
@@ -221,7 +236,7 @@ def _mark_divergent(tree: TimelineTree, t: Timeline) -> None:
     t.divergent = parent.last.number >= fork and parent.newest_time > t.created
 
 
-def choose_timeline(tree: TimelineTree, options: dict[str, Any], bases: list[SnapshotInfo]) -> Choice:
+def choose_timeline(tree: TimelineTree, request: RestoreRequest, bases: list[SnapshotInfo]) -> Choice:
     """The timeline a restore follows: --timeline; for --latest the branch with the newest
     archived WAL; for a target the main line (failovers, never divergent branches) as it
     stood at that point."""
@@ -230,21 +245,23 @@ def choose_timeline(tree: TimelineTree, options: dict[str, Any], bases: list[Sna
         tree.timelines[base_tli] = Timeline(base_tli)
     root = tree.root_of(base_tli)
     divergent = tree.divergences()
-    forced = options.get("timeline")
+    forced = request.postgres.timeline
     if forced is not None:
         if int(forced) not in tree.timelines:
             known = ", ".join(str(t) for t in sorted(tree.timelines))
             raise ConfigError(f"timeline {forced} is not in the archive", hint=f"timelines: {known}")
         tli, reason = int(forced), "--timeline given"
-    elif options.get("at") is not None:
-        at: datetime = options["at"]
+    elif request.at is not None:
+        at: datetime = request.at
         tli = tree.main_line(root, lambda c: c.created is not None and c.created <= at)
         reason = f"timeline current at {at.isoformat(timespec='seconds')} (failovers followed, not branches)"
-    elif options.get("lsn"):
-        lsn = parse_lsn(str(options["lsn"]))
+    elif request.postgres.lsn:
+        lsn = parse_lsn(str(request.postgres.lsn))
         tli = tree.main_line(root, lambda c: c.fork_lsn is not None and c.fork_lsn <= lsn)
-        reason = f"timeline holding LSN {options['lsn']} on the main line (failovers followed, not branches)"
-    elif options.get("xid") or options.get("name"):
+        reason = (
+            f"timeline holding LSN {request.postgres.lsn} on the main line (failovers followed, not branches)"
+        )
+    elif request.postgres.xid or request.postgres.name:
         tli = tree.main_line(root, lambda c: True)
         reason = "end of the main line (failovers followed, not divergent branches)"
     else:

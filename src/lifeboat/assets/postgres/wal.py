@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lifeboat.assets.kind import Expiry as WalExpiry
 from lifeboat.assets.postgres.walnames import (
     Segment,
     format_lsn,
@@ -24,6 +25,7 @@ PREFETCH = 8
 
 
 def namespace(asset: str) -> str:
+    """The ref namespace of an asset's archived WAL."""
     return f"wal/{asset}"
 
 
@@ -150,6 +152,8 @@ def prefetch(repo: Repository, asset: str, name: str, spool: Path) -> None:
 
 @dataclass
 class Gap:
+    """WAL segments missing between two archived ones."""
+
     timeline: int
     missing: str
     after: str
@@ -158,6 +162,8 @@ class Gap:
 
 @dataclass
 class WalReport:
+    """The archive's continuity: gaps, missing start, divergent branches."""
+
     asset: str
     segments: int = 0
     timelines: list[int] = field(default_factory=list)
@@ -170,6 +176,7 @@ class WalReport:
 
     @property
     def ok(self) -> bool:
+        """No gap and nothing missing."""
         return not self.gaps and self.missing_start is None
 
 
@@ -227,6 +234,7 @@ def verify_archive(repo: Repository, asset: str) -> WalReport:
 
 
 def divergence_line(d: dict[str, Any]) -> str:
+    """A one-line description of a divergent branch."""
     return (
         f"timeline {d['timeline']} is a divergent branch: it forked from timeline {d['parent']} at "
         f"{d['fork_lsn'] or '?'} ({d['fork_segment'] or '?'}) and timeline {d['parent']} kept archiving "
@@ -279,14 +287,6 @@ def drain_spool(repo: Repository, asset: str, spool: Path, workers: int = 4) -> 
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(push, names))
             pushed += len(names)
-
-
-@dataclass
-class WalExpiry:
-    asset: str
-    before: str | None = None  # segments numbered below this one's are no longer needed
-    removed: list[str] = field(default_factory=list)
-    locked: list[str] = field(default_factory=list)
 
 
 def expire_wal(repo: Repository, asset: str, *, dry_run: bool = False) -> WalExpiry:

@@ -13,11 +13,14 @@ HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
 
 @dataclass(frozen=True, order=True)
 class Segment:
+    """A WAL segment: timeline, log and segment numbers."""
+
     timeline: int
     number: int  # absolute segment number: log * SEGMENTS_PER_XLOGID + seg
 
     @classmethod
     def parse(cls, name: str) -> Segment | None:
+        """A segment from its file name."""
         match = SEGMENT_RE.match(name)
         if not match:
             return None
@@ -26,14 +29,17 @@ class Segment:
 
     @property
     def name(self) -> str:
+        """The segment's file name."""
         log, seg = divmod(self.number, SEGMENTS_PER_XLOGID)
         return f"{self.timeline:08X}{log:08X}{seg:08X}"
 
     def next(self) -> Segment:
+        """The following segment on the same timeline."""
         return Segment(self.timeline, self.number + 1)
 
 
 def parse_lsn(text: str) -> int:
+    """An LSN's 64-bit position from its text form."""
     try:
         hi, lo = text.strip().split("/")
         return (int(hi, 16) << 32) | int(lo, 16)
@@ -42,14 +48,17 @@ def parse_lsn(text: str) -> int:
 
 
 def format_lsn(value: int) -> str:
+    """The text form of an LSN."""
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
 def segment_of(lsn: int, timeline: int) -> Segment:
+    """The segment holding an LSN on a timeline."""
     return Segment(timeline, lsn // SEGMENT_SIZE)
 
 
 def is_history(name: str) -> bool:
+    """Whether a WAL file name is a timeline history file."""
     return HISTORY_RE.match(name) is not None
 
 

@@ -21,6 +21,25 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 
+def relay(
+    handler: BaseHTTPRequestHandler, upstream: tuple[str, int], body: bytes, headers: dict[str, str]
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """Send the handler's request upstream and the answer's status and headers back; the
+    caller writes the body (whole, or cut short)."""
+    conn = http.client.HTTPConnection(*upstream, timeout=30)
+    conn.request(handler.command, handler.path, body, headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    handler.send_response(resp.status)
+    for k, v in resp.getheaders():
+        if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+            handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    return resp, data
+
+
 class BlackHole:
     def __init__(self) -> None:
         self._sock = socket.create_server(("127.0.0.1", 0), backlog=128)
@@ -68,18 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
         if proxy.delay_from is not None and proxy.delay_from in request:
             proxy.release.wait(proxy.delay)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.drop_headers}
-        conn.request(self.command, self.path, body, headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
+        _, data = relay(self, proxy.upstream, body, headers)
         cut = proxy.freeze_body_after
         if cut is not None and self._is_object_get() and len(data) > cut:
             with proxy.lock:

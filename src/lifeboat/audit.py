@@ -120,6 +120,28 @@ class AuditLog:
                 result.mirrored = False
         return result
 
+    def recorded_by(self, pid: int, operation: str, asset: str | None = None) -> bool:
+        """Whether process ``pid`` (of this host) logged ``operation`` on ``asset``: a child
+        stopped before it got that far leaves it to its parent."""
+        try:
+            lines = self.path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return False
+        host = socket.gethostname()
+        for line in reversed(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if (entry.get("pid"), entry.get("host"), entry.get("operation"), entry.get("asset")) == (
+                pid,
+                host,
+                operation,
+                asset,
+            ):
+                return True
+        return False
+
 
 def _last_line(data: bytes) -> bytes:
     lines = data.rstrip(b"\n").rsplit(b"\n", 1)

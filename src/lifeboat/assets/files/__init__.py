@@ -1,0 +1,268 @@
+"""The `files` asset: directories and files with modes, times, owners and symlinks."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from lifeboat.errors import ConfigError
+from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.repo import Entry, Repository, SnapshotInfo
+from lifeboat.repo.parents import walk_key
+
+if TYPE_CHECKING:
+    from lifeboat.repo.backup import BackupSession
+    from lifeboat.repo.reader import RestoreStats  # the restore machinery loads when restoring
+
+READ_WORKERS = 4
+BATCH_FILES = 64
+BATCH_BYTES = 1 << 20
+READ_AHEAD = READ_WORKERS * 4  # batches read ahead of the walk's place in the tree
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One filesystem object to capture, with its path inside the snapshot."""
+
+    path: Path
+    name: str
+    st: os.stat_result
+
+
+def snapshot_name_for(root: Path, path: Path, base: str | None = None) -> str:
+    """Paths inside a snapshot: the root's name (see root_names), then the relative path."""
+    rel = path.relative_to(root)
+    return "/".join((base or root.name or "root", *rel.parts))
+
+
+def root_names(roots: Sequence[Path]) -> list[str]:
+    """Each root is stored under its basename, unless another root shares that basename:
+    then every root sharing it is stored under its absolute path without the leading "/"
+    (/x/p1/data and /x/p2/data become x/p1/data and x/p2/data), so both restore. Roots
+    with a unique basename keep the name older snapshots used."""
+    bases = [root.name or "root" for root in roots]
+    shared = {b for b in bases if bases.count(b) > 1}
+    return [
+        (str(root).lstrip("/") or "root") if base in shared else base
+        for root, base in zip(roots, bases, strict=True)
+    ]
+
+
+def walk(roots: Sequence[Path], exclude: Sequence[str] = ()) -> Iterator[SourceItem]:
+    """Every filesystem object under the roots (excluded names left out), with its snapshot name."""
+    absolute = []
+    for root in roots:
+        root = root.resolve() if not root.is_symlink() else root.absolute()
+        if not os.path.lexists(root):
+            raise ConfigError(f"path {root} does not exist")
+        if root not in absolute:  # the same path listed twice is captured once
+            absolute.append(root)
+    # roots in name order, so the whole walk is in walk order (names sorted at every level):
+    # the streamed tree and the parent's files are read in that order (repo/parents.py)
+    named = sorted(zip(absolute, root_names(absolute), strict=True), key=lambda rb: walk_key(rb[1]))
+    for root, base in named:
+        yield from _walk_root(root, snapshot_name_for(root, root, base), exclude)
+
+
+def _walk_root(root: Path, root_name: str, exclude: Sequence[str]) -> Iterator[SourceItem]:
+    """Depth first, names in order. Snapshot names are built by joining strings, not with
+    Path.relative_to per file (a tenth of a many-small-files backup)."""
+    stack: list[tuple[str, str]] = [(str(root), root_name)]
+    while stack:
+        path, name = stack.pop()
+        st = os.lstat(path)
+        yield SourceItem(root if name == root_name else Path(path), name, st)
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(path) as it:
+                children = sorted(e.name for e in it)
+            stack.extend(
+                (os.path.join(path, child), f"{name}/{child}")
+                for child in reversed(children)
+                if not any(fnmatch.fnmatch(child, pat) for pat in exclude)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A regular file found by the walk, waiting for a reader: its path as a string, the
+    stat fields the entry needs and the parent's entry when the file is unchanged."""
+
+    path: str
+    name: str
+    size: int
+    mode: int
+    mtime_ns: int
+    uid: int
+    gid: int
+    identity: str
+    parent: Entry | None
+
+    @classmethod
+    def of(cls, item: SourceItem, session: BackupSession) -> _Pending:
+        st = item.st
+        identity = identity_of(item)
+        return cls(
+            str(item.path),
+            item.name,
+            st.st_size,
+            st.st_mode & 0o7777,
+            st.st_mtime_ns,
+            st.st_uid,
+            st.st_gid,
+            identity,
+            session.parent_entry(item.name, identity),
+        )
+
+
+def identity_of(item: SourceItem) -> str:
+    """What changes whenever a file's content would: path, size, mtime and inode."""
+    st = item.st
+    return f"{item.name}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
+
+
+def backup_paths(
+    repo: Repository,
+    asset: str,
+    roots: Sequence[Path],
+    *,
+    kind: str = "files",
+    exclude: Sequence[str] = (),
+    labels: dict[str, str] | None = None,
+    progress: ProgressSink = NO_PROGRESS,
+    entry_meta: dict[str, dict[str, str]] | None = None,
+) -> SnapshotInfo:
+    """Capture files and directories into one committed snapshot (unchanged files reused).
+
+    The walk, the reads and the tree go together: files are read a few batches ahead of
+    the walk, and each entry reaches the session's streamed tree in walk order, so what is
+    held is the window of batches and the directories open on the walk's path, never a
+    list of every file (memory does not grow with the number of files)."""
+    with repo.backup(asset, kind, labels=labels, progress=progress) as session:
+        session.stream_tree()
+        progress.start(None)  # the total is known only once the walk is over
+        _Feeder(session, entry_meta or {}).run(walk(roots, exclude))
+        return session.commit()
+
+
+_Slot = Entry | Future[list[tuple[Entry, str]]]
+
+
+class _Feeder:
+    """Hands the walk's regular files to READ_WORKERS readers in batches and gives the
+    session every entry, read or not, in walk order."""
+
+    def __init__(self, session: BackupSession, entry_meta: dict[str, dict[str, str]]) -> None:
+        self.session = session
+        self.entry_meta = entry_meta
+        self.slots: deque[_Slot] = deque()  # in walk order: entries ready, batches being read
+        self.reading = 0
+        self.batch: list[_Pending] = []
+        self.batch_bytes = 0
+
+    def run(self, items: Iterable[SourceItem]) -> None:
+        with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="read") as pool:
+            try:
+                for item in items:
+                    self._add(pool, item)
+                self._submit(pool)
+                self._drain(0)
+            except BaseException:
+                for slot in self.slots:  # stopped (deadline, SIGTERM, a failure): read no more files
+                    if isinstance(slot, Future):
+                        slot.cancel()
+                raise
+
+    def _add(self, pool: ThreadPoolExecutor, item: SourceItem) -> None:
+        mode = item.st.st_mode
+        if stat.S_ISREG(mode):
+            pending = _Pending.of(item, self.session)
+            self.batch.append(pending)
+            self.batch_bytes += pending.size
+            # Small files go in groups, one pool task each: a task (a Future, its lock and a
+            # queue hand-off) per 2 KB file cost more than reading it. Large files stay alone.
+            if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
+                self._submit(pool)
+            return
+        if stat.S_ISDIR(mode):
+            entry = _entry(item, "dir")
+        elif stat.S_ISLNK(mode):
+            entry = _entry(item, "symlink", target=os.readlink(item.path))
+        else:
+            return  # sockets, devices, fifos: not captured
+        self._submit(pool)  # the files before this entry keep their place
+        self.slots.append(entry)
+        self._drain(READ_AHEAD)
+
+    def _submit(self, pool: ThreadPoolExecutor) -> None:
+        if self.batch:
+            self.slots.append(pool.submit(self._read, self.batch))
+            self.reading += 1
+            self.batch, self.batch_bytes = [], 0
+        self._drain(READ_AHEAD)
+
+    def _read(self, batch: list[_Pending]) -> list[tuple[Entry, str]]:
+        return [
+            (
+                self.session.read_file(
+                    item.name,
+                    Path(item.path),
+                    mode=item.mode,
+                    mtime_ns=item.mtime_ns,
+                    uid=item.uid,
+                    gid=item.gid,
+                    meta=self.entry_meta.get(item.name),
+                    parent=item.parent,
+                ),
+                item.identity,
+            )
+            for item in batch
+        ]
+
+    def _drain(self, reading: int) -> None:
+        """Gives the session what is done at the front; waits while more than ``reading``
+        batches are being read."""
+        while self.slots:
+            slot = self.slots[0]
+            if isinstance(slot, Future):
+                if self.reading <= reading and not slot.done():
+                    return
+                results = slot.result()
+                self.slots.popleft()
+                self.reading -= 1
+                for entry, identity in results:
+                    self.session.put(entry, identity)
+            else:
+                self.slots.popleft()
+                self.session.put(slot)
+
+
+def _entry(item: SourceItem, kind: Literal["dir", "symlink"], target: str = "") -> Entry:
+    st = item.st
+    return Entry(
+        path=item.name,
+        type=kind,
+        mode=st.st_mode & 0o7777,
+        mtime_ns=st.st_mtime_ns,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        target=target,
+    )
+
+
+def restore_snapshot(
+    repo: Repository,
+    info: SnapshotInfo,
+    target: Path,
+    *,
+    force: bool = False,
+    progress: ProgressSink = NO_PROGRESS,
+) -> RestoreStats:
+    """Restore a files snapshot's tree into `target`, every file verified."""
+    return repo.reader(info).restore_tree(target, force=force, progress=progress)

@@ -1,0 +1,195 @@
+"""The `lifeboat` executable: `wal push`, `wal fetch`, `status` and `snapshots` without
+typer, everything else through `cli/app.py`.
+
+PostgreSQL runs `wal push` once per WAL segment (archive_command) and `wal fetch` once per
+segment it replays (restore_command), so their start-up bounds archiving and recovery
+speed; monitoring polls `status` and scripts list `snapshots`. typer, rich's help and every
+verb module cost more than these commands do. Only the plain forms take the fast path: any
+other option (`--help`, `--debug`, a global `--repository`, a typo) goes to typer, which
+owns the help, the usage errors and the tracebacks. Each fast command's body lives in a
+module both paths call (`wal_run`, `status_run`, `snapshots_run`): one behaviour, one output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from lifeboat import memory
+from lifeboat.errors import LifeboatError
+from lifeboat.redact import redact
+
+# per command: its options that take a value, its flags, and how many arguments it takes
+_COMMANDS: dict[str, tuple[frozenset[str], frozenset[str], int]] = {
+    "wal push": (frozenset({"--asset"}), frozenset({"--async"}), 1),
+    "wal fetch": (frozenset({"--asset", "--spool", "--recovery-key"}), frozenset(), 2),
+    "status": (frozenset(), frozenset({"--json"}), 0),
+    "snapshots": (frozenset({"--asset", "--repository"}), frozenset({"--json"}), 0),
+}
+_CONFIG = frozenset({"--config", "-c"})
+
+
+@dataclass
+class HotCall:
+    """A fast command's line, parsed as typer would parse it."""
+
+    command: str  # a key of _COMMANDS
+    config: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+    args: list[str] = field(default_factory=list)
+
+
+def _take_option(args: list[str], i: int, names: frozenset[str]) -> tuple[str, str, int] | None:
+    """``--name value`` or ``--name=value`` at ``args[i]``: (name, value, next index)."""
+    name, eq, value = args[i].partition("=")
+    if name not in names or (eq and not name.startswith("--")):  # click reads `-c=x` as "=x"
+        return None
+    if eq:
+        return name, value, i + 1
+    if i + 1 >= len(args):
+        return None
+    return name, args[i + 1], i + 2
+
+
+def _command_at(args: list[str], i: int) -> str | None:
+    """The fast command whose words start at ``args[i]`` (a verb, or a verb and a subverb)."""
+    for name in _COMMANDS:
+        words = name.split()
+        if args[i : i + len(words)] == words:
+            return name
+    return None
+
+
+def parse_hot(args: list[str]) -> HotCall | None:
+    """The call when ``args`` is a plain fast command, else None (typer handles it)."""
+    i, config = 0, None
+    while i < len(args) and args[i].startswith("-"):
+        taken = _take_option(args, i, _CONFIG)
+        if taken is None:
+            return None
+        _, config, i = taken
+    command = _command_at(args, i)
+    if command is None:
+        return None
+    call = HotCall(command=command, config=config)
+    valued, flags, nargs = _COMMANDS[command]
+    i += len(command.split())
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg == "-":
+            call.args.append(arg)
+            i += 1
+        elif arg in flags:
+            call.flags.add(arg)
+            i += 1
+        elif (taken := _take_option(args, i, valued)) is not None:
+            call.options[taken[0]] = taken[1]
+            i = taken[2]
+        else:
+            return None
+    # an empty value means something else to typer (`--spool ""` is Path(".")): its call
+    if len(call.args) != nargs or config == "" or "" in call.args or "" in call.options.values():
+        return None
+    return call
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def run_hot(call: HotCall) -> int:
+    """Run the parsed call; its exit code (fetch: 1 when the archive lacks the segment,
+    status: 1 on a breach, snapshots: 1 when one is damaged)."""
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.policy import Policy
+
+    config = Path(call.config or os.environ.get("LIFEBOAT_CONFIG", "lifeboat.toml"))
+
+    def policy() -> Policy:
+        return load_policy(config)
+
+    asset = call.options.get("--asset")
+    json_out = "--json" in call.flags
+    if call.command == "status":
+        from lifeboat.cli.status_run import status
+
+        return status(policy(), json_out)
+    if call.command == "snapshots":
+        from lifeboat.cli.snapshots_run import snapshots
+
+        return snapshots(policy().reading_from(call.options.get("--repository")), asset, json_out)
+    from lifeboat.cli import wal_run
+
+    if call.command == "wal push":
+        wal_run.push(policy(), Path(call.args[0]), asset, "--async" in call.flags)
+        return 0
+    key = call.options.get("--recovery-key") or os.environ.get("LIFEBOAT_RECOVERY_KEY")
+    spool = _optional_path(call.options.get("--spool"))
+    return wal_run.fetch(policy, call.args[0], Path(call.args[1]), asset, spool, _optional_path(key))
+
+
+def _error(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: locks released, nothing half-committed
+
+
+def _no_pydantic_plugins() -> None:
+    """pydantic's plug-in loader imports importlib.metadata (email, zipfile, csv: ~25 ms of
+    CPU, a sixth of a WAL push) before it reads PYDANTIC_DISABLE_PLUGINS. lifeboat uses no
+    plug-in, so a fast command gets a loader that finds none. Its one caller in the pinned
+    pydantic is `plugin/_schema_validator.py` (`from ._loader import get_plugins`); a
+    pydantic that needs more of it fails `tests/cli/test_startup.py`, not silently."""
+    if "pydantic.plugin._loader" not in sys.modules:
+        import types
+
+        loader = types.ModuleType("pydantic.plugin._loader")
+        loader.get_plugins = tuple  # type: ignore[attr-defined]  # no plug-ins: ()
+        sys.modules["pydantic.plugin._loader"] = loader
+
+
+def _run_hot_or_exit(call: HotCall) -> NoReturn:
+    """As `cli/app.py` maps outcomes: one error line (+ hint), the error's exit code."""
+    memory.limit_arenas()
+    _no_pydantic_plugins()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        code = run_hot(call)
+    except LifeboatError as exc:
+        _error(f"lifeboat: error: {redact(exc.message)}")
+        if exc.hint:
+            _error(f"hint: {redact(exc.hint)}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _error("lifeboat: interrupted")
+        sys.exit(130)
+    except Exception as exc:  # genuine bugs
+        from lifeboat.internal_error import record_internal_error
+
+        record_internal_error(exc)
+        _error(
+            f"lifeboat: internal error: {type(exc).__name__}: {redact(str(exc))} "
+            "(run with --debug for details)"
+        )
+        sys.exit(70)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # pydantic looks for plug-ins in every installed distribution's entry points the first
+    # time it builds a model (importlib.metadata, ~20 ms); lifeboat uses none
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    call = parse_hot(sys.argv[1:] if argv is None else argv)
+    if call is not None:
+        _run_hot_or_exit(call)
+    from lifeboat.cli.app import main as typer_main
+
+    typer_main(argv)

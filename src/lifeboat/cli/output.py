@@ -1,0 +1,71 @@
+"""Where command output goes, without typer: the consoles and the JSON writer. The fast
+paths of `cli/entry.py` print through here, so a command prints the same bytes whichever
+way it started; rich loads only when a console is first asked for (`--json` needs none)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Lines as long as any value when the output is a pipe or a file: human output is read
+# with `less -S`, grep or an editor, where a path broken over two lines or a table cell cut
+# to `importa…` is useless (`--json` is the machine format). rich honours NO_COLOR itself.
+PIPE_WIDTH = 100_000
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that fits the terminal when there is one, and never re-wraps otherwise. A
+    COLUMNS inherited from a terminal does not count for a pipe (readline exports it into
+    the environment of every child of an interactive Python or shell)."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not _isatty(stream)
+    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH if piped else None)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+@cache
+def console() -> Console:
+    """The one console of standard output (typer's verbs and the fast paths share it)."""
+    return make_console()
+
+
+@cache
+def err_console() -> Console:
+    return make_console(stderr=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=_json_default, indent=2, sort_keys=False) + "\n")

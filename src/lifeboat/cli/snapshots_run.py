@@ -1,0 +1,80 @@
+"""What `snapshots` does, without typer: `cli/entry.py` runs it directly and
+`cli/repo_cmds.py` wraps it as a command, so both print the same bytes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lifeboat.cli.output import console, print_json
+
+if TYPE_CHECKING:
+    from lifeboat.policy import Policy
+
+
+def snapshots(policy: Policy, asset: str | None, json_out: bool) -> int:
+    """List the snapshots (of one asset); the exit code (1 when some are damaged)."""
+    from lifeboat import runtime
+
+    repo = runtime.open_for_write(policy)
+    try:
+        listing = repo.snapshot_listing()
+    finally:
+        repo.close()
+    snaps = [s for s in listing.accepted if asset is None or s.asset == asset]
+    damaged = listing.damaged
+    refused = [r for r in listing.refused if asset is None or r.asset == asset]
+    if asset is not None:  # the check needs the retention service: only for --asset
+        from lifeboat.services.retention import require_known_asset
+
+        require_known_asset(policy, asset, snaps)
+    if json_out:
+        print_json(
+            [
+                {
+                    "id": s.id,
+                    "asset": s.asset,
+                    "kind": s.kind,
+                    "time": s.time,
+                    "host": s.host,
+                    "labels": s.labels,
+                    "stats": s.stats,
+                    "parent": s.parent,
+                }
+                for s in snaps
+            ]
+            + [_damaged_json(name, problem) for name, problem in sorted(damaged.items())]
+        )
+        return 1 if damaged else 0
+    from rich.table import Table
+
+    from lifeboat.units import format_bytes
+
+    table = Table("id", "time (UTC)", "asset", "kind", "host", "files", "size", "added")
+    for s in snaps:
+        table.add_row(
+            s.short_id,
+            s.time.strftime("%Y-%m-%d %H:%M:%S"),
+            s.asset,
+            s.kind,
+            s.host,
+            str(s.stats.files),
+            format_bytes(s.stats.bytes),
+            format_bytes(s.stats.stored_bytes),
+        )
+    for name, _ in sorted(damaged.items()):
+        table.add_row(name.rsplit("/", 1)[-1][:8], "[red]damaged[/red]", "?", "?", "?", "", "", "")
+    out = console()
+    out.print(table)
+    out.print(f"{len(snaps)} snapshot(s)")
+    for r in refused:  # listed by no reader; `check` and `status` fail on them
+        out.print(f"[yellow]refused[/yellow] {r.describe()}", soft_wrap=True)
+    if damaged:
+        for name, problem in sorted(damaged.items()):
+            out.print(f"[red]damaged[/red] {name}: {problem}", soft_wrap=True)
+        out.print(f"{len(damaged)} damaged snapshot(s): run 'lifeboat check' for details")
+    return 1 if damaged else 0
+
+
+def _damaged_json(name: str, problem: str) -> dict[str, object]:
+    snapshot_id = name.rsplit("/", 1)[-1]
+    return {"id": snapshot_id, "asset": None, "kind": None, "time": None, "damaged": True, "problem": problem}

@@ -1,0 +1,103 @@
+"""What `status` does, without typer: `cli/entry.py` runs it directly (monitoring polls it)
+and `cli/daemon_cmd.py` wraps it as a command, so both print the same bytes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from lifeboat.cli.output import console, print_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from lifeboat.ops.status import AssetStatus
+    from lifeboat.policy import Policy
+
+
+def status(policy: Policy, json_out: bool) -> int:
+    """Print the status of every asset; the exit code (1 on any breach)."""
+    from lifeboat import runtime
+    from lifeboat.ops.replication import copy_states
+    from lifeboat.ops.status import asset_status, fleet_groups, key_warnings
+    from lifeboat.repo.immutability import tampering_problems
+
+    repo = runtime.open_for_write(policy)
+    groups = fleet_groups(asset_status(policy, repo))
+    statuses = [s for _, group in groups for s in group]
+    warnings = key_warnings(policy, repo)
+    tampered = [p.message for p in tampering_problems(repo)]
+    copies = copy_states(policy, repo.snapshots()) if policy.copies else []
+    breached = any(s.breaches for s in statuses) or bool(tampered) or any(c.breach for c in copies)
+    if json_out:
+        hosts = [{"host": host, "assets": [s.asset for s in group]} for host, group in groups]
+        assets = [asdict(s) for s in statuses]
+        print_json(
+            {
+                "ok": not breached,
+                "assets": assets,
+                "hosts": hosts,
+                "warnings": warnings,
+                "tampered": tampered,
+                "copies": [asdict(c) | {"breach": c.breach} for c in copies],
+            }
+        )
+        return 1 if breached else 0
+    out = console()
+    for host, group in groups:
+        breaching = sum(1 for s in group if s.breaches)
+        out.print(f"host {host}: {len(group)} asset(s), {breaching} breaching", markup=False, soft_wrap=True)
+        out.print(status_table(group))
+    for s in statuses:
+        out.print(
+            f"{s.asset}: last drill {drill_cell(s)}; corrective actions {actions_cell(s)}",
+            markup=False,
+            soft_wrap=True,
+        )
+    for c in copies:
+        out.print(c.describe(), markup=False, soft_wrap=True)
+    for warning in warnings:
+        out.print(f"[yellow]warning[/yellow]: {warning}")
+    for message in tampered:
+        out.print(f"tampered: {message}", soft_wrap=True, markup=False)
+    return 1 if breached else 0
+
+
+def status_table(statuses: list[AssetStatus]) -> Table:
+    """One host's assets, riskiest first (exposure / RPO)."""
+    from rich.table import Table
+
+    table = Table(
+        "asset", "class", "last backup", "exposure / RPO", "last drill RTO / RTO", "30d success", "status"
+    )
+    for s in statuses:
+        exposure = f"{s.exposure_s:.0f}s" if s.exposure_s is not None else "-"
+        drill = f"{s.last_drill_rto_s:.1f}s" if s.last_drill_rto_s is not None else "-"
+        rate = f"{s.success_rate_30d:.0%}" if s.success_rate_30d is not None else "-"
+        state = "; ".join(s.breaches) if s.breaches else "ok"
+        table.add_row(
+            s.asset,
+            s.data_class,
+            s.last_backup or "never",
+            f"{exposure} / {s.rpo_s:.0f}s",
+            f"{drill} / {s.rto_s:.0f}s",
+            rate,
+            f"[{'red' if s.breaches else 'green'}]{state}[/]",
+        )
+    return table
+
+
+def drill_cell(s: AssetStatus) -> str:
+    if s.last_drill is None:
+        return "never"
+    verdict = "passed" if s.last_drill_verdict == "pass" else "FAILED"
+    return f"{s.last_drill_name} {verdict} {s.last_drill[:19]} ({s.last_drill_bundle})"
+
+
+def actions_cell(s: AssetStatus) -> str:
+    if not s.open_actions:
+        return "none open"
+    overdue = (
+        f", {len(s.overdue_actions)} overdue ({'; '.join(s.overdue_actions)})" if s.overdue_actions else ""
+    )
+    return f"{len(s.open_actions)} open ({', '.join(s.open_actions)}){overdue}"

@@ -1,0 +1,164 @@
+"""What the daemon publishes between jobs: each asset's exposure, targets and success
+rate as metrics, and the alerts that follow from them (RPO breach, bad pages, a failing
+archiver, a divergent WAL branch, an old key), plus the dashboard page."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lifeboat import runtime
+from lifeboat.assets.registry import kind_of
+from lifeboat.errors import LifeboatError
+from lifeboat.ops.alerts import Alerter
+from lifeboat.ops.metrics import Metrics
+from lifeboat.ops.runs import RunHistory
+from lifeboat.policy import Policy
+from lifeboat.repo import Repository
+
+if TYPE_CHECKING:
+    from lifeboat.ops.status import AssetStatus
+
+
+class StatusMonitor:
+    """Recomputes the status of every asset for the metrics and raises or clears alerts."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        metrics: Metrics,
+        alerts: Alerter,
+        history: RunHistory,
+        log: Callable[[str], None],
+        dashboard_path: Path,
+    ) -> None:
+        self.policy = policy
+        self.metrics = metrics
+        self.alerts = alerts
+        self.history = history
+        self.log = log
+        self.dashboard_path = dashboard_path
+        self._dashboard_built = -1e9
+
+    def refresh(self) -> None:
+        """Recompute each asset's exposure and status for the metrics and alerts."""
+        from lifeboat.ops.status import asset_status
+
+        repo: Repository | None = None
+        try:
+            repo = runtime.open_for_write(self.policy)
+            for st in asset_status(self.policy, repo):
+                self.metrics.rpo.labels(st.asset).set(st.rpo_s)
+                self.metrics.rto.labels(st.asset).set(st.rto_s)
+                if st.exposure_s is not None:
+                    self.metrics.exposure.labels(st.asset).set(st.exposure_s)
+                    if st.last_backup:
+                        self.metrics.last_success.labels(st.asset).set(
+                            datetime.fromisoformat(st.last_backup).timestamp()
+                        )
+                if st.last_drill_rto_s is not None:
+                    self.metrics.drill_rto.labels(st.asset).set(st.last_drill_rto_s)
+                rate = self.history.success_rate(f"backup:{st.asset}", st.asset, datetime.now(UTC))
+                if rate is not None:
+                    self.metrics.success_ratio.labels(st.asset).set(rate)
+                    target = self.policy.data_class(st.asset).success_target
+                    if rate < target:
+                        self.alerts.fire(
+                            f"success:{st.asset}",
+                            f"{st.asset}: backup success rate {rate:.0%} is below the target {target:.0%}",
+                        )
+                    else:
+                        self.alerts.resolve(f"success:{st.asset}")
+                self.metrics.record_targets(self.policy, st)
+                self.refresh_divergence(st)
+                breach = st.exposure_s is not None and st.exposure_s > st.rpo_s
+                if breach:
+                    self.alerts.fire(
+                        f"rpo:{st.asset}",
+                        f"{st.asset}: exposure {st.exposure_s:.0f}s exceeds RPO {st.rpo_s:.0f}s",
+                    )
+                else:
+                    self.alerts.resolve(f"rpo:{st.asset}")
+                self.report_bad_pages(st)
+                self.report_archive_failure(st)
+            self.refresh_key_age(repo)
+            self.refresh_wal_lag()
+            self.metrics.repo_size.set(sum(s.stats.stored_bytes for s in repo.snapshots()))
+            last = {
+                r.asset: r for r in self.history.all() if r.job.startswith("backup:") and r.outcome == "ok"
+            }
+            for asset, run in last.items():
+                self.metrics.bytes_added.labels(asset or "").set(run.bytes)
+            from lifeboat.drills.service import ledger_for
+
+            self.metrics.actions.set(len([a for a in ledger_for(self.policy).load() if a.status == "open"]))
+            if time.monotonic() - self._dashboard_built > 30:
+                from lifeboat.ops.dashboard import build_dashboard
+
+                build_dashboard(self.policy, self.dashboard_path.parent)
+                self._dashboard_built = time.monotonic()
+        except LifeboatError as exc:
+            self.log(f"status refresh failed: {exc.message}")
+        finally:
+            if repo is not None:  # every tick opens one: close it, or sockets pile up
+                repo.close()
+
+    def refresh_divergence(self, st: AssetStatus) -> None:
+        """A second cluster archiving into a postgres asset (a restored copy, split brain)."""
+        key = f"wal-divergence:{st.asset}"
+        if st.divergent:
+            d = st.divergent[0]
+            self.alerts.fire(
+                key,
+                f"{st.asset}: WAL archive has a divergent branch: timeline {d['timeline']} forked from "
+                f"{d['parent']} at {d['fork_lsn'] or '?'} and both kept archiving "
+                f"(newest WAL on timeline {d['newest_wal_on']}); run 'lifeboat wal verify'",
+            )
+        else:
+            self.alerts.resolve(key)
+
+    def report_bad_pages(self, st: AssetStatus) -> None:
+        """Alert while the asset's latest snapshot holds pages that failed their checksum."""
+        key = f"bad-pages:{st.asset}"
+        if st.bad_pages:
+            detail = next((b for b in st.breaches if b.startswith("degraded:")), "degraded")
+            self.alerts.fire(key, f"{st.asset}: {detail}")
+        else:
+            self.alerts.resolve(key)
+
+    def report_archive_failure(self, st: AssetStatus) -> None:
+        """Alert while the server's archive_command has failed since its last success."""
+        key = f"archiving:{st.asset}"
+        if st.archive_failure:
+            self.alerts.fire(key, f"{st.asset}: {st.archive_failure}")
+        else:
+            self.alerts.resolve(key)
+
+    def refresh_key_age(self, repo: Repository) -> None:
+        """Alert on a backup key older than its data class allows."""
+        from lifeboat.ops.status import key_warnings
+
+        warnings = key_warnings(self.policy, repo)
+        self.metrics.record_key_age(self.policy, repo, datetime.now(UTC))
+        if warnings:
+            self.alerts.fire("key-age", warnings[0])
+        else:
+            self.alerts.resolve("key-age")
+
+    def refresh_wal_lag(self) -> None:
+        """Publish how far each WAL archiver is behind (ready segments and the spool)."""
+        from lifeboat.ops.status import wal_archive_backlog
+
+        for name, asset in self.policy.assets.items():
+            kind = kind_of(asset)
+            if not kind.archives_wal:
+                continue
+            backlog = wal_archive_backlog(
+                kind.archive_backlog_dir(asset), Path(self.policy.state_dir) / "wal-spool" / name
+            )
+            self.metrics.wal_lag.labels(name).set(backlog.lag_s)
+            self.metrics.wal_pending.labels(name).set(backlog.segments)

@@ -1,0 +1,197 @@
+"""Index consolidation after a backup: many small index files merged into one.
+
+Every backup writes its own index files (one per 16 packs, at least two per snapshot), so
+hourly backups leave thousands of them and every later backup, check and restore lists and
+loads them all. Past a threshold, a backup that has committed merges the small ones into
+one index file and deletes those it supersedes (docs/design/repository-format.md,
+"Index consolidation").
+
+Crash safety: the consolidated index is written (put-if-absent, named by its content's
+hash) before any file it supersedes is deleted, and a file is deleted only by a process
+that has just written a superset of it, so a kill at any point leaves every index entry
+listed somewhere (duplicates are harmless). It runs under the backup's shared lock: prune,
+the only deleter of packs, holds the exclusive one, so every pack a merged file lists
+still exists. Concurrent backups may write or merge index files meanwhile; readers that
+find a listed index file gone list again (index.load_index).
+
+Under Object Lock an index file is merged only once its retention has passed (it could not
+be deleted otherwise, and merging it would only add a file).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lifeboat.errors import AlreadyExistsError, IntegrityError, LifeboatError, LockedError, NotFoundError
+from lifeboat.repo.immutability import RetentionCache, lockable
+from lifeboat.repo.index import IndexCache, PackEntry, decode_index, encode_index
+from lifeboat.storage.base import Storage, VersionedStorage
+
+if TYPE_CHECKING:
+    from lifeboat.repo.handle import RepoHandle
+
+# More index files than this and a backup consolidates them; LIFEBOAT_INDEX_FILES_MAX
+# overrides it (0 turns consolidation off).
+INDEX_FILES_MAX = 32
+ENV_INDEX_FILES_MAX = "LIFEBOAT_INDEX_FILES_MAX"
+# An index file listing this many blobs is full (restic's figure): it is left as it is, so
+# each consolidation rewrites only what is small, not the whole history again.
+FULL_INDEX_BLOBS = 50_000
+
+
+@dataclass
+class ConsolidateReport:
+    """What one consolidation merged, wrote and left under retention."""
+
+    merged: list[str] = field(default_factory=list)  # index files superseded and deleted
+    written: str | None = None  # the consolidated index file
+    kept_locked: list[str] = field(default_factory=list)  # under retention: left as they are
+
+
+def index_files_max() -> int:
+    """How many index files a backup leaves before merging them (LIFEBOAT_INDEX_FILES_MAX)."""
+    raw = os.environ.get(ENV_INDEX_FILES_MAX, "")
+    try:
+        return max(0, int(raw)) if raw.strip() else INDEX_FILES_MAX
+    except ValueError:
+        return INDEX_FILES_MAX
+
+
+def retained_until(storage: Storage, name: str) -> float | None:
+    """When the object's retention ends (epoch seconds), or None when it has none."""
+    if isinstance(storage, VersionedStorage):
+        return storage.retention(name) if storage.lock_days else None
+    if getattr(storage, "lock_days", None):
+        return storage.stat(name).locked_until
+    return None
+
+
+def deletable_now(storage: Storage, name: str, now: float | None = None) -> bool:
+    """True when no retention keeps ``name`` from being deleted (it may be gone already)."""
+    try:
+        until = retained_until(storage, name)
+    except NotFoundError:
+        return True
+    return until is None or until <= (now if now is not None else time.time())
+
+
+def free_of_retention(repo: RepoHandle, names: Iterable[str]) -> dict[str, bool]:
+    """``deletable_now`` for each name, asking the storage only about names whose retention
+    is not already known to last past now (the local retention cache: retention only grows,
+    so a known retain-until in the future is a sure "no", and costs no HEAD)."""
+    now = time.time()
+    cache = RetentionCache(repo)
+    answers = {n: False for n in names if cache.known.get(n, 0.0) > now}
+    todo = [n for n in names if n not in answers]
+
+    def ask(name: str) -> tuple[str, float | None]:
+        try:
+            return name, retained_until(repo.storage, name)
+        except NotFoundError:
+            return name, None
+
+    if todo and lockable(repo.storage) is None and not getattr(repo.storage, "lock_days", None):
+        answers.update(dict.fromkeys(todo, True))  # no retention anywhere: nothing to ask
+        return answers
+    with ThreadPoolExecutor(max_workers=repo.workers) as pool:
+        for name, until in pool.map(ask, todo):
+            answers[name] = until is None or until <= now
+            if until is not None:
+                cache.known[name] = max(until, cache.known.get(name, 0.0))
+    cache.save()
+    return answers
+
+
+def read_index_files(
+    repo: RepoHandle, names: Iterable[str], workers: int = 8
+) -> tuple[dict[str, list[PackEntry]], list[str]]:
+    """The pack entries of each index file (through the local cache), and the names that
+    are gone or damaged (never merged, never deleted here)."""
+    cache = IndexCache(repo.cache_dir / "index" if repo.cache_dir else None)
+
+    def load(name: str) -> tuple[str, list[PackEntry] | None]:
+        cached = cache.get(name)
+        if cached is not None:
+            return name, cached
+        try:
+            packs = decode_index(repo.storage.get(name), repo.keyring, name)
+        except (IntegrityError, NotFoundError):
+            return name, None
+        cache.put(name, packs)
+        return name, packs
+
+    loaded: dict[str, list[PackEntry]] = {}
+    missing: list[str] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for name, packs in pool.map(load, list(names)):
+            if packs is None:
+                missing.append(name)
+            else:
+                loaded[name] = packs
+    return loaded, missing
+
+
+def merge_entries(files: Iterable[list[PackEntry]]) -> list[PackEntry]:
+    """One entry per pack, every blob listed for it once, in a stable order (so the same
+    inputs always give the same bytes, hence the same name)."""
+    packs: dict[str, dict[str, list[object]]] = {}
+    for entries in files:
+        for pack in entries:
+            blobs = packs.setdefault(pack["id"], {})
+            for blob in pack["blobs"]:
+                blobs.setdefault(blob[0], list(blob))
+    return [{"id": p, "blobs": [blobs[b] for b in sorted(blobs)]} for p, blobs in sorted(packs.items())]
+
+
+def blob_count(entries: list[PackEntry]) -> int:
+    """The number of blobs the index entries list."""
+    return sum(len(p["blobs"]) for p in entries)
+
+
+def consolidate_indexes(repo: RepoHandle, *, limit: int | None = None) -> ConsolidateReport | None:
+    """Merge the small index files into one when there are more than ``limit`` of them.
+    Call with a repository lock held (a backup's shared lock). None when under the limit."""
+    limit = index_files_max() if limit is None else limit
+    names = [obj.name for obj in repo.storage.list("index/")]
+    if limit <= 0 or len(names) <= limit:
+        return None
+    loaded, _ = read_index_files(repo, names, workers=repo.workers)
+    small = sorted(n for n, entries in loaded.items() if blob_count(entries) < FULL_INDEX_BLOBS)
+    report = ConsolidateReport()
+    free = free_of_retention(repo, small)
+    candidates = [n for n in small if free[n]]
+    report.kept_locked = [n for n in small if not free[n]]
+    if len(candidates) < 2:
+        return report
+    merged = merge_entries(loaded[n] for n in candidates)
+    index_id, data = encode_index(merged, repo.keyring)
+    written = f"index/{index_id}"
+    if written not in loaded:
+        try:
+            repo.storage.put(written, data)
+        except AlreadyExistsError:
+            pass  # the same bytes (the name is their hash), from a run killed before its deletes
+        IndexCache(repo.cache_dir / "index" if repo.cache_dir else None).put(written, merged)
+    report.written = written
+    for name in candidates:
+        if name == written:
+            continue  # the same bytes were already there: they are the consolidated index
+        try:
+            repo.storage.delete(name)
+            report.merged.append(name)
+        except LockedError:
+            report.kept_locked.append(name)
+    return report
+
+
+def consolidate_quietly(repo: RepoHandle) -> ConsolidateReport | None:
+    """After a committed backup: an optimisation that must never fail the backup."""
+    try:
+        return consolidate_indexes(repo)
+    except (LifeboatError, OSError):
+        return None

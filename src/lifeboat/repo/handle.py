@@ -1,0 +1,71 @@
+"""What the repository's inner modules need from an open repository, as a protocol.
+
+``backup``, ``check``, ``prune``, ``reader``, ``references``, ``retention``, ``shards`` and
+``immutability`` take a ``RepoHandle`` rather than ``Repository``: the façade in
+``repository.py`` implements it and imports those modules, never the other way round, so the
+package has no import cycle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from lifeboat.repo.index import Index
+from lifeboat.repo.keyring import Keyring
+from lifeboat.repo.model import SnapshotInfo
+from lifeboat.repo.trust import Trust
+from lifeboat.storage.base import Storage
+
+
+class RepoHandle(Protocol):
+    """An open repository: its storage, keys, index and settings (``Repository`` is one)."""
+
+    storage: Storage
+    config: dict[str, Any]
+    keyring: Keyring
+    key_id: str
+    chunk_size: int
+    pack_size: int
+    workers: int
+    cache_dir: Path | None
+
+    def index(self, refresh: bool = False) -> Index:
+        """The loaded index of packs and blobs (``refresh`` reloads it)."""
+        ...
+
+    def load_index_for_writing(self) -> Index:
+        """The index as a writer must see it (vanished packs dropped, orphans adopted)."""
+        ...
+
+    def read_blob(self, blob_id: str) -> bytes:
+        """A blob's verified plaintext (needs the recovery key)."""
+        ...
+
+    def require_reader(self, what: str) -> None:
+        """Raises the one-line "needs the recovery key" error for a write-only handle."""
+        ...
+
+    def ensure_writable(self) -> None:
+        """Raises when this handle's backup key was retired."""
+        ...
+
+    def snapshots(self, asset: str | None = None) -> list[SnapshotInfo]:
+        """The readable snapshots (of ``asset``, or all), oldest first."""
+        ...
+
+    def trust(self, refresh: bool = False) -> Trust | None:
+        """The verified writer registry (None: an unsigned legacy repository)."""
+        ...
+
+    def sign_snapshot(self, snapshot_id: str, asset: str, body: bytes) -> bytes:
+        """The writer's signature trailer for a snapshot header (empty: legacy repository)."""
+        ...
+
+    def latest_snapshot_id(self, asset: str) -> str | None:
+        """The asset's newest snapshot id, if any."""
+        ...
+
+    def parent_cache_path(self, asset: str) -> Path | None:
+        """Where the asset's parent-snapshot cache lives (None without a cache dir)."""
+        ...

@@ -1,0 +1,308 @@
+"""Reading many blobs in few requests: a restore's blobs planned as coalesced pack ranges.
+
+``Repository.read_blob`` makes one ranged GET per blob (plus one per pack for its header):
+fine for a tree or a WAL segment, ruinous for a restore from S3, where every request costs
+the server more than the bytes do. ``PackRanges`` is given every blob a restore will ask
+for, in the order it will ask, and plans one ranged GET per run of neighbouring blobs in a
+pack (gaps below ``GAP`` are read through; a run starts at the pack's first byte when its
+first blob is near it, so the header comes in the same request). Spans are fetched ahead
+in the order they are first needed, by a few threads, and at most ``resident`` of them are
+held at once: a span is dropped when its last planned use is served, or evicted (the one
+the plan needs again last, judged by its earliest read not yet served) when another must
+come in; an evicted span's blobs are fetched again on demand. Every blob is authenticated
+and checked exactly as ``read_blob`` does, with the same errors naming the chunk and its
+pack.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lifeboat.crypto.envelope import WRAPPED_KEY_LEN
+from lifeboat.errors import IntegrityError
+from lifeboat.repo.chunking import decode_payload
+from lifeboat.repo.format import BLOB_TREE, BlobLocation, check_blob_entry, pack_name, parse_pack_header
+from lifeboat.repo.keyring import ESCROW_PACK_TAG, Keyring
+
+if TYPE_CHECKING:
+    from lifeboat.repo.handle import RepoHandle
+
+PACK_HEADER_LEN = 7 + len(ESCROW_PACK_TAG) + WRAPPED_KEY_LEN  # an escrowed pack's header is the longest
+GAP = 1 << 20  # unneeded bytes read through rather than split into another request
+MAX_SPAN = 16 << 20  # one request's bytes at most (packs are 8 MiB by default)
+# On a local disk a request costs a pread, not a round trip: short spans keep the memory
+# held (and the bytes read through gaps) small, as the per-blob reads they replace did.
+LOCAL_GAP = 64 << 10
+LOCAL_MAX_SPAN = 2 << 20
+RESIDENT = 8  # spans held at once (fetched, in flight or being served)
+FETCHERS = 4
+
+
+def open_blob(
+    keyring: Keyring,
+    blob_id: str,
+    loc: BlobLocation,
+    header: Callable[[], bytes],
+    envelope: Callable[[], bytes],
+) -> bytes:
+    """A blob's plaintext from its pack header and envelope, authenticated, bounded and
+    checked against its id; every failure names the chunk and its pack."""
+    where = f"chunk {blob_id[:16]} in {pack_name(loc.pack)}"
+    wrapped = b""
+    try:
+        check_blob_entry((blob_id, loc.type, loc.offset, loc.length, loc.raw_length))
+        wrapped = header()
+        cipher = keyring.pack_cipher(wrapped)
+        sealed = envelope()
+        if len(sealed) != loc.length:
+            raise IntegrityError("the pack is shorter than the index says")
+        try:
+            payload = cipher.open(sealed, bytes.fromhex(blob_id))
+        except IntegrityError:
+            raise IntegrityError("failed authentication") from None
+        data = decode_payload(payload, loc.raw_length)
+    except IntegrityError as exc:
+        message = str(exc)
+        raise IntegrityError(message if message.startswith(where) else f"{where}: {message}") from None
+    if keyring.blob_id_in(wrapped, data) != blob_id:
+        raise IntegrityError(f"{where} does not match its id")
+    return data
+
+
+@dataclass
+class Span:
+    """One ranged GET: ``[start, end)`` of a pack and the blobs it serves."""
+
+    pack: str
+    start: int
+    end: int
+    uses: int = 0  # planned reads of its blobs not yet served
+    blobs: list[str] = field(default_factory=list)
+    needed_at: list[int] = field(default_factory=list)  # positions in the plan, ascending
+
+    def next_need(self) -> float:
+        """The plan position of the span's earliest read not yet served (infinite when none
+        is left). Readers lag behind one another, so a global "position reached" would call
+        a lagging span done and evict it under its readers; its own unserved reads do not."""
+        if self.uses <= 0:
+            return math.inf
+        return self.needed_at[max(0, len(self.needed_at) - self.uses)]
+
+
+def plan_spans(
+    locations: dict[str, BlobLocation], order: Iterable[str], gap: int = GAP, max_span: int = MAX_SPAN
+) -> tuple[list[Span], dict[str, int]]:
+    """The spans covering ``locations`` (in the order ``order`` first needs them) and each
+    blob's span number. A blob needed twice is read once when its span is still held."""
+    uses: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for position, blob_id in enumerate(order):
+        if blob_id in locations:
+            uses[blob_id] = uses.get(blob_id, 0) + 1
+            first.setdefault(blob_id, position)
+    by_pack: dict[str, list[str]] = {}
+    for blob_id in uses:
+        by_pack.setdefault(locations[blob_id].pack, []).append(blob_id)
+    spans: list[tuple[int, Span]] = []
+    for pack, blobs in by_pack.items():
+        blobs.sort(key=lambda b: locations[b].offset)
+        current: Span | None = None
+        for blob_id in blobs:
+            loc = locations[blob_id]
+            end = loc.offset + loc.length
+            if current is None:
+                start = 0 if loc.offset - PACK_HEADER_LEN <= gap else loc.offset
+                current = Span(pack, start, end)
+            elif loc.offset - current.end > gap or end - current.start > max_span:
+                spans.append((min(first[b] for b in current.blobs), current))
+                current = Span(pack, loc.offset, end)
+            current.end = max(current.end, end)
+            current.blobs.append(blob_id)
+            current.uses += uses[blob_id]
+        if current is not None:
+            spans.append((min(first[b] for b in current.blobs), current))
+    spans.sort(key=lambda item: item[0])
+    ordered = [span for _, span in spans]
+    span_of = {blob_id: n for n, span in enumerate(ordered) for blob_id in span.blobs}
+    for position, blob_id in enumerate(order):
+        if blob_id in span_of:
+            ordered[span_of[blob_id]].needed_at.append(position)
+    return ordered, span_of
+
+
+def span_limits(repo: RepoHandle) -> tuple[int, int]:
+    """(gap read through, most bytes per request) for the repository's storage."""
+    local = repo.storage.url.startswith("file://")
+    return (LOCAL_GAP, LOCAL_MAX_SPAN) if local else (GAP, MAX_SPAN)
+
+
+def span_numbers(repo: RepoHandle, order: list[str]) -> dict[str, int]:
+    """Each known blob's span number, spans in the order ``order`` first needs them."""
+    index = repo.index()
+    locations = {b: loc for b in order if (loc := index.get(b)) is not None}
+    return plan_spans(locations, order, *span_limits(repo))[1]
+
+
+class PackRanges:
+    """Serves a planned set of blobs from coalesced pack ranges (thread-safe ``get``)."""
+
+    def __init__(
+        self,
+        repo: RepoHandle,
+        order: list[str],
+        *,
+        gap: int | None = None,
+        max_span: int | None = None,
+        resident: int = RESIDENT,
+        fetchers: int = FETCHERS,
+    ) -> None:
+        self.repo = repo
+        index = repo.index()
+        locations = {b: loc for b in order if (loc := index.get(b)) is not None}
+        self.locations = locations
+        default_gap, default_span = span_limits(repo)
+        self.spans, self.span_of = plan_spans(
+            locations,
+            order,
+            default_gap if gap is None else gap,
+            default_span if max_span is None else max_span,
+        )
+        self.resident = max(2, resident)
+        self._held: dict[int, Future[bytes]] = {}
+        self._next = 0  # the next span to fetch ahead
+        self._headers: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, fetchers), thread_name_prefix="pack-get")
+        with self._lock:
+            self._fill()
+
+    def get(self, blob_id: str) -> bytes:
+        """The blob's verified plaintext (unplanned blobs are read one by one)."""
+        n = self.span_of.get(blob_id)
+        if n is None:
+            return self.repo.read_blob(blob_id)
+        span = self.spans[n]
+        with self._lock:
+            future = self._held.get(n)
+            if future is None:
+                future = self._fetch(n)
+        loc = self.locations[blob_id]
+
+        def envelope() -> bytes:
+            data = future.result()
+            return data[loc.offset - span.start : loc.offset - span.start + loc.length]
+
+        try:
+            return open_blob(self.repo.keyring, blob_id, loc, lambda: self._header(span, future), envelope)
+        finally:
+            with self._lock:
+                span.uses -= 1
+                failed = future.done() and not future.cancelled() and future.exception() is not None
+                if failed and self._held.get(n) is future:
+                    del self._held[n]  # a retry reads the range again rather than the error
+                if span.uses <= 0 and self._held.pop(n, None) is not None:
+                    self._fill()
+
+    def close(self) -> None:
+        """Stops fetching ahead and drops what is held."""
+        with self._lock:
+            self._next = len(self.spans)
+            for future in self._held.values():
+                future.cancel()
+            self._held.clear()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> PackRanges:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _header(self, span: Span, future: Future[bytes]) -> bytes:
+        header = self._headers.get(span.pack)
+        if header is None:
+            raw = future.result()[:PACK_HEADER_LEN] if span.start == 0 else self._get_header(span.pack)
+            header, _ = parse_pack_header(raw)
+            self._headers[span.pack] = header
+        return header
+
+    def _get_header(self, pack: str) -> bytes:
+        return self.repo.storage.get(pack_name(pack), 0, PACK_HEADER_LEN)
+
+    def _fetch(self, n: int) -> Future[bytes]:
+        """Starts the span's GET (lock held); when full, the held span needed again last
+        (Belady's choice: the plan says when each span is needed) makes room."""
+        while len(self._held) >= self.resident:
+            victim = max(self._held, key=lambda h: self.spans[h].next_need())
+            del self._held[victim]
+        span = self.spans[n]
+        name, length = pack_name(span.pack), span.end - span.start
+        future = self._pool.submit(self.repo.storage.get, name, span.start, length)
+        self._held[n] = future
+        return future
+
+    def _fill(self) -> None:
+        """Fetches ahead, in the order spans are first needed, while there is room (lock held)."""
+        while self._next < len(self.spans) and len(self._held) < self.resident - 1:
+            n = self._next
+            self._next += 1
+            if n not in self._held and self.spans[n].uses > 0:
+                self._fetch(n)
+
+
+class TreePacks:
+    """A snapshot's tree blobs, each pack's tree part read in one GET (header included) and
+    the last ``held`` packs kept: a per-directory tree costs a request per tree pack, not
+    one per directory (trees have packs of their own, repo/backup.py), and a second pass
+    over a small tree reads nothing again. Single-threaded."""
+
+    def __init__(self, repo: RepoHandle, held: int = 2) -> None:
+        self.repo = repo
+        self.held = held
+        self._packs: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, blob_id: str) -> bytes:
+        """The tree blob's verified plaintext."""
+        index = self.repo.index()
+        loc = index.get(blob_id)
+        if loc is None or loc.type != BLOB_TREE:
+            return self.repo.read_blob(blob_id)  # refreshes the index; names what is missing
+        data = self._packs.get(loc.pack)
+        if data is None:
+            data = self._fetch(loc)
+            if data is None:
+                return self.repo.read_blob(blob_id)
+        self._packs.move_to_end(loc.pack)
+        if loc.offset + loc.length > len(data):
+            return self.repo.read_blob(blob_id)
+
+        def header() -> bytes:
+            return parse_pack_header(data[:PACK_HEADER_LEN])[0]
+
+        return open_blob(
+            self.repo.keyring, blob_id, loc, header, lambda: data[loc.offset : loc.offset + loc.length]
+        )
+
+    def _fetch(self, loc: BlobLocation) -> bytes | None:
+        """The pack's bytes from its start to its last tree blob's end (None when that is
+        more than one request should read, 2 MiB on a local disk: then blobs are read one
+        by one)."""
+        index = self.repo.index()
+        end = loc.offset + loc.length
+        for blob_id in index.packs().get(loc.pack, ()):
+            other = index.get(blob_id)
+            if other is not None and other.pack == loc.pack and other.type == BLOB_TREE:
+                end = max(end, other.offset + other.length)
+        if end > span_limits(self.repo)[1]:  # on a local disk a blob's own read is a pread
+            return None
+        data = self.repo.storage.get(pack_name(loc.pack), 0, end)
+        self._packs[loc.pack] = data
+        while len(self._packs) > self.held:
+            self._packs.popitem(last=False)
+        return data

@@ -1,0 +1,101 @@
+"""A local cache of snapshot headers: listing a long history reads one file, not thousands.
+
+Hourly backups for a year are 8,760 snapshot headers; every backup (to find its parent),
+`snapshots`, `check` and restore read them all. Headers are immutable and named by the
+SHA-256 of their bytes, so what was once read and verified (hash, MAC, fields) never goes
+stale: the cache keeps each verified header's fields by id, with the size and time the
+listing gave for it, in one file under the repository's cache directory. The storage listing
+stays the truth: a forgotten snapshot's cached fields are never returned (and are dropped at
+the next save), and a header listed with another size or time (replaced or damaged in
+place on a local repository) is read and verified again. `check` never uses the cache. Like the index
+cache (repo/index.py), it is private to this host and only an optimisation: unreadable, it
+is ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lifeboat.errors import ConfigError
+from lifeboat.private import private_dir, write_private
+
+CACHE_NAME = "snapshots.json"
+# id -> [size, mtime, time, asset, signature check]: all that choosing a snapshot needs
+# (the writer verdict is judged afresh from the cached check), a quarter of the size
+SUMMARY_NAME = "snapshots-summary.json"
+SUMMARY_FIELDS = 5  # rows of an older layout (4 fields, no signature check) are read again
+
+
+class SnapshotCache:
+    """Verified snapshot headers kept locally, and a summary to choose a snapshot from."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.path = directory / CACHE_NAME if directory is not None else None
+        self.summary_path = directory / SUMMARY_NAME if directory is not None else None
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """The cached headers by object name ({} when there is no usable cache)."""
+        if self.path is None:
+            return {}
+        try:
+            data = orjson.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, dict)}
+
+    def save(self, payloads: dict[str, dict[str, Any]]) -> None:
+        """The headers, and their summary."""
+        summary = {}
+        for snapshot_id, entry in payloads.items():
+            try:
+                summary[snapshot_id] = [
+                    *entry["stat"],
+                    entry["header"]["time"],
+                    entry["header"]["asset"],
+                    entry["signature"],
+                ]
+            except (KeyError, TypeError):
+                continue
+        self._write(self.path, orjson.dumps(payloads))
+        self.save_summary(summary)
+
+    def has_summary(self) -> bool:
+        """Whether a summary was saved (one this user may not read is none: `wal push` runs
+        as PostgreSQL's OS user beside a root-owned cache)."""
+        if self.summary_path is None:
+            return False
+        try:
+            return self.summary_path.is_file()
+        except OSError:
+            return False
+
+    def load_summary(self) -> dict[str, list[Any]]:
+        """The saved summary ({} when there is none or it is unreadable)."""
+        if self.summary_path is None:
+            return {}
+        try:
+            data = orjson.loads(self.summary_path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, list) and len(v) == SUMMARY_FIELDS}
+
+    def save_summary(self, summary: dict[str, list[Any]]) -> None:
+        """Replace the summary (a failure only costs reading the headers again)."""
+        self._write(self.summary_path, orjson.dumps(summary))
+
+    @staticmethod
+    def _write(path: Path | None, data: bytes) -> None:
+        if path is None:
+            return
+        try:
+            private_dir(path.parent)
+            write_private(path, data)
+        except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
+            pass  # the storage is the truth; without the cache, headers are read again

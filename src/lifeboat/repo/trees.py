@@ -1,0 +1,122 @@
+"""Snapshot trees in two formats, read and written one directory at a time where they can be.
+
+Format 1 (``tree_format`` absent from the header): the header's ``tree`` ids are the pieces
+of one document ``{"entries": [...]}`` holding every entry of the snapshot, sorted by path.
+Reading it means holding all of it.
+
+Format 2: one document per directory, ``{"entries": [...]}`` with the directory's direct
+children only; a directory's entry names its own document's blob ids in ``subtree``, and the
+header's ``tree`` ids are the top-level document (the roots). Entries keep their full path,
+so a document is the same wherever it is read from. A backup writes a directory's document
+as soon as the walk leaves it, and a reader holds one document per level of the path it is
+in: memory follows the depth and the widest directory, not the number of files. Unchanged
+directories give byte-identical documents, stored once across snapshots.
+(docs/design/repository-format.md, "Trees")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import orjson
+
+from lifeboat.errors import IntegrityError
+from lifeboat.repo.format import is_object_id
+from lifeboat.repo.model import Entry
+
+TREE_FORMAT_SINGLE = 1
+TREE_FORMAT_PER_DIRECTORY = 2
+TREE_FORMATS = (TREE_FORMAT_SINGLE, TREE_FORMAT_PER_DIRECTORY)
+MAX_DEPTH = 4096  # deeper than any filesystem allows: a tree deeper than this is damaged
+
+
+class TreeStream:
+    """Takes a snapshot's entries in walk order (each directory before what it holds, its
+    whole content before its next sibling) and stores each directory's document when the
+    walk leaves it. ``store`` stores one tree blob and returns its id."""
+
+    def __init__(self, store: Callable[[bytes], str], chunk_size: int) -> None:
+        self._store = store
+        self._chunk_size = chunk_size
+        self._root: list[bytes] = []
+        self._open: list[tuple[str, Entry, list[bytes]]] = []  # (path + "/", entry, children)
+        self.blobs: list[str] = []  # every tree blob written (one or a few per directory)
+
+    def add(self, entry: Entry) -> bytes:
+        """Adds one entry; returns its encoded form (a directory's, without its subtree)."""
+        while self._open and not entry.path.startswith(self._open[-1][0]):
+            self._close()
+        encoded = orjson.dumps(entry.to_json())
+        if entry.type == "dir":
+            self._open.append((entry.path + "/", entry, []))
+        else:
+            self._children().append(encoded)
+        return encoded
+
+    def finish(self) -> list[str]:
+        """Closes every open directory and stores the top level; returns its blob ids."""
+        while self._open:
+            self._close()
+        ids = self._store_document(self._root)
+        self._root = []
+        return ids
+
+    def _children(self) -> list[bytes]:
+        return self._open[-1][2] if self._open else self._root
+
+    def _close(self) -> None:
+        _, entry, children = self._open.pop()
+        entry.subtree = self._store_document(children)
+        self._children().append(orjson.dumps(entry.to_json()))
+
+    def _store_document(self, children: list[bytes]) -> list[str]:
+        raw = b'{"entries":[' + b",".join(children) + b"]}"
+        ids = [self._store(raw[i : i + self._chunk_size]) for i in range(0, len(raw), self._chunk_size)]
+        self.blobs.extend(ids)
+        return ids
+
+
+def decode_document(raw: bytes, what: str) -> list[Entry]:
+    """The entries of one stored tree document, every id checked."""
+    try:
+        entries = [Entry.from_json(e) for e in orjson.loads(raw)["entries"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise IntegrityError(f"tree of {what} is damaged") from None
+    for e in entries:
+        if not (isinstance(e.chunks, list) and all(map(is_object_id, e.chunks))):
+            raise IntegrityError(f"tree of {what} has malformed chunk ids")
+        if not (isinstance(e.subtree, list) and all(map(is_object_id, e.subtree))):
+            raise IntegrityError(f"tree of {what} has malformed subtree ids")
+        if e.subtree and e.type != "dir":
+            raise IntegrityError(f"tree of {what} gives a subtree to the {e.type} {e.path!r}")
+    return entries
+
+
+def iter_tree(
+    read_blob: Callable[[str], bytes], root: list[str], tree_format: int, what: str
+) -> Iterator[Entry]:
+    """Every entry of a tree, each directory before its content (format 2: one document per
+    level held at a time; format 1: the whole tree, as it is one document)."""
+    if tree_format not in TREE_FORMATS:
+        raise IntegrityError(f"{what} has tree format {tree_format}, which this version cannot read")
+
+    def document(ids: list[str]) -> list[Entry]:
+        return decode_document(b"".join(read_blob(blob_id) for blob_id in ids), what)
+
+    if tree_format == TREE_FORMAT_SINGLE:
+        entries = document(root)
+        if any(e.subtree for e in entries):
+            raise IntegrityError(f"tree of {what} is damaged (a subtree in a single-document tree)")
+        yield from entries
+        return
+    stack: list[Iterator[Entry]] = [iter(document(root))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        yield entry
+        if entry.subtree:
+            if len(stack) >= MAX_DEPTH:
+                raise IntegrityError(f"tree of {what} is damaged (nested deeper than {MAX_DEPTH})")
+            stack.append(iter(document(entry.subtree)))

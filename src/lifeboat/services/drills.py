@@ -1,0 +1,120 @@
+"""The drill service: open the repository once (with the escrow shares a keys drill needs),
+open the drill signing key sealed in it, run the drill, audit it, and sign its evidence,
+passed or failed. Without the signing key (no recovery key, a damaged record) nothing can
+be signed: the drill is audited as failed with the reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from datetime import datetime
+from pathlib import Path
+
+from lifeboat import runtime
+from lifeboat.crypto.credentials import Credentials
+from lifeboat.crypto.writers import RootKey
+from lifeboat.drills.runner import DrillRun, Log
+from lifeboat.drills.service import (
+    audit_mark,
+    bundle_dir,
+    drill_audit,
+    drill_policy,
+    escrowed_asset,
+    run_steps,
+    write_evidence,
+)
+from lifeboat.drills.signing_key import config_root_public, lookup, repository_signer
+from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError
+from lifeboat.policy import Policy
+from lifeboat.repo.records import RecordsView
+from lifeboat.repo.recovery_chain import resolve_chain
+from lifeboat.services.restore import perform
+from lifeboat.services.session import reading
+
+
+def run_drill(
+    policy: Policy,
+    name: str,
+    creds: Credentials,
+    *,
+    keep: bool = False,
+    evidence_dir: Path | None = None,
+    at: datetime | None = None,
+    log: Log = lambda _: None,
+) -> tuple[DrillRun, Path]:
+    """Run drill `name`; returns its record and evidence bundle (the audit log has its verdict)."""
+    policy = drill_policy(policy, name)
+    drill = policy.drills[name]
+    if drill.repository is not None:
+        log(f"reading from copy {drill.repository!r} ({policy.repository.url})")
+    if not creds.shares and drill.shares:
+        creds = dataclasses.replace(creds, shares=tuple(drill.shares))
+    mark = audit_mark(runtime.audit_log(policy).path)
+    with reading(policy, creds, purpose=f"drill {name}", asset=escrowed_asset(policy, name)) as session:
+        try:
+            signer = repository_signer(session.repo)
+        except LifeboatError as exc:
+            session.record("drill", outcome="failed", drill=name, scenario=drill.scenario, error=exc.message)
+            raise
+        for refusal in signer.refused:
+            log(f"refused drill-key record {refusal}")
+        if signer.issued:
+            log(f"drill signing key issued (this repository had none): {signer.fingerprint}")
+        restore = functools.partial(perform, policy, session.repo)
+        run = run_steps(policy, name, session.repo, restore, keep=keep, at=at, log=log)
+        run.signing_key = signer.fingerprint
+        run.refused_drill_key_records = list(signer.refused)
+        bundle = bundle_dir(policy, name, run, evidence_dir)
+        session.record(
+            "drill",
+            outcome=run.verdict,
+            drill=name,
+            scenario=run.scenario,
+            bundle=str(bundle),
+            rto_s=run.total_rto_s,
+            signed_by=signer.fingerprint,
+            refused_records=list(signer.refused),
+            **({"error": run.stopped} if run.stopped else {}),
+        )
+        run.audit_entries, run.key_access = drill_audit(session.audit.path, mark)
+        write_evidence(policy, name, run, bundle, signer.key)
+    return run, bundle
+
+
+def published_drill_key(policy: Policy, creds: Credentials) -> tuple[str, str, list[str]]:
+    """The drill key fingerprint the repository publishes in its root-signed record, how
+    the root key was known, and the records refused (planted or unsigned)."""
+    storage = runtime.storage_for(policy)
+    try:
+        records = RecordsView(storage)
+        repo_id = str(records.config["id"])
+        root_public = config_root_public(records.config)
+        source = "the repository's root-signed drill-key record, root key from its config"
+        # the recovery key (or shares) when given: whoever can rewrite the config cannot
+        # rewrite what they derive
+        if creds.recovery_key or creds.shares or root_public is None:
+            if not (creds.recovery_key or creds.shares or policy.repository.recovery_key):
+                raise KeyError_(
+                    "this repository's config names no root key to check its drill-key record with",
+                    hint="pin the key: --key FINGERPRINT (printed by 'lifeboat init' and 'drill run'), "
+                    "or pass --recovery-key FILE or --share FILE",
+                )
+            recovery = runtime.resolve_recovery(policy, creds, purpose="evidence verify", storage=storage)
+            derived = RootKey.from_chain(repo_id, resolve_chain(records, recovery)).public
+            if root_public is not None and root_public != derived:
+                raise IntegrityError(
+                    "the repository's config names a root key that is not this recovery key's: "
+                    "the config was rewritten"
+                )
+            root_public = derived
+            source = "the repository's root-signed drill-key record, root key from the recovery key"
+        found = lookup(records, root_public, repo_id)
+    finally:
+        storage.close()
+    if found.published is None:
+        raise NotFoundError(
+            "the repository publishes no root-signed drill key"
+            + (f" ({len(found.refused)} refused record(s))" if found.refused else ""),
+            hint="run a drill with the recovery key to issue one, or pin the key with --key FINGERPRINT",
+        )
+    return found.published.fingerprint, source, found.refused

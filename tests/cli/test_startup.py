@@ -1,0 +1,345 @@
+"""`wal push` and `wal fetch` run once per WAL segment (archive_command, restore_command):
+their start-up bounds how fast PostgreSQL can archive and replay; monitoring polls `status`
+and scripts list `snapshots`. None of the four may load what it does not use (issue #18).
+The import set is asserted, not the time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.cli import assert_no_crash
+
+# typer's rich help, the S3 driver, the PostgreSQL driver, the restore machinery: none is
+# needed to push a segment into a file:// repository or to fetch it back
+NOT_FOR_WAL = ["typer", "rich.console", "rich.progress", "boto3", "botocore", "psycopg"]
+# nor pydantic's plug-in discovery (importlib.metadata reads every installed distribution)
+NOT_FOR_WAL += ["lifeboat.repo.reader", "importlib.metadata"]
+UNUSED_KINDS = ["lifeboat.assets.objects", "lifeboat.assets.files", "lifeboat.assets.keys"]
+# a human listing draws its table with rich; nothing else of typer's world is needed, nor
+# the repository's backup machinery (nor, for `snapshots`, its restore machinery: `status`
+# loads the files kind, whose package names the reader's RestoreStats)
+NOT_FOR_LISTINGS = ["typer", "click", "rich.progress", "rich.traceback", "boto3", "botocore", "psycopg"]
+NOT_FOR_LISTINGS += ["lifeboat.repo.backup", "importlib.metadata"]
+UNUSED_BY_FILES = ["lifeboat.assets.objects", "lifeboat.assets.postgres", "lifeboat.assets.keys"]
+
+# runs the real entry point and, as the process exits, writes what it imported and whether
+# the policy models of asset kinds this policy does not use were loaded
+PROBE = """
+import atexit, json, sys
+OUT = sys.argv[1]
+def built(name):
+    # wherever the kind's model lives (policy.py, or its kind's package); a model whose
+    # module never loaded was not built either
+    for module_name, module in list(sys.modules.items()):
+        model = getattr(module, name, None) if module_name.startswith("lifeboat") else None
+        if isinstance(model, type):
+            return model.__pydantic_complete__
+    return False
+def dump():
+    modules = sorted(sys.modules)  # before built(): its getattr may load a lazy name
+    built_ = {n: built(n) for n in ("ObjectsAsset", "KeysAsset")}
+    with open(OUT, "w") as fh:
+        json.dump({"modules": modules, "built": built_}, fh)
+atexit.register(dump)
+sys.argv = ["lifeboat", *sys.argv[2:]]
+from lifeboat.cli.entry import main
+main()
+"""
+
+
+# the typer app itself, as `lifeboat` ran every command before the fast paths
+TYPER_APP = [sys.executable, "-c", "import sys; from lifeboat.cli.app import main; main(sys.argv[1:])"]
+
+
+def _run_probed(tmp_path: Path, policy: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = tmp_path / "probe.json"
+    cmd = [sys.executable, "-c", PROBE, str(out), "--config", str(policy), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert_no_crash(proc)
+    return proc, json.loads(out.read_text())
+
+
+def _assert_lean(seen: dict, unwanted: list[str] = NOT_FOR_WAL + UNUSED_KINDS) -> None:
+    modules = set(seen["modules"])
+    loaded = [m for m in unwanted if m in modules]
+    assert loaded == [], f"imported for a fast command: {loaded}"
+    assert seen["built"] == {"ObjectsAsset": False, "KeysAsset": False}
+    unused_models = [
+        m for m in ("lifeboat.assets.objects.model", "lifeboat.assets.keys.model") if m in modules
+    ]
+    assert unused_models == [], f"models of unused kinds imported: {unused_models}"
+
+
+def _initialised(tmp_path: Path, *, mixed: bool = False) -> Path:
+    """A file:// repository with one PostgreSQL asset (no server: push and fetch need none),
+    and, ``mixed``, files and keys assets beside it."""
+    builder = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .postgres("db", dsn="host=/nonexistent dbname=postgres")
+    )
+    if mixed:
+        builder.files("docs", [tmp_path])  # (a keys asset would need escrow custodians at init)
+    policy = builder.write(tmp_path / "lifeboat.toml")
+    LifeboatCli(policy=policy, cwd=tmp_path).run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    return policy
+
+
+def test_wal_push_and_fetch_import_only_what_they_use(tmp_path: Path) -> None:
+    policy = _initialised(tmp_path)
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+
+    push, seen = _run_probed(tmp_path, policy, "wal", "push", str(segment))
+    assert push.returncode == 0, push.stderr
+    _assert_lean(seen)
+
+    restored = tmp_path / "restored"
+    key = str(tmp_path / "recovery.key")
+    fetch, seen = _run_probed(
+        tmp_path, policy, "wal", "fetch", segment.name, str(restored), "--recovery-key", key
+    )
+    assert fetch.returncode == 0, fetch.stderr
+    assert restored.read_bytes() == segment.read_bytes()  # the push archived it
+    _assert_lean(seen)
+
+
+def test_wal_push_as_archive_command_runs_it_loads_no_other_kind(tmp_path: Path) -> None:
+    """archive_command names its asset (`--asset db`): the files and keys assets of the same
+    policy cost the push nothing."""
+    policy = _initialised(tmp_path, mixed=True)
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+    push, seen = _run_probed(tmp_path, policy, "wal", "push", "--asset", "db", str(segment))
+    assert push.returncode == 0, push.stderr
+    # the policy validates its files asset with the model in the files package (so that
+    # package is imported); the files plug-in and the restore reader are not
+    mixed = [m for m in UNUSED_KINDS if m != "lifeboat.assets.files"] + ["lifeboat.assets.files.plugin"]
+    _assert_lean(seen, NOT_FOR_WAL + mixed)
+    restored, key = tmp_path / "restored", str(tmp_path / "recovery.key")
+    args = ("wal", "fetch", segment.name, str(restored), "--asset", "db", "--recovery-key", key)
+    fetch, seen = _run_probed(tmp_path, policy, *args)
+    assert fetch.returncode == 0, fetch.stderr
+    assert restored.read_bytes() == segment.read_bytes()
+    _assert_lean(seen, NOT_FOR_WAL + mixed)
+    wrong, _ = _run_probed(tmp_path, policy, "wal", "push", "--asset", "docs", str(segment))
+    assert wrong.returncode == 2
+    assert wrong.stderr == "lifeboat: error: 'docs' is not a postgres asset (postgres assets: db)\n"
+
+
+def test_wal_fetch_of_a_missing_segment_exits_1_quietly_on_the_fast_path(tmp_path: Path) -> None:
+    """restore_command's contract: 1 and no noise when the archive lacks the segment."""
+    policy = _initialised(tmp_path)
+    key = str(tmp_path / "recovery.key")
+    args = ("wal", "fetch", "000000010000000000000009", str(tmp_path / "x"), "--recovery-key", key)
+    proc, seen = _run_probed(tmp_path, policy, *args)
+    assert (proc.returncode, proc.stderr) == (1, "")
+    assert not (tmp_path / "x").exists()
+    _assert_lean(seen)
+
+
+def test_wal_push_errors_are_one_line_with_the_same_exit_code(tmp_path: Path) -> None:
+    """The fast path prints errors as the typer path does: `lifeboat: error:` and exit 2."""
+    policy = _initialised(tmp_path)
+    proc, seen = _run_probed(tmp_path, policy, "wal", "push", "--asset", "nope", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert proc.stderr == "lifeboat: error: 'nope' is not a postgres asset (postgres assets: db)\n"
+    assert "typer" not in seen["modules"]
+    # anything the fast path does not know goes to typer: its usage error, its exit code
+    typo = LifeboatCli(policy=policy).run("wal", "push", "--asnyc", str(tmp_path / "x"), check=False)
+    assert typo.returncode == 2
+    assert typo.stderr.startswith("lifeboat: error: no such option: --asnyc")
+
+
+def _backed_up(tmp_path: Path) -> Path:
+    """A file:// repository holding two snapshots of a files asset."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .files("docs", [data])
+        .write(tmp_path / "lifeboat.toml")
+    )
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    cli.run("backup", "docs")
+    (data / "f0.txt").write_text("changed\n")
+    cli.run("backup", "docs")
+    return policy
+
+
+def test_status_and_snapshots_import_only_what_they_use(tmp_path: Path) -> None:
+    policy = _backed_up(tmp_path)
+    for args in (["status", "--json"], ["snapshots", "--json"], ["snapshots", "--asset", "docs", "--json"]):
+        proc, seen = _run_probed(tmp_path, policy, *args)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)  # it did list something
+        listing = ["lifeboat.repo.reader"] if args[0] == "snapshots" else []
+        _assert_lean(seen, NOT_FOR_LISTINGS + UNUSED_BY_FILES + listing + ["rich"])  # JSON: no console
+    for args in (["status"], ["snapshots"]):
+        proc, seen = _run_probed(tmp_path, policy, *args)
+        assert proc.returncode == 0, proc.stderr
+        assert "docs" in proc.stdout
+        listing = ["lifeboat.repo.reader"] if args[0] == "snapshots" else []
+        _assert_lean(seen, NOT_FOR_LISTINGS + UNUSED_BY_FILES + listing)
+
+
+def test_status_and_snapshots_print_the_bytes_their_typer_commands_print(tmp_path: Path) -> None:
+    """The typer app run directly and the executable's fast path print and exit alike. The
+    policy's one asset has no backup yet (its exposure, which changes by the second between
+    two runs, is '-'): status breaches (exit 1) and the repository's snapshots of `docs`,
+    an asset no longer in the policy, are still listed."""
+    _backed_up(tmp_path)
+    (tmp_path / "fresh").mkdir()
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .files("fresh", [tmp_path / "fresh"])
+        .write(tmp_path / "fresh.toml")
+    )
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    lines = [
+        (["status"], 1),
+        (["status", "--json"], 1),
+        (["snapshots"], 0),
+        (["snapshots", "--json"], 0),
+        (["snapshots", "--asset=docs", "--json"], 0),
+        (["snapshots", "--asset", "nope"], 2),
+    ]
+    for args, code in lines:
+        fast = cli.run(*args, check=False)
+        typer = cli.shell([*TYPER_APP, "--config", str(policy), *args], check=False)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (typer.returncode, typer.stdout, typer.stderr)
+        assert fast.returncode == code, (args, fast.stderr)
+    listed = json.loads(cli.run("snapshots", "--json").stdout)
+    assert [s["asset"] for s in listed] == ["docs", "docs"]
+    status = json.loads(cli.run("status", "--json", check=False).stdout)
+    assert [(a["asset"], a["breaches"]) for a in status["assets"]] == [("fresh", ["never backed up"])]
+
+
+def test_what_the_fast_path_does_not_handle_goes_to_typer(tmp_path: Path) -> None:
+    policy = _backed_up(tmp_path)
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    help_ = cli.run("status", "--help")
+    assert "Usage: lifeboat status" in help_.stdout and "--json" in help_.stdout
+    typo = cli.run("snapshots", "--jsno", check=False)
+    assert typo.returncode == 2
+    assert typo.stderr.startswith("lifeboat: error: no such option: --jsno")
+    extra = cli.run("status", "now", check=False)
+    assert extra.returncode == 2
+    assert extra.stderr.startswith("lifeboat: error: got unexpected extra argument(s) (now)")
+
+
+def test_the_repository_package_names_load_on_first_use() -> None:
+    """`lifeboat.repo` exports its names lazily: each must resolve to its home's object."""
+    import importlib
+
+    import lifeboat.repo as repo
+
+    assert sorted(repo.__all__) == sorted(repo._HOMES)
+    for name, home in repo._HOMES.items():
+        module = importlib.import_module(f"lifeboat.repo.{home}")
+        assert getattr(repo, name) is getattr(module, name)
+
+
+def _callback_modules(group: Any) -> set[str]:
+    """The modules whose functions a typer app's commands (and sub-apps') run."""
+    found = {c.callback.__module__ for c in group.registered_commands if c.callback is not None}
+    for sub in group.registered_groups:
+        found |= _callback_modules(sub.typer_instance)
+    return found
+
+
+def test_each_verb_is_registered_by_the_modules_a_run_of_it_imports() -> None:
+    """A run imports only its verb's modules (VERB_MODULES): a verb missing from the map
+    or mapped to the wrong module would vanish from its own run ("no such command")."""
+    from lifeboat.cli import app as cli_app
+
+    cli_app._register([])  # the root help's registration: every verb module
+    registered: dict[str, set[str]] = {}
+    for command in cli_app.app.registered_commands:
+        assert command.callback is not None
+        name = command.name or command.callback.__name__.replace("_", "-")
+        registered[name] = {command.callback.__module__}
+    for group in cli_app.app.registered_groups:
+        name = group.name or group.typer_instance.info.name
+        registered[name] = _callback_modules(group.typer_instance)
+    mapped = {verb: {f"lifeboat.cli.{m}" for m in modules} for verb, modules in cli_app.VERB_MODULES.items()}
+    assert set(registered) == set(mapped)
+    wrong = {verb: sorted(mods - mapped[verb]) for verb, mods in registered.items() if mods - mapped[verb]}
+    assert wrong == {}
+
+
+def test_the_verb_of_a_command_line() -> None:
+    from lifeboat.cli.app import invoked_verb
+
+    assert invoked_verb(["--config", "x.toml", "--debug", "status", "--json"]) == "status"
+    assert invoked_verb(["-c", "wal", "--repository=c", "snapshots"]) == "snapshots"
+    assert invoked_verb(["--help", "status"]) is None  # the root help lists every verb
+    assert invoked_verb(["--config", "x.toml"]) is None
+
+
+def test_a_typo_of_a_verb_still_gets_its_suggestion(tmp_path: Path) -> None:
+    proc = LifeboatCli(policy=tmp_path / "none.toml").run("snapshot", check=False)
+    assert proc.returncode == 2
+    assert "did you mean 'snapshots'" in proc.stderr.lower()
+
+
+def test_the_fast_path_takes_only_plain_lines_of_its_four_commands() -> None:
+    from lifeboat.cli.entry import parse_hot
+
+    push = parse_hot(["-c", "p.toml", "wal", "push", "--asset=db", "seg", "--async"])
+    assert push is not None
+    assert (push.config, push.options, push.flags, push.args) == (
+        "p.toml",
+        {"--asset": "db"},
+        {"--async"},
+        ["seg"],
+    )
+    fetch = parse_hot(["wal", "fetch", "--recovery-key", "k", "name", "dest"])
+    assert fetch is not None and fetch.args == ["name", "dest"]
+    status = parse_hot(["--config=p.toml", "status", "--json"])
+    assert status is not None and (status.command, status.config, status.flags) == (
+        "status",
+        "p.toml",
+        {"--json"},
+    )
+    listing = parse_hot(["snapshots", "--repository", "offsite", "--asset=db"])
+    assert listing is not None
+    assert (listing.command, listing.options) == ("snapshots", {"--repository": "offsite", "--asset": "db"})
+    # typer's: help, debug tracebacks, copies, short-option quirks, typos, wrong arity
+    for line in (
+        ["wal", "push", "--help"],
+        ["--debug", "wal", "push", "seg"],
+        ["--repository", "c", "wal", "push", "seg"],
+        ["-c=p.toml", "wal", "push", "seg"],
+        ["wal", "push", "--asnyc", "seg"],
+        ["wal", "push"],
+        ["wal", "fetch", "name"],
+        ["wal", "verify"],
+        ["wal", "status"],
+        ["status", "--help"],
+        ["status", "now"],
+        ["status", "--json=yes"],
+        ["snapshots", "--asset"],
+        ["snapshots", "--asset", ""],
+        ["--repository", "offsite", "snapshots"],
+        ["snapshot"],
+        ["wal push", "seg"],
+    ):
+        assert parse_hot(line) is None, line

@@ -1,0 +1,321 @@
+"""Cost with history: index files consolidate on their own, prune repacks small and mostly
+unused packs, and neither ever loses what a snapshot needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lifeboat.crypto.signed import SIGNATURE_SIZE
+from lifeboat.repo import Repository
+from lifeboat.repo.model import SnapshotInfo
+from lifeboat.storage import open_storage
+from lifeboat.storage.base import Storage
+
+LIMIT = 8
+
+
+def index_names(storage: Storage) -> list[str]:
+    return sorted(o.name for o in storage.list("index/"))
+
+
+def pack_names(storage: Storage) -> list[str]:
+    return sorted(o.name for o in storage.list("data/"))
+
+
+def content(n: int, size: int = 3000) -> bytes:
+    """Distinct, incompressible bytes per backup (so every backup writes new packs)."""
+    return random.Random(n).randbytes(size)
+
+
+def backup(repo: Repository, n: int, asset: str = "app") -> SnapshotInfo:
+    with repo.backup(asset, "files") as session:
+        session.add_bytes(f"file-{n}.bin", content(n))
+        session.add_bytes("shared.txt", b"the same in every snapshot\n" * 50)
+        return session.commit()
+
+
+def assert_restores(repo: Repository, snaps: dict[int, SnapshotInfo], out: Path) -> None:
+    for n, info in snaps.items():
+        target = out / f"r{n}"
+        repo.reader(info).restore_tree(target)
+        assert (target / f"file-{n}.bin").read_bytes() == content(n)
+        assert (target / "shared.txt").read_bytes() == b"the same in every snapshot\n" * 50
+
+
+def assert_check_clean(repo: Repository) -> None:
+    report = repo.check(read_data=True)
+    assert report.ok, [(p.kind, p.message) for p in report.problems]
+    assert report.packs_read == report.packs > 0
+
+
+@pytest.fixture(params=["file", "s3"])
+def storage(request, tmp_path):
+    if request.param == "file":
+        st = open_storage(f"file://{tmp_path / 'repo'}")
+    else:
+        endpoint = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("make_bucket")(object_lock=False)
+        st = open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)
+    yield st
+    st.close()
+
+
+def test_index_files_stay_bounded_over_many_backups_and_every_snapshot_restores(
+    storage, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", str(LIMIT))
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = {}
+    most = 0
+    for n in range(30):  # each backup writes two index files: 60 without consolidation
+        snaps[n] = backup(repo, n)
+        most = max(most, len(index_names(storage)))
+    assert most <= LIMIT
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
+    assert len(reader.snapshots()) == 30
+    assert_restores(reader, snaps, tmp_path / "out")
+    assert_check_clean(reader)
+
+
+def test_no_consolidation_below_the_threshold(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "100")
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, _ = Repository.create(storage, cache_dir=tmp_path / "cache")
+    for n in range(5):
+        backup(repo, n)
+    assert len(index_names(storage)) == 10  # data and tree index of each backup, untouched
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from lifeboat.crypto.keys import load_backup_key
+    from lifeboat.repo import Repository
+    from lifeboat.storage.local import LocalStorage
+
+    root, key, cache, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    deletes = 0
+
+    class Dying(LocalStorage):
+        def delete(self, name):
+            global deletes
+            if name.startswith("index/"):
+                if deletes == kill_at:
+                    # the consolidated index is written: die as a power cut would
+                    os.kill(os.getpid(), signal.SIGKILL)
+                deletes += 1
+            super().delete(name)
+
+    repo = Repository.open(Dying(Path(root)), backup_key=load_backup_key(Path(key)), cache_dir=Path(cache))
+    with repo.backup("app", "files") as session:
+        session.add_bytes("file-99.bin", bytes(range(256)) * 40)
+        session.commit()
+    print("survived")
+    """
+)
+
+
+@pytest.mark.parametrize("kill_at", [0, 4])
+def test_backup_killed_during_consolidation_leaves_a_sound_repository(tmp_path, monkeypatch, kill_at):
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", str(LIMIT))
+    root = tmp_path / "repo"
+    storage = open_storage(f"file://{root}")
+    repo, backup_key, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = {n: backup(repo, n) for n in range(4)}  # 8 index files: at the threshold
+    before = set(index_names(storage))
+    assert len(before) == LIMIT
+    backup_key.save(tmp_path / "backup.key")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            *map(str, (root, tmp_path / "backup.key", tmp_path / "cache", kill_at)),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LIFEBOAT_INDEX_FILES_MAX": str(LIMIT)},
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    after = set(index_names(storage))
+    # the killed backup's two index files and the consolidated one were written, and
+    # kill_at of the superseded ones deleted before the kill
+    assert after - before and len(after) == LIMIT + 3 - kill_at
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
+    assert len(reader.snapshots()) == 5  # the killed backup had committed its snapshot
+    assert_check_clean(reader)
+    assert_restores(reader, snaps, tmp_path / "out")
+    # the next backup finishes the job
+    snaps[5] = backup(repo, 5)
+    assert len(index_names(storage)) <= 3
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache2")
+    assert_check_clean(reader)
+    assert_restores(reader, snaps, tmp_path / "out2")
+
+
+def test_prune_repacks_small_packs_and_every_snapshot_still_restores(storage, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")  # keep this about packs
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = {n: backup(repo, n) for n in range(12)}
+    small_before = pack_names(storage)
+    assert len(small_before) >= 24  # a data pack and a tree pack per backup at least, all small
+    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-cache")
+    report = owner.prune()
+    assert report.packs_repacked == len(small_before) and report.bytes_repacked > 0
+    after = pack_names(storage)
+    assert len(after) == 1 and not set(after) & set(small_before)
+    assert len(index_names(storage)) == 1
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
+    assert_restores(reader, snaps, tmp_path / "out")
+    assert_check_clean(reader)
+    again = owner.prune()  # nothing left to do: the new pack is the only small one
+    assert again.packs_repacked == 0 and pack_names(storage) == after
+
+
+def test_prune_leaves_a_few_small_packs_unless_asked(tmp_path):
+    from lifeboat.repo.repack import RepackOptions
+
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = {n: backup(repo, n) for n in range(3)}
+    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-cache")
+    before = len(pack_names(storage))
+    assert owner.prune().packs_repacked == 0 and len(pack_names(storage)) == before >= 6
+    report = owner.prune(repack=RepackOptions(repack_small=True))
+    assert report.packs_repacked == before and len(pack_names(storage)) == 1
+    assert_restores(owner, snaps, tmp_path / "out")
+    assert_check_clean(owner)
+
+
+def test_prune_repacks_a_mostly_unused_pack(tmp_path):
+    from lifeboat.repo.repack import RepackOptions
+
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = {n: backup(repo, n, asset=f"app{n}") for n in range(8)}
+    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-cache")
+    owner.prune(repack=RepackOptions(repack_small=True))
+    (pack,) = pack_names(storage)  # every snapshot's blobs in one pack
+    old_size = storage.stat(pack).size
+    for n in range(7):  # what forget does: now most of the pack is garbage
+        storage.delete(f"snapshots/{snaps.pop(n).id}")
+    unlimited = owner.prune(repack=RepackOptions(max_unused=None), dry_run=True)
+    assert unlimited.packs_repacked == 0 and unlimited.packs_removed == 0
+    report = owner.prune()  # at most 5% unused by default
+    assert report.packs_repacked == 1
+    (new_pack,) = pack_names(storage)
+    assert new_pack != pack
+    assert storage.stat(new_pack).size < old_size / 4  # only the last snapshot's blobs
+    assert_restores(owner, snaps, tmp_path / "out")
+    assert_check_clean(owner)
+
+
+def test_prune_under_object_lock_repacks_only_what_retention_lets_it_delete(s3_server, make_bucket, tmp_path):
+    bucket = make_bucket()
+    plain = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, trust_endpoint=True)
+    repo, _, recovery = Repository.create(plain, cache_dir=tmp_path / "cache")
+    snaps = {n: backup(repo, n) for n in range(6)}  # written before the lock: no retention
+    unlocked = set(pack_names(plain))
+    locked_storage = open_storage(
+        f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=1, trust_endpoint=True
+    )
+    repo = Repository.open(locked_storage, backup_key=None, recovery_key=recovery, cache_dir=tmp_path / "c2")
+    snaps.update({n: backup(repo, n) for n in range(6, 12)})
+    locked = set(pack_names(locked_storage)) - unlocked
+    # the later snapshots reuse the first one's shared.txt chunk: its pack got locked too
+    retained = {p for p in pack_names(locked_storage) if locked_storage.retention(p, fresh=True)}
+    assert locked < retained and len(retained - locked) == 1
+    every = set(pack_names(locked_storage))
+    report = repo.prune()
+    kept = set(report.repack_kept_locked)
+    # retained packs and those an index file under retention lists (it cannot be deleted,
+    # so neither can they) are reported and left; every other one was repacked
+    assert retained <= kept < every
+    assert report.packs_repacked == len(every - kept) > 0
+    assert set(pack_names(locked_storage)) - kept and kept <= set(pack_names(locked_storage))
+    assert not (every - kept) & set(pack_names(locked_storage))
+    reader = Repository.open(locked_storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
+    assert_restores(reader, snaps, tmp_path / "out")
+    assert_check_clean(reader)
+
+
+def test_snapshot_headers_come_from_the_local_cache_but_the_listing_decides(tmp_path):
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = [backup(repo, n) for n in range(4)]
+    assert [s.id for s in repo.snapshots()] == [s.id for s in snaps]
+    cache_file = tmp_path / "cache" / repo.id / "snapshots.json"
+    assert set(json.loads(cache_file.read_text())) == {s.id for s in snaps}
+    storage.delete(f"snapshots/{snaps[1].id}")  # forgotten: the cache must not bring it back
+    again = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    assert [s.id for s in again.snapshots()] == [snaps[0].id, snaps[2].id, snaps[3].id]
+    assert set(json.loads(cache_file.read_text())) == {snaps[0].id, snaps[2].id, snaps[3].id}
+    cache_file.write_text("{not json")  # a damaged cache is ignored and rebuilt
+    assert [s.id for s in again.snapshots()] == [snaps[0].id, snaps[2].id, snaps[3].id]
+    # choosing one snapshot (a backup's parent, a restore) reads only what the cache lacks
+    newest = backup(again, 4)
+    assert again.latest_snapshot_id("app") == newest.id
+    assert again.find_snapshot("app").id == newest.id
+    assert again.find_snapshot(snapshot_id=snaps[2].id[:10]).tree == snaps[2].tree
+    assert again.find_snapshot("app", at=snaps[2].time).id == snaps[2].id
+    summary = json.loads((cache_file.parent / "snapshots-summary.json").read_text())
+    assert set(summary) >= {newest.id, snaps[3].id}
+    storage.delete(f"snapshots/{newest.id}")
+    assert again.latest_snapshot_id("app") == snaps[3].id
+    assert again.latest_snapshot_id("other") is None
+    # a header damaged in the storage is still found by check, whatever the cache holds
+    header = tmp_path / "repo" / "snapshots" / snaps[3].id
+    os.chmod(header, 0o644)
+    raw = bytearray(header.read_bytes())
+    raw[-SIGNATURE_SIZE - 1] ^= 1  # the header's last byte, before the writer's signature
+    header.write_bytes(bytes(raw))
+    report = again.check()
+    assert [p.kind for p in report.problems] == ["corrupt-snapshot"]
+    # the signature itself damaged: the header is intact but no writer vouches for it
+    raw[-SIGNATURE_SIZE - 1] ^= 1
+    raw[-1] ^= 1
+    header.write_bytes(bytes(raw))
+    report = again.check()
+    assert [(p.kind, "signature does not match" in p.message) for p in report.problems] == [
+        ("refused-snapshot", True)
+    ]
+    assert snaps[3].id not in {s.id for s in again.snapshots()}
+
+
+def test_consolidation_under_object_lock_merges_only_expired_index_files(
+    s3_server, make_bucket, tmp_path, monkeypatch
+):
+    bucket = make_bucket()
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "100")
+    plain = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, trust_endpoint=True)
+    repo, _, recovery = Repository.create(plain, cache_dir=tmp_path / "cache")
+    snaps = {n: backup(repo, n) for n in range(5)}  # written without retention
+    unlocked = set(index_names(plain))
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", str(LIMIT))
+    locked_storage = open_storage(
+        f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=1, trust_endpoint=True
+    )
+    repo = Repository.open(locked_storage, recovery_key=recovery, cache_dir=tmp_path / "c2")
+    snaps[5] = backup(repo, 5)
+    after = set(index_names(locked_storage))
+    retained = {n for n in after if locked_storage.retention(n, fresh=True)}
+    # this backup's own index files, the consolidated one and the old ones it had to extend
+    # (they list the pack of the chunk every snapshot shares) are under retention and stay
+    assert retained == after and len(after) < len(unlocked) + 2
+    assert unlocked - after  # the expired ones were merged and deleted
+    snaps[6] = backup(repo, 6)  # nothing left to merge: every index file is under retention
+    assert set(index_names(locked_storage)) >= after
+    reader = Repository.open(locked_storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
+    assert_restores(reader, snaps, tmp_path / "out")
+    assert_check_clean(reader)

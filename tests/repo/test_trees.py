@@ -1,0 +1,187 @@
+"""Per-directory trees (format 2): written as the walk leaves each directory, read one
+directory at a time; snapshots in the older single-document format still list, restore,
+check and act as parents (docs/design/repository-format.md, "Trees")."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lifeboat.assets.files import backup_paths, identity_of, restore_snapshot, walk
+from lifeboat.errors import IntegrityError
+from lifeboat.repo import Repository
+from lifeboat.repo.model import Entry, SnapshotInfo
+from lifeboat.repo.retention import KeepRules
+from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE
+from lifeboat.storage import open_storage
+
+
+def make_source(root: Path) -> dict[str, bytes]:
+    files = {
+        "top.txt": b"top level\n",
+        "a/one.txt": b"one\n" * 100,
+        "a/b/two.bin": os.urandom(3000),
+        "a/b/c/three.txt": b"three\n",
+        "a-sibling/four.txt": b"sorts between a and a/b as a string\n",
+        "z/empty": b"",
+    }
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / "a" / "link").symlink_to("b/two.bin")
+    (root / "empty-dir").mkdir()
+    os.chmod(root / "a" / "b" / "two.bin", 0o600)
+    return files
+
+
+def restored(target: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(target)): p.read_bytes()
+        for p in target.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, _, recovery = Repository.create(storage, chunk_size=64 << 10)
+    return Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
+
+
+def old_format_backup(repo: Repository, root: Path) -> SnapshotInfo:
+    """A files snapshot through the session's single-document path: what versions before
+    per-directory trees wrote for the files kind, parent cache included."""
+    with repo.backup("tree", "files") as session:
+        for item in walk([root]):
+            if item.st.st_mode & 0o170000 == 0o040000:
+                session.add_entry(
+                    Entry(item.name, "dir", mode=item.st.st_mode & 0o7777, mtime_ns=item.st.st_mtime_ns)
+                )
+            elif item.path.is_symlink():
+                continue
+            else:
+                session.add_file(item.name, item.path, identity=identity_of(item))
+        return session.commit()
+
+
+def test_a_files_backup_writes_one_tree_per_directory_and_restores_exactly(repo, tmp_path):
+    src = tmp_path / "src"
+    files = make_source(src)
+    info = backup_paths(repo, "tree", [src])
+    assert info.tree_format == TREE_FORMAT_PER_DIRECTORY
+    assert len(info.tree) == 1  # the top level: the root directory's entry
+
+    reader = repo.reader(info)
+    entries = list(reader.iter_entries())
+    dirs = [e for e in entries if e.type == "dir"]
+    assert {e.path for e in dirs} == {
+        "src",
+        "src/a",
+        "src/a/b",
+        "src/a/b/c",
+        "src/a-sibling",
+        "src/z",
+        "src/empty-dir",
+    }
+    assert all(e.subtree for e in dirs)  # each directory's content is its own document
+    paths = [e.path for e in entries]
+    for d in dirs:  # each directory comes before everything under it
+        assert all(paths.index(d.path) < paths.index(p) for p in paths if p.startswith(d.path + "/"))
+
+    target = tmp_path / "restored"
+    stats = restore_snapshot(repo, info, target)
+    assert restored(target / "src") == files
+    assert stats.files == len(files) and stats.symlinks == 1 and stats.dirs == 7
+    assert os.readlink(target / "src" / "a" / "link") == "b/two.bin"
+    assert (target / "src" / "a" / "b" / "two.bin").stat().st_mode & 0o777 == 0o600
+    assert (target / "src" / "empty-dir").is_dir()
+
+
+def test_unchanged_directories_are_stored_once_and_unchanged_files_are_not_read(repo, tmp_path):
+    src = tmp_path / "src"
+    make_source(src)
+    first = backup_paths(repo, "tree", [src])
+    (src / "a" / "b" / "c" / "three.txt").write_bytes(b"changed\n")
+    second = backup_paths(repo, "tree", [src])
+
+    assert second.stats.reused_files == first.stats.files - 1  # only the changed file read again
+    assert second.stats.new_chunks <= 1 + 5  # its chunk, then the documents of c, b, a, src and the top
+    old = {e.path: e.subtree for e in repo.reader(first).iter_entries() if e.type == "dir"}
+    new = {e.path: e.subtree for e in repo.reader(second).iter_entries() if e.type == "dir"}
+    assert new["src/z"] == old["src/z"] and new["src/a-sibling"] == old["src/a-sibling"]
+    assert new["src/a/b/c"] != old["src/a/b/c"]
+    assert (
+        repo.reader(second).read(
+            next(e for e in repo.reader(second).iter_entries() if e.path == "src/a/b/c/three.txt")
+        )
+        == b"changed\n"
+    )
+
+
+def test_check_and_prune_keep_every_directory_tree_of_a_kept_snapshot(repo, tmp_path):
+    src = tmp_path / "src"
+    files = make_source(src)
+    backup_paths(repo, "tree", [src])
+    (src / "a" / "b" / "two.bin").write_bytes(b"replaced")
+    files["a/b/two.bin"] = b"replaced"
+    kept = backup_paths(repo, "tree", [src])
+
+    repo.forget(KeepRules(last=1))
+    report = repo.prune()
+    assert report.packs_removed + report.packs_repacked >= 0
+    check = repo.check(read_data=True)
+    assert check.ok, [(p.kind, p.message) for p in check.problems]
+    target = tmp_path / "restored"
+    restore_snapshot(repo, kept, target)
+    assert restored(target / "src") == files
+
+
+def test_a_single_document_snapshot_lists_restores_checks_and_is_the_next_backups_parent(repo, tmp_path):
+    src = tmp_path / "src"
+    files = make_source(src)
+    old = old_format_backup(repo, src)
+    assert old.tree_format == TREE_FORMAT_SINGLE
+    assert [s.id for s in repo.snapshots("tree")] == [old.id]
+
+    target = tmp_path / "old-restored"
+    restore_snapshot(repo, old, target)
+    assert restored(target / "src") == files
+    assert repo.check(read_data=True).ok
+
+    new = backup_paths(repo, "tree", [src])  # the parent cache the old format left is used
+    assert new.tree_format == TREE_FORMAT_PER_DIRECTORY
+    assert new.stats.reused_files == len(files)
+    third = backup_paths(repo, "tree", [src])  # and the streamed cache the new one left
+    assert third.stats.reused_files == len(files)
+    target = tmp_path / "new-restored"
+    restore_snapshot(repo, third, target)
+    assert restored(target / "src") == files
+
+
+def test_a_tree_format_this_version_does_not_know_is_refused_in_one_line(repo, tmp_path):
+    src = tmp_path / "src"
+    make_source(src)
+    info = backup_paths(repo, "tree", [src])
+    info.tree_format = 3
+    with pytest.raises(IntegrityError, match="tree format 3"):
+        list(repo.reader(info).iter_entries())
+
+
+def test_a_restore_planned_in_many_small_batches_writes_every_file_whole(repo, tmp_path, monkeypatch):
+    from lifeboat.repo import reader
+
+    monkeypatch.setattr(reader, "PLAN_FILES", 2)  # every batch boundary falls inside a directory
+    monkeypatch.setattr(reader, "PLAN_CHUNKS", 3)  # and inside the chunks of a large file
+    src = tmp_path / "src"
+    files = make_source(src)
+    files["a/b/large.bin"] = os.urandom(300 << 10)  # five 64 KiB chunks
+    (src / "a" / "b" / "large.bin").write_bytes(files["a/b/large.bin"])
+    info = backup_paths(repo, "tree", [src])
+    target = tmp_path / "restored"
+    stats = restore_snapshot(repo, info, target)
+    assert restored(target / "src") == files
+    assert stats.files == len(files) and stats.symlinks == 1

@@ -1,0 +1,102 @@
+"""Writer identities through the repository API: the registry written at create, the clock
+skew rule, registry rollback, writer-less keys, and legacy (pre-registry) repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lifeboat.errors import IntegrityError, KeyError_
+from lifeboat.repo import Repository
+from lifeboat.repo.model import SnapshotInfo
+from lifeboat.repo.trust import LEGACY_WARNING
+from lifeboat.services.keys import issue_writer_key
+from lifeboat.storage import open_storage
+
+
+def backup(repo: Repository, asset: str = "app", data: bytes = b"x" * 100) -> SnapshotInfo:
+    with repo.backup(asset, "files") as session:
+        session.add_bytes("f.bin", data)
+        return session.commit()
+
+
+def test_create_pins_the_root_and_issues_a_first_writer_for_every_asset(tmp_path: Path) -> None:
+    repo, key, recovery = Repository.create(open_storage(f"file://{tmp_path / 'repo'}"), writer="db-1")
+    assert key.writer == "db-1" and key.generation == 1 and key.signing is not None
+    config = json.loads((tmp_path / "repo" / "config").read_text())
+    assert config["root_public"] and config["clock_skew_s"] == 300
+    assert sorted(os.listdir(tmp_path / "repo" / "records" / "registry")) == ["00000001"]
+    snaps = [backup(repo, "app"), backup(repo, "other")]
+    reader = Repository.open(repo.storage, recovery_key=recovery)
+    assert [s.id for s in reader.snapshots()] == [s.id for s in snaps]
+    assert reader.trust() is not None and reader.check().ok
+
+
+def test_the_skew_allows_a_clock_slightly_ahead_and_refuses_one_far_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, _, _ = Repository.create(open_storage(f"file://{tmp_path / 'repo'}"))
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "120")
+    ahead = backup(repo, data=b"a")
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "600")
+    far = backup(repo, data=b"b")
+    monkeypatch.delenv("LIFEBOAT_CLOCK_OFFSET")
+    listing = repo.snapshot_listing()
+    assert [s.id for s in listing.accepted] == [ahead.id]
+    assert [(r.id, r.reason.startswith("dated in the future")) for r in listing.refused] == [(far.id, True)]
+    # a later reader, past the time it claims, accepts it
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "700")
+    assert [s.id for s in repo.snapshots()] == [ahead.id, far.id]
+
+
+def test_a_registry_rolled_back_below_what_this_host_saw_is_refused(tmp_path: Path) -> None:
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, _, recovery = Repository.create(storage)
+    admin = Repository.open(storage, recovery_key=recovery)
+    issue_writer_key(admin, "web-1", ["web"])
+    cache = tmp_path / "cache"
+    Repository.open(storage, recovery_key=recovery, cache_dir=cache).snapshots()  # checkpoint: version 2
+    newest = tmp_path / "repo" / "records" / "registry" / "00000002"
+    os.chmod(newest, 0o644)
+    newest.unlink()  # the storage-level attacker deletes the version that admitted (or revoked) a key
+    with pytest.raises(IntegrityError, match="rolled back"):
+        Repository.open(storage, recovery_key=recovery, cache_dir=cache).snapshots()
+
+
+def test_a_key_without_a_writer_identity_cannot_back_up_into_a_signed_repository(tmp_path: Path) -> None:
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, key, _ = Repository.create(storage)
+    bare = replace(key, writer=None, signing_seed=None)
+    with pytest.raises(KeyError_, match="no writer identity"):
+        backup(Repository.open(storage, backup_key=bare))
+
+
+def test_a_legacy_repository_is_read_as_before_with_a_warning(tmp_path: Path) -> None:
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, key, recovery = Repository.create(storage)
+    config_path = tmp_path / "repo" / "config"
+    config = json.loads(config_path.read_text())
+    del config["root_public"]  # what a repository from before writer identities looks like
+    os.chmod(config_path, 0o644)
+    config_path.write_text(json.dumps(config))
+    legacy_key = replace(key, writer=None, signing_seed=None)
+    snap = backup(Repository.open(storage, backup_key=legacy_key))
+    reader = Repository.open(storage, recovery_key=recovery)
+    assert reader.trust() is None and [s.id for s in reader.snapshots()] == [snap.id]
+    report = reader.check()
+    assert report.ok and report.warnings == [LEGACY_WARNING]
+
+
+def test_create_after_one_killed_between_registry_and_config_succeeds(tmp_path: Path) -> None:
+    Repository.create(open_storage(f"file://{tmp_path / 'first'}"))
+    orphan = tmp_path / "second" / "records" / "registry"
+    orphan.mkdir(parents=True)
+    (orphan / "00000001").write_bytes((tmp_path / "first" / "records" / "registry" / "00000001").read_bytes())
+    repo, _, recovery = Repository.create(open_storage(f"file://{tmp_path / 'second'}"))
+    backup(repo)
+    reader = Repository.open(repo.storage, recovery_key=recovery)
+    assert reader.trust() is not None and len(reader.snapshots()) == 1
