@@ -22,8 +22,10 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
+import botocore.exceptions
 import pytest
 from bench.seaweed import ADMIN, BACKUP, SeaweedServer
 from moto.server import ThreadedMotoServer
@@ -31,6 +33,7 @@ from moto.server import ThreadedMotoServer
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 from tests.harness import Clock
+from tests.harness.wait import wait_until
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -114,9 +117,25 @@ def make_seaweed_bucket(seaweed: SeaweedServer) -> Callable[..., str]:
         client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=object_lock)
         if not object_lock:
             client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        wait_until(lambda: _accepts_a_write(client, bucket), f"SeaweedFS bucket {bucket} to take a write")
         return bucket
 
     return make
+
+
+def _accepts_a_write(client: Any, bucket: str) -> bool:
+    """SeaweedFS grows a new bucket's first volume on its first write; on a loaded machine
+    that write can fail with InternalError for longer than a client's retries last. A
+    test's bucket is handed over only once it took (and lost) a probe outside the prefixes
+    tests use, so no test depends on how fast the server grew its volume."""
+    try:
+        put = client.put_object(Bucket=bucket, Key="fixture-probe", Body=b"probe")
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "InternalError":
+            return False
+        raise
+    client.delete_object(Bucket=bucket, Key="fixture-probe", VersionId=put["VersionId"])
+    return True
 
 
 @pytest.fixture(params=["file", "s3", "seaweed"])

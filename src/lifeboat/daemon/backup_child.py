@@ -101,7 +101,8 @@ def _collect(
             proc.join()
             break
         left = kill_at - time.monotonic() if stopped else (deadline - datetime.now()).total_seconds()
-        for ready in wait(waiting, timeout=max(0.0, min(left, 5.0))):
+        # a deadline is checked at least once a second, whatever the wait
+        for ready in wait(waiting, timeout=max(0.0, min(left, 1.0))):
             if ready is receiver:
                 waiting.remove(receiver)
                 try:
