@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,12 +46,19 @@ def rotate(
     threshold: int = typer.Option(None, "--threshold", help="M for the new shares (default: policy)."),
     custodians: str = typer.Option(None, "--custodians", help="Comma-separated names (default: policy)."),
     custodian_passphrase: CustodianPassphraseOption = None,
+    since: str = typer.Option(
+        None,
+        "--since",
+        help="Revoke the old writer key from this ISO time on (the suspected compromise; default now).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Write a new backup key and retire the old one; snapshots written before stay restorable.
+    """Write a new backup key and revoke the old one; snapshots written before stay restorable.
 
-    A writer key's next generation gets a new signing key and the old one is revoked in the
-    writer registry, which the root key signs: pass --recovery-key or --share.
+    A writer key's next generation gets all-new secrets and the old one is revoked in the
+    writer registry, which the root key signs: pass --recovery-key or --share. Every reader
+    then refuses what the old key signs from the revocation on (--since: from the suspected
+    compromise), whatever its key file is edited to say.
 
     With --recovery, a new recovery key too: the new key (or its shares) opens every
     snapshot, old and new; the old recovery key cannot read anything written afterwards.
@@ -66,14 +74,25 @@ def rotate(
         names = [c.strip() for c in custodians.split(",")] if custodians else None
         split = keys.EscrowSplit(threshold, names, custodian_passphrases(custodian_passphrase))
         how = keys.RecoveryRotation(recovery_key_out, shares_out, split)
-    result = keys.rotate(policy, creds, how)
+    result = keys.rotate(policy, creds, how, parse_since(since))
     if json_out:
         print_json(rotation_json(result))
         return
-    console.print(
-        f"backup key rotated: {result.old_key_id} -> {result.new_key_id} ({result.keyfile}); "
-        "the old key can no longer add data"
-    )
+    if result.writer is not None:
+        console.print(
+            f"writer {result.writer} rotated: generation {result.old_generation} -> "
+            f"{result.new_generation} ({result.keyfile}, key {result.new_key_id}); generation "
+            f"{result.old_generation} is revoked from {result.revoked_at}: what it signs is refused",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"backup key rotated: {result.old_key_id} -> {result.new_key_id} ({result.keyfile}); "
+            "the old key can no longer add data",
+            markup=False,
+            soft_wrap=True,
+        )
     if recovery:
         where = result.recovery_key or result.shares_dir
         console.print(
@@ -94,7 +113,28 @@ def rotation_json(result: KeyRotation) -> dict[str, Any]:
         data["recovery_fingerprint"] = result.recovery_fingerprint
         data["previous_recovery_fingerprint"] = result.previous_recovery_fingerprint
     data["new_key_id"] = result.new_key_id
+    if result.writer is not None:
+        data.update(
+            writer=result.writer,
+            old_generation=result.old_generation,
+            new_generation=result.new_generation,
+            revoked_at=result.revoked_at,
+            registry_version=result.registry_version,
+        )
     return data
+
+
+def parse_since(since: str | None) -> datetime | None:
+    """--since as a zoned time (a one-line error otherwise)."""
+    if since is None:
+        return None
+    try:
+        at = datetime.fromisoformat(since)
+    except ValueError:
+        raise ConfigError(f"--since {since!r} is not an ISO time (e.g. 2026-11-30T08:00:00+00:00)") from None
+    if at.tzinfo is None:
+        raise ConfigError("--since needs a time with a zone, e.g. 2026-11-30T08:00:00+00:00")
+    return at
 
 
 @keys_app.command("add-writer")
@@ -156,21 +196,11 @@ def revoke_writer(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Revoke a writer: every reader refuses what its key signed from --since on."""
-    from datetime import datetime
-
     from lifeboat.services import keys
 
     policy = run_context(ctx).policy()
     creds = credentials_options(recovery_key, share, passphrase_file)
-    at = None
-    if since is not None:
-        try:
-            at = datetime.fromisoformat(since)
-        except ValueError:
-            raise ConfigError(
-                f"--since {since!r} is not an ISO time (e.g. 2026-11-30T08:00:00+00:00)"
-            ) from None
-    revoked = keys.revoke_writer_key(policy, creds, name, at)
+    revoked = keys.revoke_writer_key(policy, creds, name, parse_since(since))
     if json_out:
         print_json(
             {

@@ -49,10 +49,18 @@ class KeyRotation:
     shares: list[Path] = field(default_factory=list)
     recovery_fingerprint: str | None = None
     previous_recovery_fingerprint: str | None = None
+    writer: str | None = None  # a writer key's rotation: its name, generations and revocation
+    old_generation: int | None = None
+    new_generation: int | None = None
+    revoked_at: str | None = None
+    registry_version: int | None = None
 
 
 def rotate(
-    policy: Policy, creds: Credentials | None = None, recovery: RecoveryRotation | None = None
+    policy: Policy,
+    creds: Credentials | None = None,
+    recovery: RecoveryRotation | None = None,
+    since: datetime | None = None,
 ) -> KeyRotation:
     """`lifeboat keys rotate [--recovery]`: snapshots written before stay restorable."""
     if recovery is not None and recovery.key_out is None and recovery.shares_out is None:
@@ -64,7 +72,9 @@ def rotate(
     old = load_backup_key(keyfile)
     result = KeyRotation(old.key_id, keyfile)
     if old.writer is not None:  # a writer key: its successor is admitted by the root key
-        return _rotate_writer(policy, creds or Credentials(), recovery, old, result)
+        return _rotate_writer(policy, creds or Credentials(), recovery, old, result, since)
+    if since is not None:
+        raise ConfigError("--since applies to writer keys only (this backup key has no writer identity)")
     recovery_public = old.recovery_public
     if recovery is not None:
         creds = creds or Credentials()
@@ -141,22 +151,62 @@ def _rotate_writer(
     recovery: RecoveryRotation | None,
     old: BackupKey,
     result: KeyRotation,
+    since: datetime | None = None,
 ) -> KeyRotation:
-    """A writer's rotation: the next generation with a new signing key is admitted and the
-    old generation revoked in one root-signed registry version, then the key file swapped.
-    Needs the recovery key or shares (the root key signs the registry)."""
-    assert old.writer is not None
+    """A writer's rotation: the next generation, with all-new secrets, is admitted and the
+    old generation revoked (from now, or from ``since``: the suspected compromise) in
+    root-signed registry versions, then the key file swapped. Needs the recovery key or
+    shares (the root key signs the registry). What the old key signs from the revocation on
+    is refused by every reader, whatever the old key file is edited to say: readers judge
+    the signing key, not the file's ids."""
+    from lifeboat import clock
+    from lifeboat.crypto.writers import raw_public, revoke_writer
+    from lifeboat.repo.trust import newest_signed, store_version
+
+    assert old.writer is not None and old.signing is not None
+    at = since or clock.now()
+    if at.tzinfo is None:
+        raise ConfigError("--since needs a time with a zone, e.g. 2026-11-30T08:00:00+00:00")
     with reading(policy, creds, purpose="keys rotate") as reader, _audited(reader):
         recovery_public = None
         if recovery is not None:
             recovery_public = rotate_recovery(reader, recovery, result).public
-        trust = reader.repo.trust()
-        entry = trust.registry.current(old.writer) if trust is not None else None
-        if entry is None:
-            raise KeyError_(f"writer {old.writer} of {result.keyfile} is not in the repository's registry")
-        new, sequence, _ = issue_writer_key(reader.repo, old.writer, list(entry.assets), recovery_public)
-        _replace_key_file(reader.repo, result.keyfile, old, new)
+        repo = reader.repo
+        trust = repo.trust()
+        entry = trust.registry.entry_for(raw_public(old.signing)) if trust is not None else None
+        if trust is None or entry is None:
+            raise KeyError_(
+                f"the key in {result.keyfile} is not in the repository's writer registry",
+                hint="issue a writer key with 'lifeboat keys add-writer NAME --assets A,B --out FILE'",
+            )
+        current = trust.registry.current(entry.name)
+        if current is not None and current.generation != entry.generation:
+            raise KeyError_(
+                f"{result.keyfile} holds generation {entry.generation} of writer {entry.name}; "
+                f"generation {current.generation} replaced it",
+                hint="rotate the newest key file of this writer",
+            )
+        if entry.revoked is not None:
+            raise KeyError_(
+                f"writer {entry.name} (generation {entry.generation}) is revoked",
+                hint=f"issue it a new key with 'lifeboat keys add-writer {entry.name} --assets ...'",
+            )
+        if since is not None and since < clock.now():
+            # the compromise window first, in its own version: issuing the successor below
+            # leaves an earlier revocation as it is
+            root = repo.root_key()
+            version = revoke_writer(root, newest_signed(repo.storage, root.public, repo.id), entry.name, at)
+            store_version(repo.storage, version, version.verify(root.public, repo.id).sequence)
+            repo.trust(refresh=True)
+        new, sequence, _ = issue_writer_key(repo, entry.name, list(entry.assets), recovery_public)
+        _replace_key_file(repo, result.keyfile, old, new)
         result.new_key_id = new.key_id
+        result.writer = entry.name
+        result.old_generation, result.new_generation = entry.generation, new.generation
+        result.registry_version = sequence
+        revoked = repo.trust(refresh=True)
+        gone = revoked.registry.entry_for(entry.public) if revoked is not None else None
+        result.revoked_at = gone.revoked.isoformat() if gone is not None and gone.revoked else None
         fingerprint: dict[str, Any] = (
             {"recovery_fingerprint": result.recovery_fingerprint} if recovery else {}
         )
@@ -164,8 +214,10 @@ def _rotate_writer(
             "keys-rotate",
             old_key_id=old.key_id,
             new_key_id=new.key_id,
-            writer=old.writer,
+            writer=entry.name,
             generation=new.generation,
+            revoked_generation=entry.generation,
+            revoked_at=result.revoked_at,
             registry_version=sequence,
             **fingerprint,
         )
