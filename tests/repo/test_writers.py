@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.errors import IntegrityError, KeyError_
+from lifeboat.errors import ConfigError, IntegrityError, KeyError_
 from lifeboat.repo import Repository
 from lifeboat.repo.model import SnapshotInfo
-from lifeboat.repo.trust import LEGACY_WARNING
 from lifeboat.services.keys import issue_writer_key
 from lifeboat.storage import open_storage
 
@@ -75,7 +74,7 @@ def test_a_key_without_a_writer_identity_cannot_back_up_into_a_signed_repository
         backup(Repository.open(storage, backup_key=bare))
 
 
-def test_a_legacy_repository_is_read_as_before_with_a_warning(tmp_path: Path) -> None:
+def test_a_legacy_repository_is_refused_by_every_key(tmp_path: Path) -> None:
     storage = open_storage(f"file://{tmp_path / 'repo'}")
     _, key, recovery = Repository.create(storage)
     config_path = tmp_path / "repo" / "config"
@@ -84,11 +83,9 @@ def test_a_legacy_repository_is_read_as_before_with_a_warning(tmp_path: Path) ->
     os.chmod(config_path, 0o644)
     config_path.write_text(json.dumps(config))
     legacy_key = replace(key, writer=None, signing_seed=None)
-    snap = backup(Repository.open(storage, backup_key=legacy_key))
-    reader = Repository.open(storage, recovery_key=recovery)
-    assert reader.trust() is None and [s.id for s in reader.snapshots()] == [snap.id]
-    report = reader.check()
-    assert report.ok and report.warnings == [LEGACY_WARNING]
+    for opened in ({"backup_key": legacy_key}, {"backup_key": key}, {"recovery_key": recovery}):
+        with pytest.raises(ConfigError, match="repository format 1 predates signed writers"):
+            Repository.open(storage, **opened)  # type: ignore[arg-type]
 
 
 def test_create_after_one_killed_between_registry_and_config_succeeds(tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from lifeboat.cli.credentials import (
 from lifeboat.errors import ConfigError
 
 if TYPE_CHECKING:
+    from lifeboat.crypto.credentials import Credentials
+    from lifeboat.policy import Policy
     from lifeboat.services.keys import KeyRotation
 
 
@@ -33,6 +35,12 @@ def rotate(
     ctx: typer.Context,
     recovery: bool = typer.Option(
         False, "--recovery", help="Also replace the recovery key (needs the current one or its shares)."
+    ),
+    drill: bool = typer.Option(
+        False,
+        "--drill",
+        help="Replace the drill signing key instead (needs the recovery key or shares); "
+        "prints the old and new fingerprints.",
     ),
     recovery_key: RecoveryKeyOption = None,
     share: ShareOption = None,
@@ -66,6 +74,11 @@ def rotate(
     from lifeboat.services import keys
 
     policy = run_context(ctx).policy()
+    if drill:
+        if recovery or since or recovery_key_out or shares_out:
+            raise ConfigError("--drill rotates the drill signing key alone: run the other rotations apart")
+        _rotate_drill(policy, credentials_options(recovery_key, share, passphrase_file), json_out)
+        return
     if not recovery and (recovery_key_out or shares_out):
         raise ConfigError("--recovery-key-out and --shares-out only make sense with --recovery")
     # a writer key's rotation is signed by the root key: it needs the credentials too
@@ -99,6 +112,32 @@ def rotate(
             f"recovery key rotated: new fingerprint {result.recovery_fingerprint} ({where}); "
             "it opens every snapshot. Destroy the old key and shares once the new ones are stored."
         )
+
+
+def _rotate_drill(policy: Policy, creds: Credentials, json_out: bool) -> None:
+    from lifeboat.services.key_rotation import rotate_drill_key
+
+    rotation = rotate_drill_key(policy, creds)
+    if json_out:
+        print_json(
+            {
+                "drill_key": {
+                    "old_fingerprint": rotation.old_fingerprint,
+                    "new_fingerprint": rotation.new_fingerprint,
+                },
+                "refused_drill_key_records": list(rotation.refused),
+            }
+        )
+        return
+    for refusal in rotation.refused:
+        console.print(f"refused drill-key record {refusal}", markup=False, soft_wrap=True)
+    old = rotation.old_fingerprint or "none"
+    console.print(
+        f"drill signing key rotated: {old} -> {rotation.new_fingerprint}; new drills sign with "
+        f"the new key, evidence signed before still verifies with --key {old}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def rotation_json(result: KeyRotation) -> dict[str, Any]:

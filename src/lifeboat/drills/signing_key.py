@@ -54,6 +54,7 @@ class PublishedKey:
     public: bytes
     sealed: bytes
     created: str
+    replaces: str | None = None  # the fingerprint of the key `keys rotate --drill` replaced
 
 
 @dataclass
@@ -74,24 +75,31 @@ class DrillSigner:
     refused: tuple[str, ...] = ()
 
 
-def record_body(repo_id: str, key: Ed25519PrivateKey, recovery_public: bytes) -> dict[str, Any]:
-    """The drill-key record's body: the public key, and the private key sealed to the recovery key."""
-    return {
+def record_body(
+    repo_id: str, key: Ed25519PrivateKey, recovery_public: bytes, replaces: str | None = None
+) -> dict[str, Any]:
+    """The drill-key record's body: the public key, the private key sealed to the recovery
+    key, and (after `keys rotate --drill`) the fingerprint of the key it replaces."""
+    body: dict[str, Any] = {
         "type": RECORD_TYPE,
         "version": 1,
         "repo_id": repo_id,
         "public_key": raw_public(key).hex(),
         "fingerprint": fingerprint(key.public_key()),
         "sealed_private": base64.b64encode(seal_signing_key(recovery_public, key)).decode(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="microseconds"),
     }
+    if replaces is not None:
+        body["replaces"] = replaces
+    return body
 
 
-def publish(store: RecordStore, root: RootKey) -> tuple[Ed25519PrivateKey, str]:
+def publish(store: RecordStore, root: RootKey, replaces: str | None = None) -> tuple[Ed25519PrivateKey, str]:
     """A new drill signing key, sealed to the current recovery key and published in a
-    root-signed record; returns the key and its fingerprint."""
+    root-signed record (naming the key it ``replaces``, if any); returns the key and its
+    fingerprint."""
     key = Ed25519PrivateKey.generate()
-    body = record_body(root.repo_id, key, root.recovery_public)
+    body = record_body(root.repo_id, key, root.recovery_public, replaces)
     name = drill_key_record_name(body["fingerprint"])
     signature = sign_by_root(root, ObjectType.RECORD, name, canonical_json(body)).to_bytes()
     store.put_record(name, {**body, "root_signature": base64.b64encode(signature).decode()})
@@ -113,6 +121,7 @@ def _parse(source: RecordSource, name: str, root_public: bytes, repo_id: str) ->
             public,
             base64.b64decode(str(record["sealed_private"])),
             str(record["created"]),
+            str(record["replaces"]) if record.get("replaces") else None,
         )
     except (KeyError, ValueError, TypeError):
         raise IntegrityError(f"{name} is root-signed but unreadable") from None
@@ -139,8 +148,45 @@ def lookup(source: RecordSource, root_public: bytes, repo_id: str) -> DrillKeyLo
             "(a pre-#14 or planted drill key); ignored"
         )
     if accepted:
-        found.published = max(accepted, key=lambda p: p.created)
+        found.published = newest(accepted)
     return found
+
+
+def newest(accepted: Sequence[PublishedKey]) -> PublishedKey:
+    """The key in use: one no other root-signed record replaces (the newest of those, should
+    two rotations have raced), so a rotation wins whatever the two records' clocks say."""
+    replaced = {p.replaces for p in accepted if p.replaces}
+    current = [p for p in accepted if p.fingerprint not in replaced] or list(accepted)
+    return max(current, key=lambda p: _when(p.created))
+
+
+def _when(created: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(created)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DrillKeyRotation:
+    """What `keys rotate --drill` did: the key replaced (None: there was none) and the new one."""
+
+    old_fingerprint: str | None
+    new_fingerprint: str
+    refused: tuple[str, ...] = ()
+
+
+def rotate(store: RecordStore, chain: Sequence[RecoveryKey], repo_id: str) -> DrillKeyRotation:
+    """A new drill signing key, sealed to the newest recovery key and published in a
+    root-signed record that replaces the current one. Evidence the old key signed still
+    verifies against its pinned fingerprint (verification needs only the public key, which
+    the bundle names); new drills sign with the new key."""
+    root = RootKey.from_chain(repo_id, chain)
+    found = lookup(store, root.public, repo_id)
+    old = found.published.fingerprint if found.published is not None else None
+    _, new = publish(store, root, replaces=old)
+    return DrillKeyRotation(old, new, tuple(found.refused))
 
 
 def signer(store: RecordStore, chain: Sequence[RecoveryKey], repo_id: str) -> DrillSigner:

@@ -47,8 +47,10 @@ class RecordStore(RecordSource, Protocol):
         ...
 
 
-def read_config(storage: Storage) -> dict[str, Any]:
-    """The repository's plaintext config (id, public key, sizes); ConfigError without one."""
+def read_config(storage: Storage, *, format_1: bool = False) -> dict[str, Any]:
+    """The repository's plaintext config (id, public key, sizes); ConfigError without one,
+    and for a repository from before signed writers (no ``root_public``) unless ``format_1``
+    (what `lifeboat migrate` reads)."""
     try:
         config = json.loads(storage.get(CONFIG_NAME))
     except NotFoundError:
@@ -59,7 +61,25 @@ def read_config(storage: Storage) -> dict[str, Any]:
         raise IntegrityError(f"repository config at {storage.url} is damaged") from None
     if config.get("version") != FORMAT_VERSION:
         raise ConfigError(f"repository format version {config.get('version')} is not supported")
+    if not format_1:
+        refuse_format_1(config)
     return dict(config)
+
+
+def refuse_format_1(config: dict[str, Any]) -> None:
+    """A repository written before signed writers (its config pins no root key): any
+    backup key file could forge its history, so no command trusts it (ConfigError)."""
+    if "root_public" not in config:
+        raise ConfigError(
+            "repository format 1 predates signed writers: its snapshots cannot be trusted",
+            hint=FORMAT_1_HINT,
+        )
+
+
+FORMAT_1_HINT = (
+    "restore what you need with the lifeboat release that wrote it, then back up into a "
+    "repository made by 'lifeboat init'"
+)
 
 
 class RecordsView:

@@ -323,7 +323,7 @@ def add_writer(policy: Policy, creds: Credentials, name: str, assets: list[str],
     scope = _check_assets(policy, assets)
     if os.path.lexists(out):
         raise ConfigError(f"{out} already exists", hint="a writer key is never written over another file")
-    with reading(policy, creds, purpose="keys add-writer") as session, _Audited(session, "keys-add-writer"):
+    with reading(policy, creds, purpose="keys add-writer") as session, Audited(session, "keys-add-writer"):
         key, sequence, revoked = issue_writer_key(session.repo, name, scope)
         write_secret_file(out, json.dumps(key.to_json(), indent=2).encode() + b"\n")
         session.record(
@@ -351,7 +351,7 @@ def revoke_writer_key(
         raise ConfigError("--since needs a time with a zone, e.g. 2026-11-30T08:00:00+00:00")
     with (
         reading(policy, creds, purpose="keys revoke-writer") as session,
-        _Audited(session, "keys-revoke-writer"),
+        Audited(session, "keys-revoke-writer"),
     ):
         repo = session.repo
         root = repo.root_key()
@@ -401,7 +401,7 @@ def list_writers(policy: Policy) -> list[dict[str, Any]]:
         repo.close()
 
 
-class _Audited:
+class Audited:
     """A failed writer operation leaves its audit entry too."""
 
     def __init__(self, session: Session, operation: str) -> None:
