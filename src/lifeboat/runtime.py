@@ -183,7 +183,7 @@ def open_key_material(
     from lifeboat.repo.escrow import unlock_escrow
 
     try:
-        custodians = unlock_escrow(repo.config, repo.keyring, shares)
+        custodians = unlock_escrow(repo.config, repo.keyring, shares, repo)
     except LifeboatError as exc:
         record(
             "key-access", key="key-material escrow", outcome="refused", reason=exc.message, purpose=purpose

@@ -36,6 +36,12 @@ def rotate(
     recovery: bool = typer.Option(
         False, "--recovery", help="Also replace the recovery key (needs the current one or its shares)."
     ),
+    escrow: bool = typer.Option(
+        False,
+        "--escrow",
+        help="Replace the key-material escrow key instead (e.g. to cut off a departed custodian): "
+        "new shares for --custodians into --shares-out; needs the recovery key or shares.",
+    ),
     drill: bool = typer.Option(
         False,
         "--drill",
@@ -74,13 +80,23 @@ def rotate(
     from lifeboat.services import keys
 
     policy = run_context(ctx).policy()
+    if escrow:
+        if recovery or drill or since or recovery_key_out:
+            raise ConfigError("--escrow rotates the escrow key alone: run the other rotations apart")
+        if shares_out is None:
+            raise ConfigError("keys rotate --escrow needs --shares-out DIR for the custodians' new shares")
+        names = [c.strip() for c in custodians.split(",")] if custodians else None
+        creds = credentials_options(recovery_key, share, passphrase_file)
+        passphrases = custodian_passphrases(custodian_passphrase)
+        _rotate_escrow(policy, creds, shares_out, threshold, names, passphrases, json_out)
+        return
     if drill:
         if recovery or since or recovery_key_out or shares_out:
             raise ConfigError("--drill rotates the drill signing key alone: run the other rotations apart")
         _rotate_drill(policy, credentials_options(recovery_key, share, passphrase_file), json_out)
         return
     if not recovery and (recovery_key_out or shares_out):
-        raise ConfigError("--recovery-key-out and --shares-out only make sense with --recovery")
+        raise ConfigError("--recovery-key-out and --shares-out only make sense with --recovery or --escrow")
     # a writer key's rotation is signed by the root key: it needs the credentials too
     creds, how = credentials_options(recovery_key, share, passphrase_file), None
     if recovery:
@@ -135,6 +151,42 @@ def _rotate_drill(policy: Policy, creds: Credentials, json_out: bool) -> None:
     console.print(
         f"drill signing key rotated: {old} -> {rotation.new_fingerprint}; new drills sign with "
         f"the new key, evidence signed before still verifies with --key {old}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _rotate_escrow(
+    policy: Policy,
+    creds: Credentials,
+    shares_out: Path,
+    threshold: int | None,
+    names: list[str] | None,
+    passphrases: dict[str, bytes],
+    json_out: bool,
+) -> None:
+    from lifeboat.services.key_rotation import rotate_escrow_key
+
+    rotation = rotate_escrow_key(policy, creds, shares_out, threshold, names, passphrases)
+    if json_out:
+        print_json(
+            {
+                "escrow_key": {
+                    "old_fingerprint": rotation.old_fingerprint,
+                    "new_fingerprint": rotation.new_fingerprint,
+                    "threshold": rotation.threshold,
+                    "custodians": rotation.custodians,
+                },
+                "shares_dir": str(rotation.shares_dir),
+                "shares": [str(p) for p in rotation.shares],
+            }
+        )
+        return
+    console.print(
+        f"escrow key rotated: {rotation.old_fingerprint} -> {rotation.new_fingerprint} "
+        f"({rotation.threshold} of {', '.join(rotation.custodians)}; shares in {rotation.shares_dir}). "
+        "Key material backed up from now on opens only with the new shares; what was backed up "
+        "before stays sealed to the old key: back up the keys assets now.",
         markup=False,
         soft_wrap=True,
     )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from lifeboat.crypto.escrow import ParsedShare
     from lifeboat.crypto.escrow_key import EscrowPublic
     from lifeboat.crypto.keys import RecoveryKey
+    from lifeboat.crypto.writers import RootKey
     from lifeboat.repo.records import RecordSource, RecordStore
 
 # crypto.escrow_key (SLIP-39) is imported when used: opening a repository stays light
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 ESCROWED_KINDS = frozenset({"keys"})  # snapshots of these kinds are sealed to the escrow key
 CONFIG_FIELD = "escrow_key"
 ESCROW_KEY_RECORD = "escrow-key.json"
+ROTATED = "escrow-keys/"  # records/escrow-keys/<fingerprint>.json: `keys rotate --escrow`
 
 
 def recipient_for(kind: str) -> str:
@@ -51,44 +53,137 @@ def escrow_public(config: dict[str, Any]) -> EscrowPublic | None:
     return escrow
 
 
-def escrowed_keyring(config: dict[str, Any], keyring: Keyring) -> Keyring:
-    """The keyring a backup of key material writes with: never the recovery key's packs."""
-    escrow = escrow_public(config)
+def escrow_generations(config: dict[str, Any], records: RecordSource | None) -> list[EscrowPublic]:
+    """The repository's escrow keys, oldest first: the one bound in ``config`` at ``init``,
+    then each `keys rotate --escrow` published in a root-signed record naming the key it
+    replaces. A record the root did not sign (a plant), or that replaces no key of this
+    chain, is ignored: a writer never seals key material to it."""
+    first = escrow_public(config)
+    if first is None or records is None:
+        return [first] if first is not None else []
+    rotations: dict[str, EscrowPublic] = {}
+    for name in records.list_records(ROTATED):
+        try:
+            replaces, escrow = _read_rotation(config, records, name)
+        except (IntegrityError, NotFoundError, KeyError, ValueError, TypeError):
+            continue
+        rotations.setdefault(replaces, escrow)
+    chain = [first]
+    while chain[-1].fingerprint in rotations and len(chain) <= len(rotations):
+        chain.append(rotations[chain[-1].fingerprint])
+    return chain
+
+
+def id_salt(chain: Sequence[EscrowPublic], escrow: EscrowPublic) -> bytes:
+    """What keeps the blob ids of key material apart per escrow key: nothing for the key
+    bound at ``init`` (ids as they always were), the public key for a rotated one."""
+    return b"" if chain and escrow.public == chain[0].public else escrow.public
+
+
+def current_escrow(config: dict[str, Any], records: RecordSource | None) -> EscrowPublic | None:
+    """The escrow key new key material is sealed to (the newest of ``escrow_generations``)."""
+    chain = escrow_generations(config, records)
+    return chain[-1] if chain else None
+
+
+def rotation_record_name(escrow: EscrowPublic) -> str:
+    """The record that publishes a replacement escrow key (named after its fingerprint, so a
+    plant can neither squat it nor be accepted)."""
+    return f"{ROTATED}{escrow.fingerprint}.json"
+
+
+def _rotation_body(escrow: EscrowPublic, replaces: str) -> bytes:
+    import json
+
+    payload = {"escrow": escrow.to_json(), "replaces": replaces}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _read_rotation(config: dict[str, Any], records: RecordSource, name: str) -> tuple[str, EscrowPublic]:
+    import json
+
+    from lifeboat.crypto.escrow_key import EscrowPublic
+    from lifeboat.crypto.signed import ObjectType, verify_by_root
+    from lifeboat.repo.trust import root_public_of
+
+    root_public = root_public_of(config)
+    if root_public is None:
+        raise IntegrityError("no root key to verify an escrow rotation with")
+    record = records.get_record(name)
+    body = str(record["body"]).encode()
+    signature = base64.b64decode(str(record["signature"]), validate=True)
+    verify_by_root(root_public, str(config["id"]), ObjectType.RECORD, name, body, signature)
+    data = json.loads(body)
+    escrow = EscrowPublic.from_json(data["escrow"])
+    if escrow.repo_id != config.get("id") or rotation_record_name(escrow) != name:
+        raise IntegrityError(f"{name} publishes another escrow key than its name says")
+    return str(data["replaces"]), escrow
+
+
+def put_escrow_rotation(
+    store: RecordStore, root: RootKey, escrow: EscrowPublic, replaces: EscrowPublic
+) -> None:
+    """Publishes ``escrow`` as the replacement of ``replaces``, signed by the root key."""
+    from lifeboat.crypto.signed import ObjectType, sign_by_root
+
+    name = rotation_record_name(escrow)
+    body = _rotation_body(escrow, replaces.fingerprint)
+    signature = sign_by_root(root, ObjectType.RECORD, name, body).to_bytes()
+    store.put_record(name, {"body": body.decode(), "signature": base64.b64encode(signature).decode()})
+
+
+def escrowed_keyring(
+    config: dict[str, Any], keyring: Keyring, records: RecordSource | None = None
+) -> Keyring:
+    """The keyring a backup of key material writes with: never the recovery key's packs,
+    always the newest escrow key the root key published."""
+    escrow = current_escrow(config, records)
     if escrow is None:
         raise ConfigError(
             "this repository has no escrow key, so key material cannot be backed up into it "
             "(it would be readable with the recovery key alone)",
             hint="initialise the repository with this version: 'lifeboat init --shares-out DIR'",
         )
-    return keyring.for_escrow(escrow.public, escrow.threshold)
+    return keyring.for_escrow(
+        escrow.public, escrow.threshold, id_salt(escrow_generations(config, records), escrow)
+    )
 
 
-def unlock_escrow(config: dict[str, Any], keyring: Keyring, shares: Sequence[ParsedShare]) -> tuple[str, ...]:
+def unlock_escrow(
+    config: dict[str, Any],
+    keyring: Keyring,
+    shares: Sequence[ParsedShare],
+    records: RecordSource | None = None,
+) -> tuple[str, ...]:
     """Lets ``keyring`` read key material once the escrow shares recombine to the escrow
-    key; returns the custodians whose shares opened it. Refusals are one-line KeyError_s."""
+    key they belong to (the current one, or one `keys rotate --escrow` replaced: that one
+    opens only the key material sealed before the rotation); returns the custodians whose
+    shares opened it. Refusals are one-line KeyError_s."""
     from lifeboat.crypto.escrow_key import open_escrow
 
-    escrow = escrow_public(config)
-    if escrow is None:
+    chain = escrow_generations(config, records)
+    if not chain:
         return ()
+    theirs = [e for e in chain if shares and e.identifier == shares[0].identifier]
+    escrow = theirs[0] if theirs else chain[-1]
     opener = open_escrow(escrow, shares)
-    keyring.unlock_escrow(opener, escrow.threshold)
+    keyring.unlock_escrow(opener, escrow.threshold, id_salt(chain, escrow))
     return opener.custodians
 
 
 def reshared_key_material(
-    config: dict[str, Any], keyring: Keyring, custodians: Sequence[str]
+    config: dict[str, Any], keyring: Keyring, custodians: Sequence[str], records: RecordSource | None = None
 ) -> dict[str, str] | None:
     """The key-material escrow shares to write next to new recovery-key shares (a rotation
     or re-split): new shares of the same escrow key for ``custodians``. None when the
     repository has no escrow key; refused when it has one the shares brought did not open,
     because share files without it, handed out to replace the old ones, would lose the key
     material for good."""
-    escrow = escrow_public(config)
+    escrow = current_escrow(config, records)
     if escrow is None:
         return None
     opener = keyring.escrow
-    if opener is None:
+    if opener is None or opener.escrow.public != escrow.public:
         raise KeyError_(
             "new share files must also carry the key-material escrow shares, and the shares "
             "given did not open the escrow key",

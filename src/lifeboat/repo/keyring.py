@@ -59,19 +59,25 @@ class Keyring:
         self.escrow_threshold = 0
         self._escrow: EscrowOpener | None = None
 
-    def for_escrow(self, public: bytes, threshold: int) -> Keyring:
+    def for_escrow(self, public: bytes, threshold: int, id_salt: bytes = b"") -> Keyring:
         """A keyring writing packs sealed to the escrow key ``public`` (key material) with
-        escrow blob ids; same repository MAC, so its index and snapshot read as usual."""
+        escrow blob ids; same repository MAC, so its index and snapshot read as usual.
+        ``id_salt``: empty for the escrow key bound at ``init``, the key itself for one
+        `keys rotate --escrow` made, so key material never dedups into packs sealed to a
+        replaced escrow key (which the new shares could not open)."""
         ring = Keyring(self.repo_id, self._id_key, self.recipient_public, self.recovery)
         ring._readers = self._readers
         ring._escrow = self._escrow
+        ring._escrow_id_key = blake3.blake3(ESCROW_BLOB_IDS + id_salt, key=self._id_key).digest()
         ring.escrow_public = public
         ring.escrow_threshold = threshold
         return ring
 
-    def unlock_escrow(self, opener: EscrowOpener, threshold: int) -> None:
-        """Lets this keyring read escrowed packs (the escrow key from M custodians' shares)."""
+    def unlock_escrow(self, opener: EscrowOpener, threshold: int, id_salt: bytes = b"") -> None:
+        """Lets this keyring read escrowed packs (the escrow key from M custodians' shares;
+        ``id_salt`` as in ``for_escrow``)."""
         self._escrow = opener
+        self._escrow_id_key = blake3.blake3(ESCROW_BLOB_IDS + id_salt, key=self._id_key).digest()
         self.escrow_threshold = threshold
 
     @property
@@ -165,7 +171,8 @@ class Keyring:
                 dek = self._escrow.unwrap(wrapped[len(ESCROW_PACK_TAG) :], PACK_KEY_CONTEXT)
             except IntegrityError:
                 raise IntegrityError(
-                    "cannot open an escrowed pack's data key: the pack was modified"
+                    "cannot open an escrowed pack's data key: the pack was modified, or it is "
+                    "sealed to another escrow key than the shares given ('keys rotate --escrow')"
                 ) from None
             cipher = Cipher(dek)
             with self._lock:

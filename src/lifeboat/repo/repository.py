@@ -383,9 +383,11 @@ class Repository:
             chunk_size=chunk_size,
             progress=progress,
             host=host,
-            use_parent_cache=use_parent_cache,
+            # key material is small; re-reading it never reuses chunks sealed to an escrow
+            # key that `keys rotate --escrow` replaced (the new shares could not open them)
+            use_parent_cache=use_parent_cache and not escrowed,
             file_sha256=file_sha256,
-            keyring=escrowed_keyring(self.config, self.keyring) if escrowed else None,
+            keyring=escrowed_keyring(self.config, self.keyring, self) if escrowed else None,
         )
 
     def parent_cache_path(self, asset: str) -> Path | None:

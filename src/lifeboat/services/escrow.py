@@ -10,7 +10,6 @@ from lifeboat import runtime
 from lifeboat.crypto.credentials import Credentials
 from lifeboat.errors import KeyError_
 from lifeboat.policy import Policy
-from lifeboat.repo import Repository
 from lifeboat.services.session import reading
 
 
@@ -67,15 +66,16 @@ def verify_share(policy: Policy, creds: Credentials) -> ShareCheck:
     from lifeboat.crypto.escrow import KEY_MATERIAL
     from lifeboat.crypto.unlock import shares_from_files
     from lifeboat.repo import RecordsView
-    from lifeboat.repo.escrow import escrow_public
+    from lifeboat.repo.escrow import current_escrow
     from lifeboat.repo.records import escrow_records
 
     shares = shares_from_files(creds)
     parsed = shares[0]
     storage = runtime.storage_for(policy)
     try:
-        records = escrow_records(RecordsView(storage))
-        escrow = escrow_public(Repository.read_config(storage))
+        view = RecordsView(storage)
+        records = escrow_records(view)
+        escrow = current_escrow(view.config, view)  # a replaced escrow key's shares are refused
     finally:
         storage.close()
     match = [r for r in records if r.identifier == parsed.identifier]

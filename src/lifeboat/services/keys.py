@@ -135,7 +135,7 @@ def rotate_recovery(reader: Session, recovery: RecoveryRotation, result: KeyRota
             split.threshold,
             split.custodians,
             split.passphrases,
-            key_material=reshared_key_material(repo.config, repo.keyring, people),
+            key_material=reshared_key_material(repo.config, repo.keyring, people, repo),
         )
         result.shares_dir = recovery.shares_out
     # Linked last: a failure above leaves the chain as it was (the old key stays the newest).

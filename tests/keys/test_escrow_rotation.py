@@ -1,0 +1,108 @@
+"""`keys rotate --escrow`: a departed custodian is cut off from key material backed up after
+the rotation. A new escrow key is split among the custodians given; key material backed up
+from then on is sealed to it only, so M shares of the old escrow key (the departed
+custodian's among them) open nothing written afterwards, while the new shares do. What was
+sealed before stays sealed to the old key (packs are immutable; not re-sealed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.keys.test_keys import CANARY, KeysEnv, shares
+
+
+def new_shares(env: KeysEnv, *names: str) -> list[str]:
+    return [arg for n in names for arg in ("--share", str(env.root / "new-shares" / f"{n}.share"))]
+
+
+def test_a_departed_custodians_old_shares_open_no_key_material_written_after_the_rotation(
+    env: KeysEnv,
+) -> None:
+    env.run("backup", "platform-keys")
+    before = env.json("snapshots")[0]["id"]
+    rotated = env.json(
+        "keys",
+        "rotate",
+        "--escrow",
+        "--shares-out",
+        str(env.root / "new-shares"),
+        "--custodians",
+        "alice,bob,dave",  # carol left
+        "--threshold",
+        "2",
+        *shares(env, "alice", "bob"),
+    )
+    escrow = rotated["escrow_key"]
+    assert escrow["old_fingerprint"] != escrow["new_fingerprint"] and escrow["custodians"] == [
+        "alice",
+        "bob",
+        "dave",
+    ]
+    assert sorted(Path(p).name for p in rotated["shares"]) == ["alice.share", "bob.share", "dave.share"]
+    assert all(Path(p).stat().st_mode & 0o777 == 0o600 for p in rotated["shares"])
+
+    (env.root / "platform-keys" / "after.key").write_text("written-after-the-rotation\n")
+    env.run("backup", "platform-keys")
+    after = next(s["id"] for s in env.json("snapshots") if s["id"] != before)
+
+    # carol (gone) and alice: two old shares, a full quorum of the old escrow key
+    target = env.root / "by-carol"
+    old = env.run(
+        "restore",
+        "platform-keys",
+        "--snapshot",
+        after,
+        "--target",
+        str(target),
+        *shares(env, "alice", "carol"),
+        check=False,
+    )
+    assert old.returncode != 0 and old.stderr.startswith("lifeboat: error: "), old.stderr
+    assert "Traceback" not in old.stderr and "escrow key" in old.stderr
+    assert not (target / "platform-keys" / "after.key").exists()
+    verify = env.run("escrow", "verify-share", str(env.root / "shares" / "carol.share"), check=False)
+    assert verify.returncode != 0 and "key-material escrow key" in verify.stderr
+
+    # the new shares open what was written after; dave, new, is one of the quorum
+    fresh = env.root / "by-dave"
+    env.run(
+        "restore",
+        "platform-keys",
+        "--snapshot",
+        after,
+        "--target",
+        str(fresh),
+        *new_shares(env, "bob", "dave"),
+    )
+    assert (fresh / "platform-keys" / "after.key").read_text() == "written-after-the-rotation\n"
+    # what was sealed before the rotation still opens with the old shares (not re-sealed)
+    env.run(
+        "restore",
+        "platform-keys",
+        "--snapshot",
+        before,
+        "--target",
+        str(env.root / "old"),
+        *shares(env, "alice", "bob"),
+    )
+
+    audit_text = (env.root / ".lifeboat" / "audit.jsonl").read_text()
+    entries = [json.loads(line) for line in audit_text.splitlines()]
+    [entry] = [e for e in entries if e["operation"] == "keys-rotate-escrow"]
+    assert entry["details"]["new_fingerprint"] == escrow["new_fingerprint"]
+    assert entry["details"]["custodian_names"] == ["alice", "bob", "dave"]
+    mnemonic = (env.root / "new-shares" / "dave.share").read_text().splitlines()[1]
+    for text in (*env.outputs, audit_text):
+        assert CANARY not in text and mnemonic not in text and " ".join(mnemonic.split()[:4]) not in text
+
+
+def test_escrow_rotation_refusals_are_one_line(env: KeysEnv) -> None:
+    out = str(env.root / "new-shares")
+    no_dir = env.run("keys", "rotate", "--escrow", *shares(env, "alice", "bob"), check=False)
+    assert no_dir.returncode != 0 and "needs --shares-out DIR" in no_dir.stderr
+    one = env.run("keys", "rotate", "--escrow", "--shares-out", out, *shares(env, "alice"), check=False)
+    assert (
+        one.returncode != 0 and one.stderr.startswith("lifeboat: error: ") and "Traceback" not in one.stderr
+    )
+    assert not Path(out).exists() or not any(Path(out).iterdir())
