@@ -106,3 +106,44 @@ def test_escrow_rotation_refusals_are_one_line(env: KeysEnv) -> None:
         one.returncode != 0 and one.stderr.startswith("lifeboat: error: ") and "Traceback" not in one.stderr
     )
     assert not Path(out).exists() or not any(Path(out).iterdir())
+
+
+def test_an_escrow_rotation_planted_with_a_backup_key_is_ignored_and_reported(env: KeysEnv) -> None:
+    """A compromised backup host (its key file and storage credentials) publishes its own
+    escrow key as a 'rotation' of the genuine one, signed by a root it made up: writers keep
+    sealing key material to the genuine key, and `check` names the plant."""
+    import base64
+    import secrets
+
+    from lifeboat import runtime
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.crypto.escrow_key import generate_escrow
+    from lifeboat.crypto.writers import RootKey
+    from lifeboat.repo.escrow import current_escrow, put_escrow_rotation
+
+    repo = runtime.open_for_write(load_policy(env.policy))
+    try:
+        genuine = current_escrow(repo.config, repo)
+        assert genuine is not None and repo.keyring.recovery is None
+        mine, _ = generate_escrow(repo.id, 1, ["mallory"])
+        fake_root = RootKey.derive(
+            repo.id, secrets.token_bytes(32), base64.b64decode(repo.config["recovery_public"])
+        )
+        put_escrow_rotation(repo, fake_root, mine, genuine)
+        assert current_escrow(repo.config, repo) == genuine
+    finally:
+        repo.close()
+
+    (env.root / "platform-keys" / "after.key").write_text("after-the-plant\n")
+    env.run("backup", "platform-keys")
+    target = env.root / "restored"
+    env.run("restore", "platform-keys", "--target", str(target), *shares(env, "alice", "bob"))
+    assert (target / "platform-keys" / "after.key").read_text() == "after-the-plant\n"
+    proc = env.run("check", "--json", *shares(env, "alice", "bob"), check=False)
+    assert proc.returncode == 1
+    [problem] = json.loads(proc.stdout)["problems"]
+    assert (
+        problem["kind"] == "escrow-key"
+        and problem["object"] == f"records/escrow-keys/{mine.fingerprint}.json"
+    )
+    assert "not signed" in problem["message"] or "root key" in problem["message"], problem

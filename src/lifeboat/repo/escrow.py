@@ -213,9 +213,37 @@ def _record_body(escrow: EscrowPublic) -> bytes:
 
 
 def escrow_problems(config: dict[str, Any], keyring: Keyring, records: RecordSource) -> list[Problem]:
-    """`check` with the recovery key: the escrow key in ``config`` must be the one the root
-    key signed at ``init``; another (a storage-level attacker's, which backups of key
-    material would then seal to) is reported. Nothing to check without the recovery key."""
+    """`check`: the escrow key in ``config`` against the root-signed record (with the
+    recovery key), and every escrow-key rotation record the root did not sign (a plant:
+    writers ignore it, `check` names it)."""
+    return _config_escrow_problems(config, keyring, records) + rotation_problems(config, records)
+
+
+def rotation_problems(config: dict[str, Any], records: RecordSource) -> list[Problem]:
+    """Escrow-key rotation records that are not root-signed for their name (ignored by
+    every writer and reader): one ``escrow-key`` problem each."""
+    if config.get(CONFIG_FIELD) is None:
+        return []
+    problems = []
+    for name in records.list_records(ROTATED):
+        try:
+            _read_rotation(config, records, name)
+        except NotFoundError:
+            continue
+        except (IntegrityError, KeyError, ValueError, TypeError) as exc:
+            why = exc.message if isinstance(exc, IntegrityError) else "damaged"
+            problems.append(
+                Problem(
+                    "escrow-key", f"records/{name}", f"escrow-key rotation record refused: {why}; ignored"
+                )
+            )
+    return problems
+
+
+def _config_escrow_problems(config: dict[str, Any], keyring: Keyring, records: RecordSource) -> list[Problem]:
+    """With the recovery key: the escrow key in ``config`` must be the one the root key
+    signed at ``init``; another (a storage-level attacker's, which backups of key material
+    would then seal to) is reported. Nothing to check without the recovery key."""
     from lifeboat.crypto.signed import ObjectType, verify_by_root
     from lifeboat.crypto.writers import RootKey
 
