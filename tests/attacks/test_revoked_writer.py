@@ -139,6 +139,8 @@ def test_rotation_refusals_are_one_line_and_audited_without_secrets(site: Site) 
     assert "recovery key" in no_creds.stderr and "Traceback" not in no_creds.stderr
     bad_time = site.run("keys", "rotate", "--since", "yesterday", *site.recovery, check=False)
     assert bad_time.returncode != 0 and "--since 'yesterday' is not an ISO time" in bad_time.stderr
+    ahead = site.run("keys", "rotate", "--since", "2999-01-01T00:00:00+00:00", *site.recovery, check=False)
+    assert ahead.returncode != 0 and "lies in the future" in ahead.stderr
 
     rotated = site.json("keys", "rotate", *site.recovery)
     fresh = json.loads((site.root / "keys" / "backup.key").read_text())

@@ -167,6 +167,8 @@ def _rotate_writer(
     at = since or clock.now()
     if at.tzinfo is None:
         raise ConfigError("--since needs a time with a zone, e.g. 2026-11-30T08:00:00+00:00")
+    if at > clock.now():
+        raise ConfigError(f"--since {at.isoformat()} lies in the future", hint="give the compromise time")
     with reading(policy, creds, purpose="keys rotate") as reader, _audited(reader):
         recovery_public = None
         if recovery is not None:
