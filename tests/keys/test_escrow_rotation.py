@@ -87,6 +87,11 @@ def test_a_departed_custodians_old_shares_open_no_key_material_written_after_the
         *shares(env, "alice", "bob"),
     )
 
+    # maintenance with either generation's shares finds nothing wrong
+    for quorum in (new_shares(env, "bob", "dave"), shares(env, "alice", "bob")):
+        checked = env.run("check", "--json", *quorum, check=False)
+        assert checked.returncode == 0 and json.loads(checked.stdout)["problems"] == [], checked.stdout
+
     audit_text = (env.root / ".lifeboat" / "audit.jsonl").read_text()
     entries = [json.loads(line) for line in audit_text.splitlines()]
     [entry] = [e for e in entries if e["operation"] == "keys-rotate-escrow"]

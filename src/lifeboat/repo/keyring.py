@@ -170,9 +170,13 @@ class Keyring:
             try:
                 dek = self._escrow.unwrap(wrapped[len(ESCROW_PACK_TAG) :], PACK_KEY_CONTEXT)
             except IntegrityError:
-                raise IntegrityError(
-                    "cannot open an escrowed pack's data key: the pack was modified, or it is "
-                    "sealed to another escrow key than the shares given ('keys rotate --escrow')"
+                # sealed to another generation of the escrow key (`keys rotate --escrow`):
+                # what the shares given cannot open, as without shares (a modified pack no
+                # longer matches its name, which `check --read-data` reports on its own)
+                raise EscrowRequired(
+                    "cannot open an escrowed pack's data key: it is sealed to another escrow key "
+                    "than the shares given ('keys rotate --escrow' replaced one), or it was modified",
+                    hint="pass the shares of the escrow key it was sealed to",
                 ) from None
             cipher = Cipher(dek)
             with self._lock:

@@ -47,10 +47,9 @@ class RecordStore(RecordSource, Protocol):
         ...
 
 
-def read_config(storage: Storage, *, format_1: bool = False) -> dict[str, Any]:
+def read_config(storage: Storage) -> dict[str, Any]:
     """The repository's plaintext config (id, public key, sizes); ConfigError without one,
-    and for a repository from before signed writers (no ``root_public``) unless ``format_1``
-    (what `lifeboat migrate` reads)."""
+    and for a repository from before signed writers (no ``root_public``)."""
     try:
         config = json.loads(storage.get(CONFIG_NAME))
     except NotFoundError:
@@ -61,8 +60,7 @@ def read_config(storage: Storage, *, format_1: bool = False) -> dict[str, Any]:
         raise IntegrityError(f"repository config at {storage.url} is damaged") from None
     if config.get("version") != FORMAT_VERSION:
         raise ConfigError(f"repository format version {config.get('version')} is not supported")
-    if not format_1:
-        refuse_format_1(config)
+    refuse_format_1(config)
     return dict(config)
 
 
