@@ -71,6 +71,7 @@ def test_a_backup_with_the_rotated_away_key_is_refused_by_every_reader(site: Sit
     for keyfile in (stolen, edited(site, stolen, "id")):
         proc = old_key_host(site, keyfile).run("backup", "app", check=False)
         assert proc.returncode != 0 and f"writer {writer} cannot back up app: writer revoked" in proc.stderr
+        assert "hint: this key was rotated or revoked: use the writer's newest key file" in proc.stderr
         assert proc.stderr.startswith("lifeboat: error: ") and "Traceback" not in proc.stderr
 
     forged = forge(attacker(site, edited(site, stolen, "forge")), "app")  # its own code

@@ -19,7 +19,7 @@ from lifeboat import clock
 from lifeboat.crypto.envelope import unwrap_key, wrap_key
 from lifeboat.crypto.keys import BackupKey, RecoveryKey, new_backup_key, recovery_fingerprint
 from lifeboat.crypto.signed import DEFAULT_SKEW, ObjectType
-from lifeboat.crypto.writers import RootKey, raw_public
+from lifeboat.crypto.writers import Refusal, RootKey, raw_public
 from lifeboat.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -272,7 +272,11 @@ class Repository:
         if not verdict:
             raise KeyError_(
                 f"writer {verdict.writer or 'of this key'} cannot back up {asset}: {verdict.reason}",
-                hint="issue a key for it with 'lifeboat keys add-writer NAME --assets ...'",
+                hint=(
+                    "this key was rotated or revoked: use the writer's newest key file"
+                    if verdict.refusal is Refusal.REVOKED
+                    else "issue a key for it with 'lifeboat keys add-writer NAME --assets ...'"
+                ),
             )
 
     def sign_snapshot(self, snapshot_id: str, asset: str, body: bytes) -> bytes:
