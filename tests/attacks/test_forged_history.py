@@ -22,6 +22,7 @@ from lifeboat.repo.backup import BackupSession
 from lifeboat.repo.format import snapshot_name
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
+from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.repo.snapshots import encode_snapshot
 from lifeboat.storage import open_storage
 from tests.harness import Clock, LifeboatCli, PolicyBuilder
@@ -45,8 +46,10 @@ class Site(LifeboatCli):
         return str(self.json("backup", asset)[0]["snapshot"])
 
     def snapshot_ids(self, asset: str | None = None) -> list[str]:
+        """Every writer's accepted snapshots: the recovery side opens all sealed headers
+        (with the backup key, `snapshots` lists only its own writer's)."""
         extra = ["--asset", asset] if asset else []
-        return [s["id"] for s in self.json("snapshots", *extra)]
+        return [s["id"] for s in self.json("snapshots", *extra, *self.recovery)]
 
     def restored(self, asset: str, name: str) -> bytes:
         target = self.root / f"restored-{asset}-{len(os.listdir(self.root))}"
@@ -54,7 +57,7 @@ class Site(LifeboatCli):
         return (target / asset / name).read_bytes()
 
     def check_problems(self) -> list[dict[str, object]]:
-        proc = self.run("check", "--json", check=False)
+        proc = self.run("check", "--json", *self.recovery, check=False)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         return list(json.loads(proc.stdout)["problems"])
 
@@ -198,11 +201,17 @@ def test_a_planted_unsigned_snapshot_is_refused(site: Site) -> None:
     keyfile = site.issue_writer("web-1", "web")
     key = load_backup_key(keyfile)
     storage = open_storage(f"file://{site.root / 'repo'}")
-    real = attacker(site, keyfile).find_snapshot("app")
-    # A header with a valid MAC (the key file holds the MAC key) and no signature, pointing
-    # at the genuine tree, dated now: the forgery the old format accepted.
-    planted = SnapshotInfo("", "app", "files", clock.now(), "evil", {}, SnapshotStats(), real.tree, "x")
-    planted_id, data = encode_snapshot(planted, Keyring.for_backup(key))
+    # A header with a valid MAC (the key file holds the MAC key) and no signature, dated now:
+    # the forgery the old format accepted (the genuine tree's ids are sealed to this host).
+    planted = SnapshotInfo("", "app", "files", clock.now(), "evil", {}, SnapshotStats(), ["0" * 64], "x")
+    unsigned = MetadataCodec(
+        key.repo_id,
+        Keyring.for_backup(key).mac,
+        signing=None,
+        recovery_public=key.recovery_public,
+        seal=False,
+    )
+    planted_id, data = encode_snapshot(planted, unsigned)
     storage.put(snapshot_name(planted_id), data)
 
     assert site.snapshot_ids("app") == [genuine]
@@ -215,7 +224,7 @@ def test_revoking_from_the_suspected_compromise_refuses_what_was_signed_since(si
     keyfile = site.issue_writer("web-1", "web")
     genuine = site.backup("web")  # the first writer, untouched by web-1's compromise
     trusted = forge(attacker(site, keyfile), "web", b"written after the unnoticed compromise\n")
-    times = {s["id"]: s["time"] for s in site.json("snapshots", "--asset", "web")}
+    times = {s["id"]: s["time"] for s in site.json("snapshots", "--asset", "web", *site.recovery)}
     assert set(times) == {genuine, trusted}
 
     # Noticed later: web-1 is revoked from the moment it was compromised, so what it signed

@@ -52,6 +52,9 @@ class SnapshotCache:
         """The headers, and their summary."""
         summary = {}
         for snapshot_id, entry in payloads.items():
+            if "unopened" in entry:  # sealed by another writer: listed, never chosen
+                summary[snapshot_id] = [*entry["stat"], None, None, entry["unopened"]]
+                continue
             try:
                 summary[snapshot_id] = [
                     *entry["stat"],

@@ -11,20 +11,22 @@ without its signature. ``list_snapshots`` sorts every listed header into accepte
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from lifeboat.crypto.signed import SIGNATURE_MAGIC, SIGNATURE_SIZE, ObjectType
+from lifeboat.crypto.signed import ObjectType
+from lifeboat.crypto.writers import Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
-from lifeboat.repo.format import SNAPSHOT_MAGIC, decode_framed, encode_framed, is_object_id, snapshot_name
-from lifeboat.repo.keyring import Keyring
+from lifeboat.repo.format import SNAPSHOT_MAGIC, is_object_id, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
+from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.snapshot_cache import SnapshotCache
-from lifeboat.repo.trust import SignatureCheck, Trust, Verdict, check_signature
+from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
 from lifeboat.storage.base import Storage
+
+NAMESPACE = "snapshots/"
 
 
 def snapshot_payload(info: SnapshotInfo) -> dict[str, Any]:
@@ -46,52 +48,50 @@ def snapshot_payload(info: SnapshotInfo) -> dict[str, Any]:
     return payload
 
 
-def encode_snapshot(info: SnapshotInfo, keyring: Keyring) -> tuple[str, bytes]:
-    """A snapshot's id and its stored, MAC'd header bytes."""
-    data = encode_framed(SNAPSHOT_MAGIC, snapshot_payload(info), keyring.mac)
-    return hashlib.sha256(data).hexdigest(), data
+def encode_snapshot(info: SnapshotInfo, codec: MetadataCodec) -> tuple[str, bytes]:
+    """A snapshot's id and its stored header bytes: sealed and signed by this handle's
+    writer (repo/sealed.py), or MAC'd plaintext in a legacy repository."""
+    return codec.encode(ObjectType.SNAPSHOT, NAMESPACE, SNAPSHOT_MAGIC, snapshot_payload(info), info.asset)
 
 
-def split_signed(object_id: str, data: bytes) -> tuple[bytes, bytes | None] | None:
-    """A content-addressed object's body and signature trailer (None: no trailer), or None
-    when neither the whole nor the part before a trailer matches ``object_id``."""
-    if hashlib.sha256(data).hexdigest() == object_id:
-        return data, None
-    body, trailer = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
-    if trailer.startswith(SIGNATURE_MAGIC) and hashlib.sha256(body).hexdigest() == object_id:
-        return body, trailer
-    return None
+def _asset_of(payload: dict[str, Any]) -> str | None:
+    asset = payload.get("asset")
+    return asset if isinstance(asset, str) else None
 
 
 def decode_signed_snapshot(
-    snapshot_id: str, data: bytes, keyring: Keyring
-) -> tuple[SnapshotInfo, SignatureCheck]:
-    """The snapshot from its stored bytes and what its trailer proves (IntegrityError when
-    damaged or renamed)."""
-    parts = split_signed(snapshot_id, data)
-    if parts is None:
-        raise IntegrityError(f"snapshot {snapshot_id[:12]} does not match its name (content hash differs)")
-    body, trailer = parts
-    p = decode_framed(SNAPSHOT_MAGIC, body, keyring.mac, f"snapshot {snapshot_id[:12]}")
-    info = snapshot_from_payload(snapshot_id, p)
-    check = check_signature(
-        keyring.repo_id, ObjectType.SNAPSHOT, snapshot_name(snapshot_id), info.asset, body, trailer
-    )
-    return info, check
+    snapshot_id: str, data: bytes, codec: MetadataCodec
+) -> tuple[SnapshotInfo, SignatureCheck] | Unopened:
+    """The snapshot from its stored bytes and what its trailer proves, or ``Unopened``
+    (another writer's sealed header, or an unsigned one). IntegrityError when damaged,
+    renamed or of a layout this version cannot read."""
+    what = f"snapshot {snapshot_id[:12]}"
+    opened = codec.decode(ObjectType.SNAPSHOT, NAMESPACE, SNAPSHOT_MAGIC, snapshot_id, data, _asset_of, what)
+    if isinstance(opened, Unopened):
+        return opened
+    return snapshot_from_payload(snapshot_id, opened.payload), opened.check
 
 
-def decode_snapshot(snapshot_id: str, data: bytes, keyring: Keyring) -> SnapshotInfo:
-    """The snapshot from its header bytes (IntegrityError when damaged or renamed)."""
-    return decode_signed_snapshot(snapshot_id, data, keyring)[0]
+def decode_snapshot(snapshot_id: str, data: bytes, codec: MetadataCodec) -> SnapshotInfo:
+    """The snapshot from its header bytes (IntegrityError when damaged, renamed, or not
+    readable with this handle's keys)."""
+    result = decode_signed_snapshot(snapshot_id, data, codec)
+    if isinstance(result, Unopened):
+        raise IntegrityError(
+            f"snapshot {snapshot_id[:12]} is sealed for another writer",
+            hint="read it with the recovery key, or on the host that wrote it",
+        )
+    return result[0]
 
 
 @dataclass(frozen=True)
 class RefusedSnapshot:
-    """A well-formed header no reader may use, and who wrote it (as far as is known)."""
+    """A header no reader may use, and who wrote it (as far as is known). ``asset`` and
+    ``time`` are None for a sealed header no key opens (unsigned: the sealer is unknown)."""
 
     id: str
-    asset: str
-    time: datetime
+    asset: str | None
+    time: datetime | None
     writer: str | None
     reason: str
 
@@ -100,6 +100,8 @@ class RefusedSnapshot:
         who = self.writer or "an unknown writer"
         if self.reason == "signature does not match" and self.writer:
             who = f"a writer claiming to be {self.writer}"
+        if self.asset is None or self.time is None:
+            return f"sealed snapshot {self.id[:12]} by {who} refused: {self.reason}"
         return (
             f"snapshot {self.id[:12]} of {self.asset} dated {self.time.isoformat(timespec='seconds')} "
             f"by {who} refused: {self.reason}"
@@ -108,11 +110,23 @@ class RefusedSnapshot:
 
 @dataclass
 class SnapshotListing:
-    """Every listed snapshot header, sorted: accepted (oldest first), refused, damaged."""
+    """Every listed snapshot header, sorted: accepted (oldest first), refused, damaged, and
+    (read with a writer key) those sealed by other writers, which this key cannot open."""
 
     accepted: list[SnapshotInfo] = field(default_factory=list)
     refused: list[RefusedSnapshot] = field(default_factory=list)
     damaged: dict[str, str] = field(default_factory=dict)  # object name -> problem
+    sealed: dict[str, str | None] = field(default_factory=dict)  # snapshot id -> its writer's name
+
+    def sealed_summary(self) -> str | None:
+        """One line on the headers this key cannot open (None when there are none)."""
+        if not self.sealed:
+            return None
+        writers = sorted({w or "unknown" for w in self.sealed.values()})
+        return (
+            f"{len(self.sealed)} snapshot(s) by other writers ({', '.join(writers)}) are sealed to "
+            "this key: list them with the recovery key, or on their host"
+        )
 
 
 def _judged(info: SnapshotInfo, check: SignatureCheck, trust: Trust | None) -> SnapshotInfo | RefusedSnapshot:
@@ -122,6 +136,19 @@ def _judged(info: SnapshotInfo, check: SignatureCheck, trust: Trust | None) -> S
     if verdict:
         return info
     return RefusedSnapshot(info.id, info.asset, info.time, verdict.writer, str(verdict.reason))
+
+
+def _judged_unopened(
+    snapshot_id: str, unopened: Unopened, trust: Trust | None
+) -> RefusedSnapshot | str | None:
+    """A header this key cannot open: refused (no signature, or a signer no registry knows),
+    or the name of the writer whose sealed header it is."""
+    if unopened.refusal is not None:
+        return RefusedSnapshot(snapshot_id, None, None, None, unopened.refusal.value)
+    name = trust.writer_name(unopened.signer) if trust is not None else None
+    if name is None:
+        return RefusedSnapshot(snapshot_id, None, None, None, Refusal.UNKNOWN_WRITER.value)
+    return name
 
 
 def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
@@ -152,12 +179,13 @@ def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
 
 def list_snapshots(
     storage: Storage,
-    keyring: Keyring,
+    codec: MetadataCodec,
     trust: Trust | None,
     workers: int = 8,
     cache: SnapshotCache | None = None,
 ) -> SnapshotListing:
-    """Every listed snapshot header judged: accepted, refused (writer and reason), damaged.
+    """Every listed snapshot header judged: accepted, refused (writer and reason), damaged,
+    and sealed by another writer (a writer key opens only its own).
     With ``cache``, a header verified before and listed with the same size and time is
     taken from it (repo/snapshot_cache.py); its signature check is cached with it, the
     registry and the time rule are applied afresh on every listing."""
@@ -166,25 +194,33 @@ def list_snapshots(
     cached = cache.load() if cache is not None else {}
     fresh: dict[str, dict[str, Any]] = {}
 
-    def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | str | None:
+    def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | Unopened | str | None:
         snapshot_id = name.rsplit("/", 1)[-1]
         stamp = [listed[name].size, listed[name].mtime]
         hit = cached.get(snapshot_id)
-        if hit is not None and hit.get("stat") == stamp and isinstance(hit.get("header"), dict):
+        if hit is not None and hit.get("stat") == stamp:
+            unopened = Unopened.from_json(hit.get("unopened")) if "unopened" in hit else None
+            if unopened is not None:
+                fresh[snapshot_id] = hit
+                return unopened
             check = SignatureCheck.from_json(hit.get("signature"))
             try:
-                if check is not None:
+                if check is not None and isinstance(hit.get("header"), dict):
                     info = snapshot_from_payload(snapshot_id, hit["header"])
                     fresh[snapshot_id] = hit
                     return info, check
             except IntegrityError:
                 pass  # a damaged cache entry: read the header itself
         try:
-            info, check = decode_signed_snapshot(snapshot_id, storage.get(name), keyring)
+            result = decode_signed_snapshot(snapshot_id, storage.get(name), codec)
         except IntegrityError as exc:
             return str(exc)
         except NotFoundError:
             return None
+        if isinstance(result, Unopened):
+            fresh[snapshot_id] = {"stat": stamp, "unopened": result.to_json()}
+            return result
+        info, check = result
         fresh[snapshot_id] = {"stat": stamp, "header": snapshot_payload(info), "signature": check.to_json()}
         return info, check
 
@@ -201,21 +237,28 @@ def list_snapshots(
                 listing.accepted.append(judged)
             else:
                 listing.refused.append(judged)
+        elif isinstance(result, Unopened):
+            snapshot_id = name.rsplit("/", 1)[-1]
+            verdict = _judged_unopened(snapshot_id, result, trust)
+            if isinstance(verdict, RefusedSnapshot):
+                listing.refused.append(verdict)
+            else:
+                listing.sealed[snapshot_id] = verdict
         elif isinstance(result, str):
             listing.damaged[name] = result
     listing.accepted.sort(key=lambda s: (s.time, s.id))
-    listing.refused.sort(key=lambda s: (s.time, s.id))
+    listing.refused.sort(key=lambda s: (s.time or datetime.min.replace(tzinfo=UTC), s.id))
     if cache is not None and (fresh.keys() != cached.keys() or not cache.has_summary()):
         cache.save(fresh)
     return listing
 
 
 def load_snapshots(
-    storage: Storage, keyring: Keyring, workers: int = 8, cache: SnapshotCache | None = None
+    storage: Storage, codec: MetadataCodec, workers: int = 8, cache: SnapshotCache | None = None
 ) -> tuple[list[SnapshotInfo], dict[str, str]]:
     """Readable snapshots of a repository without writer checks, and the damaged ones
     (what a legacy repository's readers see; everything else uses ``list_snapshots``)."""
-    listing = list_snapshots(storage, keyring, None, workers, cache)
+    listing = list_snapshots(storage, codec, None, workers, cache)
     return listing.accepted, listing.damaged
 
 
@@ -227,20 +270,30 @@ class CachedSnapshot:
     time: datetime
     asset: str
 
-    def info(self, storage: Storage, keyring: Keyring) -> SnapshotInfo:
+    def info(self, storage: Storage, codec: MetadataCodec) -> SnapshotInfo:
         """The chosen snapshot's header, read and verified from the storage."""
-        return decode_snapshot(self.id, storage.get(snapshot_name(self.id)), keyring)
+        return decode_snapshot(self.id, storage.get(snapshot_name(self.id)), codec)
+
+
+def _summary_row(
+    size: int, mtime: float, result: tuple[SnapshotInfo, SignatureCheck] | Unopened
+) -> list[Any]:
+    if isinstance(result, Unopened):  # another writer's: no time or asset to choose by
+        return [size, mtime, None, None, result.to_json()]
+    info, check = result
+    return [size, mtime, info.time.isoformat(), info.asset, check.to_json()]
 
 
 def cached_history(
-    storage: Storage, keyring: Keyring, cache: SnapshotCache, trust: Trust | None
+    storage: Storage, codec: MetadataCodec, cache: SnapshotCache, trust: Trust | None
 ) -> list[CachedSnapshot] | None:
     """Every listed snapshot, oldest first, from the cache's summary, reading only the
     headers it does not hold as listed (and adding them); None when there is no summary yet
     or one of those headers is damaged (then ``load_snapshots`` reads and reports). Choosing
     the parent or the snapshot to restore among thousands then costs a listing, one small
-    file and the chosen header, not a decoded header per snapshot. Refused snapshots are
-    left out (the cached signature check is judged afresh against ``trust``)."""
+    file and the chosen header, not a decoded header per snapshot. Refused snapshots and
+    those sealed by other writers are left out (the cached signature check is judged afresh
+    against ``trust``)."""
     summary = cache.load_summary()
     if not summary:
         return None
@@ -251,19 +304,15 @@ def cached_history(
         row = summary.get(snapshot_id)
         if row is None or row[:2] != [obj.size, obj.mtime]:
             try:
-                info, read = decode_signed_snapshot(snapshot_id, storage.get(obj.name), keyring)
+                result = decode_signed_snapshot(snapshot_id, storage.get(obj.name), codec)
             except IntegrityError:
                 return None
             except NotFoundError:
                 continue  # forgotten meanwhile
-            row = summary[snapshot_id] = [
-                obj.size,
-                obj.mtime,
-                info.time.isoformat(),
-                info.asset,
-                read.to_json(),
-            ]
+            row = summary[snapshot_id] = _summary_row(obj.size, obj.mtime, result)
             added = True
+        if row[3] is None:
+            continue  # sealed for another writer, or unsigned: never chosen
         check = SignatureCheck.from_json(row[4])
         if check is None:
             return None
