@@ -22,7 +22,7 @@ def snapshots(policy: Policy, asset: str | None, json_out: bool, creds: Credenti
     else:
         repo = runtime.open_for_write(policy)
     try:
-        listing = repo.snapshot_listing()
+        listing = repo.snapshot_listing(assets=list(policy.assets))
     finally:
         repo.close()
     snaps = [s for s in listing.accepted if asset is None or s.asset == asset]

@@ -8,7 +8,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -424,11 +424,12 @@ class Repository:
         """Verified snapshot headers of this repository, kept locally (repo/snapshot_cache.py)."""
         return SnapshotCache(self.cache_dir)
 
-    def snapshot_listing(self, *, use_cache: bool = True) -> SnapshotListing:
+    def snapshot_listing(self, *, use_cache: bool = True, assets: Sequence[str] = ()) -> SnapshotListing:
         """Every snapshot judged (the one reader function, repo/snapshots.py): accepted ones
-        (oldest first), refused ones with their writer and reason, damaged ones."""
+        (oldest first), refused ones with their writer and reason, damaged ones, and those
+        sealed by other writers (``assets``: the ones to recognise in their signatures)."""
         cache = self.snapshot_cache() if use_cache else None
-        return list_snapshots(self.storage, self.metadata, self.trust(), cache=cache)
+        return list_snapshots(self.storage, self.metadata, self.trust(), cache=cache, assets=assets)
 
     def snapshots(self, asset: str | None = None) -> list[SnapshotInfo]:
         """The accepted snapshots (of ``asset``, or all), oldest first: refused ones (unsigned,

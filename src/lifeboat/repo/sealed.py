@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -38,7 +38,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lifeboat.crypto.metadata import METADATA_MAGIC, open_metadata_as_recovery, open_own_with, seal_for
-from lifeboat.crypto.signed import SIGNATURE_MAGIC, SIGNATURE_SIZE, ObjectType, Signature
+from lifeboat.crypto.signed import (
+    SIGNATURE_MAGIC,
+    SIGNATURE_SIZE,
+    ObjectType,
+    Signature,
+    signature_matches,
+    statement,
+)
 from lifeboat.crypto.writers import Refusal, raw_public
 from lifeboat.errors import IntegrityError, KeyError_
 from lifeboat.repo.format import (
@@ -73,6 +80,18 @@ class Unopened:
 
     signer: bytes | None
     refusal: Refusal | None = None
+    body: bytes = field(default=b"", repr=False, compare=False)  # the sealed bytes, as signed
+    signature: bytes = field(default=b"", repr=False, compare=False)
+
+    def claims(self, obj_type: ObjectType, repo_id: str, name: str, asset: str | None) -> bool:
+        """Whether the trailer signs this object as one of ``asset``: the statement names the
+        asset, so a reader without the key learns which asset a header claims among those it
+        tries, and nothing else."""
+        if self.signer is None or not self.signature:
+            return False
+        return signature_matches(
+            self.signer, statement(obj_type, repo_id, name, asset, self.body), self.signature
+        )
 
     def to_json(self) -> list[str]:
         """The cached form (that of a ``SignatureCheck``)."""
@@ -214,16 +233,17 @@ class MetadataCodec:
         if trailer is None:
             return Unopened(None, Refusal.UNSIGNED)
         try:
-            signer = Signature.from_bytes(trailer).public
+            parsed = Signature.from_bytes(trailer)
         except IntegrityError:
             return Unopened(None, Refusal.MALFORMED)
+        signer = parsed.public
         try:
             if self.recovery:
                 plaintext = open_metadata_as_recovery(self.recovery, self.repo_id, namespace, signer, body)
             elif signer == self.public and self._metadata_key is not None:
                 plaintext = open_own_with(self.repo_id, signer, self._metadata_key, "", namespace, body)
             else:
-                return Unopened(signer)
+                return Unopened(signer, None, body, parsed.signature)
         except IntegrityError:
             raise IntegrityError(
                 f"{what} does not open: modified, sealed by another key than the one that signed "

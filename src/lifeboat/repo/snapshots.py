@@ -11,13 +11,14 @@ without its signature. ``list_snapshots`` sorts every listed header into accepte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from lifeboat.crypto.signed import ObjectType
-from lifeboat.crypto.writers import Refusal
+from lifeboat.crypto.writers import ANY_ASSET, Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
 from lifeboat.repo.format import SNAPSHOT_MAGIC, is_object_id, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
@@ -65,11 +66,26 @@ def decode_signed_snapshot(
     """The snapshot from its stored bytes and what its trailer proves, or ``Unopened``
     (another writer's sealed header, or an unsigned one). IntegrityError when damaged,
     renamed or of a layout this version cannot read."""
+    result = _decode(snapshot_id, data, codec)
+    return result if isinstance(result, Unopened) else result[:2]
+
+
+def _decode(
+    snapshot_id: str, data: bytes, codec: MetadataCodec
+) -> tuple[SnapshotInfo, SignatureCheck, bool] | Unopened:
+    """``decode_signed_snapshot``, and whether the header was sealed."""
     what = f"snapshot {snapshot_id[:12]}"
     opened = codec.decode(ObjectType.SNAPSHOT, NAMESPACE, SNAPSHOT_MAGIC, snapshot_id, data, _asset_of, what)
     if isinstance(opened, Unopened):
         return opened
-    return snapshot_from_payload(snapshot_id, opened.payload), opened.check
+    return snapshot_from_payload(snapshot_id, opened.payload), opened.check, opened.sealed
+
+
+def _opens(codec: MetadataCodec, check: SignatureCheck, sealed: bool) -> bool:
+    """Whether this handle could open a header it finds in the local cache: the cache is
+    shared by the host's writer-side and recovery-side commands, and a writer key shows
+    only what it opens itself (its own sealed headers, or plaintext ones)."""
+    return codec.reads_all or not sealed or check.signer == codec.public
 
 
 def decode_snapshot(snapshot_id: str, data: bytes, codec: MetadataCodec) -> SnapshotInfo:
@@ -100,8 +116,9 @@ class RefusedSnapshot:
         who = self.writer or "an unknown writer"
         if self.reason == "signature does not match" and self.writer:
             who = f"a writer claiming to be {self.writer}"
-        if self.asset is None or self.time is None:
-            return f"sealed snapshot {self.id[:12]} by {who} refused: {self.reason}"
+        if self.time is None:
+            of = f" of {self.asset}" if self.asset else ""
+            return f"sealed snapshot {self.id[:12]}{of} by {who} refused: {self.reason}"
         return (
             f"snapshot {self.id[:12]} of {self.asset} dated {self.time.isoformat(timespec='seconds')} "
             f"by {who} refused: {self.reason}"
@@ -138,17 +155,39 @@ def _judged(info: SnapshotInfo, check: SignatureCheck, trust: Trust | None) -> S
     return RefusedSnapshot(info.id, info.asset, info.time, verdict.writer, str(verdict.reason))
 
 
+def _claimed_asset(
+    snapshot_id: str, unopened: Unopened, codec: MetadataCodec, trust: Trust | None, assets: Sequence[str]
+) -> str | None:
+    """The asset another writer's sealed header is signed for, among the writer's scope and
+    ``assets`` (None: none of them)."""
+    if trust is None or unopened.signer is None or unopened.refusal is not None:
+        return None
+    entry = trust.registry.entry_for(unopened.signer)
+    scope = [a for a in entry.assets if a != ANY_ASSET] if entry is not None else []
+    for asset in dict.fromkeys([*scope, *assets]):
+        if unopened.claims(ObjectType.SNAPSHOT, codec.repo_id, NAMESPACE + snapshot_id, asset):
+            return asset
+    return None
+
+
 def _judged_unopened(
-    snapshot_id: str, unopened: Unopened, trust: Trust | None
+    snapshot_id: str, unopened: Unopened, claimed: str | None, trust: Trust | None, stored: datetime
 ) -> RefusedSnapshot | str | None:
-    """A header this key cannot open: refused (no signature, or a signer no registry knows),
-    or the name of the writer whose sealed header it is."""
+    """A header this key cannot open: refused (no signature, a signer no registry knows, an
+    asset outside the writer's scope, or a writer revoked before it was stored), or the name
+    of the writer whose sealed header it is (its time cannot be judged without opening it)."""
     if unopened.refusal is not None:
         return RefusedSnapshot(snapshot_id, None, None, None, unopened.refusal.value)
-    name = trust.writer_name(unopened.signer) if trust is not None else None
-    if name is None:
+    entry = trust.registry.entry_for(unopened.signer) if trust is not None and unopened.signer else None
+    if trust is None or entry is None:
         return RefusedSnapshot(snapshot_id, None, None, None, Refusal.UNKNOWN_WRITER.value)
-    return name
+    if claimed is None and ANY_ASSET not in entry.assets:
+        reason = "signed for no asset this writer may write"
+        return RefusedSnapshot(snapshot_id, None, None, entry.name, reason)
+    verdict = trust.registry.authorises(entry.public, claimed, stored)
+    if not verdict:
+        return RefusedSnapshot(snapshot_id, claimed, None, entry.name, str(verdict.reason))
+    return entry.name
 
 
 def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
@@ -183,9 +222,12 @@ def list_snapshots(
     trust: Trust | None,
     workers: int = 8,
     cache: SnapshotCache | None = None,
+    assets: Sequence[str] = (),
 ) -> SnapshotListing:
     """Every listed snapshot header judged: accepted, refused (writer and reason), damaged,
-    and sealed by another writer (a writer key opens only its own).
+    and sealed by another writer (a writer key opens only its own; such a header's claimed
+    asset is found among ``assets`` and the writer's scope from its signature alone, so one
+    claiming an asset outside its writer's scope is refused without opening it).
     With ``cache``, a header verified before and listed with the same size and time is
     taken from it (repo/snapshot_cache.py); its signature check is cached with it, the
     registry and the time rule are applied afresh on every listing."""
@@ -194,34 +236,45 @@ def list_snapshots(
     cached = cache.load() if cache is not None else {}
     fresh: dict[str, dict[str, Any]] = {}
 
-    def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | Unopened | str | None:
+    def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None:
         snapshot_id = name.rsplit("/", 1)[-1]
         stamp = [listed[name].size, listed[name].mtime]
         hit = cached.get(snapshot_id)
         if hit is not None and hit.get("stat") == stamp:
             unopened = Unopened.from_json(hit.get("unopened")) if "unopened" in hit else None
-            if unopened is not None:
+            if unopened is not None and not codec.reads_all:  # the recovery side tries again
                 fresh[snapshot_id] = hit
-                return unopened
+                claims = hit.get("claims")
+                return unopened, claims if isinstance(claims, str) else None
             check = SignatureCheck.from_json(hit.get("signature"))
             try:
-                if check is not None and isinstance(hit.get("header"), dict):
+                if (
+                    check is not None
+                    and isinstance(hit.get("header"), dict)
+                    and _opens(codec, check, hit.get("sealed") is True)
+                ):
                     info = snapshot_from_payload(snapshot_id, hit["header"])
                     fresh[snapshot_id] = hit
                     return info, check
             except IntegrityError:
                 pass  # a damaged cache entry: read the header itself
         try:
-            result = decode_signed_snapshot(snapshot_id, storage.get(name), codec)
+            result = _decode(snapshot_id, storage.get(name), codec)
         except IntegrityError as exc:
             return str(exc)
         except NotFoundError:
             return None
         if isinstance(result, Unopened):
-            fresh[snapshot_id] = {"stat": stamp, "unopened": result.to_json()}
-            return result
-        info, check = result
-        fresh[snapshot_id] = {"stat": stamp, "header": snapshot_payload(info), "signature": check.to_json()}
+            claimed = _claimed_asset(snapshot_id, result, codec, trust, assets)
+            fresh[snapshot_id] = {"stat": stamp, "unopened": result.to_json(), "claims": claimed}
+            return result, claimed
+        info, check, sealed = result
+        fresh[snapshot_id] = {
+            "stat": stamp,
+            "header": snapshot_payload(info),
+            "signature": check.to_json(),
+            "sealed": sealed,
+        }
         return info, check
 
     if cached and all(n.rsplit("/", 1)[-1] in cached for n in names):
@@ -231,19 +284,20 @@ def list_snapshots(
             results = list(pool.map(load, names))
     listing = SnapshotListing()
     for name, result in zip(names, results, strict=True):
-        if isinstance(result, tuple):
-            judged = _judged(*result, trust)
-            if isinstance(judged, SnapshotInfo):
-                listing.accepted.append(judged)
-            else:
-                listing.refused.append(judged)
-        elif isinstance(result, Unopened):
+        if isinstance(result, tuple) and isinstance(result[0], Unopened):
             snapshot_id = name.rsplit("/", 1)[-1]
-            verdict = _judged_unopened(snapshot_id, result, trust)
+            when = datetime.fromtimestamp(listed[name].mtime, UTC)
+            verdict = _judged_unopened(snapshot_id, result[0], result[1], trust, when)
             if isinstance(verdict, RefusedSnapshot):
                 listing.refused.append(verdict)
             else:
                 listing.sealed[snapshot_id] = verdict
+        elif isinstance(result, tuple):
+            judged = _judged(result[0], result[1], trust)
+            if isinstance(judged, SnapshotInfo):
+                listing.accepted.append(judged)
+            else:
+                listing.refused.append(judged)
         elif isinstance(result, str):
             listing.damaged[name] = result
     listing.accepted.sort(key=lambda s: (s.time, s.id))
@@ -276,12 +330,12 @@ class CachedSnapshot:
 
 
 def _summary_row(
-    size: int, mtime: float, result: tuple[SnapshotInfo, SignatureCheck] | Unopened
+    size: int, mtime: float, result: tuple[SnapshotInfo, SignatureCheck, bool] | Unopened
 ) -> list[Any]:
     if isinstance(result, Unopened):  # another writer's: no time or asset to choose by
-        return [size, mtime, None, None, result.to_json()]
-    info, check = result
-    return [size, mtime, info.time.isoformat(), info.asset, check.to_json()]
+        return [size, mtime, None, None, result.to_json(), True]
+    info, check, sealed = result
+    return [size, mtime, info.time.isoformat(), info.asset, check.to_json(), sealed]
 
 
 def cached_history(
@@ -302,9 +356,9 @@ def cached_history(
     for obj in storage.list("snapshots/"):
         snapshot_id = obj.name.rsplit("/", 1)[-1]
         row = summary.get(snapshot_id)
-        if row is None or row[:2] != [obj.size, obj.mtime]:
+        if row is None or row[:2] != [obj.size, obj.mtime] or (row[3] is None and codec.reads_all):
             try:
-                result = decode_signed_snapshot(snapshot_id, storage.get(obj.name), codec)
+                result = _decode(snapshot_id, storage.get(obj.name), codec)
             except IntegrityError:
                 return None
             except NotFoundError:
@@ -316,6 +370,8 @@ def cached_history(
         check = SignatureCheck.from_json(row[4])
         if check is None:
             return None
+        if not _opens(codec, check, row[5] is True):
+            continue  # opened here by the recovery side: not this writer's to choose
         try:
             snap = CachedSnapshot(snapshot_id, datetime.fromisoformat(row[2]), str(row[3]))
         except (TypeError, ValueError):
