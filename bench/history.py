@@ -133,7 +133,7 @@ def synthesize(work: Path, count: int) -> None:
                 key_id=repo.key_id,
                 parent=parent,
             )
-            snapshot_id, raw = encode_snapshot(info, repo.keyring)
+            snapshot_id, raw = encode_snapshot(info, repo.metadata)
             storage.put(snapshot_name(snapshot_id), raw)
             parent = snapshot_id
     finally:

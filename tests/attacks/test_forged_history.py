@@ -22,6 +22,7 @@ from lifeboat.repo.backup import BackupSession
 from lifeboat.repo.format import snapshot_name
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
+from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.repo.snapshots import encode_snapshot
 from lifeboat.storage import open_storage
 from tests.harness import Clock, LifeboatCli, PolicyBuilder
@@ -45,8 +46,10 @@ class Site(LifeboatCli):
         return str(self.json("backup", asset)[0]["snapshot"])
 
     def snapshot_ids(self, asset: str | None = None) -> list[str]:
+        """Every writer's accepted snapshots: the recovery side opens all sealed headers
+        (with the backup key, `snapshots` lists only its own writer's)."""
         extra = ["--asset", asset] if asset else []
-        return [s["id"] for s in self.json("snapshots", *extra)]
+        return [s["id"] for s in self.json("snapshots", *extra, *self.recovery)]
 
     def restored(self, asset: str, name: str) -> bytes:
         target = self.root / f"restored-{asset}-{len(os.listdir(self.root))}"
@@ -54,7 +57,7 @@ class Site(LifeboatCli):
         return (target / asset / name).read_bytes()
 
     def check_problems(self) -> list[dict[str, object]]:
-        proc = self.run("check", "--json", check=False)
+        proc = self.run("check", "--json", *self.recovery, check=False)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         return list(json.loads(proc.stdout)["problems"])
 
@@ -128,8 +131,13 @@ def test_a_writer_cannot_forge_a_snapshot_of_another_writers_asset(site: Site) -
 
     assert site.snapshot_ids("app") == [genuine]
     assert own in site.snapshot_ids("web")
-    listed = site.run("snapshots").stdout
+    listed = site.run("snapshots", *site.recovery).stdout
     assert f"refused snapshot {forged[:12]} of app" in listed and "web-1" in listed
+    # this host's own key cannot open web-1's sealed headers: it counts its own-asset one and
+    # refuses the other, whose signature names an asset outside web-1's scope
+    own_view = site.run("snapshots").stdout
+    assert "1 snapshot(s) by other writers (web-1) are sealed" in own_view
+    assert f"sealed snapshot {forged[:12]} of app by web-1 refused: writer may not write" in own_view
     assert site.restored("app", "config.txt") == GENUINE  # "latest" is the genuine one
     target = str(site.root / "by-id")
     asked = site.run("restore", "app", "--snapshot", forged, "--target", target, *site.recovery, check=False)
@@ -164,8 +172,11 @@ def test_a_future_dated_snapshot_is_never_latest_and_forget_keeps_the_genuine_on
     for forged in future:
         [message] = refusals(problems, forged)
         assert "web-1" in message and "dated in the future" in message
-    breaches = site.status_breaches()
-    assert sum("dated in the future" in b for b in breaches) == 3
+    # `status` here runs with this host's writer key, which cannot open web-1's sealed
+    # headers (`check` with the recovery key judged them above): none of them is "latest"
+    proc = site.run("status", "--json", check=False)
+    web = next(a for a in json.loads(proc.stdout)["assets"] if a["asset"] == "web")
+    assert web["exposure_s"] >= 0 and "Traceback" not in proc.stderr
 
 
 def test_a_revoked_writers_new_backup_is_refused(site: Site) -> None:
@@ -188,11 +199,17 @@ def test_a_planted_unsigned_snapshot_is_refused(site: Site) -> None:
     keyfile = site.issue_writer("web-1", "web")
     key = load_backup_key(keyfile)
     storage = open_storage(f"file://{site.root / 'repo'}")
-    real = attacker(site, keyfile).find_snapshot("app")
-    # A header with a valid MAC (the key file holds the MAC key) and no signature, pointing
-    # at the genuine tree, dated now: the forgery the old format accepted.
-    planted = SnapshotInfo("", "app", "files", clock.now(), "evil", {}, SnapshotStats(), real.tree, "x")
-    planted_id, data = encode_snapshot(planted, Keyring.for_backup(key))
+    # A header with a valid MAC (the key file holds the MAC key) and no signature, dated now:
+    # the forgery the old format accepted (the genuine tree's ids are sealed to this host).
+    planted = SnapshotInfo("", "app", "files", clock.now(), "evil", {}, SnapshotStats(), ["0" * 64], "x")
+    unsigned = MetadataCodec(
+        key.repo_id,
+        Keyring.for_backup(key).mac,
+        signing=None,
+        recovery_public=key.recovery_public,
+        seal=False,
+    )
+    planted_id, data = encode_snapshot(planted, unsigned)
     storage.put(snapshot_name(planted_id), data)
 
     assert site.snapshot_ids("app") == [genuine]
@@ -205,7 +222,7 @@ def test_revoking_from_the_suspected_compromise_refuses_what_was_signed_since(si
     keyfile = site.issue_writer("web-1", "web")
     genuine = site.backup("web")  # the first writer, untouched by web-1's compromise
     trusted = forge(attacker(site, keyfile), "web", b"written after the unnoticed compromise\n")
-    times = {s["id"]: s["time"] for s in site.json("snapshots", "--asset", "web")}
+    times = {s["id"]: s["time"] for s in site.json("snapshots", "--asset", "web", *site.recovery)}
     assert set(times) == {genuine, trusted}
 
     # Noticed later: web-1 is revoked from the moment it was compromised, so what it signed

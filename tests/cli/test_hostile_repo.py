@@ -78,7 +78,7 @@ def plant_bomb(cli: Cli) -> tuple[str, str]:
     pack.add(chunk, "data", bytes([BLOB_ZSTD]) + bomb, entry.size)
     pack_id, data, pack_entry = pack.finish()
     repo.storage.put(pack_name(pack_id), data)
-    write_index(repo.storage, [pack_entry], repo.keyring)
+    write_index(repo.storage, [pack_entry], repo.metadata)
     # the honest copy goes: its pack and every index naming it
     root = cli.root / "repo"
     (root / pack_name(old_pack.pack)).unlink()

@@ -117,12 +117,17 @@ def snapshots(
     ctx: typer.Context,
     asset: str = typer.Option(None, "--asset", help="Only this asset."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    recovery_key: RecoveryKeyOption = None,
+    share: ShareOption = None,
+    passphrase_file: PassphraseOption = None,
     repository: str = typer.Option(None, "--repository", help=REPOSITORY_HELP),
 ) -> None:
-    """List snapshots (needs only the backup key)."""
+    """List snapshots. With the backup key: this writer's own (other writers' headers are
+    sealed to it and only counted); with the recovery key or shares: every writer's."""
     from lifeboat.cli.snapshots_run import snapshots as run_snapshots
 
-    code = run_snapshots(read_from(ctx, repository).policy(), asset, json_out)
+    creds = credentials_options(recovery_key, share, passphrase_file) if recovery_key or share else None
+    code = run_snapshots(read_from(ctx, repository).policy(), asset, json_out, creds)
     if code:
         raise typer.Exit(code)
 

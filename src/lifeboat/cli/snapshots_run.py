@@ -8,16 +8,21 @@ from typing import TYPE_CHECKING
 from lifeboat.cli.output import console, print_json
 
 if TYPE_CHECKING:
+    from lifeboat.crypto.credentials import Credentials
     from lifeboat.policy import Policy
 
 
-def snapshots(policy: Policy, asset: str | None, json_out: bool) -> int:
-    """List the snapshots (of one asset); the exit code (1 when some are damaged)."""
+def snapshots(policy: Policy, asset: str | None, json_out: bool, creds: Credentials | None = None) -> int:
+    """List the snapshots (of one asset); the exit code (1 when some are damaged). With the
+    backup key alone, other writers' sealed headers are counted, not listed."""
     from lifeboat import runtime
 
-    repo = runtime.open_for_write(policy)
+    if creds is not None:
+        repo = runtime.open_for_read(policy, creds, purpose="snapshots")
+    else:
+        repo = runtime.open_for_write(policy)
     try:
-        listing = repo.snapshot_listing()
+        listing = repo.snapshot_listing(assets=list(policy.assets))
     finally:
         repo.close()
     snaps = [s for s in listing.accepted if asset is None or s.asset == asset]
@@ -66,6 +71,9 @@ def snapshots(policy: Policy, asset: str | None, json_out: bool) -> int:
     out = console()
     out.print(table)
     out.print(f"{len(snaps)} snapshot(s)")
+    sealed = listing.sealed_summary()
+    if sealed:
+        out.print(sealed, soft_wrap=True)
     for r in refused:  # listed by no reader; `check` and `status` fail on them
         out.print(f"[yellow]refused[/yellow] {r.describe()}", soft_wrap=True)
     if damaged:

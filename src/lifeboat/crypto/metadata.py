@@ -73,10 +73,25 @@ def _kek(metadata_key: bytes) -> bytes:
 
 def seal_metadata(writer: WriterKey, name: str, plaintext: bytes) -> bytes:
     """``plaintext`` (already compressed, if at all) sealed for its writer and the recovery side."""
-    aad = _aad(writer.repo_id, name, writer.public)
+    return seal_for(
+        writer.repo_id, writer.public, writer.metadata_key, writer.recovery_public, name, plaintext
+    )
+
+
+def seal_for(
+    repo_id: str,
+    writer_public: bytes,
+    metadata_key: bytes,
+    recovery_public: bytes,
+    name: str,
+    plaintext: bytes,
+) -> bytes:
+    """``seal_metadata`` with the keys given one by one (the repository holds a writer's keys
+    as a backup key file, or the root key on the recovery side, not as a ``WriterKey``)."""
+    aad = _aad(repo_id, name, writer_public)
     dek = os.urandom(32)
-    writer_wrap = Cipher(_kek(writer.metadata_key)).seal(dek, aad)
-    recovery_wrap = wrap_key(writer.recovery_public, dek, _recovery_context(aad))
+    writer_wrap = Cipher(_kek(metadata_key)).seal(dek, aad)
+    recovery_wrap = wrap_key(recovery_public, dek, _recovery_context(aad))
     body = Cipher(dek).seal(pad(plaintext, MIN_PADDED), aad)
     return (
         METADATA_MAGIC
@@ -112,13 +127,20 @@ def _open_body(dek: bytes, body: bytes, aad: bytes) -> bytes:
 
 def open_own_metadata(writer: WriterKey, name: str, sealed: bytes) -> bytes:
     """A writer reading back what it wrote; another writer's object fails to open."""
+    return open_own_with(writer.repo_id, writer.public, writer.metadata_key, writer.name, name, sealed)
+
+
+def open_own_with(
+    repo_id: str, writer_public: bytes, metadata_key: bytes, writer_name: str, name: str, sealed: bytes
+) -> bytes:
+    """``open_own_metadata`` with the writer's keys given one by one."""
     writer_wrap, _, body = _split(sealed, name)
-    aad = _aad(writer.repo_id, name, writer.public)
+    aad = _aad(repo_id, name, writer_public)
     try:
-        dek = open_envelope(_kek(writer.metadata_key), writer_wrap, aad)
+        dek = open_envelope(_kek(metadata_key), writer_wrap, aad)
     except IntegrityError:
         raise IntegrityError(
-            f"{name} cannot be opened with writer key {writer.name}: another writer wrote it, "
+            f"{name} cannot be opened with writer key {writer_name}: another writer wrote it, "
             "or it was modified"
         ) from None
     return _open_body(dek, body, aad)

@@ -79,7 +79,9 @@ def drill_results(policy: Policy) -> list[dict[str, Any]]:
 
 def asset_status(policy: Policy, repo: Repository, now: datetime | None = None) -> list[AssetStatus]:
     now = now or clock.now()
-    listing = repo.snapshot_listing()  # refused snapshots count for nothing, and are breaches
+    # refused snapshots count for nothing, and are breaches (another writer's sealed header
+    # is recognised by the asset its signature names)
+    listing = repo.snapshot_listing(assets=list(policy.assets))
     snapshots = listing.accepted
     audit = audit_entries(policy)
     drills = drill_results(policy)

@@ -76,7 +76,7 @@ class BlobWriter:
             self._write_index(batch)
 
     def _write_index(self, packs: list[PackEntry]) -> None:
-        name = write_index(self.repo.storage, packs, self.repo.keyring)
+        name = write_index(self.repo.storage, packs, self.repo.metadata)
         with self._lock:
             self.index_files.append(name)
 
@@ -553,9 +553,8 @@ class BackupSession:
             tree_format=tree_format,
         )
         self._extend_retention(tree)
-        snapshot_id, data = encode_snapshot(info, self.repo.keyring)
+        snapshot_id, signed = encode_snapshot(info, self.repo.metadata)  # sealed, signed
         info.id = snapshot_id
-        signed = data + self.repo.sign_snapshot(snapshot_id, self.asset, data)  # writer's trailer
         self.repo.storage.put(snapshot_name(snapshot_id), signed)  # the commit point
         self._committed = info
         self._consolidate_index()

@@ -14,6 +14,7 @@ from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.escrow import escrow_problems
 from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer, snapshot_name
 from lifeboat.repo.immutability import endpoint_problems, retention_problems, tampering_problems
+from lifeboat.repo.index import Index
 from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import CheckReport, Problem, References
@@ -80,14 +81,19 @@ def check_repository(
         index = repo.index(refresh=True)
         for name, problem in index.damaged.items():
             report.problems.append(Problem("corrupt-index", name, problem))
+        for name, problem in index.refused.items():  # ignored by every reader; named here
+            report.problems.append(Problem("refused-index", name, problem))
         # every header from the storage, never from the local cache: check looks for damage
         trust = repo.trust()
         if trust is None:
             report.warnings.append(LEGACY_WARNING)
-        listing = list_snapshots(repo.storage, repo.keyring, trust)
+        listing = list_snapshots(repo.storage, repo.metadata, trust)
         snapshots = listing.accepted
         for name, problem in listing.damaged.items():
             report.problems.append(Problem("corrupt-snapshot", name, problem, [name.rsplit("/", 1)[-1][:12]]))
+        for note in (listing.sealed_summary(), _sealed_indexes(index)):
+            if note:  # a writer key opens only its own: the recovery side judges the rest
+                report.warnings.append(note)
         for refused in listing.refused:  # never used by any reader; named so they can be removed
             name = snapshot_name(refused.id)
             report.problems.append(Problem("refused-snapshot", name, refused.describe(), [refused.id[:12]]))
@@ -115,6 +121,15 @@ def check_repository(
             chosen = {p: size for p, size in stored.items() if subset is None or subset.holds(p)}
             _read_all_packs(repo, refs, chosen, report, progress, decrypt=not hash_only)
     return report
+
+
+def _sealed_indexes(index: Index) -> str | None:
+    if not index.sealed:
+        return None
+    return (
+        f"{len(index.sealed)} index file(s) by other writers are sealed to this key and were not "
+        "judged: run 'lifeboat check' with the recovery key"
+    )
 
 
 def _read_all_packs(

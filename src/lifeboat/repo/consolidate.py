@@ -16,6 +16,13 @@ find a listed index file gone list again (index.load_index).
 
 Under Object Lock an index file is merged only once its retention has passed (it could not
 be deleted otherwise, and merging it would only add a file).
+
+Index files are sealed and signed (repo/sealed.py), so a consolidation merges only what this
+handle opens and may use, and signs the merged file with its own key: on a backup host the
+writer's (it merges its own files: another writer's are sealed to it), on the recovery side
+the key it holds (a writer key file when given, otherwise the root key, which every reader
+accepts for an index). Merged sealed files are never byte-identical, so a merge always
+writes a new name.
 """
 
 from __future__ import annotations
@@ -27,9 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import AlreadyExistsError, IntegrityError, LifeboatError, LockedError, NotFoundError
+from lifeboat.errors import AlreadyExistsError, LifeboatError, LockedError, NotFoundError
 from lifeboat.repo.immutability import RetentionCache, lockable
-from lifeboat.repo.index import IndexCache, PackEntry, decode_index, encode_index
+from lifeboat.repo.index import IndexCache, PackEntry, encode_index, read_index_file
 from lifeboat.storage.base import Storage, VersionedStorage
 
 if TYPE_CHECKING:
@@ -110,20 +117,14 @@ def free_of_retention(repo: RepoHandle, names: Iterable[str]) -> dict[str, bool]
 def read_index_files(
     repo: RepoHandle, names: Iterable[str], workers: int = 8
 ) -> tuple[dict[str, list[PackEntry]], list[str]]:
-    """The pack entries of each index file (through the local cache), and the names that
-    are gone or damaged (never merged, never deleted here)."""
+    """The pack entries of each index file this handle may use (through the local cache),
+    and the names that are gone, damaged, refused or sealed by another writer (never merged,
+    never deleted here: a writer consolidates only its own index files)."""
     cache = IndexCache(repo.cache_dir / "index" if repo.cache_dir else None)
+    codec, trust = repo.metadata, repo.trust()
 
     def load(name: str) -> tuple[str, list[PackEntry] | None]:
-        cached = cache.get(name)
-        if cached is not None:
-            return name, cached
-        try:
-            packs = decode_index(repo.storage.get(name), repo.keyring, name)
-        except (IntegrityError, NotFoundError):
-            return name, None
-        cache.put(name, packs)
-        return name, packs
+        return name, read_index_file(repo.storage, codec, cache, trust, name).packs
 
     loaded: dict[str, list[PackEntry]] = {}
     missing: list[str] = []
@@ -169,14 +170,13 @@ def consolidate_indexes(repo: RepoHandle, *, limit: int | None = None) -> Consol
     if len(candidates) < 2:
         return report
     merged = merge_entries(loaded[n] for n in candidates)
-    index_id, data = encode_index(merged, repo.keyring)
+    index_id, data = encode_index(merged, repo.metadata)
     written = f"index/{index_id}"
     if written not in loaded:
         try:
             repo.storage.put(written, data)
         except AlreadyExistsError:
             pass  # the same bytes (the name is their hash), from a run killed before its deletes
-        IndexCache(repo.cache_dir / "index" if repo.cache_dir else None).put(written, merged)
     report.written = written
     for name in candidates:
         if name == written:

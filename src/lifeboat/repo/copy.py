@@ -28,7 +28,7 @@ from lifeboat.repo.format import CONFIG_NAME
 from lifeboat.repo.immutability import COMMIT_MARGIN, lockable
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import SnapshotInfo
-from lifeboat.repo.snapshots import split_signed
+from lifeboat.repo.sealed import split_signed
 from lifeboat.storage.base import Storage, retention_slack
 
 # Written in this order, each phase complete before the next. Locks are per-repository
@@ -227,8 +227,8 @@ def copy_lag(primary: list[SnapshotInfo], target: Storage, now: datetime) -> Cop
 
 def _matches_name(name: str, data: bytes) -> bool:
     """A content-addressed object matches its name; a snapshot header may carry its writer's
-    signature trailer after the named bytes (repo/snapshots.py)."""
+    signature trailer after the named bytes (repo/snapshots.py), and so may an index file."""
     object_id = name.rsplit("/", 1)[-1]
-    if name.startswith("snapshots/"):
+    if name.startswith(("snapshots/", "index/")):
         return split_signed(object_id, data) is not None
     return hashlib.sha256(data).hexdigest() == object_id

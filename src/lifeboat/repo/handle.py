@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from lifeboat.repo.index import Index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.model import SnapshotInfo
+from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.repo.trust import Trust
 from lifeboat.storage.base import Storage
 
@@ -29,6 +30,11 @@ class RepoHandle(Protocol):
     pack_size: int
     workers: int
     cache_dir: Path | None
+
+    @property
+    def metadata(self) -> MetadataCodec:
+        """How this handle seals, signs and opens snapshot headers and index files."""
+        ...
 
     def index(self, refresh: bool = False) -> Index:
         """The loaded index of packs and blobs (``refresh`` reloads it)."""

@@ -1,31 +1,40 @@
-"""The blob index: which pack holds each blob. Index files are immutable; many may exist."""
+"""The blob index: which pack holds each blob. Index files are immutable; many may exist.
+
+Each is sealed and signed by its writer (repo/sealed.py): a writer reads back its own, the
+recovery side everybody's. An index that is unsigned, forged or signed by a writer the
+registry does not allow is ignored for every decision (it can never misdirect a restore)
+and named by ``check``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from lifeboat import clock
+from lifeboat.crypto.signed import ObjectType
+from lifeboat.crypto.writers import Refusal
 from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError
 from lifeboat.private import private_dir, write_private
 from lifeboat.repo.format import (
     INDEX_MAGIC,
     BlobLocation,
     check_blob_entry,
-    decode_framed,
-    encode_framed,
     index_name,
     is_object_id,
 )
-from lifeboat.repo.keyring import Keyring
+from lifeboat.repo.sealed import MetadataCodec, Unopened
+from lifeboat.repo.trust import SignatureCheck, Trust
 from lifeboat.storage.base import Storage
 
+NAMESPACE = "index/"
 PackEntry = dict[str, Any]  # {"id": pack id, "blobs": [[id, type, offset, length, raw_length]]}
 
 
@@ -37,6 +46,8 @@ class Index:
         self._packs: dict[str, list[str]] = {}
         self.files: dict[str, list[str]] = {}  # index file name -> pack ids it lists
         self.damaged: dict[str, str] = {}  # index file name -> problem
+        self.refused: dict[str, str] = {}  # index file name -> why no reader may use it
+        self.sealed: dict[str, bytes] = {}  # index file name -> the other writer that sealed it
         self._lock = threading.Lock()
 
     def __contains__(self, blob_id: object) -> bool:
@@ -77,17 +88,21 @@ class Index:
         return set(self._blobs)
 
 
-def encode_index(packs: list[PackEntry], keyring: Keyring) -> tuple[str, bytes]:
-    """An index file's bytes for these pack entries (sealed with the keyring)."""
-    data = encode_framed(INDEX_MAGIC, {"version": 1, "packs": packs}, keyring.mac)
-    return hashlib.sha256(data).hexdigest(), data
+def encode_index(packs: list[PackEntry], codec: MetadataCodec) -> tuple[str, bytes]:
+    """An index file's id and stored bytes for these pack entries: sealed and signed by this
+    handle's writer (or the root key), dated so readers apply the time rule (repo/sealed.py);
+    MAC'd plaintext in a legacy repository."""
+    payload: dict[str, Any] = {"version": 1, "packs": packs}
+    if codec.seal:
+        payload["time"] = clock.now().isoformat()
+    return codec.encode(ObjectType.INDEX, NAMESPACE, INDEX_MAGIC, payload, None)
 
 
-def write_index(storage: Storage, packs: list[PackEntry], keyring: Keyring) -> str:
+def write_index(storage: Storage, packs: list[PackEntry], codec: MetadataCodec) -> str:
     """Store an index. Its name is its content's id, so finding the name taken means the
     same index is already there (two backups recovering the same orphan packs, a prune with
     nothing new to do): that is success, not a conflict."""
-    index_id, data = encode_index(packs, keyring)
+    index_id, data = encode_index(packs, codec)
     try:
         storage.put(index_name(index_id), data)
     except AlreadyExistsError:
@@ -97,17 +112,83 @@ def write_index(storage: Storage, packs: list[PackEntry], keyring: Keyring) -> s
     return index_id
 
 
-def decode_index(data: bytes, keyring: Keyring, name: str) -> list[PackEntry]:
-    # The id is the SHA-256 of the bytes (repository-format.md): a file under another
-    # name was renamed or replaced, even when its MAC is valid.
-    """The pack entries of an index file (IntegrityError when damaged)."""
-    if hashlib.sha256(data).hexdigest() != name.rsplit("/", 1)[-1]:
-        raise IntegrityError(f"{name} does not match its name (content hash differs)")
-    payload = decode_framed(INDEX_MAGIC, data, keyring.mac, name)
-    packs = payload.get("packs")
+@dataclass(frozen=True)
+class DecodedIndex:
+    """An index file opened: its entries, what its trailer proves, when it claims to have
+    been written, and whether it was sealed (a plaintext one is of the earlier layout)."""
+
+    packs: list[PackEntry]
+    check: SignatureCheck
+    time: datetime | None
+    sealed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The cached form (repo/index.py ``IndexCache``)."""
+        return {
+            "packs": self.packs,
+            "check": self.check.to_json(),
+            "time": self.time.isoformat() if self.time else None,
+            "sealed": self.sealed,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> DecodedIndex | None:
+        """From the cached form (None when unusable)."""
+        if not isinstance(data, dict) or not valid_packs(data.get("packs")):
+            return None
+        check = SignatureCheck.from_json(data.get("check"))
+        try:
+            time = datetime.fromisoformat(data["time"]) if data.get("time") else None
+        except (TypeError, ValueError):
+            return None
+        if check is None or not isinstance(data.get("sealed"), bool):
+            return None
+        return cls(data["packs"], check, time, data["sealed"])
+
+
+def decode_index(data: bytes, codec: MetadataCodec, name: str) -> DecodedIndex | Unopened:
+    """The pack entries of an index file and its signature check, or ``Unopened`` (another
+    writer's sealed index, or an unsigned sealed one). IntegrityError when damaged, renamed
+    (the id is the SHA-256 of the bytes before the trailer) or of an unknown layout."""
+    opened = codec.decode(
+        ObjectType.INDEX, NAMESPACE, INDEX_MAGIC, name.rsplit("/", 1)[-1], data, _no_asset, name
+    )
+    if isinstance(opened, Unopened):
+        return opened
+    packs = opened.payload.get("packs")
     if not valid_packs(packs):
         raise IntegrityError(f"{name} is damaged (malformed pack entries)")
-    return packs  # type: ignore[return-value]
+    time = None
+    if opened.sealed:
+        try:
+            time = datetime.fromisoformat(str(opened.payload["time"]))
+        except (KeyError, ValueError):
+            raise IntegrityError(f"{name} is damaged (malformed time)") from None
+        if time.tzinfo is None:
+            raise IntegrityError(f"{name} is damaged (time without a zone)")
+    return DecodedIndex(packs, opened.check, time, opened.sealed)  # type: ignore[arg-type]
+
+
+def _no_asset(payload: dict[str, Any]) -> str | None:
+    return None  # an index belongs to no single asset: its signature names none
+
+
+def judge_index(name: str, decoded: DecodedIndex, codec: MetadataCodec, trust: Trust | None) -> str | None:
+    """Why no reader may use this index (None: it may). A plaintext index without a trailer
+    is the earlier layout: accepted in a legacy repository and in one created before sealed
+    indexes, refused where every index must be signed."""
+    if trust is None:
+        return None
+    if not decoded.sealed and decoded.check.refusal is Refusal.UNSIGNED and not codec.require_signed_indexes:
+        return None
+    verdict = trust.judge(decoded.check, None, decoded.time or clock.now())
+    if verdict:
+        return None
+    who = verdict.writer or "an unknown writer"
+    if verdict.reason == Refusal.BAD_SIGNATURE.value and verdict.writer:
+        who = f"a writer claiming to be {verdict.writer}"
+    short = name.rsplit("/", 1)[-1][:12]
+    return f"index file {short} by {who} refused: {verdict.reason}; ignored by every reader"
 
 
 def valid_packs(packs: object) -> bool:
@@ -133,65 +214,104 @@ def valid_packs(packs: object) -> bool:
 
 
 class IndexCache:
-    """Index files are immutable, so a local copy never goes stale (restic's cache idea)."""
+    """Index files are immutable, so a local copy never goes stale (restic's cache idea).
+    It keeps the decoded entries with the signature check; the registry is applied afresh."""
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
 
-    def get(self, name: str) -> list[PackEntry] | None:
+    def get(self, name: str) -> DecodedIndex | None:
         """A cached decoded index file, or None."""
         if self.directory is None:
             return None
         path = self.directory / name.replace("/", "_")
         try:
-            packs = orjson.loads(path.read_bytes())
+            data = orjson.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
-        return packs if valid_packs(packs) else None
+        return DecodedIndex.from_json(data)
 
-    def put(self, name: str, packs: list[PackEntry]) -> None:
+    def put(self, name: str, decoded: DecodedIndex) -> None:
         """Caches a decoded index file (private, under the cache dir)."""
         if self.directory is None:
             return
         try:
             private_dir(self.directory)
-            data = json.dumps(packs, separators=(",", ":")).encode()
+            data = json.dumps(decoded.to_json(), separators=(",", ":")).encode()
             write_private(self.directory / name.replace("/", "_"), data)
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             pass  # the cache is an optimisation; the repository is the truth
 
 
-def load_index(storage: Storage, keyring: Keyring, cache: IndexCache, workers: int = 8) -> Index:
-    """The whole index from every index file in storage (cached where possible)."""
+@dataclass(frozen=True)
+class IndexRead:
+    """One index file as a reader sees it: usable entries, or why not (exactly one set;
+    all None: it vanished meanwhile)."""
+
+    packs: list[PackEntry] | None = None
+    problem: str | None = None  # damaged or of an unknown layout
+    refused: str | None = None  # unsigned, forged, an unauthorised writer: ignored, reported
+    sealed_by: bytes | None = None  # another writer's: this key cannot open it
+
+
+def read_index_file(
+    storage: Storage, codec: MetadataCodec, cache: IndexCache, trust: Trust | None, name: str
+) -> IndexRead:
+    """One index file, through the cache, judged against the registry."""
+    decoded = cache.get(name)
+    if decoded is None:
+        try:
+            result = decode_index(storage.get(name), codec, name)
+        except IntegrityError as exc:
+            return IndexRead(problem=str(exc))
+        except NotFoundError:
+            return IndexRead()  # removed by a concurrent prune
+        if isinstance(result, Unopened):
+            if result.refusal is not None:
+                return IndexRead(
+                    refused=f"index file {name.rsplit('/', 1)[-1][:12]} refused: {result.refusal.value}"
+                )
+            if trust is not None and trust.writer_name(result.signer) is None:
+                reason = Refusal.UNKNOWN_WRITER.value
+                return IndexRead(refused=f"index file {name.rsplit('/', 1)[-1][:12]} refused: {reason}")
+            return IndexRead(sealed_by=result.signer)
+        decoded = result
+        cache.put(name, decoded)
+    refusal = judge_index(name, decoded, codec, trust)
+    if refusal is not None:
+        return IndexRead(refused=refusal)
+    return IndexRead(packs=decoded.packs)
+
+
+def load_index(
+    storage: Storage, codec: MetadataCodec, cache: IndexCache, trust: Trust | None = None, workers: int = 8
+) -> Index:
+    """The whole index from every index file in storage this handle may use (cached where
+    possible): refused files are left out and named in ``refused``, damaged ones in
+    ``damaged``, other writers' sealed ones in ``sealed``."""
     index = Index()
     names = [obj.name for obj in storage.list("index/")]
 
-    def load(name: str) -> tuple[str, list[PackEntry] | None, str | None]:
-        cached = cache.get(name)
-        if cached is not None:
-            return name, cached, None
-        try:
-            packs = decode_index(storage.get(name), keyring, name)
-        except IntegrityError as exc:
-            return name, None, str(exc)
-        except NotFoundError:
-            return name, None, None  # removed by a concurrent prune
-        cache.put(name, packs)
-        return name, packs, None
+    def load(name: str) -> tuple[str, IndexRead]:
+        return name, read_index_file(storage, codec, cache, trust, name)
 
     seen: set[str] = set()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while names:
             seen.update(names)
             vanished = False
-            for name, packs, problem in pool.map(load, names):
-                if problem is not None:
-                    index.damaged[name] = problem
-                if packs is None:
-                    vanished = vanished or problem is None
+            for name, read in pool.map(load, names):
+                if read.problem is not None:
+                    index.damaged[name] = read.problem
+                if read.refused is not None:
+                    index.refused[name] = read.refused
+                if read.sealed_by is not None:
+                    index.sealed[name] = read.sealed_by
+                if read.packs is None:
+                    vanished = vanished or read == IndexRead()
                     continue
-                index.files[name] = [p["id"] for p in packs]
-                for pack in packs:
+                index.files[name] = [p["id"] for p in read.packs]
+                for pack in read.packs:
                     index.add_pack(pack)
             # A file listed a moment ago is gone: a consolidation (or prune) superseded it,
             # and wrote the index that replaces it before deleting it, so list again.

@@ -1,7 +1,8 @@
 """`prune`: delete packs no snapshot or ref needs. The only deleter of data; honours locks.
 
-Order matters for crash safety: first a new index listing every kept pack, then the old
-index files, and only then packs that no remaining index file lists. A crash at any step
+Order matters for crash safety: first a new index listing every kept pack that no untouched
+index file lists, then the other old index files, and only then packs that no remaining
+index file lists. A crash at any step
 leaves every remaining index entry pointing at an existing pack, or at a pack whose blobs
 nothing references (and writers drop index entries of vanished packs on load).
 """
@@ -68,12 +69,18 @@ def prune_repository(
         report.packs_repacked = len(repacked.repacked)
         report.bytes_repacked = repacked.bytes_written
         gone = set(repacked.repacked)
+        kept_set = {p for p in kept_ids if p not in gone}
+        # Index files that list only kept packs stay as they are (with their writer's seal
+        # and signature, so that writer still reads them for dedup); the kept packs of the
+        # others go into one new index file signed by this handle's key.
+        untouched = {n for n, ids in index.files.items() if set(ids) <= kept_set}
+        covered = {p for n in untouched for p in index.files[n]}
         # each kept pack's own entries (a blob's in-memory location may be another pack's copy)
-        kept = [entries[p] for p in kept_ids if p not in gone] + repacked.new_packs
+        kept = [entries[p] for p in kept_ids if p in kept_set and p not in covered] + repacked.new_packs
         new_index = _write_kept_index(repo, index, kept) if kept else None
         still_listed: set[str] = set()
         for name, pack_ids in index.files.items():
-            if name == new_index:
+            if name == new_index or name in untouched:
                 continue
             try:
                 repo.storage.delete(name)
@@ -100,14 +107,18 @@ def prune_repository(
 
 
 def _write_kept_index(repo: RepoHandle, index: Index, kept: list[PackEntry]) -> str:
-    """The index of what is kept. Its name is its content's hash, so when the same index is
-    already there (a prune with nothing new to do) it is kept as it is: nothing is written
-    and, since it is the new index, nothing is deleted."""
-    index_id, data = encode_index(kept, repo.keyring)
+    """The index of what is kept. When one index file already lists exactly the kept packs
+    (a prune with nothing new to do) it is kept as it is: nothing is written and, since it
+    is the new index, nothing is deleted (sealed index files are never byte-identical, so
+    comparing names would rewrite it every time)."""
+    wanted = {p["id"] for p in kept}
+    for name, pack_ids in index.files.items():
+        if set(pack_ids) == wanted:
+            return name
+    index_id, data = encode_index(kept, repo.metadata)
     name = index_name(index_id)
-    if name not in index.files:
-        try:
-            repo.storage.put(name, data)
-        except AlreadyExistsError:
-            pass  # the same bytes (same hash) from a prune killed before it finished
+    try:
+        repo.storage.put(name, data)
+    except AlreadyExistsError:
+        pass  # the same bytes (same hash) from a prune killed before it finished
     return name

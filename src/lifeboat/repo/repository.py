@@ -8,7 +8,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -54,6 +54,7 @@ from lifeboat.repo.records import (
 )
 from lifeboat.repo.recovery_chain import resolve_chain
 from lifeboat.repo.retention import KeepRules, forget_snapshots
+from lifeboat.repo.sealed import SEALED_SETTING, MetadataCodec
 from lifeboat.repo.snapshot_cache import SnapshotCache
 from lifeboat.repo.snapshots import CachedSnapshot, SnapshotListing, cached_history, list_snapshots
 from lifeboat.repo.trust import (
@@ -121,6 +122,7 @@ class Repository:
         # shared chunk-id key goes into the key files of writers issued from here.
         self._chain: list[RecoveryKey] = []
         self._id_key: bytes | None = None
+        self._codec: MetadataCodec | None = None
 
     # -- creation and opening ---------------------------------------------------------
 
@@ -165,6 +167,7 @@ class Repository:
             "suite": "aes-256-gcm",
             "root_public": _b64(root.public),
             SKEW_SETTING: DEFAULT_SKEW.total_seconds(),
+            SEALED_SETTING: True,  # index files must be sealed and signed (repo/sealed.py)
         }
         if escrow_key is not None:
             config["escrow_key"] = escrow_key(repo_id)
@@ -292,14 +295,32 @@ class Repository:
             self.signing, self.id, ObjectType.SNAPSHOT, snapshot_name(snapshot_id), asset, body
         )
 
+    @property
+    def metadata(self) -> MetadataCodec:
+        """How this handle seals, signs and opens snapshot headers and index files
+        (repo/sealed.py): with its signing key, and the recovery chain when it holds it."""
+        codec = self._codec
+        if codec is None or codec.signing is not self.signing:
+            codec = self._codec = MetadataCodec(
+                self.id,
+                self.keyring.mac,
+                signing=self.signing,
+                recovery_public=self.keyring.recipient_public,
+                recovery=[key.private for key in self._chain],
+                seal=not self.legacy,
+                require_signed_indexes=self.config.get(SEALED_SETTING) is True,
+            )
+        return codec
+
     # -- index ------------------------------------------------------------------------------
 
     def index(self, refresh: bool = False) -> Index:
-        """The index of packs and blobs, loaded once (``refresh`` reloads)."""
+        """The index of packs and blobs this handle may use, loaded once (``refresh``
+        reloads): refused index files are left out, other writers' are sealed to a writer."""
         with self._index_lock:
             if self._index is None or refresh:
                 cache = IndexCache(self.cache_dir / "index" if self.cache_dir else None)
-                self._index = load_index(self.storage, self.keyring, cache)
+                self._index = load_index(self.storage, self.metadata, cache, self.trust())
             return self._index
 
     def load_index_for_writing(self) -> Index:
@@ -307,6 +328,11 @@ class Repository:
         index = self.index(refresh=True)
         stored = {obj.name.rsplit("/", 1)[-1] for obj in self.storage.list("data/")}
         index.drop_packs([p for p in list(index.packs()) if p not in stored])
+        if index.sealed:
+            # Other keys' index files list packs this key cannot see: every pack would look
+            # like an orphan, and adopting them would fetch them all. Orphans of killed runs
+            # are then left to prune (their data is stored again, once).
+            return index
         orphans = [p for p in stored if p not in index.packs()]
         recovered = []
         for pack_id in orphans:
@@ -324,7 +350,7 @@ class Repository:
             index.add_pack(entry)
             recovered.append(entry)
         if recovered:
-            write_index(self.storage, recovered, self.keyring)
+            write_index(self.storage, recovered, self.metadata)
         return index
 
     # -- reading blobs ------------------------------------------------------------------------
@@ -404,11 +430,12 @@ class Repository:
         """Verified snapshot headers of this repository, kept locally (repo/snapshot_cache.py)."""
         return SnapshotCache(self.cache_dir)
 
-    def snapshot_listing(self, *, use_cache: bool = True) -> SnapshotListing:
+    def snapshot_listing(self, *, use_cache: bool = True, assets: Sequence[str] = ()) -> SnapshotListing:
         """Every snapshot judged (the one reader function, repo/snapshots.py): accepted ones
-        (oldest first), refused ones with their writer and reason, damaged ones."""
+        (oldest first), refused ones with their writer and reason, damaged ones, and those
+        sealed by other writers (``assets``: the ones to recognise in their signatures)."""
         cache = self.snapshot_cache() if use_cache else None
-        return list_snapshots(self.storage, self.keyring, self.trust(), cache=cache)
+        return list_snapshots(self.storage, self.metadata, self.trust(), cache=cache, assets=assets)
 
     def snapshots(self, asset: str | None = None) -> list[SnapshotInfo]:
         """The accepted snapshots (of ``asset``, or all), oldest first: refused ones (unsigned,
@@ -425,14 +452,14 @@ class Repository:
     def _history(self, asset: str | None) -> list[SnapshotInfo] | list[CachedSnapshot]:
         """The asset's snapshots, oldest first: from the local cache alone when it covers the
         listing (choosing one of thousands then decodes one header), else all read."""
-        cached = cached_history(self.storage, self.keyring, self.snapshot_cache(), self.trust())
+        cached = cached_history(self.storage, self.metadata, self.snapshot_cache(), self.trust())
         if cached is not None:
             return [s for s in cached if asset is None or s.asset == asset]
         return self.snapshots(asset)
 
     def _full(self, snapshot: SnapshotInfo | CachedSnapshot) -> SnapshotInfo:
         if isinstance(snapshot, CachedSnapshot):
-            return snapshot.info(self.storage, self.keyring)
+            return snapshot.info(self.storage, self.metadata)
         return snapshot
 
     def latest_snapshot_id(self, asset: str) -> str | None:

@@ -23,10 +23,11 @@ from lifeboat.errors import ConfigError
 from lifeboat.private import private_dir, write_private
 
 CACHE_NAME = "snapshots.json"
-# id -> [size, mtime, time, asset, signature check]: all that choosing a snapshot needs
-# (the writer verdict is judged afresh from the cached check), a quarter of the size
+# id -> [size, mtime, time, asset, signature check, sealed]: all that choosing a snapshot
+# needs (the writer verdict is judged afresh from the cached check; a writer key chooses
+# only among the sealed headers it signed itself), a quarter of the size
 SUMMARY_NAME = "snapshots-summary.json"
-SUMMARY_FIELDS = 5  # rows of an older layout (4 fields, no signature check) are read again
+SUMMARY_FIELDS = 6  # rows of an older layout (fewer fields) are read again
 
 
 class SnapshotCache:
@@ -52,12 +53,16 @@ class SnapshotCache:
         """The headers, and their summary."""
         summary = {}
         for snapshot_id, entry in payloads.items():
+            if "unopened" in entry:  # sealed by another writer: listed, never chosen
+                summary[snapshot_id] = [*entry["stat"], None, None, entry["unopened"], True]
+                continue
             try:
                 summary[snapshot_id] = [
                     *entry["stat"],
                     entry["header"]["time"],
                     entry["header"]["asset"],
                     entry["signature"],
+                    entry.get("sealed") is True,
                 ]
             except (KeyError, TypeError):
                 continue

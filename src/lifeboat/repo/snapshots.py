@@ -11,20 +11,23 @@ without its signature. ``list_snapshots`` sorts every listed header into accepte
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from lifeboat.crypto.signed import SIGNATURE_MAGIC, SIGNATURE_SIZE, ObjectType
+from lifeboat.crypto.signed import ObjectType
+from lifeboat.crypto.writers import ANY_ASSET, Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
-from lifeboat.repo.format import SNAPSHOT_MAGIC, decode_framed, encode_framed, is_object_id, snapshot_name
-from lifeboat.repo.keyring import Keyring
+from lifeboat.repo.format import SNAPSHOT_MAGIC, is_object_id, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
+from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.snapshot_cache import SnapshotCache
-from lifeboat.repo.trust import SignatureCheck, Trust, Verdict, check_signature
+from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
 from lifeboat.storage.base import Storage
+
+NAMESPACE = "snapshots/"
 
 
 def snapshot_payload(info: SnapshotInfo) -> dict[str, Any]:
@@ -46,52 +49,65 @@ def snapshot_payload(info: SnapshotInfo) -> dict[str, Any]:
     return payload
 
 
-def encode_snapshot(info: SnapshotInfo, keyring: Keyring) -> tuple[str, bytes]:
-    """A snapshot's id and its stored, MAC'd header bytes."""
-    data = encode_framed(SNAPSHOT_MAGIC, snapshot_payload(info), keyring.mac)
-    return hashlib.sha256(data).hexdigest(), data
+def encode_snapshot(info: SnapshotInfo, codec: MetadataCodec) -> tuple[str, bytes]:
+    """A snapshot's id and its stored header bytes: sealed and signed by this handle's
+    writer (repo/sealed.py), or MAC'd plaintext in a legacy repository."""
+    return codec.encode(ObjectType.SNAPSHOT, NAMESPACE, SNAPSHOT_MAGIC, snapshot_payload(info), info.asset)
 
 
-def split_signed(object_id: str, data: bytes) -> tuple[bytes, bytes | None] | None:
-    """A content-addressed object's body and signature trailer (None: no trailer), or None
-    when neither the whole nor the part before a trailer matches ``object_id``."""
-    if hashlib.sha256(data).hexdigest() == object_id:
-        return data, None
-    body, trailer = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
-    if trailer.startswith(SIGNATURE_MAGIC) and hashlib.sha256(body).hexdigest() == object_id:
-        return body, trailer
-    return None
+def _asset_of(payload: dict[str, Any]) -> str | None:
+    asset = payload.get("asset")
+    return asset if isinstance(asset, str) else None
 
 
 def decode_signed_snapshot(
-    snapshot_id: str, data: bytes, keyring: Keyring
-) -> tuple[SnapshotInfo, SignatureCheck]:
-    """The snapshot from its stored bytes and what its trailer proves (IntegrityError when
-    damaged or renamed)."""
-    parts = split_signed(snapshot_id, data)
-    if parts is None:
-        raise IntegrityError(f"snapshot {snapshot_id[:12]} does not match its name (content hash differs)")
-    body, trailer = parts
-    p = decode_framed(SNAPSHOT_MAGIC, body, keyring.mac, f"snapshot {snapshot_id[:12]}")
-    info = snapshot_from_payload(snapshot_id, p)
-    check = check_signature(
-        keyring.repo_id, ObjectType.SNAPSHOT, snapshot_name(snapshot_id), info.asset, body, trailer
-    )
-    return info, check
+    snapshot_id: str, data: bytes, codec: MetadataCodec
+) -> tuple[SnapshotInfo, SignatureCheck] | Unopened:
+    """The snapshot from its stored bytes and what its trailer proves, or ``Unopened``
+    (another writer's sealed header, or an unsigned one). IntegrityError when damaged,
+    renamed or of a layout this version cannot read."""
+    result = _decode(snapshot_id, data, codec)
+    return result if isinstance(result, Unopened) else result[:2]
 
 
-def decode_snapshot(snapshot_id: str, data: bytes, keyring: Keyring) -> SnapshotInfo:
-    """The snapshot from its header bytes (IntegrityError when damaged or renamed)."""
-    return decode_signed_snapshot(snapshot_id, data, keyring)[0]
+def _decode(
+    snapshot_id: str, data: bytes, codec: MetadataCodec
+) -> tuple[SnapshotInfo, SignatureCheck, bool] | Unopened:
+    """``decode_signed_snapshot``, and whether the header was sealed."""
+    what = f"snapshot {snapshot_id[:12]}"
+    opened = codec.decode(ObjectType.SNAPSHOT, NAMESPACE, SNAPSHOT_MAGIC, snapshot_id, data, _asset_of, what)
+    if isinstance(opened, Unopened):
+        return opened
+    return snapshot_from_payload(snapshot_id, opened.payload), opened.check, opened.sealed
+
+
+def _opens(codec: MetadataCodec, check: SignatureCheck, sealed: bool) -> bool:
+    """Whether this handle could open a header it finds in the local cache: the cache is
+    shared by the host's writer-side and recovery-side commands, and a writer key shows
+    only what it opens itself (its own sealed headers, or plaintext ones)."""
+    return codec.reads_all or not sealed or check.signer == codec.public
+
+
+def decode_snapshot(snapshot_id: str, data: bytes, codec: MetadataCodec) -> SnapshotInfo:
+    """The snapshot from its header bytes (IntegrityError when damaged, renamed, or not
+    readable with this handle's keys)."""
+    result = decode_signed_snapshot(snapshot_id, data, codec)
+    if isinstance(result, Unopened):
+        raise IntegrityError(
+            f"snapshot {snapshot_id[:12]} is sealed for another writer",
+            hint="read it with the recovery key, or on the host that wrote it",
+        )
+    return result[0]
 
 
 @dataclass(frozen=True)
 class RefusedSnapshot:
-    """A well-formed header no reader may use, and who wrote it (as far as is known)."""
+    """A header no reader may use, and who wrote it (as far as is known). ``asset`` and
+    ``time`` are None for a sealed header no key opens (unsigned: the sealer is unknown)."""
 
     id: str
-    asset: str
-    time: datetime
+    asset: str | None
+    time: datetime | None
     writer: str | None
     reason: str
 
@@ -100,6 +116,9 @@ class RefusedSnapshot:
         who = self.writer or "an unknown writer"
         if self.reason == "signature does not match" and self.writer:
             who = f"a writer claiming to be {self.writer}"
+        if self.time is None:
+            of = f" of {self.asset}" if self.asset else ""
+            return f"sealed snapshot {self.id[:12]}{of} by {who} refused: {self.reason}"
         return (
             f"snapshot {self.id[:12]} of {self.asset} dated {self.time.isoformat(timespec='seconds')} "
             f"by {who} refused: {self.reason}"
@@ -108,11 +127,23 @@ class RefusedSnapshot:
 
 @dataclass
 class SnapshotListing:
-    """Every listed snapshot header, sorted: accepted (oldest first), refused, damaged."""
+    """Every listed snapshot header, sorted: accepted (oldest first), refused, damaged, and
+    (read with a writer key) those sealed by other writers, which this key cannot open."""
 
     accepted: list[SnapshotInfo] = field(default_factory=list)
     refused: list[RefusedSnapshot] = field(default_factory=list)
     damaged: dict[str, str] = field(default_factory=dict)  # object name -> problem
+    sealed: dict[str, str | None] = field(default_factory=dict)  # snapshot id -> its writer's name
+
+    def sealed_summary(self) -> str | None:
+        """One line on the headers this key cannot open (None when there are none)."""
+        if not self.sealed:
+            return None
+        writers = sorted({w or "unknown" for w in self.sealed.values()})
+        return (
+            f"{len(self.sealed)} snapshot(s) by other writers ({', '.join(writers)}) are sealed to "
+            "this key: list them with the recovery key, or on their host"
+        )
 
 
 def _judged(info: SnapshotInfo, check: SignatureCheck, trust: Trust | None) -> SnapshotInfo | RefusedSnapshot:
@@ -122,6 +153,41 @@ def _judged(info: SnapshotInfo, check: SignatureCheck, trust: Trust | None) -> S
     if verdict:
         return info
     return RefusedSnapshot(info.id, info.asset, info.time, verdict.writer, str(verdict.reason))
+
+
+def _claimed_asset(
+    snapshot_id: str, unopened: Unopened, codec: MetadataCodec, trust: Trust | None, assets: Sequence[str]
+) -> str | None:
+    """The asset another writer's sealed header is signed for, among the writer's scope and
+    ``assets`` (None: none of them)."""
+    if trust is None or unopened.signer is None or unopened.refusal is not None:
+        return None
+    entry = trust.registry.entry_for(unopened.signer)
+    scope = [a for a in entry.assets if a != ANY_ASSET] if entry is not None else []
+    for asset in dict.fromkeys([*scope, *assets]):
+        if unopened.claims(ObjectType.SNAPSHOT, codec.repo_id, NAMESPACE + snapshot_id, asset):
+            return asset
+    return None
+
+
+def _judged_unopened(
+    snapshot_id: str, unopened: Unopened, claimed: str | None, trust: Trust | None, stored: datetime
+) -> RefusedSnapshot | str | None:
+    """A header this key cannot open: refused (no signature, a signer no registry knows, an
+    asset outside the writer's scope, or a writer revoked before it was stored), or the name
+    of the writer whose sealed header it is (its time cannot be judged without opening it)."""
+    if unopened.refusal is not None:
+        return RefusedSnapshot(snapshot_id, None, None, None, unopened.refusal.value)
+    entry = trust.registry.entry_for(unopened.signer) if trust is not None and unopened.signer else None
+    if trust is None or entry is None:
+        return RefusedSnapshot(snapshot_id, None, None, None, Refusal.UNKNOWN_WRITER.value)
+    if claimed is None and ANY_ASSET not in entry.assets:
+        reason = "signed for no asset this writer may write"
+        return RefusedSnapshot(snapshot_id, None, None, entry.name, reason)
+    verdict = trust.registry.authorises(entry.public, claimed, stored)
+    if not verdict:
+        return RefusedSnapshot(snapshot_id, claimed, None, entry.name, str(verdict.reason))
+    return entry.name
 
 
 def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
@@ -152,12 +218,16 @@ def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
 
 def list_snapshots(
     storage: Storage,
-    keyring: Keyring,
+    codec: MetadataCodec,
     trust: Trust | None,
     workers: int = 8,
     cache: SnapshotCache | None = None,
+    assets: Sequence[str] = (),
 ) -> SnapshotListing:
-    """Every listed snapshot header judged: accepted, refused (writer and reason), damaged.
+    """Every listed snapshot header judged: accepted, refused (writer and reason), damaged,
+    and sealed by another writer (a writer key opens only its own; such a header's claimed
+    asset is found among ``assets`` and the writer's scope from its signature alone, so one
+    claiming an asset outside its writer's scope is refused without opening it).
     With ``cache``, a header verified before and listed with the same size and time is
     taken from it (repo/snapshot_cache.py); its signature check is cached with it, the
     registry and the time rule are applied afresh on every listing."""
@@ -166,26 +236,45 @@ def list_snapshots(
     cached = cache.load() if cache is not None else {}
     fresh: dict[str, dict[str, Any]] = {}
 
-    def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | str | None:
+    def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None:
         snapshot_id = name.rsplit("/", 1)[-1]
         stamp = [listed[name].size, listed[name].mtime]
         hit = cached.get(snapshot_id)
-        if hit is not None and hit.get("stat") == stamp and isinstance(hit.get("header"), dict):
+        if hit is not None and hit.get("stat") == stamp:
+            unopened = Unopened.from_json(hit.get("unopened")) if "unopened" in hit else None
+            if unopened is not None and not codec.reads_all:  # the recovery side tries again
+                fresh[snapshot_id] = hit
+                claims = hit.get("claims")
+                return unopened, claims if isinstance(claims, str) else None
             check = SignatureCheck.from_json(hit.get("signature"))
             try:
-                if check is not None:
+                if (
+                    check is not None
+                    and isinstance(hit.get("header"), dict)
+                    and _opens(codec, check, hit.get("sealed") is True)
+                ):
                     info = snapshot_from_payload(snapshot_id, hit["header"])
                     fresh[snapshot_id] = hit
                     return info, check
             except IntegrityError:
                 pass  # a damaged cache entry: read the header itself
         try:
-            info, check = decode_signed_snapshot(snapshot_id, storage.get(name), keyring)
+            result = _decode(snapshot_id, storage.get(name), codec)
         except IntegrityError as exc:
             return str(exc)
         except NotFoundError:
             return None
-        fresh[snapshot_id] = {"stat": stamp, "header": snapshot_payload(info), "signature": check.to_json()}
+        if isinstance(result, Unopened):
+            claimed = _claimed_asset(snapshot_id, result, codec, trust, assets)
+            fresh[snapshot_id] = {"stat": stamp, "unopened": result.to_json(), "claims": claimed}
+            return result, claimed
+        info, check, sealed = result
+        fresh[snapshot_id] = {
+            "stat": stamp,
+            "header": snapshot_payload(info),
+            "signature": check.to_json(),
+            "sealed": sealed,
+        }
         return info, check
 
     if cached and all(n.rsplit("/", 1)[-1] in cached for n in names):
@@ -195,8 +284,16 @@ def list_snapshots(
             results = list(pool.map(load, names))
     listing = SnapshotListing()
     for name, result in zip(names, results, strict=True):
-        if isinstance(result, tuple):
-            judged = _judged(*result, trust)
+        if isinstance(result, tuple) and isinstance(result[0], Unopened):
+            snapshot_id = name.rsplit("/", 1)[-1]
+            when = datetime.fromtimestamp(listed[name].mtime, UTC)
+            verdict = _judged_unopened(snapshot_id, result[0], result[1], trust, when)
+            if isinstance(verdict, RefusedSnapshot):
+                listing.refused.append(verdict)
+            else:
+                listing.sealed[snapshot_id] = verdict
+        elif isinstance(result, tuple):
+            judged = _judged(result[0], result[1], trust)
             if isinstance(judged, SnapshotInfo):
                 listing.accepted.append(judged)
             else:
@@ -204,18 +301,18 @@ def list_snapshots(
         elif isinstance(result, str):
             listing.damaged[name] = result
     listing.accepted.sort(key=lambda s: (s.time, s.id))
-    listing.refused.sort(key=lambda s: (s.time, s.id))
+    listing.refused.sort(key=lambda s: (s.time or datetime.min.replace(tzinfo=UTC), s.id))
     if cache is not None and (fresh.keys() != cached.keys() or not cache.has_summary()):
         cache.save(fresh)
     return listing
 
 
 def load_snapshots(
-    storage: Storage, keyring: Keyring, workers: int = 8, cache: SnapshotCache | None = None
+    storage: Storage, codec: MetadataCodec, workers: int = 8, cache: SnapshotCache | None = None
 ) -> tuple[list[SnapshotInfo], dict[str, str]]:
     """Readable snapshots of a repository without writer checks, and the damaged ones
     (what a legacy repository's readers see; everything else uses ``list_snapshots``)."""
-    listing = list_snapshots(storage, keyring, None, workers, cache)
+    listing = list_snapshots(storage, codec, None, workers, cache)
     return listing.accepted, listing.damaged
 
 
@@ -227,20 +324,30 @@ class CachedSnapshot:
     time: datetime
     asset: str
 
-    def info(self, storage: Storage, keyring: Keyring) -> SnapshotInfo:
+    def info(self, storage: Storage, codec: MetadataCodec) -> SnapshotInfo:
         """The chosen snapshot's header, read and verified from the storage."""
-        return decode_snapshot(self.id, storage.get(snapshot_name(self.id)), keyring)
+        return decode_snapshot(self.id, storage.get(snapshot_name(self.id)), codec)
+
+
+def _summary_row(
+    size: int, mtime: float, result: tuple[SnapshotInfo, SignatureCheck, bool] | Unopened
+) -> list[Any]:
+    if isinstance(result, Unopened):  # another writer's: no time or asset to choose by
+        return [size, mtime, None, None, result.to_json(), True]
+    info, check, sealed = result
+    return [size, mtime, info.time.isoformat(), info.asset, check.to_json(), sealed]
 
 
 def cached_history(
-    storage: Storage, keyring: Keyring, cache: SnapshotCache, trust: Trust | None
+    storage: Storage, codec: MetadataCodec, cache: SnapshotCache, trust: Trust | None
 ) -> list[CachedSnapshot] | None:
     """Every listed snapshot, oldest first, from the cache's summary, reading only the
     headers it does not hold as listed (and adding them); None when there is no summary yet
     or one of those headers is damaged (then ``load_snapshots`` reads and reports). Choosing
     the parent or the snapshot to restore among thousands then costs a listing, one small
-    file and the chosen header, not a decoded header per snapshot. Refused snapshots are
-    left out (the cached signature check is judged afresh against ``trust``)."""
+    file and the chosen header, not a decoded header per snapshot. Refused snapshots and
+    those sealed by other writers are left out (the cached signature check is judged afresh
+    against ``trust``)."""
     summary = cache.load_summary()
     if not summary:
         return None
@@ -249,24 +356,22 @@ def cached_history(
     for obj in storage.list("snapshots/"):
         snapshot_id = obj.name.rsplit("/", 1)[-1]
         row = summary.get(snapshot_id)
-        if row is None or row[:2] != [obj.size, obj.mtime]:
+        if row is None or row[:2] != [obj.size, obj.mtime] or (row[3] is None and codec.reads_all):
             try:
-                info, read = decode_signed_snapshot(snapshot_id, storage.get(obj.name), keyring)
+                result = _decode(snapshot_id, storage.get(obj.name), codec)
             except IntegrityError:
                 return None
             except NotFoundError:
                 continue  # forgotten meanwhile
-            row = summary[snapshot_id] = [
-                obj.size,
-                obj.mtime,
-                info.time.isoformat(),
-                info.asset,
-                read.to_json(),
-            ]
+            row = summary[snapshot_id] = _summary_row(obj.size, obj.mtime, result)
             added = True
+        if row[3] is None:
+            continue  # sealed for another writer, or unsigned: never chosen
         check = SignatureCheck.from_json(row[4])
         if check is None:
             return None
+        if not _opens(codec, check, row[5] is True):
+            continue  # opened here by the recovery side: not this writer's to choose
         try:
             snap = CachedSnapshot(snapshot_id, datetime.fromisoformat(row[2]), str(row[3]))
         except (TypeError, ValueError):

@@ -1,0 +1,154 @@
+"""The storage provider (issue #14): it holds every stored byte and no key. It reads no file
+name, canary path, object key or asset name in snapshot headers and index files (they are
+sealed, repo/sealed.py); and an index file it plants (unsigned, signed by a key the registry
+does not know, or by a revoked writer's stolen key) is ignored by restore and named by
+`check` with exit 1. The defender is the real `lifeboat` executable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lifeboat.crypto.keys import load_backup_key
+from lifeboat.repo.format import INDEX_MAGIC, encode_framed, parse_pack_trailer
+from lifeboat.repo.index import encode_index
+from lifeboat.repo.keyring import Keyring
+from lifeboat.repo.sealed import MetadataCodec
+from tests.harness import Clock, LifeboatCli, PolicyBuilder
+
+CANARY_DIR = "canary-7f3a9-payroll"
+FILE_NAMES = ("salaries-2026-q3.csv", "board-minutes-confidential.txt")
+OBJECT_KEYS = ("invoices/acme-corp-4711.pdf", "contracts/zeta-merger-draft.docx")
+ASSETS = ("ledgerfiles", "mediabucket")
+
+
+def _site(tmp_path: Path, clock: Clock, endpoint: str, bucket: str) -> LifeboatCli:
+    canary = tmp_path / "data" / CANARY_DIR
+    canary.mkdir(parents=True)
+    for name in FILE_NAMES:
+        (canary / name).write_bytes(f"content of {name}\n".encode())
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    for key in OBJECT_KEYS:
+        s3.put_object(Bucket=bucket, Key=f"media/{key}", Body=f"object {key}".encode())
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .data_class("standard", rpo="1d", rto="1h")
+        .files(ASSETS[0], [tmp_path / "data"])
+        .objects(ASSETS[1], f"s3://{bucket}/media", endpoint_url=endpoint)
+        .write(tmp_path / "lifeboat.toml")
+    )
+    cli = LifeboatCli(policy=policy, clock=clock)
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    for asset in ASSETS:
+        cli.run("backup", asset)
+    return cli
+
+
+def _stored(repo: Path, prefixes: tuple[str, ...] = ("",)) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(repo)): p.read_bytes()
+        for p in repo.rglob("*")
+        if p.is_file() and str(p.relative_to(repo)).startswith(prefixes)
+    }
+
+
+def test_storage_bytes_name_no_file_path_or_object_key(
+    tmp_path: Path, clock: Clock, s3_server: str, make_bucket: Callable[..., str]
+) -> None:
+    cli = _site(tmp_path, clock, s3_server, make_bucket(object_lock=False))
+    stored = _stored(tmp_path / "repo")
+    assert any(n.startswith("snapshots/") for n in stored) and any(n.startswith("index/") for n in stored)
+    secrets = [CANARY_DIR, *FILE_NAMES, *OBJECT_KEYS, *(k.rsplit("/", 1)[-1] for k in OBJECT_KEYS)]
+    for name, data in stored.items():
+        for secret in secrets:
+            assert secret.encode() not in data, f"{secret!r} readable in {name}"
+    # the asset names, in headers and index files (the registry names writers' scopes by design)
+    for name, data in _stored(tmp_path / "repo", ("snapshots/", "index/")).items():
+        for asset in ASSETS:
+            assert asset.encode() not in data, f"{asset!r} readable in {name}"
+        assert len(data) >= 512 + 192 + 101  # padded to the 512-byte floor, sealed, signed
+    # ...while the key holders still read them: the writer its own, the recovery side all
+    listed = cli.json("snapshots", "--asset", ASSETS[0])
+    assert [s["asset"] for s in listed] == [ASSETS[0]]
+    target = tmp_path / "restored"
+    cli.run("restore", ASSETS[0], "--target", str(target), "--recovery-key", str(tmp_path / "recovery.key"))
+    assert (target / ASSETS[0]).exists() or any(target.rglob(FILE_NAMES[0]))
+
+
+def _forged_indexes(repo: Path, keyfile: Path, revoked_keyfile: Path) -> dict[str, str]:
+    """Index files listing every stored blob in a pack that does not exist, each named so it
+    sorts (and loads) before every genuine index file: unsigned, signed by an unknown key,
+    signed by a revoked writer. Returns name -> who planted it."""
+    key = load_backup_key(keyfile)
+    mac = Keyring.for_backup(key).mac
+    blobs = []
+    for pack in (repo / "data").rglob("*"):
+        if pack.is_file():
+            blobs += [list(b) for b in parse_pack_trailer(pack.read_bytes())]
+    entry = [{"id": "f" * 64, "blobs": blobs}]
+    first = min(p.name for p in (repo / "index").iterdir())
+    revoked = load_backup_key(revoked_keyfile)
+    codecs = {
+        "unknown key": MetadataCodec(
+            key.repo_id, mac, signing=Ed25519PrivateKey.generate(), recovery_public=key.recovery_public
+        ),
+        "revoked writer": MetadataCodec(
+            key.repo_id, mac, signing=revoked.signing, recovery_public=key.recovery_public
+        ),
+    }
+    planted: dict[str, str] = {}
+    for who in ("no key", *codecs):
+        for nonce in range(10_000):
+            if who == "no key":
+                data = encode_framed(INDEX_MAGIC, {"version": 1, "packs": entry, "n": nonce}, mac)
+                index_id = hashlib.sha256(data).hexdigest()
+            else:
+                index_id, data = encode_index(entry, codecs[who])
+            if index_id < first:
+                (repo / "index" / index_id).write_bytes(data)
+                planted[index_id] = who
+                break
+    assert len(planted) == 3
+    return planted
+
+
+def test_a_planted_index_is_ignored_by_restore_and_named_by_check(tmp_path: Path, clock: Clock) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "config.txt").write_bytes(b"the genuine configuration\n")
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .data_class("standard", rpo="1d", rto="1h")
+        .files("app", [tmp_path / "data"])
+        .write(tmp_path / "lifeboat.toml")
+    )
+    cli = LifeboatCli(policy=policy, clock=clock)
+    recovery = ["--recovery-key", str(tmp_path / "recovery.key")]
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    cli.run("backup", "app")
+    stolen = tmp_path / "stolen.key"
+    cli.json("keys", "add-writer", "old-host", "--assets", "app", "--out", str(stolen), *recovery)
+    cli.json("keys", "revoke-writer", "old-host", *recovery)
+    clock.advance(60)
+    planted = _forged_indexes(tmp_path / "repo", tmp_path / "keys" / "backup.key", stolen)
+
+    target = tmp_path / "restored"
+    cli.run("restore", "app", "--target", str(target), *recovery)
+    assert next(target.rglob("config.txt")).read_bytes() == b"the genuine configuration\n"
+
+    proc = cli.run("check", "--json", *recovery, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    problems = {
+        p["object"]: p["message"] for p in json.loads(proc.stdout)["problems"] if p["kind"] == "refused-index"
+    }
+    assert set(problems) == {f"index/{i}" for i in planted}
+    by_who = {planted[n.rsplit("/", 1)[-1]]: m for n, m in problems.items()}
+    assert "unsigned" in by_who["no key"]
+    assert "unknown writer" in by_who["unknown key"] and "writer not in the registry" in by_who["unknown key"]
+    assert "old-host" in by_who["revoked writer"] and "writer revoked" in by_who["revoked writer"]
