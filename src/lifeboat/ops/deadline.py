@@ -23,6 +23,13 @@ class DeadlineExceeded(LifeboatError):
     exit_code = EXIT_FAILED
 
 
+class _Expired(BaseException):
+    """Raised by the alarm: a BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` or ``except LifeboatError`` on the way (ours or a library's, around
+    a request that is retried or a file that is skipped) can swallow the stop and let the
+    backup commit after all. It becomes DeadlineExceeded where the deadline was set."""
+
+
 @contextmanager
 def deadline(limit: timedelta | None, message: str) -> Iterator[None]:
     """Raise DeadlineExceeded(message) in the main thread when ``limit`` has passed.
@@ -35,12 +42,16 @@ def deadline(limit: timedelta | None, message: str) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: FrameType | None) -> None:
-        raise DeadlineExceeded(message, hint="raise the asset's timeout, or find what slowed it down")
+        raise _Expired
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, limit.total_seconds())
     try:
         yield
+    except _Expired:
+        raise DeadlineExceeded(
+            message, hint="raise the asset's timeout, or find what slowed it down"
+        ) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
