@@ -150,3 +150,14 @@ def test_old_unpadded_encodings_still_read_and_damaged_padding_is_refused() -> N
         decode_payload(bytes([BLOB_RAW_PADDED]) + data + bytes(10), len(data))
     with pytest.raises(IntegrityError, match="unknown blob encoding"):
         decode_payload(b"\x04" + zlib.compress(data), len(data))
+
+
+def test_the_key_file_holds_the_writers_id_key_and_the_registry_wraps_the_same_key(site, tmp_path) -> None:
+    from lifeboat.crypto.keys import load_backup_key
+    from lifeboat.repo.trust import writer_id_keys
+
+    storage, _, key, recovery = site
+    key.save(tmp_path / "writer.key")
+    assert load_backup_key(tmp_path / "writer.key").chunk_id_key == key.chunk_id_key
+    trust = Repository.open(storage, recovery_key=recovery).trust()
+    assert trust is not None and writer_id_keys(trust.registry, [recovery]) == [key.chunk_id_key]

@@ -83,7 +83,8 @@ def test_a_legacy_repository_is_read_as_before_with_a_warning(tmp_path: Path) ->
     del config["root_public"]  # what a repository from before writer identities looks like
     os.chmod(config_path, 0o644)
     config_path.write_text(json.dumps(config))
-    legacy_key = replace(key, writer=None, signing_seed=None)
+    # a key file from before writer identities: no writer section (no signing or own id key)
+    legacy_key = replace(key, writer=None, signing_seed=None, chunk_id_key=None)
     snap = backup(Repository.open(storage, backup_key=legacy_key))
     reader = Repository.open(storage, recovery_key=recovery)
     assert reader.trust() is None and [s.id for s in reader.snapshots()] == [snap.id]
