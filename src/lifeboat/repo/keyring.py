@@ -150,6 +150,10 @@ class Keyring:
                     if first != key:
                         with self._lock:
                             self._pack_key[wrapped] = key
+                            # the next pack is most likely the same writer's: try its key first
+                            if key in self._id_keys and self._id_keys[0] != key:
+                                self._id_keys.remove(key)
+                                self._id_keys.insert(0, key)
                     return True
             if attempt == 0:
                 self._load_more_id_keys()
