@@ -161,3 +161,16 @@ def test_the_key_file_holds_the_writers_id_key_and_the_registry_wraps_the_same_k
     assert load_backup_key(tmp_path / "writer.key").chunk_id_key == key.chunk_id_key
     trust = Repository.open(storage, recovery_key=recovery).trust()
     assert trust is not None and writer_id_keys(trust.registry, [recovery]) == [key.chunk_id_key]
+
+
+def test_a_rotated_writer_gets_a_new_id_key_and_both_generations_data_still_verify(site) -> None:
+    storage, repo, key, recovery = site
+    files = {"pin.txt": b"271828\n", "notes.txt": b"rotation\n" * 1000}
+    old = backup(repo, "app", files)
+    rotated, _, revoked = issue_writer_key(Repository.open(storage, recovery_key=recovery), "host-a", ["*"])
+    assert revoked == 1 and rotated.chunk_id_key not in (None, key.chunk_id_key)
+    new = backup(Repository.open(storage, backup_key=rotated), "app", files)
+    assert new.stats.new_chunks == old.stats.new_chunks  # the cost: uploaded once more
+    reader = Repository.open(storage, recovery_key=recovery)
+    assert restored(storage, recovery, old) == files == restored(storage, recovery, new)
+    assert reader.check(read_data=True).ok
