@@ -4,9 +4,12 @@ Chunk ids are keyed BLAKE3 under the **writer's own** chunk-id key (issue #14): 
 get unrelated ids from two writers, so dedup stays within one writer's data and a host can
 only probe content it already has. Blobs written before writers had their own key (and by
 a legacy key file) carry ids under the repository-wide ``id_key``. An id does not record
-its key: a reader tries the keys it holds (the pack's last match first, so each pack costs
-one extra hash at most once) and the recovery side adds every writer's key, unwrapped from
-the registry (``add_id_keys``, loaded lazily on the first id no held key matches).
+its key: a reader tries the keys it holds (the key that matched the pack's blobs before,
+then the last key that matched anywhere, so only a pack's first blob may cost an extra hash
+or a few) and the recovery side adds every writer's key, unwrapped from the registry
+(``add_id_keys``, loaded when an id matches none of the keys held). Trying several keys
+accepts nothing new: content passes only if its id under a key the reader holds is exactly
+the id it is stored under (a second preimage of keyed BLAKE3 otherwise).
 
 Two recipients for pack data keys (docs/design/repository-format.md, "Escrowed packs"):
 the recovery key, and for key material (``kind = "keys"``) the escrow key, whose private
