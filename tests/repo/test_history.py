@@ -224,13 +224,14 @@ def test_prune_repacks_a_mostly_unused_pack(tmp_path):
 def test_prune_under_object_lock_repacks_only_what_retention_lets_it_delete(s3_server, make_bucket, tmp_path):
     bucket = make_bucket()
     plain = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, trust_endpoint=True)
-    repo, _, recovery = Repository.create(plain, cache_dir=tmp_path / "cache")
+    repo, key, recovery = Repository.create(plain, cache_dir=tmp_path / "cache")
     snaps = {n: backup(repo, n) for n in range(6)}  # written before the lock: no retention
     unlocked = set(pack_names(plain))
     locked_storage = open_storage(
         f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=1, trust_endpoint=True
     )
-    repo = Repository.open(locked_storage, backup_key=None, recovery_key=recovery, cache_dir=tmp_path / "c2")
+    # the same writer (its chunk-id key: dedup stays within one writer's data), recovery side too
+    repo = Repository.open(locked_storage, backup_key=key, recovery_key=recovery, cache_dir=tmp_path / "c2")
     snaps.update({n: backup(repo, n) for n in range(6, 12)})
     locked = set(pack_names(locked_storage)) - unlocked
     # the later snapshots reuse the first one's shared.txt chunk: its pack got locked too

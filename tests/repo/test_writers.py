@@ -82,7 +82,7 @@ def test_a_legacy_repository_is_refused_by_every_key(tmp_path: Path) -> None:
     del config["root_public"]  # what a repository from before writer identities looks like
     os.chmod(config_path, 0o644)
     config_path.write_text(json.dumps(config))
-    legacy_key = replace(key, writer=None, signing_seed=None)
+    legacy_key = replace(key, writer=None, signing_seed=None, chunk_id_key=None)
     for opened in ({"backup_key": legacy_key}, {"backup_key": key}, {"recovery_key": recovery}):
         with pytest.raises(ConfigError, match="repository format 1 predates signed writers"):
             Repository.open(storage, **opened)  # type: ignore[arg-type]

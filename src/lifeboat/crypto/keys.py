@@ -88,6 +88,9 @@ class BackupKey:
     writer: str | None = None  # the writer's name in the registry (None: a legacy key)
     generation: int = 0
     signing_seed: bytes | None = field(default=None, repr=False)  # Ed25519 private seed
+    # The writer's own chunk-id key (dedup stays within this writer's data). None: a key file
+    # from before per-writer id keys, whose chunk ids use the repository-wide ``id_key``.
+    chunk_id_key: bytes | None = field(default=None, repr=False)
 
     @property
     def signing(self) -> Ed25519PrivateKey | None:
@@ -111,6 +114,8 @@ class BackupKey:
                 "generation": self.generation,
                 "signing_key": _b64(self.signing_seed),
             }
+            if self.chunk_id_key is not None:
+                data["writer"]["id_key"] = _b64(self.chunk_id_key)
         return data
 
     def save(self, path: Path, *, overwrite: bool = False) -> None:
@@ -196,6 +201,9 @@ def load_backup_key(path: Path) -> BackupKey:
         seed = _unb64(writer["signing_key"]) if writer is not None else None
         if seed is not None and len(seed) != 32:
             raise ValueError("signing key of the wrong length")
+        chunk_id_key = _unb64(writer["id_key"]) if writer is not None and "id_key" in writer else None
+        if chunk_id_key is not None and len(chunk_id_key) != 32:
+            raise ValueError("id key of the wrong length")
         return BackupKey(
             repo_id=str(data["repo_id"]),
             key_id=str(data["key_id"]),
@@ -205,6 +213,7 @@ def load_backup_key(path: Path) -> BackupKey:
             writer=str(writer["name"]) if writer is not None else None,
             generation=int(writer["generation"]) if writer is not None else 0,
             signing_seed=seed,
+            chunk_id_key=chunk_id_key,
         )
     except (KeyError, ValueError, TypeError):
         raise KeyError_(f"backup key file {path} is damaged") from None

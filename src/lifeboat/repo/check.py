@@ -194,7 +194,7 @@ def _read_all_packs(
                     raise IntegrityError("pack header is damaged")
                 envelope = data[loc.offset : loc.offset + loc.length]
                 plain = decode_payload(cipher.open(envelope, bytes.fromhex(blob_id)), loc.raw_length)
-                if repo.keyring.blob_id_in(wrapped, plain) != blob_id:
+                if not repo.keyring.blob_matches(wrapped, plain, blob_id):
                     raise IntegrityError("content does not match id")
             except IntegrityError:
                 bad.append(blob_id)

@@ -1,4 +1,10 @@
-"""Chunk encoding: fixed-size blocks, compressed with zstd when that pays off.
+"""Chunk encoding: fixed-size blocks, compressed with zstd when that pays off, then padded.
+
+Padding (Padmé, crypto/padding.py) comes after compression: a compressed length is a
+fingerprint of known content. A body whose length already is a Padmé length (every full
+raw chunk of a power-of-two chunk size, 1 MiB file chunks, 128 KiB PostgreSQL ones) is
+stored unpadded: the one framing byte would push it to the next step (1 MiB -> 1 MiB +
+32 KiB, 3.1 % for nothing), and its length is one padding would produce anyway.
 
 Fixed, aligned blocks (not content-defined chunking) because the data we protect changes
 in place: PostgreSQL rewrites 8 KiB pages, media objects are replaced whole, files grow
@@ -14,8 +20,16 @@ from typing import IO
 
 import zstandard
 
+from lifeboat.crypto.padding import PAD_MARK, padded_length, unpad
 from lifeboat.errors import IntegrityError
-from lifeboat.repo.format import BLOB_RAW, BLOB_ZSTD, MAX_BLOB_SIZE, bounded_decompress
+from lifeboat.repo.format import (
+    BLOB_RAW,
+    BLOB_RAW_PADDED,
+    BLOB_ZSTD,
+    BLOB_ZSTD_PADDED,
+    MAX_BLOB_SIZE,
+    bounded_decompress,
+)
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE = 8 << 10
@@ -57,14 +71,26 @@ def looks_incompressible(data: bytes) -> bool:
     return len(_probe().compress(sample)) >= PROBE_SIZE * 0.97
 
 
+_PADDED = {BLOB_RAW: BLOB_RAW_PADDED, BLOB_ZSTD: BLOB_ZSTD_PADDED}
+
+
+def _framed(encoding: int, body: bytes) -> bytes:
+    """The payload: ``body`` padded to its Padmé length (a padded encoding), or as is when
+    its length already is one (every full raw chunk)."""
+    if padded_length(len(body)) == len(body):
+        return bytes([encoding]) + body
+    zeros = padded_length(len(body) + 1) - len(body) - 1
+    return b"".join((bytes([_PADDED[encoding]]), body, bytes([PAD_MARK]), bytes(zeros)))
+
+
 def encode_payload(data: bytes) -> bytes:
-    """Compress when it saves at least 3%; incompressible media is stored as is."""
+    """Compress when it saves at least 3% (incompressible media is stored as is), then pad."""
     if looks_incompressible(data):
-        return bytes([BLOB_RAW]) + data
+        return _framed(BLOB_RAW, data)
     compressed = _compressor().compress(data)
     if len(compressed) < len(data) * 0.97:
-        return bytes([BLOB_ZSTD]) + compressed
-    return bytes([BLOB_RAW]) + data
+        return _framed(BLOB_ZSTD, compressed)
+    return _framed(BLOB_RAW, data)
 
 
 def decode_payload(payload: bytes, raw_length: int) -> bytes:
@@ -75,10 +101,15 @@ def decode_payload(payload: bytes, raw_length: int) -> bytes:
         raise IntegrityError("blob payload is empty")
     if not 0 <= raw_length <= MAX_BLOB_SIZE:
         raise IntegrityError(f"blob claims an impossible length ({raw_length} bytes)")
-    if payload[0] == BLOB_RAW:
+    encoding = payload[0]
+    if encoding == BLOB_RAW:
         data = payload[1:]
-    elif payload[0] == BLOB_ZSTD:
+    elif encoding == BLOB_ZSTD:
         data = bounded_decompress(payload[1:], raw_length, "blob")
+    elif encoding == BLOB_RAW_PADDED:
+        data = unpad(payload[1:])
+    elif encoding == BLOB_ZSTD_PADDED:
+        data = bounded_decompress(unpad(payload[1:]), raw_length, "blob")
     else:
         raise IntegrityError(f"unknown blob encoding 0x{payload[0]:02x}")
     if len(data) != raw_length:

@@ -29,9 +29,14 @@ SNAPSHOT_MAGIC = b"LBSN"
 REF_MAGIC = b"LBRF"
 MAC_LEN = 32
 
-# First byte of a blob's plaintext (before encryption): how its payload is encoded.
+# First byte of a blob's plaintext (before encryption): how its payload is encoded. The
+# padded encodings carry the body Padmé-padded (crypto/padding.py: body 0x80 0x00...), so a
+# stored length does not confirm a known file; 0x00/0x01 are unpadded (written for bodies
+# already at a Padmé length, e.g. full raw chunks, and by versions before padding).
 BLOB_RAW = 0x00
 BLOB_ZSTD = 0x01
+BLOB_RAW_PADDED = 0x02
+BLOB_ZSTD_PADDED = 0x03
 
 BLOB_DATA = "data"
 BLOB_TREE = "tree"
@@ -41,6 +46,8 @@ CONFIG_NAME = "config"
 # No blob is larger than the largest chunk size (16 MiB) or a tree part of that size; the
 # cap stops a blob whose index entry claims more from costing more memory than that.
 MAX_BLOB_SIZE = 64 << 20
+# A stored blob: encoding byte, body padded (Padmé adds under 1/16 from 256 bytes on), AEAD.
+MAX_STORED_BLOB = MAX_BLOB_SIZE + MAX_BLOB_SIZE // 16 + 1024
 # Framed metadata is canonical JSON of mostly hex ids, which zstd shrinks 2-4x; a body that
 # claims to expand far beyond that was crafted (a decompression bomb), not written by us.
 MAX_FRAMED_RATIO = 32
@@ -190,7 +197,7 @@ def check_blob_entry(blob: tuple[str, str, int, int, int], pack_size: int | None
         raise IntegrityError("blob entry is damaged (bad id or type)")
     if offset < 7 or length <= 0 or not 0 <= raw_length <= MAX_BLOB_SIZE:
         raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (impossible offset or length)")
-    if length > MAX_BLOB_SIZE + 1024 or (pack_size is not None and offset + length > pack_size):
+    if length > MAX_STORED_BLOB or (pack_size is not None and offset + length > pack_size):
         raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (extends beyond its pack)")
 
 

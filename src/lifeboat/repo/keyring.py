@@ -1,5 +1,16 @@
 """The repository's keys in use by one process: ids, MACs, data-key wrapping.
 
+Chunk ids are keyed BLAKE3 under the **writer's own** chunk-id key (issue #14): the same bytes
+get unrelated ids from two writers, so dedup stays within one writer's data and a host can
+only probe content it already has. Blobs written before writers had their own key (and by
+a legacy key file) carry ids under the repository-wide ``id_key``. An id does not record
+its key: a reader tries the keys it holds (the key that matched the pack's blobs before,
+then the last key that matched anywhere, so only a pack's first blob may cost an extra hash
+or a few) and the recovery side adds every writer's key, unwrapped from the registry
+(``add_id_keys``, loaded when an id matches none of the keys held). Trying several keys
+accepts nothing new: content passes only if its id under a key the reader holds is exactly
+the id it is stored under (a second preimage of keyed BLAKE3 otherwise).
+
 Two recipients for pack data keys (docs/design/repository-format.md, "Escrowed packs"):
 the recovery key, and for key material (``kind = "keys"``) the escrow key, whose private
 half exists only as custodians' SLIP-39 shares. An escrowed pack's wrapped key starts with
@@ -13,7 +24,7 @@ import hashlib
 import hmac
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import blake3
@@ -44,6 +55,7 @@ class Keyring:
         recipient_public: bytes,
         recovery: RecoveryKey | None,
         older: Sequence[RecoveryKey] = (),
+        chunk_id_key: bytes | None = None,
     ) -> None:
         self.repo_id = repo_id
         self.recipient_public = recipient_public
@@ -52,7 +64,16 @@ class Keyring:
         self._readers = [recovery, *older] if recovery is not None else []
         self._id_key = id_key
         self._mac_key = hmac.new(id_key, b"lifeboat/mac/v1", hashlib.sha256).digest()
-        self._escrow_id_key = blake3.blake3(ESCROW_BLOB_IDS, key=id_key).digest()
+        # New blob ids: the writer's own key (a legacy key file has none: the repository's).
+        self._chunk_key = chunk_id_key or id_key
+        self._escrow_id_key = _escrow_ids(self._chunk_key)
+        self._escrow_salt = b""
+        # Every id key this process may meet when checking a blob (the repository's for old
+        # blobs, the writer's own, and on the recovery side every writer's), in trial order.
+        self._id_keys: list[bytes] = list(dict.fromkeys([self._chunk_key, id_key]))
+        self._more_id_keys: Callable[[], list[bytes]] | None = None
+        self._load_lock = threading.Lock()
+        self._pack_key: dict[bytes, bytes] = {}  # pack header -> the id key its blobs matched
         self._deks: dict[bytes, Cipher] = {}
         self._lock = threading.Lock()
         self.escrow_public: bytes | None = None  # set: this keyring writes escrowed packs
@@ -65,10 +86,15 @@ class Keyring:
         ``id_salt``: empty for the escrow key bound at ``init``, the key itself for one
         `keys rotate --escrow` made, so key material never dedups into packs sealed to a
         replaced escrow key (which the new shares could not open)."""
-        ring = Keyring(self.repo_id, self._id_key, self.recipient_public, self.recovery)
+        ring = Keyring(
+            self.repo_id, self._id_key, self.recipient_public, self.recovery, chunk_id_key=self._chunk_key
+        )
         ring._readers = self._readers
+        ring._id_keys, ring._more_id_keys = self._id_keys, self._more_id_keys
+        ring._lock, ring._load_lock = self._lock, self._load_lock
         ring._escrow = self._escrow
-        ring._escrow_id_key = blake3.blake3(ESCROW_BLOB_IDS + id_salt, key=self._id_key).digest()
+        ring._escrow_id_key = _escrow_ids(self._chunk_key, id_salt)
+        ring._escrow_salt = id_salt
         ring.escrow_public = public
         ring.escrow_threshold = threshold
         return ring
@@ -77,7 +103,8 @@ class Keyring:
         """Lets this keyring read escrowed packs (the escrow key from M custodians' shares;
         ``id_salt`` as in ``for_escrow``)."""
         self._escrow = opener
-        self._escrow_id_key = blake3.blake3(ESCROW_BLOB_IDS + id_salt, key=self._id_key).digest()
+        self._escrow_id_key = _escrow_ids(self._chunk_key, id_salt)
+        self._escrow_salt = id_salt
         self.escrow_threshold = threshold
 
     @property
@@ -100,16 +127,62 @@ class Keyring:
         """Whether a pack header's wrapped key is sealed to the escrow key."""
         return wrapped.startswith(ESCROW_PACK_TAG)
 
-    def blob_id_in(self, wrapped: bytes, data: bytes) -> str:
-        """The id ``data`` must have in a pack with this header (escrowed packs use their own)."""
-        if self.is_escrowed(wrapped):
-            return blake3.blake3(data, key=self._escrow_id_key, max_threads=1).hexdigest()
-        return blake3.blake3(data, key=self._id_key, max_threads=1).hexdigest()
+    def add_id_keys(self, keys: Sequence[bytes] | Callable[[], list[bytes]]) -> None:
+        """More chunk-id keys to check blob ids with: other writers' (recovery side). A
+        callable is called when an id matches none of the keys held, then tried again."""
+        if callable(keys):
+            self._more_id_keys = keys
+            return
+        with self._lock:
+            self._id_keys[:] = list(dict.fromkeys([*self._id_keys, *keys]))
+
+    def _load_more_id_keys(self) -> None:
+        # Called on every miss, not once: a writer issued since the last call (the registry
+        # was refreshed) is found too; a miss is rare (new pack of another writer, damage).
+        with self._load_lock:
+            if self._more_id_keys is not None:
+                self.add_id_keys(self._more_id_keys())
+
+    def blob_matches(self, wrapped: bytes, data: bytes, blob_id: str) -> bool:
+        """Whether ``data`` has the id ``blob_id`` under one of the id keys this keyring
+        holds (escrowed packs: the escrow ids derived from them). ``wrapped`` is the pack's
+        header: the key that matched its last blob is tried first."""
+        escrowed = self.is_escrowed(wrapped)
+        first = self._pack_key.get(wrapped)
+        tried: set[bytes] = set()
+        for attempt in range(2):
+            with self._lock:
+                keys = list(dict.fromkeys([first, *self._id_keys] if first else self._id_keys))
+            for key in keys:
+                if key in tried:
+                    continue
+                tried.add(key)
+                if self._id_matches(key, escrowed, data, blob_id):
+                    if first != key:
+                        with self._lock:
+                            self._pack_key[wrapped] = key
+                            # the next pack is most likely the same writer's: try its key first
+                            if key in self._id_keys and self._id_keys[0] != key:
+                                self._id_keys.remove(key)
+                                self._id_keys.insert(0, key)
+                    return True
+            if attempt == 0:
+                self._load_more_id_keys()
+        return False
+
+    def _id_matches(self, key: bytes, escrowed: bool, data: bytes, blob_id: str) -> bool:
+        if not escrowed:
+            return blake3.blake3(data, key=key, max_threads=1).hexdigest() == blob_id
+        # key material: ids under the escrow generation's salt (empty for the key bound at init)
+        return any(
+            blake3.blake3(data, key=_escrow_ids(key, salt), max_threads=1).hexdigest() == blob_id
+            for salt in dict.fromkeys([self._escrow_salt, b""])
+        )
 
     @classmethod
     def for_backup(cls, key: BackupKey) -> Keyring:
-        """The keyring of a backup key: adds data, cannot read it."""
-        return cls(key.repo_id, key.id_key, key.recovery_public, None)
+        """The keyring of a backup key: adds data (ids under the writer's own id key), cannot read it."""
+        return cls(key.repo_id, key.id_key, key.recovery_public, None, chunk_id_key=key.chunk_id_key)
 
     @property
     def can_read(self) -> bool:
@@ -117,8 +190,9 @@ class Keyring:
         return self.recovery is not None
 
     def blob_id(self, data: bytes) -> str:
-        """Content id: keyed BLAKE3, so ids reveal nothing about the plaintext."""
-        key = self._escrow_id_key if self.escrow_public is not None else self._id_key
+        """Content id: keyed BLAKE3 under this writer's id key, so ids reveal nothing about
+        the plaintext to anyone else, and equal data of two writers gets unrelated ids."""
+        key = self._escrow_id_key if self.escrow_public is not None else self._chunk_key
         return blake3.blake3(data, key=key, max_threads=1).hexdigest()
 
     def digest(self) -> blake3.blake3:
@@ -196,3 +270,9 @@ class Keyring:
                 "cannot open a pack's data key: the pack was modified, or it was written after "
                 "'keys rotate --recovery' and needs the newer recovery key"
             ) from None
+
+
+def _escrow_ids(id_key: bytes, salt: bytes = b"") -> bytes:
+    """The id key of key-material blobs written under ``id_key`` (their own, so key material
+    never deduplicates into a recovery-key pack)."""
+    return blake3.blake3(ESCROW_BLOB_IDS + salt, key=id_key).digest()

@@ -70,7 +70,7 @@ def open_blob(
     except IntegrityError as exc:
         message = str(exc)
         raise IntegrityError(message if message.startswith(where) else f"{where}: {message}") from None
-    if keyring.blob_id_in(wrapped, data) != blob_id:
+    if not keyring.blob_matches(wrapped, data, blob_id):
         raise IntegrityError(f"{where} does not match its id")
     return data
 

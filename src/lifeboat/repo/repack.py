@@ -246,7 +246,7 @@ def _live_payloads(
     out = []
     for blob_id, btype, offset, length, raw_length in blobs:
         payload = cipher.open(data[offset : offset + length], bytes.fromhex(blob_id))
-        if repo.keyring.blob_id(decode_payload(payload, raw_length)) != blob_id:
+        if not repo.keyring.blob_matches(wrapped, decode_payload(payload, raw_length), blob_id):
             raise IntegrityError(f"chunk {blob_id[:16]} in {pack_name(pack_id)} does not match its id")
         out.append((str(blob_id), str(btype), int(raw_length), payload))
     return out

@@ -67,6 +67,7 @@ from lifeboat.repo.trust import (
     root_public_of,
     sign_statement,
     store_version,
+    writer_id_keys,
 )
 from lifeboat.storage.base import Storage
 
@@ -207,10 +208,18 @@ class Repository:
             except IntegrityError:
                 raise KeyError_("the recovery key does not open this repository") from None
             # Data written with the recovery key is wrapped for the newest key, never a retired one.
-            keyring = Keyring(config["id"], id_key, recovery_key.public, recovery_key, older=chain[1:])
+            keyring = Keyring(
+                config["id"],
+                id_key,
+                recovery_key.public,
+                recovery_key,
+                older=chain[1:],
+                chunk_id_key=backup_key.chunk_id_key if backup_key is not None else None,
+            )
             key_id = backup_key.key_id if backup_key is not None else "recovery"
             repo = cls(storage, config, keyring, key_id, cache_dir)
             repo._chain, repo._id_key = list(chain), id_key
+            keyring.add_id_keys(repo._writer_id_keys)  # every writer's blob ids, loaded when met
             repo.signing = backup_key.signing if backup_key is not None else None
             if repo.signing is None and root_public_of(config) is not None:
                 repo.signing = RootKey.from_chain(config["id"], chain).signing
@@ -248,6 +257,16 @@ class Repository:
         if root.public != root_public_of(self.config):
             raise KeyError_("the recovery key does not derive this repository's root key")
         return root
+
+    def _writer_id_keys(self) -> list[bytes]:
+        """Every writer's chunk-id key from the verified registry (recovery side); none when
+        the registry cannot be trusted (its blobs then fail their id check, and ``check``
+        reports the registry itself)."""
+        try:
+            trust = self.trust()
+        except IntegrityError:
+            return []
+        return writer_id_keys(trust.registry, self._chain) if trust is not None else []
 
     def writer_material(self) -> tuple[bytes, bytes]:
         """(recovery public key, chunk-id key) a new writer's key file holds."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lifeboat import clock
-from lifeboat.crypto.keys import BackupKey
+from lifeboat.crypto.keys import BackupKey, RecoveryKey
 from lifeboat.crypto.signed import (
     DEFAULT_SKEW,
     ObjectType,
@@ -43,6 +44,7 @@ from lifeboat.crypto.writers import (
     WriterKey,
     raw_public,
     verify_chain,
+    writer_id_key,
 )
 from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, LockedError, NotFoundError
 from lifeboat.private import private_dir, write_private
@@ -83,8 +85,9 @@ def default_writer_name() -> str:
 
 
 def as_backup_key(base: BackupKey, writer: WriterKey) -> BackupKey:
-    """A backup key file that is also ``writer``'s key: the repository's data keys stay
-    those of ``base`` (the chunk-id key is still shared, see docs/design/repository-format.md)."""
+    """A backup key file that is also ``writer``'s key: chunk ids under the writer's own id
+    key (the one the registry wraps for the recovery side); the repository-wide ``id_key`` of
+    ``base`` stays for the MACs of metadata (docs/design/repository-format.md, "Blob ids")."""
     return BackupKey(
         repo_id=base.repo_id,
         key_id=base.key_id,
@@ -94,6 +97,7 @@ def as_backup_key(base: BackupKey, writer: WriterKey) -> BackupKey:
         writer=writer.name,
         generation=writer.generation,
         signing_seed=writer.signing.private_bytes_raw(),
+        chunk_id_key=writer.id_key,
     )
 
 
@@ -303,6 +307,23 @@ def _write_checkpoint(cache_dir: Path | None, checkpoint: Checkpoint) -> None:
         )
     except (OSError, ConfigError):  # a read-only state dir: the checkpoint is an extra defence
         pass
+
+
+def writer_id_keys(registry: Registry, chain: Sequence[RecoveryKey]) -> list[bytes]:
+    """Every writer's chunk-id key, unwrapped from the registry with the recovery chain (a
+    writer issued before ``keys rotate --recovery`` has its key wrapped to an older recovery
+    key): what the recovery side checks blob ids of other writers' data with."""
+    keys = []
+    for entry in registry.writers:
+        if not entry.id_key_wrapped:
+            continue
+        for recovery in chain:
+            try:
+                keys.append(writer_id_key(recovery.private, entry))
+                break
+            except IntegrityError:
+                continue
+    return keys
 
 
 def first_writer(root: RootKey, base: BackupKey, name: str) -> tuple[BackupKey, SignedRegistry]:
