@@ -26,7 +26,7 @@ from lifeboat.assets.postgres.cluster import (
     run_as_user,
 )
 from lifeboat.assets.postgres.connection import connect
-from lifeboat.assets.postgres.promote import promote_when_staged
+from lifeboat.assets.postgres.promote import wait_writable
 from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, setting
 from lifeboat.assets.postgres.stager import WalStager, remove_stale, restore_command
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
@@ -724,10 +724,8 @@ def _start_and_check(
         cluster.start()
         if result.standby:
             cluster.wait_accepting()
-        elif staged is not None:
-            promote_when_staged(cluster, staged)
         else:
-            cluster.wait_promoted()
+            wait_writable(cluster, staged)
     except RestoreError as exc:
         log = cluster.log_path.read_text(errors="replace")
         if TARGET_NOT_REACHED in log:
