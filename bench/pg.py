@@ -31,6 +31,7 @@ import psycopg
 
 from common import Run, apt_install, du, print_table, timed
 from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, free_port, run_as_user
+from lifeboat.assets.postgres.promote import wait_writable
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = run_as_user()
@@ -87,9 +88,12 @@ def restore_and_promote(name: str, restore: list[str], datadir: Path, bin_dir: P
     with open(datadir / "postgresql.auto.conf", "a") as fh:
         fh.write(f"\nport = {port}\nunix_socket_directories = '{cluster.socket_dir}'\narchive_mode = off\n")
     cluster.start(timeout=3600)
-    cluster.wait_promoted(timeout=3600)
+    # the pid file's status, as lifeboat's restore waits: a query polled during replay
+    # holds a snapshot that replay's pruning records wait on (recovery conflicts)
+    wait_writable(cluster, timeout=3600)
+    seconds = time.monotonic() - started  # until it accepts writes, as lifeboat's restore is timed
     cluster.stop()
-    return Run(name, time.monotonic() - started, first.peak_rss_mb, 0, first.output)
+    return Run(name, seconds, first.peak_rss_mb, 0, first.output)
 
 
 def main() -> None:
@@ -103,6 +107,9 @@ def main() -> None:
         "--restore-only", type=Path, metavar="WORKDIR", help="repeat only the restores of a kept run"
     )
     parser.add_argument("--push-only", action="store_true", help="only the wal push row")
+    parser.add_argument(
+        "--baseline-src", type=Path, help="with --restore-only: also restore with this src/ (before/after)"
+    )
     args = parser.parse_args()
     pgbackrest = apt_install("pgbackrest", "pgbackrest")
     # The commands run as the postgres user, who cannot write __pycache__ in this tree: without
@@ -110,7 +117,7 @@ def main() -> None:
     # package never does.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True)
     if args.restore_only:
-        restores(args.restore_only.resolve(), pgbackrest, args.pairs)
+        restores(args.restore_only.resolve(), pgbackrest, args.pairs, args.baseline_src)
         return
     if args.push_only:
         push_bench(pgbackrest, args.push_segments)
@@ -280,10 +287,11 @@ pg1-socket-path={work}/sock
     push_bench(pgbackrest, args.push_segments)
 
 
-def lifeboat_restore_started(lb: list[str], datadir: Path) -> Run:
+def lifeboat_restore_started(lb: list[str], datadir: Path, src: Path | None = None) -> Run:
     """lifeboat restores with --start: replay overlaps WAL staging (the background stager),
     so the restore itself starts the cluster and waits for promotion. Its own checks
-    (pg_amcheck) are not part of the comparison: their step time is taken off."""
+    (pg_amcheck) are not part of the comparison: their step time is taken off. ``src``: run
+    the lifeboat sources in that directory instead (a baseline checkout's src/)."""
     port = free_port()
     run = timed(
         "lb restore",
@@ -301,6 +309,7 @@ def lifeboat_restore_started(lb: list[str], datadir: Path) -> Run:
                 "--json",
             ]
         ),
+        env={"PYTHONPATH": str(src)} if src else None,
     )
     out, _ = json.JSONDecoder().raw_decode(run.output[run.output.index("{") :])
     checks = float(out["steps"].get("checks", 0.0))
@@ -308,16 +317,22 @@ def lifeboat_restore_started(lb: list[str], datadir: Path) -> Run:
     return Run("lb restore", run.seconds - checks, run.peak_rss_mb, 0, json.dumps(out["steps"]))
 
 
-def restores(work: Path, pgbackrest: str, pairs: int = 5) -> dict[str, Run]:
+def restores(work: Path, pgbackrest: str, pairs: int = 5, baseline: Path | None = None) -> dict[str, Run]:
     """Restore to latest with each tool (the source cluster is stopped), timed the same way,
-    ``pairs`` times; the median pair ratio is the row, with its spread."""
+    ``pairs`` times; the median pair ratio is the row, with its spread. With ``baseline`` (a
+    checkout's src/), each pair also restores with those sources first: before and after a
+    change, measured back to back against the same pgBackRest runs."""
     bin_dir = PgCluster(work / "pgdata", 0, work / "sock").pg_bin
     lb = [sys.executable, "-m", "lifeboat", "--config", str(work / "lifeboat.toml")]
     br = [pgbackrest, f"--config={work / 'pgbackrest.conf'}", "--stanza=bench"]
-    lb_runs, br_runs = [], []
+    lb_runs, br_runs, base_runs = [], [], []
     for i in range(pairs):
         for name in ("restore-lb", "restore-br"):
             shutil.rmtree(work / name, ignore_errors=True)
+        if baseline is not None:
+            base_runs.append(lifeboat_restore_started(lb, work / "restore-lb", baseline))
+            print(f"pair {i + 1}: baseline lifeboat {base_runs[-1].seconds:.1f} s ({base_runs[-1].output})")
+            shutil.rmtree(work / "restore-lb", ignore_errors=True)
         lb_runs.append(lifeboat_restore_started(lb, work / "restore-lb"))
         br_runs.append(
             restore_and_promote(
@@ -340,6 +355,14 @@ def restores(work: Path, pgbackrest: str, pairs: int = 5) -> dict[str, Run]:
         f"restore with replay, median of {pairs} pairs: lifeboat {lb_med:.1f} s, pgBackRest {br_med:.1f} s; "
         f"ratio {statistics.median(ratios):.2f}x pgBackRest speed (spread {ratios[0]:.2f}-{ratios[-1]:.2f}x)"
     )
+    if base_runs:
+        base_ratios = sorted(b.seconds / a.seconds for a, b in zip(base_runs, br_runs, strict=True))
+        print(
+            f"baseline ({baseline}), median of {pairs} pairs: "
+            f"{statistics.median(r.seconds for r in base_runs):.1f} s; ratio "
+            f"{statistics.median(base_ratios):.2f}x pgBackRest speed "
+            f"(spread {base_ratios[0]:.2f}-{base_ratios[-1]:.2f}x)"
+        )
     lb_mid = sorted(lb_runs, key=lambda r: r.seconds)[len(lb_runs) // 2]
     br_mid = sorted(br_runs, key=lambda r: r.seconds)[len(br_runs) // 2]
     return {"restore lifeboat": lb_mid, "restore pgbackrest": br_mid}

@@ -108,6 +108,36 @@ def test_pitr_over_many_segments_replays_while_staging_and_leaves_only_the_clust
         pg.stop_restored(target)
 
 
+def test_latest_restore_replays_every_segment_then_takes_writes_without_an_end_of_recovery_checkpoint(
+    pg: PgSandbox,
+):
+    pg.sql("insert into items (label) values ('base')")
+    pg.run("backup", "db")
+    archive_rows(pg, "row", 10)
+    target, port = pg.root / "restored", free_port()
+
+    run = restore_watched(pg, "--target", str(target), "--latest", "--start", "--port", str(port), "--json")
+    try:
+        assert run["rc"] == 0, run["stderr"]
+        out = json.loads(run["stdout"])
+        assert out["ok"] and out["started"] and not out["standby"], out
+        dsn = pg.restored_dsn(target, port)
+        # promoted only after the last staged segment was replayed: nothing cut short
+        rows = sorted(r[0] for r in pg.sql("select label from items", dsn))
+        assert rows == sorted(["base"] + [f"row {i}" for i in range(10)])
+        assert pg.sql("select pg_is_in_recovery()", dsn) == [(False,)]
+        pg.sql("insert into items (label) values ('written after the restore')", dsn)
+        # promoted as a standby is (pg_ctl promote): writes did not wait for the
+        # immediate end-of-recovery checkpoint that ending archive recovery forces
+        log = (pg.root / "restored.log").read_text(errors="replace")
+        assert "received promote request" in log
+        assert "end-of-recovery" not in log
+        assert not (target / "standby.signal").exists() and not (target / "recovery.signal").exists()
+        assert len(run["left"]) == 1 and str(target) in run["left"][0]
+    finally:
+        pg.stop_restored(target)
+
+
 def corrupt_ref(pg: PgSandbox, name: str) -> None:
     ref = pg.root / "repo" / "refs" / "wal" / "db" / name
     data = bytearray(ref.read_bytes())

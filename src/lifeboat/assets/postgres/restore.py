@@ -26,6 +26,7 @@ from lifeboat.assets.postgres.cluster import (
     run_as_user,
 )
 from lifeboat.assets.postgres.connection import connect
+from lifeboat.assets.postgres.promote import wait_writable
 from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, setting
 from lifeboat.assets.postgres.stager import WalStager, remove_stale, restore_command
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
@@ -639,7 +640,10 @@ def _restore_with_stager(
         if request.postgres.standby:
             fh.write(STANDBY_PLACEHOLDER)
     result.standby = bool(request.postgres.standby)
-    (target / ("standby.signal" if result.standby else "recovery.signal")).touch()
+    # replay to the end of the archive started here: in standby mode, promoted by lifeboat
+    # once every file is staged (no end-of-recovery checkpoint before writes; promote.py)
+    fast = bool(request.postgres.start) and not result.standby and target_desc == "latest"
+    (target / ("standby.signal" if result.standby or fast else "recovery.signal")).touch()
     socket_dir.mkdir(exist_ok=True)
     cluster = PgCluster(target, port or 5432, socket_dir, find_pg_bin(asset.pg_bin))
     chown_tree(socket_dir, cluster.user)  # the spool's files are the stager's to chown
@@ -650,7 +654,7 @@ def _restore_with_stager(
         try:
             if stager.failure is not None:  # failed while the base backup was written: no start
                 raise stager.failure
-            _start_and_check(cluster, asset, result, missing)
+            _start_and_check(cluster, asset, result, missing, stager.is_complete if fast else None)
             if result.standby:  # a standby goes on reading the spool after it accepts queries
                 stager.wait()
         except BaseException:
@@ -706,17 +710,22 @@ STANDBY_PLACEHOLDER = """\
 
 
 def _start_and_check(
-    cluster: PgCluster, asset: PostgresAsset, result: PgRestoreResult, missing: list[str]
+    cluster: PgCluster,
+    asset: PostgresAsset,
+    result: PgRestoreResult,
+    missing: list[str],
+    staged: Callable[[], bool] | None = None,
 ) -> None:
     """Start the restored cluster, wait until it is promoted (a standby: until it accepts
-    read-only queries), then run pg_amcheck and the policy's SQL checks."""
+    read-only queries; with ``staged``, replaying in standby mode: promoted by us once
+    every WAL file is staged), then run pg_amcheck and the policy's SQL checks."""
     t0 = time.monotonic()
     try:
         cluster.start()
         if result.standby:
             cluster.wait_accepting()
         else:
-            cluster.wait_promoted()
+            wait_writable(cluster, staged)
     except RestoreError as exc:
         log = cluster.log_path.read_text(errors="replace")
         if TARGET_NOT_REACHED in log:

@@ -228,6 +228,10 @@ class WalStager:
             return self.seconds
         return round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0
 
+    def is_complete(self) -> bool:
+        """Whether every planned file is staged (not stopped, not failed)."""
+        return self._done.is_set() and self._failure is None and self.seconds is not None
+
     def is_done(self) -> bool:
         """Whether every planned file is staged (or staging stopped)."""
         return self._done.is_set()
