@@ -1,8 +1,16 @@
 """The audit log: one JSON line per operation, each chained to the previous by SHA-256.
 
 Appends take an exclusive ``flock`` so concurrent processes keep a single chain. Each
-line is also mirrored into the repository (``audit/<seq>-<hash>``) when a mirror is
-given, so deleting the local file does not erase history.
+line is also anchored in the repository (``audit/<seq>-<hash>``, signed: repo/audit_copies.py)
+when a mirror is given, so cutting, rewriting or deleting the local file is caught by
+``audit verify``. Anchoring goes in sequence order from a watermark kept next to the log
+(``audit.anchored.json``): an entry logged without a repository (or whose copy failed) is
+anchored by the next operation that has one. A failed copy never fails the operation; it is
+logged once (``audit-anchor``, failed) and ``status`` reports it until a later copy works.
+
+``actor`` is the signed identity that logs (the writer's name from the registry, or
+``recovery side`` for the root key) whenever one is known; the free-text user
+(``LIFEBOAT_ACTOR``, else user@host) is kept as ``operator``.
 """
 
 from __future__ import annotations
@@ -19,12 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lifeboat.private import private_dir, private_opener
+from lifeboat.private import private_dir, private_opener, write_private
 
 GENESIS = "0" * 64
 SECRET_WORDS = ("secret", "passphrase", "password", "share", "mnemonic", "key_material", "private")
 
 Mirror = Callable[[str, bytes], None]
+Identity = Callable[[], str | None]
+ANCHOR_STATE = "audit.anchored.json"
+ANCHOR_OPERATION = "audit-anchor"
 
 
 def redact(details: dict[str, Any]) -> dict[str, Any]:
@@ -64,10 +75,56 @@ class AuditEntry:
     mirrored: bool = False
 
 
+@dataclass(frozen=True)
+class AnchorState:
+    """How far the local log is anchored in the repository, and the last failure, if any."""
+
+    through: int = -1  # every entry up to this seq has its signed copy
+    error: str | None = None  # why the last copy failed (None: the last attempt worked)
+    failed_seq: int | None = None
+    since: str | None = None  # when copies started failing
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "through": self.through,
+            "error": self.error,
+            "failed_seq": self.failed_seq,
+            "since": self.since,
+        }
+
+
+def anchor_state_path(log: Path) -> Path:
+    return log.with_name(ANCHOR_STATE)
+
+
+def read_anchor_state(log: Path) -> AnchorState:
+    """The anchoring watermark of the log at ``log`` (nothing anchored when unreadable)."""
+    try:
+        data = json.loads(anchor_state_path(log).read_bytes())
+        return AnchorState(
+            int(data["through"]),
+            data.get("error"),
+            data.get("failed_seq"),
+            data.get("since"),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return AnchorState()
+
+
 class AuditLog:
-    def __init__(self, path: Path, mirror: Mirror | None = None) -> None:
+    def __init__(self, path: Path, mirror: Mirror | None = None, identity: Identity | None = None) -> None:
         self.path = path
         self.mirror = mirror
+        self.identity = identity
+        self._who: tuple[str | None] | None = None
+
+    def _writer(self) -> str | None:
+        if self._who is None:
+            try:
+                self._who = (self.identity() if self.identity else None,)
+            except Exception:  # an identity that cannot be established is not a failed operation
+                self._who = (None,)
+        return self._who[0]
 
     def append(
         self,
@@ -78,6 +135,17 @@ class AuditLog:
         actor: str | None = None,
         **details: Any,
     ) -> AuditEntry:
+        entry = self._append(operation, asset, outcome, actor, details)
+        result = AuditEntry(entry)
+        if self.mirror is not None:
+            result.mirrored = self.anchor_pending() >= int(entry["seq"])
+        return result
+
+    def _append(
+        self, operation: str, asset: str | None, outcome: str, actor: str | None, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        writer = self._writer()
+        operator = actor or default_actor()
         private_dir(self.path.parent, tighten=False)
         with open(self.path, "a+b", opener=private_opener) as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -94,7 +162,9 @@ class AuditLog:
                 entry: dict[str, Any] = {
                     "seq": prev_seq + 1,
                     "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    "actor": actor or default_actor(),
+                    "actor": writer or operator,
+                    "writer": writer,
+                    "operator": operator,
                     "host": socket.gethostname(),
                     "pid": os.getpid(),
                     "operation": operation,
@@ -111,14 +181,54 @@ class AuditLog:
                 os.fsync(fh.fileno())
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-        result = AuditEntry(entry)
-        if self.mirror is not None:
+        return entry
+
+    def anchor_pending(self) -> int:
+        """Copy every entry past the watermark into the repository, in sequence order,
+        stopping at the first failure (kept for the next operation). Returns the new
+        watermark. Never raises: a failed copy must not fail the operation it records."""
+        if self.mirror is None:
+            return read_anchor_state(self.path).through
+        state = read_anchor_state(self.path)
+        try:
+            lines = self.path.read_bytes().splitlines(keepends=True)
+        except OSError:
+            return state.through
+        through, failure = state.through, None
+        for raw in lines:
             try:
-                self.mirror(f"audit/{entry['seq']:012d}-{entry['hash'][:16]}", line)
-                result.mirrored = True
-            except Exception:
-                result.mirrored = False
-        return result
+                seq = int(json.loads(raw)["seq"])
+            except (ValueError, KeyError, TypeError):
+                break  # a damaged line: `audit verify` names it; nothing after it is copied
+            if seq <= through:
+                continue
+            if not raw.endswith(b"\n"):
+                break  # being written by another process
+            try:
+                self.mirror(f"audit/{seq:012d}-{_line_hash(raw)[:16]}", raw)
+            except Exception as exc:  # storage down, key refused: the operation goes on
+                failure = (seq, _one_line(exc))
+                break
+            through = seq
+        self._save_state(state, through, failure)
+        return through
+
+    def _save_state(self, old: AnchorState, through: int, failure: tuple[int, str] | None) -> None:
+        if failure is None:
+            new = AnchorState(max(through, old.through))
+        else:
+            since = old.since or datetime.now(UTC).isoformat(timespec="seconds")
+            new = AnchorState(max(through, old.through), failure[1], failure[0], since)
+        if new == old:
+            return
+        try:
+            write_private(anchor_state_path(self.path), json.dumps(new.to_json()).encode())
+        except OSError:
+            return
+        if failure is not None and old.error is None:
+            # the failure is history too; it is anchored itself once copies work again
+            details = {"pending_from": failure[0], "error": failure[1]}
+            self._append(ANCHOR_OPERATION, None, "failed", None, details)
 
     def recorded_by(self, pid: int, operation: str, asset: str | None = None) -> bool:
         """Whether process ``pid`` (of this host) logged ``operation`` on ``asset``: a child
@@ -141,6 +251,18 @@ class AuditLog:
             ):
                 return True
         return False
+
+
+def _line_hash(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw)["hash"])
+    except (ValueError, KeyError, TypeError):
+        return hashlib.sha256(raw).hexdigest()
+
+
+def _one_line(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return str(message).splitlines()[0][:200] if str(message) else type(exc).__name__
 
 
 def _last_line(data: bytes) -> bytes:
