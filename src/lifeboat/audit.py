@@ -111,6 +111,18 @@ def read_anchor_state(log: Path) -> AnchorState:
         return AnchorState()
 
 
+def anchoring_problem(log: Path) -> str | None:
+    """Why entries of the log at ``log`` wait for their signed copy (None: the last copy
+    worked); what `status` and the daemon's alerts say."""
+    state = read_anchor_state(log)
+    if state.error is None:
+        return None
+    return (
+        f"audit entries from seq {state.failed_seq} have no signed copy in the repository "
+        f"since {state.since}: {state.error} (retried at the next operation)"
+    )
+
+
 class AuditLog:
     def __init__(self, path: Path, mirror: Mirror | None = None, identity: Identity | None = None) -> None:
         self.path = path

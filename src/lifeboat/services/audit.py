@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lifeboat import runtime
-from lifeboat.audit import AuditLog, read_anchor_state, verify
+from lifeboat.audit import AuditLog, verify
 from lifeboat.crypto.audit_anchor import Finding, Problem, compare
 from lifeboat.crypto.credentials import Credentials
 from lifeboat.policy import Policy
@@ -127,15 +127,3 @@ def _record_key_use(
     for operation, details in deferred:
         log.append(operation, **details)
     log.append("audit-verify", outcome="ok" if result.ok else "failed", findings=len(result.findings))
-
-
-def pending_anchors(policy: Policy) -> str | None:
-    """Why audit entries wait for their signed copy (None: the last copy worked); what
-    `status` and the daemon's alerts say."""
-    state = read_anchor_state(Path(policy.state_dir) / "audit.jsonl")
-    if state.error is None:
-        return None
-    return (
-        f"audit entries from seq {state.failed_seq} have no signed copy in the repository "
-        f"since {state.since}: {state.error} (retried at the next operation)"
-    )
