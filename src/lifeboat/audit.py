@@ -207,15 +207,7 @@ class AuditLog:
         except OSError:
             return state.through
         through, failure = state.through, None
-        for raw in lines:
-            try:
-                seq = int(json.loads(raw)["seq"])
-            except (ValueError, KeyError, TypeError):
-                break  # a damaged line: `audit verify` names it; nothing after it is copied
-            if seq <= through:
-                continue
-            if not raw.endswith(b"\n"):
-                break  # being written by another process
+        for seq, raw in _past(lines, through):
             try:
                 self.mirror(f"audit/{seq:012d}-{_line_hash(raw)[:16]}", raw)
             except Exception as exc:  # storage down, key refused: the operation goes on
@@ -263,6 +255,27 @@ class AuditLog:
             ):
                 return True
         return False
+
+
+def _past(lines: list[bytes], through: int) -> list[tuple[int, bytes]]:
+    """The complete lines after seq ``through``, oldest first, read from the end (an
+    append copies one or two lines, whatever the log's length); none after a damaged line
+    (`audit verify` names it)."""
+    found: list[tuple[int, bytes]] = []
+    for raw in reversed(lines):
+        try:
+            seq = int(json.loads(raw)["seq"])
+        except (ValueError, KeyError, TypeError):
+            found.clear()
+            if raw.endswith(b"\n"):
+                break  # a damaged line
+            continue  # the last line, still being written by another process
+        if seq <= through:
+            break
+        if raw.endswith(b"\n"):
+            found.append((seq, raw))
+    found.reverse()
+    return found
 
 
 def _line_hash(raw: bytes) -> str:

@@ -115,14 +115,28 @@ def audit_log(policy: Policy, repo: Repository | None = None) -> AuditLog:
     def mirror(_name: str, line: bytes) -> None:
         put_audit_copy(handle, line)
 
-    return AuditLog(path, mirror=mirror, identity=lambda: audit_identity(handle))
+    def identity() -> str | None:
+        return audit_identity(handle, _keyfile_identity(Path(policy.repository.keyfile)))
+
+    return AuditLog(path, mirror=mirror, identity=identity)
 
 
 def _keyfile_writer(keyfile: Path) -> str | None:
+    claimed = _keyfile_identity(keyfile)
+    return claimed[1] if claimed else None
+
+
+def _keyfile_identity(keyfile: Path) -> tuple[bytes, str] | None:
+    """(signing public key, writer name) of the policy's key file, if it holds a writer."""
+    from lifeboat.crypto.writers import raw_public
+
     try:
-        return load_backup_key(keyfile).writer
+        key = load_backup_key(keyfile) if keyfile.is_file() else None
     except (LifeboatError, OSError):
         return None
+    if key is None or key.signing is None or key.writer is None:
+        return None
+    return raw_public(key.signing), key.writer
 
 
 def open_for_write(policy: Policy) -> Repository:

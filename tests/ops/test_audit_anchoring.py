@@ -80,3 +80,26 @@ def test_copies_are_under_object_lock(tmp_path, seaweed, make_seaweed_bucket) ->
     (tmp_path / ".lifeboat" / "audit.jsonl").unlink()  # the insider's move: the copies remain
     proc = cli.run("audit", "verify", check=False)
     assert proc.returncode == 1 and "the local audit log is missing" in proc.stdout
+
+
+def test_recovery_side_entries_are_signed_by_the_root_key(file_cli: Cli, tmp_path) -> None:
+    """A restore host holding only the recovery key: its entries' copies carry the root
+    key's signature, `actor` says so, and its log verifies with the recovery key alone."""
+    file_cli.run("backup")
+    host = tmp_path / "restore-host"
+    host.mkdir()
+    policy = write_policy(host, file_cli.source, f"file://{tmp_path / 'repo'}")
+    recovery = Cli(policy=policy, clock=file_cli.clock, root=host, source=file_cli.source)
+    key = ["--recovery-key", str(tmp_path / "recovery.key")]
+    assert not (host / "keys" / "backup.key").exists()
+    recovery.run("restore", "config", "--target", str(host / "restored"), *key)
+
+    entries = _entries(recovery)
+    assert [e["operation"] for e in entries] == ["key-access", "restore"]
+    # the key's use is logged before any key opened (by the operator); the restore by the
+    # identity that signs; both copies carry the root key's signature
+    assert entries[0]["writer"] is None and entries[1]["actor"] == entries[1]["writer"] == "recovery side"
+    report = json.loads(recovery.run("audit", "verify", "--json", *key).stdout)
+    assert report["ok"] and report["signer"] == "recovery side" and report["anchored"] >= 4
+    # the backup host's log is untouched by the restore host's entries
+    assert file_cli.run("audit", "verify").returncode == 0

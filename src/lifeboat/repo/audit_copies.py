@@ -43,15 +43,19 @@ class AuditHandle(Protocol):
         ...
 
 
-def audit_identity(repo: AuditHandle) -> str | None:
+def audit_identity(repo: AuditHandle, claimed: tuple[bytes, str] | None = None) -> str | None:
     """Who this handle's audit copies are signed by: the writer's name in the signed
-    registry, ``recovery side`` for the root key, None when it signs nothing."""
+    registry, ``recovery side`` for the root key, None when it signs nothing. ``claimed``
+    (public key, name), from the key file: the name when it is this handle's key, without
+    reading the registry (`audit verify` checks every copy's name against its signer)."""
     root = root_public_of(repo.config)
     if repo.signing is None or root is None:
         return None
     public = raw_public(repo.signing)
     if public == root:
         return RECOVERY_SIDE
+    if claimed is not None and claimed[0] == public:
+        return claimed[1]
     trust = repo.trust()
     entry = trust.registry.entry_for(public) if trust is not None else None
     return entry.name if entry is not None else None

@@ -99,6 +99,18 @@ def _compare(repo: Repository, local: bytes | None, result: AuditVerification) -
     if local is None and not findings:
         findings.append(Finding(Problem.MISSING_LOCAL, None, 0))
     result.findings += [_named(f) for f in findings]
+    impostors = [a for a in copies.accepted if a.entry.get("writer") not in (None, a.signer)]
+    if impostors:
+        first = impostors[0]
+        result.findings.append(
+            AuditFinding(
+                "impersonated",
+                f"entries name another writer than the key that signed them: seq {first.seq} "
+                f"says {first.entry.get('writer')!r}, signed by {first.signer!r}",
+                first.seq,
+                len(impostors),
+            )
+        )
     if copies.refused:
         result.findings.append(
             AuditFinding(
