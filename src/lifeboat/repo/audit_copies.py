@@ -8,6 +8,7 @@ with the local log).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from lifeboat.repo.trust import Trust, root_public_of, sign_statement
 from lifeboat.storage.base import Storage
 
 PREFIX = "audit/"
+FETCH_WORKERS = 8
 
 
 class AuditHandle(Protocol):
@@ -112,14 +114,22 @@ def audit_copies(repo: AuditHandle) -> AuditCopies:
         raise IntegrityError("this repository predates signed audit copies (no writer registry)")
     accepted: list[Anchored] = []
     refused: list[RefusedCopy] = []
-    for obj in sorted(repo.storage.list(PREFIX), key=lambda o: o.name):
+    names = sorted(obj.name for obj in repo.storage.list(PREFIX))
+
+    def fetch(name: str) -> bytes | None:
         try:
-            stored = repo.storage.get(obj.name)
+            return repo.storage.get(name)
         except NotFoundError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:  # one small GET per entry
+        fetched = list(pool.map(fetch, names))
+    for name, stored in zip(names, fetched, strict=True):
+        if stored is None:
             continue
-        verdict = read_anchor(obj.name, stored, trust.registry)
+        verdict = read_anchor(name, stored, trust.registry)
         if isinstance(verdict, Anchored):
             accepted.append(verdict)
         else:
-            refused.append(RefusedCopy(obj.name, verdict.writer, verdict.reason))
+            refused.append(RefusedCopy(name, verdict.writer, verdict.reason))
     return AuditCopies(accepted, refused)
