@@ -83,10 +83,12 @@ class AnchorState:
     error: str | None = None  # why the last copy failed (None: the last attempt worked)
     failed_seq: int | None = None
     since: str | None = None  # when copies started failing
+    hash: str | None = None  # the hash of entry ``through``: a log replaced since is copied again
 
     def to_json(self) -> dict[str, Any]:
         return {
             "through": self.through,
+            "hash": self.hash,
             "error": self.error,
             "failed_seq": self.failed_seq,
             "since": self.since,
@@ -106,6 +108,7 @@ def read_anchor_state(log: Path) -> AnchorState:
             data.get("error"),
             data.get("failed_seq"),
             data.get("since"),
+            data.get("hash"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return AnchorState()
@@ -206,23 +209,27 @@ class AuditLog:
             lines = self.path.read_bytes().splitlines(keepends=True)
         except OSError:
             return state.through
-        through, failure = state.through, None
-        for seq, raw in _past(lines, through):
+        pending, found = _past(lines, state.through, state.hash)
+        if not found:  # the log was cut, replaced or deleted: copy it all again (copies
+            state = AnchorState()  # already stored are kept; `audit verify` names the change)
+            pending, _ = _past(lines, -1, None)
+        through, last_hash, failure = state.through, state.hash, None
+        for seq, raw in pending:
             try:
                 self.mirror(f"audit/{seq:012d}-{_line_hash(raw)[:16]}", raw)
             except Exception as exc:  # storage down, key refused: the operation goes on
                 failure = (seq, _one_line(exc))
                 break
-            through = seq
-        self._save_state(state, through, failure)
+            through, last_hash = seq, _line_hash(raw)
+        self._save_state(state, AnchorState(through, hash=last_hash), failure)
         return through
 
-    def _save_state(self, old: AnchorState, through: int, failure: tuple[int, str] | None) -> None:
+    def _save_state(self, old: AnchorState, done: AnchorState, failure: tuple[int, str] | None) -> None:
         if failure is None:
-            new = AnchorState(max(through, old.through))
+            new = done
         else:
             since = old.since or datetime.now(UTC).isoformat(timespec="seconds")
-            new = AnchorState(max(through, old.through), failure[1], failure[0], since)
+            new = AnchorState(done.through, failure[1], failure[0], since, done.hash)
         if new == old:
             return
         try:
@@ -257,25 +264,27 @@ class AuditLog:
         return False
 
 
-def _past(lines: list[bytes], through: int) -> list[tuple[int, bytes]]:
+def _past(lines: list[bytes], through: int, through_hash: str | None) -> tuple[list[tuple[int, bytes]], bool]:
     """The complete lines after seq ``through``, oldest first, read from the end (an
     append copies one or two lines, whatever the log's length); none after a damaged line
-    (`audit verify` names it)."""
+    (`audit verify` names it). Also whether entry ``through`` is still the one copied last
+    (False: the log was cut or replaced since)."""
     found: list[tuple[int, bytes]] = []
     for raw in reversed(lines):
         try:
-            seq = int(json.loads(raw)["seq"])
+            entry = json.loads(raw)
+            seq = int(entry["seq"])
         except (ValueError, KeyError, TypeError):
             found.clear()
             if raw.endswith(b"\n"):
-                break  # a damaged line
+                return [], True  # a damaged line: nothing after it is copied
             continue  # the last line, still being written by another process
         if seq <= through:
-            break
+            still = seq == through and (through_hash is None or entry.get("hash") == through_hash)
+            return list(reversed(found)), still
         if raw.endswith(b"\n"):
             found.append((seq, raw))
-    found.reverse()
-    return found
+    return list(reversed(found)), through < 0
 
 
 def _line_hash(raw: bytes) -> str:

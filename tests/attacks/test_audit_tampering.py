@@ -158,3 +158,26 @@ def test_copies_planted_without_a_key_or_with_another_repositorys_key_are_refuse
     assert {r["reason"] for r in report["refused"]} == {"unsigned", "signature does not match"}
     assert report["anchored"] == 4  # the planted entries count for nothing
     assert other.run("audit", "verify").returncode == 0
+
+
+def test_log_deleted_then_started_again_by_an_operation_is_named(site: Site) -> None:
+    """The insider deletes the log and the copy watermark, then lets the next backup start
+    a fresh log (whose entries are copied): the earlier log's copies still name it."""
+    site.log.unlink()
+    (site.log.parent / "audit.anchored.json").unlink()
+    site.run("backup")
+    code, report = site.verify()
+    assert code == 1 and problems(report)[0] == "replaced" and report["findings"][0]["count"] == 4
+    assert "replaced" in site.run("audit", "verify", check=False).stdout
+
+
+def test_rewritten_log_is_still_named_after_the_next_operation(site: Site) -> None:
+    entries = [json.loads(line) for line in site.log.read_text().splitlines()]
+    for i, entry in enumerate(entries):
+        entry["operator"] = "someone else"
+        entry["prev"] = entries[i - 1]["hash"] if i else "0" * 64
+        entry["hash"] = entry_hash(entry)
+    site.log.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    site.run("backup")  # copies the rewritten entries too: the originals stay beside them
+    code, report = site.verify()
+    assert code == 1 and problems(report) == ["replaced"]

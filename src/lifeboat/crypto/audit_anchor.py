@@ -148,6 +148,7 @@ class Problem(StrEnum):
     TAIL_MISSING = "entries at the end of the local log were deleted or truncated"
     REWRITTEN = "the local log differs from the signed copies (rewritten)"
     UNANCHORED = "local entries have no signed copy in the repository"
+    REPLACED = "an earlier log of this host has signed copies the local log lacks (replaced)"
     REFUSED = "audit copies in the repository are not signed by this repository's writers"
 
 
@@ -191,17 +192,17 @@ def _reachable(roots: Sequence[Anchored], anchored: Sequence[Anchored]) -> list[
 
 def _mine(
     entries: Sequence[dict[str, Any]], anchored: Sequence[Anchored], host: str, signer: str | None
-) -> list[Anchored]:
-    """The anchored entries of this log: the chain that starts where the local log starts,
-    else (no local log, or its first entry has no copy) every chain this host began, signed
-    by ``signer`` when given."""
+) -> tuple[list[Anchored], list[Anchored]]:
+    """The anchored entries of this log (the chain that starts where the local log starts),
+    and those of every other chain this host began, signed by ``signer`` when given (a log
+    deleted and started again, or rewritten from its first entry)."""
     roots = [a for a in anchored if a.entry.get("prev") == GENESIS]
-    if entries:
-        own = [r for r in roots if r.hash == entries[0]["hash"]]
-        if own:
-            return _reachable(own, anchored)
-    ours = [r for r in roots if r.entry.get("host") == host and signer in (None, r.signer)]
-    return _reachable(ours, anchored)
+    first = str(entries[0]["hash"]) if entries else None
+    own = [r for r in roots if r.hash == first]
+    ours = [
+        r for r in roots if r.hash != first and r.entry.get("host") == host and signer in (None, r.signer)
+    ]
+    return _reachable(own, anchored), _reachable(ours, anchored)
 
 
 def compare(
@@ -214,11 +215,14 @@ def compare(
     findings: list[Finding] = []
     if local and not local.endswith(b"\n"):
         findings.append(Finding(Problem.PARTIAL_LINE, len(entries)))
-    mine = _mine(entries, anchored, host, signer)
+    own, others = _mine(entries, anchored, host, signer)
     if not entries:
-        if mine:
-            findings.append(Finding(Problem.MISSING_LOCAL, 0, len(mine)))
+        if others:
+            findings.append(Finding(Problem.MISSING_LOCAL, 0, len(others)))
         return findings
+    if own and others:  # this log has copies, and so has an earlier one it does not hold
+        findings.append(Finding(Problem.REPLACED, others[0].seq, len(others)))
+    mine = own or others
     local_hashes = {str(e["hash"]) for e in entries}
     last_seq = int(entries[-1]["seq"])
     missing = [a for a in mine if a.hash not in local_hashes]
