@@ -204,6 +204,8 @@ class AuditLog:
         watermark. Never raises: a failed copy must not fail the operation it records."""
         if self.mirror is None:
             return read_anchor_state(self.path).through
+        if not os.access(anchor_state_path(self.path), os.R_OK) and anchor_state_path(self.path).exists():
+            return -1  # another user's watermark: left to the processes that can read it
         state = read_anchor_state(self.path)
         try:
             lines = self.path.read_bytes().splitlines(keepends=True)
@@ -234,6 +236,10 @@ class AuditLog:
             return
         try:
             write_private(anchor_state_path(self.path), json.dumps(new.to_json()).encode())
+            # root writing a log PostgreSQL's user owns (it pushes WAL): the watermark is theirs too
+            log = self.path.stat()
+            if os.geteuid() == 0 and log.st_uid != 0:
+                os.chown(anchor_state_path(self.path), log.st_uid, log.st_gid)
         except OSError:
             return
         if failure is not None and old.error is None:
