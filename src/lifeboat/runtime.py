@@ -88,16 +88,55 @@ def require_writable_state(policy: Policy) -> Path:
 
 
 def audit_log(policy: Policy, repo: Repository | None = None) -> AuditLog:
-    """The audit log, checked writable now: callers take it before the work they record."""
+    """The audit log, checked writable now: callers take it before the work they record.
+    Every entry not yet in the repository is stored there as a signed copy
+    (repo/audit_copies.py), through ``repo`` or, without one, through a handle opened with
+    the policy's key file when an entry is appended (no key file: the entries wait for the
+    next operation that has a repository). ``actor`` is the signing identity: the writer's
+    name in the registry (``recovery side`` for the root key), or the key file's writer."""
+    from lifeboat.repo.audit_copies import audit_identity, put_audit_copy
+
     require_writable_state(policy)
-    mirror = None
-    if repo is not None:
-        storage = repo.storage
+    path = state_dir(policy) / "audit.jsonl"
+    if repo is None:
+        keyfile = Path(policy.repository.keyfile)
+        if not keyfile.is_file():
+            return AuditLog(path)
+        opened: list[Repository] = []
 
-        def mirror(name: str, data: bytes) -> None:
-            storage.put(name, data)
+        def mirror_by_keyfile(_name: str, line: bytes) -> None:
+            if not opened:
+                opened.append(open_for_write(policy))
+            put_audit_copy(opened[0], line)
 
-    return AuditLog(state_dir(policy) / "audit.jsonl", mirror=mirror)
+        return AuditLog(path, mirror=mirror_by_keyfile, identity=lambda: _keyfile_writer(keyfile))
+    handle = repo
+
+    def mirror(_name: str, line: bytes) -> None:
+        put_audit_copy(handle, line)
+
+    def identity() -> str | None:
+        return audit_identity(handle, _keyfile_identity(Path(policy.repository.keyfile)))
+
+    return AuditLog(path, mirror=mirror, identity=identity)
+
+
+def _keyfile_writer(keyfile: Path) -> str | None:
+    claimed = _keyfile_identity(keyfile)
+    return claimed[1] if claimed else None
+
+
+def _keyfile_identity(keyfile: Path) -> tuple[bytes, str] | None:
+    """(signing public key, writer name) of the policy's key file, if it holds a writer."""
+    from lifeboat.crypto.writers import raw_public
+
+    try:
+        key = load_backup_key(keyfile) if keyfile.is_file() else None
+    except (LifeboatError, OSError):
+        return None
+    if key is None or key.signing is None or key.writer is None:
+        return None
+    return raw_public(key.signing), key.writer
 
 
 def open_for_write(policy: Policy) -> Repository:
@@ -138,17 +177,20 @@ def open_for_read(
     purpose: str,
     asset: str | None = None,
     needs_escrow: bool = False,
+    record: Callable[..., None] | None = None,
 ) -> Repository:
     """A full repository handle: needs the recovery key (file or shares); ``needs_escrow``
-    (key material, as its kind says): the escrow threshold of custodians' shares."""
+    (key material, as its kind says): the escrow threshold of custodians' shares. The key's
+    use is audited now, or handed to ``record`` (a caller that logs it later)."""
     from lifeboat.crypto.unlock import unlock_for_policy
 
     storage = storage_for(policy)  # one storage for the key records and the repository
     try:
-        audit = audit_log(policy)
+        if record is None:
+            audit = audit_log(policy)
 
-        def record(op: str, **kw: Any) -> None:
-            audit.append(op, **({"asset": asset} | kw))
+            def record(op: str, **kw: Any) -> None:
+                audit.append(op, **({"asset": asset} | kw))
 
         records = UnlockRecords(RecordsView(storage))
         unlocked = unlock_for_policy(

@@ -151,7 +151,9 @@ def test_the_daemon_stops_a_backup_at_its_timeout_and_alerts(
     assert run["outcome"] == "failed" and run["attempt"] == 1  # not retried: it would run as long
     audit = [json.loads(line) for line in (tmp_path / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
     stopped = [e for e in audit if e["operation"] == "backup"]
-    assert [(e["asset"], e["outcome"], e["actor"]) for e in stopped] == [("docs", "failed", "daemon")]
+    # who ran it: the daemon (free text); who signed it: the host's writer identity
+    assert [(e["asset"], e["outcome"], e["operator"]) for e in stopped] == [("docs", "failed", "daemon")]
+    assert all(e["actor"] == e["writer"] and e["writer"] for e in stopped)
     proxy.forward_normally()
     assert_nothing_left(policy, s3_server, bucket)
 
@@ -175,7 +177,7 @@ def test_a_backup_stopped_before_its_child_began_is_audited_by_the_daemon(
 
     audit = [json.loads(line) for line in (tmp_path / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
     stopped = [e for e in audit if e["operation"] == "backup"]
-    assert [(e["asset"], e["outcome"], e["actor"], e["details"]["error"]) for e in stopped] == [
+    assert [(e["asset"], e["outcome"], e["operator"], e["details"]["error"]) for e in stopped] == [
         ("docs", "failed", "daemon", "stopped at its deadline before it began")
     ]
     assert [r["outcome"] for r in runs(tmp_path)] == ["failed"]

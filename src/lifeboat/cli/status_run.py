@@ -4,6 +4,7 @@ and `cli/daemon_cmd.py` wraps it as a command, so both print the same bytes."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lifeboat.cli.output import console, print_json
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 def status(policy: Policy, json_out: bool) -> int:
     """Print the status of every asset; the exit code (1 on any breach)."""
     from lifeboat import runtime
+    from lifeboat.audit import anchoring_problem
     from lifeboat.ops.replication import copy_states
     from lifeboat.ops.status import asset_status, fleet_groups, key_warnings
     from lifeboat.repo.immutability import tampering_problems
@@ -26,6 +28,8 @@ def status(policy: Policy, json_out: bool) -> int:
     groups = fleet_groups(asset_status(policy, repo))
     statuses = [s for _, group in groups for s in group]
     warnings = key_warnings(policy, repo)
+    unanchored = anchoring_problem(Path(policy.state_dir) / "audit.jsonl")
+    warnings += [unanchored] if unanchored else []
     tampered = [p.message for p in tampering_problems(repo)]
     copies = copy_states(policy, repo.snapshots()) if policy.copies else []
     breached = any(s.breaches for s in statuses) or bool(tampered) or any(c.breach for c in copies)

@@ -81,7 +81,7 @@ def push(policy: Policy, path: Path, asset: str | None, async_: bool) -> None:
         return
     repo = runtime.open_for_write(policy)
     ref = push_segment(repo, name, path, _system_identifier(policy, repo, name))
-    runtime.audit_log(policy).append("wal-push", asset=name, segment=path.name, size=ref.size)
+    runtime.audit_log(policy, repo).append("wal-push", asset=name, segment=path.name, size=ref.size)
 
 
 def fetch(

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from lifeboat.crypto.signed import (
+    SIGNATURE_MAGIC,
     SIGNATURE_SIZE,
     ObjectType,
     Signature,
@@ -37,6 +38,9 @@ from lifeboat.errors import IntegrityError
 
 GENESIS = "0" * 64
 RECOVERY_SIDE = "recovery side"
+# where the signed copy goes when an unsigned copy (written before copies were signed)
+# already holds the entry's name: the repository is put-once, so it cannot be replaced
+SIGNED_SUFFIX = "~signed"
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
@@ -44,7 +48,7 @@ def entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _parse(line: bytes) -> dict[str, Any]:
+def parse_entry(line: bytes) -> dict[str, Any]:
     try:
         entry = json.loads(line)
         int(entry["seq"]), str(entry["hash"])
@@ -62,7 +66,7 @@ def anchor_name(entry: dict[str, Any]) -> str:
 def anchor(line: bytes, signer: WriterKey | RootKey) -> tuple[str, bytes]:
     """(name, stored bytes) of one local audit line as a signed repository object."""
     line = line.rstrip(b"\n")
-    name = anchor_name(_parse(line))
+    name = anchor_name(parse_entry(line))
     if isinstance(signer, RootKey):
         signature = sign_by_root(signer, ObjectType.AUDIT, name, line)
     else:
@@ -87,11 +91,30 @@ class Anchored:
         return str(self.entry["hash"])
 
 
-def read_anchor(name: str, stored: bytes, registry: Registry, at_time: datetime) -> Anchored | Authorisation:
-    """The entry and its signer, or the refusal (reported, never used for comparison)."""
-    if len(stored) <= SIGNATURE_SIZE:
-        return Authorisation(None, Refusal.UNSIGNED)
+def entry_time(line: bytes) -> datetime | None:
+    """The time an entry claims (None when it has none a reader can parse)."""
+    try:
+        moment = datetime.fromisoformat(str(json.loads(line)["time"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def read_anchor(
+    name: str, stored: bytes, registry: Registry, at_time: datetime | None = None
+) -> Anchored | Authorisation:
+    """The entry and its signer, or the refusal (reported, never used for comparison).
+
+    ``at_time`` None: the writer is judged at the time the entry claims, so entries of a
+    writer revoked since stay valid (a revocation dated at the suspected compromise is what
+    refuses a stolen key's back-dated entries)."""
+    if len(stored) <= SIGNATURE_SIZE or stored[-SIGNATURE_SIZE:][:4] != SIGNATURE_MAGIC:
+        return Authorisation(None, Refusal.UNSIGNED)  # e.g. a bare line, as copies once were
     line, trailer = stored[:-SIGNATURE_SIZE], stored[-SIGNATURE_SIZE:]
+    if at_time is None:
+        at_time = entry_time(line)
+        if at_time is None:
+            return Authorisation(None, Refusal.MALFORMED)
     try:
         public = Signature.from_bytes(trailer).public
     except IntegrityError:
@@ -108,10 +131,10 @@ def read_anchor(name: str, stored: bytes, registry: Registry, at_time: datetime)
             return verdict
         signer = str(verdict.writer)
     try:
-        entry = _parse(line)
+        entry = parse_entry(line)
     except IntegrityError:
         return Authorisation(signer, Refusal.MALFORMED)
-    if anchor_name(entry) != name:
+    if name not in (anchor_name(entry), anchor_name(entry) + SIGNED_SUFFIX):
         return Authorisation(signer, Refusal.BAD_SIGNATURE)
     return Anchored(name, entry, signer)
 
@@ -125,6 +148,8 @@ class Problem(StrEnum):
     TAIL_MISSING = "entries at the end of the local log were deleted or truncated"
     REWRITTEN = "the local log differs from the signed copies (rewritten)"
     UNANCHORED = "local entries have no signed copy in the repository"
+    REPLACED = "an earlier log of this host has signed copies the local log lacks (replaced)"
+    REFUSED = "audit copies in the repository are not signed by this repository's writers"
 
 
 @dataclass(frozen=True)
@@ -138,54 +163,79 @@ class Finding:
         return f"{self.problem.value}{where} ({self.count} entr{'y' if self.count == 1 else 'ies'})"
 
 
-def _chains(anchored: Sequence[Anchored]) -> list[list[Anchored]]:
-    """Anchored entries joined into chains by their ``prev`` links, each from its genesis."""
-    after: dict[str, Anchored] = {}
-    for item in sorted(anchored, key=lambda a: a.seq):
-        after.setdefault(str(item.entry.get("prev")), item)
-    chains = []
-    for start in (a for a in anchored if a.entry.get("prev") == GENESIS):
-        chain = [start]
-        while chain[-1].hash in after and len(chain) <= len(anchored):
-            chain.append(after[chain[-1].hash])
-        chains.append(chain)
-    return chains
-
-
 def _local_entries(local: bytes) -> list[dict[str, Any]]:
     entries = []
     for raw in local.splitlines():
         try:
-            entries.append(_parse(raw))
+            entries.append(parse_entry(raw))
         except IntegrityError:
             break  # audit.verify names the bad line; compare what precedes it
     return entries
 
 
-def compare(local: bytes | None, anchored: Sequence[Anchored], host: str) -> list[Finding]:
-    """What differs between this host's local log and its signed copies (empty: nothing)."""
-    chains = _chains(anchored)
+def _reachable(roots: Sequence[Anchored], anchored: Sequence[Anchored]) -> list[Anchored]:
+    """Every anchored entry that descends from ``roots`` by ``prev`` links, forks included
+    (a tail deleted and then written again leaves two entries after one predecessor)."""
+    children: dict[str, list[Anchored]] = {}
+    for item in anchored:
+        children.setdefault(str(item.entry.get("prev")), []).append(item)
+    seen: dict[str, Anchored] = {}
+    todo = list(roots)
+    while todo:
+        item = todo.pop()
+        if item.hash in seen:
+            continue
+        seen[item.hash] = item
+        todo.extend(children.get(item.hash, []))
+    return sorted(seen.values(), key=lambda a: a.seq)
+
+
+def _mine(
+    entries: Sequence[dict[str, Any]], anchored: Sequence[Anchored], host: str, signer: str | None
+) -> tuple[list[Anchored], list[Anchored]]:
+    """The anchored entries of this log (the chain that starts where the local log starts),
+    and those of every other chain this host began, signed by ``signer`` when given (a log
+    deleted and started again, or rewritten from its first entry)."""
+    roots = [a for a in anchored if a.entry.get("prev") == GENESIS]
+    first = str(entries[0]["hash"]) if entries else None
+    own = [r for r in roots if r.hash == first]
+    ours = [
+        r for r in roots if r.hash != first and r.entry.get("host") == host and signer in (None, r.signer)
+    ]
+    return _reachable(own, anchored), _reachable(ours, anchored)
+
+
+def compare(
+    local: bytes | None, anchored: Sequence[Anchored], host: str, signer: str | None = None
+) -> list[Finding]:
+    """What differs between this host's local log and its signed copies (empty: nothing).
+    ``signer``: the identity this log's copies are signed by (narrows "this host's chains"
+    when several state directories of one host share a repository)."""
     entries = _local_entries(local or b"")
     findings: list[Finding] = []
     if local and not local.endswith(b"\n"):
         findings.append(Finding(Problem.PARTIAL_LINE, len(entries)))
-    mine = [c for c in chains if c[0].entry.get("host") == host]
+    own, others = _mine(entries, anchored, host, signer)
     if not entries:
-        if mine:
-            findings.append(Finding(Problem.MISSING_LOCAL, 0, sum(len(c) for c in mine)))
+        if others:
+            findings.append(Finding(Problem.MISSING_LOCAL, 0, len(others)))
         return findings
-    chain = next((c for c in chains if c[0].hash == entries[0]["hash"]), None)
-    if chain is None:
-        if mine:
-            return [*findings, Finding(Problem.REWRITTEN, 0, len(entries))]
-        return [*findings, Finding(Problem.UNANCHORED, 0, len(entries))]
-    for position, copy in enumerate(chain):
-        if position >= len(entries):
-            return [*findings, Finding(Problem.TAIL_MISSING, copy.seq, len(chain) - position)]
-        if entries[position]["hash"] != copy.hash:
-            return [*findings, Finding(Problem.REWRITTEN, copy.seq, len(entries) - position)]
-    if len(entries) > len(chain):
-        findings.append(
-            Finding(Problem.UNANCHORED, int(entries[len(chain)]["seq"]), len(entries) - len(chain))
-        )
+    if own and others:  # this log has copies, and so has an earlier one it does not hold
+        findings.append(Finding(Problem.REPLACED, others[0].seq, len(others)))
+    mine = own or others
+    local_hashes = {str(e["hash"]) for e in entries}
+    last_seq = int(entries[-1]["seq"])
+    missing = [a for a in mine if a.hash not in local_hashes]
+    rewritten = [a for a in missing if a.seq <= last_seq]
+    tail = [a for a in missing if a.seq > last_seq]
+    if rewritten:
+        start = rewritten[0].seq
+        findings.append(Finding(Problem.REWRITTEN, start, sum(int(e["seq"]) >= start for e in entries)))
+    if tail:
+        findings.append(Finding(Problem.TAIL_MISSING, tail[0].seq, len(tail)))
+    if not rewritten:
+        copied = {a.hash for a in anchored}
+        first = next((i for i, e in enumerate(entries) if e["hash"] not in copied), None)
+        if first is not None:
+            findings.append(Finding(Problem.UNANCHORED, int(entries[first]["seq"]), len(entries) - first))
     return findings

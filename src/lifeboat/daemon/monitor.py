@@ -86,6 +86,7 @@ class StatusMonitor:
                 self.report_bad_pages(st)
                 self.report_archive_failure(st)
             self.refresh_key_age(repo)
+            self.refresh_audit_anchoring()
             self.refresh_wal_lag()
             self.metrics.repo_size.set(sum(s.stats.stored_bytes for s in repo.snapshots()))
             last = {
@@ -148,6 +149,16 @@ class StatusMonitor:
             self.alerts.fire("key-age", warnings[0])
         else:
             self.alerts.resolve("key-age")
+
+    def refresh_audit_anchoring(self) -> None:
+        """Alert while audit entries wait for their signed copy in the repository."""
+        from lifeboat.audit import anchoring_problem
+
+        problem = anchoring_problem(Path(self.policy.state_dir) / "audit.jsonl")
+        if problem:
+            self.alerts.fire("audit-anchoring", problem)
+        else:
+            self.alerts.resolve("audit-anchoring")
 
     def refresh_wal_lag(self) -> None:
         """Publish how far each WAL archiver is behind (ready segments and the spool)."""

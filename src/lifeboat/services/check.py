@@ -11,7 +11,7 @@ from lifeboat.policy import Policy
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.model import CheckReport
 from lifeboat.services.backup import ProgressFactory, no_progress
-from lifeboat.services.session import Session, reading, writing
+from lifeboat.services.session import Session, failed_before_opening, reading, writing
 
 
 def check_in(
@@ -58,8 +58,9 @@ def check(
             purpose = "check --read-data" if read_data else "check"
             try:
                 session = stack.enter_context(reading(policy, creds, purpose=purpose))
-            except LifeboatError:
+            except LifeboatError as exc:
                 if read_data:
+                    failed_before_opening(policy, "check", exc, read_data=True, subset=subset)
                     raise
         if session is None:  # a structure check needs no more than the backup key
             session = stack.enter_context(writing(policy))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from lifeboat.policy import Policy
 from lifeboat.repo.records import RecordsView
 from lifeboat.repo.recovery_chain import resolve_chain
 from lifeboat.services.restore import perform
-from lifeboat.services.session import reading
+from lifeboat.services.session import failed_before_opening, reading
 
 
 def run_drill(
@@ -50,7 +51,13 @@ def run_drill(
     if not creds.shares and drill.shares:
         creds = dataclasses.replace(creds, shares=tuple(drill.shares))
     mark = audit_mark(runtime.audit_log(policy).path)
-    with reading(policy, creds, purpose=f"drill {name}", asset=escrowed_asset(policy, name)) as session:
+    with ExitStack() as stack:
+        try:
+            opened = reading(policy, creds, purpose=f"drill {name}", asset=escrowed_asset(policy, name))
+            session = stack.enter_context(opened)
+        except LifeboatError as exc:  # the key refused, storage down: a failed drill all the same
+            failed_before_opening(policy, "drill", exc, drill=name, scenario=drill.scenario)
+            raise
         try:
             signer = repository_signer(session.repo)
         except LifeboatError as exc:
@@ -61,7 +68,11 @@ def run_drill(
         if signer.issued:
             log(f"drill signing key issued (this repository had none): {signer.fingerprint}")
         restore = functools.partial(perform, policy, session.repo)
-        run = run_steps(policy, name, session.repo, restore, keep=keep, at=at, log=log)
+        try:
+            run = run_steps(policy, name, session.repo, restore, keep=keep, at=at, log=log)
+        except LifeboatError as exc:
+            session.record("drill", outcome="failed", drill=name, scenario=drill.scenario, error=exc.message)
+            raise
         run.signing_key = signer.fingerprint
         run.refused_drill_key_records = list(signer.refused)
         bundle = bundle_dir(policy, name, run, evidence_dir)

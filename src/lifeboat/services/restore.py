@@ -17,7 +17,7 @@ from lifeboat.policy import Policy
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.redact import redact
 from lifeboat.repo import Repository
-from lifeboat.services.session import Session, needs_escrow
+from lifeboat.services.session import Session, failed_before_opening, needs_escrow
 
 Notify = Callable[[str], None]
 
@@ -82,13 +82,17 @@ def restore(
     """Restore one asset; the audit log records it, failed or not. `chosen`: the copy the
     policy already reads from (`--repository`); `notify` hears about a copy fallback."""
     # like `session.reading`, but the repository may be a copy when the primary is down
-    policy, repo, fallback = open_repository(policy, chosen, creds, request.asset, notify)
+    try:
+        policy, repo, fallback = open_repository(policy, chosen, creds, request.asset, notify)
+    except LifeboatError as exc:  # no key, storage down: a restore that never began is history too
+        failed_before_opening(policy, "restore", exc, asset=request.asset, target=str(request.target))
+        raise
     source = chosen or (fallback[0] if fallback else None)
     where = {"repository": source} if source else {}
     try:
         session = Session(policy, repo, runtime.audit_log(policy, repo))
-        refuse_future_time(policy, repo, request.asset, request.at)
         try:
+            refuse_future_time(policy, repo, request.asset, request.at)
             with progress or nullcontext(NO_PROGRESS) as bar:
                 result = perform(policy, repo, request, bar)
         except LifeboatError as exc:

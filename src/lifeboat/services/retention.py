@@ -17,7 +17,7 @@ from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository
 from lifeboat.repo.model import ForgetReport, PruneReport, SnapshotInfo
 from lifeboat.repo.repack import RepackOptions
-from lifeboat.services.session import Session, reading
+from lifeboat.services.session import Session, failed_before_opening, reading
 
 
 @dataclass
@@ -107,7 +107,7 @@ def expire_data(
 @contextmanager
 def _session(policy: Policy, creds: Credentials, operation: str) -> Iterator[Session]:
     """A reading session; a run that cannot even open the repository (no key, storage
-    down) is audited too, in the local log (there is no repository to mirror it into)."""
+    down) is audited too (services/session.failed_before_opening)."""
     opened = False
     try:
         with reading(policy, creds, purpose=operation) as session:
@@ -115,10 +115,7 @@ def _session(policy: Policy, creds: Credentials, operation: str) -> Iterator[Ses
             yield session
     except LifeboatError as exc:
         if not opened:
-            try:
-                runtime.audit_log(policy).append(operation, outcome="failed", error=exc.message)
-            except LifeboatError:
-                pass  # an unwritable state directory: the error below says what matters
+            failed_before_opening(policy, operation, exc)
         raise
 
 

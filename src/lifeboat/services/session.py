@@ -12,6 +12,7 @@ from typing import Any
 from lifeboat import runtime
 from lifeboat.audit import AuditEntry, AuditLog
 from lifeboat.crypto.credentials import Credentials
+from lifeboat.errors import LifeboatError
 from lifeboat.policy import Policy
 from lifeboat.repo import Repository
 
@@ -54,6 +55,15 @@ def reading(
         yield Session(policy, repo, runtime.audit_log(policy, repo))
     finally:
         repo.storage.close()
+
+
+def failed_before_opening(policy: Policy, operation: str, exc: LifeboatError, **details: Any) -> None:
+    """An operation that could not even open the repository (no key, storage down) is
+    audited in the local log; its signed copy follows with the next operation that can."""
+    try:
+        runtime.audit_log(policy).append(operation, outcome="failed", error=exc.message, **details)
+    except LifeboatError:
+        pass  # an unwritable state directory: the error the caller raises says what matters
 
 
 def needs_escrow(policy: Policy, asset: str | None) -> bool:

@@ -1,0 +1,135 @@
+"""Audit copies: each local audit line stored as ``audit/<seq, 12 digits>-<16 hex of its
+hash>`` = line ‖ the 101-byte signature trailer (statement type ``audit``, no asset), signed
+by the key this handle signs with (the writer's, or the root key when opened with the
+recovery key alone), put-once and under Object Lock when the repository has it
+(docs/design/repository-format.md, "Audit copies"; crypto/audit_anchor.py compares them
+with the local log).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lifeboat.crypto.audit_anchor import (
+    RECOVERY_SIDE,
+    SIGNED_SUFFIX,
+    Anchored,
+    anchor_name,
+    parse_entry,
+    read_anchor,
+)
+from lifeboat.crypto.signed import ObjectType
+from lifeboat.crypto.writers import raw_public
+from lifeboat.errors import AlreadyExistsError, IntegrityError, KeyError_, NotFoundError
+from lifeboat.repo.trust import Trust, root_public_of, sign_statement
+from lifeboat.storage.base import Storage
+
+PREFIX = "audit/"
+FETCH_WORKERS = 8
+
+
+class AuditHandle(Protocol):
+    """What audit copies need of an open repository (``Repository`` is one)."""
+
+    storage: Storage
+    config: dict[str, Any]
+    id: str
+    signing: Ed25519PrivateKey | None
+
+    def trust(self, refresh: bool = False) -> Trust | None:
+        """The verified writer registry (None: an unsigned legacy repository)."""
+        ...
+
+
+def audit_identity(repo: AuditHandle, claimed: tuple[bytes, str] | None = None) -> str | None:
+    """Who this handle's audit copies are signed by: the writer's name in the signed
+    registry, ``recovery side`` for the root key, None when it signs nothing. ``claimed``
+    (public key, name), from the key file: the name when it is this handle's key, without
+    reading the registry (`audit verify` checks every copy's name against its signer)."""
+    root = root_public_of(repo.config)
+    if repo.signing is None or root is None:
+        return None
+    public = raw_public(repo.signing)
+    if public == root:
+        return RECOVERY_SIDE
+    if claimed is not None and claimed[0] == public:
+        return claimed[1]
+    trust = repo.trust()
+    entry = trust.registry.entry_for(public) if trust is not None else None
+    return entry.name if entry is not None else None
+
+
+def put_audit_copy(repo: AuditHandle, line: bytes) -> str:
+    """Store one local audit line as its signed copy; returns the object name. A copy that
+    is already there with the same content counts as stored (a retry). Raises when it
+    cannot be signed or the name holds something else."""
+    line = line.rstrip(b"\n")
+    name = anchor_name(parse_entry(line))
+    if root_public_of(repo.config) is None:
+        stored = line + b"\n"  # a legacy repository: no keys to sign with, copied as before
+    elif repo.signing is None:
+        raise KeyError_("this key has no writer identity: audit copies cannot be signed")
+    else:
+        stored = line + sign_statement(repo.signing, repo.id, ObjectType.AUDIT, name, None, line)
+    for candidate in (name, name + SIGNED_SUFFIX):
+        try:
+            repo.storage.put(candidate, stored)
+            return candidate
+        except AlreadyExistsError:
+            existing = repo.storage.get(candidate)
+            if existing == stored:
+                return candidate
+            if candidate == name and existing == line + b"\n" and stored != existing:
+                continue  # an unsigned copy from before copies were signed: sign beside it
+            raise IntegrityError(f"{candidate} already exists with other content") from None
+    raise IntegrityError(f"{name} already exists with other content")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class RefusedCopy:
+    """An object under ``audit/`` that no writer of this repository signed."""
+
+    name: str
+    writer: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuditCopies:
+    """The signed copies a reader accepted, and the ones it refused (reported)."""
+
+    accepted: list[Anchored]
+    refused: list[RefusedCopy]
+
+
+def audit_copies(repo: AuditHandle) -> AuditCopies:
+    """Every object under ``audit/``, judged against the writer registry (an IntegrityError
+    for a legacy repository: its copies are not signed)."""
+    trust = repo.trust()
+    if trust is None:
+        raise IntegrityError("this repository predates signed audit copies (no writer registry)")
+    accepted: list[Anchored] = []
+    refused: list[RefusedCopy] = []
+    names = sorted(obj.name for obj in repo.storage.list(PREFIX))
+
+    def fetch(name: str) -> bytes | None:
+        try:
+            return repo.storage.get(name)
+        except NotFoundError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:  # one small GET per entry
+        fetched = list(pool.map(fetch, names))
+    for name, stored in zip(names, fetched, strict=True):
+        if stored is None:
+            continue
+        verdict = read_anchor(name, stored, trust.registry)
+        if isinstance(verdict, Anchored):
+            accepted.append(verdict)
+        else:
+            refused.append(RefusedCopy(name, verdict.writer, verdict.reason))
+    return AuditCopies(accepted, refused)

@@ -1,0 +1,183 @@
+"""A malicious insider with the state directory rewriting history (issue #14). The insider
+holds only the state dir (it may edit, cut or delete ``audit.jsonl`` and recompute every
+hash); the storage-level plants use only the storage bytes (a line with no signature, or one
+signed by another repository's writer). The defender runs the real `lifeboat audit verify`
+with the writer key: every tampering is named and exits 1; the untouched log passes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifeboat.crypto.audit_anchor import entry_hash
+from lifeboat.crypto.keys import load_backup_key
+from lifeboat.crypto.signed import ObjectType
+from lifeboat.repo.trust import sign_statement
+from tests.harness import Clock, LifeboatCli, PolicyBuilder
+
+
+@dataclass
+class Site(LifeboatCli):
+    root: Path = field(default=Path("."))
+
+    @property
+    def log(self) -> Path:
+        return self.root / ".lifeboat" / "audit.jsonl"
+
+    def verify(self) -> tuple[int, dict[str, Any]]:
+        proc = self.run("audit", "verify", "--json", check=False)
+        assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+        return proc.returncode, json.loads(proc.stdout)
+
+
+def _site(root: Path, clock: Clock, name: str = "site") -> Site:
+    source = root / name / "src"
+    source.mkdir(parents=True)
+    (source / "config.txt").write_text("setting = 1\n")
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{root / name / 'repo'}", keyfile=root / name / "backup.key")
+        .state(root / ".lifeboat" if name == "site" else root / name / ".lifeboat")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .files("config", [source])
+        .write(root / name / "lifeboat.toml")
+    )
+    site = Site(policy=policy, clock=clock, root=root)
+    site.run("init", "--recovery-key-out", str(root / name / "recovery.key"))
+    return site
+
+
+@pytest.fixture
+def site(tmp_path: Path, clock: Clock) -> Site:
+    s = _site(tmp_path, clock)
+    s.run("backup")
+    s.run("backup")
+    s.run("check")
+    return s
+
+
+def problems(report: dict[str, Any]) -> list[str]:
+    return [f["problem"] for f in report["findings"]]
+
+
+def test_the_untouched_log_matches_its_signed_copies(site: Site) -> None:
+    code, report = site.verify()
+    assert code == 0 and report["ok"], report
+    entries = [json.loads(line) for line in site.log.read_text().splitlines()]
+    assert report["anchored"] == len(entries) == 4  # init, two backups, check
+    # who logged: the signed writer identity, not free text
+    assert {e["actor"] for e in entries} == {report["signer"]} and report["signer"]
+    proc = site.run("audit", "verify")
+    assert "matches its 4 signed copies" in proc.stdout
+
+
+def test_deleted_last_line_is_named(site: Site) -> None:
+    lines = site.log.read_bytes().splitlines(keepends=True)
+    site.log.write_bytes(b"".join(lines[:-1]))
+    assert site.run("audit", "verify", "--local-only", check=False).returncode == 0  # the chain alone
+    code, report = site.verify()
+    assert code == 1 and problems(report) == ["tail-missing"]
+    assert report["findings"][0]["seq"] == 3 and "deleted or truncated" in report["findings"][0]["message"]
+
+
+def test_truncated_log_is_named(site: Site) -> None:
+    data = site.log.read_bytes()
+    site.log.write_bytes(data[: len(data) // 2])  # cut mid-line
+    code, report = site.verify()
+    assert code == 1 and "partial-line" in problems(report) and "tail-missing" in problems(report)
+    proc = site.run("audit", "verify", check=False)
+    assert proc.returncode == 1 and "truncated" in proc.stdout
+
+
+def test_chain_rewritten_with_recomputed_hashes_is_named(site: Site) -> None:
+    entries = [json.loads(line) for line in site.log.read_text().splitlines()]
+    entries[1]["outcome"] = "failed"  # the first backup "failed"
+    del entries[2]  # and the second never happened
+    for i, entry in enumerate(entries):  # renumbered and rehashed: the chain is valid again
+        entry["seq"] = i
+        entry["prev"] = entries[i - 1]["hash"] if i else "0" * 64
+        entry["hash"] = entry_hash(entry)
+    site.log.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    assert site.run("audit", "verify", "--local-only", check=False).returncode == 0
+    code, report = site.verify()
+    assert code == 1 and problems(report)[0] == "rewritten" and report["findings"][0]["seq"] == 1
+
+
+def test_whole_chain_rewritten_is_named(site: Site) -> None:
+    entries = [json.loads(line) for line in site.log.read_text().splitlines()]
+    for i, entry in enumerate(entries):
+        entry["operator"] = "someone else"  # every entry changed, from the first
+        entry["prev"] = entries[i - 1]["hash"] if i else "0" * 64
+        entry["hash"] = entry_hash(entry)
+    site.log.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    code, report = site.verify()
+    assert code == 1 and problems(report) == ["rewritten"] and report["findings"][0]["seq"] == 0
+
+
+def test_deleted_local_log_is_named(site: Site) -> None:
+    site.log.unlink()
+    code, report = site.verify()
+    assert code == 1 and problems(report) == ["missing-local"] and report["findings"][0]["count"] == 4
+    proc = site.run("audit", "verify", check=False)
+    assert proc.returncode == 1 and "the local audit log is missing" in proc.stdout
+
+
+def test_entries_forged_locally_are_named_unanchored(site: Site) -> None:
+    entries = [json.loads(line) for line in site.log.read_text().splitlines()]
+    forged = dict(entries[-1], seq=len(entries), operation="drill", outcome="pass", prev=entries[-1]["hash"])
+    forged["hash"] = entry_hash(forged)
+    with site.log.open("a") as fh:
+        fh.write(json.dumps(forged, sort_keys=True) + "\n")
+    code, report = site.verify()
+    assert code == 1 and problems(report) == ["unanchored"] and report["findings"][0]["seq"] == 4
+
+
+def test_copies_planted_without_a_key_or_with_another_repositorys_key_are_refused(
+    site: Site, tmp_path: Path, clock: Clock
+) -> None:
+    other = _site(tmp_path, clock, "other")  # another repository, its writer key
+    entries = [json.loads(line) for line in site.log.read_text().splitlines()]
+    fake = dict(entries[-1], seq=4, operation="restore", prev=entries[-1]["hash"])
+    fake["hash"] = entry_hash(fake)
+    line = json.dumps(fake, sort_keys=True).encode()
+    name = f"audit/{4:012d}-{fake['hash'][:16]}"
+    audit_dir = tmp_path / "site" / "repo" / "audit"
+    (audit_dir / name.split("/")[1]).write_bytes(line + b"\n")  # no signature at all
+    key = load_backup_key(tmp_path / "other" / "backup.key")
+    assert key.signing is not None
+    other_id = json.loads((tmp_path / "other" / "repo" / "config").read_bytes())["id"]
+    signed = line + sign_statement(key.signing, other_id, ObjectType.AUDIT, name + "~signed", None, line)
+    (audit_dir / (name.split("/")[1] + "~signed")).write_bytes(signed)
+
+    code, report = site.verify()
+    assert code == 1 and problems(report) == ["refused"]
+    assert {r["reason"] for r in report["refused"]} == {"unsigned", "signature does not match"}
+    assert report["anchored"] == 4  # the planted entries count for nothing
+    assert other.run("audit", "verify").returncode == 0
+
+
+def test_log_deleted_then_started_again_by_an_operation_is_named(site: Site) -> None:
+    """The insider deletes the log and the copy watermark, then lets the next backup start
+    a fresh log (whose entries are copied): the earlier log's copies still name it."""
+    site.log.unlink()
+    (site.log.parent / "audit.anchored.json").unlink()
+    site.run("backup")
+    code, report = site.verify()
+    assert code == 1 and problems(report)[0] == "replaced" and report["findings"][0]["count"] == 4
+    assert "replaced" in site.run("audit", "verify", check=False).stdout
+
+
+def test_rewritten_log_is_still_named_after_the_next_operation(site: Site) -> None:
+    entries = [json.loads(line) for line in site.log.read_text().splitlines()]
+    for i, entry in enumerate(entries):
+        entry["operator"] = "someone else"
+        entry["prev"] = entries[i - 1]["hash"] if i else "0" * 64
+        entry["hash"] = entry_hash(entry)
+    site.log.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    site.run("backup")  # copies the rewritten entries too: the originals stay beside them
+    code, report = site.verify()
+    assert code == 1 and problems(report) == ["replaced"]
