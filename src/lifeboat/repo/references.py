@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.errors import IntegrityError
 from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.model import Problem, References, SnapshotInfo
 from lifeboat.repo.reader import SnapshotReader
-from lifeboat.repo.refs import decode_ref
+from lifeboat.repo.ref_listing import judged_objects
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
@@ -41,18 +41,16 @@ def collect_references(
                 Problem("unreadable-tree", f"snapshots/{snap.id}", str(exc), [snap.short_id])
             )
     _pending_shards(repo, refs, read_trees)
-    for namespace_obj in repo.storage.list("refs/"):
-        name = namespace_obj.name
-        try:
-            ref = decode_ref(repo.keyring, name, repo.storage.get(name))
-        except NotFoundError:
-            continue
-        except IntegrityError as exc:
+    for stored in judged_objects(repo, "refs/", use_cache=False):
+        if stored.info is None:  # damaged: its chunks may still be needed, prune must wait
             refs.complete = False
-            refs.problems.append(Problem("corrupt-ref", name, str(exc)))
+            refs.problems.append(Problem("corrupt-ref", stored.object_name, str(stored.verdict.reason)))
             continue
-        for chunk in ref.chunks:
-            refs.add(chunk, "ref", f"{ref.namespace}/{ref.name}")
+        if not stored.verdict:  # used by no reader, so it keeps no chunk alive
+            refs.problems.append(Problem("refused-ref", stored.object_name, stored.describe()))
+            continue
+        for chunk in stored.info.chunks:
+            refs.add(chunk, "ref", f"{stored.info.namespace}/{stored.info.name}")
     return refs
 
 
