@@ -82,7 +82,7 @@ def push(policy: Policy, path: Path, asset: str | None, async_: bool) -> None:
         return
     repo = runtime.open_for_write(policy)
     ref = push_segment(repo, name, path, _system_identifier(policy, repo, name))
-    extra = {"squatters": ref.squatters} if ref.squatters else {}
+    extra = {"squatters": "; ".join(ref.squatters)} if ref.squatters else {}
     runtime.audit_log(policy).append("wal-push", asset=name, segment=path.name, size=ref.size, **extra)
     for squatter in ref.squatters:  # archived all the same; the squatter is named
         sys.stderr.write(f"lifeboat: warning: {path.name} archived beside a squatter: {squatter}\n")
