@@ -67,14 +67,22 @@ def _info_from(data: dict[str, Any]) -> RefInfo:
     )
 
 
+# Without a cache directory, a process keeps what it verified in memory (by repository id):
+# a restore lists its WAL several times while it plans.
+_IN_MEMORY: dict[str, dict[str, Any]] = {}
+
+
 class RefCache:
     """Decoded refs and their signature checks by object name, with the listed size and time."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, memory_key: str | None = None) -> None:
         self.path = directory / CACHE_NAME if directory is not None else None
+        self.memory_key = memory_key if directory is None else None
 
     def load(self) -> dict[str, Any]:
         """The cached entries ({} when there is no usable cache)."""
+        if self.memory_key is not None:
+            return dict(_IN_MEMORY.get(self.memory_key, {}))
         if self.path is None:
             return {}
         try:
@@ -85,6 +93,8 @@ class RefCache:
 
     def save(self, entries: dict[str, Any]) -> None:
         """Replace the cache (a read-only cache directory only costs speed)."""
+        if self.memory_key is not None:
+            _IN_MEMORY[self.memory_key] = dict(entries)
         if self.path is None:
             return
         try:
@@ -111,7 +121,7 @@ def judged_objects(repo: RepoHandle, prefix: str, *, use_cache: bool = True) -> 
     """Every object under ``prefix`` (within ``refs/``), decoded and judged."""
     trust: Trust | None = repo.trust()
     listed = list(repo.storage.list(prefix))
-    cache = RefCache(repo.cache_dir if use_cache else None)
+    cache = RefCache(repo.cache_dir, str(repo.config.get("id"))) if use_cache else RefCache(None)
     entries = cache.load()
     fresh: dict[str, Any] = {k: v for k, v in entries.items() if not k.startswith(prefix)}
 
