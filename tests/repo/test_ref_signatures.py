@@ -84,5 +84,7 @@ def test_unsigned_garbage_under_a_name_does_not_block_the_push(
     assert pushed.squatters and "damaged" in pushed.squatters[0]
     assert reader.read_ref(reader.get_ref(NS, SEG)) == b"genuine" * 100
     assert reader.list_ref_names(NS) == [SEG]
+    reader.prune()  # the junk beside the genuine ref does not stop prune
+    assert reader.read_ref(reader.get_ref(NS, SEG)) == b"genuine" * 100
     reader.forget_refs(NS, [SEG])  # expiry removes the copies with the name
     assert stored_names(genuine) == []

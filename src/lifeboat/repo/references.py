@@ -9,6 +9,7 @@ from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.model import Problem, References, SnapshotInfo
 from lifeboat.repo.reader import SnapshotReader
 from lifeboat.repo.ref_listing import judged_objects
+from lifeboat.repo.refs import logical_name
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
@@ -41,9 +42,13 @@ def collect_references(
                 Problem("unreadable-tree", f"snapshots/{snap.id}", str(exc), [snap.short_id])
             )
     _pending_shards(repo, refs, read_trees)
-    for stored in judged_objects(repo, "refs/", use_cache=False):
-        if stored.info is None:  # damaged: its chunks may still be needed, prune must wait
-            refs.complete = False
+    judged = judged_objects(repo, "refs/", use_cache=False)
+    held = {_logical(s.object_name) for s in judged if s.verdict and s.info is not None}
+    for stored in judged:
+        if stored.info is None:  # damaged: unless its name holds an authorised copy (a
+            # squatter's junk beside the genuine ref), its chunks may be needed: prune waits
+            if _logical(stored.object_name) not in held:
+                refs.complete = False
             refs.problems.append(Problem("corrupt-ref", stored.object_name, str(stored.verdict.reason)))
             continue
         if not stored.verdict:  # used by no reader, so it keeps no chunk alive
@@ -52,6 +57,13 @@ def collect_references(
         for chunk in stored.info.chunks:
             refs.add(chunk, "ref", f"{stored.info.namespace}/{stored.info.name}")
     return refs
+
+
+def _logical(object_name: str) -> tuple[str, str] | None:
+    try:
+        return logical_name(object_name)
+    except IntegrityError:
+        return None
 
 
 def _pending_shards(repo: RepoHandle, refs: References, read_trees: bool) -> None:
