@@ -5,6 +5,7 @@ commands (one behaviour whichever way they start)."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,7 +82,10 @@ def push(policy: Policy, path: Path, asset: str | None, async_: bool) -> None:
         return
     repo = runtime.open_for_write(policy)
     ref = push_segment(repo, name, path, _system_identifier(policy, repo, name))
-    runtime.audit_log(policy, repo).append("wal-push", asset=name, segment=path.name, size=ref.size)
+    extra = {"squatters": "; ".join(ref.squatters)} if ref.squatters else {}
+    runtime.audit_log(policy, repo).append("wal-push", asset=name, segment=path.name, size=ref.size, **extra)
+    for squatter in ref.squatters:  # archived all the same; the squatter is named
+        sys.stderr.write(f"lifeboat: warning: {path.name} archived beside a squatter: {squatter}\n")
 
 
 def fetch(

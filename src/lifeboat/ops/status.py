@@ -83,6 +83,7 @@ def asset_status(policy: Policy, repo: Repository, now: datetime | None = None) 
     # is recognised by the asset its signature names)
     listing = repo.snapshot_listing(assets=list(policy.assets))
     snapshots = listing.accepted
+    refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
     audit = audit_entries(policy)
     drills = drill_results(policy)
     month_ago = (now - timedelta(days=30)).isoformat()
@@ -100,6 +101,7 @@ def asset_status(policy: Policy, repo: Repository, now: datetime | None = None) 
         st.breaches += extras.breaches
         st.host = asset_host(asset)
         st.breaches += [r.describe() for r in listing.refused if r.asset == name]
+        st.breaches += [r.describe() for r in refused_refs if r.asset == name]
         if newest is not None:
             st.last_backup = newest.isoformat(timespec="seconds")
             st.exposure_s = round((now - newest).total_seconds(), 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from lifeboat.crypto.signed import ObjectType
 from lifeboat.repo.index import Index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.model import SnapshotInfo
@@ -66,6 +67,10 @@ class RepoHandle(Protocol):
 
     def sign_snapshot(self, snapshot_id: str, asset: str, body: bytes) -> bytes:
         """The writer's signature trailer for a snapshot header (empty: legacy repository)."""
+        ...
+
+    def sign_object(self, obj_type: ObjectType, name: str, asset: str | None, body: bytes) -> bytes:
+        """The writer's signature trailer for a ref or WAL object (empty: legacy repository)."""
         ...
 
     def latest_snapshot_id(self, asset: str) -> str | None:

@@ -98,6 +98,8 @@ class RefInfo:
     chunks: list[str]
     time: datetime
     labels: dict[str, str] = field(default_factory=dict)
+    # not stored: what a push found squatting this name (it then stored the ref side by side)
+    squatters: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.errors import IntegrityError
 from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.model import Problem, References, SnapshotInfo
 from lifeboat.repo.reader import SnapshotReader
-from lifeboat.repo.refs import decode_ref
+from lifeboat.repo.ref_listing import judged_objects
+from lifeboat.repo.refs import logical_name
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
@@ -41,19 +42,28 @@ def collect_references(
                 Problem("unreadable-tree", f"snapshots/{snap.id}", str(exc), [snap.short_id])
             )
     _pending_shards(repo, refs, read_trees)
-    for namespace_obj in repo.storage.list("refs/"):
-        name = namespace_obj.name
-        try:
-            ref = decode_ref(repo.keyring, name, repo.storage.get(name))
-        except NotFoundError:
+    judged = judged_objects(repo, "refs/", use_cache=False)
+    held = {_logical(s.object_name) for s in judged if s.verdict and s.info is not None}
+    for stored in judged:
+        if stored.info is None:  # damaged: unless its name holds an authorised copy (a
+            # squatter's junk beside the genuine ref), its chunks may be needed: prune waits
+            if _logical(stored.object_name) not in held:
+                refs.complete = False
+            refs.problems.append(Problem("corrupt-ref", stored.object_name, str(stored.verdict.reason)))
             continue
-        except IntegrityError as exc:
-            refs.complete = False
-            refs.problems.append(Problem("corrupt-ref", name, str(exc)))
+        if not stored.verdict:  # used by no reader, so it keeps no chunk alive
+            refs.problems.append(Problem("refused-ref", stored.object_name, stored.describe()))
             continue
-        for chunk in ref.chunks:
-            refs.add(chunk, "ref", f"{ref.namespace}/{ref.name}")
+        for chunk in stored.info.chunks:
+            refs.add(chunk, "ref", f"{stored.info.namespace}/{stored.info.name}")
     return refs
+
+
+def _logical(object_name: str) -> tuple[str, str] | None:
+    try:
+        return logical_name(object_name)
+    except IntegrityError:
+        return None
 
 
 def _pending_shards(repo: RepoHandle, refs: References, read_trees: bool) -> None:

@@ -1,43 +1,120 @@
 """Named refs (``refs/<namespace>/<name>``): streams stored once outside snapshots (WAL
-segments, escrow records), their stored form, reading and deleting them."""
+segments, history files, probes), their stored form, writing, reading and deleting them.
+
+A ref is stored as its MAC'd framed bytes followed, in a repository with writer identities,
+by the writer's 101-byte signature trailer (crypto/signed.py) over the statement for
+``refs/<namespace>/<name>`` (type ``wal`` under ``wal/`` and ``wal-stream/``, ``ref``
+otherwise) and the namespace's asset (``<kind>/<asset>``). Readers accept a ref only when
+that signature chains to the writer registry and its writer may write the asset
+(``judge_ref``); anything else is ignored and reported (repo/ref_listing.py).
+
+A name can hold an unauthorised object (a compromised host with storage credentials planting
+future WAL names). A push that finds one stores the genuine ref side by side, under
+``<name>~<16 random hex>``, and succeeds; readers look at ``<name>`` and its side-by-side
+copies and keep the authorised one. Two authorised objects with different content under one
+name are a real conflict and fail loudly, naming both writers.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from lifeboat import clock
+from lifeboat.crypto.signed import (
+    SIGNATURE_MAGIC,
+    SIGNATURE_SIZE,
+    ObjectType,
+    Signature,
+    candidates_of,
+    side_by_side_name,
+)
 from lifeboat.errors import AlreadyExistsError, IntegrityError, LockedError, NotFoundError
 from lifeboat.progress import NO_PROGRESS
 from lifeboat.repo.format import REF_MAGIC, decode_framed, encode_framed, ref_name
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import RefInfo
+from lifeboat.repo.trust import SignatureCheck, Trust, Verdict, check_signature
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
 
+WAL_NAMESPACES = ("wal", "wal-stream")
+SIDE_BY_SIDE_TRIES = 4
+
+
+def ref_asset(namespace: str) -> str | None:
+    """The asset a namespace (``<kind>/<asset>``) belongs to (None: no single asset)."""
+    return namespace.split("/", 1)[1] if "/" in namespace else None
+
+
+def ref_type(namespace: str) -> ObjectType:
+    """What a ref's signature is made for: WAL files, or any other ref."""
+    return ObjectType.WAL if namespace.split("/", 1)[0] in WAL_NAMESPACES else ObjectType.REF
+
+
+def logical_name(object_name: str) -> tuple[str, str]:
+    """(namespace, name) an object under ``refs/`` holds a version of: a side-by-side copy
+    ``<name>~<16 hex>`` holds ``<name>`` (IntegrityError for a name outside any namespace)."""
+    rest = object_name.removeprefix("refs/")
+    if "/" not in rest:
+        raise IntegrityError(f"{object_name} is not a ref name")
+    namespace, name = rest.rsplit("/", 1)
+    base = name.split("~", 1)[0]
+    if base != name and candidates_of(base, [name]) != [name]:
+        base = name
+    return namespace, base
+
+
+def decode_signed_ref(keyring: Keyring, object_name: str, data: bytes) -> tuple[RefInfo, SignatureCheck]:
+    """The ref stored under ``object_name`` (MAC checked, stored under its own name) and what
+    its signature trailer proves (IntegrityError when damaged)."""
+    namespace, name = logical_name(object_name)
+    body, trailer = data, None
+    if len(data) > SIGNATURE_SIZE and data[-SIGNATURE_SIZE:].startswith(SIGNATURE_MAGIC):
+        body, trailer = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
+    try:
+        p = decode_framed(REF_MAGIC, body, keyring.mac, f"ref {object_name}")
+    except IntegrityError:
+        if trailer is None:
+            raise
+        body, trailer = data, None  # an unsigned ref whose last bytes happen to look like one
+        p = decode_framed(REF_MAGIC, body, keyring.mac, f"ref {object_name}")
+    try:
+        info = RefInfo(
+            namespace=str(p["namespace"]),
+            name=str(p["name"]),
+            size=int(p["size"]),
+            digest=str(p["digest"]),
+            chunks=[str(c) for c in p["chunks"]],
+            time=datetime.fromisoformat(str(p["time"])),
+            labels={str(k): str(v) for k, v in p.get("labels", {}).items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise IntegrityError(f"ref {object_name} is damaged") from None
+    if info.time.tzinfo is None:
+        raise IntegrityError(f"ref {object_name} is damaged (time without a zone)")
+    if (info.namespace, info.name) != (namespace, name):
+        held = f"{info.namespace}/{info.name}"
+        raise IntegrityError(f"ref {object_name} holds {held} (stored under another name)")
+    check = check_signature(
+        keyring.repo_id, ref_type(namespace), ref_name(namespace, name), ref_asset(namespace), body, trailer
+    )
+    return info, check
+
 
 def decode_ref(keyring: Keyring, name: str, data: bytes) -> RefInfo:
-    """The ref stored under object ``name``, authenticated with the repository's MAC key."""
-    p = decode_framed(REF_MAGIC, data, keyring.mac, f"ref {name}")
-    try:
-        return RefInfo(
-            namespace=p["namespace"],
-            name=p["name"],
-            size=int(p["size"]),
-            digest=p["digest"],
-            chunks=list(p["chunks"]),
-            time=datetime.fromisoformat(p["time"]),
-            labels=dict(p.get("labels", {})),
-        )
-    except (KeyError, TypeError, ValueError):
-        raise IntegrityError(f"ref {name} is damaged") from None
+    """The ref stored under object ``name``, authenticated with the repository's MAC key
+    (its writer is not judged: see ``judge_ref``)."""
+    return decode_signed_ref(keyring, name, data)[0]
 
 
 def encode_ref(keyring: Keyring, info: RefInfo) -> bytes:
-    """The bytes stored for ``info`` (framed, MAC'd; read back by ``decode_ref``)."""
+    """The framed, MAC'd body stored for ``info`` (the signature trailer follows it)."""
     payload: dict[str, Any] = {
         "namespace": info.namespace,
         "name": info.name,
@@ -50,28 +127,89 @@ def encode_ref(keyring: Keyring, info: RefInfo) -> bytes:
     return encode_framed(REF_MAGIC, payload, keyring.mac)
 
 
-def get_ref(repo: RepoHandle, namespace: str, name: str) -> RefInfo:
-    """The named ref (NotFoundError when absent)."""
-    object_name = ref_name(namespace, name)
-    return decode_ref(repo.keyring, object_name, repo.storage.get(object_name))
+def judge_ref(trust: Trust | None, info: RefInfo, check: SignatureCheck) -> Verdict:
+    """May a reader use this ref? In a legacy repository (no registry) every ref is used."""
+    if trust is None:
+        return Verdict(None)
+    return trust.judge(check, ref_asset(info.namespace), info.time)
 
 
-def list_refs(repo: RepoHandle, namespace: str) -> list[RefInfo]:
-    """Every ref in ``namespace``, by name."""
-    prefix = f"refs/{namespace}/"
-    refs = []
-    for obj in repo.storage.list(prefix):
+@dataclass(frozen=True)
+class StoredRef:
+    """One object stored for a ref name (the name itself or a side-by-side copy), judged."""
+
+    object_name: str
+    info: RefInfo | None  # None: damaged beyond reading
+    verdict: Verdict
+
+    @property
+    def asset(self) -> str | None:
+        """The asset whose namespace holds the object."""
         try:
-            refs.append(decode_ref(repo.keyring, obj.name, repo.storage.get(obj.name)))
-        except NotFoundError:
-            continue
-    return sorted(refs, key=lambda r: r.name)
+            return ref_asset(logical_name(self.object_name)[0])
+        except IntegrityError:
+            return None
+
+    def describe(self) -> str:
+        """One line for ``check``, ``status`` and a squatted push: who wrote it and why not."""
+        who = self.verdict.writer or "an unknown writer"
+        if self.verdict.reason == "signature does not match" and self.verdict.writer:
+            who = f"a writer claiming to be {self.verdict.writer}"
+        return f"ref {self.object_name.removeprefix('refs/')} by {who} refused: {self.verdict.reason}"
 
 
-def list_ref_names(repo: RepoHandle, namespace: str) -> list[str]:
-    """The names of the refs in ``namespace`` (no ref is read)."""
-    prefix = f"refs/{namespace}/"
-    return sorted(obj.name[len(prefix) :] for obj in repo.storage.list(prefix))
+def read_stored(repo: RepoHandle, trust: Trust | None, object_name: str) -> StoredRef | None:
+    """The object judged (None when absent). A damaged one is refused like a forged one."""
+    try:
+        data = repo.storage.get(object_name)
+    except NotFoundError:
+        return None
+    return judge_stored(repo.keyring, trust, object_name, data)
+
+
+def judge_stored(keyring: Keyring, trust: Trust | None, object_name: str, data: bytes) -> StoredRef:
+    """The object's bytes decoded and judged."""
+    try:
+        info, check = decode_signed_ref(keyring, object_name, data)
+    except IntegrityError as exc:
+        return StoredRef(object_name, None, Verdict(None, f"damaged ({exc})"))
+    return StoredRef(object_name, info, judge_ref(trust, info, check))
+
+
+def side_by_side(repo: RepoHandle, namespace: str, name: str) -> list[str]:
+    """The storage names of ``name``'s side-by-side copies."""
+    prefix = ref_name(namespace, name)
+    listed = [obj.name for obj in repo.storage.list(prefix)]
+    return [n for n in candidates_of(prefix, listed) if n != prefix]
+
+
+def choose(namespace: str, name: str, stored: list[StoredRef]) -> StoredRef | None:
+    """The authorised version among the objects stored for one name; IntegrityError when
+    authorised writers stored different content under it."""
+    authorised = [s for s in stored if s.verdict and s.info is not None]
+    contents = {(s.info.digest, s.info.size) for s in authorised if s.info is not None}
+    if len(contents) > 1:
+        writers = ", ".join(sorted({s.verdict.writer or "legacy" for s in authorised}))
+        raise IntegrityError(
+            f"{namespace}/{name} was stored twice with different content by authorised writers ({writers})"
+        )
+    return authorised[0] if authorised else None
+
+
+def get_ref(repo: RepoHandle, namespace: str, name: str) -> RefInfo:
+    """The authorised ref (NotFoundError when absent, or when only unauthorised objects hold
+    its name). One GET when the name holds the genuine ref; a listing only when it does not."""
+    trust = repo.trust()
+    first = read_stored(repo, trust, ref_name(namespace, name))
+    if first is None:
+        raise NotFoundError(f"{namespace}/{name} is not in the repository")
+    if first.verdict and first.info is not None:
+        return first.info
+    stored = [first] + [s for n in side_by_side(repo, namespace, name) if (s := read_stored(repo, trust, n))]
+    chosen = choose(namespace, name, stored)
+    if chosen is None or chosen.info is None:
+        raise NotFoundError(f"{namespace}/{name} has no authorised copy: {first.describe()}")
+    return chosen.info
 
 
 def put_ref(
@@ -82,7 +220,9 @@ def put_ref(
     labels: dict[str, str] | None = None,
     chunk_size: int | None = None,
 ) -> RefInfo:
-    """Store a named stream once. Same content again: no-op; different: AlreadyExistsError.
+    """Store a named stream once and sign it. Same content again: no-op; an unauthorised
+    object under the name: stored side by side (``squatters`` names it); different content
+    by an authorised writer: AlreadyExistsError naming both writers.
 
     Refs are meant for objects that fit in memory (WAL segments, records of a few MiB).
     """
@@ -95,17 +235,64 @@ def put_ref(
         len(content),
         digest.hexdigest(),
         [],
-        datetime.now(UTC),
+        clock.now(),
         {str(k): str(v) for k, v in (labels or {}).items()},
     )
-    existing = _existing_ref(repo, namespace, name)
-    if existing is not None:
-        return _same_or_conflict(existing, info)
-    repo.ensure_writable()
     object_name = ref_name(namespace, name)
+    try:
+        existing = repo.storage.get(object_name)
+    except NotFoundError:
+        existing = None
+    if existing is None:
+        stored = _store(repo, info, content, chunk_size, [object_name])
+        if stored is not None:
+            return stored
+    return _squatted(repo, info, content, chunk_size)
+
+
+def _squatted(repo: RepoHandle, info: RefInfo, content: bytes, chunk_size: int | None) -> RefInfo:
+    """The name is taken: idempotent, a conflict, or a squatter to store beside."""
+    trust = repo.trust()
+    namespace, name = info.namespace, info.name
+    first = read_stored(repo, trust, ref_name(namespace, name))
+    stored = [first] if first is not None else []
+    if trust is not None:
+        stored += [s for n in side_by_side(repo, namespace, name) if (s := read_stored(repo, trust, n))]
+    genuine = [s for s in stored if s.verdict and s.info is not None]
+    for s in genuine:
+        assert s.info is not None
+        if (s.info.digest, s.info.size) != (info.digest, info.size):
+            raise AlreadyExistsError(
+                f"{namespace}/{name} is already stored with different content by "
+                f"{_writer(s.verdict, trust)} (this push: {_own_writer(repo)})",
+                hint="the repository never overwrites; investigate why the same name carries other bytes",
+                exit_code=1,
+            )
+    squatters = [s.describe() for s in stored if not (s.verdict and s.info is not None)]
+    if genuine:
+        assert genuine[0].info is not None
+        genuine[0].info.squatters = squatters
+        return genuine[0].info
+    if first is None:  # vanished meanwhile (an expiry): store under the name itself
+        return put_ref(repo, namespace, name, content, info.labels, chunk_size)
+    if trust is None:  # a legacy repository has no writers to tell squatters from
+        raise IntegrityError(f"{namespace}/{name} is damaged: {first.describe()}")
+    names = [side_by_side_name(ref_name(namespace, name)) for _ in range(SIDE_BY_SIDE_TRIES)]
+    result = _store(repo, info, content, chunk_size, names)
+    if result is None:
+        raise AlreadyExistsError(f"{namespace}/{name}: every side-by-side name drawn was taken", exit_code=1)
+    result.squatters = squatters
+    return result
+
+
+def _store(
+    repo: RepoHandle, info: RefInfo, content: bytes, chunk_size: int | None, object_names: list[str]
+) -> RefInfo | None:
+    """Chunks stored, then the signed ref under the first free name (None: all taken)."""
+    repo.ensure_writable()
     from lifeboat.repo.backup import BlobWriter  # here: reading refs (wal fetch) needs no writer
 
-    with RepoLock(repo.storage, exclusive=False, operation=f"put {namespace}/{name}"):
+    with RepoLock(repo.storage, exclusive=False, operation=f"put {info.namespace}/{info.name}"):
         writer = BlobWriter(repo, None, workers=repo.workers)
         try:
             info.chunks, _, _ = writer.store_stream(
@@ -114,28 +301,30 @@ def put_ref(
             writer.finish()
         finally:
             writer.close()
-        try:
-            repo.storage.put(object_name, encode_ref(repo.keyring, info))
-        except AlreadyExistsError:
-            return _same_or_conflict(get_ref(repo, namespace, name), info)
-        return info
+        body = encode_ref(repo.keyring, info)
+        signed = body + repo.sign_object(
+            ref_type(info.namespace), ref_name(info.namespace, info.name), ref_asset(info.namespace), body
+        )
+        for object_name in object_names:
+            try:
+                repo.storage.put(object_name, signed)
+                return info
+            except AlreadyExistsError:
+                continue
+    return None
 
 
-def _existing_ref(repo: RepoHandle, namespace: str, name: str) -> RefInfo | None:
-    try:
-        return get_ref(repo, namespace, name)
-    except NotFoundError:
-        return None
+def _writer(verdict: Verdict, trust: Trust | None) -> str:
+    if trust is None:
+        return "another push"
+    return f"writer {verdict.writer}" if verdict.writer else "an unknown writer"
 
 
-def _same_or_conflict(existing: RefInfo, new: RefInfo) -> RefInfo:
-    if existing.digest == new.digest and existing.size == new.size:
-        return existing
-    raise AlreadyExistsError(
-        f"{existing.namespace}/{existing.name} is already stored with different content",
-        hint="the repository never overwrites; investigate why the same name carries other bytes",
-        exit_code=1,
-    )
+def _own_writer(repo: RepoHandle) -> str:
+    trust = repo.trust()
+    trailer = repo.sign_object(ObjectType.REF, "", None, b"")
+    name = trust.writer_name(Signature.from_bytes(trailer).public) if trust is not None and trailer else None
+    return f"writer {name}" if name else "this key"
 
 
 def iter_ref(repo: RepoHandle, ref: RefInfo) -> Iterator[bytes]:
@@ -165,14 +354,28 @@ def delete_ref(repo: RepoHandle, namespace: str, name: str) -> None:
 
 
 def forget_refs(repo: RepoHandle, namespace: str, names: list[str]) -> tuple[list[str], list[str]]:
-    """Delete refs under the exclusive lock (as forget does); their chunks go at the next
-    prune. Returns (removed, kept because Object Lock protects them)."""
+    """Delete refs, with their side-by-side copies, under the exclusive lock (as forget
+    does); their chunks go at the next prune. Returns (removed, kept because Object Lock
+    protects them)."""
     removed: list[str] = []
     locked: list[str] = []
+    wanted = set(names)
+    copies: dict[str, list[str]] = {}
+    for obj in repo.storage.list(f"refs/{namespace}/"):
+        try:
+            _, name = logical_name(obj.name)
+        except IntegrityError:
+            continue
+        if name in wanted and obj.name != ref_name(namespace, name):
+            copies.setdefault(name, []).append(obj.name)
     with RepoLock(repo.storage, exclusive=True, operation="forget refs"):
         for name in names:
             try:
-                delete_ref(repo, namespace, name)
+                for object_name in [ref_name(namespace, name), *copies.get(name, [])]:
+                    try:
+                        repo.storage.delete(object_name)
+                    except NotFoundError:
+                        continue
                 removed.append(name)
             except LockedError:
                 locked.append(name)

@@ -53,6 +53,8 @@ from lifeboat.repo.records import (
     retired_key_record_name,
 )
 from lifeboat.repo.recovery_chain import resolve_chain
+from lifeboat.repo.ref_listing import ref_listing, refused_refs
+from lifeboat.repo.refs import StoredRef
 from lifeboat.repo.retention import KeepRules, forget_snapshots
 from lifeboat.repo.sealed import SEALED_SETTING, MetadataCodec
 from lifeboat.repo.snapshot_cache import SnapshotCache
@@ -331,6 +333,17 @@ class Repository:
             )
         return codec
 
+    def sign_object(self, obj_type: ObjectType, name: str, asset: str | None, body: bytes) -> bytes:
+        """The signature trailer of a ref or WAL object (empty in a legacy repository)."""
+        if self.legacy:
+            return b""
+        if self.signing is None:
+            raise KeyError_(
+                "this backup key has no writer identity, and this repository accepts only signed objects",
+                hint="issue a writer key with 'lifeboat keys add-writer NAME --assets A,B --out FILE'",
+            )
+        return sign_statement(self.signing, self.id, obj_type, name, asset, body)
+
     # -- index ------------------------------------------------------------------------------
 
     def index(self, refresh: bool = False) -> Index:
@@ -533,16 +546,23 @@ class Repository:
     # -- named refs (repo/refs.py) ---------------------------------------------------------------
 
     def get_ref(self, namespace: str, name: str) -> RefInfo:
-        """The named ref (NotFoundError when absent)."""
+        """The named ref, signed by a writer allowed its asset (NotFoundError when absent
+        or when only unauthorised objects hold the name)."""
         return refs.get_ref(self, namespace, name)
 
     def list_refs(self, namespace: str) -> list[RefInfo]:
-        """Every ref in ``namespace``, by name."""
-        return refs.list_refs(self, namespace)
+        """Every authorised ref in ``namespace``, by name."""
+        chosen = ref_listing(self, namespace).chosen
+        return [chosen[name] for name in sorted(chosen)]
 
     def list_ref_names(self, namespace: str) -> list[str]:
-        """The names of the refs in ``namespace`` (no ref is read)."""
-        return refs.list_ref_names(self, namespace)
+        """The names in ``namespace`` that hold an authorised ref (verdicts cached locally)."""
+        return sorted(ref_listing(self, namespace).chosen)
+
+    def refused_refs(self) -> list[StoredRef]:
+        """Every stored ref object no reader uses (unsigned, forged, out of its writer's
+        assets, revoked, damaged), for ``status``; ``check`` reports them too."""
+        return refused_refs(self)
 
     def put_ref(
         self,
