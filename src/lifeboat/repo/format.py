@@ -231,6 +231,12 @@ def decode_framed(magic: bytes, data: bytes, mac: Callable[[bytes], bytes], what
     if not hmac.compare_digest(tag, mac(body)):
         raise IntegrityError(f"{what} failed authentication (modified or corrupted)")
     # The MAC key is on every backup host, so an authenticated body can still be hostile.
+    return json_of_compressed(body, what)
+
+
+def json_of_compressed(body: bytes, what: str) -> dict[str, Any]:
+    """The JSON object in a zstd body, decompressed within a bound (a hostile body cannot
+    make the reader allocate more than a small multiple of its size)."""
     limit = min(MAX_FRAMED_SIZE, max(MIN_FRAMED_LIMIT, len(body) * MAX_FRAMED_RATIO))
     try:
         payload = orjson.loads(bounded_decompress(body, limit, what))

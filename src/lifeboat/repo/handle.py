@@ -31,6 +31,7 @@ class RepoHandle(Protocol):
     pack_size: int
     workers: int
     cache_dir: Path | None
+    ref_memo: dict[str, Any]  # verified refs kept in memory when there is no cache_dir
 
     @property
     def metadata(self) -> MetadataCodec:

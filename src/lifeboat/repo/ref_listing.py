@@ -24,7 +24,15 @@ import orjson
 from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.private import private_dir, write_private
 from lifeboat.repo.model import RefInfo
-from lifeboat.repo.refs import StoredRef, choose, decode_signed_ref, judge_ref, judge_stored, logical_name
+from lifeboat.repo.refs import (
+    StoredRef,
+    choose,
+    decode_signed_ref,
+    judge_ref,
+    judge_stored,
+    logical_name,
+    ref_payload,
+)
 from lifeboat.repo.trust import SignatureCheck, Trust
 from lifeboat.storage.base import ObjectStat
 
@@ -44,15 +52,7 @@ class RefListing:
 
 
 def _info_json(info: RefInfo) -> dict[str, Any]:
-    return {
-        "namespace": info.namespace,
-        "name": info.name,
-        "size": info.size,
-        "digest": info.digest,
-        "chunks": info.chunks,
-        "time": info.time.isoformat(),
-        "labels": info.labels,
-    }
+    return ref_payload(info)
 
 
 def _info_from(data: dict[str, Any]) -> RefInfo:
@@ -67,22 +67,17 @@ def _info_from(data: dict[str, Any]) -> RefInfo:
     )
 
 
-# Without a cache directory, a process keeps what it verified in memory (by repository id):
-# a restore lists its WAL several times while it plans.
-_IN_MEMORY: dict[str, dict[str, Any]] = {}
-
-
 class RefCache:
     """Decoded refs and their signature checks by object name, with the listed size and time."""
 
-    def __init__(self, directory: Path | None, memory_key: str | None = None) -> None:
+    def __init__(self, directory: Path | None, memo: dict[str, Any] | None = None) -> None:
         self.path = directory / CACHE_NAME if directory is not None else None
-        self.memory_key = memory_key if directory is None else None
+        self.memo = memo if directory is None else None  # the handle's own, in memory
 
     def load(self) -> dict[str, Any]:
         """The cached entries ({} when there is no usable cache)."""
-        if self.memory_key is not None:
-            return dict(_IN_MEMORY.get(self.memory_key, {}))
+        if self.memo is not None:
+            return dict(self.memo)
         if self.path is None:
             return {}
         try:
@@ -93,8 +88,9 @@ class RefCache:
 
     def save(self, entries: dict[str, Any]) -> None:
         """Replace the cache (a read-only cache directory only costs speed)."""
-        if self.memory_key is not None:
-            _IN_MEMORY[self.memory_key] = dict(entries)
+        if self.memo is not None:
+            self.memo.clear()
+            self.memo.update(entries)
         if self.path is None:
             return
         try:
@@ -121,7 +117,7 @@ def judged_objects(repo: RepoHandle, prefix: str, *, use_cache: bool = True) -> 
     """Every object under ``prefix`` (within ``refs/``), decoded and judged."""
     trust: Trust | None = repo.trust()
     listed = list(repo.storage.list(prefix))
-    cache = RefCache(repo.cache_dir, str(repo.config.get("id"))) if use_cache else RefCache(None)
+    cache = RefCache(repo.cache_dir, repo.ref_memo) if use_cache else RefCache(None)
     entries = cache.load()
     fresh: dict[str, Any] = {k: v for k, v in entries.items() if not k.startswith(prefix)}
 

@@ -113,9 +113,9 @@ def decode_ref(keyring: Keyring, name: str, data: bytes) -> RefInfo:
     return decode_signed_ref(keyring, name, data)[0]
 
 
-def encode_ref(keyring: Keyring, info: RefInfo) -> bytes:
-    """The framed, MAC'd body stored for ``info`` (the signature trailer follows it)."""
-    payload: dict[str, Any] = {
+def ref_payload(info: RefInfo) -> dict[str, Any]:
+    """The JSON fields of a ref (stored, and kept in the verified-ref cache)."""
+    return {
         "namespace": info.namespace,
         "name": info.name,
         "size": info.size,
@@ -124,7 +124,11 @@ def encode_ref(keyring: Keyring, info: RefInfo) -> bytes:
         "time": info.time.isoformat(),
         "labels": info.labels,
     }
-    return encode_framed(REF_MAGIC, payload, keyring.mac)
+
+
+def encode_ref(keyring: Keyring, info: RefInfo) -> bytes:
+    """The framed, MAC'd body stored for ``info`` (the signature trailer follows it)."""
+    return encode_framed(REF_MAGIC, ref_payload(info), keyring.mac)
 
 
 def judge_ref(trust: Trust | None, info: RefInfo, check: SignatureCheck) -> Verdict:

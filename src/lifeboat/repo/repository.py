@@ -111,6 +111,8 @@ class Repository:
         self.pack_size: int = int(config.get("pack_size", DEFAULT_PACK_SIZE))
         self.workers = max(2, (os.cpu_count() or 2) + 1)
         self.cache_dir: Path | None = cache_dir / self.id if cache_dir is not None else None
+        # without a cache dir, a restore still lists its WAL several times while it plans
+        self.ref_memo: dict[str, Any] = {}
         self._index: Index | None = None
         self._index_lock = threading.Lock()
         self._headers: dict[str, bytes] = {}

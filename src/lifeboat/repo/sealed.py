@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import zstandard
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -49,12 +48,9 @@ from lifeboat.crypto.signed import (
 from lifeboat.crypto.writers import Refusal, raw_public
 from lifeboat.errors import IntegrityError, KeyError_
 from lifeboat.repo.format import (
-    MAX_FRAMED_RATIO,
-    MAX_FRAMED_SIZE,
-    MIN_FRAMED_LIMIT,
-    bounded_decompress,
     decode_framed,
     encode_framed,
+    json_of_compressed,
 )
 from lifeboat.repo.trust import SignatureCheck, check_signature, sign_statement
 
@@ -135,15 +131,7 @@ def _from_inner(magic: bytes, plaintext: bytes, what: str) -> dict[str, Any]:
         raise IntegrityError(f"{what} is damaged (not the object its name says)")
     if plaintext[4] != SEALED_INNER_VERSION:
         raise IntegrityError(f"{what} has unsupported sealed format version {plaintext[4]} (newer lifeboat?)")
-    body = plaintext[5:]
-    limit = min(MAX_FRAMED_SIZE, max(MIN_FRAMED_LIMIT, len(body) * MAX_FRAMED_RATIO))
-    try:
-        payload = orjson.loads(bounded_decompress(body, limit, what))
-    except ValueError:
-        raise IntegrityError(f"{what} is damaged") from None
-    if not isinstance(payload, dict):
-        raise IntegrityError(f"{what} is damaged")
-    return payload
+    return json_of_compressed(plaintext[5:], what)
 
 
 class MetadataCodec:
