@@ -6,8 +6,8 @@ Reads the combined coverage data (``COVERAGE_FILE`` or ``--data``), groups the m
 files of ``src/lifeboat`` by package (each asset kind is a package of its own, modules
 directly under ``lifeboat/`` are ``top-level``), prints one line per package and exits 1
 when any package, or the whole, is below its floor in pyproject.toml
-``[tool.lifeboat.coverage_floors]``. ``--write`` sets every floor to what was measured,
-rounded down (never below ``overall`` for the whole): run it after a full ``make unit``.
+``[tool.lifeboat.coverage_floors]``. ``--write`` sets every floor to what was measured less
+``MARGIN``, rounded down (never below ``overall`` for the whole): run it after a full ``make unit``.
 """
 
 from __future__ import annotations
@@ -73,9 +73,15 @@ def floors() -> dict[str, float]:
     return {str(k): float(v) for k, v in table.get("coverage_floors", {}).items()}
 
 
+# Floors sit this far under what a full run measured: runs of the same tree differ by up to
+# a point in small packages (which retry path a loaded machine takes, a child process killed
+# before it wrote its data), and the gate must catch lost tests, not that noise.
+MARGIN = 1.5
+
+
 def write_floors(tallies: dict[str, Tally], overall: Tally, minimum: float) -> None:
-    lines = [TABLE, f"overall = {max(math.floor(overall.percent), int(minimum))}"]
-    lines += [f'"{name}" = {math.floor(t.percent)}' for name, t in sorted(tallies.items())]
+    lines = [TABLE, f"overall = {max(math.floor(overall.percent - MARGIN), int(minimum))}"]
+    lines += [f'"{name}" = {math.floor(t.percent - MARGIN)}' for name, t in sorted(tallies.items())]
     text = PYPROJECT.read_text()
     text = re.sub(re.escape(TABLE) + r"\n(?:.+\n?)*", "\n".join(lines) + "\n", text)
     PYPROJECT.write_text(text)
