@@ -65,21 +65,22 @@ def test_reused_packs_are_locked_as_long_as_the_newest_snapshot(endpoint, tmp_pa
     _tree(src, 1)
     trust = name == "s3"  # moto lets a client shorten COMPLIANCE retention
     storage1 = open_storage(f"s3://{bucket}/repo", endpoint_url=url, lock_days=1, trust_endpoint=trust)
-    repo, _, recovery = Repository.create(storage1, lock_days=1, cache_dir=tmp_path / "cache")
+    repo, key, recovery = Repository.create(storage1, lock_days=1, cache_dir=tmp_path / "cache")
     first = backup_paths(repo, "files", [src])
     old_until = _retain_until(client, bucket, f"repo/{snapshot_name(first.id)}")
 
     _tree(src, 2)
     storage3 = open_storage(f"s3://{bucket}/repo", endpoint_url=url, lock_days=3, trust_endpoint=trust)
-    later = Repository.open(storage3, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    later = Repository.open(storage3, backup_key=key, cache_dir=tmp_path / "cache")  # same writer
     second = backup_paths(later, "files", [src])
     snap_until = _retain_until(client, bucket, f"repo/{snapshot_name(second.id)}")
     assert snap_until > old_until + timedelta(days=1)
-    referenced = _referenced(later, second)
+    reader = Repository.open(storage3, recovery_key=recovery)  # trees need the recovery key
+    referenced = _referenced(reader, second)
     reused = [n for n in referenced if _retain_until(client, bucket, f"repo/{n}") < snap_until]
     assert referenced and not reused
     # snapshot 1's data packs were among them and had to be extended
-    first_packs = _referenced(later, first) & referenced
+    first_packs = _referenced(reader, first) & referenced
     assert first_packs and storage3.retention_requests >= len(first_packs)
 
     before = storage3.retention_requests
@@ -126,12 +127,13 @@ def test_seaweed_backup_identity_extends_but_cannot_shorten_or_delete(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", backup.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backup.secret_key)
     storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint, lock_days=1)
-    repo, _, recovery = Repository.create(storage, lock_days=1, cache_dir=tmp_path / "cache")
+    repo, key, recovery = Repository.create(storage, lock_days=1, cache_dir=tmp_path / "cache")
     src = tmp_path / "src"
     _tree(src, 1)
     backup_paths(repo, "files", [src])
     longer = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint, lock_days=3)
-    info = backup_paths(Repository.open(longer, recovery_key=recovery), "files", [src])
+    # the same writer (its own chunk-id key) reuses its packs and extends their retention
+    info = backup_paths(Repository.open(longer, backup_key=key), "files", [src])
     assert longer.retention_requests > 0
     client = boto3.client("s3", endpoint_url=seaweed.endpoint)  # the backup identity's
     reader = Repository.open(storage, recovery_key=recovery)
@@ -239,13 +241,13 @@ def test_a_sharded_snapshot_locks_the_packs_its_shards_reused(s3_server, make_bu
     client = boto3.client("s3", endpoint_url=s3_server)
     data = [os.urandom(300_000) for _ in range(3)]
     storage1 = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=1, trust_endpoint=True)
-    repo, _, recovery = Repository.create(storage1, lock_days=1, cache_dir=tmp_path / "cache")
+    repo, key, recovery = Repository.create(storage1, lock_days=1, cache_dir=tmp_path / "cache")
     with repo.backup("media", "objects") as session:
         for i, body in enumerate(data):
             session.add_bytes(f"o{i}", body)
         first = session.commit()
     storage3 = open_storage(f"s3://{bucket}/repo", endpoint_url=s3_server, lock_days=3, trust_endpoint=True)
-    later = Repository.open(storage3, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    later = Repository.open(storage3, backup_key=key, cache_dir=tmp_path / "cache")  # same writer
     parts, stats, packs = [], [], []
     for i, body in enumerate(data):  # one shard per object, each reusing snapshot 1's chunks
         with later.backup("media", "objects") as shard:
@@ -257,7 +259,8 @@ def test_a_sharded_snapshot_locks_the_packs_its_shards_reused(s3_server, make_bu
     with later.backup("media", "objects") as session:
         sharded = session.commit_fragments(parts, stats, packs)
     snap_until = _retain_until(client, bucket, f"repo/{snapshot_name(sharded.id)}")
-    referenced = _referenced(later, sharded)
-    reused = {n for n in _referenced(later, first) if n.startswith("data/")} & referenced
+    reader = Repository.open(storage3, recovery_key=recovery)  # trees need the recovery key
+    referenced = _referenced(reader, sharded)
+    reused = {n for n in _referenced(reader, first) if n.startswith("data/")} & referenced
     assert reused  # the shards' data lies in snapshot 1's packs, locked for 1 day at first
     assert all(_retain_until(client, bucket, f"repo/{n}") >= snap_until for n in referenced)
