@@ -161,3 +161,48 @@ def test_replayed_signed_objects_under_new_names_are_refused_and_reported(s3site
     )
     assert snapshot_name(genuine) not in flagged and index not in flagged  # the originals are fine
     assert ref_name("wal/app", "000000010000000000000001") not in flagged
+
+
+def test_a_copy_judges_snapshots_by_the_source_write_times_and_still_catches_backdating(
+    tmp_path: Path,
+    clock: Clock,
+    seaweed,
+    make_seaweed_bucket: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # type: ignore[no-untyped-def]
+    """`lifeboat copy` gives every object a new LastModified: a genuine day-old snapshot of a
+    local-directory primary is not back-dated in the S3 copy (its copy record says the source
+    had no write time to judge by), while one the attacker writes into the copy itself is."""
+    bucket = make_seaweed_bucket(object_lock=False)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "config.txt").write_bytes(GENUINE)
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .copy("offsite", f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint)
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 1})
+        .files("app", [tmp_path / "app"])
+        .write(tmp_path / "lifeboat.toml")
+    )
+    site = S3Site(policy=policy, clock=clock, root=tmp_path, bucket=bucket, endpoint=seaweed.endpoint)
+    site.env["LIFEBOAT_ACTOR"] = "test"
+    with clock.shifted(-2 * DAY):  # the writer was issued two days ago
+        site.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    with clock.shifted(-DAY):
+        old = site.backup("app")
+    new = site.backup("app")
+    site.run("copy", "offsite")
+    offsite = ["--repository", "offsite", *site.recovery]
+    assert [s["id"] for s in site.json("snapshots", *offsite)] == [old, new]
+
+    repo = attacker(site, own_keyfile(site))  # the copy's bucket and this host's key
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", str(-1.5 * DAY))
+    backdated = forge(repo, "app")
+    monkeypatch.delenv("LIFEBOAT_CLOCK_OFFSET")
+    assert [s["id"] for s in site.json("snapshots", *offsite)] == [old, new]
+    proc = site.run("check", "--json", *offsite, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    [message] = refusals(report["problems"], backdated)
+    assert "back-dated" in message
+    assert any("2 snapshot(s) are judged by the write times of copy records" in w for w in report["warnings"])
