@@ -124,9 +124,15 @@ def test_copy_from_a_file_repository_is_verbatim_and_incremental(tmp_path, endpo
     # byte for byte: nothing was decrypted or re-encoded on the way
     primary = stored(f"file://{tmp_path / 'repo'}", None)
     copy = stored(f"s3://{bucket}/copy", offsite.url)
-    assert {n: b for n, b in copy.items() if not n.startswith("audit/")} == {
-        n: b for n, b in primary.items() if not n.startswith("audit/")
+    own = ("audit/", "records/copies/")  # the copy's own: audit copies, and its copy record
+    assert {n: b for n, b in copy.items() if not n.startswith(own)} == {
+        n: b for n, b in primary.items() if not n.startswith(own)
     }
+    # the copy record dates the copied snapshot by the source's write time: none for a
+    # file repository, whose times its writers set (repo/storage_times.py)
+    [record] = [json.loads(b) for n, b in copy.items() if n.startswith("records/copies/")]
+    copied = [n.rsplit("/", 1)[-1] for n in primary if n.startswith("snapshots/")]
+    assert record == {"snapshots": dict.fromkeys(copied)}
 
     again = setup.json("copy", "offsite")
     # nothing but the signed audit copy of the first copy's own entry (audit/, in "refs")

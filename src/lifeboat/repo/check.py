@@ -21,7 +21,7 @@ from lifeboat.repo.model import CheckReport, Problem, References
 from lifeboat.repo.records import RecordsView
 from lifeboat.repo.references import collect_references
 from lifeboat.repo.snapshots import list_snapshots
-from lifeboat.repo.trust import LEGACY_WARNING
+from lifeboat.repo.trust import LEGACY_WARNING, Trust
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
@@ -91,7 +91,7 @@ def check_repository(
         snapshots = listing.accepted
         for name, problem in listing.damaged.items():
             report.problems.append(Problem("corrupt-snapshot", name, problem, [name.rsplit("/", 1)[-1][:12]]))
-        for note in (listing.sealed_summary(), _sealed_indexes(index)):
+        for note in (listing.sealed_summary(), _sealed_indexes(index), _time_note(trust)):
             if note:  # a writer key opens only its own: the recovery side judges the rest
                 report.warnings.append(note)
         for refused in listing.refused:  # never used by any reader; named so they can be removed
@@ -121,6 +121,21 @@ def check_repository(
             chosen = {p: size for p, size in stored.items() if subset is None or subset.holds(p)}
             _read_all_packs(repo, refs, chosen, report, progress, decrypt=not hash_only)
     return report
+
+
+def _time_note(trust: Trust | None) -> str | None:
+    """What the back-dating rule (repo/storage_times.py) could not use: a store whose file
+    times the writer sets, or snapshots dated by copy records (unauthenticated)."""
+    if trust is None:
+        return None
+    if trust.times.copied:
+        return (
+            f"{len(trust.times.copied)} snapshot(s) are judged by the write times of copy records "
+            "(records/copies/): expected in a copy made by 'lifeboat copy', never in a primary"
+        )
+    if not trust.times.trusted:
+        return "snapshot times are as their writers claim: this storage has no write time writers cannot set"
+    return None
 
 
 def _sealed_indexes(index: Index) -> str | None:

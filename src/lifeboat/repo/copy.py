@@ -29,6 +29,7 @@ from lifeboat.repo.immutability import COMMIT_MARGIN, lockable
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import SnapshotInfo
 from lifeboat.repo.sealed import split_signed
+from lifeboat.repo.storage_times import load_storage_times, write_copy_record
 from lifeboat.storage.base import Storage, retention_slack
 
 # Written in this order, each phase complete before the next. Locks are per-repository
@@ -125,8 +126,14 @@ def _copy_all(
     report = CopyReport(source.url, target.url)
     # newest-first listing: a snapshot listed here has its packs in the later listings
     listed: dict[str, dict[str, int]] = {}
+    written: dict[str, float] = {}  # snapshot name -> the source's write time
     for phase, prefixes in reversed(PHASES):
-        listed[phase] = _names(source, prefixes)
+        if phase == "snapshots":
+            stats = [obj for prefix in prefixes for obj in source.list(prefix)]
+            written = {obj.name: obj.mtime for obj in stats}
+            listed[phase] = {obj.name: obj.size for obj in stats}
+        else:
+            listed[phase] = _names(source, prefixes)
     lock = threading.Lock()
     early: set[str] = set()
     if not has_config:
@@ -145,6 +152,7 @@ def _copy_all(
             todo = sorted(n for n in listed[phase] if n not in present and n not in early)
             if phase == "snapshots" and todo:
                 report.retention_extended = follow_retention(target, pool)
+                record_source_times(source, target, {n: written[n] for n in todo})
             report.copied.setdefault(phase, 0)
             report.already_there += len(listed[phase]) - len(todo) - len(early & listed[phase].keys())
             copy = partial(
@@ -185,6 +193,19 @@ def _copy_one(
             report.copied[phase] += 1
         report.bytes += len(data)
     on_object(name, len(data))
+
+
+def record_source_times(source: Storage, target: Storage, written: dict[str, float]) -> None:
+    """Before snapshot headers reach the copy (which dates them anew), a copy record of
+    their write times in the source (repo/storage_times.py): the copy judges them by those,
+    and keeps the source's own record for snapshots the source itself got by a copy."""
+    times = load_storage_times(source)
+    record: dict[str, float | None] = {}
+    for name, mtime in written.items():
+        snapshot_id = name.rsplit("/", 1)[-1]
+        when = times.of(snapshot_id, mtime)
+        record[snapshot_id] = None if when is None else when.timestamp()
+    write_copy_record(target, record)
 
 
 def follow_retention(target: Storage, pool: ThreadPoolExecutor) -> int:

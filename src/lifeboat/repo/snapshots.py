@@ -146,10 +146,12 @@ class SnapshotListing:
         )
 
 
-def _judged(info: SnapshotInfo, check: SignatureCheck, trust: Trust | None) -> SnapshotInfo | RefusedSnapshot:
+def _judged(
+    info: SnapshotInfo, check: SignatureCheck, trust: Trust | None, mtime: float
+) -> SnapshotInfo | RefusedSnapshot:
     if trust is None:  # a legacy repository: no writer identities to check against
         return info
-    verdict: Verdict = trust.judge(check, info.asset, info.time)
+    verdict: Verdict = trust.judge(check, info.asset, info.time, stored=trust.times.of(info.id, mtime))
     if verdict:
         return info
     return RefusedSnapshot(info.id, info.asset, info.time, verdict.writer, str(verdict.reason))
@@ -286,14 +288,16 @@ def list_snapshots(
     for name, result in zip(names, results, strict=True):
         if isinstance(result, tuple) and isinstance(result[0], Unopened):
             snapshot_id = name.rsplit("/", 1)[-1]
-            when = datetime.fromtimestamp(listed[name].mtime, UTC)
+            mtime = listed[name].mtime
+            when = trust.times.of(snapshot_id, mtime) if trust is not None else None
+            when = when or datetime.fromtimestamp(mtime, UTC)
             verdict = _judged_unopened(snapshot_id, result[0], result[1], trust, when)
             if isinstance(verdict, RefusedSnapshot):
                 listing.refused.append(verdict)
             else:
                 listing.sealed[snapshot_id] = verdict
         elif isinstance(result, tuple):
-            judged = _judged(result[0], result[1], trust)
+            judged = _judged(result[0], result[1], trust, listed[name].mtime)
             if isinstance(judged, SnapshotInfo):
                 listing.accepted.append(judged)
             else:
@@ -376,7 +380,9 @@ def cached_history(
             snap = CachedSnapshot(snapshot_id, datetime.fromisoformat(row[2]), str(row[3]))
         except (TypeError, ValueError):
             return None
-        if trust is None or trust.judge(check, snap.asset, snap.time):
+        if trust is None or trust.judge(
+            check, snap.asset, snap.time, stored=trust.times.of(snapshot_id, obj.mtime)
+        ):
             found.append(snap)
     if added:
         cache.save_summary(summary)

@@ -49,6 +49,7 @@ from lifeboat.crypto.writers import (
 from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, LockedError, NotFoundError
 from lifeboat.private import private_dir, write_private
 from lifeboat.repo.format import record_name
+from lifeboat.repo.storage_times import StorageTimes, load_storage_times
 from lifeboat.storage.base import Storage
 
 REGISTRY = "registry/"
@@ -217,11 +218,13 @@ class Verdict:
 
 
 class Trust:
-    """The verified registry and the time rule: what every reader judges objects by."""
+    """The verified registry and the time rule: what every reader judges objects by.
+    ``times``: how the storage dates snapshot headers (repo/storage_times.py)."""
 
-    def __init__(self, registry: Registry, skew: timedelta) -> None:
+    def __init__(self, registry: Registry, skew: timedelta, times: StorageTimes | None = None) -> None:
         self.registry = registry
         self.skew = skew
+        self.times = times or StorageTimes()
 
     def writer_name(self, public: bytes | None) -> str | None:
         """The registry's name for a signing key (the root key has its own name)."""
@@ -233,28 +236,45 @@ class Trust:
         return entry.name if entry else None
 
     def judge(
-        self, check: SignatureCheck, asset: str | None, claimed: datetime, now: datetime | None = None
+        self,
+        check: SignatureCheck,
+        asset: str | None,
+        claimed: datetime,
+        now: datetime | None = None,
+        stored: datetime | None = None,
     ) -> Verdict:
         """Accepted only when signed by a writer the registry allows for ``asset`` at the
-        object's time (or by the root key itself), and not dated beyond the skew ahead.
+        object's time (or by the root key itself), not dated beyond the skew ahead, and not
+        back-dated: claiming a time earlier than ``stored`` (the storage's own write time,
+        S3 LastModified, when there is one) minus the skew.
 
-        Authorisation is judged at the claimed time: a revoked key that back-dates its
-        objects into its valid window is caught by revoking it from the suspected compromise
-        (``keys revoke-writer --since``), the storage's own write time is not consulted yet.
+        Authorisation is judged at the later of the claimed and the stored time, so a
+        revoked key cannot back-date its objects into its valid window where the storage
+        dates them; where it does not (a local directory), revoking the writer from the
+        suspected compromise (``keys revoke-writer --since``) is the defence.
         """
         name = self.writer_name(check.signer)
         if check.refusal is not None:
             return Verdict(name, check.refusal.value)
         assert check.signer is not None
         if check.signer != self.registry.root_public:
-            verdict = self.registry.authorises(check.signer, asset, claimed)
+            at = max(claimed, stored) if stored is not None else claimed
+            verdict = self.registry.authorises(check.signer, asset, at)
             if not verdict:
                 return Verdict(verdict.writer, verdict.reason)
         moment = now or clock.now()
-        if judge_time(claimed, moment, None, self.skew) is TimeVerdict.FUTURE:
+        ruled = judge_time(claimed, moment, stored, self.skew)
+        if ruled is TimeVerdict.FUTURE:
             ahead = claimed - moment
             return Verdict(
                 name, f"dated in the future ({_duration(ahead)} ahead, skew {_duration(self.skew)})"
+            )
+        if ruled is TimeVerdict.BACKDATED:
+            assert stored is not None
+            return Verdict(
+                name,
+                f"back-dated ({_duration(stored - claimed)} earlier than the storage wrote it at "
+                f"{stored.isoformat(timespec='seconds')}, skew {_duration(self.skew)})",
             )
         return Verdict(name)
 
@@ -283,7 +303,7 @@ def load_trust(storage: Storage, config: dict[str, Any], cache_dir: Path | None)
     registry, newest = verify_chain(stored_versions(storage), root_public, str(config["id"]), checkpoint)
     if checkpoint is None or newest.sequence > checkpoint.sequence:
         _write_checkpoint(cache_dir, newest)
-    return Trust(registry, skew_of(config))
+    return Trust(registry, skew_of(config), load_storage_times(storage))
 
 
 def _read_checkpoint(cache_dir: Path | None) -> Checkpoint | None:

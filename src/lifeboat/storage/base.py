@@ -76,6 +76,12 @@ class Storage(Protocol):
         """Release connections and pools."""
 
 
+def write_times_trusted(storage: Storage) -> bool:
+    """Whether ``ObjectStat.mtime`` is the store's own write time, which no writer can choose
+    (S3 ``LastModified``), rather than a file time its writer may set (a local directory)."""
+    return getattr(storage, "write_times_trusted", False) is True
+
+
 def retention_slack(lock_days: int) -> timedelta:
     """How far past the retention it needs an object later snapshots reuse (packs,
     indexes) is locked, so most snapshots find what they reuse already covered: a quarter

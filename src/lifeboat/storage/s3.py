@@ -79,6 +79,9 @@ class _Version:
 class S3Storage:
     """Objects under ``s3://bucket/prefix``. Credentials come from the usual AWS chain."""
 
+    # LastModified is set by the store, not by the writer (storage/base.py)
+    write_times_trusted = True
+
     def __init__(
         self,
         bucket: str,
