@@ -10,7 +10,9 @@ cannot back-date its way into its valid window; a replayed object is refused and
 from __future__ import annotations
 
 import json
+import math
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 from tests.attacks.test_forged_history import GENUINE, Site, forge, refusals
 from tests.harness import Clock, PolicyBuilder
+from tests.harness.wait import wait_until
 
 DAY = 86400
 HOUR = 3600
@@ -115,6 +118,10 @@ def test_a_revoked_writer_cannot_backdate_into_its_valid_window(
         site.json("keys", "add-writer", "web-1", "--assets", "web", "--out", str(out), *site.recovery)
     before = forge(attacker(site, out), "web", b"before the revocation\n")
     site.json("keys", "revoke-writer", "web-1", *site.recovery)
+    # S3 LastModified counts whole seconds: the forgery lands in a second that starts after
+    # the revocation, as any write more than a second later does
+    next_second = math.floor(time.time()) + 1
+    wait_until(lambda: time.time() >= next_second, "the next whole second", interval=0.01)
 
     # After its revocation, web-1 dates a snapshot an hour back: inside its valid window by
     # the claimed time, after the revocation by the store's LastModified.
