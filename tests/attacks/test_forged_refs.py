@@ -81,6 +81,7 @@ def test_refs_forged_with_another_writers_key_are_ignored_and_reported(site: Sit
     # The compromised web host: its key file and the storage, nothing else.
     key = load_backup_key(out)
     attacker = Repository.open(open_storage(f"file://{site.root / 'repo'}"), backup_key=key)
+    attacker.require_writer_for = lambda asset: None  # type: ignore[method-assign]  # its own code skips the client's up-front refusal
     attacker.put_ref(NS, SEGMENTS[2], b"a segment of the attacker's choosing")  # signed by web-1
     attacker.put_ref(NS, FORGED_HISTORY, b"1\t0/3000000\tforged timeline\n", labels={"kind": "history"})
     # A trailer naming the genuine writer's key over a signature made with its own key.

@@ -79,7 +79,8 @@ def test_a_backup_with_the_rotated_away_key_is_refused_by_every_reader(site: Sit
 
     assert site.snapshot_ids("app") == [before, after]
     listed = site.run("snapshots").stdout
-    # the rotated key cannot open the old key's sealed header, and says it is refused all the same
+    # the writer-side listing cannot open the old generation's sealed header: it is named
+    # by the signature's asset and writer (repo/snapshots.py)
     assert f"refused sealed snapshot {forged[:12]} of app by {writer} refused: writer revoked" in listed
     assert site.restored("app", "config.txt") == GENUINE
     target = site.root / "by-id"

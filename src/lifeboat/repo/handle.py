@@ -62,6 +62,10 @@ class RepoHandle(Protocol):
         """The readable snapshots (of ``asset``, or all), oldest first."""
         ...
 
+    def require_writer_for(self, asset: str) -> None:
+        """Refuse up front what every reader would refuse (this key may not write ``asset``)."""
+        ...
+
     def trust(self, refresh: bool = False) -> Trust | None:
         """The verified writer registry (None: an unsigned legacy repository)."""
         ...

@@ -230,6 +230,11 @@ def put_ref(
 
     Refs are meant for objects that fit in memory (WAL segments, records of a few MiB).
     """
+    asset = ref_asset(namespace)
+    if asset is not None:
+        # refused now, as a backup is, rather than stored where every reader ignores it: an
+        # archive_command that "succeeds" lets PostgreSQL delete a segment no restore can use
+        repo.require_writer_for(asset)
     content = data if isinstance(data, bytes) else data.read()
     digest = repo.keyring.digest()
     digest.update(content)

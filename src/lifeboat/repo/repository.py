@@ -211,6 +211,7 @@ class Repository:
                 id_key = unwrap_key(chain[-1].private, _unb64(config["id_key_wrapped"]), ID_KEY_CONTEXT)
             except IntegrityError:
                 raise KeyError_("the recovery key does not open this repository") from None
+            check_root_public(config, chain)
             # Data written with the recovery key is wrapped for the newest key, never a retired one.
             keyring = Keyring(
                 config["id"],
@@ -227,6 +228,11 @@ class Repository:
             repo.signing = backup_key.signing if backup_key is not None else None
             if repo.signing is None and root_public_of(config) is not None:
                 repo.signing = RootKey.from_chain(config["id"], chain).signing
+            elif repo.signing is not None and root_public_of(config) is not None:
+                try:
+                    repo.trust()  # a revoked writer key file: the root key signs instead
+                except IntegrityError:
+                    pass  # a broken registry: `check` reports it; nothing is judged by it here
             return repo
         if backup_key is None:
             raise KeyError_("opening the repository needs a backup key or the recovery key")
@@ -247,7 +253,21 @@ class Repository:
         if not self._trust_loaded or refresh:
             self._trust = load_trust(self.storage, self.config, self.cache_dir)
             self._trust_loaded = True
+            self._sign_as_root_unless_authorised()
         return self._trust
+
+    def _sign_as_root_unless_authorised(self) -> None:
+        """On the recovery side, a writer key the registry no longer authorises (revoked,
+        rotated away, unknown) never signs: what it signed now (a prune's or consolidation's
+        index file listing every writer's packs, audit copies) would be refused by every
+        reader. The root key, which this handle holds, signs instead."""
+        if not self._chain or self._trust is None or self.signing is None:
+            return
+        public = raw_public(self.signing)
+        if public == self._trust.registry.root_public:
+            return
+        if not self._trust.registry.authorises(public, None, clock.now()):
+            self.signing = RootKey.from_chain(self.id, self._chain).signing
 
     def root_key(self) -> RootKey:
         """The repository's root signing key (needs the recovery key or shares)."""
@@ -691,6 +711,20 @@ class Repository:
     def close(self) -> None:
         """Closes the storage."""
         self.storage.close()
+
+
+def check_root_public(config: dict[str, Any], chain: list[RecoveryKey]) -> None:
+    """Raises when the config's pinned root key is not the one the recovery chain derives.
+    The config is plaintext in storage: a backup host with storage credentials could
+    replace it, and the registry, with a root of its own, which a host without a registry
+    checkpoint (a fresh disaster-recovery host) would otherwise trust."""
+    pinned = root_public_of(config)
+    if pinned is not None and RootKey.from_chain(config["id"], chain).public != pinned:
+        raise IntegrityError(
+            "the repository config names a root key the recovery key does not derive: "
+            "the config was replaced",
+            hint="restore the config from a copy; run 'lifeboat check' from a host that kept its state",
+        )
 
 
 def check_recovery_key(config: dict[str, Any], key: RecoveryKey) -> None:

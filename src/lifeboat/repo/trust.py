@@ -57,6 +57,7 @@ CHECKPOINT_NAME = "registry-checkpoint.json"
 ROOT_WRITER = "recovery side (root key)"  # what reports call an object the root key signed
 LEGACY_WARNING = "unsigned legacy repository: snapshot writers are not verified (created before writer keys)"
 SKEW_SETTING = "clock_skew_s"
+MAX_SKEW = timedelta(hours=1)  # the most a (tamperable, plaintext) config may allow
 
 
 def registry_record_name(sequence: int) -> str:
@@ -71,11 +72,18 @@ def root_public_of(config: dict[str, Any]) -> bytes | None:
 
 
 def skew_of(config: dict[str, Any]) -> timedelta:
-    """How far in the future a snapshot's time may lie (clocks differ a little)."""
+    """How far in the future a snapshot's time may lie (clocks differ a little), within
+    [0, MAX_SKEW]: the config is plaintext in storage, so a backup host with storage
+    credentials can rewrite it. A huge skew would let its future-dated snapshots become
+    "latest" and fill forget's buckets; a negative one would refuse every genuine snapshot,
+    and prune would then delete their data."""
     try:
-        return timedelta(seconds=float(config.get(SKEW_SETTING, DEFAULT_SKEW.total_seconds())))
+        seconds = float(config.get(SKEW_SETTING, DEFAULT_SKEW.total_seconds()))
     except (TypeError, ValueError):
         return DEFAULT_SKEW
+    if seconds != seconds:  # NaN
+        return DEFAULT_SKEW
+    return timedelta(seconds=min(max(seconds, 0.0), MAX_SKEW.total_seconds()))
 
 
 def default_writer_name() -> str:

@@ -348,13 +348,15 @@ def revoke_writer_key(
     from lifeboat.crypto.writers import revoke_writer
     from lifeboat.repo.trust import newest_signed, store_version
 
-    at = since or clock.now()
-    if at.tzinfo is None:
+    if since is not None and since.tzinfo is None:
         raise ConfigError("--since needs a time with a zone, e.g. 2026-11-30T08:00:00+00:00")
     with (
         reading(policy, creds, purpose="keys revoke-writer") as session,
         Audited(session, "keys-revoke-writer"),
     ):
+        # "now" once the repository is open: the recovery key's use, logged (and copied,
+        # signed by this very writer when it is the policy's) while opening, predates it
+        at = since or clock.now()
         repo = session.repo
         root = repo.root_key()
         previous = newest_signed(repo.storage, root.public, repo.id)
