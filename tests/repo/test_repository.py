@@ -240,6 +240,33 @@ def test_refs_are_idempotent_and_never_overwritten(repo_keys):
     assert reader.read_ref(reader.get_ref("wal/db", "000000010000000000000001")) == b"segment" * 1000
 
 
+def test_prune_keeps_the_data_of_a_genuine_snapshot_refused_for_a_clock_running_ahead(
+    repo_keys, tmp_path, monkeypatch
+):
+    """A host whose clock runs an hour ahead writes a snapshot every reader refuses (future
+    dated). Prune must not delete its data: once real time catches up it is valid."""
+    storage, repo, _, recovery = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    ahead = os.urandom(2 << 20)
+    (src / "ahead").write_bytes(ahead)
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "3600")
+    backup_paths(repo, "files", [src])
+    monkeypatch.delenv("LIFEBOAT_CLOCK_OFFSET")
+    reader = Repository.open(storage, recovery_key=recovery)
+    listing = reader.snapshot_listing(use_cache=False)
+    assert listing.accepted == [] and [r.reason[:19] for r in listing.refused] == ["dated in the future"]
+
+    pruned = reader.prune()
+
+    assert pruned.bytes_removed == 0
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "3700")  # real time has caught up
+    later = Repository.open(storage, recovery_key=recovery)
+    out = tmp_path / "out"
+    restore_snapshot(later, later.find_snapshot("files"), out)
+    assert (out / "src" / "ahead").read_bytes() == ahead
+
+
 def test_forget_and_prune_keep_what_remaining_snapshots_need(repo_keys, tmp_path):
     storage, repo, _, recovery = repo_keys
     src = tmp_path / "src"

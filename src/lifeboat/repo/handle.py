@@ -8,8 +8,9 @@ package has no import cycle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.repo.index import Index
@@ -18,6 +19,9 @@ from lifeboat.repo.model import SnapshotInfo
 from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.repo.trust import Trust
 from lifeboat.storage.base import Storage
+
+if TYPE_CHECKING:
+    from lifeboat.repo.snapshots import SnapshotListing
 
 
 class RepoHandle(Protocol):
@@ -48,6 +52,10 @@ class RepoHandle(Protocol):
 
     def read_blob(self, blob_id: str) -> bytes:
         """A blob's verified plaintext (needs the recovery key)."""
+        ...
+
+    def snapshot_listing(self, *, use_cache: bool = True, assets: Sequence[str] = ()) -> SnapshotListing:
+        """Every snapshot header judged: accepted, refused (writer, reason), damaged, sealed."""
         ...
 
     def require_reader(self, what: str) -> None:

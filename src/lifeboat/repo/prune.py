@@ -39,7 +39,7 @@ def prune_repository(
     report = PruneReport()
     with RepoLock(repo.storage, exclusive=True, operation="prune"):
         index = repo.load_index_for_writing()
-        refs = collect_references(repo, read_trees=True)
+        refs = collect_references(repo, read_trees=True, keep_refused=True)
         if not refs.complete:
             raise CheckFailed(
                 "prune stopped: some snapshot trees or refs are unreadable, so nothing is deleted",

@@ -16,13 +16,24 @@ if TYPE_CHECKING:
 
 
 def collect_references(
-    repo: RepoHandle, *, read_trees: bool, snapshots: list[SnapshotInfo] | None = None
+    repo: RepoHandle,
+    *,
+    read_trees: bool,
+    snapshots: list[SnapshotInfo] | None = None,
+    keep_refused: bool = False,
 ) -> References:
     """Which blobs snapshots, refs and pending shards use (``read_trees``: from the trees
-    too); ``snapshots``: the repository's snapshots when the caller has just read them."""
+    too); ``snapshots``: the repository's snapshots when the caller has just read them.
+    ``keep_refused`` (prune): refused snapshots that opened count as users too. No reader
+    uses them, but a genuine one may be refused (its host's clock ran ahead, or a
+    revocation dated back to a suspected compromise, and then valid once the clock caught
+    up): prune never deletes their data on its own judgement."""
     refs = References()
     refs.snapshots = repo.snapshots() if snapshots is None else snapshots
-    for snap in refs.snapshots:
+    kept = list(refs.snapshots)
+    if keep_refused:
+        kept += [r.held for r in repo.snapshot_listing(use_cache=False).refused if r.held is not None]
+    for snap in kept:
         for tree_id in snap.tree:
             refs.add(tree_id, snap.short_id, "(tree)")
         if not read_trees:

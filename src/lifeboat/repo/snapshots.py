@@ -110,6 +110,9 @@ class RefusedSnapshot:
     time: datetime | None
     writer: str | None
     reason: str
+    # the opened header (None: nothing opened it): prune keeps what it references, since a
+    # genuine snapshot may be refused (a clock running ahead, `revoke-writer --since`)
+    held: SnapshotInfo | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         """One line for ``check``, ``status`` and ``snapshots``."""
@@ -154,7 +157,7 @@ def _judged(
     verdict: Verdict = trust.judge(check, info.asset, info.time, stored=trust.times.of(info.id, mtime))
     if verdict:
         return info
-    return RefusedSnapshot(info.id, info.asset, info.time, verdict.writer, str(verdict.reason))
+    return RefusedSnapshot(info.id, info.asset, info.time, verdict.writer, str(verdict.reason), held=info)
 
 
 def _claimed_asset(
