@@ -61,6 +61,11 @@ class Site(LifeboatCli):
         assert proc.returncode == 1, proc.stdout + proc.stderr
         return list(json.loads(proc.stdout)["problems"])
 
+    def check_problems_read_data(self) -> list[dict[str, object]]:
+        proc = self.run("check", "--read-data", "--json", *self.recovery, check=False)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        return list(json.loads(proc.stdout)["problems"])
+
     def status_breaches(self) -> list[str]:
         proc = self.run("status", "--json", check=False)
         assert proc.returncode == 1, proc.stdout + proc.stderr

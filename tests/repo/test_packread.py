@@ -18,6 +18,7 @@ from lifeboat.errors import IntegrityError
 from lifeboat.repo import Repository
 from lifeboat.repo import reader as reader_module
 from lifeboat.repo.format import BlobLocation, pack_name
+from lifeboat.repo.index import Index
 from lifeboat.repo.packread import PACK_HEADER_LEN, Span, plan_spans, span_numbers
 from lifeboat.repo.reader import _pack_order
 from lifeboat.storage import open_storage
@@ -185,3 +186,21 @@ def test_a_lagging_span_is_needed_at_its_first_unserved_read() -> None:
     assert max([lagging, ahead], key=Span.next_need) is ahead  # the one to evict
     ahead.uses = 0
     assert ahead.next_need() == float("inf")  # nothing left to serve: dropped first
+
+
+def test_a_blob_listed_twice_keeps_every_location_and_the_failed_one_goes_last() -> None:
+    """Pure index logic: a second listing of a blob is kept as a fallback, ``demote``
+    moves a location that failed authentication behind the others, and dropping a pack
+    keeps the blob's other location instead of forgetting the blob."""
+    index = Index()
+    index.add_pack({"id": "p1", "blobs": [["b", "data", 10, 20, 5]]})
+    index.add_pack({"id": "p2", "blobs": [["b", "data", 30, 40, 7], ["c", "data", 0, 9, 3]]})
+    index.add_pack({"id": "p1", "blobs": [["b", "data", 10, 20, 5]]})  # the same listing again
+    first, second = BlobLocation("p1", 10, 20, 5, "data"), BlobLocation("p2", 30, 40, 7, "data")
+    assert index.locations("b") == [first, second] and index.listed_elsewhere("b")
+    assert not index.listed_elsewhere("c") and not index.demote("c", index.locations("c")[0])
+    assert index.demote("b", first) and index.get("b") == second
+    assert index.demote("b", first) and index.get("b") == second  # a second reader's demotion
+    assert index.locations("b") == [second, first]
+    index.drop_packs(["p2"])
+    assert index.locations("b") == [first] and "c" not in index

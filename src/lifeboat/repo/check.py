@@ -12,7 +12,7 @@ from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.escrow import escrow_problems
-from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer, snapshot_name
+from lifeboat.repo.format import BlobLocation, pack_name, parse_pack_header, parse_pack_trailer, snapshot_name
 from lifeboat.repo.immutability import endpoint_problems, retention_problems, tampering_problems
 from lifeboat.repo.index import Index
 from lifeboat.repo.keyring import EscrowRequired
@@ -110,10 +110,10 @@ def check_repository(
         report.packs = len(stored)
         report.chunks = len(index)
         for blob_id in refs.users:
-            loc = index.get(blob_id)
-            if loc is None or loc.pack not in stored:
+            locations = index.locations(blob_id)
+            if not any(loc.pack in stored for loc in locations):
                 snaps, files = _affected(refs, [blob_id])
-                where = "not in any index" if loc is None else f"its pack {loc.pack[:16]} is missing"
+                where = f"its pack {locations[0].pack[:16]} is missing" if locations else "not in any index"
                 report.problems.append(
                     Problem("missing-chunk", blob_id, f"chunk {blob_id[:16]} is {where}", snaps, files)
                 )
@@ -145,6 +145,16 @@ def _sealed_indexes(index: Index) -> str | None:
         f"{len(index.sealed)} index file(s) by other writers are sealed to this key and were not "
         "judged: run 'lifeboat check' with the recovery key"
     )
+
+
+def _listed_here(index: Index, blob_ids: list[str], pack_id: str) -> list[tuple[str, BlobLocation]]:
+    """Every (blob id, location) the index lists in this pack."""
+    return [
+        (blob_id, loc)
+        for blob_id in sorted(set(blob_ids))
+        for loc in index.locations(blob_id)
+        if loc.pack == pack_id
+    ]
 
 
 def _read_all_packs(
@@ -192,18 +202,18 @@ def _read_all_packs(
             return problems  # key material: its chunks open only with the custodians' shares
         except IntegrityError:
             cipher = None
-        for blob_id in sorted(set(packs[pack_id])):
-            loc = index.get(blob_id)
-            if loc is None or loc.pack != pack_id:
-                continue
-            if trailer and blob_id in trailer and tuple(trailer[blob_id][2:4]) != (loc.offset, loc.length):
+        for blob_id, loc in _listed_here(index, packs[pack_id], pack_id):
+            if trailer and tuple(trailer.get(blob_id, ())[2:4]) != (loc.offset, loc.length):
+                # The pack (its name is its hash) does not hold this chunk there: an index
+                # file misdirects it. The pack is not to blame; restores try other locations.
                 problems.append(
                     Problem(
                         "corrupt-index",
                         pack_name(pack_id),
-                        f"index and pack disagree about chunk {blob_id[:16]}",
+                        f"an index file places chunk {blob_id[:16]} where the pack does not hold it",
                     )
                 )
+                continue
             try:
                 if cipher is None:
                     raise IntegrityError("pack header is damaged")

@@ -138,14 +138,17 @@ def read_index_files(
 
 
 def merge_entries(files: Iterable[list[PackEntry]]) -> list[PackEntry]:
-    """One entry per pack, every blob listed for it once, in a stable order (so the same
-    inputs always give the same bytes, hence the same name)."""
-    packs: dict[str, dict[str, list[object]]] = {}
+    """One entry per pack, every distinct blob entry listed for it once, in a stable order
+    (so the same inputs always give the same bytes, hence the same name). Entries that
+    disagree about a blob are all kept: one may come from a misdirecting index file, and
+    only reading the pack tells which (readers fall back, repack asks the pack's trailer)."""
+    packs: dict[str, dict[tuple[str, str, int, int, int], list[object]]] = {}
     for entries in files:
         for pack in entries:
             blobs = packs.setdefault(pack["id"], {})
             for blob in pack["blobs"]:
-                blobs.setdefault(blob[0], list(blob))
+                key = (str(blob[0]), str(blob[1]), int(blob[2]), int(blob[3]), int(blob[4]))
+                blobs.setdefault(key, list(blob))
     return [{"id": p, "blobs": [blobs[b] for b in sorted(blobs)]} for p, blobs in sorted(packs.items())]
 
 

@@ -48,7 +48,7 @@ def objects_of(
 ) -> set[str]:
     """The pack and index files that hold ``blob_ids`` (per ``index``) or are the packs
     ``pack_ids``, plus ``extra``."""
-    packs = {loc.pack for b in blob_ids if (loc := index.get(b)) is not None}
+    packs = {loc.pack for b in blob_ids for loc in index.locations(b)}
     packs.update(pack_ids)
     names = {pack_name(p) for p in packs}
     names.update(name for name, listed in index.files.items() if packs.intersection(listed))
@@ -144,12 +144,10 @@ def retention_problems(repo: RepoHandle, refs: References, index: Index) -> list
             need[name] = (until, short_id)
 
     for blob_id, users in refs.users.items():
-        loc = index.get(blob_id)
-        if loc is None:
-            continue  # reported as missing-chunk
-        for short_id, _ in users:
-            if short_id in snap_until:
-                require(pack_name(loc.pack), snap_until[short_id], short_id)
+        for loc in index.locations(blob_id):  # none: reported as missing-chunk
+            for short_id, _ in users:
+                if short_id in snap_until:
+                    require(pack_name(loc.pack), snap_until[short_id], short_id)
     for name, listed in index.files.items():
         for pack_id in listed:
             if pack_name(pack_id) in need:

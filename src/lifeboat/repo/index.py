@@ -39,10 +39,18 @@ PackEntry = dict[str, Any]  # {"id": pack id, "blobs": [[id, type, offset, lengt
 
 
 class Index:
-    """In-memory union of index files, thread-safe."""
+    """In-memory union of index files, thread-safe.
+
+    A blob may be listed at more than one location: two backups that stored the same chunk
+    concurrently, or an index file a compromised writer signed pointing other writers' blob
+    ids at the wrong bytes (any authorised writer may sign an index, and a blob id does not
+    say whose it is). The first location listed is tried first; readers that find it fails
+    authentication fall back to the others (``locations``) and ``demote`` it, and every
+    location counts as holding the blob for what prune keeps and retention locks."""
 
     def __init__(self) -> None:
         self._blobs: dict[str, BlobLocation] = {}
+        self._alternates: dict[str, list[BlobLocation]] = {}  # blob id -> its other locations
         self._packs: dict[str, list[str]] = {}
         self.files: dict[str, list[str]] = {}  # index file name -> pack ids it lists
         self.damaged: dict[str, str] = {}  # index file name -> problem
@@ -57,8 +65,30 @@ class Index:
         return len(self._blobs)
 
     def get(self, blob_id: str) -> BlobLocation | None:
-        """Where a blob is stored, or None."""
+        """Where a blob is stored (the location to try first), or None."""
         return self._blobs.get(blob_id)
+
+    def locations(self, blob_id: str) -> list[BlobLocation]:
+        """Every location listed for a blob, the one to try first first."""
+        with self._lock:
+            first = self._blobs.get(blob_id)
+            return [] if first is None else [first, *self._alternates.get(blob_id, ())]
+
+    def listed_elsewhere(self, blob_id: str) -> bool:
+        """Whether the blob has more than one location (cheap: no list is built)."""
+        return blob_id in self._alternates
+
+    def demote(self, blob_id: str, failed: BlobLocation) -> bool:
+        """Moves a location that failed authentication behind the blob's others; False when
+        there is no other location to try."""
+        with self._lock:
+            others = self._alternates.get(blob_id)
+            if not others:
+                return False
+            if self._blobs.get(blob_id) == failed:  # another reader may have demoted it already
+                self._blobs[blob_id] = others.pop(0)
+                others.append(failed)
+            return True
 
     def packs(self) -> dict[str, list[str]]:
         """The ids of the packs the index lists."""
@@ -70,18 +100,27 @@ class Index:
         with self._lock:
             ids = self._packs.setdefault(pack_id, [])
             for blob_id, btype, offset, length, raw_length in pack["blobs"]:
-                if blob_id not in self._blobs:
-                    self._blobs[blob_id] = BlobLocation(pack_id, offset, length, raw_length, btype)
+                loc = BlobLocation(pack_id, offset, length, raw_length, btype)
+                first = self._blobs.setdefault(blob_id, loc)
+                if first != loc:
+                    others = self._alternates.setdefault(blob_id, [])
+                    if loc not in others:
+                        others.append(loc)
                 ids.append(blob_id)
 
     def drop_packs(self, pack_ids: Iterable[str]) -> None:
-        """Forgets packs (vanished or pruned)."""
+        """Forgets packs (vanished or pruned); a blob listed elsewhere too keeps that location."""
         with self._lock:
             for pack_id in pack_ids:
                 for blob_id in self._packs.pop(pack_id, []):
+                    others = [o for o in self._alternates.pop(blob_id, []) if o.pack != pack_id]
                     loc = self._blobs.get(blob_id)
                     if loc is not None and loc.pack == pack_id:
                         del self._blobs[blob_id]
+                        if others:
+                            self._blobs[blob_id] = others.pop(0)
+                    if others:
+                        self._alternates[blob_id] = others
 
     def blob_ids(self) -> set[str]:
         """Every blob id the index knows."""

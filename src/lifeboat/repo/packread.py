@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lifeboat.crypto.envelope import WRAPPED_KEY_LEN
-from lifeboat.errors import IntegrityError
+from lifeboat.errors import IntegrityError, NotFoundError
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.format import BLOB_TREE, BlobLocation, check_blob_entry, pack_name, parse_pack_header
 from lifeboat.repo.keyring import ESCROW_PACK_TAG, Keyring
@@ -200,6 +200,10 @@ class PackRanges:
 
         try:
             return open_blob(self.repo.keyring, blob_id, loc, lambda: self._header(span, future), envelope)
+        except (IntegrityError, NotFoundError):
+            if not self.repo.index().demote(blob_id, loc):
+                raise
+            return self.repo.read_blob(blob_id)  # another index file lists it elsewhere
         finally:
             with self._lock:
                 span.uses -= 1
@@ -285,9 +289,14 @@ class TreePacks:
         def header() -> bytes:
             return parse_pack_header(data[:PACK_HEADER_LEN])[0]
 
-        return open_blob(
-            self.repo.keyring, blob_id, loc, header, lambda: data[loc.offset : loc.offset + loc.length]
-        )
+        try:
+            return open_blob(
+                self.repo.keyring, blob_id, loc, header, lambda: data[loc.offset : loc.offset + loc.length]
+            )
+        except IntegrityError:
+            if not index.demote(blob_id, loc):
+                raise
+            return self.repo.read_blob(blob_id)  # another index file lists it elsewhere
 
     def _fetch(self, loc: BlobLocation) -> bytes | None:
         """The pack's bytes from its start to its last tree blob's end (None when that is
@@ -301,7 +310,10 @@ class TreePacks:
                 end = max(end, other.offset + other.length)
         if end > span_limits(self.repo)[1]:  # on a local disk a blob's own read is a pread
             return None
-        data = self.repo.storage.get(pack_name(loc.pack), 0, end)
+        try:
+            data = self.repo.storage.get(pack_name(loc.pack), 0, end)
+        except NotFoundError:
+            return None  # read_blob tries the blob's other locations, or names what is missing
         self._packs[loc.pack] = data
         while len(self._packs) > self.held:
             self._packs.popitem(last=False)

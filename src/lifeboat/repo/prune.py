@@ -65,7 +65,7 @@ def prune_repository(
             report.bytes_removed = sum(stored.get(p, 0) for p in unused + orphans)
             report.packs_repacked = len(plan.packs)
             return report
-        repacked = repack(repo, index, entries, plan, kept_ids, needed, progress)
+        repacked = repack(repo, index, entries, plan, needed, progress)
         report.packs_repacked = len(repacked.repacked)
         report.bytes_repacked = repacked.bytes_written
         gone = set(repacked.repacked)

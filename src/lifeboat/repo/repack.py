@@ -30,7 +30,7 @@ from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.consolidate import free_of_retention, merge_entries, read_index_files
-from lifeboat.repo.format import pack_name, parse_pack_header
+from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer
 from lifeboat.repo.index import Index, PackEntry
 from lifeboat.repo.packer import Packer
 from lifeboat.repo.packread import PACK_HEADER_LEN
@@ -180,16 +180,15 @@ def repack(
     index: Index,
     entries: dict[str, PackEntry],
     plan: RepackPlan,
-    kept: Iterable[str],
     needed: set[str],
     progress: ProgressSink = NO_PROGRESS,
 ) -> RepackResult:
-    """Copy the needed blobs of ``plan.packs`` that no other kept pack holds into new packs."""
+    """Copy the needed blobs of ``plan.packs`` into new packs. A blob another kept pack is
+    listed as holding is copied all the same: the listing may be a misdirecting index file's
+    (any authorised writer may sign one), and trusting it would delete the only copy."""
     result = RepackResult()
     if not plan.packs:
         return result
-    chosen = set(plan.packs)
-    elsewhere = {b[0] for p in kept if p not in chosen and p in entries for b in entries[p]["blobs"]}
     copied: set[str] = set()
     lock = threading.Lock()
 
@@ -201,7 +200,7 @@ def repack(
     packer = Packer(repo.storage, repo.keyring, repo.pack_size, uploaded, open_packs=1)
     try:
         for pack_id in plan.packs:
-            blobs = [b for b in entries[pack_id]["blobs"] if b[0] in needed and b[0] not in elsewhere]
+            blobs = [b for b in entries[pack_id]["blobs"] if b[0] in needed]
             if escrowed_pack(repo, pack_id):
                 continue  # key material is never re-sealed: this packer wraps to the recovery key
             try:
@@ -243,8 +242,13 @@ def _live_payloads(
         raise IntegrityError(f"{pack_name(pack_id)} does not match its name")
     wrapped, _ = parse_pack_header(data)
     cipher = repo.keyring.pack_cipher(wrapped)
+    # Where each blob is comes from the pack's own trailer (its name is its hash, so its
+    # writer wrote it), not from the index entries: those may come from a misdirecting
+    # index file. A needed blob the trailer does not hold is not here to copy.
+    wanted = {str(b[0]) for b in blobs}
+    held = [b for b in parse_pack_trailer(data) if b[0] in wanted]
     out = []
-    for blob_id, btype, offset, length, raw_length in blobs:
+    for blob_id, btype, offset, length, raw_length in {b[0]: b for b in held}.values():
         payload = cipher.open(data[offset : offset + length], bytes.fromhex(blob_id))
         if not repo.keyring.blob_matches(wrapped, decode_payload(payload, raw_length), blob_id):
             raise IntegrityError(f"chunk {blob_id[:16]} in {pack_name(pack_id)} does not match its id")

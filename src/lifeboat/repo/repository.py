@@ -34,6 +34,7 @@ from lifeboat.repo.chunking import DEFAULT_CHUNK_SIZE
 from lifeboat.repo.format import (
     CONFIG_NAME,
     FORMAT_VERSION,
+    BlobLocation,
     pack_name,
     parse_pack_header,
     parse_pack_trailer,
@@ -417,6 +418,15 @@ class Repository:
             self._headers[pack_id] = header
         return header
 
+    def _open_blob_at(self, blob_id: str, loc: BlobLocation) -> bytes:
+        return open_blob(
+            self.keyring,
+            blob_id,
+            loc,
+            lambda: self._pack_header(loc.pack),
+            lambda: self.storage.get(pack_name(loc.pack), loc.offset, loc.length),
+        )
+
     def read_blob(self, blob_id: str) -> bytes:
         """The blob's plaintext, authenticated, bounded and checked against its id; every
         failure names the chunk and its pack."""
@@ -427,13 +437,19 @@ class Repository:
             damaged = sorted(self.index().damaged)
             hint = f"damaged index files: {', '.join(damaged[:3])}" if damaged else None
             raise IntegrityError(f"chunk {blob_id[:16]} is missing from the repository", hint=hint)
-        return open_blob(
-            self.keyring,
-            blob_id,
-            loc,
-            lambda: self._pack_header(loc.pack),
-            lambda: self.storage.get(pack_name(loc.pack), loc.offset, loc.length),
-        )
+        index = self.index()
+        first_error: IntegrityError | NotFoundError | None = None
+        for where in index.locations(blob_id) or [loc]:
+            try:
+                data = self._open_blob_at(blob_id, where)
+            except (IntegrityError, NotFoundError) as exc:
+                # Another location may hold the genuine bytes (a misdirecting index file).
+                first_error = first_error or exc
+                index.demote(blob_id, where)
+                continue
+            return data
+        assert first_error is not None
+        raise first_error
 
     # -- snapshots ----------------------------------------------------------------------------
 
