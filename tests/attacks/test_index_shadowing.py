@@ -9,6 +9,7 @@ the pack's own trailer does not confirm."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,18 +25,48 @@ def site(tmp_path: Path, clock: Clock) -> Site:
     return make_site(tmp_path, clock)
 
 
-def test_another_writers_forged_index_does_not_break_a_genuine_restore(site: Site) -> None:
+Blob = tuple[str, str, str, int, int, int]  # pack, blob id, type, offset, length, raw length
+
+
+def shifted(table: list[Blob], i: int) -> list[object]:
+    """Each blob id at the next blob's location (another pack, or another place in its own)."""
+    pack, _, btype, offset, length, raw = table[(i + 1) % len(table)]
+    return [pack, table[i][1], btype, offset, length, raw]
+
+
+def resized(table: list[Blob], i: int) -> list[object]:
+    """The genuine location with a wrong plaintext size."""
+    pack, blob_id, btype, offset, length, raw = table[i]
+    return [pack, blob_id, btype, offset, length, raw + 1]
+
+
+def out_of_range(table: list[Blob], i: int) -> list[object]:
+    """A range far past the pack's end (S3 answers 416, a local file short bytes)."""
+    pack, blob_id, btype, _, length, raw = table[i]
+    return [pack, blob_id, btype, 1 << 40, length, raw]
+
+
+def missing_pack(table: list[Blob], i: int) -> list[object]:
+    """A pack that does not exist."""
+    _, blob_id, btype, offset, length, raw = table[i]
+    return ["0" * 64, blob_id, btype, offset, length, raw]
+
+
+@pytest.mark.parametrize("forgery", [shifted, resized, out_of_range, missing_pack])
+def test_another_writers_forged_index_does_not_break_a_genuine_restore(
+    site: Site, forgery: Callable[[list[Blob], int], list[object]]
+) -> None:
     site.backup("app")
     site.backup("web")
     repo = attacker(site, site.issue_writer("web-1", "web"))
-    table = []  # (pack, blob id, type, offset, length, raw length) of every stored blob
+    table: list[Blob] = []  # every stored blob, read from the pack trailers (no key needed)
     for obj in repo.storage.list("data/"):
         pack = obj.name.rsplit("/", 1)[-1]
         table += [(pack, *blob) for blob in parse_pack_trailer(repo.storage.get(obj.name))]
     entries: dict[str, list[list[object]]] = {}
-    for i, (_, blob_id, *_rest) in enumerate(table):
-        pack, _, btype, offset, length, raw = table[(i + 1) % len(table)]
-        entries.setdefault(pack, []).append([blob_id, btype, offset, length, raw])
+    for i in range(len(table)):
+        pack, *blob = forgery(table, i)
+        entries.setdefault(str(pack), []).append(blob)
     packs = [{"id": p, "blobs": b} for p, b in entries.items()]
     first = min(obj.name for obj in repo.storage.list("index/"))
     while True:
@@ -48,8 +79,8 @@ def test_another_writers_forged_index_does_not_break_a_genuine_restore(site: Sit
     problems = site.check_problems_read_data()
     kinds = {str(p["kind"]) for p in problems}
     assert "corrupt-index" in kinds, problems
-    assert "corrupt-chunk" not in kinds, problems  # no healthy pack is blamed
-    # A prune that repacks every small pack keeps what the genuine snapshot needs.
+    assert not kinds & {"corrupt-chunk", "missing-chunk", "corrupt-pack"}, problems  # no healthy pack blamed
+    # A prune that repacks every small pack keeps what the genuine snapshots need.
     site.run("prune", "--repack-small", "--max-unused", "0%", *site.recovery)
     assert site.restored("app", "config.txt") == GENUINE
     assert site.restored("web", "config.txt") == GENUINE

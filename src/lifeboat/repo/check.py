@@ -111,11 +111,20 @@ def check_repository(
         report.chunks = len(index)
         for blob_id in refs.users:
             locations = index.locations(blob_id)
-            if not any(loc.pack in stored for loc in locations):
+            gone = [loc.pack for loc in locations if loc.pack not in stored]
+            if len(gone) == len(locations):
                 snaps, files = _affected(refs, [blob_id])
-                where = f"its pack {locations[0].pack[:16]} is missing" if locations else "not in any index"
+                where = f"its pack {gone[0][:16]} is missing" if gone else "not in any index"
                 report.problems.append(
                     Problem("missing-chunk", blob_id, f"chunk {blob_id[:16]} is {where}", snaps, files)
+                )
+            elif gone:  # every index file a prune leaves lists existing packs only
+                report.problems.append(
+                    Problem(
+                        "corrupt-index",
+                        pack_name(gone[0]),
+                        f"an index file places chunk {blob_id[:16]} in a pack that does not exist",
+                    )
                 )
         if read_data:
             chosen = {p: size for p, size in stored.items() if subset is None or subset.holds(p)}
@@ -203,7 +212,8 @@ def _read_all_packs(
         except IntegrityError:
             cipher = None
         for blob_id, loc in _listed_here(index, packs[pack_id], pack_id):
-            if trailer and tuple(trailer.get(blob_id, ())[2:4]) != (loc.offset, loc.length):
+            held = trailer.get(blob_id, ())
+            if trailer and tuple(held[1:]) != (loc.type, loc.offset, loc.length, loc.raw_length):
                 # The pack (its name is its hash) does not hold this chunk there: an index
                 # file misdirects it. The pack is not to blame; restores try other locations.
                 problems.append(

@@ -100,13 +100,18 @@ class Index:
         with self._lock:
             ids = self._packs.setdefault(pack_id, [])
             for blob_id, btype, offset, length, raw_length in pack["blobs"]:
-                loc = BlobLocation(pack_id, offset, length, raw_length, btype)
-                first = self._blobs.setdefault(blob_id, loc)
-                if first != loc:
-                    others = self._alternates.setdefault(blob_id, [])
-                    if loc not in others:
-                        others.append(loc)
                 ids.append(blob_id)
+                first = self._blobs.get(blob_id)
+                if first is None:
+                    self._blobs[blob_id] = BlobLocation(pack_id, offset, length, raw_length, btype)
+                    continue
+                listed = (first.pack, first.offset, first.length, first.raw_length, first.type)
+                if listed == (pack_id, offset, length, raw_length, btype):
+                    continue  # the same listing again (index files overlap after merges)
+                loc = BlobLocation(pack_id, offset, length, raw_length, btype)
+                others = self._alternates.setdefault(blob_id, [])
+                if loc not in others:
+                    others.append(loc)
 
     def drop_packs(self, pack_ids: Iterable[str]) -> None:
         """Forgets packs (vanished or pruned); a blob listed elsewhere too keeps that location."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lifeboat.crypto.envelope import WRAPPED_KEY_LEN
-from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.errors import IntegrityError, StorageError
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.format import BLOB_TREE, BlobLocation, check_blob_entry, pack_name, parse_pack_header
 from lifeboat.repo.keyring import ESCROW_PACK_TAG, Keyring
@@ -200,7 +200,7 @@ class PackRanges:
 
         try:
             return open_blob(self.repo.keyring, blob_id, loc, lambda: self._header(span, future), envelope)
-        except (IntegrityError, NotFoundError):
+        except (IntegrityError, StorageError):  # a missing pack, a range past its end (416)
             if not self.repo.index().demote(blob_id, loc):
                 raise
             return self.repo.read_blob(blob_id)  # another index file lists it elsewhere
@@ -312,7 +312,7 @@ class TreePacks:
             return None
         try:
             data = self.repo.storage.get(pack_name(loc.pack), 0, end)
-        except NotFoundError:
+        except StorageError:
             return None  # read_blob tries the blob's other locations, or names what is missing
         self._packs[loc.pack] = data
         while len(self._packs) > self.held:

@@ -511,9 +511,9 @@ class _ChunkWriter:
             loc = index.get(chunk_id)
         if loc is None:
             raise IntegrityError(f"chunk {chunk_id[:16]} is missing from the repository")
-        if index.listed_elsewhere(chunk_id):
-            # Index files disagree on where it is (and so perhaps on its size): only the
-            # verified bytes say. read_blob puts the location that verified first.
+        if index.listed_elsewhere(chunk_id) and len({o.raw_length for o in index.locations(chunk_id)}) > 1:
+            # Index files disagree on its size (one misdirects it): only the verified bytes
+            # say. read_blob puts the location that verified first.
             return len(self.repo.read_blob(chunk_id))
         return loc.raw_length
 

@@ -27,6 +27,7 @@ from lifeboat.errors import (
     KeyError_,
     LifeboatError,
     NotFoundError,
+    StorageError,
 )
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import refs
@@ -438,12 +439,13 @@ class Repository:
             hint = f"damaged index files: {', '.join(damaged[:3])}" if damaged else None
             raise IntegrityError(f"chunk {blob_id[:16]} is missing from the repository", hint=hint)
         index = self.index()
-        first_error: IntegrityError | NotFoundError | None = None
+        first_error: IntegrityError | StorageError | None = None
         for where in index.locations(blob_id) or [loc]:
             try:
                 data = self._open_blob_at(blob_id, where)
-            except (IntegrityError, NotFoundError) as exc:
-                # Another location may hold the genuine bytes (a misdirecting index file).
+            except (IntegrityError, StorageError) as exc:
+                # Another location may hold the genuine bytes: a misdirecting index file can
+                # name a missing pack or a range past a pack's end (S3 answers 416).
                 first_error = first_error or exc
                 index.demote(blob_id, where)
                 continue
