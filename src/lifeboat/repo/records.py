@@ -89,7 +89,10 @@ class RecordsView:
 
     def get_record(self, name: str) -> dict[str, Any]:
         """A plaintext record (NotFoundError; IntegrityError when damaged)."""
-        value = json.loads(self.storage.get(record_name(name)))
+        try:
+            value = json.loads(self.storage.get(record_name(name)))
+        except ValueError:
+            raise IntegrityError(f"record {name} is damaged") from None
         if not isinstance(value, dict):
             raise IntegrityError(f"record {name} is damaged")
         return value

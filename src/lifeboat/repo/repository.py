@@ -639,18 +639,11 @@ class Repository:
 
     def get_record(self, name: str) -> dict[str, Any]:
         """A plaintext record (NotFoundError, IntegrityError when damaged)."""
-        try:
-            value = json.loads(self.storage.get(record_name(name)))
-        except ValueError:
-            raise IntegrityError(f"record {name} is damaged") from None
-        if not isinstance(value, dict):
-            raise IntegrityError(f"record {name} is damaged")
-        return value
+        return RecordsView(self.storage, self.config).get_record(name)
 
     def list_records(self, prefix: str = "") -> list[str]:
         """The names of the records under ``prefix``."""
-        base = record_name("")
-        return sorted(obj.name[len(base) :] for obj in self.storage.list(record_name(prefix)))
+        return RecordsView(self.storage, self.config).list_records(prefix)
 
     def put_escrow(self, record: EscrowRecord) -> None:
         """Records an escrow split (``crypto.escrow.EscrowStore``)."""
