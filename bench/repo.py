@@ -261,13 +261,18 @@ def one_run(k: int, args: argparse.Namespace, work: Path, src: Path, size: int, 
             (work / f).unlink(missing_ok=True)
         policy = write_policy(work, src, be.lifeboat_repo)
         lb = [LIFEBOAT, "-c", str(policy)]
+        base_env: dict[str, str] = {}
+        if args.lifeboat_src:  # another checkout's sources (a "before" run of a change)
+            lb = [str(ROOT / ".venv" / "bin" / "python"), "-m", "lifeboat", "-c", str(policy)]
+            base_env = {"PYTHONPATH": str(args.lifeboat_src.resolve())}
         env = {
             "RESTIC_PASSWORD": "bench",
             "RESTIC_REPOSITORY": be.restic_repo,
             "RESTIC_CACHE_DIR": str(work / "restic-cache"),
             **be.env,
+            **base_env,
         }
-        timed("lifeboat init", [*lb, "init"], env=be.env)
+        timed("lifeboat init", [*lb, "init"], env={**be.env, **base_env})
         timed("restic init", [restic, "init"], env=env)
         os.sync()
         server = be.server
@@ -310,6 +315,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per row; medians and ranges printed")
     parser.add_argument("--s3", action="store_true", help="both repositories on a SeaweedFS endpoint")
     parser.add_argument("--workdir", type=Path, help="default bench/out/repo (repo-s3 with --s3)")
+    parser.add_argument(
+        "--lifeboat-src",
+        type=Path,
+        help="run lifeboat from these sources (e.g. `git archive REV src | tar -x -C DIR`, then DIR/src)",
+    )
     args = parser.parse_args()
     size = int(args.size_gb * (1 << 30))
     work = (args.workdir or ROOT / "bench" / "out" / ("repo-s3" if args.s3 else "repo")).resolve()
