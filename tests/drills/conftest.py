@@ -53,7 +53,9 @@ def demo_env(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="package")
+# session, not package: xdist interleaves packages on a worker, and a package fixture is
+# rebuilt each time its package comes back (four 35-second demos in one run)
+@pytest.fixture(scope="session")
 def demo() -> Iterator[Demo]:
     parent = Path(tempfile.mkdtemp(prefix="lb-demo-", dir="/tmp"))
     os.chmod(parent, 0o755)
