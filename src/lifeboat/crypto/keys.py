@@ -91,6 +91,10 @@ class BackupKey:
     # The writer's own chunk-id key (dedup stays within this writer's data). None: a key file
     # from before per-writer id keys, whose chunk ids use the repository-wide ``id_key``.
     chunk_id_key: bytes | None = field(default=None, repr=False)
+    # The metadata keys of this writer's earlier generations, by their public signing key: a
+    # rotated host still opens the headers and index files it sealed before (its snapshots,
+    # parents, status). Only opening keys travel, never an earlier signing key.
+    earlier: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
 
     @property
     def signing(self) -> Ed25519PrivateKey | None:
@@ -116,6 +120,10 @@ class BackupKey:
             }
             if self.chunk_id_key is not None:
                 data["writer"]["id_key"] = _b64(self.chunk_id_key)
+            if self.earlier:
+                data["writer"]["earlier"] = [
+                    {"public": _b64(public), "metadata_key": _b64(key)} for public, key in self.earlier
+                ]
         return data
 
     def save(self, path: Path, *, overwrite: bool = False) -> None:
@@ -204,6 +212,12 @@ def load_backup_key(path: Path) -> BackupKey:
         chunk_id_key = _unb64(writer["id_key"]) if writer is not None and "id_key" in writer else None
         if chunk_id_key is not None and len(chunk_id_key) != 32:
             raise ValueError("id key of the wrong length")
+        earlier = tuple(
+            (_unb64(item["public"]), _unb64(item["metadata_key"]))
+            for item in (writer.get("earlier", []) if writer is not None else [])
+        )
+        if any(len(public) != 32 or len(key) != 32 for public, key in earlier):
+            raise ValueError("earlier key of the wrong length")
         return BackupKey(
             repo_id=str(data["repo_id"]),
             key_id=str(data["key_id"]),
@@ -214,6 +228,7 @@ def load_backup_key(path: Path) -> BackupKey:
             generation=int(writer["generation"]) if writer is not None else 0,
             signing_seed=seed,
             chunk_id_key=chunk_id_key,
+            earlier=earlier,
         )
     except (KeyError, ValueError, TypeError):
         raise KeyError_(f"backup key file {path} is damaged") from None

@@ -123,6 +123,8 @@ class Repository:
         # The Ed25519 key this handle signs snapshot headers with: the writer's (backup key
         # file) or, opened with the recovery key, the root key derived from it.
         self.signing: Ed25519PrivateKey | None = None
+        # the metadata keys of the writer's earlier generations (BackupKey.earlier)
+        self.earlier_metadata: dict[bytes, bytes] = {}
         self._trust: Trust | None = None
         self._trust_loaded = False
         # Opened with the recovery key: its chain (newest first) derives the root key, and the
@@ -245,6 +247,7 @@ class Repository:
             )
         repo = cls(storage, config, Keyring.for_backup(backup_key), backup_key.key_id, cache_dir)
         repo.signing = backup_key.signing
+        repo.earlier_metadata = dict(backup_key.earlier)
         return repo
 
     # -- writers (repo/trust.py) -----------------------------------------------------------
@@ -354,6 +357,7 @@ class Repository:
                 recovery=[key.private for key in self._chain],
                 seal=not self.legacy,
                 require_signed_indexes=self.config.get(SEALED_SETTING) is True,
+                earlier=self.earlier_metadata,
             )
         return codec
 

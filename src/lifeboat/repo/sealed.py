@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +152,7 @@ class MetadataCodec:
         recovery: Sequence[X25519PrivateKey] = (),
         seal: bool = True,
         require_signed_indexes: bool = False,
+        earlier: Mapping[bytes, bytes] | None = None,
     ) -> None:
         self.repo_id = repo_id
         self.mac = mac
@@ -162,6 +163,14 @@ class MetadataCodec:
         self.recovery = list(recovery)
         self.seal = seal
         self.require_signed_indexes = require_signed_indexes
+        # public signing key -> metadata key: this writer now and its earlier generations
+        self._own: dict[bytes, bytes] = dict(earlier or {})
+        if self.public is not None and self._metadata_key is not None:
+            self._own[self.public] = self._metadata_key
+
+    def owns(self, signer: bytes | None) -> bool:
+        """Whether ``signer`` is this writer, now or in an earlier generation (its objects open)."""
+        return signer is not None and signer in self._own
 
     @property
     def reads_all(self) -> bool:
@@ -228,8 +237,8 @@ class MetadataCodec:
         try:
             if self.recovery:
                 plaintext = open_metadata_as_recovery(self.recovery, self.repo_id, namespace, signer, body)
-            elif signer == self.public and self._metadata_key is not None:
-                plaintext = open_own_with(self.repo_id, signer, self._metadata_key, "", namespace, body)
+            elif signer in self._own:
+                plaintext = open_own_with(self.repo_id, signer, self._own[signer], "", namespace, body)
             else:
                 return Unopened(signer, None, body, parsed.signature)
         except IntegrityError:

@@ -84,8 +84,9 @@ def _decode(
 def _opens(codec: MetadataCodec, check: SignatureCheck, sealed: bool) -> bool:
     """Whether this handle could open a header it finds in the local cache: the cache is
     shared by the host's writer-side and recovery-side commands, and a writer key shows
-    only what it opens itself (its own sealed headers, or plaintext ones)."""
-    return codec.reads_all or not sealed or check.signer == codec.public
+    only what it opens itself (its own sealed headers, earlier generations' included, or
+    plaintext ones)."""
+    return codec.reads_all or not sealed or codec.owns(check.signer)
 
 
 def decode_snapshot(snapshot_id: str, data: bytes, codec: MetadataCodec) -> SnapshotInfo:

@@ -201,6 +201,7 @@ def _rotate_writer(
             store_version(repo.storage, version, version.verify(root.public, repo.id).sequence)
             repo.trust(refresh=True)
         new, sequence, _ = issue_writer_key(repo, entry.name, list(entry.assets), recovery_public)
+        new = carry_earlier_generations(repo.id, old, new)
         _replace_key_file(repo, result.keyfile, old, new)
         result.new_key_id = new.key_id
         result.writer = entry.name
@@ -224,6 +225,22 @@ def _rotate_writer(
             **fingerprint,
         )
     return result
+
+
+def carry_earlier_generations(repo_id: str, old: BackupKey, new: BackupKey) -> BackupKey:
+    """``new`` holding the metadata keys of ``old`` and of the generations before it, so the
+    host still opens what it sealed before the rotation (its snapshots, its next backup's
+    parent). A thief of the old file already holds those keys; the new one gains nothing
+    else, and no earlier signing key travels."""
+    from dataclasses import replace
+
+    from lifeboat.crypto.writers import raw_public
+    from lifeboat.repo.sealed import metadata_key_of
+
+    if old.signing is None:
+        return new
+    mine = (raw_public(old.signing), metadata_key_of(repo_id, old.signing))
+    return replace(new, earlier=(*old.earlier, mine))
 
 
 def swap_backup_key(repo: Repository, keyfile: Path, old: BackupKey, recovery_public: bytes) -> BackupKey:
