@@ -7,7 +7,7 @@ files of ``src/lifeboat`` by package (each asset kind is a package of its own, m
 directly under ``lifeboat/`` are ``top-level``), prints one line per package and exits 1
 when any package, or the whole, is below its floor in pyproject.toml
 ``[tool.lifeboat.coverage_floors]``. ``--write`` sets every floor to what was measured less
-``MARGIN``, rounded down (never below ``overall`` for the whole): run it after a full ``make unit``.
+``MARGIN``, rounded down (never below ``overall`` for the whole): run it after a full ``make coverage``.
 """
 
 from __future__ import annotations
