@@ -25,7 +25,7 @@ import pytest
 from lifeboat.assets.postgres.cluster import PgCluster, free_port
 from lifeboat.assets.postgres.configure import archive_command
 from lifeboat.assets.postgres.quoting import setting
-from tests.pgsandbox import PgSandbox, destroy, sandbox_policy
+from tests.pgsandbox import PgSandbox, destroy, init_cluster, sandbox_policy
 from tests.postgres.test_page_checksums import alerting_policy, webhook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root and a postgres system user")
@@ -48,7 +48,8 @@ def root_pg() -> Iterator[PgSandbox]:
         "db", pgdata=root / "pgdata", dsn=cluster.dsn, cls="critical", stream=False
     )
     policy = builder.write(root / "lifeboat.toml")
-    cluster.initdb(
+    init_cluster(
+        cluster,
         "wal_level = replica",
         "archive_mode = on",
         setting("archive_command", archive_command(sys.executable, policy, "db")),
