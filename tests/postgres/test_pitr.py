@@ -166,18 +166,20 @@ def test_pgbench_during_base_backup_restores_consistent(pg):
     run_as = ["runuser", "-u", pg.user, "--"] if pg.user else []
     pg.sql("insert into items (label) values ('present')")  # the policy's SQL check wants a row
     subprocess.run([*run_as, *pgbench, "-i", "-s", "4", "-q", "postgres"], check=True, capture_output=True)
+    # The load runs from before the backup starts until after it ended, then its clients
+    # are disconnected (their open transactions roll back): no fixed duration to sit out.
     load = subprocess.Popen(
-        [*run_as, *pgbench, "-c", "4", "-T", "20", "-n", "postgres"],
+        [*run_as, *pgbench, "-c", "4", "-T", "600", "-n", "postgres"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    clients = "select pid from pg_stat_activity where application_name = 'pgbench'"
     try:
-        wait_until(
-            lambda: pg.sql("select 1 from pg_stat_activity where application_name = 'pgbench'"),
-            "pgbench's clients to connect",
-        )
+        wait_until(lambda: len(pg.sql(clients)) == 4, "pgbench's clients to connect")
         pg.run("backup", "db")
+        assert load.poll() is None and len(pg.sql(clients)) == 4, "the load ended before the backup"
     finally:
+        pg.sql(f"select pg_terminate_backend(pid) from ({clients}) c")
         load.wait(timeout=60)
     expected = pg.sql("select sum(abalance), count(*) from pgbench_accounts")[0]
     history = pg.sql("select count(*) from pgbench_history")[0][0]
