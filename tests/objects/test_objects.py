@@ -110,6 +110,11 @@ def test_ransomware_rollback_restores_every_object_with_metadata(env, make_bucke
     out = env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/restored")
     assert out["ok"] and not out["failed"] and out["restored"] == len(keys)
     assert env.state(staging, "restored/") == before
+    # an object above the multipart threshold goes back in parts (S3 refuses a PUT over
+    # 5 GiB): a multipart ETag is "<md5 of the part md5s>-<parts>"
+    etag = env.s3.head_object(Bucket=staging, Key="restored/video/big.mp4")["ETag"].strip('"')
+    parts = -(-BIG // TRANSFER.multipart_chunksize)
+    assert parts > 1 and etag.endswith(f"-{parts}"), etag
 
 
 def test_second_snapshot_downloads_only_what_changed(env):

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from lifeboat.assets.kind import RestoreRequest, RestoreRun
 
 
+MULTIPART_READ = 1 << 20
+
+
 class ChunkStream(io.RawIOBase):
     """A file-like view of verified snapshot chunks, for streaming uploads."""
 
@@ -265,7 +268,10 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
                 expected = item.entry.sha256
                 verified = target.upload(
                     item.key,
-                    ChunkStream(reader.open(item.entry)),  # type: ignore[arg-type]
+                    # buffered: read(n) returns n bytes (the raw view gives one chunk per
+                    # read), so the transfer manager sees a large object and uploads it in
+                    # parts rather than as one PUT held in memory (S3 refuses a PUT > 5 GiB)
+                    io.BufferedReader(ChunkStream(reader.open(item.entry)), MULTIPART_READ),
                     meta.get("content_type"),
                     dict(meta.get("metadata") or {}),
                     dict(meta.get("tags") or {}),
