@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +40,6 @@ RECOVERY_SIDE = "recovery side"
 # where the signed copy goes when an unsigned copy (written before copies were signed)
 # already holds the entry's name: the repository is put-once, so it cannot be replaced
 SIGNED_SUFFIX = "~signed"
-_COPY_NAME = re.compile(r"audit/(\d{12})-([0-9a-f]{16})(?:~signed)?")
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
@@ -89,10 +87,13 @@ class SealedCopy:
     name: str
     signer: str
 
-    def claims(self) -> tuple[int, str] | None:
-        """(sequence, first 16 hex of the entry's hash) its name claims (None: not a copy's name)."""
-        match = _COPY_NAME.fullmatch(self.name)
-        return (int(match[1]), match[2]) if match else None
+    @property
+    def seq(self) -> int:
+        return int(self.name.removeprefix("audit/").split("-", 1)[0])
+
+    @property
+    def hash_prefix(self) -> str:
+        return self.name.removeprefix("audit/").split("-", 1)[1].split("~", 1)[0]
 
 
 # (object name, signer's public key, sealed bytes) -> the line, or None when this reader
@@ -237,9 +238,8 @@ def _bridged(entries: Sequence[dict[str, Any]], sealed: Sequence[SealedCopy]) ->
     by_seq = {int(e["seq"]): e for e in entries}
     bridged = []
     for copy in sealed:
-        claim = copy.claims()
-        entry = by_seq.get(claim[0]) if claim else None
-        if claim and entry is not None and str(entry["hash"]).startswith(claim[1]):
+        entry = by_seq.get(copy.seq)
+        if entry is not None and str(entry["hash"]).startswith(copy.hash_prefix):
             bridged.append(Anchored(copy.name, entry, copy.signer))
     return bridged
 
