@@ -69,7 +69,6 @@ def _print_verification(result: Any) -> None:
     if result.ok:
         where = (
             f"matches its {result.anchored} signed copies in the repository"
-            + (f" ({result.unopened} more sealed for other keys)" if result.unopened else "")
             if result.compared
             else "(not compared with the repository)"
         )

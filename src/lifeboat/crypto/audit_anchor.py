@@ -17,22 +17,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from lifeboat.crypto.metadata import METADATA_MAGIC
 from lifeboat.crypto.signed import (
     SIGNATURE_MAGIC,
     SIGNATURE_SIZE,
     ObjectType,
     Signature,
+    sign_by_root,
+    sign_object,
     verify_by_root,
     verify_object,
 )
-from lifeboat.crypto.writers import Authorisation, Refusal, Registry
+from lifeboat.crypto.writers import Authorisation, Refusal, Registry, RootKey, WriterKey
 from lifeboat.errors import IntegrityError
 
 GENESIS = "0" * 64
@@ -62,6 +63,17 @@ def anchor_name(entry: dict[str, Any]) -> str:
     return f"audit/{int(entry['seq']):012d}-{str(entry['hash'])[:16]}"
 
 
+def anchor(line: bytes, signer: WriterKey | RootKey) -> tuple[str, bytes]:
+    """(name, stored bytes) of one local audit line as a signed repository object."""
+    line = line.rstrip(b"\n")
+    name = anchor_name(parse_entry(line))
+    if isinstance(signer, RootKey):
+        signature = sign_by_root(signer, ObjectType.AUDIT, name, line)
+    else:
+        signature = sign_object(signer, ObjectType.AUDIT, name, None, line)
+    return name, line + signature.to_bytes()
+
+
 @dataclass(frozen=True)
 class Anchored:
     """An anchored entry whose signature checked out, and who signed it."""
@@ -79,28 +91,6 @@ class Anchored:
         return str(self.entry["hash"])
 
 
-@dataclass(frozen=True)
-class SealedCopy:
-    """A signed copy this reader cannot open (sealed by another writer, or by the recovery
-    side when read with a writer key): its name still says which entry it claims to hold."""
-
-    name: str
-    signer: str
-
-    @property
-    def seq(self) -> int:
-        return int(self.name.removeprefix("audit/").split("-", 1)[0])
-
-    @property
-    def hash_prefix(self) -> str:
-        return self.name.removeprefix("audit/").split("-", 1)[1].split("~", 1)[0]
-
-
-# (object name, signer's public key, sealed bytes) -> the line, or None when this reader
-# may not open it
-Opener = Callable[[str, bytes, bytes], bytes | None]
-
-
 def entry_time(line: bytes) -> datetime | None:
     """The time an entry claims (None when it has none a reader can parse)."""
     try:
@@ -111,44 +101,35 @@ def entry_time(line: bytes) -> datetime | None:
 
 
 def read_anchor(
-    name: str, stored: bytes, registry: Registry, opener: Opener | None = None
-) -> Anchored | SealedCopy | Authorisation:
-    """The entry and its signer, a ``SealedCopy`` when this reader cannot open it, or the
-    refusal (reported, never used for comparison).
+    name: str, stored: bytes, registry: Registry, at_time: datetime | None = None
+) -> Anchored | Authorisation:
+    """The entry and its signer, or the refusal (reported, never used for comparison).
 
-    A writer is judged at the time the entry claims, so entries of a writer revoked since
-    stay valid (a revocation dated at the suspected compromise is what refuses a stolen
-    key's back-dated entries). A sealed copy's time is inside the seal: one this reader
-    cannot open is judged at its writer's issue time (revoked writers' copies count)."""
+    ``at_time`` None: the writer is judged at the time the entry claims, so entries of a
+    writer revoked since stay valid (a revocation dated at the suspected compromise is what
+    refuses a stolen key's back-dated entries)."""
     if len(stored) <= SIGNATURE_SIZE or stored[-SIGNATURE_SIZE:][:4] != SIGNATURE_MAGIC:
         return Authorisation(None, Refusal.UNSIGNED)  # e.g. a bare line, as copies once were
-    body, trailer = stored[:-SIGNATURE_SIZE], stored[-SIGNATURE_SIZE:]
+    line, trailer = stored[:-SIGNATURE_SIZE], stored[-SIGNATURE_SIZE:]
+    if at_time is None:
+        at_time = entry_time(line)
+        if at_time is None:
+            return Authorisation(None, Refusal.MALFORMED)
     try:
         public = Signature.from_bytes(trailer).public
     except IntegrityError:
         return Authorisation(None, Refusal.MALFORMED)
-    line: bytes | None = body
-    if body[:4] == METADATA_MAGIC:
-        try:
-            line = opener(name, public, body) if opener is not None else None
-        except IntegrityError:
-            return Authorisation(None, Refusal.BAD_SIGNATURE)
     if public == registry.root_public:
         try:
-            verify_by_root(registry.root_public, registry.repo_id, ObjectType.AUDIT, name, body, trailer)
+            verify_by_root(registry.root_public, registry.repo_id, ObjectType.AUDIT, name, line, trailer)
         except IntegrityError:
             return Authorisation(RECOVERY_SIDE, Refusal.BAD_SIGNATURE)
         signer = RECOVERY_SIDE
     else:
-        at_time = entry_time(line) if line is not None else _issued(registry, public)
-        if at_time is None:
-            return Authorisation(None, Refusal.MALFORMED)
-        verdict = verify_object(registry, ObjectType.AUDIT, name, None, body, trailer, at_time)
+        verdict = verify_object(registry, ObjectType.AUDIT, name, None, line, trailer, at_time)
         if not verdict:
             return verdict
         signer = str(verdict.writer)
-    if line is None:
-        return SealedCopy(name, signer)
     try:
         entry = parse_entry(line)
     except IntegrityError:
@@ -156,11 +137,6 @@ def read_anchor(
     if name not in (anchor_name(entry), anchor_name(entry) + SIGNED_SUFFIX):
         return Authorisation(signer, Refusal.BAD_SIGNATURE)
     return Anchored(name, entry, signer)
-
-
-def _issued(registry: Registry, public: bytes) -> datetime | None:
-    entry = registry.entry_for(public)
-    return entry.issued if entry is not None else datetime.fromtimestamp(0).astimezone()
 
 
 # --- comparing the local log with the anchored copies -------------------------------------
@@ -229,34 +205,13 @@ def _mine(
     return _reachable(own, anchored), _reachable(ours, anchored)
 
 
-def _bridged(entries: Sequence[dict[str, Any]], sealed: Sequence[SealedCopy]) -> list[Anchored]:
-    """Copies this reader cannot open that hold local entries, by their names (sequence and
-    64 bits of the entry's hash, signed): a host's log may interleave entries whose copies
-    another key sealed (the root key signs the recovery side's operations once this host's
-    writer is revoked, or where no key file is configured), and the chain must not break at
-    them."""
-    by_seq = {int(e["seq"]): e for e in entries}
-    bridged = []
-    for copy in sealed:
-        entry = by_seq.get(copy.seq)
-        if entry is not None and str(entry["hash"]).startswith(copy.hash_prefix):
-            bridged.append(Anchored(copy.name, entry, copy.signer))
-    return bridged
-
-
 def compare(
-    local: bytes | None,
-    anchored: Sequence[Anchored],
-    host: str,
-    signer: str | None = None,
-    sealed: Sequence[SealedCopy] = (),
+    local: bytes | None, anchored: Sequence[Anchored], host: str, signer: str | None = None
 ) -> list[Finding]:
     """What differs between this host's local log and its signed copies (empty: nothing).
     ``signer``: the identity this log's copies are signed by (narrows "this host's chains"
-    when several state directories of one host share a repository); ``sealed``: copies this
-    reader cannot open (matched to local entries by name)."""
+    when several state directories of one host share a repository)."""
     entries = _local_entries(local or b"")
-    anchored = [*anchored, *_bridged(entries, sealed)]
     findings: list[Finding] = []
     if local and not local.endswith(b"\n"):
         findings.append(Finding(Problem.PARTIAL_LINE, len(entries)))

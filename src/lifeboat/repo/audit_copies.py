@@ -1,11 +1,9 @@
 """Audit copies: each local audit line stored as ``audit/<seq, 12 digits>-<16 hex of its
-hash>`` = sealed line ‖ the 101-byte signature trailer (statement type ``audit``, no asset,
-over the sealed bytes), sealed and signed by the key this handle signs with (the writer's,
-or the root key when opened with the recovery key alone), put-once and under Object Lock
-when the repository has it (docs/design/repository-format.md, "Audit copies";
-crypto/audit_anchor.py compares them with the local log). Sealed as snapshot headers are
-(crypto/metadata.py, the AAD naming the copy's full name): its signer and the recovery side
-read it, the storage provider and other writers do not.
+hash>`` = line ‖ the 101-byte signature trailer (statement type ``audit``, no asset), signed
+by the key this handle signs with (the writer's, or the root key when opened with the
+recovery key alone), put-once and under Object Lock when the repository has it
+(docs/design/repository-format.md, "Audit copies"; crypto/audit_anchor.py compares them
+with the local log).
 """
 
 from __future__ import annotations
@@ -20,15 +18,13 @@ from lifeboat.crypto.audit_anchor import (
     RECOVERY_SIDE,
     SIGNED_SUFFIX,
     Anchored,
-    SealedCopy,
     anchor_name,
     parse_entry,
     read_anchor,
 )
 from lifeboat.crypto.signed import ObjectType
-from lifeboat.crypto.writers import Registry, raw_public
+from lifeboat.crypto.writers import raw_public
 from lifeboat.errors import AlreadyExistsError, IntegrityError, KeyError_, NotFoundError
-from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.repo.trust import Trust, root_public_of, sign_statement
 from lifeboat.storage.base import Storage
 
@@ -43,11 +39,6 @@ class AuditHandle(Protocol):
     config: dict[str, Any]
     id: str
     signing: Ed25519PrivateKey | None
-
-    @property
-    def metadata(self) -> MetadataCodec:
-        """How this handle seals and opens metadata (repo/sealed.py)."""
-        ...
 
     def trust(self, refresh: bool = False) -> Trust | None:
         """The verified writer registry (None: an unsigned legacy repository)."""
@@ -83,39 +74,19 @@ def put_audit_copy(repo: AuditHandle, line: bytes) -> str:
     elif repo.signing is None:
         raise KeyError_("this key has no writer identity: audit copies cannot be signed")
     else:
-        sealed = repo.metadata.seal_named(name, line)
-        stored = sealed + sign_statement(repo.signing, repo.id, ObjectType.AUDIT, name, None, sealed)
+        stored = line + sign_statement(repo.signing, repo.id, ObjectType.AUDIT, name, None, line)
     for candidate in (name, name + SIGNED_SUFFIX):
         try:
             repo.storage.put(candidate, stored)
             return candidate
         except AlreadyExistsError:
             existing = repo.storage.get(candidate)
-            if existing == stored or _holds(repo, candidate, existing, line):
+            if existing == stored:
                 return candidate
             if candidate == name and existing == line + b"\n" and stored != existing:
                 continue  # an unsigned copy from before copies were signed: sign beside it
             raise IntegrityError(f"{candidate} already exists with other content") from None
     raise IntegrityError(f"{name} already exists with other content")  # pragma: no cover
-
-
-def _holds(repo: AuditHandle, name: str, existing: bytes, line: bytes) -> bool:
-    """Whether ``existing`` is this handle's own signed copy of ``line`` (a retry: sealing
-    draws a fresh key each time, so the bytes differ), or its plaintext signed form from
-    before copies were sealed."""
-    if repo.signing is None:
-        return False
-    if existing == line + sign_statement(repo.signing, repo.id, ObjectType.AUDIT, name, None, line):
-        return True  # Ed25519 signatures are deterministic
-    verdict = read_anchor(name, existing, _registry(repo), repo.metadata.open_named)
-    return isinstance(verdict, Anchored) and verdict.entry == parse_entry(line)
-
-
-def _registry(repo: AuditHandle) -> Registry:
-    trust = repo.trust()
-    if trust is None:  # pragma: no cover - a legacy repository copies plaintext lines
-        raise IntegrityError("this repository predates signed audit copies (no writer registry)")
-    return trust.registry
 
 
 @dataclass(frozen=True)
@@ -129,12 +100,10 @@ class RefusedCopy:
 
 @dataclass(frozen=True)
 class AuditCopies:
-    """The signed copies a reader accepted, the ones it cannot open (another writer's, or
-    the recovery side's read with a writer key) and the ones it refused (reported)."""
+    """The signed copies a reader accepted, and the ones it refused (reported)."""
 
     accepted: list[Anchored]
     refused: list[RefusedCopy]
-    sealed: list[SealedCopy]
 
 
 def audit_copies(repo: AuditHandle) -> AuditCopies:
@@ -145,7 +114,6 @@ def audit_copies(repo: AuditHandle) -> AuditCopies:
         raise IntegrityError("this repository predates signed audit copies (no writer registry)")
     accepted: list[Anchored] = []
     refused: list[RefusedCopy] = []
-    sealed: list[SealedCopy] = []
     names = sorted(obj.name for obj in repo.storage.list(PREFIX))
 
     def fetch(name: str) -> bytes | None:
@@ -159,11 +127,9 @@ def audit_copies(repo: AuditHandle) -> AuditCopies:
     for name, stored in zip(names, fetched, strict=True):
         if stored is None:
             continue
-        verdict = read_anchor(name, stored, trust.registry, repo.metadata.open_named)
+        verdict = read_anchor(name, stored, trust.registry)
         if isinstance(verdict, Anchored):
             accepted.append(verdict)
-        elif isinstance(verdict, SealedCopy):
-            sealed.append(verdict)
         else:
             refused.append(RefusedCopy(name, verdict.writer, verdict.reason))
-    return AuditCopies(accepted, refused, sealed)
+    return AuditCopies(accepted, refused)

@@ -201,26 +201,6 @@ class MetadataCodec:
         trailer = sign_statement(self.signing, self.repo_id, obj_type, namespace + object_id, asset, sealed)
         return object_id, sealed + trailer
 
-    def seal_named(self, name: str, plaintext: bytes) -> bytes:
-        """``plaintext`` sealed under its full object ``name`` (an object named by what it
-        holds, not by its hash: an audit copy), for this signer and the recovery side."""
-        if self.public is None or self._metadata_key is None:
-            raise KeyError_("this key has no writer identity: nothing can be sealed with it")
-        return seal_for(self.repo_id, self.public, self._metadata_key, self.recovery_public, name, plaintext)
-
-    def open_named(self, name: str, signer: bytes, sealed: bytes) -> bytes | None:
-        """What ``seal_named`` sealed, when this handle may open it (None: another writer's).
-        IntegrityError when it does not open although it should (modified, or sealed by
-        another key than the one that signed it)."""
-        try:
-            if self.recovery:
-                return open_metadata_as_recovery(self.recovery, self.repo_id, name, signer, sealed)
-            if signer in self._own:
-                return open_own_with(self.repo_id, signer, self._own[signer], "", name, sealed)
-        except IntegrityError:
-            raise IntegrityError(f"{name} does not open: modified, or sealed by another key") from None
-        return None
-
     def decode(
         self,
         obj_type: ObjectType,

@@ -41,8 +41,7 @@ class AuditVerification:
     log: str
     entries: int
     chain_ok: bool
-    anchored: int = 0  # signed copies accepted and opened (a writer key: its own)
-    unopened: int = 0  # signed copies sealed for other keys (other writers', the recovery side's)
+    anchored: int = 0  # signed copies accepted (every writer's)
     compared: bool = False  # False: no repository comparison (legacy repository)
     signer: str | None = None  # whose copies this log's are
     findings: list[AuditFinding] = field(default_factory=list)
@@ -93,10 +92,10 @@ def _compare(repo: Repository, local: bytes | None, result: AuditVerification) -
         result.note = "legacy repository: its audit copies are not signed, only the local chain was verified"
         return
     copies = audit_copies(repo)
-    result.compared, result.anchored, result.unopened = True, len(copies.accepted), len(copies.sealed)
+    result.compared, result.anchored = True, len(copies.accepted)
     result.signer = audit_identity(repo)
     result.refused = [{"name": r.name, "writer": r.writer, "reason": r.reason} for r in copies.refused]
-    findings = compare(local, copies.accepted, socket.gethostname(), result.signer, copies.sealed)
+    findings = compare(local, copies.accepted, socket.gethostname(), result.signer)
     if local is None and not findings:
         findings.append(Finding(Problem.MISSING_LOCAL, None, 0))
     result.findings += [_named(f) for f in findings]
