@@ -145,7 +145,7 @@ def _interrupt(*_: object) -> None:
 def _no_pydantic_plugins() -> None:
     """pydantic's plug-in loader imports importlib.metadata (email, zipfile, csv: ~25 ms of
     CPU, a sixth of a WAL push) before it reads PYDANTIC_DISABLE_PLUGINS. lifeboat uses no
-    plug-in, so a fast command gets a loader that finds none. Its one caller in the pinned
+    plug-in, so every command gets a loader that finds none. Its one caller in the pinned
     pydantic is `plugin/_schema_validator.py` (`from ._loader import get_plugins`); a
     pydantic that needs more of it fails `tests/cli/test_startup.py`, not silently."""
     if "pydantic.plugin._loader" not in sys.modules:
@@ -159,7 +159,6 @@ def _no_pydantic_plugins() -> None:
 def _run_hot_or_exit(call: HotCall) -> NoReturn:
     """As `cli/app.py` maps outcomes: one error line (+ hint), the error's exit code."""
     memory.limit_arenas()
-    _no_pydantic_plugins()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = run_hot(call)
@@ -187,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     # pydantic looks for plug-ins in every installed distribution's entry points the first
     # time it builds a model (importlib.metadata, ~20 ms); lifeboat uses none
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    _no_pydantic_plugins()  # every command: typer builds a pydantic TypeAdapter per option
     call = parse_hot(sys.argv[1:] if argv is None else argv)
     if call is not None:
         _run_hot_or_exit(call)
