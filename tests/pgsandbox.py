@@ -17,6 +17,7 @@ stopped (or killed) leaves its writes in the page cache for the next reader.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import subprocess
@@ -92,18 +93,14 @@ def sandbox_policy(root: Path, dsn: str) -> PolicyBuilder:
     )
 
 
-_TEMPLATE: list[Path] = []  # the process's pristine data directory, once made
-
-
+@functools.cache
 def pristine_datadir() -> Path:
     """A data directory as ``PgCluster.initdb`` leaves it, made once per test process."""
-    if not _TEMPLATE:
-        top = Path(tempfile.mkdtemp(prefix="lb-pgtemplate-", dir="/tmp"))
-        os.chmod(top, 0o755)
-        atexit.register(shutil.rmtree, top, True)
-        PgCluster(top / "pgdata", 0, top / "sock").initdb()
-        _TEMPLATE.append(top / "pgdata")
-    return _TEMPLATE[0]
+    top = Path(tempfile.mkdtemp(prefix="lb-pgtemplate-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    atexit.register(shutil.rmtree, top, True)
+    PgCluster(top / "pgdata", 0, top / "sock").initdb()
+    return top / "pgdata"
 
 
 def init_cluster(cluster: PgCluster, *extra_conf: str) -> None:
