@@ -31,6 +31,7 @@ from botocore.response import StreamingBody
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from lifeboat.assets.objects.keypaths import key_to_path, key_to_relpath, relpath_to_key
+from lifeboat.assets.objects.signed_put import PutAnswer, Refused, SignedPuts
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify, classify_code
 from lifeboat.storage.credentials import aws_session
@@ -174,6 +175,11 @@ class S3Source:
         # signing, events and response parsing, three times the request itself.
         self._http: Any = self.client._endpoint.http_session
         self._presigned_gets = True
+        self._session = session
+        # PUTs signed here (signed_put.py), set up at the first one: resolving credentials
+        # is for a restore to do, not for every source opened; None once the store refused one
+        self._signed_puts: SignedPuts | None = None
+        self._signer_tried = False
 
     @property
     def endpoint(self) -> str:
@@ -424,20 +430,25 @@ class S3Source:
         if sha256 and size is not None and size < TRANSFER.multipart_threshold:
             data = stream.read()
             md5 = hashlib.md5(data, usedforsecurity=False).digest()
-            response = self._call(
-                f"uploading {key}",
-                self.client.put_object,
-                Bucket=self.bucket,
-                Key=self.prefix + key,
-                Body=data,
-                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
-                ContentMD5=base64.b64encode(md5).decode(),
-                **extra,
-            )
-            echoed = response.get("ChecksumSHA256")
-            if echoed:
-                return base64.b64decode(echoed).hex()
-            if response.get("ETag", "").strip('"') == md5.hex():
+            checksums = {
+                "ContentMD5": base64.b64encode(md5).decode(),
+                "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
+            }
+            answer = self._signed_put(key, data, checksums, extra)
+            if answer is None:
+                response = self._call(
+                    f"uploading {key}",
+                    self.client.put_object,
+                    Bucket=self.bucket,
+                    Key=self.prefix + key,
+                    Body=data,
+                    **checksums,
+                    **extra,
+                )
+                answer = PutAnswer(str(response.get("ETag", "")).strip('"'), response.get("ChecksumSHA256"))
+            if answer.sha256_b64:
+                return base64.b64decode(answer.sha256_b64).hex()
+            if answer.etag == md5.hex():
                 return hashlib.sha256(data).hexdigest()
             return None
         self._call(
@@ -450,6 +461,52 @@ class S3Source:
             Config=TRANSFER,
         )
         return None
+
+    def _signer(self) -> SignedPuts | None:
+        """The PUT signer, set up at the first PUT (None: no credentials to sign with, or a
+        URL layout it does not know; the modelled call then says what is wrong)."""
+        if not self._signer_tried:
+            self._signer_tried = True
+            try:
+                credentials = self._session.get_credentials()
+                if credentials is not None:
+                    puts = SignedPuts(self.client, credentials, self.bucket)
+                    puts.url_of("probe")  # the URL layout, checked now
+                    self._signed_puts = puts
+            except (BotoCoreError, ClientError, ValueError):
+                pass
+        return self._signed_puts
+
+    def _signed_put(
+        self, key: str, data: bytes, checksums: dict[str, str], extra: dict[str, Any]
+    ) -> PutAnswer | None:
+        """One PUT signed here (signed_put.py); None: make the modelled call instead, once
+        the store refused such a PUT for a reason other than its own failure (a redirect,
+        an auth scheme of its own: the modelled call handles it or raises the store's error).
+        A header value with a line break is refused by http.client before anything is sent."""
+        metadata, tags, content_type = extra["Metadata"], extra.get("Tagging"), extra.get("ContentType")
+        puts = self._signer()
+        if puts is None:
+            return None
+        headers = {
+            "Content-MD5": checksums["ContentMD5"],
+            "x-amz-checksum-sha256": checksums["ChecksumSHA256"],
+        }
+        if content_type:
+            headers["Content-Type"] = content_type
+        if tags:
+            headers["x-amz-tagging"] = tags
+        headers.update({META + name: value for name, value in metadata.items()})
+        what = f"uploading {key}"
+        try:
+            return puts.put(self.prefix + key, data, headers)
+        except Refused as refused:
+            if refused.status >= 500:
+                raise s3_error(error_code(refused.content), refused.status, self.url, what) from None
+            self._signed_puts = None
+            return None
+        except (BotoCoreError, OSError) as exc:
+            raise self._error(exc, what, retried=False) from None
 
     def sha256_of(self, key: str) -> str:
         """The SHA-256 of an object's content (read through)."""
