@@ -227,16 +227,23 @@ class RecordingProxy(FlakyProxy):
     """Forwards everything, records each request, and can flip a byte of one upload."""
 
     requests: ClassVar[list[tuple[str, str]]] = []
+    # (method, path, sent by botocore's modelled call) of each request
+    calls: ClassVar[list[tuple[str, str, bool]]] = []
     corrupt_key = ""
-    refuse_presigned = False  # as a store with an auth scheme of its own would
+    # answer only what botocore's modelled calls send (they carry amz-sdk-invocation-id), as
+    # a store whose auth or redirects only the SDK handles would: lifeboat's own signed
+    # requests are refused
+    sdk_only = False
 
     def cut_body(self, etag: str | None, data: bytes) -> bool:
         return False
 
     def _forward(self) -> None:
         self.requests.append((self.command, self.path))
+        sdk = "amz-sdk-invocation-id" in self.headers
+        self.calls.append((self.command, self.path, sdk))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.refuse_presigned and "X-Amz-Signature=" in self.path:
+        if self.sdk_only and not sdk:
             denied = b"<Error><Code>AccessDenied</Code><Message>no query auth</Message></Error>"
             self.send_response(403)
             self.send_header("Content-Length", str(len(denied)))
@@ -292,24 +299,26 @@ def test_uploads_are_verified_without_reading_back_and_a_corrupted_one_is_caught
     assert "SHA-256" in report["failed"][0]
 
 
-def test_a_store_refusing_presigned_gets_is_read_with_signed_requests(env, make_bucket):
+def test_a_store_refusing_lifeboats_own_signed_requests_gets_the_modelled_calls(env, make_bucket):
     populate(env, 30, big=False)
     before = env.state()
+    staging = make_bucket(object_lock=False)
     server = start_proxy(RecordingProxy, env.endpoint)
-    RecordingProxy.requests.clear()
-    RecordingProxy.refuse_presigned = True
+    RecordingProxy.calls.clear()
+    RecordingProxy.sdk_only = True
     try:
         env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
         snap = env.json("backup", "media")[0]
+        env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/p")
     finally:
-        RecordingProxy.refuse_presigned = False
+        RecordingProxy.sdk_only = False
         server.shutdown()
         env.write_policy(env.endpoint)
-    gets = [p for m, p in RecordingProxy.requests if m == "GET" and "/media/" in p]
-    assert any("X-Amz-Signature=" in p for p in gets)  # tried first, refused
-    assert sum("X-Amz-Signature=" not in p for p in gets) >= 30  # then every object, signed
-    staging = make_bucket(object_lock=False)
-    env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/p")
+    gets = [sdk for m, p, sdk in RecordingProxy.calls if m == "GET" and "/media/" in p]
+    puts = [sdk for m, p, sdk in RecordingProxy.calls if m == "PUT" and "/p/" in p]
+    # each kind tried signed by lifeboat first (refused), then every object through botocore
+    assert not gets[0] and sum(gets) >= 30, gets
+    assert not puts[0] and sum(puts) >= 30, puts
     assert env.state(staging, "p/") == before
 
 

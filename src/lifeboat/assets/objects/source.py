@@ -19,7 +19,6 @@ from xml.etree import ElementTree
 
 import boto3
 from boto3.s3.transfer import TransferConfig
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -31,7 +30,7 @@ from botocore.response import StreamingBody
 from urllib3.exceptions import HTTPError as URLLib3Error
 
 from lifeboat.assets.objects.keypaths import key_to_path, key_to_relpath, relpath_to_key
-from lifeboat.assets.objects.signed_put import PutAnswer, Refused, SignedPuts
+from lifeboat.assets.objects.signed_requests import PutAnswer, Refused, SignedRequests
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify, classify_code
 from lifeboat.storage.credentials import aws_session
@@ -170,16 +169,15 @@ class S3Source:
                 read_timeout=stall_timeout,
             ),
         )
-        # botocore's own transport (its proxies, CA bundle, timeouts and connection pool),
-        # for GETs sent as presigned URLs: a modelled get_object costs 1.6 ms of CPU in
-        # signing, events and response parsing, three times the request itself.
-        self._http: Any = self.client._endpoint.http_session
-        self._presigned_gets = True
+        # GETs and PUTs signed here (signed_requests.py): a modelled call costs about twice
+        # the CPU of the request itself. Set up at the first transfer (resolving credentials
+        # is for a backup or restore to do, not for every source opened); each kind is
+        # switched off for good once the store refuses one (the modelled call takes over)
         self._session = session
-        # PUTs signed here (signed_put.py), set up at the first one: resolving credentials
-        # is for a restore to do, not for every source opened; None once the store refused one
-        self._signed_puts: SignedPuts | None = None
+        self._signer: SignedRequests | None = None
         self._signer_tried = False
+        self._signed_gets = True
+        self._signed_puts = True
 
     @property
     def endpoint(self) -> str:
@@ -335,8 +333,8 @@ class S3Source:
         if obj.version_id and obj.version_id != "null":
             args["VersionId"] = obj.version_id
         what = f"downloading {obj.key}"
-        if self._presigned_gets:
-            fast = self._presigned_get(args, what)
+        if self._signed_gets:
+            fast = self._signed_get(obj, what)
             if fast is not None:
                 headers = fast.headers
                 meta = {k[len(META) :]: v for k, v in headers.items() if k.lower().startswith(META)}
@@ -357,7 +355,7 @@ class S3Source:
                 )
             # the store wants more than a plain signed GET (another region, its own auth):
             # the modelled call follows redirects and says what is wrong
-            self._presigned_gets = False
+            self._signed_gets = False
         response = self._call(what, self.client.get_object, **args)
         info = ObjectInfo(
             obj.key,
@@ -382,14 +380,15 @@ class S3Source:
                 pass  # tags are optional: the credentials may not allow reading them
         return info
 
-    def _presigned_get(self, args: dict[str, str], what: str) -> Any:
-        """A streaming GET through a presigned URL. None when the store refuses it for a
-        reason the modelled call handles (a redirect, an auth scheme of its own)."""
-        url = self._call(what, self.client.generate_presigned_url, ClientMethod="get_object", Params=args)
-        request = AWSRequest("GET", url).prepare()
-        request.stream_output = True
+    def _signed_get(self, obj: ObjectInfo, what: str) -> Any:
+        """A streaming GET signed here. None when there is nothing to sign with, or the
+        store refuses it for a reason the modelled call handles (a redirect, its own auth)."""
+        signer = self.signer()
+        if signer is None:
+            return None
+        version = obj.version_id if obj.version_id and obj.version_id != "null" else None
         try:
-            response = self._http.send(request)
+            response = signer.get(self.prefix + obj.key, version)
         except (BotoCoreError, OSError) as exc:
             raise self._error(exc, what, retried=False) from None
         if response.status_code == 200:
@@ -462,31 +461,29 @@ class S3Source:
         )
         return None
 
-    def _signer(self) -> SignedPuts | None:
-        """The PUT signer, set up at the first PUT (None: no credentials to sign with, or a
-        URL layout it does not know; the modelled call then says what is wrong)."""
+    def signer(self) -> SignedRequests | None:
+        """The request signer, set up at the first transfer (None: no credentials to sign
+        with, or a URL layout it does not know; the modelled calls then say what is wrong)."""
         if not self._signer_tried:
             self._signer_tried = True
             try:
                 credentials = self._session.get_credentials()
                 if credentials is not None:
-                    puts = SignedPuts(self.client, credentials, self.bucket)
-                    puts.url_of("probe")  # the URL layout, checked now
-                    self._signed_puts = puts
+                    self._signer = SignedRequests(self.client, credentials, self.bucket)
             except (BotoCoreError, ClientError, ValueError):
                 pass
-        return self._signed_puts
+        return self._signer
 
     def _signed_put(
         self, key: str, data: bytes, checksums: dict[str, str], extra: dict[str, Any]
     ) -> PutAnswer | None:
-        """One PUT signed here (signed_put.py); None: make the modelled call instead, once
+        """One PUT signed here (signed_requests.py); None: make the modelled call instead, once
         the store refused such a PUT for a reason other than its own failure (a redirect,
         an auth scheme of its own: the modelled call handles it or raises the store's error).
         A header value with a line break is refused by http.client before anything is sent."""
         metadata, tags, content_type = extra["Metadata"], extra.get("Tagging"), extra.get("ContentType")
-        puts = self._signer()
-        if puts is None:
+        signer = self.signer() if self._signed_puts else None
+        if signer is None:
             return None
         headers = {
             "Content-MD5": checksums["ContentMD5"],
@@ -499,11 +496,11 @@ class S3Source:
         headers.update({META + name: value for name, value in metadata.items()})
         what = f"uploading {key}"
         try:
-            return puts.put(self.prefix + key, data, headers)
+            return signer.put(self.prefix + key, data, headers)
         except Refused as refused:
             if refused.status >= 500:
                 raise s3_error(error_code(refused.content), refused.status, self.url, what) from None
-            self._signed_puts = None
+            self._signed_puts = False
             return None
         except (BotoCoreError, OSError) as exc:
             raise self._error(exc, what, retried=False) from None

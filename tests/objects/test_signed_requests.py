@@ -1,8 +1,8 @@
-"""Restores into a bucket PUT each object with a request signed by lifeboat itself
-(assets/objects/signed_put.py), not botocore's modelled call. SeaweedFS checks SigV4
-signatures (moto does not), so these run against it: the store takes the signed PUTs of
-awkward keys with their metadata, content type and tags, refuses a wrong secret with one
-line, and metadata with a line break injects no header."""
+"""Backups of a bucket GET each object, and restores into one PUT each object, with requests
+signed by lifeboat itself (assets/objects/signed_requests.py), not botocore's modelled calls.
+SeaweedFS checks SigV4 signatures (moto does not), so these run against it: the store serves
+and takes awkward keys and exact versions with their metadata, content type and tags,
+refuses a wrong secret with one line, and metadata with a line break injects no header."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -47,9 +48,33 @@ def test_signed_puts_store_awkward_keys_with_their_metadata(
         assert (got["ContentType"], got["Metadata"]) == ("image/jpeg", {"camera": f"x{n}"})
         tags = s3.get_object_tagging(Bucket=bucket, Key=f"restored/{key}")["TagSet"]
         assert tags == [{"Key": "t", "Value": "1"}]
-    # every PUT above was signed by lifeboat: a refused one would have switched the signer off
-    # for the rest of the restore (and the modelled call would have stored the object anyway)
-    assert target._signed_puts is not None
+    # every PUT above was signed by lifeboat: a refused one would have switched signed PUTs
+    # off for the rest of the restore (and the modelled call would have stored the object)
+    assert target._signed_puts
+
+
+def test_signed_gets_read_awkward_keys_and_exact_versions(
+    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str]
+) -> None:
+    bucket = make_seaweed_bucket(object_lock=False)
+    s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
+    written: dict[str, tuple[bytes, str]] = {}
+    for n, key in enumerate(AWKWARD_KEYS):
+        first = s3.put_object(Bucket=bucket, Key=f"media/{key}", Body=b"old " + key.encode())
+        s3.put_object(
+            Bucket=bucket, Key=f"media/{key}", Body=b"new", ContentType="image/jpeg", Metadata={"n": str(n)}
+        )
+        written[key] = (b"old " + key.encode(), first["VersionId"])
+    source = S3Source(f"s3://{bucket}/media", endpoint_url=seaweed.endpoint, region=None)
+    current = {o.key: o for o in source.list_current()}
+    assert set(current) == set(AWKWARD_KEYS)
+    for n, key in enumerate(AWKWARD_KEYS):
+        body, info = source.open_with_info(current[key])
+        assert (body.read(), info.content_type, info.metadata) == (b"new", "image/jpeg", {"n": str(n)})
+        old, version = written[key]
+        body, info = source.open_with_info(replace(current[key], version_id=version))
+        assert (body.read(), info.version_id) == (old, version)  # that version, not the latest
+    assert source._signed_gets  # the store took every signed GET (a refusal switches them off)
 
 
 def test_metadata_with_a_line_break_injects_no_header_and_fails_with_one_line(
@@ -65,7 +90,7 @@ def test_metadata_with_a_line_break_injects_no_header_and_fails_with_one_line(
     assert "\n" not in str(failed.value) and "uploading k.txt" in str(failed.value)
     s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
-    assert target._signed_puts is not None  # one failed request does not switch the signer off
+    assert target._signed_puts  # one failed request does not switch signed PUTs off
 
 
 def test_a_wrong_secret_is_refused_by_the_store_with_one_line(
