@@ -169,8 +169,8 @@ def test_point_in_time_between_snapshots_from_version_history(env, make_bucket):
 
 
 def test_in_place_restore_only_adds_versions(env):
-    keys = populate(env, 60, big=False)
-    before = env.state()
+    before: State = {}
+    keys = populate(env, 60, big=False, written=before)
     snap = env.json("backup", "media")[0]
     env.put(keys[0], b"overwritten")
     env.s3.delete_object(Bucket=env.bucket, Key=f"media/{keys[1]}")
@@ -319,8 +319,8 @@ def test_uploads_are_verified_without_reading_back_and_a_corrupted_one_is_caught
 
 
 def test_a_store_refusing_lifeboats_own_signed_requests_gets_the_modelled_calls(env, make_bucket):
-    populate(env, 30, big=False)
-    before = env.state()
+    before: State = {}
+    populate(env, 30, big=False, written=before)
     staging = make_bucket(object_lock=False)
     server = start_proxy(RecordingProxy, env.endpoint)
     RecordingProxy.calls.clear()
@@ -342,8 +342,8 @@ def test_a_store_refusing_lifeboats_own_signed_requests_gets_the_modelled_calls(
 
 
 def test_flaky_endpoint_still_backs_up_and_restores_correctly(env, make_bucket):
-    populate(env, 150, big=False)
-    before = env.state()
+    before: State = {}
+    populate(env, 150, big=False, written=before)
     FlakyProxy.cuts = 0
     server = start_proxy(FlakyProxy, env.endpoint)
     try:
