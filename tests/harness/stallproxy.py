@@ -2,11 +2,12 @@
 
 * ``BlackHole``: a TCP server that accepts connections and never reads or answers.
 * ``StallProxy``: an HTTP proxy in front of the moto server that forwards everything until
-  told to stall: from a matching request on it swallows every request (no answer ever),
-  or it freezes object GETs after a few bytes of the body, or it answers matching
-  requests only after a delay (slow, not stalled: for deadlines). With ``drop_headers`` it
-  forwards requests without those headers: an endpoint that ignores ``If-None-Match``, as
-  Ceph RGW 16.2 does on versioned buckets (moto checks no signatures, so this works).
+  told to stall: from a matching request (or the one after ``hang_after`` matching ones)
+  on it swallows every request (no answer ever), or it freezes object GETs after a few
+  bytes of the body, or it answers matching requests only after a delay (slow, not
+  stalled: for deadlines). With ``drop_headers`` it forwards requests without those
+  headers: an endpoint that ignores ``If-None-Match``, as Ceph RGW 16.2 does on versioned
+  buckets (moto checks no signatures, so this works).
 
 Stalled handlers wait on an event that ``close()`` sets, so no thread outlives the test.
 """
@@ -78,7 +79,10 @@ class _Handler(BaseHTTPRequestHandler):
         with proxy.lock:
             proxy.requests.append(request)
             if proxy.hang_from is not None and proxy.hang_from in request:
-                proxy.hanging = True
+                if proxy.hang_after:
+                    proxy.hang_after -= 1
+                else:
+                    proxy.hanging = True
             hang = proxy.hanging
         if hang:
             proxy.release.wait()  # never answers (nor reads the body)
@@ -116,6 +120,7 @@ class StallProxy:
         self.release = threading.Event()
         self.requests: list[str] = []
         self.hang_from: str | None = None  # e.g. "PUT /bucket/repo/data/"
+        self.hang_after = 0  # matching requests answered before it hangs
         self.hanging = False
         self.freeze_body_after: int | None = None
         self.frozen = 0

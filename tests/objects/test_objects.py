@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from boto3.s3.transfer import TransferConfig
@@ -31,6 +31,8 @@ from tests.objects.bucket_env import BucketEnv, media_policy
 # a listing of more than this many keys takes more than one page (S3's and moto's MaxKeys)
 LISTING_PAGE = 1000
 BIG = TRANSFER.multipart_threshold + (4 << 20)
+# key -> (sha256, content type, user metadata), as BucketEnv.state reads it
+State = dict[str, tuple[str, str, dict[str, str]]]
 
 
 @dataclass
@@ -52,7 +54,9 @@ def env(tmp_path, s3_server, make_bucket) -> ObjectsEnv:
     return e
 
 
-def populate(env: ObjectsEnv, n: int, big: bool = True) -> list[str]:
+def populate(env: ObjectsEnv, n: int, big: bool = True, written: State | None = None) -> list[str]:
+    """n objects (and the multipart one with ``big``); with ``written``, it gets what
+    ``env.state()`` would read back from each: key -> (sha256, content type, metadata)."""
     rng = random.Random(n)
     keys = []
     for i in range(n):
@@ -67,12 +71,21 @@ def populate(env: ObjectsEnv, n: int, big: bool = True) -> list[str]:
         keys.append(key)
     sizes = [0 if i % 50 == 0 else rng.randrange(1, 40_000) for i in range(n)]
 
+    def extra(i: int) -> dict[str, Any]:
+        return {"ContentType": "image/jpeg", "Metadata": {"owner": f"user{i % 7}"}} if i % 3 == 0 else {}
+
     def put(i: int) -> None:
-        extra = {"ContentType": "image/jpeg", "Metadata": {"owner": f"user{i % 7}"}} if i % 3 == 0 else {}
-        env.put(keys[i], random.Random(i).randbytes(sizes[i]), **extra)
+        env.put(keys[i], random.Random(i).randbytes(sizes[i]), **extra(i))
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(put, range(n)))
+    if written is not None:
+        # the content type the server gives an object stored without one, read once
+        default_type = env.s3.head_object(Bucket=env.bucket, Key=f"media/{keys[1]}")["ContentType"]
+        for i in range(n):
+            digest = hashlib.sha256(random.Random(i).randbytes(sizes[i])).hexdigest()
+            meta = extra(i)
+            written[keys[i]] = (digest, meta.get("ContentType", default_type), meta.get("Metadata", {}))
     if big:
         # stored in 3 parts of 8 MiB (an ETag that is no MD5), and at or above the size from
         # which a restore hands an object to boto3's transfer manager and reads it back
@@ -84,25 +97,31 @@ def populate(env: ObjectsEnv, n: int, big: bool = True) -> list[str]:
             Config=TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20),
         )
         keys.append("video/big.mp4")
+        if written is not None:
+            written["video/big.mp4"] = (hashlib.sha256(big_body).hexdigest(), default_type, {})
     return keys
 
 
 def test_ransomware_rollback_restores_every_object_with_metadata(env, make_bucket):
     # the only objects test whose bucket listing takes two pages: every object is found
-    # past the first page too
-    keys = populate(env, LISTING_PAGE + 50)
-    assert len(keys) > LISTING_PAGE
-    before = env.state()
+    # past the first page too. The expected state is what was written, not read back
+    # (reading every object through moto cost ~10 s of CPU; the restored copy is read).
+    before: State = {}
+    keys = populate(env, LISTING_PAGE + 50, written=before)
+    assert len(keys) > LISTING_PAGE and len(before) == len(keys)
     snap = env.json("backup", "media")[0]
     assert snap["ok"] and int(snap["labels"]["objects"]) == len(keys)
     rng = random.Random(7)
-    victims = rng.sample(keys, len(keys) // 2)
-    with ThreadPoolExecutor(16) as pool:  # the attack: encrypt half, delete a quarter, drop a note
+    # the attack: encrypt a tenth, delete a twentieth, drop a note. A snapshot's restore
+    # reads only the repository, so how much of the bucket the attack reached changes
+    # nothing it reads (half and a quarter cost ~800 more requests through moto).
+    victims = rng.sample(keys, len(keys) // 10)
+    with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: env.put(k, os.urandom(64)), victims))
         list(
             pool.map(
                 lambda k: env.s3.delete_object(Bucket=env.bucket, Key=f"media/{k}"),
-                rng.sample(keys, len(keys) // 4),
+                rng.sample(keys, len(keys) // 20),
             )
         )
     env.put("README-RANSOM.txt", b"pay up")
@@ -150,8 +169,8 @@ def test_point_in_time_between_snapshots_from_version_history(env, make_bucket):
 
 
 def test_in_place_restore_only_adds_versions(env):
-    keys = populate(env, 60, big=False)
-    before = env.state()
+    before: State = {}
+    keys = populate(env, 60, big=False, written=before)
     snap = env.json("backup", "media")[0]
     env.put(keys[0], b"overwritten")
     env.s3.delete_object(Bucket=env.bucket, Key=f"media/{keys[1]}")
@@ -300,8 +319,8 @@ def test_uploads_are_verified_without_reading_back_and_a_corrupted_one_is_caught
 
 
 def test_a_store_refusing_lifeboats_own_signed_requests_gets_the_modelled_calls(env, make_bucket):
-    populate(env, 30, big=False)
-    before = env.state()
+    before: State = {}
+    populate(env, 30, big=False, written=before)
     staging = make_bucket(object_lock=False)
     server = start_proxy(RecordingProxy, env.endpoint)
     RecordingProxy.calls.clear()
@@ -323,8 +342,8 @@ def test_a_store_refusing_lifeboats_own_signed_requests_gets_the_modelled_calls(
 
 
 def test_flaky_endpoint_still_backs_up_and_restores_correctly(env, make_bucket):
-    populate(env, 150, big=False)
-    before = env.state()
+    before: State = {}
+    populate(env, 150, big=False, written=before)
     FlakyProxy.cuts = 0
     server = start_proxy(FlakyProxy, env.endpoint)
     try:

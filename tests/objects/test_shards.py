@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import kubernetes_validate
@@ -67,10 +68,11 @@ def make_env(root: Path, endpoint: str, bucket: str, workers: int = 16) -> Shard
     )
 
 
-def populate(env: ShardsEnv, n: int, big: int = 0) -> None:
+def populate(env: ShardsEnv, n: int, big: int = 0) -> dict[str, tuple[str, str, dict[str, str]]]:
     """n objects over nested prefixes (a few at the top), some with content type and
     metadata; every 10th gets a second version, every 25th a delete marker; ``big``
-    extra objects of 1.5 MiB."""
+    extra objects of 1.5 MiB. Returns what ``env.state()`` would read back: key ->
+    (sha256, content type, metadata) of every current object."""
     keys = [
         f"top-{i}.txt"
         if i % 40 == 0
@@ -80,23 +82,40 @@ def populate(env: ShardsEnv, n: int, big: int = 0) -> None:
         for i in range(n)
     ]
 
+    written: dict[str, tuple[bytes, dict[str, Any]]] = {}
+
     def put(i: int) -> None:
         extra = {"ContentType": "image/jpeg", "Metadata": {"owner": f"user{i % 7}"}} if i % 3 == 0 else {}
         body = random.Random(i).randbytes(random.Random(-i).randrange(0, 30_000))
         env.s3.put_object(Bucket=env.bucket, Key=f"media/{keys[i]}", Body=body, **extra)
         if i % 10 == 0:
-            env.s3.put_object(Bucket=env.bucket, Key=f"media/{keys[i]}", Body=body + b"v2", **extra)
+            body += b"v2"
+            env.s3.put_object(Bucket=env.bucket, Key=f"media/{keys[i]}", Body=body, **extra)
         if i % 25 == 0:
             env.s3.delete_object(Bucket=env.bucket, Key=f"media/{keys[i]}")
+        else:
+            written[keys[i]] = (body, extra)
 
     def put_big(i: int) -> None:
-        env.s3.put_object(
-            Bucket=env.bucket, Key=f"media/big/{i % 8}/b{i}", Body=random.Random(i).randbytes(3 << 19)
-        )
+        body = random.Random(i).randbytes(3 << 19)
+        env.s3.put_object(Bucket=env.bucket, Key=f"media/big/{i % 8}/b{i}", Body=body)
+        written[f"big/{i % 8}/b{i}"] = (body, {})
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(put, range(n)))
         list(pool.map(put_big, range(big)))
+    # what was written, not read back through moto (96 MiB in the killed-shard test); the
+    # content type the server gives an object stored without one is read once
+    plain = next(key for key, (_, extra) in written.items() if not extra)
+    default_type = env.s3.head_object(Bucket=env.bucket, Key=f"media/{plain}")["ContentType"]
+    return {
+        key: (
+            hashlib.sha256(body).hexdigest(),
+            extra.get("ContentType", default_type),
+            extra.get("Metadata", {}),
+        )
+        for key, (body, extra) in written.items()
+    }
 
 
 def write_inventory(env: ShardsEnv, fmt: str, files: int = 3) -> str:
@@ -190,8 +209,7 @@ def populated(s3_server, tmp_path_factory) -> tuple[str, dict]:
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     env = make_env(tmp_path_factory.mktemp("populated"), s3_server, bucket)
-    populate(env, OBJECTS)
-    return bucket, env.state()
+    return bucket, populate(env, OBJECTS)
 
 
 @pytest.mark.parametrize("plan", ["listing", "csv-inventory"])
@@ -219,8 +237,7 @@ def test_local_shards_give_one_snapshot_equal_to_the_bucket(tmp_path, s3_server,
 
 
 def test_indexed_job_flow_from_parquet_inventory_records_the_versions_read(env):
-    populate(env, OBJECTS)
-    at_inventory = env.state()
+    at_inventory = populate(env, OBJECTS)
     url = write_inventory(env, "Parquet")
     plan = env.json("backup", "media", "--plan-shards", "4", "--inventory", url)
     assert plan["method"] == "inventory" and sum(p["objects"] for p in plan["parts"]) == len(at_inventory)  # type: ignore[index]
@@ -261,8 +278,7 @@ def test_a_killed_shard_blocks_the_commit_and_its_rerun_uploads_nothing_twice(
 ):
     env = make_env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=True), workers=2)
     env.run("init")
-    populate(env, 100, big=64)
-    before = env.state()
+    before = populate(env, 100, big=64)
     plan = env.json("backup", "media", "--plan-shards", "4")
     run = plan["run"]  # type: ignore[index]
     victim = max(plan["parts"], key=lambda p: p["bytes"])["index"]  # type: ignore[index]
