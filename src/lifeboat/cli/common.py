@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
 from lifeboat.cli import output
 from lifeboat.cli.output import print_json as print_json  # the verbs' JSON writer, kept here
-from lifeboat.progress import ProgressSink
+from lifeboat.progress import NO_PROGRESS, ProgressSink
 
 if TYPE_CHECKING:  # pydantic loads only when a verb needs the policy
+    from rich.console import Console
+
     from lifeboat.policy import Policy
 
-console = output.console()
-err_console = output.err_console()
+
+class _ConsoleOnFirstUse:
+    """A console made when something is first printed through it: rich costs ~40 ms of
+    start-up, and a `--json` run (most scripted ones) prints nothing through it."""
+
+    def __init__(self, make: Callable[[], Console]) -> None:
+        self._make = make  # output.console / output.err_console: one console per stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._make(), name)
+
+
+console = cast("Console", _ConsoleOnFirstUse(output.console))
+err_console = cast("Console", _ConsoleOnFirstUse(output.err_console))
 
 
 @dataclass
@@ -71,14 +86,14 @@ class RichProgress(ProgressSink):
             TransferSpeedColumn,
         )
 
-        self._enabled = err_console.is_terminal
+        self._enabled = output.err_console().is_terminal
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=err_console,
+            console=output.err_console(),
             transient=True,
             disable=not self._enabled,
         )
@@ -104,6 +119,10 @@ class RichProgress(ProgressSink):
 
 @contextmanager
 def progress_bar(description: str) -> Iterator[ProgressSink]:
+    """A bar on a terminal; nothing (and no rich) when stderr is a pipe or a file."""
+    if not output.is_terminal(sys.stderr):
+        yield NO_PROGRESS
+        return
     with RichProgress(description) as bar:
         yield bar
 

@@ -27,11 +27,12 @@ def make_console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    piped = not _isatty(stream)
+    piped = not is_terminal(stream)
     return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH if piped else None)
 
 
-def _isatty(stream: Any) -> bool:
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (False for a closed or replaced one)."""
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # a closed or replaced stream
