@@ -253,6 +253,8 @@ class RecordingProxy(FlakyProxy):
     # a store whose auth or redirects only the SDK handles would: lifeboat's own signed
     # requests are refused
     sdk_only = False
+    # answer 503 SlowDown to this many of lifeboat's own signed requests (not the SDK's)
+    slow_down_signed = 0
 
     def cut_body(self, etag: str | None, data: bytes) -> bool:
         return False
@@ -262,6 +264,14 @@ class RecordingProxy(FlakyProxy):
         sdk = "amz-sdk-invocation-id" in self.headers
         self.calls.append((self.command, self.path, sdk))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if not sdk and self.slow_down_signed > 0:
+            type(self).slow_down_signed -= 1
+            slow = b"<Error><Code>SlowDown</Code><Message>reduce your request rate</Message></Error>"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(slow)))
+            self.end_headers()
+            self.wfile.write(slow)
+            return
         if self.sdk_only and not sdk:
             denied = b"<Error><Code>AccessDenied</Code><Message>no query auth</Message></Error>"
             self.send_response(403)
@@ -338,6 +348,30 @@ def test_a_store_refusing_lifeboats_own_signed_requests_gets_the_modelled_calls(
     # each kind tried signed by lifeboat first (refused), then every object through botocore
     assert not gets[0] and sum(gets) >= 30, gets
     assert not puts[0] and sum(puts) >= 30, puts
+    assert env.state(staging, "p/") == before
+
+
+def test_a_store_slowing_down_lifeboats_own_requests_gets_botocores_retries_for_those_only(env, make_bucket):
+    """A 503 to a signed request hands that object to the modelled call (botocore's backoff
+    and rate limiter), and the next objects are signed by lifeboat again."""
+    populate(env, 40, big=False)
+    before = env.state()
+    snap = env.json("backup", "media")[0]
+    staging = make_bucket(object_lock=False)
+    server = start_proxy(RecordingProxy, env.endpoint)
+    RecordingProxy.calls.clear()
+    RecordingProxy.slow_down_signed = 8
+    try:
+        env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
+        out = env.json("restore", "media", "--snapshot", snap["snapshot"], "--target", f"s3://{staging}/p")
+    finally:
+        RecordingProxy.slow_down_signed = 0
+        server.shutdown()
+        env.write_policy(env.endpoint)
+    assert out["ok"] and out["restored"] == 40
+    puts = [sdk for m, p, sdk in RecordingProxy.calls if m == "PUT" and "/p/" in p]
+    assert sum(puts) == 8  # the eight slowed down, once each through botocore
+    assert len(puts) - sum(puts) == 40  # every object signed by lifeboat first
     assert env.state(staging, "p/") == before
 
 

@@ -25,16 +25,21 @@ from lifeboat.errors import StorageError
 AWKWARD_KEYS = ("plain.jpg", "dir with space/a+b%20c.jpg", "ünï/çødé~1.mp4", "deep/er/still/x.json")
 
 
+def _sdk_forbidden(*_: object, **__: object) -> None:
+    raise AssertionError("botocore's modelled call was made: lifeboat's signed request was not used")
+
+
 def _upload(source: S3Source, key: str, data: bytes, **kw: object) -> str | None:
     sha = hashlib.sha256(data).hexdigest()
     return source.upload(key, io.BytesIO(data), size=len(data), sha256=sha, **kw)  # type: ignore[arg-type]
 
 
 def test_signed_puts_store_awkward_keys_with_their_metadata(
-    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str]
+    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = make_seaweed_bucket(object_lock=False)
     target = S3Source(f"s3://{bucket}/restored", endpoint_url=seaweed.endpoint, region=None)
+    monkeypatch.setattr(target.client, "put_object", _sdk_forbidden)  # every PUT signed here
     s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
     for n, key in enumerate(AWKWARD_KEYS):
         data = os.urandom(1000 + n)
@@ -48,13 +53,11 @@ def test_signed_puts_store_awkward_keys_with_their_metadata(
         assert (got["ContentType"], got["Metadata"]) == ("image/jpeg", {"camera": f"x{n}"})
         tags = s3.get_object_tagging(Bucket=bucket, Key=f"restored/{key}")["TagSet"]
         assert tags == [{"Key": "t", "Value": "1"}]
-    # every PUT above was signed by lifeboat: a refused one would have switched signed PUTs
-    # off for the rest of the restore (and the modelled call would have stored the object)
     assert target._signed_puts
 
 
 def test_signed_gets_read_awkward_keys_and_exact_versions(
-    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str]
+    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = make_seaweed_bucket(object_lock=False)
     s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
@@ -68,13 +71,15 @@ def test_signed_gets_read_awkward_keys_and_exact_versions(
     source = S3Source(f"s3://{bucket}/media", endpoint_url=seaweed.endpoint, region=None)
     current = {o.key: o for o in source.list_current()}
     assert set(current) == set(AWKWARD_KEYS)
+    assert source.signer() is not None  # set up (its probe is a modelled GET, never sent)
+    monkeypatch.setattr(source.client, "get_object", _sdk_forbidden)  # every GET signed here
     for n, key in enumerate(AWKWARD_KEYS):
         body, info = source.open_with_info(current[key])
         assert (body.read(), info.content_type, info.metadata) == (b"new", "image/jpeg", {"n": str(n)})
         old, version = written[key]
         body, info = source.open_with_info(replace(current[key], version_id=version))
         assert (body.read(), info.version_id) == (old, version)  # that version, not the latest
-    assert source._signed_gets  # the store took every signed GET (a refusal switches them off)
+    assert source._signed_gets
 
 
 def test_metadata_with_a_line_break_injects_no_header_and_fails_with_one_line(
@@ -100,11 +105,45 @@ def test_a_wrong_secret_is_refused_by_the_store_with_one_line(
     canary = "canary-" + base64.b32encode(os.urandom(10)).decode()
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
     target = S3Source(f"s3://{bucket}/", endpoint_url=seaweed.endpoint, region=None)
+    modelled = target.client.put_object
+    calls: list[str] = []
+
+    def counted(**kw: object) -> object:
+        calls.append(str(kw["Key"]))
+        return modelled(**kw)
+
+    monkeypatch.setattr(target.client, "put_object", counted)
     with pytest.raises(StorageError) as refused:
         _upload(target, "k.jpg", b"x" * 100, content_type=None, metadata={})
+    # signed first and refused (403): the modelled call made once, for its error, and the
+    # run's later PUTs left to botocore
+    assert calls == ["k.jpg"] and not target._signed_puts
     message = str(refused.value)
     assert "\n" not in message and canary not in message
     assert "SignatureDoesNotMatch" in message or "AccessDenied" in message, message
     monkeypatch.undo()
     s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    ("region", "bucket", "head"),
+    [
+        ("eu-west-1", "media-bucket", "https://media-bucket.s3.eu-west-1.amazonaws.com/"),
+        ("us-east-1", "media-bucket", "https://media-bucket.s3.amazonaws.com/"),
+        ("eu-west-1", "dotted.bucket", "https://s3.eu-west-1.amazonaws.com/dotted.bucket/"),
+    ],
+)
+def test_signed_requests_go_where_and_are_scoped_as_botocores_own(
+    monkeypatch: pytest.MonkeyPatch, region: str, bucket: str, head: str
+) -> None:
+    """On AWS itself (nothing is sent: the probe stops before the network), the host and the
+    signature's region are the ones botocore's modelled call uses: the regional endpoint,
+    which networks that only reach regional endpoints need."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    source = S3Source(f"s3://{bucket}/media", endpoint_url=None, region=region)
+    signer = source.signer()
+    assert signer is not None
+    assert signer.url_of("a b/c+d.jpg", "v1+/=") == head + "a%20b/c%2Bd.jpg?versionId=v1%2B%2F%3D"
+    assert signer._region == region

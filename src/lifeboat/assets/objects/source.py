@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
-from xml.etree import ElementTree
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -27,19 +27,18 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.response import StreamingBody
-from urllib3.exceptions import HTTPError as URLLib3Error
 
 from lifeboat.assets.objects.keypaths import key_to_path, key_to_relpath, relpath_to_key
-from lifeboat.assets.objects.signed_requests import PutAnswer, Refused, SignedRequests
+from lifeboat.assets.objects.signed_requests import Answer, SignedRequests
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
-from lifeboat.s3errors import S3Failure, classify, classify_code
+from lifeboat.s3errors import S3Failure, classify
 from lifeboat.storage.credentials import aws_session
 
 META = "x-amz-meta-"
 DEFAULT_STALL_TIMEOUT = 60.0
-# botocore's attempts per modelled request; a presigned GET (no botocore retries) is retried
-# by transfer.with_retries, as many times. A store that stops answering fails a request after
-# about CLIENT_ATTEMPTS x stall_timeout, plus backoff.
+# botocore's attempts per modelled request; a request signed by lifeboat (no botocore retries)
+# is retried by transfer.with_retries, as many times. A store that stops answering fails a
+# request after about CLIENT_ATTEMPTS x stall_timeout, plus backoff.
 CLIENT_ATTEMPTS = 6
 TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
 
@@ -74,11 +73,6 @@ def source_error(exc: Exception, where: str, what: str) -> StorageError:
     return failure_error(failure, where, what)
 
 
-def s3_error(code: str, status: int, where: str, what: str) -> StorageError:
-    """Map an S3 error code and status to a one-line LifeboatError (no secrets)."""
-    return failure_error(classify_code(code, status), where, what)
-
-
 def failure_error(failure: S3Failure, where: str, what: str) -> StorageError:
     """The source's one-line wording of an S3 failure."""
     if failure.reason == "unreachable":
@@ -99,12 +93,16 @@ def failure_error(failure: S3Failure, where: str, what: str) -> StorageError:
     return err
 
 
-def error_code(body: bytes) -> str:
-    """The <Code> of an S3 error document ('' when there is none, as for a HEAD)."""
-    try:
-        return ElementTree.fromstring(body).findtext("Code") or ""
-    except ElementTree.ParseError:
-        return ""
+def put_headers(checksums: dict[str, str], extra: dict[str, Any]) -> dict[str, str]:
+    """The headers botocore's put_object would send for these arguments (ContentMD5,
+    ChecksumSHA256, ContentType, Tagging and Metadata are the ones a restore uses)."""
+    headers = {"Content-MD5": checksums["ContentMD5"], "x-amz-checksum-sha256": checksums["ChecksumSHA256"]}
+    if extra.get("ContentType"):
+        headers["Content-Type"] = extra["ContentType"]
+    if extra.get("Tagging"):
+        headers["x-amz-tagging"] = extra["Tagging"]
+    headers.update({META + name: value for name, value in extra["Metadata"].items()})
+    return headers
 
 
 class StallGuard:
@@ -176,6 +174,7 @@ class S3Source:
         self._session = session
         self._signer: SignedRequests | None = None
         self._signer_tried = False
+        self._signer_lock = threading.Lock()
         self._signed_gets = True
         self._signed_puts = True
 
@@ -187,7 +186,7 @@ class S3Source:
 
     def stalled(self, what: str, *, retried: bool) -> StorageError:
         """``retried``: botocore already spent its attempts, so retrying again would only
-        multiply the wait; a presigned GET or a body has had one attempt."""
+        multiply the wait; a request signed by lifeboat or a body has had one attempt."""
         attempts = f" in each of {CLIENT_ATTEMPTS} attempts" if retried else ""
         err = StorageError(
             f"object store {self.endpoint} of {self.url} stopped answering {what}: "
@@ -333,29 +332,26 @@ class S3Source:
         if obj.version_id and obj.version_id != "null":
             args["VersionId"] = obj.version_id
         what = f"downloading {obj.key}"
-        if self._signed_gets:
-            fast = self._signed_get(obj, what)
-            if fast is not None:
-                headers = fast.headers
-                meta = {k[len(META) :]: v for k, v in headers.items() if k.lower().startswith(META)}
-                version, content_type = headers.get("x-amz-version-id"), headers.get("content-type")
-                # botocore's body wrapper: a dropped connection or a short body becomes a
-                # BotoCoreError (retried), not a raw urllib3 exception
-                body: Any = StallGuard(
-                    StreamingBody(fast.raw, int(headers.get("content-length", obj.size))), self, what
-                )
-                # size and ETag of what this GET returned: a sharded run reads objects listed
-                # by an inventory hours earlier, and records the version it actually read
-                size = int(headers.get("content-length", obj.size))
-                etag = headers.get("etag", "").strip('"') or obj.etag
-                return body, self._with_tags(
-                    ObjectInfo(obj.key, size, etag, obj.last_modified, version, content_type, meta),
-                    args,
-                    bool(headers.get("x-amz-tagging-count")),
-                )
-            # the store wants more than a plain signed GET (another region, its own auth):
-            # the modelled call follows redirects and says what is wrong
-            self._signed_gets = False
+        version = args.get("VersionId")
+        fast = self._signed("gets", what, lambda signer: signer.get(args["Key"], version))
+        if fast is not None:
+            headers = fast.headers
+            meta = {k[len(META) :]: v for k, v in headers.items() if k.lower().startswith(META)}
+            version, content_type = headers.get("x-amz-version-id"), headers.get("content-type")
+            # botocore's body wrapper: a dropped connection or a short body becomes a
+            # BotoCoreError (retried), not a raw urllib3 exception
+            body: Any = StallGuard(
+                StreamingBody(fast.response.raw, int(headers.get("content-length", obj.size))), self, what
+            )
+            # size and ETag of what this GET returned: a sharded run reads objects listed
+            # by an inventory hours earlier, and records the version it actually read
+            size = int(headers.get("content-length", obj.size))
+            etag = headers.get("etag", "").strip('"') or obj.etag
+            return body, self._with_tags(
+                ObjectInfo(obj.key, size, etag, obj.last_modified, version, content_type, meta),
+                args,
+                bool(headers.get("x-amz-tagging-count")),
+            )
         response = self._call(what, self.client.get_object, **args)
         info = ObjectInfo(
             obj.key,
@@ -379,27 +375,6 @@ class S3Source:
             except (ClientError, BotoCoreError):
                 pass  # tags are optional: the credentials may not allow reading them
         return info
-
-    def _signed_get(self, obj: ObjectInfo, what: str) -> Any:
-        """A streaming GET signed here. None when there is nothing to sign with, or the
-        store refuses it for a reason the modelled call handles (a redirect, its own auth)."""
-        signer = self.signer()
-        if signer is None:
-            return None
-        version = obj.version_id if obj.version_id and obj.version_id != "null" else None
-        try:
-            response = signer.get(self.prefix + obj.key, version)
-        except (BotoCoreError, OSError) as exc:
-            raise self._error(exc, what, retried=False) from None
-        if response.status_code == 200:
-            return response
-        try:
-            code = error_code(response.content)
-        except URLLib3Error:  # the error document itself was cut short
-            code = ""
-        if response.status_code == 404 or response.status_code >= 500:
-            raise s3_error(code, response.status_code, self.url, what)
-        return None
 
     def upload(
         self,
@@ -433,8 +408,14 @@ class S3Source:
                 "ContentMD5": base64.b64encode(md5).decode(),
                 "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
             }
-            answer = self._signed_put(key, data, checksums, extra)
-            if answer is None:
+            signed = self._signed(
+                "puts",
+                f"uploading {key}",
+                lambda signer: signer.put(self.prefix + key, data, put_headers(checksums, extra)),
+            )
+            if signed is not None:
+                etag, echoed = signed.headers.get("etag", ""), signed.headers.get("x-amz-checksum-sha256")
+            else:
                 response = self._call(
                     f"uploading {key}",
                     self.client.put_object,
@@ -444,10 +425,10 @@ class S3Source:
                     **checksums,
                     **extra,
                 )
-                answer = PutAnswer(str(response.get("ETag", "")).strip('"'), response.get("ChecksumSHA256"))
-            if answer.sha256_b64:
-                return base64.b64decode(answer.sha256_b64).hex()
-            if answer.etag == md5.hex():
+                etag, echoed = str(response.get("ETag", "")), response.get("ChecksumSHA256")
+            if echoed:
+                return base64.b64decode(echoed).hex()
+            if etag.strip('"') == md5.hex():
                 return hashlib.sha256(data).hexdigest()
             return None
         self._call(
@@ -463,47 +444,46 @@ class S3Source:
 
     def signer(self) -> SignedRequests | None:
         """The request signer, set up at the first transfer (None: no credentials to sign
-        with, or a URL layout it does not know; the modelled calls then say what is wrong)."""
-        if not self._signer_tried:
-            self._signer_tried = True
-            try:
-                credentials = self._session.get_credentials()
-                if credentials is not None:
-                    self._signer = SignedRequests(self.client, credentials, self.bucket)
-            except (BotoCoreError, ClientError, ValueError):
-                pass
+        with, or a store botocore does not sign with SigV4; the modelled calls take over)."""
+        with self._signer_lock:
+            if not self._signer_tried:
+                self._signer_tried = True
+                try:
+                    credentials = self._session.get_credentials()
+                    if credentials is not None:
+                        self._signer = SignedRequests(self.client, credentials, self.bucket)
+                except (BotoCoreError, ClientError, ValueError):
+                    pass
         return self._signer
 
-    def _signed_put(
-        self, key: str, data: bytes, checksums: dict[str, str], extra: dict[str, Any]
-    ) -> PutAnswer | None:
-        """One PUT signed here (signed_requests.py); None: make the modelled call instead, once
-        the store refused such a PUT for a reason other than its own failure (a redirect,
-        an auth scheme of its own: the modelled call handles it or raises the store's error).
-        A header value with a line break is refused by http.client before anything is sent."""
-        metadata, tags, content_type = extra["Metadata"], extra.get("Tagging"), extra.get("ContentType")
-        signer = self.signer() if self._signed_puts else None
+    def _signed(self, kind: str, what: str, send: Callable[[SignedRequests], Answer]) -> Answer | None:
+        """One request (``kind`` "gets" or "puts") signed by lifeboat (signed_requests.py).
+        None: make the modelled call for it instead, which retries with botocore's backoff
+        and rate limiter, follows redirects and raises the store's own error. That is every
+        answer but a success, and a connection that failed; a refusal only the SDK gets past
+        (a redirect, the store's own auth) also ends this kind of signed request for the run.
+        A stall is raised as one (as the modelled call's would be, after its attempts)."""
+        enabled = self._signed_gets if kind == "gets" else self._signed_puts
+        signer = self.signer() if enabled else None
         if signer is None:
             return None
-        headers = {
-            "Content-MD5": checksums["ContentMD5"],
-            "x-amz-checksum-sha256": checksums["ChecksumSHA256"],
-        }
-        if content_type:
-            headers["Content-Type"] = content_type
-        if tags:
-            headers["x-amz-tagging"] = tags
-        headers.update({META + name: value for name, value in metadata.items()})
-        what = f"uploading {key}"
         try:
-            return signer.put(self.prefix + key, data, headers)
-        except Refused as refused:
-            if refused.status >= 500:
-                raise s3_error(error_code(refused.content), refused.status, self.url, what) from None
-            self._signed_puts = False
-            return None
-        except (BotoCoreError, OSError) as exc:
+            answer = send(signer)
+        except (ReadTimeoutError, ConnectTimeoutError) as exc:
             raise self._error(exc, what, retried=False) from None
+        except ClientError as exc:  # refreshing expired credentials failed (STS)
+            raise self._error(exc, what, retried=False) from None
+        except (BotoCoreError, OSError):
+            return None  # refused or dropped connection: botocore's attempts, with backoff
+        if answer.ok:
+            return answer
+        answer.response.raw.close()  # an error document: not worth keeping the connection for
+        if answer.sdk_only:
+            if kind == "gets":
+                self._signed_gets = False
+            else:
+                self._signed_puts = False
+        return None
 
     def sha256_of(self, key: str) -> str:
         """The SHA-256 of an object's content (read through)."""
