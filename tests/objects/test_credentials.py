@@ -112,6 +112,11 @@ def test_repository_and_source_sign_with_their_own_profiles(tmp_path, recorder, 
     env = aws_files(tmp_path)
     lifeboat(policy, env, "init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     lifeboat(policy, env, "backup", "media")
+    # every command that reads or writes the bucket, not only the plain backup
+    lifeboat(policy, env, "backup", "media", "--shards", "2")
+    lifeboat(policy, env, "objects", "inspect", "media")
+    key = str(tmp_path / "recovery.key")
+    lifeboat(policy, env, "restore", "media", "--target", f"s3://{source}/restored", "--recovery-key", key)
     assert keys_for(source) == {MEDIA_KEY}
     assert keys_for(repo) == {REPO_KEY}
     assert DEFAULT_KEY not in {key for _, key in SigningRecorder.seen}

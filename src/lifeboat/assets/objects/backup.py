@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import memory
-from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, open_source
+from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, source_for
 from lifeboat.assets.objects.transfer import (
     Counters,
     SizedReads,
@@ -66,15 +66,7 @@ def backup_objects(
     policy: Policy, asset: ObjectsAsset, repo: Repository, progress: ProgressSink = NO_PROGRESS
 ) -> SnapshotInfo:
     """Capture the source's current objects into one snapshot (unchanged objects reused)."""
-    source = open_source(
-        asset.source,
-        asset.endpoint_url,
-        asset.region,
-        asset.workers,
-        asset.stall_timeout.total_seconds(),
-        profile=asset.profile,
-        role_arn=asset.role_arn,
-    )
+    source = source_for(asset)
     counters = Counters()
     versioning = with_retries("reading versioning", source.versioning, counters)
     objects = with_retries("listing", source.list_current, counters)

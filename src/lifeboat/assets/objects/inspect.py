@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lifeboat.assets.objects.source import open_source
+from lifeboat.assets.objects.source import source_for
 
 if TYPE_CHECKING:
     from lifeboat.assets.objects.model import ObjectsAsset
@@ -26,15 +26,7 @@ class SourceReport:
 
 def inspect_source(policy: Policy, asset: ObjectsAsset, fix: bool = False) -> SourceReport:
     """Versioning, lifecycle rules, object count and size of an objects asset's source."""
-    source = open_source(
-        asset.source,
-        asset.endpoint_url,
-        asset.region,
-        asset.workers,
-        asset.stall_timeout.total_seconds(),
-        profile=asset.profile,
-        role_arn=asset.role_arn,
-    )
+    source = source_for(asset)
     versioning = source.versioning()
     objects = source.list_current()
     report = SourceReport(asset.source, versioning, len(objects), sum(o.size for o in objects))

@@ -63,11 +63,10 @@ class ObjectsKind(AssetKind):
     def capture_source(self, asset: AssetSpec, at: datetime | None) -> object:
         """Each key's version on the source at the reference time (before the drill restores)."""
         from lifeboat.assets.objects.drill import state_at
-        from lifeboat.assets.objects.source import open_source
+        from lifeboat.assets.objects.source import source_for
         from lifeboat.assets.rpo import Unavailable
 
-        spec = _spec(asset)
-        source = open_source(spec.source, spec.endpoint_url, spec.region, spec.workers)
+        source = source_for(_spec(asset))
         if at is None:
             return {o.key: o for o in source.list_current()}
         if source.versioning() != "Enabled":
@@ -97,14 +96,14 @@ class ObjectsKind(AssetKind):
 
     def reachable(self, asset: AssetSpec) -> str | None:
         """A bucket source that cannot be seen from here (a directory is not checked)."""
-        from lifeboat.assets.objects.source import open_source
+        from lifeboat.assets.objects.source import source_for
         from lifeboat.errors import LifeboatError
 
         spec = _spec(asset)
         if not spec.source.startswith("s3://"):
             return None
         try:
-            open_source(spec.source, spec.endpoint_url, spec.region, workers=1).ensure_exists()
+            source_for(spec, workers=1).ensure_exists()
         except LifeboatError as exc:
             return f"cannot see bucket {spec.source}: {exc.message}"
         return None

@@ -23,7 +23,7 @@ from lifeboat.assets.objects.dirtarget import (
     unmappable_keys,
 )
 from lifeboat.assets.objects.model import ObjectsAsset
-from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, open_source
+from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, source_for
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError
 from lifeboat.repo import Entry, SnapshotReader
@@ -132,14 +132,7 @@ def part_of(items: list[Item], shard: int, shards: int) -> list[Item]:
 
 def check_target_empty(asset: ObjectsAsset, target_url: str) -> None:
     """Before N workers start writing into one target (each then checks only its part)."""
-    target = open_source(
-        target_url,
-        asset.endpoint_url if target_url.startswith("s3://") else None,
-        asset.region,
-        asset.workers,
-        profile=asset.profile,
-        role_arn=asset.role_arn,
-    )
+    target = source_for(asset, target_url)
     counters = Counters()
     if isinstance(target, DirSource):
         open_dir_target(target)  # a local OS error is permanent: never retried
@@ -173,26 +166,12 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
     assert run.snapshot is not None
     info = run.snapshot
     target_url = asset.source if in_place else str(request.target)
-    target = open_source(
-        target_url,
-        asset.endpoint_url if target_url.startswith("s3://") else None,
-        asset.region,
-        asset.workers,
-        profile=asset.profile,
-        role_arn=asset.role_arn,
-    )
+    target = source_for(asset, target_url)
     counters = Counters()
     reader = repo.reader(info)
     source = None
     if at is not None and not request.snapshot_id and asset.source.startswith("s3://"):
-        source = open_source(
-            asset.source,
-            asset.endpoint_url,
-            asset.region,
-            asset.workers,
-            profile=asset.profile,
-            role_arn=asset.role_arn,
-        )
+        source = source_for(asset)
         if source.versioning() != "Enabled":
             source = None  # no history to use: snapshots only
     t0 = time.monotonic()

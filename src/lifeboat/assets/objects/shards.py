@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lifeboat import clock
 from lifeboat.assets.objects.backup import object_meta
 from lifeboat.assets.objects.inventory import Inventory, live_rows, read_file, read_manifest
-from lifeboat.assets.objects.source import ObjectInfo, S3Source, open_source
+from lifeboat.assets.objects.source import ObjectInfo, S3Source, source_for
 from lifeboat.assets.objects.transfer import Counters, SizedReads, run_batched, transfer_workers, with_retries
 from lifeboat.errors import CheckFailed, ConfigError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -65,9 +65,7 @@ def new_run_id() -> str:
 
 
 def _source(asset: ObjectsAsset) -> S3Source:
-    source = open_source(
-        asset.source, asset.endpoint_url, asset.region, asset.workers, asset.stall_timeout.total_seconds()
-    )
+    source = source_for(asset)
     if not isinstance(source, S3Source):
         raise ConfigError(
             f"asset {asset.name}: sharded backups need an s3:// source",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -33,6 +33,9 @@ from lifeboat.assets.objects.signed_requests import Answer, SignedRequests
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify
 from lifeboat.storage.credentials import aws_session
+
+if TYPE_CHECKING:
+    from lifeboat.assets.objects.model import ObjectsAsset
 
 META = "x-amz-meta-"
 DEFAULT_STALL_TIMEOUT = 60.0
@@ -656,6 +659,23 @@ def open_source(
     if url.startswith("dir://"):
         return DirSource(url)
     raise ConfigError(f"unsupported object location {url!r} (use s3://bucket/prefix or dir:///path)")
+
+
+def source_for(asset: ObjectsAsset, url: str | None = None, *, workers: int | None = None) -> Source:
+    """The asset's source, or ``url`` (a restore target), opened with everything the asset
+    says about reaching it: endpoint (for s3:// only), region, credentials (profile,
+    role_arn), transfer threads and stall timeout. Every command opens its buckets here,
+    so none forgets one of them."""
+    url = url or asset.source
+    return open_source(
+        url,
+        asset.endpoint_url if url.startswith("s3://") else None,
+        asset.region,
+        asset.workers if workers is None else workers,
+        asset.stall_timeout.total_seconds(),
+        profile=asset.profile,
+        role_arn=asset.role_arn,
+    )
 
 
 def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
