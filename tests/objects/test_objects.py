@@ -255,29 +255,35 @@ class RecordingProxy(FlakyProxy):
     sdk_only = False
     # answer 503 SlowDown to this many of lifeboat's own signed requests (not the SDK's)
     slow_down_signed = 0
+    _counting: ClassVar[threading.Lock] = threading.Lock()
 
     def cut_body(self, etag: str | None, data: bytes) -> bool:
         return False
+
+    def _slowed_down(self) -> bool:
+        with self._counting:
+            if RecordingProxy.slow_down_signed <= 0:
+                return False
+            RecordingProxy.slow_down_signed -= 1
+            return True
+
+    def _refuse(self, status: int, code: str) -> None:
+        document = f"<Error><Code>{code}</Code><Message>refused by the test</Message></Error>".encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(document)))
+        self.end_headers()
+        self.wfile.write(document)
 
     def _forward(self) -> None:
         self.requests.append((self.command, self.path))
         sdk = "amz-sdk-invocation-id" in self.headers
         self.calls.append((self.command, self.path, sdk))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if not sdk and self.slow_down_signed > 0:
-            type(self).slow_down_signed -= 1
-            slow = b"<Error><Code>SlowDown</Code><Message>reduce your request rate</Message></Error>"
-            self.send_response(503)
-            self.send_header("Content-Length", str(len(slow)))
-            self.end_headers()
-            self.wfile.write(slow)
+        if not sdk and self._slowed_down():
+            self._refuse(503, "SlowDown")
             return
         if self.sdk_only and not sdk:
-            denied = b"<Error><Code>AccessDenied</Code><Message>no query auth</Message></Error>"
-            self.send_response(403)
-            self.send_header("Content-Length", str(len(denied)))
-            self.end_headers()
-            self.wfile.write(denied)
+            self._refuse(403, "AccessDenied")
             return
         if self.command == "PUT" and self.corrupt_key and self.path.split("?")[0].endswith(self.corrupt_key):
             body = bytes([body[0] ^ 1]) + body[1:]
