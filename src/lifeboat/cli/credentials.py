@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from lifeboat.crypto.credentials import Credentials
@@ -26,9 +27,9 @@ PassphraseOption = Annotated[
 
 def terminal_prompt(label: str, secret: bool) -> str:
     """Ask on the terminal, on stderr so --json output stays clean; words are not echoed."""
-    try:  # typer's own prompt: importing click too would load a second copy of it (~30 ms)
-        return str(typer.prompt(label, hide_input=secret, err=True, default="", show_default=False))
-    except typer.Abort:
+    try:
+        return str(click.prompt(label, hide_input=secret, err=True, default="", show_default=False))
+    except click.Abort:
         from lifeboat.errors import KeyError_
 
         raise KeyError_("no share entered") from None
