@@ -27,6 +27,9 @@ PassphraseOption = Annotated[
 
 def terminal_prompt(label: str, secret: bool) -> str:
     """Ask on the terminal, on stderr so --json output stays clean; words are not echoed."""
+    # click's own prompt, although typer vendors a copy: typer 0.29's prompt left the share
+    # prompt after the custodian's name unanswered on a terminal (tried and reverted; see
+    # tests/keys/test_recovery_rotation.py::test_custodians_type_their_words_on_a_terminal)
     try:
         return str(click.prompt(label, hide_input=secret, err=True, default="", show_default=False))
     except click.Abort:
