@@ -48,6 +48,7 @@ class Answer:
 
     @property
     def ok(self) -> bool:
+        """Whether the store took or served it (any 2xx)."""
         return 200 <= self.status < 300
 
     @property
