@@ -29,6 +29,7 @@ from typing import Self
 GRPC_OFFSET = 10000
 SERVICES = ("master", "volume", "filer", "s3", "admin")
 START_TIMEOUT = 60.0
+VOLUME_SLOTS = 4000
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ class SeaweedServer:
             "-admin.ui=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # weed mini sizes its volume slots from free disk / 128 MB, and every bucket
+            # grows about 8 volumes of its own: on a small disk the slots ran out after a
+            # few dozen buckets and new buckets refused every write. Volumes are sparse
+            # files, so a generous fixed count costs nothing until data arrives.
+            f"-volume.max={VOLUME_SLOTS}",
         ]
         for service, port in self.ports.items():
             args += [f"-{service}.port={port}", f"-{service}.port.grpc={port + GRPC_OFFSET}"]
