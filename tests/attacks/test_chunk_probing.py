@@ -2,9 +2,11 @@
 "plaintext oracle"). The attacker holds only what that host has: its writer key file and
 the repository's storage (a local directory it may read and write). It guesses the content
 of a small secret file another writer backed up, computes each guess's chunk id under the id
-key it holds, and looks for the ids in everything it can list and read (the index of every
-pack, which names every stored blob). With per-writer id keys there is nothing to find:
-the defender's writer put its blobs under its own id key. The same guess under the
+key it holds, and looks for the ids among the stored blobs. It cannot list them: pack
+trailers are sealed with each pack's data key and index files with their writer's key, so
+the test hands it every stored blob id (read with the recovery key), more than it has. With
+per-writer id keys there is still nothing to find: the defender's writer put its blobs under
+its own id key. The same guess under the
 defender's own key does find the file, so the probe itself works. The price, stated by a
 test too: the attacker's writer storing the same bytes does not deduplicate against them."""
 
@@ -17,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from lifeboat.crypto.keys import BackupKey, load_backup_key
+from lifeboat.errors import KeyError_
 from lifeboat.repo import Repository
-from lifeboat.repo.format import parse_pack_trailer
 from lifeboat.repo.keyring import Keyring
 from lifeboat.storage import open_storage
 from tests.harness import Clock, LifeboatCli, PolicyBuilder
+from tests.harness.packs import stored_blob_table
 
 PIN = b"481516\n"  # the secret: a 6-digit PIN file on the defender's host
 
@@ -69,30 +72,35 @@ def host_b_key(site: Site) -> BackupKey:
     return load_backup_key(site.root / "host-b" / "writer.key")
 
 
-def stored_blob_ids(repo: Repository) -> set[str]:
-    """Every blob id in storage: pack trailers list them without a key (index files are
-    sealed to their writer, so another writer's index does not open)."""
-    ids: set[str] = set()
-    for obj in repo.storage.list("data/"):
-        ids.update(b[0] for b in parse_pack_trailer(repo.storage.get(obj.name)))
-    return ids
+def stored_blob_ids(root: Path) -> set[str]:
+    """Every blob id in storage, read with the recovery key (see the module's docstring)."""
+    return {blob[1] for blob in stored_blob_table(f"file://{root / 'repo'}", root / "recovery.key")}
 
 
-def probe(key: BackupKey, storage_root: Path) -> list[bytes]:
+def probe(key: BackupKey, root: Path) -> list[bytes]:
     """The attack: every 6-digit PIN file, its chunk id under ``key``, looked up among the
-    blobs the storage lists. Returns the guesses found."""
-    listed = stored_blob_ids(Repository.open(open_storage(f"file://{storage_root}"), backup_key=key))
-    assert len(listed) > 0  # the attacker does see every writer's blob ids (pack trailers)
+    stored blob ids. Returns the guesses found."""
+    listed = stored_blob_ids(root)
+    assert len(listed) > 0
     blob_id = Keyring.for_backup(key).blob_id
     return [guess for n in range(10**6) if blob_id(guess := b"%06d\n" % n) in listed]
 
 
+def test_a_backup_host_cannot_read_which_blobs_a_pack_holds(site: Site) -> None:
+    attacker = Repository.open(open_storage(f"file://{site.root / 'repo'}"), backup_key=host_b_key(site))
+    packs = attacker.storage.list("data/")
+    assert packs
+    for obj in packs:
+        with pytest.raises(KeyError_, match="needs the recovery key"):
+            attacker.pack_table(attacker.storage.get(obj.name))
+
+
 def test_another_writers_key_cannot_find_a_small_file_by_its_chunk_id(site: Site) -> None:
-    assert probe(host_b_key(site), site.root / "repo") == []
+    assert probe(host_b_key(site), site.root) == []
     # the same brute force with host A's own key finds the PIN: the probe is sound, and
     # host A holds that data in plaintext anyway
     defender = load_backup_key(site.root / "keys" / "backup.key")
-    assert probe(defender, site.root / "repo") == [PIN]
+    assert probe(defender, site.root) == [PIN]
 
 
 def test_the_cost_the_same_bytes_from_two_writers_are_stored_twice(site: Site) -> None:
@@ -103,7 +111,7 @@ def test_the_cost_the_same_bytes_from_two_writers_are_stored_twice(site: Site) -
         stats = session.commit().stats
     assert stats.new_chunks >= 1 and stats.new_bytes >= len(PIN)  # nothing reused from host A
     defender = load_backup_key(site.root / "keys" / "backup.key")
-    index = stored_blob_ids(attacker)
+    index = stored_blob_ids(site.root)
     ids = {Keyring.for_backup(k).blob_id(PIN) for k in (defender, host_b_key(site))}
     assert len(ids) == 2 and all(i in index for i in ids)
     # and the recovery side reads both writers' copies (host B's id key from the registry)

@@ -1,9 +1,11 @@
 """A compromised backup host (its writer key file + storage credentials) of asset ``web``
-breaks the restores of another writer's asset ``app``: pack trailers list every blob's id,
-offset and length without a key, and an index file names no asset, so any authorised writer
-may sign one. It signs an index pointing each of app's blob ids at another blob's location,
-its name ground to sort first, so its locations are the ones tried first. Readers fall back
-to a blob's other locations when one fails authentication, ``check --read-data`` names the
+breaks the restores of another writer's asset ``app``. Pack trailers are sealed with each
+pack's data key, so the host cannot read where app's blobs are; the test hands it every
+blob's id, offset and length anyway (read with the recovery key: an attacker with more than
+a host has). An index file names no asset, so any authorised writer may sign one. It
+signs an index pointing each of app's blob ids at another blob's location, its name ground
+to sort first, so its locations are the ones tried first. Readers fall back to a blob's
+other locations when one fails authentication, ``check --read-data`` names the
 misdirection without blaming the healthy packs, and prune's repack never trusts a listing
 the pack's own trailer does not confirm."""
 
@@ -14,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.repo.format import index_name, parse_pack_trailer
+from lifeboat.repo.format import index_name
 from lifeboat.repo.index import encode_index
 from tests.attacks.test_forged_history import GENUINE, Site, attacker, make_site
 from tests.harness import Clock
+from tests.harness.packs import StoredBlob, stored_blob_table
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def site(tmp_path: Path, clock: Clock) -> Site:
     return make_site(tmp_path, clock)
 
 
-Blob = tuple[str, str, str, int, int, int]  # pack, blob id, type, offset, length, raw length
+Blob = StoredBlob  # pack, blob id, type, offset, length, raw length
 
 
 def shifted(table: list[Blob], i: int) -> list[object]:
@@ -59,10 +62,7 @@ def test_another_writers_forged_index_does_not_break_a_genuine_restore(
     site.backup("app")
     site.backup("web")
     repo = attacker(site, site.issue_writer("web-1", "web"))
-    table: list[Blob] = []  # every stored blob, read from the pack trailers (no key needed)
-    for obj in repo.storage.list("data/"):
-        pack = obj.name.rsplit("/", 1)[-1]
-        table += [(pack, *blob) for blob in parse_pack_trailer(repo.storage.get(obj.name))]
+    table = stored_blob_table(f"file://{site.root / 'repo'}", site.root / "recovery.key")
     entries: dict[str, list[list[object]]] = {}
     for i in range(len(table)):
         pack, *blob = forgery(table, i)

@@ -1,6 +1,7 @@
 """The storage provider (issue #14): it holds every stored byte and no key. It reads no file
 name, canary path, object key or asset name in snapshot headers and index files (they are
-sealed, repo/sealed.py); and an index file it plants (unsigned, signed by a key the registry
+sealed, repo/sealed.py), and no blob id or plaintext length in packs (their blob tables are
+sealed with each pack's data key); and an index file it plants (unsigned, signed by a key the registry
 does not know, or by a revoked writer's stolen key) is ignored by restore and named by
 `check` with exit 1. The defender is the real `lifeboat` executable."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,16 +17,19 @@ import boto3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lifeboat.crypto.keys import load_backup_key
-from lifeboat.repo.format import INDEX_MAGIC, encode_framed, parse_pack_trailer
+from lifeboat.repo.format import INDEX_MAGIC, encode_framed
 from lifeboat.repo.index import encode_index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.sealed import MetadataCodec
 from tests.harness import Clock, LifeboatCli, PolicyBuilder
+from tests.harness.packs import stored_blob_table
 
 CANARY_DIR = "canary-7f3a9-payroll"
 FILE_NAMES = ("salaries-2026-q3.csv", "board-minutes-confidential.txt")
 OBJECT_KEYS = ("invoices/acme-corp-4711.pdf", "contracts/zeta-merger-draft.docx")
 ASSETS = ("ledgerfiles", "mediabucket")
+# a file of random bytes (so its one chunk is exactly this long) whose size would confirm it
+SIZED_FILE, SECRET_SIZE = "export.bin", 7919
 
 
 def _site(tmp_path: Path, clock: Clock, endpoint: str, bucket: str) -> LifeboatCli:
@@ -32,6 +37,7 @@ def _site(tmp_path: Path, clock: Clock, endpoint: str, bucket: str) -> LifeboatC
     canary.mkdir(parents=True)
     for name in FILE_NAMES:
         (canary / name).write_bytes(f"content of {name}\n".encode())
+    (canary / SIZED_FILE).write_bytes(os.urandom(SECRET_SIZE))
     s3 = boto3.client("s3", endpoint_url=endpoint)
     for key in OBJECT_KEYS:
         s3.put_object(Bucket=bucket, Key=f"media/{key}", Body=f"object {key}".encode())
@@ -81,16 +87,27 @@ def test_storage_bytes_name_no_file_path_or_object_key(
     assert (target / ASSETS[0]).exists() or any(target.rglob(FILE_NAMES[0]))
 
 
+def test_packs_show_no_blob_id_and_no_plaintext_length(
+    tmp_path: Path, clock: Clock, s3_server: str, make_bucket: Callable[..., str]
+) -> None:
+    _site(tmp_path, clock, s3_server, make_bucket(object_lock=False))
+    table = stored_blob_table(f"file://{tmp_path / 'repo'}", tmp_path / "recovery.key")
+    assert SECRET_SIZE in {raw for *_, raw in table}  # the recovery side reads the tables
+    stored = _stored(tmp_path / "repo", ("data/", "index/", "snapshots/"))
+    for name, data in stored.items():
+        assert b",%d]" % SECRET_SIZE not in data, f"the file's exact length is readable in {name}"
+        for _, blob_id, *_ in table:
+            assert blob_id.encode() not in data, f"blob {blob_id[:16]} is named in {name}"
+
+
 def _forged_indexes(repo: Path, keyfile: Path, revoked_keyfile: Path) -> dict[str, str]:
     """Index files listing every stored blob in a pack that does not exist, each named so it
     sorts (and loads) before every genuine index file: unsigned, signed by an unknown key,
     signed by a revoked writer. Returns name -> who planted it."""
     key = load_backup_key(keyfile)
     mac = Keyring.for_backup(key).mac
-    blobs = []
-    for pack in (repo / "data").rglob("*"):
-        if pack.is_file():
-            blobs += [list(b) for b in parse_pack_trailer(pack.read_bytes())]
+    # every stored blob (read with the recovery key: the planter is handed more than it has)
+    blobs = [list(b[1:]) for b in stored_blob_table(f"file://{repo}", repo.parent / "recovery.key")]
     entry = [{"id": "f" * 64, "blobs": blobs}]
     first = min(p.name for p in (repo / "index").iterdir())
     revoked = load_backup_key(revoked_keyfile)

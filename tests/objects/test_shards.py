@@ -28,7 +28,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from lifeboat.repo.format import parse_pack_trailer
+from tests.harness.packs import stored_blob_table
 from tests.objects.bucket_env import BucketEnv, media_policy
 
 # every kind of key, version and delete marker below, over ~20 prefixes, and each of 4
@@ -316,10 +316,7 @@ def test_a_killed_shard_blocks_the_commit_and_its_rerun_uploads_nothing_twice(
     # every chunk is stored once, across the killed run, its rerun and the other shards
     # (a killed writer's temp file is not part of the repository: prune removes it)
     blobs = [
-        b[0]
-        for p in (env.root / "repo" / "data").rglob("*")
-        if p.is_file() and not p.name.startswith(".")
-        for b in parse_pack_trailer(p.read_bytes())
+        b[1] for b in stored_blob_table(f"file://{env.root / 'repo'}", env.root / "keys" / "recovery.key")
     ]
     assert len(blobs) == len(set(blobs))
     env.restored_equals(snap["snapshot"], before)

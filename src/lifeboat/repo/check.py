@@ -12,7 +12,14 @@ from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.escrow import escrow_problems
-from lifeboat.repo.format import BlobLocation, pack_name, parse_pack_header, parse_pack_trailer, snapshot_name
+from lifeboat.repo.format import (
+    BlobLocation,
+    pack_name,
+    parse_pack_header,
+    parse_pack_trailer,
+    snapshot_name,
+    trailer_is_sealed,
+)
 from lifeboat.repo.immutability import endpoint_problems, retention_problems, tampering_problems
 from lifeboat.repo.index import Index
 from lifeboat.repo.keyring import EscrowRequired
@@ -24,6 +31,7 @@ from lifeboat.repo.snapshots import list_snapshots
 from lifeboat.repo.trust import LEGACY_WARNING, Trust
 
 if TYPE_CHECKING:
+    from lifeboat.crypto.envelope import Cipher
     from lifeboat.repo.handle import RepoHandle
 
 
@@ -166,6 +174,17 @@ def _listed_here(index: Index, blob_ids: list[str], pack_id: str) -> list[tuple[
     ]
 
 
+def _trailer_problems(
+    data: bytes, pack_id: str, cipher: Cipher | None
+) -> tuple[dict[str, tuple[str, str, int, int, int]], list[Problem]]:
+    """The pack's blob table by blob id, or a corrupt-pack problem when it does not parse or
+    does not open with the pack's data key."""
+    try:
+        return {b[0]: b for b in parse_pack_trailer(data, cipher)}, []
+    except IntegrityError as exc:
+        return {}, [Problem("corrupt-pack", pack_name(pack_id), str(exc))]
+
+
 def _read_all_packs(
     repo: RepoHandle,
     refs: References,
@@ -193,14 +212,13 @@ def _read_all_packs(
             problems.append(
                 Problem("corrupt-pack", pack_name(pack_id), "pack content does not match its name")
             )
-        try:
-            trailer = {b[0]: b for b in parse_pack_trailer(data)}
-        except IntegrityError as exc:
-            trailer = {}
-            problems.append(Problem("corrupt-pack", pack_name(pack_id), str(exc)))
         with lock:
             report.packs_read += 1
         if not decrypt:
+            # without the data key only an older pack's plaintext table can be judged; the
+            # pack's name (its hash) already vouches for every byte of it
+            if not trailer_is_sealed(data):
+                problems += _trailer_problems(data, pack_id, None)[1]
             return problems
         bad: list[str] = []
         wrapped = b""
@@ -211,6 +229,10 @@ def _read_all_packs(
             return problems  # key material: its chunks open only with the custodians' shares
         except IntegrityError:
             cipher = None
+        trailer: dict[str, tuple[str, str, int, int, int]] = {}
+        if cipher is not None or not trailer_is_sealed(data):  # else each chunk is reported below
+            trailer, damaged = _trailer_problems(data, pack_id, cipher)
+            problems += damaged
         for blob_id, loc in _listed_here(index, packs[pack_id], pack_id):
             held = trailer.get(blob_id, ())
             if trailer and tuple(held[1:]) != (loc.type, loc.offset, loc.length, loc.raw_length):

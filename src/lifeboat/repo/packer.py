@@ -36,7 +36,7 @@ class _OpenPack:
         return len(envelope)
 
     def finish(self) -> tuple[str, bytes, PackEntry]:
-        self.parts.append(pack_trailer(self.blobs))
+        self.parts.append(pack_trailer(self.blobs, self.cipher))
         data = b"".join(self.parts)
         self.parts = []  # the joined copy is all the upload needs: don't hold the pack twice
         pack_id = hashlib.sha256(data).hexdigest()

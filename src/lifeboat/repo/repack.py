@@ -246,7 +246,7 @@ def _live_payloads(
     # writer wrote it), not from the index entries: those may come from a misdirecting
     # index file. A needed blob the trailer does not hold is not here to copy.
     wanted = {str(b[0]) for b in blobs}
-    held = [b for b in parse_pack_trailer(data) if b[0] in wanted]
+    held = [b for b in parse_pack_trailer(data, cipher) if b[0] in wanted]
     out = []
     for blob_id, btype, offset, length, raw_length in {b[0]: b for b in held}.values():
         payload = cipher.open(data[offset : offset + length], bytes.fromhex(blob_id))
