@@ -20,6 +20,7 @@ import getpass
 import hashlib
 import json
 import os
+import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,6 +188,9 @@ class AuditLog:
                     "outcome": outcome,
                     "details": redact(details),
                     "prev": prev_hash,
+                    # the hash (and so the copy's name in the repository) must not let the
+                    # storage provider guess an entry: little else in it is unknown
+                    "nonce": secrets.token_hex(16),
                 }
                 entry["hash"] = _entry_hash(entry)
                 line = json.dumps(entry, sort_keys=True, default=str).encode() + b"\n"

@@ -181,3 +181,30 @@ def test_rewritten_log_is_still_named_after_the_next_operation(site: Site) -> No
     site.run("backup")  # copies the rewritten entries too: the originals stay beside them
     code, report = site.verify()
     assert code == 1 and problems(report) == ["replaced"]
+
+
+def test_a_deleted_tail_after_a_key_rotation_is_named(site: Site, tmp_path: Path) -> None:
+    """`keys rotate` logs an entry the root key signs (the recovery side ran it), sealed to
+    the recovery side: the host's writer key cannot open that copy, yet it walks the chain
+    through it from the public chain fields, and still finds the tail deleted after it."""
+    recovery = ["--recovery-key", str(tmp_path / "site" / "recovery.key")]
+    site.json("keys", "rotate", *recovery)
+    site.run("backup")
+    code, report = site.verify()
+    assert code == 0 and report["ok"] and not report["refused"], report
+    lines = site.log.read_bytes().splitlines(keepends=True)
+    rotate = [json.loads(line) for line in lines if b'"keys-rotate"' in line]
+    assert rotate and rotate[0]["seq"] < len(lines) - 1  # the root-signed entry is mid-log
+    site.log.write_bytes(b"".join(lines[:-1]))
+    code, report = site.verify()
+    assert code == 1 and problems(report) == ["tail-missing"], report
+    assert report["findings"][0]["seq"] == len(lines) - 1
+
+
+def test_copy_names_and_hashes_do_not_repeat_for_equal_entries(site: Site) -> None:
+    """Two entries alike in all but a random nonce: their hashes (and so their copies'
+    names) say nothing a storage provider could confirm a guess with."""
+    entries = [json.loads(line) for line in site.log.read_text().splitlines()]
+    backups = [e for e in entries if e["operation"] == "backup"]
+    assert len(backups) == 2 and all(len(e["nonce"]) == 32 for e in backups)
+    assert backups[0]["nonce"] != backups[1]["nonce"]

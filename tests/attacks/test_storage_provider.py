@@ -1,7 +1,8 @@
 """The storage provider (issue #14): it holds every stored byte and no key. It reads no file
 name, canary path, object key or asset name in snapshot headers and index files (they are
 sealed, repo/sealed.py), and no blob id or plaintext length in packs (their blob tables are
-sealed with each pack's data key); and an index file it plants (unsigned, signed by a key the registry
+sealed with each pack's data key), nor what an audit copy records (sealed: only the chain
+fields show); and an index file it plants (unsigned, signed by a key the registry
 does not know, or by a revoked writer's stolen key) is ignored by restore and named by
 `check` with exit 1. The defender is the real `lifeboat` executable."""
 
@@ -30,6 +31,7 @@ OBJECT_KEYS = ("invoices/acme-corp-4711.pdf", "contracts/zeta-merger-draft.docx"
 ASSETS = ("ledgerfiles", "mediabucket")
 # a file of random bytes (so its one chunk is exactly this long) whose size would confirm it
 SIZED_FILE, SECRET_SIZE = "export.bin", 7919
+OPERATOR = "operator-canary-5521"  # who ran each command, as the audit log records it
 
 
 def _site(tmp_path: Path, clock: Clock, endpoint: str, bucket: str) -> LifeboatCli:
@@ -50,6 +52,7 @@ def _site(tmp_path: Path, clock: Clock, endpoint: str, bucket: str) -> LifeboatC
         .write(tmp_path / "lifeboat.toml")
     )
     cli = LifeboatCli(policy=policy, clock=clock)
+    cli.env["LIFEBOAT_ACTOR"] = OPERATOR
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
     for asset in ASSETS:
         cli.run("backup", asset)
@@ -79,6 +82,14 @@ def test_storage_bytes_name_no_file_path_or_object_key(
         for asset in ASSETS:
             assert asset.encode() not in data, f"{asset!r} readable in {name}"
         assert len(data) >= 512 + 192 + 101  # padded to the 512-byte floor, sealed, signed
+    # audit copies: what happened, to which asset, on which host, by whom, is sealed
+    copies = _stored(tmp_path / "repo", ("audit/",))
+    assert len(copies) >= 3  # init and two backups
+    # (the writer's name shows, as in the registry: by default it is the host's name)
+    told = [*ASSETS, OPERATOR, '"operation"', '"backup"', '"details"']
+    for name, data in copies.items():
+        for word in told:
+            assert word.encode() not in data, f"{word!r} readable in {name}"
     # ...while the key holders still read them: the writer its own, the recovery side all
     listed = cli.json("snapshots", "--asset", ASSETS[0])
     assert [s["asset"] for s in listed] == [ASSETS[0]]

@@ -4,10 +4,20 @@ a truncated, tail-deleted, rewritten or missing local log (issue #14).
 The local audit log is a SHA-256 hash chain (audit.py), which catches an edited middle
 line but not a cut tail or a chain rewritten with recomputed hashes: whoever can write the
 file can recompute every hash. Each line is therefore also stored in the repository as
-``audit/<seq, 12 digits>-<first 16 hex of its hash>`` = line ‖ 101-byte signature trailer
-(crypto/signed.py, type ``audit``, no asset), signed by the writer that logged it or, for
+``audit/<seq, 12 digits>-<first 16 hex of its hash>``, signed (101-byte trailer,
+crypto/signed.py, type ``audit``, no asset) by the writer that logged it or, for
 recovery-side operations, by the root key. A rewritten local chain cannot produce those
 signatures, and under Object Lock the anchored copies cannot be removed either.
+
+A copy is sealed: ``"LBAC" 0x01 u16be(len) chain sealed ‖ trailer``, where ``chain`` is the
+canonical JSON of the entry's chain fields (seq, hash, prev, writer) and ``sealed`` the
+whole line sealed for its signer and the recovery side (crypto/metadata.py, the copy's
+name in the associated data). Every reader walks every chain and checks who signed what
+from the public fields; only the signer and the recovery side read what happened (the
+storage provider reads no operation, asset, host or operator). Entries carry a random
+nonce, so neither their hash nor the copy's name lets anyone guess them. A copy a reader
+cannot open is judged by its writer's standing now, not by a time it claims inside the
+seal. Copies written before (the bare line ‖ trailer) are still read.
 
 Hashes are recomputed here with the same rule as audit.py (SHA-256 of the entry's
 canonical JSON without ``hash``); crypto/ must not import ops/.
@@ -17,9 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -41,6 +52,16 @@ RECOVERY_SIDE = "recovery side"
 # where the signed copy goes when an unsigned copy (written before copies were signed)
 # already holds the entry's name: the repository is put-once, so it cannot be replaced
 SIGNED_SUFFIX = "~signed"
+COPY_MAGIC = b"LBAC"
+COPY_VERSION = 1
+# what every reader sees of an entry: enough to walk the chain and to name its writer
+CHAIN_FIELDS = ("seq", "hash", "prev", "writer")
+
+# (copy name, line) -> the line sealed for the signer and the recovery side
+Sealer = Callable[[str, bytes], bytes]
+# (copy name, signer's public key, sealed line) -> the line; None when this reader holds no
+# key for it; IntegrityError when it does and the line does not open
+Opener = Callable[[str, bytes, bytes], bytes | None]
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
@@ -63,24 +84,72 @@ def anchor_name(entry: dict[str, Any]) -> str:
     return f"audit/{int(entry['seq']):012d}-{str(entry['hash'])[:16]}"
 
 
-def anchor(line: bytes, signer: WriterKey | RootKey) -> tuple[str, bytes]:
-    """(name, stored bytes) of one local audit line as a signed repository object."""
+def chain_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an entry a sealed copy shows every reader."""
+    return {field: entry.get(field) for field in CHAIN_FIELDS}
+
+
+def _chain_bytes(entry: dict[str, Any]) -> bytes:
+    return json.dumps(chain_of(entry), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _split_sealed(body: bytes) -> tuple[bytes, bytes]:
+    """(chain JSON, sealed line) of a sealed copy's signed body."""
+    if len(body) < 7 or body[:4] != COPY_MAGIC or body[4] != COPY_VERSION:
+        raise IntegrityError("audit copy is damaged (bad magic or version)")
+    (length,) = struct.unpack(">H", body[5:7])
+    if len(body) <= 7 + length:
+        raise IntegrityError("audit copy is truncated")
+    return body[7 : 7 + length], body[7 + length :]
+
+
+def sealed_copy(entry: dict[str, Any], sealed_line: bytes) -> bytes:
+    """The signed body of a sealed copy: magic, the public chain fields, the sealed line."""
+    chain = _chain_bytes(entry)
+    return COPY_MAGIC + bytes([COPY_VERSION]) + struct.pack(">H", len(chain)) + chain + sealed_line
+
+
+def anchor(line: bytes, signer: WriterKey | RootKey, seal: Sealer | None = None) -> tuple[str, bytes]:
+    """(name, stored bytes) of one local audit line as a signed repository object: sealed
+    with ``seal``, else the bare line (the earlier form, kept for tests of old copies)."""
     line = line.rstrip(b"\n")
-    name = anchor_name(parse_entry(line))
+    entry = parse_entry(line)
+    name = anchor_name(entry)
+    body = line if seal is None else sealed_copy(entry, seal(name, line))
     if isinstance(signer, RootKey):
-        signature = sign_by_root(signer, ObjectType.AUDIT, name, line)
+        signature = sign_by_root(signer, ObjectType.AUDIT, name, body)
     else:
-        signature = sign_object(signer, ObjectType.AUDIT, name, None, line)
-    return name, line + signature.to_bytes()
+        signature = sign_object(signer, ObjectType.AUDIT, name, None, body)
+    return name, body + signature.to_bytes()
+
+
+def same_copy(stored: bytes, existing: bytes) -> bool:
+    """Whether ``existing`` is a copy of the entry ``stored`` copies, by the same signer (a
+    retry): a sealed copy differs byte for byte each time it is sealed."""
+    if stored == existing:
+        return True
+    if min(len(stored), len(existing)) <= SIGNATURE_SIZE:
+        return False
+    try:
+        ours, theirs = (
+            _split_sealed(stored[:-SIGNATURE_SIZE])[0],
+            _split_sealed(existing[:-SIGNATURE_SIZE])[0],
+        )
+        signers = [Signature.from_bytes(c[-SIGNATURE_SIZE:]).public for c in (stored, existing)]
+    except IntegrityError:
+        return False
+    return ours == theirs and signers[0] == signers[1]
 
 
 @dataclass(frozen=True)
 class Anchored:
-    """An anchored entry whose signature checked out, and who signed it."""
+    """An anchored entry whose signature checked out, and who signed it. ``opened`` False:
+    a sealed copy this reader holds no key for, so ``entry`` holds its chain fields only."""
 
     name: str
     entry: dict[str, Any]
     signer: str
+    opened: bool = True
 
     @property
     def seq(self) -> int:
@@ -100,43 +169,98 @@ def entry_time(line: bytes) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
+@dataclass(frozen=True)
+class Unjudged:
+    """A sealed copy this reader cannot open, signed by a writer revoked since: the time it
+    claims is sealed, so whether it was written before the revocation is the recovery
+    side's to say. It vouches for nothing here, and is not reported as planted either."""
+
+    name: str
+    writer: str | None
+
+
+def _opened_sealed(
+    name: str, body: bytes, public: bytes, open_line: Opener | None
+) -> tuple[dict[str, Any], bytes | None] | Refusal:
+    """(entry, line) of a sealed copy: the whole entry when this reader opens it (its chain
+    fields checked against the public ones), else the public fields and None."""
+    try:
+        chain_json, sealed = _split_sealed(body)
+        chain = json.loads(chain_json)
+        int(chain["seq"]), str(chain["hash"])
+    except (IntegrityError, ValueError, KeyError, TypeError):
+        return Refusal.MALFORMED
+    if not isinstance(chain, dict) or set(chain) != set(CHAIN_FIELDS):
+        return Refusal.MALFORMED
+    try:
+        line = open_line(name, public, sealed) if open_line is not None else None
+    except IntegrityError:
+        return Refusal.BAD_SIGNATURE  # sealed by another key than the one that signed it
+    if line is None:
+        return chain, None
+    try:
+        entry = parse_entry(line)
+    except IntegrityError:
+        return Refusal.MALFORMED
+    if chain_of(entry) != chain:
+        return Refusal.MALFORMED  # the public fields say other than the sealed entry
+    return entry, line
+
+
 def read_anchor(
-    name: str, stored: bytes, registry: Registry, at_time: datetime | None = None
-) -> Anchored | Authorisation:
+    name: str,
+    stored: bytes,
+    registry: Registry,
+    at_time: datetime | None = None,
+    open_line: Opener | None = None,
+    now: datetime | None = None,
+) -> Anchored | Authorisation | Unjudged:
     """The entry and its signer, or the refusal (reported, never used for comparison).
 
     ``at_time`` None: the writer is judged at the time the entry claims, so entries of a
     writer revoked since stay valid (a revocation dated at the suspected compromise is what
-    refuses a stolen key's back-dated entries)."""
+    refuses a stolen key's back-dated entries); a sealed copy this reader cannot open is
+    judged at ``now``."""
     if len(stored) <= SIGNATURE_SIZE or stored[-SIGNATURE_SIZE:][:4] != SIGNATURE_MAGIC:
         return Authorisation(None, Refusal.UNSIGNED)  # e.g. a bare line, as copies once were
-    line, trailer = stored[:-SIGNATURE_SIZE], stored[-SIGNATURE_SIZE:]
-    if at_time is None:
-        at_time = entry_time(line)
-        if at_time is None:
-            return Authorisation(None, Refusal.MALFORMED)
+    body, trailer = stored[:-SIGNATURE_SIZE], stored[-SIGNATURE_SIZE:]
     try:
         public = Signature.from_bytes(trailer).public
     except IntegrityError:
         return Authorisation(None, Refusal.MALFORMED)
+    entry: dict[str, Any] | None = None
+    line: bytes | None = body  # the bare line of an earlier copy
+    if body[:4] == COPY_MAGIC:
+        found = _opened_sealed(name, body, public, open_line)
+        if isinstance(found, Refusal):
+            return Authorisation(None, found)
+        entry, line = found
+    claimed = entry_time(line) if line is not None else (now or datetime.now(UTC))
+    if at_time is None:
+        at_time = claimed
+        if at_time is None:
+            return Authorisation(None, Refusal.MALFORMED)
     if public == registry.root_public:
         try:
-            verify_by_root(registry.root_public, registry.repo_id, ObjectType.AUDIT, name, line, trailer)
+            verify_by_root(registry.root_public, registry.repo_id, ObjectType.AUDIT, name, body, trailer)
         except IntegrityError:
             return Authorisation(RECOVERY_SIDE, Refusal.BAD_SIGNATURE)
         signer = RECOVERY_SIDE
     else:
-        verdict = verify_object(registry, ObjectType.AUDIT, name, None, line, trailer, at_time)
+        verdict = verify_object(registry, ObjectType.AUDIT, name, None, body, trailer, at_time)
+        if not verdict and verdict.refusal is Refusal.REVOKED and line is None:
+            return Unjudged(name, verdict.writer)
         if not verdict:
             return verdict
         signer = str(verdict.writer)
-    try:
-        entry = parse_entry(line)
-    except IntegrityError:
-        return Authorisation(signer, Refusal.MALFORMED)
+    if entry is None:
+        try:
+            entry = parse_entry(body)
+        except IntegrityError:
+            return Authorisation(signer, Refusal.MALFORMED)
     if name not in (anchor_name(entry), anchor_name(entry) + SIGNED_SUFFIX):
         return Authorisation(signer, Refusal.BAD_SIGNATURE)
-    return Anchored(name, entry, signer)
+    return Anchored(name, entry, signer, opened=line is not None)
 
 
 # --- comparing the local log with the anchored copies -------------------------------------

@@ -1,9 +1,9 @@
 """Audit copies: each local audit line stored as ``audit/<seq, 12 digits>-<16 hex of its
-hash>`` = line ‖ the 101-byte signature trailer (statement type ``audit``, no asset), signed
-by the key this handle signs with (the writer's, or the root key when opened with the
-recovery key alone), put-once and under Object Lock when the repository has it
-(docs/design/repository-format.md, "Audit copies"; crypto/audit_anchor.py compares them
-with the local log).
+hash>``, its chain fields public and the line sealed for its signer and the recovery side,
+signed (101-byte trailer, statement type ``audit``, no asset) by the key this handle signs
+with (the writer's, or the root key when opened with the recovery key alone), put-once and
+under Object Lock when the repository has it (docs/design/repository-format.md, "Audit
+copies"; crypto/audit_anchor.py holds the layout and compares copies with the local log).
 """
 
 from __future__ import annotations
@@ -14,17 +14,22 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from lifeboat import clock
 from lifeboat.crypto.audit_anchor import (
     RECOVERY_SIDE,
     SIGNED_SUFFIX,
     Anchored,
+    Unjudged,
     anchor_name,
     parse_entry,
     read_anchor,
+    same_copy,
+    sealed_copy,
 )
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.crypto.writers import raw_public
 from lifeboat.errors import AlreadyExistsError, IntegrityError, KeyError_, NotFoundError
+from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.repo.trust import Trust, root_public_of, sign_statement
 from lifeboat.storage.base import Storage
 
@@ -39,6 +44,11 @@ class AuditHandle(Protocol):
     config: dict[str, Any]
     id: str
     signing: Ed25519PrivateKey | None
+
+    @property
+    def metadata(self) -> MetadataCodec:
+        """How this handle seals and opens metadata (its writer's key, or the recovery side's)."""
+        ...
 
     def trust(self, refresh: bool = False) -> Trust | None:
         """The verified writer registry (None: an unsigned legacy repository)."""
@@ -68,20 +78,22 @@ def put_audit_copy(repo: AuditHandle, line: bytes) -> str:
     is already there with the same content counts as stored (a retry). Raises when it
     cannot be signed or the name holds something else."""
     line = line.rstrip(b"\n")
-    name = anchor_name(parse_entry(line))
+    entry = parse_entry(line)
+    name = anchor_name(entry)
     if root_public_of(repo.config) is None:
         stored = line + b"\n"  # a legacy repository: no keys to sign with, copied as before
     elif repo.signing is None:
         raise KeyError_("this key has no writer identity: audit copies cannot be signed")
     else:
-        stored = line + sign_statement(repo.signing, repo.id, ObjectType.AUDIT, name, None, line)
+        body = sealed_copy(entry, repo.metadata.seal_named(name, line))
+        stored = body + sign_statement(repo.signing, repo.id, ObjectType.AUDIT, name, None, body)
     for candidate in (name, name + SIGNED_SUFFIX):
         try:
             repo.storage.put(candidate, stored)
             return candidate
         except AlreadyExistsError:
             existing = repo.storage.get(candidate)
-            if existing == stored:
+            if same_copy(stored, existing):
                 return candidate
             if candidate == name and existing == line + b"\n" and stored != existing:
                 continue  # an unsigned copy from before copies were signed: sign beside it
@@ -100,10 +112,12 @@ class RefusedCopy:
 
 @dataclass(frozen=True)
 class AuditCopies:
-    """The signed copies a reader accepted, and the ones it refused (reported)."""
+    """The signed copies a reader accepted, the ones it refused (reported), and sealed
+    copies of writers revoked since that only the recovery side can judge."""
 
     accepted: list[Anchored]
     refused: list[RefusedCopy]
+    unjudged: list[Unjudged]
 
 
 def audit_copies(repo: AuditHandle) -> AuditCopies:
@@ -112,8 +126,10 @@ def audit_copies(repo: AuditHandle) -> AuditCopies:
     trust = repo.trust()
     if trust is None:
         raise IntegrityError("this repository predates signed audit copies (no writer registry)")
+    now = clock.now()
     accepted: list[Anchored] = []
     refused: list[RefusedCopy] = []
+    unjudged: list[Unjudged] = []
     names = sorted(obj.name for obj in repo.storage.list(PREFIX))
 
     def fetch(name: str) -> bytes | None:
@@ -127,9 +143,11 @@ def audit_copies(repo: AuditHandle) -> AuditCopies:
     for name, stored in zip(names, fetched, strict=True):
         if stored is None:
             continue
-        verdict = read_anchor(name, stored, trust.registry)
+        verdict = read_anchor(name, stored, trust.registry, open_line=repo.metadata.open_named, now=now)
         if isinstance(verdict, Anchored):
             accepted.append(verdict)
+        elif isinstance(verdict, Unjudged):
+            unjudged.append(verdict)
         else:
             refused.append(RefusedCopy(name, verdict.writer, verdict.reason))
-    return AuditCopies(accepted, refused)
+    return AuditCopies(accepted, refused, unjudged)

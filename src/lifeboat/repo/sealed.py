@@ -177,6 +177,23 @@ class MetadataCodec:
         """Whether every writer's objects open (the recovery side)."""
         return bool(self.recovery)
 
+    def seal_named(self, name: str, plaintext: bytes) -> bytes:
+        """``plaintext`` sealed for this signer and the recovery side, bound to ``name`` (an
+        object whose name is not its hash: audit copies)."""
+        if self.public is None or self._metadata_key is None:
+            raise KeyError_("this key has no writer identity: nothing can be sealed with it")
+        return seal_for(self.repo_id, self.public, self._metadata_key, self.recovery_public, name, plaintext)
+
+    def open_named(self, name: str, signer: bytes, sealed: bytes) -> bytes | None:
+        """What ``seal_named`` sealed under ``name`` for ``signer``: None when this handle
+        holds no key for it (another writer's, on a backup host); IntegrityError when it
+        does and the object does not open."""
+        if self.recovery:
+            return open_metadata_as_recovery(self.recovery, self.repo_id, name, signer, sealed)
+        if signer in self._own:
+            return open_own_with(self.repo_id, signer, self._own[signer], "", name, sealed)
+        return None
+
     def encode(
         self, obj_type: ObjectType, namespace: str, magic: bytes, payload: dict[str, Any], asset: str | None
     ) -> tuple[str, bytes]:

@@ -95,6 +95,12 @@ def _compare(repo: Repository, local: bytes | None, result: AuditVerification) -
     result.compared, result.anchored = True, len(copies.accepted)
     result.signer = audit_identity(repo)
     result.refused = [{"name": r.name, "writer": r.writer, "reason": r.reason} for r in copies.refused]
+    if copies.unjudged:
+        writers = sorted({str(u.writer) for u in copies.unjudged})
+        result.note = (
+            f"{len(copies.unjudged)} copies by writers revoked since ({', '.join(writers)}) are sealed "
+            "to other keys and were not judged: run 'lifeboat audit verify' with the recovery key"
+        )
     findings = compare(local, copies.accepted, socket.gethostname(), result.signer)
     if local is None and not findings:
         findings.append(Finding(Problem.MISSING_LOCAL, None, 0))
