@@ -3,7 +3,7 @@
 the repository's storage (a local directory it may read and write). It guesses the content
 of a small secret file another writer backed up, computes each guess's chunk id under the id
 key it holds, and looks for the ids among the stored blobs. It cannot list them: pack
-trailers are sealed with each pack's data key and index files with their writer's key, so
+trailers and index files are sealed for their writer and the recovery side, so
 the test hands it every stored blob id (read with the recovery key), more than it has. With
 per-writer id keys there is still nothing to find: the defender's writer put its blobs under
 its own id key. The same guess under the
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.crypto.keys import BackupKey, load_backup_key
-from lifeboat.errors import KeyError_
+from lifeboat.errors import IntegrityError
 from lifeboat.repo import Repository
 from lifeboat.repo.keyring import Keyring
 from lifeboat.storage import open_storage
@@ -91,7 +91,7 @@ def test_a_backup_host_cannot_read_which_blobs_a_pack_holds(site: Site) -> None:
     packs = attacker.storage.list("data/")
     assert packs
     for obj in packs:
-        with pytest.raises(KeyError_, match="needs the recovery key"):
+        with pytest.raises(IntegrityError, match="does not open with this key"):
             attacker.pack_table(attacker.storage.get(obj.name))
 
 

@@ -1,6 +1,6 @@
 """A compromised backup host (its writer key file + storage credentials) of asset ``web``
-breaks the restores of another writer's asset ``app``. Pack trailers are sealed with each
-pack's data key, so the host cannot read where app's blobs are; the test hands it every
+breaks the restores of another writer's asset ``app``. Pack trailers are sealed for their
+writer and the recovery side, so the host cannot read where app's blobs are; the test hands it every
 blob's id, offset and length anyway (read with the recovery key: an attacker with more than
 a host has). An index file names no asset, so any authorised writer may sign one. It
 signs an index pointing each of app's blob ids at another blob's location, its name ground

@@ -1,7 +1,7 @@
 """The storage provider (issue #14): it holds every stored byte and no key. It reads no file
 name, canary path, object key or asset name in snapshot headers and index files (they are
 sealed, repo/sealed.py), and no blob id or plaintext length in packs (their blob tables are
-sealed with each pack's data key), nor what an audit copy records (sealed: only the chain
+sealed for their writer and the recovery side), nor what an audit copy records (sealed: only the chain
 fields show); and an index file it plants (unsigned, signed by a key the registry
 does not know, or by a revoked writer's stolen key) is ignored by restore and named by
 `check` with exit 1. The defender is the real `lifeboat` executable."""

@@ -1,7 +1,7 @@
 """Every stored pack's blob table, read as the recovery side reads it.
 
-Pack trailers are sealed with each pack's data key, which only the recovery key unwraps, so
-neither the storage provider nor a backup host reads them. Tests that need the table (to
+Pack trailers are sealed for their writer and the recovery side, so neither the storage
+provider nor another backup host reads them. Tests that need the table (to
 forge an index from it, to count stored chunks, to hand an attacker more than it has) open
 it with the recovery key of the site they built."""
 

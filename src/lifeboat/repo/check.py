@@ -14,6 +14,7 @@ from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.escrow import escrow_problems
 from lifeboat.repo.format import (
     BlobLocation,
+    TableSeal,
     pack_name,
     parse_pack_header,
     parse_pack_trailer,
@@ -31,7 +32,6 @@ from lifeboat.repo.snapshots import list_snapshots
 from lifeboat.repo.trust import LEGACY_WARNING, Trust
 
 if TYPE_CHECKING:
-    from lifeboat.crypto.envelope import Cipher
     from lifeboat.repo.handle import RepoHandle
 
 
@@ -175,12 +175,12 @@ def _listed_here(index: Index, blob_ids: list[str], pack_id: str) -> list[tuple[
 
 
 def _trailer_problems(
-    data: bytes, pack_id: str, cipher: Cipher | None
+    data: bytes, pack_id: str, open_table: TableSeal | None
 ) -> tuple[dict[str, tuple[str, str, int, int, int]], list[Problem]]:
     """The pack's blob table by blob id, or a corrupt-pack problem when it does not parse or
-    does not open with the pack's data key."""
+    does not open."""
     try:
-        return {b[0]: b for b in parse_pack_trailer(data, cipher)}, []
+        return {b[0]: b for b in parse_pack_trailer(data, open_table)}, []
     except IntegrityError as exc:
         return {}, [Problem("corrupt-pack", pack_name(pack_id), str(exc))]
 
@@ -215,8 +215,9 @@ def _read_all_packs(
         with lock:
             report.packs_read += 1
         if not decrypt:
-            # without the data key only an older pack's plaintext table can be judged; the
-            # pack's name (its hash) already vouches for every byte of it
+            # a backup key opens only its own sealed tables, and cannot tell another writer's
+            # from a damaged one: only an older pack's plaintext table is judged here (the
+            # pack's name, its hash, already vouches for every byte of it)
             if not trailer_is_sealed(data):
                 problems += _trailer_problems(data, pack_id, None)[1]
             return problems
@@ -229,10 +230,8 @@ def _read_all_packs(
             return problems  # key material: its chunks open only with the custodians' shares
         except IntegrityError:
             cipher = None
-        trailer: dict[str, tuple[str, str, int, int, int]] = {}
-        if cipher is not None or not trailer_is_sealed(data):  # else each chunk is reported below
-            trailer, damaged = _trailer_problems(data, pack_id, cipher)
-            problems += damaged
+        trailer, damaged = _trailer_problems(data, pack_id, repo.metadata.open_table)
+        problems += damaged
         for blob_id, loc in _listed_here(index, packs[pack_id], pack_id):
             held = trailer.get(blob_id, ())
             if trailer and tuple(held[1:]) != (loc.type, loc.offset, loc.length, loc.raw_length):

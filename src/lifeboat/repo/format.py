@@ -13,27 +13,18 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import zstandard
 
-from lifeboat.crypto.padding import pad, unpad
 from lifeboat.errors import IntegrityError
-
-if TYPE_CHECKING:
-    from lifeboat.crypto.envelope import Cipher
 
 FORMAT_VERSION = 1
 
 PACK_MAGIC = b"LBPK"
 PACK_TRAILER_MAGIC = b"LBPT"  # plaintext blob table (packs written before sealed trailers)
-PACK_SEALED_TRAILER_MAGIC = b"LBPS"  # blob table sealed with the pack's own data key
-# distinct from every blob's associated data (its 32-byte id), so no blob envelope of the
-# pack opens as its trailer or the other way round
-PACK_TRAILER_AAD = b"lifeboat/pack-trailer/v1"
-# the table of a pack of one small blob pads to this, so tables say little about blob counts
-MIN_PADDED_TRAILER = 256
+PACK_SEALED_TRAILER_MAGIC = b"LBPS"  # blob table sealed for its writer and the recovery side
 INDEX_MAGIC = b"LBIX"
 SNAPSHOT_MAGIC = b"LBSN"
 REF_MAGIC = b"LBRF"
@@ -177,23 +168,35 @@ def parse_pack_header(data: bytes) -> tuple[bytes, int]:
     return data[7:end], end
 
 
-def pack_trailer(blobs: list[tuple[str, str, int, int, int]], cipher: Cipher) -> bytes:
-    """The trailer that ends a pack: its blob table, padded and sealed with the pack's data
-    key (which only the recovery side unwraps), so the storage provider reads no blob ids,
-    types or plaintext lengths, and a backup host cannot read back what its packs hold."""
+# (blob table or sealed table, the pack's wrapped data key) -> the table sealed or opened;
+# the wrapped key is unique to the pack, so a table opens only in the pack it was made for
+TableSeal = Callable[[bytes, bytes], bytes]
+
+
+def pack_trailer(
+    blobs: list[tuple[str, str, int, int, int]], wrapped_key: bytes, seal: TableSeal | None
+) -> bytes:
+    """The trailer that ends a pack: its blob table, sealed with ``seal`` (repo/sealed.py
+    ``seal_table``: for the writer and the recovery side, so the storage provider and other
+    writers read no blob ids, types or plaintext lengths), or plaintext in a repository
+    without writer identities."""
     body = json.dumps({"blobs": blobs}, separators=(",", ":")).encode()
-    sealed = cipher.seal(pad(body, MIN_PADDED_TRAILER), PACK_TRAILER_AAD)
+    if seal is None:
+        return body + struct.pack(">I", len(body)) + PACK_TRAILER_MAGIC
+    sealed = seal(body, wrapped_key)
     return sealed + struct.pack(">I", len(sealed)) + PACK_SEALED_TRAILER_MAGIC
 
 
 def trailer_is_sealed(pack: bytes) -> bool:
-    """True when the pack's blob table opens only with its data key."""
+    """True when the pack's blob table opens only with its writer's or the recovery key."""
     return pack[-4:] == PACK_SEALED_TRAILER_MAGIC
 
 
-def parse_pack_trailer(pack: bytes, cipher: Cipher | None = None) -> list[tuple[str, str, int, int, int]]:
-    """The blob table of a whole pack (IntegrityError when damaged). A sealed table needs
-    the pack's ``cipher``; a plaintext one (older packs) is read without."""
+def parse_pack_trailer(
+    pack: bytes, open_table: TableSeal | None = None
+) -> list[tuple[str, str, int, int, int]]:
+    """The blob table of a whole pack (IntegrityError when damaged, or sealed and
+    ``open_table`` cannot open it); a plaintext table (older packs) needs no key."""
     magic = pack[-4:]
     if len(pack) < 8 or magic not in (PACK_TRAILER_MAGIC, PACK_SEALED_TRAILER_MAGIC):
         raise IntegrityError("pack trailer is damaged (bad magic)")
@@ -202,9 +205,9 @@ def parse_pack_trailer(pack: bytes, cipher: Cipher | None = None) -> list[tuple[
         raise IntegrityError("pack trailer is damaged (length beyond the pack)")
     table = pack[-8 - length : -8]
     if magic == PACK_SEALED_TRAILER_MAGIC:
-        if cipher is None:
-            raise IntegrityError("pack trailer is sealed: reading it needs the pack's data key")
-        table = unpad(cipher.open(table, PACK_TRAILER_AAD))
+        if open_table is None:
+            raise IntegrityError("pack trailer is sealed: reading it needs its writer's or the recovery key")
+        table = open_table(table, parse_pack_header(pack)[0])
     try:
         body = orjson.loads(table)
         blobs = [(str(b[0]), str(b[1]), int(b[2]), int(b[3]), int(b[4])) for b in body["blobs"]]

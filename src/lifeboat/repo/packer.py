@@ -14,16 +14,18 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from lifeboat.crypto.envelope import Cipher
-from lifeboat.repo.format import pack_header, pack_name, pack_trailer
+from lifeboat.repo.format import TableSeal, pack_header, pack_name, pack_trailer
 from lifeboat.repo.index import PackEntry
 from lifeboat.repo.keyring import Keyring
 from lifeboat.storage.base import Storage
 
 
 class _OpenPack:
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, seal_table: TableSeal | None) -> None:
+        self.seal_table = seal_table
         self.cipher: Cipher
         self.cipher, wrapped = keyring.new_pack_cipher()
+        self.wrapped = wrapped
         self.parts: list[bytes] = [pack_header(wrapped)]
         self.size = len(self.parts[0])
         self.blobs: list[tuple[str, str, int, int, int]] = []
@@ -36,7 +38,7 @@ class _OpenPack:
         return len(envelope)
 
     def finish(self) -> tuple[str, bytes, PackEntry]:
-        self.parts.append(pack_trailer(self.blobs, self.cipher))
+        self.parts.append(pack_trailer(self.blobs, self.wrapped, self.seal_table))
         data = b"".join(self.parts)
         self.parts = []  # the joined copy is all the upload needs: don't hold the pack twice
         pack_id = hashlib.sha256(data).hexdigest()
@@ -61,9 +63,11 @@ class Packer:
         on_uploaded: Callable[[PackEntry, int], None],
         max_inflight: int = 4,
         open_packs: int | None = None,
+        seal_table: TableSeal | None = None,
     ) -> None:
         self.storage = storage
         self.keyring = keyring
+        self.seal_table = seal_table  # None: plaintext blob tables (no writer identities)
         self.pack_size = pack_size
         self.on_uploaded = on_uploaded
         self._slots_total = open_packs or (os.cpu_count() or 2) + 1
@@ -82,7 +86,7 @@ class Packer:
         pack = self._free.get()
         try:
             if pack is None:
-                pack = _OpenPack(self.keyring)
+                pack = _OpenPack(self.keyring, self.seal_table)
             stored = pack.add(blob_id, btype, payload, raw_length)
             if pack.size >= self.pack_size:
                 full, pack = pack, None

@@ -197,7 +197,8 @@ def repack(
             result.new_packs.append(entry)
             result.bytes_written += size
 
-    packer = Packer(repo.storage, repo.keyring, repo.pack_size, uploaded, open_packs=1)
+    seal = repo.metadata.seal_table if repo.metadata.seals_tables else None
+    packer = Packer(repo.storage, repo.keyring, repo.pack_size, uploaded, open_packs=1, seal_table=seal)
     try:
         for pack_id in plan.packs:
             blobs = [b for b in entries[pack_id]["blobs"] if b[0] in needed]
@@ -246,7 +247,7 @@ def _live_payloads(
     # writer wrote it), not from the index entries: those may come from a misdirecting
     # index file. A needed blob the trailer does not hold is not here to copy.
     wanted = {str(b[0]) for b in blobs}
-    held = [b for b in parse_pack_trailer(data, cipher) if b[0] in wanted]
+    held = [b for b in parse_pack_trailer(data, repo.metadata.open_table) if b[0] in wanted]
     out = []
     for blob_id, btype, offset, length, raw_length in {b[0]: b for b in held}.values():
         payload = cipher.open(data[offset : offset + length], bytes.fromhex(blob_id))

@@ -41,11 +41,10 @@ from lifeboat.repo.format import (
     parse_pack_trailer,
     record_name,
     snapshot_name,
-    trailer_is_sealed,
 )
 from lifeboat.repo.immutability import refuse_lying_endpoint
 from lifeboat.repo.index import Index, IndexCache, load_index, write_index
-from lifeboat.repo.keyring import EscrowRequired, Keyring
+from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.model import CheckReport, ForgetReport, PruneReport, RefInfo, SnapshotInfo
 from lifeboat.repo.packread import PACK_HEADER_LEN, open_blob
 from lifeboat.repo.records import (
@@ -389,11 +388,10 @@ class Repository:
         index = self.index(refresh=True)
         stored = {obj.name.rsplit("/", 1)[-1] for obj in self.storage.list("data/")}
         index.drop_packs([p for p in list(index.packs()) if p not in stored])
-        if index.sealed or not self.keyring.can_read:
+        if index.sealed:
             # Other keys' index files list packs this key cannot see: every pack would look
-            # like an orphan, and adopting them would fetch them all. A pack's blob table is
-            # sealed with its data key, which a backup key cannot unwrap. Orphans of killed
-            # runs are then left to prune (their data is stored again, once).
+            # like an orphan, and adopting them would fetch them all. Orphans of killed runs
+            # are then left to prune (their data is stored again, once).
             return index
         orphans = [p for p in stored if p not in index.packs()]
         recovered = []
@@ -406,8 +404,8 @@ class Repository:
                 continue  # damaged; check reports it, prune removes it
             try:
                 blobs = self.pack_table(data)
-            except (IntegrityError, EscrowRequired):
-                continue
+            except IntegrityError:
+                continue  # another writer's (its table opens only for it) or damaged
             entry = {"id": pack_id, "blobs": [list(b) for b in blobs]}
             index.add_pack(entry)
             recovered.append(entry)
@@ -418,11 +416,9 @@ class Repository:
     # -- reading blobs ------------------------------------------------------------------------
 
     def pack_table(self, pack: bytes) -> list[tuple[str, str, int, int, int]]:
-        """A whole pack's blob table, opened with its data key when sealed."""
-        if not trailer_is_sealed(pack):
-            return parse_pack_trailer(pack)
-        wrapped, _ = parse_pack_header(pack)
-        return parse_pack_trailer(pack, self.keyring.pack_cipher(wrapped))
+        """A whole pack's blob table (a sealed one opens for its writer and the recovery
+        side; IntegrityError for anyone else)."""
+        return parse_pack_trailer(pack, self.metadata.open_table)
 
     def _pack_header(self, pack_id: str) -> bytes:
         header = self._headers.get(pack_id)

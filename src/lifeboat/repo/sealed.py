@@ -59,6 +59,15 @@ METADATA_KEY_INFO = b"lifeboat/writer-metadata-key/v1"
 # The config setting of repositories whose index files must be sealed and signed (every
 # repository created since); older ones with writer identities still accept MAC'd indexes.
 SEALED_SETTING = "metadata_sealed"
+# The AAD name of a pack's blob table, followed by the SHA-256 of the pack's wrapped data key
+# (unique to the pack: a table opens in no other pack). A pack's name is the hash of its
+# bytes, table included, so it cannot be named; its writer is not recorded (that would
+# group packs by writer), so the AAD's signer key is empty.
+PACK_TABLE_NAME = "pack-table/"
+
+
+def _table_name(wrapped_key: bytes) -> str:
+    return PACK_TABLE_NAME + hashlib.sha256(wrapped_key).hexdigest()
 
 
 def metadata_key_of(repo_id: str, signing: Ed25519PrivateKey) -> bytes:
@@ -176,6 +185,32 @@ class MetadataCodec:
     def reads_all(self) -> bool:
         """Whether every writer's objects open (the recovery side)."""
         return bool(self.recovery)
+
+    @property
+    def seals_tables(self) -> bool:
+        """Whether this handle writes sealed pack tables (a repository with writer identities)."""
+        return self.seal and self._metadata_key is not None
+
+    def seal_table(self, table: bytes, wrapped_key: bytes) -> bytes:
+        """A pack's blob table sealed for this writer (its metadata key) and the recovery
+        side, bound to the pack by its wrapped data key."""
+        if self._metadata_key is None:
+            raise KeyError_("this key has no writer identity: nothing can be sealed with it")
+        name = _table_name(wrapped_key)
+        return seal_for(self.repo_id, b"", self._metadata_key, self.recovery_public, name, table)
+
+    def open_table(self, sealed: bytes, wrapped_key: bytes) -> bytes:
+        """A pack's blob table: the recovery side opens every one, a writer its own (any of
+        its generations); IntegrityError for another writer's, or a damaged one."""
+        name = _table_name(wrapped_key)
+        if self.recovery:
+            return open_metadata_as_recovery(self.recovery, self.repo_id, name, b"", sealed)
+        for metadata_key in self._own.values():
+            try:
+                return open_own_with(self.repo_id, b"", metadata_key, "", name, sealed)
+            except IntegrityError:
+                continue
+        raise IntegrityError("pack trailer does not open with this key (another writer's, or damaged)")
 
     def seal_named(self, name: str, plaintext: bytes) -> bytes:
         """``plaintext`` sealed for this signer and the recovery side, bound to ``name`` (an
