@@ -36,6 +36,8 @@ def write_policy(root: Path, source: Path, repo_url: str, **repo: Any) -> Path:
     )
 
 
+# The S3 repository is SeaweedFS, a real S3 server (moto spends 5-8 ms of CPU a request,
+# and these tests make thousands); tests of what only moto can fake use it by name.
 @pytest.fixture(params=["file", "s3"])
 def cli(request, tmp_path, clock: Clock) -> Cli:
     source = tmp_path / "source"
@@ -43,8 +45,8 @@ def cli(request, tmp_path, clock: Clock) -> Cli:
     if request.param == "file":
         policy = write_policy(tmp_path, source, f"file://{tmp_path / 'repo'}")
     else:
-        endpoint = request.getfixturevalue("s3_server")
-        bucket = request.getfixturevalue("make_bucket")()
+        endpoint = request.getfixturevalue("seaweed").endpoint
+        bucket = request.getfixturevalue("make_seaweed_bucket")()
         policy = write_policy(tmp_path, source, f"s3://{bucket}/lifeboat", endpoint_url=endpoint)
     c = Cli(policy=policy, clock=clock, root=tmp_path, source=source)
     c.env["LIFEBOAT_ACTOR"] = "test"
