@@ -41,6 +41,8 @@ from lifeboat.crypto.signed import (
     Signature,
     sign_by_root,
     sign_object,
+    signature_matches,
+    statement,
     verify_by_root,
     verify_object,
 )
@@ -73,7 +75,7 @@ def parse_entry(line: bytes) -> dict[str, Any]:
     try:
         entry = json.loads(line)
         int(entry["seq"]), str(entry["hash"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         raise IntegrityError("audit entry is damaged") from None
     if not isinstance(entry, dict) or entry_hash(entry) != entry["hash"]:
         raise IntegrityError("audit entry is damaged (its hash does not match)")
@@ -123,22 +125,28 @@ def anchor(line: bytes, signer: WriterKey | RootKey, seal: Sealer | None = None)
     return name, body + signature.to_bytes()
 
 
-def same_copy(stored: bytes, existing: bytes) -> bool:
-    """Whether ``existing`` is a copy of the entry ``stored`` copies, by the same signer (a
-    retry): a sealed copy differs byte for byte each time it is sealed."""
+def same_copy(stored: bytes, existing: bytes, name: str, repo_id: str, line: bytes) -> bool:
+    """Whether ``existing`` (what the name holds) is a copy of ``line`` that the signer of
+    ``stored`` signed: a retry (a sealed copy differs byte for byte each time it is
+    sealed), or the same entry copied before copies were sealed (the bare line, signed)."""
     if stored == existing:
         return True
     if min(len(stored), len(existing)) <= SIGNATURE_SIZE:
         return False
+    body = existing[:-SIGNATURE_SIZE]
     try:
-        ours, theirs = (
-            _split_sealed(stored[:-SIGNATURE_SIZE])[0],
-            _split_sealed(existing[:-SIGNATURE_SIZE])[0],
+        ours, theirs = (Signature.from_bytes(c[-SIGNATURE_SIZE:]) for c in (stored, existing))
+        same_entry = body == line.rstrip(b"\n") or (
+            body[:4] == COPY_MAGIC and _split_sealed(stored[:-SIGNATURE_SIZE])[0] == _split_sealed(body)[0]
         )
-        signers = [Signature.from_bytes(c[-SIGNATURE_SIZE:]).public for c in (stored, existing)]
     except IntegrityError:
         return False
-    return ours == theirs and signers[0] == signers[1]
+    signed = statement(ObjectType.AUDIT, repo_id, name, None, body)
+    return (
+        same_entry
+        and ours.public == theirs.public
+        and signature_matches(theirs.public, signed, theirs.signature)
+    )
 
 
 @dataclass(frozen=True)
@@ -173,10 +181,17 @@ def entry_time(line: bytes) -> datetime | None:
 class Unjudged:
     """A sealed copy this reader cannot open, signed by a writer revoked since: the time it
     claims is sealed, so whether it was written before the revocation is the recovery
-    side's to say. It vouches for nothing here, and is not reported as planted either."""
+    side's to say. It vouches for no local entry, and is not reported as planted either;
+    its public chain fields still link the chain it belongs to (``link``)."""
 
     name: str
     writer: str | None
+    chain: dict[str, Any]
+
+    @property
+    def link(self) -> Anchored:
+        """The copy as a chain link, for walking chains (it vouches for nothing)."""
+        return Anchored(self.name, self.chain, str(self.writer), opened=False)
 
 
 def _opened_sealed(
@@ -188,7 +203,7 @@ def _opened_sealed(
         chain_json, sealed = _split_sealed(body)
         chain = json.loads(chain_json)
         int(chain["seq"]), str(chain["hash"])
-    except (IntegrityError, ValueError, KeyError, TypeError):
+    except (IntegrityError, ValueError, KeyError, TypeError, OverflowError):
         return Refusal.MALFORMED
     if not isinstance(chain, dict) or set(chain) != set(CHAIN_FIELDS):
         return Refusal.MALFORMED
@@ -205,6 +220,14 @@ def _opened_sealed(
     if chain_of(entry) != chain:
         return Refusal.MALFORMED  # the public fields say other than the sealed entry
     return entry, line
+
+
+def _named(registry: Registry, public: bytes) -> str | None:
+    """Who a key is, for a report: the root key, a writer of the registry, or unknown."""
+    if public == registry.root_public:
+        return RECOVERY_SIDE
+    entry = registry.entry_for(public)
+    return entry.name if entry is not None else None
 
 
 def read_anchor(
@@ -231,9 +254,13 @@ def read_anchor(
     entry: dict[str, Any] | None = None
     line: bytes | None = body  # the bare line of an earlier copy
     if body[:4] == COPY_MAGIC:
+        # nothing a key did not sign is parsed or opened (the registry judges it below)
+        signed = statement(ObjectType.AUDIT, registry.repo_id, name, None, body)
+        if not signature_matches(public, signed, Signature.from_bytes(trailer).signature):
+            return Authorisation(_named(registry, public), Refusal.BAD_SIGNATURE)
         found = _opened_sealed(name, body, public, open_line)
         if isinstance(found, Refusal):
-            return Authorisation(None, found)
+            return Authorisation(_named(registry, public), found)
         entry, line = found
     claimed = entry_time(line) if line is not None else (now or datetime.now(UTC))
     if at_time is None:
@@ -248,8 +275,8 @@ def read_anchor(
         signer = RECOVERY_SIDE
     else:
         verdict = verify_object(registry, ObjectType.AUDIT, name, None, body, trailer, at_time)
-        if not verdict and verdict.refusal is Refusal.REVOKED and line is None:
-            return Unjudged(name, verdict.writer)
+        if not verdict and verdict.refusal is Refusal.REVOKED and line is None and entry is not None:
+            return Unjudged(name, verdict.writer, entry)
         if not verdict:
             return verdict
         signer = str(verdict.writer)
@@ -329,17 +356,36 @@ def _mine(
     return _reachable(own, anchored), _reachable(ours, anchored)
 
 
+def _vouched_for(anchored: Sequence[Anchored], signer: str | None) -> Callable[[dict[str, Any]], bool]:
+    """Whether a local entry has a copy signed by the writer it names (this log's signer
+    when it names none): another writer's copy of an entry vouches for nothing."""
+    by = {(a.hash, a.signer) for a in anchored}
+    hashes = {a.hash for a in anchored}
+
+    def vouched(e: dict[str, Any]) -> bool:
+        expected = e.get("writer") or signer
+        return (str(e["hash"]), expected) in by if expected is not None else str(e["hash"]) in hashes
+
+    return vouched
+
+
 def compare(
-    local: bytes | None, anchored: Sequence[Anchored], host: str, signer: str | None = None
+    local: bytes | None,
+    anchored: Sequence[Anchored],
+    host: str,
+    signer: str | None = None,
+    links: Sequence[Anchored] = (),
 ) -> list[Finding]:
     """What differs between this host's local log and its signed copies (empty: nothing).
     ``signer``: the identity this log's copies are signed by (narrows "this host's chains"
-    when several state directories of one host share a repository)."""
+    when several state directories of one host share a repository). ``links``: copies that
+    may only join chains (sealed copies of writers revoked since, that this reader cannot
+    judge): they show a deleted tail or a rewrite, and vouch for no local entry."""
     entries = _local_entries(local or b"")
     findings: list[Finding] = []
     if local and not local.endswith(b"\n"):
         findings.append(Finding(Problem.PARTIAL_LINE, len(entries)))
-    own, others = _mine(entries, anchored, host, signer)
+    own, others = _mine(entries, [*anchored, *links], host, signer)
     if not entries:
         if others:
             findings.append(Finding(Problem.MISSING_LOCAL, 0, len(others)))
@@ -358,8 +404,8 @@ def compare(
     if tail:
         findings.append(Finding(Problem.TAIL_MISSING, tail[0].seq, len(tail)))
     if not rewritten:
-        copied = {a.hash for a in anchored}
-        first = next((i for i, e in enumerate(entries) if e["hash"] not in copied), None)
+        vouched = _vouched_for(anchored, signer)
+        first = next((i for i, e in enumerate(entries) if not vouched(e)), None)
         if first is not None:
             findings.append(Finding(Problem.UNANCHORED, int(entries[first]["seq"]), len(entries) - first))
     return findings

@@ -122,6 +122,8 @@ def _split(sealed: bytes, name: str) -> tuple[bytes, bytes, bytes]:
 
 
 def _open_body(dek: bytes, body: bytes, aad: bytes) -> bytes:
+    if len(dek) != 32:  # a wrap made by someone else around a key of another size
+        raise IntegrityError("sealed object is damaged (its data key is not 32 bytes)")
     return unpad(open_envelope(dek, body, aad))
 
 

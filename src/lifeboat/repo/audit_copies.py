@@ -93,7 +93,7 @@ def put_audit_copy(repo: AuditHandle, line: bytes) -> str:
             return candidate
         except AlreadyExistsError:
             existing = repo.storage.get(candidate)
-            if same_copy(stored, existing):
+            if same_copy(stored, existing, candidate, repo.id, line):
                 return candidate
             if candidate == name and existing == line + b"\n" and stored != existing:
                 continue  # an unsigned copy from before copies were signed: sign beside it

@@ -101,7 +101,8 @@ def _compare(repo: Repository, local: bytes | None, result: AuditVerification) -
             f"{len(copies.unjudged)} copies by writers revoked since ({', '.join(writers)}) are sealed "
             "to other keys and were not judged: run 'lifeboat audit verify' with the recovery key"
         )
-    findings = compare(local, copies.accepted, socket.gethostname(), result.signer)
+    links = [u.link for u in copies.unjudged]
+    findings = compare(local, copies.accepted, socket.gethostname(), result.signer, links)
     if local is None and not findings:
         findings.append(Finding(Problem.MISSING_LOCAL, None, 0))
     result.findings += [_named(f) for f in findings]
