@@ -317,3 +317,17 @@ def test_a_deleted_tail_is_named_after_the_writer_key_is_reissued(site: Site, tm
     assert code == 1 and "tail-missing" in problems(report), report
     proc = site.run("audit", "verify", "--json", *recovery, check=False)
     assert problems(json.loads(proc.stdout)) == ["tail-missing"]  # the recovery side judges all
+
+
+def test_a_recopy_after_a_key_rotation_goes_on(site: Site, tmp_path: Path) -> None:
+    """The insider deletes the copy watermark after `keys rotate`: the log is copied again
+    from its start with the new key, over copies the earlier generation signed. Those count
+    as stored, so anchoring carries on instead of stopping at the first entry for good."""
+    site.json("keys", "rotate", "--recovery-key", str(tmp_path / "site" / "recovery.key"))
+    site.run("backup")
+    (site.log.parent / "audit.anchored.json").unlink()
+    site.run("backup")
+    state = json.loads((site.log.parent / "audit.anchored.json").read_text())
+    assert state.get("error") is None and state["through"] == len(site.log.read_bytes().splitlines()) - 1
+    code, report = site.verify()
+    assert code == 0 and report["ok"], report

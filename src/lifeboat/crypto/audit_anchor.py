@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -125,10 +125,13 @@ def anchor(line: bytes, signer: WriterKey | RootKey, seal: Sealer | None = None)
     return name, body + signature.to_bytes()
 
 
-def same_copy(stored: bytes, existing: bytes, name: str, repo_id: str, line: bytes) -> bool:
-    """Whether ``existing`` (what the name holds) is a copy of ``line`` that the signer of
-    ``stored`` signed: a retry (a sealed copy differs byte for byte each time it is
-    sealed), or the same entry copied before copies were sealed (the bare line, signed)."""
+def same_copy(
+    stored: bytes, existing: bytes, name: str, repo_id: str, line: bytes, signers: Collection[bytes] = ()
+) -> bool:
+    """Whether ``existing`` (what the name holds) is a copy of ``line`` signed by the signer
+    of ``stored`` or one of ``signers`` (its earlier generations): a retry (a sealed copy
+    differs byte for byte each time it is sealed), the same entry copied before a key
+    rotation, or before copies were sealed (the bare line, signed)."""
     if stored == existing:
         return True
     if min(len(stored), len(existing)) <= SIGNATURE_SIZE:
@@ -141,11 +144,10 @@ def same_copy(stored: bytes, existing: bytes, name: str, repo_id: str, line: byt
         )
     except IntegrityError:
         return False
-    signed = statement(ObjectType.AUDIT, repo_id, name, None, body)
-    return (
-        same_entry
-        and ours.public == theirs.public
-        and signature_matches(theirs.public, signed, theirs.signature)
+    if not same_entry or theirs.public not in {ours.public, *signers}:
+        return False
+    return signature_matches(
+        theirs.public, statement(ObjectType.AUDIT, repo_id, name, None, body), theirs.signature
     )
 
 

@@ -93,12 +93,19 @@ def put_audit_copy(repo: AuditHandle, line: bytes) -> str:
             return candidate
         except AlreadyExistsError:
             existing = repo.storage.get(candidate)
-            if same_copy(stored, existing, candidate, repo.id, line):
+            if same_copy(stored, existing, candidate, repo.id, line, _signers(repo)):
                 return candidate
             if candidate == name and existing == line + b"\n" and stored != existing:
                 continue  # an unsigned copy from before copies were signed: sign beside it
             raise IntegrityError(f"{candidate} already exists with other content") from None
     raise IntegrityError(f"{name} already exists with other content")  # pragma: no cover
+
+
+def _signers(repo: AuditHandle) -> set[bytes]:
+    """Whose copy of an entry counts as stored: this writer's (any generation) and the root
+    key's (entries a recovery-side process logged in this host's log, e.g. `keys rotate`)."""
+    root = root_public_of(repo.config)
+    return {*repo.metadata.own_publics, *([root] if root is not None else [])}
 
 
 @dataclass(frozen=True)

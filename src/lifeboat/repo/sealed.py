@@ -177,6 +177,11 @@ class MetadataCodec:
         if self.public is not None and self._metadata_key is not None:
             self._own[self.public] = self._metadata_key
 
+    @property
+    def own_publics(self) -> frozenset[bytes]:
+        """This writer's public signing keys, now and in its earlier generations."""
+        return frozenset(self._own)
+
     def owns(self, signer: bytes | None) -> bool:
         """Whether ``signer`` is this writer, now or in an earlier generation (its objects open)."""
         return signer is not None and signer in self._own
