@@ -279,6 +279,17 @@ def test_objects_planted_to_crash_the_reader_are_refused_in_one_line(site: Site,
     assert listed.returncode in (0, 1, 2) and len(listed.stderr.strip().splitlines()) <= 2, listed.stderr
 
 
+def _assert_copied_again_from_the_start(site: Site) -> None:
+    """The watermark deleted, the next operation copies the whole log again: it gets to
+    the end without an error, and the log verifies."""
+    (site.log.parent / "audit.anchored.json").unlink()
+    site.run("backup")
+    state = json.loads((site.log.parent / "audit.anchored.json").read_text())
+    assert state.get("error") is None and state["through"] == len(site.log.read_bytes().splitlines()) - 1
+    code, report = site.verify()
+    assert code == 0 and report["ok"], report
+
+
 def test_a_recopy_over_copies_made_before_sealing_goes_on(site: Site, tmp_path: Path) -> None:
     """Copies made by the version before sealing (the bare line, signed) are what a
     re-copy from the log's start finds after the watermark is lost: each counts as stored,
@@ -291,12 +302,7 @@ def test_a_recopy_over_copies_made_before_sealing_goes_on(site: Site, tmp_path: 
         name = anchor_name(json.loads(raw))
         old = raw + sign_statement(key.signing, repo_id, ObjectType.AUDIT, name, None, raw)
         (audit_dir / name.split("/")[1]).write_bytes(old)
-    (site.log.parent / "audit.anchored.json").unlink()
-    site.run("backup")
-    state = json.loads((site.log.parent / "audit.anchored.json").read_text())
-    assert state.get("error") is None and state["through"] == len(site.log.read_bytes().splitlines()) - 1
-    code, report = site.verify()
-    assert code == 0 and report["ok"], report
+    _assert_copied_again_from_the_start(site)
 
 
 def test_a_deleted_tail_is_named_after_the_writer_key_is_reissued(site: Site, tmp_path: Path) -> None:
@@ -325,9 +331,4 @@ def test_a_recopy_after_a_key_rotation_goes_on(site: Site, tmp_path: Path) -> No
     as stored, so anchoring carries on instead of stopping at the first entry for good."""
     site.json("keys", "rotate", "--recovery-key", str(tmp_path / "site" / "recovery.key"))
     site.run("backup")
-    (site.log.parent / "audit.anchored.json").unlink()
-    site.run("backup")
-    state = json.loads((site.log.parent / "audit.anchored.json").read_text())
-    assert state.get("error") is None and state["through"] == len(site.log.read_bytes().splitlines()) - 1
-    code, report = site.verify()
-    assert code == 0 and report["ok"], report
+    _assert_copied_again_from_the_start(site)
