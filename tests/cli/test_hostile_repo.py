@@ -74,7 +74,7 @@ def plant_bomb(cli: Cli) -> tuple[str, str]:
     assert old_pack is not None
     bomb = zstandard.ZstdCompressor(level=19).compress(bytes(BOMB_SIZE))
     assert len(bomb) < 8 << 10
-    pack = _OpenPack(repo.keyring)
+    pack = _OpenPack(repo.keyring, repo.metadata.seal_table)
     pack.add(chunk, "data", bytes([BLOB_ZSTD]) + bomb, entry.size)
     pack_id, data, pack_entry = pack.finish()
     repo.storage.put(pack_name(pack_id), data)
