@@ -138,17 +138,21 @@ def _accepts_a_write(client: Any, bucket: str) -> bool:
     return True
 
 
-@pytest.fixture(params=["file", "s3", "seaweed"])
-def storage_backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[Storage]:  # type: ignore[no-untyped-def]
-    if request.param == "file":
-        storage = open_storage(f"file://{tmp_path / 'repo'}")
-    elif request.param == "seaweed":
+def open_backend(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Storage:
+    """A fresh repository store of one kind: a directory, moto (``s3``) or SeaweedFS."""
+    if kind == "file":
+        return open_storage(f"file://{tmp_path / 'repo'}")
+    if kind == "seaweed":
         endpoint = request.getfixturevalue("seaweed").endpoint
         bucket = request.getfixturevalue("make_seaweed_bucket")(object_lock=False)
-        storage = open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)
-    else:
-        endpoint = request.getfixturevalue("s3_server")
-        bucket = request.getfixturevalue("make_bucket")()
-        storage = open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)
+        return open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)
+    endpoint = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("make_bucket")()
+    return open_storage(f"s3://{bucket}/repo", endpoint_url=endpoint)
+
+
+@pytest.fixture(params=["file", "s3", "seaweed"])
+def storage_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    storage = open_backend(request, request.param, tmp_path)
     yield storage
     storage.close()

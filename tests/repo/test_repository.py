@@ -1,9 +1,10 @@
-"""The repository against every storage backend: round trips, dedup, secrecy, damage, retention."""
+"""The repository on a directory and on a real S3 server: round trips, dedup, secrecy, damage, retention."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,18 @@ from lifeboat.assets.files import backup_paths, restore_snapshot
 from lifeboat.errors import AlreadyExistsError, IntegrityError, KeyError_, RestoreError
 from lifeboat.repo import KeepRules, Repository, select_keep
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
+from lifeboat.storage.base import Storage
+from tests.conftest import open_backend
+
+
+# The repository API on a directory and on a real S3 server (SeaweedFS). moto stays in the
+# storage conformance suite (tests/storage): through it these tests cost a minute more.
+@pytest.fixture(params=["file", "seaweed"])
+def storage_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    storage = open_backend(request, request.param, tmp_path)
+    yield storage
+    storage.close()
+
 
 CANARY = b"CANARY-7f3a9c-never-in-the-repository"
 
