@@ -264,6 +264,8 @@ def read_anchor(
         if isinstance(found, Refusal):
             return Authorisation(_named(registry, public), found)
         entry, line = found
+        if name not in (anchor_name(entry), anchor_name(entry) + SIGNED_SUFFIX):
+            return Authorisation(_named(registry, public), Refusal.BAD_SIGNATURE)  # moved
     claimed = entry_time(line) if line is not None else (now or datetime.now(UTC))
     if at_time is None:
         at_time = claimed
