@@ -153,13 +153,12 @@ def same_copy(
 
 @dataclass(frozen=True)
 class Anchored:
-    """An anchored entry whose signature checked out, and who signed it. ``opened`` False:
-    a sealed copy this reader holds no key for, so ``entry`` holds its chain fields only."""
+    """An anchored entry whose signature checked out, and who signed it. For a sealed copy
+    this reader holds no key for, ``entry`` holds its public chain fields only."""
 
     name: str
     entry: dict[str, Any]
     signer: str
-    opened: bool = True
 
     @property
     def seq(self) -> int:
@@ -193,7 +192,7 @@ class Unjudged:
     @property
     def link(self) -> Anchored:
         """The copy as a chain link, for walking chains (it vouches for nothing)."""
-        return Anchored(self.name, self.chain, str(self.writer), opened=False)
+        return Anchored(self.name, self.chain, str(self.writer))
 
 
 def _opened_sealed(
@@ -291,7 +290,7 @@ def read_anchor(
             return Authorisation(signer, Refusal.MALFORMED)
     if name not in (anchor_name(entry), anchor_name(entry) + SIGNED_SUFFIX):
         return Authorisation(signer, Refusal.BAD_SIGNATURE)
-    return Anchored(name, entry, signer, opened=line is not None)
+    return Anchored(name, entry, signer)
 
 
 # --- comparing the local log with the anchored copies -------------------------------------

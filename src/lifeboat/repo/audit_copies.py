@@ -74,8 +74,9 @@ def audit_identity(repo: AuditHandle, claimed: tuple[bytes, str] | None = None) 
 
 
 def put_audit_copy(repo: AuditHandle, line: bytes) -> str:
-    """Store one local audit line as its signed copy; returns the object name. A copy that
-    is already there with the same content counts as stored (a retry). Raises when it
+    """Store one local audit line as its signed copy; returns the object name. A copy
+    of the same entry already there, signed by this writer (any generation) or the root key,
+    counts as stored (a retry, or a log copied again from its start). Raises when it
     cannot be signed or the name holds something else."""
     line = line.rstrip(b"\n")
     entry = parse_entry(line)

@@ -60,7 +60,7 @@ class BlobWriter:
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
         self._inflight = threading.Semaphore(workers * 3)
-        seal = repo.metadata.seal_table if repo.metadata.seals_tables else None
+        seal = repo.metadata.table_seal
         self.packer = Packer(repo.storage, self.keyring, repo.pack_size, self._on_uploaded, seal_table=seal)
         # Trees get packs of their own (as restic's): a restore or check reads a snapshot's
         # trees from a few packs, not a ranged GET in a data pack per directory.

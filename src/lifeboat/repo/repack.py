@@ -197,7 +197,7 @@ def repack(
             result.new_packs.append(entry)
             result.bytes_written += size
 
-    seal = repo.metadata.seal_table if repo.metadata.seals_tables else None
+    seal = repo.metadata.table_seal
     packer = Packer(repo.storage, repo.keyring, repo.pack_size, uploaded, open_packs=1, seal_table=seal)
     try:
         for pack_id in plan.packs:

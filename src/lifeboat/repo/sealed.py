@@ -48,6 +48,7 @@ from lifeboat.crypto.signed import (
 from lifeboat.crypto.writers import Refusal, raw_public
 from lifeboat.errors import IntegrityError, KeyError_
 from lifeboat.repo.format import (
+    TableSeal,
     decode_framed,
     encode_framed,
     json_of_compressed,
@@ -192,9 +193,10 @@ class MetadataCodec:
         return bool(self.recovery)
 
     @property
-    def seals_tables(self) -> bool:
-        """Whether this handle writes sealed pack tables (a repository with writer identities)."""
-        return self.seal and self._metadata_key is not None
+    def table_seal(self) -> TableSeal | None:
+        """How this handle seals the blob tables of the packs it writes (None: plaintext
+        tables, a repository without writer identities)."""
+        return self.seal_table if self.seal and self._metadata_key is not None else None
 
     def seal_table(self, table: bytes, wrapped_key: bytes) -> bytes:
         """A pack's blob table sealed for this writer (its metadata key) and the recovery
