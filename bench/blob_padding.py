@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lifeboat.assets.files import backup_paths
+from lifeboat.assets.files.tree import backup_paths
 from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
 from repo import make_data  # bench/repo.py's tree

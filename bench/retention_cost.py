@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 
 sys.path.insert(0, str(Path(__file__).parent))
-from lifeboat.assets.files import backup_paths
+from lifeboat.assets.files.tree import backup_paths
 from lifeboat.repo import Repository
 from lifeboat.repo.immutability import ensure_retention, objects_of
 from lifeboat.repo.reader import SnapshotReader

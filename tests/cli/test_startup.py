@@ -120,9 +120,10 @@ def test_wal_push_as_archive_command_runs_it_loads_no_other_kind(tmp_path: Path)
     segment.write_bytes(os.urandom(64 * 1024))
     push, seen = _run_probed(tmp_path, policy, "wal", "push", "--asset", "db", str(segment))
     assert push.returncode == 0, push.stderr
-    # the policy validates its files asset with the model in the files package (so that
-    # package is imported); the files plug-in and the restore reader are not
-    mixed = [m for m in UNUSED_KINDS if m != "lifeboat.assets.files"] + ["lifeboat.assets.files.plugin"]
+    # the policy validates its files asset with the files package's model; the package's
+    # plug-in and its tree code (which loads the whole repository) are not imported
+    mixed = [m for m in UNUSED_KINDS if m != "lifeboat.assets.files"]
+    mixed += ["lifeboat.assets.files.plugin", "lifeboat.assets.files.tree"]
     _assert_lean(seen, NOT_FOR_WAL + mixed)
     restored, key = tmp_path / "restored", str(tmp_path / "recovery.key")
     args = ("wal", "fetch", segment.name, str(restored), "--asset", "db", "--recovery-key", key)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lifeboat.assets.files import backup_paths, restore_snapshot
+from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.errors import IntegrityError
 from lifeboat.repo import Repository
 from lifeboat.repo import reader as reader_module

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.assets.files import backup_paths, restore_snapshot
+from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.errors import AlreadyExistsError, IntegrityError, KeyError_, RestoreError
 from lifeboat.repo import KeepRules, Repository, select_keep
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats

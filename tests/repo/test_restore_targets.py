@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.assets.files import backup_paths, restore_snapshot
+from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
 from tests.attacks.test_restore_escape import EscapeEnv, make_env, make_sentinel, manifest

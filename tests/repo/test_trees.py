@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.assets.files import backup_paths, identity_of, restore_snapshot, walk
+from lifeboat.assets.files.tree import backup_paths, identity_of, restore_snapshot, walk
 from lifeboat.errors import IntegrityError
 from lifeboat.repo import Repository
 from lifeboat.repo.model import Entry, SnapshotInfo

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from lifeboat.assets.files import backup_paths, restore_snapshot
+from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.errors import ConfigError
 from lifeboat.repo import KeepRules, Repository
 from lifeboat.repo.format import pack_name, snapshot_name

@@ -34,7 +34,7 @@ def capture_tree(paths: list[Path], exclude: list[str], at: datetime | None) -> 
     """Drills: each regular file's (size, mtime_ns) now; a past time is not knowable."""
     import stat
 
-    from lifeboat.assets.files import walk
+    from lifeboat.assets.files.tree import walk
     from lifeboat.assets.rpo import Unavailable
 
     if at is not None:
@@ -51,7 +51,7 @@ class FilesKind(AssetKind):
 
     def backup(self, request: BackupRequest) -> BackupResult:
         """Walk the asset's paths into one snapshot."""
-        from lifeboat.assets.files import backup_paths
+        from lifeboat.assets.files.tree import backup_paths
 
         asset = FilesAsset.of(request.asset)
         info = backup_paths(
@@ -65,7 +65,7 @@ class FilesKind(AssetKind):
 
     def restore(self, run: RestoreRun) -> RestoreResult:
         """Restore the snapshot's tree into the target (every file verified)."""
-        from lifeboat.assets.files import restore_snapshot
+        from lifeboat.assets.files.tree import restore_snapshot
 
         assert run.snapshot is not None and run.request.target is not None
         info, target = run.snapshot, run.request.target

@@ -33,14 +33,14 @@ class KeysKind(AssetKind):
 
     def backup(self, request: BackupRequest) -> BackupResult:
         """Capture the key files with their fingerprints."""
-        from lifeboat.assets.keys import backup_keys
+        from lifeboat.assets.keys.capture import backup_keys
 
         asset = KeysAsset.of(request.asset)
         return BackupResult(backup_keys(request.policy, asset, request.repo, request.progress))
 
     def restore(self, run: RestoreRun) -> RestoreResult:
         """Restore the key files and compare each fingerprint with the backup's."""
-        from lifeboat.assets.keys import restore_keys
+        from lifeboat.assets.keys.capture import restore_keys
 
         assert run.snapshot is not None and run.request.target is not None
         details = restore_keys(

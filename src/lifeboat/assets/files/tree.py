@@ -1,4 +1,5 @@
-"""The `files` asset: directories and files with modes, times, owners and symlinks."""
+"""A files snapshot's tree: the walk of the source directories, the backup that streams it
+into the repository and the restore of a snapshot into a directory."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The `keys` asset: key material captured with modes, owners and fingerprints; restored
-only with the escrow threshold of custodians' shares; reports show fingerprints, never
-contents."""
+"""Key material in and out of the repository: capture with keyed fingerprints (what reports
+show instead of contents) and restore after the escrow check."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lifeboat.assets.files import SourceItem, backup_paths, walk
+from lifeboat.assets.files.tree import SourceItem, backup_paths, walk
 from lifeboat.crypto.fingerprint import fingerprint
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
