@@ -61,10 +61,10 @@ def old_format_backup(repo: Repository, root: Path) -> SnapshotInfo:
                 session.add_entry(
                     Entry(item.name, "dir", mode=item.st.st_mode & 0o7777, mtime_ns=item.st.st_mtime_ns)
                 )
-            elif item.path.is_symlink():
+            elif os.path.islink(item.path):
                 continue
             else:
-                session.add_file(item.name, item.path, identity=identity_of(item))
+                session.add_file(item.name, Path(item.path), identity=identity_of(item))
         return session.commit()
 
 

@@ -281,7 +281,7 @@ class BackupSession:
     def read_file(
         self,
         path: str,
-        source: Path,
+        source: str | Path,
         *,
         mode: int,
         mtime_ns: int,
@@ -295,17 +295,24 @@ class BackupSession:
         try:
             if parent is not None:
                 os.stat(source)  # a file gone since the walk is reported, not taken from the parent
-                if self._take(parent):
-                    parent.path = path
-                    if meta is not None:
-                        parent.meta = dict(meta)
-                    return parent
+                if (reused := self.take_parent(path, parent, meta)) is not None:
+                    return reused
             with open(source, "rb", buffering=0) as fh:
                 return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, meta)
         except FileNotFoundError:
             raise NotFoundError(f"{source} disappeared during the backup") from None
         except PermissionError:
             raise StorageError(f"permission denied reading {source}") from None
+
+    def take_parent(self, path: str, parent: Entry, meta: dict[str, Any] | None = None) -> Entry | None:
+        """The parent's entry of an unchanged file (the caller has just seen it on disk) as
+        this run's, if all its chunks are still stored; None if the file must be read."""
+        if not self._take(parent):
+            return None
+        parent.path = path
+        if meta is not None:
+            parent.meta = dict(meta)
+        return parent
 
     def _take(self, cached: Entry) -> bool:
         """Counts a parent's file as this run's if all its chunks are still stored."""

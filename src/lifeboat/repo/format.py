@@ -180,7 +180,7 @@ def pack_trailer(
     ``seal_table``: for the writer and the recovery side, so the storage provider and other
     writers read no blob ids, types or plaintext lengths), or plaintext in a repository
     without writer identities."""
-    body = json.dumps({"blobs": blobs}, separators=(",", ":")).encode()
+    body = orjson.dumps({"blobs": blobs})
     if seal is None:
         return body + struct.pack(">I", len(body)) + PACK_TRAILER_MAGIC
     sealed = seal(body, wrapped_key)
@@ -235,8 +235,8 @@ def check_blob_entry(blob: tuple[str, str, int, int, int], pack_size: int | None
 # mac := keyed BLAKE3 of zstd(json) under the repository's MAC key
 
 
-def encode_framed(magic: bytes, payload: dict[str, Any], mac: Callable[[bytes], bytes]) -> bytes:
-    """A MAC'd, compressed JSON object with a magic prefix (snapshots, refs, index)."""
+def canonical_json(payload: dict[str, Any]) -> bytes:
+    """Compact JSON with sorted keys, as every metadata object is written."""
     # orjson: the stdlib encoder was a sixth of a many-small-files backup (index files list
     # every blob). Same bytes for ASCII payloads; anything else keeps the stdlib's escaping.
     try:
@@ -245,7 +245,12 @@ def encode_framed(magic: bytes, payload: dict[str, Any], mac: Callable[[bytes], 
         text = b""
     if not text or not text.isascii():
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    body = zstandard.ZstdCompressor(level=3).compress(text)
+    return text
+
+
+def encode_framed(magic: bytes, payload: dict[str, Any], mac: Callable[[bytes], bytes]) -> bytes:
+    """A MAC'd, compressed JSON object with a magic prefix (snapshots, refs, index)."""
+    body = zstandard.ZstdCompressor(level=3).compress(canonical_json(payload))
     return magic + bytes([FORMAT_VERSION]) + mac(body) + body
 
 

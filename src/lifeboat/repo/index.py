@@ -7,7 +7,6 @@ and named by ``check``."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -281,7 +280,7 @@ class IndexCache:
             return
         try:
             private_dir(self.directory)
-            data = json.dumps(decoded.to_json(), separators=(",", ":")).encode()
+            data = orjson.dumps(decoded.to_json())
             write_private(self.directory / name.replace("/", "_"), data)
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             pass  # the cache is an optimisation; the repository is the truth

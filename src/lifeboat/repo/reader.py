@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.model import Entry, SnapshotInfo
 from lifeboat.repo.packread import PackRanges, TreePacks, span_numbers
 from lifeboat.repo.trees import TREE_FORMAT_SINGLE, iter_tree
@@ -61,10 +62,7 @@ class RestoreStats:
 
 def safe_relative(path: str) -> Path:
     """A tree path as a relative Path that cannot escape the restore target."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        raise RestoreError(f"refusing unsafe path {path!r} in snapshot")
-    return Path(*parts)
+    return Path(entry_name(path))
 
 
 def target_is_empty(target: Path) -> bool:
@@ -247,7 +245,10 @@ class SnapshotReader:
 
 def entry_name(path: str) -> str:
     """A tree path as a normalised relative name ("a/b") that cannot escape the target."""
-    return "/".join(safe_relative(path).parts)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise RestoreError(f"refusing unsafe path {path!r} in snapshot")
+    return "/".join(parts)  # no Path: this runs twice for every file restored
 
 
 def _restore_failure(tree: TargetDir, target: Path, exc: OSError, stats: RestoreStats) -> RestoreError:
@@ -392,6 +393,7 @@ class _ChunkWriter:
             with (
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="flush") as self._flusher,
                 ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore") as pool,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-small") as small,
             ):
                 try:
                     for entry in files:
@@ -402,7 +404,8 @@ class _ChunkWriter:
                             break
                         window.acquire()
                         if isinstance(work, list):
-                            future = pool.submit(self._write_whole, work, failed)
+                            lane = small if all(e.size < SMALL_FILE for e in work) else pool
+                            future = lane.submit(self._write_whole, work, failed)
                         else:
                             future = pool.submit(self._write_chunk, *work)
                         future.add_done_callback(settle)

@@ -25,7 +25,6 @@ an object of an unknown layout is refused with one line, never a traceback.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +48,7 @@ from lifeboat.crypto.writers import Refusal, raw_public
 from lifeboat.errors import IntegrityError, KeyError_
 from lifeboat.repo.format import (
     TableSeal,
+    canonical_json,
     decode_framed,
     encode_framed,
     json_of_compressed,
@@ -132,7 +132,7 @@ def split_signed(object_id: str, data: bytes) -> tuple[bytes, bytes | None] | No
 
 
 def _inner(magic: bytes, payload: dict[str, Any]) -> bytes:
-    text = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    text = canonical_json(payload)
     return magic + bytes([SEALED_INNER_VERSION]) + zstandard.ZstdCompressor(level=3).compress(text)
 
 

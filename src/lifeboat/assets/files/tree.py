@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
+from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.parents import walk_key
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ READ_AHEAD = READ_WORKERS * 4  # batches read ahead of the walk's place in the t
 class SourceItem:
     """One filesystem object to capture, with its path inside the snapshot."""
 
-    path: Path
+    path: str  # a string, not a Path: building one per file was a tenth of an unchanged backup
     name: str
     st: os.stat_result
 
@@ -79,7 +80,7 @@ def _walk_root(root: Path, root_name: str, exclude: Sequence[str]) -> Iterator[S
     while stack:
         path, name = stack.pop()
         st = os.lstat(path)
-        yield SourceItem(root if name == root_name else Path(path), name, st)
+        yield SourceItem(path, name, st)
         if stat.S_ISDIR(st.st_mode):
             with os.scandir(path) as it:
                 children = sorted(e.name for e in it)
@@ -110,7 +111,7 @@ class _Pending:
         st = item.st
         identity = identity_of(item)
         return cls(
-            str(item.path),
+            item.path,
             item.name,
             st.st_size,
             st.st_mode & 0o7777,
@@ -152,12 +153,14 @@ def backup_paths(
         return session.commit()
 
 
-_Slot = Entry | Future[list[tuple[Entry, str]]]
+_Ready = tuple[Entry, str | None]  # an entry and, for a file, its identity
+_Slot = _Ready | Future[list[tuple[Entry, str]]]
 
 
 class _Feeder:
-    """Hands the walk's regular files to READ_WORKERS readers in batches and gives the
-    session every entry, read or not, in walk order."""
+    """Hands the walk's regular files to readers in batches and gives the session every
+    entry, read or not, in walk order. Unchanged files are taken from the parent by the
+    walk itself: a file that needs no reading needs no reader."""
 
     def __init__(self, session: BackupSession, entry_meta: dict[str, dict[str, str]]) -> None:
         self.session = session
@@ -166,13 +169,20 @@ class _Feeder:
         self.reading = 0
         self.batch: list[_Pending] = []
         self.batch_bytes = 0
+        # every file of the batch is below SMALL_FILE: it goes to the one small-file reader,
+        # which runs beside the walk; a batch with a larger file goes to READ_WORKERS readers
+        self.batch_small = True
 
     def run(self, items: Iterable[SourceItem]) -> None:
-        with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="read") as pool:
+        with (
+            ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="read") as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-small") as small,
+        ):
+            self.pool, self.small = pool, small
             try:
                 for item in items:
-                    self._add(pool, item)
-                self._submit(pool)
+                    self._add(item)
+                self._submit()
                 self._drain(0)
             except BaseException:
                 for slot in self.slots:  # stopped (deadline, SIGTERM, a failure): read no more files
@@ -180,16 +190,20 @@ class _Feeder:
                         slot.cancel()
                 raise
 
-    def _add(self, pool: ThreadPoolExecutor, item: SourceItem) -> None:
+    def _add(self, item: SourceItem) -> None:
         mode = item.st.st_mode
         if stat.S_ISREG(mode):
             pending = _Pending.of(item, self.session)
+            if not self.batch and (entry := self._unchanged(pending)) is not None:
+                self._ready((entry, pending.identity))
+                return
             self.batch.append(pending)
             self.batch_bytes += pending.size
+            self.batch_small = self.batch_small and pending.size < SMALL_FILE
             # Small files go in groups, one pool task each: a task (a Future, its lock and a
             # queue hand-off) per 2 KB file cost more than reading it. Large files stay alone.
             if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
-                self._submit(pool)
+                self._submit()
             return
         if stat.S_ISDIR(mode):
             entry = _entry(item, "dir")
@@ -197,15 +211,28 @@ class _Feeder:
             entry = _entry(item, "symlink", target=os.readlink(item.path))
         else:
             return  # sockets, devices, fifos: not captured
-        self._submit(pool)  # the files before this entry keep their place
-        self.slots.append(entry)
-        self._drain(READ_AHEAD)
+        self._submit()  # the files before this entry keep their place
+        self._ready((entry, None))
 
-    def _submit(self, pool: ThreadPoolExecutor) -> None:
+    def _unchanged(self, pending: _Pending) -> Entry | None:
+        """The parent's entry of a file the walk has just seen unchanged, if still stored."""
+        if pending.parent is None:
+            return None
+        return self.session.take_parent(pending.name, pending.parent, self.entry_meta.get(pending.name))
+
+    def _ready(self, ready: _Ready) -> None:
+        if self.slots:
+            self.slots.append(ready)
+            self._drain(READ_AHEAD)
+        else:  # nothing ahead of it in walk order: straight into the tree
+            self.session.put(*ready)
+
+    def _submit(self) -> None:
         if self.batch:
-            self.slots.append(pool.submit(self._read, self.batch))
+            lane = self.small if self.batch_small else self.pool
+            self.slots.append(lane.submit(self._read, self.batch))
             self.reading += 1
-            self.batch, self.batch_bytes = [], 0
+            self.batch, self.batch_bytes, self.batch_small = [], 0, True
         self._drain(READ_AHEAD)
 
     def _read(self, batch: list[_Pending]) -> list[tuple[Entry, str]]:
@@ -213,7 +240,7 @@ class _Feeder:
             (
                 self.session.read_file(
                     item.name,
-                    Path(item.path),
+                    item.path,
                     mode=item.mode,
                     mtime_ns=item.mtime_ns,
                     uid=item.uid,
@@ -241,7 +268,7 @@ class _Feeder:
                     self.session.put(entry, identity)
             else:
                 self.slots.popleft()
-                self.session.put(slot)
+                self.session.put(*slot)
 
 
 def _entry(item: SourceItem, kind: Literal["dir", "symlink"], target: str = "") -> Entry:

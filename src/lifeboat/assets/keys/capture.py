@@ -26,7 +26,7 @@ def fingerprints(repo: Repository, items: list[SourceItem]) -> dict[str, dict[st
     result = {}
     for item in items:
         if stat.S_ISREG(item.st.st_mode) and item.st.st_size <= MAX_KEY_FILE:
-            kind, fp = fingerprint(item.path.read_bytes(), repo.keyed_hash)
+            kind, fp = fingerprint(Path(item.path).read_bytes(), repo.keyed_hash)
             result[item.name] = {"fingerprint": fp, "fingerprint_kind": kind}
     return result
 
