@@ -185,3 +185,24 @@ def test_a_restore_planned_in_many_small_batches_writes_every_file_whole(repo, t
     stats = restore_snapshot(repo, info, target)
     assert restored(target / "src") == files
     assert stats.files == len(files) and stats.symlinks == 1
+
+
+def test_an_unchanged_file_whose_chunks_were_pruned_is_read_again(repo, tmp_path):
+    """The host's parent cache says every file is unchanged, but retention and prune have
+    since deleted the snapshot and its packs: the walk must not take the parent's entries
+    (their chunks are gone), and every file is read and restorable again."""
+    src = tmp_path / "src"
+    files = make_source(src)
+    first = backup_paths(repo, "tree", [src])
+    for stored in list(repo.storage.list("snapshots/")):
+        repo.storage.delete(stored.name)
+    repo.prune()
+    assert not list(repo.storage.list("data/"))  # nothing of the first backup is left
+
+    again = backup_paths(repo, "tree", [src])
+    assert again.stats.reused_files == 1  # the empty file alone: it has no chunks to lose
+    assert again.stats.new_bytes >= first.stats.bytes == sum(len(d) for d in files.values())
+    target = tmp_path / "restored"
+    restore_snapshot(repo, again, target)
+    assert restored(target / "src") == files
+    assert repo.check(read_data=True).ok

@@ -32,7 +32,7 @@ from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
 from lifeboat.repo.packer import Packer
-from lifeboat.repo.parents import ParentCache, ParentStream, ParentStreamWriter
+from lifeboat.repo.parents import ParentCache, ParentStream, ParentStreamWriter, decoded_entry
 from lifeboat.repo.snapshots import encode_snapshot
 from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, TreeStream
 
@@ -261,7 +261,36 @@ class BackupSession:
 
     def parent_entry(self, path: str, identity: str) -> Entry | None:
         """A streamed tree's parent entry for this file (asked in walk order), if unchanged."""
+        entry = decoded_entry(self._parent_stream.lookup(path, identity))
+        if entry is not None:
+            entry.path = path
+        return entry
+
+    def parent_encoded(self, path: str, identity: str) -> bytes | None:
+        """``parent_entry`` as the parent's tree stores it (see ``put_unchanged``)."""
         return self._parent_stream.lookup(path, identity)
+
+    def put_unchanged(self, path: str, identity: str, encoded: bytes) -> bool:
+        """Puts the parent's entry of an unchanged file (``parent_encoded``, the caller has
+        just seen the file on disk) into the streamed tree as it is stored, if all its
+        chunks are still stored; False if the file must be read. Like ``put``: in walk order."""
+        if self._stream is None:
+            raise LifeboatError("put_unchanged needs a streamed tree (stream_tree)")
+        try:
+            stored = orjson.loads(encoded)
+            chunks, size = list(stored.get("chunks", [])), int(stored.get("size", 0))
+            ours = stored.get("type") == "file" and stored.get("path") == path
+        except (TypeError, ValueError, AttributeError):
+            return False
+        if not ours or not self._take_chunks(chunks, size):
+            return False
+        with self._lock:
+            self.writer.stats.files += 1
+        self._stream.add_encoded(path, encoded)
+        self._parent_out.add(path, identity, encoded)
+        if self._lock_chunks is not None:
+            self._lock_chunks.update(chunks)
+        return True
 
     def put(self, entry: Entry, identity: str | None = None) -> None:
         """The next entry of a streamed tree, in walk order (not thread-safe: one caller)."""
@@ -316,13 +345,16 @@ class BackupSession:
 
     def _take(self, cached: Entry) -> bool:
         """Counts a parent's file as this run's if all its chunks are still stored."""
+        return self._take_chunks(cached.chunks, cached.size)
+
+    def _take_chunks(self, chunks: list[str], size: int) -> bool:
         with self.writer._lock:
-            if not all(c in self.writer.known for c in cached.chunks):
+            if not all(c in self.writer.known for c in chunks):
                 return False
-            self.writer.stats.chunks += len(cached.chunks)
-            self.writer.stats.bytes += cached.size
+            self.writer.stats.chunks += len(chunks)
+            self.writer.stats.bytes += size
             self.writer.stats.reused_files += 1
-        self.progress.advance(cached.size)
+        self.progress.advance(size)
         return True
 
     def _stream_entry(

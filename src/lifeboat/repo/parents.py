@@ -74,13 +74,11 @@ class ParentCache:
 
     def lookup(self, identity: str) -> Entry | None:
         """The parent's entry with this identity, if any."""
-        data = self.entries.get(orjson.dumps(identity))
-        if data is None:
-            return None
-        try:
-            return Entry.from_json(orjson.loads(data))
-        except (TypeError, ValueError):
-            return None
+        return decoded_entry(self.lookup_encoded(identity))
+
+    def lookup_encoded(self, identity: str) -> bytes | None:
+        """The parent's entry with this identity as stored (its JSON), if any."""
+        return self.entries.get(orjson.dumps(identity))
 
     def save(self, entries: dict[str, dict[str, Any]]) -> None:
         """Replaces the cache with this run's entries."""
@@ -100,6 +98,16 @@ class ParentCache:
 
 
 PARENTS_MAGIC = b"lifeboat-parents-stream 1"
+
+
+def decoded_entry(encoded: bytes | None) -> Entry | None:
+    """A parent's entry from its stored JSON (None for none, or for one that is damaged)."""
+    if encoded is None:
+        return None
+    try:
+        return Entry.from_json(orjson.loads(encoded))
+    except (TypeError, ValueError):
+        return None
 
 
 def walk_key(path: str) -> list[str]:
@@ -151,11 +159,12 @@ class ParentStream:
             pass  # a damaged cache ends here: the rest is read from the files
         self.close()
 
-    def lookup(self, path: str, identity: str) -> Entry | None:
-        """The parent's entry for the file at ``path`` if its identity is unchanged. Called
-        in walk order; a path out of order is not found (and costs a read, nothing worse)."""
+    def lookup(self, path: str, identity: str) -> bytes | None:
+        """The parent's entry for the file at ``path`` as stored in its tree (its JSON, see
+        ``decoded_entry``) if its identity is unchanged. Called in walk order; a path out of
+        order is not found (and costs a read, nothing worse)."""
         if self._whole is not None:
-            return self._whole.lookup(identity)
+            return self._whole.lookup_encoded(identity)
         key = walk_key(path)
         while self._current is not None and self._current[0] < key:
             self._advance()
@@ -163,12 +172,7 @@ class ParentStream:
         if current is None or current[0] != key or current[1] != orjson.dumps(identity):
             return None
         self._advance()
-        try:
-            entry = Entry.from_json(orjson.loads(current[2]))
-        except (TypeError, ValueError):
-            return None
-        entry.path = path
-        return entry
+        return current[2]
 
     def close(self) -> None:
         """Stops reading (the rest of the cache is not needed)."""

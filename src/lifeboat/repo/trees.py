@@ -44,14 +44,24 @@ class TreeStream:
 
     def add(self, entry: Entry) -> bytes:
         """Adds one entry; returns its encoded form (a directory's, without its subtree)."""
-        while self._open and not entry.path.startswith(self._open[-1][0]):
-            self._close()
         encoded = orjson.dumps(entry.to_json())
         if entry.type == "dir":
+            self._close_before(entry.path)
             self._open.append((entry.path + "/", entry, []))
         else:
-            self._children().append(encoded)
+            self.add_encoded(entry.path, encoded)
         return encoded
+
+    def add_encoded(self, path: str, encoded: bytes) -> None:
+        """Adds a file's or link's entry already encoded (an unchanged file's, as the
+        parent's tree holds it: decoding and encoding it again cost more than the walk)."""
+        self._close_before(path)
+        self._children().append(encoded)
+
+    def _close_before(self, path: str) -> None:
+        """Closes the open directories ``path`` is not inside."""
+        while self._open and not path.startswith(self._open[-1][0]):
+            self._close()
 
     def finish(self) -> list[str]:
         """Closes every open directory and stores the top level; returns its blob ids."""

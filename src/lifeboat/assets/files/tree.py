@@ -17,7 +17,7 @@ from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
-from lifeboat.repo.parents import walk_key
+from lifeboat.repo.parents import decoded_entry, walk_key
 
 if TYPE_CHECKING:
     from lifeboat.repo.backup import BackupSession
@@ -107,9 +107,8 @@ class _Pending:
     parent: Entry | None
 
     @classmethod
-    def of(cls, item: SourceItem, session: BackupSession) -> _Pending:
+    def of(cls, item: SourceItem, identity: str, parent: Entry | None) -> _Pending:
         st = item.st
-        identity = identity_of(item)
         return cls(
             item.path,
             item.name,
@@ -119,7 +118,7 @@ class _Pending:
             st.st_uid,
             st.st_gid,
             identity,
-            session.parent_entry(item.name, identity),
+            parent,
         )
 
 
@@ -193,10 +192,12 @@ class _Feeder:
     def _add(self, item: SourceItem) -> None:
         mode = item.st.st_mode
         if stat.S_ISREG(mode):
-            pending = _Pending.of(item, self.session)
-            if not self.batch and (entry := self._unchanged(pending)) is not None:
-                self._ready((entry, pending.identity))
+            identity = identity_of(item)
+            parent = self.session.parent_encoded(item.name, identity)
+            if parent is not None and not self.batch and self._took(item.name, identity, parent):
                 return
+            # a parent entry whose chunks are gone (pruned) is not tried again by the reader
+            pending = _Pending.of(item, identity, decoded_entry(parent) if self.batch else None)
             self.batch.append(pending)
             self.batch_bytes += pending.size
             self.batch_small = self.batch_small and pending.size < SMALL_FILE
@@ -214,11 +215,19 @@ class _Feeder:
         self._submit()  # the files before this entry keep their place
         self._ready((entry, None))
 
-    def _unchanged(self, pending: _Pending) -> Entry | None:
-        """The parent's entry of a file the walk has just seen unchanged, if still stored."""
-        if pending.parent is None:
-            return None
-        return self.session.take_parent(pending.name, pending.parent, self.entry_meta.get(pending.name))
+    def _took(self, name: str, identity: str, parent: bytes) -> bool:
+        """Whether the walk took a file it has just seen unchanged from the parent (all its
+        chunks still stored): nothing to read. With nothing ahead of it in walk order and
+        nothing to add to it, the parent's entry goes into the tree as stored, not decoded."""
+        meta = self.entry_meta.get(name)
+        if not self.slots and meta is None:
+            return self.session.put_unchanged(name, identity, parent)
+        cached = decoded_entry(parent)
+        entry = self.session.take_parent(name, cached, meta) if cached is not None else None
+        if entry is None:
+            return False
+        self._ready((entry, identity))
+        return True
 
     def _ready(self, ready: _Ready) -> None:
         if self.slots:
