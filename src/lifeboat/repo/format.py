@@ -132,7 +132,7 @@ def record_name(name: str) -> str:
     return f"records/{name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per blob of the repository, all held by the index
 class BlobLocation:
     """Where a blob lives: pack, byte range of its envelope, type and plaintext size."""
 
@@ -223,7 +223,7 @@ def check_blob_entry(blob: tuple[str, str, int, int, int], pack_size: int | None
     blob_id, btype, offset, length, raw_length = blob
     if not is_object_id(blob_id) or btype not in (BLOB_DATA, BLOB_TREE):
         raise IntegrityError("blob entry is damaged (bad id or type)")
-    if offset < 7 or length <= 0 or not 0 <= raw_length <= MAX_BLOB_SIZE:
+    if not 7 <= offset < 1 << 62 or length <= 0 or not 0 <= raw_length <= MAX_BLOB_SIZE:
         raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (impossible offset or length)")
     if length > MAX_STORED_BLOB or (pack_size is not None and offset + length > pack_size):
         raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (extends beyond its pack)")
