@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from lifeboat.assets.files.tree import backup_paths, identity_of, restore_snapshot, walk
 from lifeboat.errors import IntegrityError
@@ -206,3 +207,26 @@ def test_an_unchanged_file_whose_chunks_were_pruned_is_read_again(repo, tmp_path
     restore_snapshot(repo, again, target)
     assert restored(target / "src") == files
     assert repo.check(read_data=True).ok
+
+
+def test_a_parent_entry_this_version_cannot_read_is_read_again_not_copied(repo, tmp_path):
+    """The walk copies an unchanged file's entry from the parent cache into the new tree as
+    stored. A cache written by a newer lifeboat (a field this version does not know) or
+    damaged on disk must not reach the tree, where every restore of that directory would
+    fail: the file is read again instead."""
+    src = tmp_path / "src"
+    files = make_source(src)
+    backup_paths(repo, "tree", [src])
+    cache = repo.parent_cache_path("tree")
+    assert cache is not None and cache.exists()
+    lines = zstandard.ZstdDecompressor().decompressobj().decompress(cache.read_bytes()).split(b"\n")
+    rewritten = [lines[0]] + [
+        line.replace(b'"type":"file"', b'"type":"file","from_the_future":1') for line in lines[1:]
+    ]
+    cache.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(rewritten)))
+
+    again = backup_paths(repo, "tree", [src])
+    assert again.stats.reused_files == 0
+    target = tmp_path / "restored"
+    restore_snapshot(repo, again, target)
+    assert restored(target / "src") == files

@@ -25,7 +25,7 @@ from lifeboat.errors import LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import encode_payload, read_blocks
 from lifeboat.repo.consolidate import consolidate_quietly, index_files_max
-from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, index_name, pack_name, snapshot_name
+from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, index_name, is_object_id, pack_name, snapshot_name
 from lifeboat.repo.immutability import ensure_retention, lockable, objects_of
 from lifeboat.repo.index import Index, PackEntry, write_index
 from lifeboat.repo.keyring import Keyring
@@ -293,12 +293,21 @@ class BackupSession:
         if self._stream is None:
             raise LifeboatError("put_unchanged needs a streamed tree (stream_tree)")
         try:
-            stored = orjson.loads(encoded)
-            chunks, size = list(stored.get("chunks", [])), int(stored.get("size", 0))
-            ours = stored.get("type") == "file" and stored.get("path") == path
+            # what a restore will decode: an entry this version cannot read (a newer
+            # version's cache, a damaged one) is read again, never put into the tree
+            entry = Entry.from_json(orjson.loads(encoded))
+            usable = (
+                entry.type == "file"
+                and entry.path == path
+                and not entry.subtree
+                and isinstance(entry.size, int)
+                and isinstance(entry.chunks, list)
+                and all(map(is_object_id, entry.chunks))
+            )
         except (TypeError, ValueError, AttributeError):
             return False
-        if not ours or not self._take_chunks(chunks, size):
+        chunks = entry.chunks
+        if not usable or not self._take_chunks(chunks, entry.size):
             return False
         with self._lock:
             self.writer.stats.files += 1

@@ -282,10 +282,13 @@ class _Feeder:
 
 
 def _prefetch(batch: list[_Pending]) -> None:
-    """Asks the kernel for every file of the batch at once (it reads them while the first
-    ones are being stored): one thread reading a cold tree would otherwise wait on the
-    disk once per file."""
+    """Asks the kernel for every small file of the batch at once (it reads them while the
+    first ones are being stored): one thread reading a cold tree would otherwise wait on
+    the disk once per file. Not files likely taken from the parent (nothing to read), nor
+    large ones (their reads are large enough to keep the disk busy)."""
     for item in batch:
+        if item.parent is not None or item.size >= SMALL_FILE:
+            continue
         try:
             fd = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:

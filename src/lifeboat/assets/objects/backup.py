@@ -11,8 +11,8 @@ from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, source
 from lifeboat.assets.objects.transfer import (
     Counters,
     SizedReads,
+    capture_workers,
     run_batched,
-    transfer_workers,
     with_retries,
 )
 from lifeboat.progress import NO_PROGRESS, ProgressSink
@@ -80,7 +80,7 @@ def backup_objects(
         with mapped:
             # the first object that keeps failing aborts: no half snapshot
             run_batched(
-                lambda o: _capture(session, source, o, counters), objects, transfer_workers(source, asset)
+                lambda o: _capture(session, source, o, counters), objects, capture_workers(source, asset)
             )
         session.set_labels(
             {
