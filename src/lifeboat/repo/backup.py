@@ -55,6 +55,7 @@ class KnownBlobs:
         return blob_id in self._new or (self._index is not None and blob_id in self._index)
 
     def add(self, blob_id: str) -> None:
+        """Counts a blob this run stored as known."""
         self._new.add(blob_id)
 
 
