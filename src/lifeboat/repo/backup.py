@@ -21,20 +21,20 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from lifeboat import clock
-from lifeboat.errors import LifeboatError, NotFoundError, StorageError
+from lifeboat.errors import IntegrityError, LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import encode_payload, read_blocks
 from lifeboat.repo.consolidate import consolidate_quietly, index_files_max
-from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, index_name, is_object_id, pack_name, snapshot_name
+from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, index_name, pack_name, snapshot_name
 from lifeboat.repo.immutability import ensure_retention, lockable, objects_of
 from lifeboat.repo.index import Index, PackEntry, write_index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
 from lifeboat.repo.packer import Packer
-from lifeboat.repo.parents import ParentCache, ParentStream, ParentStreamWriter, decoded_entry
+from lifeboat.repo.parents import ParentCache, ParentStream, ParentStreamWriter
 from lifeboat.repo.snapshots import encode_snapshot
-from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, TreeStream
+from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, TreeStream, decode_document
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
@@ -267,7 +267,7 @@ class BackupSession:
         """Write this snapshot's tree one directory at a time (tree format 2, repo/trees.py)
         instead of holding every entry until the commit. Entries then come through ``put``
         only, in walk order (each directory before its content, names sorted); the parent's
-        files are looked up in that order too (``parent_entry``), so neither the tree nor
+        files are looked up in that order too (``parent_encoded``), so neither the tree nor
         the parent is ever held whole."""
         if self.entries:
             raise LifeboatError("a streamed tree must start before any entry is added")
@@ -276,15 +276,10 @@ class BackupSession:
         self._parent_out = ParentStreamWriter(self._cache_path)
         self._lock_chunks = set() if lockable(self.repo.storage) is not None else None
 
-    def parent_entry(self, path: str, identity: str) -> Entry | None:
-        """A streamed tree's parent entry for this file (asked in walk order), if unchanged."""
-        entry = decoded_entry(self._parent_stream.lookup(path, identity))
-        if entry is not None:
-            entry.path = path
-        return entry
-
     def parent_encoded(self, path: str, identity: str) -> bytes | None:
-        """``parent_entry`` as the parent's tree stores it (see ``put_unchanged``)."""
+        """A streamed tree's parent entry for this file (asked in walk order) if unchanged,
+        as the parent's tree stores it: for ``put_unchanged``, or ``decoded_entry`` for
+        ``read_file``."""
         return self._parent_stream.lookup(path, identity)
 
     def put_unchanged(self, path: str, identity: str, encoded: bytes) -> bool:
@@ -294,19 +289,12 @@ class BackupSession:
         if self._stream is None:
             raise LifeboatError("put_unchanged needs a streamed tree (stream_tree)")
         try:
-            # what a restore will decode: an entry this version cannot read (a newer
-            # version's cache, a damaged one) is read again, never put into the tree
-            entry = Entry.from_json(orjson.loads(encoded))
-            usable = (
-                entry.type == "file"
-                and entry.path == path
-                and not entry.subtree
-                and isinstance(entry.size, int)
-                and isinstance(entry.chunks, list)
-                and all(map(is_object_id, entry.chunks))
-            )
-        except (TypeError, ValueError, AttributeError):
+            # decoded as a restore will decode it: an entry this version cannot read (a
+            # newer version's cache, a damaged one) is read again, never put into the tree
+            [entry] = decode_document(b'{"entries":[' + encoded + b"]}", path)
+        except (IntegrityError, ValueError):
             return False
+        usable = entry.type == "file" and entry.path == path and isinstance(entry.size, int)
         chunks = entry.chunks
         if not usable or not self._take_chunks(chunks, entry.size):
             return False
