@@ -88,7 +88,7 @@ def test_refs_forged_with_another_writers_key_are_ignored_and_reported(site: Sit
     stored = (site.root / "repo" / ref_name(NS, SEGMENTS[0])).read_bytes()
     genuine_public = Signature.from_bytes(stored[-101:]).public
     info = RefInfo(NS, SEGMENTS[3], 3, "00" * 32, [], attacker.get_ref(NS, SEGMENTS[0]).time)
-    body = encode_ref(Keyring.for_backup(key), info)
+    body = encode_ref(Keyring.for_backup(key), attacker.metadata, info)
     assert key.signing is not None
     own = sign_statement(key.signing, key.repo_id, ObjectType.WAL, ref_name(NS, SEGMENTS[3]), "db", body)
     claimed = Signature(genuine_public, Signature.from_bytes(own).signature).to_bytes()

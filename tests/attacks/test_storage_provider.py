@@ -1,10 +1,11 @@
 """The storage provider (issue #14): it holds every stored byte and no key. It reads no file
 name, canary path, object key or asset name in snapshot headers and index files (they are
-sealed, repo/sealed.py), and no blob id or plaintext length in packs (their blob tables are
-sealed for their writer and the recovery side), nor what an audit copy records (sealed: only the chain
-fields show); and an index file it plants (unsigned, signed by a key the registry
-does not know, or by a revoked writer's stolen key) is ignored by restore and named by
-`check` with exit 1. The defender is the real `lifeboat` executable."""
+sealed, repo/sealed.py), no blob id or plaintext length in packs (their blob tables are
+sealed for their writer and the recovery side), not what an audit copy records (sealed:
+only the chain fields show), nor a WAL ref's chunk ids, size or labels; and an index file it
+plants (unsigned, signed by a key the registry does not know, or by a revoked writer's
+stolen key) is ignored by restore and named by `check` with exit 1. The defender is the
+real `lifeboat` executable (the repository API for refs)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import boto3
+import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lifeboat.crypto.keys import load_backup_key
+from lifeboat.repo import Repository
 from lifeboat.repo.format import INDEX_MAGIC, encode_framed
 from lifeboat.repo.index import encode_index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.sealed import MetadataCodec
+from lifeboat.storage import open_storage
 from tests.harness import Clock, LifeboatCli, PolicyBuilder
 from tests.harness.packs import stored_blob_table
 
@@ -31,7 +35,8 @@ OBJECT_KEYS = ("invoices/acme-corp-4711.pdf", "contracts/zeta-merger-draft.docx"
 ASSETS = ("ledgerfiles", "mediabucket")
 # a file of random bytes (so its one chunk is exactly this long) whose size would confirm it
 SIZED_FILE, SECRET_SIZE = "export.bin", 7919
-OPERATOR = "operator-canary-5521"  # who ran each command, as the audit log records it
+OPERATOR = "operator-canary-5521"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # who ran each command, as the audit log records it
 
 
 def _site(tmp_path: Path, clock: Clock, endpoint: str, bucket: str) -> LifeboatCli:
@@ -65,6 +70,19 @@ def _stored(repo: Path, prefixes: tuple[str, ...] = ("",)) -> dict[str, bytes]:
         for p in repo.rglob("*")
         if p.is_file() and str(p.relative_to(repo)).startswith(prefixes)
     }
+
+
+def _as_read(data: bytes) -> bytes:
+    """The bytes as the provider reads them: every zstd frame in them decompressed too."""
+    found = [data]
+    start = data.find(ZSTD_MAGIC)
+    while start != -1:
+        try:
+            found.append(zstandard.ZstdDecompressor().decompressobj().decompress(data[start:]))
+        except zstandard.ZstdError:
+            pass
+        start = data.find(ZSTD_MAGIC, start + 1)
+    return b"\n".join(found)
 
 
 def test_storage_bytes_name_no_file_path_or_object_key(
@@ -180,3 +198,25 @@ def test_a_planted_index_is_ignored_by_restore_and_named_by_check(tmp_path: Path
     assert "unsigned" in by_who["no key"]
     assert "unknown writer" in by_who["unknown key"] and "writer not in the registry" in by_who["unknown key"]
     assert "old-host" in by_who["revoked writer"] and "writer revoked" in by_who["revoked writer"]
+
+
+def test_wal_refs_show_no_chunk_id_size_or_label(tmp_path: Path) -> None:
+    """A WAL ref shows its name, time and keyed digest (what every reader judges it by), not
+    which chunks hold it, how long it is, or its labels (a history file's switch point)."""
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    writer, _, recovery = Repository.create(storage, writer="db-1", cache_dir=tmp_path / "cache")
+    segment = os.urandom(SECRET_SIZE)
+    writer.put_ref("wal/db", "000000010000000000000001", segment, labels={"kind": "segment"})
+    switch = "0/3A5F0C8"
+    labels = {"kind": "history", "parent": "1", "switch_lsn": switch}
+    writer.put_ref("wal/db", "00000002.history", f"1\t{switch}\tcanary\n".encode(), labels=labels)
+    stored = _stored(tmp_path / "repo", ("refs/",))
+    assert len(stored) == 2
+    reader = Repository.open(storage, recovery_key=recovery)
+    chunk_ids = [c for n in reader.list_ref_names("wal/db") for c in reader.get_ref("wal/db", n).chunks]
+    assert len(chunk_ids) == 2
+    told = [*chunk_ids, switch, "canary", '"kind"', '"size"', str(SECRET_SIZE), '"chunks"', '"labels"']
+    for name, data in stored.items():
+        for word in told:
+            assert word.encode() not in _as_read(data), f"{word!r} readable in {name}"
+    assert reader.read_ref(reader.get_ref("wal/db", "000000010000000000000001")) == segment

@@ -16,6 +16,7 @@ import pytest
 
 from lifeboat.crypto.signed import SIGNATURE_SIZE
 from lifeboat.repo import Repository
+from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.model import SnapshotInfo
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
@@ -251,17 +252,22 @@ def test_prune_under_object_lock_repacks_only_what_retention_lets_it_delete(s3_s
     assert_check_clean(reader)
 
 
+def cached(path):
+    """A cache file's JSON (its last TAG_SIZE bytes are the tag, repo/local_cache.py)."""
+    return json.loads(path.read_bytes()[:-TAG_SIZE])
+
+
 def test_snapshot_headers_come_from_the_local_cache_but_the_listing_decides(tmp_path):
     storage = open_storage(f"file://{tmp_path / 'repo'}")
     repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
     snaps = [backup(repo, n) for n in range(4)]
     assert [s.id for s in repo.snapshots()] == [s.id for s in snaps]
     cache_file = tmp_path / "cache" / repo.id / "snapshots.json"
-    assert set(json.loads(cache_file.read_text())) == {s.id for s in snaps}
+    assert set(cached(cache_file)) == {s.id for s in snaps}
     storage.delete(f"snapshots/{snaps[1].id}")  # forgotten: the cache must not bring it back
     again = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
     assert [s.id for s in again.snapshots()] == [snaps[0].id, snaps[2].id, snaps[3].id]
-    assert set(json.loads(cache_file.read_text())) == {snaps[0].id, snaps[2].id, snaps[3].id}
+    assert set(cached(cache_file)) == {snaps[0].id, snaps[2].id, snaps[3].id}
     cache_file.write_text("{not json")  # a damaged cache is ignored and rebuilt
     assert [s.id for s in again.snapshots()] == [snaps[0].id, snaps[2].id, snaps[3].id]
     # choosing one snapshot (a backup's parent, a restore) reads only what the cache lacks
@@ -270,7 +276,7 @@ def test_snapshot_headers_come_from_the_local_cache_but_the_listing_decides(tmp_
     assert again.find_snapshot("app").id == newest.id
     assert again.find_snapshot(snapshot_id=snaps[2].id[:10]).tree == snaps[2].tree
     assert again.find_snapshot("app", at=snaps[2].time).id == snaps[2].id
-    summary = json.loads((cache_file.parent / "snapshots-summary.json").read_text())
+    summary = cached(cache_file.parent / "snapshots-summary.json")
     assert set(summary) >= {newest.id, snaps[3].id}
     storage.delete(f"snapshots/{newest.id}")
     assert again.latest_snapshot_id("app") == snaps[3].id

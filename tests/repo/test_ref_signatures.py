@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.errors import AlreadyExistsError, NotFoundError
+from lifeboat.errors import AlreadyExistsError, KeyError_, NotFoundError
 from lifeboat.repo import Repository
 from lifeboat.repo.format import ref_name
+from lifeboat.repo.ref_listing import ref_listing
 from lifeboat.services.keys import issue_writer_key
 from lifeboat.storage import open_storage
 
 NS = "wal/db"
 SEG = "000000010000000000000003"
+HISTORY = "00000002.history"
 
 
 @pytest.fixture
@@ -89,3 +91,30 @@ def test_unsigned_garbage_under_a_name_does_not_block_the_push(
     assert reader.read_ref(reader.get_ref(NS, SEG)) == b"genuine" * 100
     reader.forget_refs(NS, [SEG])  # expiry removes the copies with the name
     assert stored_names(genuine) == []
+
+
+def test_another_writers_ref_shows_its_name_and_time_only_and_the_recovery_side_reads_it_all(
+    tmp_path: Path,
+) -> None:
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    genuine, _, recovery = Repository.create(storage, writer="db-1", cache_dir=tmp_path / "db-1")
+    labels = {"kind": "history", "parent": "1", "switch_lsn": "0/3000000"}
+    content = b"1\t0/3000000\tno recovery target\n"
+    pushed = genuine.put_ref(NS, HISTORY, content, labels=labels)
+    assert genuine.get_ref(NS, HISTORY).labels == labels  # its writer reads its own
+    admin = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "admin")
+    second_key, _, _ = issue_writer_key(admin, "db-2", ["db"])
+    host_cache = tmp_path / "db-2"  # the standby's state dir, shared by its commands
+    second = Repository.open(storage, backup_key=second_key, cache_dir=host_cache)
+    seen = second.get_ref(NS, HISTORY)
+    assert (seen.opened, seen.size, seen.chunks, seen.labels) == (False, 0, [], {})
+    assert (seen.digest, seen.time) == (pushed.digest, pushed.time)  # judged and compared by these
+    assert second.list_ref_names(NS) == [HISTORY]  # cached there as unopened
+    with pytest.raises(KeyError_, match="sealed by another writer"):
+        second.read_ref(seen)
+    assert second.put_ref(NS, HISTORY, content).digest == pushed.digest  # the same push: no conflict
+    # the recovery side on that host opens it again rather than trusting the cached entry
+    on_host = Repository.open(storage, recovery_key=recovery, cache_dir=host_cache)
+    [chosen] = ref_listing(on_host, NS).chosen.values()
+    assert chosen.opened and chosen.chunks == pushed.chunks and chosen.labels == labels
+    assert on_host.read_ref(chosen) == content

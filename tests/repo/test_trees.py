@@ -14,6 +14,7 @@ from lifeboat.assets.files.tree import backup_paths, identity_of, restore_snapsh
 from lifeboat.errors import IntegrityError
 from lifeboat.repo import Repository
 from lifeboat.repo.model import Entry, SnapshotInfo
+from lifeboat.repo.parents import STREAM_FORM
 from lifeboat.repo.retention import KeepRules
 from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE
 from lifeboat.storage import open_storage
@@ -217,13 +218,17 @@ def test_a_parent_entry_this_version_cannot_read_is_read_again_not_copied(repo, 
     src = tmp_path / "src"
     files = make_source(src)
     backup_paths(repo, "tree", [src])
-    cache = repo.parent_cache_path("tree")
-    assert cache is not None and cache.exists()
-    lines = zstandard.ZstdDecompressor().decompressobj().decompress(cache.read_bytes()).split(b"\n")
-    rewritten = [lines[0]] + [
-        line.replace(b'"type":"file"', b'"type":"file","from_the_future":1') for line in lines[1:]
+    cache = repo.parent_cache("tree")
+    assert cache is not None and cache.path.exists()
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(cache.path.read_bytes())
+    lines = [cache.verified(line, STREAM_FORM) for line in raw.split(b"\n")[1:] if line]
+    assert all(lines)
+    rewritten = [raw.split(b"\n")[0]] + [  # MAC'd again: as the writer itself would have
+        cache.line(line.replace(b'"type":"file"', b'"type":"file","from_the_future":1'), STREAM_FORM)
+        for line in lines
+        if line is not None
     ]
-    cache.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(rewritten)))
+    cache.path.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(rewritten)))
 
     again = backup_paths(repo, "tree", [src])
     assert again.stats.reused_files == 0

@@ -9,10 +9,12 @@ import typer
 from lifeboat.cli.app import app
 from lifeboat.cli.common import console, err_console, human_bytes, print_json, progress_bar, run_context
 from lifeboat.redact import redact
+from lifeboat.repo.model import PARENT_CACHE_REJECTED
 from lifeboat.units import format_rate
 
 if TYPE_CHECKING:
     from lifeboat.assets.kind import Finding
+    from lifeboat.repo.model import SnapshotInfo
     from lifeboat.services.backup import AssetBackup
 
 
@@ -54,6 +56,8 @@ def backup(
             return  # one asset: its error is the command's (below)
         if result.snapshot is not None and result.bad_pages:
             warn_bad_pages(result.asset, result.snapshot.short_id, result.bad_pages)
+        if result.snapshot is not None:
+            warn_rewritten_cache(result.asset, result.snapshot)
         if not json_out:
             print_result(result)
 
@@ -115,4 +119,19 @@ def warn_bad_pages(name: str, snapshot: str, pages: list[Finding]) -> None:
         "(docs/operations/runbooks/database-pitr.md, Bad pages)",
         soft_wrap=True,
         markup=False,
+    )
+
+
+def warn_rewritten_cache(name: str, snapshot: SnapshotInfo) -> None:
+    """On stderr: lines of the parent cache in the state dir failed their MAC. The backup is
+    sound (those files were read again), but somebody without the key file rewrote the
+    state dir."""
+    rejected = snapshot.labels.get(PARENT_CACHE_REJECTED)
+    if not rejected:
+        return
+    err_console.print(
+        f"[yellow]WARNING[/yellow]: {name}: {rejected} entries of the parent cache failed their "
+        f"MAC and were read again (snapshot {snapshot.short_id}); the state dir was modified "
+        "by something other than lifeboat",
+        soft_wrap=True,
     )

@@ -30,7 +30,7 @@ from lifeboat.repo.immutability import ensure_retention, lockable, objects_of
 from lifeboat.repo.index import Index, PackEntry, write_index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
-from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
+from lifeboat.repo.model import PARENT_CACHE_REJECTED, Entry, SnapshotInfo, SnapshotStats
 from lifeboat.repo.packer import Packer
 from lifeboat.repo.parents import ParentCache, ParentStream, ParentStreamWriter
 from lifeboat.repo.snapshots import encode_snapshot
@@ -202,7 +202,7 @@ class BackupSession:
         self._started = time.monotonic()
         self._repo_lock = RepoLock(repo.storage, exclusive=False, operation=f"backup {asset}")
         self._writer: BlobWriter | None = None
-        self._cache_path = repo.parent_cache_path(asset) if use_parent_cache else None
+        self._cache = repo.parent_cache(asset) if use_parent_cache else None
         self._parents_whole: ParentCache | None = None  # loaded on first lookup
         # a streamed tree (stream_tree): the tree, the parent's files and this run's, in walk order
         self._stream: TreeStream | None = None
@@ -258,7 +258,7 @@ class BackupSession:
     @property
     def _parents(self) -> ParentCache:
         if self._parents_whole is None:
-            self._parents_whole = ParentCache(self._cache_path)
+            self._parents_whole = ParentCache(self._cache)
         return self._parents_whole
 
     # -- adding content ---------------------------------------------------------------
@@ -272,8 +272,8 @@ class BackupSession:
         if self.entries:
             raise LifeboatError("a streamed tree must start before any entry is added")
         self._stream = TreeStream(lambda raw: self.writer.store(raw, BLOB_TREE), self.chunk_size)
-        self._parent_stream = ParentStream(self._cache_path)
-        self._parent_out = ParentStreamWriter(self._cache_path)
+        self._parent_stream = ParentStream(self._cache)
+        self._parent_out = ParentStreamWriter(self._cache)
         self._lock_chunks = set() if lockable(self.repo.storage) is not None else None
 
     def parent_encoded(self, path: str, identity: str) -> bytes | None:
@@ -595,6 +595,9 @@ class BackupSession:
     def _commit_header(
         self, tree: list[str], stats: SnapshotStats, tree_format: int = TREE_FORMAT_SINGLE
     ) -> SnapshotInfo:
+        rejected = self._parent_stream.rejected + (self._parents_whole.rejected if self._parents_whole else 0)
+        if rejected:  # kept in the snapshot, said by the backup: the state dir was rewritten
+            self.labels[PARENT_CACHE_REJECTED] = str(rejected)
         info = SnapshotInfo(
             id="",
             asset=self.asset,

@@ -120,7 +120,7 @@ def read_index_files(
     """The pack entries of each index file this handle may use (through the local cache),
     and the names that are gone, damaged, refused or sealed by another writer (never merged,
     never deleted here: a writer consolidates only its own index files)."""
-    cache = IndexCache(repo.cache_dir / "index" if repo.cache_dir else None)
+    cache = IndexCache(repo.cache_dir / "index" if repo.cache_dir else None, repo.cache_seal)
     codec, trust = repo.metadata, repo.trust()
 
     def load(name: str) -> tuple[str, list[PackEntry] | None]:

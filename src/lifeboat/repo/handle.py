@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.repo.index import Index
 from lifeboat.repo.keyring import Keyring
+from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.model import SnapshotInfo
+from lifeboat.repo.parents import ParentFile
 from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.repo.trust import Trust
 from lifeboat.storage.base import Storage
@@ -36,6 +38,11 @@ class RepoHandle(Protocol):
     workers: int
     cache_dir: Path | None
     ref_memo: dict[str, Any]  # verified refs kept in memory when there is no cache_dir
+
+    @property
+    def cache_seal(self) -> CacheSeal:
+        """How this handle tags the cache files it keeps in the state dir."""
+        ...
 
     @property
     def metadata(self) -> MetadataCodec:
@@ -90,6 +97,6 @@ class RepoHandle(Protocol):
         """The asset's newest snapshot id, if any."""
         ...
 
-    def parent_cache_path(self, asset: str) -> Path | None:
-        """Where the asset's parent-snapshot cache lives (None without a cache dir)."""
+    def parent_cache(self, asset: str) -> ParentFile | None:
+        """The asset's parent-snapshot cache and its MAC key (None: no cache)."""
         ...

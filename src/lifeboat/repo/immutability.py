@@ -61,10 +61,12 @@ class RetentionCache:
 
     def __init__(self, repo: RepoHandle) -> None:
         self.path = repo.cache_dir / CACHE_NAME if repo.cache_dir is not None else None
+        self.seal = repo.cache_seal  # dates edited in the state dir would skip extensions
         self.known: dict[str, float] = {}
         if self.path is not None:
             try:
-                loaded = json.loads(self.path.read_text())
+                raw = self.seal.open(CACHE_NAME, self.path.read_bytes())
+                loaded = json.loads(raw) if raw is not None else {}
                 self.known = {str(k): float(v) for k, v in loaded.items()}
             except (OSError, ValueError, AttributeError):
                 self.known = {}
@@ -76,7 +78,8 @@ class RetentionCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.known, separators=(",", ":")))
+            data = json.dumps(self.known, separators=(",", ":")).encode()
+            tmp.write_bytes(self.seal.seal(CACHE_NAME, data))
             os.chmod(tmp, 0o600)
             tmp.replace(self.path)
         except OSError:

@@ -33,6 +33,7 @@ from lifeboat.repo.format import (
     index_name,
     is_object_id,
 )
+from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.trust import SignatureCheck, Trust
 from lifeboat.storage.base import Storage
@@ -284,8 +285,9 @@ class IndexCache:
     """Index files are immutable, so a local copy never goes stale (restic's cache idea).
     It keeps the decoded entries with the signature check; the registry is applied afresh."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, seal: CacheSeal) -> None:
         self.directory = directory
+        self.seal = seal
 
     def get(self, name: str) -> DecodedIndex | None:
         """A cached decoded index file, or None."""
@@ -293,10 +295,11 @@ class IndexCache:
             return None
         path = self.directory / name.replace("/", "_")
         try:
-            data = orjson.loads(path.read_bytes())
+            raw = self.seal.open(name, path.read_bytes())
+            data = orjson.loads(raw) if raw is not None else None
         except (OSError, ValueError):
             return None
-        return DecodedIndex.from_json(data)
+        return DecodedIndex.from_json(data) if data is not None else None
 
     def put(self, name: str, decoded: DecodedIndex) -> None:
         """Caches a decoded index file (private, under the cache dir)."""
@@ -304,7 +307,7 @@ class IndexCache:
             return
         try:
             private_dir(self.directory)
-            data = orjson.dumps(decoded.to_json())
+            data = self.seal.seal(name, orjson.dumps(decoded.to_json()))
             write_private(self.directory / name.replace("/", "_"), data)
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             pass  # the cache is an optimisation; the repository is the truth

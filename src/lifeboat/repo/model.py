@@ -65,6 +65,11 @@ class SnapshotStats:
     seconds: float = 0.0
 
 
+# The snapshot label a backup sets when lines of its parent cache failed their MAC (those
+# files were read again): somebody rewrote the state dir (repo/parents.py)
+PARENT_CACHE_REJECTED = "parent_cache_rejected"
+
+
 @dataclass
 class SnapshotInfo:
     """A committed snapshot's header. Readable with the backup key alone (no secrets)."""
@@ -100,6 +105,8 @@ class RefInfo:
     labels: dict[str, str] = field(default_factory=dict)
     # not stored: what a push found squatting this name (it then stored the ref side by side)
     squatters: list[str] = field(default_factory=list)
+    # False: sealed by another writer, so size, chunks and labels are unknown here (empty)
+    opened: bool = True
 
 
 @dataclass

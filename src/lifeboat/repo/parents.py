@@ -5,18 +5,29 @@ that content produced, so unchanged files and objects are not read again. It liv
 backup host (which sees the plaintext anyway), never in the repository.
 
 Two forms share the file. ``ParentCache`` (objects and the other kinds, which add entries
-in any order) holds it whole as a dict. A walked tree (the files kind) writes the stream
-form, ``PARENTS_MAGIC`` then ``<path>\t<identity>\t<entry>`` lines (each JSON) in walk
-order, and ``ParentStream`` reads it alongside the next walk, one line at a time: memory
-does not grow with the number of files. Each reads the other's form (a switch costs no
-full re-read).
+in any order) holds it whole as a dict: ``WHOLE_MAGIC`` then ``<mac>\t<identity>\t<entry>``
+lines. A walked tree (the files kind) writes the stream form, ``PARENTS_MAGIC`` then
+``<mac>\t<path>\t<identity>\t<entry>`` lines in walk order, and ``ParentStream`` reads it
+alongside the next walk, one line at a time: memory does not grow with the number of files.
+Each reads the other's form (a switch costs no full re-read). Fields are JSON, which never
+holds a raw tab or newline.
+
+Every line carries a keyed BLAKE2b of the rest of it, under a key derived from the
+repository's MAC key (in the key file) for this asset (``ParentFile``). The cache lives in the state dir,
+the key file does not: a walk takes a cached entry without reading the file, so somebody
+who may rewrite the state dir but does not hold the key file could otherwise make the next
+backup record a file with other chunks. A line that fails its MAC is not used (that file is
+read again); caches of the earlier unauthenticated forms are not read at all.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,50 +38,76 @@ from lifeboat.errors import ConfigError
 from lifeboat.private import private_dir, write_private
 from lifeboat.repo.model import Entry
 
+PARENTS_MAGIC = b"lifeboat-parents-stream 2"
+WHOLE_MAGIC = b"lifeboat-parents 2"
+CACHE_KEY_INFO = b"lifeboat/parent-cache/v1\x00"
+MAC_HEX = 32  # a 16-byte BLAKE2b, in hex
+
+
+def cache_key_of(mac: Callable[[bytes], bytes], asset: str) -> bytes:
+    """The key an asset's parent cache is MAC'd with: from the repository's MAC key (in every
+    key file, never in the state dir, and kept by ``keys rotate``, so a rotated host keeps
+    its cache), one per asset, so a cache moved between assets or repositories fails too."""
+    return mac(CACHE_KEY_INFO + asset.encode())
+
+
+@dataclass(frozen=True)
+class ParentFile:
+    """An asset's parent cache: where it lives and the key its lines are MAC'd with."""
+
+    path: Path
+    key: bytes
+
+    def _mac(self, rest: bytes, form: bytes) -> bytes:
+        return hashlib.blake2b(rest, key=self.key, digest_size=16, person=form).hexdigest().encode()
+
+    def line(self, rest: bytes, form: bytes) -> bytes:
+        """``rest`` (the tab-joined fields) with its MAC in front."""
+        return self._mac(rest, form) + b"\t" + rest
+
+    def verified(self, line: bytes, form: bytes) -> bytes | None:
+        """The fields of a line whose MAC holds (None: forged, damaged or another form's)."""
+        mac, sep, rest = line.partition(b"\t")
+        if not sep or len(mac) != MAC_HEX or not hmac.compare_digest(mac, self._mac(rest, form)):
+            return None
+        return rest
+
+
+STREAM_FORM = b"lb-parents-strm"  # BLAKE2b personalisation (at most 16 bytes): one per form
+WHOLE_FORM = b"lb-parents-whole"
+
 
 class ParentCache:
     """The parent snapshot's entries by identity, cached locally so unchanged files are not
     read again. Held as encoded JSON (identity -> entry), decoded only for the identity asked for:
-    a dict per file was ~1 KB of memory per file of the parent snapshot.
+    a dict per file was ~1 KB of memory per file of the parent snapshot."""
 
-    The file is zstd-compressed lines ``<identity as JSON>\t<entry as JSON>`` (JSON never
-    holds a raw tab or newline); a cache in the older single-object form is still read."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    def __init__(self, file: ParentFile | None) -> None:
+        self.file = file
         self.entries: dict[bytes, bytes] = {}  # identity (JSON-encoded) -> entry (JSON)
-        if path is not None:
-            self._load(path)
+        self.rejected = 0  # lines whose MAC failed: somebody rewrote the cache
+        if file is not None:
+            self._load(file)
 
-    def _load(self, path: Path) -> None:
+    def _load(self, file: ParentFile) -> None:
         try:
-            raw = zstandard.ZstdDecompressor().decompress(path.read_bytes())
+            raw = zstandard.ZstdDecompressor().decompress(file.path.read_bytes())
         except (OSError, zstandard.ZstdError):
             return
-        if raw.startswith(b"{"):
-            self._load_legacy(raw)
-            return
+        first, _, body = raw.partition(b"\n")
+        form = {PARENTS_MAGIC: STREAM_FORM, WHOLE_MAGIC: WHOLE_FORM}.get(first)
+        if form is None:
+            return  # an earlier, unauthenticated form: everything is read once more
         entries: dict[bytes, bytes] = {}
-        if raw.startswith(PARENTS_MAGIC):
-            for line in raw.split(b"\n")[1:]:
-                fields = line.split(b"\t", 2)
-                if len(fields) == 3:
-                    entries[fields[1]] = fields[2]
-            self.entries = entries
-            return
-        for line in raw.split(b"\n"):
-            key, sep, value = line.partition(b"\t")
-            if sep:
-                entries[key] = value
+        for line in filter(None, body.split(b"\n")):
+            rest = file.verified(line, form)
+            self.rejected += rest is None
+            fields = rest.split(b"\t", 2) if rest is not None else []
+            if form == STREAM_FORM and len(fields) == 3:
+                entries[fields[1]] = fields[2]
+            elif form == WHOLE_FORM and len(fields) == 2:
+                entries[fields[0]] = fields[1]
         self.entries = entries
-
-    def _load_legacy(self, raw: bytes) -> None:
-        try:
-            data = orjson.loads(raw)
-        except ValueError:
-            return
-        if isinstance(data, dict):
-            self.entries = {orjson.dumps(k): orjson.dumps(v) for k, v in data.items()}
 
     def lookup(self, identity: str) -> Entry | None:
         """The parent's entry with this identity, if any."""
@@ -86,18 +123,17 @@ class ParentCache:
 
     def save_encoded(self, entries: Iterable[tuple[str, bytes]]) -> None:
         """Save (identity, entry JSON) pairs, replacing the cache."""
-        if self.path is None:
+        file = self.file
+        if file is None:
             return
         self.entries = {}  # the old generation is not needed any more: free it first
-        raw = b"\n".join(orjson.dumps(identity) + b"\t" + entry for identity, entry in entries)
+        lines = (file.line(orjson.dumps(identity) + b"\t" + entry, WHOLE_FORM) for identity, entry in entries)
+        raw = b"\n".join([WHOLE_MAGIC, *lines])
         try:
-            private_dir(self.path.parent)
-            write_private(self.path, zstandard.ZstdCompressor(level=1).compress(raw))
+            private_dir(file.path.parent)
+            write_private(file.path, zstandard.ZstdCompressor(level=1).compress(raw))
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             pass  # losing the cache only costs a full read next time
-
-
-PARENTS_MAGIC = b"lifeboat-parents-stream 1"
 
 
 def decoded_entry(encoded: bytes | None) -> Entry | None:
@@ -120,17 +156,24 @@ class ParentStream:
     streams): one line of the cache is held at a time. A cache in the whole form (written by
     an older version) is loaded whole once, as before."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, file: ParentFile | None) -> None:
         self._whole: ParentCache | None = None
         self._lines: Iterator[bytes] = iter(())
         self._current: tuple[list[str], bytes, bytes] | None = None
         self._fh: IO[bytes] | None = None
-        if path is not None:
-            self._open(path)
+        self._file = file
+        self._rejected = 0
+        if file is not None:
+            self._open(file)
 
-    def _open(self, path: Path) -> None:
+    @property
+    def rejected(self) -> int:
+        """Lines read so far whose MAC failed: somebody rewrote the cache."""
+        return self._rejected + (self._whole.rejected if self._whole is not None else 0)
+
+    def _open(self, file: ParentFile) -> None:
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - closed by close(), after the walk
+            fh = open(file.path, "rb")  # noqa: SIM115 - closed by close(), after the walk
         except OSError:
             return
         reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh, closefd=True))
@@ -141,7 +184,7 @@ class ParentStream:
             return
         if first != PARENTS_MAGIC:
             reader.close()
-            self._whole = ParentCache(path)
+            self._whole = ParentCache(file)
             return
         self._fh = reader
         self._lines = iter(reader)
@@ -151,7 +194,9 @@ class ParentStream:
         self._current = None
         try:
             for line in self._lines:
-                fields = line.rstrip(b"\n").split(b"\t", 2)
+                rest = self._file.verified(line.rstrip(b"\n"), STREAM_FORM) if self._file else None
+                self._rejected += rest is None
+                fields = rest.split(b"\t", 2) if rest is not None else []
                 if len(fields) == 3:
                     self._current = (walk_key(orjson.loads(fields[0])), fields[1], fields[2])
                     return
@@ -176,6 +221,8 @@ class ParentStream:
 
     def close(self) -> None:
         """Stops reading (the rest of the cache is not needed)."""
+        if self._whole is not None:
+            self._rejected += self._whole.rejected
         self._whole = None
         self._lines = iter(())
         if self._fh is not None:
@@ -187,16 +234,16 @@ class ParentStreamWriter:
     """This run's files in walk order, written as the walk adds them; ``commit`` puts the
     new cache in place (after the snapshot committed), ``discard`` drops it."""
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    def __init__(self, file: ParentFile | None) -> None:
+        self.file = file
         self._tmp: Path | None = None
         self._out: Any = None
         self._lines: list[bytes] = []  # written in groups: a compressor call per file cost more than the line
-        if path is None:
+        if file is None:
             return
         try:
-            private_dir(path.parent)
-            tmp = path.with_name(path.name + ".new")
+            private_dir(file.path.parent)
+            tmp = file.path.with_name(file.path.name + ".new")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         except (OSError, ConfigError):  # a read-only state dir: losing the cache costs a full read
             return
@@ -206,9 +253,10 @@ class ParentStreamWriter:
 
     def add(self, path: str, identity: str, entry: bytes) -> None:
         """One file of this run, in walk order, with its encoded entry."""
-        if self._out is None:
+        if self._out is None or self.file is None:
             return
-        self._lines.append(orjson.dumps(path) + b"\t" + orjson.dumps(identity) + b"\t" + entry + b"\n")
+        rest = orjson.dumps(path) + b"\t" + orjson.dumps(identity) + b"\t" + entry
+        self._lines.append(self.file.line(rest, STREAM_FORM) + b"\n")
         if len(self._lines) >= 512:
             self._write_lines()
 
@@ -224,11 +272,11 @@ class ParentStreamWriter:
     def commit(self) -> None:
         """Replaces the cache with what this run wrote."""
         self._write_lines()
-        if self._out is None or self._tmp is None or self.path is None:
+        if self._out is None or self._tmp is None or self.file is None:
             return
         try:
             self._out.close()
-            os.replace(self._tmp, self.path)
+            os.replace(self._tmp, self.file.path)
         except OSError:
             self.discard()
         self._out = None

@@ -23,6 +23,7 @@ import orjson
 
 from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.private import private_dir, write_private
+from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.model import RefInfo
 from lifeboat.repo.refs import (
     StoredRef,
@@ -52,7 +53,7 @@ class RefListing:
 
 
 def _info_json(info: RefInfo) -> dict[str, Any]:
-    return ref_payload(info)
+    return {**ref_payload(info), "opened": info.opened}
 
 
 def _info_from(data: dict[str, Any]) -> RefInfo:
@@ -64,15 +65,17 @@ def _info_from(data: dict[str, Any]) -> RefInfo:
         [str(c) for c in data["chunks"]],
         datetime.fromisoformat(str(data["time"])),
         {str(k): str(v) for k, v in data["labels"].items()},
+        opened=data.get("opened", True) is not False,
     )
 
 
 class RefCache:
     """Decoded refs and their signature checks by object name, with the listed size and time."""
 
-    def __init__(self, directory: Path | None, memo: dict[str, Any] | None = None) -> None:
+    def __init__(self, directory: Path | None, seal: CacheSeal, memo: dict[str, Any] | None = None) -> None:
         self.path = directory / CACHE_NAME if directory is not None else None
         self.memo = memo if directory is None else None  # the handle's own, in memory
+        self.seal = seal
 
     def load(self) -> dict[str, Any]:
         """The cached entries ({} when there is no usable cache)."""
@@ -81,7 +84,8 @@ class RefCache:
         if self.path is None:
             return {}
         try:
-            data = orjson.loads(self.path.read_bytes())
+            raw = self.seal.open(CACHE_NAME, self.path.read_bytes())
+            data = orjson.loads(raw) if raw is not None else None
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
@@ -95,12 +99,14 @@ class RefCache:
             return
         try:
             private_dir(self.path.parent)
-            write_private(self.path, orjson.dumps(entries))
+            write_private(self.path, self.seal.seal(CACHE_NAME, orjson.dumps(entries)))
         except (OSError, ConfigError):
             pass
 
 
-def _cached(entry: object, obj: ObjectStat) -> tuple[RefInfo, SignatureCheck] | None:
+def _cached(entry: object, obj: ObjectStat, reads_all: bool) -> tuple[RefInfo, SignatureCheck] | None:
+    """A cache entry still true of the listed object (the recovery side opens again what a
+    writer's handle could not)."""
     if not isinstance(entry, list) or len(entry) != 4 or entry[:2] != [obj.size, obj.mtime]:
         return None
     check = SignatureCheck.from_json(entry[3])
@@ -108,7 +114,7 @@ def _cached(entry: object, obj: ObjectStat) -> tuple[RefInfo, SignatureCheck] | 
         info = _info_from(entry[2]) if isinstance(entry[2], dict) else None
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    if check is None or info is None or info.time.tzinfo is None:
+    if check is None or info is None or info.time.tzinfo is None or (reads_all and not info.opened):
         return None
     return info, check
 
@@ -117,12 +123,14 @@ def judged_objects(repo: RepoHandle, prefix: str, *, use_cache: bool = True) -> 
     """Every object under ``prefix`` (within ``refs/``), decoded and judged."""
     trust: Trust | None = repo.trust()
     listed = list(repo.storage.list(prefix))
-    cache = RefCache(repo.cache_dir, repo.ref_memo) if use_cache else RefCache(None)
+    seal = repo.cache_seal
+    cache = RefCache(repo.cache_dir, seal, repo.ref_memo) if use_cache else RefCache(None, seal)
     entries = cache.load()
+    reads_all = repo.metadata.reads_all
     fresh: dict[str, Any] = {k: v for k, v in entries.items() if not k.startswith(prefix)}
 
     def one(obj: ObjectStat) -> StoredRef | None:
-        hit = _cached(entries.get(obj.name), obj)
+        hit = _cached(entries.get(obj.name), obj, reads_all)
         if hit is not None:
             fresh[obj.name] = entries[obj.name]
             return StoredRef(obj.name, hit[0], judge_ref(trust, *hit))
@@ -131,13 +139,13 @@ def judged_objects(repo: RepoHandle, prefix: str, *, use_cache: bool = True) -> 
         except NotFoundError:
             return None  # forgotten meanwhile
         try:
-            info, check = decode_signed_ref(repo.keyring, obj.name, data)
+            info, check = decode_signed_ref(repo, obj.name, data)
         except IntegrityError:
-            return judge_stored(repo.keyring, trust, obj.name, data)  # refused as damaged
+            return judge_stored(repo, trust, obj.name, data)  # refused as damaged
         fresh[obj.name] = [obj.size, obj.mtime, _info_json(info), check.to_json()]
         return StoredRef(obj.name, info, judge_ref(trust, info, check))
 
-    if all(_cached(entries.get(o.name), o) is not None for o in listed):
+    if all(_cached(entries.get(o.name), o, reads_all) is not None for o in listed):
         results = [one(o) for o in listed]
     else:
         with ThreadPoolExecutor(max_workers=repo.workers) as pool:

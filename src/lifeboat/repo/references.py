@@ -65,6 +65,9 @@ def collect_references(
         if not stored.verdict:  # used by no reader, so it keeps no chunk alive
             refs.problems.append(Problem("refused-ref", stored.object_name, stored.describe()))
             continue
+        if not stored.info.opened:  # another writer's sealed ref: its chunks are unknown here
+            refs.complete = False
+            continue
         for chunk in stored.info.chunks:
             refs.add(chunk, "ref", f"{stored.info.namespace}/{stored.info.name}")
     return refs

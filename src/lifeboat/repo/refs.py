@@ -1,12 +1,23 @@
 """Named refs (``refs/<namespace>/<name>``): streams stored once outside snapshots (WAL
 segments, history files, probes), their stored form, writing, reading and deleting them.
 
-A ref is stored as its MAC'd framed bytes followed, in a repository with writer identities,
-by the writer's 101-byte signature trailer (crypto/signed.py) over the statement for
-``refs/<namespace>/<name>`` (type ``wal`` under ``wal/`` and ``wal-stream/``, ``ref``
-otherwise) and the namespace's asset (``<kind>/<asset>``). Readers accept a ref only when
-that signature chains to the writer registry and its writer may write the asset
-(``judge_ref``); anything else is ignored and reported (repo/ref_listing.py).
+Stored form, in a repository with writer identities::
+
+    object = "LBRF" ‖ u8(2) ‖ u16 len(public) ‖ public ‖ sealed ‖ trailer
+    public = canonical JSON of namespace, name, digest, time
+    sealed = crypto/metadata.py seal of repo/sealed.py's inner plaintext ("LBRF" ‖ u8(2) ‖
+             zstd(JSON of size, chunks, labels)), for the writer and the recovery side, bound
+             to ``refs/<namespace>/<name>`` and the signer
+    trailer = the writer's 101-byte signature (crypto/signed.py) of the statement for
+             ``refs/<namespace>/<name>`` (type ``wal`` under ``wal/`` and ``wal-stream/``,
+             ``ref`` otherwise), the namespace's asset (``<kind>/<asset>``) and everything before
+
+Every reader judges a ref from its clear fields and trailer; only its writer and the
+recovery side read its size, chunk ids and labels. A legacy repository (no writer
+identities) stores MAC'd framed JSON (``"LBRF" ‖ u8(1) ‖ mac ‖ zstd(json)``), still read
+everywhere. Readers accept a ref only when its signature chains to the writer registry and
+its writer may write the asset (``judge_ref``); anything else is ignored and reported
+(repo/ref_listing.py).
 
 A name can hold an unauthorised object (a compromised host with storage credentials planting
 future WAL names). A push that finds one stores the genuine ref side by side, under
@@ -18,10 +29,13 @@ name are a real conflict and fail loudly, naming both writers.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
+
+import orjson
 
 from lifeboat import clock
 from lifeboat.crypto.signed import (
@@ -32,18 +46,25 @@ from lifeboat.crypto.signed import (
     candidates_of,
     side_by_side_name,
 )
-from lifeboat.errors import AlreadyExistsError, IntegrityError, LockedError, NotFoundError
+from lifeboat.errors import AlreadyExistsError, IntegrityError, KeyError_, LockedError, NotFoundError
 from lifeboat.progress import NO_PROGRESS
-from lifeboat.repo.format import REF_MAGIC, decode_framed, encode_framed, ref_name
+from lifeboat.repo.format import REF_MAGIC, canonical_json, decode_framed, encode_framed, ref_name
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import RefInfo
+from lifeboat.repo.sealed import MetadataCodec, inner_plaintext, payload_of_inner
 from lifeboat.repo.trust import SignatureCheck, Trust, Verdict, check_signature
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
 
 WAL_NAMESPACES = ("wal", "wal-stream")
+SEALED_REF_PREFIX = REF_MAGIC + bytes([2])
+# In clear in a sealed ref: what every reader needs to judge it (the signer's standing at its
+# time) and to tell one more push of the same content from a conflict (the digest is keyed
+# with the repository's key, which the storage provider does not hold).
+PUBLIC_FIELDS = ("namespace", "name", "digest", "time")
+UNOPENED_FIELDS: dict[str, Any] = {"size": 0, "chunks": [], "labels": {}}  # and the sealed ones
 SIDE_BY_SIDE_TRIES = 4
 
 
@@ -70,20 +91,13 @@ def logical_name(object_name: str) -> tuple[str, str]:
     return namespace, base
 
 
-def decode_signed_ref(keyring: Keyring, object_name: str, data: bytes) -> tuple[RefInfo, SignatureCheck]:
-    """The ref stored under ``object_name`` (MAC checked, stored under its own name) and what
-    its signature trailer proves (IntegrityError when damaged)."""
-    namespace, name = logical_name(object_name)
-    body, trailer = data, None
+def _split_trailer(data: bytes) -> tuple[bytes, bytes | None]:
     if len(data) > SIGNATURE_SIZE and data[-SIGNATURE_SIZE:].startswith(SIGNATURE_MAGIC):
-        body, trailer = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
-    try:
-        p = decode_framed(REF_MAGIC, body, keyring.mac, f"ref {object_name}")
-    except IntegrityError:
-        if trailer is None:
-            raise
-        body, trailer = data, None  # an unsigned ref whose last bytes happen to look like one
-        p = decode_framed(REF_MAGIC, body, keyring.mac, f"ref {object_name}")
+        return data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
+    return data, None
+
+
+def _info_of(p: dict[str, Any], object_name: str, opened: bool = True) -> RefInfo:
     try:
         info = RefInfo(
             namespace=str(p["namespace"]),
@@ -93,24 +107,88 @@ def decode_signed_ref(keyring: Keyring, object_name: str, data: bytes) -> tuple[
             chunks=[str(c) for c in p["chunks"]],
             time=datetime.fromisoformat(str(p["time"])),
             labels={str(k): str(v) for k, v in p.get("labels", {}).items()},
+            opened=opened,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise IntegrityError(f"ref {object_name} is damaged") from None
     if info.time.tzinfo is None:
         raise IntegrityError(f"ref {object_name} is damaged (time without a zone)")
-    if (info.namespace, info.name) != (namespace, name):
-        held = f"{info.namespace}/{info.name}"
-        raise IntegrityError(f"ref {object_name} holds {held} (stored under another name)")
+    return info
+
+
+def _public_part(body: bytes, object_name: str) -> tuple[dict[str, Any], bytes]:
+    """The clear fields of a sealed ref and its sealed bytes."""
+    if len(body) < len(SEALED_REF_PREFIX) + 2:
+        raise IntegrityError(f"ref {object_name} is damaged (truncated)")
+    start = len(SEALED_REF_PREFIX) + 2
+    (length,) = struct.unpack(">H", body[len(SEALED_REF_PREFIX) : start])
+    try:
+        public = orjson.loads(body[start : start + length])
+    except orjson.JSONDecodeError:
+        raise IntegrityError(f"ref {object_name} is damaged") from None
+    if not isinstance(public, dict) or set(public) != set(PUBLIC_FIELDS):
+        raise IntegrityError(f"ref {object_name} is damaged")
+    return public, body[start + length :]
+
+
+def _decode_sealed(
+    codec: MetadataCodec, object_name: str, body: bytes, trailer: bytes | None
+) -> tuple[RefInfo, SignatureCheck]:
+    """A sealed ref: its clear fields always, the sealed ones when this handle holds a key
+    for them and the signature holds (nothing is decrypted for a refused signer)."""
+    namespace, name = logical_name(object_name)
+    public, sealed = _public_part(body, object_name)
+    _same_name(object_name, str(public["namespace"]), str(public["name"]), namespace, name)
     check = check_signature(
-        keyring.repo_id, ref_type(namespace), ref_name(namespace, name), ref_asset(namespace), body, trailer
+        codec.repo_id, ref_type(namespace), ref_name(namespace, name), ref_asset(namespace), body, trailer
+    )
+    plaintext = None
+    if check.refusal is None and check.signer is not None:
+        try:
+            plaintext = codec.open_named(ref_name(namespace, name), check.signer, sealed)
+        except IntegrityError:
+            raise IntegrityError(
+                f"ref {object_name} does not open: modified, or sealed by another key than its signer's"
+            ) from None
+    if plaintext is None:
+        return _info_of({**public, **UNOPENED_FIELDS}, object_name, opened=False), check
+    private = payload_of_inner(REF_MAGIC, plaintext, f"ref {object_name}")
+    if set(private) != set(UNOPENED_FIELDS):
+        raise IntegrityError(f"ref {object_name} is damaged")
+    return _info_of({**public, **private}, object_name), check
+
+
+def _same_name(object_name: str, held_ns: str, held_name: str, namespace: str, name: str) -> None:
+    if (held_ns, held_name) != (namespace, name):
+        raise IntegrityError(f"ref {object_name} holds {held_ns}/{held_name} (stored under another name)")
+
+
+def decode_signed_ref(repo: RepoHandle, object_name: str, data: bytes) -> tuple[RefInfo, SignatureCheck]:
+    """The ref stored under ``object_name`` (authenticated, stored under its own name) and
+    what its signature trailer proves (IntegrityError when damaged). Another writer's sealed
+    ref gives its clear fields only (``opened`` False)."""
+    namespace, name = logical_name(object_name)
+    body, trailer = _split_trailer(data)
+    if body.startswith(SEALED_REF_PREFIX):
+        return _decode_sealed(repo.metadata, object_name, body, trailer)
+    try:
+        p = decode_framed(REF_MAGIC, body, repo.keyring.mac, f"ref {object_name}")
+    except IntegrityError:
+        if trailer is None:
+            raise
+        body, trailer = data, None  # an unsigned ref whose last bytes happen to look like one
+        p = decode_framed(REF_MAGIC, body, repo.keyring.mac, f"ref {object_name}")
+    info = _info_of(p, object_name)
+    _same_name(object_name, info.namespace, info.name, namespace, name)
+    check = check_signature(
+        repo.keyring.repo_id,
+        ref_type(namespace),
+        ref_name(namespace, name),
+        ref_asset(namespace),
+        body,
+        trailer,
     )
     return info, check
-
-
-def decode_ref(keyring: Keyring, name: str, data: bytes) -> RefInfo:
-    """The ref stored under object ``name``, authenticated with the repository's MAC key
-    (its writer is not judged: see ``judge_ref``)."""
-    return decode_signed_ref(keyring, name, data)[0]
 
 
 def ref_payload(info: RefInfo) -> dict[str, Any]:
@@ -126,9 +204,16 @@ def ref_payload(info: RefInfo) -> dict[str, Any]:
     }
 
 
-def encode_ref(keyring: Keyring, info: RefInfo) -> bytes:
-    """The framed, MAC'd body stored for ``info`` (the signature trailer follows it)."""
-    return encode_framed(REF_MAGIC, ref_payload(info), keyring.mac)
+def encode_ref(keyring: Keyring, codec: MetadataCodec, info: RefInfo) -> bytes:
+    """The body stored for ``info`` (the signature trailer follows it): sealed, with only
+    ``PUBLIC_FIELDS`` in clear; MAC'd plaintext in a legacy repository."""
+    payload = ref_payload(info)
+    if not codec.seal:
+        return encode_framed(REF_MAGIC, payload, keyring.mac)
+    public = canonical_json({k: payload[k] for k in PUBLIC_FIELDS})
+    private = inner_plaintext(REF_MAGIC, {k: payload[k] for k in UNOPENED_FIELDS})
+    sealed = codec.seal_named(ref_name(info.namespace, info.name), private)
+    return SEALED_REF_PREFIX + struct.pack(">H", len(public)) + public + sealed
 
 
 def judge_ref(trust: Trust | None, info: RefInfo, check: SignatureCheck) -> Verdict:
@@ -168,13 +253,13 @@ def read_stored(repo: RepoHandle, trust: Trust | None, object_name: str) -> Stor
         data = repo.storage.get(object_name)
     except NotFoundError:
         return None
-    return judge_stored(repo.keyring, trust, object_name, data)
+    return judge_stored(repo, trust, object_name, data)
 
 
-def judge_stored(keyring: Keyring, trust: Trust | None, object_name: str, data: bytes) -> StoredRef:
+def judge_stored(repo: RepoHandle, trust: Trust | None, object_name: str, data: bytes) -> StoredRef:
     """The object's bytes decoded and judged."""
     try:
-        info, check = decode_signed_ref(keyring, object_name, data)
+        info, check = decode_signed_ref(repo, object_name, data)
     except IntegrityError as exc:
         return StoredRef(object_name, None, Verdict(None, f"damaged ({exc})"))
     return StoredRef(object_name, info, judge_ref(trust, info, check))
@@ -191,7 +276,7 @@ def choose(namespace: str, name: str, stored: list[StoredRef]) -> StoredRef | No
     """The authorised version among the objects stored for one name; IntegrityError when
     authorised writers stored different content under it."""
     authorised = [s for s in stored if s.verdict and s.info is not None]
-    contents = {(s.info.digest, s.info.size) for s in authorised if s.info is not None}
+    contents = {s.info.digest for s in authorised if s.info is not None}
     if len(contents) > 1:
         writers = ", ".join(sorted({s.verdict.writer or "legacy" for s in authorised}))
         raise IntegrityError(
@@ -270,7 +355,7 @@ def _squatted(repo: RepoHandle, info: RefInfo, content: bytes, chunk_size: int |
     genuine = [s for s in stored if s.verdict and s.info is not None]
     for s in genuine:
         assert s.info is not None
-        if (s.info.digest, s.info.size) != (info.digest, info.size):
+        if s.info.digest != info.digest:  # keyed hash of the whole content: size included
             raise AlreadyExistsError(
                 f"{namespace}/{name} is already stored with different content by "
                 f"{_writer(s.verdict, trust)} (this push: {_own_writer(repo)})",
@@ -310,7 +395,7 @@ def _store(
             writer.finish()
         finally:
             writer.close()
-        body = encode_ref(repo.keyring, info)
+        body = encode_ref(repo.keyring, repo.metadata, info)
         signed = body + repo.sign_object(
             ref_type(info.namespace), ref_name(info.namespace, info.name), ref_asset(info.namespace), body
         )
@@ -336,8 +421,17 @@ def _own_writer(repo: RepoHandle) -> str:
     return f"writer {name}" if name else "this key"
 
 
+def _require_opened(ref: RefInfo) -> None:
+    if not ref.opened:
+        raise KeyError_(
+            f"{ref.namespace}/{ref.name} is sealed by another writer",
+            hint="read it with the recovery key (--recovery-key or shares)",
+        )
+
+
 def iter_ref(repo: RepoHandle, ref: RefInfo) -> Iterator[bytes]:
     """The ref's content chunk by chunk; the whole-content digest is checked at the end."""
+    _require_opened(ref)
     digest = repo.keyring.digest()
     for chunk_id in ref.chunks:
         data = repo.read_blob(chunk_id)
@@ -349,6 +443,7 @@ def iter_ref(repo: RepoHandle, ref: RefInfo) -> Iterator[bytes]:
 
 def read_ref(repo: RepoHandle, ref: RefInfo) -> bytes:
     """A ref's whole content, verified (needs the recovery key)."""
+    _require_opened(ref)
     data = b"".join(repo.read_blob(c) for c in ref.chunks)
     digest = repo.keyring.digest()
     digest.update(data)

@@ -45,8 +45,10 @@ from lifeboat.repo.format import (
 from lifeboat.repo.immutability import refuse_lying_endpoint
 from lifeboat.repo.index import Index, IndexCache, load_index, write_index
 from lifeboat.repo.keyring import Keyring
+from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.model import CheckReport, ForgetReport, PruneReport, RefInfo, SnapshotInfo
 from lifeboat.repo.packread import PACK_HEADER_LEN, open_blob
+from lifeboat.repo.parents import ParentFile, cache_key_of
 from lifeboat.repo.records import (
     RecordsView,
     put_escrow_record,
@@ -132,6 +134,7 @@ class Repository:
         self._chain: list[RecoveryKey] = []
         self._id_key: bytes | None = None
         self._codec: MetadataCodec | None = None
+        self._cache_seal: CacheSeal | None = None
 
     # -- creation and opening ---------------------------------------------------------
 
@@ -379,7 +382,7 @@ class Repository:
         reloads): refused index files are left out, other writers' are sealed to a writer."""
         with self._index_lock:
             if self._index is None or refresh:
-                cache = IndexCache(self.cache_dir / "index" if self.cache_dir else None)
+                cache = IndexCache(self.cache_dir / "index" if self.cache_dir else None, self.cache_seal)
                 self._index = load_index(self.storage, self.metadata, cache, self.trust())
             return self._index
 
@@ -501,15 +504,24 @@ class Repository:
             keyring=escrowed_keyring(self.config, self.keyring, self) if escrowed else None,
         )
 
-    def parent_cache_path(self, asset: str) -> Path | None:
-        """Where an asset's parent-snapshot cache lives (None without a cache dir)."""
+    def parent_cache(self, asset: str) -> ParentFile | None:
+        """An asset's parent-snapshot cache: where it lives and its MAC key (None without a
+        cache dir)."""
         if self.cache_dir is None:
             return None
-        return self.cache_dir / "parents" / f"{hashlib.sha256(asset.encode()).hexdigest()[:16]}.json.zst"
+        path = self.cache_dir / "parents" / f"{hashlib.sha256(asset.encode()).hexdigest()[:16]}.json.zst"
+        return ParentFile(path, cache_key_of(self.keyring.mac, asset))
+
+    @property
+    def cache_seal(self) -> CacheSeal:
+        """How this handle tags the cache files it keeps in the state dir (repo/local_cache.py)."""
+        if self._cache_seal is None:
+            self._cache_seal = CacheSeal(self.keyring.mac)
+        return self._cache_seal
 
     def snapshot_cache(self) -> SnapshotCache:
         """Verified snapshot headers of this repository, kept locally (repo/snapshot_cache.py)."""
-        return SnapshotCache(self.cache_dir)
+        return SnapshotCache(self.cache_dir, self.cache_seal)
 
     def snapshot_listing(self, *, use_cache: bool = True, assets: Sequence[str] = ()) -> SnapshotListing:
         """Every snapshot judged (the one reader function, repo/snapshots.py): accepted ones

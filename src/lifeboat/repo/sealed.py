@@ -131,12 +131,14 @@ def split_signed(object_id: str, data: bytes) -> tuple[bytes, bytes | None] | No
     return None
 
 
-def _inner(magic: bytes, payload: dict[str, Any]) -> bytes:
+def inner_plaintext(magic: bytes, payload: dict[str, Any]) -> bytes:
+    """What is sealed for ``payload``: magic, version, compressed canonical JSON."""
     text = canonical_json(payload)
     return magic + bytes([SEALED_INNER_VERSION]) + zstandard.ZstdCompressor(level=3).compress(text)
 
 
-def _from_inner(magic: bytes, plaintext: bytes, what: str) -> dict[str, Any]:
+def payload_of_inner(magic: bytes, plaintext: bytes, what: str) -> dict[str, Any]:
+    """The JSON object of ``inner_plaintext`` (IntegrityError: another object, or newer)."""
     if len(plaintext) < 5 or plaintext[:4] != magic:
         raise IntegrityError(f"{what} is damaged (not the object its name says)")
     if plaintext[4] != SEALED_INNER_VERSION:
@@ -254,7 +256,7 @@ class MetadataCodec:
             self._metadata_key,
             self.recovery_public,
             namespace,
-            _inner(magic, payload),
+            inner_plaintext(magic, payload),
         )
         object_id = hashlib.sha256(sealed).hexdigest()
         trailer = sign_statement(self.signing, self.repo_id, obj_type, namespace + object_id, asset, sealed)
@@ -305,6 +307,6 @@ class MetadataCodec:
                 f"{what} does not open: modified, sealed by another key than the one that signed "
                 "it, or sealed for a newer recovery key"
             ) from None
-        payload = _from_inner(magic, plaintext, what)
+        payload = payload_of_inner(magic, plaintext, what)
         check = check_signature(self.repo_id, obj_type, name, asset_of(payload), body, trailer)
         return Opened(payload, check, sealed=True)

@@ -21,6 +21,7 @@ import orjson
 
 from lifeboat.errors import ConfigError
 from lifeboat.private import private_dir, write_private
+from lifeboat.repo.local_cache import CacheSeal
 
 CACHE_NAME = "snapshots.json"
 # id -> [size, mtime, time, asset, signature check, sealed]: all that choosing a snapshot
@@ -33,18 +34,21 @@ SUMMARY_FIELDS = 6  # rows of an older layout (fewer fields) are read again
 class SnapshotCache:
     """Verified snapshot headers kept locally, and a summary to choose a snapshot from."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, seal: CacheSeal) -> None:
         self.path = directory / CACHE_NAME if directory is not None else None
         self.summary_path = directory / SUMMARY_NAME if directory is not None else None
+        self.seal = seal
+
+    def _read(self, path: Path) -> object:
+        try:
+            data = self.seal.open(path.name, path.read_bytes())
+            return orjson.loads(data) if data is not None else None
+        except (OSError, ValueError):
+            return None
 
     def load(self) -> dict[str, dict[str, Any]]:
         """The cached headers by object name ({} when there is no usable cache)."""
-        if self.path is None:
-            return {}
-        try:
-            data = orjson.loads(self.path.read_bytes())
-        except (OSError, ValueError):
-            return {}
+        data = self._read(self.path) if self.path is not None else None
         if not isinstance(data, dict):
             return {}
         return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, dict)}
@@ -81,12 +85,7 @@ class SnapshotCache:
 
     def load_summary(self) -> dict[str, list[Any]]:
         """The saved summary ({} when there is none or it is unreadable)."""
-        if self.summary_path is None:
-            return {}
-        try:
-            data = orjson.loads(self.summary_path.read_bytes())
-        except (OSError, ValueError):
-            return {}
+        data = self._read(self.summary_path) if self.summary_path is not None else None
         if not isinstance(data, dict):
             return {}
         return {k: v for k, v in data.items() if isinstance(v, list) and len(v) == SUMMARY_FIELDS}
@@ -95,12 +94,11 @@ class SnapshotCache:
         """Replace the summary (a failure only costs reading the headers again)."""
         self._write(self.summary_path, orjson.dumps(summary))
 
-    @staticmethod
-    def _write(path: Path | None, data: bytes) -> None:
+    def _write(self, path: Path | None, data: bytes) -> None:
         if path is None:
             return
         try:
             private_dir(path.parent)
-            write_private(path, data)
+            write_private(path, self.seal.seal(path.name, data))
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             pass  # the storage is the truth; without the cache, headers are read again

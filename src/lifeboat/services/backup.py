@@ -16,7 +16,7 @@ from lifeboat.ops.deadline import DeadlineExceeded, deadline
 from lifeboat.policy import Policy, format_duration
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository
-from lifeboat.repo.model import SnapshotInfo
+from lifeboat.repo.model import PARENT_CACHE_REJECTED, SnapshotInfo
 from lifeboat.services.session import Session, writing
 
 ProgressFactory = Callable[[str], AbstractContextManager[ProgressSink]]
@@ -113,6 +113,8 @@ def _backup_one(session: Session, name: str, progress: ProgressFactory) -> Asset
         raise
     info, bad_pages = backed_up.snapshot, backed_up.findings
     extra: dict[str, Any] = {"bad_pages": len(bad_pages)} if bad_pages else {}
+    if PARENT_CACHE_REJECTED in info.labels:
+        extra[PARENT_CACHE_REJECTED] = int(info.labels[PARENT_CACHE_REJECTED])
     session.record(
         "backup", asset=name, snapshot=info.id, bytes=info.stats.bytes, added=info.stats.stored_bytes, **extra
     )

@@ -1,0 +1,153 @@
+"""A malicious insider with the state dir (issue #14) rewrites the caches a host keeps of
+the repository there; the key file is elsewhere.
+
+The snapshot summary decides which snapshot is "latest": moving the newest one's time back
+would make a restore roll back to an older tree. Cache files carry a keyed tag
+(repo/local_cache.py), so a rewritten one is ignored and rebuilt from the repository.
+
+The parent cache (``STATE/cache/<repository>/parents/``): A backup takes a cached entry for a file whose
+identity (path, size, mtime, inode) is unchanged without reading it, so a forged line could
+make the next snapshot record ``config.txt`` with the chunks of a file the insider got
+backed up (an upload). Every line carries a MAC under a key derived from the writer's key
+file, which the state dir does not hold: the forged line is not used, the file is read
+again, and the backup says so (stderr, a snapshot label, the audit entry). The defender is
+the real `lifeboat` executable."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+
+from lifeboat.assets.registry import load_policy
+from lifeboat.crypto.keys import load_backup_key
+from lifeboat.repo.keyring import Keyring
+from lifeboat.repo.local_cache import TAG_SIZE, CacheSeal
+from lifeboat.repo.model import PARENT_CACHE_REJECTED
+from lifeboat.repo.parents import STREAM_FORM, ParentFile, cache_key_of
+from tests.attacks.test_forged_history import GENUINE, Site, make_site
+from tests.harness import Clock
+
+NEWER = b"the configuration as it is now, after the change\n"
+
+UPLOAD = b"ssh-ed25519 AAAA... the insider's key, uploaded through the app\n"
+
+
+@pytest.fixture
+def site(tmp_path: Path, clock: Clock) -> Site:
+    s = make_site(tmp_path, clock)
+    (tmp_path / "app" / "upload.txt").write_bytes(UPLOAD)
+    return s
+
+
+def cache_file(site: Site) -> Path:
+    [path] = (load_policy(site.policy).state_dir / "cache").rglob("parents/*.json.zst")
+    return path
+
+
+def read_lines(path: Path) -> tuple[bytes, list[bytes]]:
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+    magic, *lines = raw.split(b"\n")
+    return magic, [line for line in lines if line]
+
+
+def fields(line: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    mac, path, identity, entry = line.split(b"\t", 3)
+    return mac, path, identity, entry
+
+
+def graft(path: Path, mac_of: object = None) -> None:
+    """config.txt's line made to carry upload.txt's chunks: identity kept (so the walk takes
+    it), MAC copied from the genuine line (the insider cannot compute one), or computed by
+    ``mac_of`` (the control: what only the key file's holder can do)."""
+    magic, lines = read_lines(path)
+    by_name = {orjson.loads(fields(line)[1]).rsplit("/", 1)[-1]: line for line in lines}
+    mac, name, identity, entry = fields(by_name["config.txt"])
+    upload = orjson.loads(fields(by_name["upload.txt"])[3])
+    forged_entry = orjson.loads(entry)
+    forged_entry.update({k: upload[k] for k in ("chunks", "size", "sha256") if k in upload})
+    rest = name + b"\t" + identity + b"\t" + orjson.dumps(forged_entry)
+    forged = mac_of(rest) if callable(mac_of) else mac + b"\t" + rest
+    out = [forged if line == by_name["config.txt"] else line for line in lines]
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join([magic, *out]) + b"\n"))
+
+
+def audit_entries(site: Site) -> list[dict[str, Any]]:
+    log = load_policy(site.policy).state_dir / "audit.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_a_rewritten_parent_cache_line_is_not_used_and_the_backup_says_so(site: Site) -> None:
+    site.backup("app")
+    graft(cache_file(site))
+
+    proc = site.run("backup", "app", "--json")  # the host's next scheduled backup
+    [result] = json.loads(proc.stdout)
+    assert result["ok"] and result["labels"][PARENT_CACHE_REJECTED] == "1"
+    assert result["stats"]["reused_files"] == 1  # upload.txt alone; config.txt was read again
+    assert "1 entries of the parent cache failed their MAC" in proc.stderr
+    [details] = [
+        e["details"] for e in audit_entries(site) if e["details"].get("snapshot") == result["snapshot"]
+    ]
+    assert details[PARENT_CACHE_REJECTED] == 1
+    assert site.restored("app", "config.txt") == GENUINE
+
+
+def test_control_the_same_graft_with_a_valid_mac_would_change_what_is_restored(site: Site) -> None:
+    """Why the MAC matters: the walk trusts a line whose MAC holds. Computed here with the
+    writer's key file, which the insider does not have."""
+    site.backup("app")
+    key = load_backup_key(load_policy(site.policy).repository.keyfile)
+    cache = ParentFile(cache_file(site), cache_key_of(Keyring.for_backup(key).mac, "app"))
+    graft(cache.path, lambda rest: cache.line(rest, STREAM_FORM))
+
+    [result] = site.json("backup", "app")
+    assert PARENT_CACHE_REJECTED not in result["labels"] and result["stats"]["reused_files"] == 2
+    assert site.restored("app", "config.txt") == UPLOAD
+
+
+def summary_file(site: Site) -> Path:
+    [path] = (load_policy(site.policy).state_dir / "cache").rglob("snapshots-summary.json")
+    return path
+
+
+def move_newest_back(site: Site, retag: Callable[[str, bytes], bytes] | None = None) -> None:
+    """The newest snapshot of app dated a year before the oldest in the cached summary: the
+    insider edits the JSON and keeps the tag it finds (it cannot compute one), or ``retag``
+    computes a valid one (the control)."""
+    path = summary_file(site)
+    stored = path.read_bytes()
+    summary = orjson.loads(stored[:-TAG_SIZE])
+    rows = sorted((row[2], snapshot_id) for snapshot_id, row in summary.items() if row[3] == "app")
+    oldest, newest = rows[0][0], rows[-1][1]
+    summary[newest][2] = str(int(oldest[:4]) - 1) + oldest[4:]
+    data = orjson.dumps(summary)
+    path.write_bytes(retag(path.name, data) if retag else data + stored[-TAG_SIZE:])
+
+
+def changed_and_backed_up(site: Site, clock: Clock) -> None:
+    site.backup("app")
+    clock.advance(3600)
+    (site.root / "app" / "config.txt").write_bytes(NEWER)
+    site.backup("app")
+    site.snapshot_ids("app")  # the recovery side lists too: every reader's summary is written
+
+
+def test_a_rewritten_snapshot_summary_does_not_roll_a_restore_back(site: Site, clock: Clock) -> None:
+    changed_and_backed_up(site, clock)
+    newest = site.snapshot_ids("app")[-1]
+    move_newest_back(site)
+    assert site.restored("app", "config.txt") == NEWER
+    assert site.snapshot_ids("app")[-1] == newest
+
+
+def test_control_the_same_edit_with_a_valid_tag_would_roll_it_back(site: Site, clock: Clock) -> None:
+    changed_and_backed_up(site, clock)
+    key = load_backup_key(load_policy(site.policy).repository.keyfile)
+    move_newest_back(site, CacheSeal(Keyring.for_backup(key).mac).seal)
+    assert site.restored("app", "config.txt") == GENUINE
