@@ -23,6 +23,7 @@ from lifeboat.storage.base import Storage
 
 if TYPE_CHECKING:
     from lifeboat.crypto.escrow import ParsedShare
+    from lifeboat.repo.local_cache import CacheSeal
 
 
 def storage_for(policy: Policy) -> Storage:
@@ -137,6 +138,15 @@ def _keyfile_identity(keyfile: Path) -> tuple[bytes, str] | None:
     if key is None or key.signing is None or key.writer is None:
         return None
     return raw_public(key.signing), key.writer
+
+
+def local_seal(policy: Policy) -> CacheSeal:
+    """How this host tags files it keeps in its state dir (repo/local_cache.py), from the
+    backup key file alone: archive_command spools WAL without opening the repository."""
+    from lifeboat.repo.keyring import Keyring
+    from lifeboat.repo.local_cache import CacheSeal
+
+    return CacheSeal(Keyring.for_backup(load_backup_key(Path(policy.repository.keyfile))).mac)
 
 
 def open_for_write(policy: Policy) -> Repository:

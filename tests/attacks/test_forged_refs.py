@@ -49,6 +49,12 @@ class Site(LifeboatCli):
 
 @pytest.fixture
 def site(tmp_path: Path, clock: Clock) -> Site:
+    return make_pg_site(tmp_path, clock)
+
+
+def make_pg_site(tmp_path: Path, clock: Clock) -> Site:
+    """An initialised repository with a PostgreSQL asset ``db`` (no server: WAL files are
+    pushed by hand) and a files asset ``web`` (also used by test_state_dir_wal.py)."""
     (tmp_path / "web").mkdir()
     policy = (
         PolicyBuilder()

@@ -64,7 +64,7 @@ def test_state_dir_spool_and_caches_are_private(cli: Cli, tmp_path: Path) -> Non
     segment.write_bytes(os.urandom(1 << 16))
     segment.chmod(0o600)
     spool = state / "wal-spool" / "db"
-    spool_segment(spool, segment)
+    spool_segment(spool, segment, "db", runtime.local_seal(policy))
     assert stat.S_IMODE((spool / segment.name).stat().st_mode) == 0o600
     assert_private(state / "wal-spool")
     assert drain_spool(runtime.open_for_write(policy), "db", spool) == 1

@@ -53,14 +53,17 @@ def _system_identifier(policy: Policy, repo: Repository, asset: str) -> int | No
     from lifeboat.assets.postgres.wal import asset_system_identifier
 
     cache = policy.state_dir / "wal-sysid" / asset
+    tag_name = f"wal-sysid/{asset}"  # tagged: a number planted there would refuse every segment
     try:
-        return int(cache.read_text().strip())
+        cached = repo.cache_seal.open(tag_name, cache.read_bytes())
+        if cached is not None:
+            return int(cached.strip())
     except (OSError, ValueError):
         pass
     found = asset_system_identifier(repo, asset)
     if found is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(f"{found}\n")
+        cache.write_bytes(repo.cache_seal.seal(tag_name, f"{found}\n".encode()))
     return found
 
 
@@ -72,7 +75,7 @@ def push(policy: Policy, path: Path, asset: str | None, async_: bool) -> None:
     name = postgres_asset(policy, asset)
     if async_ or postgres_spec(policy, name).wal_async:
         spool = policy.state_dir / "wal-spool" / name
-        spool_segment(spool, path)
+        spool_segment(spool, path, name, runtime.local_seal(policy))
         if os.fork() == 0:  # the drainer outlives archive_command; one at a time (flock)
             try:
                 os.setsid()

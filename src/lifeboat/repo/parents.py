@@ -27,7 +27,7 @@ import hmac
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,7 +56,7 @@ class ParentFile:
     """An asset's parent cache: where it lives and the key its lines are MAC'd with."""
 
     path: Path
-    key: bytes
+    key: bytes = field(repr=False)
 
     def _mac(self, rest: bytes, form: bytes) -> bytes:
         return hashlib.blake2b(rest, key=self.key, digest_size=16, person=form).hexdigest().encode()
@@ -193,8 +193,11 @@ class ParentStream:
     def _advance(self) -> None:
         self._current = None
         try:
-            for line in self._lines:
-                rest = self._file.verified(line.rstrip(b"\n"), STREAM_FORM) if self._file else None
+            for raw in self._lines:
+                line = raw.rstrip(b"\n")
+                if not line:
+                    continue
+                rest = self._file.verified(line, STREAM_FORM) if self._file else None
                 self._rejected += rest is None
                 fields = rest.split(b"\t", 2) if rest is not None else []
                 if len(fields) == 3:

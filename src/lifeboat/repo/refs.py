@@ -135,7 +135,8 @@ def _decode_sealed(
     codec: MetadataCodec, object_name: str, body: bytes, trailer: bytes | None
 ) -> tuple[RefInfo, SignatureCheck]:
     """A sealed ref: its clear fields always, the sealed ones when this handle holds a key
-    for them and the signature holds (nothing is decrypted for a refused signer)."""
+    for them and the signature verifies (nothing is decrypted for a forged trailer; the
+    registry judges the signer afterwards, as for snapshot headers)."""
     namespace, name = logical_name(object_name)
     public, sealed = _public_part(body, object_name)
     _same_name(object_name, str(public["namespace"]), str(public["name"]), namespace, name)
@@ -282,6 +283,8 @@ def choose(namespace: str, name: str, stored: list[StoredRef]) -> StoredRef | No
         raise IntegrityError(
             f"{namespace}/{name} was stored twice with different content by authorised writers ({writers})"
         )
+    # equal content: the copy this handle can open (its own) serves readers best
+    authorised.sort(key=lambda s: not (s.info is not None and s.info.opened))
     return authorised[0] if authorised else None
 
 
@@ -364,9 +367,13 @@ def _squatted(repo: RepoHandle, info: RefInfo, content: bytes, chunk_size: int |
             )
     squatters = [s.describe() for s in stored if not (s.verdict and s.info is not None)]
     if genuine:
-        assert genuine[0].info is not None
-        genuine[0].info.squatters = squatters
-        return genuine[0].info
+        genuine.sort(key=lambda s: not (s.info is not None and s.info.opened))
+        found = genuine[0].info
+        assert found is not None
+        if not found.opened:  # another writer's: the same content, so its size and labels are ours
+            found.size, found.labels = info.size, info.labels
+        found.squatters = squatters
+        return found
     if first is None:  # vanished meanwhile (an expiry): store under the name itself
         return put_ref(repo, namespace, name, content, info.labels, chunk_size)
     if trust is None:  # a legacy repository has no writers to tell squatters from

@@ -76,12 +76,7 @@ class SnapshotCache:
     def has_summary(self) -> bool:
         """Whether a summary was saved (one this user may not read is none: `wal push` runs
         as PostgreSQL's OS user beside a root-owned cache)."""
-        if self.summary_path is None:
-            return False
-        try:
-            return self.summary_path.is_file()
-        except OSError:
-            return False
+        return self.summary_path is not None and isinstance(self._read(self.summary_path), dict)
 
     def load_summary(self) -> dict[str, list[Any]]:
         """The saved summary ({} when there is none or it is unreadable)."""

@@ -206,6 +206,8 @@ def _guess_parent(repo: Repository, namespace: str, tree: TimelineTree, t: Timel
 def _read_history(repo: Repository, namespace: str, name: str, t: Timeline) -> None:
     ref = repo.get_ref(namespace, name)
     t.created = ref.time
+    if not ref.opened:  # archived by another writer of the asset: sealed for it (and the recovery side)
+        return  # parent unknown here, rather than a guess that would draw a wrong tree
     if "parent" in ref.labels:
         t.parent = int(ref.labels["parent"])
         t.fork_lsn = parse_lsn(ref.labels["switch_lsn"]) if ref.labels.get("switch_lsn") else None

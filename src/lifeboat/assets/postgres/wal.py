@@ -6,7 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.kind import Expiry as WalExpiry
 from lifeboat.assets.postgres.walnames import (
@@ -17,9 +17,12 @@ from lifeboat.assets.postgres.walnames import (
     parse_lsn,
     segment_of,
 )
-from lifeboat.errors import LifeboatError, NotFoundError
+from lifeboat.errors import IntegrityError, LifeboatError, NotFoundError
 from lifeboat.private import FILE_MODE, private_dir, private_opener
 from lifeboat.repo import RefInfo, Repository, SnapshotInfo
+
+if TYPE_CHECKING:
+    from lifeboat.repo.local_cache import CacheSeal
 
 PREFETCH = 8
 
@@ -58,14 +61,18 @@ def asset_system_identifier(repo: Repository, asset: str) -> int | None:
     return None
 
 
-def push_segment(repo: Repository, asset: str, path: Path, system_identifier: int | None = None) -> RefInfo:
-    """Archive one WAL file. Idempotent; a different file under an existing name fails.
-    Any timeline is accepted (a promoted replica after a failover must keep archiving);
-    a segment of another cluster (another system identifier) is refused."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"WAL file {path} does not exist") from None
+def push_segment(
+    repo: Repository, asset: str, path: Path, system_identifier: int | None = None, data: bytes | None = None
+) -> RefInfo:
+    """Archive one WAL file (``data``: its content, already read and checked). Idempotent;
+    a different file under an existing name fails. Any timeline is accepted (a promoted
+    replica after a failover must keep archiving); a segment of another cluster (another
+    system identifier) is refused."""
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"WAL file {path} does not exist") from None
     if system_identifier is not None and Segment.parse(path.name[:24]) is not None:
         found = segment_system_identifier(data)
         if found is not None and found != system_identifier:
@@ -82,8 +89,9 @@ def push_segment(repo: Repository, asset: str, path: Path, system_identifier: in
 
 
 def history_labels(data: bytes) -> dict[str, str]:
-    """A history file's parent and fork point, readable with the backup key alone (the
-    content is encrypted), so `wal verify` and `status` can build the timeline tree."""
+    """A history file's parent and fork point, readable by the writer that archived it and
+    the recovery side without reading the content, so `wal verify` and `status` can build
+    the timeline tree (on another writer's host that timeline's parent is unknown)."""
     rows = parse_history(data.decode(errors="replace"))
     if not rows:
         return {}
@@ -113,10 +121,15 @@ def _write_atomically(dest: Path, data: bytes) -> None:
 
 
 def fetch_segment(repo: Repository, asset: str, name: str, dest: Path, spool: Path | None) -> bool:
-    """Restore one WAL file to ``dest``; False when the archive does not have it."""
+    """Restore one WAL file to ``dest``; False when the archive does not have it. A
+    prefetched copy in ``spool`` (the state dir) is used only when its tag holds: a file
+    planted there would otherwise be replayed."""
     if spool is not None and (spool / name).exists():
-        os.replace(spool / name, dest)
-        return True
+        data = repo.cache_seal.open(_prefetch_name(asset, name), (spool / name).read_bytes())
+        (spool / name).unlink(missing_ok=True)
+        if data is not None:
+            _write_atomically(dest, data)
+            return True
     try:
         ref = repo.get_ref(namespace(asset), name)
     except NotFoundError:
@@ -142,7 +155,8 @@ def prefetch(repo: Repository, asset: str, name: str, spool: Path) -> None:
     def one(seg_name: str) -> None:
         try:
             ref = repo.get_ref(namespace(asset), seg_name)
-            _write_atomically(spool / seg_name, repo.read_ref(ref))
+            data = repo.cache_seal.seal(_prefetch_name(asset, seg_name), repo.read_ref(ref))
+            _write_atomically(spool / seg_name, data)
         except NotFoundError:
             pass
 
@@ -243,10 +257,20 @@ def divergence_line(d: dict[str, Any]) -> str:
     )
 
 
-def spool_segment(spool: Path, path: Path) -> None:
-    """Async archiving, step one: a durable local copy, so archive_command returns at once."""
+def _prefetch_name(asset: str, name: str) -> str:
+    return f"wal-prefetch/{asset}/{name}"
+
+
+def _spool_name(asset: str, name: str) -> str:
+    return f"wal-spool/{asset}/{name}"
+
+
+def spool_segment(spool: Path, path: Path, asset: str, seal: CacheSeal) -> None:
+    """Async archiving, step one: a durable local copy, so archive_command returns at once.
+    Tagged (repo/local_cache.py): the drainer pushes and signs only what this step wrote,
+    not a file somebody who may write the state dir put there."""
     private_dir(spool)
-    data = path.read_bytes()
+    data = seal.seal(_spool_name(asset, path.name), path.read_bytes())
     dest = spool / path.name
     if dest.exists():
         if dest.read_bytes() == data:
@@ -281,7 +305,15 @@ def drain_spool(repo: Repository, asset: str, spool: Path, workers: int = 4) -> 
                 return pushed
 
             def push(name: str) -> None:
-                push_segment(repo, asset, spool / name, sysid)
+                data = repo.cache_seal.open(_spool_name(asset, name), (spool / name).read_bytes())
+                if data is None:
+                    raise IntegrityError(
+                        f"{name} in the WAL spool fails its tag (changed after archive_command "
+                        "spooled it, or spooled by an older lifeboat): not archived",
+                        hint=f"compare it with pg_wal; archive it with 'lifeboat wal push {name}' "
+                        f"from pg_wal and remove {spool / name}",
+                    )
+                push_segment(repo, asset, spool / name, sysid, data)
                 (spool / name).unlink()
 
             with ThreadPoolExecutor(max_workers=workers) as pool:

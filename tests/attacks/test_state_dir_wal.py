@@ -1,0 +1,81 @@
+"""A malicious insider with the state dir (issue #14) puts WAL where lifeboat picks it up:
+the prefetch directory `wal fetch` hands segments from (a standby's restore_command), and the
+spool `wal push --async` drains into the repository, signed. Both hold files tagged with a
+key derived from the key file (repo/local_cache.py), which the state dir does not hold: a
+planted or rewritten file is never replayed or archived. Controls show the same file with a
+valid tag would be, so the tag is what stops it. The defender is the real `lifeboat`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lifeboat import runtime
+from lifeboat.assets.postgres.wal import spool_segment
+from lifeboat.assets.registry import load_policy
+from tests.attacks.test_forged_refs import SEGMENTS, Site, make_pg_site, wal_file
+from tests.harness import Clock
+
+INSIDER_WAL = b"WAL of the insider's choosing"
+
+
+@pytest.fixture
+def site(tmp_path: Path, clock: Clock) -> Site:
+    return make_pg_site(tmp_path, clock)
+
+
+def state_dir(site: Site) -> Path:
+    return load_policy(site.policy).state_dir
+
+
+def push(site: Site, name: str, content: bytes) -> None:
+    site.run("wal", "push", "--asset", "db", str(wal_file(site, name, content)))
+
+
+def test_a_segment_planted_in_the_prefetch_dir_is_not_replayed(site: Site) -> None:
+    push(site, SEGMENTS[0], b"genuine 1")
+    prefetched = state_dir(site) / "wal-prefetch" / "db"
+    prefetched.mkdir(parents=True, exist_ok=True)
+    (prefetched / SEGMENTS[0]).write_bytes(INSIDER_WAL)  # in place of an archived segment
+    (prefetched / SEGMENTS[3]).write_bytes(INSIDER_WAL)  # one the archive does not hold
+    assert site.fetch(SEGMENTS[0]) == b"genuine 1"
+    assert site.fetch(SEGMENTS[3]) is None  # "not archived", whatever the state dir holds
+    assert not (prefetched / SEGMENTS[3]).exists()  # dropped, not left to be tried again
+
+
+def test_control_a_prefetched_segment_with_a_valid_tag_is_replayed(site: Site) -> None:
+    push(site, SEGMENTS[0], b"genuine 1")
+    prefetched = state_dir(site) / "wal-prefetch" / "db"
+    prefetched.mkdir(parents=True, exist_ok=True)
+    seal = runtime.local_seal(load_policy(site.policy))  # from the key file
+    (prefetched / SEGMENTS[3]).write_bytes(seal.seal(f"wal-prefetch/db/{SEGMENTS[3]}", INSIDER_WAL))
+    assert site.fetch(SEGMENTS[3]) == INSIDER_WAL
+
+
+def test_a_rewritten_spooled_segment_is_not_archived(site: Site) -> None:
+    policy = load_policy(site.policy)
+    spool = policy.state_dir / "wal-spool" / "db"
+    seal = runtime.local_seal(policy)
+    spool_segment(spool, wal_file(site, SEGMENTS[0], b"genuine 1"), "db", seal)  # archive_command
+    spool_segment(spool, wal_file(site, SEGMENTS[1], b"genuine 2"), "db", seal)
+    (spool / SEGMENTS[1]).write_bytes(INSIDER_WAL)  # rewritten before the drainer ran
+    (spool / SEGMENTS[2]).write_bytes(INSIDER_WAL)  # planted
+
+    proc = site.run("wal", "drain", "--asset", "db", check=False)
+    assert proc.returncode != 0 and "fails its tag" in proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert site.fetch(SEGMENTS[0]) == b"genuine 1"  # the genuine one went through
+    assert site.fetch(SEGMENTS[1]) is None and site.fetch(SEGMENTS[2]) is None
+    assert (spool / SEGMENTS[1]).exists()  # kept for the operator, never deleted
+
+
+def test_control_a_spooled_segment_with_a_valid_tag_is_archived(site: Site) -> None:
+    policy = load_policy(site.policy)
+    spool = policy.state_dir / "wal-spool" / "db"
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / SEGMENTS[2]).write_bytes(
+        runtime.local_seal(policy).seal(f"wal-spool/db/{SEGMENTS[2]}", INSIDER_WAL)
+    )
+    site.run("wal", "drain", "--asset", "db")
+    assert site.fetch(SEGMENTS[2]) == INSIDER_WAL
