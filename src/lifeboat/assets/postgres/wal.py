@@ -310,8 +310,9 @@ def drain_spool(repo: Repository, asset: str, spool: Path, workers: int = 4) -> 
                     raise IntegrityError(
                         f"{name} in the WAL spool fails its tag (changed after archive_command "
                         "spooled it, or spooled by an older lifeboat): not archived",
-                        hint=f"compare it with pg_wal; archive it with 'lifeboat wal push {name}' "
-                        f"from pg_wal and remove {spool / name}",
+                        hint=f"spooled before an upgrade or not, check it against pg_wal or the "
+                        f"primary; if genuine, archive it with 'lifeboat wal push {spool / name}' and "
+                        "remove it",
                     )
                 push_segment(repo, asset, spool / name, sysid, data)
                 (spool / name).unlink()
