@@ -62,8 +62,11 @@ def _system_identifier(policy: Policy, repo: Repository, asset: str) -> int | No
         pass
     found = asset_system_identifier(repo, asset)
     if found is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_bytes(repo.cache_seal.seal(tag_name, f"{found}\n".encode()))
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(repo.cache_seal.seal(tag_name, f"{found}\n".encode()))
+        except OSError:  # a state dir this user may not write: the next push looks it up again
+            pass
     return found
 
 

@@ -125,8 +125,11 @@ def fetch_segment(repo: Repository, asset: str, name: str, dest: Path, spool: Pa
     prefetched copy in ``spool`` (the state dir) is used only when its tag holds: a file
     planted there would otherwise be replayed."""
     if spool is not None and (spool / name).exists():
-        data = repo.cache_seal.open(_prefetch_name(asset, name), (spool / name).read_bytes())
-        (spool / name).unlink(missing_ok=True)
+        try:
+            data = repo.cache_seal.open(_prefetch_name(asset, name), (spool / name).read_bytes())
+            (spool / name).unlink(missing_ok=True)
+        except OSError:  # taken meanwhile by another restore_command: fetch it from the archive
+            data = None
         if data is not None:
             _write_atomically(dest, data)
             return True
