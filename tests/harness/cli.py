@@ -32,7 +32,8 @@ _servers: dict[int, str] = {}  # pid of this pytest worker -> its fork server's 
 def fork_server() -> str | None:
     """This worker's fork server socket, started on first use; None when it is off (the
     environment says so, or coverage must trace each process from its start)."""
-    if os.environ.get("LIFEBOAT_TEST_FORKSERVER") == "0" or os.environ.get("COVERAGE_PROCESS_START"):
+    coverage = os.environ.get("COVERAGE_PROCESS_START") or os.environ.get("COVERAGE_PROCESS_CONFIG")
+    if os.environ.get("LIFEBOAT_TEST_FORKSERVER") == "0" or coverage:
         return None
     if os.getpid() in _servers:
         return _servers[os.getpid()]
