@@ -1,14 +1,15 @@
 """Benchmark: many small files (0.5-4 KB, half random) — lifeboat vs restic.
 
     .venv/bin/python bench/small_files.py [--files 100000] [--runs 3] [--restore-dir DIR]
-        [--workdir bench/out/small] [--no-objects]
+        [--workdir bench/out/small] [--no-objects] [--keys]
 
 Phases for each tool, back to back on the same tree: first backup, unchanged second
 backup, full restore. lifeboat runs the tree as a `files` asset and, unless
 ``--no-objects``, as an `objects` asset with a ``dir://`` source (restored to a
-``dir://`` target). Each run starts from fresh repositories; the table shows the median
-of ``--runs`` runs with their range, the ratio restic/lifeboat per run (target >= 1.5)
-and peak RSS (wait4 of the command, see common.timed; target <= 200 MB).
+``dir://`` target), and with ``--keys`` as a `keys` asset (every file fingerprinted,
+restored with two of three custodians' shares). Each run starts from fresh repositories;
+the table shows the median of ``--runs`` runs with their range, the ratio restic/lifeboat
+per run (target >= 1.5) and peak RSS (wait4 of the command, see common.timed; target <= 200 MB).
 
 The page cache is dropped before every phase when this process may (root, a writable
 /proc/sys/vm/drop_caches); the output says which. ``--restore-dir`` puts the restored
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Results, Run, apt_install, media_block, spread, text_block, timed
 
 ROOT = Path(__file__).resolve().parent.parent
+TOOLS = {"tree": "lifeboat files", "media": "lifeboat dir://", "material": "lifeboat keys"}
 LIFEBOAT = str(ROOT / ".venv" / "bin" / "lifeboat")
 SEED = 18
 
@@ -80,12 +82,23 @@ paths = ["{src}"]
 kind = "objects"
 class = "standard"
 source = "dir://{src}"
+
+[assets.material]
+kind = "keys"
+class = "standard"
+paths = ["{src}"]
+
+[escrow]
+threshold = 2
+custodians = ["alice", "bob", "carol"]
 """)
     return policy
 
 
 def reset(work: Path) -> None:
-    for d in ("lifeboat-repo", "restic-repo", "restic-cache", ".lifeboat", "restore-lb", "restore-restic"):
+    for d in ("lifeboat-repo", "restic-repo", "restic-cache", ".lifeboat", "shares"):
+        shutil.rmtree(work / d, ignore_errors=True)
+    for d in ("restore-lb", "restore-restic"):
         shutil.rmtree(work / d, ignore_errors=True)
     for f in ("backup.key", "recovery.key"):
         (work / f).unlink(missing_ok=True)
@@ -109,18 +122,20 @@ def cold(name: str, cmd: list[str], env: dict[str, str] | None = None) -> Run:
 
 def run_lifeboat(work: Path, policy: Path, asset: str, restored: Path, results: Results) -> None:
     """The three phases of one asset on a new repository."""
-    for d in ("lifeboat-repo", ".lifeboat"):
+    for d in ("lifeboat-repo", ".lifeboat", "shares"):
         shutil.rmtree(work / d, ignore_errors=True)
     for f in ("backup.key", "recovery.key"):
         (work / f).unlink(missing_ok=True)
     shutil.rmtree(restored, ignore_errors=True)
     lb = [LIFEBOAT, "-c", str(policy)]
-    tool = f"lifeboat {'files' if asset == 'tree' else 'dir://'}"
-    timed("lifeboat init", [*lb, "init"])
+    tool = TOOLS[asset]
+    timed("lifeboat init", [*lb, "init", "--shares-out", str(work / "shares")])
     results.add("first", tool, cold("lifeboat backup", [*lb, "backup", asset]))
     results.add("unchanged", tool, cold("lifeboat backup 2", [*lb, "backup", asset]))
-    target = str(restored) if asset == "tree" else f"dir://{restored}"
-    results.add("restore", tool, cold("lifeboat restore", [*lb, "restore", asset, "--target", target]))
+    target = f"dir://{restored}" if asset == "media" else str(restored)
+    shares = [a for c in ("alice", "bob") for a in ("--share", str(work / "shares" / f"{c}.share"))]
+    restore = [*lb, "restore", asset, "--target", target, *(shares if asset == "material" else [])]
+    results.add("restore", tool, cold("lifeboat restore", restore))
     shutil.rmtree(restored, ignore_errors=True)
 
 
@@ -149,6 +164,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out" / "small")
     parser.add_argument("--restore-dir", type=Path, help="where restores go (default: the work dir)")
     parser.add_argument("--no-objects", action="store_true", help="skip the dir:// objects rows")
+    parser.add_argument("--keys", action="store_true", help="add the keys asset rows")
     parser.add_argument("--lifeboat-only", action="store_true", help="skip restic (for profiling rounds)")
     args = parser.parse_args()
     work = args.workdir.resolve()
@@ -172,6 +188,8 @@ def main() -> None:
         run_lifeboat(work, policy, "tree", restore_base / "restore-lb", results)
         if not args.no_objects:
             run_lifeboat(work, policy, "media", restore_base / "restore-lb-dir", results)
+        if args.keys:
+            run_lifeboat(work, policy, "material", restore_base / "restore-lb-keys", results)
         if not args.lifeboat_only:
             run_restic(work, src, restore_base / "restore-restic", results)
     volume = float(sum(p.stat().st_size for p in src.rglob("*.dat")))
@@ -179,6 +197,7 @@ def main() -> None:
     if args.lifeboat_only:
         return
     tools = ["lifeboat files"] + ([] if args.no_objects else ["lifeboat dir://"])
+    tools += ["lifeboat keys"] if args.keys else []
     print("restic's time / lifeboat's, per run:")
     for tool in tools:
         for phase in ("first", "unchanged", "restore"):

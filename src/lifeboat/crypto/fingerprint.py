@@ -18,18 +18,33 @@ from cryptography.hazmat.primitives import serialization
 PUBLIC_DER = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _public_key(data: bytes) -> Any | None:
-    loaders: list[Callable[[], Any]] = [
-        lambda: x509.load_pem_x509_certificate(data).public_key(),
-        lambda: x509.load_der_x509_certificate(data).public_key(),
-        lambda: serialization.load_pem_private_key(data, password=None).public_key(),
-        lambda: serialization.load_der_private_key(data, password=None).public_key(),
-        lambda: serialization.load_ssh_private_key(data, password=None).public_key(),
-        lambda: serialization.load_pem_public_key(data),
-        lambda: serialization.load_der_public_key(data),
-        lambda: serialization.load_ssh_public_key(data),
+SSH_KEY_TYPES = (b"ssh-", b"ecdsa-sha2-", b"sk-ssh-", b"sk-ecdsa-")
+
+
+def _loaders(data: bytes) -> list[Callable[[], Any]]:
+    """The parsers that could accept ``data`` at all, in the order they are tried: PEM needs
+    its armour, DER starts with an ASN.1 SEQUENCE, an OpenSSH public key with its type. A
+    keys asset of 30,000 plain files spent most of its backup raising eight parse errors for
+    each. The order and each parser's input are unchanged, so every fingerprint is the same
+    as before (a restore compares against fingerprints taken by older versions)."""
+    pem = b"-----BEGIN" in data
+    der = data[:1] == b"\x30"
+    ssh = data.lstrip().startswith(SSH_KEY_TYPES)
+    candidates: list[tuple[bool, Callable[[], Any]]] = [
+        (pem, lambda: x509.load_pem_x509_certificate(data).public_key()),
+        (der, lambda: x509.load_der_x509_certificate(data).public_key()),
+        (pem, lambda: serialization.load_pem_private_key(data, password=None).public_key()),
+        (der, lambda: serialization.load_der_private_key(data, password=None).public_key()),
+        (pem, lambda: serialization.load_ssh_private_key(data, password=None).public_key()),
+        (pem, lambda: serialization.load_pem_public_key(data)),
+        (der, lambda: serialization.load_der_public_key(data)),
+        (ssh, lambda: serialization.load_ssh_public_key(data)),
     ]
-    for load in loaders:
+    return [load for applies, load in candidates if applies]
+
+
+def _public_key(data: bytes) -> Any | None:
+    for load in _loaders(data):
         try:
             return load()
         except Exception:
