@@ -120,6 +120,38 @@ def test_any_two_of_three_restore_byte_for_byte_with_fingerprints(env):
     assert fps["platform-keys/tls/server.crt"] == fps["platform-keys/tls/server.key"]
 
 
+def test_a_second_backup_fingerprints_what_changed_and_keeps_the_rest(env):
+    """An unchanged key file is not read again: its fingerprint is its parent entry's. A
+    changed one gets a new fingerprint; the restore of each snapshot matches its own."""
+    env.run("backup", "platform-keys")
+    master = env.root / "platform-keys" / "media-master.key"
+    master.write_text("master-secret=rotated\n")
+    env.run("backup", "platform-keys")
+    first, second = (
+        {k["path"]: k["fingerprint"] for k in restored["keys"]}
+        for restored in (
+            env.json(
+                "restore",
+                "platform-keys",
+                "--snapshot",
+                snap["id"],
+                "--target",
+                str(env.root / f"r-{snap['id'][:8]}"),
+                *shares(env, "alice", "bob"),
+            )
+            for snap in sorted(env.json("snapshots"), key=lambda s: s["time"])
+        )
+    )
+    assert len(first) == len(second) == 6
+    changed = "platform-keys/media-master.key"
+    assert first[changed] != second[changed]
+    assert {k: v for k, v in first.items() if k != changed} == {
+        k: v for k, v in second.items() if k != changed
+    }
+    labels = [s.get("labels", {}).get("key_files") for s in env.json("snapshots")]
+    assert labels == ["6", "6"]
+
+
 def test_one_share_wrong_repository_and_typo_are_refused(env, tmp_path):
     env.run("backup", "platform-keys")
     target = str(env.root / "t")

@@ -7,7 +7,7 @@ import fnmatch
 import os
 import stat
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,21 +137,30 @@ def backup_paths(
     exclude: Sequence[str] = (),
     labels: dict[str, str] | None = None,
     progress: ProgressSink = NO_PROGRESS,
-    entry_meta: dict[str, dict[str, str]] | None = None,
+    meta_of: MetaOf | None = None,
+    meta_label: str | None = None,
 ) -> SnapshotInfo:
     """Capture files and directories into one committed snapshot (unchanged files reused).
 
     The walk, the reads and the tree go together: files are read a few batches ahead of
     the walk, and each entry reaches the session's streamed tree in walk order, so what is
     held is the window of batches and the directories open on the walk's path, never a
-    list of every file (memory does not grow with the number of files)."""
+    list of every file (memory does not grow with the number of files).
+
+    ``meta_of(path, size)`` gives a file's entry metadata (the keys kind: its fingerprint)
+    when the file is read; an unchanged file keeps its parent's. ``meta_label`` names the
+    snapshot label that counts the files carrying metadata."""
     with repo.backup(asset, kind, labels=labels, progress=progress) as session:
         session.stream_tree()
         progress.start(None)  # the total is known only once the walk is over
-        _Feeder(session, entry_meta or {}).run(walk(roots, exclude))
+        feeder = _Feeder(session, meta_of)
+        feeder.run(walk(roots, exclude))
+        if meta_label is not None:
+            session.set_labels({meta_label: str(feeder.with_meta)})
         return session.commit()
 
 
+MetaOf = Callable[[str, int], dict[str, str] | None]  # (path, size) -> a read file's entry meta
 _Ready = tuple[Entry, str | None]  # an entry and, for a file, its identity
 _Slot = _Ready | Future[list[tuple[Entry, str]]]
 
@@ -161,9 +170,10 @@ class _Feeder:
     entry, read or not, in walk order. Unchanged files are taken from the parent by the
     walk itself: a file that needs no reading needs no reader."""
 
-    def __init__(self, session: BackupSession, entry_meta: dict[str, dict[str, str]]) -> None:
+    def __init__(self, session: BackupSession, meta_of: MetaOf | None) -> None:
         self.session = session
-        self.entry_meta = entry_meta
+        self.meta_of = meta_of
+        self.with_meta = 0  # entries given to the session with metadata
         self.slots: deque[_Slot] = deque()  # in walk order: entries ready, batches being read
         self.reading = 0
         self.batch: list[_Pending] = []
@@ -218,12 +228,12 @@ class _Feeder:
     def _took(self, name: str, identity: str, parent: bytes) -> bool:
         """Whether the walk took a file it has just seen unchanged from the parent (all its
         chunks still stored): nothing to read. With nothing ahead of it in walk order and
-        nothing to add to it, the parent's entry goes into the tree as stored, not decoded."""
-        meta = self.entry_meta.get(name)
-        if not self.slots and meta is None:
+        nothing to count in it, the parent's entry goes into the tree as stored, not decoded
+        (its metadata, if any, is the parent's: the file is the one it describes)."""
+        if not self.slots and self.meta_of is None:
             return self.session.put_unchanged(name, identity, parent)
         cached = decoded_entry(parent)
-        entry = self.session.take_parent(name, cached, meta) if cached is not None else None
+        entry = self.session.take_parent(name, cached) if cached is not None else None
         if entry is None:
             return False
         self._ready((entry, identity))
@@ -234,7 +244,11 @@ class _Feeder:
             self.slots.append(ready)
             self._drain(READ_AHEAD)
         else:  # nothing ahead of it in walk order: straight into the tree
-            self.session.put(*ready)
+            self._put(*ready)
+
+    def _put(self, entry: Entry, identity: str | None) -> None:
+        self.with_meta += bool(entry.meta)
+        self.session.put(entry, identity)
 
     def _submit(self) -> None:
         if self.batch:
@@ -255,7 +269,7 @@ class _Feeder:
                     mtime_ns=item.mtime_ns,
                     uid=item.uid,
                     gid=item.gid,
-                    meta=self.entry_meta.get(item.name),
+                    meta=self.meta_of(item.path, item.size) if self.meta_of else None,
                     parent=item.parent,
                 ),
                 item.identity,
@@ -275,10 +289,10 @@ class _Feeder:
                 self.slots.popleft()
                 self.reading -= 1
                 for entry, identity in results:
-                    self.session.put(entry, identity)
+                    self._put(entry, identity)
             else:
                 self.slots.popleft()
-                self.session.put(*slot)
+                self._put(*slot)
 
 
 def _prefetch(batch: list[_Pending]) -> None:

@@ -3,11 +3,11 @@ show instead of contents) and restore after the escrow check."""
 
 from __future__ import annotations
 
-import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lifeboat.assets.files.tree import SourceItem, backup_paths, walk
+from lifeboat.assets.files.tree import backup_paths
 from lifeboat.crypto.fingerprint import fingerprint
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
@@ -21,32 +21,35 @@ if TYPE_CHECKING:
 MAX_KEY_FILE = 1 << 20  # key material is small; larger files are captured but not fingerprinted
 
 
-def fingerprints(repo: Repository, items: list[SourceItem]) -> dict[str, dict[str, str]]:
-    """Each small regular file's keyed fingerprint (what reports show instead of contents)."""
-    result = {}
-    for item in items:
-        if stat.S_ISREG(item.st.st_mode) and item.st.st_size <= MAX_KEY_FILE:
-            kind, fp = fingerprint(Path(item.path).read_bytes(), repo.keyed_hash)
-            result[item.name] = {"fingerprint": fp, "fingerprint_kind": kind}
-    return result
+def fingerprint_of(repo: Repository) -> Callable[[str, int], dict[str, str] | None]:
+    """A read key file's fingerprint entry (what reports show instead of its contents); the
+    backup asks only for the files it reads: an unchanged one keeps its parent's."""
+
+    def meta(path: str, size: int) -> dict[str, str] | None:
+        if size > MAX_KEY_FILE:
+            return None
+        try:
+            kind, fp = fingerprint(Path(path).read_bytes(), repo.keyed_hash)
+        except OSError:
+            return None  # gone or unreadable: the read that follows reports it
+        return {"fingerprint": fp, "fingerprint_kind": kind}
+
+    return meta
 
 
 def backup_keys(
     policy: Policy, asset: KeysAsset, repo: Repository, progress: ProgressSink = NO_PROGRESS
 ) -> SnapshotInfo:
     """Capture the key files with their fingerprints as entry metadata."""
-    roots = [Path(p) for p in asset.paths]
-    items = list(walk(roots, asset.exclude))
-    meta = fingerprints(repo, items)
     return backup_paths(
         repo,
         asset.name,
-        roots,
+        [Path(p) for p in asset.paths],
         kind="keys",
         exclude=asset.exclude,
         progress=progress,
-        labels={"key_files": str(len(meta))},
-        entry_meta=meta,
+        meta_of=fingerprint_of(repo),
+        meta_label="key_files",
     )
 
 
