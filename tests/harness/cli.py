@@ -14,9 +14,11 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from tests.harness.wait import wait_until
 INTERNAL_ERROR = 70
 FORKSERVER = Path(__file__).with_name("forkserver.py")
 _servers: dict[int, str] = {}  # pid of this pytest worker -> its fork server's socket
+_starting = threading.Lock()  # tests run lifeboat from threads: one server per worker
 
 
 def fork_server() -> str | None:
@@ -35,9 +38,15 @@ def fork_server() -> str | None:
     coverage = os.environ.get("COVERAGE_PROCESS_START") or os.environ.get("COVERAGE_PROCESS_CONFIG")
     if os.environ.get("LIFEBOAT_TEST_FORKSERVER") == "0" or coverage:
         return None
-    if os.getpid() in _servers:
+    with _starting:
+        if os.getpid() not in _servers:
+            _servers[os.getpid()] = _start_fork_server()
         return _servers[os.getpid()]
-    path = os.path.join(tempfile.mkdtemp(prefix="lb-fork-"), "socket")
+
+
+def _start_fork_server() -> str:
+    directory = tempfile.mkdtemp(prefix="lb-fork-")
+    path = os.path.join(directory, "socket")
     server = subprocess.Popen(
         [sys.executable, str(FORKSERVER), "--serve", path],
         stdin=subprocess.DEVNULL,
@@ -46,8 +55,8 @@ def fork_server() -> str | None:
         env=real_env(),
     )
     assert server.stdout is not None and server.stdout.readline() == "ready\n", "fork server did not start"
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     atexit.register(server.kill)
-    _servers[os.getpid()] = path
     return path
 
 

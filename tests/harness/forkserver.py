@@ -19,8 +19,12 @@ Three processes per run:
           (threads joined, atexit run, streams flushed).
 
 Processes that tests signal or measure (`popen`, peak RSS probes), runs as another OS user,
-coverage runs and runbooks still start a real interpreter. `LIFEBOAT_TEST_FORKSERVER=0`
-turns the server off for a whole run.
+coverage runs, runbooks, the demo and PostgreSQL's archive_command still start a real
+interpreter, and tests/cli/test_startup.py checks what a fresh one imports. What a fork
+cannot show: an import that works only because another module was imported first (every
+module is loaded in the server), output of the interpreter's own shutdown (`Exception
+ignored in ...`), a PYTHONHASHSEED per run (every fork has the server's). Run the suite
+with `LIFEBOAT_TEST_FORKSERVER=0` to start a real interpreter for every run.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import sys
 
 HEADER = struct.Struct("!I")
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+FAILED = 71  # the harness itself failed (lifeboat's internal error is 70)
 
 
 # --- client (runs under `python -I -S`: stdlib only) ---------------------------------------
@@ -50,7 +55,10 @@ def client(path: str, args: list[str]) -> None:
     fds = array.array("i", [0, 1, 2])
     conn.sendmsg([HEADER.pack(len(body)), body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
     reader = conn.makefile("r")
-    pid = int(reader.readline())
+    line = reader.readline()
+    if not line:
+        fail("the fork server's handler ended before starting the command")
+    pid = int(line)
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
     how, _, value = reader.readline().partition(" ")
@@ -58,7 +66,15 @@ def client(path: str, args: list[str]) -> None:
         sig = int(value)
         signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
-    os._exit(int(value) if how == "exit" else 70)
+    if how != "exit":
+        fail(f"the fork server's handler ended without the status of command {pid}")
+    os._exit(int(value))
+
+
+def fail(why: str) -> None:
+    """A harness failure, told apart from anything lifeboat exits with."""
+    sys.stderr.write(f"forkserver: {why}\n")
+    os._exit(FAILED)
 
 
 # --- server ----------------------------------------------------------------------------------
@@ -121,7 +137,10 @@ def receive(conn: socket.socket) -> tuple[dict, list[int]]:
     (size,) = HEADER.unpack(data)
     body = b""
     while len(body) < size:
-        body += conn.recv(size - len(body))
+        part = conn.recv(size - len(body))
+        if not part:
+            raise EOFError("the client went away before its request was whole")
+        body += part
     return json.loads(body), list(fds)
 
 
@@ -134,7 +153,12 @@ def handle(conn: socket.socket) -> None:
         run_command(request, fds)
     for fd in fds:
         os.close(fd)
-    conn.sendall(f"{pid}\n".encode())
+    try:
+        conn.sendall(f"{pid}\n".encode())
+    except OSError:  # the client is already gone: so is its command
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return
     pidfd = os.pidfd_open(pid)
     while True:
         ready = select.select([conn, pidfd], [], [])[0]
@@ -173,8 +197,8 @@ def run_command(request: dict, fds: list[int]) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         package = os.path.dirname(sys.modules["lifeboat"].__file__ or "")
         sys.argv = [os.path.join(package, "__main__.py"), *request["argv"]]
-    except BaseException:  # a process that could not be set up: 71, not lifeboat's 70
-        os._exit(71)
+    except BaseException:  # a process that could not be set up: the harness failed
+        os._exit(FAILED)
     code = exit_code_of(main)
     finish(code)
 

@@ -260,22 +260,27 @@ class _Feeder:
 
     def _read(self, batch: list[_Pending]) -> list[tuple[Entry, str]]:
         _prefetch(batch)
-        return [
-            (
-                self.session.read_file(
-                    item.name,
-                    item.path,
-                    mode=item.mode,
-                    mtime_ns=item.mtime_ns,
-                    uid=item.uid,
-                    gid=item.gid,
-                    meta=self.meta_of(item.path, item.size) if self.meta_of else None,
-                    parent=item.parent,
-                ),
-                item.identity,
-            )
-            for item in batch
-        ]
+        return [(self._entry_of(item), item.identity) for item in batch]
+
+    def _entry_of(self, item: _Pending) -> Entry:
+        """The file's entry, read or taken from its parent. Metadata is asked for only when
+        the file is read: an unchanged file keeps its parent's, which describes the chunks
+        it keeps (a fresh read of a file changed since the walk would not)."""
+        unchanged = item.parent
+        meta = self.meta_of(item.path, item.size) if self.meta_of and unchanged is None else None
+        entry = self.session.read_file(
+            item.name,
+            item.path,
+            mode=item.mode,
+            mtime_ns=item.mtime_ns,
+            uid=item.uid,
+            gid=item.gid,
+            meta=meta,
+            parent=unchanged,
+        )
+        if self.meta_of and unchanged is not None and entry is not unchanged:  # its chunks were gone
+            entry.meta = self.meta_of(item.path, item.size) or {}
+        return entry
 
     def _drain(self, reading: int) -> None:
         """Gives the session what is done at the front; waits while more than ``reading``
