@@ -8,11 +8,12 @@ the next session indexes complete orphan packs and reuses their blobs.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
 
 INDEX_FLUSH_PACKS = 16
+
+DESCRIBED_MAX = 16 << 20  # read_file(describe=...) holds at most this much of one file
 
 
 class KnownBlobs:
@@ -332,16 +335,26 @@ class BackupSession:
         gid: int,
         meta: dict[str, Any] | None = None,
         parent: Entry | None = None,
+        describe: Callable[[bytes], dict[str, Any] | None] | None = None,
     ) -> Entry:
         """The entry of the file at ``source``, its content stored (or the ``parent``'s entry
-        when all its chunks are still stored); not added to the tree (see ``put``). Thread-safe."""
+        when all its chunks are still stored); not added to the tree (see ``put``). Thread-safe.
+
+        ``describe``: a file that is read (not taken from the parent) is read whole and its
+        metadata is ``describe(content)``, derived from the very bytes stored (the keys
+        kind's fingerprints; for small files, the caller decides which: one that has grown
+        past DESCRIBED_MAX since is stored without)."""
         try:
             if parent is not None:
                 os.stat(source)  # a file gone since the walk is reported, not taken from the parent
                 if (reused := self.take_parent(path, parent, meta)) is not None:
                     return reused
             with open(source, "rb", buffering=0) as fh:
-                return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, meta)
+                content = fh.read(DESCRIBED_MAX + 1) if describe is not None else None
+                if describe is None or content is None or len(content) > DESCRIBED_MAX:
+                    fh.seek(0)  # grown past what may be held in memory since the walk: not described
+                    return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, meta)
+            return self._stream_entry(path, io.BytesIO(content), mode, mtime_ns, uid, gid, describe(content))
         except FileNotFoundError:
             raise NotFoundError(f"{source} disappeared during the backup") from None
         except PermissionError:

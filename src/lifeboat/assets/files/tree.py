@@ -137,7 +137,7 @@ def backup_paths(
     exclude: Sequence[str] = (),
     labels: dict[str, str] | None = None,
     progress: ProgressSink = NO_PROGRESS,
-    meta_of: MetaOf | None = None,
+    describe: Describe | None = None,
     meta_label: str | None = None,
 ) -> SnapshotInfo:
     """Capture files and directories into one committed snapshot (unchanged files reused).
@@ -147,20 +147,27 @@ def backup_paths(
     held is the window of batches and the directories open on the walk's path, never a
     list of every file (memory does not grow with the number of files).
 
-    ``meta_of(path, size)`` gives a file's entry metadata (the keys kind: its fingerprint)
-    when the file is read; an unchanged file keeps its parent's. ``meta_label`` names the
+    ``describe`` gives each file read its entry metadata from the bytes stored (the keys
+    kind: fingerprints); an unchanged file keeps its parent's. ``meta_label`` names the
     snapshot label that counts the files carrying metadata."""
     with repo.backup(asset, kind, labels=labels, progress=progress) as session:
         session.stream_tree()
         progress.start(None)  # the total is known only once the walk is over
-        feeder = _Feeder(session, meta_of)
+        feeder = _Feeder(session, describe)
         feeder.run(walk(roots, exclude))
         if meta_label is not None:
             session.set_labels({meta_label: str(feeder.with_meta)})
         return session.commit()
 
 
-MetaOf = Callable[[str, int], dict[str, str] | None]  # (path, size) -> a read file's entry meta
+@dataclass(frozen=True)
+class Describe:
+    """Entry metadata a kind derives from each file's content as it is stored."""
+
+    of: Callable[[bytes], dict[str, str] | None]
+    max_size: int  # larger files are stored without it (read whole to describe them)
+
+
 _Ready = tuple[Entry, str | None]  # an entry and, for a file, its identity
 _Slot = _Ready | Future[list[tuple[Entry, str]]]
 
@@ -170,9 +177,9 @@ class _Feeder:
     entry, read or not, in walk order. Unchanged files are taken from the parent by the
     walk itself: a file that needs no reading needs no reader."""
 
-    def __init__(self, session: BackupSession, meta_of: MetaOf | None) -> None:
+    def __init__(self, session: BackupSession, describe: Describe | None) -> None:
         self.session = session
-        self.meta_of = meta_of
+        self.describe = describe
         self.with_meta = 0  # entries given to the session with metadata
         self.slots: deque[_Slot] = deque()  # in walk order: entries ready, batches being read
         self.reading = 0
@@ -230,7 +237,7 @@ class _Feeder:
         chunks still stored): nothing to read. With nothing ahead of it in walk order and
         nothing to count in it, the parent's entry goes into the tree as stored, not decoded
         (its metadata, if any, is the parent's: the file is the one it describes)."""
-        if not self.slots and self.meta_of is None:
+        if not self.slots and self.describe is None:
             return self.session.put_unchanged(name, identity, parent)
         cached = decoded_entry(parent)
         entry = self.session.take_parent(name, cached) if cached is not None else None
@@ -263,24 +270,19 @@ class _Feeder:
         return [(self._entry_of(item), item.identity) for item in batch]
 
     def _entry_of(self, item: _Pending) -> Entry:
-        """The file's entry, read or taken from its parent. Metadata is asked for only when
-        the file is read: an unchanged file keeps its parent's, which describes the chunks
-        it keeps (a fresh read of a file changed since the walk would not)."""
-        unchanged = item.parent
-        meta = self.meta_of(item.path, item.size) if self.meta_of and unchanged is None else None
-        entry = self.session.read_file(
+        """The file's entry, read or taken from its parent (which keeps its metadata: it
+        describes the chunks kept)."""
+        describe = self.describe
+        return self.session.read_file(
             item.name,
             item.path,
             mode=item.mode,
             mtime_ns=item.mtime_ns,
             uid=item.uid,
             gid=item.gid,
-            meta=meta,
-            parent=unchanged,
+            parent=item.parent,
+            describe=describe.of if describe is not None and item.size <= describe.max_size else None,
         )
-        if self.meta_of and unchanged is not None and entry is not unchanged:  # its chunks were gone
-            entry.meta = self.meta_of(item.path, item.size) or {}
-        return entry
 
     def _drain(self, reading: int) -> None:
         """Gives the session what is done at the front; waits while more than ``reading``

@@ -3,11 +3,10 @@ show instead of contents) and restore after the escrow check."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lifeboat.assets.files.tree import backup_paths
+from lifeboat.assets.files.tree import Describe, backup_paths
 from lifeboat.crypto.fingerprint import fingerprint
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Entry, Repository, SnapshotInfo
@@ -21,20 +20,15 @@ if TYPE_CHECKING:
 MAX_KEY_FILE = 1 << 20  # key material is small; larger files are captured but not fingerprinted
 
 
-def fingerprint_of(repo: Repository) -> Callable[[str, int], dict[str, str] | None]:
-    """A read key file's fingerprint entry (what reports show instead of its contents); the
-    backup asks only for the files it reads: an unchanged one keeps its parent's."""
+def fingerprint_of(repo: Repository) -> Describe:
+    """A stored key file's fingerprint (what reports show instead of its contents), taken
+    from the bytes stored; an unchanged file keeps its parent's."""
 
-    def meta(path: str, size: int) -> dict[str, str] | None:
-        if size > MAX_KEY_FILE:
-            return None
-        try:
-            kind, fp = fingerprint(Path(path).read_bytes(), repo.keyed_hash)
-        except OSError:
-            return None  # gone or unreadable: the read that follows reports it
+    def meta(content: bytes) -> dict[str, str]:
+        kind, fp = fingerprint(content, repo.keyed_hash)
         return {"fingerprint": fp, "fingerprint_kind": kind}
 
-    return meta
+    return Describe(meta, MAX_KEY_FILE)
 
 
 def backup_keys(
@@ -48,7 +42,7 @@ def backup_keys(
         kind="keys",
         exclude=asset.exclude,
         progress=progress,
-        meta_of=fingerprint_of(repo),
+        describe=fingerprint_of(repo),
         meta_label="key_files",
     )
 
