@@ -333,7 +333,6 @@ class BackupSession:
         mtime_ns: int,
         uid: int,
         gid: int,
-        meta: dict[str, Any] | None = None,
         parent: Entry | None = None,
         describe: Callable[[bytes], dict[str, Any] | None] | None = None,
     ) -> Entry:
@@ -347,13 +346,15 @@ class BackupSession:
         try:
             if parent is not None:
                 os.stat(source)  # a file gone since the walk is reported, not taken from the parent
-                if (reused := self.take_parent(path, parent, meta)) is not None:
+                if (reused := self.take_parent(path, parent)) is not None:
                     return reused
             with open(source, "rb", buffering=0) as fh:
-                content = fh.read(DESCRIBED_MAX + 1) if describe is not None else None
-                if describe is None or content is None or len(content) > DESCRIBED_MAX:
+                if describe is None:
+                    return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
+                content = fh.read(DESCRIBED_MAX + 1)
+                if len(content) > DESCRIBED_MAX:
                     fh.seek(0)  # grown past what may be held in memory since the walk: not described
-                    return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, meta)
+                    return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
             return self._stream_entry(path, io.BytesIO(content), mode, mtime_ns, uid, gid, describe(content))
         except FileNotFoundError:
             raise NotFoundError(f"{source} disappeared during the backup") from None
