@@ -361,6 +361,13 @@ class BackupSession:
         except PermissionError:
             raise StorageError(f"permission denied reading {source}") from None
 
+    def read_stream(
+        self, path: str, stream: IO[bytes], *, mtime_ns: int, meta: dict[str, Any], mode: int = 0o644
+    ) -> Entry:
+        """The entry of content read from ``stream`` (an object's body), its content stored;
+        not added to the tree (see ``put``). Thread-safe."""
+        return self._stream_entry(path, stream, mode, mtime_ns, None, None, meta)
+
     def take_parent(self, path: str, parent: Entry, meta: dict[str, Any] | None = None) -> Entry | None:
         """The parent's entry of an unchanged file (the caller has just seen it on disk) as
         this run's, if all its chunks are still stored; None if the file must be read."""

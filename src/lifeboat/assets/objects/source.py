@@ -66,6 +66,14 @@ class ObjectInfo:
         return f"{self.key}|{self.version_id or ''}|{self.etag}|{self.size}"
 
 
+@dataclass(frozen=True)
+class ObjectDir:
+    """A subdirectory of a ``dir://`` source: the common prefix of the keys under it."""
+
+    key: str
+    mtime_ns: int
+
+
 def source_error(exc: Exception, where: str, what: str) -> StorageError:
     """A one-line LifeboatError for a failed source operation."""
     failure = classify(exc)
@@ -547,31 +555,49 @@ class DirSource:
 
     def list_current(self) -> list[ObjectInfo]:
         """Every regular file under the directory, as objects."""
+        return [item for item in self.walk_current() if isinstance(item, ObjectInfo)]
+
+    def walk_current(self) -> Iterator[ObjectInfo | ObjectDir]:
+        """The directory's files as objects and its subdirectories, in walk order of their
+        keys (each directory before its content, key segments sorted at every level: the
+        order of a streamed tree, repo/parents.py), holding one directory listing per level."""
         if not self.root.is_dir():
             raise ConfigError(f"source directory {self.root} does not exist")
-        objects: list[ObjectInfo] = []
-        self._scan(str(self.root), "", objects)
-        return objects
+        return self._walk(str(self.root), "")
 
-    def _scan(self, directory: str, prefix: str, out: list[ObjectInfo]) -> None:
+    def _walk(self, directory: str, key_prefix: str) -> Iterator[ObjectInfo | ObjectDir]:
         # scandir and strings, not os.walk and Paths: a media tree has tens of thousands of files
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                rel = prefix + entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    self._scan(entry.path, rel + "/", out)
-                elif entry.is_file() and not (
-                    entry.name.startswith(".") and entry.name.endswith(".lifeboat")
-                ):
-                    st = entry.stat()
-                    out.append(
-                        ObjectInfo(
-                            relpath_to_key(rel),
-                            st.st_size,
-                            f"{st.st_mtime_ns:x}-{st.st_ino:x}",
-                            datetime.fromtimestamp(st.st_mtime, UTC),
-                        )
-                    )
+        with os.scandir(directory) as listing:
+            children = sorted(((relpath_to_key(e.name), e) for e in listing), key=lambda child: child[0])
+        for segment, entry in children:
+            key = key_prefix + segment
+            if entry.is_dir(follow_symlinks=False):
+                yield ObjectDir(key, entry.stat(follow_symlinks=False).st_mtime_ns)
+                yield from self._walk(entry.path, key + "/")
+            elif entry.is_file() and not (entry.name.startswith(".") and entry.name.endswith(".lifeboat")):
+                st = entry.stat()
+                yield ObjectInfo(
+                    key,
+                    st.st_size,
+                    f"{st.st_mtime_ns:x}-{st.st_ino:x}",
+                    datetime.fromtimestamp(st.st_mtime, UTC),
+                )
+
+    def will_read(self, obj: ObjectInfo) -> None:
+        """Asks the kernel to read a file ahead (it does while earlier ones are stored);
+        a file that cannot be opened is reported by the read itself."""
+        try:
+            fd = os.open(
+                os.path.join(self.root, key_to_relpath(obj.key)), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+            )
+        except OSError:
+            return
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def list_versions(self) -> list[ObjectInfo]:
         """A directory's only versions are its current files."""
