@@ -92,6 +92,16 @@ def test_a_departed_custodians_old_shares_open_no_key_material_written_after_the
         checked = env.run("check", "--json", *quorum, check=False)
         assert checked.returncode == 0 and json.loads(checked.stdout)["problems"] == [], checked.stdout
 
+    # the files unchanged since before the rotation were read again, not taken from the
+    # parent (their chunks are sealed to the old key); the next backup, under the same
+    # escrow key, takes every unchanged file from its parent
+    env.run("backup", "platform-keys")
+    listed = env.json("snapshots")
+    third = next(s for s in listed if s["id"] not in (before, after))
+    stats = {s["id"]: s["stats"] for s in listed}
+    assert stats[before]["files"] > 1 and stats[after]["reused_files"] == 0
+    assert third["stats"]["reused_files"] == third["stats"]["files"] == stats[after]["files"]
+
     audit_text = (env.root / ".lifeboat" / "audit.jsonl").read_text()
     entries = [json.loads(line) for line in audit_text.splitlines()]
     [entry] = [e for e in entries if e["operation"] == "keys-rotate-escrow"]

@@ -148,8 +148,9 @@ def test_a_second_backup_fingerprints_what_changed_and_keeps_the_rest(env):
     assert {k: v for k, v in first.items() if k != changed} == {
         k: v for k, v in second.items() if k != changed
     }
-    labels = [s.get("labels", {}).get("key_files") for s in env.json("snapshots")]
-    assert labels == ["6", "6"]
+    listed = sorted(env.json("snapshots"), key=lambda s: s["time"])
+    assert [s.get("labels", {}).get("key_files") for s in listed] == ["6", "6"]
+    assert [s["stats"]["reused_files"] for s in listed] == [0, 5]  # the unchanged five not read
 
 
 def test_one_share_wrong_repository_and_typo_are_refused(env, tmp_path):

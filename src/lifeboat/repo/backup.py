@@ -187,6 +187,7 @@ class BackupSession:
         progress: ProgressSink = NO_PROGRESS,
         host: str | None = None,
         use_parent_cache: bool = True,
+        parent_scope: str = "",
         file_sha256: bool = True,
         keyring: Keyring | None = None,
     ) -> None:
@@ -205,7 +206,7 @@ class BackupSession:
         self._started = time.monotonic()
         self._repo_lock = RepoLock(repo.storage, exclusive=False, operation=f"backup {asset}")
         self._writer: BlobWriter | None = None
-        self._cache = repo.parent_cache(asset) if use_parent_cache else None
+        self._cache = repo.parent_cache(asset, parent_scope) if use_parent_cache else None
         self._parents_whole: ParentCache | None = None  # loaded on first lookup
         # a streamed tree (stream_tree): the tree, the parent's files and this run's, in walk order
         self._stream: TreeStream | None = None
@@ -285,10 +286,11 @@ class BackupSession:
         ``read_file``."""
         return self._parent_stream.lookup(path, identity)
 
-    def put_unchanged(self, path: str, identity: str, encoded: bytes) -> bool:
+    def put_unchanged(self, path: str, identity: str, encoded: bytes) -> Entry | None:
         """Puts the parent's entry of an unchanged file (``parent_encoded``, the caller has
         just seen the file on disk) into the streamed tree as it is stored, if all its
-        chunks are still stored; False if the file must be read. Like ``put``: in walk order."""
+        chunks are still stored, and returns it decoded (its metadata is the parent's);
+        None if the file must be read. Like ``put``: in walk order."""
         if self._stream is None:
             raise LifeboatError("put_unchanged needs a streamed tree (stream_tree)")
         try:
@@ -296,18 +298,18 @@ class BackupSession:
             # newer version's cache, a damaged one) is read again, never put into the tree
             [entry] = decode_document(b'{"entries":[' + encoded + b"]}", path)
         except (IntegrityError, ValueError):
-            return False
+            return None
         usable = entry.type == "file" and entry.path == path and isinstance(entry.size, int)
         chunks = entry.chunks
         if not usable or not self._take_chunks(chunks, entry.size):
-            return False
+            return None
         with self._lock:
             self.writer.stats.files += 1
         self._stream.add_encoded(path, encoded)
         self._parent_out.add(path, identity, encoded)
         if self._lock_chunks is not None:
             self._lock_chunks.update(chunks)
-        return True
+        return entry
 
     def put(self, entry: Entry, identity: str | None = None) -> None:
         """The next entry of a streamed tree, in walk order (not thread-safe: one caller)."""

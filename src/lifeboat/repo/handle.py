@@ -97,6 +97,7 @@ class RepoHandle(Protocol):
         """The asset's newest snapshot id, if any."""
         ...
 
-    def parent_cache(self, asset: str) -> ParentFile | None:
-        """The asset's parent-snapshot cache and its MAC key (None: no cache)."""
+    def parent_cache(self, asset: str, scope: str = "") -> ParentFile | None:
+        """The asset's parent-snapshot cache and its MAC key (None: no cache); ``scope``
+        names a cache of its own (one per escrow key of key material)."""
         ...

@@ -122,6 +122,12 @@ class Keyring:
         """Whether escrowed packs (key material) can be read."""
         return self._escrow is not None
 
+    @property
+    def escrow_id_salt(self) -> bytes:
+        """The salt of the escrow generation whose blob ids this keyring writes (empty for
+        the escrow key bound at init)."""
+        return self._escrow_salt
+
     @staticmethod
     def is_escrowed(wrapped: bytes) -> bool:
         """Whether a pack header's wrapped key is sealed to the escrow key."""

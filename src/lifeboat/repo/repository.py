@@ -489,6 +489,7 @@ class Repository:
 
         self.require_writer_for(asset)
         escrowed = (recipient or recipient_for(kind)) == "escrow"
+        keyring = escrowed_keyring(self.config, self.keyring, self) if escrowed else None
         return BackupSession(
             self,
             asset=asset,
@@ -497,20 +498,24 @@ class Repository:
             chunk_size=chunk_size,
             progress=progress,
             host=host,
-            # key material is small; re-reading it never reuses chunks sealed to an escrow
-            # key that `keys rotate --escrow` replaced (the new shares could not open them)
-            use_parent_cache=use_parent_cache and not escrowed,
+            use_parent_cache=use_parent_cache,
+            # Key material: one parent cache per escrow key. After `keys rotate --escrow`
+            # the files are read again and sealed to the new key: reusing chunks sealed to
+            # the old one would leave them where the new shares cannot open them.
+            parent_scope=f"escrow-ids:{keyring.escrow_id_salt.hex()}" if keyring is not None else "",
             file_sha256=file_sha256,
-            keyring=escrowed_keyring(self.config, self.keyring, self) if escrowed else None,
+            keyring=keyring,
         )
 
-    def parent_cache(self, asset: str) -> ParentFile | None:
+    def parent_cache(self, asset: str, scope: str = "") -> ParentFile | None:
         """An asset's parent-snapshot cache: where it lives and its MAC key (None without a
-        cache dir)."""
+        cache dir). A ``scope`` is a cache of its own, its lines MAC'd apart: one written
+        under another scope is refused, not used."""
         if self.cache_dir is None:
             return None
-        path = self.cache_dir / "parents" / f"{hashlib.sha256(asset.encode()).hexdigest()[:16]}.json.zst"
-        return ParentFile(path, cache_key_of(self.keyring.mac, asset))
+        name = f"{asset}\0{scope}" if scope else asset
+        path = self.cache_dir / "parents" / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.json.zst"
+        return ParentFile(path, cache_key_of(self.keyring.mac, name))
 
     @property
     def cache_seal(self) -> CacheSeal:

@@ -234,11 +234,13 @@ class _Feeder:
 
     def _took(self, name: str, identity: str, parent: bytes) -> bool:
         """Whether the walk took a file it has just seen unchanged from the parent (all its
-        chunks still stored): nothing to read. With nothing ahead of it in walk order and
-        nothing to count in it, the parent's entry goes into the tree as stored, not decoded
-        (its metadata, if any, is the parent's: the file is the one it describes)."""
-        if not self.slots and self.describe is None:
-            return self.session.put_unchanged(name, identity, parent)
+        chunks still stored): nothing to read. With nothing ahead of it in walk order, the
+        parent's entry goes into the tree as stored, not encoded again (its metadata, if
+        any, is the parent's: the file is the one it describes)."""
+        if not self.slots:
+            taken = self.session.put_unchanged(name, identity, parent)
+            self.with_meta += bool(taken is not None and taken.meta)
+            return taken is not None
         cached = decoded_entry(parent)
         entry = self.session.take_parent(name, cached) if cached is not None else None
         if entry is None:

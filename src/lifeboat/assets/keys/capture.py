@@ -48,8 +48,8 @@ def backup_keys(
 
 
 def tightened_mode(entry: Entry) -> int:
-    """Restored key material is private: files 0600, directories 0700."""
-    """0600 files, 0700 directories, unless the snapshot recorded something stricter."""
+    """Restored key material is private: files 0600, directories 0700, unless the snapshot
+    recorded something stricter."""
     if entry.type == "dir":
         return (entry.mode & 0o700) | 0o700
     return entry.mode & 0o600

@@ -79,7 +79,7 @@ def _capture_in_order(
 ) -> None:
     """One object into a streamed tree, in walk order: the parent's entry as stored when
     unchanged (``parent``, looked up in walk order too), else its content read."""
-    if parent is not None and session.put_unchanged(obj.key, obj.identity, parent):
+    if parent is not None and session.put_unchanged(obj.key, obj.identity, parent) is not None:
         counters.add(reused=1)
         return
 

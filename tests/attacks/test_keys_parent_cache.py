@@ -1,0 +1,59 @@
+"""A malicious insider with the state dir against the key-material parent cache.
+
+A keys backup takes an unchanged file's entry from the parent cache without reading it.
+There is one cache per escrow key (repo/repository.py, ``parent_scope``): after
+`keys rotate --escrow` the files are read again and sealed to the new key, because chunks
+sealed to the old key are what the departed custodian's shares still open. The insider
+copies the cache written before the rotation over the one written after it, so that the
+next backup would take the old chunks again. The lines are MAC'd under a key bound to the
+escrow key's scope, derived from the key file (not in the state dir): they are refused,
+the files are read again, the backup says so, and the new shares restore everything.
+(Without the scope, the post-rotation snapshot of tests/keys/test_escrow_rotation.py holds
+chunks the new shares cannot open, and its restore fails: checked by removing it.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lifeboat.assets.registry import load_policy
+from lifeboat.repo.model import PARENT_CACHE_REJECTED
+from tests.keys.test_escrow_rotation import new_shares
+from tests.keys.test_keys import KeysEnv, env, shares  # noqa: F401  (a fixture)
+
+
+def parent_caches(site: KeysEnv) -> set[Path]:
+    return set((load_policy(site.policy).state_dir / "cache").rglob("parents/*.json.zst"))
+
+
+def rotate(site: KeysEnv) -> None:
+    site.run(
+        "keys", "rotate", "--escrow", "--shares-out", str(site.root / "new-shares"),
+        "--custodians", "alice,bob,dave", "--threshold", "2", *shares(site, "alice", "bob"),
+    )  # fmt: skip
+
+
+def test_the_cache_of_the_old_escrow_key_put_in_place_of_the_new_ones_is_refused(
+    env: KeysEnv,  # noqa: F811
+) -> None:
+    env.run("backup", "platform-keys")
+    [old_cache] = parent_caches(env)
+    rotate(env)
+    env.run("backup", "platform-keys")  # every file read again, sealed to the new key
+    [new_cache] = parent_caches(env) - {old_cache}
+    new_cache.write_bytes(old_cache.read_bytes())  # the insider's copy
+
+    proc = env.run("backup", "platform-keys", "--json")
+    [result] = json.loads(proc.stdout)
+    files = result["stats"]["files"]
+    assert result["ok"] and result["labels"][PARENT_CACHE_REJECTED] == str(files)
+    assert result["stats"]["reused_files"] == 0  # nothing taken from the copied lines
+    assert f"{files} entries of the parent cache failed their MAC" in proc.stderr
+
+    target = env.root / "restored"
+    restore = ("restore", "platform-keys", "--snapshot", result["snapshot"], "--target", str(target))
+    restored = env.json(*restore, *new_shares(env, "bob", "dave"))
+    assert len(restored["keys"]) == files and all(k["match"] for k in restored["keys"])
+    # the departed custodian's quorum opens none of it
+    old = env.run(*restore, "--force", *shares(env, "alice", "carol"), check=False)
+    assert old.returncode != 0 and "escrow key" in old.stderr
