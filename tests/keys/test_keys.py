@@ -293,3 +293,16 @@ def test_a_mistyped_share_is_audited(env):
     )
     audit = [json.loads(line) for line in (env.root / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
     assert any(e["operation"] == "key-access" and e["outcome"] == "refused" for e in audit)
+
+
+def test_a_restore_summary_lists_every_mismatch_and_only_the_first_matches():
+    """Pure logic: thirty thousand "ok" lines would bury a FAIL; --json keeps every file."""
+    from lifeboat.assets.keys.capture import LISTED_MATCHES, fingerprint_lines
+
+    files = [{"path": f"k/{i:03d}.pem", "fingerprint": f"fp{i}", "match": i != 70} for i in range(80)]
+    lines = fingerprint_lines(files)
+    assert lines[0] == "  FAIL k/070.pem fp70"
+    assert [line for line in lines if line.startswith("  ok ")] == [
+        f"  ok   k/{i:03d}.pem fp{i}" for i in range(LISTED_MATCHES)
+    ]
+    assert lines[-1] == f"  ... and {79 - LISTED_MATCHES} more that match (--json lists every file)"

@@ -197,7 +197,8 @@ def restore(
                 soft_wrap=True,
                 markup=False,
             )
-        for line in outcome.result.summary:
-            console.print(line, soft_wrap=True)
+        # one print, no markup: a file named "[red]" is a name, and a print per line of a
+        # long summary cost more than the restore it reports
+        console.print("\n".join(outcome.result.summary), soft_wrap=True, markup=False)
     if not outcome.result.ok:
         raise typer.Exit(1)

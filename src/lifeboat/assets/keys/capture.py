@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from lifeboat.policy import Policy
 
 MAX_KEY_FILE = 1 << 20  # key material is small; larger files are captured but not fingerprinted
+LISTED_MATCHES = 50  # matching fingerprints a human summary lists (--json lists every file)
 
 
 def fingerprint_of(repo: Repository) -> Describe:
@@ -84,7 +85,7 @@ def restore_keys(
         f"(files 0600, directories 0700); {sum(f['match'] for f in files)} of {len(files)} "
         "fingerprints match the backup"
     ]
-    summary += [f"  {'ok  ' if f['match'] else 'FAIL'} {f['path']} {f['fingerprint']}" for f in files]
+    summary += fingerprint_lines(files)
     return {
         "ok": ok,
         "asset": info.asset,
@@ -95,3 +96,15 @@ def restore_keys(
         "keys": files,
         "summary": summary,
     }
+
+
+def fingerprint_lines(files: list[dict[str, Any]]) -> list[str]:
+    """Every mismatch, and the first LISTED_MATCHES matches: thirty thousand "ok" lines
+    would bury a FAIL (and took a third of such a restore's time to print)."""
+    failed = [f for f in files if not f["match"]]
+    matched = [f for f in files if f["match"]]
+    lines = [f"  FAIL {f['path']} {f['fingerprint']}" for f in failed]
+    lines += [f"  ok   {f['path']} {f['fingerprint']}" for f in matched[:LISTED_MATCHES]]
+    if len(matched) > LISTED_MATCHES:
+        lines.append(f"  ... and {len(matched) - LISTED_MATCHES} more that match (--json lists every file)")
+    return lines
