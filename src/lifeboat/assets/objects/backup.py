@@ -62,10 +62,12 @@ def _capture(session: BackupSession, source: Source, obj: ObjectInfo, counters: 
 
 
 def mtime_ns_of(obj: ObjectInfo) -> int:
+    """The object's last-modified time as an entry's mtime."""
     return int(obj.last_modified.timestamp() * 1e9)
 
 
 def counted_download(obj: ObjectInfo, entry: Entry, counters: Counters) -> None:
+    """Counts a download whose stored size is the listed one (else a retryable short read)."""
     if entry.size != obj.size:
         raise ValueError("short read")  # a dropped connection can end a body early
     counters.add(downloaded=1, bytes_downloaded=entry.size)
@@ -144,6 +146,7 @@ def _put_walked(session: BackupSession, source: DirSource, walked: _Walked, coun
 
 
 def capture_labels(asset: ObjectsAsset, versioning: str, counters: Counters) -> dict[str, str]:
+    """The snapshot labels of an objects backup: its source and what the transfer did."""
     return {
         "source": asset.source,
         "versioning": versioning,
