@@ -196,3 +196,65 @@ def test_a_jobs_deadline_is_the_earliest_of_its_timeout_its_window_end_and_a_day
     assert job_deadline(start, window, True) == (datetime(2026, 11, 25, 5, 0), "window")
     assert job_deadline(start, window, True, timedelta(hours=1)) == (datetime(2026, 11, 25, 2, 30), "timeout")
     assert job_deadline(start, window, True, timedelta(hours=9)) == (datetime(2026, 11, 25, 5, 0), "window")
+
+
+# The alarm can land while the main thread holds a lock that is not re-entrant; the unwind
+# that then needs the same lock waits forever. This process does exactly that, on purpose.
+STUCK_UNWIND = """
+import threading
+from datetime import timedelta
+from lifeboat.ops.deadline import deadline
+
+held = threading.Lock()
+with deadline(timedelta(seconds=1), "backup of docs stopped: it ran past its timeout of 1s",
+              grace=timedelta(seconds=1)):
+    try:
+        held.acquire()
+        threading.Event().wait()  # where the alarm lands, the lock held
+    finally:
+        held.acquire()  # the unwind needs the lock: it never returns
+"""
+
+
+def test_a_stopped_backup_whose_unwind_hangs_is_ended_after_its_grace():
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", STUCK_UNWIND], capture_output=True, text=True, timeout=120)
+
+    assert ended.returncode == 1
+    assert ended.stderr == (
+        "lifeboat: error: backup of docs stopped: it ran past its timeout of 1s;"
+        " it had not stopped 1s later, so it was ended\n"
+    )
+
+
+def test_a_job_that_ends_in_time_leaves_no_watchdog_behind():
+    from datetime import timedelta
+
+    from lifeboat.ops.deadline import deadline
+
+    stuck: list[str] = []
+    with deadline(timedelta(hours=1), "stopped", grace=timedelta(0), stuck=stuck.append):
+        watchdogs = [t for t in threading.enumerate() if t.name == "deadline-watchdog"]
+        assert len(watchdogs) == 1
+    watchdogs[0].join(timeout=30)
+    assert not watchdogs[0].is_alive()
+    assert stuck == []
+
+
+def test_a_job_stopped_at_its_deadline_that_unwinds_is_not_ended():
+    from datetime import timedelta
+
+    from lifeboat.ops.deadline import DeadlineExceeded, deadline
+
+    stuck: list[str] = []
+    limit, grace = timedelta(milliseconds=50), timedelta(hours=1)
+    with (
+        pytest.raises(DeadlineExceeded, match=r"^stopped$"),
+        deadline(limit, "stopped", grace=grace, stuck=stuck.append),
+    ):
+        watchdogs = [t for t in threading.enumerate() if t.name == "deadline-watchdog"]
+        threading.Event().wait(60)  # the alarm ends this wait
+    watchdogs[0].join(timeout=30)
+    assert not watchdogs[0].is_alive()  # the unwind ended it, long before its grace ran out
+    assert stuck == []
