@@ -94,8 +94,9 @@ class SnapshotReader:
         what = f"snapshot {self.info.short_id}"
         return iter_tree(self._trees.get, self.info.tree, self.info.tree_format, what)
 
-    def _selected(self, select: Callable[[Entry], bool] | None) -> Callable[[], Iterator[Entry]]:
-        """The entries a restore writes, as a pass that can be made again."""
+    def selected(self, select: Callable[[Entry], bool] | None) -> Callable[[], Iterator[Entry]]:
+        """The entries a restore writes, as a pass that can be made again (of a per-directory
+        tree, a pass holds one directory at a time)."""
         if self.info.tree_format == TREE_FORMAT_SINGLE:
             # One entry per path (the last wins): older snapshots could hold two roots with
             # one basename, and two writers of one path would race on its temp file.
@@ -165,7 +166,7 @@ class SnapshotReader:
             raise RestoreError(
                 f"target {target} is not empty", hint="choose an empty directory or pass --force"
             )
-        entries = self._selected(select)
+        entries = self.selected(select)
         do_chown = os.geteuid() == 0 if chown is None else chown
         meta = _Metadata(do_chown, mode_of)
         progress.start(check_space(target, entries, force))  # refuses unsafe paths too

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -43,17 +44,23 @@ def short_key(key: str, limit: int = 60) -> str:
     return key if len(key) <= limit else f"{key[: limit - 20]}…{key[-12:]} ({len(key)} chars)"
 
 
-def unmappable_keys(keys: Iterable[str]) -> list[str]:
+def unmappable_keys(keys: Iterable[str], *, from_directory: bool = False) -> list[str]:
     """Keys that no directory can hold, each with the reason: a path segment longer than a
-    file name can be, or a key that is also a "directory" of another key."""
-    paths = {key: key_to_relpath(key) for key in keys}
-    files = set(paths.values())
+    file name can be, or a key that is also a "directory" of another key. Keys walked from
+    a directory cannot be both (one name in a directory is a file or a directory, never
+    both): ``from_directory`` checks only their segments, as they come, holding no key."""
     problems = []
-    for key, rel in paths.items():
-        segments = rel.split("/")
-        if any(len(os.fsencode(seg)) > NAME_MAX for seg in segments):
+    files: set[str] = set()
+    walked: list[tuple[str, str]] = []
+    for key in keys:
+        rel = key_to_relpath(key)
+        if any(len(os.fsencode(seg)) > NAME_MAX for seg in rel.split("/")):
             problems.append(f"{short_key(key)}: a path segment is longer than {NAME_MAX} bytes")
-            continue
+        elif not from_directory:
+            files.add(rel)
+            walked.append((key, rel))
+    for key, rel in walked:
+        segments = rel.split("/")
         for depth in range(1, len(segments)):
             prefix = "/".join(segments[:depth])
             if prefix in files:
@@ -81,12 +88,22 @@ def open_dir_target(target: DirSource) -> None:
         raise RestoreError(f"cannot create target {target.url}: {exc.strerror or exc}") from None
 
 
-def check_space(target: DirSource, sizes: Iterable[int], replaced: Iterable[int]) -> None:
-    """Refuse up front when the directory's filesystem obviously cannot hold the objects
-    (less the files they replace, whose space comes back)."""
-    free, block = free_space(target.root)
-    needed = sum(rounded(size, block) for size in sizes) - sum(rounded(size, block) for size in replaced)
-    refuse_short_space(target.url, needed, free)
+class SpaceNeeded:
+    """What a restore into a directory will take on its filesystem, object by object: each
+    file's blocks, less those of the file it replaces (whose space comes back)."""
+
+    def __init__(self, target: DirSource) -> None:
+        self.target = target
+        self.free, self.block = free_space(target.root)
+        self.needed = 0
+
+    def add(self, size: int, replaced: int | None) -> None:
+        """One object of ``size`` bytes, replacing a file of ``replaced`` bytes (or none)."""
+        self.needed += rounded(size, self.block) - (rounded(replaced, self.block) if replaced else 0)
+
+    def refuse_short(self) -> None:
+        """Refuse up front when the filesystem obviously cannot hold the objects."""
+        refuse_short_space(self.target.url, self.needed, self.free)
 
 
 class DirWriter:
@@ -97,7 +114,8 @@ class DirWriter:
 
     def __init__(self, target: DirSource, fresh: bool) -> None:
         self.tree = TargetDir(target.root, fresh=fresh)
-        self._sizes: list[int] = []
+        self._written = 0  # bytes, for the full-disk message
+        self._lock = threading.Lock()
 
     def write(self, key: str, chunks: Iterable[bytes]) -> int:
         """Write the object; returns its size. OS errors are permanent here (never retried):
@@ -136,7 +154,8 @@ class DirWriter:
             self.tree.install(dir_fd, path, name, rel)
         else:
             self.tree.record(rel, False)
-        self._sizes.append(size)  # atomic, unlike +=
+        with self._lock:
+            self._written += size
         return size
 
     def delete(self, key: str) -> None:
@@ -169,7 +188,7 @@ class DirWriter:
         """Remove what this restore wrote and return the error to raise."""
         removed = self.tree.take_back()
         return RestoreError(
-            f"no space left on the filesystem of {target} after {readable_size(sum(self._sizes))}; "
+            f"no space left on the filesystem of {target} after {readable_size(self._written)}; "
             f"removed the {removed} files and directories this restore had created",
             hint="free space or restore elsewhere, then run the restore again",
         )

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.objects.dirtarget import (
     DirWriter,
     DiskFull,
-    check_space,
+    SpaceNeeded,
     open_dir_target,
     refuse_unmappable,
     unmappable_keys,
@@ -26,7 +27,7 @@ from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, source_for
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError
-from lifeboat.repo import Entry, SnapshotReader
+from lifeboat.repo import Entry, SnapshotInfo, SnapshotReader
 from lifeboat.units import format_bytes
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 
 MULTIPART_READ = 1 << 20
+# Objects a restore plans in pack order at once: fewer than a files restore's PLAN_FILES,
+# as an object's entry carries its metadata (~1 KB); still many packs' worth of small objects.
+PLAN_OBJECTS = 4096
 
 
 class ChunkStream(io.RawIOBase):
@@ -104,15 +108,21 @@ def state_from_versions(versions: list[ObjectInfo], at: datetime) -> tuple[dict[
     return live, set(newest)
 
 
-def plan_items(reader: SnapshotReader, source: Source | None, at: datetime | None) -> list[Item]:
-    """What the restore writes: the snapshot's objects, or each key's version at `at`."""
-    entries = {e.path: e for e in reader.entries() if e.type == "file"}
+ItemPass = Callable[[], Iterator[Item]]  # a pass over what a restore writes, made again at will
+
+
+def plan_items(reader: SnapshotReader, source: Source | None, at: datetime | None) -> ItemPass:
+    """What the restore writes: the snapshot's objects, or each key's version at `at`.
+    The snapshot's objects are read from its tree as they come: a pass over a snapshot of
+    a directory holds one directory at a time, not every object."""
+    files = reader.selected(lambda e: e.type == "file")
     if source is None or at is None:
-        return [Item(k, entry=e) for k, e in sorted(entries.items())]
+        return lambda: (Item(e.path, entry=e) for e in files())
     live, known = state_from_versions(source.list_versions(), at)
     items = [Item(k, version=v) for k, v in live.items()]
-    items += [Item(k, entry=e) for k, e in entries.items() if k not in known]  # history pruned: use snapshot
-    return sorted(items, key=lambda i: i.key)
+    items += [Item(e.path, entry=e) for e in files() if e.path not in known]  # history pruned: use snapshot
+    items.sort(key=lambda i: i.key)
+    return lambda: iter(items)
 
 
 def part_of(items: list[Item], shard: int, shards: int) -> list[Item]:
@@ -122,9 +132,7 @@ def part_of(items: list[Item], shard: int, shards: int) -> list[Item]:
 
     if not 0 <= shard < shards:
         raise ConfigError(f"--shard {shard} is not one of 0 to {shards - 1}")
-    weights = [
-        (i.entry.size if i.entry else i.version.size if i.version else 0) + OBJECT_WEIGHT for i in items
-    ]
+    weights = [_size(i) + OBJECT_WEIGHT for i in items]
     starts = cuts(weights, shards)
     end = starts[shard + 1] if shard + 1 < shards else len(items)
     return items[starts[shard] : end]
@@ -155,6 +163,60 @@ def refuse_unconfirmed(request: RestoreRequest) -> None:
         )
 
 
+@dataclass
+class _Survey:
+    """One pass over what a restore writes, before it writes: what it will do, counted."""
+
+    objects: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    unmappable: list[str] = field(default_factory=list)
+    deletions: list[str] = field(default_factory=list)
+
+
+def _survey(
+    items: ItemPass, current: dict[str, ObjectInfo], in_place: bool, space: SpaceNeeded | None
+) -> _Survey:
+    survey = _Survey()
+    stale = set(current) if in_place else set()
+    for item in items():
+        survey.objects += 1
+        stale.discard(item.key)
+        existing = current.get(item.key)
+        if _identical(item, existing):
+            survey.skipped += 1
+            continue
+        size = _size(item)
+        survey.bytes += size
+        if space is not None:
+            space.add(size, existing.size if existing else None)
+    survey.deletions = sorted(stale)
+    return survey
+
+
+def _check_mappable(
+    items: ItemPass, target: Source, info: SnapshotInfo, target_url: str, dry_run: bool
+) -> list[str]:
+    """Keys the directory target cannot hold: refused before anything is written."""
+    if not isinstance(target, DirSource):
+        return []
+    from_directory = info.labels.get("source", "").startswith("dir://")
+    unmappable = unmappable_keys((i.key for i in items()), from_directory=from_directory)
+    if not dry_run:
+        refuse_unmappable(unmappable, target_url)
+    return unmappable
+
+
+def _list_target(target: Source, dry_run: bool, counters: Counters) -> dict[str, ObjectInfo]:
+    if isinstance(target, DirSource) and dry_run and not target.root.is_dir():
+        return {}  # a dry run creates nothing, not even the target directory
+    if isinstance(target, DirSource):
+        open_dir_target(target)  # a local OS error is permanent: never retried
+        return {o.key: o for o in target.list_current()}
+    with_retries("checking the target", target.ensure_exists, counters)
+    return {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
+
+
 def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
     """Restore a snapshot's objects (and, for a past time, the source's versions) into the target."""
     started = time.monotonic()
@@ -176,21 +238,13 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
             source = None  # no history to use: snapshots only
     t0 = time.monotonic()
     items = plan_items(reader, source, at)
-    unmappable = unmappable_keys(i.key for i in items) if isinstance(target, DirSource) else []
-    if not request.dry_run:
-        refuse_unmappable(unmappable, target_url)  # before anything is written
-    if isinstance(target, DirSource) and request.dry_run and not target.root.is_dir():
-        current = {}  # a dry run creates nothing, not even the target directory
-    elif isinstance(target, DirSource):
-        open_dir_target(target)  # a local OS error is permanent: never retried
-        current = {o.key: o for o in target.list_current()}
-    else:
-        with_retries("checking the target", target.ensure_exists, counters)
-        current = {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
+    unmappable = _check_mappable(items, target, info, target_url, request.dry_run)
+    current = _list_target(target, request.dry_run, counters)
     if request.shard is not None:
         # one of N workers restoring into the same target: the others' objects are expected
-        items = part_of(items, request.shard, int(request.shards or 1))
-        mine = {i.key for i in items}
+        part = part_of(sorted(items(), key=lambda i: i.key), request.shard, int(request.shards or 1))
+        items = lambda: iter(part)  # noqa: E731
+        mine = {i.key for i in part}
         current = {k: o for k, o in current.items() if k in mine}
     if current and not in_place and not request.force and not request.dry_run:
         raise RestoreError(
@@ -198,31 +252,36 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
             hint="restore into an empty bucket/prefix or directory, or pass --force",
         )
     result = ObjectsRestoreResult(True, asset.name, info.id, target_url, dry_run=request.dry_run)
-    wanted = {i.key for i in items}
-    todo = [i for i in items if not _identical(i, current.get(i.key))]
-    result.skipped = len(items) - len(todo)
-    deletions = sorted(k for k in current if k not in wanted) if in_place else []
-    result.phases["plan"] = round(time.monotonic() - t0, 3)
+
+    def todo() -> Iterator[Item]:
+        return (i for i in items() if not _identical(i, current.get(i.key)))
+
     if result.dry_run:
+        survey = _survey(items, current, in_place, None)
+        result.skipped = survey.skipped
+        result.phases["plan"] = round(time.monotonic() - t0, 3)
         result.plan = {
-            "restore": [i.key for i in todo],
-            "delete": deletions,
-            "unchanged": [i.key for i in items if i not in todo],
+            "restore": sorted(i.key for i in todo()),
+            "delete": survey.deletions,
+            "unchanged": sorted(i.key for i in items() if _identical(i, current.get(i.key))),
             "unmappable": unmappable,
         }
         result.summary = [
-            f"dry run: {len(todo)} objects would be restored, {len(deletions)} deleted "
-            f"(delete markers), {result.skipped} already identical"
+            f"dry run: {survey.objects - survey.skipped} objects would be restored, {len(survey.deletions)} "
+            f"deleted (delete markers), {result.skipped} already identical"
         ]
         if unmappable:
             result.ok = False
             result.summary.append(f"{len(unmappable)} keys cannot be files in this directory:")
             result.summary += [f"  UNMAPPABLE {p}" for p in unmappable]
         return result
-    sizes = [i.entry.size if i.entry else i.version.size if i.version else 0 for i in todo]
-    if isinstance(target, DirSource):
-        check_space(target, sizes, [current[i.key].size for i in todo if i.key in current])
-    progress.start(sum(sizes))
+    space = SpaceNeeded(target) if isinstance(target, DirSource) else None
+    survey = _survey(items, current, in_place, space)
+    result.skipped, deletions = survey.skipped, survey.deletions
+    result.phases["plan"] = round(time.monotonic() - t0, 3)
+    if space is not None:
+        space.refuse_short()
+    progress.start(survey.bytes)
     t0 = time.monotonic()
     writer = DirWriter(target, fresh=not current) if isinstance(target, DirSource) else None
 
@@ -270,14 +329,18 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
         except (IntegrityError, RestoreError, OSError) as exc:
             result.failed.append(f"{item.key}: {exc}")
             return
-        size = item.entry.size if item.entry else item.version.size if item.version else 0
+        size = _size(item)
         # reused: counts objects taken from the snapshot
         counters.add(downloaded=1, bytes_downloaded=size, reused=int(item.entry is not None))
         progress.advance(size)
 
+    workers = transfer_workers(target, asset)
     try:
-        with reader.planned(i.entry for i in todo if i.entry is not None):
-            run_batched(restore_one, todo, transfer_workers(target, asset))
+        # in bounded batches, each planned in pack order: memory stays flat in the number
+        # of objects, and a batch is still many packs' worth of small objects
+        for batch in _batches(todo(), PLAN_OBJECTS):
+            with reader.planned(i.entry for i in batch if i.entry is not None):
+                run_batched(restore_one, batch, workers)
         for key in deletions:
             if writer is not None:
                 writer.delete(key)
@@ -304,6 +367,15 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
         "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()),
     ] + [f"  FAILED {f}" for f in result.failed[:20]]
     return result
+
+
+def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
+    while batch := list(islice(items, size)):
+        yield batch
+
+
+def _size(item: Item) -> int:
+    return item.entry.size if item.entry else item.version.size if item.version else 0
 
 
 def _identical(item: Item, current: ObjectInfo | None) -> bool:
