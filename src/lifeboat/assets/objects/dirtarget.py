@@ -44,29 +44,47 @@ def short_key(key: str, limit: int = 60) -> str:
     return key if len(key) <= limit else f"{key[: limit - 20]}…{key[-12:]} ({len(key)} chars)"
 
 
-def unmappable_keys(keys: Iterable[str], *, from_directory: bool = False) -> list[str]:
-    """Keys that no directory can hold, each with the reason: a path segment longer than a
-    file name can be, or a key that is also a "directory" of another key. Keys walked from
-    a directory cannot be both (one name in a directory is a file or a directory, never
-    both): ``from_directory`` checks only their segments, as they come, holding no key."""
-    problems = []
-    files: set[str] = set()
-    walked: list[tuple[str, str]] = []
-    for key in keys:
+class UnmappableKeys:
+    """Finds the keys that no directory can hold, fed one key at a time, each with the
+    reason: a path segment longer than a file name can be, or a key that is also a
+    "directory" of another key. Keys walked from a directory cannot be both (one name in a
+    directory is a file or a directory, never both): ``from_directory`` checks only their
+    segments, holding no key."""
+
+    def __init__(self, *, from_directory: bool = False) -> None:
+        self.from_directory = from_directory
+        self._problems: list[str] = []
+        self._files: set[str] = set()
+        self._keys: list[tuple[str, str]] = []
+
+    def add(self, key: str) -> None:
+        """One more key of the restore."""
         rel = key_to_relpath(key)
         if any(len(os.fsencode(seg)) > NAME_MAX for seg in rel.split("/")):
-            problems.append(f"{short_key(key)}: a path segment is longer than {NAME_MAX} bytes")
-        elif not from_directory:
-            files.add(rel)
-            walked.append((key, rel))
-    for key, rel in walked:
-        segments = rel.split("/")
-        for depth in range(1, len(segments)):
-            prefix = "/".join(segments[:depth])
-            if prefix in files:
-                problems.append(f"{short_key(key)}: {short_key(prefix)} is also an object")
-                break
-    return problems
+            self._problems.append(f"{short_key(key)}: a path segment is longer than {NAME_MAX} bytes")
+        elif not self.from_directory:
+            self._files.add(rel)
+            self._keys.append((key, rel))
+
+    def found(self) -> list[str]:
+        """Every problem among the keys added so far."""
+        problems = list(self._problems)
+        for key, rel in self._keys:
+            segments = rel.split("/")
+            for depth in range(1, len(segments)):
+                prefix = "/".join(segments[:depth])
+                if prefix in self._files:
+                    problems.append(f"{short_key(key)}: {short_key(prefix)} is also an object")
+                    break
+        return problems
+
+
+def unmappable_keys(keys: Iterable[str], *, from_directory: bool = False) -> list[str]:
+    """The problems of ``keys`` as UnmappableKeys finds them."""
+    check = UnmappableKeys(from_directory=from_directory)
+    for key in keys:
+        check.add(key)
+    return check.found()
 
 
 def refuse_unmappable(problems: list[str], target: str) -> None:
