@@ -57,3 +57,31 @@ def test_the_cache_of_the_old_escrow_key_put_in_place_of_the_new_ones_is_refused
     # the departed custodian's quorum opens none of it
     old = env.run(*restore, "--force", *shares(env, "alice", "carol"), check=False)
     assert old.returncode != 0 and "escrow key" in old.stderr
+
+
+def test_the_cache_tells_an_insider_nothing_to_test_a_guessed_key_against(env: KeysEnv) -> None:  # noqa: F811
+    """Key material's entries name a plain SHA-256 of each file (checked at restore). The
+    insider who reads the state dir must not find it there: a 6-digit PIN file would fall to
+    a million guesses in a second. The scoped cache keeps its entries sealed."""
+    import hashlib
+    import io
+
+    import zstandard
+
+    pin = b"482913"
+    (env.root / "platform-keys" / "pin.txt").write_bytes(pin)
+    env.run("backup", "platform-keys")
+    env.run("backup", "platform-keys")  # the unchanged files come from the cache, and go back to it
+    assert env.json("snapshots")[-1]["stats"]["reused_files"] > 0
+
+    state = load_policy(env.policy).state_dir
+    readable = []
+    for path in state.rglob("*"):
+        if path.is_file():
+            raw = path.read_bytes()
+            if path.suffix == ".zst":  # written as a stream: no content size in its header
+                raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
+            readable.append(raw)
+    digest = hashlib.sha256(pin).hexdigest().encode()
+    assert parent_caches(env) and readable
+    assert not any(digest in data or pin in data for data in readable)

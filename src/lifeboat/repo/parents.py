@@ -22,17 +22,21 @@ read again); caches of the earlier unauthenticated forms are not read at all.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from lifeboat.errors import ConfigError
 from lifeboat.private import private_dir, write_private
@@ -53,10 +57,35 @@ def cache_key_of(mac: Callable[[bytes], bytes], asset: str) -> bytes:
 
 @dataclass(frozen=True)
 class ParentFile:
-    """An asset's parent cache: where it lives and the key its lines are MAC'd with."""
+    """An asset's parent cache: where it lives and the key its lines are MAC'd with. A
+    ``sealed`` cache also keeps each entry encrypted under a key derived from that one: key
+    material's entries carry a plain SHA-256 of the file, which an insider who reads the
+    state dir could test guesses of a short secret (a PIN file) against."""
 
     path: Path
     key: bytes = field(repr=False)
+    sealed: bool = False
+
+    @cached_property
+    def _cipher(self) -> ChaCha20Poly1305:
+        return ChaCha20Poly1305(hashlib.blake2b(key=self.key, digest_size=32, person=SEAL_FORM).digest())
+
+    def hide(self, entry: bytes) -> bytes:
+        """An entry as this cache stores it (encrypted, in base64, when sealed)."""
+        if not self.sealed:
+            return entry
+        nonce = os.urandom(NONCE_BYTES)
+        return base64.b64encode(nonce + self._cipher.encrypt(nonce, entry, None))
+
+    def reveal(self, stored: bytes) -> bytes | None:
+        """An entry from what this cache stores (None: one it cannot open)."""
+        if not self.sealed:
+            return stored
+        try:
+            raw = base64.b64decode(stored, validate=True)
+            return self._cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], None)
+        except (ValueError, InvalidTag):
+            return None
 
     def _mac(self, rest: bytes, form: bytes) -> bytes:
         return hashlib.blake2b(rest, key=self.key, digest_size=16, person=form).hexdigest().encode()
@@ -75,6 +104,8 @@ class ParentFile:
 
 STREAM_FORM = b"lb-parents-strm"  # BLAKE2b personalisation (at most 16 bytes): one per form
 WHOLE_FORM = b"lb-parents-whole"
+SEAL_FORM = b"lb-parents-seal"  # ... and one for the key that seals a sealed cache's entries
+NONCE_BYTES = 12
 
 
 class ParentCache:
@@ -115,7 +146,8 @@ class ParentCache:
 
     def lookup_encoded(self, identity: str) -> bytes | None:
         """The parent's entry with this identity as stored (its JSON), if any."""
-        return self.entries.get(orjson.dumps(identity))
+        stored = self.entries.get(orjson.dumps(identity))
+        return stored if stored is None or self.file is None else self.file.reveal(stored)
 
     def save(self, entries: dict[str, dict[str, Any]]) -> None:
         """Replaces the cache with this run's entries."""
@@ -127,7 +159,10 @@ class ParentCache:
         if file is None:
             return
         self.entries = {}  # the old generation is not needed any more: free it first
-        lines = (file.line(orjson.dumps(identity) + b"\t" + entry, WHOLE_FORM) for identity, entry in entries)
+        lines = (
+            file.line(orjson.dumps(identity) + b"\t" + file.hide(entry), WHOLE_FORM)
+            for identity, entry in entries
+        )
         raw = b"\n".join([WHOLE_MAGIC, *lines])
         try:
             private_dir(file.path.parent)
@@ -220,7 +255,7 @@ class ParentStream:
         if current is None or current[0] != key or current[1] != orjson.dumps(identity):
             return None
         self._advance()
-        return current[2]
+        return self._file.reveal(current[2]) if self._file is not None else None
 
     def close(self) -> None:
         """Stops reading (the rest of the cache is not needed)."""
@@ -258,7 +293,7 @@ class ParentStreamWriter:
         """One file of this run, in walk order, with its encoded entry."""
         if self._out is None or self.file is None:
             return
-        rest = orjson.dumps(path) + b"\t" + orjson.dumps(identity) + b"\t" + entry
+        rest = orjson.dumps(path) + b"\t" + orjson.dumps(identity) + b"\t" + self.file.hide(entry)
         self._lines.append(self.file.line(rest, STREAM_FORM) + b"\n")
         if len(self._lines) >= 512:
             self._write_lines()

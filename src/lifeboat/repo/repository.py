@@ -509,13 +509,14 @@ class Repository:
 
     def parent_cache(self, asset: str, scope: str = "") -> ParentFile | None:
         """An asset's parent-snapshot cache: where it lives and its MAC key (None without a
-        cache dir). A ``scope`` is a cache of its own, its lines MAC'd apart: one written
-        under another scope is refused, not used."""
+        cache dir). A ``scope`` (an escrow key's, for key material) is a cache of its own,
+        its lines MAC'd apart (one written under another scope is refused, not used) and its
+        entries sealed (they name a plain SHA-256 of each key file)."""
         if self.cache_dir is None:
             return None
         name = f"{asset}\0{scope}" if scope else asset
         path = self.cache_dir / "parents" / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.json.zst"
-        return ParentFile(path, cache_key_of(self.keyring.mac, name))
+        return ParentFile(path, cache_key_of(self.keyring.mac, name), sealed=bool(scope))
 
     @property
     def cache_seal(self) -> CacheSeal:
