@@ -6,16 +6,18 @@ and a changed file is read again; the restore gives back every byte."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from lifeboat.assets.objects.keypaths import relpath_to_key
-from lifeboat.assets.objects.source import DirSource, ObjectInfo
+from lifeboat.assets.objects.source import DirSource, ObjectDir, ObjectInfo
 from lifeboat.repo.parents import walk_key
 from tests.harness import LifeboatCli, PolicyBuilder
 
 # relative paths in the source directory: names that sort differently flat and per
-# level ('.', '-' and ' ' come before '/'), upper case, escaped segments ('%25' is the key
-# segment '%', '%2E%2E' the key segment '..'), an empty file, a deep one
+# level ('.', '-' and ' ' come before '/'), upper case, tokens ('%2E%2E' is the key segment
+# '..', '%25%2E' the key segment '%2E'), a '%' of a file's own name (which once had no key
+# that named it again, and failed the backup), an empty file, a deep one
 NAMES = [
     "photo.jpg",
     "photo/x.jpg",
@@ -24,6 +26,9 @@ NAMES = [
     "Zeta/a.bin",
     "a/b/c/d/e/f/deep.bin",
     "%25/percent.bin",
+    "%/raw-percent.bin",
+    "sale/50%off.jpg",
+    "%25%2E/escaped-token.bin",
     "%2E%2E/dots.bin",
     "-a/minus.bin",  # before ".." as a key, after "%2E%2E" as a name
     "empty.bin",
@@ -85,3 +90,91 @@ def test_the_walk_gives_keys_in_the_order_of_a_streamed_tree(tmp_path: Path) -> 
     assert keys == sorted(keys, key=walk_key)
     assert {i.key for i in walked if isinstance(i, ObjectInfo)} == {relpath_to_key(n) for n in NAMES}
     assert keys.index("-a") < keys.index("..") < keys.index("../dots.bin") < keys.index("photo")
+
+
+def test_an_unreadable_directory_of_the_source_stops_the_backup_with_its_path_named() -> None:
+    """One line naming the directory, not an internal error; what was walked before it is
+    not committed. As root, the directory is root's and lifeboat runs as `nobody`."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="lifeboat-unreadable-"))
+    os.chmod(base, 0o755)  # nobody must reach what it is allowed to read
+    user = "nobody" if os.geteuid() == 0 else None
+    locked = base / "media" / "locked"
+    try:
+        (base / "media" / "ok").mkdir(parents=True)
+        (base / "media" / "ok" / "a.bin").write_bytes(b"a")
+        locked.mkdir()
+        (locked / "b.bin").write_bytes(b"b")
+        work = base / "work"
+        work.mkdir()
+        policy = (
+            PolicyBuilder()
+            .repository(f"file://{work / 'repo'}")
+            .state(work / "state")
+            .data_class("standard", rpo="1d", rto="1h")
+            .objects("media", f"dir://{base / 'media'}")
+            .write(work / "lifeboat.toml")
+        )
+        if user:
+            for path in (work, policy):
+                shutil.chown(path, user)
+        os.chmod(locked, 0o700 if user else 0o000)
+        lb = LifeboatCli(policy, user=user, cwd=work)
+        lb.run("init", "--recovery-key-out", str(work / "recovery.key"))
+
+        proc = lb.run("backup", "media", check=False)
+
+        assert proc.returncode not in (0, 70), proc.stderr
+        assert f"cannot read {locked} in the source directory: Permission denied" in proc.stderr
+        assert "internal error" not in proc.stderr
+        assert lb.json("snapshots") == []
+    finally:
+        os.chmod(locked, 0o700)
+        shutil.rmtree(base)
+
+
+def test_a_file_deleted_between_the_walk_and_its_read_is_left_out(tmp_path: Path) -> None:
+    """A live media tree changes while it is backed up: a file the walk saw and that is
+    gone by its read is left out (counted as `vanished`), as a listing taken a moment later
+    would leave it out, and the backup of the rest commits. The deletion is made to land
+    in that window: right after the walk yields the file (its read comes files later)."""
+    from lifeboat import runtime
+    from lifeboat.assets.objects.backup import backup_directory
+    from lifeboat.assets.objects.model import ObjectsAsset
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.progress import NO_PROGRESS
+
+    source = tmp_path / "media"
+    source.mkdir()
+    for name in ("a.bin", "gone.bin", "z.bin"):
+        (source / name).write_bytes(os.urandom(300))
+    policy_path = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .data_class("standard", rpo="1d", rto="1h")
+        .objects("media", f"dir://{source}")
+        .write(tmp_path / "lifeboat.toml")
+    )
+    lb = LifeboatCli(policy_path)
+    recovery = str(tmp_path / "recovery.key")
+    lb.run("init", "--recovery-key-out", recovery)
+    policy = load_policy(policy_path)
+    asset = ObjectsAsset.of(policy.asset("media"))
+    walked = DirSource(f"dir://{source}")
+    walk = walked.walk_current
+
+    def walk_then_delete() -> Iterator[ObjectInfo | ObjectDir]:
+        for item in walk():
+            yield item
+            if item.key == "gone.bin":
+                (source / "gone.bin").unlink()
+
+    walked.walk_current = walk_then_delete  # type: ignore[method-assign]
+    info = backup_directory(asset, walked, runtime.open_for_write(policy), NO_PROGRESS)
+
+    assert info.labels["vanished"] == "1" and info.labels["downloaded"] == "2"
+    target = tmp_path / "restored"
+    lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery)
+    assert files_under(target) == files_under(source)  # a.bin and z.bin

@@ -23,12 +23,13 @@ PIPE_WIDTH = 100_000
 def make_console(stderr: bool = False) -> Console:
     """A console that fits the terminal when there is one, and never re-wraps otherwise. A
     COLUMNS inherited from a terminal does not count for a pipe (readline exports it into
-    the environment of every child of an interactive Python or shell)."""
+    the environment of every child of an interactive Python or shell). No emoji codes: a
+    file named `a:fire:b.pem` is printed as it is named."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     piped = not is_terminal(stream)
-    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH if piped else None)
+    return Console(stderr=stderr, highlight=False, emoji=False, width=PIPE_WIDTH if piped else None)
 
 
 def is_terminal(stream: Any) -> bool:

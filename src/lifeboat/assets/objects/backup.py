@@ -85,8 +85,11 @@ def _capture_in_order(
         counters.add(reused=1)
         return
 
-    def download() -> Entry:
-        body, info = source.open_with_info(obj)
+    def download() -> Entry | None:
+        try:
+            body, info = source.open_with_info(obj)
+        except FileNotFoundError:
+            return None  # deleted since the walk saw it: left out, as the walk leaves it out
         stream = SizedReads(body, obj.size)  # no 1 MiB block allocated to read 2 KB
         try:
             entry = session.read_stream(
@@ -100,7 +103,11 @@ def _capture_in_order(
         counted_download(obj, entry, counters)
         return entry
 
-    session.put(with_retries(f"reading {obj.key}", download, counters), obj.identity)
+    entry = with_retries(f"reading {obj.key}", download, counters)
+    if entry is None:
+        counters.add(vanished=1)
+        return
+    session.put(entry, obj.identity)
 
 
 _Walked = ObjectDir | tuple[ObjectInfo, bytes | None]  # a directory, or an object and its parent entry
@@ -155,7 +162,7 @@ def capture_labels(asset: ObjectsAsset, versioning: str, counters: Counters) -> 
         "reused": str(counters.reused),
         "bytes_downloaded": str(counters.bytes_downloaded),
         "retries": str(counters.retries),
-    }
+    } | ({"vanished": str(counters.vanished)} if counters.vanished else {})
 
 
 def backup_objects(

@@ -1,18 +1,37 @@
-"""Object keys as paths inside a directory and back: a reversible mapping that no key
-can use to escape the directory ('.', '..' and empty segments become %-tokens)."""
+"""Object keys as paths inside a directory and back: a mapping, one-to-one both ways, that
+no key can use to escape the directory. The segments '.', '..' and '' become the tokens
+'%2E', '%2E%2E' and '%00'; a segment that already looks like a token, or like an escaped
+one, is escaped with one more '%25' in front. Every other segment is itself, '%' and all:
+a media file named `50%off.jpg` is the key `50%off.jpg` and is restored under that name."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 SPECIAL_SEGMENTS = {"": "%00", ".": "%2E", "..": "%2E%2E"}
 DECODE_SEGMENTS = {v: k for k, v in SPECIAL_SEGMENTS.items()}
+ESCAPE = "%25"
+TOKEN_LIKE = re.compile(r"(?:%25)*(?:%00|%2E|%2E%2E)")  # a token, with any number of escapes
+
+
+def _encode(segment: str) -> str:
+    token = SPECIAL_SEGMENTS.get(segment)
+    if token is not None:
+        return token
+    return ESCAPE + segment if TOKEN_LIKE.fullmatch(segment) else segment
+
+
+def _decode(part: str) -> str:
+    special = DECODE_SEGMENTS.get(part)
+    if special is not None:
+        return special
+    return part[len(ESCAPE) :] if TOKEN_LIKE.fullmatch(part) else part
 
 
 def key_to_relpath(key: str) -> str:
-    """An object key as a relative path that cannot escape the directory: '.', '..' and
-    empty segments become %-tokens and '%' is escaped, so the mapping is reversible."""
-    return "/".join(SPECIAL_SEGMENTS.get(seg) or seg.replace("%", "%25") for seg in key.split("/"))
+    """An object key as a relative path that cannot escape the directory."""
+    return "/".join(_encode(seg) for seg in key.split("/"))
 
 
 def key_to_path(key: str) -> Path:
@@ -21,7 +40,5 @@ def key_to_path(key: str) -> Path:
 
 
 def relpath_to_key(rel: str) -> str:
-    """The object key of a path inside a directory source."""
-    return "/".join(
-        DECODE_SEGMENTS[p] if p in DECODE_SEGMENTS else p.replace("%25", "%") for p in rel.split("/")
-    )
+    """The object key of a path inside a directory source (``key_to_relpath`` undone)."""
+    return "/".join(_decode(p) for p in rel.split("/"))

@@ -40,7 +40,6 @@ LISTING_BUDGET = 64  # delimiter listings of a plan, plus 16 per shard
 class ShardCounters(Counters):
     """Per-shard transfer counters, reported in the shard's result record."""
 
-    vanished: int = 0  # listed by the inventory, deleted (every version) before the shard ran
     current_instead: int = 0  # the listed version was gone; the current one was read
 
 

@@ -541,6 +541,13 @@ class S3Source:
         )
 
 
+def _unreadable(path: str, exc: OSError) -> StorageError:
+    return StorageError(
+        f"cannot read {path} in the source directory: {exc.strerror or exc}",
+        hint="let the user lifeboat runs as read it, or move it out of the source",
+    )
+
+
 class DirSource:
     """A directory with object semantics: relative paths are keys."""
 
@@ -566,22 +573,37 @@ class DirSource:
         return self._walk(str(self.root), "")
 
     def _walk(self, directory: str, key_prefix: str) -> Iterator[ObjectInfo | ObjectDir]:
-        # scandir and strings, not os.walk and Paths: a media tree has tens of thousands of files
-        with os.scandir(directory) as listing:
-            children = sorted(((relpath_to_key(e.name), e) for e in listing), key=lambda child: child[0])
+        # scandir and strings, not os.walk and Paths: a media tree has tens of thousands of
+        # files. What is deleted while the walk runs is left out, as a bucket's listing
+        # would leave it out; what cannot be read stops the backup with its path named.
+        try:
+            with os.scandir(directory) as listing:
+                children = sorted(((relpath_to_key(e.name), e) for e in listing), key=lambda c: c[0])
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise _unreadable(directory, exc) from None
         for segment, entry in children:
             key = key_prefix + segment
-            if entry.is_dir(follow_symlinks=False):
-                yield ObjectDir(key, entry.stat(follow_symlinks=False).st_mtime_ns)
-                yield from self._walk(entry.path, key + "/")
-            elif entry.is_file() and not (entry.name.startswith(".") and entry.name.endswith(".lifeboat")):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    dir_mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+                    yield ObjectDir(key, dir_mtime)
+                    yield from self._walk(entry.path, key + "/")
+                    continue
+                if not entry.is_file() or (entry.name.startswith(".") and entry.name.endswith(".lifeboat")):
+                    continue
                 st = entry.stat()
-                yield ObjectInfo(
-                    key,
-                    st.st_size,
-                    f"{st.st_mtime_ns:x}-{st.st_ino:x}",
-                    datetime.fromtimestamp(st.st_mtime, UTC),
-                )
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _unreadable(entry.path, exc) from None
+            yield ObjectInfo(
+                key,
+                st.st_size,
+                f"{st.st_mtime_ns:x}-{st.st_ino:x}",
+                datetime.fromtimestamp(st.st_mtime, UTC),
+            )
 
     def will_read(self, obj: ObjectInfo) -> None:
         """Asks the kernel to read a file ahead (it does while earlier ones are stored);

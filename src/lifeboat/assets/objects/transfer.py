@@ -34,6 +34,7 @@ class Counters:
     reused: int = 0
     bytes_downloaded: int = 0
     retries: int = 0
+    vanished: int = 0  # listed or walked, then deleted before it was read
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
