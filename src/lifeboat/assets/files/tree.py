@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.readahead import will_need
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.parents import decoded_entry, walk_key
@@ -310,18 +311,8 @@ def _prefetch(batch: list[_Pending]) -> None:
     the disk once per file. Not files likely taken from the parent (nothing to read), nor
     large ones (their reads are large enough to keep the disk busy)."""
     for item in batch:
-        if item.parent is not None or item.size >= SMALL_FILE:
-            continue
-        try:
-            fd = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            continue  # reported by the read itself
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        if item.parent is None and item.size < SMALL_FILE:
+            will_need(item.path)
 
 
 def _entry(item: SourceItem, kind: Literal["dir", "symlink"], target: str = "") -> Entry:

@@ -31,6 +31,7 @@ from botocore.response import StreamingBody
 from lifeboat.assets.objects.keypaths import key_to_path, key_to_relpath, relpath_to_key
 from lifeboat.assets.objects.signed_requests import Answer, SignedRequests
 from lifeboat.errors import ConfigError, NotFoundError, StorageError
+from lifeboat.readahead import will_need
 from lifeboat.s3errors import S3Failure, classify
 from lifeboat.storage.credentials import aws_session
 
@@ -606,20 +607,8 @@ class DirSource:
             )
 
     def will_read(self, obj: ObjectInfo) -> None:
-        """Asks the kernel to read a file ahead (it does while earlier ones are stored);
-        a file that cannot be opened is reported by the read itself."""
-        try:
-            fd = os.open(
-                os.path.join(self.root, key_to_relpath(obj.key)), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-            )
-        except OSError:
-            return
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        """Asks the kernel to read a file ahead (it does while earlier ones are stored)."""
+        will_need(os.path.join(self.root, key_to_relpath(obj.key)))
 
     def list_versions(self) -> list[ObjectInfo]:
         """A directory's only versions are its current files."""
