@@ -178,3 +178,48 @@ def test_a_file_deleted_between_the_walk_and_its_read_is_left_out(tmp_path: Path
     target = tmp_path / "restored"
     lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery)
     assert files_under(target) == files_under(source)  # a.bin and z.bin
+
+
+def test_a_file_that_grows_between_the_walk_and_its_read_is_stored_as_read(tmp_path: Path) -> None:
+    """A log appended to while the backup runs: stored as it was when read (its size and
+    identity taken when it was opened), not refused for differing from the walk's size
+    (before: `short read` on every attempt, and the whole backup failed)."""
+    from lifeboat import runtime
+    from lifeboat.assets.objects.backup import backup_directory
+    from lifeboat.assets.objects.model import ObjectsAsset
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.progress import NO_PROGRESS
+
+    source = tmp_path / "media"
+    source.mkdir()
+    (source / "app.log").write_bytes(b"line 1\n")
+    policy_path = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .data_class("standard", rpo="1d", rto="1h")
+        .objects("media", f"dir://{source}")
+        .write(tmp_path / "lifeboat.toml")
+    )
+    lb = LifeboatCli(policy_path)
+    recovery = str(tmp_path / "recovery.key")
+    lb.run("init", "--recovery-key-out", recovery)
+    policy = load_policy(policy_path)
+    walked = DirSource(f"dir://{source}")
+    walk = walked.walk_current
+
+    def walk_then_append() -> Iterator[ObjectInfo | ObjectDir]:
+        for item in walk():
+            yield item
+            with open(source / "app.log", "ab") as log:
+                log.write(b"line 2, written after the walk saw the file\n")
+
+    walked.walk_current = walk_then_append  # type: ignore[method-assign]
+    repo = runtime.open_for_write(policy)
+    info = backup_directory(ObjectsAsset.of(policy.asset("media")), walked, repo, NO_PROGRESS)
+
+    assert info.labels["downloaded"] == "1"
+    target = tmp_path / "restored"
+    lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery)
+    assert (target / "app.log").read_bytes() == (source / "app.log").read_bytes()
+    unchanged = lb.json("backup", "media")[0]  # the identity stored is the one read
+    assert lb.json("snapshots")[-1]["labels"]["reused"] == "1", unchanged

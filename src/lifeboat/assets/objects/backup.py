@@ -85,29 +85,29 @@ def _capture_in_order(
         counters.add(reused=1)
         return
 
-    def download() -> Entry | None:
+    def download() -> tuple[Entry, str] | None:
         try:
-            body, info = source.open_with_info(obj)
+            body, now = source.open_with_info(obj)  # as it is now: it may have changed since the walk
         except FileNotFoundError:
             return None  # deleted since the walk saw it: left out, as the walk leaves it out
-        stream = SizedReads(body, obj.size)  # no 1 MiB block allocated to read 2 KB
+        stream = SizedReads(body, now.size)  # no 1 MiB block allocated to read 2 KB
         try:
             entry = session.read_stream(
                 obj.key,
                 stream,  # type: ignore[arg-type]
-                mtime_ns=mtime_ns_of(obj),
-                meta=object_meta(info),
+                mtime_ns=mtime_ns_of(now),
+                meta=object_meta(now),
             )
         finally:
             stream.close()
-        counted_download(obj, entry, counters)
-        return entry
+        counted_download(now, entry, counters)  # still growing as it was read: read again
+        return entry, now.identity
 
-    entry = with_retries(f"reading {obj.key}", download, counters)
-    if entry is None:
+    read = with_retries(f"reading {obj.key}", download, counters)
+    if read is None:
         counters.add(vanished=1)
         return
-    session.put(entry, obj.identity)
+    session.put(*read)
 
 
 _Walked = ObjectDir | tuple[ObjectInfo, bytes | None]  # a directory, or an object and its parent entry

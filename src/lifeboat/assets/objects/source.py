@@ -542,6 +542,13 @@ class S3Source:
         )
 
 
+def _file_info(key: str, st: os.stat_result) -> ObjectInfo:
+    """A file of a ``dir://`` source as an object: its identity changes with its content."""
+    return ObjectInfo(
+        key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_ino:x}", datetime.fromtimestamp(st.st_mtime, UTC)
+    )
+
+
 def _unreadable(path: str, exc: OSError) -> StorageError:
     return StorageError(
         f"cannot read {path} in the source directory: {exc.strerror or exc}",
@@ -599,12 +606,7 @@ class DirSource:
                 continue
             except OSError as exc:
                 raise _unreadable(entry.path, exc) from None
-            yield ObjectInfo(
-                key,
-                st.st_size,
-                f"{st.st_mtime_ns:x}-{st.st_ino:x}",
-                datetime.fromtimestamp(st.st_mtime, UTC),
-            )
+            yield _file_info(key, st)
 
     def will_read(self, obj: ObjectInfo) -> None:
         """Asks the kernel to read a file ahead (it does while earlier ones are stored)."""
@@ -615,8 +617,11 @@ class DirSource:
         return []
 
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
-        """Open a file for reading with its object info."""
-        return open(os.path.join(self.root, key_to_relpath(obj.key)), "rb"), obj
+        """Open a file for reading with its object info as it is now: a file that changed
+        since the walk (a log appended to) is described as it is read, not as listed."""
+        body = open(os.path.join(self.root, key_to_relpath(obj.key)), "rb")  # noqa: SIM115 - the caller's
+        st = os.fstat(body.fileno())
+        return body, _file_info(obj.key, st)
 
     def upload(
         self,
