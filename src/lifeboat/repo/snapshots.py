@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from lifeboat import clock
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.crypto.writers import ANY_ASSET, Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
@@ -151,11 +152,13 @@ class SnapshotListing:
 
 
 def _judged(
-    info: SnapshotInfo, check: SignatureCheck, trust: Trust | None, mtime: float
+    info: SnapshotInfo, check: SignatureCheck, trust: Trust | None, mtime: float, now: datetime
 ) -> SnapshotInfo | RefusedSnapshot:
     if trust is None:  # a legacy repository: no writer identities to check against
         return info
-    verdict: Verdict = trust.judge(check, info.asset, info.time, stored=trust.times.of(info.id, mtime))
+    verdict: Verdict = trust.judge(
+        check, info.asset, info.time, now=now, stored=trust.times.of(info.id, mtime)
+    )
     if verdict:
         return info
     return RefusedSnapshot(info.id, info.asset, info.time, verdict.writer, str(verdict.reason), held=info)
@@ -289,6 +292,7 @@ def list_snapshots(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(load, names))
     listing = SnapshotListing()
+    now = clock.now()  # one moment for the whole listing
     for name, result in zip(names, results, strict=True):
         if isinstance(result, tuple) and isinstance(result[0], Unopened):
             snapshot_id = name.rsplit("/", 1)[-1]
@@ -301,7 +305,7 @@ def list_snapshots(
             else:
                 listing.sealed[snapshot_id] = verdict
         elif isinstance(result, tuple):
-            judged = _judged(result[0], result[1], trust, listed[name].mtime)
+            judged = _judged(result[0], result[1], trust, listed[name].mtime, now)
             if isinstance(judged, SnapshotInfo):
                 listing.accepted.append(judged)
             else:
@@ -361,6 +365,8 @@ def cached_history(
         return None
     found = []
     added = False
+    now = clock.now()  # one moment for the whole listing (reading it per row cost a tenth)
+    checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's rows share one form
     for obj in storage.list("snapshots/"):
         snapshot_id = obj.name.rsplit("/", 1)[-1]
         row = summary.get(snapshot_id)
@@ -375,7 +381,10 @@ def cached_history(
             added = True
         if row[3] is None:
             continue  # sealed for another writer, or unsigned: never chosen
-        check = SignatureCheck.from_json(row[4])
+        form = tuple(row[4]) if isinstance(row[4], list) else ("",)
+        if form not in checks:
+            checks[form] = SignatureCheck.from_json(row[4])
+        check = checks[form]
         if check is None:
             return None
         if not _opens(codec, check, row[5] is True):
@@ -385,7 +394,7 @@ def cached_history(
         except (TypeError, ValueError):
             return None
         if trust is None or trust.judge(
-            check, snap.asset, snap.time, stored=trust.times.of(snapshot_id, obj.mtime)
+            check, snap.asset, snap.time, now=now, stored=trust.times.of(snapshot_id, obj.mtime)
         ):
             found.append(snap)
     if added:
