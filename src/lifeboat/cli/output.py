@@ -4,7 +4,6 @@ way it started; rich loads only when a console is first asked for (`--json` need
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 from functools import cache
@@ -70,4 +69,10 @@ def _json_default(value: Any) -> Any:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=_json_default, indent=2, sort_keys=False) + "\n")
+    """``data`` as indented JSON on standard output. orjson, not json: 10,000 snapshot rows
+    took a second to print (dataclasses and times serialised natively; the rest, such as
+    paths and sets, through ``_json_default``); non-ASCII text is written as UTF-8."""
+    import orjson
+
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    sys.stdout.write(orjson.dumps(data, default=_json_default, option=options).decode() + "\n")
