@@ -94,7 +94,8 @@ def test_the_walk_gives_keys_in_the_order_of_a_streamed_tree(tmp_path: Path) -> 
 
 def test_an_unreadable_directory_of_the_source_stops_the_backup_with_its_path_named() -> None:
     """One line naming the directory, not an internal error; what was walked before it is
-    not committed. As root, the directory is root's and lifeboat runs as `nobody`."""
+    not committed; a restore into a directory this user may not look into is refused the
+    same way. As root, the directory is root's and lifeboat runs as `nobody`."""
     import shutil
     import tempfile
 
@@ -130,6 +131,17 @@ def test_an_unreadable_directory_of_the_source_stops_the_backup_with_its_path_na
         assert f"cannot read {locked} in the source directory: Permission denied" in proc.stderr
         assert "internal error" not in proc.stderr
         assert lb.json("snapshots") == []
+
+        os.chmod(locked, 0o700)
+        shutil.rmtree(locked)
+        lb.run("backup", "media")
+        locked.mkdir()
+        os.chmod(locked, 0o700 if user else 0o000)
+        target = f"dir://{locked / 'restored'}"
+        key = str(work / "recovery.key")
+        restore = lb.run("restore", "media", "--target", target, "--recovery-key", key, check=False)
+        assert restore.returncode not in (0, 70), restore.stderr
+        assert f"lifeboat: error: cannot read target {target}: Permission denied" in restore.stderr
     finally:
         os.chmod(locked, 0o700)
         shutil.rmtree(base)

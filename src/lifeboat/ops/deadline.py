@@ -2,9 +2,10 @@
 
 The stop unwinds like SIGTERM does (an exception in the main thread): the backup session
 aborts, so no snapshot is committed, what was uploaded is indexed for the next run to
-reuse, and the repository lock is released. An unwind that does not end within a grace
-period is ended by a watchdog: the process exits, as a killed backup would, and a killed
-backup leaves the repository consistent (the next run breaks the stale lock).
+reuse, and the repository lock is released. An unwind that has not ended UNWIND_GRACE
+after the deadline is ended by a watchdog: the process exits, as a killed backup would,
+and a killed backup leaves the repository consistent (its lock is left for `unlock
+--stale`, its last packs for the next run to adopt).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from types import FrameType
 from lifeboat.errors import EXIT_FAILED, LifeboatError
 from lifeboat.policy_values import format_duration
 
-UNWIND_GRACE = timedelta(seconds=60)  # as long as the daemon gives a stopped backup
+# A stop waits for the transfers already in flight (a large object over a slow link can
+# take minutes): only an unwind that has not ended long after that is taken to be stuck.
+UNWIND_GRACE = timedelta(minutes=10)
 
 
 class DeadlineExceeded(LifeboatError):

@@ -206,7 +206,10 @@ def _survey(
 def _list_target(target: Source, counters: Counters) -> dict[str, ObjectInfo]:
     """What the target holds now; nothing is created yet (a refused restore writes nothing)."""
     if isinstance(target, DirSource):
-        return {o.key: o for o in target.list_current()} if target.root.is_dir() else {}
+        try:
+            return {o.key: o for o in target.list_current()} if target.root.is_dir() else {}
+        except OSError as exc:  # a local OS error is permanent: never retried
+            raise RestoreError(f"cannot read target {target.url}: {exc.strerror or exc}") from None
     with_retries("checking the target", target.ensure_exists, counters)
     return {o.key: o for o in with_retries("listing the target", target.list_current, counters)}
 
@@ -258,7 +261,7 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
         return (i for i in items() if not _identical(i, current.get(i.key)))
 
     # one pass over the tree: what to write, the space it takes, the keys a directory refuses
-    space = SpaceNeeded(target) if isinstance(target, DirSource) and not request.dry_run else None
+    space = _space_needed(target) if isinstance(target, DirSource) and not request.dry_run else None
     mappable = UnmappableKeys(from_directory=from_directory) if into_dir and request.shard is None else None
     survey = _survey(items, current, in_place, space, mappable)
     unmappable = unmappable or survey.unmappable
@@ -374,6 +377,13 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
         "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()),
     ] + [f"  FAILED {f}" for f in result.failed[:20]]
     return result
+
+
+def _space_needed(target: DirSource) -> SpaceNeeded:
+    try:
+        return SpaceNeeded(target)
+    except OSError as exc:
+        raise RestoreError(f"cannot reach target {target.url}: {exc.strerror or exc}") from None
 
 
 def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
