@@ -31,3 +31,17 @@ def test_keys_of_several_segments_map_segment_by_segment() -> None:
     key = "a/../%2E/./50%off.jpg/"
     assert key_to_relpath(key) == "a/%2E%2E/%25%2E/%2E/50%off.jpg/%00"
     assert relpath_to_key(key_to_relpath(key)) == key
+
+
+def test_keys_of_snapshots_taken_under_the_first_mapping_name_the_same_files() -> None:
+    """The first mapping escaped every '%' of a name: the file `100%25.txt` became the key
+    `100%.txt`. A dir:// snapshot without the `key_paths` label is read through
+    ``key_of_legacy``, so that a restore (in place too) gives each file its own name back."""
+    from lifeboat.assets.objects.keypaths import key_of_legacy
+
+    def first_mapping_key(name: str) -> str:  # how the first walk named a file
+        special = {"%00": "", "%2E": ".", "%2E%2E": ".."}
+        return "/".join(special.get(p) or p.replace("%25", "%") for p in name.split("/"))
+
+    for name in ("100%25.txt", "a%2520b.pdf", "%2E/dots", "%252E", "plain.txt", "d/%25/x"):
+        assert key_to_relpath(key_of_legacy(first_mapping_key(name))) == name, name

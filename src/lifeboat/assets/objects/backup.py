@@ -7,6 +7,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import memory
+from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION
 from lifeboat.assets.objects.source import DirSource, ObjectDir, ObjectInfo, Source, source_for
 from lifeboat.assets.objects.transfer import (
     Counters,
@@ -141,7 +142,8 @@ def backup_directory(
                 _put_walked(session, source, ahead.popleft(), counters)
         while ahead:
             _put_walked(session, source, ahead.popleft(), counters)
-        session.set_labels(capture_labels(asset, "Unsupported", counters))
+        labels = capture_labels(asset, "Unsupported", counters)
+        session.set_labels(labels | {KEY_PATHS_LABEL: KEY_PATHS_VERSION})  # how its keys name files
         return session.commit()
 
 

@@ -12,6 +12,10 @@ from pathlib import Path
 SPECIAL_SEGMENTS = {"": "%00", ".": "%2E", "..": "%2E%2E"}
 DECODE_SEGMENTS = {v: k for k, v in SPECIAL_SEGMENTS.items()}
 ESCAPE = "%25"
+# Snapshots of a dir:// source say which mapping named their keys; those without the label
+# were walked under the first one, where every '%' of a name was escaped.
+KEY_PATHS_LABEL = "key_paths"
+KEY_PATHS_VERSION = "2"
 TOKEN_LIKE = re.compile(r"(?:%25)*(?:%00|%2E|%2E%2E)")  # a token, with any number of escapes
 
 
@@ -42,3 +46,10 @@ def key_to_path(key: str) -> Path:
 def relpath_to_key(rel: str) -> str:
     """The object key of a path inside a directory source (``key_to_relpath`` undone)."""
     return "/".join(_decode(p) for p in rel.split("/"))
+
+
+def key_of_legacy(key: str) -> str:
+    """A key of a dir:// snapshot taken under the first mapping, as this mapping names the
+    same file: the first mapping's path for it, read back (the file keeps its name)."""
+    legacy_path = "/".join(SPECIAL_SEGMENTS.get(seg) or seg.replace("%", ESCAPE) for seg in key.split("/"))
+    return relpath_to_key(legacy_path)

@@ -24,6 +24,7 @@ from lifeboat.assets.objects.dirtarget import (
     refuse_unmappable,
     unmappable_keys,
 )
+from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION, key_of_legacy
 from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, source_for
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
@@ -117,6 +118,9 @@ def plan_items(reader: SnapshotReader, source: Source | None, at: datetime | Non
     The snapshot's objects are read from its tree as they come: a pass over a snapshot of
     a directory holds one directory at a time, not every object."""
     files = reader.selected(lambda e: e.type == "file")
+    labels = reader.info.labels
+    if labels.get("source", "").startswith("dir://") and labels.get(KEY_PATHS_LABEL) != KEY_PATHS_VERSION:
+        return lambda: (Item(key_of_legacy(e.path), entry=e) for e in files())
     if source is None or at is None:
         return lambda: (Item(e.path, entry=e) for e in files())
     live, known = state_from_versions(source.list_versions(), at)
