@@ -7,14 +7,14 @@ keys, caches and the audit trail are handled in one place.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lifeboat.audit import AuditLog
 from lifeboat.crypto.credentials import Credentials
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
 from lifeboat.errors import ConfigError, LifeboatError
-from lifeboat.policy import Policy, StorageLocation
 from lifeboat.private import private_dir, state_dir_mode
 from lifeboat.repo import KeepRules, RecordsView, Repository
 from lifeboat.repo.recovery_chain import UnlockRecords
@@ -23,14 +23,52 @@ from lifeboat.storage.base import Storage
 
 if TYPE_CHECKING:
     from lifeboat.crypto.escrow import ParsedShare
+    from lifeboat.policy import Policy
     from lifeboat.repo.local_cache import CacheSeal
 
 
-def storage_for(policy: Policy) -> Storage:
+class Location(Protocol):
+    """Where repository bytes live: the policy's [repository] or [copies.NAME]."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def endpoint_url(self) -> str | None: ...
+    @property
+    def lock_days(self) -> int | None: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def stall_timeout(self) -> timedelta: ...
+    @property
+    def trust_endpoint(self) -> bool: ...
+    @property
+    def profile(self) -> str | None: ...
+    @property
+    def role_arn(self) -> str | None: ...
+
+
+class RepositoryLocation(Location, Protocol):
+    @property
+    def keyfile(self) -> Path: ...
+
+
+class Settings(Protocol):
+    """What opening the repository for writing and keeping the audit log take from the
+    policy: a validated `Policy`, or the slice of one a `wal push` keeps cached (it must
+    not pay for pydantic once per WAL segment)."""
+
+    @property
+    def repository(self) -> RepositoryLocation: ...
+    @property
+    def state_dir(self) -> Path: ...
+
+
+def storage_for(policy: Settings) -> Storage:
     return open_location(policy.repository)
 
 
-def open_location(location: StorageLocation) -> Storage:
+def open_location(location: Location) -> Storage:
     """The storage at a repository location ([repository] or one of [copies.NAME])."""
     return open_storage(
         str(location.url),
@@ -44,7 +82,7 @@ def open_location(location: StorageLocation) -> Storage:
     )
 
 
-def state_dir(policy: Policy) -> Path:
+def state_dir(policy: Settings) -> Path:
     """The state dir, created private (see lifeboat.private)."""
     try:
         return private_dir(Path(policy.state_dir), state_dir_mode())
@@ -52,7 +90,7 @@ def state_dir(policy: Policy) -> Path:
         raise _state_not_writable(policy, exc.message) from None
 
 
-def cache_dir(policy: Policy) -> Path | None:
+def cache_dir(policy: Settings) -> Path | None:
     """The local cache, or None when the state dir cannot take it: a cache only saves
     reads, so a read-only state dir slows commands down but stops none (commands that
     record something refuse it through ``require_writable_state``)."""
@@ -62,7 +100,7 @@ def cache_dir(policy: Policy) -> Path | None:
         return None
 
 
-def _state_not_writable(policy: Policy, why: str) -> ConfigError:
+def _state_not_writable(policy: Settings, why: str) -> ConfigError:
     cause = why.rsplit(": ", 1)[-1]
     return ConfigError(
         f"state directory {policy.state_dir} is not writable ({cause}); nothing was changed",
@@ -70,7 +108,7 @@ def _state_not_writable(policy: Policy, why: str) -> ConfigError:
     )
 
 
-def require_writable_state(policy: Policy) -> Path:
+def require_writable_state(policy: Settings) -> Path:
     """The state directory (audit log, run history, cache) must take writes before any
     command changes something: a snapshot committed without its audit entry is history lost."""
     state = Path(policy.state_dir)
@@ -88,7 +126,7 @@ def require_writable_state(policy: Policy) -> Path:
     return state
 
 
-def audit_log(policy: Policy, repo: Repository | None = None) -> AuditLog:
+def audit_log(policy: Settings, repo: Repository | None = None) -> AuditLog:
     """The audit log, checked writable now: callers take it before the work they record.
     Every entry not yet in the repository is stored there as a signed copy
     (repo/audit_copies.py), through ``repo`` or, without one, through a handle opened with
@@ -140,16 +178,21 @@ def _keyfile_identity(keyfile: Path) -> tuple[bytes, str] | None:
     return raw_public(key.signing), key.writer
 
 
-def local_seal(policy: Policy) -> CacheSeal:
+def local_seal(policy: Settings) -> CacheSeal:
     """How this host tags files it keeps in its state dir (repo/local_cache.py), from the
     backup key file alone: archive_command spools WAL without opening the repository."""
+    return keyfile_seal(Path(policy.repository.keyfile))
+
+
+def keyfile_seal(keyfile: Path) -> CacheSeal:
+    """The state dir's cache seal from a backup key file."""
     from lifeboat.repo.keyring import Keyring
     from lifeboat.repo.local_cache import CacheSeal
 
-    return CacheSeal(Keyring.for_backup(load_backup_key(Path(policy.repository.keyfile))).mac)
+    return CacheSeal(Keyring.for_backup(load_backup_key(keyfile)).mac)
 
 
-def open_for_write(policy: Policy) -> Repository:
+def open_for_write(policy: Settings) -> Repository:
     """A write-only repository handle: the backup key alone."""
     key = load_backup_key(Path(policy.repository.keyfile))
     return Repository.open(storage_for(policy), backup_key=key, cache_dir=cache_dir(policy))

@@ -1,12 +1,15 @@
 """A malicious insider with the state dir (issue #14) puts WAL where lifeboat picks it up:
 the prefetch directory `wal fetch` hands segments from (a standby's restore_command), and the
-spool `wal push --async` drains into the repository, signed. Both hold files tagged with a
-key derived from the key file (repo/local_cache.py), which the state dir does not hold: a
-planted or rewritten file is never replayed or archived. Controls show the same file with a
-valid tag would be, so the tag is what stops it. The defender is the real `lifeboat`."""
+spool `wal push --async` drains into the repository, signed. Or points `wal push` elsewhere:
+the settings a push keeps of the policy it validated (cli/wal_settings.py) name the
+repository. All are files tagged with a key derived from the key file
+(repo/local_cache.py), which the state dir does not hold: a planted or rewritten file is
+never replayed, archived or followed. Controls show the same file with a valid tag would be,
+so the tag is what stops it. The defender is the real `lifeboat`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from lifeboat import runtime
 from lifeboat.assets.postgres.wal import spool_segment
 from lifeboat.assets.registry import load_policy
+from lifeboat.repo.local_cache import TAG_SIZE
 from tests.attacks.test_forged_refs import SEGMENTS, Site, make_pg_site, wal_file
 from tests.harness import Clock
 
@@ -79,3 +83,43 @@ def test_control_a_spooled_segment_with_a_valid_tag_is_archived(site: Site) -> N
     )
     site.run("wal", "drain", "--asset", "db")
     assert site.fetch(SEGMENTS[2]) == INSIDER_WAL
+
+
+def _push_settings(site: Site) -> Path:
+    [kept] = (state_dir(site) / "cache" / "wal-push").iterdir()  # written by the first push
+    return kept
+
+
+def _pointed_at(stored: bytes, url: str) -> bytes:
+    entry = json.loads(stored[:-TAG_SIZE])
+    entry["settings"]["repository"]["url"] = url
+    return json.dumps(entry).encode()
+
+
+def test_rewritten_push_settings_do_not_send_wal_elsewhere(site: Site) -> None:
+    push(site, SEGMENTS[0], b"genuine 1")
+    kept = _push_settings(site)
+    insiders = site.root / "insiders-repo"
+    insiders.mkdir()
+    stored = kept.read_bytes()
+    kept.write_bytes(_pointed_at(stored, f"file://{insiders}") + stored[-TAG_SIZE:])  # the old tag
+
+    push(site, SEGMENTS[1], b"genuine 2")
+    assert site.fetch(SEGMENTS[1]) == b"genuine 2"  # archived where the policy says
+    assert list(insiders.iterdir()) == []
+    rebuilt = json.loads(kept.read_bytes()[:-TAG_SIZE])  # and the settings validated again
+    assert rebuilt["settings"]["repository"]["url"] == f"file://{site.root / 'repo'}"
+
+
+def test_control_push_settings_with_a_valid_tag_are_followed(site: Site) -> None:
+    push(site, SEGMENTS[0], b"genuine 1")
+    kept = _push_settings(site)
+    insiders = site.root / "insiders-repo"
+    insiders.mkdir()
+    seal = runtime.local_seal(load_policy(site.policy))
+    kept.write_bytes(seal.seal(f"wal-push/{kept.name}", _pointed_at(kept.read_bytes(), f"file://{insiders}")))
+
+    segment = wal_file(site, SEGMENTS[1], b"genuine 2")
+    proc = site.run("wal", "push", "--asset", "db", str(segment), check=False)
+    assert proc.returncode != 0 and str(insiders) in proc.stderr, proc.stderr  # it went there
+    assert site.fetch(SEGMENTS[1]) is None

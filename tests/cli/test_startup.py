@@ -136,6 +136,48 @@ def test_wal_push_as_archive_command_runs_it_loads_no_other_kind(tmp_path: Path)
     assert wrong.stderr == "lifeboat: error: 'docs' is not a postgres asset (postgres assets: db)\n"
 
 
+def test_a_push_under_a_policy_validated_before_imports_no_pydantic(tmp_path: Path) -> None:
+    """The first push validates the policy and keeps what a push needs, sealed in the state
+    dir (cli/wal_settings.py); the next ones under the same file skip pydantic altogether."""
+    policy = _initialised(tmp_path, mixed=True)
+    segments = [tmp_path / f"00000001000000000000000{i}" for i in (1, 2)]
+    for segment in segments:
+        segment.write_bytes(os.urandom(64 * 1024))
+    first, seen = _run_probed(tmp_path, policy, "wal", "push", "--asset", "db", str(segments[0]))
+    assert first.returncode == 0, first.stderr
+    assert "pydantic" in seen["modules"]  # the first one validated the policy
+    second, seen = _run_probed(tmp_path, policy, "wal", "push", "--asset", "db", str(segments[1]))
+    assert second.returncode == 0, second.stderr
+    validation = ["pydantic", "pydantic_core", "lifeboat.policy", "lifeboat.policy_file"]
+    _assert_lean(seen, NOT_FOR_WAL + UNUSED_KINDS + validation + ["lifeboat.assets.registry"])
+    key = str(tmp_path / "recovery.key")
+    for segment in segments:  # both archived, where the policy says
+        restored = tmp_path / f"restored-{segment.name}"
+        args = ("wal", "fetch", segment.name, str(restored), "--asset", "db", "--recovery-key", key)
+        fetch, _ = _run_probed(tmp_path, policy, *args)
+        assert fetch.returncode == 0, fetch.stderr
+        assert restored.read_bytes() == segment.read_bytes()
+
+
+def test_a_push_after_the_policy_was_edited_follows_the_edit(tmp_path: Path) -> None:
+    """The kept settings are those of the file's exact bytes: renaming the asset takes effect
+    on the next push, which refuses the old name and archives under the new one."""
+    policy = _initialised(tmp_path)
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("wal", "push", "--asset", "db", str(segment))
+    policy.write_text(policy.read_text().replace("[assets.db]", "[assets.maindb]"))
+
+    old_name = cli.run("wal", "push", "--asset", "db", str(segment), check=False)
+    assert old_name.returncode == 2
+    assert "'db' is not a postgres asset (postgres assets: maindb)" in old_name.stderr
+    cli.run("wal", "push", str(segment))  # the only postgres asset: now maindb
+    restored, key = tmp_path / "restored", str(tmp_path / "recovery.key")
+    cli.run("wal", "fetch", segment.name, str(restored), "--asset", "maindb", "--recovery-key", key)
+    assert restored.read_bytes() == segment.read_bytes()
+
+
 def test_wal_fetch_of_a_missing_segment_exits_1_quietly_on_the_fast_path(tmp_path: Path) -> None:
     """restore_command's contract: 1 and no noise when the archive lacks the segment."""
     policy = _initialised(tmp_path)

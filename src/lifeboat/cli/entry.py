@@ -17,7 +17,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from lifeboat import memory
 from lifeboat.errors import LifeboatError
@@ -105,12 +105,14 @@ def _optional_path(value: str | None) -> Path | None:
 def run_hot(call: HotCall) -> int:
     """Run the parsed call; its exit code (fetch: 1 when the archive lacks the segment,
     status: 1 on a breach, snapshots: 1 when one is damaged)."""
-    from lifeboat.assets.registry import load_policy
-    from lifeboat.policy import Policy
+    if TYPE_CHECKING:
+        from lifeboat.policy import Policy
 
     config = Path(call.config or os.environ.get("LIFEBOAT_CONFIG", "lifeboat.toml"))
 
     def policy() -> Policy:
+        from lifeboat.assets.registry import load_policy
+
         return load_policy(config)
 
     asset = call.options.get("--asset")
@@ -126,7 +128,10 @@ def run_hot(call: HotCall) -> int:
     from lifeboat.cli import wal_run
 
     if call.command == "wal push":
-        wal_run.push(policy(), Path(call.args[0]), asset, "--async" in call.flags)
+        from lifeboat.cli.wal_settings import load_settings
+
+        settings = load_settings(config, asset, policy)
+        wal_run.push(settings, Path(call.args[0]), "--async" in call.flags)
         return 0
     key = call.options.get("--recovery-key") or os.environ.get("LIFEBOAT_RECOVERY_KEY")
     spool = _optional_path(call.options.get("--spool"))

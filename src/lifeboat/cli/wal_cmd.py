@@ -13,7 +13,7 @@ import typer
 from lifeboat.cli import wal_run
 from lifeboat.cli.app import app
 from lifeboat.cli.common import run_context
-from lifeboat.cli.wal_run import postgres_asset, postgres_spec
+from lifeboat.cli.wal_settings import WalPushSettings, postgres_asset, postgres_spec
 
 wal_app = typer.Typer(help="WAL archiving for PostgreSQL assets.", no_args_is_help=True)
 app.add_typer(wal_app, name="wal")
@@ -29,7 +29,7 @@ def push(
     ),
 ) -> None:
     """Archive one WAL file (archive_command). Durable before it exits 0; idempotent."""
-    wal_run.push(run_context(ctx).policy(), path, asset, async_)
+    wal_run.push(WalPushSettings.from_policy(run_context(ctx).policy(), asset), path, async_)
 
 
 @wal_app.command("probe", hidden=True)

@@ -11,43 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lifeboat.assets.postgres.model import PostgresAsset
+    from lifeboat.cli.wal_settings import WalPushSettings
     from lifeboat.policy import Policy
     from lifeboat.repo import Repository
+    from lifeboat.runtime import Settings
 
 
-def postgres_spec(policy: Policy, name: str) -> PostgresAsset:
-    """A PostgreSQL asset's policy section (ConfigError for an asset of another kind)."""
-    from lifeboat.assets.postgres.model import PostgresAsset
-    from lifeboat.errors import ConfigError
-
-    spec = policy.asset(name)
-    if not isinstance(spec, PostgresAsset):
-        raise ConfigError(f"{name!r} is not a postgres asset")
-    return spec
-
-
-def postgres_asset(policy: Policy, asset: str | None) -> str:
-    """The asset named by --asset, or the only PostgreSQL asset of the policy."""
-    from lifeboat.assets.registry import assets_with, kind_of
-    from lifeboat.errors import ConfigError
-
-    spec = policy.assets.get(asset) if asset else None
-    if spec is not None and kind_of(spec).archives_wal:
-        return str(asset)  # archive_command names its asset: other kinds' plug-ins stay unloaded
-    names = assets_with(policy, lambda kind, _: kind.archives_wal)
-    if asset:
-        if asset not in names:
-            raise ConfigError(
-                f"{asset!r} is not a postgres asset (postgres assets: {', '.join(names) or 'none'})"
-            )
-        return asset
-    if len(names) != 1:
-        raise ConfigError("several postgres assets: name one with --asset", hint=f"known: {', '.join(names)}")
-    return str(names[0])
-
-
-def _system_identifier(policy: Policy, repo: Repository, asset: str) -> int | None:
+def _system_identifier(policy: Settings, repo: Repository, asset: str) -> int | None:
     """The asset's system identifier, cached in the state dir once a base backup recorded
     it (push runs once per segment: no listing of snapshots each time)."""
     from lifeboat.assets.postgres.wal import asset_system_identifier
@@ -70,26 +40,27 @@ def _system_identifier(policy: Policy, repo: Repository, asset: str) -> int | No
     return found
 
 
-def push(policy: Policy, path: Path, asset: str | None, async_: bool) -> None:
+def push(settings: WalPushSettings, path: Path, async_: bool) -> None:
     """Archive one WAL file: durable in the repository, or spooled for a forked drainer."""
     from lifeboat import runtime
     from lifeboat.assets.postgres.wal import drain_spool, push_segment, spool_segment
 
-    name = postgres_asset(policy, asset)
-    if async_ or postgres_spec(policy, name).wal_async:
-        spool = policy.state_dir / "wal-spool" / name
-        spool_segment(spool, path, name, runtime.local_seal(policy))
+    name = settings.asset
+    if async_ or settings.wal_async:
+        spool = settings.state_dir / "wal-spool" / name
+        spool_segment(spool, path, name, runtime.local_seal(settings))
         if os.fork() == 0:  # the drainer outlives archive_command; one at a time (flock)
             try:
                 os.setsid()
-                drain_spool(runtime.open_for_write(policy), name, spool)
+                drain_spool(runtime.open_for_write(settings), name, spool)
             finally:
                 os._exit(0)
         return
-    repo = runtime.open_for_write(policy)
-    ref = push_segment(repo, name, path, _system_identifier(policy, repo, name))
+    repo = runtime.open_for_write(settings)
+    ref = push_segment(repo, name, path, _system_identifier(settings, repo, name))
     extra = {"squatters": "; ".join(ref.squatters)} if ref.squatters else {}
-    runtime.audit_log(policy, repo).append("wal-push", asset=name, segment=path.name, size=ref.size, **extra)
+    audit = runtime.audit_log(settings, repo)
+    audit.append("wal-push", asset=name, segment=path.name, size=ref.size, **extra)
     for squatter in ref.squatters:  # archived all the same; the squatter is named
         sys.stderr.write(f"lifeboat: warning: {path.name} archived beside a squatter: {squatter}\n")
 
@@ -112,6 +83,7 @@ def fetch(
         return 0
     from lifeboat import runtime
     from lifeboat.assets.postgres.wal import fetch_segment, prefetch
+    from lifeboat.cli.wal_settings import postgres_asset
     from lifeboat.crypto.credentials import Credentials
 
     policy = load_policy()

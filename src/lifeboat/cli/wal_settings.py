@@ -1,0 +1,230 @@
+"""The slice of the policy a `wal push` needs (the asset, whether it archives asynchronously,
+the repository's location and key file, the state dir), kept sealed in the state dir.
+
+PostgreSQL runs `wal push` once per WAL segment. Validating the whole policy costs more
+than the push itself: pydantic's import and model building take ~190 ms of a 450 ms push.
+So a push whose policy file is byte for byte the one an earlier push validated takes that
+push's result from `<state dir>/cache/wal-push/` and never imports pydantic. The file is
+tagged under the backup key's cache key (repo/local_cache.py), and the key file is the one
+the policy names: somebody who may rewrite the state dir but holds no key cannot point the
+pushes at another repository. A file whose tag or digest does not hold is ignored, and the
+policy is validated again, as on a first push.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lifeboat import __version__
+
+if TYPE_CHECKING:
+    from lifeboat.assets.postgres.model import PostgresAsset
+    from lifeboat.policy import Policy
+
+# the form of a cached entry: a change to WalPushSettings changes it
+FORMAT = 1
+CACHE_DIR = "wal-push"
+_DEFAULT_KEYFILE = "keys/backup.key"  # RepositoryConfig.keyfile's default
+_DEFAULT_STATE_DIR = ".lifeboat"  # StateConfig.dir's default
+
+
+@dataclass(frozen=True)
+class Location:
+    """[repository] as `runtime.open_for_write` reads it."""
+
+    url: str
+    endpoint_url: str | None
+    region: str | None
+    profile: str | None
+    role_arn: str | None
+    lock_days: int | None
+    stall_timeout: timedelta
+    trust_endpoint: bool
+    keyfile: Path
+
+
+@dataclass(frozen=True)
+class WalPushSettings:
+    """What one `wal push` takes from a validated policy (a `runtime.Settings`)."""
+
+    asset: str
+    wal_async: bool
+    state_dir: Path
+    repository: Location
+
+    @classmethod
+    def from_policy(cls, policy: Policy, asset: str | None) -> WalPushSettings:
+        name = postgres_asset(policy, asset)
+        repo = policy.repository
+        return cls(
+            asset=name,
+            wal_async=postgres_spec(policy, name).wal_async,
+            state_dir=Path(policy.state_dir),
+            repository=Location(
+                url=str(repo.url),
+                endpoint_url=repo.endpoint_url,
+                region=repo.region,
+                profile=repo.profile,
+                role_arn=repo.role_arn,
+                lock_days=repo.lock_days,
+                stall_timeout=repo.stall_timeout,
+                trust_endpoint=repo.trust_endpoint,
+                keyfile=Path(repo.keyfile),
+            ),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        location = asdict(self.repository)
+        location |= {"stall_timeout": self.repository.stall_timeout.total_seconds()}
+        location |= {"keyfile": str(self.repository.keyfile)}
+        return {"asset": self.asset, "wal_async": self.wal_async, "state_dir": str(self.state_dir)} | {
+            "repository": location
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WalPushSettings:
+        location = dict(data["repository"])
+        location["stall_timeout"] = timedelta(seconds=float(location["stall_timeout"]))
+        location["keyfile"] = Path(location["keyfile"])
+        return cls(
+            asset=str(data["asset"]),
+            wal_async=bool(data["wal_async"]),
+            state_dir=Path(data["state_dir"]),
+            repository=Location(**location),
+        )
+
+
+def postgres_spec(policy: Policy, name: str) -> PostgresAsset:
+    """A PostgreSQL asset's policy section (ConfigError for an asset of another kind)."""
+    from lifeboat.assets.postgres.model import PostgresAsset
+    from lifeboat.errors import ConfigError
+
+    spec = policy.asset(name)
+    if not isinstance(spec, PostgresAsset):
+        raise ConfigError(f"{name!r} is not a postgres asset")
+    return spec
+
+
+def postgres_asset(policy: Policy, asset: str | None) -> str:
+    """The asset named by --asset, or the only PostgreSQL asset of the policy."""
+    from lifeboat.assets.registry import assets_with, kind_of
+    from lifeboat.errors import ConfigError
+
+    spec = policy.assets.get(asset) if asset else None
+    if spec is not None and kind_of(spec).archives_wal:
+        return str(asset)  # archive_command names its asset: other kinds' plug-ins stay unloaded
+    names = assets_with(policy, lambda kind, _: kind.archives_wal)
+    if asset:
+        if asset not in names:
+            raise ConfigError(
+                f"{asset!r} is not a postgres asset (postgres assets: {', '.join(names) or 'none'})"
+            )
+        return asset
+    if len(names) != 1:
+        raise ConfigError("several postgres assets: name one with --asset", hint=f"known: {', '.join(names)}")
+    return str(names[0])
+
+
+@dataclass(frozen=True)
+class _CacheSlot:
+    """Where a push with this policy file and --asset finds its cached settings."""
+
+    digest: str  # of everything the validated result depends on
+    state_dir: Path
+    keyfile: Path
+    path: Path
+
+    @property
+    def tag_name(self) -> str:
+        return f"{CACHE_DIR}/{self.path.name}"
+
+
+def load_settings(config: Path, asset: str | None, load_policy: Callable[[], Policy]) -> WalPushSettings:
+    """The push's settings: cached when this policy file was validated before, else from
+    ``load_policy()`` (whose errors are the user's), cached for the next push."""
+    slot = _slot(config, asset)
+    cached = _read(slot) if slot is not None else None
+    if cached is not None:
+        return cached
+    settings = WalPushSettings.from_policy(load_policy(), asset)
+    if slot is not None:
+        _write(slot, settings)
+    return settings
+
+
+def _slot(config: Path, asset: str | None) -> _CacheSlot | None:
+    """The cache slot, found from the policy file's raw TOML (None when the file cannot be
+    read or its two paths are not plain strings: the full validation then says why)."""
+    import tomllib
+
+    try:
+        raw = config.read_bytes()
+        data = tomllib.loads(raw.decode())
+        state_dir = _raw_path(config, data, "state", "dir", _DEFAULT_STATE_DIR)
+        keyfile = _raw_path(config, data, "repository", "keyfile", _DEFAULT_KEYFILE)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if state_dir is None or keyfile is None:
+        return None
+    # relative paths resolve against the file's directory, `~` against $HOME
+    inputs = [str(FORMAT), __version__, str(config.absolute()), os.environ.get("HOME", ""), asset or ""]
+    hasher = hashlib.sha256("\0".join(inputs).encode() + b"\0")
+    hasher.update(raw)
+    name = hashlib.sha256((asset or "").encode()).hexdigest()[:16]
+    return _CacheSlot(hasher.hexdigest(), state_dir, keyfile, state_dir / "cache" / CACHE_DIR / name)
+
+
+def _raw_path(config: Path, data: dict[str, Any], table: str, key: str, default: str) -> Path | None:
+    """A path from the raw TOML resolved as `Policy.resolve` does. Should the two ever
+    differ, the cached entry names other paths than the slot and is never used."""
+    value = data.get(table, {}).get(key, default)
+    if not isinstance(value, str):
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (config.absolute().parent / path).resolve()
+
+
+def _read(slot: _CacheSlot) -> WalPushSettings | None:
+    from lifeboat import runtime
+    from lifeboat.errors import LifeboatError
+
+    try:
+        stored = slot.path.read_bytes()
+        data = runtime.keyfile_seal(slot.keyfile).open(slot.tag_name, stored)
+        if data is None:
+            return None
+        entry = json.loads(data)
+        if entry.get("digest") != slot.digest:
+            return None  # another policy file's (or this one's before an edit)
+        settings = WalPushSettings.from_json(entry["settings"])
+    except (OSError, LifeboatError, ValueError, KeyError, TypeError):
+        return None
+    if settings.state_dir != slot.state_dir or settings.repository.keyfile != slot.keyfile:
+        return None
+    return settings
+
+
+def _write(slot: _CacheSlot, settings: WalPushSettings) -> None:
+    """Best effort: a state dir this user may not write leaves each push validating."""
+    from lifeboat import runtime
+    from lifeboat.errors import LifeboatError
+    from lifeboat.private import private_dir, write_private
+
+    if settings.state_dir != slot.state_dir or settings.repository.keyfile != slot.keyfile:
+        return
+    entry = json.dumps({"digest": slot.digest, "settings": settings.to_json()}).encode()
+    try:
+        cache = runtime.cache_dir(settings)
+        if cache is None:
+            return
+        private_dir(cache / CACHE_DIR)
+        write_private(slot.path, runtime.keyfile_seal(slot.keyfile).seal(slot.tag_name, entry))
+    except (OSError, LifeboatError):
+        pass
