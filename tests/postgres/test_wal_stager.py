@@ -323,7 +323,7 @@ def test_interrupted_restore_stops_postgres_and_removes_its_spool(pg: PgSandbox)
 
         wait_for("the interrupted restore to end", ended)
         stderr = restore.stderr.read().decode() if restore.stderr else ""
-        assert restore.returncode == 130 and "Traceback" not in stderr
+        assert restore.returncode == 130 and "Traceback" not in stderr, stderr
         log = (pg.root / "restored.log").read_text(errors="replace")
         assert "WAL staging failed: the restore stopped before the WAL was staged" in log
         assert not (pg.root / ".restored.lifeboat-wal").exists()
