@@ -16,14 +16,14 @@ from lifeboat.crypto.credentials import Credentials
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
 from lifeboat.errors import ConfigError, LifeboatError
 from lifeboat.private import private_dir, state_dir_mode
-from lifeboat.repo import KeepRules, RecordsView, Repository
-from lifeboat.repo.recovery_chain import UnlockRecords
+from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 
 if TYPE_CHECKING:
     from lifeboat.crypto.escrow import ParsedShare
     from lifeboat.policy import Policy
+    from lifeboat.repo import KeepRules
     from lifeboat.repo.local_cache import CacheSeal
 
 
@@ -209,6 +209,8 @@ def resolve_recovery(
 ) -> RecoveryKey:
     """The recovery key from a file or from M-of-N shares; every use is audited."""
     from lifeboat.crypto.unlock import resolve_for_policy
+    from lifeboat.repo import RecordsView
+    from lifeboat.repo.recovery_chain import UnlockRecords
 
     records = UnlockRecords(RecordsView(storage if storage is not None else storage_for(policy)))
     audit = audit_log(policy)
@@ -236,6 +238,8 @@ def open_for_read(
     (key material, as its kind says): the escrow threshold of custodians' shares. The key's
     use is audited now, or handed to ``record`` (a caller that logs it later)."""
     from lifeboat.crypto.unlock import unlock_for_policy
+    from lifeboat.repo import RecordsView
+    from lifeboat.repo.recovery_chain import UnlockRecords
 
     storage = storage_for(policy)  # one storage for the key records and the repository
     try:
@@ -292,6 +296,7 @@ def open_key_material(
 
 def keep_rules(policy: Policy) -> Callable[[str], KeepRules]:
     """Per asset: its data class's retention, with the deployment mode's minimum age."""
+    from lifeboat.repo import KeepRules
 
     def rules(asset: str) -> KeepRules:
         if asset not in policy.assets:

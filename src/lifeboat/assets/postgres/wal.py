@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lifeboat.assets.kind import Expiry as WalExpiry
 from lifeboat.assets.postgres.walnames import (
     Segment,
     format_lsn,
@@ -22,6 +21,7 @@ from lifeboat.private import FILE_MODE, private_dir, private_opener
 from lifeboat.repo import RefInfo, Repository, SnapshotInfo
 
 if TYPE_CHECKING:
+    from lifeboat.assets.kind import Expiry
     from lifeboat.repo.local_cache import CacheSeal
 
 PREFETCH = 8
@@ -325,14 +325,15 @@ def drain_spool(repo: Repository, asset: str, spool: Path, workers: int = 4) -> 
             pushed += len(names)
 
 
-def expire_wal(repo: Repository, asset: str, *, dry_run: bool = False) -> WalExpiry:
+def expire_wal(repo: Repository, asset: str, *, dry_run: bool = False) -> Expiry:
     """Forget archived and streamed WAL older than the oldest remaining base backup's start:
     replay from any kept backup begins at its own start segment, so nothing earlier can be
     needed. History files stay (they are tiny and describe every timeline). With no base
     backup left, nothing is expired."""
+    from lifeboat.assets.kind import Expiry  # the daemon's types: not for a push
     from lifeboat.assets.postgres.stream import stream_namespace
 
-    report = WalExpiry(asset)
+    report = Expiry(asset)
     bases = [s for s in repo.snapshots(asset) if "start_lsn" in s.labels]
     if not bases:
         return report
