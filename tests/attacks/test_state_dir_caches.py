@@ -5,6 +5,11 @@ The snapshot summary decides which snapshot is "latest": moving the newest one's
 would make a restore roll back to an older tree. Cache files carry a keyed tag
 (repo/local_cache.py), so a rewritten one is ignored and rebuilt from the repository.
 
+`check` reads every snapshot header from the storage but verifies again only those whose bytes
+differ from the ones it verified before (a BLAKE3 of each kept in ``snapshots.json``). A
+storage provider that swaps a header's signature trailer, helped by the insider rewriting
+that digest, would have check vouch for the new bytes: the tag refuses the rewritten file.
+
 The parent cache (``STATE/cache/<repository>/parents/``): A backup takes a cached entry for a file whose
 identity (path, size, mtime, inode) is unchanged without reading it, so a forged line could
 make the next snapshot record ``config.txt`` with the chunks of a file the insider got
@@ -20,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import blake3
 import orjson
 import pytest
 import zstandard
@@ -151,3 +157,46 @@ def test_control_the_same_edit_with_a_valid_tag_would_roll_it_back(site: Site, c
     key = load_backup_key(load_policy(site.policy).repository.keyfile)
     move_newest_back(site, CacheSeal(Keyring.for_backup(key).mac).seal)
     assert site.restored("app", "config.txt") == GENUINE
+
+
+def vouch_for_a_new_trailer(site: Site, retag: Callable[[str, bytes], bytes] | None = None) -> str:
+    """The storage provider flips a byte of the newest header's signature trailer (the
+    name covers only the part before it) and the insider rewrites that header's cached
+    digest to the new bytes, keeping the tag (or, the control, ``retag`` computes one)."""
+    newest = site.snapshot_ids("app")[-1]
+    header = site.root / "repo" / "snapshots" / newest
+    header.chmod(0o644)
+    raw = bytearray(header.read_bytes())
+    raw[-1] ^= 1
+    header.write_bytes(bytes(raw))
+    [path] = (load_policy(site.policy).state_dir / "cache").rglob("snapshots.json")
+    stored = path.read_bytes()
+    entries = orjson.loads(stored[:-TAG_SIZE])
+    assert "bytes" in entries[newest]  # what the first check verified
+    entries[newest]["bytes"] = blake3.blake3(bytes(raw)).hexdigest()
+    data = orjson.dumps(entries)
+    path.write_bytes(retag(path.name, data) if retag else data + stored[-TAG_SIZE:])
+    return newest
+
+
+def check_ran_clean(site: Site) -> None:
+    site.backup("app")
+    proc = site.run("check", "--json", *site.recovery)  # every header verified and remembered
+    assert json.loads(proc.stdout)["problems"] == []
+
+
+def test_a_rewritten_header_digest_does_not_make_check_vouch_for_a_swapped_signature(site: Site) -> None:
+    check_ran_clean(site)
+    newest = vouch_for_a_new_trailer(site)
+    refused = [p for p in site.check_problems() if p["kind"] == "refused-snapshot"]
+    assert [(p["snapshots"], "signature does not match" in str(p["message"])) for p in refused] == [
+        ([newest[:12]], True)
+    ]
+
+
+def test_control_the_same_digest_with_a_valid_tag_would_be_believed(site: Site) -> None:
+    check_ran_clean(site)
+    key = load_backup_key(load_policy(site.policy).repository.keyfile)
+    vouch_for_a_new_trailer(site, CacheSeal(Keyring.for_backup(key).mac).seal)
+    proc = site.run("check", "--json", *site.recovery)
+    assert json.loads(proc.stdout)["problems"] == []

@@ -28,6 +28,7 @@ from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import CheckReport, Problem, References
 from lifeboat.repo.records import RecordsView
 from lifeboat.repo.references import collect_references
+from lifeboat.repo.snapshot_cache import SnapshotCache
 from lifeboat.repo.snapshots import list_snapshots
 from lifeboat.repo.trust import LEGACY_WARNING, Trust
 
@@ -91,11 +92,13 @@ def check_repository(
             report.problems.append(Problem("corrupt-index", name, problem))
         for name, problem in index.refused.items():  # ignored by every reader; named here
             report.problems.append(Problem("refused-index", name, problem))
-        # every header from the storage, never from the local cache: check looks for damage
+        # every header read from the storage (check looks for damage); one whose bytes are
+        # those this host verified before is not decrypted and verified again
         trust = repo.trust()
         if trust is None:
             report.warnings.append(LEGACY_WARNING)
-        listing = list_snapshots(repo.storage, repo.metadata, trust)
+        cache = SnapshotCache(repo.cache_dir, repo.cache_seal)
+        listing = list_snapshots(repo.storage, repo.metadata, trust, cache=cache, reread=True)
         snapshots = listing.accepted
         for name, problem in listing.damaged.items():
             report.problems.append(Problem("corrupt-snapshot", name, problem, [name.rsplit("/", 1)[-1][:12]]))

@@ -7,9 +7,11 @@ stale: the cache keeps each verified header's fields by id, with the size and ti
 listing gave for it, in one file under the repository's cache directory. The storage listing
 stays the truth: a forgotten snapshot's cached fields are never returned (and are dropped at
 the next save), and a header listed with another size or time (replaced or damaged in
-place on a local repository) is read and verified again. `check` never uses the cache. Like the index
-cache (repo/index.py), it is private to this host and only an optimisation: unreadable, it
-is ignored and rebuilt.
+place on a local repository) is read and verified again. `check` reads every header from
+the storage all the same and takes from the cache only those whose bytes are the ones
+verified (each entry keeps a BLAKE3 of the whole object, signature trailer included: the
+name covers only the part before it). Like the index cache (repo/index.py), it is private
+to this host and only an optimisation: unreadable, it is ignored and rebuilt.
 """
 
 from __future__ import annotations

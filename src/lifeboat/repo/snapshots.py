@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import blake3
+
 from lifeboat import clock
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.crypto.writers import ANY_ASSET, Refusal
@@ -29,6 +31,7 @@ from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
 from lifeboat.storage.base import Storage
 
 NAMESPACE = "snapshots/"
+LOAD_BATCH = 64  # headers read by one task of the listing's pool
 
 
 def snapshot_payload(info: SnapshotInfo) -> dict[str, Any]:
@@ -232,6 +235,8 @@ def list_snapshots(
     workers: int = 8,
     cache: SnapshotCache | None = None,
     assets: Sequence[str] = (),
+    *,
+    reread: bool = False,
 ) -> SnapshotListing:
     """Every listed snapshot header judged: accepted, refused (writer and reason), damaged,
     and sealed by another writer (a writer key opens only its own; such a header's claimed
@@ -239,58 +244,68 @@ def list_snapshots(
     claiming an asset outside its writer's scope is refused without opening it).
     With ``cache``, a header verified before and listed with the same size and time is
     taken from it (repo/snapshot_cache.py); its signature check is cached with it, the
-    registry and the time rule are applied afresh on every listing."""
+    registry and the time rule are applied afresh on every listing. With ``reread``
+    (`check`), every header is read from the storage all the same, and only one whose
+    bytes are those verified before (the same BLAKE3 of the whole object, trailer included)
+    is taken from the cache: damage is still seen, the signature is verified once."""
     listed = {obj.name: obj for obj in storage.list("snapshots/")}
     names = list(listed)
     cached = cache.load() if cache is not None else {}
     fresh: dict[str, dict[str, Any]] = {}
+    decoded: list[str] = []  # entries this listing wrote anew: the cache is saved
 
     def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None:
         snapshot_id = name.rsplit("/", 1)[-1]
         stamp = [listed[name].size, listed[name].mtime]
         hit = cached.get(snapshot_id)
-        if hit is not None and hit.get("stat") == stamp:
-            unopened = Unopened.from_json(hit.get("unopened")) if "unopened" in hit else None
-            if unopened is not None and not codec.reads_all:  # the recovery side tries again
+        if not reread and hit is not None and hit.get("stat") == stamp:
+            reused = _reuse(hit, snapshot_id, codec)
+            if reused is not None:
                 fresh[snapshot_id] = hit
-                claims = hit.get("claims")
-                return unopened, claims if isinstance(claims, str) else None
-            check = SignatureCheck.from_json(hit.get("signature"))
-            try:
-                if (
-                    check is not None
-                    and isinstance(hit.get("header"), dict)
-                    and _opens(codec, check, hit.get("sealed") is True)
-                ):
-                    info = snapshot_from_payload(snapshot_id, hit["header"])
-                    fresh[snapshot_id] = hit
-                    return info, check
-            except IntegrityError:
-                pass  # a damaged cache entry: read the header itself
+                return reused
         try:
-            result = _decode(snapshot_id, storage.get(name), codec)
-        except IntegrityError as exc:
-            return str(exc)
+            data = storage.get(name)
         except NotFoundError:
             return None
+        digest = blake3.blake3(data).hexdigest()
+        if hit is not None and hit.get("bytes") == digest:
+            reused = _reuse(hit, snapshot_id, codec)
+            if reused is not None:
+                fresh[snapshot_id] = {**hit, "stat": stamp}
+                if hit.get("stat") != stamp:
+                    decoded.append(snapshot_id)
+                return reused
+        try:
+            result = _decode(snapshot_id, data, codec)
+        except IntegrityError as exc:
+            return str(exc)
+        decoded.append(snapshot_id)
         if isinstance(result, Unopened):
             claimed = _claimed_asset(snapshot_id, result, codec, trust, assets)
-            fresh[snapshot_id] = {"stat": stamp, "unopened": result.to_json(), "claims": claimed}
+            fresh[snapshot_id] = {
+                "stat": stamp,
+                "bytes": digest,
+                "unopened": result.to_json(),
+                "claims": claimed,
+            }
             return result, claimed
         info, check, sealed = result
         fresh[snapshot_id] = {
             "stat": stamp,
+            "bytes": digest,
             "header": snapshot_payload(info),
             "signature": check.to_json(),
             "sealed": sealed,
         }
         return info, check
 
-    if cached and all(n.rsplit("/", 1)[-1] in cached for n in names):
+    if not reread and cached and all(n.rsplit("/", 1)[-1] in cached for n in names):
         results = list(map(load, names))  # nothing to fetch: threads would only add overhead
     else:
+        # in batches: a future per header cost more than reading a cached one
+        batches = [names[i : i + LOAD_BATCH] for i in range(0, len(names), LOAD_BATCH)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(load, names))
+            results = [r for batch in pool.map(lambda b: [load(n) for n in b], batches) for r in batch]
     listing = SnapshotListing()
     now = clock.now()  # one moment for the whole listing
     for name, result in zip(names, results, strict=True):
@@ -314,9 +329,32 @@ def list_snapshots(
             listing.damaged[name] = result
     listing.accepted.sort(key=lambda s: (s.time, s.id))
     listing.refused.sort(key=lambda s: (s.time or datetime.min.replace(tzinfo=UTC), s.id))
-    if cache is not None and (fresh.keys() != cached.keys() or not cache.has_summary()):
+    if cache is not None and (decoded or fresh.keys() != cached.keys() or not cache.has_summary()):
         cache.save(fresh)
     return listing
+
+
+def _reuse(
+    hit: dict[str, Any], snapshot_id: str, codec: MetadataCodec
+) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | None:
+    """A cache entry as ``load`` returns it; None when it must be read again (the recovery
+    side tries another writer's header itself, an entry this handle cannot open or that is
+    damaged)."""
+    if "unopened" in hit:
+        unopened = Unopened.from_json(hit.get("unopened"))
+        if unopened is None or codec.reads_all:
+            return None
+        claims = hit.get("claims")
+        return unopened, claims if isinstance(claims, str) else None
+    check = SignatureCheck.from_json(hit.get("signature"))
+    if check is None or not isinstance(hit.get("header"), dict):
+        return None
+    if not _opens(codec, check, hit.get("sealed") is True):
+        return None
+    try:
+        return snapshot_from_payload(snapshot_id, hit["header"]), check
+    except IntegrityError:
+        return None  # a damaged cache entry: read the header itself
 
 
 def load_snapshots(
