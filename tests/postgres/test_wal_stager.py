@@ -249,11 +249,23 @@ def stalled_restore(pg: PgSandbox, target: Path, port: int) -> tuple[subprocess.
         os.mkfifo(pack, 0o644)
     cmd = pg.command("restore", "db", "--target", str(target), "--latest", "--start", "--port", str(port))
     restore = subprocess.Popen(
-        cmd, cwd=pg.root, env=pg.environment(), start_new_session=True, stderr=subprocess.PIPE
+        cmd,
+        cwd=pg.root,
+        env=pg.environment(),
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        preexec_fn=_ctrl_c_delivered,
     )
     waiting = lambda: processes_mentioning(restore_script(target)) != []  # noqa: E731
     wait_for("replay to wait on a stalled segment", waiting)
     return restore, stalled
+
+
+def _ctrl_c_delivered() -> None:
+    """A suite started in the background (`make test &`) ignores SIGINT, and every process it
+    starts inherits that: Python then never raises KeyboardInterrupt, and the restore would
+    run on to pg_ctl's start timeout. The restore under test gets Ctrl-C as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def unstall(stalled: list[Path]) -> None:
