@@ -65,6 +65,12 @@ def load_policy(path: Path | str, models: AssetModels) -> Policy:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from None
+    return policy_from_bytes(raw, path, models)
+
+
+def policy_from_bytes(raw: bytes, path: Path, models: AssetModels) -> Policy:
+    """Validate the policy file ``path`` as these bytes of it (a caller that hashed them
+    validates exactly what it hashed, whatever the file holds by now)."""
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -90,9 +90,13 @@ def _push_settings(site: Site) -> Path:
     return kept
 
 
-def _pointed_at(stored: bytes, url: str) -> bytes:
+def _rewritten(stored: bytes, **changes: str) -> bytes:
     entry = json.loads(stored[:-TAG_SIZE])
-    entry["settings"]["repository"]["url"] = url
+    for key, value in changes.items():
+        if key == "url":
+            entry["settings"]["repository"]["url"] = value
+        else:
+            entry["settings"][key] = value
     return json.dumps(entry).encode()
 
 
@@ -102,24 +106,35 @@ def test_rewritten_push_settings_do_not_send_wal_elsewhere(site: Site) -> None:
     insiders = site.root / "insiders-repo"
     insiders.mkdir()
     stored = kept.read_bytes()
-    kept.write_bytes(_pointed_at(stored, f"file://{insiders}") + stored[-TAG_SIZE:])  # the old tag
+    kept.write_bytes(_rewritten(stored, url=f"file://{insiders}") + stored[-TAG_SIZE:])  # the old tag
 
     push(site, SEGMENTS[1], b"genuine 2")
     assert site.fetch(SEGMENTS[1]) == b"genuine 2"  # archived where the policy says
     assert list(insiders.iterdir()) == []
     rebuilt = json.loads(kept.read_bytes()[:-TAG_SIZE])  # and the settings validated again
     assert rebuilt["settings"]["repository"]["url"] == f"file://{site.root / 'repo'}"
+    # even tagged with the key, a URL the policy file does not name is not followed
+    seal = runtime.local_seal(load_policy(site.policy))
+    kept.write_bytes(
+        seal.seal(f"wal-push/{kept.name}", _rewritten(kept.read_bytes(), url=f"file://{insiders}"))
+    )
+    push(site, SEGMENTS[2], b"genuine 3")
+    assert site.fetch(SEGMENTS[2]) == b"genuine 3" and list(insiders.iterdir()) == []
+
+
+def test_rewritten_push_settings_do_not_archive_wal_under_another_asset(site: Site) -> None:
+    push(site, SEGMENTS[0], b"genuine 1")
+    kept = _push_settings(site)
+    stored = kept.read_bytes()
+    kept.write_bytes(_rewritten(stored, asset="web") + stored[-TAG_SIZE:])  # the old tag
+    push(site, SEGMENTS[1], b"genuine 2")
+    assert site.fetch(SEGMENTS[1]) == b"genuine 2"  # archived as db's
 
 
 def test_control_push_settings_with_a_valid_tag_are_followed(site: Site) -> None:
     push(site, SEGMENTS[0], b"genuine 1")
     kept = _push_settings(site)
-    insiders = site.root / "insiders-repo"
-    insiders.mkdir()
     seal = runtime.local_seal(load_policy(site.policy))
-    kept.write_bytes(seal.seal(f"wal-push/{kept.name}", _pointed_at(kept.read_bytes(), f"file://{insiders}")))
-
-    segment = wal_file(site, SEGMENTS[1], b"genuine 2")
-    proc = site.run("wal", "push", "--asset", "db", str(segment), check=False)
-    assert proc.returncode != 0 and str(insiders) in proc.stderr, proc.stderr  # it went there
-    assert site.fetch(SEGMENTS[1]) is None
+    kept.write_bytes(seal.seal(f"wal-push/{kept.name}", _rewritten(kept.read_bytes(), asset="web")))
+    push(site, SEGMENTS[1], b"genuine 2")
+    assert site.fetch(SEGMENTS[1]) is None  # archived as web's, not where db's replay looks

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,44 @@ def test_a_push_after_the_policy_was_edited_follows_the_edit(tmp_path: Path) -> 
     restored, key = tmp_path / "restored", str(tmp_path / "recovery.key")
     cli.run("wal", "fetch", segment.name, str(restored), "--asset", "maindb", "--recovery-key", key)
     assert restored.read_bytes() == segment.read_bytes()
+
+
+def test_a_push_follows_a_repository_symlink_moved_since(tmp_path: Path) -> None:
+    """A relative repository path is resolved through the filesystem on every push, cached
+    settings or not: moving the symlink it goes through (a storage migration) moves the
+    next push with it, as a full validation of the same file would."""
+    (tmp_path / "repo-a").mkdir()
+    (tmp_path / "repo").symlink_to(tmp_path / "repo-a")
+    policy = (
+        PolicyBuilder()
+        .repository("repo")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .postgres("db", dsn="host=/nonexistent dbname=postgres")
+        .write(tmp_path / "lifeboat.toml")
+    )
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    first, second = (tmp_path / f"00000001000000000000000{i}" for i in (1, 2))
+    for segment in (first, second):
+        segment.write_bytes(os.urandom(64 * 1024))
+    cli.run("wal", "push", "--asset", "db", str(first))  # validates and keeps the settings
+    shutil.copytree(tmp_path / "repo-a", tmp_path / "repo-b")
+    (tmp_path / "repo").unlink()
+    (tmp_path / "repo").symlink_to(tmp_path / "repo-b")
+    cli.run("wal", "push", "--asset", "db", str(second))
+
+    def fetched_through(target: str) -> bool:
+        (tmp_path / "repo").unlink()
+        (tmp_path / "repo").symlink_to(tmp_path / target)
+        dest = tmp_path / f"fetched-from-{target}"
+        args = ("wal", "fetch", second.name, str(dest), "--asset", "db")
+        proc = cli.run(*args, "--recovery-key", str(tmp_path / "recovery.key"), check=False)
+        assert proc.returncode in (0, 1), proc.stderr
+        return proc.returncode == 0 and dest.read_bytes() == second.read_bytes()
+
+    assert not fetched_through("repo-a")  # the old target never saw it
+    assert fetched_through("repo-b")
 
 
 def test_wal_fetch_of_a_missing_segment_exits_1_quietly_on_the_fast_path(tmp_path: Path) -> None:

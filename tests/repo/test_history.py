@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -328,3 +329,75 @@ def test_consolidation_under_object_lock_merges_only_expired_index_files(
     reader = Repository.open(locked_storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
     assert_restores(reader, snaps, tmp_path / "out")
     assert_check_clean(reader)
+
+
+class CountingStorage:
+    """A storage that counts the snapshot headers read from it."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner, self.header_reads = inner, 0
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        self.header_reads += name.startswith("snapshots/")
+        return self.inner.get(name, offset, length)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_check_with_the_recovery_key_opens_what_only_the_writer_opened_before(tmp_path, monkeypatch):
+    """The writer side and the recovery side share the host's header cache. A header whose
+    recovery wrap is for a key the recovery side does not hold (a writer key file with a
+    stale recovery key, a buggy or malicious writer) opens for its writer: the recovery
+    side's check must still try it itself and report it, whatever the writer cached."""
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    writer, backup_key, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    backup(writer, 0)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from lifeboat.repo import sealed
+
+    stranger = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    real = sealed.seal_for
+
+    def misaddressed(repo_id, writer_pub, key, recovery_pub, name, plaintext):  # type: ignore[no-untyped-def]
+        return real(
+            repo_id, writer_pub, key, stranger if name == "snapshots/" else recovery_pub, name, plaintext
+        )
+
+    monkeypatch.setattr(sealed, "seal_for", misaddressed)
+    bad = backup(writer, 1)
+    monkeypatch.undo()
+    again = Repository.open(storage, backup_key=backup_key, cache_dir=tmp_path / "cache")
+    assert bad.id in {s.id for s in again.snapshots()}  # the writer opens it (and caches it)
+    assert again.check().problems == []  # so does the writer side's check
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    problems = reader.check().problems
+    assert [(p.kind, p.object) for p in problems] == [("corrupt-snapshot", f"snapshots/{bad.id}")]
+    assert "does not open" in problems[0].message
+
+
+def test_listing_a_copy_does_not_make_the_primary_read_its_headers_again(tmp_path):
+    """A verbatim copy ([copies.NAME]) has the repository's id and so its header cache, with
+    other file times: listing one must not make the next listing of the other read every
+    header again."""
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, key, _ = Repository.create(storage, cache_dir=tmp_path / "cache")
+    for n in range(10):
+        backup(repo, n)
+    shutil.copytree(tmp_path / "repo", tmp_path / "copy")
+    for header in (tmp_path / "copy" / "snapshots").iterdir():
+        os.utime(header, (1_000_000_000, 1_000_000_000))  # the copy's own file times
+    primary = CountingStorage(open_storage(f"file://{tmp_path / 'repo'}"))
+    copy = CountingStorage(open_storage(f"file://{tmp_path / 'copy'}"))
+
+    def listed(storage: CountingStorage) -> int:
+        handle = Repository.open(storage, backup_key=key, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+        return len(handle.snapshots())
+
+    assert listed(primary) == listed(copy) == 10
+    primary.header_reads = copy.header_reads = 0
+    for _ in range(2):
+        assert listed(primary) == listed(copy) == 10
+    assert primary.header_reads == 0

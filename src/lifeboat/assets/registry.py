@@ -86,6 +86,13 @@ def load_policy(path: Path | str) -> Policy:
     return policy_file.load_policy(path, ASSET_MODELS)
 
 
+def policy_from_bytes(raw: bytes, path: Path) -> Policy:
+    """``load_policy`` of bytes already read from ``path``."""
+    from lifeboat import policy_file
+
+    return policy_file.policy_from_bytes(raw, path, ASSET_MODELS)
+
+
 def kind_of(asset: AssetSpec) -> AssetKind:
     """The plug-in for one asset of the policy."""
     return plugin(asset.kind)

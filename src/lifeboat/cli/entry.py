@@ -130,7 +130,7 @@ def run_hot(call: HotCall) -> int:
     if call.command == "wal push":
         from lifeboat.cli.wal_settings import load_settings
 
-        settings = load_settings(config, asset, policy)
+        settings = load_settings(config, asset)
         wal_run.push(settings, Path(call.args[0]), "--async" in call.flags)
         return 0
     key = call.options.get("--recovery-key") or os.environ.get("LIFEBOAT_RECOVERY_KEY")

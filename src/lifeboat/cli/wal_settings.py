@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +32,13 @@ FORMAT = 1
 CACHE_DIR = "wal-push"
 _DEFAULT_KEYFILE = "keys/backup.key"  # RepositoryConfig.keyfile's default
 _DEFAULT_STATE_DIR = ".lifeboat"  # StateConfig.dir's default
+VALIDATING_MODULES = (
+    "policy.py",
+    "policy_values.py",
+    "policy_file.py",
+    "assets/postgres/model.py",
+    "cli/wal_settings.py",
+)
 
 
 @dataclass(frozen=True)
@@ -134,34 +140,45 @@ def postgres_asset(policy: Policy, asset: str | None) -> str:
 
 @dataclass(frozen=True)
 class _CacheSlot:
-    """Where a push with this policy file and --asset finds its cached settings."""
+    """Where a push with this policy file and --asset finds its cached settings, and the
+    three values a cached entry must match: they depend on the filesystem (symlinks, `~`),
+    not on the file's bytes alone, so they are derived again on every push."""
 
-    digest: str  # of everything the validated result depends on
+    raw: bytes  # the policy file as read: what is hashed is what gets validated
+    digest: str  # of everything else the validated result depends on
     state_dir: Path
     keyfile: Path
+    url: str
     path: Path
 
     @property
     def tag_name(self) -> str:
         return f"{CACHE_DIR}/{self.path.name}"
 
+    def holds(self, settings: WalPushSettings) -> bool:
+        found = (settings.state_dir, settings.repository.keyfile, settings.repository.url)
+        return found == (self.state_dir, self.keyfile, self.url)
 
-def load_settings(config: Path, asset: str | None, load_policy: Callable[[], Policy]) -> WalPushSettings:
-    """The push's settings: cached when this policy file was validated before, else from
-    ``load_policy()`` (whose errors are the user's), cached for the next push."""
+
+def load_settings(config: Path, asset: str | None) -> WalPushSettings:
+    """The push's settings: cached when this policy file was validated before, else
+    validated now (errors are the user's: one line) and cached for the next push."""
     slot = _slot(config, asset)
     cached = _read(slot) if slot is not None else None
     if cached is not None:
         return cached
-    settings = WalPushSettings.from_policy(load_policy(), asset)
-    if slot is not None:
-        _write(slot, settings)
+    from lifeboat.assets.registry import load_policy, policy_from_bytes
+
+    if slot is None:  # unreadable, or not TOML: the full load says why
+        return WalPushSettings.from_policy(load_policy(config), asset)
+    settings = WalPushSettings.from_policy(policy_from_bytes(slot.raw, config), asset)
+    _write(slot, settings)
     return settings
 
 
 def _slot(config: Path, asset: str | None) -> _CacheSlot | None:
     """The cache slot, found from the policy file's raw TOML (None when the file cannot be
-    read or its two paths are not plain strings: the full validation then says why)."""
+    read or its paths are not plain strings: the full validation then says why)."""
     import tomllib
 
     try:
@@ -169,24 +186,51 @@ def _slot(config: Path, asset: str | None) -> _CacheSlot | None:
         data = tomllib.loads(raw.decode())
         state_dir = _raw_path(config, data, "state", "dir", _DEFAULT_STATE_DIR)
         keyfile = _raw_path(config, data, "repository", "keyfile", _DEFAULT_KEYFILE)
-    except (OSError, ValueError, TypeError, AttributeError):
+        url = data.get("repository", {}).get("url")
+        if isinstance(url, str) and "://" not in url:  # a plain path, as `_resolve_url` takes it
+            url = f"file://{_resolved(config, url)}"
+    except (OSError, ValueError, TypeError, AttributeError, RuntimeError):
         return None
-    if state_dir is None or keyfile is None:
+    if state_dir is None or keyfile is None or not isinstance(url, str):
         return None
-    # relative paths resolve against the file's directory, `~` against $HOME
-    inputs = [str(FORMAT), __version__, str(config.absolute()), os.environ.get("HOME", ""), asset or ""]
-    hasher = hashlib.sha256("\0".join(inputs).encode() + b"\0")
+    # relative paths resolve against the file's directory, `~` against $HOME; a new version
+    # of the validation (an upgrade rewrites these files) may judge the same bytes otherwise
+    inputs = [str(FORMAT), __version__, *_code_stamp(), str(config.absolute()), os.environ.get("HOME", "")]
+    hasher = hashlib.sha256("\0".join([*inputs, asset or ""]).encode() + b"\0")
     hasher.update(raw)
     name = hashlib.sha256((asset or "").encode()).hexdigest()[:16]
-    return _CacheSlot(hasher.hexdigest(), state_dir, keyfile, state_dir / "cache" / CACHE_DIR / name)
+    return _CacheSlot(
+        raw, hasher.hexdigest(), state_dir, keyfile, url, state_dir / "cache" / CACHE_DIR / name
+    )
+
+
+def _code_stamp() -> list[str]:
+    """Size and time of the modules that validate a policy (installed anew by an upgrade)."""
+    package = Path(__file__).resolve().parents[1]
+    stamps = []
+    for module in (
+        "policy.py",
+        "policy_values.py",
+        "policy_file.py",
+        "assets/postgres/model.py",
+        "cli/wal_settings.py",
+    ):
+        try:
+            info = (package / module).stat()
+            stamps.append(f"{module}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            stamps.append(f"{module}:-")
+    return stamps
 
 
 def _raw_path(config: Path, data: dict[str, Any], table: str, key: str, default: str) -> Path | None:
     """A path from the raw TOML resolved as `Policy.resolve` does. Should the two ever
     differ, the cached entry names other paths than the slot and is never used."""
     value = data.get(table, {}).get(key, default)
-    if not isinstance(value, str):
-        return None
+    return _resolved(config, value) if isinstance(value, str) else None
+
+
+def _resolved(config: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else (config.absolute().parent / path).resolve()
 
@@ -206,9 +250,7 @@ def _read(slot: _CacheSlot) -> WalPushSettings | None:
         settings = WalPushSettings.from_json(entry["settings"])
     except (OSError, LifeboatError, ValueError, KeyError, TypeError):
         return None
-    if settings.state_dir != slot.state_dir or settings.repository.keyfile != slot.keyfile:
-        return None
-    return settings
+    return settings if slot.holds(settings) else None
 
 
 def _write(slot: _CacheSlot, settings: WalPushSettings) -> None:
@@ -217,7 +259,7 @@ def _write(slot: _CacheSlot, settings: WalPushSettings) -> None:
     from lifeboat.errors import LifeboatError
     from lifeboat.private import private_dir, write_private
 
-    if settings.state_dir != slot.state_dir or settings.repository.keyfile != slot.keyfile:
+    if not slot.holds(settings):
         return
     entry = json.dumps({"digest": slot.digest, "settings": settings.to_json()}).encode()
     try:

@@ -31,7 +31,7 @@ from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
 from lifeboat.storage.base import Storage
 
 NAMESPACE = "snapshots/"
-LOAD_BATCH = 64  # headers read by one task of the listing's pool
+LOAD_BATCH = 64  # at most this many headers read by one task of the listing's pool
 
 
 def snapshot_payload(info: SnapshotInfo) -> dict[str, Any]:
@@ -246,13 +246,16 @@ def list_snapshots(
     taken from it (repo/snapshot_cache.py); its signature check is cached with it, the
     registry and the time rule are applied afresh on every listing. With ``reread``
     (`check`), every header is read from the storage all the same, and only one whose
-    bytes are those verified before (the same BLAKE3 of the whole object, trailer included)
-    is taken from the cache: damage is still seen, the signature is verified once."""
+    bytes are those this side (writer key or recovery key) verified before is taken from
+    the cache (a BLAKE3 of the whole object, trailer included, kept per side): damage is
+    still seen, the signature is verified once, and the recovery side's check never leans
+    on what only a writer key opened."""
     listed = {obj.name: obj for obj in storage.list("snapshots/")}
     names = list(listed)
     cached = cache.load() if cache is not None else {}
     fresh: dict[str, dict[str, Any]] = {}
-    decoded: list[str] = []  # entries this listing wrote anew: the cache is saved
+    learnt: list[str] = []  # headers this side verified for the first time: the cache is saved
+    side = "recovery" if codec.reads_all else "writer"
 
     def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None:
         snapshot_id = name.rsplit("/", 1)[-1]
@@ -268,42 +271,39 @@ def list_snapshots(
         except NotFoundError:
             return None
         digest = blake3.blake3(data).hexdigest()
-        if hit is not None and hit.get("bytes") == digest:
+        if hit is not None and _verified_by(hit).get(side) == digest:
             reused = _reuse(hit, snapshot_id, codec)
             if reused is not None:
                 fresh[snapshot_id] = {**hit, "stat": stamp}
-                if hit.get("stat") != stamp:
-                    decoded.append(snapshot_id)
+                if isinstance(reused[0], Unopened):  # the writer's scope as the registry says now
+                    return reused[0], _claimed_asset(snapshot_id, reused[0], codec, trust, assets)
                 return reused
         try:
             result = _decode(snapshot_id, data, codec)
         except IntegrityError as exc:
             return str(exc)
-        decoded.append(snapshot_id)
         if isinstance(result, Unopened):
             claimed = _claimed_asset(snapshot_id, result, codec, trust, assets)
-            fresh[snapshot_id] = {
-                "stat": stamp,
-                "bytes": digest,
-                "unopened": result.to_json(),
-                "claims": claimed,
-            }
-            return result, claimed
-        info, check, sealed = result
-        fresh[snapshot_id] = {
-            "stat": stamp,
-            "bytes": digest,
-            "header": snapshot_payload(info),
-            "signature": check.to_json(),
-            "sealed": sealed,
-        }
-        return info, check
+            entry: dict[str, Any] = {"unopened": result.to_json(), "claims": claimed}
+            returned: tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] = (result, claimed)
+        else:
+            info, check, sealed = result
+            entry = {"header": snapshot_payload(info), "signature": check.to_json(), "sealed": sealed}
+            returned = (info, check)
+        verified = _verified_by(hit) if hit is not None and _same_fields(hit, entry) else {}
+        verified = {k: v for k, v in verified.items() if v == digest}
+        if verified.get(side) != digest:
+            learnt.append(snapshot_id)
+        fresh[snapshot_id] = {"stat": stamp, "verified": verified | {side: digest}, **entry}
+        return returned
 
     if not reread and cached and all(n.rsplit("/", 1)[-1] in cached for n in names):
         results = list(map(load, names))  # nothing to fetch: threads would only add overhead
     else:
-        # in batches: a future per header cost more than reading a cached one
-        batches = [names[i : i + LOAD_BATCH] for i in range(0, len(names), LOAD_BATCH)]
+        # a few batches per worker: a future per header cost more than reading a cached
+        # one, and a short listing still spreads over every worker
+        size = min(LOAD_BATCH, max(1, -(-len(names) // (workers * 4))))
+        batches = [names[i : i + size] for i in range(0, len(names), size)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = [r for batch in pool.map(lambda b: [load(n) for n in b], batches) for r in batch]
     listing = SnapshotListing()
@@ -329,9 +329,21 @@ def list_snapshots(
             listing.damaged[name] = result
     listing.accepted.sort(key=lambda s: (s.time, s.id))
     listing.refused.sort(key=lambda s: (s.time or datetime.min.replace(tzinfo=UTC), s.id))
-    if cache is not None and (decoded or fresh.keys() != cached.keys() or not cache.has_summary()):
+    if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
         cache.save(fresh)
     return listing
+
+
+def _verified_by(entry: dict[str, Any]) -> dict[str, str]:
+    """Per side ("writer", "recovery"): the digest of the bytes it verified."""
+    verified = entry.get("verified")
+    return {k: v for k, v in verified.items() if isinstance(v, str)} if isinstance(verified, dict) else {}
+
+
+def _same_fields(entry: dict[str, Any], decoded: dict[str, Any]) -> bool:
+    """Whether a cached entry says what a decode just found (the other side's digest is
+    then kept: a header both sides opened alike is not verified again by either)."""
+    return all(entry.get(k) == decoded.get(k) for k in ("header", "signature", "sealed", "unopened"))
 
 
 def _reuse(
