@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,21 +69,12 @@ class WalPushSettings:
     def from_policy(cls, policy: Policy, asset: str | None) -> WalPushSettings:
         name = postgres_asset(policy, asset)
         repo = policy.repository
+        location = {f.name: getattr(repo, f.name) for f in fields(Location)}
         return cls(
             asset=name,
             wal_async=postgres_spec(policy, name).wal_async,
             state_dir=Path(policy.state_dir),
-            repository=Location(
-                url=str(repo.url),
-                endpoint_url=repo.endpoint_url,
-                region=repo.region,
-                profile=repo.profile,
-                role_arn=repo.role_arn,
-                lock_days=repo.lock_days,
-                stall_timeout=repo.stall_timeout,
-                trust_endpoint=repo.trust_endpoint,
-                keyfile=Path(repo.keyfile),
-            ),
+            repository=Location(**location | {"url": str(repo.url), "keyfile": Path(repo.keyfile)}),
         )
 
     def to_json(self) -> dict[str, Any]:
