@@ -6,7 +6,7 @@ would make a restore roll back to an older tree. Cache files carry a keyed tag
 (repo/local_cache.py), so a rewritten one is ignored and rebuilt from the repository.
 
 `check` reads every snapshot header from the storage but verifies again only those whose bytes
-differ from the ones it verified before (a BLAKE3 of each kept in ``snapshots.json``). A
+differ from the ones it verified before (a BLAKE3 of each, per side, kept in ``snapshots.json``). A
 storage provider that swaps a header's signature trailer, helped by the insider rewriting
 that digest, would have check vouch for the new bytes: the tag refuses the rewritten file.
 
@@ -172,8 +172,9 @@ def vouch_for_a_new_trailer(site: Site, retag: Callable[[str, bytes], bytes] | N
     [path] = (load_policy(site.policy).state_dir / "cache").rglob("snapshots.json")
     stored = path.read_bytes()
     entries = orjson.loads(stored[:-TAG_SIZE])
-    assert "bytes" in entries[newest]  # what the first check verified
-    entries[newest]["bytes"] = blake3.blake3(bytes(raw)).hexdigest()
+    verified = entries[newest]["verified"]
+    assert "recovery" in verified  # what the first check (recovery key) verified
+    entries[newest]["verified"] = {side: blake3.blake3(bytes(raw)).hexdigest() for side in verified}
     data = orjson.dumps(entries)
     path.write_bytes(retag(path.name, data) if retag else data + stored[-TAG_SIZE:])
     return newest
