@@ -22,7 +22,7 @@ KIND_NAMES = set(KINDS)
 KIND_OWN_MODULES = {
     "cli/wal_cmd.py": "postgres",
     "cli/wal_run.py": "postgres",
-    "cli/wal_settings.py": "postgres",
+    "cli/policy_slice.py": "postgres",
     "cli/pg_cmd.py": "postgres",
     "cli/objects_cmd.py": "objects",
     "cli/shards_cmd.py": "objects",

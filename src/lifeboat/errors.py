@@ -7,6 +7,8 @@ Library code raises these; only ``cli/`` turns them into output and exit codes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # a check failed, a target was breached, data is damaged
 EXIT_USAGE = 2  # bad input: usage, configuration, credentials, missing keys
@@ -30,6 +32,10 @@ class LifeboatError(Exception):
 
 class ConfigError(LifeboatError):
     """The policy file or a command-line option is invalid."""
+
+    @classmethod
+    def unknown_asset(cls, name: str, known: Iterable[str]) -> ConfigError:
+        return cls(f"unknown asset {name!r} (known: {', '.join(sorted(known)) or 'none'})")
 
 
 class KeyError_(LifeboatError):

@@ -358,8 +358,7 @@ class Policy(Section):
         try:
             return self.assets[name]
         except KeyError:
-            known = ", ".join(sorted(self.assets)) or "none"
-            raise ConfigError(f"unknown asset {name!r} (known: {known})") from None
+            raise ConfigError.unknown_asset(name, self.assets) from None
 
     def copy_config(self, name: str) -> CopyConfig:
         try:

@@ -55,13 +55,34 @@ class RepositoryLocation(Location, Protocol):
 
 class Settings(Protocol):
     """What opening the repository for writing and keeping the audit log take from the
-    policy: a validated `Policy`, or the slice of one a `wal push` keeps cached (it must
-    not pay for pydantic once per WAL segment)."""
+    policy: a validated `Policy`, or the slice of one the fast commands keep cached
+    (`cli/policy_slice.py`: a `wal push` must not pay for pydantic once per WAL segment)."""
 
     @property
     def repository(self) -> RepositoryLocation: ...
     @property
     def state_dir(self) -> Path: ...
+
+
+class KeyedLocation(RepositoryLocation, Protocol):
+    @property
+    def recovery_key(self) -> Path | None: ...
+
+
+class _Deployment(Protocol):
+    @property
+    def mode(self) -> str: ...
+
+
+class ReadSettings(Settings, Protocol):
+    """What opening the repository for reading takes besides: where the recovery key is
+    and how many custodians' shares unlock it (`crypto.unlock.UnlockPolicy`)."""
+
+    @property
+    def repository(self) -> KeyedLocation: ...
+    @property
+    def deployment(self) -> _Deployment: ...
+    def escrow_threshold(self) -> int: ...
 
 
 def storage_for(policy: Settings) -> Storage:
@@ -226,7 +247,7 @@ def resolve_recovery(
 
 
 def open_for_read(
-    policy: Policy,
+    policy: ReadSettings,
     creds: Credentials,
     *,
     purpose: str,

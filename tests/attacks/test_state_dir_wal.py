@@ -1,8 +1,8 @@
 """A malicious insider with the state dir (issue #14) puts WAL where lifeboat picks it up:
 the prefetch directory `wal fetch` hands segments from (a standby's restore_command), and the
 spool `wal push --async` drains into the repository, signed. Or points `wal push` elsewhere:
-the settings a push keeps of the policy it validated (cli/wal_settings.py) name the
-repository. All are files tagged with a key derived from the key file
+the slice of the policy a push or fetch keeps once it validated it (cli/policy_slice.py)
+names the repository. All are files tagged with a key derived from the key file
 (repo/local_cache.py), which the state dir does not hold: a planted or rewritten file is
 never replayed, archived or followed. Controls show the same file with a valid tag would be,
 so the tag is what stops it. The defender is the real `lifeboat`."""
@@ -86,7 +86,7 @@ def test_control_a_spooled_segment_with_a_valid_tag_is_archived(site: Site) -> N
 
 
 def _push_settings(site: Site) -> Path:
-    [kept] = (state_dir(site) / "cache" / "wal-push").iterdir()  # written by the first push
+    [kept] = (state_dir(site) / "cache" / "policy-slice").iterdir()  # written by the first push
     return kept
 
 
@@ -94,9 +94,9 @@ def _rewritten(stored: bytes, **changes: str) -> bytes:
     entry = json.loads(stored[:-TAG_SIZE])
     for key, value in changes.items():
         if key == "url":
-            entry["settings"]["repository"]["url"] = value
+            entry["slice"]["repository"]["url"] = value
         else:
-            entry["settings"][key] = value
+            entry["slice"]["wal"]["name"] = value
     return json.dumps(entry).encode()
 
 
@@ -112,14 +112,28 @@ def test_rewritten_push_settings_do_not_send_wal_elsewhere(site: Site) -> None:
     assert site.fetch(SEGMENTS[1]) == b"genuine 2"  # archived where the policy says
     assert list(insiders.iterdir()) == []
     rebuilt = json.loads(kept.read_bytes()[:-TAG_SIZE])  # and the settings validated again
-    assert rebuilt["settings"]["repository"]["url"] == f"file://{site.root / 'repo'}"
+    assert rebuilt["slice"]["repository"]["url"] == f"file://{site.root / 'repo'}"
     # even tagged with the key, a URL the policy file does not name is not followed
     seal = runtime.local_seal(load_policy(site.policy))
     kept.write_bytes(
-        seal.seal(f"wal-push/{kept.name}", _rewritten(kept.read_bytes(), url=f"file://{insiders}"))
+        seal.seal(f"policy-slice/{kept.name}", _rewritten(kept.read_bytes(), url=f"file://{insiders}"))
     )
     push(site, SEGMENTS[2], b"genuine 3")
     assert site.fetch(SEGMENTS[2]) == b"genuine 3" and list(insiders.iterdir()) == []
+
+
+def test_rewritten_settings_do_not_end_a_replay_early(site: Site) -> None:
+    """`wal fetch` keeps the same slice: pointed at an empty repository, it would answer
+    "not archived" and PostgreSQL would end recovery there, silently short of its target."""
+    push(site, SEGMENTS[0], b"genuine 1")
+    push(site, SEGMENTS[1], b"genuine 2")
+    kept = _push_settings(site)
+    empty = site.root / "empty-repo"
+    empty.mkdir()
+    stored = kept.read_bytes()
+    kept.write_bytes(_rewritten(stored, url=f"file://{empty}") + stored[-TAG_SIZE:])  # the old tag
+    assert site.fetch(SEGMENTS[1]) == b"genuine 2"
+    assert json.loads(kept.read_bytes()[:-TAG_SIZE])["slice"]["repository"]["url"] != f"file://{empty}"
 
 
 def test_rewritten_push_settings_do_not_archive_wal_under_another_asset(site: Site) -> None:
@@ -135,6 +149,7 @@ def test_control_push_settings_with_a_valid_tag_are_followed(site: Site) -> None
     push(site, SEGMENTS[0], b"genuine 1")
     kept = _push_settings(site)
     seal = runtime.local_seal(load_policy(site.policy))
-    kept.write_bytes(seal.seal(f"wal-push/{kept.name}", _rewritten(kept.read_bytes(), asset="web")))
+    kept.write_bytes(seal.seal(f"policy-slice/{kept.name}", _rewritten(kept.read_bytes(), asset="web")))
     push(site, SEGMENTS[1], b"genuine 2")
+    kept.unlink()  # the fetch validates the policy: db's
     assert site.fetch(SEGMENTS[1]) is None  # archived as web's, not where db's replay looks

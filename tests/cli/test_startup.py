@@ -139,7 +139,7 @@ def test_wal_push_as_archive_command_runs_it_loads_no_other_kind(tmp_path: Path)
 
 def test_a_push_under_a_policy_validated_before_imports_no_pydantic(tmp_path: Path) -> None:
     """The first push validates the policy and keeps what a push needs, sealed in the state
-    dir (cli/wal_settings.py); the next ones under the same file skip pydantic altogether."""
+    dir (cli/policy_slice.py); the next ones under the same file skip pydantic altogether."""
     policy = _initialised(tmp_path, mixed=True)
     segments = [tmp_path / f"00000001000000000000000{i}" for i in (1, 2)]
     for segment in segments:
@@ -152,12 +152,13 @@ def test_a_push_under_a_policy_validated_before_imports_no_pydantic(tmp_path: Pa
     validation = ["pydantic", "pydantic_core", "lifeboat.policy", "lifeboat.policy_file"]
     _assert_lean(seen, NOT_FOR_WAL + UNUSED_KINDS + validation + ["lifeboat.assets.registry"])
     key = str(tmp_path / "recovery.key")
-    for segment in segments:  # both archived, where the policy says
+    for segment in segments:  # both archived, where the policy says; fetched from the same slice
         restored = tmp_path / f"restored-{segment.name}"
         args = ("wal", "fetch", segment.name, str(restored), "--asset", "db", "--recovery-key", key)
-        fetch, _ = _run_probed(tmp_path, policy, *args)
+        fetch, seen = _run_probed(tmp_path, policy, *args)
         assert fetch.returncode == 0, fetch.stderr
         assert restored.read_bytes() == segment.read_bytes()
+        _assert_lean(seen, NOT_FOR_WAL + UNUSED_KINDS + validation + ["lifeboat.assets.registry"])
 
 
 def test_a_push_after_the_policy_was_edited_follows_the_edit(tmp_path: Path) -> None:
@@ -277,6 +278,15 @@ def test_status_and_snapshots_import_only_what_they_use(tmp_path: Path) -> None:
         assert "docs" in proc.stdout
         listing = ["lifeboat.repo.reader"] if args[0] == "snapshots" else []
         _assert_lean(seen, NOT_FOR_LISTINGS + UNUSED_BY_FILES + listing)
+    # the first `snapshots` validated the policy and kept its slice: the next ones need none
+    validation = ["pydantic", "pydantic_core", "lifeboat.policy", "lifeboat.policy_file"]
+    for args in (["snapshots", "--json"], ["snapshots", "--asset", "docs", "--json"]):
+        proc, seen = _run_probed(tmp_path, policy, *args)
+        assert proc.returncode == 0, proc.stderr
+        assert {s["asset"] for s in json.loads(proc.stdout)} == {"docs"}
+        _assert_lean(seen, NOT_FOR_LISTINGS + UNUSED_BY_FILES + validation + ["lifeboat.repo.reader"])
+    unknown, _ = _run_probed(tmp_path, policy, "snapshots", "--asset", "doc", "--json")
+    assert (unknown.returncode, unknown.stderr) == (2, "lifeboat: error: unknown asset 'doc' (known: docs)\n")
 
 
 def test_status_and_snapshots_print_the_bytes_their_typer_commands_print(tmp_path: Path) -> None:

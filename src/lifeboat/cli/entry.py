@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -121,21 +122,23 @@ def run_hot(call: HotCall) -> int:
         from lifeboat.cli.status_run import status
 
         return status(policy(), json_out)
+    from lifeboat.cli import policy_slice
+
     if call.command == "snapshots":
         from lifeboat.cli.snapshots_run import snapshots
 
-        return snapshots(policy().reading_from(call.options.get("--repository")), asset, json_out)
+        copy = call.options.get("--repository")
+        settings = policy().reading_from(copy) if copy else policy_slice.listing_slice(config)
+        return snapshots(settings, asset, json_out)
     from lifeboat.cli import wal_run
 
     if call.command == "wal push":
-        from lifeboat.cli.wal_settings import load_settings
-
-        settings = load_settings(config, asset)
-        wal_run.push(settings, Path(call.args[0]), "--async" in call.flags)
+        wal_run.push(*policy_slice.wal_slice(config, asset), Path(call.args[0]), "--async" in call.flags)
         return 0
     key = call.options.get("--recovery-key") or os.environ.get("LIFEBOAT_RECOVERY_KEY")
     spool = _optional_path(call.options.get("--spool"))
-    return wal_run.fetch(policy, call.args[0], Path(call.args[1]), asset, spool, _optional_path(key))
+    load = partial(policy_slice.wal_slice, config, asset)
+    return wal_run.fetch(load, call.args[0], Path(call.args[1]), spool, _optional_path(key))
 
 
 def _error(line: str) -> None:

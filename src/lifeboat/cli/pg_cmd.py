@@ -30,7 +30,7 @@ def configure(
         required_settings,
     )
     from lifeboat.assets.postgres.quoting import setting
-    from lifeboat.cli.wal_settings import postgres_spec
+    from lifeboat.cli.policy_slice import postgres_spec
     from lifeboat.errors import LifeboatError
 
     run = run_context(ctx)

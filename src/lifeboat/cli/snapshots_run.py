@@ -3,16 +3,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Protocol
 
 from lifeboat.cli.output import console, print_json
+from lifeboat.errors import ConfigError
+from lifeboat.runtime import ReadSettings
 
 if TYPE_CHECKING:
     from lifeboat.crypto.credentials import Credentials
-    from lifeboat.policy import Policy
 
 
-def snapshots(policy: Policy, asset: str | None, json_out: bool, creds: Credentials | None = None) -> int:
+class ListingSettings(ReadSettings, Protocol):
+    """A `Policy`, or the slice of one `cli/entry.py` keeps (cli/policy_slice.py)."""
+
+    @property
+    def assets(self) -> Collection[str]: ...
+
+
+def snapshots(
+    policy: ListingSettings, asset: str | None, json_out: bool, creds: Credentials | None = None
+) -> int:
     """List the snapshots (of one asset); the exit code (1 when some are damaged). With the
     backup key alone, other writers' sealed headers are counted, not listed."""
     from lifeboat import runtime
@@ -28,10 +39,8 @@ def snapshots(policy: Policy, asset: str | None, json_out: bool, creds: Credenti
     snaps = [s for s in listing.accepted if asset is None or s.asset == asset]
     damaged = listing.damaged
     refused = [r for r in listing.refused if asset is None or r.asset == asset]
-    if asset is not None:  # the check needs the retention service: only for --asset
-        from lifeboat.services.retention import require_known_asset
-
-        require_known_asset(policy, asset, snaps)
+    if asset is not None and asset not in policy.assets and not snaps:  # as `forget` does
+        raise ConfigError.unknown_asset(asset, policy.assets)
     if json_out:
         print_json(
             [

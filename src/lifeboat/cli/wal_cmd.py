@@ -13,7 +13,7 @@ import typer
 from lifeboat.cli import wal_run
 from lifeboat.cli.app import app
 from lifeboat.cli.common import run_context
-from lifeboat.cli.wal_settings import WalPushSettings, postgres_asset, postgres_spec
+from lifeboat.cli.policy_slice import postgres_asset, postgres_spec, wal_slice_of
 
 wal_app = typer.Typer(help="WAL archiving for PostgreSQL assets.", no_args_is_help=True)
 app.add_typer(wal_app, name="wal")
@@ -29,7 +29,7 @@ def push(
     ),
 ) -> None:
     """Archive one WAL file (archive_command). Durable before it exits 0; idempotent."""
-    wal_run.push(WalPushSettings.from_policy(run_context(ctx).policy(), asset), path, async_)
+    wal_run.push(*wal_slice_of(run_context(ctx).policy(), asset), path, async_)
 
 
 @wal_app.command("probe", hidden=True)
@@ -135,7 +135,8 @@ def fetch(
     ),
 ) -> None:
     """Restore one WAL file (restore_command); exit 1 quietly when the archive lacks it."""
-    code = wal_run.fetch(run_context(ctx).policy, name, dest, asset, spool, recovery_key)
+    run = run_context(ctx)
+    code = wal_run.fetch(lambda: wal_slice_of(run.policy(), asset), name, dest, spool, recovery_key)
     if code:
         raise typer.Exit(code)
 

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lifeboat.cli.wal_settings import WalPushSettings
-    from lifeboat.policy import Policy
+    from lifeboat.cli.policy_slice import PolicySlice, WalAsset
     from lifeboat.repo import Repository
     from lifeboat.runtime import Settings
 
@@ -40,13 +39,13 @@ def _system_identifier(policy: Settings, repo: Repository, asset: str) -> int | 
     return found
 
 
-def push(settings: WalPushSettings, path: Path, async_: bool) -> None:
+def push(settings: PolicySlice, asset: WalAsset, path: Path, async_: bool) -> None:
     """Archive one WAL file: durable in the repository, or spooled for a forked drainer."""
     from lifeboat import runtime
     from lifeboat.assets.postgres.wal import drain_spool, push_segment, spool_segment
 
-    name = settings.asset
-    if async_ or settings.wal_async:
+    name = asset.name
+    if async_ or asset.wal_async:
         spool = settings.state_dir / "wal-spool" / name
         spool_segment(spool, path, name, runtime.local_seal(settings))
         if os.fork() == 0:  # the drainer outlives archive_command; one at a time (flock)
@@ -66,14 +65,14 @@ def push(settings: WalPushSettings, path: Path, async_: bool) -> None:
 
 
 def fetch(
-    load_policy: Callable[[], Policy],
+    load_settings: Callable[[], tuple[PolicySlice, WalAsset]],
     name: str,
     dest: Path,
-    asset: str | None,
     spool: Path | None,
     recovery_key: Path | None,
 ) -> int:
-    """Restore one WAL file; 1 (quietly) when the archive lacks it, as restore_command wants."""
+    """Restore one WAL file; 1 (quietly) when the archive lacks it, as restore_command wants.
+    The policy is read only past the spool, which needs none."""
     if spool is not None:
         import shutil
 
@@ -83,14 +82,13 @@ def fetch(
         return 0
     from lifeboat import runtime
     from lifeboat.assets.postgres.wal import fetch_segment, prefetch
-    from lifeboat.cli.wal_settings import postgres_asset
     from lifeboat.crypto.credentials import Credentials
 
-    policy = load_policy()
-    asset_name = postgres_asset(policy, asset)
+    settings, asset = load_settings()
+    asset_name = asset.name
     creds = Credentials(recovery_key=recovery_key)
-    repo = runtime.open_for_read(policy, creds, purpose="wal fetch", asset=asset_name)
-    cache = policy.state_dir / "wal-prefetch" / asset_name
+    repo = runtime.open_for_read(settings, creds, purpose="wal fetch", asset=asset_name)
+    cache = settings.state_dir / "wal-prefetch" / asset_name
     if not fetch_segment(repo, asset_name, name, dest, cache):
         return 1
     if os.fork() == 0:  # prefetch the next segments after PostgreSQL has this one

@@ -9,25 +9,39 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lifeboat.crypto.credentials import Credentials
-from lifeboat.crypto.escrow import (
-    KEY_MATERIAL,
-    RECOVERY,
-    EscrowRecord,
-    ParsedShare,
-    combine,
-    parse_mnemonic,
-    read_share_file,
-)
 from lifeboat.crypto.keys import RecoveryKey, load_recovery_key
 from lifeboat.errors import KeyError_
 
+# the shares' code (SLIP-39) loads only where shares are read: `wal fetch` unlocks with
+# the recovery-key file once per segment
 if TYPE_CHECKING:
-    from lifeboat.policy import Policy
+    from lifeboat.crypto.escrow import EscrowRecord, ParsedShare
 
 # Records one audit entry: (operation, **details); Any because details are free-form JSON.
 Audit = Callable[..., Any]
 # Asks the person at the terminal: (label, hide input) -> what they typed.
 Prompt = Callable[[str, bool], str]
+
+
+class _Deployment(Protocol):
+    @property
+    def mode(self) -> str: ...
+
+
+class _RecoveryKeyFile(Protocol):
+    @property
+    def recovery_key(self) -> Path | None: ...
+
+
+class UnlockPolicy(Protocol):
+    """What unlocking reads of the policy (a `Policy`, or the cached slice of one that
+    `wal fetch` takes: cli/policy_slice.py)."""
+
+    @property
+    def deployment(self) -> _Deployment: ...
+    @property
+    def repository(self) -> _RecoveryKeyFile: ...
+    def escrow_threshold(self) -> int: ...
 
 
 class KeyRecords(Protocol):
@@ -68,6 +82,8 @@ def _ask_passphrase(creds: Credentials) -> Callable[[str], bytes | None] | None:
 
 def shares_from_files(creds: Credentials) -> list[ParsedShare]:
     """The shares in the files given, decrypted with the passphrase files or the prompt."""
+    from lifeboat.crypto.escrow import read_share_file
+
     passphrases = read_passphrases(list(creds.passphrase_files))
     ask = _ask_passphrase(creds)
     return [share for path in creds.shares for share in read_share_file(path, passphrases, ask)]
@@ -76,6 +92,8 @@ def shares_from_files(creds: Credentials) -> list[ParsedShare]:
 def shares_from_prompt(prompt: Prompt, minimum: int, key_material: bool = False) -> list[ParsedShare]:
     """Custodians type their words on the terminal (hidden), one share after another;
     ``key_material``: each also types their share of the key-material escrow key."""
+    from lifeboat.crypto.escrow import KEY_MATERIAL, parse_mnemonic
+
     shares: list[ParsedShare] = []
     escrowed: list[ParsedShare] = []
     needed = minimum
@@ -111,6 +129,8 @@ def from_shares(
 ) -> RecoveryKey:
     """The recovery key the shares combine to, checked against the repository's records
     (key-material escrow shares among them are not the recovery key's and are left out)."""
+    from lifeboat.crypto.escrow import RECOVERY, combine
+
     shares = [s for s in shares if s.purpose == RECOVERY]
     escrows = records.escrows()
     shares = _complete_split(shares, escrows)
@@ -166,12 +186,14 @@ class Unlocked:
 
 
 def _unlocked(records: KeyRecords, shares: list[ParsedShare], audit: Audit | None, purpose: str) -> Unlocked:
+    from lifeboat.crypto.escrow import KEY_MATERIAL
+
     key = from_shares(records, shares, audit, purpose)
     return Unlocked(key, [s for s in shares if s.purpose == KEY_MATERIAL])
 
 
 def resolve_for_policy(
-    policy: Policy,
+    policy: UnlockPolicy,
     records: KeyRecords,
     creds: Credentials,
     *,
@@ -188,7 +210,7 @@ def resolve_for_policy(
 
 
 def unlock_for_policy(
-    policy: Policy,
+    policy: UnlockPolicy,
     records: KeyRecords,
     creds: Credentials,
     *,

@@ -4,14 +4,14 @@ every run leaves an audit entry, failed runs too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from lifeboat import runtime
 from lifeboat.assets.kind import Expiry
 from lifeboat.crypto.credentials import Credentials
-from lifeboat.errors import LifeboatError
+from lifeboat.errors import ConfigError, LifeboatError
 from lifeboat.policy import Policy
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import Repository
@@ -50,7 +50,7 @@ def _audited(session: Session, operation: str, asset: str | None = None) -> Iter
 def forget_in(session: Session, *, asset: str | None = None, dry_run: bool = False) -> ForgetResult:
     """Forget the snapshots no retention rule keeps, then the WAL they alone needed."""
     if asset is not None:
-        require_known_asset(session.policy, asset, session.repo.snapshots(asset))
+        require_known_asset(session.policy.assets, asset, session.repo.snapshots(asset))
     with _audited(session, "forget", asset):
         report: ForgetReport = session.repo.forget(
             runtime.keep_rules(session.policy), dry_run=dry_run, asset=asset
@@ -142,8 +142,9 @@ def retention(policy: Policy, creds: Credentials) -> RetentionResult:
         return RetentionResult(forgotten, prune_in(session))
 
 
-def require_known_asset(policy: Policy, asset: str | None, snaps: list[SnapshotInfo]) -> None:
+def require_known_asset(known: Collection[str], asset: str | None, snaps: list[SnapshotInfo]) -> None:
     """A mistyped --asset would list or forget nothing and say so as if all were well; an
-    asset gone from the policy still counts while the repository holds its snapshots."""
-    if asset is not None and asset not in policy.assets and not snaps:
-        policy.asset(asset)  # raises: unknown asset, with the known ones
+    asset gone from the policy (``known``: its assets) still counts while the repository
+    holds its snapshots."""
+    if asset is not None and asset not in known and not snaps:
+        raise ConfigError.unknown_asset(asset, known)
