@@ -192,15 +192,18 @@ def test_a_blob_listed_twice_keeps_every_location_and_the_failed_one_goes_last()
     """Pure index logic: a second listing of a blob is kept as a fallback, ``demote``
     moves a location that failed authentication behind the others, and dropping a pack
     keeps the blob's other location instead of forgetting the blob."""
+    b, c = "b" * 64, "c" * 64  # blob ids
     index = Index()
-    index.add_pack({"id": "p1", "blobs": [["b", "data", 10, 20, 5]]})
-    index.add_pack({"id": "p2", "blobs": [["b", "data", 30, 40, 7], ["c", "data", 0, 9, 3]]})
-    index.add_pack({"id": "p1", "blobs": [["b", "data", 10, 20, 5]]})  # the same listing again
+    index.add_pack({"id": "p1", "blobs": [[b, "data", 10, 20, 5]]})
+    index.add_pack({"id": "p2", "blobs": [[b, "data", 30, 40, 7], [c, "data", 0, 9, 3]]})
+    index.add_pack({"id": "p1", "blobs": [[b, "data", 10, 20, 5]]})  # the same listing again
     first, second = BlobLocation("p1", 10, 20, 5, "data"), BlobLocation("p2", 30, 40, 7, "data")
-    assert index.locations("b") == [first, second] and index.listed_elsewhere("b")
-    assert not index.listed_elsewhere("c") and not index.demote("c", index.locations("c")[0])
-    assert index.demote("b", first) and index.get("b") == second
-    assert index.demote("b", first) and index.get("b") == second  # a second reader's demotion
-    assert index.locations("b") == [second, first]
+    assert index.locations(b) == [first, second] and index.listed_elsewhere(b)
+    assert not index.listed_elsewhere(c) and not index.demote(c, index.locations(c)[0])
+    assert index.demote(b, first) and index.get(b) == second
+    assert index.demote(b, first) and index.get(b) == second  # a second reader's demotion
+    assert index.locations(b) == [second, first]
+    assert index.blobs_by_pack() == {"p1": [b], "p2": [b, c]}
     index.drop_packs(["p2"])
-    assert index.locations("b") == [first] and "c" not in index
+    assert index.locations(b) == [first] and c not in index
+    assert index.blobs_by_pack() == {"p1": [b]} and list(index.packs()) == ["p1"]

@@ -198,7 +198,7 @@ def _read_all_packs(
     decrypt: bool,
 ) -> None:
     index = repo.index()
-    packs = {p: ids for p, ids in index.packs().items() if p in stored}
+    packs = {p: ids for p, ids in index.blobs_by_pack().items() if p in stored}
     progress.start(sum(stored[p] for p in packs))
     lock = threading.Lock()
 

@@ -33,6 +33,7 @@ from lifeboat.repo.format import (
     index_name,
     is_object_id,
 )
+from lifeboat.repo.idtable import IdTable
 from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.trust import SignatureCheck, Trust
@@ -43,9 +44,9 @@ PackEntry = dict[str, Any]  # {"id": pack id, "blobs": [[id, type, offset, lengt
 
 
 _TYPES = (BLOB_DATA, BLOB_TREE)
-# A blob's first location as held in memory: pack number (into Index._pack_ids), offset,
-# length, plaintext length, type number. 62 bytes a blob, where a BlobLocation and its
-# three ints took 140 (a million blobs: ~80 MB less).
+# A blob's first location as held in memory, after its id in an IdTable: pack number
+# (into Index._pack_ids), offset, length, plaintext length, type number. 61 bytes a blob
+# with its id, where a dict of hex ids to BlobLocations took 233 (issue #18).
 _LOCATION = struct.Struct("<IQQQB")
 
 
@@ -60,11 +61,12 @@ class Index:
     location counts as holding the blob for what prune keeps and retention locks."""
 
     def __init__(self) -> None:
-        self._blobs: dict[str, bytes] = {}  # blob id -> its first location (_LOCATION)
+        self._blobs = IdTable(_LOCATION.size)  # blob id -> its first location (_LOCATION)
         self._pack_ids: list[str] = []  # pack number -> pack id
         self._pack_numbers: dict[str, int] = {}
         self._alternates: dict[str, list[BlobLocation]] = {}  # blob id -> its other locations
-        self._packs: dict[str, list[str]] = {}
+        self._packs: dict[str, None] = {}  # the packs listed (in the order first listed)
+        self._tree_ends: dict[str, int] = {}  # pack id -> where its last tree blob ends
         self.files: dict[str, list[str]] = {}  # index file name -> pack ids it lists
         self.damaged: dict[str, str] = {}  # index file name -> problem
         self.refused: dict[str, str] = {}  # index file name -> why no reader may use it
@@ -111,25 +113,43 @@ class Index:
             if not others:
                 return False
             if self.get(blob_id) == failed:  # another reader may have demoted it already
-                self._blobs[blob_id] = self._packed(others.pop(0))
+                self._blobs.put(blob_id, self._packed(others.pop(0)))
                 others.append(failed)
             return True
 
-    def packs(self) -> dict[str, list[str]]:
+    def packs(self) -> dict[str, None]:
         """The ids of the packs the index lists."""
         return self._packs
+
+    def blobs_by_pack(self) -> dict[str, list[str]]:
+        """Each listed pack's blob ids (every location: a blob listed in two packs is in
+        both). Built on each call, for whole-repository work (check, prune, repack): a
+        backup or restore never holds every id as a string."""
+        found: dict[str, list[str]] = {pack_id: [] for pack_id in self._packs}
+        with self._lock:
+            for blob_id, packed in self._blobs.items():
+                found[self._pack_ids[_LOCATION.unpack(packed)[0]]].append(blob_id)
+            for blob_id, others in self._alternates.items():
+                for loc in others:
+                    found[loc.pack].append(blob_id)
+        return found
+
+    def tree_end(self, pack_id: str) -> int:
+        """Where the pack's last tree blob ends (0: it holds none), to read its trees at once."""
+        return self._tree_ends.get(pack_id, 0)
 
     def add_pack(self, pack: PackEntry) -> None:
         """Adds a pack's blob table."""
         pack_id = pack["id"]
         with self._lock:
-            ids = self._packs.setdefault(pack_id, [])
+            self._packs[pack_id] = None
             for blob_id, btype, offset, length, raw_length in pack["blobs"]:
-                ids.append(blob_id)
+                if btype == BLOB_TREE:
+                    self._tree_ends[pack_id] = max(self._tree_ends.get(pack_id, 0), offset + length)
                 loc = BlobLocation(pack_id, offset, length, raw_length, btype)
                 first = self._blobs.get(blob_id)
                 if first is None:
-                    self._blobs[blob_id] = self._packed(loc)
+                    self._blobs.put(blob_id, self._packed(loc))
                     continue
                 if self._unpacked(first) == loc:
                     continue  # the same listing again (index files overlap after merges)
@@ -139,17 +159,29 @@ class Index:
 
     def drop_packs(self, pack_ids: Iterable[str]) -> None:
         """Forgets packs (vanished or pruned); a blob listed elsewhere too keeps that location."""
+        dropped = {p for p in pack_ids if p in self._packs}
+        if not dropped:
+            return
         with self._lock:
-            for pack_id in pack_ids:
-                for blob_id in self._packs.pop(pack_id, []):
-                    others = [o for o in self._alternates.pop(blob_id, []) if o.pack != pack_id]
-                    loc = self.get(blob_id)
-                    if loc is not None and loc.pack == pack_id:
-                        del self._blobs[blob_id]
-                        if others:
-                            self._blobs[blob_id] = self._packed(others.pop(0))
-                    if others:
-                        self._alternates[blob_id] = others
+            numbers = {self._pack_numbers[p] for p in dropped}
+            firsts = [b for b, packed in self._blobs.items() if _LOCATION.unpack(packed)[0] in numbers]
+            for blob_id in firsts:
+                others = [o for o in self._alternates.pop(blob_id, []) if o.pack not in dropped]
+                if others:
+                    self._blobs.put(blob_id, self._packed(others.pop(0)))
+                else:
+                    self._blobs.remove(blob_id)
+                if others:
+                    self._alternates[blob_id] = others
+            for blob_id in [
+                b for b, locs in self._alternates.items() if any(o.pack in dropped for o in locs)
+            ]:
+                others = [o for o in self._alternates.pop(blob_id) if o.pack not in dropped]
+                if others:
+                    self._alternates[blob_id] = others
+            for pack_id in dropped:
+                del self._packs[pack_id]
+                self._tree_ends.pop(pack_id, None)
 
     def blob_ids(self) -> set[str]:
         """Every blob id the index knows."""

@@ -302,12 +302,7 @@ class TreePacks:
         """The pack's bytes from its start to its last tree blob's end (None when that is
         more than one request should read, 2 MiB on a local disk: then blobs are read one
         by one)."""
-        index = self.repo.index()
-        end = loc.offset + loc.length
-        for blob_id in index.packs().get(loc.pack, ()):
-            other = index.get(blob_id)
-            if other is not None and other.pack == loc.pack and other.type == BLOB_TREE:
-                end = max(end, other.offset + other.length)
+        end = max(loc.offset + loc.length, self.repo.index().tree_end(loc.pack))
         if end > span_limits(self.repo)[1]:  # on a local disk a blob's own read is a pread
             return None
         try:

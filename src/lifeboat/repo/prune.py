@@ -46,7 +46,7 @@ def prune_repository(
                 hint="run 'lifeboat check --read-data' and repair first",
             )
         needed = set(refs.users)
-        packs = index.packs()
+        packs = index.blobs_by_pack()
         report.packs_total = len(packs)
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
         unused = [p for p, blobs in packs.items() if not needed.intersection(blobs)]

@@ -83,7 +83,7 @@ def pack_entries(repo: RepoHandle, index: Index) -> tuple[dict[str, PackEntry], 
     loaded, _ = read_index_files(repo, index.files, workers=repo.workers)
     entries = {p["id"]: p for p in merge_entries(loaded.values())}
     partial: set[str] = set()
-    for pack_id, blob_ids in index.packs().items():
+    for pack_id, blob_ids in index.blobs_by_pack().items():
         if pack_id in entries:
             continue
         blobs = []
