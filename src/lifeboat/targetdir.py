@@ -81,8 +81,11 @@ def refuse_short_space(target: object, needed: int, free: int) -> None:
 
 
 class TargetDir:
-    """A restore target: directory descriptors by relative path, and a record of what this
-    restore created (so that a restore that runs out of space can take it back).
+    """A restore target: directory descriptors by relative path, and what this restore
+    created (so that a restore that runs out of space can take it back). A target that was
+    empty holds nothing but what the restore wrote: emptying it again takes that back, and
+    nothing is recorded per file (a million restored names held ~130 MB). Into a target
+    that held something (``--force``), each name the restore creates is recorded.
 
     Thread-safe. ``acquire``/``release`` count users of a directory descriptor; a descriptor
     nobody uses stays open (up to IDLE_FDS) for the next file in the same directory."""
@@ -101,6 +104,7 @@ class TargetDir:
         self._refs: dict[str, int] = {"": 1}  # the root is never closed before close()
         self._idle: OrderedDict[str, None] = OrderedDict()
         self.fresh = fresh  # the target was empty: whatever this restore writes is new
+        self.was_empty = self.created_root or _is_empty(root_fd)
         self.created: list[tuple[str, bool]] = []  # (path, is_dir), in creation order
 
     # -- directories -----------------------------------------------------------------
@@ -182,7 +186,8 @@ class TargetDir:
                 del self._refs[path]
 
     def record(self, rel: str, is_dir: bool) -> None:
-        self.created.append((rel, is_dir))  # list.append is atomic: no lock on the hot path
+        if not self.was_empty:  # an empty target is emptied again instead
+            self.created.append((rel, is_dir))  # list.append is atomic: no lock on the hot path
 
     def exists(self, parent_fd: int, name: str) -> bool:
         try:
@@ -249,7 +254,7 @@ class TargetDir:
     def take_back(self) -> int:
         """Remove what this restore created (newest first); returns how many entries went.
         Files it replaced stay replaced: their old contents are gone."""
-        removed = 0
+        removed = self._empty_again() if self.was_empty else 0
         for rel, is_dir in reversed(self.created):
             parent, name = split_parent(rel)
             try:
@@ -277,6 +282,16 @@ class TargetDir:
                 pass
         return removed
 
+    def _empty_again(self) -> int:
+        """Remove everything under the root (which was empty when the restore began)."""
+        with self.lock:
+            root_fd = self._fds[""]
+        removed = 0
+        for name in os.listdir(root_fd):
+            self._forget_below(name)
+            removed += _remove_counted(root_fd, name)
+        return removed
+
     def close(self) -> None:
         with self.lock:
             for fd in self._fds.values():
@@ -284,3 +299,31 @@ class TargetDir:
             self._fds.clear()
             self._refs.clear()
             self._idle.clear()
+
+
+def _is_empty(dir_fd: int) -> bool:
+    with os.scandir(dir_fd) as entries:
+        return next(entries, None) is None
+
+
+def _remove_counted(parent_fd: int, name: str) -> int:
+    """Remove ``name`` (a directory with its content, never through a link); returns how
+    many entries went. What cannot be removed stays, as in ``take_back``."""
+    try:
+        if not stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=parent_fd)
+            return 1
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except OSError:
+        return 0
+    try:
+        removed = sum(_remove_counted(fd, child) for child in os.listdir(fd))
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except OSError:
+        return removed
+    return removed + 1

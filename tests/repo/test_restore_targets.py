@@ -15,6 +15,7 @@ import pytest
 from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
+from lifeboat.targetdir import TargetDir
 from tests.attacks.test_restore_escape import EscapeEnv, make_env, make_sentinel, manifest
 
 
@@ -170,6 +171,47 @@ def test_out_of_inodes_leaves_no_partial_tree(env: EscapeEnv, small_fs) -> None:
     assert everything_under(mnt) == set()  # the target it created is gone too: a retry is not blocked
     one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "no space", "removed")
     assert everything_under(mnt) <= {"m"}
+
+
+def test_out_of_inodes_in_an_empty_target_empties_it_again(env: EscapeEnv, small_fs) -> None:
+    mnt = small_fs("size=8m,nr_inodes=40")
+    deep = env.root / "config" / "a" / "b"
+    deep.mkdir(parents=True)
+    for i in range(60):
+        (deep / f"f{i:02}").write_text(f"file {i}\n")
+    snap = env.backup("config")
+    (mnt / "e").mkdir()
+
+    line = one_line_error(env.restore("config", snap, str(mnt / "e"), check=False), "no space")
+    removed = int(line.split("removed the ")[1].split()[0])
+    assert removed > 3  # the directories and the files written before the inodes ran out
+    assert everything_under(mnt) == {"e"}  # the operator's directory stays, emptied again
+
+
+def test_taking_back_an_empty_target_follows_no_link(tmp_path: Path) -> None:
+    """A target that was empty is emptied again on a full disk, not file by file: a link
+    the restore wrote (to a directory outside) is removed, and what it points to stays."""
+    outside = tmp_path / "outside"
+    make_sentinel(outside)
+    before = manifest(outside)
+    root = tmp_path / "target"
+    root.mkdir()
+    tree = TargetDir(root, fresh=True)
+    try:
+        fd = tree.acquire("a/b")
+        tmp, out = tree.open_temp(fd, "f")
+        os.write(out, b"restored\n")
+        os.close(out)
+        tree.install(fd, tmp, "f", "a/b/f")
+        tree.release("a/b")
+        tree.symlink("a/out", str(outside))
+        tree.release("a")
+        assert tree.created == []  # nothing held per name
+        assert tree.take_back() == 4  # a, a/b, a/b/f, a/out
+    finally:
+        tree.close()
+    assert root.is_dir() and list(root.iterdir()) == []
+    assert manifest(outside) == before
 
 
 def test_setuid_and_owners_come_back_only_with_owners(repo: Repository, tmp_path: Path) -> None:
