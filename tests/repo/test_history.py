@@ -17,6 +17,9 @@ import pytest
 
 from lifeboat.crypto.signed import SIGNATURE_SIZE
 from lifeboat.repo import Repository
+from lifeboat.repo import consolidate as consolidate_module
+from lifeboat.repo import index as index_module
+from lifeboat.repo.index import index_parts
 from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.model import SnapshotInfo
 from lifeboat.storage import open_storage
@@ -86,6 +89,36 @@ def test_index_files_stay_bounded_over_many_backups_and_every_snapshot_restores(
     assert len(reader.snapshots()) == 30
     assert_restores(reader, snaps, tmp_path / "out")
     assert_check_clean(reader)
+
+
+def test_index_files_are_cut_at_their_size_and_full_ones_are_never_merged_again(tmp_path, monkeypatch):
+    """Index files list at most INDEX_FILE_BLOBS blobs (a reader decodes one whole), and a
+    consolidation leaves files that are full as they are: a long history is not rewritten,
+    nor read, by every backup past the threshold."""
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "4")
+    monkeypatch.setattr(index_module, "INDEX_FILE_BLOBS", 3)
+    monkeypatch.setattr(consolidate_module, "FULL_INDEX_BLOBS", 2)
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps, full_seen = {}, set()
+    for n in range(16):  # two index files a backup (data, tree) of a blob or two each
+        snaps[n] = backup(repo, n)
+        listing = Repository.open(storage, recovery_key=recovery).index().file_blobs
+        assert max(listing.values()) <= 3
+        assert full_seen <= set(listing)  # a full file, once written, stays as it is
+        full_seen |= {name for name, blobs in listing.items() if blobs >= 2}
+        assert sum(1 for blobs in listing.values() if blobs < 2) <= 4 + 2
+    assert len(full_seen) >= 5  # consolidations did write full files
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
+    assert_restores(reader, snaps, tmp_path / "out")
+    assert_check_clean(reader)
+
+
+def test_index_parts_never_split_a_pack() -> None:
+    sizes = [2, 2, 5, 1, 1, 1]
+    packs = [{"id": str(i), "blobs": [[f"{i}-{b}"] for b in range(n)]} for i, n in enumerate(sizes)]
+    parts = index_parts(packs, limit=3)  # type: ignore[arg-type]
+    assert [[p["id"] for p in part] for part in parts] == [["0"], ["1"], ["2"], ["3", "4", "5"]]
 
 
 def test_no_consolidation_below_the_threshold(tmp_path, monkeypatch):

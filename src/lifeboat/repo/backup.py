@@ -25,11 +25,11 @@ from lifeboat import clock
 from lifeboat.errors import IntegrityError, LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import encode_payload, read_blocks
-from lifeboat.repo.consolidate import consolidate_quietly, index_files_max
+from lifeboat.repo.consolidate import consolidate_quietly, index_files_max, small_index_files
 from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, index_name, pack_name, snapshot_name
 from lifeboat.repo.idtable import IdTable
 from lifeboat.repo.immutability import ensure_retention, lockable, objects_of
-from lifeboat.repo.index import Index, PackEntry, write_index
+from lifeboat.repo.index import INDEX_FILE_BLOBS, Index, PackEntry, write_index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PARENT_CACHE_REJECTED, Entry, SnapshotInfo, SnapshotStats
@@ -41,6 +41,7 @@ from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, T
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
 
+# A backup writes an index file every this many packs, or sooner at INDEX_FILE_BLOBS blobs
 INDEX_FLUSH_PACKS = 16
 
 DESCRIBED_MAX = 16 << 20  # read_file(describe=...) holds at most this much of one file
@@ -77,6 +78,7 @@ class BlobWriter:
         self.known = known if known is not None else KnownBlobs()
         self._lock = threading.Lock()
         self._pending_index: list[PackEntry] = []
+        self._pending_blobs = 0  # listed by _pending_index
         self.index_files: list[str] = []
         self.packs_written: list[str] = []
         self.stats = SnapshotStats()
@@ -96,15 +98,16 @@ class BlobWriter:
         with self._lock:
             self.packs_written.append(entry["id"])
             self._pending_index.append(entry)
-            if len(self._pending_index) >= INDEX_FLUSH_PACKS:
-                batch, self._pending_index = self._pending_index, []
+            self._pending_blobs += len(entry["blobs"])
+            if len(self._pending_index) >= INDEX_FLUSH_PACKS or self._pending_blobs >= INDEX_FILE_BLOBS:
+                batch, self._pending_index, self._pending_blobs = self._pending_index, [], 0
         if batch:
             self._write_index(batch)
 
     def _write_index(self, packs: list[PackEntry]) -> None:
-        name = write_index(self.repo.storage, packs, self.repo.metadata)
+        index_ids = write_index(self.repo.storage, packs, self.repo.metadata)
         with self._lock:
-            self.index_files.append(name)
+            self.index_files += index_ids
 
     def store(self, data: bytes, btype: str = BLOB_DATA) -> str:
         """Store one blob unless the repository has it; return its id. Thread-safe."""
@@ -165,7 +168,7 @@ class BlobWriter:
         self.packer.flush()
         self.tree_packer.flush()
         with self._lock:
-            batch, self._pending_index = self._pending_index, []
+            batch, self._pending_index, self._pending_blobs = self._pending_index, [], 0
         if batch:
             self._write_index(batch)
 
@@ -649,9 +652,10 @@ class BackupSession:
 
     def _consolidate_index(self) -> None:
         """Past the threshold, merge small index files (repo/consolidate.py), still under
-        this session's lock. Counted from the index loaded at the start plus what this
-        session wrote, so a backup under the threshold costs no extra listing."""
-        known = len(self.repo.index().files) + len(self.writer.index_files)
+        this session's lock. Counted from the small files of the index loaded at the start
+        plus what this session wrote, so a backup under the threshold costs no listing."""
+        index = self.repo.index()
+        known = len(small_index_files(index, index.files)) + len(self.writer.index_files)
         limit = index_files_max()
         if limit and known > limit:
             consolidate_quietly(self.repo)

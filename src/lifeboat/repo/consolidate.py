@@ -1,9 +1,9 @@
-"""Index consolidation after a backup: many small index files merged into one.
+"""Index consolidation after a backup: many small index files merged into few.
 
 Every backup writes its own index files (one per 16 packs, at least two per snapshot), so
 hourly backups leave thousands of them and every later backup, check and restore lists and
-loads them all. Past a threshold, a backup that has committed merges the small ones into
-one index file and deletes those it supersedes (docs/design/repository-format.md,
+loads them all. Past a threshold of small ones, a backup that has committed merges them
+into files of up to INDEX_FILE_BLOBS blobs and deletes those it supersedes (docs/design/repository-format.md,
 "Index consolidation").
 
 Crash safety: the consolidated index is written (put-if-absent, named by its content's
@@ -34,9 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import AlreadyExistsError, LifeboatError, LockedError, NotFoundError
+from lifeboat.errors import LifeboatError, LockedError, NotFoundError
+from lifeboat.repo.format import index_name
 from lifeboat.repo.immutability import RetentionCache, lockable
-from lifeboat.repo.index import IndexCache, PackEntry, encode_index, read_index_file
+from lifeboat.repo.index import INDEX_FILE_BLOBS, Index, IndexCache, PackEntry, read_index_file, write_index
 from lifeboat.storage.base import Storage, VersionedStorage
 
 if TYPE_CHECKING:
@@ -46,9 +47,10 @@ if TYPE_CHECKING:
 # overrides it (0 turns consolidation off).
 INDEX_FILES_MAX = 32
 ENV_INDEX_FILES_MAX = "LIFEBOAT_INDEX_FILES_MAX"
-# An index file listing this many blobs is full (restic's figure): it is left as it is, so
-# each consolidation rewrites only what is small, not the whole history again.
-FULL_INDEX_BLOBS = 50_000
+# An index file listing this many blobs is full: it is left as it is, so each consolidation
+# rewrites only what is small, not the whole history again. Half the most a file lists
+# (a file is cut before the pack that would take it past that, so it may end short of it).
+FULL_INDEX_BLOBS = INDEX_FILE_BLOBS // 2
 
 
 @dataclass
@@ -56,7 +58,7 @@ class ConsolidateReport:
     """What one consolidation merged, wrote and left under retention."""
 
     merged: list[str] = field(default_factory=list)  # index files superseded and deleted
-    written: str | None = None  # the consolidated index file
+    written: list[str] = field(default_factory=list)  # the consolidated index files
     kept_locked: list[str] = field(default_factory=list)  # under retention: left as they are
 
 
@@ -157,11 +159,17 @@ def blob_count(entries: list[PackEntry]) -> int:
     return sum(len(p["blobs"]) for p in entries)
 
 
+def small_index_files(index: Index, names: Iterable[str]) -> list[str]:
+    """The names not known (from the loaded index) to list FULL_INDEX_BLOBS blobs or more:
+    only these are read and merged, so a long history of full files costs nothing here."""
+    return [n for n in names if index.file_blobs.get(n, 0) < FULL_INDEX_BLOBS]
+
+
 def consolidate_indexes(repo: RepoHandle, *, limit: int | None = None) -> ConsolidateReport | None:
-    """Merge the small index files into one when there are more than ``limit`` of them.
-    Call with a repository lock held (a backup's shared lock). None when under the limit."""
+    """Merge the small index files when there are more than ``limit`` of them. Call with a
+    repository lock held (a backup's shared lock). None when under the limit."""
     limit = index_files_max() if limit is None else limit
-    names = [obj.name for obj in repo.storage.list("index/")]
+    names = small_index_files(repo.index(), (obj.name for obj in repo.storage.list("index/")))
     if limit <= 0 or len(names) <= limit:
         return None
     loaded, _ = read_index_files(repo, names, workers=repo.workers)
@@ -173,16 +181,11 @@ def consolidate_indexes(repo: RepoHandle, *, limit: int | None = None) -> Consol
     if len(candidates) < 2:
         return report
     merged = merge_entries(loaded[n] for n in candidates)
-    index_id, data = encode_index(merged, repo.metadata)
-    written = f"index/{index_id}"
-    if written not in loaded:
-        try:
-            repo.storage.put(written, data)
-        except AlreadyExistsError:
-            pass  # the same bytes (the name is their hash), from a run killed before its deletes
-    report.written = written
+    # put-if-absent: the same bytes (a name is their hash) may be there from a run killed
+    # before its deletes
+    report.written = [index_name(i) for i in write_index(repo.storage, merged, repo.metadata)]
     for name in candidates:
-        if name == written:
+        if name in report.written:
             continue  # the same bytes were already there: they are the consolidated index
         try:
             repo.storage.delete(name)

@@ -68,6 +68,7 @@ class Index:
         self._packs: dict[str, None] = {}  # the packs listed (in the order first listed)
         self._tree_ends: dict[str, int] = {}  # pack id -> where its last tree blob ends
         self.files: dict[str, list[str]] = {}  # index file name -> pack ids it lists
+        self.file_blobs: dict[str, int] = {}  # index file name -> how many blobs it lists
         self.damaged: dict[str, str] = {}  # index file name -> problem
         self.refused: dict[str, str] = {}  # index file name -> why no reader may use it
         self.sealed: dict[str, bytes] = {}  # index file name -> the other writer that sealed it
@@ -198,18 +199,41 @@ def encode_index(packs: list[PackEntry], codec: MetadataCodec) -> tuple[str, byt
     return codec.encode(ObjectType.INDEX, NAMESPACE, INDEX_MAGIC, payload, None)
 
 
-def write_index(storage: Storage, packs: list[PackEntry], codec: MetadataCodec) -> str:
-    """Store an index. Its name is its content's id, so finding the name taken means the
-    same index is already there (two backups recovering the same orphan packs, a prune with
-    nothing new to do): that is success, not a conflict."""
-    index_id, data = encode_index(packs, codec)
-    try:
-        storage.put(index_name(index_id), data)
-    except AlreadyExistsError:
-        # The name is the SHA-256 of these very bytes: a concurrent writer (a shard that
-        # found this writer's packs as orphans and indexed them) stored the same index.
-        pass
-    return index_id
+# An index file lists at most this many blobs (restic's figure; a pack with more stands
+# alone): a reader decodes one file whole before merging it, ~17 MB at this size.
+INDEX_FILE_BLOBS = 50_000
+
+
+def index_parts(packs: list[PackEntry], limit: int = INDEX_FILE_BLOBS) -> list[list[PackEntry]]:
+    """The pack entries in order, cut into groups of at most ``limit`` blobs each."""
+    parts: list[list[PackEntry]] = []
+    count = 0
+    for pack in packs:
+        blobs = len(pack["blobs"])
+        if not parts or count + blobs > limit:
+            parts.append([])
+            count = 0
+        parts[-1].append(pack)
+        count += blobs
+    return parts
+
+
+def write_index(storage: Storage, packs: list[PackEntry], codec: MetadataCodec) -> list[str]:
+    """Store the index of these packs, in files of at most INDEX_FILE_BLOBS blobs; returns
+    their ids. A file's name is its content's id, so finding it taken means the same index file
+    is already there (two backups recovering the same orphan packs, a prune or a
+    consolidation killed before its deletes): that is success, not a conflict."""
+    index_ids = []
+    for part in index_parts(packs, INDEX_FILE_BLOBS):
+        index_id, data = encode_index(part, codec)
+        try:
+            storage.put(index_name(index_id), data)
+        except AlreadyExistsError:
+            # The name is the SHA-256 of these very bytes: a concurrent writer (a shard that
+            # found this writer's packs as orphans and indexed them) stored the same index.
+            pass
+        index_ids.append(index_id)
+    return index_ids
 
 
 @dataclass(frozen=True)
@@ -441,6 +465,7 @@ def load_index(
                     vanished = vanished or read == IndexRead()
                     continue
                 index.files[name] = [p["id"] for p in read.packs]
+                index.file_blobs[name] = sum(len(p["blobs"]) for p in read.packs)
                 for pack in read.packs:
                     index.add_pack(pack)
             # A file listed a moment ago is gone: a consolidation (or prune) superseded it,

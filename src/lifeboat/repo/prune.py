@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import AlreadyExistsError, CheckFailed, LockedError, NotFoundError
+from lifeboat.errors import CheckFailed, LockedError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.format import index_name, pack_name
-from lifeboat.repo.index import Index, PackEntry, encode_index
+from lifeboat.repo.index import Index, PackEntry, write_index
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PruneReport
 from lifeboat.repo.references import collect_references
@@ -72,15 +72,15 @@ def prune_repository(
         kept_set = {p for p in kept_ids if p not in gone}
         # Index files that list only kept packs stay as they are (with their writer's seal
         # and signature, so that writer still reads them for dedup); the kept packs of the
-        # others go into one new index file signed by this handle's key.
+        # others go into new index files signed by this handle's key.
         untouched = {n for n, ids in index.files.items() if set(ids) <= kept_set}
         covered = {p for n in untouched for p in index.files[n]}
         # each kept pack's own entries (a blob's in-memory location may be another pack's copy)
         kept = [entries[p] for p in kept_ids if p in kept_set and p not in covered] + repacked.new_packs
-        new_index = _write_kept_index(repo, index, kept) if kept else None
+        new_index = _write_kept_index(repo, index, kept) if kept else set()
         still_listed: set[str] = set()
         for name, pack_ids in index.files.items():
-            if name == new_index or name in untouched:
+            if name in new_index or name in untouched:
                 continue
             try:
                 repo.storage.delete(name)
@@ -106,19 +106,14 @@ def prune_repository(
     return report
 
 
-def _write_kept_index(repo: RepoHandle, index: Index, kept: list[PackEntry]) -> str:
-    """The index of what is kept. When one index file already lists exactly the kept packs
-    (a prune with nothing new to do) it is kept as it is: nothing is written and, since it
-    is the new index, nothing is deleted (sealed index files are never byte-identical, so
-    comparing names would rewrite it every time)."""
+def _write_kept_index(repo: RepoHandle, index: Index, kept: list[PackEntry]) -> set[str]:
+    """The index files of what is kept. When one index file already lists exactly the kept
+    packs (a prune with nothing new to do) it is kept as it is: nothing is written and,
+    since it is the new index, nothing is deleted (sealed index files are never
+    byte-identical, so comparing names would rewrite it every time)."""
     wanted = {p["id"] for p in kept}
     for name, pack_ids in index.files.items():
         if set(pack_ids) == wanted:
-            return name
-    index_id, data = encode_index(kept, repo.metadata)
-    name = index_name(index_id)
-    try:
-        repo.storage.put(name, data)
-    except AlreadyExistsError:
-        pass  # the same bytes (same hash) from a prune killed before it finished
-    return name
+            return {name}
+    # put-if-absent: the same bytes (same hash) may be there from a prune killed before it finished
+    return {index_name(i) for i in write_index(repo.storage, kept, repo.metadata)}
