@@ -34,6 +34,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "small_files": ([], ["--files", "5000"]),
     "small_files_1m": (["--files", "1000000"], ["--files", "20000"]),
     "history": ([], ["--counts", "1,100", "--runs", "1"]),
+    "startup": ([], ["--runs", "3"]),
 }
 # names that run another bench's script with other arguments
 SCRIPT = {"repo-s3": "repo", "small_files_1m": "small_files"}

@@ -435,3 +435,13 @@ def test_the_fast_path_takes_only_plain_lines_of_its_four_commands() -> None:
         ["wal push", "seg"],
     ):
         assert parse_hot(line) is None, line
+
+
+def test_version_loads_neither_typer_nor_pydantic(tmp_path: Path) -> None:
+    out = tmp_path / "probe.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("lifeboat "), proc.stderr
+    modules = set(json.loads(out.read_text())["modules"])
+    assert not modules & {"typer", "click", "pydantic", "rich.console"}

@@ -1,4 +1,4 @@
-"""The `lifeboat` executable: `wal push`, `wal fetch`, `status` and `snapshots` without
+"""The `lifeboat` executable: `wal push`, `wal fetch`, `status`, `snapshots` and `--version` without
 typer, everything else through `cli/app.py`.
 
 PostgreSQL runs `wal push` once per WAL segment (archive_command) and `wal fetch` once per
@@ -195,7 +195,13 @@ def main(argv: list[str] | None = None) -> None:
     # time it builds a model (importlib.metadata, ~20 ms); lifeboat uses none
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     _no_pydantic_plugins()  # every command: typer builds a pydantic TypeAdapter per option
-    call = parse_hot(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:  # what inventory scripts and health checks ask: typer costs 0.2 s
+        from lifeboat import __version__
+
+        print(f"lifeboat {__version__}")
+        sys.exit(0)
+    call = parse_hot(args)
     if call is not None:
         _run_hot_or_exit(call)
     from lifeboat.cli.app import main as typer_main
