@@ -24,6 +24,7 @@ from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.model import SnapshotInfo
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
+from lifeboat.storage.local import LocalStorage
 
 LIMIT = 8
 
@@ -112,6 +113,36 @@ def test_index_files_are_cut_at_their_size_and_full_ones_are_never_merged_again(
     reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
     assert_restores(reader, snaps, tmp_path / "out")
     assert_check_clean(reader)
+
+
+class CountingIndexReads(LocalStorage):
+    index_reads = 0
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if name.startswith("index/"):
+            self.index_reads += 1
+        return super().get(name, offset, length)
+
+
+def test_a_backup_that_writes_many_full_index_files_reads_none_back(tmp_path, monkeypatch):
+    """A big first backup writes index file after index file, all full: past the threshold
+    it must not read them back to find small ones (at a million files that was every blob
+    decoded at once, 600 MB): it knows what it wrote."""
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "4")
+    monkeypatch.setattr(index_module, "INDEX_FILE_BLOBS", 3)
+    monkeypatch.setattr(consolidate_module, "FULL_INDEX_BLOBS", 2)
+    storage = CountingIndexReads(tmp_path / "repo")
+    repo, _, recovery = Repository.create(storage, pack_size=8192, cache_dir=tmp_path / "cache")
+    with repo.backup("app", "files") as session:
+        for n in range(40):
+            session.add_bytes(f"file-{n}.bin", content(n, size=3000))
+        info = session.commit()
+    listing = Repository.open(storage, recovery_key=recovery).index().file_blobs
+    assert sum(1 for blobs in listing.values() if blobs >= 2) > 4  # past the threshold, all full
+    assert storage.index_reads == len(listing)  # the reader's reads; none by the backup
+    target = tmp_path / "out"
+    Repository.open(storage, recovery_key=recovery).reader(info).restore_tree(target)
+    assert all((target / f"file-{n}.bin").read_bytes() == content(n, size=3000) for n in range(40))
 
 
 def test_index_parts_never_split_a_pack() -> None:

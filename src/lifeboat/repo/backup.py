@@ -79,7 +79,7 @@ class BlobWriter:
         self._lock = threading.Lock()
         self._pending_index: list[PackEntry] = []
         self._pending_blobs = 0  # listed by _pending_index
-        self.index_files: list[str] = []
+        self.index_files: dict[str, int] = {}  # index file id -> how many blobs it lists
         self.packs_written: list[str] = []
         self.stats = SnapshotStats()
         self.workers = workers
@@ -105,9 +105,9 @@ class BlobWriter:
             self._write_index(batch)
 
     def _write_index(self, packs: list[PackEntry]) -> None:
-        index_ids = write_index(self.repo.storage, packs, self.repo.metadata)
+        written = write_index(self.repo.storage, packs, self.repo.metadata)
         with self._lock:
-            self.index_files += index_ids
+            self.index_files.update(written)
 
     def store(self, data: bytes, btype: str = BLOB_DATA) -> str:
         """Store one blob unless the repository has it; return its id. Thread-safe."""
@@ -654,8 +654,8 @@ class BackupSession:
         """Past the threshold, merge small index files (repo/consolidate.py), still under
         this session's lock. Counted from the small files of the index loaded at the start
         plus what this session wrote, so a backup under the threshold costs no listing."""
-        index = self.repo.index()
-        known = len(small_index_files(index, index.files)) + len(self.writer.index_files)
+        blobs = {**self.repo.index().file_blobs}
+        blobs.update((index_name(i), n) for i, n in self.writer.index_files.items())
         limit = index_files_max()
-        if limit and known > limit:
-            consolidate_quietly(self.repo)
+        if limit and len(small_index_files(blobs, blobs)) > limit:
+            consolidate_quietly(self.repo, blobs)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from lifeboat.errors import LifeboatError, LockedError, NotFoundError
 from lifeboat.repo.format import index_name
 from lifeboat.repo.immutability import RetentionCache, lockable
-from lifeboat.repo.index import INDEX_FILE_BLOBS, Index, IndexCache, PackEntry, read_index_file, write_index
+from lifeboat.repo.index import INDEX_FILE_BLOBS, IndexCache, PackEntry, read_index_file, write_index
 from lifeboat.storage.base import Storage, VersionedStorage
 
 if TYPE_CHECKING:
@@ -159,17 +159,22 @@ def blob_count(entries: list[PackEntry]) -> int:
     return sum(len(p["blobs"]) for p in entries)
 
 
-def small_index_files(index: Index, names: Iterable[str]) -> list[str]:
-    """The names not known (from the loaded index) to list FULL_INDEX_BLOBS blobs or more:
-    only these are read and merged, so a long history of full files costs nothing here."""
-    return [n for n in names if index.file_blobs.get(n, 0) < FULL_INDEX_BLOBS]
+def small_index_files(blobs: Mapping[str, int], names: Iterable[str]) -> list[str]:
+    """The names not known (``blobs``: index file name -> blobs listed) to list
+    FULL_INDEX_BLOBS blobs or more: only these are read and merged, so a long history of
+    full files costs nothing here."""
+    return [n for n in names if blobs.get(n, 0) < FULL_INDEX_BLOBS]
 
 
-def consolidate_indexes(repo: RepoHandle, *, limit: int | None = None) -> ConsolidateReport | None:
+def consolidate_indexes(
+    repo: RepoHandle, *, limit: int | None = None, blobs: Mapping[str, int] | None = None
+) -> ConsolidateReport | None:
     """Merge the small index files when there are more than ``limit`` of them. Call with a
-    repository lock held (a backup's shared lock). None when under the limit."""
+    repository lock held (a backup's shared lock). None when under the limit. ``blobs``:
+    what the caller knows of index files' sizes (by default the loaded index's)."""
     limit = index_files_max() if limit is None else limit
-    names = small_index_files(repo.index(), (obj.name for obj in repo.storage.list("index/")))
+    known = repo.index().file_blobs if blobs is None else blobs
+    names = small_index_files(known, (obj.name for obj in repo.storage.list("index/")))
     if limit <= 0 or len(names) <= limit:
         return None
     loaded, _ = read_index_files(repo, names, workers=repo.workers)
@@ -195,9 +200,9 @@ def consolidate_indexes(repo: RepoHandle, *, limit: int | None = None) -> Consol
     return report
 
 
-def consolidate_quietly(repo: RepoHandle) -> ConsolidateReport | None:
+def consolidate_quietly(repo: RepoHandle, blobs: Mapping[str, int]) -> ConsolidateReport | None:
     """After a committed backup: an optimisation that must never fail the backup."""
     try:
-        return consolidate_indexes(repo)
+        return consolidate_indexes(repo, blobs=blobs)
     except (LifeboatError, OSError):
         return None

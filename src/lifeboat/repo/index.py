@@ -218,12 +218,13 @@ def index_parts(packs: list[PackEntry], limit: int = INDEX_FILE_BLOBS) -> list[l
     return parts
 
 
-def write_index(storage: Storage, packs: list[PackEntry], codec: MetadataCodec) -> list[str]:
+def write_index(storage: Storage, packs: list[PackEntry], codec: MetadataCodec) -> dict[str, int]:
     """Store the index of these packs, in files of at most INDEX_FILE_BLOBS blobs; returns
-    their ids. A file's name is its content's id, so finding it taken means the same index file
-    is already there (two backups recovering the same orphan packs, a prune or a
-    consolidation killed before its deletes): that is success, not a conflict."""
-    index_ids = []
+    each file's id and how many blobs it lists. A file's name is its content's id, so
+    finding it taken means the same index file is already there (two backups recovering the
+    same orphan packs, a prune or a consolidation killed before its deletes): that is
+    success, not a conflict."""
+    written: dict[str, int] = {}
     for part in index_parts(packs, INDEX_FILE_BLOBS):
         index_id, data = encode_index(part, codec)
         try:
@@ -232,8 +233,8 @@ def write_index(storage: Storage, packs: list[PackEntry], codec: MetadataCodec) 
             # The name is the SHA-256 of these very bytes: a concurrent writer (a shard that
             # found this writer's packs as orphans and indexed them) stored the same index.
             pass
-        index_ids.append(index_id)
-    return index_ids
+        written[index_id] = sum(len(p["blobs"]) for p in part)
+    return written
 
 
 @dataclass(frozen=True)
