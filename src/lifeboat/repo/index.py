@@ -358,6 +358,10 @@ class IndexCache:
             return None
         return DecodedIndex.from_json(data) if data is not None else None
 
+    def holds(self, name: str) -> bool:
+        """Whether a copy is kept (``get`` still checks it)."""
+        return self.directory is not None and (self.directory / name.replace("/", "_")).exists()
+
     def put(self, name: str, decoded: DecodedIndex) -> None:
         """Caches a decoded index file (private, under the cache dir)."""
         if self.directory is None:
@@ -382,13 +386,19 @@ class IndexRead:
 
 
 def read_index_file(
-    storage: Storage, codec: MetadataCodec, cache: IndexCache, trust: Trust | None, name: str
+    storage: Storage,
+    codec: MetadataCodec,
+    cache: IndexCache,
+    trust: Trust | None,
+    name: str,
+    fetched: bytes | None = None,
 ) -> IndexRead:
-    """One index file, through the cache, judged against the registry."""
+    """One index file, through the cache, judged against the registry. ``fetched``: its
+    stored bytes, when the caller read them ahead."""
     decoded = cache.get(name)
     if decoded is None:
         try:
-            result = decode_index(storage.get(name), codec, name)
+            result = decode_index(fetched if fetched is not None else storage.get(name), codec, name)
         except IntegrityError as exc:
             return IndexRead(problem=str(exc))
         except NotFoundError:
@@ -410,32 +420,33 @@ def read_index_file(
     return IndexRead(packs=decoded.packs)
 
 
-# Stored index bytes read ahead of the merge. A decoded index file is ~350 bytes a blob
-# until it is merged, ~7 times its stored size: eight files of a million-file backup read
-# ahead held ~500,000 blobs' worth (~175 MB) beside the index itself.
-AHEAD_BYTES = 4 << 20
+# Stored index bytes fetched ahead of the one being decoded. Files are fetched in parallel
+# (a GET's latency) but decoded one at a time: a decoded file is ~700 bytes a blob until it
+# is merged (~35 MB for a full one), and decoding two or more at once held a third of a
+# million-file backup's peak. Decoding is CPU under the GIL: in parallel it gained nothing.
+AHEAD_BYTES = 8 << 20
 
 
-def _in_order(
+def _fetched_in_order(
     pool: ThreadPoolExecutor,
-    load: Callable[[str], tuple[str, IndexRead]],
+    fetch: Callable[[str], bytes | None],
     files: list[tuple[str, int]],
     ahead: int,
-) -> Iterator[tuple[str, IndexRead]]:
-    """``pool.map`` over (name, stored size) that reads at most ``ahead`` files, and about
-    ``AHEAD_BYTES``, ahead of the one being merged (many small files of a long history
-    still load ``ahead`` at a time)."""
-    pending: deque[tuple[int, Future[tuple[str, IndexRead]]]] = deque()
+) -> Iterator[tuple[str, bytes | None]]:
+    """``pool.map(fetch)`` over (name, stored size) that fetches at most ``ahead`` files,
+    and about ``AHEAD_BYTES``, ahead of the one the caller decodes."""
+    pending: deque[tuple[str, int, Future[bytes | None]]] = deque()
     held = 0
     for name, size in files:
-        pending.append((size, pool.submit(load, name)))
+        pending.append((name, size, pool.submit(fetch, name)))
         held += size
-        while pending and (len(pending) >= ahead or held >= AHEAD_BYTES):
-            done, future = pending.popleft()
-            held -= done
-            yield future.result()
+        while pending and (len(pending) > ahead or held > AHEAD_BYTES):
+            done, size_done, future = pending.popleft()
+            held -= size_done
+            yield done, future.result()
     while pending:
-        yield pending.popleft()[1].result()
+        done, _, future = pending.popleft()
+        yield done, future.result()
 
 
 def load_index(
@@ -447,15 +458,23 @@ def load_index(
     index = Index()
     files = [(obj.name, obj.size) for obj in storage.list("index/")]
 
-    def load(name: str) -> tuple[str, IndexRead]:
-        return name, read_index_file(storage, codec, cache, trust, name)
+    def fetch(name: str) -> bytes | None:
+        """The stored bytes, unless the cache holds the file (or it vanished: the decode
+        finds out again and says so)."""
+        if cache.holds(name):
+            return None
+        try:
+            return storage.get(name)
+        except NotFoundError:
+            return None
 
     seen: set[str] = set()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while files:
             seen.update(name for name, _ in files)
             vanished = False
-            for name, read in _in_order(pool, load, files, workers):
+            for name, fetched in _fetched_in_order(pool, fetch, files, workers):
+                read = read_index_file(storage, codec, cache, trust, name, fetched)
                 if read.problem is not None:
                     index.damaged[name] = read.problem
                 if read.refused is not None:
