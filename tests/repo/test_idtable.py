@@ -88,3 +88,51 @@ def test_a_million_blobs_locations_fit_in_a_fraction_of_what_the_dict_took() -> 
     assert held / count < 90, f"{held / count:.0f} bytes a blob"
     some = next(iter(index._blobs))
     assert isinstance(index.get(some), BlobLocation)
+
+
+def test_a_doubling_holds_little_more_than_the_table() -> None:
+    """A first backup's set of stored blobs grows to a million ids: a doubling that built a
+    second table beside the first held the table twice over at its peak."""
+    raw_ids = [os.urandom(32).hex() for _ in range(70_000)]
+    tracemalloc.start()
+    try:
+        table = IdTable()
+        while len(table) < 65_536:  # 2,048 buckets full: the next id doubles them
+            table.add(raw_ids.pop())
+        gc.collect()
+        tracemalloc.reset_peak()
+        table.add(raw_ids.pop())
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = sum(len(b) for b in table._table[1])
+    assert len(table._table[1]) == 4096  # it did double
+    assert peak - held < size / 10, f"{peak - held} bytes beyond a table of {size}"
+
+
+def test_readers_never_miss_an_id_while_the_table_doubles() -> None:
+    """Readers take no lock: one that looks while a doubling moves records asks again."""
+    import threading
+
+    first = [hashlib.sha256(f"a{i}".encode()).hexdigest() for i in range(3000)]
+    table = IdTable(2)
+    for i, blob_id in enumerate(first):
+        table.put(blob_id, i.to_bytes(2, "big"))
+    misses: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            misses.extend(b for i, b in enumerate(first) if table.get(b) != i.to_bytes(2, "big"))
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        for i in range(200_000):  # doublings at 8k, 16k, 32k, ... records
+            table.put(hashlib.sha256(f"b{i}".encode()).hexdigest(), b"\0\0")
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join()
+    assert misses == []

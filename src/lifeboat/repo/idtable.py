@@ -7,8 +7,12 @@ in one `bytearray` per bucket, and a lookup is one `bytearray.find` (C) over a f
 records: ~76 bytes a blob for the index's locations, ~40 for a set of ids. The buckets
 double past `_PER_BUCKET` records each, so a lookup stays short whatever the count.
 
-Writers take the table's lock; readers take none: they read the current (mask, buckets)
-pair, which a doubling replaces whole.
+Writers take the table's lock; readers take none. A doubling rebinds the buckets one at a
+time, in place (building a second table beside the first held the table twice over: ~40 MB
+more at a million ids, the most a first backup held), and a removal shifts records, so
+writers that move records count ``_moves`` up before and after: a reader that saw it change
+(or odd) reads again under the lock. A record found is never torn: no bucket's bytes are
+rewritten while they move, only rebound.
 """
 
 from __future__ import annotations
@@ -37,16 +41,24 @@ class IdTable:
         )
         self._count = 0
         self._lock = threading.Lock()
+        self._moves = 0  # odd while records move; see the module's docstring
 
     def __len__(self) -> int:
         return self._count
 
     def __contains__(self, blob_id: object) -> bool:
-        found = self._locate(blob_id) if isinstance(blob_id, str) else None
-        return found is not None and found[2] >= 0
+        return isinstance(blob_id, str) and self.get(blob_id) is not None
 
     def get(self, blob_id: str) -> bytes | None:
         """The id's value (b"" in a set), or None when the table does not hold it."""
+        moves = self._moves
+        value = self._value(blob_id)
+        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
+            with self._lock:
+                return self._value(blob_id)
+        return value
+
+    def _value(self, blob_id: str) -> bytes | None:
         found = self._locate(blob_id)
         if found is None or found[2] < 0:
             return None
@@ -69,7 +81,12 @@ class IdTable:
             self._count += 1
             mask, buckets = self._table
             if self._count > _PER_BUCKET * len(buckets):
-                self._table = (2 * mask + 1, self._split(buckets))
+                self._moves += 1
+                try:
+                    self._split(buckets)
+                    self._table = (2 * mask + 1, buckets)
+                finally:
+                    self._moves += 1
             return True
 
     def add(self, blob_id: str) -> None:
@@ -82,14 +99,18 @@ class IdTable:
             found = self._locate(blob_id)
             if found is not None and found[2] >= 0:
                 _, bucket, pos = found
+                self._moves += 1
                 del bucket[pos : pos + self._record]
+                self._moves += 1
                 self._count -= 1
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         """Every id (hex) and its value, in no particular order; a snapshot of the table
         as this call found it."""
         size = self._record
-        for bucket in list(self._table[1]):
+        with self._lock:  # not halfway through a doubling
+            buckets = list(self._table[1])
+        for bucket in buckets:
             held = bytes(bucket)
             for pos in range(0, len(held), size):
                 yield held[pos : pos + ID_SIZE].hex(), held[pos + ID_SIZE : pos + size]
@@ -113,14 +134,14 @@ class IdTable:
             pos = bucket.find(raw, pos + 1)
         return raw, bucket, pos
 
-    def _split(self, buckets: list[bytearray]) -> list[bytearray]:
-        """Twice the buckets: bucket i's records go to i or i + n by the next bit of their hash."""
+    def _split(self, buckets: list[bytearray]) -> None:
+        """Doubles the buckets in place: bucket i's records go to i or i + n by the next bit
+        of their hash, one bucket at a time (the old one is dropped as soon as it is split)."""
         size, n = self._record, len(buckets)
-        doubled = buckets + [bytearray() for _ in range(n)]
-        for i, bucket in enumerate(buckets):
-            low, high = bytearray(), doubled[i + n]
+        buckets.extend(bytearray() for _ in range(n))
+        for i in range(n):
+            bucket, low, high = buckets[i], bytearray(), buckets[i + n]
             for pos in range(0, len(bucket), size):
                 record = bucket[pos : pos + size]
                 (high if hash(bytes(record[:ID_SIZE])) & n else low).extend(record)
-            doubled[i] = low
-        return doubled
+            buckets[i] = low
