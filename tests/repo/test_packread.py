@@ -207,3 +207,16 @@ def test_a_blob_listed_twice_keeps_every_location_and_the_failed_one_goes_last()
     index.drop_packs(["p2"])
     assert index.locations(b) == [first] and c not in index
     assert index.blobs_by_pack() == {"p1": [b]} and list(index.packs()) == ["p1"]
+
+
+def test_dropping_a_pack_that_only_lists_other_locations_keeps_the_first_ones() -> None:
+    """A pack whose every blob was listed first by another pack (a forged index read after
+    the genuine ones, say) has only fallback locations; prune forgetting it (it does not
+    exist) must drop those and leave the first locations alone."""
+    b = "b" * 64
+    index = Index()
+    index.add_pack({"id": "p1", "blobs": [[b, "data", 10, 20, 5]]})
+    index.add_pack({"id": "forged", "blobs": [[b, "data", 0, 20, 5]]})
+    index.drop_packs(["forged"])
+    assert index.locations(b) == [BlobLocation("p1", 10, 20, 5, "data")]
+    assert list(index.packs()) == ["p1"]

@@ -164,7 +164,8 @@ class Index:
         if not dropped:
             return
         with self._lock:
-            numbers = {self._pack_numbers[p] for p in dropped}
+            # a pack listed only as other locations of blobs listed first elsewhere has no number
+            numbers = {self._pack_numbers[p] for p in dropped if p in self._pack_numbers}
             firsts = [b for b, packed in self._blobs.items() if _LOCATION.unpack(packed)[0] in numbers]
             for blob_id in firsts:
                 others = [o for o in self._alternates.pop(blob_id, []) if o.pack not in dropped]
@@ -456,7 +457,8 @@ def load_index(
     possible): refused files are left out and named in ``refused``, damaged ones in
     ``damaged``, other writers' sealed ones in ``sealed``."""
     index = Index()
-    files = [(obj.name, obj.size) for obj in storage.list("index/")]
+    # by name, as S3 lists: which location of a blob is tried first must not depend on the driver
+    files = sorted((obj.name, obj.size) for obj in storage.list("index/"))
 
     def fetch(name: str) -> bytes | None:
         """The stored bytes, unless the cache holds the file (or it vanished: the decode
@@ -491,6 +493,8 @@ def load_index(
             # A file listed a moment ago is gone: a consolidation (or prune) superseded it,
             # and wrote the index that replaces it before deleting it, so list again.
             files = (
-                [(o.name, o.size) for o in storage.list("index/") if o.name not in seen] if vanished else []
+                sorted((o.name, o.size) for o in storage.list("index/") if o.name not in seen)
+                if vanished
+                else []
             )
     return index
