@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.assets.files.tree import backup_paths, restore_snapshot
+from lifeboat.errors import RestoreError
 from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
 from lifeboat.targetdir import TargetDir
@@ -250,3 +251,46 @@ def test_a_read_only_target_is_one_line_and_never_retried(env: EscapeEnv, small_
     one_line_error(env.restore("config", snap, str(mnt / "t"), check=False), "Read-only file system")
     line = one_line_error(env.restore("media", media, f"dir://{mnt / 'm'}", check=False), "Read-only")
     assert "attempts" not in line
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_forged_path_out_of_the_target_restores_nothing(
+    repo: Repository, tmp_path: Path, force: bool
+) -> None:
+    """A tree naming ``z/../../escaped.txt`` (only a forged one can) is refused with nothing
+    written outside the target and nothing of the snapshot left inside: into an empty target
+    it is found as it is written (the space check used the recorded totals) and the target
+    is emptied again; with --force the exact pass refuses it before anything is written."""
+    with repo.backup("forged", "files") as session:
+        session.add_bytes("inside.txt", b"written first")
+        session.add_bytes("z/../../escaped.txt", b"never anywhere")  # sorts after inside.txt
+        info = session.commit()
+    target = tmp_path / "restore" / "t"
+    if force:
+        target.mkdir(parents=True)
+        (target / "kept.txt").write_bytes(b"the operator's")
+    with pytest.raises(RestoreError, match="unsafe path"):
+        restore_snapshot(repo, info, target, force=force)
+    assert not (tmp_path / "restore" / "escaped.txt").exists()
+    assert everything_under(tmp_path / "restore") <= {"t", "t/kept.txt"}
+    if force:
+        assert (target / "kept.txt").read_bytes() == b"the operator's"
+
+
+def test_a_snapshot_that_clearly_fits_restores_whole_with_its_recorded_totals(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The fast space check takes the snapshot's totals: the restore still writes every
+    file, and reports the bytes the files hold."""
+    src = tmp_path / "src"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(50):
+            (src / f"d{d}" / f"f{f}.txt").write_bytes(os.urandom(100 + f))
+    info = backup_paths(repo, "tree", [src])
+    stats = restore_snapshot(repo, info, tmp_path / "out")
+    assert stats.files == 150 and stats.bytes == info.stats.bytes == sum(100 + f for f in range(50)) * 3
+    for d in range(3):
+        for f in range(50):
+            restored = tmp_path / "out" / "src" / f"d{d}" / f"f{f}.txt"
+            assert restored.read_bytes() == (src / f"d{d}" / f"f{f}.txt").read_bytes()

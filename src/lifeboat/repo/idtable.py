@@ -77,17 +77,36 @@ class IdTable:
             if pos >= 0:
                 bucket[pos + ID_SIZE : pos + self._record] = value
                 return False
-            bucket += raw + value
-            self._count += 1
-            mask, buckets = self._table
-            if self._count > _PER_BUCKET * len(buckets):
-                self._moves += 1
-                try:
-                    self._split(buckets)
-                    self._table = (2 * mask + 1, buckets)
-                finally:
-                    self._moves += 1
+            self._append(raw, bucket, value)
             return True
+
+    def setdefault(self, blob_id: str, value: bytes) -> bytes | None:
+        """The id's value when the table holds it; else stores ``value`` and returns None
+        (one lookup where ``get`` then ``put`` take two: loading an index does this per blob)."""
+        if len(value) != self._record - ID_SIZE:
+            raise ValueError(f"a value of {len(value)} bytes in a table of {self._record - ID_SIZE}")
+        with self._lock:
+            found = self._locate(blob_id)
+            if found is None:
+                raise ValueError(f"not a blob id: {blob_id[:16]!r}")
+            raw, bucket, pos = found
+            if pos >= 0:
+                return bytes(bucket[pos + ID_SIZE : pos + self._record])
+            self._append(raw, bucket, value)
+            return None
+
+    def _append(self, raw: bytes, bucket: bytearray, value: bytes) -> None:
+        """A new record (under the lock), doubling the buckets when they are full."""
+        bucket += raw + value
+        self._count += 1
+        mask, buckets = self._table
+        if self._count > _PER_BUCKET * len(buckets):
+            self._moves += 1
+            try:
+                self._split(buckets)
+                self._table = (2 * mask + 1, buckets)
+            finally:
+                self._moves += 1
 
     def add(self, blob_id: str) -> None:
         """``put`` for a set."""

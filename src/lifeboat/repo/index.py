@@ -85,11 +85,15 @@ class Index:
         packed = self._blobs.get(blob_id)
         return None if packed is None else self._unpacked(packed)
 
-    def _packed(self, loc: BlobLocation) -> bytes:
-        number = self._pack_numbers.get(loc.pack)
+    def _pack_number(self, pack_id: str) -> int:
+        number = self._pack_numbers.get(pack_id)
         if number is None:
-            number = self._pack_numbers[loc.pack] = len(self._pack_ids)
-            self._pack_ids.append(loc.pack)
+            number = self._pack_numbers[pack_id] = len(self._pack_ids)
+            self._pack_ids.append(pack_id)
+        return number
+
+    def _packed(self, loc: BlobLocation) -> bytes:
+        number = self._pack_number(loc.pack)
         return _LOCATION.pack(number, loc.offset, loc.length, loc.raw_length, _TYPES.index(loc.type))
 
     def _unpacked(self, packed: bytes) -> BlobLocation:
@@ -144,16 +148,15 @@ class Index:
         pack_id = pack["id"]
         with self._lock:
             self._packs[pack_id] = None
+            number = self._pack_number(pack_id)
             for blob_id, btype, offset, length, raw_length in pack["blobs"]:
                 if btype == BLOB_TREE:
                     self._tree_ends[pack_id] = max(self._tree_ends.get(pack_id, 0), offset + length)
+                packed = _LOCATION.pack(number, offset, length, raw_length, _TYPES.index(btype))
+                first = self._blobs.setdefault(blob_id, packed)
+                if first is None or first == packed:
+                    continue  # new, or the same listing again (index files overlap after merges)
                 loc = BlobLocation(pack_id, offset, length, raw_length, btype)
-                first = self._blobs.get(blob_id)
-                if first is None:
-                    self._blobs.put(blob_id, self._packed(loc))
-                    continue
-                if self._unpacked(first) == loc:
-                    continue  # the same listing again (index files overlap after merges)
                 others = self._alternates.setdefault(blob_id, [])
                 if loc not in others:
                     others.append(loc)
@@ -164,7 +167,6 @@ class Index:
         if not dropped:
             return
         with self._lock:
-            # a pack listed only as other locations of blobs listed first elsewhere has no number
             numbers = {self._pack_numbers[p] for p in dropped if p in self._pack_numbers}
             firsts = [b for b, packed in self._blobs.items() if _LOCATION.unpack(packed)[0] in numbers]
             for blob_id in firsts:

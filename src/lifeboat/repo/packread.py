@@ -142,10 +142,18 @@ def span_limits(repo: RepoHandle) -> tuple[int, int]:
     return (LOCAL_GAP, LOCAL_MAX_SPAN) if local else (GAP, MAX_SPAN)
 
 
-def span_numbers(repo: RepoHandle, order: list[str]) -> dict[str, int]:
-    """Each known blob's span number, spans in the order ``order`` first needs them."""
+def known_locations(repo: RepoHandle, blob_ids: Iterable[str]) -> dict[str, BlobLocation]:
+    """Where the index says each blob it knows is (blobs it does not know are left out)."""
     index = repo.index()
-    locations = {b: loc for b in order if (loc := index.get(b)) is not None}
+    return {b: loc for b in blob_ids if (loc := index.get(b)) is not None}
+
+
+def span_numbers(
+    repo: RepoHandle, order: list[str], locations: dict[str, BlobLocation] | None = None
+) -> dict[str, int]:
+    """Each known blob's span number, spans in the order ``order`` first needs them."""
+    if locations is None:
+        locations = known_locations(repo, order)
     return plan_spans(locations, order, *span_limits(repo))[1]
 
 
@@ -161,10 +169,12 @@ class PackRanges:
         max_span: int | None = None,
         resident: int = RESIDENT,
         fetchers: int = FETCHERS,
+        locations: dict[str, BlobLocation] | None = None,
     ) -> None:
+        """``locations``: the blobs' (``known_locations``), when the caller looked them up."""
         self.repo = repo
-        index = repo.index()
-        locations = {b: loc for b in order if (loc := index.get(b)) is not None}
+        if locations is None:
+            locations = known_locations(repo, order)
         self.locations = locations
         default_gap, default_span = span_limits(repo)
         self.spans, self.span_of = plan_spans(
