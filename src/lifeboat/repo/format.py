@@ -12,8 +12,7 @@ import re
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import zstandard
@@ -56,6 +55,7 @@ MIN_FRAMED_LIMIT = 4 << 20
 MAX_FRAMED_SIZE = 1 << 30
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX_RUN = re.compile(r"[0-9a-f]*")
 
 
 def is_object_id(text: object) -> bool:
@@ -132,9 +132,10 @@ def record_name(name: str) -> str:
     return f"records/{name}"
 
 
-@dataclass(frozen=True, slots=True)  # one per blob of the repository, all held by the index
-class BlobLocation:
-    """Where a blob lives: pack, byte range of its envelope, type and plaintext size."""
+class BlobLocation(NamedTuple):
+    """Where a blob lives: pack, byte range of its envelope, type and plaintext size.
+    A named tuple: a restore makes one per chunk it plans, and a frozen dataclass took
+    four times as long to build."""
 
     pack: str
     offset: int
@@ -227,6 +228,36 @@ def check_blob_entry(blob: tuple[str, str, int, int, int], pack_size: int | None
         raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (impossible offset or length)")
     if length > MAX_STORED_BLOB or (pack_size is not None and offset + length > pack_size):
         raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (extends beyond its pack)")
+
+
+def blob_entries_valid(blobs: object) -> bool:
+    """``check_blob_entry`` over a whole list of ``[id, type, offset, length, raw_length]``
+    at once, without a pack size: each test runs over a column in C (an index file lists
+    50,000 blobs, and a million-blob index was validated blob by blob for a second)."""
+    if not isinstance(blobs, list):
+        return False
+    if not blobs:
+        return True
+    if set(map(type, blobs)) != {list} or set(map(len, blobs)) != {5}:
+        return False
+    ids, types, offsets, lengths, raw_lengths = zip(*blobs, strict=True)
+    numbers = offsets + lengths + raw_lengths
+    if set(map(type, ids)) != {str} or set(map(len, ids)) != {64} or set(map(type, numbers)) != {int}:
+        return False  # type() is exact: a bool is no offset
+    try:
+        if not set(types) <= {BLOB_DATA, BLOB_TREE}:
+            return False
+    except TypeError:  # an unhashable type field
+        return False
+    return (
+        _HEX_RUN.fullmatch("".join(ids)) is not None
+        and min(offsets) >= 7
+        and max(offsets) < 1 << 62
+        and min(lengths) > 0
+        and max(lengths) <= MAX_STORED_BLOB
+        and min(raw_lengths) >= 0
+        and max(raw_lengths) <= MAX_BLOB_SIZE
+    )
 
 
 # --- framed metadata files (index, snapshot, ref) ------------------------------------

@@ -18,7 +18,7 @@ rewritten while they move, only rebound.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 ID_SIZE = 32
 _START_BUCKETS = 256
@@ -94,6 +94,32 @@ class IdTable:
                 return bytes(bucket[pos + ID_SIZE : pos + self._record])
             self._append(raw, bucket, value)
             return None
+
+    def setdefault_many(self, records: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """``setdefault`` for many ids under one lock; the (id, value held) of those the table
+        already held. A lookup inlined: loading a million-blob index makes a million."""
+        held: list[tuple[str, bytes]] = []
+        size, value_size = self._record, self._record - ID_SIZE
+        with self._lock:
+            for blob_id, value in records:
+                if len(value) != value_size:
+                    raise ValueError(f"a value of {len(value)} bytes in a table of {value_size}")
+                raw = bytes.fromhex(blob_id) if len(blob_id) == 2 * ID_SIZE else b""
+                if len(raw) != ID_SIZE:
+                    raise ValueError(f"not a blob id: {blob_id[:16]!r}")
+                mask, buckets = self._table
+                bucket = buckets[hash(raw) & mask]
+                pos = bucket.find(raw)
+                while pos > 0 and pos % size:  # matched across two records: look on
+                    pos = bucket.find(raw, pos + 1)
+                if pos >= 0:
+                    held.append((blob_id, bytes(bucket[pos + ID_SIZE : pos + size])))
+                elif self._count < _PER_BUCKET * (mask + 1):
+                    bucket += raw + value  # _append without its call and doubling check
+                    self._count += 1
+                else:
+                    self._append(raw, bucket, value)
+        return held
 
     def _append(self, raw: bytes, bucket: bytearray, value: bytes) -> None:
         """A new record (under the lock), doubling the buckets when they are full."""

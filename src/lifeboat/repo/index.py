@@ -29,7 +29,7 @@ from lifeboat.repo.format import (
     BLOB_TREE,
     INDEX_MAGIC,
     BlobLocation,
-    check_blob_entry,
+    blob_entries_valid,
     index_name,
     is_object_id,
 )
@@ -48,6 +48,7 @@ _TYPES = (BLOB_DATA, BLOB_TREE)
 # (into Index._pack_ids), offset, length, plaintext length, type number. 61 bytes a blob
 # with its id, where a dict of hex ids to BlobLocations took 233 (issue #18).
 _LOCATION = struct.Struct("<IQQQB")
+_TYPE_NUMBERS = {name: number for number, name in enumerate(_TYPES)}
 
 
 class Index:
@@ -149,12 +150,24 @@ class Index:
         with self._lock:
             self._packs[pack_id] = None
             number = self._pack_number(pack_id)
-            for blob_id, btype, offset, length, raw_length in pack["blobs"]:
-                if btype == BLOB_TREE:
-                    self._tree_ends[pack_id] = max(self._tree_ends.get(pack_id, 0), offset + length)
-                packed = _LOCATION.pack(number, offset, length, raw_length, _TYPES.index(btype))
-                first = self._blobs.setdefault(blob_id, packed)
-                if first is None or first == packed:
+            blobs = pack["blobs"]
+            tree_end = max((o + n for _, t, o, n, _ in blobs if t == BLOB_TREE), default=0)
+            if tree_end:
+                self._tree_ends[pack_id] = max(self._tree_ends.get(pack_id, 0), tree_end)
+            located = _LOCATION.pack
+            held = dict(
+                self._blobs.setdefault_many(
+                    (blob_id, located(number, offset, length, raw_length, _TYPE_NUMBERS[btype]))
+                    for blob_id, btype, offset, length, raw_length in blobs
+                )
+            )
+            if not held:
+                return  # every blob new: the common case
+            for blob_id, btype, offset, length, raw_length in blobs:
+                first = held.get(blob_id)
+                if first is None or first == located(
+                    number, offset, length, raw_length, _TYPE_NUMBERS[btype]
+                ):
                     continue  # new, or the same listing again (index files overlap after merges)
                 loc = BlobLocation(pack_id, offset, length, raw_length, btype)
                 others = self._alternates.setdefault(blob_id, [])
@@ -326,18 +339,8 @@ def valid_packs(packs: object) -> bool:
     for pack in packs:
         if not isinstance(pack, dict) or not is_object_id(pack.get("id")):
             return False
-        blobs = pack.get("blobs")
-        if not isinstance(blobs, list):
+        if not blob_entries_valid(pack.get("blobs")):
             return False
-        for blob in blobs:
-            if not isinstance(blob, list) or len(blob) != 5:
-                return False
-            if not all(isinstance(x, int) and not isinstance(x, bool) for x in blob[2:]):
-                return False
-            try:
-                check_blob_entry((blob[0], blob[1], blob[2], blob[3], blob[4]))
-            except IntegrityError:
-                return False
     return True
 
 
