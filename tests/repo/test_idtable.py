@@ -39,6 +39,35 @@ def test_the_table_answers_as_a_dict_does(ops: list[tuple[str, str, bytes]]) -> 
     assert all(table.get(b) == v for b, v in model.items())
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(ids, values), max_size=20), st.lists(st.tuples(ids, values), max_size=600))
+def test_setdefault_many_answers_as_dict_setdefault_does(
+    before: list[tuple[str, bytes]], batch: list[tuple[str, bytes]]
+) -> None:
+    """One batch (a pack's blobs, doubling the buckets on the way) keeps what was held and
+    returns it, and stores the rest (an id twice in a batch: the first value stays)."""
+    table, model = IdTable(3), {}
+    for blob_id, value in before:
+        table.put(blob_id, value)
+        model[blob_id] = value
+    expected = []
+    for blob_id, value in batch:
+        if blob_id in model:
+            expected.append((blob_id, model[blob_id]))
+        else:
+            model[blob_id] = value
+    assert table.setdefault_many(batch) == expected
+    assert dict(table.items()) == model and len(table) == len(model)
+
+
+def test_setdefault_many_refuses_what_is_no_blob_id() -> None:
+    table = IdTable(3)
+    with pytest.raises(ValueError, match="not a blob id"):
+        table.setdefault_many([("ab" * 32, b"abc"), ("xyz", b"abc")])
+    with pytest.raises(ValueError, match="3"):
+        table.setdefault_many([("cd" * 32, b"ab")])
+
+
 def test_lookups_hold_through_the_doublings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(idtable, "_PER_BUCKET", 2)  # a doubling every few puts
     blob_ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
@@ -136,3 +165,12 @@ def test_readers_never_miss_an_id_while_the_table_doubles() -> None:
         for reader in readers:
             reader.join()
     assert misses == []
+
+
+def test_setdefault_many_doubles_the_buckets_midway_and_finds_every_id() -> None:
+    first = [(hashlib.sha256(b"%d" % i).hexdigest(), b"%03d" % (i % 1000)) for i in range(20_000)]
+    table = IdTable(3)
+    assert table.setdefault_many(first) == []  # 20,000 records: the 256 buckets double twice
+    again = table.setdefault_many([(b, b"new") for b, _ in first[::7]])
+    assert again == first[::7] and len(table) == 20_000
+    assert all(table.get(b) == v for b, v in first)
