@@ -159,6 +159,8 @@ def test_a_single_document_snapshot_lists_restores_checks_and_is_the_next_backup
     assert new.stats.reused_files == len(files)
     third = backup_paths(repo, "tree", [src])  # and the streamed cache the new one left
     assert third.stats.reused_files == len(files)
+    fourth = backup_paths(repo, "tree", [src])  # whose lines the third passed on as they were
+    assert fourth.stats.reused_files == len(files)
     target = tmp_path / "new-restored"
     restore_snapshot(repo, third, target)
     assert restored(target / "src") == files

@@ -312,7 +312,11 @@ class BackupSession:
         with self._lock:
             self.writer.stats.files += 1
         self._stream.add_encoded(path, encoded)
-        self._parent_out.add(path, identity, encoded)
+        line = self._parent_stream.matched_line(path, identity, encoded)
+        if line is not None:
+            self._parent_out.add_line(line)
+        else:
+            self._parent_out.add(path, identity, encoded)
         if self._lock_chunks is not None:
             for chunk in chunks:
                 self._lock_chunks.add(chunk)

@@ -47,7 +47,15 @@ class IdTable:
         return self._count
 
     def __contains__(self, blob_id: object) -> bool:
-        return isinstance(blob_id, str) and self.get(blob_id) is not None
+        # get() without copying the value out: an unchanged backup asks once per chunk
+        if not isinstance(blob_id, str):
+            return False
+        moves = self._moves
+        found = self._locate(blob_id)
+        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
+            with self._lock:
+                found = self._locate(blob_id)
+        return found is not None and found[2] >= 0
 
     def get(self, blob_id: str) -> bytes | None:
         """The id's value (b"" in a set), or None when the table does not hold it."""

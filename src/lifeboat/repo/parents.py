@@ -195,6 +195,8 @@ class ParentStream:
         self._whole: ParentCache | None = None
         self._lines: Iterator[bytes] = iter(())
         self._current: tuple[list[str], bytes, bytes] | None = None
+        self._current_line = b""  # the verified line _current came from
+        self._matched: tuple[str, str, bytes, bytes] | None = None  # see matched_line
         self._fh: IO[bytes] | None = None
         self._file = file
         self._rejected = 0
@@ -237,6 +239,7 @@ class ParentStream:
                 fields = rest.split(b"\t", 2) if rest is not None else []
                 if len(fields) == 3:
                     self._current = (walk_key(orjson.loads(fields[0])), fields[1], fields[2])
+                    self._current_line = line
                     return
         except (OSError, ValueError, zstandard.ZstdError):
             pass  # a damaged cache ends here: the rest is read from the files
@@ -246,6 +249,7 @@ class ParentStream:
         """The parent's entry for the file at ``path`` as stored in its tree (its JSON, see
         ``decoded_entry``) if its identity is unchanged. Called in walk order; a path out of
         order is not found (and costs a read, nothing worse)."""
+        self._matched = None
         if self._whole is not None:
             return self._whole.lookup_encoded(identity)
         key = walk_key(path)
@@ -254,8 +258,19 @@ class ParentStream:
         current = self._current
         if current is None or current[0] != key or current[1] != orjson.dumps(identity):
             return None
+        line = self._current_line
         self._advance()
-        return self._file.reveal(current[2]) if self._file is not None else None
+        entry = self._file.reveal(current[2]) if self._file is not None else None
+        self._matched = (path, identity, entry, line) if entry is not None else None
+        return entry
+
+    def matched_line(self, path: str, identity: str, entry: bytes) -> bytes | None:
+        """The verified cache line of the last ``lookup`` when it found this very file: an
+        unchanged file's line for the next cache, as is (no second encoding and MAC)."""
+        matched = self._matched
+        if matched is None or matched[0] != path or matched[1] != identity or matched[2] is not entry:
+            return None
+        return matched[3]
 
     def close(self) -> None:
         """Stops reading (the rest of the cache is not needed)."""
@@ -295,6 +310,15 @@ class ParentStreamWriter:
             return
         rest = orjson.dumps(path) + b"\t" + orjson.dumps(identity) + b"\t" + self.file.hide(entry)
         self._lines.append(self.file.line(rest, STREAM_FORM) + b"\n")
+        if len(self._lines) >= 512:
+            self._write_lines()
+
+    def add_line(self, line: bytes) -> None:
+        """An unchanged file's verified line of the parent cache (``ParentStream.matched_line``):
+        same path, identity and entry, so the same line."""
+        if self._out is None or self.file is None:
+            return
+        self._lines.append(line + b"\n")
         if len(self._lines) >= 512:
             self._write_lines()
 
