@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 import zstandard
 
@@ -16,7 +17,7 @@ from lifeboat.repo import Repository
 from lifeboat.repo.model import Entry, SnapshotInfo
 from lifeboat.repo.parents import STREAM_FORM
 from lifeboat.repo.retention import KeepRules
-from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE
+from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, decode_document
 from lifeboat.storage import open_storage
 
 
@@ -237,3 +238,24 @@ def test_a_parent_entry_this_version_cannot_read_is_read_again_not_copied(repo, 
     target = tmp_path / "restored"
     restore_snapshot(repo, again, target)
     assert restored(target / "src") == files
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"chunks": ["AB" * 32]}, "malformed chunk ids"),  # uppercase: not how ids are written
+        ({"chunks": ["ab" * 31 + "a"]}, "malformed chunk ids"),
+        ({"chunks": "ab" * 32}, "malformed chunk ids"),  # a string, not a list
+        ({"chunks": [None]}, "malformed chunk ids"),
+        ({"type": "dir", "subtree": ["zz" * 32]}, "malformed subtree ids"),
+        ({"subtree": ["ab" * 32]}, "gives a subtree to the file"),
+    ],
+)
+def test_one_malformed_entry_among_many_fails_the_document(bad: dict[str, object], message: str) -> None:
+    """Tree documents are checked id column by id column: one bad entry among a thousand
+    good ones is still found, and named."""
+    good = [{"path": f"f{i}", "type": "file", "size": 1, "chunks": [f"{i:064x}"]} for i in range(1000)]
+    raw = orjson.dumps({"entries": [*good[:500], {"path": "bad", "type": "file", **bad}, *good[500:]]})
+    with pytest.raises(IntegrityError, match=message):
+        decode_document(raw, "snapshot x")
+    assert len(decode_document(orjson.dumps({"entries": good}), "snapshot x")) == 1000

@@ -11,7 +11,7 @@ import json
 import re
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -230,6 +230,15 @@ def check_blob_entry(blob: tuple[str, str, int, int, int], pack_size: int | None
         raise IntegrityError(f"blob entry {blob_id[:16]} is damaged (extends beyond its pack)")
 
 
+def object_ids_valid(ids: Sequence[Any]) -> bool:
+    """``is_object_id`` of every one, each test over the whole column in C."""
+    if not ids:
+        return True
+    if set(map(type, ids)) != {str} or set(map(len, ids)) != {64}:  # type(): exactly str
+        return False
+    return _HEX_RUN.fullmatch("".join(ids)) is not None
+
+
 def blob_entries_valid(blobs: object) -> bool:
     """``check_blob_entry`` over a whole list of ``[id, type, offset, length, raw_length]``
     at once, without a pack size: each test runs over a column in C (an index file lists
@@ -241,17 +250,15 @@ def blob_entries_valid(blobs: object) -> bool:
     if set(map(type, blobs)) != {list} or set(map(len, blobs)) != {5}:
         return False
     ids, types, offsets, lengths, raw_lengths = zip(*blobs, strict=True)
-    numbers = offsets + lengths + raw_lengths
-    if set(map(type, ids)) != {str} or set(map(len, ids)) != {64} or set(map(type, numbers)) != {int}:
+    if not object_ids_valid(ids) or set(map(type, offsets + lengths + raw_lengths)) != {int}:
         return False  # type() is exact: a bool is no offset
     try:
         if not set(types) <= {BLOB_DATA, BLOB_TREE}:
             return False
     except TypeError:  # an unhashable type field
         return False
-    return (
-        _HEX_RUN.fullmatch("".join(ids)) is not None
-        and min(offsets) >= 7
+    return bool(
+        min(offsets) >= 7
         and max(offsets) < 1 << 62
         and min(lengths) > 0
         and max(lengths) <= MAX_STORED_BLOB

@@ -17,11 +17,12 @@ directories give byte-identical documents, stored once across snapshots.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import chain
 
 import orjson
 
 from lifeboat.errors import IntegrityError
-from lifeboat.repo.format import is_object_id
+from lifeboat.repo.format import object_ids_valid
 from lifeboat.repo.model import Entry
 
 TREE_FORMAT_SINGLE = 1
@@ -92,11 +93,17 @@ def decode_document(raw: bytes, what: str) -> list[Entry]:
         entries = [Entry.from_json(e) for e in orjson.loads(raw)["entries"]]
     except (ValueError, KeyError, TypeError, AttributeError):
         raise IntegrityError(f"tree of {what} is damaged") from None
+    # every id of the document checked at once (one regex over them all): a directory of
+    # small files has as many chunk ids as files, and one check per id was a tenth of a restore
+    if not all(type(e.chunks) is list for e in entries) or not object_ids_valid(
+        list(chain.from_iterable(e.chunks for e in entries))
+    ):
+        raise IntegrityError(f"tree of {what} has malformed chunk ids")
+    if not all(type(e.subtree) is list for e in entries) or not object_ids_valid(
+        list(chain.from_iterable(e.subtree for e in entries))
+    ):
+        raise IntegrityError(f"tree of {what} has malformed subtree ids")
     for e in entries:
-        if not (isinstance(e.chunks, list) and all(map(is_object_id, e.chunks))):
-            raise IntegrityError(f"tree of {what} has malformed chunk ids")
-        if not (isinstance(e.subtree, list) and all(map(is_object_id, e.subtree))):
-            raise IntegrityError(f"tree of {what} has malformed subtree ids")
         if e.subtree and e.type != "dir":
             raise IntegrityError(f"tree of {what} gives a subtree to the {e.type} {e.path!r}")
     return entries
