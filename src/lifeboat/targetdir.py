@@ -85,7 +85,9 @@ class TargetDir:
     created (so that a restore that runs out of space can take it back). A target that was
     empty holds nothing but what the restore wrote: emptying it again takes that back, and
     nothing is recorded per file (a million restored names held ~130 MB). Into a target
-    that held something (``--force``), each name the restore creates is recorded.
+    that held something (``--force``), each name the restore creates is recorded. An empty
+    target belongs to the restore until it ends: what another process writes into it
+    meanwhile goes too if the disk fills.
 
     Thread-safe. ``acquire``/``release`` count users of a directory descriptor; a descriptor
     nobody uses stays open (up to IDLE_FDS) for the next file in the same directory."""
@@ -103,8 +105,10 @@ class TargetDir:
         self._fds: dict[str, int] = {"": root_fd}
         self._refs: dict[str, int] = {"": 1}  # the root is never closed before close()
         self._idle: OrderedDict[str, None] = OrderedDict()
-        self.fresh = fresh  # the target was empty: whatever this restore writes is new
-        self.was_empty = self.created_root or _is_empty(root_fd)
+        # scanned here even when this call made the root: another process may have made
+        # (and filled) it first. A target is fresh only if it is still empty now.
+        self.was_empty = _is_empty(root_fd)
+        self.fresh = fresh and self.was_empty  # whatever this restore writes is new
         self.created: list[tuple[str, bool]] = []  # (path, is_dir), in creation order
 
     # -- directories -----------------------------------------------------------------

@@ -175,3 +175,40 @@ def test_setdefault_many_doubles_the_buckets_midway_and_finds_every_id() -> None
     again = table.setdefault_many([(b, b"new") for b, _ in first[::7]])
     assert again == first[::7] and len(table) == 20_000
     assert all(table.get(b) == v for b, v in first)
+
+
+def test_a_doubling_stopped_midway_leaves_every_id_findable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MemoryError or Ctrl-C inside a doubling puts the moved records back: the table
+    answers as before and doubles fine next time."""
+    table = IdTable(2)
+    ids = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(idtable._START_BUCKETS * idtable._PER_BUCKET)]
+    for i, blob_id in enumerate(ids):
+        table.put(blob_id, i.to_bytes(2, "big"))
+    calls = 0
+    real_hash = hash
+
+    def failing_hash(value: object) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 3000:  # well inside the doubling's pass over the buckets
+            raise KeyboardInterrupt
+        return real_hash(value)
+
+    monkeypatch.setattr(idtable, "hash", failing_hash, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        table.put(hashlib.sha256(b"one more").hexdigest(), b"\0\0")
+    monkeypatch.undo()
+    assert all(table.get(b) == i.to_bytes(2, "big") for i, b in enumerate(ids))
+    for i in range(10_000):  # the next doublings work on a sound table
+        table.put(hashlib.sha256(b"later %d" % i).hexdigest(), b"\1\1")
+    assert all(table.get(b) == i.to_bytes(2, "big") for i, b in enumerate(ids))
+
+
+def test_an_id_with_spaces_is_no_id() -> None:
+    """bytes.fromhex skips spaces: such an id would be a short record, misaligning its bucket."""
+    table = IdTable(2)
+    spaced = "ab " * 21 + "a"  # 64 characters, 21 bytes once decoded
+    assert len(spaced) == 64
+    with pytest.raises(ValueError, match="not a blob id"):
+        table.put(spaced, b"\0\0")
+    assert spaced not in table and table.get(spaced) is None and len(table) == 0

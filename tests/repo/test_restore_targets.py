@@ -294,3 +294,18 @@ def test_a_snapshot_that_clearly_fits_restores_whole_with_its_recorded_totals(
         for f in range(50):
             restored = tmp_path / "out" / "src" / f"d{d}" / f"f{f}.txt"
             assert restored.read_bytes() == (src / f"d{d}" / f"f{f}.txt").read_bytes()
+
+
+def test_a_target_filled_after_the_emptiness_check_is_not_treated_as_empty(tmp_path: Path) -> None:
+    """The caller saw an empty target, then another process wrote into it: TargetDir looks
+    again, so nothing there is replaced as if new, nor removed when the restore is undone."""
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "theirs.txt").write_text("written by somebody else")
+    tree = TargetDir(target, fresh=True)
+    try:
+        assert not tree.fresh and not tree.was_empty
+        tree.take_back()
+    finally:
+        tree.close()
+    assert (target / "theirs.txt").read_text() == "written by somebody else"

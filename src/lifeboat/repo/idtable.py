@@ -180,6 +180,8 @@ class IdTable:
             raw = bytes.fromhex(blob_id)
         except ValueError:
             return None
+        if len(raw) != ID_SIZE:  # fromhex skips spaces: a short record would shift its bucket
+            return None
         mask, buckets = self._table
         bucket = buckets[hash(raw) & mask]
         pos = bucket.find(raw)
@@ -192,9 +194,17 @@ class IdTable:
         of their hash, one bucket at a time (the old one is dropped as soon as it is split)."""
         size, n = self._record, len(buckets)
         buckets.extend(bytearray() for _ in range(n))
-        for i in range(n):
-            bucket, low, high = buckets[i], bytearray(), buckets[i + n]
-            for pos in range(0, len(bucket), size):
-                record = bucket[pos : pos + size]
-                (high if hash(bytes(record[:ID_SIZE])) & n else low).extend(record)
-            buckets[i] = low
+        done = 0
+        try:
+            for i in range(n):
+                bucket, low, high = buckets[i], bytearray(), buckets[i + n]
+                for pos in range(0, len(bucket), size):
+                    record = bucket[pos : pos + size]
+                    (high if hash(bytes(record[:ID_SIZE])) & n else low).extend(record)
+                buckets[i] = low
+                done += 1
+        except BaseException:  # MemoryError, Ctrl-C: the old mask must find every record again
+            for i in range(done):
+                buckets[i] += buckets[i + n]
+            del buckets[n:]
+            raise

@@ -173,6 +173,11 @@ class SnapshotReader:
         recorded = self.info.stats if select is None and not force else None
         progress.start(check_space(target, entries, force, recorded))
         tree = TargetDir(target, fresh=fresh)
+        if not force and not tree.was_empty:  # filled by somebody else since the check above
+            tree.close()
+            raise RestoreError(
+                f"target {target} is not empty", hint="choose an empty directory or pass --force"
+            )
         stats = RestoreStats()
         try:
             try:
