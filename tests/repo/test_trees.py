@@ -259,3 +259,17 @@ def test_one_malformed_entry_among_many_fails_the_document(bad: dict[str, object
     with pytest.raises(IntegrityError, match=message):
         decode_document(raw, "snapshot x")
     assert len(decode_document(orjson.dumps({"entries": good}), "snapshot x")) == 1000
+
+
+def test_walk_leaves_out_excluded_names_and_everything_under_them(tmp_path: Path) -> None:
+    """A files asset's ``exclude`` patterns match names at every level: an excluded
+    directory's whole content stays out, other names keep their walk order."""
+    root = tmp_path / "data"
+    (root / "cache" / "deep").mkdir(parents=True)
+    (root / "cache" / "deep" / "kept-name.txt").write_text("under an excluded directory")
+    (root / "sub").mkdir()
+    for name in ("a.txt", "b.tmp", "sub/c.txt", "sub/d.tmp", "sub/cache"):
+        (root / name).write_text(name)
+    names = [item.name for item in walk([root], exclude=["*.tmp", "cache"])]
+    assert names == ["data", "data/a.txt", "data/sub", "data/sub/c.txt"]
+    assert len([item.name for item in walk([root])]) == 10  # without patterns, everything
