@@ -47,6 +47,16 @@ INDEX_FLUSH_PACKS = 16
 DESCRIBED_MAX = 16 << 20  # read_file(describe=...) holds at most this much of one file
 
 
+def _read_at_most(fh: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit`` bytes, read into a buffer of the file's size: ``read(limit)`` sizes
+    its buffer by the limit (16 MiB for a 2 KB key file: 15 us of allocation a file)."""
+    size = os.fstat(fh.fileno()).st_size
+    content = fh.read(min(size, limit - 1) + 1)  # one more: has it grown since?
+    if size < limit - 1 and len(content) > size:
+        content += fh.read(limit - len(content))
+    return content
+
+
 class KnownBlobs:
     """The blob ids a run need not store again: the repository's index as it was loaded,
     and what the run stored since. The index is asked, not copied; what the run stored is
@@ -365,7 +375,7 @@ class BackupSession:
             with open(source, "rb", buffering=0) as fh:
                 if describe is None:
                     return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
-                content = fh.read(DESCRIBED_MAX + 1)
+                content = _read_at_most(fh, DESCRIBED_MAX + 1)
                 if len(content) > DESCRIBED_MAX:
                     fh.seek(0)  # grown past what may be held in memory since the walk: not described
                     return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
