@@ -88,24 +88,10 @@ class IdTable:
             self._append(raw, bucket, value)
             return True
 
-    def setdefault(self, blob_id: str, value: bytes) -> bytes | None:
-        """The id's value when the table holds it; else stores ``value`` and returns None
-        (one lookup where ``get`` then ``put`` take two: loading an index does this per blob)."""
-        if len(value) != self._record - ID_SIZE:
-            raise ValueError(f"a value of {len(value)} bytes in a table of {self._record - ID_SIZE}")
-        with self._lock:
-            found = self._locate(blob_id)
-            if found is None:
-                raise ValueError(f"not a blob id: {blob_id[:16]!r}")
-            raw, bucket, pos = found
-            if pos >= 0:
-                return bytes(bucket[pos + ID_SIZE : pos + self._record])
-            self._append(raw, bucket, value)
-            return None
-
     def setdefault_many(self, records: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-        """``setdefault`` for many ids under one lock; the (id, value held) of those the table
-        already held. A lookup inlined: loading a million-blob index makes a million."""
+        """Stores each id's value unless the table holds the id, under one lock; the (id, value
+        held) of those it held. One lookup a record, inlined: a million-blob index is loaded
+        through here (``get`` then ``put`` took two lookups and two locks a blob)."""
         held: list[tuple[str, bytes]] = []
         size, value_size = self._record, self._record - ID_SIZE
         with self._lock:

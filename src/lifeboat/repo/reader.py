@@ -487,11 +487,8 @@ class _ChunkWriter:
         data = self._blobs.get(chunk_id) if self._blobs is not None else self.repo.read_blob(chunk_id)
         if len(data) != entry.size:
             raise IntegrityError(f"chunk {chunk_id[:16]} of {entry.path} does not hold its recorded size")
-        rel = entry_name(entry.path)
-        parent, name = split_parent(rel)
-        dir_fd = self.tree.acquire(parent)
+        rel, parent, dir_fd, name, tmp, fd = self._open_in_target(entry, direct=True)
         try:
-            tmp, fd = self._create(dir_fd, name, direct=True)
             try:
                 try:
                     view = memoryview(data)
@@ -552,14 +549,7 @@ class _ChunkWriter:
         lengths = [self._raw_length(c) for c in entry.chunks]
         if sum(lengths) != entry.size:
             raise IntegrityError(f"chunks of {entry.path} do not add up to its recorded size")
-        rel = entry_name(entry.path)
-        parent, name = split_parent(rel)
-        dir_fd = self.tree.acquire(parent)
-        try:
-            tmp, fd = self._create(dir_fd, name, direct)
-        except BaseException:
-            self.tree.release(parent)
-            raise
+        rel, parent, dir_fd, name, tmp, fd = self._open_in_target(entry, direct)
         offsets = list(accumulate(lengths, initial=0))[:-1]
         handle = _OpenFile(entry, rel, parent, dir_fd, name, tmp, fd, lengths, len(entry.chunks), offsets)
         if not entry.chunks:
@@ -568,6 +558,19 @@ class _ChunkWriter:
         with self._lock:
             self._open[entry.path] = handle
         return handle
+
+    def _open_in_target(self, entry: Entry, direct: bool) -> tuple[str, str, int, str, str, int]:
+        """(rel, parent, parent's fd, name, name written, fd) of a new file for ``entry``;
+        the parent stays acquired for the caller to release."""
+        rel = entry_name(entry.path)
+        parent, name = split_parent(rel)
+        dir_fd = self.tree.acquire(parent)
+        try:
+            tmp, fd = self._create(dir_fd, name, direct)
+        except BaseException:
+            self.tree.release(parent)
+            raise
+        return rel, parent, dir_fd, name, tmp, fd
 
     def _create(self, dir_fd: int, name: str, direct: bool) -> tuple[str, int]:
         """A file written in one go into a fresh target is created under its own name
