@@ -212,3 +212,40 @@ def test_an_id_with_spaces_is_no_id() -> None:
     with pytest.raises(ValueError, match="not a blob id"):
         table.put(spaced, b"\0\0")
     assert spaced not in table and table.get(spaced) is None and len(table) == 0
+
+
+def test_a_doubling_stopped_between_rebinding_a_bucket_and_counting_it_loses_nothing() -> None:
+    """A signal can land between any two bytecodes: right after a bucket was rebound to its
+    low half, before the split counted it (a tracer raises there, as Ctrl-C would)."""
+    import inspect
+    import sys
+
+    table = IdTable(0)
+    full = idtable._PER_BUCKET * idtable._START_BUCKETS  # the next add doubles the buckets
+    ids = [hashlib.sha256(b"w%d" % i).hexdigest() for i in range(full)]
+    for blob_id in ids:
+        table.add(blob_id)
+    lines, first = inspect.getsourcelines(IdTable._split)
+    target = first + next(n for n, line in enumerate(lines) if line.strip() == "done += 1")
+    fired: list[int] = []
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        if frame.f_code is not IdTable._split.__code__:
+            return None
+
+        def local(frame, event, arg):  # type: ignore[no-untyped-def]
+            if event == "line" and frame.f_lineno == target and len(fired) < 1:
+                fired.append(1)
+                raise KeyboardInterrupt
+            return local
+
+        return local
+
+    previous = sys.gettrace()  # coverage's, when the suite measures it
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            table.add(hashlib.sha256(b"the one that doubles").hexdigest())
+    finally:
+        sys.settrace(previous)
+    assert fired and all(blob_id in table for blob_id in ids)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lifeboat.assets.files.tree import backup_paths, restore_snapshot
-from lifeboat.errors import RestoreError
+from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
 from lifeboat.targetdir import TargetDir
@@ -309,3 +309,31 @@ def test_a_target_filled_after_the_emptiness_check_is_not_treated_as_empty(tmp_p
     finally:
         tree.close()
     assert (target / "theirs.txt").read_text() == "written by somebody else"
+
+
+def test_a_tree_document_damaged_midway_leaves_the_empty_target_empty(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The space check no longer reads the whole tree first, so a directory's damaged tree
+    document is found after other directories were written: the target is emptied again,
+    as when the up-front pass refused the snapshot."""
+    src = tmp_path / "src"
+    (src / "d1").mkdir(parents=True)
+    (src / "d1" / "old.txt").write_bytes(b"in the first snapshot")
+    backup_paths(repo, "tree", [src])
+    first_packs = set(repo.index(refresh=True).packs())
+    (src / "d0").mkdir()
+    (src / "d0" / "new.txt").write_bytes(b"only in the second")
+    second = backup_paths(repo, "tree", [src])  # d0 (walked first) new, d1's document reused
+    index = repo.index(refresh=True)
+    [old_trees] = [p for p in first_packs if index.tree_end(p)]
+    stored = next((tmp_path / "repo" / "data").rglob(old_trees))
+    stored.chmod(0o600)
+    data = bytearray(stored.read_bytes())
+    for i in range(16, index.tree_end(old_trees)):
+        data[i] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    target = tmp_path / "restore" / "t"
+    with pytest.raises(IntegrityError):
+        restore_snapshot(repo, second, target)
+    assert everything_under(tmp_path / "restore") <= {"t"}

@@ -181,6 +181,7 @@ class IdTable:
         size, n = self._record, len(buckets)
         buckets.extend(bytearray() for _ in range(n))
         done = 0
+        bucket = buckets[0]
         try:
             for i in range(n):
                 bucket, low, high = buckets[i], bytearray(), buckets[i + n]
@@ -190,7 +191,9 @@ class IdTable:
                 buckets[i] = low
                 done += 1
         except BaseException:  # MemoryError, Ctrl-C: the old mask must find every record again
+            if done < n and buckets[done] is not bucket:
+                done += 1  # stopped between rebinding this bucket and counting it: split too
             for i in range(done):
                 buckets[i] += buckets[i + n]
-            del buckets[n:]
+            del buckets[n:]  # a half-filled high bucket's records are still in their old one
             raise

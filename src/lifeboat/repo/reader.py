@@ -13,7 +13,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import IntegrityError, RestoreError
+from lifeboat.errors import IntegrityError, LifeboatError, RestoreError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
@@ -179,13 +179,25 @@ class SnapshotReader:
                 f"target {target} is not empty", hint="choose an empty directory or pass --force"
             )
         stats = RestoreStats()
+        tree_failed: list[LifeboatError] = []
+
+        def read_tree() -> Iterator[Entry]:
+            try:
+                yield from entries()
+            except LifeboatError as exc:  # damaged, unreadable: what the exact pass refuses
+                tree_failed.append(exc)
+                raise
+
         try:
             try:
-                self._write_tree(tree, entries(), stats, progress, meta, workers)
+                self._write_tree(tree, read_tree(), stats, progress, meta, workers)
             except OSError as exc:
                 raise _restore_failure(tree, target, exc, stats) from None
-            except UnsafePath:
-                tree.take_back()  # found as it was written (check_space skipped): none of it stays
+            except LifeboatError as exc:
+                # Found as the tree was written, not before (check_space skipped its pass):
+                # into the empty target, none of it stays, as when the pass refused it.
+                if not force and (isinstance(exc, UnsafePath) or tree_failed):
+                    tree.take_back()
                 raise
         finally:
             tree.close()
@@ -292,8 +304,9 @@ def check_space(
     With the snapshot's ``recorded`` totals (a whole snapshot into an empty target), a
     filesystem with room for them even if every file and directory wasted a block skips
     the pass: it decodes every tree document once more, a fifth of a restore of small
-    files. Totals that lie only bring the full-disk path (what was written is taken back),
-    and an unsafe path is then refused as it is written, the target emptied again."""
+    files. Totals that lie only bring the full-disk path (what was written is taken back);
+    an unsafe path, or a tree document that cannot be read, is then refused as it comes
+    and the target emptied again."""
     free, block = free_space(target)
     if recorded is not None and recorded.files:
         worst = recorded.bytes + (recorded.files + recorded.dirs) * block
