@@ -157,7 +157,8 @@ class SnapshotReader:
         there: the snapshot's entries replace whatever holds their names (a directory where
         the snapshot has a file is removed, and the reverse); nothing else is deleted.
         Owners, and with them setuid/setgid bits, are restored only when running as root.
-        On a full disk everything this restore created is removed again."""
+        On a full disk everything this restore created is removed again; so is everything
+        written into an empty target when its tree turns out damaged or names an unsafe path."""
         import time
 
         started = time.monotonic()
