@@ -27,6 +27,8 @@ UNUSED_KINDS = ["lifeboat.assets.objects", "lifeboat.assets.files", "lifeboat.as
 # loads the files kind, whose package names the reader's RestoreStats)
 NOT_FOR_LISTINGS = ["typer", "click", "rich.progress", "rich.traceback", "boto3", "botocore", "psycopg"]
 NOT_FOR_LISTINGS += ["lifeboat.repo.backup", "importlib.metadata"]
+# certificates are parsed only when a keys asset is fingerprinted (~30 ms to import)
+NOT_FOR_LISTINGS += ["cryptography.x509"]
 UNUSED_BY_FILES = ["lifeboat.assets.objects", "lifeboat.assets.postgres", "lifeboat.assets.keys"]
 
 # runs the real entry point and, as the process exits, writes what it imported and whether

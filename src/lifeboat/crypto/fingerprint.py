@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 PUBLIC_DER = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -31,8 +30,8 @@ def _loaders(data: bytes) -> list[Callable[[], Any]]:
     der = data[:1] == b"\x30"
     ssh = data.lstrip().startswith(SSH_KEY_TYPES)
     candidates: list[tuple[bool, Callable[[], Any]]] = [
-        (pem, lambda: x509.load_pem_x509_certificate(data).public_key()),
-        (der, lambda: x509.load_der_x509_certificate(data).public_key()),
+        (pem, lambda: _certificate_key(data, pem=True)),
+        (der, lambda: _certificate_key(data, pem=False)),
         (pem, lambda: serialization.load_pem_private_key(data, password=None).public_key()),
         (der, lambda: serialization.load_der_private_key(data, password=None).public_key()),
         (pem, lambda: serialization.load_ssh_private_key(data, password=None).public_key()),
@@ -41,6 +40,15 @@ def _loaders(data: bytes) -> list[Callable[[], Any]]:
         (ssh, lambda: serialization.load_ssh_public_key(data)),
     ]
     return [load for applies, load in candidates if applies]
+
+
+def _certificate_key(data: bytes, *, pem: bool) -> Any:
+    # x509 costs ~30 ms to import; `status` and the drills reach this module through
+    # pinning.py without ever parsing a certificate
+    from cryptography import x509
+
+    load = x509.load_pem_x509_certificate if pem else x509.load_der_x509_certificate
+    return load(data).public_key()
 
 
 def _public_key(data: bytes) -> Any | None:
