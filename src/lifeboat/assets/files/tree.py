@@ -6,28 +6,22 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.readahead import will_need
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
-from lifeboat.repo.parents import decoded_entry, walk_key
+from lifeboat.repo.parents import walk_key
 
 if TYPE_CHECKING:
     from lifeboat.repo.backup import BackupSession
     from lifeboat.repo.reader import RestoreStats  # the restore machinery loads when restoring
-
-READ_WORKERS = 4
-BATCH_FILES = 64
-BATCH_BYTES = 1 << 20
-READ_AHEAD = READ_WORKERS * 4  # batches read ahead of the walk's place in the tree
 
 
 @dataclass(frozen=True)
@@ -169,106 +163,30 @@ class Describe:
     max_size: int  # larger files are stored without it (read whole to describe them)
 
 
-_Ready = tuple[Entry, str | None]  # an entry and, for a file, its identity
-_Slot = _Ready | Future[list[tuple[Entry, str]]]
-
-
-class _Feeder:
-    """Hands the walk's regular files to readers in batches and gives the session every
-    entry, read or not, in walk order. Unchanged files are taken from the parent by the
-    walk itself: a file that needs no reading needs no reader."""
+class _Feeder(WalkFeeder[SourceItem, _Pending]):
+    """The files and keys kinds' walk: regular files read, directories and links handed on."""
 
     def __init__(self, session: BackupSession, describe: Describe | None) -> None:
-        self.session = session
+        super().__init__(session)
         self.describe = describe
-        self.with_meta = 0  # entries given to the session with metadata
-        self.slots: deque[_Slot] = deque()  # in walk order: entries ready, batches being read
-        self.reading = 0
-        self.batch: list[_Pending] = []
-        self.batch_bytes = 0
-        # every file of the batch is below SMALL_FILE: it goes to the one small-file reader,
-        # which runs beside the walk; a batch with a larger file goes to READ_WORKERS readers
-        self.batch_small = True
 
-    def run(self, items: Iterable[SourceItem]) -> None:
-        with (
-            ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="read") as pool,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-small") as small,
-        ):
-            self.pool, self.small = pool, small
-            try:
-                for item in items:
-                    self._add(item)
-                self._submit()
-                self._drain(0)
-            except BaseException:
-                for slot in self.slots:  # stopped (deadline, SIGTERM, a failure): read no more files
-                    if isinstance(slot, Future):
-                        slot.cancel()
-                raise
-
-    def _add(self, item: SourceItem) -> None:
+    def add(self, item: SourceItem) -> None:
         mode = item.st.st_mode
         if stat.S_ISREG(mode):
             identity = identity_of(item)
-            parent = self.session.parent_encoded(item.name, identity)
-            if parent is not None and not self.batch and self._took(item.name, identity, parent):
-                return
-            # a parent entry whose chunks are gone (pruned) is not tried again by the reader
-            pending = _Pending.of(item, identity, decoded_entry(parent) if self.batch else None)
-            self.batch.append(pending)
-            self.batch_bytes += pending.size
-            self.batch_small = self.batch_small and pending.size < SMALL_FILE
-            # Small files go in groups, one pool task each: a task (a Future, its lock and a
-            # queue hand-off) per 2 KB file cost more than reading it. Large files stay alone.
-            if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
-                self._submit()
+            taken, parent = self.take_or_defer(
+                item.name, identity, self.session.parent_encoded(item.name, identity)
+            )
+            if not taken:
+                self.queue(_Pending.of(item, identity, parent), item.st.st_size)
             return
         if stat.S_ISDIR(mode):
-            entry = _entry(item, "dir")
+            self.hand_on(_entry(item, "dir"))
         elif stat.S_ISLNK(mode):
-            entry = _entry(item, "symlink", target=os.readlink(item.path))
-        else:
-            return  # sockets, devices, fifos: not captured
-        self._submit()  # the files before this entry keep their place
-        self._ready((entry, None))
+            self.hand_on(_entry(item, "symlink", target=os.readlink(item.path)))
+        # sockets, devices, fifos: not captured
 
-    def _took(self, name: str, identity: str, parent: bytes) -> bool:
-        """Whether the walk took a file it has just seen unchanged from the parent (all its
-        chunks still stored): nothing to read. With nothing ahead of it in walk order, the
-        parent's entry goes into the tree as stored, not encoded again (its metadata, if
-        any, is the parent's: the file is the one it describes)."""
-        if not self.slots:
-            taken = self.session.put_unchanged(name, identity, parent)
-            self.with_meta += bool(taken is not None and taken.meta)
-            return taken is not None
-        cached = decoded_entry(parent)
-        entry = self.session.take_parent(name, cached) if cached is not None else None
-        if entry is None:
-            return False
-        self._ready((entry, identity))
-        return True
-
-    def _ready(self, ready: _Ready) -> None:
-        if self.slots:
-            self.slots.append(ready)
-            self._drain(READ_AHEAD)
-        else:  # nothing ahead of it in walk order: straight into the tree
-            self._put(*ready)
-
-    def _put(self, entry: Entry, identity: str | None) -> None:
-        self.with_meta += bool(entry.meta)
-        self.session.put(entry, identity)
-
-    def _submit(self) -> None:
-        if self.batch:
-            lane = self.small if self.batch_small else self.pool
-            self.slots.append(lane.submit(self._read, self.batch))
-            self.reading += 1
-            self.batch, self.batch_bytes, self.batch_small = [], 0, True
-        self._drain(READ_AHEAD)
-
-    def _read(self, batch: list[_Pending]) -> list[tuple[Entry, str]]:
+    def read_batch(self, batch: list[_Pending]) -> list[Read]:
         _prefetch(batch)
         return [(self._entry_of(item), item.identity) for item in batch]
 
@@ -286,23 +204,6 @@ class _Feeder:
             parent=item.parent,
             describe=describe.of if describe is not None and item.size <= describe.max_size else None,
         )
-
-    def _drain(self, reading: int) -> None:
-        """Gives the session what is done at the front; waits while more than ``reading``
-        batches are being read."""
-        while self.slots:
-            slot = self.slots[0]
-            if isinstance(slot, Future):
-                if self.reading <= reading and not slot.done():
-                    return
-                results = slot.result()
-                self.slots.popleft()
-                self.reading -= 1
-                for entry, identity in results:
-                    self._put(entry, identity)
-            else:
-                self.slots.popleft()
-                self._put(*slot)
 
 
 def _prefetch(batch: list[_Pending]) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import memory
@@ -12,10 +12,10 @@ from lifeboat.assets.objects.source import DirSource, ObjectDir, ObjectInfo, Sou
 from lifeboat.assets.objects.transfer import (
     Counters,
     SizedReads,
-    capture_workers,
     run_batched,
     with_retries,
 )
+from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import BackupSession, Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
@@ -74,26 +74,65 @@ def counted_download(obj: ObjectInfo, entry: Entry, counters: Counters) -> None:
     counters.add(downloaded=1, bytes_downloaded=entry.size)
 
 
-READ_AHEAD_FILES = 256  # files of a dir:// source asked of the disk ahead of their reading
+@dataclass(frozen=True, slots=True)
+class _Walked:
+    """A file of a ``dir://`` source waiting for a reader, and its parent's entry when it
+    is unchanged (tried first: its chunks may have been pruned)."""
+
+    obj: ObjectInfo
+    parent: Entry | None
 
 
-def _capture_in_order(
-    session: BackupSession, source: DirSource, obj: ObjectInfo, parent: bytes | None, counters: Counters
-) -> None:
-    """One object into a streamed tree, in walk order: the parent's entry as stored when
-    unchanged (``parent``, looked up in walk order too), else its content read."""
-    if parent is not None and session.put_unchanged(obj.key, obj.identity, parent) is not None:
-        counters.add(reused=1)
-        return
+class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
+    """A ``dir://`` source's walk: files read beside the walk (by one reader for small
+    ones: their reads cost less than the interpreter's hand-offs between threads), each
+    entry put into the streamed tree in walk order."""
 
-    def download() -> tuple[Entry, str] | None:
+    def __init__(self, session: BackupSession, source: DirSource, counters: Counters) -> None:
+        super().__init__(session)
+        self.source = source
+        self.counters = counters
+
+    def add(self, item: ObjectInfo | ObjectDir) -> None:
+        if isinstance(item, ObjectDir):
+            self.hand_on(Entry(path=item.key, type="dir", mode=0o755, mtime_ns=item.mtime_ns))
+            return
+        self.counters.objects += 1
+        identity = item.identity
+        taken, parent = self.take_or_defer(
+            item.key, identity, self.session.parent_encoded(item.key, identity)
+        )
+        if taken:
+            self.counters.add(reused=1)
+        else:
+            self.queue(_Walked(item, parent), item.size)
+
+    def read_batch(self, batch: list[_Walked]) -> list[Read]:
+        for walked in batch:  # asked of the disk at once: it reads them while the first are stored
+            if walked.parent is None and walked.obj.size < SMALL_FILE:
+                self.source.will_read(walked.obj)
+        return [self._read(walked) for walked in batch]
+
+    def _read(self, walked: _Walked) -> Read:
+        obj = walked.obj
+        if walked.parent is not None:
+            taken = self.session.take_parent(obj.key, walked.parent)
+            if taken is not None:
+                self.counters.add(reused=1)
+                return taken, obj.identity
+        read: Read = with_retries(f"reading {obj.key}", lambda: self._download(obj), self.counters)
+        if read is None:
+            self.counters.add(vanished=1)
+        return read
+
+    def _download(self, obj: ObjectInfo) -> Read:
         try:
-            body, now = source.open_with_info(obj)  # as it is now: it may have changed since the walk
+            body, now = self.source.open_with_info(obj)  # as it is now: it may have changed since the walk
         except FileNotFoundError:
             return None  # deleted since the walk saw it: left out, as the walk leaves it out
         stream = SizedReads(body, now.size)  # no 1 MiB block allocated to read 2 KB
         try:
-            entry = session.read_stream(
+            entry = self.session.read_stream(
                 obj.key,
                 stream,  # type: ignore[arg-type]
                 mtime_ns=mtime_ns_of(now),
@@ -101,17 +140,8 @@ def _capture_in_order(
             )
         finally:
             stream.close()
-        counted_download(now, entry, counters)  # still growing as it was read: read again
+        counted_download(now, entry, self.counters)  # still growing as it was read: read again
         return entry, now.identity
-
-    read = with_retries(f"reading {obj.key}", download, counters)
-    if read is None:
-        counters.add(vanished=1)
-        return
-    session.put(*read)
-
-
-_Walked = ObjectDir | tuple[ObjectInfo, bytes | None]  # a directory, or an object and its parent entry
 
 
 def backup_directory(
@@ -119,39 +149,15 @@ def backup_directory(
 ) -> SnapshotInfo:
     """A ``dir://`` source as it is walked, into a streamed tree (one document per
     directory, the parent read in the same order): memory does not grow with the number of
-    files, as for the files kind. One reader: for files of a few KB the interpreter's
-    hand-offs between threads cost more than the reads (capture_workers); a large file's
-    blocks are still hashed, compressed and sealed by the chunk workers in parallel. The
-    small files it will read are asked of the disk READ_AHEAD_FILES ahead, so that it does
-    not wait on the disk once per file."""
+    files, as for the files kind, whose walk feeder it shares (assets/walkfeed.py)."""
     counters = Counters()
     with repo.backup(asset.name, "objects", progress=progress) as session:
         session.stream_tree()
         progress.start(None)  # the total is known only once the walk is over
-        ahead: deque[_Walked] = deque()
-        for item in source.walk_current():
-            if isinstance(item, ObjectDir):
-                ahead.append(item)
-            else:
-                counters.objects += 1
-                parent = session.parent_encoded(item.key, item.identity)
-                if parent is None and item.size < SMALL_FILE:
-                    source.will_read(item)
-                ahead.append((item, parent))
-            if len(ahead) > READ_AHEAD_FILES:
-                _put_walked(session, source, ahead.popleft(), counters)
-        while ahead:
-            _put_walked(session, source, ahead.popleft(), counters)
+        _DirFeeder(session, source, counters).run(source.walk_current())
         labels = capture_labels(asset, "Unsupported", counters)
         session.set_labels(labels | {KEY_PATHS_LABEL: KEY_PATHS_VERSION})  # how its keys name files
         return session.commit()
-
-
-def _put_walked(session: BackupSession, source: DirSource, walked: _Walked, counters: Counters) -> None:
-    if isinstance(walked, ObjectDir):
-        session.put(Entry(path=walked.key, type="dir", mode=0o755, mtime_ns=walked.mtime_ns))
-    else:
-        _capture_in_order(session, source, *walked, counters)
 
 
 def capture_labels(asset: ObjectsAsset, versioning: str, counters: Counters) -> dict[str, str]:
@@ -183,8 +189,6 @@ def backup_objects(
         # dozens of threads waiting on a bucket: memory, not CPU, is what runs short
         with memory.large_buffers_mapped():
             # the first object that keeps failing aborts: no half snapshot
-            run_batched(
-                lambda o: _capture(session, source, o, counters), objects, capture_workers(source, asset)
-            )
+            run_batched(lambda o: _capture(session, source, o, counters), objects, int(asset.workers))
         session.set_labels(capture_labels(asset, versioning, counters))
         return session.commit()

@@ -619,7 +619,11 @@ class DirSource:
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
         """Open a file for reading with its object info as it is now: a file that changed
         since the walk (a log appended to) is described as it is read, not as listed."""
-        body = open(os.path.join(self.root, key_to_relpath(obj.key)), "rb")  # noqa: SIM115 - the caller's
+        # unbuffered: a buffered file asks isatty and seeks on opening, two more system
+        # calls per file, each a hand-off of the interpreter to the walk (callers read whole
+        # blocks, through SizedReads)
+        path = os.path.join(self.root, key_to_relpath(obj.key))
+        body = open(path, "rb", buffering=0)  # noqa: SIM115 - the caller's
         st = os.fstat(body.fileno())
         return body, _file_info(obj.key, st)
 

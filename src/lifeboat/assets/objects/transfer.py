@@ -102,15 +102,6 @@ def transfer_workers(source: Source, asset: ObjectsAsset) -> int:
     return int(asset.workers)
 
 
-def capture_workers(source: Source, asset: ObjectsAsset) -> int:
-    """Threads that back up a source's objects. A ``dir://`` source is read by one: its
-    reads cost less than the hand-offs of the interpreter between threads (30,000 files of
-    0.5-4 KB: 4.5 s with one thread, 6.0 s with two), and the blocks of a large object are
-    still hashed, compressed and sealed by the chunk workers in parallel. (A restore into
-    a ``dir://`` target may fetch from a bucket's history: it keeps ``transfer_workers``.)"""
-    return 1 if isinstance(source, DirSource) else int(asset.workers)
-
-
 def run_batched(fn: Callable[[T], None], items: Sequence[T], workers: int, batch: int = BATCH) -> None:
     """``fn`` over ``items`` on ``workers`` threads, a batch per task: one future per small
     object cost more than storing it. After the first exception no further item starts
