@@ -37,3 +37,18 @@ def test_every_object_runs_once_when_nothing_fails():
 
     run_batched(transfer, list(range(1000)), workers=4, batch=16)
     assert sorted(seen) == list(range(1000))
+
+
+def test_one_worker_runs_the_objects_in_order_on_the_calling_thread_and_stops_at_a_failure():
+    """A restore into a directory writes with one worker: no pool, no hand-off per batch,
+    and nothing after the first failure starts."""
+    seen: list[tuple[int, str]] = []
+
+    def transfer(item: int) -> None:
+        seen.append((item, threading.current_thread().name))
+        if item == 5:
+            raise RuntimeError("disk went away")
+
+    with pytest.raises(RuntimeError, match="disk went away"):
+        run_batched(transfer, list(range(100)), workers=1, batch=4)
+    assert seen == [(i, threading.current_thread().name) for i in range(6)]

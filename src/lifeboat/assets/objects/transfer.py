@@ -107,6 +107,10 @@ def run_batched(fn: Callable[[T], None], items: Sequence[T], workers: int, batch
     object cost more than storing it. After the first exception no further item starts
     (against a store that went away, each would spend its own retries), and that
     exception is raised once the running ones have ended."""
+    if workers <= 1:  # one thread: this one (a pool of one only adds a hand-off per batch)
+        for item in items:
+            fn(item)
+        return
     failed = threading.Event()
 
     def run(part: Sequence[T]) -> None:
