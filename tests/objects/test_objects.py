@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from lifeboat.assets.objects.source import TRANSFER
+from lifeboat.assets.objects.s3source import TRANSFER
 from tests.harness.stallproxy import relay
 from tests.harness.wait import wait_until
 from tests.objects.bucket_env import BucketEnv, media_policy

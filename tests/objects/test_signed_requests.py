@@ -17,7 +17,7 @@ import boto3
 import pytest
 from bench.seaweed import SeaweedServer
 
-from lifeboat.assets.objects.source import S3Source
+from lifeboat.assets.objects.s3source import S3Source
 from lifeboat.errors import StorageError
 
 # a space, a plus, a percent sign, non-ASCII letters and a tilde: each quoted differently in

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lifeboat.assets.objects.source import S3Source
+from lifeboat.assets.objects.s3source import S3Source
 from lifeboat.errors import ConfigError, IntegrityError, LifeboatError
 
 FORMATS = ("CSV", "Parquet")

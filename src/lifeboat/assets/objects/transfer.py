@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from botocore.exceptions import BotoCoreError
 
 from lifeboat.assets.objects.source import DirSource, Source
 from lifeboat.errors import StorageError
@@ -46,6 +45,14 @@ class Counters:
                 setattr(self, key, getattr(self, key) + value)
 
 
+def _retried_errors() -> tuple[type[Exception], ...]:
+    """What a transfer retries; botocore's error root only once botocore is loaded: it
+    raises nothing before (a dir:// source never loads it, nor boto3's ~100 ms of imports)."""
+    exceptions = sys.modules.get("botocore.exceptions")
+    botocore: tuple[type[Exception], ...] = (exceptions.BotoCoreError,) if exceptions is not None else ()
+    return (StorageError, OSError, ValueError, *botocore)
+
+
 def with_retries(what: str, fn: Any, counters: Counters) -> Any:
     """Retry throttling, 5xx and dropped connections with exponential backoff, jittered so
     that throttled threads do not come back together."""
@@ -53,7 +60,7 @@ def with_retries(what: str, fn: Any, counters: Counters) -> Any:
     for attempt in range(ATTEMPTS):
         try:
             return fn()
-        except (StorageError, BotoCoreError, OSError, ValueError) as exc:
+        except _retried_errors() as exc:  # looked up as it is raised: botocore may load in fn
             transient = not isinstance(exc, StorageError) or exc.transient
             if not transient or attempt == ATTEMPTS - 1:
                 if isinstance(exc, StorageError) and transient:
