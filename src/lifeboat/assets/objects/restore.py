@@ -28,8 +28,8 @@ from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION,
 from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, source_for
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
-from lifeboat.errors import ConfigError, IntegrityError, RestoreError
-from lifeboat.repo import Entry, SnapshotReader
+from lifeboat.errors import ConfigError, IntegrityError, LifeboatError, RestoreError
+from lifeboat.repo import Entry, SnapshotInfo, SnapshotReader
 from lifeboat.units import format_bytes
 
 if TYPE_CHECKING:
@@ -265,9 +265,17 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
         return (i for i in items() if not _identical(i, current.get(i.key)))
 
     # one pass over the tree: what to write, the space it takes, the keys a directory refuses
+    # (or, for a whole snapshot of a directory into an empty one, the recorded totals)
     space = _space_needed(target) if isinstance(target, DirSource) and not request.dry_run else None
     mappable = UnmappableKeys(from_directory=from_directory) if into_dir and request.shard is None else None
-    survey = _survey(items, current, in_place, space, mappable)
+    whole = (
+        source is None
+        and not current
+        and not in_place
+        and info.labels.get(KEY_PATHS_LABEL) == KEY_PATHS_VERSION
+    )
+    recorded = _recorded_survey(info, space) if whole and mappable and mappable.from_directory else None
+    survey = recorded or _survey(items, current, in_place, space, mappable)
     unmappable = unmappable or survey.unmappable
     result.skipped, deletions = survey.skipped, survey.deletions
     result.phases["plan"] = round(time.monotonic() - t0, 3)
@@ -350,10 +358,24 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
     # KB: 14.0 s with one, 18.9 s with two; a pool of one writer, 5.1 s against 4.1 s on
     # this thread); the pack reads are still decrypted on their own threads.
     workers = 1 if writer is not None and source is None else transfer_workers(target, asset)
+    checked = mappable if recorded is not None else None  # keys the survey did not check
+    tree_failed: list[LifeboatError] = []
+
+    def written() -> Iterator[Item]:
+        try:
+            for item in todo():
+                if checked is not None:
+                    checked.add(item.key)
+                    refuse_unmappable(checked.found(), target_url)
+                yield item
+        except LifeboatError as exc:  # a key no directory holds, a damaged tree document
+            tree_failed.append(exc)
+            raise
+
     try:
         # in bounded batches, each planned in pack order: memory stays flat in the number
         # of objects, and a batch is still many packs' worth of small objects
-        for batch in _batches(todo(), PLAN_OBJECTS):
+        for batch in _batches(written(), PLAN_OBJECTS):
             with reader.planned(i.entry for i in batch if i.entry is not None):
                 run_batched(restore_one, batch, workers)
         for key in deletions:
@@ -364,6 +386,12 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
     except DiskFull:
         assert writer is not None
         raise writer.take_back(target_url) from None
+    except LifeboatError:
+        # found as the tree was written, not before (the survey was skipped): into the
+        # empty directory, none of it stays, as when the survey refused it
+        if writer is not None and tree_failed:
+            writer.tree.take_back()
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -382,6 +410,21 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
         "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()),
     ] + [f"  FAILED {f}" for f in result.failed[:20]]
     return result
+
+
+def _recorded_survey(info: SnapshotInfo, space: SpaceNeeded | None) -> _Survey | None:
+    """The survey of a whole snapshot of a directory into an empty one, from the snapshot's
+    recorded totals, when the filesystem has room for them even if every file and
+    directory wasted a block: the pass decodes every tree document once more (100,000
+    files: 0.9 s of a 4.1 s restore). Totals that lie only bring the full-disk path (what
+    was written is taken back); a key no directory holds, or a tree document that cannot
+    be read, is then refused as it comes and the target emptied again."""
+    stats = info.stats
+    if space is None or not stats.files:
+        return None
+    if stats.bytes + (stats.files + stats.dirs) * space.block > space.free:
+        return None
+    return _Survey(objects=stats.files, bytes=stats.bytes)
 
 
 def _space_needed(target: DirSource) -> SpaceNeeded:

@@ -1,0 +1,115 @@
+"""A whole snapshot of a `dir://` source restored into an empty directory takes its space
+and byte count from the snapshot's recorded totals instead of a pass over the whole tree
+(issue #18). What that pass used to refuse before anything was written is now found as
+the tree is written: a damaged tree document, a key no directory can hold. Either way
+the target is left as empty as it was, with a one-line error."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from pathlib import Path
+
+from lifeboat import runtime
+from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION
+from lifeboat.assets.registry import load_policy
+from lifeboat.repo import Entry, Repository
+from tests.harness import LifeboatCli, PolicyBuilder
+
+# more objects than a restore plans at once (restore.PLAN_OBJECTS): the damage is met
+# after the first batch was written, not while the first batch is planned
+AHEAD = 4100
+
+
+def _media(tmp_path: Path) -> tuple[LifeboatCli, Path, str]:
+    source = tmp_path / "media"
+    source.mkdir()
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .data_class("standard", rpo="1d", rto="1h")
+        .objects("media", f"dir://{source}")
+        .write(tmp_path / "lifeboat.toml")
+    )
+    lb = LifeboatCli(policy)
+    recovery = str(tmp_path / "recovery.key")
+    lb.run("init", "--recovery-key-out", recovery)
+    return lb, source, recovery
+
+
+def _repo(tmp_path: Path) -> Repository:
+    return runtime.open_for_write(load_policy(tmp_path / "lifeboat.toml"))
+
+
+def _files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _assert_refused_in_one_line(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode not in (0, 70), proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("lifeboat: error: ") and all(n in lines[0] for n in needles), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_whole_snapshot_into_an_empty_directory_restores_every_byte(tmp_path: Path) -> None:
+    lb, source, recovery = _media(tmp_path)
+    for d in range(3):
+        (source / f"d{d}").mkdir()
+        for f in range(40):
+            (source / f"d{d}" / f"f{f}.bin").write_bytes(os.urandom(100 + f))
+    lb.run("backup", "media")
+    target = tmp_path / "restored"
+    out = lb.json("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery)
+    assert out["restored"] == 120 and out["restored_bytes"] == 3 * sum(100 + f for f in range(40))
+    assert _files_under(target) == _files_under(source)
+
+
+def test_a_tree_document_damaged_midway_leaves_the_empty_directory_empty(tmp_path: Path) -> None:
+    """d0 is written before d1's document, reused from the first snapshot's tree pack, turns
+    out damaged: d0's files are taken back."""
+    lb, source, recovery = _media(tmp_path)
+    (source / "d1").mkdir()
+    (source / "d1" / "old.bin").write_bytes(b"in the first snapshot")
+    lb.run("backup", "media")
+    first_packs = set(_repo(tmp_path).index(refresh=True).packs())
+    (source / "d0").mkdir()
+    for i in range(AHEAD):
+        (source / "d0" / f"new{i:05}.bin").write_bytes(b"only in the second %d" % i)
+    lb.run("backup", "media")
+    index = _repo(tmp_path).index(refresh=True)
+    [old_trees] = [p for p in first_packs if index.tree_end(p)]
+    stored = next((tmp_path / "repo" / "data").rglob(old_trees))
+    stored.chmod(0o600)
+    data = bytearray(stored.read_bytes())
+    for i in range(16, index.tree_end(old_trees)):
+        data[i] ^= 0xFF
+    stored.write_bytes(bytes(data))
+
+    target = tmp_path / "restore" / "t"
+    target.mkdir(parents=True)
+    proc = lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery, check=False)
+    _assert_refused_in_one_line(proc)
+    assert list(target.iterdir()) == []  # the operator's empty directory stays, empty
+
+
+def test_a_key_no_directory_can_hold_is_refused_and_what_came_before_it_taken_back(tmp_path: Path) -> None:
+    """A compromised host commits a snapshot of its own dir:// asset naming a segment longer
+    than any file name: the restore writes the objects before it, meets the key, and removes
+    them again."""
+    lb, source, recovery = _media(tmp_path)
+    repo = _repo(tmp_path)
+    with repo.backup("media", "objects") as session:
+        session.stream_tree()
+        session.put(Entry(path="a", type="dir", mode=0o755, mtime_ns=0))
+        for key in [f"a/ok{i:05}.bin" for i in range(AHEAD)] + ["a/" + "x" * 300]:
+            meta = {"key": key, "etag": "1-1", "last_modified": "2026-12-04T00:00:00+00:00"}
+            session.put(session.read_stream(key, io.BytesIO(b"payload"), mtime_ns=0, meta=meta))
+        session.set_labels({"source": f"dir://{source}", KEY_PATHS_LABEL: KEY_PATHS_VERSION})
+        session.commit()
+
+    target = tmp_path / "restored"
+    proc = lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery, check=False)
+    _assert_refused_in_one_line(proc, "1 keys cannot be files under", "longer than 255 bytes")
+    assert not target.exists() or _files_under(target) == {}
