@@ -87,7 +87,8 @@ class TargetDir:
     nothing is recorded per file (a million restored names held ~130 MB). Into a target
     that held something (``--force``), each name the restore creates is recorded. An empty
     target belongs to the restore until it ends: what another process writes into it
-    meanwhile goes too if the disk fills.
+    meanwhile goes too if the disk fills, or if a restore that skipped its up-front pass
+    meets what that pass would have refused (a damaged tree, an unsafe path or key).
 
     Thread-safe. ``acquire``/``release`` count users of a directory descriptor; a descriptor
     nobody uses stays open (up to IDLE_FDS) for the next file in the same directory."""

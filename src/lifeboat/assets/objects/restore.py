@@ -28,7 +28,7 @@ from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION,
 from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, source_for
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
-from lifeboat.errors import ConfigError, IntegrityError, LifeboatError, RestoreError
+from lifeboat.errors import ConfigError, IntegrityError, RestoreError, StorageError
 from lifeboat.repo import Entry, SnapshotInfo, SnapshotReader
 from lifeboat.units import format_bytes
 
@@ -359,7 +359,7 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
     # this thread); the pack reads are still decrypted on their own threads.
     workers = 1 if writer is not None and source is None else transfer_workers(target, asset)
     checked = mappable if recorded is not None else None  # keys the survey did not check
-    tree_failed: list[LifeboatError] = []
+    tree_failed: list[Exception] = []
 
     def written() -> Iterator[Item]:
         try:
@@ -368,8 +368,12 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
                     checked.add(item.key)
                     refuse_unmappable(checked.found(), target_url)
                 yield item
-        except LifeboatError as exc:  # a key no directory holds, a damaged tree document
-            tree_failed.append(exc)
+        except Exception as exc:
+            # What the skipped survey would have refused before writing: a key no directory
+            # holds, a damaged or malformed tree document. Not a store that failed to answer:
+            # what was written stays for a --force run to complete.
+            if recorded is not None and not isinstance(exc, StorageError):
+                tree_failed.append(exc)
             raise
 
     try:
@@ -386,7 +390,7 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
     except DiskFull:
         assert writer is not None
         raise writer.take_back(target_url) from None
-    except LifeboatError:
+    except Exception:
         # found as the tree was written, not before (the survey was skipped): into the
         # empty directory, none of it stays, as when the survey refused it
         if writer is not None and tree_failed:
