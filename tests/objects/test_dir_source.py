@@ -9,8 +9,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from lifeboat.assets.objects.info import ObjectDir, ObjectInfo
 from lifeboat.assets.objects.keypaths import relpath_to_key
-from lifeboat.assets.objects.source import DirSource, ObjectDir, ObjectInfo
+from lifeboat.assets.objects.source import DirSource
 from lifeboat.repo.parents import walk_key
 from tests.harness import LifeboatCli, PolicyBuilder
 

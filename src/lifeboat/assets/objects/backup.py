@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import memory
+from lifeboat.assets.objects.info import ObjectDir, ObjectInfo
 from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION
-from lifeboat.assets.objects.source import DirSource, ObjectDir, ObjectInfo, Source, source_for
+from lifeboat.assets.objects.source import DirSource, Source, source_for
 from lifeboat.assets.objects.transfer import (
     Counters,
     SizedReads,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from lifeboat.assets.rpo import Rpo, seconds_between, upper_bound
 
 if TYPE_CHECKING:
-    from lifeboat.assets.objects.source import ObjectInfo
+    from lifeboat.assets.objects.info import ObjectInfo
     from lifeboat.repo import Entry
 
 

@@ -24,9 +24,10 @@ from lifeboat.assets.objects.dirtarget import (
     refuse_unmappable,
     unmappable_keys,
 )
+from lifeboat.assets.objects.info import ObjectInfo
 from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION, key_of_legacy
 from lifeboat.assets.objects.model import ObjectsAsset
-from lifeboat.assets.objects.source import DirSource, ObjectInfo, Source, iter_chunks, source_for
+from lifeboat.assets.objects.source import DirSource, Source, iter_chunks, source_for
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError, StorageError
 from lifeboat.repo import Entry, SnapshotInfo, SnapshotReader

@@ -22,8 +22,8 @@ from botocore.exceptions import (
 )
 from botocore.response import StreamingBody
 
+from lifeboat.assets.objects.info import DEFAULT_STALL_TIMEOUT, ObjectInfo
 from lifeboat.assets.objects.signed_requests import Answer, SignedRequests
-from lifeboat.assets.objects.source import DEFAULT_STALL_TIMEOUT, ObjectInfo
 from lifeboat.errors import NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify
 from lifeboat.storage.credentials import aws_session

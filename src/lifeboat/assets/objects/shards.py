@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from lifeboat import clock
 from lifeboat.assets.objects.backup import object_meta
+from lifeboat.assets.objects.info import ObjectInfo
 from lifeboat.assets.objects.inventory import Inventory, live_rows, read_file, read_manifest
 from lifeboat.assets.objects.s3source import S3Source
-from lifeboat.assets.objects.source import ObjectInfo, source_for
+from lifeboat.assets.objects.source import source_for
 from lifeboat.assets.objects.transfer import Counters, SizedReads, run_batched, transfer_workers, with_retries
 from lifeboat.errors import CheckFailed, ConfigError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink

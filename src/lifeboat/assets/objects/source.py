@@ -11,11 +11,11 @@ import hashlib
 import os
 import urllib.parse
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 
+from lifeboat.assets.objects.info import DEFAULT_STALL_TIMEOUT, ObjectDir, ObjectInfo
 from lifeboat.assets.objects.keypaths import key_to_path, key_to_relpath, relpath_to_key
 from lifeboat.errors import ConfigError, StorageError
 from lifeboat.readahead import will_need
@@ -23,36 +23,6 @@ from lifeboat.readahead import will_need
 if TYPE_CHECKING:
     from lifeboat.assets.objects.model import ObjectsAsset
     from lifeboat.assets.objects.s3source import S3Source
-
-DEFAULT_STALL_TIMEOUT = 60.0
-
-
-@dataclass
-class ObjectInfo:
-    """One object (or version, or delete marker) of a source."""
-
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime
-    version_id: str | None = None
-    content_type: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    is_delete_marker: bool = False
-
-    @property
-    def identity(self) -> str:
-        """What changes whenever the object's content would: key, version and etag."""
-        return f"{self.key}|{self.version_id or ''}|{self.etag}|{self.size}"
-
-
-@dataclass(frozen=True)
-class ObjectDir:
-    """A subdirectory of a ``dir://`` source: the common prefix of the keys under it."""
-
-    key: str
-    mtime_ns: int
 
 
 def _file_info(key: str, st: os.stat_result) -> ObjectInfo:
