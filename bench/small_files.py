@@ -1,7 +1,7 @@
 """Benchmark: many small files (0.5-4 KB, half random) — lifeboat vs restic.
 
     .venv/bin/python bench/small_files.py [--files 100000] [--runs 3] [--restore-dir DIR]
-        [--workdir bench/out/small] [--no-objects] [--keys]
+        [--workdir bench/out/small] [--no-objects] [--no-files] [--keys]
 
 Phases for each tool, back to back on the same tree: first backup, unchanged second
 backup, full restore. lifeboat runs the tree as a `files` asset and, unless
@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out" / "small")
     parser.add_argument("--restore-dir", type=Path, help="where restores go (default: the work dir)")
     parser.add_argument("--no-objects", action="store_true", help="skip the dir:// objects rows")
+    parser.add_argument("--no-files", action="store_true", help="skip the files asset rows")
     parser.add_argument("--keys", action="store_true", help="add the keys asset rows")
     parser.add_argument("--lifeboat-only", action="store_true", help="skip restic (for profiling rounds)")
     args = parser.parse_args()
@@ -185,7 +186,8 @@ def main() -> None:
     results = Results()
     for k in range(args.runs):
         print(f"run {k + 1}/{args.runs}", flush=True)
-        run_lifeboat(work, policy, "tree", restore_base / "restore-lb", results)
+        if not args.no_files:
+            run_lifeboat(work, policy, "tree", restore_base / "restore-lb", results)
         if not args.no_objects:
             run_lifeboat(work, policy, "media", restore_base / "restore-lb-dir", results)
         if args.keys:
@@ -196,7 +198,7 @@ def main() -> None:
     results.print_table(lambda _: volume, count=args.files)
     if args.lifeboat_only:
         return
-    tools = ["lifeboat files"] + ([] if args.no_objects else ["lifeboat dir://"])
+    tools = ([] if args.no_files else ["lifeboat files"]) + ([] if args.no_objects else ["lifeboat dir://"])
     tools += ["lifeboat keys"] if args.keys else []
     print("restic's time / lifeboat's, per run:")
     for tool in tools:
