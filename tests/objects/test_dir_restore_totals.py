@@ -15,7 +15,8 @@ from lifeboat import runtime
 from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION
 from lifeboat.assets.registry import load_policy
 from lifeboat.repo import Entry, Repository
-from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness import LifeboatCli
+from tests.objects.dir_media import dir_media, files_under
 
 # more objects than a restore plans at once (restore.PLAN_OBJECTS): the damage is met
 # after the first batch was written, not while the first batch is planned
@@ -24,26 +25,12 @@ AHEAD = 4100
 
 def _media(tmp_path: Path) -> tuple[LifeboatCli, Path, str]:
     source = tmp_path / "media"
-    source.mkdir()
-    policy = (
-        PolicyBuilder()
-        .repository(f"file://{tmp_path / 'repo'}")
-        .data_class("standard", rpo="1d", rto="1h")
-        .objects("media", f"dir://{source}")
-        .write(tmp_path / "lifeboat.toml")
-    )
-    lb = LifeboatCli(policy)
-    recovery = str(tmp_path / "recovery.key")
-    lb.run("init", "--recovery-key-out", recovery)
-    return lb, source, recovery
+    media = dir_media(tmp_path, source)
+    return media.lb, source, media.recovery
 
 
 def _repo(tmp_path: Path) -> Repository:
     return runtime.open_for_write(load_policy(tmp_path / "lifeboat.toml"))
-
-
-def _files_under(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def _assert_refused_in_one_line(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -63,7 +50,7 @@ def test_a_whole_snapshot_into_an_empty_directory_restores_every_byte(tmp_path: 
     target = tmp_path / "restored"
     out = lb.json("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery)
     assert out["restored"] == 120 and out["restored_bytes"] == 3 * sum(100 + f for f in range(40))
-    assert _files_under(target) == _files_under(source)
+    assert files_under(target) == files_under(source)
 
 
 def test_a_tree_document_damaged_midway_leaves_the_empty_directory_empty(tmp_path: Path) -> None:
@@ -112,4 +99,4 @@ def test_a_key_no_directory_can_hold_is_refused_and_what_came_before_it_taken_ba
     target = tmp_path / "restored"
     proc = lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery, check=False)
     _assert_refused_in_one_line(proc, "1 keys cannot be files under", "longer than 255 bytes")
-    assert not target.exists() or _files_under(target) == {}
+    assert not target.exists() or files_under(target) == {}

@@ -14,6 +14,7 @@ from lifeboat.assets.objects.keypaths import relpath_to_key
 from lifeboat.assets.objects.source import DirSource
 from lifeboat.repo.parents import walk_key
 from tests.harness import LifeboatCli, PolicyBuilder
+from tests.objects.dir_media import dir_media, files_under
 
 # relative paths in the source directory: names that sort differently flat and per
 # level ('.', '-' and ' ' come before '/'), upper case, tokens ('%2E%2E' is the key segment
@@ -36,10 +37,6 @@ NAMES = [
 ]
 
 
-def files_under(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
 def test_a_directory_source_backs_up_in_walk_order_reuses_unchanged_files_and_restores_exactly(
     tmp_path: Path,
 ) -> None:
@@ -48,16 +45,8 @@ def test_a_directory_source_backs_up_in_walk_order_reuses_unchanged_files_and_re
         path = source / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"" if name == "empty.bin" else os.urandom(100 + 37 * i))
-    policy = (
-        PolicyBuilder()
-        .repository(f"file://{tmp_path / 'repo'}")
-        .data_class("standard", rpo="1d", rto="1h")
-        .objects("media", f"dir://{source}")
-        .write(tmp_path / "lifeboat.toml")
-    )
-    lb = LifeboatCli(policy)
-    recovery = str(tmp_path / "recovery.key")
-    lb.run("init", "--recovery-key-out", recovery)
+    media = dir_media(tmp_path, source)
+    lb, recovery = media.lb, media.recovery
 
     first = lb.json("backup", "media")[0]
     unchanged = lb.json("backup", "media")[0]
@@ -163,16 +152,8 @@ def test_a_file_deleted_between_the_walk_and_its_read_is_left_out(tmp_path: Path
     source.mkdir()
     for name in ("a.bin", "gone.bin", "z.bin"):
         (source / name).write_bytes(os.urandom(300))
-    policy_path = (
-        PolicyBuilder()
-        .repository(f"file://{tmp_path / 'repo'}")
-        .data_class("standard", rpo="1d", rto="1h")
-        .objects("media", f"dir://{source}")
-        .write(tmp_path / "lifeboat.toml")
-    )
-    lb = LifeboatCli(policy_path)
-    recovery = str(tmp_path / "recovery.key")
-    lb.run("init", "--recovery-key-out", recovery)
+    media = dir_media(tmp_path, source)
+    lb, policy_path, recovery = media.lb, media.policy, media.recovery
     policy = load_policy(policy_path)
     asset = ObjectsAsset.of(policy.asset("media"))
     walked = DirSource(f"dir://{source}")
@@ -206,16 +187,8 @@ def test_a_file_that_grows_between_the_walk_and_its_read_is_stored_as_read(tmp_p
     source = tmp_path / "media"
     source.mkdir()
     (source / "app.log").write_bytes(b"line 1\n")
-    policy_path = (
-        PolicyBuilder()
-        .repository(f"file://{tmp_path / 'repo'}")
-        .data_class("standard", rpo="1d", rto="1h")
-        .objects("media", f"dir://{source}")
-        .write(tmp_path / "lifeboat.toml")
-    )
-    lb = LifeboatCli(policy_path)
-    recovery = str(tmp_path / "recovery.key")
-    lb.run("init", "--recovery-key-out", recovery)
+    media = dir_media(tmp_path, source)
+    lb, policy_path, recovery = media.lb, media.policy, media.recovery
     policy = load_policy(policy_path)
     walked = DirSource(f"dir://{source}")
     walk = walked.walk_current
