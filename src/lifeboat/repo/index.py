@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -139,6 +139,23 @@ class Index:
                 for loc in others:
                     found[loc.pack].append(blob_id)
         return found
+
+    def packs_holding(self, needed: Container[str]) -> tuple[set[str], int]:
+        """The packs that hold a ``needed`` blob (at any of its locations), and how many of
+        the blobs the index knows are not needed: what prune asks of every pack, without
+        ``blobs_by_pack``'s list of every id as a string."""
+        holding: set[str] = set()
+        unneeded = 0
+        with self._lock:
+            for blob_id, packed in self._blobs.items():
+                if blob_id in needed:
+                    holding.add(self._pack_ids[_LOCATION.unpack(packed)[0]])
+                else:
+                    unneeded += 1
+            for blob_id, others in self._alternates.items():
+                if blob_id in needed:
+                    holding.update(loc.pack for loc in others)
+        return holding, unneeded
 
     def tree_end(self, pack_id: str) -> int:
         """Where the pack's last tree blob ends (0: it holds none), to read its trees at once."""

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
+from lifeboat.repo.idtable import IdTable
+
 EntryType = Literal["file", "dir", "symlink"]
 
 
@@ -168,9 +170,14 @@ class PruneReport:
 
 @dataclass
 class References:
-    """blob id -> the (snapshot short id, path) pairs that use it."""
+    """blob id -> the (snapshot short id, path) pairs that use it; or, without
+    ``record_users`` (prune), only which blobs are used, held as raw ids."""
 
     users: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    record_users: bool = True
+    # every used blob id when not recording users: a million used chunks took ~250 MB as
+    # (snapshot, path) lists keyed by hex strings, ~34 MB here
+    used: IdTable = field(default_factory=IdTable)
     snapshots: list[SnapshotInfo] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     complete: bool = True  # False when some tree could not be read (prune must not delete then)
@@ -180,4 +187,10 @@ class References:
 
     def add(self, blob_id: str, snapshot: str, path: str) -> None:
         """Notes that ``path`` of ``snapshot`` uses the blob."""
-        self.users.setdefault(blob_id, []).append((snapshot, path))
+        if self.record_users:
+            self.users.setdefault(blob_id, []).append((snapshot, path))
+            return
+        try:
+            self.used.add(blob_id)
+        except ValueError:  # not a blob id at all (a forged ref): it names no stored blob
+            pass

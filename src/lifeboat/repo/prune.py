@@ -39,23 +39,24 @@ def prune_repository(
     report = PruneReport()
     with RepoLock(repo.storage, exclusive=True, operation="prune"):
         index = repo.load_index_for_writing()
-        refs = collect_references(repo, read_trees=True, keep_refused=True)
+        refs = collect_references(repo, read_trees=True, keep_refused=True, users=False)
         if not refs.complete:
             raise CheckFailed(
                 "prune stopped: some snapshot trees or refs are unreadable, so nothing is deleted",
                 hint="run 'lifeboat check --read-data' and repair first",
             )
-        needed = set(refs.users)
-        packs = index.blobs_by_pack()
+        needed = refs.used
+        packs = dict(index.packs())  # a copy: the index learns of repacked packs below
+        holding, report.unreferenced_chunks = index.packs_holding(needed)
         report.packs_total = len(packs)
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
-        unused = [p for p, blobs in packs.items() if not needed.intersection(blobs)]
+        unused = [p for p in packs if p not in holding]
         if refs.escrowed:  # key material's chunks are unknown without the shares: keep its packs
             unused = [p for p in unused if not escrowed_pack(repo, p)]
         orphans = [p for p in stored if p not in packs]
-        report.unreferenced_chunks = sum(1 for b in index.blob_ids() if b not in needed)
         entries, partial = pack_entries(repo, index)
-        kept_ids = [p for p in packs if p not in set(unused)]
+        removed = set(unused)
+        kept_ids = [p for p in packs if p not in removed]
         plan = plan_repack(
             repo, index, entries, partial, kept_ids, needed, stored, repack_options or RepackOptions()
         )

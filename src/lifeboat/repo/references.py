@@ -21,14 +21,16 @@ def collect_references(
     read_trees: bool,
     snapshots: list[SnapshotInfo] | None = None,
     keep_refused: bool = False,
+    users: bool = True,
 ) -> References:
     """Which blobs snapshots, refs and pending shards use (``read_trees``: from the trees
     too); ``snapshots``: the repository's snapshots when the caller has just read them.
     ``keep_refused`` (prune): refused snapshots that opened count as users too. No reader
     uses them, but a genuine one may be refused (its host's clock ran ahead, or a
     revocation dated back to a suspected compromise, and then valid once the clock caught
-    up): prune never deletes their data on its own judgement."""
-    refs = References()
+    up): prune never deletes their data on its own judgement. Without ``users`` only which
+    blobs are used is kept (``References.used``), not who uses them."""
+    refs = References(record_users=users)
     refs.snapshots = repo.snapshots() if snapshots is None else snapshots
     kept = list(refs.snapshots)
     if keep_refused:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -102,7 +102,7 @@ def plan_repack(
     entries: dict[str, PackEntry],
     partial: set[str],
     kept: Iterable[str],
-    needed: set[str],
+    needed: Container[str],
     sizes: dict[str, int],
     options: RepackOptions,
 ) -> RepackPlan:
@@ -180,7 +180,7 @@ def repack(
     index: Index,
     entries: dict[str, PackEntry],
     plan: RepackPlan,
-    needed: set[str],
+    needed: Container[str],
     progress: ProgressSink = NO_PROGRESS,
 ) -> RepackResult:
     """Copy the needed blobs of ``plan.packs`` into new packs. A blob another kept pack is
