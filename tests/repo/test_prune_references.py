@@ -70,3 +70,39 @@ def test_packs_holding_answers_what_blobs_by_pack_answers() -> None:
         expected = {p for p, blobs in index.blobs_by_pack().items() if any(b in needed for b in blobs)}
         assert holding == expected
         assert unneeded == sum(1 for b in index.blob_ids() if b not in needed)
+
+
+def _merged_by_key(files: list[list[dict]]) -> list[dict]:
+    """merge_entries as it was written before: a key tuple per blob entry."""
+    packs: dict[str, dict[tuple, list]] = {}
+    for entries in files:
+        for pack in entries:
+            blobs = packs.setdefault(pack["id"], {})
+            for blob in pack["blobs"]:
+                blobs.setdefault(
+                    (str(blob[0]), str(blob[1]), int(blob[2]), int(blob[3]), int(blob[4])), list(blob)
+                )
+    return [{"id": p, "blobs": [blobs[b] for b in sorted(blobs)]} for p, blobs in sorted(packs.items())]
+
+
+def test_merged_index_entries_are_what_they_were_one_key_per_blob_ago() -> None:
+    """The same packs, blobs and order (an index file's name is its bytes' digest): a pack
+    listed by several files, the same entry twice, entries that disagree about a blob."""
+    from lifeboat.repo.consolidate import merge_entries
+
+    rng = random.Random(7)
+    ids = [f"{rng.getrandbits(256):064x}" for _ in range(40)]
+    packs = [f"{rng.getrandbits(256):064x}" for _ in range(5)]
+    for _ in range(50):
+        files = []
+        for _ in range(rng.randint(1, 4)):
+            entries = []
+            for pack in rng.sample(packs, rng.randint(1, len(packs))):
+                blobs = [
+                    [rng.choice(ids), rng.choice(["data", "tree"]), rng.randint(16, 99), rng.randint(1, 9), 5]
+                    for _ in range(rng.randint(1, 12))
+                ]
+                entries.append({"id": pack, "blobs": blobs + rng.sample(blobs, rng.randint(0, len(blobs)))})
+            files.append(entries)
+        expected = _merged_by_key(files)
+        assert merge_entries(files) == expected
