@@ -47,6 +47,7 @@ def test_an_id_that_is_no_blob_id_names_no_blob() -> None:
     refs = References(record_users=False)
     refs.add("a" * 64, "snap", "path")
     refs.add("not a blob id", "ref", "wal/x")  # a forged ref's chunk list
+    refs.add(None, "shard", "media")  # type: ignore[arg-type]  # a pending shard's raw JSON
     assert list(refs.used) == ["a" * 64]
 
 

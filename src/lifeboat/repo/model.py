@@ -192,5 +192,5 @@ class References:
             return
         try:
             self.used.add(blob_id)
-        except ValueError:  # not a blob id at all (a forged ref): it names no stored blob
-            pass
+        except (ValueError, TypeError):  # not a blob id at all (a forged ref or shard
+            pass  # entry, a null in its chunk list): it names no stored blob
