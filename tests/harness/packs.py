@@ -25,3 +25,17 @@ def stored_blob_table(repository: str, recovery_key: Path) -> list[StoredBlob]:
         pack = obj.name.rsplit("/", 1)[-1]
         table += [(pack, *blob) for blob in repo.pack_table(repo.storage.get(obj.name))]
     return table
+
+
+def damage_trees_of(repo: Repository, first_packs: set[str], repo_dir: Path) -> None:
+    """Flips every byte of the tree blobs in the one tree pack of ``first_packs`` (the
+    packs before a later backup that reused a directory's document from it), on disk
+    under ``repo_dir`` (a file:// repository): that document is then unreadable."""
+    index = repo.index(refresh=True)
+    [old_trees] = [p for p in first_packs if index.tree_end(p)]
+    stored = next((repo_dir / "data").rglob(old_trees))
+    stored.chmod(0o600)
+    data = bytearray(stored.read_bytes())
+    for i in range(16, index.tree_end(old_trees)):
+        data[i] ^= 0xFF
+    stored.write_bytes(bytes(data))

@@ -16,6 +16,7 @@ from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION
 from lifeboat.assets.registry import load_policy
 from lifeboat.repo import Entry, Repository
 from tests.harness import LifeboatCli
+from tests.harness.packs import damage_trees_of
 from tests.objects.dir_media import dir_media, files_under
 
 # more objects than a restore plans at once (restore.PLAN_OBJECTS): the damage is met
@@ -65,14 +66,7 @@ def test_a_tree_document_damaged_midway_leaves_the_empty_directory_empty(tmp_pat
     for i in range(AHEAD):
         (source / "d0" / f"new{i:05}.bin").write_bytes(b"only in the second %d" % i)
     lb.run("backup", "media")
-    index = _repo(tmp_path).index(refresh=True)
-    [old_trees] = [p for p in first_packs if index.tree_end(p)]
-    stored = next((tmp_path / "repo" / "data").rglob(old_trees))
-    stored.chmod(0o600)
-    data = bytearray(stored.read_bytes())
-    for i in range(16, index.tree_end(old_trees)):
-        data[i] ^= 0xFF
-    stored.write_bytes(bytes(data))
+    damage_trees_of(_repo(tmp_path), first_packs, tmp_path / "repo")
 
     target = tmp_path / "restore" / "t"
     target.mkdir(parents=True)

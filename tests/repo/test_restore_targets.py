@@ -18,6 +18,7 @@ from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
 from lifeboat.targetdir import TargetDir
 from tests.attacks.test_restore_escape import EscapeEnv, make_env, make_sentinel, manifest
+from tests.harness.packs import damage_trees_of
 
 
 @pytest.fixture
@@ -325,14 +326,7 @@ def test_a_tree_document_damaged_midway_leaves_the_empty_target_empty(
     (src / "d0").mkdir()
     (src / "d0" / "new.txt").write_bytes(b"only in the second")
     second = backup_paths(repo, "tree", [src])  # d0 (walked first) new, d1's document reused
-    index = repo.index(refresh=True)
-    [old_trees] = [p for p in first_packs if index.tree_end(p)]
-    stored = next((tmp_path / "repo" / "data").rglob(old_trees))
-    stored.chmod(0o600)
-    data = bytearray(stored.read_bytes())
-    for i in range(16, index.tree_end(old_trees)):
-        data[i] ^= 0xFF
-    stored.write_bytes(bytes(data))
+    damage_trees_of(repo, first_packs, tmp_path / "repo")
     target = tmp_path / "restore" / "t"
     with pytest.raises(IntegrityError):
         restore_snapshot(repo, second, target)
