@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from tests.cli.conftest import write_policy
-from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness import LifeboatCli
+from tests.objects.dir_media import dir_media
 
 FILES = 20_000
 # Peak RSS over 20,000 files of 1-200 bytes, measured on the 2-core machine: before the
@@ -134,16 +135,8 @@ def directory_source_peak_rss(tmp_path: Path, files: int) -> list[float]:
     source = tmp_path / "media"
     source.mkdir(parents=True)
     contents = make_tree(source, files, distinct=DISTINCT)
-    policy = (
-        PolicyBuilder()
-        .repository(f"file://{tmp_path / 'repo'}")
-        .data_class("standard", rpo="1d", rto="1h")
-        .objects("media", f"dir://{source}")
-        .write(tmp_path / "lifeboat.toml")
-    )
     env = {**os.environ, "LIFEBOAT_ACTOR": "test"}
-    lb = LifeboatCli(policy)
-    lb.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    lb = dir_media(tmp_path, source).lb
     first = peak_rss_mb(tmp_path, env, lb, "backup", "media")
     second = peak_rss_mb(tmp_path, env, lb, "backup", "media")
     labels = lb.json("snapshots")[-1]["labels"]

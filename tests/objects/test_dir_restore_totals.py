@@ -1,20 +1,19 @@
 """A whole snapshot of a `dir://` source restored into an empty directory takes its space
 and byte count from the snapshot's recorded totals instead of a pass over the whole tree
 (issue #18). What that pass used to refuse before anything was written is now found as
-the tree is written: a damaged tree document, a key no directory can hold. Either way
-the target is left as empty as it was, with a one-line error."""
+the tree is written: a damaged tree document here, a key no directory can hold in
+tests/attacks/test_forged_object_keys.py. Either way the target is left as empty as it
+was, with a one-line error."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 from pathlib import Path
 
 from lifeboat import runtime
-from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION
 from lifeboat.assets.registry import load_policy
-from lifeboat.repo import Entry, Repository
+from lifeboat.repo import Repository
 from tests.harness import LifeboatCli
 from tests.harness.packs import damage_trees_of
 from tests.objects.dir_media import dir_media, files_under
@@ -73,24 +72,3 @@ def test_a_tree_document_damaged_midway_leaves_the_empty_directory_empty(tmp_pat
     proc = lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery, check=False)
     _assert_refused_in_one_line(proc)
     assert list(target.iterdir()) == []  # the operator's empty directory stays, empty
-
-
-def test_a_key_no_directory_can_hold_is_refused_and_what_came_before_it_taken_back(tmp_path: Path) -> None:
-    """A compromised host commits a snapshot of its own dir:// asset naming a segment longer
-    than any file name: the restore writes the objects before it, meets the key, and removes
-    them again."""
-    lb, source, recovery = _media(tmp_path)
-    repo = _repo(tmp_path)
-    with repo.backup("media", "objects") as session:
-        session.stream_tree()
-        session.put(Entry(path="a", type="dir", mode=0o755, mtime_ns=0))
-        for key in [f"a/ok{i:05}.bin" for i in range(AHEAD)] + ["a/" + "x" * 300]:
-            meta = {"key": key, "etag": "1-1", "last_modified": "2026-12-04T00:00:00+00:00"}
-            session.put(session.read_stream(key, io.BytesIO(b"payload"), mtime_ns=0, meta=meta))
-        session.set_labels({"source": f"dir://{source}", KEY_PATHS_LABEL: KEY_PATHS_VERSION})
-        session.commit()
-
-    target = tmp_path / "restored"
-    proc = lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery, check=False)
-    _assert_refused_in_one_line(proc, "1 keys cannot be files under", "longer than 255 bytes")
-    assert not target.exists() or files_under(target) == {}
