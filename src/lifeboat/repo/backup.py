@@ -224,6 +224,7 @@ class BackupSession:
         self._writer: BlobWriter | None = None
         self._cache = repo.parent_cache(asset, parent_scope) if use_parent_cache else None
         self._parents_whole: ParentCache | None = None  # loaded on first lookup
+        self._parents_loading = threading.Lock()
         # a streamed tree (stream_tree): the tree, the parent's files and this run's, in walk order
         self._stream: TreeStream | None = None
         self._parent_stream = ParentStream(None)
@@ -277,9 +278,12 @@ class BackupSession:
 
     @property
     def _parents(self) -> ParentCache:
-        if self._parents_whole is None:
-            self._parents_whole = ParentCache(self._cache)
-        return self._parents_whole
+        # once, whichever transfer thread asks first: without the lock each of a bucket
+        # backup's 32 threads decoded a cache of its own (368 MB for 20,000 objects)
+        with self._parents_loading:
+            if self._parents_whole is None:
+                self._parents_whole = ParentCache(self._cache)
+            return self._parents_whole
 
     # -- adding content ---------------------------------------------------------------
 
