@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from lifeboat.assets.objects import transfer as transfer_module
 from lifeboat.assets.objects.transfer import run_batched
 
 
@@ -52,3 +53,71 @@ def test_one_worker_runs_the_objects_in_order_on_the_calling_thread_and_stops_at
     with pytest.raises(RuntimeError, match="disk went away"):
         run_batched(transfer, list(range(100)), workers=1, batch=4)
     assert seen == [(i, threading.current_thread().name) for i in range(6)]
+
+
+def test_items_are_taken_only_as_far_ahead_of_the_workers_as_allowed(monkeypatch):
+    """A bucket listing feeds the workers page by page: run_batched takes items from it as
+    they keep up, so a listing of millions of objects is not held whole, and a failure
+    stops the listing too."""
+    monkeypatch.setattr(transfer_module, "AHEAD_BATCHES", 2)
+    workers, batch = 2, 4
+    bound = (transfer_module.AHEAD_BATCHES + 1) * workers * batch  # queued, plus the ones running
+    done: list[int] = []
+    lock = threading.Lock()
+    release = threading.Event()
+    most_ahead = [0]
+
+    def listing():
+        for i in range(500):
+            with lock:
+                most_ahead[0] = max(most_ahead[0], i - len(done))
+            if i - len(done) > bound:
+                release.set()  # already too far ahead: let the workers go, the test has failed
+            yield i
+
+    def transfer(item: int) -> None:
+        # the workers hold back until the listing has had every chance to run ahead (the
+        # outcome does not depend on this wait: a pool that holds the listing back passes
+        # whenever the workers go on)
+        if not release.wait(timeout=0.5):
+            release.set()  # once: the others go on at once
+        with lock:
+            done.append(item)
+
+    run_batched(transfer, listing(), workers=workers, batch=batch)
+    assert most_ahead[0] <= bound
+    assert sorted(done) == list(range(500))
+
+
+def test_a_failing_listing_stops_the_transfers_and_is_raised():
+    taken: list[int] = []
+    done: list[int] = []
+
+    def listing():
+        for i in range(100):
+            if i == 40:
+                raise RuntimeError("listing failed")
+            taken.append(i)
+            yield i
+
+    with pytest.raises(RuntimeError, match="listing failed"):
+        run_batched(done.append, listing(), workers=2, batch=4)
+    assert taken == list(range(40))
+    assert set(done) <= set(taken)
+
+
+def test_a_failing_transfer_stops_the_listing():
+    taken: list[int] = []
+
+    def listing():
+        for i in range(100_000):
+            taken.append(i)
+            yield i
+
+    def transfer(item: int) -> None:
+        if item == 3:
+            raise RuntimeError("store went away")
+
+    with pytest.raises(RuntimeError, match="store went away"):
+        run_batched(transfer, listing(), workers=2, batch=4)
+    assert len(taken) < 1000

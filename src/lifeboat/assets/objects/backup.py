@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import memory
@@ -23,6 +25,7 @@ from lifeboat.repo.chunking import SMALL_FILE
 
 if TYPE_CHECKING:
     from lifeboat.assets.objects.model import ObjectsAsset
+    from lifeboat.assets.objects.s3source import S3Source
     from lifeboat.policy import Policy
 
 
@@ -183,13 +186,31 @@ def backup_objects(
         return backup_directory(asset, source, repo, progress)
     counters = Counters()
     versioning = with_retries("reading versioning", source.versioning, counters)
-    objects = with_retries("listing", source.list_current, counters)
-    counters.objects = len(objects)
-    progress.start(sum(o.size for o in objects))
+    progress.start(None)  # the total is known once the listing is over
     with repo.backup(asset.name, "objects", progress=progress) as session:
         # dozens of threads waiting on a bucket: memory, not CPU, is what runs short
         with memory.large_buffers_mapped():
             # the first object that keeps failing aborts: no half snapshot
-            run_batched(lambda o: _capture(session, source, o, counters), objects, int(asset.workers))
+            run_batched(
+                lambda o: _capture(session, source, o, counters),
+                listed(source, counters, progress),
+                int(asset.workers),
+            )
         session.set_labels(capture_labels(asset, versioning, counters))
         return session.commit()
+
+
+def listed(source: S3Source, counters: Counters, progress: ProgressSink) -> Iterator[ObjectInfo]:
+    """The bucket's current objects page by page, each page retried on its own, while the
+    ones before are transferred: the listing of an unchanged bucket is most of its backup.
+    Counts them, and gives the progress its total at the end."""
+    token: str | None = None
+    listed_bytes = 0
+    while True:
+        page, token = with_retries("listing", partial(source.list_page, token), counters)
+        counters.add(objects=len(page))
+        listed_bytes += sum(o.size for o in page)
+        yield from page
+        if token is None:
+            progress.start(listed_bytes)
+            return

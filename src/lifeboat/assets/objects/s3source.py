@@ -9,6 +9,7 @@ import hashlib
 import threading
 import urllib.parse
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, BinaryIO
 
 import boto3
@@ -21,6 +22,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.response import StreamingBody
+from botocore.utils import parse_timestamp
 
 from lifeboat.assets.objects.info import DEFAULT_STALL_TIMEOUT, ObjectInfo
 from lifeboat.assets.objects.signed_requests import Answer, SignedRequests
@@ -78,6 +80,18 @@ def put_headers(checksums: dict[str, str], extra: dict[str, Any]) -> dict[str, s
     return headers
 
 
+def listed_time(value: str) -> datetime:
+    """A timestamp of an S3 answer. A listing's are ISO 8601 in UTC, which the standard
+    library parses in C; botocore's default goes through dateutil and a local time zone per
+    value, half of a 20,000-object listing's CPU (1.1 s of 1.5 s wall, 0.8 s with this).
+    Anything else (headers' RFC 822 dates, a time without a zone) is left to botocore."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parse_timestamp(value)
+
+
 class StallGuard:
     """A response body whose stall (no byte for stall_timeout) is a one-line StorageError
     naming the store, retried like any dropped transfer."""
@@ -124,6 +138,9 @@ class S3Source:
             if profile or role_arn
             else boto3.session.Session()
         )
+        # per session, so a parser of a client lifeboat does not own is left as it is
+        parsers = session._session.get_component("response_parser_factory")  # no public handle in boto3
+        parsers.set_parser_defaults(timestamp_parser=listed_time)
         self.client: Any = session.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -188,22 +205,22 @@ class S3Source:
 
     def list_current(self) -> list[ObjectInfo]:
         """The current version of every object under the prefix."""
-        objects = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-                for o in page.get("Contents", []):
-                    objects.append(
-                        ObjectInfo(
-                            o["Key"][len(self.prefix) :],
-                            int(o["Size"]),
-                            o["ETag"].strip('"'),
-                            o["LastModified"],
-                        )
-                    )
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise self._error(exc, "listing") from None
+        objects, token = self.list_page(None)
+        while token is not None:
+            page, token = self.list_page(token)
+            objects += page
         return objects
+
+    def list_page(self, token: str | None) -> tuple[list[ObjectInfo], str | None]:
+        """One page of the current objects under the prefix, from the continuation token of
+        the page before (None: the first); the next page's token (None after the last)."""
+        args = {"Bucket": self.bucket, "Prefix": self.prefix}
+        if token is not None:
+            args["ContinuationToken"] = token
+        out = self._call("listing", self.client.list_objects_v2, **args)
+        objects = [self._info(o) for o in out.get("Contents", [])]
+        following = out.get("NextContinuationToken") if out.get("IsTruncated") else None
+        return objects, str(following) if following else None
 
     def _info(self, o: dict[str, Any]) -> ObjectInfo:
         return ObjectInfo(

@@ -7,9 +7,11 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lifeboat.assets.objects.source import DirSource, Source
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 BATCH = 16
+AHEAD_BATCHES = 8  # per worker: what run_batched takes from its items ahead of the workers
 
 ATTEMPTS = 6  # backoff 0.2 s doubling: about 6 s of waiting before giving up
 
@@ -109,10 +112,12 @@ def transfer_workers(source: Source, asset: ObjectsAsset) -> int:
     return int(asset.workers)
 
 
-def run_batched(fn: Callable[[T], None], items: Sequence[T], workers: int, batch: int = BATCH) -> None:
+def run_batched(fn: Callable[[T], None], items: Iterable[T], workers: int, batch: int = BATCH) -> None:
     """``fn`` over ``items`` on ``workers`` threads, a batch per task: one future per small
-    object cost more than storing it. After the first exception no further item starts
-    (against a store that went away, each would spend its own retries), and that
+    object cost more than storing it. ``items`` is consumed as the workers keep up (a bucket
+    listing, page by page, runs while the first pages are transferred), at most
+    ``AHEAD_BATCHES`` per worker ahead of them. After the first exception no further item
+    starts (against a store that went away, each would spend its own retries), and that
     exception is raised once the running ones have ended."""
     if workers <= 1:  # one thread: this one (a pool of one only adds a hand-off per batch)
         for item in items:
@@ -130,13 +135,27 @@ def run_batched(fn: Callable[[T], None], items: Sequence[T], workers: int, batch
                 failed.set()
                 raise
 
+    pending: deque[Future[None]] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run, items[i : i + batch]) for i in range(0, len(items), batch)]
         try:
-            for future in futures:
-                future.result()
+            for part in batched(items, batch):
+                if failed.is_set():
+                    break
+                while len(pending) >= AHEAD_BATCHES * workers:
+                    pending.popleft().result()
+                pending.append(pool.submit(run, part))
+            while pending:
+                pending.popleft().result()
         except BaseException:
-            # also when the caller is interrupted (deadline, SIGTERM): without this the pool
-            # would carry on through every remaining object before the exception got out
+            # also when the caller is interrupted (deadline, SIGTERM) or the items fail (a
+            # listing): without this the pool would carry on through every queued object
+            # before the exception got out
             failed.set()
             raise
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    it = iter(items)
+    while part := list(islice(it, size)):
+        yield part
