@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import boto3
+import botocore.auth
 import pytest
 from bench.seaweed import SeaweedServer
 
@@ -147,3 +148,37 @@ def test_signed_requests_go_where_and_are_scoped_as_botocores_own(
     assert signer is not None
     assert signer.url_of("a b/c+d.jpg", "v1+/=") == head + "a%20b/c%2Bd.jpg?versionId=v1%2B%2F%3D"
     assert signer._region == region
+
+
+def test_a_restore_put_is_signed_with_the_recorded_sha256_and_the_store_checks_that_signature(
+    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's SHA-256 of an object is the payload hash its PUT is signed with (over
+    plain HTTP botocore hashed every body once more for it); SeaweedFS checks the signature."""
+    bucket = make_seaweed_bucket(object_lock=False)
+    target = S3Source(f"s3://{bucket}/", endpoint_url=seaweed.endpoint, region=None)
+    monkeypatch.setattr(target.client, "put_object", _sdk_forbidden)  # the signed PUT or nothing
+    signer = target.signer()
+    assert signer is not None
+    sent: list[dict[str, str]] = []
+    send = signer._http.send
+
+    def recorded(prepared: object) -> object:
+        sent.append(dict(prepared.headers))  # type: ignore[attr-defined]
+        return send(prepared)
+
+    monkeypatch.setattr(signer._http, "send", recorded)
+    data = os.urandom(5000)
+    hashed_by_the_signer: list[int] = []
+
+    def signer_sha256(body: bytes = b"") -> object:
+        hashed_by_the_signer.append(len(body))
+        return hashlib.sha256(body)
+
+    monkeypatch.setattr(botocore.auth, "sha256", signer_sha256)
+    sha = hashlib.sha256(data).hexdigest()
+    assert _upload(target, "photo.jpg", data, content_type=None, metadata={}) == sha
+    assert [h["X-Amz-Content-SHA256"] for h in sent] == [sha]
+    assert len(data) not in hashed_by_the_signer
+    s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
+    assert s3.get_object(Bucket=bucket, Key="photo.jpg")["Body"].read() == data

@@ -385,7 +385,10 @@ class S3Source:
         the bytes differ and echoes the SHA-256. A store that echoes no checksum still
         answers with an ETag, the MD5 of the bytes it stored for a plain single-part PUT;
         when that is the MD5 of the bytes sent, those bytes' SHA-256 is what it holds, with
-        no read-back (encrypted buckets return other ETags and are read back)."""
+        no read-back (encrypted buckets return other ETags and are read back). The MD5 is
+        sent even to a store that echoes: one that echoes the checksum it was sent without
+        checking it (moto does) still refuses a wrong Content-MD5. The known SHA-256 is the
+        payload hash the request is signed with: the body is not hashed again for that."""
         extra: dict[str, Any] = {"Metadata": metadata}
         if content_type:
             extra["ContentType"] = content_type
@@ -401,7 +404,7 @@ class S3Source:
             signed = self._signed(
                 "puts",
                 f"uploading {key}",
-                lambda signer: signer.put(self.prefix + key, data, put_headers(checksums, extra)),
+                lambda signer: signer.put(self.prefix + key, data, put_headers(checksums, extra), sha256),
             )
             if signed is not None:
                 etag, echoed = signed.headers.get("etag", ""), signed.headers.get("x-amz-checksum-sha256")

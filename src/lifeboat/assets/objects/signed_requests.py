@@ -102,9 +102,12 @@ class SignedRequests:
             url += "?versionId=" + str(percent_encode(version_id, safe="-_.~"))
         return url
 
-    def _send(self, request: AWSRequest, *, stream: bool = False) -> Answer:
+    def _send(
+        self, request: AWSRequest, *, stream: bool = False, payload_sha256: str | None = None
+    ) -> Answer:
         request.headers["User-Agent"] = USER_AGENT
-        S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+        credentials = self._credentials.get_frozen_credentials()
+        _KnownPayloadAuth(credentials, "s3", self._region, payload_sha256).add_auth(request)
         prepared = request.prepare()
         prepared.stream_output = stream
         response = self._http.send(prepared)
@@ -114,6 +117,23 @@ class SignedRequests:
         """A GET of the object (its body is the answer's response, unread)."""
         return self._send(AWSRequest("GET", self.url_of(key, version_id)), stream=True)
 
-    def put(self, key: str, body: bytes, headers: dict[str, str]) -> Answer:
-        """A PUT of ``body`` under ``key`` with ``headers``."""
-        return self._send(AWSRequest("PUT", self.url_of(key), headers=dict(headers), data=body))
+    def put(self, key: str, body: bytes, headers: dict[str, str], sha256: str | None = None) -> Answer:
+        """A PUT of ``body`` under ``key`` with ``headers``; ``sha256``, the body's SHA-256
+        when the caller knows it, is the signed payload hash (else it is computed)."""
+        request = AWSRequest("PUT", self.url_of(key), headers=dict(headers), data=body)
+        return self._send(request, payload_sha256=sha256)
+
+
+class _KnownPayloadAuth(S3SigV4Auth):
+    """botocore's S3 signer, but a payload hash the caller already knows is not computed
+    again: over plain HTTP botocore hashes every PUT body for its signature. A hash that is
+    not the body's makes the store refuse the request (a mismatched content SHA-256), and
+    the modelled call that follows hashes the body itself."""
+
+    def __init__(self, credentials: Any, service: str, region: str, payload_sha256: str | None) -> None:
+        super().__init__(credentials, service, region)
+        self._payload_sha256 = payload_sha256
+
+    def payload(self, request: Any) -> str:
+        """The body's SHA-256 in hex, as the signature covers it."""
+        return self._payload_sha256 or str(super().payload(request))
