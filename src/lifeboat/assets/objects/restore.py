@@ -37,18 +37,18 @@ if TYPE_CHECKING:
     from lifeboat.assets.kind import RestoreRequest, RestoreRun
 
 
-MULTIPART_READ = 1 << 20
 # Objects a restore plans in pack order at once: fewer than a files restore's PLAN_FILES,
 # as an object's entry carries its metadata (~1 KB); still many packs' worth of small objects.
 PLAN_OBJECTS = 4096
 
 
 class ChunkStream(io.RawIOBase):
-    """A file-like view of verified snapshot chunks, for streaming uploads."""
+    """A file-like view of verified snapshot chunks, for uploads: read whole for one PUT,
+    buffered for a multipart upload (S3Source.upload)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buffer = b""
+        self._buffer = memoryview(b"")  # what is left of the current chunk, not copied
 
     def readable(self) -> bool:
         """Always readable: a file-like view over verified chunks."""
@@ -58,13 +58,18 @@ class ChunkStream(io.RawIOBase):
         """Fill `target` from the chunks; 0 at the end."""
         while not self._buffer:
             try:
-                self._buffer = next(self._chunks)
+                self._buffer = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         n = min(len(target), len(self._buffer))
         target[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
         return n
+
+    def readall(self) -> bytes:
+        """The rest at once (a single PUT): joined from the chunks, not read 8 KB at a time."""
+        rest, self._buffer = bytes(self._buffer), memoryview(b"")
+        return rest + b"".join(self._chunks) if rest else b"".join(self._chunks)
 
 
 @dataclass
@@ -326,10 +331,7 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
                 expected = item.entry.sha256
                 verified = target.upload(
                     item.key,
-                    # buffered: read(n) returns n bytes (the raw view gives one chunk per
-                    # read), so the transfer manager sees a large object and uploads it in
-                    # parts rather than as one PUT held in memory (S3 refuses a PUT > 5 GiB)
-                    io.BufferedReader(ChunkStream(reader.open(item.entry)), MULTIPART_READ),
+                    ChunkStream(reader.open(item.entry)),
                     meta.get("content_type"),
                     dict(meta.get("metadata") or {}),
                     dict(meta.get("tags") or {}),

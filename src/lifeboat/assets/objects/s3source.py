@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -35,6 +36,7 @@ META = "x-amz-meta-"
 # is retried by transfer.with_retries, as many times. A store that stops answering fails a
 # request after about CLIENT_ATTEMPTS x stall_timeout, plus backoff.
 CLIENT_ATTEMPTS = 6
+MULTIPART_READ = 1 << 20  # what a multipart upload reads from a stream at a time
 TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
 
 
@@ -369,7 +371,7 @@ class S3Source:
     def upload(
         self,
         key: str,
-        stream: BinaryIO,
+        stream: BinaryIO | io.RawIOBase,
         content_type: str | None,
         metadata: dict[str, str],
         tags: dict[str, str] | None = None,
@@ -424,6 +426,12 @@ class S3Source:
             if etag.strip('"') == md5.hex():
                 return hashlib.sha256(data).hexdigest()
             return None
+        if isinstance(stream, io.RawIOBase):
+            # buffered: read(n) then returns n bytes (a raw view of chunks gives one chunk per
+            # read), so the transfer manager sees a large object and uploads it in parts
+            # rather than as one PUT held in memory (S3 refuses a PUT > 5 GiB). Not for one
+            # PUT: each of 32 threads then held a 1 MiB buffer for its 50 KB object
+            stream = io.BufferedReader(stream, MULTIPART_READ)
         self._call(
             f"uploading {key}",
             self.client.upload_fileobj,

@@ -8,6 +8,7 @@ reached with its own boto3 client.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -113,7 +114,7 @@ class DirSource:
     def upload(
         self,
         key: str,
-        stream: BinaryIO,
+        stream: BinaryIO | io.RawIOBase,
         content_type: str | None,
         metadata: dict[str, str],
         tags: dict[str, str] | None = None,
@@ -209,6 +210,6 @@ def source_for(asset: ObjectsAsset, url: str | None = None, *, workers: int | No
     )
 
 
-def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
-    """Read a stream in fixed-size chunks."""
-    return iter(lambda: stream.read(size), b"")
+def iter_chunks(stream: BinaryIO | io.RawIOBase, size: int = 1 << 20) -> Iterator[bytes]:
+    """Read a (blocking) stream in blocks of at most ``size`` bytes."""
+    return iter(lambda: stream.read(size) or b"", b"")
