@@ -40,9 +40,11 @@ def open_storage(
             raise ConfigError(f"repository url {url!r} names no bucket")
         client = None
         if profile or role_arn:
+            from lifeboat.s3times import parse_times_in_c
             from lifeboat.storage.credentials import aws_session
 
             session = aws_session(profile=profile, role_arn=role_arn, region=region, what="repository")
+            parse_times_in_c(session)
             client = session.client(
                 "s3",
                 endpoint_url=endpoint_url,

@@ -34,6 +34,7 @@ from botocore.exceptions import (
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify
+from lifeboat.s3times import parse_times_in_c
 from lifeboat.storage.base import ObjectStat, Tampering, retention_slack
 
 DEFAULT_STALL_TIMEOUT = 60.0
@@ -103,9 +104,13 @@ class S3Storage:
         self.endpoint_url = endpoint_url
         self.stall_timeout = stall_timeout
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._client = client or boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region, config=client_config(stall_timeout)
-        )
+        if client is None:
+            session = boto3.session.Session()
+            parse_times_in_c(session)
+            client = session.client(
+                "s3", endpoint_url=endpoint_url, region_name=region, config=client_config(stall_timeout)
+            )
+        self._client = client
         self._lock_checked = False
         self._versioned: bool | None = None
         # key -> its first version; filled by our PUTs and by version listings

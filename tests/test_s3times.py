@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from botocore.utils import parse_timestamp
 
-from lifeboat.assets.objects.s3source import listed_time
+from lifeboat.s3times import listed_time
 
 
 @pytest.mark.parametrize(
@@ -40,3 +40,27 @@ def test_a_listing_time_is_kept_with_the_same_text() -> None:
 def test_garbage_is_refused_as_botocore_refuses_it() -> None:
     with pytest.raises(ValueError):
         listed_time("not a time")
+
+
+def test_a_repository_on_s3_lists_the_times_botocore_reads(seaweed, make_seaweed_bucket) -> None:
+    """The repository's own client parses listing times in C (retention and `check` compare
+    them): each listed time is the store's LastModified as boto3's own client reads it."""
+    import boto3
+
+    from lifeboat.storage import open_storage
+
+    bucket = make_seaweed_bucket(object_lock=False)
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint)
+    try:
+        for n in range(3):
+            storage.put(f"data/{n:064x}", b"x" * (n + 1))
+        listed = {o.name: o.mtime for o in storage.list("data/")}
+    finally:
+        storage.close()
+    plain = boto3.client("s3", endpoint_url=seaweed.endpoint)
+    expected = {
+        o["Key"].removeprefix("repo/"): o["LastModified"].timestamp()
+        for page in plain.get_paginator("list_object_versions").paginate(Bucket=bucket)
+        for o in page.get("Versions", [])
+    }
+    assert listed == expected and len(listed) == 3
