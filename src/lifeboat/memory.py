@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,9 +34,10 @@ def limit_arenas(arenas: int = 4) -> None:
     _mallopt(M_ARENA_MAX, arenas)
 
 
-# the thresholds of the large_buffers_mapped blocks the process is inside, innermost last:
-# mallopt cannot read its setting back, and the allocator is the process's, not a caller's
+# the thresholds of the large_buffers_mapped blocks the process is inside: mallopt cannot
+# read its setting back, and the allocator is the process's, not a caller's
 _mapped_thresholds: list[int] = []
+_mapped_lock = threading.Lock()
 
 
 @contextmanager
@@ -48,18 +50,24 @@ def large_buffers_mapped(threshold: int = 256 << 10) -> Iterator[None]:
     and fragment them (a 20,000-object bucket backup: 235 MB with the default, 182 MB with
     this, at the same speed). Only around network-bound work: a 2 GB file backup or
     restore takes twice as long (restore 2.2 -> 4.9 s) mapping and faulting in fresh pages
-    for each 1 MiB chunk. On the way out of the outermost block the thresholds are fixed
-    where glibc's own adjustment tops out (mmap 32 MiB, trim twice that), as mallopt cannot
-    turn the adjustment back on: later work in the same process (the daemon, `backup` of
-    every asset) runs as before. Blocks nest: leaving an inner one restores the outer's."""
-    _mapped_thresholds.append(threshold)
-    _mallopt(M_MMAP_THRESHOLD, threshold)
+    for each 1 MiB chunk. On the way out of the last block the thresholds are fixed where
+    glibc's own adjustment tops out (mmap 32 MiB, trim twice that), as mallopt cannot turn
+    the adjustment back on: later work in the same process (the daemon, `backup` of every
+    asset) runs as before. Blocks nest, in any order and from any thread: the lowest
+    threshold of the blocks still open holds."""
+    entered = False
     try:
+        with _mapped_lock:
+            _mapped_thresholds.append(threshold)
+            entered = True
+            _mallopt(M_MMAP_THRESHOLD, min(_mapped_thresholds))
         yield
     finally:
-        _mapped_thresholds.pop()
-        if _mapped_thresholds:
-            _mallopt(M_MMAP_THRESHOLD, _mapped_thresholds[-1])
-        else:
-            _mallopt(M_MMAP_THRESHOLD, 32 << 20)
-            _mallopt(M_TRIM_THRESHOLD, 64 << 20)  # glibc keeps it at twice the threshold
+        if entered:
+            with _mapped_lock:
+                _mapped_thresholds.remove(threshold)
+                if _mapped_thresholds:
+                    _mallopt(M_MMAP_THRESHOLD, min(_mapped_thresholds))
+                else:
+                    _mallopt(M_MMAP_THRESHOLD, 32 << 20)
+                    _mallopt(M_TRIM_THRESHOLD, 64 << 20)  # glibc keeps it at twice the threshold

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -121,3 +122,35 @@ def test_a_failing_transfer_stops_the_listing():
     with pytest.raises(RuntimeError, match="store went away"):
         run_batched(transfer, listing(), workers=2, batch=4)
     assert len(taken) < 1000
+
+
+def test_nothing_more_is_taken_from_the_listing_once_a_transfer_failed(monkeypatch):
+    """A newer batch fails while run_batched waits on an older one: the next item it would
+    take may be a listing page, with its own retries against the store that just failed."""
+    registered = threading.Event()
+
+    class RecordingEvent(threading.Event):
+        def set(self) -> None:
+            super().set()
+            registered.set()
+
+    recording = SimpleNamespace(Event=RecordingEvent, Lock=threading.Lock)
+    monkeypatch.setattr(transfer_module, "threading", recording)
+    monkeypatch.setattr(transfer_module, "AHEAD_BATCHES", 1)  # two batches queued at most
+    taken_after_the_failure: list[int] = []
+
+    def listing():
+        for i in range(100):
+            if registered.is_set():
+                taken_after_the_failure.append(i)
+            yield i
+
+    def transfer(item: int) -> None:
+        if item == 0:  # the older batch ends only once the newer one's failure is known
+            assert registered.wait(timeout=30)
+        if item == 5:
+            raise RuntimeError("store went away")
+
+    with pytest.raises(RuntimeError, match="store went away"):
+        run_batched(transfer, listing(), workers=2, batch=4)
+    assert taken_after_the_failure == []

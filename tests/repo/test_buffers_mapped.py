@@ -46,3 +46,15 @@ def test_packs_are_mapped_for_a_remote_repository_only(mallopt_calls):
     with packs_mapped(repo_on("file:///srv/repo")):  # type: ignore[arg-type]
         pass
     assert mallopt_calls == []
+
+
+def test_blocks_left_out_of_order_keep_the_lowest_open_threshold(mallopt_calls):
+    """Two threads' blocks need not end in the order they began."""
+    first, second = memory.large_buffers_mapped(1 << 20), memory.large_buffers_mapped(4 << 20)
+    first.__enter__()
+    second.__enter__()
+    assert mallopt_calls[-1] == (memory.M_MMAP_THRESHOLD, 1 << 20)  # the lowest of the open ones
+    first.__exit__(None, None, None)
+    assert mallopt_calls[-1] == (memory.M_MMAP_THRESHOLD, 4 << 20)
+    second.__exit__(None, None, None)
+    assert mallopt_calls[-2:] == [(memory.M_MMAP_THRESHOLD, 32 << 20), (memory.M_TRIM_THRESHOLD, 64 << 20)]

@@ -207,6 +207,11 @@ class S3Source:
         out = self._call("listing", self.client.list_objects_v2, **args)
         objects = [self._info(o) for o in out.get("Contents", [])]
         following = out.get("NextContinuationToken") if out.get("IsTruncated") else None
+        if following is not None and following == token:
+            # botocore's paginator refuses this too: the listing would never end
+            raise StorageError(
+                f"{self.url}: the store answered the same listing page twice (its continuation token repeats)"
+            )
         return objects, str(following) if following else None
 
     def _info(self, o: dict[str, Any]) -> ObjectInfo:

@@ -136,13 +136,17 @@ def run_batched(fn: Callable[[T], None], items: Iterable[T], workers: int, batch
                 raise
 
     pending: deque[Future[None]] = deque()
+    parts = batched(items, batch)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
-            for part in batched(items, batch):
-                if failed.is_set():
-                    break
+            while True:
                 while len(pending) >= AHEAD_BATCHES * workers:
                     pending.popleft().result()
+                # nothing more is taken once a transfer failed: the next item may be a page
+                # of the listing, with its own retries against the store that just failed
+                part = None if failed.is_set() else next(parts, None)
+                if part is None:
+                    break
                 pending.append(pool.submit(run, part))
             while pending:
                 pending.popleft().result()
