@@ -194,9 +194,9 @@ class BlobWriter:
 def packs_mapped(repo: RepoHandle) -> AbstractContextManager[None]:
     """Packs bound for a remote repository in mappings of their own (memory.py): an 8 MiB
     pack joined for its upload, carved from the arenas once glibc's threshold had risen past
-    it, fragmented them (the 2 GB tree's first backup to S3: 199-216 MB peak, 173-177 MB
-    mapped, 13.5-14.0 s against 13.8-14.2 s). Not for a local one: its work is CPU-bound,
-    and a fresh mapping costs page faults."""
+    it, fragmented them (the 2 GB tree's first backup to S3: 199-216 MB peak and 13.5-14.4 s
+    before, 187-195 MB and 13.2-13.7 s over three bench runs with this). Not for a local
+    one: its work is CPU-bound, and a fresh mapping costs page faults."""
     if repo.storage.url.startswith("file://"):
         return nullcontext()
     return memory.large_buffers_mapped(PACK_BUFFERS_MAPPED)
