@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict
@@ -37,7 +37,7 @@ from lifeboat.repo.model import PARENT_CACHE_REJECTED, Entry, SnapshotInfo, Snap
 from lifeboat.repo.packer import Packer
 from lifeboat.repo.parents import ParentCache, ParentStream, ParentStreamWriter
 from lifeboat.repo.snapshots import encode_snapshot
-from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, TreeStream, decode_document
+from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, TreeStream, decode_file_entry
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
@@ -72,6 +72,11 @@ class KnownBlobs:
     def __contains__(self, blob_id: object) -> bool:
         # the index first: an unchanged backup finds every chunk there, with one lookup
         return (self._index is not None and blob_id in self._index) or blob_id in self._new
+
+    def holds_all(self, blob_ids: Sequence[str]) -> bool:
+        """Whether every one of the ids is known (one call for a file's chunks)."""
+        missing = self._index.missing(blob_ids) if self._index is not None else blob_ids
+        return not missing or not self._new.missing(missing)
 
     def add(self, blob_id: str) -> None:
         """Counts a blob this run stored as known."""
@@ -323,22 +328,20 @@ class BackupSession:
         ``read_file``."""
         return self._parent_stream.lookup(path, identity)
 
-    def put_unchanged(self, path: str, identity: str, encoded: bytes) -> Entry | None:
+    def put_unchanged(self, path: str, identity: str, encoded: bytes) -> dict[str, Any] | None:
         """Puts the parent's entry of an unchanged file (``parent_encoded``, the caller has
         just seen the file on disk) into the streamed tree as it is stored, if all its
-        chunks are still stored, and returns it decoded (its metadata is the parent's);
-        None if the file must be read. Like ``put``: in walk order."""
+        chunks are still stored, and returns its metadata (the parent's); None if the file
+        must be read. Like ``put``: in walk order."""
         if self._stream is None:
             raise LifeboatError("put_unchanged needs a streamed tree (stream_tree)")
-        try:
-            # decoded as a restore will decode it: an entry this version cannot read (a
-            # newer version's cache, a damaged one) is read again, never put into the tree
-            [entry] = decode_document(b'{"entries":[' + encoded + b"]}", path)
-        except (IntegrityError, ValueError):
+        # checked as a restore will decode it: an entry this version cannot read (a newer
+        # version's cache, a damaged one) is read again, never put into the tree
+        fields = decode_file_entry(encoded, path)
+        if fields is None:
             return None
-        usable = entry.type == "file" and entry.path == path and isinstance(entry.size, int)
-        chunks = entry.chunks
-        if not usable or not self._take_chunks(chunks, entry.size):
+        chunks, size, meta = fields
+        if not self._take_chunks(chunks, size):
             return None
         with self._lock:
             self.writer.stats.files += 1
@@ -351,7 +354,7 @@ class BackupSession:
         if self._lock_chunks is not None:
             for chunk in chunks:
                 self._lock_chunks.add(chunk)
-        return entry
+        return meta
 
     def put(self, entry: Entry, identity: str | None = None) -> None:
         """The next entry of a streamed tree, in walk order (not thread-safe: one caller)."""
@@ -429,7 +432,7 @@ class BackupSession:
 
     def _take_chunks(self, chunks: list[str], size: int) -> bool:
         with self.writer._lock:
-            if not all(c in self.writer.known for c in chunks):
+            if not self.writer.known.holds_all(chunks):
                 return False
             self.writer.stats.chunks += len(chunks)
             self.writer.stats.bytes += size

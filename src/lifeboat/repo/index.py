@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +77,10 @@ class Index:
 
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self._blobs
+
+    def missing(self, blob_ids: Sequence[str]) -> Sequence[str]:
+        """The ids of these the index does not list, in their order."""
+        return self._blobs.missing(blob_ids)
 
     def __len__(self) -> int:
         return len(self._blobs)

@@ -194,7 +194,7 @@ class ParentStream:
     def __init__(self, file: ParentFile | None) -> None:
         self._whole: ParentCache | None = None
         self._lines: Iterator[bytes] = iter(())
-        self._current: tuple[list[str], bytes, bytes] | None = None
+        self._current: tuple[str, bytes, bytes] | None = None  # path, identity (JSON), entry
         self._current_line = b""  # the verified line _current came from
         self._matched: tuple[str, str, bytes, bytes] | None = None  # see matched_line
         self._fh: IO[bytes] | None = None
@@ -238,9 +238,11 @@ class ParentStream:
                 self._rejected += rest is None
                 fields = rest.split(b"\t", 2) if rest is not None else []
                 if len(fields) == 3:
-                    self._current = (walk_key(orjson.loads(fields[0])), fields[1], fields[2])
-                    self._current_line = line
-                    return
+                    path = orjson.loads(fields[0])
+                    if type(path) is str:
+                        self._current = (path, fields[1], fields[2])
+                        self._current_line = line
+                        return
         except (OSError, ValueError, zstandard.ZstdError):
             pass  # a damaged cache ends here: the rest is read from the files
         self.close()
@@ -252,11 +254,13 @@ class ParentStream:
         self._matched = None
         if self._whole is not None:
             return self._whole.lookup_encoded(identity)
-        key = walk_key(path)
-        while self._current is not None and self._current[0] < key:
-            self._advance()
         current = self._current
-        if current is None or current[0] != key or current[1] != orjson.dumps(identity):
+        if current is not None and current[0] != path:  # the parent's files walked past
+            key = walk_key(path)
+            while current is not None and walk_key(current[0]) < key:
+                self._advance()
+                current = self._current
+        if current is None or current[0] != path or current[1] != orjson.dumps(identity):
             return None
         line = self._current_line
         self._advance()

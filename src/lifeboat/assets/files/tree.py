@@ -9,12 +9,12 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.readahead import will_need
+from lifeboat.readahead import metadata_read_ahead, will_need
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.parents import walk_key
@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from lifeboat.repo.reader import RestoreStats  # the restore machinery loads when restoring
 
 
-@dataclass(frozen=True)
-class SourceItem:
-    """One filesystem object to capture, with its path inside the snapshot."""
+class SourceItem(NamedTuple):
+    """One filesystem object to capture, with its path inside the snapshot (a tuple: a
+    frozen dataclass's ``__init__`` cost a twentieth of an unchanged backup's walk)."""
 
     path: str  # a string, not a Path: building one per file was a tenth of an unchanged backup
     name: str
@@ -149,7 +149,8 @@ def backup_paths(
         session.stream_tree()
         progress.start(None)  # the total is known only once the walk is over
         feeder = _Feeder(session, describe)
-        feeder.run(walk(roots, exclude))
+        with metadata_read_ahead(roots):
+            feeder.run(walk(roots, exclude))
         if meta_label is not None:
             session.set_labels({meta_label: str(feeder.with_meta)})
         return session.commit()

@@ -20,6 +20,7 @@ from lifeboat.assets.objects.transfer import (
 )
 from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.readahead import metadata_read_ahead
 from lifeboat.repo import BackupSession, Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 
@@ -158,7 +159,8 @@ def backup_directory(
     with repo.backup(asset.name, "objects", progress=progress) as session:
         session.stream_tree()
         progress.start(None)  # the total is known only once the walk is over
-        _DirFeeder(session, source, counters).run(source.walk_current())
+        with metadata_read_ahead([source.root]):
+            _DirFeeder(session, source, counters).run(source.walk_current())
         labels = capture_labels(asset, "Unsupported", counters)
         session.set_labels(labels | {KEY_PATHS_LABEL: KEY_PATHS_VERSION})  # how its keys name files
         return session.commit()
