@@ -40,7 +40,7 @@ def metadata_read_ahead(roots: Sequence[str | os.PathLike[str]]) -> Iterator[Non
     if du is not None and roots:
         try:
             child = subprocess.Popen(
-                [du, "-s", "--", *map(os.fspath, roots)],
+                [du, "-s", "--", *(os.fspath(root) for root in roots)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -249,3 +249,25 @@ def test_a_doubling_stopped_between_rebinding_a_bucket_and_counting_it_loses_not
     finally:
         sys.settrace(previous)
     assert fired and all(blob_id in table for blob_id in ids)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(ids, max_size=300), st.lists(st.one_of(ids, st.text(max_size=70)), max_size=40))
+def test_missing_names_exactly_the_ids_in_is_false_for(held: list[str], asked: list[str]) -> None:
+    """An unchanged backup asks for a file's chunks in one call: the ids answered missing,
+    in their order, are those ``in`` is False for (anything that is no blob id included)."""
+    table = IdTable()
+    for blob_id in held:
+        table.add(blob_id)
+    assert list(table.missing(asked)) == [a for a in asked if a not in table]
+    assert not table.missing([h for h in held])
+
+
+def test_missing_counts_what_is_not_even_a_string_as_missing() -> None:
+    table = IdTable()
+    table.add("ab" * 32)
+    assert list(table.missing(["ab" * 32, 7, None, "AB" * 16 + " " * 32])) == [  # type: ignore[list-item]
+        7,
+        None,
+        "AB" * 16 + " " * 32,
+    ]

@@ -17,7 +17,12 @@ from lifeboat.repo import Repository
 from lifeboat.repo.model import Entry, SnapshotInfo
 from lifeboat.repo.parents import STREAM_FORM
 from lifeboat.repo.retention import KeepRules
-from lifeboat.repo.trees import TREE_FORMAT_PER_DIRECTORY, TREE_FORMAT_SINGLE, decode_document
+from lifeboat.repo.trees import (
+    TREE_FORMAT_PER_DIRECTORY,
+    TREE_FORMAT_SINGLE,
+    decode_document,
+    decode_file_entry,
+)
 from lifeboat.storage import open_storage
 
 
@@ -273,3 +278,56 @@ def test_walk_leaves_out_excluded_names_and_everything_under_them(tmp_path: Path
     names = [item.name for item in walk([root], exclude=["*.tmp", "cache"])]
     assert names == ["data", "data/a.txt", "data/sub", "data/sub/c.txt"]
     assert len([item.name for item in walk([root])]) == 10  # without patterns, everything
+
+
+def _entry_json(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "path": "src/a.txt",
+        "type": "file",
+        "size": 3,
+        "mode": 0o644,
+        "sha256": "ab" * 32,
+        "chunks": ["cd" * 32],
+    }
+    return orjson.dumps({k: v for k, v in (base | fields).items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        _entry_json(),
+        _entry_json(meta={"fingerprint": "x"}),
+        _entry_json(chunks=...),  # an empty file: no chunks listed
+        _entry_json(type=...),  # a file by default
+        _entry_json(path="src/b.txt"),  # another file's entry
+        _entry_json(type="dir"),
+        _entry_json(type="symlink", target="a"),
+        _entry_json(size="3"),
+        _entry_json(size=True),
+        _entry_json(size=...),
+        _entry_json(chunks="cd" * 32),
+        _entry_json(chunks=["CD" * 32]),  # uppercase: no id this version writes
+        _entry_json(chunks=["cd" * 31]),
+        _entry_json(chunks=[7]),
+        _entry_json(subtree=["ef" * 32]),
+        _entry_json(subtree={}),
+        _entry_json(colour="red"),  # a field this version does not know
+        _entry_json(path=...),
+        b'["src/a.txt"]',
+        b"{not json",
+        b"null",
+    ],
+)
+def test_an_unchanged_file_is_taken_only_if_a_restore_would_read_its_entry(encoded: bytes) -> None:
+    """An unchanged backup checks each parent entry with decode_file_entry instead of
+    decoding an Entry: it must accept exactly the entries decode_document reads as the
+    regular file asked for, with an integer size, and give their chunks, size and meta."""
+    try:
+        [entry] = decode_document(b'{"entries":[' + encoded + b"]}", "test")
+        readable = entry.type == "file" and entry.path == "src/a.txt" and type(entry.size) is int
+    except (IntegrityError, ValueError):
+        readable = False
+    fields = decode_file_entry(encoded, "src/a.txt")
+    assert (fields is not None) == readable
+    if fields is not None:
+        assert fields == (entry.chunks, entry.size, entry.meta)

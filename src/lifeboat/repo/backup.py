@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from lifeboat import clock, memory
-from lifeboat.errors import IntegrityError, LifeboatError, NotFoundError, StorageError
+from lifeboat.errors import LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import encode_payload, read_blocks
 from lifeboat.repo.consolidate import consolidate_quietly, index_files_max, small_index_files
