@@ -112,6 +112,11 @@ class TargetDir:
         self.fresh = fresh and self.was_empty  # whatever this restore writes is new
         self.created: list[tuple[str, bool]] = []  # (path, is_dir), in creation order
 
+    @property
+    def root_fd(self) -> int:
+        """The target's own descriptor (open until ``close``)."""
+        return self._fds[""]
+
     # -- directories -----------------------------------------------------------------
 
     def acquire(self, rel: str, create: bool = True) -> int:

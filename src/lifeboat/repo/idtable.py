@@ -67,6 +67,35 @@ class IdTable:
                 found = self._missing(blob_ids)
         return found
 
+    def get_many(self, blob_ids: Sequence[str]) -> list[bytes | None]:
+        """``get`` of each, in one call (a restore looks up every chunk it plans)."""
+        moves = self._moves
+        found = self._values(blob_ids)
+        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
+            with self._lock:
+                found = self._values(blob_ids)
+        return found
+
+    def _values(self, blob_ids: Sequence[str]) -> list[bytes | None]:
+        # _locate inlined, as in _missing
+        size = self._record
+        mask, buckets = self._table
+        values: list[bytes | None] = []
+        for blob_id in blob_ids:
+            try:
+                raw = bytes.fromhex(blob_id) if len(blob_id) == 2 * ID_SIZE else b""
+            except (TypeError, ValueError):  # not a str, not hex
+                raw = b""
+            if len(raw) != ID_SIZE:
+                values.append(None)
+                continue
+            bucket = buckets[hash(raw) & mask]
+            pos = bucket.find(raw)
+            while pos > 0 and pos % size:  # matched across two records: look on
+                pos = bucket.find(raw, pos + 1)
+            values.append(bytes(bucket[pos + ID_SIZE : pos + size]) if pos >= 0 else None)
+        return values
+
     def _missing(self, blob_ids: Sequence[str]) -> list[str]:
         # _locate inlined: a call per id cost as much as the lookup
         size = self._record

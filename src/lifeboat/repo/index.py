@@ -90,6 +90,16 @@ class Index:
         packed = self._blobs.get(blob_id)
         return None if packed is None else self._unpacked(packed)
 
+    def get_many(self, blob_ids: Sequence[str]) -> dict[str, BlobLocation]:
+        """``get`` of each in one call: the blobs the index lists, by id."""
+        unpack, pack_ids = _LOCATION.unpack, self._pack_ids
+        found = {}
+        for blob_id, packed in zip(blob_ids, self._blobs.get_many(blob_ids), strict=True):
+            if packed is not None:
+                number, offset, length, raw_length, btype = unpack(packed)
+                found[blob_id] = BlobLocation(pack_ids[number], offset, length, raw_length, _TYPES[btype])
+        return found
+
     def _pack_number(self, pack_id: str) -> int:
         number = self._pack_numbers.get(pack_id)
         if number is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -75,6 +75,49 @@ def open_blob(
     if not keyring.blob_matches(wrapped, data, blob_id):
         raise IntegrityError(f"{where} does not match its id")
     return data
+
+
+def open_blobs(
+    keyring: Keyring,
+    blobs: Iterable[tuple[str, BlobLocation]],
+    header: Callable[[], bytes],
+    envelope: Callable[[BlobLocation], bytes],
+) -> list[bytes | IntegrityError]:
+    """``open_blob`` of each blob of one pack, the pack's header and key looked up once:
+    each blob's plaintext, or the IntegrityError that refused it (naming the chunk and its
+    pack), for the caller to look elsewhere."""
+    out: list[bytes | IntegrityError] = []
+    cipher = None
+    for blob_id, loc in blobs:
+        try:
+            try:
+                check_blob_entry((blob_id, loc.type, loc.offset, loc.length, loc.raw_length))
+                if cipher is None:
+                    wrapped = header()
+                    cipher = keyring.pack_cipher(wrapped)
+                sealed = envelope(loc)
+                if len(sealed) != loc.length:
+                    raise IntegrityError("the pack is shorter than the index says")
+                try:
+                    payload = cipher.open(sealed, bytes.fromhex(blob_id))
+                except IntegrityError:
+                    raise IntegrityError("failed authentication") from None
+                data = decode_payload(payload, loc.raw_length)
+                if not keyring.blob_matches(wrapped, data, blob_id):
+                    raise IntegrityError(
+                        f"chunk {blob_id[:16]} in {pack_name(loc.pack)} does not match its id"
+                    )
+            except IntegrityError as exc:
+                where = f"chunk {blob_id[:16]} in {pack_name(loc.pack)}"
+                message = str(exc)
+                if message.startswith(where):
+                    raise
+                raise IntegrityError(f"{where}: {message}") from None
+        except IntegrityError as refused:
+            out.append(refused)
+            continue
+        out.append(data)
+    return out
 
 
 @dataclass
@@ -146,8 +189,7 @@ def span_limits(repo: RepoHandle) -> tuple[int, int]:
 
 def known_locations(repo: RepoHandle, blob_ids: Iterable[str]) -> dict[str, BlobLocation]:
     """Where the index says each blob it knows is (blobs it does not know are left out)."""
-    index = repo.index()
-    return {b: loc for b in blob_ids if (loc := index.get(b)) is not None}
+    return repo.index().get_many(list(blob_ids))
 
 
 def span_numbers(
@@ -219,6 +261,62 @@ class PackRanges:
         finally:
             with self._lock:
                 span.uses -= 1
+                failed = future.done() and not future.cancelled() and future.exception() is not None
+                if failed and self._held.get(n) is future:
+                    del self._held[n]  # a retry reads the range again rather than the error
+                if span.uses <= 0 and self._held.pop(n, None) is not None:
+                    self._fill()
+
+    def get_many(self, blob_ids: list[str]) -> list[bytes]:
+        """``get`` of each, in order: a run of blobs from one span is opened at once (its
+        range, pack key and bookkeeping looked up once, not once a blob: a restore of
+        small files asks for one blob per file, and ``get``'s own work was most of it)."""
+        out: list[bytes] = []
+        i = 0
+        while i < len(blob_ids):
+            n = self.span_of.get(blob_ids[i])
+            j = i + 1
+            if n is not None:
+                while j < len(blob_ids) and self.span_of.get(blob_ids[j]) == n:
+                    j += 1
+                out.extend(self._open_run(n, blob_ids[i:j]))
+            else:
+                out.append(self.get(blob_ids[i]))
+            i = j
+        return out
+
+    def _open_run(self, n: int, blob_ids: list[str]) -> list[bytes]:
+        span = self.spans[n]
+        with self._lock:
+            future = self._held.get(n)
+            if future is None:
+                future = self._fetch(n)
+        served = 0
+        out: list[bytes] = []
+        try:
+            try:
+                data = future.result()
+                opened: Sequence[bytes | IntegrityError | StorageError] = open_blobs(
+                    self.repo.keyring,
+                    ((b, self.locations[b]) for b in blob_ids),
+                    lambda: self._header(span, future),
+                    lambda loc: data[loc.offset - span.start : loc.offset - span.start + loc.length],
+                )
+            except (IntegrityError, StorageError) as exc:  # the range, or its header, is not there
+                opened = [exc] * len(blob_ids)
+            for blob_id, result in zip(blob_ids, opened, strict=True):
+                served += 1
+                if isinstance(result, bytes):
+                    out.append(result)
+                    continue
+                loc = self.locations[blob_id]
+                if not self.repo.index().demote(blob_id, loc):
+                    raise result
+                out.append(self.repo.read_blob(blob_id))  # another index file lists it elsewhere
+            return out
+        finally:
+            with self._lock:
+                span.uses -= served
                 failed = future.done() and not future.cancelled() and future.exception() is not None
                 if failed and self._held.get(n) is future:
                     del self._held[n]  # a retry reads the range again rather than the error

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import IntegrityError, LifeboatError, RestoreError
+from lifeboat.filewriters import FileSpec, FileWriter
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 PREFETCH = 8
 OPEN_FILES = 256  # files a restore holds open at once while it writes them in pack order
 BATCH_FILES = 64  # files of one chunk one worker task writes (a task per file costs more)
+WRITER_BATCH_FILES = 512  # ... one message to the writer process carries (filewriters.py)
 # Files a restore plans in pack order at once: the plan holds a few hundred bytes per chunk,
 # so a bounded batch keeps a restore's memory flat in the number of files; a batch is many
 # packs' worth of small files, so the packs are still read whole, in order.
@@ -45,6 +49,8 @@ PLAN_CHUNKS = 65536
 # on the disk: the writeback overlaps the (CPU-bound) restore of the rest, and the server's
 # own start-up sync of its data directory (1.1 s for a 4.4 GB cluster) finds little left.
 FLUSH_FROM = 1 << 20
+# Small files of a planned batch from which they go to a writer process (filewriters.py)
+WRITER_FROM = 512
 
 
 @dataclass
@@ -191,7 +197,8 @@ class SnapshotReader:
 
         try:
             try:
-                self._write_tree(tree, read_tree(), stats, progress, meta, workers)
+                with _small_file_writer(tree) as files_out:
+                    self._write_tree(tree, read_tree(), stats, progress, meta, workers, files_out)
             except OSError as exc:
                 raise _restore_failure(tree, target, exc, stats) from None
             except LifeboatError as exc:
@@ -213,6 +220,7 @@ class SnapshotReader:
         progress: ProgressSink,
         meta: _Metadata,
         workers: int,
+        files_out: _WriterSlot | None,
     ) -> None:
         """Directories as they come, files in batches planned in pack order, each batch's
         links after its files; directories' metadata last, deepest first (writing into a
@@ -234,9 +242,9 @@ class SnapshotReader:
             elif entry.type == "symlink":
                 links.append(entry)
             if len(files) >= PLAN_FILES or chunks >= PLAN_CHUNKS:
-                self._write_batch(tree, files, links, stats, progress, meta, workers)
+                self._write_batch(tree, files, links, stats, progress, meta, workers, files_out)
                 files, links, chunks = [], [], 0
-        self._write_batch(tree, files, links, stats, progress, meta, workers)
+        self._write_batch(tree, files, links, stats, progress, meta, workers, files_out)
         for entry in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
             rel = entry_name(entry.path)
             fd = tree.acquire(rel)
@@ -254,9 +262,10 @@ class SnapshotReader:
         progress: ProgressSink,
         meta: _Metadata,
         workers: int,
+        files_out: _WriterSlot | None,
     ) -> None:
         if files:
-            _ChunkWriter(self.repo, tree, stats, progress, meta, workers).write(files)
+            _ChunkWriter(self.repo, tree, stats, progress, meta, workers, files_out).write(files)
         for entry in links:
             rel = entry_name(entry.path)
             parent_fd, name = tree.symlink(rel, entry.target)
@@ -397,9 +406,11 @@ class _ChunkWriter:
         progress: ProgressSink,
         meta: _Metadata,
         workers: int,
+        files_out: _WriterSlot | None = None,
     ) -> None:
         self.repo = repo
         self.tree = tree
+        self.files_out = files_out
         self.stats = stats
         self.progress = progress
         self.meta = meta
@@ -427,6 +438,9 @@ class _ChunkWriter:
 
     def _write(self, files: list[Entry], tasks: list[tuple[int, int]]) -> None:
         window = threading.Semaphore(self.workers * 4)  # tasks in flight at once
+        # a writer process for the small files, when there are enough of them to pay for it
+        small_files = sum(1 for e in files if len(e.chunks) == 1 and e.size < SMALL_FILE)
+        out = self.files_out.get() if self.files_out is not None and small_files >= WRITER_FROM else None
         futures: list[Future[None]] = []
         failed = threading.Event()
 
@@ -445,13 +459,17 @@ class _ChunkWriter:
                     for entry in files:
                         if not entry.chunks:
                             self._start(entry, direct=True)  # an empty file is done at once
-                    for work in self._work(files, tasks):
+                    for work in self._work(files, tasks, WRITER_BATCH_FILES if out else BATCH_FILES):
                         if failed.is_set():
                             break
                         window.acquire()
                         if isinstance(work, list):
-                            lane = small if all(e.size < SMALL_FILE for e in work) else pool
-                            future = lane.submit(self._write_whole, work, failed)
+                            small_only = all(e.size < SMALL_FILE for e in work)
+                            if small_only and out is not None:
+                                future = small.submit(self._send_whole, out, work, failed)
+                            else:
+                                lane = small if small_only else pool
+                                future = lane.submit(self._write_whole, work, failed)
                         else:
                             future = pool.submit(self._write_chunk, *work)
                         future.add_done_callback(settle)
@@ -461,6 +479,8 @@ class _ChunkWriter:
                     raise
                 for future in futures:
                     future.result()
+                if out is not None:
+                    out.drain()  # its files are all made before the batch's links and directories
             for future in self._flushes:
                 future.result()
         finally:
@@ -493,14 +513,68 @@ class _ChunkWriter:
                 self.stats.verified += files
                 self.stats.bytes += size
 
-    def _write_one(self, entry: Entry) -> None:
-        """A small file of one chunk, in one go: no handle, no shared bookkeeping (most of a
-        restore of small files was that bookkeeping). The chunk's verified length is its
-        size; a file it does not fill is refused before anything is created."""
+    def _send_whole(self, out: FileWriter, batch: list[Entry], failed: threading.Event) -> None:
+        """Small files of one chunk, verified here and made by the writer process: this
+        process's core reads, checks and plans, the other one creates files."""
+        specs: list[FileSpec] = []
+        sent: list[tuple[Entry, bytes]] = []
+        made = None  # the parent directory made for the file before (a batch is mostly one)
+        for entry, data in zip(batch, self._small_files_data(batch), strict=True):
+            if failed.is_set():
+                return
+            parent, name = split_parent(entry_name(entry.path))
+            if parent != made:
+                self.tree.acquire(parent)  # made if missing: the writer never makes directories
+                self.tree.release(parent)
+                made = parent
+            owned = self.meta.chown and entry.uid is not None
+            uid = entry.uid if owned and entry.uid is not None else -1
+            gid = entry.gid if owned and entry.gid is not None else -1
+            specs.append((parent, name, data, self.meta.mode(entry), uid, gid, entry.mtime_ns))
+            sent.append((entry, data))
+        if specs:
+            out.send(specs, partial(self._written, sent), failed)
+
+    def _written(self, sent: list[tuple[Entry, bytes]], written: int, existing: list[int]) -> None:
+        """The writer's reply: what it found already in place (planted during the restore)
+        is replaced here, the usual way."""
+        for k in existing:
+            self._write_data(*sent[k])
+        files = written + len(existing)
+        size = sum(len(data) for _, data in sent[:files])
+        self.progress.advance(size)
+        with self._lock:
+            self.stats.files += files
+            self.stats.verified += files
+            self.stats.bytes += size
+
+    def _small_files_data(self, entries: list[Entry]) -> list[bytes]:
+        """``_small_file_data`` of each, read together (PackRanges.get_many)."""
+        if self._blobs is None:
+            return [self._small_file_data(entry) for entry in entries]
+        found = self._blobs.get_many([entry.chunks[0] for entry in entries])
+        for entry, data in zip(entries, found, strict=True):
+            if len(data) != entry.size:
+                raise IntegrityError(
+                    f"chunk {entry.chunks[0][:16]} of {entry.path} does not hold its recorded size"
+                )
+        return found
+
+    def _small_file_data(self, entry: Entry) -> bytes:
+        """The verified content of a file of one chunk; its verified length is its size (a
+        file it does not fill is refused before anything is created)."""
         [chunk_id] = entry.chunks
         data = self._blobs.get(chunk_id) if self._blobs is not None else self.repo.read_blob(chunk_id)
         if len(data) != entry.size:
             raise IntegrityError(f"chunk {chunk_id[:16]} of {entry.path} does not hold its recorded size")
+        return data
+
+    def _write_one(self, entry: Entry) -> None:
+        """A small file of one chunk, in one go: no handle, no shared bookkeeping (most of a
+        restore of small files was that bookkeeping)."""
+        self._write_data(entry, self._small_file_data(entry))
+
+    def _write_data(self, entry: Entry, data: bytes) -> None:
         rel, parent, dir_fd, name, tmp, fd = self._open_in_target(entry, direct=True)
         try:
             try:
@@ -522,7 +596,7 @@ class _ChunkWriter:
             self.tree.release(parent)
 
     def _work(
-        self, files: list[Entry], tasks: list[tuple[int, int]]
+        self, files: list[Entry], tasks: list[tuple[int, int]], batch_files: int
     ) -> Iterator[list[Entry] | tuple[_OpenFile, str, int, int]]:
         """The tasks in the planned order: runs of files of one chunk as batches, every other
         chunk as (file, chunk id, offset, length); a file of several chunks is opened at its
@@ -533,7 +607,7 @@ class _ChunkWriter:
             entry = files[f]
             if len(entry.chunks) == 1:
                 batch.append(entry)
-                if len(batch) == BATCH_FILES:
+                if len(batch) == batch_files:
                     yield batch
                     batch = []
                 continue
@@ -662,6 +736,48 @@ class _ChunkWriter:
             handle.fd = -1
         _unlink_quietly(handle.dir_fd, handle.tmp)
         self.tree.release(handle.parent)
+
+
+class _WriterSlot:
+    """The restore's writer process for small files, started by the first batch with
+    enough of them (a process costs ~40 ms to start) and kept for the later ones."""
+
+    def __init__(self, tree: TargetDir) -> None:
+        self.tree = tree
+        self._writer: FileWriter | None = None
+        self._failed = False
+        self._lock = threading.Lock()
+
+    def get(self) -> FileWriter | None:
+        """The writer (None when it could not start: the files are then written here)."""
+        with self._lock:
+            if self._writer is None and not self._failed:
+                try:
+                    self._writer = FileWriter(self.tree.root_fd)
+                except OSError:
+                    self._failed = True
+            return self._writer
+
+    def close(self, kill: bool) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close(kill=kill)
+
+
+@contextmanager
+def _small_file_writer(tree: TargetDir) -> Iterator[_WriterSlot | None]:
+    """A writer process slot for a fresh target on a machine with a core to spare; the
+    process is ended (killed on any failure) before the restore cleans up after itself."""
+    if not tree.fresh or (os.cpu_count() or 1) < 2 or not sys.executable:
+        yield None
+        return
+    slot = _WriterSlot(tree)
+    try:
+        yield slot
+    except BaseException:
+        slot.close(kill=True)  # before a take_back: nothing may be created behind it
+        raise
+    slot.close(kill=False)
 
 
 def _unlink_quietly(dir_fd: int, name: str) -> None:

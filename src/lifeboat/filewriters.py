@@ -1,0 +1,265 @@
+"""A process beside a restore that creates its small files.
+
+A restore of many small files is one Python thread doing six system calls a file (create,
+write, chown, chmod, utime, close) between reads of verified chunks: it kept one core
+busy, and a second thread made it slower (each call hands the GIL back and forth). So the
+restore process reads, verifies and plans, and sends each batch of small files (bytes and
+metadata) to a writer process over a pipe, which makes them on the other core.
+
+The writer is only used for a fresh target (empty when the restore began, so what it
+creates needs no record: a failed restore empties the target again). It opens each
+parent directory from the target's descriptor, one component at a time, never following
+a link, and creates each file exclusively under its name, never through a link: what it
+finds there (planted during the restore) it leaves, and names it in its reply, for the
+restore to replace the usual way. It stops at the first error and replies with it.
+
+Messages are ``marshal``-framed tuples of strings, bytes and integers between two
+processes of one restore: no pickle, and nothing else reads the pipe.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # as targetdir.DIR_FLAGS
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+HELD_DIRS = 64  # parent directories a writer keeps open (a batch is mostly one directory)
+IN_FLIGHT = 4  # batches sent to the writer and not yet answered
+
+# (parent directory, name, content, mode, uid or -1, gid or -1, mtime in ns)
+FileSpec = tuple[str, str, bytes, int, int, int, int]
+# (batch number, files written, indexes of the files found already there, error or None),
+# the error as (errno, strerror, path)
+Reply = tuple[int, int, list[int], tuple[int, str, str] | None]
+
+
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(8, "little") + payload
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    """One message, or None at the end of the stream (a short one is an end too)."""
+    header = stream.read(8)
+    if len(header) < 8:
+        return None
+    size = int.from_bytes(header, "little")
+    payload = stream.read(size)
+    return payload if len(payload) == size else None
+
+
+# -- the writer process ------------------------------------------------------------------
+
+
+class _Directories:
+    """Parent directories opened from the target's descriptor, component by component,
+    without following links; the last ``HELD_DIRS`` kept open."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.held: OrderedDict[str, int] = OrderedDict()
+
+    def get(self, rel: str) -> int:
+        if rel == "":
+            return self.root_fd
+        fd = self.held.get(rel)
+        if fd is not None:
+            self.held.move_to_end(rel)
+            return fd
+        parts = rel.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise OSError(22, "not a relative path inside the target", rel)
+        fd = self.root_fd
+        for part in parts:
+            opened = os.open(part, DIR_FLAGS, dir_fd=fd)
+            if fd != self.root_fd:
+                os.close(fd)
+            fd = opened
+        self.held[rel] = fd
+        while len(self.held) > HELD_DIRS:
+            os.close(self.held.popitem(last=False)[1])
+        return fd
+
+
+def _write_file(dir_fd: int, spec: FileSpec) -> bool:
+    """Creates one file; False when something is already there (left as it is)."""
+    _, name, data, mode, uid, gid, mtime_ns = spec
+    if name in ("", ".", "..") or "/" in name:
+        raise OSError(22, "not a file name", name)
+    try:
+        fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=dir_fd)
+    except FileExistsError:
+        return False
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if uid >= 0:
+                try:  # before the chmod: a chown clears setuid/setgid
+                    os.fchown(fd, uid, gid)
+                except OSError:
+                    pass  # the user may not exist on this host; contents matter more
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+    except BaseException:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    return True
+
+
+def _write_batch(dirs: _Directories, number: int, files: list[FileSpec]) -> Reply:
+    written, existing = 0, []
+    for k, spec in enumerate(files):
+        try:
+            if _write_file(dirs.get(spec[0]), spec):
+                written += 1
+            else:
+                existing.append(k)
+        except OSError as exc:
+            where = f"{spec[0]}/{spec[1]}" if spec[0] else spec[1]
+            return number, written, existing, (exc.errno or 0, exc.strerror or str(exc), where)
+    return number, written, existing, None
+
+
+def serve(root_fd: int, requests: IO[bytes], replies: IO[bytes]) -> None:
+    """Writes batches until the end of ``requests`` or the first error."""
+    dirs = _Directories(root_fd)
+    while (payload := _read_frame(requests)) is not None:
+        number, files = marshal.loads(payload)
+        reply = _write_batch(dirs, number, files)
+        replies.write(_frame(marshal.dumps(reply)))
+        replies.flush()
+        if reply[3] is not None:
+            return
+
+
+# -- the restore's side ------------------------------------------------------------------
+
+
+@dataclass
+class _Sent:
+    done: Callable[[int, list[int]], None]  # (files written, indexes found already there)
+    failed: threading.Event  # set when the writer fails before answering
+
+
+class FileWriter:
+    """A writer process for the target whose descriptor is ``root_fd``. ``send`` a batch;
+    its ``done`` runs on this object's reply thread once the batch is written. The first
+    error (the writer's, the pipe's, or one ``done`` raised) is kept in ``error``, sets
+    the ``failed`` event of every batch left unanswered and ends the writer; ``drain``
+    waits for every reply and raises it."""
+
+    def __init__(self, root_fd: int) -> None:
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "lifeboat.filewriters", str(root_fd)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=(root_fd,),
+        )
+        self._window = threading.Semaphore(IN_FLIGHT)
+        self._lock = threading.Lock()
+        self._sent: dict[int, _Sent] = {}
+        self._next = 0
+        self._closing = False
+        self.error: BaseException | None = None
+        self._replies = threading.Thread(target=self._read_replies, name="file-writer", daemon=True)
+        self._replies.start()
+
+    def send(
+        self, specs: list[FileSpec], done: Callable[[int, list[int]], None], failed: threading.Event
+    ) -> None:
+        """Hands a batch to the writer (waits while ``IN_FLIGHT`` are unanswered)."""
+        self._window.acquire()
+        with self._lock:
+            if self.error is not None:
+                self._window.release()
+                raise self.error
+            number, self._next = self._next, self._next + 1
+            self._sent[number] = _Sent(done, failed)
+        stdin = self._child.stdin
+        assert stdin is not None
+        try:
+            stdin.write(_frame(marshal.dumps((number, specs))))
+            stdin.flush()
+        except OSError:  # the writer ended: its reply says why, or it died
+            self._replies.join()
+            raise self.error or OSError(32, "the file writer ended") from None
+
+    def drain(self) -> None:
+        """Waits for every reply; raises the first error."""
+        for _ in range(IN_FLIGHT):
+            self._window.acquire()
+        for _ in range(IN_FLIGHT):
+            self._window.release()
+        if self.error is not None:
+            raise self.error
+
+    def close(self, kill: bool = False) -> None:
+        """Ends the writer (at once with ``kill``) and waits for it: none outlives the restore."""
+        with self._lock:
+            self._closing = True
+        if kill:
+            self._child.kill()
+        try:
+            if self._child.stdin is not None:
+                self._child.stdin.close()
+        except OSError:
+            pass
+        self._child.wait()
+        self._replies.join()
+        if self._child.stdout is not None:
+            self._child.stdout.close()
+
+    def _read_replies(self) -> None:
+        stdout = self._child.stdout
+        assert stdout is not None
+        while True:
+            payload = _read_frame(stdout)
+            if payload is None:
+                with self._lock:
+                    expected = self._closing and not self._sent
+                if not expected:
+                    self._fail(OSError(32, "the file writer ended"))
+                return
+            number, written, existing, error = marshal.loads(payload)
+            with self._lock:
+                sent = self._sent.pop(number)
+            try:
+                sent.done(written, existing)
+                if error is not None:
+                    raise OSError(error[0], error[1], error[2])
+            except BaseException as exc:
+                sent.failed.set()
+                self._fail(exc)
+                self._window.release()
+                return
+            self._window.release()
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = error
+            for sent in self._sent.values():  # never to be answered: free their places
+                sent.failed.set()
+                self._window.release()
+            self._sent.clear()
+
+
+if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the restore stops this writer itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(int(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)

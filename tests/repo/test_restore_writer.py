@@ -1,0 +1,254 @@
+"""The writer process that creates a restore's small files (lifeboat/filewriters.py): the
+files come back byte for byte with their modes, owners and times; what is planted in the
+target during the restore is replaced, never written through; a directory swapped for a
+link stops the restore with nothing written outside; a full disk fails the restore in one
+line and empties the target again, a writer that dies fails it in one line; no writer
+outlives a restore.
+Real files and processes, as root (owners)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from lifeboat.assets.files.tree import backup_paths, restore_snapshot
+from lifeboat.errors import IntegrityError, RestoreError
+from lifeboat.filewriters import FileWriter
+from lifeboat.repo import Repository, reader
+from lifeboat.repo.format import pack_name
+from lifeboat.storage import open_storage
+from tests.attacks.test_restore_escape import make_sentinel, manifest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners and mounts need root")
+
+FILES = 600  # more than reader.WRITER_FROM: the writer is used without any setting changed
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    return Repository.open(storage, recovery_key=recovery)
+
+
+def make_tree(root: Path, files: int = FILES) -> Path:
+    """Small files in three directories, with modes, owners and times of their own."""
+    for i in range(files):
+        d = root / f"d{i % 3}" / ("deep" if i % 5 == 0 else "")
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"f{i:04}"
+        path.write_bytes(hashlib.sha256(str(i).encode()).digest() * (1 + i % 40))
+        os.chmod(path, (0o600, 0o640, 0o755, 0o4755)[i % 4])
+        if i % 7 == 0:
+            os.chown(path, 1234, 4321)
+            os.chmod(path, (0o600, 0o640, 0o755, 0o4755)[i % 4])  # a chown clears setuid
+        os.utime(path, ns=(1_600_000_000_000_000_000 + i, 1_600_000_000_000_000_000 + i))
+    return root
+
+
+class Recorded(FileWriter):
+    """A real writer that remembers itself, so a test can see it was used (and end it)."""
+
+    made: ClassVar[list[Recorded]] = []
+
+    def __init__(self, root_fd: int) -> None:
+        super().__init__(root_fd)
+        Recorded.made.append(self)
+
+
+@pytest.fixture
+def writers(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
+    Recorded.made = []
+    monkeypatch.setattr(reader, "FileWriter", Recorded)
+    return Recorded.made
+
+
+def writer_processes() -> list[int]:
+    """Live (or unreaped) file writers started by this process."""
+    found = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if b"lifeboat.filewriters" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def before_each_batch(monkeypatch: pytest.MonkeyPatch, hook: Callable[[int, list[Any]], None]) -> None:
+    """Runs ``hook(batch number, its entries)`` just before a batch goes to the writer."""
+    send = reader._ChunkWriter._send_whole
+    count = [0]
+
+    def wrapped(self: Any, out: FileWriter, batch: list[Any], failed: Any) -> None:
+        hook(count[0], batch)
+        count[0] += 1
+        send(self, out, batch, failed)
+
+    monkeypatch.setattr(reader._ChunkWriter, "_send_whole", wrapped)
+
+
+def test_many_small_files_come_back_with_their_bytes_modes_owners_and_times(
+    repo: Repository, tmp_path: Path, writers: list[Recorded]
+) -> None:
+    src = make_tree(tmp_path / "src")
+    info = backup_paths(repo, "config", [src])
+    target = tmp_path / "target"
+
+    stats = restore_snapshot(repo, info, target)
+
+    assert len(writers) == 1  # one writer for the whole restore
+    assert manifest(target / "src") == manifest(src)
+    assert stats.files == FILES and stats.verified == FILES
+    assert writer_processes() == []
+
+
+def test_a_few_files_are_written_in_process(
+    repo: Repository, tmp_path: Path, writers: list[Recorded]
+) -> None:
+    src = make_tree(tmp_path / "src", files=20)
+    info = backup_paths(repo, "config", [src])
+    restore_snapshot(repo, info, tmp_path / "target")
+    assert writers == []  # a process costs more to start than twenty files
+    assert manifest(tmp_path / "target" / "src") == manifest(src)
+
+
+def test_what_is_planted_during_the_restore_is_replaced_never_written_through(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path / "src")
+    info = backup_paths(repo, "config", [src])
+    outside = tmp_path / "outside"
+    make_sentinel(outside)
+    before = manifest(outside)
+    target = tmp_path / "target"
+
+    def plant(number: int, batch: list[Any]) -> None:
+        if number == 0:
+            first, second = (target / e.path for e in batch[:2])
+            first.write_text("planted by somebody else\n")
+            second.symlink_to(outside / "victim")  # a link where the snapshot has a file
+
+    before_each_batch(monkeypatch, plant)
+    restore_snapshot(repo, info, target)
+
+    assert writers and manifest(target / "src") == manifest(src)
+    assert manifest(outside) == before
+
+
+def test_a_directory_swapped_for_a_link_stops_the_restore_with_nothing_written_outside(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path / "src")
+    info = backup_paths(repo, "config", [src])
+    outside = tmp_path / "outside"
+    make_sentinel(outside)
+    before = manifest(outside)
+    target = tmp_path / "target"
+    target.mkdir()
+
+    def swap(number: int, batch: list[Any]) -> None:
+        if number == 0:
+            parent = (target / batch[0].path).parent
+            parent.rename(parent.with_name(parent.name + ".moved"))
+            parent.symlink_to(outside)
+
+    before_each_batch(monkeypatch, swap)
+    # O_NOFOLLOW with O_DIRECTORY: a link is "not a directory" (ELOOP on some systems)
+    refused = r"^cannot write into .* \(src/d\d/.*\): (Not a directory|Too many levels of symbolic links)$"
+    with pytest.raises(RestoreError, match=refused):
+        restore_snapshot(repo, info, target)
+
+    assert manifest(outside) == before  # nothing written through the link
+    assert writer_processes() == []
+
+
+def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path / "src")
+    info = backup_paths(repo, "config", [src])
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        target = mnt / "target"
+
+        def fill(number: int, batch: list[Any]) -> None:
+            if number == 1:  # the first batch is written; the disk fills before the second
+                with open(mnt / "filler", "wb") as out:
+                    try:
+                        while True:
+                            out.write(b"\0" * (64 << 10))
+                            out.flush()
+                    except OSError:
+                        pass
+
+        before_each_batch(monkeypatch, fill)
+        with pytest.raises(RestoreError) as caught:
+            restore_snapshot(repo, info, target)
+        assert str(caught.value).startswith(f"no space left on the filesystem of {target}")
+        assert "removed the" in str(caught.value)
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
+        assert writers and writer_processes() == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_writer_that_dies_fails_the_restore_in_one_line(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path / "src")
+    info = backup_paths(repo, "config", [src])
+    target = tmp_path / "target"
+
+    def kill(number: int, batch: list[Any]) -> None:
+        if number == 1:
+            writers[0]._child.kill()
+            writers[0]._child.wait()
+
+    before_each_batch(monkeypatch, kill)
+    with pytest.raises(RestoreError, match=r"^cannot write into .*: the file writer ended$"):
+        restore_snapshot(repo, info, target)
+    assert writer_processes() == []
+
+
+def test_a_tampered_chunk_is_named_on_the_writer_path(
+    repo: Repository, tmp_path: Path, writers: list[Recorded]
+) -> None:
+    src = make_tree(tmp_path / "src")
+    info = backup_paths(repo, "config", [src])
+    entry = next(e for e in repo.reader(info).entries() if e.path.endswith("f0300"))
+    victim = repo.index().get(entry.chunks[0])
+    assert victim is not None
+    pack = tmp_path / "repo" / pack_name(victim.pack)
+    raw = bytearray(pack.read_bytes())
+    raw[victim.offset + victim.length // 2] ^= 0xFF
+    os.chmod(pack, 0o644)
+    pack.write_bytes(bytes(raw))
+    target = tmp_path / "target"
+
+    with pytest.raises(IntegrityError) as caught:
+        restore_snapshot(repo, info, target)
+    assert (
+        str(caught.value)
+        == f"chunk {entry.chunks[0][:16]} in {pack_name(victim.pack)}: failed authentication"
+    )
+    assert writers and writer_processes() == []
+
+
+@pytest.fixture(autouse=True)
+def no_writer_left() -> Iterator[None]:
+    yield
+    assert writer_processes() == []
