@@ -1,10 +1,12 @@
 """The `du` that reads a cold tree's inodes ahead of a backup's walk (lifeboat/readahead.py):
-a child of the backup while the walk runs, reaped when it ends, however it ends, and no
-child at all where `du` is not installed."""
+started on the walk's roots while the walk runs, stopped and reaped when it ends, however
+it ends, and nothing started where `du` is not installed. A stand-in `du` that waits to be
+killed makes the timing the test's, not the machine's (the real one is done in a moment)."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,59 +14,64 @@ import pytest
 from lifeboat.readahead import metadata_read_ahead
 
 
-def _children() -> set[int]:
-    """This process's children, running or not yet reaped (every thread's)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        found.update(int(pid) for pid in (task / "children").read_text().split())
-    return found
+@pytest.fixture
+def slow_du(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `du` first on PATH that writes its pid and arguments, then waits to be killed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    started = tmp_path / "du-started"
+    script = bin_dir / "du"
+    script.write_text(
+        f'#!/bin/sh\necho "$$ $*" > {started}.tmp\nmv {started}.tmp {started}\nexec sleep 600\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return started
 
 
-def _du_children(before: set[int]) -> set[int]:
-    """The children started since ``before`` that are a `du` (another test's server may
-    start children of its own meanwhile)."""
-    found = set()
-    for pid in _children() - before:
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "du":
-                found.add(pid)
-        except OSError:  # not ours to wait for: it ended and was reaped meanwhile
-            pass
-    return found
+def wait_started(started: Path) -> tuple[int, str]:
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the du was never started"
+        time.sleep(0.01)
+    pid, _, args = started.read_text().strip().partition(" ")
+    return int(pid), args
 
 
-def make_tree(root: Path) -> Path:
-    for d in range(5):
-        (root / f"d{d}").mkdir(parents=True)
-        for f in range(20):
-            (root / f"d{d}" / f"f{f}").write_bytes(b"x")
-    return root
+def gone(pid: int) -> bool:
+    """Neither running nor a zombie waiting to be reaped."""
+    return not Path(f"/proc/{pid}").exists()
 
 
-def test_du_runs_beside_the_walk_and_is_reaped_when_it_ends(tmp_path: Path) -> None:
-    tree = make_tree(tmp_path / "tree")
-    before = _children()
-    with metadata_read_ahead([tree]):
-        during = _du_children(before)
-        assert len(during) == 1
-    assert not _children() & during  # reaped: no zombie, no orphan left running
+def test_du_reads_the_roots_beside_the_walk_and_is_reaped_when_it_ends(tmp_path: Path, slow_du: Path) -> None:
+    roots = [tmp_path / "a", tmp_path / "b c"]
+    with metadata_read_ahead(roots):
+        pid, args = wait_started(slow_du)
+        assert args == f"-s -- {roots[0]} {roots[1]}"
+        assert not gone(pid)
+    assert gone(pid)
 
 
-def test_du_is_reaped_when_the_walk_fails(tmp_path: Path) -> None:
-    tree = make_tree(tmp_path / "tree")
-    before = _children()
-    with pytest.raises(KeyboardInterrupt), metadata_read_ahead([tree]):
-        during = _du_children(before)
+def test_du_is_reaped_when_the_walk_fails(tmp_path: Path, slow_du: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), metadata_read_ahead([tmp_path]):
+        pid, _ = wait_started(slow_du)
         raise KeyboardInterrupt  # Ctrl-C or SIGTERM in the middle of the walk
-    assert during and not _children() & during
+    assert gone(pid)
 
 
 def test_without_du_the_walk_runs_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tree = make_tree(tmp_path / "tree")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    before = _children()
     ran = False
-    with metadata_read_ahead([tree]):
+    with metadata_read_ahead([tmp_path]):
         ran = True
-        assert not _du_children(before)
     assert ran
+
+
+def test_the_real_du_leaves_nothing_behind(tmp_path: Path) -> None:
+    for i in range(50):
+        (tmp_path / f"f{i}").write_bytes(b"x")
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    before = set(children.read_text().split())
+    with metadata_read_ahead([tmp_path]):
+        pass
+    assert set(children.read_text().split()) <= before
