@@ -47,7 +47,7 @@ def test_du_reads_the_roots_beside_the_walk_and_is_reaped_when_it_ends(tmp_path:
     roots = [tmp_path / "a", tmp_path / "b c"]
     with metadata_read_ahead(roots):
         pid, args = wait_started(slow_du)
-        assert args == f"-s -- {roots[0]} {roots[1]}"
+        assert args == f"-s -x -- {roots[0]} {roots[1]}"  # -x: no other filesystem
         assert not gone(pid)
     assert gone(pid)
 

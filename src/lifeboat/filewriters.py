@@ -10,8 +10,10 @@ The writer is only used for a fresh target (empty when the restore began, so wha
 creates needs no record: a failed restore empties the target again). It opens each
 parent directory from the target's descriptor, one component at a time, never following
 a link, and creates each file exclusively under its name, never through a link: what it
-finds there (planted during the restore) it leaves, and names it in its reply, for the
-restore to replace the usual way. It stops at the first error and replies with it.
+finds there (planted during the restore), or a parent that is no longer a directory, it
+leaves, and names the file in its reply, for the restore to write the usual way. It stops
+at the first error and replies with it. It is started with ``-P`` from ``/``: nothing in
+the current directory can shadow a module it imports.
 
 Messages are ``marshal``-framed tuples of strings, bytes and integers between two
 processes of one restore: no pickle, and nothing else reads the pipe.
@@ -34,6 +36,7 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # as ta
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 HELD_DIRS = 64  # parent directories a writer keeps open (a batch is mostly one directory)
 IN_FLIGHT = 4  # batches sent to the writer and not yet answered
+READY = b"ready"  # the writer's first message: it started and imported what it needs
 
 # (parent directory, name, content, mode, uid or -1, gid or -1, mtime in ns)
 FileSpec = tuple[str, str, bytes, int, int, int, int]
@@ -88,6 +91,11 @@ class _Directories:
             os.close(self.held.popitem(last=False)[1])
         return fd
 
+    def forget(self, rel: str) -> None:
+        """Drops what is held of ``rel`` and below (it was replaced or removed)."""
+        for held in [h for h in self.held if h == rel or h.startswith(rel + "/")]:
+            os.close(self.held.pop(held))
+
 
 def _write_file(dir_fd: int, spec: FileSpec) -> bool:
     """Creates one file; False when something is already there (left as it is)."""
@@ -125,19 +133,29 @@ def _write_batch(dirs: _Directories, number: int, files: list[FileSpec]) -> Repl
     written, existing = 0, []
     for k, spec in enumerate(files):
         try:
-            if _write_file(dirs.get(spec[0]), spec):
+            dir_fd = dirs.get(spec[0])
+        except OSError:  # gone, or no longer a directory: the restore's own way decides
+            dirs.forget(spec[0])
+            existing.append(k)
+            continue
+        try:
+            if _write_file(dir_fd, spec):
                 written += 1
             else:
                 existing.append(k)
-        except OSError as exc:
+        except (OSError, ValueError, OverflowError) as exc:  # a NUL in a name, a uid past 2**32
+            errno = exc.errno if isinstance(exc, OSError) and exc.errno else 22
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f"{spec[0]}/{spec[1]}" if spec[0] else spec[1]
-            return number, written, existing, (exc.errno or 0, exc.strerror or str(exc), where)
+            return number, written, existing, (errno, reason, where)
     return number, written, existing, None
 
 
 def serve(root_fd: int, requests: IO[bytes], replies: IO[bytes]) -> None:
-    """Writes batches until the end of ``requests`` or the first error."""
+    """Says it is ready, then writes batches until the end of ``requests`` or the first error."""
     dirs = _Directories(root_fd)
+    replies.write(_frame(READY))
+    replies.flush()
     while (payload := _read_frame(requests)) is not None:
         number, files = marshal.loads(payload)
         reply = _write_batch(dirs, number, files)
@@ -164,11 +182,14 @@ class FileWriter:
     waits for every reply and raises it."""
 
     def __init__(self, root_fd: int) -> None:
+        """Starts the writer and waits until it is ready (OSError when it cannot start)."""
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "lifeboat.filewriters", str(root_fd)],
+            [sys.executable, "-P", "-m", "lifeboat.filewriters", str(root_fd)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # a crash is reported as one line, by the restore
             pass_fds=(root_fd,),
+            cwd="/",
         )
         self._window = threading.Semaphore(IN_FLIGHT)
         self._lock = threading.Lock()
@@ -176,8 +197,16 @@ class FileWriter:
         self._next = 0
         self._closing = False
         self.error: BaseException | None = None
-        self._replies = threading.Thread(target=self._read_replies, name="file-writer", daemon=True)
-        self._replies.start()
+        try:
+            assert self._child.stdout is not None
+            if _read_frame(self._child.stdout) != READY:
+                raise OSError(32, "the file writer did not start")
+            self._replies = threading.Thread(target=self._read_replies, name="file-writer", daemon=True)
+            self._replies.start()
+        except BaseException:
+            self._child.kill()
+            self._child.wait()
+            raise
 
     def send(
         self, specs: list[FileSpec], done: Callable[[int, list[int]], None], failed: threading.Event
@@ -192,8 +221,10 @@ class FileWriter:
             self._sent[number] = _Sent(done, failed)
         stdin = self._child.stdin
         assert stdin is not None
+        payload = marshal.dumps((number, specs))
         try:
-            stdin.write(_frame(marshal.dumps((number, specs))))
+            stdin.write(len(payload).to_bytes(8, "little"))  # not joined: a batch is megabytes
+            stdin.write(payload)
             stdin.flush()
         except OSError:  # the writer ended: its reply says why, or it died
             self._replies.join()
@@ -209,45 +240,61 @@ class FileWriter:
             raise self.error
 
     def close(self, kill: bool = False) -> None:
-        """Ends the writer (at once with ``kill``) and waits for it: none outlives the restore."""
+        """Ends the writer (at once with ``kill``) and waits for it: none outlives the
+        restore, even when the wait itself is interrupted."""
         with self._lock:
             self._closing = True
         if kill:
             self._child.kill()
         try:
-            if self._child.stdin is not None:
-                self._child.stdin.close()
-        except OSError:
-            pass
-        self._child.wait()
-        self._replies.join()
-        if self._child.stdout is not None:
-            self._child.stdout.close()
+            try:
+                if self._child.stdin is not None:
+                    self._child.stdin.close()
+            except OSError:
+                pass
+            self._child.wait()
+        except BaseException:  # Ctrl-C during the wait
+            self._child.kill()
+            self._child.wait()
+            raise
+        finally:
+            self._replies.join()
+            if self._child.stdout is not None:
+                self._child.stdout.close()
 
     def _read_replies(self) -> None:
+        try:
+            while self._read_reply():
+                pass
+        except BaseException as exc:  # a garbled reply: fail everything waiting, never hang
+            self._fail(exc)
+
+    def _read_reply(self) -> bool:
+        """Handles one reply; False once the writer is done or failed."""
         stdout = self._child.stdout
         assert stdout is not None
-        while True:
-            payload = _read_frame(stdout)
-            if payload is None:
-                with self._lock:
-                    expected = self._closing and not self._sent
-                if not expected:
-                    self._fail(OSError(32, "the file writer ended"))
-                return
-            number, written, existing, error = marshal.loads(payload)
+        payload = _read_frame(stdout)
+        if payload is None:
             with self._lock:
-                sent = self._sent.pop(number)
-            try:
-                sent.done(written, existing)
-                if error is not None:
-                    raise OSError(error[0], error[1], error[2])
-            except BaseException as exc:
-                sent.failed.set()
-                self._fail(exc)
-                self._window.release()
-                return
-            self._window.release()
+                expected = self._closing and not self._sent
+            if not expected:
+                self._fail(OSError(32, "the file writer ended"))
+            return False
+        number, written, existing, error = marshal.loads(payload)
+        with self._lock:
+            sent = self._sent.pop(number)
+        failure: BaseException | None = None
+        try:
+            sent.done(written, existing)
+        except BaseException as exc:
+            failure = exc
+        if error is not None:  # the writer's own error first: it is why the batch stopped
+            failure = OSError(error[0], error[1], error[2])
+        if failure is not None:
+            sent.failed.set()
+            self._fail(failure)
+        self._window.release()
+        return failure is None
 
     def _fail(self, error: BaseException) -> None:
         with self._lock:

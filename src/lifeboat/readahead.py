@@ -26,6 +26,9 @@ def will_need(path: str) -> None:
         os.close(fd)
 
 
+DU_WAIT = 10.0  # seconds a killed du may take to go
+
+
 @contextmanager
 def metadata_read_ahead(roots: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
     """Has the kernel read the inodes under ``roots`` while the block runs, by a `du` beside
@@ -40,7 +43,8 @@ def metadata_read_ahead(roots: Sequence[str | os.PathLike[str]]) -> Iterator[Non
     if du is not None and roots:
         try:
             child = subprocess.Popen(
-                [du, "-s", "--", *(os.fspath(root) for root in roots)],
+                # -x: not into other filesystems, where a hung mount could hold it past a kill
+                [du, "-s", "-x", "--", *(os.fspath(root) for root in roots)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -52,4 +56,7 @@ def metadata_read_ahead(roots: Sequence[str | os.PathLike[str]]) -> Iterator[Non
     finally:
         if child is not None:
             child.kill()
-            child.wait()
+            try:
+                child.wait(timeout=DU_WAIT)
+            except subprocess.TimeoutExpired:
+                pass  # stuck in the kernel (a hung mount): killed, reaped once it returns

@@ -1,9 +1,8 @@
 """The writer process that creates a restore's small files (lifeboat/filewriters.py): the
 files come back byte for byte with their modes, owners and times; what is planted in the
 target during the restore is replaced, never written through; a directory swapped for a
-link stops the restore with nothing written outside; a full disk fails the restore in one
-line and empties the target again, a writer that dies fails it in one line; no writer
-outlives a restore.
+link is never entered; a full disk fails the restore in one line and empties the target
+again, a writer that dies fails it in one line; no writer outlives a restore.
 Real files and processes, as root (owners)."""
 
 from __future__ import annotations
@@ -143,31 +142,35 @@ def test_what_is_planted_during_the_restore_is_replaced_never_written_through(
     assert manifest(outside) == before
 
 
-def test_a_directory_swapped_for_a_link_stops_the_restore_with_nothing_written_outside(
+def test_a_directory_swapped_for_a_link_is_never_written_through(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The writer opens each parent from the target's descriptor without following links:
+    a directory swapped for a link to outside is not entered, and its files are handed back
+    to the restore, which writes them through the directory it made (moved, still inside)."""
     src = make_tree(tmp_path / "src")
     info = backup_paths(repo, "config", [src])
     outside = tmp_path / "outside"
     make_sentinel(outside)
     before = manifest(outside)
     target = tmp_path / "target"
-    target.mkdir()
+    swapped: list[Path] = []
 
     def swap(number: int, batch: list[Any]) -> None:
         if number == 0:
             parent = (target / batch[0].path).parent
             parent.rename(parent.with_name(parent.name + ".moved"))
             parent.symlink_to(outside)
+            swapped.append(parent)
 
     before_each_batch(monkeypatch, swap)
-    # O_NOFOLLOW with O_DIRECTORY: a link is "not a directory" (ELOOP on some systems)
-    refused = r"^cannot write into .* \(src/d\d/.*\): (Not a directory|Too many levels of symbolic links)$"
-    with pytest.raises(RestoreError, match=refused):
-        restore_snapshot(repo, info, target)
+    stats = restore_snapshot(repo, info, target)
 
     assert manifest(outside) == before  # nothing written through the link
-    assert writer_processes() == []
+    assert stats.files == FILES and writers
+    moved = swapped[0].with_name(swapped[0].name + ".moved")
+    originals = sorted(p.name for p in (src / swapped[0].relative_to(target / "src")).iterdir())
+    assert sorted(p.name for p in moved.iterdir()) == originals
 
 
 def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
@@ -252,3 +255,36 @@ def test_a_tampered_chunk_is_named_on_the_writer_path(
 def no_writer_left() -> Iterator[None]:
     yield
     assert writer_processes() == []
+
+
+def test_a_module_planted_in_the_current_directory_is_never_imported(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root restoring from a directory other users can write to (/tmp, a shared target): a
+    planted module named like one the writer imports must not run in it."""
+    src = make_tree(tmp_path / "src")
+    info = backup_paths(repo, "config", [src])
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    ran = tmp_path / "planted-module-ran"
+    for module in ("dataclasses", "subprocess", "threading", "typing", "lifeboat"):
+        (shared / f"{module}.py").write_text(f"open({str(ran)!r}, 'w').write('{module}')\n")
+    monkeypatch.chdir(shared)
+
+    restore_snapshot(repo, info, tmp_path / "target")
+
+    assert writers and not ran.exists()
+    assert manifest(tmp_path / "target" / "src") == manifest(src)
+
+
+def test_a_writer_that_cannot_start_leaves_the_files_to_the_restore(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path / "src")
+    info = backup_paths(repo, "config", [src])
+    monkeypatch.setattr("sys.executable", "/bin/false")  # starts, and exits at once
+
+    restore_snapshot(repo, info, tmp_path / "target")
+
+    assert writers == []  # it never became ready
+    assert manifest(tmp_path / "target" / "src") == manifest(src)

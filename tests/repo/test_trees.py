@@ -245,6 +245,32 @@ def test_a_parent_entry_this_version_cannot_read_is_read_again_not_copied(repo, 
     assert restored(target / "src") == files
 
 
+def test_a_parent_entry_with_null_meta_is_taken_once(repo, tmp_path):
+    """A stored ``"meta": null`` is an entry a restore reads (no metadata): the unchanged
+    file is taken from the parent, once, not put into the tree and then read again."""
+    src = tmp_path / "src"
+    files = make_source(src)
+    first = backup_paths(repo, "tree", [src])
+    cache = repo.parent_cache("tree")
+    assert cache is not None
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(cache.path.read_bytes())
+    lines = [cache.verified(line, STREAM_FORM) for line in raw.split(b"\n")[1:] if line]
+    rewritten = [raw.split(b"\n")[0]] + [
+        cache.line(line.replace(b'"type":"file"', b'"type":"file","meta":null'), STREAM_FORM)
+        for line in lines
+        if line is not None
+    ]
+    cache.path.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(rewritten)))
+
+    again = backup_paths(repo, "tree", [src])
+    assert again.stats.reused_files == first.stats.files == again.stats.files
+    paths = [e.path for e in repo.reader(again).iter_entries()]
+    assert len(paths) == len(set(paths))
+    target = tmp_path / "restored"
+    restore_snapshot(repo, again, target)
+    assert restored(target / "src") == files
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

@@ -111,9 +111,9 @@ class WalkFeeder(ABC, Generic[W, P]):
         parent's entry goes into the tree as stored, not encoded again (its metadata, if
         any, is the parent's: the file is the one it describes)."""
         if not self.slots:
-            meta = self.session.put_unchanged(name, identity, parent)
-            self.with_meta += bool(meta)
-            return meta is not None
+            with_meta = self.session.put_unchanged(name, identity, parent)
+            self.with_meta += bool(with_meta)
+            return with_meta is not None
         cached = decoded_entry(parent)
         entry = self.session.take_parent(name, cached) if cached is not None else None
         if entry is None:

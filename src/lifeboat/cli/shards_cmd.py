@@ -119,7 +119,7 @@ def sharded_backup(
 def _run_local_workers(config: Path, asset: str, run: str, shards: int) -> None:
     """N processes of `lifeboat backup ASSET --run RUN`, each told its shard the way
     Kubernetes tells a pod of an Indexed Job; a failed one is named with its error."""
-    command = [sys.executable, "-m", "lifeboat", "--config", str(config), *worker_args(asset, run)]
+    command = [sys.executable, "-P", "-m", "lifeboat", "--config", str(config), *worker_args(asset, run)]
     with tempfile.TemporaryDirectory(prefix="lifeboat-shards-") as tmp:
         procs = []
         for i in range(shards):
@@ -228,7 +228,7 @@ def sharded_restore(
 
 
 def _run_restore_workers(config: Path, args: list[str], shards: int) -> list[dict[str, Any]]:
-    base = [sys.executable, "-m", "lifeboat", "--config", str(config), *args]
+    base = [sys.executable, "-P", "-m", "lifeboat", "--config", str(config), *args]
     with tempfile.TemporaryDirectory(prefix="lifeboat-restore-") as tmp:
         procs = []
         for i in range(shards):

@@ -328,11 +328,11 @@ class BackupSession:
         ``read_file``."""
         return self._parent_stream.lookup(path, identity)
 
-    def put_unchanged(self, path: str, identity: str, encoded: bytes) -> dict[str, Any] | None:
+    def put_unchanged(self, path: str, identity: str, encoded: bytes) -> bool | None:
         """Puts the parent's entry of an unchanged file (``parent_encoded``, the caller has
         just seen the file on disk) into the streamed tree as it is stored, if all its
-        chunks are still stored, and returns its metadata (the parent's); None if the file
-        must be read. Like ``put``: in walk order."""
+        chunks are still stored, and returns whether it carries metadata (the parent's); None
+        if the file must be read. Like ``put``: in walk order."""
         if self._stream is None:
             raise LifeboatError("put_unchanged needs a streamed tree (stream_tree)")
         # checked as a restore will decode it: an entry this version cannot read (a newer
@@ -354,7 +354,7 @@ class BackupSession:
         if self._lock_chunks is not None:
             for chunk in chunks:
                 self._lock_chunks.add(chunk)
-        return meta
+        return bool(meta)  # never None once put: a stored "meta": null is no metadata
 
     def put(self, entry: Entry, identity: str | None = None) -> None:
         """The next entry of a streamed tree, in walk order (not thread-safe: one caller)."""

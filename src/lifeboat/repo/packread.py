@@ -291,7 +291,6 @@ class PackRanges:
             future = self._held.get(n)
             if future is None:
                 future = self._fetch(n)
-        served = 0
         out: list[bytes] = []
         try:
             try:
@@ -305,7 +304,6 @@ class PackRanges:
             except (IntegrityError, StorageError) as exc:  # the range, or its header, is not there
                 opened = [exc] * len(blob_ids)
             for blob_id, result in zip(blob_ids, opened, strict=True):
-                served += 1
                 if isinstance(result, bytes):
                     out.append(result)
                     continue
@@ -316,7 +314,7 @@ class PackRanges:
             return out
         finally:
             with self._lock:
-                span.uses -= served
+                span.uses -= len(blob_ids)  # as get() would have, once a blob, served or not
                 failed = future.done() and not future.cancelled() and future.exception() is not None
                 if failed and self._held.get(n) is future:
                     del self._held[n]  # a retry reads the range again rather than the error

@@ -40,6 +40,7 @@ PREFETCH = 8
 OPEN_FILES = 256  # files a restore holds open at once while it writes them in pack order
 BATCH_FILES = 64  # files of one chunk one worker task writes (a task per file costs more)
 WRITER_BATCH_FILES = 512  # ... one message to the writer process carries (filewriters.py)
+WRITER_BATCH_BYTES = 4 << 20  # ... and its bytes at most (four in flight, one being built)
 # Files a restore plans in pack order at once: the plan holds a few hundred bytes per chunk,
 # so a bounded batch keeps a restore's memory flat in the number of files; a batch is many
 # packs' worth of small files, so the packs are still read whole, in order.
@@ -459,7 +460,7 @@ class _ChunkWriter:
                     for entry in files:
                         if not entry.chunks:
                             self._start(entry, direct=True)  # an empty file is done at once
-                    for work in self._work(files, tasks, WRITER_BATCH_FILES if out else BATCH_FILES):
+                    for work in self._work(files, tasks, writer=out is not None):
                         if failed.is_set():
                             break
                         window.acquire()
@@ -538,15 +539,19 @@ class _ChunkWriter:
     def _written(self, sent: list[tuple[Entry, bytes]], written: int, existing: list[int]) -> None:
         """The writer's reply: what it found already in place (planted during the restore)
         is replaced here, the usual way."""
-        for k in existing:
-            self._write_data(*sent[k])
-        files = written + len(existing)
-        size = sum(len(data) for _, data in sent[:files])
-        self.progress.advance(size)
-        with self._lock:
-            self.stats.files += files
-            self.stats.verified += files
-            self.stats.bytes += size
+        replaced = set(existing)
+        done = [k for k in range(written + len(existing)) if k not in replaced]
+        try:
+            for k in existing:
+                self._write_data(*sent[k])
+                done.append(k)
+        finally:  # what was made counts, even when a replacement here failed
+            size = sum(len(sent[k][1]) for k in done)
+            self.progress.advance(size)
+            with self._lock:
+                self.stats.files += len(done)
+                self.stats.verified += len(done)
+                self.stats.bytes += size
 
     def _small_files_data(self, entries: list[Entry]) -> list[bytes]:
         """``_small_file_data`` of each, read together (PackRanges.get_many)."""
@@ -596,18 +601,29 @@ class _ChunkWriter:
             self.tree.release(parent)
 
     def _work(
-        self, files: list[Entry], tasks: list[tuple[int, int]], batch_files: int
+        self, files: list[Entry], tasks: list[tuple[int, int]], writer: bool = False
     ) -> Iterator[list[Entry] | tuple[_OpenFile, str, int, int]]:
         """The tasks in the planned order: runs of files of one chunk as batches, every other
         chunk as (file, chunk id, offset, length); a file of several chunks is opened at its
-        first and closed by whichever worker writes its last."""
+        first and closed by whichever worker writes its last. For the ``writer`` process,
+        small files go in batches of their own, up to ``WRITER_BATCH_FILES`` files and
+        ``WRITER_BATCH_BYTES``; larger files of one chunk keep the workers' batches."""
         handles: dict[int, tuple[_OpenFile, list[int]]] = {}  # file -> (handle, [chunks left])
         batch: list[Entry] = []
+        small: list[Entry] = []  # for the writer
+        small_bytes = 0
         for f, i in tasks:
             entry = files[f]
             if len(entry.chunks) == 1:
+                if writer and entry.size < SMALL_FILE:
+                    small.append(entry)
+                    small_bytes += entry.size
+                    if len(small) == WRITER_BATCH_FILES or small_bytes >= WRITER_BATCH_BYTES:
+                        yield small
+                        small, small_bytes = [], 0
+                    continue
                 batch.append(entry)
-                if len(batch) == batch_files:
+                if len(batch) == BATCH_FILES:
                     yield batch
                     batch = []
                 continue
@@ -625,6 +641,8 @@ class _ChunkWriter:
                 del handles[f]
         if batch:
             yield batch
+        if small:
+            yield small
 
     @staticmethod
     def _chunks_of(handle: _OpenFile) -> Iterator[tuple[_OpenFile, str, int, int]]:
@@ -772,12 +790,12 @@ def _small_file_writer(tree: TargetDir) -> Iterator[_WriterSlot | None]:
         yield None
         return
     slot = _WriterSlot(tree)
+    failed = True
     try:
         yield slot
-    except BaseException:
-        slot.close(kill=True)  # before a take_back: nothing may be created behind it
-        raise
-    slot.close(kill=False)
+        failed = False
+    finally:
+        slot.close(kill=failed)  # before a take_back: nothing may be created behind it
 
 
 def _unlink_quietly(dir_fd: int, name: str) -> None:

@@ -145,7 +145,7 @@ def check_policy(path: Path) -> str:
     """Run `lifeboat policy check` (online: live server settings, bucket, repository) as an
     operator would; the sandbox models a policy to copy, so it must pass its own checks."""
     proc = subprocess.run(
-        [sys.executable, "-m", "lifeboat", "--config", str(path), "policy", "check", "--json"],
+        [sys.executable, "-P", "-m", "lifeboat", "--config", str(path), "policy", "check", "--json"],
         capture_output=True,
         text=True,
         timeout=300,

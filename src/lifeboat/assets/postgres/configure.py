@@ -142,7 +142,18 @@ def probe_as_server_user(config: Path, asset: PostgresAsset) -> tuple[str, str |
     import sys
 
     user = server_user(asset)
-    cmd = [sys.executable, "-m", "lifeboat", "--config", str(config), "wal", "probe", "--asset", asset.name]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "lifeboat",
+        "--config",
+        str(config),
+        "wal",
+        "probe",
+        "--asset",
+        asset.name,
+    ]
     if os.geteuid() == 0 and user not in (None, "root"):
         cmd = ["runuser", "-u", str(user), "--", *cmd]
     else:
