@@ -92,12 +92,16 @@ class Index:
 
     def get_many(self, blob_ids: Sequence[str]) -> dict[str, BlobLocation]:
         """``get`` of each in one call: the blobs the index lists, by id."""
-        unpack, pack_ids = _LOCATION.unpack, self._pack_ids
+        unpack, pack_ids, new = _LOCATION.unpack, self._pack_ids, tuple.__new__
         found = {}
         for blob_id, packed in zip(blob_ids, self._blobs.get_many(blob_ids), strict=True):
             if packed is not None:
                 number, offset, length, raw_length, btype = unpack(packed)
-                found[blob_id] = BlobLocation(pack_ids[number], offset, length, raw_length, _TYPES[btype])
+                # tuple.__new__, not BlobLocation(...): the NamedTuple's own __new__ is a
+                # Python function, a tenth of the lookups' time for a million chunks
+                found[blob_id] = new(
+                    BlobLocation, (pack_ids[number], offset, length, raw_length, _TYPES[btype])
+                )
         return found
 
     def _pack_number(self, pack_id: str) -> int:

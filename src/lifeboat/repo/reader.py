@@ -540,7 +540,8 @@ class _ChunkWriter:
         """The writer's reply: what it found already in place (planted during the restore)
         is replaced here, the usual way."""
         replaced = set(existing)
-        done = [k for k in range(written + len(existing)) if k not in replaced]
+        processed = range(written + len(existing))
+        done = [k for k in processed if k not in replaced] if replaced else list(processed)
         try:
             for k in existing:
                 self._write_data(*sent[k])
