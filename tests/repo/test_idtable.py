@@ -271,3 +271,16 @@ def test_missing_counts_what_is_not_even_a_string_as_missing() -> None:
         None,
         "AB" * 16 + " " * 32,
     ]
+
+
+def test_a_reserved_table_holds_its_ids_without_doubling() -> None:
+    blob_ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(20_000)]
+    table = IdTable(4)
+    table.reserve(len(blob_ids))
+    buckets = len(table._table[1])
+    assert buckets * idtable._PER_BUCKET >= len(blob_ids)
+    table.setdefault_many((b, i.to_bytes(4, "big")) for i, b in enumerate(blob_ids))
+    assert len(table._table[1]) == buckets  # no doubling: every record stayed where it went
+    assert [table.get(b) for b in blob_ids] == [i.to_bytes(4, "big") for i in range(20_000)]
+    table.reserve(10 * len(blob_ids))  # a table that holds ids is not rebuilt
+    assert len(table._table[1]) == buckets and len(table) == 20_000

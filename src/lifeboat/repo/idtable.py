@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 ID_SIZE = 32
 _START_BUCKETS = 256
 _PER_BUCKET = 32  # records a bucket averages before the buckets double (a lookup scans ~2 KB)
+_MAX_RESERVED_BUCKETS = 1 << 20  # reserve() stops here (~60 MB of empty buckets); growth goes on
 
 
 class IdTable:
@@ -45,6 +46,18 @@ class IdTable:
 
     def __len__(self) -> int:
         return self._count
+
+    def reserve(self, records: int) -> None:
+        """Buckets for about ``records`` ids from the start, while the table is empty: a
+        loaded index would otherwise double its buckets once per doubling of its size,
+        moving every record each time."""
+        with self._lock:
+            if self._count:
+                return
+            buckets = _START_BUCKETS
+            while buckets * _PER_BUCKET < records and buckets < _MAX_RESERVED_BUCKETS:
+                buckets *= 2
+            self._table = (buckets - 1, [bytearray() for _ in range(buckets)])
 
     def __contains__(self, blob_id: object) -> bool:
         # get() without copying the value out: an unchanged backup asks once per chunk

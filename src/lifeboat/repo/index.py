@@ -78,6 +78,10 @@ class Index:
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self._blobs
 
+    def reserve(self, blobs: int) -> None:
+        """Room for about ``blobs`` blobs before any is added (see IdTable.reserve)."""
+        self._blobs.reserve(blobs)
+
     def missing(self, blob_ids: Sequence[str]) -> Sequence[str]:
         """The ids of these the index does not list, in their order."""
         return self._blobs.missing(blob_ids)
@@ -490,6 +494,11 @@ def _fetched_in_order(
         yield done, future.result()
 
 
+# Stored bytes of an index file per blob it lists, about (a 32-byte random id each, the rest
+# compressed): 45 measured; a lower figure reserves a little more than the index needs.
+INDEX_BYTES_PER_BLOB = 40
+
+
 def load_index(
     storage: Storage, codec: MetadataCodec, cache: IndexCache, trust: Trust | None = None, workers: int = 8
 ) -> Index:
@@ -499,6 +508,7 @@ def load_index(
     index = Index()
     # by name, as S3 lists: which location of a blob is tried first must not depend on the driver
     files = sorted((obj.name, obj.size) for obj in storage.list("index/"))
+    index.reserve(sum(size for _, size in files) // INDEX_BYTES_PER_BLOB)
 
     def fetch(name: str) -> bytes | None:
         """The stored bytes, unless the cache holds the file (or it vanished: the decode
