@@ -39,3 +39,18 @@ def damage_trees_of(repo: Repository, first_packs: set[str], repo_dir: Path) -> 
     for i in range(16, index.tree_end(old_trees)):
         data[i] ^= 0xFF
     stored.write_bytes(bytes(data))
+
+
+def damage_chunk(repo: Repository, chunk_id: str, repo_dir: Path) -> str:
+    """Flips one byte in the middle of a chunk's stored envelope, in its pack under
+    ``repo_dir`` (a file:// repository); the pack's name, as errors give it."""
+    from lifeboat.repo.format import pack_name
+
+    victim = repo.index().get(chunk_id)
+    assert victim is not None
+    pack = repo_dir / pack_name(victim.pack)
+    raw = bytearray(pack.read_bytes())
+    raw[victim.offset + victim.length // 2] ^= 0xFF
+    pack.chmod(0o644)
+    pack.write_bytes(bytes(raw))
+    return pack_name(victim.pack)

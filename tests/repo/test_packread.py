@@ -4,7 +4,6 @@ and a chunk needed twice is not fetched twice."""
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 from collections.abc import Callable
@@ -17,12 +16,13 @@ from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.errors import IntegrityError
 from lifeboat.repo import Repository
 from lifeboat.repo import reader as reader_module
-from lifeboat.repo.format import BlobLocation, pack_name
+from lifeboat.repo.format import BlobLocation
 from lifeboat.repo.index import Index
 from lifeboat.repo.packread import PACK_HEADER_LEN, Span, plan_spans, span_numbers
 from lifeboat.repo.reader import _pack_order
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
+from tests.harness.packs import damage_chunk
 
 
 class CountingStorage:
@@ -121,20 +121,12 @@ def test_tampered_pack_is_named_on_the_coalesced_path(tmp_path: Path) -> None:
     repo = Repository.open(storage, recovery_key=recovery)
     info = backup_paths(repo, "tree", [src])
     entry = next(e for e in repo.reader(info).entries() if e.path.endswith("big/03.bin"))
-    victim = repo.index().get(entry.chunks[1])
-    assert victim is not None
-    pack = tmp_path / "repo" / pack_name(victim.pack)
-    raw = bytearray(pack.read_bytes())
-    raw[victim.offset + victim.length // 2] ^= 0xFF
-    os.chmod(pack, 0o644)
-    pack.write_bytes(bytes(raw))
+    damaged = damage_chunk(repo, entry.chunks[1], tmp_path / "repo")
 
     fresh = Repository.open(open_storage(f"file://{tmp_path / 'repo'}"), recovery_key=recovery)
     with pytest.raises(IntegrityError) as caught:
         restore_snapshot(fresh, info, tmp_path / "restored")
-    assert str(caught.value) == (
-        f"chunk {entry.chunks[1][:16]} in {pack_name(victim.pack)}: failed authentication"
-    )
+    assert str(caught.value) == f"chunk {entry.chunks[1][:16]} in {damaged}: failed authentication"
 
 
 def test_open_files_stay_bounded_and_deferred_files_restore_exactly(

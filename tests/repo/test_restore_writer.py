@@ -19,10 +19,10 @@ import pytest
 from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.filewriters import FileWriter
-from lifeboat.repo import Repository, reader
-from lifeboat.repo.format import pack_name
+from lifeboat.repo import Repository, SnapshotInfo, reader
 from lifeboat.storage import open_storage
 from tests.attacks.test_restore_escape import make_sentinel, manifest
+from tests.harness.packs import damage_chunk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners and mounts need root")
 
@@ -49,6 +49,12 @@ def make_tree(root: Path, files: int = FILES) -> Path:
             os.chmod(path, (0o600, 0o640, 0o755, 0o4755)[i % 4])  # a chown clears setuid
         os.utime(path, ns=(1_600_000_000_000_000_000 + i, 1_600_000_000_000_000_000 + i))
     return root
+
+
+def backed_up(repo: Repository, tmp_path: Path, files: int = FILES) -> tuple[Path, SnapshotInfo]:
+    """A tree of ``files`` small files under tmp_path/src and its snapshot."""
+    src = make_tree(tmp_path / "src", files)
+    return src, backup_paths(repo, "config", [src])
 
 
 class Recorded(FileWriter):
@@ -97,8 +103,7 @@ def before_each_batch(monkeypatch: pytest.MonkeyPatch, hook: Callable[[int, list
 def test_many_small_files_come_back_with_their_bytes_modes_owners_and_times(
     repo: Repository, tmp_path: Path, writers: list[Recorded]
 ) -> None:
-    src = make_tree(tmp_path / "src")
-    info = backup_paths(repo, "config", [src])
+    src, info = backed_up(repo, tmp_path)
     target = tmp_path / "target"
 
     stats = restore_snapshot(repo, info, target)
@@ -112,8 +117,7 @@ def test_many_small_files_come_back_with_their_bytes_modes_owners_and_times(
 def test_a_few_files_are_written_in_process(
     repo: Repository, tmp_path: Path, writers: list[Recorded]
 ) -> None:
-    src = make_tree(tmp_path / "src", files=20)
-    info = backup_paths(repo, "config", [src])
+    src, info = backed_up(repo, tmp_path, files=20)
     restore_snapshot(repo, info, tmp_path / "target")
     assert writers == []  # a process costs more to start than twenty files
     assert manifest(tmp_path / "target" / "src") == manifest(src)
@@ -122,8 +126,7 @@ def test_a_few_files_are_written_in_process(
 def test_what_is_planted_during_the_restore_is_replaced_never_written_through(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = make_tree(tmp_path / "src")
-    info = backup_paths(repo, "config", [src])
+    src, info = backed_up(repo, tmp_path)
     outside = tmp_path / "outside"
     make_sentinel(outside)
     before = manifest(outside)
@@ -148,8 +151,7 @@ def test_a_directory_swapped_for_a_link_is_never_written_through(
     """The writer opens each parent from the target's descriptor without following links:
     a directory swapped for a link to outside is not entered, and its files are handed back
     to the restore, which writes them through the directory it made (moved, still inside)."""
-    src = make_tree(tmp_path / "src")
-    info = backup_paths(repo, "config", [src])
+    src, info = backed_up(repo, tmp_path)
     outside = tmp_path / "outside"
     make_sentinel(outside)
     before = manifest(outside)
@@ -176,8 +178,7 @@ def test_a_directory_swapped_for_a_link_is_never_written_through(
 def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = make_tree(tmp_path / "src")
-    info = backup_paths(repo, "config", [src])
+    _src, info = backed_up(repo, tmp_path)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     mounted = subprocess.run(
@@ -212,8 +213,7 @@ def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
 def test_a_writer_that_dies_fails_the_restore_in_one_line(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = make_tree(tmp_path / "src")
-    info = backup_paths(repo, "config", [src])
+    _src, info = backed_up(repo, tmp_path)
     target = tmp_path / "target"
 
     def kill(number: int, batch: list[Any]) -> None:
@@ -230,24 +230,13 @@ def test_a_writer_that_dies_fails_the_restore_in_one_line(
 def test_a_tampered_chunk_is_named_on_the_writer_path(
     repo: Repository, tmp_path: Path, writers: list[Recorded]
 ) -> None:
-    src = make_tree(tmp_path / "src")
-    info = backup_paths(repo, "config", [src])
+    _src, info = backed_up(repo, tmp_path)
     entry = next(e for e in repo.reader(info).entries() if e.path.endswith("f0300"))
-    victim = repo.index().get(entry.chunks[0])
-    assert victim is not None
-    pack = tmp_path / "repo" / pack_name(victim.pack)
-    raw = bytearray(pack.read_bytes())
-    raw[victim.offset + victim.length // 2] ^= 0xFF
-    os.chmod(pack, 0o644)
-    pack.write_bytes(bytes(raw))
-    target = tmp_path / "target"
+    damaged = damage_chunk(repo, entry.chunks[0], tmp_path / "repo")
 
     with pytest.raises(IntegrityError) as caught:
-        restore_snapshot(repo, info, target)
-    assert (
-        str(caught.value)
-        == f"chunk {entry.chunks[0][:16]} in {pack_name(victim.pack)}: failed authentication"
-    )
+        restore_snapshot(repo, info, tmp_path / "target")
+    assert str(caught.value) == f"chunk {entry.chunks[0][:16]} in {damaged}: failed authentication"
     assert writers and writer_processes() == []
 
 
@@ -262,8 +251,7 @@ def test_a_module_planted_in_the_current_directory_is_never_imported(
 ) -> None:
     """Root restoring from a directory other users can write to (/tmp, a shared target): a
     planted module named like one the writer imports must not run in it."""
-    src = make_tree(tmp_path / "src")
-    info = backup_paths(repo, "config", [src])
+    src, info = backed_up(repo, tmp_path)
     shared = tmp_path / "shared"
     shared.mkdir()
     ran = tmp_path / "planted-module-ran"
@@ -280,8 +268,7 @@ def test_a_module_planted_in_the_current_directory_is_never_imported(
 def test_a_writer_that_cannot_start_leaves_the_files_to_the_restore(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = make_tree(tmp_path / "src")
-    info = backup_paths(repo, "config", [src])
+    src, info = backed_up(repo, tmp_path)
     monkeypatch.setattr("sys.executable", "/bin/false")  # starts, and exits at once
 
     restore_snapshot(repo, info, tmp_path / "target")

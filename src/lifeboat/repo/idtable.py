@@ -73,12 +73,7 @@ class IdTable:
     def missing(self, blob_ids: Sequence[str]) -> Sequence[str]:
         """The ids the table does not hold, in their order: ``in`` for a file's chunks in
         one call (an unchanged backup asks for every file's)."""
-        moves = self._moves
-        found = self._missing(blob_ids)
-        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
-            with self._lock:
-                found = self._missing(blob_ids)
-        return found
+        return [b for b, value in zip(blob_ids, self.get_many(blob_ids), strict=True) if value is None]
 
     def get_many(self, blob_ids: Sequence[str]) -> list[bytes | None]:
         """``get`` of each, in one call (a restore looks up every chunk it plans)."""
@@ -90,7 +85,7 @@ class IdTable:
         return found
 
     def _values(self, blob_ids: Sequence[str]) -> list[bytes | None]:
-        # _locate inlined, as in _missing
+        # _locate inlined: a call per id cost as much as the lookup
         size = self._record
         mask, buckets = self._table
         values: list[bytes | None] = []
@@ -108,27 +103,6 @@ class IdTable:
                 pos = bucket.find(raw, pos + 1)
             values.append(bytes(bucket[pos + ID_SIZE : pos + size]) if pos >= 0 else None)
         return values
-
-    def _missing(self, blob_ids: Sequence[str]) -> list[str]:
-        # _locate inlined: a call per id cost as much as the lookup
-        size = self._record
-        mask, buckets = self._table
-        missing = []
-        for blob_id in blob_ids:
-            try:
-                raw = bytes.fromhex(blob_id) if len(blob_id) == 2 * ID_SIZE else b""
-            except (TypeError, ValueError):  # not a str, not hex
-                raw = b""
-            if len(raw) != ID_SIZE:  # not a blob id (fromhex skips spaces)
-                missing.append(blob_id)
-                continue
-            bucket = buckets[hash(raw) & mask]
-            pos = bucket.find(raw)
-            while pos > 0 and pos % size:  # matched across two records: look on
-                pos = bucket.find(raw, pos + 1)
-            if pos < 0:
-                missing.append(blob_id)
-        return missing
 
     def get(self, blob_id: str) -> bytes | None:
         """The id's value (b"" in a set), or None when the table does not hold it."""

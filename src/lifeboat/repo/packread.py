@@ -55,26 +55,10 @@ def open_blob(
 ) -> bytes:
     """A blob's plaintext from its pack header and envelope, authenticated, bounded and
     checked against its id; every failure names the chunk and its pack."""
-    where = f"chunk {blob_id[:16]} in {pack_name(loc.pack)}"
-    wrapped = b""
-    try:
-        check_blob_entry((blob_id, loc.type, loc.offset, loc.length, loc.raw_length))
-        wrapped = header()
-        cipher = keyring.pack_cipher(wrapped)
-        sealed = envelope()
-        if len(sealed) != loc.length:
-            raise IntegrityError("the pack is shorter than the index says")
-        try:
-            payload = cipher.open(sealed, bytes.fromhex(blob_id))
-        except IntegrityError:
-            raise IntegrityError("failed authentication") from None
-        data = decode_payload(payload, loc.raw_length)
-    except IntegrityError as exc:
-        message = str(exc)
-        raise IntegrityError(message if message.startswith(where) else f"{where}: {message}") from None
-    if not keyring.blob_matches(wrapped, data, blob_id):
-        raise IntegrityError(f"{where} does not match its id")
-    return data
+    [opened] = open_blobs(keyring, [(blob_id, loc)], header, lambda _: envelope())
+    if isinstance(opened, IntegrityError):
+        raise opened
+    return opened
 
 
 def open_blobs(
