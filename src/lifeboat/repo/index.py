@@ -312,9 +312,12 @@ class DecodedIndex:
         }
 
     @classmethod
-    def from_json(cls, data: object) -> DecodedIndex | None:
-        """From the cached form (None when unusable)."""
-        if not isinstance(data, dict) or not valid_packs(data.get("packs")):
+    def from_json(cls, data: object, *, checked: bool = False) -> DecodedIndex | None:
+        """From the cached form (None when unusable). ``checked``: its pack entries passed
+        ``valid_packs`` when they were decoded and are tagged as such (``IndexCache``)."""
+        if not isinstance(data, dict) or not isinstance(data.get("packs"), list):
+            return None
+        if not checked and not valid_packs(data["packs"]):
             return None
         check = SignatureCheck.from_json(data.get("check"))
         try:
@@ -383,9 +386,19 @@ def valid_packs(packs: object) -> bool:
     return True
 
 
+# The label cached index entries are tagged under: the checks ``decode_index`` made on them
+CACHE_FORM = "index-checked-1:"
+
+
 class IndexCache:
     """Index files are immutable, so a local copy never goes stale (restic's cache idea).
-    It keeps the decoded entries with the signature check; the registry is applied afresh."""
+    It keeps the decoded entries with the signature check; the registry is applied afresh.
+
+    Only entries ``decode_index`` accepted are cached, and the tag (a key only key holders
+    derive) covers them under ``CACHE_FORM``: a copy whose tag holds is one this version
+    checked, and is not checked again (the column checks were a third of loading a
+    million-blob index). A version that checks more changes ``CACHE_FORM``, and copies
+    tagged before are read from the repository and checked once more."""
 
     def __init__(self, directory: Path | None, seal: CacheSeal) -> None:
         self.directory = directory
@@ -397,11 +410,11 @@ class IndexCache:
             return None
         path = self.directory / name.replace("/", "_")
         try:
-            raw = self.seal.open(name, path.read_bytes())
+            raw = self.seal.open(CACHE_FORM + name, path.read_bytes())
             data = orjson.loads(raw) if raw is not None else None
         except (OSError, ValueError):
             return None
-        return DecodedIndex.from_json(data) if data is not None else None
+        return DecodedIndex.from_json(data, checked=True) if data is not None else None
 
     def holds(self, name: str) -> bool:
         """Whether a copy is kept (``get`` still checks it)."""
@@ -413,7 +426,7 @@ class IndexCache:
             return
         try:
             private_dir(self.directory)
-            data = self.seal.seal(name, orjson.dumps(decoded.to_json()))
+            data = self.seal.seal(CACHE_FORM + name, orjson.dumps(decoded.to_json()))
             write_private(self.directory / name.replace("/", "_"), data)
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             pass  # the cache is an optimisation; the repository is the truth
