@@ -81,11 +81,16 @@ class _Directories:
         if any(part in ("", ".", "..") for part in parts):
             raise OSError(22, "not a relative path inside the target", rel)
         fd = self.root_fd
-        for part in parts:
-            opened = os.open(part, DIR_FLAGS, dir_fd=fd)
-            if fd != self.root_fd:
+        try:
+            for part in parts:
+                opened = os.open(part, DIR_FLAGS, dir_fd=fd)
+                if fd != self.root_fd:
+                    os.close(fd)
+                fd = opened
+        except OSError:
+            if fd != self.root_fd:  # the parents opened on the way: not kept, not leaked
                 os.close(fd)
-            fd = opened
+            raise
         self.held[rel] = fd
         while len(self.held) > HELD_DIRS:
             os.close(self.held.popitem(last=False)[1])
