@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # as targetdir.DIR_FLAGS
-FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, apply_file_metadata, write_all
+
 HELD_DIRS = 64  # parent directories a writer keeps open (a batch is mostly one directory)
 IN_FLIGHT = 4  # batches sent to the writer and not yet answered
 READY = b"ready"  # the writer's first message: it started and imported what it needs
@@ -108,21 +108,13 @@ def _write_file(dir_fd: int, spec: FileSpec) -> bool:
     if name in ("", ".", "..") or "/" in name:
         raise OSError(22, "not a file name", name)
     try:
-        fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=dir_fd)
+        fd = os.open(name, TEMP_FLAGS, 0o600, dir_fd=dir_fd)
     except FileExistsError:
         return False
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if uid >= 0:
-                try:  # before the chmod: a chown clears setuid/setgid
-                    os.fchown(fd, uid, gid)
-                except OSError:
-                    pass  # the user may not exist on this host; contents matter more
-            os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            write_all(fd, data)
+            apply_file_metadata(fd, mode, uid, gid, mtime_ns)
         finally:
             os.close(fd)
     except BaseException:

@@ -30,6 +30,24 @@ IDLE_FDS = max(64, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 8)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to the descriptor (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def apply_file_metadata(fd: int, mode: int, uid: int, gid: int, mtime_ns: int) -> None:
+    """Owner (``uid`` -1: left as it is), mode and times, through the file's descriptor."""
+    if uid >= 0:
+        try:  # before the chmod: a chown clears setuid/setgid
+            os.fchown(fd, uid, gid)
+        except OSError:
+            pass  # the user may not exist on this host; contents matter more
+    os.fchmod(fd, mode)
+    os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
 def split_parent(rel: str) -> tuple[str, str]:
     """("a/b", "c") for "a/b/c"; ("", "c") for "c"."""
     parent, _, name = rel.rpartition("/")

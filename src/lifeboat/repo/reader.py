@@ -26,11 +26,13 @@ from lifeboat.targetdir import (
     DISK_FULL,
     TEMP_FLAGS,
     TargetDir,
+    apply_file_metadata,
     free_space,
     readable_size,
     refuse_short_space,
     rounded,
     split_parent,
+    write_all,
 )
 
 if TYPE_CHECKING:
@@ -361,14 +363,14 @@ class _Metadata:
         mode = self.mode_of(entry) if self.mode_of is not None else entry.mode
         return mode & self.mask
 
+    def owner(self, entry: Entry) -> tuple[int, int]:
+        """(uid, gid) to give the restored file; -1 for what is left as it is."""
+        if not self.chown or entry.uid is None:
+            return -1, -1
+        return entry.uid, entry.gid if entry.gid is not None else -1
+
     def apply_fd(self, fd: int, entry: Entry) -> None:
-        if self.chown and entry.uid is not None:
-            try:  # before the chmod: a chown clears setuid/setgid
-                os.fchown(fd, entry.uid, entry.gid if entry.gid is not None else -1)
-            except OSError:
-                pass  # the user may not exist on this host; contents matter more
-        os.fchmod(fd, self.mode(entry))
-        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        apply_file_metadata(fd, self.mode(entry), *self.owner(entry), entry.mtime_ns)
 
     def apply_link(self, parent_fd: int, name: str, entry: Entry) -> None:
         if self.chown and entry.uid is not None:
@@ -528,10 +530,7 @@ class _ChunkWriter:
                 self.tree.acquire(parent)  # made if missing: the writer never makes directories
                 self.tree.release(parent)
                 made = parent
-            owned = self.meta.chown and entry.uid is not None
-            uid = entry.uid if owned and entry.uid is not None else -1
-            gid = entry.gid if owned and entry.gid is not None else -1
-            specs.append((parent, name, data, self.meta.mode(entry), uid, gid, entry.mtime_ns))
+            specs.append((parent, name, data, self.meta.mode(entry), *self.meta.owner(entry), entry.mtime_ns))
             sent.append((entry, data))
         if specs:
             out.send(specs, partial(self._written, sent), failed)
@@ -585,9 +584,7 @@ class _ChunkWriter:
         try:
             try:
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, data)
                     self.meta.apply_fd(fd, entry)
                 finally:
                     os.close(fd)

@@ -21,6 +21,7 @@ from lifeboat.targetdir import (
     refuse_short_space,
     rounded,
     split_parent,
+    write_all,
 )
 
 NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -160,9 +161,7 @@ class DirWriter:
         try:
             for chunk in chunks:
                 size += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, chunk)
         except BaseException:
             os.close(fd)
             os.unlink(path, dir_fd=dir_fd)
