@@ -113,11 +113,11 @@ def decode_document(raw: bytes, what: str) -> list[Entry]:
 _ENTRY_KEYS = frozenset(Entry.__dataclass_fields__)
 
 
-def decode_file_entry(encoded: bytes, path: str) -> tuple[list[str], int, dict[str, Any]] | None:
+def decode_file_entry(encoded: bytes, path: str) -> tuple[list[str], int, Any] | None:
     """(chunks, size, meta) of one encoded entry when ``decode_document`` would accept it as
-    the regular file ``path`` with an integer size; None otherwise. An unchanged backup
-    asks once per file: building the Entry and checking its columns one file at a time cost
-    more than the walk's stat of the file."""
+    the regular file ``path`` with an integer size; None otherwise. ``meta`` is as stored
+    (any JSON: ``null`` too). An unchanged backup asks once per file: building the Entry
+    and checking its columns one file at a time cost more than the walk's stat of the file."""
     try:
         data = orjson.loads(encoded)
     except ValueError:
