@@ -28,18 +28,24 @@ import subprocess
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, apply_file_metadata, write_all
+from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, TargetDir, apply_file_metadata, write_all
 
 HELD_DIRS = 64  # parent directories a writer keeps open (a batch is mostly one directory)
 IN_FLIGHT = 4  # batches sent to the writer and not yet answered
+SEND_FILES = 512  # files one batch carries ...
+SEND_BYTES = 4 << 20  # ... and their bytes at most (four in flight, one being built)
+WRITER_FROM = 512  # small files in a restore's planned batch from which it starts a writer
 READY = b"ready"  # the writer's first message: it started and imported what it needs
 
-# (parent directory, name, content, mode, uid or -1, gid or -1, mtime in ns)
+# (parent directory, name, content, mode, uid or -1, gid or -1, mtime in ns); a mode of
+# PLAIN makes a file as an object restore does: 0o644 less the umask, no metadata applied
 FileSpec = tuple[str, str, bytes, int, int, int, int]
+PLAIN = -1
 # (batch number, files written, indexes of the files found already there, error or None),
 # the error as (errno, strerror, path)
 Reply = tuple[int, int, list[int], tuple[int, str, str] | None]
@@ -108,13 +114,14 @@ def _write_file(dir_fd: int, spec: FileSpec) -> bool:
     if name in ("", ".", "..") or "/" in name:
         raise OSError(22, "not a file name", name)
     try:
-        fd = os.open(name, TEMP_FLAGS, 0o600, dir_fd=dir_fd)
+        fd = os.open(name, TEMP_FLAGS, 0o644 if mode == PLAIN else 0o600, dir_fd=dir_fd)
     except FileExistsError:
         return False
     try:
         try:
             write_all(fd, data)
-            apply_file_metadata(fd, mode, uid, gid, mtime_ns)
+            if mode != PLAIN:
+                apply_file_metadata(fd, mode, uid, gid, mtime_ns)
         finally:
             os.close(fd)
     except BaseException:
@@ -301,6 +308,48 @@ class FileWriter:
                 sent.failed.set()
                 self._window.release()
             self._sent.clear()
+
+
+class WriterSlot:
+    """The restore's writer process for small files, started by the first batch with
+    enough of them (a process costs ~40 ms to start) and kept for the later ones."""
+
+    def __init__(self, tree: TargetDir) -> None:
+        self.tree = tree
+        self._writer: FileWriter | None = None
+        self._failed = False
+        self._lock = threading.Lock()
+
+    def get(self) -> FileWriter | None:
+        """The writer (None when it could not start: the files are then written here)."""
+        with self._lock:
+            if self._writer is None and not self._failed:
+                try:
+                    self._writer = FileWriter(self.tree.root_fd)
+                except OSError:
+                    self._failed = True
+            return self._writer
+
+    def close(self, kill: bool) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close(kill=kill)
+
+
+@contextmanager
+def small_file_writer(tree: TargetDir) -> Iterator[WriterSlot | None]:
+    """A writer process slot for a fresh target on a machine with a core to spare; the
+    process is ended (killed on any failure) before the restore cleans up after itself."""
+    if not tree.fresh or (os.cpu_count() or 1) < 2 or not sys.executable:
+        yield None
+        return
+    slot = WriterSlot(tree)
+    failed = True
+    try:
+        yield slot
+        failed = False
+    finally:
+        slot.close(kill=failed)  # before a take_back: nothing may be created behind it
 
 
 if __name__ == "__main__":

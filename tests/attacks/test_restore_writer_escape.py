@@ -1,7 +1,8 @@
 """A restore's writer process (lifeboat/filewriters.py) against somebody who can write where
 it works while it runs, as root: a file or a link planted in the target is replaced, never
 written through; a directory swapped for a link to outside is never entered; a module
-planted in the working directory (/tmp, a shared target) never runs in it. Nothing
+planted in the working directory (/tmp, a shared target) never runs in it. The same for
+the small objects of a `dir://` restore, which the writer makes too. Nothing
 outside the target changes (a sentinel's manifest: content, mode, owner, mtime). The
 planting happens just before a batch is handed to the writer (a hook, not a race)."""
 
@@ -17,6 +18,10 @@ import pytest
 from lifeboat.assets.files.tree import restore_snapshot
 from lifeboat.repo import Repository
 from tests.attacks.test_restore_escape import make_sentinel, manifest
+from tests.objects.dir_media import files_under
+from tests.objects.test_dir_restore_writer import backed_up as media_backed_up
+from tests.objects.test_dir_restore_writer import before_each_run
+from tests.objects.test_dir_restore_writer import restore as restore_media
 from tests.repo.test_restore_writer import (
     FILES,
     Recorded,
@@ -106,3 +111,52 @@ def test_a_module_planted_in_the_current_directory_is_never_imported(
 
     assert writers and not ran.exists()
     assert manifest(tmp_path / "target" / "src") == manifest(src)
+
+
+def test_what_is_planted_during_a_directory_restore_of_objects_is_replaced_never_written_through(
+    tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, repo = media_backed_up(tmp_path)
+    outside = tmp_path / "outside"
+    make_sentinel(outside)
+    before = manifest(outside)
+    target = tmp_path / "restored"
+
+    def plant(number: int, run: list[Any]) -> None:
+        if number == 0:
+            first, second = (target / item.key for item in run[:2])
+            first.parent.mkdir(parents=True, exist_ok=True)
+            first.write_text("planted by somebody else\n")
+            second.symlink_to(outside / "victim")  # a link where the snapshot has an object
+
+    before_each_run(monkeypatch, plant)
+    result = restore_media(tmp_path, repo, target)
+
+    assert writers and result["ok"]
+    assert files_under(target) == files_under(source)
+    assert not any(p.is_symlink() for p in target.rglob("*"))
+    assert manifest(outside) == before
+
+
+def test_a_directory_swapped_for_a_link_during_a_directory_restore_of_objects_is_never_written_through(
+    tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, repo = media_backed_up(tmp_path)
+    outside = tmp_path / "outside"
+    make_sentinel(outside)
+    before = manifest(outside)
+    target = tmp_path / "restored"
+
+    def swap(number: int, run: list[Any]) -> None:
+        if number == 1:  # a directory the first run made
+            parent = target / "d0"
+            parent.rename(target / "d0.moved")
+            parent.symlink_to(outside)
+
+    before_each_run(monkeypatch, swap)
+    result = restore_media(tmp_path, repo, target)
+
+    assert writers and result["ok"]
+    assert manifest(outside) == before  # nothing written through the link
+    restored = {k.replace("d0.moved/", "d0/", 1): v for k, v in files_under(target).items()}
+    assert restored == files_under(source)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from lifeboat import filewriters
 from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.filewriters import FileWriter
@@ -26,7 +27,7 @@ from tests.harness.packs import damage_chunk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners and mounts need root")
 
-FILES = 600  # more than reader.WRITER_FROM: the writer is used without any setting changed
+FILES = 600  # more than filewriters.WRITER_FROM: the writer is used without any setting changed
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ class Recorded(FileWriter):
 @pytest.fixture
 def writers(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
     Recorded.made = []
-    monkeypatch.setattr(reader, "FileWriter", Recorded)
+    monkeypatch.setattr(filewriters, "FileWriter", Recorded)
     return Recorded.made
 
 

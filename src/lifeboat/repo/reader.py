@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,7 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import IntegrityError, LifeboatError, RestoreError
-from lifeboat.filewriters import FileSpec, FileWriter
+from lifeboat.filewriters import (
+    SEND_BYTES,
+    SEND_FILES,
+    WRITER_FROM,
+    FileSpec,
+    FileWriter,
+    WriterSlot,
+    small_file_writer,
+)
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.model import Entry, SnapshotInfo, SnapshotStats
@@ -41,8 +48,6 @@ if TYPE_CHECKING:
 PREFETCH = 8
 OPEN_FILES = 256  # files a restore holds open at once while it writes them in pack order
 BATCH_FILES = 64  # files of one chunk one worker task writes (a task per file costs more)
-WRITER_BATCH_FILES = 512  # ... one message to the writer process carries (filewriters.py)
-WRITER_BATCH_BYTES = 4 << 20  # ... and its bytes at most (four in flight, one being built)
 # Files a restore plans in pack order at once: the plan holds a few hundred bytes per chunk,
 # so a bounded batch keeps a restore's memory flat in the number of files; a batch is many
 # packs' worth of small files, so the packs are still read whole, in order.
@@ -52,8 +57,6 @@ PLAN_CHUNKS = 65536
 # on the disk: the writeback overlaps the (CPU-bound) restore of the rest, and the server's
 # own start-up sync of its data directory (1.1 s for a 4.4 GB cluster) finds little left.
 FLUSH_FROM = 1 << 20
-# Small files of a planned batch from which they go to a writer process (filewriters.py)
-WRITER_FROM = 512
 
 
 @dataclass
@@ -148,6 +151,10 @@ class SnapshotReader:
         """A file's whole content, verified."""
         return b"".join(self.open(entry))
 
+    def read_small(self, entries: list[Entry]) -> list[bytes]:
+        """The verified content of files of one chunk each, read together when planned."""
+        return small_contents(self._blobs, self.repo, entries)
+
     def restore_tree(
         self,
         target: Path,
@@ -200,7 +207,7 @@ class SnapshotReader:
 
         try:
             try:
-                with _small_file_writer(tree) as files_out:
+                with small_file_writer(tree) as files_out:
                     self._write_tree(tree, read_tree(), stats, progress, meta, workers, files_out)
             except OSError as exc:
                 raise _restore_failure(tree, target, exc, stats) from None
@@ -223,7 +230,7 @@ class SnapshotReader:
         progress: ProgressSink,
         meta: _Metadata,
         workers: int,
-        files_out: _WriterSlot | None,
+        files_out: WriterSlot | None,
     ) -> None:
         """Directories as they come, files in batches planned in pack order, each batch's
         links after its files; directories' metadata last, deepest first (writing into a
@@ -265,7 +272,7 @@ class SnapshotReader:
         progress: ProgressSink,
         meta: _Metadata,
         workers: int,
-        files_out: _WriterSlot | None,
+        files_out: WriterSlot | None,
     ) -> None:
         if files:
             _ChunkWriter(self.repo, tree, stats, progress, meta, workers, files_out).write(files)
@@ -409,7 +416,7 @@ class _ChunkWriter:
         progress: ProgressSink,
         meta: _Metadata,
         workers: int,
-        files_out: _WriterSlot | None = None,
+        files_out: WriterSlot | None = None,
     ) -> None:
         self.repo = repo
         self.tree = tree
@@ -522,7 +529,7 @@ class _ChunkWriter:
         specs: list[FileSpec] = []
         sent: list[tuple[Entry, bytes]] = []
         made = None  # the parent directory made for the file before (a batch is mostly one)
-        for entry, data in zip(batch, self._small_files_data(batch), strict=True):
+        for entry, data in zip(batch, small_contents(self._blobs, self.repo, batch), strict=True):
             if failed.is_set():
                 return
             parent, name = split_parent(entry_name(entry.path))
@@ -553,31 +560,11 @@ class _ChunkWriter:
                 self.stats.verified += len(done)
                 self.stats.bytes += size
 
-    def _small_files_data(self, entries: list[Entry]) -> list[bytes]:
-        """``_small_file_data`` of each, read together (PackRanges.get_many)."""
-        if self._blobs is None:
-            return [self._small_file_data(entry) for entry in entries]
-        found = self._blobs.get_many([entry.chunks[0] for entry in entries])
-        for entry, data in zip(entries, found, strict=True):
-            if len(data) != entry.size:
-                raise IntegrityError(
-                    f"chunk {entry.chunks[0][:16]} of {entry.path} does not hold its recorded size"
-                )
-        return found
-
-    def _small_file_data(self, entry: Entry) -> bytes:
-        """The verified content of a file of one chunk; its verified length is its size (a
-        file it does not fill is refused before anything is created)."""
-        [chunk_id] = entry.chunks
-        data = self._blobs.get(chunk_id) if self._blobs is not None else self.repo.read_blob(chunk_id)
-        if len(data) != entry.size:
-            raise IntegrityError(f"chunk {chunk_id[:16]} of {entry.path} does not hold its recorded size")
-        return data
-
     def _write_one(self, entry: Entry) -> None:
         """A small file of one chunk, in one go: no handle, no shared bookkeeping (most of a
         restore of small files was that bookkeeping)."""
-        self._write_data(entry, self._small_file_data(entry))
+        [data] = small_contents(self._blobs, self.repo, [entry])
+        self._write_data(entry, data)
 
     def _write_data(self, entry: Entry, data: bytes) -> None:
         rel, parent, dir_fd, name, tmp, fd = self._open_in_target(entry, direct=True)
@@ -604,8 +591,8 @@ class _ChunkWriter:
         """The tasks in the planned order: runs of files of one chunk as batches, every other
         chunk as (file, chunk id, offset, length); a file of several chunks is opened at its
         first and closed by whichever worker writes its last. For the ``writer`` process,
-        small files go in batches of their own, up to ``WRITER_BATCH_FILES`` files and
-        ``WRITER_BATCH_BYTES``; larger files of one chunk keep the workers' batches."""
+        small files go in batches of their own, up to ``SEND_FILES`` files and
+        ``SEND_BYTES``; larger files of one chunk keep the workers' batches."""
         handles: dict[int, tuple[_OpenFile, list[int]]] = {}  # file -> (handle, [chunks left])
         batch: list[Entry] = []
         small: list[Entry] = []  # for the writer
@@ -616,7 +603,7 @@ class _ChunkWriter:
                 if writer and entry.size < SMALL_FILE:
                     small.append(entry)
                     small_bytes += entry.size
-                    if len(small) == WRITER_BATCH_FILES or small_bytes >= WRITER_BATCH_BYTES:
+                    if len(small) == SEND_FILES or small_bytes >= SEND_BYTES:
                         yield small
                         small, small_bytes = [], 0
                     continue
@@ -754,46 +741,18 @@ class _ChunkWriter:
         self.tree.release(handle.parent)
 
 
-class _WriterSlot:
-    """The restore's writer process for small files, started by the first batch with
-    enough of them (a process costs ~40 ms to start) and kept for the later ones."""
-
-    def __init__(self, tree: TargetDir) -> None:
-        self.tree = tree
-        self._writer: FileWriter | None = None
-        self._failed = False
-        self._lock = threading.Lock()
-
-    def get(self) -> FileWriter | None:
-        """The writer (None when it could not start: the files are then written here)."""
-        with self._lock:
-            if self._writer is None and not self._failed:
-                try:
-                    self._writer = FileWriter(self.tree.root_fd)
-                except OSError:
-                    self._failed = True
-            return self._writer
-
-    def close(self, kill: bool) -> None:
-        with self._lock:
-            if self._writer is not None:
-                self._writer.close(kill=kill)
-
-
-@contextmanager
-def _small_file_writer(tree: TargetDir) -> Iterator[_WriterSlot | None]:
-    """A writer process slot for a fresh target on a machine with a core to spare; the
-    process is ended (killed on any failure) before the restore cleans up after itself."""
-    if not tree.fresh or (os.cpu_count() or 1) < 2 or not sys.executable:
-        yield None
-        return
-    slot = _WriterSlot(tree)
-    failed = True
-    try:
-        yield slot
-        failed = False
-    finally:
-        slot.close(kill=failed)  # before a take_back: nothing may be created behind it
+def small_contents(blobs: PackRanges | None, repo: RepoHandle, entries: list[Entry]) -> list[bytes]:
+    """The verified content of files of one chunk each (``blobs.get_many`` when planned);
+    a chunk's verified length is its file's size (one it does not fill is refused before
+    anything is created)."""
+    ids = [entry.chunks[0] for entry in entries]
+    found = blobs.get_many(ids) if blobs is not None else [repo.read_blob(c) for c in ids]
+    for entry, data in zip(entries, found, strict=True):
+        if len(data) != entry.size:
+            raise IntegrityError(
+                f"chunk {entry.chunks[0][:16]} of {entry.path} does not hold its recorded size"
+            )
+    return found
 
 
 def _unlink_quietly(dir_fd: int, name: str) -> None:

@@ -61,7 +61,10 @@ class UnmappableKeys:
     def add(self, key: str) -> None:
         """One more key of the restore."""
         rel = key_to_relpath(key)
-        if any(len(os.fsencode(seg)) > NAME_MAX for seg in rel.split("/")):
+        # no segment is longer than the whole path: most keys need no look at each
+        if len(os.fsencode(rel)) > NAME_MAX and any(
+            len(os.fsencode(seg)) > NAME_MAX for seg in rel.split("/")
+        ):
             self._problems.append(f"{short_key(key)}: a path segment is longer than {NAME_MAX} bytes")
         elif not self.from_directory:
             self._files.add(rel)
@@ -151,6 +154,15 @@ class DirWriter:
             raise self._failure(key, exc) from None
         finally:
             self.tree.release(parent)
+
+    def make_parent(self, parent: str) -> None:
+        """Makes the directory ``parent`` (relative to the target) and those above it,
+        for files made by the writer process; DiskFull or a one-line RestoreError."""
+        try:
+            self.tree.acquire(parent)
+        except OSError as exc:
+            raise self._failure(parent, exc) from None
+        self.tree.release(parent)
 
     def _write(self, dir_fd: int, rel: str, name: str, chunks: Iterable[bytes]) -> int:
         try:

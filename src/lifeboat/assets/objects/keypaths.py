@@ -35,7 +35,10 @@ def _decode(part: str) -> str:
 
 def key_to_relpath(key: str) -> str:
     """An object key as a relative path that cannot escape the directory."""
-    return "/".join(_encode(seg) for seg in key.split("/"))
+    segments = key.split("/")
+    if "%" not in key and "" not in segments and "." not in segments and ".." not in segments:
+        return key  # nothing to encode: most keys (a restore maps every one)
+    return "/".join(_encode(seg) for seg in segments)
 
 
 def key_to_path(key: str) -> Path:

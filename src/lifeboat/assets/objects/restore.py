@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from lifeboat.assets.objects.dirbatches import SmallObjects, goes_to_writer
 from lifeboat.assets.objects.dirtarget import (
     DirWriter,
     DiskFull,
@@ -30,6 +32,7 @@ from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.source import DirSource, Source, iter_chunks, source_for
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError, StorageError
+from lifeboat.filewriters import WRITER_FROM, WriterSlot, small_file_writer
 from lifeboat.repo import Entry, SnapshotInfo, SnapshotReader
 from lifeboat.units import format_bytes
 
@@ -379,12 +382,40 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
                 tree_failed.append(exc)
             raise
 
+    def made(objects: int, size: int) -> None:
+        counters.add(downloaded=objects, bytes_downloaded=size, reused=objects)
+        progress.advance(size)
+
+    def restore_data(item: Item, data: bytes) -> None:
+        """Verified bytes of a snapshot object, written here (see dirbatches.py)."""
+        assert writer is not None
+        try:
+            writer.write(item.key, [data])
+        except RestoreError as exc:
+            result.failed.append(f"{item.key}: {exc}")
+            return
+        made(1, len(data))
+
     try:
-        # in bounded batches, each planned in pack order: memory stays flat in the number
-        # of objects, and a batch is still many packs' worth of small objects
-        for batch in _batches(written(), PLAN_OBJECTS):
-            with reader.planned(i.entry for i in batch if i.entry is not None):
-                run_batched(restore_one, batch, workers)
+        with ExitStack() as stack:
+            # into a fresh directory from the snapshot, the small objects go to a writer process
+            slot = None
+            if writer is not None and source is None:
+                slot = stack.enter_context(small_file_writer(writer.tree))
+            small: SmallObjects | None = None
+            # in bounded batches, each planned in pack order: memory stays flat in the number
+            # of objects, and a batch is still many packs' worth of small objects
+            for batch in _batches(written(), PLAN_OBJECTS):
+                with reader.planned(i.entry for i in batch if i.entry is not None):
+                    if small is None and slot is not None and _worth_a_writer(batch):
+                        small = _small_objects(slot, reader, writer, restore_one, restore_data, made)
+                        if small is not None:
+                            stack.enter_context(small)
+                    if small is None:
+                        run_batched(restore_one, batch, workers)
+                    else:
+                        small.restore(batch)
+                        small.settle()
         for key in deletions:
             if writer is not None:
                 writer.delete(key)
@@ -439,6 +470,18 @@ def _space_needed(target: DirSource) -> SpaceNeeded:
         return SpaceNeeded(target)
     except OSError as exc:
         raise RestoreError(f"cannot reach target {target.url}: {exc.strerror or exc}") from None
+
+
+def _small_objects(
+    slot: WriterSlot, reader: SnapshotReader, writer: DirWriter | None, *calls: Any
+) -> SmallObjects | None:
+    """The writer process's sender, once it started (None: the restore writes it all)."""
+    out = slot.get()
+    return SmallObjects(out, reader, writer, *calls) if out is not None and writer is not None else None
+
+
+def _worth_a_writer(batch: list[Item]) -> bool:
+    return sum(1 for item in batch if goes_to_writer(item)) >= WRITER_FROM
 
 
 def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:

@@ -1,0 +1,169 @@
+"""A `dir://` restore's small objects made by the writer process (assets/objects/dirbatches.py):
+every byte comes back, with the mode a restore in this process gives; a writer that dies
+midway leaves what it did not make to the restore, which completes; a damaged chunk fails
+its own object only; a full disk fails the restore in one line and empties the target
+again. No writer outlives a restore. Real files, processes and repositories; the backup
+runs through the CLI, the restore in this process (hooks before each run of objects)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifeboat.assets.kind import RestoreRequest
+from lifeboat.assets.objects import dirbatches
+from lifeboat.assets.registry import load_policy
+from lifeboat.crypto.keys import load_recovery_key
+from lifeboat.errors import RestoreError
+from lifeboat.repo import Repository
+from lifeboat.services.restore import perform
+from lifeboat.storage import open_storage
+from tests.harness.packs import damage_chunk
+from tests.objects.dir_media import dir_media, files_under
+from tests.repo.test_restore_writer import Recorded, writer_processes, writers
+
+__all__ = ["writers"]  # a fixture
+
+SMALL = 700  # more than filewriters.WRITER_FROM small objects in one planned batch
+
+
+@pytest.fixture(autouse=True)
+def no_writer_left() -> Iterator[None]:
+    yield
+    assert writer_processes() == []
+
+
+def make_media(source: Path) -> None:
+    """Small objects in three directories, and two of several chunks among them."""
+    for i in range(SMALL):
+        d = source / f"d{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"o{i:04}.bin").write_bytes(os.urandom(300 + i * 7))
+    (source / "d1" / "large-a.bin").write_bytes(os.urandom(3 << 20))
+    (source / "d2" / "large-b.bin").write_bytes(os.urandom(5 << 20))
+
+
+def backed_up(tmp_path: Path) -> tuple[Path, Repository]:
+    """The media source, backed up by the CLI, and the repository opened for reading."""
+    source = tmp_path / "media"
+    media = dir_media(tmp_path, source)
+    make_media(source)
+    media.lb.run("backup", "media")
+    repo = Repository.open(
+        open_storage(f"file://{tmp_path / 'repo'}"), recovery_key=load_recovery_key(Path(media.recovery))
+    )
+    return source, repo
+
+
+def restore(tmp_path: Path, repo: Repository, target: Path) -> dict[str, Any]:
+    """The restore's report (as `--json` gives it)."""
+    policy = load_policy(tmp_path / "lifeboat.toml")
+    return perform(policy, repo, RestoreRequest(asset="media", target=f"dir://{target}")).details
+
+
+def before_each_run(monkeypatch: pytest.MonkeyPatch, hook: Callable[[int, list[Any]], None]) -> None:
+    """Runs ``hook(run number, its items)`` just before a run of objects is read and sent."""
+    send = dirbatches.SmallObjects._send
+    count = [0]
+
+    def wrapped(self: Any, run: list[Any]) -> None:
+        hook(count[0], run)
+        count[0] += 1
+        send(self, run)
+
+    monkeypatch.setattr(dirbatches.SmallObjects, "_send", wrapped)
+
+
+def test_small_objects_come_back_byte_for_byte_through_the_writer(
+    tmp_path: Path, writers: list[Recorded]
+) -> None:
+    source, repo = backed_up(tmp_path)
+    target = tmp_path / "restored"
+
+    result = restore(tmp_path, repo, target)
+
+    assert len(writers) == 1
+    assert result["ok"] and result["restored"] == SMALL + 2
+    assert files_under(target) == files_under(source)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {(p.stat().st_mode & 0o7777) for p in target.rglob("*.bin")}
+    assert modes == {0o644 & ~umask}  # as the restore's own writes make them
+
+
+def test_a_writer_that_dies_midway_leaves_its_objects_to_the_restore(
+    tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, repo = backed_up(tmp_path)
+    target = tmp_path / "restored"
+
+    def kill(number: int, run: list[Any]) -> None:
+        if number == 1:
+            writers[0]._child.kill()
+            writers[0]._child.wait()
+
+    before_each_run(monkeypatch, kill)
+    result = restore(tmp_path, repo, target)
+
+    assert writers and result["ok"] and result["failed"] == []
+    assert result["restored"] == SMALL + 2
+    assert files_under(target) == files_under(source)
+
+
+def test_a_damaged_chunk_fails_its_own_object_only(tmp_path: Path, writers: list[Recorded]) -> None:
+    source, repo = backed_up(tmp_path)
+    [snapshot] = repo.snapshots()
+    victim = next(e for e in repo.reader(snapshot).iter_entries() if e.path == "d1/o0301.bin")
+    damage_chunk(repo, victim.chunks[0], tmp_path / "repo")
+    target = tmp_path / "restored"
+
+    result = restore(tmp_path, repo, target)
+
+    assert writers and not result["ok"]
+    assert [f.split(":")[0] for f in result["failed"]] == ["d1/o0301.bin"]
+    assert "failed authentication" in result["failed"][0]
+    expected = files_under(source)
+    del expected["d1/o0301.bin"]
+    assert files_under(target) == expected
+
+
+def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
+    tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    _source, repo = backed_up(tmp_path)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)]
+    mounted = subprocess.run(mount, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        target = mnt / "target"
+
+        def fill(number: int, run: list[Any]) -> None:
+            if number == 1:  # the first run is written; the disk fills before the second
+                with open(mnt / "filler", "wb") as out:
+                    try:
+                        while True:
+                            out.write(b"\0" * (64 << 10))
+                            out.flush()
+                    except OSError:
+                        pass
+
+        before_each_run(monkeypatch, fill)
+        with pytest.raises(RestoreError) as caught:
+            restore(tmp_path, repo, target)
+        assert str(caught.value).startswith(f"no space left on the filesystem of dir://{target}")
+        assert "removed the" in str(caught.value)
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler", "target"]
+        assert list(target.iterdir()) == []
+        assert writers
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
