@@ -97,6 +97,7 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
         super().__init__(session)
         self.source = source
         self.counters = counters
+        self.taken = 0  # unchanged files the walk took: counted here, not under the counters' lock
 
     def add(self, item: ObjectInfo | ObjectDir) -> None:
         if isinstance(item, ObjectDir):
@@ -108,7 +109,7 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
             item.key, identity, self.session.parent_encoded(item.key, identity)
         )
         if taken:
-            self.counters.add(reused=1)
+            self.taken += 1
         else:
             self.queue(_Walked(item, parent), item.size)
 
@@ -160,7 +161,9 @@ def backup_directory(
         session.stream_tree()
         progress.start(None)  # the total is known only once the walk is over
         with metadata_read_ahead([source.root]):
-            _DirFeeder(session, source, counters).run(source.walk_current())
+            feeder = _DirFeeder(session, source, counters)
+            feeder.run(source.walk_current())
+            counters.add(reused=feeder.taken)
         labels = capture_labels(asset, "Unsupported", counters)
         session.set_labels(labels | {KEY_PATHS_LABEL: KEY_PATHS_VERSION})  # how its keys name files
         return session.commit()

@@ -48,6 +48,8 @@ def key_to_path(key: str) -> Path:
 
 def relpath_to_key(rel: str) -> str:
     """The object key of a path inside a directory source (``key_to_relpath`` undone)."""
+    if "%" not in rel:
+        return rel  # no token, nothing escaped: most names (a walk maps every one)
     return "/".join(_decode(p) for p in rel.split("/"))
 
 
