@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse histories already in --workdir")
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
-    base = args.workdir or Path(tempfile.mkdtemp(prefix="bench-history-"))
+    base = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-history-"))).resolve()  # the policy names it
     os.environ.setdefault("LIFEBOAT_ACTOR", "bench")
     results: dict[int, dict[str, tuple[float, float]]] = {}
     policies = {}

@@ -297,8 +297,11 @@ def list_snapshots(
         fresh[snapshot_id] = {"stat": stamp, "verified": verified | {side: digest}, **entry}
         return returned
 
-    if not reread and cached and all(n.rsplit("/", 1)[-1] in cached for n in names):
-        results = list(map(load, names))  # nothing to fetch: threads would only add overhead
+    nothing_to_fetch = not reread and cached and all(n.rsplit("/", 1)[-1] in cached for n in names)
+    if nothing_to_fetch or storage.url.startswith("file://"):
+        # threads would only add overhead: a local header is read in microseconds, and
+        # readers of one interpreter hand its lock to each other on every read
+        results = list(map(load, names))
     else:
         # a few batches per worker: a future per header cost more than reading a cached
         # one, and a short listing still spreads over every worker
