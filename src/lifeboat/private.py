@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from lifeboat.errors import ConfigError
 
@@ -67,11 +70,19 @@ def private_opener(path: str, flags: int) -> int:
 
 def write_private(path: Path, data: bytes, *, fsync: bool = False) -> None:
     """Replace ``path`` atomically with ``data``, mode 0600."""
+    with replacing_private(path, fsync=fsync) as fh:
+        fh.write(data)
+
+
+@contextmanager
+def replacing_private(path: Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
+    """A file written piece by piece that replaces ``path`` atomically, mode 0600, once the
+    block ends (nothing replaced when it raises)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())

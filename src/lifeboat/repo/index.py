@@ -37,6 +37,7 @@ from lifeboat.repo.idtable import IdTable
 from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.trust import SignatureCheck, Trust
+from lifeboat.repo.whole_index import KEEP_FROM, REWRITE_SHARE, WholeIndex, keep_whole, read_whole
 from lifeboat.storage.base import Storage
 
 NAMESPACE = "index/"
@@ -178,6 +179,46 @@ class Index:
                 if blob_id in needed:
                     holding.update(loc.pack for loc in others)
         return holding, unneeded
+
+    def layout(self, judged: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """What ``restored`` needs besides the blob table (whole_index.py), with ``judged``:
+        each index file's judgement inputs (``DecodedIndex.to_json`` without its packs)."""
+        with self._lock:
+            return {
+                "pack_ids": self._pack_ids,
+                "packs": list(self._packs),
+                "tree_ends": self._tree_ends,
+                "alternates": {b: [list(loc) for loc in locs] for b, locs in self._alternates.items()},
+                "files": {
+                    name: {"packs": packs, "blobs": self.file_blobs[name], "judged": judged[name]}
+                    for name, packs in self.files.items()
+                },
+            }
+
+    def blob_table(self) -> IdTable:
+        """The table of first locations, for whole_index.py to keep."""
+        return self._blobs
+
+    @classmethod
+    def restored(cls, meta: dict[str, Any], table: IdTable) -> Index:
+        """The index ``layout`` and ``blob_table`` described (KeyError, TypeError or
+        ValueError for a layout that does not hold together)."""
+        index = cls()
+        index._blobs = table
+        index._pack_ids = [str(p) for p in meta["pack_ids"]]
+        index._pack_numbers = {p: n for n, p in enumerate(index._pack_ids)}
+        index._packs = dict.fromkeys(str(p) for p in meta["packs"])
+        index._tree_ends = {str(p): int(end) for p, end in meta["tree_ends"].items()}
+        index._alternates = {
+            str(b): [BlobLocation(str(p), int(o), int(n), int(r), str(t)) for p, o, n, r, t in locs]
+            for b, locs in meta["alternates"].items()
+        }
+        for name, kept in meta["files"].items():
+            index.files[str(name)] = [str(p) for p in kept["packs"]]
+            index.file_blobs[str(name)] = int(kept["blobs"])
+        if not index._packs.keys() <= index._pack_numbers.keys():
+            raise ValueError("a pack listed without its number")
+        return index
 
     def tree_end(self, pack_id: str) -> int:
         """Where the pack's last tree blob ends (0: it holds none), to read its trees at once."""
@@ -416,6 +457,17 @@ class IndexCache:
             return None
         return DecodedIndex.from_json(data, checked=True) if data is not None else None
 
+    def whole(self, usable: Callable[[dict[str, Any]], bool]) -> WholeIndex | None:
+        """The whole index kept after an earlier load, if ``usable`` (whole_index.py)."""
+        if self.directory is None:
+            return None
+        return read_whole(self.directory, self.seal, usable, _LOCATION.size)
+
+    def keep(self, whole: WholeIndex) -> None:
+        """Keeps the whole index for the next load."""
+        if self.directory is not None:
+            keep_whole(self.directory, self.seal, whole)
+
     def holds(self, name: str) -> bool:
         """Whether a copy is kept (``get`` still checks it)."""
         return self.directory is not None and (self.directory / name.replace("/", "_")).exists()
@@ -441,6 +493,7 @@ class IndexRead:
     problem: str | None = None  # damaged or of an unknown layout
     refused: str | None = None  # unsigned, forged, an unauthorised writer: ignored, reported
     sealed_by: bytes | None = None  # another writer's: this key cannot open it
+    decoded: DecodedIndex | None = None  # with ``packs``: the file they came from
 
 
 def read_index_file(
@@ -475,7 +528,7 @@ def read_index_file(
     refusal = judge_index(name, decoded, codec, trust)
     if refusal is not None:
         return IndexRead(refused=refusal)
-    return IndexRead(packs=decoded.packs)
+    return IndexRead(packs=decoded.packs, decoded=decoded)
 
 
 # Stored index bytes fetched ahead of the one being decoded. Files are fetched in parallel
@@ -518,10 +571,25 @@ def load_index(
     """The whole index from every index file in storage this handle may use (cached where
     possible): refused files are left out and named in ``refused``, damaged ones in
     ``damaged``, other writers' sealed ones in ``sealed``."""
-    index = Index()
     # by name, as S3 lists: which location of a blob is tried first must not depend on the driver
     files = sorted((obj.name, obj.size) for obj in storage.list("index/"))
-    index.reserve(sum(size for _, size in files) // INDEX_BYTES_PER_BLOB)
+    listed = {name for name, _ in files}
+
+    def judged_as_before(meta: dict[str, Any]) -> bool:
+        """Whether every index file a kept whole index was built from is still listed and
+        would still be used (the registry applied afresh, as to a cached file)."""
+        for name, kept in meta["files"].items():
+            decoded = DecodedIndex.from_json({**kept["judged"], "packs": []}, checked=True)
+            if name not in listed or decoded is None or judge_index(name, decoded, codec, trust):
+                return False
+        return True
+
+    index, judged = _kept_index(cache, judged_as_before)
+    kept_blobs = len(index)
+    if kept_blobs:
+        files = [(name, size) for name, size in files if name not in index.files]
+    else:
+        index.reserve(sum(size for _, size in files) // INDEX_BYTES_PER_BLOB)
 
     def fetch(name: str) -> bytes | None:
         """The stored bytes, unless the cache holds the file (or it vanished: the decode
@@ -553,6 +621,8 @@ def load_index(
                 index.file_blobs[name] = sum(len(p["blobs"]) for p in read.packs)
                 for pack in read.packs:
                     index.add_pack(pack)
+                if read.decoded is not None:
+                    judged[name] = {k: v for k, v in read.decoded.to_json().items() if k != "packs"}
             # A file listed a moment ago is gone: a consolidation (or prune) superseded it,
             # and wrote the index that replaces it before deleting it, so list again.
             files = (
@@ -560,4 +630,21 @@ def load_index(
                 if vanished
                 else []
             )
+    if len(index) >= KEEP_FROM and (len(index) - kept_blobs) * REWRITE_SHARE >= len(index):
+        cache.keep(WholeIndex(index.layout(judged), index.blob_table()))
     return index
+
+
+def _kept_index(
+    cache: IndexCache, usable: Callable[[dict[str, Any]], bool]
+) -> tuple[Index, dict[str, dict[str, Any]]]:
+    """The whole index kept after an earlier load and its files' judgement inputs, or an
+    empty index when none is usable."""
+    whole = cache.whole(usable)
+    if whole is not None:
+        try:
+            index = Index.restored(whole.meta, whole.table)
+            return index, {name: dict(kept["judged"]) for name, kept in whole.meta["files"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # not a layout this version reads: loaded file by file
+    return Index(), {}

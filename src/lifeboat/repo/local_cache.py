@@ -31,9 +31,14 @@ class CacheSeal:
     def __init__(self, mac: Callable[[bytes], bytes]) -> None:
         self._key = mac(CACHE_KEY_CONTEXT)
 
-    def _tag(self, name: str, data: bytes) -> bytes:
+    def tagger(self, name: str) -> blake3.blake3:
+        """The tag of cache file ``name`` in the making: ``update`` it with the data piece by
+        piece (a file too large to hold twice), then ``digest``."""
         label = name.encode()
-        hasher = blake3.blake3(struct.pack(">I", len(label)) + label, key=self._key)
+        return blake3.blake3(struct.pack(">I", len(label)) + label, key=self._key)
+
+    def _tag(self, name: str, data: bytes) -> bytes:
+        hasher = self.tagger(name)
         hasher.update(data)
         return hasher.digest()
 

@@ -1,0 +1,194 @@
+"""The whole loaded index kept in the local cache (repo/whole_index.py): a later load reads
+no index file it was built from and answers every lookup as a load file by file does; files
+listed since are read one by one; it stands for its files only while they are all listed and
+all still accepted (a consolidation, a refusal); one damaged or rewritten without the key is
+ignored. Real repositories and backups; the size from which it is kept is lowered here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifeboat.assets.files.tree import backup_paths
+from lifeboat.repo import Repository, index, whole_index
+from lifeboat.repo.consolidate import consolidate_indexes
+from lifeboat.repo.index import Index, IndexCache
+from lifeboat.storage import open_storage
+
+
+@pytest.fixture(autouse=True)
+def kept_from_one_blob(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index, "KEEP_FROM", 1)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The names of the index files each load reads (from the cache or the repository)."""
+    names: list[str] = []
+    real = index.read_index_file
+
+    def counted(storage, codec, cache, trust, name, fetched=None):  # type: ignore[no-untyped-def]
+        names.append(name)
+        return real(storage, codec, cache, trust, name, fetched)
+
+    monkeypatch.setattr(index, "read_index_file", counted)
+    yield names
+
+
+_RECOVERY: dict[Path, object] = {}  # each test's recovery key, by its tmp_path
+
+
+def opened(tmp_path: Path) -> Repository:
+    """A new handle on the test's repository (made on first use): a new process's load."""
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    if tmp_path not in _RECOVERY:
+        _, _, _RECOVERY[tmp_path] = Repository.create(storage, cache_dir=tmp_path / "cache")
+    return Repository.open(storage, recovery_key=_RECOVERY[tmp_path], cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+
+
+def backed_up(repo: Repository, tmp_path: Path, n: int) -> None:
+    """One more backup (one more index file) of 40 new small files."""
+    src = tmp_path / f"src{n}"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(f"backup {n} file {i}\n".encode() * (i + 1))
+    backup_paths(repo, f"app{n}", [src])
+
+
+def answers(loaded: Index) -> dict[str, list[tuple[object, ...]]]:
+    """Every lookup the index answers: each blob's locations, by pack."""
+    return {
+        pack: sorted(tuple(loc) for blob in blobs for loc in loaded.locations(blob))
+        for pack, blobs in sorted(loaded.blobs_by_pack().items())
+    }
+
+
+def file_by_file(repo: Repository) -> Index:
+    cache = IndexCache(None, repo.cache_seal)  # no cache dir: every file read and decoded
+    return index.load_index(repo.storage, repo.metadata, cache, repo.trust())
+
+
+def kept_path(repo: Repository) -> Path:
+    assert repo.cache_dir is not None
+    return repo.cache_dir / "index" / whole_index.NAME
+
+
+def test_a_second_load_reads_no_index_file_and_answers_as_a_load_file_by_file(
+    tmp_path: Path, reads: list[str]
+) -> None:
+    repo = opened(tmp_path)
+    for n in range(3):
+        backed_up(repo, tmp_path, n)
+    opened(tmp_path).index()  # loaded file by file, then kept
+    assert kept_path(repo).exists()
+    reads.clear()
+
+    loaded = opened(tmp_path).index()
+
+    assert reads == []
+    assert answers(loaded) == answers(file_by_file(repo))
+    assert loaded.files == file_by_file(repo).files and loaded.file_blobs == file_by_file(repo).file_blobs
+    assert len(loaded) > 100
+
+
+def test_files_listed_after_it_are_read_one_by_one(tmp_path: Path, reads: list[str]) -> None:
+    repo = opened(tmp_path)
+    backed_up(repo, tmp_path, 0)
+    opened(tmp_path).index()
+    before = {o.name for o in repo.storage.list("index/")}
+    backed_up(repo, tmp_path, 1)
+    reads.clear()
+
+    loaded = opened(tmp_path).index()
+
+    assert set(reads) == {o.name for o in repo.storage.list("index/")} - before
+    assert answers(loaded) == answers(file_by_file(repo))
+
+
+def test_a_consolidation_replaces_it_and_an_older_one_put_back_is_not_used(
+    tmp_path: Path, reads: list[str]
+) -> None:
+    """The insider's replay: the whole index of a time before the files it stands for were
+    merged (and their packs could be pruned) would make backups take away chunks as stored."""
+    repo = opened(tmp_path)
+    for n in range(4):
+        backed_up(repo, tmp_path, n)
+    opened(tmp_path).index()
+    older = kept_path(repo).read_bytes()
+    assert consolidate_indexes(opened(tmp_path), limit=1) is not None
+    kept_path(repo).write_bytes(older)
+    reads.clear()
+
+    loaded = opened(tmp_path).index()
+
+    assert sorted(reads) == sorted(o.name for o in repo.storage.list("index/"))
+    assert answers(loaded) == answers(file_by_file(repo))
+    assert set(loaded.files) == {o.name for o in repo.storage.list("index/")}
+
+
+def test_an_older_one_put_back_after_a_prune_is_not_used(tmp_path: Path, reads: list[str]) -> None:
+    """The same replay after a prune deleted the packs of a forgotten snapshot: used, it
+    would answer for blobs that are gone."""
+    repo = opened(tmp_path)
+    for n in range(3):
+        backed_up(repo, tmp_path, n)
+    opened(tmp_path).index()
+    older = kept_path(repo).read_bytes()
+    gone = next(s for s in repo.snapshots() if s.asset == "app1")
+    repo.storage.delete(f"snapshots/{gone.id}")
+    before = len(opened(tmp_path).index())
+    report = opened(tmp_path).prune()
+    assert report.packs_removed + report.packs_repacked > 0
+    kept_path(repo).write_bytes(older)
+
+    loaded = opened(tmp_path).index()
+
+    assert answers(loaded) == answers(file_by_file(repo))
+    assert len(loaded) < before  # the forgotten snapshot's blobs are no longer answered for
+
+
+def test_a_file_now_refused_makes_it_unused(
+    tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry is applied afresh: a writer revoked since refuses its index files."""
+    repo = opened(tmp_path)
+    for n in range(2):
+        backed_up(repo, tmp_path, n)
+    opened(tmp_path).index()
+    victim = sorted(o.name for o in repo.storage.list("index/"))[0]
+    real = index.judge_index
+    monkeypatch.setattr(
+        index, "judge_index", lambda name, *rest: "revoked" if name == victim else real(name, *rest)
+    )
+    reads.clear()
+
+    loaded = opened(tmp_path).index()
+
+    assert victim in reads and loaded.refused == {victim: "revoked"}
+    assert victim not in loaded.files
+
+
+def test_one_damaged_or_rewritten_without_the_key_is_ignored(tmp_path: Path, reads: list[str]) -> None:
+    """An insider with the state dir drops a record from the table (or garbles it): a backup
+    trusting it would store a chunk again, or a restore look in the wrong place."""
+    repo = opened(tmp_path)
+    for n in range(2):
+        backed_up(repo, tmp_path, n)
+    opened(tmp_path).index()
+    path = kept_path(repo)
+    stored = bytearray(path.read_bytes())
+    for flip in (len(stored) // 2, len(stored) - 40, 30):  # table, last record, the JSON
+        changed = bytearray(stored)
+        changed[flip] ^= 0x01
+        path.write_bytes(bytes(changed))
+        reads.clear()
+
+        loaded = opened(tmp_path).index()
+
+        assert sorted(reads) == sorted(o.name for o in repo.storage.list("index/"))
+        assert answers(loaded) == answers(file_by_file(repo))
+    path.write_bytes(bytes(stored[:-100]))  # cut short
+    reads.clear()
+    assert answers(opened(tmp_path).index()) == answers(file_by_file(repo)) and reads
