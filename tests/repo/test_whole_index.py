@@ -1,8 +1,9 @@
 """The whole loaded index kept in the local cache (repo/whole_index.py): a later load reads
 no index file it was built from and answers every lookup as a load file by file does; files
-listed since are read one by one; it stands for its files only while they are all listed and
-all still accepted (a consolidation, a refusal); one damaged or rewritten without the key is
-ignored. Real repositories and backups; the size from which it is kept is lowered here."""
+listed since are read one by one; a file refused since makes it unused. What an insider does
+to it (a replay after a consolidation or prune, a rewrite without the key) is in
+tests/attacks/test_whole_index_cache.py. Real repositories and backups; the size from which
+it is kept is lowered here."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 
 from lifeboat.assets.files.tree import backup_paths
 from lifeboat.repo import Repository, index, whole_index
-from lifeboat.repo.consolidate import consolidate_indexes
 from lifeboat.repo.index import Index, IndexCache
 from lifeboat.storage import open_storage
 
@@ -107,48 +107,6 @@ def test_files_listed_after_it_are_read_one_by_one(tmp_path: Path, reads: list[s
     assert answers(loaded) == answers(file_by_file(repo))
 
 
-def test_a_consolidation_replaces_it_and_an_older_one_put_back_is_not_used(
-    tmp_path: Path, reads: list[str]
-) -> None:
-    """The insider's replay: the whole index of a time before the files it stands for were
-    merged (and their packs could be pruned) would make backups take away chunks as stored."""
-    repo = opened(tmp_path)
-    for n in range(4):
-        backed_up(repo, tmp_path, n)
-    opened(tmp_path).index()
-    older = kept_path(repo).read_bytes()
-    assert consolidate_indexes(opened(tmp_path), limit=1) is not None
-    kept_path(repo).write_bytes(older)
-    reads.clear()
-
-    loaded = opened(tmp_path).index()
-
-    assert sorted(reads) == sorted(o.name for o in repo.storage.list("index/"))
-    assert answers(loaded) == answers(file_by_file(repo))
-    assert set(loaded.files) == {o.name for o in repo.storage.list("index/")}
-
-
-def test_an_older_one_put_back_after_a_prune_is_not_used(tmp_path: Path, reads: list[str]) -> None:
-    """The same replay after a prune deleted the packs of a forgotten snapshot: used, it
-    would answer for blobs that are gone."""
-    repo = opened(tmp_path)
-    for n in range(3):
-        backed_up(repo, tmp_path, n)
-    opened(tmp_path).index()
-    older = kept_path(repo).read_bytes()
-    gone = next(s for s in repo.snapshots() if s.asset == "app1")
-    repo.storage.delete(f"snapshots/{gone.id}")
-    before = len(opened(tmp_path).index())
-    report = opened(tmp_path).prune()
-    assert report.packs_removed + report.packs_repacked > 0
-    kept_path(repo).write_bytes(older)
-
-    loaded = opened(tmp_path).index()
-
-    assert answers(loaded) == answers(file_by_file(repo))
-    assert len(loaded) < before  # the forgotten snapshot's blobs are no longer answered for
-
-
 def test_a_file_now_refused_makes_it_unused(
     tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -168,27 +126,3 @@ def test_a_file_now_refused_makes_it_unused(
 
     assert victim in reads and loaded.refused == {victim: "revoked"}
     assert victim not in loaded.files
-
-
-def test_one_damaged_or_rewritten_without_the_key_is_ignored(tmp_path: Path, reads: list[str]) -> None:
-    """An insider with the state dir drops a record from the table (or garbles it): a backup
-    trusting it would store a chunk again, or a restore look in the wrong place."""
-    repo = opened(tmp_path)
-    for n in range(2):
-        backed_up(repo, tmp_path, n)
-    opened(tmp_path).index()
-    path = kept_path(repo)
-    stored = bytearray(path.read_bytes())
-    for flip in (len(stored) // 2, len(stored) - 40, 30):  # table, last record, the JSON
-        changed = bytearray(stored)
-        changed[flip] ^= 0x01
-        path.write_bytes(bytes(changed))
-        reads.clear()
-
-        loaded = opened(tmp_path).index()
-
-        assert sorted(reads) == sorted(o.name for o in repo.storage.list("index/"))
-        assert answers(loaded) == answers(file_by_file(repo))
-    path.write_bytes(bytes(stored[:-100]))  # cut short
-    reads.clear()
-    assert answers(opened(tmp_path).index()) == answers(file_by_file(repo)) and reads
