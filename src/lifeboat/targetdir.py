@@ -22,6 +22,7 @@ from pathlib import Path
 from lifeboat.errors import RestoreError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+READ_BLOCK = 64 << 10  # a key file in one read (below malloc's mmap threshold), its end in one more
 TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 NAME_MAX = 255
 # Directory descriptors kept open once no file in flight needs them: an eighth of the
@@ -274,8 +275,13 @@ class TargetDir:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
         finally:
             self.release(parent)
-        with os.fdopen(fd, "rb") as fh:
-            return fh.read()
+        try:  # no buffered file: a keys restore reads back every file it wrote
+            pieces = []
+            while piece := os.read(fd, READ_BLOCK):
+                pieces.append(piece)
+            return b"".join(pieces)
+        finally:
+            os.close(fd)
 
     # -- undo ------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ def restore_keys(
     files = []
     restored = TargetDir(target)
     try:
-        for entry in reader.entries():
+        for entry in reader.iter_entries():  # a directory at a time, not the whole tree held
             if entry.type != "file" or "fingerprint" not in entry.meta:
                 continue
             _, now = fingerprint(restored.read(entry_name(entry.path)), repo.keyed_hash)
