@@ -29,6 +29,8 @@ def _loaders(data: bytes) -> list[Callable[[], Any]]:
     pem = b"-----BEGIN" in data
     der = data[:1] == b"\x30"
     ssh = data.lstrip().startswith(SSH_KEY_TYPES)
+    if not (pem or der or ssh):
+        return []  # most files of a keys asset that are no key: no parser built at all
     candidates: list[tuple[bool, Callable[[], Any]]] = [
         (pem, lambda: _certificate_key(data, pem=True)),
         (der, lambda: _certificate_key(data, pem=False)),

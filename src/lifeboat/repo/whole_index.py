@@ -36,7 +36,7 @@ from lifeboat.repo.local_cache import TAG_SIZE, CacheSeal
 NAME = "whole-index"  # beside the index files' copies (named index_<id>)
 MAGIC = b"lifeboat-whole-index-1\n"
 _LENGTH = struct.Struct("<Q")
-KEEP_FROM = 50_000  # blobs: a smaller index loads file by file in well under 0.1 s
+KEEP_FROM = 10_000  # blobs: a smaller index loads file by file in a few milliseconds
 REWRITE_SHARE = 16  # written again once the files read after it list 1/16 of its blobs
 
 
