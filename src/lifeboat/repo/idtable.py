@@ -27,8 +27,9 @@ ID_SIZE = 32
 _START_BUCKETS = 256
 _PER_BUCKET = 32  # records a bucket averages before the buckets double (a lookup scans ~2 KB)
 _MAX_RESERVED_BUCKETS = 1 << 20  # reserve() stops here (~60 MB of empty buckets); growth goes on
-_WINDOWS = 8 * ID_SIZE - 64  # where the bits choosing a bucket may start (see IdTable._shift)
-_DUMP = struct.Struct("<IIQI")  # shift, value size, records, buckets (then their lengths, bytes)
+_FOLD = 8 * ID_SIZE - 64  # bucket_of: the id's top 64 bits folded into its lowest, and the
+# product's bits from here up choose the bucket
+_DUMP = struct.Struct("<32sIQI")  # key, value size, records, buckets (then their lengths, bytes)
 
 
 class IdTable:
@@ -38,11 +39,12 @@ class IdTable:
 
     def __init__(self, value_size: int = 0) -> None:
         self._record = ID_SIZE + value_size
-        # An id's bucket is a window of its bits (ids are hashes already) at a place chosen
-        # at random for this table: the layout can be kept on disk and read back as it is
-        # (``dump``), where Python's hash of bytes is keyed anew in every process, and ids
-        # made to share bits (a backup key computes ids) cannot aim at another host's table.
-        self._shift = secrets.randbelow(_WINDOWS)
+        # An id's bucket comes from a hash keyed at random for this table (``bucket_of``),
+        # not Python's hash of bytes, which is keyed anew in every process: the layout can
+        # be kept on disk and read back as it is (``dump``). Keyed all the same: a writer
+        # may list any ids it likes in a signed index file, and ids made to share bits
+        # must not pile up in one bucket of another host's table.
+        self._key = secrets.randbits(8 * ID_SIZE) | 1
         # (mask, buckets)
         self._table: tuple[int, list[bytearray]] = (
             _START_BUCKETS - 1,
@@ -94,7 +96,7 @@ class IdTable:
 
     def _values(self, blob_ids: Sequence[str]) -> list[bytes | None]:
         # _locate inlined: a call per id cost as much as the lookup
-        size, shift, from_bytes = self._record, self._shift, int.from_bytes
+        size, key, from_bytes = self._record, self._key, int.from_bytes
         mask, buckets = self._table
         values: list[bytes | None] = []
         for blob_id in blob_ids:
@@ -105,7 +107,8 @@ class IdTable:
             if len(raw) != ID_SIZE:
                 values.append(None)
                 continue
-            bucket = buckets[(from_bytes(raw, "little") >> shift) & mask]
+            x = from_bytes(raw, "little")  # bucket_of, inlined: a call cost as much as the hash
+            bucket = buckets[((x ^ (x >> _FOLD)) * key >> _FOLD) & mask]
             pos = bucket.find(raw)
             while pos > 0 and pos % size:  # matched across two records: look on
                 pos = bucket.find(raw, pos + 1)
@@ -148,10 +151,10 @@ class IdTable:
         held) of those it held. One lookup a record, inlined: a million-blob index is loaded
         through here (``get`` then ``put`` took two lookups and two locks a blob)."""
         held: list[tuple[str, bytes]] = []
-        size, value_size, shift, from_bytes = (
+        size, value_size, key, from_bytes = (
             self._record,
             self._record - ID_SIZE,
-            self._shift,
+            self._key,
             int.from_bytes,
         )
         with self._lock:
@@ -162,7 +165,8 @@ class IdTable:
                 if len(raw) != ID_SIZE:
                     raise ValueError(f"not a blob id: {blob_id[:16]!r}")
                 mask, buckets = self._table
-                bucket = buckets[(from_bytes(raw, "little") >> shift) & mask]
+                x = from_bytes(raw, "little")
+                bucket = buckets[((x ^ (x >> _FOLD)) * key >> _FOLD) & mask]
                 pos = bucket.find(raw)
                 while pos > 0 and pos % size:  # matched across two records: look on
                     pos = bucket.find(raw, pos + 1)
@@ -222,7 +226,8 @@ class IdTable:
         without placing a record: a million ids in tens of milliseconds, not seconds)."""
         with self._lock:
             mask, buckets = self._table
-            write(_DUMP.pack(self._shift, self._record - ID_SIZE, self._count, mask + 1))
+            key = self._key.to_bytes(ID_SIZE, "little")
+            write(_DUMP.pack(key, self._record - ID_SIZE, self._count, mask + 1))
             write(array("Q", map(len, buckets)).tobytes())
             for bucket in buckets:
                 write(bucket)
@@ -232,17 +237,26 @@ class IdTable:
         """A table ``dump`` wrote, from ``read(n)`` (exactly n bytes, or ValueError); ValueError
         for one that does not add up. Its records are not checked: the caller authenticates
         what it reads (a tagged cache file)."""
-        shift, stored_size, count, n = _DUMP.unpack(read(_DUMP.size))
+        key, stored_size, count, n = _DUMP.unpack(read(_DUMP.size))
         table = cls(value_size)
-        if stored_size != value_size or shift >= _WINDOWS or n < 1 or n & (n - 1):
+        if stored_size != value_size or not key[0] & 1 or n < 1 or n & (n - 1):
             raise ValueError("not a table of this layout")
         lengths = array("Q")
         lengths.frombytes(read(8 * n))
         if sum(lengths) != count * table._record or any(length % table._record for length in lengths):
             raise ValueError("a table whose buckets do not hold its records")
-        table._shift, table._count = shift, count
+        table._key, table._count = int.from_bytes(key, "little"), count
         table._table = (n - 1, [read(length) for length in lengths])
         return table
+
+    def bucket_of(self, raw: bytes | bytearray) -> int:
+        """The hash whose low bits choose an id's bucket (more of them as the buckets double):
+        multiply-shift under this table's odd 256-bit key (bits 192 and up of key * x, for
+        x the id with its top 64 bits folded into its lowest, so that every bit of the id
+        counts). Without the key, two ids share the bucket of a table of 2^m buckets with a
+        chance of about 2^-m (Dietzfelbinger et al., 1997), whichever ids they are."""
+        x = int.from_bytes(raw, "little")
+        return (x ^ (x >> _FOLD)) * self._key >> _FOLD
 
     def _locate(self, blob_id: str) -> tuple[bytes, bytearray, int] | None:
         """The id's bytes, its bucket and the record's offset in it (-1: not there); None
@@ -256,7 +270,7 @@ class IdTable:
         if len(raw) != ID_SIZE:  # fromhex skips spaces: a short record would shift its bucket
             return None
         mask, buckets = self._table
-        bucket = buckets[(int.from_bytes(raw, "little") >> self._shift) & mask]
+        bucket = buckets[self.bucket_of(raw) & mask]
         pos = bucket.find(raw)
         while pos > 0 and pos % self._record:  # matched across two records: look on
             pos = bucket.find(raw, pos + 1)
@@ -265,7 +279,7 @@ class IdTable:
     def _split(self, buckets: list[bytearray]) -> None:
         """Doubles the buckets in place: bucket i's records go to i or i + n by the next bit
         of their window, one bucket at a time (the old one is dropped as soon as it is split)."""
-        size, n, shift = self._record, len(buckets), self._shift
+        size, n = self._record, len(buckets)
         buckets.extend(bytearray() for _ in range(n))
         done = 0
         bucket = buckets[0]
@@ -274,7 +288,7 @@ class IdTable:
                 bucket, low, high = buckets[i], bytearray(), buckets[i + n]
                 for pos in range(0, len(bucket), size):
                     record = bucket[pos : pos + size]
-                    upper = (int.from_bytes(record[:ID_SIZE], "little") >> shift) & n
+                    upper = self.bucket_of(record[:ID_SIZE]) & n
                     (high if upper else low).extend(record)
                 buckets[i] = low
                 done += 1
