@@ -132,7 +132,7 @@ def test_what_is_planted_during_a_directory_restore_of_objects_is_replaced_never
     before_each_run(monkeypatch, plant)
     result = restore_media(tmp_path, repo, target)
 
-    assert writers and result["ok"]
+    assert writers and writers[0].written == 700 - 2 and result["ok"]  # the two planted: here
     assert files_under(target) == files_under(source)
     assert not any(p.is_symlink() for p in target.rglob("*"))
     assert manifest(outside) == before

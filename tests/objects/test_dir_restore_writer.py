@@ -17,6 +17,7 @@ import pytest
 
 from lifeboat.assets.kind import RestoreRequest
 from lifeboat.assets.objects import dirbatches
+from lifeboat.assets.objects.dirtarget import DiskFull
 from lifeboat.assets.registry import load_policy
 from lifeboat.crypto.keys import load_recovery_key
 from lifeboat.errors import RestoreError
@@ -87,7 +88,7 @@ def test_small_objects_come_back_byte_for_byte_through_the_writer(
 
     result = restore(tmp_path, repo, target)
 
-    assert len(writers) == 1
+    assert len(writers) == 1 and writers[0].written == SMALL  # every small object made there
     assert result["ok"] and result["restored"] == SMALL + 2
     assert files_under(target) == files_under(source)
     umask = os.umask(0)
@@ -104,6 +105,7 @@ def test_a_writer_that_dies_midway_leaves_its_objects_to_the_restore(
 
     def kill(number: int, run: list[Any]) -> None:
         if number == 1:
+            writers[0].drain()  # the first run answered: made there, whatever the timing
             writers[0]._child.kill()
             writers[0]._child.wait()
 
@@ -111,6 +113,7 @@ def test_a_writer_that_dies_midway_leaves_its_objects_to_the_restore(
     result = restore(tmp_path, repo, target)
 
     assert writers and result["ok"] and result["failed"] == []
+    assert 0 < writers[0].written < SMALL  # the first run made there, the rest here
     assert result["restored"] == SMALL + 2
     assert files_under(target) == files_under(source)
 
@@ -167,3 +170,98 @@ def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
         assert writers
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+class _Entry:
+    def __init__(self, size: int) -> None:
+        self.size, self.chunks = size, ["c"]
+
+
+class _StandInWriter:
+    """The writer's side of the pipe, for the sender's bookkeeping alone: each run is
+    answered at once by ``reply(number, run size)`` -> (written, existing, fails)."""
+
+    def __init__(self, reply: Callable[[int, int], tuple[int, list[int], bool]]) -> None:
+        self.reply, self.number, self.error = reply, 0, None
+
+    def send(self, specs: list[Any], done: Callable[[int, list[int]], None], failed: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        written, existing, fails = self.reply(self.number, len(specs))
+        self.number += 1
+        failure: BaseException | None = None
+        try:  # as FileWriter._read_reply does: the reply handed on, then the writer's error wins
+            done(written, existing)
+        except BaseException as exc:
+            failure = exc
+        if fails:
+            failure = OSError(28, "No space left on device", specs[written + len(existing)][1])
+        if failure is not None:
+            self.error = failure
+
+    def drain(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _sender(
+    writer: _StandInWriter, full_at: str | None = None
+) -> tuple[dirbatches.SmallObjects, dict[str, str]]:
+    """A sender over a stand-in writer; what each object became: "made", "here" (written
+    through the DirWriter) or "read" (restored from the repository on its own). Writing
+    ``full_at`` here finds the disk full."""
+    became: dict[str, str] = {}
+
+    def write_here(item: Any, data: bytes) -> None:
+        if item.key == full_at:
+            raise DiskFull(OSError(28, "No space left on device"))
+        became[item.key] = "here"
+
+    class Reader:
+        def read_small(self, entries: list[Any]) -> list[bytes]:
+            return [b"x" * e.size for e in entries]
+
+    class Dirs:
+        def make_parent(self, parent: str) -> None:
+            pass
+
+    def made(objects: int, size: int) -> None:
+        became.setdefault("made", "")
+        became["made"] += "+" * objects
+
+    sender = dirbatches.SmallObjects(
+        writer,  # type: ignore[arg-type]
+        Reader(),  # type: ignore[arg-type]
+        Dirs(),  # type: ignore[arg-type]
+        lambda item: became.__setitem__(item.key, "read"),
+        write_here,
+        made,
+    )
+    return sender, became
+
+
+@pytest.mark.parametrize("disk_full_here", [False, True])
+def test_a_writer_failing_in_a_run_that_also_found_a_file_loses_no_object(disk_full_here: bool) -> None:
+    """Run 1: the writer makes object 0, finds object 1 already there, and fails at object 2
+    (a full disk): objects 1 and 2 onward, and every later run, are written here; and when
+    writing object 1 here finds the disk full too, that is what the restore raises (it then
+    empties the target), never a restore that ends as if it were complete."""
+    from lifeboat.assets.objects.restore import Item
+
+    def reply(number: int, size: int) -> tuple[int, list[int], bool]:
+        return (size, [], False) if number == 0 else (1, [1], True)
+
+    items = [Item(f"d/o{i:04}", entry=_Entry(100)) for i in range(3 * 512)]  # type: ignore[arg-type]
+    sender, became = _sender(_StandInWriter(reply), full_at=items[513].key if disk_full_here else None)
+    with sender:
+        if disk_full_here:
+            with pytest.raises(DiskFull):
+                sender.restore(items)
+                sender.settle()
+            return
+        sender.restore(items)
+        sender.settle()
+
+    made = len(became.pop("made"))
+    assert made == 512 + 1  # the first run, and object 0 of the second
+    assert set(became) == {i.key for i in items[513:]} and set(became.values()) == {"here"}

@@ -59,13 +59,22 @@ def backed_up(repo: Repository, tmp_path: Path, files: int = FILES) -> tuple[Pat
 
 
 class Recorded(FileWriter):
-    """A real writer that remembers itself, so a test can see it was used (and end it)."""
+    """A real writer that remembers itself and counts the files it said it made, so a test
+    can see it was used (and end it)."""
 
     made: ClassVar[list[Recorded]] = []
 
     def __init__(self, root_fd: int) -> None:
         super().__init__(root_fd)
+        self.written = 0
         Recorded.made.append(self)
+
+    def send(self, specs: list[Any], done: Callable[[int, list[int]], None], failed: Any) -> None:
+        def counted(written: int, existing: list[int]) -> None:
+            self.written += written
+            done(written, existing)
+
+        super().send(specs, counted, failed)
 
 
 @pytest.fixture
@@ -79,7 +88,11 @@ def writer_processes() -> list[int]:
     """Live (or unreaped) file writers started by this process."""
     found = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for pid in (task / "children").read_text().split():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        for pid in children:
             try:
                 if b"lifeboat.filewriters" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     found.append(int(pid))

@@ -44,8 +44,8 @@ class SmallObjects:
     while the writer is busy with the run before: the pipe holds 64 KiB), so that this
     thread goes on reading the tree. ``write_here(item)`` restores one object as if there
     were no writer; ``write_data(item, data)`` writes verified bytes through the DirWriter;
-    ``made(items, size)`` counts what the writer made. The last two run on the sending and
-    the writer's reply threads too. Used as a context manager: runs not yet started when
+    ``made(items, size)`` counts what the writer made (on the writer's reply thread); the
+    others run on the sending thread too. Used as a context manager: runs not yet started when
     it ends are dropped, the one sending is waited for."""
 
     def __init__(
@@ -157,17 +157,18 @@ class SmallObjects:
 
     def _answered(self, number: int, written: int, existing: list[int]) -> None:
         """The writer's reply: made the first ``written`` + ``len(existing)`` but those
-        found already there; whatever follows, it did not reach (it failed)."""
+        found already there; whatever follows, it did not reach (it failed). Both are left
+        for the sending side to write (nothing is written on the reply thread: an error
+        there would stand in for the writer's own, and what it had not yet handed on would
+        be lost with it)."""
         with self._lock:
             run, datas = self._pending.pop(number)
-        reached = written + len(existing)
+            reached = written + len(existing)
+            self._left += [(run[k], datas[k]) for k in existing]
+            self._left += zip(run[reached:], datas[reached:], strict=True)
         found = set(existing)
         made = [k for k in range(reached) if k not in found]
         self._made(len(made), sum(len(datas[k]) for k in made))
-        for k in existing:  # replaced the usual way, here on the reply thread
-            self._write_data(run[k], datas[k])
-        with self._lock:
-            self._left += zip(run[reached:], datas[reached:], strict=True)
 
     def _write_left(self) -> None:
         """What a failed writer did not make: every run it never answered, and the rest of
