@@ -61,7 +61,7 @@ def test_ids_sharing_all_but_a_few_bytes_spread_over_the_buckets(varying: slice)
         at += n
         return bytearray(stream[at - n : at])
 
-    loaded = IdTable.load(2, read)
+    loaded = IdTable.load(2, read, CRAFTED)
     more = crafted(slice(varying.start, varying.stop))  # the same ids: all found, none added
     assert all(b in loaded for b in more[:1000]) and len(loaded) == CRAFTED
     assert fullest(loaded) == fullest(table)

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from lifeboat.repo import whole_index
 from lifeboat.repo.consolidate import consolidate_indexes
-from lifeboat.repo.index import IndexCache
+from lifeboat.repo.index import CACHE_FORM, IndexCache
 from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.whole_index import WholeIndex, keep_whole
 from tests.repo.test_whole_index import (
     answers,
     backed_up,
     file_by_file,
+    kept_and_used,
     kept_from_one_blob,
     kept_path,
     opened,
@@ -37,7 +39,7 @@ def test_a_consolidation_replaces_it_and_an_older_one_put_back_is_not_used(
     repo = opened(tmp_path)
     for n in range(4):
         backed_up(repo, tmp_path, n)
-    opened(tmp_path).index()
+    kept_and_used(tmp_path, reads)
     older = kept_path(repo).read_bytes()
     assert consolidate_indexes(opened(tmp_path), limit=1) is not None
     kept_path(repo).write_bytes(older)
@@ -56,7 +58,7 @@ def test_an_older_one_put_back_after_a_prune_is_not_used(tmp_path: Path, reads: 
     repo = opened(tmp_path)
     for n in range(3):
         backed_up(repo, tmp_path, n)
-    opened(tmp_path).index()
+    kept_and_used(tmp_path, reads)
     older = kept_path(repo).read_bytes()
     gone = next(s for s in repo.snapshots() if s.asset == "app1")
     repo.storage.delete(f"snapshots/{gone.id}")
@@ -64,9 +66,11 @@ def test_an_older_one_put_back_after_a_prune_is_not_used(tmp_path: Path, reads: 
     report = opened(tmp_path).prune()
     assert report.packs_removed + report.packs_repacked > 0
     kept_path(repo).write_bytes(older)
+    reads.clear()
 
     loaded = opened(tmp_path).index()
 
+    assert sorted(reads) == sorted(o.name for o in repo.storage.list("index/"))
     assert answers(loaded) == answers(file_by_file(repo))
     assert len(loaded) < before  # the forgotten snapshot's blobs are no longer answered for
 
@@ -77,10 +81,11 @@ def test_one_damaged_or_rewritten_without_the_key_is_ignored(tmp_path: Path, rea
     repo = opened(tmp_path)
     for n in range(2):
         backed_up(repo, tmp_path, n)
-    opened(tmp_path).index()
+    kept_and_used(tmp_path, reads)
     path = kept_path(repo)
     stored = bytearray(path.read_bytes())
-    for flip in (len(stored) // 2, len(stored) - 40, 30):  # table, last record, the JSON
+    json_at = len(whole_index.MAGIC) + 8
+    for flip in (len(stored) // 2, len(stored) - 40, json_at + 10):  # table, last record, the meta
         changed = bytearray(stored)
         changed[flip] ^= 0x01
         path.write_bytes(bytes(changed))
@@ -93,6 +98,15 @@ def test_one_damaged_or_rewritten_without_the_key_is_ignored(tmp_path: Path, rea
     path.write_bytes(bytes(stored[:-100]))  # cut short
     reads.clear()
     assert answers(opened(tmp_path).index()) == answers(file_by_file(repo)) and reads
+    # meta of another shape, and a length past anything the file holds (a sparse file):
+    # never used, never a failed load, nothing that large made
+    for meta in (b'{"files": []}', b'"files"', b"[1, 2]"):
+        path.write_bytes(whole_index.MAGIC + len(meta).to_bytes(8, "little") + meta + bytes(64))
+        assert answers(opened(tmp_path).index()) == answers(file_by_file(repo))
+    with open(path, "wb") as sparse:
+        sparse.write(whole_index.MAGIC + (1 << 40).to_bytes(8, "little"))
+        sparse.truncate(1 << 41)
+    assert answers(opened(tmp_path).index()) == answers(file_by_file(repo))
 
 
 @pytest.mark.parametrize("with_the_key", [False, True])
@@ -110,9 +124,8 @@ def test_a_copy_missing_a_record_is_used_only_when_tagged_with_the_key(
     dropped = next(iter(kept.table))
     kept.table.remove(dropped)
     insiders_seal = CacheSeal(lambda data: b"\x07" * 32)  # a key of its own making
-    keep_whole(
-        directory, repo.cache_seal if with_the_key else insiders_seal, WholeIndex(kept.meta, kept.table)
-    )
+    seal = repo.cache_seal if with_the_key else insiders_seal
+    keep_whole(directory, seal, CACHE_FORM, WholeIndex(kept.meta, kept.table))
     reads.clear()
 
     again = opened(tmp_path).index()

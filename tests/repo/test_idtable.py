@@ -317,7 +317,7 @@ def test_a_dumped_table_loads_back_answering_alike_and_growing_on() -> None:
         at += n
         return bytearray(stream[at - n : at])
 
-    loaded = IdTable.load(3, read)
+    loaded = IdTable.load(3, read, len(ids))
 
     assert at == len(stream) and len(loaded) == len(ids)
     assert loaded.get_many(ids) == table.get_many(ids)
@@ -327,4 +327,6 @@ def test_a_dumped_table_loads_back_answering_alike_and_growing_on() -> None:
         loaded.put(blob_id, b"\1\1\1")
     assert loaded.get_many(ids) == table.get_many(ids) and all(b in loaded for b in more)
     with pytest.raises(ValueError):
-        IdTable.load(2, lambda n: bytearray(stream[:n]))  # another value size
+        IdTable.load(2, lambda n: bytearray(stream[:n]), len(ids))  # another value size
+    with pytest.raises(ValueError, match="larger than"):  # more than the caller's bound
+        IdTable.load(3, lambda n: bytearray(stream[:n]), len(ids) - 1)

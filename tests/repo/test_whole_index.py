@@ -70,6 +70,14 @@ def file_by_file(repo: Repository) -> Index:
     return index.load_index(repo.storage, repo.metadata, cache, repo.trust())
 
 
+def kept_and_used(tmp_path: Path, reads: list[str]) -> None:
+    """Loads the index (kept), then again: that load reads no index file (the kept one is in use)."""
+    opened(tmp_path).index()
+    reads.clear()
+    opened(tmp_path).index()
+    assert reads == []
+
+
 def kept_path(repo: Repository) -> Path:
     assert repo.cache_dir is not None
     return repo.cache_dir / "index" / whole_index.NAME
@@ -114,7 +122,7 @@ def test_a_file_now_refused_makes_it_unused(
     repo = opened(tmp_path)
     for n in range(2):
         backed_up(repo, tmp_path, n)
-    opened(tmp_path).index()
+    kept_and_used(tmp_path, reads)
     victim = sorted(o.name for o in repo.storage.list("index/"))[0]
     real = index.judge_index
     monkeypatch.setattr(

@@ -233,14 +233,17 @@ class IdTable:
                 write(bucket)
 
     @classmethod
-    def load(cls, value_size: int, read: Callable[[int], bytearray]) -> IdTable:
-        """A table ``dump`` wrote, from ``read(n)`` (exactly n bytes, or ValueError); ValueError
-        for one that does not add up. Its records are not checked: the caller authenticates
-        what it reads (a tagged cache file)."""
+    def load(cls, value_size: int, read: Callable[[int], bytearray], most: int) -> IdTable:
+        """A table ``dump`` wrote of at most ``most`` records, from ``read(n)`` (exactly n
+        bytes, or ValueError); ValueError for one that does not add up or claims more (what
+        it claims is checked before anything that large is made). Its records are not
+        checked: the caller authenticates what it reads (a tagged cache file)."""
         key, stored_size, count, n = _DUMP.unpack(read(_DUMP.size))
         table = cls(value_size)
         if stored_size != value_size or not key[0] & 1 or n < 1 or n & (n - 1):
             raise ValueError("not a table of this layout")
+        if count > most or n > max(_MAX_RESERVED_BUCKETS, 2 * most):
+            raise ValueError("a table larger than its caller's bound")
         lengths = array("Q")
         lengths.frombytes(read(8 * n))
         if sum(lengths) != count * table._record or any(length % table._record for length in lengths):

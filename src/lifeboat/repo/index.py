@@ -461,12 +461,12 @@ class IndexCache:
         """The whole index kept after an earlier load, if ``usable`` (whole_index.py)."""
         if self.directory is None:
             return None
-        return read_whole(self.directory, self.seal, usable, _LOCATION.size)
+        return read_whole(self.directory, self.seal, CACHE_FORM, usable, _LOCATION.size)
 
     def keep(self, whole: WholeIndex) -> None:
         """Keeps the whole index for the next load."""
         if self.directory is not None:
-            keep_whole(self.directory, self.seal, whole)
+            keep_whole(self.directory, self.seal, CACHE_FORM, whole)
 
     def holds(self, name: str) -> bool:
         """Whether a copy is kept (``get`` still checks it)."""
@@ -601,7 +601,7 @@ def load_index(
         except NotFoundError:
             return None
 
-    seen: set[str] = set()
+    seen = set(index.files)  # a listing again (a file vanished) leaves out what was kept
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while files:
             seen.update(name for name, _ in files)

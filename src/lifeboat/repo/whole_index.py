@@ -13,11 +13,15 @@ Like every local cache file it is tagged under a key only key holders derive
 (repo/local_cache.py), over all its bytes as they are read: one rewritten by somebody
 without a key is ignored, and the index is loaded file by file.
 
-Stored form: ``MAGIC ‖ u64 length ‖ JSON ‖ table ‖ tag``.
+Stored form: ``MAGIC ‖ u64 length ‖ JSON ‖ tag ‖ table ‖ tag``, each tag over every byte
+before it, under the index cache's form (``CACHE_FORM``, index.py): a copy kept by a version
+whose checks of index entries were others is not used. The meta's tag is checked before the
+meta is used, and bounds what the table may claim before anything of that size is made.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
 import os
 import struct
@@ -38,6 +42,7 @@ MAGIC = b"lifeboat-whole-index-1\n"
 _LENGTH = struct.Struct("<Q")
 KEEP_FROM = 10_000  # blobs: a smaller index loads file by file in a few milliseconds
 REWRITE_SHARE = 16  # written again once the files read after it list 1/16 of its blobs
+META_MAX = 64 << 20  # the meta of a repository of many thousand index files is a few MB
 
 
 @dataclass
@@ -50,26 +55,26 @@ class WholeIndex:
 
 
 def read_whole(
-    directory: Path, seal: CacheSeal, usable: Callable[[dict[str, Any]], bool], value_size: int
+    directory: Path, seal: CacheSeal, form: str, usable: Callable[[dict[str, Any]], bool], value_size: int
 ) -> WholeIndex | None:
-    """The kept index, when its tag holds and ``usable(meta)`` (asked before the table is
-    read); None otherwise: missing, damaged, rewritten, or no longer standing for the
-    listed files."""
+    """The kept index, when its tags hold and ``usable(meta)`` (asked once the meta's own
+    tag held, before the table is read); None otherwise: missing, damaged, rewritten, kept
+    by a version whose checks were others (``form``: the index cache's), or no longer
+    standing for the listed files. It is only a cache: nothing in it can fail a load."""
     try:
         with open(directory / NAME, "rb") as stored:
-            return _read(stored, seal, usable, value_size)
-    except (OSError, ValueError, TypeError, KeyError):
+            return _read(stored, seal.tagger(form + NAME), usable, value_size)
+    except Exception:  # whatever it holds, the index is then read file by file
         return None
 
 
 def _read(
-    stored: io.BufferedReader, seal: CacheSeal, usable: Callable[[dict[str, Any]], bool], value_size: int
+    stored: io.BufferedReader, tag: Any, usable: Callable[[dict[str, Any]], bool], value_size: int
 ) -> WholeIndex | None:
-    tag = seal.tagger(NAME)
-    left = [os.fstat(stored.fileno()).st_size - TAG_SIZE]
+    left = [os.fstat(stored.fileno()).st_size - 2 * TAG_SIZE]
 
     def read(n: int) -> bytearray:
-        if not 0 <= n <= left[0]:  # lengths are checked by the tag only at the end
+        if not 0 <= n <= left[0]:
             raise ValueError("a whole index that claims more than it holds")
         piece = bytearray(n)
         if stored.readinto(piece) != n:
@@ -81,19 +86,25 @@ def _read(
     if read(len(MAGIC)) != MAGIC:
         return None
     (length,) = _LENGTH.unpack(read(_LENGTH.size))
-    meta = orjson.loads(read(length))
+    if length > META_MAX:
+        return None
+    encoded = read(length)
+    if not hmac.compare_digest(stored.read(TAG_SIZE), tag.digest()):
+        return None  # the meta rewritten without the key: not even looked at
+    meta = orjson.loads(encoded)
     if not isinstance(meta, dict) or not usable(meta):
         return None
-    table = IdTable.load(value_size, read)
-    if stored.read(TAG_SIZE + 1) != tag.digest():
-        return None  # rewritten without the key, or cut short: every byte above is dropped
+    most = sum(int(kept["blobs"]) for kept in meta["files"].values())  # authenticated bounds
+    table = IdTable.load(value_size, read, most)
+    if not hmac.compare_digest(stored.read(TAG_SIZE + 1), tag.digest()):
+        return None  # the table rewritten without the key, or cut short
     return WholeIndex(meta, table)
 
 
-def keep_whole(directory: Path, seal: CacheSeal, whole: WholeIndex) -> None:
+def keep_whole(directory: Path, seal: CacheSeal, form: str, whole: WholeIndex) -> None:
     """Keeps the index (best effort: a state dir this user may not write only costs the
     next load its time)."""
-    tag = seal.tagger(NAME)
+    tag = seal.tagger(form + NAME)
     try:
         private_dir(directory)
         with replacing_private(directory / NAME) as out:
@@ -106,6 +117,7 @@ def keep_whole(directory: Path, seal: CacheSeal, whole: WholeIndex) -> None:
             write(MAGIC)
             write(_LENGTH.pack(len(encoded)))
             write(encoded)
+            out.write(tag.digest())  # the meta's own tag, checked before it is used
             whole.table.dump(write)
             out.write(tag.digest())
     except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
