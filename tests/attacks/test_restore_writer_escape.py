@@ -113,14 +113,18 @@ def test_a_module_planted_in_the_current_directory_is_never_imported(
     assert manifest(tmp_path / "target" / "src") == manifest(src)
 
 
+def media_and_sentinel(tmp_path: Path) -> tuple[Path, Repository, Path, Path]:
+    """A backed-up media source, its repository, a sentinel outside the target, the target."""
+    source, repo = media_backed_up(tmp_path)
+    make_sentinel(tmp_path / "outside")
+    return source, repo, tmp_path / "outside", tmp_path / "restored"
+
+
 def test_what_is_planted_during_a_directory_restore_of_objects_is_replaced_never_written_through(
     tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source, repo = media_backed_up(tmp_path)
-    outside = tmp_path / "outside"
-    make_sentinel(outside)
+    source, repo, outside, target = media_and_sentinel(tmp_path)
     before = manifest(outside)
-    target = tmp_path / "restored"
 
     def plant(number: int, run: list[Any]) -> None:
         if number == 0:
@@ -141,11 +145,8 @@ def test_what_is_planted_during_a_directory_restore_of_objects_is_replaced_never
 def test_a_directory_swapped_for_a_link_during_a_directory_restore_of_objects_is_never_written_through(
     tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source, repo = media_backed_up(tmp_path)
-    outside = tmp_path / "outside"
-    make_sentinel(outside)
+    source, repo, outside, target = media_and_sentinel(tmp_path)
     before = manifest(outside)
-    target = tmp_path / "restored"
 
     def swap(number: int, run: list[Any]) -> None:
         if number == 1:  # a directory the first run made

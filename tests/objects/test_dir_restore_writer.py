@@ -8,7 +8,6 @@ runs through the CLI, the restore in this process (hooks before each run of obje
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from lifeboat.services.restore import perform
 from lifeboat.storage import open_storage
 from tests.harness.packs import damage_chunk
 from tests.objects.dir_media import dir_media, files_under
-from tests.repo.test_restore_writer import Recorded, writer_processes, writers
+from tests.repo.test_restore_writer import Recorded, fill_up, small_tmpfs, writer_processes, writers
 
 __all__ = ["writers"]  # a fixture
 
@@ -141,24 +140,12 @@ def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     _source, repo = backed_up(tmp_path)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)]
-    mounted = subprocess.run(mount, capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "mnt", "16m") as mnt:
         target = mnt / "target"
 
         def fill(number: int, run: list[Any]) -> None:
             if number == 1:  # the first run is written; the disk fills before the second
-                with open(mnt / "filler", "wb") as out:
-                    try:
-                        while True:
-                            out.write(b"\0" * (64 << 10))
-                            out.flush()
-                    except OSError:
-                        pass
+                fill_up(mnt)
 
         before_each_run(monkeypatch, fill)
         with pytest.raises(RestoreError) as caught:
@@ -168,8 +155,6 @@ def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
         assert sorted(p.name for p in mnt.iterdir()) == ["filler", "target"]
         assert list(target.iterdir()) == []
         assert writers
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 class _Entry:

@@ -11,6 +11,7 @@ import inspect
 import os
 import sys
 import tracemalloc
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -179,26 +180,23 @@ def test_setdefault_many_doubles_the_buckets_midway_and_finds_every_id() -> None
     assert all(table.get(b) == v for b, v in first)
 
 
-def test_a_doubling_stopped_midway_leaves_every_id_findable() -> None:
-    """A MemoryError or Ctrl-C inside a doubling puts the moved records back: the table
-    answers as before and doubles fine next time."""
-    table = IdTable(2)
-    ids = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(idtable._START_BUCKETS * idtable._PER_BUCKET)]
-    for i, blob_id in enumerate(ids):
-        table.put(blob_id, i.to_bytes(2, "big"))
+def interrupted_in_split(line_text: str, nth: int, action: Callable[[], None]) -> int:
+    """Runs ``action``, which doubles a table, with a tracer that raises KeyboardInterrupt
+    (as Ctrl-C would) the ``nth`` time ``IdTable._split`` reaches its line containing
+    ``line_text``; how many times it reached that line."""
     lines, first = inspect.getsourcelines(IdTable._split)
-    moving = first + next(n for n, line in enumerate(lines) if ".extend(record)" in line)
-    calls = 0
+    target = first + next(n for n, line in enumerate(lines) if line_text in line)
+    reached = 0
 
     def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
         if frame.f_code is not IdTable._split.__code__:
             return None
 
         def local(frame, event, arg):  # type: ignore[no-untyped-def]
-            nonlocal calls
-            if event == "line" and frame.f_lineno == moving:
-                calls += 1
-                if calls == 3000:  # well inside the doubling's pass over the buckets
+            nonlocal reached
+            if event == "line" and frame.f_lineno == target:
+                reached += 1
+                if reached == nth:
                     raise KeyboardInterrupt
             return local
 
@@ -208,10 +206,24 @@ def test_a_doubling_stopped_midway_leaves_every_id_findable() -> None:
     sys.settrace(tracer)
     try:
         with pytest.raises(KeyboardInterrupt):
-            table.put(hashlib.sha256(b"one more").hexdigest(), b"\0\0")
+            action()
     finally:
         sys.settrace(previous)
-    assert calls == 3000
+    return reached
+
+
+def test_a_doubling_stopped_midway_leaves_every_id_findable() -> None:
+    """A MemoryError or Ctrl-C inside a doubling puts the moved records back: the table
+    answers as before and doubles fine next time."""
+    table = IdTable(2)
+    ids = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(idtable._START_BUCKETS * idtable._PER_BUCKET)]
+    for i, blob_id in enumerate(ids):
+        table.put(blob_id, i.to_bytes(2, "big"))
+    # well inside the doubling's pass over the buckets
+    reached = interrupted_in_split(
+        ".extend(record)", 3000, lambda: table.put(hashlib.sha256(b"one more").hexdigest(), b"\0\0")
+    )
+    assert reached == 3000
     assert all(table.get(b) == i.to_bytes(2, "big") for i, b in enumerate(ids))
     for i in range(10_000):  # the next doublings work on a sound table
         table.put(hashlib.sha256(b"later %d" % i).hexdigest(), b"\1\1")
@@ -231,38 +243,15 @@ def test_an_id_with_spaces_is_no_id() -> None:
 def test_a_doubling_stopped_between_rebinding_a_bucket_and_counting_it_loses_nothing() -> None:
     """A signal can land between any two bytecodes: right after a bucket was rebound to its
     low half, before the split counted it (a tracer raises there, as Ctrl-C would)."""
-    import inspect
-    import sys
-
     table = IdTable(0)
     full = idtable._PER_BUCKET * idtable._START_BUCKETS  # the next add doubles the buckets
     ids = [hashlib.sha256(b"w%d" % i).hexdigest() for i in range(full)]
     for blob_id in ids:
         table.add(blob_id)
-    lines, first = inspect.getsourcelines(IdTable._split)
-    target = first + next(n for n, line in enumerate(lines) if line.strip() == "done += 1")
-    fired: list[int] = []
-
-    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
-        if frame.f_code is not IdTable._split.__code__:
-            return None
-
-        def local(frame, event, arg):  # type: ignore[no-untyped-def]
-            if event == "line" and frame.f_lineno == target and len(fired) < 1:
-                fired.append(1)
-                raise KeyboardInterrupt
-            return local
-
-        return local
-
-    previous = sys.gettrace()  # coverage's, when the suite measures it
-    sys.settrace(tracer)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            table.add(hashlib.sha256(b"the one that doubles").hexdigest())
-    finally:
-        sys.settrace(previous)
-    assert fired and all(blob_id in table for blob_id in ids)
+    reached = interrupted_in_split(
+        "done += 1", 1, lambda: table.add(hashlib.sha256(b"the one that doubles").hexdigest())
+    )
+    assert reached == 1 and all(blob_id in table for blob_id in ids)
 
 
 @settings(max_examples=60, deadline=None)

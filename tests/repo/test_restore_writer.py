@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -137,29 +138,42 @@ def test_a_few_files_are_written_in_process(
     assert manifest(tmp_path / "target" / "src") == manifest(src)
 
 
+@contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` for the block (the test is skipped where
+    none can be mounted)."""
+    where.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]
+    mounted = subprocess.run(mount, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def fill_up(directory: Path) -> None:
+    """A file named filler in ``directory``, written until its filesystem is full."""
+    with open(directory / "filler", "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (64 << 10))
+                out.flush()
+        except OSError:
+            pass
+
+
 def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _src, info = backed_up(repo, tmp_path)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "mnt", "4m") as mnt:
         target = mnt / "target"
 
         def fill(number: int, batch: list[Any]) -> None:
             if number == 1:  # the first batch is written; the disk fills before the second
-                with open(mnt / "filler", "wb") as out:
-                    try:
-                        while True:
-                            out.write(b"\0" * (64 << 10))
-                            out.flush()
-                    except OSError:
-                        pass
+                fill_up(mnt)
 
         before_each_batch(monkeypatch, fill)
         with pytest.raises(RestoreError) as caught:
@@ -168,8 +182,6 @@ def test_a_disk_filled_midway_fails_in_one_line_and_empties_the_target(
         assert "removed the" in str(caught.value)
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
         assert writers and writer_processes() == []
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_a_writer_that_dies_fails_the_restore_in_one_line(
