@@ -6,6 +6,10 @@ busy, and a second thread made it slower (each call hands the GIL back and forth
 restore process reads, verifies and plans, and sends each batch of small files (bytes and
 metadata) to a writer process over a pipe, which makes them on the other core.
 
+A `dir://` objects restore sends its small objects the same way
+(assets/objects/dirbatches.py), with the mode ``PLAIN``: made as the restore itself makes
+an object's file, 0644 less the umask, no metadata applied.
+
 The writer is only used for a fresh target (empty when the restore began, so what it
 creates needs no record: a failed restore empties the target again). It opens each
 parent directory from the target's descriptor, one component at a time, never following

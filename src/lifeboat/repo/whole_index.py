@@ -5,7 +5,7 @@ table: ~2 s, a tenth of an unchanged backup of a million files. The table as it 
 out (idtable.py ``dump``), with the index's pack numbering and the judgement inputs of the
 index files it was built from, is read back in tens of milliseconds.
 
-It stands for exactly those index files (index/index.py ``load_index``): it is used only
+It stands for exactly those index files (repo/index.py ``load_index``): it is used only
 while every one of them is still listed, each judged afresh against the writer registry
 as a file read from the cache is, and only files listed since are read one by one. A
 consolidation or prune replaces index files, and with them the whole: it is built again.
