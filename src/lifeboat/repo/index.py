@@ -630,7 +630,8 @@ def load_index(
                 if vanished
                 else []
             )
-    if len(index) >= KEEP_FROM and (len(index) - kept_blobs) * REWRITE_SHARE >= len(index):
+    worth_keeping = len(index) >= KEEP_FROM and (len(index) - kept_blobs) * REWRITE_SHARE >= len(index)
+    if worth_keeping and index.files.keys() <= judged.keys():  # only a cache: never a failed load
         cache.keep(WholeIndex(index.layout(judged), index.blob_table()))
     return index
 
