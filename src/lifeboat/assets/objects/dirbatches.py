@@ -45,8 +45,8 @@ class SmallObjects:
     thread goes on reading the tree. ``write_here(item)`` restores one object as if there
     were no writer; ``write_data(item, data)`` writes verified bytes through the DirWriter;
     ``made(items, size)`` counts what the writer made (on the writer's reply thread); the
-    others run on the sending thread too. Used as a context manager: runs not yet started when
-    it ends are dropped, the one sending is waited for."""
+    others run on the sending thread too. Used as a context manager: runs not yet started
+    when it ends are dropped, the one sending is waited for."""
 
     def __init__(
         self,
@@ -171,8 +171,8 @@ class SmallObjects:
         self._made(len(made), sum(len(datas[k]) for k in made))
 
     def _write_left(self) -> None:
-        """What a failed writer did not make: every run it never answered, and the rest of
-        the one it failed in."""
+        """What the writer did not make: files it found already there, the rest of a run it
+        failed in and, once it failed, every run it never answered."""
         with self._lock:
             if self._out is not None and not self._left:
                 return

@@ -32,7 +32,7 @@ from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.source import DirSource, Source, iter_chunks, source_for
 from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_workers, with_retries
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError, StorageError
-from lifeboat.filewriters import WRITER_FROM, WriterSlot, small_file_writer
+from lifeboat.filewriters import WRITER_FROM, small_file_writer
 from lifeboat.repo import Entry, SnapshotInfo, SnapshotReader
 from lifeboat.units import format_bytes
 
@@ -407,10 +407,11 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
             # of objects, and a batch is still many packs' worth of small objects
             for batch in _batches(written(), PLAN_OBJECTS):
                 with reader.planned(i.entry for i in batch if i.entry is not None):
-                    if small is None and slot is not None and _worth_a_writer(batch):
-                        small = _small_objects(slot, reader, writer, restore_one, restore_data, made)
-                        if small is not None:
-                            stack.enter_context(small)
+                    if small is None and slot is not None and writer is not None and _worth_a_writer(batch):
+                        out = slot.get()  # None: it could not start, the restore writes it all
+                        if out is not None:
+                            sender = SmallObjects(out, reader, writer, restore_one, restore_data, made)
+                            small = stack.enter_context(sender)
                     if small is None:
                         run_batched(restore_one, batch, workers)
                     else:
@@ -470,14 +471,6 @@ def _space_needed(target: DirSource) -> SpaceNeeded:
         return SpaceNeeded(target)
     except OSError as exc:
         raise RestoreError(f"cannot reach target {target.url}: {exc.strerror or exc}") from None
-
-
-def _small_objects(
-    slot: WriterSlot, reader: SnapshotReader, writer: DirWriter | None, *calls: Any
-) -> SmallObjects | None:
-    """The writer process's sender, once it started (None: the restore writes it all)."""
-    out = slot.get()
-    return SmallObjects(out, reader, writer, *calls) if out is not None and writer is not None else None
 
 
 def _worth_a_writer(batch: list[Item]) -> bool:
