@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,7 @@ def test_a_backup_that_writes_many_full_index_files_reads_none_back(tmp_path, mo
 def test_index_parts_never_split_a_pack() -> None:
     sizes = [2, 2, 5, 1, 1, 1]
     packs = [{"id": str(i), "blobs": [[f"{i}-{b}"] for b in range(n)]} for i, n in enumerate(sizes)]
-    parts = index_parts(packs, limit=3)  # type: ignore[arg-type]
+    parts = list(index_parts(packs, limit=3))  # type: ignore[arg-type]
     assert [[p["id"] for p in part] for part in parts] == [["0"], ["1"], ["2"], ["3", "4", "5"]]
 
 
@@ -247,6 +248,58 @@ def test_prune_repacks_small_packs_and_every_snapshot_still_restores(storage, tm
     assert_check_clean(reader)
     again = owner.prune()  # nothing left to do: the new pack is the only small one
     assert again.packs_repacked == 0 and pack_names(storage) == after
+
+
+def test_prune_killed_while_repacking_leaves_every_snapshot_and_the_next_prune_finishes(
+    tmp_path, monkeypatch
+):
+    """Repack indexes its new packs as they are stored (an index file per INDEX_FILE_BLOBS
+    of their blobs, not every entry held to the end): killed after some of them, nothing
+    is deleted yet, every snapshot restores, and the next prune does the rest."""
+    from lifeboat.repo import repack as repack_module
+
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")
+    monkeypatch.setattr(repack_module, "INDEX_FILE_BLOBS", 2)
+    monkeypatch.setattr(repack_module, "SMALL_FRACTION", 1.0)  # packs of 4 KB, each "small"
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache", pack_size=4096)
+    snaps = {n: backup(repo, n) for n in range(12)}
+    packs_before, index_before = pack_names(storage), index_names(storage)
+    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-cache")
+    real, real_write = repack_module._live_payloads, repack_module.write_index
+    calls = []
+    indexed = threading.Semaphore(0)
+
+    def write_index(*args, **kwargs):
+        written = real_write(*args, **kwargs)
+        indexed.release()
+        return written
+
+    def killed_at_the_ninth_pack(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 9:  # once the packs stored so far are indexed (on the upload threads)
+            assert indexed.acquire(timeout=60) and indexed.acquire(timeout=60)
+            raise KeyboardInterrupt  # what a kill leaves: no line of prune runs after this
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repack_module, "write_index", write_index)
+
+    monkeypatch.setattr(repack_module, "_live_payloads", killed_at_the_ninth_pack)
+    with pytest.raises(KeyboardInterrupt):
+        owner.prune(repack=repack_module.RepackOptions(repack_small=True))
+    monkeypatch.setattr(repack_module, "_live_payloads", real)
+    written = set(index_names(storage)) - set(index_before)
+    assert len(written) >= 2  # the new packs indexed as they came, before the kill
+    assert set(packs_before) < set(pack_names(storage))  # nothing deleted
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
+    assert_restores(reader, snaps, tmp_path / "out")
+
+    report = owner.prune(repack=repack_module.RepackOptions(repack_small=True))
+    assert report.packs_repacked > 0
+    assert not set(pack_names(storage)) & set(packs_before)
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache2")
+    assert_restores(reader, snaps, tmp_path / "out2")
+    assert_check_clean(reader)
 
 
 def test_prune_leaves_a_few_small_packs_unless_asked(tmp_path):

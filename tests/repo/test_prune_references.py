@@ -1,7 +1,9 @@
 """Prune asks only which blobs are used, not who uses them: the used ids are held raw
 (`References.used`), and which packs hold a used blob comes from the index without a list
-of every id (`Index.packs_holding`). Both must answer exactly what the full forms answer,
-or prune would delete a pack something still needs."""
+of every id (`Index.pack_usage`), and the index entries of the packs prune lists again come
+from the in-memory index a pass at a time (`Index.pack_entries`), not from every index file
+read again. Each must answer exactly what the full forms answer, or prune would delete a
+pack something still needs, or write an index that forgets where a blob is."""
 
 from __future__ import annotations
 
@@ -51,26 +53,67 @@ def test_an_id_that_is_no_blob_id_names_no_blob() -> None:
     assert list(refs.used) == ["a" * 64]
 
 
-def test_packs_holding_answers_what_blobs_by_pack_answers() -> None:
-    """Random indexes with blobs listed in several packs (a second location is a fallback:
-    the pack holding it must not be deleted while the blob is used)."""
+def _random_index(rng: random.Random) -> tuple[Index, list[list[dict]], list[str]]:
+    """An index built from random index files (blobs listed in several packs and files,
+    the same entry twice, entries that disagree about a blob), the files, and the ids."""
+    index = Index()
+    ids = [f"{rng.getrandbits(256):064x}" for _ in range(rng.randint(1, 60))]
+    packs = [f"{p:064x}" for p in range(rng.randint(1, 8))]
+    files = []
+    for _ in range(rng.randint(1, 3)):
+        entries = []
+        for pack in rng.sample(packs, rng.randint(1, len(packs))):
+            blobs = rng.sample(ids, rng.randint(1, len(ids)))
+            listed = [
+                [b, rng.choice(["data", "tree"]), 16 + 100 * i, 100 + i % 3, 90] for i, b in enumerate(blobs)
+            ]
+            entries.append({"id": pack, "blobs": listed + rng.sample(listed, rng.randint(0, len(listed)))})
+        files.append(entries)
+    for entries in files:
+        for pack in entries:
+            index.add_pack(pack)
+    return index, files, ids
+
+
+def test_pack_usage_answers_what_the_index_files_answer() -> None:
+    """Which packs hold a needed blob (a second location is a fallback: the pack holding it
+    must not be deleted while the blob is used), and the bytes listed and used per pack,
+    against the same figures computed from the files' merged entries."""
+    from lifeboat.repo.consolidate import merge_entries
+
     rng = random.Random(18)
     for _ in range(50):
-        index = Index()
-        ids = [f"{rng.getrandbits(256):064x}" for _ in range(rng.randint(1, 60))]
-        for p in range(rng.randint(1, 8)):
-            blobs = rng.sample(ids, rng.randint(1, len(ids)))
-            entries = [[b, "data", 16 + 100 * i, 100, 90] for i, b in enumerate(blobs)]
-            index.add_pack({"id": f"{p:064x}", "blobs": entries})
+        index, files, ids = _random_index(rng)
         needed = IdTable()
         for b in rng.sample(ids, rng.randint(0, len(ids))):
             needed.add(b)
 
-        holding, unneeded = index.packs_holding(needed)
+        usage, unneeded = index.pack_usage(needed)
 
-        expected = {p for p, blobs in index.blobs_by_pack().items() if any(b in needed for b in blobs)}
-        assert holding == expected
+        holding = {p for p, held in usage.items() if held.needed}
+        assert holding == {p for p, blobs in index.blobs_by_pack().items() if any(b in needed for b in blobs)}
         assert unneeded == sum(1 for b in index.blob_ids() if b not in needed)
+        for pack in merge_entries(files):
+            held = usage[pack["id"]]
+            assert held.blobs == len(pack["blobs"])
+            assert held.listed_bytes == sum(b[3] for b in pack["blobs"])
+            firsts = [index.get(b) for b in {b[0] for b in pack["blobs"]} if b in needed]
+            assert held.used_bytes == sum(loc.length for loc in firsts if loc.pack == pack["id"])
+
+
+def test_pack_entries_are_the_merged_entries_of_the_index_files() -> None:
+    """What prune writes for a kept pack is every entry the index files list for it, in the
+    order consolidation writes them, whatever the number of passes over the table."""
+    from lifeboat.repo.consolidate import merge_entries
+
+    rng = random.Random(19)
+    for _ in range(50):
+        index, files, _ = _random_index(rng)
+        merged = {p["id"]: p for p in merge_entries(files)}
+        wanted = rng.sample(sorted(merged), rng.randint(1, len(merged)))
+        usage, _ = index.pack_usage(IdTable())
+        for most in (1, 7, 10_000):
+            assert list(index.pack_entries(wanted, usage, most=most)) == [merged[p] for p in wanted]
 
 
 def _merged_by_key(files: list[list[dict]]) -> list[dict]:

@@ -255,11 +255,11 @@ def prune(
     if json_out:
         print_json({**report.__dict__, "dry_run": dry_run})
         return
-    verb = "would remove" if dry_run else "removed"
+    verb, repack_verb = ("would remove", "would repack") if dry_run else ("removed", "repacked")
     console.print(
         f"{verb} {report.packs_removed} of {report.packs_total} packs ({human_bytes(report.bytes_removed)}); "
         f"{report.packs_kept_locked} kept by Object Lock"
-        + (f"; {verb.replace('remove', 'repack')} {report.packs_repacked}" if report.packs_repacked else "")
+        + (f"; {repack_verb} {report.packs_repacked}" if report.packs_repacked else "")
         + (
             f"; {len(report.repack_kept_locked)} small or mostly unused packs left under retention"
             if report.repack_kept_locked

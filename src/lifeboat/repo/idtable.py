@@ -210,13 +210,29 @@ class IdTable:
     def items(self) -> Iterator[tuple[str, bytes]]:
         """Every id (hex) and its value, in no particular order; a snapshot of the table
         as this call found it."""
+        return ((raw.hex(), value) for raw, value in self.records())
+
+    def records(self) -> Iterator[tuple[bytes, bytes]]:
+        """``items`` with each id as its 32 raw bytes: a pass over every record (prune's) then
+        makes no hex string per id."""
         size = self._record
         with self._lock:  # not halfway through a doubling
             buckets = list(self._table[1])
         for bucket in buckets:
             held = bytes(bucket)
             for pos in range(0, len(held), size):
-                yield held[pos : pos + ID_SIZE].hex(), held[pos + ID_SIZE : pos + size]
+                yield held[pos : pos + ID_SIZE], held[pos + ID_SIZE : pos + size]
+
+    def holds_raw(self, raw: bytes) -> bool:
+        """``in`` for an id given as its 32 raw bytes (from another table's ``records``)."""
+        if len(raw) != ID_SIZE:
+            return False
+        moves = self._moves
+        pos = self._find(raw)[1]
+        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
+            with self._lock:
+                pos = self._find(raw)[1]
+        return pos >= 0
 
     def __iter__(self) -> Iterator[str]:
         return (blob_id for blob_id, _ in self.items())
@@ -272,12 +288,17 @@ class IdTable:
             return None
         if len(raw) != ID_SIZE:  # fromhex skips spaces: a short record would shift its bucket
             return None
+        bucket, pos = self._find(raw)
+        return raw, bucket, pos
+
+    def _find(self, raw: bytes) -> tuple[bytearray, int]:
+        """The bucket of a 32-byte id and the offset of its record there (-1: not there)."""
         mask, buckets = self._table
         bucket = buckets[self.bucket_of(raw) & mask]
         pos = bucket.find(raw)
         while pos > 0 and pos % self._record:  # matched across two records: look on
             pos = bucket.find(raw, pos + 1)
-        return raw, bucket, pos
+        return bucket, pos
 
     def _split(self, buckets: list[bytearray]) -> None:
         """Doubles the buckets in place: bucket i's records go to i or i + n by the next bit

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +33,7 @@ from lifeboat.repo.format import (
     index_name,
     is_object_id,
 )
-from lifeboat.repo.idtable import IdTable
+from lifeboat.repo.idtable import ID_SIZE, IdTable
 from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.trust import SignatureCheck, Trust
@@ -50,6 +50,20 @@ _TYPES = (BLOB_DATA, BLOB_TREE)
 # with its id, where a dict of hex ids to BlobLocations took 233 (issue #18).
 _LOCATION = struct.Struct("<IQQQB")
 _TYPE_NUMBERS = {name: number for number, name in enumerate(_TYPES)}
+_PACK_NUMBER = struct.Struct("<I")  # a _LOCATION's first field
+# Index.pack_entries: blobs whose records one pass over the table gathers (~61 bytes each
+# while gathered)
+ENTRIES_PER_PASS = 250_000
+
+
+@dataclass
+class PackUsage:
+    """What the index lists in one pack, against the blobs still needed (prune's plan)."""
+
+    blobs: int = 0  # locations listed in the pack
+    listed_bytes: int = 0  # their lengths
+    needed: int = 0  # locations of needed blobs (0: nothing here to copy)
+    used_bytes: int = 0  # lengths of the needed blobs whose first location is here
 
 
 class Index:
@@ -163,22 +177,78 @@ class Index:
                     found[loc.pack].append(blob_id)
         return found
 
-    def packs_holding(self, needed: Container[str]) -> tuple[set[str], int]:
-        """The packs that hold a ``needed`` blob (at any of its locations), and how many of
-        the blobs the index knows are not needed: what prune asks of every pack, without
-        ``blobs_by_pack``'s list of every id as a string."""
-        holding: set[str] = set()
+    def pack_usage(self, needed: IdTable) -> tuple[dict[str, PackUsage], int]:
+        """What each listed pack holds against the ``needed`` blobs, and how many of the blobs
+        the index knows are not needed: one pass over the table, no entry held per blob (a
+        prune of a million blobs held ~370 MB reading every index file again for this).
+        Every location counts, as every index file listing it does: a blob listed in two
+        packs is held by both."""
+        usage = [PackUsage() for _ in self._pack_ids]
         unneeded = 0
+        unpack, holds = _LOCATION.unpack, needed.holds_raw
         with self._lock:
-            for blob_id, packed in self._blobs.items():
-                if blob_id in needed:
-                    holding.add(self._pack_ids[_LOCATION.unpack(packed)[0]])
+            for raw, packed in self._blobs.records():
+                number, _, length, _, _ = unpack(packed)
+                held = usage[number]
+                held.blobs += 1
+                held.listed_bytes += length
+                if holds(raw):
+                    held.needed += 1
+                    held.used_bytes += length  # its first location: where readers find it
                 else:
                     unneeded += 1
             for blob_id, others in self._alternates.items():
-                if blob_id in needed:
-                    holding.update(loc.pack for loc in others)
-        return holding, unneeded
+                wanted = blob_id in needed
+                for loc in others:
+                    held = usage[self._pack_numbers[loc.pack]]
+                    held.blobs += 1
+                    held.listed_bytes += loc.length
+                    held.needed += wanted
+        return {pack_id: usage[self._pack_numbers[pack_id]] for pack_id in self._packs}, unneeded
+
+    def pack_entries(
+        self, pack_ids: Sequence[str], usage: Mapping[str, PackUsage], most: int = ENTRIES_PER_PASS
+    ) -> Iterator[PackEntry]:
+        """The index entries of these packs, in their order: every location listed in each,
+        sorted (what ``consolidate.merge_entries`` makes of the index files listing it).
+        One pass over the table per ``most`` blobs of them (``usage``: ``pack_usage``'s
+        counts), each pack's records held as raw bytes until it is handed out: what prune
+        writes again costs memory in proportion to ``most``, not to the repository."""
+        group: list[str] = []
+        count = 0
+        for pack_id in pack_ids:
+            blobs = usage[pack_id].blobs if pack_id in usage else 0
+            if group and count + blobs > most:
+                yield from self._entries_of(group)
+                group, count = [], 0
+            group.append(pack_id)
+            count += blobs
+        if group:
+            yield from self._entries_of(group)
+
+    def _entries_of(self, pack_ids: list[str]) -> Iterator[PackEntry]:
+        numbers = {self._pack_numbers[p]: p for p in pack_ids if p in self._pack_numbers}
+        records: dict[str, bytearray] = {p: bytearray() for p in pack_ids}
+        unpack_number = _PACK_NUMBER.unpack_from
+        with self._lock:
+            for raw, packed in self._blobs.records():
+                pack_id = numbers.get(unpack_number(packed)[0])
+                if pack_id is not None:
+                    records[pack_id] += raw + packed
+            others = [(b, loc) for b, locs in self._alternates.items() for loc in locs if loc.pack in records]
+        extra: dict[str, list[list[Any]]] = {}
+        for blob_id, loc in others:
+            extra.setdefault(loc.pack, []).append([blob_id, loc.type, loc.offset, loc.length, loc.raw_length])
+        record = ID_SIZE + _LOCATION.size
+        for pack_id in pack_ids:
+            held = records.pop(pack_id)
+            blobs = extra.pop(pack_id, [])
+            for pos in range(0, len(held), record):
+                _, offset, length, raw_length, btype = _LOCATION.unpack_from(held, pos + ID_SIZE)
+                blobs.append([held[pos : pos + ID_SIZE].hex(), _TYPES[btype], offset, length, raw_length])
+            del held
+            blobs.sort()
+            yield {"id": pack_id, "blobs": blobs}
 
     def layout(self, judged: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """What ``restored`` needs besides the blob table (whole_index.py), with ``judged``:
@@ -300,21 +370,24 @@ def encode_index(packs: list[PackEntry], codec: MetadataCodec) -> tuple[str, byt
 INDEX_FILE_BLOBS = 50_000
 
 
-def index_parts(packs: list[PackEntry], limit: int = INDEX_FILE_BLOBS) -> list[list[PackEntry]]:
-    """The pack entries in order, cut into groups of at most ``limit`` blobs each."""
-    parts: list[list[PackEntry]] = []
+def index_parts(packs: Iterable[PackEntry], limit: int = INDEX_FILE_BLOBS) -> Iterator[list[PackEntry]]:
+    """The pack entries in order, cut into groups of at most ``limit`` blobs each (a pack
+    larger than that alone); each group handed out as soon as it is complete, so entries
+    made on demand (``Index.pack_entries``) are never all held at once."""
+    part: list[PackEntry] = []
     count = 0
     for pack in packs:
         blobs = len(pack["blobs"])
-        if not parts or count + blobs > limit:
-            parts.append([])
-            count = 0
-        parts[-1].append(pack)
+        if part and count + blobs > limit:
+            yield part
+            part, count = [], 0
+        part.append(pack)
         count += blobs
-    return parts
+    if part:
+        yield part
 
 
-def write_index(storage: Storage, packs: list[PackEntry], codec: MetadataCodec) -> dict[str, int]:
+def write_index(storage: Storage, packs: Iterable[PackEntry], codec: MetadataCodec) -> dict[str, int]:
     """Store the index of these packs, in files of at most INDEX_FILE_BLOBS blobs; returns
     each file's id and how many blobs it lists. A file's name is its content's id, so
     finding it taken means the same index file is already there (two backups recovering the

@@ -9,16 +9,18 @@ nothing references (and writers drop index entries of vanished packs on load).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import CheckFailed, LockedError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.format import index_name, pack_name
-from lifeboat.repo.index import Index, PackEntry, write_index
+from lifeboat.repo.index import Index, PackEntry, PackUsage, write_index
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PruneReport
 from lifeboat.repo.references import collect_references
-from lifeboat.repo.repack import RepackOptions, escrowed_pack, pack_entries, plan_repack, repack
+from lifeboat.repo.repack import RepackOptions, escrowed_pack, plan_repack, repack
 
 # A temp file this old cannot belong to a live writer (a put takes seconds).
 INCOMPLETE_AGE = 6 * 3600.0
@@ -47,26 +49,24 @@ def prune_repository(
             )
         needed = refs.used
         packs = dict(index.packs())  # a copy: the index learns of repacked packs below
-        holding, report.unreferenced_chunks = index.packs_holding(needed)
+        usage, report.unreferenced_chunks = index.pack_usage(needed)
         report.packs_total = len(packs)
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
-        unused = [p for p in packs if p not in holding]
+        unused = [p for p in packs if not usage[p].needed]
         if refs.escrowed:  # key material's chunks are unknown without the shares: keep its packs
             unused = [p for p in unused if not escrowed_pack(repo, p)]
         orphans = [p for p in stored if p not in packs]
-        entries, partial = pack_entries(repo, index)
         removed = set(unused)
         kept_ids = [p for p in packs if p not in removed]
-        plan = plan_repack(
-            repo, index, entries, partial, kept_ids, needed, stored, repack_options or RepackOptions()
-        )
+        plan = plan_repack(repo, index, usage, kept_ids, stored, repack_options or RepackOptions())
         report.repack_kept_locked = plan.locked
         if dry_run:
             report.packs_removed = len(unused) + len(orphans)
             report.bytes_removed = sum(stored.get(p, 0) for p in unused + orphans)
             report.packs_repacked = len(plan.packs)
             return report
-        repacked = repack(repo, index, entries, plan, needed, progress)
+        repacked = repack(repo, usage, plan, needed, progress)
+        del refs, needed  # what follows writes index entries: room for them
         report.packs_repacked = len(repacked.repacked)
         report.bytes_repacked = repacked.bytes_written
         gone = set(repacked.repacked)
@@ -76,9 +76,9 @@ def prune_repository(
         # others go into new index files signed by this handle's key.
         untouched = {n for n, ids in index.files.items() if set(ids) <= kept_set}
         covered = {p for n in untouched for p in index.files[n]}
-        # each kept pack's own entries (a blob's in-memory location may be another pack's copy)
-        kept = [entries[p] for p in kept_ids if p in kept_set and p not in covered] + repacked.new_packs
-        new_index = _write_kept_index(repo, index, kept) if kept else set()
+        rewritten = [p for p in kept_ids if p in kept_set and p not in covered]
+        kept_index = _write_kept_index(repo, index, usage, rewritten, repacked.new_packs)
+        new_index = repacked.index_files | kept_index
         still_listed: set[str] = set()
         for name, pack_ids in index.files.items():
             if name in new_index or name in untouched:
@@ -103,18 +103,30 @@ def prune_repository(
                 pass
             progress.advance(1)
         report.incomplete_removed = repo.storage.sweep_incomplete(INCOMPLETE_AGE)
+        del index, usage  # the pruned index replaces it: never both held
         repo.index(refresh=True)
     return report
 
 
-def _write_kept_index(repo: RepoHandle, index: Index, kept: list[PackEntry]) -> set[str]:
-    """The index files of what is kept. When one index file already lists exactly the kept
-    packs (a prune with nothing new to do) it is kept as it is: nothing is written and,
-    since it is the new index, nothing is deleted (sealed index files are never
+def _write_kept_index(
+    repo: RepoHandle,
+    index: Index,
+    usage: Mapping[str, PackUsage],
+    kept: list[str],
+    new_packs: list[PackEntry],
+) -> set[str]:
+    """The index files of what is kept: the ``kept`` packs' entries (every location the
+    index lists in each) and the packs the repack wrote. When one index file already lists
+    exactly those packs (a prune with nothing new to do) it is kept as it is: nothing is
+    written and, since it is the new index, nothing is deleted (sealed index files are never
     byte-identical, so comparing names would rewrite it every time)."""
-    wanted = {p["id"] for p in kept}
+    wanted = {*kept, *(p["id"] for p in new_packs)}
+    if not wanted:
+        return set()
     for name, pack_ids in index.files.items():
         if set(pack_ids) == wanted:
             return {name}
-    # put-if-absent: the same bytes (same hash) may be there from a prune killed before it finished
-    return {index_name(i) for i in write_index(repo.storage, kept, repo.metadata)}
+    # put-if-absent: the same bytes (same hash) may be there from a prune killed before it
+    # finished; the entries are made a pass at a time and written a file at a time
+    entries = chain(index.pack_entries(kept, usage), new_packs)
+    return {index_name(i) for i in write_index(repo.storage, entries, repo.metadata)}

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Container, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import decode_payload
-from lifeboat.repo.consolidate import free_of_retention, merge_entries, read_index_files
-from lifeboat.repo.format import pack_name, parse_pack_header, parse_pack_trailer
-from lifeboat.repo.index import Index, PackEntry
+from lifeboat.repo.consolidate import free_of_retention
+from lifeboat.repo.format import index_name, pack_name, parse_pack_header, parse_pack_trailer
+from lifeboat.repo.idtable import IdTable
+from lifeboat.repo.index import INDEX_FILE_BLOBS, Index, PackEntry, PackUsage, write_index
 from lifeboat.repo.packer import Packer
 from lifeboat.repo.packread import PACK_HEADER_LEN
 
@@ -75,53 +76,28 @@ class RepackPlan:
     unused_bytes: int = 0  # in kept packs before repacking
 
 
-def pack_entries(repo: RepoHandle, index: Index) -> tuple[dict[str, PackEntry], set[str]]:
-    """Every indexed pack's own entries as its index files list them (a blob's location in
-    the in-memory index may be a copy in another pack), and the packs only the in-memory
-    index knows (orphans indexed by this run), whose entries are built from it and may miss
-    duplicates: those are never repacked."""
-    loaded, _ = read_index_files(repo, index.files, workers=repo.workers)
-    entries = {p["id"]: p for p in merge_entries(loaded.values())}
-    partial: set[str] = set()
-    for pack_id, blob_ids in index.blobs_by_pack().items():
-        if pack_id in entries:
-            continue
-        blobs = []
-        for blob_id in sorted(set(blob_ids)):
-            loc = index.get(blob_id)
-            if loc is not None and loc.pack == pack_id:
-                blobs.append([blob_id, loc.type, loc.offset, loc.length, loc.raw_length])
-        entries[pack_id] = {"id": pack_id, "blobs": blobs}
-        partial.add(pack_id)
-    return entries, partial
-
-
 def plan_repack(
     repo: RepoHandle,
     index: Index,
-    entries: dict[str, PackEntry],
-    partial: set[str],
+    usage: Mapping[str, PackUsage],
     kept: Iterable[str],
-    needed: Container[str],
     sizes: dict[str, int],
     options: RepackOptions,
 ) -> RepackPlan:
     """The packs to repack: small ones (enough of them, or any with --repack-small) and the
-    most wasteful until unused space is within --max-unused; under retention only reported."""
+    most wasteful until unused space is within --max-unused; under retention only reported.
+    A pack no index file lists (an orphan this run indexed from its own table) is never
+    chosen: what the in-memory index says of it comes from its writer alone."""
     plan = RepackPlan()
+    listed = {p for pack_ids in index.files.values() for p in pack_ids}
     used: dict[str, int] = {}
     unused: dict[str, int] = {}
     for pack_id in kept:
-        entry = entries.get(pack_id)
-        if entry is None or pack_id in partial or pack_id not in sizes:
+        held = usage.get(pack_id)
+        if held is None or pack_id not in listed or pack_id not in sizes:
             continue
-        here = 0
-        for blob_id, _, _, length, _ in entry["blobs"]:
-            loc = index.get(blob_id)
-            if blob_id in needed and loc is not None and loc.pack == pack_id:
-                here += length
-        used[pack_id] = here
-        unused[pack_id] = sum(b[3] for b in entry["blobs"]) - here
+        used[pack_id] = held.used_bytes
+        unused[pack_id] = held.listed_bytes - held.used_bytes
     plan.unused_bytes = sum(unused.values())
     small_limit = repo.pack_size * SMALL_FRACTION
     small = sorted(p for p in used if sizes[p] < small_limit)
@@ -167,9 +143,15 @@ def _deletable(repo: RepoHandle, index: Index, pack_ids: list[str]) -> tuple[lis
 
 @dataclass
 class RepackResult:
-    """The packs a repack wrote and the old ones it made unnecessary."""
+    """The packs a repack wrote and the old ones it made unnecessary. The new packs are
+    indexed as they are stored, an index file per ``INDEX_FILE_BLOBS`` of their blobs
+    (``index_files``), before prune deletes anything, as its own index: a million copied
+    blobs held as entries to the end took ~160 MB, and a kill leaves them listed twice,
+    which the next prune tidies. ``new_packs`` are those not indexed yet."""
 
     new_packs: list[PackEntry] = field(default_factory=list)
+    index_files: set[str] = field(default_factory=set)
+    unindexed: int = 0  # blobs in new_packs
     bytes_written: int = 0
     repacked: list[str] = field(default_factory=list)  # old packs whose live blobs are now elsewhere
     damaged: list[str] = field(default_factory=list)  # left as they are: check reports them
@@ -177,10 +159,9 @@ class RepackResult:
 
 def repack(
     repo: RepoHandle,
-    index: Index,
-    entries: dict[str, PackEntry],
+    usage: Mapping[str, PackUsage],
     plan: RepackPlan,
-    needed: Container[str],
+    needed: IdTable,
     progress: ProgressSink = NO_PROGRESS,
 ) -> RepackResult:
     """Copy the needed blobs of ``plan.packs`` into new packs. A blob another kept pack is
@@ -189,23 +170,33 @@ def repack(
     result = RepackResult()
     if not plan.packs:
         return result
-    copied: set[str] = set()
+    copied = IdTable()
     lock = threading.Lock()
 
     def uploaded(entry: PackEntry, size: int) -> None:
+        """On the upload thread, once the pack is stored: its index written with the
+        packs stored before it, every INDEX_FILE_BLOBS of their blobs."""
         with lock:
             result.new_packs.append(entry)
             result.bytes_written += size
+            result.unindexed += len(entry["blobs"])
+            if result.unindexed < INDEX_FILE_BLOBS:
+                return
+            stored, result.new_packs, result.unindexed = result.new_packs, [], 0
+        written = {index_name(i) for i in write_index(repo.storage, stored, repo.metadata)}
+        with lock:
+            result.index_files |= written
 
     seal = repo.metadata.table_seal
-    packer = Packer(repo.storage, repo.keyring, repo.pack_size, uploaded, open_packs=1, seal_table=seal)
+    # one pack filling and two uploading: the old pack read is the rest of what repack holds
+    packer = Packer(repo.storage, repo.keyring, repo.pack_size, uploaded, 2, open_packs=1, seal_table=seal)
     try:
         for pack_id in plan.packs:
-            blobs = [b for b in entries[pack_id]["blobs"] if b[0] in needed]
             if escrowed_pack(repo, pack_id):
                 continue  # key material is never re-sealed: this packer wraps to the recovery key
+            held = usage.get(pack_id)
             try:
-                payloads = _live_payloads(repo, pack_id, [b for b in blobs if b[0] not in copied])
+                payloads = _live_payloads(repo, pack_id, needed, copied) if held and held.needed else []
             except (IntegrityError, NotFoundError):
                 result.damaged.append(pack_name(pack_id))
                 continue
@@ -231,13 +222,11 @@ def escrowed_pack(repo: RepoHandle, pack_id: str) -> bool:
 
 
 def _live_payloads(
-    repo: RepoHandle, pack_id: str, blobs: list[list[Any]]
+    repo: RepoHandle, pack_id: str, needed: IdTable, copied: IdTable
 ) -> list[tuple[str, str, int, bytes]]:
-    """(id, type, raw length, encoded payload) of each blob, authenticated and checked
-    against its id: nothing unverified is copied, and a pack with a bad blob is not
-    repacked (nor deleted)."""
-    if not blobs:
-        return []
+    """(id, type, raw length, encoded payload) of each needed blob the pack holds and no
+    earlier pack of this repack gave, authenticated and checked against its id: nothing
+    unverified is copied, and a pack with a bad blob is not repacked (nor deleted)."""
     data = repo.storage.get(pack_name(pack_id))
     if hashlib.sha256(data).hexdigest() != pack_id:
         raise IntegrityError(f"{pack_name(pack_id)} does not match its name")
@@ -246,8 +235,8 @@ def _live_payloads(
     # Where each blob is comes from the pack's own trailer (its name is its hash, so its
     # writer wrote it), not from the index entries: those may come from a misdirecting
     # index file. A needed blob the trailer does not hold is not here to copy.
-    wanted = {str(b[0]) for b in blobs}
-    held = [b for b in parse_pack_trailer(data, repo.metadata.open_table) if b[0] in wanted]
+    trailer = parse_pack_trailer(data, repo.metadata.open_table)
+    held = [b for b in trailer if b[0] in needed and b[0] not in copied]
     out = []
     for blob_id, btype, offset, length, raw_length in {b[0]: b for b in held}.values():
         payload = cipher.open(data[offset : offset + length], bytes.fromhex(blob_id))

@@ -382,6 +382,7 @@ class Repository:
         reloads): refused index files are left out, other writers' are sealed to a writer."""
         with self._index_lock:
             if self._index is None or refresh:
+                self._index = None  # not two held at once while the new one loads
                 cache = IndexCache(self.cache_dir / "index" if self.cache_dir else None, self.cache_seal)
                 self._index = load_index(self.storage, self.metadata, cache, self.trust())
             return self._index
