@@ -114,6 +114,10 @@ def test_pack_entries_are_the_merged_entries_of_the_index_files() -> None:
         usage, _ = index.pack_usage(IdTable())
         for most in (1, 7, 10_000):
             assert list(index.pack_entries(wanted, usage, most=most)) == [merged[p] for p in wanted]
+        files_before, packs_before = dict(index.files), list(index.packs())
+        index.settle()  # what a load that decoded files does last: the same index after
+        assert list(index.pack_entries(wanted, usage)) == [merged[p] for p in wanted]
+        assert index.files == files_before and list(index.packs()) == packs_before
 
 
 def _merged_by_key(files: list[list[dict]]) -> list[dict]:
