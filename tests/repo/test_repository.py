@@ -210,6 +210,30 @@ def _damage_chunk(storage, recovery, info, suffix: str, chunk: int):
     return entry
 
 
+def test_missing_chunk_names_the_snapshots_and_files_that_need_it(repo_keys, tmp_path):
+    """check holds only which blobs are used (not who uses each: a million took ~400 MB)
+    and asks the trees again for the users of the ones it finds missing."""
+    storage, repo, _, recovery = repo_keys
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "victim.bin").write_bytes(os.urandom(300_000))
+    first = backup_paths(repo, "files", [src])
+    (src / "other.txt").write_text("another file, the victim unchanged\n")
+    second = backup_paths(repo, "files", [src])
+    reader = Repository.open(storage, recovery_key=recovery)
+    entry = next(e for e in reader.reader(second).entries() if e.path.endswith("victim.bin"))
+    pack = reader.index().get(entry.chunks[0]).pack
+    storage.delete(f"data/{pack[:2]}/{pack}")
+
+    report = Repository.open(storage, recovery_key=recovery).check(read_data=False)
+
+    missing = [p for p in report.problems if p.kind == "missing-chunk"]
+    assert {p.object for p in missing} >= set(entry.chunks[:1])
+    assert {first.short_id, second.short_id} <= set(missing[0].snapshots)
+    assert missing[0].files == ["src/victim.bin"]
+    assert all(p.snapshots and p.files for p in missing)
+
+
 def test_corrupt_chunk_names_snapshot_and_file(repo_keys, tmp_path):
     storage, repo, _, recovery = repo_keys
     src = tmp_path / "src"

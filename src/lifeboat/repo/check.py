@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,11 +22,12 @@ from lifeboat.repo.format import (
     snapshot_name,
     trailer_is_sealed,
 )
-from lifeboat.repo.immutability import endpoint_problems, retention_problems, tampering_problems
-from lifeboat.repo.index import Index
+from lifeboat.repo.idtable import IdTable
+from lifeboat.repo.immutability import endpoint_problems, lockable, retention_problems, tampering_problems
+from lifeboat.repo.index import Index, PackEntry, PackUsage
 from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.locks import RepoLock
-from lifeboat.repo.model import CheckReport, Problem, References
+from lifeboat.repo.model import CheckReport, Problem, References, SnapshotInfo
 from lifeboat.repo.records import RecordsView
 from lifeboat.repo.references import collect_references
 from lifeboat.repo.snapshot_cache import SnapshotCache
@@ -34,6 +36,8 @@ from lifeboat.repo.trust import LEGACY_WARNING, Trust
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
+
+READ_DATA_BLOBS = 100_000  # index entries check --read-data holds at once (~30 MB)
 
 
 def _affected(refs: References, blob_ids: list[str]) -> tuple[list[str], list[str]]:
@@ -108,7 +112,12 @@ def check_repository(
         for refused in listing.refused:  # never used by any reader; named so they can be removed
             name = snapshot_name(refused.id)
             report.problems.append(Problem("refused-snapshot", name, refused.describe(), [refused.id[:12]]))
-        refs = collect_references(repo, read_trees=repo.keyring.can_read, snapshots=snapshots)
+        # who uses each blob only where retention asks it (a lockable store); otherwise which
+        # blobs are used, and who uses the few found missing or damaged is asked after
+        # (a million used blobs with their users took ~400 MB)
+        by_user = lockable(repo.storage) is not None
+        refs = collect_references(repo, read_trees=repo.keyring.can_read, snapshots=snapshots, users=by_user)
+        pending: list[tuple[Problem, list[str]]] = []  # problems still to name their users
         report.problems.extend(refs.problems)
         report.problems.extend(endpoint_problems(repo))
         report.problems.extend(tampering_problems(repo))
@@ -120,15 +129,14 @@ def check_repository(
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
         report.packs = len(stored)
         report.chunks = len(index)
-        for blob_id in refs.users:
+        for blob_id in refs.users if by_user else refs.used:
             locations = index.locations(blob_id)
             gone = [loc.pack for loc in locations if loc.pack not in stored]
             if len(gone) == len(locations):
-                snaps, files = _affected(refs, [blob_id])
                 where = f"its pack {gone[0][:16]} is missing" if gone else "not in any index"
-                report.problems.append(
-                    Problem("missing-chunk", blob_id, f"chunk {blob_id[:16]} is {where}", snaps, files)
-                )
+                missing = Problem("missing-chunk", blob_id, f"chunk {blob_id[:16]} is {where}")
+                report.problems.append(missing)
+                pending.append((missing, [blob_id]))
             elif gone:  # every index file a prune leaves lists existing packs only
                 report.problems.append(
                     Problem(
@@ -139,8 +147,27 @@ def check_repository(
                 )
         if read_data:
             chosen = {p: size for p, size in stored.items() if subset is None or subset.holds(p)}
-            _read_all_packs(repo, refs, chosen, report, progress, decrypt=not hash_only)
+            _read_all_packs(repo, pending, chosen, report, progress, decrypt=not hash_only)
+        _name_users(repo, refs, snapshots, pending)
     return report
+
+
+def _name_users(
+    repo: RepoHandle,
+    refs: References,
+    snapshots: list[SnapshotInfo],
+    pending: list[tuple[Problem, list[str]]],
+) -> None:
+    """Each problem's snapshots and files: from ``refs`` when it recorded users, else from
+    the trees read again for those blobs alone (only when something is wrong)."""
+    if not pending:
+        return
+    if not refs.record_users:
+        wanted = {blob_id for _, blob_ids in pending for blob_id in blob_ids}
+        can_read = repo.keyring.can_read
+        refs = collect_references(repo, read_trees=can_read, snapshots=snapshots, users_of=wanted)
+    for problem, blob_ids in pending:
+        problem.snapshots, problem.files = _affected(refs, blob_ids)
 
 
 def _time_note(trust: Trust | None) -> str | None:
@@ -167,16 +194,6 @@ def _sealed_indexes(index: Index) -> str | None:
     )
 
 
-def _listed_here(index: Index, blob_ids: list[str], pack_id: str) -> list[tuple[str, BlobLocation]]:
-    """Every (blob id, location) the index lists in this pack."""
-    return [
-        (blob_id, loc)
-        for blob_id in sorted(set(blob_ids))
-        for loc in index.locations(blob_id)
-        if loc.pack == pack_id
-    ]
-
-
 def _trailer_problems(
     data: bytes, pack_id: str, open_table: TableSeal | None
 ) -> tuple[dict[str, tuple[str, str, int, int, int]], list[Problem]]:
@@ -190,7 +207,7 @@ def _trailer_problems(
 
 def _read_all_packs(
     repo: RepoHandle,
-    refs: References,
+    pending: list[tuple[Problem, list[str]]],
     stored: dict[str, int],
     report: CheckReport,
     progress: ProgressSink,
@@ -198,11 +215,15 @@ def _read_all_packs(
     decrypt: bool,
 ) -> None:
     index = repo.index()
-    packs = {p: ids for p, ids in index.blobs_by_pack().items() if p in stored}
+    # each pack's entries from the index a group at a time (Index.pack_entries), not every
+    # blob id as a string at once (a million took ~130 MB)
+    usage, _ = index.pack_usage(IdTable())
+    packs = sorted(p for p in index.packs() if p in stored)
     progress.start(sum(stored[p] for p in packs))
     lock = threading.Lock()
 
-    def verify_pack(pack_id: str) -> list[Problem]:
+    def verify_pack(entry: PackEntry) -> list[Problem]:
+        pack_id = entry["id"]
         problems: list[Problem] = []
         try:
             data = repo.storage.get(pack_name(pack_id))
@@ -235,7 +256,8 @@ def _read_all_packs(
             cipher = None
         trailer, damaged = _trailer_problems(data, pack_id, repo.metadata.open_table)
         problems += damaged
-        for blob_id, loc in _listed_here(index, packs[pack_id], pack_id):
+        for blob_id, btype, offset, length, raw_length in entry["blobs"]:
+            loc = BlobLocation(pack_id, offset, length, raw_length, btype)
             held = trailer.get(blob_id, ())
             if trailer and tuple(held[1:]) != (loc.type, loc.offset, loc.length, loc.raw_length):
                 # The pack (its name is its hash) does not hold this chunk there: an index
@@ -258,18 +280,28 @@ def _read_all_packs(
             except IntegrityError:
                 bad.append(blob_id)
         if bad:
-            snaps, files = _affected(refs, bad)
-            problems.append(
-                Problem(
-                    "corrupt-chunk",
-                    pack_name(pack_id),
-                    f"{len(bad)} chunk(s) in pack {pack_id[:16]} failed authentication",
-                    snaps,
-                    files,
-                )
-            )
+            failed = f"{len(bad)} chunk(s) in pack {pack_id[:16]} failed authentication"
+            corrupt = Problem("corrupt-chunk", pack_name(pack_id), failed)
+            problems.append(corrupt)
+            with lock:
+                pending.append((corrupt, bad))
         return problems
 
     with ThreadPoolExecutor(max_workers=repo.workers) as pool:
-        for problems in pool.map(verify_pack, sorted(packs)):
-            report.problems.extend(problems)
+        for group in _pack_groups(packs, usage, READ_DATA_BLOBS):
+            for problems in pool.map(verify_pack, index.pack_entries(group, usage, most=READ_DATA_BLOBS)):
+                report.problems.extend(problems)
+
+
+def _pack_groups(packs: list[str], usage: Mapping[str, PackUsage], most: int) -> Iterator[list[str]]:
+    """The packs in order, in groups listing about ``most`` blobs (a pack larger alone)."""
+    group: list[str] = []
+    count = 0
+    for pack_id in packs:
+        if group and count + usage[pack_id].blobs > most:
+            yield group
+            group, count = [], 0
+        group.append(pack_id)
+        count += usage[pack_id].blobs
+    if group:
+        yield group

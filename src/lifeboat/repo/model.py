@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -175,6 +176,7 @@ class References:
 
     users: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     record_users: bool = True
+    users_of: Container[str] | None = None  # recording users: only of these blobs
     # every used blob id when not recording users: a million used chunks took ~250 MB as
     # (snapshot, path) lists keyed by hex strings, ~34 MB here
     used: IdTable = field(default_factory=IdTable)
@@ -188,7 +190,8 @@ class References:
     def add(self, blob_id: str, snapshot: str, path: str) -> None:
         """Notes that ``path`` of ``snapshot`` uses the blob."""
         if self.record_users:
-            self.users.setdefault(blob_id, []).append((snapshot, path))
+            if self.users_of is None or blob_id in self.users_of:
+                self.users.setdefault(blob_id, []).append((snapshot, path))
             return
         try:
             self.used.add(blob_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import IntegrityError
@@ -22,6 +23,7 @@ def collect_references(
     snapshots: list[SnapshotInfo] | None = None,
     keep_refused: bool = False,
     users: bool = True,
+    users_of: Container[str] | None = None,
 ) -> References:
     """Which blobs snapshots, refs and pending shards use (``read_trees``: from the trees
     too); ``snapshots``: the repository's snapshots when the caller has just read them.
@@ -29,8 +31,9 @@ def collect_references(
     uses them, but a genuine one may be refused (its host's clock ran ahead, or a
     revocation dated back to a suspected compromise, and then valid once the clock caught
     up): prune never deletes their data on its own judgement. Without ``users`` only which
-    blobs are used is kept (``References.used``), not who uses them."""
-    refs = References(record_users=users)
+    blobs are used is kept (``References.used``), not who uses them; with ``users_of``, who
+    uses only those blobs (what check names for the ones it finds missing or damaged)."""
+    refs = References(record_users=users, users_of=users_of)
     refs.snapshots = repo.snapshots() if snapshots is None else snapshots
     kept = list(refs.snapshots)
     if keep_refused:
