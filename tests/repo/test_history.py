@@ -260,12 +260,13 @@ def test_prune_killed_while_repacking_leaves_every_snapshot_and_the_next_prune_f
 
     monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")
     monkeypatch.setattr(repack_module, "INDEX_FILE_BLOBS", 2)
-    monkeypatch.setattr(repack_module, "SMALL_FRACTION", 1.0)  # packs of 4 KB, each "small"
+    monkeypatch.setattr(repack_module, "SMALL_FRACTION", 10.0**9)  # every pack "small"
     storage = open_storage(f"file://{tmp_path / 'repo'}")
-    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache", pack_size=4096)
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
     snaps = {n: backup(repo, n) for n in range(12)}
     packs_before, index_before = pack_names(storage), index_names(storage)
     owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-cache")
+    owner.pack_size = 1  # every blob copied fills a new pack: 8 packs read, 8 or more stored
     real, real_write = repack_module._live_payloads, repack_module.write_index
     calls = []
     indexed = threading.Semaphore(0)

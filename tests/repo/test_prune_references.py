@@ -51,6 +51,7 @@ def test_an_id_that_is_no_blob_id_names_no_blob() -> None:
     refs.add("not a blob id", "ref", "wal/x")  # a forged ref's chunk list
     refs.add(None, "shard", "media")  # type: ignore[arg-type]  # a pending shard's raw JSON
     assert list(refs.used) == ["a" * 64]
+    assert refs.invalid == ["not a blob id"]  # check reports it as a chunk no index lists
 
 
 def _random_index(rng: random.Random) -> tuple[Index, list[list[dict]], list[str]]:
@@ -69,7 +70,8 @@ def _random_index(rng: random.Random) -> tuple[Index, list[list[dict]], list[str
             ]
             entries.append({"id": pack, "blobs": listed + rng.sample(listed, rng.randint(0, len(listed)))})
         files.append(entries)
-    for entries in files:
+    for n, entries in enumerate(files):
+        index.files[f"index/{n}"] = [pack["id"] for pack in entries]
         for pack in entries:
             index.add_pack(pack)
     return index, files, ids

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING
 
-from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
+from lifeboat.errors import ConfigError, IntegrityError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.escrow import escrow_problems
@@ -24,7 +24,7 @@ from lifeboat.repo.format import (
 )
 from lifeboat.repo.idtable import IdTable
 from lifeboat.repo.immutability import endpoint_problems, lockable, retention_problems, tampering_problems
-from lifeboat.repo.index import Index, PackEntry, PackUsage
+from lifeboat.repo.index import Index, PackEntry, cut_by_count
 from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import CheckReport, Problem, References, SnapshotInfo
@@ -129,7 +129,7 @@ def check_repository(
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
         report.packs = len(stored)
         report.chunks = len(index)
-        for blob_id in refs.users if by_user else refs.used:
+        for blob_id in refs.users if by_user else chain(refs.used, refs.invalid):
             locations = index.locations(blob_id)
             gone = [loc.pack for loc in locations if loc.pack not in stored]
             if len(gone) == len(locations):
@@ -165,7 +165,12 @@ def _name_users(
     if not refs.record_users:
         wanted = {blob_id for _, blob_ids in pending for blob_id in blob_ids}
         can_read = repo.keyring.can_read
-        refs = collect_references(repo, read_trees=can_read, snapshots=snapshots, users_of=wanted)
+        try:
+            refs = collect_references(repo, read_trees=can_read, snapshots=snapshots, users_of=wanted)
+        except StorageError as exc:  # the problems stand; only who they affect is unknown
+            for problem, _ in pending:
+                problem.message += f" (affected snapshots unknown: {exc})"
+            return
     for problem, blob_ids in pending:
         problem.snapshots, problem.files = _affected(refs, blob_ids)
 
@@ -288,20 +293,6 @@ def _read_all_packs(
         return problems
 
     with ThreadPoolExecutor(max_workers=repo.workers) as pool:
-        for group in _pack_groups(packs, usage, READ_DATA_BLOBS):
+        for group in cut_by_count(packs, lambda p: usage[p].blobs, READ_DATA_BLOBS):
             for problems in pool.map(verify_pack, index.pack_entries(group, usage, most=READ_DATA_BLOBS)):
                 report.problems.extend(problems)
-
-
-def _pack_groups(packs: list[str], usage: Mapping[str, PackUsage], most: int) -> Iterator[list[str]]:
-    """The packs in order, in groups listing about ``most`` blobs (a pack larger alone)."""
-    group: list[str] = []
-    count = 0
-    for pack_id in packs:
-        if group and count + usage[pack_id].blobs > most:
-            yield group
-            group, count = [], 0
-        group.append(pack_id)
-        count += usage[pack_id].blobs
-    if group:
-        yield group

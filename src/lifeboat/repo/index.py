@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -42,6 +42,7 @@ from lifeboat.repo.whole_index import KEEP_FROM, REWRITE_SHARE, WholeIndex, keep
 from lifeboat.storage.base import Storage
 
 NAMESPACE = "index/"
+_T = TypeVar("_T")
 PackEntry = dict[str, Any]  # {"id": pack id, "blobs": [[id, type, offset, length, raw_length]]}
 
 
@@ -215,16 +216,7 @@ class Index:
         One pass over the table per ``most`` blobs of them (``usage``: ``pack_usage``'s
         counts), each pack's records held as raw bytes until it is handed out: what prune
         writes again costs memory in proportion to ``most``, not to the repository."""
-        group: list[str] = []
-        count = 0
-        for pack_id in pack_ids:
-            blobs = usage[pack_id].blobs if pack_id in usage else 0
-            if group and count + blobs > most:
-                yield from self._entries_of(group)
-                group, count = [], 0
-            group.append(pack_id)
-            count += blobs
-        if group:
+        for group in cut_by_count(pack_ids, lambda p: usage[p].blobs if p in usage else 0, most):
             yield from self._entries_of(group)
 
     def _entries_of(self, pack_ids: list[str]) -> Iterator[PackEntry]:
@@ -394,17 +386,23 @@ def index_parts(packs: Iterable[PackEntry], limit: int = INDEX_FILE_BLOBS) -> It
     """The pack entries in order, cut into groups of at most ``limit`` blobs each (a pack
     larger than that alone); each group handed out as soon as it is complete, so entries
     made on demand (``Index.pack_entries``) are never all held at once."""
-    part: list[PackEntry] = []
-    count = 0
-    for pack in packs:
-        blobs = len(pack["blobs"])
-        if part and count + blobs > limit:
-            yield part
-            part, count = [], 0
-        part.append(pack)
-        count += blobs
-    if part:
-        yield part
+    return cut_by_count(packs, lambda pack: len(pack["blobs"]), limit)
+
+
+def cut_by_count(items: Iterable[_T], count: Callable[[_T], int], limit: int) -> Iterator[list[_T]]:
+    """The items in order, in groups whose ``count`` adds up to at most ``limit`` (an item
+    counting more than that alone), each handed out as soon as it is complete."""
+    group: list[_T] = []
+    total = 0
+    for item in items:
+        n = count(item)
+        if group and total + n > limit:
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += n
+    if group:
+        yield group
 
 
 def write_index(storage: Storage, packs: Iterable[PackEntry], codec: MetadataCodec) -> dict[str, int]:

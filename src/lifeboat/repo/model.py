@@ -186,6 +186,7 @@ class References:
     # snapshots of key material whose trees only the custodians' escrow shares open: their
     # chunks are unknown, so prune keeps every escrowed pack
     escrowed: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)  # used "ids" that are none (not recording users)
 
     def add(self, blob_id: str, snapshot: str, path: str) -> None:
         """Notes that ``path`` of ``snapshot`` uses the blob."""
@@ -196,4 +197,7 @@ class References:
         try:
             self.used.add(blob_id)
         except (ValueError, TypeError):  # not a blob id at all (a forged ref or shard
-            pass  # entry, a null in its chunk list): it names no stored blob
+            # entry, a null in its chunk list): it names no stored blob, and check reports
+            # a string as a chunk no index lists, as it did when users were recorded
+            if isinstance(blob_id, str) and blob_id not in self.invalid:
+                self.invalid.append(blob_id)

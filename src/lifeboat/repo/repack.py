@@ -166,7 +166,9 @@ def repack(
 ) -> RepackResult:
     """Copy the needed blobs of ``plan.packs`` into new packs. A blob another kept pack is
     listed as holding is copied all the same: the listing may be a misdirecting index file's
-    (any authorised writer may sign one), and trusting it would delete the only copy."""
+    (any authorised writer may sign one), and trusting it would delete the only copy. A
+    pack whose needed blobs an earlier one of these already gave is read all the same (what
+    it holds is known only from its trailer): one GET more, and left as it is if damaged."""
     result = RepackResult()
     if not plan.packs:
         return result
@@ -176,16 +178,18 @@ def repack(
     def uploaded(entry: PackEntry, size: int) -> None:
         """On the upload thread, once the pack is stored: its index written with the
         packs stored before it, every INDEX_FILE_BLOBS of their blobs."""
+        blobs = len(entry["blobs"])
         with lock:
-            result.new_packs.append(entry)
             result.bytes_written += size
-            result.unindexed += len(entry["blobs"])
-            if result.unindexed < INDEX_FILE_BLOBS:
-                return
-            stored, result.new_packs, result.unindexed = result.new_packs, [], 0
-        written = {index_name(i) for i in write_index(repo.storage, stored, repo.metadata)}
-        with lock:
-            result.index_files |= written
+            stored: list[PackEntry] = []
+            if result.new_packs and result.unindexed + blobs > INDEX_FILE_BLOBS:  # full files only
+                stored, result.new_packs, result.unindexed = result.new_packs, [], 0
+            result.new_packs.append(entry)
+            result.unindexed += blobs
+        if stored:
+            written = {index_name(i) for i in write_index(repo.storage, stored, repo.metadata)}
+            with lock:
+                result.index_files |= written
 
     seal = repo.metadata.table_seal
     # one pack filling and two uploading: the old pack read is the rest of what repack holds
