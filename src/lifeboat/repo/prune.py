@@ -73,10 +73,13 @@ def prune_repository(
         kept_set = {p for p in kept_ids if p not in gone}
         # Index files that list only kept packs stay as they are (with their writer's seal
         # and signature, so that writer still reads them for dedup); the kept packs of the
-        # others go into new index files signed by this handle's key.
+        # others go into new index files signed by this handle's key, each with every
+        # location the index holds in it, even a pack an untouched file lists too: the file
+        # deleted may list blobs of it that the untouched one does not.
         untouched = {n for n, ids in index.files.items() if set(ids) <= kept_set}
         covered = {p for n in untouched for p in index.files[n]}
-        rewritten = [p for p in kept_ids if p in kept_set and p not in covered]
+        deleted_listing = {p for n, ids in index.files.items() if n not in untouched for p in ids}
+        rewritten = [p for p in kept_ids if p in kept_set and (p not in covered or p in deleted_listing)]
         kept_index = _write_kept_index(repo, index, usage, rewritten, repacked.new_packs)
         new_index = repacked.index_files | kept_index
         still_listed: set[str] = set()
