@@ -51,7 +51,7 @@ def test_an_id_that_is_no_blob_id_names_no_blob() -> None:
     refs.add("not a blob id", "ref", "wal/x")  # a forged ref's chunk list
     refs.add(None, "shard", "media")  # type: ignore[arg-type]  # a pending shard's raw JSON
     assert list(refs.used) == ["a" * 64]
-    assert refs.invalid == ["not a blob id"]  # check reports it as a chunk no index lists
+    assert list(refs.invalid) == ["not a blob id"]  # check reports it as a chunk no index lists
 
 
 def _random_index(rng: random.Random) -> tuple[Index, list[list[dict]], list[str]]:

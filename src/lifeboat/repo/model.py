@@ -186,7 +186,9 @@ class References:
     # snapshots of key material whose trees only the custodians' escrow shares open: their
     # chunks are unknown, so prune keeps every escrowed pack
     escrowed: list[str] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)  # used "ids" that are none (not recording users)
+    # used "ids" that are none (when not recording users), each once: a set in listing order,
+    # since a forged ref may list any number of them
+    invalid: dict[str, None] = field(default_factory=dict)
 
     def add(self, blob_id: str, snapshot: str, path: str) -> None:
         """Notes that ``path`` of ``snapshot`` uses the blob."""
@@ -199,5 +201,5 @@ class References:
         except (ValueError, TypeError):  # not a blob id at all (a forged ref or shard
             # entry, a null in its chunk list): it names no stored blob, and check reports
             # a string as a chunk no index lists, as it did when users were recorded
-            if isinstance(blob_id, str) and blob_id not in self.invalid:
-                self.invalid.append(blob_id)
+            if isinstance(blob_id, str):
+                self.invalid[blob_id] = None

@@ -1,10 +1,11 @@
 """`prune`: delete packs no snapshot or ref needs. The only deleter of data; honours locks.
 
-Order matters for crash safety: first a new index listing every kept pack that no untouched
-index file lists, then the other old index files, and only then packs that no remaining
-index file lists. A crash at any step
-leaves every remaining index entry pointing at an existing pack, or at a pack whose blobs
-nothing references (and writers drop index entries of vanished packs on load).
+Order matters for crash safety: first a new index listing every kept pack that an index
+file about to be deleted lists, or that no untouched one does (repacked packs are indexed as
+they are stored), then the other old index files, and only then packs that no remaining
+index file lists. A crash at any step leaves every remaining index entry pointing at an
+existing pack, or at a pack whose blobs nothing references (and writers drop index entries
+of vanished packs on load).
 """
 
 from __future__ import annotations
