@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,15 @@ def test_truncated_index_is_an_attributed_error(files_cli: Cli) -> None:
     out = check.stdout.replace("\n", " ")
     for name in names:
         assert f"corrupt-index {index_name(name)}" in out
+    # This host restores from the copies it kept of the index files it wrote (the packs are
+    # intact); a host without them, as a recovery host is, must say what is damaged.
+    here = files_cli.run("restore", "config", "--target", str(files_cli.root / "here"), *key)
+    assert here.returncode == 0
+    assert (files_cli.root / "here" / "source" / "a.bin").read_bytes() == (
+        files_cli.source / "a.bin"
+    ).read_bytes()
+    for copies in (files_cli.root / ".lifeboat").glob("**/index"):
+        shutil.rmtree(copies)
     restore = files_cli.run("restore", "config", "--target", str(files_cli.root / "out"), *key, check=False)
     assert restore.returncode == 1 and "Traceback" not in restore.stderr
     lines = error_lines(restore.stderr)

@@ -122,7 +122,7 @@ class BlobWriter:
             self._write_index(batch)
 
     def _write_index(self, packs: list[PackEntry]) -> None:
-        written = write_index(self.repo.storage, packs, self.repo.metadata)
+        written = write_index(self.repo.storage, packs, self.repo.metadata, self.repo.index_cache)
         with self._lock:
             self.index_files.update(written)
 

@@ -24,7 +24,7 @@ from lifeboat.repo.format import (
 )
 from lifeboat.repo.idtable import IdTable
 from lifeboat.repo.immutability import endpoint_problems, lockable, retention_problems, tampering_problems
-from lifeboat.repo.index import Index, PackEntry, cut_by_count
+from lifeboat.repo.index import Index, PackEntry, cut_by_count, stored_index_problems
 from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import CheckReport, Problem, References, SnapshotInfo
@@ -96,6 +96,8 @@ def check_repository(
             report.problems.append(Problem("corrupt-index", name, problem))
         for name, problem in index.refused.items():  # ignored by every reader; named here
             report.problems.append(Problem("refused-index", name, problem))
+        for name, problem in stored_index_problems(repo.storage, repo.metadata, index, repo.workers).items():
+            report.problems.append(Problem("corrupt-index", name, problem))
         # every header read from the storage (check looks for damage); one whose bytes are
         # those this host verified before is not decrypted and verified again
         trust = repo.trust()

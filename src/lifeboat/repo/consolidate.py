@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from lifeboat.errors import LifeboatError, LockedError, NotFoundError
 from lifeboat.repo.format import index_name
 from lifeboat.repo.immutability import RetentionCache, lockable
-from lifeboat.repo.index import INDEX_FILE_BLOBS, IndexCache, PackEntry, read_index_file, write_index
+from lifeboat.repo.index import INDEX_FILE_BLOBS, PackEntry, read_index_file, write_index
 from lifeboat.storage.base import Storage, VersionedStorage
 
 if TYPE_CHECKING:
@@ -122,8 +122,7 @@ def read_index_files(
     """The pack entries of each index file this handle may use (through the local cache),
     and the names that are gone, damaged, refused or sealed by another writer (never merged,
     never deleted here: a writer consolidates only its own index files)."""
-    cache = IndexCache(repo.cache_dir / "index" if repo.cache_dir else None, repo.cache_seal)
-    codec, trust = repo.metadata, repo.trust()
+    cache, codec, trust = repo.index_cache, repo.metadata, repo.trust()
 
     def load(name: str) -> tuple[str, list[PackEntry] | None]:
         return name, read_index_file(repo.storage, codec, cache, trust, name).packs
@@ -195,7 +194,8 @@ def consolidate_indexes(
     merged = merge_entries(loaded[n] for n in candidates)
     # put-if-absent: the same bytes (a name is their hash) may be there from a run killed
     # before its deletes
-    report.written = [index_name(i) for i in write_index(repo.storage, merged, repo.metadata)]
+    written = write_index(repo.storage, merged, repo.metadata, repo.index_cache)
+    report.written = [index_name(i) for i in written]
     for name in candidates:
         if name in report.written:
             continue  # the same bytes were already there: they are the consolidated index

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lifeboat.crypto.signed import ObjectType
-from lifeboat.repo.index import Index
+from lifeboat.repo.index import Index, IndexCache
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.model import SnapshotInfo
@@ -42,6 +42,11 @@ class RepoHandle(Protocol):
     @property
     def cache_seal(self) -> CacheSeal:
         """How this handle tags the cache files it keeps in the state dir."""
+        ...
+
+    @property
+    def index_cache(self) -> IndexCache:
+        """The local copies of index files (written through by every index file stored)."""
         ...
 
     @property

@@ -32,6 +32,14 @@ _FOLD = 8 * ID_SIZE - 64  # bucket_of: the id's top 64 bits folded into its lowe
 _DUMP = struct.Struct("<32sIQI")  # key, value size, records, buckets (then their lengths, bytes)
 
 
+def _raw_id(blob_id: str) -> bytes:
+    """A hex blob id's 32 bytes (ValueError for anything else: fromhex alone skips spaces)."""
+    raw = bytes.fromhex(blob_id) if len(blob_id) == 2 * ID_SIZE else b""
+    if len(raw) != ID_SIZE:
+        raise ValueError(f"not a blob id: {blob_id[:16]!r}")
+    return raw
+
+
 class IdTable:
     """Blob id (hex) -> ``value_size`` bytes; a set of ids when ``value_size`` is 0. Hex
     digits in either case name the same id: every id stored was checked lowercase first
@@ -148,9 +156,17 @@ class IdTable:
 
     def setdefault_many(self, records: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         """Stores each id's value unless the table holds the id, under one lock; the (id, value
-        held) of those it held. One lookup a record, inlined: a million-blob index is loaded
-        through here (``get`` then ``put`` took two lookups and two locks a blob)."""
-        held: list[tuple[str, bytes]] = []
+        held) of those it held."""
+        held = self.setdefault_raw_many((_raw_id(blob_id), value) for blob_id, value in records)
+        return [(raw.hex(), value) for raw, value, _ in held]
+
+    def setdefault_raw_many(
+        self, records: Iterable[tuple[bytes | memoryview, bytes]]
+    ) -> list[tuple[bytes, bytes, bytes]]:
+        """``setdefault_many`` with each id as its 32 raw bytes; the (id, value held, value
+        offered) of those it held. One lookup a record, inlined: a million-blob index is
+        loaded through here (``get`` then ``put`` took two lookups and two locks a blob)."""
+        held: list[tuple[bytes, bytes, bytes]] = []
         size, value_size, key, from_bytes = (
             self._record,
             self._record - ID_SIZE,
@@ -158,12 +174,11 @@ class IdTable:
             int.from_bytes,
         )
         with self._lock:
-            for blob_id, value in records:
+            for raw, value in records:
                 if len(value) != value_size:
                     raise ValueError(f"a value of {len(value)} bytes in a table of {value_size}")
-                raw = bytes.fromhex(blob_id) if len(blob_id) == 2 * ID_SIZE else b""
                 if len(raw) != ID_SIZE:
-                    raise ValueError(f"not a blob id: {blob_id[:16]!r}")
+                    raise ValueError("a blob id that is not 32 bytes")
                 mask, buckets = self._table
                 x = from_bytes(raw, "little")
                 bucket = buckets[((x ^ (x >> _FOLD)) * key >> _FOLD) & mask]
@@ -171,12 +186,13 @@ class IdTable:
                 while pos > 0 and pos % size:  # matched across two records: look on
                     pos = bucket.find(raw, pos + 1)
                 if pos >= 0:
-                    held.append((blob_id, bytes(bucket[pos + ID_SIZE : pos + size])))
+                    held.append((bytes(raw), bytes(bucket[pos + ID_SIZE : pos + size]), value))
                 elif self._count < _PER_BUCKET * (mask + 1):
-                    bucket += raw + value  # _append without its call and doubling check
+                    bucket += raw
+                    bucket += value  # _append without its call and doubling check
                     self._count += 1
                 else:
-                    self._append(raw, bucket, value)
+                    self._append(bytes(raw), bucket, value)
         return held
 
     def _append(self, raw: bytes, bucket: bytearray, value: bytes) -> None:

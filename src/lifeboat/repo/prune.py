@@ -133,4 +133,4 @@ def _write_kept_index(
     # put-if-absent: the same bytes (same hash) may be there from a prune killed before it
     # finished; the entries are made a pass at a time and written a file at a time
     entries = chain(index.pack_entries(kept, usage), new_packs)
-    return {index_name(i) for i in write_index(repo.storage, entries, repo.metadata)}
+    return {index_name(i) for i in write_index(repo.storage, entries, repo.metadata, repo.index_cache)}

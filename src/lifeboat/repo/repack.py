@@ -187,7 +187,8 @@ def repack(
             result.new_packs.append(entry)
             result.unindexed += blobs
         if stored:
-            written = {index_name(i) for i in write_index(repo.storage, stored, repo.metadata)}
+            stored_files = write_index(repo.storage, stored, repo.metadata, repo.index_cache)
+            written = {index_name(i) for i in stored_files}
             with lock:
                 result.index_files |= written
 

@@ -383,8 +383,7 @@ class Repository:
         with self._index_lock:
             if self._index is None or refresh:
                 self._index = None  # not two held at once while the new one loads
-                cache = IndexCache(self.cache_dir / "index" if self.cache_dir else None, self.cache_seal)
-                self._index = load_index(self.storage, self.metadata, cache, self.trust())
+                self._index = load_index(self.storage, self.metadata, self.index_cache, self.trust())
             return self._index
 
     def load_index_for_writing(self) -> Index:
@@ -414,7 +413,7 @@ class Repository:
             index.add_pack(entry)
             recovered.append(entry)
         if recovered:
-            write_index(self.storage, recovered, self.metadata)
+            write_index(self.storage, recovered, self.metadata, self.index_cache)
         return index
 
     # -- reading blobs ------------------------------------------------------------------------
@@ -525,6 +524,11 @@ class Repository:
         if self._cache_seal is None:
             self._cache_seal = CacheSeal(self.keyring.mac)
         return self._cache_seal
+
+    @property
+    def index_cache(self) -> IndexCache:
+        """The local copies of index files (repo/index.py ``IndexCache``)."""
+        return IndexCache(self.cache_dir / "index" if self.cache_dir else None, self.cache_seal)
 
     def snapshot_cache(self) -> SnapshotCache:
         """Verified snapshot headers of this repository, kept locally (repo/snapshot_cache.py)."""

@@ -262,6 +262,23 @@ class MetadataCodec:
         trailer = sign_statement(self.signing, self.repo_id, obj_type, namespace + object_id, asset, sealed)
         return object_id, sealed + trailer
 
+    def trailer_check(
+        self, obj_type: ObjectType, namespace: str, object_id: str, data: bytes
+    ) -> SignatureCheck | None:
+        """What a stored object's trailer proves, without opening it; None when its bytes do
+        not match its name. For an object this host holds opened from these very bytes (its
+        name is their hash): ``check`` reads it again for damage without decoding it."""
+        parts = split_signed(object_id, data)
+        if parts is None:
+            return None
+        body, trailer = parts
+        return check_signature(self.repo_id, obj_type, namespace + object_id, None, body, trailer)
+
+    def own_check(self) -> SignatureCheck:
+        """What ``decode`` finds in the trailer of an object this handle encoded: its
+        signature when sealed; none in the legacy plaintext layout, which is not signed."""
+        return SignatureCheck(self.public) if self.seal else SignatureCheck(None, Refusal.UNSIGNED)
+
     def decode(
         self,
         obj_type: ObjectType,
