@@ -7,6 +7,7 @@ sizes make glibc's defaults keep far more memory than is live.
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 import threading
 from collections.abc import Iterator
@@ -32,6 +33,21 @@ def limit_arenas(arenas: int = 4) -> None:
     object bucket backup peaked at 297 MB, 243 MB with four arenas. Two arenas saved a
     little more but slowed restores by 15% (threads queueing on the arena locks)."""
     _mallopt(M_ARENA_MAX, arenas)
+
+
+def release_free_memory() -> None:
+    """Collects, then hands the allocator's wholly free pages back to the kernel (glibc's
+    ``malloc_trim``). A table grown record by record leaves holes between its blocks; once
+    it is dropped, glibc keeps those pages for later allocations unless asked: a million-blob
+    index loaded file by file held ~95 MB, the same table read back whole 61 MB, but only
+    when the first one's pages were returned before."""
+    gc.collect()
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 # the thresholds of the large_buffers_mapped blocks the process is inside: mallopt cannot

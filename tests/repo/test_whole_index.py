@@ -134,3 +134,36 @@ def test_a_file_now_refused_makes_it_unused(
 
     assert victim in reads and loaded.refused == {victim: "revoked"}
     assert victim not in loaded.files
+
+
+def test_the_load_that_keeps_it_reads_it_back_and_loads_again_if_it_changed_meanwhile(
+    tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load file by file that kept the whole reads it back in place of the table it grew
+    (whose holes would stay in the process); when the kept file is no longer that index
+    (another process kept another, or removed it), the load is done again from the files."""
+    repo = opened(tmp_path)
+    for n in range(3):
+        backed_up(repo, tmp_path, n)
+    names = {o.name for o in repo.storage.list("index/")}
+    restored = index.Index.restored
+    read_back: list[int] = []
+
+    def counted(meta, table):  # type: ignore[no-untyped-def]
+        read_back.append(len(table))
+        return restored(meta, table)
+
+    monkeypatch.setattr(index.Index, "restored", counted)
+    kept_path(repo).unlink()  # kept by the backups' loads
+    reads.clear()
+    loaded = opened(tmp_path).index()
+    assert read_back == [len(loaded)] and sorted(reads) == sorted(names)  # kept, then read back
+    assert answers(loaded) == answers(file_by_file(repo))
+
+    kept_path(repo).unlink()
+    read_back.clear()
+    reads.clear()
+    monkeypatch.setattr(index, "release_free_memory", lambda: kept_path(repo).unlink())
+    again = opened(tmp_path).index()
+    assert read_back == [] and sorted(reads) == sorted([*names, *names])  # loaded twice from the files
+    assert answers(again) == answers(loaded) and again.files == loaded.files

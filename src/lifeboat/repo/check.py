@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING
 
+from lifeboat import memory
+from lifeboat.bounded import map_ahead
 from lifeboat.errors import ConfigError, IntegrityError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.repo.backup import PACK_BUFFERS_MAPPED
 from lifeboat.repo.chunking import decode_payload
 from lifeboat.repo.escrow import escrow_problems
 from lifeboat.repo.format import (
@@ -24,7 +27,7 @@ from lifeboat.repo.format import (
 )
 from lifeboat.repo.idtable import IdTable
 from lifeboat.repo.immutability import endpoint_problems, lockable, retention_problems, tampering_problems
-from lifeboat.repo.index import Index, PackEntry, cut_by_count, stored_index_problems
+from lifeboat.repo.index import Index, PackEntry, stored_index_problems
 from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import CheckReport, Problem, References, SnapshotInfo
@@ -37,7 +40,11 @@ from lifeboat.repo.trust import LEGACY_WARNING, Trust
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
 
-READ_DATA_BLOBS = 100_000  # index entries check --read-data holds at once (~30 MB)
+READ_DATA_BLOBS = 100_000  # blobs whose index records one pass gathers (raw, ~6 MB)
+# Pack bytes check --read-data holds at once: four 8 MiB packs. Verifying a pack is CPU
+# (hash, decrypt, a Python step per blob): more at once gained nothing on two cores, and
+# eight held ~60 MB (1,000,000 small files: 235 MB in all).
+READ_DATA_BYTES = 32 << 20
 
 
 def _affected(refs: References, blob_ids: list[str]) -> tuple[list[str], list[str]]:
@@ -148,6 +155,9 @@ def check_repository(
                     )
                 )
         if read_data:
+            if not refs.record_users:  # users are found again from the trees, if need be:
+                refs.used = IdTable()  # ~36 MB at a million blobs, not held while packs are read
+                memory.release_free_memory()
             chosen = {p: size for p, size in stored.items() if subset is None or subset.holds(p)}
             _read_all_packs(repo, pending, chosen, report, progress, decrypt=not hash_only)
         _name_users(repo, refs, snapshots, pending)
@@ -294,7 +304,10 @@ def _read_all_packs(
                 pending.append((corrupt, bad))
         return problems
 
-    with ThreadPoolExecutor(max_workers=repo.workers) as pool:
-        for group in cut_by_count(packs, lambda p: usage[p].blobs, READ_DATA_BLOBS):
-            for problems in pool.map(verify_pack, index.pack_entries(group, usage, most=READ_DATA_BLOBS)):
-                report.problems.extend(problems)
+    # the entries of a few packs beyond those being read, not a whole pass's: Executor.map
+    # would take every entry of a pass first (~30 MB at 100,000 blobs)
+    readers = max(2, min(repo.workers, READ_DATA_BYTES // max(1, repo.pack_size)))
+    with memory.large_buffers_mapped(PACK_BUFFERS_MAPPED), ThreadPoolExecutor(max_workers=readers) as pool:
+        entries = index.pack_entries(packs, usage, most=READ_DATA_BLOBS)
+        for problems in map_ahead(pool, verify_pack, entries, readers + 2):
+            report.problems.extend(problems)

@@ -101,9 +101,9 @@ def _read(
     return WholeIndex(meta, table)
 
 
-def keep_whole(directory: Path, seal: CacheSeal, form: str, whole: WholeIndex) -> None:
+def keep_whole(directory: Path, seal: CacheSeal, form: str, whole: WholeIndex) -> bool:
     """Keeps the index (best effort: a state dir this user may not write only costs the
-    next load its time)."""
+    next load its time); whether it was kept."""
     tag = seal.tagger(form + NAME)
     try:
         private_dir(directory)
@@ -121,4 +121,5 @@ def keep_whole(directory: Path, seal: CacheSeal, form: str, whole: WholeIndex) -
             whole.table.dump(write)
             out.write(tag.digest())
     except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
-        pass
+        return False
+    return True
