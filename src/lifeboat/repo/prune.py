@@ -15,6 +15,7 @@ from itertools import chain
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import CheckFailed, LockedError, NotFoundError
+from lifeboat.memory import release_free_memory
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.format import index_name, pack_name
 from lifeboat.repo.index import Index, PackEntry, PackUsage, write_index
@@ -68,6 +69,7 @@ def prune_repository(
             return report
         repacked = repack(repo, usage, plan, needed, progress)
         del refs, needed  # what follows writes index entries: room for them
+        release_free_memory()
         report.packs_repacked = len(repacked.repacked)
         report.bytes_repacked = repacked.bytes_written
         gone = set(repacked.repacked)
@@ -108,6 +110,7 @@ def prune_repository(
             progress.advance(1)
         report.incomplete_removed = repo.storage.sweep_incomplete(INCOMPLETE_AGE)
         del index, usage  # the pruned index replaces it: never both held
+        release_free_memory()
         repo.index(refresh=True)
     return report
 
