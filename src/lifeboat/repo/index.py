@@ -615,8 +615,9 @@ class IndexCache:
     """Index files are immutable, so a local copy never goes stale (restic's cache idea).
     It keeps the decoded entries with the signature check; the registry is applied afresh.
 
-    Only entries ``decode_index`` accepted are cached, and the tag (a key only key holders
-    derive) covers them under ``CACHE_FORM``: a copy whose tag holds is one this version
+    Only entries ``decode_index`` accepted, or that this host encoded and stored itself
+    (``write_index``), are cached, and the tag (a key only key holders derive) covers them
+    under ``CACHE_FORM``: a copy whose tag holds is one this version
     checked, and is not checked again (the column checks were a third of loading a
     million-blob index). A version that checks more changes ``CACHE_FORM``, and copies
     tagged before are read from the repository and checked once more."""
@@ -765,8 +766,8 @@ def load_index(
 
 def _read_back(index: Index, cache: IndexCache, usable: Callable[[dict[str, Any]], bool]) -> Index | None:
     """The index just kept whole, read back in its place (``_load_index``); None when what is
-    kept is no longer it (another process kept another meanwhile). The caller holds no other
-    reference to ``index``: its table is dropped and its pages returned first."""
+    kept is no longer it (another process kept another meanwhile). ``index`` is unusable
+    afterwards: its table is dropped and the pages returned before the whole is read."""
     files, blobs = index.files.keys() - set(), len(index)
     notes = index.damaged, index.refused, index.sealed
     index.drop_table()
