@@ -25,7 +25,7 @@ from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.model import SnapshotInfo
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
-from lifeboat.storage.local import LocalStorage
+from tests.harness.counting import CountingIndexReads
 
 LIMIT = 8
 
@@ -114,15 +114,6 @@ def test_index_files_are_cut_at_their_size_and_full_ones_are_never_merged_again(
     reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
     assert_restores(reader, snaps, tmp_path / "out")
     assert_check_clean(reader)
-
-
-class CountingIndexReads(LocalStorage):
-    index_reads = 0
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        if name.startswith("index/"):
-            self.index_reads += 1
-        return super().get(name, offset, length)
 
 
 def test_a_backup_that_writes_many_full_index_files_reads_none_back(tmp_path, monkeypatch):

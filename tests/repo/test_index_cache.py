@@ -21,16 +21,7 @@ from lifeboat.repo.index import CACHE_FORM, IndexCache, PackedEntries, decode_in
 from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.storage import open_storage
-from lifeboat.storage.local import LocalStorage
-
-
-class CountingIndexReads(LocalStorage):
-    index_reads = 0
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        if name.startswith("index/"):
-            self.index_reads += 1
-        return super().get(name, offset, length)
+from tests.harness.counting import CountingIndexReads
 
 
 def _source(tmp_path: Path) -> Path:
