@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from lifeboat.assets.files.tree import backup_paths
+from lifeboat.errors import NotFoundError
 from lifeboat.repo import Repository
 from lifeboat.repo import index as index_module
 from lifeboat.repo.check import check_repository
@@ -21,6 +22,7 @@ from lifeboat.repo.index import CACHE_FORM, IndexCache, PackedEntries, decode_in
 from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.storage import open_storage
+from lifeboat.storage.local import LocalStorage
 from tests.harness.counting import CountingIndexReads
 
 
@@ -150,3 +152,25 @@ def test_check_reads_again_the_index_files_this_host_holds_copies_of(repo: Repos
     assert "content hash differs" in problems[cut]
     assert "signature trailer" in problems[resigned]
     assert len(problems) == 2
+
+
+def test_check_names_an_index_file_listed_but_not_served(tmp_path: Path) -> None:
+    """A store that lists a file and answers 'not found' to its GET hides it from every
+    other host's load: check says so, where a file truly gone meanwhile is no problem."""
+
+    class Hiding(LocalStorage):
+        hidden: ClassVar[set[str]] = set()
+
+        def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+            if name in self.hidden:
+                raise NotFoundError(name)
+            return super().get(name, offset, length)
+
+    storage = Hiding(tmp_path / "repo")
+    writer, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    backup_paths(writer, "config", [_source(tmp_path)])
+    repo = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    victim = sorted(o.name for o in storage.list("index/"))[0]
+    storage.hidden.add(victim)
+    problems = {p.object: p.message for p in check_repository(repo, read_data=False).problems}
+    assert problems == {victim: f"{victim} is listed but cannot be read"}

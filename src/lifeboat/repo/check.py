@@ -306,7 +306,7 @@ def _read_all_packs(
 
     # the entries of a few packs beyond those being read, not a whole pass's: Executor.map
     # would take every entry of a pass first (~30 MB at 100,000 blobs)
-    readers = max(2, min(repo.workers, READ_DATA_BYTES // max(1, repo.pack_size)))
+    readers = min(repo.workers, max(2, READ_DATA_BYTES // max(1, repo.pack_size)))
     with memory.large_buffers_mapped(PACK_BUFFERS_MAPPED), ThreadPoolExecutor(max_workers=readers) as pool:
         entries = index.pack_entries(packs, usage, most=READ_DATA_BLOBS)
         for problems in map_ahead(pool, verify_pack, entries, readers + 2):

@@ -188,8 +188,8 @@ class IdTable:
                 if pos >= 0:
                     held.append((bytes(raw), bytes(bucket[pos + ID_SIZE : pos + size]), value))
                 elif self._count < _PER_BUCKET * (mask + 1):
-                    bucket += raw
-                    bucket += value  # _append without its call and doubling check
+                    bucket += bytes(raw) + value  # _append without its call and doubling
+                    # check; one append, so that a reader never finds the id without its value
                     self._count += 1
                 else:
                     self._append(bytes(raw), bucket, value)

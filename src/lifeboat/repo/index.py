@@ -433,7 +433,7 @@ def write_index(
             # The name is the SHA-256 of these very bytes: a concurrent writer (a shard that
             # found this writer's packs as orphans and indexed them) stored the same index.
             pass
-        if cache is not None:
+        if cache is not None and valid_packs(part):  # kept only as a read would take it
             decoded = DecodedIndex(PackedEntries.of(part), codec.own_check(), time, codec.seal)
             cache.put(index_name(index_id), decoded)
         written[index_id] = sum(len(p["blobs"]) for p in part)
@@ -858,6 +858,7 @@ def _load_index(
         if kept and read_back and decoded >= KEEP_FROM:
             again = _read_back(index, cache, judged_as_before)
             if again is None:  # loaded anew, as the next process would
+                del index, judged
                 return _load_index(storage, codec, cache, trust, workers, read_back=False)
             return again, 0
     return index, decoded
@@ -877,8 +878,8 @@ def stored_index_problems(
     def problem(name: str) -> str | None:
         try:
             data = storage.get(name)
-        except NotFoundError:
-            return None
+        except NotFoundError:  # gone meanwhile, or listed and not served: listed again below
+            return "not found"
         check = codec.trailer_check(ObjectType.INDEX, NAMESPACE, name.rsplit("/", 1)[-1], data)
         if check is None:
             return f"{name} does not match its name (content hash differs)"
@@ -889,8 +890,15 @@ def stored_index_problems(
 
     names = list(index.files)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        found = zip(names, pool.map(problem, names), strict=True)
-        return {name: why for name, why in found if why is not None}
+        found = {name: why for name, why in zip(names, pool.map(problem, names), strict=True) if why}
+    if any(why == "not found" for why in found.values()):
+        listed = {obj.name for obj in storage.list(NAMESPACE)}
+        found = {
+            name: f"{name} is listed but cannot be read" if why == "not found" else why
+            for name, why in found.items()
+            if why != "not found" or name in listed
+        }
+    return found
 
 
 def _kept_index(

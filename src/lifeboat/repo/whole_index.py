@@ -105,6 +105,9 @@ def keep_whole(directory: Path, seal: CacheSeal, form: str, whole: WholeIndex) -
     """Keeps the index (best effort: a state dir this user may not write only costs the
     next load its time); whether it was kept."""
     tag = seal.tagger(form + NAME)
+    encoded = orjson.dumps(whole.meta)
+    if len(encoded) > META_MAX:
+        return False  # read_whole would refuse it: not kept, so no load reads it back in vain
     try:
         private_dir(directory)
         with replacing_private(directory / NAME) as out:
@@ -113,7 +116,6 @@ def keep_whole(directory: Path, seal: CacheSeal, form: str, whole: WholeIndex) -
                 tag.update(piece)
                 out.write(piece)
 
-            encoded = orjson.dumps(whole.meta)
             write(MAGIC)
             write(_LENGTH.pack(len(encoded)))
             write(encoded)
