@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from lifeboat.assets.files.tree import backup_paths
-from lifeboat.errors import NotFoundError
 from lifeboat.repo import Repository
 from lifeboat.repo import index as index_module
-from lifeboat.repo.check import check_repository
 from lifeboat.repo.format import index_name
 from lifeboat.repo.index import CACHE_FORM, IndexCache, PackedEntries, decode_index, write_index
 from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.storage import open_storage
-from lifeboat.storage.local import LocalStorage
 from tests.harness.counting import CountingIndexReads
 
 
@@ -137,40 +134,3 @@ def test_the_next_load_after_a_backup_reads_no_index_file_from_the_repository(tm
     assert storage.index_reads == 0  # every file from the copies its writer kept
     other_host = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "elsewhere")
     assert len(other_host.index()) == blobs and storage.index_reads == stored
-
-
-def test_check_reads_again_the_index_files_this_host_holds_copies_of(repo: Repository) -> None:
-    """The load uses this host's copies; damage to the stored files is still check's to find:
-    one cut short, one whose signature trailer changed (the body intact)."""
-    assert not [p for p in check_repository(repo, read_data=False).problems if p.kind == "corrupt-index"]
-    cut, resigned = index_names(repo)[:2]
-    root = Path(repo.storage.root)  # type: ignore[attr-defined]
-    (root / cut).write_bytes((root / cut).read_bytes()[:-40])
-    raw = (root / resigned).read_bytes()
-    (root / resigned).write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
-    problems = {p.object: p.message for p in check_repository(repo, read_data=False).problems}
-    assert "content hash differs" in problems[cut]
-    assert "signature trailer" in problems[resigned]
-    assert len(problems) == 2
-
-
-def test_check_names_an_index_file_listed_but_not_served(tmp_path: Path) -> None:
-    """A store that lists a file and answers 'not found' to its GET hides it from every
-    other host's load: check says so, where a file truly gone meanwhile is no problem."""
-
-    class Hiding(LocalStorage):
-        hidden: ClassVar[set[str]] = set()
-
-        def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-            if name in self.hidden:
-                raise NotFoundError(name)
-            return super().get(name, offset, length)
-
-    storage = Hiding(tmp_path / "repo")
-    writer, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
-    backup_paths(writer, "config", [_source(tmp_path)])
-    repo = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
-    victim = sorted(o.name for o in storage.list("index/"))[0]
-    storage.hidden.add(victim)
-    problems = {p.object: p.message for p in check_repository(repo, read_data=False).problems}
-    assert problems == {victim: f"{victim} is listed but cannot be read"}
