@@ -42,6 +42,15 @@ def release_free_memory() -> None:
     index loaded file by file held ~95 MB, the same table read back whole 61 MB, but only
     when the first one's pages were returned before."""
     gc.collect()
+    return_free_pages()
+
+
+def return_free_pages() -> None:
+    """glibc's ``malloc_trim`` alone (no collection): a couple of milliseconds. Work that
+    frees thousands of small buffers per step calls it per step. A prune repacking a
+    million small files' blobs opens, checks and seals ~3,500 buffers of ~2 KB per pack,
+    and glibc kept the freed pages between live ones: RSS climbed from 107 to 190 MB over
+    the first 25 packs; trimmed after each pack it stayed at 125-133 MB (0.4 s in all)."""
     if sys.platform != "linux":
         return
     try:

@@ -338,6 +338,39 @@ def test_prune_keeps_what_only_a_deleted_index_file_said_of_a_pack_another_file_
     assert_check_clean(reader)
 
 
+def test_prune_keeps_a_pack_it_could_not_repack_listed_and_the_rest_restores(tmp_path, monkeypatch):
+    """A damaged pack among those to repack is left as it is: prune, which lets go of the
+    whole index while it repacks, lists that pack again in the new index (its old index
+    file is gone), so check names the damage instead of blobs no index lists, and every
+    snapshot that does not need it restores."""
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = {n: backup(repo, n) for n in range(5)}
+    before_fifth = set(pack_names(storage))
+    snaps[5] = backup(repo, 5)
+    damaged = sorted(set(pack_names(storage)) - before_fifth)[0]  # one of the fifth backup's own
+    snaps |= {n: backup(repo, n) for n in range(6, 12)}
+    path = tmp_path / "repo" / damaged
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    total = len(pack_names(storage))
+
+    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-cache")
+    report = owner.prune()
+    assert report.packs_repacked == total - 1
+    assert damaged in pack_names(storage) and len(pack_names(storage)) == 2  # it, and the new one
+
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
+    assert damaged.rsplit("/", 1)[-1] in reader.index().packs()
+    problems = reader.check(read_data=True).problems
+    assert problems and {p.object for p in problems} == {damaged}, [(p.object, p.message) for p in problems]
+    assert {f for p in problems for f in p.files} <= {"file-5.bin"}
+    assert_restores(reader, {n: s for n, s in snaps.items() if n != 5}, tmp_path / "out")
+
+
 def test_prune_leaves_a_few_small_packs_unless_asked(tmp_path):
     from lifeboat.repo.repack import RepackOptions
 

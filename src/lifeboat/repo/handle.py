@@ -62,6 +62,10 @@ class RepoHandle(Protocol):
         """The index as a writer must see it (vanished packs dropped, orphans adopted)."""
         ...
 
+    def release_index(self) -> None:
+        """Lets go of the loaded index (the next ``index()`` loads it again)."""
+        ...
+
     def read_blob(self, blob_id: str) -> bytes:
         """A blob's verified plaintext (needs the recovery key)."""
         ...

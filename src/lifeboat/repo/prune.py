@@ -11,7 +11,7 @@ of vanished packs on load).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import chain
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import CheckFailed, LockedError, NotFoundError
@@ -22,7 +22,7 @@ from lifeboat.repo.index import Index, PackEntry, PackUsage, write_index
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PruneReport
 from lifeboat.repo.references import collect_references
-from lifeboat.repo.repack import RepackOptions, escrowed_pack, plan_repack, repack
+from lifeboat.repo.repack import RepackOptions, RepackResult, escrowed_pack, plan_repack, repack
 
 # A temp file this old cannot belong to a live writer (a put takes seconds).
 INCOMPLETE_AGE = 6 * 3600.0
@@ -67,27 +67,28 @@ def prune_repository(
             report.bytes_removed = sum(stored.get(p, 0) for p in unused + orphans)
             report.packs_repacked = len(plan.packs)
             return report
+        # What stays as it is gets its index first, and the whole index is let go before the
+        # repack: held beside the packs being copied, it made a heavy prune's peak (a
+        # million small files). Until the old index files go, the packs staying are listed
+        # twice, which a kill leaves for the next prune to tidy.
+        in_plan = set(plan.packs)
+        listing = _KeptListing.of(index.files, [p for p in kept_ids if p not in in_plan])
+        kept_index = _write_kept_index(repo, index, usage, listing.rewritten)
+        files = {name: list(ids) for name, ids in index.files.items()}
+        del index
+        repo.release_index()
+        release_free_memory()
         repacked = repack(repo, usage, plan, needed, progress)
         del refs, needed  # what follows writes index entries: room for them
         release_free_memory()
         report.packs_repacked = len(repacked.repacked)
         report.bytes_repacked = repacked.bytes_written
-        gone = set(repacked.repacked)
-        kept_set = {p for p in kept_ids if p not in gone}
-        # Index files that list only kept packs stay as they are (with their writer's seal
-        # and signature, so that writer still reads them for dedup); the kept packs of the
-        # others go into new index files signed by this handle's key, each with every
-        # location the index holds in it, even a pack an untouched file lists too: the file
-        # deleted may list blobs of it that the untouched one does not.
-        untouched = {n for n, ids in index.files.items() if set(ids) <= kept_set}
-        covered = {p for n in untouched for p in index.files[n]}
-        deleted_listing = {p for n, ids in index.files.items() if n not in untouched for p in ids}
-        rewritten = [p for p in kept_ids if p in kept_set and (p not in covered or p in deleted_listing)]
-        kept_index = _write_kept_index(repo, index, usage, rewritten, repacked.new_packs)
-        new_index = repacked.index_files | kept_index
+        done = set(repacked.repacked)
+        left = [p for p in plan.packs if p not in done]  # escrowed or damaged: kept as they are
+        new_index = repacked.index_files | kept_index | _index_rest(repo, repacked, left, usage)
         still_listed: set[str] = set()
-        for name, pack_ids in index.files.items():
-            if name in new_index or name in untouched:
+        for name, pack_ids in files.items():
+            if name in new_index or name in listing.untouched:
                 continue
             try:
                 repo.storage.delete(name)
@@ -109,25 +110,56 @@ def prune_repository(
                 pass
             progress.advance(1)
         report.incomplete_removed = repo.storage.sweep_incomplete(INCOMPLETE_AGE)
-        del index, usage  # the pruned index replaces it: never both held
+        del usage
         release_free_memory()
         repo.index(refresh=True)
     return report
 
 
-def _write_kept_index(
-    repo: RepoHandle,
-    index: Index,
-    usage: Mapping[str, PackUsage],
-    kept: list[str],
-    new_packs: list[PackEntry],
+@dataclass
+class _KeptListing:
+    """Index files that list only packs staying as they are stay too (with their writer's
+    seal and signature, so that writer still reads them for dedup); the packs staying that
+    no such file lists, or that a file going lists, go into new index files signed by this
+    handle's key, each with every location the index holds in it, even a pack a file
+    staying lists too: the file deleted may list blobs of it that the other does not."""
+
+    untouched: set[str]
+    rewritten: list[str]
+
+    @classmethod
+    def of(cls, files: Mapping[str, list[str]], staying: list[str]) -> _KeptListing:
+        stay = set(staying)
+        untouched = {n for n, ids in files.items() if set(ids) <= stay}
+        covered = {p for n in untouched for p in files[n]}
+        going = {p for n, ids in files.items() if n not in untouched for p in ids}
+        return cls(untouched, [p for p in staying if p not in covered or p in going])
+
+
+def _index_rest(
+    repo: RepoHandle, repacked: RepackResult, left: list[str], usage: Mapping[str, PackUsage]
 ) -> set[str]:
-    """The index files of what is kept: the ``kept`` packs' entries (every location the
-    index lists in each) and the packs the repack wrote. When one index file already lists
-    exactly those packs (a prune with nothing new to do) it is kept as it is: nothing is
-    written and, since it is the new index, nothing is deleted (sealed index files are never
-    byte-identical, so comparing names would rewrite it every time)."""
-    wanted = {*kept, *(p["id"] for p in new_packs)}
+    """The index files of what the repack stored but did not index yet, and of the packs it
+    was to copy but left (escrowed or damaged: kept, so listed again as the index lists
+    them, read again for them: only then)."""
+    entries: list[PackEntry] = list(repacked.new_packs)
+    if left:
+        index = repo.load_index_for_writing()
+        entries += index.pack_entries(left, usage)
+        del index
+    if not entries:
+        return set()
+    return {index_name(i) for i in write_index(repo.storage, entries, repo.metadata, repo.index_cache)}
+
+
+def _write_kept_index(
+    repo: RepoHandle, index: Index, usage: Mapping[str, PackUsage], kept: list[str]
+) -> set[str]:
+    """The index files of the ``kept`` packs' entries (every location the index lists in
+    each). When one index file already lists exactly those packs it is kept as it is:
+    nothing is written and, since it is the new index, nothing is deleted (sealed index
+    files are never byte-identical, so comparing names would rewrite it every time)."""
+    wanted = set(kept)
     if not wanted:
         return set()
     for name, pack_ids in index.files.items():
@@ -135,5 +167,5 @@ def _write_kept_index(
             return {name}
     # put-if-absent: the same bytes (same hash) may be there from a prune killed before it
     # finished; the entries are made a pass at a time and written a file at a time
-    entries = chain(index.pack_entries(kept, usage), new_packs)
+    entries = index.pack_entries(kept, usage)
     return {index_name(i) for i in write_index(repo.storage, entries, repo.metadata, repo.index_cache)}

@@ -216,6 +216,8 @@ def repack(
                 for blob_id, btype, raw_length, payload in payloads:
                     packer.add(blob_id, btype, payload, raw_length)
                     needed.remove(blob_id)
+                del payloads
+                memory.return_free_pages()
                 result.repacked.append(pack_id)
                 progress.advance(1)
             packer.flush()

@@ -386,6 +386,12 @@ class Repository:
                 self._index = load_index(self.storage, self.metadata, self.index_cache, self.trust())
             return self._index
 
+    def release_index(self) -> None:
+        """Lets go of the loaded index, for work that no longer needs it (prune's repack):
+        the next ``index()`` loads it again; its memory is freed once no caller holds it."""
+        with self._index_lock:
+            self._index = None
+
     def load_index_for_writing(self) -> Index:
         """The index, minus packs that vanished, plus complete orphan packs of killed runs."""
         index = self.index(refresh=True)
