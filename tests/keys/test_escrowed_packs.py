@@ -62,3 +62,20 @@ def test_key_material_never_shares_chunks_with_a_files_asset(env, tmp_path):
     assert (tmp_path / "plain-out" / "copy-of-keys" / "media-master.key").read_text().endswith(f"{CANARY}\n")
     proc = env.run("restore", "platform-keys", "--target", str(tmp_path / "k"), *rk, check=False)
     assert proc.returncode == 2
+
+
+def test_a_second_prune_leaves_the_index_files_of_key_material_alone(env):
+    """Key material's packs are never repacked, so they are never planned: a prune with
+    nothing to do rewrites none of the index files listing them."""
+    rk = ["--recovery-key", str(env.root / "recovery.key")]
+    env.run("backup", "platform-keys")
+    (env.root / "platform-keys" / "media-master.key").write_text("master-secret=rotated\n")
+    env.run("backup", "platform-keys")
+    env.run("prune", "--repack-small", *rk)
+    first = _index_files(env)
+    env.run("prune", "--repack-small", *rk)
+    assert _index_files(env) == first
+
+
+def _index_files(env) -> list[str]:
+    return sorted(p.name for p in (env.root / "repo" / "index").rglob("*") if p.is_file())

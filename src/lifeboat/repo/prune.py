@@ -18,7 +18,7 @@ from lifeboat.errors import CheckFailed, LockedError, NotFoundError
 from lifeboat.memory import release_free_memory
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.format import index_name, pack_name
-from lifeboat.repo.index import Index, PackEntry, PackUsage, write_index
+from lifeboat.repo.index import Index, PackUsage, write_index
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PruneReport
 from lifeboat.repo.references import collect_references
@@ -84,7 +84,7 @@ def prune_repository(
         report.packs_repacked = len(repacked.repacked)
         report.bytes_repacked = repacked.bytes_written
         done = set(repacked.repacked)
-        left = [p for p in plan.packs if p not in done]  # escrowed or damaged: kept as they are
+        left = [p for p in plan.packs if p not in done]  # damaged: kept as they are
         new_index = repacked.index_files | kept_index | _index_rest(repo, repacked, left, usage)
         still_listed: set[str] = set()
         for name, pack_ids in files.items():
@@ -140,31 +140,30 @@ def _index_rest(
     repo: RepoHandle, repacked: RepackResult, left: list[str], usage: Mapping[str, PackUsage]
 ) -> set[str]:
     """The index files of what the repack stored but did not index yet, and of the packs it
-    was to copy but left (escrowed or damaged: kept, so listed again as the index lists
-    them, read again for them: only then)."""
-    entries: list[PackEntry] = list(repacked.new_packs)
+    was to copy but left (damaged: kept, so listed again as the index lists them, read
+    again for them: only then)."""
+    # the new packs first: the reload then finds them listed (it adopts no orphan either)
+    written = set(write_index(repo.storage, repacked.new_packs, repo.metadata, repo.index_cache))
     if left:
-        index = repo.load_index_for_writing()
-        entries += index.pack_entries(left, usage)
+        index = repo.index(refresh=True)
+        written |= set(
+            write_index(repo.storage, index.pack_entries(left, usage), repo.metadata, repo.index_cache)
+        )
         del index
-    if not entries:
-        return set()
-    return {index_name(i) for i in write_index(repo.storage, entries, repo.metadata, repo.index_cache)}
+        repo.release_index()
+    return {index_name(i) for i in written}
 
 
 def _write_kept_index(
     repo: RepoHandle, index: Index, usage: Mapping[str, PackUsage], kept: list[str]
 ) -> set[str]:
     """The index files of the ``kept`` packs' entries (every location the index lists in
-    each). When one index file already lists exactly those packs it is kept as it is:
-    nothing is written and, since it is the new index, nothing is deleted (sealed index
-    files are never byte-identical, so comparing names would rewrite it every time)."""
-    wanted = set(kept)
-    if not wanted:
+    each). Never an index file already there, even one listing exactly these packs: a pack
+    is listed again only when no file staying lists it or a file going does, and what the
+    file going says of it may be what the one staying does not (a prune with nothing to do
+    lists nothing again, so writes nothing)."""
+    if not kept:
         return set()
-    for name, pack_ids in index.files.items():
-        if set(pack_ids) == wanted:
-            return {name}
     # put-if-absent: the same bytes (same hash) may be there from a prune killed before it
     # finished; the entries are made a pass at a time and written a file at a time
     entries = index.pack_entries(kept, usage)

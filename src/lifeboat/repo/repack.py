@@ -119,6 +119,9 @@ def plan_repack(
                 break
             wanted.append(pack_id)
             left -= unused[pack_id]
+    # key material is never re-sealed (a repack's packer wraps to the recovery key): planned,
+    # its packs' index files would be rewritten by every prune
+    wanted = [p for p in wanted if not escrowed_pack(repo, p)]
     plan.packs, plan.locked = _deletable(repo, index, wanted)
     return plan
 
@@ -204,9 +207,7 @@ def repack(
             repo.storage, repo.keyring, repo.pack_size, uploaded, 2, open_packs=1, seal_table=seal
         )
         try:
-            for pack_id in plan.packs:
-                if escrowed_pack(repo, pack_id):
-                    continue  # key material is never re-sealed: this packer wraps to the recovery key
+            for pack_id in plan.packs:  # no escrowed pack: plan_repack leaves them out
                 held = usage.get(pack_id)
                 try:
                     payloads = _live_payloads(repo, pack_id, needed) if held and held.needed else []
