@@ -488,14 +488,16 @@ class PackedEntries:
 
     def entries(self) -> list[PackEntry]:
         """The entries as the index file lists them."""
-        found: list[PackEntry] = []
+        return list(self.each_entry())
+
+    def each_entry(self) -> Iterator[PackEntry]:
+        """``entries``, one pack at a time (as lists only while it is in use)."""
         for pack_id, _, records in self.each():
             blobs = []
             for pos in range(0, len(records), RECORD_SIZE):
                 offset, length, raw_length, btype = _REST.unpack_from(records, pos + ID_SIZE)
                 blobs.append([records[pos : pos + ID_SIZE].hex(), _TYPES[btype], offset, length, raw_length])
-            found.append({"id": pack_id, "blobs": blobs})
-        return found
+            yield {"id": pack_id, "blobs": blobs}
 
     def cached(self, judged: dict[str, Any]) -> bytes:
         """The cached form with the file's judgement inputs: ``u32 n ‖ n bytes of JSON ‖

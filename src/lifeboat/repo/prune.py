@@ -18,7 +18,7 @@ from lifeboat.errors import CheckFailed, LockedError, NotFoundError
 from lifeboat.memory import release_free_memory
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo.format import index_name, pack_name
-from lifeboat.repo.index import Index, PackUsage, write_index
+from lifeboat.repo.index import PackedEntries, PackUsage, write_index
 from lifeboat.repo.locks import RepoLock
 from lifeboat.repo.model import PruneReport
 from lifeboat.repo.references import collect_references
@@ -67,13 +67,13 @@ def prune_repository(
             report.bytes_removed = sum(stored.get(p, 0) for p in unused + orphans)
             report.packs_repacked = len(plan.packs)
             return report
-        # What stays as it is gets its index first, and the whole index is let go before the
-        # repack: held beside the packs being copied, it made a heavy prune's peak (a
-        # million small files). Until the old index files go, the packs staying are listed
-        # twice, which a kill leaves for the next prune to tidy.
+        # The whole index is let go before the repack: held beside the packs being copied,
+        # it made a heavy prune's peak (a million small files). What the new index files of
+        # the packs staying will list is taken out of it first, as records (57 bytes a
+        # blob), and written once the used ids are dropped too.
         in_plan = set(plan.packs)
         listing = _KeptListing.of(index.files, [p for p in kept_ids if p not in in_plan])
-        kept_index = _write_kept_index(repo, index, usage, listing.rewritten)
+        kept = PackedEntries.of(index.pack_entries(listing.rewritten, usage))
         files = {name: list(ids) for name, ids in index.files.items()}
         del index
         repo.release_index()
@@ -85,6 +85,8 @@ def prune_repository(
         report.bytes_repacked = repacked.bytes_written
         done = set(repacked.repacked)
         left = [p for p in plan.packs if p not in done]  # damaged: kept as they are
+        kept_index = _write_kept_index(repo, kept)
+        del kept
         new_index = repacked.index_files | kept_index | _index_rest(repo, repacked, left, usage)
         still_listed: set[str] = set()
         for name, pack_ids in files.items():
@@ -154,17 +156,15 @@ def _index_rest(
     return {index_name(i) for i in written}
 
 
-def _write_kept_index(
-    repo: RepoHandle, index: Index, usage: Mapping[str, PackUsage], kept: list[str]
-) -> set[str]:
-    """The index files of the ``kept`` packs' entries (every location the index lists in
-    each). Never an index file already there, even one listing exactly these packs: a pack
-    is listed again only when no file staying lists it or a file going does, and what the
-    file going says of it may be what the one staying does not (a prune with nothing to do
-    lists nothing again, so writes nothing)."""
-    if not kept:
+def _write_kept_index(repo: RepoHandle, kept: PackedEntries) -> set[str]:
+    """The index files of the packs staying that are listed again, with every location the
+    index listed in each. Never an index file already there, even one listing exactly these
+    packs: a pack is listed again only when no file staying lists it or a file going does,
+    and what the file going says of it may be what the one staying does not (a prune with
+    nothing to do lists nothing again, so writes nothing)."""
+    if not kept.packs:
         return set()
     # put-if-absent: the same bytes (same hash) may be there from a prune killed before it
-    # finished; the entries are made a pass at a time and written a file at a time
-    entries = index.pack_entries(kept, usage)
-    return {index_name(i) for i in write_index(repo.storage, entries, repo.metadata, repo.index_cache)}
+    # finished; the entries are made a pack at a time and written a file at a time
+    written = write_index(repo.storage, kept.each_entry(), repo.metadata, repo.index_cache)
+    return {index_name(i) for i in written}
