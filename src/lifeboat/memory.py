@@ -47,10 +47,12 @@ def release_free_memory() -> None:
 
 def return_free_pages() -> None:
     """glibc's ``malloc_trim`` alone (no collection): a couple of milliseconds. Work that
-    frees thousands of small buffers per step calls it per step. A prune repacking a
+    frees thousands of small buffers per step calls it every few steps. A prune repacking a
     million small files' blobs opens, checks and seals ~3,500 buffers of ~2 KB per pack,
     and glibc kept the freed pages between live ones: RSS climbed from 107 to 190 MB over
-    the first 25 packs; trimmed after each pack it stayed at 125-133 MB (0.4 s in all)."""
+    the first 25 packs; trimmed after each pack it stayed at 125-133 MB. After every fourth
+    pack the peak is the same and the pages taken back cost no time (after each: +2-3 s
+    of system time over 197 packs)."""
     if sys.platform != "linux":
         return
     try:

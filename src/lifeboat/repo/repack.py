@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_UNUSED = 0.05
 SMALL_FRACTION = 0.25
 SMALL_PACKS_MIN = 10
+TRIM_EVERY = 4  # packs repacked between returns of free pages (memory.return_free_pages)
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,9 @@ def repack(
                     packer.add(blob_id, btype, payload, raw_length)
                     needed.remove(blob_id)
                 del payloads
-                memory.return_free_pages()
                 result.repacked.append(pack_id)
+                if len(result.repacked) % TRIM_EVERY == 0:
+                    memory.return_free_pages()
                 progress.advance(1)
             packer.flush()
         finally:
