@@ -1,13 +1,20 @@
-"""Prune lists every kept pack with every location an index file going says of it, even
-when an index file staying lists that pack too (one whose packs are exactly the ones to
-list again is no substitute: it may list only part of them)."""
+"""Prune lists every pack it keeps with every location the index files it deletes said of
+it, and leaves no index file listing a pack it deleted."""
 
 from __future__ import annotations
 
 from lifeboat.repo import Repository
 from lifeboat.repo import prune as prune_module
+from lifeboat.repo import repack as repack_module
 from lifeboat.storage import open_storage
-from tests.repo.test_history import assert_check_clean, backup, content, index_names
+from tests.repo.test_history import (
+    assert_check_clean,
+    assert_restores,
+    backup,
+    content,
+    index_names,
+    pack_names,
+)
 
 
 def test_a_file_staying_that_lists_part_of_a_pack_does_not_replace_its_listing(tmp_path, monkeypatch):
@@ -93,3 +100,137 @@ def test_the_same_without_a_repack(tmp_path):
     reader.reader(kept).restore_tree(target)
     assert all((target / f"file-{n}.bin").read_bytes() == content(n, size=2000) for n in range(40))
     assert_check_clean(reader)
+
+
+def _listed_packs(storage, recovery, cache):
+    idx = Repository.open(storage, recovery_key=recovery, cache_dir=cache).index()
+    return {p for ids in idx.files.values() for p in ids}
+
+
+def test_an_adopted_orphan_that_prune_deletes_leaves_no_index_file_listing_it(tmp_path, monkeypatch):
+    """A killed backup's packs (stored, listed by no index file) are adopted by the load
+    prune makes, which indexes them; nothing uses them, so prune deletes them, and the
+    index file it wrote for them goes too (it stayed, listing deleted packs)."""
+    from lifeboat.repo.consolidate import read_index_files
+    from lifeboat.repo.index import write_index
+
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = {n: backup(repo, n) for n in range(3)}
+    before = set(pack_names(storage))
+    gone = backup(repo, 99, asset="other")
+    orphan_packs = {p.rsplit("/", 1)[-1] for p in set(pack_names(storage)) - before}
+    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "c1")
+    files, _ = read_index_files(owner, index_names(storage))
+    old = index_names(storage)
+    keep = [pack for entries in files.values() for pack in entries if pack["id"] not in orphan_packs]
+    write_index(storage, keep, owner.metadata)
+    for name in old:
+        storage.delete(name)
+    storage.delete(f"snapshots/{gone.id}")  # the killed backup never committed
+
+    Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "c2").prune()
+    stored = {p.rsplit("/", 1)[-1] for p in pack_names(storage)}
+    dangling = _listed_packs(storage, recovery, tmp_path / "c3") - stored
+    assert not dangling, f"index files list {len(dangling)} deleted pack(s)"
+    assert_restores(
+        Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "c4"), snaps, tmp_path / "out"
+    )
+
+
+def test_key_material_packs_do_not_make_a_lone_small_pack_repacked_by_every_prune(tmp_path, monkeypatch):
+    """Escrowed packs (key material, never re-sealed) do not count towards the small packs
+    that make a repack worth it: a lone ordinary small pack was repacked (into another
+    small pack) by every prune."""
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    for n in range(6):
+        backup(repo, n, asset="keys")
+    escrowed = {p.rsplit("/", 1)[-1] for p in pack_names(storage)}
+    assert len(escrowed) >= 10
+    backup(repo, 100)
+    fake = lambda repo, p: p in escrowed  # noqa: E731  (simulated key material packs)
+    monkeypatch.setattr(repack_module, "escrowed_pack", fake)
+    monkeypatch.setattr(prune_module, "escrowed_pack", fake)
+    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "p")
+    counts = [owner.prune().packs_repacked for _ in range(3)]
+    assert counts[1:] == [0, 0], counts
+
+
+def test_a_damaged_pack_to_repack_and_a_pack_staying_keep_every_location(tmp_path, monkeypatch):
+    """D (to repack, damaged) and S (staying) are listed by one file G, S partly by a file
+    F staying too, every other pack is repacked: both keep every blob location."""
+    from lifeboat.repo.consolidate import read_index_files
+    from lifeboat.repo.index import write_index
+
+    monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    for n in range(8):
+        backup(repo, n)
+    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "c1")
+    files, _ = read_index_files(owner, index_names(storage))
+    packs = {pack["id"]: pack for entries in files.values() for pack in entries}
+    ids = sorted(packs, key=lambda p: -len(packs[p]["blobs"]))
+    s_id = ids[0]
+    d_id = ids[1]
+    first, *rest = sorted(packs[s_id]["blobs"])
+    old = index_names(storage)
+    write_index(storage, [{"id": s_id, "blobs": [first]}], owner.metadata)
+    write_index(storage, [{"id": s_id, "blobs": rest}, packs[d_id]], owner.metadata)
+    write_index(storage, [packs[p] for p in ids[2:]], owner.metadata)
+    for name in old:
+        storage.delete(name)
+    path = tmp_path / "repo" / "data" / d_id[:2] / d_id
+    if not path.exists():
+        path = next((tmp_path / "repo" / "data").rglob(d_id))
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    real = prune_module.plan_repack
+
+    def plan(*args, **kwargs):
+        p = real(*args, **kwargs)
+        p.packs = [x for x in packs if x != s_id]
+        return p
+
+    monkeypatch.setattr(prune_module, "plan_repack", plan)
+    Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "c2").prune()
+    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "c3")
+    assert d_id in reader.index().packs() and s_id in reader.index().packs()
+    dn = reader.index().blobs_by_pack()
+    assert sorted(dn[s_id]) == sorted(b[0] for b in packs[s_id]["blobs"])
+    assert sorted(dn[d_id]) == sorted(b[0] for b in packs[d_id]["blobs"])
+    stored = {p.rsplit("/", 1)[-1] for p in pack_names(storage)}
+    assert _listed_packs(storage, recovery, tmp_path / "c4") <= stored
+
+
+def test_a_file_listing_a_damaged_pack_that_the_reload_did_not_read_is_not_deleted():
+    """The damaged pack's new listing comes from a second load of the index; a file listing
+    it that this load did not read (listed, then not served) may hold locations the new
+    file lacks, so prune keeps it (pure logic: a fake handle and index)."""
+    from lifeboat.repo.repack import RepackResult
+
+    class ReloadedIndex:
+        def __init__(self):
+            self.files = {"index/a": ["damaged", "kept"]}  # index/b was listed, not read this time
+
+        def pack_entries(self, pack_ids, usage):
+            return iter([])
+
+    class Handle:
+        storage = metadata = index_cache = None
+
+        def index(self, refresh=False):
+            return ReloadedIndex()
+
+        def release_index(self):
+            pass
+
+    files = {"index/a": ["damaged", "kept"], "index/b": ["damaged"], "index/c": ["other"]}
+    kept = prune_module._index_rest(Handle(), RepackResult(), ["damaged"], {}, files)
+    assert kept == {"index/b"}

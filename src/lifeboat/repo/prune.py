@@ -87,7 +87,7 @@ def prune_repository(
         left = [p for p in plan.packs if p not in done]  # damaged: kept as they are
         kept_index = _write_kept_index(repo, kept)
         del kept
-        new_index = repacked.index_files | kept_index | _index_rest(repo, repacked, left, usage)
+        new_index = repacked.index_files | kept_index | _index_rest(repo, repacked, left, usage, files)
         still_listed: set[str] = set()
         for name, pack_ids in files.items():
             if name in new_index or name in listing.untouched:
@@ -139,21 +139,30 @@ class _KeptListing:
 
 
 def _index_rest(
-    repo: RepoHandle, repacked: RepackResult, left: list[str], usage: Mapping[str, PackUsage]
+    repo: RepoHandle,
+    repacked: RepackResult,
+    left: list[str],
+    usage: Mapping[str, PackUsage],
+    files: Mapping[str, list[str]],
 ) -> set[str]:
     """The index files of what the repack stored but did not index yet, and of the packs it
     was to copy but left (damaged: kept, so listed again as the index lists them, read
-    again for them: only then)."""
+    again for them: only then). A file listing one of those that the second load did not
+    read (listed but not served: it may say what the new file cannot) is returned too, so
+    that it is not deleted."""
     # the new packs first: the reload then finds them listed (it adopts no orphan either)
     written = set(write_index(repo.storage, repacked.new_packs, repo.metadata, repo.index_cache))
-    if left:
-        index = repo.index(refresh=True)
-        written |= set(
-            write_index(repo.storage, index.pack_entries(left, usage), repo.metadata, repo.index_cache)
-        )
-        del index
-        repo.release_index()
-    return {index_name(i) for i in written}
+    if not left:
+        return {index_name(i) for i in written}
+    index = repo.index(refresh=True)
+    written |= set(
+        write_index(repo.storage, index.pack_entries(left, usage), repo.metadata, repo.index_cache)
+    )
+    listing_left = {name for name, ids in files.items() if not set(ids).isdisjoint(left)}
+    unread = listing_left - set(index.files)
+    del index
+    repo.release_index()
+    return {index_name(i) for i in written} | unread
 
 
 def _write_kept_index(repo: RepoHandle, kept: PackedEntries) -> set[str]:

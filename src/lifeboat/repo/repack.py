@@ -103,7 +103,10 @@ def plan_repack(
         unused[pack_id] = held.listed_bytes - held.used_bytes
     plan.unused_bytes = sum(unused.values())
     small_limit = repo.pack_size * SMALL_FRACTION
-    small = sorted(p for p in used if sizes[p] < small_limit)
+    # key material is never re-sealed (a repack's packer wraps to the recovery key): its
+    # packs neither count towards the small ones nor spend the unused budget, or a prune
+    # would repack a lone small pack over and over. Only candidates' headers are read.
+    small = sorted(p for p in used if sizes[p] < small_limit and not escrowed_pack(repo, p))
     plan.small = len(small)
     wanted: list[str] = []
     if len(small) >= SMALL_PACKS_MIN or (options.repack_small and len(small) >= 2):
@@ -118,11 +121,11 @@ def plan_repack(
         for pack_id in by_waste:
             if left <= allowed:
                 break
+            if escrowed_pack(repo, pack_id):  # its waste stays whatever this prune does
+                left -= unused[pack_id]
+                continue
             wanted.append(pack_id)
             left -= unused[pack_id]
-    # key material is never re-sealed (a repack's packer wraps to the recovery key): planned,
-    # its packs' index files would be rewritten by every prune
-    wanted = [p for p in wanted if not escrowed_pack(repo, p)]
     plan.packs, plan.locked = _deletable(repo, index, wanted)
     return plan
 

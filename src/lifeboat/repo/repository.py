@@ -36,6 +36,7 @@ from lifeboat.repo.format import (
     CONFIG_NAME,
     FORMAT_VERSION,
     BlobLocation,
+    index_name,
     pack_name,
     parse_pack_header,
     parse_pack_trailer,
@@ -43,7 +44,7 @@ from lifeboat.repo.format import (
     snapshot_name,
 )
 from lifeboat.repo.immutability import refuse_lying_endpoint
-from lifeboat.repo.index import Index, IndexCache, load_index, write_index
+from lifeboat.repo.index import Index, IndexCache, index_parts, load_index, write_index
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.local_cache import CacheSeal
 from lifeboat.repo.model import CheckReport, ForgetReport, PruneReport, RefInfo, SnapshotInfo
@@ -418,8 +419,12 @@ class Repository:
             entry = {"id": pack_id, "blobs": [list(b) for b in blobs]}
             index.add_pack(entry)
             recovered.append(entry)
-        if recovered:
-            write_index(self.storage, recovered, self.metadata, self.index_cache)
+        # each file written is one of the index's files, so that prune deleting an adopted
+        # pack nobody needs (a killed backup's) deletes the file listing it too
+        for part in index_parts(recovered):
+            for index_id, count in write_index(self.storage, part, self.metadata, self.index_cache).items():
+                index.files[index_name(index_id)] = [p["id"] for p in part]
+                index.file_blobs[index_name(index_id)] = count
         return index
 
     # -- reading blobs ------------------------------------------------------------------------
