@@ -88,6 +88,7 @@ def prune_repository(
         kept_index = _write_kept_index(repo, kept)
         del kept
         new_index = repacked.index_files | kept_index | _index_rest(repo, repacked, left, usage, files)
+        repacked.new_packs = []  # indexed: as lists, up to an index file's worth of blobs
         still_listed: set[str] = set()
         for name, pack_ids in files.items():
             if name in new_index or name in listing.untouched:
