@@ -3,73 +3,78 @@ it, and leaves no index file listing a pack it deleted."""
 
 from __future__ import annotations
 
-from lifeboat.repo import Repository
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lifeboat.repo import Repository, SnapshotInfo
 from lifeboat.repo import prune as prune_module
 from lifeboat.repo import repack as repack_module
+from lifeboat.repo.consolidate import read_index_files
+from lifeboat.repo.index import write_index
+from lifeboat.repo.model import PruneReport
 from lifeboat.storage import open_storage
+from lifeboat.storage.base import Storage
 from tests.repo.test_history import (
     assert_check_clean,
     assert_restores,
     backup,
     content,
+    damage_file,
     index_names,
     pack_names,
 )
 
 
-def test_a_file_staying_that_lists_part_of_a_pack_does_not_replace_its_listing(tmp_path, monkeypatch):
-    """F lists exactly {P} (one of P's blobs); G lists P's other blobs and every other pack,
-    all of them repacked. P is listed again with every location, so deleting G loses
-    nothing (a shortcut kept F as P's whole listing: restores then missed P's other blobs)."""
-    from lifeboat.repo.consolidate import read_index_files
-    from lifeboat.repo.index import write_index
+@dataclass
+class SplitPack:
+    """A repository whose snapshot ``kept`` has two or more blobs in pack ``p_id``, and whose
+    snapshot ``gone`` has packs of its own (``gone_packs``), ready to be listed anew."""
 
+    storage: Storage
+    recovery: Any
+    kept: SnapshotInfo
+    gone: SnapshotInfo
+    owner: Repository
+    packs: dict[str, dict[str, Any]]
+    p_id: str
+    first: list[Any]  # one of P's blobs
+    rest: list[list[Any]]  # the others
+    gone_packs: set[str]
+
+    @property
+    def others(self) -> list[dict[str, Any]]:
+        return [pack for p, pack in self.packs.items() if p != self.p_id]
+
+    def of_gone(self, gone: bool) -> list[dict[str, Any]]:
+        return [p for p in self.others if (p["id"] in self.gone_packs) == gone]
+
+    def relist(self, *files: list[dict[str, Any]]) -> None:
+        """The index as these files, in place of the ones there."""
+        old = index_names(self.storage)
+        for entries in files:
+            write_index(self.storage, entries, self.owner.metadata)
+        for name in old:
+            self.storage.delete(name)
+
+    def prune(self, cache: Path) -> PruneReport:
+        return Repository.open(self.storage, recovery_key=self.recovery, cache_dir=cache).prune()
+
+    def assert_kept_restores(self, tmp_path: Path) -> None:
+        reader = Repository.open(
+            self.storage, recovery_key=self.recovery, cache_dir=tmp_path / "reader-cache"
+        )
+        target = tmp_path / "out"
+        reader.reader(self.kept).restore_tree(target)
+        assert all((target / f"file-{n}.bin").read_bytes() == content(n, size=2000) for n in range(40))
+        assert_check_clean(reader)
+
+
+def split_pack(tmp_path: Path) -> SplitPack:
     storage = open_storage(f"file://{tmp_path / 'repo'}")
     repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
     with repo.backup("app", "files") as session:
-        for n in range(40):
-            session.add_bytes(f"file-{n}.bin", content(n, size=2000))
-        kept = session.commit()
-    owner = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-cache")
-    files, _ = read_index_files(owner, index_names(storage))
-    packs = {pack["id"]: pack for entries in files.values() for pack in entries}
-    needed = {c for e in owner.reader(kept).entries() for c in e.chunks}
-    p_id = next(p for p, pack in packs.items() if sum(b[0] in needed for b in pack["blobs"]) >= 2)
-    first, *rest = sorted(packs[p_id]["blobs"])
-    others = [pack for p, pack in packs.items() if p != p_id]
-    old_files = index_names(storage)
-    write_index(storage, [{"id": p_id, "blobs": [first]}], owner.metadata)
-    write_index(storage, [{"id": p_id, "blobs": rest}, *others], owner.metadata)
-    for name in old_files:
-        storage.delete(name)
-
-    real = prune_module.plan_repack
-
-    def plan_all_but_p(*args, **kwargs):
-        plan = real(*args, **kwargs)
-        plan.packs = [p for p in packs if p != p_id]
-        return plan
-
-    monkeypatch.setattr(prune_module, "plan_repack", plan_all_but_p)
-    report = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-2").prune()
-    assert report.packs_repacked == len(others)
-
-    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
-    target = tmp_path / "out"
-    reader.reader(kept).restore_tree(target)
-    assert all((target / f"file-{n}.bin").read_bytes() == content(n, size=2000) for n in range(40))
-    assert_check_clean(reader)
-
-
-def test_the_same_without_a_repack(tmp_path):
-    """The same with nothing repacked: G lists P's other blobs and a pack nothing uses."""
-    from lifeboat.repo.consolidate import read_index_files
-    from lifeboat.repo.index import write_index
-
-    storage = open_storage(f"file://{tmp_path / 'repo'}")
-    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
-    with repo.backup("app", "files") as session:
-        for n in range(40):
+        for n in range(40):  # more files than open packs: some pack holds two or more
             session.add_bytes(f"file-{n}.bin", content(n, size=2000))
         kept = session.commit()
     gone = backup(repo, 99, asset="other")
@@ -82,24 +87,61 @@ def test_the_same_without_a_repack(tmp_path):
     gone_blobs = [c for e in owner.reader(gone).entries() for c in e.chunks] + gone.tree
     gone_packs = {owner.index().get(c).pack for c in gone_blobs}
     gone_packs -= {p for p, pack in packs.items() if any(b[0] in needed for b in pack["blobs"])}
-    others = [pack for p, pack in packs.items() if p != p_id]
-    old_files = index_names(storage)
-    write_index(storage, [{"id": p_id, "blobs": [first]}], owner.metadata)
-    write_index(
-        storage, [{"id": p_id, "blobs": rest}, *[p for p in others if p["id"] in gone_packs]], owner.metadata
-    )
-    write_index(storage, [p for p in others if p["id"] not in gone_packs], owner.metadata)
-    for name in old_files:
-        storage.delete(name)
-    storage.delete(f"snapshots/{gone.id}")
+    assert gone_packs
+    return SplitPack(storage, recovery, kept, gone, owner, packs, p_id, first, rest, gone_packs)
 
-    report = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "prune-2").prune()
-    assert report.packs_removed >= 1
-    reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "reader-cache")
-    target = tmp_path / "out"
-    reader.reader(kept).restore_tree(target)
-    assert all((target / f"file-{n}.bin").read_bytes() == content(n, size=2000) for n in range(40))
-    assert_check_clean(reader)
+
+def plan_only(monkeypatch, pack_ids: list[str]) -> None:
+    """Prune's plan made to repack exactly these packs (what a real plan does when the
+    others are large and fully used and these small)."""
+    real = prune_module.plan_repack
+
+    def plan(*args, **kwargs):
+        made = real(*args, **kwargs)
+        made.packs = list(pack_ids)
+        return made
+
+    monkeypatch.setattr(prune_module, "plan_repack", plan)
+
+
+def test_a_file_staying_that_lists_part_of_a_pack_with_a_file_going_keeps_every_location(tmp_path):
+    """Pack P is listed by two index files: F (staying: it lists only packs that stay) with
+    one of P's blobs, and G with the others and a pack no snapshot needs any more. Prune
+    deletes G: what G said of P is written again, or the snapshot using those blobs could
+    not restore."""
+    sp = split_pack(tmp_path)
+    sp.relist(
+        [{"id": sp.p_id, "blobs": [sp.first]}, *sp.of_gone(False)],
+        [{"id": sp.p_id, "blobs": sp.rest}, *sp.of_gone(True)],
+    )
+    sp.storage.delete(f"snapshots/{sp.gone.id}")  # what forget does
+    assert sp.prune(tmp_path / "prune-2").packs_removed >= 1
+    sp.assert_kept_restores(tmp_path)
+
+
+def test_a_file_listing_exactly_the_packs_to_list_again_is_not_their_listing(tmp_path):
+    """The same, with F listing P alone (one of its blobs) and the packs staying in a third
+    file: F lists exactly the packs to list again, and is still not their whole listing (a
+    shortcut took it for one: restores then missed P's other blobs)."""
+    sp = split_pack(tmp_path)
+    sp.relist(
+        [{"id": sp.p_id, "blobs": [sp.first]}],
+        [{"id": sp.p_id, "blobs": sp.rest}, *sp.of_gone(True)],
+        sp.of_gone(False),
+    )
+    sp.storage.delete(f"snapshots/{sp.gone.id}")
+    assert sp.prune(tmp_path / "prune-2").packs_removed >= 1
+    sp.assert_kept_restores(tmp_path)
+
+
+def test_the_same_when_the_packs_beside_it_are_repacked(tmp_path, monkeypatch):
+    """F lists P alone (one of its blobs); G lists P's other blobs and every other pack, all
+    of them repacked: P is listed again with every location."""
+    sp = split_pack(tmp_path)
+    sp.relist([{"id": sp.p_id, "blobs": [sp.first]}], [{"id": sp.p_id, "blobs": sp.rest}, *sp.others])
+    plan_only(monkeypatch, [p["id"] for p in sp.others])
+    assert sp.prune(tmp_path / "prune-2").packs_repacked == len(sp.others)
+    sp.assert_kept_restores(tmp_path)
 
 
 def _listed_packs(storage, recovery, cache):
@@ -111,9 +153,6 @@ def test_an_adopted_orphan_that_prune_deletes_leaves_no_index_file_listing_it(tm
     """A killed backup's packs (stored, listed by no index file) are adopted by the load
     prune makes, which indexes them; nothing uses them, so prune deletes them, and the
     index file it wrote for them goes too (it stayed, listing deleted packs)."""
-    from lifeboat.repo.consolidate import read_index_files
-    from lifeboat.repo.index import write_index
-
     monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")
     storage = open_storage(f"file://{tmp_path / 'repo'}")
     repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
@@ -162,9 +201,6 @@ def test_key_material_packs_do_not_make_a_lone_small_pack_repacked_by_every_prun
 def test_a_damaged_pack_to_repack_and_a_pack_staying_keep_every_location(tmp_path, monkeypatch):
     """D (to repack, damaged) and S (staying) are listed by one file G, S partly by a file
     F staying too, every other pack is repacked: both keep every blob location."""
-    from lifeboat.repo.consolidate import read_index_files
-    from lifeboat.repo.index import write_index
-
     monkeypatch.setenv("LIFEBOAT_INDEX_FILES_MAX", "0")
     storage = open_storage(f"file://{tmp_path / 'repo'}")
     repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
@@ -183,22 +219,8 @@ def test_a_damaged_pack_to_repack_and_a_pack_staying_keep_every_location(tmp_pat
     write_index(storage, [packs[p] for p in ids[2:]], owner.metadata)
     for name in old:
         storage.delete(name)
-    path = tmp_path / "repo" / "data" / d_id[:2] / d_id
-    if not path.exists():
-        path = next((tmp_path / "repo" / "data").rglob(d_id))
-    path.chmod(0o644)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-    real = prune_module.plan_repack
-
-    def plan(*args, **kwargs):
-        p = real(*args, **kwargs)
-        p.packs = [x for x in packs if x != s_id]
-        return p
-
-    monkeypatch.setattr(prune_module, "plan_repack", plan)
+    damage_file(next((tmp_path / "repo" / "data").rglob(d_id)))
+    plan_only(monkeypatch, [x for x in packs if x != s_id])
     Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "c2").prune()
     reader = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "c3")
     assert d_id in reader.index().packs() and s_id in reader.index().packs()
