@@ -50,7 +50,7 @@ def prune_repository(
                 hint="run 'lifeboat check --read-data' and repair first",
             )
         needed = refs.used
-        packs = dict(index.packs())  # a copy: the index learns of repacked packs below
+        packs = dict(index.packs())  # a copy: the index is let go below
         usage, report.unreferenced_chunks = index.pack_usage(needed)
         report.packs_total = len(packs)
         stored = {obj.name.rsplit("/", 1)[-1]: obj.size for obj in repo.storage.list("data/")}
