@@ -13,19 +13,12 @@ from lifeboat.errors import NotFoundError
 from lifeboat.repo import Repository
 from lifeboat.repo.check import check_repository
 from lifeboat.storage.local import LocalStorage
-
-
-def _source(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(30):
-        (src / f"f{i}").write_bytes(f"file {i}\n".encode() * (i + 1))
-    return src
+from tests.harness.trees import thirty_files
 
 
 def _backed_up(storage: LocalStorage, tmp_path: Path) -> Repository:
     writer, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
-    backup_paths(writer, "config", [_source(tmp_path)])
+    backup_paths(writer, "config", [thirty_files(tmp_path)])
     return Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
 
 

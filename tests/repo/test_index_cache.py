@@ -21,14 +21,7 @@ from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.sealed import MetadataCodec
 from lifeboat.storage import open_storage
 from tests.harness.counting import CountingIndexReads
-
-
-def _source(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(30):
-        (src / f"f{i}").write_bytes(f"file {i}\n".encode() * (i + 1))
-    return src
+from tests.harness.trees import thirty_files
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def repo(tmp_path: Path) -> Repository:
     storage = open_storage(f"file://{tmp_path / 'repo'}")
     _, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
     opened = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
-    backup_paths(opened, "config", [_source(tmp_path)])
+    backup_paths(opened, "config", [thirty_files(tmp_path)])
     return opened
 
 
@@ -126,7 +119,7 @@ def test_an_index_file_written_here_is_kept_as_reading_it_back_gives(
 def test_the_next_load_after_a_backup_reads_no_index_file_from_the_repository(tmp_path: Path) -> None:
     storage = CountingIndexReads(tmp_path / "repo")
     writer, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
-    backup_paths(writer, "config", [_source(tmp_path)])
+    backup_paths(writer, "config", [thirty_files(tmp_path)])
     stored = len(list(storage.list("index/")))
     assert stored and storage.index_reads == 0
     same_host = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
