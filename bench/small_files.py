@@ -7,9 +7,11 @@ Phases for each tool, back to back on the same tree: first backup, unchanged sec
 backup, full restore. lifeboat runs the tree as a `files` asset and, unless
 ``--no-objects``, as an `objects` asset with a ``dir://`` source (restored to a
 ``dir://`` target), and with ``--keys`` as a `keys` asset (every file fingerprinted,
-restored with two of three custodians' shares). Each run starts from fresh repositories;
-the table shows the median of ``--runs`` runs with their range, the ratio restic/lifeboat
-per run (target >= 1.5) and peak RSS (wait4 of the command, see common.timed; target <= 200 MB).
+restored with two of three custodians' shares; restic's restore then runs a second time
+with ``--verify``, which reads every restored file back as a keys restore does). Each run
+starts from fresh repositories; the table shows the median of ``--runs`` runs with their
+range, the ratio restic/lifeboat per run (target >= 1.5) and peak RSS (wait4 of the
+command, see common.timed; target <= 200 MB).
 
 The page cache is dropped before every phase when this process may (root, a writable
 /proc/sys/vm/drop_caches); the output says which. ``--restore-dir`` puts the restored
@@ -139,7 +141,9 @@ def run_lifeboat(work: Path, policy: Path, asset: str, restored: Path, results: 
     shutil.rmtree(restored, ignore_errors=True)
 
 
-def run_restic(work: Path, src: Path, restored: Path, results: Results) -> None:
+def run_restic(work: Path, src: Path, restored: Path, results: Results, *, verify: bool = False) -> None:
+    """restic's three phases; with ``verify`` its restore once more with ``--verify``, which
+    reads every restored file back as a keys restore does (to compare like with like)."""
     restic = apt_install("restic", "restic")
     env = {
         "RESTIC_PASSWORD": os.environ.get("RESTIC_PASSWORD", "bench"),
@@ -155,6 +159,9 @@ def run_restic(work: Path, src: Path, restored: Path, results: Results) -> None:
     restore = [restic, "restore", "latest", "-q", "--target", str(restored)]
     results.add("restore", "restic", cold("restic restore", restore, env=env))
     shutil.rmtree(restored, ignore_errors=True)
+    if verify:
+        results.add("restore", "restic --verify", cold("restic restore --verify", [*restore, "--verify"], env=env))
+        shutil.rmtree(restored, ignore_errors=True)
 
 
 def main() -> None:
@@ -193,7 +200,7 @@ def main() -> None:
         if args.keys:
             run_lifeboat(work, policy, "material", restore_base / "restore-lb-keys", results)
         if not args.lifeboat_only:
-            run_restic(work, src, restore_base / "restore-restic", results)
+            run_restic(work, src, restore_base / "restore-restic", results, verify=args.keys)
     volume = float(sum(p.stat().st_size for p in src.rglob("*.dat")))
     results.print_table(lambda _: volume, count=args.files)
     if args.lifeboat_only:
@@ -204,6 +211,9 @@ def main() -> None:
     for tool in tools:
         for phase in ("first", "unchanged", "restore"):
             print(f"  {phase:<9} {tool:<15} {spread(results.speed_ratio(phase, tool, 'restic'), '.2f')}x")
+    if args.keys:  # a keys restore reads every file back to fingerprint it: so does --verify
+        ratio = spread(results.speed_ratio("restore", "lifeboat keys", "restic --verify"), ".2f")
+        print(f"  restore   lifeboat keys   {ratio}x against restic restore --verify (both read every file back)")
     results.targets(
         [
             (f"{phase} {tool} vs restic", results.speed_ratio(phase, tool, "restic"), 1.5)

@@ -75,6 +75,7 @@ class Keyring:
         self._load_lock = threading.Lock()
         self._pack_key: dict[bytes, bytes] = {}  # pack header -> the id key its blobs matched
         self._deks: dict[bytes, Cipher] = {}
+        self._escrow_keys: dict[tuple[bytes, bytes], tuple[bytes, ...]] = {}  # see _escrow_ids_of
         self._lock = threading.Lock()
         self.escrow_public: bytes | None = None  # set: this keyring writes escrowed packs
         self.escrow_threshold = 0
@@ -181,11 +182,21 @@ class Keyring:
     def _id_matches(self, key: bytes, escrowed: bool, data: bytes, blob_id: str) -> bool:
         if not escrowed:
             return blake3.blake3(data, key=key, max_threads=1).hexdigest() == blob_id
-        # key material: ids under the escrow generation's salt (empty for the key bound at init)
         return any(
-            blake3.blake3(data, key=_escrow_ids(key, salt), max_threads=1).hexdigest() == blob_id
-            for salt in dict.fromkeys([self._escrow_salt, b""])
+            blake3.blake3(data, key=escrow_key, max_threads=1).hexdigest() == blob_id
+            for escrow_key in self._escrow_ids_of(key)
         )
+
+    def _escrow_ids_of(self, key: bytes) -> tuple[bytes, ...]:
+        """The id keys of key-material blobs written under ``key``: under the escrow
+        generation's salt, then the empty one (the key bound at init). Derived once, not
+        for every blob: a restore of key material checks one blob per file."""
+        salt = self._escrow_salt
+        derived = self._escrow_keys.get((key, salt))
+        if derived is None:
+            derived = tuple(_escrow_ids(key, s) for s in dict.fromkeys([salt, b""]))
+            self._escrow_keys[(key, salt)] = derived  # the same value whichever thread wins
+        return derived
 
     @classmethod
     def for_backup(cls, key: BackupKey) -> Keyring:
