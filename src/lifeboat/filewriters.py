@@ -15,8 +15,10 @@ creates needs no record: a failed restore empties the target again). It opens ea
 parent directory from the target's descriptor, one component at a time, never following
 a link, and creates each file exclusively under its name, never through a link: what it
 finds there (planted during the restore), or a parent that is no longer a directory, it
-leaves, and names the file in its reply, for the restore to write the usual way. It stops
-at the first error and replies with it. It is started with ``-P`` from ``/``: nothing in
+leaves, and names the file in its reply, for the restore to write the usual way. Asked to
+(a keys restore fingerprints every file again), it reads each file it made back through a
+new descriptor and names one that does not hold exactly what it was sent the same way. It
+stops at the first error and replies with it. It is started with ``-P`` from ``/``: nothing in
 the current directory can shadow a module it imports.
 
 Messages are ``marshal``-framed tuples of strings, bytes and integers between two
@@ -112,8 +114,9 @@ class _Directories:
             os.close(self.held.pop(held))
 
 
-def _write_file(dir_fd: int, spec: FileSpec) -> bool:
-    """Creates one file; False when something is already there (left as it is)."""
+def _write_file(dir_fd: int, spec: FileSpec, read_back: bool = False) -> bool:
+    """Creates one file; False when something is already there (left as it is), or, with
+    ``read_back``, when it does not read back as exactly what was written."""
     _, name, data, mode, uid, gid, mtime_ns = spec
     if name in ("", ".", "..") or "/" in name:
         raise OSError(22, "not a file name", name)
@@ -134,10 +137,28 @@ def _write_file(dir_fd: int, spec: FileSpec) -> bool:
         except OSError:
             pass
         raise
-    return True
+    return not read_back or _reads_back_as(dir_fd, name, data)
 
 
-def _write_batch(dirs: _Directories, number: int, files: list[FileSpec]) -> Reply:
+def _reads_back_as(dir_fd: int, name: str, data: bytes) -> bool:
+    """Whether the file under ``name`` holds exactly ``data``: opened anew, never through a
+    link, and read to its end (or just past ``data``'s). One it cannot read is not confirmed."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        found = b""
+        while len(found) <= len(data) and (piece := os.read(fd, len(data) + 1 - len(found))):
+            found += piece
+        return found == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_back: bool = False) -> Reply:
     written, existing = 0, []
     for k, spec in enumerate(files):
         try:
@@ -147,7 +168,7 @@ def _write_batch(dirs: _Directories, number: int, files: list[FileSpec]) -> Repl
             existing.append(k)
             continue
         try:
-            if _write_file(dir_fd, spec):
+            if _write_file(dir_fd, spec, read_back):
                 written += 1
             else:
                 existing.append(k)
@@ -165,8 +186,8 @@ def serve(root_fd: int, requests: IO[bytes], replies: IO[bytes]) -> None:
     replies.write(_frame(READY))
     replies.flush()
     while (payload := _read_frame(requests)) is not None:
-        number, files = marshal.loads(payload)
-        reply = _write_batch(dirs, number, files)
+        number, files, read_back = marshal.loads(payload)
+        reply = _write_batch(dirs, number, files, read_back)
         replies.write(_frame(marshal.dumps(reply)))
         replies.flush()
         if reply[3] is not None:
@@ -217,9 +238,16 @@ class FileWriter:
             raise
 
     def send(
-        self, specs: list[FileSpec], done: Callable[[int, list[int]], None], failed: threading.Event
+        self,
+        specs: list[FileSpec],
+        done: Callable[[int, list[int]], None],
+        failed: threading.Event,
+        *,
+        read_back: bool = False,
     ) -> None:
-        """Hands a batch to the writer (waits while ``IN_FLIGHT`` are unanswered)."""
+        """Hands a batch to the writer (waits while ``IN_FLIGHT`` are unanswered); with
+        ``read_back``, each file it makes is read back, and named with those found already
+        there unless it holds exactly what was sent."""
         self._window.acquire()
         with self._lock:
             if self.error is not None:
@@ -229,7 +257,7 @@ class FileWriter:
             self._sent[number] = _Sent(done, failed)
         stdin = self._child.stdin
         assert stdin is not None
-        payload = marshal.dumps((number, specs))
+        payload = marshal.dumps((number, specs, read_back))
         try:
             stdin.write(len(payload).to_bytes(8, "little"))  # not joined: a batch is megabytes
             stdin.write(payload)

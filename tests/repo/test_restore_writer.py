@@ -70,12 +70,19 @@ class Recorded(FileWriter):
         self.written = 0
         Recorded.made.append(self)
 
-    def send(self, specs: list[Any], done: Callable[[int, list[int]], None], failed: Any) -> None:
+    def send(
+        self,
+        specs: list[Any],
+        done: Callable[[int, list[int]], None],
+        failed: Any,
+        *,
+        read_back: bool = False,
+    ) -> None:
         def counted(written: int, existing: list[int]) -> None:
             self.written += written
             done(written, existing)
 
-        super().send(specs, counted, failed)
+        super().send(specs, counted, failed, read_back=read_back)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lifeboat.errors import IntegrityError, LifeboatError, RestoreError
 from lifeboat.filewriters import (
@@ -57,6 +57,19 @@ PLAN_CHUNKS = 65536
 # on the disk: the writeback overlaps the (CPU-bound) restore of the rest, and the server's
 # own start-up sync of its data directory (1.1 s for a 4.4 GB cluster) finds little left.
 FLUSH_FROM = 1 << 20
+
+
+class ReadBack(Protocol):
+    """A restore that reads its files back (a keys restore, to fingerprint each again).
+    Small files the writer process makes are read back there, on the other core, and
+    compared with the verified bytes sent: those are handed to ``read_back``; the caller
+    reads back every other file of a batch itself once ``written`` is called."""
+
+    def read_back(self, entry: Entry, data: bytes) -> None:
+        """``entry``'s file is in the target, read back equal to ``data`` (its verified bytes)."""
+
+    def written(self, entries: list[Entry]) -> None:
+        """Every file of ``entries`` (a planned batch) is in the target."""
 
 
 @dataclass
@@ -165,6 +178,7 @@ class SnapshotReader:
         workers: int = 8,
         chown: bool | None = None,
         mode_of: Callable[[Entry], int] | None = None,
+        read_back: ReadBack | None = None,
     ) -> RestoreStats:
         """Write the snapshot's tree into ``target``, every chunk authenticated and id-checked.
 
@@ -174,7 +188,8 @@ class SnapshotReader:
         the snapshot has a file is removed, and the reverse); nothing else is deleted.
         Owners, and with them setuid/setgid bits, are restored only when running as root.
         On a full disk everything this restore created is removed again; so is everything
-        written into an empty target when its tree turns out damaged or names an unsafe path."""
+        written into an empty target when its tree turns out damaged or names an unsafe path.
+        ``read_back``: see ReadBack."""
         import time
 
         started = time.monotonic()
@@ -208,7 +223,7 @@ class SnapshotReader:
         try:
             try:
                 with small_file_writer(tree) as files_out:
-                    self._write_tree(tree, read_tree(), stats, progress, meta, workers, files_out)
+                    self._write_tree(tree, read_tree(), stats, progress, meta, workers, files_out, read_back)
             except OSError as exc:
                 raise _restore_failure(tree, target, exc, stats) from None
             except LifeboatError as exc:
@@ -231,6 +246,7 @@ class SnapshotReader:
         meta: _Metadata,
         workers: int,
         files_out: WriterSlot | None,
+        read_back: ReadBack | None = None,
     ) -> None:
         """Directories as they come, files in batches planned in pack order, each batch's
         links after its files; directories' metadata last, deepest first (writing into a
@@ -252,9 +268,9 @@ class SnapshotReader:
             elif entry.type == "symlink":
                 links.append(entry)
             if len(files) >= PLAN_FILES or chunks >= PLAN_CHUNKS:
-                self._write_batch(tree, files, links, stats, progress, meta, workers, files_out)
+                self._write_batch(tree, files, links, stats, progress, meta, workers, files_out, read_back)
                 files, links, chunks = [], [], 0
-        self._write_batch(tree, files, links, stats, progress, meta, workers, files_out)
+        self._write_batch(tree, files, links, stats, progress, meta, workers, files_out, read_back)
         for entry in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
             rel = entry_name(entry.path)
             fd = tree.acquire(rel)
@@ -273,9 +289,12 @@ class SnapshotReader:
         meta: _Metadata,
         workers: int,
         files_out: WriterSlot | None,
+        read_back: ReadBack | None = None,
     ) -> None:
         if files:
-            _ChunkWriter(self.repo, tree, stats, progress, meta, workers, files_out).write(files)
+            _ChunkWriter(self.repo, tree, stats, progress, meta, workers, files_out, read_back).write(files)
+            if read_back is not None:
+                read_back.written(files)
         for entry in links:
             rel = entry_name(entry.path)
             parent_fd, name = tree.symlink(rel, entry.target)
@@ -417,10 +436,12 @@ class _ChunkWriter:
         meta: _Metadata,
         workers: int,
         files_out: WriterSlot | None = None,
+        read_back: ReadBack | None = None,
     ) -> None:
         self.repo = repo
         self.tree = tree
         self.files_out = files_out
+        self.read_back = read_back
         self.stats = stats
         self.progress = progress
         self.meta = meta
@@ -540,14 +561,16 @@ class _ChunkWriter:
             specs.append((parent, name, data, self.meta.mode(entry), *self.meta.owner(entry), entry.mtime_ns))
             sent.append((entry, data))
         if specs:
-            out.send(specs, partial(self._written, sent), failed)
+            out.send(specs, partial(self._written, sent), failed, read_back=self.read_back is not None)
 
     def _written(self, sent: list[tuple[Entry, bytes]], written: int, existing: list[int]) -> None:
-        """The writer's reply: what it found already in place (planted during the restore)
-        is replaced here, the usual way."""
+        """The writer's reply: what it found already in place (planted during the restore),
+        or read back unlike what it was sent, is replaced here, the usual way; what it made
+        (and, for ``read_back``, read back equal) is handed on."""
         replaced = set(existing)
         processed = range(written + len(existing))
         done = [k for k in processed if k not in replaced] if replaced else list(processed)
+        made = list(done)  # not the ones replaced here
         try:
             for k in existing:
                 self._write_data(*sent[k])
@@ -559,6 +582,9 @@ class _ChunkWriter:
                 self.stats.files += len(done)
                 self.stats.verified += len(done)
                 self.stats.bytes += size
+        if self.read_back is not None:
+            for k in made:
+                self.read_back.read_back(*sent[k])
 
     def _write_one(self, entry: Entry) -> None:
         """A small file of one chunk, in one go: no handle, no shared bookkeeping (most of a

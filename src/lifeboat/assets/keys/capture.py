@@ -3,6 +3,7 @@ show instead of contents) and restore after the escrow check."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,25 +61,14 @@ def restore_keys(
     repo: Repository, info: SnapshotInfo, target: Path, force: bool, progress: ProgressSink = NO_PROGRESS
 ) -> dict[str, Any]:
     """Restore a keys snapshot into `target` and compare fingerprints (the JSON report)."""
-    reader = repo.reader(info)
-    stats = reader.restore_tree(target, force=force, progress=progress, mode_of=tightened_mode)
-    files = []
-    restored = TargetDir(target)
+    check = _Fingerprints(repo, target)
     try:
-        for entry in reader.iter_entries():  # a directory at a time, not the whole tree held
-            if entry.type != "file" or "fingerprint" not in entry.meta:
-                continue
-            _, now = fingerprint(restored.read(entry_name(entry.path)), repo.keyed_hash)
-            files.append(
-                {
-                    "path": entry.path,
-                    "fingerprint": entry.meta["fingerprint"],
-                    "kind": entry.meta.get("fingerprint_kind"),
-                    "match": now == entry.meta["fingerprint"],
-                }
-            )
+        stats = repo.reader(info).restore_tree(
+            target, force=force, progress=progress, mode_of=tightened_mode, read_back=check
+        )
     finally:
-        restored.close()
+        check.close()
+    files = check.rows()
     ok = all(f["match"] for f in files)
     summary = [
         f"{info.asset}: restored {stats.files} key files from snapshot {info.short_id} into {target} "
@@ -96,6 +86,54 @@ def restore_keys(
         "keys": files,
         "summary": summary,
     }
+
+
+class _Fingerprints:
+    """Each restored key file's fingerprint taken again from what is on disk (``rows``: the
+    JSON report's, in the tree's order). A small file the restore's writer process read
+    back equal to its verified bytes is fingerprinted from those bytes; every other one is
+    read back here once its batch is written."""
+
+    def __init__(self, repo: Repository, target: Path) -> None:
+        self.repo = repo
+        self.target = target
+        self._found: list[tuple[str, str, str | None, bool]] = []  # path, recorded, kind, match
+        self._confirmed: dict[str, str] = {}  # path -> fingerprint, of the batch being written
+        self._lock = threading.Lock()  # read_back runs on the writer's reply thread
+        self._restored: TargetDir | None = None  # opened once the restore has made the target
+
+    def read_back(self, entry: Entry, data: bytes) -> None:
+        if "fingerprint" in entry.meta:
+            _, now = fingerprint(data, self.repo.keyed_hash)
+            with self._lock:
+                self._confirmed[entry.path] = now
+
+    def written(self, entries: list[Entry]) -> None:
+        with self._lock:
+            confirmed, self._confirmed = self._confirmed, {}
+        for entry in entries:
+            recorded = entry.meta.get("fingerprint")
+            if recorded is None:
+                continue
+            now = confirmed.get(entry.path)
+            if now is None:
+                _, now = fingerprint(self._tree().read(entry_name(entry.path)), self.repo.keyed_hash)
+            # a tuple until the restore is over: it holds its most memory meanwhile
+            self._found.append((entry.path, recorded, entry.meta.get("fingerprint_kind"), now == recorded))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The report's rows: path, fingerprint, kind, match."""
+        found, self._found = self._found, []
+        return [{"path": p, "fingerprint": f, "kind": k, "match": m} for p, f, k, m in found]
+
+    def _tree(self) -> TargetDir:
+        if self._restored is None:
+            self._restored = TargetDir(self.target)
+        return self._restored
+
+    def close(self) -> None:
+        if self._restored is not None:
+            self._restored.close()
 
 
 def fingerprint_lines(files: list[dict[str, Any]]) -> list[str]:
