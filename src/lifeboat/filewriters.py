@@ -30,6 +30,7 @@ from __future__ import annotations
 import marshal
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -108,6 +109,27 @@ class _Directories:
             os.close(self.held.popitem(last=False)[1])
         return fd
 
+    def still(self, rel: str) -> bool:
+        """Whether ``rel``, opened anew from the target, is still the directory held for it
+        (not moved away and replaced since)."""
+        held = self.held.get(rel)
+        if rel == "" or held is None:
+            return rel == ""
+        fd = self.root_fd
+        try:
+            for part in rel.split("/"):
+                opened = os.open(part, DIR_FLAGS, dir_fd=fd)
+                if fd != self.root_fd:
+                    os.close(fd)
+                fd = opened
+            now, then = os.fstat(fd), os.fstat(held)
+            return (now.st_dev, now.st_ino) == (then.st_dev, then.st_ino)
+        except OSError:
+            return False
+        finally:
+            if fd != self.root_fd:
+                os.close(fd)
+
     def forget(self, rel: str) -> None:
         """Drops what is held of ``rel`` and below (it was replaced or removed)."""
         for held in [h for h in self.held if h == rel or h.startswith(rel + "/")]:
@@ -142,12 +164,15 @@ def _write_file(dir_fd: int, spec: FileSpec, read_back: bool = False) -> bool:
 
 def _reads_back_as(dir_fd: int, name: str, data: bytes) -> bool:
     """Whether the file under ``name`` holds exactly ``data``: opened anew, never through a
-    link, and read to its end (or just past ``data``'s). One it cannot read is not confirmed."""
+    link (nor waiting on a pipe put in its place), and read to its end (or just past
+    ``data``'s). One it cannot read is not confirmed."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         found = b""
         while len(found) <= len(data) and (piece := os.read(fd, len(data) + 1 - len(found))):
             found += piece
@@ -160,6 +185,7 @@ def _reads_back_as(dir_fd: int, name: str, data: bytes) -> bool:
 
 def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_back: bool = False) -> Reply:
     written, existing = 0, []
+    confirmed: dict[str, list[int]] = {}  # read back, by parent directory
     for k, spec in enumerate(files):
         try:
             dir_fd = dirs.get(spec[0])
@@ -170,6 +196,7 @@ def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_ba
         try:
             if _write_file(dir_fd, spec, read_back):
                 written += 1
+                confirmed.setdefault(spec[0], []).append(k)
             else:
                 existing.append(k)
         except (OSError, ValueError, OverflowError) as exc:  # a NUL in a name, a uid past 2**32
@@ -177,6 +204,12 @@ def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_ba
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f"{spec[0]}/{spec[1]}" if spec[0] else spec[1]
             return number, written, existing, (errno, reason, where)
+    if read_back:  # read through a held directory: one moved away since is not where its path leads
+        for rel, made in confirmed.items():
+            if not dirs.still(rel):
+                dirs.forget(rel)
+                written -= len(made)
+                existing += made
     return number, written, existing, None
 
 

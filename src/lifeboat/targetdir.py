@@ -268,9 +268,10 @@ class TargetDir:
         return parent_fd, name
 
     def read(self, rel: str) -> bytes:
-        """A restored file's bytes, read without following any link."""
+        """A restored file's bytes, read without following any link (nor making a
+        missing directory: that is the restore's to make)."""
         parent, name = split_parent(rel)
-        parent_fd = self.acquire(parent)
+        parent_fd = self.acquire(parent, create=False)
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
         finally:

@@ -4,6 +4,7 @@ show instead of contents) and restore after the escrow check."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +63,9 @@ def restore_keys(
 ) -> dict[str, Any]:
     """Restore a keys snapshot into `target` and compare fingerprints (the JSON report)."""
     check = _Fingerprints(repo, target)
-    try:
-        stats = repo.reader(info).restore_tree(
-            target, force=force, progress=progress, mode_of=tightened_mode, read_back=check
-        )
-    finally:
-        check.close()
+    stats = repo.reader(info).restore_tree(
+        target, force=force, progress=progress, mode_of=tightened_mode, read_back=check
+    )
     files = check.rows()
     ok = all(f["match"] for f in files)
     summary = [
@@ -88,6 +86,9 @@ def restore_keys(
     }
 
 
+_Row = tuple[str, Any, Any, bool, "str | None"]  # path, recorded fingerprint, kind, match, error
+
+
 class _Fingerprints:
     """Each restored key file's fingerprint taken again from what is on disk (``rows``: the
     JSON report's, in the tree's order). A small file the restore's writer process read
@@ -97,43 +98,69 @@ class _Fingerprints:
     def __init__(self, repo: Repository, target: Path) -> None:
         self.repo = repo
         self.target = target
-        self._found: list[tuple[str, str, str | None, bool]] = []  # path, recorded, kind, match
-        self._confirmed: dict[str, str] = {}  # path -> fingerprint, of the batch being written
+        self._found: list[_Row] = []
+        # path -> fingerprint, of the batch being written (None: two entries of that path)
+        self._confirmed: dict[str, str | None] = {}
         self._lock = threading.Lock()  # read_back runs on the writer's reply thread
-        self._restored: TargetDir | None = None  # opened once the restore has made the target
 
     def read_back(self, entry: Entry, data: bytes) -> None:
-        if "fingerprint" in entry.meta:
-            _, now = fingerprint(data, self.repo.keyed_hash)
-            with self._lock:
-                self._confirmed[entry.path] = now
+        if "fingerprint" not in entry.meta:
+            return
+        _, now = fingerprint(data, self.repo.keyed_hash)
+        with self._lock:  # of two entries of one path (overlapping roots), the disk says which is there
+            self._confirmed[entry.path] = None if entry.path in self._confirmed else now
 
     def written(self, entries: list[Entry]) -> None:
         with self._lock:
             confirmed, self._confirmed = self._confirmed, {}
-        for entry in entries:
-            recorded = entry.meta.get("fingerprint")
-            if recorded is None:
-                continue
-            now = confirmed.get(entry.path)
-            if now is None:
-                _, now = fingerprint(self._tree().read(entry_name(entry.path)), self.repo.keyed_hash)
-            # a tuple until the restore is over: it holds its most memory meanwhile
-            self._found.append((entry.path, recorded, entry.meta.get("fingerprint_kind"), now == recorded))
+        tree: TargetDir | None = None  # one per batch: each path is resolved anew
+        try:
+            for entry in entries:
+                if "fingerprint" not in entry.meta:
+                    continue
+                now, error = confirmed.get(entry.path), None
+                if now is None:
+                    tree = tree or TargetDir(self.target)
+                    now, error = self._on_disk(tree, entry.path)
+                # a tuple until the restore is over: it holds its most memory meanwhile
+                recorded = entry.meta["fingerprint"]
+                self._found.append(
+                    (entry.path, recorded, entry.meta.get("fingerprint_kind"), now == recorded, error)
+                )
+        finally:
+            if tree is not None:
+                tree.close()
 
     def rows(self) -> list[dict[str, Any]]:
-        """The report's rows: path, fingerprint, kind, match."""
+        """The report's rows: path, fingerprint, kind, match (and why a file could not be
+        read back). Two entries of one path are both judged by what is on disk at the end."""
         found, self._found = self._found, []
-        return [{"path": p, "fingerprint": f, "kind": k, "match": m} for p, f, k, m in found]
+        twice = {path for path, count in Counter(row[0] for row in found).items() if count > 1}
+        if twice:
+            tree = TargetDir(self.target)
+            try:
+                found = [self._again(tree, row) if row[0] in twice else row for row in found]
+            finally:
+                tree.close()
+        return [
+            {"path": p, "fingerprint": f, "kind": k, "match": m} | ({"error": e} if e else {})
+            for p, f, k, m, e in found
+        ]
 
-    def _tree(self) -> TargetDir:
-        if self._restored is None:
-            self._restored = TargetDir(self.target)
-        return self._restored
+    def _again(self, tree: TargetDir, row: _Row) -> _Row:
+        now, error = self._on_disk(tree, row[0])
+        return row[0], row[1], row[2], now == row[1], error
 
-    def close(self) -> None:
-        if self._restored is not None:
-            self._restored.close()
+    def _on_disk(self, tree: TargetDir, path: str) -> tuple[str | None, str | None]:
+        """A restored file's fingerprint read from the disk, or why it could not be read."""
+        try:
+            return fingerprint(tree.read(entry_name(path)), self.repo.keyed_hash)[1], None
+        except OSError as exc:
+            return None, f"cannot read it back: {exc.strerror or exc}"
+
+
+def _why(row: dict[str, Any]) -> str:
+    return f" ({row['error']})" if "error" in row else ""
 
 
 def fingerprint_lines(files: list[dict[str, Any]]) -> list[str]:
@@ -141,7 +168,10 @@ def fingerprint_lines(files: list[dict[str, Any]]) -> list[str]:
     would bury a FAIL (and took a third of such a restore's time to print)."""
     failed = [f for f in files if not f["match"]]
     matched = [f for f in files if f["match"]]
-    lines = [f"  FAIL {f['path']} {f['fingerprint']}" for f in failed]
+    lines = [
+        f"  FAIL {f['path']} {f['fingerprint']}" + (f" ({f['error']})" if "error" in f else "")
+        for f in failed
+    ]
     lines += [f"  ok   {f['path']} {f['fingerprint']}" for f in matched[:LISTED_MATCHES]]
     if len(matched) > LISTED_MATCHES:
         lines.append(f"  ... and {len(matched) - LISTED_MATCHES} more that match (--json lists every file)")
