@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -48,6 +50,7 @@ INTERNAL_ERRORS.touch()
 os.chmod(INTERNAL_ERRORS.parent, 0o777)
 os.chmod(INTERNAL_ERRORS, 0o666)
 os.environ["LIFEBOAT_INTERNAL_ERROR_LOG"] = str(INTERNAL_ERRORS)
+atexit.register(shutil.rmtree, INTERNAL_ERRORS.parent, True)
 
 
 @pytest.fixture(autouse=True)
