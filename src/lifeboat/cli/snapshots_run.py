@@ -21,6 +21,10 @@ class ListingSettings(ReadSettings, Protocol):
     def assets(self) -> Collection[str]: ...
 
 
+LISTING_COLUMNS = ("id", "time (UTC)", "asset", "kind", "host", "files", "size", "added")
+NUMBER_COLUMNS = frozenset({5, 6, 7})
+
+
 def snapshots(
     policy: ListingSettings, asset: str | None, json_out: bool, creds: Credentials | None = None
 ) -> int:
@@ -59,13 +63,13 @@ def snapshots(
             + [_damaged_json(name, problem) for name, problem in sorted(damaged.items())]
         )
         return 1 if damaged else 0
-    from rich.table import Table
+    from rich.markup import escape
 
+    from lifeboat.cli.columns import aligned
     from lifeboat.units import format_bytes
 
-    table = Table("id", "time (UTC)", "asset", "kind", "host", "files", "size", "added")
-    for s in snaps:
-        table.add_row(
+    rows = [
+        [
             s.short_id,
             s.time.strftime("%Y-%m-%d %H:%M:%S"),
             s.asset,
@@ -74,20 +78,26 @@ def snapshots(
             str(s.stats.files),
             format_bytes(s.stats.bytes),
             format_bytes(s.stats.stored_bytes),
-        )
-    for name, _ in sorted(damaged.items()):
-        table.add_row(name.rsplit("/", 1)[-1][:8], "[red]damaged[/red]", "?", "?", "?", "", "", "")
+        ]
+        for s in snaps
+    ]
+    rows += [[name.rsplit("/", 1)[-1][:8], "damaged", "?", "?", "?", "", "", ""] for name in sorted(damaged)]
+    header, *lines = aligned(LISTING_COLUMNS, rows, right=NUMBER_COLUMNS)
     out = console()
-    out.print(table)
+    # written as plain text (a host or asset name is never read as markup), not re-wrapped
+    out.out(header, style="bold", highlight=False)
+    out.out("".join(line + "\n" for line in lines[: len(snaps)]), highlight=False, end="")
+    if damaged:
+        out.out("".join(line + "\n" for line in lines[len(snaps) :]), style="red", highlight=False, end="")
     out.print(f"{len(snaps)} snapshot(s)")
     sealed = listing.sealed_summary()
     if sealed:
         out.print(sealed, soft_wrap=True)
     for r in refused:  # listed by no reader; `check` and `status` fail on them
-        out.print(f"[yellow]refused[/yellow] {r.describe()}", soft_wrap=True)
+        out.print(f"[yellow]refused[/yellow] {escape(r.describe())}", soft_wrap=True)
     if damaged:
         for name, problem in sorted(damaged.items()):
-            out.print(f"[red]damaged[/red] {name}: {problem}", soft_wrap=True)
+            out.print(f"[red]damaged[/red] {escape(name)}: {escape(problem)}", soft_wrap=True)
         out.print(f"{len(damaged)} damaged snapshot(s): run 'lifeboat check' for details")
     return 1 if damaged else 0
 
