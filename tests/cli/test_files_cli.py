@@ -173,6 +173,10 @@ def test_forget_and_prune_respect_retention(cli):
     for i in range(4):
         (cli.source / f"gen-{i}").write_bytes(os.urandom(300_000))
         cli.run("backup")
+    dry = json.loads(cli.run("forget", "--dry-run", "--json", *key).stdout)
+    told = cli.run("forget", "--dry-run", *key).stdout.splitlines()  # one line per snapshot, then the count
+    assert [line.split()[:3] for line in told[:2]] == [["would", "forget", i[:12]] for i in dry["removed"]]
+    assert told[2] == "2 kept, 2 to forget, 0 locked"
     out = json.loads(cli.run("forget", "--json", *key).stdout)
     assert len(out["kept"]) == 2 and len(out["removed"]) == 2
     cli.run("prune", *key)
