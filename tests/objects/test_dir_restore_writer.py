@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lifeboat import filewriters
 from lifeboat.assets.kind import RestoreRequest
 from lifeboat.assets.objects import dirbatches
 from lifeboat.assets.objects.dirtarget import DiskFull
@@ -113,6 +114,59 @@ def test_a_writer_that_dies_midway_leaves_its_objects_to_the_restore(
 
     assert writers and result["ok"] and result["failed"] == []
     assert 0 < writers[0].written < SMALL  # the first run made there, the rest here
+    assert result["restored"] == SMALL + 2
+    assert files_under(target) == files_under(source)
+
+
+def test_two_writers_make_the_small_objects_in_turn(
+    tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", SMALL)
+    source, repo = backed_up(tmp_path)
+    target = tmp_path / "restored"
+
+    result = restore(tmp_path, repo, target)
+
+    assert len(writers) == 2 and all(w.written > 0 for w in writers)
+    assert sum(w.written for w in writers) == SMALL
+    assert result["ok"] and result["restored"] == SMALL + 2
+    assert files_under(target) == files_under(source)
+
+
+def test_the_second_writer_dying_leaves_its_objects_to_the_restore(
+    tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first writer's runs are all answered before the restore takes over what the
+    second did not make: no object is made by a writer and the restore at once, and every
+    object comes back."""
+    monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", SMALL)
+    monkeypatch.setattr(dirbatches, "SEND_FILES", 100)  # several runs: the writers take turns
+    source, repo = backed_up(tmp_path)
+    target = tmp_path / "restored"
+    runs: list[int] = []
+
+    def kill(number: int, run: list[Any]) -> None:
+        runs.append(len(run))
+        if number == 3:  # runs 0 and 2 went to the first writer, 1 to the second, 3 would too
+            writers[1]._child.kill()
+            writers[1]._child.wait()
+
+    unanswered_at_takeover: list[int] = []
+    write_left = dirbatches.SmallObjects._write_left
+
+    def taking_over(self: Any) -> None:
+        if self._out is None:
+            unanswered_at_takeover.append(len(writers[0]._sent))
+        write_left(self)
+
+    monkeypatch.setattr(dirbatches.SmallObjects, "_write_left", taking_over)
+    before_each_run(monkeypatch, kill)
+    result = restore(tmp_path, repo, target)
+
+    assert len(writers) == 2 and result["ok"] and result["failed"] == []
+    assert unanswered_at_takeover and set(unanswered_at_takeover) == {0}
+    assert writers[0].written == runs[0] + runs[2]  # made there, each once
+    assert writers[1].written in (0, runs[1])
     assert result["restored"] == SMALL + 2
     assert files_under(target) == files_under(source)
 

@@ -2,7 +2,8 @@
 files come back byte for byte with their modes, owners and times; what is planted in the
 target during the restore is replaced, never written through; a directory swapped for a
 link is never entered; a full disk fails the restore in one line and empties the target
-again, a writer that dies fails it in one line; no writer outlives a restore.
+again, a writer that dies fails it in one line; no writer outlives a restore. A restore of
+thousands of small files hands its batches to two writers in turn.
 Real files and processes, as root (owners)."""
 
 from __future__ import annotations
@@ -134,6 +135,50 @@ def test_many_small_files_come_back_with_their_bytes_modes_owners_and_times(
     assert manifest(target / "src") == manifest(src)
     assert stats.files == FILES and stats.verified == FILES
     assert writer_processes() == []
+
+
+def test_two_writers_take_the_batches_in_turn_and_every_file_comes_back(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", FILES)  # 600 files: two batches
+    src, info = backed_up(repo, tmp_path)
+    target = tmp_path / "target"
+
+    stats = restore_snapshot(repo, info, target)
+
+    assert len(writers) == filewriters.WRITERS == 2
+    assert all(w.written > 0 for w in writers) and sum(w.written for w in writers) == FILES
+    assert manifest(target / "src") == manifest(src)  # bytes, modes, owners, times
+    assert stats.files == FILES and stats.verified == FILES
+    assert writer_processes() == []
+
+
+def test_below_the_threshold_one_writer_does_it_all(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", FILES + 1)
+    src, info = backed_up(repo, tmp_path)
+    restore_snapshot(repo, info, tmp_path / "target")
+    assert [w.written for w in writers] == [FILES]  # a second process would cost more than it saves
+    assert manifest(tmp_path / "target" / "src") == manifest(src)
+
+
+def test_the_second_writer_dying_fails_the_restore_in_one_line_and_ends_the_first(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", FILES)
+    _src, info = backed_up(repo, tmp_path)
+    target = tmp_path / "target"
+
+    def kill(number: int, batch: list[Any]) -> None:
+        if number == 1:  # the second batch is the second writer's
+            writers[1]._child.kill()
+            writers[1]._child.wait()
+
+    before_each_batch(monkeypatch, kill)
+    with pytest.raises(RestoreError, match=r"^cannot write into .*: the file writer ended$"):
+        restore_snapshot(repo, info, target)
+    assert len(writers) == 2 and writer_processes() == []
 
 
 def test_a_few_files_are_written_in_process(

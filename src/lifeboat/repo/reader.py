@@ -20,7 +20,7 @@ from lifeboat.filewriters import (
     SEND_FILES,
     WRITER_FROM,
     FileSpec,
-    FileWriter,
+    FileWriters,
     WriterSlot,
     small_file_writer,
 )
@@ -471,7 +471,9 @@ class _ChunkWriter:
         window = threading.Semaphore(self.workers * 4)  # tasks in flight at once
         # a writer process for the small files, when there are enough of them to pay for it
         small_files = sum(1 for e in files if len(e.chunks) == 1 and e.size < SMALL_FILE)
-        out = self.files_out.get() if self.files_out is not None and small_files >= WRITER_FROM else None
+        out = None
+        if self.files_out is not None and small_files >= WRITER_FROM:
+            out = self.files_out.get(small_files)
         futures: list[Future[None]] = []
         failed = threading.Event()
 
@@ -544,7 +546,7 @@ class _ChunkWriter:
                 self.stats.verified += files
                 self.stats.bytes += size
 
-    def _send_whole(self, out: FileWriter, batch: list[Entry], failed: threading.Event) -> None:
+    def _send_whole(self, out: FileWriters, batch: list[Entry], failed: threading.Event) -> None:
         """Small files of one chunk, verified here and made by the writer process: this
         process's core reads, checks and plans, the other one creates files."""
         specs: list[FileSpec] = []

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from lifeboat.assets.objects.keypaths import key_to_relpath
 from lifeboat.errors import LifeboatError, RestoreError
-from lifeboat.filewriters import PLAIN, SEND_BYTES, SEND_FILES, FileSpec, FileWriter
+from lifeboat.filewriters import PLAIN, SEND_BYTES, SEND_FILES, FileSpec, FileWriters
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.targetdir import split_parent
 
@@ -50,14 +50,14 @@ class SmallObjects:
 
     def __init__(
         self,
-        out: FileWriter,
+        out: FileWriters,
         reader: SnapshotReader,
         writer: DirWriter,
         write_here: Callable[[Item], None],
         write_data: Callable[[Item, bytes], None],
         made: Callable[[int, int], None],
     ) -> None:
-        self._out: FileWriter | None = out
+        self._out: FileWriters | None = out
         self._reader = reader
         self._writer = writer
         self._write_here = write_here

@@ -407,8 +407,10 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
             # of objects, and a batch is still many packs' worth of small objects
             for batch in _batches(written(), PLAN_OBJECTS):
                 with reader.planned(i.entry for i in batch if i.entry is not None):
-                    if small is None and slot is not None and writer is not None and _worth_a_writer(batch):
-                        out = slot.get()  # None: it could not start, the restore writes it all
+                    small_objects = _small_objects(batch)
+                    worth_it = small_objects >= WRITER_FROM
+                    if small is None and slot is not None and writer is not None and worth_it:
+                        out = slot.get(small_objects)  # None: none could start, the restore writes it all
                         if out is not None:
                             sender = SmallObjects(out, reader, writer, restore_one, restore_data, made)
                             small = stack.enter_context(sender)
@@ -473,8 +475,8 @@ def _space_needed(target: DirSource) -> SpaceNeeded:
         raise RestoreError(f"cannot reach target {target.url}: {exc.strerror or exc}") from None
 
 
-def _worth_a_writer(batch: list[Item]) -> bool:
-    return sum(1 for item in batch if goes_to_writer(item)) >= WRITER_FROM
+def _small_objects(batch: list[Item]) -> int:
+    return sum(1 for item in batch if goes_to_writer(item))
 
 
 def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
