@@ -81,6 +81,14 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
 # -- the writer process ------------------------------------------------------------------
 
 
+DirIdentity = tuple[int, int]  # (st_dev, st_ino)
+
+
+def identity_of(fd: int) -> DirIdentity:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
 class _Directories:
     """Parent directories opened from the target's descriptor, component by component,
     without following links; the last ``HELD_DIRS`` kept open."""
@@ -96,6 +104,13 @@ class _Directories:
         if fd is not None:
             self.held.move_to_end(rel)
             return fd
+        fd = self._open(rel)
+        self.held[rel] = fd
+        while len(self.held) > HELD_DIRS:
+            os.close(self.held.popitem(last=False)[1])
+        return fd
+
+    def _open(self, rel: str) -> int:
         parts = rel.split("/")
         if any(part in ("", ".", "..") for part in parts):
             raise OSError(22, "not a relative path inside the target", rel)
@@ -110,31 +125,21 @@ class _Directories:
             if fd != self.root_fd:  # the parents opened on the way: not kept, not leaked
                 os.close(fd)
             raise
-        self.held[rel] = fd
-        while len(self.held) > HELD_DIRS:
-            os.close(self.held.popitem(last=False)[1])
         return fd
 
-    def still(self, rel: str) -> bool:
-        """Whether ``rel``, opened anew from the target, is still the directory held for it
-        (not moved away and replaced since)."""
-        held = self.held.get(rel)
-        if rel == "" or held is None:
-            return rel == ""
-        fd = self.root_fd
+    def still(self, rel: str, identity: DirIdentity) -> bool:
+        """Whether ``rel``, opened anew from the target, is still the directory ``identity``
+        names (the one files were made through: not moved away and replaced since)."""
+        if rel == "":
+            return True
         try:
-            for part in rel.split("/"):
-                opened = os.open(part, DIR_FLAGS, dir_fd=fd)
-                if fd != self.root_fd:
-                    os.close(fd)
-                fd = opened
-            now, then = os.fstat(fd), os.fstat(held)
-            return (now.st_dev, now.st_ino) == (then.st_dev, then.st_ino)
+            fd = self._open(rel)
         except OSError:
             return False
+        try:
+            return identity_of(fd) == identity
         finally:
-            if fd != self.root_fd:
-                os.close(fd)
+            os.close(fd)
 
     def forget(self, rel: str) -> None:
         """Drops what is held of ``rel`` and below (it was replaced or removed)."""
@@ -191,7 +196,9 @@ def _reads_back_as(dir_fd: int, name: str, data: bytes) -> bool:
 
 def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_back: bool = False) -> Reply:
     written, existing = 0, []
-    confirmed: dict[str, list[int]] = {}  # read back, by parent directory
+    # read back, by the directory each was made through: a parent put down (more than
+    # HELD_DIRS since) and opened again may be another directory under the same name
+    confirmed: dict[tuple[str, DirIdentity], list[int]] = {}
     for k, spec in enumerate(files):
         try:
             dir_fd = dirs.get(spec[0])
@@ -202,7 +209,8 @@ def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_ba
         try:
             if _write_file(dir_fd, spec, read_back):
                 written += 1
-                confirmed.setdefault(spec[0], []).append(k)
+                if read_back:
+                    confirmed.setdefault((spec[0], identity_of(dir_fd)), []).append(k)
             else:
                 existing.append(k)
         except (OSError, ValueError, OverflowError) as exc:  # a NUL in a name, a uid past 2**32
@@ -210,12 +218,12 @@ def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_ba
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f"{spec[0]}/{spec[1]}" if spec[0] else spec[1]
             return number, written, existing, (errno, reason, where)
-    if read_back:  # read through a held directory: one moved away since is not where its path leads
-        for rel, made in confirmed.items():
-            if not dirs.still(rel):
-                dirs.forget(rel)
-                written -= len(made)
-                existing += made
+    # a file made through a directory moved away since is not where its path leads
+    for (rel, identity), made in confirmed.items():
+        if not dirs.still(rel, identity):
+            dirs.forget(rel)
+            written -= len(made)
+            existing += made
     return number, written, existing, None
 
 

@@ -267,19 +267,27 @@ class TargetDir:
             raise
         return parent_fd, name
 
-    def read(self, rel: str) -> bytes:
-        """A restored file's bytes, read without following any link (nor making a
-        missing directory: that is the restore's to make)."""
+    def read(self, rel: str, limit: int | None = None) -> bytes:
+        """A restored regular file's bytes (at most ``limit`` and one more), read without
+        following any link, waiting on a pipe put in its place, or making a missing
+        directory (that is the restore's to make). OSError for anything else there."""
         parent, name = split_parent(rel)
         parent_fd = self.acquire(parent, create=False)
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent_fd)
         finally:
             self.release(parent)
         try:  # no buffered file: a keys restore reads back every file it wrote
-            pieces = []
-            while piece := os.read(fd, READ_BLOCK):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", rel)
+            most = None if limit is None else limit + 1  # one more: a larger file is told apart
+            pieces, size = [], 0
+            while most is None or size < most:
+                piece = os.read(fd, READ_BLOCK if most is None else min(READ_BLOCK, most - size))
+                if not piece:
+                    break
                 pieces.append(piece)
+                size += len(piece)
             return b"".join(pieces)
         finally:
             os.close(fd)

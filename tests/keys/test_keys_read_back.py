@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from lifeboat import filewriters
+from lifeboat.assets.keys.capture import MAX_KEY_FILE, _Fingerprints
 from lifeboat.crypto.fingerprint import fingerprint
+from lifeboat.repo.model import Entry
+from lifeboat.targetdir import TargetDir
 from tests.keys.test_keys import KeysEnv, keys_env, shares, tree
 
 FILES = 700  # more than filewriters.WRITER_FROM: the writer process is used
@@ -117,6 +124,42 @@ def test_a_file_read_back_through_a_directory_moved_away_meanwhile_is_not_confir
     assert (root / "d" / "c.key").read_bytes() == b"third"
 
 
+def test_a_file_made_through_a_directory_put_down_and_reopened_within_a_batch_is_not_confirmed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer keeps HELD_DIRS parents open (one here). Within one batch: a file goes into
+    the held `d`, which had been moved away and replaced; `e` puts `d` down; the next file
+    for `d` opens the new one. Only that second file is where its path leads."""
+    monkeypatch.setattr(filewriters, "HELD_DIRS", 1)
+    root = tmp_path / "target"
+    (root / "d").mkdir(parents=True)
+    (root / "e").mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        dirs = filewriters._Directories(fd)
+        assert (
+            filewriters._write_batch(dirs, 0, [("d", "a.key", b"a", 0o600, -1, -1, 0)], read_back=True)[1]
+            == 1
+        )
+        (root / "d").rename(root / "moved")
+        (root / "d").mkdir()
+
+        reply = filewriters._write_batch(
+            dirs,
+            1,
+            [
+                (rel, name, name.encode(), 0o600, -1, -1, 0)
+                for rel, name in [("d", "b.key"), ("e", "x.key"), ("d", "c.key")]
+            ],
+            read_back=True,
+        )
+    finally:
+        os.close(fd)
+
+    assert (root / "moved" / "b.key").exists() and (root / "d" / "c.key").exists()
+    assert reply == (1, 2, [0], None)  # b.key (in the moved directory) named for the restore
+
+
 def test_a_pipe_in_place_of_a_file_is_not_confirmed_and_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
@@ -134,23 +177,26 @@ class _Keyed:
         return hashlib.sha256(b"k" + data).hexdigest()[:32]
 
 
+def entry(path: str, content: bytes | None, type: str = "file") -> Entry:
+    """A tree entry as a keys snapshot records it (``None``: recorded without a fingerprint)."""
+    return Entry(
+        path=path, type=type, meta={} if content is None else {"fingerprint": fingerprint_of(content)}
+    )
+
+
 def test_a_file_that_cannot_be_read_back_fails_with_the_reason_and_two_entries_of_a_path_go_by_the_disk(
     tmp_path: Path,
 ) -> None:
-    from lifeboat.assets.keys.capture import _Fingerprints
-    from lifeboat.repo.model import Entry
-
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "twice.key").write_bytes(b"second")
-    check = _Fingerprints(_Keyed(), tmp_path)  # type: ignore[arg-type]
-
-    def entry(path: str, content: bytes) -> Entry:
-        return Entry(path=path, meta={"fingerprint": fingerprint_of(content)})
+    check = _Fingerprints(_Keyed())  # type: ignore[arg-type]
 
     first, second = entry("k/twice.key", b"first"), entry("k/twice.key", b"second")
-    check.read_back(first, b"first")  # confirmed by the writer in its batch, overwritten later
-    check.written([first, entry("k/gone.key", b"x"), entry("k/missing/x.key", b"y")])
-    check.written([second])
+    with target(tmp_path) as tree:
+        check.read_back(first, b"first")  # confirmed by the writer in its batch, overwritten later
+        check.written(tree, [first, entry("k/gone.key", b"x"), entry("k/missing/x.key", b"y")])
+        check.written(tree, [second])
+        check.finished(tree, [])
     rows = {(r["path"], r["fingerprint"]): r for r in check.rows()}
 
     assert rows["k/twice.key", fingerprint_of(b"first")]["match"] is False
@@ -159,6 +205,71 @@ def test_a_file_that_cannot_be_read_back_fails_with_the_reason_and_two_entries_o
     assert gone["match"] is False and gone["error"] == "cannot read it back: No such file or directory"
     assert rows["k/missing/x.key", fingerprint_of(b"y")]["error"].startswith("cannot read it back")
     assert not (tmp_path / "k" / "missing").exists()  # reading made no directory
+
+
+def test_a_key_file_replaced_later_by_a_link_or_directory_of_its_name_does_not_match(tmp_path: Path) -> None:
+    """Two roots of one keys asset can record one path twice, as a file and then as a link
+    or a directory: the file, confirmed when its batch was written, is judged again by what
+    the path holds at the end."""
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "now-a-link.key").symlink_to("elsewhere")
+    (tmp_path / "k" / "now-a-dir.key").mkdir()
+    (tmp_path / "k" / "kept.key").write_bytes(b"kept")
+    check = _Fingerprints(_Keyed())  # type: ignore[arg-type]
+    files = [entry(f"k/{n}", n.encode()) for n in ("now-a-link.key", "now-a-dir.key", "kept.key")]
+
+    with target(tmp_path) as tree:
+        for e in files:  # each read back equal by the writer when its batch was written
+            check.read_back(e, e.path.removeprefix("k/").encode())
+        check.written(tree, files)
+        check.written(tree, [entry("k/now-a-link.key", None, type="symlink")])
+        check.finished(tree, [entry("k/now-a-dir.key", None, type="dir")])
+    rows = {r["path"]: r for r in check.rows()}
+
+    assert rows["k/kept.key"]["match"] is True
+    assert rows["k/now-a-link.key"]["match"] is False
+    assert rows["k/now-a-dir.key"]["match"] is False
+    assert rows["k/now-a-dir.key"]["error"] == "cannot read it back: not a regular file"
+
+
+def test_a_null_fingerprint_never_matches_a_file_that_cannot_be_read(tmp_path: Path) -> None:
+    """A snapshot whose entry records no usable fingerprint (null) and a file that is not
+    there: "nothing" equal to "nothing" is no match."""
+    check = _Fingerprints(_Keyed())  # type: ignore[arg-type]
+    with target(tmp_path) as tree:
+        check.written(tree, [Entry(path="gone.key", meta={"fingerprint": None})])
+        check.finished(tree, [])
+
+    (row,) = check.rows()
+    assert row["match"] is False and row["error"].startswith("cannot read it back")
+
+
+def test_reading_back_a_pipe_or_an_oversized_file_neither_blocks_nor_reads_it_all(tmp_path: Path) -> None:
+    """A pipe planted where a key file was restored would block a plain read forever."""
+    os.mkfifo(tmp_path / "fifo.key")
+    (tmp_path / "big.key").write_bytes(b"x" * (MAX_KEY_FILE + 4096))
+    check = _Fingerprints(_Keyed())  # type: ignore[arg-type]
+
+    with target(tmp_path) as tree:
+        assert len(tree.read("big.key", limit=MAX_KEY_FILE)) == MAX_KEY_FILE + 1
+        check.written(tree, [entry("fifo.key", b"key"), entry("big.key", b"x" * 100)])
+        check.finished(tree, [])
+
+    rows = {r["path"]: r for r in check.rows()}
+    assert rows["fifo.key"] == rows["fifo.key"] | {
+        "match": False,
+        "error": "cannot read it back: not a regular file",
+    }
+    assert rows["big.key"]["match"] is False
+
+
+@contextmanager
+def target(root: Path) -> Iterator[TargetDir]:
+    tree = TargetDir(root)
+    try:
+        yield tree
+    finally:
+        tree.close()
 
 
 def fingerprint_of(content: bytes) -> str:

@@ -63,13 +63,18 @@ class ReadBack(Protocol):
     """A restore that reads its files back (a keys restore, to fingerprint each again).
     Small files the writer process makes are read back there, on the other core, and
     compared with the verified bytes sent: those are handed to ``read_back``; the caller
-    reads back every other file of a batch itself once ``written`` is called."""
+    reads back every other file of a batch itself once ``written`` is called, through the
+    restore's own target descriptor."""
 
     def read_back(self, entry: Entry, data: bytes) -> None:
         """``entry``'s file is in the target, read back equal to ``data`` (its verified bytes)."""
 
-    def written(self, entries: list[Entry]) -> None:
-        """Every file of ``entries`` (a planned batch) is in the target."""
+    def written(self, tree: TargetDir, entries: list[Entry]) -> None:
+        """Every file of ``entries`` (a planned batch: its files, then its links) is in the target."""
+
+    def finished(self, tree: TargetDir, dirs: list[Entry]) -> None:
+        """The whole tree is in the target, ``dirs`` its directories: a path written twice
+        (overlapping roots) is judged by what holds it now."""
 
 
 @dataclass
@@ -278,6 +283,8 @@ class SnapshotReader:
                 meta.apply_fd(fd, entry)
             finally:
                 tree.release(rel)
+        if read_back is not None:
+            read_back.finished(tree, dirs)
 
     def _write_batch(
         self,
@@ -293,8 +300,6 @@ class SnapshotReader:
     ) -> None:
         if files:
             _ChunkWriter(self.repo, tree, stats, progress, meta, workers, files_out, read_back).write(files)
-            if read_back is not None:
-                read_back.written(files)
         for entry in links:
             rel = entry_name(entry.path)
             parent_fd, name = tree.symlink(rel, entry.target)
@@ -303,6 +308,8 @@ class SnapshotReader:
             finally:
                 tree.release(split_parent(rel)[0])
             stats.symlinks += 1
+        if read_back is not None:
+            read_back.written(tree, files + links)
 
 
 class UnsafePath(RestoreError):

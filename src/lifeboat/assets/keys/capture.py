@@ -62,7 +62,7 @@ def restore_keys(
     repo: Repository, info: SnapshotInfo, target: Path, force: bool, progress: ProgressSink = NO_PROGRESS
 ) -> dict[str, Any]:
     """Restore a keys snapshot into `target` and compare fingerprints (the JSON report)."""
-    check = _Fingerprints(repo, target)
+    check = _Fingerprints(repo)
     stats = repo.reader(info).restore_tree(
         target, force=force, progress=progress, mode_of=tightened_mode, read_back=check
     )
@@ -93,14 +93,14 @@ class _Fingerprints:
     """Each restored key file's fingerprint taken again from what is on disk (``rows``: the
     JSON report's, in the tree's order). A small file the restore's writer process read
     back equal to its verified bytes is fingerprinted from those bytes; every other one is
-    read back here once its batch is written."""
+    read back here, through the restore's target descriptor, once its batch is written."""
 
-    def __init__(self, repo: Repository, target: Path) -> None:
+    def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self.target = target
         self._found: list[_Row] = []
         # path -> fingerprint, of the batch being written (None: two entries of that path)
         self._confirmed: dict[str, str | None] = {}
+        self._others: set[str] = set()  # paths of the links and directories restored
         self._lock = threading.Lock()  # read_back runs on the writer's reply thread
 
     def read_back(self, entry: Entry, data: bytes) -> None:
@@ -110,38 +110,33 @@ class _Fingerprints:
         with self._lock:  # of two entries of one path (overlapping roots), the disk says which is there
             self._confirmed[entry.path] = None if entry.path in self._confirmed else now
 
-    def written(self, entries: list[Entry]) -> None:
+    def written(self, tree: TargetDir, entries: list[Entry]) -> None:
         with self._lock:
             confirmed, self._confirmed = self._confirmed, {}
-        tree: TargetDir | None = None  # one per batch: each path is resolved anew
-        try:
-            for entry in entries:
-                if "fingerprint" not in entry.meta:
-                    continue
-                now, error = confirmed.get(entry.path), None
-                if now is None:
-                    tree = tree or TargetDir(self.target)
-                    now, error = self._on_disk(tree, entry.path)
-                # a tuple until the restore is over: it holds its most memory meanwhile
-                recorded = entry.meta["fingerprint"]
-                self._found.append(
-                    (entry.path, recorded, entry.meta.get("fingerprint_kind"), now == recorded, error)
-                )
-        finally:
-            if tree is not None:
-                tree.close()
+        for entry in entries:
+            if "fingerprint" not in entry.meta:  # a link, or a file too large to be a key
+                self._others.add(entry.path)
+                continue
+            now, error = confirmed.get(entry.path), None
+            if now is None:
+                now, error = self._on_disk(tree, entry.path)
+            # a tuple until the restore is over: it holds its most memory meanwhile
+            self._found.append(
+                _row(entry.path, entry.meta["fingerprint"], entry.meta.get("fingerprint_kind"), now, error)
+            )
+
+    def finished(self, tree: TargetDir, dirs: list[Entry]) -> None:
+        """A path restored twice (two entries, or a key file and a link or directory of the
+        same name) is judged again by what holds it now."""
+        counts = Counter(row[0] for row in self._found)
+        again = {path for path, count in counts.items() if count > 1}
+        again |= {path for path in self._others | {d.path for d in dirs} if path in counts}
+        self._found = [self._again(tree, row) if row[0] in again else row for row in self._found]
 
     def rows(self) -> list[dict[str, Any]]:
         """The report's rows: path, fingerprint, kind, match (and why a file could not be
-        read back). Two entries of one path are both judged by what is on disk at the end."""
+        read back)."""
         found, self._found = self._found, []
-        twice = {path for path, count in Counter(row[0] for row in found).items() if count > 1}
-        if twice:
-            tree = TargetDir(self.target)
-            try:
-                found = [self._again(tree, row) if row[0] in twice else row for row in found]
-            finally:
-                tree.close()
         return [
             {"path": p, "fingerprint": f, "kind": k, "match": m} | ({"error": e} if e else {})
             for p, f, k, m, e in found
@@ -149,18 +144,21 @@ class _Fingerprints:
 
     def _again(self, tree: TargetDir, row: _Row) -> _Row:
         now, error = self._on_disk(tree, row[0])
-        return row[0], row[1], row[2], now == row[1], error
+        return _row(row[0], row[1], row[2], now, error)
 
     def _on_disk(self, tree: TargetDir, path: str) -> tuple[str | None, str | None]:
         """A restored file's fingerprint read from the disk, or why it could not be read."""
         try:
-            return fingerprint(tree.read(entry_name(path)), self.repo.keyed_hash)[1], None
+            data = tree.read(entry_name(path), limit=MAX_KEY_FILE)
         except OSError as exc:
             return None, f"cannot read it back: {exc.strerror or exc}"
+        return fingerprint(data, self.repo.keyed_hash)[1], None
 
 
-def _why(row: dict[str, Any]) -> str:
-    return f" ({row['error']})" if "error" in row else ""
+def _row(path: str, recorded: Any, kind: Any, now: str | None, error: str | None) -> _Row:
+    """A file matches only when it was read back and its fingerprint is the recorded one
+    (a file that could not be read never matches, whatever the snapshot recorded)."""
+    return path, recorded, kind, error is None and now is not None and now == recorded, error
 
 
 def fingerprint_lines(files: list[dict[str, Any]]) -> list[str]:
