@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lifeboat.assets.registry import load_policy
 from lifeboat.repo.model import PARENT_CACHE_REJECTED
+from lifeboat.repo.parents import SEALED_MAGIC, ZSTD_FRAME
 from tests.keys.test_escrow_rotation import new_shares
 from tests.keys.test_keys import KeysEnv, env, shares  # noqa: F401  (a fixture)
 
@@ -79,9 +80,37 @@ def test_the_cache_tells_an_insider_nothing_to_test_a_guessed_key_against(env: K
     for path in state.rglob("*"):
         if path.is_file():
             raw = path.read_bytes()
-            if path.suffix == ".zst":  # written as a stream: no content size in its header
+            if raw.startswith(ZSTD_FRAME):  # written as a stream: no content size in its header
                 raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
             readable.append(raw)
     digest = hashlib.sha256(pin).hexdigest().encode()
     assert parent_caches(env) and readable
+    assert all(cache.read_bytes().startswith(SEALED_MAGIC) for cache in parent_caches(env))
     assert not any(digest in data or pin in data for data in readable)
+
+
+def test_a_sealed_cache_with_a_byte_changed_or_cut_short_is_refused_and_reported(env: KeysEnv) -> None:  # noqa: F811
+    """The insider cannot read the sealed cache, but may still change it: a changed byte
+    (or a cut) in a sealed block makes that block not open. Nothing of the cache is used
+    past it, the files are read again, and the backup says the cache was modified."""
+    env.run("backup", "platform-keys")
+    [cache] = parent_caches(env)
+    sealed = bytearray(cache.read_bytes())
+    for damage in ("flip", "cut"):
+        if damage == "flip":
+            sealed[len(SEALED_MAGIC) + 40] ^= 0x01
+            cache.write_bytes(bytes(sealed))
+        else:
+            cache.write_bytes(bytes(sealed[: len(sealed) // 2]))
+
+        proc = env.run("backup", "platform-keys", "--json")
+
+        [result] = json.loads(proc.stdout)
+        assert result["ok"] and result["stats"]["reused_files"] == 0, damage
+        assert int(result["labels"][PARENT_CACHE_REJECTED]) >= 1, damage
+        assert "entries of the parent cache failed their MAC" in proc.stderr
+        sealed = bytearray(cache.read_bytes())  # rewritten whole by that backup
+
+    target = env.root / "restored"
+    restored = env.json("restore", "platform-keys", "--target", str(target), *shares(env, "alice", "bob"))
+    assert restored["keys"] and all(k["match"] for k in restored["keys"])

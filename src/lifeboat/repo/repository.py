@@ -521,13 +521,16 @@ class Repository:
     def parent_cache(self, asset: str, scope: str = "") -> ParentFile | None:
         """An asset's parent-snapshot cache: where it lives and its MAC key (None without a
         cache dir). A ``scope`` (an escrow key's, for key material) is a cache of its own,
-        its lines MAC'd apart (one written under another scope is refused, not used) and its
-        entries sealed (they name a plain SHA-256 of each key file)."""
+        its lines MAC'd apart (one written under another scope is refused, not used) and the
+        file sealed (its entries name a plain SHA-256 of each key file)."""
         if self.cache_dir is None:
             return None
         name = f"{asset}\0{scope}" if scope else asset
         path = self.cache_dir / "parents" / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.json.zst"
-        return ParentFile(path, cache_key_of(self.keyring.mac, name), sealed=bool(scope))
+        # sealed under the asset's key, not the scope's: a cache of another scope still
+        # opens, and each of its lines is then refused by its MAC (and counted)
+        seal_key = cache_key_of(self.keyring.mac, asset) if scope else None
+        return ParentFile(path, cache_key_of(self.keyring.mac, name), seal_key)
 
     @property
     def cache_seal(self) -> CacheSeal:
