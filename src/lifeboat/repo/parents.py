@@ -70,6 +70,7 @@ class ParentFile:
 
     @property
     def sealed(self) -> bool:
+        """Whether the file is written and read as sealed blocks."""
         return self.seal_key is not None
 
     @cached_property
