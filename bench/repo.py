@@ -276,8 +276,14 @@ def one_run(k: int, args: argparse.Namespace, work: Path, src: Path, size: int, 
     zstd = apt_install("zstd", "zstd")
     backend_cm = s3_backend(work) if args.s3 else local_backend(work)
     with backend_cm as be:
-        for d in (".lifeboat", "restic-cache", "lb-restore", "restic-restore"):
-            shutil.rmtree(work / d, ignore_errors=True)
+        restored_to = (args.restore_dir or work).resolve()
+        for d in (
+            work / ".lifeboat",
+            work / "restic-cache",
+            restored_to / "lb-restore",
+            restored_to / "restic-restore",
+        ):
+            shutil.rmtree(d, ignore_errors=True)
         for f in ("backup.key", "recovery.key", "tree.tar.zst"):
             (work / f).unlink(missing_ok=True)
         policy = write_policy(work, src, be.lifeboat_repo)
@@ -311,16 +317,16 @@ def one_run(k: int, args: argparse.Namespace, work: Path, src: Path, size: int, 
             tarred = timed("tar", tar, shell=True)
             results.add("first", "tar|zstd -3", tarred, (work / "tree.tar.zst").stat().st_size)
             (work / "tree.tar.zst").unlink()
-        restore_lb = [*lb, "restore", "tree", "--target", str(work / "lb-restore")]
-        restore_restic = [restic, "restore", "latest", "-q", "--target", str(work / "restic-restore")]
+        restore_lb = [*lb, "restore", "tree", "--target", str(restored_to / "lb-restore")]
+        restore_restic = [restic, "restore", "latest", "-q", "--target", str(restored_to / "restic-restore")]
         for tool, restore in (("lifeboat", restore_lb), ("restic", restore_restic)):
             restored, durable = restore_then_sync(f"{tool} restore", restore, env, server)
             results.add("restore", tool, restored)
             results.add("durable", tool, durable)
-        for d in ("lb-restore", "restic-restore"):
-            if du(work / d) != du(src):
-                raise SystemExit(f"{d}: restored {du(work / d)} bytes of {du(src)}")
-            shutil.rmtree(work / d)
+        for d in (restored_to / "lb-restore", restored_to / "restic-restore"):
+            if du(d) != du(src):
+                raise SystemExit(f"{d}: restored {du(d)} bytes of {du(src)}")
+            shutil.rmtree(d)
         change = apply_change(work, src, size, seed=1000 + k)
         os.sync()
         second = timed("lb backup 2", [*lb, "backup", "tree"], env=env, server=server)
@@ -338,6 +344,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per row; medians and ranges printed")
     parser.add_argument("--s3", action="store_true", help="both repositories on a SeaweedFS endpoint")
     parser.add_argument("--workdir", type=Path, help="default bench/out/repo (repo-s3 with --s3)")
+    parser.add_argument(
+        "--restore-dir",
+        type=Path,
+        help="where restores go (default: the work dir); /dev/shm/X takes the disk out of the restore rows",
+    )
     parser.add_argument(
         "--lifeboat-src",
         type=Path,
@@ -362,7 +373,7 @@ def main() -> None:
     print(
         f"\n{size / 1e9:.2f} GB tree, repositories on {where}; median (min-max) of {args.runs} run(s);"
         f" second backup after {changed / 1e6:.0f} MB ({changed / size:.1%}) changed, new each run;"
-        f" {machine()} at the end"
+        f" restores into {(args.restore_dir or work).resolve()}; {machine()} at the end"
     )
     results.print_table(lambda phase: size)
     for phase in ("first", "restore", "durable", "second"):
