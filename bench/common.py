@@ -25,6 +25,9 @@ class Run:
     returncode: int
     output: str
     cpu_seconds: float = 0.0  # the command's own user + system CPU (its reaped children too)
+    # of it in the kernel: on the VM these figures come from, filling memory freed a while ago
+    # cost several times what refilling fresh pages did, and it showed only here
+    system_seconds: float = 0.0
     server_cpu: float = 0.0  # the S3 server's CPU over the same interval (0 without a server)
     requests: dict[str, int] = field(default_factory=dict)  # S3 requests it answered meanwhile, by type
 
@@ -48,7 +51,7 @@ pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.monotonic() - started
 with open(sys.argv[1], "w") as out:
-    out.write(f"{seconds} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
+    out.write(f"{seconds} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime} {usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -79,8 +82,8 @@ def timed(
         output = proc.stdout.decode(errors="replace")
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed ({proc.returncode}):\n{output[-3000:]}")
-        seconds, maxrss_kb, cpu = report.read().split()
-    run = Run(name, float(seconds), int(maxrss_kb) / 1024, proc.returncode, output, float(cpu))
+        seconds, maxrss_kb, cpu, system = report.read().split()
+    run = Run(name, float(seconds), int(maxrss_kb) / 1024, proc.returncode, output, float(cpu), float(system))
     if server:
         run.server_cpu = server.cpu_seconds() - cpu_before
         after = server.requests()
@@ -243,7 +246,8 @@ class Results:
         server = any(r.requests for c in self.cells.values() for r in c.runs)
         headers = ["phase", "tool", "seconds", "MB/s"]
         headers += ["objects/s"] if count else []
-        headers += ["stored MB", "peak RSS MB", "CPU s"] + (["server CPU s", "S3 requests"] if server else [])
+        headers += ["stored MB", "peak RSS MB", "CPU s", "of it sys s"]
+        headers += ["server CPU s", "S3 requests"] if server else []
         rows = []
         for (phase, tool), cell in self.cells.items():
             secs = [r.seconds for r in cell.runs]
@@ -253,6 +257,7 @@ class Results:
                 spread([b / 1e6 for b in cell.stored], ".0f") if cell.stored else "-",
                 spread([r.peak_rss_mb for r in cell.runs], ".0f"),
                 spread([r.cpu_seconds for r in cell.runs]),
+                spread([r.system_seconds for r in cell.runs]),
             ]
             if server and any(r.requests for r in cell.runs):
                 kinds = sorted({k for r in cell.runs for k in r.requests})

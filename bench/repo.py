@@ -267,6 +267,7 @@ def restore_then_sync(
         restored,
         seconds=restored.seconds + flushed.seconds,
         cpu_seconds=restored.cpu_seconds + flushed.cpu_seconds,
+        system_seconds=restored.system_seconds + flushed.system_seconds,
     )
     return restored, durable
 
