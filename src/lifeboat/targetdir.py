@@ -270,13 +270,14 @@ class TargetDir:
     def read(self, rel: str, limit: int | None = None) -> bytes:
         """A restored regular file's bytes (at most ``limit`` and one more), read without
         following any link, waiting on a pipe put in its place, or making a missing
-        directory (that is the restore's to make). OSError for anything else there."""
+        directory (that is the restore's to make), through the directories its path leads
+        to now (``_walk_now``). OSError for anything else there."""
         parent, name = split_parent(rel)
-        parent_fd = self.acquire(parent, create=False)
+        parent_fd = self._walk_now(parent)
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent_fd)
         finally:
-            self.release(parent)
+            os.close(parent_fd)
         try:  # no buffered file: a keys restore reads back every file it wrote
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", rel)
@@ -291,6 +292,19 @@ class TargetDir:
             return b"".join(pieces)
         finally:
             os.close(fd)
+
+    def _walk_now(self, rel: str) -> int:
+        """A new descriptor of directory ``rel``, walked from the target's path now and
+        never from the held descriptors: reading back must see where the path leads now,
+        not the directory the restore wrote into (moved away and replaced meanwhile)."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for part in rel.split("/") if rel else ():
+            try:
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            finally:
+                os.close(fd)
+            fd = child
+        return fd
 
     # -- undo ------------------------------------------------------------------------
 

@@ -263,6 +263,34 @@ def test_reading_back_a_pipe_or_an_oversized_file_neither_blocks_nor_reads_it_al
     assert rows["big.key"]["match"] is False
 
 
+def test_a_file_whose_directory_was_moved_away_and_replaced_is_read_back_where_its_path_leads(
+    tmp_path: Path,
+) -> None:
+    """The restore holds the descriptor of each directory it wrote into. An insider who moves
+    that directory away and puts another with their own key at the path must not have the
+    restore read the moved file back and call the path's bytes a match (the common case: a
+    keys restore of fewer than ``WRITER_FROM`` files reads every file back itself)."""
+    restored = tmp_path / "restored"
+    check = _Fingerprints(_Keyed())  # type: ignore[arg-type]
+
+    with target(restored) as tree:
+        held = tree.acquire("d")  # the restore writes d/id.key through this descriptor
+        fd = os.open("id.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=held)
+        os.write(fd, b"the real key")
+        os.close(fd)
+        tree.release("d")
+        (restored / "d").rename(restored / "moved")
+        (restored / "d").mkdir()
+        (restored / "d" / "id.key").write_bytes(b"ATTACKER KEY")
+
+        assert tree.read("d/id.key") == b"ATTACKER KEY"
+        check.written(tree, [entry("d/id.key", b"the real key")])
+        check.finished(tree, [])
+
+    (row,) = check.rows()
+    assert row["match"] is False
+
+
 @contextmanager
 def target(root: Path) -> Iterator[TargetDir]:
     tree = TargetDir(root)
