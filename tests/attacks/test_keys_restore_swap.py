@@ -52,8 +52,9 @@ def test_a_key_swapped_in_by_moving_its_directory_is_reported_as_not_matching(tm
         env={"SWAP_DIR": str(target / "platform-keys" / "d")},
     )
 
-    assert (target / "platform-keys" / "moved" / "id.key").read_bytes() == b"the real secret key"  # the swap happened
-    assert (target / "platform-keys" / "d" / "id.key").read_bytes() == b"ATTACKER KEY"
+    restored = target / "platform-keys"
+    assert (restored / "moved" / "id.key").read_bytes() == b"the real secret key"  # the swap happened
+    assert (restored / "d" / "id.key").read_bytes() == b"ATTACKER KEY"
     out = json.loads(proc.stdout)
     assert proc.returncode == 1 and out["ok"] is False
     (row,) = [k for k in out["keys"] if k["path"] == "platform-keys/d/id.key"]
