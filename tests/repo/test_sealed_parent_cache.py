@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from lifeboat.repo import parents
-from lifeboat.repo.parents import SEALED_MAGIC, ParentFile, ParentStream, ParentStreamWriter
+from lifeboat.repo.parents import (
+    EARLIER_SEALED_MAGIC,
+    FINAL_BIT,
+    SEALED_MAGIC,
+    ParentFile,
+    ParentStream,
+    ParentStreamWriter,
+)
 
 
 def sealed_file(tmp_path: Path, seal_key: bytes = b"s" * 32) -> ParentFile:
@@ -42,7 +49,7 @@ def blocks(raw: bytes) -> list[bytes]:
     """A sealed cache's blocks, each with its length in front."""
     at, out = len(SEALED_MAGIC), []
     while at < len(raw):
-        size = int.from_bytes(raw[at : at + 4], "big")
+        size = int.from_bytes(raw[at : at + 4], "big") & ~FINAL_BIT
         out.append(raw[at : at + 4 + size])
         at += 4 + size
     return out
@@ -98,3 +105,35 @@ def test_a_cache_of_the_earlier_unsealed_form_is_not_read_and_not_reported(tmp_p
     rows = write_cache(ParentFile(tmp_path / "cache.json.zst", b"m" * 32), 100)
 
     assert read_cache(sealed_file(tmp_path), rows) == (0, 0)
+
+
+@pytest.mark.parametrize("cut", ["after the header", "before the final block", "inside the final block"])
+def test_a_cache_cut_anywhere_even_at_a_block_boundary_is_refused_and_reported(
+    tmp_path: Path, cut: str
+) -> None:
+    """A cut at a block boundary leaves every remaining block whole: only the missing final
+    block tells it from a shorter cache, so it must not be read as one in silence."""
+    file = sealed_file(tmp_path)
+    rows = write_cache(file, 5000)
+    raw = file.path.read_bytes()
+    parts = blocks(raw)
+    kept = {
+        "after the header": SEALED_MAGIC,
+        "before the final block": SEALED_MAGIC + b"".join(parts[:-1]),
+        "inside the final block": raw[:-10],
+    }[cut]
+    file.path.write_bytes(kept)
+
+    found, rejected = read_cache(file, rows)
+
+    assert found < 5000 and rejected == 1
+
+
+def test_a_sealed_cache_of_the_earlier_form_without_a_final_block_is_read_again_not_reported(
+    tmp_path: Path,
+) -> None:
+    file = sealed_file(tmp_path)
+    rows = write_cache(file, 100)
+    file.path.write_bytes(EARLIER_SEALED_MAGIC + file.path.read_bytes()[len(SEALED_MAGIC) :])
+
+    assert read_cache(file, rows) == (0, 0)

@@ -116,10 +116,11 @@ class SealBroken(OSError):
 
 class _SealedReader(io.RawIOBase):
     """A sealed cache's compressed bytes: ``SEALED_MAGIC``, then blocks of
-    ``u32be(length) nonce ciphertext``, each sealed with its number as associated data (a
-    block moved elsewhere does not open). One decryption a block of ``SEAL_BLOCK`` bytes,
-    not one per entry: 30,000 key files sealed one by one took a sixth of their unchanged
-    backup to open."""
+    ``u32be(length | FINAL_BIT) nonce ciphertext``, each sealed with its number and whether
+    it is the last as associated data: a block moved elsewhere does not open, and a cache cut
+    at a block boundary (or after its header) lacks its final block and is refused, not read
+    as a shorter cache. One decryption a block of ``SEAL_BLOCK`` bytes, not one per entry:
+    30,000 key files sealed one by one took a sixth of their unchanged backup to open."""
 
     def __init__(self, fh: IO[bytes], cipher: ChaCha20Poly1305) -> None:
         super().__init__()
@@ -128,8 +129,9 @@ class _SealedReader(io.RawIOBase):
         self._block = b""
         self._at = 0
         self._number = 0
+        self._ended = False
         head = fh.read(len(SEALED_MAGIC))
-        if head.startswith(ZSTD_FRAME):  # an earlier version's cache: read the files once more
+        if head.startswith(ZSTD_FRAME) or head == EARLIER_SEALED_MAGIC:  # read the files once more
             raise OSError(0, "a parent cache of an earlier form")
         if head != SEALED_MAGIC:
             raise SealBroken(0, "not a sealed parent cache")
@@ -147,24 +149,34 @@ class _SealedReader(io.RawIOBase):
 
     def _next_block(self) -> bool:
         head = self._fh.read(4)
-        if not head:
+        if self._ended:
+            if head:
+                raise SealBroken(0, "a sealed parent cache with bytes after its final block")
             return False
-        body = self._fh.read(int.from_bytes(head, "big")) if len(head) == 4 else b""
-        if len(head) != 4 or len(body) != int.from_bytes(head, "big"):
+        framed = int.from_bytes(head, "big")
+        size, final = framed & ~FINAL_BIT, bool(framed & FINAL_BIT)
+        body = self._fh.read(size) if len(head) == 4 else b""
+        if len(head) != 4 or len(body) != size:
             raise SealBroken(0, "a sealed parent cache cut short")
         try:
             self._block = self._cipher.decrypt(
-                body[:NONCE_BYTES], body[NONCE_BYTES:], self._number.to_bytes(8, "big")
+                body[:NONCE_BYTES], body[NONCE_BYTES:], _block_ad(self._number, final)
             )
         except (InvalidTag, ValueError):
             raise SealBroken(0, "a sealed parent cache block does not open") from None
         self._number += 1
+        self._ended = final
         self._at = 0
         return bool(self._block) or self._next_block()
 
     def close(self) -> None:
         self._fh.close()
         super().close()
+
+
+def _block_ad(number: int, final: bool) -> bytes:
+    """A sealed block's associated data: where it stands, and whether the cache ends with it."""
+    return number.to_bytes(8, "big") + (b"\x01" if final else b"\x00")
 
 
 class _SealedWriter(io.RawIOBase):
@@ -183,24 +195,23 @@ class _SealedWriter(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         self._pending += data
-        while len(self._pending) >= SEAL_BLOCK:
-            self._seal(bytes(self._pending[:SEAL_BLOCK]))
+        while len(self._pending) > SEAL_BLOCK:  # never the last bytes: close seals them as final
+            self._seal(bytes(self._pending[:SEAL_BLOCK]), final=False)
             del self._pending[:SEAL_BLOCK]
         return len(data)
 
-    def _seal(self, block: bytes) -> None:
+    def _seal(self, block: bytes, final: bool) -> None:
         nonce = os.urandom(NONCE_BYTES)
-        body = nonce + self._cipher.encrypt(nonce, block, self._number.to_bytes(8, "big"))
-        self._fh.write(len(body).to_bytes(4, "big") + body)
+        body = nonce + self._cipher.encrypt(nonce, block, _block_ad(self._number, final))
+        self._fh.write((len(body) | (FINAL_BIT if final else 0)).to_bytes(4, "big") + body)
         self._number += 1
 
     def close(self) -> None:
         if self.closed:
             return
         try:
-            if self._pending:
-                self._seal(bytes(self._pending))
-                self._pending.clear()
+            self._seal(bytes(self._pending), final=True)  # even empty: the reader needs an end
+            self._pending.clear()
         finally:
             self._fh.close()
             super().close()
@@ -210,7 +221,9 @@ STREAM_FORM = b"lb-parents-strm"  # BLAKE2b personalisation (at most 16 bytes): 
 WHOLE_FORM = b"lb-parents-whole"
 SEAL_FORM = b"lb-parents-seal"  # ... and one for the key that seals a sealed cache
 NONCE_BYTES = 12
-SEALED_MAGIC = b"lifeboat-parents-sealed 1\n"  # a sealed cache's first bytes (not compressed)
+SEALED_MAGIC = b"lifeboat-parents-sealed 2\n"  # a sealed cache's first bytes (not compressed)
+EARLIER_SEALED_MAGIC = b"lifeboat-parents-sealed 1\n"  # blocks without a final flag
+FINAL_BIT = 1 << 31  # in a sealed block's length: the cache's last block
 SEAL_BLOCK = 256 << 10  # compressed bytes a sealed block holds
 ZSTD_FRAME = b"\x28\xb5\x2f\xfd"  # how every unsealed cache starts
 
