@@ -57,6 +57,7 @@ CHECKPOINT_NAME = "registry-checkpoint.json"
 ROOT_WRITER = "recovery side (root key)"  # what reports call an object the root key signed
 LEGACY_WARNING = "unsigned legacy repository: snapshot writers are not verified (created before writer keys)"
 SKEW_SETTING = "clock_skew_s"
+STORED_TIME_RESOLUTION = timedelta(seconds=1)  # S3 LastModified is whole seconds
 MAX_SKEW = timedelta(hours=1)  # the most a (tamperable, plaintext) config may allow
 
 
@@ -268,6 +269,10 @@ class Trust:
         if check.signer != self.registry.root_public:
             at = max(claimed, stored) if stored is not None else claimed
             verdict = self.registry.authorises(check.signer, asset, at)
+            if verdict.refusal is Refusal.NOT_YET_ISSUED and stored is not None:
+                # the store dates to the whole second (S3 LastModified): a write it dates to
+                # the second the writer was issued in may have come after the issue
+                verdict = self.registry.authorises(check.signer, asset, stored + STORED_TIME_RESOLUTION)
             if not verdict:
                 return Verdict(verdict.writer, verdict.reason)
         moment = now or clock.now()

@@ -1,0 +1,51 @@
+"""The store's write time against the writer registry (repo/trust.py ``Trust.judge``): S3
+LastModified counts whole seconds, so a back-dated write the store dates to the second its
+writer was issued in is refused as back-dated (what ``check`` must say), not as signed
+before the writer existed; a revocation still counts from the stored second. Pure logic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from lifeboat.crypto.writers import ANY_ASSET, Registry, WriterEntry
+from lifeboat.repo.trust import SignatureCheck, Trust
+
+ISSUED = datetime(2026, 12, 5, 15, 32, 47, 180225, tzinfo=UTC)
+STORED_IN_THAT_SECOND = ISSUED.replace(microsecond=0)  # as S3 dates a write 0.3 s later
+WRITER = b"w" * 32
+
+
+def trust(revoked: datetime | None = None) -> Trust:
+    entry = WriterEntry("web-1", 1, WRITER, (ANY_ASSET,), ISSUED, revoked)
+    registry = Registry("repo", b"r" * 32, 2, "", ISSUED, (entry,))
+    return Trust(registry, timedelta(minutes=5))
+
+
+def reason(verdict_trust: Trust, claimed: datetime, stored: datetime) -> str | None:
+    verdict = verdict_trust.judge(SignatureCheck(WRITER), "web", claimed, now=claimed, stored=stored)
+    return verdict.reason
+
+
+def test_a_write_stored_in_the_second_its_writer_was_issued_in_is_accepted() -> None:
+    assert reason(trust(), ISSUED + timedelta(milliseconds=300), STORED_IN_THAT_SECOND) is None
+
+
+def test_a_back_dated_claim_stored_in_that_second_is_refused_as_back_dated() -> None:
+    refused = reason(trust(), ISSUED - timedelta(days=3), STORED_IN_THAT_SECOND)
+
+    assert refused is not None and refused.startswith("back-dated")
+
+
+def test_a_write_stored_a_second_before_the_issue_is_still_refused_as_before_it() -> None:
+    stored = STORED_IN_THAT_SECOND - timedelta(seconds=1)
+
+    assert reason(trust(), stored, stored) == "signed before the writer was issued"
+
+
+def test_a_revoked_writer_is_judged_from_the_stored_second_not_a_second_later() -> None:
+    revoked = ISSUED + timedelta(hours=1, milliseconds=500)
+    stored_before = revoked.replace(microsecond=0)  # written in the revocation's second, before it
+    stored_after = stored_before + timedelta(seconds=1)
+
+    assert reason(trust(revoked), stored_before, stored_before) is None
+    assert reason(trust(revoked), revoked - timedelta(hours=1), stored_after) == "writer revoked"
