@@ -209,3 +209,47 @@ def test_a_file_that_grows_between_the_walk_and_its_read_is_stored_as_read(tmp_p
     assert (target / "app.log").read_bytes() == (source / "app.log").read_bytes()
     unchanged = lb.json("backup", "media")[0]  # the identity stored is the one read
     assert lb.json("snapshots")[-1]["labels"]["reused"] == "1", unchanged
+
+
+def test_a_file_rewritten_at_its_size_between_the_walk_and_its_read_is_never_taken_stale(
+    tmp_path: Path,
+) -> None:
+    """A reader describes a file as the walk saw it unless the size it read differs (no
+    `fstat` per file). A file rewritten in place at the same size after the walk is stored
+    as read; the identity kept is the walk's, older than the content, so the next backup
+    reads the file again instead of taking an entry for other bytes."""
+    from lifeboat import runtime
+    from lifeboat.assets.objects.backup import backup_directory
+    from lifeboat.assets.objects.model import ObjectsAsset
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.progress import NO_PROGRESS
+
+    source = tmp_path / "media"
+    source.mkdir()
+    (source / "cfg.bin").write_bytes(b"A" * 100)
+    media = dir_media(tmp_path, source)
+    lb, policy = media.lb, load_policy(media.policy)
+    walked = DirSource(f"dir://{source}")
+    walk = walked.walk_current
+
+    def walk_then_rewrite() -> Iterator[ObjectInfo | ObjectDir]:
+        for item in walk():
+            yield item
+            (source / "cfg.bin").write_bytes(b"B" * 100)
+            st = os.stat(source / "cfg.bin")
+            os.utime(source / "cfg.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+    walked.walk_current = walk_then_rewrite  # type: ignore[method-assign]
+    backup_directory(
+        ObjectsAsset.of(policy.asset("media")), walked, runtime.open_for_write(policy), NO_PROGRESS
+    )
+    first = tmp_path / "first"
+    lb.run("restore", "media", "--target", f"dir://{first}", "--recovery-key", media.recovery)
+    assert (first / "cfg.bin").read_bytes() == b"B" * 100  # as read, not as walked
+
+    second = lb.json("backup", "media")[0]
+    assert second["stats"]["reused_files"] == 0, second  # read again: never a stale entry
+    again = tmp_path / "again"
+    lb.run("restore", "media", "--target", f"dir://{again}", "--recovery-key", media.recovery)
+    assert (again / "cfg.bin").read_bytes() == b"B" * 100
+    assert lb.json("backup", "media")[0]["stats"]["reused_files"] == 1  # its identity now kept

@@ -76,7 +76,7 @@ def counted_download(obj: ObjectInfo, entry: Entry, counters: Counters) -> None:
     """Counts a download whose stored size is the listed one (else a retryable short read)."""
     if entry.size != obj.size:
         raise ValueError("short read")  # a dropped connection can end a body early
-    counters.add(downloaded=1, bytes_downloaded=entry.size)
+    counters.add_download(entry.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,21 +133,32 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
 
     def _download(self, obj: ObjectInfo) -> Read:
         try:
-            body, now = self.source.open_with_info(obj)  # as it is now: it may have changed since the walk
+            entry = self._store(obj, self.source.open_as_walked(obj))
         except FileNotFoundError:
             return None  # deleted since the walk saw it: left out, as the walk leaves it out
-        stream = SizedReads(body, now.size)  # no 1 MiB block allocated to read 2 KB
+        if entry.size == obj.size:
+            self.counters.add_download(entry.size)
+            return entry, obj.identity
+        # changed since the walk (a log appended to): read again, as it is when opened
         try:
-            entry = self.session.read_stream(
+            body, now = self.source.open_with_info(obj)
+        except FileNotFoundError:
+            return None
+        entry = self._store(now, body)
+        counted_download(now, entry, self.counters)  # still growing as it was read: read again
+        return entry, now.identity
+
+    def _store(self, obj: ObjectInfo, body: Any) -> Entry:
+        stream = SizedReads(body, obj.size)  # no 1 MiB block allocated to read 2 KB
+        try:
+            return self.session.read_stream(
                 obj.key,
                 stream,  # type: ignore[arg-type]
-                mtime_ns=mtime_ns_of(now),
-                meta=object_meta(now),
+                mtime_ns=mtime_ns_of(obj),
+                meta=object_meta(obj),
             )
         finally:
             stream.close()
-        counted_download(now, entry, self.counters)  # still growing as it was read: read again
-        return entry, now.identity
 
 
 def backup_directory(

@@ -47,6 +47,12 @@ class Counters:
             for key, value in values.items():
                 setattr(self, key, getattr(self, key) + value)
 
+    def add_download(self, size: int) -> None:
+        """Count one object read whole (``add`` by name cost a tenth of a small file's read)."""
+        with self._lock:
+            self.downloaded += 1
+            self.bytes_downloaded += size
+
 
 def _retried_errors() -> tuple[type[Exception], ...]:
     """What a transfer retries; botocore's error root only once botocore is loaded: it
