@@ -49,3 +49,20 @@ def test_a_revoked_writer_is_judged_from_the_stored_second_not_a_second_later() 
 
     assert reason(trust(revoked), stored_before, stored_before) is None
     assert reason(trust(revoked), revoked - timedelta(hours=1), stored_after) == "writer revoked"
+
+
+def test_another_writers_sealed_header_stored_in_its_issue_second_is_its_writers_not_refused() -> None:
+    """A header this key cannot open has no claimed time: the stored second is all there is,
+    judged by the same rule (a host listing a fleet's repository saw a new writer's first
+    snapshot refused as signed before that writer was issued)."""
+    from lifeboat.repo.sealed import Unopened
+    from lifeboat.repo.snapshots import _judged_unopened
+
+    unopened = Unopened(WRITER)
+
+    assert _judged_unopened("ab" * 32, unopened, "web", trust(), STORED_IN_THAT_SECOND) == "web-1"
+    before = _judged_unopened(
+        "ab" * 32, unopened, "web", trust(), STORED_IN_THAT_SECOND - timedelta(seconds=1)
+    )
+    assert not isinstance(before, str) and before is not None
+    assert before.reason == "signed before the writer was issued"

@@ -196,7 +196,7 @@ def _judged_unopened(
     if claimed is None and ANY_ASSET not in entry.assets:
         reason = "signed for no asset this writer may write"
         return RefusedSnapshot(snapshot_id, None, None, entry.name, reason)
-    verdict = trust.registry.authorises(entry.public, claimed, stored)
+    verdict = trust.authorise(entry.public, claimed, None, stored)
     if not verdict:
         return RefusedSnapshot(snapshot_id, claimed, None, entry.name, str(verdict.reason))
     return entry.name

@@ -36,6 +36,7 @@ from lifeboat.crypto.signed import (
 )
 from lifeboat.crypto.writers import (
     MAX_NAME,
+    Authorisation,
     Checkpoint,
     Refusal,
     Registry,
@@ -244,6 +245,20 @@ class Trust:
         entry = self.registry.entry_for(public)
         return entry.name if entry else None
 
+    def authorise(
+        self, signer: bytes, asset: str | None, claimed: datetime | None, stored: datetime | None
+    ) -> Authorisation:
+        """The registry's verdict on ``signer`` writing ``asset`` at the later of the claimed
+        and the stored time (either may be unknown, not both). The store dates to the whole
+        second (S3 LastModified): a write it dates to the second the writer was issued in may
+        have come after the issue, so that is not refused as before it; a revocation is
+        still judged from the stored second."""
+        times = [t for t in (claimed, stored) if t is not None]
+        verdict = self.registry.authorises(signer, asset, max(times))
+        if verdict.refusal is Refusal.NOT_YET_ISSUED and stored is not None:
+            verdict = self.registry.authorises(signer, asset, stored + STORED_TIME_RESOLUTION)
+        return verdict
+
     def judge(
         self,
         check: SignatureCheck,
@@ -267,12 +282,7 @@ class Trust:
             return Verdict(name, check.refusal.value)
         assert check.signer is not None
         if check.signer != self.registry.root_public:
-            at = max(claimed, stored) if stored is not None else claimed
-            verdict = self.registry.authorises(check.signer, asset, at)
-            if verdict.refusal is Refusal.NOT_YET_ISSUED and stored is not None:
-                # the store dates to the whole second (S3 LastModified): a write it dates to
-                # the second the writer was issued in may have come after the issue
-                verdict = self.registry.authorises(check.signer, asset, stored + STORED_TIME_RESOLUTION)
+            verdict = self.authorise(check.signer, asset, claimed, stored)
             if not verdict:
                 return Verdict(verdict.writer, verdict.reason)
         moment = now or clock.now()
