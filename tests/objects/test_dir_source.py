@@ -6,7 +6,7 @@ and a changed file is read again; the restore gives back every byte."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lifeboat.assets.objects.info import ObjectDir, ObjectInfo
@@ -14,7 +14,7 @@ from lifeboat.assets.objects.keypaths import relpath_to_key
 from lifeboat.assets.objects.source import DirSource
 from lifeboat.repo.parents import walk_key
 from tests.harness import LifeboatCli, PolicyBuilder
-from tests.objects.dir_media import dir_media, files_under
+from tests.objects.dir_media import DirMedia, dir_media, files_under
 
 # relative paths in the source directory: names that sort differently flat and per
 # level ('.', '-' and ' ' come before '/'), upper case, tokens ('%2E%2E' is the key segment
@@ -211,45 +211,74 @@ def test_a_file_that_grows_between_the_walk_and_its_read_is_stored_as_read(tmp_p
     assert lb.json("snapshots")[-1]["labels"]["reused"] == "1", unchanged
 
 
-def test_a_file_rewritten_at_its_size_between_the_walk_and_its_read_is_never_taken_stale(
-    tmp_path: Path,
-) -> None:
-    """A reader describes a file as the walk saw it unless the size it read differs (no
-    `fstat` per file). A file rewritten in place at the same size after the walk is stored
-    as read; the identity kept is the walk's, older than the content, so the next backup
-    reads the file again instead of taking an entry for other bytes."""
+def _backup_with_walk_hook(tmp_path: Path, source: Path, after_walked: Callable[[str], None]) -> DirMedia:
+    """A dir:// backup whose walk calls ``after_walked(key)`` after yielding each file (before
+    a reader opens it); the DirMedia to run the CLI against the same repository."""
     from lifeboat import runtime
     from lifeboat.assets.objects.backup import backup_directory
     from lifeboat.assets.objects.model import ObjectsAsset
     from lifeboat.assets.registry import load_policy
     from lifeboat.progress import NO_PROGRESS
 
-    source = tmp_path / "media"
-    source.mkdir()
-    (source / "cfg.bin").write_bytes(b"A" * 100)
     media = dir_media(tmp_path, source)
-    lb, policy = media.lb, load_policy(media.policy)
+    policy = load_policy(media.policy)
     walked = DirSource(f"dir://{source}")
     walk = walked.walk_current
 
-    def walk_then_rewrite() -> Iterator[ObjectInfo | ObjectDir]:
+    def hooked() -> Iterator[ObjectInfo | ObjectDir]:
         for item in walk():
             yield item
-            (source / "cfg.bin").write_bytes(b"B" * 100)
-            st = os.stat(source / "cfg.bin")
-            os.utime(source / "cfg.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+            if isinstance(item, ObjectInfo):
+                after_walked(item.key)
 
-    walked.walk_current = walk_then_rewrite  # type: ignore[method-assign]
+    walked.walk_current = hooked  # type: ignore[method-assign]
     backup_directory(
         ObjectsAsset.of(policy.asset("media")), walked, runtime.open_for_write(policy), NO_PROGRESS
     )
-    first = tmp_path / "first"
-    lb.run("restore", "media", "--target", f"dir://{first}", "--recovery-key", media.recovery)
-    assert (first / "cfg.bin").read_bytes() == b"B" * 100  # as read, not as walked
+    return media
 
-    second = lb.json("backup", "media")[0]
-    assert second["stats"]["reused_files"] == 0, second  # read again: never a stale entry
-    again = tmp_path / "again"
-    lb.run("restore", "media", "--target", f"dir://{again}", "--recovery-key", media.recovery)
-    assert (again / "cfg.bin").read_bytes() == b"B" * 100
-    assert lb.json("backup", "media")[0]["stats"]["reused_files"] == 1  # its identity now kept
+
+def test_a_file_rewritten_at_its_size_between_the_walk_and_its_read_is_stored_as_read(tmp_path: Path) -> None:
+    """Stored as read and described as opened: the next backup takes it unchanged."""
+    source = tmp_path / "media"
+    source.mkdir()
+    (source / "cfg.bin").write_bytes(b"A" * 100)
+
+    def rewrite(_: str) -> None:
+        (source / "cfg.bin").write_bytes(b"B" * 100)
+        st = os.stat(source / "cfg.bin")
+        os.utime(source / "cfg.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+    media = _backup_with_walk_hook(tmp_path, source, rewrite)
+    first = tmp_path / "first"
+    media.lb.run("restore", "media", "--target", f"dir://{first}", "--recovery-key", media.recovery)
+    assert (first / "cfg.bin").read_bytes() == b"B" * 100  # as read, not as walked
+    assert media.lb.json("backup", "media")[0]["stats"]["reused_files"] == 1  # its identity is the one read
+
+
+def test_a_file_swapped_by_rename_after_the_walk_and_swapped_back_is_never_taken_stale(
+    tmp_path: Path,
+) -> None:
+    """Blue/green: the walk sees A, a reader opens B renamed over it, A is renamed back
+    later (its inode, mtime and size again). Had B's bytes been stored under A's identity
+    as walked, the next backup would take them for A. Fails when a reader describes a
+    file as walked (7460050), found by review."""
+    source = tmp_path / "media"
+    source.mkdir()
+    live, spare, hold = source / "cfg.bin", tmp_path / "spare.bin", tmp_path / "hold.bin"
+    live.write_bytes(b"A" * 100)
+    spare.write_bytes(b"B" * 100)
+
+    def swap(key: str) -> None:
+        if key == "cfg.bin":
+            os.rename(live, hold)
+            os.rename(spare, live)
+
+    media = _backup_with_walk_hook(tmp_path, source, swap)
+    os.rename(live, spare)  # A is live again
+    os.rename(hold, live)
+    media.lb.json("backup", "media")
+    out = tmp_path / "out"
+    media.lb.run("restore", "media", "--target", f"dir://{out}", "--recovery-key", media.recovery)
+
+    assert (out / "cfg.bin").read_bytes() == b"A" * 100

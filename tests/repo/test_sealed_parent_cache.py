@@ -137,3 +137,12 @@ def test_a_sealed_cache_of_the_earlier_form_without_a_final_block_is_read_again_
     file.path.write_bytes(EARLIER_SEALED_MAGIC + file.path.read_bytes()[len(SEALED_MAGIC) :])
 
     assert read_cache(file, rows) == (0, 0)
+
+
+def test_a_forged_block_length_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    """A length of 2 GiB would have the reader ask for 2 GiB of memory first."""
+    file = sealed_file(tmp_path)
+    rows = write_cache(file, 100)
+    file.path.write_bytes(SEALED_MAGIC + (FINAL_BIT - 1).to_bytes(4, "big") + b"x" * 64)
+
+    assert read_cache(file, rows) == (0, 1)

@@ -66,3 +66,20 @@ def test_another_writers_sealed_header_stored_in_its_issue_second_is_its_writers
     )
     assert not isinstance(before, str) and before is not None
     assert before.reason == "signed before the writer was issued"
+
+
+def test_a_writer_issued_on_the_next_whole_second_is_still_after_the_write() -> None:
+    """Stored at 47 means written in [47, 48): a writer issued at exactly 48.000000 came after."""
+    issued = STORED_IN_THAT_SECOND + timedelta(seconds=1)
+    entry = WriterEntry("web-1", 1, WRITER, (ANY_ASSET,), issued)
+    later = Trust(Registry("repo", b"r" * 32, 2, "", issued, (entry,)), timedelta(minutes=5))
+
+    assert (
+        reason(later, STORED_IN_THAT_SECOND, STORED_IN_THAT_SECOND) == "signed before the writer was issued"
+    )
+
+
+def test_a_writer_issued_and_revoked_within_the_stored_second_is_judged_at_its_issue() -> None:
+    revoked = ISSUED + timedelta(milliseconds=500)
+
+    assert reason(trust(revoked), ISSUED - timedelta(milliseconds=100), STORED_IN_THAT_SECOND) is None

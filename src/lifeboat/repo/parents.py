@@ -155,6 +155,8 @@ class _SealedReader(io.RawIOBase):
             return False
         framed = int.from_bytes(head, "big")
         size, final = framed & ~FINAL_BIT, bool(framed & FINAL_BIT)
+        if size > NONCE_BYTES + SEAL_BLOCK + TAG_BYTES:  # not read: a forged length could ask for 2 GiB
+            raise SealBroken(0, "a sealed parent cache block longer than any this version writes")
         body = self._fh.read(size) if len(head) == 4 else b""
         if len(head) != 4 or len(body) != size:
             raise SealBroken(0, "a sealed parent cache cut short")
@@ -221,6 +223,7 @@ STREAM_FORM = b"lb-parents-strm"  # BLAKE2b personalisation (at most 16 bytes): 
 WHOLE_FORM = b"lb-parents-whole"
 SEAL_FORM = b"lb-parents-seal"  # ... and one for the key that seals a sealed cache
 NONCE_BYTES = 12
+TAG_BYTES = 16  # ChaCha20-Poly1305's
 SEALED_MAGIC = b"lifeboat-parents-sealed 2\n"  # a sealed cache's first bytes (not compressed)
 EARLIER_SEALED_MAGIC = b"lifeboat-parents-sealed 1\n"  # blocks without a final flag
 FINAL_BIT = 1 << 31  # in a sealed block's length: the cache's last block

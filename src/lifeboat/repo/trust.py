@@ -251,12 +251,13 @@ class Trust:
         """The registry's verdict on ``signer`` writing ``asset`` at the later of the claimed
         and the stored time (either may be unknown, not both). The store dates to the whole
         second (S3 LastModified): a write it dates to the second the writer was issued in may
-        have come after the issue, so that is not refused as before it; a revocation is
-        still judged from the stored second."""
+        have come after the issue, so it is judged at the issue, not refused as before it."""
         times = [t for t in (claimed, stored) if t is not None]
         verdict = self.registry.authorises(signer, asset, max(times))
         if verdict.refusal is Refusal.NOT_YET_ISSUED and stored is not None:
-            verdict = self.registry.authorises(signer, asset, stored + STORED_TIME_RESOLUTION)
+            entry = self.registry.entry_for(signer)
+            if entry is not None and entry.issued < stored + STORED_TIME_RESOLUTION:
+                verdict = self.registry.authorises(signer, asset, max([*times, entry.issued]))
         return verdict
 
     def judge(

@@ -100,14 +100,6 @@ class DirSource:
         """A directory's only versions are its current files."""
         return []
 
-    def open_as_walked(self, obj: ObjectInfo) -> BinaryIO:
-        """Open a file for reading, to be described as the walk saw it (no ``fstat``: one
-        system call, and a hand-off of the interpreter, fewer per file). The reader checks
-        the size it read against the walk's and falls back to ``open_with_info`` when they
-        differ; a file rewritten in place at its size keeps the walk's identity, whose
-        older time makes the next walk read it again (as the files kind does)."""
-        return open(os.path.join(self.root, key_to_relpath(obj.key)), "rb", buffering=0)
-
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
         """Open a file for reading with its object info as it is now: a file that changed
         since the walk (a log appended to) is described as it is read, not as listed."""
