@@ -12,6 +12,7 @@ from pathlib import Path
 from lifeboat.assets.objects.info import ObjectDir, ObjectInfo
 from lifeboat.assets.objects.keypaths import relpath_to_key
 from lifeboat.assets.objects.source import DirSource
+from lifeboat.repo import SnapshotInfo
 from lifeboat.repo.parents import walk_key
 from tests.harness import LifeboatCli, PolicyBuilder
 from tests.objects.dir_media import DirMedia, dir_media, files_under
@@ -137,83 +138,12 @@ def test_an_unreadable_directory_of_the_source_stops_the_backup_with_its_path_na
         shutil.rmtree(base)
 
 
-def test_a_file_deleted_between_the_walk_and_its_read_is_left_out(tmp_path: Path) -> None:
-    """A live media tree changes while it is backed up: a file the walk saw and that is
-    gone by its read is left out (counted as `vanished`), as a listing taken a moment later
-    would leave it out, and the backup of the rest commits. The deletion is made to land
-    in that window: right after the walk yields the file (its read comes files later)."""
-    from lifeboat import runtime
-    from lifeboat.assets.objects.backup import backup_directory
-    from lifeboat.assets.objects.model import ObjectsAsset
-    from lifeboat.assets.registry import load_policy
-    from lifeboat.progress import NO_PROGRESS
-
-    source = tmp_path / "media"
-    source.mkdir()
-    for name in ("a.bin", "gone.bin", "z.bin"):
-        (source / name).write_bytes(os.urandom(300))
-    media = dir_media(tmp_path, source)
-    lb, policy_path, recovery = media.lb, media.policy, media.recovery
-    policy = load_policy(policy_path)
-    asset = ObjectsAsset.of(policy.asset("media"))
-    walked = DirSource(f"dir://{source}")
-    walk = walked.walk_current
-
-    def walk_then_delete() -> Iterator[ObjectInfo | ObjectDir]:
-        for item in walk():
-            yield item
-            if item.key == "gone.bin":
-                (source / "gone.bin").unlink()
-
-    walked.walk_current = walk_then_delete  # type: ignore[method-assign]
-    info = backup_directory(asset, walked, runtime.open_for_write(policy), NO_PROGRESS)
-
-    assert info.labels["vanished"] == "1" and info.labels["downloaded"] == "2"
-    target = tmp_path / "restored"
-    lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery)
-    assert files_under(target) == files_under(source)  # a.bin and z.bin
-
-
-def test_a_file_that_grows_between_the_walk_and_its_read_is_stored_as_read(tmp_path: Path) -> None:
-    """A log appended to while the backup runs: stored as it was when read (its size and
-    identity taken when it was opened), not refused for differing from the walk's size
-    (before: `short read` on every attempt, and the whole backup failed)."""
-    from lifeboat import runtime
-    from lifeboat.assets.objects.backup import backup_directory
-    from lifeboat.assets.objects.model import ObjectsAsset
-    from lifeboat.assets.registry import load_policy
-    from lifeboat.progress import NO_PROGRESS
-
-    source = tmp_path / "media"
-    source.mkdir()
-    (source / "app.log").write_bytes(b"line 1\n")
-    media = dir_media(tmp_path, source)
-    lb, policy_path, recovery = media.lb, media.policy, media.recovery
-    policy = load_policy(policy_path)
-    walked = DirSource(f"dir://{source}")
-    walk = walked.walk_current
-
-    def walk_then_append() -> Iterator[ObjectInfo | ObjectDir]:
-        for item in walk():
-            yield item
-            with open(source / "app.log", "ab") as log:
-                log.write(b"line 2, written after the walk saw the file\n")
-
-    walked.walk_current = walk_then_append  # type: ignore[method-assign]
-    repo = runtime.open_for_write(policy)
-    info = backup_directory(ObjectsAsset.of(policy.asset("media")), walked, repo, NO_PROGRESS)
-
-    assert info.labels["downloaded"] == "1"
-    target = tmp_path / "restored"
-    lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", recovery)
-    assert (target / "app.log").read_bytes() == (source / "app.log").read_bytes()
-    unchanged = lb.json("backup", "media")[0]  # the identity stored is the one read
-    assert lb.json("snapshots")[-1]["labels"]["reused"] == "1", unchanged
-
-
-def _backup_with_walk_hook(tmp_path: Path, source: Path, after_walked: Callable[[str], None]) -> DirMedia:
-    """A dir:// backup whose walk calls ``after_walked(key)`` after yielding each file (before
-    a reader opens it); the DirMedia to run the CLI against the same repository."""
+def _backup_with_walk_hook(
+    tmp_path: Path, source: Path, after_walked: Callable[[str], None]
+) -> tuple[DirMedia, SnapshotInfo]:
+    """A dir:// backup whose walk calls ``after_walked(key)`` after yielding each file, before
+    a reader opens it (its read comes files later); the DirMedia to run the CLI against the
+    same repository, and the snapshot."""
     from lifeboat import runtime
     from lifeboat.assets.objects.backup import backup_directory
     from lifeboat.assets.objects.model import ObjectsAsset
@@ -232,10 +162,52 @@ def _backup_with_walk_hook(tmp_path: Path, source: Path, after_walked: Callable[
                 after_walked(item.key)
 
     walked.walk_current = hooked  # type: ignore[method-assign]
-    backup_directory(
-        ObjectsAsset.of(policy.asset("media")), walked, runtime.open_for_write(policy), NO_PROGRESS
-    )
-    return media
+    asset = ObjectsAsset.of(policy.asset("media"))
+    return media, backup_directory(asset, walked, runtime.open_for_write(policy), NO_PROGRESS)
+
+
+def test_a_file_deleted_between_the_walk_and_its_read_is_left_out(tmp_path: Path) -> None:
+    """A live media tree changes while it is backed up: a file the walk saw and that is
+    gone by its read is left out (counted as `vanished`), as a listing taken a moment later
+    would leave it out, and the backup of the rest commits. The deletion is made to land
+    in that window: right after the walk yields the file (its read comes files later)."""
+    source = tmp_path / "media"
+    source.mkdir()
+    for name in ("a.bin", "gone.bin", "z.bin"):
+        (source / name).write_bytes(os.urandom(300))
+
+    def delete(key: str) -> None:
+        if key == "gone.bin":
+            (source / "gone.bin").unlink()
+
+    media, info = _backup_with_walk_hook(tmp_path, source, delete)
+
+    assert info.labels["vanished"] == "1" and info.labels["downloaded"] == "2"
+    target = tmp_path / "restored"
+    media.lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", media.recovery)
+    assert files_under(target) == files_under(source)  # a.bin and z.bin
+
+
+def test_a_file_that_grows_between_the_walk_and_its_read_is_stored_as_read(tmp_path: Path) -> None:
+    """A log appended to while the backup runs: stored as it was when read (its size and
+    identity taken when it was opened), not refused for differing from the walk's size
+    (before: `short read` on every attempt, and the whole backup failed)."""
+    source = tmp_path / "media"
+    source.mkdir()
+    (source / "app.log").write_bytes(b"line 1\n")
+
+    def append(_: str) -> None:
+        with open(source / "app.log", "ab") as log:
+            log.write(b"line 2, written after the walk saw the file\n")
+
+    media, info = _backup_with_walk_hook(tmp_path, source, append)
+
+    assert info.labels["downloaded"] == "1"
+    target = tmp_path / "restored"
+    media.lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", media.recovery)
+    assert (target / "app.log").read_bytes() == (source / "app.log").read_bytes()
+    unchanged = media.lb.json("backup", "media")[0]  # the identity stored is the one read
+    assert media.lb.json("snapshots")[-1]["labels"]["reused"] == "1", unchanged
 
 
 def test_a_file_rewritten_at_its_size_between_the_walk_and_its_read_is_stored_as_read(tmp_path: Path) -> None:
@@ -249,7 +221,7 @@ def test_a_file_rewritten_at_its_size_between_the_walk_and_its_read_is_stored_as
         st = os.stat(source / "cfg.bin")
         os.utime(source / "cfg.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
 
-    media = _backup_with_walk_hook(tmp_path, source, rewrite)
+    media, _ = _backup_with_walk_hook(tmp_path, source, rewrite)
     first = tmp_path / "first"
     media.lb.run("restore", "media", "--target", f"dir://{first}", "--recovery-key", media.recovery)
     assert (first / "cfg.bin").read_bytes() == b"B" * 100  # as read, not as walked
@@ -274,7 +246,7 @@ def test_a_file_swapped_by_rename_after_the_walk_and_swapped_back_is_never_taken
             os.rename(live, hold)
             os.rename(spare, live)
 
-    media = _backup_with_walk_hook(tmp_path, source, swap)
+    media, _ = _backup_with_walk_hook(tmp_path, source, swap)
     os.rename(live, spare)  # A is live again
     os.rename(hold, live)
     media.lb.json("backup", "media")
