@@ -1,7 +1,10 @@
 """The `du` that reads a cold tree's inodes ahead of a backup's walk (lifeboat/readahead.py):
 started on the walk's roots while the walk runs, stopped and reaped when it ends, however
 it ends, and nothing started where `du` is not installed. A stand-in `du` that waits to be
-killed makes the timing the test's, not the machine's (the real one is done in a moment)."""
+killed makes the timing the test's, not the machine's (the real one is done in a moment).
+
+Small files opened ahead of their read (``open_ahead``) give the bytes a fresh open would:
+appended or cut since the walk included, read again from the start after a seek."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.readahead import metadata_read_ahead
+from lifeboat.readahead import metadata_read_ahead, open_ahead
+from lifeboat.repo.chunking import read_blocks
 
 
 @pytest.fixture
@@ -75,3 +79,71 @@ def test_the_real_du_leaves_nothing_behind(tmp_path: Path) -> None:
     with metadata_read_ahead([tmp_path]):
         pass
     assert set(children.read_text().split()) <= before
+
+
+# --- small files opened ahead and read through the same descriptor ---------------------
+
+
+def test_a_file_opened_ahead_gives_its_bytes_and_what_was_appended_after_the_walk(tmp_path: Path) -> None:
+    """The walk's size bounds the first read (no 1 MiB buffer for 3 KB), never the content:
+    bytes appended since are read too, as a fresh open would read them."""
+    path = tmp_path / "app.log"
+    first = os.urandom(3000)
+    path.write_bytes(first)
+    ahead = open_ahead(str(path), 3000)
+    assert ahead is not None
+    more = os.urandom(5000)
+    with open(path, "ab") as log:
+        log.write(more)
+    with ahead:
+        assert b"".join(read_blocks(ahead, 1 << 20)) == first + more  # type: ignore[arg-type]
+
+
+def test_a_file_opened_ahead_and_cut_since_gives_what_is_left(tmp_path: Path) -> None:
+    path = tmp_path / "cut.bin"
+    data = os.urandom(4000)
+    path.write_bytes(data)
+    ahead = open_ahead(str(path), 4000)
+    assert ahead is not None
+    os.truncate(path, 10)
+    with ahead:
+        assert b"".join(read_blocks(ahead, 1 << 20)) == data[:10]  # type: ignore[arg-type]
+
+
+def test_a_file_opened_ahead_reads_whole_again_after_a_seek_to_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    data = os.urandom(2000)
+    path.write_bytes(data)
+    ahead = open_ahead(str(path), 2000)
+    assert ahead is not None
+    with ahead:
+        assert ahead.read(100) == data[:100]
+        ahead.seek(0)
+        assert ahead.read() == data
+
+
+def test_a_link_or_a_missing_file_is_not_opened_ahead(tmp_path: Path) -> None:
+    """Left to the usual read, which follows a link or reports the missing file."""
+    target = tmp_path / "real.bin"
+    target.write_bytes(b"x")
+    (tmp_path / "link.bin").symlink_to(target)
+    assert open_ahead(str(tmp_path / "link.bin"), 1) is None
+    assert open_ahead(str(tmp_path / "missing.bin"), 1) is None
+
+
+def test_closing_a_file_opened_ahead_twice_closes_its_descriptor_once(tmp_path: Path) -> None:
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"abc")
+    ahead = open_ahead(str(path), 3)
+    assert ahead is not None
+    fd = ahead.fd
+    ahead.close()
+    assert ahead.closed
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    reused = os.open(path, os.O_RDONLY)  # the number may be handed out again: not closed by the second
+    try:
+        ahead.close()
+        os.fstat(reused)
+    finally:
+        os.close(reused)

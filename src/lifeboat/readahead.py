@@ -1,6 +1,7 @@
 """Asking the kernel to read ahead of a walk over a cold tree (small files' content and
 every inode), so that it does not wait on the disk once per file (the files and keys
-kinds and a dir:// objects source)."""
+kinds and a dir:// objects source); a small file opened to be read ahead is read through
+the same descriptor."""
 
 from __future__ import annotations
 
@@ -11,19 +12,78 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 
-def will_need(path: str) -> None:
-    """Ask the kernel to read ``path`` into the page cache; a file that cannot be opened is
-    left to its read, which reports it. Links are not followed (a walk lists them as links)."""
+def open_ahead(path: str, size: int) -> AheadFile | None:
+    """``path`` opened for reading, the kernel asked to read it into the page cache while
+    the files before it are stored. None if it cannot be opened: its own read reports why.
+    Links are not followed (a walk lists them as links; a link swapped in since is read the
+    usual way). ``size`` is what the walk saw: reads are sized by it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return
+        return None
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
     except OSError:
         pass
-    finally:
-        os.close(fd)
+    return AheadFile(fd, size)
+
+
+class AheadFile:
+    """A file opened by ``open_ahead``, read later with plain ``os.read``: opening it again,
+    or a FileIO over it (which fstats on creation), would cost a system call more per small
+    file, and every system call hands the interpreter to another thread of the walk.
+
+    A read asks for at most one byte more than the walk saw left, so that the end (or a
+    file grown since) is seen without allocating the 1 MiB a caller asks for; once past the
+    walk's size, reads are as asked. Closing is idempotent: the reader closes it, and so
+    does whoever opened it should the read not happen."""
+
+    __slots__ = ("_left", "_open", "fd", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size  # as the walk saw it
+        self._left = size
+        self._open = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether it has been closed (a retry then opens the file again)."""
+        return not self._open
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all that is left if ``n`` is negative)."""
+        if n < 0:
+            parts = []
+            while block := self.read(1 << 20):
+                parts.append(block)
+            return b"".join(parts)
+        if self._left >= 0:
+            n = min(n, self._left + 1)
+        data = os.read(self.fd, n)
+        self._left -= len(data)
+        return data
+
+    def seek(self, offset: int) -> int:
+        """Moves to ``offset`` from the start; reads are then as asked."""
+        self._left = -1
+        return os.lseek(self.fd, offset, os.SEEK_SET)
+
+    def fileno(self) -> int:
+        """The descriptor."""
+        return self.fd
+
+    def close(self) -> None:
+        """Closes the descriptor, once."""
+        if self._open:
+            self._open = False
+            os.close(self.fd)
+
+    def __enter__(self) -> AheadFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 DU_WAIT = 10.0  # seconds a killed du may take to go

@@ -143,7 +143,7 @@ def _backup_with_walk_hook(
 ) -> tuple[DirMedia, SnapshotInfo]:
     """A dir:// backup whose walk calls ``after_walked(key)`` after yielding each file, before
     a reader opens it (its read comes files later); the DirMedia to run the CLI against the
-    same repository, and the snapshot."""
+    same repository, and the snapshot. The backup leaves no file open."""
     from lifeboat import runtime
     from lifeboat.assets.objects.backup import backup_directory
     from lifeboat.assets.objects.model import ObjectsAsset
@@ -163,7 +163,11 @@ def _backup_with_walk_hook(
 
     walked.walk_current = hooked  # type: ignore[method-assign]
     asset = ObjectsAsset.of(policy.asset("media"))
-    return media, backup_directory(asset, walked, runtime.open_for_write(policy), NO_PROGRESS)
+    repo = runtime.open_for_write(policy)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    info = backup_directory(asset, walked, repo, NO_PROGRESS)
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # every file opened ahead was closed
+    return media, info
 
 
 def test_a_file_deleted_between_the_walk_and_its_read_is_left_out(tmp_path: Path) -> None:

@@ -357,3 +357,34 @@ def test_an_unchanged_file_is_taken_only_if_a_restore_would_read_its_entry(encod
     assert (fields is not None) == readable
     if fields is not None:
         assert fields == (entry.chunks, entry.size, entry.meta)
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_batch_whose_read_fails_leaves_none_of_its_files_open(repo, tmp_path, monkeypatch):
+    """Small files are opened a batch at once, ahead of their read (lifeboat/readahead.py):
+    when one of them cannot be read (a file turned into a directory after the walk saw it)
+    the backup fails, and the files after it, opened but never read, are closed too."""
+    import lifeboat.assets.files.tree as tree
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.bin", "b.bin", "c.bin", "d.bin"):
+        (src / name).write_bytes(os.urandom(500))
+    walk_as_is = tree.walk
+
+    def walk_then_swap(roots, exclude=()):
+        for item in walk_as_is(roots, exclude):
+            yield item
+            if item.name.endswith("/b.bin"):
+                (src / "b.bin").unlink()
+                (src / "b.bin").mkdir()
+
+    monkeypatch.setattr(tree, "walk", walk_then_swap)
+    before = open_descriptors()
+    with pytest.raises(IsADirectoryError):
+        backup_paths(repo, "tree", [src])
+    assert open_descriptors() == before
+    assert repo.snapshots() == []  # nothing committed

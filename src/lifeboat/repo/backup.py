@@ -25,6 +25,7 @@ import orjson
 from lifeboat import clock, memory
 from lifeboat.errors import LifeboatError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
+from lifeboat.readahead import AheadFile
 from lifeboat.repo.chunking import encode_payload, read_blocks
 from lifeboat.repo.consolidate import consolidate_quietly, index_files_max, small_index_files
 from lifeboat.repo.format import BLOB_DATA, BLOB_TREE, index_name, pack_name, snapshot_name
@@ -52,7 +53,7 @@ DESCRIBED_MAX = 16 << 20  # read_file(describe=...) holds at most this much of o
 def _read_at_most(fh: IO[bytes], limit: int) -> bytes:
     """Up to ``limit`` bytes, read into a buffer of the file's size: ``read(limit)`` sizes
     its buffer by the limit (16 MiB for a 2 KB key file: 15 us of allocation a file)."""
-    size = os.fstat(fh.fileno()).st_size
+    size = fh.size if isinstance(fh, AheadFile) else os.fstat(fh.fileno()).st_size
     content = fh.read(min(size, limit - 1) + 1)  # one more: has it grown since?
     if size < limit - 1 and len(content) > size:
         content += fh.read(limit - len(content))
@@ -383,6 +384,7 @@ class BackupSession:
         gid: int,
         parent: Entry | None = None,
         describe: Callable[[bytes], dict[str, Any] | None] | None = None,
+        opened: AheadFile | None = None,
     ) -> Entry:
         """The entry of the file at ``source``, its content stored (or the ``parent``'s entry
         when all its chunks are still stored); not added to the tree (see ``put``). Thread-safe.
@@ -390,13 +392,16 @@ class BackupSession:
         ``describe``: a file that is read (not taken from the parent) is read whole and its
         metadata is ``describe(content)``, derived from the very bytes stored (the keys
         kind's fingerprints; for small files, the caller decides which: one that has grown
-        past DESCRIBED_MAX since is stored without)."""
+        past DESCRIBED_MAX since is stored without).
+
+        ``opened``: the file, already opened by the caller to be read ahead (closed here)."""
         try:
             if parent is not None:
                 os.stat(source)  # a file gone since the walk is reported, not taken from the parent
                 if (reused := self.take_parent(path, parent)) is not None:
                     return reused
-            with open(source, "rb", buffering=0) as fh:
+            fh: IO[bytes] = opened or open(source, "rb", buffering=0)  # type: ignore[assignment]  # noqa: SIM115
+            with fh:
                 if describe is None:
                     return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
                 content = _read_at_most(fh, DESCRIBED_MAX + 1)

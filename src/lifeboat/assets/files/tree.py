@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.readahead import metadata_read_ahead, will_need
+from lifeboat.readahead import AheadFile, metadata_read_ahead, open_ahead
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.parents import walk_key
@@ -188,10 +188,16 @@ class _Feeder(WalkFeeder[SourceItem, _Pending]):
         # sockets, devices, fifos: not captured
 
     def read_batch(self, batch: list[_Pending]) -> list[Read]:
-        _prefetch(batch)
-        return [(self._entry_of(item), item.identity) for item in batch]
+        opened = _open_ahead(batch)
+        try:
+            pairs = zip(batch, opened, strict=True)
+            return [(self._entry_of(item, ahead), item.identity) for item, ahead in pairs]
+        finally:
+            for ahead in opened:  # those not read (a failure stopped the batch)
+                if ahead is not None:
+                    ahead.close()
 
-    def _entry_of(self, item: _Pending) -> Entry:
+    def _entry_of(self, item: _Pending, opened: AheadFile | None) -> Entry:
         """The file's entry, read or taken from its parent (which keeps its metadata: it
         describes the chunks kept)."""
         describe = self.describe
@@ -204,17 +210,19 @@ class _Feeder(WalkFeeder[SourceItem, _Pending]):
             gid=item.gid,
             parent=item.parent,
             describe=describe.of if describe is not None and item.size <= describe.max_size else None,
+            opened=opened,
         )
 
 
-def _prefetch(batch: list[_Pending]) -> None:
-    """Asks the kernel for every small file of the batch at once (it reads them while the
-    first ones are being stored): one thread reading a cold tree would otherwise wait on
-    the disk once per file. Not files likely taken from the parent (nothing to read), nor
-    large ones (their reads are large enough to keep the disk busy)."""
-    for item in batch:
-        if item.parent is None and item.size < SMALL_FILE:
-            will_need(item.path)
+def _open_ahead(batch: list[_Pending]) -> list[AheadFile | None]:
+    """Every small file of the batch opened at once, the kernel asked to read each (it
+    reads them while the first ones are being stored): one thread reading a cold tree would
+    otherwise wait on the disk once per file. Not files likely taken from the parent
+    (nothing to read), nor large ones (their reads are large enough to keep the disk busy)."""
+    return [
+        open_ahead(item.path, item.size) if item.parent is None and item.size < SMALL_FILE else None
+        for item in batch
+    ]
 
 
 def _entry(item: SourceItem, kind: Literal["dir", "symlink"], target: str = "") -> Entry:

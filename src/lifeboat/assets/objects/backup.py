@@ -20,7 +20,7 @@ from lifeboat.assets.objects.transfer import (
 )
 from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.readahead import metadata_read_ahead
+from lifeboat.readahead import AheadFile, metadata_read_ahead
 from lifeboat.repo import BackupSession, Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 
@@ -114,33 +114,45 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
             self.queue(_Walked(item, parent), item.size)
 
     def read_batch(self, batch: list[_Walked]) -> list[Read]:
-        for walked in batch:  # asked of the disk at once: it reads them while the first are stored
-            if walked.parent is None and walked.obj.size < SMALL_FILE:
-                self.source.will_read(walked.obj)
-        return [self._read(walked) for walked in batch]
+        # opened, and asked of the disk, at once: it reads them while the first are stored
+        opened = [
+            self.source.open_ahead(w.obj) if w.parent is None and w.obj.size < SMALL_FILE else None
+            for w in batch
+        ]
+        try:
+            return [self._read(walked, ahead) for walked, ahead in zip(batch, opened, strict=True)]
+        finally:
+            for ahead in opened:  # those not read (a failure stopped the batch)
+                if ahead is not None:
+                    ahead.close()
 
-    def _read(self, walked: _Walked) -> Read:
+    def _read(self, walked: _Walked, ahead: AheadFile | None) -> Read:
         obj = walked.obj
         if walked.parent is not None:
             taken = self.session.take_parent(obj.key, walked.parent)
             if taken is not None:
                 self.counters.add(reused=1)
                 return taken, obj.identity
-        read: Read = with_retries(f"reading {obj.key}", lambda: self._download(obj), self.counters)
+        read: Read = with_retries(f"reading {obj.key}", lambda: self._download(obj, ahead), self.counters)
         if read is None:
             self.counters.add(vanished=1)
         return read
 
-    def _download(self, obj: ObjectInfo) -> Read:
+    def _download(self, obj: ObjectInfo, ahead: AheadFile | None) -> Read:
         # Described as opened (fstat), not as walked: a file swapped by rename after the walk
         # and renamed back later would otherwise have the new file's bytes stored under the
         # walk's identity, which the old file has again (inode, mtime and size), so a later
         # backup would take that entry for it. Found by review, tests/objects/test_dir_source.py.
-        try:
-            body, now = self.source.open_with_info(obj)  # as it is now: it may have changed since the walk
-        except FileNotFoundError:
-            return None  # deleted since the walk saw it: left out, as the walk leaves it out
-        stream = SizedReads(body, now.size)  # no 1 MiB block allocated to read 2 KB
+        body: Any
+        if ahead is not None and not ahead.closed:  # a retry opens it again
+            body, now = ahead, self.source.info_of_opened(obj, ahead)
+        else:
+            try:
+                body, now = self.source.open_with_info(obj)  # as it is now: it may have changed
+            except FileNotFoundError:
+                return None  # deleted since the walk saw it: left out, as the walk leaves it out
+        # reads no larger than the file (no 1 MiB block allocated to read 2 KB), as AheadFile's
+        stream = body if isinstance(body, AheadFile) else SizedReads(body, now.size)
         try:
             entry = self.session.read_stream(
                 obj.key,

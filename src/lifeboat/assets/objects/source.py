@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 from lifeboat.assets.objects.info import DEFAULT_STALL_TIMEOUT, ObjectDir, ObjectInfo
 from lifeboat.assets.objects.keypaths import key_to_path, key_to_relpath, relpath_to_key
 from lifeboat.errors import ConfigError, StorageError
-from lifeboat.readahead import will_need
+from lifeboat.readahead import AheadFile, open_ahead
 
 if TYPE_CHECKING:
     from lifeboat.assets.objects.model import ObjectsAsset
@@ -92,9 +92,10 @@ class DirSource:
                 raise _unreadable(entry.path, exc) from None
             yield _file_info(key, st)
 
-    def will_read(self, obj: ObjectInfo) -> None:
-        """Asks the kernel to read a file ahead (it does while earlier ones are stored)."""
-        will_need(os.path.join(self.root, key_to_relpath(obj.key)))
+    def open_ahead(self, obj: ObjectInfo) -> AheadFile | None:
+        """A file opened, the kernel asked to read it ahead (it does while earlier ones are
+        stored); None if it cannot be opened so (``open_with_info`` then says why)."""
+        return open_ahead(os.path.join(self.root, key_to_relpath(obj.key)), obj.size)
 
     def list_versions(self) -> list[ObjectInfo]:
         """A directory's only versions are its current files."""
@@ -110,6 +111,10 @@ class DirSource:
         body = open(path, "rb", buffering=0)  # noqa: SIM115 - the caller's
         st = os.fstat(body.fileno())
         return body, _file_info(obj.key, st)
+
+    def info_of_opened(self, obj: ObjectInfo, opened: AheadFile) -> ObjectInfo:
+        """The object info of a file opened ahead, as it is now (as ``open_with_info``)."""
+        return _file_info(obj.key, os.fstat(opened.fd))
 
     def upload(
         self,
