@@ -576,6 +576,12 @@ class _ChunkWriter:
         """The writer's reply: what it found already in place (planted during the restore),
         or read back unlike what it was sent, is replaced here, the usual way; what it made
         (and, for ``read_back``, read back equal) is handed on."""
+        if not existing and written == len(sent):  # the usual reply: all made, counted in one go
+            self._count_made(sum(map(len, [data for _, data in sent])), len(sent))
+            if self.read_back is not None:
+                for entry, data in sent:
+                    self.read_back.read_back(entry, data)
+            return
         replaced = set(existing)
         processed = range(written + len(existing))
         done = [k for k in processed if k not in replaced] if replaced else list(processed)
@@ -585,15 +591,17 @@ class _ChunkWriter:
                 self._write_data(*sent[k])
                 done.append(k)
         finally:  # what was made counts, even when a replacement here failed
-            size = sum(len(sent[k][1]) for k in done)
-            self.progress.advance(size)
-            with self._lock:
-                self.stats.files += len(done)
-                self.stats.verified += len(done)
-                self.stats.bytes += size
+            self._count_made(sum(len(sent[k][1]) for k in done), len(done))
         if self.read_back is not None:
             for k in made:
                 self.read_back.read_back(*sent[k])
+
+    def _count_made(self, size: int, files: int) -> None:
+        self.progress.advance(size)
+        with self._lock:
+            self.stats.files += files
+            self.stats.verified += files
+            self.stats.bytes += size
 
     def _write_one(self, entry: Entry) -> None:
         """A small file of one chunk, in one go: no handle, no shared bookkeeping (most of a
