@@ -388,3 +388,61 @@ def test_a_batch_whose_read_fails_leaves_none_of_its_files_open(repo, tmp_path, 
         backup_paths(repo, "tree", [src])
     assert open_descriptors() == before
     assert repo.snapshots() == []  # nothing committed
+
+
+def test_files_opened_ahead_leave_room_under_a_low_open_files_limit(repo, tmp_path):
+    """Four readers of batches with a large file and the small-file reader each open their
+    batch's small files ahead: under a limit of 128 open files, 64 a batch took every
+    descriptor and the large files, packs and index could not be opened (EMFILE). A batch
+    holds a 32nd of the limit at most; the rest is read the usual way."""
+    import resource
+
+    src = tmp_path / "src"
+    files = {}
+    for d in range(60):
+        for i in range(63):
+            files[f"d{d:02}/f{i:02}.bin"] = os.urandom(200)
+        files[f"d{d:02}/big.bin"] = os.urandom(200 << 10)
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(128, open_descriptors() + 64), hard))
+    try:
+        info = backup_paths(repo, "tree", [src])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    restore_snapshot(repo, info, tmp_path / "restored")
+    assert restored(tmp_path / "restored" / "src") == files
+
+
+def test_a_pipe_put_in_place_of_a_file_after_the_walk_is_reported_not_waited_on(repo, tmp_path, monkeypatch):
+    """A file opened ahead without blocking: a pipe that replaced it after the walk, with a
+    writer that sends nothing, fails the backup with one line naming it (before: the
+    backup's read waited on the pipe for as long as the writer lived)."""
+    import lifeboat.assets.files.tree as tree
+    from lifeboat.errors import StorageError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (src / name).write_bytes(os.urandom(500))
+    walk_as_is = tree.walk
+    writers: list[int] = []
+
+    def walk_then_swap(roots, exclude=()):
+        for item in walk_as_is(roots, exclude):
+            yield item
+            if item.name.endswith("/b.bin"):
+                (src / "b.bin").unlink()
+                os.mkfifo(src / "b.bin")
+                writers.append(os.open(src / "b.bin", os.O_RDWR))  # a writer that sends nothing
+
+    monkeypatch.setattr(tree, "walk", walk_then_swap)
+    try:
+        with pytest.raises(StorageError, match=r"b\.bin is no longer a regular file"):
+            backup_paths(repo, "tree", [src])
+    finally:
+        for fd in writers:
+            os.close(fd)
+    assert repo.snapshots() == []

@@ -413,6 +413,8 @@ class BackupSession:
             raise NotFoundError(f"{source} disappeared during the backup") from None
         except PermissionError:
             raise StorageError(f"permission denied reading {source}") from None
+        except BlockingIOError:  # opened ahead without blocking: a pipe put in its place since the walk
+            raise StorageError(f"{source} is no longer a regular file") from None
 
     def read_stream(
         self, path: str, stream: IO[bytes], *, mtime_ns: int, meta: dict[str, Any], mode: int = 0o644
@@ -548,6 +550,8 @@ class BackupSession:
             raise NotFoundError(f"{source} disappeared during the backup") from None
         except PermissionError:
             raise StorageError(f"permission denied reading {source}") from None
+        except BlockingIOError:  # opened ahead without blocking: a pipe put in its place since the walk
+            raise StorageError(f"{source} is no longer a regular file") from None
 
     def add_bytes(
         self,

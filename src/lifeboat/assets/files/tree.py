@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.readahead import AheadFile, metadata_read_ahead, open_ahead
+from lifeboat.readahead import AheadFile, metadata_read_ahead, open_batch_ahead
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.parents import walk_key
@@ -215,14 +215,14 @@ class _Feeder(WalkFeeder[SourceItem, _Pending]):
 
 
 def _open_ahead(batch: list[_Pending]) -> list[AheadFile | None]:
-    """Every small file of the batch opened at once, the kernel asked to read each (it
-    reads them while the first ones are being stored): one thread reading a cold tree would
-    otherwise wait on the disk once per file. Not files likely taken from the parent
-    (nothing to read), nor large ones (their reads are large enough to keep the disk busy)."""
-    return [
-        open_ahead(item.path, item.size) if item.parent is None and item.size < SMALL_FILE else None
-        for item in batch
-    ]
+    """The small files of the batch opened at once (as many as ``open_batch_ahead`` lets a
+    batch hold), the kernel asked to read each (it reads them while the first ones are
+    being stored): one thread reading a cold tree would otherwise wait on the disk once per
+    file. Not files likely taken from the parent (nothing to read), nor large ones (their
+    reads are large enough to keep the disk busy)."""
+    return open_batch_ahead(
+        (item.path, item.size) if item.parent is None and item.size < SMALL_FILE else None for item in batch
+    )
 
 
 def _entry(item: SourceItem, kind: Literal["dir", "symlink"], target: str = "") -> Entry:

@@ -20,7 +20,7 @@ from lifeboat.assets.objects.transfer import (
 )
 from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.readahead import AheadFile, metadata_read_ahead
+from lifeboat.readahead import AheadFile, metadata_read_ahead, open_batch_ahead
 from lifeboat.repo import BackupSession, Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 
@@ -115,10 +115,10 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
 
     def read_batch(self, batch: list[_Walked]) -> list[Read]:
         # opened, and asked of the disk, at once: it reads them while the first are stored
-        opened = [
-            self.source.open_ahead(w.obj) if w.parent is None and w.obj.size < SMALL_FILE else None
+        opened = open_batch_ahead(
+            (self.source.path_of(w.obj), w.obj.size) if w.parent is None and w.obj.size < SMALL_FILE else None
             for w in batch
-        ]
+        )
         try:
             return [self._read(walked, ahead) for walked, ahead in zip(batch, opened, strict=True)]
         finally:

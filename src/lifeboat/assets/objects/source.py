@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeAlias
 from lifeboat.assets.objects.info import DEFAULT_STALL_TIMEOUT, ObjectDir, ObjectInfo
 from lifeboat.assets.objects.keypaths import key_to_path, key_to_relpath, relpath_to_key
 from lifeboat.errors import ConfigError, StorageError
-from lifeboat.readahead import AheadFile, open_ahead
+from lifeboat.readahead import AheadFile
 
 if TYPE_CHECKING:
     from lifeboat.assets.objects.model import ObjectsAsset
@@ -92,10 +92,9 @@ class DirSource:
                 raise _unreadable(entry.path, exc) from None
             yield _file_info(key, st)
 
-    def open_ahead(self, obj: ObjectInfo) -> AheadFile | None:
-        """A file opened, the kernel asked to read it ahead (it does while earlier ones are
-        stored); None if it cannot be opened so (``open_with_info`` then says why)."""
-        return open_ahead(os.path.join(self.root, key_to_relpath(obj.key)), obj.size)
+    def path_of(self, obj: ObjectInfo) -> str:
+        """The file an object of this directory is."""
+        return os.path.join(self.root, key_to_relpath(obj.key))
 
     def list_versions(self) -> list[ObjectInfo]:
         """A directory's only versions are its current files."""
@@ -107,8 +106,7 @@ class DirSource:
         # unbuffered: a buffered file asks isatty and seeks on opening, two more system
         # calls per file, each a hand-off of the interpreter to the walk (callers read whole
         # blocks, through SizedReads)
-        path = os.path.join(self.root, key_to_relpath(obj.key))
-        body = open(path, "rb", buffering=0)  # noqa: SIM115 - the caller's
+        body = open(self.path_of(obj), "rb", buffering=0)  # noqa: SIM115 - the caller's
         st = os.fstat(body.fileno())
         return body, _file_info(obj.key, st)
 
