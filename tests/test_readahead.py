@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lifeboat.readahead import metadata_read_ahead, open_ahead
+from lifeboat.readahead import AheadFile, metadata_read_ahead, open_ahead
 from lifeboat.repo.chunking import read_blocks
 
 
@@ -84,14 +84,20 @@ def test_the_real_du_leaves_nothing_behind(tmp_path: Path) -> None:
 # --- small files opened ahead and read through the same descriptor ---------------------
 
 
+def opened_ahead(path: Path, data: bytes) -> AheadFile:
+    """``data`` written to ``path``, then the file opened ahead with that size."""
+    path.write_bytes(data)
+    ahead = open_ahead(str(path), len(data))
+    assert ahead is not None
+    return ahead
+
+
 def test_a_file_opened_ahead_gives_its_bytes_and_what_was_appended_after_the_walk(tmp_path: Path) -> None:
     """The walk's size bounds the first read (no 1 MiB buffer for 3 KB), never the content:
     bytes appended since are read too, as a fresh open would read them."""
     path = tmp_path / "app.log"
     first = os.urandom(3000)
-    path.write_bytes(first)
-    ahead = open_ahead(str(path), 3000)
-    assert ahead is not None
+    ahead = opened_ahead(path, first)
     more = os.urandom(5000)
     with open(path, "ab") as log:
         log.write(more)
@@ -102,20 +108,15 @@ def test_a_file_opened_ahead_gives_its_bytes_and_what_was_appended_after_the_wal
 def test_a_file_opened_ahead_and_cut_since_gives_what_is_left(tmp_path: Path) -> None:
     path = tmp_path / "cut.bin"
     data = os.urandom(4000)
-    path.write_bytes(data)
-    ahead = open_ahead(str(path), 4000)
-    assert ahead is not None
+    ahead = opened_ahead(path, data)
     os.truncate(path, 10)
     with ahead:
         assert b"".join(read_blocks(ahead, 1 << 20)) == data[:10]  # type: ignore[arg-type]
 
 
 def test_a_file_opened_ahead_reads_whole_again_after_a_seek_to_its_start(tmp_path: Path) -> None:
-    path = tmp_path / "key.pem"
     data = os.urandom(2000)
-    path.write_bytes(data)
-    ahead = open_ahead(str(path), 2000)
-    assert ahead is not None
+    ahead = opened_ahead(tmp_path / "key.pem", data)
     with ahead:
         assert ahead.read(100) == data[:100]
         ahead.seek(0)
@@ -133,9 +134,7 @@ def test_a_link_or_a_missing_file_is_not_opened_ahead(tmp_path: Path) -> None:
 
 def test_closing_a_file_opened_ahead_twice_closes_its_descriptor_once(tmp_path: Path) -> None:
     path = tmp_path / "a.bin"
-    path.write_bytes(b"abc")
-    ahead = open_ahead(str(path), 3)
-    assert ahead is not None
+    ahead = opened_ahead(path, b"abc")
     fd = ahead.fd
     ahead.close()
     assert ahead.closed
