@@ -550,8 +550,6 @@ class BackupSession:
             raise NotFoundError(f"{source} disappeared during the backup") from None
         except PermissionError:
             raise StorageError(f"permission denied reading {source}") from None
-        except BlockingIOError:  # opened ahead without blocking: a pipe put in its place since the walk
-            raise StorageError(f"{source} is no longer a regular file") from None
 
     def add_bytes(
         self,
