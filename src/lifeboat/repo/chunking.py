@@ -32,11 +32,12 @@ from lifeboat.repo.format import (
 )
 
 DEFAULT_CHUNK_SIZE = 1 << 20
-# Files below this size are read (backup) and written (restore) by one thread, not a pool:
-# storing or restoring one costs less than handing the GIL between threads, and every
-# open, read, write and close releases it, so with several threads each release wakes
-# another. 30,000 files of 0.5-4 KB backed up by four readers made 1.67 million futex
-# calls and 3.9 s of system time; one reader beside the walk, 154,000 and 0.9 s.
+# Files below this size are read (backup, by the walk's thread) and written (restore) by
+# one thread, not a pool: storing or restoring one costs less than handing the GIL between
+# threads, and every open, read, write and close releases it, so with several threads each
+# release wakes another. 30,000 files of 0.5-4 KB backed up by four readers made 1.67
+# million futex calls and 3.9 s of system time; one reader beside the walk, 154,000 and
+# 0.9 s (docs/design/internals.md).
 SMALL_FILE = 64 << 10
 MIN_CHUNK_SIZE = 8 << 10
 MAX_CHUNK_SIZE = 16 << 20

@@ -89,9 +89,9 @@ class _Walked:
 
 
 class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
-    """A ``dir://`` source's walk: files read beside the walk (by one reader for small
-    ones: their reads cost less than the interpreter's hand-offs between threads), each
-    entry put into the streamed tree in walk order."""
+    """A ``dir://`` source's walk: small files read by the walk's thread a batch at a time
+    (their reads cost less than the interpreter's hand-offs between threads), larger ones
+    beside it, each entry put into the streamed tree in walk order."""
 
     def __init__(self, session: BackupSession, source: DirSource, counters: Counters) -> None:
         super().__init__(session)
