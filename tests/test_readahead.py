@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lifeboat.readahead import AheadFile, metadata_read_ahead, open_ahead
+from lifeboat.readahead import AheadFile, metadata_read_ahead, open_ahead, open_batch_ahead
 from lifeboat.repo.chunking import read_blocks
 
 
@@ -146,3 +147,23 @@ def test_closing_a_file_opened_ahead_twice_closes_its_descriptor_once(tmp_path: 
         os.fstat(reused)
     finally:
         os.close(reused)
+
+
+def test_files_opened_for_a_batch_are_closed_when_the_opening_is_interrupted(tmp_path: Path) -> None:
+    """Ctrl-C, SIGTERM or a deadline lands on the walk's thread, which opens its batches:
+    what it had opened of the batch is closed, not left open."""
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(b"x" * 10)
+        paths.append(str(path))
+
+    def files() -> Iterator[tuple[str, int]]:
+        for path in paths:
+            yield path, 10
+        raise KeyboardInterrupt
+
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(KeyboardInterrupt):
+        open_batch_ahead(files())
+    assert len(os.listdir("/proc/self/fd")) == before

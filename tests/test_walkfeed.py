@@ -61,3 +61,28 @@ def test_entries_behind_a_batch_being_read_are_bounded_and_keep_their_order() ->
 
     assert not walk.is_alive()
     assert session.paths == ["big.bin", *names]
+
+
+def test_the_walk_waits_for_the_batch_ahead_of_it_not_for_every_batch_being_read() -> None:
+    """Two batches being read: once the first is done, the walk goes on behind the second
+    (the readers keep busy) until the bound holds it again."""
+    session = RecordingSession()
+    feeder = Feeder(session)  # type: ignore[arg-type]
+    first: WatchedFuture = WatchedFuture()
+    second: WatchedFuture = WatchedFuture()
+    feeder.slots.extend([first, second])
+    feeder.reading = 2
+    names = [f"d{i:05}" for i in range(2 * HELD_ENTRIES)]
+    walk = threading.Thread(target=lambda: [feeder.add(name) for name in names])
+    walk.start()
+
+    assert first.waited.wait(30)
+    first.set_result([(Entry(path="a.bin"), None)])
+    assert second.waited.wait(30)
+    assert len(feeder.slots) == HELD_ENTRIES  # it went on after the first, up to the bound
+    assert session.paths == ["a.bin"]
+    second.set_result([(Entry(path="b.bin"), None)])
+    walk.join(30)
+
+    assert not walk.is_alive()
+    assert session.paths == ["a.bin", "b.bin", *names]

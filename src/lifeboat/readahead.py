@@ -23,10 +23,16 @@ def open_batch_ahead(files: Iterable[tuple[str, int] | None]) -> list[AheadFile 
     The rest of the batch is read the usual way."""
     allowance = _open_files_limit() // AHEAD_SHARE
     opened: list[AheadFile | None] = []
-    for file in files:
-        ahead = open_ahead(*file) if file is not None and allowance > 0 else None
-        allowance -= ahead is not None
-        opened.append(ahead)
+    try:
+        for file in files:
+            ahead = open_ahead(*file) if file is not None and allowance > 0 else None
+            allowance -= ahead is not None
+            opened.append(ahead)
+    except BaseException:  # Ctrl-C, SIGTERM or a deadline on the walk's thread: none left open
+        for ahead in opened:
+            if ahead is not None:
+                ahead.close()
+        raise
     return opened
 
 

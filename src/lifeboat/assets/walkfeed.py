@@ -23,7 +23,7 @@ READ_WORKERS = 4
 BATCH_FILES = 64
 BATCH_BYTES = 1 << 20
 READ_AHEAD = READ_WORKERS * 4  # batches read ahead of the walk's place in the tree
-HELD_ENTRIES = READ_AHEAD * BATCH_FILES  # entries ready behind a batch still being read, at most
+HELD_ENTRIES = READ_AHEAD * BATCH_FILES  # slots held at most: batches being read and the entries behind them
 
 W = TypeVar("W")  # what the walk yields
 P = TypeVar("P")  # a file waiting for a reader
@@ -99,7 +99,7 @@ class WalkFeeder(ABC, Generic[W, P]):
     def take_or_defer(self, name: str, identity: str, parent: bytes | None) -> tuple[bool, Entry | None]:
         """(taken, the parent's entry for the reader). An unchanged file (``parent``, from
         ``session.parent_encoded``) with no file waiting in the batch ahead of it is taken
-        here; one behind a waiting file is left to the reader, which keeps the walk order
+        here; one behind a waiting file is left to the batch's read, which keeps the walk order
         (the reader tries the parent's entry first). A parent entry whose chunks are gone
         (pruned) is not tried again: (False, None)."""
         if parent is None:
@@ -133,7 +133,7 @@ class WalkFeeder(ABC, Generic[W, P]):
         if self.slots:
             self.slots.append(ready)
             # behind a batch still being read (a large file): wait for it rather than hold more
-            self._drain(READ_AHEAD if len(self.slots) < HELD_ENTRIES else 0)
+            self._drain(READ_AHEAD if len(self.slots) < HELD_ENTRIES else self.reading - 1)
         else:  # nothing ahead of it in walk order: straight into the tree
             self._put(ready)
 
