@@ -29,11 +29,16 @@ def open_batch_ahead(files: Iterable[tuple[str, int] | None]) -> list[AheadFile 
             allowance -= ahead is not None
             opened.append(ahead)
     except BaseException:  # Ctrl-C, SIGTERM or a deadline on the walk's thread: none left open
-        for ahead in opened:
-            if ahead is not None:
-                ahead.close()
+        close_all(opened)
         raise
     return opened
+
+
+def close_all(opened: Iterable[AheadFile | None]) -> None:
+    """Closes a batch's files opened ahead (those already read are closed: no matter)."""
+    for ahead in opened:
+        if ahead is not None:
+            ahead.close()
 
 
 def _open_files_limit() -> int:

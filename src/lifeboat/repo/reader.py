@@ -577,7 +577,7 @@ class _ChunkWriter:
         or read back unlike what it was sent, is replaced here, the usual way; what it made
         (and, for ``read_back``, read back equal) is handed on."""
         if not existing and written == len(sent):  # the usual reply: all made, counted in one go
-            self._count_made(sum(map(len, [data for _, data in sent])), len(sent))
+            self._count_made(sum(len(data) for _, data in sent), len(sent))
             if self.read_back is not None:
                 for entry, data in sent:
                     self.read_back.read_back(entry, data)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.errors import ConfigError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.readahead import AheadFile, metadata_read_ahead, open_batch_ahead
+from lifeboat.readahead import AheadFile, close_all, metadata_read_ahead, open_batch_ahead
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.parents import walk_key
@@ -193,9 +193,7 @@ class _Feeder(WalkFeeder[SourceItem, _Pending]):
             pairs = zip(batch, opened, strict=True)
             return [(self._entry_of(item, ahead), item.identity) for item, ahead in pairs]
         finally:
-            for ahead in opened:  # those not read (a failure stopped the batch)
-                if ahead is not None:
-                    ahead.close()
+            close_all(opened)  # those not read (a failure stopped the batch)
 
     def _entry_of(self, item: _Pending, opened: AheadFile | None) -> Entry:
         """The file's entry, read or taken from its parent (which keeps its metadata: it

@@ -20,7 +20,7 @@ from lifeboat.assets.objects.transfer import (
 )
 from lifeboat.assets.walkfeed import Read, WalkFeeder
 from lifeboat.progress import NO_PROGRESS, ProgressSink
-from lifeboat.readahead import AheadFile, metadata_read_ahead, open_batch_ahead
+from lifeboat.readahead import AheadFile, close_all, metadata_read_ahead, open_batch_ahead
 from lifeboat.repo import BackupSession, Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 
@@ -122,9 +122,7 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
         try:
             return [self._read(walked, ahead) for walked, ahead in zip(batch, opened, strict=True)]
         finally:
-            for ahead in opened:  # those not read (a failure stopped the batch)
-                if ahead is not None:
-                    ahead.close()
+            close_all(opened)  # those not read (a failure stopped the batch)
 
     def _read(self, walked: _Walked, ahead: AheadFile | None) -> Read:
         obj = walked.obj
