@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+from lifeboat.assets.postgres.connection import CONNECT_TIMEOUT_S
 from tests.pgsandbox import PgSandbox
 
 
@@ -53,3 +56,54 @@ def test_status_groups_the_fleet_by_host_riskiest_first(pg):
     text = pg.run("status", check=False).stdout
     first, second = "host db2.internal: 2 asset(s), 1 breaching", f"host {local}: 1 asset(s), 0 breaching"
     assert first in text and second in text and text.index(first) < text.index(second)
+
+
+class SilentHost:
+    """A PostgreSQL host that accepts connections and never answers, as one hung in an
+    outage: it notes when each connection came, and once ``release_at`` have come it
+    closes them all (and every later one), so no client waits on it any longer."""
+
+    def __init__(self, release_at: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.release_at = release_at
+        self.held: list[socket.socket] = []
+        self.came: list[float] = []  # time.monotonic() of each connection held
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed: released, or the test is over
+                return
+            self.held.append(conn)
+            self.came.append(time.monotonic())
+            if len(self.held) >= self.release_at:
+                self.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_status_asks_every_silent_host_at_once(pg):
+    """Two clusters on a host that accepts connections and never answers: status asks both
+    archivers at once, so the outage costs one connect timeout, not one per asset. Asked one
+    after the other, the second connection could only come once the first had timed out."""
+    silent = SilentHost(release_at=2)
+    try:
+        dsn = f"host=127.0.0.1 port={silent.port} dbname=app user=backup sslmode=disable gssencmode=disable"
+        pg.builder.postgres("hung1", dsn=dsn, cls="critical").postgres("hung2", dsn=dsn, cls="critical")
+        pg.write_policy()
+        pg.run("backup", "db")
+        proc = pg.run("status", "--json", check=False)
+    finally:
+        silent.close()
+    assert len(silent.came) == 2, silent.came
+    assert silent.came[1] - silent.came[0] < CONNECT_TIMEOUT_S, "the two clusters were asked in turn"
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # hung1, hung2: never backed up
+    by_name = {a["asset"]: a for a in json.loads(proc.stdout)["assets"]}
+    assert by_name["hung1"]["breaches"] == by_name["hung2"]["breaches"] == ["never backed up"]
+    assert by_name["db"]["archive_failure"] is None and by_name["db"]["last_backup"] is not None

@@ -276,6 +276,13 @@ class AssetKind:
         """Status: data newer than the newest snapshot (WAL, streams), and breaches."""
         return StatusExtras()
 
+    def status_probe(self, asset: AssetSpec) -> Callable[[], Any] | None:
+        """A question status asks the asset's live source (a server's own view), whose
+        answer ``status`` then finds in ``StatusQuery.probed``; None: none. Every asset's
+        probe runs at once, beside the repository reads: during an outage a host that does
+        not answer costs one connect timeout, not one per asset behind it."""
+        return None
+
     def host(self, asset: AssetSpec) -> str | None:
         """Where the asset lives when the policy does not say (e.g. a dsn's host)."""
         return None
@@ -324,6 +331,7 @@ class StatusQuery:
     asset: AssetSpec
     snapshots: list[SnapshotInfo]  # the asset's, oldest first
     audit: Sequence[dict[str, Any]]
+    probed: Any = None  # what the kind's status_probe answered (None without one)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,9 @@ from lifeboat.repo.trust import LEGACY_WARNING
 if TYPE_CHECKING:
     from lifeboat.assets.kind import AssetSpec
     from lifeboat.policy import Policy
+
+
+MAX_PROBES = 16  # status probes (one per asset that has one) asked at once
 
 
 @dataclass
@@ -79,6 +83,19 @@ def drill_results(policy: Policy) -> list[dict[str, Any]]:
 
 def asset_status(policy: Policy, repo: Repository, now: datetime | None = None) -> list[AssetStatus]:
     now = now or clock.now()
+    probes = {name: kind_of(asset).status_probe(asset) for name, asset in policy.assets.items()}
+    asked = {name: probe for name, probe in probes.items() if probe is not None}
+    if not asked:
+        return _asset_status(policy, repo, now, {})
+    # every live source asked at once, while the repository is read: a fleet's hosts that
+    # do not answer during an outage cost one connect timeout, not one each
+    with ThreadPoolExecutor(max_workers=min(len(asked), MAX_PROBES), thread_name_prefix="probe") as pool:
+        return _asset_status(policy, repo, now, {name: pool.submit(probe) for name, probe in asked.items()})
+
+
+def _asset_status(
+    policy: Policy, repo: Repository, now: datetime, probed: dict[str, Future[Any]]
+) -> list[AssetStatus]:
     # refused snapshots count for nothing, and are breaches (another writer's sealed header
     # is recognised by the asset its signature names)
     listing = repo.snapshot_listing(assets=list(policy.assets))
@@ -93,7 +110,8 @@ def asset_status(policy: Policy, repo: Repository, now: datetime | None = None) 
         st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
         mine = [s for s in snapshots if s.asset == name]
         newest = mine[-1].time if mine else None
-        extras = kind_of(asset).status(StatusQuery(policy, repo, name, asset, mine, audit))
+        answer = probed[name].result() if name in probed else None
+        extras = kind_of(asset).status(StatusQuery(policy, repo, name, asset, mine, audit, answer))
         if extras.newest is not None:
             newest = max(newest, extras.newest) if newest else extras.newest
         st.bad_pages, st.archive_failure = extras.bad_pages, extras.archive_failure

@@ -8,6 +8,8 @@ import psycopg
 
 from lifeboat.errors import LifeboatError
 
+CONNECT_TIMEOUT_S = 10
+
 
 class PgError(LifeboatError):
     """PostgreSQL refused or failed."""
@@ -16,7 +18,9 @@ class PgError(LifeboatError):
 def connect(dsn: str) -> psycopg.Connection[Any]:
     """Connect to PostgreSQL (autocommit, 10 s timeout); a failure is a one-line PgError."""
     try:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="lifeboat")
+        return psycopg.connect(
+            dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="lifeboat"
+        )
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
         raise PgError(f"cannot connect to PostgreSQL: {first}", hint="check the asset's dsn") from None

@@ -5,6 +5,7 @@ Only light imports at module level: `wal push` loads the registry, never psycopg
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,6 +208,14 @@ class PostgresKind(AssetKind):
         from lifeboat.assets.postgres.status import status_extras
 
         return status_extras(query)
+
+    def status_probe(self, asset: AssetSpec) -> Callable[[], Any] | None:
+        """pg_stat_archiver's verdict (``configure.archive_failure``), asked of the server."""
+        # imported here, on the caller's thread: psycopg is then never first imported by
+        # two threads at once
+        from lifeboat.assets.postgres.configure import archive_failure
+
+        return functools.partial(archive_failure, _spec(asset).dsn)
 
     def host(self, asset: AssetSpec) -> str | None:
         """The primary's host from the dsn (this machine for a socket)."""

@@ -34,7 +34,7 @@ def status_extras(query: StatusQuery) -> StatusExtras:
     # every other host pushed
     if archived is not None:
         newest = max(newest, archived) if newest else archived
-    _archiver_verdict(extras, asset)
+    _archiver_verdict(extras, query.probed)
     for d in extras.divergent:
         extras.breaches.append(
             f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
@@ -48,12 +48,11 @@ def status_extras(query: StatusQuery) -> StatusExtras:
     return extras
 
 
-def _archiver_verdict(extras: StatusExtras, asset: PostgresAsset) -> None:
+def _archiver_verdict(extras: StatusExtras, failure: str | None) -> None:
     """A server whose archive_command fails loses its point-in-time recovery silently:
-    the audit log only records the pushes that worked."""
-    from lifeboat.assets.postgres.configure import archive_failure
-
-    extras.archive_failure = archive_failure(asset.dsn)
+    the audit log only records the pushes that worked. ``failure``: what the kind's
+    status probe (``configure.archive_failure``) found."""
+    extras.archive_failure = failure
     if extras.archive_failure is not None:
         extras.breaches.append(extras.archive_failure)
 
