@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-from lifeboat.assets.postgres.connection import CONNECT_TIMEOUT_S
 from tests.pgsandbox import PgSandbox
 
 
@@ -59,28 +59,31 @@ def test_status_groups_the_fleet_by_host_riskiest_first(pg):
 
 
 class SilentHost:
-    """A PostgreSQL host that accepts connections and never answers, as one hung in an
-    outage: it notes when each connection came, and once ``release_at`` have come it
-    closes them all (and every later one), so no client waits on it any longer."""
+    """PostgreSQL hosts hung in an outage: a port that accepts connections and never
+    answers. ``came`` is set once ``expect`` connections are held; ``close`` drops them all
+    (the clients then fail at once) and refuses any more."""
 
-    def __init__(self, release_at: int) -> None:
+    def __init__(self, expect: int) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.release_at = release_at
+        self.expect = expect
         self.held: list[socket.socket] = []
-        self.came: list[float] = []  # time.monotonic() of each connection held
+        self.came = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def dsn(self, dbname: str) -> str:
+        where = f"host=127.0.0.1 port={self.port} dbname={dbname}"
+        return f"{where} user=backup sslmode=disable gssencmode=disable"
 
     def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self.listener.accept()
-            except OSError:  # closed: released, or the test is over
+            except OSError:  # closed
                 return
             self.held.append(conn)
-            self.came.append(time.monotonic())
-            if len(self.held) >= self.release_at:
-                self.close()
+            if len(self.held) >= self.expect:
+                self.came.set()
 
     def close(self) -> None:
         self.listener.close()
@@ -88,22 +91,68 @@ class SilentHost:
             conn.close()
 
 
+# No connect gives up while a test runs (lifeboat's own timeout is 10 s): a cluster the
+# silent host hears from was asked while every one before it was still waiting
+SLOW_CONNECT = {"PGCONNECT_TIMEOUT": "600"}
+
+
+def silent_fleet(pg: PgSandbox, silent: SilentHost, count: int) -> None:
+    for n in range(count):
+        pg.builder.postgres(f"hung{n}", dsn=silent.dsn(f"app{n}"), cls="critical")
+    pg.write_policy()
+
+
 def test_status_asks_every_silent_host_at_once(pg):
-    """Two clusters on a host that accepts connections and never answers: status asks both
-    archivers at once, so the outage costs one connect timeout, not one per asset. Asked one
-    after the other, the second connection could only come once the first had timed out."""
-    silent = SilentHost(release_at=2)
+    """Clusters that do not answer cost status one connect timeout, not one each: they are
+    all asked at once. Asked in turn, the second would be asked only once the first had
+    given up."""
+    silent = SilentHost(expect=2)
+    silent_fleet(pg, silent, 2)
+    pg.run("backup", "db")
+    proc = pg.popen("status", "--json", env=SLOW_CONNECT, text=True)
     try:
-        dsn = f"host=127.0.0.1 port={silent.port} dbname=app user=backup sslmode=disable gssencmode=disable"
-        pg.builder.postgres("hung1", dsn=dsn, cls="critical").postgres("hung2", dsn=dsn, cls="critical")
-        pg.write_policy()
-        pg.run("backup", "db")
-        proc = pg.run("status", "--json", check=False)
+        assert silent.came.wait(120), f"{len(silent.held)} of 2 silent clusters asked: asked in turn"
+        silent.close()  # the hung hosts drop their connections: status goes on at once
+        out, err = proc.communicate(timeout=120)
     finally:
         silent.close()
-    assert len(silent.came) == 2, silent.came
-    assert silent.came[1] - silent.came[0] < CONNECT_TIMEOUT_S, "the two clusters were asked in turn"
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # hung1, hung2: never backed up
-    by_name = {a["asset"]: a for a in json.loads(proc.stdout)["assets"]}
-    assert by_name["hung1"]["breaches"] == by_name["hung2"]["breaches"] == ["never backed up"]
+        proc.kill()
+    assert proc.returncode == 1 and "Traceback" not in err  # hung0, hung1: never backed up
+    by_name = {a["asset"]: a for a in json.loads(out)["assets"]}
+    assert by_name["hung0"]["breaches"] == by_name["hung1"]["breaches"] == ["never backed up"]
     assert by_name["db"]["archive_failure"] is None and by_name["db"]["last_backup"] is not None
+
+
+def test_status_stopped_while_hosts_are_silent_stops_at_once(pg):
+    """SIGTERM (a monitoring poll's timeout) or Ctrl-C stops status while clusters keep it
+    waiting: it does not wait for their answers first (nor start asking any more)."""
+    silent = SilentHost(expect=3)
+    silent_fleet(pg, silent, 3)
+    proc = pg.popen("status", env=SLOW_CONNECT, text=True)
+    try:
+        assert silent.came.wait(120), f"{len(silent.held)} of 3 silent clusters asked"
+        os.kill(pg.lifeboat_pid(proc), signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)  # the silent hosts would hold it 600 s
+        asked = len(silent.held)
+    finally:
+        silent.close()
+        proc.kill()
+    assert proc.returncode == 130 and "lifeboat: interrupted" in err and "Traceback" not in err
+    assert asked == 3
+
+
+def test_a_cluster_that_refuses_the_archiver_query_does_not_stop_status(pg):
+    """A monitoring role the server will not show pg_stat_archiver (or a connection lost
+    after connecting, in a failover): no archiver verdict for that cluster, and status
+    goes on (it stopped with an internal error, and the daemon's refresh with it)."""
+    pg.sql("create role monitor login")
+    pg.sql("revoke select on pg_stat_archiver from public")
+    pg.builder.postgres("watched", dsn=f"{pg.cluster.dsn} user=monitor", cls="critical")
+    pg.write_policy()
+    pg.run("backup", "db")
+    proc = pg.run("status", "--json", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # watched: never backed up
+    by_name = {a["asset"]: a for a in json.loads(proc.stdout)["assets"]}
+    assert by_name["watched"]["archive_failure"] is None
+    assert by_name["watched"]["breaches"] == ["never backed up"]
+    assert by_name["db"]["last_backup"] is not None

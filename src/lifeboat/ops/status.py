@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,9 @@ if TYPE_CHECKING:
     from lifeboat.policy import Policy
 
 
-MAX_PROBES = 16  # status probes (one per asset that has one) asked at once
+# how long status waits for the kinds' probes, from when they were asked: past a connect
+# timeout (10 s), for a server that took the connection and then stopped answering
+PROBE_WAIT_S = 60.0
 
 
 @dataclass
@@ -81,21 +85,51 @@ def drill_results(policy: Policy) -> list[dict[str, Any]]:
     return sorted(unique.values(), key=lambda r: r["started"])
 
 
+@dataclass
+class Probes:
+    """The kinds' status probes (a server's own view), every one asked at once: clusters
+    that do not answer during an outage hold status up for one connect timeout, not one
+    each. Each runs on a daemon thread of its own (they wait on the network, not the CPU):
+    an interrupted status (Ctrl-C, SIGTERM) or a repository error does not wait for them,
+    and an answer that has not come by ``PROBE_WAIT_S`` after the asking is no answer."""
+
+    asked: dict[str, Future[Any]]
+    deadline: float
+
+    @classmethod
+    def ask(cls, probes: dict[str, Callable[[], Any]]) -> Probes:
+        asked: dict[str, Future[Any]] = {}
+        for name, probe in probes.items():
+            asked[name] = Future()
+            answering = threading.Thread(target=_answer, args=(probe, asked[name]), name=f"probe {name}")
+            answering.daemon = True
+            answering.start()
+        return cls(asked, time.monotonic() + PROBE_WAIT_S)
+
+    def answer(self, name: str) -> Any:
+        """The probe's answer (None: the asset has no probe, or its answer did not come in
+        time); what the probe raised is raised here."""
+        future = self.asked.get(name)
+        if future is None:
+            return None
+        try:
+            return future.result(timeout=max(0.0, self.deadline - time.monotonic()))
+        except TimeoutError:
+            return None
+
+
+def _answer(probe: Callable[[], Any], future: Future[Any]) -> None:
+    try:
+        future.set_result(probe())
+    except BaseException as exc:  # given to the caller of Probes.answer
+        future.set_exception(exc)
+
+
 def asset_status(policy: Policy, repo: Repository, now: datetime | None = None) -> list[AssetStatus]:
     now = now or clock.now()
     probes = {name: kind_of(asset).status_probe(asset) for name, asset in policy.assets.items()}
-    asked = {name: probe for name, probe in probes.items() if probe is not None}
-    if not asked:
-        return _asset_status(policy, repo, now, {})
-    # every live source asked at once, while the repository is read: a fleet's hosts that
-    # do not answer during an outage cost one connect timeout, not one each
-    with ThreadPoolExecutor(max_workers=min(len(asked), MAX_PROBES), thread_name_prefix="probe") as pool:
-        return _asset_status(policy, repo, now, {name: pool.submit(probe) for name, probe in asked.items()})
-
-
-def _asset_status(
-    policy: Policy, repo: Repository, now: datetime, probed: dict[str, Future[Any]]
-) -> list[AssetStatus]:
+    # asked before the repository is read, and read while they wait on the network
+    asked = Probes.ask({name: probe for name, probe in probes.items() if probe is not None})
     # refused snapshots count for nothing, and are breaches (another writer's sealed header
     # is recognised by the asset its signature names)
     listing = repo.snapshot_listing(assets=list(policy.assets))
@@ -110,8 +144,8 @@ def _asset_status(
         st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
         mine = [s for s in snapshots if s.asset == name]
         newest = mine[-1].time if mine else None
-        answer = probed[name].result() if name in probed else None
-        extras = kind_of(asset).status(StatusQuery(policy, repo, name, asset, mine, audit, answer))
+        query = StatusQuery(policy, repo, name, asset, mine, audit, asked.answer(name))
+        extras = kind_of(asset).status(query)
         if extras.newest is not None:
             newest = max(newest, extras.newest) if newest else extras.newest
         st.bad_pages, st.archive_failure = extras.bad_pages, extras.archive_failure

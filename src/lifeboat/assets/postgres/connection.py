@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from lifeboat.errors import LifeboatError
 
@@ -16,11 +18,23 @@ class PgError(LifeboatError):
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:
-    """Connect to PostgreSQL (autocommit, 10 s timeout); a failure is a one-line PgError."""
+    """Connect to PostgreSQL (autocommit; the connect timeout the dsn or PGCONNECT_TIMEOUT
+    gives, else 10 s); a failure is a one-line PgError."""
     try:
-        return psycopg.connect(
-            dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="lifeboat"
-        )
+        timeout = _connect_timeout(dsn)
+        if timeout is None:
+            return psycopg.connect(dsn, autocommit=True, application_name="lifeboat")
+        return psycopg.connect(dsn, autocommit=True, application_name="lifeboat", connect_timeout=timeout)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
         raise PgError(f"cannot connect to PostgreSQL: {first}", hint="check the asset's dsn") from None
+
+
+def _connect_timeout(dsn: str) -> int | None:
+    """Ours unless the operator chose one (None): psycopg's keyword argument would override
+    the dsn's ``connect_timeout`` and libpq's PGCONNECT_TIMEOUT."""
+    try:
+        chosen = "connect_timeout" in conninfo_to_dict(dsn) or bool(os.environ.get("PGCONNECT_TIMEOUT"))
+    except psycopg.ProgrammingError:  # a malformed dsn: psycopg.connect says so
+        chosen = False
+    return None if chosen else CONNECT_TIMEOUT_S
