@@ -33,7 +33,7 @@ def second_repository(pg, name: str) -> Path:
     if pg.user:
         chown_tree(pg.root / f"keys-{name}", pg.user)
         chown_tree(policy, pg.user)
-    pg.lb("--config", str(policy), "init")
+    pg.run("--config", str(policy), "init")
     return policy
 
 
@@ -83,7 +83,7 @@ def main() -> None:
             pg.env, saved = env, pg.env
             started = time.monotonic()
             cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-            out = pg.lb("--config", str(policy), "backup", "db", "--json").stdout
+            out = pg.run("--config", str(policy), "backup", "db", "--json").stdout
             pg.env = saved
             seconds = time.monotonic() - started
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
