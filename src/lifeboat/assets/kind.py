@@ -276,11 +276,12 @@ class AssetKind:
         """Status: data newer than the newest snapshot (WAL, streams), and breaches."""
         return StatusExtras()
 
-    def status_probe(self, asset: AssetSpec) -> Callable[[], Any] | None:
+    def status_probe(self, asset: AssetSpec) -> StatusProbe | None:
         """A question status asks the asset's live source (a server's own view), whose
         answer ``status`` then finds in ``StatusQuery.probed``; None: none. Every asset's
         probe runs at once, beside the repository reads: during an outage a host that does
-        not answer costs one connect timeout, not one per asset behind it."""
+        not answer costs one connect timeout, not one per asset behind it. A probe does
+        not raise (what it raises stops status): a source out of reach is no answer."""
         return None
 
     def host(self, asset: AssetSpec) -> str | None:
@@ -319,6 +320,17 @@ class AssetKind:
     def shards(self, asset: AssetSpec) -> int | None:
         """How many shards a sharded backup of the asset uses; None: not shardable."""
         return None
+
+
+@dataclass(frozen=True)
+class StatusProbe:
+    """A kind's live question for status: ``ask`` runs on a thread of its own. ``key`` says
+    what it asks (a dsn): one probe a key is out at a time, so a server that took the
+    connection and never answers holds one thread, not one more every time the daemon
+    refreshes (held in memory only: a dsn may carry a password)."""
+
+    key: str
+    ask: Callable[[], Any] = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import clock
-from lifeboat.assets.kind import StatusQuery
+from lifeboat.assets.kind import StatusProbe, StatusQuery
 from lifeboat.assets.registry import kind_of
 from lifeboat.errors import LifeboatError
 from lifeboat.repo import Repository
@@ -97,13 +97,8 @@ class Probes:
     deadline: float
 
     @classmethod
-    def ask(cls, probes: dict[str, Callable[[], Any]]) -> Probes:
-        asked: dict[str, Future[Any]] = {}
-        for name, probe in probes.items():
-            asked[name] = Future()
-            answering = threading.Thread(target=_answer, args=(probe, asked[name]), name=f"probe {name}")
-            answering.daemon = True
-            answering.start()
+    def ask(cls, probes: dict[str, StatusProbe]) -> Probes:
+        asked = {name: _ask(probe) for name, probe in probes.items()}
         return cls(asked, time.monotonic() + PROBE_WAIT_S)
 
     def answer(self, name: str) -> Any:
@@ -118,9 +113,29 @@ class Probes:
             return None
 
 
-def _answer(probe: Callable[[], Any], future: Future[Any]) -> None:
+# Probes still out, by key, in this process: a server that took the connection and never
+# answers holds its probe's thread until the connection dies; the daemon asks again at
+# every refresh, and waits on that probe rather than start one more
+_OUT: dict[str, Future[Any]] = {}
+_OUT_LOCK = threading.Lock()
+
+
+def _ask(probe: StatusProbe) -> Future[Any]:
+    with _OUT_LOCK:
+        out = _OUT.get(probe.key)
+        if out is not None and not out.done():
+            return out
+        future: Future[Any] = Future()
+        _OUT[probe.key] = future
+    answering = threading.Thread(target=_answer, args=(probe.ask, future), name="status probe")
+    answering.daemon = True
+    answering.start()
+    return future
+
+
+def _answer(ask: Callable[[], Any], future: Future[Any]) -> None:
     try:
-        future.set_result(probe())
+        future.set_result(ask())
     except BaseException as exc:  # given to the caller of Probes.answer
         future.set_exception(exc)
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psycopg
 from psycopg import sql
 
 from lifeboat.assets.postgres.connection import connect
@@ -173,8 +172,7 @@ def probe_as_server_user(config: Path, asset: PostgresAsset) -> tuple[str, str |
 def archive_failure(dsn: str) -> str | None:
     """pg_stat_archiver's verdict: a message when archive_command failed after its last
     success (or never succeeded), None when archiving is healthy or the server is out of
-    reach (reachability is reported elsewhere): also when the connection is lost or the
-    query refused after connecting (a failover), which must not stop `status` or the daemon."""
+    reach (reachability is reported elsewhere)."""
     from lifeboat.errors import LifeboatError
 
     try:
@@ -183,7 +181,7 @@ def archive_failure(dsn: str) -> str | None:
                 "select failed_count, last_failed_wal, last_failed_time, last_archived_wal,"
                 " last_archived_time from pg_stat_archiver"
             ).fetchone()
-    except (LifeboatError, psycopg.Error):
+    except LifeboatError:
         return None
     if row is None:
         return None

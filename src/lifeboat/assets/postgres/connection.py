@@ -32,9 +32,16 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
 
 def _connect_timeout(dsn: str) -> int | None:
     """Ours unless the operator chose one (None): psycopg's keyword argument would override
-    the dsn's ``connect_timeout`` and libpq's PGCONNECT_TIMEOUT."""
+    the dsn's ``connect_timeout`` and libpq's PGCONNECT_TIMEOUT. A value psycopg would
+    refuse ("5s", empty) is overridden by ours, as every value was before."""
     try:
-        chosen = "connect_timeout" in conninfo_to_dict(dsn) or bool(os.environ.get("PGCONNECT_TIMEOUT"))
+        given = conninfo_to_dict(dsn).get("connect_timeout")
     except psycopg.ProgrammingError:  # a malformed dsn: psycopg.connect says so
-        chosen = False
-    return None if chosen else CONNECT_TIMEOUT_S
+        given = None
+    if given is None:
+        given = os.environ.get("PGCONNECT_TIMEOUT")
+    try:
+        int(str(given))
+    except ValueError:
+        return CONNECT_TIMEOUT_S
+    return None

@@ -28,6 +28,7 @@ from lifeboat.assets.kind import (
     RestoreResult,
     RestoreRun,
     StatusExtras,
+    StatusProbe,
     StatusQuery,
     Streamer,
 )
@@ -209,13 +210,14 @@ class PostgresKind(AssetKind):
 
         return status_extras(query)
 
-    def status_probe(self, asset: AssetSpec) -> Callable[[], Any] | None:
-        """pg_stat_archiver's verdict (``configure.archive_failure``), asked of the server."""
+    def status_probe(self, asset: AssetSpec) -> StatusProbe | None:
+        """pg_stat_archiver's verdict (``status.archiver_probe``), asked of the server."""
         # imported here, on the caller's thread: psycopg is then never first imported by
         # two threads at once
-        from lifeboat.assets.postgres.configure import archive_failure
+        from lifeboat.assets.postgres.status import archiver_probe
 
-        return functools.partial(archive_failure, _spec(asset).dsn)
+        dsn = _spec(asset).dsn
+        return StatusProbe(f"postgres archiver {dsn}", functools.partial(archiver_probe, dsn))
 
     def host(self, asset: AssetSpec) -> str | None:
         """The primary's host from the dsn (this machine for a socket)."""

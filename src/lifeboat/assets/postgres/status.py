@@ -48,6 +48,21 @@ def status_extras(query: StatusQuery) -> StatusExtras:
     return extras
 
 
+def archiver_probe(dsn: str) -> str | None:
+    """``configure.archive_failure`` as status and the daemon ask it: they go on whatever the
+    server does, so a query refused (a role without pg_stat_archiver) or a connection lost
+    after connecting (a failover) is no verdict, as an unreachable server is. `pg
+    configure` and `policy check` call ``archive_failure`` itself."""
+    import psycopg
+
+    from lifeboat.assets.postgres.configure import archive_failure
+
+    try:
+        return archive_failure(dsn)
+    except psycopg.Error:
+        return None
+
+
 def _archiver_verdict(extras: StatusExtras, failure: str | None) -> None:
     """A server whose archive_command fails loses its point-in-time recovery silently:
     the audit log only records the pushes that worked. ``failure``: what the kind's
