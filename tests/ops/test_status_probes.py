@@ -11,16 +11,24 @@ from lifeboat.assets.kind import StatusProbe
 from lifeboat.ops import status
 
 
+@pytest.fixture(autouse=True)
+def no_probe_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no probe out in this process."""
+    monkeypatch.setattr(status, "_OUT", {})
+
+
 class Blocked:
     """A probe whose server took the connection and answers only when told."""
 
     def __init__(self, answer: str) -> None:
         self.answer = answer
+        self.started = threading.Event()
         self.release = threading.Event()
         self.calls = 0
 
     def __call__(self) -> str:
         self.calls += 1
+        self.started.set()
         self.release.wait()
         return self.answer
 
@@ -33,6 +41,7 @@ def test_a_probe_still_out_is_waited_on_not_asked_again(monkeypatch: pytest.Monk
     probe = StatusProbe("archiver of db1", hung)
     for _ in range(3):
         assert status.Probes.ask({"db": probe}).answer("db") is None  # not answered in time
+    assert hung.started.wait(60)
     assert hung.calls == 1
     monkeypatch.setattr(status, "PROBE_WAIT_S", 60.0)
     waiting = status.Probes.ask({"db": probe})

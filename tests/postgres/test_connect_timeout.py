@@ -19,6 +19,8 @@ from lifeboat.assets.postgres.connection import CONNECT_TIMEOUT_S, _connect_time
         ("host=db connect_timeout=", None, True),
         ("host=db", "5s", True),
         ("host=db", "", True),
+        ("host=db connect_timeout=2.5", None, False),  # psycopg reads int(float(value))
+        ("host=db connect_timeout=" + "9" * 400, None, True),  # psycopg refuses an infinite one
         ("host=db connect_timeout=abc", "7", True),  # the dsn's value is the one libpq reads
         ("host='unterminated", None, True),  # malformed: psycopg.connect says so
     ],

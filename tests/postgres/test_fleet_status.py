@@ -156,3 +156,10 @@ def test_a_cluster_that_refuses_the_archiver_query_does_not_stop_status(pg):
     assert by_name["watched"]["archive_failure"] is None
     assert by_name["watched"]["breaches"] == ["never backed up"]
     assert by_name["db"]["last_backup"] is not None
+    # the commands that check the archiver's set-up say why they could not
+    check = pg.run("policy", "check", check=False)
+    assert "error: watched: cannot read pg_stat_archiver: permission denied" in check.stdout
+    assert "internal error" not in check.stderr + check.stdout
+    configure = pg.run("pg", "configure", "watched", check=False)
+    assert configure.returncode not in (0, 70) and "cannot read pg_stat_archiver" in configure.stderr
+    assert "internal error" not in configure.stderr

@@ -329,7 +329,7 @@ class StatusProbe:
     connection and never answers holds one thread, not one more every time the daemon
     refreshes (held in memory only: a dsn may carry a password)."""
 
-    key: str
+    key: str = field(repr=False)
     ask: Callable[[], Any] = field(repr=False)
 
 

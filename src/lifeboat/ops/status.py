@@ -129,7 +129,11 @@ def _ask(probe: StatusProbe) -> Future[Any]:
         _OUT[probe.key] = future
     answering = threading.Thread(target=_answer, args=(probe.ask, future), name="status probe")
     answering.daemon = True
-    answering.start()
+    try:
+        answering.start()
+    except BaseException as exc:  # no thread to finish it: a later asking must not wait on it
+        future.set_exception(exc)
+        raise
     return future
 
 

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
 from psycopg import sql
 
-from lifeboat.assets.postgres.connection import connect
+from lifeboat.assets.postgres.connection import PgError, connect, first_line
 from lifeboat.assets.postgres.quoting import shell_arg
 
 if TYPE_CHECKING:
@@ -172,17 +173,25 @@ def probe_as_server_user(config: Path, asset: PostgresAsset) -> tuple[str, str |
 def archive_failure(dsn: str) -> str | None:
     """pg_stat_archiver's verdict: a message when archive_command failed after its last
     success (or never succeeded), None when archiving is healthy or the server is out of
-    reach (reachability is reported elsewhere)."""
+    reach (reachability is reported elsewhere). PgError when the server refuses the query
+    (a role without pg_stat_archiver) or drops the connection after connecting."""
     from lifeboat.errors import LifeboatError
 
     try:
-        with connect(dsn) as conn:
+        conn = connect(dsn)
+    except LifeboatError:
+        return None
+    try:
+        with conn:
             row = conn.execute(
                 "select failed_count, last_failed_wal, last_failed_time, last_archived_wal,"
                 " last_archived_time from pg_stat_archiver"
             ).fetchone()
-    except LifeboatError:
-        return None
+    except psycopg.Error as exc:
+        raise PgError(
+            f"cannot read pg_stat_archiver: {first_line(exc)}",
+            hint="let the dsn's role read it (pg_monitor), or check the server",
+        ) from None
     if row is None:
         return None
     failed, failed_wal, failed_at, archived_wal, archived_at = row

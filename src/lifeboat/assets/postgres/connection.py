@@ -26,8 +26,14 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
             return psycopg.connect(dsn, autocommit=True, application_name="lifeboat")
         return psycopg.connect(dsn, autocommit=True, application_name="lifeboat", connect_timeout=timeout)
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        raise PgError(f"cannot connect to PostgreSQL: {first}", hint="check the asset's dsn") from None
+        what = f"cannot connect to PostgreSQL: {first_line(exc)}"
+        raise PgError(what, hint="check the asset's dsn") from None
+
+
+def first_line(exc: psycopg.Error) -> str:
+    """A PostgreSQL error's first line (libpq's messages run on with details)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "connection failed"
 
 
 def _connect_timeout(dsn: str) -> int | None:
@@ -40,8 +46,10 @@ def _connect_timeout(dsn: str) -> int | None:
         given = None
     if given is None:
         given = os.environ.get("PGCONNECT_TIMEOUT")
-    try:
-        int(str(given))
-    except ValueError:
+    if given is None:
+        return CONNECT_TIMEOUT_S
+    try:  # psycopg's own reading of it (conninfo.timeout_from_conninfo)
+        int(float(given))
+    except (ValueError, OverflowError):
         return CONNECT_TIMEOUT_S
     return None

@@ -251,7 +251,10 @@ class PostgresKind(AssetKind):
         user, problem = probe_as_server_user(Path(policy.path).absolute(), spec)
         if problem is not None:
             found.append(Note("error", f"a WAL push as {user} would fail: {problem}"))
-        failing = archive_failure(spec.dsn)
+        try:
+            failing = archive_failure(spec.dsn)
+        except LifeboatError as exc:  # pg_stat_archiver refused to the dsn's role: a finding
+            failing = exc.message
         if failing is not None:
             found.append(Note("error", failing))
         return found

@@ -53,13 +53,11 @@ def archiver_probe(dsn: str) -> str | None:
     server does, so a query refused (a role without pg_stat_archiver) or a connection lost
     after connecting (a failover) is no verdict, as an unreachable server is. `pg
     configure` and `policy check` call ``archive_failure`` itself."""
-    import psycopg
-
     from lifeboat.assets.postgres.configure import archive_failure
 
     try:
         return archive_failure(dsn)
-    except psycopg.Error:
+    except LifeboatError:
         return None
 
 
