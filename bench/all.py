@@ -33,11 +33,16 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "retention_cost": ([], []),
     "small_files": ([], ["--files", "5000"]),
     "small_files_1m": (["--files", "1000000"], ["--files", "20000"]),
+    # a keys asset of 30,000 files, in a work dir of its own (a tree of another size is made anew)
+    "small_files_keys": (
+        ["--files", "30000", "--no-files", "--no-objects", "--keys", "--workdir", "bench/out/small-keys"],
+        ["--files", "2000", "--no-files", "--no-objects", "--keys", "--workdir", "bench/out/small-keys"],
+    ),
     "history": ([], ["--counts", "1,100", "--runs", "1"]),
     "startup": ([], ["--runs", "3"]),
 }
 # names that run another bench's script with other arguments
-SCRIPT = {"repo-s3": "repo", "small_files_1m": "small_files"}
+SCRIPT = {"repo-s3": "repo", "small_files_1m": "small_files", "small_files_keys": "small_files"}
 
 
 def run(name: str, argv: list[str], out: Path) -> bool:
