@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from lifeboat.assets.postgres.connection import PgError, connect
+from lifeboat.assets.postgres.connection import PgError, connect, first_line
 from lifeboat.assets.postgres.pagecheck import PAGE_SIZE, BadPage, ChecksumScan
 from lifeboat.assets.postgres.standby import Source, close_stop_segment, primary_position, wait_replayed
 from lifeboat.assets.postgres.walnames import parse_lsn, segment_of
@@ -143,8 +143,7 @@ def _backup_call(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...
     try:
         return conn.execute(sql, params).fetchone()
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PgError(f"PostgreSQL refused the base backup: {first}") from None
+        raise PgError(f"PostgreSQL refused the base backup: {first_line(exc)}") from None
 
 
 def wait_for_archived(repo: Repository, asset: str, segment: str, timeout: float = ARCHIVE_TIMEOUT) -> None:

@@ -31,9 +31,10 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
 
 
 def first_line(exc: psycopg.Error) -> str:
-    """A PostgreSQL error's first line (libpq's messages run on with details)."""
+    """A PostgreSQL error's first line (libpq's messages run on with details), or its type
+    when it says nothing."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else "connection failed"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _connect_timeout(dsn: str) -> int | None:

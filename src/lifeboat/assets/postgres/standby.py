@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from lifeboat.assets.postgres.connection import first_line
 from lifeboat.assets.postgres.walnames import SEGMENT_SIZE, format_lsn, parse_lsn
 from lifeboat.errors import LifeboatError
 
@@ -90,8 +91,7 @@ def _query(conn: psycopg.Connection[Any], sql: str, what: str) -> tuple[Any, ...
     try:
         row = conn.execute(sql).fetchone()
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StandbyError(f"{what}: {first}") from None
+        raise StandbyError(f"{what}: {first_line(exc)}") from None
     assert row is not None
     return tuple(row)
 
