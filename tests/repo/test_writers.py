@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from lifeboat.errors import ConfigError, IntegrityError, KeyError_
+from lifeboat.errors import ConfigError, IntegrityError, KeyError_, NotFoundError
 from lifeboat.repo import Repository
 from lifeboat.repo.model import SnapshotInfo
+from lifeboat.repo.snapshots import cached_history
 from lifeboat.services.keys import issue_writer_key
 from lifeboat.storage import open_storage
 
@@ -97,3 +99,30 @@ def test_create_after_one_killed_between_registry_and_config_succeeds(tmp_path: 
     backup(repo)
     reader = Repository.open(repo.storage, recovery_key=recovery)
     assert reader.trust() is not None and len(reader.snapshots()) == 1
+
+
+def test_choosing_from_the_cached_history_skips_a_newer_refused_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`backup` (its parent) and `restore` choose from the local summary, judging only the
+    snapshots they walk past: a refused newest one is walked past, never chosen."""
+    repo, _, _ = Repository.create(open_storage(f"file://{tmp_path / 'repo'}"), cache_dir=tmp_path / "cache")
+    older = backup(repo, data=b"a")
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "600")  # beyond the 300 s skew
+    far = backup(repo, data=b"b")
+    monkeypatch.delenv("LIFEBOAT_CLOCK_OFFSET")
+    repo.snapshot_listing()  # leaves the summary every later choice is made from
+    assert cached_history(repo.storage, repo.metadata, repo.snapshot_cache(), repo.trust()) is not None
+
+    assert repo.latest_snapshot_id("app") == older.id
+    assert repo.find_snapshot("app").id == older.id
+    assert repo.find_snapshot("app", at=far.time).id == older.id
+    with pytest.raises(IntegrityError, match="dated in the future"):
+        repo.find_snapshot("app", snapshot_id=far.id[:12])
+    with pytest.raises(NotFoundError, match="no snapshot of app at or before"):
+        repo.find_snapshot("app", at=older.time - timedelta(seconds=1))
+    assert repo.latest_snapshot_id("other") is None
+
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "700")  # a later reader, past the time it claims
+    assert repo.latest_snapshot_id("app") == far.id
+    assert repo.find_snapshot("app", at=far.time - timedelta(seconds=1)).id == older.id

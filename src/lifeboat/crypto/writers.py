@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -341,10 +342,17 @@ class Registry:
         )
 
     def entry_for(self, public: bytes) -> WriterEntry | None:
+        return self._by_public.get(public)
+
+    @cached_property
+    def _by_public(self) -> dict[bytes, WriterEntry]:
+        """Each key's first entry. Every header a listing judges looks its signer up, and a
+        fleet registry holds a writer per host: a scan per lookup cost 80 ms per 10,000
+        headers at 100 writers. Public keys are public: no constant-time compare needed."""
+        by_public: dict[bytes, WriterEntry] = {}
         for entry in self.writers:
-            if hmac.compare_digest(entry.public, public):
-                return entry
-        return None
+            by_public.setdefault(entry.public, entry)
+        return by_public
 
     def current(self, name: str) -> WriterEntry | None:
         """The newest generation of a writer name (revoked or not)."""

@@ -567,13 +567,20 @@ class Repository:
         listing = self.snapshot_listing()
         return [s for s in listing.accepted if asset is None or s.asset == asset], listing.damaged
 
-    def _history(self, asset: str | None) -> list[SnapshotInfo] | list[CachedSnapshot]:
-        """The asset's snapshots, oldest first: from the local cache alone when it covers the
-        listing (choosing one of thousands then decodes one header), else all read."""
-        cached = cached_history(self.storage, self.metadata, self.snapshot_cache(), self.trust())
+    def _newest_first(
+        self, asset: str | None, prefix: str = "", at: datetime | None = None
+    ) -> Iterator[SnapshotInfo | CachedSnapshot]:
+        """The asset's accepted snapshots, newest first, whose id starts with ``prefix`` and
+        (with ``at``) taken at or before it: from the local cache alone when it covers the
+        listing (choosing one of thousands then judges and decodes one header), else all read."""
+        cached = cached_history(self.storage, self.metadata, self.snapshot_cache(), self.trust(), asset)
         if cached is not None:
-            return [s for s in cached if asset is None or s.asset == asset]
-        return self.snapshots(asset)
+            return cached.newest_first(prefix, at)
+        return (
+            s
+            for s in reversed(self.snapshots(asset))
+            if s.id.startswith(prefix) and (at is None or s.time <= at)
+        )
 
     def _full(self, snapshot: SnapshotInfo | CachedSnapshot) -> SnapshotInfo:
         if isinstance(snapshot, CachedSnapshot):
@@ -582,16 +589,14 @@ class Repository:
 
     def latest_snapshot_id(self, asset: str) -> str | None:
         """The asset's newest snapshot id, if any."""
-        snaps = self._history(asset)
-        return snaps[-1].id if snaps else None
+        return next((s.id for s in self._newest_first(asset)), None)
 
     def find_snapshot(
         self, asset: str | None = None, *, snapshot_id: str | None = None, at: datetime | None = None
     ) -> SnapshotInfo:
         """One snapshot by id prefix, or the newest at or before ``at``."""
-        snaps = self._history(asset)
         if snapshot_id:
-            matches = [s for s in snaps if s.id.startswith(snapshot_id)]
+            matches = list(self._newest_first(asset, prefix=snapshot_id))
             if not matches:
                 self._refuse_by_id(snapshot_id)
                 raise NotFoundError(f"no snapshot {snapshot_id}" + (f" of asset {asset}" if asset else ""))
@@ -601,17 +606,19 @@ class Repository:
         if at is not None:
             if at.tzinfo is None:
                 at = at.astimezone(UTC)
-            before = [s for s in snaps if s.time <= at]
-            if not before:
-                oldest = snaps[0].time.isoformat(timespec="seconds") if snaps else "none"
+            chosen = next(self._newest_first(asset, at=at), None)
+            if chosen is None:
+                every = list(self._newest_first(asset))
+                oldest = every[-1].time.isoformat(timespec="seconds") if every else "none"
                 raise NotFoundError(
                     f"no snapshot of {asset} at or before {at.isoformat(timespec='seconds')}",
                     hint=f"the oldest snapshot is from {oldest}",
                 )
-            return self._full(before[-1])
-        if not snaps:
+            return self._full(chosen)
+        newest = next(self._newest_first(asset), None)
+        if newest is None:
             raise NotFoundError(f"asset {asset} has no snapshots yet", hint=f"run 'lifeboat backup {asset}'")
-        return self._full(snaps[-1])
+        return self._full(newest)
 
     def _refuse_by_id(self, snapshot_id: str) -> None:
         """A refused snapshot asked for by id: say why it is refused, not that it is absent."""

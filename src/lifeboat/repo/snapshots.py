@@ -11,7 +11,7 @@ without its signature. ``list_snapshots`` sorts every listed header into accepte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -403,22 +403,51 @@ def _summary_row(
     return [size, mtime, info.time.isoformat(), info.asset, check.to_json(), sealed]
 
 
+class CachedHistory:
+    """One asset's listed snapshots (or every asset's) from the local cache's summary, oldest
+    first, each judged against the registry only when a caller reaches it: choosing the
+    newest of 10,000 judges one, not 10,000. Every verdict is taken at one moment, the
+    listing's."""
+
+    def __init__(
+        self, rows: list[tuple[datetime, str, str, SignatureCheck, float]], trust: Trust | None
+    ) -> None:
+        self.rows = sorted(rows)  # (time, id, ...): ids are unique, so no check is compared
+        self.trust = trust
+        self.now = clock.now()
+
+    def newest_first(self, prefix: str = "", at: datetime | None = None) -> Iterator[CachedSnapshot]:
+        """The accepted snapshots, newest first: those whose id starts with ``prefix`` and,
+        with ``at``, those taken at or before it."""
+        for time, snapshot_id, asset, check, mtime in reversed(self.rows):
+            if (at is not None and time > at) or not snapshot_id.startswith(prefix):
+                continue
+            trust = self.trust
+            if trust is None or trust.judge(
+                check, asset, time, now=self.now, stored=trust.times.of(snapshot_id, mtime)
+            ):
+                yield CachedSnapshot(snapshot_id, time, asset)
+
+
 def cached_history(
-    storage: Storage, codec: MetadataCodec, cache: SnapshotCache, trust: Trust | None
-) -> list[CachedSnapshot] | None:
-    """Every listed snapshot, oldest first, from the cache's summary, reading only the
-    headers it does not hold as listed (and adding them); None when there is no summary yet
-    or one of those headers is damaged (then ``load_snapshots`` reads and reports). Choosing
-    the parent or the snapshot to restore among thousands then costs a listing, one small
-    file and the chosen header, not a decoded header per snapshot. Refused snapshots and
-    those sealed by other writers are left out (the cached signature check is judged afresh
-    against ``trust``)."""
+    storage: Storage,
+    codec: MetadataCodec,
+    cache: SnapshotCache,
+    trust: Trust | None,
+    asset: str | None = None,
+) -> CachedHistory | None:
+    """Every listed snapshot of ``asset`` (None: of every asset) from the cache's summary,
+    reading only the headers it does not hold as listed (and adding them); None when there
+    is no summary yet or one of those headers is damaged (then ``load_snapshots`` reads and
+    reports). Choosing the parent or the snapshot to restore among thousands then costs a
+    listing, one small file and the chosen header, not a decoded header per snapshot.
+    Snapshots sealed by other writers are left out, and the refused ones are skipped when
+    the history is walked (the cached signature check is judged afresh against ``trust``)."""
     summary = cache.load_summary()
     if not summary:
         return None
-    found = []
+    rows = []
     added = False
-    now = clock.now()  # one moment for the whole listing (reading it per row cost a tenth)
     checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's rows share one form
     for obj in storage.list("snapshots/"):
         snapshot_id = obj.name.rsplit("/", 1)[-1]
@@ -432,8 +461,8 @@ def cached_history(
                 continue  # forgotten meanwhile
             row = summary[snapshot_id] = _summary_row(obj.size, obj.mtime, result)
             added = True
-        if row[3] is None:
-            continue  # sealed for another writer, or unsigned: never chosen
+        if row[3] is None or (asset is not None and row[3] != asset):
+            continue  # sealed for another writer, or unsigned (never chosen); or not asked for
         form = tuple(row[4]) if isinstance(row[4], list) else ("",)
         if form not in checks:
             checks[form] = SignatureCheck.from_json(row[4])
@@ -443,17 +472,12 @@ def cached_history(
         if not _opens(codec, check, row[5] is True):
             continue  # opened here by the recovery side: not this writer's to choose
         try:
-            snap = CachedSnapshot(snapshot_id, datetime.fromisoformat(row[2]), str(row[3]))
+            rows.append((datetime.fromisoformat(row[2]), snapshot_id, str(row[3]), check, obj.mtime))
         except (TypeError, ValueError):
             return None
-        if trust is None or trust.judge(
-            check, snap.asset, snap.time, now=now, stored=trust.times.of(snapshot_id, obj.mtime)
-        ):
-            found.append(snap)
     if added:
         cache.save_summary(summary)
-    found.sort(key=lambda s: (s.time, s.id))
-    return found
+    return CachedHistory(rows, trust)
 
 
 def snapshot_object(snapshot_id: str) -> str:

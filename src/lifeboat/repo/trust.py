@@ -252,12 +252,14 @@ class Trust:
         and the stored time (either may be unknown, not both). The store dates to the whole
         second (S3 LastModified): a write it dates to the second the writer was issued in may
         have come after the issue, so it is judged at the issue, not refused as before it."""
-        times = [t for t in (claimed, stored) if t is not None]
-        verdict = self.registry.authorises(signer, asset, max(times))
+        later = stored if claimed is None else claimed if stored is None else max(claimed, stored)
+        if later is None:
+            raise ValueError("neither a claimed nor a stored time to judge by")
+        verdict = self.registry.authorises(signer, asset, later)
         if verdict.refusal is Refusal.NOT_YET_ISSUED and stored is not None:
             entry = self.registry.entry_for(signer)
             if entry is not None and entry.issued < stored + STORED_TIME_RESOLUTION:
-                verdict = self.registry.authorises(signer, asset, max([*times, entry.issued]))
+                verdict = self.registry.authorises(signer, asset, max(later, entry.issued))
         return verdict
 
     def judge(
