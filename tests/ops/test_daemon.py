@@ -21,6 +21,7 @@ from lifeboat.assets.postgres.cluster import free_port
 from lifeboat.ops.scheduler import next_due
 from lifeboat.policy import Window
 from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.silent import SilentHost
 from tests.harness.wait import wait_until as wait_for
 
 
@@ -408,3 +409,50 @@ def test_the_daemon_publishes_the_wal_archiver_backlog_of_a_postgres_asset(tmp_p
     sample = daemon.metrics.registry.get_sample_value
     assert sample("lifeboat_wal_pending_segments", {"asset": "db"}) == 3
     assert sample("lifeboat_wal_pending_segments", {"asset": "etc"}) is None  # files: no archiver
+
+
+def test_the_jobs_run_on_time_while_a_monitored_server_is_silent(tmp_path, monkeypatch):
+    """A PostgreSQL server that took the status probe's connection and went silent (an
+    outage) holds the daemon's status refresh, never its scheduler: the jobs run meanwhile,
+    and once the server drops the connection the daemon stops at once."""
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.daemon import monitor
+    from lifeboat.daemon.runner import Daemon, Job
+
+    silent = SilentHost(expect=1)
+    path = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}", keyfile="backup.key")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h")
+        .postgres("hung", dsn=silent.dsn("app"))
+        .daemon(jitter="0s")
+        .write(tmp_path / "lifeboat.toml")
+    )
+    LifeboatCli(path).run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "600")  # the probe never gives up on its own
+    monkeypatch.setattr(monitor, "REFRESH_PROBE_WAIT_S", 3600.0)  # nor the refresh on it
+    ran_while_silent: list[bool] = []
+
+    def job() -> int:
+        if silent.came.is_set() and not silent.closed.is_set():
+            ran_while_silent.append(True)
+        return 0
+
+    daemon = Daemon(load_policy(path), jobs=[Job("tick", None, job, every=timedelta(milliseconds=10))])
+    seen: dict[str, bool] = {}
+
+    def watch() -> None:
+        try:
+            seen["probe held"] = silent.came.wait(90)
+            seen["jobs ran"] = bool(wait_for(lambda: len(ran_while_silent) >= 3, "three jobs while silent"))
+        finally:
+            silent.close()  # the refresh waiting on it goes on, and the daemon can stop
+            daemon.state.stop.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    daemon.serve_forever(max_seconds=300, tick=0.05)
+    watcher.join()
+    assert seen == {"probe held": True, "jobs ran": True}
+    assert runs_by_job(tmp_path / "state")["tick"].count("ok") >= 3

@@ -6,9 +6,9 @@ import json
 import os
 import signal
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from tests.harness.silent import SLOW_CONNECT, SilentHost
 from tests.pgsandbox import PgSandbox
 
 
@@ -56,44 +56,6 @@ def test_status_groups_the_fleet_by_host_riskiest_first(pg):
     text = pg.run("status", check=False).stdout
     first, second = "host db2.internal: 2 asset(s), 1 breaching", f"host {local}: 1 asset(s), 0 breaching"
     assert first in text and second in text and text.index(first) < text.index(second)
-
-
-class SilentHost:
-    """PostgreSQL hosts hung in an outage: a port that accepts connections and never
-    answers. ``came`` is set once ``expect`` connections are held; ``close`` drops them all
-    (the clients then fail at once) and refuses any more."""
-
-    def __init__(self, expect: int) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.expect = expect
-        self.held: list[socket.socket] = []
-        self.came = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def dsn(self, dbname: str) -> str:
-        where = f"host=127.0.0.1 port={self.port} dbname={dbname}"
-        return f"{where} user=backup sslmode=disable gssencmode=disable"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:  # closed
-                return
-            self.held.append(conn)
-            if len(self.held) >= self.expect:
-                self.came.set()
-
-    def close(self) -> None:
-        self.listener.close()
-        for conn in self.held:
-            conn.close()
-
-
-# No connect gives up while a test runs (lifeboat's own timeout is 10 s): a cluster the
-# silent host hears from was asked while every one before it was still waiting
-SLOW_CONNECT = {"PGCONNECT_TIMEOUT": "600"}
 
 
 def silent_fleet(pg: PgSandbox, silent: SilentHost, count: int) -> None:

@@ -22,6 +22,12 @@ from lifeboat.repo import Repository
 if TYPE_CHECKING:
     from lifeboat.ops.status import AssetStatus
 
+# How long a refresh waits for the kinds' probes (a PostgreSQL server's archiver view): one
+# connect timeout (assets/postgres/connection.py). A server that took the connection and went
+# silent has its probe left out (asked again at a later refresh, once it has given up), and
+# the other assets' metrics do not wait on it for the minute `status` allows.
+REFRESH_PROBE_WAIT_S = 10.0
+
 
 class StatusMonitor:
     """Recomputes the status of every asset for the metrics and raises or clears alerts."""
@@ -51,7 +57,7 @@ class StatusMonitor:
         repo: Repository | None = None
         try:
             repo = runtime.open_for_write(self.policy)
-            for st in asset_status(self.policy, repo):
+            for st in asset_status(self.policy, repo, probe_wait=REFRESH_PROBE_WAIT_S):
                 self.metrics.rpo.labels(st.asset).set(st.rpo_s)
                 self.metrics.rto.labels(st.asset).set(st.rto_s)
                 if st.exposure_s is not None:

@@ -1,5 +1,6 @@
 """The daemon's scheduler: runs each job when it is due (windows, retries, deadlines), keeps
-the kinds' streams running, and refreshes metrics and alerts between ticks.
+the kinds' streams running, and refreshes metrics and alerts on a thread of its own (a
+refresh waits on servers, and the jobs must not wait with it).
 
 One instance per state directory (flock). SIGTERM stops scheduling; running jobs finish,
 so the repository is never left mid-write by the daemon itself (and a killed backup is
@@ -171,6 +172,25 @@ class Daemon:
         """Recompute each asset's exposure and status for the metrics and alerts."""
         self.monitor.refresh()
 
+    def _monitor_until_stopped(self, jobs_done: threading.Event, tick: float) -> None:
+        """Status refreshes, one per tick, on a thread of their own: a refresh waits on the
+        repository and on servers (a silent PostgreSQL server holds its probe for up to
+        monitor.REFRESH_PROBE_WAIT_S), and the scheduler must not wait with it. Once the
+        daemon stops, one last refresh after the running jobs have finished."""
+        while not self.state.stop.is_set():
+            self._refresh_logging_failures()
+            self.state.stop.wait(tick)
+        jobs_done.wait()
+        self._refresh_logging_failures()
+
+    def _refresh_logging_failures(self) -> None:
+        # the monitor's own errors (LifeboatError) are logged by it; anything else would end
+        # this thread, and every metric and alert after it, with nothing but a traceback
+        try:
+            self.refresh_status()
+        except Exception as exc:
+            self.log(f"status refresh failed: {type(exc).__name__}: {exc}")
+
     def supervise_stream(self, name: str) -> None:
         """pg_receivewal for one asset for the daemon's lifetime; a failure alerts and is
         retried with backoff (the streamer itself restarts pg_receivewal when it exits)."""
@@ -210,8 +230,12 @@ class Daemon:
             ]
             for thread in streams:
                 thread.start()
+            jobs_done = threading.Event()
+            monitor = threading.Thread(
+                target=self._monitor_until_stopped, args=(jobs_done, tick), name="status-monitor", daemon=True
+            )
+            monitor.start()
             try:
-                self.refresh_status()
                 while not self.state.stop.is_set():
                     now = datetime.now(UTC)
                     for job in self.jobs:
@@ -225,7 +249,6 @@ class Daemon:
                                 job.next_at = now + job.every
                     if once_due:
                         break
-                    self.refresh_status()
                     if max_seconds is not None and time.monotonic() - started >= max_seconds:
                         break
                     self.state.stop.wait(tick)
@@ -234,7 +257,8 @@ class Daemon:
                 pool.shutdown(wait=True)  # running jobs finish; nothing new starts
                 for thread in streams:
                     thread.join(30)
-                self.refresh_status()
+                jobs_done.set()
+                monitor.join()  # its last refresh, of what the jobs left
                 signal.signal(signal.SIGTERM, previous)
                 if server is not None:
                     server.shutdown()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -38,6 +39,8 @@ class Alerter:
         self.log: Log = lambda line: log(redact(line))
         self.retries = retries
         self.active: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
+        # the daemon's jobs and its status monitor fire and resolve from their own threads
+        self._lock = threading.Lock()
 
     def _save(self) -> None:
         private_dir(self.state_file.parent, tighten=False)
@@ -45,19 +48,21 @@ class Alerter:
 
     def fire(self, key: str, message: str) -> bool:
         """Alert once for ``key``; repeated calls while it is active send nothing."""
-        if key in self.active:
-            return False
         message = redact(message)
-        self.active[key] = message
-        self._save()
+        with self._lock:
+            if key in self.active:
+                return False
+            self.active[key] = message
+            self._save()
         self._send("firing", key, message)
         return True
 
     def resolve(self, key: str) -> bool:
-        message = self.active.pop(key, None)
-        if message is None:
-            return False
-        self._save()
+        with self._lock:
+            message = self.active.pop(key, None)
+            if message is None:
+                return False
+            self._save()
         self._send("resolved", key, f"resolved: {message}")
         return True
 

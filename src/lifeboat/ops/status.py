@@ -91,15 +91,16 @@ class Probes:
     that do not answer during an outage hold status up for one connect timeout, not one
     each. Each runs on a daemon thread of its own (they wait on the network, not the CPU):
     an interrupted status (Ctrl-C, SIGTERM) or a repository error does not wait for them,
-    and an answer that has not come by ``PROBE_WAIT_S`` after the asking is no answer."""
+    and an answer that has not come by ``wait`` (``PROBE_WAIT_S``) after the asking is no
+    answer."""
 
     asked: dict[str, Future[Any]]
     deadline: float
 
     @classmethod
-    def ask(cls, probes: dict[str, StatusProbe]) -> Probes:
+    def ask(cls, probes: dict[str, StatusProbe], wait: float = PROBE_WAIT_S) -> Probes:
         asked = {name: _ask(probe) for name, probe in probes.items()}
-        return cls(asked, time.monotonic() + PROBE_WAIT_S)
+        return cls(asked, time.monotonic() + wait)
 
     def answer(self, name: str) -> Any:
         """The probe's answer (None: the asset has no probe, or its answer did not come in
@@ -144,11 +145,15 @@ def _answer(ask: Callable[[], Any], future: Future[Any]) -> None:
         future.set_exception(exc)
 
 
-def asset_status(policy: Policy, repo: Repository, now: datetime | None = None) -> list[AssetStatus]:
+def asset_status(
+    policy: Policy, repo: Repository, now: datetime | None = None, probe_wait: float = PROBE_WAIT_S
+) -> list[AssetStatus]:
+    """Every asset's status; a kind's probe that has not answered ``probe_wait`` seconds
+    after the asking gives no answer (its asset's status then goes without it)."""
     now = now or clock.now()
     probes = {name: kind_of(asset).status_probe(asset) for name, asset in policy.assets.items()}
     # asked before the repository is read, and read while they wait on the network
-    asked = Probes.ask({name: probe for name, probe in probes.items() if probe is not None})
+    asked = Probes.ask({name: probe for name, probe in probes.items() if probe is not None}, probe_wait)
     # refused snapshots count for nothing, and are breaches (another writer's sealed header
     # is recognised by the asset its signature names)
     listing = repo.snapshot_listing(assets=list(policy.assets))

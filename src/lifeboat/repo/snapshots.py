@@ -23,7 +23,7 @@ from lifeboat import clock
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.crypto.writers import ANY_ASSET, Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
-from lifeboat.repo.format import SNAPSHOT_MAGIC, is_object_id, snapshot_name
+from lifeboat.repo.format import SNAPSHOT_MAGIC, object_ids_valid, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.snapshot_cache import SnapshotCache
@@ -205,7 +205,7 @@ def _judged_unopened(
 def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
     """The header's fields, checked (from a verified header, or the snapshot cache)."""
     tree = p.get("tree")
-    if not isinstance(tree, list) or not all(is_object_id(t) for t in tree):
+    if not isinstance(tree, list) or not object_ids_valid(tree):
         raise IntegrityError(f"snapshot {snapshot_id[:12]} is damaged (malformed tree ids)")
     tree_format = p.get("tree_format", 1)
     if not isinstance(tree_format, int) or isinstance(tree_format, bool):
@@ -256,13 +256,14 @@ def list_snapshots(
     fresh: dict[str, dict[str, Any]] = {}
     learnt: list[str] = []  # headers this side verified for the first time: the cache is saved
     side = "recovery" if codec.reads_all else "writer"
+    checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's entries share one form
 
     def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None:
         snapshot_id = name.rsplit("/", 1)[-1]
         stamp = [listed[name].size, listed[name].mtime]
         hit = cached.get(snapshot_id)
         if not reread and hit is not None and hit.get("stat") == stamp:
-            reused = _reuse(hit, snapshot_id, codec)
+            reused = _reuse(hit, snapshot_id, codec, checks)
             if reused is not None:
                 fresh[snapshot_id] = hit
                 return reused
@@ -272,7 +273,7 @@ def list_snapshots(
             return None
         digest = blake3.blake3(data).hexdigest()
         if hit is not None and _verified_by(hit).get(side) == digest:
-            reused = _reuse(hit, snapshot_id, codec)
+            reused = _reuse(hit, snapshot_id, codec, checks)
             if reused is not None:
                 fresh[snapshot_id] = {**hit, "stat": stamp}
                 if isinstance(reused[0], Unopened):  # the writer's scope as the registry says now
@@ -350,18 +351,28 @@ def _same_fields(entry: dict[str, Any], decoded: dict[str, Any]) -> bool:
 
 
 def _reuse(
-    hit: dict[str, Any], snapshot_id: str, codec: MetadataCodec
+    hit: dict[str, Any],
+    snapshot_id: str,
+    codec: MetadataCodec,
+    checks: dict[tuple[str, ...], SignatureCheck | None],
 ) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | None:
     """A cache entry as ``load`` returns it; None when it must be read again (the recovery
     side tries another writer's header itself, an entry this handle cannot open or that is
-    damaged)."""
+    damaged). ``checks``: the signature checks decoded so far, by their cached form."""
     if "unopened" in hit:
         unopened = Unopened.from_json(hit.get("unopened"))
         if unopened is None or codec.reads_all:
             return None
         claims = hit.get("claims")
         return unopened, claims if isinstance(claims, str) else None
-    check = SignatureCheck.from_json(hit.get("signature"))
+    signature = hit.get("signature")
+    try:
+        form = tuple(signature) if isinstance(signature, list) else ()
+        if form not in checks:
+            checks[form] = SignatureCheck.from_json(signature)
+        check = checks[form]
+    except TypeError:  # an element that cannot be hashed: no form a check is cached in
+        check = None
     if check is None or not isinstance(hit.get("header"), dict):
         return None
     if not _opens(codec, check, hit.get("sealed") is True):

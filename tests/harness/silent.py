@@ -1,0 +1,46 @@
+"""A PostgreSQL host hung in an outage: a port that accepts connections and never answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class SilentHost:
+    """Hosts hung in an outage: a port that accepts connections and never answers. ``came``
+    is set once ``expect`` connections are held; ``close`` drops them all (the clients then
+    fail at once), refuses any more and sets ``closed``."""
+
+    def __init__(self, expect: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.expect = expect
+        self.held: list[socket.socket] = []
+        self.came = threading.Event()
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def dsn(self, dbname: str) -> str:
+        where = f"host=127.0.0.1 port={self.port} dbname={dbname}"
+        return f"{where} user=backup sslmode=disable gssencmode=disable"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.held.append(conn)
+            if len(self.held) >= self.expect:
+                self.came.set()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+# No connect gives up while a test runs (lifeboat's own timeout is 10 s): a cluster the
+# silent host hears from was asked while every one before it was still waiting
+SLOW_CONNECT = {"PGCONNECT_TIMEOUT": "600"}
