@@ -21,19 +21,20 @@ the top functions by cumulative time.
 
 Not a test: run by hand; the machine is shared, so compare ratios within one run.
 
-Last run (2026-12-03, 2 shared cores, file:// repository, pruned history, CPU seconds,
-median of 3, ratio to 1 snapshot; ``--counts 1,10000 --runs 3 --reuse``):
+Last run (2026-12-05 23:22 UTC, in `make bench` on 2 idle cores, at dfe64dd: file://
+repository, pruned history, CPU seconds, median of 3, ratio to 1 snapshot):
 
-    command    1 snapshot      10,000
-    backup     0.55 s          0.92 s (1.67x)   the parent chosen from the cached summary
-    snapshots  0.42 s          0.98 s (2.31x)   10,000 cached headers decoded and judged
-    check      0.55 s          2.44 s (4.47x)   every header read; one whose bytes were
-                                                verified before is not verified again
-    restore    0.65 s          0.90 s (1.38x)
+    command          1 snapshot   1,000           10,000
+    backup           0.24 s       0.26 s (1.07x)  0.32 s (1.33x)  the newest judged, not all
+    snapshots        0.10 s       0.12 s (1.22x)  0.39 s (3.83x)  10,000 cached headers decoded,
+    snapshots table  0.11 s       0.14 s (1.23x)  0.44 s (3.91x)  judged and printed
+    check            0.24 s       0.29 s (1.21x)  0.61 s (2.56x)  every header read again
+    restore          0.26 s       0.28 s (1.07x)  0.36 s (1.41x)
 
-Earlier the same day, every header's Ed25519 signature verified by each check (~270 us
-each here) and JSON through the json module: 1.95x / 5.99x / 14.93x / 1.73x. Before the
-trust model (2026-12-01): 1.59x / 3.09x / 2.98x / 1.49x.
+The 1-snapshot figures are the commands' start-up (`snapshots` takes the fast path of
+cli/entry.py). Before dfe64dd, every snapshot of the summary was judged to choose one:
+backup 1.50x, restore 1.43x (2026-12-05, --reuse). On 2026-12-03, before the fast path and
+the summary: 1.67x / 2.31x / 4.47x / 1.38x for backup / snapshots / check / restore.
 """
 
 from __future__ import annotations

@@ -36,6 +36,12 @@ class SilentHost:
 
     def close(self) -> None:
         self.closed.set()
+        # shut down before closing: a listener closed while its accept() waits in another
+        # thread goes on taking connections into its backlog, where they hang unanswered
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already shut
+            pass
         self.listener.close()
         for conn in self.held:
             conn.close()

@@ -106,7 +106,7 @@ class StatusMonitor:
             if time.monotonic() - self._dashboard_built > 30:
                 from lifeboat.ops.dashboard import build_dashboard
 
-                build_dashboard(self.policy, self.dashboard_path.parent)
+                build_dashboard(self.policy, self.dashboard_path.parent, probe_wait=REFRESH_PROBE_WAIT_S)
                 self._dashboard_built = time.monotonic()
         except LifeboatError as exc:
             self.log(f"status refresh failed: {exc.message}")

@@ -14,7 +14,7 @@ from jinja2 import Environment, PackageLoader
 
 from lifeboat import runtime
 from lifeboat.ops.charts import BYTES, DURATION, PERCENT, Series, risk_bars, time_chart
-from lifeboat.ops.status import AssetStatus, asset_status, audit_entries, drill_results
+from lifeboat.ops.status import PROBE_WAIT_S, AssetStatus, asset_status, audit_entries, drill_results
 from lifeboat.units import format_bytes, format_seconds
 
 if TYPE_CHECKING:
@@ -174,12 +174,18 @@ def fleet_rows(assets: list[AssetCharts]) -> list[tuple[str, float, str]]:
     return rows
 
 
-def build_dashboard(policy: Policy, out_dir: Path, now: datetime | None = None) -> Path:
+def build_dashboard(
+    policy: Policy, out_dir: Path, now: datetime | None = None, probe_wait: float = PROBE_WAIT_S
+) -> Path:
+    """The dashboard page in ``out_dir``; ``probe_wait``: as ``asset_status``'s."""
     now = now or datetime.now(UTC)
     repo = runtime.open_for_write(policy)
-    statuses = asset_status(policy, repo, now)
+    try:
+        statuses = asset_status(policy, repo, now, probe_wait)
+        snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
+    finally:
+        repo.close()  # the daemon builds one every 30 s: its sockets must not pile up
     drills = drill_results(policy)
-    snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
     audit = audit_entries(policy)
     assets = [
         asset_charts(policy, st, [s for s in snapshots if s.asset == st.asset], audit, drills, now)
