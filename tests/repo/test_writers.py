@@ -126,3 +126,23 @@ def test_choosing_from_the_cached_history_skips_a_newer_refused_snapshot(
     monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "700")  # a later reader, past the time it claims
     assert repo.latest_snapshot_id("app") == far.id
     assert repo.find_snapshot("app", at=far.time - timedelta(seconds=1)).id == older.id
+
+
+def test_a_header_copy_planted_under_another_name_does_not_stop_the_choice(tmp_path: Path) -> None:
+    """Somebody with write access to the storage plants a copy of the newest header, its
+    signature broken, under snapshots/x/: the copy is refused, and backups and restores
+    still choose the genuine header (sorting the two by their checks raised TypeError)."""
+    root = tmp_path / "repo"
+    repo, _, _ = Repository.create(open_storage(f"file://{root}"), cache_dir=tmp_path / "cache")
+    older, newest = backup(repo, data=b"a"), backup(repo, data=b"b")
+    repo.snapshot_listing()  # leaves the summary every later choice is made from
+    forged = bytearray((root / "snapshots" / newest.id).read_bytes())
+    forged[-1] ^= 1  # the last byte of the signature trailer
+    (root / "snapshots" / "x").mkdir()
+    (root / "snapshots" / "x" / newest.id).write_bytes(bytes(forged))
+
+    assert repo.latest_snapshot_id("app") == newest.id
+    assert repo.find_snapshot("app").id == newest.id
+    assert repo.find_snapshot("app", snapshot_id=older.id[:12]).id == older.id
+    assert backup(repo, data=b"c").parent == newest.id
+    assert [r.reason for r in repo.snapshot_listing().refused] == ["signature does not match"]

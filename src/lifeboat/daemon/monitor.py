@@ -51,13 +51,15 @@ class StatusMonitor:
         self._dashboard_built = -1e9
 
     def refresh(self) -> None:
-        """Recompute each asset's exposure and status for the metrics and alerts."""
+        """Recompute each asset's exposure and status for the metrics and alerts (the
+        kinds' probes waited on for ``REFRESH_PROBE_WAIT_S``)."""
         from lifeboat.ops.status import asset_status
 
         repo: Repository | None = None
         try:
             repo = runtime.open_for_write(self.policy)
-            for st in asset_status(self.policy, repo, probe_wait=REFRESH_PROBE_WAIT_S):
+            statuses = asset_status(self.policy, repo, probe_wait=REFRESH_PROBE_WAIT_S)
+            for st in statuses:
                 self.metrics.rpo.labels(st.asset).set(st.rpo_s)
                 self.metrics.rto.labels(st.asset).set(st.rto_s)
                 if st.exposure_s is not None:
@@ -106,7 +108,7 @@ class StatusMonitor:
             if time.monotonic() - self._dashboard_built > 30:
                 from lifeboat.ops.dashboard import build_dashboard
 
-                build_dashboard(self.policy, self.dashboard_path.parent, probe_wait=REFRESH_PROBE_WAIT_S)
+                build_dashboard(self.policy, self.dashboard_path.parent, statuses=statuses)
                 self._dashboard_built = time.monotonic()
         except LifeboatError as exc:
             self.log(f"status refresh failed: {exc.message}")

@@ -14,7 +14,7 @@ from jinja2 import Environment, PackageLoader
 
 from lifeboat import runtime
 from lifeboat.ops.charts import BYTES, DURATION, PERCENT, Series, risk_bars, time_chart
-from lifeboat.ops.status import PROBE_WAIT_S, AssetStatus, asset_status, audit_entries, drill_results
+from lifeboat.ops.status import AssetStatus, asset_status, audit_entries, drill_results
 from lifeboat.units import format_bytes, format_seconds
 
 if TYPE_CHECKING:
@@ -175,13 +175,15 @@ def fleet_rows(assets: list[AssetCharts]) -> list[tuple[str, float, str]]:
 
 
 def build_dashboard(
-    policy: Policy, out_dir: Path, now: datetime | None = None, probe_wait: float = PROBE_WAIT_S
+    policy: Policy, out_dir: Path, now: datetime | None = None, statuses: list[AssetStatus] | None = None
 ) -> Path:
-    """The dashboard page in ``out_dir``; ``probe_wait``: as ``asset_status``'s."""
+    """The dashboard page in ``out_dir``, of ``statuses`` when the caller has just taken them
+    (the daemon's refresh: asking the servers again would wait on a silent one twice)."""
     now = now or datetime.now(UTC)
     repo = runtime.open_for_write(policy)
     try:
-        statuses = asset_status(policy, repo, now, probe_wait)
+        if statuses is None:
+            statuses = asset_status(policy, repo, now)
         snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
     finally:
         repo.close()  # the daemon builds one every 30 s: its sockets must not pile up

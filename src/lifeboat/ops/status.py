@@ -98,9 +98,9 @@ class Probes:
     deadline: float
 
     @classmethod
-    def ask(cls, probes: dict[str, StatusProbe], wait: float = PROBE_WAIT_S) -> Probes:
+    def ask(cls, probes: dict[str, StatusProbe], wait: float | None = None) -> Probes:
         asked = {name: _ask(probe) for name, probe in probes.items()}
-        return cls(asked, time.monotonic() + wait)
+        return cls(asked, time.monotonic() + (PROBE_WAIT_S if wait is None else wait))
 
     def answer(self, name: str) -> Any:
         """The probe's answer (None: the asset has no probe, or its answer did not come in
@@ -146,10 +146,11 @@ def _answer(ask: Callable[[], Any], future: Future[Any]) -> None:
 
 
 def asset_status(
-    policy: Policy, repo: Repository, now: datetime | None = None, probe_wait: float = PROBE_WAIT_S
+    policy: Policy, repo: Repository, now: datetime | None = None, probe_wait: float | None = None
 ) -> list[AssetStatus]:
     """Every asset's status; a kind's probe that has not answered ``probe_wait`` seconds
-    after the asking gives no answer (its asset's status then goes without it)."""
+    (default ``PROBE_WAIT_S``) after the asking gives no answer (its asset's status then
+    goes without it)."""
     now = now or clock.now()
     probes = {name: kind_of(asset).status_probe(asset) for name, asset in policy.assets.items()}
     # asked before the repository is read, and read while they wait on the network

@@ -423,7 +423,9 @@ class CachedHistory:
     def __init__(
         self, rows: list[tuple[datetime, str, str, SignatureCheck, float]], trust: Trust | None
     ) -> None:
-        self.rows = sorted(rows)  # (time, id, ...): ids are unique, so no check is compared
+        # by (time, id) alone: a copy of a header planted under another name (snapshots/x/ID)
+        # has the same id, and its check cannot be ordered against the genuine one's
+        self.rows = sorted(rows, key=lambda row: (row[0], row[1]))
         self.trust = trust
         self.now = clock.now()
 
