@@ -173,6 +173,15 @@ def test_a_push_that_cannot_write_is_reported_loudly(root_pg):
     assert [m["status"] for m in fired] == ["firing"]
     assert "db: archive_command is failing" in fired[0]["message"]
 
+    # the server out of reach (an outage): no verdict, so the alert stays as it is (it was
+    # resolved here, and fired again once the server answered)
+    pg.cluster.stop()
+    with webhook() as received:
+        pg.run("--config", alerting_policy(pg, received.url), "daemon", "--max-seconds", "1", "--no-http")
+    assert [m for m in received if m["condition"] == "archiving:db"] == []
+    assert json.loads((pg.root / ".lifeboat" / "alerts.json").read_text()).keys() >= {"archiving:db"}
+    pg.cluster.start()
+
     # fixed: the archiver catches up and the finding goes away
     os.chown(key, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
     # After 3 failed attempts the archiver rests 60 s unless woken; a new segment to archive

@@ -140,11 +140,12 @@ class StatusMonitor:
             self.alerts.resolve(key)
 
     def report_archive_failure(self, st: AssetStatus) -> None:
-        """Alert while the server's archive_command has failed since its last success."""
+        """Alert while the server's archive_command has failed since its last success; a
+        server that gives no answer (out of reach, silent) leaves the alert as it is."""
         key = f"archiving:{st.asset}"
         if st.archive_failure:
             self.alerts.fire(key, f"{st.asset}: {st.archive_failure}")
-        else:
+        elif st.archiver_answered:
             self.alerts.resolve(key)
 
     def refresh_key_age(self, repo: Repository) -> None:

@@ -56,6 +56,7 @@ class AssetStatus:
     host: str = ""  # where the asset lives (see asset_host)
     risk: float | None = None  # exposure / RPO; None: never backed up (the worst)
     archive_failure: str | None = None  # pg_stat_archiver: failing since the last success
+    archiver_answered: bool = False  # the server answered (else archive_failure is unknown)
 
 
 def audit_entries(policy: Policy) -> list[dict[str, Any]]:
@@ -174,6 +175,7 @@ def asset_status(
         if extras.newest is not None:
             newest = max(newest, extras.newest) if newest else extras.newest
         st.bad_pages, st.archive_failure = extras.bad_pages, extras.archive_failure
+        st.archiver_answered = extras.archiver_answered
         st.divergent = extras.divergent
         st.breaches += extras.breaches
         st.host = asset_host(asset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -181,6 +181,11 @@ def archive_failure(dsn: str) -> str | None:
         conn = connect(dsn)
     except LifeboatError:
         return None
+    return archive_failure_on(conn)
+
+
+def archive_failure_on(conn: psycopg.Connection[Any]) -> str | None:
+    """``archive_failure`` of a server already connected to (the connection is closed)."""
     try:
         with conn:
             row = conn.execute(

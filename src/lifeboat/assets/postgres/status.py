@@ -3,6 +3,7 @@ archived and streamed since it, divergent timelines, and a failing archiver."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,24 +49,36 @@ def status_extras(query: StatusQuery) -> StatusExtras:
     return extras
 
 
-def archiver_probe(dsn: str) -> str | None:
+@dataclass(frozen=True)
+class ArchiverAnswer:
+    """What a server said of its archiver: ``failure``, or None when archiving works."""
+
+    failure: str | None
+
+
+def archiver_probe(dsn: str) -> ArchiverAnswer | None:
     """``configure.archive_failure`` as status and the daemon ask it: they go on whatever the
     server does, so a query refused (a role without pg_stat_archiver) or a connection lost
-    after connecting (a failover) is no verdict, as an unreachable server is. `pg
+    after connecting (a failover) is no verdict (None), as an unreachable server is. `pg
     configure` and `policy check` call ``archive_failure`` itself."""
-    from lifeboat.assets.postgres.configure import archive_failure
+    from lifeboat.assets.postgres.configure import archive_failure_on
+    from lifeboat.assets.postgres.connection import connect
 
     try:
-        return archive_failure(dsn)
+        return ArchiverAnswer(archive_failure_on(connect(dsn)))
     except LifeboatError:
         return None
 
 
-def _archiver_verdict(extras: StatusExtras, failure: str | None) -> None:
+def _archiver_verdict(extras: StatusExtras, probed: object) -> None:
     """A server whose archive_command fails loses its point-in-time recovery silently:
-    the audit log only records the pushes that worked. ``failure``: what the kind's
-    status probe (``configure.archive_failure``) found."""
-    extras.archive_failure = failure
+    the audit log only records the pushes that worked. ``probed``: what the kind's status
+    probe found; anything but an answer (none in time, none given) is no verdict, and the
+    daemon then leaves an archiver alert as it is rather than resolve it."""
+    if not isinstance(probed, ArchiverAnswer):
+        return
+    extras.archiver_answered = True
+    extras.archive_failure = probed.failure
     if extras.archive_failure is not None:
         extras.breaches.append(extras.archive_failure)
 
