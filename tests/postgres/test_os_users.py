@@ -189,7 +189,12 @@ def test_a_push_that_cannot_write_is_reported_loudly(root_pg):
     # segment first. An empty segment would not switch, and the test would wait out the rest.
     pg.sql("insert into items (label) values ('wakes the archiver')")
     pg.switch_and_wait_archived(timeout=180)
-    assert json.loads(pg.run("status", "--json", check=False).stdout)["assets"][0]["archive_failure"] is None
+    (db,) = json.loads(pg.run("status", "--json", check=False).stdout)["assets"]
+    assert db["archive_failure"] is None and db["archiver_answered"] is True
+    with webhook() as received:
+        pg.run("--config", alerting_policy(pg, received.url), "daemon", "--max-seconds", "1", "--no-http")
+    assert [m["status"] for m in received if m["condition"] == "archiving:db"] == ["resolved"]
+    assert "archiving:db" not in json.loads((pg.root / ".lifeboat" / "alerts.json").read_text())
     assert pg.run("pg", "configure", "db").returncode == 0
 
     # a key rotated by root stays the archiver's

@@ -355,4 +355,4 @@ class StatusExtras:
     divergent: list[dict[str, Any]] = field(default_factory=list)  # WAL branches
     bad_pages: int | None = None
     archive_failure: str | None = None
-    archiver_answered: bool = False  # the server gave a verdict (archive_failure None: works)
+    archiver_answered: bool | None = None  # the server gave a verdict; None: no archiver

@@ -181,8 +181,8 @@ class Daemon:
             self._refresh_logging_failures()
             self.state.stop.wait(tick)
         jobs_done.wait()
-        # waits for probes as every refresh does: with no wait, every server would give no
-        # answer, and no answer resolves an archiver alert the next start fires again
+        # waits for probes as every refresh does: with no wait no server could answer, and
+        # an archiver that failed or recovered meanwhile would go unreported until the next start
         self._refresh_logging_failures()
 
     def _refresh_logging_failures(self) -> None:

@@ -56,7 +56,8 @@ class AssetStatus:
     host: str = ""  # where the asset lives (see asset_host)
     risk: float | None = None  # exposure / RPO; None: never backed up (the worst)
     archive_failure: str | None = None  # pg_stat_archiver: failing since the last success
-    archiver_answered: bool = False  # the server answered (else archive_failure is unknown)
+    archiver_answered: bool | None = None  # the server answered (False: archive_failure
+    # is unknown); None: the kind has no archiver
 
 
 def audit_entries(policy: Policy) -> list[dict[str, Any]]:

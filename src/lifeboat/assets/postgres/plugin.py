@@ -212,8 +212,8 @@ class PostgresKind(AssetKind):
 
     def status_probe(self, asset: AssetSpec) -> StatusProbe | None:
         """pg_stat_archiver's verdict (``status.archiver_probe``), asked of the server."""
-        # imported here, on the caller's thread: psycopg is then never first imported by
-        # two threads at once
+        # imported here, on the caller's thread (psycopg with it): psycopg is then never
+        # first imported by two threads at once
         from lifeboat.assets.postgres.status import archiver_probe
 
         dsn = _spec(asset).dsn

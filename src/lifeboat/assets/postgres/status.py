@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.kind import StatusExtras, StatusQuery
+from lifeboat.assets.postgres.configure import archive_failure_on
+from lifeboat.assets.postgres.connection import connect
 from lifeboat.assets.postgres.model import PostgresAsset
 from lifeboat.errors import LifeboatError
 
@@ -61,9 +63,6 @@ def archiver_probe(dsn: str) -> ArchiverAnswer | None:
     server does, so a query refused (a role without pg_stat_archiver) or a connection lost
     after connecting (a failover) is no verdict (None), as an unreachable server is. `pg
     configure` and `policy check` call ``archive_failure`` itself."""
-    from lifeboat.assets.postgres.configure import archive_failure_on
-    from lifeboat.assets.postgres.connection import connect
-
     try:
         return ArchiverAnswer(archive_failure_on(connect(dsn)))
     except LifeboatError:
@@ -75,9 +74,9 @@ def _archiver_verdict(extras: StatusExtras, probed: object) -> None:
     the audit log only records the pushes that worked. ``probed``: what the kind's status
     probe found; anything but an answer (none in time, none given) is no verdict, and the
     daemon then leaves an archiver alert as it is rather than resolve it."""
+    extras.archiver_answered = isinstance(probed, ArchiverAnswer)
     if not isinstance(probed, ArchiverAnswer):
         return
-    extras.archiver_answered = True
     extras.archive_failure = probed.failure
     if extras.archive_failure is not None:
         extras.breaches.append(extras.archive_failure)
