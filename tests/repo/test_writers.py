@@ -129,9 +129,9 @@ def test_choosing_from_the_cached_history_skips_a_newer_refused_snapshot(
 
 
 def test_a_header_copy_planted_under_another_name_does_not_stop_the_choice(tmp_path: Path) -> None:
-    """Somebody with write access to the storage plants a copy of the newest header, its
-    signature broken, under snapshots/x/: the copy is refused, and backups and restores
-    still choose the genuine header (sorting the two by their checks raised TypeError)."""
+    """Somebody with write access to the storage plants a copy of the newest header under
+    snapshots/x/: backups and restores still choose the genuine header (sorting the two by
+    their checks raised TypeError), and the copy is reported, never listed as a snapshot."""
     root = tmp_path / "repo"
     repo, _, _ = Repository.create(open_storage(f"file://{root}"), cache_dir=tmp_path / "cache")
     older, newest = backup(repo, data=b"a"), backup(repo, data=b"b")
@@ -145,4 +145,14 @@ def test_a_header_copy_planted_under_another_name_does_not_stop_the_choice(tmp_p
     assert repo.find_snapshot("app").id == newest.id
     assert repo.find_snapshot("app", snapshot_id=older.id[:12]).id == older.id
     assert backup(repo, data=b"c").parent == newest.id
-    assert [r.reason for r in repo.snapshot_listing().refused] == ["signature does not match"]
+    listing = repo.snapshot_listing()
+    assert listing.refused == [] and list(listing.damaged) == [f"snapshots/x/{newest.id}"]
+    assert "not where a snapshot header is stored" in listing.damaged[f"snapshots/x/{newest.id}"]
+
+    # an exact copy, its signature intact, is no second snapshot either: a lookup by id
+    # finds one, and the copy is reported
+    (root / "snapshots" / "x" / newest.id).unlink()
+    (root / "snapshots" / "x" / newest.id).write_bytes((root / "snapshots" / newest.id).read_bytes())
+    assert repo.find_snapshot("app", snapshot_id=newest.id[:12]).id == newest.id
+    assert [s.id for s in repo.snapshots("app")].count(newest.id) == 1
+    assert not repo.check().ok

@@ -260,6 +260,8 @@ def list_snapshots(
 
     def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None:
         snapshot_id = name.rsplit("/", 1)[-1]
+        if name != snapshot_name(snapshot_id):  # snapshots/x/ID: a copy set beside the header
+            return f"{name} is not where a snapshot header is stored (snapshots/ID)"
         stamp = [listed[name].size, listed[name].mtime]
         hit = cached.get(snapshot_id)
         if not reread and hit is not None and hit.get("stat") == stamp:
@@ -464,6 +466,8 @@ def cached_history(
     checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's rows share one form
     for obj in storage.list("snapshots/"):
         snapshot_id = obj.name.rsplit("/", 1)[-1]
+        if obj.name != snapshot_name(snapshot_id):
+            return None  # not a header's name: the full listing reads and reports it
         row = summary.get(snapshot_id)
         if row is None or row[:2] != [obj.size, obj.mtime] or (row[3] is None and codec.reads_all):
             try:
