@@ -239,3 +239,34 @@ def test_revoking_from_the_suspected_compromise_refuses_what_was_signed_since(si
     audit = [json.loads(line) for line in (site.root / ".lifeboat" / "audit.jsonl").read_text().splitlines()]
     ops = [(e["operation"], e["details"].get("writer")) for e in audit if e["operation"].startswith("keys-")]
     assert ops == [("keys-add-writer", "web-1"), ("keys-revoke-writer", "web-1")]
+
+
+def test_a_header_copy_planted_beside_the_headers_is_reported_and_never_chosen(site: Site) -> None:
+    """With the storage alone, the attacker copies the newest header under snapshots/x/,
+    once exactly and once with its signature broken. Backups and restores go on choosing
+    the genuine header (the broken copy made every choice of the asset fail), a lookup by
+    id is not made ambiguous, and `check` and `snapshots` report the planted names."""
+    site.backup("app")
+    (site.root / "app" / "config.txt").write_bytes(b"the second genuine configuration\n")
+    newest = site.backup("app")
+    site.snapshot_ids("app")  # the host's cache summary, every later choice is made from
+    headers = site.root / "repo" / "snapshots"
+    (headers / "x").mkdir()
+    (headers / "x" / newest).write_bytes((headers / newest).read_bytes())
+    broken = bytearray((headers / newest).read_bytes())
+    broken[-1] ^= 1
+    (headers / "y").mkdir()
+    (headers / "y" / newest).write_bytes(bytes(broken))
+
+    assert site.restored("app", "config.txt") == b"the second genuine configuration\n"
+    assert site.json("backup", "app")[0]["ok"] is True
+    target = site.root / "by-id"
+    site.run("restore", "app", "--snapshot", newest[:12], "--target", str(target), *site.recovery)
+    assert (target / "app" / "config.txt").read_bytes() == b"the second genuine configuration\n"
+    planted = {f"snapshots/x/{newest}", f"snapshots/y/{newest}"}
+    problems = site.check_problems()
+    assert {str(p["object"]) for p in problems} >= planted
+    messages = [str(p["message"]) for p in problems if p["object"] in planted]
+    assert len(messages) == 2 and all("not where a snapshot header is stored" in m for m in messages)
+    listed = site.run("snapshots", *site.recovery, check=False)
+    assert listed.returncode == 1 and all(name in listed.stdout + listed.stderr for name in planted)

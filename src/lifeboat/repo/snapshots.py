@@ -352,6 +352,20 @@ def _same_fields(entry: dict[str, Any], decoded: dict[str, Any]) -> bool:
     return all(entry.get(k) == decoded.get(k) for k in ("header", "signature", "sealed", "unopened"))
 
 
+def _cached_check(
+    data: object, checks: dict[tuple[str, ...], SignatureCheck | None]
+) -> SignatureCheck | None:
+    """``SignatureCheck.from_json`` of a cached form, decoded once per listing in ``checks``:
+    a writer's thousands of headers share one form. None for a form that is not one."""
+    try:
+        form = tuple(data) if isinstance(data, list) else ()
+        if form not in checks:
+            checks[form] = SignatureCheck.from_json(data)
+        return checks[form]
+    except TypeError:  # an element that cannot be hashed: not a form a check is cached in
+        return None
+
+
 def _reuse(
     hit: dict[str, Any],
     snapshot_id: str,
@@ -367,14 +381,7 @@ def _reuse(
             return None
         claims = hit.get("claims")
         return unopened, claims if isinstance(claims, str) else None
-    signature = hit.get("signature")
-    try:
-        form = tuple(signature) if isinstance(signature, list) else ()
-        if form not in checks:
-            checks[form] = SignatureCheck.from_json(signature)
-        check = checks[form]
-    except TypeError:  # an element that cannot be hashed: no form a check is cached in
-        check = None
+    check = _cached_check(hit.get("signature"), checks)
     if check is None or not isinstance(hit.get("header"), dict):
         return None
     if not _opens(codec, check, hit.get("sealed") is True):
@@ -480,10 +487,7 @@ def cached_history(
             added = True
         if row[3] is None or (asset is not None and row[3] != asset):
             continue  # sealed for another writer, or unsigned (never chosen); or not asked for
-        form = tuple(row[4]) if isinstance(row[4], list) else ("",)
-        if form not in checks:
-            checks[form] = SignatureCheck.from_json(row[4])
-        check = checks[form]
+        check = _cached_check(row[4], checks)
         if check is None:
             return None
         if not _opens(codec, check, row[5] is True):
