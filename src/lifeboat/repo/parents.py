@@ -91,9 +91,11 @@ class ParentFile:
 
     def content_writer(self, fh: IO[bytes]) -> Any:
         """A zstandard stream writer into ``fh`` (sealing what it writes, when sealed); closing
-        it closes ``fh``."""
+        it closes ``fh``. One zstd worker thread compresses while the walk goes on (the
+        compressor's calls release the interpreter): compressing the lines on the walk's own
+        thread was a twentieth of an unchanged backup of 100,000 small files."""
         sink: IO[bytes] = _SealedWriter(fh, self._cipher) if self.sealed else fh  # type: ignore[assignment]
-        return zstandard.ZstdCompressor(level=1).stream_writer(sink, closefd=True)
+        return zstandard.ZstdCompressor(level=1, threads=1).stream_writer(sink, closefd=True)
 
     def _mac(self, rest: bytes, form: bytes) -> bytes:
         return hashlib.blake2b(rest, key=self.key, digest_size=16, person=form).hexdigest().encode()
