@@ -91,6 +91,7 @@ def test_an_id_spanning_two_records_is_not_a_match() -> None:
     table.add(first)
     table.add(second)
     assert straddling not in table and first in table and second in table
+    assert not table.holds_all([first, straddling]) and table.holds_all([second, first])
     assert not table.put(first) and len(table) == 2
 
 
@@ -157,6 +158,7 @@ def test_readers_never_miss_an_id_while_the_table_doubles() -> None:
         while not done.is_set():
             misses.extend(b for i, b in enumerate(first) if table.get(b) != i.to_bytes(2, "big"))
             misses.extend(b for b in first if b not in table)  # __contains__ has its own path
+            misses.extend(b for b in first if not table.holds_all([b]))  # and holds_all
 
     readers = [threading.Thread(target=read) for _ in range(3)]
     for reader in readers:
@@ -264,6 +266,9 @@ def test_missing_names_exactly_the_ids_in_is_false_for(held: list[str], asked: l
         table.add(blob_id)
     assert list(table.missing(asked)) == [a for a in asked if a not in table]
     assert not table.missing([h for h in held])
+    # holds_all, the unchanged backup's per-file question, answers as ``missing`` does
+    assert table.holds_all(asked) == (not table.missing(asked))
+    assert table.holds_all(held) and table.holds_all([])
 
 
 def test_missing_counts_what_is_not_even_a_string_as_missing() -> None:
@@ -274,6 +279,9 @@ def test_missing_counts_what_is_not_even_a_string_as_missing() -> None:
         None,
         "AB" * 16 + " " * 32,
     ]
+    for odd in (7, None, "AB" * 16 + " " * 32, b"\xab" * 32, "zz" * 32, "ab" * 31):
+        assert not table.holds_all(["ab" * 32, odd])  # type: ignore[list-item]
+    assert table.holds_all(["ab" * 32, "AB" * 32])  # hex digits in either case: the same id
 
 
 def test_a_reserved_table_holds_its_ids_without_doubling() -> None:
@@ -319,3 +327,18 @@ def test_a_dumped_table_loads_back_answering_alike_and_growing_on() -> None:
         IdTable.load(2, lambda n: bytearray(stream[:n]), len(ids))  # another value size
     with pytest.raises(ValueError, match="larger than"):  # more than the caller's bound
         IdTable.load(3, lambda n: bytearray(stream[:n]), len(ids) - 1)
+
+
+def test_a_backup_knows_a_file_whose_chunks_are_split_between_the_index_and_its_own_run() -> None:
+    """KnownBlobs.holds_all asks the index first (an unchanged file's chunks are all there)
+    and what the run stored since for the rest: a chunk in neither makes the file read."""
+    from lifeboat.repo.backup import KnownBlobs
+
+    indexed, stored, absent = (hashlib.sha256(w).hexdigest() for w in (b"indexed", b"stored", b"absent"))
+    index = Index()
+    index.add_pack({"id": os.urandom(32).hex(), "blobs": [[indexed, "data", 7, 100, 80]]})
+    known = KnownBlobs(index)
+    known.add(stored)
+    assert known.holds_all([indexed]) and known.holds_all([stored]) and known.holds_all([indexed, stored])
+    assert not known.holds_all([indexed, absent]) and not known.holds_all([absent, stored])
+    assert KnownBlobs().holds_all([]) and not KnownBlobs().holds_all([indexed])

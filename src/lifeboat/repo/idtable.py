@@ -93,6 +93,36 @@ class IdTable:
         one call (an unchanged backup asks for every file's)."""
         return [b for b, value in zip(blob_ids, self.get_many(blob_ids), strict=True) if value is None]
 
+    def holds_all(self, blob_ids: Iterable[str]) -> bool:
+        """Whether the table holds every one of the ids: ``missing`` without a value copied
+        out or a list built, stopping at the first id it lacks (an unchanged backup asks
+        once per file, a million times for a million files: ``missing`` was a fifth of it)."""
+        moves = self._moves
+        held = self._holds_all(blob_ids)
+        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
+            with self._lock:
+                held = self._holds_all(blob_ids)
+        return held
+
+    def _holds_all(self, blob_ids: Iterable[str]) -> bool:
+        size, key, from_bytes, fromhex = self._record, self._key, int.from_bytes, bytes.fromhex
+        mask, buckets = self._table
+        for blob_id in blob_ids:  # _values without the values
+            try:
+                raw = fromhex(blob_id) if len(blob_id) == 2 * ID_SIZE else b""
+            except (TypeError, ValueError):  # not a str, not hex
+                return False
+            if len(raw) != ID_SIZE:
+                return False
+            x = from_bytes(raw, "little")
+            bucket = buckets[((x ^ (x >> _FOLD)) * key >> _FOLD) & mask]
+            pos = bucket.find(raw)
+            while pos > 0 and pos % size:  # matched across two records: look on
+                pos = bucket.find(raw, pos + 1)
+            if pos < 0:
+                return False
+        return True
+
     def get_many(self, blob_ids: Sequence[str]) -> list[bytes | None]:
         """``get`` of each, in one call (a restore looks up every chunk it plans)."""
         moves = self._moves

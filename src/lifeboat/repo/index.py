@@ -106,6 +106,10 @@ class Index:
         """The ids of these the index does not list, in their order."""
         return self._blobs.missing(blob_ids)
 
+    def holds_all(self, blob_ids: Sequence[str]) -> bool:
+        """Whether the index lists every one of these ids."""
+        return self._blobs.holds_all(blob_ids)
+
     def __len__(self) -> int:
         return len(self._blobs)
 
