@@ -23,12 +23,13 @@ from lifeboat import clock
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.crypto.writers import ANY_ASSET, Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
+from lifeboat.memory import collection_paused
 from lifeboat.repo.format import SNAPSHOT_MAGIC, object_ids_valid, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.snapshot_cache import SnapshotCache
 from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
-from lifeboat.storage.base import Storage
+from lifeboat.storage.base import ObjectStat, Storage
 
 NAMESPACE = "snapshots/"
 LOAD_BATCH = 64  # at most this many headers read by one task of the listing's pool
@@ -252,7 +253,8 @@ def list_snapshots(
     on what only a writer key opened."""
     listed = {obj.name: obj for obj in storage.list("snapshots/")}
     names = list(listed)
-    cached = cache.load() if cache is not None else {}
+    with collection_paused():  # thousands of cached headers: see memory.collection_paused
+        cached = cache.load() if cache is not None else {}
     fresh: dict[str, dict[str, Any]] = {}
     learnt: list[str] = []  # headers this side verified for the first time: the cache is saved
     side = "recovery" if codec.reads_all else "writer"
@@ -304,7 +306,8 @@ def list_snapshots(
     if nothing_to_fetch or storage.url.startswith("file://"):
         # threads would only add overhead: a local header is read in microseconds, and
         # readers of one interpreter hand its lock to each other on every read
-        results = list(map(load, names))
+        with collection_paused():  # no request made: only cached or local headers decoded
+            results = list(map(load, names))
     else:
         # a few batches per worker: a future per header cost more than reading a cached
         # one, and a short listing still spreads over every worker
@@ -312,9 +315,22 @@ def list_snapshots(
         batches = [names[i : i + size] for i in range(0, len(names), size)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = [r for batch in pool.map(lambda b: [load(n) for n in b], batches) for r in batch]
+    with collection_paused():
+        listing = _judged_listing(listed, results, trust)
+    if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
+        cache.save(fresh)
+    return listing
+
+
+def _judged_listing(
+    listed: dict[str, ObjectStat],
+    results: list[tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None],
+    trust: Trust | None,
+) -> SnapshotListing:
+    """The loaded headers (by object name, in listing order) judged into a listing."""
     listing = SnapshotListing()
     now = clock.now()  # one moment for the whole listing
-    for name, result in zip(names, results, strict=True):
+    for name, result in zip(listed, results, strict=True):
         if isinstance(result, tuple) and isinstance(result[0], Unopened):
             snapshot_id = name.rsplit("/", 1)[-1]
             mtime = listed[name].mtime
@@ -335,8 +351,6 @@ def list_snapshots(
             listing.damaged[name] = result
     listing.accepted.sort(key=lambda s: (s.time, s.id))
     listing.refused.sort(key=lambda s: (s.time or datetime.min.replace(tzinfo=UTC), s.id))
-    if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
-        cache.save(fresh)
     return listing
 
 
@@ -465,7 +479,8 @@ def cached_history(
     listing, one small file and the chosen header, not a decoded header per snapshot.
     Snapshots sealed by other writers are left out, and the refused ones are skipped when
     the history is walked (the cached signature check is judged afresh against ``trust``)."""
-    summary = cache.load_summary()
+    with collection_paused():  # thousands of rows: see memory.collection_paused
+        summary = cache.load_summary()
     if not summary:
         return None
     rows = []
