@@ -115,15 +115,22 @@ def collection_paused() -> Iterator[None]:
     listing 10,000 snapshots spent ~50 ms of its ~370 ms in collections that freed
     nothing. Only around such bulk decoding: nothing inside makes garbage cycles. Blocks
     nest, from any thread."""
-    with _paused_lock:
-        if _paused["depth"] == 0:
-            _paused["was_enabled"] = gc.isenabled()
-            gc.disable()
-        _paused["depth"] += 1
+    # Turned off only once counted, inside the try: an interrupt on the way in (Ctrl-C
+    # lands between any two bytecodes) leaves the collector on, at worst with a count that
+    # never returns to zero (later blocks then leave the collector alone). On the way out
+    # the collector is turned on before the count drops.
+    counted = False
     try:
+        with _paused_lock:
+            _paused["depth"] += 1
+            counted = True
+            if _paused["depth"] == 1:
+                _paused["was_enabled"] = gc.isenabled()
+                gc.disable()
         yield
     finally:
-        with _paused_lock:
-            _paused["depth"] -= 1
-            if _paused["depth"] == 0 and _paused["was_enabled"]:
-                gc.enable()
+        if counted:
+            with _paused_lock:
+                if _paused["depth"] == 1 and _paused["was_enabled"]:
+                    gc.enable()
+                _paused["depth"] -= 1

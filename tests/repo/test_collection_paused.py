@@ -5,6 +5,8 @@ Pure logic: the interpreter's own collector, no repository."""
 from __future__ import annotations
 
 import gc
+import inspect
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -65,3 +67,41 @@ def test_blocks_of_two_threads_that_overlap_leave_the_collector_on() -> None:
     assert second_checked.wait(10)
     thread.join(10)
     assert seen == [False] and gc.isenabled()
+
+
+def test_an_interrupt_at_any_line_never_leaves_the_collector_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lands between any two bytecodes: a tracer raises KeyboardInterrupt at each
+    line of the way in (up to the block's body) in turn. Whatever it interrupts, the
+    collector is on after (a count left above zero only makes later blocks leave the
+    collector alone). The way out turns the collector on first thing; an interrupt inside
+    it can only reach the main thread, which is then on its way out of the process."""
+    code = memory.collection_paused.__wrapped__.__code__  # type: ignore[attr-defined]
+    source, first = inspect.getsourcelines(memory.collection_paused)
+    body = first + next(n for n, line in enumerate(source) if line.strip() == "yield")
+    lines = sorted({line for _, _, line in code.co_lines() if line is not None and first < line <= body})
+    assert len(lines) > 5
+    for target in lines:
+        monkeypatch.setattr(memory, "_paused", {"depth": 0, "was_enabled": True})
+        gc.enable()
+
+        def tracer(frame, event, arg, target=target):  # type: ignore[no-untyped-def]
+            if frame.f_code is not code:
+                return None
+
+            def local(frame, event, arg):  # type: ignore[no-untyped-def]
+                if event == "line" and frame.f_lineno == target:
+                    raise KeyboardInterrupt
+                return local
+
+            return local
+
+        previous = sys.gettrace()  # coverage's, when the suite measures it
+        sys.settrace(tracer)
+        try:
+            with memory.collection_paused():
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(previous)
+        assert gc.isenabled(), f"off after an interrupt at line {target}"

@@ -93,7 +93,7 @@ class IdTable:
         one call (an unchanged backup asks for every file's)."""
         return [b for b, value in zip(blob_ids, self.get_many(blob_ids), strict=True) if value is None]
 
-    def holds_all(self, blob_ids: Iterable[str]) -> bool:
+    def holds_all(self, blob_ids: Sequence[str]) -> bool:
         """Whether the table holds every one of the ids: ``missing`` without a value copied
         out or a list built, stopping at the first id it lacks (an unchanged backup asks
         once per file, a million times for a million files: ``missing`` was a fifth of it)."""
@@ -104,7 +104,7 @@ class IdTable:
                 held = self._holds_all(blob_ids)
         return held
 
-    def _holds_all(self, blob_ids: Iterable[str]) -> bool:
+    def _holds_all(self, blob_ids: Sequence[str]) -> bool:
         size, key, from_bytes, fromhex = self._record, self._key, int.from_bytes, bytes.fromhex
         mask, buckets = self._table
         for blob_id in blob_ids:  # _values without the values

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -303,10 +304,14 @@ def list_snapshots(
         return returned
 
     nothing_to_fetch = not reread and cached and all(n.rsplit("/", 1)[-1] in cached for n in names)
-    if nothing_to_fetch or storage.url.startswith("file://"):
+    local = storage.url.startswith("file://")
+    if nothing_to_fetch or local:
         # threads would only add overhead: a local header is read in microseconds, and
         # readers of one interpreter hand its lock to each other on every read
-        with collection_paused():  # no request made: only cached or local headers decoded
+        # Paused only where no request can be made: a cached entry that is not reused (its
+        # stamp changed, the other side's form) is fetched here too, and an HTTP client's
+        # garbage has cycles.
+        with collection_paused() if local else nullcontext():
             results = list(map(load, names))
     else:
         # a few batches per worker: a future per header cost more than reading a cached
