@@ -1,7 +1,9 @@
-"""Process-wide malloc tuning (glibc only; elsewhere these do nothing).
+"""Process-wide memory tuning: malloc (glibc only; elsewhere these do nothing) and pauses
+of the garbage collector.
 
-The one place lifeboat touches the allocator: many transfer threads and buffers of many
-sizes make glibc's defaults keep far more memory than is live.
+The one place lifeboat touches the allocator and the collector: many transfer threads and
+buffers of many sizes make glibc's defaults keep far more memory than is live, and bulk
+decoding makes the collector walk the heap for nothing.
 """
 
 from __future__ import annotations
