@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import gc
 import inspect
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from lifeboat import memory
+from tests.harness.interrupts import interrupted_at
 
 
 @pytest.fixture(autouse=True)
@@ -80,28 +80,14 @@ def test_an_interrupt_at_any_line_never_leaves_the_collector_off(monkeypatch: py
     body = first + next(n for n, line in enumerate(source) if line.strip() == "yield")
     lines = sorted({line for _, _, line in code.co_lines() if line is not None and first < line <= body})
     assert len(lines) > 5
+
+    def pause_once() -> None:
+        with memory.collection_paused():
+            pass
+
     for target in lines:
         monkeypatch.setattr(memory, "_paused", {"depth": 0, "was_enabled": True})
         gc.enable()
-
-        def tracer(frame, event, arg, target=target):  # type: ignore[no-untyped-def]
-            if frame.f_code is not code:
-                return None
-
-            def local(frame, event, arg):  # type: ignore[no-untyped-def]
-                if event == "line" and frame.f_lineno == target:
-                    raise KeyboardInterrupt
-                return local
-
-            return local
-
-        previous = sys.gettrace()  # coverage's, when the suite measures it
-        sys.settrace(tracer)
-        try:
-            with memory.collection_paused():
-                pass
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sys.settrace(previous)
+        reached, _ = interrupted_at(code, target, 1, pause_once)
+        assert reached == 1
         assert gc.isenabled(), f"off after an interrupt at line {target}"

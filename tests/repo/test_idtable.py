@@ -9,7 +9,6 @@ import gc
 import hashlib
 import inspect
 import os
-import sys
 import tracemalloc
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ from lifeboat.repo import idtable
 from lifeboat.repo.format import BlobLocation
 from lifeboat.repo.idtable import IdTable
 from lifeboat.repo.index import Index
+from tests.harness.interrupts import interrupted_at
 
 ids = st.binary(min_size=32, max_size=32).map(bytes.hex)
 values = st.binary(min_size=3, max_size=3)
@@ -188,29 +188,8 @@ def interrupted_in_split(line_text: str, nth: int, action: Callable[[], None]) -
     ``line_text``; how many times it reached that line."""
     lines, first = inspect.getsourcelines(IdTable._split)
     target = first + next(n for n, line in enumerate(lines) if line_text in line)
-    reached = 0
-
-    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
-        if frame.f_code is not IdTable._split.__code__:
-            return None
-
-        def local(frame, event, arg):  # type: ignore[no-untyped-def]
-            nonlocal reached
-            if event == "line" and frame.f_lineno == target:
-                reached += 1
-                if reached == nth:
-                    raise KeyboardInterrupt
-            return local
-
-        return local
-
-    previous = sys.gettrace()  # coverage's, when the suite measures it
-    sys.settrace(tracer)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            action()
-    finally:
-        sys.settrace(previous)
+    reached, interrupted = interrupted_at(IdTable._split.__code__, target, nth, action)
+    assert interrupted
     return reached
 
 

@@ -22,6 +22,7 @@ import struct
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 ID_SIZE = 32
 _START_BUCKETS = 256
@@ -30,6 +31,9 @@ _MAX_RESERVED_BUCKETS = 1 << 20  # reserve() stops here (~60 MB of empty buckets
 _FOLD = 8 * ID_SIZE - 64  # bucket_of: the id's top 64 bits folded into its lowest, and the
 # product's bits from here up choose the bucket
 _DUMP = struct.Struct("<32sIQI")  # key, value size, records, buckets (then their lengths, bytes)
+
+A = TypeVar("A")  # what a lock-free read is asked
+R = TypeVar("R")  # what it answers
 
 
 def _raw_id(blob_id: str) -> bytes:
@@ -81,12 +85,18 @@ class IdTable:
         # get() without copying the value out: an unchanged backup asks once per chunk
         if not isinstance(blob_id, str):
             return False
+        found = self._lock_free(self._locate, blob_id)
+        return found is not None and found[2] >= 0
+
+    def _lock_free(self, read: Callable[[A], R], arg: A) -> R:
+        """``read(arg)`` without the lock; again under it if records moved meanwhile (see
+        the module's docstring)."""
         moves = self._moves
-        found = self._locate(blob_id)
+        result = read(arg)
         if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
             with self._lock:
-                found = self._locate(blob_id)
-        return found is not None and found[2] >= 0
+                result = read(arg)
+        return result
 
     def missing(self, blob_ids: Sequence[str]) -> Sequence[str]:
         """The ids the table does not hold, in their order: ``in`` for a file's chunks in
@@ -97,12 +107,7 @@ class IdTable:
         """Whether the table holds every one of the ids: ``missing`` without a value copied
         out or a list built, stopping at the first id it lacks (an unchanged backup asks
         once per file, a million times for a million files: ``missing`` was a fifth of it)."""
-        moves = self._moves
-        held = self._holds_all(blob_ids)
-        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
-            with self._lock:
-                held = self._holds_all(blob_ids)
-        return held
+        return self._lock_free(self._holds_all, blob_ids)
 
     def _holds_all(self, blob_ids: Sequence[str]) -> bool:
         size, key, from_bytes, fromhex = self._record, self._key, int.from_bytes, bytes.fromhex
@@ -125,12 +130,7 @@ class IdTable:
 
     def get_many(self, blob_ids: Sequence[str]) -> list[bytes | None]:
         """``get`` of each, in one call (a restore looks up every chunk it plans)."""
-        moves = self._moves
-        found = self._values(blob_ids)
-        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
-            with self._lock:
-                found = self._values(blob_ids)
-        return found
+        return self._lock_free(self._values, blob_ids)
 
     def _values(self, blob_ids: Sequence[str]) -> list[bytes | None]:
         # _locate inlined: a call per id cost as much as the lookup
@@ -155,12 +155,7 @@ class IdTable:
 
     def get(self, blob_id: str) -> bytes | None:
         """The id's value (b"" in a set), or None when the table does not hold it."""
-        moves = self._moves
-        value = self._value(blob_id)
-        if moves & 1 or self._moves != moves:  # records moved meanwhile: ask again, alone
-            with self._lock:
-                return self._value(blob_id)
-        return value
+        return self._lock_free(self._value, blob_id)
 
     def _value(self, blob_id: str) -> bytes | None:
         found = self._locate(blob_id)
