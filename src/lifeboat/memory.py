@@ -1,9 +1,7 @@
-"""Process-wide memory tuning: malloc (glibc only; elsewhere these do nothing) and pauses
-of the garbage collector.
+"""Process-wide malloc tuning (glibc only; elsewhere these do nothing).
 
-The one place lifeboat touches the allocator and the collector: many transfer threads and
-buffers of many sizes make glibc's defaults keep far more memory than is live, and bulk
-decoding makes the collector walk the heap for nothing.
+The one place lifeboat touches the allocator: many transfer threads and buffers of many
+sizes make glibc's defaults keep far more memory than is live.
 """
 
 from __future__ import annotations
@@ -100,39 +98,3 @@ def large_buffers_mapped(threshold: int = 256 << 10) -> Iterator[None]:
                 else:
                     _mallopt(M_MMAP_THRESHOLD, 32 << 20)
                     _mallopt(M_TRIM_THRESHOLD, 64 << 20)  # glibc keeps it at twice the threshold
-
-
-# how many collection_paused blocks are open, and whether collection was on before the first
-_paused = {"depth": 0, "was_enabled": True}
-_paused_lock = threading.Lock()
-
-
-@contextmanager
-def collection_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while inside (on again after the last block, if it
-    was on before the first).
-
-    Decoding thousands of cached records (snapshot headers: dicts, lists, strings, no
-    cycles) makes the collector walk every live object again and again as the heap grows:
-    listing 10,000 snapshots spent ~50 ms of its ~370 ms in collections that freed
-    nothing. Only around such bulk decoding: nothing inside makes garbage cycles. Blocks
-    nest, from any thread."""
-    # Turned off only once counted, inside the try: an interrupt on the way in (Ctrl-C
-    # lands between any two bytecodes) leaves the collector on, at worst with a count that
-    # never returns to zero (later blocks then leave the collector alone). On the way out
-    # the collector is turned on before the count drops.
-    counted = False
-    try:
-        with _paused_lock:
-            _paused["depth"] += 1
-            counted = True
-            if _paused["depth"] == 1:
-                _paused["was_enabled"] = gc.isenabled()
-                gc.disable()
-        yield
-    finally:
-        if counted:
-            with _paused_lock:
-                if _paused["depth"] == 1 and _paused["was_enabled"]:
-                    gc.enable()
-                _paused["depth"] -= 1

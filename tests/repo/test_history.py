@@ -3,7 +3,6 @@ unused packs, and neither ever loses what a snapshot needs."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import random
@@ -548,43 +547,3 @@ def test_listing_a_copy_does_not_make_the_primary_read_its_headers_again(tmp_pat
     for _ in range(2):
         assert listed(primary) == listed(copy) == 10
     assert primary.header_reads == 0
-
-
-class RemoteLookingStorage(CountingStorage):
-    """A local store that says it is a bucket, and notes whether the garbage collector was
-    running at each header read."""
-
-    url = "s3://bucket/repo"
-
-    def __init__(self, inner: Storage) -> None:
-        super().__init__(inner)
-        self.collector_on: list[bool] = []
-
-    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        if name.startswith("snapshots/"):
-            self.collector_on.append(gc.isenabled())
-        return super().get(name, offset, length)
-
-
-def test_a_listing_that_fetches_headers_from_a_bucket_keeps_the_collector_running(tmp_path):
-    """The collector is paused while cached headers are decoded (memory.collection_paused),
-    never while headers are fetched from a remote store: an HTTP client's garbage has cycles,
-    and the pause is the whole process's (the daemon's jobs run beside its monitor). Every
-    header is cached but one was rewritten in place (its listed time changed): it is
-    fetched again by the same loop that decodes the cached ones."""
-    storage = open_storage(f"file://{tmp_path / 'repo'}")
-    repo, key, _ = Repository.create(storage, cache_dir=tmp_path / "cache")
-    snaps = [backup(repo, n) for n in range(3)]
-    remote = RemoteLookingStorage(storage)
-
-    def listed() -> list[str]:
-        handle = Repository.open(remote, backup_key=key, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
-        return [s.id for s in handle.snapshots()]
-
-    assert listed() == [s.id for s in snaps]
-    os.utime(tmp_path / "repo" / "snapshots" / snaps[1].id, (1_000_000_000, 1_000_000_000))
-    remote.collector_on.clear()
-    assert gc.isenabled()
-    assert listed() == [s.id for s in snaps]
-    assert remote.collector_on == [True]  # the rewritten header, fetched with the collector on
-    assert gc.isenabled()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,13 +23,12 @@ from lifeboat import clock
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.crypto.writers import ANY_ASSET, Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
-from lifeboat.memory import collection_paused
 from lifeboat.repo.format import SNAPSHOT_MAGIC, object_ids_valid, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.snapshot_cache import SnapshotCache
 from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
-from lifeboat.storage.base import ObjectStat, Storage
+from lifeboat.storage.base import Storage
 
 NAMESPACE = "snapshots/"
 LOAD_BATCH = 64  # at most this many headers read by one task of the listing's pool
@@ -254,8 +252,7 @@ def list_snapshots(
     on what only a writer key opened."""
     listed = {obj.name: obj for obj in storage.list("snapshots/")}
     names = list(listed)
-    with collection_paused():  # thousands of cached headers: see memory.collection_paused
-        cached = cache.load() if cache is not None else {}
+    cached = cache.load() if cache is not None else {}
     fresh: dict[str, dict[str, Any]] = {}
     learnt: list[str] = []  # headers this side verified for the first time: the cache is saved
     side = "recovery" if codec.reads_all else "writer"
@@ -304,15 +301,10 @@ def list_snapshots(
         return returned
 
     nothing_to_fetch = not reread and cached and all(n.rsplit("/", 1)[-1] in cached for n in names)
-    local = storage.url.startswith("file://")
-    if nothing_to_fetch or local:
+    if nothing_to_fetch or storage.url.startswith("file://"):
         # threads would only add overhead: a local header is read in microseconds, and
         # readers of one interpreter hand its lock to each other on every read
-        # Paused only where no request can be made: a cached entry that is not reused (its
-        # stamp changed, the other side's form) is fetched here too, and an HTTP client's
-        # garbage has cycles.
-        with collection_paused() if local else nullcontext():
-            results = list(map(load, names))
+        results = list(map(load, names))
     else:
         # a few batches per worker: a future per header cost more than reading a cached
         # one, and a short listing still spreads over every worker
@@ -320,22 +312,9 @@ def list_snapshots(
         batches = [names[i : i + size] for i in range(0, len(names), size)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = [r for batch in pool.map(lambda b: [load(n) for n in b], batches) for r in batch]
-    with collection_paused():
-        listing = _judged_listing(listed, results, trust)
-    if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
-        cache.save(fresh)
-    return listing
-
-
-def _judged_listing(
-    listed: dict[str, ObjectStat],
-    results: list[tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None],
-    trust: Trust | None,
-) -> SnapshotListing:
-    """The loaded headers (by object name, in listing order) judged into a listing."""
     listing = SnapshotListing()
     now = clock.now()  # one moment for the whole listing
-    for name, result in zip(listed, results, strict=True):
+    for name, result in zip(names, results, strict=True):
         if isinstance(result, tuple) and isinstance(result[0], Unopened):
             snapshot_id = name.rsplit("/", 1)[-1]
             mtime = listed[name].mtime
@@ -356,6 +335,8 @@ def _judged_listing(
             listing.damaged[name] = result
     listing.accepted.sort(key=lambda s: (s.time, s.id))
     listing.refused.sort(key=lambda s: (s.time or datetime.min.replace(tzinfo=UTC), s.id))
+    if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
+        cache.save(fresh)
     return listing
 
 
@@ -484,8 +465,7 @@ def cached_history(
     listing, one small file and the chosen header, not a decoded header per snapshot.
     Snapshots sealed by other writers are left out, and the refused ones are skipped when
     the history is walked (the cached signature check is judged afresh against ``trust``)."""
-    with collection_paused():  # thousands of rows: see memory.collection_paused
-        summary = cache.load_summary()
+    summary = cache.load_summary()
     if not summary:
         return None
     rows = []
