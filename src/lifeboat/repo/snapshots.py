@@ -432,8 +432,8 @@ class CachedHistory:
     def __init__(
         self, rows: list[tuple[datetime, str, str, SignatureCheck, float]], trust: Trust | None
     ) -> None:
-        # by (time, id) alone: a copy of a header planted under another name (snapshots/x/ID)
-        # has the same id, and its check cannot be ordered against the genuine one's
+        # by (time, id) alone: ids are unique (cached_history leaves a listing with a header
+        # under another name, snapshots/x/ID, to the full read), and a check is not orderable
         self.rows = sorted(rows, key=lambda row: (row[0], row[1]))
         self.trust = trust
         self.now = clock.now()
