@@ -13,10 +13,10 @@ that digest, would have check vouch for the new bytes: the tag refuses the rewri
 The parent cache (``STATE/cache/<repository>/parents/``): A backup takes a cached entry for a file whose
 identity (path, size, mtime, inode) is unchanged without reading it, so a forged line could
 make the next snapshot record ``config.txt`` with the chunks of a file the insider got
-backed up (an upload). Every line carries a MAC under a key derived from the writer's key
-file, which the state dir does not hold: the forged line is not used, the file is read
-again, and the backup says so (stderr, a snapshot label, the audit entry). The defender is
-the real `lifeboat` executable."""
+backed up (an upload). Every block of lines carries a MAC under a key derived from the
+writer's key file, which the state dir does not hold: the block with the forged line is not
+used, its files are read again, and the backup says so (stderr, a snapshot label, the audit
+entry). The defender is the real `lifeboat` executable."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from lifeboat.crypto.keys import load_backup_key
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.local_cache import TAG_SIZE, CacheSeal
 from lifeboat.repo.model import PARENT_CACHE_REJECTED
-from lifeboat.repo.parents import STREAM_FORM, ParentFile, cache_key_of
+from lifeboat.repo.parents import BLOCK_MARK, ParentFile, cache_key_of
 from tests.attacks.test_forged_history import GENUINE, Site, make_site
 from tests.harness import Clock
 
@@ -62,25 +62,33 @@ def read_lines(path: Path) -> tuple[bytes, list[bytes]]:
     return magic, [line for line in lines if line]
 
 
-def fields(line: bytes) -> tuple[bytes, bytes, bytes, bytes]:
-    mac, path, identity, entry = line.split(b"\t", 3)
-    return mac, path, identity, entry
+def fields(line: bytes) -> tuple[bytes, bytes, bytes]:
+    path, identity, entry = line.split(b"\t", 2)
+    return path, identity, entry
 
 
-def graft(path: Path, mac_of: object = None) -> None:
+def graft(path: Path, resealed_by: ParentFile | None = None) -> int:
     """config.txt's line made to carry upload.txt's chunks: identity kept (so the walk takes
-    it), MAC copied from the genuine line (the insider cannot compute one), or computed by
-    ``mac_of`` (the control: what only the key file's holder can do)."""
+    it), its block's MAC line kept as found (the insider cannot compute one), or computed
+    with ``resealed_by`` (the control: what only the key file's holder can do). The number
+    of file lines in the cache."""
     magic, lines = read_lines(path)
-    by_name = {orjson.loads(fields(line)[1]).rsplit("/", 1)[-1]: line for line in lines}
-    mac, name, identity, entry = fields(by_name["config.txt"])
-    upload = orjson.loads(fields(by_name["upload.txt"])[3])
+    files = [line for line in lines if not line.startswith(BLOCK_MARK)]
+    by_name = {orjson.loads(fields(line)[0]).rsplit("/", 1)[-1]: line for line in files}
+    name, identity, entry = fields(by_name["config.txt"])
+    upload = orjson.loads(fields(by_name["upload.txt"])[2])
     forged_entry = orjson.loads(entry)
     forged_entry.update({k: upload[k] for k in ("chunks", "size", "sha256") if k in upload})
-    rest = name + b"\t" + identity + b"\t" + orjson.dumps(forged_entry)
-    forged = mac_of(rest) if callable(mac_of) else mac + b"\t" + rest
+    forged = name + b"\t" + identity + b"\t" + orjson.dumps(forged_entry)
     out = [forged if line == by_name["config.txt"] else line for line in lines]
-    path.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join([magic, *out]) + b"\n"))
+    if resealed_by is None:
+        body = b"".join(line + b"\n" for line in out)
+    else:
+        body = resealed_by.sealed_block(
+            b"".join(line + b"\n" for line in out if not line.startswith(BLOCK_MARK))
+        )
+    path.write_bytes(zstandard.ZstdCompressor().compress(magic + b"\n" + body))
+    return len(files)
 
 
 def audit_entries(site: Site) -> list[dict[str, Any]]:
@@ -90,17 +98,17 @@ def audit_entries(site: Site) -> list[dict[str, Any]]:
 
 def test_a_rewritten_parent_cache_line_is_not_used_and_the_backup_says_so(site: Site) -> None:
     site.backup("app")
-    graft(cache_file(site))
+    lines = graft(cache_file(site))  # both files' lines are in one block
 
     proc = site.run("backup", "app", "--json")  # the host's next scheduled backup
     [result] = json.loads(proc.stdout)
-    assert result["ok"] and result["labels"][PARENT_CACHE_REJECTED] == "1"
-    assert result["stats"]["reused_files"] == 1  # upload.txt alone; config.txt was read again
-    assert "1 entries of the parent cache failed their MAC" in proc.stderr
+    assert result["ok"] and result["labels"][PARENT_CACHE_REJECTED] == str(lines) == "2"
+    assert result["stats"]["reused_files"] == 0  # config.txt and upload.txt were read again
+    assert "2 entries of the parent cache failed their MAC" in proc.stderr
     [details] = [
         e["details"] for e in audit_entries(site) if e["details"].get("snapshot") == result["snapshot"]
     ]
-    assert details[PARENT_CACHE_REJECTED] == 1
+    assert details[PARENT_CACHE_REJECTED] == 2
     assert site.restored("app", "config.txt") == GENUINE
 
 
@@ -110,7 +118,7 @@ def test_control_the_same_graft_with_a_valid_mac_would_change_what_is_restored(s
     site.backup("app")
     key = load_backup_key(load_policy(site.policy).repository.keyfile)
     cache = ParentFile(cache_file(site), cache_key_of(Keyring.for_backup(key).mac, "app"))
-    graft(cache.path, lambda rest: cache.line(rest, STREAM_FORM))
+    graft(cache.path, resealed_by=cache)
 
     [result] = site.json("backup", "app")
     assert PARENT_CACHE_REJECTED not in result["labels"] and result["stats"]["reused_files"] == 2

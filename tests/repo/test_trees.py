@@ -9,13 +9,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-import zstandard
 
 from lifeboat.assets.files.tree import backup_paths, identity_of, restore_snapshot, walk
 from lifeboat.errors import IntegrityError
 from lifeboat.repo import Repository
 from lifeboat.repo.model import Entry, SnapshotInfo
-from lifeboat.repo.parents import STREAM_FORM
 from lifeboat.repo.retention import KeepRules
 from lifeboat.repo.trees import (
     TREE_FORMAT_PER_DIRECTORY,
@@ -24,6 +22,7 @@ from lifeboat.repo.trees import (
     decode_file_entry,
 )
 from lifeboat.storage import open_storage
+from tests.harness.parent_caches import rewrite, verified_lines
 
 
 def make_source(root: Path) -> dict[str, bytes]:
@@ -228,15 +227,13 @@ def test_a_parent_entry_this_version_cannot_read_is_read_again_not_copied(repo, 
     backup_paths(repo, "tree", [src])
     cache = repo.parent_cache("tree")
     assert cache is not None and cache.path.exists()
-    raw = zstandard.ZstdDecompressor().decompressobj().decompress(cache.path.read_bytes())
-    lines = [cache.verified(line, STREAM_FORM) for line in raw.split(b"\n")[1:] if line]
-    assert all(lines)
-    rewritten = [raw.split(b"\n")[0]] + [  # MAC'd again: as the writer itself would have
-        cache.line(line.replace(b'"type":"file"', b'"type":"file","from_the_future":1'), STREAM_FORM)
-        for line in lines
-        if line is not None
-    ]
-    cache.path.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(rewritten)))
+    rewrite(  # MAC'd again: as the writer itself would have
+        cache,
+        [
+            line.replace(b'"type":"file"', b'"type":"file","from_the_future":1')
+            for line in verified_lines(cache)
+        ],
+    )
 
     again = backup_paths(repo, "tree", [src])
     assert again.stats.reused_files == 0
@@ -253,14 +250,10 @@ def test_a_parent_entry_with_null_meta_is_taken_once(repo, tmp_path):
     first = backup_paths(repo, "tree", [src])
     cache = repo.parent_cache("tree")
     assert cache is not None
-    raw = zstandard.ZstdDecompressor().decompressobj().decompress(cache.path.read_bytes())
-    lines = [cache.verified(line, STREAM_FORM) for line in raw.split(b"\n")[1:] if line]
-    rewritten = [raw.split(b"\n")[0]] + [
-        cache.line(line.replace(b'"type":"file"', b'"type":"file","meta":null'), STREAM_FORM)
-        for line in lines
-        if line is not None
-    ]
-    cache.path.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(rewritten)))
+    rewrite(
+        cache,
+        [line.replace(b'"type":"file"', b'"type":"file","meta":null') for line in verified_lines(cache)],
+    )
 
     again = backup_paths(repo, "tree", [src])
     assert again.stats.reused_files == first.stats.files == again.stats.files

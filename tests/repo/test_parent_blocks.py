@@ -1,0 +1,172 @@
+"""The streamed parent cache carries one MAC per block of lines (repo/parents.py): a line
+rewritten without the key file costs its block (those files are read again and counted),
+never the rest of the cache, and a cache of the earlier form (a MAC on every line) is still
+read, so an upgrade reads no file again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from lifeboat.assets.files.tree import backup_paths, restore_snapshot
+from lifeboat.repo import Repository
+from lifeboat.repo import parents as parents_module
+from lifeboat.repo.model import PARENT_CACHE_REJECTED
+from lifeboat.repo.parents import (
+    BLOCK_LINES,
+    BLOCK_MARK,
+    LINE_MAC_MAGIC,
+    PARENTS_MAGIC,
+    STREAM_FORM,
+    ParentFile,
+)
+from lifeboat.storage import open_storage
+from tests.harness.parent_caches import verified_lines
+
+FILES = 2 * BLOCK_LINES + 276  # two full blocks and a part one
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, _, recovery = Repository.create(storage, chunk_size=64 << 10)
+    return Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    for n in range(FILES):
+        d = root / f"d{n // 100:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{n:04d}").write_bytes(f"file {n}\n".encode() * (n % 7 + 1))
+    return root
+
+
+def cache_of(repo: Repository) -> ParentFile:
+    cache = repo.parent_cache("tree")
+    assert cache is not None
+    return cache
+
+
+def raw_lines(cache: ParentFile) -> tuple[bytes, list[bytes]]:
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(cache.path.read_bytes())
+    magic, *lines = raw.split(b"\n")
+    return magic, [line for line in lines if line]
+
+
+def write_raw(cache: ParentFile, magic: bytes, lines: list[bytes]) -> None:
+    cache.path.write_bytes(
+        zstandard.ZstdCompressor().compress(magic + b"\n" + b"".join(x + b"\n" for x in lines))
+    )
+
+
+def restored(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_cache_is_written_in_blocks_each_with_one_mac(repo: Repository, src: Path) -> None:
+    backup_paths(repo, "tree", [src])
+    magic, lines = raw_lines(cache_of(repo))
+    marks = [i for i, line in enumerate(lines) if line.startswith(BLOCK_MARK)]
+    assert magic == PARENTS_MAGIC
+    assert marks == [BLOCK_LINES, 2 * BLOCK_LINES + 1, FILES + 2]  # after each block, the last one too
+    assert len(verified_lines(cache_of(repo))) == FILES
+
+
+def test_a_line_rewritten_without_the_key_costs_its_block_only(
+    repo: Repository, src: Path, tmp_path: Path
+) -> None:
+    backup_paths(repo, "tree", [src])
+    cache = cache_of(repo)
+    magic, lines = raw_lines(cache)
+    # the insider swaps two entries of the second block (identities kept): the MAC line stays
+    a, b = BLOCK_LINES + 1 + 10, BLOCK_LINES + 1 + 11
+    pa, ia, ea = lines[a].split(b"\t", 2)
+    pb, ib, eb = lines[b].split(b"\t", 2)
+    lines[a], lines[b] = pa + b"\t" + ia + b"\t" + eb, pb + b"\t" + ib + b"\t" + ea
+    write_raw(cache, magic, lines)
+
+    again = backup_paths(repo, "tree", [src])
+    assert again.labels[PARENT_CACHE_REJECTED] == str(BLOCK_LINES)
+    assert again.stats.reused_files == FILES - BLOCK_LINES
+    restore_snapshot(repo, again, tmp_path / "out")
+    assert restored(tmp_path / "out" / "src") == restored(src)
+    # the cache the second backup wrote holds every file again, under good MACs
+    third = backup_paths(repo, "tree", [src])
+    assert third.stats.reused_files == FILES and PARENT_CACHE_REJECTED not in third.labels
+
+
+def test_a_mac_line_moved_to_another_block_opens_neither(repo: Repository, src: Path) -> None:
+    backup_paths(repo, "tree", [src])
+    cache = cache_of(repo)
+    magic, lines = raw_lines(cache)
+    first, second = BLOCK_LINES, 2 * BLOCK_LINES + 1
+    lines[first], lines[second] = lines[second], lines[first]
+    write_raw(cache, magic, lines)
+
+    again = backup_paths(repo, "tree", [src])
+    assert again.labels[PARENT_CACHE_REJECTED] == str(2 * BLOCK_LINES)
+    assert again.stats.reused_files == FILES - 2 * BLOCK_LINES
+
+
+def test_lines_after_the_last_mac_are_not_used(repo: Repository, src: Path) -> None:
+    """A cache cut after a block's lines but before its MAC line: the unsealed lines count
+    as failed and those files are read again."""
+    backup_paths(repo, "tree", [src])
+    cache = cache_of(repo)
+    magic, lines = raw_lines(cache)
+    write_raw(cache, magic, lines[:-1])
+
+    again = backup_paths(repo, "tree", [src])
+    assert again.labels[PARENT_CACHE_REJECTED] == str(FILES - 2 * BLOCK_LINES)
+    assert again.stats.reused_files == 2 * BLOCK_LINES
+
+
+def test_a_block_longer_than_any_writer_makes_is_not_held(
+    repo: Repository, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backup_paths(repo, "tree", [src])
+    monkeypatch.setattr(parents_module, "MAX_BLOCK_BYTES", 4096)  # the first block is longer
+    again = backup_paths(repo, "tree", [src])
+    assert again.stats.reused_files == 0
+    assert int(again.labels[PARENT_CACHE_REJECTED]) > 0
+
+
+def test_a_cache_with_a_mac_on_every_line_is_still_read(repo: Repository, src: Path, tmp_path: Path) -> None:
+    """What the versions before blocks wrote: an upgrade takes every unchanged file from it,
+    refuses its forged lines one by one, and writes the block form."""
+    backup_paths(repo, "tree", [src])
+    cache = cache_of(repo)
+    fields = verified_lines(cache)
+    earlier = [cache.line(line, STREAM_FORM) for line in fields]
+    forged = fields[5].split(b"\t", 2)
+    earlier[5] = earlier[5][: parents_module.MAC_HEX] + b"\t" + forged[0] + b"\t" + forged[1] + b"\t" + b"{}"
+    write_raw(cache, LINE_MAC_MAGIC, earlier)
+
+    again = backup_paths(repo, "tree", [src])
+    assert again.stats.reused_files == FILES - 1 and again.labels[PARENT_CACHE_REJECTED] == "1"
+    assert raw_lines(cache)[0] == PARENTS_MAGIC
+    assert len(verified_lines(cache)) == FILES
+    restore_snapshot(repo, again, tmp_path / "out")
+    assert restored(tmp_path / "out" / "src") == restored(src)
+
+
+def test_the_whole_form_reader_takes_both_stream_forms(repo: Repository, src: Path) -> None:
+    """A kind that holds the cache whole (objects from a bucket) reads a streamed cache by
+    identity: from blocks, and from lines MAC'd one by one."""
+    backup_paths(repo, "tree", [src])
+    cache = cache_of(repo)
+    fields = verified_lines(cache)
+    whole = parents_module.ParentCache(cache)
+    assert len(whole.entries) == FILES and whole.rejected == 0
+    write_raw(cache, LINE_MAC_MAGIC, [cache.line(line, STREAM_FORM) for line in fields])
+    assert parents_module.ParentCache(cache).entries == whole.entries
+    _, lines = raw_lines(cache)
+    write_raw(
+        cache, PARENTS_MAGIC, [line.split(b"\t", 1)[1] for line in lines[:BLOCK_LINES]] + [b"#" + b"0" * 32]
+    )
+    refused = parents_module.ParentCache(cache)
+    assert refused.entries == {} and refused.rejected == BLOCK_LINES
