@@ -125,14 +125,49 @@ def test_lines_after_the_last_mac_are_not_used(repo: Repository, src: Path) -> N
     assert again.stats.reused_files == 2 * BLOCK_LINES
 
 
-def test_a_block_longer_than_any_writer_makes_is_not_held(
+def test_a_block_of_more_lines_than_any_writer_makes_is_not_held(repo: Repository, src: Path) -> None:
+    """Two blocks run together (the first MAC line deleted): the reader stops holding lines
+    past BLOCK_LINES, so a cache of millions of lines without a MAC line costs no memory;
+    nothing after it is used."""
+    backup_paths(repo, "tree", [src])
+    cache = cache_of(repo)
+    magic, lines = raw_lines(cache)
+    del lines[BLOCK_LINES]
+    write_raw(cache, magic, lines)
+
+    again = backup_paths(repo, "tree", [src])
+    assert again.labels[PARENT_CACHE_REJECTED] == str(BLOCK_LINES + 1)
+    assert again.stats.reused_files == 0
+
+
+def test_blocks_end_early_for_entries_of_many_chunks_and_are_all_read(
     repo: Repository, src: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A file of many chunks has a long entry: a writer ends its block past BLOCK_BYTES, and
+    a block of any byte size is read (only its number of lines is bounded)."""
+    monkeypatch.setattr(parents_module, "BLOCK_BYTES", 4096)
     backup_paths(repo, "tree", [src])
-    monkeypatch.setattr(parents_module, "MAX_BLOCK_BYTES", 4096)  # the first block is longer
+    marks = [line for line in raw_lines(cache_of(repo))[1] if line.startswith(BLOCK_MARK)]
+    assert len(marks) > FILES // 100
+
     again = backup_paths(repo, "tree", [src])
-    assert again.stats.reused_files == 0
-    assert int(again.labels[PARENT_CACHE_REJECTED]) > 0
+    assert again.stats.reused_files == FILES and PARENT_CACHE_REJECTED not in again.labels
+
+
+def test_blank_lines_between_blocks_are_skipped_and_inside_one_refuse_it(repo: Repository, src: Path) -> None:
+    backup_paths(repo, "tree", [src])
+    cache = cache_of(repo)
+    magic, lines = raw_lines(cache)
+    write_raw(cache, magic, [b"", *lines[: BLOCK_LINES + 1], b"", *lines[BLOCK_LINES + 1 :], b"", b""])
+    again = backup_paths(repo, "tree", [src])
+    assert again.stats.reused_files == FILES and PARENT_CACHE_REJECTED not in again.labels
+
+    magic, lines = raw_lines(cache)
+    at = 2 * BLOCK_LINES + 2 + 3  # into the last block, of FILES - 2 * BLOCK_LINES lines
+    write_raw(cache, magic, [*lines[:at], b"", *lines[at:]])
+    third = backup_paths(repo, "tree", [src])
+    assert third.labels[PARENT_CACHE_REJECTED] == str(FILES - 2 * BLOCK_LINES + 1)
+    assert third.stats.reused_files == 2 * BLOCK_LINES
 
 
 def test_a_cache_with_a_mac_on_every_line_is_still_read(repo: Repository, src: Path, tmp_path: Path) -> None:
@@ -152,6 +187,9 @@ def test_a_cache_with_a_mac_on_every_line_is_still_read(repo: Repository, src: P
     assert len(verified_lines(cache)) == FILES
     restore_snapshot(repo, again, tmp_path / "out")
     assert restored(tmp_path / "out" / "src") == restored(src)
+    # the lines carried over from the older form went into the new one without their MACs
+    third = backup_paths(repo, "tree", [src])
+    assert third.stats.reused_files == FILES and PARENT_CACHE_REJECTED not in third.labels
 
 
 def test_the_whole_form_reader_takes_both_stream_forms(repo: Repository, src: Path) -> None:

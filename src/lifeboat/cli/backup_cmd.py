@@ -131,7 +131,7 @@ def warn_rewritten_cache(name: str, snapshot: SnapshotInfo) -> None:
         return
     err_console.print(
         f"[yellow]WARNING[/yellow]: {name}: {rejected} entries of the parent cache failed their "
-        f"MAC and were read again (snapshot {snapshot.short_id}); the state dir was modified "
-        "by something other than lifeboat",
+        f"MAC (a block with one rewritten line is refused whole) and were read again (snapshot "
+        f"{snapshot.short_id}); the state dir was modified by something other than lifeboat",
         soft_wrap=True,
     )

@@ -8,7 +8,8 @@ Two forms share the file. ``ParentCache`` (objects and the other kinds, which ad
 in any order) holds it whole as a dict: ``WHOLE_MAGIC`` then ``<mac>\t<identity>\t<entry>``
 lines. A walked tree (the files kind, a ``dir://`` objects source, key material) writes the
 stream form, ``PARENTS_MAGIC`` then ``<path>\t<identity>\t<entry>`` lines in walk order,
-each block of them (at most ``BLOCK_LINES``) followed by a ``#<mac>`` line, and
+each block of them (at most ``BLOCK_LINES`` lines, fewer past ``BLOCK_BYTES``) followed
+by a ``#<mac>`` line, and
 ``ParentStream`` reads it alongside the next walk, one block at a time: memory does not grow
 with the number of files. Each reads the other's form (a switch costs no full re-read).
 Fields are JSON, which never holds a raw tab or newline, nor starts with ``#``.
@@ -55,8 +56,8 @@ WHOLE_MAGIC = b"lifeboat-parents 2"
 CACHE_KEY_INFO = b"lifeboat/parent-cache/v1\x00"
 MAC_HEX = 32  # a 16-byte BLAKE2b, in hex
 BLOCK_MARK = b"#"  # starts the line that carries the MAC of the stream-form lines before it
-BLOCK_LINES = 512  # lines a writer puts in one block
-MAX_BLOCK_BYTES = 16 << 20  # a block longer than this is not held in memory to be verified
+BLOCK_LINES = 512  # lines a writer puts in one block at most; a reader holds no more
+BLOCK_BYTES = 1 << 20  # a writer ends a block once it holds this much (files of many chunks)
 
 
 def cache_key_of(mac: Callable[[bytes], bytes], asset: str) -> bytes:
@@ -68,7 +69,7 @@ def cache_key_of(mac: Callable[[bytes], bytes], asset: str) -> bytes:
 
 @dataclass(frozen=True)
 class ParentFile:
-    """An asset's parent cache: where it lives and the key its lines are MAC'd with. A
+    """An asset's parent cache: where it lives and the key its lines (or blocks) are MAC'd with. A
     ``seal_key`` also keeps the whole file encrypted under it (``_SealedReader``): key
     material's entries carry a plain SHA-256 of the file, which an insider who reads the
     state dir could test guesses of a short secret (a PIN file) against."""
@@ -136,7 +137,10 @@ class ParentFile:
         """The fields of each line of a stream-form cache (after its magic line) whose MAC
         holds, newlines stripped; ``reject`` is told how many lines failed. Either stream
         form: a MAC per line (``LINE_MAC_MAGIC``) or per block (``PARENTS_MAGIC``). Lines
-        after the last block's MAC line (a cut cache) count as failed."""
+        after the last block's MAC line (a cut cache) count as failed; a block of more lines
+        than any writer puts in one is not held to be verified: it and the rest of the cache
+        are not used (only its lines are counted). Blank lines between blocks are skipped
+        (the older form skipped every blank line)."""
         if magic == LINE_MAC_MAGIC:
             for raw in lines:
                 line = raw.rstrip(b"\n")
@@ -148,20 +152,19 @@ class ParentFile:
                         yield rest
             return
         block: list[bytes] = []
-        size = 0
         for raw in lines:
             if not raw.startswith(BLOCK_MARK):
-                block.append(raw)
-                size += len(raw)
-                if size > MAX_BLOCK_BYTES:  # no writer makes one: not held to be verified
-                    reject(len(block))
-                    return
+                if block or raw != b"\n":
+                    block.append(raw)
+                    if len(block) > BLOCK_LINES:
+                        reject(len(block))
+                        return
                 continue
             if self.block_holds(b"".join(block), raw):
                 yield from (line.rstrip(b"\n") for line in block if line != b"\n")
             else:
                 reject(len(block))
-            block, size = [], 0
+            block = []
         if block:
             reject(len(block))
 
@@ -374,7 +377,7 @@ def walk_key(path: str) -> list[str]:
 
 class ParentStream:
     """The parent's files in walk order, looked up in walk order (a merge of two sorted
-    streams): one line of the cache is held at a time. A cache in the whole form (written by
+    streams): one block of the cache is held at a time. A cache in the whole form (written by
     an older version) is loaded whole once, as before."""
 
     def __init__(self, file: ParentFile | None) -> None:
@@ -486,6 +489,7 @@ class ParentStreamWriter:
         self._out: Any = None
         # one block: a compressor call and a MAC per file cost more than the line
         self._lines: list[bytes] = []
+        self._block_bytes = 0
         if file is None:
             return
         try:
@@ -502,21 +506,23 @@ class ParentStreamWriter:
         """One file of this run, in walk order, with its encoded entry."""
         if self._out is None or self.file is None:
             return
-        self._lines.append(orjson.dumps(path) + b"\t" + orjson.dumps(identity) + b"\t" + entry + b"\n")
-        if len(self._lines) >= BLOCK_LINES:
-            self._write_lines()
+        self._append(orjson.dumps(path) + b"\t" + orjson.dumps(identity) + b"\t" + entry + b"\n")
 
     def add_line(self, line: bytes) -> None:
         """An unchanged file's verified line of the parent cache (``ParentStream.matched_line``):
         same path, identity and entry, so the same line."""
         if self._out is None or self.file is None:
             return
-        self._lines.append(line + b"\n")
-        if len(self._lines) >= BLOCK_LINES:
+        self._append(line + b"\n")
+
+    def _append(self, line: bytes) -> None:
+        self._lines.append(line)
+        self._block_bytes += len(line)
+        if len(self._lines) >= BLOCK_LINES or self._block_bytes >= BLOCK_BYTES:
             self._write_lines()
 
     def _write_lines(self) -> None:
-        lines, self._lines = self._lines, []
+        lines, self._lines, self._block_bytes = self._lines, [], 0
         if self._out is None or self.file is None or not lines:
             return
         try:
@@ -538,7 +544,7 @@ class ParentStreamWriter:
 
     def discard(self) -> None:
         """Drops what this run wrote (the old cache stays)."""
-        self._lines = []
+        self._lines, self._block_bytes = [], 0
         if self._out is not None:
             try:
                 self._out.close()
