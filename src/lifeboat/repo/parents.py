@@ -14,9 +14,9 @@ by a ``#<mac>`` line, and
 with the number of files. Each reads the other's form (a switch costs no full re-read).
 Fields are JSON, which never holds a raw tab or newline, nor starts with ``#``.
 
-What is MAC'd is a keyed BLAKE2b under a key derived from the repository's MAC key (in the
-key file) for this asset (``ParentFile``): of each whole-form line, of each stream-form
-block. The cache lives in the state dir, the key file does not: a walk takes a cached entry
+What is MAC'd is under a key derived from the repository's MAC key (in the key file) for
+this asset (``ParentFile``): each whole-form line (a keyed BLAKE2b), each stream-form block
+(a keyed BLAKE3). The cache lives in the state dir, the key file does not: a walk takes a cached entry
 without reading the file, so somebody who may rewrite the state dir but does not hold the
 key file could otherwise make the next backup record a file with other chunks. A line or
 block that fails its MAC is not used (its files are read again); deleting or reordering
@@ -41,6 +41,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
+import blake3
 import orjson
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -54,7 +55,7 @@ PARENTS_MAGIC = b"lifeboat-parents-stream 3"  # the stream form as written: a MA
 LINE_MAC_MAGIC = b"lifeboat-parents-stream 2"  # the stream form with a MAC per line (read only)
 WHOLE_MAGIC = b"lifeboat-parents 2"
 CACHE_KEY_INFO = b"lifeboat/parent-cache/v1\x00"
-MAC_HEX = 32  # a 16-byte BLAKE2b, in hex
+MAC_HEX = 32  # a 16-byte MAC, in hex
 BLOCK_MARK = b"#"  # starts the line that carries the MAC of the stream-form lines before it
 BLOCK_LINES = 512  # lines a writer puts in one block at most; a reader holds no more
 BLOCK_BYTES = 1 << 20  # a writer ends a block once it holds this much (files of many chunks)
@@ -121,15 +122,24 @@ class ParentFile:
             return None
         return rest
 
+    @cached_property
+    def _block_key(self) -> bytes:
+        return hashlib.blake2b(key=self.key, digest_size=32, person=BLOCK_FORM).digest()
+
+    def _block_mac(self, lines: bytes) -> bytes:
+        # keyed BLAKE3: a block MAC covers every byte of the cache, and BLAKE2b over them
+        # cost as much as the per-line MACs it replaced (~0.8 GB/s against ~5.7 GB/s here)
+        return blake3.blake3(lines, key=self._block_key).hexdigest(length=MAC_HEX // 2).encode()
+
     def sealed_block(self, lines: bytes) -> bytes:
         """Stream-form lines (each ending in a newline) followed by the line with their MAC."""
-        return lines + BLOCK_MARK + self._mac(lines, BLOCK_FORM) + b"\n"
+        return lines + BLOCK_MARK + self._block_mac(lines) + b"\n"
 
     def block_holds(self, lines: bytes, mark_line: bytes) -> bool:
         """Whether ``mark_line`` (``#<mac>``, its newline stripped or not) is the MAC of
         ``lines`` as read, newlines included."""
         mac = mark_line[len(BLOCK_MARK) :].rstrip(b"\n")
-        return len(mac) == MAC_HEX and hmac.compare_digest(mac, self._mac(lines, BLOCK_FORM))
+        return len(mac) == MAC_HEX and hmac.compare_digest(mac, self._block_mac(lines))
 
     def verified_stream(
         self, magic: bytes, lines: Iterable[bytes], reject: Callable[[int], None]
@@ -279,7 +289,7 @@ class _SealedWriter(io.RawIOBase):
 
 
 STREAM_FORM = b"lb-parents-strm"  # BLAKE2b personalisation (at most 16 bytes): one per form
-BLOCK_FORM = b"lb-parents-block"
+BLOCK_FORM = b"lb-parents-block"  # personalises the derivation of the key blocks are MAC'd with
 WHOLE_FORM = b"lb-parents-whole"
 SEAL_FORM = b"lb-parents-seal"  # ... and one for the key that seals a sealed cache
 NONCE_BYTES = 12
