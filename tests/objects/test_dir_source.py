@@ -9,9 +9,9 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from lifeboat.assets.objects.info import ObjectDir, ObjectInfo
+from lifeboat.assets.objects.info import ObjectDir
 from lifeboat.assets.objects.keypaths import relpath_to_key
-from lifeboat.assets.objects.source import DirSource
+from lifeboat.assets.objects.source import DirFile, DirSource
 from lifeboat.repo import SnapshotInfo
 from lifeboat.repo.parents import walk_key
 from tests.harness import LifeboatCli, PolicyBuilder
@@ -79,8 +79,29 @@ def test_the_walk_gives_keys_in_the_order_of_a_streamed_tree(tmp_path: Path) -> 
     walked = list(DirSource(f"dir://{tmp_path}").walk_current())
     keys = [item.key for item in walked]
     assert keys == sorted(keys, key=walk_key)
-    assert {i.key for i in walked if isinstance(i, ObjectInfo)} == {relpath_to_key(n) for n in NAMES}
+    assert {i.key for i in walked if isinstance(i, DirFile)} == {relpath_to_key(n) for n in NAMES}
     assert keys.index("-a") < keys.index("..") < keys.index("../dots.bin") < keys.index("photo")
+
+
+def test_a_walked_file_is_the_object_a_listing_describes(tmp_path: Path) -> None:
+    """The walk yields light records (``DirFile``): each names its file, and its identity is
+    the identity of the object ``list_current`` (and every version before the records)
+    describes, so a parent cache written from either is found by the other."""
+    contents = {}
+    for i, name in enumerate(NAMES):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        contents[relpath_to_key(name)] = os.urandom(7 * i)
+        path.write_bytes(contents[relpath_to_key(name)])
+    source = DirSource(f"dir://{tmp_path}")
+    files = [item for item in source.walk_current() if isinstance(item, DirFile)]
+    listed = {obj.key: obj for obj in source.list_current()}
+    assert {f.key for f in files} == set(contents) == set(listed)
+    for f in files:
+        obj = listed[f.key]
+        assert Path(f.path).read_bytes() == contents[f.key] and f.size == obj.size == len(contents[f.key])
+        assert f.identity == obj.identity == f"{f.key}||{obj.etag}|{obj.size}"
+        assert source.path_of(obj) == f.path
 
 
 def test_an_unreadable_directory_of_the_source_stops_the_backup_with_its_path_named() -> None:
@@ -155,10 +176,10 @@ def _backup_with_walk_hook(
     walked = DirSource(f"dir://{source}")
     walk = walked.walk_current
 
-    def hooked() -> Iterator[ObjectInfo | ObjectDir]:
+    def hooked() -> Iterator[DirFile | ObjectDir]:
         for item in walk():
             yield item
-            if isinstance(item, ObjectInfo):
+            if isinstance(item, DirFile):
                 after_walked(item.key)
 
     walked.walk_current = hooked  # type: ignore[method-assign]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from lifeboat import memory
 from lifeboat.assets.objects.info import ObjectDir, ObjectInfo
 from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION
-from lifeboat.assets.objects.source import DirSource, Source, source_for
+from lifeboat.assets.objects.source import DirFile, DirSource, Source, source_for
 from lifeboat.assets.objects.transfer import (
     Counters,
     SizedReads,
@@ -84,11 +84,11 @@ class _Walked:
     """A file of a ``dir://`` source waiting for a reader, and its parent's entry when it
     is unchanged (tried first: its chunks may have been pruned)."""
 
-    obj: ObjectInfo
+    obj: DirFile
     parent: Entry | None
 
 
-class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
+class _DirFeeder(WalkFeeder[DirFile | ObjectDir, _Walked]):
     """A ``dir://`` source's walk: small files read by the walk's thread a batch at a time
     (their reads cost less than the interpreter's hand-offs between threads), larger ones
     beside it, each entry put into the streamed tree in walk order."""
@@ -99,7 +99,7 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
         self.counters = counters
         self.taken = 0  # unchanged files the walk took: counted here, not under the counters' lock
 
-    def add(self, item: ObjectInfo | ObjectDir) -> None:
+    def add(self, item: DirFile | ObjectDir) -> None:
         if isinstance(item, ObjectDir):
             self.hand_on(Entry(path=item.key, type="dir", mode=0o755, mtime_ns=item.mtime_ns))
             return
@@ -116,8 +116,7 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
     def read_batch(self, batch: list[_Walked]) -> list[Read]:
         # opened, and asked of the disk, at once: it reads them while the first are stored
         opened = open_batch_ahead(
-            (self.source.path_of(w.obj), w.obj.size) if w.parent is None and w.obj.size < SMALL_FILE else None
-            for w in batch
+            (w.obj.path, w.obj.size) if w.parent is None and w.obj.size < SMALL_FILE else None for w in batch
         )
         try:
             return [self._read(walked, ahead) for walked, ahead in zip(batch, opened, strict=True)]
@@ -136,17 +135,17 @@ class _DirFeeder(WalkFeeder[ObjectInfo | ObjectDir, _Walked]):
             self.counters.add(vanished=1)
         return read
 
-    def _download(self, obj: ObjectInfo, ahead: AheadFile | None) -> Read:
+    def _download(self, obj: DirFile, ahead: AheadFile | None) -> Read:
         # Described as opened (fstat), not as walked: a file swapped by rename after the walk
         # and renamed back later would otherwise have the new file's bytes stored under the
         # walk's identity, which the old file has again (inode, mtime and size), so a later
         # backup would take that entry for it. Found by review, tests/objects/test_dir_source.py.
         body: Any
         if ahead is not None and not ahead.closed:  # a retry opens it again
-            body, now = ahead, self.source.info_of_opened(obj, ahead)
+            body, now = ahead, self.source.info_of_opened(obj.key, ahead)
         else:
             try:
-                body, now = self.source.open_with_info(obj)  # as it is now: it may have changed
+                body, now = self.source.open_file(obj.key, obj.path)  # as it is now: it may have changed
             except FileNotFoundError:
                 return None  # deleted since the walk saw it: left out, as the walk leaves it out
         # reads no larger than the file (no 1 MiB block allocated to read 2 KB), as AheadFile's

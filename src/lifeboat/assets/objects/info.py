@@ -26,7 +26,12 @@ class ObjectInfo:
     @property
     def identity(self) -> str:
         """What changes whenever the object's content would: key, version and etag."""
-        return f"{self.key}|{self.version_id or ''}|{self.etag}|{self.size}"
+        return object_identity(self.key, self.version_id, self.etag, self.size)
+
+
+def object_identity(key: str, version_id: str | None, etag: str, size: int) -> str:
+    """An object's identity in the parent cache (``ObjectInfo.identity``)."""
+    return f"{key}|{version_id or ''}|{etag}|{size}"
 
 
 @dataclass(frozen=True)
