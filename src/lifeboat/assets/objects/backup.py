@@ -84,7 +84,7 @@ class _Walked:
     """A file of a ``dir://`` source waiting for a reader, and its parent's entry when it
     is unchanged (tried first: its chunks may have been pruned)."""
 
-    obj: DirFile
+    file: DirFile
     parent: Entry | None
 
 
@@ -116,7 +116,8 @@ class _DirFeeder(WalkFeeder[DirFile | ObjectDir, _Walked]):
     def read_batch(self, batch: list[_Walked]) -> list[Read]:
         # opened, and asked of the disk, at once: it reads them while the first are stored
         opened = open_batch_ahead(
-            (w.obj.path, w.obj.size) if w.parent is None and w.obj.size < SMALL_FILE else None for w in batch
+            (w.file.path, w.file.size) if w.parent is None and w.file.size < SMALL_FILE else None
+            for w in batch
         )
         try:
             return [self._read(walked, ahead) for walked, ahead in zip(batch, opened, strict=True)]
@@ -124,35 +125,35 @@ class _DirFeeder(WalkFeeder[DirFile | ObjectDir, _Walked]):
             close_all(opened)  # those not read (a failure stopped the batch)
 
     def _read(self, walked: _Walked, ahead: AheadFile | None) -> Read:
-        obj = walked.obj
+        file = walked.file
         if walked.parent is not None:
-            taken = self.session.take_parent(obj.key, walked.parent)
+            taken = self.session.take_parent(file.key, walked.parent)
             if taken is not None:
                 self.counters.add(reused=1)
-                return taken, obj.identity
-        read: Read = with_retries(f"reading {obj.key}", lambda: self._download(obj, ahead), self.counters)
+                return taken, file.identity
+        read: Read = with_retries(f"reading {file.key}", lambda: self._download(file, ahead), self.counters)
         if read is None:
             self.counters.add(vanished=1)
         return read
 
-    def _download(self, obj: DirFile, ahead: AheadFile | None) -> Read:
+    def _download(self, file: DirFile, ahead: AheadFile | None) -> Read:
         # Described as opened (fstat), not as walked: a file swapped by rename after the walk
         # and renamed back later would otherwise have the new file's bytes stored under the
         # walk's identity, which the old file has again (inode, mtime and size), so a later
         # backup would take that entry for it. Found by review, tests/objects/test_dir_source.py.
         body: Any
         if ahead is not None and not ahead.closed:  # a retry opens it again
-            body, now = ahead, self.source.info_of_opened(obj.key, ahead)
+            body, now = ahead, self.source.info_of_opened(file.key, ahead)
         else:
             try:
-                body, now = self.source.open_file(obj.key, obj.path)  # as it is now: it may have changed
+                body, now = self.source.open_file(file.key, file.path)  # as it is now: it may have changed
             except FileNotFoundError:
                 return None  # deleted since the walk saw it: left out, as the walk leaves it out
         # reads no larger than the file (no 1 MiB block allocated to read 2 KB), as AheadFile's
         stream = body if isinstance(body, AheadFile) else SizedReads(body, now.size)
         try:
             entry = self.session.read_stream(
-                obj.key,
+                file.key,
                 stream,  # type: ignore[arg-type]
                 mtime_ns=mtime_ns_of(now),
                 meta=object_meta(now),

@@ -49,6 +49,7 @@ class DirFile(NamedTuple):
 
     @property
     def size(self) -> int:
+        """The file's size as the walk saw it."""
         return self.st.st_size
 
     @property
@@ -57,6 +58,7 @@ class DirFile(NamedTuple):
         return object_identity(self.key, None, _etag(self.st), self.st.st_size)
 
     def info(self) -> ObjectInfo:
+        """The file as an object, as the walk saw it."""
         return _file_info(self.key, self.st)
 
 
@@ -84,7 +86,7 @@ class DirSource:
         return [item.info() for item in self.walk_current() if isinstance(item, DirFile)]
 
     def walk_current(self) -> Iterator[DirFile | ObjectDir]:
-        """The directory's files as objects and its subdirectories, in walk order of their
+        """The directory's files (``DirFile``) and its subdirectories, in walk order of their
         keys (each directory before its content, key segments sorted at every level: the
         order of a streamed tree, repo/parents.py), holding one directory listing per level."""
         if not self.root.is_dir():
@@ -130,13 +132,13 @@ class DirSource:
     def open_with_info(self, obj: ObjectInfo) -> tuple[BinaryIO, ObjectInfo]:
         """Open a file for reading with its object info as it is now: a file that changed
         since the walk (a log appended to) is described as it is read, not as listed."""
-        # unbuffered: a buffered file asks isatty and seeks on opening, two more system
-        # calls per file, each a hand-off of the interpreter to the walk (callers read whole
-        # blocks, through SizedReads)
         return self.open_file(obj.key, self.path_of(obj))
 
     def open_file(self, key: str, path: str) -> tuple[BinaryIO, ObjectInfo]:
         """``open_with_info`` of a walked file (``DirFile``: its path is known)."""
+        # unbuffered: a buffered file asks isatty and seeks on opening, two more system
+        # calls per file, each a hand-off of the interpreter to the walk (callers read whole
+        # blocks, through SizedReads)
         body = open(path, "rb", buffering=0)  # noqa: SIM115 - the caller's
         st = os.fstat(body.fileno())
         return body, _file_info(key, st)
