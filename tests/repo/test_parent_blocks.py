@@ -5,6 +5,7 @@ read, so an upgrade reads no file again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import zstandard
 from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.repo import Repository
 from lifeboat.repo import parents as parents_module
-from lifeboat.repo.model import PARENT_CACHE_REJECTED
+from lifeboat.repo.model import PARENT_CACHE_REJECTED, SnapshotInfo
 from lifeboat.repo.parents import (
     BLOCK_LINES,
     BLOCK_MARK,
@@ -63,6 +64,32 @@ def write_raw(cache: ParentFile, magic: bytes, lines: list[bytes]) -> None:
     )
 
 
+def backed_up_after(
+    repo: Repository, src: Path, rewrite: Callable[[list[bytes]], list[bytes]]
+) -> SnapshotInfo:
+    """The next backup after the cache's lines (MAC lines included) were rewritten by
+    somebody without the key file."""
+    cache = cache_of(repo)
+    magic, lines = raw_lines(cache)
+    write_raw(cache, magic, rewrite(lines))
+    return backup_paths(repo, "tree", [src])
+
+
+def swapped_entries(lines: list[bytes], a: int, b: int) -> list[bytes]:
+    """Lines ``a`` and ``b`` with their entries swapped, their paths and identities kept."""
+    pa, ia, ea = lines[a].split(b"\t", 2)
+    pb, ib, eb = lines[b].split(b"\t", 2)
+    out = list(lines)
+    out[a], out[b] = pa + b"\t" + ia + b"\t" + eb, pb + b"\t" + ib + b"\t" + ea
+    return out
+
+
+def moved_marks(lines: list[bytes], first: int, second: int) -> list[bytes]:
+    out = list(lines)
+    out[first], out[second] = out[second], out[first]
+    return out
+
+
 def restored(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -80,16 +107,9 @@ def test_a_line_rewritten_without_the_key_costs_its_block_only(
     repo: Repository, src: Path, tmp_path: Path
 ) -> None:
     backup_paths(repo, "tree", [src])
-    cache = cache_of(repo)
-    magic, lines = raw_lines(cache)
     # the insider swaps two entries of the second block (identities kept): the MAC line stays
-    a, b = BLOCK_LINES + 1 + 10, BLOCK_LINES + 1 + 11
-    pa, ia, ea = lines[a].split(b"\t", 2)
-    pb, ib, eb = lines[b].split(b"\t", 2)
-    lines[a], lines[b] = pa + b"\t" + ia + b"\t" + eb, pb + b"\t" + ib + b"\t" + ea
-    write_raw(cache, magic, lines)
-
-    again = backup_paths(repo, "tree", [src])
+    a = BLOCK_LINES + 1 + 10
+    again = backed_up_after(repo, src, lambda lines: swapped_entries(lines, a, a + 1))
     assert again.labels[PARENT_CACHE_REJECTED] == str(BLOCK_LINES)
     assert again.stats.reused_files == FILES - BLOCK_LINES
     restore_snapshot(repo, again, tmp_path / "out")
@@ -101,13 +121,7 @@ def test_a_line_rewritten_without_the_key_costs_its_block_only(
 
 def test_a_mac_line_moved_to_another_block_opens_neither(repo: Repository, src: Path) -> None:
     backup_paths(repo, "tree", [src])
-    cache = cache_of(repo)
-    magic, lines = raw_lines(cache)
-    first, second = BLOCK_LINES, 2 * BLOCK_LINES + 1
-    lines[first], lines[second] = lines[second], lines[first]
-    write_raw(cache, magic, lines)
-
-    again = backup_paths(repo, "tree", [src])
+    again = backed_up_after(repo, src, lambda lines: moved_marks(lines, BLOCK_LINES, 2 * BLOCK_LINES + 1))
     assert again.labels[PARENT_CACHE_REJECTED] == str(2 * BLOCK_LINES)
     assert again.stats.reused_files == FILES - 2 * BLOCK_LINES
 
@@ -116,11 +130,7 @@ def test_lines_after_the_last_mac_are_not_used(repo: Repository, src: Path) -> N
     """A cache cut after a block's lines but before its MAC line: the unsealed lines count
     as failed and those files are read again."""
     backup_paths(repo, "tree", [src])
-    cache = cache_of(repo)
-    magic, lines = raw_lines(cache)
-    write_raw(cache, magic, lines[:-1])
-
-    again = backup_paths(repo, "tree", [src])
+    again = backed_up_after(repo, src, lambda lines: lines[:-1])
     assert again.labels[PARENT_CACHE_REJECTED] == str(FILES - 2 * BLOCK_LINES)
     assert again.stats.reused_files == 2 * BLOCK_LINES
 
@@ -130,12 +140,7 @@ def test_a_block_of_more_lines_than_any_writer_makes_is_not_held(repo: Repositor
     past BLOCK_LINES, so a cache of millions of lines without a MAC line costs no memory;
     nothing after it is used."""
     backup_paths(repo, "tree", [src])
-    cache = cache_of(repo)
-    magic, lines = raw_lines(cache)
-    del lines[BLOCK_LINES]
-    write_raw(cache, magic, lines)
-
-    again = backup_paths(repo, "tree", [src])
+    again = backed_up_after(repo, src, lambda lines: lines[:BLOCK_LINES] + lines[BLOCK_LINES + 1 :])
     assert again.labels[PARENT_CACHE_REJECTED] == str(BLOCK_LINES + 1)
     assert again.stats.reused_files == 0
 
@@ -156,16 +161,12 @@ def test_blocks_end_early_for_entries_of_many_chunks_and_are_all_read(
 
 def test_blank_lines_between_blocks_are_skipped_and_inside_one_refuse_it(repo: Repository, src: Path) -> None:
     backup_paths(repo, "tree", [src])
-    cache = cache_of(repo)
-    magic, lines = raw_lines(cache)
-    write_raw(cache, magic, [b"", *lines[: BLOCK_LINES + 1], b"", *lines[BLOCK_LINES + 1 :], b"", b""])
-    again = backup_paths(repo, "tree", [src])
+    end = BLOCK_LINES + 1  # after the first block's MAC line
+    again = backed_up_after(repo, src, lambda lines: [b"", *lines[:end], b"", *lines[end:], b"", b""])
     assert again.stats.reused_files == FILES and PARENT_CACHE_REJECTED not in again.labels
 
-    magic, lines = raw_lines(cache)
     at = 2 * BLOCK_LINES + 2 + 3  # into the last block, of FILES - 2 * BLOCK_LINES lines
-    write_raw(cache, magic, [*lines[:at], b"", *lines[at:]])
-    third = backup_paths(repo, "tree", [src])
+    third = backed_up_after(repo, src, lambda lines: [*lines[:at], b"", *lines[at:]])
     assert third.labels[PARENT_CACHE_REJECTED] == str(FILES - 2 * BLOCK_LINES + 1)
     assert third.stats.reused_files == 2 * BLOCK_LINES
 
