@@ -5,6 +5,8 @@ read, so an upgrade reads no file again."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -209,3 +211,25 @@ def test_the_whole_form_reader_takes_both_stream_forms(repo: Repository, src: Pa
     )
     refused = parents_module.ParentCache(cache)
     assert refused.entries == {} and refused.rejected == BLOCK_LINES
+
+
+def test_a_full_disk_while_the_cache_is_written_keeps_the_old_one_and_leaves_nothing_open(
+    repo: Repository, src: Path
+) -> None:
+    """The new cache is written beside the old one (``.new``) and put in place only once
+    whole: a disk that fills on the way (here /dev/full) costs the new cache, not the old
+    one, and no file is left open (closed as it fails, not when the collector finds it)."""
+    backup_paths(repo, "tree", [src])
+    cache = cache_of(repo)
+    kept = cache.path.read_bytes()
+    pending = cache.path.with_name(cache.path.name + ".new")
+    pending.symlink_to("/dev/full")
+    descriptors = len(os.listdir("/proc/self/fd"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        again = backup_paths(repo, "tree", [src])
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert again.stats.reused_files == FILES and cache.path.read_bytes() == kept
+    assert not pending.exists() and not pending.is_symlink()
+    assert backup_paths(repo, "tree", [src]).stats.reused_files == FILES

@@ -496,6 +496,7 @@ class ParentStreamWriter:
     def __init__(self, file: ParentFile | None) -> None:
         self.file = file
         self._tmp: Path | None = None
+        self._fh: IO[bytes] | None = None  # under _out: closed here if _out's close fails
         self._out: Any = None
         # one block: a compressor call and a MAC per file cost more than the line
         self._lines: list[bytes] = []
@@ -509,7 +510,8 @@ class ParentStreamWriter:
         except (OSError, ConfigError):  # a read-only state dir: losing the cache costs a full read
             return
         self._tmp = tmp
-        self._out = file.content_writer(os.fdopen(fd, "wb"))
+        self._fh = os.fdopen(fd, "wb")
+        self._out = file.content_writer(self._fh)
         self._out.write(PARENTS_MAGIC + b"\n")
 
     def add(self, path: str, identity: str, entry: bytes) -> None:
@@ -550,17 +552,18 @@ class ParentStreamWriter:
             os.replace(self._tmp, self.file.path)
         except OSError:
             self.discard()
-        self._out = None
+        self._out = self._fh = None
 
     def discard(self) -> None:
         """Drops what this run wrote (the old cache stays)."""
         self._lines, self._block_bytes = [], 0
-        if self._out is not None:
+        for stream in (self._out, self._fh):  # a full disk fails the compressor's last flush
             try:
-                self._out.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
-            self._out = None
+        self._out = self._fh = None
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None
