@@ -233,3 +233,29 @@ def test_a_full_disk_while_the_cache_is_written_keeps_the_old_one_and_leaves_not
     assert again.stats.reused_files == FILES and cache.path.read_bytes() == kept
     assert not pending.exists() and not pending.is_symlink()
     assert backup_paths(repo, "tree", [src]).stats.reused_files == FILES
+
+
+def test_a_cache_written_under_another_assets_key_is_refused(repo: Repository, src: Path) -> None:
+    """Each asset's cache is MAC'd under a key of its own: the insider copying asset tree's
+    (valid) cache in place of asset copy's gets every block refused, not used."""
+    backup_paths(repo, "tree", [src])
+    other = repo.parent_cache("copy")
+    assert other is not None
+    other.path.write_bytes(cache_of(repo).path.read_bytes())
+
+    first_of_copy = backup_paths(repo, "copy", [src])
+    assert first_of_copy.stats.reused_files == 0
+    assert first_of_copy.labels[PARENT_CACHE_REJECTED] == str(FILES)
+
+
+def test_a_line_longer_than_any_block_bound_is_written_and_read(tmp_path: Path) -> None:
+    """A file of a great many chunks has an entry of megabytes: its block (one line) is
+    longer than BLOCK_BYTES, and nothing bounds a block's bytes on reading."""
+    (tmp_path / "parents").mkdir()
+    cache = ParentFile(tmp_path / "parents" / "big.json.zst", b"k" * 32)
+    line = b'"big"\t"big|1"\t{"chunks":["' + b"a" * (parents_module.BLOCK_BYTES * 17) + b'"]}'
+    out = parents_module.ParentStreamWriter(cache)
+    out.add_line(line)
+    out.add_line(b'"small"\t"small|1"\t{}')
+    out.commit()
+    assert verified_lines(cache) == [line, b'"small"\t"small|1"\t{}']

@@ -16,15 +16,18 @@ Fields are JSON, which never holds a raw tab or newline, nor starts with ``#``.
 
 What is MAC'd is under a key derived from the repository's MAC key (in the key file) for
 this asset (``ParentFile``): each whole-form line (a keyed BLAKE2b), each stream-form block
-(a keyed BLAKE3). The cache lives in the state dir, the key file does not: a walk takes a cached entry
-without reading the file, so somebody who may rewrite the state dir but does not hold the
-key file could otherwise make the next backup record a file with other chunks. A line or
-block that fails its MAC is not used (its files are read again); deleting or reordering
-lines or blocks only costs reads, since each is a statement about one file's identity that
-was true when written. One MAC per block, not per line: a MAC per line was a tenth of an
-unchanged backup of 100,000 small files. The earlier stream form (``LINE_MAC_MAGIC``, a MAC
-on every line) is still read, so an upgrade costs no full re-read; caches of the earlier
-unauthenticated forms are not read at all. A key material cache is also sealed whole, its
+(a keyed BLAKE3). The cache lives in the state dir, the key file does not: a walk takes a
+cached entry without reading the file, so somebody who may rewrite the state dir but does
+not hold the key file could otherwise make the next backup record a file with other
+chunks. A line or block that fails its MAC is not used (its files are read again, counted
+and warned of: deleting a line from a block is such a change); deleting, reordering or
+cutting whole blocks or whole-form lines only costs reads, since each is a statement about
+files' identities that was true when written. One MAC per block, not per line: a MAC per
+line was a tenth of an unchanged backup of 100,000 small files. The earlier stream form
+(``LINE_MAC_MAGIC``, a MAC on every line) is still read, so an upgrade costs no full
+re-read; caches of the earlier unauthenticated forms, and the blocks MAC'd with BLAKE2b
+that unreleased builds wrote as form 3, are not read at all (their files are read once
+more, without a warning). A key material cache is also sealed whole, its
 compressed bytes encrypted block by block (``_SealedReader``); one of the earlier form,
 whose entries were sealed one by one, is not read (its files are read once more).
 """
@@ -51,7 +54,7 @@ from lifeboat.errors import ConfigError
 from lifeboat.private import private_dir, replacing_private
 from lifeboat.repo.model import Entry
 
-PARENTS_MAGIC = b"lifeboat-parents-stream 3"  # the stream form as written: a MAC per block
+PARENTS_MAGIC = b"lifeboat-parents-stream 4"  # the stream form as written: a MAC per block
 LINE_MAC_MAGIC = b"lifeboat-parents-stream 2"  # the stream form with a MAC per line (read only)
 WHOLE_MAGIC = b"lifeboat-parents 2"
 CACHE_KEY_INFO = b"lifeboat/parent-cache/v1\x00"
