@@ -6,6 +6,7 @@ read, so an upgrade reads no file again."""
 from __future__ import annotations
 
 import os
+import tracemalloc
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -259,3 +260,27 @@ def test_a_line_longer_than_any_block_bound_is_written_and_read(tmp_path: Path) 
     out.add_line(b'"small"\t"small|1"\t{}')
     out.commit()
     assert verified_lines(cache) == [line, b'"small"\t"small|1"\t{}']
+
+
+@pytest.mark.parametrize("magic", [b"lifeboat-parents-stream 3", b"lifeboat-parents-stream 9", b"{}"])
+def test_a_cache_of_a_form_this_version_does_not_read_is_left_after_its_first_line(
+    tmp_path: Path, magic: bytes
+) -> None:
+    """An earlier (or later) form is not read at all, nor held whole to find that out: a
+    million files' cache is ~500 MB uncompressed. Nothing is refused either: it is not a
+    forgery, only a cache this version cannot use."""
+    (tmp_path / "parents").mkdir()
+    cache = ParentFile(tmp_path / "parents" / "old.json.zst", b"k" * 32)
+    lines = [b'"f%06d"\t"f%06d|1"\t{"pad":"%s"}' % (n, n, b"x" * 200) for n in range(100_000)]
+    write_raw(cache, magic, lines)  # ~23 MB of lines
+    tracemalloc.start()
+    try:
+        stream = parents_module.ParentStream(cache)
+        whole = parents_module.ParentCache(cache)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert stream.lookup("f000001", "f000001|1") is None and whole.entries == {}
+    assert stream.rejected == whole.rejected == 0
+    assert peak < 4 << 20
+    stream.close()

@@ -317,30 +317,34 @@ class ParentCache:
             self._load(file)
 
     def _load(self, file: ParentFile) -> None:
+        # read line by line, never whole: a million files' cache is ~500 MB uncompressed,
+        # and one of a form this version does not read is left after its first line
         try:
             with file.open_content() as content:
-                raw = content.read()
+                first = content.readline().rstrip(b"\n")
+                self.entries = self._entries(file, first, content)
         except SealBroken:
             self.rejected += 1  # the whole file: its lines are not counted
-            return
         except (OSError, zstandard.ZstdError):
-            return
-        first, _, body = raw.partition(b"\n")
+            pass  # a damaged cache: its files are read again
+
+    def _entries(self, file: ParentFile, first: bytes, lines: Iterable[bytes]) -> dict[bytes, bytes]:
         entries: dict[bytes, bytes] = {}
         if first in (PARENTS_MAGIC, LINE_MAC_MAGIC):
-            for rest in file.verified_stream(first, io.BytesIO(body), self._reject):
+            for rest in file.verified_stream(first, lines, self._reject):
                 fields = rest.split(b"\t", 2)
                 if len(fields) == 3:
                     entries[fields[1]] = fields[2]
         elif first == WHOLE_MAGIC:
-            for line in filter(None, body.split(b"\n")):
-                verified = file.verified(line, WHOLE_FORM)
+            for raw in lines:
+                line = raw.rstrip(b"\n")
+                verified = file.verified(line, WHOLE_FORM) if line else b""
                 self.rejected += verified is None
-                fields = verified.split(b"\t", 2) if verified is not None else []
+                fields = verified.split(b"\t", 2) if verified else []
                 if len(fields) == 2:
                     entries[fields[0]] = fields[1]
-        # else an earlier, unauthenticated form: everything is read once more
-        self.entries = entries
+        # else an earlier form (unauthenticated, or unreleased): everything is read once more
+        return entries
 
     def _reject(self, lines: int) -> None:
         self.rejected += lines
@@ -426,7 +430,8 @@ class ParentStream:
             return
         if first not in (PARENTS_MAGIC, LINE_MAC_MAGIC):
             reader.close()
-            self._whole = ParentCache(file)
+            if first == WHOLE_MAGIC:  # any other form is not read: its files are read again
+                self._whole = ParentCache(file)
             return
         self._fh = reader
         self._lines = file.verified_stream(first, reader, self._reject)
