@@ -262,7 +262,10 @@ def test_a_line_longer_than_any_block_bound_is_written_and_read(tmp_path: Path) 
     assert verified_lines(cache) == [line, b'"small"\t"small|1"\t{}']
 
 
-@pytest.mark.parametrize("magic", [b"lifeboat-parents-stream 3", b"lifeboat-parents-stream 9", b"{}"])
+@pytest.mark.parametrize(
+    "magic",
+    [b"lifeboat-parents-stream 3", b"lifeboat-parents-stream 9", b"{}", b"the first form: one document"],
+)
 def test_a_cache_of_a_form_this_version_does_not_read_is_left_after_its_first_line(
     tmp_path: Path, magic: bytes
 ) -> None:
@@ -272,7 +275,10 @@ def test_a_cache_of_a_form_this_version_does_not_read_is_left_after_its_first_li
     (tmp_path / "parents").mkdir()
     cache = ParentFile(tmp_path / "parents" / "old.json.zst", b"k" * 32)
     lines = [b'"f%06d"\t"f%06d|1"\t{"pad":"%s"}' % (n, n, b"x" * 200) for n in range(100_000)]
-    write_raw(cache, magic, lines)  # ~23 MB of lines
+    if magic.startswith(b"the first form"):  # one JSON document, no newline at all
+        cache.path.write_bytes(zstandard.ZstdCompressor().compress(b'{"x":"' + b"".join(lines) + b'"}'))
+    else:
+        write_raw(cache, magic, lines)  # ~23 MB of lines
     tracemalloc.start()
     try:
         stream = parents_module.ParentStream(cache)

@@ -59,6 +59,8 @@ LINE_MAC_MAGIC = b"lifeboat-parents-stream 2"  # the stream form with a MAC per 
 WHOLE_MAGIC = b"lifeboat-parents 2"
 CACHE_KEY_INFO = b"lifeboat/parent-cache/v1\x00"
 MAC_HEX = 32  # a 16-byte MAC, in hex
+# longer than any form's first line: the first form was one JSON document without a newline
+MAGIC_LINE_MAX = 64
 BLOCK_MARK = b"#"  # starts the line that carries the MAC of the stream-form lines before it
 BLOCK_LINES = 512  # lines a writer puts in one block at most; a reader holds no more
 BLOCK_BYTES = 1 << 20  # a writer ends a block once it holds this much (files of many chunks)
@@ -287,8 +289,10 @@ class _SealedWriter(io.RawIOBase):
             self._seal(bytes(self._pending), final=True)  # even empty: the reader needs an end
             self._pending.clear()
         finally:
-            self._fh.close()
-            super().close()
+            try:
+                self._fh.close()
+            finally:
+                super().close()  # closed even when the file's close fails: no second seal later
 
 
 STREAM_FORM = b"lb-parents-strm"  # BLAKE2b personalisation (at most 16 bytes): one per form
@@ -321,10 +325,10 @@ class ParentCache:
         # and one of a form this version does not read is left after its first line
         try:
             with file.open_content() as content:
-                first = content.readline().rstrip(b"\n")
+                first = content.readline(MAGIC_LINE_MAX).rstrip(b"\n")
                 self.entries = self._entries(file, first, content)
         except SealBroken:
-            self.rejected += 1  # the whole file: its lines are not counted
+            self.rejected += 1  # the rest of the file (lines refused before it are counted too)
         except (OSError, zstandard.ZstdError):
             pass  # a damaged cache: its files are read again
 
@@ -423,7 +427,7 @@ class ParentStream:
         except OSError:
             return
         try:
-            first = reader.readline().rstrip(b"\n")
+            first = reader.readline(MAGIC_LINE_MAX).rstrip(b"\n")
         except (OSError, zstandard.ZstdError) as exc:
             self._rejected += isinstance(exc, SealBroken)
             reader.close()
