@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lifeboat.assets.objects.info import ObjectDir
@@ -281,3 +282,31 @@ def test_a_file_swapped_by_rename_after_the_walk_and_swapped_back_is_never_taken
     media.lb.run("restore", "media", "--target", f"dir://{out}", "--recovery-key", media.recovery)
 
     assert (out / "cfg.bin").read_bytes() == b"A" * 100
+
+
+def test_a_file_is_recorded_with_its_etag_and_time_only(tmp_path: Path) -> None:
+    """A directory has no versions, content types, user metadata or tags: an entry of a
+    `dir://` snapshot records the file's etag (mtime and inode) and time, and a drill's
+    comparison with the source (by etag) and a restore still find what they need."""
+    from lifeboat.crypto.keys import load_recovery_key
+    from lifeboat.repo import Repository
+    from lifeboat.storage import open_storage
+
+    source = tmp_path / "media"
+    source.mkdir()
+    (source / "a.bin").write_bytes(os.urandom(300))
+    media = dir_media(tmp_path, source)
+    [result] = media.lb.json("backup", "media")
+    repo = Repository.open(
+        open_storage(f"file://{tmp_path / 'repo'}"), recovery_key=load_recovery_key(Path(media.recovery))
+    )
+    [snapshot] = [s for s in repo.snapshots() if s.id == result["snapshot"]]
+    [entry] = [e for e in repo.reader(snapshot).iter_entries() if e.type == "file"]
+    st = os.stat(source / "a.bin")
+    assert entry.meta == {
+        "etag": f"{st.st_mtime_ns:x}-{st.st_ino:x}",
+        "last_modified": datetime.fromtimestamp(st.st_mtime, UTC).isoformat(),
+    }
+    target = tmp_path / "restored"
+    media.lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", media.recovery)
+    assert files_under(target) == files_under(source)
