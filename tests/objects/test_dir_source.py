@@ -10,11 +10,15 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from lifeboat.assets.objects.info import ObjectDir
 from lifeboat.assets.objects.keypaths import relpath_to_key
 from lifeboat.assets.objects.source import DirFile, DirSource
-from lifeboat.repo import SnapshotInfo
+from lifeboat.crypto.keys import load_recovery_key
+from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.parents import walk_key
+from lifeboat.storage import open_storage
 from tests.harness import LifeboatCli, PolicyBuilder
 from tests.objects.dir_media import DirMedia, dir_media, files_under
 
@@ -284,24 +288,24 @@ def test_a_file_swapped_by_rename_after_the_walk_and_swapped_back_is_never_taken
     assert (out / "cfg.bin").read_bytes() == b"A" * 100
 
 
+def file_entries(tmp_path: Path, media: DirMedia, snapshot_id: str) -> list[Entry]:
+    """The file entries of a snapshot of ``dir_media(tmp_path, ...)``, read with its recovery key."""
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo = Repository.open(storage, recovery_key=load_recovery_key(Path(media.recovery)))
+    [snapshot] = [s for s in repo.snapshots() if s.id == snapshot_id]
+    return [e for e in repo.reader(snapshot).iter_entries() if e.type == "file"]
+
+
 def test_a_file_is_recorded_with_its_etag_and_time_only(tmp_path: Path) -> None:
     """A directory has no versions, content types, user metadata or tags: an entry of a
     `dir://` snapshot records the file's etag (mtime and inode) and time, and a drill's
     comparison with the source (by etag) and a restore still find what they need."""
-    from lifeboat.crypto.keys import load_recovery_key
-    from lifeboat.repo import Repository
-    from lifeboat.storage import open_storage
-
     source = tmp_path / "media"
     source.mkdir()
     (source / "a.bin").write_bytes(os.urandom(300))
     media = dir_media(tmp_path, source)
     [result] = media.lb.json("backup", "media")
-    repo = Repository.open(
-        open_storage(f"file://{tmp_path / 'repo'}"), recovery_key=load_recovery_key(Path(media.recovery))
-    )
-    [snapshot] = [s for s in repo.snapshots() if s.id == result["snapshot"]]
-    [entry] = [e for e in repo.reader(snapshot).iter_entries() if e.type == "file"]
+    [entry] = file_entries(tmp_path, media, result["snapshot"])
     st = os.stat(source / "a.bin")
     assert entry.meta == {
         "etag": f"{st.st_mtime_ns:x}-{st.st_ino:x}",
@@ -309,4 +313,32 @@ def test_a_file_is_recorded_with_its_etag_and_time_only(tmp_path: Path) -> None:
     }
     target = tmp_path / "restored"
     media.lb.run("restore", "media", "--target", f"dir://{target}", "--recovery-key", media.recovery)
+    assert files_under(target) == files_under(source)
+
+
+def test_entries_of_both_forms_in_one_snapshot_compare_and_restore_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade carries an unchanged file's entry on as stored (the full form, with key,
+    version, content type, metadata and tags) beside new entries of the short form: both
+    compare with the directory by etag (an in-place dry run finds nothing to do) and both
+    restore."""
+    from lifeboat.assets.objects import backup as objects_backup
+
+    source = tmp_path / "media"
+    source.mkdir()
+    for name in ("a.bin", "b.bin"):
+        (source / name).write_bytes(os.urandom(300))
+    with monkeypatch.context() as patched:
+        patched.setattr(objects_backup, "file_meta", objects_backup.object_meta)  # what versions before wrote
+        media, _ = _backup_with_walk_hook(tmp_path, source, lambda key: None)
+    (source / "b.bin").write_bytes(os.urandom(200))
+    [mixed] = media.lb.json("backup", "media")
+    metas = {e.path: e.meta for e in file_entries(tmp_path, media, mixed["snapshot"])}
+    assert metas["a.bin"]["key"] == "a.bin" and set(metas["b.bin"]) == {"etag", "last_modified"}
+    restore = ("restore", "media", "--recovery-key", media.recovery, "--snapshot", mixed["snapshot"])
+    dry = media.lb.json(*restore, "--in-place", "--dry-run")
+    assert sorted(dry["plan"]["unchanged"]) == ["a.bin", "b.bin"] and dry["plan"]["restore"] == []
+    target = tmp_path / "restored"
+    media.lb.run(*restore, "--target", f"dir://{target}")
     assert files_under(target) == files_under(source)
