@@ -124,6 +124,7 @@ class SeaweedServer:
         self.ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
         args = [
             weed_binary(),
+            f"-logdir={self.workdir}",  # glog's files: into the work dir, not the system's /tmp
             "mini",
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
