@@ -46,8 +46,8 @@ def object_meta(obj: ObjectInfo) -> dict[str, Any]:
 def file_meta(info: ObjectInfo) -> dict[str, Any]:
     """``object_meta`` of a file of a ``dir://`` source: its etag and time, not the fields a
     directory never has (version, content type, user metadata, tags; their readers take a
-    missing one as none). A quarter of each entry and of its parent-cache line: a first
-    backup of 100,000 small files was ~5% faster, an unchanged one ~3%."""
+    missing one as none). ~90 of the ~520 bytes of each entry and of its parent-cache line:
+    a first backup of 100,000 small files was ~5% faster, an unchanged one ~3%."""
     return {"etag": info.etag, "last_modified": info.last_modified.isoformat()}
 
 
