@@ -8,11 +8,11 @@ Two forms share the file. ``ParentCache`` (objects and the other kinds, which ad
 in any order) holds it whole as a dict: ``WHOLE_MAGIC`` then ``<mac>\t<identity>\t<entry>``
 lines. A walked tree (the files kind, a ``dir://`` objects source, key material) writes the
 stream form, ``PARENTS_MAGIC`` then ``<path>\t<identity>\t<entry>`` lines in walk order,
-each block of them (at most ``BLOCK_LINES`` lines, fewer past ``BLOCK_BYTES``) followed
-by a ``#<mac>`` line, and
-``ParentStream`` reads it alongside the next walk, one block at a time: memory does not grow
-with the number of files. Each reads the other's form (a switch costs no full re-read).
-Fields are JSON, which never holds a raw tab or newline, nor starts with ``#``.
+each block of them (at most ``BLOCK_LINES`` lines, fewer past ``BLOCK_BYTES``) followed by
+a ``#<mac>`` line, and ``ParentStream`` reads it alongside the next walk, one block at a
+time: memory does not grow with the number of files. Each reads the other's form (a
+switch costs no full re-read). Fields are JSON, which never holds a raw tab or newline, nor
+starts with ``#``.
 
 What is MAC'd is under a key derived from the repository's MAC key (in the key file) for
 this asset (``ParentFile``): each whole-form line (a keyed BLAKE2b), each stream-form block
@@ -27,9 +27,9 @@ line was a tenth of an unchanged backup of 100,000 small files. The earlier stre
 (``LINE_MAC_MAGIC``, a MAC on every line) is still read, so an upgrade costs no full
 re-read; caches of the earlier unauthenticated forms, and the blocks MAC'd with BLAKE2b
 that unreleased builds wrote as form 3, are not read at all (their files are read once
-more, without a warning). A key material cache is also sealed whole, its
-compressed bytes encrypted block by block (``_SealedReader``); one of the earlier form,
-whose entries were sealed one by one, is not read (its files are read once more).
+more, without a warning). A key material cache is also sealed whole, its compressed bytes
+encrypted block by block (``_SealedReader``); one of the earlier form, whose entries were
+sealed one by one, is not read (its files are read once more).
 """
 
 from __future__ import annotations
@@ -408,7 +408,6 @@ class ParentStream:
         self._current_line = b""  # the verified fields _current came from (a line, MAC'd by its block)
         self._matched: tuple[str, str, bytes, bytes] | None = None  # see matched_line
         self._fh: IO[bytes] | None = None
-        self._file = file
         self._rejected = 0
         if file is not None:
             self._open(file)
