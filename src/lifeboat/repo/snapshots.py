@@ -19,7 +19,7 @@ from typing import Any
 
 import blake3
 
-from lifeboat import clock
+from lifeboat import clock, memory
 from lifeboat.crypto.signed import ObjectType
 from lifeboat.crypto.writers import ANY_ASSET, Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
@@ -228,6 +228,7 @@ def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
         raise IntegrityError(f"snapshot {snapshot_id[:12]} is damaged") from None
 
 
+@memory.collection_paused()
 def list_snapshots(
     storage: Storage,
     codec: MetadataCodec,
@@ -451,6 +452,7 @@ class CachedHistory:
                 yield CachedSnapshot(snapshot_id, time, asset)
 
 
+@memory.collection_paused()
 def cached_history(
     storage: Storage,
     codec: MetadataCodec,
