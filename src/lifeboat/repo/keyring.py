@@ -37,12 +37,36 @@ if TYPE_CHECKING:
     from lifeboat.crypto.escrow_key import EscrowOpener
 
 PACK_KEY_CONTEXT = b"pack"
+GIL_FREE_FROM = 2048  # blake3 (as hashlib) hands the interpreter lock back from this input size
+HELD_BELOW = 16 << 10  # keyed_blake3 feeds a shorter input in pieces, keeping the lock
 ESCROW_PACK_TAG = b"LBES"  # starts the wrapped data key of a pack sealed to the escrow key
 ESCROW_BLOB_IDS = b"lifeboat/escrow-blob-ids/v1"
 
 
 class EscrowRequired(KeyError_):
     """Reading key material needs the custodians' escrow shares; no key file opens it."""
+
+
+def keyed_blake3(data: bytes, key: bytes) -> blake3.blake3:
+    """A keyed BLAKE3 of ``data`` that keeps the interpreter lock for a small input
+    (GIL_FREE_FROM to HELD_BELOW bytes): for MACs, which threads compute beside busy ones.
+
+    A thread that hands the lock back while another one runs Python waits up to the
+    interpreter's switch interval (5 ms) to get it back. A keys restore's reply threads
+    fingerprint every file the writer process made (``Repository.keyed_hash``) while the
+    main thread decodes trees: 30,000 files of 0.5-4 KB restored in 1.43 s, 1.35 s with the
+    lock kept (median of 6, into tmpfs). Fed in pieces below GIL_FREE_FROM, the hash keeps
+    it, for a few microseconds more of hashing; from HELD_BELOW on, a hash is long enough for
+    releasing to pay (and whole, it runs SIMD over many 1 KiB chunks at once). Blob ids keep
+    the plain hash: a restore's check of each small file's id gained from releasing the lock
+    (`dir://` 3.03 s -> 3.21 s held)."""
+    if not GIL_FREE_FROM <= len(data) < HELD_BELOW:
+        return blake3.blake3(data, key=key, max_threads=1)
+    hasher = blake3.blake3(key=key)
+    view = memoryview(data)
+    for start in range(0, len(view), GIL_FREE_FROM - 1):
+        hasher.update(view[start : start + GIL_FREE_FROM - 1])
+    return hasher
 
 
 class Keyring:
@@ -220,7 +244,7 @@ class Keyring:
 
     def mac(self, data: bytes) -> bytes:
         """The repository MAC of ``data`` (authenticates headers, refs and index files)."""
-        return blake3.blake3(data, key=self._mac_key).digest()
+        return keyed_blake3(data, self._mac_key).digest()
 
     def new_pack_cipher(self) -> tuple[Cipher, bytes]:
         """A new pack's cipher (a fresh data key) and that key wrapped for the recovery key."""
