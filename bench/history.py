@@ -21,15 +21,20 @@ the top functions by cumulative time.
 
 Not a test: run by hand; the machine is shared, so compare ratios within one run.
 
-Last run (2026-12-05 23:22 UTC, in `make bench` on 2 idle cores, at dfe64dd: file://
+Last run (2026-12-06 06:22 UTC, `--runs 3 --reuse` on 2 cores, at b546c5a: file://
 repository, pruned history, CPU seconds, median of 3, ratio to 1 snapshot):
 
     command          1 snapshot   1,000           10,000
-    backup           0.24 s       0.26 s (1.07x)  0.32 s (1.33x)  the newest judged, not all
-    snapshots        0.10 s       0.12 s (1.22x)  0.39 s (3.83x)  10,000 cached headers decoded,
-    snapshots table  0.11 s       0.14 s (1.23x)  0.44 s (3.91x)  judged and printed
-    check            0.24 s       0.29 s (1.21x)  0.61 s (2.56x)  every header read again
-    restore          0.26 s       0.28 s (1.07x)  0.36 s (1.41x)
+    backup           0.31 s       0.30 s (0.98x)  0.34 s (1.11x)  the newest judged, not all
+    snapshots        0.12 s       0.14 s (1.23x)  0.36 s (3.12x)  10,000 cached headers decoded,
+    snapshots table  0.13 s       0.16 s (1.29x)  0.43 s (3.42x)  judged and printed
+    check            0.29 s       0.31 s (1.09x)  0.60 s (2.11x)  every header read again
+    restore          0.31 s       0.31 s (1.00x)  0.36 s (1.16x)
+
+b546c5a pauses the garbage collector while a listing builds (memory.collection_paused);
+alternated with the commit before it, at 10,000: `snapshots` 0.36-0.38 -> 0.33 s, `check`
+0.62 -> 0.52-0.56 s, backup 0.33-0.34 -> 0.31 s. At dfe64dd (2026-12-05): 1.33x / 3.83x /
+3.91x / 2.56x / 1.41x.
 
 The 1-snapshot figures are the commands' start-up (`snapshots` takes the fast path of
 cli/entry.py). Before dfe64dd, every snapshot of the summary was judged to choose one:
