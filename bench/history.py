@@ -21,7 +21,7 @@ the top functions by cumulative time.
 
 Not a test: run by hand; the machine is shared, so compare ratios within one run.
 
-Last run (2026-12-06 06:22 UTC, `--runs 3 --reuse` on 2 cores, at b546c5a: file://
+Last run (2026-12-06 06:14 UTC, `--runs 3 --reuse` on 2 cores, at b546c5a: file://
 repository, pruned history, CPU seconds, median of 3, ratio to 1 snapshot):
 
     command          1 snapshot   1,000           10,000
