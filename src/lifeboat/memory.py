@@ -1,9 +1,10 @@
 """Process-wide memory tuning: glibc's malloc (elsewhere those knobs do nothing) and
-Python's cyclic garbage collector.
+pauses of Python's cyclic garbage collector.
 
-The one place lifeboat touches the allocator and the collector: many transfer threads and
-buffers of many sizes make glibc's defaults keep far more memory than is live, and
-building a large structure of small objects makes the collector walk it again and again.
+The one place lifeboat tunes the allocator and switches the collector off and on: many
+transfer threads and buffers of many sizes make glibc's defaults keep far more memory than
+is live, and building a large structure of small objects makes the collector walk it again
+and again.
 """
 
 from __future__ import annotations
@@ -121,12 +122,17 @@ def collection_paused() -> Iterator[None]:
     """While inside, Python's cyclic garbage collector does not run.
 
     For building a large structure of small objects that hold no cycles (the snapshot
-    cache's 10,000 decoded headers, the listing built from them): every few hundred
-    allocations the collector runs, and every few of those it walks all that is alive,
-    the structure being built included. Listing 10,000 snapshots spent 50-90 ms of its
+    cache's 10,000 decoded headers, the listing built from them): every 700 allocations
+    the collector looks at the young objects, and every few of those at the older ones,
+    the structure being built among them. Listing 10,000 snapshots spent 30-90 ms of its
     ~400 ms there (gc.callbacks), for nothing to collect. Objects are still freed by their
-    reference counts; a cycle made inside waits for the first collection after. Blocks
-    nest, in any order and from any thread."""
+    reference counts; a cycle made inside waits for the first collection after.
+
+    The collector is the process's: a pause holds for every thread, so it is kept to work
+    that waits on no network (another thread's garbage piles up meanwhile). Blocks nest,
+    in any order and from any thread; the last one out turns the collector back on if it
+    was on when the first came in, even if someone turned it off in between (nothing in
+    lifeboat does)."""
     pauses = _collector_pauses
     with pauses.lock:
         if pauses.open == 0:

@@ -28,7 +28,7 @@ from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.repo.sealed import MetadataCodec, Unopened
 from lifeboat.repo.snapshot_cache import SnapshotCache
 from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
-from lifeboat.storage.base import Storage
+from lifeboat.storage.base import ObjectStat, Storage
 
 NAMESPACE = "snapshots/"
 LOAD_BATCH = 64  # at most this many headers read by one task of the listing's pool
@@ -228,7 +228,11 @@ def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
         raise IntegrityError(f"snapshot {snapshot_id[:12]} is damaged") from None
 
 
-@memory.collection_paused()
+# what list_snapshots finds of one listed header: opened (its fields and signature check),
+# sealed by another writer (and the asset it claims), damaged (why), or gone meanwhile
+Loaded = tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None
+
+
 def list_snapshots(
     storage: Storage,
     codec: MetadataCodec,
@@ -253,13 +257,14 @@ def list_snapshots(
     on what only a writer key opened."""
     listed = {obj.name: obj for obj in storage.list("snapshots/")}
     names = list(listed)
-    cached = cache.load() if cache is not None else {}
+    with memory.collection_paused():  # see _judged_listing
+        cached = cache.load() if cache is not None else {}
     fresh: dict[str, dict[str, Any]] = {}
     learnt: list[str] = []  # headers this side verified for the first time: the cache is saved
     side = "recovery" if codec.reads_all else "writer"
     checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's entries share one form
 
-    def load(name: str) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None:
+    def load(name: str) -> Loaded:
         snapshot_id = name.rsplit("/", 1)[-1]
         if name != snapshot_name(snapshot_id):  # snapshots/x/ID: a copy set beside the header
             return f"{name} is not where a snapshot header is stored (snapshots/ID)"
@@ -305,7 +310,8 @@ def list_snapshots(
     if nothing_to_fetch or storage.url.startswith("file://"):
         # threads would only add overhead: a local header is read in microseconds, and
         # readers of one interpreter hand its lock to each other on every read
-        results = list(map(load, names))
+        with memory.collection_paused():  # nothing waits on a network here
+            results = list(map(load, names))
     else:
         # a few batches per worker: a future per header cost more than reading a cached
         # one, and a short listing still spreads over every worker
@@ -313,6 +319,24 @@ def list_snapshots(
         batches = [names[i : i + size] for i in range(0, len(names), size)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = [r for batch in pool.map(lambda b: [load(n) for n in b], batches) for r in batch]
+    listing = _judged_listing(names, results, listed, trust)
+    if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
+        cache.save(fresh)
+    return listing
+
+
+@memory.collection_paused()
+def _judged_listing(
+    names: list[str],
+    results: list[Loaded],
+    listed: dict[str, ObjectStat],
+    trust: Trust | None,
+) -> SnapshotListing:
+    """The loaded headers judged into a listing, oldest first. Building it, as decoding the
+    cache, pauses the garbage collector (memory.collection_paused): 10,000 headers made it
+    walk them again and again, 30-90 ms of a ~400 ms listing. Downloads of headers are not
+    paused: a first listing or a `check` of a remote repository can take minutes, and the
+    daemon's other threads need the collector meanwhile."""
     listing = SnapshotListing()
     now = clock.now()  # one moment for the whole listing
     for name, result in zip(names, results, strict=True):
@@ -336,8 +360,6 @@ def list_snapshots(
             listing.damaged[name] = result
     listing.accepted.sort(key=lambda s: (s.time, s.id))
     listing.refused.sort(key=lambda s: (s.time or datetime.min.replace(tzinfo=UTC), s.id))
-    if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
-        cache.save(fresh)
     return listing
 
 
@@ -452,7 +474,6 @@ class CachedHistory:
                 yield CachedSnapshot(snapshot_id, time, asset)
 
 
-@memory.collection_paused()
 def cached_history(
     storage: Storage,
     codec: MetadataCodec,
@@ -467,13 +488,32 @@ def cached_history(
     listing, one small file and the chosen header, not a decoded header per snapshot.
     Snapshots sealed by other writers are left out, and the refused ones are skipped when
     the history is walked (the cached signature check is judged afresh against ``trust``)."""
-    summary = cache.load_summary()
+    # decoding the summary and building the rows pause the collector, as _judged_listing
+    # does; a remote listing waits on the network, and is not paused
+    with memory.collection_paused():
+        summary = cache.load_summary()
     if not summary:
         return None
+    listed = list(storage.list("snapshots/"))
+    with memory.collection_paused():
+        return _history_from_summary(summary, listed, storage, codec, cache, trust, asset)
+
+
+def _history_from_summary(
+    summary: dict[str, list[Any]],
+    listed: list[ObjectStat],
+    storage: Storage,
+    codec: MetadataCodec,
+    cache: SnapshotCache,
+    trust: Trust | None,
+    asset: str | None,
+) -> CachedHistory | None:
+    """``cached_history`` past the listing. The only downloads here are of the headers
+    listed since the summary was saved."""
     rows = []
     added = False
     checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's rows share one form
-    for obj in storage.list("snapshots/"):
+    for obj in listed:
         snapshot_id = obj.name.rsplit("/", 1)[-1]
         if obj.name != snapshot_name(snapshot_id):
             return None  # not a header's name: the full listing reads and reports it
