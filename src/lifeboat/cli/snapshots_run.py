@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
+from lifeboat import memory
 from lifeboat.cli.output import console, print_json
 from lifeboat.errors import ConfigError
 from lifeboat.runtime import ReadSettings
@@ -86,7 +87,8 @@ def snapshots(
     out = console()
     # written as plain text (a host or asset name is never read as markup), not re-wrapped
     out.out(header, style="bold", highlight=False)
-    out.out("".join(line + "\n" for line in lines[: len(snaps)]), highlight=False, end="")
+    with memory.collection_paused():  # rich makes an object a line: see memory.collection_paused
+        out.out("".join(line + "\n" for line in lines[: len(snaps)]), highlight=False, end="")
     if damaged:
         out.out("".join(line + "\n" for line in lines[len(snaps) :]), style="red", highlight=False, end="")
     out.print(f"{len(snaps)} snapshot(s)")
