@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import blake3
 
@@ -270,7 +270,7 @@ def list_snapshots(
             return f"{name} is not where a snapshot header is stored (snapshots/ID)"
         stamp = [listed[name].size, listed[name].mtime]
         hit = cached.get(snapshot_id)
-        if not reread and hit is not None and hit.get("stat") == stamp:
+        if not reread and _answers(hit, stamp, codec):
             reused = _reuse(hit, snapshot_id, codec, checks)
             if reused is not None:
                 fresh[snapshot_id] = hit
@@ -306,11 +306,14 @@ def list_snapshots(
         fresh[snapshot_id] = {"stat": stamp, "verified": verified | {side: digest}, **entry}
         return returned
 
-    nothing_to_fetch = not reread and cached and all(n.rsplit("/", 1)[-1] in cached for n in names)
+    nothing_to_fetch = not reread and all(
+        _answers(cached.get(n.rsplit("/", 1)[-1]), [listed[n].size, listed[n].mtime], codec) for n in names
+    )
     if nothing_to_fetch or storage.url.startswith("file://"):
         # threads would only add overhead: a local header is read in microseconds, and
-        # readers of one interpreter hand its lock to each other on every read
-        with memory.collection_paused():  # nothing waits on a network here
+        # readers of one interpreter hand its lock to each other on every read. Nothing
+        # here waits on a network (a damaged cache entry aside): see _judged_listing
+        with memory.collection_paused():
             results = list(map(load, names))
     else:
         # a few batches per worker: a future per header cost more than reading a cached
@@ -361,6 +364,12 @@ def _judged_listing(
     listing.accepted.sort(key=lambda s: (s.time, s.id))
     listing.refused.sort(key=lambda s: (s.time or datetime.min.replace(tzinfo=UTC), s.id))
     return listing
+
+
+def _answers(hit: dict[str, Any] | None, stamp: list[Any], codec: MetadataCodec) -> TypeGuard[dict[str, Any]]:
+    """Whether a cache entry stands for a header listed with ``stamp`` (size, time) without
+    reading it: the recovery side reads another writer's sealed header itself."""
+    return hit is not None and hit.get("stat") == stamp and not ("unopened" in hit and codec.reads_all)
 
 
 def _verified_by(entry: dict[str, Any]) -> dict[str, str]:
@@ -489,34 +498,37 @@ def cached_history(
     Snapshots sealed by other writers are left out, and the refused ones are skipped when
     the history is walked (the cached signature check is judged afresh against ``trust``)."""
     # decoding the summary and building the rows pause the collector, as _judged_listing
-    # does; a remote listing waits on the network, and is not paused
+    # does; listing the storage and reading the headers the summary lacks do not
     with memory.collection_paused():
         summary = cache.load_summary()
     if not summary:
         return None
     listed = list(storage.list("snapshots/"))
+    read = _summarise_unlisted(listed, summary, storage, codec)
+    if read is None:
+        return None
+    gone, added = read
+    present = [o for o in listed if o.name not in gone]
     with memory.collection_paused():
-        return _history_from_summary(summary, listed, storage, codec, cache, trust, asset)
+        history = _history_from_summary(summary, present, codec, trust, asset)
+    if history is not None and added:
+        cache.save_summary(summary)
+    return history
 
 
-def _history_from_summary(
-    summary: dict[str, list[Any]],
-    listed: list[ObjectStat],
-    storage: Storage,
-    codec: MetadataCodec,
-    cache: SnapshotCache,
-    trust: Trust | None,
-    asset: str | None,
-) -> CachedHistory | None:
-    """``cached_history`` past the listing. The only downloads here are of the headers
-    listed since the summary was saved."""
-    rows = []
+def _summarise_unlisted(
+    listed: list[ObjectStat], summary: dict[str, list[Any]], storage: Storage, codec: MetadataCodec
+) -> tuple[set[str], bool] | None:
+    """Reads into ``summary`` the headers it does not hold as listed (new since it was
+    saved, or listed with another size or time): the names gone meanwhile, and whether any
+    was read. None when a name is not a header's or a header is damaged (then the full
+    listing reads and reports it)."""
+    gone: set[str] = set()
     added = False
-    checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's rows share one form
     for obj in listed:
         snapshot_id = obj.name.rsplit("/", 1)[-1]
         if obj.name != snapshot_name(snapshot_id):
-            return None  # not a header's name: the full listing reads and reports it
+            return None
         row = summary.get(snapshot_id)
         if row is None or row[:2] != [obj.size, obj.mtime] or (row[3] is None and codec.reads_all):
             try:
@@ -524,9 +536,26 @@ def _history_from_summary(
             except IntegrityError:
                 return None
             except NotFoundError:
-                continue  # forgotten meanwhile
-            row = summary[snapshot_id] = _summary_row(obj.size, obj.mtime, result)
+                gone.add(obj.name)  # forgotten meanwhile
+                continue
+            summary[snapshot_id] = _summary_row(obj.size, obj.mtime, result)
             added = True
+    return gone, added
+
+
+def _history_from_summary(
+    summary: dict[str, list[Any]],
+    listed: list[ObjectStat],
+    codec: MetadataCodec,
+    trust: Trust | None,
+    asset: str | None,
+) -> CachedHistory | None:
+    """The asset's history from ``summary``, which holds every one of ``listed``."""
+    rows = []
+    checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's rows share one form
+    for obj in listed:
+        snapshot_id = obj.name.rsplit("/", 1)[-1]
+        row = summary[snapshot_id]
         if row[3] is None or (asset is not None and row[3] != asset):
             continue  # sealed for another writer, or unsigned (never chosen); or not asked for
         check = _cached_check(row[4], checks)
@@ -538,8 +567,6 @@ def _history_from_summary(
             rows.append((datetime.fromisoformat(row[2]), snapshot_id, str(row[3]), check, obj.mtime))
         except (TypeError, ValueError):
             return None
-    if added:
-        cache.save_summary(summary)
     return CachedHistory(rows, trust)
 
 
