@@ -17,6 +17,7 @@ import pytest
 
 from lifeboat.repo import Repository
 from lifeboat.repo.model import SnapshotInfo
+from lifeboat.services.keys import issue_writer_key
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 from tests.harness.wait import wait_until
@@ -132,3 +133,27 @@ def test_headers_listed_with_another_time_are_read_with_the_collector_on(
         assert reads == [True, True, True]
     finally:
         moved.close()
+
+
+def test_a_writer_listing_after_the_recovery_side_reads_with_the_collector_on(
+    s3_storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One host's cache, both sides: the recovery side caches db-1's headers opened, which
+    writer db-2 does not open. db-2 then reads them from the storage (its listing counts
+    them as another writer's), with the collector on, and so does the recovery side after it."""
+    cache = tmp_path / "host-cache"
+    db1, _, recovery = Repository.create(s3_storage, cache_dir=tmp_path / "db1-cache")
+    made = [backup(db1, n) for n in range(3)]
+    key2, _, _ = issue_writer_key(Repository.open(s3_storage, recovery_key=recovery), "db-2", ["other"])
+    reads = record_header_reads(s3_storage, monkeypatch)
+    reader = Repository.open(s3_storage, recovery_key=recovery, cache_dir=cache)
+    assert [s.id for s in reader.snapshots()] == [s.id for s in made]
+    assert reads == [True, True, True]
+    reads.clear()
+    db2 = Repository.open(s3_storage, backup_key=key2, cache_dir=cache)
+    listing = db2.snapshot_listing()
+    assert listing.accepted == [] and len(listing.sealed) == 3
+    assert reads == [True, True, True]
+    reads.clear()
+    assert [s.id for s in reader.snapshots()] == [s.id for s in made]
+    assert all(reads)

@@ -11,7 +11,7 @@ without its signature. ``list_snapshots`` sorts every listed header into accepte
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -233,6 +233,13 @@ def snapshot_from_payload(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo:
 Loaded = tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | str | None
 
 
+class _Missing:
+    """A listed header the local cache does not answer for: it is read from the storage."""
+
+
+MISSING = _Missing()
+
+
 def list_snapshots(
     storage: Storage,
     codec: MetadataCodec,
@@ -264,17 +271,26 @@ def list_snapshots(
     side = "recovery" if codec.reads_all else "writer"
     checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's entries share one form
 
-    def load(name: str) -> Loaded:
+    def from_cache(name: str) -> Loaded | _Missing:
+        """The header as the cache has it, without reading it; MISSING when it must be read."""
         snapshot_id = name.rsplit("/", 1)[-1]
         if name != snapshot_name(snapshot_id):  # snapshots/x/ID: a copy set beside the header
             return f"{name} is not where a snapshot header is stored (snapshots/ID)"
+        hit = cached.get(snapshot_id)
+        if reread or not _answers(hit, [listed[name].size, listed[name].mtime], codec):
+            return MISSING
+        reused = _reuse(hit, snapshot_id, codec, checks)
+        if reused is None:  # damaged, or another writer's that this side does not open
+            return MISSING
+        fresh[snapshot_id] = hit
+        return reused
+
+    def fetched(name: str) -> Loaded:
+        """The header read from the storage (and taken from the cache when its bytes are
+        those this side verified before)."""
+        snapshot_id = name.rsplit("/", 1)[-1]
         stamp = [listed[name].size, listed[name].mtime]
         hit = cached.get(snapshot_id)
-        if not reread and _answers(hit, stamp, codec):
-            reused = _reuse(hit, snapshot_id, codec, checks)
-            if reused is not None:
-                fresh[snapshot_id] = hit
-                return reused
         try:
             data = storage.get(name)
         except NotFoundError:
@@ -306,26 +322,38 @@ def list_snapshots(
         fresh[snapshot_id] = {"stat": stamp, "verified": verified | {side: digest}, **entry}
         return returned
 
-    nothing_to_fetch = not reread and all(
-        _answers(cached.get(n.rsplit("/", 1)[-1]), [listed[n].size, listed[n].mtime], codec) for n in names
-    )
-    if nothing_to_fetch or storage.url.startswith("file://"):
-        # threads would only add overhead: a local header is read in microseconds, and
-        # readers of one interpreter hand its lock to each other on every read. Nothing
-        # here waits on a network (a damaged cache entry aside): see _judged_listing
-        with memory.collection_paused():
-            results = list(map(load, names))
-    else:
-        # a few batches per worker: a future per header cost more than reading a cached
-        # one, and a short listing still spreads over every worker
-        size = min(LOAD_BATCH, max(1, -(-len(names) // (workers * 4))))
-        batches = [names[i : i + size] for i in range(0, len(names), size)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = [r for batch in pool.map(lambda b: [load(n) for n in b], batches) for r in batch]
+    with memory.collection_paused():  # see _judged_listing
+        found = [from_cache(name) for name in names]
+    missing = [i for i, result in enumerate(found) if result is MISSING]
+    read = _read_headers([names[i] for i in missing], fetched, storage, workers)
+    for i, result in zip(missing, read, strict=True):
+        found[i] = result
+    results = [result for result in found if not isinstance(result, _Missing)]  # none is left
     listing = _judged_listing(names, results, listed, trust)
     if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
         cache.save(fresh)
     return listing
+
+
+def _read_headers(
+    names: list[str], fetched: Callable[[str], Loaded], storage: Storage, workers: int
+) -> list[Loaded]:
+    """``fetched`` of each of ``names``, in order. From a local repository one after
+    another, with the collector paused: threads would only add overhead (a local header is
+    read in microseconds, and threads of one interpreter hand its lock to each other on
+    every read). From a remote one on ``workers`` threads, with the collector on: the reads
+    wait on the network, for minutes in a first listing or a `check`."""
+    if storage.url.startswith("file://"):
+        with memory.collection_paused():
+            return [fetched(name) for name in names]
+    if not names:
+        return []
+    # a few batches per worker: a future per header cost more than reading a cached one,
+    # and a short listing still spreads over every worker
+    size = min(LOAD_BATCH, max(1, -(-len(names) // (workers * 4))))
+    batches = [names[i : i + size] for i in range(0, len(names), size)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [r for batch in pool.map(lambda b: [fetched(n) for n in b], batches) for r in batch]
 
 
 @memory.collection_paused()
