@@ -325,10 +325,9 @@ def list_snapshots(
     with memory.collection_paused():  # see _judged_listing
         found = [from_cache(name) for name in names]
     missing = [i for i, result in enumerate(found) if result is MISSING]
-    read = _read_headers([names[i] for i in missing], fetched, storage, workers)
-    for i, result in zip(missing, read, strict=True):
-        found[i] = result
-    results = [result for result in found if not isinstance(result, _Missing)]  # none is left
+    headers = _read_headers([names[i] for i in missing], fetched, storage, workers)
+    read = dict(zip(missing, headers, strict=True))
+    results = [read[i] if isinstance(result, _Missing) else result for i, result in enumerate(found)]
     listing = _judged_listing(names, results, listed, trust)
     if cache is not None and (learnt or fresh.keys() != cached.keys() or not cache.has_summary()):
         cache.save(fresh)
@@ -432,9 +431,10 @@ def _reuse(
     codec: MetadataCodec,
     checks: dict[tuple[str, ...], SignatureCheck | None],
 ) -> tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] | None:
-    """A cache entry as ``load`` returns it; None when it must be read again (the recovery
-    side tries another writer's header itself, an entry this handle cannot open or that is
-    damaged). ``checks``: the signature checks decoded so far, by their cached form."""
+    """A cache entry as ``list_snapshots`` returns it; None when it must be read again (the
+    recovery side tries another writer's header itself, an entry this handle cannot open
+    or that is damaged). ``checks``: the signature checks decoded so far, by their cached
+    form."""
     if "unopened" in hit:
         unopened = Unopened.from_json(hit.get("unopened"))
         if unopened is None or codec.reads_all:
