@@ -21,20 +21,22 @@ the top functions by cumulative time.
 
 Not a test: run by hand; the machine is shared, so compare ratios within one run.
 
-Last run (2026-12-06 06:14 UTC, `--runs 3 --reuse` on 2 cores, at b546c5a: file://
+Last run (2026-12-06 07:23 UTC, `--runs 3 --reuse` on 2 cores, at 4319f72: file://
 repository, pruned history, CPU seconds, median of 3, ratio to 1 snapshot):
 
     command          1 snapshot   1,000           10,000
-    backup           0.31 s       0.30 s (0.98x)  0.34 s (1.11x)  the newest judged, not all
-    snapshots        0.12 s       0.14 s (1.23x)  0.36 s (3.12x)  10,000 cached headers decoded,
-    snapshots table  0.13 s       0.16 s (1.29x)  0.43 s (3.42x)  judged and printed
-    check            0.29 s       0.31 s (1.09x)  0.60 s (2.11x)  every header read again
-    restore          0.31 s       0.31 s (1.00x)  0.36 s (1.16x)
+    backup           0.29 s       0.27 s (0.93x)  0.37 s (1.27x)  the newest judged, not all
+    snapshots        0.11 s       0.12 s (1.16x)  0.39 s (3.58x)  10,000 cached headers decoded,
+    snapshots table  0.12 s       0.14 s (1.12x)  0.43 s (3.47x)  judged and printed
+    check            0.26 s       0.29 s (1.12x)  0.66 s (2.54x)  every header read again
+    restore          0.27 s       0.28 s (1.06x)  0.34 s (1.27x)
 
-b546c5a pauses the garbage collector while a listing builds (memory.collection_paused);
-alternated with the commit before it, at 10,000: `snapshots` 0.36-0.38 -> 0.33 s, `check`
-0.62 -> 0.52-0.56 s, backup 0.33-0.34 -> 0.31 s. At dfe64dd (2026-12-05): 1.33x / 3.83x /
-3.91x / 2.56x / 1.41x.
+The listings pause the garbage collector while they decode and build (b546c5a..4319f72,
+memory.collection_paused). Alternated with d9cee0f, before the pauses, right after the run
+above (2 rounds of `--counts 1,10000 --runs 3`, 10,000 snapshots): backup 0.33-0.34 against
+0.35 s, `snapshots` 0.36 against 0.40-0.41 s, the table 0.41-0.42 against 0.47-0.49 s,
+`check` 0.60-0.61 against 0.66-0.68 s, restore 0.34-0.38 against 0.38-0.40 s. At dfe64dd
+(2026-12-05): 1.33x / 3.83x / 3.91x / 2.56x / 1.41x.
 
 The 1-snapshot figures are the commands' start-up (`snapshots` takes the fast path of
 cli/entry.py). Before dfe64dd, every snapshot of the summary was judged to choose one:
