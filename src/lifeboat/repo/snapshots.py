@@ -237,7 +237,7 @@ class _Missing:
     """A listed header the local cache does not answer for: it is read from the storage."""
 
 
-MISSING = _Missing()
+_MISSING = _Missing()
 
 
 def list_snapshots(
@@ -272,16 +272,16 @@ def list_snapshots(
     checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's entries share one form
 
     def from_cache(name: str) -> Loaded | _Missing:
-        """The header as the cache has it, without reading it; MISSING when it must be read."""
+        """The header as the cache has it, without reading it; _MISSING when it must be read."""
         snapshot_id = name.rsplit("/", 1)[-1]
         if name != snapshot_name(snapshot_id):  # snapshots/x/ID: a copy set beside the header
             return f"{name} is not where a snapshot header is stored (snapshots/ID)"
         hit = cached.get(snapshot_id)
         if reread or not _answers(hit, [listed[name].size, listed[name].mtime], codec):
-            return MISSING
+            return _MISSING
         reused = _reuse(hit, snapshot_id, codec, checks)
         if reused is None:  # damaged, or another writer's that this side does not open
-            return MISSING
+            return _MISSING
         fresh[snapshot_id] = hit
         return reused
 
@@ -324,7 +324,7 @@ def list_snapshots(
 
     with memory.collection_paused():  # see _judged_listing
         found = [from_cache(name) for name in names]
-    missing = [i for i, result in enumerate(found) if result is MISSING]
+    missing = [i for i, result in enumerate(found) if result is _MISSING]
     headers = _read_headers([names[i] for i in missing], fetched, storage, workers)
     read = dict(zip(missing, headers, strict=True))
     results = [read[i] if isinstance(result, _Missing) else result for i, result in enumerate(found)]
