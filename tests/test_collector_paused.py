@@ -5,7 +5,6 @@ found it (pure logic: the real collector, no repository)."""
 from __future__ import annotations
 
 import gc
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -52,23 +51,6 @@ def test_a_collector_the_caller_turned_off_stays_off():
     with memory.collection_paused():
         pass
     assert not gc.isenabled()
-
-
-def test_pauses_from_many_threads_leave_it_on():
-    start = threading.Barrier(8)
-
-    def pause() -> None:
-        start.wait()
-        for _ in range(200):
-            with memory.collection_paused():
-                pass
-
-    threads = [threading.Thread(target=pause) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert gc.isenabled()
 
 
 def test_a_decorated_function_pauses_on_every_call():

@@ -20,6 +20,7 @@ from lifeboat.repo.model import SnapshotInfo
 from lifeboat.services.keys import issue_writer_key
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
+from lifeboat.storage.s3 import S3Storage
 from tests.harness.wait import wait_until
 
 
@@ -47,7 +48,6 @@ def record_header_reads(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> li
 def s3_storage(seaweed: Any, make_seaweed_bucket: Any) -> Iterator[Storage]:
     bucket = make_seaweed_bucket(object_lock=False)
     storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint)
-    storage.bucket_name = bucket  # type: ignore[attr-defined]  # for migrated
     yield storage
     storage.close()
 
@@ -57,7 +57,8 @@ def migrated(storage: Storage, endpoint: str, make_bucket: Any) -> Storage:
     the same bytes, each listed with a later time (S3 times are in whole seconds: the copy
     starts once the second of the newest header has passed)."""
     client = boto3.client("s3", endpoint_url=endpoint)
-    source, target = storage.bucket_name, make_bucket(object_lock=False)  # type: ignore[attr-defined]
+    assert isinstance(storage, S3Storage)
+    source, target = storage.bucket, make_bucket(object_lock=False)
     newest = max(o.mtime for o in storage.list("snapshots/"))
     wait_until(lambda: time.time() >= int(newest) + 1, "the second of the newest header to pass")
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=source, Prefix="repo/"):
