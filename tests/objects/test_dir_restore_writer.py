@@ -223,14 +223,14 @@ class _StandInWriter:
     def __init__(self, reply: Callable[[int, int], tuple[int, list[int], bool]]) -> None:
         self.reply, self.number, self.error = reply, 0, None
 
-    def send(self, specs: list[Any], done: Callable[[int, list[int]], None], failed: Any) -> None:
+    def send(self, specs: list[Any], done: filewriters.Done, failed: Any) -> None:
         if self.error is not None:
             raise self.error
         written, existing, fails = self.reply(self.number, len(specs))
         self.number += 1
         failure: BaseException | None = None
         try:  # as FileWriter._read_reply does: the reply handed on, then the writer's error wins
-            done(written, existing)
+            done(written, existing, {})
         except BaseException as exc:
             failure = exc
         if fails:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from lifeboat.errors import IntegrityError, RestoreError
 from lifeboat.filewriters import FileWriter
 from lifeboat.repo import Repository, SnapshotInfo, reader
 from lifeboat.storage import open_storage
+from lifeboat.targetdir import TargetDir
 from tests.attacks.test_restore_escape import manifest
 from tests.harness.packs import damage_chunk
 
@@ -61,29 +63,35 @@ def backed_up(repo: Repository, tmp_path: Path, files: int = FILES) -> tuple[Pat
 
 
 class Recorded(FileWriter):
-    """A real writer that remembers itself and counts the files it said it made, so a test
-    can see it was used (and end it)."""
+    """A real writer that remembers itself once it is ready and counts the files it said it
+    made, so a test can see it was used (and end it)."""
 
     made: ClassVar[list[Recorded]] = []
 
     def __init__(self, root_fd: int) -> None:
         super().__init__(root_fd)
         self.written = 0
-        Recorded.made.append(self)
+        self.fingerprinted: list[str] = []  # fingerprints it replied with
+
+    def ready(self) -> None:
+        super().ready()
+        if self not in Recorded.made:
+            Recorded.made.append(self)
 
     def send(
         self,
         specs: list[Any],
-        done: Callable[[int, list[int]], None],
+        done: filewriters.Done,
         failed: Any,
         *,
-        read_back: bool = False,
+        fingerprint_key: bytes | None = None,
     ) -> None:
-        def counted(written: int, existing: list[int]) -> None:
+        def counted(written: int, existing: list[int], fingerprints: dict[int, str]) -> None:
             self.written += written
-            done(written, existing)
+            self.fingerprinted += fingerprints.values()
+            done(written, existing, fingerprints)
 
-        super().send(specs, counted, failed, read_back=read_back)
+        super().send(specs, counted, failed, fingerprint_key=fingerprint_key)
 
 
 @pytest.fixture
@@ -94,20 +102,30 @@ def writers(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
 
 
 def writer_processes() -> list[int]:
-    """Live (or unreaped) file writers started by this process."""
+    """Live file writers started by this process."""
     found = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         try:
             children = (task / "children").read_text().split()
         except OSError:  # a thread that ended meanwhile
             continue
-        for pid in children:
-            try:
-                if b"lifeboat.filewriters" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(int(pid))
-            except OSError:
-                pass
+        found += [int(pid) for pid in children if b"lifeboat.filewriters" in command_line(pid)]
     return found
+
+
+def command_line(pid: str) -> bytes:
+    """A child's command line. Popen returns once the child is in exec, and until exec has
+    set up the new program's arguments it reads empty: read again until it does not."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            line = Path(f"/proc/{pid}/cmdline").read_bytes()
+            ended = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in "ZX"
+        except OSError:  # gone
+            return b""
+        if line or ended or time.monotonic() > deadline:  # an ended child has none either
+            return line
+        os.sched_yield()
 
 
 def before_each_batch(monkeypatch: pytest.MonkeyPatch, hook: Callable[[int, list[Any]], None]) -> None:
@@ -179,6 +197,37 @@ def test_the_second_writer_dying_fails_the_restore_in_one_line_and_ends_the_firs
     with pytest.raises(RestoreError, match=r"^cannot write into .*: the file writer ended$"):
         restore_snapshot(repo, info, target)
     assert len(writers) == 2 and writer_processes() == []
+
+
+def test_writers_expected_start_before_the_first_batch_which_takes_them_and_none_outlives_the_slot(
+    tmp_path: Path,
+) -> None:
+    """A restore whose snapshot totals promise many small files starts its writers before it
+    has read the tree (their ~40 ms start overlaps that), the first batch takes them without
+    starting more, and ending the slot ends them, used or not."""
+    (tmp_path / "used").mkdir()
+    (tmp_path / "unused").mkdir()
+    used, unused = TargetDir(tmp_path / "used", fresh=True), TargetDir(tmp_path / "unused", fresh=True)
+    try:
+        slot = filewriters.WriterSlot(used)
+        slot.expect(filewriters.WRITER_FROM - 1)
+        assert writer_processes() == []  # too few files to be worth a process
+        slot.expect(filewriters.SECOND_WRITER_FROM)
+        started = sorted(writer_processes())
+        assert len(started) == filewriters.WRITERS == 2
+        out = slot.get(filewriters.SECOND_WRITER_FROM)
+        assert out is not None and out.count == 2 and sorted(writer_processes()) == started
+        slot.close(kill=False)
+        assert writer_processes() == []
+
+        never_used = filewriters.WriterSlot(unused)  # the restore failed before its first batch
+        never_used.expect(filewriters.WRITER_FROM)
+        assert len(writer_processes()) == 1
+        never_used.close(kill=True)
+        assert writer_processes() == []
+    finally:
+        used.close()
+        unused.close()
 
 
 def test_a_few_files_are_written_in_process(

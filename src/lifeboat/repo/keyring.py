@@ -41,6 +41,7 @@ GIL_FREE_FROM = 2048  # blake3 (as hashlib) hands the interpreter lock back from
 HELD_BELOW = 16 << 10  # keyed_blake3 feeds a shorter input in pieces, keeping the lock
 ESCROW_PACK_TAG = b"LBES"  # starts the wrapped data key of a pack sealed to the escrow key
 ESCROW_BLOB_IDS = b"lifeboat/escrow-blob-ids/v1"
+FINGERPRINT_CONTEXT = b"lifeboat/fingerprint/v1"  # keyed fingerprints of key material
 
 
 class EscrowRequired(KeyError_):
@@ -52,10 +53,10 @@ def keyed_blake3(data: bytes, key: bytes) -> blake3.blake3:
     (GIL_FREE_FROM to HELD_BELOW bytes): for MACs, which threads compute beside busy ones.
 
     A thread that hands the lock back while another one runs Python waits up to the
-    interpreter's switch interval (5 ms) to get it back. A keys restore's reply threads
-    fingerprint every file the writer process made (``Repository.keyed_hash``) while the
-    main thread decodes trees: 30,000 files of 0.5-4 KB restored in 1.43 s, 1.35 s with the
-    lock kept (median of 6, into tmpfs). The input is fed in pieces each shorter than
+    interpreter's switch interval (5 ms) to get it back. Measured when a keys restore's reply
+    threads fingerprinted every file the writer process made while the main thread decoded
+    trees (the writer process takes them now): 30,000 files of 0.5-4 KB restored in 1.43 s,
+    1.35 s with the lock kept (median of 6, into tmpfs). The input is fed in pieces each shorter than
     GIL_FREE_FROM, so the hash keeps the lock; it then takes 2-3 times as long (1 more µs
     at 2 KiB, 11 more at 16 KiB: it loses the SIMD run over many 1 KiB chunks), and from
     HELD_BELOW on, releasing the lock pays. Blob ids keep the plain hash: a restore's
@@ -67,6 +68,12 @@ def keyed_blake3(data: bytes, key: bytes) -> blake3.blake3:
     for start in range(0, len(view), GIL_FREE_FROM - 1):
         hasher.update(view[start : start + GIL_FREE_FROM - 1])
     return hasher
+
+
+def fingerprint_hash(mac_key: bytes, data: bytes) -> str:
+    """The keyed hash of a key file's fingerprint (``Keyring.fingerprint_hash``), from the
+    key alone: a keys restore's writer process takes it, given ``Keyring.fingerprint_key``."""
+    return keyed_blake3(FINGERPRINT_CONTEXT + data, mac_key).digest().hex()[:32]
 
 
 class Keyring:
@@ -245,6 +252,17 @@ class Keyring:
     def mac(self, data: bytes) -> bytes:
         """The repository MAC of ``data`` (authenticates headers, refs and index files)."""
         return keyed_blake3(data, self._mac_key).digest()
+
+    def fingerprint_hash(self, data: bytes) -> str:
+        """A hash only holders of this repository's keys can compute (for fingerprints of
+        secrets that have no public part): the MAC of ``data`` in its own context."""
+        return fingerprint_hash(self._mac_key, data)
+
+    @property
+    def fingerprint_key(self) -> bytes:
+        """The key of ``fingerprint_hash`` (the MAC key: fingerprints recorded by every
+        version are under it). Handed only to a restore's own writer process, over its pipe."""
+        return self._mac_key
 
     def new_pack_cipher(self) -> tuple[Cipher, bytes]:
         """A new pack's cipher (a fresh data key) and that key wrapped for the recovery key."""

@@ -61,13 +61,16 @@ FLUSH_FROM = 1 << 20
 
 class ReadBack(Protocol):
     """A restore that reads its files back (a keys restore, to fingerprint each again).
-    Small files the writer process makes are read back there, on the other core, and
-    compared with the verified bytes sent: those are handed to ``read_back``; the caller
-    reads back every other file of a batch itself once ``written`` is called, through the
-    restore's own target descriptor."""
+    Small files the writer process makes are read back there, on the other core, compared
+    with the verified bytes sent and fingerprinted under ``fingerprint_key``: those are
+    handed to ``read_back``; the caller reads back every other file of a batch itself once
+    ``written`` is called, through the restore's own target descriptor."""
 
-    def read_back(self, entry: Entry, data: bytes) -> None:
-        """``entry``'s file is in the target, read back equal to ``data`` (its verified bytes)."""
+    fingerprint_key: bytes  # see Repository.fingerprint_key
+
+    def read_back(self, entry: Entry, taken: str) -> None:
+        """``entry``'s file is in the target, read back equal to its verified bytes, whose
+        fingerprint the writer process took (``taken``)."""
 
     def written(self, tree: TargetDir, entries: list[Entry]) -> None:
         """Every file of ``entries`` (a planned batch: its files, then its links) is in the target."""
@@ -227,7 +230,7 @@ class SnapshotReader:
 
         try:
             try:
-                with small_file_writer(tree) as files_out:
+                with small_file_writer(tree, _small_files_expected(recorded)) as files_out:
                     self._write_tree(tree, read_tree(), stats, progress, meta, workers, files_out, read_back)
             except OSError as exc:
                 raise _restore_failure(tree, target, exc, stats) from None
@@ -310,6 +313,14 @@ class SnapshotReader:
             stats.symlinks += 1
         if read_back is not None:
             read_back.written(tree, files + links)
+
+
+def _small_files_expected(recorded: SnapshotStats | None) -> int:
+    """The snapshot's files when its totals say they are small on average (its writer
+    processes then start while the tree is read), else 0 (they start when needed)."""
+    if recorded is None or recorded.bytes >= recorded.files * SMALL_FILE:
+        return 0
+    return recorded.files
 
 
 class UnsafePath(RestoreError):
@@ -570,31 +581,30 @@ class _ChunkWriter:
             specs.append((parent, name, data, self.meta.mode(entry), *self.meta.owner(entry), entry.mtime_ns))
             sent.append((entry, data))
         if specs:
-            out.send(specs, partial(self._written, sent), failed, read_back=self.read_back is not None)
+            key = self.read_back.fingerprint_key if self.read_back is not None else None
+            out.send(specs, partial(self._written, sent), failed, fingerprint_key=key)
 
-    def _written(self, sent: list[tuple[Entry, bytes]], written: int, existing: list[int]) -> None:
+    def _written(
+        self, sent: list[tuple[Entry, bytes]], written: int, existing: list[int], fingerprints: dict[int, str]
+    ) -> None:
         """The writer's reply: what it found already in place (planted during the restore),
         or read back unlike what it was sent, is replaced here, the usual way; what it made
-        (and, for ``read_back``, read back equal) is handed on."""
+        (and, for ``read_back``, read back equal and fingerprinted) is handed on."""
+        if self.read_back is not None:
+            for k, fingerprint in fingerprints.items():
+                self.read_back.read_back(sent[k][0], fingerprint)
         if not existing and written == len(sent):  # the usual reply: all made, counted in one go
             self._count_made(sum(len(data) for _, data in sent), len(sent))
-            if self.read_back is not None:
-                for entry, data in sent:
-                    self.read_back.read_back(entry, data)
             return
         replaced = set(existing)
         processed = range(written + len(existing))
         done = [k for k in processed if k not in replaced] if replaced else list(processed)
-        made = list(done)  # not the ones replaced here
         try:
             for k in existing:
                 self._write_data(*sent[k])
                 done.append(k)
         finally:  # what was made counts, even when a replacement here failed
             self._count_made(sum(len(sent[k][1]) for k in done), len(done))
-        if self.read_back is not None:
-            for k in made:
-                self.read_back.read_back(*sent[k])
 
     def _count_made(self, size: int, files: int) -> None:
         self.progress.advance(size)

@@ -758,7 +758,13 @@ class Repository:
     def keyed_hash(self, data: bytes) -> str:
         """A hash only holders of this repository's keys can compute (for fingerprints of
         secrets that have no public part)."""
-        return self.keyring.mac(b"lifeboat/fingerprint/v1" + data).hex()[:32]
+        return self.keyring.fingerprint_hash(data)
+
+    @property
+    def fingerprint_key(self) -> bytes:
+        """The key of ``keyed_hash``, for a keys restore's writer process, which fingerprints
+        what it reads back (lifeboat/filewriters.py): never stored, logged or sent elsewhere."""
+        return self.keyring.fingerprint_key
 
     def ensure_writable(self) -> None:
         """A retired backup key must not add data (keys rotate retires it), and in a

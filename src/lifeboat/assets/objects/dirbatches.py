@@ -41,7 +41,7 @@ def goes_to_writer(item: Item) -> bool:
 
 class SmallObjects:
     """Sends runs of small objects to ``out`` from a thread of their own (a send waits
-    while the writer is busy with the run before: the pipe holds 64 KiB), so that this
+    while the writer has IN_FLIGHT runs unanswered, or its pipe is full), so that this
     thread goes on reading the tree. ``write_here(item)`` restores one object as if there
     were no writer; ``write_data(item, data)`` writes verified bytes through the DirWriter;
     ``made(items, size)`` counts what the writer made (on the writer's reply thread); the
@@ -156,7 +156,7 @@ class SmallObjects:
             self._out = None  # failed: what it did not make is written below
         self._write_left()
 
-    def _answered(self, number: int, written: int, existing: list[int]) -> None:
+    def _answered(self, number: int, written: int, existing: list[int], _: dict[int, str]) -> None:
         """The writer's reply: made the first ``written`` + ``len(existing)`` but those
         found already there; whatever follows, it did not reach (it failed). Both are left
         for the sending side to write (nothing is written on the reply thread: an error

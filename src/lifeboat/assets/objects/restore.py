@@ -34,6 +34,7 @@ from lifeboat.assets.objects.transfer import Counters, run_batched, transfer_wor
 from lifeboat.errors import ConfigError, IntegrityError, RestoreError, StorageError
 from lifeboat.filewriters import WRITER_FROM, small_file_writer
 from lifeboat.repo import Entry, SnapshotInfo, SnapshotReader
+from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.units import format_bytes
 
 if TYPE_CHECKING:
@@ -401,7 +402,8 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
             # into a fresh directory from the snapshot, the small objects go to a writer process
             slot = None
             if writer is not None and source is None:
-                slot = stack.enter_context(small_file_writer(writer.tree))
+                expected = survey.objects if survey.bytes < survey.objects * SMALL_FILE else 0
+                slot = stack.enter_context(small_file_writer(writer.tree, expected))
             small: SmallObjects | None = None
             # in bounded batches, each planned in pack order: memory stays flat in the number
             # of objects, and a batch is still many packs' worth of small objects
