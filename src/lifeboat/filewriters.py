@@ -35,6 +35,7 @@ import fcntl
 import marshal
 import os
 import queue
+import resource
 import signal
 import stat
 import subprocess
@@ -45,7 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import IO
+from typing import IO, NoReturn
 
 from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, TargetDir, apply_file_metadata, write_all
 
@@ -258,9 +259,9 @@ def _write_batch(
 
 def _read_ahead(requests: IO[bytes]) -> Iterator[bytes]:
     """The batches sent, read off the pipe by a thread of their own as they come. A batch is
-    megabytes and the pipe holds 64 KB: read only once the one before was written, its
-    sender waited for that, without reading or checking the next (a keys restore of 30,000
-    files: half of that thread's time)."""
+    a megabyte or more, more than the pipe holds: read only once the one before was
+    written, its sender waited for that, without reading or checking the next (a keys
+    restore of 30,000 files: half of that thread's time, with the default 64 KiB pipe)."""
     frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # the sender keeps IN_FLIGHT
 
     def read() -> None:
@@ -551,28 +552,23 @@ class WriterSlot:
 
     def get(self, small_files: int = 0) -> FileWriters | None:
         """The writers for a planned batch of ``small_files`` (None when none could start:
-        the files are then written here); a second one starts once a batch has
-        ``SECOND_WRITER_FROM``. Called between batches, never while one is being sent."""
+        the files are then written here): those ``expect`` started, else one, and a second
+        once a batch has ``SECOND_WRITER_FROM``. Called between batches, never while one is
+        being sent."""
         with self._lock:
             if self._failed:
                 return None
             held = (self._writers.count if self._writers is not None else 0) + len(self._starting)
             self._start(_wanted(small_files) - held)
-            ready = self._ready()
-            if self._writers is None:
-                if not ready:  # not even one: this restore writes its files itself
-                    self._failed = True
-                    return None
-                self._writers = FileWriters(ready)
-            else:
-                for writer in ready:
-                    self._writers.add(writer)
+            self._take_ready()
+            if self._writers is None:  # not even one: this restore writes its files itself
+                self._failed = True
             return self._writers
 
     def close(self, kill: bool) -> None:
         with self._lock, ExitStack() as stack:
-            for writer in self._starting:
-                stack.callback(writer.close, kill)
+            for writer in self._starting:  # sent nothing: nothing to wait for
+                stack.callback(writer.close, True)
             if self._writers is not None:
                 stack.callback(self._writers.close, kill)
 
@@ -583,17 +579,22 @@ class WriterSlot:
             except OSError:  # no process to be had: the ones started go on
                 return
 
-    def _ready(self) -> list[FileWriter]:
-        """The writers started, each once it is ready (one that fails to start is ended)."""
-        ready = []
-        for writer in self._starting:
+    def _take_ready(self) -> None:
+        """Each writer started, once it is ready, joins the others (one that fails to start
+        is ended). A writer leaves ``_starting`` only once it is among them: ``close``
+        reaches it whatever interrupts this."""
+        while self._starting:
+            writer = self._starting[0]
             try:
                 writer.ready()
             except OSError:
+                del self._starting[0]
                 continue
-            ready.append(writer)
-        self._starting = []
-        return ready
+            if self._writers is None:
+                self._writers = FileWriters([writer])
+            else:
+                self._writers.add(writer)
+            del self._starting[0]
 
 
 def _wanted(small_files: int) -> int:
@@ -619,7 +620,25 @@ def small_file_writer(tree: TargetDir, expected: int = 0) -> Iterator[WriterSlot
         slot.close(kill=failed)  # before a take_back: nothing may be created behind it
 
 
-if __name__ == "__main__":
+def main(root_fd: int) -> NoReturn:
+    """The writer's whole life. It holds verified file bytes and, for a keys restore, the
+    fingerprint key: it never dumps core. It ends with ``os._exit``: after an error reply the
+    read-ahead thread is still blocked reading the pipe, and an interpreter shutting down
+    beside it aborts (a core dump where the limit allows one, a second's wait)."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Ctrl-C reaches the whole process group: the restore stops this writer itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(int(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)
+    status = 1
+    try:
+        serve(root_fd, sys.stdin.buffer, sys.stdout.buffer)
+        status = 0
+    finally:  # an exception here has no one to read it (stderr is closed): the status says it
+        try:
+            sys.stdout.flush()
+        except OSError:  # the restore is gone
+            status = 1
+        os._exit(status)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -77,7 +77,7 @@ def test_many_key_files_come_back_each_fingerprint_matching(tmp_path: Path) -> N
 
 
 def test_the_writer_process_fingerprints_each_file_and_each_matches_the_backup(
-    tmp_path: Path, writers: list[Recorded]
+    tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer process takes the fingerprints (the restore hands it the repository's
     fingerprint key): every file's comes from it, PEM keys' and keyed hashes' alike, and
@@ -90,12 +90,21 @@ def test_the_writer_process_fingerprints_each_file_and_each_matches_the_backup(
     shares_given = [env.root / "shares" / f"{n}.share" for n in ("alice", "carol")]
     request = RestoreRequest("platform-keys", str(tmp_path / "restored"))
 
+    read_here: list[str] = []  # files the restore read back itself
+    on_disk = _Fingerprints._on_disk
+
+    def counted(self: _Fingerprints, tree: TargetDir, path: str) -> tuple[str | None, str | None]:
+        read_here.append(path)
+        return on_disk(self, tree, path)
+
+    monkeypatch.setattr(_Fingerprints, "_on_disk", counted)
+
     outcome = restore(load_policy(env.policy), Credentials(shares=shares_given), request)
 
     keys = outcome.result.details["keys"]
     assert outcome.result.ok and len(keys) == FILES + 1 and all(k["match"] for k in keys)
     taken = sorted(f for w in writers for f in w.fingerprinted)
-    assert writers and taken == sorted(k["fingerprint"] for k in keys)
+    assert writers and taken == sorted(k["fingerprint"] for k in keys) and read_here == []
     public = real.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -26,7 +26,14 @@ from lifeboat.services.restore import perform
 from lifeboat.storage import open_storage
 from tests.harness.packs import damage_chunk
 from tests.objects.dir_media import dir_media, files_under
-from tests.repo.test_restore_writer import Recorded, fill_up, small_tmpfs, writer_processes, writers
+from tests.repo.test_restore_writer import (
+    Recorded,
+    fill_up,
+    small_tmpfs,
+    started_at_each_get,
+    writer_processes,
+    writers,
+)
 
 __all__ = ["writers"]  # a fixture
 
@@ -95,6 +102,18 @@ def test_small_objects_come_back_byte_for_byte_through_the_writer(
     os.umask(umask)
     modes = {(p.stat().st_mode & 0o7777) for p in target.rglob("*.bin")}
     assert modes == {0o644 & ~umask}  # as the restore's own writes make them
+
+
+def test_the_writer_starts_before_the_first_run_when_the_survey_finds_small_objects(
+    tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = started_at_each_get(monkeypatch)
+    source, repo = backed_up(tmp_path)
+
+    result = restore(tmp_path, repo, tmp_path / "restored")
+
+    assert started == [1] and len(writers) == 1 and writers[0].written == SMALL
+    assert result["ok"] and files_under(tmp_path / "restored") == files_under(source)
 
 
 def test_a_writer_that_dies_midway_leaves_its_objects_to_the_restore(

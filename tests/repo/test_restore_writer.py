@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -228,6 +230,55 @@ def test_writers_expected_start_before_the_first_batch_which_takes_them_and_none
     finally:
         used.close()
         unused.close()
+
+
+def started_at_each_get(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """At each ``WriterSlot.get``: how many writers had already been started for it (by
+    ``expect``) and not yet taken."""
+    seen: list[int] = []
+    get = filewriters.WriterSlot.get
+
+    def recorded(self: filewriters.WriterSlot, small_files: int = 0) -> Any:
+        seen.append(len(self._starting))
+        return get(self, small_files)
+
+    monkeypatch.setattr(filewriters.WriterSlot, "get", recorded)
+    return seen
+
+
+def test_a_restore_of_many_small_files_starts_its_writer_before_its_first_batch(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's totals say its 600 files are small: the writer starts as the restore
+    begins, before the tree is read, and the first batch takes it."""
+    started = started_at_each_get(monkeypatch)
+    src, info = backed_up(repo, tmp_path)
+
+    restore_snapshot(repo, info, tmp_path / "target")
+
+    assert started == [1] and len(writers) == 1 and writers[0].written == FILES
+    assert manifest(tmp_path / "target" / "src") == manifest(src)
+
+
+def test_a_writer_that_replied_with_an_error_exits_at_once_and_never_dumps_core(tmp_path: Path) -> None:
+    """After its error reply, the writer's read-ahead thread is still reading the pipe: the
+    writer exits with status 0 at once (an interpreter shutting down beside that thread
+    aborts, with a core dump of the key bytes it holds where the limit allows one)."""
+    (tmp_path / "target").mkdir()
+    tree = TargetDir(tmp_path / "target", fresh=True)
+    writer = FileWriter(tree.root_fd)
+    try:
+        writer.ready()
+        limits = Path(f"/proc/{writer._child.pid}/limits").read_text()
+        writer.send([("", "a/b", b"key", 0o600, -1, -1, 0)], lambda *_: None, threading.Event())
+        with pytest.raises(OSError, match=r"not a file name: 'a/b'"):
+            writer.drain()
+    finally:
+        writer.close()
+        tree.close()
+    assert re.search(r"^Max core file size\s+0\s+0\s", limits, re.MULTILINE)
+    assert writer._child.returncode == 0
+    assert list((tmp_path / "target").iterdir()) == []
 
 
 def test_a_few_files_are_written_in_process(
