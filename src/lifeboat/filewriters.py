@@ -206,8 +206,7 @@ def _reads_back_as(dir_fd: int, name: str, data: bytes) -> bool:
 def _fingerprinter(key: bytes) -> Callable[[bytes], str]:
     """A key file's fingerprint under a keys restore's ``key`` (``fingerprint`` with
     ``Repository.keyed_hash``), imported only by a writer that is asked for one."""
-    from lifeboat.crypto.fingerprint import fingerprint
-    from lifeboat.repo.keyring import fingerprint_hash
+    from lifeboat.crypto.fingerprint import fingerprint, fingerprint_hash
 
     keyed = partial(fingerprint_hash, key)
     return lambda data: fingerprint(data, keyed)[1]

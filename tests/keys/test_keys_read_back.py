@@ -20,8 +20,7 @@ from lifeboat.assets.keys.capture import MAX_KEY_FILE, _Fingerprints
 from lifeboat.assets.kind import RestoreRequest
 from lifeboat.assets.registry import load_policy
 from lifeboat.crypto.credentials import Credentials
-from lifeboat.crypto.fingerprint import fingerprint
-from lifeboat.repo.keyring import fingerprint_hash
+from lifeboat.crypto.fingerprint import fingerprint, fingerprint_hash
 from lifeboat.repo.model import Entry
 from lifeboat.services.restore import restore
 from lifeboat.targetdir import TargetDir

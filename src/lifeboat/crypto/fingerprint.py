@@ -12,9 +12,25 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import blake3
 from cryptography.hazmat.primitives import serialization
 
 PUBLIC_DER = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+FINGERPRINT_CONTEXT = b"lifeboat/fingerprint/v1"  # what the keyed hash is of, before the bytes
+
+
+def _keyed_blake3(data: bytes, key: bytes) -> blake3.blake3:
+    return blake3.blake3(data, key=key, max_threads=1)
+
+
+def fingerprint_hash(
+    key: bytes, data: bytes, keyed: Callable[[bytes, bytes], blake3.blake3] = _keyed_blake3
+) -> str:
+    """The keyed hash of ``fingerprint`` for a repository whose MAC key is ``key`` (the
+    repository's ``keyed_hash``; a keys restore's writer process takes it from the key
+    alone): keyed BLAKE3 of the context and the bytes, 128 bits in hex. ``keyed`` computes
+    the same BLAKE3 its own way (the keyring's keeps the interpreter lock)."""
+    return keyed(FINGERPRINT_CONTEXT + data, key).digest().hex()[:32]
 
 
 SSH_KEY_TYPES = (b"ssh-", b"ecdsa-sha2-", b"sk-ssh-", b"sk-ecdsa-")

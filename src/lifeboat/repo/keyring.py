@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import blake3
 
 from lifeboat.crypto.envelope import Cipher, unwrap_key, wrap_key
+from lifeboat.crypto.fingerprint import fingerprint_hash
 from lifeboat.crypto.keys import BackupKey, RecoveryKey
 from lifeboat.errors import IntegrityError, KeyError_
 
@@ -41,7 +42,6 @@ GIL_FREE_FROM = 2048  # blake3 (as hashlib) hands the interpreter lock back from
 HELD_BELOW = 16 << 10  # keyed_blake3 feeds a shorter input in pieces, keeping the lock
 ESCROW_PACK_TAG = b"LBES"  # starts the wrapped data key of a pack sealed to the escrow key
 ESCROW_BLOB_IDS = b"lifeboat/escrow-blob-ids/v1"
-FINGERPRINT_CONTEXT = b"lifeboat/fingerprint/v1"  # keyed fingerprints of key material
 
 
 class EscrowRequired(KeyError_):
@@ -68,12 +68,6 @@ def keyed_blake3(data: bytes, key: bytes) -> blake3.blake3:
     for start in range(0, len(view), GIL_FREE_FROM - 1):
         hasher.update(view[start : start + GIL_FREE_FROM - 1])
     return hasher
-
-
-def fingerprint_hash(mac_key: bytes, data: bytes) -> str:
-    """The keyed hash of a key file's fingerprint (``Keyring.fingerprint_hash``), from the
-    key alone: a keys restore's writer process takes it, given ``Keyring.fingerprint_key``."""
-    return keyed_blake3(FINGERPRINT_CONTEXT + data, mac_key).digest().hex()[:32]
 
 
 class Keyring:
@@ -256,7 +250,7 @@ class Keyring:
     def fingerprint_hash(self, data: bytes) -> str:
         """A hash only holders of this repository's keys can compute (for fingerprints of
         secrets that have no public part): the MAC of ``data`` in its own context."""
-        return fingerprint_hash(self._mac_key, data)
+        return fingerprint_hash(self._mac_key, data, keyed_blake3)
 
     @property
     def fingerprint_key(self) -> bytes:
