@@ -12,10 +12,13 @@ The checksum is PostgreSQL's ``pg_checksum_page`` (storage/checksum_impl.h): the
 ``s = (s ^ v) * FNV_PRIME ^ ((s ^ v) >> 17)`` from its own base offset, two more rounds with
 zero, the columns xor-folded, the block number xored in, and ``% 65535 + 1``.
 
-Pure Python, no per-word loop: the 32 columns of many pages are processed at once as one
-big integer per row, each 32-bit lane in a 64-bit slot, so that the multiplication by the
-24-bit prime never carries into the next lane (a SWAR trick on CPython's arbitrary
-precision integers). Little-endian hosts only, like the page layout it reads.
+numpy computes it, one row of the 32 columns of many pages at a time (its uint32
+arithmetic wraps as C's does), with the interpreter lock released: the backup's other
+threads run beside it. Before, one big Python integer per row held the 32 columns of 64
+pages, each lane in a 64-bit slot: 365 MB/s, the lock held throughout; numpy does 1.5
+GB/s over the same pages (8 MiB of random pages, 2 cores). numpy is imported by the first
+check, never by the commands that only read a verdict. Little-endian hosts only, like the
+page layout it reads.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, reduce
-from operator import xor
-from typing import IO, Any
+from functools import cache
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from lifeboat.assets.postgres.walnames import format_lsn, parse_lsn
+
+if TYPE_CHECKING:
+    import numpy
 
 PAGE_SIZE = 8192
 RELSEG_PAGES = 131072  # 1 GiB segments of 8 KiB pages: block numbers continue across segments
@@ -40,7 +45,8 @@ N_SUMS = 32
 ROW_BYTES = N_SUMS * 4
 ROWS = PAGE_SIZE // ROW_BYTES
 FNV_PRIME = 16777619
-BATCH_PAGES = 64  # wider integers amortise the interpreter's per-operation cost
+BATCH_PAGES = 128  # 1 MiB of pages at a time: numpy's calls amortised, the rows in the CPU's cache
+CHECK_BYTES = BATCH_PAGES * PAGE_SIZE  # a relation file's bytes gathered for one check
 BASE_OFFSETS = (
     0x5B1F36E9, 0xB8525960, 0x02AB50AA, 0x1DE66D2A, 0x79FF467A, 0x9BB9F8A3, 0x217E7CD2, 0x83E13D2C,
     0xF8D4474F, 0xE39EB970, 0x42C6AE16, 0x993216FA, 0x7B093B5D, 0x98DAFF3C, 0xF718902A, 0x0B1C9CDB,
@@ -64,55 +70,75 @@ def relation_segment(path: str) -> int | None:
     return int(match.group(2) or 0)
 
 
-@lru_cache(maxsize=8)
-def _masks(pages: int) -> tuple[int, int]:
-    """(lane mask, row-0 mask without pd_checksum) for ``pages`` pages.
+def _mix(tmp: numpy.ndarray, out: numpy.ndarray) -> None:
+    """``out = tmp * FNV_PRIME ^ (tmp >> 17)`` in place (``tmp`` is overwritten)."""
+    import numpy as np
 
-    Even columns sit in 64-bit slots as they are; odd columns after a 32-bit shift; both
-    halves use the same slot layout, 16 slots per page."""
-    lane = int.from_bytes(b"\xff\xff\xff\xff\x00\x00\x00\x00" * (16 * pages), "little")
-    # pd_checksum is the low half of word 2: even column 2 = slot 1 of each page
-    row0 = lane
-    for page in range(pages):
-        row0 &= ~(0xFFFF << (page * 1024 + 64))
-    return lane, row0
+    np.multiply(tmp, FNV_PRIME, out=out)
+    np.right_shift(tmp, 17, out=tmp)
+    np.bitwise_xor(out, tmp, out=out)
 
 
-@lru_cache(maxsize=8)
-def _initial(pages: int) -> tuple[int, int]:
-    even = b"".join(struct.pack("<Q", BASE_OFFSETS[j]) for j in range(0, N_SUMS, 2))
-    odd = b"".join(struct.pack("<Q", BASE_OFFSETS[j]) for j in range(1, N_SUMS, 2))
-    return int.from_bytes(even * pages, "little"), int.from_bytes(odd * pages, "little")
+def _block_sums(words: numpy.ndarray) -> numpy.ndarray:
+    """pg_checksum_block (before the block number) of each page of ``words`` (pages x ROWS
+    x N_SUMS native words), all pages at once."""
+    import numpy as np
 
-
-def _block_sums(pages: Sequence[bytes | memoryview]) -> list[int]:
-    """pg_checksum_block (before the block number) for each page, all pages at once."""
-    count = len(pages)
-    lane, row0 = _masks(count)
-    even, odd = _initial(count)
+    first = words[:, 0, :].copy()
+    first[:, 2] &= np.uint32(0xFFFF0000)  # pd_checksum, the low half of word 2, counts as zero
+    sums = np.tile(np.array(BASE_OFFSETS, dtype=np.uint32), (len(words), 1))
+    tmp = np.empty_like(sums)
     for row in range(ROWS):
-        start = row * ROW_BYTES
-        end = start + ROW_BYTES
-        words = int.from_bytes(b"".join([p[start:end] for p in pages]), "little")
-        tmp = even ^ (words & (row0 if row == 0 else lane))
-        even = (tmp * FNV_PRIME ^ (tmp >> 17)) & lane
-        tmp = odd ^ ((words >> 32) & lane)
-        odd = (tmp * FNV_PRIME ^ (tmp >> 17)) & lane
-    for _ in range(2):
-        even = (even * FNV_PRIME ^ (even >> 17)) & lane
-        odd = (odd * FNV_PRIME ^ (odd >> 17)) & lane
-    slots = memoryview((even ^ odd).to_bytes(count * 128, "little")).cast("Q")
-    return [reduce(xor, slots[i * 16 : (i + 1) * 16]) for i in range(count)]
+        np.bitwise_xor(sums, first if row == 0 else words[:, row, :], out=tmp)
+        _mix(tmp, sums)
+    for _ in range(2):  # two more rounds with zero
+        np.copyto(tmp, sums)
+        _mix(tmp, sums)
+    folded: numpy.ndarray = np.bitwise_xor.reduce(sums, axis=1)  # the columns xor-folded
+    return folded
+
+
+def _checksums(words: numpy.ndarray, blocks: numpy.ndarray) -> numpy.ndarray:
+    """pg_checksum_page of each page of ``words`` at its block number in ``blocks``."""
+    import numpy as np
+
+    sums = np.concatenate(
+        [_block_sums(words[first : first + BATCH_PAGES]) for first in range(0, len(words), BATCH_PAGES)]
+    )
+    computed: numpy.ndarray = (sums ^ blocks.astype(np.uint32)) % 65535 + 1
+    return computed
+
+
+@cache
+def _headers() -> numpy.dtype:
+    """HEADER as a numpy record PAGE_SIZE bytes long: every page's header of a buffer at once."""
+    import numpy as np
+
+    return np.dtype(
+        {
+            "names": ["xlogid", "xrecoff", "checksum", "flags", "lower", "upper"],
+            "formats": ["<u4", "<u4", "<u2", "<u2", "<u2", "<u2"],
+            "offsets": [0, 4, 8, 10, 12, 14],
+            "itemsize": PAGE_SIZE,
+        }
+    )
+
+
+def _as_words(pages: bytes | bytearray | memoryview) -> numpy.ndarray:
+    """Whole pages as a pages x ROWS x N_SUMS array of native words (no copy)."""
+    import numpy as np
+
+    return np.frombuffer(pages, dtype="<u4").reshape(-1, ROWS, N_SUMS)
 
 
 def page_checksums(pages: Sequence[bytes | memoryview], blocks: Sequence[int]) -> list[int]:
     """pg_checksum_page of each page at its block number (absolute within the relation)."""
-    result: list[int] = []
-    for first in range(0, len(pages), BATCH_PAGES):
-        sums = _block_sums(pages[first : first + BATCH_PAGES])
-        numbers = blocks[first : first + BATCH_PAGES]
-        result.extend(((s ^ b) % 65535) + 1 for s, b in zip(sums, numbers, strict=True))
-    return result
+    import numpy as np
+
+    if not pages:
+        return []
+    sums: list[int] = _checksums(_as_words(b"".join(pages)), np.array(blocks, dtype=np.uint64)).tolist()
+    return sums
 
 
 def page_checksum(page: bytes | memoryview, block: int) -> int:
@@ -162,48 +188,62 @@ class FileChecker:
     _next_index: int = 0
 
     def feed(self, data: bytes | memoryview) -> None:
-        """Check the pages in the next bytes of a relation file."""
-        if self._pending:
+        """Check the pages in the next bytes of a relation file. Shorter reads gather up to
+        ``CHECK_BYTES`` first: a check costs the same few hundred numpy calls whatever the
+        pages it covers (128 KiB reads: 546 MB/s, 1 MiB: 1.5 GB/s)."""
+        if self._pending or len(data) < CHECK_BYTES:
             self._pending += data
+            if len(self._pending) < CHECK_BYTES:
+                return
             buffer: bytes | bytearray | memoryview = self._pending
         else:
             buffer = data
-        whole = len(buffer) - len(buffer) % PAGE_SIZE
-        if whole:
-            self._check(memoryview(buffer)[:whole])
-        rest = bytes(memoryview(buffer)[whole:])
-        self._pending = bytearray(rest)
+        self._check_whole(buffer)
 
     def finish(self) -> list[Verdict]:
-        # A trailing partial page is a relation being extended right now: WAL replay redoes it
-        """Check the last partial page and return the bad pages found."""
+        """Check the pages still gathered and return the bad pages found. A trailing partial
+        page is a relation being extended right now: WAL replay redoes it."""
+        self._check_whole(self._pending)
         self._pending = bytearray()
         return self.bad
 
+    def _check_whole(self, buffer: bytes | bytearray | memoryview) -> None:
+        """Checks the whole pages of ``buffer``; what follows them waits in ``_pending``."""
+        whole = len(buffer) - len(buffer) % PAGE_SIZE
+        if whole:
+            self._check(memoryview(buffer)[:whole])
+        self._pending = bytearray(memoryview(buffer)[whole:])
+
     def _check(self, view: memoryview) -> None:
+        """The whole pages of ``view``, each judged as ``_candidate`` and ``_new_page_bad``
+        say, all at once: no Python per page but for the ones that fail (14.5 µs a page
+        with a loop over them, most of the check's time)."""
+        import numpy as np
+
         first_index = self._next_index
         self._next_index += len(view) // PAGE_SIZE
-        todo: list[memoryview] = []
-        indexes: list[int] = []
-        stored: list[int] = []
-        lsns: list[int] = []
-        for offset in range(0, len(view), PAGE_SIZE):
-            page = view[offset : offset + PAGE_SIZE]
-            index = first_index + offset // PAGE_SIZE
-            needs, lsn, checksum = _candidate(page, self.start_lsn)
-            if needs:
-                todo.append(page)
-                indexes.append(index)
-                stored.append(checksum)
-                lsns.append(lsn)
-            elif _new_page_bad(page):
-                self._confirm(index, lsn, "new page is not all zeroes")
+        headers = np.frombuffer(view, dtype=_headers())
+        lsns = (headers["xlogid"].astype(np.uint64) << np.uint64(32)) | headers["xrecoff"]
+        new = headers["upper"] == 0
+        failed: list[tuple[int, str]] = []  # (index in view, reason)
+        if new.any():  # a new page must be all zeroes
+            whole = np.frombuffer(view, dtype="<u8").reshape(len(headers), PAGE_SIZE // 8)
+            candidates = np.flatnonzero(new)
+            dirty = candidates[whole[candidates].any(axis=1)]
+            failed += [(int(k), "new page is not all zeroes") for k in dirty]
+        todo = np.flatnonzero(~new & (lsns < np.uint64(self.start_lsn)))
         self.checked += len(todo)
-        base = self.segment * RELSEG_PAGES
-        computed = page_checksums(todo, [base + i for i in indexes])
-        for index, lsn, want, got in zip(indexes, lsns, stored, computed, strict=True):
-            if want != got:
-                self._confirm(index, lsn, f"checksum {want} on page, {got} computed")
+        if len(todo):
+            words = _as_words(view)
+            blocks = self.segment * RELSEG_PAGES + first_index + todo
+            computed = _checksums(words if len(todo) == len(words) else words[todo], blocks)
+            stored = headers["checksum"][todo]
+            failed += [
+                (int(todo[k]), f"checksum {stored[k]} on page, {computed[k]} computed")
+                for k in np.flatnonzero(computed != stored)
+            ]
+        for k, reason in sorted(failed):
+            self._confirm(first_index + k, int(lsns[k]), reason)
 
     def _confirm(self, index: int, lsn: int, reason: str) -> None:
         """Read the page again: a concurrent write may have torn the first read."""
