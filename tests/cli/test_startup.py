@@ -21,6 +21,8 @@ from tests.harness.cli import assert_no_crash
 NOT_FOR_WAL = ["typer", "rich.console", "rich.progress", "boto3", "botocore", "psycopg"]
 # nor pydantic's plug-in discovery (importlib.metadata reads every installed distribution)
 NOT_FOR_WAL += ["lifeboat.repo.reader", "importlib.metadata"]
+# numpy (~100 ms) checks the pages of a base backup, nothing else
+NOT_FOR_WAL += ["numpy"]
 UNUSED_KINDS = ["lifeboat.assets.objects", "lifeboat.assets.files", "lifeboat.assets.keys"]
 # a human listing draws its table with rich; nothing else of typer's world is needed, nor
 # the repository's backup machinery (nor, for `snapshots`, its restore machinery: `status`
@@ -28,7 +30,7 @@ UNUSED_KINDS = ["lifeboat.assets.objects", "lifeboat.assets.files", "lifeboat.as
 NOT_FOR_LISTINGS = ["typer", "click", "rich.progress", "rich.traceback", "boto3", "botocore", "psycopg"]
 NOT_FOR_LISTINGS += ["lifeboat.repo.backup", "importlib.metadata"]
 # certificates are parsed only when a keys asset is fingerprinted (~30 ms to import)
-NOT_FOR_LISTINGS += ["cryptography.x509"]
+NOT_FOR_LISTINGS += ["cryptography.x509", "numpy"]
 UNUSED_BY_FILES = ["lifeboat.assets.objects", "lifeboat.assets.postgres", "lifeboat.assets.keys"]
 
 # runs the real entry point and, as the process exits, writes what it imported and whether
