@@ -16,6 +16,8 @@ from lifeboat.assets.postgres.pagecheck import (
     RELSEG_PAGES,
     FileChecker,
     page_checksum,
+    page_checksums,
+    relation_segment,
 )
 
 START_LSN = 5 << 32
@@ -58,3 +60,39 @@ def test_verdicts_name_the_same_blocks_whatever_the_read_size(read: int) -> None
     ]
     assert checker.checked == 300 - 3  # the new pages and the recent one are not checksummed
     assert bad[0].lsn == (1 << 32) + first + 3
+
+
+def test_the_checksum_is_the_one_postgresql_computes_without_a_server() -> None:
+    """Values of the pure-Python checksum this one replaced, which test_page_checksums.py
+    checked against PostgreSQL's own: block numbers up to the last one a relation has."""
+    pages = [bytes(range(256)) * 32] * 3
+    assert page_checksums(pages, [0, 131077, 2**32 - 1]) == [59142, 59149, 6395]
+    with pytest.raises(ValueError):
+        page_checksums(pages, [0, 1])
+
+
+def headed(lsn: int, block: int, stored_off: int = 0) -> bytes:
+    """A random page with LSN ``lsn`` whose checksum is right for ``block`` (or off)."""
+    body = bytearray(os.urandom(PAGE_SIZE))
+    struct.pack_into("<IIHHHH", body, 0, lsn >> 32, lsn & 0xFFFFFFFF, 0, 0, 100, 4000)
+    struct.pack_into("<H", body, 8, page_checksum(bytes(body), block) ^ stored_off)
+    return bytes(body)
+
+
+@pytest.mark.parametrize("start", [5 << 32, (0xFFFFFFF0 << 32) + 7])
+def test_a_page_written_at_the_start_lsn_is_skipped_and_one_before_it_is_checked(start: int) -> None:
+    """Every page here has a wrong checksum: only those older than the backup's start are
+    judged (high LSNs too, past 2**63)."""
+    lsns = [start, start - 1, start + 1, start - (1 << 32)]
+    checker = FileChecker("base/5/16384", 0, start)
+    checker.feed(b"".join(headed(lsn, block, stored_off=1) for block, lsn in enumerate(lsns)))
+    bad = checker.finish()
+
+    assert [(v.block, v.lsn) for v in bad] == [(1, start - 1), (3, start - (1 << 32))]
+    assert checker.checked == 2
+
+
+def test_segment_numbers_no_relation_reaches_are_not_relation_files() -> None:
+    assert relation_segment("base/1/2.32767") == 32767  # the last of a 32 TB relation
+    assert relation_segment("base/1/2.32768") is None
+    assert relation_segment("base/1/2.99999999999999999") is None

@@ -63,11 +63,13 @@ RELATION_FILE = re.compile(
 
 
 def relation_segment(path: str) -> int | None:
-    """The segment number if ``path`` (relative to PGDATA) is a relation file, else None."""
+    """The segment number if ``path`` (relative to PGDATA) is a relation file, else None
+    (also for a segment number no relation reaches: its block numbers would pass 2**32)."""
     match = RELATION_FILE.match(path)
     if match is None:
         return None
-    return int(match.group(2) or 0)
+    segment = int(match.group(2) or 0)
+    return segment if (segment + 1) * RELSEG_PAGES <= 1 << 32 else None
 
 
 def _mix(tmp: numpy.ndarray, out: numpy.ndarray) -> None:
@@ -135,6 +137,8 @@ def page_checksums(pages: Sequence[bytes | memoryview], blocks: Sequence[int]) -
     """pg_checksum_page of each page at its block number (absolute within the relation)."""
     import numpy as np
 
+    if len(pages) != len(blocks):
+        raise ValueError(f"{len(pages)} pages but {len(blocks)} block numbers")
     if not pages:
         return []
     sums: list[int] = _checksums(_as_words(b"".join(pages)), np.array(blocks, dtype=np.uint64)).tolist()
