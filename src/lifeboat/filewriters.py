@@ -362,7 +362,7 @@ class FileWriter:
         """Hands a batch to the writer (waits while ``IN_FLIGHT`` are unanswered); with
         ``fingerprint_key``, each file it makes is read back, named with those found already
         there unless it holds exactly what was sent, and fingerprinted if it does."""
-        self.ready()  # at once once it is
+        self.ready()  # nothing to wait for once it is
         self._window.acquire()
         with self._lock:
             if self.error is not None:
