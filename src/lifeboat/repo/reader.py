@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from lifeboat.errors import IntegrityError, LifeboatError, RestoreError
 from lifeboat.filewriters import (
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 PREFETCH = 8
 OPEN_FILES = 256  # files a restore holds open at once while it writes them in pack order
+_T = TypeVar("_T")
 BATCH_FILES = 64  # files of one chunk one worker task writes (a task per file costs more)
 # Files a restore plans in pack order at once: the plan holds a few hundred bytes per chunk,
 # so a bounded batch keeps a restore's memory flat in the number of files; a batch is many
@@ -147,6 +148,23 @@ class SnapshotReader:
                 yield
             finally:
                 self._blobs = None
+
+    def in_pack_order(self, items: list[_T], entry_of: Callable[[_T], Entry | None]) -> list[_T]:
+        """While ``planned``: ``items`` ordered by the pack range that holds their entry's
+        first chunk (the order the plan reads the ranges in; items without an entry first,
+        the order kept among equals). A run of small files read in this order opens each
+        range once, whichever order the backup stored them in: packs filled by several
+        threads at once (a bucket's downloads) hold neighbouring keys far apart."""
+        blobs = self._blobs
+        if blobs is None:
+            return items
+        span_of, last = blobs.span_of, len(blobs.spans)
+
+        def position(item: _T) -> int:
+            entry = entry_of(item)
+            return span_of.get(entry.chunks[0], last) if entry is not None and entry.chunks else -1
+
+        return sorted(items, key=position)
 
     def open(self, entry: Entry) -> Iterator[bytes]:
         """The file's bytes, chunk by chunk, each authenticated and id-checked."""

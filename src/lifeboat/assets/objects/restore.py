@@ -419,7 +419,7 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
                     if small is None:
                         run_batched(restore_one, batch, workers)
                     else:
-                        small.restore(batch)
+                        small.restore(reader.in_pack_order(batch, _entry_of))
                         small.settle()
         for key in deletions:
             if writer is not None:
@@ -475,6 +475,10 @@ def _space_needed(target: DirSource) -> SpaceNeeded:
         return SpaceNeeded(target)
     except OSError as exc:
         raise RestoreError(f"cannot reach target {target.url}: {exc.strerror or exc}") from None
+
+
+def _entry_of(item: Item) -> Entry | None:
+    return item.entry
 
 
 def _small_objects(batch: list[Item]) -> int:
