@@ -142,6 +142,7 @@ def test_a_writer_that_dies_midway_leaves_its_objects_to_the_restore(
 def test_two_writers_make_the_small_objects_in_turn(
     tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(filewriters, "WRITERS", 2)
     monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", SMALL)
     source, repo = backed_up(tmp_path)
     target = tmp_path / "restored"
@@ -160,6 +161,7 @@ def test_the_second_writer_dying_leaves_its_objects_to_the_restore(
     """The first writer's runs are all answered before the restore takes over what the
     second did not make: no object is made by a writer and the restore at once, and every
     object comes back."""
+    monkeypatch.setattr(filewriters, "WRITERS", 2)
     monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", SMALL)
     monkeypatch.setattr(dirbatches, "SEND_FILES", 100)  # several runs: the writers take turns
     source, repo = backed_up(tmp_path)

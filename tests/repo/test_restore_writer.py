@@ -160,6 +160,7 @@ def test_many_small_files_come_back_with_their_bytes_modes_owners_and_times(
 def test_two_writers_take_the_batches_in_turn_and_every_file_comes_back(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(filewriters, "WRITERS", 2)
     monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", FILES)  # 600 files: two batches
     src, info = backed_up(repo, tmp_path)
     target = tmp_path / "target"
@@ -176,6 +177,7 @@ def test_two_writers_take_the_batches_in_turn_and_every_file_comes_back(
 def test_below_the_threshold_one_writer_does_it_all(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(filewriters, "WRITERS", 2)
     monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", FILES + 1)
     src, info = backed_up(repo, tmp_path)
     restore_snapshot(repo, info, tmp_path / "target")
@@ -186,6 +188,7 @@ def test_below_the_threshold_one_writer_does_it_all(
 def test_the_second_writer_dying_fails_the_restore_in_one_line_and_ends_the_first(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(filewriters, "WRITERS", 2)
     monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", FILES)
     _src, info = backed_up(repo, tmp_path)
     target = tmp_path / "target"
@@ -202,11 +205,12 @@ def test_the_second_writer_dying_fails_the_restore_in_one_line_and_ends_the_firs
 
 
 def test_writers_expected_start_before_the_first_batch_which_takes_them_and_none_outlives_the_slot(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A restore whose snapshot totals promise many small files starts its writers before it
     has read the tree (their ~40 ms start overlaps that), the first batch takes them without
     starting more, and ending the slot ends them, used or not."""
+    monkeypatch.setattr(filewriters, "WRITERS", 2)
     (tmp_path / "used").mkdir()
     (tmp_path / "unused").mkdir()
     used, unused = TargetDir(tmp_path / "used", fresh=True), TargetDir(tmp_path / "unused", fresh=True)
