@@ -4,9 +4,8 @@ A restore of many small files is one Python thread doing six system calls a file
 write, chown, chmod, utime, close) between reads of verified chunks: it kept one core
 busy, and a second thread made it slower (each call hands the GIL back and forth). So the
 restore process reads, verifies and plans, and sends each batch of small files (bytes and
-metadata) to a writer process over a pipe, which makes them on the other core. A restore of
-thousands of small files starts a second writer and hands batches to each in turn (see
-``FileWriters``).
+metadata) to a writer process over a pipe, which makes them on the other core. Several
+writers can take the batches in turn (``FileWriters``); one does (``WRITERS``).
 
 A `dir://` objects restore sends its small objects the same way
 (assets/objects/dirbatches.py), with the mode ``PLAIN``: made as the restore itself makes
@@ -470,12 +469,11 @@ class FileWriters:
     """The restore's writer processes, each batch handed to the next in turn; as one
     ``FileWriter`` to the restore (sends come from one thread).
 
-    Creating a small file is six system calls, nearly all kernel time: one writer restoring
-    a million small files into a tmpfs kept its core busy, while the restore's own core
-    waited on it part of the time. With a second writer, that restore took 40.6-41.0 s
-    instead of 49.6 s on 2 cores (a third: 41.2 s). Each writer opens its own parent
-    directories and makes only what it is sent, so two never write the same file. Replies
-    come on each writer's own thread: a batch's ``done`` may run beside another's."""
+    A second writer once made a million small files into tmpfs in 40.6 s instead of 49.6
+    s; since the restore process got faster, one is enough (``WRITERS``). Each writer opens
+    its own parent directories and makes only what it is sent, so two never write the same
+    file. Replies come on each writer's own thread: a batch's ``done`` may run beside
+    another's."""
 
     def __init__(self, writers: list[FileWriter]) -> None:
         """Writers that are ready (at least one)."""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.repo import Repository
+from lifeboat.repo.index import PackEntry
+from lifeboat.repo.packer import Packer
 from lifeboat.storage import open_storage
 
 
@@ -80,3 +82,41 @@ def test_blobs_stored_by_many_threads_at_once_each_land_once(tmp_path: Path) -> 
     spans = sorted((loc.pack, loc.offset, loc.offset + loc.length) for loc in locations.values())
     for (pack_a, _, end_a), (pack_b, start_b, _) in pairwise(spans):
         assert pack_a != pack_b or end_a <= start_b  # no two blobs share bytes of a pack
+
+
+def test_threads_waiting_for_the_one_open_pack_each_get_it_and_every_blob_is_packed(tmp_path: Path) -> None:
+    """Sixteen threads storing through one open pack: each one that finds it taken waits
+    and is woken when it is given back (none is left waiting: the join would time out),
+    and every blob is listed by exactly one uploaded pack."""
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, _, recovery = Repository.create(storage, chunk_size=64 << 10, pack_size=1 << 20)
+    repo = Repository.open(storage, recovery_key=recovery)
+    uploaded: list[PackEntry] = []
+    listed = threading.Lock()
+
+    def on_uploaded(entry: PackEntry, _size: int) -> None:
+        with listed:
+            uploaded.append(entry)
+
+    packer = Packer(repo.storage, repo.keyring, 64 << 10, on_uploaded, open_packs=1)
+    rng = random.Random(3)
+    blobs = {rng.randbytes(32).hex(): rng.randbytes(rng.randint(100, 3000)) for _ in range(1600)}
+    ids = list(blobs)
+    start = threading.Barrier(16)
+
+    def store(part: list[str]) -> None:
+        start.wait()
+        for blob_id in part:
+            packer.add(blob_id, "data", blobs[blob_id], len(blobs[blob_id]))
+
+    threads = [threading.Thread(target=store, args=(ids[k::16],)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    packer.flush()
+    packer.close()
+    packed = [blob[0] for entry in uploaded for blob in entry["blobs"]]
+    assert sorted(packed) == sorted(ids)
+    assert len(uploaded) > 10  # 64 KiB packs: many filled and uploaded while threads waited

@@ -185,6 +185,18 @@ def test_below_the_threshold_one_writer_does_it_all(
     assert manifest(tmp_path / "target" / "src") == manifest(src)
 
 
+def test_one_writer_takes_every_batch_however_many_small_files(
+    repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second writer only made the kernel work harder: by default none starts, even for
+    a batch past the threshold at which one could."""
+    monkeypatch.setattr(filewriters, "SECOND_WRITER_FROM", FILES)
+    src, info = backed_up(repo, tmp_path)
+    restore_snapshot(repo, info, tmp_path / "target")
+    assert [w.written for w in writers] == [FILES]
+    assert manifest(tmp_path / "target" / "src") == manifest(src)
+
+
 def test_the_second_writer_dying_fails_the_restore_in_one_line_and_ends_the_first(
     repo: Repository, tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -220,6 +220,22 @@ class PackRanges:
         with self._lock:
             self._fill()
 
+    def expect(self, order: list[str]) -> None:
+        """The planned blobs will be asked for in ``order`` rather than the order planned:
+        when a range must be dropped to make room, the one needed last is chosen by it.
+        Before the first ``get``. (The ranges are still fetched ahead in the order planned:
+        in ``order`` sorted by range, they are first needed in that order.)"""
+        needed_at: dict[int, list[int]] = {}
+        for position, blob_id in enumerate(order):
+            n = self.span_of.get(blob_id)
+            if n is not None:
+                needed_at.setdefault(n, []).append(position)
+        with self._lock:
+            if any(len(needed_at.get(n, ())) != len(span.needed_at) for n, span in enumerate(self.spans)):
+                return  # not the planned blobs: the plan's own positions stay
+            for n, span in enumerate(self.spans):
+                span.needed_at = needed_at.get(n, [])
+
     def get(self, blob_id: str) -> bytes:
         """The blob's verified plaintext (unplanned blobs are read one by one)."""
         n = self.span_of.get(blob_id)

@@ -151,8 +151,9 @@ class SnapshotReader:
 
     def in_pack_order(self, items: list[_T], entry_of: Callable[[_T], Entry | None]) -> list[_T]:
         """While ``planned``: ``items`` ordered by the pack range that holds their entry's
-        first chunk (the order the plan reads the ranges in; items without an entry first,
-        the order kept among equals). A run of small files read in this order opens each
+        first chunk (the order the plan reads the ranges in; within one, files of one chunk
+        first; items without an entry before all, the order kept among equals), and the
+        plan told to expect them so. A run of small files read in this order opens each
         range once, whichever order the backup stored them in: packs filled by several
         threads at once (a bucket's downloads) hold neighbouring keys far apart."""
         blobs = self._blobs
@@ -160,11 +161,15 @@ class SnapshotReader:
             return items
         span_of, last = blobs.span_of, len(blobs.spans)
 
-        def position(item: _T) -> int:
+        def position(item: _T) -> tuple[int, bool]:
             entry = entry_of(item)
-            return span_of.get(entry.chunks[0], last) if entry is not None and entry.chunks else -1
+            if entry is None or not entry.chunks:
+                return -1, False
+            return span_of.get(entry.chunks[0], last), len(entry.chunks) > 1
 
-        return sorted(items, key=position)
+        ordered = sorted(items, key=position)
+        blobs.expect([c for item in ordered if (entry := entry_of(item)) is not None for c in entry.chunks])
+        return ordered
 
     def open(self, entry: Entry) -> Iterator[bytes]:
         """The file's bytes, chunk by chunk, each authenticated and id-checked."""
