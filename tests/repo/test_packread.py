@@ -18,7 +18,7 @@ from lifeboat.repo import Repository
 from lifeboat.repo import reader as reader_module
 from lifeboat.repo.format import BlobLocation
 from lifeboat.repo.index import Index
-from lifeboat.repo.packread import PACK_HEADER_LEN, Span, plan_spans, span_numbers
+from lifeboat.repo.packread import PACK_HEADER_LEN, PackRanges, Span, plan_spans, span_numbers
 from lifeboat.repo.reader import _pack_order
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
@@ -212,3 +212,35 @@ def test_dropping_a_pack_that_only_lists_other_locations_keeps_the_first_ones() 
     index.drop_packs(["forged"])
     assert index.locations(b) == [BlobLocation("p1", 10, 20, 5, "data")]
     assert list(index.packs()) == ["p1"]
+
+
+def test_a_plan_told_of_the_order_it_is_asked_in_follows_it_and_ignores_an_order_of_other_blobs(
+    tmp_path: Path,
+) -> None:
+    """Blobs planned in an order that alternates between packs, then asked for pack by pack
+    (as a dir:// restore sends them): ``expect`` gives each range the positions at which
+    the new order needs it (what eviction goes by); an order of other blobs changes
+    nothing; every blob still comes back as stored."""
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, _, recovery = Repository.create(storage, chunk_size=64 << 10, pack_size=16 << 10)
+    repo = Repository.open(storage, recovery_key=recovery)
+    rng = random.Random(9)
+    data: dict[str, bytes] = {}
+    with repo.backup("tree", "files") as session:
+        for n in range(48):  # 16 KiB packs of 8 blobs: six packs
+            content = rng.randbytes(2000)
+            data[session.add_bytes(f"f{n:02d}", content).chunks[0]] = content
+        session.commit()
+    fresh = Repository.open(open_storage(f"file://{tmp_path / 'repo'}"), recovery_key=recovery)
+    stored = list(data)
+    alternating = [stored[p * 8 + k] for k in range(8) for p in range(6)]  # one blob of each pack in turn
+
+    with PackRanges(fresh, alternating) as ranges:
+        assert len(ranges.spans) == 6
+        planned = [list(span.needed_at) for span in ranges.spans]
+        by_pack = sorted(alternating, key=lambda b: ranges.span_of[b])
+        ranges.expect([*by_pack[:-1], stored[0]])  # not the planned blobs: ignored
+        assert [span.needed_at for span in ranges.spans] == planned
+        ranges.expect(by_pack)
+        assert [span.needed_at for span in ranges.spans] == [list(range(n * 8, n * 8 + 8)) for n in range(6)]
+        assert ranges.get_many(by_pack) == [data[b] for b in by_pack]

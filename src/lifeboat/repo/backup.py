@@ -192,6 +192,15 @@ class BlobWriter:
         if batch:
             self._write_index(batch)
 
+    def abandon(self) -> None:
+        """Writes the index entries of the packs already uploaded, dropping the open ones."""
+        self.packer.abandon()
+        self.tree_packer.abandon()
+        with self._lock:
+            batch, self._pending_index, self._pending_blobs = self._pending_index, [], 0
+        if batch:
+            self._write_index(batch)
+
     def close(self) -> None:
         """Stops the pack workers (after ``finish``, or to abandon an aborted run)."""
         self.pool.shutdown(wait=True)
@@ -290,7 +299,7 @@ class BackupSession:
         """Keep what was uploaded usable by indexing it; commit no snapshot."""
         assert self._writer is not None
         try:
-            self._writer.finish()
+            self._writer.abandon()
         except (LifeboatError, OSError):
             pass
 

@@ -156,6 +156,16 @@ class Packer:
             future.result()
         self._raise_pending()
 
+    def abandon(self) -> None:
+        """Waits for the packs already submitted and drops the open ones (an aborted run
+        indexes what was uploaded). Unlike ``flush`` it takes no permit: an interrupt that
+        lands between an ``add``'s calls (Ctrl-C, SIGTERM, a deadline's alarm) can leave one
+        taken for good, and the abort must not wait for it."""
+        with self._lock:
+            futures, self._futures = self._futures, []
+        for future in futures:
+            future.exception()  # the run is being abandoned: its own error is what is raised
+
     def close(self) -> None:
         """Writes the last pack and waits for every upload."""
         self._pool.shutdown(wait=True)

@@ -439,7 +439,7 @@ def restore_objects(run: RestoreRun) -> ObjectsRestoreResult:
         if writer is not None:
             writer.close()
     result.phases["transfer"] = round(time.monotonic() - t0, 3)
-    result.failed.sort()  # by key: objects are written in pack order, not key order
+    result.failed.sort(key=lambda line: line.partition(": ")[0])  # by key, not pack order
     result.restored, result.restored_bytes = counters.downloaded, counters.bytes_downloaded
     result.from_snapshot = counters.reused
     result.from_versions = result.restored - result.from_snapshot
