@@ -187,15 +187,15 @@ class BlobWriter:
         """Flushes open packs and writes the index entries of everything stored."""
         self.packer.flush()
         self.tree_packer.flush()
-        with self._lock:
-            batch, self._pending_index, self._pending_blobs = self._pending_index, [], 0
-        if batch:
-            self._write_index(batch)
+        self._write_pending_index()
 
     def abandon(self) -> None:
         """Writes the index entries of the packs already uploaded, dropping the open ones."""
         self.packer.abandon()
         self.tree_packer.abandon()
+        self._write_pending_index()
+
+    def _write_pending_index(self) -> None:
         with self._lock:
             batch, self._pending_index, self._pending_blobs = self._pending_index, [], 0
         if batch:
