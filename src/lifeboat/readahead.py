@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
-import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 AHEAD_SHARE = 32  # a batch holds at most this fraction of the open-files limit open ahead
 
@@ -132,6 +134,11 @@ def metadata_read_ahead(roots: Sequence[str | os.PathLike[str]]) -> Iterator[Non
     interval while the walk's thread is busy. `du` is in C on the other core and runs ahead
     of the walk; it only reads metadata, its output is discarded and it is stopped when the
     block ends. Without `du` (or if it cannot start) the walk reads the inodes itself."""
+    # here, not at the top: a `wal push` stores through the backup code that imports this
+    # module, and subprocess and shutil (with bz2, lzma and locale) cost it 4 ms to import
+    import shutil
+    import subprocess
+
     du = shutil.which("du")
     child: subprocess.Popen[bytes] | None = None
     if du is not None and roots:

@@ -23,6 +23,8 @@ NOT_FOR_WAL = ["typer", "rich.console", "rich.progress", "boto3", "botocore", "p
 NOT_FOR_WAL += ["lifeboat.repo.reader", "importlib.metadata"]
 # numpy (~100 ms) checks the pages of a base backup, nothing else
 NOT_FOR_WAL += ["numpy"]
+# nor subprocess and shutil (the walk's `du`, and their bz2, lzma and locale): ~4 ms a push
+NOT_FOR_WAL += ["subprocess", "shutil"]
 UNUSED_KINDS = ["lifeboat.assets.objects", "lifeboat.assets.files", "lifeboat.assets.keys"]
 # a human listing draws its table with rich; nothing else of typer's world is needed, nor
 # the repository's backup machinery (nor, for `snapshots`, its restore machinery: `status`
