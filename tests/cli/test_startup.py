@@ -25,6 +25,8 @@ NOT_FOR_WAL += ["lifeboat.repo.reader", "importlib.metadata"]
 NOT_FOR_WAL += ["numpy"]
 # nor subprocess and shutil (the walk's `du`, and their bz2, lzma and locale): ~4 ms a push
 NOT_FOR_WAL += ["subprocess", "shutil"]
+# nor key serialization (its SSH, EC and DSA modules): keys are raw bytes here, ~3 ms
+NOT_FOR_WAL += ["cryptography.hazmat.primitives.serialization"]
 UNUSED_KINDS = ["lifeboat.assets.objects", "lifeboat.assets.files", "lifeboat.assets.keys"]
 # a human listing draws its table with rich; nothing else of typer's world is needed, nor
 # the repository's backup machinery (nor, for `snapshots`, its restore machinery: `status`

@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from lifeboat.errors import IntegrityError
 
@@ -71,7 +70,7 @@ def open_envelope(key: bytes, envelope: bytes, aad: bytes = b"") -> bytes:
 
 def public_bytes(private: X25519PrivateKey) -> bytes:
     """The raw 32-byte public key of an X25519 private key."""
-    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return private.public_key().public_bytes_raw()
 
 
 def _kek(shared: bytes, eph_public: bytes, recipient_public: bytes, context: bytes) -> bytes:

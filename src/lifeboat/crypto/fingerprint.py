@@ -13,9 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import blake3
-from cryptography.hazmat.primitives import serialization
 
-PUBLIC_DER = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 FINGERPRINT_CONTEXT = b"lifeboat/fingerprint/v1"  # what the keyed hash is of, before the bytes
 
 
@@ -47,6 +45,10 @@ def _loaders(data: bytes) -> list[Callable[[], Any]]:
     ssh = data.lstrip().startswith(SSH_KEY_TYPES)
     if not (pem or der or ssh):
         return []  # most files of a keys asset that are no key: no parser built at all
+    # here, not at the top: the keyring imports this module for ``fingerprint_hash``, and
+    # serialization (with its SSH, EC and DSA modules) cost every command 3 ms to import
+    from cryptography.hazmat.primitives import serialization
+
     candidates: list[tuple[bool, Callable[[], Any]]] = [
         (pem, lambda: _certificate_key(data, pem=True)),
         (der, lambda: _certificate_key(data, pem=False)),
@@ -78,10 +80,17 @@ def _public_key(data: bytes) -> Any | None:
     return None
 
 
+def public_key_der(public: Any) -> bytes:
+    """A public key's DER SubjectPublicKeyInfo, what its fingerprint is the SHA-256 of."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return bytes(public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+
+
 def fingerprint(data: bytes, keyed_hash: Callable[[bytes], str]) -> tuple[str, str]:
     """(kind, fingerprint): kind is 'public-key' or 'keyed-hash'."""
     public = _public_key(data)
     if public is not None:
-        der = public.public_bytes(*PUBLIC_DER)
+        der = public_key_der(public)
         return "public-key", "sha256:" + hashlib.sha256(der).hexdigest()
     return "keyed-hash", "keyed:" + keyed_hash(data)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from lifeboat.crypto.envelope import unwrap_key, wrap_key
-from lifeboat.crypto.fingerprint import PUBLIC_DER
+from lifeboat.crypto.fingerprint import public_key_der
 from lifeboat.crypto.signed import Signature, signature_matches
 from lifeboat.crypto.writers import raw_public
 from lifeboat.errors import IntegrityError, KeyError_
@@ -34,7 +34,7 @@ _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 def fingerprint(public_key: Ed25519PublicKey | bytes) -> str:
     """``sha256:<hex>`` of an Ed25519 public key (an object or its 32 raw bytes)."""
     key = Ed25519PublicKey.from_public_bytes(public_key) if isinstance(public_key, bytes) else public_key
-    return "sha256:" + hashlib.sha256(key.public_bytes(*PUBLIC_DER)).hexdigest()
+    return "sha256:" + hashlib.sha256(public_key_der(key)).hexdigest()
 
 
 def normalise_fingerprint(text: str) -> str:

@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from lifeboat import clock
 from lifeboat.crypto.envelope import unwrap_key, wrap_key
@@ -75,7 +74,7 @@ def canonical_json(payload: Any) -> bytes:
 
 def raw_public(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return public.public_bytes_raw()
 
 
 def _iso(moment: datetime) -> str:
