@@ -19,6 +19,8 @@ TMP_MARK = ".lifeboat-tmp-"
 # PostgreSQL's user running archive_command): the owner and the group may write, and the
 # setgid bit hands the repository's group down to every directory below it.
 DIR_MODE = 0o2770
+# Objects this large (packs) leave the page cache once they are durable (``_drop_cached``).
+DROP_CACHED_FROM = 1 << 20
 
 
 def _load_renameat2() -> Any:
@@ -47,6 +49,20 @@ def _rename_noreplace(src: Path, dst: Path) -> None:
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "File exists", str(dst))
     os.rename(src, dst)
+
+
+def _drop_cached(fd: int) -> None:
+    """Lets the kernel drop a written file's pages, clean once fsynced: nothing reads a pack
+    back soon, and a backup running on a database server must not push the server's own
+    cached pages out with gigabytes of packs (restic's file layer had the same, a sync then
+    FADV_DONTNEED in fs.ClearCache). The freed pages are the ones the next pack is written
+    into: on the 2-core VM the benchmarks ran on, pages the kernel had never handed out cost
+    most of a backup's system time (a 6,000-object bucket backup: 1.5-1.9 s of it instead
+    of 3.7-4.0 s, and 7.0 s instead of 8.3 s)."""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except (OSError, AttributeError):  # not on this system (macOS has no posix_fadvise)
+        pass
 
 
 def _map_os_error(exc: OSError, action: str, name: str) -> StorageError:
@@ -134,6 +150,8 @@ class LocalStorage:
                     written = os.write(fd, view)
                     view = view[written:]
                 os.fsync(fd)
+                if len(data) >= DROP_CACHED_FROM:
+                    _drop_cached(fd)
             finally:
                 os.close(fd)
             if retain:
