@@ -269,3 +269,13 @@ class Results:
                 row += ["-", "-"]
             rows.append(row)
         print_table(headers, rows)
+
+
+def drop_caches() -> bool:
+    """Drop the page cache (clean pages only: sync first); False where not allowed."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True

@@ -34,7 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Results, Run, Server, apt_install, du, machine, media_block, spread, text_block, timed
+from common import (
+    Results,
+    Run,
+    Server,
+    apt_install,
+    drop_caches,
+    du,
+    machine,
+    media_block,
+    spread,
+    text_block,
+    timed,
+)
 from seaweed import ADMIN, MeteredSeaweed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,8 +271,10 @@ def restore_then_sync(
     lifeboat writes large files back to disk as each completes (fdatasync), restic leaves
     them all in the page cache; a restore an outage waits for is done when its bytes are
     durable, so the ``durable`` row compares the two on that. The page cache is written
-    back first, so neither pays for the other's writeback."""
-    os.sync()
+    back and dropped first (where allowed): neither pays for the other's writeback, and
+    both read their repository cold, as a restore after an outage does (lifeboat drops
+    its packs from the cache as it writes them, restic does not)."""
+    drop_caches()
     restored = timed(name, cmd, env=env, server=server)
     flushed = timed(f"{name}, sync", ["sync"])
     durable = dataclasses.replace(

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Results, Run, apt_install, media_block, spread, text_block, timed
+from common import Results, Run, apt_install, drop_caches, media_block, spread, text_block, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {"tree": "lifeboat files", "media": "lifeboat dir://", "material": "lifeboat keys"}
@@ -105,16 +105,6 @@ def reset(work: Path) -> None:
         shutil.rmtree(work / d, ignore_errors=True)
     for f in ("backup.key", "recovery.key"):
         (work / f).unlink(missing_ok=True)
-
-
-def drop_caches() -> bool:
-    """Drop the page cache (clean pages only: sync first); False where not allowed."""
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        return False
-    return True
 
 
 def cold(name: str, cmd: list[str], env: dict[str, str] | None = None) -> Run:
