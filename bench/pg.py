@@ -4,12 +4,12 @@
     .venv/bin/python bench/pg.py --push-only [--push-segments 200]
 
 Full backup, 2% of pages changed, second backup, ~1 GB of WAL, restore to latest with
-replay (start + promotion timed the same way for both tools, median of --pairs pairs with
-the spread), and `wal push` per segment in sync mode against `pgbackrest archive-push`
-(one process per segment, as PostgreSQL's archiver runs them; the two tools push each
-segment in turn, the first to go alternating). pgbench data gets a random
-filler so compression does not flatter anyone. Runs as the postgres user when root.
-Not a test: it takes a quarter of an hour on 2 cores.
+replay (start + promotion timed the same way for both tools, each restore after dropping
+the page cache where allowed, median of --pairs pairs with the spread), and `wal push`
+per segment in sync mode against `pgbackrest archive-push` (one process per segment, as
+PostgreSQL's archiver runs them; the two tools push each segment in turn, the first to go
+alternating). pgbench data gets a random filler so compression does not flatter anyone.
+Runs as the postgres user when root. Not a test: it takes a quarter of an hour on 2 cores.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import psycopg
 
-from common import Run, apt_install, du, print_table, timed
+from common import Run, apt_install, drop_caches, du, print_table, timed
 from lifeboat.assets.postgres.cluster import PgCluster, chown_tree, free_port, run_as_user
 from lifeboat.assets.postgres.promote import wait_writable
 
@@ -330,11 +330,16 @@ def restores(work: Path, pgbackrest: str, pairs: int = 5, baseline: Path | None 
     for i in range(pairs):
         for name in ("restore-lb", "restore-br"):
             shutil.rmtree(work / name, ignore_errors=True)
+        # each restore reads its repository cold, as after an outage: lifeboat's backup
+        # leaves its packs out of the page cache, pgBackRest's leaves its files in it
         if baseline is not None:
+            drop_caches()
             base_runs.append(lifeboat_restore_started(lb, work / "restore-lb", baseline))
             print(f"pair {i + 1}: baseline lifeboat {base_runs[-1].seconds:.1f} s ({base_runs[-1].output})")
             shutil.rmtree(work / "restore-lb", ignore_errors=True)
+        drop_caches()
         lb_runs.append(lifeboat_restore_started(lb, work / "restore-lb"))
+        drop_caches()
         br_runs.append(
             restore_and_promote(
                 "br restore",
