@@ -96,15 +96,56 @@ def test_lanes_restore_every_byte_once(
     assert lane_threads() == []
 
 
-def test_a_damaged_chunk_in_the_second_lane_fails_the_restore(repo: Repository, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lane", [0, 1])
+def test_a_damaged_chunk_in_either_lane_fails_the_restore(
+    repo: Repository, tmp_path: Path, lane: int
+) -> None:
     _src, info = backed_up(repo, tmp_path)
-    # the largest file goes to the lane with the least to write: the second
-    largest = next(e for e in repo.reader(info).entries() if e.path.endswith("large0"))
-    chunk = largest.chunks[len(largest.chunks) // 2]
+    lanes = reader.restore_lanes([e for e in repo.reader(info).entries() if e.type == "file"])
+    victim = max(lanes[lane], key=lambda e: e.size)  # a large file, in that lane only
+    assert victim.size >= LARGE and all(victim not in other for other in lanes if other is not lanes[lane])
+    chunk = victim.chunks[len(victim.chunks) // 2]
     damaged = damage_chunk(repo, chunk, tmp_path / "repo")
 
     with pytest.raises(IntegrityError) as caught:
         restore_snapshot(repo, info, tmp_path / "target")
 
     assert str(caught.value) == f"chunk {chunk[:16]} in {damaged}: failed authentication"
+    assert lane_threads() == []
+
+
+def test_a_failing_lane_stops_the_others_at_once() -> None:
+    """The first lane works on until it is told to stop: a failure in the second tells it
+    then, not once the first has finished its batch."""
+    stop = threading.Event()
+    began, told = threading.Event(), []
+
+    def write(lane: list[Entry], first: bool) -> None:
+        if first:
+            began.set()
+            told.append(stop.wait(timeout=30))
+        else:
+            began.wait(timeout=30)
+            raise IntegrityError("chunk 0123456789abcdef in data/00/x: failed authentication")
+
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        reader._in_lanes([[Entry("a")], [Entry("b")]], write, stop)
+    assert told == [True]
+    assert lane_threads() == []
+
+
+def test_a_ctrl_c_in_the_first_lane_ends_the_others_before_it_is_raised() -> None:
+    stop = threading.Event()
+    began, told = threading.Event(), []
+
+    def write(lane: list[Entry], first: bool) -> None:
+        if first:
+            began.wait(timeout=30)
+            raise KeyboardInterrupt
+        began.set()
+        told.append(stop.wait(timeout=30))
+
+    with pytest.raises(KeyboardInterrupt):
+        reader._in_lanes([[Entry("a")], [Entry("b")]], write, stop)
+    assert told == [True]  # the second lane had ended, told to stop, before the raise
     assert lane_threads() == []

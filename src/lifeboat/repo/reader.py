@@ -64,6 +64,7 @@ FLUSH_FROM = 1 << 20
 # lanes copy into two files at once, as pgBackRest's two processes do. A 4.4 GB PostgreSQL
 # base backup on 2 cores, when copying into the page cache was the VM's bottleneck: 24.2 s
 # against 27.1 s in one lane (median of 5 alternated; pgBackRest's restore 13.8-17.3 s).
+# Each lane has the limits of a whole restore (workers, open files, resident pack ranges).
 LANE_FROM = 64 << 20
 LANES = 2
 
@@ -358,10 +359,11 @@ class SnapshotReader:
             read_back.written(tree, files + links)
 
 
-def restore_lanes(files: list[Entry], lanes: int = LANES) -> list[list[Entry]]:
+def restore_lanes(files: list[Entry], lanes: int | None = None) -> list[list[Entry]]:
     """A planned batch split into lanes written side by side: its files of ``LANE_FROM`` or
     more spread over the lanes by size (a file is in one lane only), every other file in
     the first. One lane when fewer than two files are that large, or on one core."""
+    lanes = lanes or LANES
     large = sorted((f for f in files if f.size >= LANE_FROM), key=lambda f: f.size, reverse=True)
     if len(large) < 2 or (os.cpu_count() or 1) < 2:
         return [files]
@@ -379,11 +381,23 @@ def _in_lanes(
 ) -> None:
     """``write`` each lane, the first in this thread (where a Ctrl-C lands), the others each
     in a thread of their own; the first failure anywhere sets ``stop``, which ends the
-    others' work too. Every lane has ended when this returns or raises."""
+    others' work too (a lane not begun yet does nothing). Every lane has ended when this
+    returns or raises."""
+    assert len(lanes) > 1, "one lane is written without threads"
+
+    def run(lane: list[Entry], first: bool) -> None:
+        if stop.is_set():
+            return
+        try:
+            write(lane, first)
+        except BaseException:
+            stop.set()  # now, not when the first lane is done and asks for this one's result
+            raise
+
     with ThreadPoolExecutor(max_workers=len(lanes) - 1, thread_name_prefix="restore-lane") as pool:
         try:
-            others = [pool.submit(write, lane, False) for lane in lanes[1:]]
-            write(lanes[0], True)
+            others = [pool.submit(run, lane, False) for lane in lanes[1:]]
+            run(lanes[0], True)
             for other in others:
                 other.result()
         except BaseException:
@@ -547,6 +561,7 @@ class _ChunkWriter:
         self.workers = max(2, min(workers, (os.cpu_count() or 2) + 1))
         self._lock = lock if lock is not None else threading.Lock()
         self._stop = stop
+        self._failed: threading.Event | None = None  # the running _write's
         self._open: dict[str, _OpenFile] = {}
         self._flusher: ThreadPoolExecutor | None = None
         self._flushes: list[Future[None]] = []
@@ -576,6 +591,7 @@ class _ChunkWriter:
             out = self.files_out.get(small_files)
         futures: list[Future[None]] = []
         failed = self._stop if self._stop is not None else threading.Event()
+        self._failed = failed
 
         def settle(future: Future[None]) -> None:
             window.release()
@@ -841,10 +857,17 @@ class _ChunkWriter:
         if done:
             if handle.entry.size >= FLUSH_FROM and self._flusher is not None:
                 future = self._flusher.submit(self._finish, handle, True)
+                future.add_done_callback(self._flushed)
                 with self._lock:
                     self._flushes.append(future)
             else:
                 self._finish(handle)
+
+    def _flushed(self, future: Future[None]) -> None:
+        """A file that failed to finish (its fdatasync, its rename) stops the work still
+        queued at once; the error itself is raised when the flushes are collected."""
+        if self._failed is not None and not future.cancelled() and future.exception() is not None:
+            self._failed.set()
 
     def _finish(self, handle: _OpenFile, flush: bool = False) -> None:
         """Metadata through the descriptor (a rename keeps it), then the temp file takes the
