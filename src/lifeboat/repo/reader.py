@@ -359,16 +359,16 @@ class SnapshotReader:
             read_back.written(tree, files + links)
 
 
-def restore_lanes(files: list[Entry], lanes: int | None = None) -> list[list[Entry]]:
-    """A planned batch split into lanes written side by side: its files of ``LANE_FROM`` or
-    more spread over the lanes by size (a file is in one lane only), every other file in
-    the first. One lane when fewer than two files are that large, or on one core."""
-    lanes = lanes or LANES
+def restore_lanes(files: list[Entry]) -> list[list[Entry]]:
+    """A planned batch split into ``LANES`` lanes written side by side: its files of
+    ``LANE_FROM`` or more spread over the lanes by size (a file is in one lane only), every
+    other file in the first. One lane when fewer than two files are that large, or on one
+    core."""
     large = sorted((f for f in files if f.size >= LANE_FROM), key=lambda f: f.size, reverse=True)
     if len(large) < 2 or (os.cpu_count() or 1) < 2:
         return [files]
-    split: list[list[Entry]] = [[f for f in files if f.size < LANE_FROM]] + [[] for _ in range(lanes - 1)]
-    loads = [sum(f.size for f in split[0])] + [0] * (lanes - 1)
+    split: list[list[Entry]] = [[f for f in files if f.size < LANE_FROM]] + [[] for _ in range(LANES - 1)]
+    loads = [sum(f.size for f in split[0])] + [0] * (LANES - 1)
     for entry in large:
         k = loads.index(min(loads))
         split[k].append(entry)
