@@ -9,7 +9,8 @@ the caches a real host has warm (the page cache, the sealed policy slice in the 
 then ``--runs`` times; the table gives the median wall time and CPU time (user + system
 of the command and its children) with their range, and the peak RSS. A local repository
 with one PostgreSQL asset (no server: push and fetch need none; `status` finds none and
-says so) and a files asset with one snapshot. Not a test.
+says so) and a files asset with one snapshot; `status` again under a policy of the files
+asset alone (no PostgreSQL driver to import). Not a test.
 """
 
 from __future__ import annotations
@@ -28,9 +29,18 @@ LIFEBOAT = str(ROOT / ".venv" / "bin" / "lifeboat")
 SEGMENT_BYTES = 64 * 1024  # what the push reads and stores does not matter here: its start-up does
 
 
-def write_policy(work: Path) -> Path:
-    policy = work / "lifeboat.toml"
-    policy.write_text(f"""
+POSTGRES_ASSET = """[assets.db]
+kind = "postgres"
+class = "standard"
+dsn = "host=/nonexistent dbname=postgres"
+"""
+
+
+def write_policy(work: Path, name: str = "lifeboat.toml", postgres: bool = True) -> Path:
+    """The policy; without ``postgres``, its files asset alone (status then asks no server,
+    and imports no PostgreSQL driver)."""
+    policy = work / name
+    text = f"""
 [repository]
 url = "file://{work / "repo"}"
 keyfile = "backup.key"
@@ -43,16 +53,13 @@ dir = "{work / "state"}"
 rpo = "1d"
 rto = "4h"
 
-[assets.db]
-kind = "postgres"
-class = "standard"
-dsn = "host=/nonexistent dbname=postgres"
-
+{POSTGRES_ASSET if postgres else ""}
 [assets.docs]
 kind = "files"
 class = "standard"
 paths = ["{work / "docs"}"]
-""")
+"""
+    policy.write_text(text)
     return policy
 
 
@@ -76,6 +83,7 @@ def commands(lb: list[str], work: Path) -> dict[str, list[str] | str]:
     as it must for PostgreSQL, and the benchmark measures it all the same)."""
     key = ["--recovery-key", str(work / "recovery.key"), "--asset", "db"]
     fetched = str(work / "fetched")
+    files_only = [LIFEBOAT, "--config", str(write_policy(work, "files-only.toml", postgres=False))]
     missing = " ".join([*lb, "wal", "fetch", segment_name(999), fetched, *key])
     return {
         "lifeboat --version": [LIFEBOAT, "--version"],
@@ -85,6 +93,7 @@ def commands(lb: list[str], work: Path) -> dict[str, list[str] | str]:
         "snapshots --json": [*lb, "snapshots", "--json"],
         "snapshots (table)": [*lb, "snapshots"],
         "status --json": f"{' '.join([*lb, 'status', '--json'])} > /dev/null; true",
+        "status --json (files asset only)": [*files_only, "status", "--json"],
     }
 
 

@@ -2,22 +2,24 @@
 the prefetch directory `wal fetch` hands segments from (a standby's restore_command), and the
 spool `wal push --async` drains into the repository, signed. Or points `wal push` elsewhere:
 the slice of the policy a push or fetch keeps once it validated it (cli/policy_slice.py)
-names the repository. All are files tagged with a key derived from the key file
-(repo/local_cache.py), which the state dir does not hold: a planted or rewritten file is
-never replayed, archived or followed. Controls show the same file with a valid tag would be,
-so the tag is what stops it. The defender is the real `lifeboat`."""
+names the repository. All are files tagged (the slice: encrypted) with a key derived from
+the key file (repo/local_cache.py), which the state dir does not hold: a planted or
+rewritten file is never replayed, archived or followed. Controls show the same file with a
+valid tag would be, so the tag is what stops it. The defender is the real `lifeboat`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lifeboat import runtime
 from lifeboat.assets.postgres.wal import spool_segment
 from lifeboat.assets.registry import load_policy
-from lifeboat.repo.local_cache import TAG_SIZE
+from lifeboat.repo.local_cache import CacheSeal
 from tests.attacks.test_forged_refs import SEGMENTS, Site, make_pg_site, wal_file
 from tests.harness import Clock
 
@@ -90,8 +92,19 @@ def _push_settings(site: Site) -> Path:
     return kept
 
 
-def _rewritten(stored: bytes, **changes: str) -> bytes:
-    entry = json.loads(stored[:-TAG_SIZE])
+def _key_seal(site: Site) -> CacheSeal:
+    """The seal the key file gives: the test's, to read what was kept and for the controls."""
+    return runtime.local_seal(load_policy(site.policy))
+
+
+def _kept_entry(site: Site, kept: Path) -> dict[str, Any]:
+    data = _key_seal(site).decrypt(f"policy-slice/{kept.name}", kept.read_bytes())
+    assert data is not None
+    entry: dict[str, Any] = json.loads(data)
+    return entry
+
+
+def _rewritten(entry: dict[str, Any], **changes: str) -> bytes:
     for key, value in changes.items():
         if key == "url":
             entry["slice"]["repository"]["url"] = value
@@ -100,26 +113,43 @@ def _rewritten(stored: bytes, **changes: str) -> bytes:
     return json.dumps(entry).encode()
 
 
+def _insiders_forgery(kept: Path, data: bytes) -> bytes:
+    """What an insider without the key file can write in a slice's place: an envelope under
+    a key of their own (they cannot read the genuine one either)."""
+    insiders_key = CacheSeal(lambda context: hashlib.sha256(b"insider's key" + context).digest())
+    return insiders_key.encrypt(f"policy-slice/{kept.name}", data)
+
+
+def test_the_kept_push_settings_are_unreadable_without_the_key(site: Site) -> None:
+    push(site, SEGMENTS[0], b"genuine 1")
+    kept = _push_settings(site)
+    assert str(site.root / "repo").encode() not in kept.read_bytes()  # encrypted, not just tagged
+    assert _kept_entry(site, kept)["slice"]["repository"]["url"] == f"file://{site.root / 'repo'}"
+
+
 def test_rewritten_push_settings_do_not_send_wal_elsewhere(site: Site) -> None:
     push(site, SEGMENTS[0], b"genuine 1")
     kept = _push_settings(site)
     insiders = site.root / "insiders-repo"
     insiders.mkdir()
-    stored = kept.read_bytes()
-    kept.write_bytes(_rewritten(stored, url=f"file://{insiders}") + stored[-TAG_SIZE:])  # the old tag
+    genuine = _kept_entry(site, kept)
+    kept.write_bytes(_insiders_forgery(kept, _rewritten(genuine, url=f"file://{insiders}")))
 
     push(site, SEGMENTS[1], b"genuine 2")
     assert site.fetch(SEGMENTS[1]) == b"genuine 2"  # archived where the policy says
     assert list(insiders.iterdir()) == []
-    rebuilt = json.loads(kept.read_bytes()[:-TAG_SIZE])  # and the settings validated again
+    rebuilt = _kept_entry(site, kept)  # and the settings validated again
     assert rebuilt["slice"]["repository"]["url"] == f"file://{site.root / 'repo'}"
-    # even tagged with the key, a URL the policy file does not name is not followed
-    seal = runtime.local_seal(load_policy(site.policy))
-    kept.write_bytes(
-        seal.seal(f"policy-slice/{kept.name}", _rewritten(kept.read_bytes(), url=f"file://{insiders}"))
-    )
+    # a plain file (no envelope at all) is not followed either
+    kept.write_bytes(_rewritten(rebuilt, url=f"file://{insiders}"))
     push(site, SEGMENTS[2], b"genuine 3")
     assert site.fetch(SEGMENTS[2]) == b"genuine 3" and list(insiders.iterdir()) == []
+    # even encrypted with the key, a URL the policy file does not name is not followed
+    kept.write_bytes(
+        _key_seal(site).encrypt(f"policy-slice/{kept.name}", _rewritten(rebuilt, url=f"file://{insiders}"))
+    )
+    push(site, SEGMENTS[3], b"genuine 4")
+    assert site.fetch(SEGMENTS[3]) == b"genuine 4" and list(insiders.iterdir()) == []
 
 
 def test_rewritten_settings_do_not_end_a_replay_early(site: Site) -> None:
@@ -130,17 +160,15 @@ def test_rewritten_settings_do_not_end_a_replay_early(site: Site) -> None:
     kept = _push_settings(site)
     empty = site.root / "empty-repo"
     empty.mkdir()
-    stored = kept.read_bytes()
-    kept.write_bytes(_rewritten(stored, url=f"file://{empty}") + stored[-TAG_SIZE:])  # the old tag
+    kept.write_bytes(_insiders_forgery(kept, _rewritten(_kept_entry(site, kept), url=f"file://{empty}")))
     assert site.fetch(SEGMENTS[1]) == b"genuine 2"
-    assert json.loads(kept.read_bytes()[:-TAG_SIZE])["slice"]["repository"]["url"] != f"file://{empty}"
+    assert _kept_entry(site, kept)["slice"]["repository"]["url"] != f"file://{empty}"
 
 
 def test_rewritten_push_settings_do_not_archive_wal_under_another_asset(site: Site) -> None:
     push(site, SEGMENTS[0], b"genuine 1")
     kept = _push_settings(site)
-    stored = kept.read_bytes()
-    kept.write_bytes(_rewritten(stored, asset="web") + stored[-TAG_SIZE:])  # the old tag
+    kept.write_bytes(_insiders_forgery(kept, _rewritten(_kept_entry(site, kept), asset="web")))
     push(site, SEGMENTS[1], b"genuine 2")
     assert site.fetch(SEGMENTS[1]) == b"genuine 2"  # archived as db's
 
@@ -148,8 +176,8 @@ def test_rewritten_push_settings_do_not_archive_wal_under_another_asset(site: Si
 def test_control_push_settings_with_a_valid_tag_are_followed(site: Site) -> None:
     push(site, SEGMENTS[0], b"genuine 1")
     kept = _push_settings(site)
-    seal = runtime.local_seal(load_policy(site.policy))
-    kept.write_bytes(seal.seal(f"policy-slice/{kept.name}", _rewritten(kept.read_bytes(), asset="web")))
+    forged = _rewritten(_kept_entry(site, kept), asset="web")
+    kept.write_bytes(_key_seal(site).encrypt(f"policy-slice/{kept.name}", forged))
     push(site, SEGMENTS[1], b"genuine 2")
     kept.unlink()  # the fetch validates the policy: db's
     assert site.fetch(SEGMENTS[1]) is None  # archived as web's, not where db's replay looks

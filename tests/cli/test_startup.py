@@ -286,13 +286,33 @@ def test_status_and_snapshots_import_only_what_they_use(tmp_path: Path) -> None:
         assert "docs" in proc.stdout
         listing = ["lifeboat.repo.reader"] if args[0] == "snapshots" else []
         _assert_lean(seen, NOT_FOR_LISTINGS + UNUSED_BY_FILES + listing)
-    # the first `snapshots` validated the policy and kept its slice: the next ones need none
+    # the first `snapshots` and `status` validated the policy and kept their slices: the next
+    # ones need none
     validation = ["pydantic", "pydantic_core", "lifeboat.policy", "lifeboat.policy_file"]
+    validation += ["lifeboat.assets.files.model"]
     for args in (["snapshots", "--json"], ["snapshots", "--asset", "docs", "--json"]):
         proc, seen = _run_probed(tmp_path, policy, *args)
         assert proc.returncode == 0, proc.stderr
         assert {s["asset"] for s in json.loads(proc.stdout)} == {"docs"}
         _assert_lean(seen, NOT_FOR_LISTINGS + UNUSED_BY_FILES + validation + ["lifeboat.repo.reader"])
+    proc, seen = _run_probed(tmp_path, policy, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [a["asset"] for a in json.loads(proc.stdout)["assets"]] == ["docs"]
+    _assert_lean(seen, NOT_FOR_LISTINGS + UNUSED_BY_FILES + validation + ["rich"])
+
+
+def test_status_under_a_policy_validated_before_follows_an_edit_of_it(tmp_path: Path) -> None:
+    """`status` keeps what it reads of the policy (targets, assets, drills) with the
+    slice; an edited policy file is validated again, and its new targets judged (the
+    harness's clock stands still: the exposure stays below even the new RPO)."""
+    policy = _backed_up(tmp_path)
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    first = json.loads(cli.run("status", "--json").stdout)
+    assert [(a["asset"], a["rpo_s"], a["breaches"]) for a in first["assets"]] == [("docs", 86400.0, [])]
+    assert json.loads(cli.run("status", "--json").stdout)["assets"][0]["rpo_s"] == 86400.0  # kept slice
+    policy.write_text(policy.read_text().replace('rpo = "1d"', 'rpo = "1s"'))
+    [docs] = json.loads(cli.run("status", "--json", check=False).stdout)["assets"]
+    assert docs["rpo_s"] == 1.0 and docs["risk"] == round(docs["exposure_s"] / 1.0, 4)
     unknown, _ = _run_probed(tmp_path, policy, "snapshots", "--asset", "doc", "--json")
     assert (unknown.returncode, unknown.stderr) == (2, "lifeboat: error: unknown asset 'doc' (known: docs)\n")
 

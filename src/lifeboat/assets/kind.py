@@ -9,7 +9,7 @@ default (no extra jobs, no findings, no extra status, nothing to expire).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -276,7 +276,13 @@ class AssetKind:
         """Status: data newer than the newest snapshot (WAL, streams), and breaches."""
         return StatusExtras()
 
-    def status_probe(self, asset: AssetSpec) -> StatusProbe | None:
+    def status_settings(self, asset: AssetSpec) -> Mapping[str, Any]:
+        """What this kind's ``status`` and ``status_probe`` read of the asset's table (plain
+        JSON values): `status` keeps them with the policy's other targets, encrypted in the
+        state dir (`ops/status_view.py`), and runs without validating the policy again."""
+        return {}
+
+    def status_probe(self, settings: Mapping[str, Any]) -> StatusProbe | None:
         """A question status asks the asset's live source (a server's own view), whose
         answer ``status`` then finds in ``StatusQuery.probed``; None: none. Every asset's
         probe runs at once, beside the repository reads: during an outage a host that does
@@ -285,7 +291,8 @@ class AssetKind:
         return None
 
     def host(self, asset: AssetSpec) -> str | None:
-        """Where the asset lives when the policy does not say (e.g. a dsn's host)."""
+        """Where the asset lives when the policy does not say (e.g. a dsn's host); None:
+        this machine."""
         return None
 
     def feasibility(self, policy: Policy, name: str, asset: AssetSpec) -> list[Note] | None:
@@ -335,12 +342,12 @@ class StatusProbe:
 
 @dataclass(frozen=True)
 class StatusQuery:
-    """What a kind's status hook reads: the asset, its snapshots and the audit log."""
+    """What a kind's status hook reads: the asset's status settings, its snapshots and the
+    audit log."""
 
-    policy: Policy
     repo: Repository
     name: str
-    asset: AssetSpec
+    settings: Mapping[str, Any]  # the kind's status_settings of the asset
     snapshots: list[SnapshotInfo]  # the asset's, oldest first
     audit: Sequence[dict[str, Any]]
     probed: Any = None  # what the kind's status_probe answered (None without one)

@@ -37,9 +37,9 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Per asset: last backup, exposure vs RPO, last drill vs RTO; exit 1 on any breach."""
-    from lifeboat.cli.status_run import status as run_status
+    from lifeboat.cli.status_run import status_of_policy
 
-    code = run_status(run_context(ctx).policy(), json_out)
+    code = status_of_policy(run_context(ctx).policy(), json_out)
     if code:
         raise typer.Exit(code)
 

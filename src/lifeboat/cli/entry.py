@@ -118,12 +118,12 @@ def run_hot(call: HotCall) -> int:
 
     asset = call.options.get("--asset")
     json_out = "--json" in call.flags
+    from lifeboat.cli import policy_slice
+
     if call.command == "status":
         from lifeboat.cli.status_run import status
 
-        return status(policy(), json_out)
-    from lifeboat.cli import policy_slice
-
+        return status(*policy_slice.status_slice(config), json_out, policy)
     if call.command == "snapshots":
         from lifeboat.cli.snapshots_run import snapshots
 

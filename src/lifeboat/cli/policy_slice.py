@@ -1,15 +1,17 @@
 """The slice of the policy the per-segment and polled commands need (`wal push`, `wal
-fetch`, `snapshots`), kept sealed in the state dir so that they need not validate it.
+fetch`, `snapshots`, `status`), kept sealed in the state dir so that they need not validate it.
 
 PostgreSQL runs `wal push` and `wal fetch` once per WAL segment and scripts list
 `snapshots`. Validating the whole policy costs more than any of them: pydantic's import and
 model building take ~190 ms of a 450 ms push. So a command whose policy file is byte for
 byte one an earlier run validated takes that run's result from `<state dir>/cache/policy-
-slice/` and never imports pydantic. The file is tagged under the backup key's cache key
-(repo/local_cache.py), and the key file is the one the policy names: somebody who may
-rewrite the state dir but holds no key cannot point the commands at another repository. A
-file whose tag or digest does not hold is ignored, and the policy is validated again, as on
-a first run. Without a backup key file (a host that only restores) nothing is kept.
+slice/` and never imports pydantic. The file is encrypted and authenticated under a key
+derived from the backup key (repo/local_cache.py: `status` keeps the dsn it asks, which may
+carry a password), and the key file is the one the policy names: somebody who may rewrite
+or read the state dir but holds no key cannot point the commands at another repository, nor
+read a password. A file that does not open or whose digest does not hold is ignored, and the
+policy is validated again, as on a first run. Without a backup key file (a host that only
+restores) nothing is kept.
 """
 
 from __future__ import annotations
@@ -18,19 +20,20 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import __version__
+from lifeboat.ops.status_view import StatusView
 
 if TYPE_CHECKING:
     from lifeboat.assets.postgres.model import PostgresAsset
     from lifeboat.policy import Policy
 
 # the form of a cached entry: a change to PolicySlice changes it
-FORMAT = 2
+FORMAT = 3
 CACHE_DIR = "policy-slice"
 _DEFAULT_KEYFILE = "keys/backup.key"  # RepositoryConfig.keyfile's default
 _DEFAULT_STATE_DIR = ".lifeboat"  # StateConfig.dir's default
@@ -39,6 +42,8 @@ VALIDATING_MODULES = (
     "policy_values.py",
     "policy_file.py",
     "assets/postgres/model.py",
+    "assets/postgres/plugin.py",  # its status settings and host
+    "ops/status_view.py",
     "cli/policy_slice.py",
 )
 
@@ -82,12 +87,13 @@ class PolicySlice:
     deployment: Deployment
     threshold: int  # the escrow threshold of the deployment mode
     wal: WalAsset | None  # for `wal push` and `wal fetch`
+    status: StatusView | None = field(default=None, repr=False)  # for `status` (a dsn may carry a password)
 
     def escrow_threshold(self) -> int:
         return self.threshold
 
     @classmethod
-    def of(cls, policy: Policy, wal: WalAsset | None = None) -> PolicySlice:
+    def of(cls, policy: Policy, wal: WalAsset | None = None, status: StatusView | None = None) -> PolicySlice:
         repo = policy.repository
         plain = {f.name: getattr(repo, f.name) for f in fields(Location)}
         return cls(
@@ -97,6 +103,7 @@ class PolicySlice:
             deployment=Deployment(str(policy.deployment.mode)),
             threshold=policy.escrow_threshold(),
             wal=wal,
+            status=status,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -111,6 +118,7 @@ class PolicySlice:
             "mode": self.deployment.mode,
             "threshold": self.threshold,
             "wal": asdict(self.wal) if self.wal else None,
+            "status": self.status.to_json() if self.status else None,
         }
 
     @classmethod
@@ -119,7 +127,7 @@ class PolicySlice:
         location["stall_timeout"] = timedelta(seconds=float(location["stall_timeout"]))
         location["keyfile"] = Path(location["keyfile"])
         location["recovery_key"] = Path(location["recovery_key"]) if location["recovery_key"] else None
-        wal = data["wal"]
+        wal, status = data["wal"], data["status"]
         return cls(
             assets=tuple(str(name) for name in data["assets"]),
             state_dir=Path(data["state_dir"]),
@@ -127,6 +135,7 @@ class PolicySlice:
             deployment=Deployment(str(data["mode"])),
             threshold=int(data["threshold"]),
             wal=WalAsset(str(wal["name"]), bool(wal["wal_async"])) if wal is not None else None,
+            status=StatusView.from_json(status) if status is not None else None,
         )
 
 
@@ -179,6 +188,14 @@ def wal_slice(config: Path, asset: str | None) -> tuple[PolicySlice, WalAsset]:
 def listing_slice(config: Path) -> PolicySlice:
     """`snapshots`: the slice without a WAL asset."""
     return _load(config, "listing", None, PolicySlice.of)
+
+
+def status_slice(config: Path) -> tuple[PolicySlice, StatusView]:
+    """`status`: the slice and what status reads of the policy (ops/status_view.py)."""
+    found = _load(config, "status", None, lambda policy: PolicySlice.of(policy, status=StatusView.of(policy)))
+    if found.status is None:
+        raise ValueError("a status slice without its view")  # status_slice made every "status" entry
+    return found, found.status
 
 
 @dataclass(frozen=True)
@@ -289,7 +306,7 @@ def _read(slot: _CacheSlot) -> PolicySlice | None:
 
     try:
         stored = slot.path.read_bytes()
-        data = runtime.keyfile_seal(slot.keyfile).open(slot.tag_name, stored)
+        data = runtime.keyfile_seal(slot.keyfile).decrypt(slot.tag_name, stored)
         if data is None:
             return None
         entry = json.loads(data)
@@ -316,6 +333,6 @@ def _write(slot: _CacheSlot, made: PolicySlice) -> None:
         if cache is None:
             return
         private_dir(cache / CACHE_DIR)
-        write_private(slot.path, runtime.keyfile_seal(slot.keyfile).seal(slot.tag_name, entry))
+        write_private(slot.path, runtime.keyfile_seal(slot.keyfile).encrypt(slot.tag_name, entry))
     except (OSError, LifeboatError):
         pass

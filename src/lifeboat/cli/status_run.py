@@ -10,28 +10,44 @@ from typing import TYPE_CHECKING
 from lifeboat.cli.output import console, print_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.table import Table
 
     from lifeboat.ops.status import AssetStatus
+    from lifeboat.ops.status_view import StatusView
     from lifeboat.policy import Policy
+    from lifeboat.runtime import Settings
 
 
-def status(policy: Policy, json_out: bool) -> int:
-    """Print the status of every asset; the exit code (1 on any breach)."""
+def status_of_policy(policy: Policy, json_out: bool) -> int:
+    """``status`` of a policy validated here (the typer command)."""
+    from lifeboat.cli.policy_slice import PolicySlice
+    from lifeboat.ops.status_view import StatusView
+
+    return status(PolicySlice.of(policy), StatusView.of(policy), json_out, lambda: policy)
+
+
+def status(settings: Settings, view: StatusView, json_out: bool, policy: Callable[[], Policy]) -> int:
+    """Print the status of every asset; the exit code (1 on any breach). ``policy``: the
+    validated policy, asked for only when it has copies (their lag needs their locations)."""
     from lifeboat import runtime
     from lifeboat.audit import anchoring_problem
-    from lifeboat.ops.replication import copy_states
     from lifeboat.ops.status import asset_status, fleet_groups, key_warnings
     from lifeboat.repo.immutability import tampering_problems
 
-    repo = runtime.open_for_write(policy)
-    groups = fleet_groups(asset_status(policy, repo))
+    repo = runtime.open_for_write(settings)
+    groups = fleet_groups(asset_status(view, repo))
     statuses = [s for _, group in groups for s in group]
-    warnings = key_warnings(policy, repo)
-    unanchored = anchoring_problem(Path(policy.state_dir) / "audit.jsonl")
+    warnings = key_warnings(view, repo)
+    unanchored = anchoring_problem(Path(view.state_dir) / "audit.jsonl")
     warnings += [unanchored] if unanchored else []
     tampered = [p.message for p in tampering_problems(repo)]
-    copies = copy_states(policy, repo.snapshots()) if policy.copies else []
+    copies = []
+    if view.has_copies:
+        from lifeboat.ops.replication import copy_states
+
+        copies = copy_states(policy(), repo.snapshots())
     breached = any(s.breaches for s in statuses) or bool(tampered) or any(c.breach for c in copies)
     if json_out:
         hosts = [{"host": host, "assets": [s.asset for s in group]} for host, group in groups]

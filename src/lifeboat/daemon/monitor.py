@@ -54,11 +54,12 @@ class StatusMonitor:
         """Recompute each asset's exposure and status for the metrics and alerts (the
         kinds' probes waited on for ``REFRESH_PROBE_WAIT_S``)."""
         from lifeboat.ops.status import asset_status
+        from lifeboat.ops.status_view import StatusView
 
         repo: Repository | None = None
         try:
             repo = runtime.open_for_write(self.policy)
-            statuses = asset_status(self.policy, repo, probe_wait=REFRESH_PROBE_WAIT_S)
+            statuses = asset_status(StatusView.of(self.policy), repo, probe_wait=REFRESH_PROBE_WAIT_S)
             for st in statuses:
                 self.metrics.rpo.labels(st.asset).set(st.rpo_s)
                 self.metrics.rto.labels(st.asset).set(st.rto_s)
@@ -151,8 +152,9 @@ class StatusMonitor:
     def refresh_key_age(self, repo: Repository) -> None:
         """Alert on a backup key older than its data class allows."""
         from lifeboat.ops.status import key_warnings
+        from lifeboat.ops.status_view import StatusView
 
-        warnings = key_warnings(self.policy, repo)
+        warnings = key_warnings(StatusView.of(self.policy), repo)
         self.metrics.record_key_age(self.policy, repo, datetime.now(UTC))
         if warnings:
             self.alerts.fire("key-age", warnings[0])

@@ -133,3 +133,8 @@ def render_markdown(actions: list[Action]) -> str:
             f"| {a.evidence} | {a.note or ''} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def ledger_at(base_dir: Path) -> Ledger:
+    """The corrective-action ledger beside the policy file in ``base_dir``."""
+    return Ledger(base_dir / "docs" / "operations" / "corrective-actions.json")

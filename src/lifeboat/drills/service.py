@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.registry import kind_of
-from lifeboat.drills.actions import Ledger
+from lifeboat.drills.actions import Ledger, ledger_at
 from lifeboat.drills.evidence import write_bundle
 from lifeboat.drills.report import render
 from lifeboat.drills.runner import DrillRun, DrillRunner, Log, Restore
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def ledger_for(policy: Policy) -> Ledger:
     """The corrective-action ledger drills and status share."""
-    return Ledger(policy.base_dir / "docs" / "operations" / "corrective-actions.json")
+    return ledger_at(policy.base_dir)
 
 
 def reason_asset(reason: str, run: DrillRun) -> str | None:
@@ -38,11 +38,9 @@ def reason_asset(reason: str, run: DrillRun) -> str | None:
 def action_period(policy: Policy, source: str, asset: str | None) -> timedelta:
     """How long a corrective action may stay open: the asset's class drill period, else
     the drill's own period; the next drill is where the fix has to show."""
-    if asset and asset in policy.assets:
-        period: timedelta = policy.classes[policy.asset(asset).class_].drill_every
-        return period
-    drill = policy.drills.get(source.removeprefix("drill "))
-    return drill.every if drill else timedelta(days=30)
+    from lifeboat.ops.status_view import StatusView
+
+    return StatusView.of(policy).action_period(source, asset)
 
 
 def drill_policy(policy: Policy, name: str) -> Policy:

@@ -15,6 +15,7 @@ from jinja2 import Environment, PackageLoader
 from lifeboat import runtime
 from lifeboat.ops.charts import BYTES, DURATION, PERCENT, Series, risk_bars, time_chart
 from lifeboat.ops.status import AssetStatus, asset_status, audit_entries, drill_results
+from lifeboat.ops.status_view import StatusView
 from lifeboat.units import format_bytes, format_seconds
 
 if TYPE_CHECKING:
@@ -180,15 +181,16 @@ def build_dashboard(
     """The dashboard page in ``out_dir``, of ``statuses`` when the caller has just taken them
     (the daemon's refresh: asking the servers again would wait on a silent one twice)."""
     now = now or datetime.now(UTC)
+    view = StatusView.of(policy)
     repo = runtime.open_for_write(policy)
     try:
         if statuses is None:
-            statuses = asset_status(policy, repo, now)
+            statuses = asset_status(view, repo, now)
         snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
     finally:
         repo.close()  # the daemon builds one every 30 s: its sockets must not pile up
-    drills = drill_results(policy)
-    audit = audit_entries(policy)
+    drills = drill_results(view)
+    audit = audit_entries(policy.state_dir)
     assets = [
         asset_charts(policy, st, [s for s in snapshots if s.asset == st.asset], audit, drills, now)
         for st in statuses

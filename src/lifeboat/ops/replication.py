@@ -105,7 +105,7 @@ def _last_copies(policy: Policy) -> dict[str, dict[str, Any]]:
     from lifeboat.ops.status import audit_entries
 
     last: dict[str, dict[str, Any]] = {}
-    for entry in audit_entries(policy):
+    for entry in audit_entries(policy.state_dir):
         if entry.get("operation") == "copy":
             last[str(entry.get("details", {}).get("copy"))] = entry
     return last

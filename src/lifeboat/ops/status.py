@@ -13,20 +13,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lifeboat import clock
 from lifeboat.assets.kind import StatusProbe, StatusQuery
-from lifeboat.assets.registry import kind_of
+from lifeboat.assets.registry import plugin
 from lifeboat.errors import LifeboatError
+from lifeboat.ops.status_view import AssetFacts, StatusView
 from lifeboat.repo import Repository
 from lifeboat.repo.records import key_created
 from lifeboat.repo.trust import LEGACY_WARNING
-
-if TYPE_CHECKING:
-    from lifeboat.assets.kind import AssetSpec
-    from lifeboat.policy import Policy
-
 
 # how long status waits for the kinds' probes, from when they were asked: past a connect
 # timeout (10 s), for a server that took the connection and then stopped answering
@@ -60,8 +56,9 @@ class AssetStatus:
     # is unknown); None: the kind has no archiver
 
 
-def audit_entries(policy: Policy) -> list[dict[str, Any]]:
-    path = Path(policy.state_dir) / "audit.jsonl"
+def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
+    """The audit log's entries (a line that does not parse is skipped)."""
+    path = Path(state_dir) / "audit.jsonl"
     if not path.exists():
         return []
     entries = []
@@ -73,9 +70,10 @@ def audit_entries(policy: Policy) -> list[dict[str, Any]]:
     return entries
 
 
-def drill_results(policy: Policy) -> list[dict[str, Any]]:
+def drill_results(view: StatusView) -> list[dict[str, Any]]:
+    """Every drill's results, oldest first, from the evidence directories of the policy's drills."""
     results = []
-    for drill in policy.drills.values():
+    for drill in view.drills.values():
         for path in sorted(Path(drill.evidence_dir).glob("*/drill.json")):
             try:
                 data = json.loads(path.read_text())
@@ -148,31 +146,31 @@ def _answer(ask: Callable[[], Any], future: Future[Any]) -> None:
 
 
 def asset_status(
-    policy: Policy, repo: Repository, now: datetime | None = None, probe_wait: float | None = None
+    view: StatusView, repo: Repository, now: datetime | None = None, probe_wait: float | None = None
 ) -> list[AssetStatus]:
     """Every asset's status; a kind's probe that has not answered ``probe_wait`` seconds
     (default ``PROBE_WAIT_S``) after the asking gives no answer (its asset's status then
     goes without it)."""
     now = now or clock.now()
-    probes = {name: kind_of(asset).status_probe(asset) for name, asset in policy.assets.items()}
+    probes = {name: plugin(asset.kind).status_probe(asset.settings) for name, asset in view.assets.items()}
     # asked before the repository is read, and read while they wait on the network
     asked = Probes.ask({name: probe for name, probe in probes.items() if probe is not None}, probe_wait)
     # refused snapshots count for nothing, and are breaches (another writer's sealed header
     # is recognised by the asset its signature names)
-    listing = repo.snapshot_listing(assets=list(policy.assets))
+    listing = repo.snapshot_listing(assets=list(view.assets))
     snapshots = listing.accepted
     refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
-    audit = audit_entries(policy)
-    drills = drill_results(policy)
+    audit = audit_entries(view.state_dir)
+    drills = drill_results(view)
     month_ago = (now - timedelta(days=30)).isoformat()
     statuses = []
-    for name, asset in policy.assets.items():
-        cls = policy.classes[asset.class_]
+    for name, asset in view.assets.items():
+        cls = view.classes[asset.class_]
         st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
         mine = [s for s in snapshots if s.asset == name]
         newest = mine[-1].time if mine else None
-        query = StatusQuery(policy, repo, name, asset, mine, audit, asked.answer(name))
-        extras = kind_of(asset).status(query)
+        query = StatusQuery(repo, name, asset.settings, mine, audit, asked.answer(name))
+        extras = plugin(asset.kind).status(query)
         if extras.newest is not None:
             newest = max(newest, extras.newest) if newest else extras.newest
         st.bad_pages, st.archive_failure = extras.bad_pages, extras.archive_failure
@@ -201,16 +199,14 @@ def asset_status(
                 st.breaches.append(f"success rate {st.success_rate_30d:.0%} below {cls.success_target:.0%}")
         last_drill_findings(st, drills)
         statuses.append(st)
-    corrective_action_findings(policy, statuses, now)
+    corrective_action_findings(view, statuses, now)
     return statuses
 
 
-def asset_host(asset: AssetSpec) -> str:
+def asset_host(asset: AssetFacts) -> str:
     """The policy's ``host``, else where the asset's kind says it lives (a PostgreSQL
     cluster's host from its dsn: the primary's), else this machine."""
-    if getattr(asset, "host", None):
-        return str(asset.host)
-    return kind_of(asset).host(asset) or socket.gethostname()
+    return asset.host or socket.gethostname()
 
 
 def _risk_key(st: AssetStatus) -> tuple[int, float, str]:
@@ -248,17 +244,17 @@ def last_drill_findings(st: AssetStatus, drills: list[dict[str, Any]]) -> None:
         return
 
 
-def corrective_action_findings(policy: Policy, statuses: list[AssetStatus], now: datetime) -> None:
+def corrective_action_findings(view: StatusView, statuses: list[AssetStatus], now: datetime) -> None:
     """Open corrective actions per asset (an action that names no asset counts for every
     asset of its drill); an overdue one is a breach (see drills/actions.py)."""
-    from lifeboat.drills.service import action_period, ledger_for
+    from lifeboat.drills.actions import ledger_at
 
     by_name = {st.asset: st for st in statuses}
-    for action in ledger_for(policy).load():
+    for action in ledger_at(view.base_dir).load():
         if action.status != "open":
             continue
-        assets = [action.asset] if action.asset else _drill_assets(policy, action.source)
-        period = action_period(policy, action.source, action.asset)
+        assets = [action.asset] if action.asset else view.drill_assets(action.source.removeprefix("drill "))
+        period = view.action_period(action.source, action.asset)
         due = action.due_time(period)
         for name in assets:
             st = by_name.get(name)
@@ -270,20 +266,13 @@ def corrective_action_findings(policy: Policy, statuses: list[AssetStatus], now:
                 st.breaches.append(f"corrective action {action.id} overdue since {due.date().isoformat()}")
 
 
-def _drill_assets(policy: Policy, source: str) -> list[str]:
-    drill = policy.drills.get(source.removeprefix("drill "))
-    if drill is None:
-        return []
-    return list(drill.assets or policy.assets)
-
-
-def key_warnings(policy: Policy, repo: Repository, now: datetime | None = None) -> list[str]:
+def key_warnings(view: StatusView, repo: Repository, now: datetime | None = None) -> list[str]:
     """Backup keys older than the policy's maximum key age (the strictest class wins)."""
     now = now or clock.now()
     legacy = [LEGACY_WARNING] if repo.legacy else []
-    if not policy.classes:
+    if not view.classes:
         return legacy
-    max_age = min(c.key_max_age for c in policy.classes.values())
+    max_age = min(c.key_max_age for c in view.classes.values())
     try:
         created = key_created(repo, repo.key_id)
     except (LifeboatError, KeyError, ValueError):

@@ -10,7 +10,10 @@ restore another snapshot's tree as "latest", or report stale backups as fresh: a
 tag fails is ignored and rebuilt from the repository, as an unreadable one always was.
 
 Stored form: ``data ‖ BLAKE3-keyed(lp(name) ‖ data)`` (32 bytes); ``name`` says which cache
-file it is, so one cache file copied over another fails too.
+file it is, so one cache file copied over another fails too. A cache that may hold a secret
+(the policy slice `status` keeps: a dsn may carry its password) is encrypted as well
+(``encrypt``): an AEAD envelope (crypto/envelope.py) under a key derived in a context of its
+own, ``name`` its associated data.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import blake3
 
 TAG_SIZE = 32
 CACHE_KEY_CONTEXT = b"lifeboat/local-cache/v1"
+CACHE_SECRET_CONTEXT = b"lifeboat/local-cache-secret/v1"
 
 
 class CacheSeal:
@@ -30,6 +34,7 @@ class CacheSeal:
 
     def __init__(self, mac: Callable[[bytes], bytes]) -> None:
         self._key = mac(CACHE_KEY_CONTEXT)
+        self._secret_key = mac(CACHE_SECRET_CONTEXT)
 
     def tagger(self, name: str) -> blake3.blake3:
         """The tag of cache file ``name`` in the making: ``update`` it with the data piece by
@@ -53,3 +58,20 @@ class CacheSeal:
             return None
         data, tag = stored[:-TAG_SIZE], stored[-TAG_SIZE:]
         return data if hmac.compare_digest(tag, self._tag(name, data)) else None
+
+    def encrypt(self, name: str, data: bytes) -> bytes:
+        """``data`` as written to the cache file ``name``, encrypted and authenticated."""
+        from lifeboat.crypto.envelope import Cipher
+
+        return Cipher(self._secret_key).seal(data, name.encode())
+
+    def decrypt(self, name: str, stored: bytes) -> bytes | None:
+        """The data of an encrypted cache file (None: rewritten, damaged, another file's or
+        another key's)."""
+        from lifeboat.crypto.envelope import Cipher
+        from lifeboat.errors import IntegrityError
+
+        try:
+            return Cipher(self._secret_key).open(stored, name.encode())
+        except IntegrityError:
+            return None

@@ -61,8 +61,10 @@ def refuse_future_time(policy: Policy, repo: Repository, asset: str, when: datet
     if when is None or when <= datetime.now(UTC):
         return
     from lifeboat.ops.status import asset_status
+    from lifeboat.ops.status_view import StatusView
 
-    newest = next((s.last_backup for s in asset_status(policy, repo) if s.asset == asset), None)
+    statuses = asset_status(StatusView.of(policy), repo)
+    newest = next((s.last_backup for s in statuses if s.asset == asset), None)
     raise ConfigError(
         f"--at {when.isoformat(timespec='seconds')} is in the future; the newest restorable time "
         f"of {asset} is {newest or 'none (no backup yet)'}",

@@ -6,7 +6,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lifeboat.assets.files.model import FilesAsset
 from lifeboat.assets.kind import (
     AssetKind,
     BackupRequest,
@@ -21,8 +20,16 @@ from lifeboat.assets.kind import (
 from lifeboat.units import format_bytes
 
 if TYPE_CHECKING:
+    from lifeboat.assets.files.model import FilesAsset
     from lifeboat.assets.kind import AssetSpec
     from lifeboat.repo import Entry, Repository, SnapshotInfo
+
+
+def _spec(asset: AssetSpec) -> FilesAsset:
+    # imported on use: `status` under a policy it validated before loads no pydantic
+    from lifeboat.assets.files.model import FilesAsset
+
+    return FilesAsset.of(asset)
 
 
 def snapshot_entries(repo: Repository, info: SnapshotInfo) -> list[Entry]:
@@ -53,7 +60,7 @@ class FilesKind(AssetKind):
         """Walk the asset's paths into one snapshot."""
         from lifeboat.assets.files.tree import backup_paths
 
-        asset = FilesAsset.of(request.asset)
+        asset = _spec(request.asset)
         info = backup_paths(
             request.repo,
             asset.name,
@@ -92,7 +99,7 @@ class FilesKind(AssetKind):
 
     def capture_source(self, asset: AssetSpec, at: datetime | None) -> object:
         """The files' sizes and times before the drill restores them."""
-        spec = FilesAsset.of(asset)
+        spec = _spec(asset)
         return capture_tree([Path(p) for p in spec.paths], spec.exclude, at)
 
     def drill(self, ctx: DrillContext) -> DrillRestore:

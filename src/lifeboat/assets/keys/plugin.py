@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lifeboat.assets.files.plugin import capture_tree, snapshot_entries
-from lifeboat.assets.keys.model import KeysAsset
 from lifeboat.assets.kind import (
     AssetKind,
     BackupRequest,
@@ -21,7 +20,15 @@ from lifeboat.assets.kind import (
 )
 
 if TYPE_CHECKING:
+    from lifeboat.assets.keys.model import KeysAsset
     from lifeboat.assets.kind import AssetSpec
+
+
+def _spec(asset: AssetSpec) -> KeysAsset:
+    # imported on use: `status` under a policy it validated before loads no pydantic
+    from lifeboat.assets.keys.model import KeysAsset
+
+    return KeysAsset.of(asset)
 
 
 class KeysKind(AssetKind):
@@ -35,7 +42,7 @@ class KeysKind(AssetKind):
         """Capture the key files with their fingerprints."""
         from lifeboat.assets.keys.capture import backup_keys
 
-        asset = KeysAsset.of(request.asset)
+        asset = _spec(request.asset)
         return BackupResult(backup_keys(request.policy, asset, request.repo, request.progress))
 
     def restore(self, run: RestoreRun) -> RestoreResult:
@@ -62,7 +69,7 @@ class KeysKind(AssetKind):
 
     def capture_source(self, asset: AssetSpec, at: datetime | None) -> object:
         """The key files' sizes and times before the drill restores them."""
-        spec = KeysAsset.of(asset)
+        spec = _spec(asset)
         return capture_tree([Path(p) for p in spec.paths], spec.exclude, at)
 
     def drill(self, ctx: DrillContext) -> DrillRestore:

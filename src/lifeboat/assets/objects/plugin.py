@@ -17,13 +17,16 @@ from lifeboat.assets.kind import (
     RestoreResult,
     RestoreRun,
 )
-from lifeboat.assets.objects.model import ObjectsAsset
 
 if TYPE_CHECKING:
     from lifeboat.assets.kind import AssetSpec
+    from lifeboat.assets.objects.model import ObjectsAsset
 
 
 def _spec(asset: AssetSpec) -> ObjectsAsset:
+    # imported on use: `status` under a policy it validated before loads no pydantic
+    from lifeboat.assets.objects.model import ObjectsAsset
+
     return ObjectsAsset.of(asset)
 
 

@@ -6,7 +6,7 @@ Only light imports at module level: `wal push` loads the registry, never psycopg
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,11 +32,11 @@ from lifeboat.assets.kind import (
     StatusQuery,
     Streamer,
 )
-from lifeboat.assets.postgres.model import PostgresAsset
 from lifeboat.errors import LifeboatError
 
 if TYPE_CHECKING:
     from lifeboat.assets.kind import AssetSpec
+    from lifeboat.assets.postgres.model import PostgresAsset
     from lifeboat.assets.postgres.restore import PgRestoreResult
     from lifeboat.policy import Policy
     from lifeboat.repo import Repository
@@ -45,6 +45,9 @@ WAL_DRAIN_EVERY = timedelta(seconds=10)
 
 
 def _spec(asset: AssetSpec) -> PostgresAsset:
+    # imported on use: `status` under a policy it validated before loads no pydantic
+    from lifeboat.assets.postgres.model import PostgresAsset
+
     return PostgresAsset.of(asset)
 
 
@@ -210,20 +213,25 @@ class PostgresKind(AssetKind):
 
         return status_extras(query)
 
-    def status_probe(self, asset: AssetSpec) -> StatusProbe | None:
+    def status_settings(self, asset: AssetSpec) -> Mapping[str, Any]:
+        """The server status asks (dsn) and whether WAL is streamed as well as archived."""
+        spec = _spec(asset)
+        return {"dsn": spec.dsn, "stream": spec.stream}
+
+    def status_probe(self, settings: Mapping[str, Any]) -> StatusProbe | None:
         """pg_stat_archiver's verdict (``status.archiver_probe``), asked of the server."""
         # imported here, on the caller's thread (psycopg with it): psycopg is then never
         # first imported by two threads at once
         from lifeboat.assets.postgres.status import archiver_probe
 
-        dsn = _spec(asset).dsn
+        dsn = str(settings["dsn"])
         return StatusProbe(f"postgres archiver {dsn}", functools.partial(archiver_probe, dsn))
 
     def host(self, asset: AssetSpec) -> str | None:
-        """The primary's host from the dsn (this machine for a socket)."""
-        from lifeboat.assets.postgres.standby import dsn_host
+        """The primary's host from the dsn (None for a socket: this machine)."""
+        from lifeboat.assets.postgres.standby import dsn_remote_host
 
-        return dsn_host(_spec(asset).dsn)
+        return dsn_remote_host(_spec(asset).dsn)
 
     def feasibility(self, policy: Policy, name: str, asset: AssetSpec) -> list[Note] | None:
         """A sub-minute RPO needs streaming; the schedule does not bound the RPO (WAL does)."""

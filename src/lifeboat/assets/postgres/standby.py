@@ -48,15 +48,20 @@ class StandbyError(LifeboatError):
 
 def dsn_host(dsn: str | None) -> str:
     """The machine a dsn points at: its host, or this machine for a Unix socket / no host."""
+    return dsn_remote_host(dsn) or socket.gethostname()
+
+
+def dsn_remote_host(dsn: str | None) -> str | None:
+    """The host a dsn names; None for this machine (a Unix socket, no host, unparsable)."""
     if not dsn:
-        return socket.gethostname()
+        return None
     try:
         host = str(conninfo_to_dict(dsn).get("host") or "")
     except psycopg.ProgrammingError:
-        return socket.gethostname()
+        return None
     first = host.split(",", 1)[0].strip()
     if not first or first.startswith("/") or first.startswith("@"):
-        return socket.gethostname()
+        return None
     return first
 
 

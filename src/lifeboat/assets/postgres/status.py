@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from lifeboat.assets.kind import StatusExtras, StatusQuery
 from lifeboat.assets.postgres.configure import archive_failure_on
 from lifeboat.assets.postgres.connection import connect
-from lifeboat.assets.postgres.model import PostgresAsset
 from lifeboat.errors import LifeboatError
 
 if TYPE_CHECKING:
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
 
 def status_extras(query: StatusQuery) -> StatusExtras:
     """The asset's breaches (in the order status reports them) and its newest WAL time."""
-    asset = PostgresAsset.of(query.asset)
     name, repo = query.name, query.repo
     extras = StatusExtras()
     if query.snapshots:
@@ -43,7 +41,7 @@ def status_extras(query: StatusQuery) -> StatusExtras:
             f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
             f"{d['fork_lsn'] or '?'} and both archived; newest WAL on timeline {d['newest_wal_on']}"
         )
-    if asset.stream:
+    if query.settings.get("stream"):
         streamed = newest_streamed(repo, name)
         if streamed is not None:
             newest = max(newest, streamed) if newest else streamed

@@ -1,0 +1,166 @@
+"""What `status` reads of a policy, without pydantic: the data classes' targets, each asset's
+kind, class, host and the settings its kind's status hooks ask for, the drills' evidence.
+
+Monitoring polls `status`; validating a whole policy (pydantic's import and model building)
+costs more than the rest of it. A validated policy gives its view (`StatusView.of`), which
+`cli/policy_slice.py` keeps for the next run of the same policy file, as it does for `wal
+push`. The view may hold a dsn with its password (a kind's status settings), so it is kept
+encrypted there, never in a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lifeboat.policy import Policy
+
+
+@dataclass(frozen=True)
+class ClassTargets:
+    """A data class as status judges its assets."""
+
+    rpo: timedelta
+    rto: timedelta
+    success_target: float
+    key_max_age: timedelta
+    drill_every: timedelta
+
+
+@dataclass(frozen=True)
+class AssetFacts:
+    """One asset: its kind, class, where it lives (the policy's ``host``, else what its kind
+    says; None: this machine) and its kind's status settings (``AssetKind.status_settings``)."""
+
+    kind: str
+    class_: str
+    host: str | None
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)  # may hold a password
+
+
+@dataclass(frozen=True)
+class DrillFacts:
+    evidence_dir: Path  # as the policy gives it
+    assets: tuple[str, ...]  # empty: every asset of the policy
+    every: timedelta
+
+
+@dataclass(frozen=True)
+class StatusView:
+    assets: Mapping[str, AssetFacts]
+    classes: Mapping[str, ClassTargets]
+    drills: Mapping[str, DrillFacts]
+    state_dir: Path
+    base_dir: Path
+    has_copies: bool  # [copies.NAME]: status reads their lag from the full policy
+
+    @classmethod
+    def of(cls, policy: Policy) -> StatusView:
+        from lifeboat.assets.registry import kind_of
+
+        return cls(
+            assets={
+                name: AssetFacts(
+                    asset.kind,
+                    asset.class_,
+                    asset.host or kind_of(asset).host(asset),
+                    dict(kind_of(asset).status_settings(asset)),
+                )
+                for name, asset in policy.assets.items()
+            },
+            classes={
+                name: ClassTargets(c.rpo, c.rto, c.success_target, c.key_max_age, c.drill_every)
+                for name, c in policy.classes.items()
+            },
+            drills={
+                name: DrillFacts(Path(d.evidence_dir), tuple(d.assets), d.every)
+                for name, d in policy.drills.items()
+            },
+            state_dir=Path(policy.state_dir),
+            base_dir=Path(policy.base_dir),
+            has_copies=bool(policy.copies),
+        )
+
+    def drill_assets(self, drill: str) -> list[str]:
+        """The assets a drill restores (all of the policy's when it names none)."""
+        facts = self.drills.get(drill)
+        if facts is None:
+            return []
+        return list(facts.assets or self.assets)
+
+    def action_period(self, source: str, asset: str | None) -> timedelta:
+        """How long a corrective action may stay open: the asset's class drill period, else
+        the drill's own period; the next drill is where the fix has to show."""
+        if asset and asset in self.assets:
+            return self.classes[self.assets[asset].class_].drill_every
+        drill = self.drills.get(source.removeprefix("drill "))
+        return drill.every if drill else timedelta(days=30)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "assets": {
+                name: {"kind": a.kind, "class": a.class_, "host": a.host, "settings": dict(a.settings)}
+                for name, a in self.assets.items()
+            },
+            "classes": {
+                name: {
+                    "rpo": c.rpo.total_seconds(),
+                    "rto": c.rto.total_seconds(),
+                    "success_target": c.success_target,
+                    "key_max_age": c.key_max_age.total_seconds(),
+                    "drill_every": c.drill_every.total_seconds(),
+                }
+                for name, c in self.classes.items()
+            },
+            "drills": {
+                name: {
+                    "evidence_dir": str(d.evidence_dir),
+                    "assets": list(d.assets),
+                    "every": d.every.total_seconds(),
+                }
+                for name, d in self.drills.items()
+            },
+            "state_dir": str(self.state_dir),
+            "base_dir": str(self.base_dir),
+            "has_copies": self.has_copies,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StatusView:
+        def seconds(value: Any) -> timedelta:
+            return timedelta(seconds=float(value))
+
+        return cls(
+            assets={
+                str(name): AssetFacts(
+                    str(a["kind"]),
+                    str(a["class"]),
+                    str(a["host"]) if a["host"] is not None else None,
+                    dict(a["settings"]),
+                )
+                for name, a in data["assets"].items()
+            },
+            classes={
+                str(name): ClassTargets(
+                    seconds(c["rpo"]),
+                    seconds(c["rto"]),
+                    float(c["success_target"]),
+                    seconds(c["key_max_age"]),
+                    seconds(c["drill_every"]),
+                )
+                for name, c in data["classes"].items()
+            },
+            drills={
+                str(name): DrillFacts(
+                    Path(d["evidence_dir"]), tuple(str(a) for a in d["assets"]), seconds(d["every"])
+                )
+                for name, d in data["drills"].items()
+            },
+            state_dir=Path(data["state_dir"]),
+            base_dir=Path(data["base_dir"]),
+            has_copies=bool(data["has_copies"]),
+        )
