@@ -27,6 +27,8 @@ NOT_FOR_WAL += ["numpy"]
 NOT_FOR_WAL += ["subprocess", "shutil"]
 # nor key serialization (its SSH, EC and DSA modules): keys are raw bytes here, ~3 ms
 NOT_FOR_WAL += ["cryptography.hazmat.primitives.serialization"]
+# nor what `status` keeps of the policy (~2 ms)
+NOT_FOR_WAL += ["lifeboat.ops.status_view"]
 UNUSED_KINDS = ["lifeboat.assets.objects", "lifeboat.assets.files", "lifeboat.assets.keys"]
 # a human listing draws its table with rich; nothing else of typer's world is needed, nor
 # the repository's backup machinery (nor, for `snapshots`, its restore machinery: `status`

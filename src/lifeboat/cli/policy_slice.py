@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import __version__
-from lifeboat.ops.status_view import StatusView
 
 if TYPE_CHECKING:
     from lifeboat.assets.postgres.model import PostgresAsset
+    from lifeboat.ops.status_view import StatusView
     from lifeboat.policy import Policy
 
 # the form of a cached entry: a change to PolicySlice changes it
@@ -135,7 +135,7 @@ class PolicySlice:
             deployment=Deployment(str(data["mode"])),
             threshold=int(data["threshold"]),
             wal=WalAsset(str(wal["name"]), bool(wal["wal_async"])) if wal is not None else None,
-            status=StatusView.from_json(status) if status is not None else None,
+            status=_status_view(status) if status is not None else None,
         )
 
 
@@ -190,8 +190,16 @@ def listing_slice(config: Path) -> PolicySlice:
     return _load(config, "listing", None, PolicySlice.of)
 
 
+def _status_view(data: dict[str, Any]) -> StatusView:
+    from lifeboat.ops.status_view import StatusView  # `status` alone: not for a WAL segment's push
+
+    return StatusView.from_json(data)
+
+
 def status_slice(config: Path) -> tuple[PolicySlice, StatusView]:
     """`status`: the slice and what status reads of the policy (ops/status_view.py)."""
+    from lifeboat.ops.status_view import StatusView
+
     found = _load(config, "status", None, lambda policy: PolicySlice.of(policy, status=StatusView.of(policy)))
     if found.status is None:
         raise ValueError("a status slice without its view")  # status_slice made every "status" entry
