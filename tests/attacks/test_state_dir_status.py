@@ -88,7 +88,7 @@ def test_a_forged_status_slice_does_not_hide_a_breach(cli: LifeboatCli) -> None:
     kept.write_bytes(insiders.encrypt(f"policy-slice/{kept.name}", _without_db(cli, kept)))
     code, status = _status(cli)
     assert code == 1 and {a["asset"] for a in status["assets"]} == {"docs", "db"}
-    kept.write_bytes(b'{"digest": "", "slice": {}}')  # plain JSON, no envelope
+    kept.write_bytes(_without_db(cli, kept))  # plain JSON (the genuine digest), no envelope
     code, status = _status(cli)
     assert code == 1 and {a["asset"] for a in status["assets"]} == {"docs", "db"}
 

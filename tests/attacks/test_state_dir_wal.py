@@ -168,9 +168,13 @@ def test_rewritten_settings_do_not_end_a_replay_early(site: Site) -> None:
 def test_rewritten_push_settings_do_not_archive_wal_under_another_asset(site: Site) -> None:
     push(site, SEGMENTS[0], b"genuine 1")
     kept = _push_settings(site)
-    kept.write_bytes(_insiders_forgery(kept, _rewritten(_kept_entry(site, kept), asset="web")))
-    push(site, SEGMENTS[1], b"genuine 2")
-    assert site.fetch(SEGMENTS[1]) == b"genuine 2"  # archived as db's
+    forged = _rewritten(_kept_entry(site, kept), asset="web")  # the genuine digest kept
+    # under a key of the insider's own, and as plain JSON (the slice's old, tagged form)
+    for segment, planted in ((SEGMENTS[1], _insiders_forgery(kept, forged)), (SEGMENTS[2], forged)):
+        kept.write_bytes(planted)
+        push(site, segment, b"genuine")
+        kept.unlink()  # the fetch validates the policy: db's
+        assert site.fetch(segment) == b"genuine"  # archived as db's
 
 
 def test_control_push_settings_with_a_valid_tag_are_followed(site: Site) -> None:

@@ -301,6 +301,8 @@ def test_status_and_snapshots_import_only_what_they_use(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert [a["asset"] for a in json.loads(proc.stdout)["assets"]] == ["docs"]
     _assert_lean(seen, NOT_FOR_LISTINGS + UNUSED_BY_FILES + validation + ["rich"])
+    unknown, _ = _run_probed(tmp_path, policy, "snapshots", "--asset", "doc", "--json")
+    assert (unknown.returncode, unknown.stderr) == (2, "lifeboat: error: unknown asset 'doc' (known: docs)\n")
 
 
 def test_status_under_a_policy_validated_before_follows_an_edit_of_it(tmp_path: Path) -> None:
@@ -315,8 +317,31 @@ def test_status_under_a_policy_validated_before_follows_an_edit_of_it(tmp_path: 
     policy.write_text(policy.read_text().replace('rpo = "1d"', 'rpo = "1s"'))
     [docs] = json.loads(cli.run("status", "--json", check=False).stdout)["assets"]
     assert docs["rpo_s"] == 1.0 and docs["risk"] == round(docs["exposure_s"] / 1.0, 4)
-    unknown, _ = _run_probed(tmp_path, policy, "snapshots", "--asset", "doc", "--json")
-    assert (unknown.returncode, unknown.stderr) == (2, "lifeboat: error: unknown asset 'doc' (known: docs)\n")
+
+
+def test_status_under_a_policy_validated_before_reads_a_moved_evidence_symlink(tmp_path: Path) -> None:
+    """A drill's evidence directory reached through a symlink: the slice keeps it resolved,
+    and is not used once the symlink points elsewhere (the failed drill found there is the
+    asset's verdict, as under a policy validated again)."""
+    policy = _backed_up(tmp_path)
+    (tmp_path / "ev1").mkdir()
+    failed = tmp_path / "ev2" / "2026-12-01-weekly"
+    failed.mkdir(parents=True)
+    drill = {"drill": "weekly", "started": "2026-12-01T00:00:00+00:00", "verdict": "fail"}
+    (failed / "drill.json").write_text(json.dumps(drill | {"achieved": {"docs": {"rto_s": 60.0}}}))
+    (tmp_path / "evidence").symlink_to(tmp_path / "ev1")
+    with policy.open("a") as fh:
+        fh.write('\n[drills.weekly]\nscenario = "full-outage"\nevidence_dir = "evidence"\n')
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    for _ in range(2):  # validated, then from the slice
+        [docs] = json.loads(cli.run("status", "--json").stdout)["assets"]
+        assert docs["last_drill"] is None
+    (tmp_path / "evidence").unlink()
+    (tmp_path / "evidence").symlink_to(tmp_path / "ev2")
+    moved = cli.run("status", "--json", check=False)
+    [docs] = json.loads(moved.stdout)["assets"]
+    assert (moved.returncode, docs["last_drill_verdict"]) == (1, "fail")
+    assert "last drill weekly failed (2026-12-01T00:00:00)" in docs["breaches"]
 
 
 def test_status_and_snapshots_print_the_bytes_their_typer_commands_print(tmp_path: Path) -> None:

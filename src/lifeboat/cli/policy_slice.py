@@ -37,13 +37,20 @@ FORMAT = 3
 CACHE_DIR = "policy-slice"
 _DEFAULT_KEYFILE = "keys/backup.key"  # RepositoryConfig.keyfile's default
 _DEFAULT_STATE_DIR = ".lifeboat"  # StateConfig.dir's default
+_DEFAULT_EVIDENCE_DIR = "docs/operations/drills"  # DrillConfig.evidence_dir's default
 VALIDATING_MODULES = (
     "policy.py",
     "policy_values.py",
     "policy_file.py",
     "assets/postgres/model.py",
-    "assets/postgres/plugin.py",  # its status settings and host
+    # what `status` keeps: its view, and each kind's status settings and host
     "ops/status_view.py",
+    "assets/kind.py",
+    "assets/files/plugin.py",
+    "assets/keys/plugin.py",
+    "assets/objects/plugin.py",
+    "assets/postgres/plugin.py",
+    "assets/postgres/standby.py",
     "cli/policy_slice.py",
 )
 
@@ -216,6 +223,7 @@ class _CacheSlot:
     digest: str  # of everything else the validated result depends on
     paths: tuple[Path, Path, Path | None, str]  # state dir, key file, recovery key, URL
     path: Path
+    evidence: tuple[tuple[str, Path], ...]  # each drill's evidence directory (`status`)
 
     @property
     def keyfile(self) -> Path:
@@ -227,7 +235,11 @@ class _CacheSlot:
 
     def holds(self, found: PolicySlice) -> bool:
         repo = found.repository
-        return (found.state_dir, repo.keyfile, repo.recovery_key, repo.url) == self.paths
+        if (found.state_dir, repo.keyfile, repo.recovery_key, repo.url) != self.paths:
+            return False
+        if found.status is None:
+            return True
+        return tuple(sorted((n, d.evidence_dir) for n, d in found.status.drills.items())) == self.evidence
 
 
 def _load(
@@ -263,6 +275,7 @@ def _slot(config: Path, purpose: str, asset: str | None) -> _CacheSlot | None:
         url = data.get("repository", {}).get("url")
         if isinstance(url, str) and "://" not in url:  # a plain path, as `_resolve_url` takes it
             url = f"file://{_resolved(config, url)}"
+        evidence = _raw_evidence_dirs(config, data)
     except (OSError, ValueError, TypeError, AttributeError, RuntimeError):
         return None
     if state_dir is None or keyfile is None or not isinstance(url, str):
@@ -275,7 +288,20 @@ def _slot(config: Path, purpose: str, asset: str | None) -> _CacheSlot | None:
     hasher.update(raw)
     name = hashlib.sha256("\0".join(key).encode()).hexdigest()[:16]
     paths = (state_dir, keyfile, recovery_key, url)
-    return _CacheSlot(raw, hasher.hexdigest(), paths, state_dir / "cache" / CACHE_DIR / name)
+    return _CacheSlot(raw, hasher.hexdigest(), paths, state_dir / "cache" / CACHE_DIR / name, evidence)
+
+
+def _raw_evidence_dirs(config: Path, data: dict[str, Any]) -> tuple[tuple[str, Path], ...]:
+    """Each drill's evidence directory from the raw TOML, resolved as `Policy.resolve` does
+    (a symlink on the way may have moved since the slice was made)."""
+    drills = data.get("drills", {})
+    found = []
+    for name, table in drills.items():
+        value = table.get("evidence_dir", _DEFAULT_EVIDENCE_DIR)
+        if not isinstance(value, str):
+            raise TypeError(f"drills.{name}.evidence_dir is not a path")  # the validation says why
+        found.append((str(name), _resolved(config, value)))
+    return tuple(sorted(found))
 
 
 def _code_stamp() -> list[str]:

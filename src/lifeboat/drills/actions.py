@@ -138,3 +138,14 @@ def render_markdown(actions: list[Action]) -> str:
 def ledger_at(base_dir: Path) -> Ledger:
     """The corrective-action ledger beside the policy file in ``base_dir``."""
     return Ledger(base_dir / "docs" / "operations" / "corrective-actions.json")
+
+
+DEFAULT_OPEN_PERIOD = timedelta(days=30)  # an action whose asset and drill are both gone
+
+
+def open_period(class_period: timedelta | None, drill_period: timedelta | None) -> timedelta:
+    """How long a corrective action may stay open: the drill period of its asset's data
+    class, else its drill's own period; the next drill is where the fix has to show."""
+    if class_period is not None:
+        return class_period
+    return drill_period if drill_period is not None else DEFAULT_OPEN_PERIOD

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.registry import kind_of
-from lifeboat.drills.actions import Ledger, ledger_at
+from lifeboat.drills.actions import Ledger, ledger_at, open_period
 from lifeboat.drills.evidence import write_bundle
 from lifeboat.drills.report import render
 from lifeboat.drills.runner import DrillRun, DrillRunner, Log, Restore
@@ -36,11 +36,11 @@ def reason_asset(reason: str, run: DrillRun) -> str | None:
 
 
 def action_period(policy: Policy, source: str, asset: str | None) -> timedelta:
-    """How long a corrective action may stay open: the asset's class drill period, else
-    the drill's own period; the next drill is where the fix has to show."""
-    from lifeboat.ops.status_view import StatusView
-
-    return StatusView.of(policy).action_period(source, asset)
+    """How long a corrective action may stay open (``actions.open_period``)."""
+    spec = policy.assets.get(asset) if asset else None
+    class_period = policy.classes[spec.class_].drill_every if spec else None
+    drill = policy.drills.get(source.removeprefix("drill "))
+    return open_period(class_period, drill.every if drill else None)
 
 
 def drill_policy(policy: Policy, name: str) -> Policy:

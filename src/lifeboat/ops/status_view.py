@@ -10,6 +10,7 @@ encrypted there, never in a log.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -44,7 +45,7 @@ class AssetFacts:
 
 @dataclass(frozen=True)
 class DrillFacts:
-    evidence_dir: Path  # as the policy gives it
+    evidence_dir: Path  # resolved against the policy file's directory (cli/policy_slice.py checks it)
     assets: tuple[str, ...]  # empty: every asset of the policy
     every: timedelta
 
@@ -68,7 +69,7 @@ class StatusView:
                     asset.kind,
                     asset.class_,
                     asset.host or kind_of(asset).host(asset),
-                    dict(kind_of(asset).status_settings(asset)),
+                    _plain(kind_of(asset).status_settings(asset)),
                 )
                 for name, asset in policy.assets.items()
             },
@@ -93,12 +94,13 @@ class StatusView:
         return list(facts.assets or self.assets)
 
     def action_period(self, source: str, asset: str | None) -> timedelta:
-        """How long a corrective action may stay open: the asset's class drill period, else
-        the drill's own period; the next drill is where the fix has to show."""
-        if asset and asset in self.assets:
-            return self.classes[self.assets[asset].class_].drill_every
+        """How long a corrective action may stay open (``drills.actions.open_period``)."""
+        from lifeboat.drills.actions import open_period
+
+        facts = self.assets.get(asset) if asset else None
         drill = self.drills.get(source.removeprefix("drill "))
-        return drill.every if drill else timedelta(days=30)
+        class_period = self.classes[facts.class_].drill_every if facts else None
+        return open_period(class_period, drill.every if drill else None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,3 +166,9 @@ class StatusView:
             base_dir=Path(data["base_dir"]),
             has_copies=bool(data["has_copies"]),
         )
+
+
+def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` as they come back from the JSON they are kept in: the view a validated
+    policy gives and the one read back are the same (a tuple would come back a list)."""
+    return dict(json.loads(json.dumps(dict(settings))))
