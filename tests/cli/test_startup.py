@@ -332,16 +332,40 @@ def test_status_under_a_policy_validated_before_reads_a_moved_evidence_symlink(t
     (tmp_path / "evidence").symlink_to(tmp_path / "ev1")
     with policy.open("a") as fh:
         fh.write('\n[drills.weekly]\nscenario = "full-outage"\nevidence_dir = "evidence"\n')
+    with policy.open("a") as fh:  # and one at the default place, beside the policy file
+        fh.write('\n[drills.monthly]\nscenario = "full-outage"\n')
     cli = LifeboatCli(policy=policy, cwd=tmp_path)
-    for _ in range(2):  # validated, then from the slice
-        [docs] = json.loads(cli.run("status", "--json").stdout)["assets"]
-        assert docs["last_drill"] is None
+    [docs] = json.loads(cli.run("status", "--json").stdout)["assets"]  # validated, and kept
+    assert docs["last_drill"] is None
+    kept, seen = _run_probed(tmp_path, policy, "status", "--json")
+    assert kept.returncode == 0 and json.loads(kept.stdout)["assets"][0]["last_drill"] is None
+    assert "pydantic" not in seen["modules"]  # from the slice
     (tmp_path / "evidence").unlink()
     (tmp_path / "evidence").symlink_to(tmp_path / "ev2")
     moved = cli.run("status", "--json", check=False)
     [docs] = json.loads(moved.stdout)["assets"]
     assert (moved.returncode, docs["last_drill_verdict"]) == (1, "fail")
     assert "last drill weekly failed (2026-12-01T00:00:00)" in docs["breaches"]
+
+
+def test_a_kept_push_does_not_look_at_the_drills_evidence(tmp_path: Path) -> None:
+    """Only `status` reads the drills' evidence directories: a push under a kept slice
+    goes on whatever has become of them (here a symlink loop, which resolving would fail)."""
+    policy = _initialised(tmp_path)
+    with policy.open("a") as fh:
+        fh.write('\n[drills.weekly]\nscenario = "pg-pitr"\nassets = ["db"]\nevidence_dir = "ev/sub"\n')
+    segments = [tmp_path / f"00000001000000000000000{i}" for i in (1, 2)]
+    for segment in segments:
+        segment.write_bytes(os.urandom(64 * 1024))
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("wal", "push", "--asset", "db", str(segments[0]))  # validated, and kept
+    (tmp_path / "ev").symlink_to(tmp_path / "ev")  # a loop
+    pushed, seen = _run_probed(tmp_path, policy, "wal", "push", "--asset", "db", str(segments[1]))
+    assert pushed.returncode == 0, pushed.stderr
+    assert "pydantic" not in seen["modules"]  # from the slice
+    key = str(tmp_path / "recovery.key")
+    cli.run("wal", "fetch", segments[1].name, str(tmp_path / "back"), "--asset", "db", "--recovery-key", key)
+    assert (tmp_path / "back").read_bytes() == segments[1].read_bytes()
 
 
 def test_status_and_snapshots_print_the_bytes_their_typer_commands_print(tmp_path: Path) -> None:

@@ -43,6 +43,11 @@ VALIDATING_MODULES = (
     "policy_values.py",
     "policy_file.py",
     "assets/postgres/model.py",
+    "assets/files/model.py",
+    "assets/keys/model.py",
+    "assets/objects/model.py",
+    "assets/registry.py",  # which model validates each kind's table
+    "units.py",
     # what `status` keeps: its view, and each kind's status settings and host
     "ops/status_view.py",
     "assets/kind.py",
@@ -275,7 +280,8 @@ def _slot(config: Path, purpose: str, asset: str | None) -> _CacheSlot | None:
         url = data.get("repository", {}).get("url")
         if isinstance(url, str) and "://" not in url:  # a plain path, as `_resolve_url` takes it
             url = f"file://{_resolved(config, url)}"
-        evidence = _raw_evidence_dirs(config, data)
+        # status alone reads the drills' evidence: a push never touches those directories
+        evidence = _raw_evidence_dirs(config, data) if purpose == "status" else ()
     except (OSError, ValueError, TypeError, AttributeError, RuntimeError):
         return None
     if state_dir is None or keyfile is None or not isinstance(url, str):
