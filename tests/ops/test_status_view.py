@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from lifeboat.assets.kind import StatusQuery
 from lifeboat.assets.registry import load_policy
 from lifeboat.ops.status_view import StatusView
 from tests.harness import PolicyBuilder
@@ -54,6 +55,8 @@ def test_the_view_holds_the_targets_hosts_and_status_settings(tmp_path: Path) ->
     }
     assert view.assets["docs"].settings == {}  # the files kind asks nothing of its source
     assert "s3cret" not in repr(view)  # settings are kept out of reprs (and so of logs)
+    query = StatusQuery(None, "remote", remote.settings, [], [])  # type: ignore[arg-type]
+    assert "s3cret" not in repr(query)  # nor of what a kind's status hook is handed
     assert view.drill_assets("weekly") == ["remote"]
     assert view.drill_assets("monthly") == ["remote", "local", "socket", "docs"]  # none named: all
     assert view.drill_assets("gone") == []

@@ -347,7 +347,7 @@ class StatusQuery:
 
     repo: Repository
     name: str
-    settings: Mapping[str, Any]  # the kind's status_settings of the asset
+    settings: Mapping[str, Any] = field(repr=False)  # the kind's status_settings (a dsn: its password)
     snapshots: list[SnapshotInfo]  # the asset's, oldest first
     audit: Sequence[dict[str, Any]]
     probed: Any = None  # what the kind's status_probe answered (None without one)
