@@ -305,6 +305,39 @@ def test_status_and_snapshots_import_only_what_they_use(tmp_path: Path) -> None:
     assert (unknown.returncode, unknown.stderr) == (2, "lifeboat: error: unknown asset 'doc' (known: docs)\n")
 
 
+def test_status_asks_a_postgres_server_from_a_child_that_imports_the_driver(tmp_path: Path) -> None:
+    """The archiver probe's driver (psycopg, ~80 ms) is imported by a child process while
+    status reads its policy and repository: under a kept slice the status process itself
+    never loads it, and the probe's verdict still reaches the output (here: no server, so
+    no answer). The first run validates the policy, and reads the dsn's host with
+    psycopg's own parser."""
+    policy = _initialised(tmp_path, mixed=True)
+    for _ in ("validates", "kept"):
+        proc, seen = _run_probed(tmp_path, policy, "status", "--json")
+        assert proc.returncode == 1, proc.stderr  # never backed up
+        by_name = {a["asset"]: a for a in json.loads(proc.stdout)["assets"]}
+        assert by_name["db"]["archiver_answered"] is False  # asked, and nobody answered
+        assert by_name["docs"]["archiver_answered"] is None  # a files asset has no archiver
+    driver = ["psycopg", "lifeboat.assets.postgres.configure", "pydantic"]
+    assert [m for m in driver if m in seen["modules"]] == []
+
+
+def test_two_policies_sharing_a_state_dir_each_keep_their_slice(tmp_path: Path) -> None:
+    """A monitoring host polling `status` under two policy files with one state dir: each
+    keeps its own validated slice (they took turns in one slot, and every poll validated
+    its policy again)."""
+    policy = _backed_up(tmp_path)
+    other = tmp_path / "other.toml"
+    other.write_text(policy.read_text().replace('rpo = "1d"', 'rpo = "2d"'))
+    for config in (policy, other):
+        _run_probed(tmp_path, config, "status", "--json")  # validated, and kept
+    for config, rpo in ((policy, 86400.0), (other, 172800.0)):
+        proc, seen = _run_probed(tmp_path, config, "status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert [a["rpo_s"] for a in json.loads(proc.stdout)["assets"]] == [rpo]  # its own policy's
+        assert "pydantic" not in seen["modules"]  # its kept slice, not a validation
+
+
 def test_status_under_a_policy_validated_before_follows_an_edit_of_it(tmp_path: Path) -> None:
     """`status` keeps what it reads of the policy (targets, assets, drills) with the
     slice; an edited policy file is validated again, and its new targets judged (the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class SilentHost:
@@ -33,6 +34,22 @@ class SilentHost:
             self.held.append(conn)
             if len(self.held) >= self.expect:
                 self.came.set()
+
+    def dropped(self, timeout: float) -> bool:
+        """Whether every held connection was closed by its client within ``timeout``
+        seconds (the process that asked has gone, and nothing it left holds them)."""
+        deadline = time.monotonic() + timeout
+        for conn in self.held:
+            try:
+                while True:  # what the client sent (its start-up packet), then its end
+                    conn.settimeout(max(0.0, deadline - time.monotonic()))
+                    if conn.recv(65536) == b"":
+                        break
+            except TimeoutError:
+                return False
+            except OSError:  # reset by the client: gone
+                continue
+        return True
 
     def close(self) -> None:
         self.closed.set()

@@ -96,6 +96,8 @@ def test_status_stopped_while_hosts_are_silent_stops_at_once(pg):
         os.kill(pg.lifeboat_pid(proc), signal.SIGTERM)
         out, err = proc.communicate(timeout=120)  # the silent hosts would hold it 600 s
         asked = len(silent.held)
+        # the child process that asked them went with status: nothing holds their connections
+        dropped = silent.dropped(timeout=120)
     finally:
         silent.close()
         proc.kill()
@@ -103,6 +105,24 @@ def test_status_stopped_while_hosts_are_silent_stops_at_once(pg):
     # interrupted while it waited, before it printed anything
     assert out == ""
     assert asked == 3
+    assert dropped, "a status probe outlived the status that asked it"
+
+
+def test_status_killed_while_hosts_are_silent_leaves_nothing_asking(pg):
+    """SIGKILL (the OOM killer, a monitoring agent's hard timeout) leaves status no chance
+    to clean up: the child process it asks its probes in dies with it all the same."""
+    silent = SilentHost(expect=2)
+    silent_fleet(pg, silent, 2)
+    proc = pg.popen("status", "--json", env=SLOW_CONNECT, text=True)
+    try:
+        assert silent.came.wait(120), f"{len(silent.held)} of 2 silent clusters asked"
+        os.kill(pg.lifeboat_pid(proc), signal.SIGKILL)
+        proc.communicate(timeout=120)
+        dropped = silent.dropped(timeout=120)
+    finally:
+        silent.close()
+        proc.kill()
+    assert dropped, "a status probe outlived the status that asked it"
 
 
 def test_a_cluster_that_refuses_the_archiver_query_does_not_stop_status(pg):

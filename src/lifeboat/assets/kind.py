@@ -234,6 +234,11 @@ class AssetKind:
     chooses_snapshot: bool = False
     # True: the source ships a write-ahead log the `wal` commands archive
     archives_wal: bool = False
+    # the modules ``status_probe``'s question imports (its driver): imported on the asking
+    # thread before the probes' threads start (two threads never import a driver for the
+    # first time at once), or by the child process one-shot `status` asks in, while the
+    # parent reads its policy (``ops/probe_child.py``)
+    status_probe_imports: tuple[str, ...] = ()
 
     def backup(self, request: BackupRequest) -> BackupResult:
         """Capture the asset into one committed snapshot."""
@@ -331,7 +336,9 @@ class AssetKind:
 
 @dataclass(frozen=True)
 class StatusProbe:
-    """A kind's live question for status: ``ask`` runs on a thread of its own. ``key`` says
+    """A kind's live question for status: ``ask`` runs on a thread of its own (in the
+    asking process, or in a child process of one-shot `status`; it is then pickled, as
+    its answer is). ``key`` says
     what it asks (a dsn): one probe a key is out at a time, so a server that took the
     connection and never answers holds one thread, not one more every time the daemon
     refreshes (held in memory only: a dsn may carry a password)."""

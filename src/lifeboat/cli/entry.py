@@ -12,6 +12,7 @@ module both paths call (`wal_run`, `status_run`, `snapshots_run`): one behaviour
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -118,12 +119,15 @@ def run_hot(call: HotCall) -> int:
 
     asset = call.options.get("--asset")
     json_out = "--json" in call.flags
+    if call.command == "status":
+        from lifeboat.cli.status_run import probe_child_for, status
+
+        child = probe_child_for(config)  # first: one thread, and little imported yet
+        from lifeboat.cli import policy_slice
+
+        return status(*policy_slice.status_slice(config), json_out, policy, child)
     from lifeboat.cli import policy_slice
 
-    if call.command == "status":
-        from lifeboat.cli.status_run import status
-
-        return status(*policy_slice.status_slice(config), json_out, policy)
     if call.command == "snapshots":
         from lifeboat.cli.snapshots_run import snapshots
 
@@ -174,10 +178,10 @@ def _run_hot_or_exit(call: HotCall) -> NoReturn:
         _error(f"lifeboat: error: {redact(exc.message)}")
         if exc.hint:
             _error(f"hint: {redact(exc.hint)}")
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except KeyboardInterrupt:
         _error("lifeboat: interrupted")
-        sys.exit(130)
+        code = 130
     except Exception as exc:  # genuine bugs
         from lifeboat.internal_error import record_internal_error
 
@@ -186,7 +190,10 @@ def _run_hot_or_exit(call: HotCall) -> NoReturn:
             f"lifeboat: internal error: {type(exc).__name__}: {redact(str(exc))} "
             "(run with --debug for details)"
         )
-        sys.exit(70)
+        code = 70
+    # The interpreter's last collection at exit walks every object the imports made: ~15 ms
+    # of a 120 ms `status` (measured). Frozen, they are skipped; they die with the process.
+    gc.freeze()
     sys.exit(code)
 
 

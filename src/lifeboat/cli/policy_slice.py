@@ -292,7 +292,8 @@ def _slot(config: Path, purpose: str, asset: str | None) -> _CacheSlot | None:
     inputs = [str(FORMAT), __version__, *_code_stamp(), str(config.absolute()), os.environ.get("HOME", "")]
     hasher = hashlib.sha256("\0".join([*inputs, *key]).encode() + b"\0")
     hasher.update(raw)
-    name = hashlib.sha256("\0".join(key).encode()).hexdigest()[:16]
+    # one slot per policy file: two policies sharing a state dir must not evict each other
+    name = hashlib.sha256("\0".join([str(config.absolute()), *key]).encode()).hexdigest()[:16]
     paths = (state_dir, keyfile, recovery_key, url)
     return _CacheSlot(raw, hasher.hexdigest(), paths, state_dir / "cache" / CACHE_DIR / name, evidence)
 

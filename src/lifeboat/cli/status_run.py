@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from rich.table import Table
 
+    from lifeboat.ops.probe_child import ProbeChild
     from lifeboat.ops.status import AssetStatus
     from lifeboat.ops.status_view import StatusView
     from lifeboat.policy import Policy
@@ -28,16 +29,51 @@ def status_of_policy(policy: Policy, json_out: bool) -> int:
     return status(PolicySlice.of(policy), StatusView.of(policy), json_out, lambda: policy)
 
 
-def status(settings: Settings, view: StatusView, json_out: bool, policy: Callable[[], Policy]) -> int:
+def probe_child_for(config: Path) -> ProbeChild | None:
+    """A child process to ask the status probes in, forked now, before the policy is read
+    (``ops/probe_child.py``): when the policy file names a kind whose probe imports a
+    driver. Read from the raw TOML (the validation comes later and says what is wrong)."""
+    import importlib
+    import tomllib
+
+    from lifeboat.assets.registry import KINDS, plugin
+    from lifeboat.errors import LifeboatError
+
+    try:
+        assets = tomllib.loads(config.read_text()).get("assets", {})
+        kinds = {str(table.get("kind")) for table in assets.values()}
+        modules = sorted({m for kind in kinds if kind in KINDS for m in plugin(kind).status_probe_imports})
+    except (OSError, ValueError, AttributeError, LifeboatError):  # the validation says why
+        return None
+    if not modules:
+        return None
+    from lifeboat.ops.probe_child import ProbeChild
+
+    def import_drivers() -> None:
+        for module in modules:
+            importlib.import_module(module)
+
+    return ProbeChild.start(import_drivers)
+
+
+def status(
+    settings: Settings,
+    view: StatusView,
+    json_out: bool,
+    policy: Callable[[], Policy],
+    child: ProbeChild | None = None,
+) -> int:
     """Print the status of every asset; the exit code (1 on any breach). ``policy``: the
-    validated policy, asked for only when it has copies (their lag needs their locations)."""
+    validated policy, asked for only when it has copies (their lag needs their locations);
+    ``child``: where to ask the kinds' probes (else on threads of this process)."""
     from lifeboat import runtime
     from lifeboat.audit import anchoring_problem
-    from lifeboat.ops.status import asset_status, fleet_groups, key_warnings
+    from lifeboat.ops.status import ask_probes, asset_status, fleet_groups, key_warnings
     from lifeboat.repo.immutability import tampering_problems
 
+    asked = ask_probes(view, child=child)
     repo = runtime.open_for_write(settings)
-    groups = fleet_groups(asset_status(view, repo))
+    groups = fleet_groups(asset_status(view, repo, asked=asked))
     statuses = [s for _, group in groups for s in group]
     warnings = key_warnings(view, repo)
     unanchored = anchoring_problem(Path(view.state_dir) / "audit.jsonl")

@@ -3,6 +3,7 @@ backup success rate over 30 days. Shared by `status`, the dashboard and the metr
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -13,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifeboat import clock
 from lifeboat.assets.kind import StatusProbe, StatusQuery
@@ -23,6 +24,9 @@ from lifeboat.ops.status_view import AssetFacts, StatusView
 from lifeboat.repo import Repository
 from lifeboat.repo.records import key_created
 from lifeboat.repo.trust import LEGACY_WARNING
+
+if TYPE_CHECKING:
+    from lifeboat.ops.probe_child import ProbeChild
 
 # how long status waits for the kinds' probes, from when they were asked: past a connect
 # timeout (10 s), for a server that took the connection and then stopped answering
@@ -92,15 +96,21 @@ class Probes:
     each. Each runs on a daemon thread of its own (they wait on the network, not the CPU):
     an interrupted status (Ctrl-C, SIGTERM) or a repository error does not wait for them,
     and an answer that has not come by ``wait`` (``PROBE_WAIT_S``) after the asking is no
-    answer."""
+    answer. One-shot `status` asks them in a child process instead (``ops/probe_child.py``)."""
 
     asked: dict[str, Future[Any]]
     deadline: float
 
     @classmethod
-    def ask(cls, probes: dict[str, StatusProbe], wait: float | None = None) -> Probes:
-        asked = {name: _ask(probe) for name, probe in probes.items()}
-        return cls(asked, time.monotonic() + (PROBE_WAIT_S if wait is None else wait))
+    def ask(
+        cls,
+        probes: dict[str, StatusProbe],
+        wait: float | None = None,
+        asked: dict[str, Future[Any]] | None = None,
+    ) -> Probes:
+        """``probes`` asked now, each on a thread; ``asked``: those asked elsewhere already."""
+        on_threads = {name: _ask(probe) for name, probe in probes.items()}
+        return cls((asked or {}) | on_threads, time.monotonic() + (PROBE_WAIT_S if wait is None else wait))
 
     def answer(self, name: str) -> Any:
         """The probe's answer (None: the asset has no probe, or its answer did not come in
@@ -145,16 +155,37 @@ def _answer(ask: Callable[[], Any], future: Future[Any]) -> None:
         future.set_exception(exc)
 
 
+def ask_probes(view: StatusView, wait: float | None = None, child: ProbeChild | None = None) -> Probes:
+    """Every asset's status probe, asked now: in ``child`` when given (and the probe can
+    be sent there), else on a thread of its own once this thread imported its driver."""
+    kinds = {name: plugin(asset.kind) for name, asset in view.assets.items()}
+    probes = {name: kinds[name].status_probe(asset.settings) for name, asset in view.assets.items()}
+    asking = {name: probe for name, probe in probes.items() if probe is not None}
+    in_child: dict[str, Future[Any]] = {}
+    if child is not None:
+        for name, probe in asking.items():
+            if (future := child.ask(name, probe.ask)) is not None:
+                in_child[name] = future
+        child.done_asking()
+    on_threads = {name: probe for name, probe in asking.items() if name not in in_child}
+    for module in sorted({m for name in on_threads for m in kinds[name].status_probe_imports}):
+        importlib.import_module(module)
+    return Probes.ask(on_threads, wait, in_child)
+
+
 def asset_status(
-    view: StatusView, repo: Repository, now: datetime | None = None, probe_wait: float | None = None
+    view: StatusView,
+    repo: Repository,
+    now: datetime | None = None,
+    probe_wait: float | None = None,
+    asked: Probes | None = None,
 ) -> list[AssetStatus]:
     """Every asset's status; a kind's probe that has not answered ``probe_wait`` seconds
     (default ``PROBE_WAIT_S``) after the asking gives no answer (its asset's status then
-    goes without it)."""
+    goes without it). ``asked``: the probes, when the caller asked them already."""
     now = now or clock.now()
-    probes = {name: plugin(asset.kind).status_probe(asset.settings) for name, asset in view.assets.items()}
     # asked before the repository is read, and read while they wait on the network
-    asked = Probes.ask({name: probe for name, probe in probes.items() if probe is not None}, probe_wait)
+    asked = asked or ask_probes(view, probe_wait)
     # refused snapshots count for nothing, and are breaches (another writer's sealed header
     # is recognised by the asset its signature names)
     listing = repo.snapshot_listing(assets=list(view.assets))

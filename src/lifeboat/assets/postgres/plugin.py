@@ -107,6 +107,7 @@ class PostgresKind(AssetKind):
     drill_scenarios = frozenset({"pg-pitr", "full-outage"})
     chooses_snapshot = True  # the base backup on the followed timeline
     archives_wal = True
+    status_probe_imports = ("lifeboat.assets.postgres.configure",)  # psycopg
 
     def backup(self, request: BackupRequest) -> BackupResult:
         """A base backup (the WAL is archived separately): the data directory's files when
@@ -220,8 +221,6 @@ class PostgresKind(AssetKind):
 
     def status_probe(self, settings: Mapping[str, Any]) -> StatusProbe | None:
         """pg_stat_archiver's verdict (``status.archiver_probe``), asked of the server."""
-        # imported here, on the caller's thread (psycopg with it): psycopg is then never
-        # first imported by two threads at once
         from lifeboat.assets.postgres.status import archiver_probe
 
         dsn = str(settings["dsn"])

@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.kind import StatusExtras, StatusQuery
-from lifeboat.assets.postgres.configure import archive_failure_on
-from lifeboat.assets.postgres.connection import connect
 from lifeboat.errors import LifeboatError
 
 if TYPE_CHECKING:
@@ -60,7 +58,12 @@ def archiver_probe(dsn: str) -> ArchiverAnswer | None:
     """``configure.archive_failure`` as status and the daemon ask it: they go on whatever the
     server does, so a query refused (a role without pg_stat_archiver) or a connection lost
     after connecting (a failover) is no verdict (None), as an unreachable server is. `pg
-    configure` and `policy check` call ``archive_failure`` itself."""
+    configure` and `policy check` call ``archive_failure`` itself. psycopg is imported
+    here, not with the module: one-shot `status` asks in a child process, and the parent
+    never needs it (``AssetKind.prepare_status_probe``)."""
+    from lifeboat.assets.postgres.configure import archive_failure_on
+    from lifeboat.assets.postgres.connection import connect
+
     try:
         return ArchiverAnswer(archive_failure_on(connect(dsn)))
     except LifeboatError:
