@@ -54,8 +54,9 @@ def _status(cli: LifeboatCli) -> tuple[int, dict[str, Any]]:
 
 
 def _kept(cli: LifeboatCli) -> Path:
-    """The status slice's file (named by its purpose, as cli/policy_slice.py names it)."""
-    name = hashlib.sha256(b"status\0").hexdigest()[:16]
+    """The status slice's file (named by the policy file and its purpose, as
+    cli/policy_slice.py names it)."""
+    name = hashlib.sha256(f"{Path(cli.policy).absolute()}\0status\0".encode()).hexdigest()[:16]
     path = load_policy(cli.policy).state_dir / "cache" / "policy-slice" / name
     assert path.exists()
     return path

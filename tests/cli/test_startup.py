@@ -322,6 +322,45 @@ def test_status_asks_a_postgres_server_from_a_child_that_imports_the_driver(tmp_
     assert [m for m in driver if m in seen["modules"]] == []
 
 
+def test_status_probe_child_under_odd_parents_and_a_broken_driver(tmp_path: Path) -> None:
+    """The child that asks the server: a policy read from a pipe is read once (by the
+    validation); a caller that ignores SIGCHLD (the child is then reaped for it) gets no
+    noise on stderr; a driver that does not import says so in one line (it gave no answer,
+    as if the server were down, and in-process it was an internal error)."""
+    policy = _initialised(tmp_path, mixed=True)
+    lifeboat = str(Path(sys.executable).with_name("lifeboat"))
+    piped = subprocess.run(
+        [lifeboat, "--config", "/dev/stdin", "status", "--json"],
+        input=policy.read_text().replace('"keys/', f'"{tmp_path}/keys/'),  # not under /dev
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert piped.returncode == 1, piped.stderr  # never backed up
+    assert {a["asset"] for a in json.loads(piped.stdout)["assets"]} == {"db", "docs"}
+
+    ignoring = "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+    ignoring += "os.execv(sys.argv[1], sys.argv[1:])"
+    run = [sys.executable, "-c", ignoring, lifeboat, "--config", str(policy), "status", "--json"]
+    for _ in range(2):  # validated, then under the kept slice
+        proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
+        assert (proc.returncode, proc.stderr) == (1, "")
+        by_name = {a["asset"]: a for a in json.loads(proc.stdout)["assets"]}
+        assert by_name["db"]["archiver_answered"] is False
+
+    broken = tmp_path / "broken" / "psycopg"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("libpq library not found")\n')
+    env = {**os.environ, "PYTHONPATH": str(broken.parent)}
+    proc = subprocess.run(run[3:], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr  # not "no answer", nor a crash
+    assert proc.stderr == (
+        "lifeboat: error: a status probe's driver does not load (lifeboat.assets.postgres.configure): "
+        "libpq library not found\nhint: the installation is broken: reinstall lifeboat\n"
+    )
+
+
 def test_two_policies_sharing_a_state_dir_each_keep_their_slice(tmp_path: Path) -> None:
     """A monitoring host polling `status` under two policy files with one state dir: each
     keeps its own validated slice (they took turns in one slot, and every poll validated

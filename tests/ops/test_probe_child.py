@@ -127,3 +127,28 @@ def test_the_child_does_not_outlive_its_parent() -> None:
         os.close(readable)
         if writable >= 0:
             os.close(writable)
+
+
+def test_a_driver_that_does_not_load_is_said_for_each_probe() -> None:
+    proc = run_script(
+        """
+        import functools
+        from lifeboat.errors import LifeboatError
+        from lifeboat.ops.probe_child import import_drivers
+
+        child = ProbeChild.start(functools.partial(import_drivers, ["lifeboat_no_such_driver"]))
+        asked = [child.ask("one", where), child.ask("two", where)]
+        child.done_asking()
+        said = []
+        for future in asked:
+            try:
+                future.result(timeout=120)
+            except LifeboatError as exc:
+                said.append([exc.message, exc.hint])
+        print(json.dumps(said))
+        """
+    )
+    message = "a status probe's driver does not load (lifeboat_no_such_driver): "
+    message += "No module named 'lifeboat_no_such_driver'"
+    hint = "the installation is broken: reinstall lifeboat"
+    assert json.loads(proc.stdout) == [[message, hint], [message, hint]]

@@ -32,14 +32,19 @@ def status_of_policy(policy: Policy, json_out: bool) -> int:
 def probe_child_for(config: Path) -> ProbeChild | None:
     """A child process to ask the status probes in, forked now, before the policy is read
     (``ops/probe_child.py``): when the policy file names a kind whose probe imports a
-    driver. Read from the raw TOML (the validation comes later and says what is wrong)."""
-    import importlib
+    driver. Read from the raw TOML (the validation comes later and says what is wrong),
+    and only from a regular file: a pipe (``-c <(envsubst < policy.tmpl)``) is read once,
+    by the validation."""
+    import functools
+    import stat
     import tomllib
 
     from lifeboat.assets.registry import KINDS, plugin
     from lifeboat.errors import LifeboatError
 
     try:
+        if not stat.S_ISREG(config.stat().st_mode):
+            return None
         assets = tomllib.loads(config.read_text()).get("assets", {})
         kinds = {str(table.get("kind")) for table in assets.values()}
         modules = sorted({m for kind in kinds if kind in KINDS for m in plugin(kind).status_probe_imports})
@@ -47,13 +52,9 @@ def probe_child_for(config: Path) -> ProbeChild | None:
         return None
     if not modules:
         return None
-    from lifeboat.ops.probe_child import ProbeChild
+    from lifeboat.ops.probe_child import ProbeChild, import_drivers
 
-    def import_drivers() -> None:
-        for module in modules:
-            importlib.import_module(module)
-
-    return ProbeChild.start(import_drivers)
+    return ProbeChild.start(functools.partial(import_drivers, modules))
 
 
 def status(

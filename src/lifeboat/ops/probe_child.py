@@ -11,12 +11,16 @@ value)``; what a probe raised travels as its type and message."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import struct
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
+
+from lifeboat.errors import LifeboatError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -30,6 +34,19 @@ _LENGTH = struct.Struct(">I")
 
 class ProbeRaised(RuntimeError):
     """What a probe raised in the child, by type and message (the exception may not pickle)."""
+
+
+def import_drivers(modules: Iterable[str]) -> None:
+    """The modules status probes ask with (``AssetKind.status_probe_imports``); one that
+    does not import is a broken installation, said in one line."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise LifeboatError(
+                f"a status probe's driver does not load ({module}): {exc}",
+                hint="the installation is broken: reinstall lifeboat",
+            ) from exc
 
 
 class ProbeChild:
@@ -48,8 +65,9 @@ class ProbeChild:
     def start(cls, prepare: Callable[[], None]) -> ProbeChild | None:
         """A child that runs ``prepare`` (its imports) and then waits for probes; None when
         this process cannot fork safely (another thread is running: a lock it held at the
-        fork would stay held in the child for ever)."""
-        if not hasattr(os, "fork") or threading.active_count() != 1:
+        fork would stay held in the child for ever), or off Linux (no parent-death signal:
+        a child asking a server that stalls would outlive status, holding its stdout)."""
+        if sys.platform != "linux" or threading.active_count() != 1:
             return None
         parent = os.getpid()
         from_parent, to_child = _pipe()
@@ -80,7 +98,7 @@ class ProbeChild:
             self._requests.write(_LENGTH.pack(len(payload)) + payload)
             self._requests.flush()
         except OSError:  # the child is gone: no answer
-            future.set_result(None)
+            self._complete(name, "answer", None)
         return future
 
     def done_asking(self) -> None:
@@ -90,22 +108,33 @@ class ProbeChild:
         except OSError:
             pass
 
-    def _read_answers(self, answers: IO[bytes]) -> None:
-        with answers:
-            for name, outcome, value in _received(answers):
-                with self._lock:
-                    future = self._futures.get(name)
-                if future is None or future.done():
-                    continue
-                if outcome == "raised":
-                    future.set_exception(ProbeRaised(value))
-                else:
-                    future.set_result(value)
-        os.waitpid(self._pid, 0)
+    def _complete(self, name: str, outcome: str, value: Any) -> None:
+        """The first word on a probe is its answer (the reader and a failed send may race)."""
         with self._lock:
-            unanswered = [f for f in self._futures.values() if not f.done()]
-        for future in unanswered:
-            future.set_result(None)
+            future = self._futures.get(name)
+            if future is None or future.done():
+                return
+            if outcome == "raised":
+                future.set_exception(ProbeRaised(value))
+            elif outcome == "broken":
+                future.set_exception(LifeboatError(*value))
+            else:
+                future.set_result(value)
+
+    def _read_answers(self, answers: IO[bytes]) -> None:
+        try:
+            with answers:
+                for name, outcome, value in _received(answers):
+                    self._complete(name, outcome, value)
+        finally:  # whatever ended the reading, nothing waits on an answer that cannot come
+            with self._lock:
+                names = list(self._futures)
+            for name in names:
+                self._complete(name, "answer", None)
+            try:
+                os.waitpid(self._pid, 0)
+            except ChildProcessError:  # reaped already (SIGCHLD ignored by whoever ran us)
+                pass
 
 
 def _pipe() -> tuple[IO[bytes], IO[bytes]]:
@@ -134,7 +163,12 @@ def _serve(prepare: Callable[[], None], requests: IO[bytes], answers: IO[bytes],
         # Ctrl-C reaches the whole process group: the parent stops, and this child with it
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _die_with_parent(parent)
-        prepare()
+        try:
+            prepare()
+        except LifeboatError as exc:  # a broken driver: every probe says so, as in-process
+            for name, _ in _received(requests):
+                _send_answer(answers, (name, "broken", (exc.message, exc.hint)))
+            raise
         writing = threading.Lock()
         asking = []
         for name, ask in _received(requests):
@@ -157,11 +191,21 @@ def _answer(name: str, ask: Callable[[], Any], answers: IO[bytes], writing: thre
     except BaseException as exc:  # raised by the probe, or an answer that does not pickle
         payload = pickle.dumps((name, "raised", f"{type(exc).__name__}: {exc}"))
     with writing:
-        try:
-            answers.write(_LENGTH.pack(len(payload)) + payload)
-            answers.flush()
-        except OSError:
-            pass  # the parent has gone
+        _send_payload(answers, payload)
+
+
+def _send_answer(answers: IO[bytes], message: tuple[str, str, Any]) -> None:
+    import pickle
+
+    _send_payload(answers, pickle.dumps(message))
+
+
+def _send_payload(pipe: IO[bytes], payload: bytes) -> None:
+    try:
+        pipe.write(_LENGTH.pack(len(payload)) + payload)
+        pipe.flush()
+    except OSError:
+        pass  # the other end has gone
 
 
 def _die_with_parent(parent: int) -> None:

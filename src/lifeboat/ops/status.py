@@ -3,7 +3,6 @@ backup success rate over 30 days. Shared by `status`, the dashboard and the metr
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ from lifeboat import clock
 from lifeboat.assets.kind import StatusProbe, StatusQuery
 from lifeboat.assets.registry import plugin
 from lifeboat.errors import LifeboatError
+from lifeboat.ops.probe_child import import_drivers
 from lifeboat.ops.status_view import AssetFacts, StatusView
 from lifeboat.repo import Repository
 from lifeboat.repo.records import key_created
@@ -168,8 +168,7 @@ def ask_probes(view: StatusView, wait: float | None = None, child: ProbeChild | 
                 in_child[name] = future
         child.done_asking()
     on_threads = {name: probe for name, probe in asking.items() if name not in in_child}
-    for module in sorted({m for name in on_threads for m in kinds[name].status_probe_imports}):
-        importlib.import_module(module)
+    import_drivers(sorted({m for name in on_threads for m in kinds[name].status_probe_imports}))
     return Probes.ask(on_threads, wait, in_child)
 
 

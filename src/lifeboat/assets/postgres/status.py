@@ -60,7 +60,7 @@ def archiver_probe(dsn: str) -> ArchiverAnswer | None:
     after connecting (a failover) is no verdict (None), as an unreachable server is. `pg
     configure` and `policy check` call ``archive_failure`` itself. psycopg is imported
     here, not with the module: one-shot `status` asks in a child process, and the parent
-    never needs it (``AssetKind.prepare_status_probe``)."""
+    never needs it (``AssetKind.status_probe_imports``)."""
     from lifeboat.assets.postgres.configure import archive_failure_on
     from lifeboat.assets.postgres.connection import connect
 
