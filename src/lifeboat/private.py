@@ -7,6 +7,7 @@ must not read them, whatever the umask of the process that created them.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -59,13 +60,26 @@ def private_dir(path: Path, mode: int = DIR_MODE, *, tighten: bool = True) -> Pa
 
 def private_opener(path: str, flags: int) -> int:
     """``open(..., opener=private_opener)``: files are created 0600, and one an older
-    version left 0644 is tightened when we own it."""
-    fd = os.open(path, flags, FILE_MODE)
+    version left 0644 is tightened when we own it. A symbolic link is refused: one planted
+    in the state dir would have lifeboat (often root) append to, or read, a file elsewhere."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise planted_link(Path(path)) from None
+        raise
     try:
         os.fchmod(fd, FILE_MODE)
     except OSError:
         pass  # another user's file: not ours to change
     return fd
+
+
+def planted_link(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path} is a symbolic link: lifeboat does not write through links among its own files",
+        hint="remove it, and find out who could write there: lifeboat never makes one",
+    )
 
 
 def write_private(path: Path, data: bytes, *, fsync: bool = False) -> None:
@@ -79,15 +93,29 @@ def replacing_private(path: Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
     """A file written piece by piece that replaces ``path`` atomically, mode 0600, once the
     block ends (nothing replaced when it raises)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    fd = _created_anew(tmp)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)  # an existing tmp kept its old mode
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # a link at ``path`` itself is replaced, never followed
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _created_anew(tmp: Path) -> int:
+    """A new file at ``tmp`` (0600), never one that was there: a crashed run's leftover is
+    removed first, and a link planted at the name (the name is predictable) is removed, not
+    followed."""
+    for _ in range(3):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        except FileExistsError:
+            tmp.unlink(missing_ok=True)
+            continue
+        os.fchmod(fd, FILE_MODE)  # whatever the umask took off
+        return fd
+    raise planted_link(tmp)  # put back each time it was removed: someone is at it
