@@ -64,9 +64,11 @@ def timed(
     shell: bool = False,
     cwd: Path | None = None,
     server: Server | None = None,
+    ok_codes: tuple[int, ...] = (0,),
 ) -> Run:
     """Run a command; its wall time, peak RSS and CPU, and (given the S3 ``server``) the
-    CPU it spent and the requests it answered meanwhile."""
+    CPU it spent and the requests it answered meanwhile. An exit code outside ``ok_codes``
+    stops the benchmark."""
     argv = ["/bin/sh", "-c", cmd] if shell else cmd
     assert isinstance(argv, list)
     cpu_before = server.cpu_seconds() if server else 0.0
@@ -80,7 +82,7 @@ def timed(
             stderr=subprocess.STDOUT,
         )
         output = proc.stdout.decode(errors="replace")
-        if proc.returncode != 0:
+        if proc.returncode not in ok_codes:
             raise SystemExit(f"{name} failed ({proc.returncode}):\n{output[-3000:]}")
         seconds, maxrss_kb, cpu, system = report.read().split()
     run = Run(name, float(seconds), int(maxrss_kb) / 1024, proc.returncode, output, float(cpu), float(system))

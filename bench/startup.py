@@ -78,21 +78,24 @@ def prepare(work: Path) -> list[str]:
     return lb
 
 
-def commands(lb: list[str], work: Path) -> dict[str, list[str] | str]:
-    """Each measured command (a string runs in sh: a fetch of a missing segment exits 1,
-    as it must for PostgreSQL, and the benchmark measures it all the same)."""
+# a fetch of a missing segment exits 1, as it must for PostgreSQL; `status` exits 1 while
+# an asset breaches its targets: the benchmark measures them all the same
+OK_CODES = {"wal fetch (missing segment)": (1,), "status --json": (0, 1)}
+
+
+def commands(lb: list[str], work: Path) -> dict[str, list[str]]:
+    """Each measured command."""
     key = ["--recovery-key", str(work / "recovery.key"), "--asset", "db"]
     fetched = str(work / "fetched")
     files_only = [LIFEBOAT, "--config", str(write_policy(work, "files-only.toml", postgres=False))]
-    missing = " ".join([*lb, "wal", "fetch", segment_name(999), fetched, *key])
     return {
         "lifeboat --version": [LIFEBOAT, "--version"],
         "wal push (64 KB segment)": [*lb, "wal", "push", "--asset", "db", str(work / "segment")],
         "wal fetch (archived segment)": [*lb, "wal", "fetch", segment_name(1), fetched, *key],
-        "wal fetch (missing segment)": f"{missing}; test $? -eq 1",
+        "wal fetch (missing segment)": [*lb, "wal", "fetch", segment_name(999), fetched, *key],
         "snapshots --json": [*lb, "snapshots", "--json"],
         "snapshots (table)": [*lb, "snapshots"],
-        "status --json": f"{' '.join([*lb, 'status', '--json'])} > /dev/null; true",
+        "status --json": [*lb, "status", "--json"],
         "status --json (files asset only)": [*files_only, "status", "--json"],
     }
 
@@ -114,7 +117,7 @@ def main() -> None:
             if "push" in name:  # a new segment each time, as PostgreSQL archives them
                 os.replace(segment, segment := work / segment_name(i + 1))
                 cmd = [*lb, "wal", "push", "--asset", "db", str(segment)]
-            run = timed(name, cmd, shell=isinstance(cmd, str))
+            run = timed(name, cmd, ok_codes=OK_CODES.get(name, (0,)))
             if i:  # the first run warms what a real host has warm
                 runs.append(run)
         walls = [r.seconds * 1000 for r in runs]
