@@ -627,3 +627,24 @@ def test_a_directory_objects_source_is_backed_up_and_restored_without_boto3(tmp_
     assert {p.name: p.read_bytes() for p in (restored / "photos").iterdir()} == {
         p.name: p.read_bytes() for p in (media / "photos").iterdir()
     }
+
+
+def test_a_fast_command_collects_no_cycles_but_the_children_it_forks_do() -> None:
+    """The WAL drainer and the prefetcher are forked by `wal push` and `wal fetch` and run
+    on after them (a drain of a long spool): their memory is collected as usual."""
+    script = """
+import gc, json, os
+from lifeboat.cli.entry import collector_off_but_in_children
+collector_off_but_in_children()
+readable, writable = os.pipe()
+if os.fork() == 0:
+    os.write(writable, json.dumps(gc.isenabled()).encode())
+    os._exit(0)
+os.close(writable)
+child = json.loads(os.read(readable, 100))
+os.wait()
+print(json.dumps({"command": gc.isenabled(), "child": child}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"command": False, "child": True}

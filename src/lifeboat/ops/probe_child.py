@@ -11,6 +11,7 @@ value)``; what a probe raised travels as its type and message."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import signal
@@ -163,6 +164,7 @@ def _serve(prepare: Callable[[], None], requests: IO[bytes], answers: IO[bytes],
         # Ctrl-C reaches the whole process group: the parent stops, and this child with it
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _die_with_parent(parent)
+        gc.disable()  # a short life, its parent's: the collector would only walk the imports
         try:
             prepare()
         except LifeboatError as exc:  # a broken driver: every probe says so, as in-process
