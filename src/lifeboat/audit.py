@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lifeboat.errors import ConfigError
 from lifeboat.private import private_dir, private_opener, write_private
 
 GENESIS = "0" * 64
@@ -239,12 +240,12 @@ class AuditLog:
         if new == old:
             return
         try:
-            write_private(anchor_state_path(self.path), json.dumps(new.to_json()).encode())
-            # root writing a log PostgreSQL's user owns (it pushes WAL): the watermark is theirs too
+            # root writing a log PostgreSQL's user owns (it pushes WAL): the watermark is theirs
+            # too, given before it takes its name (a chown by name could follow a link swapped in)
             log = self.path.stat()
-            if os.geteuid() == 0 and log.st_uid != 0:
-                os.chown(anchor_state_path(self.path), log.st_uid, log.st_gid)
-        except OSError:
+            owner = (log.st_uid, log.st_gid) if os.geteuid() == 0 and log.st_uid != 0 else None
+            write_private(anchor_state_path(self.path), json.dumps(new.to_json()).encode(), owner=owner)
+        except (OSError, ConfigError):
             return
         if failure is not None and old.error is None:
             # the failure is history too; it is anchored itself once copies work again

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,24 +51,33 @@ def private_dir(path: Path, mode: int = DIR_MODE, *, tighten: bool = True) -> Pa
     if not tighten:  # an existing directory someone else manages (the state dir itself)
         return path
     try:
-        st = path.stat()
-        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
-            os.chmod(path, mode)
-    except OSError:
+        # lstat and chmod of the directory itself, never through a link: one planted in the
+        # state dir would have lifeboat (often root) close a system directory to everyone
+        st = path.lstat()
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(path, mode, follow_symlinks=False)
+    except (OSError, NotImplementedError):
         pass  # not ours to change; the files inside are still 0600
     return path
 
 
 def private_opener(path: str, flags: int) -> int:
     """``open(..., opener=private_opener)``: files are created 0600, and one an older
-    version left 0644 is tightened when we own it. A symbolic link is refused: one planted
-    in the state dir would have lifeboat (often root) append to, or read, a file elsewhere."""
+    version left 0644 is tightened when we own it. Only a regular file is opened: a symbolic
+    link planted in the state dir would have lifeboat (often root) append to, or read, a
+    file elsewhere, and a FIFO would hold every command up."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise planted_link(Path(path)) from None
+            raise planted(Path(path), "a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise planted(Path(path), "not a regular file") from None
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise planted(Path(path), "not a regular file")
+    os.set_blocking(fd, not flags & os.O_NONBLOCK)
     try:
         os.fchmod(fd, FILE_MODE)
     except OSError:
@@ -75,25 +85,41 @@ def private_opener(path: str, flags: int) -> int:
     return fd
 
 
-def planted_link(path: Path) -> ConfigError:
+def planted(path: Path, what: str) -> ConfigError:
+    """The error for something lifeboat never makes, found where it keeps its own file."""
     return ConfigError(
-        f"{path} is a symbolic link: lifeboat does not write through links among its own files",
+        f"{path} is {what}: lifeboat keeps its own files there and does not write through it",
         hint="remove it, and find out who could write there: lifeboat never makes one",
     )
 
 
-def write_private(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Replace ``path`` atomically with ``data``, mode 0600."""
-    with replacing_private(path, fsync=fsync) as fh:
+def write_private(
+    path: Path, data: bytes, *, fsync: bool = False, owner: tuple[int, int] | None = None
+) -> None:
+    """Replace ``path`` atomically with ``data``, mode 0600 (``replacing_private``)."""
+    with replacing_private(path, fsync=fsync, owner=owner) as fh:
         fh.write(data)
 
 
 @contextmanager
-def replacing_private(path: Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
-    """A file written piece by piece that replaces ``path`` atomically, mode 0600, once the
-    block ends (nothing replaced when it raises)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = _created_anew(tmp)
+def replacing_private(
+    path: Path, *, fsync: bool = False, owner: tuple[int, int] | None = None
+) -> Iterator[BinaryIO]:
+    """A file written piece by piece that replaces ``path`` atomically, mode 0600 (and
+    ``owner``'s: uid, gid), once the block ends (nothing replaced when it raises). It is
+    written under a new name of its own: never through a link planted at a name known in
+    advance, and never into another writer's file (threads of one process, or processes
+    of one pid in two containers sharing the state dir)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # whatever the umask took off
+        if owner is not None:
+            os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -104,18 +130,3 @@ def replacing_private(path: Path, *, fsync: bool = False) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _created_anew(tmp: Path) -> int:
-    """A new file at ``tmp`` (0600), never one that was there: a crashed run's leftover is
-    removed first, and a link planted at the name (the name is predictable) is removed, not
-    followed."""
-    for _ in range(3):
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-        except FileExistsError:
-            tmp.unlink(missing_ok=True)
-            continue
-        os.fchmod(fd, FILE_MODE)  # whatever the umask took off
-        return fd
-    raise planted_link(tmp)  # put back each time it was removed: someone is at it

@@ -15,7 +15,7 @@ from lifeboat.audit import AuditLog
 from lifeboat.crypto.credentials import Credentials
 from lifeboat.crypto.keys import RecoveryKey, load_backup_key
 from lifeboat.errors import ConfigError, LifeboatError
-from lifeboat.private import private_dir, state_dir_mode
+from lifeboat.private import private_dir, private_opener, state_dir_mode
 from lifeboat.repo import Repository
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
@@ -136,8 +136,9 @@ def require_writable_state(policy: Settings) -> Path:
     try:
         state.mkdir(parents=True, exist_ok=True)
         # what the audit entry needs, no more: PostgreSQL's user may append to the log in a
-        # directory it cannot otherwise write
-        with open(state / "audit.jsonl", "ab"):
+        # directory it cannot otherwise write; a link or FIFO planted there is refused now,
+        # before anything is changed (private_opener)
+        with open(state / "audit.jsonl", "ab", opener=private_opener):
             pass
     except OSError as exc:
         raise ConfigError(

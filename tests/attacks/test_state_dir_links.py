@@ -1,16 +1,22 @@
-"""A malicious insider with the state dir (issue #14) plants symbolic links where lifeboat
-writes its own files: the audit log it appends to (and reads back), and the temporary name
-a cache is written under before it replaces the old one (``.name.tmp<pid>``: predictable).
-lifeboat often runs as root, so a link followed would append to, or overwrite, any file on
-the host. The link is refused (the audit log, with one error line) or removed (the
-temporary name); the file it points at is untouched either way."""
+"""A malicious insider with the state dir (issue #14) plants links and FIFOs where lifeboat
+keeps its own files: the audit log it appends to (and reads back), the directories it
+tightens to 0700, a FIFO that would hold every command up, the temporary names caches are
+written under, the staging a drill's cluster is given to PostgreSQL's user in. lifeboat
+often runs as root, so a link followed would append to, truncate, chmod or chown any file
+on the host. Each is refused before anything is changed (one error line) or not followed;
+the file it points at is untouched."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from lifeboat.private import write_private
+import pytest
+
+from lifeboat.assets.postgres.cluster import chown_tree
+from lifeboat.errors import RestoreError
+from lifeboat.private import private_dir, write_private
 from tests.harness import LifeboatCli, PolicyBuilder
 
 VICTIM_TEXT = "root:$6$canary-hash:19000:0:99999:7:::\n"
@@ -33,14 +39,29 @@ def test_a_link_planted_for_the_audit_log_is_refused_not_followed(tmp_path: Path
     victim = tmp_path / "shadow"
     victim.write_text(VICTIM_TEXT)
 
-    # the insider: the audit log swapped for a link to a file outside the state dir
+    # the insider: the audit log swapped for a link to a file outside the state dir, then
+    # for one to a file that does not exist yet (root would create it), then for a FIFO
     (state / "audit.jsonl").unlink()
     (state / "audit.jsonl").symlink_to(victim)
-    proc = cli.run("backup", "docs", check=False)
-    assert proc.returncode != 0
-    assert f"{state / 'audit.jsonl'} is a symbolic link" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert victim.read_text() == VICTIM_TEXT  # neither appended to nor rewritten
+    absent = tmp_path / "nologin"
+    for planted, what in (
+        (victim, "a symbolic link"),
+        (absent, "a symbolic link"),
+        (None, "not a regular file"),
+    ):
+        (state / "audit.jsonl").unlink()
+        if planted is None:
+            os.mkfifo(state / "audit.jsonl")
+        else:
+            (state / "audit.jsonl").symlink_to(planted)
+        proc = cli.run("backup", "docs", check=False, timeout=120)  # a FIFO opened would block
+        assert proc.returncode == 2, proc.stderr
+        assert f"{state / 'audit.jsonl'} is {what}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert victim.read_text() == VICTIM_TEXT  # neither appended to nor rewritten
+        assert not absent.exists()
+        # refused before the backup: no snapshot without its audit entry
+        assert json.loads(cli.run("snapshots", "--json").stdout) == []
 
     # control: the insider's link removed, the same backup records its entry
     (state / "audit.jsonl").unlink()
@@ -48,15 +69,46 @@ def test_a_link_planted_for_the_audit_log_is_refused_not_followed(tmp_path: Path
     assert '"operation": "backup"' in (state / "audit.jsonl").read_text()
 
 
-def test_a_link_planted_at_a_caches_temporary_name_is_removed_not_followed(tmp_path: Path) -> None:
+def test_a_link_planted_at_a_caches_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    """The temporary name was ``.name.tmp<pid>``: known in advance. It is now random, and
+    created exclusively: a link planted at the old name, or at the final name, is not
+    followed."""
     victim = tmp_path / "shadow"
     victim.write_text(VICTIM_TEXT)
     cache = tmp_path / "state" / "cache" / "refs.json"
     cache.parent.mkdir(parents=True)
-    planted = cache.with_name(f".{cache.name}.tmp{os.getpid()}")  # the name the writer will use
+    planted = cache.with_name(f".{cache.name}.tmp{os.getpid()}")
     planted.symlink_to(victim)
+    cache.symlink_to(victim)
     write_private(cache, b'{"refs": []}')
     assert victim.read_text() == VICTIM_TEXT
-    assert cache.read_bytes() == b'{"refs": []}' and not cache.is_symlink()
+    assert cache.read_bytes() == b'{"refs": []}' and not cache.is_symlink()  # the link replaced
     assert (cache.stat().st_mode & 0o777) == 0o600
-    assert not planted.exists() and not planted.is_symlink()
+    assert sorted(p.name for p in cache.parent.iterdir()) == [planted.name, cache.name]
+
+
+def test_a_linked_state_directory_is_not_tightened_through(tmp_path: Path) -> None:
+    """lifeboat tightens the directories it keeps to 0700; a link planted for one (the
+    cache dir, to /usr say) would have root close the target to everyone."""
+    target = tmp_path / "usr"
+    target.mkdir(mode=0o755)
+    os.chmod(target, 0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "cache").symlink_to(target)
+    private_dir(state / "cache")
+    assert (target.stat().st_mode & 0o777) == 0o755
+
+
+def test_a_link_planted_in_a_drills_staging_is_not_given_to_postgres(tmp_path: Path) -> None:
+    """The drill gives its staged cluster (and socket dir) to PostgreSQL's OS user: a link
+    planted at that name would make it `chown -R` whatever it points at."""
+    target = tmp_path / "etc"
+    target.mkdir()
+    (target / "shadow").write_text(VICTIM_TEXT)
+    staged = tmp_path / "drills" / ".db.sock"
+    staged.parent.mkdir()
+    staged.symlink_to(target)
+    with pytest.raises(RestoreError, match="is a symbolic link where lifeboat stages a cluster"):
+        chown_tree(staged, "postgres")
+    assert (target.stat().st_uid, (target / "shadow").stat().st_uid) == (0, 0)

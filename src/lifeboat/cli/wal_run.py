@@ -20,6 +20,8 @@ def _system_identifier(policy: Settings, repo: Repository, asset: str) -> int | 
     """The asset's system identifier, cached in the state dir once a base backup recorded
     it (push runs once per segment: no listing of snapshots each time)."""
     from lifeboat.assets.postgres.wal import asset_system_identifier
+    from lifeboat.errors import ConfigError
+    from lifeboat.private import write_private
 
     cache = policy.state_dir / "wal-sysid" / asset
     tag_name = f"wal-sysid/{asset}"  # tagged: a number planted there would refuse every segment
@@ -33,8 +35,8 @@ def _system_identifier(policy: Settings, repo: Repository, asset: str) -> int | 
     if found is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_bytes(repo.cache_seal.seal(tag_name, f"{found}\n".encode()))
-        except OSError:  # a state dir this user may not write: the next push looks it up again
+            write_private(cache, repo.cache_seal.seal(tag_name, f"{found}\n".encode()))
+        except (OSError, ConfigError):  # a state dir this user may not write: the next push looks it up again
             pass
     return found
 

@@ -15,13 +15,13 @@ does not know cost one HEAD each, once.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import ConfigError, NotFoundError
+from lifeboat.private import write_private
 from lifeboat.repo.format import pack_name, snapshot_name
 from lifeboat.repo.model import Problem
 from lifeboat.storage.base import Storage, VersionedStorage, retention_slack
@@ -77,12 +77,9 @@ class RetentionCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
             data = json.dumps(self.known, separators=(",", ":")).encode()
-            tmp.write_bytes(self.seal.seal(CACHE_NAME, data))
-            os.chmod(tmp, 0o600)
-            tmp.replace(self.path)
-        except OSError:
+            write_private(self.path, self.seal.seal(CACHE_NAME, data))
+        except (OSError, ConfigError):
             pass  # an optimisation: without it, known objects cost a HEAD again
 
 

@@ -517,7 +517,8 @@ class ParentStreamWriter:
         try:
             private_dir(file.path.parent)
             tmp = file.path.with_name(file.path.name + ".new")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            tmp.unlink(missing_ok=True)  # a crashed run's, or a link planted there: never written through
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except (OSError, ConfigError):  # a read-only state dir: losing the cache costs a full read
             return
         self._tmp = tmp

@@ -55,8 +55,14 @@ def chown_tree(path: Path, user: str | None) -> None:
         return
     entry = pwd.getpwnam(user)
     os.lchown(path, entry.pw_uid, entry.pw_gid)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
+    if path.is_symlink():  # a link planted in the staging: given away itself, never its target
+        raise RestoreError(
+            f"{path} is a symbolic link where lifeboat stages a cluster: "
+            f"refusing to give its target to {user}",
+            hint="remove it, and find out who could write to the state dir: lifeboat never makes one",
+        )
+    for root, dirs, files in os.walk(path):  # never into a linked directory (followlinks=False)
+        os.chown(root, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
         for name in dirs + files:
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
@@ -133,7 +139,10 @@ class PgCluster:
     def start(self, timeout: int = 120) -> None:
         """Start the cluster and wait until it accepts connections or recovery runs."""
         log = self.datadir.parent / f"{self.datadir.name}.log"
-        log.touch()
+        try:  # created here, never through a link planted at its name
+            os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        except OSError as exc:
+            raise RestoreError(f"cannot create the cluster's log {log}: {exc.strerror or exc}") from None
         chown_tree(log, self.user)
         if not all(SHELL_SAFE.match(str(p)) for p in (self.datadir, log, self.socket_dir)):
             self._spawn(log, timeout)
