@@ -648,3 +648,42 @@ print(json.dumps({"command": gc.isenabled(), "child": child}))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"command": False, "child": True}
+
+
+def test_wal_commands_whose_background_child_cannot_be_forked_still_succeed(tmp_path: Path) -> None:
+    """Under a pids limit fork fails (EAGAIN). The segment is archived (or restored) all
+    the same: exit 1 or 70 would have PostgreSQL retry the push for ever, or end recovery
+    early at a segment it was given. (fork itself is what is made to fail, in the real
+    process: the limit cannot be imposed on root here.)"""
+    policy = _initialised(tmp_path)
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+    no_fork = (
+        "import os, sys\n"
+        "def fork(): raise BlockingIOError(11, 'Resource temporarily unavailable')\n"
+        "os.fork = fork\n"
+        "sys.argv = ['lifeboat', *sys.argv[1:]]\n"
+        "from lifeboat.cli.entry import main\n"
+        "main()\n"
+    )
+    lifeboat = [sys.executable, "-c", no_fork, "--config", str(policy)]
+    push = subprocess.run(
+        [*lifeboat, "wal", "push", str(segment)], capture_output=True, text=True, timeout=120
+    )
+    assert (push.returncode, push.stderr) == (0, "")
+    restored, key = tmp_path / "restored", str(tmp_path / "recovery.key")
+    fetch = subprocess.run(
+        [*lifeboat, "wal", "fetch", segment.name, str(restored), "--recovery-key", key],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (fetch.returncode, fetch.stderr) == (0, "")
+    assert restored.read_bytes() == segment.read_bytes()
+    spooled = tmp_path / "000000010000000000000002"
+    spooled.write_bytes(os.urandom(64 * 1024))
+    push = subprocess.run(
+        [*lifeboat, "wal", "push", "--async", str(spooled)], capture_output=True, text=True, timeout=120
+    )
+    assert (push.returncode, push.stderr) == (0, "")  # spooled: the next push's drainer takes it
+    assert [p.name for p in (tmp_path / "state" / "wal-spool" / "db").iterdir() if p.name == spooled.name]

@@ -152,3 +152,23 @@ def test_a_driver_that_does_not_load_is_said_for_each_probe() -> None:
     message += "No module named 'lifeboat_no_such_driver'"
     hint = "the installation is broken: reinstall lifeboat"
     assert json.loads(proc.stdout) == [[message, hint], [message, hint]]
+
+
+def test_a_probe_that_says_why_it_fails_says_it_as_in_process() -> None:
+    proc = run_script(
+        """
+        from lifeboat.errors import LifeboatError
+
+        def refused():
+            raise LifeboatError("the server refused", hint="grant it")
+
+        child = ProbeChild.start(prepare)
+        asked = child.ask("refused", refused)
+        child.done_asking()
+        try:
+            asked.result(timeout=120)
+        except LifeboatError as exc:
+            print(json.dumps([type(exc).__name__, exc.message, exc.hint]))
+        """
+    )
+    assert json.loads(proc.stdout) == ["LifeboatError", "the server refused", "grant it"]

@@ -50,7 +50,7 @@ def push(settings: PolicySlice, asset: WalAsset, path: Path, async_: bool) -> No
     if async_ or asset.wal_async:
         spool = settings.state_dir / "wal-spool" / name
         spool_segment(spool, path, name, runtime.local_seal(settings))
-        if os.fork() == 0:  # the drainer outlives archive_command; one at a time (flock)
+        if _forked():  # the drainer outlives archive_command; one at a time (flock)
             try:
                 os.setsid()
                 drain_spool(runtime.open_for_write(settings), name, spool)
@@ -93,9 +93,20 @@ def fetch(
     cache = settings.state_dir / "wal-prefetch" / asset_name
     if not fetch_segment(repo, asset_name, name, dest, cache):
         return 1
-    if os.fork() == 0:  # prefetch the next segments after PostgreSQL has this one
+    if _forked():  # prefetch the next segments after PostgreSQL has this one
         try:
             prefetch(repo, asset_name, name, cache)
         finally:
             os._exit(0)
     return 0
+
+
+def _forked() -> bool:
+    """True in a child forked to go on in the background. One that cannot be forked (a pids
+    limit: EAGAIN) is no failure: the segment is already archived (spooled, for the next
+    push's drainer) or restored, and saying otherwise would have PostgreSQL retry the push
+    for ever, or end recovery early at a segment it was given."""
+    try:
+        return os.fork() == 0
+    except OSError:
+        return False

@@ -43,7 +43,7 @@ def import_drivers(modules: Iterable[str]) -> None:
     for module in modules:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except (ImportError, OSError) as exc:  # OSError: a shared library that does not load
             raise LifeboatError(
                 f"a status probe's driver does not load ({module}): {exc}",
                 hint="the installation is broken: reinstall lifeboat",
@@ -127,6 +127,8 @@ class ProbeChild:
             with answers:
                 for name, outcome, value in _received(answers):
                     self._complete(name, outcome, value)
+        except Exception:  # an answer that does not unpickle: none from here on
+            pass
         finally:  # whatever ended the reading, nothing waits on an answer that cannot come
             with self._lock:
                 names = list(self._futures)
@@ -190,6 +192,8 @@ def _answer(name: str, ask: Callable[[], Any], answers: IO[bytes], writing: thre
 
     try:
         payload = pickle.dumps((name, "answer", ask()))
+    except LifeboatError as exc:  # one error line, as when asked in-process
+        payload = pickle.dumps((name, "broken", (exc.message, exc.hint)))
     except BaseException as exc:  # raised by the probe, or an answer that does not pickle
         payload = pickle.dumps((name, "raised", f"{type(exc).__name__}: {exc}"))
     with writing:
