@@ -61,6 +61,16 @@ def private_dir(path: Path, mode: int = DIR_MODE, *, tighten: bool = True) -> Pa
     return path
 
 
+def _give(fd: int, owner: tuple[int, int]) -> None:
+    """The file to ``owner`` where this process may give it: root without CAP_CHOWN (a
+    hardened unit), an owner unmapped in a user namespace, root squashed on NFS keep it."""
+    try:
+        os.fchown(fd, *owner)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EINVAL):
+            raise
+
+
 def private_opener(path: str, flags: int) -> int:
     """``open(..., opener=private_opener)``: files are created 0600, and one an older
     version left 0644 is tightened when we own it. Only a regular file is opened: a symbolic
@@ -68,6 +78,10 @@ def private_opener(path: str, flags: int) -> int:
     file elsewhere, and a FIFO would hold every command up."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
+    except BlockingIOError:  # a lease (Samba, knfsd) being broken: wait for it, as open does
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise planted(Path(path), "not a regular file") from None
+        fd = os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise planted(Path(path), "a symbolic link") from None
@@ -115,7 +129,7 @@ def replacing_private(
     try:
         os.fchmod(fd, FILE_MODE)  # whatever the umask took off
         if owner is not None:
-            os.fchown(fd, *owner)
+            _give(fd, owner)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)

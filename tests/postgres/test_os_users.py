@@ -280,3 +280,26 @@ def test_root_and_the_owner_creating_the_same_new_directories_never_fail():
         assert not_owned_by(repo, postgres.pw_uid) == []
     finally:
         shutil.rmtree(root)
+
+
+def test_restore_into_a_linked_data_directory_starts_the_cluster(root_pg):
+    """/var/lib/postgresql/16/main is often a link to a volume: the restore writes through
+    it, gives what it points at to PostgreSQL's user and starts the cluster (the link's
+    refusal is for links planted in lifeboat's own staging)."""
+    pg = root_pg
+    pg.sql("insert into items (label) values ('through the link')")
+    pg.run("backup", "db")
+    volume = pg.root / "volume"
+    volume.mkdir()
+    target = pg.root / "main"
+    target.symlink_to(volume)
+    port = free_port()
+    pg.run("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    try:
+        rows = pg.sql(
+            "select count(*) from items where label = 'through the link'", pg.restored_dsn(target, port)
+        )
+        assert rows == [(1,)]
+        assert (volume / "PG_VERSION").exists() and target.is_symlink()
+    finally:
+        pg.stop_restored(target)

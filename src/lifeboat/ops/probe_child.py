@@ -118,7 +118,8 @@ class ProbeChild:
             if outcome == "raised":
                 future.set_exception(ProbeRaised(value))
             elif outcome == "broken":
-                future.set_exception(LifeboatError(*value))
+                message, hint, code = value
+                future.set_exception(LifeboatError(message, hint, exit_code=code))
             else:
                 future.set_result(value)
 
@@ -171,7 +172,7 @@ def _serve(prepare: Callable[[], None], requests: IO[bytes], answers: IO[bytes],
             prepare()
         except LifeboatError as exc:  # a broken driver: every probe says so, as in-process
             for name, _ in _received(requests):
-                _send_answer(answers, (name, "broken", (exc.message, exc.hint)))
+                _send_answer(answers, (name, "broken", (exc.message, exc.hint, exc.exit_code)))
             raise
         writing = threading.Lock()
         asking = []
@@ -193,7 +194,7 @@ def _answer(name: str, ask: Callable[[], Any], answers: IO[bytes], writing: thre
     try:
         payload = pickle.dumps((name, "answer", ask()))
     except LifeboatError as exc:  # one error line, as when asked in-process
-        payload = pickle.dumps((name, "broken", (exc.message, exc.hint)))
+        payload = pickle.dumps((name, "broken", (exc.message, exc.hint, exc.exit_code)))
     except BaseException as exc:  # raised by the probe, or an answer that does not pickle
         payload = pickle.dumps((name, "raised", f"{type(exc).__name__}: {exc}"))
     with writing:

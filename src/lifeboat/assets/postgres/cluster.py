@@ -67,6 +67,16 @@ def chown_tree(path: Path, user: str | None) -> None:
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
 
+def _log_fd(log: Path) -> int:
+    """The cluster's log for appending, never through a link planted at its name. An
+    existing log (a restart's) is opened without O_CREAT: in a sticky directory such as
+    /tmp, `fs.protected_regular` refuses even root an O_CREAT open of another user's file."""
+    try:
+        return os.open(log, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now."""
     with socket.socket() as sock:
@@ -139,8 +149,8 @@ class PgCluster:
     def start(self, timeout: int = 120) -> None:
         """Start the cluster and wait until it accepts connections or recovery runs."""
         log = self.datadir.parent / f"{self.datadir.name}.log"
-        try:  # created here, never through a link planted at its name
-            os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        try:
+            os.close(_log_fd(log))
         except OSError as exc:
             raise RestoreError(f"cannot create the cluster's log {log}: {exc.strerror or exc}") from None
         chown_tree(log, self.user)
@@ -168,7 +178,7 @@ class PgCluster:
     def _spawn(self, log: Path, timeout: float) -> None:
         """Start the postmaster without a shell. `pg_ctl start` hands its paths to /bin/sh
         inside double quotes, where a '$(...)' in a directory name would run."""
-        with open(log, "ab") as out:
+        with open(_log_fd(log), "ab") as out:
             proc = subprocess.Popen(
                 self._cmd(
                     "postgres", "-D", str(self.datadir), "-p", str(self.port), "-k", str(self.socket_dir)

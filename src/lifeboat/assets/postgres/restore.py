@@ -648,7 +648,9 @@ def _restore_with_stager(
     cluster = PgCluster(target, port or 5432, socket_dir, find_pg_bin(asset.pg_bin))
     chown_tree(socket_dir, cluster.user)  # the spool's files are the stager's to chown
     if cluster.user and os.stat(target).st_uid == 0:
-        chown_tree(target, cluster.user)
+        # the target the operator named may be a link (/var/lib/postgresql/16/main to a
+        # volume): its files were written through it, and the cluster is what it points at
+        chown_tree(target.resolve(), cluster.user)
 
     if request.postgres.start:
         try:
