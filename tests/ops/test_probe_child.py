@@ -172,3 +172,18 @@ def test_a_probe_that_says_why_it_fails_says_it_as_in_process() -> None:
         """
     )
     assert json.loads(proc.stdout) == ["LifeboatError", "the server refused", "grant it"]
+
+
+def test_no_child_when_fork_fails_and_no_descriptor_left_open() -> None:
+    proc = run_script(
+        """
+        def fork():
+            raise BlockingIOError(11, "Resource temporarily unavailable")  # a pids limit
+
+        before = sorted(os.listdir("/proc/self/fd"))
+        os.fork = fork
+        started = ProbeChild.start(prepare)
+        print(json.dumps([started is None, sorted(os.listdir("/proc/self/fd")) == before]))
+        """
+    )
+    assert json.loads(proc.stdout) == [True, True]

@@ -73,7 +73,12 @@ class ProbeChild:
         parent = os.getpid()
         from_parent, to_child = _pipe()
         from_child, to_parent = _pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # a pids limit (EAGAIN): the probes are asked on threads instead
+            for end in (from_parent, to_child, from_child, to_parent):
+                end.close()
+            return None
         if pid == 0:  # never returns
             to_child.close()
             from_child.close()
