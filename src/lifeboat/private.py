@@ -30,10 +30,17 @@ def state_dir_mode() -> int:
     return 0o711 if os.geteuid() == 0 else DIR_MODE
 
 
-def private_dir(path: Path, mode: int = DIR_MODE, *, tighten: bool = True) -> Path:
+def private_dir(path: Path, mode: int = DIR_MODE, *, tighten: bool = True, named: bool = False) -> Path:
     """Create ``path`` and tighten it to ``mode`` when we own it: a directory an older
     version created 0755 is fixed on first use. Missing parents are created 0700 too
-    (``mkdir(parents=True)`` would give them the umask's 0755)."""
+    (``mkdir(parents=True)`` would give them the umask's 0755). A symbolic link at ``path``
+    is refused: lifeboat never makes one among its own directories, and one planted there
+    would have it (often root) tighten, and write its files into, a directory elsewhere
+    (``/etc/sudoers.d``). ``named``: a path the operator named (the state dir itself), which
+    may be a link to where they keep it; so may one that is not ``tighten``ed (the state
+    dir, as the parent of its audit log)."""
+    if tighten and not named and path.is_symlink():
+        raise planted(path, "a symbolic link")
     missing = []
     for parent in [path, *path.parents]:
         if parent.exists():
@@ -51,11 +58,12 @@ def private_dir(path: Path, mode: int = DIR_MODE, *, tighten: bool = True) -> Pa
     if not tighten:  # an existing directory someone else manages (the state dir itself)
         return path
     try:
-        # lstat and chmod of the directory itself, never through a link: one planted in the
-        # state dir would have lifeboat (often root) close a system directory to everyone
-        st = path.lstat()
+        # the directory itself, never through a link swapped in meanwhile (a planted one
+        # would have root close a system directory to everyone); the operator's own link
+        # to their state dir is followed
+        st = path.stat() if named else path.lstat()
         if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
-            os.chmod(path, mode, follow_symlinks=False)
+            os.chmod(path, mode, follow_symlinks=named)
     except (OSError, NotImplementedError):
         pass  # not ours to change; the files inside are still 0600
     return path

@@ -106,7 +106,7 @@ def open_location(location: Location) -> Storage:
 def state_dir(policy: Settings) -> Path:
     """The state dir, created private (see lifeboat.private)."""
     try:
-        return private_dir(Path(policy.state_dir), state_dir_mode())
+        return private_dir(Path(policy.state_dir), state_dir_mode(), named=True)
     except ConfigError as exc:
         raise _state_not_writable(policy, exc.message) from None
 

@@ -16,7 +16,7 @@ import pytest
 
 from lifeboat.assets.postgres.cluster import chown_tree
 from lifeboat.errors import RestoreError
-from lifeboat.private import private_dir, write_private
+from lifeboat.private import write_private
 from tests.harness import LifeboatCli, PolicyBuilder
 
 VICTIM_TEXT = "root:$6$canary-hash:19000:0:99999:7:::\n"
@@ -87,17 +87,51 @@ def test_a_link_planted_at_a_caches_temporary_name_is_not_followed(tmp_path: Pat
     assert sorted(p.name for p in cache.parent.iterdir()) == [planted.name, cache.name]
 
 
-def test_a_linked_state_directory_is_not_tightened_through(tmp_path: Path) -> None:
-    """lifeboat tightens the directories it keeps to 0700; a link planted for one (the
-    cache dir, to /usr say) would have root close the target to everyone."""
-    target = tmp_path / "usr"
-    target.mkdir(mode=0o755)
-    os.chmod(target, 0o755)
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "cache").symlink_to(target)
-    private_dir(state / "cache")
-    assert (target.stat().st_mode & 0o777) == 0o755
+def test_a_linked_state_directory_is_neither_tightened_nor_written_into(tmp_path: Path) -> None:
+    """lifeboat tightens the directories it keeps to 0700 and writes its files there; a
+    link planted for one (the policy slices' directory, to /etc/sudoers.d say, where any
+    file that does not parse stops sudo) would have root close the target to everyone and
+    drop files into it. The link is refused: the cache goes unused, the command works. The
+    operator's own link to the state dir itself is followed, as before."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a\n")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (tmp_path / "state").symlink_to(volume)  # the operator's: the state dir on a volume
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .files("docs", [tmp_path / "data"])
+        .write(tmp_path / "lifeboat.toml")
+    )
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    cli.run("backup", "docs")
+    assert (volume / "audit.jsonl").exists() and (volume / "cache").is_dir()
+
+    sudoers = tmp_path / "sudoers.d"
+    sudoers.mkdir()
+    os.chmod(sudoers, 0o750)
+    (sudoers / "admins").write_text("%admin ALL=(ALL) ALL\n")
+    slices = volume / "cache" / "policy-slice"
+    if slices.exists():
+        for kept in slices.iterdir():
+            kept.unlink()
+        slices.rmdir()
+    slices.symlink_to(sudoers)
+    for _ in range(2):  # the slice would be made, then read
+        listed = cli.run("snapshots", "--json")
+        assert [s["asset"] for s in json.loads(listed.stdout)] == ["docs"]
+    assert sorted(p.name for p in sudoers.iterdir()) == ["admins"]
+    assert (sudoers.stat().st_mode & 0o777) == 0o750
+
+    (volume / "cache").rename(tmp_path / "old-cache")
+    (volume / "cache").symlink_to(sudoers)  # the whole cache dir, this time
+    assert cli.run("backup", "docs").returncode == 0
+    assert sorted(p.name for p in sudoers.iterdir()) == ["admins"]
+    assert (sudoers.stat().st_mode & 0o777) == 0o750
 
 
 def test_a_link_planted_in_a_drills_staging_is_not_given_to_postgres(tmp_path: Path) -> None:
