@@ -22,20 +22,27 @@ from tests.harness import LifeboatCli, PolicyBuilder
 VICTIM_TEXT = "root:$6$canary-hash:19000:0:99999:7:::\n"
 
 
-def test_a_link_planted_for_the_audit_log_is_refused_not_followed(tmp_path: Path) -> None:
+def initialised(tmp_path: Path) -> LifeboatCli:
+    """A file:// repository with a files asset, its state dir at ``tmp_path / "state"``
+    (made beforehand, it may be a link)."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.txt").write_text("a\n")
-    state = tmp_path / "state"
     policy = (
         PolicyBuilder()
         .repository(f"file://{tmp_path / 'repo'}")
-        .state(state)
+        .state(tmp_path / "state")
         .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
         .files("docs", [tmp_path / "data"])
         .write(tmp_path / "lifeboat.toml")
     )
     cli = LifeboatCli(policy=policy, cwd=tmp_path)
     cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    return cli
+
+
+def test_a_link_planted_for_the_audit_log_is_refused_not_followed(tmp_path: Path) -> None:
+    cli = initialised(tmp_path)
+    state = tmp_path / "state"
     victim = tmp_path / "shadow"
     victim.write_text(VICTIM_TEXT)
 
@@ -93,21 +100,10 @@ def test_a_linked_state_directory_is_neither_tightened_nor_written_into(tmp_path
     file that does not parse stops sudo) would have root close the target to everyone and
     drop files into it. The link is refused: the cache goes unused, the command works. The
     operator's own link to the state dir itself is followed, as before."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "a.txt").write_text("a\n")
     volume = tmp_path / "volume"
     volume.mkdir()
     (tmp_path / "state").symlink_to(volume)  # the operator's: the state dir on a volume
-    policy = (
-        PolicyBuilder()
-        .repository(f"file://{tmp_path / 'repo'}")
-        .state(tmp_path / "state")
-        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
-        .files("docs", [tmp_path / "data"])
-        .write(tmp_path / "lifeboat.toml")
-    )
-    cli = LifeboatCli(policy=policy, cwd=tmp_path)
-    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    cli = initialised(tmp_path)
     cli.run("backup", "docs")
     assert (volume / "audit.jsonl").exists() and (volume / "cache").is_dir()
 
