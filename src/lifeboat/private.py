@@ -111,7 +111,11 @@ def planted(path: Path, what: str) -> ConfigError:
     """The error for something lifeboat never makes, found where it keeps its own file."""
     return ConfigError(
         f"{path} is {what}: lifeboat keeps its own files there and does not write through it",
-        hint="remove it, and find out who could write there: lifeboat never makes one",
+        hint=(
+            "remove it: lifeboat never makes one. If you made it to keep lifeboat's files on "
+            "another disk, set [state] dir there (or link the state dir itself) instead; "
+            "if you did not, find out who could write there"
+        ),
     )
 
 
