@@ -52,6 +52,7 @@ from seaweed import ADMIN, MeteredSeaweed
 
 ROOT = Path(__file__).resolve().parent.parent
 LIFEBOAT = str(ROOT / ".venv" / "bin" / "lifeboat")
+FLOOR = [sys.executable, str(Path(__file__).resolve().parent / "s3_floor.py")]
 BIG_SHARE = 0.05  # files above this share of the tree get in-place page updates, others are replaced
 PAGE = 64 << 10
 
@@ -179,6 +180,7 @@ class Backend:
     restic_stored: Callable[[], int]
     server: Server | None = None
     env: dict[str, str] = field(default_factory=dict)
+    endpoint: str | None = None
 
 
 @contextmanager
@@ -226,6 +228,7 @@ def s3_backend(work: Path) -> Iterator[Backend]:
             lambda: bucket_bytes(s3, "restic"),
             server,
             creds,
+            server.endpoint,
         )
     shutil.rmtree(work / "seaweed", ignore_errors=True)
 
@@ -350,6 +353,12 @@ def one_run(k: int, args: argparse.Namespace, work: Path, src: Path, size: int, 
             restored, durable = restore_then_sync(f"{tool} restore", restore, env, server)
             results.add("restore", tool, restored)
             results.add("durable", tool, durable)
+        if be.endpoint:
+            # what the endpoint allows: every object of lifeboat's repository fetched cold by
+            # the thinnest client and thrown away; no restore from this server can beat it
+            drop_caches()
+            floor = [*FLOOR, "get", be.endpoint, "lifeboat"]
+            results.add("restore", "floor", timed("floor: GET all", floor, env=env, server=server))
         for d in (restored_to / "lb-restore", restored_to / "restic-restore"):
             if du(d) != du(src):
                 raise SystemExit(f"{d}: restored {du(d)} bytes of {du(src)}")
@@ -402,6 +411,17 @@ def main() -> None:
         if results.has(phase, "tar|zstd -3"):
             line += f", {spread(results.speed_ratio(phase, 'lifeboat', 'tar|zstd -3'), '.2f')}x tar|zstd"
         print(line)
+        if results.has(phase, "floor"):
+            of_floor = {
+                t: spread([100 * r for r in results.speed_ratio(phase, t, "floor")], ".0f")
+                for t in ("lifeboat", "restic")
+            }
+            best = spread(results.speed_ratio(phase, "floor", "restic"), ".2f")
+            print(
+                f"  the endpoint floor (GET every object of lifeboat's repository, bytes discarded):"
+                f" lifeboat at {of_floor['lifeboat']}% of its speed, restic at {of_floor['restic']}%;"
+                f" at the floor's speed lifeboat would be {best}x restic"
+            )
     if args.s3:  # issue #18's targets for a repository on S3
         goals = [("first", 1.5), ("restore", 2.0), ("durable", 2.0), ("second", 2.0)]
         results.targets(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,40 @@ def test_lanes_restore_every_byte_once(
     assert stats.files == len(SIZES) + 40
     assert stats.bytes == sum(SIZES) + sum(100 + 37 * i for i in range(40))
     assert lane_threads() == []
+
+
+def test_a_restore_from_s3_reads_each_pack_once_in_one_lane(
+    tmp_path: Path, s3_server: str, make_bucket: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lanes plan their pack ranges apart, and a pack holds chunks of files in both: from S3
+    that read each pack in pieces, a request each. One lane reads each pack once."""
+    storage = open_storage(f"s3://{make_bucket()}/repo", endpoint_url=s3_server, trust_endpoint=True)
+    _, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    s3_repo = Repository.open(storage, recovery_key=recovery)
+    src, info = backed_up(s3_repo, tmp_path)
+    used: list[int] = []
+    in_lanes = reader._in_lanes
+
+    def recorded(lanes: list[list[Entry]], *args: object) -> None:
+        used.append(len(lanes))
+        in_lanes(lanes, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader, "_in_lanes", recorded)
+    ranges: list[str] = []  # the packs read by the restore's planned ranges
+    get = type(storage).get
+
+    def counted(self: object, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if threading.current_thread().name.startswith("pack-get"):
+            ranges.append(name)
+        return get(self, name, offset, length)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(storage), "get", counted)
+
+    restore_snapshot(s3_repo, info, tmp_path / "target")
+
+    assert used == []
+    assert tree_bytes(tmp_path / "target" / "src") == tree_bytes(src)
+    assert ranges and len(ranges) == len(set(ranges))
 
 
 @pytest.mark.parametrize("lane", [0, 1])

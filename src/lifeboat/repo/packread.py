@@ -165,10 +165,14 @@ def plan_spans(
     return ordered, span_of
 
 
+def on_local_disk(repo: RepoHandle) -> bool:
+    """Whether a request costs a pread (a file:// repository) rather than a round trip."""
+    return repo.storage.url.startswith("file://")
+
+
 def span_limits(repo: RepoHandle) -> tuple[int, int]:
     """(gap read through, most bytes per request) for the repository's storage."""
-    local = repo.storage.url.startswith("file://")
-    return (LOCAL_GAP, LOCAL_MAX_SPAN) if local else (GAP, MAX_SPAN)
+    return (LOCAL_GAP, LOCAL_MAX_SPAN) if on_local_disk(repo) else (GAP, MAX_SPAN)
 
 
 def known_locations(repo: RepoHandle, blob_ids: Iterable[str]) -> dict[str, BlobLocation]:
