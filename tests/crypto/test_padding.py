@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lifeboat.crypto.padding import max_overhead, overhead, pad, padded_length, unpad
+from lifeboat.crypto.padding import TAIL_WINDOW, max_overhead, overhead, pad, padded_length, unpad, unpadded
 from lifeboat.errors import IntegrityError
 
 
@@ -57,3 +59,17 @@ def test_unpad_refuses_a_missing_mark() -> None:
         unpad(b"abc\x00\x00")
     with pytest.raises(IntegrityError):
         unpad(b"")
+
+
+@pytest.mark.parametrize("zeros", [0, 1, TAIL_WINDOW - 1, TAIL_WINDOW, 3 * TAIL_WINDOW + 5])
+def test_a_view_is_unpadded_wherever_its_mark_is(zeros: int) -> None:
+    """A blob is unpadded as a view of its decrypted bytes; the mark is found however many
+    zeros follow it (a crafted object may carry more than Padmé ever adds)."""
+    body = os.urandom(1000) + b"\x00\x80\x00"  # zeros and a mark inside the body stay
+    padded = body + b"\x80" + bytes(zeros)
+    assert unpadded(memoryview(padded)[0:]).tobytes() == body
+    assert unpad(padded) == body
+    with pytest.raises(IntegrityError, match="no padding mark"):
+        unpadded(bytes(zeros) + b"\x01" + bytes(zeros))
+    with pytest.raises(IntegrityError, match="no padding mark"):
+        unpadded(bytes(zeros + 1))

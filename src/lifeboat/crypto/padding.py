@@ -20,6 +20,7 @@ from __future__ import annotations
 from lifeboat.errors import IntegrityError
 
 PAD_MARK = 0x80
+TAIL_WINDOW = 64 << 10  # padding zeros read at once (a 1 MiB blob has at most 32 KiB)
 
 
 def padded_length(n: int) -> int:
@@ -52,7 +53,23 @@ def pad(data: bytes, min_size: int = 0) -> bytes:
 
 
 def unpad(padded: bytes) -> bytes:
-    body = padded.rstrip(b"\x00")
-    if not body or body[-1] != PAD_MARK:
+    """The object ``pad`` was given."""
+    return unpadded(padded).tobytes()
+
+
+def unpadded(padded: bytes | memoryview) -> memoryview:
+    """``unpad`` as a view of ``padded``: a blob's body is not copied to drop its padding
+    (each copy of a restore's gigabytes was taken holding the interpreter lock). The
+    zeros are looked for from the end, a window at a time."""
+    view = memoryview(padded)
+    end = len(view)
+    while end:
+        start = max(0, end - TAIL_WINDOW)
+        kept = len(view[start:end].tobytes().rstrip(b"\x00"))
+        if kept:
+            end = start + kept
+            break
+        end = start
+    if not end or view[end - 1] != PAD_MARK:
         raise IntegrityError("padded object is damaged (no padding mark)")
-    return body[:-1]
+    return view[: end - 1]

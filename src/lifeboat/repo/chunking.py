@@ -20,7 +20,7 @@ from typing import IO
 
 import zstandard
 
-from lifeboat.crypto.padding import PAD_MARK, padded_length, unpad
+from lifeboat.crypto.padding import PAD_MARK, padded_length, unpadded
 from lifeboat.errors import IntegrityError
 from lifeboat.repo.format import (
     BLOB_RAW,
@@ -109,14 +109,15 @@ def decode_payload(payload: bytes, raw_length: int) -> bytes:
     if not 0 <= raw_length <= MAX_BLOB_SIZE:
         raise IntegrityError(f"blob claims an impossible length ({raw_length} bytes)")
     encoding = payload[0]
+    body = memoryview(payload)[1:]  # copied once at most (a raw blob), not once a step
     if encoding == BLOB_RAW:
-        data = payload[1:]
+        data = body.tobytes()
     elif encoding == BLOB_ZSTD:
-        data = bounded_decompress(payload[1:], raw_length, "blob")
+        data = bounded_decompress(body, raw_length, "blob")
     elif encoding == BLOB_RAW_PADDED:
-        data = unpad(payload[1:])
+        data = unpadded(body).tobytes()
     elif encoding == BLOB_ZSTD_PADDED:
-        data = bounded_decompress(unpad(payload[1:]), raw_length, "blob")
+        data = bounded_decompress(unpadded(body), raw_length, "blob")
     else:
         raise IntegrityError(f"unknown blob encoding 0x{payload[0]:02x}")
     if len(data) != raw_length:

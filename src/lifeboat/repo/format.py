@@ -74,7 +74,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dec
 
 
-def bounded_decompress(frame: bytes, limit: int, what: str) -> bytes:
+def bounded_decompress(frame: bytes | memoryview, limit: int, what: str) -> bytes:
     """Decompress one zstd frame, refusing to produce more than ``limit`` bytes.
 
     ``ZstdDecompressor.decompress`` trusts the frame's declared content size and ignores

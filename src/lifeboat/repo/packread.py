@@ -51,7 +51,7 @@ def open_blob(
     blob_id: str,
     loc: BlobLocation,
     header: Callable[[], bytes],
-    envelope: Callable[[], bytes],
+    envelope: Callable[[], bytes | memoryview],
 ) -> bytes:
     """A blob's plaintext from its pack header and envelope, authenticated, bounded and
     checked against its id; every failure names the chunk and its pack."""
@@ -65,7 +65,7 @@ def open_blobs(
     keyring: Keyring,
     blobs: Iterable[tuple[str, BlobLocation]],
     header: Callable[[], bytes],
-    envelope: Callable[[BlobLocation], bytes],
+    envelope: Callable[[BlobLocation], bytes | memoryview],
 ) -> list[bytes | IntegrityError]:
     """``open_blob`` of each blob of one pack, the pack's header and key looked up once:
     each blob's plaintext, or the IntegrityError that refused it (naming the chunk and its
@@ -252,8 +252,8 @@ class PackRanges:
                 future = self._fetch(n)
         loc = self.locations[blob_id]
 
-        def envelope() -> bytes:
-            data = future.result()
+        def envelope() -> memoryview:
+            data = memoryview(future.result())
             return data[loc.offset - span.start : loc.offset - span.start + loc.length]
 
         try:
@@ -298,7 +298,7 @@ class PackRanges:
         out: list[bytes] = []
         try:
             try:
-                data = future.result()
+                data = memoryview(future.result())  # each blob read in place, not copied out
                 opened: Sequence[bytes | IntegrityError | StorageError] = open_blobs(
                     self.repo.keyring,
                     ((b, self.locations[b]) for b in blob_ids),
