@@ -83,7 +83,11 @@ def private_opener(path: str, flags: int) -> int:
     """``open(..., opener=private_opener)``: files are created 0600, and one an older
     version left 0644 is tightened when we own it. Only a regular file is opened: a symbolic
     link planted in the state dir would have lifeboat (often root) append to, or read, a
-    file elsewhere, and a FIFO would hold every command up."""
+    file elsewhere, and a FIFO would hold every command up. Nor is a hard link in a
+    directory another user may write (a WAL spool is PostgreSQL's user's): where
+    ``fs.protected_hardlinks`` is off, that user can link any file there. A file is
+    truncated only once it passed these checks."""
+    truncate, flags = flags & os.O_TRUNC, flags & ~os.O_TRUNC
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
     except BlockingIOError:  # a lease (Samba, knfsd) being broken: wait for it, as open does
@@ -96,15 +100,29 @@ def private_opener(path: str, flags: int) -> int:
         if exc.errno == errno.ENXIO:  # a FIFO nobody reads
             raise planted(Path(path), "not a regular file") from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise planted(Path(path), "not a regular file")
+        if st.st_nlink > 1 and _others_may_write(os.path.dirname(os.path.abspath(path))):
+            raise planted(Path(path), "a hard link to a file with another name")
+        os.set_blocking(fd, not flags & os.O_NONBLOCK)
+        if truncate:
+            os.ftruncate(fd, 0)
+    except BaseException:
         os.close(fd)
-        raise planted(Path(path), "not a regular file")
-    os.set_blocking(fd, not flags & os.O_NONBLOCK)
+        raise
     try:
         os.fchmod(fd, FILE_MODE)
     except OSError:
         pass  # another user's file: not ours to change
     return fd
+
+
+def _others_may_write(directory: str) -> bool:
+    """Whether a user other than this process's may add names to ``directory``."""
+    st = os.stat(directory)
+    return st.st_uid != os.geteuid() or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def planted(path: Path, what: str) -> ConfigError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,43 @@ def test_a_link_planted_in_a_drills_staging_is_not_given_to_postgres(tmp_path: P
     with pytest.raises(RestoreError, match="is a symbolic link where lifeboat stages a cluster"):
         chown_tree(staged, "postgres")
     assert (target.stat().st_uid, (target / "shadow").stat().st_uid) == (0, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the spool belongs to another user: needs root")
+def test_a_hard_link_planted_in_postgres_spool_is_refused_not_truncated(tmp_path: Path) -> None:
+    """`wal push --async` runs as PostgreSQL's OS user, which owns its spool; the daemon, or
+    `lifeboat wal drain`, empties it as root. Where ``fs.protected_hardlinks`` is 0 that
+    user can hard-link any file into its spool, under the name of the drain's lock file,
+    which root opened for writing and so truncated. The link is made here by root, as the
+    test cannot turn the protection off."""
+    (tmp_path / "data").mkdir()
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .postgres("db", dsn="host=/nonexistent dbname=postgres")
+        .write(tmp_path / "lifeboat.toml")
+    )
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    spool = tmp_path / "state" / "wal-spool" / "db"
+    spool.mkdir(parents=True, mode=0o700)
+    postgres = pwd.getpwnam("postgres")
+    os.chown(spool, postgres.pw_uid, postgres.pw_gid)
+    victim = tmp_path / "shadow"
+    victim.write_text(VICTIM_TEXT)
+    victim.chmod(0o640)
+    os.link(victim, spool / ".drain.lock")  # the insider, as postgres
+
+    proc = cli.run("wal", "drain", "--asset", "db", check=False)
+
+    assert proc.returncode == 2, proc.stderr
+    assert f"{spool / '.drain.lock'} is a hard link to a file with another name" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert victim.read_text() == VICTIM_TEXT  # not truncated
+    assert (victim.stat().st_mode & 0o777) == 0o640  # nor chmod-ed
+
+    # control: the insider's link gone, the same drain runs (nothing spooled, nothing sent)
+    (spool / ".drain.lock").unlink()
+    assert "0 spooled WAL files archived" in cli.run("wal", "drain", "--asset", "db").stdout
