@@ -85,33 +85,28 @@ def private_opener(path: str, flags: int) -> int:
     link planted in the state dir would have lifeboat (often root) append to, or read, a
     file elsewhere, and a FIFO would hold every command up. Nor is a hard link in a
     directory another user may write (a WAL spool is PostgreSQL's user's): where
-    ``fs.protected_hardlinks`` is off, that user can link any file there. A file is
-    truncated only once it passed these checks."""
+    ``fs.protected_hardlinks`` is off, that user can link any file there. The directory
+    judged is the one the file is opened in (held open meanwhile: that user may rename
+    directories under its own), and a file is truncated only once it passed the checks."""
     truncate, flags = flags & os.O_TRUNC, flags & ~os.O_TRUNC
+    where, name = os.path.split(os.path.abspath(path))
+    # O_PATH: search permission is enough, as for the open by path it replaces (root's
+    # state dir is 0711 to PostgreSQL's user)
+    directory = os.open(where, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
-    except BlockingIOError:  # a lease (Samba, knfsd) being broken: wait for it, as open does
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise planted(Path(path), "not a regular file") from None
-        fd = os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise planted(Path(path), "a symbolic link") from None
-        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
-            raise planted(Path(path), "not a regular file") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise planted(Path(path), "not a regular file")
-        if st.st_nlink > 1 and _others_may_write(os.path.dirname(os.path.abspath(path))):
-            raise planted(Path(path), "a hard link to a file with another name")
-        os.set_blocking(fd, not flags & os.O_NONBLOCK)
-        if truncate:
-            os.ftruncate(fd, 0)
-    except BaseException:
-        os.close(fd)
-        raise
+        fd = _open_regular(Path(path), name, flags, directory)
+        try:
+            st = os.fstat(fd)
+            if st.st_nlink > 1 and _others_may_write(os.fstat(directory)):
+                raise planted(Path(path), "a hard link to a file with another name")
+            os.set_blocking(fd, not flags & os.O_NONBLOCK)
+            if truncate:
+                os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+    finally:
+        os.close(directory)
     try:
         os.fchmod(fd, FILE_MODE)
     except OSError:
@@ -119,10 +114,31 @@ def private_opener(path: str, flags: int) -> int:
     return fd
 
 
-def _others_may_write(directory: str) -> bool:
-    """Whether a user other than this process's may add names to ``directory``."""
-    st = os.stat(directory)
-    return st.st_uid != os.geteuid() or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+def _open_regular(path: Path, name: str, flags: int, directory: int) -> int:
+    """``name`` in ``directory`` (an open descriptor), never through a link, and only a
+    regular file."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE, dir_fd=directory)
+    except BlockingIOError:  # a lease (Samba, knfsd) being broken: wait for it, as open does
+        if not stat.S_ISREG(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode):
+            raise planted(path, "not a regular file") from None
+        fd = os.open(name, flags | os.O_NOFOLLOW, FILE_MODE, dir_fd=directory)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise planted(path, "a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise planted(path, "not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise planted(path, "not a regular file")
+    return fd
+
+
+def _others_may_write(directory: os.stat_result) -> bool:
+    """Whether a user other than this process's, or root, may add names to a directory."""
+    owner_is_trusted = directory.st_uid in (0, os.geteuid())
+    return not owner_is_trusted or bool(directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def planted(path: Path, what: str) -> ConfigError:

@@ -145,7 +145,17 @@ def test_a_link_planted_in_a_drills_staging_is_not_given_to_postgres(tmp_path: P
     assert (target.stat().st_uid, (target / "shadow").stat().st_uid) == (0, 0)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the spool belongs to another user: needs root")
+def _postgres_user() -> bool:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not _postgres_user(), reason="the spool belongs to PostgreSQL's user: needs root"
+)
 def test_a_hard_link_planted_in_postgres_spool_is_refused_not_truncated(tmp_path: Path) -> None:
     """`wal push --async` runs as PostgreSQL's OS user, which owns its spool; the daemon, or
     `lifeboat wal drain`, empties it as root. Where ``fs.protected_hardlinks`` is 0 that

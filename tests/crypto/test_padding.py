@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lifeboat.crypto.padding import TAIL_WINDOW, max_overhead, overhead, pad, padded_length, unpad, unpadded
+from lifeboat.crypto.padding import (
+    MAX_TAIL_WINDOW,
+    TAIL_WINDOW,
+    max_overhead,
+    overhead,
+    pad,
+    padded_length,
+    unpad,
+    unpadded,
+)
 from lifeboat.errors import IntegrityError
 
 
@@ -61,7 +70,9 @@ def test_unpad_refuses_a_missing_mark() -> None:
         unpad(b"")
 
 
-@pytest.mark.parametrize("zeros", [0, 1, TAIL_WINDOW - 1, TAIL_WINDOW, 3 * TAIL_WINDOW + 5])
+@pytest.mark.parametrize(
+    "zeros", [0, 1, TAIL_WINDOW - 1, TAIL_WINDOW, 3 * TAIL_WINDOW + 5, 2 * MAX_TAIL_WINDOW + 7]
+)
 def test_a_view_is_unpadded_wherever_its_mark_is(zeros: int) -> None:
     """A blob is unpadded as a view of its decrypted bytes; the mark is found however many
     zeros follow it (a crafted object may carry more than Padmé ever adds)."""

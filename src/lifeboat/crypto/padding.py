@@ -20,7 +20,10 @@ from __future__ import annotations
 from lifeboat.errors import IntegrityError
 
 PAD_MARK = 0x80
-TAIL_WINDOW = 64 << 10  # padding zeros read at once (a 1 MiB blob has at most 32 KiB)
+# padding zeros are looked at a window at a time, from the end: a 1 MiB blob has up to
+# 32 KiB of them, a crafted object any number
+TAIL_WINDOW = 4 << 10
+MAX_TAIL_WINDOW = 1 << 20
 
 
 def padded_length(n: int) -> int:
@@ -62,14 +65,14 @@ def unpadded(padded: bytes | memoryview) -> memoryview:
     (each copy of a restore's gigabytes was taken holding the interpreter lock). The
     zeros are looked for from the end, a window at a time."""
     view = memoryview(padded)
-    end = len(view)
+    end, window = len(view), TAIL_WINDOW
     while end:
-        start = max(0, end - TAIL_WINDOW)
+        start = max(0, end - window)
         kept = len(view[start:end].tobytes().rstrip(b"\x00"))
         if kept:
             end = start + kept
             break
-        end = start
+        end, window = start, min(window * 2, MAX_TAIL_WINDOW)
     if not end or view[end - 1] != PAD_MARK:
         raise IntegrityError("padded object is damaged (no padding mark)")
     return view[: end - 1]
