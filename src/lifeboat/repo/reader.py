@@ -752,10 +752,21 @@ class _ChunkWriter:
         batch: list[Entry] = []
         small: list[Entry] = []  # for the writer
         small_bytes = 0
+        small_from = -1  # the pack range the writer's batch began in
+        span_of = self._blobs.span_of if self._blobs is not None else {}
         for f, i in tasks:
             entry = files[f]
+            span = span_of.get(entry.chunks[i], small_from)
+            if small and span > small_from:
+                # sent once the tasks move past its range: a batch filling up over many
+                # ranges kept each of them held for its first files, and the workers ahead
+                # fetched and dropped the few ranges left to them again and again
+                yield small
+                small, small_bytes = [], 0
             if len(entry.chunks) == 1:
                 if writer and entry.size < SMALL_FILE:
+                    if not small:
+                        small_from = span
                     small.append(entry)
                     small_bytes += entry.size
                     if len(small) == SEND_FILES or small_bytes >= SEND_BYTES:
