@@ -211,7 +211,9 @@ def test_restore_command_waits_for_a_pending_segment_and_fails_clearly(tmp_path:
 
     # the stager failed: fatal (> 125, PostgreSQL stops instead of promoting), with the reason
     failing = run_script(spool, "000000010000000000000006", tmp_path / "x")
-    (spool / ".failed").write_text("wal/db/000000010000000000000006 is missing from the repository\n")
+    reason = spool / ".failed.tmp"  # in place at once, as the stager writes it
+    reason.write_text("wal/db/000000010000000000000006 is missing from the repository\n")
+    reason.rename(spool / ".failed")
     _, err = failing.communicate(timeout=30)
     assert failing.returncode == FATAL and "000000010000000000000006 is missing" in err
     (spool / ".failed").unlink()

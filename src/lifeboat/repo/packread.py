@@ -378,13 +378,24 @@ class PackRanges:
             if n in self._held or span.uses <= 0:
                 self._next += 1
                 continue
-            if len(self._held) >= self.resident - 1:
+            while len(self._held) >= self.resident - 1:
                 victim = max(self._held, key=lambda h: self.spans[h].next_need())
-                if self.spans[victim].next_need() <= span.next_need():
-                    return  # every held span is needed before this one
+                if not self._held_for_later(victim, span):
+                    return  # every held span is needed before this one, or not read yet
                 del self._held[victim]
             self._next += 1
             self._fetch(n)
+
+    def _held_for_later(self, held: int, span: Span) -> bool:
+        """Whether a held span may make room for ``span``: read from already, its reads
+        left all come after ``span``'s first, and its range is here (a range fetched
+        ahead and not read yet, or one still coming, is not thrown away)."""
+        kept = self.spans[held]
+        return (
+            kept.uses < len(kept.needed_at)
+            and kept.next_need() > span.next_need()
+            and self._held[held].done()
+        )
 
 
 class TreePacks:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -363,6 +364,14 @@ class SnapshotReader:
             read_back.written(tree, files + links)
 
 
+def _first_span(work: list[Entry] | tuple[_OpenFile, str, int, int], span_of: dict[str, int]) -> int:
+    """The pack range a task begins in (-1: none planned, as for an empty file)."""
+    if isinstance(work, list):
+        chunks = work[0].chunks if work else []
+        return span_of.get(chunks[0], -1) if chunks else -1
+    return span_of.get(work[1], -1)
+
+
 def restore_lanes(files: list[Entry]) -> list[list[Entry]]:
     """A planned batch split into ``LANES`` lanes written side by side: its files of
     ``LANE_FROM`` or more spread over the lanes by size (a file is in one lane only), every
@@ -596,6 +605,13 @@ class _ChunkWriter:
         futures: list[Future[None]] = []
         failed = self._stop if self._stop is not None else threading.Event()
         self._failed = failed
+        # the small-file lane (one thread, and the writer process) falls behind the pool:
+        # its batches in flight, by the pack range each begins in, are kept within ``lag``
+        # ranges of the work handed out, or the ranges it still reads take the room the
+        # pool's next ranges come into, and those are fetched twice
+        behind: deque[tuple[int, Future[None]]] = deque()
+        span_of = self._blobs.span_of if self._blobs is not None else {}
+        lag = max(1, (self._blobs.resident if self._blobs is not None else 4) - 2)
 
         def settle(future: Future[None]) -> None:
             window.release()
@@ -615,6 +631,9 @@ class _ChunkWriter:
                     for work in self._work(files, tasks, writer=out is not None):
                         if failed.is_set():
                             break
+                        span = _first_span(work, span_of)
+                        while behind and (behind[0][1].done() or span - behind[0][0] > lag):
+                            wait([behind.popleft()[1]])
                         window.acquire()
                         if isinstance(work, list):
                             small_only = all(e.size < SMALL_FILE for e in work)
@@ -623,6 +642,8 @@ class _ChunkWriter:
                             else:
                                 lane = small if small_only else pool
                                 future = lane.submit(self._write_whole, work, failed)
+                            if small_only:
+                                behind.append((span, future))
                         else:
                             future = pool.submit(self._write_chunk, *work)
                         future.add_done_callback(settle)

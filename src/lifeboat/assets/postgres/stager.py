@@ -34,7 +34,7 @@ from typing import IO
 from lifeboat.assets.postgres.quoting import shell_arg
 from lifeboat.assets.postgres.walnames import Segment, is_history
 from lifeboat.errors import LifeboatError, RestoreError
-from lifeboat.private import private_dir, private_opener
+from lifeboat.private import private_dir, private_opener, write_private
 from lifeboat.repo import Repository
 
 SCRIPT = ".restore-wal"
@@ -203,9 +203,9 @@ class WalStager:
         self._stop.set()
         reason = exc.message if isinstance(exc, LifeboatError) else f"{type(exc).__name__}: {exc}"
         try:
-            path = self.spool / ".failed"
-            path.write_text(reason.replace("\n", " ")[:500] + "\n")
-            self._chown(path)
+            # in place at once: a restore_command that finds it reads the whole reason
+            data = (reason.replace("\n", " ")[:500] + "\n").encode()
+            write_private(self.spool / ".failed", data, owner=self._ids)
         except OSError:
             pass  # a full disk: the script also gives up when the owner's lock is free
 
