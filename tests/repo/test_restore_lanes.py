@@ -55,6 +55,19 @@ def lane_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("restore-lane")]
 
 
+def lanes_used(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many lanes each batch written in lanes had (filled in as the restore runs)."""
+    used: list[int] = []
+    in_lanes = reader._in_lanes
+
+    def recorded(lanes: list[list[Entry]], *args: object) -> None:
+        used.append(len(lanes))
+        in_lanes(lanes, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader, "_in_lanes", recorded)
+    return used
+
+
 def test_each_large_file_is_in_one_lane_and_small_files_in_the_first() -> None:
     small = [Entry(f"s{i}", size=10) for i in range(5)]
     files = [Entry(f"l{i}", size=s) for i, s in enumerate(SIZES)] + small
@@ -78,14 +91,7 @@ def test_lanes_restore_every_byte_once(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, info = backed_up(repo, tmp_path)
-    used: list[int] = []
-    in_lanes = reader._in_lanes
-
-    def recorded(lanes: list[list[Entry]], *args: object) -> None:
-        used.append(len(lanes))
-        in_lanes(lanes, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(reader, "_in_lanes", recorded)
+    used = lanes_used(monkeypatch)
     target = tmp_path / "target"
 
     stats = restore_snapshot(repo, info, target)
@@ -106,14 +112,7 @@ def test_a_restore_from_s3_reads_each_pack_once_in_one_lane(
     _, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
     s3_repo = Repository.open(storage, recovery_key=recovery)
     src, info = backed_up(s3_repo, tmp_path)
-    used: list[int] = []
-    in_lanes = reader._in_lanes
-
-    def recorded(lanes: list[list[Entry]], *args: object) -> None:
-        used.append(len(lanes))
-        in_lanes(lanes, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(reader, "_in_lanes", recorded)
+    used = lanes_used(monkeypatch)
     ranges: list[str] = []  # the packs read by the restore's planned ranges
     get = type(storage).get
 
