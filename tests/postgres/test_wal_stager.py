@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from lifeboat.assets.postgres.cluster import free_port
-from lifeboat.assets.postgres.stager import FATAL, RESTORE_SCRIPT, SCRIPT
+from lifeboat.assets.postgres.stager import FATAL, RESTORE_SCRIPT, SCRIPT, WalStager
+from lifeboat.errors import NotFoundError
+from lifeboat.repo import Repository
+from lifeboat.storage import open_storage
 from tests.pgsandbox import PgSandbox
 
 # Runs the restore as a child subreaper: whatever the restore leaves running (orphans
@@ -224,6 +227,28 @@ def test_restore_command_waits_for_a_pending_segment_and_fails_clearly(tmp_path:
     _, err = orphaned.communicate(timeout=30)
     assert orphaned.returncode == FATAL and "has stopped" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_the_stager_leaves_its_reason_whole_and_private_for_the_script(tmp_path: Path):
+    """The reason is put in place at once (a script finding ``.failed`` reads all of it),
+    readable by its owner alone, and the script stops PostgreSQL with it."""
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    _, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    spool = spool_with_plan(tmp_path, ["000000010000000000000006"])
+    owner = open(spool / ".owner", "rb")  # noqa: SIM115
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    stager = WalStager(Repository.open(storage, recovery_key=recovery), spool, {}, user=None)
+
+    reason = "wal/db/000000010000000000000006 is missing from the repository"
+    stager._fail(NotFoundError(reason))
+
+    assert (spool / ".failed").read_text() == reason + "\n"
+    assert (spool / ".failed").stat().st_mode & 0o777 == 0o600
+    assert not [p.name for p in spool.iterdir() if p.name.startswith(".failed") and p.name != ".failed"]
+    failing = run_script(spool, "000000010000000000000006", tmp_path / "x")
+    _, err = failing.communicate(timeout=30)
+    assert failing.returncode == FATAL and "000000010000000000000006 is missing" in err
+    owner.close()
 
 
 def packs(pg: PgSandbox) -> set[Path]:

@@ -379,10 +379,10 @@ class PackRanges:
                 self._next += 1
                 continue
             while len(self._held) >= self.resident - 1:
-                victim = max(self._held, key=lambda h: self.spans[h].next_need())
-                if not self._held_for_later(victim, span):
+                later = [h for h in self._held if self._held_for_later(h, span)]
+                if not later:
                     return  # every held span is needed before this one, or not read yet
-                del self._held[victim]
+                del self._held[max(later, key=lambda h: self.spans[h].next_need())]
             self._next += 1
             self._fetch(n)
 

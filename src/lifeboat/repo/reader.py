@@ -609,9 +609,12 @@ class _ChunkWriter:
         # its batches in flight, by the pack range each begins in, are kept within ``lag``
         # ranges of the work handed out, or the ranges it still reads take the room the
         # pool's next ranges come into, and those are fetched twice
+        # (from S3: on a local disk a range is a pread, read again for less than the wait)
         behind: deque[tuple[int, Future[None]]] = deque()
         span_of = self._blobs.span_of if self._blobs is not None else {}
         lag = max(1, (self._blobs.resident if self._blobs is not None else 4) - 2)
+        if on_local_disk(self.repo):
+            lag = len(span_of) + 1  # never waited for
 
         def settle(future: Future[None]) -> None:
             window.release()
@@ -633,7 +636,12 @@ class _ChunkWriter:
                             break
                         span = _first_span(work, span_of)
                         while behind and (behind[0][1].done() or span - behind[0][0] > lag):
-                            wait([behind.popleft()[1]])
+                            waited = behind.popleft()[1]
+                            wait([waited])
+                            if waited.exception() is not None:
+                                failed.set()  # now: its callback may not have run yet
+                        if failed.is_set():
+                            break
                         window.acquire()
                         if isinstance(work, list):
                             small_only = all(e.size < SMALL_FILE for e in work)
