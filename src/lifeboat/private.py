@@ -136,7 +136,7 @@ def _open_regular(path: Path, name: str, flags: int, directory: int) -> int:
 
 
 def _others_may_write(directory: os.stat_result) -> bool:
-    """Whether a user other than this process's, or root, may add names to a directory."""
+    """Whether a user other than root and this process's own may add names to a directory."""
     owner_is_trusted = directory.st_uid in (0, os.geteuid())
     return not owner_is_trusted or bool(directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 

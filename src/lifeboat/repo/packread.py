@@ -367,11 +367,11 @@ class PackRanges:
 
     def _fill(self) -> None:
         """Fetches ahead, in the order spans are first needed, while there is room (lock
-        held). Room is made as ``_fetch`` makes it: a held span needed again only after the
-        next one is dropped for it. A span holding a chunk many files share (a run of
-        zeros, one file copied about) is needed from the first files to the last; held for
-        its late uses, three such spans took every slot, and each range after them was
-        fetched only once a reader waited for it (a 2 GB restore from S3 waited 5.7 s)."""
+        held). Room is made from a held span that was read from and is needed again only
+        after the next one (``_held_for_later``): readers lag behind one another, and spans
+        held for a lagging reader's later reads took every slot, so the ranges after them
+        were fetched only once a reader waited for them (a 2 GB restore from S3 waited
+        5.7 s in all)."""
         while self._next < len(self.spans):
             n = self._next
             span = self.spans[n]

@@ -609,12 +609,11 @@ class _ChunkWriter:
         # its batches in flight, by the pack range each begins in, are kept within ``lag``
         # ranges of the work handed out, or the ranges it still reads take the room the
         # pool's next ranges come into, and those are fetched twice
-        # (from S3: on a local disk a range is a pread, read again for less than the wait)
+        # (from S3 only: on a local disk a range is a pread, read again for less than the wait)
         behind: deque[tuple[int, Future[None]]] = deque()
         span_of = self._blobs.span_of if self._blobs is not None else {}
         lag = max(1, (self._blobs.resident if self._blobs is not None else 4) - 2)
-        if on_local_disk(self.repo):
-            lag = len(span_of) + 1  # never waited for
+        keep_close = not on_local_disk(self.repo)
 
         def settle(future: Future[None]) -> None:
             window.release()
@@ -650,7 +649,7 @@ class _ChunkWriter:
                             else:
                                 lane = small if small_only else pool
                                 future = lane.submit(self._write_whole, work, failed)
-                            if small_only:
+                            if small_only and keep_close:
                                 behind.append((span, future))
                         else:
                             future = pool.submit(self._write_chunk, *work)
