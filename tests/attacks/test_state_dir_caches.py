@@ -3,7 +3,9 @@ the repository there; the key file is elsewhere.
 
 The snapshot summary decides which snapshot is "latest": moving the newest one's time back
 would make a restore roll back to an older tree. Cache files carry a keyed tag
-(repo/local_cache.py), so a rewritten one is ignored and rebuilt from the repository.
+(repo/local_cache.py), so a rewritten one is ignored and rebuilt from the repository. In a
+long history the rows a listing adds go to a recent file beside the summary, tagged under its
+own name: rewritten, or replaced by the summary's own file, it is ignored too.
 
 `check` reads every snapshot header from the storage but verifies again only those whose bytes
 differ from the ones it verified before (a BLAKE3 of each, per side, kept in ``snapshots.json``). A
@@ -31,11 +33,15 @@ import pytest
 import zstandard
 
 from lifeboat.assets.registry import load_policy
-from lifeboat.crypto.keys import load_backup_key
+from lifeboat.crypto.keys import BackupKey, load_backup_key
+from lifeboat.repo import Repository
+from lifeboat.repo import snapshot_cache as snapshot_cache_module
 from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.local_cache import TAG_SIZE, CacheSeal
-from lifeboat.repo.model import PARENT_CACHE_REJECTED
+from lifeboat.repo.model import PARENT_CACHE_REJECTED, SnapshotInfo
 from lifeboat.repo.parents import BLOCK_MARK, ParentFile, cache_key_of
+from lifeboat.storage import open_storage
+from lifeboat.storage.base import Storage
 from tests.attacks.test_forged_history import GENUINE, Site, make_site
 from tests.harness import Clock
 
@@ -209,3 +215,45 @@ def test_control_the_same_digest_with_a_valid_tag_would_be_believed(site: Site) 
     vouch_for_a_new_trailer(site, CacheSeal(Keyring.for_backup(key).mac).seal)
     proc = site.run("check", "--json", *site.recovery)
     assert json.loads(proc.stdout)["problems"] == []
+
+
+def test_a_rewritten_recent_summary_of_a_long_history_does_not_roll_a_restore_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SPLIT_FROM headers (8 here, not 512), a listing after a backup writes the new rows
+    to ``snapshots-summary-recent.json`` beside the summary: the insider moves the newest
+    row back there, keeping the tag, or puts the summary's own file in its place."""
+    monkeypatch.setattr(snapshot_cache_module, "SPLIT_FROM", 8)
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, key, _ = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = [backed_up(repo, n) for n in range(9)]
+    repo.snapshots()  # the whole cache and summary written
+    newest = backed_up(repo, 9)
+    repo.snapshots()  # the newest one's row written to the recent file
+    recent = tmp_path / "cache" / repo.id / "snapshots-summary-recent.json"
+
+    def moved_back(retag: Callable[[str, bytes], bytes] | None) -> str | None:
+        stored = recent.read_bytes()
+        rows = orjson.loads(stored[:-TAG_SIZE])
+        rows[newest.id][2] = snaps[0].time.replace(year=snaps[0].time.year - 1).isoformat()
+        data = orjson.dumps(rows)
+        recent.write_bytes(retag(recent.name, data) if retag else data + stored[-TAG_SIZE:])
+        return latest(storage, key, tmp_path / "cache")
+
+    assert moved_back(None) == newest.id
+    recent.write_bytes(recent.with_name("snapshots-summary.json").read_bytes())
+    assert latest(storage, key, tmp_path / "cache") == newest.id
+    # (that choice read the newest header again and wrote the recent file anew)
+    # the control: the same edit with a valid tag (the key file's, which the insider lacks)
+    assert moved_back(repo.cache_seal.seal) == snaps[-1].id
+
+
+def latest(storage: Storage, key: BackupKey, cache: Path) -> str | None:
+    """The snapshot a backup would take as its parent, or a restore as latest."""
+    return Repository.open(storage, backup_key=key, cache_dir=cache).latest_snapshot_id("app")
+
+
+def backed_up(repo: Repository, n: int) -> SnapshotInfo:
+    with repo.backup("app", "files") as session:
+        session.add_bytes("config.txt", f"version {n}\n".encode())
+        return session.commit()

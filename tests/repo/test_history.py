@@ -20,6 +20,7 @@ from lifeboat.crypto.signed import SIGNATURE_SIZE
 from lifeboat.repo import Repository
 from lifeboat.repo import consolidate as consolidate_module
 from lifeboat.repo import index as index_module
+from lifeboat.repo import snapshot_cache as snapshot_cache_module
 from lifeboat.repo.index import index_parts
 from lifeboat.repo.local_cache import TAG_SIZE
 from lifeboat.repo.model import SnapshotInfo
@@ -547,3 +548,39 @@ def test_listing_a_copy_does_not_make_the_primary_read_its_headers_again(tmp_pat
     for _ in range(2):
         assert listed(primary) == listed(copy) == 10
     assert primary.header_reads == 0
+
+
+def test_a_long_history_saves_what_a_backup_added_beside_the_cache_not_the_whole_cache(tmp_path, monkeypatch):
+    # the split as it would be at 512 headers, at 8: backups of 8 files are quick
+    monkeypatch.setattr(snapshot_cache_module, "SPLIT_FROM", 8)
+    storage = open_storage(f"file://{tmp_path / 'repo'}")
+    repo, _, recovery = Repository.create(storage, cache_dir=tmp_path / "cache")
+    snaps = [backup(repo, n) for n in range(9)]
+    assert [s.id for s in repo.snapshots()] == [s.id for s in snaps]
+    folder = tmp_path / "cache" / repo.id
+    base, summary = folder / "snapshots.json", folder / "snapshots-summary.json"
+    written = (base.stat().st_ino, summary.stat().st_ino)
+    assert set(cached(base)) == {s.id for s in snaps}
+
+    newest = backup(repo, 9)
+    assert [s.id for s in repo.snapshots()][-1] == newest.id
+    # the ten headers are listed and chosen from; the files of the nine were not written again
+    assert (base.stat().st_ino, summary.stat().st_ino) == written
+    assert set(cached(folder / "snapshots-recent.json")) == {newest.id}
+    assert newest.id in cached(folder / "snapshots-summary-recent.json")
+    again = Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    assert again.find_snapshot("app").id == newest.id
+    assert again.check().problems == []
+
+    # a recent file that fails its tag is ignored: the listing reads what it lacks
+    (folder / "snapshots-recent.json").write_bytes(b"{}" + bytes(TAG_SIZE))
+    (folder / "snapshots-summary-recent.json").write_bytes(b"{}" + bytes(TAG_SIZE))
+    assert [s.id for s in again.snapshots()] == [s.id for s in [*snaps, newest]]
+    assert again.find_snapshot("app").id == newest.id
+
+    # more than an eighth forgotten: the base is written whole again, the recent file emptied
+    for snap in snaps[:3]:
+        storage.delete(f"snapshots/{snap.id}")
+    assert [s.id for s in again.snapshots()] == [s.id for s in [*snaps[3:], newest]]
+    assert set(cached(base)) == {s.id for s in [*snaps[3:], newest]}
+    assert cached(folder / "snapshots-recent.json") == {}

@@ -16,21 +16,21 @@ GAP = "  "
 def aligned(header: Sequence[str], rows: Sequence[Sequence[str]], right: Collection[int] = ()) -> list[str]:
     """The header and each row as one line, every column as wide as its widest value
     (display cells, so wide characters line up); columns in ``right`` (numbers) are
-    right-aligned. Trailing spaces are dropped."""
-    widths = [_cells(h) for h in header]
-    for row in rows:
-        for i, value in enumerate(row):
-            widths[i] = max(widths[i], _cells(value))
-    return [_line(header, widths, right)] + [_line(row, widths, right) for row in rows]
+    right-aligned. Trailing spaces are dropped. Column by column, so that the padding of
+    10,000 rows runs in str's own methods."""
+    columns = [_padded(column, i in right) for i, column in enumerate(zip(header, *rows, strict=True))]
+    return [GAP.join(cells).rstrip() for cells in zip(*columns, strict=True)]
 
 
-def _line(values: Sequence[str], widths: Sequence[int], right: Collection[int]) -> str:
-    cells = []
-    for i, value in enumerate(values):
-        pad = " " * (widths[i] - _cells(value))
-        cells.append(pad + value if i in right else value + pad)
-    return GAP.join(cells).rstrip()
-
-
-def _cells(value: str) -> int:
-    return len(value) if value.isascii() else cell_len(value)
+def _padded(values: Sequence[str], right: bool) -> list[str]:
+    if all(map(str.isascii, values)):  # one cell a character: str pads by itself
+        width = max(map(len, values))
+        return [v.rjust(width) for v in values] if right else [v.ljust(width) for v in values]
+    cells = [cell_len(v) for v in values]
+    width = max(cells)
+    pads = [" " * (width - n) for n in cells]
+    return (
+        [p + v for p, v in zip(pads, values, strict=True)]
+        if right
+        else [v + p for p, v in zip(pads, values, strict=True)]
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
-from lifeboat import memory
 from lifeboat.cli.output import console, print_json
 from lifeboat.errors import ConfigError
 from lifeboat.runtime import ReadSettings
@@ -64,6 +63,7 @@ def snapshots(
             + [_damaged_json(name, problem) for name, problem in sorted(damaged.items())]
         )
         return 1 if damaged else 0
+    from rich.control import strip_control_codes
     from rich.markup import escape
 
     from lifeboat.cli.columns import aligned
@@ -72,7 +72,7 @@ def snapshots(
     rows = [
         [
             s.short_id,
-            s.time.strftime("%Y-%m-%d %H:%M:%S"),
+            s.time.isoformat(" ", "seconds")[:19],  # as strftime("%Y-%m-%d %H:%M:%S"), in C
             s.asset,
             s.kind,
             s.host,
@@ -85,10 +85,11 @@ def snapshots(
     rows += [[name.rsplit("/", 1)[-1][:8], "damaged", "?", "?", "?", "", "", ""] for name in sorted(damaged)]
     header, *lines = aligned(LISTING_COLUMNS, rows, right=NUMBER_COLUMNS)
     out = console()
-    # written as plain text (a host or asset name is never read as markup), not re-wrapped
+    # written as plain text (a host or asset name is never read as markup), not re-wrapped:
+    # the rows straight to the console's file, with the control codes rich's `out` strips
+    # (rich made objects of every line: half the time of printing 10,000 rows)
     out.out(header, style="bold", highlight=False)
-    with memory.collection_paused():  # rich makes an object a line: see memory.collection_paused
-        out.out("".join(line + "\n" for line in lines[: len(snaps)]), highlight=False, end="")
+    out.file.write(strip_control_codes("".join(line + "\n" for line in lines[: len(snaps)])))
     if damaged:
         out.out("".join(line + "\n" for line in lines[len(snaps) :]), style="red", highlight=False, end="")
     out.print(f"{len(snaps)} snapshot(s)")

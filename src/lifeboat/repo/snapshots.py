@@ -299,7 +299,8 @@ def list_snapshots(
         if hit is not None and _verified_by(hit).get(side) == digest:
             reused = _reuse(hit, snapshot_id, codec, checks)
             if reused is not None:
-                fresh[snapshot_id] = {**hit, "stat": stamp}
+                # the very entry when it is listed as cached: saving finds nothing to write
+                fresh[snapshot_id] = hit if hit.get("stat") == stamp else {**hit, "stat": stamp}
                 if isinstance(reused[0], Unopened):  # the writer's scope as the registry says now
                     return reused[0], _claimed_asset(snapshot_id, reused[0], codec, trust, assets)
                 return reused
@@ -446,10 +447,33 @@ def _reuse(
         return None
     if not _opens(codec, check, hit.get("sealed") is True):
         return None
+    info = _cached_snapshot(snapshot_id, hit["header"])
+    return (info, check) if info is not None else None  # None: read the header itself
+
+
+def _cached_snapshot(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo | None:
+    """The snapshot from its cached fields, which ``snapshot_from_payload`` checked when the
+    header was verified and the cache's seal has kept since (only this host's key file
+    seals it): only their shape is checked again, so that an entry of another layout is
+    read afresh, not taken. Half the cost of a listing from the cache was checking every
+    field of 10,000 headers again."""
     try:
-        return snapshot_from_payload(snapshot_id, hit["header"]), check
-    except IntegrityError:
-        return None  # a damaged cache entry: read the header itself
+        info = SnapshotInfo(
+            snapshot_id,
+            p["asset"],
+            p["kind"],
+            datetime.fromisoformat(p["time"]),
+            p["host"],
+            p["labels"],
+            SnapshotStats(**p["stats"]),
+            p["tree"],
+            p["key_id"],
+            p.get("parent"),
+            p.get("tree_format", 1),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return info if type(info.asset) is str and type(info.tree) is list and type(info.labels) is dict else None
 
 
 def load_snapshots(
