@@ -186,9 +186,9 @@ def vouch_for_a_new_trailer(site: Site, retag: Callable[[str, bytes], bytes] | N
     [path] = (load_policy(site.policy).state_dir / "cache").rglob("snapshots.json")
     stored = path.read_bytes()
     entries = orjson.loads(stored[:-TAG_SIZE])
-    verified = entries[newest]["verified"]
+    verified = entries[newest][2]  # [size, mtime, verified, ...] (repo/snapshot_cache.py)
     assert "recovery" in verified  # what the first check (recovery key) verified
-    entries[newest]["verified"] = {side: blake3.blake3(bytes(raw)).hexdigest() for side in verified}
+    entries[newest][2] = {side: blake3.blake3(bytes(raw)).hexdigest() for side in verified}
     data = orjson.dumps(entries)
     path.write_bytes(retag(path.name, data) if retag else data + stored[-TAG_SIZE:])
     return newest

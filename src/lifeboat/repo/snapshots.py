@@ -26,7 +26,7 @@ from lifeboat.errors import IntegrityError, NotFoundError
 from lifeboat.repo.format import SNAPSHOT_MAGIC, object_ids_valid, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.repo.sealed import MetadataCodec, Unopened
-from lifeboat.repo.snapshot_cache import SnapshotCache
+from lifeboat.repo.snapshot_cache import STATS_FIELDS, UNOPENED_FIELDS, SnapshotCache
 from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
 from lifeboat.storage.base import ObjectStat, Storage
 
@@ -266,7 +266,7 @@ def list_snapshots(
     names = list(listed)
     with memory.collection_paused():  # see _judged_listing
         cached = cache.load() if cache is not None else {}
-    fresh: dict[str, dict[str, Any]] = {}
+    fresh: dict[str, list[Any]] = {}
     learnt: list[str] = []  # headers this side verified for the first time: the cache is saved
     side = "recovery" if codec.reads_all else "writer"
     checks: dict[tuple[str, ...], SignatureCheck | None] = {}  # a writer's entries share one form
@@ -277,7 +277,7 @@ def list_snapshots(
         if name != snapshot_name(snapshot_id):  # snapshots/x/ID: a copy set beside the header
             return f"{name} is not where a snapshot header is stored (snapshots/ID)"
         hit = cached.get(snapshot_id)
-        if reread or not _answers(hit, [listed[name].size, listed[name].mtime], codec):
+        if reread or not _answers(hit, listed[name], codec):
             return _MISSING
         reused = _reuse(hit, snapshot_id, codec, checks)
         if reused is None:  # damaged, or another writer's that this side does not open
@@ -300,7 +300,7 @@ def list_snapshots(
             reused = _reuse(hit, snapshot_id, codec, checks)
             if reused is not None:
                 # the very entry when it is listed as cached: saving finds nothing to write
-                fresh[snapshot_id] = hit if hit.get("stat") == stamp else {**hit, "stat": stamp}
+                fresh[snapshot_id] = hit if hit[:2] == stamp else [*stamp, *hit[2:]]
                 if isinstance(reused[0], Unopened):  # the writer's scope as the registry says now
                     return reused[0], _claimed_asset(snapshot_id, reused[0], codec, trust, assets)
                 return reused
@@ -310,17 +310,18 @@ def list_snapshots(
             return str(exc)
         if isinstance(result, Unopened):
             claimed = _claimed_asset(snapshot_id, result, codec, trust, assets)
-            entry: dict[str, Any] = {"unopened": result.to_json(), "claims": claimed}
+            fields: list[Any] = [result.to_json(), claimed]
             returned: tuple[SnapshotInfo, SignatureCheck] | tuple[Unopened, str | None] = (result, claimed)
         else:
             info, check, sealed = result
-            entry = {"header": snapshot_payload(info), "signature": check.to_json(), "sealed": sealed}
+            fields = opened_fields(info, check.to_json(), sealed)
             returned = (info, check)
-        verified = _verified_by(hit) if hit is not None and _same_fields(hit, entry) else {}
+        # a header both sides opened alike keeps the other side's digest: not verified again
+        verified = _verified_by(hit) if hit is not None and hit[3:] == fields else {}
         verified = {k: v for k, v in verified.items() if v == digest}
         if verified.get(side) != digest:
             learnt.append(snapshot_id)
-        fresh[snapshot_id] = {"stat": stamp, "verified": verified | {side: digest}, **entry}
+        fresh[snapshot_id] = [*stamp, verified | {side: digest}, *fields]
         return returned
 
     with memory.collection_paused():  # see _judged_listing
@@ -394,22 +395,21 @@ def _judged_listing(
     return listing
 
 
-def _answers(hit: dict[str, Any] | None, stamp: list[Any], codec: MetadataCodec) -> TypeGuard[dict[str, Any]]:
-    """Whether a cache entry stands for a header listed with ``stamp`` (size, time) without
+def _answers(hit: list[Any] | None, listed: ObjectStat, codec: MetadataCodec) -> TypeGuard[list[Any]]:
+    """Whether a cache entry stands for a header listed with its size and time without
     reading it: the recovery side reads another writer's sealed header itself."""
-    return hit is not None and hit.get("stat") == stamp and not ("unopened" in hit and codec.reads_all)
+    return (
+        hit is not None
+        and hit[0] == listed.size
+        and hit[1] == listed.mtime
+        and not (len(hit) == UNOPENED_FIELDS and codec.reads_all)
+    )
 
 
-def _verified_by(entry: dict[str, Any]) -> dict[str, str]:
+def _verified_by(entry: list[Any]) -> dict[str, str]:
     """Per side ("writer", "recovery"): the digest of the bytes it verified."""
-    verified = entry.get("verified")
+    verified = entry[2]
     return {k: v for k, v in verified.items() if isinstance(v, str)} if isinstance(verified, dict) else {}
-
-
-def _same_fields(entry: dict[str, Any], decoded: dict[str, Any]) -> bool:
-    """Whether a cached entry says what a decode just found (the other side's digest is
-    then kept: a header both sides opened alike is not verified again by either)."""
-    return all(entry.get(k) == decoded.get(k) for k in ("header", "signature", "sealed", "unopened"))
 
 
 def _cached_check(
@@ -427,7 +427,7 @@ def _cached_check(
 
 
 def _reuse(
-    hit: dict[str, Any],
+    hit: list[Any],
     snapshot_id: str,
     codec: MetadataCodec,
     checks: dict[tuple[str, ...], SignatureCheck | None],
@@ -436,44 +436,65 @@ def _reuse(
     recovery side tries another writer's header itself, an entry this handle cannot open
     or that is damaged). ``checks``: the signature checks decoded so far, by their cached
     form."""
-    if "unopened" in hit:
-        unopened = Unopened.from_json(hit.get("unopened"))
+    if len(hit) == UNOPENED_FIELDS:
+        unopened = Unopened.from_json(hit[3])
         if unopened is None or codec.reads_all:
             return None
-        claims = hit.get("claims")
+        claims = hit[4]
         return unopened, claims if isinstance(claims, str) else None
-    check = _cached_check(hit.get("signature"), checks)
-    if check is None or not isinstance(hit.get("header"), dict):
+    check = _cached_check(hit[3], checks)
+    if check is None or not _opens(codec, check, hit[4] is True):
         return None
-    if not _opens(codec, check, hit.get("sealed") is True):
-        return None
-    info = _cached_snapshot(snapshot_id, hit["header"])
+    info = _cached_snapshot(snapshot_id, hit)
     return (info, check) if info is not None else None  # None: read the header itself
 
 
-def _cached_snapshot(snapshot_id: str, p: dict[str, Any]) -> SnapshotInfo | None:
+def _cached_snapshot(snapshot_id: str, entry: list[Any]) -> SnapshotInfo | None:
     """The snapshot from its cached fields, which ``snapshot_from_payload`` checked when the
     header was verified and the cache's seal has kept since (only this host's key file
     seals it): only their shape is checked again, so that an entry of another layout is
     read afresh, not taken. Half the cost of a listing from the cache was checking every
     field of 10,000 headers again."""
     try:
+        asset, kind, time, host, labels, stats, tree, key_id, parent, tree_format = entry[5:]
         info = SnapshotInfo(
             snapshot_id,
-            p["asset"],
-            p["kind"],
-            datetime.fromisoformat(p["time"]),
-            p["host"],
-            p["labels"],
-            SnapshotStats(**p["stats"]),
-            p["tree"],
-            p["key_id"],
-            p.get("parent"),
-            p.get("tree_format", 1),
+            asset,
+            kind,
+            datetime.fromisoformat(time),
+            host,
+            labels,
+            SnapshotStats(*stats),
+            tree,
+            key_id,
+            parent,
+            tree_format,
         )
-    except (KeyError, TypeError, ValueError):
+    except (TypeError, ValueError):
         return None
-    return info if type(info.asset) is str and type(info.tree) is list and type(info.labels) is dict else None
+    shaped = (
+        type(asset) is str and type(tree) is list and type(labels) is dict and len(stats) == len(STATS_FIELDS)
+    )
+    return info if shaped else None
+
+
+def opened_fields(info: SnapshotInfo, check: list[Any], sealed: bool) -> list[Any]:
+    """What the cache keeps of an opened header after its size, time and digests (the
+    layout in repo/snapshot_cache.py)."""
+    return [
+        check,
+        sealed,
+        info.asset,
+        info.kind,
+        info.time.isoformat(),
+        info.host,
+        info.labels,
+        [getattr(info.stats, name) for name in STATS_FIELDS],
+        info.tree,
+        info.key_id,
+        info.parent,
+        info.tree_format,
+    ]
 
 
 def load_snapshots(
