@@ -21,21 +21,28 @@ the top functions by cumulative time.
 
 Not a test: run by hand; the machine is shared, so compare ratios within one run.
 
-Last run (2026-12-06 07:23 UTC, `--runs 3 --reuse` on 2 cores, at 4319f72: file://
-repository, pruned history, CPU seconds, median of 3, ratio to 1 snapshot):
+Last run (2026-12-06 23:58 UTC, `--counts 1,10000 --runs 3 --reuse` on 2 cores, at
+0a31e1f, second of two rounds alternated with 4eab528 on a copy of the same repositories;
+the 1,000 column from a `--counts 1,1000,10000` run just before: file:// repository, pruned
+history, CPU seconds, median of 3, ratio to 1 snapshot):
 
     command          1 snapshot   1,000           10,000
-    backup           0.29 s       0.27 s (0.93x)  0.37 s (1.27x)  the newest judged, not all
-    snapshots        0.11 s       0.12 s (1.16x)  0.39 s (3.58x)  10,000 cached headers decoded,
-    snapshots table  0.12 s       0.14 s (1.12x)  0.43 s (3.47x)  judged and printed
-    check            0.26 s       0.29 s (1.12x)  0.66 s (2.54x)  every header read again
-    restore          0.27 s       0.28 s (1.06x)  0.34 s (1.27x)
+    backup           0.30 s       0.30 s (1.02x)  0.36 s (1.23x)  the newest judged, not all
+    snapshots        0.10 s       0.13 s (1.33x)  0.26 s (2.53x)  10,000 cached headers decoded,
+    snapshots table  0.11 s       0.13 s (1.09x)  0.28 s (2.58x)  judged and printed
+    check            0.29 s       0.32 s (1.07x)  0.59 s (2.01x)  every header read again
+    restore          0.32 s       0.33 s (1.00x)  0.39 s (1.22x)
 
-The listings pause the garbage collector while they decode and build (b546c5a..4319f72,
-memory.collection_paused). Alternated with d9cee0f, before the pauses, right after the run
-above (2 rounds of `--counts 1,10000 --runs 3`, 10,000 snapshots): backup 0.33-0.34 against
-0.35 s, `snapshots` 0.36 against 0.40-0.41 s, the table 0.41-0.42 against 0.47-0.49 s,
-`check` 0.60-0.61 against 0.66-0.68 s, restore 0.34-0.38 against 0.38-0.40 s. At dfe64dd
+4eab528 in the same rounds: 0.37-0.40 / 0.38 / 0.42-0.44 / 0.72-0.75 / 0.39-0.41 s. What
+changed (1350200, 0a31e1f): the first listing after a backup wrote the whole 6.9 MB header
+cache again (now only a recent file beside it, repo/snapshot_cache.py SealedRecords); the
+cache holds a list per header, not five objects (4.7 MB, parsed in half the time); cached
+headers are not checked field by field again; the local listing uses scandir and the
+entry's stat; the table is padded column by column and written past rich. What is left at
+10,000 (~0.17 s of `snapshots`): listing and stat-ing 10,000 headers (~30 ms), parsing the
+cache (~35 ms), building and judging 10,000 snapshots (~70 ms) and printing them.
+
+Earlier: at 4319f72 (07:23 UTC) 1.27x / 3.58x / 3.47x / 2.54x / 1.27x; at dfe64dd
 (2026-12-05): 1.33x / 3.83x / 3.91x / 2.56x / 1.41x.
 
 The 1-snapshot figures are the commands' start-up (`snapshots` takes the fast path of
