@@ -572,15 +572,26 @@ def test_a_long_history_saves_what_a_backup_added_beside_the_cache_not_the_whole
     assert again.find_snapshot("app").id == newest.id
     assert again.check().problems == []
 
+    # (the recovery side's check verified every header for itself: all of them saved anew)
+    written = (base.stat().st_ino, summary.stat().st_ino)
+    # one forgotten (less than an eighth): listed without it, and listing again writes nothing
+    storage.delete(f"snapshots/{snaps[4].id}")
+    kept = [s.id for s in [*snaps[:4], *snaps[5:], newest]]
+    assert [s.id for s in again.snapshots()] == kept
+    recent = (folder / "snapshots-recent.json").stat().st_ino
+    assert [s.id for s in again.snapshots()] == kept
+    assert (folder / "snapshots-recent.json").stat().st_ino == recent
+    assert (base.stat().st_ino, summary.stat().st_ino) == written
+
     # a recent file that fails its tag is ignored: the listing reads what it lacks
     (folder / "snapshots-recent.json").write_bytes(b"{}" + bytes(TAG_SIZE))
     (folder / "snapshots-summary-recent.json").write_bytes(b"{}" + bytes(TAG_SIZE))
-    assert [s.id for s in again.snapshots()] == [s.id for s in [*snaps, newest]]
+    assert [s.id for s in again.snapshots()] == kept
     assert again.find_snapshot("app").id == newest.id
 
     # more than an eighth forgotten: the base is written whole again, the recent file emptied
     for snap in snaps[:3]:
         storage.delete(f"snapshots/{snap.id}")
-    assert [s.id for s in again.snapshots()] == [s.id for s in [*snaps[3:], newest]]
-    assert set(cached(base)) == {s.id for s in [*snaps[3:], newest]}
+    assert [s.id for s in again.snapshots()] == kept[3:]
+    assert set(cached(base)) == set(kept[3:])
     assert cached(folder / "snapshots-recent.json") == {}

@@ -33,8 +33,10 @@ CACHE_NAME = "snapshots.json"
 # time, host, labels, stats (STATS_FIELDS), tree, key_id, parent, tree_format]; one sealed by
 # another writer: [size, mtime, verified, unopened, claimed asset]. ``verified``: per side
 # ("writer", "recovery"), the BLAKE3 of the bytes it verified. Lists, not objects: 10,000
-# headers parse in half the time (an entry of the earlier layout, an object, is read again).
+# headers parse in half the time. The layout is in the file's tag (HEADERS_LAYOUT): a cache
+# of an earlier one fails it and is rebuilt, never read by position as this one.
 OPENED_FIELDS = 15
+HEADERS_LAYOUT = 2  # in the tag (SealedRecords.label): a file of another layout fails it
 UNOPENED_FIELDS = 5
 STATS_FIELDS = tuple(f.name for f in fields(SnapshotStats))
 # id -> [size, mtime, time, asset, signature check, sealed]: all that choosing a snapshot
@@ -53,47 +55,59 @@ class SealedRecords:
     (``NAME-recent.json``). Saving after a backup adds one header to 10,000: only the recent
     file is written, until it holds an eighth as many records as the base (or the base holds
     that many that are no longer asked for), then the base is rewritten whole and the
-    recent file emptied. Either file fails its seal on its own and is then ignored (each
-    name is in its tag, so one cannot stand for the other); a recent file left from an
-    earlier base only adds records that were verified once, which the listing still
-    checks against what it lists."""
+    recent file emptied; a save that changes nothing writes nothing. Either file fails its
+    seal on its own and is then ignored (each name, and the layout of its records, is in
+    its tag, so one cannot stand for the other, nor a file of another layout be read as
+    this one's); a recent file left from an earlier base only adds records that were
+    verified once, which the listing still checks against what it lists."""
 
-    def __init__(self, path: Path | None, seal: CacheSeal, split_from: int | None = None) -> None:
+    def __init__(
+        self, path: Path | None, seal: CacheSeal, split_from: int | None = None, layout: int | None = None
+    ) -> None:
         self.path = path
         self.recent_path = path.with_name(f"{path.stem}-recent{path.suffix}") if path is not None else None
         self.seal = seal
         self.split_from = SPLIT_FROM if split_from is None else split_from
+        self.layout = layout
         self._base: dict[str, Any] | None = None  # as last loaded or written by this handle
+        self._recent: dict[str, Any] = {}  # the recent file, as last loaded or written
+
+    def label(self, path: Path) -> str:
+        """What the tag of ``path`` covers besides its data: its name and the layout."""
+        return path.name if self.layout is None else f"{path.name}#layout={self.layout}"
 
     def load(self) -> dict[str, Any]:
         """Every record, the recent ones over the base's ({} when there is no usable file)."""
         base = self._read(self.path)
         self._base = base
-        recent = self._read(self.recent_path) if base else {}
-        return {**base, **recent}  # a copy: the caller adds to it, the base stays as loaded
+        self._recent = self._read(self.recent_path) if base else {}
+        return {**base, **self._recent}  # a copy: the caller adds to it, the base stays as loaded
 
     def has_base(self) -> bool:
         """Whether the base file is there and its seal holds (its JSON is not parsed)."""
         if self.path is None:
             return False
         try:
-            return self.seal.open(self.path.name, self.path.read_bytes()) is not None
+            return self.seal.open(self.label(self.path), self.path.read_bytes()) is not None
         except OSError:
             return False
 
     def save(self, records: dict[str, Any]) -> list[str] | None:
-        """Replace the records: the ids written to the recent file alone, or None when the
-        base was rewritten (records not loaded by this handle are always written whole)."""
+        """Replace the records: the ids the recent file holds that it did not before
+        (nothing is written when there are none), or None when the base was rewritten
+        (records not loaded by this handle are always written whole)."""
         base = self._base
         if base is not None and len(base) >= self.split_from:
             recent = {k: v for k, v in records.items() if not _same(base.get(k), v)}
-            dropped = len(base) - (len(records) - len(recent))
+            dropped = len(base.keys() - records.keys())
             if len(recent) + dropped <= len(base) // 8:
-                self._write(self.recent_path, recent)
-                return list(recent)
-        self._write(self.path, records)
-        self._write(self.recent_path, {})
-        self._base = records
+                added = [k for k, v in recent.items() if not _same(self._recent.get(k), v)]
+                if (added or recent.keys() != self._recent.keys()) and self._write(self.recent_path, recent):
+                    self._recent = recent
+                return added
+        if self._write(self.path, records):
+            self._base = records
+            self._recent = {} if self._write(self.recent_path, {}) else self._recent
         return None
 
     def add(self, records: dict[str, Any]) -> None:
@@ -106,20 +120,22 @@ class SealedRecords:
         if path is None:
             return {}
         try:
-            data = self.seal.open(path.name, path.read_bytes())
+            data = self.seal.open(self.label(path), path.read_bytes())
             loaded = orjson.loads(data) if data is not None else None
         except (OSError, ValueError):
             return {}
         return loaded if isinstance(loaded, dict) else {}
 
-    def _write(self, path: Path | None, records: dict[str, Any]) -> None:
+    def _write(self, path: Path | None, records: dict[str, Any]) -> bool:
+        """Whether ``records`` were written (a failure only costs reading headers again)."""
         if path is None:
-            return
+            return False
         try:
             private_dir(path.parent)
-            write_private(path, self.seal.seal(path.name, orjson.dumps(records)))
+            write_private(path, self.seal.seal(self.label(path), orjson.dumps(records)))
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
-            pass  # the storage is the truth; without the cache, headers are read again
+            return False  # the storage is the truth; without the cache, headers are read again
+        return True
 
 
 def _same(cached: object, record: object) -> bool:
@@ -133,7 +149,7 @@ class SnapshotCache:
 
     def __init__(self, directory: Path | None, seal: CacheSeal, split_from: int | None = None) -> None:
         self.headers = SealedRecords(
-            directory / CACHE_NAME if directory is not None else None, seal, split_from
+            directory / CACHE_NAME if directory is not None else None, seal, split_from, HEADERS_LAYOUT
         )
         self.summary = SealedRecords(
             directory / SUMMARY_NAME if directory is not None else None, seal, split_from

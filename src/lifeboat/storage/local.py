@@ -215,18 +215,21 @@ class LocalStorage:
     def _list_below(self, folder: str, prefix: str) -> Iterator[ObjectStat]:
         """The objects in ``folder`` (a name relative to the root, "" for the root) and the
         folders below it, by scandir and the entry's own stat: listing 10,000 snapshot
-        headers spent more time building paths than in the stat calls. Folders that vanish
-        or cannot be read are skipped, as os.walk does; a symbolic link to a folder is not
-        followed."""
+        headers spent more time building paths than in the stat calls. A folder that is not
+        there (or vanished meanwhile) holds nothing; one that cannot be read is an error,
+        not an empty folder (os.walk skipped it: a prune that lists no snapshots would find
+        every pack unused). A symbolic link to a folder is not followed."""
         base = f"{folder}/" if folder else ""
         lock = self.lock_days * 86400 if self.lock_days else None
         below: list[str] = []
         try:
             entries = os.scandir(f"{self._root}/{folder}" if folder else self._root)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return
+        except OSError as exc:
+            raise _map_os_error(exc, "listing", folder or "the repository") from None
         with entries:
-            for entry in entries:
+            for entry in _entries(entries, folder):
                 name = base + entry.name
                 try:
                     folder_entry = entry.is_dir()
@@ -297,7 +300,15 @@ def _read_to_end(fd: int, offset: int) -> bytes:
     if offset:
         os.lseek(fd, offset, os.SEEK_SET)
     chunks = []
-    while chunk := os.read(fd, want):
+    while chunk := os.read(fd, want):  # a read is clamped to ~2 GiB: the rest is asked for
         chunks.append(chunk)
-        want = 1 << 16
+        want = max(want - len(chunk), 1 << 16)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _entries(entries: Iterator[os.DirEntry[str]], folder: str) -> Iterator[os.DirEntry[str]]:
+    """scandir's entries, an error while reading the folder said as the storage's."""
+    try:
+        yield from entries
+    except OSError as exc:
+        raise _map_os_error(exc, "listing", folder or "the repository") from None
