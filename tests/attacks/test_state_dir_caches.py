@@ -40,7 +40,7 @@ from lifeboat.repo.keyring import Keyring
 from lifeboat.repo.local_cache import TAG_SIZE, CacheSeal
 from lifeboat.repo.model import PARENT_CACHE_REJECTED, SnapshotInfo
 from lifeboat.repo.parents import BLOCK_MARK, ParentFile, cache_key_of
-from lifeboat.repo.snapshot_cache import HEADERS_LAYOUT
+from lifeboat.repo.snapshot_cache import HEADERS_LAYOUT, tag_label
 from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 from tests.attacks.test_forged_history import GENUINE, Site, make_site
@@ -191,7 +191,7 @@ def vouch_for_a_new_trailer(site: Site, retag: Callable[[str, bytes], bytes] | N
     assert "recovery" in verified  # what the first check (recovery key) verified
     entries[newest][2] = {side: blake3.blake3(bytes(raw)).hexdigest() for side in verified}
     data = orjson.dumps(entries)
-    label = f"{path.name}#layout={HEADERS_LAYOUT}"  # what the tag covers (SealedRecords.label)
+    label = tag_label(path.name, HEADERS_LAYOUT)  # what the tag covers besides the data
     path.write_bytes(retag(label, data) if retag else data + stored[-TAG_SIZE:])
     return newest
 

@@ -53,3 +53,8 @@ def test_the_listing_has_one_aligned_line_per_snapshot_and_damaged_ones_last(tmp
         assert row[: header.index("files") + len("files")].endswith(str(snap["stats"]["files"]))
     assert rows[2].split()[:2] == [snaps[1]["id"][:8], "damaged"]
     assert "2 snapshot(s)" in listing.stdout and "1 damaged snapshot(s)" in listing.stdout
+
+
+def test_a_tab_in_a_value_is_expanded_in_its_cell_and_the_columns_still_line_up() -> None:
+    lines = aligned(("host", "files"), [["a\tb", "7"], ["web-1", "12"]], right={1})
+    assert lines == ["host       files", "a       b      7", "web-1         12"]

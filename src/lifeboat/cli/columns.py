@@ -23,6 +23,8 @@ def aligned(header: Sequence[str], rows: Sequence[Sequence[str]], right: Collect
 
 
 def _padded(values: Sequence[str], right: bool) -> list[str]:
+    # a tab is as wide as where it lands: expanded in its cell, the columns after it line up
+    values = [v.expandtabs(8) if "\t" in v else v for v in values]
     if all(map(str.isascii, values)):  # one cell a character: str pads by itself
         width = max(map(len, values))
         return [v.rjust(width) for v in values] if right else [v.ljust(width) for v in values]

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from lifeboat import memory
 from lifeboat.cli.app import app
 from lifeboat.cli.common import (
     REPOSITORY_HELP,
@@ -23,7 +24,6 @@ from lifeboat.cli.credentials import (
     ShareOption,
     credentials_options,
 )
-from lifeboat.cli.entry import collector_off_but_in_children
 from lifeboat.errors import ConfigError
 
 # Each names a different point to recover to: two of them leave the choice to lifeboat.
@@ -180,10 +180,7 @@ def restore(
         shards=shards,
         postgres=PgRecovery(lsn, xid, name, port, start, archive, timeline, standby),
     )
-    # a restore is bounded and makes no cycles a file (1,122 cyclic objects in a restore of
-    # 100,000 small files, all made at start-up): the collector only walked the planned
-    # entries again and again, 0.3-0.45 s of that restore's ~3.4 s, for nothing to collect
-    collector_off_but_in_children()
+    memory.collect_rarely()  # the collector walked the planned entries again and again
     outcome = restore_service(
         policy,
         credentials_options(recovery_key, share, passphrase_file),

@@ -89,8 +89,7 @@ def snapshots(
     # the rows straight to the console's file, with the control codes rich's `out` strips
     # (rich made objects of every line: half the time of printing 10,000 rows)
     out.out(header, style="bold", highlight=False)
-    body = strip_control_codes("".join(line + "\n" for line in lines[: len(snaps)]))
-    out.file.write(body.expandtabs(8) if "\t" in body else body)  # as rich expands them
+    out.file.write(strip_control_codes("".join(line + "\n" for line in lines[: len(snaps)])))
     if damaged:
         out.out("".join(line + "\n" for line in lines[len(snaps) :]), style="red", highlight=False, end="")
     out.print(f"{len(snaps)} snapshot(s)")

@@ -592,8 +592,11 @@ class _ChunkWriter:
         tasks = _pack_order(files, span_numbers(self.repo, chunks, locations))
         order = [files[f].chunks[i] for f, i in tasks]
         # in span order a span is used whole at once: a few held suffice (prefetch included)
-        with PackRanges(self.repo, order, resident=4, fetchers=2, locations=locations) as self._blobs:
-            self._write(files, tasks)
+        try:
+            with PackRanges(self.repo, order, resident=4, fetchers=2, locations=locations) as self._blobs:
+                self._write(files, tasks)
+        finally:
+            self._blobs = None  # the batch's plan (every chunk's location) is not kept past it
 
     def _write(self, files: list[Entry], tasks: list[tuple[int, int]]) -> None:
         window = threading.Semaphore(self.workers * 4)  # tasks in flight at once
@@ -666,6 +669,9 @@ class _ChunkWriter:
                 future.result()
         finally:
             self._flusher = None
+            # each flush's future holds this writer (its callback): kept, they made a cycle
+            # that held the batch's plan until the collector's next full pass
+            self._flushes.clear()
             for handle in list(self._open.values()):
                 self._discard(handle)
             self._open.clear()

@@ -74,7 +74,7 @@ class SealedRecords:
 
     def label(self, path: Path) -> str:
         """What the tag of ``path`` covers besides its data: its name and the layout."""
-        return path.name if self.layout is None else f"{path.name}#layout={self.layout}"
+        return tag_label(path.name, self.layout)
 
     def load(self) -> dict[str, Any]:
         """Every record, the recent ones over the base's ({} when there is no usable file)."""
@@ -136,6 +136,11 @@ class SealedRecords:
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             return False  # the storage is the truth; without the cache, headers are read again
         return True
+
+
+def tag_label(name: str, layout: int | None) -> str:
+    """What a cache file's tag covers besides its data: its name, and its records' layout."""
+    return name if layout is None else f"{name}#layout={layout}"
 
 
 def _same(cached: object, record: object) -> bool:

@@ -216,9 +216,13 @@ class LocalStorage:
         """The objects in ``folder`` (a name relative to the root, "" for the root) and the
         folders below it, by scandir and the entry's own stat: listing 10,000 snapshot
         headers spent more time building paths than in the stat calls. A folder that is not
-        there (or vanished meanwhile) holds nothing; one that cannot be read is an error,
-        not an empty folder (os.walk skipped it: a prune that lists no snapshots would find
-        every pack unused). A symbolic link to a folder is not followed."""
+        there (or vanished meanwhile) holds nothing. One that cannot be read is an error
+        when a namespace was asked for, not an empty folder (os.walk skipped it: a prune
+        that lists no snapshots would find every pack unused); listing everything (``""``,
+        as `init` does to take back what it wrote) skips it, as a directory lifeboat did
+        not make (a filesystem's root holds a `lost+found` only root may read). A symbolic
+        link to a folder is not followed."""
+        strict = bool(prefix)
         base = f"{folder}/" if folder else ""
         lock = self.lock_days * 86400 if self.lock_days else None
         below: list[str] = []
@@ -227,9 +231,11 @@ class LocalStorage:
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
+            if not strict:
+                return
             raise _map_os_error(exc, "listing", folder or "the repository") from None
         with entries:
-            for entry in _entries(entries, folder):
+            for entry in _entries(entries, folder, strict):
                 name = base + entry.name
                 try:
                     folder_entry = entry.is_dir()
@@ -245,6 +251,10 @@ class LocalStorage:
                     st = entry.stat()
                 except FileNotFoundError:
                     continue
+                except OSError as exc:
+                    if not strict:
+                        continue
+                    raise _map_os_error(exc, "listing", name) from None
                 yield ObjectStat(name, st.st_size, st.st_mtime, st.st_mtime + lock if lock else None)
         for name in below:
             if prefix.startswith(name + "/") or name.startswith(prefix):  # others hold no match
@@ -306,9 +316,11 @@ def _read_to_end(fd: int, offset: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _entries(entries: Iterator[os.DirEntry[str]], folder: str) -> Iterator[os.DirEntry[str]]:
-    """scandir's entries, an error while reading the folder said as the storage's."""
+def _entries(entries: Iterator[os.DirEntry[str]], folder: str, strict: bool) -> Iterator[os.DirEntry[str]]:
+    """scandir's entries; an error while reading the folder said as the storage's (or, not
+    ``strict``, the folder's entries read so far)."""
     try:
         yield from entries
     except OSError as exc:
-        raise _map_os_error(exc, "listing", folder or "the repository") from None
+        if strict:
+            raise _map_os_error(exc, "listing", folder or "the repository") from None
