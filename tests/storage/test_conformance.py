@@ -33,7 +33,12 @@ def test_put_never_overwrites(storage_backend):
     assert storage_backend.get("snapshots/a") == b"original"
 
 
-def test_concurrent_puts_of_one_name_have_one_winner(storage_backend):
+def test_concurrent_puts_of_one_name_have_one_winner(storage_backend, request):
+    if request.node.callspec.params["storage_backend"] == "s3":
+        # moto checks If-None-Match and then stores, unlocked: two of eight concurrent
+        # PUTs have both been answered 200 (seen once in many runs). S3 and SeaweedFS
+        # (the "seaweed" run of this test) decide it atomically.
+        pytest.skip("moto does not make a conditional PUT atomic")
     wins, losses = [], []
 
     def put(i: int) -> None:

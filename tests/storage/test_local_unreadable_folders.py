@@ -7,6 +7,7 @@ Run as `nobody` from root: root itself reads every folder."""
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,8 @@ def listed_as_nobody(repo: Path, prefix: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", LIST_AS_NOBODY, f"file://{repo}", prefix],
         user="nobody",
+        group=pwd.getpwnam("nobody").pw_gid,  # not root's group: it may not reach the checkout
+        extra_groups=[],
         capture_output=True,
         text=True,
         check=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from rich.cells import cell_len
+from rich.control import strip_control_codes
 
 GAP = "  "
 
@@ -23,8 +24,7 @@ def aligned(header: Sequence[str], rows: Sequence[Sequence[str]], right: Collect
 
 
 def _padded(values: Sequence[str], right: bool) -> list[str]:
-    # a tab is as wide as where it lands: expanded in its cell, the columns after it line up
-    values = [v.expandtabs(8) if "\t" in v else v for v in values]
+    values = [v if v.isprintable() else _printable(v) for v in values]
     if all(map(str.isascii, values)):  # one cell a character: str pads by itself
         width = max(map(len, values))
         return [v.rjust(width) for v in values] if right else [v.ljust(width) for v in values]
@@ -36,3 +36,10 @@ def _padded(values: Sequence[str], right: bool) -> list[str]:
         if right
         else [v + p for p, v in zip(pads, values, strict=True)]
     )
+
+
+def _printable(value: str) -> str:
+    """A value as the terminal shows it, measured in its own cell: a tab expanded there (it
+    is as wide as where it lands), the control codes rich strips taken out (a carriage
+    return in a host name would otherwise move the rest of its row)."""
+    return strip_control_codes(value.expandtabs(8))

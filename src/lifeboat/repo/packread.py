@@ -98,7 +98,7 @@ def open_blobs(
                     raise
                 raise IntegrityError(f"{where}: {message}") from None
         except IntegrityError as refused:
-            out.append(refused)
+            out.append(refused.with_traceback(None))  # see PackRanges._open_run
             continue
         out.append(data)
     return out
@@ -308,7 +308,9 @@ class PackRanges:
                     lambda loc: data[loc.offset - span.start : loc.offset - span.start + loc.length],
                 )
             except (IntegrityError, StorageError) as exc:  # the range, or its header, is not there
-                opened = [exc] * len(blob_ids)
+                # without its traceback: kept, it made a cycle (this frame, its list) holding
+                # the whole range until the collector's next full pass
+                opened = [exc.with_traceback(None)] * len(blob_ids)
             for blob_id, result in zip(blob_ids, opened, strict=True):
                 if isinstance(result, bytes):
                     out.append(result)
