@@ -36,8 +36,8 @@ CACHE_NAME = "snapshots.json"
 # headers parse in half the time. The layout is in the file's tag (HEADERS_LAYOUT): a cache
 # of an earlier one fails it and is rebuilt, never read by position as this one.
 OPENED_FIELDS = 15
-HEADERS_LAYOUT = 2  # in the tag (SealedRecords.label): a file of another layout fails it
 UNOPENED_FIELDS = 5
+HEADERS_LAYOUT = 2  # in the tag (SealedRecords.label): a file of another layout fails it
 STATS_FIELDS = tuple(f.name for f in fields(SnapshotStats))
 # id -> [size, mtime, time, asset, signature check, sealed]: all that choosing a snapshot
 # needs (the writer verdict is judged afresh from the cached check; a writer key chooses
