@@ -57,6 +57,7 @@ class ProbeChild:
         self._pid = pid
         self._requests = requests
         self._futures: dict[str, Future[Any]] = {}
+        self._reading = True  # until the reader has given up: no answer comes after that
         self._lock = threading.Lock()
         reading = threading.Thread(target=self._read_answers, args=(answers,), name="status probe child")
         reading.daemon = True
@@ -99,7 +100,12 @@ class ProbeChild:
             return None
         future: Future[Any] = Future()
         with self._lock:
-            self._futures[name] = future
+            reading = self._reading
+            if reading:
+                self._futures[name] = future
+        if not reading:  # the reader is done (the child is gone): this one would never be answered
+            future.set_result(None)
+            return future
         try:
             self._requests.write(_LENGTH.pack(len(payload)) + payload)
             self._requests.flush()
@@ -137,6 +143,7 @@ class ProbeChild:
             pass
         finally:  # whatever ended the reading, nothing waits on an answer that cannot come
             with self._lock:
+                self._reading = False  # a probe asked from now on is answered None at once
                 names = list(self._futures)
             for name in names:
                 self._complete(name, "answer", None)
