@@ -63,7 +63,6 @@ def snapshots(
             + [_damaged_json(name, problem) for name, problem in sorted(damaged.items())]
         )
         return 1 if damaged else 0
-    from rich.control import strip_control_codes
     from rich.markup import escape
 
     from lifeboat.cli.columns import aligned
@@ -86,10 +85,10 @@ def snapshots(
     header, *lines = aligned(LISTING_COLUMNS, rows, right=NUMBER_COLUMNS)
     out = console()
     # written as plain text (a host or asset name is never read as markup), not re-wrapped:
-    # the rows straight to the console's file, with the control codes rich's `out` strips
-    # (rich made objects of every line: half the time of printing 10,000 rows)
+    # the rows straight to the console's file (rich made objects of every line: half the
+    # time of printing 10,000 rows); ``aligned`` took out the control codes rich strips
     out.out(header, style="bold", highlight=False)
-    out.file.write(strip_control_codes("".join(line + "\n" for line in lines[: len(snaps)])))
+    out.file.write("".join(line + "\n" for line in lines[: len(snaps)]))
     if damaged:
         out.out("".join(line + "\n" for line in lines[len(snaps) :]), style="red", highlight=False, end="")
     out.print(f"{len(snaps)} snapshot(s)")

@@ -192,11 +192,12 @@ class SnapshotCache:
 
 
 def _summary_of(entries: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """The summary rows of cached headers: [size, mtime, time, asset, check, sealed]."""
-    summary = {}
-    for snapshot_id, e in entries.items():
-        if len(e) == UNOPENED_FIELDS:  # sealed by another writer: listed, never chosen
-            summary[snapshot_id] = [e[0], e[1], None, None, e[3], True]
-        else:
-            summary[snapshot_id] = [e[0], e[1], e[7], e[5], e[3], e[4] is True]
-    return summary
+    return {snapshot_id: summary_row(e) for snapshot_id, e in entries.items()}
+
+
+def summary_row(entry: list[Any]) -> list[Any]:
+    """A cached header's summary row: [size, mtime, time, asset, check, sealed] (another
+    writer's sealed header: no time or asset to choose by)."""
+    if len(entry) == UNOPENED_FIELDS:
+        return [entry[0], entry[1], None, None, entry[3], True]
+    return [entry[0], entry[1], entry[7], entry[5], entry[3], entry[4] is True]

@@ -26,7 +26,7 @@ from lifeboat.errors import IntegrityError, NotFoundError
 from lifeboat.repo.format import SNAPSHOT_MAGIC, object_ids_valid, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.repo.sealed import MetadataCodec, Unopened
-from lifeboat.repo.snapshot_cache import STATS_FIELDS, UNOPENED_FIELDS, SnapshotCache
+from lifeboat.repo.snapshot_cache import STATS_FIELDS, UNOPENED_FIELDS, SnapshotCache, summary_row
 from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
 from lifeboat.storage.base import ObjectStat, Storage
 
@@ -522,10 +522,12 @@ class CachedSnapshot:
 def _summary_row(
     size: int, mtime: float, result: tuple[SnapshotInfo, SignatureCheck, bool] | Unopened
 ) -> list[Any]:
+    """The summary row of a header just read, as of its cache entry (one layout, in
+    repo/snapshot_cache.py)."""
     if isinstance(result, Unopened):  # another writer's: no time or asset to choose by
-        return [size, mtime, None, None, result.to_json(), True]
+        return summary_row([size, mtime, {}, result.to_json(), None])
     info, check, sealed = result
-    return [size, mtime, info.time.isoformat(), info.asset, check.to_json(), sealed]
+    return summary_row([size, mtime, {}, *opened_fields(info, check.to_json(), sealed)])
 
 
 class CachedHistory:
