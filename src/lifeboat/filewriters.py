@@ -17,10 +17,11 @@ parent directory from the target's descriptor, one component at a time, never fo
 a link, and creates each file exclusively under its name, never through a link: what it
 finds there (planted during the restore), or a parent that is no longer a directory, it
 leaves, and names the file in its reply, for the restore to write the usual way. Given a
-keys restore's fingerprint key, it reads each file it made back through a new descriptor,
-names one that does not hold exactly what it was sent the same way, and replies with the
-fingerprint of each one that does: taken here, on the other core, they were a fifth of the
-restore's own time (30,000 key files into tmpfs: 1.35 s, 1.20 s without them). It stops at
+keys restore's fingerprint key, it reads each file it made back, once its name is looked
+up anew and found to lead to that file, names one that does not hold exactly what it was
+sent the same way, and replies with the fingerprint of each one that does: taken here, on
+the other core, they were a fifth of the restore's own time (30,000 key files into tmpfs:
+1.35 s, 1.20 s without them). It stops at
 the first error and replies with it. It is started with ``-P`` from ``/``: nothing in
 the current directory can shadow a module it imports.
 
@@ -47,8 +48,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import IO, NoReturn
 
-from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, TargetDir, apply_file_metadata, write_all
+from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, TargetDir, write_all
 
+# a file a keys restore makes and reads back through the same descriptor (see _holds)
+MADE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 HELD_DIRS = 64  # parent directories a writer keeps open (a batch is mostly one directory)
 IN_FLIGHT = 4  # batches sent to the writer and not yet answered
 SEND_FILES = 512  # files one batch carries ...
@@ -111,6 +114,7 @@ class _Directories:
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
         self.held: OrderedDict[str, int] = OrderedDict()
+        self._identities: dict[int, DirIdentity] = {}  # of the descriptors held (and the root's)
 
     def get(self, rel: str) -> int:
         if rel == "":
@@ -122,8 +126,20 @@ class _Directories:
         fd = self._open(rel)
         self.held[rel] = fd
         while len(self.held) > HELD_DIRS:
-            os.close(self.held.popitem(last=False)[1])
+            self._close(self.held.popitem(last=False)[1])
         return fd
+
+    def identity(self, fd: int) -> DirIdentity:
+        """The identity of a descriptor ``get`` returned, taken once while it is held (a
+        read-back restore asked it for every file: a fifth of its system calls)."""
+        found = self._identities.get(fd)
+        if found is None:
+            found = self._identities[fd] = identity_of(fd)
+        return found
+
+    def _close(self, fd: int) -> None:
+        self._identities.pop(fd, None)
+        os.close(fd)
 
     def _open(self, rel: str) -> int:
         parts = rel.split("/")
@@ -159,7 +175,7 @@ class _Directories:
     def forget(self, rel: str) -> None:
         """Drops what is held of ``rel`` and below (it was replaced or removed)."""
         for held in [h for h in self.held if h == rel or h.startswith(rel + "/")]:
-            os.close(self.held.pop(held))
+            self._close(self.held.pop(held))
 
 
 def _write_file(dir_fd: int, spec: FileSpec, read_back: bool = False) -> bool:
@@ -168,15 +184,20 @@ def _write_file(dir_fd: int, spec: FileSpec, read_back: bool = False) -> bool:
     _, name, data, mode, uid, gid, mtime_ns = spec
     if name in ("", ".", "..") or "/" in name:
         raise OSError(22, "not a file name", name)
+    flags = MADE_FLAGS if read_back else TEMP_FLAGS
     try:
-        fd = os.open(name, TEMP_FLAGS, 0o644 if mode == PLAIN else 0o600, dir_fd=dir_fd)
+        fd = os.open(name, flags, 0o644 if mode == PLAIN else mode & 0o700, dir_fd=dir_fd)
     except FileExistsError:
         return False
     try:
         try:
+            made = os.fstat(fd) if read_back or mode != PLAIN else None
             write_all(fd, data)
+            if made is None:
+                return True
             if mode != PLAIN:
-                apply_file_metadata(fd, mode, uid, gid, mtime_ns)
+                _apply_metadata(fd, made, mode, uid, gid, mtime_ns)
+            return not read_back or _holds(dir_fd, name, fd, made, data)
         finally:
             os.close(fd)
     except BaseException:
@@ -185,28 +206,38 @@ def _write_file(dir_fd: int, spec: FileSpec, read_back: bool = False) -> bool:
         except OSError:
             pass
         raise
-    return not read_back or _reads_back_as(dir_fd, name, data)
 
 
-def _reads_back_as(dir_fd: int, name: str, data: bytes) -> bool:
-    """Whether the file under ``name`` holds exactly ``data``: opened anew, never through a
-    link (nor waiting on a pipe put in its place), and read to its end (or just past
-    ``data``'s). One it cannot read is not confirmed."""
+def _apply_metadata(fd: int, made: os.stat_result, mode: int, uid: int, gid: int, mtime_ns: int) -> None:
+    """``apply_file_metadata`` without the calls that would change nothing: the file was
+    made with the owner bits of ``mode`` (never more open than that before its owner is
+    set), so a key file (0600) already has its mode, and one restored by its owner already
+    has its owner. Of a keys restore's twelve system calls a file, two."""
+    owned = uid < 0 or (made.st_uid, made.st_gid) == (uid, gid)
+    if not owned:
+        try:  # before the chmod: a chown clears setuid/setgid
+            os.fchown(fd, uid, gid)
+        except OSError:
+            pass  # the user may not exist on this host; contents matter more
+    if not owned or stat.S_IMODE(made.st_mode) != mode:
+        os.fchmod(fd, mode)
+    os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
+def _holds(dir_fd: int, name: str, fd: int, made: os.stat_result, data: bytes) -> bool:
+    """Whether ``name`` still names the file made through ``fd`` (not moved away and
+    replaced: looked up anew, never through a link) and that file reads back as exactly
+    ``data``, read to just past its end. One it cannot read is not confirmed. Read through
+    the descriptor that made it, not a new one: the name's lookup says it is the same file,
+    and an open, a stat and a read a file fewer were a sixth of a keys restore's writer."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        named = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        found = os.pread(fd, len(data) + 1, 0)
+        while len(found) < len(data) and (more := os.pread(fd, len(data) + 1 - len(found), len(found))):
+            found += more
     except OSError:
         return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        found = b""
-        while len(found) <= len(data) and (piece := os.read(fd, len(data) + 1 - len(found))):
-            found += piece
-        return found == data
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return (named.st_dev, named.st_ino) == (made.st_dev, made.st_ino) and found == data
 
 
 def _fingerprinter(key: bytes) -> Callable[[bytes], str]:
@@ -239,7 +270,7 @@ def _write_batch(
             if _write_file(dir_fd, spec, read_back):
                 written += 1
                 if read_back:
-                    confirmed.setdefault((spec[0], identity_of(dir_fd)), []).append(k)
+                    confirmed.setdefault((spec[0], dirs.identity(dir_fd)), []).append(k)
             else:
                 existing.append(k)
         except (OSError, ValueError, OverflowError) as exc:  # a NUL in a name, a uid past 2**32

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,21 +111,46 @@ def test_the_writer_process_fingerprints_each_file_and_each_matches_the_backup(
     assert sum(f.startswith("keyed:") for f in taken) == FILES
 
 
-def test_the_writer_confirms_only_a_file_that_reads_back_exactly_as_sent(tmp_path: Path) -> None:
-    """Pure logic of the writer's check, on real files: equal bytes only, through no link."""
-    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+@contextmanager
+def made_file(dir_fd: int, name: str, body: bytes) -> Iterator[tuple[int, os.stat_result]]:
+    """A file made as the writer makes one: its descriptor (open for reading too) and stat."""
+    fd = os.open(name, filewriters.MADE_FLAGS, 0o600, dir_fd=dir_fd)
     try:
-        data = os.urandom(3000)
-        cases = {"same": data, "changed": data[:-1] + b"x", "longer": data + b"\0", "shorter": data[:-1]}
-        for name, body in cases.items():
-            (tmp_path / name).write_bytes(body)
-        (tmp_path / "link").symlink_to(tmp_path / "same")
-
-        checked = {name: filewriters._reads_back_as(fd, name, data) for name in [*cases, "link", "missing"]}
+        made = os.fstat(fd)
+        os.write(fd, body)
+        yield fd, made
     finally:
         os.close(fd)
 
-    assert checked == {n: n == "same" for n in [*cases, "link", "missing"]}
+
+def test_the_writer_confirms_only_a_file_that_reads_back_exactly_as_sent(tmp_path: Path) -> None:
+    """Pure logic of the writer's check, on real files: equal bytes only, under a name that
+    still leads to the file it made (not to a link to it, nor to a copy put in its place)."""
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    data = os.urandom(3000)
+    cases = {"same": data, "changed": data[:-1] + b"x", "longer": data + b"\0", "shorter": data[:-1]}
+
+    def link(path: Path) -> None:
+        path.unlink()
+        path.symlink_to(tmp_path / "same")
+
+    def copy(path: Path) -> None:
+        path.rename(tmp_path / "moved")
+        path.write_bytes(data)
+
+    replace: dict[str, Callable[[Path], None]] = {"link": link, "copy": copy, "missing": Path.unlink}
+    checked = {}
+    try:
+        for name, body in [*cases.items(), *((name, data) for name in replace)]:
+            with made_file(dir_fd, name, body) as (fd, made):
+                if name in replace:
+                    replace[name](tmp_path / name)
+                checked[name] = filewriters._holds(dir_fd, name, fd, made, data)
+    finally:
+        os.close(dir_fd)
+
+    assert checked == {n: n == "same" for n in [*cases, *replace]}
+    assert (tmp_path / "copy").read_bytes() == data  # the same bytes, another file: not confirmed
 
 
 def test_into_a_target_that_holds_files_each_is_read_back_here(tmp_path: Path) -> None:
@@ -208,12 +233,14 @@ def test_a_file_made_through_a_directory_put_down_and_reopened_within_a_batch_is
 
 
 def test_a_pipe_in_place_of_a_file_is_not_confirmed_and_does_not_block(tmp_path: Path) -> None:
-    os.mkfifo(tmp_path / "fifo")
-    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        assert filewriters._reads_back_as(fd, "fifo", b"") is False
+        with made_file(dir_fd, "fifo", b"") as (fd, made):
+            (tmp_path / "fifo").unlink()
+            os.mkfifo(tmp_path / "fifo")
+            assert filewriters._holds(dir_fd, "fifo", fd, made, b"") is False
     finally:
-        os.close(fd)
+        os.close(dir_fd)
 
 
 class _Keyed:
