@@ -68,6 +68,20 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def print_lines(lines: list[str]) -> None:
+    """Lines of plain text on standard output, as the console prints them with no markup
+    and no wrapping: straight to the stream when every one is printable, through rich
+    otherwise (it takes out the control codes a file name may hold, and expands its tabs).
+    A restore's summary needed nothing else of rich, which took ~40 ms to import and set up
+    at its end (of a 1.8 s keys restore of 30,000 files), and made objects of every line
+    (0.15 s for 30,000)."""
+    if all(map(str.isprintable, lines)):
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+        return
+    console().print("\n".join(lines), soft_wrap=True, markup=False)
+
+
 def print_json(data: Any) -> None:
     """``data`` as indented JSON on standard output. orjson, not json: 10,000 snapshot rows
     took a second to print (dataclasses and times serialised natively; the rest, such as

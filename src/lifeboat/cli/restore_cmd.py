@@ -24,6 +24,7 @@ from lifeboat.cli.credentials import (
     ShareOption,
     credentials_options,
 )
+from lifeboat.cli.output import print_lines
 from lifeboat.errors import ConfigError
 
 # Each names a different point to recover to: two of them leave the choice to lifeboat.
@@ -199,8 +200,8 @@ def restore(
                 soft_wrap=True,
                 markup=False,
             )
-        # one print, no markup: a file named "[red]" is a name, and a print per line of a
-        # long summary cost more than the restore it reports
-        console.print("\n".join(outcome.result.summary), soft_wrap=True, markup=False)
+        # no markup: a file named "[red]" is a name; one write: a print per line of a long
+        # summary cost more than the restore it reports
+        print_lines(outcome.result.summary)
     if not outcome.result.ok:
         raise typer.Exit(1)
