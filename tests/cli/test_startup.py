@@ -529,7 +529,7 @@ def test_each_verb_is_registered_by_the_modules_a_run_of_it_imports() -> None:
 
 
 def test_the_verb_of_a_command_line() -> None:
-    from lifeboat.cli.app import invoked_verb
+    from lifeboat.cli.verbs import invoked_verb
 
     assert invoked_verb(["--config", "x.toml", "--debug", "status", "--json"]) == "status"
     assert invoked_verb(["-c", "wal", "--repository=c", "snapshots"]) == "snapshots"

@@ -222,6 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     call = parse_hot(args)
     if call is not None:
         _run_hot_or_exit(call)
+    from lifeboat.cli import import_readahead
+    from lifeboat.cli.verbs import VERB_MODULES, invoked_verb
+
+    verb = invoked_verb(args)
+    import_readahead.start(verb if verb in VERB_MODULES else None)  # a typo gets no list
     from lifeboat.cli.app import main as typer_main
 
     typer_main(argv)
