@@ -17,12 +17,14 @@ parent directory from the target's descriptor, one component at a time, never fo
 a link, and creates each file exclusively under its name, never through a link: what it
 finds there (planted during the restore), or a parent that is no longer a directory, it
 leaves, and names the file in its reply, for the restore to write the usual way. Given a
-keys restore's fingerprint key, it reads each file it made back, once its name is looked
-up anew and found to lead to that file, names one that does not hold exactly what it was
-sent the same way, and replies with the fingerprint of each one that does: taken here, on
-the other core, they were a fifth of the restore's own time (30,000 key files into tmpfs:
-1.35 s, 1.20 s without them). It stops at
-the first error and replies with it. It is started with ``-P`` from ``/``: nothing in
+keys restore's ``read_back``, it reads each file it made back, once its name is looked up
+anew and found to lead to that file, names one that does not hold exactly what it was sent
+the same way, and replies with the indexes of those that do: the restore fingerprints
+those from the bytes it sent (equal to what was read back), on its reply thread, which
+mostly waits. The writer never holds the fingerprint key: it once fingerprinted here, when
+the restore process was the slower half; now the writer is (creating a file is most of its
+time), and the fingerprints were 0.1 s of its 1.3 s in a restore of 30,000 key files. It
+stops at the first error and replies with it. It is started with ``-P`` from ``/``: nothing in
 the current directory can shadow a module it imports.
 
 Messages are ``marshal``-framed tuples of strings, bytes and integers between two
@@ -45,7 +47,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import IO, NoReturn
 
 from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, TargetDir, write_all
@@ -76,10 +77,10 @@ READY = b"ready"  # the writer's first message: it started and imported what it 
 FileSpec = tuple[str, str, bytes, int, int, int, int]
 PLAIN = -1
 # (batch number, files written, indexes of the files found already there, error or None,
-# fingerprints of the files read back equal by index), the error as (errno, strerror, path)
-Reply = tuple[int, int, list[int], tuple[int, str, str] | None, dict[int, str]]
-# a batch's reply handed on: (files written, indexes found already there, fingerprints)
-Done = Callable[[int, list[int], dict[int, str]], None]
+# indexes of the files read back equal), the error as (errno, strerror, path)
+Reply = tuple[int, int, list[int], tuple[int, str, str] | None, list[int]]
+# a batch's reply handed on: (files written, indexes found already there, indexes read back)
+Done = Callable[[int, list[int], list[int]], None]
 
 
 def _frame(payload: bytes) -> bytes:
@@ -240,21 +241,9 @@ def _holds(dir_fd: int, name: str, fd: int, made: os.stat_result, data: bytes) -
     return (named.st_dev, named.st_ino) == (made.st_dev, made.st_ino) and found == data
 
 
-def _fingerprinter(key: bytes) -> Callable[[bytes], str]:
-    """A key file's fingerprint under a keys restore's ``key`` (``fingerprint`` with
-    ``Repository.keyed_hash``), imported only by a writer that is asked for one."""
-    from lifeboat.crypto.fingerprint import fingerprint, fingerprint_hash
-
-    keyed = partial(fingerprint_hash, key)
-    return lambda data: fingerprint(data, keyed)[1]
-
-
-def _write_batch(
-    dirs: _Directories, number: int, files: list[FileSpec], fingerprint_key: bytes | None = None
-) -> Reply:
-    """Makes a batch's files; with ``fingerprint_key``, reads each back and fingerprints the
-    ones that hold exactly what was sent (the bytes read are those bytes)."""
-    read_back = fingerprint_key is not None
+def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_back: bool = False) -> Reply:
+    """Makes a batch's files; with ``read_back``, reads each back and names, by index, the
+    ones that hold exactly what was sent."""
     written, existing = 0, []
     # read back, by the directory each was made through: a parent put down (more than
     # HELD_DIRS since) and opened again may be another directory under the same name
@@ -277,20 +266,17 @@ def _write_batch(
             errno = exc.errno if isinstance(exc, OSError) and exc.errno else 22
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             where = f"{spec[0]}/{spec[1]}" if spec[0] else spec[1]
-            return number, written, existing, (errno, reason, where), {}
+            return number, written, existing, (errno, reason, where), []
     # a file made through a directory moved away since is not where its path leads
-    fingerprinted: list[int] = []
+    held: list[int] = []
     for (rel, identity), made in confirmed.items():
         if dirs.still(rel, identity):
-            fingerprinted += made
+            held += made
         else:
             dirs.forget(rel)
             written -= len(made)
             existing += made
-    if fingerprint_key is None or not fingerprinted:
-        return number, written, existing, None, {}
-    take = _fingerprinter(fingerprint_key)
-    return number, written, existing, None, {k: take(files[k][2]) for k in sorted(fingerprinted)}
+    return number, written, existing, None, sorted(held)
 
 
 def _read_ahead(requests: IO[bytes]) -> Iterator[bytes]:
@@ -318,8 +304,8 @@ def serve(root_fd: int, requests: IO[bytes], replies: IO[bytes]) -> None:
     replies.write(_frame(READY))
     replies.flush()
     for payload in _read_ahead(requests):
-        number, files, fingerprint_key = marshal.loads(payload)
-        reply = _write_batch(dirs, number, files, fingerprint_key)
+        number, files, read_back = marshal.loads(payload)
+        reply = _write_batch(dirs, number, files, read_back)
         replies.write(_frame(marshal.dumps(reply)))
         replies.flush()
         if reply[3] is not None:
@@ -394,11 +380,11 @@ class FileWriter:
         done: Done,
         failed: threading.Event,
         *,
-        fingerprint_key: bytes | None = None,
+        read_back: bool = False,
     ) -> None:
         """Hands a batch to the writer (waits while ``IN_FLIGHT`` are unanswered); with
-        ``fingerprint_key``, each file it makes is read back, named with those found already
-        there unless it holds exactly what was sent, and fingerprinted if it does."""
+        ``read_back``, each file it makes is read back, named with those found already there
+        unless it holds exactly what was sent, and among those read back if it does."""
         self.ready()  # nothing to wait for once it is
         self._window.acquire()
         with self._lock:
@@ -409,7 +395,7 @@ class FileWriter:
             self._sent[number] = _Sent(done, failed)
         stdin = self._child.stdin
         assert stdin is not None
-        payload = marshal.dumps((number, specs, fingerprint_key))
+        payload = marshal.dumps((number, specs, read_back))
         try:
             stdin.write(len(payload).to_bytes(8, "little"))  # not joined: a batch is megabytes
             stdin.write(payload)
@@ -470,12 +456,12 @@ class FileWriter:
             if not expected:
                 self._fail(OSError(32, "the file writer ended"))
             return False
-        number, written, existing, error, fingerprints = marshal.loads(payload)
+        number, written, existing, error, held = marshal.loads(payload)
         with self._lock:
             sent = self._sent.pop(number)
         failure: BaseException | None = None
         try:
-            sent.done(written, existing, fingerprints)
+            sent.done(written, existing, held)
         except BaseException as exc:
             failure = exc
         if error is not None:  # the writer's own error first: it is why the batch stopped
@@ -525,7 +511,7 @@ class FileWriters:
         done: Done,
         failed: threading.Event,
         *,
-        fingerprint_key: bytes | None = None,
+        read_back: bool = False,
     ) -> None:
         """``FileWriter.send`` to the writer whose turn it is. When that one has failed, the
         others' batches are answered first, then its error is raised: a caller that then
@@ -534,7 +520,7 @@ class FileWriters:
         writer = self._writers[self._turn % len(self._writers)]
         self._turn += 1
         try:
-            writer.send(specs, done, failed, fingerprint_key=fingerprint_key)
+            writer.send(specs, done, failed, read_back=read_back)
         except Exception:
             self._answered_except(writer)
             raise
@@ -656,8 +642,8 @@ def small_file_writer(tree: TargetDir, expected: int = 0) -> Iterator[WriterSlot
 
 
 def main(root_fd: int) -> NoReturn:
-    """The writer's whole life. It holds verified file bytes and, for a keys restore, the
-    fingerprint key: it never dumps core. It ends with ``os._exit``: after an error reply the
+    """The writer's whole life. It holds verified file bytes (key material, in a keys
+    restore): it never dumps core. It ends with ``os._exit``: after an error reply the
     read-ahead thread is still blocked reading the pipe, and an interpreter shutting down
     beside it aborts (a core dump where the limit allows one, a second's wait)."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -31,12 +31,7 @@ __all__ = ["writers"]  # a fixture
 
 FILES = 700  # more than filewriters.WRITER_FROM: the writer process is used
 NO_PASSPHRASE = serialization.NoEncryption()
-KEY = bytes(range(32))  # a fingerprint key, for the writer's own logic
-
-
-def keyed(data: bytes) -> str:
-    """The fingerprint of bytes that parse as no key, under KEY."""
-    return "keyed:" + fingerprint_hash(KEY, data)
+KEY = bytes(range(32))  # a fingerprint key, for the restore's own logic
 
 
 def many_key_files(root: Path) -> None:
@@ -75,12 +70,13 @@ def test_many_key_files_come_back_each_fingerprint_matching(tmp_path: Path) -> N
     assert {mode for _, mode in restored.values()} == {0o600}
 
 
-def test_the_writer_process_fingerprints_each_file_and_each_matches_the_backup(
+def test_the_writer_process_reads_each_file_back_and_each_fingerprint_matches_the_backup(
     tmp_path: Path, writers: list[Recorded], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The writer process takes the fingerprints (the restore hands it the repository's
-    fingerprint key): every file's comes from it, PEM keys' and keyed hashes' alike, and
-    each is the one the backup recorded. The restore runs in this process, to see its writers."""
+    """The writer process reads every file it made back (the restore fingerprints those from
+    the bytes it sent, never reading them again itself): PEM keys' fingerprints and keyed
+    hashes alike are the ones the backup recorded. The restore runs in this process, to see
+    its writers."""
     real = ed25519.Ed25519PrivateKey.generate()
     pem = real.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, NO_PASSPHRASE)
     (tmp_path / "platform-keys" / "d0").mkdir(parents=True)
@@ -102,12 +98,12 @@ def test_the_writer_process_fingerprints_each_file_and_each_matches_the_backup(
 
     keys = outcome.result.details["keys"]
     assert outcome.result.ok and len(keys) == FILES + 1 and all(k["match"] for k in keys)
-    taken = sorted(f for w in writers for f in w.fingerprinted)
-    assert writers and taken == sorted(k["fingerprint"] for k in keys) and read_here == []
+    assert writers and sum(w.read_back for w in writers) == FILES + 1 and read_here == []
     public = real.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    assert "sha256:" + hashlib.sha256(public).hexdigest() in taken  # the key parsed there
+    taken = [k["fingerprint"] for k in keys]
+    assert "sha256:" + hashlib.sha256(public).hexdigest() in taken  # the key parsed
     assert sum(f.startswith("keyed:") for f in taken) == FILES
 
 
@@ -183,18 +179,18 @@ def test_a_file_read_back_through_a_directory_moved_away_meanwhile_is_not_confir
         dirs = filewriters._Directories(fd)
         (root / "d").mkdir()
         spec = ("d", "a.key", b"first", 0o600, -1, -1, 0)
-        assert filewriters._write_batch(dirs, 0, [spec], KEY) == (0, 1, [], None, {0: keyed(b"first")})
+        assert filewriters._write_batch(dirs, 0, [spec], True) == (0, 1, [], None, [0])
         (root / "d").rename(root / "moved")
         (root / "d").mkdir()
 
-        reply = filewriters._write_batch(dirs, 1, [("d", "b.key", b"second", 0o600, -1, -1, 0)], KEY)
-        without = filewriters._write_batch(dirs, 2, [("d", "c.key", b"third", 0o600, -1, -1, 0)], KEY)
+        reply = filewriters._write_batch(dirs, 1, [("d", "b.key", b"second", 0o600, -1, -1, 0)], True)
+        without = filewriters._write_batch(dirs, 2, [("d", "c.key", b"third", 0o600, -1, -1, 0)], True)
     finally:
         os.close(fd)
 
-    assert reply == (1, 0, [0], None, {})  # written into the moved directory, not confirmed
+    assert reply == (1, 0, [0], None, [])  # written into the moved directory, not confirmed
     assert (root / "moved" / "b.key").read_bytes() == b"second"
-    assert without == (2, 1, [], None, {0: keyed(b"third")})  # opened anew after that: confirmed
+    assert without == (2, 1, [], None, [0])  # opened anew after that: confirmed
     assert (root / "d" / "c.key").read_bytes() == b"third"
 
 
@@ -211,7 +207,7 @@ def test_a_file_made_through_a_directory_put_down_and_reopened_within_a_batch_is
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         dirs = filewriters._Directories(fd)
-        assert filewriters._write_batch(dirs, 0, [("d", "a.key", b"a", 0o600, -1, -1, 0)], KEY)[1] == 1
+        assert filewriters._write_batch(dirs, 0, [("d", "a.key", b"a", 0o600, -1, -1, 0)], True)[1] == 1
         (root / "d").rename(root / "moved")
         (root / "d").mkdir()
 
@@ -222,14 +218,14 @@ def test_a_file_made_through_a_directory_put_down_and_reopened_within_a_batch_is
                 (rel, name, name.encode(), 0o600, -1, -1, 0)
                 for rel, name in [("d", "b.key"), ("e", "x.key"), ("d", "c.key")]
             ],
-            KEY,
+            True,
         )
     finally:
         os.close(fd)
 
     assert (root / "moved" / "b.key").exists() and (root / "d" / "c.key").exists()
-    # b.key (in the moved directory) named for the restore; only the others fingerprinted
-    assert reply == (1, 2, [0], None, {1: keyed(b"x.key"), 2: keyed(b"c.key")})
+    # b.key (in the moved directory) named for the restore; only the others read back equal
+    assert reply == (1, 2, [0], None, [1, 2])
 
 
 def test_a_pipe_in_place_of_a_file_is_not_confirmed_and_does_not_block(tmp_path: Path) -> None:
@@ -245,8 +241,6 @@ def test_a_pipe_in_place_of_a_file_is_not_confirmed_and_does_not_block(tmp_path:
 
 class _Keyed:
     """Pure logic: the keyed hash a repository would supply."""
-
-    fingerprint_key = KEY
 
     @staticmethod
     def keyed_hash(data: bytes) -> str:
@@ -269,7 +263,7 @@ def test_a_file_that_cannot_be_read_back_fails_with_the_reason_and_two_entries_o
 
     first, second = entry("k/twice.key", b"first"), entry("k/twice.key", b"second")
     with target(tmp_path) as tree:
-        check.read_back(first, fingerprint_of(b"first"))  # confirmed by the writer, overwritten later
+        check.read_back(first, b"first")  # confirmed by the writer, overwritten later
         check.written(tree, [first, entry("k/gone.key", b"x"), entry("k/missing/x.key", b"y")])
         check.written(tree, [second])
         check.finished(tree, [])
@@ -296,7 +290,7 @@ def test_a_key_file_replaced_later_by_a_link_or_directory_of_its_name_does_not_m
 
     with target(tmp_path) as tree:
         for e in files:  # each read back equal by the writer when its batch was written
-            check.read_back(e, fingerprint_of(e.path.removeprefix("k/").encode()))
+            check.read_back(e, e.path.removeprefix("k/").encode())
         check.written(tree, files)
         check.written(tree, [entry("k/now-a-link.key", None, type="symlink")])
         check.finished(tree, [entry("k/now-a-dir.key", None, type="dir")])

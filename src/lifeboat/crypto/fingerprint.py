@@ -25,9 +25,9 @@ def fingerprint_hash(
     key: bytes, data: bytes, keyed: Callable[[bytes, bytes], blake3.blake3] = _keyed_blake3
 ) -> str:
     """The keyed hash of ``fingerprint`` for a repository whose MAC key is ``key`` (the
-    repository's ``keyed_hash``; a keys restore's writer process takes it from the key
-    alone): keyed BLAKE3 of the context and the bytes, 128 bits in hex. ``keyed`` computes
-    the same BLAKE3 its own way (the keyring's keeps the interpreter lock)."""
+    repository's ``keyed_hash``): keyed BLAKE3 of the context and the bytes, 128 bits in
+    hex. ``keyed`` computes the same BLAKE3 its own way (the keyring's keeps the interpreter
+    lock)."""
     return keyed(FINGERPRINT_CONTEXT + data, key).digest().hex()[:32]
 
 

@@ -252,12 +252,6 @@ class Keyring:
         secrets that have no public part): the MAC of ``data`` in its own context."""
         return fingerprint_hash(self._mac_key, data, keyed_blake3)
 
-    @property
-    def fingerprint_key(self) -> bytes:
-        """The key of ``fingerprint_hash`` (the MAC key: fingerprints recorded by every
-        version are under it). Handed only to a restore's own writer process, over its pipe."""
-        return self._mac_key
-
     def new_pack_cipher(self) -> tuple[Cipher, bytes]:
         """A new pack's cipher (a fresh data key) and that key wrapped for the recovery key."""
         dek = os.urandom(32)

@@ -76,16 +76,14 @@ LANES = 2
 
 class ReadBack(Protocol):
     """A restore that reads its files back (a keys restore, to fingerprint each again).
-    Small files the writer process makes are read back there, on the other core, compared
-    with the verified bytes sent and fingerprinted under ``fingerprint_key``: those are
-    handed to ``read_back``; the caller reads back every other file of a batch itself once
-    ``written`` is called, through the restore's own target descriptor."""
+    Small files the writer process makes are read back there, on the other core, and
+    compared with the verified bytes sent: those equal are handed to ``read_back``; the
+    caller reads back every other file of a batch itself once ``written`` is called,
+    through the restore's own target descriptor."""
 
-    fingerprint_key: bytes  # see Repository.fingerprint_key
-
-    def read_back(self, entry: Entry, taken: str) -> None:
-        """``entry``'s file is in the target, read back equal to its verified bytes, whose
-        fingerprint the writer process took (``taken``)."""
+    def read_back(self, entry: Entry, data: bytes) -> None:
+        """``entry``'s file is in the target, read back equal to ``data``, its verified bytes
+        (called on the writer's reply thread)."""
 
     def written(self, tree: TargetDir, entries: list[Entry]) -> None:
         """Every file of ``entries`` (a planned batch: its files, then its links) is in the target."""
@@ -717,18 +715,17 @@ class _ChunkWriter:
             specs.append((parent, name, data, self.meta.mode(entry), *self.meta.owner(entry), entry.mtime_ns))
             sent.append((entry, data))
         if specs:
-            key = self.read_back.fingerprint_key if self.read_back is not None else None
-            out.send(specs, partial(self._written, sent), failed, fingerprint_key=key)
+            out.send(specs, partial(self._written, sent), failed, read_back=self.read_back is not None)
 
     def _written(
-        self, sent: list[tuple[Entry, bytes]], written: int, existing: list[int], fingerprints: dict[int, str]
+        self, sent: list[tuple[Entry, bytes]], written: int, existing: list[int], held: list[int]
     ) -> None:
         """The writer's reply: what it found already in place (planted during the restore),
         or read back unlike what it was sent, is replaced here, the usual way; what it made
-        (and, for ``read_back``, read back equal and fingerprinted) is handed on."""
+        (and, for ``read_back``, read back equal: ``held``) is handed on."""
         if self.read_back is not None:
-            for k, fingerprint in fingerprints.items():
-                self.read_back.read_back(sent[k][0], fingerprint)
+            for k in held:
+                self.read_back.read_back(*sent[k])
         if not existing and written == len(sent):  # the usual reply: all made, counted in one go
             self._count_made(sum(len(data) for _, data in sent), len(sent))
             return

@@ -760,12 +760,6 @@ class Repository:
         secrets that have no public part)."""
         return self.keyring.fingerprint_hash(data)
 
-    @property
-    def fingerprint_key(self) -> bytes:
-        """The key of ``keyed_hash``, for a keys restore's writer process, which fingerprints
-        what it reads back (lifeboat/filewriters.py): never stored, logged or sent elsewhere."""
-        return self.keyring.fingerprint_key
-
     def ensure_writable(self) -> None:
         """A retired backup key must not add data (keys rotate retires it), and in a
         repository with writer identities a key without one signs nothing readers accept."""

@@ -92,21 +92,21 @@ _Row = tuple[str, Any, Any, bool, "str | None"]  # path, recorded fingerprint, k
 class _Fingerprints:
     """Each restored key file's fingerprint taken again from what is on disk (``rows``: the
     JSON report's, in the tree's order). A small file the restore's writer process read
-    back equal to its verified bytes is fingerprinted there; every other one is read back
-    here, through the restore's target descriptor, once its batch is written."""
+    back equal to its verified bytes is fingerprinted from those bytes; every other one is
+    read back here, through the restore's target descriptor, once its batch is written."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self.fingerprint_key = repo.fingerprint_key
         self._found: list[_Row] = []
         # path -> fingerprint, of the batch being written (None: two entries of that path)
         self._confirmed: dict[str, str | None] = {}
         self._others: set[str] = set()  # paths of the links and directories restored
         self._lock = threading.Lock()  # read_back runs on the writer's reply thread
 
-    def read_back(self, entry: Entry, taken: str) -> None:
+    def read_back(self, entry: Entry, data: bytes) -> None:
         if "fingerprint" not in entry.meta:
             return
+        taken = fingerprint(data, self.repo.keyed_hash)[1]
         with self._lock:  # of two entries of one path (overlapping roots), the disk says which is there
             self._confirmed[entry.path] = None if entry.path in self._confirmed else taken
 
