@@ -49,10 +49,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import IO, NoReturn
 
-from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, TargetDir, write_all
+from lifeboat.targetdir import DIR_FLAGS, TEMP_FLAGS, TargetDir, apply_file_metadata, write_all
 
 # a file a keys restore makes and reads back through the same descriptor (see _holds)
-MADE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+MADE_FLAGS = (TEMP_FLAGS & ~os.O_WRONLY) | os.O_RDWR
 HELD_DIRS = 64  # parent directories a writer keeps open (a batch is mostly one directory)
 IN_FLIGHT = 4  # batches sent to the writer and not yet answered
 SEND_FILES = 512  # files one batch carries ...
@@ -192,13 +192,16 @@ def _write_file(dir_fd: int, spec: FileSpec, read_back: bool = False) -> bool:
         return False
     try:
         try:
-            made = os.fstat(fd) if read_back or mode != PLAIN else None
-            write_all(fd, data)
-            if made is None:
+            if not read_back:
+                write_all(fd, data)
+                if mode != PLAIN:
+                    apply_file_metadata(fd, mode, uid, gid, mtime_ns)
                 return True
+            made = os.fstat(fd)
+            write_all(fd, data)
             if mode != PLAIN:
-                _apply_metadata(fd, made, mode, uid, gid, mtime_ns)
-            return not read_back or _holds(dir_fd, name, fd, made, data)
+                _apply_needed_metadata(fd, made, mode, uid, gid, mtime_ns)
+            return _holds(dir_fd, name, fd, made, data)
         finally:
             os.close(fd)
     except BaseException:
@@ -209,11 +212,14 @@ def _write_file(dir_fd: int, spec: FileSpec, read_back: bool = False) -> bool:
         raise
 
 
-def _apply_metadata(fd: int, made: os.stat_result, mode: int, uid: int, gid: int, mtime_ns: int) -> None:
-    """``apply_file_metadata`` without the calls that would change nothing: the file was
-    made with the owner bits of ``mode`` (never more open than that before its owner is
-    set), so a key file (0600) already has its mode, and one restored by its owner already
-    has its owner. Of a keys restore's twelve system calls a file, two."""
+def _apply_needed_metadata(
+    fd: int, made: os.stat_result, mode: int, uid: int, gid: int, mtime_ns: int
+) -> None:
+    """``apply_file_metadata`` without the calls that would change nothing, for a file read
+    back (whose stat is taken anyway): made with the owner bits of ``mode`` (never more
+    open than that before its owner is set), a key file (0600) already has its mode, and
+    one restored by its owner already has its owner. Of a keys restore's twelve system
+    calls a file, two. A plain restore applies all three: the stat would cost one more."""
     owned = uid < 0 or (made.st_uid, made.st_gid) == (uid, gid)
     if not owned:
         try:  # before the chmod: a chown clears setuid/setgid
@@ -227,10 +233,11 @@ def _apply_metadata(fd: int, made: os.stat_result, mode: int, uid: int, gid: int
 
 def _holds(dir_fd: int, name: str, fd: int, made: os.stat_result, data: bytes) -> bool:
     """Whether ``name`` still names the file made through ``fd`` (not moved away and
-    replaced: looked up anew, never through a link) and that file reads back as exactly
-    ``data``, read to just past its end. One it cannot read is not confirmed. Read through
-    the descriptor that made it, not a new one: the name's lookup says it is the same file,
-    and an open, a stat and a read a file fewer were a sixth of a keys restore's writer."""
+    replaced: looked up anew, never through a link), of the size of ``data``, and that
+    file reads back as exactly ``data`` (read to one byte past it: grown since the lookup,
+    it does not). One it cannot read is not confirmed. Read through the descriptor that
+    made it, not a new one: the name's lookup says it is the same file, and an open, a
+    stat and a read a file fewer were a sixth of a keys restore's writer."""
     try:
         named = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         found = os.pread(fd, len(data) + 1, 0)
@@ -238,7 +245,8 @@ def _holds(dir_fd: int, name: str, fd: int, made: os.stat_result, data: bytes) -
             found += more
     except OSError:
         return False
-    return (named.st_dev, named.st_ino) == (made.st_dev, made.st_ino) and found == data
+    same_file = (named.st_dev, named.st_ino) == (made.st_dev, made.st_ino)
+    return same_file and named.st_size == len(data) and found == data
 
 
 def _write_batch(dirs: _Directories, number: int, files: list[FileSpec], read_back: bool = False) -> Reply:

@@ -50,7 +50,7 @@ def test_the_fingerprint_key_never_reaches_the_writer_process(
     policy = load_policy(env.policy)
     repo = runtime.open_for_read(policy, Credentials(shares=shares), purpose="test", asset="platform-keys")
     key = repo.keyring._mac_key  # what the attacker hopes to find
-    assert repo.keyed_hash(b"x") == filewriters_free_fingerprint(key, b"x")
+    assert repo.keyed_hash(b"x") == fingerprint_under(key, b"x")
     _RecordedMarshal.sent = []
     monkeypatch.setattr(filewriters, "marshal", _RecordedMarshal)
     seen: list[tuple[bytes, bytes]] = []  # (command line, environment) of a writer caught running
@@ -78,7 +78,7 @@ def test_the_fingerprint_key_never_reaches_the_writer_process(
     assert [p for p in left if any(form in p.read_bytes() for form in forms)] == []
 
 
-def filewriters_free_fingerprint(key: bytes, data: bytes) -> str:
+def fingerprint_under(key: bytes, data: bytes) -> str:
     """The keyed hash a holder of ``key`` computes: the attacker's check that it is the key."""
     from lifeboat.crypto.fingerprint import fingerprint_hash
 

@@ -6,59 +6,120 @@ another, a small random read each, and waits for every one: 0.15-0.2 s of a 1.0 
 unchanged backup of 30,000 key files. So each verb lists, at its exit, the modules it
 imported (`$XDG_CACHE_HOME/lifeboat/imports/<verb>`, else `~/.cache/...`), and its next
 run starts threads that ask the kernel to read those files ahead (``posix_fadvise``
-WILLNEED) while the interpreter imports them in turn. Only ``.pyc`` files named by an
-absolute path are read ahead, and none is parsed or run: a list somebody rewrote can make
-lifeboat read ahead files it may read anyway, nothing more. A cache directory that cannot
-be read or written costs nothing but the gain. The fast commands of `cli/entry.py` (`wal
-push`, `status`...) read nothing ahead: they run every few seconds on a warm cache, where
-the threads made them 5-10 ms slower.
+WILLNEED) while the interpreter imports them in turn. Nothing listed is parsed or run.
+
+The list is kept only under a cache directory that exists and that this user owns and no
+one else may write, reached without following a link below it: root run with another
+user's home (``sudo -E``) neither reads that user's list nor writes where a link of theirs
+points. A list holds only paths of modules this process imported (and those of the old
+list that still exist), never other lines from the old one. A cache directory that cannot
+be used costs nothing but the gain.
+
+Left out: the fast commands of `cli/entry.py` (`wal push`, `status`...), which run every
+few seconds on a warm cache, where the threads made them 5-10 ms slower; and the verbs
+that fork while they run (`status`'s probe child, `wal`'s drainer), which must not fork
+beside threads.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import stat
 import sys
 import threading
 from collections.abc import Iterable
-from pathlib import Path
+from contextlib import suppress
 
 READERS = 4  # threads, so that the disk has several reads in flight
 MAX_PATHS = 2000  # what a list holds at most (a command imports ~100 to ~500 modules)
-_COMMAND = re.compile(r"[a-z][a-z-]{0,31}")
+FORKING_VERBS = frozenset({"status", "wal"})
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def cache_file(command: str) -> Path | None:
-    """Where ``command``'s list is kept (None without a home or for an odd command name)."""
-    if not _COMMAND.fullmatch(command):
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or (
-        os.path.join(os.environ["HOME"], ".cache") if os.environ.get("HOME") else ""
-    )
-    if not os.path.isabs(base):
-        return None
-    return Path(base) / "lifeboat" / "imports" / command
+def cache_base() -> str | None:
+    """``$XDG_CACHE_HOME``, or ``~/.cache`` (an XDG_CACHE_HOME that is not absolute is
+    ignored, as the XDG spec says); None without either."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return xdg
+    home = os.environ.get("HOME", "")
+    return os.path.join(home, ".cache") if os.path.isabs(home) else None
 
 
-def listed(path: Path) -> list[str]:
-    """The module files a list names (none when it cannot be read)."""
+def _private(fd: int) -> bool:
+    """Whether a directory is this user's and no one else may write in it."""
+    info = os.fstat(fd)
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def open_cache_dir(base: str) -> int | None:
+    """A descriptor of ``base/lifeboat/imports``, made if missing, each directory from
+    ``base`` down opened without following a link and each one private (None otherwise).
+    A missing ``base`` is made only in a directory this user owns (their home)."""
+    with suppress(OSError):
+        if os.stat(os.path.dirname(base)).st_uid == os.geteuid():
+            os.mkdir(base, 0o700)
+    fd = _open_private(base)
+    for part in ("lifeboat", "imports"):
+        if fd is None:
+            return None
+        fd = _open_private(part, fd)
+    return fd
+
+
+def _open_private(name: str, parent: int | None = None) -> int | None:
+    """``name`` (below ``parent``, made there if missing; ``parent`` is closed) opened as a
+    directory without following a link, when it is private."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read(MAX_PATHS * 512).splitlines()[:MAX_PATHS]
+        if parent is not None:
+            with suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError:
+        return None
+    finally:
+        if parent is not None:
+            os.close(parent)
+    if _private(fd):
+        return fd
+    os.close(fd)
+    return None
+
+
+def listed(dir_fd: int, verb: str) -> list[str]:
+    """The module files the list of ``verb`` names (none when it cannot be read)."""
+    try:
+        fd = os.open(verb, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return []
-    return [line for line in lines if line.startswith("/") and line.endswith(".pyc")]
+    try:
+        with open(fd, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read(MAX_PATHS * 512).splitlines()[:MAX_PATHS]
+    except (OSError, ValueError):
+        return []
+    return [line for line in lines if _is_module_file(line)]
 
 
-def read_ahead(paths: list[str]) -> None:
+def _is_module_file(path: str) -> bool:
+    return path.startswith("/") and path.endswith(".pyc")
+
+
+def read_ahead(paths: list[str]) -> list[threading.Thread]:
     """Asks the kernel to read ``paths`` into the page cache, in ``READERS`` daemon threads
     (opening a file on a cold cache waits for its directory and inode: each thread waits
     for its own)."""
-    for k in range(min(READERS, len(paths))):
-        threading.Thread(target=_advise, args=(paths[k::READERS],), name="import-ahead", daemon=True).start()
+    threads = [
+        threading.Thread(target=advise, args=(paths[k::READERS],), name="import-ahead", daemon=True)
+        for k in range(min(READERS, len(paths)))
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
-def _advise(paths: Iterable[str]) -> None:
+def advise(paths: Iterable[str]) -> None:
+    """Read-ahead for each file; one that cannot be opened without waiting (a pipe) or at
+    all is passed over."""
     for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -77,41 +138,46 @@ def imported() -> set[str]:
     found = set()
     for module in list(sys.modules.values()):
         cached = getattr(getattr(module, "__spec__", None), "cached", None)
-        if isinstance(cached, str) and cached.startswith("/") and cached.endswith(".pyc"):
+        if isinstance(cached, str) and _is_module_file(cached) and "\n" not in cached:
             found.add(cached)
     return found
 
 
-def remember(path: Path, known: list[str]) -> None:
-    """Adds what this process imported to the list at ``path``, when it imported something
-    the list lacks; written whole under a new name first, so a reader never sees half."""
-    new = imported() - set(known)
-    if not new:
+def remember(dir_fd: int, verb: str, known: list[str]) -> None:
+    """Writes the list of ``verb`` anew when this process imported a module it lacks: what
+    it imported, and the listed files that still exist. Written whole under a new name
+    first, so that a reader never sees half of it."""
+    now = imported()
+    if not now - set(known):
         return
-    lines = "".join(p + "\n" for p in [*known, *sorted(new)][:MAX_PATHS])
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    kept = [path for path in known if path not in now and os.path.exists(path)]
+    lines = "".join(path + "\n" for path in [*sorted(now), *kept][:MAX_PATHS])
+    temp = f".{verb}.{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with open(fd, "w", encoding="utf-8") as f:
+        fd = os.open(temp, flags, 0o600, dir_fd=dir_fd)
+        with open(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(lines)
-        os.replace(temp, path)
-    except OSError:
+        os.replace(temp, verb, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except (OSError, ValueError):
         try:
-            temp.unlink(missing_ok=True)
+            os.unlink(temp, dir_fd=dir_fd)
         except OSError:
             pass
 
 
-def start(command: str | None) -> None:
-    """Starts reading ahead what ``command`` imported in its earlier runs, and has this
-    process add to that list at its exit (not a child forked from it). An interpreter that
-    has imported typer already (a call from Python, the suite's fork server) has nothing
-    left to read and would list modules the command never needed: it does neither."""
-    path = cache_file(command) if command else None
-    if path is None or "typer" in sys.modules:
+def start(verb: str | None) -> None:
+    """Starts reading ahead what ``verb`` imported in its earlier runs, and has this process
+    write that list again at its exit (not a child forked from it). An interpreter that has
+    imported typer already (a call from Python, the suite's fork server) has nothing left
+    to read and would list modules the verb never needed: it does neither."""
+    if verb is None or not verb.replace("-", "").isalnum() or verb in FORKING_VERBS or "typer" in sys.modules:
         return
-    known = listed(path)
+    base = cache_base()
+    dir_fd = open_cache_dir(base) if base else None
+    if dir_fd is None:
+        return
+    known = listed(dir_fd, verb)
     if known:
         read_ahead(known)
     import atexit
@@ -120,6 +186,9 @@ def start(command: str | None) -> None:
 
     def at_exit() -> None:
         if os.getpid() == parent:
-            remember(path, known)
+            try:
+                remember(dir_fd, verb, known)
+            finally:
+                os.close(dir_fd)
 
     atexit.register(at_exit)

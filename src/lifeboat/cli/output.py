@@ -69,17 +69,20 @@ def _json_default(value: Any) -> Any:
 
 
 def print_lines(lines: list[str]) -> None:
-    """Lines of plain text on standard output, as the console prints them with no markup
-    and no wrapping: straight to the stream when every one is printable, through rich
-    otherwise (it takes out the control codes a file name may hold, and expands its tabs).
-    A restore's summary needed nothing else of rich, which took ~40 ms to import and set up
-    at its end (of a 1.8 s keys restore of 30,000 files), and made objects of every line
-    (0.15 s for 30,000)."""
-    if all(map(str.isprintable, lines)):
-        sys.stdout.write("".join(line + "\n" for line in lines))
-        sys.stdout.flush()
-        return
-    console().print("\n".join(lines), soft_wrap=True, markup=False)
+    """Lines of plain text on standard output, never re-wrapped, each character a terminal
+    would act on shown escaped as Python writes it (an escape sequence in a restored file's
+    name as ``\\x1b[2J``, a carriage return as ``\\r``), so that a name cannot move the
+    cursor, clear the screen or retitle the window. rich, which printed a restore's summary
+    before, takes out five control codes and passes escape sequences through; it also took
+    ~40 ms to import and set up at the end of a restore that needed nothing else of it."""
+    sys.stdout.write("".join(_shown(line) + "\n" for line in lines))
+    sys.stdout.flush()
+
+
+def _shown(line: str) -> str:
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line)
 
 
 def print_json(data: Any) -> None:

@@ -55,12 +55,13 @@ def keyed_blake3(data: bytes, key: bytes) -> blake3.blake3:
     A thread that hands the lock back while another one runs Python waits up to the
     interpreter's switch interval (5 ms) to get it back. Measured when a keys restore's reply
     threads fingerprinted every file the writer process made while the main thread decoded
-    trees (the writer process takes them now): 30,000 files of 0.5-4 KB restored in 1.43 s,
-    1.35 s with the lock kept (median of 6, into tmpfs). The input is fed in pieces each shorter than
-    GIL_FREE_FROM, so the hash keeps the lock; it then takes 2-3 times as long (1 more µs
-    at 2 KiB, 11 more at 16 KiB: it loses the SIMD run over many 1 KiB chunks), and from
-    HELD_BELOW on, releasing the lock pays. Blob ids keep the plain hash: a restore's
-    check of each small file's id gained from releasing it (`dir://` 3.03 s -> 3.21 s held)."""
+    trees (as they do again; the writer process took them for a while): 30,000 files of
+    0.5-4 KB restored in 1.43 s, 1.35 s with the lock kept (median of 6, into tmpfs). The
+    input is fed in pieces each shorter than GIL_FREE_FROM, so the hash keeps the lock; it
+    then takes 2-3 times as long (1 more µs at 2 KiB, 11 more at 16 KiB: it loses the SIMD
+    run over many 1 KiB chunks), and from HELD_BELOW on, releasing the lock pays. Blob ids
+    keep the plain hash: a restore's check of each small file's id gained from releasing it
+    (`dir://` 3.03 s -> 3.21 s held)."""
     if not GIL_FREE_FROM <= len(data) < HELD_BELOW:
         return blake3.blake3(data, key=key, max_threads=1)
     hasher = blake3.blake3(key=key, max_threads=1)

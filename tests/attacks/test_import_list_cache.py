@@ -1,0 +1,44 @@
+"""A user whose home root runs lifeboat with (``sudo -E``, a sudoers rule that keeps HOME),
+against root: the user owns the cache directory that would hold the list of modules to
+read ahead (lifeboat/cli/import_readahead.py), or links a directory in it to one that
+root's shells source, or leaves it writable by all. Root writes nothing there and reads no
+list from there. Real processes and directories."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from lifeboat.cli import import_readahead
+from tests.cli.test_import_readahead import MISSING_POLICY, run_lifeboat
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hands a directory to another user: needs root")
+def test_another_users_cache_directory_or_a_link_in_it_is_never_read_nor_written(tmp_path: Path) -> None:
+    """Root run with a user's home (``sudo -E``): the user owns the cache directory, or
+    links its `imports` to a directory that root's shells read. Root writes nothing there,
+    and reads no list the user wrote."""
+    nobody = pwd.getpwnam("nobody")
+    theirs = tmp_path / "theirs"
+    (theirs / ".cache").mkdir(parents=True)
+    os.chown(theirs / ".cache", nobody.pw_uid, nobody.pw_gid)
+    linked = tmp_path / "linked"
+    (linked / ".cache" / "lifeboat").mkdir(parents=True, mode=0o700)
+    sourced = tmp_path / "sourced-by-root"
+    sourced.mkdir()
+    (linked / ".cache" / "lifeboat" / "imports").symlink_to(sourced)
+    shared = tmp_path / "shared"
+    (shared / ".cache" / "lifeboat").mkdir(parents=True)
+    (shared / ".cache" / "lifeboat").chmod(0o777)
+
+    for home in (theirs, linked, shared):
+        run = run_lifeboat(home, *MISSING_POLICY, "check")
+        assert run.returncode != 0 and "Traceback" not in run.stderr
+
+    assert list((theirs / ".cache").iterdir()) == []
+    assert list(sourced.iterdir()) == []
+    assert list((shared / ".cache" / "lifeboat").iterdir()) == []
+    assert import_readahead.open_cache_dir(str(theirs / ".cache")) is None
