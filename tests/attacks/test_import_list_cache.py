@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from lifeboat.cli import import_readahead
-from tests.cli.test_import_readahead import MISSING_POLICY, run_lifeboat
+from tests.cli.test_import_readahead import MISSING_POLICY
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="hands a directory to another user: needs root")
@@ -33,12 +35,25 @@ def test_another_users_cache_directory_or_a_link_in_it_is_never_read_nor_written
     shared = tmp_path / "shared"
     (shared / ".cache" / "lifeboat").mkdir(parents=True)
     (shared / ".cache" / "lifeboat").chmod(0o777)
+    slashed = tmp_path / "slashed"
+    slashed.mkdir()
+    (slashed / "cache").symlink_to(sourced)  # named with a trailing slash below
+    nowhere = tmp_path / "etc" / "nologin"  # where a directory root made would stop logins
+    nowhere.parent.mkdir()
 
-    for home in (theirs, linked, shared):
-        run = run_lifeboat(home, *MISSING_POLICY, "check")
+    runs = [(theirs, {}), (linked, {}), (shared, {}), (slashed, {"XDG_CACHE_HOME": f"{slashed}/cache/"})]
+    for home, env in [*runs, (theirs, {"XDG_CACHE_HOME": str(nowhere)})]:
+        run = subprocess.run(
+            [sys.executable, "-m", "lifeboat", *MISSING_POLICY, "check"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"} | {"HOME": str(home), **env},
+        )
         assert run.returncode != 0 and "Traceback" not in run.stderr
 
     assert list((theirs / ".cache").iterdir()) == []
     assert list(sourced.iterdir()) == []
     assert list((shared / ".cache" / "lifeboat").iterdir()) == []
+    assert not nowhere.exists()
     assert import_readahead.open_cache_dir(str(theirs / ".cache")) is None

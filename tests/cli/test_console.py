@@ -36,11 +36,15 @@ def test_summary_lines_print_as_named_with_what_a_terminal_acts_on_escaped(
         "  ok   \x1b]0;owned\x07title\x1b[2J",
         "  ok   cr\rhere\tand tab",
         "  ok   " + os.fsdecode(b"bad-\xff.key"),
+        "  ok   named \\x1b by hand",
     ]
     print_lines(odd)
-    assert capsys.readouterr().out == (
-        "  ok   \\x1b]0;owned\\x07title\\x1b[2J\n  ok   cr\\rhere\\tand tab\n  ok   bad-\\udcff.key\n"
-    )
+    assert capsys.readouterr().out.splitlines() == [
+        "  ok   \\x1b]0;owned\\x07title\\x1b[2J",
+        "  ok   cr\\rhere\\tand tab",
+        "  ok   bad-\\udcff.key",
+        "  ok   named \\\\x1b by hand",  # told from a name that holds ESC
+    ]
 
     script = (
         "from lifeboat.cli.output import print_lines; import sys; print_lines(sys.argv[1:]); "

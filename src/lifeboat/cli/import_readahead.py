@@ -38,16 +38,18 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def cache_base() -> str | None:
     """``$XDG_CACHE_HOME``, or ``~/.cache`` (an XDG_CACHE_HOME that is not absolute is
-    ignored, as the XDG spec says); None without either."""
+    ignored, as the XDG spec says), without a trailing slash (which would have the last
+    directory's link followed); None without either."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     if os.path.isabs(xdg):
-        return xdg
+        return os.path.normpath(xdg)
     home = os.environ.get("HOME", "")
-    return os.path.join(home, ".cache") if os.path.isabs(home) else None
+    return os.path.normpath(os.path.join(home, ".cache")) if os.path.isabs(home) else None
 
 
 def _private(fd: int) -> bool:
-    """Whether a directory is this user's and no one else may write in it."""
+    """Whether a directory is this user's and no one else may write in it (one writable by
+    its group, as a umask of 002 leaves it, is not used: the read-ahead is then off)."""
     info = os.fstat(fd)
     return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
@@ -55,10 +57,12 @@ def _private(fd: int) -> bool:
 def open_cache_dir(base: str) -> int | None:
     """A descriptor of ``base/lifeboat/imports``, made if missing, each directory from
     ``base`` down opened without following a link and each one private (None otherwise).
-    A missing ``base`` is made only in a directory this user owns (their home)."""
-    with suppress(OSError):
-        if os.stat(os.path.dirname(base)).st_uid == os.geteuid():
-            os.mkdir(base, 0o700)
+    A missing ``base`` is made only by a user other than root, in a directory they own
+    (their home): root makes none where the environment says (``sudo -E``)."""
+    if os.geteuid() != 0:
+        with suppress(OSError):
+            if os.stat(os.path.dirname(base)).st_uid == os.geteuid():
+                os.mkdir(base, 0o700)
     fd = _open_private(base)
     for part in ("lifeboat", "imports"):
         if fd is None:
@@ -94,7 +98,7 @@ def listed(dir_fd: int, verb: str) -> list[str]:
         return []
     try:
         with open(fd, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read(MAX_PATHS * 512).splitlines()[:MAX_PATHS]
+            lines = f.read(MAX_PATHS * 512).split("\n")[:MAX_PATHS]
     except (OSError, ValueError):
         return []
     return [line for line in lines if _is_module_file(line)]

@@ -80,9 +80,15 @@ def print_lines(lines: list[str]) -> None:
 
 
 def _shown(line: str) -> str:
-    if line.isprintable():
+    """The line with what it would have a terminal do escaped and every backslash doubled
+    (a name that reads ``a\\x1b`` is then told from one that holds ESC)."""
+    if line.isprintable() and "\\" not in line:
         return line
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line)
+    return "".join(c if c.isprintable() and c != "\\" else _escaped(c) for c in line)
+
+
+def _escaped(c: str) -> str:
+    return c.encode("unicode_escape").decode("ascii")
 
 
 def print_json(data: Any) -> None:
