@@ -52,6 +52,12 @@ os.chmod(INTERNAL_ERRORS, 0o666)
 os.environ["LIFEBOAT_INTERNAL_ERROR_LOG"] = str(INTERNAL_ERRORS)
 atexit.register(shutil.rmtree, INTERNAL_ERRORS.parent, True)
 
+# The lists of modules each verb reads ahead (lifeboat/cli/import_readahead.py) go to a
+# cache of the session's own, not the home of the user the suite runs as.
+IMPORT_CACHE = Path(tempfile.mkdtemp(prefix="lifeboat-cache-"))
+os.environ["XDG_CACHE_HOME"] = str(IMPORT_CACHE)
+atexit.register(shutil.rmtree, IMPORT_CACHE, True)
+
 
 @pytest.fixture(autouse=True)
 def no_internal_errors() -> Iterator[None]:
