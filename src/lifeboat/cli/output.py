@@ -75,13 +75,14 @@ def print_lines(lines: list[str]) -> None:
     cursor, clear the screen or retitle the window. rich, which printed a restore's summary
     before, takes out five control codes and passes escape sequences through; it also took
     ~40 ms to import and set up at the end of a restore that needed nothing else of it."""
-    sys.stdout.write("".join(_shown(line) + "\n" for line in lines))
+    sys.stdout.write("".join(shown(line) + "\n" for line in lines))
     sys.stdout.flush()
 
 
-def _shown(line: str) -> str:
-    """The line with what it would have a terminal do escaped and every backslash doubled
-    (a name that reads ``a\\x1b`` is then told from one that holds ESC)."""
+def shown(line: str) -> str:
+    """The text with what it would have a terminal do escaped and every backslash doubled
+    (a name that reads ``a\\x1b`` is then told from one that holds ESC): what every human
+    listing prints of a name a writer chose (a file, a host)."""
     if line.isprintable() and "\\" not in line:
         return line
     return "".join(c if c.isprintable() and c != "\\" else _escaped(c) for c in line)

@@ -86,7 +86,7 @@ def snapshots(
     out = console()
     # written as plain text (a host or asset name is never read as markup), not re-wrapped:
     # the rows straight to the console's file (rich made objects of every line: half the
-    # time of printing 10,000 rows); ``aligned`` took out the control codes rich strips
+    # time of printing 10,000 rows); ``aligned`` escaped what a terminal would act on
     out.out(header, style="bold", highlight=False)
     out.file.write("".join(line + "\n" for line in lines[: len(snaps)]))
     if damaged:
