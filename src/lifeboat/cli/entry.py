@@ -12,6 +12,11 @@ module both paths call (`wal_run`, `status_run`, `snapshots_run`): one behaviour
 
 from __future__ import annotations
 
+from lifeboat.cli import method_cache
+
+# First: every dataclass the imports below define takes its compiled methods from the build
+method_cache.install()
+
 import gc
 import os
 import signal
