@@ -7,7 +7,8 @@ commands compile none of lifeboat's dataclass methods."""
 from __future__ import annotations
 
 import json
-import os
+import marshal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,7 @@ from tests.cli.conftest import cli_for, write_policy
 # No `from __future__ import annotations` here: the generated `__init__` then evaluates its
 # annotations, and one compiled with the wrong flags would keep them as strings.
 SAMPLE = """
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import ClassVar
 
 @dataclass(frozen=True)
@@ -42,10 +43,20 @@ class Job:
 class Options:
     verbose: bool = False
     path: str = "."
+
+@dataclass(slots=True)
+class Slotted:
+    a: int
+    seed: InitVar[int] = 1
+    _: KW_ONLY
+    b: list = field(default_factory=list)
+
+    def __post_init__(self, seed):
+        self.b.append(seed)
 """
 
 DESCRIBE = """
-import dataclasses, inspect, json, sys
+import dataclasses, inspect, json, sys, types
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 table = None
@@ -61,7 +72,16 @@ except dataclasses.FrozenInstanceError as exc:
     frozen = type(exc).__name__
 first, second = sample.Job("a"), sample.Job("b", 1)
 first.labels["k"] = "v"
-classes = (sample.Point, sample.Job, sample.Options)
+classes = (sample.Point, sample.Job, sample.Options, sample.Slotted)
+
+def code(c):  # what a code object is made of (its constants' code described the same way)
+    return [c.co_code.hex(), c.co_flags, c.co_filename, c.co_firstlineno, c.co_linetable.hex(),
+            c.co_name, c.co_qualname, c.co_names, c.co_varnames,
+            [code(k) if isinstance(k, types.CodeType) else repr(k) for k in c.co_consts]]
+
+def methods(cls):
+    return {name: [code(inspect.unwrap(f).__code__), inspect.unwrap(f).__qualname__]
+            for name, f in sorted(vars(cls).items()) if isinstance(f, types.FunctionType)}
 print(json.dumps({
     "repr": [repr(point), repr(first), repr(sample.Options(verbose=True))],
     "eq": [point == sample.Point(1, 2, ("a",)), point == sample.Point(1, 3),
@@ -72,7 +92,10 @@ print(json.dumps({
     "fresh_default": sample.Job("c").labels,
     "signatures": [str(inspect.signature(c)) for c in classes],
     "annotations": [repr(c.__init__.__annotations__) for c in classes],
-    "extra": getattr(sample.Point(1), "z", None),
+    "extra": vars(sample.Point(1)).get("z"),
+    "slotted": [repr(sample.Slotted(1, 5, b=[0])), sample.Slotted(2).b,
+                hasattr(sample.Slotted(2), "__dict__")],
+    "methods": [methods(c) for c in classes],
     "table": None if table is None else [table.hits, table.misses],
 }))
 """
@@ -122,6 +145,22 @@ def test_a_class_made_from_the_record_behaves_as_one_compiled_anew(sample: Path,
     # cache module's) __future__ flags would keep
     assert "'return': None" in recorded["annotations"][0] and "<class 'int'>" in recorded["annotations"][0]
     assert recorded["frozen"] == "FrozenInstanceError" and recorded["fresh_default"] == {}
+    assert recorded["slotted"] == ["Slotted(a=1, b=[0, 5])", [1], False]
+    assert all(recorded["methods"]) and "__init__" in recorded["methods"][3]
+
+
+def test_no_record_is_used_under_optimisation(sample: Path, tmp_path: Path) -> None:
+    """-O compiles differently: a record is neither used nor made there."""
+    cache = tmp_path / "methods.marshal"
+    build(sample, cache)
+    describe_optimised = [sys.executable, "-O", "-c", DESCRIBE, str(sample), str(cache)]
+    optimised = subprocess.run(describe_optimised, capture_output=True, text=True, timeout=120)
+    assert optimised.returncode == 0, optimised.stderr
+    assert json.loads(optimised.stdout)["table"] is None
+    refused = subprocess.run(
+        [sys.executable, "-O", "-m", "lifeboat.cli.method_cache"], capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode != 0 and "without -O" in refused.stderr
 
 
 def test_a_class_changed_since_the_build_is_compiled_anew(sample: Path, tmp_path: Path) -> None:
@@ -136,17 +175,25 @@ def test_a_class_changed_since_the_build_is_compiled_anew(sample: Path, tmp_path
     assert recorded == {k: v for k, v in describe(sample).items() if k != "table"}
 
 
+HEADER_END = len(sys.version.encode()) + 1 + 12  # sys.version, NUL, payload length and CRC-32
+
+
 def damage(cache: Path, how: str) -> None:
     data = cache.read_bytes()
     if how == "another interpreter":
         cache.write_bytes(data.replace(sys.version.encode(), sys.version.replace("3.", "4.", 1).encode(), 1))
     elif how == "truncated":
         cache.write_bytes(data[: len(data) // 2])
-    elif how == "garbage":
-        cache.write_bytes(data[: len(sys.version) + 1] + os.urandom(4096))
+    elif how == "a flipped byte":
+        cache.write_bytes(data[:-100] + bytes([data[-100] ^ 1]) + data[-99:])
+    elif how == "a tuple of 2**31-1 items":  # marshal would reserve 16 GB for it before reading on
+        cache.write_bytes(data[:HEADER_END] + b"(" + struct.pack("<i", 2**31 - 1) + data[HEADER_END + 5 :])
 
 
-@pytest.mark.parametrize("how", ["another interpreter", "truncated", "garbage"])
+DAMAGES = ["another interpreter", "truncated", "a flipped byte", "a tuple of 2**31-1 items"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
 def test_a_record_made_elsewhere_or_damaged_is_not_used(sample: Path, tmp_path: Path, how: str) -> None:
     cache = tmp_path / "methods.marshal"
     build(sample, cache)
@@ -157,12 +204,9 @@ def test_a_record_made_elsewhere_or_damaged_is_not_used(sample: Path, tmp_path: 
 
 
 def test_a_damaged_module_part_is_compiled_anew(sample: Path, tmp_path: Path) -> None:
-    import marshal
-
     cache = tmp_path / "methods.marshal"
     build(sample, cache)
-    header = sys.version.encode() + b"\0"
-    cache.write_bytes(header + marshal.dumps({"sample": b"\x00not marshal"}))
+    cache.write_bytes(method_cache._sealed(marshal.dumps({"sample": b"\x00not marshal"})))
     recorded = describe(sample, cache)
     hits, misses = recorded.pop("table")
     assert hits == 0 and misses > 0
@@ -195,9 +239,10 @@ COUNT_COMPILES = textwrap.dedent(
 
 
 def test_the_commands_compile_none_of_lifeboats_dataclass_methods(tmp_path: Path) -> None:
-    """What `make bytecode` does, then real commands in fresh interpreters (not the fork
-    server, whose classes are made already), each watched for a generated method being
-    compiled (the interpreter's audit event)."""
+    """What `make bytecode` does (it replaces the package's record, in one rename, while
+    other tests' commands may be starting), then real commands in fresh interpreters (not
+    the fork server, whose classes are made already), each watched for a generated method
+    being compiled (the interpreter's audit event)."""
     built = subprocess.run(
         [sys.executable, "-m", "lifeboat.cli.method_cache"], capture_output=True, text=True, timeout=120
     )

@@ -12,11 +12,6 @@ module both paths call (`wal_run`, `status_run`, `snapshots_run`): one behaviour
 
 from __future__ import annotations
 
-from lifeboat.cli import method_cache
-
-# First: every dataclass the imports below define takes its compiled methods from the build
-method_cache.install()
-
 import gc
 import os
 import signal
@@ -27,8 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from lifeboat import memory
+from lifeboat.cli import method_cache
 from lifeboat.errors import LifeboatError
 from lifeboat.redact import redact
+
+# Before any dataclass of a command is defined (the modules above define none): each takes
+# its compiled methods from the build's record. For the whole process, on purpose: the
+# suite's fork server imports this module, and its children run every command this way.
+method_cache.install()
 
 # per command: its options that take a value, its flags, and how many arguments it takes
 _COMMANDS: dict[str, tuple[frozenset[str], frozenset[str], int]] = {

@@ -14,7 +14,10 @@ a class) and compile only what is not recorded, exactly as it would have.
 The file is trusted as the ``.pyc`` files beside it are: whoever can write them can already
 run code as lifeboat. So it is read from the package's own ``__pycache__`` only, never from a
 cache or state directory; it is never written while a command runs; and it is ignored when
-another interpreter build made it (its header is ``sys.version``) or under ``-O``.
+another interpreter build made it (its header is ``sys.version``), when it does not match
+its checksum (``marshal`` reserves what a damaged length asks for before it reads a byte),
+under ``-O``, and when bytecode is kept elsewhere (``PYTHONPYCACHEPREFIX``: the package's
+``__pycache__`` is then no longer what the interpreter trusts).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import marshal
 import os
+import struct
 import sys
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from types import CodeType
@@ -31,6 +36,7 @@ from typing import Any
 import lifeboat
 
 _HEADER = sys.version.encode() + b"\0"  # the interpreter build whose code objects these are
+_CHECK = struct.Struct("<QI")  # the payload's length and CRC-32, after the header
 
 
 def cache_file() -> Path:
@@ -83,7 +89,7 @@ def _decoded(part: bytes | None) -> dict[str, CodeType]:
         return {}
     try:
         codes = marshal.loads(part)
-    except (EOFError, ValueError, TypeError):
+    except Exception:  # checked as a whole already: a part of another layout
         return {}
     if not isinstance(codes, dict):
         return {}
@@ -93,23 +99,39 @@ def _decoded(part: bytes | None) -> dict[str, CodeType]:
 def install(path: Path | None = None) -> MethodTable | None:
     """Has every dataclass defined from now on take its methods from the build's record;
     the table (its hits and misses), or None when there is none to use."""
-    if sys.flags.optimize or "exec" in vars(dataclasses):  # -O compiles otherwise; or already done
+    if sys.flags.optimize or sys.pycache_prefix or "exec" in vars(dataclasses):  # or installed already
         return None
     try:
         data = (path or cache_file()).read_bytes()
     except OSError:
         return None
-    if not data.startswith(_HEADER):
+    payload = _checked_payload(data)
+    if payload is None:
         return None
     try:
-        parts = marshal.loads(memoryview(data)[len(_HEADER) :])
-    except (EOFError, ValueError, TypeError):
+        parts = marshal.loads(payload)
+    except Exception:
         return None
     if not isinstance(parts, dict) or not all(isinstance(p, bytes) for p in parts.values()):
         return None
     table = MethodTable(parts)
     dataclasses.exec = table.exec  # type: ignore[attr-defined]  # found before the builtin
     return table
+
+
+def _checked_payload(data: bytes) -> memoryview | None:
+    """The record's payload when the header is this interpreter's and the payload has the
+    length and CRC-32 written with it."""
+    start = len(_HEADER) + _CHECK.size
+    if len(data) < start or not data.startswith(_HEADER):
+        return None
+    length, crc = _CHECK.unpack_from(data, len(_HEADER))
+    payload = memoryview(data)[start:]
+    return payload if len(payload) == length and zlib.crc32(payload) == crc else None
+
+
+def _sealed(payload: bytes) -> bytes:
+    return _HEADER + _CHECK.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 class _Recorder:
@@ -148,12 +170,14 @@ def build(path: Path | None = None, modules: Iterable[str] | None = None) -> tup
     file by default): (methods recorded, modules not recorded: imported before the build
     began, which a fresh interpreter avoids, or not importable here)."""
     import importlib
+    import tempfile
 
     if sys.flags.optimize:
         raise SystemExit("the method cache is built without -O")
     recorder = _Recorder()
     made_before = set(sys.modules) - _IMPORTED_FIRST  # their classes are made already
     failed: list[str] = []
+    installed = vars(dataclasses).get("exec")  # a table this process runs with stays
     dataclasses.exec = recorder.exec  # type: ignore[attr-defined]
     try:
         for name in _every_module() if modules is None else modules:
@@ -165,14 +189,22 @@ def build(path: Path | None = None, modules: Iterable[str] | None = None) -> tup
             except Exception:  # an optional part that does not import here: compiled at run time
                 failed.append(name)
     finally:
-        del dataclasses.exec  # type: ignore[attr-defined]
+        if installed is None:
+            del dataclasses.exec  # type: ignore[attr-defined]
+        else:
+            dataclasses.exec = installed  # type: ignore[attr-defined]
     parts = {module: marshal.dumps(codes) for module, codes in recorder.modules.items()}
     target = path or cache_file()
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}")
-    with open(temporary, "xb") as out:
-        out.write(_HEADER + marshal.dumps(parts))
-    os.replace(temporary, target)  # a command starting meanwhile reads the old file or the new
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with open(fd, "wb") as out:
+            out.write(_sealed(marshal.dumps(parts)))
+        os.chmod(temporary, 0o644)  # read by every user lifeboat runs as (archive_command's postgres)
+        os.replace(temporary, target)  # a command starting meanwhile reads the old file or the new
+    except BaseException:
+        os.unlink(temporary)
+        raise
     return sum(len(codes) for codes in recorder.modules.values()), failed
 
 
