@@ -15,8 +15,6 @@ from pathlib import Path
 from lifeboat.cli import method_cache
 from tests.cli.conftest import cli_for, write_policy
 
-HEADER = sys.version.encode() + b"\0"
-
 
 def planted_record(marker: Path) -> bytes:
     """The build's record of lifeboat's modules (made afresh in a fresh interpreter), each
@@ -34,7 +32,9 @@ def planted_record(marker: Path) -> bytes:
         timeout=120,
         check=True,
     )
-    parts = marshal.loads(marker.with_name("genuine.marshal").read_bytes()[len(HEADER) :])
+    payload = method_cache._checked_payload(marker.with_name("genuine.marshal").read_bytes())
+    assert payload is not None
+    parts = marshal.loads(payload)
     touch = f"open({str(marker)!r}, 'a').close()\n"
 
     def poisoned(part: bytes) -> bytes:
@@ -42,7 +42,7 @@ def planted_record(marker: Path) -> bytes:
         return marshal.dumps({s: compile(touch + s, "<string>", "exec", dont_inherit=True) for s in sources})
 
     evil = {module: poisoned(part) for module, part in parts.items()}
-    return HEADER + marshal.dumps(evil)
+    return method_cache._sealed(marshal.dumps(evil))  # as the build seals it: only its place differs
 
 
 def test_a_record_planted_outside_the_package_never_runs(tmp_path: Path) -> None:
