@@ -4,12 +4,16 @@ rich markup or emoji codes (a key file `a:fire:b.pem` once printed as `a🔥b.pe
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from lifeboat.cli.output import make_console, print_lines
+from tests.cli.conftest import cli_for
+from tests.harness import PolicyBuilder
 
 
 def test_names_with_emoji_codes_and_brackets_print_as_they_are() -> None:
@@ -54,3 +58,42 @@ def test_summary_lines_print_as_named_with_what_a_terminal_acts_on_escaped(
         [sys.executable, "-c", script, *plain, odd[0]], capture_output=True, text=True, check=True
     )
     assert "\x1b" not in proc.stdout and proc.stderr.strip() == "[]"
+
+
+def test_a_backups_lines_name_paths_with_what_a_terminal_acts_on_escaped(tmp_path: Path) -> None:
+    """`lifeboat backup` of two assets, one of whose paths is named with escape sequences and
+    is gone: the stored asset's line as before, the failed one's path shown escaped (rich
+    printed it raw), and the command, on a fresh interpreter, never imports rich."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    gone = tmp_path / "gone-\x1b]0;owned\x07"
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}")
+        .data_class("standard", rpo="1d", rto="1h")
+        .files("stored", [source])
+        .files("gone", [gone])
+        .write(tmp_path / "lifeboat.toml")
+    )
+    cli = cli_for(policy, tmp_path, source)
+    cli.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    script = (
+        "import sys; from lifeboat.cli.entry import main\n"
+        "import atexit; atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith('rich')),"
+        " file=sys.stderr))\n"
+        "main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "--config", str(policy), "backup"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli.environment(),
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert re.fullmatch(r"stored: snapshot [0-9a-f]{12}, 1 files, 1 B \(.* new, .* stored\) in .*", lines[0])
+    assert lines[1] == f"backup gone failed: path {tmp_path}/gone-\\x1b]0;owned\\x07 does not exist"
+    assert done.stderr.strip().splitlines()[-1] == "[]"  # rich: not imported
