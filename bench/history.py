@@ -131,7 +131,7 @@ def synthesize(work: Path, count: int) -> None:
     storage = open_storage(f"file://{work / 'repo'}")
     key = load_backup_key(work / "keys" / "backup.key")
     repo = Repository.open(storage, backup_key=key, cache_dir=work / "gen-cache")
-    writer = BlobWriter(repo, set(), workers=2)
+    writer = BlobWriter(repo, None, workers=2)
     rng = random.Random(count)
     start = datetime.now(UTC) - timedelta(hours=count + 1)
     parent = None

@@ -321,3 +321,20 @@ def test_a_backup_knows_a_file_whose_chunks_are_split_between_the_index_and_its_
     assert known.holds_all([indexed]) and known.holds_all([stored]) and known.holds_all([indexed, stored])
     assert not known.holds_all([indexed, absent]) and not known.holds_all([absent, stored])
     assert KnownBlobs().holds_all([]) and not KnownBlobs().holds_all([indexed])
+
+
+def test_a_blob_is_new_to_a_backup_once_and_never_when_the_index_lists_it() -> None:
+    """KnownBlobs.add_if_new, which decides whether a blob is stored: a blob the index lists
+    is never new; one the run has not seen is new once, then known; an empty index (a
+    first backup's) and no index at all answer alike."""
+    from lifeboat.repo.backup import KnownBlobs
+
+    indexed, fresh = (hashlib.sha256(w).hexdigest() for w in (b"indexed", b"fresh"))
+    index = Index()
+    index.add_pack({"id": os.urandom(32).hex(), "blobs": [[indexed, "data", 7, 100, 80]]})
+    known = KnownBlobs(index)
+    assert not known.add_if_new(indexed) and not known.add_if_new(indexed)
+    assert known.add_if_new(fresh) and not known.add_if_new(fresh)
+    assert known.holds_all([indexed, fresh])
+    for empty in (KnownBlobs(Index()), KnownBlobs()):
+        assert empty.add_if_new(indexed) and not empty.add_if_new(indexed) and empty.holds_all([indexed])

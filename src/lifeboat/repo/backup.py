@@ -50,6 +50,31 @@ PACK_BUFFERS_MAPPED = 4 << 20  # above a chunk (1 MiB by default), below a pack 
 DESCRIBED_MAX = 16 << 20  # read_file(describe=...) holds at most this much of one file
 
 
+def _file_entry(
+    path: str,
+    stored: tuple[list[str], int, str],
+    mode: int,
+    mtime_ns: int,
+    uid: int | None,
+    gid: int | None,
+    meta: dict[str, Any] | None,
+) -> Entry:
+    """A file's entry from what storing its content gave: (chunk ids, size, SHA-256 hex)."""
+    chunks, size, sha = stored
+    return Entry(
+        path=path,
+        type="file",
+        size=size,
+        mode=mode,
+        mtime_ns=mtime_ns,
+        uid=uid,
+        gid=gid,
+        sha256=sha,
+        chunks=chunks,
+        meta=dict(meta or {}),
+    )
+
+
 def _read_at_most(fh: IO[bytes], limit: int) -> bytes:
     """Up to ``limit`` bytes, read into a buffer of the file's size: ``read(limit)`` sizes
     its buffer by the limit (16 MiB for a 2 KB key file: 15 us of allocation a file)."""
@@ -84,6 +109,15 @@ class KnownBlobs:
     def add(self, blob_id: str) -> None:
         """Counts a blob this run stored as known."""
         self._new.add(blob_id)
+
+    def add_if_new(self, blob_id: str) -> bool:
+        """Counts a blob as known; whether it was not known before. One lookup in what the
+        run stored, where ``in`` and then ``add`` took two (a first backup of small files
+        stores a blob per file)."""
+        index = self._index
+        if index is not None and len(index) and blob_id in index:  # a first backup's is empty
+            return False
+        return self._new.put(blob_id)
 
 
 class BlobWriter:
@@ -135,9 +169,8 @@ class BlobWriter:
         with self._lock:
             self.stats.chunks += 1
             self.stats.bytes += len(data) if btype == BLOB_DATA else 0
-            if blob_id in self.known:
+            if not self.known.add_if_new(blob_id):
                 return blob_id
-            self.known.add(blob_id)
         packer = self.tree_packer if btype == BLOB_TREE else self.packer
         stored = packer.add(blob_id, btype, encode_payload(data), len(data))
         with self._lock:
@@ -182,6 +215,16 @@ class BlobWriter:
             futures.append(self.submit(block))
             progress.advance(len(block))
         return [f.result() for f in futures], size, sha.hexdigest() if sha else ""
+
+    def store_content(
+        self, content: bytes, chunk_size: int, progress: ProgressSink, *, sha256: bool = True
+    ) -> tuple[list[str], int, str]:
+        """``store_stream`` of bytes already in memory (a file read whole to describe it):
+        content that fits in one block is stored as it is, without a stream around it."""
+        if not 0 < len(content) < chunk_size:
+            return self.store_stream(io.BytesIO(content), chunk_size, progress, sha256=sha256)
+        progress.advance(len(content))
+        return [self.store(content)], len(content), hashlib.sha256(content).hexdigest() if sha256 else ""
 
     def finish(self) -> None:
         """Flushes open packs and writes the index entries of everything stored."""
@@ -419,7 +462,11 @@ class BackupSession:
                 if len(content) > DESCRIBED_MAX:
                     fh.seek(0)  # grown past what may be held in memory since the walk: not described
                     return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
-            return self._stream_entry(path, io.BytesIO(content), mode, mtime_ns, uid, gid, describe(content))
+            meta = describe(content)
+            stored = self.writer.store_content(
+                content, self.chunk_size, self.progress, sha256=self.file_sha256
+            )
+            return _file_entry(path, stored, mode, mtime_ns, uid, gid, meta)
         except FileNotFoundError:
             raise NotFoundError(f"{source} disappeared during the backup") from None
         except PermissionError:
@@ -468,21 +515,8 @@ class BackupSession:
         gid: int | None,
         meta: dict[str, Any] | None,
     ) -> Entry:
-        chunks, size, sha = self.writer.store_stream(
-            stream, self.chunk_size, self.progress, sha256=self.file_sha256
-        )
-        return Entry(
-            path=path,
-            type="file",
-            size=size,
-            mode=mode,
-            mtime_ns=mtime_ns,
-            uid=uid,
-            gid=gid,
-            sha256=sha,
-            chunks=chunks,
-            meta=dict(meta or {}),
-        )
+        stored = self.writer.store_stream(stream, self.chunk_size, self.progress, sha256=self.file_sha256)
+        return _file_entry(path, stored, mode, mtime_ns, uid, gid, meta)
 
     def _record(self, entry: Entry, identity: str | None) -> Entry:
         if self._stream is not None:

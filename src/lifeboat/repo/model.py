@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -35,13 +35,31 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         # Hand-written, not dataclasses.asdict: this runs for every file of every snapshot,
-        # and asdict's recursive deep copy was a quarter of a many-small-files backup.
-        """The entry as stored in a tree."""
+        # and asdict's recursive deep copy was a quarter of a many-small-files backup. Each
+        # field in turn, not a loop over their names: that loop's getattr and isinstance
+        # calls were most of its time. The order is the fields' (it is the stored form's).
+        """The entry as stored in a tree: every field but the empty ones (None, "", [], {})."""
         data: dict[str, Any] = {"path": self.path, "type": self.type}
-        for name in _ENTRY_FIELDS:
-            value = getattr(self, name)
-            if value not in (None, "", [], {}):
-                data[name] = value.copy() if isinstance(value, list | dict) else value
+        if (size := self.size) not in _EMPTY:
+            data["size"] = size
+        if (mode := self.mode) not in _EMPTY:
+            data["mode"] = mode
+        if (mtime_ns := self.mtime_ns) not in _EMPTY:
+            data["mtime_ns"] = mtime_ns
+        if (uid := self.uid) not in _EMPTY:
+            data["uid"] = uid
+        if (gid := self.gid) not in _EMPTY:
+            data["gid"] = gid
+        if (sha256 := self.sha256) not in _EMPTY:
+            data["sha256"] = sha256
+        if (chunks := self.chunks) not in _EMPTY:
+            data["chunks"] = _copied(chunks)
+        if (target := self.target) not in _EMPTY:
+            data["target"] = target
+        if (meta := self.meta) not in _EMPTY:
+            data["meta"] = _copied(meta)
+        if (subtree := self.subtree) not in _EMPTY:
+            data["subtree"] = _copied(subtree)
         return data
 
     @classmethod
@@ -50,7 +68,11 @@ class Entry:
         return cls(**data)
 
 
-_ENTRY_FIELDS = tuple(f.name for f in fields(Entry) if f.name not in ("path", "type"))
+_EMPTY: tuple[Any, ...] = (None, "", [], {})  # what a stored entry leaves out
+
+
+def _copied(value: Any) -> Any:
+    return value.copy() if isinstance(value, list | dict) else value
 
 
 @dataclass
