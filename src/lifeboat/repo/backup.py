@@ -496,12 +496,14 @@ class BackupSession:
         return self._take_chunks(cached.chunks, cached.size)
 
     def _take_chunks(self, chunks: list[str], size: int) -> bool:
-        with self.writer._lock:
-            if not self.writer.known.holds_all(chunks):
+        writer = self.writer  # once: a property, and an unchanged backup asks once per file
+        with writer._lock:
+            if not writer.known.holds_all(chunks):
                 return False
-            self.writer.stats.chunks += len(chunks)
-            self.writer.stats.bytes += size
-            self.writer.stats.reused_files += 1
+            stats = writer.stats
+            stats.chunks += len(chunks)
+            stats.bytes += size
+            stats.reused_files += 1
         self.progress.advance(size)
         return True
 
