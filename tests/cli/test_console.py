@@ -97,3 +97,12 @@ def test_a_backups_lines_name_paths_with_what_a_terminal_acts_on_escaped(tmp_pat
     assert re.fullmatch(r"stored: snapshot [0-9a-f]{12}, 1 files, 1 B \(.* new, .* stored\) in .*", lines[0])
     assert lines[1] == f"backup gone failed: path {tmp_path}/gone-\\x1b]0;owned\\x07 does not exist"
     assert done.stderr.strip().splitlines()[-1] == "[]"  # rich: not imported
+    # one asset: its failure is the command's error, on stderr, escaped the same way; and
+    # the fast path's errors too (an asset name given on the command line)
+    alone = cli.run("backup", "gone", check=False)
+    assert alone.returncode != 0 and "\x1b" not in alone.stderr and "\x07" not in alone.stderr
+    assert f"lifeboat: error: path {tmp_path}/gone-\\x1b]0;owned\\x07 does not exist" in alone.stderr
+    fast = cli.run("snapshots", "--asset", "\x1b]0;owned\x07", check=False)
+    assert fast.returncode != 0 and "\x1b" not in fast.stderr
+    # the message quotes the name with repr (\x1b), whose backslashes are then doubled
+    assert "unknown asset '\\\\x1b]0;owned\\\\x07'" in fast.stderr

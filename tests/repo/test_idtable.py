@@ -317,7 +317,7 @@ def test_a_backup_knows_a_file_whose_chunks_are_split_between_the_index_and_its_
     index = Index()
     index.add_pack({"id": os.urandom(32).hex(), "blobs": [[indexed, "data", 7, 100, 80]]})
     known = KnownBlobs(index)
-    known.add(stored)
+    assert known.add_if_new(stored)
     assert known.holds_all([indexed]) and known.holds_all([stored]) and known.holds_all([indexed, stored])
     assert not known.holds_all([indexed, absent]) and not known.holds_all([absent, stored])
     assert KnownBlobs().holds_all([]) and not KnownBlobs().holds_all([indexed])

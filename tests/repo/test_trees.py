@@ -439,3 +439,48 @@ def test_a_pipe_put_in_place_of_a_file_after_the_walk_is_reported_not_waited_on(
         for fd in writers:
             os.close(fd)
     assert repo.snapshots() == []
+
+
+def test_an_entry_is_stored_with_every_field_that_is_not_empty_in_field_order() -> None:
+    """Entry.to_json, written field by field for speed, against the rule it implements
+    over ``dataclasses.fields``: a field added to Entry and left out of to_json fails here
+    (it would be silently missing from every stored tree), and so does a change of order,
+    which would change every tree's bytes and so its id."""
+    from dataclasses import fields
+
+    def by_rule(entry: Entry) -> dict[str, object]:
+        data: dict[str, object] = {"path": entry.path, "type": entry.type}
+        for f in fields(Entry)[2:]:
+            value = getattr(entry, f.name)
+            if value not in (None, "", [], {}):
+                data[f.name] = value
+        return data
+
+    chunk = "ab" * 32
+    odd: list[object] = [0, None, "", [], {}, 7, "x", [chunk], {"k": "v"}, False, 0.0]
+    for i in range(len(odd) ** 2):
+        values = {f.name: odd[(i * (n + 3)) % len(odd)] for n, f in enumerate(fields(Entry)[2:])}
+        entry = Entry("dir/file", "file", **values)  # type: ignore[arg-type]
+        stored = entry.to_json()
+        assert stored == by_rule(entry) and list(stored) == list(by_rule(entry))
+        assert orjson.dumps(stored) == orjson.dumps(by_rule(entry))
+
+
+@pytest.mark.parametrize("size", [0, 1, 64 << 10, (64 << 10) - 1, (64 << 10) + 1, 3 * (64 << 10)])
+def test_content_in_memory_is_stored_as_the_same_stream_would_be(repo: Repository, size: int) -> None:
+    """BlobWriter.store_content (a keys file read whole to be fingerprinted) against
+    store_stream of the same bytes: the same chunk ids, size and SHA-256, and the same bytes
+    counted as stored, whether the content is empty, under, at or over one chunk."""
+    import io
+
+    from lifeboat.progress import NO_PROGRESS
+
+    content = os.urandom(size)
+    with repo.backup("a", "files") as first:
+        from_memory = first.writer.store_content(content, 64 << 10, NO_PROGRESS)
+        counted = (first.writer.stats.chunks, first.writer.stats.bytes)
+    with repo.backup("b", "files") as second:
+        streamed = second.writer.store_stream(io.BytesIO(content), 64 << 10, NO_PROGRESS)
+        assert (second.writer.stats.chunks, second.writer.stats.bytes) == counted
+    assert from_memory == streamed
+    assert from_memory[1] == size and len(from_memory[0]) == -(-size // (64 << 10))

@@ -17,6 +17,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from lifeboat import __version__, memory
 from lifeboat.cli.common import REPOSITORY_HELP, RunContext, console, err_console
+from lifeboat.cli.output import print_error
 from lifeboat.cli.verbs import ALL_VERB_MODULES, VERB_MODULES, invoked_verb
 from lifeboat.errors import EXIT_USAGE, LifeboatError
 from lifeboat.internal_error import record_internal_error
@@ -118,9 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     except LifeboatError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"lifeboat: error: {redact(exc.message)}", markup=False, soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"hint: {redact(exc.hint)}", markup=False, soft_wrap=True)
+        print_error(redact(exc.message), redact(exc.hint) if exc.hint else None)
         sys.exit(exc.exit_code)
     except UsageError as exc:
         _usage_exit(exc)

@@ -192,9 +192,9 @@ def _run_hot_or_exit(call: HotCall) -> NoReturn:
     try:
         code = run_hot(call)
     except LifeboatError as exc:
-        _error(f"lifeboat: error: {redact(exc.message)}")
-        if exc.hint:
-            _error(f"hint: {redact(exc.hint)}")
+        from lifeboat.cli.output import print_error
+
+        print_error(redact(exc.message), redact(exc.hint) if exc.hint else None)
         code = exc.exit_code
     except KeyboardInterrupt:
         _error("lifeboat: interrupted")

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,15 +68,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def print_lines(lines: list[str]) -> None:
+def print_lines(lines: list[str], stream: TextIO | None = None) -> None:
     """Lines of plain text on standard output, never re-wrapped, each character a terminal
     would act on shown escaped as Python writes it (an escape sequence in a restored file's
     name as ``\\x1b[2J``, a carriage return as ``\\r``), so that a name cannot move the
     cursor, clear the screen or retitle the window. rich, which printed a restore's summary
     before, takes out five control codes and passes escape sequences through; it also took
     ~40 ms to import and set up at the end of a restore that needed nothing else of it."""
-    sys.stdout.write("".join(shown(line) + "\n" for line in lines))
-    sys.stdout.flush()
+    out = stream or sys.stdout
+    out.write("".join(shown(line) + "\n" for line in lines))
+    out.flush()
+
+
+def print_error(message: str, hint: str | None = None) -> None:
+    """A command's error on standard error, each line of it (and of its hint) as
+    ``print_lines`` writes it: an error names paths and objects a writer may have chosen."""
+    lines = f"lifeboat: error: {message}".split("\n")
+    if hint:
+        lines += f"hint: {hint}".split("\n")
+    print_lines(lines, sys.stderr)
 
 
 def shown(line: str) -> str:

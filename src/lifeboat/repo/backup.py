@@ -106,10 +106,6 @@ class KnownBlobs:
         missing = self._index.missing(blob_ids) if self._index is not None else blob_ids
         return not missing or not self._new.missing(missing)
 
-    def add(self, blob_id: str) -> None:
-        """Counts a blob this run stored as known."""
-        self._new.add(blob_id)
-
     def add_if_new(self, blob_id: str) -> bool:
         """Counts a blob as known; whether it was not known before. One lookup in what the
         run stored, where ``in`` and then ``add`` took two (a first backup of small files
@@ -224,7 +220,8 @@ class BlobWriter:
         if not 0 < len(content) < chunk_size:
             return self.store_stream(io.BytesIO(content), chunk_size, progress, sha256=sha256)
         progress.advance(len(content))
-        return [self.store(content)], len(content), hashlib.sha256(content).hexdigest() if sha256 else ""
+        sha = hashlib.sha256(content).hexdigest() if sha256 else ""
+        return [self.store(content)], len(content), sha
 
     def finish(self) -> None:
         """Flushes open packs and writes the index entries of everything stored."""

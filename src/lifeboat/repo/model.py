@@ -72,6 +72,7 @@ _EMPTY: tuple[Any, ...] = (None, "", [], {})  # what a stored entry leaves out
 
 
 def _copied(value: Any) -> Any:
+    """A list or dict copied (the stored form shares nothing with the entry), else as is."""
     return value.copy() if isinstance(value, list | dict) else value
 
 
