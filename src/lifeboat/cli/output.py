@@ -69,7 +69,7 @@ def _json_default(value: Any) -> Any:
 
 
 def print_lines(lines: list[str], stream: TextIO | None = None) -> None:
-    """Lines of plain text on standard output, never re-wrapped, each character a terminal
+    """Lines of plain text on standard output (or ``stream``), never re-wrapped, each character a terminal
     would act on shown escaped as Python writes it (an escape sequence in a restored file's
     name as ``\\x1b[2J``, a carriage return as ``\\r``), so that a name cannot move the
     cursor, clear the screen or retitle the window. rich, which printed a restore's summary
