@@ -106,3 +106,24 @@ def test_a_backups_lines_name_paths_with_what_a_terminal_acts_on_escaped(tmp_pat
     assert fast.returncode != 0 and "\x1b" not in fast.stderr
     # the message quotes the name with repr (\x1b), whose backslashes are then doubled
     assert "unknown asset '\\\\x1b]0;owned\\\\x07'" in fast.stderr
+
+
+CLOSED_STDERR = 'p="$1"; shift; exec "$0" -m lifeboat --config "$p" "$@" 2>&-'
+
+
+@pytest.mark.parametrize("command", [["snapshots", "--json"], ["check", "--json"]])
+def test_an_error_with_standard_error_closed_never_reaches_standard_output(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Standard error closed (``2>&-``, where Python has no sys.stderr): the error is
+    dropped, not written where a script reads the command's JSON; the exit code still says
+    it failed. On the fast path (`snapshots`) and the typer path (`check`) alike."""
+    policy = tmp_path / "missing.toml"
+    done = subprocess.run(
+        ["sh", "-c", CLOSED_STDERR, sys.executable, str(policy), *command],
+        capture_output=False,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode not in (0, 70) and done.stdout == ""

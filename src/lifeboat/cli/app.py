@@ -17,7 +17,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from lifeboat import __version__, memory
 from lifeboat.cli.common import REPOSITORY_HELP, RunContext, console, err_console
-from lifeboat.cli.output import print_error
+from lifeboat.cli.output import print_error, print_stderr
 from lifeboat.cli.verbs import ALL_VERB_MODULES, VERB_MODULES, invoked_verb
 from lifeboat.errors import EXIT_USAGE, LifeboatError
 from lifeboat.internal_error import record_internal_error
@@ -135,11 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         record_internal_error(exc)
         if debug:
             raise
-        err_console.print(
-            f"lifeboat: internal error: {type(exc).__name__}: {redact(str(exc))} "
-            "(run with --debug for details)",
-            markup=False,
-            soft_wrap=True,
-        )
+        detail = f"{type(exc).__name__}: {redact(str(exc))}"
+        print_stderr([f"lifeboat: internal error: {detail} (run with --debug for details)"])
         sys.exit(70)
     sys.exit(code if isinstance(code, int) else 0)

@@ -152,8 +152,9 @@ def run_hot(call: HotCall) -> int:
 
 
 def _error(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    from lifeboat.cli.output import print_stderr  # the error path's alone
+
+    print_stderr([line])  # an internal error's text may name a file a writer chose
 
 
 def _interrupt(*_: object) -> None:
@@ -192,7 +193,7 @@ def _run_hot_or_exit(call: HotCall) -> NoReturn:
     try:
         code = run_hot(call)
     except LifeboatError as exc:
-        from lifeboat.cli.output import print_error
+        from lifeboat.cli.output import print_error  # the error path's alone
 
         print_error(redact(exc.message), redact(exc.hint) if exc.hint else None)
         code = exc.exit_code

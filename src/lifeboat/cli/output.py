@@ -75,7 +75,7 @@ def print_lines(lines: list[str], stream: TextIO | None = None) -> None:
     cursor, clear the screen or retitle the window. rich, which printed a restore's summary
     before, takes out five control codes and passes escape sequences through; it also took
     ~40 ms to import and set up at the end of a restore that needed nothing else of it."""
-    out = stream or sys.stdout
+    out = sys.stdout if stream is None else stream
     out.write("".join(shown(line) + "\n" for line in lines))
     out.flush()
 
@@ -86,7 +86,14 @@ def print_error(message: str, hint: str | None = None) -> None:
     lines = f"lifeboat: error: {message}".split("\n")
     if hint:
         lines += f"hint: {hint}".split("\n")
-    print_lines(lines, sys.stderr)
+    print_stderr(lines)
+
+
+def print_stderr(lines: list[str]) -> None:
+    """``print_lines`` on standard error; nothing when it is closed (never on standard
+    output, where a script may be reading JSON)."""
+    if sys.stderr is not None:
+        print_lines(lines, sys.stderr)
 
 
 def shown(line: str) -> str:
