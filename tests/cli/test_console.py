@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lifeboat.cli.output import make_console, print_lines
+from lifeboat.escaped_text import child_error, shown, unshown
 from tests.cli.conftest import cli_for
 from tests.harness import PolicyBuilder
 
@@ -127,3 +130,25 @@ def test_an_error_with_standard_error_closed_never_reaches_standard_output(
         timeout=120,
     )
     assert done.returncode not in (0, 70) and done.stdout == ""
+
+
+@given(st.text(st.characters(blacklist_categories=())))
+def test_what_is_shown_escaped_reads_back_as_it_was(text: str) -> None:
+    assert unshown(shown(text)) == text
+
+
+def test_a_childs_error_is_read_back_as_raised_so_the_parent_escapes_it_once(tmp_path: Path) -> None:
+    """The sharded backup and restore, and `pg configure`'s write probe, tell a child's
+    error in their own, which escapes it: read back still escaped, a backslash in a path
+    showed four times and an escape sequence as ``\\x1b``."""
+    policy = tmp_path / "no\\pe\x1b[2J.toml"
+    child = subprocess.run(
+        [sys.executable, "-m", "lifeboat", "--config", str(policy), "snapshots"],
+        capture_output=True,
+        text=True,
+    )
+    assert child.returncode == 2 and "\x1b" not in child.stderr
+    told = child_error(child.stderr)
+    assert told == f"policy file {policy} does not exist"
+    assert shown(told) in child.stderr  # the parent's line is the child's line
+    assert child_error("Traceback (most recent call last):\n  boom\n") is None

@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 
 from rich.cells import cell_len
 
-from lifeboat.cli.output import shown
+from lifeboat.escaped_text import shown
 
 GAP = "  "
 

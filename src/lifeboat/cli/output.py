@@ -10,6 +10,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from lifeboat.escaped_text import shown
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -94,19 +96,6 @@ def print_stderr(lines: list[str]) -> None:
     output, where a script may be reading JSON)."""
     if sys.stderr is not None:
         print_lines(lines, sys.stderr)
-
-
-def shown(line: str) -> str:
-    """The text with what it would have a terminal do escaped and every backslash doubled
-    (a name that reads ``a\\x1b`` is then told from one that holds ESC): what every human
-    listing prints of a name a writer chose (a file, a host)."""
-    if line.isprintable() and "\\" not in line:
-        return line
-    return "".join(c if c.isprintable() and c != "\\" else _escaped(c) for c in line)
-
-
-def _escaped(c: str) -> str:
-    return c.encode("unicode_escape").decode("ascii")
 
 
 def print_json(data: Any) -> None:

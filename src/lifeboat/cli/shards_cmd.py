@@ -19,6 +19,7 @@ from lifeboat.assets.objects.model import ObjectsAsset
 from lifeboat.assets.objects.shards import restore_worker_args, worker_args
 from lifeboat.cli.common import console, human_bytes, print_json, progress_bar, run_context
 from lifeboat.errors import CheckFailed, ConfigError
+from lifeboat.escaped_text import child_error
 from lifeboat.ops.deadline import deadline
 from lifeboat.policy import format_duration
 from lifeboat.repo import SnapshotInfo
@@ -130,10 +131,10 @@ def _run_local_workers(config: Path, asset: str, run: str, shards: int) -> None:
         for i, (proc, err) in enumerate(procs):
             proc.wait()
             err.seek(0)
-            lines = [line for line in err.read().splitlines() if line.startswith("lifeboat: error")]
+            error = child_error(err.read())
             err.close()
             if proc.returncode != 0:
-                why = lines[-1].removeprefix("lifeboat: error: ") if lines else f"exit {proc.returncode}"
+                why = error or f"exit {proc.returncode}"
                 failed.append(f"{i} ({why})")
     if failed:
         raise CheckFailed(
@@ -248,8 +249,7 @@ def _run_restore_workers(config: Path, args: list[str], shards: int) -> list[dic
             except ValueError:
                 result = None
             if not isinstance(result, dict):
-                lines = [line for line in errors.splitlines() if line.startswith("lifeboat: error")]
-                why = lines[-1].removeprefix("lifeboat: error: ") if lines else f"exit {proc.returncode}"
+                why = child_error(errors) or f"exit {proc.returncode}"
                 result = {"ok": False, "failed": [f"shard {i}: {why}"]}
             results.append(result)
     return results

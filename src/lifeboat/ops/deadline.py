@@ -19,6 +19,7 @@ from datetime import timedelta
 from types import FrameType
 
 from lifeboat.errors import EXIT_FAILED, LifeboatError
+from lifeboat.escaped_text import shown
 from lifeboat.policy_values import format_duration
 
 # A stop waits for the transfers already in flight (a large object over a slow link can
@@ -44,7 +45,7 @@ def exit_stuck(message: str) -> None:
     thread holds a lock that is not re-entrant (a pool's shutdown lock, a logging handler's),
     and the unwind then waits on it forever. Nothing here takes a lock the main thread may
     hold: a raw write to stderr, then an exit that runs no clean-up."""
-    os.write(2, f"lifeboat: error: {message}\n".encode(errors="replace"))
+    os.write(2, f"lifeboat: error: {shown(message)}\n".encode(errors="replace"))
     os._exit(EXIT_FAILED)
 
 

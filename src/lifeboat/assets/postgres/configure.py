@@ -11,6 +11,7 @@ from psycopg import sql
 
 from lifeboat.assets.postgres.connection import PgError, connect, first_line
 from lifeboat.assets.postgres.quoting import shell_arg
+from lifeboat.escaped_text import child_error
 
 if TYPE_CHECKING:
     from lifeboat.assets.postgres.model import PostgresAsset
@@ -165,9 +166,9 @@ def probe_as_server_user(config: Path, asset: PostgresAsset) -> tuple[str, str |
         return str(user), "the write probe did not finish within 300 s"
     if proc.returncode == 0:
         return str(user), None
+    # not lifeboat's error when it failed before lifeboat ran (runuser refused the user)
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    error = next((line for line in lines if line.startswith("lifeboat: error:")), lines[-1] if lines else "")
-    return str(user), error.removeprefix("lifeboat: error: ") or f"exit {proc.returncode}"
+    return str(user), child_error(proc.stderr) or (lines[-1] if lines else f"exit {proc.returncode}")
 
 
 def archive_failure(dsn: str) -> str | None:
