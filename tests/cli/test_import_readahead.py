@@ -116,6 +116,23 @@ def test_a_typo_a_fast_command_and_a_forking_verb_list_nothing(tmp_path: Path) -
     assert listing(tmp_path).is_file()
 
 
+def test_each_asset_named_to_backup_or_restore_has_its_own_list(tmp_path: Path) -> None:
+    """`backup keys` and `backup db` import different modules (a keys run a third of a
+    PostgreSQL run's): each run of an asset reads ahead what that asset's kind imported,
+    not what the other's run did last. A word that is not a plain name, or after a verb
+    whose next word is free, makes no list of its own."""
+    for args in (["backup", "keys"], ["backup", "db", "--json"], ["restore", "db"], ["policy", "check"]):
+        run_lifeboat(tmp_path, *MISSING_POLICY, *args)
+    run_lifeboat(tmp_path, *MISSING_POLICY, "backup", "--json", "media")
+    run_lifeboat(tmp_path, *MISSING_POLICY, "backup", "../../escape")
+    run_lifeboat(tmp_path, *MISSING_POLICY, "copy", "offsite")
+
+    lists = sorted(p.name for p in listing(tmp_path).parent.iterdir())
+    assert lists == ["backup", "backup.db", "backup.keys", "copy", "policy.check", "restore.db"]
+    assert compiled(import_readahead.__file__) in listing(tmp_path, "backup.keys").read_text().splitlines()
+    assert not (tmp_path / "escape").exists()
+
+
 def test_a_cache_directory_that_cannot_be_written_changes_nothing_the_user_sees(tmp_path: Path) -> None:
     (tmp_path / "home").mkdir()
     expected = run_lifeboat(tmp_path / "home", *MISSING_POLICY, "check")

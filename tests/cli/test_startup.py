@@ -537,6 +537,16 @@ def test_the_verb_of_a_command_line() -> None:
     assert invoked_verb(["--config", "x.toml"]) is None
 
 
+def test_the_word_after_the_verb() -> None:
+    from lifeboat.cli.verbs import invoked_object
+
+    assert invoked_object(["-c", "x.toml", "restore", "db", "--target", "/t"]) == "db"
+    assert invoked_object(["policy", "check"]) == "check"
+    assert invoked_object(["backup", "--json", "db"]) is None  # db may be an option's value
+    assert invoked_object(["backup"]) is None
+    assert invoked_object(["--help", "backup", "db"]) is None
+
+
 def test_a_typo_of_a_verb_still_gets_its_suggestion(tmp_path: Path) -> None:
     proc = LifeboatCli(policy=tmp_path / "none.toml").run("snapshot", check=False)
     assert proc.returncode == 2

@@ -230,10 +230,11 @@ def main(argv: list[str] | None = None) -> None:
     if call is not None:
         _run_hot_or_exit(call)
     from lifeboat.cli import import_readahead
-    from lifeboat.cli.verbs import VERB_MODULES, invoked_verb
+    from lifeboat.cli.verbs import BY_NEXT_WORD, VERB_MODULES, invoked_object, invoked_verb
 
     verb = invoked_verb(args)
-    import_readahead.start(verb if verb in VERB_MODULES else None)  # a typo gets no list
+    if verb in VERB_MODULES:  # a typo gets no list
+        import_readahead.start(verb, invoked_object(args) if verb in BY_NEXT_WORD else None)
     from lifeboat.cli.app import main as typer_main
 
     typer_main(argv)

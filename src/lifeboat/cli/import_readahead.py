@@ -4,7 +4,8 @@ A command started on a cold page cache (an hourly backup on a busy database host
 benchmarks drop the cache before each phase) reads its ~370 compiled modules one after
 another, a small random read each, and waits for every one: 0.15-0.2 s of a 1.0 s
 unchanged backup of 30,000 key files. So each verb lists, at its exit, the modules it
-imported (`$XDG_CACHE_HOME/lifeboat/imports/<verb>`, else `~/.cache/...`), and its next
+imported (`$XDG_CACHE_HOME/lifeboat/imports/<verb>`, else `~/.cache/...`; `backup.<asset>`
+for a named asset: see ``list_name``), and its next
 run starts threads that ask the kernel to read those files ahead (``posix_fadvise``
 WILLNEED) while the interpreter imports them in turn. Nothing listed is parsed or run.
 
@@ -89,10 +90,10 @@ def _open_private(name: str, parent: int | None = None) -> int | None:
     return None
 
 
-def listed(dir_fd: int, verb: str) -> list[str]:
-    """The module files the list of ``verb`` names (none when it cannot be read)."""
+def listed(dir_fd: int, name: str) -> list[str]:
+    """The module files the list ``name`` names (none when it cannot be read)."""
     try:
-        fd = os.open(verb, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return []
     try:
@@ -146,8 +147,8 @@ def imported() -> set[str]:
     return found
 
 
-def remember(dir_fd: int, verb: str, known: list[str]) -> None:
-    """Writes the list of ``verb`` anew when this process imported other modules than it
+def remember(dir_fd: int, name: str, known: list[str]) -> None:
+    """Writes the list ``name`` anew when this process imported other modules than it
     names: this run's, not their union with earlier runs' (restores of every kind of asset
     had the list of `restore` name 1,045 modules, 20 MB read ahead for a keys restore that
     needs 345, 7.5 MB). Written whole under a new name first, so that a reader never sees
@@ -156,13 +157,13 @@ def remember(dir_fd: int, verb: str, known: list[str]) -> None:
     if now == set(known):
         return
     lines = "".join(path + "\n" for path in sorted(now)[:MAX_PATHS])
-    temp = f".{verb}.{os.getpid()}.tmp"
+    temp = f".{name}.{os.getpid()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(temp, flags, 0o600, dir_fd=dir_fd)
         with open(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(lines)
-        os.replace(temp, verb, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except (OSError, ValueError):
         try:
             os.unlink(temp, dir_fd=dir_fd)
@@ -170,18 +171,34 @@ def remember(dir_fd: int, verb: str, known: list[str]) -> None:
             pass
 
 
-def start(verb: str | None) -> None:
-    """Starts reading ahead what ``verb`` imported in its earlier runs, and has this process
-    write that list again at its exit (not a child forked from it). An interpreter that has
-    imported typer already (a call from Python, the suite's fork server) has nothing left
-    to read and would list modules the verb never needed: it does neither."""
-    if verb is None or not verb.replace("-", "").isalnum() or verb in FORKING_VERBS or "typer" in sys.modules:
+def list_name(verb: str, word: str | None) -> str | None:
+    """The file the list of ``verb`` (and the word after it: ``verbs.BY_NEXT_WORD``) is
+    kept in: ``backup.db`` beside ``backup.keys``, each run of one asset reading ahead
+    what its kind imports, not what the other asset's run did. None for a verb that is not
+    a plain name; a word that is not one (a path, an option's value) is left out."""
+    if not _plain(verb):
+        return None
+    return f"{verb}.{word}" if word is not None and _plain(word) else verb
+
+
+def _plain(word: str) -> bool:
+    return 0 < len(word) <= 64 and word.isascii() and word.replace("-", "").replace("_", "").isalnum()
+
+
+def start(verb: str, word: str | None = None) -> None:
+    """Starts reading ahead what ``verb`` (with ``word``: ``list_name``) imported in its
+    earlier runs, and has this process write that list again at its exit (not a child
+    forked from it). An interpreter that has imported typer already (a call from Python,
+    the suite's fork server) has nothing left to read and would list modules the verb
+    never needed: it does neither."""
+    name = list_name(verb, word)
+    if name is None or verb in FORKING_VERBS or "typer" in sys.modules:
         return
     base = cache_base()
     dir_fd = open_cache_dir(base) if base else None
     if dir_fd is None:
         return
-    known = listed(dir_fd, verb)
+    known = listed(dir_fd, name)
     if known:
         read_ahead(known)
     import atexit
@@ -191,7 +208,7 @@ def start(verb: str | None) -> None:
     def at_exit() -> None:
         if os.getpid() == parent:
             try:
-                remember(dir_fd, verb, known)
+                remember(dir_fd, name, known)
             finally:
                 os.close(dir_fd)
 

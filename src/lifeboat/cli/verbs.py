@@ -36,13 +36,35 @@ VERB_MODULES: dict[str, tuple[str, ...]] = {
 }
 ALL_VERB_MODULES = tuple(dict.fromkeys(m for ms in VERB_MODULES.values() for m in ms))
 _GLOBAL_VALUED = frozenset({"--config", "-c", "--repository"})
+# The verbs whose next word changes what a run imports: the asset of `backup` and `restore`
+# (a keys restore needs a third of the modules a PostgreSQL one does), the command of a
+# group. Not a verb whose next word is free (`copy NAME`): a list per value would pile up.
+BY_NEXT_WORD = frozenset(
+    {"backup", "restore", "actions", "audit", "drill", "escrow", "evidence", "keys", "objects", "pg"}
+    | {"policy", "repo", "schedule"}
+)
 
 
 def invoked_verb(args: list[str]) -> str | None:
     """The verb of a command line (None for the root help or no verb at all)."""
+    i = _verb_index(args)
+    return args[i] if i is not None else None
+
+
+def invoked_object(args: list[str]) -> str | None:
+    """The word right after the verb, when there is one and it is not an option: the asset
+    of `backup app` and `restore db`, the command of `policy check` (None for `backup
+    --json app`: it is not told apart from an option's value)."""
+    i = _verb_index(args)
+    if i is None or i + 1 >= len(args) or args[i + 1].startswith("-"):
+        return None
+    return args[i + 1]
+
+
+def _verb_index(args: list[str]) -> int | None:
     i = 0
     while i < len(args) and args[i].startswith("-"):
         if args[i] in ("--help", "-h"):
             return None
         i += 2 if args[i] in _GLOBAL_VALUED else 1
-    return args[i] if i < len(args) else None
+    return i if i < len(args) else None
