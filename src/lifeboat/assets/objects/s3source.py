@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import boto3
+from awscrt.exceptions import AwsCrtError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
@@ -24,6 +25,7 @@ from botocore.exceptions import (
 from botocore.response import StreamingBody
 
 from lifeboat.assets.objects.info import DEFAULT_STALL_TIMEOUT, ObjectInfo
+from lifeboat.assets.objects.native_gets import NATIVE_MAX, Fetched, NativeGets, NativeStalled
 from lifeboat.assets.objects.signed_requests import Answer, SignedRequests
 from lifeboat.errors import NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify
@@ -151,6 +153,9 @@ class S3Source:
         self._session = session
         self._signer: SignedRequests | None = None
         self._signer_tried = False
+        self._workers = workers
+        self._native: NativeGets | None = None  # native_gets.py: small objects' GETs in C
+        self._native_tried = False
         self._signer_lock = threading.Lock()
         self._signed_gets = True
         self._signed_puts = True
@@ -315,25 +320,17 @@ class S3Source:
             args["VersionId"] = obj.version_id
         what = f"downloading {obj.key}"
         version = args.get("VersionId")
+        if obj.size <= NATIVE_MAX:
+            fetched = self._native_get(args["Key"], version, what)
+            if fetched is not None:
+                return io.BytesIO(fetched.body), self._answered(obj, fetched.headers, args)
         fast = self._signed("gets", what, lambda signer: signer.get(args["Key"], version))
         if fast is not None:
-            headers = fast.headers
-            meta = {k[len(META) :]: v for k, v in headers.items() if k.lower().startswith(META)}
-            version, content_type = headers.get("x-amz-version-id"), headers.get("content-type")
             # botocore's body wrapper: a dropped connection or a short body becomes a
             # BotoCoreError (retried), not a raw urllib3 exception
-            body: Any = StallGuard(
-                StreamingBody(fast.response.raw, int(headers.get("content-length", obj.size))), self, what
-            )
-            # size and ETag of what this GET returned: a sharded run reads objects listed
-            # by an inventory hours earlier, and records the version it actually read
-            size = int(headers.get("content-length", obj.size))
-            etag = headers.get("etag", "").strip('"') or obj.etag
-            return body, self._with_tags(
-                ObjectInfo(obj.key, size, etag, obj.last_modified, version, content_type, meta),
-                args,
-                bool(headers.get("x-amz-tagging-count")),
-            )
+            length = int(fast.headers.get("content-length", obj.size))
+            body: Any = StallGuard(StreamingBody(fast.response.raw, length), self, what)
+            return body, self._answered(obj, fast.headers, args)
         response = self._call(what, self.client.get_object, **args)
         info = ObjectInfo(
             obj.key,
@@ -346,6 +343,20 @@ class S3Source:
         )
         guarded: Any = StallGuard(response["Body"], self, what)
         return guarded, self._with_tags(info, args, bool(response.get("TagCount")))
+
+    def _answered(self, obj: ObjectInfo, headers: Any, args: dict[str, str]) -> ObjectInfo:
+        """The object as a GET's answer headers describe it (names matched lower-cased).
+        Size and ETag of what this GET returned: a sharded run reads objects listed by an
+        inventory hours earlier, and records the version it actually read."""
+        meta = {k[len(META) :]: v for k, v in headers.items() if k.lower().startswith(META)}
+        size = int(headers.get("content-length", obj.size))
+        etag = headers.get("etag", "").strip('"') or obj.etag
+        version, content_type = headers.get("x-amz-version-id"), headers.get("content-type")
+        return self._with_tags(
+            ObjectInfo(obj.key, size, etag, obj.last_modified, version, content_type, meta),
+            args,
+            bool(headers.get("x-amz-tagging-count")),
+        )
 
     def _with_tags(self, info: ObjectInfo, args: dict[str, str], tagged: bool) -> ObjectInfo:
         if tagged:
@@ -446,6 +457,36 @@ class S3Source:
                 except (BotoCoreError, ClientError, ValueError):
                     pass
         return self._signer
+
+    def native(self) -> NativeGets | None:
+        """The runtime's GETs (native_gets.py), set up with the signer at the first small
+        object (None: no signer, a proxy, or a runtime that cannot start here)."""
+        signer = self.signer()
+        with self._signer_lock:
+            if not self._native_tried and signer is not None:
+                self._native_tried = True
+                try:
+                    self._native = NativeGets.for_client(
+                        self.client,
+                        self._session.get_credentials(),
+                        signer.url_head,
+                        signer.region,
+                        connections=self._workers,
+                        stall_timeout=self.stall_timeout,
+                    )
+                except (AwsCrtError, BotoCoreError, ValueError):
+                    self._native = None
+        return self._native
+
+    def _native_get(self, key: str, version: str | None, what: str) -> Fetched | None:
+        """A small object through the runtime; None: ask it with a signed request instead."""
+        native = self.native() if self._signed_gets else None
+        if native is None or not native.enabled:
+            return None
+        try:
+            return native.get(SignedRequests.quoted(key, version))
+        except NativeStalled:
+            raise self.stalled(what, retried=False) from None
 
     def _signed(self, kind: str, what: str, send: Callable[[SignedRequests], Answer]) -> Answer | None:
         """One request (``kind`` "gets" or "puts") signed by lifeboat (signed_requests.py).

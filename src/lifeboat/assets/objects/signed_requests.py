@@ -93,21 +93,26 @@ class SignedRequests:
     def __init__(self, client: Any, credentials: Any, bucket: str) -> None:
         self._credentials = credentials  # botocore credentials (refreshed when they expire)
         self._http = client._endpoint.http_session
-        self._url_head, self._region = resolve_probe(client, bucket)
+        self.url_head, self.region = resolve_probe(client, bucket)
 
     def url_of(self, key: str, version_id: str | None = None) -> str:
         """Where ``key`` of the bucket is read or written (quoted as botocore quotes keys)."""
-        url = self._url_head + str(percent_encode(key, safe="/~"))
+        return self.url_head + self.quoted(key, version_id)
+
+    @staticmethod
+    def quoted(key: str, version_id: str | None = None) -> str:
+        """``key`` as its URL ends after the URL head, with the version asked for."""
+        tail = str(percent_encode(key, safe="/~"))
         if version_id:
-            url += "?versionId=" + str(percent_encode(version_id, safe="-_.~"))
-        return url
+            tail += "?versionId=" + str(percent_encode(version_id, safe="-_.~"))
+        return tail
 
     def _send(
         self, request: AWSRequest, *, stream: bool = False, payload_sha256: str | None = None
     ) -> Answer:
         request.headers["User-Agent"] = USER_AGENT
         credentials = self._credentials.get_frozen_credentials()
-        _KnownPayloadAuth(credentials, "s3", self._region, payload_sha256).add_auth(request)
+        _KnownPayloadAuth(credentials, "s3", self.region, payload_sha256).add_auth(request)
         prepared = request.prepare()
         prepared.stream_output = stream
         response = self._http.send(prepared)
