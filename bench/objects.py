@@ -1,8 +1,9 @@
 """Benchmark: lifeboat backing up a bucket on a real S3 server (SeaweedFS, bench/seaweed.py)
 vs restic backing up the same objects mirrored in a directory, vs the endpoint floor (the
-same requests from the thinnest client, bench/s3_floor.py); then a full restore (lifeboat
-into a fresh bucket, restic into a directory); then a second backup after a fresh 2% of
-the objects changed.
+same requests from the thinnest client, bench/s3_floor.py: the AWS Common Runtime's client
+for GETs, and for reference the urllib3 client that was the floor before); then a full
+restore (lifeboat into a fresh bucket, restic into a directory); then a second backup
+after a fresh 2% of the objects changed.
 
     .venv/bin/python bench/objects.py [--objects 20000] [--size-gb 1.0] [--runs 3]
 
@@ -158,6 +159,11 @@ source = "dir://{self.mirror}"
         results.add("backup", "restic", timed("restic backup", restic_backup, env=env))
         floor_get = [*FLOOR, "get", endpoint, BUCKET, "--workers", str(self.args.workers)]
         results.add("backup", "floor", timed("floor: LIST + GET all", floor_get, server=server))
+        # the floor before lifeboat's GETs went through the runtime: presigned URLs, urllib3
+        urllib3_get = [*floor_get, "--client", "urllib3"]
+        results.add(
+            "backup", "floor-urllib3", timed("urllib3 floor: LIST + GET all", urllib3_get, server=server)
+        )
 
         restored, floored = f"restored-{k}", f"floor-{k}"
         for bucket in (restored, floored):
@@ -274,6 +280,9 @@ def main() -> None:
             f"  by CPU (client + server, the load-independent view): lifeboat (bucket) at {cpu_floor}%"
             f" of the floor, {cpu_restic}x restic"
         )
+    urllib3 = results.speed_ratio("backup", "lifeboat", "floor-urllib3")
+    of_urllib3 = spread([100 * r for r in urllib3], ".0f")
+    print(f"backup: lifeboat (bucket) at {of_urllib3}% of the urllib3 floor's speed (the floor until 12-07)")
     results.targets(
         [
             (f"{phase}: lifeboat's speed / the floor's", results.speed_ratio(phase, "lifeboat", "floor"), 0.9)
