@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 from bench.seaweed import SeaweedServer
-from botocore.credentials import RefreshableCredentials
+from botocore.credentials import Credentials, RefreshableCredentials
 
-from lifeboat.assets.objects.native_gets import NATIVE_MAX
+from lifeboat.assets.objects.native_gets import NATIVE_MAX, NativeGets
 from lifeboat.assets.objects.s3source import S3Source
 from lifeboat.assets.objects.signed_requests import SignedRequests
 from lifeboat.errors import StorageError
@@ -149,3 +151,53 @@ def test_a_proxy_leaves_the_gets_to_botocores_transport(monkeypatch: pytest.Monk
     source = S3Source("s3://media-bucket/", endpoint_url=None, region="eu-west-1")
     assert source.signer() is not None
     assert source.native() is None
+
+
+@pytest.fixture
+def raw_headers_server() -> Iterator[str]:
+    """An HTTP server answering every GET with metadata as raw bytes: UTF-8 for a path
+    holding "utf8", ISO-8859-1 otherwise (what clients other than the SDKs can leave in a
+    store; botocore refuses to write either, so no S3 server here is given one)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                value = "café".encode("utf-8" if b"utf8" in request.split(b" ")[1] else "latin-1")
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-amz-meta-n: " + value + b"\r\n\r\nok"
+                )
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/bucket/"
+    listener.close()
+
+
+def test_header_bytes_are_read_as_botocore_reads_them_and_others_go_to_botocore_quietly(
+    raw_headers_server: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The runtime decodes headers as UTF-8, botocore as ISO-8859-1: metadata recorded
+    either way must be the same string, or a restore would write other bytes back. A value
+    the runtime cannot decode gives no answer (botocore's transport reads it) and prints
+    nothing on standard error."""
+    native = NativeGets(
+        raw_headers_server,
+        "us-east-1",
+        Credentials("AKIDEXAMPLE", "not-a-real-secret"),
+        connections=2,
+        stall_timeout=5,
+        verify=True,
+    )
+    fetched = native.get("utf8.jpg")
+    assert fetched is not None and fetched.body == b"ok"
+    assert fetched.headers["x-amz-meta-n"] == "café".encode().decode("latin-1")  # botocore's reading
+
+    assert native.get("latin.jpg") is None and native.enabled
+    assert capfd.readouterr().err == ""

@@ -21,6 +21,7 @@ store's own error. A refusal only the SDK gets past switches these GETs off for 
 
 from __future__ import annotations
 
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -63,7 +64,10 @@ class _Answer:
 
     def on_headers(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
         self.status = status_code
-        self.headers = {name.lower(): value for name, value in headers}
+        # the runtime decodes a header as UTF-8, botocore (http.client) as ISO-8859-1: the
+        # same bytes read as botocore reads them, so that both ways record the same
+        # metadata (a value that is not UTF-8 never gets here: see _quiet_undecodable)
+        self.headers = {name.lower(): value.encode().decode("latin-1") for name, value in headers}
         self.progress = time.monotonic()
         if int(self.headers.get("content-length") or 0) > NATIVE_MAX:
             raise _TooLarge()  # the runtime ends the request with it
@@ -91,6 +95,7 @@ class NativeGets:
         self._path_head = parts.path
         self._stall = stall_timeout
         self.enabled = True
+        self._install_quiet_hook()
         loops = io.EventLoopGroup()  # a thread per core
         bootstrap = io.ClientBootstrap(loops, io.DefaultHostResolver(loops))
         tls: dict[str, Any] = {"tls_mode": s3.S3RequestTlsMode.DISABLED}
@@ -116,6 +121,11 @@ class NativeGets:
             connect_timeout_ms=max(1, int(stall_timeout * 1000)),
             **tls,
         )
+
+    @staticmethod
+    def _install_quiet_hook() -> None:
+        if not getattr(sys.unraisablehook, "_lifeboat_native_gets", False):
+            sys.unraisablehook = _quiet_undecodable(sys.unraisablehook)
 
     def _disable(self) -> None:
         self.enabled = False
@@ -199,3 +209,22 @@ def _provider(credentials: Any, failed: Callable[[], None]) -> auth.AwsCredentia
         return auth.AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     return auth.AwsCredentialsProvider.new_delegate(current)
+
+
+def _quiet_undecodable(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``sys.unraisablehook`` that drops what the runtime raises when an answer's header is
+    not UTF-8 (metadata some clients write as ISO-8859-1): the runtime cannot hand such
+    headers over, ends that GET, and it is made again on botocore's transport, which reads
+    them; the interpreter would print the error on standard error meanwhile. Anything else
+    goes to ``previous``."""
+
+    def hook(unraisable: Any) -> None:
+        if (
+            isinstance(unraisable.exc_value, UnicodeDecodeError)
+            and type(unraisable.object).__module__ == s3.__name__
+        ):
+            return
+        previous(unraisable)
+
+    hook._lifeboat_native_gets = True  # type: ignore[attr-defined]
+    return hook
