@@ -123,6 +123,31 @@ def test_wal_push_and_fetch_import_only_what_they_use(tmp_path: Path) -> None:
     _assert_lean(seen)
 
 
+def test_wal_push_into_an_s3_repository_loads_botocore_but_not_the_aws_runtime(
+    tmp_path: Path, s3_server: str, make_bucket: Any
+) -> None:
+    """botocore imports the AWS Common Runtime (~45 ms) only to see whether it is there; the
+    fast commands never use it (it fetches a bucket's objects in a backup)."""
+    policy = (
+        PolicyBuilder()
+        .s3_repository(s3_server, make_bucket(object_lock=False))
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h", retention={"last": 2})
+        .postgres("db", dsn="host=/nonexistent dbname=postgres")
+        .write(tmp_path / "lifeboat.toml")
+    )
+    LifeboatCli(policy=policy, cwd=tmp_path).run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+
+    push, seen = _run_probed(tmp_path, policy, "wal", "push", str(segment))
+
+    assert push.returncode == 0, push.stderr
+    assert "botocore" in seen["modules"]
+    # "awscrt" itself is listed: the marker that hides it
+    assert not [m for m in seen["modules"] if m == "_awscrt" or m.startswith("awscrt.")]
+
+
 def test_wal_push_as_archive_command_runs_it_loads_no_other_kind(tmp_path: Path) -> None:
     """archive_command names its asset (`--asset db`): the files and keys assets of the same
     policy cost the push nothing."""

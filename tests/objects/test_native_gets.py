@@ -20,8 +20,8 @@ import pytest
 from bench.seaweed import SeaweedServer
 from botocore.credentials import Credentials, RefreshableCredentials
 
-from lifeboat.assets.objects.native_gets import NATIVE_MAX, NativeGets
-from lifeboat.assets.objects.s3source import S3Source
+from lifeboat.assets.objects.native_gets import NativeGets
+from lifeboat.assets.objects.s3source import NATIVE_MAX, S3Source
 from lifeboat.assets.objects.signed_requests import SignedRequests
 from lifeboat.errors import StorageError
 from tests.objects.test_signed_requests import AWKWARD_KEYS, _sdk_forbidden
@@ -194,6 +194,7 @@ def test_header_bytes_are_read_as_botocore_reads_them_and_others_go_to_botocore_
         connections=2,
         stall_timeout=5,
         verify=True,
+        max_size=NATIVE_MAX,
     )
     fetched = native.get("utf8.jpg")
     assert fetched is not None and fetched.body == b"ok"

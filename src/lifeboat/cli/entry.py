@@ -185,10 +185,20 @@ def collector_off_but_in_children() -> None:
     os.register_at_fork(after_in_child=gc.enable)
 
 
+def without_the_aws_runtime() -> None:
+    """The fast commands never fetch a bucket's objects (assets/objects/native_gets.py), but
+    botocore, which an S3 repository needs, imports the AWS Common Runtime just to find
+    out whether it is installed: ~45 ms of each start, loading its shared library. Marked
+    missing here (None in sys.modules: the import system's "not found"), botocore signs
+    in Python, as it does wherever the runtime is not installed."""
+    sys.modules.setdefault("awscrt", None)  # type: ignore[arg-type]
+
+
 def _run_hot_or_exit(call: HotCall) -> NoReturn:
     """As `cli/app.py` maps outcomes: one error line (+ hint), the error's exit code."""
     memory.limit_arenas()
     collector_off_but_in_children()
+    without_the_aws_runtime()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = run_hot(call)

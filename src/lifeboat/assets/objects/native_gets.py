@@ -10,8 +10,8 @@ ms signed by lifeboat and sent on botocore's transport, 0.4-0.5 ms of it urllib3
 presigned URLs over urllib3 with 32 threads (bench/s3_floor.py).
 
 Used only where it asks the same store the same way as botocore would: objects up to
-``NATIVE_MAX`` bytes (each is held in memory until it is stored, at most one per transfer
-thread), on plain HTTP or HTTPS with botocore's certificate check (its CA bundle, or none
+``max_size`` bytes (s3source.NATIVE_MAX; each is held in memory until it is stored, one per
+transfer thread), on plain HTTP or HTTPS with botocore's certificate check (its CA bundle, or none
 when the asset turned verification off), without a proxy. The URL and the signing region
 are those signed_requests.py resolved from botocore. Every answer but a success, and every
 failure to connect, is given back as None: the caller then makes its signed request and,
@@ -34,8 +34,6 @@ from botocore.credentials import RefreshableCredentials
 
 from lifeboat.assets.objects.signed_requests import SDK_ONLY_STATUSES, USER_AGENT
 
-NATIVE_MAX = 1 << 20  # larger objects stream through botocore's transport, a block at a time
-
 
 @dataclass(frozen=True)
 class Fetched:
@@ -50,13 +48,15 @@ class NativeStalled(Exception):
 
 
 class _TooLarge(Exception):
-    """The object has grown past NATIVE_MAX since it was listed: streamed instead."""
+    """The object has grown past the size held in memory since it was listed: streamed
+    instead."""
 
 
 class _Answer:
     """What the runtime's threads hand over for one GET, and when they last did."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
         self.status = 0
         self.headers: dict[str, str] = {}
         self.parts: list[bytes] = []
@@ -69,7 +69,7 @@ class _Answer:
         # metadata (a value that is not UTF-8 never gets here: see _quiet_undecodable)
         self.headers = {name.lower(): value.encode().decode("latin-1") for name, value in headers}
         self.progress = time.monotonic()
-        if int(self.headers.get("content-length") or 0) > NATIVE_MAX:
+        if int(self.headers.get("content-length") or 0) > self.max_size:
             raise _TooLarge()  # the runtime ends the request with it
 
     def on_body(self, chunk: bytes, **_: Any) -> None:
@@ -89,8 +89,10 @@ class NativeGets:
         connections: int,
         stall_timeout: float,
         verify: bool | str,
+        max_size: int,
     ) -> None:
         parts = urllib.parse.urlsplit(url_head)
+        self.max_size = max_size  # a larger answer is not taken (get: None)
         self._host = parts.netloc
         self._path_head = parts.path
         self._stall = stall_timeout
@@ -140,6 +142,7 @@ class NativeGets:
         *,
         connections: int,
         stall_timeout: float,
+        max_size: int,
     ) -> NativeGets | None:
         """For a botocore S3 client's bucket (``url_head``, ``region``: resolved by
         signed_requests.py), unless its requests go through a proxy (None: botocore's
@@ -155,13 +158,14 @@ class NativeGets:
             connections=connections,
             stall_timeout=stall_timeout,
             verify=verify if isinstance(verify, str) else bool(verify),
+            max_size=max_size,
         )
 
     def get(self, quoted_path: str) -> Fetched | None:
         """The object at ``quoted_path`` (below the URL head, quoted as botocore quotes a key,
         with its ``?versionId=``), or None when the caller should ask it another way.
         NativeStalled when the store sent nothing for the stall timeout."""
-        answer = _Answer()
+        answer = _Answer(self.max_size)
         headers = http.HttpHeaders([("Host", self._host), ("User-Agent", USER_AGENT)])
         request = self._client.make_request(
             type=s3.S3RequestType.DEFAULT,

@@ -10,10 +10,9 @@ import io
 import threading
 import urllib.parse
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
-from awscrt.exceptions import AwsCrtError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
@@ -25,12 +24,14 @@ from botocore.exceptions import (
 from botocore.response import StreamingBody
 
 from lifeboat.assets.objects.info import DEFAULT_STALL_TIMEOUT, ObjectInfo
-from lifeboat.assets.objects.native_gets import NATIVE_MAX, Fetched, NativeGets, NativeStalled
 from lifeboat.assets.objects.signed_requests import Answer, SignedRequests
 from lifeboat.errors import NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify
 from lifeboat.s3times import parse_times_in_c
 from lifeboat.storage.credentials import aws_session
+
+if TYPE_CHECKING:
+    from lifeboat.assets.objects.native_gets import Fetched, NativeGets
 
 META = "x-amz-meta-"
 # botocore's attempts per modelled request; a request signed by lifeboat (no botocore retries)
@@ -38,7 +39,14 @@ META = "x-amz-meta-"
 # request after about CLIENT_ATTEMPTS x stall_timeout, plus backoff.
 CLIENT_ATTEMPTS = 6
 MULTIPART_READ = 1 << 20  # what a multipart upload reads from a stream at a time
-TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
+# "classic": with the AWS Common Runtime installed (native_gets.py), boto3 would otherwise
+# move large uploads to the runtime's transfer manager on some EC2 instance types
+TRANSFER = TransferConfig(
+    multipart_threshold=16 << 20,
+    multipart_chunksize=16 << 20,
+    max_concurrency=4,
+    preferred_transfer_client="classic",
+)
 
 
 def source_error(exc: Exception, where: str, what: str) -> StorageError:
@@ -81,6 +89,34 @@ def put_headers(checksums: dict[str, str], extra: dict[str, Any]) -> dict[str, s
         headers["x-amz-tagging"] = extra["Tagging"]
     headers.update({META + name: value for name, value in extra["Metadata"].items()})
     return headers
+
+
+# objects up to this size are fetched whole through the runtime (native_gets.py), each held
+# in memory until it is stored; larger ones stream on botocore's transport, a block at a time
+NATIVE_MAX = 1 << 20
+
+
+def _native_for(source: S3Source, signer: SignedRequests) -> NativeGets | None:
+    """``NativeGets`` for the source's client, or None where the runtime does not load (a
+    platform without its wheel: botocore's transport serves) or cannot start."""
+    try:
+        from awscrt.exceptions import AwsCrtError
+
+        from lifeboat.assets.objects.native_gets import NativeGets
+    except ImportError:
+        return None
+    try:
+        return NativeGets.for_client(
+            source.client,
+            source._session.get_credentials(),
+            signer.url_head,
+            signer.region,
+            connections=source._workers,
+            stall_timeout=source.stall_timeout,
+            max_size=NATIVE_MAX,
+        )
+    except (AwsCrtError, BotoCoreError, ValueError):
+        return None
 
 
 class StallGuard:
@@ -320,10 +356,9 @@ class S3Source:
             args["VersionId"] = obj.version_id
         what = f"downloading {obj.key}"
         version = args.get("VersionId")
-        if obj.size <= NATIVE_MAX:
-            fetched = self._native_get(args["Key"], version, what)
-            if fetched is not None:
-                return io.BytesIO(fetched.body), self._answered(obj, fetched.headers, args)
+        fetched = self._native_get(obj, args["Key"], version, what)
+        if fetched is not None:
+            return io.BytesIO(fetched.body), self._answered(obj, fetched.headers, args)
         fast = self._signed("gets", what, lambda signer: signer.get(args["Key"], version))
         if fast is not None:
             # botocore's body wrapper: a dropped connection or a short body becomes a
@@ -460,29 +495,24 @@ class S3Source:
 
     def native(self) -> NativeGets | None:
         """The runtime's GETs (native_gets.py), set up with the signer at the first small
-        object (None: no signer, a proxy, or a runtime that cannot start here)."""
+        object (None: no signer, a proxy, or a runtime that cannot load or start here; the
+        runtime is imported only then, and only by a bucket backup)."""
         signer = self.signer()
         with self._signer_lock:
             if not self._native_tried and signer is not None:
                 self._native_tried = True
-                try:
-                    self._native = NativeGets.for_client(
-                        self.client,
-                        self._session.get_credentials(),
-                        signer.url_head,
-                        signer.region,
-                        connections=self._workers,
-                        stall_timeout=self.stall_timeout,
-                    )
-                except (AwsCrtError, BotoCoreError, ValueError):
-                    self._native = None
+                self._native = _native_for(self, signer)
         return self._native
 
-    def _native_get(self, key: str, version: str | None, what: str) -> Fetched | None:
+    def _native_get(self, obj: ObjectInfo, key: str, version: str | None, what: str) -> Fetched | None:
         """A small object through the runtime; None: ask it with a signed request instead."""
-        native = self.native() if self._signed_gets else None
+        if not self._signed_gets or obj.size > NATIVE_MAX:
+            return None
+        native = self.native()
         if native is None or not native.enabled:
             return None
+        from lifeboat.assets.objects.native_gets import NativeStalled
+
         try:
             return native.get(SignedRequests.quoted(key, version))
         except NativeStalled:
