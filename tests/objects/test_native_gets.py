@@ -19,6 +19,7 @@ import boto3
 import pytest
 from bench.seaweed import SeaweedServer
 from botocore.credentials import Credentials, RefreshableCredentials
+from botocore.exceptions import CredentialRetrievalError
 
 from lifeboat.assets.objects.native_gets import NativeGets
 from lifeboat.assets.objects.s3source import NATIVE_MAX, S3Source
@@ -112,7 +113,8 @@ def test_an_object_grown_past_the_limit_since_its_listing_is_streamed(
     s3.put_object(Bucket=bucket, Key="grows.mp4", Body=b"small")
     source = S3Source(f"s3://{bucket}/", endpoint_url=seaweed.endpoint, region=None)
     [listed] = source.list_current()
-    big = os.urandom(NATIVE_MAX + 1000)
+    # the runtime holds a whole answer before handing it over: only a range is asked for
+    big = os.urandom(24 << 20)
     s3.put_object(Bucket=bucket, Key="grows.mp4", Body=big)
 
     body, info = source.open_with_info(listed)
@@ -141,6 +143,52 @@ def test_a_wrong_secret_is_refused_by_the_store_and_leaves_the_gets_to_botocore(
     message = str(refused.value)
     assert "\n" not in message and canary not in message
     assert "SignatureDoesNotMatch" in message or "AccessDenied" in message or "403" in message, message
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # what the runtime would print
+def test_a_failed_credential_refresh_prints_nothing_and_ends_in_one_line(
+    seaweed: SeaweedServer,
+    make_seaweed_bucket: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A role's refresh that fails (a credential process printing its own output) reaches
+    the runtime's signing callback: nothing of it may be printed by the runtime, and the
+    GET ends as botocore's own would, in one line."""
+    bucket = make_seaweed_bucket(object_lock=False)
+    boto3.client("s3", endpoint_url=seaweed.endpoint).put_object(Bucket=bucket, Key="a.jpg", Body=b"a")
+    source = S3Source(f"s3://{bucket}/", endpoint_url=seaweed.endpoint, region=None)
+    [obj] = source.list_current()
+    canary = "canary-" + base64.b32encode(os.urandom(10)).decode()
+    failing: list[bool] = []
+
+    def refresh() -> dict[str, str]:
+        if failing:
+            raise CredentialRetrievalError(provider="process", error_msg=f"{canary}\nsecond line")
+        expiry = datetime.now(UTC) + timedelta(minutes=12)  # refreshed whenever asked
+        secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+        return {
+            "access_key": os.environ["AWS_ACCESS_KEY_ID"],
+            "secret_key": secret,
+            "token": "",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    refreshable = RefreshableCredentials.create_from_metadata(refresh(), refresh, "process")
+    monkeypatch.setattr(source._session, "get_credentials", lambda: refreshable)
+    monkeypatch.setattr(source.client._request_signer, "_credentials", refreshable)  # botocore's calls too
+    assert source.native() is not None
+    failing.append(True)
+    refreshable._expiry_time = datetime.now(UTC) + timedelta(minutes=5)  # due: refreshed or refused
+
+    with pytest.raises(StorageError) as failed:
+        source.open_with_info(obj)
+
+    native = source.native()
+    assert native is not None and not native.enabled  # turned off by its signing callback
+    assert "\n" not in str(failed.value) and canary not in str(failed.value)
+    printed = capfd.readouterr()
+    assert canary not in printed.out + printed.err and printed.err == ""
 
 
 def test_a_proxy_leaves_the_gets_to_botocores_transport(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,6 +228,7 @@ def raw_headers_server() -> Iterator[str]:
     listener.close()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_header_bytes_are_read_as_botocore_reads_them_and_others_go_to_botocore_quietly(
     raw_headers_server: str, capfd: pytest.CaptureFixture[str]
 ) -> None:

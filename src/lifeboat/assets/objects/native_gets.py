@@ -9,20 +9,26 @@ ms signed by lifeboat and sent on botocore's transport, 0.4-0.5 ms of it urllib3
 0.47-0.52 ms here, body included; all 20,000 in 13.5-15.9 s against 26.7-27.7 s for
 presigned URLs over urllib3 with 32 threads (bench/s3_floor.py).
 
-Used only where it asks the same store the same way as botocore would: objects up to
-``max_size`` bytes (s3source.NATIVE_MAX; each is held in memory until it is stored, one per
-transfer thread), on plain HTTP or HTTPS with botocore's certificate check (its CA bundle, or none
-when the asset turned verification off), without a proxy. The URL and the signing region
-are those signed_requests.py resolved from botocore. Every answer but a success, and every
-failure to connect, is given back as None: the caller then makes its signed request and,
-failing that, botocore's modelled call, which retries, follows redirects and raises the
-store's own error. A refusal only the SDK gets past switches these GETs off for the run.
+Used only where it asks the same store the same way as botocore would: objects listed up to
+``max_size`` bytes (s3source.NATIVE_MAX), on plain HTTP or HTTPS trusting what botocore
+trusts (certifi's bundle, the asset's CA bundle, or nothing when the asset turned
+verification off), without a proxy. The URL and the signing region are those
+signed_requests.py resolved from botocore.
+
+The runtime holds an answer's whole body before it hands over its headers, so each GET asks
+for the first ``max_size`` bytes only (a Range): an object grown since its listing is never
+held whole, and its total size, from Content-Range, sends it to botocore's transport, which
+streams it. Every answer but a success, a connection that failed, and a GET that has not
+finished within the stall timeout (the runtime reports no progress before the end) give
+None: the caller then makes its signed request and, failing that, botocore's modelled call,
+which retry, check each read for stalls, follow redirects and raise the store's own error.
+A refusal only the SDK gets past, a GET that timed out, or ``MAX_FAILURES`` transport
+failures in a row switch these GETs off for the run.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +37,11 @@ from typing import Any
 from awscrt import auth, http, io, s3
 from awscrt.exceptions import AwsCrtError
 from botocore.credentials import RefreshableCredentials
+from botocore.httpsession import get_cert_path
 
 from lifeboat.assets.objects.signed_requests import SDK_ONLY_STATUSES, USER_AGENT
+
+MAX_FAILURES = 8  # transport failures in a row after which botocore's transport serves alone
 
 
 @dataclass(frozen=True)
@@ -43,24 +52,31 @@ class Fetched:
     body: bytes
 
 
-class NativeStalled(Exception):
-    """No byte of an answer for the stall timeout: the request was cancelled."""
+class _Switch:
+    """Whether the runtime's GETs are still used this run, and the failures in a row. Held
+    apart from NativeGets: the credentials callback turns it off, and a reference from the
+    runtime's side to NativeGets itself would keep both alive in a cycle."""
 
+    def __init__(self) -> None:
+        self.on = True
+        self.failures = 0
 
-class _TooLarge(Exception):
-    """The object has grown past the size held in memory since it was listed: streamed
-    instead."""
+    def off(self) -> None:
+        self.on = False
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= MAX_FAILURES:
+            self.on = False
 
 
 class _Answer:
-    """What the runtime's threads hand over for one GET, and when they last did."""
+    """What the runtime's threads hand over for one GET (at its end: see the docstring)."""
 
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
+    def __init__(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.parts: list[bytes] = []
-        self.progress = time.monotonic()
 
     def on_headers(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
         self.status = status_code
@@ -68,13 +84,23 @@ class _Answer:
         # same bytes read as botocore reads them, so that both ways record the same
         # metadata (a value that is not UTF-8 never gets here: see _quiet_undecodable)
         self.headers = {name.lower(): value.encode().decode("latin-1") for name, value in headers}
-        self.progress = time.monotonic()
-        if int(self.headers.get("content-length") or 0) > self.max_size:
-            raise _TooLarge()  # the runtime ends the request with it
 
     def on_body(self, chunk: bytes, **_: Any) -> None:
         self.parts.append(bytes(chunk))
-        self.progress = time.monotonic()
+
+    def whole(self, max_size: int) -> Fetched | None:
+        """The object, when the answer holds all of it: a 206 whose Content-Range ends at
+        the object's end, or a 200 (a store that ignores Range) of at most ``max_size``."""
+        body = b"".join(self.parts)
+        if str(len(body)) != self.headers.get("content-length"):
+            return None  # cut short
+        if self.status == 206:
+            total = self.headers.get("content-range", "").rpartition("/")[2]
+            if total != str(len(body)):
+                return None  # larger than asked for (or of unknown size): streamed instead
+            headers = {k: v for k, v in self.headers.items() if k != "content-range"}
+            return Fetched(headers, body)
+        return Fetched(self.headers, body) if self.status == 200 and len(body) <= max_size else None
 
 
 class NativeGets:
@@ -92,26 +118,29 @@ class NativeGets:
         max_size: int,
     ) -> None:
         parts = urllib.parse.urlsplit(url_head)
-        self.max_size = max_size  # a larger answer is not taken (get: None)
+        self.max_size = max_size
         self._host = parts.netloc
         self._path_head = parts.path
         self._stall = stall_timeout
-        self.enabled = True
-        self._install_quiet_hook()
+        self._switch = _Switch()
+        _install_quiet_hook()
         loops = io.EventLoopGroup()  # a thread per core
         bootstrap = io.ClientBootstrap(loops, io.DefaultHostResolver(loops))
         tls: dict[str, Any] = {"tls_mode": s3.S3RequestTlsMode.DISABLED}
         if parts.scheme == "https":
-            tls = {"tls_mode": s3.S3RequestTlsMode.ENABLED}
-            if verify is not True:
-                options = io.TlsContextOptions()
-                if isinstance(verify, str):
-                    options.override_default_trust_store_from_path(ca_filepath=verify)
-                else:
-                    options.verify_peer = False
-                tls["tls_connection_options"] = io.ClientTlsContext(options).new_connection_options()
+            options = io.TlsContextOptions()
+            if verify is False:
+                options.verify_peer = False
+            else:  # the bundle botocore verifies with: the asset's, else certifi's, never the system's
+                options.override_default_trust_store_from_path(
+                    ca_filepath=verify if isinstance(verify, str) else get_cert_path(True)
+                )
+            tls = {
+                "tls_mode": s3.S3RequestTlsMode.ENABLED,
+                "tls_connection_options": io.ClientTlsContext(options).new_connection_options(),
+            }
         signing = s3.create_default_s3_signing_config(
-            region=region, credential_provider=_provider(credentials, self._disable)
+            region=region, credential_provider=_provider(credentials, self._switch.off)
         )
         self._client = s3.S3Client(
             bootstrap=bootstrap,
@@ -124,13 +153,10 @@ class NativeGets:
             **tls,
         )
 
-    @staticmethod
-    def _install_quiet_hook() -> None:
-        if not getattr(sys.unraisablehook, "_lifeboat_native_gets", False):
-            sys.unraisablehook = _quiet_undecodable(sys.unraisablehook)
-
-    def _disable(self) -> None:
-        self.enabled = False
+    @property
+    def enabled(self) -> bool:
+        """Whether these GETs are still used this run."""
+        return self._switch.on
 
     @classmethod
     def for_client(
@@ -163,43 +189,41 @@ class NativeGets:
 
     def get(self, quoted_path: str) -> Fetched | None:
         """The object at ``quoted_path`` (below the URL head, quoted as botocore quotes a key,
-        with its ``?versionId=``), or None when the caller should ask it another way.
-        NativeStalled when the store sent nothing for the stall timeout."""
-        answer = _Answer(self.max_size)
-        headers = http.HttpHeaders([("Host", self._host), ("User-Agent", USER_AGENT)])
-        request = self._client.make_request(
-            type=s3.S3RequestType.DEFAULT,
-            operation_name="GetObject",
-            request=http.HttpRequest("GET", self._path_head + quoted_path, headers),
-            on_headers=answer.on_headers,
-            on_body=answer.on_body,
+        with its ``?versionId=``), or None when the caller should ask it another way."""
+        answer = _Answer()
+        headers = http.HttpHeaders(
+            [("Host", self._host), ("User-Agent", USER_AGENT), ("Range", f"bytes=0-{self.max_size - 1}")]
         )
-        finished = request.finished_future
-        while True:
-            try:
-                finished.result(timeout=self._stall)
-                break
-            except TimeoutError:
-                if time.monotonic() - answer.progress >= self._stall:
-                    request.cancel()
-                    raise NativeStalled() from None
-            except s3.S3ResponseError as refused:
-                if refused.status_code in SDK_ONLY_STATUSES:
-                    self.enabled = False
-                return None
-            except (AwsCrtError, _TooLarge):  # a connection refused or dropped: retried by the caller
-                return None
-        if not 200 <= answer.status < 300:
+        try:
+            request = self._client.make_request(
+                type=s3.S3RequestType.DEFAULT,
+                operation_name="GetObject",
+                request=http.HttpRequest("GET", self._path_head + quoted_path, headers),
+                on_headers=answer.on_headers,
+                on_body=answer.on_body,
+            )
+            request.finished_future.result(timeout=self._stall)
+        except TimeoutError:  # slow or stalled: botocore's transport checks each read
+            request.cancel()
+            self._switch.off()
             return None
-        return Fetched(answer.headers, b"".join(answer.parts))
+        except s3.S3ResponseError as refused:
+            if refused.status_code in SDK_ONLY_STATUSES:
+                self._switch.off()
+            return None
+        except AwsCrtError:  # refused, dropped or not even sent: the caller's request follows
+            self._switch.failed()
+            return None
+        self._switch.failures = 0
+        return answer.whole(self.max_size)
 
 
 def _provider(credentials: Any, failed: Callable[[], None]) -> auth.AwsCredentialsProvider:
     """The runtime's view of botocore's credentials: fixed ones once, refreshable ones (a
     role, SSO) asked of botocore at each signing, so that botocore refreshes them. A
-    refresh that fails calls ``failed`` and gives empty credentials, which sign nothing the
-    store takes: the runtime would print the exception, and botocore's own request, made
-    instead, raises it as the store's error."""
+    refresh that fails calls ``failed`` and gives placeholder credentials, which the store
+    refuses: the runtime would print the exception (it may quote a credential process's
+    output), and botocore's own request, made instead, raises it as one line."""
     if not isinstance(credentials, RefreshableCredentials):
         frozen = credentials.get_frozen_credentials()
         return auth.AwsCredentialsProvider.new_static(frozen.access_key, frozen.secret_key, frozen.token)
@@ -207,12 +231,19 @@ def _provider(credentials: Any, failed: Callable[[], None]) -> auth.AwsCredentia
     def current() -> auth.AwsCredentials:
         try:
             frozen = credentials.get_frozen_credentials()  # thread-safe: botocore locks its refresh
-        except Exception:
+        except Exception:  # any failure of botocore's refresh: see above
+            frozen = None
+        if frozen is None:
             failed()
-            return auth.AwsCredentials("", "")
+            return auth.AwsCredentials("refresh-failed", "refresh-failed")
         return auth.AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     return auth.AwsCredentialsProvider.new_delegate(current)
+
+
+def _install_quiet_hook() -> None:
+    if not getattr(sys.unraisablehook, "_lifeboat_native_gets", False):
+        sys.unraisablehook = _quiet_undecodable(sys.unraisablehook)
 
 
 def _quiet_undecodable(previous: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -92,8 +92,9 @@ def put_headers(checksums: dict[str, str], extra: dict[str, Any]) -> dict[str, s
 
 
 # objects up to this size are fetched whole through the runtime (native_gets.py), each held
-# in memory until it is stored; larger ones stream on botocore's transport, a block at a time
-NATIVE_MAX = 1 << 20
+# in memory until it is stored (twice, briefly: the runtime's buffer and ours); larger ones
+# stream on botocore's transport, a block at a time. 32 transfer threads hold 16 MiB at most.
+NATIVE_MAX = 256 << 10
 
 
 def _native_for(source: S3Source, signer: SignedRequests) -> NativeGets | None:
@@ -356,7 +357,7 @@ class S3Source:
             args["VersionId"] = obj.version_id
         what = f"downloading {obj.key}"
         version = args.get("VersionId")
-        fetched = self._native_get(obj, args["Key"], version, what)
+        fetched = self._native_get(obj, args["Key"], version)
         if fetched is not None:
             return io.BytesIO(fetched.body), self._answered(obj, fetched.headers, args)
         fast = self._signed("gets", what, lambda signer: signer.get(args["Key"], version))
@@ -504,19 +505,15 @@ class S3Source:
                 self._native = _native_for(self, signer)
         return self._native
 
-    def _native_get(self, obj: ObjectInfo, key: str, version: str | None, what: str) -> Fetched | None:
-        """A small object through the runtime; None: ask it with a signed request instead."""
-        if not self._signed_gets or obj.size > NATIVE_MAX:
+    def _native_get(self, obj: ObjectInfo, key: str, version: str | None) -> Fetched | None:
+        """A small object through the runtime; None: ask it with a signed request instead
+        (an empty object too: a range of it is refused)."""
+        if not self._signed_gets or not 0 < obj.size <= NATIVE_MAX:
             return None
         native = self.native()
         if native is None or not native.enabled:
             return None
-        from lifeboat.assets.objects.native_gets import NativeStalled
-
-        try:
-            return native.get(SignedRequests.quoted(key, version))
-        except NativeStalled:
-            raise self.stalled(what, retried=False) from None
+        return native.get(SignedRequests.quoted(key, version))
 
     def _signed(self, kind: str, what: str, send: Callable[[SignedRequests], Answer]) -> Answer | None:
         """One request (``kind`` "gets" or "puts") signed by lifeboat (signed_requests.py).
