@@ -722,3 +722,20 @@ def test_wal_commands_whose_background_child_cannot_be_forked_still_succeed(tmp_
     )
     assert (push.returncode, push.stderr) == (0, "")  # spooled: the next push's drainer takes it
     assert [p.name for p in (tmp_path / "state" / "wal-spool" / "db").iterdir() if p.name == spooled.name]
+
+
+def test_botocore_keeps_signing_in_python_though_the_aws_runtime_is_installed() -> None:
+    """lifeboat installs the AWS Common Runtime for a bucket's GETs alone; botocore would
+    sign every call of its own through it once it is installed (BOTO_DISABLE_CRT)."""
+    script = (
+        "import atexit\n"
+        "def report():\n"
+        "    import awscrt, botocore.compat\n"  # the runtime loads; botocore does not use it
+        "    print(botocore.compat.HAS_CRT)\n"
+        "atexit.register(report)\n"
+        "from lifeboat.cli.entry import main\n"
+        "main(['--version'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "BOTO_DISABLE_CRT"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.stdout.splitlines()[-1] == "False", proc.stdout + proc.stderr

@@ -87,6 +87,7 @@ def preload() -> None:
     import pkgutil
 
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    os.environ.setdefault("BOTO_DISABLE_CRT", "true")  # as main() sets it, before botocore loads
     from lifeboat.cli import entry
 
     entry._no_pydantic_plugins()

@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -201,12 +201,28 @@ def test_a_proxy_leaves_the_gets_to_botocores_transport(monkeypatch: pytest.Monk
     assert source.native() is None
 
 
+@dataclass
+class ScriptedStore:
+    """An HTTP server answering each GET as its path says (see ``_answer``), recording the
+    requests it was sent: what no S3 server here can be made to do."""
+
+    url: str
+    requests: list[bytes]
+    release: threading.Event  # the held answers' end
+
+
 @pytest.fixture
-def raw_headers_server() -> Iterator[str]:
-    """An HTTP server answering every GET with metadata as raw bytes: UTF-8 for a path
-    holding "utf8", ISO-8859-1 otherwise (what clients other than the SDKs can leave in a
-    store; botocore refuses to write either, so no S3 server here is given one)."""
+def scripted_store() -> Iterator[ScriptedStore]:
     listener = socket.create_server(("127.0.0.1", 0))
+    store = ScriptedStore(f"http://127.0.0.1:{listener.getsockname()[1]}/bucket/", [], threading.Event())
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            store.requests.append(request)
+            conn.sendall(_answer(request.split(b" ")[1], store.release))
 
     def serve() -> None:
         while True:
@@ -214,40 +230,86 @@ def raw_headers_server() -> Iterator[str]:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            with conn:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    request += conn.recv(4096)
-                value = "café".encode("utf-8" if b"utf8" in request.split(b" ")[1] else "latin-1")
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-amz-meta-n: " + value + b"\r\n\r\nok"
-                )
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/bucket/"
+    yield store
+    store.release.set()
     listener.close()
+
+
+def _answer(path: bytes, release: threading.Event) -> bytes:
+    """Metadata as raw bytes: UTF-8 for "utf8", ISO-8859-1 for "latin" (what clients other
+    than the SDKs can leave in a store; botocore refuses to write either); a range of a
+    larger object for "grown"; a body shorter than its Content-Length for "short"; nothing
+    until the test ends for "held"."""
+    if b"held" in path:
+        release.wait()
+        return b""
+    if b"grown" in path:
+        return (
+            b"HTTP/1.1 206 Partial Content\r\nContent-Length: 2\r\nContent-Range: bytes 0-1/9999999\r\n\r\nok"
+        )
+    if b"short" in path:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok"
+    value = "café".encode("utf-8" if b"utf8" in path else "latin-1")
+    return (
+        b"HTTP/1.1 206 Partial Content\r\nContent-Length: 2\r\nContent-Range: bytes 0-1/2\r\nx-amz-meta-n: "
+        + value
+        + b"\r\n\r\nok"
+    )
+
+
+def _native(url: str, stall_timeout: float = 5) -> NativeGets:
+    credentials = Credentials("AKIDEXAMPLE", "not-a-real-secret")
+    return NativeGets(
+        url,
+        "us-east-1",
+        credentials,
+        connections=2,
+        stall_timeout=stall_timeout,
+        verify=True,
+        max_size=NATIVE_MAX,
+    )
 
 
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_header_bytes_are_read_as_botocore_reads_them_and_others_go_to_botocore_quietly(
-    raw_headers_server: str, capfd: pytest.CaptureFixture[str]
+    scripted_store: ScriptedStore, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """The runtime decodes headers as UTF-8, botocore as ISO-8859-1: metadata recorded
     either way must be the same string, or a restore would write other bytes back. A value
     the runtime cannot decode gives no answer (botocore's transport reads it) and prints
     nothing on standard error."""
-    native = NativeGets(
-        raw_headers_server,
-        "us-east-1",
-        Credentials("AKIDEXAMPLE", "not-a-real-secret"),
-        connections=2,
-        stall_timeout=5,
-        verify=True,
-        max_size=NATIVE_MAX,
-    )
+    native = _native(scripted_store.url)
     fetched = native.get("utf8.jpg")
     assert fetched is not None and fetched.body == b"ok"
     assert fetched.headers["x-amz-meta-n"] == "café".encode().decode("latin-1")  # botocore's reading
 
     assert native.get("latin.jpg") is None and native.enabled
     assert capfd.readouterr().err == ""
+
+
+def test_only_a_range_is_asked_and_an_object_larger_than_it_goes_to_botocore(
+    scripted_store: ScriptedStore,
+) -> None:
+    """The runtime holds a whole answer before it hands over the headers: each GET asks for
+    the first NATIVE_MAX bytes, and one whose total is larger is streamed by botocore's
+    transport instead; a body shorter than its Content-Length is not taken either."""
+    native = _native(scripted_store.url)
+
+    assert native.get("grown.mp4") is None
+    assert f"range: bytes=0-{NATIVE_MAX - 1}".encode() in scripted_store.requests[-1].lower()
+    assert native.get("short.jpg") is None
+    assert native.enabled  # each is the object's, not the store's
+
+
+def test_a_get_not_done_within_the_stall_timeout_goes_to_botocore_for_the_rest_of_the_run(
+    scripted_store: ScriptedStore,
+) -> None:
+    """The runtime reports nothing before an answer's end, so its timeout cannot tell a
+    stall from a slow link: botocore's transport, which checks each read, takes over."""
+    native = _native(scripted_store.url, stall_timeout=0.5)
+
+    assert native.get("held.jpg") is None
+    assert not native.enabled

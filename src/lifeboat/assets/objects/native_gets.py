@@ -17,13 +17,15 @@ signed_requests.py resolved from botocore.
 
 The runtime holds an answer's whole body before it hands over its headers, so each GET asks
 for the first ``max_size`` bytes only (a Range): an object grown since its listing is never
-held whole, and its total size, from Content-Range, sends it to botocore's transport, which
-streams it. Every answer but a success, a connection that failed, and a GET that has not
-finished within the stall timeout (the runtime reports no progress before the end) give
-None: the caller then makes its signed request and, failing that, botocore's modelled call,
-which retry, check each read for stalls, follow redirects and raise the store's own error.
-A refusal only the SDK gets past, a GET that timed out, or ``MAX_FAILURES`` transport
-failures in a row switch these GETs off for the run.
+held whole (by a store that honours Range; one that ignores it sends the whole object,
+which is then refused as too large), and its total size, from Content-Range, sends it to
+botocore's transport, which streams it. Every answer but a success, a connection that
+failed, and a GET that has not finished within the stall timeout (the runtime reports no
+progress before the end) give None: the caller then makes its signed request and, failing
+that, botocore's modelled call, which retry, check each read for stalls, follow redirects
+and raise the store's own error. A refusal only the SDK gets past, a GET that timed out, or
+``MAX_FAILURES`` transport failures (or answers without their length) in a row switch
+these GETs off for the run.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class _Answer:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.parts: list[bytes] = []
+        self.cut_short = False  # a body of another length than its Content-Length (or none)
 
     def on_headers(self, status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
         self.status = status_code
@@ -93,7 +96,8 @@ class _Answer:
         the object's end, or a 200 (a store that ignores Range) of at most ``max_size``."""
         body = b"".join(self.parts)
         if str(len(body)) != self.headers.get("content-length"):
-            return None  # cut short
+            self.cut_short = True
+            return None
         if self.status == 206:
             total = self.headers.get("content-range", "").rpartition("/")[2]
             if total != str(len(body)):
@@ -214,8 +218,12 @@ class NativeGets:
         except AwsCrtError:  # refused, dropped or not even sent: the caller's request follows
             self._switch.failed()
             return None
-        self._switch.failures = 0
-        return answer.whole(self.max_size)
+        fetched = answer.whole(self.max_size)
+        if fetched is None and answer.cut_short:
+            self._switch.failed()  # a store whose answers never carry their length: not asked again
+        else:
+            self._switch.failures = 0
+        return fetched
 
 
 def _provider(credentials: Any, failed: Callable[[], None]) -> auth.AwsCredentialsProvider:

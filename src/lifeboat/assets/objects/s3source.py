@@ -116,7 +116,7 @@ def _native_for(source: S3Source, signer: SignedRequests) -> NativeGets | None:
             stall_timeout=source.stall_timeout,
             max_size=NATIVE_MAX,
         )
-    except (AwsCrtError, BotoCoreError, ValueError):
+    except (AwsCrtError, BotoCoreError, ValueError, OSError):  # OSError: a CA bundle it cannot read
         return None
 
 
