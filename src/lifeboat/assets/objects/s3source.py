@@ -497,7 +497,7 @@ class S3Source:
     def native(self) -> NativeGets | None:
         """The runtime's GETs (native_gets.py), set up with the signer at the first small
         object (None: no signer, a proxy, or a runtime that cannot load or start here; the
-        runtime is imported only then, and only by a bucket backup)."""
+        runtime is imported only then: when a bucket's objects are read)."""
         signer = self.signer()
         with self._signer_lock:
             if not self._native_tried and signer is not None:
