@@ -9,7 +9,7 @@ a bucket faster than this endpoint lists and serves it.
 The thinnest client for GETs is the AWS Common Runtime's S3 client (awscrt, C), with
 ``--workers`` connections: lifeboat fetches a bucket's small objects through it too
 (assets/objects/native_gets.py), and presigned URLs over urllib3 with ``--workers``
-threads (``--client urllib3``, the floor before) took about twice as long as it did on the
+threads (``--client urllib3``, the floor before) took 1.7-2 times as long as it did on the
 bench's 20,000 objects. PUTs are presigned URLs over urllib3.
 
 ``get`` lists the bucket and downloads every object (or, with ``--only``, the keys listed
