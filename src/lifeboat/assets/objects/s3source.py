@@ -97,29 +97,6 @@ def put_headers(checksums: dict[str, str], extra: dict[str, Any]) -> dict[str, s
 NATIVE_MAX = 256 << 10
 
 
-def _native_for(source: S3Source, signer: SignedRequests) -> NativeGets | None:
-    """``NativeGets`` for the source's client, or None where the runtime does not load (a
-    platform without its wheel: botocore's transport serves) or cannot start."""
-    try:
-        from awscrt.exceptions import AwsCrtError
-
-        from lifeboat.assets.objects.native_gets import NativeGets
-    except ImportError:
-        return None
-    try:
-        return NativeGets.for_client(
-            source.client,
-            source._session.get_credentials(),
-            signer.url_head,
-            signer.region,
-            connections=source._workers,
-            stall_timeout=source.stall_timeout,
-            max_size=NATIVE_MAX,
-        )
-    except (AwsCrtError, BotoCoreError, ValueError, OSError):  # OSError: a CA bundle it cannot read
-        return None
-
-
 class StallGuard:
     """A response body whose stall (no byte for stall_timeout) is a one-line StorageError
     naming the store, retried like any dropped transfer."""
@@ -502,8 +479,30 @@ class S3Source:
         with self._signer_lock:
             if not self._native_tried and signer is not None:
                 self._native_tried = True
-                self._native = _native_for(self, signer)
+                self._native = self._start_native(signer)
         return self._native
+
+    def _start_native(self, signer: SignedRequests) -> NativeGets | None:
+        """``NativeGets`` for this source's client, or None where the runtime does not load
+        (a platform without its wheel: botocore's transport serves) or cannot start."""
+        try:
+            from awscrt.exceptions import AwsCrtError
+
+            from lifeboat.assets.objects.native_gets import NativeGets
+        except ImportError:
+            return None
+        try:
+            return NativeGets.for_client(
+                self.client,
+                self._session.get_credentials(),
+                signer.url_head,
+                signer.region,
+                connections=self._workers,
+                stall_timeout=self.stall_timeout,
+                max_size=NATIVE_MAX,
+            )
+        except (AwsCrtError, BotoCoreError, ValueError, OSError):  # OSError: a CA bundle it cannot read
+            return None
 
     def _native_get(self, obj: ObjectInfo, key: str, version: str | None) -> Fetched | None:
         """A small object through the runtime; None: ask it with a signed request instead
