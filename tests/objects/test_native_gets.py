@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import resource
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -101,6 +102,31 @@ def test_refreshable_credentials_are_asked_of_botocore_at_signing(
         body, _info = source.open_with_info(obj)
         assert body.read() == b"a"
     assert len(asked) >= 2
+
+
+def test_a_get_maps_no_memory_of_its_own(
+    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime's threads call back into the interpreter two or three times a GET. Each
+    call made a thread state and mapped a frame stack for it, then unmapped it (three page
+    faults a GET, each mapping undone across both cores); the state is kept instead."""
+    bucket = make_seaweed_bucket(object_lock=False)
+    s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
+    for n in range(300):
+        s3.put_object(Bucket=bucket, Key=f"o{n:03}", Body=b"tiny %d" % n)
+    source = S3Source(f"s3://{bucket}/", endpoint_url=seaweed.endpoint, region=None)
+    listed = source.list_current()
+    assert source.native() is not None
+    _native_only(source, monkeypatch)
+    for obj in listed[:20]:  # the runtime's threads and connections are up
+        source.open_with_info(obj)[0].read()
+
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    bodies = [source.open_with_info(obj)[0].read() for obj in listed]
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+    assert bodies == [b"tiny %d" % n for n in range(300)]
+    assert faults < len(listed) / 2, faults  # three a GET before (900 here)
 
 
 def test_an_object_grown_past_the_limit_since_its_listing_is_streamed(
