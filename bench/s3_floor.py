@@ -21,7 +21,9 @@ rows.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -101,6 +103,15 @@ def _get_with_crt(s3: Any, endpoint: str, bucket: str, keys: list[str], connecti
         retry_config=crt_s3.S3RetryConfig(retry_mode=crt_s3.S3RetryMode.NONE),
     )
     host = urlsplit(endpoint).netloc
+    kept: set[int] = set()
+
+    def keep_thread_state() -> None:
+        # as lifeboat does (native_gets._ThreadStates): without it, each callback maps and
+        # unmaps a thread state's frame stack, which the floor would pay and lifeboat not
+        if threading.get_ident() not in kept:
+            ctypes.pythonapi.PyGILState_Ensure()
+            kept.add(threading.get_ident())
+
     queued: deque[tuple[str, Any]] = deque()
     pending = iter(keys)
 
@@ -111,7 +122,8 @@ def _get_with_crt(s3: Any, endpoint: str, bucket: str, keys: list[str], connecti
             type=crt_s3.S3RequestType.DEFAULT,
             operation_name="GetObject",
             request=request,
-            on_body=lambda chunk, **_: None,
+            on_headers=lambda **_: keep_thread_state(),
+            on_body=lambda chunk, **_: keep_thread_state(),
         )
 
     for key in pending:
