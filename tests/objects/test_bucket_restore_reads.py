@@ -10,6 +10,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ def test_a_bucket_restore_reads_each_pack_range_about_once(
     counting = PackBytesRead(open_storage(f"file://{tmp_path / 'repo'}"))
     repo = Repository.open(counting, recovery_key=load_recovery_key(tmp_path / "keys" / "recovery.key"))  # type: ignore[arg-type]
     packs = sum(p.stat().st_size for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file())
+    assert far_apart_in_key_order(repo) > OBJECTS // 4  # 32 threads stored them scattered
 
     result = perform(
         load_policy(policy), repo, RestoreRequest(asset="media", target=f"s3://{target}/")
@@ -79,3 +81,12 @@ def test_a_bucket_restore_reads_each_pack_range_about_once(
     assert restored == objects
     assert packs > 8 << 20  # the snapshot spans more ranges than are held at once
     assert counting.bytes <= 1.5 * packs, (counting.bytes, packs)
+
+
+def far_apart_in_key_order(repo: Repository) -> int:
+    """Neighbouring keys of the newest snapshot whose chunks lie in other packs or more
+    than a range (1 MiB) apart: a restore in key order would need as many ranges."""
+    entries = [e for e in repo.reader(repo.snapshots()[-1]).iter_entries() if e.chunks]
+    where = repo.index().get_many([e.chunks[0] for e in entries])
+    at = [(where[e.chunks[0]].pack, where[e.chunks[0]].offset) for e in sorted(entries, key=lambda e: e.path)]
+    return sum(a[0] != b[0] or abs(a[1] - b[1]) > 1 << 20 for a, b in pairwise(at))

@@ -48,7 +48,8 @@ PLAN_OBJECTS = 4096
 # few neighbouring pack ranges at once. Sixteen (run_batched's) in key order spread 32
 # threads over more ranges than PackRanges holds, and nearly every object read its range
 # again: a 20,000-object restore into a bucket read 11.3 GB of packs for a 1 GB snapshot
-# (1.1 GB now), and took 27-30 s against 25-28 s, at 181 against 164-167 MB.
+# (1.1 GB now). Alternated with the code before: 25.8-28.5 s against 27.6-30.2 s, peak
+# RSS 164-172 against 179-181 MB.
 TRANSFER_BATCH = 2
 
 
