@@ -89,35 +89,41 @@ def test_s3_restore_reads_each_pack_about_once(
     storage.close()
 
 
-def test_ranges_from_s3_are_held_four_at_a_time(
+def test_ranges_from_s3_are_fetched_three_ahead_and_each_once(
     seaweed: Any, make_seaweed_bucket: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A range read from S3 may be 16 MiB: eight held at once, as from a local disk (1 MiB
-    ranges there), took a 200 MB bucket restore from a repository on SeaweedFS to 234 MB of
-    memory. Read by 32 threads, every chunk comes back and no more than four are held."""
+    """A range read from S3 may be 16 MiB: seven fetched ahead of the readers, as from a
+    local disk (1 MiB ranges there), took a 200 MB bucket restore from a repository on
+    SeaweedFS to 234-243 MB of memory. Three are fetched ahead; read by 32 threads, every
+    chunk comes back and no range is fetched twice."""
     bucket = make_seaweed_bucket(object_lock=False)
     storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint)
     _, _, recovery = Repository.create(storage, chunk_size=64 << 10, pack_size=1 << 20)
     writer = Repository.open(storage, recovery_key=recovery)
     write_tree(tmp_path / "src")
     info = backup_paths(writer, "tree", [tmp_path / "src"])
-    repo = Repository.open(storage, recovery_key=recovery)
+    counting = CountingStorage(storage)
+    repo = Repository.open(counting, recovery_key=recovery)
     chunks = list(dict.fromkeys(c for e in repo.reader(info).entries() for c in e.chunks))
-    held: list[int] = []
+    expected = [repo.read_blob(c) for c in chunks]
+    fetched: list[int] = []
     fetch = PackRanges._fetch
 
     def counted(self: PackRanges, n: int) -> Any:
-        future = fetch(self, n)
-        held.append(len(self._held))
-        return future
+        fetched.append(n)
+        return fetch(self, n)
 
     monkeypatch.setattr(PackRanges, "_fetch", counted)
-    with PackRanges(repo, chunks) as ranges, ThreadPoolExecutor(32) as pool:
-        got = list(pool.map(ranges.get, chunks))
+    counting.pack_gets.clear()
+    with PackRanges(repo, chunks) as ranges:
+        ahead = len(fetched)  # before any reader asked
+        with ThreadPoolExecutor(32) as pool:
+            got = list(pool.map(ranges.get, chunks))
         spans = len(ranges.spans)
 
-    assert got == [repo.read_blob(c) for c in chunks]
-    assert spans > 4 and max(held) <= 4, (spans, held)
+    assert got == expected
+    assert spans > 4 and ahead == 3, (spans, ahead)
+    assert sorted(fetched) == list(range(spans)) and len(counting.pack_gets) == spans  # each once
     storage.close()
 
 
