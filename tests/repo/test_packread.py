@@ -122,6 +122,7 @@ def test_ranges_from_s3_are_fetched_three_ahead_and_each_once(
         spans = len(ranges.spans)
 
     assert got == expected
+    assert ranges.resident == 8  # what readers ask for is held as from a local disk
     assert spans > 4 and ahead == 3, (spans, ahead)
     assert sorted(fetched) == list(range(spans)) and len(counting.pack_gets) == spans  # each once
     storage.close()

@@ -43,12 +43,12 @@ MAX_SPAN = 16 << 20  # one request's bytes at most (packs are 8 MiB by default)
 LOCAL_GAP = 64 << 10
 LOCAL_MAX_SPAN = 1 << 20
 RESIDENT = 8  # spans held at once (fetched, in flight or being served)
-# Spans fetched ahead and not read from yet: with the span being read, no more than this
-# much of the longest a request may read (16 MiB from S3: 3 ahead; from a local disk's
-# 1 MiB, RESIDENT - 1 as before). A restore of 4,000 objects (200 MB) from a repository on
-# SeaweedFS into a bucket peaked at 226-243 MB with 7 ahead, 178 MB holding 4 in all, in
-# the same time and with each pack read once. Spans readers ask for are still held up to
-# RESIDENT: holding fewer made larger objects read their spans again.
+# Spans fetched ahead of the readers: with the one being read, no more than this much of
+# the longest a request may read (16 MiB from S3: 3 ahead; from a local disk's 1 MiB,
+# RESIDENT - 1 as before). A restore of 4,000 objects (200 MB) from a repository on
+# SeaweedFS into a bucket peaked at 226-243 MB with 7 ahead, 186-194 MB with 3 (178 MB
+# holding 4 in all), in the same time and with each pack read once. Spans readers ask for
+# are still held up to RESIDENT: holding fewer made larger objects read their spans again.
 AHEAD_BYTES = 64 << 20
 FETCHERS = 4
 
@@ -223,6 +223,7 @@ class PackRanges:
         self.ahead = max(1, min(self.resident - 1, AHEAD_BYTES // max(1, longest) - 1))  # see AHEAD_BYTES
         self._held: dict[int, Future[bytes]] = {}
         self._next = 0  # the next span to fetch ahead
+        self._furthest = -1  # the furthest span a reader asked for: held ones past it are ahead
         self._headers: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, fetchers), thread_name_prefix="pack-get")
@@ -252,6 +253,7 @@ class PackRanges:
             return self.repo.read_blob(blob_id)
         span = self.spans[n]
         with self._lock:
+            self._furthest = max(self._furthest, n)
             future = self._held.get(n)
             if future is None:
                 future = self._fetch(n)
@@ -298,6 +300,7 @@ class PackRanges:
     def _open_run(self, n: int, blob_ids: list[str]) -> list[bytes]:
         span = self.spans[n]
         with self._lock:
+            self._furthest = max(self._furthest, n)
             future = self._held.get(n)
             if future is None:
                 future = self._fetch(n)
@@ -373,8 +376,10 @@ class PackRanges:
         return future
 
     def _fill(self) -> None:
-        """Fetches ahead, in the order spans are first needed, while there is room (lock
-        held). Room is made from a held span that was read from and is needed again only
+        """Fetches ahead, in the order spans are first needed, while there is room and no
+        more than ``ahead`` spans past the furthest one asked for are held (lock held); past
+        it, not read from: a span whose readers gave up (an object that failed) falls behind
+        them and no longer counts. Room is made from a held span that was read from and is needed again only
         after the next one (``_held_for_later``): readers lag behind one another, and spans
         held for a lagging reader's later reads took every slot, so the ranges after them
         were fetched only once a reader waited for them (a 2 GB restore from S3 waited
@@ -385,7 +390,7 @@ class PackRanges:
             if n in self._held or span.uses <= 0:
                 self._next += 1
                 continue
-            if sum(self._unread(h) for h in self._held) >= self.ahead:
+            if sum(1 for h in self._held if h > self._furthest) >= self.ahead:
                 return  # far enough ahead (a long range fetched early is memory held)
             while len(self._held) >= self.resident - 1:
                 later = [h for h in self._held if self._held_for_later(h, span)]
@@ -394,11 +399,6 @@ class PackRanges:
                 del self._held[max(later, key=lambda h: self.spans[h].next_need())]
             self._next += 1
             self._fetch(n)
-
-    def _unread(self, held: int) -> bool:
-        """Whether no reader has read from this held span yet (it was fetched ahead)."""
-        span = self.spans[held]
-        return span.uses == len(span.needed_at)
 
     def _held_for_later(self, held: int, span: Span) -> bool:
         """Whether a held span may make room for ``span``: read from already, its reads
