@@ -1,7 +1,7 @@
 """Benchmark: lifeboat backing up a bucket on a real S3 server (SeaweedFS, bench/seaweed.py)
 vs restic backing up the same objects mirrored in a directory, vs the endpoint floor (the
 same requests from the thinnest client, bench/s3_floor.py: the AWS Common Runtime's client
-for GETs, and for reference the urllib3 client that was the floor before); then a full
+for GETs and PUTs, and for reference the urllib3 client that was the floor before); then a full
 restore (lifeboat into a fresh bucket, restic into a directory); then a second backup
 after a fresh 2% of the objects changed.
 
@@ -165,8 +165,8 @@ source = "dir://{self.mirror}"
             "backup", "floor-urllib3", timed("urllib3 floor: LIST + GET all", urllib3_get, server=server)
         )
 
-        restored, floored = f"restored-{k}", f"floor-{k}"
-        for bucket in (restored, floored):
+        restored, floored, floored_urllib3 = f"restored-{k}", f"floor-{k}", f"floor-urllib3-{k}"
+        for bucket in (restored, floored, floored_urllib3):
             self.s3.create_bucket(Bucket=bucket)
         lb_restore = [*lb, "restore", "media", "--target", f"s3://{restored}/"]
         results.add("restore", "lifeboat", timed("lb restore", lb_restore, server=server))
@@ -176,6 +176,10 @@ source = "dir://{self.mirror}"
         results.add("restore", "restic", timed("restic restore", restic_restore, env=env))
         floor_put = [*FLOOR, "put", endpoint, floored, str(self.mirror), "--workers", str(self.args.workers)]
         results.add("restore", "floor", timed("floor: PUT all", floor_put, server=server))
+        # the floor before lifeboat's small PUTs went through the runtime
+        urllib3_put = [*FLOOR, "put", endpoint, floored_urllib3, str(self.mirror), "--client", "urllib3"]
+        urllib3_put += ["--workers", str(self.args.workers)]
+        results.add("restore", "floor-urllib3", timed("urllib3 floor: PUT all", urllib3_put, server=server))
         for what, (count, size) in (
             (f"bucket {restored}", self.count(restored)),
             ("lifeboat's directory", (-1, du(self.work / "lb-out"))),
@@ -183,7 +187,7 @@ source = "dir://{self.mirror}"
         ):
             if size != total or count not in (-1, n):
                 raise SystemExit(f"{what}: restored {count} objects, {size} bytes of {n}, {total}")
-        for bucket in (restored, floored):
+        for bucket in (restored, floored, floored_urllib3):
             self.empty_bucket(bucket)
         for d in ("lb-out", "restic-out"):
             shutil.rmtree(self.work / d)
@@ -280,9 +284,10 @@ def main() -> None:
             f"  by CPU (client + server, the load-independent view): lifeboat (bucket) at {cpu_floor}%"
             f" of the floor, {cpu_restic}x restic"
         )
-    urllib3 = results.speed_ratio("backup", "lifeboat", "floor-urllib3")
-    of_urllib3 = spread([100 * r for r in urllib3], ".0f")
-    print(f"backup: lifeboat (bucket) at {of_urllib3}% of the urllib3 floor's speed (the floor until 12-07)")
+    for phase in ("backup", "restore"):
+        urllib3 = results.speed_ratio(phase, "lifeboat", "floor-urllib3")
+        of_urllib3 = spread([100 * r for r in urllib3], ".0f")
+        print(f"{phase}: lifeboat (bucket) at {of_urllib3}% of the urllib3 floor's speed (until 12-07)")
     results.targets(
         [
             (f"{phase}: lifeboat's speed / the floor's", results.speed_ratio(phase, "lifeboat", "floor"), 0.9)

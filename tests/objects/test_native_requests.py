@@ -1,13 +1,17 @@
-"""A bucket's small objects are fetched through the AWS Common Runtime's S3 client
-(assets/objects/native_gets.py), not botocore's transport. SeaweedFS checks SigV4
+"""A bucket's small objects are fetched and stored through the AWS Common Runtime's S3
+client (assets/objects/native_requests.py), not botocore's transport. SeaweedFS checks SigV4
 signatures (moto does not), so these run against it: awkward keys and exact versions read
 with their metadata, refreshable credentials asked of botocore, an object grown past the
 limit since it was listed streamed instead, a wrong secret refused in one line, and a proxy
-or a refusal leaving the GETs to botocore."""
+or a refusal leaving the GETs to botocore; PUTs store awkward keys with their metadata and
+tags, a body that is not the recorded SHA-256 is refused and nothing stored, and headers
+the runtime would send otherwise than botocore go on botocore's transport."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import os
 import resource
 import socket
@@ -22,11 +26,101 @@ from bench.seaweed import SeaweedServer
 from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.exceptions import CredentialRetrievalError
 
-from lifeboat.assets.objects.native_gets import NativeGets, _ThreadStates
+from lifeboat.assets.objects.native_requests import NativeRequests, _ThreadStates
 from lifeboat.assets.objects.s3source import NATIVE_MAX, S3Source
 from lifeboat.assets.objects.signed_requests import SignedRequests
 from lifeboat.errors import StorageError
 from tests.objects.test_signed_requests import AWKWARD_KEYS, _sdk_forbidden
+
+
+def _native_puts_only(target: S3Source, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither lifeboat's signed PUT nor botocore's modelled one may be made."""
+    monkeypatch.setattr(target.client, "put_object", _sdk_forbidden)
+    monkeypatch.setattr(SignedRequests, "put", _sdk_forbidden)
+
+
+def _upload(target: S3Source, key: str, data: bytes, sha256: str | None = None, **kw: object) -> str | None:
+    sha = sha256 or hashlib.sha256(data).hexdigest()
+    fields: dict[str, object] = {"content_type": None, "metadata": {}} | kw
+    return target.upload(key, io.BytesIO(data), size=len(data), sha256=sha, **fields)  # type: ignore[arg-type]
+
+
+def test_native_puts_store_awkward_keys_with_their_metadata_and_tags(
+    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = make_seaweed_bucket(object_lock=False)
+    target = S3Source(f"s3://{bucket}/restored", endpoint_url=seaweed.endpoint, region=None)
+    assert target.native() is not None
+    _native_puts_only(target, monkeypatch)
+    s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
+    for n, key in enumerate(AWKWARD_KEYS):
+        data = os.urandom(1000 + n)
+        held = _upload(
+            target, key, data, content_type="image/jpeg", metadata={"camera": f"x {n}"}, tags={"t": "1 2"}
+        )
+        assert held == hashlib.sha256(data).hexdigest()  # echoed by the store: no read-back
+        got = s3.get_object(Bucket=bucket, Key=f"restored/{key}")
+        assert got["Body"].read() == data
+        assert (got["ContentType"], got["Metadata"]) == ("image/jpeg", {"camera": f"x {n}"})
+        tags = s3.get_object_tagging(Bucket=bucket, Key=f"restored/{key}")["TagSet"]
+        assert tags == [{"Key": "t", "Value": "1 2"}]
+    assert target.native().enabled  # type: ignore[union-attr]
+
+
+def test_a_body_that_is_not_its_recorded_sha256_is_refused_and_nothing_is_stored(
+    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str]
+) -> None:
+    """The PUT is signed with the snapshot's SHA-256 of the object: bytes that changed on
+    the way (a damaged restore) are refused by the store, through the runtime and then
+    through the signed request that follows it, and the restore fails in one line."""
+    bucket = make_seaweed_bucket(object_lock=False)
+    target = S3Source(f"s3://{bucket}/", endpoint_url=seaweed.endpoint, region=None)
+    assert target.native() is not None
+    asked: list[str] = []
+    put = NativeRequests.put
+
+    def recorded(self: NativeRequests, path: str, *args: object) -> object:
+        asked.append(path)
+        return put(self, path, *args)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(NativeRequests, "put", recorded)
+        with pytest.raises(StorageError) as failed:
+            _upload(
+                target, "k.bin", b"the bytes sent", sha256=hashlib.sha256(b"the bytes backed up").hexdigest()
+            )
+    assert asked == ["k.bin"]
+    assert "\n" not in str(failed.value) and "uploading k.bin" in str(failed.value)
+    s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("metadata", "stored"),
+    [({"name": "café"}, False), ({"note": "a\r\nx-amz-tagging: owned=1"}, False), ({"tab": "a\tb"}, True)],
+    ids=["latin", "crlf", "tab"],
+)
+def test_headers_the_runtime_would_send_otherwise_go_on_botocores_transport(
+    seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str], metadata: dict[str, str], stored: bool
+) -> None:
+    """The runtime sends a header value as UTF-8, where botocore refuses non-ASCII metadata
+    and a line break. Such metadata never goes through the runtime: it is refused in one
+    line as before, or stored as botocore sends it."""
+    bucket = make_seaweed_bucket(object_lock=False)
+    target = S3Source(f"s3://{bucket}/", endpoint_url=seaweed.endpoint, region=None)
+    assert target.native() is not None
+    s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(NativeRequests, "put", _sdk_forbidden)
+        if not stored:
+            with pytest.raises(StorageError) as refused:
+                _upload(target, "k.txt", b"data", metadata=metadata)
+            assert "\n" not in str(refused.value) and "uploading k.txt" in str(refused.value)
+            assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+            return
+        _upload(target, "k.txt", b"data", metadata=metadata)
+    got = s3.get_object(Bucket=bucket, Key="k.txt")
+    assert (got["Body"].read(), got["Metadata"]) == (b"data", metadata)
 
 
 def _native_only(source: S3Source, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,9 +393,9 @@ def _answer(path: bytes, release: threading.Event) -> bytes:
     )
 
 
-def _native(url: str, stall_timeout: float = 5) -> NativeGets:
+def _native(url: str, stall_timeout: float = 5) -> NativeRequests:
     credentials = Credentials("AKIDEXAMPLE", "not-a-real-secret")
-    return NativeGets(
+    return NativeRequests(
         url,
         "us-east-1",
         credentials,

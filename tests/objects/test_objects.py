@@ -381,6 +381,29 @@ def test_a_store_slowing_down_lifeboats_own_requests_gets_botocores_retries_for_
     assert env.state(staging, "p/") == before
 
 
+def test_a_store_slowing_down_lifeboats_own_gets_gets_botocores_retries_for_those_only(env):
+    """A 503 to a GET of lifeboat's own (the runtime's, for small objects) hands that object
+    to the modelled call at once (botocore's backoff), not to another request of lifeboat's."""
+    populate(env, 40, big=False)
+    before = env.state()
+    server = start_proxy(RecordingProxy, env.endpoint)
+    RecordingProxy.calls.clear()
+    RecordingProxy.slow_down_signed = 8
+    try:
+        env.write_policy(f"http://127.0.0.1:{server.server_address[1]}")
+        snap = env.json("backup", "media")[0]
+    finally:
+        RecordingProxy.slow_down_signed = 0
+        server.shutdown()
+        env.write_policy(env.endpoint)
+    assert snap["ok"] and int(snap["labels"]["objects"]) == 40
+    calls = RecordingProxy.calls
+    gets = [sdk for m, p, sdk in calls if m == "GET" and "/media/" in p and "list-type" not in p]
+    assert sum(gets) == 8  # the eight slowed down, once each through botocore
+    assert len(gets) - sum(gets) == 40  # every object asked by lifeboat first
+    assert env.state() == before
+
+
 def test_flaky_endpoint_still_backs_up_and_restores_correctly(env, make_bucket):
     before: State = {}
     populate(env, 150, big=False, written=before)

@@ -41,6 +41,7 @@ def test_signed_puts_store_awkward_keys_with_their_metadata(
     bucket = make_seaweed_bucket(object_lock=False)
     target = S3Source(f"s3://{bucket}/restored", endpoint_url=seaweed.endpoint, region=None)
     monkeypatch.setattr(target.client, "put_object", _sdk_forbidden)  # every PUT signed here
+    target._native_tried = True  # the runtime's PUTs: tests/objects/test_native_requests.py
     s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
     for n, key in enumerate(AWKWARD_KEYS):
         data = os.urandom(1000 + n)
@@ -73,7 +74,7 @@ def test_signed_gets_read_awkward_keys_and_exact_versions(
     current = {o.key: o for o in source.list_current()}
     assert set(current) == set(AWKWARD_KEYS)
     assert source.signer() is not None  # set up (its probe is a modelled GET, never sent)
-    source._native_tried = True  # the runtime's GETs of small objects: tests/objects/test_native_gets.py
+    source._native_tried = True  # the runtime's GETs of small objects: tests/objects/test_native_requests.py
     monkeypatch.setattr(source.client, "get_object", _sdk_forbidden)  # every GET signed here
     for n, key in enumerate(AWKWARD_KEYS):
         body, info = source.open_with_info(current[key])
@@ -159,6 +160,7 @@ def test_a_restore_put_is_signed_with_the_recorded_sha256_and_the_store_checks_t
     bucket = make_seaweed_bucket(object_lock=False)
     target = S3Source(f"s3://{bucket}/", endpoint_url=seaweed.endpoint, region=None)
     monkeypatch.setattr(target.client, "put_object", _sdk_forbidden)  # the signed PUT or nothing
+    target._native_tried = True  # the runtime's PUTs: tests/objects/test_native_requests.py
     signer = target.signer()
     assert signer is not None
     sent: list[dict[str, str]] = []

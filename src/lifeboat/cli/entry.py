@@ -186,7 +186,7 @@ def collector_off_but_in_children() -> None:
 
 
 def without_the_aws_runtime() -> None:
-    """The fast commands never fetch a bucket's objects (assets/objects/native_gets.py), but
+    """The fast commands never fetch a bucket's objects (assets/objects/native_requests.py), but
     botocore, which an S3 repository needs, imports the AWS Common Runtime just to find
     out whether it is installed: ~45 ms of each start, loading its shared library. Marked
     missing here (None in sys.modules: the import system's "not found"), botocore signs
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     # time it builds a model (importlib.metadata, ~20 ms); lifeboat uses none
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     # botocore signs with the AWS Common Runtime whenever it is installed: lifeboat installs
-    # it for a bucket's GETs alone (assets/objects/native_gets.py), so botocore's own calls
+    # it for a bucket's GETs alone (assets/objects/native_requests.py), so botocore's own calls
     # stay as they were, in Python (an operator may still set BOTO_DISABLE_CRT=false)
     os.environ.setdefault("BOTO_DISABLE_CRT", "true")
     _no_pydantic_plugins()  # every command: typer builds a pydantic TypeAdapter per option

@@ -24,14 +24,14 @@ from botocore.exceptions import (
 from botocore.response import StreamingBody
 
 from lifeboat.assets.objects.info import DEFAULT_STALL_TIMEOUT, ObjectInfo
-from lifeboat.assets.objects.signed_requests import Answer, SignedRequests
+from lifeboat.assets.objects.signed_requests import Answer, SignedRequests, StoreBusy
 from lifeboat.errors import NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify
 from lifeboat.s3times import parse_times_in_c
 from lifeboat.storage.credentials import aws_session
 
 if TYPE_CHECKING:
-    from lifeboat.assets.objects.native_gets import Fetched, NativeGets
+    from lifeboat.assets.objects.native_requests import Fetched, NativeRequests
 
 META = "x-amz-meta-"
 # botocore's attempts per modelled request; a request signed by lifeboat (no botocore retries)
@@ -39,7 +39,7 @@ META = "x-amz-meta-"
 # request after about CLIENT_ATTEMPTS x stall_timeout, plus backoff.
 CLIENT_ATTEMPTS = 6
 MULTIPART_READ = 1 << 20  # what a multipart upload reads from a stream at a time
-# "classic": with the AWS Common Runtime installed (native_gets.py), boto3 would otherwise
+# "classic": with the AWS Common Runtime installed (native_requests.py), boto3 would otherwise
 # move large uploads to the runtime's transfer manager on some EC2 instance types
 TRANSFER = TransferConfig(
     multipart_threshold=16 << 20,
@@ -91,7 +91,14 @@ def put_headers(checksums: dict[str, str], extra: dict[str, Any]) -> dict[str, s
     return headers
 
 
-# objects up to this size are fetched whole through the runtime (native_gets.py), each held
+def sendable(headers: dict[str, str]) -> bool:
+    """Whether the runtime sends these headers as botocore does: printable ASCII only. It
+    would send any other value as UTF-8, where botocore refuses some (a line break) and
+    sends others as ISO-8859-1; those go on botocore's transport (signed_requests.py)."""
+    return all(text.isascii() and text.isprintable() for item in headers.items() for text in item)
+
+
+# objects up to this size are fetched whole through the runtime (native_requests.py), each held
 # in memory until it is stored (twice, briefly: the runtime's buffer and ours); larger ones
 # stream on botocore's transport, a block at a time. 32 transfer threads hold 16 MiB at most.
 NATIVE_MAX = 256 << 10
@@ -168,7 +175,7 @@ class S3Source:
         self._signer: SignedRequests | None = None
         self._signer_tried = False
         self._workers = workers
-        self._native: NativeGets | None = None  # native_gets.py: small objects' GETs in C
+        self._native: NativeRequests | None = None  # native_requests.py: small objects' GETs in C
         self._native_tried = False
         self._signer_lock = threading.Lock()
         self._signed_gets = True
@@ -334,10 +341,13 @@ class S3Source:
             args["VersionId"] = obj.version_id
         what = f"downloading {obj.key}"
         version = args.get("VersionId")
-        fetched = self._native_get(obj, args["Key"], version)
-        if fetched is not None:
-            return io.BytesIO(fetched.body), self._answered(obj, fetched.headers, args)
-        fast = self._signed("gets", what, lambda signer: signer.get(args["Key"], version))
+        try:
+            fetched = self._native_get(obj, args["Key"], version)
+            if fetched is not None:
+                return io.BytesIO(fetched.body), self._answered(obj, fetched.headers, args)
+            fast = self._signed("gets", what, lambda signer: signer.get(args["Key"], version))
+        except StoreBusy:
+            fast = None  # botocore's call next, with its backoff
         if fast is not None:
             # botocore's body wrapper: a dropped connection or a short body becomes a
             # BotoCoreError (retried), not a raw urllib3 exception
@@ -417,11 +427,15 @@ class S3Source:
                 "ContentMD5": base64.b64encode(md5).decode(),
                 "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
             }
-            signed = self._signed(
-                "puts",
-                f"uploading {key}",
-                lambda signer: signer.put(self.prefix + key, data, put_headers(checksums, extra), sha256),
-            )
+            headers = put_headers(checksums, extra)
+            try:
+                signed = self._native_put(self.prefix + key, data, headers, sha256) or self._signed(
+                    "puts",
+                    f"uploading {key}",
+                    lambda signer: signer.put(self.prefix + key, data, headers, sha256),
+                )
+            except StoreBusy:
+                signed = None  # botocore's call next, with its backoff
             if signed is not None:
                 etag, echoed = signed.headers.get("etag", ""), signed.headers.get("x-amz-checksum-sha256")
             else:
@@ -471,8 +485,8 @@ class S3Source:
                     pass
         return self._signer
 
-    def native(self) -> NativeGets | None:
-        """The runtime's GETs (native_gets.py), set up with the signer at the first small
+    def native(self) -> NativeRequests | None:
+        """The runtime's GETs (native_requests.py), set up with the signer at the first small
         object (None: no signer, a proxy, or a runtime that cannot load or start here; the
         runtime is imported only then: when a bucket's objects are read)."""
         signer = self.signer()
@@ -482,17 +496,17 @@ class S3Source:
                 self._native = self._start_native(signer)
         return self._native
 
-    def _start_native(self, signer: SignedRequests) -> NativeGets | None:
-        """``NativeGets`` for this source's client, or None where the runtime does not load
+    def _start_native(self, signer: SignedRequests) -> NativeRequests | None:
+        """``NativeRequests`` for this source's client, or None where the runtime does not load
         (a platform without its wheel: botocore's transport serves) or cannot start."""
         try:
             from awscrt.exceptions import AwsCrtError
 
-            from lifeboat.assets.objects.native_gets import NativeGets
+            from lifeboat.assets.objects.native_requests import NativeRequests
         except ImportError:
             return None
         try:
-            return NativeGets.for_client(
+            return NativeRequests.for_client(
                 self.client,
                 self._session.get_credentials(),
                 signer.url_head,
@@ -513,6 +527,17 @@ class S3Source:
         if native is None or not native.enabled:
             return None
         return native.get(SignedRequests.quoted(key, version))
+
+    def _native_put(self, key: str, data: bytes, headers: dict[str, str], sha256: str) -> Answer | None:
+        """A small object stored through the runtime; None: send it with a signed request
+        instead (headers the runtime would send otherwise than botocore too)."""
+        if not self._signed_puts or len(data) > NATIVE_MAX or not sendable(headers):
+            return None
+        native = self.native()
+        if native is None or not native.enabled:
+            return None
+        answered = native.put(SignedRequests.quoted(key), data, headers, sha256)
+        return Answer(200, answered, None) if answered is not None else None
 
     def _signed(self, kind: str, what: str, send: Callable[[SignedRequests], Answer]) -> Answer | None:
         """One request (``kind`` "gets" or "puts") signed by lifeboat (signed_requests.py).

@@ -37,6 +37,17 @@ USER_AGENT = f"lifeboat/{__version__} botocore/{botocore.__version__}"
 SDK_ONLY_STATUSES = frozenset({301, 302, 307, 308, 400, 401, 403})
 
 
+class StoreBusy(Exception):
+    """The store asked the runtime's request to slow down (a 429 or a 5xx): botocore's
+    modelled call, with its backoff and rate limiter, makes it next, not another request
+    of lifeboat's at once."""
+
+
+def busy(status: int) -> bool:
+    """Whether an answer's status asks the client to slow down."""
+    return status == 429 or status >= 500
+
+
 @dataclass(frozen=True)
 class Answer:
     """A store's answer to a signed request: its status, headers and (for a GET) the
