@@ -100,12 +100,13 @@ class _Runtime:
         )
         self.region = s3.meta.region_name or "us-east-1"
         loops = io.EventLoopGroup()
+        self.signing = crt_s3.create_default_s3_signing_config(
+            region=self.region, credential_provider=self.provider
+        )
         self.client = crt_s3.S3Client(
             bootstrap=io.ClientBootstrap(loops, io.DefaultHostResolver(loops)),
             region=self.region,
-            signing_config=crt_s3.create_default_s3_signing_config(
-                region=self.region, credential_provider=self.provider
-            ),
+            signing_config=self.signing,
             tls_mode=crt_s3.S3RequestTlsMode.DISABLED,
             max_active_connections_override=connections,
             retry_config=crt_s3.S3RetryConfig(retry_mode=crt_s3.S3RetryMode.NONE),
@@ -178,15 +179,7 @@ def _put_with_crt(
     from botocore.utils import percent_encode
 
     runtime = _Runtime(s3, endpoint, connections)
-    signing = auth.AwsSigningConfig(
-        algorithm=auth.AwsSigningAlgorithm.V4,
-        signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
-        credentials_provider=runtime.provider,
-        region=runtime.region,
-        service="s3",
-        signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD,
-        signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
-    )
+    signing = runtime.signing.replace(signed_body_value=auth.AwsSignedBodyValue.UNSIGNED_PAYLOAD)
 
     def send(key: str) -> Any:
         body = (directory / key).read_bytes()

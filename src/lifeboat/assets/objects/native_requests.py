@@ -187,13 +187,16 @@ class NativeRequests:
                 "tls_mode": s3.S3RequestTlsMode.ENABLED,
                 "tls_connection_options": io.ClientTlsContext(options).new_connection_options(),
             }
-        self._region = region
-        self._credentials = _provider(credentials, self._switch.off)
-        signing = s3.create_default_s3_signing_config(region=region, credential_provider=self._credentials)
+        credential_provider = _provider(credentials, self._switch.off)
+        # S3's signing: the path as sent (quoted once, not normalised), which a PUT's own
+        # config must keep (AwsSigningConfig's defaults quote it twice: S3 refuses that)
+        self._signing = s3.create_default_s3_signing_config(
+            region=region, credential_provider=credential_provider
+        )
         self._client = s3.S3Client(
             bootstrap=bootstrap,
             region=region,
-            signing_config=signing,
+            signing_config=self._signing,
             # retries are the caller's (the signed request, then botocore's own attempts)
             retry_config=s3.S3RetryConfig(retry_mode=s3.S3RetryMode.NONE),
             max_active_connections_override=connections,
@@ -256,7 +259,7 @@ class NativeRequests:
             self._switch.off()
             return None
         except s3.S3ResponseError as refused:
-            if busy(refused.status_code):
+            if busy(refused.status_code) or refused.name in BUSY_ERRORS:
                 raise StoreBusy from None
             if refused.status_code in SDK_ONLY_STATUSES:
                 self._switch.off()
@@ -279,7 +282,10 @@ class NativeRequests:
         """``body`` stored at ``quoted_path`` with ``headers`` (s3source.sendable), signed with
         ``sha256`` as its payload hash: a store that checks signatures refuses a body of
         another hash. The answer's headers (names lower-cased); None when the caller should
-        send it another way (its signed request, which raises the store's own error)."""
+        send it another way (its signed request, which raises the store's own error). An
+        answer lost after the store took the object (a timeout, a dropped connection) makes
+        the signed request store it again: the same bytes and headers, one more version in
+        a versioned bucket, as a retry of botocore's own would."""
         answer = _Answer(self._threads)
         sent = http.HttpHeaders(
             [
@@ -289,15 +295,7 @@ class NativeRequests:
                 *headers.items(),
             ]
         )
-        signing = auth.AwsSigningConfig(
-            algorithm=auth.AwsSigningAlgorithm.V4,
-            signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
-            credentials_provider=self._credentials,
-            region=self._region,
-            service="s3",
-            signed_body_value=sha256,
-            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
-        )
+        signing = self._signing.replace(signed_body_value=sha256)
         try:
             request = self._client.make_request(
                 type=s3.S3RequestType.DEFAULT,
@@ -313,7 +311,7 @@ class NativeRequests:
             self._switch.off()
             return None
         except s3.S3ResponseError as refused:
-            if busy(refused.status_code):
+            if busy(refused.status_code) or refused.name in BUSY_ERRORS:  # a 200 with an error
                 raise StoreBusy from None
             # a redirect or the store's own auth: not asked again; another refusal may be
             # this object's alone (a tag the store refuses), the signed request says which

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -92,10 +93,18 @@ def put_headers(checksums: dict[str, str], extra: dict[str, Any]) -> dict[str, s
 
 
 def sendable(headers: dict[str, str]) -> bool:
-    """Whether the runtime sends these headers as botocore does: printable ASCII only. It
-    would send any other value as UTF-8, where botocore refuses some (a line break) and
-    sends others as ISO-8859-1; those go on botocore's transport (signed_requests.py)."""
-    return all(text.isascii() and text.isprintable() for item in headers.items() for text in item)
+    """Whether the runtime sends these headers as botocore does: names that are HTTP tokens,
+    values of printable ASCII that neither start nor end with a space and are not empty.
+    The runtime sends other values as UTF-8 (botocore refuses a line break, sends others as
+    ISO-8859-1), trims spaces botocore keeps, and refuses other names: those headers go on
+    botocore's transport (signed_requests.py)."""
+    return all(
+        _TOKEN.fullmatch(name) and value.isascii() and value.isprintable() and value.strip(" ") == value != ""
+        for name, value in headers.items()
+    )
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110's tchar
 
 
 # objects up to this size are fetched whole through the runtime (native_requests.py), each held
