@@ -46,7 +46,7 @@ RESIDENT = 8  # spans held at once (fetched, in flight or being served)
 # Spans fetched ahead of the readers: with the one being read, no more than this much of
 # the longest a request may read (16 MiB from S3: 3 ahead; from a local disk's 1 MiB,
 # RESIDENT - 1 as before). A restore of 4,000 objects (200 MB) from a repository on
-# SeaweedFS into a bucket peaked at 226-243 MB with 7 ahead, 186-194 MB with 3 (178 MB
+# SeaweedFS into a bucket peaked at 226-243 MB with 7 ahead, 186-198 MB with 3 (178 MB
 # holding 4 in all), in the same time and with each pack read once. Spans readers ask for
 # are still held up to RESIDENT: holding fewer made larger objects read their spans again.
 AHEAD_BYTES = 64 << 20

@@ -28,8 +28,9 @@ call with its backoff at once). A refusal only the SDK gets past, a GET that tim
 ``MAX_FAILURES`` transport failures (or answers without their length) in a row switch
 these GETs off for the run.
 
-A restore's PUTs of objects up to ``max_size`` bytes go the same way when their headers are
-printable ASCII (s3source.sendable), signed with the SHA-256 the snapshot recorded as the
+A restore's PUTs of objects up to ``max_size`` bytes go the same way when the runtime sends
+their headers as botocore does (s3source.sendable: token names, printable ASCII values
+without spaces around them), signed with the SHA-256 the snapshot recorded as the
 payload hash (nothing is hashed again, and a store that checks signatures refuses other
 bytes), with the same Content-MD5 and x-amz-checksum-sha256 as the signed request. Client
 CPU per PUT of 50 KB on SeaweedFS (32 in flight, 2,000 PUTs, two rounds): 247-255 µs here
@@ -70,7 +71,7 @@ class Fetched:
 
 
 class _Switch:
-    """Whether the runtime's GETs are still used this run, and the failures in a row. Held
+    """Whether the runtime's requests are still made this run, and the failures in a row. Held
     apart from NativeRequests: the credentials callback turns it off, and a reference from the
     runtime's side to NativeRequests itself would keep both alive in a cycle."""
 
@@ -112,7 +113,7 @@ class _ThreadStates:
 
 
 class _Answer:
-    """What the runtime's threads hand over for one GET (at its end: see the docstring)."""
+    """What the runtime's threads hand over for one request (at its end: see the docstring)."""
 
     def __init__(self, threads: _ThreadStates) -> None:
         self._threads = threads
