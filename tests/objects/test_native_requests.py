@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import os
 import re
 import resource
@@ -33,19 +32,14 @@ from lifeboat.assets.objects.native_requests import NativeRequests, _ThreadState
 from lifeboat.assets.objects.s3source import NATIVE_MAX, S3Source, sendable
 from lifeboat.assets.objects.signed_requests import SignedRequests
 from lifeboat.errors import StorageError
-from tests.objects.test_signed_requests import AWKWARD_KEYS, _sdk_forbidden
+from tests.objects.test_signed_requests import AWKWARD_KEYS, _sdk_forbidden, _upload
 
 
-def _native_puts_only(target: S3Source, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neither lifeboat's signed PUT nor botocore's modelled one may be made."""
-    monkeypatch.setattr(target.client, "put_object", _sdk_forbidden)
-    monkeypatch.setattr(SignedRequests, "put", _sdk_forbidden)
-
-
-def _upload(target: S3Source, key: str, data: bytes, sha256: str | None = None, **kw: object) -> str | None:
-    sha = sha256 or hashlib.sha256(data).hexdigest()
-    fields: dict[str, object] = {"content_type": None, "metadata": {}} | kw
-    return target.upload(key, io.BytesIO(data), size=len(data), sha256=sha, **fields)  # type: ignore[arg-type]
+def _runtime_only(source: S3Source, monkeypatch: pytest.MonkeyPatch, method: str = "get") -> None:
+    """Neither lifeboat's signed request nor botocore's modelled call may be made for
+    ``method`` ("get" or "put"): only the runtime's."""
+    monkeypatch.setattr(source.client, f"{method}_object", _sdk_forbidden)
+    monkeypatch.setattr(SignedRequests, method, _sdk_forbidden)
 
 
 def test_native_puts_store_awkward_keys_with_their_metadata_and_tags(
@@ -54,7 +48,7 @@ def test_native_puts_store_awkward_keys_with_their_metadata_and_tags(
     bucket = make_seaweed_bucket(object_lock=False)
     target = S3Source(f"s3://{bucket}/restored", endpoint_url=seaweed.endpoint, region=None)
     assert target.native() is not None
-    _native_puts_only(target, monkeypatch)
+    _runtime_only(target, monkeypatch, "put")
     s3 = boto3.client("s3", endpoint_url=seaweed.endpoint)
     for n, key in enumerate(AWKWARD_KEYS):
         data = os.urandom(1000 + n)
@@ -126,12 +120,6 @@ def test_headers_the_runtime_would_send_otherwise_go_on_botocores_transport(
     assert (got["Body"].read(), got["Metadata"]) == (b"data", metadata)
 
 
-def _native_only(source: S3Source, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neither lifeboat's signed GET nor botocore's modelled one may be made."""
-    monkeypatch.setattr(source.client, "get_object", _sdk_forbidden)
-    monkeypatch.setattr(SignedRequests, "get", _sdk_forbidden)
-
-
 def test_native_gets_read_awkward_keys_and_exact_versions_with_their_metadata(
     seaweed: SeaweedServer, make_seaweed_bucket: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,7 +140,7 @@ def test_native_gets_read_awkward_keys_and_exact_versions_with_their_metadata(
     source = S3Source(f"s3://{bucket}/media", endpoint_url=seaweed.endpoint, region=None)
     current = {o.key: o for o in source.list_current()}
     assert source.native() is not None
-    _native_only(source, monkeypatch)
+    _runtime_only(source, monkeypatch)
 
     for n, key in enumerate(AWKWARD_KEYS):
         body, info = source.open_with_info(current[key])
@@ -192,7 +180,7 @@ def test_refreshable_credentials_are_asked_of_botocore_at_signing(
     refreshable = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
     monkeypatch.setattr(source._session, "get_credentials", lambda: refreshable)
     assert source.native() is not None  # the signer's probe is a modelled GET, never sent
-    _native_only(source, monkeypatch)
+    _runtime_only(source, monkeypatch)
     asked.clear()
 
     for _ in range(2):
@@ -231,7 +219,7 @@ def _faults_of_gets(source: S3Source, monkeypatch: pytest.MonkeyPatch) -> tuple[
     """The source's objects read through the runtime, and the page faults of those reads."""
     listed = source.list_current()
     assert source.native() is not None
-    _native_only(source, monkeypatch)
+    _runtime_only(source, monkeypatch)
     for obj in listed[:20]:  # the runtime's threads and connections are up
         source.open_with_info(obj)[0].read()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -30,9 +30,11 @@ def _sdk_forbidden(*_: object, **__: object) -> None:
     raise AssertionError("botocore's modelled call was made: lifeboat's signed request was not used")
 
 
-def _upload(source: S3Source, key: str, data: bytes, **kw: object) -> str | None:
-    sha = hashlib.sha256(data).hexdigest()
-    return source.upload(key, io.BytesIO(data), size=len(data), sha256=sha, **kw)  # type: ignore[arg-type]
+def _upload(target: S3Source, key: str, data: bytes, sha256: str | None = None, **kw: object) -> str | None:
+    """``data`` stored as a restore stores it, with its SHA-256 (``sha256``: another one)."""
+    sha = sha256 or hashlib.sha256(data).hexdigest()
+    fields: dict[str, object] = {"content_type": None, "metadata": {}} | kw
+    return target.upload(key, io.BytesIO(data), size=len(data), sha256=sha, **fields)  # type: ignore[arg-type]
 
 
 def test_signed_puts_store_awkward_keys_with_their_metadata(
