@@ -230,8 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     # time it builds a model (importlib.metadata, ~20 ms); lifeboat uses none
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     # botocore signs with the AWS Common Runtime whenever it is installed: lifeboat installs
-    # it for a bucket's GETs alone (assets/objects/native_requests.py), so botocore's own calls
-    # stay as they were, in Python (an operator may still set BOTO_DISABLE_CRT=false)
+    # it for a bucket's small GETs and PUTs alone (assets/objects/native_requests.py), so
+    # botocore's own calls stay as they were, in Python (an operator may still set
+    # BOTO_DISABLE_CRT=false)
     os.environ.setdefault("BOTO_DISABLE_CRT", "true")
     _no_pydantic_plugins()  # every command: typer builds a pydantic TypeAdapter per option
     args = sys.argv[1:] if argv is None else argv

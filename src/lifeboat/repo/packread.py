@@ -379,11 +379,11 @@ class PackRanges:
         """Fetches ahead, in the order spans are first needed, while there is room and no
         more than ``ahead`` spans past the furthest one asked for are held (lock held); past
         it, not read from: a span whose readers gave up (an object that failed) falls behind
-        them and no longer counts. Room is made from a held span that was read from and is needed again only
-        after the next one (``_held_for_later``): readers lag behind one another, and spans
-        held for a lagging reader's later reads took every slot, so the ranges after them
-        were fetched only once a reader waited for them (a 2 GB restore from S3 waited
-        5.7 s in all)."""
+        them and no longer counts. Room is made from a held span that was read from and is
+        needed again only after the next one (``_held_for_later``): readers lag behind one
+        another, and spans held for a lagging reader's later reads took every slot, so the
+        ranges after them were fetched only once a reader waited for them (a 2 GB restore
+        from S3 waited 5.7 s in all)."""
         while self._next < len(self.spans):
             n = self._next
             span = self.spans[n]

@@ -184,7 +184,7 @@ class S3Source:
         self._signer: SignedRequests | None = None
         self._signer_tried = False
         self._workers = workers
-        self._native: NativeRequests | None = None  # native_requests.py: small objects' GETs in C
+        self._native: NativeRequests | None = None  # native_requests.py: small objects' GETs and PUTs in C
         self._native_tried = False
         self._signer_lock = threading.Lock()
         self._signed_gets = True
@@ -495,7 +495,7 @@ class S3Source:
         return self._signer
 
     def native(self) -> NativeRequests | None:
-        """The runtime's GETs (native_requests.py), set up with the signer at the first small
+        """The runtime's GETs and PUTs (native_requests.py), set up with the signer at the first small
         object (None: no signer, a proxy, or a runtime that cannot load or start here; the
         runtime is imported only then: when a bucket's objects are read)."""
         signer = self.signer()
