@@ -16,6 +16,7 @@ from lifeboat.repo import KeepRules, Repository, select_keep
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.storage.base import Storage
 from tests.conftest import open_backend
+from tests.storage.test_conformance import stored_sha256
 
 
 # The repository API on a directory and on a real S3 server (SeaweedFS). moto stays in the
@@ -75,6 +76,21 @@ def test_round_trip_is_byte_identical_with_metadata(repo_keys, tmp_path):
     restore_snapshot(reader_repo, reader_repo.find_snapshot("config"), out)
     assert tree_state(out / "data") == tree_state(src)
     assert info.stats.files == 5
+
+
+def test_packs_on_s3_carry_their_id_as_the_checksum_the_store_checked(request, seaweed, tmp_path):
+    """Every pack a backup puts into a bucket went up with its id, its SHA-256, as the
+    request's checksum: the store checked the bytes against it and keeps it."""
+    storage = open_backend(request, "seaweed", tmp_path)
+    repo, _, _ = Repository.create(storage, cache_dir=tmp_path / "cache")
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tree(src, big_size=1 << 20)
+    backup_paths(repo, "config", [src])
+    packs = [obj.name for obj in storage.list("data/")]
+    assert packs
+    for name in packs:
+        assert stored_sha256(seaweed.endpoint, storage.bucket, f"repo/{name}") == name.rsplit("/", 1)[-1]
 
 
 def test_canary_never_reaches_repository_bytes(repo_keys, tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import threading
 import time
 
+import boto3
 import pytest
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
@@ -24,6 +27,37 @@ def test_put_get_range_stat_list(storage_backend):
     assert s.exists("index/one") and not s.exists("index/two")
     assert sorted(o.name for o in s.list("data/")) == ["data/ab/abcdef"]
     assert sorted(o.name for o in s.list("")) == ["data/ab/abcdef", "index/one"]
+
+
+def test_a_put_with_its_sha256_stores_the_bytes(storage_backend):
+    data = os.urandom(100_000)
+    name = f"data/ab/{hashlib.sha256(data).hexdigest()}"
+    storage_backend.put(name, data, sha256=name.rsplit("/", 1)[-1])
+    assert storage_backend.get(name) == data
+
+
+def test_the_store_refuses_bytes_that_do_not_match_their_sha256(seaweed, make_seaweed_bucket):
+    """A pack's name is its SHA-256, and the PUT carries it: SeaweedFS (as S3) checks what
+    it received against it and keeps it with the object. moto checks no checksum."""
+    bucket = make_seaweed_bucket(object_lock=False)
+    storage = open_storage(f"s3://{bucket}/repo", endpoint_url=seaweed.endpoint)
+    data = os.urandom(300_000)
+    sha = hashlib.sha256(data).hexdigest()
+    damaged = bytearray(data)
+    damaged[1234] ^= 1
+    with pytest.raises(StorageError, match=r"data/aa/\w+: the bytes it received do not match their checksum"):
+        storage.put(f"data/aa/{sha}", bytes(damaged), sha256=sha)
+    assert not storage.exists(f"data/aa/{sha}")
+    storage.put(f"data/aa/{sha}", data, sha256=sha)
+    assert stored_sha256(seaweed.endpoint, bucket, f"repo/data/aa/{sha}") == sha
+
+
+def stored_sha256(endpoint: str, bucket: str, key: str) -> str | None:
+    """The SHA-256 checksum the store keeps with an object (hex), if it keeps one."""
+    client = boto3.client("s3", endpoint_url=endpoint)
+    head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    kept = head.get("ChecksumSHA256")
+    return base64.b64decode(kept).hex() if kept else None
 
 
 def test_put_never_overwrites(storage_backend):
@@ -86,11 +120,12 @@ def test_lock_days_protects_objects_but_not_locks(tmp_path, s3_endpoint):
     endpoint, make_bucket = s3_endpoint
     local = open_storage(f"file://{tmp_path / 'repo'}", lock_days=30)
     s3 = open_storage(f"s3://{make_bucket()}/repo", endpoint_url=endpoint, lock_days=30)
+    pack = f"data/aa/{hashlib.sha256(b'precious').hexdigest()}"
     for storage in (local, s3):
-        storage.put("data/aa/pack", b"precious")
+        storage.put(pack, b"precious", sha256=pack.rsplit("/", 1)[-1])  # as a backup puts a pack
         with pytest.raises(LockedError):
-            storage.delete("data/aa/pack")
-        assert storage.get("data/aa/pack") == b"precious"
+            storage.delete(pack)
+        assert storage.get(pack) == b"precious"
         storage.put("locks/mine", b"lock", retain=False)
         storage.delete("locks/mine")
         assert not storage.exists("locks/mine")

@@ -183,7 +183,7 @@ def _copy_one(
             hint="run 'lifeboat check' on the primary repository",
         )
     try:
-        target.put(name, data)
+        target.put(name, data, sha256=_pack_sha256(name))
     except AlreadyExistsError:
         with lock:
             report.already_there += 1
@@ -244,6 +244,11 @@ def copy_lag(primary: list[SnapshotInfo], target: Storage, now: datetime) -> Cop
     """The primary's snapshots (read with any key) that ``target`` lacks."""
     have = snapshot_names(target)
     return CopyLag([s for s in primary if s.id not in have], now)
+
+
+def _pack_sha256(name: str) -> str | None:
+    """The SHA-256 of a pack's bytes, which its name is (``_matches_name`` checked it)."""
+    return name.rsplit("/", 1)[-1] if name.startswith("data/") else None
 
 
 def _matches_name(name: str, data: bytes) -> bool:

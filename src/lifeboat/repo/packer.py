@@ -123,7 +123,7 @@ class Packer:
         # the pack, so that thread goes back to chunking at once.
         try:
             pack_id, data, entry = pack.finish()
-            self.storage.put(pack_name(pack_id), data)
+            self.storage.put(pack_name(pack_id), data, sha256=pack_id)
             self.on_uploaded(entry, len(data))
         except BaseException as exc:
             self._error = exc

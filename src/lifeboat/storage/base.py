@@ -46,11 +46,15 @@ class Storage(Protocol):
 
     url: str
 
-    def put(self, name: str, data: bytes, *, retain: bool = True) -> None:
+    def put(self, name: str, data: bytes, *, retain: bool = True, sha256: str | None = None) -> None:
         """Store ``data`` under ``name`` if absent; raise AlreadyExistsError otherwise.
 
         ``retain=False`` skips the retention lock (Object Lock / read-only period) for
         short-lived objects such as repository locks, which must stay deletable.
+
+        ``sha256``: the SHA-256 of ``data`` (hex) when the caller has it already (a pack's
+        name is its SHA-256). A store that checks checksums is sent it and refuses bytes
+        that do not match; a driver that keeps none ignores it.
         """
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

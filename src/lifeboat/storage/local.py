@@ -135,7 +135,8 @@ class LocalStorage:
             raise StorageError(f"invalid object name {name!r}")
         return f"{self._root}/{name}"
 
-    def put(self, name: str, data: bytes, *, retain: bool = True) -> None:
+    def put(self, name: str, data: bytes, *, retain: bool = True, sha256: str | None = None) -> None:
+        # ``sha256`` is not needed: the bytes go from this process's memory to the file
         path = self._path(name)
         tmp = path.with_name(f"{TMP_MARK}{secrets.token_hex(8)}")
         try:

@@ -44,6 +44,8 @@ DEFAULT_STALL_TIMEOUT = 60.0
 # 7 s of backoff; every later request on the same storage then fails at once.
 ATTEMPTS = 4
 STALLS = (ReadTimeoutError, ConnectTimeoutError)
+# the store's answers to a body that does not match the checksum the request carried
+CHECKSUM_REFUSALS = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
 # a body that ends or stops midway: botocore's retries only cover the request and headers
 BODY_ERRORS = (ReadTimeoutError, ResponseStreamingError, IncompleteReadError, ConnectionClosedError)
 
@@ -185,6 +187,12 @@ class S3Storage:
             return AlreadyExistsError(f"{name} already exists in the repository")
         if failure.reason == "bad-credentials":
             return StorageError("S3 rejected the credentials", hint="check the AWS credentials in use")
+        if failure.code in CHECKSUM_REFUSALS:
+            return StorageError(
+                f"{where} refused {name}: the bytes it received do not match their checksum ({failure.code})",
+                hint="something between lifeboat and the store changed them (memory, network, "
+                "a proxy); run the command again",
+            )
         if failure.reason == "denied" and action == "deleting":
             return LockedError(f"{name} is protected (Object Lock or policy denies deletion)")
         err = StorageError(f"S3 error {failure.code or failure.status or ''} {action} {name}")
@@ -212,10 +220,15 @@ class S3Storage:
             )
         self._lock_checked = True
 
-    def put(self, name: str, data: bytes, *, retain: bool = True) -> None:
+    def put(self, name: str, data: bytes, *, retain: bool = True, sha256: str | None = None) -> None:
+        """See storage/base.py. With ``sha256`` the PUT carries it as its checksum
+        (x-amz-checksum-sha256): the store checks the bytes it received against it and keeps
+        it with the object, and botocore computes no CRC32 of its own over the body."""
         self._check_stalled()
         key = self._key(name)
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
+        if sha256 is not None:
+            args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
         until: datetime | None = None
         if retain and self.lock_days:
             self.check_object_lock()
