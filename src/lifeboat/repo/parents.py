@@ -57,6 +57,7 @@ from lifeboat.repo.model import Entry
 PARENTS_MAGIC = b"lifeboat-parents-stream 4"  # the stream form as written: a MAC per block
 LINE_MAC_MAGIC = b"lifeboat-parents-stream 2"  # the stream form with a MAC per line (read only)
 WHOLE_MAGIC = b"lifeboat-parents 2"
+SAVE_BATCH = 1024  # lines written to a whole-form cache at a time
 CACHE_KEY_INFO = b"lifeboat/parent-cache/v1\x00"
 MAC_HEX = 32  # a 16-byte MAC, in hex
 # longer than any form's first line: the first form was one JSON document without a newline
@@ -361,22 +362,27 @@ class ParentCache:
         """The parent's entry with this identity as stored (its JSON), if any."""
         return self.entries.get(orjson.dumps(identity))
 
-    def save(self, entries: dict[str, dict[str, Any]]) -> None:
-        """Replaces the cache with this run's entries."""
-        self.save_encoded((identity, orjson.dumps(entry)) for identity, entry in entries.items())
-
     def save_encoded(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Save (identity, entry JSON) pairs, replacing the cache."""
+        """Save (identity, entry JSON) pairs, replacing the cache. The lines are written a
+        batch at a time, not joined whole first: the cache of a 20,000-object bucket was
+        ~25 MB held at the commit, the backup's peak of memory."""
         file = self.file
         if file is None:
             return
         self.entries = {}  # the old generation is not needed any more: free it first
         lines = (file.line(orjson.dumps(identity) + b"\t" + entry, WHOLE_FORM) for identity, entry in entries)
-        raw = b"\n".join([WHOLE_MAGIC, *lines])
         try:
             private_dir(file.path.parent)
             with replacing_private(file.path) as fh, file.content_writer(fh) as out:
-                out.write(raw)
+                out.write(WHOLE_MAGIC)
+                batch: list[bytes] = []
+                for line in lines:
+                    batch.append(line)
+                    if len(batch) == SAVE_BATCH:
+                        out.write(b"\n" + b"\n".join(batch))
+                        batch.clear()
+                if batch:
+                    out.write(b"\n" + b"\n".join(batch))
         except (OSError, ConfigError):  # a read-only state dir: private_dir says ConfigError
             pass  # losing the cache only costs a full read next time
 

@@ -32,6 +32,14 @@ TREE_FORMATS = (TREE_FORMAT_SINGLE, TREE_FORMAT_PER_DIRECTORY)
 MAX_DEPTH = 4096  # deeper than any filesystem allows: a tree deeper than this is damaged
 
 
+def encoded_entry(entry: Entry) -> bytes:
+    """An entry's JSON in bytes of its own length. orjson leaves its output in the buffer
+    it wrote it into, 4 KiB at least (measured: 4,098 bytes held for an entry of 108), and
+    entries are held until their document is stored: a directory's (a million new files
+    in one directory took 4 GB, not 0.5), a bucket's, the parent cache's."""
+    return memoryview(orjson.dumps(entry.to_json())).tobytes()
+
+
 class TreeStream:
     """Takes a snapshot's entries in walk order (each directory before what it holds, its
     whole content before its next sibling) and stores each directory's document when the
@@ -46,7 +54,7 @@ class TreeStream:
 
     def add(self, entry: Entry) -> bytes:
         """Adds one entry; returns its encoded form (a directory's, without its subtree)."""
-        encoded = orjson.dumps(entry.to_json())
+        encoded = encoded_entry(entry)
         if entry.type == "dir":
             self._close_before(entry.path)
             self._open.append((entry.path + "/", entry, []))
@@ -79,7 +87,7 @@ class TreeStream:
     def _close(self) -> None:
         _, entry, children = self._open.pop()
         entry.subtree = self._store_document(children)
-        self._children().append(orjson.dumps(entry.to_json()))
+        self._children().append(encoded_entry(entry))
 
     def _store_document(self, children: list[bytes]) -> list[str]:
         raw = b'{"entries":[' + b",".join(children) + b"]}"
