@@ -1,5 +1,7 @@
-"""A whole-tree commit (a bucket backup's) encodes each entry once and writes the tree and
-the parent cache a piece at a time: it was the bucket backup's peak of memory."""
+"""Entries held until their tree document is stored cost about their encoded size: a
+directory's while the walk is in it, a bucket's until the commit. The commit encodes each
+entry once and writes the tree and the parent cache a piece at a time: it was the bucket
+backup's peak of memory."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from hypothesis import strategies as st
 
 from lifeboat.repo import Repository
 from lifeboat.repo.backup import _document_pieces
+from lifeboat.repo.model import Entry
 from lifeboat.repo.parents import ParentCache
+from lifeboat.repo.trees import TreeStream
 from lifeboat.storage import open_storage
 
 ENTRIES = 5_000
@@ -65,3 +69,23 @@ def test_a_whole_tree_commit_holds_little_beside_its_entries(tmp_path: Path) -> 
     assert info.stats.files == ENTRIES
     assert len(ParentCache(repo.parent_cache("media")).entries) == ENTRIES  # the next backup's parents
     assert peak < ENTRIES * 1024, f"the commit held {peak / ENTRIES:.0f} bytes an entry"  # ~800 now
+
+
+def test_a_directory_of_many_new_files_holds_about_their_entries() -> None:
+    """20,000 new files in one directory: their entries (~150 bytes of JSON each) wait for
+    the directory's document. Each was held in orjson's 4 KiB buffer: 82 MB, not 4."""
+    stored: list[bytes] = []
+    stream = TreeStream(lambda raw: stored.append(raw) or f"{len(stored):064x}", 1 << 20)
+    stream.add(Entry(path="flat", type="dir", mode=0o755, mtime_ns=0))
+    tracemalloc.start()
+    try:
+        for n in range(20_000):
+            chunk = f"{n:064x}"
+            stream.add(Entry(path=f"flat/f{n:07d}.dat", type="file", mode=0o644, size=n, chunks=[chunk]))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    stream.finish()
+    assert held < 20_000 * 400, f"{held / 20_000:.0f} bytes held a file"
+    entries = orjson.loads(b"".join(stored[:-1]))["entries"]  # the directory's document
+    assert [e["path"] for e in entries] == [f"flat/f{n:07d}.dat" for n in range(20_000)]

@@ -35,8 +35,8 @@ MAX_DEPTH = 4096  # deeper than any filesystem allows: a tree deeper than this i
 def encoded_entry(entry: Entry) -> bytes:
     """An entry's JSON in bytes of its own length. orjson leaves its output in the buffer
     it wrote it into, 4 KiB at least (measured: 4,098 bytes held for an entry of 108), and
-    entries are held until their document is stored: a directory's (a million new files
-    in one directory took 4 GB, not 0.5), a bucket's, the parent cache's."""
+    entries are held until their document is stored: a directory's (100,000 new files in
+    one directory held 410 MB, now 22 MB), a bucket's (until the commit)."""
     return memoryview(orjson.dumps(entry.to_json())).tobytes()
 
 
