@@ -14,10 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lifeboat.repo import Repository
-from lifeboat.repo.backup import _document_pieces
 from lifeboat.repo.model import Entry
 from lifeboat.repo.parents import ParentCache
-from lifeboat.repo.trees import TreeStream
+from lifeboat.repo.trees import TreeStream, document_pieces
 from lifeboat.storage import open_storage
 
 ENTRIES = 5_000
@@ -30,11 +29,18 @@ json_values = st.recursive(
 
 
 @given(
-    st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=4), max_size=12), st.integers(1, 64)
+    st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=4), max_size=12),
+    st.integers(1, 64),
+    st.booleans(),
 )
-def test_the_tree_document_is_cut_where_the_whole_document_is(entries: list[dict], size: int) -> None:
-    whole = orjson.dumps({"entries": entries})
-    pieces = list(_document_pieces([orjson.dumps(e) for e in entries], size))
+def test_the_tree_document_is_cut_where_the_whole_document_is(
+    entries: list[dict], size: int, fragment: bool
+) -> None:
+    """A whole document (``{"entries": [...]}``), or a shard's part of one (the entries
+    alone, comma-separated): the same pieces as slicing the whole, none empty."""
+    head, tail = (b"", b"") if fragment else (b'{"entries":[', b"]}")
+    whole = head + b",".join(orjson.dumps(e) for e in entries) + tail
+    pieces = list(document_pieces([orjson.dumps(e) for e in entries], size, head=head, tail=tail))
     assert pieces == [whole[i : i + size] for i in range(0, len(whole), size)]
 
 

@@ -13,14 +13,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-
-import orjson
 
 from lifeboat import clock, memory
 from lifeboat.errors import LifeboatError, NotFoundError, StorageError
@@ -43,6 +41,7 @@ from lifeboat.repo.trees import (
     TREE_FORMAT_SINGLE,
     TreeStream,
     decode_file_entry,
+    document_pieces,
     encoded_entry,
 )
 
@@ -54,25 +53,6 @@ INDEX_FLUSH_PACKS = 16
 PACK_BUFFERS_MAPPED = 4 << 20  # above a chunk (1 MiB by default), below a pack (8 MiB): see packs_mapped
 
 DESCRIBED_MAX = 16 << 20  # read_file(describe=...) holds at most this much of one file
-
-
-def _document_pieces(entries: list[bytes], size: int) -> Iterator[bytes]:
-    """``b'{"entries":[' + b",".join(entries) + b"]}"`` (what orjson makes of the document)
-    in pieces of ``size`` bytes (the last one shorter; one empty piece for nothing), without
-    joining the whole: the tree's blobs, cut where cutting the whole document cuts it."""
-    buffer = bytearray(b'{"entries":[')
-    for i, entry in enumerate(entries):
-        if i:
-            buffer += b","
-        buffer += entry
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    buffer += b"]}"
-    while len(buffer) > size:
-        yield bytes(buffer[:size])
-        del buffer[:size]
-    yield bytes(buffer)
 
 
 def _file_entry(
@@ -654,7 +634,7 @@ class BackupSession:
         buffers, see ``encoded_entry``)."""
         entries = sorted(self.entries, key=lambda e: e.path)
         encoded = [encoded_entry(e) for e in entries]
-        ids = [self.writer.store(piece, BLOB_TREE) for piece in _document_pieces(encoded, self.chunk_size)]
+        ids = [self.writer.store(piece, BLOB_TREE) for piece in document_pieces(encoded, self.chunk_size)]
         return ids, {id(e): j for e, j in zip(entries, encoded, strict=True)}
 
     def _extend_retention(self, tree: list[str]) -> None:
@@ -681,10 +661,9 @@ class BackupSession:
         writer = self.writer
         writer.finish()
         entries = sorted(self.entries, key=lambda e: e.path)
-        raw = b",".join(orjson.dumps(e.to_json()) for e in entries)
-        ids = [
-            writer.store(raw[i : i + self.chunk_size], BLOB_TREE) for i in range(0, len(raw), self.chunk_size)
-        ]
+        encoded = (encoded_entry(e) for e in entries)  # one at a time, cut as they come
+        pieces = document_pieces(encoded, self.chunk_size, head=b"", tail=b"")
+        ids = [writer.store(piece, BLOB_TREE) for piece in pieces]
         writer.finish()
         writer.stats.seconds = round(time.monotonic() - self._started, 3)
         index = self.repo.index(refresh=True)

@@ -16,7 +16,7 @@ directories give byte-identical documents, stored once across snapshots.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any
 
@@ -38,6 +38,28 @@ def encoded_entry(entry: Entry) -> bytes:
     entries are held until their document is stored: a directory's (100,000 new files in
     one directory held 410 MB, now 22 MB), a bucket's (until the commit)."""
     return memoryview(orjson.dumps(entry.to_json())).tobytes()
+
+
+def document_pieces(
+    entries: Iterable[bytes], size: int, head: bytes = b'{"entries":[', tail: bytes = b"]}"
+) -> Iterator[bytes]:
+    """``head + b",".join(entries) + tail`` (what orjson makes of the document ``{"entries":
+    [...]}``) in pieces of ``size`` bytes, the last one shorter and none empty, without
+    joining the whole: the tree's blobs, cut where cutting the whole document cuts it."""
+    buffer = bytearray(head)
+    for i, entry in enumerate(entries):
+        if i:
+            buffer += b","
+        buffer += entry
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    buffer += tail
+    while len(buffer) > size:
+        yield bytes(buffer[:size])
+        del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
 
 
 class TreeStream:
@@ -90,8 +112,7 @@ class TreeStream:
         self._children().append(encoded_entry(entry))
 
     def _store_document(self, children: list[bytes]) -> list[str]:
-        raw = b'{"entries":[' + b",".join(children) + b"]}"
-        ids = [self._store(raw[i : i + self._chunk_size]) for i in range(0, len(raw), self._chunk_size)]
+        ids = [self._store(piece) for piece in document_pieces(children, self._chunk_size)]
         self.blobs.extend(ids)
         return ids
 

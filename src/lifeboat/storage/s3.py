@@ -44,8 +44,10 @@ DEFAULT_STALL_TIMEOUT = 60.0
 # 7 s of backoff; every later request on the same storage then fails at once.
 ATTEMPTS = 4
 STALLS = (ReadTimeoutError, ConnectTimeoutError)
-# the store's answers to a body that does not match the checksum the request carried
-CHECKSUM_REFUSALS = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+# the store's answers to a body that does not match the checksum the request carried (S3's,
+# and MinIO's for the x-amz-checksum-* headers)
+CHECKSUM_REFUSALS = frozenset({"BadDigest", "XAmzContentSHA256Mismatch", "XAmzContentChecksumMismatch"})
+SHA256_HEADER = "x-amz-checksum-sha256"
 # a body that ends or stops midway: botocore's retries only cover the request and headers
 BODY_ERRORS = (ReadTimeoutError, ResponseStreamingError, IncompleteReadError, ConnectionClosedError)
 
@@ -77,6 +79,17 @@ class _Version:
     version_id: str
     size: int
     mtime: float
+
+
+def _unsigned_payload_over_tls(request: Any, **_: Any) -> None:
+    """A PUT over TLS that carries its SHA-256 as x-amz-checksum-sha256 (a pack) is signed
+    without hashing its body again: the store checks the body against that signed header.
+    botocore leaves the body unsigned only when the checksum is one it added itself (its
+    CRC32); told about ours here, it does the same, and hashing 8 MiB for the signature
+    cost more than the CRC32 it replaced. Over plain HTTP botocore signs every body."""
+    if request.url.startswith("https://") and SHA256_HEADER in request.headers:
+        algorithm = {"in": "header", "name": SHA256_HEADER, "algorithm": "sha256"}
+        request.context.setdefault("checksum", {})["request_algorithm"] = algorithm
 
 
 class S3Storage:
@@ -113,6 +126,12 @@ class S3Storage:
                 "s3", endpoint_url=endpoint_url, region_name=region, config=client_config(stall_timeout)
             )
         self._client = client
+        # botocore's own checksum setting (AWS_REQUEST_CHECKSUM_CALCULATION): a store that
+        # refuses x-amz-checksum-* headers is used with "when_required", and gets none of ours
+        self._checksums = client.meta.config.request_checksum_calculation == "when_supported"
+        client.meta.events.register(
+            "before-sign.s3.PutObject", _unsigned_payload_over_tls, unique_id="lifeboat-sha256-put"
+        )
         self._lock_checked = False
         self._versioned: bool | None = None
         # key -> its first version; filled by our PUTs and by version listings
@@ -188,10 +207,18 @@ class S3Storage:
         if failure.reason == "bad-credentials":
             return StorageError("S3 rejected the credentials", hint="check the AWS credentials in use")
         if failure.code in CHECKSUM_REFUSALS:
-            return StorageError(
+            err = StorageError(
                 f"{where} refused {name}: the bytes it received do not match their checksum ({failure.code})",
                 hint="something between lifeboat and the store changed them (memory, network, "
                 "a proxy); run the command again",
+            )
+            err.transient = True
+            return err
+        if failure.code in ("InvalidArgument", "NotImplemented") and action == "writing":
+            return StorageError(
+                f"S3 error {failure.code} writing {name}",
+                hint="a store that refuses x-amz-checksum-* headers needs "
+                "AWS_REQUEST_CHECKSUM_CALCULATION=when_required",
             )
         if failure.reason == "denied" and action == "deleting":
             return LockedError(f"{name} is protected (Object Lock or policy denies deletion)")
@@ -223,11 +250,13 @@ class S3Storage:
     def put(self, name: str, data: bytes, *, retain: bool = True, sha256: str | None = None) -> None:
         """See storage/base.py. With ``sha256`` the PUT carries it as its checksum
         (x-amz-checksum-sha256): the store checks the bytes it received against it and keeps
-        it with the object, and botocore computes no CRC32 of its own over the body."""
+        it with the object, and botocore computes no CRC32 of its own over the body. Not
+        when botocore's checksums are turned off (``request_checksum_calculation``
+        "when_required"): a store that refuses the headers is run that way."""
         self._check_stalled()
         key = self._key(name)
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
-        if sha256 is not None:
+        if sha256 is not None and self._checksums:
             args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
         until: datetime | None = None
         if retain and self.lock_days:
@@ -339,7 +368,8 @@ class S3Storage:
         self._sweep_probes()
         failures: list[str] = []
         name = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
-        self.put(name, PROBE_BODY, retain=False)
+        # with its SHA-256 as a pack is put: a store that refuses the header says so at init
+        self.put(name, PROBE_BODY, retain=False, sha256=hashlib.sha256(PROBE_BODY).hexdigest())
         try:
             self.put(name, PROBE_BODY + b" again", retain=False)
             failures.append(
