@@ -7,7 +7,9 @@
   bytes of the body, or it answers matching requests only after a delay (slow, not
   stalled: for deadlines). With ``drop_headers`` it forwards requests without those
   headers: an endpoint that ignores ``If-None-Match``, as Ceph RGW 16.2 does on versioned
-  buckets (moto checks no signatures, so this works).
+  buckets (moto checks no signatures, so this works). With ``refuse_headers`` it answers
+  a request carrying one of them 400 InvalidArgument, as Backblaze B2 answers
+  ``x-amz-checksum-*`` headers.
 
 Stalled handlers wait on an event that ``close()`` sets, so no thread outlives the test.
 """
@@ -91,6 +93,18 @@ class _Handler(BaseHTTPRequestHandler):
         if proxy.delay_from is not None and proxy.delay_from in request:
             proxy.release.wait(proxy.delay)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        refused = sorted(k for k in self.headers if k.lower() in proxy.refuse_headers)
+        if refused:  # as Backblaze B2 answers x-amz-checksum-* headers
+            with proxy.lock:
+                proxy.refused += 1
+            message = f"Unsupported header '{refused[0]}'"
+            error = f"<Error><Code>InvalidArgument</Code><Message>{message}</Message></Error>"
+            self.send_response(400)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error.encode())
+            return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in proxy.drop_headers}
         _, data = relay(self, proxy.upstream, body, headers)
         cut = proxy.freeze_body_after
@@ -127,6 +141,8 @@ class StallProxy:
         self.delay_from: str | None = None
         self.delay = 0.0
         self.drop_headers: set[str] = set()  # lower-case names
+        self.refuse_headers: set[str] = set()  # lower-case names: a request with one gets a 400
+        self.refused = 0
         handler: Any = type("Handler", (_Handler,), {"proxy": self})
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True

@@ -3,7 +3,7 @@ store checks, the body signed over plain HTTP and left unsigned over TLS (as bot
 for the CRC32 it adds itself), and no checksum header at all where botocore's checksums are
 turned off for a store that refuses them. What the request carries is checked before it is
 sent (no store answers here); what a store does with it: tests/storage/test_conformance.py
-against SeaweedFS."""
+against SeaweedFS, and below a store that refuses the headers, through a proxy."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from lifeboat.storage.s3 import S3Storage
+from tests.cli.conftest import write_policy
+from tests.harness import LifeboatCli
+from tests.harness.stallproxy import StallProxy
 
 PACK = b"pack bytes " * 1000
 PACK_ID = hashlib.sha256(PACK).hexdigest()
@@ -75,3 +78,34 @@ def test_checksums_turned_off_for_a_store_that_refuses_them_send_none(monkeypatc
     monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
     headers = sent_put("https://127.0.0.1:1", PACK_ID)
     assert not any(h.startswith("x-amz-checksum") for h in headers)
+
+
+def test_a_store_that_refuses_checksum_headers_is_named_at_init_with_the_way_around(
+    s3_server, make_bucket, tmp_path
+):
+    """In front of moto, a proxy answers any x-amz-checksum-* header 400 InvalidArgument.
+    `init` fails on its probe's PUT in one line that says how to run lifeboat against such
+    a store; run that way, init, a backup and its restore work."""
+    proxy = StallProxy(s3_server)
+    proxy.refuse_headers = {"x-amz-checksum-sha256", "x-amz-checksum-crc32", "x-amz-sdk-checksum-algorithm"}
+    try:
+        source = tmp_path / "src"
+        source.mkdir()
+        (source / "config.yml").write_bytes(b"listen: 0.0.0.0\n" * 5000)
+        bucket = make_bucket(object_lock=False)
+        policy = write_policy(tmp_path, source, f"s3://{bucket}/repo", endpoint_url=proxy.endpoint)
+        cli = LifeboatCli(policy, cwd=tmp_path, timeout=120)
+        refused = cli.run("init", "--recovery-key-out", "rk", check=False)
+        assert refused.returncode != 0 and proxy.refused
+        assert refused.stderr.count("\n") <= 2 and "Traceback" not in refused.stderr
+        assert "InvalidArgument" in refused.stderr, refused.stderr
+        assert "AWS_REQUEST_CHECKSUM_CALCULATION=when_required" in refused.stderr
+        before = proxy.refused
+        around = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"}
+        cli.run("init", "--recovery-key-out", "rk", env=around)
+        cli.run("backup", "config", env=around)
+        cli.run("restore", "config", "--target", str(tmp_path / "out"), "--recovery-key", "rk", env=around)
+        assert proxy.refused == before
+        assert (tmp_path / "out" / "src" / "config.yml").read_bytes() == (source / "config.yml").read_bytes()
+    finally:
+        proxy.close()
