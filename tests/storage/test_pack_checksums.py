@@ -44,9 +44,9 @@ def sent_put(endpoint: str, sha256: str | None) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+def _checksums_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's default, whatever the environment says (the suite's credentials are
+    left alone: boto3's default session keeps the first it finds)."""
     monkeypatch.delenv("AWS_REQUEST_CHECKSUM_CALCULATION", raising=False)
 
 
