@@ -214,11 +214,11 @@ class S3Storage:
             )
             err.transient = True
             return err
-        if failure.code in ("InvalidArgument", "NotImplemented") and action == "writing":
+        if failure.code == "InvalidArgument" and action == "writing" and self._checksums:
             return StorageError(
                 f"S3 error {failure.code} writing {name}",
-                hint="a store that refuses x-amz-checksum-* headers needs "
-                "AWS_REQUEST_CHECKSUM_CALCULATION=when_required",
+                hint="if the store refuses x-amz-checksum-* headers (Backblaze B2 does), run "
+                "lifeboat with AWS_REQUEST_CHECKSUM_CALCULATION=when_required",
             )
         if failure.reason == "denied" and action == "deleting":
             return LockedError(f"{name} is protected (Object Lock or policy denies deletion)")
