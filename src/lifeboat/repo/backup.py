@@ -628,10 +628,10 @@ class BackupSession:
         """Store the tree, the document ``{"entries": [...]}`` cut into blobs of
         ``chunk_size``; returns its blob ids and each entry's encoded JSON (by
         ``id(entry)``, for the parent cache). Each entry is encoded once and the document
-        is cut as it is joined: the whole document, a dict per entry and a second encoding
-        for the cache were held at once at the commit of a bucket backup, its peak of
-        memory (20,000 objects: ~30 MB on top of the entries, and ~80 MB more in orjson's
-        buffers, see ``encoded_entry``)."""
+        is cut as it is joined: the whole document, a dict per entry and the parent
+        cache's lines were held at once at the commit of a bucket backup, its peak of
+        memory (20,000 objects: ~30 MB on top of the entries). Held in orjson's own
+        buffers, the encoded entries would cost 4 KiB each (``encoded_entry``)."""
         entries = sorted(self.entries, key=lambda e: e.path)
         encoded = [encoded_entry(e) for e in entries]
         ids = [self.writer.store(piece, BLOB_TREE) for piece in document_pieces(encoded, self.chunk_size)]
