@@ -32,16 +32,20 @@ json_values = st.recursive(
     st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=4), max_size=12),
     st.integers(1, 64),
     st.booleans(),
+    st.booleans(),
 )
 def test_the_tree_document_is_cut_where_the_whole_document_is(
-    entries: list[dict], size: int, fragment: bool
+    entries: list[dict], size: int, fragment: bool, streamed: bool
 ) -> None:
     """A whole document (``{"entries": [...]}``), or a shard's part of one (the entries
-    alone, comma-separated): the same pieces as slicing the whole, none empty."""
+    alone, comma-separated), from a list (joined at once when it fits in one piece) or
+    one entry at a time: the same pieces as slicing the whole, none empty."""
     head, tail = (b"", b"") if fragment else (b'{"entries":[', b"]}")
     whole = head + b",".join(orjson.dumps(e) for e in entries) + tail
-    pieces = list(document_pieces([orjson.dumps(e) for e in entries], size, head=head, tail=tail))
-    assert pieces == [whole[i : i + size] for i in range(0, len(whole), size)]
+    encoded = [orjson.dumps(e) for e in entries]
+    for cut in {c for c in (size, len(whole) - 1, len(whole), len(whole) + 1) if c > 0}:  # around one piece
+        pieces = list(document_pieces(iter(encoded) if streamed else encoded, cut, head=head, tail=tail))
+        assert pieces == [whole[i : i + cut] for i in range(0, len(whole), cut)]
 
 
 def test_a_whole_tree_commit_holds_little_beside_its_entries(tmp_path: Path) -> None:

@@ -45,7 +45,16 @@ def document_pieces(
 ) -> Iterator[bytes]:
     """``head + b",".join(entries) + tail`` (what orjson makes of the document ``{"entries":
     [...]}``) in pieces of ``size`` bytes, the last one shorter and none empty, without
-    joining the whole: the tree's blobs, cut where cutting the whole document cuts it."""
+    joining the whole: the tree's blobs, cut where cutting the whole document cuts it.
+    A document that fits in one piece (most directories') is joined at once."""
+    if size < 1:
+        raise ValueError(f"a tree blob of {size} bytes")
+    if isinstance(entries, list):
+        total = len(head) + sum(map(len, entries)) + max(len(entries) - 1, 0) + len(tail)
+        if total <= size:
+            if total:
+                yield head + b",".join(entries) + tail
+            return
     buffer = bytearray(head)
     for i, entry in enumerate(entries):
         if i:
