@@ -44,7 +44,7 @@ def document_pieces(
     entries: Iterable[bytes], size: int, head: bytes = b'{"entries":[', tail: bytes = b"]}"
 ) -> Iterator[bytes]:
     """``head + b",".join(entries) + tail`` (what orjson makes of the document ``{"entries":
-    [...]}``) in pieces of ``size`` bytes, the last one shorter and none empty, without
+    [...]}``) in pieces of ``size`` bytes, the last one at most that and none empty, without
     joining the whole: the tree's blobs, cut where cutting the whole document cuts it.
     A document that fits in one piece (most directories') is joined at once."""
     if size < 1:
