@@ -97,7 +97,7 @@ demo: venv bytecode pg pg-access
 # Every benchmark (bench/all.py lists them), full size: hours on 2 cores. Outputs land in
 # bench/out/latest/. `make bench BENCH_ARGS=--quick` is a small-scale smoke run;
 # BENCH_ARGS="--only objects repo-s3" picks benches.
-bench: venv bytecode pg
+bench: venv bytecode pg pg-access
 	$(BIN)/python bench/all.py $(BENCH_ARGS)
 
 clean:
