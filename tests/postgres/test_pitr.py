@@ -77,6 +77,8 @@ def test_wal_push_is_idempotent_and_refuses_different_content(pg):
 
 
 def test_missing_segment_is_named_by_verify_and_restore(pg):
+    from lifeboat.assets.postgres.cluster import chown_tree
+
     pg.run("backup", "db")
     pg.sql("insert into items (label) values ('x')")
     first = pg.switch_and_wait_archived()
@@ -91,6 +93,15 @@ def test_missing_segment_is_named_by_verify_and_restore(pg):
     assert proc.returncode == 1 and first in proc.stdout
     proc = pg.run("restore", "db", "--target", str(pg.root / "r"), "--latest", check=False)
     assert proc.returncode == 2 and first in proc.stderr and "Traceback" not in proc.stderr
+    # refused before --force removes a stopped data directory in the way: it stays as it was
+    stopped = pg.root / "stopped"
+    stopped.mkdir()
+    (stopped / "PG_VERSION").write_text("15\n")
+    (stopped / "marker").write_text("still here")
+    chown_tree(stopped, pg.user)
+    proc = pg.run("restore", "db", "--target", str(stopped), "--latest", "--force", check=False)
+    assert proc.returncode == 2 and first in proc.stderr
+    assert sorted(p.name for p in stopped.iterdir()) == ["PG_VERSION", "marker"]
 
 
 def test_second_base_backup_stores_only_changed_pages(pg):
@@ -372,6 +383,56 @@ def test_tablespace_is_restored_inside_the_target_never_pointing_at_the_source(p
     finally:
         pg.stop_restored(target)
     assert sorted(p.name for p in location.rglob("*")) == before  # the source was not touched
+
+
+def test_a_restored_copy_never_writes_through_the_sources_links_nor_reaches_its_primary(pg):
+    """A data directory whose pg_wal lives elsewhere (initdb --waldir) and whose
+    postgresql.conf is a link: the backup holds what they point at, the restored copy holds
+    no link, so its WAL, its configuration changes and its new timeline stay in its own
+    directory. Settings that would reach production (a primary_conninfo the copy would
+    stream from in standby mode, a recovery_end_command) are cleared."""
+    import os
+    import shutil
+
+    from lifeboat.assets.postgres.cluster import chown_tree
+
+    pgdata, outside = pg.root / "pgdata", pg.root / "outside"
+    pg.cluster.stop("fast")
+    outside.mkdir()
+    shutil.move(pgdata / "pg_wal", outside / "pg_wal")
+    os.symlink(outside / "pg_wal", pgdata / "pg_wal")
+    shutil.move(pgdata / "postgresql.conf", outside / "postgresql.conf")
+    os.symlink(outside / "postgresql.conf", pgdata / "postgresql.conf")
+    os.symlink(outside / "gone.conf", pgdata / "dangling.conf")  # a link to nothing stays one
+    chown_tree(pg.root, pg.user)
+    pg.cluster.start()
+    marker = pg.root / "recovery-end-ran"
+    pg.sql(f"alter system set recovery_end_command = 'touch {marker}'")
+    pg.sql(f"alter system set primary_conninfo = 'host={pg.cluster.socket_dir} port={pg.cluster.port}'")
+    pg.sql("select pg_reload_conf()")
+    pg.sql("insert into items (label) values ('base')")
+    pg.run("backup", "db")
+    pg.sql("insert into items (label) values ('after the backup')")
+    pg.switch_and_wait_archived()
+    config = (outside / "postgresql.conf").read_bytes()
+    target, port = pg.root / "copy", free_port()
+    result = pg.json("restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest")
+    try:
+        assert result["ok"], result
+        assert labels(pg, target, port) == ["after the backup", "base"]
+        links = [p for p in target.rglob("*") if p.is_symlink()]
+        assert links == [] and (target / "pg_wal").is_dir() and (target / "postgresql.conf").is_file()
+        assert result["links_not_restored"] == [f"dangling.conf -> {outside / 'gone.conf'}"]
+        dsn = pg.restored_dsn(target, port)
+        assert pg.sql("select timeline_id from pg_control_checkpoint()", dsn)[0][0] >= 2
+        assert pg.sql("show primary_conninfo", dsn) == [("",)]
+        assert result["inherited_settings_cleared"] == ["primary_conninfo", "recovery_end_command"]
+    finally:
+        pg.stop_restored(target)
+    assert (outside / "postgresql.conf").read_bytes() == config  # archiving still on in production
+    assert not [p.name for p in (outside / "pg_wal").iterdir() if p.name.startswith("00000002")]
+    assert not marker.exists()
+    assert pg.sql("select count(*) from pg_stat_replication") == [(0,)]
 
 
 def test_restore_to_a_transaction_id(pg):

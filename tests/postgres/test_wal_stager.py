@@ -364,10 +364,75 @@ def test_interrupted_restore_stops_postgres_and_removes_its_spool(pg: PgSandbox)
         stderr = restore.stderr.read().decode() if restore.stderr else ""
         assert restore.returncode == 130 and "Traceback" not in stderr, stderr
         log = (pg.root / "restored.log").read_text(errors="replace")
-        assert "WAL staging failed: the restore stopped before the WAL was staged" in log
+        # stopped by the restore as it unwound (before, by the fatal restore_command: "WAL
+        # staging failed: the restore stopped before the WAL was staged")
+        assert "database system is shut down" in log
         assert not (pg.root / ".restored.lifeboat-wal").exists()
         assert processes_mentioning(restore_script(target)) == [] and processes_mentioning(str(target)) == []
     finally:
         if restore.poll() is None:
             os.killpg(restore.pid, signal.SIGKILL)
         unstall(stalled)
+
+
+def test_a_refused_restore_leaves_the_spool_a_restore_before_it_kept(pg: PgSandbox):
+    """A restore without --start keeps its spool for the `pg_ctl start` that follows; a
+    second restore into the same target that is refused must not take it away, and one
+    that finds the spool's owner lock held (a restore still running) is refused."""
+    pg.sql("insert into items (label) values ('base')")
+    pg.run("backup", "db")
+    archive_rows(pg, "row", 2)
+    target = pg.root / "kept"
+    pg.run("restore", "db", "--target", str(target), "--latest")
+    spool = pg.root / ".kept.lifeboat-wal"
+    staged = sorted(p.name for p in spool.iterdir())
+    assert any(name.startswith("00000001") for name in staged), staged
+    proc = pg.run("restore", "db", "--target", str(target), "--latest", check=False)
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert sorted(p.name for p in spool.iterdir()) == staged  # the later pg_ctl start finds its WAL
+    with open(spool / ".owner", "rb") as owner:
+        fcntl.flock(owner, fcntl.LOCK_EX)  # as a running restore's stager holds it
+        proc = pg.run("restore", "db", "--target", str(target), "--latest", "--force", check=False)
+    assert proc.returncode == 2 and "another restore" in proc.stderr and "Traceback" not in proc.stderr
+    assert (target / "PG_VERSION").is_file() and sorted(p.name for p in spool.iterdir()) == staged
+    pg.run("restore", "db", "--target", str(target), "--latest", "--force")  # the lock is free again
+    assert (target / "PG_VERSION").is_file() and spool.is_dir()
+
+
+def test_a_restore_interrupted_during_its_checks_leaves_no_server_running(pg: PgSandbox):
+    """SIGTERM while the policy's SQL checks run on the started copy: the restore stops the
+    copy before it exits (its spool is gone with it, and nothing would watch it)."""
+    import psycopg
+
+    from tests.harness.wait import wait_until
+
+    pg.builder.table(
+        "assets", "db", checks=[{"name": "slow", "sql": "select pg_sleep(600) is not null", "expect": "t"}]
+    )
+    pg.write_policy()
+    pg.sql("insert into items (label) values ('base')")
+    pg.run("backup", "db")
+    target, port = pg.root / "interrupted", free_port()
+    proc = pg.popen("restore", "db", "--target", str(target), "--latest", "--start", "--port", str(port))
+    dsn = pg.restored_dsn(target, port)
+
+    def sleeping() -> bool:
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=2) as conn:
+                query = "select count(*) from pg_stat_activity where query like 'select pg_sleep(600)%'"
+                row = conn.execute(query).fetchone()
+                return row is not None and row[0] > 0
+        except psycopg.OperationalError:
+            return False
+
+    try:
+        wait_until(sleeping, "the slow check running on the restored copy", timeout=300)
+        os.kill(pg.lifeboat_pid(proc), signal.SIGTERM)
+        proc.wait(timeout=120)
+        assert proc.returncode != 0
+        assert not (target / "postmaster.pid").exists()
+        assert processes_mentioning(f"-D {target}") == [] and processes_mentioning(str(target)) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pg.stop_restored(target)

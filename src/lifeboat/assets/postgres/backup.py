@@ -69,15 +69,23 @@ def excluded(name: str, is_dir_child_of: str | None) -> bool:
 
 
 def walk_pgdata(pgdata: Path) -> list[tuple[str, Path, os.stat_result]]:
-    """(path in snapshot, real path, stat) for everything to capture; tablespaces inline."""
+    """(path in snapshot, real path, stat) for everything to capture; tablespaces inline,
+    and what the data directory's own links point at (a pg_wal moved by initdb --waldir, a
+    configuration file kept elsewhere) captured as it is there, as pgBackRest does: a
+    restore writes no link back (restore.replace_links), so a link's content is what the
+    copy can use. A dangling one stays a link (dropped at restore, and named)."""
     items: list[tuple[str, Path, os.stat_result]] = []
     stack: list[tuple[str, Path]] = [("", pgdata)]
     while stack:
         rel, path = stack.pop()
+        followed = (rel != "" and "/" not in rel) or (rel.startswith("pg_tblspc/") and rel.count("/") == 1)
         try:
-            st = os.stat(path) if rel.startswith("pg_tblspc/") and rel.count("/") == 1 else os.lstat(path)
+            st = os.stat(path) if followed else os.lstat(path)
         except FileNotFoundError:
-            continue  # dropped while we walked: WAL replay recreates the truth
+            try:
+                st = os.lstat(path)  # a dangling link
+            except FileNotFoundError:
+                continue  # dropped while we walked: WAL replay recreates the truth
         items.append((rel, path, st))
         if stat.S_ISDIR(st.st_mode):
             try:

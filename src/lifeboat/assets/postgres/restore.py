@@ -28,7 +28,7 @@ from lifeboat.assets.postgres.cluster import (
 from lifeboat.assets.postgres.connection import connect
 from lifeboat.assets.postgres.promote import wait_writable
 from lifeboat.assets.postgres.quoting import check_lsn, check_xid, pg_string, setting
-from lifeboat.assets.postgres.stager import WalStager, remove_stale, restore_command
+from lifeboat.assets.postgres.stager import WalStager, remove_stale, restore_command, spool_in_use
 from lifeboat.assets.postgres.stream import stream_namespace, streamed_files
 from lifeboat.assets.postgres.timelines import bases_on_path, build_tree, choose_timeline
 from lifeboat.assets.postgres.wal import namespace, verify_continuity
@@ -103,6 +103,8 @@ class PgRestoreResult:
     timeline: dict[str, Any] = field(default_factory=dict)  # which branch was followed, and why
     standby: bool = False
     archive_settings_disabled: list[str] = field(default_factory=list)
+    links_not_restored: list[str] = field(default_factory=list)  # "name -> where it pointed"
+    inherited_settings_cleared: list[str] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
 
@@ -212,6 +214,26 @@ def disable_archiving(target: Path) -> list[str]:
 
 
 ARCHIVING_OFF = ["archive_mode = off", "archive_command = ''", "archive_library = ''"]
+# Settings a backup carries that reach out of the restored copy: a standby's (or a promoted
+# primary's) connection to its primary and slot, which a copy replaying in standby mode would
+# use to stream from production, holding its slot or becoming its synchronous standby; and
+# commands run against production's paths when replay cleans the archive or ends.
+REACHING_OUT = ("primary_conninfo", "primary_slot_name", "archive_cleanup_command", "recovery_end_command")
+REACHING_OUT_SETTING = re.compile(rf"^\s*({'|'.join(REACHING_OUT)})\s*=\s*(.*)$", re.IGNORECASE)
+
+
+def settings_reaching_out(target: Path) -> list[str]:
+    """The REACHING_OUT settings the backup's configuration gives a value (names only: a
+    connection string may carry a password)."""
+    found = set()
+    for name in ("postgresql.conf", "postgresql.auto.conf"):
+        path = target / name
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                match = REACHING_OUT_SETTING.match(line)
+                if match and match.group(2).split("#", 1)[0].strip() not in ("", "''"):
+                    found.add(match.group(1).lower())
+    return sorted(found)
 
 
 @dataclass
@@ -559,10 +581,23 @@ def restore_postgres(
     spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
     settings, target_desc = recovery_settings(request, spool, str(choice.timeline))
     replaced = _tree_size(target) if request.force else 0  # freed by the replacement
-    remove_stale(spool)  # a stopped earlier attempt's: its space counts as free
+    if spool_in_use(spool):
+        raise RestoreError(
+            f"another restore into {target} is running (it holds {spool.name})",
+            hint="wait for it to end, or stop it, then run this one again",
+        )
+    stale = _tree_size(spool)  # a stopped earlier attempt's, removed once nothing refuses
     plan = plan_wal(repo, asset.name, base, wanted, names)
-    _check_disk(target, spool, max(0, base.stats.bytes - replaced), _staged_wal_bytes(names, base, wanted))
+    if plan.missing and target_desc == "latest":
+        raise RestoreError(
+            f"WAL segment {plan.missing[0]} is missing from the archive; "
+            "replay to latest would stop before it",
+            hint="restore to an earlier --at/--lsn, or find the segment; 'lifeboat wal verify' lists gaps",
+        )
+    wal_bytes = _staged_wal_bytes(names, base, wanted)
+    _check_disk(target, spool, max(0, base.stats.bytes - replaced), max(0, wal_bytes - stale))
     _prepare_target(target, bool(request.force), asset.pgdata)
+    remove_stale(spool)  # the WAL a stopped cluster in the old target would have replayed
     result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
     result.timeline = choice.to_dict()
     staged = sorted(n for n in plan.sources if Segment.parse(n[:24]) is not None)
@@ -616,15 +651,10 @@ def _restore_with_stager(
             f"data directory and the staged WAL ({spool.name})",
             hint="free space or restore elsewhere, then run the restore again",
         ) from None
-    if missing and target_desc == "latest":
-        raise RestoreError(
-            f"WAL segment {missing[0]} is missing from the archive; replay to latest would stop before it",
-            hint="restore to an earlier --at/--lsn, or find the segment; 'lifeboat wal verify' lists gaps",
-        )
-
     archive = bool(request.postgres.archive)
     result.archiving = "on (--archive: inherited archive settings kept)" if archive else "off"
     result.archive_settings_disabled = [] if archive else disable_archiving(target)
+    result.inherited_settings_cleared = settings_reaching_out(target)
     socket_dir = socket_dir_of(target)
     with open(target / "postgresql.auto.conf", "a") as fh:
         fh.write("\n# written by lifeboat restore\n" + "\n".join(settings) + "\n")
@@ -632,6 +662,7 @@ def _restore_with_stager(
             fh.write(f"port = {int(port)}\n")
         if not archive:
             fh.write("\n".join(ARCHIVING_OFF) + "\n")
+        fh.write("".join(f"{name} = ''\n" for name in REACHING_OUT))  # the last setting wins
         if inline_tablespaces:  # directories in pg_tblspc, not symlinks (PostgreSQL 15+)
             fh.write("allow_in_place_tablespaces = on\n")
         # A list setting: the double quotes keep a comma in the path from splitting it.
@@ -660,10 +691,12 @@ def _restore_with_stager(
             if result.standby:  # a standby goes on reading the spool after it accepts queries
                 stager.wait()
         except BaseException:
-            failure = stager.failure
+            # a failed or interrupted restore leaves no server behind (its spool goes, and
+            # nothing would watch it); one the fatal restore_command stopped is stopped already
+            failure = stager.failure  # what stopped it, before stopping the server fails more reads
+            cluster.stop("immediate")
             if failure is None:
                 raise
-            cluster.stop("immediate")  # already stopped by the fatal restore_command, as a rule
             if isinstance(failure, LifeboatError):
                 raise failure from None
             raise RestoreError(f"staging the WAL failed: {failure}") from None
@@ -692,6 +725,7 @@ def _write_base_and_wal(
         # tablespace_map would make PostgreSQL replace them with symlinks to the *source*
         # server's tablespace locations: drop it, so the restore stays self-contained.
         (target / "tablespace_map").unlink(missing_ok=True)
+        result.links_not_restored = replace_links(target)
         inline_tablespaces = any((target / "pg_tblspc").glob("*"))
         for name in EXCLUDED_DIR_CONTENTS:
             (target / name).mkdir(mode=0o700, exist_ok=True)
@@ -700,6 +734,31 @@ def _write_base_and_wal(
         result.steps["fetch_base"] = round(time.monotonic() - t0, 3)
         result.wal_segments, missing, result.streamed_wal = staged.result()
     return inline_tablespaces, missing
+
+
+def replace_links(target: Path) -> list[str]:
+    """Leave no symbolic link in a restored data directory, as pgBackRest does by default:
+    a link's target is the source host's (production's WAL directory, its configuration
+    under /etc), and what the restore and the restored server write would go through it.
+    A link where PostgreSQL keeps a directory whose contents no backup holds (pg_wal, ...)
+    becomes an empty directory; any other is removed and named ("name -> where it
+    pointed"). Snapshots since backups follow the data directory's own links hold their
+    content instead; older ones, and one crafted by whoever could write the repository,
+    may still hold links."""
+    dropped = []
+    for root, dirs, files in os.walk(target):  # a linked directory is listed, never entered
+        for name in sorted(dirs + files):
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                continue
+            rel = os.path.relpath(path, target)
+            pointed = os.readlink(path)
+            os.unlink(path)
+            if rel in EXCLUDED_DIR_CONTENTS:
+                os.mkdir(path, 0o700)
+            else:
+                dropped.append(f"{rel} -> {pointed}")
+    return dropped
 
 
 STANDBY_PLACEHOLDER = """\
@@ -770,6 +829,15 @@ def _summary(r: PgRestoreResult) -> list[str]:
             f"divergent branch: timeline {d['timeline']} forked from {d['parent']} at {d['fork_lsn'] or '?'}"
             f" while {d['parent']} kept archiving (to {d['parent_archived_after_fork']});"
             f" newest WAL on timeline {d['newest_wal_on']}"
+        )
+    if r.inherited_settings_cleared:
+        lines.append(
+            "cleared, so the copy never reaches production: " + ", ".join(r.inherited_settings_cleared)
+        )
+    if r.links_not_restored:
+        lines.append(
+            "symbolic links not restored (their targets are the source host's): "
+            + ", ".join(r.links_not_restored)
         )
     if r.streamed_wal:
         lines.append(f"from the WAL stream (not yet archived): {', '.join(r.streamed_wal)}")

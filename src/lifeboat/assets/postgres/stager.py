@@ -272,6 +272,21 @@ def remove_spool(spool: Path) -> None:
     shutil.rmtree(gone, ignore_errors=True)
 
 
+def spool_in_use(spool: Path) -> bool:
+    """Whether a running restore holds the spool's owner lock (its replay still reads it)."""
+    try:
+        fd = os.open(spool / ".owner", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False  # no spool, or no lock file in it: nobody's
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False  # released when the descriptor closes
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def remove_stale(spool: Path) -> None:
     """An earlier attempt's spool (and any half-removed one) is in no one's way: a restore
     killed mid-way left it; its owner lock is free, so no restore_command waits on it."""
