@@ -27,6 +27,7 @@ from lifeboat.assets.objects.s3source import TRANSFER
 from tests.harness.stallproxy import relay
 from tests.harness.wait import wait_until
 from tests.objects.bucket_env import BucketEnv, media_policy
+from tests.objects.dir_media import files_under
 
 # a listing of more than this many keys takes more than one page (S3's and moto's MaxKeys)
 LISTING_PAGE = 1000
@@ -481,3 +482,52 @@ def test_tags_content_type_and_metadata_come_back(env, make_bucket):
     assert {t["Key"]: t["Value"] for t in tags} == {"tier": "hot", "case": "42"}
     head = env.s3.head_object(Bucket=staging, Key="t/tagged.jpg")
     assert head["ContentType"] == "image/jpeg" and head["Metadata"] == {"owner": "ana"}
+
+
+def test_an_object_replaced_between_the_listing_and_its_get_is_recorded_as_read(
+    tmp_path, s3_server, make_bucket, monkeypatch
+):
+    """A bucket without versions: the listing sees A, the GET (which names no version)
+    returns B of the same size, A is put back later (the same ETag). Recorded under A's
+    identity as listed, B's bytes would be taken for A by every later backup; recorded as
+    read, the next backup reads A again. An object replaced by a larger one in that moment
+    is stored as the GET gave it, once (its size was taken for a short read, retried until
+    the backup failed, each attempt leaving an entry behind). Found by review."""
+    from lifeboat import runtime
+    from lifeboat.assets.objects import backup as objects_backup
+    from lifeboat.assets.objects.model import ObjectsAsset
+    from lifeboat.assets.registry import load_policy
+
+    env = make_env(tmp_path, s3_server, make_bucket(object_lock=False, versioning=False))
+    env.run("init")
+    env.put("cfg.bin", b"A" * 100)
+    env.put("grown.bin", b"small")
+    listed = objects_backup.listed
+
+    def replaced_after_listing(*args: Any) -> Any:
+        for obj in listed(*args):  # after the listing saw each, before its GET
+            env.put(obj.key, b"B" * 100 if obj.key == "cfg.bin" else b"grown " * 1000)
+            yield obj
+
+    monkeypatch.setattr(objects_backup, "listed", replaced_after_listing)
+    policy = load_policy(env.policy)
+    repo = runtime.open_for_write(policy)
+    try:
+        first = objects_backup.backup_objects(policy, ObjectsAsset.of(policy.asset("media")), repo)
+    finally:
+        repo.close()
+    monkeypatch.undo()
+    out = env.json("restore", "media", "--snapshot", first.id, "--target", f"dir://{tmp_path / 'first'}")
+    assert out["ok"] and files_under(tmp_path / "first") == {
+        "cfg.bin": b"B" * 100,
+        "grown.bin": b"grown " * 1000,
+    }
+    assert first.stats.files == 2  # one entry an object, however often its GET was retried
+    env.put("cfg.bin", b"A" * 100)
+
+    second = env.json("backup", "media")[0]
+    assert int(second["labels"]["downloaded"]) == 1 and int(second["labels"]["reused"]) == 1
+    out = env.json(
+        "restore", "media", "--snapshot", second["snapshot"], "--target", f"dir://{tmp_path / 'out'}"
+    )
+    assert out["ok"] and (tmp_path / "out" / "cfg.bin").read_bytes() == b"A" * 100

@@ -614,9 +614,12 @@ class BackupSession:
 
         return self.add_stream(path, io.BytesIO(data), mode=mode, mtime_ns=mtime_ns, meta=meta)
 
-    def add_entry(self, entry: Entry) -> Entry:
-        """Adds an entry without content (a directory, link or a reused file)."""
-        return self._record(entry, None)
+    def add_entry(self, entry: Entry, identity: str | None = None) -> Entry:
+        """Adds an entry without content (a directory, link or a reused file), or one whose
+        content ``read_stream`` stored, under the ``identity`` the next backup finds it by
+        (recorded only once the caller found the read complete: a retried read is not
+        recorded twice)."""
+        return self._record(entry, identity)
 
     def set_labels(self, labels: dict[str, str]) -> None:
         """Adds plaintext, non-secret labels to the snapshot."""

@@ -9,7 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import memory
-from lifeboat.assets.objects.info import ObjectDir, ObjectInfo
+from lifeboat.assets.objects.info import ObjectDir, ObjectInfo, object_identity
 from lifeboat.assets.objects.keypaths import KEY_PATHS_LABEL, KEY_PATHS_VERSION
 from lifeboat.assets.objects.source import DirFile, DirSource, Source, source_for
 from lifeboat.assets.objects.transfer import (
@@ -59,18 +59,21 @@ def _capture(session: BackupSession, source: Source, obj: ObjectInfo, counters: 
 
     def download() -> None:
         body, info = source.open_with_info(obj)
-        stream = SizedReads(body, obj.size)
+        stream = SizedReads(body, info.size)
         try:
-            entry = session.add_stream(
+            entry = session.read_stream(
                 obj.key,
                 stream,  # type: ignore[arg-type]
                 mtime_ns=mtime_ns_of(obj),
                 meta=object_meta(info),
-                identity=identity,
             )
         finally:
             stream.close()
-        counted_download(obj, entry, counters)
+        counted_download(info, entry, counters)  # a short read is retried before it is recorded
+        # Under the identity of what this GET read, not of the object as listed: in a bucket
+        # without versions the GET names none, and an object replaced since the listing
+        # (and later put back, with the same ETag) would have these bytes taken for it.
+        session.add_entry(entry, object_identity(obj.key, obj.version_id, info.etag, info.size))
 
     with_retries(f"downloading {obj.key}", download, counters)
 
@@ -81,7 +84,8 @@ def mtime_ns_of(obj: ObjectInfo) -> int:
 
 
 def counted_download(obj: ObjectInfo, entry: Entry, counters: Counters) -> None:
-    """Counts a download whose stored size is the listed one (else a retryable short read)."""
+    """Counts a download whose stored size is the one ``obj`` (as opened) gives (else a
+    retryable short read)."""
     if entry.size != obj.size:
         raise ValueError("short read")  # a dropped connection can end a body early
     counters.add_download(entry.size)

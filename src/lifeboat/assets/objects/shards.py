@@ -252,7 +252,7 @@ def _capture(session: BackupSession, source: S3Source, obj: ObjectInfo, counters
         body, info = got
         stream = SizedReads(body, info.size)
         try:
-            entry = session.add_stream(
+            entry = session.read_stream(
                 obj.key,
                 stream,  # type: ignore[arg-type]
                 mtime_ns=int(info.last_modified.timestamp() * 1e9),
@@ -261,7 +261,8 @@ def _capture(session: BackupSession, source: S3Source, obj: ObjectInfo, counters
         finally:
             stream.close()
         if entry.size != info.size:
-            raise ValueError("short read")
+            raise ValueError("short read")  # retried before it is recorded: one entry a key
+        session.add_entry(entry)
         counters.add(downloaded=1, bytes_downloaded=entry.size)
 
     with_retries(f"downloading {obj.key}", download, counters)

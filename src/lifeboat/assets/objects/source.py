@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 
 def _etag(st: os.stat_result) -> str:
-    """A directory file's etag: it changes with the file's content (mtime and inode)."""
-    return f"{st.st_mtime_ns:x}-{st.st_ino:x}"
+    """A directory file's etag: it changes with the file's content (mtime, inode and ctime:
+    a file rewritten in place with its old mtime put back, as VeraCrypt and exiftool -P do,
+    keeps the other two, but the kernel moves its ctime; the files kind's identity has it)."""
+    return f"{st.st_mtime_ns:x}-{st.st_ino:x}-{st.st_ctime_ns:x}"
 
 
 def _file_info(key: str, st: os.stat_result) -> ObjectInfo:
