@@ -264,3 +264,28 @@ def test_a_sharded_snapshot_locks_the_packs_its_shards_reused(s3_server, make_bu
     reused = {n for n in _referenced(reader, first) if n.startswith("data/")} & referenced
     assert reused  # the shards' data lies in snapshot 1's packs, locked for 1 day at first
     assert all(_retain_until(client, bucket, f"repo/{n}") >= snap_until for n in referenced)
+
+
+def test_a_copy_keeps_retention_dates_of_its_own(tmp_path):
+    """A copy has the primary's id and keys, so its caches sit beside the primary's: the
+    retain-until dates are the one cache that is the store's, not the repository's. Shared,
+    the primary's longer dates would have been taken for the copy's after a failover to it,
+    and its packs never extended (review)."""
+    from lifeboat.repo.copy import copy_repository
+    from lifeboat.repo.immutability import RetentionCache
+
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    _tree(src, 1)
+    primary = open_storage(f"file://{tmp_path / 'primary'}")
+    repo, key, _recovery = Repository.create(primary, cache_dir=cache)
+    backup_paths(repo, "files", [src])
+    copy = open_storage(f"file://{tmp_path / 'copy'}")
+    copy_repository(primary, copy)
+    copied = Repository.open(copy, backup_key=key, cache_dir=cache)
+    assert copied.id == repo.id and copied.cache_dir == repo.cache_dir
+
+    known = RetentionCache(repo)
+    known.known["data/00/pack"] = 4e9
+    known.save()
+    assert RetentionCache(Repository.open(primary, backup_key=key, cache_dir=cache)).known == known.known
+    assert RetentionCache(copied).known == {}

@@ -14,6 +14,7 @@ does not know cost one HEAD each, once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,11 @@ if TYPE_CHECKING:
 
 # a snapshot is written a moment after its retention is settled
 COMMIT_MARGIN = timedelta(minutes=10)
-CACHE_NAME = "retention.json"
+
+
+def retention_cache_name(url: str) -> str:
+    """The retention cache's file name for the store at ``url``."""
+    return f"retention-{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
 
 
 def lockable(storage: Storage) -> VersionedStorage | None:
@@ -57,15 +62,19 @@ def objects_of(
 
 
 class RetentionCache:
-    """name -> retain-until (epoch seconds) known for this repository."""
+    """name -> retain-until (epoch seconds) known for this repository where it is stored.
+    The repository's other caches hold what its id names alike everywhere; a retain-until
+    date is the store's own: a copy has the same id and keys, and its own lock_days (a
+    primary's dates taken for a copy's, after a failover to it, would skip its extensions)."""
 
     def __init__(self, repo: RepoHandle) -> None:
-        self.path = repo.cache_dir / CACHE_NAME if repo.cache_dir is not None else None
+        self.name = retention_cache_name(repo.storage.url)
+        self.path = repo.cache_dir / self.name if repo.cache_dir is not None else None
         self.seal = repo.cache_seal  # dates edited in the state dir would skip extensions
         self.known: dict[str, float] = {}
         if self.path is not None:
             try:
-                raw = self.seal.open(CACHE_NAME, self.path.read_bytes())
+                raw = self.seal.open(self.name, self.path.read_bytes())
                 loaded = json.loads(raw) if raw is not None else {}
                 self.known = {str(k): float(v) for k, v in loaded.items()}
             except (OSError, ValueError, AttributeError):
@@ -78,7 +87,7 @@ class RetentionCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             data = json.dumps(self.known, separators=(",", ":")).encode()
-            write_private(self.path, self.seal.seal(CACHE_NAME, data))
+            write_private(self.path, self.seal.seal(self.name, data))
         except (OSError, ConfigError):
             pass  # an optimisation: without it, known objects cost a HEAD again
 
