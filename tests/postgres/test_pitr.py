@@ -426,6 +426,7 @@ def test_a_restored_copy_never_writes_through_the_sources_links_nor_reaches_its_
         dsn = pg.restored_dsn(target, port)
         assert pg.sql("select timeline_id from pg_control_checkpoint()", dsn)[0][0] >= 2
         assert pg.sql("show primary_conninfo", dsn) == [("",)]
+        assert pg.sql("show max_logical_replication_workers", dsn) == [("0",)]  # no subscriber applies
         assert result["inherited_settings_cleared"] == ["primary_conninfo", "recovery_end_command"]
     finally:
         pg.stop_restored(target)
@@ -433,6 +434,35 @@ def test_a_restored_copy_never_writes_through_the_sources_links_nor_reaches_its_
     assert not [p.name for p in (outside / "pg_wal").iterdir() if p.name.startswith("00000002")]
     assert not marker.exists()
     assert pg.sql("select count(*) from pg_stat_replication") == [(0,)]
+
+
+def test_a_configuration_linked_inside_the_data_directory_is_named_when_the_copy_cannot_start(pg):
+    """postgresql.conf as a link into the data directory itself: a backup keeps the link
+    (followed, the walk would take that directory twice), the restore leaves it out, and the
+    copy that cannot start without it fails in one line naming the link and what to do."""
+    import os
+    import shutil
+
+    pgdata = pg.root / "pgdata"
+    pg.cluster.stop("fast")
+    (pgdata / "conf").mkdir()
+    shutil.move(pgdata / "postgresql.conf", pgdata / "conf" / "postgresql.conf")
+    os.symlink(pgdata / "conf" / "postgresql.conf", pgdata / "postgresql.conf")
+    from lifeboat.assets.postgres.cluster import chown_tree
+
+    chown_tree(pgdata, pg.user)
+    pg.cluster.start()
+    pg.sql("insert into items (label) values ('base')")
+    pg.run("backup", "db")
+    target, port = pg.root / "copy", free_port()
+    proc = pg.run(
+        "restore", "db", "--target", str(target), "--port", str(port), "--start", "--latest", check=False
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"postgresql.conf -> {pgdata / 'conf' / 'postgresql.conf'}" in proc.stderr
+    assert "restore again without --start" in proc.stderr
+    assert not (target / "postgresql.conf").exists() and (target / "conf" / "postgresql.conf").is_file()
+    assert not (target / "postmaster.pid").exists()
 
 
 def test_restore_to_a_transaction_id(pg):

@@ -32,3 +32,37 @@ def test_links_in_a_restored_data_directory_are_replaced_and_named(tmp_path: Pat
     assert conf.read_text() == "archive_mode = on\narchive_command = 'push %p'\n"
     assert [p.name for p in (outside / "pg_wal").iterdir()] == ["000000010000000000000001"]
     assert not (outside / "passwd").exists()
+
+
+def test_a_backup_follows_only_readable_links_out_of_the_data_directory(tmp_path: Path) -> None:
+    """Top-level links to outside (a moved pg_wal, a configuration file) are taken as what
+    they point at, pg_wal's segments still left out; a link into the data directory, to it
+    or above it, to nothing or to itself stays a link (followed, the walk would take the
+    data directory again, WAL included, or stop on the loop)."""
+    import stat
+
+    from lifeboat.assets.postgres.backup import walk_pgdata
+
+    pgdata, outside = tmp_path / "pgdata", tmp_path / "outside"
+    (pgdata / "base" / "1").mkdir(parents=True)
+    (pgdata / "base" / "1" / "1259").write_bytes(b"\0" * 8192)
+    (pgdata / "conf").mkdir()
+    (pgdata / "conf" / "inner.conf").write_text("port = 5432\n")
+    (outside / "pg_wal" / "archive_status").mkdir(parents=True)
+    (outside / "pg_wal" / "000000010000000000000001").write_bytes(b"WAL")
+    (outside / "postgresql.conf").write_text("shared_buffers = 128MB\n")
+    os.symlink(outside / "pg_wal", pgdata / "pg_wal")
+    os.symlink(outside / "postgresql.conf", pgdata / "postgresql.conf")
+    os.symlink(pgdata / "conf" / "inner.conf", pgdata / "inner.conf")
+    os.symlink("..", pgdata / "up")
+    os.symlink("/", pgdata / "root")
+    os.symlink("loop", pgdata / "loop")
+    os.symlink(outside / "gone", pgdata / "gone")
+
+    walked = {rel: st for rel, _path, st in walk_pgdata(pgdata)}
+
+    assert stat.S_ISDIR(walked["pg_wal"].st_mode) and stat.S_ISREG(walked["postgresql.conf"].st_mode)
+    assert not [rel for rel in walked if rel.startswith("pg_wal/")]  # the segments stay out
+    links = sorted(rel for rel, st in walked.items() if stat.S_ISLNK(st.st_mode))
+    assert links == ["gone", "inner.conf", "loop", "root", "up"]
+    assert not [rel for rel in walked if rel.startswith(("up/", "root/"))]

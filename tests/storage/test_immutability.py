@@ -272,7 +272,7 @@ def test_a_copy_keeps_retention_dates_of_its_own(tmp_path):
     the primary's longer dates would have been taken for the copy's after a failover to it,
     and its packs never extended (review)."""
     from lifeboat.repo.copy import copy_repository
-    from lifeboat.repo.immutability import RetentionCache
+    from lifeboat.repo.immutability import RetentionCache, retention_cache_name
 
     src, cache = tmp_path / "src", tmp_path / "cache"
     _tree(src, 1)
@@ -289,3 +289,7 @@ def test_a_copy_keeps_retention_dates_of_its_own(tmp_path):
     known.save()
     assert RetentionCache(Repository.open(primary, backup_key=key, cache_dir=cache)).known == known.known
     assert RetentionCache(copied).known == {}
+    # s3://bucket/prefix names no endpoint: a copy of the same name at another provider
+    assert retention_cache_name("s3://acme/lb", "https://s3.eu-west-1.example") != retention_cache_name(
+        "s3://acme/lb", "https://s3.wasabi.example"
+    )

@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 COMMIT_MARGIN = timedelta(minutes=10)
 
 
-def retention_cache_name(url: str) -> str:
-    """The retention cache's file name for the store at ``url``."""
-    return f"retention-{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
+def retention_cache_name(url: str, endpoint: str | None = None) -> str:
+    """The retention cache's file name for the store at ``url`` (on ``endpoint``)."""
+    where = f"{url}\n{endpoint or ''}".encode()
+    return f"retention-{hashlib.sha256(where).hexdigest()[:16]}.json"
 
 
 def lockable(storage: Storage) -> VersionedStorage | None:
@@ -68,7 +69,8 @@ class RetentionCache:
     primary's dates taken for a copy's, after a failover to it, would skip its extensions)."""
 
     def __init__(self, repo: RepoHandle) -> None:
-        self.name = retention_cache_name(repo.storage.url)
+        # s3://bucket/prefix names no endpoint: a copy of the same name on another provider
+        self.name = retention_cache_name(repo.storage.url, getattr(repo.storage, "endpoint_url", None))
         self.path = repo.cache_dir / self.name if repo.cache_dir is not None else None
         self.seal = repo.cache_seal  # dates edited in the state dir would skip extensions
         self.known: dict[str, float] = {}

@@ -73,19 +73,20 @@ def walk_pgdata(pgdata: Path) -> list[tuple[str, Path, os.stat_result]]:
     and what the data directory's own links point at (a pg_wal moved by initdb --waldir, a
     configuration file kept elsewhere) captured as it is there, as pgBackRest does: a
     restore writes no link back (restore.replace_links), so a link's content is what the
-    copy can use. A dangling one stays a link (dropped at restore, and named)."""
+    copy can use. A link that cannot be followed (dangling, a loop, unreadable) or that
+    overlaps the data directory (into it, or to it or above it: the walk would take it
+    again, WAL included) stays a link: dropped at restore, and named."""
     items: list[tuple[str, Path, os.stat_result]] = []
     stack: list[tuple[str, Path]] = [("", pgdata)]
     while stack:
         rel, path = stack.pop()
-        followed = (rel != "" and "/" not in rel) or (rel.startswith("pg_tblspc/") and rel.count("/") == 1)
+        tablespace = rel.startswith("pg_tblspc/") and rel.count("/") == 1
         try:
-            st = os.stat(path) if followed else os.lstat(path)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode) and (tablespace or _followable(rel, path, pgdata)):
+                st = os.stat(path)
         except FileNotFoundError:
-            try:
-                st = os.lstat(path)  # a dangling link
-            except FileNotFoundError:
-                continue  # dropped while we walked: WAL replay recreates the truth
+            continue  # dropped while we walked: WAL replay recreates the truth
         items.append((rel, path, st))
         if stat.S_ISDIR(st.st_mode):
             try:
@@ -99,6 +100,22 @@ def walk_pgdata(pgdata: Path) -> list[tuple[str, Path, os.stat_result]]:
                     continue
                 stack.append((child_rel, Path(child.path)))
     return items
+
+
+def _followable(rel: str, link: Path, pgdata: Path) -> bool:
+    """Whether a backup follows this link of the data directory: a top-level one whose
+    target is readable and lies outside the data directory (not in it, not it, not above it)."""
+    if not rel or "/" in rel:
+        return False
+    try:
+        target = os.path.realpath(link, strict=True)
+        os.stat(target)
+    except OSError:  # dangling, a loop, or not ours to read
+        return False
+    home = os.path.realpath(pgdata)
+    inside = os.path.commonpath([target, home]) == home
+    above = os.path.commonpath([target, home]) == target
+    return not (inside or above)
 
 
 def local_pgdata(asset: PostgresAsset) -> Path | None:

@@ -581,11 +581,7 @@ def restore_postgres(
     spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
     settings, target_desc = recovery_settings(request, spool, str(choice.timeline))
     replaced = _tree_size(target) if request.force else 0  # freed by the replacement
-    if spool_in_use(spool):
-        raise RestoreError(
-            f"another restore into {target} is running (it holds {spool.name})",
-            hint="wait for it to end, or stop it, then run this one again",
-        )
+    _refuse_spool_in_use(spool, target)
     stale = _tree_size(spool)  # a stopped earlier attempt's, removed once nothing refuses
     plan = plan_wal(repo, asset.name, base, wanted, names)
     if plan.missing and target_desc == "latest":
@@ -597,6 +593,7 @@ def restore_postgres(
     wal_bytes = _staged_wal_bytes(names, base, wanted)
     _check_disk(target, spool, max(0, base.stats.bytes - replaced), max(0, wal_bytes - stale))
     _prepare_target(target, bool(request.force), asset.pgdata)
+    _refuse_spool_in_use(spool, target)  # again: a restore may have started since
     remove_stale(spool)  # the WAL a stopped cluster in the old target would have replayed
     result = PgRestoreResult(True, asset.name, base.id, str(target), target_desc, port=port)
     result.timeline = choice.to_dict()
@@ -616,6 +613,15 @@ def restore_postgres(
     result.steps["total"] = round(time.monotonic() - started_at, 3)
     result.summary = _summary(result)
     return result
+
+
+def _refuse_spool_in_use(spool: Path, target: Path) -> None:
+    if spool_in_use(spool):
+        raise RestoreError(
+            f"another restore into {target} holds its WAL spool {spool.name} "
+            "(still running, or another OS user's)",
+            hint="wait for it to end, or stop it, then run this one again",
+        )
 
 
 def _restore_with_stager(
@@ -663,6 +669,8 @@ def _restore_with_stager(
         if not archive:
             fh.write("\n".join(ARCHIVING_OFF) + "\n")
         fh.write("".join(f"{name} = ''\n" for name in REACHING_OUT))  # the last setting wins
+        if not archive:  # a subscriber's copy would apply from production's publisher, on its slot
+            fh.write("max_logical_replication_workers = 0\n")
         if inline_tablespaces:  # directories in pg_tblspc, not symlinks (PostgreSQL 15+)
             fh.write("allow_in_place_tablespaces = on\n")
         # A list setting: the double quotes keep a comma in the path from splitting it.
@@ -796,6 +804,14 @@ def _start_and_check(
                 f"recovery stopped: WAL segment {missing[0]} is missing from the archive",
                 hint="restore to an earlier point; 'lifeboat wal verify' lists gaps",
             ) from None
+        if result.links_not_restored:  # a linked postgresql.conf: the content is the source host's
+            raise RestoreError(
+                exc.message,
+                hint="symbolic links not restored: "
+                + ", ".join(result.links_not_restored)
+                + "; restore again without --start, copy what they pointed at into the target, "
+                "then start it with pg_ctl",
+            ) from None
         raise exc
     result.steps["replay"] = round(time.monotonic() - t0, 3)
     result.started = True
@@ -831,9 +847,8 @@ def _summary(r: PgRestoreResult) -> list[str]:
             f" newest WAL on timeline {d['newest_wal_on']}"
         )
     if r.inherited_settings_cleared:
-        lines.append(
-            "cleared, so the copy never reaches production: " + ", ".join(r.inherited_settings_cleared)
-        )
+        cleared = ", ".join(r.inherited_settings_cleared)
+        lines.append(f"inherited settings cleared (they reach production): {cleared}")
     if r.links_not_restored:
         lines.append(
             "symbolic links not restored (their targets are the source host's): "
@@ -842,7 +857,10 @@ def _summary(r: PgRestoreResult) -> list[str]:
     if r.streamed_wal:
         lines.append(f"from the WAL stream (not yet archived): {', '.join(r.streamed_wal)}")
     if r.started and r.standby:
-        lines.append(f"running as a standby (in recovery) on port {r.port}; set primary_conninfo to stream")
+        lines.append(
+            f"running as a standby (in recovery) on port {r.port}; to stream, set primary_conninfo "
+            "at the end of postgresql.auto.conf or with ALTER SYSTEM (lifeboat cleared the inherited one)"
+        )
     elif r.started:
         lines.append(f"running on port {r.port}; recovered to {r.recovered_to or 'unknown'}")
         for c in r.checks:

@@ -273,9 +273,12 @@ def remove_spool(spool: Path) -> None:
 
 
 def spool_in_use(spool: Path) -> bool:
-    """Whether a running restore holds the spool's owner lock (its replay still reads it)."""
+    """Whether a running restore holds the spool's owner lock (its replay still reads it),
+    or the spool is another OS user's (not ours to judge, nor to remove)."""
     try:
         fd = os.open(spool / ".owner", os.O_RDONLY | os.O_NOFOLLOW)
+    except PermissionError:
+        return True
     except OSError:
         return False  # no spool, or no lock file in it: nobody's
     try:
