@@ -100,3 +100,20 @@ def test_restore_refused_up_front_cleaned_after_disk_full_and_retried(pg: PgSand
         assert retry.returncode == 0
         assert (target / "PG_VERSION").read_text().strip() == "15"
         assert len(list(spool.iterdir())) >= 5
+
+
+def test_a_file_with_two_names_is_freed_once(tmp_path: Path) -> None:
+    """--force over a stopped copy counts what its replacement frees: the copy's pg_wal and
+    the spool beside it hold the same segments (hard links), which free their bytes once.
+    Counted twice, the up-front space check let through a restore that then ran out."""
+    from lifeboat.assets.postgres.restore import _tree_size
+
+    target, spool = tmp_path / "copy", tmp_path / ".copy.lifeboat-wal"
+    (target / "pg_wal").mkdir(parents=True)
+    spool.mkdir()
+    (spool / "000000010000000000000001").write_bytes(b"w" * 1000)
+    os.link(spool / "000000010000000000000001", target / "pg_wal" / "000000010000000000000001")
+    (target / "PG_VERSION").write_bytes(b"15\n")
+    counted: set[tuple[int, int]] = set()
+    assert _tree_size(target, counted) == 1003 and _tree_size(spool, counted) == 0
+    assert _tree_size(spool) == 1000  # alone, each name is its bytes

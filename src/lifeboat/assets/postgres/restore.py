@@ -326,8 +326,11 @@ def _prepare_target(target: Path, force: bool, source: Path | None) -> None:
         shutil.rmtree(target)
 
 
-def _tree_size(path: Path) -> int:
-    """Bytes of the regular files below ``path`` (0 when absent); links are not followed."""
+def _tree_size(path: Path, seen: set[tuple[int, int]] | None = None) -> int:
+    """Bytes of the regular files below ``path`` (0 when absent); links are not followed,
+    and a file already in ``seen`` (another name of it) is not counted twice: the WAL a
+    stopped copy replayed is hard-linked into its pg_wal from the spool beside it."""
+    seen = set() if seen is None else seen
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
@@ -335,7 +338,9 @@ def _tree_size(path: Path) -> int:
                 st = os.lstat(os.path.join(root, name))
             except OSError:
                 continue
-            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 
@@ -580,9 +585,10 @@ def restore_postgres(
             raise RestoreError(f"port {port} is already in use", hint="pass another --port")
     spool = Path(f"{target.parent}/.{target.name}.lifeboat-wal")
     settings, target_desc = recovery_settings(request, spool, str(choice.timeline))
-    replaced = _tree_size(target) if request.force else 0  # freed by the replacement
+    counted: set[tuple[int, int]] = set()
+    replaced = _tree_size(target, counted) if request.force else 0  # freed by the replacement
     _refuse_spool_in_use(spool, target)
-    stale = _tree_size(spool)  # a stopped earlier attempt's, removed once nothing refuses
+    stale = _tree_size(spool, counted)  # a stopped earlier attempt's, removed once nothing refuses
     plan = plan_wal(repo, asset.name, base, wanted, names)
     if plan.missing and target_desc == "latest":
         raise RestoreError(
