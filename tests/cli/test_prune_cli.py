@@ -36,3 +36,26 @@ def test_prune_three_times_in_a_row_changes_nothing_after_the_first(cli):
     cli.run("restore", "config", "--target", str(out), "--recovery-key", key)
     (restored,) = out.rglob("app.conf")
     assert restored.read_text() == "version = 2\n" * 2000
+
+
+def test_prune_with_a_rotated_away_recovery_key_deletes_nothing(cli):
+    """After `keys rotate --recovery`, what backups write is sealed for the new recovery key:
+    the old one (a daemon's key file never updated) cannot open it, so it cannot tell which
+    blobs it needs, and before it deleted them as unused. Prune stops instead, and the new
+    snapshot still restores."""
+    old, new = str(cli.root / "recovery.key"), str(cli.root / "recovery-2.key")
+    (cli.source / "app.conf").write_text("before the rotation\n" * 2000)
+    cli.run("backup", "config")
+    cli.run("keys", "rotate", "--recovery", "--recovery-key", old, "--recovery-key-out", new)
+    (cli.source / "app.conf").write_text("after the rotation\n" * 2000)
+    cli.run("backup", "config")
+    before = repository_objects(cli)
+    proc = cli.run("prune", "--recovery-key", old, check=False)
+    assert proc.returncode != 0 and "prune stopped" in proc.stderr and "Traceback" not in proc.stderr
+    assert repository_objects(cli) == before
+    out = cli.root / "restored"
+    cli.run("restore", "config", "--target", str(out), "--recovery-key", new)
+    (restored,) = out.rglob("app.conf")
+    assert restored.read_text() == "after the rotation\n" * 2000
+    cli.run("prune", "--recovery-key", new)  # the newest key prunes as before
+    cli.run("check", "--read-data", "--recovery-key", new)

@@ -264,6 +264,31 @@ def test_wal_fetch_of_a_missing_segment_exits_1_quietly_on_the_fast_path(tmp_pat
     _assert_lean(seen)
 
 
+def test_wal_fetch_that_cannot_read_an_archived_segment_stops_recovery(tmp_path: Path) -> None:
+    """restore_command's other half: PostgreSQL takes any exit up to 125 for the end of the
+    archive, so an archive recovery would promote early at a segment whose pack was pruned
+    or whose store was unreachable. Such a fetch exits 200 (PostgreSQL stops with FATAL),
+    with one line saying why, on the fast path and through typer alike."""
+    policy = _initialised(tmp_path)
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("wal", "push", "--asset", "db", str(segment))
+    for pack in (tmp_path / "repo" / "data").rglob("*"):
+        if pack.is_file():
+            pack.unlink()
+    key = str(tmp_path / "recovery.key")
+    for through_typer in ((), ("--",)):  # "--" is no fast-path argument: typer parses the call
+        dest = tmp_path / f"fetched{len(through_typer)}"
+        args = ("wal", "fetch", "--recovery-key", key, *through_typer, segment.name, str(dest))
+        proc = cli.run(*args, check=False)
+        assert proc.returncode == 200, proc.stderr
+        assert proc.stderr.startswith("lifeboat: error: ") and "does not exist" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 2 and not dest.exists()
+    missing = ("wal", "fetch", "000000010000000000000002", str(tmp_path / "x"), "--recovery-key", key)
+    assert cli.run(*missing, check=False).returncode == 1  # the end of the archive stays 1
+
+
 def test_wal_push_errors_are_one_line_with_the_same_exit_code(tmp_path: Path) -> None:
     """The fast path prints errors as the typer path does: `lifeboat: error:` and exit 2."""
     policy = _initialised(tmp_path)
@@ -739,3 +764,22 @@ def test_botocore_keeps_signing_in_python_though_the_aws_runtime_is_installed() 
     env = {k: v for k, v in os.environ.items() if k != "BOTO_DISABLE_CRT"}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert proc.stdout.splitlines()[-1] == "False", proc.stdout + proc.stderr
+
+
+def test_prune_keeps_a_segment_pushed_by_a_host_whose_clock_ran_ahead(tmp_path: Path) -> None:
+    """A segment pushed by a database host whose clock runs 10 minutes ahead (beyond the
+    5-minute skew) is refused by every reader until their clocks pass its time. Prune must
+    not delete its data meanwhile: once the clocks agree, fetch gives it back (before, prune
+    removed its pack and the segment was gone)."""
+    policy = _initialised(tmp_path)
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("wal", "push", "--asset", "db", str(segment), env={"LIFEBOAT_CLOCK_OFFSET": "600"})
+    key = str(tmp_path / "recovery.key")
+    cli.run("prune", "--recovery-key", key)
+    dest = tmp_path / "fetched"
+    later = {"LIFEBOAT_CLOCK_OFFSET": "700"}  # the readers' clocks have passed its time
+    proc = cli.run("wal", "fetch", segment.name, str(dest), "--recovery-key", key, env=later, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert dest.read_bytes() == segment.read_bytes()

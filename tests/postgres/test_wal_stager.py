@@ -436,3 +436,15 @@ def test_a_restore_interrupted_during_its_checks_leaves_no_server_running(pg: Pg
         if proc.poll() is None:
             proc.kill()
         pg.stop_restored(target)
+
+
+def test_restore_command_that_cannot_copy_a_staged_segment_stops_recovery(tmp_path: Path):
+    """A staged segment the script can neither link nor copy to %p (a full disk, a pg_wal
+    on another filesystem that is not writable): PostgreSQL would take exit 1 for the end
+    of the archive and end recovery early, so the script exits FATAL and leaves no part."""
+    spool = spool_with_plan(tmp_path, [])
+    (spool / SEG).write_bytes(b"wal bytes")
+    dest = tmp_path / "no-such-directory" / "RECOVERYXLOG"
+    script = run_script(spool, SEG, dest)
+    script.communicate(timeout=30)
+    assert script.returncode == FATAL and not dest.exists()

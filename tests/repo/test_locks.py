@@ -112,3 +112,32 @@ def test_an_interrupted_acquire_takes_back_the_lock_it_wrote(tmp_path: Path) -> 
     prune = RepoLock(LocalStorage(tmp_path / "repo"), exclusive=True, operation="prune", wait=0)
     prune.acquire()  # nothing live is left to conflict with (RepoLockedError otherwise)
     prune.release()
+
+
+def test_a_backup_whose_lock_was_lost_does_not_commit(tmp_path: Path) -> None:
+    """A backup suspended past the lock's staleness (SIGSTOP, a paused VM), or whose lock
+    an operator removed with `unlock --all`: another host's prune may have deleted chunks
+    it counts on, so it stops before its snapshot header instead of committing to them."""
+    from lifeboat.repo import Repository
+    from lifeboat.repo.locks import REFRESH_EVERY
+    from lifeboat.storage import open_storage
+
+    repo, _, _ = Repository.create(open_storage(f"file://{tmp_path / 'repo'}"))
+    for lose in ("unlocked", "suspended"):
+        session = repo.backup("app", "files")
+        with session:
+            session.add_bytes("config.txt", b"version 1\n" * 100)
+            lock = session._repo_lock
+            if lose == "unlocked":
+                unlock(repo.storage, everything=True)
+            else:  # its last refresh as long ago as a suspension would leave it
+                lock._written -= STALE_AFTER - REFRESH_EVERY + 60
+            with pytest.raises(RepoLockedError, match="lock of this backup app was lost"):
+                session.commit()
+    assert list(repo.storage.list("snapshots/")) == []
+
+
+def test_a_held_lock_passes_its_check(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo")
+    with RepoLock(storage, exclusive=True, operation="prune") as lock:
+        lock.ensure_held()

@@ -13,6 +13,7 @@ import pytest
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
 from lifeboat.storage import open_storage
+from lifeboat.storage.base import VersionedStorage
 from lifeboat.storage.local import TMP_MARK, LocalStorage
 
 
@@ -188,3 +189,15 @@ def test_sweep_removes_only_old_leftovers_of_killed_writes(storage_backend):
     assert storage_backend.get("data/aa/one") == b"kept"
     if leftovers:
         assert not leftovers[0].exists() and leftovers[1].exists()
+
+
+def test_an_object_deleted_twice_leaves_no_trace(storage_backend):
+    """Two backups' consolidations may both merge the same index file and both delete it:
+    the second finds nothing, and on a versioned bucket must not leave a delete marker,
+    which `check` would report as tampering for ever."""
+    storage_backend.put("index/0a", b"merged away", retain=False)
+    storage_backend.delete("index/0a")
+    storage_backend.delete("index/0a")
+    assert not storage_backend.exists("index/0a")
+    if isinstance(storage_backend, VersionedStorage):
+        assert storage_backend.tampering("index/") == []

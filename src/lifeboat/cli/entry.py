@@ -219,6 +219,8 @@ def _run_hot_or_exit(call: HotCall) -> NoReturn:
             "(run with --debug for details)"
         )
         code = 70
+    if call.command == "wal fetch" and code not in (0, 1, 130):
+        code = 200  # wal_run.FETCH_FAILED (not imported on the error path): never "not archived"
     # The interpreter's last collection at exit walks every object the imports made: ~15 ms
     # of a 120 ms `status` (measured). Frozen, they are skipped; they die with the process.
     gc.freeze()

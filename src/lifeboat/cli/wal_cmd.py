@@ -14,6 +14,7 @@ from lifeboat.cli import wal_run
 from lifeboat.cli.app import app
 from lifeboat.cli.common import run_context
 from lifeboat.cli.policy_slice import postgres_asset, postgres_spec, wal_slice_of
+from lifeboat.errors import LifeboatError
 
 wal_app = typer.Typer(help="WAL archiving for PostgreSQL assets.", no_args_is_help=True)
 app.add_typer(wal_app, name="wal")
@@ -134,9 +135,14 @@ def fetch(
         help="Recovery key file (or $LIFEBOAT_RECOVERY_KEY).",
     ),
 ) -> None:
-    """Restore one WAL file (restore_command); exit 1 quietly when the archive lacks it."""
+    """Restore one WAL file (restore_command); exit 1 quietly when the archive lacks it, 200
+    when it cannot be read (PostgreSQL then stops instead of ending recovery early)."""
     run = run_context(ctx)
-    code = wal_run.fetch(lambda: wal_slice_of(run.policy(), asset), name, dest, spool, recovery_key)
+    try:
+        code = wal_run.fetch(lambda: wal_slice_of(run.policy(), asset), name, dest, spool, recovery_key)
+    except LifeboatError as exc:
+        exc.exit_code = wal_run.FETCH_FAILED
+        raise
     if code:
         raise typer.Exit(code)
 

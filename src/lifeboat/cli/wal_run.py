@@ -66,6 +66,13 @@ def push(settings: PolicySlice, asset: WalAsset, path: Path, async_: bool) -> No
         sys.stderr.write(f"lifeboat: warning: {path.name} archived beside a squatter: {squatter}\n")
 
 
+# restore_command's exit on anything but "the archive lacks it" (1): PostgreSQL takes any
+# exit up to 125 for the end of the archive, and an archive recovery would promote early at
+# a segment a failed read, an unreachable store or a pruned pack kept from it; above 125 it
+# stops with FATAL instead (as a restore's own spool script does)
+FETCH_FAILED = 200
+
+
 def fetch(
     load_settings: Callable[[], tuple[PolicySlice, WalAsset]],
     name: str,

@@ -743,6 +743,7 @@ class BackupSession:
         self._extend_retention(tree)
         snapshot_id, signed = encode_snapshot(info, self.repo.metadata)  # sealed, signed
         info.id = snapshot_id
+        self._repo_lock.ensure_held()  # a prune may have judged it stale and taken our chunks
         self.repo.storage.put(snapshot_name(snapshot_id), signed)  # the commit point
         self._committed = info
         self._consolidate_index()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError
+from lifeboat.errors import AlreadyExistsError, ConfigError, IntegrityError, NotFoundError, StorageError
 from lifeboat.repo.format import CONFIG_NAME
 from lifeboat.repo.immutability import COMMIT_MARGIN, lockable
 from lifeboat.repo.locks import RepoLock
@@ -40,6 +40,7 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("refs", ("refs/", "records/", "audit/")),
     ("snapshots", ("snapshots/",)),
 )
+PHASES_BY_NAME = dict(PHASES)
 # named by the SHA-256 of their bytes (docs/design/repository-format.md)
 CONTENT_ADDRESSED = ("data/", "index/", "snapshots/")
 REGISTRY_RECORDS = "records/registry/"  # repo/trust.py
@@ -114,9 +115,14 @@ def copy_repository(
     """Copy every object of ``source`` that ``target`` lacks; see the module docstring.
 
     Holds a shared lock on the source, as a backup does: a prune (exclusive) must not swap
-    the indexes between the listing and the copy, or the copy would lack both."""
+    the indexes between the listing and the copy, or the copy would lack both. And one on
+    the target: a prune of the copy would take the packs copied so far, which no index file
+    there lists yet, for orphans and delete them."""
     has_config = check_same_repository(source, target)
-    with RepoLock(source, exclusive=False, operation=f"copy to {target.url}"):
+    with (
+        RepoLock(source, exclusive=False, operation=f"copy to {target.url}"),
+        RepoLock(target, exclusive=False, operation=f"copy from {source.url}"),
+    ):
         return _copy_all(source, target, has_config, workers, on_object)
 
 
@@ -155,12 +161,63 @@ def _copy_all(
                 record_source_times(source, target, {n: written[n] for n in todo})
             report.copied.setdefault(phase, 0)
             report.already_there += len(listed[phase]) - len(todo) - len(early & listed[phase].keys())
+            gone: list[str] = []
             copy = partial(
-                _copy_one, source, target, report=report, lock=lock, on_object=on_object, phase=phase
+                _copy_one,
+                source,
+                target,
+                report=report,
+                lock=lock,
+                on_object=on_object,
+                phase=phase,
+                gone=gone,
             )
             # list() waits for the whole phase and re-raises the first failure
             list(pool.map(copy, todo))
+            if phase == "indexes" and gone:
+                _catch_up_with_consolidation(source, target, pool, report, lock, on_object, gone)
     return report
+
+
+def _catch_up_with_consolidation(
+    source: Storage,
+    target: Storage,
+    pool: ThreadPoolExecutor,
+    report: CopyReport,
+    lock: threading.Lock,
+    on_object: Callable[[str, int], None],
+    gone: list[str],
+) -> None:
+    """Index files that vanished while they were copied were merged into one written since
+    (a backup consolidates the index under a shared lock, as this copy holds): without it,
+    the copy would lack both. Listed again, index files before packs, so every pack a file
+    lists is copied before the file (a prune, which could remove one, waits for our lock);
+    repeated while files still vanish."""
+    for _ in range(5):
+        if not gone:
+            return
+        gone.clear()
+        indexes = _names(source, ("index/",))
+        packs = _names(source, ("data/",))
+        for phase, names in (("packs", packs), ("indexes", indexes)):
+            present = _names(target, PHASES_BY_NAME[phase])
+            todo = sorted(n for n in names if n not in present)
+            copy = partial(
+                _copy_one,
+                source,
+                target,
+                report=report,
+                lock=lock,
+                on_object=on_object,
+                phase=phase,
+                gone=gone,
+            )
+            list(pool.map(copy, todo))
+    if gone:
+        raise StorageError(
+            f"index files kept vanishing from {source.url} while they were copied ({gone[0]}, ...)",
+            hint="run the copy again",
+        )
 
 
 def _copy_one(
@@ -172,11 +229,15 @@ def _copy_one(
     lock: threading.Lock,
     on_object: Callable[[str, int], None],
     phase: str | None = None,
+    gone: list[str] | None = None,
 ) -> None:
     try:
         data = source.get(name)
-    except NotFoundError:
-        return  # removed by prune since the listing: nothing left that needs it
+    except NotFoundError:  # removed by prune since the listing (nothing left needs it), or
+        if gone is not None:  # an index file merged into a new one (_catch_up_with_consolidation)
+            with lock:
+                gone.append(name)
+        return
     if name.startswith(CONTENT_ADDRESSED) and not _matches_name(name, data):
         raise IntegrityError(
             f"{name} in {source.url} does not match its name (damaged); nothing damaged was copied",

@@ -135,6 +135,12 @@ def release_lock(storage: Storage, name: str, *, marker: bool = True) -> bool:
     return False
 
 
+def _uptime() -> float:
+    """Seconds on a clock that keeps counting while the machine sleeps or the process is
+    stopped (CLOCK_BOOTTIME): the wall clock may jump, and a monotonic clock skips a suspend."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def describe_age(seconds: float) -> str:
     """A lock's age for humans (seconds, minutes, hours)."""
     if seconds < 90:
@@ -155,6 +161,25 @@ class RepoLock:
         self.name = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._written = 0.0  # _uptime() of the last lock object written
+
+    def ensure_held(self) -> None:
+        """Raise when this lock may no longer be honoured, before what it protects is made
+        visible or deleted: its object is gone (`unlock`), or it went unrefreshed so long
+        that other hosts may judge it stale (a process suspended, a storage its refreshes
+        could not reach) and a prune may have deleted what this process counts on."""
+        quiet = _uptime() - self._written
+        try:
+            gone = not self.name or not self.storage.exists(self.name)
+        except StorageError:
+            gone = False  # the commit's own write says whether the storage is there
+        if gone or quiet > STALE_AFTER - REFRESH_EVERY:
+            why = "its lock object was removed" if gone else f"it was not refreshed for {describe_age(quiet)}"
+            raise RepoLockedError(
+                f"the repository lock of this {self.operation} was lost ({why}): stopped before "
+                "committing to what another process may have removed meanwhile",
+                hint="run it again (a backup's packs written so far are reused or pruned)",
+            )
 
     def _write(self, name: str) -> None:
         body = {
@@ -165,6 +190,7 @@ class RepoLock:
             "operation": self.operation,
         }
         self.storage.put(name, json.dumps(body).encode(), retain=False)
+        self._written = _uptime()
 
     def _conflicts(self) -> tuple[list[LockInfo], float]:
         locks = list_locks(self.storage)

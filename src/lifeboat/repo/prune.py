@@ -41,13 +41,21 @@ def prune_repository(
     """Deletes unreferenced packs in a crash-safe order, under the exclusive lock."""
     repo.require_reader("prune")
     report = PruneReport()
-    with RepoLock(repo.storage, exclusive=True, operation="prune"):
+    with RepoLock(repo.storage, exclusive=True, operation="prune") as lock:
         index = repo.load_index_for_writing()
+        if index.damaged:  # the packs it lists would count as orphans, and go
+            raise CheckFailed(
+                f"prune stopped: index file {min(index.damaged)} cannot be read with this key "
+                f"({index.damaged[min(index.damaged)]}), so nothing is deleted",
+                hint="prune with the newest recovery key and lifeboat, "
+                "or run 'lifeboat check' and repair first",
+            )
         refs = collect_references(repo, read_trees=True, keep_refused=True, users=False)
         if not refs.complete:
             raise CheckFailed(
-                "prune stopped: some snapshot trees or refs are unreadable, so nothing is deleted",
-                hint="run 'lifeboat check --read-data' and repair first",
+                "prune stopped: some snapshot headers, trees or refs are unreadable, so nothing is deleted",
+                hint="prune with the newest recovery key and lifeboat, or run 'lifeboat check --read-data' "
+                "and repair first",
             )
         needed = refs.used
         packs = dict(index.packs())  # a copy: the index is let go below
@@ -90,6 +98,7 @@ def prune_repository(
         new_index = repacked.index_files | kept_index | _index_rest(repo, repacked, left, usage, files)
         repacked.new_packs = []  # indexed: as lists, up to an index file's worth of blobs
         still_listed: set[str] = set()
+        lock.ensure_held()  # a backup that judged it stale may have started and reused these packs
         for name, pack_ids in files.items():
             if name in new_index or name in listing.untouched:
                 continue

@@ -27,7 +27,7 @@ def collect_references(
 ) -> References:
     """Which blobs snapshots, refs and pending shards use (``read_trees``: from the trees
     too); ``snapshots``: the repository's snapshots when the caller has just read them.
-    ``keep_refused`` (prune): refused snapshots that opened count as users too. No reader
+    ``keep_refused`` (prune): refused snapshots and refs that opened count as users too. No reader
     uses them, but a genuine one may be refused (its host's clock ran ahead, or a
     revocation dated back to a suspected compromise, and then valid once the clock caught
     up): prune never deletes their data on its own judgement. Without ``users`` only which
@@ -37,7 +37,13 @@ def collect_references(
     refs.snapshots = repo.snapshots() if snapshots is None else snapshots
     kept = list(refs.snapshots)
     if keep_refused:
-        kept += [r.held for r in repo.snapshot_listing(use_cache=False).refused if r.held is not None]
+        listing = repo.snapshot_listing(use_cache=False)
+        kept += [r.held for r in listing.refused if r.held is not None]
+        # a header this key cannot open (sealed for a newer recovery key after a rotation,
+        # written by a newer lifeboat, or damaged) needs blobs prune cannot name: it waits
+        for name, problem in listing.damaged.items():
+            refs.complete = False
+            refs.problems.append(Problem("unreadable-snapshot", name, problem))
     for snap in kept:
         for tree_id in snap.tree:
             refs.add(tree_id, snap.short_id, "(tree)")
@@ -67,9 +73,12 @@ def collect_references(
                 refs.complete = False
             refs.problems.append(Problem("corrupt-ref", stored.object_name, str(stored.verdict.reason)))
             continue
-        if not stored.verdict:  # used by no reader, so it keeps no chunk alive
+        if not stored.verdict:  # used by no reader: it keeps chunks alive for prune alone
             refs.problems.append(Problem("refused-ref", stored.object_name, stored.describe()))
-            continue
+            # as for snapshots (keep_refused): a genuine segment pushed by a host whose clock
+            # ran ahead is refused until the clock catches up, and must still be fetchable then
+            if not (keep_refused and stored.info.opened):
+                continue
         if not stored.info.opened:  # another writer's sealed ref: its chunks are unknown here
             refs.complete = False
             continue

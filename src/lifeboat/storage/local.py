@@ -125,6 +125,10 @@ class LocalStorage:
                 # another writer made it first
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not path.is_dir():
                     raise
+                continue
+            # the new directory's name is durable before a file in it is said to be stored
+            # (put fsyncs only the directory the file lands in)
+            self._fsync_dir(path.parent)
 
     def _path(self, name: str) -> Path:
         return Path(self._path_str(name))

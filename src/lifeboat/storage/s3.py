@@ -538,8 +538,9 @@ class S3Storage:
                 for v in listing.get(group, [])
                 if v["Key"] == key
             ]
-            if not versions:
-                self._client.delete_object(Bucket=self.bucket, Key=key)
+            # none: already gone (a second consolidation of the same index file). A plain
+            # DELETE would leave a delete marker in a versioned bucket, which `check` reports
+            # as tampering for ever; an unversioned bucket lists its objects as "null" versions
             for version in versions:
                 self._client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
             with self._pins_lock:

@@ -53,8 +53,9 @@ n=0
 case $f in */*|.*|'') exit 1 ;; esac
 while :; do
     if [ -f "$s/$f" ]; then
-        ln -f "$s/$f" "$p" 2>/dev/null || cp "$s/$f" "$p"
-        exit $?
+        # a copy that fails (a full disk) is no "not archived", which would end recovery
+        ln -f "$s/$f" "$p" 2>/dev/null || cp "$s/$f" "$p" || {{ rm -f "$p"; exit {FATAL}; }}
+        exit 0
     fi
     if [ ! -d "$s" ]; then
         echo "lifeboat: the WAL spool $s is gone: the restore that staged it has ended" >&2
