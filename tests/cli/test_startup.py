@@ -783,3 +783,43 @@ def test_prune_keeps_a_segment_pushed_by_a_host_whose_clock_ran_ahead(tmp_path: 
     proc = cli.run("wal", "fetch", segment.name, str(dest), "--recovery-key", key, env=later, check=False)
     assert proc.returncode == 0, proc.stderr
     assert dest.read_bytes() == segment.read_bytes()
+
+
+def test_a_sync_push_archives_what_an_earlier_async_push_left_in_the_spool(tmp_path: Path) -> None:
+    """A segment spooled while wal_async was on (acknowledged to PostgreSQL, gone from
+    pg_wal) whose drain failed, then wal_async turned off: no daemon drains the spool any
+    more, so the next plain push does, and the archive has no gap."""
+    from tests.harness.wait import wait_until
+
+    policy = _initialised(tmp_path)
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    first, second = (tmp_path / f"00000001000000000000000{i}" for i in (1, 2))
+    for segment in (first, second):
+        segment.write_bytes(os.urandom(64 * 1024))
+    repo, away = tmp_path / "repo", tmp_path / "repo-away"
+    spool = tmp_path / "state" / "wal-spool" / "db"
+
+    def pushing(segment: Path) -> bool:
+        """Whether a process of the push of ``segment`` (its forked drainer) still runs."""
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if str(segment).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+        return False
+
+    repo.rename(away)  # the store unreachable: the forked drainer fails, the segment stays
+    cli.run("wal", "push", "--asset", "db", "--async", str(first))
+    wait_until(lambda: not pushing(first), "the failed drainer to end")
+    away.rename(repo)
+    assert first.name in os.listdir(spool)
+
+    cli.run("wal", "push", "--asset", "db", str(second))  # wal_async off: a plain push
+
+    wait_until(lambda: first.name not in os.listdir(spool), "the spooled segment to be archived")
+    key = str(tmp_path / "recovery.key")
+    for segment in (first, second):
+        dest = tmp_path / f"fetched-{segment.name}"
+        cli.run("wal", "fetch", segment.name, str(dest), "--recovery-key", key)
+        assert dest.read_bytes() == segment.read_bytes()

@@ -64,6 +64,22 @@ def push(settings: PolicySlice, asset: WalAsset, path: Path, async_: bool) -> No
     audit.append("wal-push", asset=name, segment=path.name, size=ref.size, **extra)
     for squatter in ref.squatters:  # archived all the same; the squatter is named
         sys.stderr.write(f"lifeboat: warning: {path.name} archived beside a squatter: {squatter}\n")
+    spool = settings.state_dir / "wal-spool" / name
+    if _holds_spooled(spool) and _forked():  # spooled while wal_async was on: acknowledged
+        try:  # to PostgreSQL, gone from pg_wal, and no daemon drains it any more
+            os.setsid()
+            drain_spool(runtime.open_for_write(settings), name, spool)
+        finally:
+            os._exit(0)
+
+
+def _holds_spooled(spool: Path) -> bool:
+    """Whether the WAL spool holds a file not yet archived (one system call when it is absent)."""
+    try:
+        with os.scandir(spool) as entries:
+            return any(not entry.name.startswith(".") for entry in entries)
+    except OSError:
+        return False
 
 
 # restore_command's exit on anything but "the archive lacks it" (1): PostgreSQL takes any
