@@ -59,3 +59,16 @@ def test_prune_with_a_rotated_away_recovery_key_deletes_nothing(cli):
     assert restored.read_text() == "after the rotation\n" * 2000
     cli.run("prune", "--recovery-key", new)  # the newest key prunes as before
     cli.run("check", "--read-data", "--recovery-key", new)
+
+
+def test_junk_beside_the_snapshot_headers_does_not_stop_prune(cli):
+    """Only an object named as a header (snapshots/ID) that cannot be opened stops prune:
+    nested junk or a folder marker some S3 tools create names no snapshot."""
+    key = str(cli.root / "recovery.key")
+    (cli.source / "app.conf").write_text("v\n" * 2000)
+    cli.run("backup", "config")
+    repo = tomllib.loads(cli.policy.read_text())["repository"]
+    storage = open_storage(repo["url"], endpoint_url=repo.get("endpoint_url"))
+    storage.put("snapshots/folder/marker", b"", retain=False)
+    proc = cli.run("prune", "--recovery-key", key, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -287,6 +287,35 @@ def test_wal_fetch_that_cannot_read_an_archived_segment_stops_recovery(tmp_path:
         assert len(proc.stderr.strip().splitlines()) <= 2 and not dest.exists()
     missing = ("wal", "fetch", "000000010000000000000002", str(tmp_path / "x"), "--recovery-key", key)
     assert cli.run(*missing, check=False).returncode == 1  # the end of the archive stays 1
+    # a standby (standby.signal where restore_command runs: the data directory) retries and
+    # streams meanwhile: 1 there, not a FATAL stop for a store's brief outage
+    standby = tmp_path / "standby-data"
+    standby.mkdir()
+    (standby / "standby.signal").touch()
+    at_standby = LifeboatCli(policy=policy, cwd=standby)
+    args = ("wal", "fetch", segment.name, str(standby / "x"), "--recovery-key", key)
+    fetched = at_standby.run(*args, check=False)
+    assert fetched.returncode == 1 and "lifeboat: error:" in fetched.stderr
+
+
+def test_wal_fetch_of_a_damaged_segment_stops_recovery(tmp_path: Path) -> None:
+    """A pack that fails its authentication (IntegrityError, whose own exit is 1): 200 too."""
+    policy = _initialised(tmp_path)
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+    cli = LifeboatCli(policy=policy, cwd=tmp_path)
+    cli.run("wal", "push", "--asset", "db", str(segment))
+    for pack in (tmp_path / "repo" / "data").rglob("*"):
+        if pack.is_file():
+            data = bytearray(pack.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            os.chmod(pack, 0o644)
+            pack.write_bytes(bytes(data))
+    dest = tmp_path / "fetched"
+    key = str(tmp_path / "recovery.key")
+    proc = cli.run("wal", "fetch", segment.name, str(dest), "--recovery-key", key, check=False)
+    assert proc.returncode == 200 and proc.stderr.startswith("lifeboat: error: "), proc.stderr
+    assert not dest.exists()
 
 
 def test_wal_push_errors_are_one_line_with_the_same_exit_code(tmp_path: Path) -> None:

@@ -200,8 +200,10 @@ def _run_hot_or_exit(call: HotCall) -> NoReturn:
     collector_off_but_in_children()
     without_the_aws_runtime()
     signal.signal(signal.SIGTERM, _interrupt)
+    failed = True  # an error, not an answer: a fetch's 1 ("not archived") is only returned
     try:
         code = run_hot(call)
+        failed = False
     except LifeboatError as exc:
         from lifeboat.cli.output import print_error  # the error path's alone
 
@@ -219,8 +221,10 @@ def _run_hot_or_exit(call: HotCall) -> NoReturn:
             "(run with --debug for details)"
         )
         code = 70
-    if call.command == "wal fetch" and code not in (0, 1, 130):
-        code = 200  # wal_run.FETCH_FAILED (not imported on the error path): never "not archived"
+    if call.command == "wal fetch" and failed and code != 130:
+        from lifeboat.cli.wal_run import fetch_failure_code
+
+        code = fetch_failure_code()
     # The interpreter's last collection at exit walks every object the imports made: ~15 ms
     # of a 120 ms `status` (measured). Frozen, they are skipped; they die with the process.
     gc.freeze()

@@ -14,7 +14,7 @@ from lifeboat.cli import wal_run
 from lifeboat.cli.app import app
 from lifeboat.cli.common import run_context
 from lifeboat.cli.policy_slice import postgres_asset, postgres_spec, wal_slice_of
-from lifeboat.errors import LifeboatError
+from lifeboat.errors import LifeboatError, StorageError
 
 wal_app = typer.Typer(help="WAL archiving for PostgreSQL assets.", no_args_is_help=True)
 app.add_typer(wal_app, name="wal")
@@ -141,8 +141,12 @@ def fetch(
     try:
         code = wal_run.fetch(lambda: wal_slice_of(run.policy(), asset), name, dest, spool, recovery_key)
     except LifeboatError as exc:
-        exc.exit_code = wal_run.FETCH_FAILED
+        exc.exit_code = wal_run.fetch_failure_code()
         raise
+    except OSError as exc:  # writing %p (a full pg_wal): no internal error's 70, read as "not archived"
+        raise StorageError(
+            f"cannot write {dest}: {exc.strerror or exc}", exit_code=wal_run.fetch_failure_code()
+        ) from None
     if code:
         raise typer.Exit(code)
 

@@ -89,6 +89,14 @@ def _holds_spooled(spool: Path) -> bool:
 FETCH_FAILED = 200
 
 
+def fetch_failure_code() -> int:
+    """The exit of a fetch that failed. A standby (standby.signal in the data directory,
+    restore_command's working directory) never promotes on its own: it retries, and
+    streams meanwhile, so a store's brief outage gets 1 there rather than a FATAL stop of
+    the standby; an archive recovery gets FETCH_FAILED."""
+    return 1 if os.path.exists("standby.signal") else FETCH_FAILED
+
+
 def fetch(
     load_settings: Callable[[], tuple[PolicySlice, WalAsset]],
     name: str,

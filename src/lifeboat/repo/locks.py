@@ -138,7 +138,8 @@ def release_lock(storage: Storage, name: str, *, marker: bool = True) -> bool:
 def _uptime() -> float:
     """Seconds on a clock that keeps counting while the machine sleeps or the process is
     stopped (CLOCK_BOOTTIME): the wall clock may jump, and a monotonic clock skips a suspend."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)  # Linux's; elsewhere the monotonic clock
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def describe_age(seconds: float) -> str:
@@ -169,8 +170,9 @@ class RepoLock:
         that other hosts may judge it stale (a process suspended, a storage its refreshes
         could not reach) and a prune may have deleted what this process counts on."""
         quiet = _uptime() - self._written
+        name = self.name  # once: the refresh thread renames it, then removes the old object
         try:
-            gone = not self.name or not self.storage.exists(self.name)
+            gone = not name or (not self.storage.exists(name) and self.name == name)
         except StorageError:
             gone = False  # the commit's own write says whether the storage is there
         if gone or quiet > STALE_AFTER - REFRESH_EVERY:

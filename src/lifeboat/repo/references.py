@@ -6,6 +6,7 @@ from collections.abc import Container
 from typing import TYPE_CHECKING
 
 from lifeboat.errors import IntegrityError
+from lifeboat.repo.format import snapshot_name
 from lifeboat.repo.keyring import EscrowRequired
 from lifeboat.repo.model import Problem, References, SnapshotInfo
 from lifeboat.repo.reader import SnapshotReader
@@ -42,8 +43,9 @@ def collect_references(
         # a header this key cannot open (sealed for a newer recovery key after a rotation,
         # written by a newer lifeboat, or damaged) needs blobs prune cannot name: it waits
         for name, problem in listing.damaged.items():
-            refs.complete = False
-            refs.problems.append(Problem("unreadable-snapshot", name, problem))
+            if name == snapshot_name(name.rsplit("/", 1)[-1]):  # not a folder marker, nested junk
+                refs.complete = False
+                refs.problems.append(Problem("unreadable-snapshot", name, problem))
     for snap in kept:
         for tree_id in snap.tree:
             refs.add(tree_id, snap.short_id, "(tree)")

@@ -540,7 +540,10 @@ class S3Storage:
             ]
             # none: already gone (a second consolidation of the same index file). A plain
             # DELETE would leave a delete marker in a versioned bucket, which `check` reports
-            # as tampering for ever; an unversioned bucket lists its objects as "null" versions
+            # as tampering for ever; an unversioned bucket gets one all the same (a store
+            # whose version listing lags or omits "null" versions keeps nothing)
+            if not versions and not self.versioned():
+                self._client.delete_object(Bucket=self.bucket, Key=key)
             for version in versions:
                 self._client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
             with self._pins_lock:
