@@ -264,19 +264,27 @@ def test_wal_fetch_of_a_missing_segment_exits_1_quietly_on_the_fast_path(tmp_pat
     _assert_lean(seen)
 
 
+def _pushed_segment(tmp_path: Path) -> tuple[LifeboatCli, Path]:
+    """The CLI on a fresh repository (``_initialised``) and a segment it archived."""
+    cli = LifeboatCli(policy=_initialised(tmp_path), cwd=tmp_path)
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(os.urandom(64 * 1024))
+    cli.run("wal", "push", "--asset", "db", str(segment))
+    return cli, segment
+
+
+def _packs(tmp_path: Path) -> list[Path]:
+    return [p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file()]
+
+
 def test_wal_fetch_that_cannot_read_an_archived_segment_stops_recovery(tmp_path: Path) -> None:
     """restore_command's other half: PostgreSQL takes any exit up to 125 for the end of the
     archive, so an archive recovery would promote early at a segment whose pack was pruned
     or whose store was unreachable. Such a fetch exits 200 (PostgreSQL stops with FATAL),
     with one line saying why, on the fast path and through typer alike."""
-    policy = _initialised(tmp_path)
-    segment = tmp_path / "000000010000000000000001"
-    segment.write_bytes(os.urandom(64 * 1024))
-    cli = LifeboatCli(policy=policy, cwd=tmp_path)
-    cli.run("wal", "push", "--asset", "db", str(segment))
-    for pack in (tmp_path / "repo" / "data").rglob("*"):
-        if pack.is_file():
-            pack.unlink()
+    cli, segment = _pushed_segment(tmp_path)
+    for pack in _packs(tmp_path):
+        pack.unlink()
     key = str(tmp_path / "recovery.key")
     for through_typer in ((), ("--",)):  # "--" is no fast-path argument: typer parses the call
         dest = tmp_path / f"fetched{len(through_typer)}"
@@ -292,7 +300,7 @@ def test_wal_fetch_that_cannot_read_an_archived_segment_stops_recovery(tmp_path:
     standby = tmp_path / "standby-data"
     standby.mkdir()
     (standby / "standby.signal").touch()
-    at_standby = LifeboatCli(policy=policy, cwd=standby)
+    at_standby = LifeboatCli(policy=cli.policy, cwd=standby)
     args = ("wal", "fetch", segment.name, str(standby / "x"), "--recovery-key", key)
     fetched = at_standby.run(*args, check=False)
     assert fetched.returncode == 1 and "lifeboat: error:" in fetched.stderr
@@ -300,17 +308,12 @@ def test_wal_fetch_that_cannot_read_an_archived_segment_stops_recovery(tmp_path:
 
 def test_wal_fetch_of_a_damaged_segment_stops_recovery(tmp_path: Path) -> None:
     """A pack that fails its authentication (IntegrityError, whose own exit is 1): 200 too."""
-    policy = _initialised(tmp_path)
-    segment = tmp_path / "000000010000000000000001"
-    segment.write_bytes(os.urandom(64 * 1024))
-    cli = LifeboatCli(policy=policy, cwd=tmp_path)
-    cli.run("wal", "push", "--asset", "db", str(segment))
-    for pack in (tmp_path / "repo" / "data").rglob("*"):
-        if pack.is_file():
-            data = bytearray(pack.read_bytes())
-            data[len(data) // 2] ^= 0xFF
-            os.chmod(pack, 0o644)
-            pack.write_bytes(bytes(data))
+    cli, segment = _pushed_segment(tmp_path)
+    for pack in _packs(tmp_path):
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        os.chmod(pack, 0o644)
+        pack.write_bytes(bytes(data))
     dest = tmp_path / "fetched"
     key = str(tmp_path / "recovery.key")
     proc = cli.run("wal", "fetch", segment.name, str(dest), "--recovery-key", key, check=False)

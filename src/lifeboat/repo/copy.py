@@ -153,6 +153,7 @@ def _copy_all(
         _copy_one(source, target, CONFIG_NAME, report=report, lock=threading.Lock(), on_object=on_object)
         report.config_copied = True
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="copy") as pool:
+        copier = _Copier(source, target, report, lock, on_object, pool)
         for phase, prefixes in PHASES:
             present = {n: size for n, size in _names(target, prefixes).items() if n not in early}
             todo = sorted(n for n in listed[phase] if n not in present and n not in early)
@@ -162,32 +163,40 @@ def _copy_all(
             report.copied.setdefault(phase, 0)
             report.already_there += len(listed[phase]) - len(todo) - len(early & listed[phase].keys())
             gone: list[str] = []
-            copy = partial(
-                _copy_one,
-                source,
-                target,
-                report=report,
-                lock=lock,
-                on_object=on_object,
-                phase=phase,
-                gone=gone,
-            )
-            # list() waits for the whole phase and re-raises the first failure
-            list(pool.map(copy, todo))
+            copier.copy(phase, todo, gone)
             if phase == "indexes" and gone:
-                _catch_up_with_consolidation(source, target, pool, report, lock, on_object, gone)
+                _catch_up_with_consolidation(copier, gone)
     return report
 
 
-def _catch_up_with_consolidation(
-    source: Storage,
-    target: Storage,
-    pool: ThreadPoolExecutor,
-    report: CopyReport,
-    lock: threading.Lock,
-    on_object: Callable[[str, int], None],
-    gone: list[str],
-) -> None:
+@dataclass(frozen=True)
+class _Copier:
+    """Copies objects from the source to the target on the pool's threads."""
+
+    source: Storage
+    target: Storage
+    report: CopyReport
+    lock: threading.Lock
+    on_object: Callable[[str, int], None]
+    pool: ThreadPoolExecutor
+
+    def copy(self, phase: str, names: list[str], gone: list[str]) -> None:
+        """Each of ``names`` (counted under ``phase``); those the source no longer holds go
+        into ``gone``. Waits for all of them and raises the first failure."""
+        copy = partial(
+            _copy_one,
+            self.source,
+            self.target,
+            report=self.report,
+            lock=self.lock,
+            on_object=self.on_object,
+            phase=phase,
+            gone=gone,
+        )
+        list(self.pool.map(copy, names))
+
+
+def _catch_up_with_consolidation(copier: _Copier, gone: list[str]) -> None:
     """Index files that vanished while they were copied were merged into one written since
     (a backup consolidates the index under a shared lock, as this copy holds): without it,
     the copy would lack both. Listed again, index files before packs, so every pack a file
@@ -197,25 +206,14 @@ def _catch_up_with_consolidation(
         if not gone:
             return
         gone.clear()
-        indexes = _names(source, ("index/",))
-        packs = _names(source, ("data/",))
+        indexes = _names(copier.source, ("index/",))
+        packs = _names(copier.source, ("data/",))
         for phase, names in (("packs", packs), ("indexes", indexes)):
-            present = _names(target, PHASES_BY_NAME[phase])
-            todo = sorted(n for n in names if n not in present)
-            copy = partial(
-                _copy_one,
-                source,
-                target,
-                report=report,
-                lock=lock,
-                on_object=on_object,
-                phase=phase,
-                gone=gone,
-            )
-            list(pool.map(copy, todo))
+            present = _names(copier.target, PHASES_BY_NAME[phase])
+            copier.copy(phase, sorted(n for n in names if n not in present), gone)
     if gone:
         raise StorageError(
-            f"index files kept vanishing from {source.url} while they were copied ({gone[0]}, ...)",
+            f"index files kept vanishing from {copier.source.url} while they were copied ({gone[0]}, ...)",
             hint="run the copy again",
         )
 
