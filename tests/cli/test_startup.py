@@ -821,6 +821,7 @@ def test_a_sync_push_archives_what_an_earlier_async_push_left_in_the_spool(tmp_p
     """A segment spooled while wal_async was on (acknowledged to PostgreSQL, gone from
     pg_wal) whose drain failed, then wal_async turned off: no daemon drains the spool any
     more, so the next plain push does, and the archive has no gap."""
+    from tests.harness.processes import processes_mentioning
     from tests.harness.wait import wait_until
 
     policy = _initialised(tmp_path)
@@ -831,19 +832,10 @@ def test_a_sync_push_archives_what_an_earlier_async_push_left_in_the_spool(tmp_p
     repo, away = tmp_path / "repo", tmp_path / "repo-away"
     spool = tmp_path / "state" / "wal-spool" / "db"
 
-    def pushing(segment: Path) -> bool:
-        """Whether a process of the push of ``segment`` (its forked drainer) still runs."""
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                if str(segment).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return True
-            except OSError:
-                continue
-        return False
-
     repo.rename(away)  # the store unreachable: the forked drainer fails, the segment stays
     cli.run("wal", "push", "--asset", "db", "--async", str(first))
-    wait_until(lambda: not pushing(first), "the failed drainer to end")
+    # its forked drainer keeps the push's command line until it ends
+    wait_until(lambda: processes_mentioning(str(first)) == [], "the failed drainer to end")
     away.rename(repo)
     assert first.name in os.listdir(spool)
 
