@@ -104,6 +104,35 @@ def test_missing_segment_is_named_by_verify_and_restore(pg):
     assert sorted(p.name for p in stopped.iterdir()) == ["PG_VERSION", "marker"]
 
 
+def test_status_measures_exposure_from_where_a_wal_gap_stops_replay(pg):
+    pg.run("backup", "db")
+    pg.sql("insert into items (label) values ('x')")
+    reached = pg.switch_and_wait_archived()  # the last segment a restore could replay
+    start = time.time()  # what comes after it reaches the archive a second later at least
+    wait_until(lambda: int(time.time()) > int(start), "the next second", timeout=5, interval=0.01)
+    pg.sql("insert into items (label) values ('y')")
+    missing = pg.switch_and_wait_archived()
+    pg.sql("insert into items (label) values ('z')")
+    pg.switch_and_wait_archived(timeout=50)  # the segment past the gap: stored before now
+    pg.clock.freeze(time.time())  # so the gap is under 50 s old, inside the 60 s grace
+
+    def db_status() -> dict:
+        out = json.loads(pg.run("status", "--json", check=False).stdout)
+        return next(a for a in out["assets"] if a["asset"] == "db")
+
+    whole = db_status()
+    assert not [b for b in whole["breaches"] if "WAL gap" in b]
+    (pg.root / "repo" / "refs" / "wal" / "db" / missing).unlink()
+    fresh = db_status()  # a gap this young may be an async drain's segment in flight
+    assert not [b for b in fresh["breaches"] if "WAL gap" in b]
+    assert fresh["last_backup"] < whole["last_backup"]  # WAL past the gap restores nothing
+    pg.clock.advance(hours=1)
+    later = db_status()
+    gap = [b for b in later["breaches"] if "WAL gap" in b]
+    assert len(gap) == 1 and missing in gap[0] and f"replay stops at {reached}" in gap[0]
+    assert later["last_backup"] == fresh["last_backup"] and later["last_backup"] in gap[0]
+
+
 def test_second_base_backup_stores_only_changed_pages(pg):
     # An update-heavy table tuned as such tables are (fillfactor 50), so updated rows stay
     # on their page (HOT); with fillfactor 100 PostgreSQL scatters new versions through

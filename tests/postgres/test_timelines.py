@@ -15,7 +15,8 @@ import pytest
 from lifeboat.assets.postgres.cluster import PgCluster, free_port
 from lifeboat.assets.postgres.configure import archive_command
 from lifeboat.assets.postgres.quoting import setting
-from lifeboat.assets.postgres.timelines import added_by_branch
+from lifeboat.assets.postgres.timelines import Timeline, TimelineTree, added_by_branch
+from lifeboat.assets.postgres.walnames import Segment
 from lifeboat.assets.registry import load_policy
 from lifeboat.daemon.runner import Daemon
 from tests.pgsandbox import PgSandbox, destroy, make_sandbox
@@ -250,6 +251,33 @@ def test_drill_restores_with_archiving_off_and_proves_the_archive_untouched(pg: 
     assert check["ok"] and "archiving off" in check["detail"], check
     assert out["verdict"] == "pass", out["reasons"]
     assert [n for n in archived(pg) if n not in before and not n.startswith("00000001")] == []
+
+
+def test_the_first_gap_replay_meets_follows_the_failover_path() -> None:
+    tree = TimelineTree()
+    tree.timelines[1] = Timeline(1, first=Segment(1, 2), last=Segment(1, 10))
+    tree.timelines[2] = Timeline(2, parent=1, fork_segment=10, first=Segment(2, 10), last=Segment(2, 14))
+    base = Segment(1, 5)
+    whole = {1: set(range(2, 11)), 2: set(range(10, 15))}
+    assert tree.first_gap(2, base, whole) is None
+    # the fork's segment serves from either timeline
+    assert tree.first_gap(2, base, {1: set(range(5, 11)), 2: set(range(11, 15))}) is None
+    gap = tree.first_gap(2, base, {1: set(range(5, 10)), 2: set(range(11, 15))})
+    assert gap is not None and gap.missing == Segment(2, 10)
+    assert (gap.before, gap.after) == (Segment(1, 9), Segment(2, 11))
+    # a gap before the fork: replay stops on timeline 1, whatever timeline 2 holds
+    gap = tree.first_gap(2, base, {1: {5, 6, 8, 9, 10}, 2: set(range(10, 15))})
+    assert gap is not None and gap.missing == Segment(1, 7)
+    assert (gap.before, gap.after) == (Segment(1, 6), Segment(1, 8))
+    # the base's own first segment missing: nothing can be replayed
+    gap = tree.first_gap(1, base, {1: {6, 7, 8, 9, 10}})
+    assert gap is not None and gap.before is None and gap.missing == base
+    # gaps before the base backup do not count
+    assert tree.first_gap(2, base, {1: {2, 5, 6, 7, 8, 9}, 2: set(range(10, 15))}) is None
+    # a (forged) name far ahead: the held names are walked, never the range up to it
+    tree.timelines[1].last = Segment(1, 2**40)
+    gap = tree.first_gap(1, base, {1: {5, 6, 2**40}})
+    assert gap is not None and (gap.missing, gap.after) == (Segment(1, 7), Segment(1, 2**40))
 
 
 def test_archive_files_only_a_staging_branch_can_have_written() -> None:

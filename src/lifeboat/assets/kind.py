@@ -358,6 +358,7 @@ class StatusQuery:
     snapshots: list[SnapshotInfo]  # the asset's, oldest first
     audit: Sequence[dict[str, Any]]
     probed: Any = None  # what the kind's status_probe answered (None without one)
+    now: datetime | None = None  # the status's time (None: the clock's)
 
 
 @dataclass

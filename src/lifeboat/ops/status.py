@@ -199,7 +199,7 @@ def asset_status(
         st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
         mine = [s for s in snapshots if s.asset == name]
         newest = mine[-1].time if mine else None
-        query = StatusQuery(repo, name, asset.settings, mine, audit, asked.answer(name))
+        query = StatusQuery(repo, name, asset.settings, mine, audit, asked.answer(name), now)
         extras = plugin(asset.kind).status(query)
         if extras.newest is not None:
             newest = max(newest, extras.newest) if newest else extras.newest

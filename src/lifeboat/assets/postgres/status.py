@@ -1,17 +1,27 @@
 """What `status` adds for a PostgreSQL asset: bad pages in the latest base backup, WAL
-archived and streamed since it, divergent timelines, and a failing archiver."""
+archived and streamed since it, a gap that stops replay before the newest WAL, divergent
+timelines, and a failing archiver."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from lifeboat import clock
 from lifeboat.assets.kind import StatusExtras, StatusQuery
 from lifeboat.errors import LifeboatError
 
 if TYPE_CHECKING:
+    from lifeboat.assets.postgres.timelines import ReplayGap
+    from lifeboat.assets.postgres.walnames import Segment
     from lifeboat.repo import Repository, SnapshotInfo
+
+
+# an async drain pushes several segments at once, so a segment can reach the archive a
+# moment after the next one: a gap is reported once the segment past it is this old
+GAP_GRACE_S = 60.0
 
 
 def status_extras(query: StatusQuery) -> StatusExtras:
@@ -20,31 +30,56 @@ def status_extras(query: StatusQuery) -> StatusExtras:
     extras = StatusExtras()
     if query.snapshots:
         _page_verdict(extras, query.snapshots[-1])
-    newest: datetime | None = None
-    wal = [
-        e
-        for e in query.audit
-        if e["operation"] == "wal-push" and e.get("asset") == name and e["outcome"] == "ok"
-    ]
-    if wal:
-        newest = datetime.fromisoformat(wal[-1]["time"])
-    extras.divergent, archived = wal_tree_findings(repo, name)
-    # the archive itself, not this host's audit log: a fleet's status host sees the WAL
-    # every other host pushed
-    if archived is not None:
-        newest = max(newest, archived) if newest else archived
+    streaming = bool(query.settings.get("stream"))
+    wal = wal_findings(repo, name, query.snapshots[-1] if query.snapshots else None, streaming)
+    extras.divergent = wal.divergent
     _archiver_verdict(extras, query.probed)
     for d in extras.divergent:
         extras.breaches.append(
             f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
             f"{d['fork_lsn'] or '?'} and both archived; newest WAL on timeline {d['newest_wal_on']}"
         )
-    if query.settings.get("stream"):
-        streamed = newest_streamed(repo, name)
-        if streamed is not None:
-            newest = max(newest, streamed) if newest else streamed
-    extras.newest = newest
+    if wal.gap is not None:
+        # replay stops at the gap: WAL archived, pushed or streamed after it restores nothing
+        extras.newest = wal.reached
+        _gap_verdict(extras, wal, query.now or clock.now())
+        return extras
+    extras.newest = _newest(
+        _newest_pushed(query.audit, name),
+        wal.newest,  # the archive itself: a fleet's status host sees what every host pushed
+        newest_streamed(repo, name) if streaming else None,
+    )
     return extras
+
+
+def _newest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def _newest_pushed(audit: Sequence[dict[str, Any]], name: str) -> datetime | None:
+    """When this host's audit log last recorded a WAL push of the asset."""
+    for entry in reversed(audit):
+        if entry["operation"] == "wal-push" and entry.get("asset") == name and entry["outcome"] == "ok":
+            return datetime.fromisoformat(entry["time"])
+    return None
+
+
+def _gap_verdict(extras: StatusExtras, wal: WalFindings, now: datetime) -> None:
+    """A breach once the gap has lasted GAP_GRACE_S (or at once when its age is unknown)."""
+    assert wal.gap is not None
+    if wal.gap_since is not None and (now - wal.gap_since).total_seconds() < GAP_GRACE_S:
+        return
+    gap = wal.gap
+    if gap.before is None:
+        reach = "the latest base backup cannot be replayed at all"
+    else:
+        when = wal.reached.isoformat(timespec="seconds") if wal.reached else "unknown"
+        reach = f"replay stops at {gap.before.name} (archived {when})"
+    extras.breaches.append(
+        f"WAL gap: segment {gap.missing.name} is missing from the archive; {reach}. "
+        "'lifeboat wal verify' lists gaps"
+    )
 
 
 @dataclass(frozen=True)
@@ -98,19 +133,82 @@ def _page_verdict(extras: StatusExtras, latest: SnapshotInfo) -> None:
         )
 
 
-def wal_tree_findings(repo: Repository, asset: str) -> tuple[list[dict[str, Any]], datetime | None]:
-    """Timelines whose parent kept archiving after they forked (see timelines.py), and when
-    the newest WAL file reached the archive."""
+@dataclass
+class WalFindings:
+    """What the archive's file names say of an asset's recoverability."""
+
+    divergent: list[dict[str, Any]] = field(default_factory=list)  # see timelines.py
+    newest: datetime | None = None  # when the newest WAL file reached the archive
+    gap: ReplayGap | None = None  # the first segment replay from the latest base lacks
+    reached: datetime | None = None  # with a gap: when the last segment replay reaches was stored
+    gap_since: datetime | None = None  # with a gap: when the first segment past it was stored
+
+
+def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, streaming: bool) -> WalFindings:
+    """Divergent timelines, the newest archived WAL, and the first gap on the way from the
+    latest base backup to it (streamed segments fill gaps when the asset streams: a
+    restore takes them for what the archive lacks)."""
+    from lifeboat.assets.postgres.stream import stream_namespace
     from lifeboat.assets.postgres.timelines import build_tree
     from lifeboat.assets.postgres.wal import namespace
 
+    archive = namespace(asset)
     try:
-        tree = build_tree(repo, namespace(asset))
+        names = repo.list_ref_names(archive)
+        tree = build_tree(repo, archive, names)
     except LifeboatError:
-        return [], None
+        return WalFindings()
     if not tree.timelines:
-        return [], None
-    return [d.__dict__ for d in tree.divergences()], tree.newest().newest_time
+        return WalFindings()
+    newest = tree.newest()
+    found = WalFindings([d.__dict__ for d in tree.divergences()], newest.newest_time)
+    since = _first_segment(latest)
+    if since is None:
+        return found
+    archived = _segment_numbers(names)
+    held = {tli: set(numbers) for tli, numbers in archived.items()}
+    if streaming:
+        for tli, numbers in _segment_numbers(repo.list_ref_names(stream_namespace(asset))).items():
+            held.setdefault(tli, set()).update(numbers)
+    found.gap = tree.first_gap(newest.tli, since, held)
+    if found.gap is None:
+        return found
+
+    def stored_at(seg: Segment | None) -> datetime | None:
+        if seg is None:
+            return None
+        ns = archive if seg.number in archived.get(seg.timeline, set()) else stream_namespace(asset)
+        try:
+            return repo.get_ref(ns, seg.name).time
+        except LifeboatError:
+            return None
+
+    found.reached, found.gap_since = stored_at(found.gap.before), stored_at(found.gap.after)
+    return found
+
+
+def _first_segment(base: SnapshotInfo | None) -> Segment | None:
+    """The segment a base backup's replay starts from (None: not recorded)."""
+    from lifeboat.assets.postgres.walnames import parse_lsn, segment_of
+
+    if base is None or "start_lsn" not in base.labels:
+        return None
+    try:
+        return segment_of(parse_lsn(base.labels["start_lsn"]), int(base.labels.get("timeline", "1")))
+    except ValueError:
+        return None
+
+
+def _segment_numbers(names: list[str]) -> dict[int, set[int]]:
+    """Timeline -> numbers of the whole segments among ref names."""
+    from lifeboat.assets.postgres.walnames import Segment
+
+    held: dict[int, set[int]] = {}
+    for name in names:
+        seg = Segment.parse(name)
+        if seg is not None:
+            held.setdefault(seg.timeline, set()).add(seg.number)
+    return held
 
 
 def newest_streamed(repo: Repository, asset: str) -> datetime | None:

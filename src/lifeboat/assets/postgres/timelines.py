@@ -78,6 +78,16 @@ class Choice:
         }
 
 
+@dataclass(frozen=True)
+class ReplayGap:
+    """The first WAL segment that replay from a base backup towards a timeline's newest
+    WAL would need and the archive lacks."""
+
+    missing: Segment
+    before: Segment | None  # the last segment replay reaches (None: it stops at once)
+    after: Segment | None  # the first segment held past the gap (None: unknown)
+
+
 @dataclass
 class TimelineTree:
     """The archive's timelines and how they branch."""
@@ -132,6 +142,57 @@ class TimelineTree:
             return self.timelines[min(self.timelines)]
         return max(dated, key=lambda t: (t.newest_time, -t.tli))
 
+    def first_gap(self, tli: int, since: Segment, held: dict[int, set[int]]) -> ReplayGap | None:
+        """The first segment missing from ``held`` (timeline -> segment numbers) on the way
+        from ``since`` (a base backup's first segment) to ``tli``'s newest, along the
+        timeline path; None when nothing is missing or the path is not known. The segment
+        holding a fork serves from either timeline, as recovery reads it."""
+        ranges = self._replay_ranges(tli, since)
+        if not ranges:
+            return None
+        # replay reads consecutive segment numbers; only the timeline changes at each fork
+        along: list[Segment] = []  # the held ones in replay order, never the whole range:
+        for timeline, lo, hi, parent in ranges:  # a forged name may be far ahead
+            have = held.get(timeline, set())
+            if parent is not None and lo not in have and lo in held.get(parent, set()):
+                along.append(Segment(parent, lo))
+            along += [Segment(timeline, n) for n in sorted(n for n in have if lo <= n <= hi)]
+        before: Segment | None = None
+        expected = since.number
+        for seg in along:
+            if seg.number != expected:
+                return ReplayGap(Segment(_timeline_at(ranges, expected), expected), before, seg)
+            before, expected = seg, expected + 1
+        last = ranges[-1][2]
+        if expected <= last:
+            return ReplayGap(Segment(_timeline_at(ranges, expected), expected), before, None)
+        return None
+
+    def _replay_ranges(self, tli: int, since: Segment) -> list[tuple[int, int, int, int | None]]:
+        """(timeline, first, last segment number, parent) that replay from ``since`` to
+        ``tli``'s newest WAL reads, in order; empty when the path is not known."""
+        path = self.path(tli) if tli in self.timelines else []
+        if since.timeline not in path:
+            return []
+        path = path[path.index(since.timeline) :]
+        ranges: list[tuple[int, int, int, int | None]] = []
+        lo, parent = since.number, None
+        for i, timeline in enumerate(path):
+            if i + 1 < len(path):
+                child = self.timelines[path[i + 1]]
+                fork = child.fork_segment
+                if fork is None and child.first is not None:
+                    fork = child.first.number
+                if fork is None:
+                    return []
+                hi = fork - 1
+            else:
+                last = self.timelines[timeline].last
+                hi = last.number if last is not None else lo - 1
+            ranges.append((timeline, lo, hi, parent))
+            lo, parent = max(lo, hi + 1), timeline
+        return ranges
+
     def main_line(self, root: int, may_follow: Any) -> int:
         """From ``root``, follow failovers (never divergent branches) while ``may_follow``."""
         current = root
@@ -162,6 +223,11 @@ class TimelineTree:
             return limit is None or seg.number <= limit
 
         return wanted
+
+
+def _timeline_at(ranges: list[tuple[int, int, int, int | None]], number: int) -> int:
+    """The timeline replay reads segment ``number`` from."""
+    return next((t for t, lo, hi, _ in ranges if lo <= number <= hi), ranges[-1][0])
 
 
 def build_tree(repo: Repository, namespace: str, names: list[str] | None = None) -> TimelineTree:
