@@ -135,14 +135,15 @@ def commit_shards(
 ) -> SnapshotInfo:
     """One snapshot from the shards' results (in shard order); refuses when a part of a
     shard's tree is no longer stored (a prune ran between the shards and the commit)."""
-    index = repo.index(refresh=True)
-    lost = [r["index"] for r in results if any(index.get(b) is None for b in r["tree"])]
-    if lost:
-        raise IntegrityError(
-            f"the stored tree of shard(s) {', '.join(map(str, lost))} is gone from the repository",
-            hint="rerun those shards under a new run id",
-        )
     with BackupSession(repo, asset=asset, kind=kind, labels=labels, use_parent_cache=False) as session:
+        # checked under the session's lock: a prune can no longer start between the two
+        index = repo.index(refresh=True)
+        lost = [r["index"] for r in results if any(index.get(b) is None for b in r["tree"])]
+        if lost:
+            raise IntegrityError(
+                f"the stored tree of shard(s) {', '.join(map(str, lost))} is gone from the repository",
+                hint="rerun those shards under a new run id",
+            )
         return session.commit_fragments(
             [list(r["tree"]) for r in results],
             [SnapshotStats(**r["stats"]) for r in results],
