@@ -148,7 +148,6 @@ def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, stre
     """Divergent timelines, the newest archived WAL, and the first gap on the way from the
     latest base backup to it (streamed segments fill gaps when the asset streams: a
     restore takes them for what the archive lacks)."""
-    from lifeboat.assets.postgres.stream import stream_namespace
     from lifeboat.assets.postgres.timelines import build_tree
     from lifeboat.assets.postgres.wal import namespace
 
@@ -167,8 +166,12 @@ def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, stre
         return found
     archived = _segment_numbers(names)
     held = {tli: set(numbers) for tli, numbers in archived.items()}
-    if streaming:
-        for tli, numbers in _segment_numbers(repo.list_ref_names(stream_namespace(asset))).items():
+    stream_ns = archive
+    if streaming:  # stream.py imports psycopg, which status's parent process never needs
+        from lifeboat.assets.postgres.stream import stream_namespace
+
+        stream_ns = stream_namespace(asset)
+        for tli, numbers in _segment_numbers(repo.list_ref_names(stream_ns)).items():
             held.setdefault(tli, set()).update(numbers)
     found.gap = tree.first_gap(newest.tli, since, held)
     if found.gap is None:
@@ -177,7 +180,7 @@ def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, stre
     def stored_at(seg: Segment | None) -> datetime | None:
         if seg is None:
             return None
-        ns = archive if seg.number in archived.get(seg.timeline, set()) else stream_namespace(asset)
+        ns = archive if seg.number in archived.get(seg.timeline, set()) else stream_ns
         try:
             return repo.get_ref(ns, seg.name).time
         except LifeboatError:
