@@ -19,6 +19,7 @@ from pathlib import Path
 from lifeboat.assets.registry import load_policy
 from lifeboat.repo.model import PARENT_CACHE_REJECTED
 from lifeboat.repo.parents import SEALED_MAGIC, ZSTD_FRAME
+from tests.harness.settle import settle
 from tests.keys.test_escrow_rotation import new_shares
 from tests.keys.test_keys import KeysEnv, env, shares  # noqa: F401  (a fixture)
 
@@ -71,6 +72,7 @@ def test_the_cache_tells_an_insider_nothing_to_test_a_guessed_key_against(env: K
 
     pin = b"482913"
     (env.root / "platform-keys" / "pin.txt").write_bytes(pin)
+    settle(env.root / "platform-keys" / "pin.txt")  # its entry goes into the cache, digest and all
     env.run("backup", "platform-keys")
     env.run("backup", "platform-keys")  # the unchanged files come from the cache, and go back to it
     assert env.json("snapshots")[-1]["stats"]["reused_files"] > 0

@@ -45,6 +45,7 @@ from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 from tests.attacks.test_forged_history import GENUINE, Site, make_site
 from tests.harness import Clock
+from tests.harness.settle import settle
 
 NEWER = b"the configuration as it is now, after the change\n"
 
@@ -55,6 +56,7 @@ UPLOAD = b"ssh-ed25519 AAAA... the insider's key, uploaded through the app\n"
 def site(tmp_path: Path, clock: Clock) -> Site:
     s = make_site(tmp_path, clock)
     (tmp_path / "app" / "upload.txt").write_bytes(UPLOAD)
+    settle(tmp_path / "app")  # so the next backup takes both files from the cache
     return s
 
 

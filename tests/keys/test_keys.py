@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.x509.oid import NameOID
 
 from tests.harness import Clock, LifeboatCli, PolicyBuilder
+from tests.harness.settle import settle
 
 CANARY = "CANARY-KEY-5e1f0c77d2"
 
@@ -83,6 +84,7 @@ def keys_env(root: Path, clock: Clock | None = None) -> KeysEnv:
 @pytest.fixture
 def env(tmp_path, clock) -> KeysEnv:
     make_key_material(tmp_path / "platform-keys")
+    settle(tmp_path / "platform-keys")  # so a second backup may take them from the first's cache
     e = keys_env(tmp_path, clock)
     e.run("init", "--shares-out", str(tmp_path / "shares"))
     return e

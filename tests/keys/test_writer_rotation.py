@@ -13,6 +13,7 @@ import pytest
 from lifeboat.crypto.keys import load_backup_key
 from tests.attacks.test_forged_history import Site, make_site
 from tests.harness import Clock
+from tests.harness.settle import settle
 
 
 @pytest.fixture
@@ -20,6 +21,7 @@ def site(tmp_path: Path, clock: Clock) -> Site:
     site = make_site(tmp_path, clock)
     for i in range(5):  # a few files whose reuse the next backup can show
         (tmp_path / "app" / f"data-{i}.bin").write_bytes(bytes([i]) * 50_000)
+    settle(tmp_path / "app")
     return site
 
 

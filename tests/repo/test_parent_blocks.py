@@ -28,6 +28,7 @@ from lifeboat.repo.parents import (
 )
 from lifeboat.storage import open_storage
 from tests.harness.parent_caches import verified_lines
+from tests.harness.settle import settle
 
 FILES = 2 * BLOCK_LINES + 276  # two full blocks and a part one
 
@@ -46,6 +47,7 @@ def src(tmp_path: Path) -> Path:
         d = root / f"d{n // 100:02d}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"f{n:04d}").write_bytes(f"file {n}\n".encode() * (n % 7 + 1))
+    settle(root)  # so each backup may take them from the last one's cache
     return root
 
 

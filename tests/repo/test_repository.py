@@ -16,6 +16,7 @@ from lifeboat.repo import KeepRules, Repository, select_keep
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
 from lifeboat.storage.base import Storage
 from tests.conftest import open_backend
+from tests.harness.settle import settle
 from tests.storage.test_conformance import stored_sha256
 
 
@@ -156,6 +157,7 @@ def test_unchanged_files_are_not_read_again(repo_keys, tmp_path):
     src.mkdir()
     for i in range(20):
         (src / f"f{i}").write_bytes(os.urandom(10_000))
+    settle(src)
     backup_paths(repo, "files", [src])
     second = backup_paths(repo, "files", [src])
     assert second.stats.reused_files == 20

@@ -23,6 +23,7 @@ from lifeboat.repo.trees import (
 )
 from lifeboat.storage import open_storage
 from tests.harness.parent_caches import rewrite, verified_lines
+from tests.harness.settle import settle
 
 
 def make_source(root: Path) -> dict[str, bytes]:
@@ -111,6 +112,7 @@ def test_a_files_backup_writes_one_tree_per_directory_and_restores_exactly(repo,
 def test_unchanged_directories_are_stored_once_and_unchanged_files_are_not_read(repo, tmp_path):
     src = tmp_path / "src"
     make_source(src)
+    settle(src)
     first = backup_paths(repo, "tree", [src])
     (src / "a" / "b" / "c" / "three.txt").write_bytes(b"changed\n")
     second = backup_paths(repo, "tree", [src])
@@ -202,6 +204,7 @@ def test_an_unchanged_file_whose_chunks_were_pruned_is_read_again(repo, tmp_path
     (their chunks are gone), and every file is read and restorable again."""
     src = tmp_path / "src"
     files = make_source(src)
+    settle(src)
     first = backup_paths(repo, "tree", [src])
     for stored in list(repo.storage.list("snapshots/")):
         repo.storage.delete(stored.name)
@@ -247,6 +250,7 @@ def test_a_parent_entry_with_null_meta_is_taken_once(repo, tmp_path):
     file is taken from the parent, once, not put into the tree and then read again."""
     src = tmp_path / "src"
     files = make_source(src)
+    settle(src)
     first = backup_paths(repo, "tree", [src])
     cache = repo.parent_cache("tree")
     assert cache is not None
@@ -358,26 +362,26 @@ def open_descriptors() -> int:
 
 def test_a_batch_whose_read_fails_leaves_none_of_its_files_open(repo, tmp_path, monkeypatch):
     """Small files are opened a batch at once, ahead of their read (lifeboat/readahead.py):
-    when one of them cannot be read (a file turned into a directory after the walk saw it)
-    the backup fails, and the files after it, opened but never read, are closed too."""
+    when one of them cannot be read (a disk's read error, injected here: a file turned into
+    a directory since the walk is now left out, not a failure) the backup fails, and the
+    files after it, opened but never read, are closed too."""
     import lifeboat.assets.files.tree as tree
+    from lifeboat.errors import StorageError
 
     src = tmp_path / "src"
     src.mkdir()
     for name in ("a.bin", "b.bin", "c.bin", "d.bin"):
         (src / name).write_bytes(os.urandom(500))
-    walk_as_is = tree.walk
+    read_as_is = tree._Feeder._entry_of
 
-    def walk_then_swap(roots, exclude=()):
-        for item in walk_as_is(roots, exclude):
-            yield item
-            if item.name.endswith("/b.bin"):
-                (src / "b.bin").unlink()
-                (src / "b.bin").mkdir()
+    def entry_of_or_read_error(self, item, opened):
+        if item.name.endswith("/b.bin"):
+            raise StorageError(f"cannot read {item.path}: Input/output error")
+        return read_as_is(self, item, opened)
 
-    monkeypatch.setattr(tree, "walk", walk_then_swap)
+    monkeypatch.setattr(tree._Feeder, "_entry_of", entry_of_or_read_error)
     before = open_descriptors()
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(StorageError, match="Input/output error"):
         backup_paths(repo, "tree", [src])
     assert open_descriptors() == before
     assert repo.snapshots() == []  # nothing committed
@@ -409,17 +413,25 @@ def test_files_opened_ahead_leave_room_under_a_low_open_files_limit(repo, tmp_pa
     assert restored(tmp_path / "restored" / "src") == files
 
 
-def test_a_pipe_put_in_place_of_a_file_after_the_walk_is_reported_not_waited_on(repo, tmp_path, monkeypatch):
-    """A file opened ahead without blocking: a pipe that replaced it after the walk, with a
-    writer that sends nothing, fails the backup with one line naming it (before: the
-    backup's read waited on the pipe for as long as the writer lived)."""
+def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_never_read(
+    repo, tmp_path, monkeypatch
+):
+    """A file opened as the walk saw it: a pipe that replaced it after the walk, with a
+    writer that sends nothing, is not waited on (before: the read waited for as long as the
+    writer lived), and a link that replaced it is not followed (before: a large file, or
+    one not opened ahead, was read through the link, so the snapshot held the bytes of
+    whatever it pointed at, as a regular file of the walked name). Both are left out, as a
+    file deleted since the walk is, and counted."""
     import lifeboat.assets.files.tree as tree
-    from lifeboat.errors import StorageError
 
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("a.bin", "b.bin", "c.bin"):
-        (src / name).write_bytes(os.urandom(500))
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"TOPSECRET " * 30_000)  # large: read the usual way, not opened ahead
+    files = {name: os.urandom(size) for name, size in [("a.bin", 500), ("b.bin", 500), ("c.bin", 300_000)]}
+    files["d.bin"] = os.urandom(500)
+    for name, data in files.items():
+        (src / name).write_bytes(data)
     walk_as_is = tree.walk
     writers: list[int] = []
 
@@ -430,15 +442,27 @@ def test_a_pipe_put_in_place_of_a_file_after_the_walk_is_reported_not_waited_on(
                 (src / "b.bin").unlink()
                 os.mkfifo(src / "b.bin")
                 writers.append(os.open(src / "b.bin", os.O_RDWR))  # a writer that sends nothing
+            if item.name.endswith(("/c.bin", "/d.bin")):
+                path = Path(item.path)
+                path.unlink()
+                path.symlink_to(secret)
 
     monkeypatch.setattr(tree, "walk", walk_then_swap)
     try:
-        with pytest.raises(StorageError, match=r"b\.bin is no longer a regular file"):
-            backup_paths(repo, "tree", [src])
+        info = backup_paths(repo, "tree", [src])
     finally:
         for fd in writers:
             os.close(fd)
-    assert repo.snapshots() == []
+    assert info.labels["vanished"] == "3"
+    restore_snapshot(repo, info, tmp_path / "out")
+    assert restored(tmp_path / "out") == {"src/a.bin": files["a.bin"]}
+    assert not list((tmp_path / "out").rglob("*.bin"))[1:]  # nothing else, no link either
+    # the next backup takes them as they are now: the pipe not captured, the links as links
+    (src / "b.bin").unlink()
+    again = backup_paths(repo, "tree", [src])
+    assert "vanished" not in again.labels
+    restore_snapshot(repo, again, tmp_path / "again")
+    assert os.readlink(tmp_path / "again" / "src" / "c.bin") == str(secret)
 
 
 def test_an_entry_is_stored_with_every_field_that_is_not_empty_in_field_order() -> None:

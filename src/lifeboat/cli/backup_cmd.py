@@ -104,9 +104,19 @@ def print_result(result: AssetBackup) -> None:
         [
             f"{result.asset}: snapshot {info.short_id}, {s.files} files, {human_bytes(s.bytes)} "
             f"({human_bytes(s.new_bytes)} new, {human_bytes(s.stored_bytes)} stored) "
-            f"in {seconds:.1f}s ({rate})"
+            f"in {seconds:.1f}s ({rate}){_left_out(info.labels)}"
         ]
     )
+
+
+def _left_out(labels: dict[str, str]) -> str:
+    """What a file tree's walk found and did not store (assets/files/tree.py's labels)."""
+    parts = []
+    if labels.get("vanished"):
+        parts.append(f"{labels['vanished']} file(s) deleted or replaced during the backup left out")
+    if labels.get("not_captured"):
+        parts.append(f"{labels['not_captured']} socket(s), device(s) or fifo(s) not captured")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def warn_bad_pages(name: str, snapshot: str, pages: list[Finding]) -> None:

@@ -7,10 +7,12 @@ the next session indexes complete orphan packs and reuses their blobs.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -78,6 +80,14 @@ def _file_entry(
         chunks=chunks,
         meta=dict(meta or {}),
     )
+
+
+def _open_regular(source: str | Path) -> IO[bytes]:
+    """A walked file opened as the walk saw it: never through a link swapped in since
+    (O_NOFOLLOW: ELOOP), never blocking on a pipe (O_NONBLOCK); the caller checks it is
+    still a regular file."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    return open(fd, "rb", buffering=0)
 
 
 def _read_at_most(fh: IO[bytes], limit: int) -> bytes:
@@ -456,8 +466,10 @@ class BackupSession:
                 os.stat(source)  # a file gone since the walk is reported, not taken from the parent
                 if (reused := self.take_parent(path, parent)) is not None:
                     return reused
-            fh: IO[bytes] = opened or open(source, "rb", buffering=0)  # type: ignore[assignment]  # noqa: SIM115
+            fh: IO[bytes] = opened or _open_regular(source)  # type: ignore[assignment]
             with fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # a pipe or device swapped in
+                    raise NotFoundError(f"{source} is no longer the regular file the walk saw")
                 if describe is None:
                     return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
                 content = _read_at_most(fh, DESCRIBED_MAX + 1)
@@ -473,8 +485,12 @@ class BackupSession:
             raise NotFoundError(f"{source} disappeared during the backup") from None
         except PermissionError:
             raise StorageError(f"permission denied reading {source}") from None
-        except BlockingIOError:  # opened ahead without blocking: a pipe put in its place since the walk
-            raise StorageError(f"{source} is no longer a regular file") from None
+        except BlockingIOError:  # opened without blocking: a pipe put in its place since the walk
+            raise NotFoundError(f"{source} is no longer the regular file the walk saw") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a link put in its place since the walk: never followed
+                raise NotFoundError(f"{source} is no longer the regular file the walk saw") from None
+            raise
 
     def read_stream(
         self, path: str, stream: IO[bytes], *, mtime_ns: int, meta: dict[str, Any], mode: int = 0o644

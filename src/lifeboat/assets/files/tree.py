@@ -6,18 +6,22 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from lifeboat.assets.walkfeed import Read, WalkFeeder
-from lifeboat.errors import ConfigError
+from lifeboat.errors import ConfigError, NotFoundError, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.readahead import AheadFile, close_all, metadata_read_ahead, open_batch_ahead
 from lifeboat.repo import Entry, Repository, SnapshotInfo
 from lifeboat.repo.chunking import SMALL_FILE
 from lifeboat.repo.parents import walk_key
+
+RACY_NS = 2_000_000_000  # see _Feeder.settled_before
 
 if TYPE_CHECKING:
     from lifeboat.repo.backup import BackupSession
@@ -33,57 +37,119 @@ class SourceItem(NamedTuple):
     st: os.stat_result
 
 
-def snapshot_name_for(root: Path, path: Path, base: str | None = None) -> str:
-    """Paths inside a snapshot: the root's name (see root_names), then the relative path."""
-    rel = path.relative_to(root)
-    return "/".join((base or root.name or "root", *rel.parts))
-
-
 def root_names(roots: Sequence[Path]) -> list[str]:
-    """Each root is stored under its basename, unless another root shares that basename:
-    then every root sharing it is stored under its absolute path without the leading "/"
-    (/x/p1/data and /x/p2/data become x/p1/data and x/p2/data), so both restore. Roots
-    with a unique basename keep the name older snapshots used."""
-    bases = [root.name or "root" for root in roots]
-    shared = {b for b in bases if bases.count(b) > 1}
-    return [
-        (str(root).lstrip("/") or "root") if base in shared else base
-        for root, base in zip(roots, bases, strict=True)
-    ]
+    """Each root is stored under its basename, unless that name is another root's too, or
+    holds another root's name inside it (``tmp`` and ``tmp/x/r2/data``): then it is stored
+    under its absolute path without the leading "/" (/x/p1/data and /x/p2/data become
+    x/p1/data and x/p2/data), so every root restores to a place of its own. Roots with a
+    unique basename keep the name older snapshots used. Absolute names clash only when
+    one root is inside another under the same name (/x and /x/x): refused."""
+    names = [root.name or "root" for root in roots]
+    while clashing := [i for i, name in enumerate(names) if _clashes(name, names)]:
+        absolute = {i: str(roots[i]).lstrip("/") or "root" for i in clashing}
+        if all(names[i] == name for i, name in absolute.items()):
+            both = " and ".join(str(roots[i]) for i in clashing)
+            raise ConfigError(f"paths {both} would be stored under the same name", hint="list one of them")
+        for i, name in absolute.items():
+            names[i] = name
+    return names
+
+
+def _clashes(name: str, names: list[str]) -> bool:
+    """Whether another root's name equals ``name``, or one holds the other as a directory."""
+    seen = 0
+    for other in names:
+        if other == name:
+            seen += 1
+        elif other.startswith(name + "/") or name.startswith(other + "/"):
+            return True
+    return seen > 1
 
 
 def walk(roots: Sequence[Path], exclude: Sequence[str] = ()) -> Iterator[SourceItem]:
-    """Every filesystem object under the roots (excluded names left out), with its snapshot name."""
-    absolute = []
+    """Every filesystem object under the roots (excluded names left out), with its snapshot
+    name. A root that is a symbolic link is followed: it is what the policy asks for (a
+    keys directory linked from where the application looks for it), stored under the
+    link's name."""
+    named_as: list[Path] = []  # how each root is named (its path, resolved unless a link)
+    walked: list[Path] = []  # what is walked (links followed)
     for root in roots:
-        root = root.resolve() if not root.is_symlink() else root.absolute()
-        if not os.path.lexists(root):
-            raise ConfigError(f"path {root} does not exist")
-        if root not in absolute:  # the same path listed twice is captured once
-            absolute.append(root)
+        real = _real_root(root)
+        if real in walked:  # the same path listed twice is captured once
+            continue
+        named_as.append(root.absolute() if root.is_symlink() else real)
+        walked.append(real)
     # roots in name order, so the whole walk is in walk order (names sorted at every level):
     # the streamed tree and the parent's files are read in that order (repo/parents.py)
-    named = sorted(zip(absolute, root_names(absolute), strict=True), key=lambda rb: walk_key(rb[1]))
+    named = sorted(zip(walked, root_names(named_as), strict=True), key=lambda rb: walk_key(rb[1]))
     for root, base in named:
-        yield from _walk_root(root, snapshot_name_for(root, root, base), exclude)
+        yield from _walk_root(root, base, exclude)
+
+
+def _real_root(root: Path) -> Path:
+    """The root's absolute path with every link resolved; a clear error when there is none."""
+    try:
+        return root.resolve(strict=True)
+    except FileNotFoundError:
+        if os.path.lexists(root):
+            target = os.readlink(root)
+            raise ConfigError(f"path {root} is a symbolic link to {target}, which does not exist") from None
+        raise ConfigError(f"path {root} does not exist") from None
+    except (OSError, RuntimeError) as exc:  # a loop of links, a name too long
+        raise ConfigError(f"path {root} cannot be resolved: {exc}") from None
 
 
 def _walk_root(root: Path, root_name: str, exclude: Sequence[str]) -> Iterator[SourceItem]:
     """Depth first, names in order. Snapshot names are built by joining strings, not with
-    Path.relative_to per file (a tenth of a many-small-files backup)."""
+    Path.relative_to per file (a tenth of a many-small-files backup). What is deleted while
+    the walk runs is left out, as if the walk had come a moment later; what cannot be read
+    stops the backup with its path named."""
     stack: list[tuple[str, str]] = [(str(root), root_name)]
     while stack:
         path, name = stack.pop()
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise unreadable(path, exc) from None
         yield SourceItem(path, name, st)
         if stat.S_ISDIR(st.st_mode):
-            with os.scandir(path) as it:
-                children = sorted(e.name for e in it)
+            try:
+                with os.scandir(path) as it:
+                    children = sorted(e.name for e in it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # gone since: kept as the walk saw it, empty
+            except OSError as exc:
+                raise unreadable(path, exc) from None
             if exclude:
                 children = [c for c in children if not any(fnmatch.fnmatch(c, pat) for pat in exclude)]
             # strings joined by hand: os.path.join per file was a twentieth of an unchanged backup
             prefix = path if path.endswith("/") else path + "/"
+            if not all(c.isascii() for c in children):
+                for child in children:
+                    check_utf8(prefix + child)
             stack.extend((prefix + child, f"{name}/{child}") for child in reversed(children))
+
+
+def unreadable(path: str, exc: OSError) -> StorageError:
+    """The one-line error of a source path the backup cannot read."""
+    return StorageError(
+        f"cannot read {os.fsencode(path)!r}: {exc.strerror or exc}",
+        hint="let the user lifeboat runs as read it, or exclude it",
+    )
+
+
+def check_utf8(text: str) -> None:
+    """Snapshot names and link targets are UTF-8 text: a file name in another encoding
+    stops the backup with its bytes shown, rather than a snapshot without it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise StorageError(
+            f"{os.fsencode(text)!r} is not UTF-8 and cannot be stored",
+            hint="rename it (convmv converts a tree's names) or exclude it",
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +164,11 @@ class _Pending:
     mtime_ns: int
     uid: int
     gid: int
-    identity: str
+    identity: str | None  # None: changed too recently for the next backup to trust
     parent: Entry | None
 
     @classmethod
-    def of(cls, item: SourceItem, identity: str, parent: Entry | None) -> _Pending:
+    def of(cls, item: SourceItem, identity: str | None, parent: Entry | None) -> _Pending:
         st = item.st
         return cls(
             item.path,
@@ -151,8 +217,10 @@ def backup_paths(
         feeder = _Feeder(session, describe)
         with metadata_read_ahead(roots):
             feeder.run(walk(roots, exclude))
+        counted = {"vanished": feeder.vanished, "not_captured": feeder.not_captured}
         if meta_label is not None:
-            session.set_labels({meta_label: str(feeder.with_meta)})
+            counted[meta_label] = feeder.with_meta
+        session.set_labels({name: str(n) for name, n in counted.items() if n or name == meta_label})
         return session.commit()
 
 
@@ -170,30 +238,54 @@ class _Feeder(WalkFeeder[SourceItem, _Pending]):
     def __init__(self, session: BackupSession, describe: Describe | None) -> None:
         super().__init__(session)
         self.describe = describe
+        # a file changed this close to the walk may be read while a write is under way
+        # (its time is set before its bytes are copied): read, but not trusted as unchanged
+        # by the next backup (git's "racy clean" rule)
+        self.settled_before = time.time_ns() - RACY_NS
+        self.not_captured = 0  # sockets, devices, fifos
+        self.vanished = 0  # files deleted or replaced since the walk saw them: left out
+        self._count_lock = threading.Lock()
 
     def add(self, item: SourceItem) -> None:
-        mode = item.st.st_mode
+        st = item.st
+        mode = st.st_mode
         if stat.S_ISREG(mode):
             identity = identity_of(item)
             taken, parent = self.take_or_defer(
                 item.name, identity, self.session.parent_encoded(item.name, identity)
             )
             if not taken:
-                self.queue(_Pending.of(item, identity, parent), item.st.st_size)
+                settled = st.st_mtime_ns < self.settled_before
+                self.queue(_Pending.of(item, identity if settled else None, parent), st.st_size)
             return
         if stat.S_ISDIR(mode):
             self.hand_on(_entry(item, "dir"))
         elif stat.S_ISLNK(mode):
-            self.hand_on(_entry(item, "symlink", target=os.readlink(item.path)))
-        # sockets, devices, fifos: not captured
+            try:
+                target = os.readlink(item.path)
+            except FileNotFoundError:
+                return  # deleted since the walk saw it
+            except OSError as exc:
+                raise unreadable(item.path, exc) from None
+            check_utf8(target)
+            self.hand_on(_entry(item, "symlink", target=target))
+        else:
+            self.not_captured += 1
 
     def read_batch(self, batch: list[_Pending]) -> list[Read]:
         opened = _open_ahead(batch)
         try:
-            pairs = zip(batch, opened, strict=True)
-            return [(self._entry_of(item, ahead), item.identity) for item, ahead in pairs]
+            return [self._read(item, ahead) for item, ahead in zip(batch, opened, strict=True)]
         finally:
             close_all(opened)  # those not read (a failure stopped the batch)
+
+    def _read(self, item: _Pending, opened: AheadFile | None) -> Read:
+        try:
+            return self._entry_of(item, opened), item.identity
+        except NotFoundError:
+            with self._count_lock:  # on reader threads
+                self.vanished += 1
+            return None
 
     def _entry_of(self, item: _Pending, opened: AheadFile | None) -> Entry:
         """The file's entry, read or taken from its parent (which keeps its metadata: it
