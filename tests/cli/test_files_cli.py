@@ -226,3 +226,13 @@ def test_read_data_subsets_cover_every_pack_and_find_a_flipped_byte(cli):
     assert len(failed) == 1 and victim.name in failed[0].stdout
     bad = cli.run("check", "--read-data-subset", "4/3", *key, check=False)
     assert bad.returncode == 2 and "between 1 and T" in bad.stderr
+
+
+@pytest.mark.parametrize("cli", ["file"], indirect=True)
+def test_a_snapshot_dated_ahead_within_the_skew_is_no_credit_in_status(cli):
+    fill(cli.source, n=2, size=100)
+    with cli.clock.shifted(120):  # this host's clock two minutes ahead (within the 5 m allowed)
+        cli.run("backup", "config")
+    seen = json.loads(cli.run("status", "--json", check=False).stdout)
+    [config] = [a for a in seen["assets"] if a["asset"] == "config"]
+    assert config["exposure_s"] == 0  # before: -120, an exposure better than none

@@ -67,3 +67,9 @@ def test_kind_checks_reach_the_evidence_and_a_stopped_drill_is_audited(tmp_path)
     second = _drills(root)[1]
     assert second["outcome"] == "fail" and second["details"]["error"] == failed["stopped"]
     assert second["details"]["drill"] == "outage"
+    # status shows the stopped drill as each asset's newest, not the drill before it (which
+    # restored them): before, a drill that restored nothing was skipped
+    seen = json.loads(lb.run("status", "--json", check=False).stdout)
+    for asset in seen["assets"]:
+        assert (asset["last_drill"], asset["last_drill_verdict"]) == (signed["started"], "fail")
+        assert f"last drill outage failed ({signed['started'][:19]})" in asset["breaches"]

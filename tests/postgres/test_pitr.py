@@ -133,6 +133,13 @@ def test_status_measures_exposure_from_where_a_wal_gap_stops_replay(pg):
     assert later["last_backup"] == fresh["last_backup"] and later["last_backup"] in gap[0]
 
 
+def test_archived_wal_without_a_base_backup_is_never_backed_up_in_status(pg):
+    pg.switch_and_wait_archived()  # archiving works, but nothing to replay it onto
+    out = json.loads(pg.run("status", "--json", check=False).stdout)
+    db = next(a for a in out["assets"] if a["asset"] == "db")
+    assert db["last_backup"] is None and "never backed up" in db["breaches"]
+
+
 def test_second_base_backup_stores_only_changed_pages(pg):
     # An update-heavy table tuned as such tables are (fillfactor 50), so updated rows stay
     # on their page (HOT); with fillfactor 100 PostgreSQL scatters new versions through

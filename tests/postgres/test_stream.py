@@ -17,12 +17,13 @@ ACTIVE_SLOT = "select 1 from pg_replication_slots where slot_name = 'lifeboat_db
 def newest_partial_stored(pg) -> float | None:  # type: ignore[no-untyped-def]
     """When the stream last stored a partial segment in the repository (its own record)."""
     from lifeboat import runtime
-    from lifeboat.assets.postgres.stream import newest_stream_time, stream_namespace
+    from lifeboat.assets.postgres.stream import newest_stream_name, stream_namespace
     from lifeboat.assets.registry import load_policy
 
     repo = runtime.open_for_write(load_policy(pg.policy))
     try:
-        return newest_stream_time(repo.list_ref_names(stream_namespace("db")))
+        name = newest_stream_name(repo.list_ref_names(stream_namespace("db")))
+        return repo.get_ref(stream_namespace("db"), name).time.timestamp() if name else None
     finally:
         repo.close()
 

@@ -212,7 +212,8 @@ def asset_status(
         st.breaches += [r.describe() for r in refused_refs if r.asset == name]
         if newest is not None:
             st.last_backup = newest.isoformat(timespec="seconds")
-            st.exposure_s = round((now - newest).total_seconds(), 1)
+            # never below 0: a time ahead of this clock (within the skew allowed) is no credit
+            st.exposure_s = max(0.0, round((now - newest).total_seconds(), 1))
             st.risk = round(st.exposure_s / max(st.rpo_s, 1.0), 4)
             if st.exposure_s > st.rpo_s:
                 st.breaches.append(f"exposure {st.exposure_s:.0f}s exceeds RPO {st.rpo_s:.0f}s")
@@ -227,7 +228,7 @@ def asset_status(
             st.success_rate_30d = round(sum(e["outcome"] == "ok" for e in runs) / len(runs), 4)
             if st.success_rate_30d < cls.success_target:
                 st.breaches.append(f"success rate {st.success_rate_30d:.0%} below {cls.success_target:.0%}")
-        last_drill_findings(st, drills)
+        last_drill_findings(st, drills, view.drill_assets)
         statuses.append(st)
     corrective_action_findings(view, statuses, now)
     return statuses
@@ -256,14 +257,22 @@ def fleet_order(statuses: list[AssetStatus]) -> list[AssetStatus]:
     return [st for _, group in fleet_groups(statuses) for st in group]
 
 
-def last_drill_findings(st: AssetStatus, drills: list[dict[str, Any]]) -> None:
-    """The newest drill that restored this asset: its verdict is the asset's, since a
-    failed drill means nobody has shown the asset can come back."""
+def last_drill_findings(
+    st: AssetStatus, drills: list[dict[str, Any]], drill_assets: Callable[[str], list[str]]
+) -> None:
+    """The newest drill of this asset: its verdict is the asset's, since a failed drill
+    means nobody has shown the asset can come back. A drill of the asset that stopped
+    before it restored it (a full disk, a source out of reach) counts too: its failure is
+    the newest word on the asset, not the pass before it."""
     for drill in reversed(drills):
-        if st.asset not in drill.get("achieved", {}):
+        achieved = drill.get("achieved", {})
+        meant = set(achieved) | set(drill.get("targets", {}))  # targets: set as each restore starts
+        if drill.get("stopped") and not meant:  # stopped before its first restore
+            meant = set(drill_assets(str(drill.get("drill", ""))))
+        if st.asset not in meant:
             continue
         st.last_drill = drill["started"]
-        st.last_drill_rto_s = drill["achieved"][st.asset]["rto_s"]
+        st.last_drill_rto_s = achieved.get(st.asset, {}).get("rto_s")
         st.last_drill_verdict = drill["verdict"]
         st.last_drill_name = drill.get("drill")
         st.last_drill_bundle = drill.get("bundle")

@@ -4,9 +4,8 @@ timelines, and a failing archiver."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from lifeboat import clock
@@ -39,30 +38,21 @@ def status_extras(query: StatusQuery) -> StatusExtras:
             f"divergent WAL branch: timeline {d['timeline']} forked from {d['parent']} at "
             f"{d['fork_lsn'] or '?'} and both archived; newest WAL on timeline {d['newest_wal_on']}"
         )
+    if not query.snapshots:
+        return extras  # WAL without a base backup to replay it onto restores nothing
     if wal.gap is not None:
-        # replay stops at the gap: WAL archived, pushed or streamed after it restores nothing
+        # replay stops at the gap: WAL archived or streamed after it restores nothing
         extras.newest = wal.reached
         _gap_verdict(extras, wal, query.now or clock.now())
         return extras
-    extras.newest = _newest(
-        _newest_pushed(query.audit, name),
-        wal.newest,  # the archive itself: a fleet's status host sees what every host pushed
-        newest_streamed(repo, name) if streaming else None,
-    )
+    # the archive itself, never this host's audit log: a fleet's status host sees what every
+    # host pushed, a status of a copy (--repository) sees what the copy holds, and an entry
+    # appended to the log proves nothing
+    extras.newest = wal.newest
+    streamed = newest_streamed(repo, name) if streaming else None
+    if streamed is not None and (extras.newest is None or streamed > extras.newest):
+        extras.newest = streamed
     return extras
-
-
-def _newest(*times: datetime | None) -> datetime | None:
-    known = [t for t in times if t is not None]
-    return max(known) if known else None
-
-
-def _newest_pushed(audit: Sequence[dict[str, Any]], name: str) -> datetime | None:
-    """When this host's audit log last recorded a WAL push of the asset."""
-    for entry in reversed(audit):
-        if entry["operation"] == "wal-push" and entry.get("asset") == name and entry["outcome"] == "ok":
-            return datetime.fromisoformat(entry["time"])
-    return None
 
 
 def _gap_verdict(extras: StatusExtras, wal: WalFindings, now: datetime) -> None:
@@ -215,8 +205,15 @@ def _segment_numbers(names: list[str]) -> dict[int, set[int]]:
 
 
 def newest_streamed(repo: Repository, asset: str) -> datetime | None:
-    """When the newest streamed (not yet archived) WAL arrived."""
-    from lifeboat.assets.postgres.stream import newest_stream_time, stream_namespace
+    """When the newest streamed (not yet archived) WAL was stored: the signed time of the
+    ref, not the stamp in its name, which no check of future times covers."""
+    from lifeboat.assets.postgres.stream import newest_stream_name, stream_namespace
 
-    stamp = newest_stream_time(repo.list_ref_names(stream_namespace(asset)))
-    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+    namespace = stream_namespace(asset)
+    name = newest_stream_name(repo.list_ref_names(namespace))
+    if name is None:
+        return None
+    try:
+        return repo.get_ref(namespace, name).time
+    except LifeboatError:
+        return None

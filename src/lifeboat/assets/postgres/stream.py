@@ -66,10 +66,12 @@ def streamed_files(names: list[str]) -> dict[str, str]:
     return chosen
 
 
-def newest_stream_time(names: list[str]) -> float | None:
-    """When the newest streamed partial was stored (seconds since the epoch), if any."""
-    stamps = [int(n.rsplit(".", 1)[1]) for n in names if PARTIAL + "." in n and n.rsplit(".", 1)[1].isdigit()]
-    return max(stamps) / 1000 if stamps else None
+def newest_stream_name(names: list[str]) -> str | None:
+    """The ref name of the newest streamed partial (by the stamp in its name), if any."""
+    stamped = [
+        (int(stamp), n) for n in names if PARTIAL + "." in n and (stamp := n.rsplit(".", 1)[1]).isdigit()
+    ]
+    return max(stamped)[1] if stamped else None
 
 
 @dataclass
