@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -123,6 +124,16 @@ def test_daemon_windows_retries_alerts_metrics_and_single_instance(tmp_path):
             s.labels["asset"] == "inwin" for s in families["lifeboat_last_success_timestamp_seconds"].samples
         )
         assert "lifeboat" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+        # never backed up (outside its window): exposed without bound, and alerted, not left out
+        exposure = {s.labels["asset"]: s.value for s in families["lifeboat_exposure_seconds"].samples}
+        assert exposure["outwin"] == math.inf and exposure["inwin"] < 86400
+        wait_for(
+            lambda: any(
+                m["condition"] == "rpo:outwin" and "no restorable backup" in m["message"]
+                for m in Receiver.received
+            ),
+            "the never-backed-up asset's RPO alert",
+        )
         # the failing job has used up its retries and alerted; only then is its cause fixed
         wait_for(
             lambda: any(m["condition"] == "job-failed:backup:flaky" for m in Receiver.received),

@@ -4,6 +4,7 @@ archiver, a divergent WAL branch, an old key), plus the dashboard page."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -63,12 +64,14 @@ class StatusMonitor:
             for st in statuses:
                 self.metrics.rpo.labels(st.asset).set(st.rpo_s)
                 self.metrics.rto.labels(st.asset).set(st.rto_s)
-                if st.exposure_s is not None:
-                    self.metrics.exposure.labels(st.asset).set(st.exposure_s)
-                    if st.last_backup:
-                        self.metrics.last_success.labels(st.asset).set(
-                            datetime.fromisoformat(st.last_backup).timestamp()
-                        )
+                # no restorable backup (never made, or every snapshot refused): exposed without
+                # bound, so the gauge and a rule on it say so rather than keep a stale value
+                exposure = st.exposure_s if st.exposure_s is not None else math.inf
+                self.metrics.exposure.labels(st.asset).set(exposure)
+                if st.exposure_s is not None and st.last_backup:
+                    self.metrics.last_success.labels(st.asset).set(
+                        datetime.fromisoformat(st.last_backup).timestamp()
+                    )
                 if st.last_drill_rto_s is not None:
                     self.metrics.drill_rto.labels(st.asset).set(st.last_drill_rto_s)
                 rate = self.history.success_rate(f"backup:{st.asset}", st.asset, datetime.now(UTC))
@@ -84,8 +87,12 @@ class StatusMonitor:
                         self.alerts.resolve(f"success:{st.asset}")
                 self.metrics.record_targets(self.policy, st)
                 self.refresh_divergence(st)
-                breach = st.exposure_s is not None and st.exposure_s > st.rpo_s
-                if breach:
+                if st.exposure_s is None:
+                    self.alerts.fire(
+                        f"rpo:{st.asset}",
+                        f"{st.asset}: no restorable backup (never backed up, or every snapshot refused)",
+                    )
+                elif st.exposure_s > st.rpo_s:
                     self.alerts.fire(
                         f"rpo:{st.asset}",
                         f"{st.asset}: exposure {st.exposure_s:.0f}s exceeds RPO {st.rpo_s:.0f}s",
