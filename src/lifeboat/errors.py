@@ -52,6 +52,11 @@ class NotFoundError(StorageError):
     """An object, snapshot or file that was asked for does not exist."""
 
 
+class SourceChanged(NotFoundError):
+    """A source file deleted or replaced (by a link, a pipe, a directory) since the walk
+    saw it: left out of the snapshot, as if the walk had come a moment later."""
+
+
 class AlreadyExistsError(StorageError):
     """A put-if-absent found the name taken (never overwrite)."""
 

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -258,11 +259,10 @@ def test_the_first_gap_replay_meets_follows_the_failover_path() -> None:
     tree.timelines[1] = Timeline(1, first=Segment(1, 2), last=Segment(1, 10))
     tree.timelines[2] = Timeline(2, parent=1, fork_segment=10, first=Segment(2, 10), last=Segment(2, 14))
     base = Segment(1, 5)
-    whole = {1: set(range(2, 11)), 2: set(range(10, 15))}
-    assert tree.first_gap(2, base, whole) is None
-    # the fork's segment serves from either timeline
-    assert tree.first_gap(2, base, {1: set(range(5, 11)), 2: set(range(11, 15))}) is None
-    gap = tree.first_gap(2, base, {1: set(range(5, 10)), 2: set(range(11, 15))})
+    assert tree.replay_timeline(base) == 1  # no time on either: the lower, the original
+    assert tree.first_gap(2, base, {1: set(range(2, 11)), 2: set(range(10, 15))}) is None
+    # the fork's segment is the child's: the parent's copy ends at the switch point
+    gap = tree.first_gap(2, base, {1: set(range(5, 11)), 2: set(range(11, 15))})
     assert gap is not None and gap.missing == Segment(2, 10)
     assert (gap.before, gap.after) == (Segment(1, 9), Segment(2, 11))
     # a gap before the fork: replay stops on timeline 1, whatever timeline 2 holds
@@ -274,6 +274,22 @@ def test_the_first_gap_replay_meets_follows_the_failover_path() -> None:
     assert gap is not None and gap.before is None and gap.missing == base
     # gaps before the base backup do not count
     assert tree.first_gap(2, base, {1: {2, 5, 6, 7, 8, 9}, 2: set(range(10, 15))}) is None
+    # streaming: what comes before the segment being streamed must be there too
+    whole = {1: set(range(5, 10)), 2: set(range(10, 15))}
+    gap = tree.first_gap(2, base, {**whole, 2: whole[2] | {17}}, until=17)
+    assert gap is not None and gap.missing == Segment(2, 15) and gap.after == Segment(2, 17)
+    # a base taken on timeline 1 after timeline 2 forked cannot follow it
+    late = Segment(1, 12)
+    assert tree.first_gap(2, late, {1: set(range(5, 13)), 2: set(range(10, 15))}) is None
+    tree.timelines[2].newest_time = datetime(2026, 1, 2, tzinfo=UTC)
+    tree.timelines[1].newest_time = datetime(2026, 1, 1, tzinfo=UTC)
+    assert (tree.replay_timeline(base), tree.replay_timeline(late)) == (2, 1)
+    # a timeline whose parent is not known (its history sealed for another writer) is taken
+    # to fork from the base's at its first segment
+    tree.timelines[2].parent, tree.timelines[2].fork_segment = None, None
+    assert tree.replay_timeline(base) == 2
+    gap = tree.first_gap(2, base, {1: {5, 6, 7, 8}, 2: set(range(10, 15))})
+    assert gap is not None and gap.missing == Segment(1, 9)
     # a (forged) name far ahead: the held names are walked, never the range up to it
     tree.timelines[1].last = Segment(1, 2**40)
     gap = tree.first_gap(1, base, {1: {5, 6, 2**40}})

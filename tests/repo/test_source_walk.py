@@ -94,6 +94,7 @@ def test_entries_deleted_while_the_walk_runs_are_left_out_and_counted(repo, tmp_
     monkeypatch.setattr(tree.os, "lstat", lstat_after_a_delete)
     info = backup_paths(repo, "files", [src])
     monkeypatch.undo()
+    assert info.labels["vanished"] == "2"  # b, and e (deleted with f before its lstat)
     restore_snapshot(repo, info, tmp_path / "out")
     assert files_under(tmp_path / "out") == {"src/a": b"a", "src/d/c": b"c"}
 

@@ -418,10 +418,10 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
 ):
     """A file opened as the walk saw it: a pipe that replaced it after the walk, with a
     writer that sends nothing, is not waited on (before: the read waited for as long as the
-    writer lived), and a link that replaced it is not followed (before: a large file, or
-    one not opened ahead, was read through the link, so the snapshot held the bytes of
-    whatever it pointed at, as a regular file of the walked name). Both are left out, as a
-    file deleted since the walk is, and counted."""
+    writer lived), a link that replaced it is not followed (before: a large file, or one
+    not opened ahead, was read through the link, so the snapshot held the bytes of whatever
+    it pointed at, as a regular file of the walked name), and a directory is no internal
+    error. All are left out, as a file deleted since the walk is, and counted."""
     import lifeboat.assets.files.tree as tree
 
     src = tmp_path / "src"
@@ -430,13 +430,14 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
     secret.write_bytes(b"TOPSECRET " * 30_000)  # large: read the usual way, not opened ahead
     files = {name: os.urandom(size) for name, size in [("a.bin", 500), ("b.bin", 500), ("c.bin", 300_000)]}
     files["d.bin"] = os.urandom(500)
+    files["e.bin"] = os.urandom(300_000)  # large, turned into a directory
     for name, data in files.items():
         (src / name).write_bytes(data)
     walk_as_is = tree.walk
     writers: list[int] = []
 
-    def walk_then_swap(roots, exclude=()):
-        for item in walk_as_is(roots, exclude):
+    def walk_then_swap(roots, *args):
+        for item in walk_as_is(roots, *args):
             yield item
             if item.name.endswith("/b.bin"):
                 (src / "b.bin").unlink()
@@ -446,6 +447,9 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
                 path = Path(item.path)
                 path.unlink()
                 path.symlink_to(secret)
+            if item.name.endswith("/e.bin"):
+                (src / "e.bin").unlink()
+                (src / "e.bin").mkdir()
 
     monkeypatch.setattr(tree, "walk", walk_then_swap)
     try:
@@ -453,14 +457,14 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
     finally:
         for fd in writers:
             os.close(fd)
-    assert info.labels["vanished"] == "3"
+    monkeypatch.undo()
+    assert info.labels["vanished"] == "4"
     restore_snapshot(repo, info, tmp_path / "out")
     assert restored(tmp_path / "out") == {"src/a.bin": files["a.bin"]}
     assert not list((tmp_path / "out").rglob("*.bin"))[1:]  # nothing else, no link either
     # the next backup takes them as they are now: the pipe not captured, the links as links
-    (src / "b.bin").unlink()
     again = backup_paths(repo, "tree", [src])
-    assert "vanished" not in again.labels
+    assert "vanished" not in again.labels and again.labels["not_captured"] == "1"
     restore_snapshot(repo, again, tmp_path / "again")
     assert os.readlink(tmp_path / "again" / "src" / "c.bin") == str(secret)
 

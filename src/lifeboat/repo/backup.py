@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from lifeboat import clock, memory
-from lifeboat.errors import LifeboatError, NotFoundError, StorageError
+from lifeboat.errors import LifeboatError, NotFoundError, SourceChanged, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.readahead import AheadFile
 from lifeboat.repo.chunking import encode_payload, read_blocks
@@ -84,10 +84,32 @@ def _file_entry(
 
 def _open_regular(source: str | Path) -> IO[bytes]:
     """A walked file opened as the walk saw it: never through a link swapped in since
-    (O_NOFOLLOW: ELOOP), never blocking on a pipe (O_NONBLOCK); the caller checks it is
-    still a regular file."""
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    return open(fd, "rb", buffering=0)
+    (O_NOFOLLOW: ELOOP), never waiting on a pipe (O_NONBLOCK: EAGAIN when read); a
+    directory put in its place fails FileIO's own check (EISDIR)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(source, flags | os.O_NONBLOCK)
+    except BlockingIOError:  # a lease another holds (Samba, NFS): wait for it, as a plain open would
+        if not stat.S_ISREG(os.lstat(source).st_mode):
+            raise
+        fd = os.open(source, flags)
+    try:
+        return open(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _source_changed(exc: OSError, source: str | Path) -> bool:
+    """Whether an error opening or reading a walked file says it is no longer the regular
+    file the walk saw: gone (ENOENT, ENOTDIR: a directory above it replaced), a link put
+    in its place (ELOOP), a directory (EISDIR) or a pipe with nothing to read (EAGAIN).
+    The first three are taken only from the source's own path: the repository's errors
+    are never mistaken for it."""
+    if exc.errno in (errno.EISDIR, errno.EAGAIN):
+        return True
+    own = exc.filename is not None and os.fspath(exc.filename) == os.fspath(source)
+    return own and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 
 def _read_at_most(fh: IO[bytes], limit: int) -> bytes:
@@ -468,8 +490,6 @@ class BackupSession:
                     return reused
             fh: IO[bytes] = opened or _open_regular(source)  # type: ignore[assignment]
             with fh:
-                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # a pipe or device swapped in
-                    raise NotFoundError(f"{source} is no longer the regular file the walk saw")
                 if describe is None:
                     return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
                 content = _read_at_most(fh, DESCRIBED_MAX + 1)
@@ -481,15 +501,11 @@ class BackupSession:
                 content, self.chunk_size, self.progress, sha256=self.file_sha256
             )
             return _file_entry(path, stored, mode, mtime_ns, uid, gid, meta)
-        except FileNotFoundError:
-            raise NotFoundError(f"{source} disappeared during the backup") from None
         except PermissionError:
             raise StorageError(f"permission denied reading {source}") from None
-        except BlockingIOError:  # opened without blocking: a pipe put in its place since the walk
-            raise NotFoundError(f"{source} is no longer the regular file the walk saw") from None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:  # a link put in its place since the walk: never followed
-                raise NotFoundError(f"{source} is no longer the regular file the walk saw") from None
+            if _source_changed(exc, source):
+                raise SourceChanged(f"{source} was deleted or replaced during the backup") from None
             raise
 
     def read_stream(

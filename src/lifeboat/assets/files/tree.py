@@ -3,6 +3,7 @@ into the repository and the restore of a snapshot into a directory."""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from lifeboat.assets.walkfeed import Read, WalkFeeder
-from lifeboat.errors import ConfigError, NotFoundError, StorageError
+from lifeboat.errors import ConfigError, SourceChanged, StorageError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.readahead import AheadFile, close_all, metadata_read_ahead, open_batch_ahead
 from lifeboat.repo import Entry, Repository, SnapshotInfo
@@ -66,11 +67,14 @@ def _clashes(name: str, names: list[str]) -> bool:
     return seen > 1
 
 
-def walk(roots: Sequence[Path], exclude: Sequence[str] = ()) -> Iterator[SourceItem]:
+def walk(
+    roots: Sequence[Path], exclude: Sequence[str] = (), gone: Callable[[], None] = lambda: None
+) -> Iterator[SourceItem]:
     """Every filesystem object under the roots (excluded names left out), with its snapshot
     name. A root that is a symbolic link is followed: it is what the policy asks for (a
     keys directory linked from where the application looks for it), stored under the
-    link's name."""
+    link's name. ``gone`` is told of each entry deleted between its directory's listing
+    and its lstat."""
     named_as: list[Path] = []  # how each root is named (its path, resolved unless a link)
     walked: list[Path] = []  # what is walked (links followed)
     for root in roots:
@@ -83,7 +87,7 @@ def walk(roots: Sequence[Path], exclude: Sequence[str] = ()) -> Iterator[SourceI
     # the streamed tree and the parent's files are read in that order (repo/parents.py)
     named = sorted(zip(walked, root_names(named_as), strict=True), key=lambda rb: walk_key(rb[1]))
     for root, base in named:
-        yield from _walk_root(root, base, exclude)
+        yield from _walk_root(root, base, exclude, gone)
 
 
 def _real_root(root: Path) -> Path:
@@ -99,7 +103,9 @@ def _real_root(root: Path) -> Path:
         raise ConfigError(f"path {root} cannot be resolved: {exc}") from None
 
 
-def _walk_root(root: Path, root_name: str, exclude: Sequence[str]) -> Iterator[SourceItem]:
+def _walk_root(
+    root: Path, root_name: str, exclude: Sequence[str], gone: Callable[[], None]
+) -> Iterator[SourceItem]:
     """Depth first, names in order. Snapshot names are built by joining strings, not with
     Path.relative_to per file (a tenth of a many-small-files backup). What is deleted while
     the walk runs is left out, as if the walk had come a moment later; what cannot be read
@@ -109,7 +115,8 @@ def _walk_root(root: Path, root_name: str, exclude: Sequence[str]) -> Iterator[S
         path, name = stack.pop()
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # its directory was listed before
+            gone()
             continue
         except OSError as exc:
             raise unreadable(path, exc) from None
@@ -119,7 +126,8 @@ def _walk_root(root: Path, root_name: str, exclude: Sequence[str]) -> Iterator[S
                 with os.scandir(path) as it:
                     children = sorted(e.name for e in it)
             except (FileNotFoundError, NotADirectoryError):
-                continue  # gone since: kept as the walk saw it, empty
+                gone()  # gone since: kept as the walk saw it, empty
+                continue
             except OSError as exc:
                 raise unreadable(path, exc) from None
             if exclude:
@@ -215,8 +223,8 @@ def backup_paths(
         session.stream_tree()
         progress.start(None)  # the total is known only once the walk is over
         feeder = _Feeder(session, describe)
-        with metadata_read_ahead(roots):
-            feeder.run(walk(roots, exclude))
+        with metadata_read_ahead([os.path.realpath(root) for root in roots]):  # links followed, as walked
+            feeder.run(walk(roots, exclude, feeder.count_vanished))
         counted = {"vanished": feeder.vanished, "not_captured": feeder.not_captured}
         if meta_label is not None:
             counted[meta_label] = feeder.with_meta
@@ -263,9 +271,13 @@ class _Feeder(WalkFeeder[SourceItem, _Pending]):
         elif stat.S_ISLNK(mode):
             try:
                 target = os.readlink(item.path)
-            except FileNotFoundError:
-                return  # deleted since the walk saw it
+            except (FileNotFoundError, NotADirectoryError):  # deleted since the walk saw it
+                self.count_vanished()
+                return
             except OSError as exc:
+                if exc.errno == errno.EINVAL:  # no longer a link: replaced since the walk
+                    self.count_vanished()
+                    return
                 raise unreadable(item.path, exc) from None
             check_utf8(target)
             self.hand_on(_entry(item, "symlink", target=target))
@@ -282,10 +294,13 @@ class _Feeder(WalkFeeder[SourceItem, _Pending]):
     def _read(self, item: _Pending, opened: AheadFile | None) -> Read:
         try:
             return self._entry_of(item, opened), item.identity
-        except NotFoundError:
-            with self._count_lock:  # on reader threads
-                self.vanished += 1
+        except SourceChanged:
+            self.count_vanished()
             return None
+
+    def count_vanished(self) -> None:
+        with self._count_lock:  # the walk's thread and reader threads
+            self.vanished += 1
 
     def _entry_of(self, item: _Pending, opened: AheadFile | None) -> Entry:
         """The file's entry, read or taken from its parent (which keeps its metadata: it

@@ -49,9 +49,6 @@ def status_extras(query: StatusQuery) -> StatusExtras:
     # host pushed, a status of a copy (--repository) sees what the copy holds, and an entry
     # appended to the log proves nothing
     extras.newest = wal.newest
-    streamed = newest_streamed(repo, name) if streaming else None
-    if streamed is not None and (extras.newest is None or streamed > extras.newest):
-        extras.newest = streamed
     return extras
 
 
@@ -135,9 +132,9 @@ class WalFindings:
 
 
 def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, streaming: bool) -> WalFindings:
-    """Divergent timelines, the newest archived WAL, and the first gap on the way from the
-    latest base backup to it (streamed segments fill gaps when the asset streams: a
-    restore takes them for what the archive lacks)."""
+    """Divergent timelines, the newest WAL a restore of the latest base backup can replay
+    (archived, or streamed when the asset streams: a restore takes streamed files for what
+    the archive lacks), and the first gap on the way to it."""
     from lifeboat.assets.postgres.timelines import build_tree
     from lifeboat.assets.postgres.wal import namespace
 
@@ -149,34 +146,71 @@ def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, stre
         return WalFindings()
     if not tree.timelines:
         return WalFindings()
-    newest = tree.newest()
-    found = WalFindings([d.__dict__ for d in tree.divergences()], newest.newest_time)
+    found = WalFindings([d.__dict__ for d in tree.divergences()], tree.newest().newest_time)
     since = _first_segment(latest)
     if since is None:
         return found
+    tli = tree.replay_timeline(since)
+    found.newest = tree.timelines[tli].newest_time if tli in tree.timelines else None
     archived = _segment_numbers(names)
-    held = {tli: set(numbers) for tli, numbers in archived.items()}
-    stream_ns = archive
-    if streaming:  # stream.py imports psycopg, which status's parent process never needs
-        from lifeboat.assets.postgres.stream import stream_namespace
-
-        stream_ns = stream_namespace(asset)
-        for tli, numbers in _segment_numbers(repo.list_ref_names(stream_ns)).items():
-            held.setdefault(tli, set()).update(numbers)
-    found.gap = tree.first_gap(newest.tli, since, held)
+    held = {t: set(numbers) for t, numbers in archived.items()}
+    stream = _stream(repo, asset) if streaming else None
+    until = None
+    if stream is not None:
+        for t, numbers in stream.segments.items():
+            held.setdefault(t, set()).update(numbers)
+        if stream.partial is not None and stream.partial.timeline == tli:
+            until = stream.partial.number  # being written: what is before it must all be there
+            held.setdefault(tli, set()).add(until)
+    found.gap = tree.first_gap(tli, since, held, until)
     if found.gap is None:
+        if stream is not None and stream.partial_time is not None and until is not None:
+            found.newest = max(found.newest, stream.partial_time) if found.newest else stream.partial_time
         return found
 
     def stored_at(seg: Segment | None) -> datetime | None:
         if seg is None:
             return None
-        ns = archive if seg.number in archived.get(seg.timeline, set()) else stream_ns
+        in_archive = seg.number in archived.get(seg.timeline, set())
+        ns = archive if in_archive or stream is None else stream.namespace
+        name = seg.name
+        if not in_archive and stream is not None and seg == stream.partial:
+            name = stream.partial_name or name
         try:
-            return repo.get_ref(ns, seg.name).time
+            return repo.get_ref(ns, name).time
         except LifeboatError:
             return None
 
     found.reached, found.gap_since = stored_at(found.gap.before), stored_at(found.gap.after)
+    return found
+
+
+@dataclass
+class _Streamed:
+    """What the stream namespace holds: completed segments and the newest partial."""
+
+    namespace: str
+    segments: dict[int, set[int]]
+    partial: Segment | None = None
+    partial_name: str | None = None
+    partial_time: datetime | None = None  # its ref's signed time, not the stamp in its name
+
+
+def _stream(repo: Repository, asset: str) -> _Streamed:
+    # stream.py imports psycopg, which status's parent process never needs without streaming
+    from lifeboat.assets.postgres.stream import PARTIAL, newest_stream_name, stream_namespace
+    from lifeboat.assets.postgres.walnames import Segment
+
+    namespace = stream_namespace(asset)
+    names = repo.list_ref_names(namespace)
+    found = _Streamed(namespace, _segment_numbers(names))
+    found.partial_name = newest_stream_name(names)
+    if found.partial_name is not None:
+        found.partial = Segment.parse(found.partial_name.split(PARTIAL, 1)[0])
+        try:
+            found.partial_time = repo.get_ref(namespace, found.partial_name).time
+        except LifeboatError:
+            found.partial = None
     return found
 
 
@@ -202,18 +236,3 @@ def _segment_numbers(names: list[str]) -> dict[int, set[int]]:
         if seg is not None:
             held.setdefault(seg.timeline, set()).add(seg.number)
     return held
-
-
-def newest_streamed(repo: Repository, asset: str) -> datetime | None:
-    """When the newest streamed (not yet archived) WAL was stored: the signed time of the
-    ref, not the stamp in its name, which no check of future times covers."""
-    from lifeboat.assets.postgres.stream import newest_stream_name, stream_namespace
-
-    namespace = stream_namespace(asset)
-    name = newest_stream_name(repo.list_ref_names(namespace))
-    if name is None:
-        return None
-    try:
-        return repo.get_ref(namespace, name).time
-    except LifeboatError:
-        return None

@@ -142,56 +142,83 @@ class TimelineTree:
             return self.timelines[min(self.timelines)]
         return max(dated, key=lambda t: (t.newest_time, -t.tli))
 
-    def first_gap(self, tli: int, since: Segment, held: dict[int, set[int]]) -> ReplayGap | None:
+    def replay_timeline(self, since: Segment) -> int:
+        """The timeline a restore of the base backup whose WAL starts at ``since`` reaches
+        with --latest: the one holding the newest WAL when the base can reach it (it is on
+        the base's timeline path and the base started before each fork), else the base's
+        own."""
+        if not self.timelines:
+            return since.timeline
+        newest = self.newest().tli
+        return newest if self._replay_ranges(newest, since) is not None else since.timeline
+
+    def first_gap(
+        self, tli: int, since: Segment, held: dict[int, set[int]], until: int | None = None
+    ) -> ReplayGap | None:
         """The first segment missing from ``held`` (timeline -> segment numbers) on the way
-        from ``since`` (a base backup's first segment) to ``tli``'s newest, along the
-        timeline path; None when nothing is missing or the path is not known. The segment
-        holding a fork serves from either timeline, as recovery reads it."""
+        from ``since`` (a base backup's first segment) to ``tli``'s newest (or to segment
+        ``until`` of ``tli``, when further: what streaming holds), along the timeline path.
+        None when nothing is missing or the base cannot reach ``tli`` (see
+        ``replay_timeline``). The segment holding a fork is the child's: the parent's copy
+        ends at the switch point, or goes on down the parent's own branch."""
+        if since.timeline not in self.timelines:
+            return ReplayGap(since, None, None)  # not even the base's first segment
         ranges = self._replay_ranges(tli, since)
         if not ranges:
             return None
+        if until is not None and until > ranges[-1][2]:
+            ranges[-1] = (ranges[-1][0], ranges[-1][1], until)
         # replay reads consecutive segment numbers; only the timeline changes at each fork
         along: list[Segment] = []  # the held ones in replay order, never the whole range:
-        for timeline, lo, hi, parent in ranges:  # a forged name may be far ahead
-            have = held.get(timeline, set())
-            if parent is not None and lo not in have and lo in held.get(parent, set()):
-                along.append(Segment(parent, lo))
-            along += [Segment(timeline, n) for n in sorted(n for n in have if lo <= n <= hi)]
+        for timeline, lo, hi in ranges:  # a forged name may be far ahead
+            numbers = sorted(n for n in held.get(timeline, ()) if lo <= n <= hi)
+            along += [Segment(timeline, n) for n in numbers]
         before: Segment | None = None
         expected = since.number
         for seg in along:
             if seg.number != expected:
                 return ReplayGap(Segment(_timeline_at(ranges, expected), expected), before, seg)
             before, expected = seg, expected + 1
-        last = ranges[-1][2]
-        if expected <= last:
+        if expected <= ranges[-1][2]:
             return ReplayGap(Segment(_timeline_at(ranges, expected), expected), before, None)
         return None
 
-    def _replay_ranges(self, tli: int, since: Segment) -> list[tuple[int, int, int, int | None]]:
-        """(timeline, first, last segment number, parent) that replay from ``since`` to
-        ``tli``'s newest WAL reads, in order; empty when the path is not known."""
-        path = self.path(tli) if tli in self.timelines else []
-        if since.timeline not in path:
-            return []
-        path = path[path.index(since.timeline) :]
-        ranges: list[tuple[int, int, int, int | None]] = []
-        lo, parent = since.number, None
+    def _replay_ranges(self, tli: int, since: Segment) -> list[tuple[int, int, int]] | None:
+        """(timeline, first, last segment number) that replay from ``since`` to ``tli``'s
+        newest WAL reads, in order; None when it cannot get there."""
+        path = self._path_from(since.timeline, tli)
+        if path is None:
+            return None
+        ranges: list[tuple[int, int, int]] = []
+        lo = since.number
         for i, timeline in enumerate(path):
             if i + 1 < len(path):
                 child = self.timelines[path[i + 1]]
                 fork = child.fork_segment
                 if fork is None and child.first is not None:
                     fork = child.first.number
-                if fork is None:
-                    return []
+                if fork is None or fork < lo:  # a base taken after the fork cannot follow it
+                    return None
                 hi = fork - 1
             else:
-                last = self.timelines[timeline].last
+                last = self.timelines[timeline].last if timeline in self.timelines else None
                 hi = last.number if last is not None else lo - 1
-            ranges.append((timeline, lo, hi, parent))
-            lo, parent = max(lo, hi + 1), timeline
+            ranges.append((timeline, lo, hi))
+            lo = hi + 1
         return ranges
+
+    def _path_from(self, base: int, tli: int) -> list[int] | None:
+        """The timelines from ``base`` to ``tli``. A root whose parent is not known (its
+        history file is sealed for another writer of the asset, as after a failover to a
+        standby's host) is taken to have forked from ``base`` at its first segment."""
+        if tli not in self.timelines:
+            return [tli] if tli == base else None
+        path = self.path(tli)
+        if base in path:
+            return path[path.index(base) :]
+        if path[0] > base and self.timelines[path[0]].parent is None:
+            return [base, *path]
+        return None
 
     def main_line(self, root: int, may_follow: Any) -> int:
         """From ``root``, follow failovers (never divergent branches) while ``may_follow``."""
@@ -225,9 +252,9 @@ class TimelineTree:
         return wanted
 
 
-def _timeline_at(ranges: list[tuple[int, int, int, int | None]], number: int) -> int:
+def _timeline_at(ranges: list[tuple[int, int, int]], number: int) -> int:
     """The timeline replay reads segment ``number`` from."""
-    return next((t for t, lo, hi, _ in ranges if lo <= number <= hi), ranges[-1][0])
+    return next((t for t, lo, hi in ranges if lo <= number <= hi), ranges[-1][0])
 
 
 def build_tree(repo: Repository, namespace: str, names: list[str] | None = None) -> TimelineTree:
