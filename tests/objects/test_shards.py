@@ -324,6 +324,21 @@ def test_a_killed_shard_blocks_the_commit_and_its_rerun_uploads_nothing_twice(
     assert again["already_done"]  # type: ignore[index]
 
 
+def test_status_counts_a_sharded_snapshot_from_its_listing_not_its_commit(env):
+    """The shards of a run read the bucket as it was listed; their commit may come hours
+    later. Exposure counts from the listing: before, it started again at the commit."""
+    populate(env, 20)
+    run = env.at(-3 * 3600).json("backup", "media", "--plan-shards", "2")["run"]  # type: ignore[index]
+    for shard in ("0", "1"):
+        env.run("backup", "media", "--run", run, "--shard", shard)
+    [snap] = env.json("backup", "media", "--run", run, "--commit")  # type: ignore[misc]
+    listed = snap["labels"]["data_as_of"]
+    seen = json.loads(env.run("status", "--json", check=False).stdout)
+    [media] = [a for a in seen["assets"] if a["asset"] == "media"]
+    assert media["last_backup"] == listed[:19] + "+00:00" and media["exposure_s"] >= 3 * 3600
+    assert any("exceeds RPO" in b for b in media["breaches"])
+
+
 def test_sharded_options_are_checked(env):
     populate(env, 20)
     assert "no shard run nope" in env.run("backup", "media", "--run", "nope", "--commit", check=False).stderr

@@ -198,7 +198,7 @@ def asset_status(
         cls = view.classes[asset.class_]
         st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
         mine = [s for s in snapshots if s.asset == name]
-        newest = mine[-1].time if mine else None
+        newest = max((s.data_time for s in mine), default=None)  # a sharded backup: its listing's time
         query = StatusQuery(repo, name, asset.settings, mine, audit, asked.answer(name), now)
         extras = plugin(asset.kind).status(query)
         if extras.newest is not None:

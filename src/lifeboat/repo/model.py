@@ -94,6 +94,9 @@ class SnapshotStats:
 # The snapshot label a backup sets when lines of its parent cache failed their MAC (those
 # files were read again): somebody rewrote the state dir (repo/parents.py)
 PARENT_CACHE_REJECTED = "parent_cache_rejected"
+# label: when the data a snapshot holds was read, when that is earlier than its commit (a
+# sharded bucket backup: the listing or the inventory report; assets/objects/shards.py)
+DATA_AS_OF = "data_as_of"
 
 
 @dataclass
@@ -116,6 +119,18 @@ class SnapshotInfo:
     def short_id(self) -> str:
         """The first 8 characters of the id (what the CLI shows)."""
         return self.id[:12]
+
+    @property
+    def data_time(self) -> datetime:
+        """When the data it holds was read: its time, or the ``DATA_AS_OF`` label when
+        earlier (a label that does not parse counts for nothing)."""
+        try:
+            as_of = datetime.fromisoformat(self.labels[DATA_AS_OF])
+        except (KeyError, ValueError):
+            return self.time
+        if as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=self.time.tzinfo)
+        return min(self.time, as_of)
 
 
 @dataclass

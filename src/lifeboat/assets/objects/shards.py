@@ -27,6 +27,7 @@ from lifeboat.errors import CheckFailed, ConfigError, NotFoundError
 from lifeboat.progress import NO_PROGRESS, ProgressSink
 from lifeboat.repo import BackupSession, Repository, SnapshotInfo
 from lifeboat.repo import shards as records
+from lifeboat.repo.model import DATA_AS_OF
 
 if TYPE_CHECKING:
     from lifeboat.assets.objects.model import ObjectsAsset
@@ -358,6 +359,9 @@ def commit_run(asset: ObjectsAsset, repo: Repository, run: str) -> SnapshotInfo:
     }
     if plan["method"] == "inventory":
         labels["inventory_date"] = plan["inventory"]["created"]
+    # what the snapshot holds is the bucket as listed (or as the inventory saw it), not as
+    # it stood at the commit, hours later: status counts exposure from here
+    labels[DATA_AS_OF] = labels.get("inventory_date") or plan["created"]
     info = records.commit_shards(repo, asset.name, "objects", results, labels)
     records.put_commit(repo, asset.name, run, info.id)
     return info
