@@ -290,6 +290,21 @@ def test_the_first_gap_replay_meets_follows_the_failover_path() -> None:
     assert tree.replay_timeline(base) == 2
     gap = tree.first_gap(2, base, {1: {5, 6, 7, 8}, 2: set(range(10, 15))})
     assert gap is not None and gap.missing == Segment(1, 9)
+    # failed back to a third host: timeline 3's history sealed too, timeline 2's readable;
+    # 3 is taken to fork from 2 (the highest below it), not from the base's timeline
+    tree.timelines[2].parent, tree.timelines[2].fork_segment = 1, 10
+    tree.timelines[3] = Timeline(3, first=Segment(3, 20), last=Segment(3, 22))
+    tree.timelines[3].newest_time = datetime(2026, 1, 3, tzinfo=UTC)
+    held = {1: set(range(5, 10)), 2: set(range(10, 20)), 3: {20, 21, 22}}
+    assert tree.replay_timeline(base) == 3 and tree.first_gap(3, base, held) is None
+    assert tree.replay_end(3, base) == Segment(3, 22)
+    # right after a failover: the new timeline's history archived, no segment of it yet;
+    # replay ends with the old timeline's last whole segment
+    del tree.timelines[3]
+    tree.timelines[2].first = tree.timelines[2].last = None
+    assert tree.first_gap(2, base, {1: set(range(5, 10))}) is None
+    assert tree.replay_end(2, base) == Segment(1, 9)
+    assert tree.replay_end(2, base, until=12) == Segment(2, 12)  # streamed: up to the partial
     # a (forged) name far ahead: the held names are walked, never the range up to it
     tree.timelines[1].last = Segment(1, 2**40)
     gap = tree.first_gap(1, base, {1: {5, 6, 2**40}})

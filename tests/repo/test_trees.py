@@ -431,8 +431,14 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
     files = {name: os.urandom(size) for name, size in [("a.bin", 500), ("b.bin", 500), ("c.bin", 300_000)]}
     files["d.bin"] = os.urandom(500)
     files["e.bin"] = os.urandom(300_000)  # large, turned into a directory
+    files["f.bin"] = os.urandom(500)  # a pipe with no writer: reads as empty, not waited on
+    files["sub/g.bin"] = os.urandom(500)  # its directory swapped for a link to another
+    (src / "sub").mkdir()
     for name, data in files.items():
         (src / name).write_bytes(data)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "g.bin").write_bytes(b"TOPSECRET too")
     walk_as_is = tree.walk
     writers: list[int] = []
 
@@ -450,6 +456,12 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
             if item.name.endswith("/e.bin"):
                 (src / "e.bin").unlink()
                 (src / "e.bin").mkdir()
+            if item.name.endswith("/f.bin"):
+                (src / "f.bin").unlink()
+                os.mkfifo(src / "f.bin")
+            if item.name.endswith("/g.bin"):
+                (src / "sub").rename(src / "sub.moved")
+                (src / "sub").symlink_to(elsewhere)
 
     monkeypatch.setattr(tree, "walk", walk_then_swap)
     try:
@@ -458,13 +470,13 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
         for fd in writers:
             os.close(fd)
     monkeypatch.undo()
-    assert info.labels["vanished"] == "4"
+    assert info.labels["vanished"] == "6"
     restore_snapshot(repo, info, tmp_path / "out")
     assert restored(tmp_path / "out") == {"src/a.bin": files["a.bin"]}
     assert not list((tmp_path / "out").rglob("*.bin"))[1:]  # nothing else, no link either
-    # the next backup takes them as they are now: the pipe not captured, the links as links
+    # the next backup takes them as they are now: the pipes not captured, the links as links
     again = backup_paths(repo, "tree", [src])
-    assert "vanished" not in again.labels and again.labels["not_captured"] == "1"
+    assert "vanished" not in again.labels and again.labels["not_captured"] == "2"
     restore_snapshot(repo, again, tmp_path / "again")
     assert os.readlink(tmp_path / "again" / "src" / "c.bin") == str(secret)
 

@@ -104,12 +104,12 @@ def _source_changed(exc: OSError, source: str | Path) -> bool:
     """Whether an error opening or reading a walked file says it is no longer the regular
     file the walk saw: gone (ENOENT, ENOTDIR: a directory above it replaced), a link put
     in its place (ELOOP), a directory (EISDIR) or a pipe with nothing to read (EAGAIN).
-    The first three are taken only from the source's own path: the repository's errors
-    are never mistaken for it."""
+    Those and ENXIO (a socket) are taken only from the source's own path: the
+    repository's errors are never mistaken for it."""
     if exc.errno in (errno.EISDIR, errno.EAGAIN):
         return True
     own = exc.filename is not None and os.fspath(exc.filename) == os.fspath(source)
-    return own and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+    return own and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO)  # ENXIO: a socket
 
 
 def _read_at_most(fh: IO[bytes], limit: int) -> bytes:
@@ -473,6 +473,7 @@ class BackupSession:
         parent: Entry | None = None,
         describe: Callable[[bytes], dict[str, Any] | None] | None = None,
         opened: AheadFile | None = None,
+        walked: tuple[int, int] | None = None,
     ) -> Entry:
         """The entry of the file at ``source``, its content stored (or the ``parent``'s entry
         when all its chunks are still stored); not added to the tree (see ``put``). Thread-safe.
@@ -482,7 +483,11 @@ class BackupSession:
         kind's fingerprints; for small files, the caller decides which: one that has grown
         past DESCRIBED_MAX since is stored without).
 
-        ``opened``: the file, already opened by the caller to be read ahead (closed here)."""
+        ``opened``: the file, already opened by the caller to be read ahead (closed here).
+
+        ``walked``: the (device, inode) the walk saw. The file opened must be that regular
+        file: O_NOFOLLOW guards only the last name, and a directory above it swapped for a
+        link, or a pipe or a device put in its place, would be read instead (SourceChanged)."""
         try:
             if parent is not None:
                 os.stat(source)  # a file gone since the walk is reported, not taken from the parent
@@ -490,6 +495,10 @@ class BackupSession:
                     return reused
             fh: IO[bytes] = opened or _open_regular(source)  # type: ignore[assignment]
             with fh:
+                if walked is not None:
+                    st = os.fstat(fh.fileno())
+                    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != walked:
+                        raise SourceChanged(f"{source} was replaced during the backup")
                 if describe is None:
                     return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
                 content = _read_at_most(fh, DESCRIBED_MAX + 1)

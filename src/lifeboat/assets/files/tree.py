@@ -174,6 +174,7 @@ class _Pending:
     gid: int
     identity: str | None  # None: changed too recently for the next backup to trust
     parent: Entry | None
+    walked: tuple[int, int]  # device and inode: the file opened must be this one
 
     @classmethod
     def of(cls, item: SourceItem, identity: str | None, parent: Entry | None) -> _Pending:
@@ -188,6 +189,7 @@ class _Pending:
             st.st_gid,
             identity,
             parent,
+            (st.st_dev, st.st_ino),
         )
 
 
@@ -316,6 +318,7 @@ class _Feeder(WalkFeeder[SourceItem, _Pending]):
             parent=item.parent,
             describe=describe.of if describe is not None and item.size <= describe.max_size else None,
             opened=opened,
+            walked=item.walked,
         )
 
 

@@ -84,13 +84,14 @@ class ObjectsKind(AssetKind):
 
         info = ctx.repo.find_snapshot(ctx.asset.name, at=ctx.at)
         result = ctx.restore(RestoreRequest(ctx.asset.name, f"dir://{ctx.staging}", snapshot_id=info.id))
-        rpo = objects_rpo(ctx.reference, ctx.source, snapshot_entries(ctx.repo, info), info.time)
+        # the time its data was read: a sharded snapshot's listing, hours before its commit
+        rpo = objects_rpo(ctx.reference, ctx.source, snapshot_entries(ctx.repo, info), info.data_time)
         root = ctx.staging
 
         def locate(key: str) -> Path:
             return root / key_to_path(key)
 
-        return DrillRestore(info.time, result.summary[0], rpo, result.checks, locate=locate)
+        return DrillRestore(info.data_time, result.summary[0], rpo, result.checks, locate=locate)
 
     def endpoint(self, asset: AssetSpec) -> tuple[str | None, bool] | None:
         """The source bucket's endpoint (policy check warns about plain http)."""

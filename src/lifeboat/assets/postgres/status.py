@@ -151,7 +151,6 @@ def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, stre
     if since is None:
         return found
     tli = tree.replay_timeline(since)
-    found.newest = tree.timelines[tli].newest_time if tli in tree.timelines else None
     archived = _segment_numbers(names)
     held = {t: set(numbers) for t, numbers in archived.items()}
     stream = _stream(repo, asset) if streaming else None
@@ -159,29 +158,41 @@ def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, stre
     if stream is not None:
         for t, numbers in stream.segments.items():
             held.setdefault(t, set()).update(numbers)
-        if stream.partial is not None and stream.partial.timeline == tli:
-            until = stream.partial.number  # being written: what is before it must all be there
+        partial = stream.partial
+        if partial is not None and partial.timeline == tli and partial.number > max(archived.get(tli, {-1})):
+            until = partial.number  # being written: what is before it must all be there
             held.setdefault(tli, set()).add(until)
-    found.gap = tree.first_gap(tli, since, held, until)
-    if found.gap is None:
-        if stream is not None and stream.partial_time is not None and until is not None:
-            found.newest = max(found.newest, stream.partial_time) if found.newest else stream.partial_time
-        return found
 
-    def stored_at(seg: Segment | None) -> datetime | None:
+    def stored_at(seg: Segment | None, first_version: bool = False) -> datetime | None:
+        """When a segment was stored: archived, streamed whole, or (the one being streamed)
+        its newest partial version, or its first when ``first_version``."""
         if seg is None:
             return None
-        in_archive = seg.number in archived.get(seg.timeline, set())
-        ns = archive if in_archive or stream is None else stream.namespace
-        name = seg.name
-        if not in_archive and stream is not None and seg == stream.partial:
-            name = stream.partial_name or name
+        if seg.number in archived.get(seg.timeline, set()):
+            ns, name = archive, seg.name
+        elif stream is None:
+            return None
+        elif seg == stream.partial and seg.number not in stream.segments.get(seg.timeline, set()):
+            if not first_version:
+                return stream.partial_time
+            ns, name = stream.namespace, stream.partial_first or seg.name
+        else:
+            ns, name = stream.namespace, seg.name
         try:
             return repo.get_ref(ns, name).time
         except LifeboatError:
             return None
 
-    found.reached, found.gap_since = stored_at(found.gap.before), stored_at(found.gap.after)
+    found.gap = tree.first_gap(tli, since, held, until)
+    if found.gap is None:
+        # the last segment replay reads, never a history file's time: right after a failover
+        # the new timeline's history is archived before its first segment
+        found.newest = stored_at(tree.replay_end(tli, since, until))
+        return found
+    found.reached = stored_at(found.gap.before)
+    # a segment still being streamed past the gap: how long the gap has lasted is told by
+    # its first version, not its newest (refreshed at every flush)
+    found.gap_since = stored_at(found.gap.after, first_version=True)
     return found
 
 
@@ -191,9 +202,9 @@ class _Streamed:
 
     namespace: str
     segments: dict[int, set[int]]
-    partial: Segment | None = None
-    partial_name: str | None = None
+    partial: Segment | None = None  # the segment of the newest partial version
     partial_time: datetime | None = None  # its ref's signed time, not the stamp in its name
+    partial_first: str | None = None  # the ref name of that segment's first partial version
 
 
 def _stream(repo: Repository, asset: str) -> _Streamed:
@@ -204,13 +215,16 @@ def _stream(repo: Repository, asset: str) -> _Streamed:
     namespace = stream_namespace(asset)
     names = repo.list_ref_names(namespace)
     found = _Streamed(namespace, _segment_numbers(names))
-    found.partial_name = newest_stream_name(names)
-    if found.partial_name is not None:
-        found.partial = Segment.parse(found.partial_name.split(PARTIAL, 1)[0])
-        try:
-            found.partial_time = repo.get_ref(namespace, found.partial_name).time
-        except LifeboatError:
-            found.partial = None
+    newest = newest_stream_name(names)
+    if newest is None:
+        return found
+    segment = newest.split(PARTIAL, 1)[0]
+    found.partial = Segment.parse(segment)
+    found.partial_first = min(n for n in names if n.startswith(segment + PARTIAL + "."))
+    try:
+        found.partial_time = repo.get_ref(namespace, newest).time
+    except LifeboatError:
+        found.partial = None
     return found
 
 

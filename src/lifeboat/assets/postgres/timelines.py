@@ -210,15 +210,27 @@ class TimelineTree:
     def _path_from(self, base: int, tli: int) -> list[int] | None:
         """The timelines from ``base`` to ``tli``. A root whose parent is not known (its
         history file is sealed for another writer of the asset, as after a failover to a
-        standby's host) is taken to have forked from ``base`` at its first segment."""
+        standby's host) is taken to have forked at its first segment from the highest
+        timeline below it, as ``_guess_parent`` takes one whose history never arrived."""
         if tli not in self.timelines:
             return [tli] if tli == base else None
         path = self.path(tli)
-        if base in path:
-            return path[path.index(base) :]
-        if path[0] > base and self.timelines[path[0]].parent is None:
-            return [base, *path]
-        return None
+        while base not in path and path[0] > base and self.timelines[path[0]].parent is None:
+            below = [t for t in self.timelines if t < path[0] and t not in path]
+            if not below:
+                return [base, *path]
+            path = [*self.path(max(below)), *path]
+        return path[path.index(base) :] if base in path else None
+
+    def replay_end(self, tli: int, since: Segment, until: int | None = None) -> Segment | None:
+        """The last segment replay from ``since`` to ``tli`` reads when nothing is missing
+        (see ``first_gap``): the end of the last timeline on the way that holds one. None
+        when the base cannot reach ``tli`` or nothing lies past its start."""
+        ranges = self._replay_ranges(tli, since) or []
+        if ranges and until is not None and until > ranges[-1][2]:
+            ranges[-1] = (ranges[-1][0], ranges[-1][1], until)
+        ends = [Segment(timeline, hi) for timeline, lo, hi in ranges if hi >= lo]
+        return ends[-1] if ends else None
 
     def main_line(self, root: int, may_follow: Any) -> int:
         """From ``root``, follow failovers (never divergent branches) while ``may_follow``."""
