@@ -221,6 +221,25 @@ def test_a_file_deleted_between_the_walk_and_its_read_is_left_out(tmp_path: Path
     assert files_under(target) == files_under(source)  # a.bin and z.bin
 
 
+def test_a_pipe_put_in_place_of_a_file_after_the_walk_is_left_out_not_waited_on(tmp_path: Path) -> None:
+    """A large file (read the usual way, not opened ahead) and a small one turned into pipes
+    after the walk: before, the large one's open waited for a writer for ever, and the
+    small one was stored as an empty object. Both are left out now, as a deleted file is."""
+    source = tmp_path / "media"
+    source.mkdir()
+    (source / "a.bin").write_bytes(os.urandom(300))
+    (source / "big.bin").write_bytes(os.urandom(3 << 20))
+    (source / "small.bin").write_bytes(os.urandom(300))
+
+    def pipe(key: str) -> None:
+        if key in ("big.bin", "small.bin"):
+            (source / key).unlink()
+            os.mkfifo(source / key)
+
+    _, info = _backup_with_walk_hook(tmp_path, source, pipe)
+    assert info.labels["vanished"] == "2" and info.labels["downloaded"] == "1"
+
+
 def test_a_file_that_grows_between_the_walk_and_its_read_is_stored_as_read(tmp_path: Path) -> None:
     """A log appended to while the backup runs: stored as it was when read (its size and
     identity taken when it was opened), not refused for differing from the walk's size

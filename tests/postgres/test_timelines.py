@@ -298,6 +298,10 @@ def test_the_first_gap_replay_meets_follows_the_failover_path() -> None:
     held = {1: set(range(5, 10)), 2: set(range(10, 20)), 3: {20, 21, 22}}
     assert tree.replay_timeline(base) == 3 and tree.first_gap(3, base, held) is None
     assert tree.replay_end(3, base) == Segment(3, 22)
+    # ...but never through a divergent branch: were 2 a staging clone's, 3 forked from 1
+    tree.timelines[2].divergent = True
+    assert tree.first_gap(3, base, {1: set(range(5, 20)), 3: {20, 21, 22}}) is None
+    tree.timelines[2].divergent = False
     # right after a failover: the new timeline's history archived, no segment of it yet;
     # replay ends with the old timeline's last whole segment
     del tree.timelines[3]

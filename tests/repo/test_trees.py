@@ -433,6 +433,7 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
     files["e.bin"] = os.urandom(300_000)  # large, turned into a directory
     files["f.bin"] = os.urandom(500)  # a pipe with no writer: reads as empty, not waited on
     files["sub/g.bin"] = os.urandom(500)  # its directory swapped for a link to another
+    files["h.bin"] = os.urandom(500)  # another file renamed over it (an editor's save): read as it is now
     (src / "sub").mkdir()
     for name, data in files.items():
         (src / name).write_bytes(data)
@@ -459,6 +460,9 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
             if item.name.endswith("/f.bin"):
                 (src / "f.bin").unlink()
                 os.mkfifo(src / "f.bin")
+            if item.name.endswith("/h.bin"):
+                (src / "h.new").write_bytes(b"saved by an editor")
+                os.replace(src / "h.new", src / "h.bin")
             if item.name.endswith("/g.bin"):
                 (src / "sub").rename(src / "sub.moved")
                 (src / "sub").symlink_to(elsewhere)
@@ -472,8 +476,8 @@ def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_neve
     monkeypatch.undo()
     assert info.labels["vanished"] == "6"
     restore_snapshot(repo, info, tmp_path / "out")
-    assert restored(tmp_path / "out") == {"src/a.bin": files["a.bin"]}
-    assert not list((tmp_path / "out").rglob("*.bin"))[1:]  # nothing else, no link either
+    assert restored(tmp_path / "out") == {"src/a.bin": files["a.bin"], "src/h.bin": b"saved by an editor"}
+    assert not list((tmp_path / "out").rglob("*.bin"))[2:]  # nothing else, no link either
     # the next backup takes them as they are now: the pipes not captured, the links as links
     again = backup_paths(repo, "tree", [src])
     assert "vanished" not in again.labels and again.labels["not_captured"] == "2"

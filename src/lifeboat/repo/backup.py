@@ -100,6 +100,13 @@ def _open_regular(source: str | Path) -> IO[bytes]:
         raise
 
 
+def _replaced_in_place(source: str | Path) -> bool:
+    """Whether ``source`` is reached through no link (a file renamed over a walked one is
+    read; one reached through a directory swapped for a link never is). Asked only when the
+    file opened is not the one walked, so the cost of resolving it is rare."""
+    return os.path.realpath(source) == os.path.abspath(source)
+
+
 def _source_changed(exc: OSError, source: str | Path) -> bool:
     """Whether an error opening or reading a walked file says it is no longer the regular
     file the walk saw: gone (ENOENT, ENOTDIR: a directory above it replaced), a link put
@@ -485,9 +492,13 @@ class BackupSession:
 
         ``opened``: the file, already opened by the caller to be read ahead (closed here).
 
-        ``walked``: the (device, inode) the walk saw. The file opened must be that regular
-        file: O_NOFOLLOW guards only the last name, and a directory above it swapped for a
-        link, or a pipe or a device put in its place, would be read instead (SourceChanged)."""
+        ``walked``: the (device, inode) the walk saw. The file opened must be a regular
+        file, and that one unless another was renamed over it where it stands (an editor's
+        save, certbot, ``sed -i``): then it is read as it is now. O_NOFOLLOW guards only the
+        last name: a directory above it swapped for a link, a pipe or a device put in its
+        place, is left out instead (SourceChanged). The parent cache keeps the walk's
+        identity for a file renamed over: its inode, with the ctime a rename changes, never
+        matches a later walk, so the next backup reads the file again."""
         try:
             if parent is not None:
                 os.stat(source)  # a file gone since the walk is reported, not taken from the parent
@@ -497,8 +508,12 @@ class BackupSession:
             with fh:
                 if walked is not None:
                     st = os.fstat(fh.fileno())
-                    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != walked:
+                    if not stat.S_ISREG(st.st_mode) or (
+                        (st.st_dev, st.st_ino) != walked and not _replaced_in_place(source)
+                    ):
                         raise SourceChanged(f"{source} was replaced during the backup")
+                    if (st.st_dev, st.st_ino) != walked:  # renamed over (an editor's save): as it is now
+                        mode, mtime_ns, uid, gid = st.st_mode & 0o7777, st.st_mtime_ns, st.st_uid, st.st_gid
                 if describe is None:
                     return self._stream_entry(path, fh, mode, mtime_ns, uid, gid, None)
                 content = _read_at_most(fh, DESCRIBED_MAX + 1)

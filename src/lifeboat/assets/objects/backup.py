@@ -154,13 +154,13 @@ class _DirFeeder(WalkFeeder[DirFile | ObjectDir, _Walked]):
         # walk's identity, which the old file has again (inode, mtime and size), so a later
         # backup would take that entry for it. Found by review, tests/objects/test_dir_source.py.
         body: Any
-        if ahead is not None and not ahead.closed:  # a retry opens it again
-            body, now = ahead, self.source.info_of_opened(file.key, ahead)
-        else:
-            try:
+        try:
+            if ahead is not None and not ahead.closed:  # a retry opens it again
+                body, now = ahead, self.source.info_of_opened(file.key, ahead)
+            else:
                 body, now = self.source.open_file(file.key, file.path)  # as it is now: it may have changed
-            except FileNotFoundError:
-                return None  # deleted since the walk saw it: left out, as the walk leaves it out
+        except FileNotFoundError:
+            return None  # deleted, or no longer a file, since the walk saw it: left out as the walk would
         # reads no larger than the file (no 1 MiB block allocated to read 2 KB), as AheadFile's
         stream = body if isinstance(body, AheadFile) else SizedReads(body, now.size)
         try:

@@ -7,9 +7,11 @@ reached with its own boto3 client.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -69,6 +71,14 @@ def _unreadable(path: str, exc: OSError) -> StorageError:
         f"cannot read {path} in the source directory: {exc.strerror or exc}",
         hint="let the user lifeboat runs as read it, or move it out of the source",
     )
+
+
+def _regular(st: os.stat_result, path: str) -> os.stat_result:
+    """``st`` of a regular file; a pipe, a device or a directory put in a walked file's place
+    is taken for the file gone (FileNotFoundError: left out, as a deleted one)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise FileNotFoundError(errno.ENOENT, "no longer a regular file", path)
+    return st
 
 
 class DirSource:
@@ -141,13 +151,19 @@ class DirSource:
         # unbuffered: a buffered file asks isatty and seeks on opening, two more system
         # calls per file, each a hand-off of the interpreter to the walk (callers read whole
         # blocks, through SizedReads)
-        body = open(path, "rb", buffering=0)  # noqa: SIM115 - the caller's
-        st = os.fstat(body.fileno())
+        # O_NONBLOCK: a pipe put in its place since the walk is never waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = _regular(os.fstat(fd), path)
+            body = open(fd, "rb", buffering=0)  # noqa: SIM115 - the caller's
+        except BaseException:
+            os.close(fd)
+            raise
         return body, _file_info(key, st)
 
     def info_of_opened(self, key: str, opened: AheadFile) -> ObjectInfo:
         """The object info of a file opened ahead, as it is now (as ``open_with_info``)."""
-        return _file_info(key, os.fstat(opened.fd))
+        return _file_info(key, _regular(os.fstat(opened.fd), key))
 
     def upload(
         self,

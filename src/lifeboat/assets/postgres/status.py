@@ -193,6 +193,10 @@ def wal_findings(repo: Repository, asset: str, latest: SnapshotInfo | None, stre
     # a segment still being streamed past the gap: how long the gap has lasted is told by
     # its first version, not its newest (refreshed at every flush)
     found.gap_since = stored_at(found.gap.after, first_version=True)
+    if found.gap.after is None and found.gap.missing.timeline != tli and tli in tree.timelines:
+        # missing before a fork with nothing of the new timeline yet: the old primary's last
+        # pushes may be in flight since the promotion
+        found.gap_since = tree.timelines[tli].created
     return found
 
 
@@ -220,7 +224,7 @@ def _stream(repo: Repository, asset: str) -> _Streamed:
         return found
     segment = newest.split(PARTIAL, 1)[0]
     found.partial = Segment.parse(segment)
-    found.partial_first = min(n for n in names if n.startswith(segment + PARTIAL + "."))
+    found.partial_first = min((n for n in names if n.startswith(segment + PARTIAL + ".")), default=newest)
     try:
         found.partial_time = repo.get_ref(namespace, newest).time
     except LifeboatError:

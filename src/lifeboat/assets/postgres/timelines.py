@@ -211,12 +211,15 @@ class TimelineTree:
         """The timelines from ``base`` to ``tli``. A root whose parent is not known (its
         history file is sealed for another writer of the asset, as after a failover to a
         standby's host) is taken to have forked at its first segment from the highest
-        timeline below it, as ``_guess_parent`` takes one whose history never arrived."""
+        timeline below it that is no divergent branch, as ``_guess_parent`` takes one whose
+        history never arrived."""
         if tli not in self.timelines:
             return [tli] if tli == base else None
         path = self.path(tli)
         while base not in path and path[0] > base and self.timelines[path[0]].parent is None:
-            below = [t for t in self.timelines if t < path[0] and t not in path]
+            # never through a divergent branch (a staging clone's timeline)
+            below = [t for t, line in self.timelines.items() if t < path[0] and not line.divergent]
+            below = [t for t in below if t not in path]
             if not below:
                 return [base, *path]
             path = [*self.path(max(below)), *path]
