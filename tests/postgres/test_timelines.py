@@ -301,6 +301,16 @@ def test_the_first_gap_replay_meets_follows_the_failover_path() -> None:
     # ...but never through a divergent branch: were 2 a staging clone's, 3 forked from 1
     tree.timelines[2].divergent = True
     assert tree.first_gap(3, base, {1: set(range(5, 20)), 3: {20, 21, 22}}) is None
+    # nor through one forked from it (the clone promoted again); but a base on the divergent
+    # branch itself follows it
+    clone = TimelineTree({t: Timeline(t) for t in (1, 2, 3, 4)})
+    clone.timelines[1].first, clone.timelines[1].last = Segment(1, 2), Segment(1, 30)
+    clone.timelines[2].parent, clone.timelines[2].fork_segment, clone.timelines[2].divergent = 1, 10, True
+    clone.timelines[3].parent, clone.timelines[3].fork_segment = 2, 12
+    clone.timelines[3].first, clone.timelines[3].last = Segment(3, 12), Segment(3, 14)
+    clone.timelines[4].first, clone.timelines[4].last = Segment(4, 31), Segment(4, 33)
+    assert clone._path_from(1, 4) == [1, 4]
+    assert clone._path_from(2, 4) == [2, 3, 4]
     tree.timelines[2].divergent = False
     # right after a failover: the new timeline's history archived, no segment of it yet;
     # replay ends with the old timeline's last whole segment

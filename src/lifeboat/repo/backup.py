@@ -100,11 +100,17 @@ def _open_regular(source: str | Path) -> IO[bytes]:
         raise
 
 
-def _replaced_in_place(source: str | Path) -> bool:
-    """Whether ``source`` is reached through no link (a file renamed over a walked one is
-    read; one reached through a directory swapped for a link never is). Asked only when the
-    file opened is not the one walked, so the cost of resolving it is rare."""
-    return os.path.realpath(source) == os.path.abspath(source)
+def _replaced_in_place(fh: IO[bytes], source: str | Path) -> bool:
+    """Whether the file opened is the one at ``source`` itself (one renamed over the walked
+    file: read) and was reached through no link (a directory above swapped for one: never
+    read). The kernel's own name for the descriptor says where the open went; resolving
+    the path again afterwards could be raced back. Without /proc: not taken. Asked only
+    when the file opened is not the one walked, so its cost is rare."""
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fh.fileno()}")
+    except OSError:
+        return False
+    return opened == os.path.abspath(source)
 
 
 def _source_changed(exc: OSError, source: str | Path) -> bool:
@@ -509,7 +515,7 @@ class BackupSession:
                 if walked is not None:
                     st = os.fstat(fh.fileno())
                     if not stat.S_ISREG(st.st_mode) or (
-                        (st.st_dev, st.st_ino) != walked and not _replaced_in_place(source)
+                        (st.st_dev, st.st_ino) != walked and not _replaced_in_place(fh, source)
                     ):
                         raise SourceChanged(f"{source} was replaced during the backup")
                     if (st.st_dev, st.st_ino) != walked:  # renamed over (an editor's save): as it is now

@@ -152,7 +152,11 @@ class DirSource:
         # calls per file, each a hand-off of the interpreter to the walk (callers read whole
         # blocks, through SizedReads)
         # O_NONBLOCK: a pipe put in its place since the walk is never waited on
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except BlockingIOError:  # a lease another holds (Samba, NFS): wait, as a plain open would
+            _regular(os.stat(path), path)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = _regular(os.fstat(fd), path)
             body = open(fd, "rb", buffering=0)  # noqa: SIM115 - the caller's

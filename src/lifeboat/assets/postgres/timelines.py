@@ -216,14 +216,19 @@ class TimelineTree:
         if tli not in self.timelines:
             return [tli] if tli == base else None
         path = self.path(tli)
+        ours = set(self.path(base)) if base in self.timelines else {base}
         while base not in path and path[0] > base and self.timelines[path[0]].parent is None:
-            # never through a divergent branch (a staging clone's timeline)
-            below = [t for t, line in self.timelines.items() if t < path[0] and not line.divergent]
-            below = [t for t in below if t not in path]
+            # never through a divergent branch (a staging clone's timeline), or one forked
+            # from such, unless the base itself is on it
+            below = [t for t in self.timelines if t < path[0] and t not in path and self._followable(t, ours)]
             if not below:
                 return [base, *path]
             path = [*self.path(max(below)), *path]
         return path[path.index(base) :] if base in path else None
+
+    def _followable(self, tli: int, ours: set[int]) -> bool:
+        """Whether ``tli`` lies on no divergent branch but the base's own."""
+        return all(t in ours or not self.timelines[t].divergent for t in self.path(tli))
 
     def replay_end(self, tli: int, since: Segment, until: int | None = None) -> Segment | None:
         """The last segment replay from ``since`` to ``tli`` reads when nothing is missing
