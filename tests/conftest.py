@@ -24,7 +24,7 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.exceptions
@@ -36,6 +36,9 @@ from lifeboat.storage import open_storage
 from lifeboat.storage.base import Storage
 from tests.harness import Clock
 from tests.harness.wait import wait_until
+
+if TYPE_CHECKING:
+    from tests.pgsandbox import PgSandbox
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -74,6 +77,16 @@ def no_internal_errors() -> Iterator[None]:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture
+def pg() -> Iterator[PgSandbox]:
+    """A real PostgreSQL cluster with lifeboat set up for it (tests/pgsandbox.py)."""
+    from tests.pgsandbox import destroy, make_sandbox
+
+    sandbox = make_sandbox()
+    yield sandbox
+    destroy(sandbox)
 
 
 def free_port() -> int:

@@ -9,19 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
-
-import pytest
 
 from lifeboat.assets.postgres.cluster import chown_tree, free_port
-from tests.pgsandbox import PgSandbox, destroy, make_sandbox
-
-
-@pytest.fixture
-def pg() -> Iterator[PgSandbox]:
-    sandbox = make_sandbox()
-    yield sandbox
-    destroy(sandbox)
+from tests.pgsandbox import PgSandbox
 
 
 def test_links_planted_in_the_data_directory_are_never_written_through(pg: PgSandbox) -> None:

@@ -7,19 +7,9 @@ the archive alone, and the stale asset is reported in breach."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
-
-from tests.pgsandbox import PgSandbox, destroy, make_sandbox
-
-
-@pytest.fixture
-def pg() -> Iterator[PgSandbox]:
-    sandbox = make_sandbox()
-    yield sandbox
-    destroy(sandbox)
+from tests.pgsandbox import PgSandbox
 
 
 def db_status(pg: PgSandbox) -> dict:

@@ -8,9 +8,6 @@ replays the genuine WAL, and `check` names every squatter."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
-import pytest
 
 from lifeboat.assets.postgres.cluster import chown_tree, free_port
 from lifeboat.assets.postgres.walnames import Segment
@@ -18,16 +15,9 @@ from lifeboat.crypto.keys import load_backup_key
 from lifeboat.repo import Repository
 from lifeboat.repo.format import ref_name
 from lifeboat.storage import open_storage
-from tests.pgsandbox import PgSandbox, destroy, make_sandbox
+from tests.pgsandbox import PgSandbox
 
 NS = "wal/db"
-
-
-@pytest.fixture
-def pg() -> Iterator[PgSandbox]:
-    sandbox = make_sandbox()
-    yield sandbox
-    destroy(sandbox)
 
 
 def archiver(pg: PgSandbox) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 
-def settle(*roots: Path, seconds: float = 60.0) -> None:
+def settle(*roots: Path, seconds: float = 86400.0) -> None:
     """Move back by ``seconds`` the mtime of every regular file under ``roots`` (each a
     directory or a file), keeping its atime; symlinks are neither followed nor changed."""
     back = int(seconds * 1_000_000_000)

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import LifeboatCli
-from tests.pgsandbox import PgSandbox, destroy, make_sandbox
-
-
-@pytest.fixture
-def pg() -> Iterator[PgSandbox]:
-    sandbox = make_sandbox()
-    yield sandbox
-    destroy(sandbox)
 
 
 def lifeboat(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from psycopg.conninfo import make_conninfo
 
 from lifeboat.assets.postgres.cluster import free_port
-from tests.pgsandbox import PgSandbox, destroy, make_sandbox
-
-
-@pytest.fixture
-def pg() -> Iterator[PgSandbox]:
-    sandbox = make_sandbox()
-    yield sandbox
-    destroy(sandbox)
 
 
 def test_checks_run_in_the_dsn_database_unless_one_is_named(pg):

@@ -133,11 +133,13 @@ def test_a_file_written_moments_before_the_walk_is_read_again_by_the_next_backup
     write(src, {"old.key": b"settled", "new.key": b"just written"})
     settle(src)
     now = time.time_ns()
-    os.utime(src / "new.key", ns=(now, now))
+    # an hour ahead: after the walk's start however long the machine takes to get there
+    # (its own time, not "now", which a slow start would leave more than 2 s behind)
+    os.utime(src / "new.key", ns=(now + 3600 * 10**9, now + 3600 * 10**9))
     backup_paths(repo, "files", [src])
     second = backup_paths(repo, "files", [src])
     assert second.stats.reused_files == 1  # old.key; new.key read again
-    old = now - 60 * 10**9  # new.key's time a minute before: the next backup after a read trusts it
+    old = now - 86400 * 10**9  # new.key's time a day before: the next backup after a read trusts it
     os.utime(src / "new.key", ns=(old, old))
     third = backup_paths(repo, "files", [src])
     fourth = backup_paths(repo, "files", [src])
