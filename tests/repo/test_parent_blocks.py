@@ -26,18 +26,16 @@ from lifeboat.repo.parents import (
     STREAM_FORM,
     ParentFile,
 )
-from lifeboat.storage import open_storage
 from tests.harness.parent_caches import verified_lines
 from tests.harness.settle import settle
+from tests.harness.trees import local_repository
 
 FILES = 2 * BLOCK_LINES + 276  # two full blocks and a part one
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    storage = open_storage(f"file://{tmp_path / 'repo'}")
-    _, _, recovery = Repository.create(storage, chunk_size=64 << 10)
-    return Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    return local_repository(tmp_path)
 
 
 @pytest.fixture

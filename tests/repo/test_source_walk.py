@@ -15,20 +15,14 @@ import pytest
 from lifeboat.assets.files.tree import backup_paths, restore_snapshot
 from lifeboat.errors import ConfigError, StorageError
 from lifeboat.repo import Repository
-from lifeboat.storage import open_storage
 from tests.harness.settle import settle
+from tests.harness.trees import local_repository
+from tests.harness.trees import regular_files as files_under
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    storage = open_storage(f"file://{tmp_path / 'repo'}")
-    _, _, recovery = Repository.create(storage, chunk_size=64 << 10)
-    return Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
-
-
-def files_under(target: Path) -> dict[str, bytes]:
-    found = [p for p in target.rglob("*") if p.is_file() and not p.is_symlink()]
-    return {str(p.relative_to(target)): p.read_bytes() for p in found}
+    return local_repository(tmp_path)
 
 
 def write(root: Path, files: dict[str, bytes]) -> None:

@@ -21,9 +21,10 @@ from lifeboat.repo.trees import (
     decode_document,
     decode_file_entry,
 )
-from lifeboat.storage import open_storage
 from tests.harness.parent_caches import rewrite, verified_lines
 from tests.harness.settle import settle
+from tests.harness.trees import local_repository
+from tests.harness.trees import regular_files as restored
 
 
 def make_source(root: Path) -> dict[str, bytes]:
@@ -45,19 +46,9 @@ def make_source(root: Path) -> dict[str, bytes]:
     return files
 
 
-def restored(target: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(target)): p.read_bytes()
-        for p in target.rglob("*")
-        if p.is_file() and not p.is_symlink()
-    }
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Repository:
-    storage = open_storage(f"file://{tmp_path / 'repo'}")
-    _, _, recovery = Repository.create(storage, chunk_size=64 << 10)
-    return Repository.open(storage, recovery_key=recovery, cache_dir=tmp_path / "cache")
+    return local_repository(tmp_path)
 
 
 def old_format_backup(repo: Repository, root: Path) -> SnapshotInfo:
@@ -411,78 +402,6 @@ def test_files_opened_ahead_leave_room_under_a_low_open_files_limit(repo, tmp_pa
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     restore_snapshot(repo, info, tmp_path / "restored")
     assert restored(tmp_path / "restored" / "src") == files
-
-
-def test_a_pipe_or_a_link_put_in_place_of_a_file_after_the_walk_is_left_out_never_read(
-    repo, tmp_path, monkeypatch
-):
-    """A file opened as the walk saw it: a pipe that replaced it after the walk, with a
-    writer that sends nothing, is not waited on (before: the read waited for as long as the
-    writer lived), a link that replaced it is not followed (before: a large file, or one
-    not opened ahead, was read through the link, so the snapshot held the bytes of whatever
-    it pointed at, as a regular file of the walked name), and a directory is no internal
-    error. All are left out, as a file deleted since the walk is, and counted."""
-    import lifeboat.assets.files.tree as tree
-
-    src = tmp_path / "src"
-    src.mkdir()
-    secret = tmp_path / "secret"
-    secret.write_bytes(b"TOPSECRET " * 30_000)  # large: read the usual way, not opened ahead
-    files = {name: os.urandom(size) for name, size in [("a.bin", 500), ("b.bin", 500), ("c.bin", 300_000)]}
-    files["d.bin"] = os.urandom(500)
-    files["e.bin"] = os.urandom(300_000)  # large, turned into a directory
-    files["f.bin"] = os.urandom(500)  # a pipe with no writer: reads as empty, not waited on
-    files["sub/g.bin"] = os.urandom(500)  # its directory swapped for a link to another
-    files["h.bin"] = os.urandom(500)  # another file renamed over it (an editor's save): read as it is now
-    (src / "sub").mkdir()
-    for name, data in files.items():
-        (src / name).write_bytes(data)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (elsewhere / "g.bin").write_bytes(b"TOPSECRET too")
-    walk_as_is = tree.walk
-    writers: list[int] = []
-
-    def walk_then_swap(roots, *args):
-        for item in walk_as_is(roots, *args):
-            yield item
-            if item.name.endswith("/b.bin"):
-                (src / "b.bin").unlink()
-                os.mkfifo(src / "b.bin")
-                writers.append(os.open(src / "b.bin", os.O_RDWR))  # a writer that sends nothing
-            if item.name.endswith(("/c.bin", "/d.bin")):
-                path = Path(item.path)
-                path.unlink()
-                path.symlink_to(secret)
-            if item.name.endswith("/e.bin"):
-                (src / "e.bin").unlink()
-                (src / "e.bin").mkdir()
-            if item.name.endswith("/f.bin"):
-                (src / "f.bin").unlink()
-                os.mkfifo(src / "f.bin")
-            if item.name.endswith("/h.bin"):
-                (src / "h.new").write_bytes(b"saved by an editor")
-                os.replace(src / "h.new", src / "h.bin")
-            if item.name.endswith("/g.bin"):
-                (src / "sub").rename(src / "sub.moved")
-                (src / "sub").symlink_to(elsewhere)
-
-    monkeypatch.setattr(tree, "walk", walk_then_swap)
-    try:
-        info = backup_paths(repo, "tree", [src])
-    finally:
-        for fd in writers:
-            os.close(fd)
-    monkeypatch.undo()
-    assert info.labels["vanished"] == "6"
-    restore_snapshot(repo, info, tmp_path / "out")
-    assert restored(tmp_path / "out") == {"src/a.bin": files["a.bin"], "src/h.bin": b"saved by an editor"}
-    assert not list((tmp_path / "out").rglob("*.bin"))[2:]  # nothing else, no link either
-    # the next backup takes them as they are now: the pipes not captured, the links as links
-    again = backup_paths(repo, "tree", [src])
-    assert "vanished" not in again.labels and again.labels["not_captured"] == "2"
-    restore_snapshot(repo, again, tmp_path / "again")
-    assert os.readlink(tmp_path / "again" / "src" / "c.bin") == str(secret)
 
 
 def test_an_entry_is_stored_with_every_field_that_is_not_empty_in_field_order() -> None:
