@@ -224,11 +224,13 @@ def test_a_file_deleted_between_the_walk_and_its_read_is_left_out(tmp_path: Path
 def test_a_pipe_put_in_place_of_a_file_after_the_walk_is_left_out_not_waited_on(tmp_path: Path) -> None:
     """A large file (read the usual way, not opened ahead) and a small one turned into pipes
     after the walk: before, the large one's open waited for a writer for ever, and the
-    small one was stored as an empty object. Both are left out now, as a deleted file is."""
+    small one was stored as an empty object. Both are left out now, as a deleted file is.
+    The large one stays under a batch's worth of bytes (1 MiB): a batch that reaches it
+    goes to a reader at once, which could read the file before the hook swaps it."""
     source = tmp_path / "media"
     source.mkdir()
     (source / "a.bin").write_bytes(os.urandom(300))
-    (source / "big.bin").write_bytes(os.urandom(3 << 20))
+    (source / "big.bin").write_bytes(os.urandom(600 << 10))
     (source / "small.bin").write_bytes(os.urandom(300))
 
     def pipe(key: str) -> None:
