@@ -475,8 +475,8 @@ def test_status_under_a_policy_validated_before_follows_an_edit_of_it(tmp_path: 
 
 def test_status_under_a_policy_validated_before_reads_a_moved_evidence_symlink(tmp_path: Path) -> None:
     """A drill's evidence directory reached through a symlink: the slice keeps it resolved,
-    and is not used once the symlink points elsewhere (the failed drill found there is the
-    asset's verdict, as under a policy validated again)."""
+    and is not used once the symlink points elsewhere (the unsigned bundle found there is
+    refused and named, as under a policy validated again)."""
     policy = _backed_up(tmp_path)
     (tmp_path / "ev1").mkdir()
     failed = tmp_path / "ev2" / "2026-12-01-weekly"
@@ -498,8 +498,8 @@ def test_status_under_a_policy_validated_before_reads_a_moved_evidence_symlink(t
     (tmp_path / "evidence").symlink_to(tmp_path / "ev2")
     moved = cli.run("status", "--json", check=False)
     [docs] = json.loads(moved.stdout)["assets"]
-    assert (moved.returncode, docs["last_drill_verdict"]) == (1, "fail")
-    assert "last drill weekly failed (2026-12-01T00:00:00)" in docs["breaches"]
+    assert (moved.returncode, docs["last_drill_verdict"]) == (1, None)
+    assert f"drill evidence {failed} refused: SHA256SUMS is missing" in docs["breaches"]
 
 
 def test_a_kept_push_does_not_look_at_the_drills_evidence(tmp_path: Path) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -17,6 +16,9 @@ from lifeboat.cli.credentials import (
     ShareOption,
     credentials_options,
 )
+
+if TYPE_CHECKING:
+    from lifeboat.drills.results import RefusedBundle
 
 drill_app = typer.Typer(help="Restore drills.", no_args_is_help=True)
 app.add_typer(drill_app, name="drill")
@@ -104,12 +106,14 @@ def list_cmd(
     ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Drills in the policy, with their last result from the evidence directory."""
+    """Drills in the policy, with their last result whose signed evidence holds."""
+    from lifeboat.services.drills import policy_drill_results
+
     policy = run_context(ctx).policy()
+    found = policy_drill_results(policy)
     rows: list[dict[str, Any]] = []
     for name, drill in policy.drills.items():
-        bundles = sorted(Path(drill.evidence_dir).glob(f"*-{name}*/drill.json"))
-        last = json.loads(bundles[-1].read_text()) if bundles else None
+        last = found.last_of(name)
         rows.append(
             {
                 "name": name,
@@ -117,14 +121,23 @@ def list_cmd(
                 "assets": drill.assets,
                 "every": drill.every.total_seconds(),
                 "last_run": last and last["started"],
-                "last_verdict": last and last["verdict"],
-                "last_rto_s": last and last["total_rto_s"],
-                "bundle": str(bundles[-1].parent) if bundles else None,
+                "last_verdict": last and last.get("verdict"),
+                "last_rto_s": last and last.get("total_rto_s"),
+                "bundle": last and last["bundle"],
+                "refused_bundles": [
+                    {"bundle": r.bundle, "problem": r.problem} for r in found.refused if name in r.drills
+                ],
             }
         )
     if json_out:
         print_json(rows)
-        return
+    else:
+        _print_drills(rows, found.refused)
+    if found.refused:  # evidence that does not hold is somebody's doing: not a quiet listing
+        raise typer.Exit(1)
+
+
+def _print_drills(rows: list[dict[str, Any]], refused: list[RefusedBundle]) -> None:
     table = Table("drill", "scenario", "assets", "last run", "verdict", "RTO")
     for r in rows:
         table.add_row(
@@ -136,3 +149,5 @@ def list_cmd(
             f"{r['last_rto_s']:.1f}s" if r["last_rto_s"] else "-",
         )
     console.print(table)
+    for bundle in refused:
+        err_console.print(f"warning: {bundle.describe()}", markup=False)

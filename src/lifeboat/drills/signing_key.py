@@ -59,10 +59,12 @@ class PublishedKey:
 
 @dataclass
 class DrillKeyLookup:
-    """The repository's published drill key (None: none yet) and every record refused."""
+    """The repository's published drill key (None: none yet), every key the root signed
+    (rotated ones too: evidence they signed still holds) and every record refused."""
 
     published: PublishedKey | None
     refused: list[str] = field(default_factory=list)  # "records/NAME: why", for reports
+    accepted: list[PublishedKey] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def lookup(source: RecordSource, root_public: bytes, repo_id: str) -> DrillKeyLo
     """The newest drill-key record the root signed; every other record under the drill-key
     names (a legacy ``drill-key.json``, a plant) is refused and named, never trusted."""
     found = DrillKeyLookup(None)
-    accepted: list[PublishedKey] = []
+    accepted = found.accepted
     for name in drill_key_record_names(source):
         try:
             accepted.append(_parse(source, name, root_public, repo_id))
@@ -150,6 +152,19 @@ def lookup(source: RecordSource, root_public: bytes, repo_id: str) -> DrillKeyLo
     if accepted:
         found.published = newest(accepted)
     return found
+
+
+def trusted_drill_keys(source: RecordSource) -> frozenset[str] | None:
+    """The fingerprints of every drill key the repository's root key published, checked
+    with the root public key its config names; None for a repository from before writer
+    identities, which names none (its evidence is as unchecked as its snapshots)."""
+    if "root_public" not in source.config:
+        return None
+    root_public = config_root_public(source.config)
+    if root_public is None:  # named but unreadable: nothing can be trusted
+        return frozenset()
+    found = lookup(source, root_public, str(source.config["id"]))
+    return frozenset(key.fingerprint for key in found.accepted)
 
 
 def newest(accepted: Sequence[PublishedKey]) -> PublishedKey:

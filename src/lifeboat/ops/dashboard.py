@@ -187,9 +187,9 @@ def build_dashboard(
         if statuses is None:
             statuses = asset_status(view, repo, now)
         snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
+        drills = drill_results(view, repo).results
     finally:
         repo.close()  # the daemon builds one every 30 s: its sockets must not pile up
-    drills = drill_results(view)
     audit = audit_entries(policy.state_dir)
     assets = [
         asset_charts(policy, st, [s for s in snapshots if s.asset == st.asset], audit, drills, now)

@@ -26,6 +26,7 @@ from lifeboat.repo.records import key_created
 from lifeboat.repo.trust import LEGACY_WARNING
 
 if TYPE_CHECKING:
+    from lifeboat.drills.results import DrillResults
     from lifeboat.ops.probe_child import ProbeChild
 
 # how long status waits for the kinds' probes, from when they were asked: past a connect
@@ -74,19 +75,14 @@ def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def drill_results(view: StatusView) -> list[dict[str, Any]]:
-    """Every drill's results, oldest first, from the evidence directories of the policy's drills."""
-    results = []
-    for drill in view.drills.values():
-        for path in sorted(Path(drill.evidence_dir).glob("*/drill.json")):
-            try:
-                data = json.loads(path.read_text())
-            except ValueError:
-                continue
-            data["bundle"] = str(path.parent)
-            results.append(data)
-    unique = {r["bundle"]: r for r in results}
-    return sorted(unique.values(), key=lambda r: r["started"])
+def drill_results(view: StatusView, repo: Repository) -> DrillResults:
+    """The policy's drills' results that their signed evidence vouches for, oldest first,
+    and the bundles refused (drills/results.py)."""
+    from lifeboat.drills.results import drill_results as vouched_results
+    from lifeboat.drills.signing_key import trusted_drill_keys
+
+    evidence_dirs = {name: drill.evidence_dir for name, drill in view.drills.items()}
+    return vouched_results(evidence_dirs, lambda: trusted_drill_keys(repo))
 
 
 @dataclass
@@ -191,7 +187,7 @@ def asset_status(
     snapshots = listing.accepted
     refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
     audit = audit_entries(view.state_dir)
-    drills = drill_results(view)
+    drills = drill_results(view, repo)
     month_ago = (now - timedelta(days=30)).isoformat()
     statuses = []
     for name, asset in view.assets.items():
@@ -228,7 +224,10 @@ def asset_status(
             st.success_rate_30d = round(sum(e["outcome"] == "ok" for e in runs) / len(runs), 4)
             if st.success_rate_30d < cls.success_target:
                 st.breaches.append(f"success rate {st.success_rate_30d:.0%} below {cls.success_target:.0%}")
-        last_drill_findings(st, drills, view.drill_assets)
+        last_drill_findings(st, drills.results, view.drill_assets)
+        st.breaches += [
+            r.describe() for r in drills.refused if any(name in view.drill_assets(d) for d in r.drills)
+        ]
         statuses.append(st)
     corrective_action_findings(view, statuses, now)
     return statuses

@@ -14,6 +14,7 @@ from pathlib import Path
 from lifeboat import runtime
 from lifeboat.crypto.credentials import Credentials
 from lifeboat.crypto.writers import RootKey
+from lifeboat.drills.results import DrillResults, drill_results
 from lifeboat.drills.runner import DrillRun, Log
 from lifeboat.drills.service import (
     audit_mark,
@@ -24,7 +25,7 @@ from lifeboat.drills.service import (
     run_steps,
     write_evidence,
 )
-from lifeboat.drills.signing_key import config_root_public, lookup, repository_signer
+from lifeboat.drills.signing_key import config_root_public, lookup, repository_signer, trusted_drill_keys
 from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError
 from lifeboat.policy import Policy
 from lifeboat.repo.records import RecordsView
@@ -129,3 +130,17 @@ def published_drill_key(policy: Policy, creds: Credentials) -> tuple[str, str, l
             hint="run a drill with the recovery key to issue one, or pin the key with --key FINGERPRINT",
         )
     return found.published.fingerprint, source, found.refused
+
+
+def policy_drill_results(policy: Policy) -> DrillResults:
+    """The policy's drills' results, as their signed evidence vouches for them (the
+    repository's root-signed drill-key records are read only when there is a bundle)."""
+
+    def trusted() -> frozenset[str] | None:
+        storage = runtime.storage_for(policy)
+        try:
+            return trusted_drill_keys(RecordsView(storage))
+        finally:
+            storage.close()
+
+    return drill_results({name: Path(d.evidence_dir) for name, d in policy.drills.items()}, trusted)
