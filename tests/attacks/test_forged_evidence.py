@@ -14,7 +14,6 @@ operator would; the attackers act in-process with lifeboat's own library and not
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import shutil
@@ -28,12 +27,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from lifeboat import runtime
 from lifeboat.assets.registry import load_policy
 from lifeboat.crypto.keys import load_backup_key, load_recovery_key
-from lifeboat.crypto.pinning import fingerprint, open_signing_key, sign_bundle
-from lifeboat.crypto.signed import ObjectType, sign_by_root
-from lifeboat.crypto.writers import RootKey, canonical_json
-from lifeboat.drills.signing_key import lookup, record_body
+from lifeboat.crypto.pinning import fingerprint, open_signing_key
+from lifeboat.crypto.writers import RootKey
+from lifeboat.drills.signing_key import lookup
 from lifeboat.repo.records import RecordsView
 from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.evidence import plant_drill_key, resign
 
 
 @dataclass
@@ -77,47 +76,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     return _site(tmp_path_factory.mktemp("forged-evidence"))
 
 
-def _plant(policy_path: Path) -> list[str]:
-    """A compromised backup host's best drill-key records: its own signing key sealed to the
-    repository's (public) recovery key, 'root-signed' by a root it made up, plus a legacy
-    unsigned `drill-key.json`. Written with its backup key through lifeboat's own API."""
-    policy = load_policy(policy_path)
-    repo = runtime.open_for_write(policy)
-    try:
-        assert repo.keyring.recovery is None  # a backup key: no recovery key, no root key
-        config = repo.config
-        fake_root = RootKey.derive(
-            repo.id, secrets.token_bytes(32), base64.b64decode(config["recovery_public"])
-        )
-        mine = Ed25519PrivateKey.generate()
-        fp = fingerprint(mine.public_key())
-        body = {
-            **record_body(repo.id, mine, fake_root.recovery_public),
-            "created": "2099-01-01T00:00:00+00:00",
-        }
-        name = f"drill-keys/{fp.removeprefix('sha256:')}.json"
-        signature = sign_by_root(fake_root, ObjectType.RECORD, name, canonical_json(body)).to_bytes()
-        repo.put_record(name, {**body, "root_signature": base64.b64encode(signature).decode()})
-        repo.put_record("drill-key.json", {"public_key": mine.public_key().public_bytes_raw().hex()})
-    finally:
-        repo.close()
-    return [name, "drill-key.json"]
-
-
-def _resign(bundle: Path, key: Ed25519PrivateKey) -> None:
-    """Recompute SHA256SUMS over the bundle as it now is and sign it with ``key``."""
-    names = sorted(
-        str(p.relative_to(bundle))
-        for p in bundle.rglob("*")
-        if p.is_file() and p.name not in ("SHA256SUMS", "SHA256SUMS.sig", "drill-key.pub")
-    )
-    sums = "".join(f"{hashlib.sha256((bundle / n).read_bytes()).hexdigest()}  {n}\n" for n in names)
-    (bundle / "SHA256SUMS").write_text(sums)
-    (bundle / "SHA256SUMS.sig").write_text(base64.b64encode(sign_bundle(key, sums.encode())).decode() + "\n")
-
-
 def test_planted_drill_key_records_do_not_stop_or_steal_the_evidence(site: Site) -> None:
-    planted = _plant(site.policy)
+    planted, _ = plant_drill_key(site.policy)
     proc = site.lb.run("drill", "run", "outage", check=False)
     assert proc.returncode in (0, 1), proc.stderr
     for name in planted:
@@ -149,7 +109,7 @@ def test_a_bundle_signed_with_another_key_is_refused_naming_both_keys(site: Site
     drill["verdict"], drill["total_rto_s"] = "pass", 1.0
     (forged / "drill.json").write_text(json.dumps(drill, indent=2, sort_keys=True) + "\n")
     attacker = Ed25519PrivateKey.generate()
-    _resign(forged, attacker)
+    resign(forged, attacker)
     theirs = fingerprint(attacker.public_key())
 
     refused = site.lb.run("evidence", "verify", str(forged), "--key", site.pinned, check=False)
@@ -229,7 +189,7 @@ def test_an_older_repository_with_a_plant_gets_its_genuine_key_at_the_first_dril
     site = _site(tmp_path)
     for record in (tmp_path / "repo" / "records" / "drill-keys").iterdir():
         record.unlink()  # what a repository initialised before #14 looks like
-    planted = _plant(site.policy)
+    planted, _ = plant_drill_key(site.policy)
     out = site.drill()
     assert out["signing_key"].startswith("sha256:") and out["signing_key"] != site.pinned
     assert len(out["refused_drill_key_records"]) == 2 and planted[0] in out["refused_drill_key_records"][0]
