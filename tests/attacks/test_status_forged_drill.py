@@ -2,8 +2,8 @@
 dir, the evidence directory beside the policy, the backup key file and the storage
 credentials; not the recovery key) wants an asset whose last drill failed to look tested.
 
-Every attempt leaves the asset's last drill the genuine failed one, and names the bundle
-refused as a breach (status exits 1):
+Every attempt is named as a breach (status and `drill list` exit 1), and the asset's last
+drill is the newest genuine one:
 
 * drill.json of the failed bundle edited to "pass", the signature left as it was;
 * a newer "pass" bundle signed with the insider's own key;
@@ -11,7 +11,16 @@ refused as a breach (status exits 1):
   by a root the insider made up;
 * a bare drill.json with no signature at all;
 * an older genuine "pass" bundle copied under a newer name: its signed start time still
-  says it is older.
+  says it is older;
+* a newer "pass" signed with a drill key the insider kept from before a rotation;
+* the failed bundle deleted, hidden under a dot-name, or edited to claim an old start: the
+  audit log names it as the drill's newest, so its absence is named (the older genuine pass
+  shows as the last drill, beside the breach);
+* files that are not files (a FIFO, a link to /dev/zero, a signature that is not text):
+  refused, never a crash or a hang of status or of the daemon's refresh.
+
+The insider can still remove the audit log's newest drill entries with the bundle: `audit
+verify` names that (tests/attacks/test_audit_tampering.py).
 
 The genuine drills run through the `lifeboat` executable with the recovery key, as an
 operator would; the insider acts on files and through lifeboat's library with the backup key.
@@ -19,7 +28,10 @@ operator would; the insider acts on files and through lifeboat's library with th
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +40,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from lifeboat.crypto.pinning import fingerprint
+from lifeboat import runtime
+from lifeboat.assets.registry import load_policy
+from lifeboat.crypto.keys import load_recovery_key
+from lifeboat.crypto.pinning import fingerprint, open_signing_key
+from lifeboat.crypto.writers import RootKey
+from lifeboat.drills.signing_key import lookup
+from lifeboat.repo.records import RecordsView
 from tests.harness import LifeboatCli, PolicyBuilder
 from tests.harness.evidence import plant_drill_key, resign
 
@@ -104,12 +122,15 @@ def _refused(site: Site, refused: Path, problem: str) -> dict:
     """Status and `drill list` name the bundle refused and exit 1; the asset's status."""
     code, asset = site.status()
     assert code == 1
-    assert f"drill evidence {refused} refused: {problem}" in asset["breaches"], asset["breaches"]
+    named = f"drill evidence {refused} refused: {problem}"
+    assert [b for b in asset["breaches"] if b.startswith(named)], asset["breaches"]
     assert asset["last_drill_bundle"] != str(refused)
     listed = site.lb.run("drill", "list", "--json", check=False)
     assert listed.returncode == 1
     [row] = json.loads(listed.stdout)
-    assert {"bundle": str(refused), "problem": problem} in row["refused_bundles"]
+    assert [
+        r for r in row["refused_bundles"] if r["bundle"] == str(refused) and r["problem"].startswith(problem)
+    ]
     assert row["bundle"] != str(refused)
     return asset
 
@@ -190,3 +211,75 @@ def test_a_bundle_being_written_is_not_read(site: Site) -> None:
     code, asset = site.status()
     assert (code, asset["last_drill_bundle"]) == (1, str(site.failed))
     assert not [b for b in asset["breaches"] if b.startswith("drill evidence")]
+
+
+def test_the_newest_failed_bundle_deleted_or_hidden_is_named(site: Site) -> None:
+    shutil.rmtree(site.failed)
+    asset = _refused(site, site.failed, "missing")
+    assert (asset["last_drill_verdict"], asset["last_drill_bundle"]) == ("pass", str(site.passed))
+
+
+def test_the_newest_failed_bundle_under_a_hidden_name_is_named(site: Site) -> None:
+    site.failed.rename(site.evidence / f".{site.failed.name}.partial-0001")
+    _refused(site, site.failed, "missing")
+
+
+def test_an_edited_start_cannot_bury_the_newest_failed_drill(site: Site) -> None:
+    drill_json = site.failed / "drill.json"
+    drill = json.loads(drill_json.read_text())
+    drill_json.write_text(json.dumps(drill | {"verdict": "pass", "started": "2000-01-01T00:00:00+00:00"}))
+    _refused(site, site.failed, "drill.json was modified (SHA-256 mismatch)")
+
+
+def test_files_that_are_not_files_are_refused_not_fatal(site: Site) -> None:
+    fifo, link, binary = (site.evidence / f"2099-02-0{i}-outage" for i in (1, 2, 3))
+    for bundle in (fifo, link, binary):
+        shutil.copytree(site.passed, bundle)
+        drill = json.loads((bundle / "drill.json").read_text()) | {"started": f"{bundle.name[:10]}T00:00"}
+        (bundle / "drill.json").write_text(json.dumps(drill))  # newer than the failed drill
+    (fifo / "SHA256SUMS").unlink()
+    os.mkfifo(fifo / "SHA256SUMS")  # nobody writes it: a plain read would wait for ever
+    (link / "drill.json").unlink()
+    (link / "drill.json").symlink_to("/dev/zero")  # a plain read would fill the memory
+    (binary / "SHA256SUMS.sig").write_bytes(b"\xff\xfe" * 40)
+    code, asset = site.status()
+    assert code == 1
+    for bundle, problem in (
+        (fifo, "SHA256SUMS is not a regular file"),
+        (link, "drill.json is a symbolic link"),
+        (binary, "SHA256SUMS.sig is not a signature"),
+    ):
+        assert f"drill evidence {bundle} refused: {problem}" in asset["breaches"], asset["breaches"]
+    assert asset["last_drill_bundle"] == str(site.failed)
+
+
+def test_old_evidence_from_before_pinning_is_named_only_by_evidence_verify(site: Site) -> None:
+    """A bundle with a pre-pinning bare signature, older than the newest that holds, changes
+    nothing: status does not breach on it for ever; `evidence verify` still refuses it."""
+    old = site.evidence / "2026-01-01-outage"
+    shutil.copytree(site.passed, old)
+    (old / "SHA256SUMS.sig").write_text(base64.b64encode(secrets.token_bytes(64)).decode() + "\n")
+    code, asset = site.status()
+    assert (code, asset["last_drill_bundle"]) == (1, str(site.failed))  # the failed drill's breach
+    assert not [b for b in asset["breaches"] if b.startswith("drill evidence")]
+    [row] = json.loads(site.lb.run("drill", "list", "--json").stdout)
+    assert row["refused_bundles"] == []
+    assert site.lb.run("evidence", "verify", str(old), check=False).returncode == 1
+
+
+def test_a_rotated_drill_key_vouches_only_for_drills_before_its_replacement(site: Site) -> None:
+    """The insider kept the drill key in use before `keys rotate --drill` (taken here with
+    the recovery key, as the setting-up of what they hold): a drill it signs dated after the
+    rotation is refused; the genuine bundles it signed before still count."""
+    policy = load_policy(site.root / "lifeboat.toml")
+    recovery = load_recovery_key(site.root / "keys" / "recovery.key")
+    records = RecordsView(runtime.storage_for(policy))
+    root = RootKey.from_chain(records.config["id"], [recovery])
+    published = lookup(records, root.public, records.config["id"]).published
+    assert published is not None
+    kept = open_signing_key([recovery.private], published.sealed)
+    site.lb.run("keys", "rotate", "--drill", "--recovery-key", str(site.root / "keys" / "recovery.key"))
+    forged = _newer_pass(site)
+    resign(forged, kept)
+    asset = _refused(site, forged, f"signed by key {published.fingerprint}, replaced on")
+    assert (asset["last_drill_bundle"], asset["last_drill_verdict"]) == (str(site.failed), "fail")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -16,9 +16,6 @@ from lifeboat.cli.credentials import (
     ShareOption,
     credentials_options,
 )
-
-if TYPE_CHECKING:
-    from lifeboat.drills.results import RefusedBundle
 
 drill_app = typer.Typer(help="Restore drills.", no_args_is_help=True)
 app.add_typer(drill_app, name="drill")
@@ -107,37 +104,18 @@ def list_cmd(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Drills in the policy, with their last result whose signed evidence holds."""
-    from lifeboat.services.drills import policy_drill_results
+    from lifeboat.services.drills import drill_overview
 
-    policy = run_context(ctx).policy()
-    found = policy_drill_results(policy)
-    rows: list[dict[str, Any]] = []
-    for name, drill in policy.drills.items():
-        last = found.last_of(name)
-        rows.append(
-            {
-                "name": name,
-                "scenario": drill.scenario,
-                "assets": drill.assets,
-                "every": drill.every.total_seconds(),
-                "last_run": last and last["started"],
-                "last_verdict": last and last.get("verdict"),
-                "last_rto_s": last and last.get("total_rto_s"),
-                "bundle": last and last["bundle"],
-                "refused_bundles": [
-                    {"bundle": r.bundle, "problem": r.problem} for r in found.refused if name in r.drills
-                ],
-            }
-        )
+    rows = drill_overview(run_context(ctx).policy())
     if json_out:
         print_json(rows)
     else:
-        _print_drills(rows, found.refused)
-    if found.refused:  # evidence that does not hold is somebody's doing: not a quiet listing
+        _print_drills(rows)
+    if any(r["refused_bundles"] for r in rows):  # evidence that does not hold: somebody's doing
         raise typer.Exit(1)
 
 
-def _print_drills(rows: list[dict[str, Any]], refused: list[RefusedBundle]) -> None:
+def _print_drills(rows: list[dict[str, Any]]) -> None:
     table = Table("drill", "scenario", "assets", "last run", "verdict", "RTO")
     for r in rows:
         table.add_row(
@@ -149,5 +127,8 @@ def _print_drills(rows: list[dict[str, Any]], refused: list[RefusedBundle]) -> N
             f"{r['last_rto_s']:.1f}s" if r["last_rto_s"] else "-",
         )
     console.print(table)
-    for bundle in refused:
-        err_console.print(f"warning: {bundle.describe()}", markup=False)
+    for r in rows:
+        for refused in r["refused_bundles"]:
+            err_console.print(
+                f"warning: drill evidence {refused['bundle']} refused: {refused['problem']}", markup=False
+            )

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
 import os
 import secrets
-from collections.abc import Collection
+import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +58,9 @@ def write_bundle(
     report_html: str,
     key: Ed25519PrivateKey,
 ) -> Path:
-    """Write a drill's evidence bundle: JSON, logs, report, and their signed hashes; it
-    appears at ``bundle`` whole (never over an existing directory)."""
-    bundle.parent.mkdir(parents=True, exist_ok=True)
+    """Write a drill's evidence bundle: JSON, logs, report, and their signed hashes. It is
+    written beside ``bundle`` under a hidden name and renamed onto it whole: ``bundle`` is
+    the empty directory ``reserve_bundle`` made (rename replaces an empty directory only)."""
     partial = bundle.parent / f".{bundle.name}.partial-{secrets.token_hex(4)}"
     partial.mkdir()
     (partial / DRILL_JSON).write_text(json.dumps(drill, indent=2, sort_keys=True, default=str) + "\n")
@@ -70,8 +73,22 @@ def write_bundle(
     sums = "".join(f"{_sha256(partial / name)}  {name}\n" for name in _files(partial))
     (partial / SUMS).write_text(sums)
     (partial / SIGNATURE).write_text(base64.b64encode(sign_bundle(key, sums.encode())).decode() + "\n")
-    os.rename(partial, bundle)  # refused onto a directory holding anything: nothing is replaced
+    os.rename(partial, bundle)
     return bundle
+
+
+def reserve_bundle(out_root: Path, stem: str) -> Path:
+    """A new, empty directory ``out_root/stem`` (``stem-2``, ``-3``... when taken) for a
+    bundle: made at once, so two drills finishing together never pick the same name."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    suffix = 1
+    while True:
+        bundle = out_root / (stem if suffix == 1 else f"{stem}-{suffix}")
+        try:
+            bundle.mkdir()
+            return bundle
+        except FileExistsError:
+            suffix += 1
 
 
 def is_bundle_name(name: str) -> bool:
@@ -91,22 +108,61 @@ class BundleVerification:
     key_source: str = ""  # where that fingerprint came from ("--key", "the repository's ...")
 
 
-def _signature(bundle: Path) -> bytes:
-    text = (bundle / SIGNATURE).read_text().strip()
+# what a genuine bundle's files are far below: a planted one larger is not read
+_LIMITS = {SIGNATURE: 4096, SUMS: 1 << 20, DRILL_JSON: 16 << 20}
+
+
+def _read_small(bundle: Path, name: str) -> bytes:
+    """One of a bundle's own files, only a regular file (never through a link, never a
+    FIFO) of a genuine one's size; an IntegrityError saying what it is otherwise."""
+    limit = _LIMITS[name]
     try:
-        raw = base64.b64decode(text, validate=True)
+        fd = os.open(bundle / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise IntegrityError(f"{name} is missing") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IntegrityError(f"{name} is a symbolic link") from None
+        raise IntegrityError(f"{name} cannot be read ({exc.strerror})") from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise IntegrityError(f"{name} is not a regular file")
+        if status.st_size > limit:
+            raise IntegrityError(f"{name} is larger than a drill's ({status.st_size} bytes)")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise IntegrityError(f"{name} cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise IntegrityError(f"{name} is larger than a drill's")
+    return data
+
+
+def _signed_sums(bundle: Path) -> tuple[bytes, bytes]:
+    """SHA256SUMS and its signature, read as they are (IntegrityError when either is
+    missing or not what a bundle holds)."""
+    sums = _read_small(bundle, SUMS)
+    try:
+        raw = base64.b64decode(_read_small(bundle, SIGNATURE).strip(), validate=True)
     except (binascii.Error, ValueError):
         raise IntegrityError(f"{SIGNATURE} is not a signature") from None
     if len(raw) != SIGNATURE_SIZE:
         # a pre-pinning bundle's bare signature names no signer to compare with a pin
         raise IntegrityError(f"{SIGNATURE} is not a pinned drill-key signature (made before pinning?)")
-    return raw
+    return sums, raw
 
 
-def _listed(sums: str) -> dict[str, str]:
+def _listed(sums: bytes) -> dict[str, str]:
     """SHA256SUMS as file name -> hex digest."""
     listed: dict[str, str] = {}
-    for line in sums.splitlines():
+    try:
+        text = sums.decode()
+    except UnicodeDecodeError:
+        raise IntegrityError(f"{SUMS} is not a list of hashes") from None
+    for line in text.splitlines():
         digest, _, name = line.partition("  ")
         listed[name] = digest
     return listed
@@ -120,32 +176,44 @@ def _signer(signature: bytes) -> str:
         raise IntegrityError("evidence signature is malformed") from None
 
 
-def vouched_drill(bundle: Path, trusted: Collection[str]) -> dict[str, Any]:
-    """A bundle's drill.json, when SHA256SUMS is signed by one of the ``trusted`` drill keys
-    (fingerprints) and lists exactly these bytes of it; an IntegrityError saying why not.
-    Only drill.json is read: what `status` and `drill list` show of a drill. `verify_bundle`
-    checks every file."""
+def claimed_start(bundle: Path) -> str | None:
+    """When a bundle's drill.json says its drill started, unchecked (None: it says nothing
+    readable): where a refused bundle would stand among the genuine ones."""
     try:
-        sums = (bundle / SUMS).read_bytes()
-        signature = _signature(bundle)
-        data = (bundle / DRILL_JSON).read_bytes()
-    except FileNotFoundError as exc:
-        raise IntegrityError(f"{Path(str(exc.filename)).name} is missing") from None
-    except OSError as exc:
-        raise IntegrityError(f"cannot read it: {exc.strerror}") from None
+        drill = json.loads(_read_small(bundle, DRILL_JSON))
+    except (IntegrityError, ValueError):
+        return None
+    started = drill.get("started") if isinstance(drill, dict) else None
+    return started if isinstance(started, str) else None
+
+
+def vouched_drill(bundle: Path, trusted: Mapping[str, datetime | None]) -> dict[str, Any]:
+    """A bundle's drill.json, when SHA256SUMS is signed by one of the ``trusted`` drill keys
+    (fingerprint -> when a rotation replaced it, None: in use) and lists exactly these bytes
+    of it; an IntegrityError saying why not. A replaced key vouches only for drills that
+    started before its replacement: whoever kept it cannot sign today's. Only drill.json is
+    read: what `status` and `drill list` show of a drill. `verify_bundle` checks every file."""
+    sums, signature = _signed_sums(bundle)
+    data = _read_small(bundle, DRILL_JSON)
     signer = _signer(signature)
     if signer not in trusted:
         raise IntegrityError(f"signed by key {signer}, which no root-signed drill-key record publishes")
     verify_bundle_signature(sums, signature, signer)
-    try:
-        listed = _listed(sums.decode())
-        drill = json.loads(data)
-    except ValueError:  # UnicodeDecodeError is one
-        raise IntegrityError(f"{DRILL_JSON} is not a drill record") from None
-    if listed.get(DRILL_JSON) != hashlib.sha256(data).hexdigest():
+    if _listed(sums).get(DRILL_JSON) != hashlib.sha256(data).hexdigest():
         raise IntegrityError(f"{DRILL_JSON} was modified (SHA-256 mismatch)")
-    if not isinstance(drill, dict) or not isinstance(drill.get("started"), str):
+    try:
+        drill = json.loads(data)
+        started = datetime.fromisoformat(drill["started"])
+    except (ValueError, TypeError, KeyError):
+        raise IntegrityError(f"{DRILL_JSON} is not a drill record") from None
+    if not isinstance(drill, dict) or started.tzinfo is None:
         raise IntegrityError(f"{DRILL_JSON} is not a drill record")
+    replaced = trusted[signer]
+    if replaced is not None and started >= replaced:
+        raise IntegrityError(
+            f"signed by key {signer}, replaced on {replaced.isoformat(timespec='seconds')}, "
+            "for a drill that started after"
+        )
     return drill
 
 
@@ -154,22 +222,15 @@ def verify_bundle(bundle: Path, pinned: str, key_source: str = "--key") -> Bundl
     file hashes; every problem found is listed."""
     result = BundleVerification(False, str(bundle), key=pinned, key_source=key_source)
     try:
-        sums = (bundle / SUMS).read_text()
-        signature = _signature(bundle)
-    except FileNotFoundError as exc:
-        result.problems.append(f"{Path(str(exc.filename)).name} is missing")
-        return result
-    except OSError as exc:
-        result.problems.append(f"cannot read the bundle: {exc.strerror}")
-        return result
+        sums, signature = _signed_sums(bundle)
+        listed = _listed(sums)
     except IntegrityError as exc:
         result.problems.append(exc.message)
         return result
     try:
-        verify_bundle_signature(sums.encode(), signature, pinned)
+        verify_bundle_signature(sums, signature, pinned)
     except IntegrityError as exc:
         result.problems.append(exc.message)
-    listed = _listed(sums)
     present = set(_files(bundle))
     for name in sorted(set(listed) - present):
         result.problems.append(f"{name} is missing")

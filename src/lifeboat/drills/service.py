@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.registry import kind_of
 from lifeboat.drills.actions import Ledger, ledger_at, open_period
-from lifeboat.drills.evidence import write_bundle
+from lifeboat.drills.evidence import reserve_bundle, write_bundle
 from lifeboat.drills.report import render
 from lifeboat.drills.runner import DrillRun, DrillRunner, Log, Restore
 from lifeboat.errors import ConfigError
@@ -86,14 +86,10 @@ def run_steps(
 
 
 def bundle_dir(policy: Policy, name: str, run: DrillRun, evidence_dir: Path | None = None) -> Path:
-    """Where the drill's evidence goes: a new directory, never an earlier drill's."""
+    """Where the drill's evidence goes: a new directory, never an earlier drill's, made
+    empty now (write_bundle renames the signed bundle onto it)."""
     out_root = Path(evidence_dir or policy.drills[name].evidence_dir)
-    bundle = out_root / f"{run.started[:10]}-{name}"
-    suffix = 1
-    while bundle.exists():
-        suffix += 1
-        bundle = out_root / f"{run.started[:10]}-{name}-{suffix}"
-    return bundle
+    return reserve_bundle(out_root, f"{run.started[:10]}-{name}")
 
 
 def audit_mark(path: Path) -> int:

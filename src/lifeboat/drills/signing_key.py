@@ -154,17 +154,20 @@ def lookup(source: RecordSource, root_public: bytes, repo_id: str) -> DrillKeyLo
     return found
 
 
-def trusted_drill_keys(source: RecordSource) -> frozenset[str] | None:
-    """The fingerprints of every drill key the repository's root key published, checked
-    with the root public key its config names; None for a repository from before writer
-    identities, which names none (its evidence is as unchecked as its snapshots)."""
-    if "root_public" not in source.config:
-        return None
-    root_public = config_root_public(source.config)
-    if root_public is None:  # named but unreadable: nothing can be trusted
-        return frozenset()
-    found = lookup(source, root_public, str(source.config["id"]))
-    return frozenset(key.fingerprint for key in found.accepted)
+def trusted_drill_keys(repo: Repository) -> dict[str, datetime | None]:
+    """Every drill key the repository's root key published: fingerprint -> when a rotation
+    replaced it (the replacing record's time; None: in use). The root is the verified
+    writer registry's, not the plaintext config's, which storage credentials can rewrite."""
+    trust = repo.trust()
+    if trust is None:
+        return {}
+    accepted = lookup(repo, trust.registry.root_public, repo.id).accepted
+    replaced: dict[str, datetime] = {}
+    for key in accepted:
+        if key.replaces is not None:
+            when = _when(key.created)
+            replaced[key.replaces] = min(when, replaced.get(key.replaces, when))
+    return {key.fingerprint: replaced.get(key.fingerprint) for key in accepted}
 
 
 def newest(accepted: Sequence[PublishedKey]) -> PublishedKey:

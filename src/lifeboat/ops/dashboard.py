@@ -187,10 +187,10 @@ def build_dashboard(
         if statuses is None:
             statuses = asset_status(view, repo, now)
         snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
-        drills = drill_results(view, repo).results
+        audit = audit_entries(policy.state_dir)
+        drills = drill_results(view, repo, audit).results
     finally:
         repo.close()  # the daemon builds one every 30 s: its sockets must not pile up
-    audit = audit_entries(policy.state_dir)
     assets = [
         asset_charts(policy, st, [s for s in snapshots if s.asset == st.asset], audit, drills, now)
         for st in statuses

@@ -24,10 +24,15 @@ from lifeboat.ops.status_view import AssetFacts, StatusView
 from lifeboat.repo import Repository
 from lifeboat.repo.records import key_created
 from lifeboat.repo.trust import LEGACY_WARNING
+from lifeboat.units import format_seconds
 
 if TYPE_CHECKING:
-    from lifeboat.drills.results import DrillResults
+    from lifeboat.drills.results import DrillResults, RefusedBundle
     from lifeboat.ops.probe_child import ProbeChild
+
+# a drill a little past its cadence is not yet overdue (the next one started on time and is
+# restoring): as long as the LifeboatDrillOverdue alert waits
+DRILL_GRACE = timedelta(hours=1)
 
 # how long status waits for the kinds' probes, from when they were asked: past a connect
 # timeout (10 s), for a server that took the connection and then stopped answering
@@ -75,14 +80,14 @@ def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def drill_results(view: StatusView, repo: Repository) -> DrillResults:
+def drill_results(view: StatusView, repo: Repository, audit: list[dict[str, Any]]) -> DrillResults:
     """The policy's drills' results that their signed evidence vouches for, oldest first,
-    and the bundles refused (drills/results.py)."""
-    from lifeboat.drills.results import drill_results as vouched_results
+    and the bundles refused (drills/results.py); ``audit``: the audit log's entries."""
+    from lifeboat.drills.results import newest_audited_bundles, read_drill_results
     from lifeboat.drills.signing_key import trusted_drill_keys
 
     evidence_dirs = {name: drill.evidence_dir for name, drill in view.drills.items()}
-    return vouched_results(evidence_dirs, lambda: trusted_drill_keys(repo))
+    return read_drill_results(evidence_dirs, lambda: trusted_drill_keys(repo), newest_audited_bundles(audit))
 
 
 @dataclass
@@ -187,7 +192,7 @@ def asset_status(
     snapshots = listing.accepted
     refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
     audit = audit_entries(view.state_dir)
-    drills = drill_results(view, repo)
+    drills = drill_results(view, repo, audit)
     month_ago = (now - timedelta(days=30)).isoformat()
     statuses = []
     for name, asset in view.assets.items():
@@ -225,9 +230,9 @@ def asset_status(
             if st.success_rate_30d < cls.success_target:
                 st.breaches.append(f"success rate {st.success_rate_30d:.0%} below {cls.success_target:.0%}")
         last_drill_findings(st, drills.results, view.drill_assets)
-        st.breaches += [
-            r.describe() for r in drills.refused if any(name in view.drill_assets(d) for d in r.drills)
-        ]
+        oldest = min((s.time for s in mine), default=None)
+        drill_cadence_findings(st, cls.drill_every, now, oldest)
+        refused_drill_findings(st, drills.refused, view.drill_assets)
         statuses.append(st)
     corrective_action_findings(view, statuses, now)
     return statuses
@@ -280,6 +285,30 @@ def last_drill_findings(
         if st.last_drill_rto_s is not None and st.last_drill_rto_s > st.rto_s:
             st.breaches.append(f"last drill RTO {st.last_drill_rto_s:.0f}s exceeds {st.rto_s:.0f}s")
         return
+
+
+def refused_drill_findings(
+    st: AssetStatus, refused: list[RefusedBundle], drill_assets: Callable[[str], list[str]]
+) -> None:
+    """A refused bundle of a drill of this asset is a breach when it matters beside the
+    asset's last drill that holds (drills/results.py ``RefusedBundle.matters``)."""
+    for bundle in refused:
+        if any(st.asset in drill_assets(d) for d in bundle.drills) and bundle.matters(st.last_drill):
+            st.breaches.append(bundle.describe())
+
+
+def drill_cadence_findings(st: AssetStatus, every: timedelta, now: datetime, oldest: datetime | None) -> None:
+    """A breach when nobody has shown the asset comes back within its class's
+    ``drill_every``: since its last drill, or, never drilled, since its oldest backup held
+    (a new asset has one ``drill_every`` to get its first drill)."""
+    since = datetime.fromisoformat(st.last_drill) if st.last_drill else oldest
+    if since is None or now - since <= every + DRILL_GRACE:
+        return
+    cadence = f"the class drills every {format_seconds(every.total_seconds())}"
+    if st.last_drill:
+        st.breaches.append(f"drill overdue: last drilled {st.last_drill[:19]}, {cadence}")
+    else:
+        st.breaches.append(f"never drilled: backed up since {since.date().isoformat()}, {cadence}")
 
 
 def corrective_action_findings(view: StatusView, statuses: list[AssetStatus], now: datetime) -> None:

@@ -10,11 +10,12 @@ import functools
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from lifeboat import runtime
 from lifeboat.crypto.credentials import Credentials
 from lifeboat.crypto.writers import RootKey
-from lifeboat.drills.results import DrillResults, drill_results
+from lifeboat.drills.results import DrillResults, TrustedKeys, newest_audited_bundles, read_drill_results
 from lifeboat.drills.runner import DrillRun, Log
 from lifeboat.drills.service import (
     audit_mark,
@@ -135,12 +136,43 @@ def published_drill_key(policy: Policy, creds: Credentials) -> tuple[str, str, l
 def policy_drill_results(policy: Policy) -> DrillResults:
     """The policy's drills' results, as their signed evidence vouches for them (the
     repository's root-signed drill-key records are read only when there is a bundle)."""
+    from lifeboat.ops.status import audit_entries
 
-    def trusted() -> frozenset[str] | None:
-        storage = runtime.storage_for(policy)
-        try:
-            return trusted_drill_keys(RecordsView(storage))
-        finally:
-            storage.close()
+    audited = newest_audited_bundles(audit_entries(runtime.state_dir(policy)))
+    evidence_dirs = {name: Path(d.evidence_dir) for name, d in policy.drills.items()}
+    with ExitStack() as stack:
 
-    return drill_results({name: Path(d.evidence_dir) for name, d in policy.drills.items()}, trusted)
+        def trusted() -> TrustedKeys:
+            repo = runtime.open_for_write(policy)
+            stack.callback(repo.close)
+            return trusted_drill_keys(repo)
+
+        return read_drill_results(evidence_dirs, trusted, audited)
+
+
+def drill_overview(policy: Policy) -> list[dict[str, Any]]:
+    """`drill list`: each drill of the policy with its last result that holds, and the
+    bundles refused that matter beside it (``RefusedBundle.matters``)."""
+    found = policy_drill_results(policy)
+    rows: list[dict[str, Any]] = []
+    for name, drill in policy.drills.items():
+        last = found.last_of(name)
+        last_start = str(last["started"]) if last else None
+        rows.append(
+            {
+                "name": name,
+                "scenario": drill.scenario,
+                "assets": drill.assets,
+                "every": drill.every.total_seconds(),
+                "last_run": last_start,
+                "last_verdict": last.get("verdict") if last else None,
+                "last_rto_s": last.get("total_rto_s") if last else None,
+                "bundle": last["bundle"] if last else None,
+                "refused_bundles": [
+                    {"bundle": r.bundle, "problem": r.problem}
+                    for r in found.refused
+                    if name in r.drills and r.matters(last_start)
+                ],
+            }
+        )
+    return rows
