@@ -133,6 +133,40 @@ def test_status_measures_exposure_from_where_a_wal_gap_stops_replay(pg):
     assert later["last_backup"] == fresh["last_backup"] and later["last_backup"] in gap[0]
 
 
+def test_status_does_not_credit_a_base_backup_whose_own_wal_is_missing(pg):
+    """A segment between a base backup's start and stop gone from the archive: that base
+    cannot be made consistent, so status credits the one before it (exposure from where its
+    replay stops) and names the base; with no base left whole, no restorable backup."""
+    pg.run("backup", "db")
+    pg.sql("insert into items (label) values ('x')")
+    pg.switch_and_wait_archived()
+    pg.run("backup", "db")
+    pg.sql("insert into items (label) values ('y')")
+    pg.switch_and_wait_archived()  # WAL past the newer base: its replay would reach it
+    older, newer = sorted(pg.json("snapshots", "--asset", "db"), key=lambda s: s["time"])
+
+    def db_status() -> dict:
+        out = json.loads(pg.run("status", "--json", check=False).stdout)
+        return next(a for a in out["assets"] if a["asset"] == "db")
+
+    whole = db_status()
+    assert whole["last_backup"] >= newer["time"][:19] and not [b for b in whole["breaches"] if "WAL" in b]
+    own = newer["labels"]["start_wal"]
+    (pg.root / "repo" / "refs" / "wal" / "db" / own).unlink()
+    pg.clock.advance(hours=1)  # past the grace a segment in flight gets
+    broken = db_status()
+    named = f"base backup {newer['id'][:12]} ("
+    assert [b for b in broken["breaches"] if b.startswith(named) and f"segment {own} of its own WAL" in b]
+    assert older["time"][:19] <= broken["last_backup"] < newer["time"][:19]  # the older base's replay
+    assert [b for b in broken["breaches"] if f"WAL gap: segment {own} is missing" in b]
+
+    (pg.root / "repo" / "refs" / "wal" / "db" / older["labels"]["start_wal"]).unlink()
+    none = db_status()
+    assert none["last_backup"] is None and none["exposure_s"] is None
+    assert "no restorable backup" in none["breaches"]
+    assert len([b for b in none["breaches"] if b.startswith("base backup ")]) == 2
+
+
 def test_archived_wal_without_a_base_backup_is_never_backed_up_in_status(pg):
     pg.switch_and_wait_archived()  # archiving works, but nothing to replay it onto
     out = json.loads(pg.run("status", "--json", check=False).stdout)

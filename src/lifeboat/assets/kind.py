@@ -367,6 +367,7 @@ class StatusExtras:
 
     newest: datetime | None = None  # data newer than any snapshot (WAL pushed, streamed)
     breaches: list[str] = field(default_factory=list)
+    unrestorable: set[str] = field(default_factory=set)  # ids of snapshots no restore brings back
     divergent: list[dict[str, Any]] = field(default_factory=list)  # WAL branches
     bad_pages: int | None = None
     archive_failure: str | None = None

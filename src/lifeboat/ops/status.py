@@ -199,9 +199,10 @@ def asset_status(
         cls = view.classes[asset.class_]
         st = AssetStatus(name, asset.kind, asset.class_, cls.rpo.total_seconds(), cls.rto.total_seconds())
         mine = [s for s in snapshots if s.asset == name]
-        newest = max((s.data_time for s in mine), default=None)  # a sharded backup: its listing's time
         query = StatusQuery(repo, name, asset.settings, mine, audit, asked.answer(name), now)
         extras = plugin(asset.kind).status(query)
+        restorable = (s.data_time for s in mine if s.id not in extras.unrestorable)
+        newest = max(restorable, default=None)  # a sharded backup: its listing's time
         if extras.newest is not None:
             newest = max(newest, extras.newest) if newest else extras.newest
         st.bad_pages, st.archive_failure = extras.bad_pages, extras.archive_failure
@@ -219,7 +220,7 @@ def asset_status(
             if st.exposure_s > st.rpo_s:
                 st.breaches.append(f"exposure {st.exposure_s:.0f}s exceeds RPO {st.rpo_s:.0f}s")
         else:
-            st.breaches.append("never backed up")
+            st.breaches.append("no restorable backup" if mine else "never backed up")
         runs = [
             e
             for e in audit

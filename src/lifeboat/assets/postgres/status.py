@@ -40,10 +40,23 @@ def status_extras(query: StatusQuery) -> StatusExtras:
         )
     if not query.snapshots:
         return extras  # WAL without a base backup to replay it onto restores nothing
+    now = query.now or clock.now()
+    bases = list(query.snapshots)
+    while wal.gap is not None and _gap_lasting(wal, now) and _within_own_wal(wal.gap.missing, bases[-1]):
+        # the base itself cannot be made consistent: the one before it is what restores
+        base = bases.pop()
+        extras.unrestorable.add(base.id)
+        extras.breaches.append(
+            f"base backup {base.id[:12]} ({base.time.isoformat(timespec='seconds')}) cannot be "
+            f"restored: segment {wal.gap.missing.name} of its own WAL is missing"
+        )
+        if not bases:
+            return extras
+        wal = wal_findings(repo, name, bases[-1], streaming)
     if wal.gap is not None:
         # replay stops at the gap: WAL archived or streamed after it restores nothing
         extras.newest = wal.reached
-        _gap_verdict(extras, wal, query.now or clock.now())
+        _gap_verdict(extras, wal, now)
         return extras
     # the archive itself, never this host's audit log: a fleet's status host sees what every
     # host pushed, a status of a copy (--repository) sees what the copy holds, and an entry
@@ -52,10 +65,30 @@ def status_extras(query: StatusQuery) -> StatusExtras:
     return extras
 
 
+def _gap_lasting(wal: WalFindings, now: datetime) -> bool:
+    """Whether the gap has lasted GAP_GRACE_S (or its age is unknown): no segment in flight."""
+    return wal.gap_since is None or (now - wal.gap_since).total_seconds() >= GAP_GRACE_S
+
+
+def _within_own_wal(segment: Segment, base: SnapshotInfo) -> bool:
+    """Whether ``segment`` is one a base backup needs to be consistent at all (from its start
+    to its stop), as opposed to one past it that replay merely stops at."""
+    from lifeboat.assets.postgres.walnames import parse_lsn, segment_of
+
+    first = _first_segment(base)
+    if first is None or segment.timeline != first.timeline or segment.number < first.number:
+        return False
+    try:
+        last = segment_of(max(parse_lsn(base.labels["stop_lsn"]) - 1, 0), first.timeline)
+    except (KeyError, ValueError):
+        return segment.number == first.number
+    return segment.number <= last.number
+
+
 def _gap_verdict(extras: StatusExtras, wal: WalFindings, now: datetime) -> None:
     """A breach once the gap has lasted GAP_GRACE_S (or at once when its age is unknown)."""
     assert wal.gap is not None
-    if wal.gap_since is not None and (now - wal.gap_since).total_seconds() < GAP_GRACE_S:
+    if not _gap_lasting(wal, now):
         return
     gap = wal.gap
     if gap.before is None:
