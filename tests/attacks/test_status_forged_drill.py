@@ -12,7 +12,9 @@ drill is the newest genuine one:
 * a bare drill.json with no signature at all;
 * an older genuine "pass" bundle copied under a newer name: its signed start time still
   says it is older;
-* a newer "pass" signed with a drill key the insider kept from before a rotation;
+* a "pass" signed with a drill key the insider kept from before a rotation: dated after it,
+  dated between the last genuine drill and it, or for the very run that failed;
+* an older genuine "pass" put where the audit log names the failed run's bundle;
 * the failed bundle deleted, hidden under a dot-name, or edited to claim an old start: the
   audit log names it as the drill's newest, so its absence is named (the older genuine pass
   shows as the last drill, beside the breach);
@@ -35,6 +37,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -152,13 +155,13 @@ def _unpublished(key: Ed25519PrivateKey) -> str:
     return f"signed by key {fingerprint(key.public_key())}, which no root-signed drill-key record publishes"
 
 
-def _newer_pass(site: Site) -> Path:
+def _newer_pass(site: Site, started: str = "2099-01-01T00:00:00+00:00") -> Path:
     """The passed drill's bundle, copied and dated after the failed one: all it takes to
     make the asset look tested, were the signature not checked."""
     forged = site.evidence / "2099-01-01-outage"
     shutil.copytree(site.passed, forged)
     drill = json.loads((forged / "drill.json").read_text())
-    drill["started"] = "2099-01-01T00:00:00+00:00"
+    drill["started"] = started
     (forged / "drill.json").write_text(json.dumps(drill, indent=2, sort_keys=True) + "\n")
     return forged
 
@@ -232,8 +235,8 @@ def test_an_edited_start_cannot_bury_the_newest_failed_drill(site: Site) -> None
 
 
 def test_files_that_are_not_files_are_refused_not_fatal(site: Site) -> None:
-    fifo, link, binary = (site.evidence / f"2099-02-0{i}-outage" for i in (1, 2, 3))
-    for bundle in (fifo, link, binary):
+    fifo, link, binary, deep = (site.evidence / f"2099-02-0{i}-outage" for i in (1, 2, 3, 4))
+    for bundle in (fifo, link, binary, deep):
         shutil.copytree(site.passed, bundle)
         drill = json.loads((bundle / "drill.json").read_text()) | {"started": f"{bundle.name[:10]}T00:00"}
         (bundle / "drill.json").write_text(json.dumps(drill))  # newer than the failed drill
@@ -242,12 +245,14 @@ def test_files_that_are_not_files_are_refused_not_fatal(site: Site) -> None:
     (link / "drill.json").unlink()
     (link / "drill.json").symlink_to("/dev/zero")  # a plain read would fill the memory
     (binary / "SHA256SUMS.sig").write_bytes(b"\xff\xfe" * 40)
+    (deep / "drill.json").write_text("[" * 100_000)  # deeper than a parser recurses
     code, asset = site.status()
     assert code == 1
     for bundle, problem in (
         (fifo, "SHA256SUMS is not a regular file"),
         (link, "drill.json is a symbolic link"),
         (binary, "SHA256SUMS.sig is not a signature"),
+        (deep, "drill.json was modified (SHA-256 mismatch)"),
     ):
         assert f"drill evidence {bundle} refused: {problem}" in asset["breaches"], asset["breaches"]
     assert asset["last_drill_bundle"] == str(site.failed)
@@ -270,7 +275,9 @@ def test_old_evidence_from_before_pinning_is_named_only_by_evidence_verify(site:
 def test_a_rotated_drill_key_vouches_only_for_drills_before_its_replacement(site: Site) -> None:
     """The insider kept the drill key in use before `keys rotate --drill` (taken here with
     the recovery key, as the setting-up of what they hold): a drill it signs dated after the
-    rotation is refused; the genuine bundles it signed before still count."""
+    rotation is refused, and so is one dated between the last genuine drill and the rotation
+    (no such run is in the audit log), and a second result for the genuine failed run; the
+    genuine bundles it signed before still count."""
     policy = load_policy(site.root / "lifeboat.toml")
     recovery = load_recovery_key(site.root / "keys" / "recovery.key")
     records = RecordsView(runtime.storage_for(policy))
@@ -279,7 +286,31 @@ def test_a_rotated_drill_key_vouches_only_for_drills_before_its_replacement(site
     assert published is not None
     kept = open_signing_key([recovery.private], published.sealed)
     site.lb.run("keys", "rotate", "--drill", "--recovery-key", str(site.root / "keys" / "recovery.key"))
-    forged = _newer_pass(site)
-    resign(forged, kept)
-    asset = _refused(site, forged, f"signed by key {published.fingerprint}, replaced on")
+    after = _newer_pass(site)
+    resign(after, kept)
+    asset = _refused(site, after, f"signed by key {published.fingerprint}, replaced on")
     assert (asset["last_drill_bundle"], asset["last_drill_verdict"]) == (str(site.failed), "fail")
+    shutil.rmtree(after)
+
+    # a millisecond after the failed run started: long before the rotation, which followed
+    # that run's subprocess
+    later = datetime.fromisoformat(site.failed_started) + timedelta(milliseconds=1)
+    between = _newer_pass(site, started=later.isoformat(timespec="milliseconds"))
+    resign(between, kept)
+    asset = _refused(site, between, "started after the newest run of its drill in the audit log")
+    assert (asset["last_drill_bundle"], asset["last_drill_verdict"]) == (str(site.failed), "fail")
+    shutil.rmtree(between)
+
+    same_run = _newer_pass(site, started=site.failed_started)
+    resign(same_run, kept)
+    asset = _refused(site, same_run, f"signed for the same run as {site.failed}, with other results")
+    assert (asset["last_drill_bundle"], asset["last_drill_verdict"]) == (str(site.failed), "fail")
+
+
+def test_an_older_genuine_pass_put_where_the_audit_log_names_the_failed_one_is_refused(site: Site) -> None:
+    shutil.rmtree(site.failed)
+    shutil.copytree(site.passed, site.failed)
+    asset = _refused(
+        site, site.failed, f"not the run the audit log names for it (started {site.failed_started})"
+    )
+    assert asset["last_drill_verdict"] == "pass"  # the older genuine drill, beside the breach

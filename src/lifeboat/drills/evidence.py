@@ -181,10 +181,21 @@ def claimed_start(bundle: Path) -> str | None:
     readable): where a refused bundle would stand among the genuine ones."""
     try:
         drill = json.loads(_read_small(bundle, DRILL_JSON))
-    except (IntegrityError, ValueError):
+    except (IntegrityError, ValueError, RecursionError):  # a planted "[[[[..." too
         return None
     started = drill.get("started") if isinstance(drill, dict) else None
     return started if isinstance(started, str) else None
+
+
+def parse_start(text: object) -> datetime | None:
+    """A drill's start as a time to compare (None: not a time with a zone)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def vouched_drill(bundle: Path, trusted: Mapping[str, datetime | None]) -> dict[str, Any]:
@@ -203,10 +214,10 @@ def vouched_drill(bundle: Path, trusted: Mapping[str, datetime | None]) -> dict[
         raise IntegrityError(f"{DRILL_JSON} was modified (SHA-256 mismatch)")
     try:
         drill = json.loads(data)
-        started = datetime.fromisoformat(drill["started"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, RecursionError):
         raise IntegrityError(f"{DRILL_JSON} is not a drill record") from None
-    if not isinstance(drill, dict) or started.tzinfo is None:
+    started = parse_start(drill.get("started")) if isinstance(drill, dict) else None
+    if not isinstance(drill, dict) or started is None:
         raise IntegrityError(f"{DRILL_JSON} is not a drill record")
     replaced = trusted[signer]
     if replaced is not None and started >= replaced:

@@ -5,21 +5,28 @@ An evidence directory lives beside the policy, where an insider with the host ca
 drill.json planted there, or edited to say "pass", must not make an asset look tested. A
 result counts only when its bundle's SHA256SUMS is signed by a drill key the repository's
 root key published, and lists drill.json's very bytes (drills/evidence.py
-``vouched_drill``); a key a rotation replaced vouches only for drills started before. A
-bundle that fails is refused and named, never skipped in silence. The audit log names each
-drill's bundle: the newest one of each drill is read from there too, so a drill run with
-``--evidence-dir`` counts, and one whose bundle has gone is named (``missing``).
+``vouched_drill``); a key a rotation replaced vouches only for drills started before.
+
+The local audit log records each run, with its bundle and start, before the bundle is
+written. So, per drill with runs in it: the bundle its newest entry names is read wherever
+it is (a drill run with ``--evidence-dir`` counts) and must be that very run, and no result
+may have started after that entry (a key kept from before a rotation cannot sign a newer
+one). Two different signed results of one run are both kept out.
+
+A bundle that fails is refused and named (``RefusedBundle``); whether a refusal is news is
+``RefusedBundle.matters``: not an old one behind the newest result that holds.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lifeboat.drills.evidence import DRILL_JSON, claimed_start, is_bundle_name, vouched_drill
+from lifeboat.drills.evidence import DRILL_JSON, claimed_start, is_bundle_name, parse_start, vouched_drill
 from lifeboat.errors import IntegrityError
 
 # the drill keys to trust: fingerprint -> when a rotation replaced it (None: in use)
@@ -37,6 +44,7 @@ class RefusedBundle:
     newest_audited: bool = False  # the audit log names it as its drill's newest run's
 
     def describe(self) -> str:
+        """The breach status reports for it."""
         return f"drill evidence {self.bundle} refused: {self.problem}"
 
     def matters(self, last_start: str | None) -> bool:
@@ -44,8 +52,8 @@ class RefusedBundle:
         not when what it claims puts it before (old evidence from before pinning, say: even
         genuine, it could not change the verdict). The bundle the audit log names as its
         drill's newest always is: it is the newest word, whatever it claims."""
-        claimed = self.claimed_start
-        return self.newest_audited or claimed is None or last_start is None or claimed >= last_start
+        claimed, last = parse_start(self.claimed_start), parse_start(last_start)
+        return self.newest_audited or claimed is None or last is None or claimed >= last
 
 
 @dataclass
@@ -63,11 +71,12 @@ class DrillResults:
 
 @dataclass(frozen=True)
 class AuditedBundle:
-    """The bundle the audit log says a drill's newest run left."""
+    """What the audit log says of a drill's newest run that left a bundle."""
 
     drill: str
     bundle: Path
-    time: str  # the audit entry's
+    time: datetime | None  # when it was audited: after the run started, before the bundle
+    started: str | None  # the run's start (entries from before it was recorded: None)
 
 
 def newest_audited_bundles(entries: Iterable[Mapping[str, Any]]) -> list[AuditedBundle]:
@@ -77,9 +86,12 @@ def newest_audited_bundles(entries: Iterable[Mapping[str, Any]]) -> list[Audited
         details = entry.get("details")
         if entry.get("operation") != "drill" or not isinstance(details, dict):
             continue
-        drill, bundle = details.get("drill"), details.get("bundle")
+        drill, bundle, started = details.get("drill"), details.get("bundle"), details.get("started")
         if isinstance(drill, str) and isinstance(bundle, str) and bundle:
-            newest[drill] = AuditedBundle(drill, Path(bundle), str(entry.get("time", "")))
+            when = parse_start(entry.get("time"))
+            newest[drill] = AuditedBundle(
+                drill, Path(bundle), when, started if isinstance(started, str) else None
+            )
     return list(newest.values())
 
 
@@ -109,22 +121,69 @@ def read_drill_results(
     when there is a bundle to check."""
     audited = [a for a in audited if a.drill in evidence_dirs]
     bundles = _bundles(evidence_dirs, audited)
-    newest = {a.bundle for a in audited}
     if not bundles:
         return DrillResults()
     trusted = trusted_keys()
+    by_bundle = {a.bundle: a for a in audited}
     out = DrillResults()
+    held: dict[tuple[Any, datetime], dict[str, Any]] = {}  # one result per run
     for bundle, drills in bundles.items():
+        entry = by_bundle.get(bundle)
         try:
             result = vouched_drill(bundle, trusted)
+            started = _as_audited(result, entry, audited)
         except IntegrityError as exc:
-            problem = "missing" if not bundle.exists() else exc.message
-            refused = RefusedBundle(str(bundle), drills, problem, claimed_start(bundle), bundle in newest)
-            out.refused.append(refused)
+            problem = "missing" if not os.path.exists(bundle) else exc.message
+            out.refused.append(
+                RefusedBundle(str(bundle), drills, problem, claimed_start(bundle), entry is not None)
+            )
             continue
         result["bundle"] = str(bundle)
-        out.results.append(result)
-    # one drill reached by two paths (the audit log's and a linked evidence directory's)
-    unique = {(r.get("drill"), r["started"]): r for r in out.results}
-    out.results = sorted(unique.values(), key=lambda r: str(r["started"]))
+        run = (result.get("drill"), started)
+        other = held.setdefault(run, result)
+        if other is result or _content(other) == _content(result):
+            continue
+        stands, refusals = _one_of_two(result, other, by_bundle)
+        out.refused += [RefusedBundle(r["bundle"], drills, why, r["started"]) for r, why in refusals]
+        held[run] = stands if stands is not None else {**other, "conflict": True}
+    out.results = [r for r in held.values() if not r.get("conflict")]
+    out.results.sort(key=lambda r: parse_start(r["started"]) or datetime.min.replace(tzinfo=UTC))
     return out
+
+
+def _one_of_two(
+    result: dict[str, Any], other: dict[str, Any], audited: Mapping[Path, AuditedBundle]
+) -> tuple[dict[str, Any] | None, list[tuple[dict[str, Any], str]]]:
+    """Two different signed results of one run (only a key kept from before a rotation can
+    make that): the one whose bundle the audit log names stands and the other is refused;
+    neither stands when it names neither. Returns what stands and what is refused, why."""
+    named = next((r for r in (result, other) if Path(r["bundle"]) in audited), None)
+    if named is None:
+        return None, [(r, "another signed result of the same run differs") for r in (other, result)]
+    dropped = other if named is result else result
+    return named, [(dropped, f"signed for the same run as {named['bundle']}, with other results")]
+
+
+def _as_audited(
+    result: dict[str, Any], entry: AuditedBundle | None, audited: list[AuditedBundle]
+) -> datetime:
+    """The result's start, once it agrees with the audit log: the run its drill's newest
+    entry names when this is that entry's bundle, and never after that entry."""
+    started = parse_start(result.get("started"))
+    if started is None:
+        raise IntegrityError(f"{DRILL_JSON} is not a drill record")
+    if entry is not None and entry.started is not None and parse_start(entry.started) != started:
+        raise IntegrityError(f"not the run the audit log names for it (started {entry.started})")
+    if started > max((_audited_start(a) for a in audited if a.drill == result.get("drill")), default=started):
+        raise IntegrityError("started after the newest run of its drill in the audit log")
+    return started
+
+
+def _audited_start(entry: AuditedBundle) -> datetime:
+    """When the audited run started: as recorded, or (entries from before that) no later
+    than it was audited."""
+    return parse_start(entry.started) or entry.time or datetime.max.replace(tzinfo=UTC)
+
+
+def _content(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "bundle"}

@@ -88,7 +88,8 @@ def run_steps(
 def bundle_dir(policy: Policy, name: str, run: DrillRun, evidence_dir: Path | None = None) -> Path:
     """Where the drill's evidence goes: a new directory, never an earlier drill's, made
     empty now (write_bundle renames the signed bundle onto it)."""
-    out_root = Path(evidence_dir or policy.drills[name].evidence_dir)
+    # absolute: the audit log names it, and status reads it from wherever it runs
+    out_root = Path(evidence_dir or policy.drills[name].evidence_dir).absolute()
     return reserve_bundle(out_root, f"{run.started[:10]}-{name}")
 
 

@@ -29,6 +29,7 @@ from lifeboat.units import format_seconds
 if TYPE_CHECKING:
     from lifeboat.drills.results import DrillResults, RefusedBundle
     from lifeboat.ops.probe_child import ProbeChild
+    from lifeboat.repo import SnapshotInfo
 
 # a drill a little past its cadence is not yet overdue (the next one started on time and is
 # restoring): as long as the LifeboatDrillOverdue alert waits
@@ -231,8 +232,7 @@ def asset_status(
             if st.success_rate_30d < cls.success_target:
                 st.breaches.append(f"success rate {st.success_rate_30d:.0%} below {cls.success_target:.0%}")
         last_drill_findings(st, drills.results, view.drill_assets)
-        oldest = min((s.time for s in mine), default=None)
-        drill_cadence_findings(st, cls.drill_every, now, oldest)
+        drill_cadence_findings(st, cls.drill_every, now, first_backup(mine, audited_backups(audit, name)))
         refused_drill_findings(st, drills.refused, view.drill_assets)
         statuses.append(st)
     corrective_action_findings(view, statuses, now)
@@ -298,9 +298,32 @@ def refused_drill_findings(
             st.breaches.append(bundle.describe())
 
 
+def audited_backups(audit: list[dict[str, Any]], asset: str) -> list[str]:
+    """The times of the asset's successful backups in the audit log, oldest first."""
+    return [
+        e["time"]
+        for e in audit
+        if e["operation"] == "backup" and e.get("asset") == asset and e["outcome"] == "ok"
+    ]
+
+
+def first_backup(snapshots: list[SnapshotInfo], audited: list[str]) -> datetime | None:
+    """Since when the asset has been backed up: its oldest snapshot held, or its first
+    backup in the audit log when that is older (retention may have pruned it)."""
+    times = [s.time for s in snapshots]
+    for text in audited[:1]:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        if moment.tzinfo is not None:
+            times.append(moment)
+    return min(times, default=None)
+
+
 def drill_cadence_findings(st: AssetStatus, every: timedelta, now: datetime, oldest: datetime | None) -> None:
     """A breach when nobody has shown the asset comes back within its class's
-    ``drill_every``: since its last drill, or, never drilled, since its oldest backup held
+    ``drill_every``: since its last drill, or, never drilled, since it was first backed up
     (a new asset has one ``drill_every`` to get its first drill)."""
     since = datetime.fromisoformat(st.last_drill) if st.last_drill else oldest
     if since is None or now - since <= every + DRILL_GRACE:

@@ -27,7 +27,7 @@ from lifeboat.drills.service import (
     write_evidence,
 )
 from lifeboat.drills.signing_key import config_root_public, lookup, repository_signer, trusted_drill_keys
-from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError
+from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError, StorageError
 from lifeboat.policy import Policy
 from lifeboat.repo.records import RecordsView
 from lifeboat.repo.recovery_chain import resolve_chain
@@ -77,13 +77,19 @@ def run_drill(
             raise
         run.signing_key = signer.fingerprint
         run.refused_drill_key_records = list(signer.refused)
-        bundle = bundle_dir(policy, name, run, evidence_dir)
+        try:
+            bundle = bundle_dir(policy, name, run, evidence_dir)
+        except OSError as exc:  # the drill ran: its verdict is audited all the same
+            error = f"cannot make the evidence directory: {exc.strerror or exc}"
+            session.record("drill", outcome="failed", drill=name, scenario=drill.scenario, error=error)
+            raise StorageError(error, hint="check the drill's evidence_dir") from None
         session.record(
             "drill",
             outcome=run.verdict,
             drill=name,
             scenario=run.scenario,
             bundle=str(bundle),
+            started=run.started,
             rto_s=run.total_rto_s,
             signed_by=signer.fingerprint,
             refused_records=list(signer.refused),
