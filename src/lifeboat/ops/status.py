@@ -3,6 +3,7 @@ backup success rate over 30 days. Shared by `status`, the dashboard and the metr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -81,14 +82,18 @@ def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def drill_results(view: StatusView, repo: Repository, audit: list[dict[str, Any]]) -> DrillResults:
-    """The policy's drills' results that their signed evidence vouches for, oldest first,
-    and the bundles refused (drills/results.py); ``audit``: the audit log's entries."""
+def drill_results(
+    view: StatusView, repo: Repository, audit: list[dict[str, Any]], every: bool = False
+) -> DrillResults:
+    """The policy's drills' results that their signed evidence vouches for, oldest first
+    (each drill's newest, unless ``every``), and the bundles refused (drills/results.py);
+    ``audit``: the audit log's entries."""
     from lifeboat.drills.results import newest_audited_bundles, read_drill_results
     from lifeboat.drills.signing_key import trusted_drill_keys
 
     evidence_dirs = {name: drill.evidence_dir for name, drill in view.drills.items()}
-    return read_drill_results(evidence_dirs, lambda: trusted_drill_keys(repo), newest_audited_bundles(audit))
+    keys = functools.partial(trusted_drill_keys, repo)
+    return read_drill_results(evidence_dirs, keys, newest_audited_bundles(audit), every=every)
 
 
 @dataclass
