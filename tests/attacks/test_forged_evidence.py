@@ -31,8 +31,8 @@ from lifeboat.crypto.pinning import fingerprint, open_signing_key
 from lifeboat.crypto.writers import RootKey
 from lifeboat.drills.signing_key import lookup
 from lifeboat.repo.records import RecordsView
-from tests.harness import LifeboatCli, PolicyBuilder
-from tests.harness.evidence import plant_drill_key, resign
+from tests.harness import LifeboatCli
+from tests.harness.evidence import drilled_site, plant_drill_key, resign
 
 
 @dataclass
@@ -54,18 +54,7 @@ class Site:
 
 
 def _site(root: Path) -> Site:
-    (root / "keys").mkdir()
-    (root / "etc").mkdir()
-    (root / "etc" / "app.conf").write_text("port = 1\n")
-    (
-        PolicyBuilder()
-        .repository(f"file://{root}/repo", recovery_key="keys/recovery.key")
-        .data_class("gold", rpo="1h", rto="10m", retention={"last": 5})
-        .files("conf", [root / "etc"], cls="gold")
-        .drill("outage", "full-outage", ["conf"], evidence_dir=root / "evidence")
-        .write(root / "lifeboat.toml")
-    )
-    lb = LifeboatCli(root / "lifeboat.toml", cwd=root)
+    lb = drilled_site(root, rpo="1h", rto="10m")
     pinned = json.loads(lb.run("init", "--json").stdout)["drill_key_fingerprint"]
     lb.run("backup", "conf")
     return Site(lb, root, pinned)

@@ -50,8 +50,8 @@ from lifeboat.crypto.pinning import fingerprint, open_signing_key
 from lifeboat.crypto.writers import RootKey
 from lifeboat.drills.signing_key import lookup
 from lifeboat.repo.records import RecordsView
-from tests.harness import LifeboatCli, PolicyBuilder
-from tests.harness.evidence import plant_drill_key, resign
+from tests.harness import LifeboatCli
+from tests.harness.evidence import drilled_site, plant_drill_key, resign
 
 
 @dataclass
@@ -84,18 +84,7 @@ def _drill(lb: LifeboatCli) -> dict:
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Site:
     root = tmp_path_factory.mktemp("forged-drill")
-    (root / "keys").mkdir()
-    (root / "etc").mkdir()
-    (root / "etc" / "app.conf").write_text("port = 1\n")
-    (
-        PolicyBuilder()
-        .repository(f"file://{root}/repo", recovery_key="keys/recovery.key")
-        .data_class("gold", rpo="1d", rto="1h", retention={"last": 5})
-        .files("conf", [root / "etc"], cls="gold")
-        .drill("outage", "full-outage", ["conf"], evidence_dir=root / "evidence")
-        .write(root / "lifeboat.toml")
-    )
-    lb = LifeboatCli(root / "lifeboat.toml", cwd=root)
+    lb = drilled_site(root)
     lb.run("init")
     lb.run("backup", "conf")
     passed = _drill(lb)

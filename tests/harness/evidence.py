@@ -8,6 +8,7 @@ import base64
 import hashlib
 import secrets
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -17,6 +18,8 @@ from lifeboat.crypto.pinning import fingerprint, sign_bundle
 from lifeboat.crypto.signed import ObjectType, sign_by_root
 from lifeboat.crypto.writers import RootKey, canonical_json
 from lifeboat.drills.signing_key import record_body
+from tests.harness.cli import LifeboatCli
+from tests.harness.policy import PolicyBuilder
 
 
 def resign(bundle: Path, key: Ed25519PrivateKey) -> None:
@@ -57,3 +60,22 @@ def plant_drill_key(policy_path: Path) -> tuple[list[str], Ed25519PrivateKey]:
     finally:
         repo.close()
     return [name, "drill-key.json"], mine
+
+
+def drilled_site(root: Path, drill: str = "outage", **targets: Any) -> LifeboatCli:
+    """A policy written under ``root``: a files asset `conf` (``root/etc``) of class `gold`
+    (``targets``: rpo, rto, drill_every... over 1d / 1h), a full-outage drill ``drill`` with
+    its evidence in ``root/evidence``, the recovery key to be made at ``root/keys``. Not
+    initialised: the runner for it."""
+    (root / "keys").mkdir()
+    (root / "etc").mkdir()
+    (root / "etc" / "app.conf").write_text("port = 1\n")
+    (
+        PolicyBuilder()
+        .repository(f"file://{root}/repo", recovery_key="keys/recovery.key")
+        .data_class("gold", **{"rpo": "1d", "rto": "1h", "retention": {"last": 5}, **targets})
+        .files("conf", [root / "etc"], cls="gold")
+        .drill(drill, "full-outage", ["conf"], evidence_dir=root / "evidence")
+        .write(root / "lifeboat.toml")
+    )
+    return LifeboatCli(root / "lifeboat.toml", cwd=root)

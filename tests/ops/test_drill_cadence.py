@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness import LifeboatCli
+from tests.harness.evidence import drilled_site
 
 DAY = 86400.0
 
@@ -20,18 +21,7 @@ def _breaches(lb: LifeboatCli) -> tuple[int, list[str]]:
 
 
 def test_a_drill_overdue_and_an_asset_never_drilled_are_breaches(tmp_path: Path) -> None:
-    (tmp_path / "keys").mkdir()
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "app.conf").write_text("port = 1\n")
-    (
-        PolicyBuilder()
-        .repository(f"file://{tmp_path}/repo", recovery_key="keys/recovery.key")
-        .data_class("gold", rpo="30d", rto="1h", retention={"last": 5}, drill_every="7d")
-        .files("conf", [tmp_path / "etc"], cls="gold")
-        .drill("weekly", "full-outage", ["conf"], evidence_dir=tmp_path / "evidence")
-        .write(tmp_path / "lifeboat.toml")
-    )
-    lb = LifeboatCli(tmp_path / "lifeboat.toml", cwd=tmp_path)
+    lb = drilled_site(tmp_path, "weekly", rpo="30d", drill_every="7d")
     lb.at(-6 * DAY).run("init")
     lb.at(-6 * DAY).run("backup", "conf")
     backed_up = lb.at(-6 * DAY).run("snapshots", "--json")
