@@ -294,6 +294,15 @@ def test_a_rotated_drill_key_vouches_only_for_drills_before_its_replacement(site
     resign(same_run, kept)
     asset = _refused(site, same_run, f"signed for the same run as {site.failed}, with other results")
     assert (asset["last_drill_bundle"], asset["last_drill_verdict"]) == (str(site.failed), "fail")
+    shutil.rmtree(same_run)
+
+    # the same, as a run of a drill no audit entry speaks for
+    ghost = _newer_pass(site, started=later.isoformat(timespec="milliseconds"))
+    drill = json.loads((ghost / "drill.json").read_text()) | {"drill": "ghost"}
+    (ghost / "drill.json").write_text(json.dumps(drill))
+    resign(ghost, kept)
+    asset = _refused(site, ghost, "a result of drill 'ghost', in the evidence of outage")
+    assert (asset["last_drill_bundle"], asset["last_drill_verdict"]) == (str(site.failed), "fail")
 
 
 def test_an_older_genuine_pass_put_where_the_audit_log_names_the_failed_one_is_refused(site: Site) -> None:

@@ -124,6 +124,8 @@ def _read_small(bundle: Path, name: str) -> bytes:
         if exc.errno == errno.ELOOP:
             raise IntegrityError(f"{name} is a symbolic link") from None
         raise IntegrityError(f"{name} cannot be read ({exc.strerror})") from None
+    except ValueError:  # a path with a NUL byte (from a planted audit line)
+        raise IntegrityError(f"{name} cannot be read (not a path)") from None
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):

@@ -8,10 +8,12 @@ root key published, and lists drill.json's very bytes (drills/evidence.py
 ``vouched_drill``); a key a rotation replaced vouches only for drills started before.
 
 The local audit log records each run, with its bundle and start, before the bundle is
-written. So, per drill with runs in it: the bundle its newest entry names is read wherever
-it is (a drill run with ``--evidence-dir`` counts) and must be that very run, and no result
-may have started after that entry (a key kept from before a rotation cannot sign a newer
-one). Two different signed results of one run are both kept out.
+written. So, per drill with runs in it: the bundle of the run that started last is read
+wherever it is (a drill run with ``--evidence-dir`` counts) and must be that very run (its
+start, and its drill.json's own list of the run's audit entries), and no result of that
+drill may have started after it (a key kept from before a rotation cannot sign a newer one).
+Of two different signed results of one run, the audited one stands. A host whose audit log
+holds no run of a drill (a status host that runs none) has none of these checks for it.
 
 A bundle that fails is refused and named (``RefusedBundle``); whether a refusal is news is
 ``RefusedBundle.matters``: not an old one behind the newest result that holds.
@@ -80,22 +82,35 @@ class AuditedBundle:
     bundle: Path
     time: datetime | None  # when it was audited: after the run started, before the bundle
     started: str | None  # the run's start (entries from before it was recorded: None)
+    entry_id: str | None = None  # "seq-hash16", as the run's drill.json lists its entries
 
 
-def newest_audited_bundles(entries: Iterable[Mapping[str, Any]]) -> list[AuditedBundle]:
-    """The bundle of each drill's newest audited run that left one."""
+def newest_audited_bundles(entries: Iterable[object]) -> list[AuditedBundle]:
+    """The bundle of each drill's newest audited run that left one: the one that started
+    last (two runs of a drill may overlap), else, for entries from before starts were
+    recorded, the one audited last."""
     newest: dict[str, AuditedBundle] = {}
     for entry in entries:
-        details = entry.get("details")
-        if entry.get("operation") != "drill" or not isinstance(details, dict):
+        audited = _audited_bundle(entry)
+        if audited is None:
             continue
-        drill, bundle, started = details.get("drill"), details.get("bundle"), details.get("started")
-        if isinstance(drill, str) and isinstance(bundle, str) and bundle:
-            when = parse_start(entry.get("time"))
-            newest[drill] = AuditedBundle(
-                drill, Path(bundle), when, started if isinstance(started, str) else None
-            )
+        held = newest.get(audited.drill)
+        if held is None or _audited_start(audited) >= _audited_start(held):
+            newest[audited.drill] = audited
     return list(newest.values())
+
+
+def _audited_bundle(entry: object) -> AuditedBundle | None:
+    details = entry.get("details") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or entry.get("operation") != "drill" or not isinstance(details, dict):
+        return None
+    drill, bundle, started = details.get("drill"), details.get("bundle"), details.get("started")
+    if not isinstance(drill, str) or not isinstance(bundle, str) or not bundle or "\0" in bundle:
+        return None
+    seq, digest = entry.get("seq"), entry.get("hash")
+    entry_id = f"{seq:012d}-{digest[:16]}" if isinstance(seq, int) and isinstance(digest, str) else None
+    run_start = started if isinstance(started, str) else None
+    return AuditedBundle(drill, Path(bundle), parse_start(entry.get("time")), run_start, entry_id)
 
 
 def _bundles(
@@ -124,10 +139,12 @@ def read_drill_results(
     """The results in the drills' evidence directories (drill name -> directory) and the
     ``audited`` bundles of the policy's drills. ``trusted_keys`` is asked once, and only
     when there is a bundle to check. Bundles are checked newest claim first, and (unless
-    ``every``: the dashboard lists every drill) one claiming to be older than its drills'
-    newest result that holds is not checked at all: it could be neither their last drill
-    nor a refusal that matters (``RefusedBundle.matters``). A signature costs ~0.5 ms, and
-    years of drills leave hundreds of bundles."""
+    ``every``: the dashboard lists every drill) one claiming to be older than a whole run
+    (not stopped) of each drill whose directory holds it, that holds, is not checked at all:
+    it could be neither an asset's last drill nor a refusal that matters
+    (``RefusedBundle.matters``). A signature costs ~0.5 ms, and years of drills leave
+    hundreds of bundles. A result must be of a drill whose directory (or audit entry)
+    holds it: status credits a result to the assets the policy gives its drill."""
     audited = [a for a in audited if a.drill in evidence_dirs]
     bundles = _bundles(evidence_dirs, audited)
     if not bundles:
@@ -151,7 +168,12 @@ def read_drill_results(
             claimed = claim.isoformat() if claim is not None else None
             out.refused.append(RefusedBundle(str(bundle), drills, problem, claimed, entry is not None))
             continue
-        for drill in drills:
+        if result.get("drill") not in drills:  # another drill's, put here: its assets are not these
+            problem = f"a result of drill {result.get('drill')!r}, in the evidence of {', '.join(drills)}"
+            out.refused.append(RefusedBundle(str(bundle), drills, problem, result["started"]))
+            continue
+        if not result.get("stopped"):  # a stopped run may have restored only some assets
+            drill = str(result["drill"])
             newest[drill] = max(started, newest.get(drill, started))
         result["bundle"] = str(bundle)
         run = (result.get("drill"), started)
@@ -187,11 +209,20 @@ def _as_audited(
     started = parse_start(result.get("started"))
     if started is None:
         raise IntegrityError(f"{DRILL_JSON} is not a drill record")
-    if entry is not None and entry.started is not None and parse_start(entry.started) != started:
-        raise IntegrityError(f"not the run the audit log names for it (started {entry.started})")
+    if entry is not None and not _is_run(result, entry, started):
+        raise IntegrityError(f"not the run the audit log names for it (started {entry.started or '?'})")
     if started > max((_audited_start(a) for a in audited if a.drill == result.get("drill")), default=started):
         raise IntegrityError("started after the newest run of its drill in the audit log")
     return started
+
+
+def _is_run(result: dict[str, Any], entry: AuditedBundle, started: datetime) -> bool:
+    """Whether a result is the run an audit entry names: its start, and its own list of the
+    run's audit entries (which holds the entry itself, its sequence and hash)."""
+    if entry.started is not None and parse_start(entry.started) != started:
+        return False
+    listed = result.get("audit_entries")
+    return entry.entry_id is None or not isinstance(listed, list) or entry.entry_id in listed
 
 
 def _audited_start(entry: AuditedBundle) -> datetime:

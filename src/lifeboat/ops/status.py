@@ -68,17 +68,25 @@ class AssetStatus:
     # is unknown); None: the kind has no archiver
 
 
+_ENTRY_FIELDS = ("operation", "time", "outcome")
+
+
 def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
-    """The audit log's entries (a line that does not parse is skipped)."""
+    """The audit log's entries (a line that is not an entry is skipped)."""
     path = Path(state_dir) / "audit.jsonl"
     if not path.exists():
         return []
     entries = []
     for line in path.read_text().splitlines():
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
             continue
+        # every reader takes these three as strings: a line without them is skipped too
+        if isinstance(entry, dict) and all(
+            isinstance(entry.get(k), str) for k in ("operation", "time", "outcome")
+        ):
+            entries.append(entry)
     return entries
 
 
@@ -271,26 +279,33 @@ def last_drill_findings(
     st: AssetStatus, drills: list[dict[str, Any]], drill_assets: Callable[[str], list[str]]
 ) -> None:
     """The newest drill of this asset: its verdict is the asset's, since a failed drill
-    means nobody has shown the asset can come back. A drill of the asset that stopped
-    before it restored it (a full disk, a source out of reach) counts too: its failure is
-    the newest word on the asset, not the pass before it."""
+    means nobody has shown the asset can come back. A drill counts for the assets the
+    policy gives it and it restored, or meant to: one that stopped before it restored an
+    asset (a full disk, a source out of reach) counts too, its failure the newest word on
+    the asset, not the pass before it."""
     for drill in reversed(drills):
-        achieved = drill.get("achieved", {})
-        meant = set(achieved) | set(drill.get("targets", {}))  # targets: set as each restore starts
+        name = str(drill.get("drill", ""))
+        achieved = _mapping(drill.get("achieved"))
+        meant = set(achieved) | set(_mapping(drill.get("targets")))  # targets: set as each restore starts
         if drill.get("stopped") and not meant:  # stopped before its first restore
-            meant = set(drill_assets(str(drill.get("drill", ""))))
-        if st.asset not in meant:
+            meant = set(drill_assets(name))
+        if st.asset not in meant or st.asset not in drill_assets(name):
             continue
-        st.last_drill = drill["started"]
-        st.last_drill_rto_s = achieved.get(st.asset, {}).get("rto_s")
-        st.last_drill_verdict = drill["verdict"]
-        st.last_drill_name = drill.get("drill")
+        st.last_drill = str(drill["started"])
+        rto = _mapping(achieved.get(st.asset)).get("rto_s")
+        st.last_drill_rto_s = float(rto) if isinstance(rto, int | float) else None
+        st.last_drill_verdict = str(drill.get("verdict"))
+        st.last_drill_name = name
         st.last_drill_bundle = drill.get("bundle")
-        if drill["verdict"] != "pass":
-            st.breaches.append(f"last drill {st.last_drill_name} failed ({drill['started'][:19]})")
+        if st.last_drill_verdict != "pass":
+            st.breaches.append(f"last drill {st.last_drill_name} failed ({st.last_drill[:19]})")
         if st.last_drill_rto_s is not None and st.last_drill_rto_s > st.rto_s:
             st.breaches.append(f"last drill RTO {st.last_drill_rto_s:.0f}s exceeds {st.rto_s:.0f}s")
         return
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def refused_drill_findings(

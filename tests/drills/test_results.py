@@ -1,0 +1,74 @@
+"""Which drill results count (drills/results.py), on bundles signed by write_bundle with a
+key of the test's own: the pure rules, without running drills (the attack tests run them:
+tests/attacks/test_status_forged_drill.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lifeboat.crypto.pinning import fingerprint
+from lifeboat.drills.evidence import reserve_bundle, write_bundle
+from lifeboat.drills.results import AuditedBundle, newest_audited_bundles, read_drill_results
+
+KEY = Ed25519PrivateKey.generate()
+TRUSTED = {fingerprint(KEY.public_key()): None}
+
+
+def _bundle(evidence: Path, started: str, **drill: Any) -> Path:
+    bundle = reserve_bundle(evidence, f"{started[:10]}-x")
+    write_bundle(bundle, {"drill": "x", "started": started, **drill}, {}, "", "", KEY)
+    return bundle
+
+
+def test_a_stopped_run_does_not_hide_the_full_run_before_it(tmp_path: Path) -> None:
+    """A run that stopped after restoring some assets is not the last word on the others:
+    the full run before it is still read (not skipped as older than the drill's newest)."""
+    full = _bundle(tmp_path, "2026-12-01T00:00:00+00:00", verdict="fail", achieved={"a": {}, "b": {}})
+    _bundle(tmp_path, "2026-12-02T00:00:00+00:00", verdict="fail", stopped="disk full", targets={"a": {}})
+    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED)
+    assert next(r["bundle"] for r in found.results) == str(full) and not found.refused
+    # a full run after both: those before it are not read at all (they could change nothing)
+    _bundle(tmp_path, "2026-12-03T00:00:00+00:00", verdict="pass", achieved={"a": {}, "b": {}})
+    assert len(read_drill_results({"x": tmp_path}, lambda: TRUSTED).results) == 1
+    assert len(read_drill_results({"x": tmp_path}, lambda: TRUSTED, every=True).results) == 3
+
+
+def test_a_result_of_another_drill_is_refused_where_it_is_put(tmp_path: Path) -> None:
+    ghost = reserve_bundle(tmp_path, "2026-12-01-ghost")
+    write_bundle(
+        ghost, {"drill": "ghost", "started": "2026-12-01T00:00:00+00:00", "verdict": "pass"}, {}, "", "", KEY
+    )
+    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED)
+    assert found.results == []
+    assert [r.problem for r in found.refused] == ["a result of drill 'ghost', in the evidence of x"]
+
+
+def test_the_audited_run_is_bound_by_its_own_list_of_entries(tmp_path: Path) -> None:
+    """An entry from before starts were recorded names its run by sequence and hash, which
+    the run's drill.json lists: another genuine run put on its path is refused."""
+    other = _bundle(tmp_path, "2026-12-01T00:00:00+00:00", verdict="pass", audit_entries=["000000000001-aa"])
+    entry = AuditedBundle("x", other, None, None, "000000000009-bb")
+    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED, [entry])
+    assert found.results == [] and found.refused[0].problem.startswith("not the run the audit log names")
+
+
+def test_the_newest_audited_run_is_the_one_that_started_last() -> None:
+    """Two runs of a drill overlapping (the daemon's and one by hand): the one that started
+    last is the newest, whichever was audited last; lines that are not entries, and a path
+    with a NUL byte, are passed over."""
+
+    def entry(seq: int, started: str, bundle: str) -> dict[str, Any]:
+        details = {"drill": "x", "bundle": bundle, "started": started}
+        return {"seq": seq, "hash": "ab" * 8, "operation": "drill", "time": started, "details": details}
+
+    entries: list[object] = [
+        entry(1, "2026-12-01T10:00:00+00:00", "/e/late-start"),
+        entry(2, "2026-12-01T09:00:00+00:00", "/e/early-start"),  # audited after, started before
+        ["not", "an", "entry"],
+        entry(3, "2026-11-01T00:00:00+00:00", "/e/\0nul"),
+    ]
+    [newest] = newest_audited_bundles(entries)
+    assert (newest.bundle, newest.entry_id) == (Path("/e/late-start"), "000000000001-abababababababab")
