@@ -37,13 +37,16 @@ def test_a_stopped_run_does_not_hide_the_full_run_before_it(tmp_path: Path) -> N
 
 
 def test_a_result_of_another_drill_is_refused_where_it_is_put(tmp_path: Path) -> None:
-    ghost = reserve_bundle(tmp_path, "2026-12-01-ghost")
-    write_bundle(
-        ghost, {"drill": "ghost", "started": "2026-12-01T00:00:00+00:00", "verdict": "pass"}, {}, "", "", KEY
-    )
-    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED)
+    """A result of drill y in drill x's evidence would be credited to x's assets: refused.
+    One of a drill the policy no longer has (renamed, removed, or a name a forger made up)
+    is no asset's: passed over, without a breach for every old bundle of a renamed drill."""
+    for name in ("y", "ghost"):
+        bundle = reserve_bundle(tmp_path / "x", f"2026-12-01-{name}")
+        drill = {"drill": name, "started": "2026-12-01T00:00:00+00:00", "verdict": "pass"}
+        write_bundle(bundle, drill, {}, "", "", KEY)
+    found = read_drill_results({"x": tmp_path / "x", "y": tmp_path / "y"}, lambda: TRUSTED)
     assert found.results == []
-    assert [r.problem for r in found.refused] == ["a result of drill 'ghost', in the evidence of x"]
+    assert [r.problem for r in found.refused] == ["a result of drill 'y', in the evidence of x"]
 
 
 def test_the_audited_run_is_bound_by_its_own_list_of_entries(tmp_path: Path) -> None:

@@ -178,15 +178,18 @@ def _signer(signature: bytes) -> str:
         raise IntegrityError("evidence signature is malformed") from None
 
 
-def claimed_start(bundle: Path) -> str | None:
-    """When a bundle's drill.json says its drill started, unchecked (None: it says nothing
-    readable): where a refused bundle would stand among the genuine ones."""
+def claimed(bundle: Path) -> tuple[str | None, str | None]:
+    """When a bundle's drill.json says its drill started, and which drill it says it is,
+    unchecked (None: it says nothing readable): where a refused bundle would stand among
+    the genuine ones, and whether it is worth checking at all."""
     try:
         drill = json.loads(_read_small(bundle, DRILL_JSON))
     except (IntegrityError, ValueError, RecursionError):  # a planted "[[[[..." too
-        return None
-    started = drill.get("started") if isinstance(drill, dict) else None
-    return started if isinstance(started, str) else None
+        return None, None
+    if not isinstance(drill, dict):
+        return None, None
+    started, name = drill.get("started"), drill.get("drill")
+    return (started if isinstance(started, str) else None), (name if isinstance(name, str) else None)
 
 
 def parse_start(text: object) -> datetime | None:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lifeboat.drills.evidence import DRILL_JSON, claimed_start, is_bundle_name, parse_start, vouched_drill
+from lifeboat.drills.evidence import DRILL_JSON, claimed, is_bundle_name, parse_start, vouched_drill
 from lifeboat.errors import IntegrityError
 
 # where a bundle whose drill.json claims no start sorts: first, it is checked whatever else
@@ -151,26 +151,32 @@ def read_drill_results(
         return DrillResults()
     trusted = trusted_keys()
     by_bundle = {a.bundle: a for a in audited}
-    claims = {bundle: parse_start(claimed_start(bundle)) for bundle in bundles}
+    claims = {bundle: claimed(bundle) for bundle in bundles}
+    starts = {bundle: parse_start(start) for bundle, (start, _) in claims.items()}
     out = DrillResults()
     held: dict[tuple[Any, datetime], dict[str, Any]] = {}  # one result per run
     newest: dict[str, datetime] = {}  # per drill, the start of its newest result that holds
-    for bundle in sorted(bundles, key=lambda b: claims[b] or _LATEST, reverse=True):
-        drills, entry, claim = bundles[bundle], by_bundle.get(bundle), claims[bundle]
+    for bundle in sorted(bundles, key=lambda b: starts[b] or _LATEST, reverse=True):
+        drills, entry, claim = bundles[bundle], by_bundle.get(bundle), starts[bundle]
         behind = claim is not None and all(d in newest and claim < newest[d] for d in drills)
-        if behind and entry is None and not every:
-            continue
+        former = claims[bundle][1] is not None and claims[bundle][1] not in evidence_dirs
+        if (behind or former) and entry is None and not every:
+            continue  # older than what holds, or of a drill the policy no longer has
         try:
             result = vouched_drill(bundle, trusted)
             started = _as_audited(result, entry, audited)
         except IntegrityError as exc:
             problem = "missing" if not os.path.exists(bundle) else exc.message
-            claimed = claim.isoformat() if claim is not None else None
-            out.refused.append(RefusedBundle(str(bundle), drills, problem, claimed, entry is not None))
+            at = claim.isoformat() if claim is not None else None
+            out.refused.append(RefusedBundle(str(bundle), drills, problem, at, entry is not None))
             continue
+        if result.get("drill") not in evidence_dirs:
+            continue  # a drill the policy no longer has (renamed, removed): no asset's
         if result.get("drill") not in drills:  # another drill's, put here: its assets are not these
             problem = f"a result of drill {result.get('drill')!r}, in the evidence of {', '.join(drills)}"
-            out.refused.append(RefusedBundle(str(bundle), drills, problem, result["started"]))
+            out.refused.append(
+                RefusedBundle(str(bundle), drills, problem, result["started"], entry is not None)
+            )
             continue
         if not result.get("stopped"):  # a stopped run may have restored only some assets
             drill = str(result["drill"])

@@ -14,7 +14,7 @@ from jinja2 import Environment, PackageLoader
 
 from lifeboat import runtime
 from lifeboat.ops.charts import BYTES, DURATION, PERCENT, Series, risk_bars, time_chart
-from lifeboat.ops.status import AssetStatus, asset_status, audit_entries, drill_results
+from lifeboat.ops.status import AssetStatus, achieved_rto, asset_status, audit_entries, drill_results
 from lifeboat.ops.status_view import StatusView
 from lifeboat.units import format_bytes, format_seconds
 
@@ -105,11 +105,8 @@ def asset_charts(
         target_label="RPO",
         y_title="exposure",
     )
-    drill_points = [
-        (_when(d["started"]), d["achieved"][name]["rto_s"])
-        for d in drills
-        if name in d.get("achieved", {}) and d["achieved"][name].get("rto_s") is not None
-    ]
+    measured = [(d, achieved_rto(d, name)) for d in drills]
+    drill_points = [(_when(d["started"]), rto) for d, rto in measured if rto is not None]
     out.charts["rto"] = time_chart(
         f"rto-{name}",
         f"{name}: restore duration per drill vs RTO",

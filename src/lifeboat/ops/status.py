@@ -83,9 +83,7 @@ def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
         # every reader takes these three as strings: a line without them is skipped too
-        if isinstance(entry, dict) and all(
-            isinstance(entry.get(k), str) for k in ("operation", "time", "outcome")
-        ):
+        if isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in _ENTRY_FIELDS):
             entries.append(entry)
     return entries
 
@@ -292,9 +290,9 @@ def last_drill_findings(
         if st.asset not in meant or st.asset not in drill_assets(name):
             continue
         st.last_drill = str(drill["started"])
-        rto = _mapping(achieved.get(st.asset)).get("rto_s")
-        st.last_drill_rto_s = float(rto) if isinstance(rto, int | float) else None
-        st.last_drill_verdict = str(drill.get("verdict"))
+        st.last_drill_rto_s = achieved_rto(drill, st.asset)
+        verdict = drill.get("verdict")
+        st.last_drill_verdict = verdict if isinstance(verdict, str) else "unknown"
         st.last_drill_name = name
         st.last_drill_bundle = drill.get("bundle")
         if st.last_drill_verdict != "pass":
@@ -302,6 +300,12 @@ def last_drill_findings(
         if st.last_drill_rto_s is not None and st.last_drill_rto_s > st.rto_s:
             st.breaches.append(f"last drill RTO {st.last_drill_rto_s:.0f}s exceeds {st.rto_s:.0f}s")
         return
+
+
+def achieved_rto(drill: dict[str, Any], asset: str) -> float | None:
+    """The restore time a drill result measured for an asset (None: none, or not a number)."""
+    rto = _mapping(_mapping(drill.get("achieved")).get(asset)).get("rto_s")
+    return float(rto) if isinstance(rto, int | float) and not isinstance(rto, bool) else None
 
 
 def _mapping(value: object) -> dict[str, Any]:
