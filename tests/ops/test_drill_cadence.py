@@ -40,3 +40,22 @@ def test_a_drill_overdue_and_an_asset_never_drilled_are_breaches(tmp_path: Path)
         1,
         [f"drill overdue: last drilled {drill['started'][:19]}, the class drills every 7 d"],
     )
+
+
+def test_a_drill_that_failed_before_leaving_evidence_is_the_newest_word(tmp_path: Path) -> None:
+    """A drill that could not even open the repository (the recovery key gone) leaves no
+    bundle, only its audit entry: status names that failure over the pass before it."""
+    lb = drilled_site(tmp_path)
+    lb.run("init")
+    lb.run("backup", "conf")
+    assert json.loads(lb.run("drill", "run", "outage", "--json").stdout)["verdict"] == "pass"
+    assert _breaches(lb) == (0, [])
+    key = tmp_path / "keys" / "recovery.key"
+    key.rename(tmp_path / "elsewhere.key")
+    assert lb.run("drill", "run", "outage", check=False).returncode != 0
+    (tmp_path / "elsewhere.key").rename(key)
+    code, breaches = _breaches(lb)
+    assert code == 1 and len(breaches) == 1, breaches
+    assert breaches[0].startswith("drill outage failed (") and "without leaving evidence: " in breaches[0]
+    assert json.loads(lb.run("drill", "run", "outage", "--json").stdout)["verdict"] == "pass"
+    assert _breaches(lb) == (0, [])  # a drill that passed since is the newest word again

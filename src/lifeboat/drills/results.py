@@ -100,6 +100,33 @@ def newest_audited_bundles(entries: Iterable[object]) -> list[AuditedBundle]:
     return list(newest.values())
 
 
+@dataclass(frozen=True)
+class FailedWithoutEvidence:
+    """A drill whose newest audited run failed before it left a bundle."""
+
+    drill: str
+    time: str  # when it was audited
+    error: str
+
+
+def failed_without_evidence(entries: Iterable[object]) -> list[FailedWithoutEvidence]:
+    """Each drill whose newest audited run failed without leaving a bundle (the recovery key
+    refused, the storage down, the evidence directory not made): nobody has shown its assets
+    come back since. Taken from the audit log as it is: a planted failure only adds a breach."""
+    newest: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # drill -> (entry, details)
+    for entry in entries:
+        details = entry.get("details") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or entry.get("operation") != "drill" or not isinstance(details, dict):
+            continue
+        if isinstance(details.get("drill"), str):
+            newest[details["drill"]] = (entry, details)
+    return [
+        FailedWithoutEvidence(drill, str(entry.get("time")), str(details.get("error") or "no evidence"))
+        for drill, (entry, details) in newest.items()
+        if entry.get("outcome") != "ok" and not details.get("bundle")
+    ]
+
+
 def _audited_bundle(entry: object) -> AuditedBundle | None:
     details = entry.get("details") if isinstance(entry, dict) else None
     if not isinstance(entry, dict) or entry.get("operation") != "drill" or not isinstance(details, dict):

@@ -28,7 +28,7 @@ from lifeboat.repo.trust import LEGACY_WARNING
 from lifeboat.units import format_seconds
 
 if TYPE_CHECKING:
-    from lifeboat.drills.results import DrillResults, RefusedBundle
+    from lifeboat.drills.results import DrillResults, FailedWithoutEvidence, RefusedBundle
     from lifeboat.ops.probe_child import ProbeChild
     from lifeboat.repo import SnapshotInfo
 
@@ -86,6 +86,13 @@ def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
         if isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in _ENTRY_FIELDS):
             entries.append(entry)
     return entries
+
+
+def failed_without_evidence(audit: list[dict[str, Any]]) -> list[FailedWithoutEvidence]:
+    """Drills whose newest audited run failed before leaving a bundle (drills/results.py)."""
+    from lifeboat.drills.results import failed_without_evidence as failed
+
+    return failed(audit)
 
 
 def drill_results(
@@ -205,6 +212,7 @@ def asset_status(
     refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
     audit = audit_entries(view.state_dir)
     drills = drill_results(view, repo, audit)
+    unevidenced = failed_without_evidence(audit)
     month_ago = (now - timedelta(days=30)).isoformat()
     statuses = []
     for name, asset in view.assets.items():
@@ -243,6 +251,7 @@ def asset_status(
             if st.success_rate_30d < cls.success_target:
                 st.breaches.append(f"success rate {st.success_rate_30d:.0%} below {cls.success_target:.0%}")
         last_drill_findings(st, drills.results, view.drill_assets)
+        unevidenced_drill_findings(st, unevidenced, view.drill_assets)
         drill_cadence_findings(st, cls.drill_every, now, first_backup(mine, audited_backups(audit, name)))
         refused_drill_findings(st, drills.refused, view.drill_assets)
         statuses.append(st)
@@ -310,6 +319,22 @@ def achieved_rto(drill: dict[str, Any], asset: str) -> float | None:
 
 def _mapping(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def unevidenced_drill_findings(
+    st: AssetStatus, failed: list[FailedWithoutEvidence], drill_assets: Callable[[str], list[str]]
+) -> None:
+    """A drill of this asset that failed after its last drill that holds, without leaving
+    evidence, is a breach: its failure is the newest word on the asset."""
+    from lifeboat.drills.evidence import parse_start
+
+    last = parse_start(st.last_drill)
+    for run in failed:
+        when = parse_start(run.time)
+        if st.asset in drill_assets(run.drill) and when is not None and (last is None or when > last):
+            st.breaches.append(
+                f"drill {run.drill} failed ({run.time[:19]}) without leaving evidence: {run.error}"
+            )
 
 
 def refused_drill_findings(
