@@ -305,6 +305,7 @@ def test_a_rotated_drill_key_vouches_only_for_drills_before_its_replacement(site
     resign(ghost, kept)
     code, asset = site.status()
     assert (code, asset["last_drill_bundle"], asset["last_drill_verdict"]) == (1, str(site.failed), "fail")
+    assert not [b for b in asset["breaches"] if str(ghost) in b]  # no asset's: not news either
 
 
 def test_an_older_genuine_pass_put_where_the_audit_log_names_the_failed_one_is_refused(site: Site) -> None:

@@ -40,7 +40,7 @@ def test_a_result_of_another_drill_is_refused_where_it_is_put(tmp_path: Path) ->
     """A result of drill y in drill x's evidence would be credited to x's assets: refused.
     One of a drill the policy no longer has (renamed, removed, or a name a forger made up)
     is no asset's: passed over, without a breach for every old bundle of a renamed drill."""
-    for name in ("y", "ghost"):
+    for name in ("y", "ghost", ["x"]):  # a list: what no drill writes, signed all the same
         bundle = reserve_bundle(tmp_path / "x", f"2026-12-01-{name}")
         drill = {"drill": name, "started": "2026-12-01T00:00:00+00:00", "verdict": "pass"}
         write_bundle(bundle, drill, {}, "", "", KEY)

@@ -4,9 +4,13 @@ and a result's fields that are not what a drill writes count as nothing measured
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+from rich.console import Console
+
+from lifeboat.cli.status_run import status_table
 from lifeboat.ops.status import AssetStatus, achieved_rto, audit_entries, last_drill_findings
 
 
@@ -26,3 +30,13 @@ def test_a_malformed_result_is_a_failed_drill_with_nothing_measured() -> None:
     last_drill_findings(st, [weird], lambda name: ["a"])
     assert (st.last_drill_verdict, st.last_drill_rto_s) == ("unknown", None)
     assert st.breaches == ["last drill d failed (2026-12-01T00:00:00)"]
+
+
+def test_a_breach_quoting_markup_is_printed_as_it_is() -> None:
+    """A breach quotes paths and errors from files an insider can write: `[/x]` in one is
+    text in the status table, not rich markup (which would stop status with an error)."""
+    breach = "drill evidence /e/[/x] refused: missing"
+    st = AssetStatus("a", "files", "gold", 3600.0, 600.0, breaches=[breach])
+    out = io.StringIO()
+    Console(file=out, width=400).print(status_table([st]))
+    assert breach in out.getvalue()

@@ -122,6 +122,7 @@ def status(
 
 def status_table(statuses: list[AssetStatus]) -> Table:
     """One host's assets, riskiest first (exposure / RPO)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
@@ -139,7 +140,7 @@ def status_table(statuses: list[AssetStatus]) -> Table:
             f"{exposure} / {s.rpo_s:.0f}s",
             f"{drill} / {s.rto_s:.0f}s",
             rate,
-            f"[{'red' if s.breaches else 'green'}]{state}[/]",
+            f"[{'red' if s.breaches else 'green'}]{escape(state)}[/]",  # breaches quote paths and errors
         )
     return table
 

@@ -112,7 +112,8 @@ class FailedWithoutEvidence:
 def failed_without_evidence(entries: Iterable[object]) -> list[FailedWithoutEvidence]:
     """Each drill whose newest audited run failed without leaving a bundle (the recovery key
     refused, the storage down, the evidence directory not made): nobody has shown its assets
-    come back since. Taken from the audit log as it is: a planted failure only adds a breach."""
+    come back since. Taken from the audit log as it is (`audit verify` checks the log): a
+    planted failure only adds a breach."""
     newest: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # drill -> (entry, details)
     for entry in entries:
         details = entry.get("details") if isinstance(entry, dict) else None
@@ -197,7 +198,7 @@ def read_drill_results(
             at = claim.isoformat() if claim is not None else None
             out.refused.append(RefusedBundle(str(bundle), drills, problem, at, entry is not None))
             continue
-        if result.get("drill") not in evidence_dirs:
+        if not isinstance(result.get("drill"), str) or result["drill"] not in evidence_dirs:
             continue  # a drill the policy no longer has (renamed, removed): no asset's
         if result.get("drill") not in drills:  # another drill's, put here: its assets are not these
             problem = f"a result of drill {result.get('drill')!r}, in the evidence of {', '.join(drills)}"
