@@ -1,4 +1,5 @@
-"""A malicious insider with the state dir (issue #14) against what `status` keeps there.
+"""A malicious insider with the state dir (issue #14) against what `status` keeps and reads
+there (the status slice; the audit log, last test).
 
 `status` keeps what it reads of a validated policy (cli/policy_slice.py,
 ops/status_view.py): each asset's data class, its RPO and RTO, and the dsn it asks about
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +103,24 @@ def test_control_the_same_forgery_under_the_key_is_followed(cli: LifeboatCli) ->
     kept.write_bytes(seal.encrypt(f"policy-slice/{kept.name}", _without_db(cli, kept)))
     code, status = _status(cli)
     assert code == 0 and [a["asset"] for a in status["assets"]] == ["docs"]
+
+
+def test_a_fifo_or_a_link_at_the_audit_log_stops_status_with_one_line(
+    cli: LifeboatCli, tmp_path: Path
+) -> None:
+    """The insider swaps the audit log for a FIFO (which would hold status, and the daemon's
+    refresh, up for ever) or a link to a file elsewhere: status refuses to read through it,
+    with one line naming it. Bytes that are not text in it are read past."""
+    log = load_policy(cli.policy).state_dir / "audit.jsonl"
+    log.write_bytes(log.read_bytes() + b"\xff\xfe not text\n")
+    assert _status(cli)[0] == 1  # db is never backed up: a breach, not a crash
+    log.rename(tmp_path / "audit-kept.jsonl")
+    for plant in ("fifo", "link"):
+        if plant == "fifo":
+            os.mkfifo(log)
+        else:
+            log.symlink_to(tmp_path / "audit-kept.jsonl")
+        proc = cli.run("status", "--json", check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert str(log) in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
+        log.unlink()

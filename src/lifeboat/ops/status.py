@@ -72,12 +72,19 @@ _ENTRY_FIELDS = ("operation", "time", "outcome")
 
 
 def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
-    """The audit log's entries (a line that is not an entry is skipped)."""
-    path = Path(state_dir) / "audit.jsonl"
-    if not path.exists():
+    """The audit log's entries (a line that is not an entry is skipped). Read as lifeboat
+    writes it: only a regular file, never through a link planted in the state dir, never a
+    FIFO that would hold status (and the daemon's refresh) up; such a plant is a one-line
+    ConfigError naming it."""
+    from lifeboat.private import private_opener
+
+    try:
+        with open(Path(state_dir) / "audit.jsonl", "rb", opener=private_opener) as fh:
+            text = fh.read().decode(errors="replace")
+    except FileNotFoundError:
         return []
     entries = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
