@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lifeboat.errors import ConfigError
+from lifeboat.errors import ConfigError, LifeboatError
 from lifeboat.private import private_dir, private_opener, write_private
 
 GENESIS = "0" * 64
@@ -97,14 +97,24 @@ class AnchorState:
         }
 
 
+def read_log(path: Path) -> bytes:
+    """The audit log's bytes, read as it is written: only a regular file, never through a
+    link planted in the state dir, never a FIFO that would hold the reader up (ConfigError
+    naming it; FileNotFoundError when there is none)."""
+    with open(path, "rb", opener=private_opener) as fh:
+        return fh.read()
+
+
 def anchor_state_path(log: Path) -> Path:
     return log.with_name(ANCHOR_STATE)
 
 
 def read_anchor_state(log: Path) -> AnchorState:
-    """The anchoring watermark of the log at ``log`` (nothing anchored when unreadable)."""
+    """The anchoring watermark of the log at ``log`` (nothing anchored when unreadable; a
+    link or FIFO planted there is a ConfigError naming it, as at the log itself)."""
     try:
-        data = json.loads(anchor_state_path(log).read_bytes())
+        with open(anchor_state_path(log), "rb", opener=private_opener) as fh:
+            data = json.loads(fh.read())
         return AnchorState(
             int(data["through"]),
             data.get("error"),
@@ -112,7 +122,7 @@ def read_anchor_state(log: Path) -> AnchorState:
             data.get("since"),
             data.get("hash"),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return AnchorState()
 
 
@@ -213,8 +223,8 @@ class AuditLog:
             return -1  # another user's watermark: left to the processes that can read it
         state = read_anchor_state(self.path)
         try:
-            lines = self.path.read_bytes().splitlines(keepends=True)
-        except OSError:
+            lines = read_log(self.path).splitlines(keepends=True)
+        except (OSError, LifeboatError):
             return state.through
         pending, found = _past(lines, state.through, state.hash)
         if not found:  # the log was cut, replaced or deleted: copy it all again (copies
@@ -256,7 +266,7 @@ class AuditLog:
         """Whether process ``pid`` (of this host) logged ``operation`` on ``asset``: a child
         stopped before it got that far leaves it to its parent."""
         try:
-            lines = self.path.read_bytes().splitlines()
+            lines = read_log(self.path).splitlines()
         except FileNotFoundError:
             return False
         host = socket.gethostname()
@@ -327,7 +337,7 @@ class AuditReport:
 def verify(path: Path) -> AuditReport:
     """Walk the chain: every line's hash, its link to the previous line, and the sequence."""
     try:
-        lines = path.read_bytes().splitlines()
+        lines = read_log(path).splitlines()
     except FileNotFoundError:
         return AuditReport(ok=False, entries=0, problem=f"audit log {path} does not exist")
     prev_hash, prev_seq = GENESIS, -1

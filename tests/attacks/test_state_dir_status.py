@@ -108,19 +108,26 @@ def test_control_the_same_forgery_under_the_key_is_followed(cli: LifeboatCli) ->
 def test_a_fifo_or_a_link_at_the_audit_log_stops_status_with_one_line(
     cli: LifeboatCli, tmp_path: Path
 ) -> None:
-    """The insider swaps the audit log for a FIFO (which would hold status, and the daemon's
-    refresh, up for ever) or a link to a file elsewhere: status refuses to read through it,
-    with one line naming it. Bytes that are not text in it are read past."""
+    """The insider swaps the audit log, or the record of its signed copies, for a FIFO
+    (which would hold status, and the daemon's refresh, up for ever) or a link to a file
+    elsewhere: status refuses to read through it, with one line naming it. Bytes that are
+    not text in the log are read past."""
     log = load_policy(cli.policy).state_dir / "audit.jsonl"
     log.write_bytes(log.read_bytes() + b"\xff\xfe not text\n")
     assert _status(cli)[0] == 1  # db is never backed up: a breach, not a crash
-    log.rename(tmp_path / "audit-kept.jsonl")
-    for plant in ("fifo", "link"):
-        if plant == "fifo":
-            os.mkfifo(log)
-        else:
-            log.symlink_to(tmp_path / "audit-kept.jsonl")
-        proc = cli.run("status", "--json", check=False)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert str(log) in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
-        log.unlink()
+    anchored = log.with_name("audit.anchored.json")  # what status reads of the log's copies
+    assert anchored.exists()
+    for path in (log, anchored):
+        path.rename(tmp_path / "kept")
+        for plant in ("fifo", "link"):
+            if plant == "fifo":
+                os.mkfifo(path)
+            else:
+                path.symlink_to(tmp_path / "kept")
+            local = [("audit", "verify", "--local-only")] if path == log else []  # reads the log alone
+            for command in [("status", "--json"), *local]:
+                proc = cli.run(*command, check=False)
+                assert proc.returncode == 2 and "Traceback" not in proc.stderr, (command, proc.stderr)
+                assert str(path) in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
+            path.unlink()
+        (tmp_path / "kept").rename(path)

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifeboat.assets.registry import kind_of
+from lifeboat.audit import read_log
 from lifeboat.drills.actions import Ledger, ledger_at, open_period
 from lifeboat.drills.evidence import reserve_bundle, write_bundle
 from lifeboat.drills.report import render
 from lifeboat.drills.runner import DrillRun, DrillRunner, Log, Restore
-from lifeboat.errors import ConfigError
+from lifeboat.errors import ConfigError, LifeboatError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -101,8 +102,8 @@ def audit_mark(path: Path) -> int:
 
 def _entries(path: Path) -> list[dict[str, Any]]:
     try:
-        lines = path.read_bytes().splitlines()
-    except OSError:
+        lines = read_log(path).splitlines()
+    except (OSError, LifeboatError):
         return []
     found = []
     for line in lines:

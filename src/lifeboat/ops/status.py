@@ -76,11 +76,10 @@ def audit_entries(state_dir: Path) -> list[dict[str, Any]]:
     writes it: only a regular file, never through a link planted in the state dir, never a
     FIFO that would hold status (and the daemon's refresh) up; such a plant is a one-line
     ConfigError naming it."""
-    from lifeboat.private import private_opener
+    from lifeboat.audit import read_log
 
     try:
-        with open(Path(state_dir) / "audit.jsonl", "rb", opener=private_opener) as fh:
-            text = fh.read().decode(errors="replace")
+        text = read_log(Path(state_dir) / "audit.jsonl").decode(errors="replace")
     except FileNotFoundError:
         return []
     entries = []
