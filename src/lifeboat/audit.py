@@ -217,11 +217,14 @@ class AuditLog:
         """Copy every entry past the watermark into the repository, in sequence order,
         stopping at the first failure (kept for the next operation). Returns the new
         watermark. Never raises: a failed copy must not fail the operation it records."""
+        try:
+            state = read_anchor_state(self.path)
+        except LifeboatError:
+            return -1  # a link or FIFO planted where the watermark is kept: status names it
         if self.mirror is None:
-            return read_anchor_state(self.path).through
+            return state.through
         if not os.access(anchor_state_path(self.path), os.R_OK) and anchor_state_path(self.path).exists():
             return -1  # another user's watermark: left to the processes that can read it
-        state = read_anchor_state(self.path)
         try:
             lines = read_log(self.path).splitlines(keepends=True)
         except (OSError, LifeboatError):
