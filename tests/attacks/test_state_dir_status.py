@@ -124,7 +124,8 @@ def test_a_fifo_or_a_link_at_the_audit_log_stops_status_with_one_line(
                 os.mkfifo(path)
             else:
                 path.symlink_to(tmp_path / "kept")
-            local = [("audit", "verify", "--local-only")] if path == log else []  # reads the log alone
+            # 'audit verify' reads the log alone, then against the repository's copies
+            local = [("audit", "verify", "--local-only"), ("audit", "verify")] if path == log else []
             for command in [("status", "--json"), *local]:
                 proc = cli.run(*command, check=False)
                 assert proc.returncode == 2 and "Traceback" not in proc.stderr, (command, proc.stderr)

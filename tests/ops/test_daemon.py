@@ -467,3 +467,59 @@ def test_the_jobs_run_on_time_while_a_monitored_server_is_silent(tmp_path, monke
     watcher.join()
     assert seen == {"probe held": True, "jobs ran": True}
     assert runs_by_job(tmp_path / "state")["tick"].count("ok") >= 3
+
+
+def test_a_failing_status_refresh_is_published_and_alerted_not_hidden(tmp_path, monkeypatch, clock):
+    """The repository goes out of reach: the daemon's gauges say at once that its status
+    refresh fails, the exposure goes on growing from the last backup it knew (a stale low
+    value would hide an RPO breach from the Prometheus rule), and once the failure has
+    lasted STALE_ALERT_AFTER_S the daemon alerts. Back in reach, the alert clears. A never
+    drilled asset has a drill due date from its first backup, for the overdue rule."""
+    from lifeboat.assets.registry import load_policy
+    from lifeboat.daemon import monitor
+    from lifeboat.daemon.runner import Daemon
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    path = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path / 'repo'}", keyfile="backup.key")
+        .state(tmp_path / "state")
+        .data_class("standard", rpo="1d", rto="1h", drill_every="7d")
+        .files("docs", [tmp_path / "docs"])
+        .write(tmp_path / "lifeboat.toml")
+    )
+    lb = LifeboatCli(path, clock=clock)
+    with clock.shifted(-7200):  # set up and backed up two hours ago
+        lb.run("init", "--recovery-key-out", str(tmp_path / "recovery.key"))
+        lb.run("backup", "docs")
+    backed_up = time.time() - 7200
+
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", "0")
+    daemon = Daemon(load_policy(path), jobs=[])
+    ticks = [1000.0]
+    daemon.monitor.monotonic = lambda: ticks[0]
+    sample = daemon.metrics.registry.get_sample_value
+    daemon.monitor.refresh()
+    assert sample("lifeboat_status_refresh_failing") == 0
+    assert sample("lifeboat_status_refreshed_timestamp_seconds") >= time.time() - 600
+    assert 7200 <= sample("lifeboat_exposure_seconds", {"asset": "docs"}) < 7200 + 600
+    due = sample("lifeboat_drill_due_timestamp_seconds", {"asset": "docs"})
+    assert abs(due - (backed_up + 7 * 86400)) < 600
+
+    (tmp_path / "repo").rename(tmp_path / "away")
+    monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", str(86400))  # a day on: past the RPO
+    daemon.monitor.refresh()
+    assert sample("lifeboat_status_refresh_failing") == 1
+    assert sample("lifeboat_exposure_seconds", {"asset": "docs"}) >= 86400 + 7200
+    assert "status-refresh" not in daemon.alerts.active  # one failure is not yet an outage
+    ticks[0] += monitor.STALE_ALERT_AFTER_S
+    daemon.monitor.refresh()
+    assert "status-refresh" in daemon.alerts.active
+    assert "stale" in daemon.alerts.active["status-refresh"]
+
+    (tmp_path / "away").rename(tmp_path / "repo")
+    daemon.monitor.refresh()
+    assert sample("lifeboat_status_refresh_failing") == 0
+    assert "status-refresh" not in daemon.alerts.active
+    assert sample("lifeboat_exposure_seconds", {"asset": "docs"}) >= 86400 + 7200  # as status says

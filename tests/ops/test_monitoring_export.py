@@ -53,7 +53,7 @@ def test_rules_pass_promtool_and_name_only_metrics_the_daemon_exposes(tmp_path):
     )
     check = subprocess.run(["promtool", "check", "rules", str(plain)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 9 rules found" in check.stdout
+    assert "SUCCESS: 10 rules found" in check.stdout
     resource = yaml.safe_load(operator.read_text())
     assert resource["apiVersion"] == "monitoring.coreos.com/v1" and resource["kind"] == "PrometheusRule"
     spec = tmp_path / "spec.yml"  # the Operator's spec.groups is a rule file of its own
@@ -98,3 +98,69 @@ def test_rules_pass_promtool_and_name_only_metrics_the_daemon_exposes(tmp_path):
     assert targets <= with_samples
     failing = {s.labels["task"]: s.value for s in exposed["lifeboat_job_failing"]}
     assert failing["backup:docs"] == 0
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool missing: run 'make promtool'")
+def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp_path):
+    """promtool runs the exported rules on the series the daemon publishes: an asset whose
+    drill fell due (never drilled counts from its first backup: only the due date is
+    published) warns an hour after, and a status refresh failing for ten minutes is
+    critical; neither fires before."""
+    policy = (
+        PolicyBuilder()
+        .repository(f"file://{tmp_path}/repo", keyfile="backup.key")
+        .data_class("standard", rpo="1h", rto="1h")
+        .files("docs", [tmp_path])
+        .write(tmp_path / "lifeboat.toml")
+    )
+    out = tmp_path / "monitoring"
+    assert export(policy, "--prometheus-rules", str(out)).returncode == 0
+    labels = {"component": "lifeboat", "asset": "docs"}
+    cases = {
+        "rule_files": ["lifeboat-rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # promtool's time() starts at 0: the drill falls due at 1h
+                    {"series": 'lifeboat_drill_due_timestamp_seconds{asset="docs"}', "values": "3600x300"},
+                    {"series": "lifeboat_status_refresh_failing", "values": "0x10 1x60"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "110m", "alertname": "LifeboatDrillOverdue", "exp_alerts": []},
+                    {
+                        "eval_time": "3h",
+                        "alertname": "LifeboatDrillOverdue",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {**labels, "severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "docs: a drill has been due for 2h 0m 0s "
+                                    "(past its cadence, or never drilled)"
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "15m", "alertname": "LifeboatStatusStale", "exp_alerts": []},
+                    {
+                        "eval_time": "25m",
+                        "alertname": "LifeboatStatusStale",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"component": "lifeboat", "severity": "critical"},
+                                "exp_annotations": {
+                                    "summary": "the daemon's status refresh is failing: exposure "
+                                    "and drill metrics are stale (see its log)"
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (out / "tests.yml").write_text(yaml.safe_dump(cases))
+    command = ["promtool", "test", "rules", str(out / "tests.yml")]
+    check = subprocess.run(command, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lifeboat import runtime
+from lifeboat import clock, runtime
 from lifeboat.assets.registry import kind_of
 from lifeboat.errors import LifeboatError
 from lifeboat.ops.alerts import Alerter
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 # the other assets' metrics do not wait on it for the minute `status` allows.
 REFRESH_PROBE_WAIT_S = 10.0
 
+# How long refreshes may fail (the repository out of reach, a state file refused) before the
+# daemon alerts: one failed refresh among hundreds a day is a blip, a stale status for five
+# minutes is not. The gauges say it at once (lifeboat_status_refresh_failing).
+STALE_ALERT_AFTER_S = 300.0
+
 
 class StatusMonitor:
     """Recomputes the status of every asset for the metrics and raises or clears alerts."""
@@ -42,6 +47,7 @@ class StatusMonitor:
         history: RunHistory,
         log: Callable[[str], None],
         dashboard_path: Path,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.metrics = metrics
@@ -49,11 +55,50 @@ class StatusMonitor:
         self.history = history
         self.log = log
         self.dashboard_path = dashboard_path
+        self.monotonic = monotonic
         self._dashboard_built = -1e9
+        self._failing_since: float | None = None
+        self._newest: dict[str, float] = {}  # each asset's newest restorable point (epoch s)
 
     def refresh(self) -> None:
         """Recompute each asset's exposure and status for the metrics and alerts (the
-        kinds' probes waited on for ``REFRESH_PROBE_WAIT_S``)."""
+        kinds' probes waited on for ``REFRESH_PROBE_WAIT_S``). A refresh that fails leaves
+        no gauge claiming more than is known: the exposures keep growing from the last
+        newest points, the failure is published at once and alerted once it has lasted
+        ``STALE_ALERT_AFTER_S``."""
+        try:
+            self._refresh_statuses()
+        except Exception as exc:
+            self._refresh_failed(exc)
+            if not isinstance(exc, LifeboatError):
+                raise  # the runner logs what is not lifeboat's own error, with its type
+            self.log(f"status refresh failed: {exc.message}")
+            return
+        self._refresh_worked()
+
+    def _refresh_worked(self) -> None:
+        self._failing_since = None
+        self.metrics.refresh_failing.set(0)
+        self.metrics.refreshed.set(clock.now().timestamp())
+        self.alerts.resolve("status-refresh")
+
+    def _refresh_failed(self, exc: Exception) -> None:
+        """Publish the failure; the exposures go on from what the last good refresh knew
+        (never reset: a repository out of reach is no newer backup)."""
+        self.metrics.refresh_failing.set(1)
+        now = clock.now().timestamp()
+        for asset, newest in self._newest.items():
+            self.metrics.exposure.labels(asset).set(max(0.0, now - newest))
+        started = self._failing_since = self._failing_since or self.monotonic()
+        if self.monotonic() - started >= STALE_ALERT_AFTER_S:
+            why = exc.message if isinstance(exc, LifeboatError) else f"{type(exc).__name__}: {exc}"
+            self.alerts.fire(
+                "status-refresh",
+                f"status refresh failing for {self.monotonic() - started:.0f}s, exposure and drill "
+                f"metrics are stale: {why}",
+            )
+
+    def _refresh_statuses(self) -> None:
         from lifeboat.ops.status import asset_status
         from lifeboat.ops.status_view import StatusView
 
@@ -69,9 +114,11 @@ class StatusMonitor:
                 exposure = st.exposure_s if st.exposure_s is not None else math.inf
                 self.metrics.exposure.labels(st.asset).set(exposure)
                 if st.exposure_s is not None and st.last_backup:
-                    self.metrics.last_success.labels(st.asset).set(
-                        datetime.fromisoformat(st.last_backup).timestamp()
-                    )
+                    newest = datetime.fromisoformat(st.last_backup).timestamp()
+                    self.metrics.last_success.labels(st.asset).set(newest)
+                    self._newest[st.asset] = newest
+                else:
+                    self._newest.pop(st.asset, None)  # +Inf already
                 if st.last_drill_rto_s is not None:
                     self.metrics.drill_rto.labels(st.asset).set(st.last_drill_rto_s)
                 rate = self.history.success_rate(f"backup:{st.asset}", st.asset, datetime.now(UTC))
@@ -118,8 +165,6 @@ class StatusMonitor:
 
                 build_dashboard(self.policy, self.dashboard_path.parent, statuses=statuses)
                 self._dashboard_built = time.monotonic()
-        except LifeboatError as exc:
-            self.log(f"status refresh failed: {exc.message}")
         finally:
             if repo is not None:  # every tick opens one: close it, or sockets pile up
                 repo.close()

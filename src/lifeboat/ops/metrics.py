@@ -95,6 +95,23 @@ class Metrics:
             "Maximum backup key age (the strictest class)",
             registry=self.registry,
         )
+        self.drill_due = Gauge(
+            "lifeboat_drill_due_timestamp_seconds",
+            "When the asset's next drill is due: its class's cadence after its last drill, or after "
+            "its first backup when it was never drilled",
+            labels,
+            registry=self.registry,
+        )
+        self.refreshed = Gauge(
+            "lifeboat_status_refreshed_timestamp_seconds",
+            "Last status refresh that worked: the per-asset gauges are as of then",
+            registry=self.registry,
+        )
+        self.refresh_failing = Gauge(
+            "lifeboat_status_refresh_failing",
+            "1 while the status refresh fails (the exposures grow from the last known newest points)",
+            registry=self.registry,
+        )
         self.job_failing = Gauge(
             "lifeboat_job_failing",
             "1 while the job's last run failed after all its retries, 0 after a success",
@@ -111,6 +128,8 @@ class Metrics:
             started = datetime.fromisoformat(st.last_drill)
             started = started if started.tzinfo else started.replace(tzinfo=UTC)
             self.last_drill.labels(st.asset).set(started.timestamp())
+        if st.drill_due:
+            self.drill_due.labels(st.asset).set(datetime.fromisoformat(st.drill_due).timestamp())
 
     def record_key_age(self, policy: Policy, repo: Repository, now: datetime) -> None:
         from lifeboat.errors import LifeboatError

@@ -30,8 +30,9 @@ def _rule(name: str, expr: str, severity: str, summary: str, for_: str = "5m") -
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    """Exposure over RPO, drills over RTO or overdue, failing backups and checks, archive lag
-    and key age. (No copy-lag rule: lifeboat exports no replication-lag metric.)"""
+    """Exposure over RPO, drills over RTO or overdue, failing backups and checks, archive lag,
+    key age, and a daemon whose status is stale or absent. (No copy-lag rule: lifeboat exports
+    no replication-lag metric.)"""
     return [
         _rule(
             "LifeboatExposureOverRPO",
@@ -47,10 +48,13 @@ def alert_rules() -> list[dict[str, Any]]:
             for_="0m",
         ),
         _rule(
+            # due counts from the first backup for an asset never drilled, which
+            # lifeboat_last_drill_timestamp_seconds (absent then) cannot say
             "LifeboatDrillOverdue",
-            "time() - lifeboat_last_drill_timestamp_seconds > lifeboat_drill_interval_seconds",
+            "time() - lifeboat_drill_due_timestamp_seconds > 0",
             "warning",
-            "{{ $labels.asset }}: last drilled {{ $value | humanizeDuration }} ago, beyond its cadence",
+            "{{ $labels.asset }}: a drill has been due for {{ $value | humanizeDuration }} "
+            "(past its cadence, or never drilled)",
             for_="1h",
         ),
         _rule(
@@ -86,6 +90,13 @@ def alert_rules() -> list[dict[str, Any]]:
             "warning",
             "the backup key is {{ $value | humanizeDuration }} old: run 'lifeboat keys rotate'",
             for_="1h",
+        ),
+        _rule(
+            "LifeboatStatusStale",
+            "lifeboat_status_refresh_failing == 1",
+            "critical",
+            "the daemon's status refresh is failing: exposure and drill metrics are stale (see its log)",
+            for_="10m",
         ),
         _rule(
             "LifeboatNotReporting",

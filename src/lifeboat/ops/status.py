@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,9 @@ class AssetStatus:
     last_drill_verdict: str | None = None
     last_drill_name: str | None = None
     last_drill_bundle: str | None = None
+    # when the next drill is due: the class's drill_every after the last drill, or after the
+    # first backup when never drilled (None: never backed up)
+    drill_due: str | None = None
     open_actions: list[str] = field(default_factory=list)  # ids of open corrective actions
     overdue_actions: list[str] = field(default_factory=list)  # "CA-0001 due 2026-..."
     success_rate_30d: float | None = None
@@ -381,7 +384,11 @@ def drill_cadence_findings(st: AssetStatus, every: timedelta, now: datetime, old
     ``drill_every``: since its last drill, or, never drilled, since it was first backed up
     (a new asset has one ``drill_every`` to get its first drill)."""
     since = datetime.fromisoformat(st.last_drill) if st.last_drill else oldest
-    if since is None or now - since <= every + DRILL_GRACE:
+    if since is None:
+        return
+    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    st.drill_due = (since + every).isoformat(timespec="seconds")
+    if now - since <= every + DRILL_GRACE:
         return
     cadence = f"the class drills every {format_seconds(every.total_seconds())}"
     if st.last_drill:

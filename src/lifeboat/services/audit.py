@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lifeboat import runtime
-from lifeboat.audit import AuditLog, verify
+from lifeboat.audit import AuditLog, read_log, verify
 from lifeboat.crypto.audit_anchor import Finding, Problem, compare
 from lifeboat.crypto.credentials import Credentials
 from lifeboat.policy import Policy
@@ -63,7 +63,7 @@ def verify_audit(policy: Policy, creds: Credentials, file: Path | None = None) -
     repository's signed copies."""
     path = file or Path(policy.state_dir) / "audit.jsonl"
     try:
-        local: bytes | None = path.read_bytes()
+        local: bytes | None = read_log(path)
     except FileNotFoundError:
         local = None
     chain = verify(path)
