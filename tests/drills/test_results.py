@@ -75,3 +75,33 @@ def test_the_newest_audited_run_is_the_one_that_started_last() -> None:
     ]
     [newest] = newest_audited_bundles(entries)
     assert (newest.bundle, newest.entry_id) == (Path("/e/late-start"), "000000000001-abababababababab")
+
+
+def test_the_newest_run_whose_evidence_is_being_signed_is_not_a_refusal(tmp_path: Path) -> None:
+    """Between the run's verdict entry and its signed bundle, the audit log names the empty
+    directory reserve_bundle made: status then shows the drill's previous result, not a
+    refusal (it used to say 'SHA256SUMS is missing' for that moment). A run that ended
+    there, past the grace, is named as never written."""
+    from datetime import datetime, timedelta
+
+    from lifeboat.drills.results import EVIDENCE_WRITE_GRACE, NEVER_WRITTEN
+
+    before = _bundle(tmp_path, "2026-12-01T00:00:00+00:00", verdict="pass")
+    reserved = reserve_bundle(tmp_path, "2026-12-02-x")
+    audited_at = datetime.fromisoformat("2026-12-02T01:00:00+00:00")
+    entry = AuditedBundle("x", reserved, audited_at, "2026-12-02T00:00:00+00:00")
+
+    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED, [entry], now=audited_at)
+    assert [r["bundle"] for r in found.results] == [str(before)] and not found.refused
+
+    later = audited_at + EVIDENCE_WRITE_GRACE + timedelta(seconds=1)
+    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED, [entry], now=later)
+    assert [(r.bundle, r.problem, r.newest_audited) for r in found.refused] == [
+        (str(reserved), NEVER_WRITTEN, True)
+    ]
+    # once signed, it is the drill's last result
+    write_bundle(
+        reserved, {"drill": "x", "started": "2026-12-02T00:00:00+00:00", "verdict": "fail"}, {}, "", "", KEY
+    )
+    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED, [entry], now=audited_at)
+    assert found.results[-1]["bundle"] == str(reserved) and not found.refused

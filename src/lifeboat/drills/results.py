@@ -24,10 +24,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from lifeboat import clock
 from lifeboat.drills.evidence import DRILL_JSON, claimed, is_bundle_name, parse_start, vouched_drill
 from lifeboat.errors import IntegrityError
 
@@ -36,6 +37,13 @@ _LATEST = datetime.max.replace(tzinfo=UTC)
 
 # the drill keys to trust: fingerprint -> when a rotation replaced it (None: in use)
 TrustedKeys = Mapping[str, datetime | None]
+
+# How long after a run's verdict is audited its bundle may still be the empty directory
+# reserve_bundle made: the evidence is signed and renamed onto it right after (seconds). A
+# status read then is not shown a refusal; past it, the run ended before its evidence was
+# written, and that is named. (An insider emptying the newest bundle gains this long at most.)
+EVIDENCE_WRITE_GRACE = timedelta(minutes=5)
+NEVER_WRITTEN = "its evidence was never written (the run ended after its verdict was audited)"
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,7 @@ def read_drill_results(
     audited: Iterable[AuditedBundle] = (),
     *,
     every: bool = False,
+    now: datetime | None = None,
 ) -> DrillResults:
     """The results in the drills' evidence directories (drill name -> directory) and the
     ``audited`` bundles of the policy's drills. ``trusted_keys`` is asked once, and only
@@ -172,7 +181,10 @@ def read_drill_results(
     it could be neither an asset's last drill nor a refusal that matters
     (``RefusedBundle.matters``). A signature costs ~0.5 ms, and years of drills leave
     hundreds of bundles. A result must be of a drill whose directory (or audit entry)
-    holds it: status credits a result to the assets the policy gives its drill."""
+    holds it: status credits a result to the assets the policy gives its drill. The newest
+    audited run's bundle still being written (``EVIDENCE_WRITE_GRACE`` after ``now``) is
+    passed over: its drill's last result is the one before."""
+    now = now or clock.now()
     audited = [a for a in audited if a.drill in evidence_dirs]
     bundles = _bundles(evidence_dirs, audited)
     if not bundles:
@@ -190,11 +202,14 @@ def read_drill_results(
         former = claims[bundle][1] is not None and claims[bundle][1] not in evidence_dirs
         if (behind or former) and entry is None and not every:
             continue  # older than what holds, or of a drill the policy no longer has
+        reserved = entry is not None and _is_empty_dir(bundle)
+        if reserved and entry is not None and _being_signed(entry, now):
+            continue  # being signed: its verdict is not shown until it is
         try:
             result = vouched_drill(bundle, trusted)
             started = _as_audited(result, entry, audited)
         except IntegrityError as exc:
-            problem = "missing" if not os.path.exists(bundle) else exc.message
+            problem = "missing" if not os.path.exists(bundle) else NEVER_WRITTEN if reserved else exc.message
             at = claim.isoformat() if claim is not None else None
             out.refused.append(RefusedBundle(str(bundle), drills, problem, at, entry is not None))
             continue
@@ -220,6 +235,21 @@ def read_drill_results(
     out.results = [r for r in held.values() if not r.get("conflict")]
     out.results.sort(key=lambda r: parse_start(r["started"]) or datetime.min.replace(tzinfo=UTC))
     return out
+
+
+def _being_signed(entry: AuditedBundle, now: datetime) -> bool:
+    """Whether the run's verdict was audited so lately that its evidence may still be being
+    signed (its bundle, the empty directory reserved for it, is then no refusal yet)."""
+    return entry.time is not None and now - entry.time <= EVIDENCE_WRITE_GRACE
+
+
+def _is_empty_dir(path: Path) -> bool:
+    """Whether ``path`` is the empty directory a bundle's evidence is renamed onto."""
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
 
 
 def _one_of_two(
