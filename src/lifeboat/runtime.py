@@ -6,7 +6,8 @@ keys, caches and the audit trail are handled in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from lifeboat.policy import Policy
     from lifeboat.repo import KeepRules
     from lifeboat.repo.local_cache import CacheSeal
+    from lifeboat.repo.records import RecordsView
 
 
 class Location(Protocol):
@@ -101,6 +103,27 @@ def open_location(location: Location) -> Storage:
         profile=location.profile,
         role_arn=location.role_arn,
     )
+
+
+@contextmanager
+def drill_copy_records(policy: Policy) -> Iterator[list[Callable[[], RecordsView]]]:
+    """The plaintext records of each copy the policy's drills read, opened when called and
+    closed on leaving: their drill-key records are trusted too (drills/signing_key.py
+    ``trusted_drill_keys``)."""
+    from lifeboat.repo.records import RecordsView
+
+    with ExitStack() as stack:
+
+        def opener(name: str) -> Callable[[], RecordsView]:
+            def records() -> RecordsView:
+                storage = open_location(policy.copy_config(name))
+                stack.callback(storage.close)
+                return RecordsView(storage, config={})  # drill-key records need no config
+
+            return records
+
+        copies = sorted({d.repository for d in policy.drills.values() if d.repository})
+        yield [opener(name) for name in copies]
 
 
 def state_dir(policy: Settings) -> Path:

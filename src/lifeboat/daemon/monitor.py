@@ -105,7 +105,9 @@ class StatusMonitor:
         repo: Repository | None = None
         try:
             repo = runtime.open_for_write(self.policy)
-            statuses = asset_status(StatusView.of(self.policy), repo, probe_wait=REFRESH_PROBE_WAIT_S)
+            with runtime.drill_copy_records(self.policy) as copies:
+                view = StatusView.of(self.policy)
+                statuses = asset_status(view, repo, probe_wait=REFRESH_PROBE_WAIT_S, copies=copies)
             for st in statuses:
                 self.metrics.rpo.labels(st.asset).set(st.rpo_s)
                 self.metrics.rto.labels(st.asset).set(st.rto_s)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from lifeboat.crypto.keys import RecoveryKey
 from lifeboat.crypto.pinning import fingerprint, open_signing_key, seal_signing_key
 from lifeboat.crypto.signed import ObjectType, sign_by_root, verify_by_root
 from lifeboat.crypto.writers import RootKey, canonical_json, raw_public
-from lifeboat.errors import IntegrityError, KeyError_, NotFoundError
+from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError
 from lifeboat.repo.records import (
     LEGACY_DRILL_KEY,
     RecordSource,
@@ -154,14 +154,26 @@ def lookup(source: RecordSource, root_public: bytes, repo_id: str) -> DrillKeyLo
     return found
 
 
-def trusted_drill_keys(repo: Repository) -> dict[str, datetime | None]:
+def trusted_drill_keys(
+    repo: Repository, copies: Iterable[Callable[[], RecordSource]] = ()
+) -> dict[str, datetime | None]:
     """Every drill key the repository's root key published: fingerprint -> when a rotation
     replaced it (the replacing record's time; None: in use). The root is the verified
-    writer registry's, not the plaintext config's, which storage credentials can rewrite."""
+    writer registry's, not the plaintext config's, which storage credentials can rewrite.
+    ``copies``: the records of each copy a drill reads, opened when called. A drill reading
+    a copy that held no drill-key record issued one there, signed by the same root key; a
+    record there that root did not sign is ignored as here, and a copy out of reach adds
+    nothing (its drills' bundles are then refused, named)."""
     trust = repo.trust()
     if trust is None:
         return {}
-    accepted = lookup(repo, trust.registry.root_public, repo.id).accepted
+    root = trust.registry.root_public
+    accepted = lookup(repo, root, repo.id).accepted
+    for open_copy in copies:
+        try:
+            accepted += lookup(open_copy(), root, repo.id).accepted
+        except LifeboatError:
+            continue
     replaced: dict[str, datetime] = {}
     for key in accepted:
         if key.replaces is not None:

@@ -181,11 +181,13 @@ def build_dashboard(
     view = StatusView.of(policy)
     repo = runtime.open_for_write(policy)
     try:
-        if statuses is None:
-            statuses = asset_status(view, repo, now)
-        snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
-        audit = audit_entries(policy.state_dir)
-        drills = drill_results(view, repo, audit, every=True).results  # the page lists them all
+        with runtime.drill_copy_records(policy) as copies:
+            if statuses is None:
+                statuses = asset_status(view, repo, now, copies=copies)
+            snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
+            audit = audit_entries(policy.state_dir)
+            # the page lists them all
+            drills = drill_results(view, repo, audit, every=True, copies=copies).results
     finally:
         repo.close()  # the daemon builds one every 30 s: its sockets must not pile up
     assets = [

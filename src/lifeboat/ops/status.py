@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,7 @@ from lifeboat.errors import LifeboatError
 from lifeboat.ops.probe_child import import_drivers
 from lifeboat.ops.status_view import AssetFacts, StatusView
 from lifeboat.repo import Repository
-from lifeboat.repo.records import key_created
+from lifeboat.repo.records import RecordSource, key_created
 from lifeboat.repo.trust import LEGACY_WARNING
 from lifeboat.units import format_seconds
 
@@ -105,16 +105,21 @@ def failed_without_evidence(audit: list[dict[str, Any]]) -> list[FailedWithoutEv
 
 
 def drill_results(
-    view: StatusView, repo: Repository, audit: list[dict[str, Any]], every: bool = False
+    view: StatusView,
+    repo: Repository,
+    audit: list[dict[str, Any]],
+    every: bool = False,
+    copies: Sequence[Callable[[], RecordSource]] = (),
 ) -> DrillResults:
     """The policy's drills' results that their signed evidence vouches for, oldest first
     (each drill's newest, unless ``every``), and the bundles refused (drills/results.py);
-    ``audit``: the audit log's entries."""
+    ``audit``: the audit log's entries; ``copies``: the records of the copies drills read
+    (runtime.drill_copy_records), whose drill keys the root key published too."""
     from lifeboat.drills.results import newest_audited_bundles, read_drill_results
     from lifeboat.drills.signing_key import trusted_drill_keys
 
     evidence_dirs = {name: drill.evidence_dir for name, drill in view.drills.items()}
-    keys = functools.partial(trusted_drill_keys, repo)
+    keys = functools.partial(trusted_drill_keys, repo, copies)
     return read_drill_results(evidence_dirs, keys, newest_audited_bundles(audit), every=every)
 
 
@@ -207,10 +212,12 @@ def asset_status(
     now: datetime | None = None,
     probe_wait: float | None = None,
     asked: Probes | None = None,
+    copies: Sequence[Callable[[], RecordSource]] = (),
 ) -> list[AssetStatus]:
     """Every asset's status; a kind's probe that has not answered ``probe_wait`` seconds
     (default ``PROBE_WAIT_S``) after the asking gives no answer (its asset's status then
-    goes without it). ``asked``: the probes, when the caller asked them already."""
+    goes without it). ``asked``: the probes, when the caller asked them already;
+    ``copies``: as for ``drill_results``."""
     now = now or clock.now()
     # asked before the repository is read, and read while they wait on the network
     asked = asked or ask_probes(view, probe_wait)
@@ -220,7 +227,7 @@ def asset_status(
     snapshots = listing.accepted
     refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
     audit = audit_entries(view.state_dir)
-    drills = drill_results(view, repo, audit)
+    drills = drill_results(view, repo, audit, copies=copies)
     unevidenced = failed_without_evidence(audit)
     month_ago = (now - timedelta(days=30)).isoformat()
     statuses = []

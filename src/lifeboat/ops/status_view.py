@@ -48,6 +48,7 @@ class DrillFacts:
     evidence_dir: Path  # resolved against the policy file's directory (cli/policy_slice.py checks it)
     assets: tuple[str, ...]  # empty: every asset of the policy
     every: timedelta
+    copy: str | None = None  # [copies.NAME] the drill reads from (its drill key may be the copy's)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class StatusView:
                 for name, c in policy.classes.items()
             },
             drills={
-                name: DrillFacts(Path(d.evidence_dir), tuple(d.assets), d.every)
+                name: DrillFacts(Path(d.evidence_dir), tuple(d.assets), d.every, d.repository)
                 for name, d in policy.drills.items()
             },
             state_dir=Path(policy.state_dir),
@@ -123,6 +124,7 @@ class StatusView:
                     "evidence_dir": str(d.evidence_dir),
                     "assets": list(d.assets),
                     "every": d.every.total_seconds(),
+                    "copy": d.copy,
                 }
                 for name, d in self.drills.items()
             },
@@ -158,7 +160,10 @@ class StatusView:
             },
             drills={
                 str(name): DrillFacts(
-                    Path(d["evidence_dir"]), tuple(str(a) for a in d["assets"]), seconds(d["every"])
+                    Path(d["evidence_dir"]),
+                    tuple(str(a) for a in d["assets"]),
+                    seconds(d["every"]),
+                    str(d["copy"]) if d.get("copy") is not None else None,
                 )
                 for name, d in data["drills"].items()
             },

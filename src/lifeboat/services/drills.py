@@ -151,7 +151,7 @@ def policy_drill_results(policy: Policy) -> DrillResults:
         def trusted() -> TrustedKeys:
             repo = runtime.open_for_write(policy)
             stack.callback(repo.close)
-            return trusted_drill_keys(repo)
+            return trusted_drill_keys(repo, stack.enter_context(runtime.drill_copy_records(policy)))
 
         return read_drill_results(evidence_dirs, trusted, audited)
 

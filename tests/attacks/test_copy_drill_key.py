@@ -1,0 +1,78 @@
+"""A drill that reads a copy of the repository signs with the copy's drill key. A copy of a
+repository that publishes none (made before init issued one) holds no drill-key record, so
+the drill issues one there, signed by the repository's root key: `status` and `drill list`
+(which read the primary) trust it, where they used to refuse every result of that drill as
+signed by an unknown key. The copy's
+storage provider (or anyone with the copy's credentials) gains nothing by it: a drill-key
+record planted in the copy, signed by a root of their own, is not trusted, and a pass it
+signs is refused and named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lifeboat.crypto.pinning import fingerprint
+from tests.harness import LifeboatCli, PolicyBuilder
+from tests.harness.evidence import plant_drill_key, resign
+
+
+def _site(root: Path) -> LifeboatCli:
+    (root / "keys").mkdir()
+    (root / "etc").mkdir()
+    (root / "etc" / "app.conf").write_text("port = 1\n")
+    (
+        PolicyBuilder()
+        .repository(f"file://{root}/repo", recovery_key="keys/recovery.key")
+        .copy("offsite", f"file://{root}/copy")
+        .data_class("gold", rpo="1d", rto="1h")
+        .files("conf", [root / "etc"], cls="gold")
+        .drill(
+            "offsite-outage", "full-outage", ["conf"], repository="offsite", evidence_dir=root / "evidence"
+        )
+        .write(root / "lifeboat.toml")
+    )
+    return LifeboatCli(root / "lifeboat.toml", cwd=root)
+
+
+def _conf(lb: LifeboatCli) -> tuple[int, dict[str, Any]]:
+    proc = lb.run("status", "--json", check=False)
+    return proc.returncode, next(a for a in json.loads(proc.stdout)["assets"] if a["asset"] == "conf")
+
+
+def test_a_drill_on_a_copy_counts_and_a_key_planted_in_the_copy_does_not(tmp_path: Path) -> None:
+    lb = _site(tmp_path)
+    lb.run("init")
+    # a repository from before init issued a drill key (pre-#14) publishes none
+    for record in (tmp_path / "repo" / "records" / "drill-keys").iterdir():
+        record.unlink()
+    lb.run("backup", "conf")
+    lb.run("copy", "offsite")
+    drill = lb.json("drill", "run", "offsite-outage")
+    assert drill["verdict"] == "pass" and drill["repository"] == "offsite"
+    # the key was issued in the copy: the primary publishes none
+    assert lb.run("evidence", "verify", drill["bundle"], check=False).returncode != 0
+
+    code, conf = _conf(lb)
+    assert (conf["last_drill_verdict"], conf["last_drill_bundle"]) == ("pass", drill["bundle"])
+    assert not [b for b in conf["breaches"] if b.startswith("drill evidence")] and code == 0
+    [row] = lb.json("drill", "list")
+    assert row["last_verdict"] == "pass" and not row.get("refused")
+
+    # the copy's provider plants a drill-key record of its own there and signs a newer pass
+    offsite = tmp_path / "offsite.toml"
+    primary = (tmp_path / "lifeboat.toml").read_text()
+    offsite.write_text(primary.replace(f"{tmp_path}/repo", f"{tmp_path}/copy"))
+    _, planted = plant_drill_key(offsite)
+    forged = tmp_path / "evidence" / "2099-01-01-offsite-outage"
+    shutil.copytree(drill["bundle"], forged)
+    signed = json.loads((forged / "drill.json").read_text())
+    (forged / "drill.json").write_text(json.dumps(signed | {"started": "2099-01-01T00:00:00+00:00"}))
+    resign(forged, planted)
+
+    code, conf = _conf(lb)
+    unpublished = f"signed by key {fingerprint(planted.public_key())}, which no root-signed drill-key record"
+    assert code == 1 and conf["last_drill_bundle"] == drill["bundle"]
+    assert any(b.startswith(f"drill evidence {forged} refused: {unpublished}") for b in conf["breaches"])
