@@ -27,6 +27,8 @@ def _policy(tmp_path: Path) -> Path:
         .files("docs", [tmp_path])
         .drill("weekly", "pg-pitr", assets=["remote"], every="7d", evidence_dir="evidence")
         .drill("monthly", "full-outage")
+        .drill("pitr", "pg-pitr")
+        .drill("docs-pitr", "pg-pitr", assets=["docs", "local"])
         .write(tmp_path / "lifeboat.toml")
     )
 
@@ -59,6 +61,10 @@ def test_the_view_holds_the_targets_hosts_and_status_settings(tmp_path: Path) ->
     assert "s3cret" not in repr(query)  # nor of what a kind's status hook is handed
     assert view.drill_assets("weekly") == ["remote"]
     assert view.drill_assets("monthly") == ["remote", "local", "socket", "docs"]  # none named: all
+    # of those, the ones whose kind has the scenario, as the drill's runner restores them: a
+    # pg-pitr drill's failure is no breach for the files asset it never restores
+    assert view.drill_assets("pitr") == ["remote", "local", "socket"]
+    assert view.drill_assets("docs-pitr") == ["local"]
     assert view.drill_assets("gone") == []
 
 

@@ -46,7 +46,9 @@ class AssetFacts:
 @dataclass(frozen=True)
 class DrillFacts:
     evidence_dir: Path  # resolved against the policy file's directory (cli/policy_slice.py checks it)
-    assets: tuple[str, ...]  # empty: every asset of the policy
+    # the assets it restores: those it names (else every asset of the policy) whose kind
+    # has its scenario, as the drill's runner picks them (a pg-pitr drill restores no files)
+    assets: tuple[str, ...]
     every: timedelta
     copy: str | None = None  # [copies.NAME] the drill reads from (its drill key may be the copy's)
 
@@ -79,7 +81,16 @@ class StatusView:
                 for name, c in policy.classes.items()
             },
             drills={
-                name: DrillFacts(Path(d.evidence_dir), tuple(d.assets), d.every, d.repository)
+                name: DrillFacts(
+                    Path(d.evidence_dir),
+                    tuple(
+                        a
+                        for a in d.assets or policy.assets
+                        if d.scenario in kind_of(policy.asset(a)).drill_scenarios
+                    ),
+                    d.every,
+                    d.repository,
+                )
                 for name, d in policy.drills.items()
             },
             state_dir=Path(policy.state_dir),
@@ -88,11 +99,9 @@ class StatusView:
         )
 
     def drill_assets(self, drill: str) -> list[str]:
-        """The assets a drill restores (all of the policy's when it names none)."""
+        """The assets a drill restores (none for a drill the policy does not have)."""
         facts = self.drills.get(drill)
-        if facts is None:
-            return []
-        return list(facts.assets or self.assets)
+        return list(facts.assets) if facts is not None else []
 
     def action_period(self, source: str, asset: str | None) -> timedelta:
         """How long a corrective action may stay open (``drills.actions.open_period``)."""
