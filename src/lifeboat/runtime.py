@@ -6,7 +6,7 @@ keys, caches and the audit trail are handled in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -106,24 +106,31 @@ def open_location(location: Location) -> Storage:
 
 
 @contextmanager
-def drill_copy_records(policy: Policy) -> Iterator[list[Callable[[], RecordsView]]]:
-    """The plaintext records of each copy the policy's drills read, opened when called and
-    closed on leaving: their drill-key records are trusted too (drills/signing_key.py
-    ``trusted_drill_keys``)."""
+def drill_copy_records(
+    policy: Policy | Callable[[], Policy], copies: Iterable[str] | None = None
+) -> Iterator[list[Callable[[], RecordsView]]]:
+    """The plaintext records of each copy the policy's drills read (or of ``copies``),
+    opened when called and closed on leaving: their drill-key records are trusted too
+    (drills/signing_key.py ``trusted_drill_keys``). ``policy`` may be a callable, asked only
+    when a copy is opened (status's fast path has no validated policy until then)."""
     from lifeboat.repo.records import RecordsView
 
+    def validated() -> Policy:
+        return policy() if callable(policy) else policy
+
+    if copies is None:
+        copies = {d.repository for d in validated().drills.values() if d.repository}
     with ExitStack() as stack:
 
         def opener(name: str) -> Callable[[], RecordsView]:
             def records() -> RecordsView:
-                storage = open_location(policy.copy_config(name))
+                storage = open_location(validated().copy_config(name))
                 stack.callback(storage.close)
                 return RecordsView(storage, config={})  # drill-key records need no config
 
             return records
 
-        copies = sorted({d.repository for d in policy.drills.values() if d.repository})
-        yield [opener(name) for name in copies]
+        yield [opener(name) for name in sorted(copies)]
 
 
 def state_dir(policy: Settings) -> Path:

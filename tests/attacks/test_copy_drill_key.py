@@ -76,3 +76,19 @@ def test_a_drill_on_a_copy_counts_and_a_key_planted_in_the_copy_does_not(tmp_pat
     unpublished = f"signed by key {fingerprint(planted.public_key())}, which no root-signed drill-key record"
     assert code == 1 and conf["last_drill_bundle"] == drill["bundle"]
     assert any(b.startswith(f"drill evidence {forged} refused: {unpublished}") for b in conf["breaches"])
+
+    # a rotation on the primary retires the copy's key too (the record names only the
+    # primary's): a drill on the copy before the rotation reaches it is refused, named ...
+    shutil.rmtree(forged)
+    lb.run("keys", "rotate", "--drill")
+    stale = lb.json("drill", "run", "offsite-outage")
+    assert stale["signing_key"] == drill["signing_key"]  # the copy has not had the new key yet
+    code, conf = _conf(lb)
+    retired = f"drill evidence {stale['bundle']} refused: signed by key {drill['signing_key']}, replaced on"
+    assert code == 1 and any(b.startswith(retired) for b in conf["breaches"])
+    # ... and once `copy` has taken the new key there, the next drill signs with it and counts
+    lb.run("copy", "offsite")
+    fresh = lb.json("drill", "run", "offsite-outage")
+    assert fresh["signing_key"] != drill["signing_key"]
+    code, conf = _conf(lb)
+    assert (code, conf["last_drill_bundle"], conf["last_drill_verdict"]) == (0, fresh["bundle"], "pass")

@@ -89,7 +89,7 @@ def test_the_newest_run_whose_evidence_is_being_signed_is_not_a_refusal(tmp_path
     before = _bundle(tmp_path, "2026-12-01T00:00:00+00:00", verdict="pass")
     reserved = reserve_bundle(tmp_path, "2026-12-02-x")
     audited_at = datetime.fromisoformat("2026-12-02T01:00:00+00:00")
-    entry = AuditedBundle("x", reserved, audited_at, "2026-12-02T00:00:00+00:00")
+    entry = AuditedBundle("x", reserved, audited_at, "2026-12-02T00:00:00+00:00", outcome="pass")
 
     found = read_drill_results({"x": tmp_path}, lambda: TRUSTED, [entry], now=audited_at)
     assert [r["bundle"] for r in found.results] == [str(before)] and not found.refused
@@ -105,3 +105,32 @@ def test_the_newest_run_whose_evidence_is_being_signed_is_not_a_refusal(tmp_path
     )
     found = read_drill_results({"x": tmp_path}, lambda: TRUSTED, [entry], now=audited_at)
     assert found.results[-1]["bundle"] == str(reserved) and not found.refused
+
+
+def test_the_grace_is_for_a_pass_audited_just_now_only(tmp_path: Path) -> None:
+    """A failed run whose evidence is being signed is the drill's newest word at once (the
+    audit log has its verdict), and a run dated ahead of this clock (a line planted with a
+    far future time, or a host whose clock ran ahead) gets no grace: else the empty
+    directory it names would hide the drill's newest run for ever."""
+    from datetime import datetime, timedelta
+
+    from lifeboat.drills.results import NEVER_WRITTEN
+
+    before = _bundle(tmp_path, "2026-12-01T00:00:00+00:00", verdict="pass")
+    reserved = reserve_bundle(tmp_path, "2026-12-02-x")
+    audited_at = datetime.fromisoformat("2026-12-02T01:00:00+00:00")
+    failed = AuditedBundle("x", reserved, audited_at, "2026-12-02T00:00:00+00:00", outcome="fail")
+    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED, [failed], now=audited_at)
+    assert [r.problem for r in found.refused] == [
+        "its evidence is being signed; the audit log has its verdict: fail"
+    ]
+    assert [r["bundle"] for r in found.results] == [str(before)]  # status: the refusal is newer
+
+    ahead = AuditedBundle(
+        "x", reserved, datetime.fromisoformat("2099-01-01T00:00:00+00:00"), None, outcome="pass"
+    )
+    found = read_drill_results({"x": tmp_path}, lambda: TRUSTED, [ahead], now=audited_at)
+    assert [r.problem for r in found.refused] == [NEVER_WRITTEN]
+    # within the skew allowed (a clock a minute ahead), a pass being signed is waited for
+    soon = AuditedBundle("x", reserved, audited_at + timedelta(minutes=1), None, outcome="pass")
+    assert not read_drill_results({"x": tmp_path}, lambda: TRUSTED, [soon], now=audited_at).refused

@@ -506,12 +506,15 @@ def test_a_failing_status_refresh_is_published_and_alerted_not_hidden(tmp_path, 
     assert 7200 <= sample("lifeboat_exposure_seconds", {"asset": "docs"}) < 7200 + 600
     due = sample("lifeboat_drill_due_timestamp_seconds", {"asset": "docs"})
     assert abs(due - (backed_up + 7 * 86400)) < 600
+    assert sample("lifeboat_status_breaches", {"asset": "docs"}) == 0
+    assert "rpo:docs" not in daemon.alerts.active
 
     (tmp_path / "repo").rename(tmp_path / "away")
     monkeypatch.setenv("LIFEBOAT_CLOCK_OFFSET", str(86400))  # a day on: past the RPO
     daemon.monitor.refresh()
     assert sample("lifeboat_status_refresh_failing") == 1
     assert sample("lifeboat_exposure_seconds", {"asset": "docs"}) >= 86400 + 7200
+    assert "exceeds RPO" in daemon.alerts.active["rpo:docs"]  # as a refresh would have said
     assert "status-refresh" not in daemon.alerts.active  # one failure is not yet an outage
     ticks[0] += monitor.STALE_ALERT_AFTER_S
     daemon.monitor.refresh()
@@ -523,3 +526,4 @@ def test_a_failing_status_refresh_is_published_and_alerted_not_hidden(tmp_path, 
     assert sample("lifeboat_status_refresh_failing") == 0
     assert "status-refresh" not in daemon.alerts.active
     assert sample("lifeboat_exposure_seconds", {"asset": "docs"}) >= 86400 + 7200  # as status says
+    assert sample("lifeboat_status_breaches", {"asset": "docs"}) >= 1  # the RPO, a day on

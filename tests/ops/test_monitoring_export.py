@@ -53,7 +53,7 @@ def test_rules_pass_promtool_and_name_only_metrics_the_daemon_exposes(tmp_path):
     )
     check = subprocess.run(["promtool", "check", "rules", str(plain)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 10 rules found" in check.stdout
+    assert "SUCCESS: 11 rules found" in check.stdout
     resource = yaml.safe_load(operator.read_text())
     assert resource["apiVersion"] == "monitoring.coreos.com/v1" and resource["kind"] == "PrometheusRule"
     spec = tmp_path / "spec.yml"  # the Operator's spec.groups is a rule file of its own
@@ -126,6 +126,12 @@ def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp
                     # promtool's time() starts at 0: the drill falls due at 1h
                     {"series": 'lifeboat_drill_due_timestamp_seconds{asset="docs"}', "values": "3600x300"},
                     {"series": "lifeboat_status_refresh_failing", "values": "0x10 1x60"},
+                    # a second daemon whose refresh hangs: never failing, its last refresh at 1m
+                    {
+                        "series": 'lifeboat_status_refreshed_timestamp_seconds{instance="b"}',
+                        "values": "60x60",
+                    },
+                    {"series": 'lifeboat_status_refresh_failing{instance="b"}', "values": "0x60"},
                 ],
                 "alert_rule_test": [
                     {"eval_time": "110m", "alertname": "LifeboatDrillOverdue", "exp_alerts": []},
@@ -150,10 +156,21 @@ def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp
                             {
                                 "exp_labels": {"component": "lifeboat", "severity": "critical"},
                                 "exp_annotations": {
-                                    "summary": "the daemon's status refresh is failing: exposure "
-                                    "and drill metrics are stale (see its log)"
+                                    "summary": "the daemon's status refresh is failing or stuck: "
+                                    "exposure and drill metrics are stale (see its log)"
                                 },
-                            }
+                            },
+                            {  # stale since 11m (10m after its last refresh), held 10m
+                                "exp_labels": {
+                                    "component": "lifeboat",
+                                    "severity": "critical",
+                                    "instance": "b",
+                                },
+                                "exp_annotations": {
+                                    "summary": "the daemon's status refresh is failing or stuck: "
+                                    "exposure and drill metrics are stale (see its log)"
+                                },
+                            },
                         ],
                     },
                 ],

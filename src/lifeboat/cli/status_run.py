@@ -3,7 +3,6 @@ and `cli/daemon_cmd.py` wraps it as a command, so both print the same bytes."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,10 +75,9 @@ def status(
     asked = ask_probes(view, child=child)
     repo = runtime.open_for_write(settings)
     # a drill reading a copy may sign with a key issued there: the copy's location is in the
-    # validated policy only, asked for when a drill reads one
-    reads_copies = any(d.copy for d in view.drills.values())
-    with ExitStack() as stack:
-        records = stack.enter_context(runtime.drill_copy_records(policy())) if reads_copies else []
+    # validated policy only, asked for when a bundle is checked
+    read_copies = {d.copy for d in view.drills.values() if d.copy}
+    with runtime.drill_copy_records(policy, read_copies) as records:
         groups = fleet_groups(asset_status(view, repo, asked=asked, copies=records))
     statuses = [s for _, group in groups for s in group]
     warnings = key_warnings(view, repo)

@@ -67,7 +67,7 @@ class StatusMonitor:
         newest points, the failure is published at once and alerted once it has lasted
         ``STALE_ALERT_AFTER_S``."""
         try:
-            self._refresh_statuses()
+            statuses = self._refresh_statuses()
         except Exception as exc:
             self._refresh_failed(exc)
             if not isinstance(exc, LifeboatError):
@@ -75,6 +75,20 @@ class StatusMonitor:
             self.log(f"status refresh failed: {exc.message}")
             return
         self._refresh_worked()
+        self._rebuild_dashboard(statuses)
+
+    def _rebuild_dashboard(self, statuses: list[AssetStatus]) -> None:
+        """The dashboard page, every 30 s at most; a page that cannot be written is logged,
+        not taken for a failed refresh (the metrics are fresh all the same)."""
+        if time.monotonic() - self._dashboard_built <= 30:
+            return
+        from lifeboat.ops.dashboard import build_dashboard
+
+        try:
+            build_dashboard(self.policy, self.dashboard_path.parent, statuses=statuses)
+        except (LifeboatError, OSError) as exc:
+            self.log(f"dashboard not written: {getattr(exc, 'message', None) or exc}")
+        self._dashboard_built = time.monotonic()
 
     def _refresh_worked(self) -> None:
         self._failing_since = None
@@ -88,8 +102,18 @@ class StatusMonitor:
         self.metrics.refresh_failing.set(1)
         now = clock.now().timestamp()
         for asset, newest in self._newest.items():
-            self.metrics.exposure.labels(asset).set(max(0.0, now - newest))
-        started = self._failing_since = self._failing_since or self.monotonic()
+            exposure = max(0.0, now - newest)
+            self.metrics.exposure.labels(asset).set(exposure)
+            rpo = self.policy.data_class(asset).rpo.total_seconds()
+            if exposure > rpo:  # as the refresh would say: nothing newer is known
+                self.alerts.fire(
+                    f"rpo:{asset}",
+                    f"{asset}: exposure {exposure:.0f}s exceeds RPO {rpo:.0f}s (from the newest "
+                    "backup known before the status refresh began failing)",
+                )
+        if self._failing_since is None:
+            self._failing_since = self.monotonic()
+        started = self._failing_since
         if self.monotonic() - started >= STALE_ALERT_AFTER_S:
             why = exc.message if isinstance(exc, LifeboatError) else f"{type(exc).__name__}: {exc}"
             self.alerts.fire(
@@ -98,7 +122,7 @@ class StatusMonitor:
                 f"metrics are stale: {why}",
             )
 
-    def _refresh_statuses(self) -> None:
+    def _refresh_statuses(self) -> list[AssetStatus]:
         from lifeboat.ops.status import asset_status
         from lifeboat.ops.status_view import StatusView
 
@@ -135,6 +159,7 @@ class StatusMonitor:
                     else:
                         self.alerts.resolve(f"success:{st.asset}")
                 self.metrics.record_targets(self.policy, st)
+                self.metrics.breaches.labels(st.asset).set(len(st.breaches))
                 self.refresh_divergence(st)
                 if st.exposure_s is None:
                     self.alerts.fire(
@@ -162,11 +187,7 @@ class StatusMonitor:
             from lifeboat.drills.service import ledger_for
 
             self.metrics.actions.set(len([a for a in ledger_for(self.policy).load() if a.status == "open"]))
-            if time.monotonic() - self._dashboard_built > 30:
-                from lifeboat.ops.dashboard import build_dashboard
-
-                build_dashboard(self.policy, self.dashboard_path.parent, statuses=statuses)
-                self._dashboard_built = time.monotonic()
+            return statuses
         finally:
             if repo is not None:  # every tick opens one: close it, or sockets pile up
                 repo.close()

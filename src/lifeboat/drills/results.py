@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lifeboat import clock
+from lifeboat.crypto.signed import DEFAULT_SKEW
 from lifeboat.drills.evidence import DRILL_JSON, claimed, is_bundle_name, parse_start, vouched_drill
 from lifeboat.errors import IntegrityError
 
@@ -91,6 +92,7 @@ class AuditedBundle:
     time: datetime | None  # when it was audited: after the run started, before the bundle
     started: str | None  # the run's start (entries from before it was recorded: None)
     entry_id: str | None = None  # "seq-hash16", as the run's drill.json lists its entries
+    outcome: str | None = None  # the verdict the entry audited ("pass", "fail")
 
 
 def newest_audited_bundles(entries: Iterable[object]) -> list[AuditedBundle]:
@@ -146,7 +148,8 @@ def _audited_bundle(entry: object) -> AuditedBundle | None:
     seq, digest = entry.get("seq"), entry.get("hash")
     entry_id = f"{seq:012d}-{digest[:16]}" if isinstance(seq, int) and isinstance(digest, str) else None
     run_start = started if isinstance(started, str) else None
-    return AuditedBundle(drill, Path(bundle), parse_start(entry.get("time")), run_start, entry_id)
+    outcome = entry.get("outcome") if isinstance(entry.get("outcome"), str) else None
+    return AuditedBundle(drill, Path(bundle), parse_start(entry.get("time")), run_start, entry_id, outcome)
 
 
 def _bundles(
@@ -203,13 +206,19 @@ def read_drill_results(
         if (behind or former) and entry is None and not every:
             continue  # older than what holds, or of a drill the policy no longer has
         reserved = entry is not None and _is_empty_dir(bundle)
-        if reserved and entry is not None and _being_signed(entry, now):
-            continue  # being signed: its verdict is not shown until it is
+        signing = reserved and entry is not None and _being_signed(entry, now)
+        if signing and entry is not None and entry.outcome == "pass":
+            continue  # being signed: the drill's previous result stands meanwhile
         try:
             result = vouched_drill(bundle, trusted)
             started = _as_audited(result, entry, audited)
         except IntegrityError as exc:
-            problem = "missing" if not os.path.exists(bundle) else NEVER_WRITTEN if reserved else exc.message
+            if not os.path.exists(bundle):
+                problem = "missing"
+            elif signing and entry is not None:  # a failed run is the newest word at once
+                problem = f"its evidence is being signed; the audit log has its verdict: {entry.outcome}"
+            else:
+                problem = NEVER_WRITTEN if reserved else exc.message
             at = claim.isoformat() if claim is not None else None
             out.refused.append(RefusedBundle(str(bundle), drills, problem, at, entry is not None))
             continue
@@ -239,8 +248,10 @@ def read_drill_results(
 
 def _being_signed(entry: AuditedBundle, now: datetime) -> bool:
     """Whether the run's verdict was audited so lately that its evidence may still be being
-    signed (its bundle, the empty directory reserved for it, is then no refusal yet)."""
-    return entry.time is not None and now - entry.time <= EVIDENCE_WRITE_GRACE
+    signed (its bundle, the empty directory reserved for it, is then no refusal yet). Never
+    for an entry dated ahead of this clock beyond the skew allowed: a line planted in the
+    log with a far future time would otherwise hide the drill's newest run for ever."""
+    return entry.time is not None and -DEFAULT_SKEW <= now - entry.time <= EVIDENCE_WRITE_GRACE
 
 
 def _is_empty_dir(path: Path) -> bool:

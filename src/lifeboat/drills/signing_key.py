@@ -113,7 +113,7 @@ def _parse(source: RecordSource, name: str, root_public: bytes, repo_id: str) ->
     record = source.get_record(name)
     try:
         signature = base64.b64decode(record.pop("root_signature", None) or "", validate=True) or None
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, TypeError):  # TypeError: not a string (a planted record)
         signature = b"?"
     verify_by_root(root_public, repo_id, ObjectType.RECORD, name, canonical_json(record), signature)
     try:
@@ -168,18 +168,28 @@ def trusted_drill_keys(
     if trust is None:
         return {}
     root = trust.registry.root_public
-    accepted = lookup(repo, root, repo.id).accepted
+    primary = lookup(repo, root, repo.id).accepted
+    own = {key.fingerprint for key in primary}
+    issued_in_copies: list[PublishedKey] = []
     for open_copy in copies:
         try:
-            accepted += lookup(open_copy(), root, repo.id).accepted
+            found = lookup(open_copy(), root, repo.id).accepted
         except LifeboatError:
             continue
+        issued_in_copies += [key for key in found if key.fingerprint not in own]
     replaced: dict[str, datetime] = {}
-    for key in accepted:
+    for key in [*primary, *issued_in_copies]:
         if key.replaces is not None:
             when = _when(key.created)
             replaced[key.replaces] = min(when, replaced.get(key.replaces, when))
-    return {key.fingerprint: replaced.get(key.fingerprint) for key in accepted}
+    # a rotation names only the primary's key: one a copy issued is retired by any key the
+    # repository published after it (a rotation, or the first key of a repository that had
+    # none), so a leaked copy key stops vouching once the operator rotates
+    for key in issued_in_copies:
+        later = [_when(p.created) for p in primary if _when(p.created) > _when(key.created)]
+        if later:
+            replaced[key.fingerprint] = min([*later, replaced.get(key.fingerprint, max(later))])
+    return {key.fingerprint: replaced.get(key.fingerprint) for key in [*primary, *issued_in_copies]}
 
 
 def newest(accepted: Sequence[PublishedKey]) -> PublishedKey:

@@ -102,6 +102,13 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.breaches = Gauge(
+            "lifeboat_status_breaches",
+            "Breaches `lifeboat status` reports for the asset (a failed or refused drill, an "
+            "unrestorable base backup, a WAL gap, exposure over RPO...)",
+            labels,
+            registry=self.registry,
+        )
         self.refreshed = Gauge(
             "lifeboat_status_refreshed_timestamp_seconds",
             "Last status refresh that worked: the per-asset gauges are as of then",

@@ -92,11 +92,22 @@ def alert_rules() -> list[dict[str, Any]]:
             for_="1h",
         ),
         _rule(
+            # failing (it raises), or stuck (a refresh that hangs raises nothing): the last
+            # one that worked is too old; 0 is a daemon that has not refreshed yet
             "LifeboatStatusStale",
-            "lifeboat_status_refresh_failing == 1",
+            "lifeboat_status_refresh_failing == 1 or (lifeboat_status_refreshed_timestamp_seconds > 0 "
+            "and time() - lifeboat_status_refreshed_timestamp_seconds > 600)",
             "critical",
-            "the daemon's status refresh is failing: exposure and drill metrics are stale (see its log)",
+            "the daemon's status refresh is failing or stuck: exposure and drill metrics are stale "
+            "(see its log)",
             for_="10m",
+        ),
+        _rule(
+            "LifeboatStatusBreach",
+            "lifeboat_status_breaches > 0",
+            "warning",
+            "{{ $labels.asset }}: 'lifeboat status' reports {{ $value }} breach(es): run it for the details",
+            for_="15m",
         ),
         _rule(
             "LifeboatNotReporting",

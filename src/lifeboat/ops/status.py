@@ -110,6 +110,7 @@ def drill_results(
     audit: list[dict[str, Any]],
     every: bool = False,
     copies: Sequence[Callable[[], RecordSource]] = (),
+    now: datetime | None = None,
 ) -> DrillResults:
     """The policy's drills' results that their signed evidence vouches for, oldest first
     (each drill's newest, unless ``every``), and the bundles refused (drills/results.py);
@@ -120,7 +121,7 @@ def drill_results(
 
     evidence_dirs = {name: drill.evidence_dir for name, drill in view.drills.items()}
     keys = functools.partial(trusted_drill_keys, repo, copies)
-    return read_drill_results(evidence_dirs, keys, newest_audited_bundles(audit), every=every)
+    return read_drill_results(evidence_dirs, keys, newest_audited_bundles(audit), every=every, now=now)
 
 
 @dataclass
@@ -227,7 +228,7 @@ def asset_status(
     snapshots = listing.accepted
     refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
     audit = audit_entries(view.state_dir)
-    drills = drill_results(view, repo, audit, copies=copies)
+    drills = drill_results(view, repo, audit, copies=copies, now=now)
     unevidenced = failed_without_evidence(audit)
     month_ago = (now - timedelta(days=30)).isoformat()
     statuses = []
