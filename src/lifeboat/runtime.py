@@ -6,6 +6,7 @@ keys, caches and the audit trail are handled in one place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
@@ -115,7 +116,8 @@ def drill_copy_records(
     when a copy is opened (status's fast path has no validated policy until then)."""
     from lifeboat.repo.records import RecordsView
 
-    def validated() -> Policy:
+    @functools.cache
+    def validated() -> Policy:  # loaded once, and only when needed
         return policy() if callable(policy) else policy
 
     if copies is None:

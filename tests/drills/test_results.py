@@ -134,3 +134,33 @@ def test_the_grace_is_for_a_pass_audited_just_now_only(tmp_path: Path) -> None:
     # within the skew allowed (a clock a minute ahead), a pass being signed is waited for
     soon = AuditedBundle("x", reserved, audited_at + timedelta(minutes=1), None, outcome="pass")
     assert not read_drill_results({"x": tmp_path}, lambda: TRUSTED, [soon], now=audited_at).refused
+
+
+def test_lines_added_to_the_log_neither_renew_the_grace_nor_outrank_the_real_runs() -> None:
+    """More entries naming a bundle keep its earliest time and its worst verdict; an entry
+    dated ahead of this clock is no run at all; one without a recorded start (a log from
+    before starts were recorded) never outranks one with it."""
+    from datetime import datetime
+
+    now = datetime.fromisoformat("2026-12-02T02:00:00+00:00")
+
+    def entry(seq: int, time: str, bundle: str, outcome: str, started: str | None = None) -> dict[str, Any]:
+        details = {"drill": "x", "bundle": bundle, **({"started": started} if started else {})}
+        return {
+            "seq": seq,
+            "hash": "cd" * 8,
+            "operation": "drill",
+            "time": time,
+            "outcome": outcome,
+            "details": details,
+        }
+
+    real = entry(1, "2026-12-02T01:00:00+00:00", "/e/run", "fail", "2026-12-02T00:59:00+00:00")
+    renewed = entry(2, "2026-12-02T01:59:00+00:00", "/e/run", "pass", "2026-12-02T00:59:00+00:00")
+    [newest] = newest_audited_bundles([real, renewed], now)
+    assert (newest.time, newest.outcome) == (datetime.fromisoformat("2026-12-02T01:00:00+00:00"), "fail")
+
+    ahead = entry(3, "2099-01-01T00:00:00+00:00", "/e/planted", "pass", "2099-01-01T00:00:00+00:00")
+    unstarted = entry(4, "2026-12-02T01:30:00+00:00", "/e/old-style", "pass")
+    [newest] = newest_audited_bundles([real, ahead, unstarted], now)
+    assert newest.bundle == Path("/e/run")

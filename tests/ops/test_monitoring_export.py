@@ -104,8 +104,9 @@ def test_rules_pass_promtool_and_name_only_metrics_the_daemon_exposes(tmp_path):
 def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp_path):
     """promtool runs the exported rules on the series the daemon publishes: an asset whose
     drill fell due (never drilled counts from its first backup: only the due date is
-    published) warns an hour after, and a status refresh failing for ten minutes is
-    critical; neither fires before."""
+    published) warns an hour after; a status refresh failing, or stuck, for ten minutes is
+    critical; and exposure over the RPO fires from the newest point's age when a stuck
+    refresh holds the exposure gauge still. None fires before."""
     policy = (
         PolicyBuilder()
         .repository(f"file://{tmp_path}/repo", keyfile="backup.key")
@@ -126,6 +127,11 @@ def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp
                     # promtool's time() starts at 0: the drill falls due at 1h
                     {"series": 'lifeboat_drill_due_timestamp_seconds{asset="docs"}', "values": "3600x300"},
                     {"series": "lifeboat_status_refresh_failing", "values": "0x10 1x60"},
+                    # a refresh that hangs: the exposure gauge stands still at 10 minutes,
+                    # the newest restorable point (epoch 0) grows old past the 1h RPO
+                    {"series": 'lifeboat_exposure_seconds{asset="docs"}', "values": "600x300"},
+                    {"series": 'lifeboat_last_success_timestamp_seconds{asset="docs"}', "values": "0x300"},
+                    {"series": 'lifeboat_rpo_target_seconds{asset="docs"}', "values": "3600x300"},
                     # a second daemon whose refresh hangs: never failing, its last refresh at 1m
                     {
                         "series": 'lifeboat_status_refreshed_timestamp_seconds{instance="b"}',
@@ -144,6 +150,19 @@ def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp
                                 "exp_annotations": {
                                     "summary": "docs: a drill has been due for 2h 0m 0s "
                                     "(past its cadence, or never drilled)"
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "50m", "alertname": "LifeboatExposureOverRPO", "exp_alerts": []},
+                    {
+                        "eval_time": "2h",
+                        "alertname": "LifeboatExposureOverRPO",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {**labels, "severity": "critical"},
+                                "exp_annotations": {
+                                    "summary": "docs: 2h 0m 0s of data at risk, beyond its RPO"
                                 },
                             }
                         ],

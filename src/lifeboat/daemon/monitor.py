@@ -59,6 +59,10 @@ class StatusMonitor:
         self._dashboard_built = -1e9
         self._failing_since: float | None = None
         self._newest: dict[str, float] = {}  # each asset's newest restorable point (epoch s)
+        self._breaches: dict[str, int] = {}  # as the last refresh that worked counted them
+        # until a refresh works, the metrics are as of the start: a first refresh that hangs
+        # is stale ten minutes on (LifeboatStatusStale), as a later one is
+        self.metrics.refreshed.set(clock.now().timestamp())
 
     def refresh(self) -> None:
         """Recompute each asset's exposure and status for the metrics and alerts (the
@@ -86,9 +90,12 @@ class StatusMonitor:
 
         try:
             build_dashboard(self.policy, self.dashboard_path.parent, statuses=statuses)
-        except (LifeboatError, OSError) as exc:
-            self.log(f"dashboard not written: {getattr(exc, 'message', None) or exc}")
-        self._dashboard_built = time.monotonic()
+        except Exception as exc:  # the page is a view: never the refresh's failure
+            self.log(
+                f"dashboard not written: {getattr(exc, 'message', None) or f'{type(exc).__name__}: {exc}'}"
+            )
+        finally:
+            self._dashboard_built = time.monotonic()
 
     def _refresh_worked(self) -> None:
         self._failing_since = None
@@ -106,6 +113,7 @@ class StatusMonitor:
             self.metrics.exposure.labels(asset).set(exposure)
             rpo = self.policy.data_class(asset).rpo.total_seconds()
             if exposure > rpo:  # as the refresh would say: nothing newer is known
+                self.metrics.breaches.labels(asset).set(max(1, self._breaches.get(asset, 0)))
                 self.alerts.fire(
                     f"rpo:{asset}",
                     f"{asset}: exposure {exposure:.0f}s exceeds RPO {rpo:.0f}s (from the newest "
@@ -160,6 +168,7 @@ class StatusMonitor:
                         self.alerts.resolve(f"success:{st.asset}")
                 self.metrics.record_targets(self.policy, st)
                 self.metrics.breaches.labels(st.asset).set(len(st.breaches))
+                self._breaches[st.asset] = len(st.breaches)
                 self.refresh_divergence(st)
                 if st.exposure_s is None:
                     self.alerts.fire(

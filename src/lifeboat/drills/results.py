@@ -21,6 +21,7 @@ A bundle that fails is refused and named (``RefusedBundle``); whether a refusal 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,19 +96,43 @@ class AuditedBundle:
     outcome: str | None = None  # the verdict the entry audited ("pass", "fail")
 
 
-def newest_audited_bundles(entries: Iterable[object]) -> list[AuditedBundle]:
+def newest_audited_bundles(entries: Iterable[object], now: datetime | None = None) -> list[AuditedBundle]:
     """The bundle of each drill's newest audited run that left one: the one that started
     last (two runs of a drill may overlap), else, for entries from before starts were
-    recorded, the one audited last."""
+    recorded (never ahead of one that has its start), the one audited last. An entry dated
+    ahead of ``now`` beyond the skew allowed is no run (a line planted with a far future
+    time would outrank every real one). Of several entries naming one bundle, the earliest
+    time and the worst verdict are the bundle's: more lines cannot renew its grace
+    (``EVIDENCE_WRITE_GRACE``) or turn its failure into a pass."""
+    latest = (now or clock.now()) + DEFAULT_SKEW
     newest: dict[str, AuditedBundle] = {}
+    first: dict[Path, datetime | None] = {}
+    passed: dict[Path, bool] = {}
     for entry in entries:
         audited = _audited_bundle(entry)
-        if audited is None:
+        if audited is None or (audited.time is not None and audited.time > latest):
             continue
+        first[audited.bundle] = _earlier(first.get(audited.bundle, audited.time), audited.time)
+        passed[audited.bundle] = passed.get(audited.bundle, True) and audited.outcome == "pass"
         held = newest.get(audited.drill)
-        if held is None or _audited_start(audited) >= _audited_start(held):
+        if held is None or _rank(audited) >= _rank(held):
             newest[audited.drill] = audited
-    return list(newest.values())
+    return [
+        dataclasses.replace(
+            a, time=first[a.bundle], outcome=a.outcome if passed[a.bundle] or a.outcome != "pass" else "fail"
+        )
+        for a in newest.values()
+    ]
+
+
+def _earlier(one: datetime | None, other: datetime | None) -> datetime | None:
+    return min(one, other) if one is not None and other is not None else one or other
+
+
+def _rank(entry: AuditedBundle) -> tuple[bool, datetime]:
+    """How audited runs of a drill order: those whose start was recorded after those from
+    before that, then by start."""
+    return entry.started is not None, _audited_start(entry)
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,8 @@ class Metrics:
         self.breaches = Gauge(
             "lifeboat_status_breaches",
             "Breaches `lifeboat status` reports for the asset (a failed or refused drill, an "
-            "unrestorable base backup, a WAL gap, exposure over RPO...)",
+            "unrestorable base backup, a WAL gap, exposure over RPO...); the repository's and the "
+            "copies' own are not counted (a failing check or copy job is lifeboat_job_failing)",
             labels,
             registry=self.registry,
         )

@@ -35,8 +35,11 @@ def alert_rules() -> list[dict[str, Any]]:
     no replication-lag metric.)"""
     return [
         _rule(
+            # the newest restorable point's age too: it goes on growing while a status refresh
+            # hangs, when the exposure gauge cannot
             "LifeboatExposureOverRPO",
-            "lifeboat_exposure_seconds > lifeboat_rpo_target_seconds",
+            "lifeboat_exposure_seconds > lifeboat_rpo_target_seconds "
+            "or time() - lifeboat_last_success_timestamp_seconds > lifeboat_rpo_target_seconds",
             "critical",
             "{{ $labels.asset }}: {{ $value | humanizeDuration }} of data at risk, beyond its RPO",
         ),
@@ -93,10 +96,10 @@ def alert_rules() -> list[dict[str, Any]]:
         ),
         _rule(
             # failing (it raises), or stuck (a refresh that hangs raises nothing): the last
-            # one that worked is too old; 0 is a daemon that has not refreshed yet
+            # one that worked (the daemon's start, before the first) is too old
             "LifeboatStatusStale",
-            "lifeboat_status_refresh_failing == 1 or (lifeboat_status_refreshed_timestamp_seconds > 0 "
-            "and time() - lifeboat_status_refreshed_timestamp_seconds > 600)",
+            "lifeboat_status_refresh_failing == 1 "
+            "or time() - lifeboat_status_refreshed_timestamp_seconds > 600",
             "critical",
             "the daemon's status refresh is failing or stuck: exposure and drill metrics are stale "
             "(see its log)",

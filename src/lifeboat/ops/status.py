@@ -121,7 +121,7 @@ def drill_results(
 
     evidence_dirs = {name: drill.evidence_dir for name, drill in view.drills.items()}
     keys = functools.partial(trusted_drill_keys, repo, copies)
-    return read_drill_results(evidence_dirs, keys, newest_audited_bundles(audit), every=every, now=now)
+    return read_drill_results(evidence_dirs, keys, newest_audited_bundles(audit, now), every=every, now=now)
 
 
 @dataclass
