@@ -162,5 +162,6 @@ def test_lines_added_to_the_log_neither_renew_the_grace_nor_outrank_the_real_run
 
     ahead = entry(3, "2099-01-01T00:00:00+00:00", "/e/planted", "pass", "2099-01-01T00:00:00+00:00")
     unstarted = entry(4, "2026-12-02T01:30:00+00:00", "/e/old-style", "pass")
-    [newest] = newest_audited_bundles([real, ahead, unstarted], now)
+    started_ahead = entry(5, "2026-12-02T01:40:00+00:00", "/e/far", "pass", "2099-01-01T00:00:00+00:00")
+    [newest] = newest_audited_bundles([real, ahead, unstarted, started_ahead], now)
     assert newest.bundle == Path("/e/run")

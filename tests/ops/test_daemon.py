@@ -503,6 +503,7 @@ def test_a_failing_status_refresh_is_published_and_alerted_not_hidden(tmp_path, 
     daemon.monitor.refresh()
     assert sample("lifeboat_status_refresh_failing") == 0
     assert sample("lifeboat_status_refreshed_timestamp_seconds") >= time.time() - 600
+    assert sample("lifeboat_daemon_started_timestamp_seconds") >= time.time() - 600
     assert 7200 <= sample("lifeboat_exposure_seconds", {"asset": "docs"}) < 7200 + 600
     due = sample("lifeboat_drill_due_timestamp_seconds", {"asset": "docs"})
     assert abs(due - (backed_up + 7 * 86400)) < 600

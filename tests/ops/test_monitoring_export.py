@@ -53,7 +53,7 @@ def test_rules_pass_promtool_and_name_only_metrics_the_daemon_exposes(tmp_path):
     )
     check = subprocess.run(["promtool", "check", "rules", str(plain)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 11 rules found" in check.stdout
+    assert "SUCCESS: 12 rules found" in check.stdout
     resource = yaml.safe_load(operator.read_text())
     assert resource["apiVersion"] == "monitoring.coreos.com/v1" and resource["kind"] == "PrometheusRule"
     spec = tmp_path / "spec.yml"  # the Operator's spec.groups is a rule file of its own
@@ -138,6 +138,15 @@ def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp
                         "values": "60x60",
                     },
                     {"series": 'lifeboat_status_refresh_failing{instance="b"}', "values": "0x60"},
+                    # a third whose first refresh never ends: stale from its start, at 2m
+                    {"series": 'lifeboat_status_refreshed_timestamp_seconds{instance="c"}', "values": "0x60"},
+                    {"series": 'lifeboat_daemon_started_timestamp_seconds{instance="c"}', "values": "120x60"},
+                    {"series": 'lifeboat_status_refresh_failing{instance="c"}', "values": "0x60"},
+                    # a fourth that crashes and restarts every ten minutes
+                    {
+                        "series": 'lifeboat_daemon_started_timestamp_seconds{instance="d"}',
+                        "values": "0 0 0 0 0 0 0 0 0 0 600x9 1200x9 1800x9 2400x9 3000x9",
+                    },
                 ],
                 "alert_rule_test": [
                     {"eval_time": "110m", "alertname": "LifeboatDrillOverdue", "exp_alerts": []},
@@ -168,12 +177,41 @@ def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp
                         ],
                     },
                     {"eval_time": "15m", "alertname": "LifeboatStatusStale", "exp_alerts": []},
+                    {"eval_time": "35m", "alertname": "LifeboatDaemonRestarting", "exp_alerts": []},
+                    {
+                        "eval_time": "55m",
+                        "alertname": "LifeboatDaemonRestarting",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "component": "lifeboat",
+                                    "severity": "warning",
+                                    "instance": "d",
+                                },
+                                "exp_annotations": {
+                                    "summary": "the lifeboat daemon restarted 5 times in the last hour: "
+                                    "see its log"
+                                },
+                            }
+                        ],
+                    },
                     {
                         "eval_time": "25m",
                         "alertname": "LifeboatStatusStale",
                         "exp_alerts": [
                             {
                                 "exp_labels": {"component": "lifeboat", "severity": "critical"},
+                                "exp_annotations": {
+                                    "summary": "the daemon's status refresh is failing or stuck: "
+                                    "exposure and drill metrics are stale (see its log)"
+                                },
+                            },
+                            {  # stale since 12m (10m after its start), held 10m
+                                "exp_labels": {
+                                    "component": "lifeboat",
+                                    "severity": "critical",
+                                    "instance": "c",
+                                },
                                 "exp_annotations": {
                                     "summary": "the daemon's status refresh is failing or stuck: "
                                     "exposure and drill metrics are stale (see its log)"

@@ -60,9 +60,8 @@ class StatusMonitor:
         self._failing_since: float | None = None
         self._newest: dict[str, float] = {}  # each asset's newest restorable point (epoch s)
         self._breaches: dict[str, int] = {}  # as the last refresh that worked counted them
-        # until a refresh works, the metrics are as of the start: a first refresh that hangs
-        # is stale ten minutes on (LifeboatStatusStale), as a later one is
-        self.metrics.refreshed.set(clock.now().timestamp())
+        # a first refresh that hangs is stale ten minutes after the start (LifeboatStatusStale)
+        self.metrics.started_now()
 
     def refresh(self) -> None:
         """Recompute each asset's exposure and status for the metrics and alerts (the
@@ -100,7 +99,7 @@ class StatusMonitor:
     def _refresh_worked(self) -> None:
         self._failing_since = None
         self.metrics.refresh_failing.set(0)
-        self.metrics.refreshed.set(clock.now().timestamp())
+        self.metrics.refreshed.set(time.time())  # Prometheus's time() is the real clock
         self.alerts.resolve("status-refresh")
 
     def _refresh_failed(self, exc: Exception) -> None:
@@ -153,8 +152,6 @@ class StatusMonitor:
                     self._newest[st.asset] = newest
                 else:
                     self._newest.pop(st.asset, None)  # +Inf already
-                if st.last_drill_rto_s is not None:
-                    self.metrics.drill_rto.labels(st.asset).set(st.last_drill_rto_s)
                 rate = self.history.success_rate(f"backup:{st.asset}", st.asset, datetime.now(UTC))
                 if rate is not None:
                     self.metrics.success_ratio.labels(st.asset).set(rate)

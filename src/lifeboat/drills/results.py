@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lifeboat import clock
 from lifeboat.crypto.signed import DEFAULT_SKEW
 from lifeboat.drills.evidence import DRILL_JSON, claimed, is_bundle_name, parse_start, vouched_drill
 from lifeboat.errors import IntegrityError
@@ -101,16 +100,20 @@ def newest_audited_bundles(entries: Iterable[object], now: datetime | None = Non
     last (two runs of a drill may overlap), else, for entries from before starts were
     recorded (never ahead of one that has its start), the one audited last. An entry dated
     ahead of ``now`` beyond the skew allowed is no run (a line planted with a far future
-    time would outrank every real one). Of several entries naming one bundle, the earliest
-    time and the worst verdict are the bundle's: more lines cannot renew its grace
-    (``EVIDENCE_WRITE_GRACE``) or turn its failure into a pass."""
-    latest = (now or clock.now()) + DEFAULT_SKEW
+    time or start would outrank every real one), nor one whose time is not a time. ``now``
+    is the real clock's, as the audit log's times are (not lifeboat's shifted clock). Of
+    several entries naming one bundle, the earliest time and the worst verdict are the
+    bundle's: more lines cannot renew its grace (``EVIDENCE_WRITE_GRACE``) or turn its
+    failure into a pass."""
+    latest = (now or datetime.now(UTC)) + DEFAULT_SKEW
     newest: dict[str, AuditedBundle] = {}
     first: dict[Path, datetime | None] = {}
     passed: dict[Path, bool] = {}
     for entry in entries:
         audited = _audited_bundle(entry)
-        if audited is None or (audited.time is not None and audited.time > latest):
+        if audited is None or audited.time is None or audited.time > latest:
+            continue
+        if audited.started is not None and (parse_start(audited.started) or latest) > latest:
             continue
         first[audited.bundle] = _earlier(first.get(audited.bundle, audited.time), audited.time)
         passed[audited.bundle] = passed.get(audited.bundle, True) and audited.outcome == "pass"
@@ -132,7 +135,7 @@ def _earlier(one: datetime | None, other: datetime | None) -> datetime | None:
 def _rank(entry: AuditedBundle) -> tuple[bool, datetime]:
     """How audited runs of a drill order: those whose start was recorded after those from
     before that, then by start."""
-    return entry.started is not None, _audited_start(entry)
+    return parse_start(entry.started) is not None, _audited_start(entry)
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def read_drill_results(
     holds it: status credits a result to the assets the policy gives its drill. The newest
     audited run's bundle still being written (``EVIDENCE_WRITE_GRACE`` after ``now``) is
     passed over: its drill's last result is the one before."""
-    now = now or clock.now()
+    now = now or datetime.now(UTC)  # the audit log's clock (clock.py: not shifted)
     audited = [a for a in audited if a.drill in evidence_dirs]
     bundles = _bundles(evidence_dirs, audited)
     if not bundles:

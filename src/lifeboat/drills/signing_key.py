@@ -30,7 +30,7 @@ from lifeboat.crypto.keys import RecoveryKey
 from lifeboat.crypto.pinning import fingerprint, open_signing_key, seal_signing_key
 from lifeboat.crypto.signed import ObjectType, sign_by_root, verify_by_root
 from lifeboat.crypto.writers import RootKey, canonical_json, raw_public
-from lifeboat.errors import IntegrityError, KeyError_, NotFoundError, StorageError
+from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError
 from lifeboat.repo.records import (
     LEGACY_DRILL_KEY,
     RecordSource,
@@ -174,7 +174,7 @@ def trusted_drill_keys(
     for open_copy in copies:
         try:
             found = lookup(open_copy(), root, repo.id).accepted
-        except (StorageError, NotFoundError):  # out of reach (a policy error is the user's)
+        except LifeboatError:  # out of reach, or no credentials for it here: it adds nothing
             continue
         issued_in_copies += [key for key in found if key.fingerprint not in own]
     replaced: dict[str, datetime] = {}

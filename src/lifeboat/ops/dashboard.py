@@ -187,7 +187,7 @@ def build_dashboard(
             snapshots = sorted(repo.snapshots(), key=lambda s: s.time)
             audit = audit_entries(policy.state_dir)
             # the page lists them all
-            drills = drill_results(view, repo, audit, every=True, copies=copies, now=now).results
+            drills = drill_results(view, repo, audit, every=True, copies=copies).results
     finally:
         repo.close()  # the daemon builds one every 30 s: its sockets must not pile up
     assets = [

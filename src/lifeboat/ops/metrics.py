@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,25 @@ if TYPE_CHECKING:
     from lifeboat.ops.status import AssetStatus
     from lifeboat.policy import Policy
     from lifeboat.repo import Repository
+
+
+def set_or_clear(gauge: Gauge, asset: str, value: float | None) -> None:
+    """The asset's sample, or none when status has no value now: a rule must not judge a
+    value status no longer stands by (a drill refused since, a drill without an RTO)."""
+    if value is not None:
+        gauge.labels(asset).set(value)
+        return
+    try:
+        gauge.remove(asset)
+    except KeyError:  # never set
+        pass
+
+
+def _timestamp(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    moment = datetime.fromisoformat(iso)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 class Metrics:
@@ -112,12 +132,17 @@ class Metrics:
         )
         self.refreshed = Gauge(
             "lifeboat_status_refreshed_timestamp_seconds",
-            "Last status refresh that worked: the per-asset gauges are as of then",
+            "Last status refresh that worked (0: none yet): the per-asset gauges are as of then",
             registry=self.registry,
         )
         self.refresh_failing = Gauge(
             "lifeboat_status_refresh_failing",
             "1 while the status refresh fails (the exposures grow from the last known newest points)",
+            registry=self.registry,
+        )
+        self.started = Gauge(
+            "lifeboat_daemon_started_timestamp_seconds",
+            "When this daemon started (a status never refreshed is stale from then; restarts change it)",
             registry=self.registry,
         )
         self.job_failing = Gauge(
@@ -132,12 +157,9 @@ class Metrics:
         cls = policy.data_class(st.asset)
         self.success_target.labels(st.asset).set(cls.success_target)
         self.drill_every.labels(st.asset).set(cls.drill_every.total_seconds())
-        if st.last_drill:
-            started = datetime.fromisoformat(st.last_drill)
-            started = started if started.tzinfo else started.replace(tzinfo=UTC)
-            self.last_drill.labels(st.asset).set(started.timestamp())
-        if st.drill_due:
-            self.drill_due.labels(st.asset).set(datetime.fromisoformat(st.drill_due).timestamp())
+        set_or_clear(self.last_drill, st.asset, _timestamp(st.last_drill))
+        set_or_clear(self.drill_due, st.asset, _timestamp(st.drill_due))
+        set_or_clear(self.drill_rto, st.asset, st.last_drill_rto_s)
 
     def record_key_age(self, policy: Policy, repo: Repository, now: datetime) -> None:
         from lifeboat.errors import LifeboatError
@@ -150,6 +172,10 @@ class Metrics:
         except (LifeboatError, KeyError, ValueError):
             return
         self.key_age.set((now - created).total_seconds())
+
+    def started_now(self) -> None:
+        """Mark the daemon's start (real time, as Prometheus's ``time()``)."""
+        self.started.set(time.time())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

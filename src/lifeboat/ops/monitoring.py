@@ -98,8 +98,9 @@ def alert_rules() -> list[dict[str, Any]]:
             # failing (it raises), or stuck (a refresh that hangs raises nothing): the last
             # one that worked (the daemon's start, before the first) is too old
             "LifeboatStatusStale",
-            "lifeboat_status_refresh_failing == 1 "
-            "or time() - lifeboat_status_refreshed_timestamp_seconds > 600",
+            "lifeboat_status_refresh_failing == 1 or time() - ("
+            "lifeboat_status_refreshed_timestamp_seconds > 0 or lifeboat_daemon_started_timestamp_seconds"
+            ") > 600",
             "critical",
             "the daemon's status refresh is failing or stuck: exposure and drill metrics are stale "
             "(see its log)",
@@ -111,6 +112,15 @@ def alert_rules() -> list[dict[str, Any]]:
             "warning",
             "{{ $labels.asset }}: 'lifeboat status' reports {{ $value }} breach(es): run it for the details",
             for_="15m",
+        ),
+        _rule(
+            # a daemon that crashes and restarts (Restart=always) never stays up long enough
+            # for the rules that wait
+            "LifeboatDaemonRestarting",
+            "changes(lifeboat_daemon_started_timestamp_seconds[1h]) > 3",
+            "warning",
+            "the lifeboat daemon restarted {{ $value }} times in the last hour: see its log",
+            for_="0m",
         ),
         _rule(
             "LifeboatNotReporting",

@@ -110,7 +110,7 @@ def drill_results(
     audit: list[dict[str, Any]],
     every: bool = False,
     copies: Sequence[Callable[[], RecordSource]] = (),
-    now: datetime | None = None,
+    now: datetime | None = None,  # the real clock's, as the audit log's times (default: now)
 ) -> DrillResults:
     """The policy's drills' results that their signed evidence vouches for, oldest first
     (each drill's newest, unless ``every``), and the bundles refused (drills/results.py);
@@ -228,7 +228,7 @@ def asset_status(
     snapshots = listing.accepted
     refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
     audit = audit_entries(view.state_dir)
-    drills = drill_results(view, repo, audit, copies=copies, now=now)
+    drills = drill_results(view, repo, audit, copies=copies)  # the audit log's (real) clock
     unevidenced = failed_without_evidence(audit)
     month_ago = (now - timedelta(days=30)).isoformat()
     statuses = []
