@@ -109,7 +109,7 @@ def open_location(location: Location) -> Storage:
 @contextmanager
 def drill_copy_records(
     policy: Policy | Callable[[], Policy], copies: Iterable[str] | None = None
-) -> Iterator[list[Callable[[], RecordsView]]]:
+) -> Iterator[dict[str, Callable[[], RecordsView]]]:
     """The plaintext records of each copy the policy's drills read (or of ``copies``),
     opened when called and closed on leaving: their drill-key records are trusted too
     (drills/signing_key.py ``trusted_drill_keys``). ``policy`` may be a callable, asked only
@@ -132,7 +132,7 @@ def drill_copy_records(
 
             return records
 
-        yield [opener(name) for name in sorted(copies)]
+        yield {name: opener(name) for name in sorted(copies)}
 
 
 def state_dir(policy: Settings) -> Path:

@@ -61,6 +61,22 @@ def test_a_drill_on_a_copy_counts_and_a_key_planted_in_the_copy_does_not(tmp_pat
     [row] = lb.json("drill", "list")
     assert row["last_verdict"] == "pass" and not row.get("refused")
 
+    # the copy out of reach from this host: its key cannot be checked, and the refusal says
+    # why rather than naming the genuine drill a forgery
+    policy = tmp_path / "lifeboat.toml"
+    reachable = policy.read_text()
+    copy_url = f'url = "file://{tmp_path}/copy"'
+    assert copy_url in reachable
+    gone = 'url = "s3://gone/copy"\nendpoint_url = "http://127.0.0.1:9"\nallow_insecure_http = true'
+    policy.write_text(reachable.replace(copy_url, gone))
+    code, conf = _conf(lb)
+    unread = "(the drill-key records of a copy could not be read: copy 'offsite'"
+    assert code == 1 and any(
+        b.startswith(f"drill evidence {drill['bundle']} refused") for b in conf["breaches"]
+    )
+    assert any(unread in b for b in conf["breaches"]), conf["breaches"]
+    policy.write_text(reachable)
+
     # the copy's provider plants a drill-key record of its own there and signs a newer pass
     offsite = tmp_path / "offsite.toml"
     primary = (tmp_path / "lifeboat.toml").read_text()

@@ -213,7 +213,11 @@ def vouched_drill(bundle: Path, trusted: Mapping[str, datetime | None]) -> dict[
     data = _read_small(bundle, DRILL_JSON)
     signer = _signer(signature)
     if signer not in trusted:
-        raise IntegrityError(f"signed by key {signer}, which no root-signed drill-key record publishes")
+        unread = "; ".join(getattr(trusted, "unread", ()))  # copies whose records were not read
+        raise IntegrityError(
+            f"signed by key {signer}, which no root-signed drill-key record publishes"
+            + (f" (the drill-key records of a copy could not be read: {unread})" if unread else "")
+        )
     verify_bundle_signature(sums, signature, signer)
     if _listed(sums).get(DRILL_JSON) != hashlib.sha256(data).hexdigest():
         raise IntegrityError(f"{DRILL_JSON} was modified (SHA-256 mismatch)")

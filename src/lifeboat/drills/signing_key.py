@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -154,27 +154,37 @@ def lookup(source: RecordSource, root_public: bytes, repo_id: str) -> DrillKeyLo
     return found
 
 
+class TrustedDrillKeys(dict[str, datetime | None]):
+    """The drill keys to trust (fingerprint -> when a rotation replaced it, None: in use),
+    and why the records of a copy a drill reads could not be read here: a bundle signed by
+    a key only that copy publishes is then refused saying so, not as a forgery."""
+
+    unread: tuple[str, ...] = ()
+
+
 def trusted_drill_keys(
-    repo: Repository, copies: Iterable[Callable[[], RecordSource]] = ()
-) -> dict[str, datetime | None]:
+    repo: Repository, copies: Mapping[str, Callable[[], RecordSource]] | None = None
+) -> TrustedDrillKeys:
     """Every drill key the repository's root key published: fingerprint -> when a rotation
     replaced it (the replacing record's time; None: in use). The root is the verified
     writer registry's, not the plaintext config's, which storage credentials can rewrite.
-    ``copies``: the records of each copy a drill reads, opened when called. A drill reading
+    ``copies``: the records of each copy a drill reads, by name, opened when called. A drill reading
     a copy that held no drill-key record issued one there, signed by the same root key; a
     record there that root did not sign is ignored as here, and a copy out of reach adds
     nothing (its drills' bundles are then refused, named)."""
     trust = repo.trust()
     if trust is None:
-        return {}
+        return TrustedDrillKeys()
     root = trust.registry.root_public
     primary = lookup(repo, root, repo.id).accepted
     own = {key.fingerprint for key in primary}
     issued_in_copies: list[PublishedKey] = []
-    for open_copy in copies:
+    unread: list[str] = []
+    for name, open_copy in (copies or {}).items():
         try:
             found = lookup(open_copy(), root, repo.id).accepted
-        except LifeboatError:  # out of reach, or no credentials for it here: it adds nothing
+        except LifeboatError as exc:  # out of reach, no credentials for it here: named
+            unread.append(f"copy {name!r}: {exc.message}")
             continue
         issued_in_copies += [key for key in found if key.fingerprint not in own]
     replaced: dict[str, datetime] = {}
@@ -189,7 +199,11 @@ def trusted_drill_keys(
         later = [_when(p.created) for p in primary if _when(p.created) > _when(key.created)]
         if later:
             replaced[key.fingerprint] = min([*later, replaced.get(key.fingerprint, max(later))])
-    return {key.fingerprint: replaced.get(key.fingerprint) for key in [*primary, *issued_in_copies]}
+    trusted = TrustedDrillKeys(
+        {key.fingerprint: replaced.get(key.fingerprint) for key in [*primary, *issued_in_copies]}
+    )
+    trusted.unread = tuple(unread)
+    return trusted
 
 
 def newest(accepted: Sequence[PublishedKey]) -> PublishedKey:

@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -109,7 +109,7 @@ def drill_results(
     repo: Repository,
     audit: list[dict[str, Any]],
     every: bool = False,
-    copies: Sequence[Callable[[], RecordSource]] = (),
+    copies: Mapping[str, Callable[[], RecordSource]] | None = None,
     now: datetime | None = None,  # the real clock's, as the audit log's times (default: now)
 ) -> DrillResults:
     """The policy's drills' results that their signed evidence vouches for, oldest first
@@ -213,7 +213,7 @@ def asset_status(
     now: datetime | None = None,
     probe_wait: float | None = None,
     asked: Probes | None = None,
-    copies: Sequence[Callable[[], RecordSource]] = (),
+    copies: Mapping[str, Callable[[], RecordSource]] | None = None,
 ) -> list[AssetStatus]:
     """Every asset's status; a kind's probe that has not answered ``probe_wait`` seconds
     (default ``PROBE_WAIT_S``) after the asking gives no answer (its asset's status then
