@@ -67,10 +67,15 @@ def test_a_drill_on_a_copy_counts_and_a_key_planted_in_the_copy_does_not(tmp_pat
     reachable = policy.read_text()
     copy_url = f'url = "file://{tmp_path}/copy"'
     assert copy_url in reachable
-    gone = 'url = "s3://gone/copy"\nendpoint_url = "http://127.0.0.1:9"\nallow_insecure_http = true'
+    canary = "canary-s3cret-4711"  # credentials in the endpoint never reach the output
+    gone = (
+        f'url = "s3://gone/copy"\nendpoint_url = "http://lb:{canary}@127.0.0.1:9"\nallow_insecure_http = true'
+    )
     policy.write_text(reachable.replace(copy_url, gone))
+    proc = lb.run("status", "--json", check=False)
+    assert canary not in proc.stdout + proc.stderr
     code, conf = _conf(lb)
-    unread = "(the drill-key records of a copy could not be read: copy 'offsite'"
+    unread = "or only a copy whose drill-key records could not be read here (copy 'offsite'"
     assert code == 1 and any(
         b.startswith(f"drill evidence {drill['bundle']} refused") for b in conf["breaches"]
     )

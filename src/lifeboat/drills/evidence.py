@@ -216,7 +216,11 @@ def vouched_drill(bundle: Path, trusted: Mapping[str, datetime | None]) -> dict[
         unread = "; ".join(getattr(trusted, "unread", ()))  # copies whose records were not read
         raise IntegrityError(
             f"signed by key {signer}, which no root-signed drill-key record publishes"
-            + (f" (the drill-key records of a copy could not be read: {unread})" if unread else "")
+            + (
+                f", or only a copy whose drill-key records could not be read here ({unread})"
+                if unread
+                else ""
+            )
         )
     verify_bundle_signature(sums, signature, signer)
     if _listed(sums).get(DRILL_JSON) != hashlib.sha256(data).hexdigest():

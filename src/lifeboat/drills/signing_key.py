@@ -31,6 +31,7 @@ from lifeboat.crypto.pinning import fingerprint, open_signing_key, seal_signing_
 from lifeboat.crypto.signed import ObjectType, sign_by_root, verify_by_root
 from lifeboat.crypto.writers import RootKey, canonical_json, raw_public
 from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError
+from lifeboat.redact import redact
 from lifeboat.repo.records import (
     LEGACY_DRILL_KEY,
     RecordSource,
@@ -184,7 +185,8 @@ def trusted_drill_keys(
         try:
             found = lookup(open_copy(), root, repo.id).accepted
         except LifeboatError as exc:  # out of reach, no credentials for it here: named
-            unread.append(f"copy {name!r}: {exc.message}")
+            # status, drill list and the dashboard print it: no credentials of an endpoint
+            unread.append(f"copy {name!r}: {redact(exc.message)}")
             continue
         issued_in_copies += [key for key in found if key.fingerprint not in own]
     replaced: dict[str, datetime] = {}

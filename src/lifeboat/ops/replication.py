@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lifeboat import clock, runtime
 from lifeboat.errors import ConfigError, StorageError
+from lifeboat.redact import redact
 from lifeboat.repo.copy import CopyLag, CopyReport, copy_lag, copy_repository
 from lifeboat.storage.base import Storage
 
@@ -130,7 +131,8 @@ def copy_states(policy: Policy, primary_snapshots: list[Any]) -> list[CopyState]
             finally:
                 target.close()
         except StorageError as exc:
-            states.append(CopyState(name, str(c.url), rpo, None, 0, None, exc.message, **runs))
+            # printed by status: no credentials of an endpoint
+            states.append(CopyState(name, str(c.url), rpo, None, 0, None, redact(exc.message), **runs))
             continue
         oldest = lag.oldest_missing
         when = f"{oldest.asset} @ {oldest.time.isoformat(timespec='seconds')}" if oldest else None
