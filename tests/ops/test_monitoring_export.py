@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -116,125 +117,85 @@ def test_the_overdue_drill_and_stale_status_rules_fire_on_the_daemons_series(tmp
     )
     out = tmp_path / "monitoring"
     assert export(policy, "--prometheus-rules", str(out)).returncode == 0
-    labels = {"component": "lifeboat", "asset": "docs"}
+    stale = (
+        "the daemon's status refresh is failing or stuck: exposure and drill metrics are stale (see its log)"
+    )
+    series = [
+        # promtool's time() starts at 0: the drill falls due at 1h
+        _series('lifeboat_drill_due_timestamp_seconds{asset="docs"}', "3600x300"),
+        _series("lifeboat_status_refresh_failing", "0x10 1x60"),
+        # a refresh that hangs: the exposure gauge stands still at 10 minutes, the newest
+        # restorable point (epoch 0) grows old past the 1h RPO
+        _series('lifeboat_exposure_seconds{asset="docs"}', "600x300"),
+        _series('lifeboat_last_success_timestamp_seconds{asset="docs"}', "0x300"),
+        _series('lifeboat_rpo_target_seconds{asset="docs"}', "3600x300"),
+        # a second daemon whose refresh hangs: never failing, its last refresh at 1m
+        _series('lifeboat_status_refreshed_timestamp_seconds{instance="b"}', "60x60"),
+        _series('lifeboat_status_refresh_failing{instance="b"}', "0x60"),
+        # a third whose first refresh never ends: stale from its start, at 2m
+        _series('lifeboat_status_refreshed_timestamp_seconds{instance="c"}', "0x60"),
+        _series('lifeboat_daemon_started_timestamp_seconds{instance="c"}', "120x60"),
+        _series('lifeboat_status_refresh_failing{instance="c"}', "0x60"),
+        # a fourth that crashes and restarts every ten minutes
+        _series(
+            'lifeboat_daemon_started_timestamp_seconds{instance="d"}', "0x9 600x9 1200x9 1800x9 2400x9 3000x9"
+        ),
+    ]
+    docs = {"asset": "docs"}
+    checks = [
+        _alerts("LifeboatDrillOverdue", "110m"),
+        _alerts(
+            "LifeboatDrillOverdue",
+            "3h",
+            (
+                docs | {"severity": "warning"},
+                "docs: a drill has been due for 2h 0m 0s (past its cadence, or never drilled)",
+            ),
+        ),
+        _alerts("LifeboatExposureOverRPO", "50m"),
+        _alerts(
+            "LifeboatExposureOverRPO",
+            "2h",
+            (docs | {"severity": "critical"}, "docs: 2h 0m 0s of data at risk, beyond its RPO"),
+        ),
+        _alerts("LifeboatStatusStale", "15m"),
+        _alerts(
+            "LifeboatStatusStale",
+            "25m",
+            ({"severity": "critical"}, stale),  # failing since 10m, held 10m
+            ({"severity": "critical", "instance": "c"}, stale),  # 10m after its start, held 10m
+            ({"severity": "critical", "instance": "b"}, stale),  # 10m after its last refresh
+        ),
+        _alerts("LifeboatDaemonRestarting", "35m"),
+        _alerts(
+            "LifeboatDaemonRestarting",
+            "55m",
+            (
+                {"severity": "warning", "instance": "d"},
+                "the lifeboat daemon restarted 5 times in the last hour: see its log",
+            ),
+        ),
+    ]
     cases = {
         "rule_files": ["lifeboat-rules.yml"],
         "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # promtool's time() starts at 0: the drill falls due at 1h
-                    {"series": 'lifeboat_drill_due_timestamp_seconds{asset="docs"}', "values": "3600x300"},
-                    {"series": "lifeboat_status_refresh_failing", "values": "0x10 1x60"},
-                    # a refresh that hangs: the exposure gauge stands still at 10 minutes,
-                    # the newest restorable point (epoch 0) grows old past the 1h RPO
-                    {"series": 'lifeboat_exposure_seconds{asset="docs"}', "values": "600x300"},
-                    {"series": 'lifeboat_last_success_timestamp_seconds{asset="docs"}', "values": "0x300"},
-                    {"series": 'lifeboat_rpo_target_seconds{asset="docs"}', "values": "3600x300"},
-                    # a second daemon whose refresh hangs: never failing, its last refresh at 1m
-                    {
-                        "series": 'lifeboat_status_refreshed_timestamp_seconds{instance="b"}',
-                        "values": "60x60",
-                    },
-                    {"series": 'lifeboat_status_refresh_failing{instance="b"}', "values": "0x60"},
-                    # a third whose first refresh never ends: stale from its start, at 2m
-                    {"series": 'lifeboat_status_refreshed_timestamp_seconds{instance="c"}', "values": "0x60"},
-                    {"series": 'lifeboat_daemon_started_timestamp_seconds{instance="c"}', "values": "120x60"},
-                    {"series": 'lifeboat_status_refresh_failing{instance="c"}', "values": "0x60"},
-                    # a fourth that crashes and restarts every ten minutes
-                    {
-                        "series": 'lifeboat_daemon_started_timestamp_seconds{instance="d"}',
-                        "values": "0 0 0 0 0 0 0 0 0 0 600x9 1200x9 1800x9 2400x9 3000x9",
-                    },
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "110m", "alertname": "LifeboatDrillOverdue", "exp_alerts": []},
-                    {
-                        "eval_time": "3h",
-                        "alertname": "LifeboatDrillOverdue",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {**labels, "severity": "warning"},
-                                "exp_annotations": {
-                                    "summary": "docs: a drill has been due for 2h 0m 0s "
-                                    "(past its cadence, or never drilled)"
-                                },
-                            }
-                        ],
-                    },
-                    {"eval_time": "50m", "alertname": "LifeboatExposureOverRPO", "exp_alerts": []},
-                    {
-                        "eval_time": "2h",
-                        "alertname": "LifeboatExposureOverRPO",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {**labels, "severity": "critical"},
-                                "exp_annotations": {
-                                    "summary": "docs: 2h 0m 0s of data at risk, beyond its RPO"
-                                },
-                            }
-                        ],
-                    },
-                    {"eval_time": "15m", "alertname": "LifeboatStatusStale", "exp_alerts": []},
-                    {"eval_time": "35m", "alertname": "LifeboatDaemonRestarting", "exp_alerts": []},
-                    {
-                        "eval_time": "55m",
-                        "alertname": "LifeboatDaemonRestarting",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "component": "lifeboat",
-                                    "severity": "warning",
-                                    "instance": "d",
-                                },
-                                "exp_annotations": {
-                                    "summary": "the lifeboat daemon restarted 5 times in the last hour: "
-                                    "see its log"
-                                },
-                            }
-                        ],
-                    },
-                    {
-                        "eval_time": "25m",
-                        "alertname": "LifeboatStatusStale",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {"component": "lifeboat", "severity": "critical"},
-                                "exp_annotations": {
-                                    "summary": "the daemon's status refresh is failing or stuck: "
-                                    "exposure and drill metrics are stale (see its log)"
-                                },
-                            },
-                            {  # stale since 12m (10m after its start), held 10m
-                                "exp_labels": {
-                                    "component": "lifeboat",
-                                    "severity": "critical",
-                                    "instance": "c",
-                                },
-                                "exp_annotations": {
-                                    "summary": "the daemon's status refresh is failing or stuck: "
-                                    "exposure and drill metrics are stale (see its log)"
-                                },
-                            },
-                            {  # stale since 11m (10m after its last refresh), held 10m
-                                "exp_labels": {
-                                    "component": "lifeboat",
-                                    "severity": "critical",
-                                    "instance": "b",
-                                },
-                                "exp_annotations": {
-                                    "summary": "the daemon's status refresh is failing or stuck: "
-                                    "exposure and drill metrics are stale (see its log)"
-                                },
-                            },
-                        ],
-                    },
-                ],
-            }
-        ],
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
     }
     (out / "tests.yml").write_text(yaml.safe_dump(cases))
     command = ["promtool", "test", "rules", str(out / "tests.yml")]
     check = subprocess.run(command, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _series(name: str, values: str) -> dict[str, str]:
+    return {"series": name, "values": values}
+
+
+def _alerts(name: str, at: str, *fired: tuple[dict[str, str], str]) -> dict[str, Any]:
+    """promtool's check that alert ``name`` fires at ``at`` with exactly ``fired`` (labels
+    and summary of each; none: it is silent)."""
+    alerts = [
+        {"exp_labels": {"component": "lifeboat", **labels}, "exp_annotations": {"summary": summary}}
+        for labels, summary in fired
+    ]
+    return {"eval_time": at, "alertname": name, "exp_alerts": alerts}
