@@ -102,8 +102,11 @@ def test_a_drill_on_a_copy_counts_and_a_key_planted_in_the_copy_does_not(tmp_pat
     # primary's): a drill on the copy before the rotation reaches it is refused, named ...
     shutil.rmtree(forged)
     lb.run("keys", "rotate", "--drill")
-    stale = lb.json("drill", "run", "offsite-outage")
+    proc = lb.run("drill", "run", "offsite-outage", "--json")
+    stale = json.loads(proc.stdout)
     assert stale["signing_key"] == drill["signing_key"]  # the copy has not had the new key yet
+    # the drill says so, with the primary in reach (a drill on a copy never needs it)
+    assert "status will refuse this drill's evidence; run 'lifeboat copy offsite'" in proc.stderr
     code, conf = _conf(lb)
     retired = f"drill evidence {stale['bundle']} refused: signed by key {drill['signing_key']}, replaced on"
     assert code == 1 and any(b.startswith(retired) for b in conf["breaches"])

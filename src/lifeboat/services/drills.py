@@ -29,7 +29,7 @@ from lifeboat.drills.service import (
 from lifeboat.drills.signing_key import config_root_public, lookup, repository_signer, trusted_drill_keys
 from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError, StorageError
 from lifeboat.policy import Policy
-from lifeboat.repo.records import RecordsView
+from lifeboat.repo.records import RecordSource, RecordsView
 from lifeboat.repo.recovery_chain import resolve_chain
 from lifeboat.services.restore import perform
 from lifeboat.services.session import failed_before_opening, reading
@@ -46,7 +46,7 @@ def run_drill(
     log: Log = lambda _: None,
 ) -> tuple[DrillRun, Path]:
     """Run drill `name`; returns its record and evidence bundle (the audit log has its verdict)."""
-    policy = drill_policy(policy, name)
+    primary, policy = policy, drill_policy(policy, name)
     drill = policy.drills[name]
     if drill.repository is not None:
         log(f"reading from copy {drill.repository!r} ({policy.repository.url})")
@@ -77,6 +77,14 @@ def run_drill(
             raise
         run.signing_key = signer.fingerprint
         run.refused_drill_key_records = list(signer.refused)
+        if drill.repository is not None:  # after the run: its measured RTO never waits on this
+            retired = copy_key_retired(primary, signer.fingerprint, session.repo)
+            if retired is not None:
+                log(
+                    f"warning: the repository retired this copy's drill key {signer.fingerprint} on "
+                    f"{retired.isoformat(timespec='seconds')}: status will refuse this drill's evidence; "
+                    f"run 'lifeboat copy {drill.repository}' before the next drill"
+                )
         try:
             bundle = bundle_dir(policy, name, run, evidence_dir)
         except OSError as exc:  # the drill ran: its verdict is audited all the same
@@ -98,6 +106,22 @@ def run_drill(
         run.audit_entries, run.key_access = drill_audit(session.audit.path, mark)
         write_evidence(policy, name, run, bundle, signer.key)
     return run, bundle
+
+
+def copy_key_retired(primary: Policy, fingerprint: str, copy: RecordSource) -> datetime | None:
+    """When the primary repository retired the drill key a copy signs with (a rotation, or
+    a newer key of its own: drills/signing_key.py ``trusted_drill_keys``); None when it has
+    not, or when the primary is out of reach (a drill on a copy never needs it)."""
+    try:
+        repo = runtime.open_for_write(primary)
+    except LifeboatError:
+        return None
+    try:
+        return trusted_drill_keys(repo, {"drilled": lambda: copy}).get(fingerprint)
+    except LifeboatError:
+        return None
+    finally:
+        repo.close()
 
 
 def published_drill_key(policy: Policy, creds: Credentials) -> tuple[str, str, list[str]]:
