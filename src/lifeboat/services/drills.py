@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from lifeboat import runtime
 from lifeboat.crypto.credentials import Credentials
+from lifeboat.crypto.keys import load_backup_key
 from lifeboat.crypto.writers import RootKey
 from lifeboat.drills.results import DrillResults, TrustedKeys, newest_audited_bundles, read_drill_results
 from lifeboat.drills.runner import DrillRun, Log
@@ -29,6 +31,7 @@ from lifeboat.drills.service import (
 from lifeboat.drills.signing_key import config_root_public, lookup, repository_signer, trusted_drill_keys
 from lifeboat.errors import IntegrityError, KeyError_, LifeboatError, NotFoundError, StorageError
 from lifeboat.policy import Policy
+from lifeboat.repo import Repository
 from lifeboat.repo.records import RecordSource, RecordsView
 from lifeboat.repo.recovery_chain import resolve_chain
 from lifeboat.services.restore import perform
@@ -108,13 +111,42 @@ def run_drill(
     return run, bundle
 
 
+# How long a drill on a copy asks the primary whether the copy's key was retired: an advice,
+# so a primary out of reach (the outage a copy is drilled for) never holds the drill up.
+RETIRED_KEY_WAIT_S = 10.0
+
+
 def copy_key_retired(primary: Policy, fingerprint: str, copy: RecordSource) -> datetime | None:
     """When the primary repository retired the drill key a copy signs with (a rotation, or
     a newer key of its own: drills/signing_key.py ``trusted_drill_keys``); None when it has
-    not, or when the primary is out of reach (a drill on a copy never needs it)."""
+    not, or when the primary does not answer within ``RETIRED_KEY_WAIT_S`` (a drill on a
+    copy never needs it)."""
+    answer: list[datetime | None] = []
+
+    def ask() -> None:
+        try:
+            answer.append(_retired_in_primary(primary, fingerprint, copy))
+        except Exception:  # an answer past the wait may find the copy closed: no traceback
+            pass
+
+    asking = threading.Thread(target=ask, daemon=True, name="retired-copy-key")
+    asking.start()
+    asking.join(RETIRED_KEY_WAIT_S)
+    return answer[0] if answer else None
+
+
+def _retired_in_primary(primary: Policy, fingerprint: str, copy: RecordSource) -> datetime | None:
     try:
-        repo = runtime.open_for_write(primary)
+        # without this host's cache: the primary's writer-registry checkpoint saved here
+        # would refuse a copy whose registry lags it at the next drill
+        key = load_backup_key(Path(primary.repository.keyfile))
+        storage = runtime.storage_for(primary)
     except LifeboatError:
+        return None
+    try:
+        repo = Repository.open(storage, backup_key=key, cache_dir=None)
+    except LifeboatError:
+        storage.close()
         return None
     try:
         return trusted_drill_keys(repo, {"drilled": lambda: copy}).get(fingerprint)
