@@ -42,7 +42,8 @@ TrustedKeys = Mapping[str, datetime | None]
 # How long after a run's verdict is audited its bundle may still be the empty directory
 # reserve_bundle made: the evidence is signed and renamed onto it right after (seconds). A
 # status read then is not shown a refusal; past it, the run ended before its evidence was
-# written, and that is named. (An insider emptying the newest bundle gains this long at most.)
+# written, and that is named. Counted from the first entry naming the bundle (more lines do
+# not renew it); docs/design/threat-model.md says what an insider can still do with it.
 EVIDENCE_WRITE_GRACE = timedelta(minutes=5)
 NEVER_WRITTEN = "its evidence was never written (the run ended after its verdict was audited)"
 

@@ -28,7 +28,7 @@ from lifeboat.repo import Repository
 
 if TYPE_CHECKING:
     from lifeboat.assets.kind import AssetSpec
-    from lifeboat.policy import Policy
+    from lifeboat.policy import DrillConfig, Policy
 
 Log = Callable[[str], None]
 Restore = Callable[[RestoreRequest], RestoreResult]
@@ -102,6 +102,14 @@ def policy_digest(policy: Policy) -> str:
         return "unreadable"
 
 
+def drilled_assets(policy: Policy, drill: DrillConfig) -> list[str]:
+    """The assets a drill restores: those it names (else every asset of the policy) whose
+    kind takes part in its scenario. Status credits and blames a drill for these alone."""
+    return [
+        a for a in drill.assets or policy.assets if drill.scenario in kind_of(policy.asset(a)).drill_scenarios
+    ]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -140,9 +148,7 @@ class DrillRunner:
 
     def assets(self) -> list[AssetSpec]:
         """The drill's assets whose kind takes part in its scenario."""
-        names = self.drill.assets or list(self.policy.assets)
-        specs = [self.policy.asset(n) for n in names]
-        return [a for a in specs if self.drill.scenario in kind_of(a).drill_scenarios]
+        return [self.policy.asset(n) for n in drilled_assets(self.policy, self.drill)]
 
     def execute(self) -> DrillRun:
         """Restore, verify and measure every asset, cross-check, judge. An error that stops

@@ -14,7 +14,7 @@ from lifeboat.audit import read_log
 from lifeboat.drills.actions import Ledger, ledger_at, open_period
 from lifeboat.drills.evidence import reserve_bundle, write_bundle
 from lifeboat.drills.report import render
-from lifeboat.drills.runner import DrillRun, DrillRunner, Log, Restore
+from lifeboat.drills.runner import DrillRun, DrillRunner, Log, Restore, drilled_assets
 from lifeboat.errors import ConfigError, LifeboatError
 
 if TYPE_CHECKING:
@@ -57,12 +57,8 @@ def drill_policy(policy: Policy, name: str) -> Policy:
 def escrowed_asset(policy: Policy, name: str) -> str | None:
     """The drill's first asset whose restore needs the escrow threshold (key material), if
     the drill's scenario restores it; opening the repository for it asks for the shares."""
-    drill = policy.drills[name]
-    for asset in drill.assets or policy.assets:
-        kind = kind_of(policy.asset(asset))
-        if kind.needs_escrow and drill.scenario in kind.drill_scenarios:
-            return asset
-    return None
+    drilled = drilled_assets(policy, policy.drills[name])
+    return next((a for a in drilled if kind_of(policy.asset(a)).needs_escrow), None)
 
 
 def run_steps(

@@ -169,10 +169,10 @@ def trusted_drill_keys(
     """Every drill key the repository's root key published: fingerprint -> when a rotation
     replaced it (the replacing record's time; None: in use). The root is the verified
     writer registry's, not the plaintext config's, which storage credentials can rewrite.
-    ``copies``: the records of each copy a drill reads, by name, opened when called. A drill reading
-    a copy that held no drill-key record issued one there, signed by the same root key; a
-    record there that root did not sign is ignored as here, and a copy out of reach adds
-    nothing (its drills' bundles are then refused, named)."""
+    ``copies``: the records of each copy a drill reads, by name, opened when called. A drill
+    reading a copy that held no drill-key record issued one there, signed by the same root
+    key; a record there that root did not sign is ignored as here, and a copy out of reach
+    adds nothing (its drills' bundles are then refused, naming it: ``unread``)."""
     trust = repo.trust()
     if trust is None:
         return TrustedDrillKeys()
@@ -198,9 +198,11 @@ def trusted_drill_keys(
     # repository published after it (a rotation, or the first key of a repository that had
     # none), so a leaked copy key stops vouching once the operator rotates
     for key in issued_in_copies:
-        later = [_when(p.created) for p in primary if _when(p.created) > _when(key.created)]
-        if later:
-            replaced[key.fingerprint] = min([*later, replaced.get(key.fingerprint, max(later))])
+        retired = [_when(p.created) for p in primary if _when(p.created) > _when(key.created)]
+        if key.fingerprint in replaced:
+            retired.append(replaced[key.fingerprint])
+        if retired:
+            replaced[key.fingerprint] = min(retired)
     trusted = TrustedDrillKeys(
         {key.fingerprint: replaced.get(key.fingerprint) for key in [*primary, *issued_in_copies]}
     )

@@ -110,7 +110,6 @@ def drill_results(
     audit: list[dict[str, Any]],
     every: bool = False,
     copies: Mapping[str, Callable[[], RecordSource]] | None = None,
-    now: datetime | None = None,  # the real clock's, as the audit log's times (default: now)
 ) -> DrillResults:
     """The policy's drills' results that their signed evidence vouches for, oldest first
     (each drill's newest, unless ``every``), and the bundles refused (drills/results.py);
@@ -121,7 +120,7 @@ def drill_results(
 
     evidence_dirs = {name: drill.evidence_dir for name, drill in view.drills.items()}
     keys = functools.partial(trusted_drill_keys, repo, copies)
-    return read_drill_results(evidence_dirs, keys, newest_audited_bundles(audit, now), every=every, now=now)
+    return read_drill_results(evidence_dirs, keys, newest_audited_bundles(audit), every=every)
 
 
 @dataclass
@@ -228,7 +227,7 @@ def asset_status(
     snapshots = listing.accepted
     refused_refs = repo.refused_refs()  # forged or squatted refs and WAL: breaches too
     audit = audit_entries(view.state_dir)
-    drills = drill_results(view, repo, audit, copies=copies)  # the audit log's (real) clock
+    drills = drill_results(view, repo, audit, copies=copies)
     unevidenced = failed_without_evidence(audit)
     month_ago = (now - timedelta(days=30)).isoformat()
     statuses = []

@@ -46,9 +46,7 @@ class AssetFacts:
 @dataclass(frozen=True)
 class DrillFacts:
     evidence_dir: Path  # resolved against the policy file's directory (cli/policy_slice.py checks it)
-    # the assets it restores: those it names (else every asset of the policy) whose kind
-    # has its scenario, as the drill's runner picks them (a pg-pitr drill restores no files)
-    assets: tuple[str, ...]
+    assets: tuple[str, ...]  # the assets it restores (drills/runner.py drilled_assets)
     every: timedelta
     copy: str | None = None  # [copies.NAME] the drill reads from (its drill key may be the copy's)
 
@@ -65,6 +63,7 @@ class StatusView:
     @classmethod
     def of(cls, policy: Policy) -> StatusView:
         from lifeboat.assets.registry import kind_of
+        from lifeboat.drills.runner import drilled_assets
 
         return cls(
             assets={
@@ -82,14 +81,7 @@ class StatusView:
             },
             drills={
                 name: DrillFacts(
-                    Path(d.evidence_dir),
-                    tuple(
-                        a
-                        for a in d.assets or policy.assets
-                        if d.scenario in kind_of(policy.asset(a)).drill_scenarios
-                    ),
-                    d.every,
-                    d.repository,
+                    Path(d.evidence_dir), tuple(drilled_assets(policy, d)), d.every, d.repository
                 )
                 for name, d in policy.drills.items()
             },
