@@ -156,3 +156,35 @@ def test_a_header_copy_planted_under_another_name_does_not_stop_the_choice(tmp_p
     assert repo.find_snapshot("app", snapshot_id=newest.id[:12]).id == newest.id
     assert [s.id for s in repo.snapshots("app")].count(newest.id) == 1
     assert not repo.check().ok
+
+
+def test_a_header_damaged_in_place_is_never_chosen_from_the_cached_history(tmp_path: Path) -> None:
+    """A local choice takes the headers the summary holds by name alone (no stat per
+    header): the newest header rewritten in place, its size and time kept, is found damaged
+    when read, and restores and backups choose again from every header read."""
+    root = tmp_path / "repo"
+    repo, key, _ = Repository.create(open_storage(f"file://{root}"), cache_dir=tmp_path / "cache")
+    older, newest = backup(repo, data=b"a"), backup(repo, data=b"b")
+    repo.snapshot_listing()  # leaves the summary every later choice is made from
+    victim = root / "snapshots" / newest.id
+    kept = victim.stat()
+    victim.chmod(0o600)
+    damaged = bytearray(victim.read_bytes())
+    damaged[40] ^= 1
+    victim.write_bytes(bytes(damaged))
+    os.utime(victim, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+
+    assert repo.find_snapshot("app").id == older.id
+    assert repo.find_snapshot("app", at=newest.time).id == older.id
+    assert repo.latest_snapshot_id("app") == older.id
+    assert backup(repo, data=b"c").parent == older.id
+    with pytest.raises(IntegrityError, match=f"snapshot {newest.id[:12]} does not match its name"):
+        repo.find_snapshot("app", snapshot_id=newest.id[:12])
+    assert not repo.check().ok
+
+    # without a cache every header is read: asked for by id, the damaged one is said to be
+    # damaged, not absent
+    uncached = Repository.open(repo.storage, backup_key=key)
+    assert uncached.find_snapshot("app").id != newest.id
+    with pytest.raises(IntegrityError, match=f"snapshot {newest.id[:12]} does not match its name"):
+        uncached.find_snapshot("app", snapshot_id=newest.id[:12])

@@ -13,7 +13,7 @@ import pytest
 
 from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFoundError, StorageError
 from lifeboat.storage import open_storage
-from lifeboat.storage.base import VersionedStorage
+from lifeboat.storage.base import VersionedStorage, list_names
 from lifeboat.storage.local import TMP_MARK, LocalStorage
 
 
@@ -28,6 +28,11 @@ def test_put_get_range_stat_list(storage_backend):
     assert s.exists("index/one") and not s.exists("index/two")
     assert sorted(o.name for o in s.list("data/")) == ["data/ab/abcdef"]
     assert sorted(o.name for o in s.list("")) == ["data/ab/abcdef", "index/one"]
+    # names alone (a local directory stats no file for them): the same names
+    assert sorted(list_names(s, "data/")) == ["data/ab/abcdef"]
+    assert sorted(list_names(s, "data/ab/abc")) == ["data/ab/abcdef"]
+    assert sorted(list_names(s, "")) == ["data/ab/abcdef", "index/one"]
+    assert list(list_names(s, "snapshots/")) == []
 
 
 def test_a_put_with_its_sha256_stores_the_bytes(storage_backend):

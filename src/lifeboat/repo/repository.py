@@ -587,14 +587,29 @@ class Repository:
             return snapshot.info(self.storage, self.metadata)
         return snapshot
 
+    def _first_readable(self, candidates: Iterator[SnapshotInfo | CachedSnapshot]) -> SnapshotInfo | None:
+        """The first of ``candidates`` whose header reads and verifies. One chosen from the
+        cache's summary may be damaged or gone since: a local choice lists the headers the
+        summary holds by name alone (repo/snapshots.py ``listed_headers``). It is passed
+        over, as the full listing leaves a damaged header out."""
+        for candidate in candidates:
+            try:
+                return self._full(candidate)
+            except (IntegrityError, NotFoundError):
+                continue  # only a CachedSnapshot is read here
+        return None
+
     def latest_snapshot_id(self, asset: str) -> str | None:
-        """The asset's newest snapshot id, if any."""
-        return next((s.id for s in self._newest_first(asset)), None)
+        """The asset's newest snapshot id, if any: its header read, so that a damaged one is
+        never a new snapshot's parent."""
+        newest = self._first_readable(self._newest_first(asset))
+        return newest.id if newest is not None else None
 
     def find_snapshot(
         self, asset: str | None = None, *, snapshot_id: str | None = None, at: datetime | None = None
     ) -> SnapshotInfo:
-        """One snapshot by id prefix, or the newest at or before ``at``."""
+        """One snapshot by id prefix (its header damaged: IntegrityError), or the newest
+        readable one at or before ``at``."""
         if snapshot_id:
             matches = list(self._newest_first(asset, prefix=snapshot_id))
             if not matches:
@@ -606,7 +621,7 @@ class Repository:
         if at is not None:
             if at.tzinfo is None:
                 at = at.astimezone(UTC)
-            chosen = next(self._newest_first(asset, at=at), None)
+            chosen = self._first_readable(self._newest_first(asset, at=at))
             if chosen is None:
                 every = list(self._newest_first(asset))
                 oldest = every[-1].time.isoformat(timespec="seconds") if every else "none"
@@ -614,17 +629,26 @@ class Repository:
                     f"no snapshot of {asset} at or before {at.isoformat(timespec='seconds')}",
                     hint=f"the oldest snapshot is from {oldest}",
                 )
-            return self._full(chosen)
-        newest = next(self._newest_first(asset), None)
+            return chosen
+        newest = self._first_readable(self._newest_first(asset))
         if newest is None:
             raise NotFoundError(f"asset {asset} has no snapshots yet", hint=f"run 'lifeboat backup {asset}'")
-        return self._full(newest)
+        return newest
 
     def _refuse_by_id(self, snapshot_id: str) -> None:
-        """A refused snapshot asked for by id: say why it is refused, not that it is absent."""
-        refused = [r for r in self.snapshot_listing().refused if r.id.startswith(snapshot_id)]
-        if len(refused) == 1:
-            raise IntegrityError(refused[0].describe(), hint="'lifeboat check' lists every refused snapshot")
+        """A refused or damaged snapshot asked for by id: say why it cannot be had, not that it
+        is absent."""
+        listing = self.snapshot_listing()
+        refused = [r.describe() for r in listing.refused if r.id.startswith(snapshot_id)]
+        damaged = [
+            why
+            for name, why in listing.damaged.items()
+            if name.startswith(snapshot_name(snapshot_id)) and "/" not in name[len(snapshot_name("")) :]
+        ]
+        if len(refused) + len(damaged) == 1:
+            raise IntegrityError(
+                [*refused, *damaged][0], hint="'lifeboat check' lists every refused or damaged snapshot"
+            )
 
     def reader(self, info: SnapshotInfo | str) -> SnapshotReader:
         """A reader for the snapshot (needs the recovery key)."""
