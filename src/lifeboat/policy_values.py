@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, time, timedelta
+from ipaddress import ip_address
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -142,6 +144,37 @@ def check_repository_url(url: str) -> str:
     )
 
 
+# a DNS name as botocore accepts one (labels of letters, digits and inner hyphens)
+_HOSTNAME = re.compile(r"((?!-)[a-z\d-]{1,63}(?<!-)\.)*(?!-)[a-z\d-]{1,63}(?<!-)\.?", re.IGNORECASE)
+
+
+def _shown_endpoint(endpoint_url: str) -> str:
+    """The endpoint as an error shows it: no query, no user or password."""
+    scheme, sep, rest = endpoint_url.split("?")[0].partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else scheme.rpartition("@")[2]
+
+
+def check_endpoint_url(endpoint_url: str) -> None:
+    """An endpoint the S3 client can be made for: http(s)://host[:port][/path], the host a
+    DNS name or an IP address. Said when the policy is read; boto said it as a ValueError
+    when the storage was opened, after the policy had passed."""
+    try:
+        parts = urlsplit(endpoint_url)
+        host, _ = parts.hostname, parts.port  # .port: ValueError when not a port number
+    except ValueError:
+        host = None
+    if parts_ok := host is not None and parts.scheme.lower() in ("http", "https"):
+        try:
+            ip_address(host)
+        except ValueError:
+            parts_ok = len(host) <= 255 and _HOSTNAME.fullmatch(host) is not None
+    if not parts_ok:
+        raise ValueError(
+            f"endpoint_url {_shown_endpoint(endpoint_url)!r} is not an endpoint URL "
+            "(use https://host[:port], the host a DNS name or an IP address)"
+        )
+
+
 def refuse_plain_http(endpoint_url: str | None, allowed: bool) -> None:
     """Credentials are signed, not encrypted, and the data travels in clear over http://;
     only an explicit opt-in (a local test server, a loopback proxy) may use it."""
@@ -163,7 +196,10 @@ def check_role_arn(role_arn: str) -> None:
 
 
 def check_transport(endpoint_url: str | None, allow_insecure_http: bool, role_arn: str | None) -> None:
-    """An S3 section's transport settings: https unless opted out, a well-formed role ARN."""
+    """An S3 section's transport settings: an endpoint URL the client can be made for, https
+    unless opted out, a well-formed role ARN."""
+    if endpoint_url is not None:
+        check_endpoint_url(endpoint_url)
     refuse_plain_http(endpoint_url, allow_insecure_http)
     if role_arn is not None:
         check_role_arn(role_arn)

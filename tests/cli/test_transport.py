@@ -50,6 +50,23 @@ def test_plain_http_endpoint_is_refused(tmp_path: Path, field: str, section: str
     assert "allow_insecure_http = true" in lines[0] and "token=x" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("field", "section"), [("repo_endpoint", "repository"), ("media_endpoint", "assets.media")]
+)
+@pytest.mark.parametrize("verb", [["policy", "check", "--offline"], ["backup"], ["status"]])
+def test_an_endpoint_that_is_no_url_is_refused_when_the_policy_is_read(
+    tmp_path: Path, field: str, section: str, verb: list[str]
+) -> None:
+    """boto refuses a host with an underscore with a ValueError when the client is made:
+    that was a traceback of `status`, after the policy had passed."""
+    proc = run(tmp_path, *verb, **{field: "https://key:canary-secret@s3_store:9000?token=x"})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lifeboat: error: "), proc.stderr
+    assert f"{section}: endpoint_url 'https://s3_store:9000' is not an endpoint URL" in lines[0]
+    assert "canary-secret" not in proc.stderr + proc.stdout and "token=x" not in proc.stderr
+
+
 def test_allowed_plain_http_is_reported_by_policy_check(tmp_path: Path) -> None:
     proc = run(
         tmp_path,
