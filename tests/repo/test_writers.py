@@ -158,33 +158,44 @@ def test_a_header_copy_planted_under_another_name_does_not_stop_the_choice(tmp_p
     assert not repo.check().ok
 
 
+def damage_in_place(header: Path) -> None:
+    """One bit of the header flipped, its size and time kept."""
+    kept = header.stat()
+    header.chmod(0o600)
+    damaged = bytearray(header.read_bytes())
+    damaged[40] ^= 1
+    header.write_bytes(bytes(damaged))
+    os.utime(header, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+
+
 def test_a_header_damaged_in_place_is_never_chosen_from_the_cached_history(tmp_path: Path) -> None:
     """A local choice takes the headers the summary holds by name alone (no stat per
-    header): the newest header rewritten in place, its size and time kept, is found damaged
-    when read, and restores and backups choose again from every header read."""
+    header): the newest header rewritten in place is found damaged when it is read, and a
+    restore passes it over to the newest intact one; asked for by id, it is said to be
+    damaged, and with every header damaged none is said to be missing."""
     root = tmp_path / "repo"
     repo, key, _ = Repository.create(open_storage(f"file://{root}"), cache_dir=tmp_path / "cache")
     older, newest = backup(repo, data=b"a"), backup(repo, data=b"b")
     repo.snapshot_listing()  # leaves the summary every later choice is made from
-    victim = root / "snapshots" / newest.id
-    kept = victim.stat()
-    victim.chmod(0o600)
-    damaged = bytearray(victim.read_bytes())
-    damaged[40] ^= 1
-    victim.write_bytes(bytes(damaged))
-    os.utime(victim, ns=(kept.st_atime_ns, kept.st_mtime_ns))
-
+    damage_in_place(root / "snapshots" / newest.id)
     assert repo.find_snapshot("app").id == older.id
     assert repo.find_snapshot("app", at=newest.time).id == older.id
-    assert repo.latest_snapshot_id("app") == older.id
-    assert backup(repo, data=b"c").parent == older.id
     with pytest.raises(IntegrityError, match=f"snapshot {newest.id[:12]} does not match its name"):
         repo.find_snapshot("app", snapshot_id=newest.id[:12])
+
+    damage_in_place(root / "snapshots" / older.id)
+    with pytest.raises(
+        IntegrityError, match=r"every one of the 2 snapshot\(s\) of app to choose from is damaged"
+    ):
+        repo.find_snapshot("app")
     assert not repo.check().ok
 
-    # without a cache every header is read: asked for by id, the damaged one is said to be
-    # damaged, not absent
+    # without a cache every header is read: none is restorable, and the damaged one is
+    # said to be damaged, not absent
     uncached = Repository.open(repo.storage, backup_key=key)
-    assert uncached.find_snapshot("app").id != newest.id
+    with pytest.raises(
+        NotFoundError, match=r"no snapshot that can be read, and 2 snapshot header\(s\) of the"
+    ):
+        uncached.find_snapshot("app")
     with pytest.raises(IntegrityError, match=f"snapshot {newest.id[:12]} does not match its name"):
         uncached.find_snapshot("app", snapshot_id=newest.id[:12])

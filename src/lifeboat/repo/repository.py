@@ -587,29 +587,42 @@ class Repository:
             return snapshot.info(self.storage, self.metadata)
         return snapshot
 
-    def _first_readable(self, candidates: Iterator[SnapshotInfo | CachedSnapshot]) -> SnapshotInfo | None:
-        """The first of ``candidates`` whose header reads and verifies. One chosen from the
-        cache's summary may be damaged or gone since: a local choice lists the headers the
-        summary holds by name alone (repo/snapshots.py ``listed_headers``). It is passed
-        over, as the full listing leaves a damaged header out."""
+    def _first_intact(
+        self, asset: str | None, candidates: Iterator[SnapshotInfo | CachedSnapshot]
+    ) -> SnapshotInfo | None:
+        """The first of ``candidates`` whose header is still there and still hashes to its
+        name. One chosen from the cache's summary may have been rewritten or forgotten since
+        it was verified: a local choice lists the headers the summary holds by name alone
+        (repo/snapshots.py ``listed_headers``). It is passed over, as the full listing
+        leaves a damaged header out; every other error (a header this key cannot open) is
+        raised. IntegrityError when every candidate was passed over: none is said to be
+        missing when all are damaged."""
+        passed_over = 0
         for candidate in candidates:
-            try:
-                return self._full(candidate)
-            except (IntegrityError, NotFoundError):
-                continue  # only a CachedSnapshot is read here
+            if isinstance(candidate, SnapshotInfo):
+                return candidate
+            info = candidate.info_if_intact(self.storage, self.metadata)
+            if info is not None:
+                return info
+            passed_over += 1
+        if passed_over:
+            raise IntegrityError(
+                f"every one of the {passed_over} snapshot(s) of {asset or 'the repository'} to choose "
+                "from is damaged or gone since this host verified it",
+                hint="'lifeboat check' lists every damaged snapshot",
+            )
         return None
 
     def latest_snapshot_id(self, asset: str) -> str | None:
-        """The asset's newest snapshot id, if any: its header read, so that a damaged one is
-        never a new snapshot's parent."""
-        newest = self._first_readable(self._newest_first(asset))
-        return newest.id if newest is not None else None
+        """The asset's newest snapshot id, if any (a new snapshot's ``parent``, which nothing
+        reads back: its header is not read here)."""
+        return next((s.id for s in self._newest_first(asset)), None)
 
     def find_snapshot(
         self, asset: str | None = None, *, snapshot_id: str | None = None, at: datetime | None = None
     ) -> SnapshotInfo:
         """One snapshot by id prefix (its header damaged: IntegrityError), or the newest
-        readable one at or before ``at``."""
+        intact one (at or before ``at``)."""
         if snapshot_id:
             matches = list(self._newest_first(asset, prefix=snapshot_id))
             if not matches:
@@ -621,7 +634,7 @@ class Repository:
         if at is not None:
             if at.tzinfo is None:
                 at = at.astimezone(UTC)
-            chosen = self._first_readable(self._newest_first(asset, at=at))
+            chosen = self._first_intact(asset, self._newest_first(asset, at=at))
             if chosen is None:
                 every = list(self._newest_first(asset))
                 oldest = every[-1].time.isoformat(timespec="seconds") if every else "none"
@@ -630,8 +643,15 @@ class Repository:
                     hint=f"the oldest snapshot is from {oldest}",
                 )
             return chosen
-        newest = self._first_readable(self._newest_first(asset))
+        newest = self._first_intact(asset, self._newest_first(asset))
         if newest is None:
+            damaged = len(self.snapshot_listing().damaged)  # whose asset cannot be told
+            if damaged:
+                raise NotFoundError(
+                    f"asset {asset} has no snapshot that can be read, and {damaged} snapshot header(s) "
+                    "of the repository are damaged",
+                    hint="'lifeboat check' lists them",
+                )
             raise NotFoundError(f"asset {asset} has no snapshots yet", hint=f"run 'lifeboat backup {asset}'")
         return newest
 

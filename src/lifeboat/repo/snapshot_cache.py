@@ -7,8 +7,10 @@ stale: the cache keeps each verified header's fields by id, with the size and ti
 listing gave for it, in one file under the repository's cache directory (and a small one of
 the headers added since, ``SealedRecords``). The storage listing stays the truth: a forgotten
 snapshot's cached fields are never returned (and are dropped when the file is next written
-whole), and a header listed with another size or time (replaced or damaged in
-place on a local repository) is read and verified again. `check` reads every header from
+whole), and `snapshots` reads and verifies again a header listed with another size or time
+(replaced or damaged in place on a local repository). On a local repository, the choice of
+a snapshot to restore lists the headers the cache holds by name alone and reads the chosen
+one (repo/snapshots.py ``listed_headers``). `check` reads every header from
 the storage all the same and takes from the cache only those whose bytes are the ones
 verified (each entry keeps a BLAKE3 of the whole object, signature trailer included: the
 name covers only the part before it). Like the index cache (repo/index.py), it is private

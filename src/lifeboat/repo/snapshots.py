@@ -25,7 +25,7 @@ from lifeboat.crypto.writers import ANY_ASSET, Refusal
 from lifeboat.errors import IntegrityError, NotFoundError
 from lifeboat.repo.format import SNAPSHOT_MAGIC, object_ids_valid, snapshot_name
 from lifeboat.repo.model import SnapshotInfo, SnapshotStats
-from lifeboat.repo.sealed import MetadataCodec, Unopened
+from lifeboat.repo.sealed import MetadataCodec, Unopened, split_signed
 from lifeboat.repo.snapshot_cache import STATS_FIELDS, UNOPENED_FIELDS, SnapshotCache, summary_row
 from lifeboat.repo.trust import SignatureCheck, Trust, Verdict
 from lifeboat.storage.base import ObjectStat, Storage, list_names, write_times_trusted
@@ -264,8 +264,9 @@ def list_snapshots(
     on what only a writer key opened."""
     with memory.collection_paused():  # see _judged_listing
         cached = cache.load() if cache is not None else {}
-    # a listing judges damage by each header's size and time, so it lists them; `check`
-    # reads every header's bytes, so it needs neither
+    # a listing tells a header changed since it was verified by its size and time, so it
+    # stats them; `check` reads every header's bytes, and a local one it knows is judged by
+    # the time it had when verified (listed_headers)
     stats = listed_headers(storage, cached) if reread else storage.list(NAMESPACE)
     listed = {obj.name: obj for obj in stats}
     names = list(listed)
@@ -341,18 +342,20 @@ def list_snapshots(
 
 def listed_headers(storage: Storage, stamps: Mapping[str, list[Any]]) -> list[ObjectStat]:
     """The objects under snapshots/ with their size and time, for the readers that do not
-    judge a header by them: `check` (it reads every header) and the choice of a snapshot
-    among thousands (``cached_history``: the chosen header is read, and one damaged makes
-    ``Repository.find_snapshot`` choose again from every header read). ``stamps``: the
+    tell a changed header by them: `check` (it reads every header) and the choice of a
+    snapshot among thousands (``cached_history``: the chosen header is read, and one
+    damaged or gone since is passed over, ``Repository.find_snapshot``). ``stamps``: the
     size and time (its first two fields) each header had when this host verified it, by
     snapshot id.
 
-    Where the storage's times are the writer's own (a local directory), a header ``stamps``
-    holds is listed by name alone and given its verified size and time: a stat per header
-    was ~45 ms of listing 10,000 of them, a third of a `restore`'s listing. A header's name
-    is the SHA-256 of its sealed bytes, so what it holds cannot change unseen by whoever
-    reads it. Where the storage dates its objects (S3 LastModified) the time rule needs that
-    date, and the listing gives it at no extra cost."""
+    Where the storage's times are the writer's own (a local directory, where ``touch`` sets
+    them), a header ``stamps`` holds is listed by name alone and given its verified size
+    and time: a stat per header was ~45 ms of listing 10,000 of them, a third of a
+    `restore`'s listing. A header's name is the SHA-256 of its sealed body, so the body
+    cannot change unseen by whoever reads it; its signature trailer is outside the name,
+    and the choice goes by the signature check it verified. Where the storage dates its
+    objects (S3 LastModified) the time rule needs that date, and the listing gives it at no
+    extra cost."""
     if write_times_trusted(storage):
         return list(storage.list(NAMESPACE))
     listed = []
@@ -551,6 +554,17 @@ class CachedSnapshot:
         """The chosen snapshot's header, read and verified from the storage."""
         return decode_snapshot(self.id, storage.get(snapshot_name(self.id)), codec)
 
+    def info_if_intact(self, storage: Storage, codec: MetadataCodec) -> SnapshotInfo | None:
+        """``info``; None when the header is gone or its bytes no longer hash to its name
+        (rewritten since it was verified)."""
+        try:
+            data = storage.get(snapshot_name(self.id))
+        except NotFoundError:
+            return None
+        if split_signed(self.id, data) is None:
+            return None
+        return decode_snapshot(self.id, data, codec)
+
 
 def _summary_row(
     size: int, mtime: float, result: tuple[SnapshotInfo, SignatureCheck, bool] | Unopened
@@ -602,7 +616,8 @@ def cached_history(
     reading only the headers it does not hold as listed (and adding them); None when there
     is no summary yet or one of those headers is damaged (then ``load_snapshots`` reads and
     reports). Choosing the parent or the snapshot to restore among thousands then costs a
-    listing, one small file and the chosen header, not a decoded header per snapshot.
+    listing (names alone on a local repository, ``listed_headers``), one small file and
+    the chosen header, not a decoded header per snapshot.
     Snapshots sealed by other writers are left out, and the refused ones are skipped when
     the history is walked (the cached signature check is judged afresh against ``trust``)."""
     # decoding the summary and building the rows pause the collector, as _judged_listing

@@ -231,13 +231,14 @@ class LocalStorage:
 
     def names(self, prefix: str = "") -> Iterator[str]:
         """``list`` without the size and time: no stat per file (a folder's entries say
-        which are files), ~45 ms of listing 10,000 snapshot headers here."""
+        which are files), ~45 ms of listing 10,000 snapshot headers here. A file ``list``
+        leaves out because its stat fails (a dangling link) is named: reading it fails."""
         for name, _ in self._files_below(prefix.rsplit("/", 1)[0] if "/" in prefix else "", prefix):
             yield name
 
     def _files_below(self, folder: str, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
-        """The files in ``folder`` (a name relative to the root, "" for the root) and the
-        folders below it whose names start with ``prefix``, with their scandir entries:
+        """The files whose names start with ``prefix`` in ``folder`` (a name relative to the
+        root, "" for the root) and the folders below it, with their scandir entries:
         listing 10,000 snapshot headers spent more time building paths than in the stat
         calls. A folder that is not there (or vanished meanwhile) holds nothing. One that
         cannot be read is an error when a namespace was asked for, not an empty folder
