@@ -14,7 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lifeboat.assets.registry import load_policy
 from lifeboat.crypto.pinning import fingerprint
+from lifeboat.daemon.jobs import build_jobs
 from tests.harness import LifeboatCli, PolicyBuilder
 from tests.harness.evidence import plant_drill_key, resign
 
@@ -107,6 +109,19 @@ def test_a_drill_on_a_copy_counts_and_a_key_planted_in_the_copy_does_not(tmp_pat
     assert stale["signing_key"] == drill["signing_key"]  # the copy has not had the new key yet
     # the drill says so, with the primary in reach (a drill on a copy never needs it)
     assert "status will refuse this drill's evidence; run 'lifeboat copy offsite'" in proc.stderr
+    # and so does the daemon's run of it, in the daemon's log
+    lines: list[str] = []
+    daemon_drill = next(
+        job
+        for job in build_jobs(load_policy(tmp_path / "lifeboat.toml"), lines.append)
+        if job.name == "drill:offsite-outage"
+    )
+    daemon_drill.run()
+    assert any(
+        line.startswith("drill:offsite-outage: warning: the repository retired this copy's drill key")
+        and "run 'lifeboat copy offsite'" in line
+        for line in lines
+    ), lines
     code, conf = _conf(lb)
     retired = f"drill evidence {stale['bundle']} refused: signed by key {drill['signing_key']}, replaced on"
     assert code == 1 and any(b.startswith(retired) for b in conf["breaches"])

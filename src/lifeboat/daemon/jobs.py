@@ -43,7 +43,7 @@ class Job:
     next_at: datetime = EPOCH
 
 
-def build_jobs(policy: Policy) -> list[Job]:
+def build_jobs(policy: Policy, log: Callable[[str], None] = lambda _: None) -> list[Job]:
     """Every job the policy schedules: backups, checks, retention, drills, the kinds' extras."""
     jobs: list[Job] = []
     for name, asset in policy.assets.items():
@@ -73,7 +73,7 @@ def build_jobs(policy: Policy) -> list[Job]:
     if policy.repository.recovery_key:
         jobs.append(Job("retention", None, _retention(policy), every=policy.daemon.retention_every))
     for name, drill in policy.drills.items():
-        jobs.append(Job(f"drill:{name}", None, _drill(policy, name), every=drill.every))
+        jobs.append(Job(f"drill:{name}", None, _drill(policy, name, log), every=drill.every))
     for name, copy in policy.copies.items():
         jobs.append(Job(f"copy:{name}", None, copy_job(policy, name), schedule=copy.schedule))
     return jobs
@@ -178,11 +178,12 @@ def _retention(policy: Policy) -> Callable[[], int]:
     return run
 
 
-def _drill(policy: Policy, name: str) -> Callable[[], int]:
+def _drill(policy: Policy, name: str, log: Callable[[str], None]) -> Callable[[], int]:
     def run() -> int:
         from lifeboat.services.drills import run_drill
 
-        result, bundle = run_drill(policy, name, Credentials())
+        # the drill's own lines (a copy's retired key, a drill key issued) in the daemon's log
+        result, bundle = run_drill(policy, name, Credentials(), log=lambda line: log(f"drill:{name}: {line}"))
         if result.verdict != "pass":
             raise LifeboatError(f"drill {name} failed: {'; '.join(result.reasons)[:300]} (evidence {bundle})")
         return 0

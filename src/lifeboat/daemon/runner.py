@@ -61,7 +61,7 @@ class Daemon:
     ) -> None:
         self.policy = policy
         self.log: Log = lambda line: log(redact(line))  # children's stderr too: no secrets
-        self.jobs = jobs if jobs is not None else build_jobs(policy)
+        self.jobs = jobs if jobs is not None else build_jobs(policy, self.log)
         self.rng = rng or random.Random()
         self.state = DaemonState()
         self.history = RunHistory(policy.state_dir / "runs.jsonl")
