@@ -148,10 +148,13 @@ def check_repository_url(url: str) -> str:
 _HOSTNAME = re.compile(r"((?!-)[a-z\d-]{1,63}(?<!-)\.)*(?!-)[a-z\d-]{1,63}(?<!-)\.?", re.IGNORECASE)
 
 
-def _shown_endpoint(endpoint_url: str) -> str:
-    """The endpoint as an error shows it: no query, no user or password."""
-    scheme, sep, rest = endpoint_url.split("?")[0].partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else scheme.rpartition("@")[2]
+def shown_endpoint(endpoint_url: str) -> str:
+    """The endpoint as an error shows it: no user or password (everything up to the last
+    ``@``, which may itself hold a ``?``), no query or fragment."""
+    scheme, sep, rest = endpoint_url.partition("://")
+    rest = (rest if sep else scheme).rpartition("@")[2]
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}{sep}{rest}" if sep else rest
 
 
 def check_endpoint_url(endpoint_url: str) -> None:
@@ -159,6 +162,8 @@ def check_endpoint_url(endpoint_url: str) -> None:
     DNS name or an IP address. Said when the policy is read; boto said it as a ValueError
     when the storage was opened, after the policy had passed."""
     try:
+        if any(c.isspace() or not c.isprintable() for c in endpoint_url):
+            raise ValueError("urlsplit drops tabs and line breaks, which botocore refuses")
         parts = urlsplit(endpoint_url)
         host, _ = parts.hostname, parts.port  # .port: ValueError when not a port number
     except ValueError:
@@ -170,8 +175,8 @@ def check_endpoint_url(endpoint_url: str) -> None:
             parts_ok = len(host) <= 255 and _HOSTNAME.fullmatch(host) is not None
     if not parts_ok:
         raise ValueError(
-            f"endpoint_url {_shown_endpoint(endpoint_url)!r} is not an endpoint URL "
-            "(use https://host[:port], the host a DNS name or an IP address)"
+            f"endpoint_url {shown_endpoint(endpoint_url)!r} is not an endpoint URL "
+            "(give an https URL of a DNS name or an IP address, and a port)"
         )
 
 
@@ -180,7 +185,7 @@ def refuse_plain_http(endpoint_url: str | None, allowed: bool) -> None:
     only an explicit opt-in (a local test server, a loopback proxy) may use it."""
     if endpoint_url and endpoint_url.lower().startswith("http://") and not allowed:
         raise ValueError(
-            f"endpoint_url {endpoint_url.split('?')[0]!r} is plain http: requests and data travel "
+            f"endpoint_url {shown_endpoint(endpoint_url)!r} is plain http: requests and data travel "
             "unencrypted; use https://, or set allow_insecure_http = true in this section"
         )
 

@@ -54,17 +54,43 @@ def test_plain_http_endpoint_is_refused(tmp_path: Path, field: str, section: str
     ("field", "section"), [("repo_endpoint", "repository"), ("media_endpoint", "assets.media")]
 )
 @pytest.mark.parametrize("verb", [["policy", "check", "--offline"], ["backup"], ["status"]])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://key:canary-secret@s3_store:9000?token=x",
+        "https://key:canary?secret@s3_store:9000",  # a ? in the password
+        "https://s3.example:9000\\t",  # a tab: urlsplit drops it, botocore refuses it
+    ],
+)
 def test_an_endpoint_that_is_no_url_is_refused_when_the_policy_is_read(
-    tmp_path: Path, field: str, section: str, verb: list[str]
+    tmp_path: Path, field: str, section: str, verb: list[str], endpoint: str
 ) -> None:
     """boto refuses a host with an underscore with a ValueError when the client is made:
     that was a traceback of `status`, after the policy had passed."""
-    proc = run(tmp_path, *verb, **{field: "https://key:canary-secret@s3_store:9000?token=x"})
+    proc = run(tmp_path, *verb, **{field: endpoint})
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lifeboat: error: "), proc.stderr
-    assert f"{section}: endpoint_url 'https://s3_store:9000' is not an endpoint URL" in lines[0]
-    assert "canary-secret" not in proc.stderr + proc.stdout and "token=x" not in proc.stderr
+    assert f"{section}: endpoint_url 'https://" in lines[0] and "is not an endpoint URL" in lines[0]
+    assert "canary" not in proc.stderr + proc.stdout and "token=x" not in proc.stderr
+
+
+def test_an_endpoint_from_the_environment_that_is_no_url_is_one_line(tmp_path: Path) -> None:
+    """botocore also takes the endpoint from AWS_ENDPOINT_URL_S3 (or a profile), which the
+    policy never sees: its ValueError was an internal error (exit 70)."""
+    policy = tmp_path / "lifeboat.toml"
+    without_endpoints = POLICY.split("[assets.media]")[0].replace('endpoint_url = "{repo_endpoint}"\n', "")
+    policy.write_text(without_endpoints.format(repo_extra=""))
+    proc = LifeboatCli(policy, timeout=60).run(
+        "init", check=False, env={"AWS_ENDPOINT_URL_S3": "https://key:canary-secret@s3_store:9000"}
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == (
+        "lifeboat: error: the S3 endpoint set by AWS_ENDPOINT_URL(_S3) or the profile is not an "
+        "endpoint URL (Invalid endpoint)"
+    ), proc.stderr
+    assert "canary" not in proc.stderr + proc.stdout
 
 
 def test_allowed_plain_http_is_reported_by_policy_check(tmp_path: Path) -> None:

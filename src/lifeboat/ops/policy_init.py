@@ -114,11 +114,13 @@ def detect_bucket(url: str, endpoint_url: str | None) -> BucketFacts:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from lifeboat.storage.credentials import s3_client
+
     if not url.startswith("s3://") or not url.removeprefix("s3://").strip("/"):
         raise ConfigError(f"bad bucket {url!r}", hint="give it as s3://bucket or s3://bucket/prefix")
     bucket = url.removeprefix("s3://").split("/", 1)[0]
     facts = BucketFacts(url=url.rstrip("/"), endpoint_url=endpoint_url)
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint_url)
+    client = s3_client(boto3.session.Session(), endpoint_url)
     try:
         facts.versioning = client.get_bucket_versioning(Bucket=bucket).get("Status", "Disabled")
     except ClientError as exc:

@@ -650,7 +650,7 @@ class Repository:
                 raise NotFoundError(
                     f"asset {asset} has no snapshot that can be read, and {damaged} snapshot header(s) "
                     "of the repository are damaged",
-                    hint="'lifeboat check' lists them",
+                    hint=f"'lifeboat check' lists them ('lifeboat backup {asset}' if it never was)",
                 )
             raise NotFoundError(f"asset {asset} has no snapshots yet", hint=f"run 'lifeboat backup {asset}'")
         return newest

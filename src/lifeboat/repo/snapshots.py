@@ -343,8 +343,9 @@ def list_snapshots(
 def listed_headers(storage: Storage, stamps: Mapping[str, list[Any]]) -> list[ObjectStat]:
     """The objects under snapshots/ with their size and time, for the readers that do not
     tell a changed header by them: `check` (it reads every header) and the choice of a
-    snapshot among thousands (``cached_history``: the chosen header is read, and one
-    damaged or gone since is passed over, ``Repository.find_snapshot``). ``stamps``: the
+    snapshot among thousands (``cached_history``: a restore reads the chosen header, and
+    passes over one damaged or gone since, ``Repository.find_snapshot``; a backup takes
+    its parent's id alone, which nothing reads back). ``stamps``: the
     size and time (its first two fields) each header had when this host verified it, by
     snapshot id.
 
@@ -615,9 +616,9 @@ def cached_history(
     """Every listed snapshot of ``asset`` (None: of every asset) from the cache's summary,
     reading only the headers it does not hold as listed (and adding them); None when there
     is no summary yet or one of those headers is damaged (then ``load_snapshots`` reads and
-    reports). Choosing the parent or the snapshot to restore among thousands then costs a
-    listing (names alone on a local repository, ``listed_headers``), one small file and
-    the chosen header, not a decoded header per snapshot.
+    reports). Choosing the parent (by id alone) or the snapshot to restore (its header
+    read) among thousands then costs a listing (names alone on a local repository,
+    ``listed_headers``) and one small file, not a decoded header per snapshot.
     Snapshots sealed by other writers are left out, and the refused ones are skipped when
     the history is walked (the cached signature check is judged afresh against ``trust``)."""
     # decoding the summary and building the rows pause the collector, as _judged_listing

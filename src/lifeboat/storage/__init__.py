@@ -41,13 +41,13 @@ def open_storage(
         client = None
         if profile or role_arn:
             from lifeboat.s3times import parse_times_in_c
-            from lifeboat.storage.credentials import aws_session
+            from lifeboat.storage.credentials import aws_session, s3_client
 
             session = aws_session(profile=profile, role_arn=role_arn, region=region, what="repository")
             parse_times_in_c(session)
-            client = session.client(
-                "s3",
-                endpoint_url=endpoint_url,
+            client = s3_client(
+                session,
+                endpoint_url,
                 region_name=region,
                 config=client_config(stall_timeout or DEFAULT_STALL_TIMEOUT),
             )

@@ -18,6 +18,7 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 from botocore.exceptions import ProfileNotFound
 
 from lifeboat.errors import ConfigError
+from lifeboat.redact import redact_url
 
 SESSION_NAME = "lifeboat"
 
@@ -53,3 +54,17 @@ def aws_session(
         method="assume-role", refresh_using=fetcher.fetch_credentials
     )
     return boto3.session.Session(botocore_session=assumed, region_name=region)
+
+
+def s3_client(session: boto3.session.Session, endpoint_url: str | None, **settings: Any) -> Any:
+    """``session.client("s3", ...)``: an endpoint botocore refuses (its ValueError) is a
+    ConfigError naming it without credentials. The policy checks its own endpoint_url when
+    it is read; this one may come from AWS_ENDPOINT_URL(_S3) or a profile's endpoint_url."""
+    try:
+        return session.client("s3", endpoint_url=endpoint_url, **settings)
+    except ValueError as exc:
+        shown = redact_url(endpoint_url) if endpoint_url else "set by AWS_ENDPOINT_URL(_S3) or the profile"
+        raise ConfigError(  # botocore's own message names the URL whole: only its kind is said
+            f"the S3 endpoint {shown} is not an endpoint URL ({str(exc).split(':', 1)[0]})",
+            hint="give endpoint_url, AWS_ENDPOINT_URL(_S3) and the profile's as https URLs of host and port",
+        ) from None

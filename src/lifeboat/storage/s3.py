@@ -36,6 +36,7 @@ from lifeboat.errors import AlreadyExistsError, ConfigError, LockedError, NotFou
 from lifeboat.s3errors import S3Failure, classify
 from lifeboat.s3times import parse_times_in_c
 from lifeboat.storage.base import ObjectStat, Tampering, retention_slack
+from lifeboat.storage.credentials import s3_client
 
 DEFAULT_STALL_TIMEOUT = 60.0
 # Attempts per request, botocore's own retries and ours for a body that stops midway alike.
@@ -122,9 +123,7 @@ class S3Storage:
         if client is None:
             session = boto3.session.Session()
             parse_times_in_c(session)
-            client = session.client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=client_config(stall_timeout)
-            )
+            client = s3_client(session, endpoint_url, region_name=region, config=client_config(stall_timeout))
         self._client = client
         # botocore's own checksum setting (AWS_REQUEST_CHECKSUM_CALCULATION): a store that
         # refuses x-amz-checksum-* headers is used with "when_required", and gets none of ours

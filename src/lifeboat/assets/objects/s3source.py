@@ -29,7 +29,7 @@ from lifeboat.assets.objects.signed_requests import Answer, SignedRequests, Stor
 from lifeboat.errors import NotFoundError, StorageError
 from lifeboat.s3errors import S3Failure, classify
 from lifeboat.s3times import parse_times_in_c
-from lifeboat.storage.credentials import aws_session
+from lifeboat.storage.credentials import aws_session, s3_client
 
 if TYPE_CHECKING:
     from lifeboat.assets.objects.native_requests import Fetched, NativeRequests
@@ -160,9 +160,9 @@ class S3Source:
             else boto3.session.Session()
         )
         parse_times_in_c(session)
-        self.client: Any = session.client(
-            "s3",
-            endpoint_url=endpoint_url,
+        self.client: Any = s3_client(
+            session,
+            endpoint_url,
             region_name=region,
             config=Config(
                 # presigned URLs too: botocore signs them with legacy SigV2 otherwise,
