@@ -38,7 +38,7 @@ from lifeboat.errors import LifeboatError, LockedError, NotFoundError
 from lifeboat.repo.format import index_name
 from lifeboat.repo.immutability import RetentionCache, lockable
 from lifeboat.repo.index import INDEX_FILE_BLOBS, PackEntry, read_index_file, write_index
-from lifeboat.storage.base import Storage, VersionedStorage
+from lifeboat.storage.base import Storage, VersionedStorage, list_names
 
 if TYPE_CHECKING:
     from lifeboat.repo.handle import RepoHandle
@@ -180,7 +180,7 @@ def consolidate_indexes(
     what the caller knows of index files' sizes (by default the loaded index's)."""
     limit = index_files_max() if limit is None else limit
     known = repo.index().file_blobs if blobs is None else blobs
-    names = small_index_files(known, (obj.name for obj in repo.storage.list("index/")))
+    names = small_index_files(known, list_names(repo.storage, "index/"))
     if limit <= 0 or len(names) <= limit:
         return None
     loaded, _ = read_index_files(repo, names, workers=repo.workers)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lifeboat.errors import ConfigError, IntegrityError, NotFoundError
 from lifeboat.repo.format import CONFIG_NAME, FORMAT_VERSION, record_name
-from lifeboat.storage.base import Storage
+from lifeboat.storage.base import Storage, list_names
 
 if TYPE_CHECKING:
     from lifeboat.crypto.escrow import EscrowRecord
@@ -100,7 +100,7 @@ class RecordsView:
     def list_records(self, prefix: str = "") -> list[str]:
         """The names of the records under ``prefix``."""
         base = record_name("")
-        return sorted(obj.name[len(base) :] for obj in self.storage.list(record_name(prefix)))
+        return sorted(name[len(base) :] for name in list_names(self.storage, record_name(prefix)))
 
 
 # -- backup keys -----------------------------------------------------------------------

@@ -76,7 +76,7 @@ from lifeboat.repo.trust import (
     store_version,
     writer_id_keys,
 )
-from lifeboat.storage.base import Storage
+from lifeboat.storage.base import Storage, list_names
 
 if TYPE_CHECKING:
     from lifeboat.crypto.escrow import EscrowRecord
@@ -396,7 +396,8 @@ class Repository:
     def load_index_for_writing(self) -> Index:
         """The index, minus packs that vanished, plus complete orphan packs of killed runs."""
         index = self.index(refresh=True)
-        stored = {obj.name.rsplit("/", 1)[-1] for obj in self.storage.list("data/")}
+        # names alone: a local repository stats no pack (~4 µs each, every backup)
+        stored = {name.rsplit("/", 1)[-1] for name in list_names(self.storage, "data/")}
         index.drop_packs([p for p in list(index.packs()) if p not in stored])
         if index.sealed:
             # Other keys' index files list packs this key cannot see: every pack would look
