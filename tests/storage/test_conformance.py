@@ -35,6 +35,18 @@ def test_put_get_range_stat_list(storage_backend):
     assert list(list_names(s, "snapshots/")) == []
 
 
+def test_names_leave_out_a_link_that_leads_nowhere_as_the_listing_does(tmp_path):
+    """A backup takes the packs ``list_names`` gives for stored and reuses their blobs: a
+    pack that is a dangling link (its volume unmounted) must not be one of them."""
+    storage = LocalStorage(tmp_path)
+    storage.put("data/ab/abcdef", b"0123456789")
+    (tmp_path / "data" / "ab" / "abc999").symlink_to(tmp_path / "gone")
+    (tmp_path / "data" / "ab" / "abc777").symlink_to(tmp_path / "data" / "ab" / "abcdef")
+    listed = sorted(o.name for o in storage.list("data/"))
+    assert listed == ["data/ab/abc777", "data/ab/abcdef"]
+    assert sorted(list_names(storage, "data/")) == listed
+
+
 def test_a_put_with_its_sha256_stores_the_bytes(storage_backend):
     data = os.urandom(100_000)
     name = f"data/ab/{hashlib.sha256(data).hexdigest()}"

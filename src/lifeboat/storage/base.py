@@ -88,7 +88,7 @@ def write_times_trusted(storage: Storage) -> bool:
 
 def list_names(storage: Storage, prefix: str = "") -> Iterator[str]:
     """The names ``storage.list`` gives, from a driver's cheaper ``names`` where it has one
-    (a local directory: no stat per file; it also names a file whose stat fails)."""
+    (a local directory: no stat per regular file)."""
     names = getattr(storage, "names", None)
     if callable(names):
         return iter(names(prefix))
