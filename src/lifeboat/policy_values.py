@@ -148,7 +148,7 @@ def check_repository_url(url: str) -> str:
 _HOSTNAME = re.compile(r"((?!-)[a-z\d-]{1,63}(?<!-)\.)*(?!-)[a-z\d-]{1,63}(?<!-)\.?", re.IGNORECASE)
 
 
-def shown_endpoint(endpoint_url: str) -> str:
+def _shown_endpoint(endpoint_url: str) -> str:
     """The endpoint as an error shows it: no user or password (everything up to the last
     ``@``, which may itself hold a ``?``), no query or fragment."""
     scheme, sep, rest = endpoint_url.partition("://")
@@ -161,23 +161,29 @@ def check_endpoint_url(endpoint_url: str) -> None:
     """An endpoint the S3 client can be made for: http(s)://host[:port][/path], the host a
     DNS name or an IP address. Said when the policy is read; boto said it as a ValueError
     when the storage was opened, after the policy had passed."""
+    if not _endpoint_url_ok(endpoint_url):
+        raise ValueError(
+            f"endpoint_url {_shown_endpoint(endpoint_url)!r} is not an endpoint URL "
+            "(give an https URL of a DNS name or an IP address, and a port)"
+        )
+
+
+def _endpoint_url_ok(endpoint_url: str) -> bool:
+    # urlsplit drops tabs and line breaks, which botocore refuses
+    if any(c.isspace() or not c.isprintable() for c in endpoint_url):
+        return False
     try:
-        if any(c.isspace() or not c.isprintable() for c in endpoint_url):
-            raise ValueError("urlsplit drops tabs and line breaks, which botocore refuses")
         parts = urlsplit(endpoint_url)
         host, _ = parts.hostname, parts.port  # .port: ValueError when not a port number
     except ValueError:
-        host = None
-    if parts_ok := host is not None and parts.scheme.lower() in ("http", "https"):
-        try:
-            ip_address(host)
-        except ValueError:
-            parts_ok = len(host) <= 255 and _HOSTNAME.fullmatch(host) is not None
-    if not parts_ok:
-        raise ValueError(
-            f"endpoint_url {shown_endpoint(endpoint_url)!r} is not an endpoint URL "
-            "(give an https URL of a DNS name or an IP address, and a port)"
-        )
+        return False
+    if host is None or parts.scheme.lower() not in ("http", "https"):
+        return False
+    try:
+        ip_address(host)
+        return True
+    except ValueError:
+        return len(host) <= 255 and _HOSTNAME.fullmatch(host) is not None
 
 
 def refuse_plain_http(endpoint_url: str | None, allowed: bool) -> None:
@@ -185,7 +191,7 @@ def refuse_plain_http(endpoint_url: str | None, allowed: bool) -> None:
     only an explicit opt-in (a local test server, a loopback proxy) may use it."""
     if endpoint_url and endpoint_url.lower().startswith("http://") and not allowed:
         raise ValueError(
-            f"endpoint_url {shown_endpoint(endpoint_url)!r} is plain http: requests and data travel "
+            f"endpoint_url {_shown_endpoint(endpoint_url)!r} is plain http: requests and data travel "
             "unencrypted; use https://, or set allow_insecure_http = true in this section"
         )
 

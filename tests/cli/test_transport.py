@@ -75,21 +75,31 @@ def test_an_endpoint_that_is_no_url_is_refused_when_the_policy_is_read(
     assert "canary" not in proc.stderr + proc.stdout and "token=x" not in proc.stderr
 
 
-def test_an_endpoint_from_the_environment_that_is_no_url_is_one_line(tmp_path: Path) -> None:
-    """botocore also takes the endpoint from AWS_ENDPOINT_URL_S3 (or a profile), which the
-    policy never sees: its ValueError was an internal error (exit 70)."""
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        (
+            {"AWS_ENDPOINT_URL_S3": "https://key:canary-secret@s3_store:9000"},
+            "the S3 endpoint set by AWS_ENDPOINT_URL(_S3) or the profile is not an endpoint URL "
+            "(Invalid endpoint)",
+        ),
+        # botocore's InvalidRegionError is a ValueError too: not said as the endpoint's
+        ({"AWS_DEFAULT_REGION": "bad region!"}, "the S3 region 'bad region!' is not a region name"),
+    ],
+)
+def test_an_endpoint_or_region_from_the_environment_that_botocore_refuses_is_one_line(
+    tmp_path: Path, env: dict[str, str], said: str
+) -> None:
+    """botocore also takes the endpoint from AWS_ENDPOINT_URL_S3 (or a profile), and the
+    region from AWS_DEFAULT_REGION, which the policy never sees: its ValueError was an
+    internal error (exit 70)."""
     policy = tmp_path / "lifeboat.toml"
     without_endpoints = POLICY.split("[assets.media]")[0].replace('endpoint_url = "{repo_endpoint}"\n', "")
     policy.write_text(without_endpoints.format(repo_extra=""))
-    proc = LifeboatCli(policy, timeout=60).run(
-        "init", check=False, env={"AWS_ENDPOINT_URL_S3": "https://key:canary-secret@s3_store:9000"}
-    )
+    proc = LifeboatCli(policy, timeout=60).run("init", check=False, env=env)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines[0] == (
-        "lifeboat: error: the S3 endpoint set by AWS_ENDPOINT_URL(_S3) or the profile is not an "
-        "endpoint URL (Invalid endpoint)"
-    ), proc.stderr
+    assert lines[0] == f"lifeboat: error: {said}", proc.stderr
     assert "canary" not in proc.stderr + proc.stdout
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import botocore.session
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
-from botocore.exceptions import ProfileNotFound
+from botocore.exceptions import InvalidRegionError, ProfileNotFound
 
 from lifeboat.errors import ConfigError
 from lifeboat.redact import redact_url
@@ -62,6 +62,12 @@ def s3_client(session: boto3.session.Session, endpoint_url: str | None, **settin
     it is read; this one may come from AWS_ENDPOINT_URL(_S3) or a profile's endpoint_url."""
     try:
         return session.client("s3", endpoint_url=endpoint_url, **settings)
+    except InvalidRegionError:  # a ValueError too: not the endpoint's fault
+        region = settings.get("region_name") or session.region_name
+        raise ConfigError(
+            f"the S3 region {region!r} is not a region name",
+            hint="check region in the policy, AWS_REGION / AWS_DEFAULT_REGION and the AWS profile",
+        ) from None
     except ValueError as exc:
         shown = redact_url(endpoint_url) if endpoint_url else "set by AWS_ENDPOINT_URL(_S3) or the profile"
         raise ConfigError(  # botocore's own message names the URL whole: only its kind is said

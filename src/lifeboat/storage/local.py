@@ -218,7 +218,7 @@ class LocalStorage:
 
     def list(self, prefix: str = "") -> Iterator[ObjectStat]:
         lock = self.lock_days * 86400 if self.lock_days else None
-        for name, entry in self._files_below(prefix.rsplit("/", 1)[0] if "/" in prefix else "", prefix):
+        for name, entry in self._files(prefix):
             try:
                 st = entry.stat()
             except FileNotFoundError:  # removed since the folder was read
@@ -234,13 +234,17 @@ class LocalStorage:
         which are files), ~45 ms of listing 10,000 snapshot headers here. A link (lifeboat
         makes none) is stat-ed all the same, and one that leads nowhere left out as ``list``
         leaves it: a backup takes the packs named here for stored, and reuses their blobs."""
-        for name, entry in self._files_below(prefix.rsplit("/", 1)[0] if "/" in prefix else "", prefix):
+        for name, entry in self._files(prefix):
             if entry.is_symlink():
                 try:
                     entry.stat()
                 except OSError:
                     continue
             yield name
+
+    def _files(self, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """The files whose names start with ``prefix``, from the folder the prefix names."""
+        return self._files_below(prefix.rsplit("/", 1)[0] if "/" in prefix else "", prefix)
 
     def _files_below(self, folder: str, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """The files whose names start with ``prefix`` in ``folder`` (a name relative to the
